@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Sparkle's set-up: installs everything the build, the demo and the tests need on a fresh
+# Debian 12 machine with only Rust installed. Idempotent and fast when all is already there.
+#
+# - Vulkan: the loader, Mesa's lavapipe (a CPU Vulkan driver, so GPU code is tested everywhere).
+# - shaderc: Debian's libshaderc_combined.a is NOT combined (it lacks glslang and SPIRV-Tools),
+#   so vulkano-shaders' proc-macro fails to load ("can't find crate for vulkano_shaders").
+#   We merge the archives into one real libshaderc_combined.a in .shaderc/, which
+#   .cargo/config.toml hands to shaderc-sys as SHADERC_LIB_DIR.
+# - rustup targets for the no_std core (Cortex-M4F and M0) and the rustfmt/clippy components.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+
+apt_pkgs=(mesa-vulkan-drivers libvulkan-dev libvulkan1 vulkan-tools libshaderc-dev glslang-dev spirv-tools)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+shaderc="$root/.shaderc"
+if [ ! -s "$shaderc/libshaderc_combined.a" ]; then
+  echo "setup: merging shaderc, glslang and SPIRV-Tools into $shaderc/libshaderc_combined.a"
+  lib=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+  mkdir -p "$shaderc"
+  {
+    echo "CREATE $shaderc/libshaderc_combined.a.tmp"
+    for a in libshaderc_combined.a libglslang.a libMachineIndependent.a libGenericCodeGen.a libOSDependent.a \
+             libOGLCompiler.a libHLSL.a libSPIRV.a libglslang-default-resource-limits.a libSPIRV-Tools-opt.a \
+             libSPIRV-Tools.a; do
+      if [ -f "$lib/$a" ]; then echo "ADDLIB $lib/$a"; fi
+    done
+    echo SAVE
+    echo END
+  } | ar -M
+  mv "$shaderc/libshaderc_combined.a.tmp" "$shaderc/libshaderc_combined.a"
+fi
+
+targets=(thumbv7em-none-eabihf thumbv6m-none-eabi)
+installed=$(rustup target list --installed)
+for t in "${targets[@]}"; do
+  grep -qx "$t" <<<"$installed" || rustup target add "$t"
+done
+components=$(rustup component list --installed)
+for c in rustfmt clippy; do
+  grep -q "^$c" <<<"$components" || rustup component add "$c"
+done

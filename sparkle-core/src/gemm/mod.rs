@@ -1,0 +1,55 @@
+//! GEMM: `C <- act(alpha * A * B + beta * C + bias)` on strided views.
+//!
+//! Transposed operands (BLAS's `op(A)`) are views with swapped strides: pass `a.t()`.
+//! `beta == 0` means C is never read, so NaN or garbage in C cannot leak into the result.
+
+pub mod reference;
+
+use crate::epilogue::Epilogue;
+use crate::error::{Error, Param, Result};
+use crate::view::{MatMut, MatRef};
+
+/// The sizes of a validated GEMM: C is `m x n`, the reduction has length `k`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmDims {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// Columns of A, rows of B.
+    pub k: usize,
+}
+
+impl GemmDims {
+    /// `2*m*n*k` as f64.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+}
+
+/// Checks `A (m x k) * B (k x n) -> C (m x n)`, the epilogue against `m x n`, and that alpha and
+/// beta are finite.
+pub fn check(
+    alpha: f32,
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    beta: f32,
+    c: &MatMut<'_>,
+    epi: &Epilogue<'_>,
+) -> Result<GemmDims> {
+    let dims = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
+    if b.rows() != dims.k {
+        return Err(Error::Mismatch { param: Param::B, expected: dims.k, found: b.rows() });
+    }
+    if c.rows() != dims.m {
+        return Err(Error::Mismatch { param: Param::COut, expected: dims.m, found: c.rows() });
+    }
+    if c.cols() != dims.n {
+        return Err(Error::Mismatch { param: Param::COut, expected: dims.n, found: c.cols() });
+    }
+    if !alpha.is_finite() || !beta.is_finite() {
+        return Err(Error::Invalid { param: Param::Scalar });
+    }
+    epi.validate(dims.m, dims.n)?;
+    Ok(dims)
+}

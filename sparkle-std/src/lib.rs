@@ -1,0 +1,10 @@
+//! # sparkle-std
+//!
+//! Sparkle on `std`: the threaded CPU path, runtime ISA dispatch, the juggler, and the
+//! `sparkle` command-line tool. Re-exports the core and the Vulkan backend.
+#![deny(missing_docs)]
+
+pub use sparkle_core as core;
+pub use sparkle_vk as vk;
+
+pub mod demo;

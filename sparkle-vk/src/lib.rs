@@ -1,0 +1,16 @@
+//! # sparkle-vk
+//!
+//! Sparkle's Vulkan backend, through vulkano 0.35 and GLSL compute shaders compiled at build
+//! time (vulkano-shaders). Runs on any vendor's GPU, and on Mesa's lavapipe (CPU) in CI.
+//!
+//! - [`devices`] lists every device with a compute queue; [`Context`] opens one.
+//! - Every failure is a [`VkError`], never a panic: no loader, no device, out of memory and
+//!   device lost are distinct so callers can fall back to another device.
+#![deny(missing_docs)]
+
+mod context;
+mod error;
+mod smoke;
+
+pub use context::{devices, Context, DeviceInfo};
+pub use error::{Result, VkError};

@@ -1,0 +1,16 @@
+//! Shared helpers of the cross-backend tests.
+#![deny(missing_docs)]
+
+pub use sparkle_std::demo::fill;
+
+/// Whether the environment variable `SPARKLE_REQUIRE_<thing>` is set to 1: then a test that
+/// would skip for lack of `thing` must fail instead.
+pub fn required(thing: &str) -> bool {
+    std::env::var(format!("SPARKLE_REQUIRE_{thing}")).is_ok_and(|v| v == "1")
+}
+
+/// Reports a skip loudly, or panics when `SPARKLE_REQUIRE_<thing>=1` forbids skipping.
+pub fn skip(thing: &str, why: &str) {
+    assert!(!required(thing), "SPARKLE_REQUIRE_{thing}=1 but {why}");
+    eprintln!("SKIPPED ({thing}): {why}; set SPARKLE_REQUIRE_{thing}=1 to make this a failure");
+}
