@@ -12,5 +12,11 @@ pub fn required(thing: &str) -> bool {
 /// Reports a skip loudly, or panics when `SPARKLE_REQUIRE_<thing>=1` forbids skipping.
 pub fn skip(thing: &str, why: &str) {
     assert!(!required(thing), "SPARKLE_REQUIRE_{thing}=1 but {why}");
-    eprintln!("SKIPPED ({thing}): {why}; set SPARKLE_REQUIRE_{thing}=1 to make this a failure");
+    // Straight to the stderr handle, not `eprintln!`: the test harness captures the macros'
+    // output of passing tests, and a skip must be seen.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED ({thing}): {why}; set SPARKLE_REQUIRE_{thing}=1 to make this a failure"
+    );
 }

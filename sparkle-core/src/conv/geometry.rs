@@ -141,10 +141,10 @@ impl Conv2dParams {
                 return Err(Error::Zero { param });
             }
         }
-        if p.c % p.groups != 0 {
+        if !p.c.is_multiple_of(p.groups) {
             return Err(Error::NotDivisible { param: Param::C, value: p.c, divisor: p.groups });
         }
-        if p.k % p.groups != 0 {
+        if !p.k.is_multiple_of(p.groups) {
             return Err(Error::NotDivisible { param: Param::K, value: p.k, divisor: p.groups });
         }
         let ho = out_extent(p.h, p.pad.top, p.pad.bottom, p.r, p.dilation[0], p.stride[0], Param::R)?;

@@ -1,5 +1,7 @@
 //! The `sparkle` command-line tool.
 
+mod bench;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +21,38 @@ enum Command {
     Demo,
     /// List the Vulkan devices.
     Devices,
+    /// Measure Sparkle beside its peers.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// GEMM f32 GFLOPS per shape: sparkle, and with --peers matrixmultiply, the gemm crate and
+    /// numpy/OpenBLAS (through python3, when numpy is installed).
+    Gemm {
+        /// Comma-separated shapes, `MxNxK` or `N` for square.
+        #[arg(long, default_value = bench::DEFAULT_SHAPES)]
+        shapes: String,
+        /// Threads for every implementation.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Also measure the peers, in the same run.
+        #[arg(long)]
+        peers: bool,
+        /// Print one JSON array of records instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds of timed repetitions per implementation and shape.
+        #[arg(long, default_value_t = 0.5)]
+        seconds: f64,
+    },
+    /// The measured FMA peak of this CPU, on one thread and on all.
+    Peak {
+        /// Threads for the all-threads figure (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -26,6 +60,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo => run_demo(),
         Command::Devices => list_devices(),
+        Command::Bench(b) => run_bench(b),
     };
     match result {
         Ok(code) => code,
@@ -37,6 +72,30 @@ fn main() -> ExitCode {
 }
 
 type Failure = Box<dyn std::error::Error>;
+
+fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
+    match cmd {
+        BenchCommand::Gemm { shapes, threads, peers, json, seconds } => {
+            if threads == 0 {
+                return Err("--threads must be at least 1".into());
+            }
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return Err("--seconds must be a positive number".into());
+            }
+            let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
+            // matrixmultiply reads its thread count once, from the environment, on first use;
+            // no other thread exists yet at this point.
+            std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+            let records = bench::gemm(&shapes, threads, peers, seconds)?;
+            let peak = (!json).then(|| sparkle_std::cpu::peak::peak_gflops(threads));
+            bench::print(&records, json, peak);
+        }
+        BenchCommand::Peak { threads } => {
+            bench::peak(threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 fn list_devices() -> Result<ExitCode, Failure> {
     match sparkle_std::vk::devices() {

@@ -1,0 +1,5 @@
+//! aarch64 kernels: the NEON instantiation of the one kernel body.
+
+mod neon;
+
+pub use neon::{Neon, NEON_GEMM_F32_8X12};

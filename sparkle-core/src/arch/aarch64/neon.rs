@@ -1,0 +1,71 @@
+//! NEON: 8 x 12 register tile (24 q-register accumulators, 3 for B, 1 broadcast of A).
+
+use core::arch::aarch64::*;
+
+use crate::arch::{gemm_body, Isa, Kernel, MicroArgs, Simd};
+
+/// 4-lane q vectors.
+#[derive(Clone, Copy, Debug)]
+pub struct Neon;
+
+impl Simd for Neon {
+    type V = float32x4_t;
+    const LANES: usize = 4;
+    #[inline(always)]
+    unsafe fn zero() -> float32x4_t {
+        // SAFETY: caller guarantees NEON.
+        unsafe { vdupq_n_f32(0.0) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> float32x4_t {
+        // SAFETY: caller guarantees NEON.
+        unsafe { vdupq_n_f32(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> float32x4_t {
+        // SAFETY: caller guarantees NEON and 4 readable floats at `p`.
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: float32x4_t) {
+        // SAFETY: caller guarantees NEON and 4 writable floats at `p`.
+        unsafe { vst1q_f32(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        // SAFETY: caller guarantees NEON. vfmaq_f32(c, a, b) = c + a * b, fused.
+        unsafe { vfmaq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: caller guarantees NEON.
+        unsafe { vmulq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: caller guarantees NEON.
+        unsafe { vaddq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: caller guarantees NEON. (fmax propagates NaN from either operand.)
+        unsafe { vmaxq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // SAFETY: caller guarantees NEON. (fmin propagates NaN from either operand.)
+        unsafe { vminq_f32(a, b) }
+    }
+}
+
+/// # Safety
+/// As [`Kernel::run`] with `mr = 8`, `nr = 12`, on a CPU with NEON.
+#[target_feature(enable = "neon")]
+unsafe fn neon_gemm_f32_8x12(p: &MicroArgs) {
+    // SAFETY: forwarded contract; NEON is enabled for this function.
+    unsafe { gemm_body::<Neon, 8, 3>(p) }
+}
+
+/// The NEON kernel.
+pub const NEON_GEMM_F32_8X12: Kernel =
+    Kernel { id: "neon_gemm_f32_8x12", isa: Isa::Neon, mr: 8, nr: 12, run: neon_gemm_f32_8x12 };

@@ -1,0 +1,71 @@
+//! Portable kernel: plain f32 arithmetic, one lane. This is what a Cortex-M4F runs (its FPU has
+//! single-precision FMA, `vfma.f32`, which LLVM uses for `mul_add` when `+fp-armv8`/`+vfp4` is on).
+
+use super::{gemm_body, Isa, Kernel, MicroArgs, Simd};
+
+/// One-lane "vector".
+#[derive(Clone, Copy, Debug)]
+pub struct Scalar;
+
+impl Simd for Scalar {
+    type V = f32;
+    const LANES: usize = 1;
+    #[inline(always)]
+    unsafe fn zero() -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> f32 {
+        x
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> f32 {
+        // SAFETY: the caller guarantees `p` is readable.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: f32) {
+        // SAFETY: the caller guarantees `p` is writable.
+        unsafe { *p = v }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: f32, b: f32, c: f32) -> f32 {
+        // Plain multiply-add: targets with FMA contract it; without it (Cortex-M0) no libm call.
+        a * b + c
+    }
+    #[inline(always)]
+    unsafe fn mul(a: f32, b: f32) -> f32 {
+        a * b
+    }
+    #[inline(always)]
+    unsafe fn add(a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    unsafe fn max(a: f32, b: f32) -> f32 {
+        if a > b {
+            a
+        } else {
+            b
+        }
+    }
+    #[inline(always)]
+    unsafe fn min(a: f32, b: f32) -> f32 {
+        if a < b {
+            a
+        } else {
+            b
+        }
+    }
+}
+
+/// # Safety
+/// As [`Kernel::run`] with `mr = nr = 4`.
+unsafe fn generic_gemm_f32_4x4(p: &MicroArgs) {
+    // SAFETY: forwarded contract; the generic ISA runs on every CPU.
+    unsafe { gemm_body::<Scalar, 4, 4>(p) }
+}
+
+/// The portable 4x4 kernel (16 accumulators: fits the 32 single-precision registers of an M4F).
+pub const GENERIC_GEMM_F32_4X4: Kernel =
+    Kernel { id: "generic_gemm_f32_4x4", isa: Isa::Generic, mr: 4, nr: 4, run: generic_gemm_f32_4x4 };

@@ -1,0 +1,76 @@
+//! AVX2 + FMA: 6 x 16 register tile (12 ymm accumulators, 2 for B, 1 broadcast of A).
+
+use core::arch::x86_64::*;
+
+use crate::arch::{gemm_body, Isa, Kernel, MicroArgs, Simd};
+
+/// 8-lane ymm vectors.
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2;
+
+impl Simd for Avx2 {
+    type V = __m256;
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        // SAFETY: caller guarantees AVX2 and FMA.
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        // SAFETY: caller guarantees AVX2 and FMA.
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        // SAFETY: caller guarantees AVX2 and FMA and 8 readable floats at `p`.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        // SAFETY: caller guarantees AVX2 and FMA and 8 writable floats at `p`.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: caller guarantees AVX2 and FMA.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: caller guarantees AVX2 and FMA.
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: caller guarantees AVX2 and FMA.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: caller guarantees AVX2 and FMA. (vmaxps returns the second operand on NaN.)
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn prefetch(p: *const f32) {
+        // SAFETY: prefetch is a hint that never faults, whatever the address; SSE is baseline on x86_64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: caller guarantees AVX2 and FMA. (vminps returns the second operand on NaN.)
+        unsafe { _mm256_min_ps(a, b) }
+    }
+}
+
+/// # Safety
+/// As [`Kernel::run`] with `mr = 6`, `nr = 16`, on a CPU with AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_gemm_f32_6x16(p: &MicroArgs) {
+    // SAFETY: forwarded contract; AVX2 and FMA are enabled for this function.
+    unsafe { gemm_body::<Avx2, 6, 2>(p) }
+}
+
+/// The AVX2 + FMA kernel.
+pub const AVX2_GEMM_F32_6X16: Kernel =
+    Kernel { id: "avx2_gemm_f32_6x16", isa: Isa::Avx2, mr: 6, nr: 16, run: avx2_gemm_f32_6x16 };

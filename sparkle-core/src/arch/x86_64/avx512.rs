@@ -1,0 +1,76 @@
+//! AVX-512F: 12 x 32 register tile (24 zmm accumulators, 2 for B, 1 broadcast of A).
+
+use core::arch::x86_64::*;
+
+use crate::arch::{gemm_body, Isa, Kernel, MicroArgs, Simd};
+
+/// 16-lane zmm vectors.
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512;
+
+impl Simd for Avx512 {
+    type V = __m512;
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        // SAFETY: caller guarantees AVX-512F.
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        // SAFETY: caller guarantees AVX-512F.
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: caller guarantees AVX-512F and 16 readable floats at `p`.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        // SAFETY: caller guarantees AVX-512F and 16 writable floats at `p`.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: caller guarantees AVX-512F.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: caller guarantees AVX-512F.
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: caller guarantees AVX-512F.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: caller guarantees AVX-512F. (vmaxps returns the second operand on NaN.)
+        unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn prefetch(p: *const f32) {
+        // SAFETY: prefetch is a hint that never faults, whatever the address; SSE is baseline on x86_64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn min(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: caller guarantees AVX-512F. (vminps returns the second operand on NaN.)
+        unsafe { _mm512_min_ps(a, b) }
+    }
+}
+
+/// # Safety
+/// As [`Kernel::run`] with `mr = 12`, `nr = 32`, on a CPU with AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_gemm_f32_12x32(p: &MicroArgs) {
+    // SAFETY: forwarded contract; AVX-512F is enabled for this function.
+    unsafe { gemm_body::<Avx512, 12, 2>(p) }
+}
+
+/// The AVX-512F kernel.
+pub const AVX512_GEMM_F32_12X32: Kernel =
+    Kernel { id: "avx512_gemm_f32_12x32", isa: Isa::Avx512, mr: 12, nr: 32, run: avx512_gemm_f32_12x32 };

@@ -1,0 +1,7 @@
+//! x86_64 kernels: AVX2+FMA and AVX-512F instantiations of the one kernel body.
+
+mod avx2;
+mod avx512;
+
+pub use avx2::{Avx2, AVX2_GEMM_F32_6X16};
+pub use avx512::{Avx512, AVX512_GEMM_F32_12X32};

@@ -1,0 +1,83 @@
+//! Packing of operand blocks into the micro-panel order the kernels stream through:
+//! A into `mr`-row panels (`kc` groups of `mr` values), B into `nr`-column panels (`kc` groups of
+//! `nr` values), zero-padded at the edges so every kernel call reads whole panels.
+#![allow(unsafe_code)]
+
+use crate::view::MatRef;
+
+/// Packs the `mc x kc` block of `a` starting at `(row, col)` into `dst`
+/// (`ceil(mc / mr) * mr * kc` floats).
+///
+/// # Safety
+/// `row + mc <= a.rows()`, `col + kc <= a.cols()`, and `dst` must be valid for writing
+/// `ceil(mc / mr) * mr * kc` floats.
+pub unsafe fn pack_a(a: &MatRef<'_>, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
+    let (rs, cs) = (a.rs(), a.cs());
+    let base = a.as_slice().as_ptr();
+    let mut out = dst;
+    for i0 in (0..mc).step_by(mr) {
+        let rows = mr.min(mc - i0);
+        for p in 0..kc {
+            // SAFETY: (row + i0 + i, col + p) is inside the validated view for i < rows, so the
+            // offset is inside its slice; `out` stays within the `dst` extent the caller gave.
+            unsafe {
+                let src = base.add((row + i0) * rs + (col + p) * cs);
+                if rs == 1 && rows == mr {
+                    core::ptr::copy_nonoverlapping(src, out, mr);
+                } else {
+                    for i in 0..rows {
+                        *out.add(i) = *src.add(i * rs);
+                    }
+                    for i in rows..mr {
+                        *out.add(i) = 0.0;
+                    }
+                }
+                out = out.add(mr);
+            }
+        }
+    }
+}
+
+/// Packs nr-panels `panel0..panel1` of the `kc x nc` block of `b` starting at `(row, col)` into
+/// `dst`, which points at the start of the whole packed block (panel `j` starts at `j * nr * kc`).
+///
+/// # Safety
+/// `row + kc <= b.rows()`, `col + nc <= b.cols()`, `panel1 <= ceil(nc / nr)`, and `dst` must be
+/// valid for writing panels `panel0..panel1` (`nr * kc` floats each).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn pack_b(
+    b: &MatRef<'_>,
+    row: usize,
+    col: usize,
+    kc: usize,
+    nc: usize,
+    nr: usize,
+    panels: core::ops::Range<usize>,
+    dst: *mut f32,
+) {
+    let (rs, cs) = (b.rs(), b.cs());
+    let base = b.as_slice().as_ptr();
+    for panel in panels {
+        let j0 = panel * nr;
+        let cols = nr.min(nc - j0);
+        // SAFETY: as in `pack_a`, with rows and columns swapped; the panel's extent in `dst` is
+        // inside what the caller guaranteed.
+        unsafe {
+            let mut out = dst.add(panel * nr * kc);
+            for p in 0..kc {
+                let src = base.add((row + p) * rs + (col + j0) * cs);
+                if cs == 1 && cols == nr {
+                    core::ptr::copy_nonoverlapping(src, out, nr);
+                } else {
+                    for j in 0..cols {
+                        *out.add(j) = *src.add(j * cs);
+                    }
+                    for j in cols..nr {
+                        *out.add(j) = 0.0;
+                    }
+                }
+                out = out.add(nr);
+            }
+        }
+    }
+}

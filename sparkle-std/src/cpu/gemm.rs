@@ -1,0 +1,176 @@
+//! Threaded GEMM: the core's BLIS driver with a rayon executor, a thread-count knob, scratch
+//! owned per call, and small problems kept on one thread.
+
+use sparkle_core::arch::Kernel;
+use sparkle_core::gemm::blocking::Blocking;
+use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Sequential};
+use sparkle_core::{Epilogue, GemmDims, MatMut, MatRef};
+
+use super::caches::cache_sizes;
+use super::isa::{gemm_kernel, IsaError};
+
+/// Runs workers on the rayon pool.
+#[derive(Debug)]
+struct Rayon(usize);
+
+impl Executor for Rayon {
+    fn workers(&self) -> usize {
+        self.0
+    }
+    fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        rayon::scope(|s| {
+            for w in 1..self.0 {
+                s.spawn(move |_| f(w));
+            }
+            f(0);
+        });
+    }
+}
+
+thread_local! {
+    /// Packing scratch reused across calls on this thread: allocating (and faulting in) a fresh
+    /// megabyte per call cost 3-5% at 512^3.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with at least `len` floats of this thread's scratch (a fresh buffer if re-entered).
+fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                *buf = vec![0.0; len];
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// Below this many multiply-adds a second thread costs more than it saves (fork/join and a
+/// second packing of A/B; measured with `sparkle bench gemm` on the 2-core AVX-512 machine:
+/// 64^3 is faster on one thread, 128^3 on two).
+pub const PARALLEL_MIN_FMAS: f64 = 1.0e6;
+
+/// `SPARKLE_BLOCKING=mc,kc,nc` overrides the cache-derived blocking (for tuning experiments).
+fn blocking_override() -> Option<Blocking> {
+    let v = std::env::var("SPARKLE_BLOCKING").ok()?;
+    let n: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    match n[..] {
+        [mc, kc, nc] if mc > 0 && kc > 0 && nc > 0 => Some(Blocking { mc, kc, nc }),
+        _ => None,
+    }
+}
+
+/// A configured CPU GEMM: which kernel, which blocking, how many threads.
+#[derive(Clone, Copy, Debug)]
+pub struct Gemm {
+    /// The microkernel.
+    pub kernel: &'static Kernel,
+    /// Cache blocking.
+    pub blocking: Blocking,
+    /// Upper bound on threads (the rayon pool's size by default).
+    pub threads: usize,
+    /// Problems with fewer multiply-adds run on one thread ([`PARALLEL_MIN_FMAS`] by default).
+    pub parallel_min_fmas: f64,
+}
+
+/// Errors of the CPU GEMM.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum GemmError {
+    /// Shapes, strides, epilogue or scalars rejected by the core.
+    Core(sparkle_core::Error),
+    /// The requested ISA cannot run here.
+    Isa(IsaError),
+}
+
+impl std::fmt::Display for GemmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GemmError::Core(e) => write!(f, "{e}"),
+            GemmError::Isa(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for GemmError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GemmError::Core(e) => Some(e),
+            GemmError::Isa(e) => Some(e),
+        }
+    }
+}
+
+impl From<sparkle_core::Error> for GemmError {
+    fn from(e: sparkle_core::Error) -> Self {
+        GemmError::Core(e)
+    }
+}
+
+impl Gemm {
+    /// The detected (or `SPARKLE_ISA`-forced) kernel, blocking from this CPU's caches, all threads.
+    pub fn new() -> Result<Self, GemmError> {
+        Ok(Self::with_kernel(gemm_kernel().map_err(GemmError::Isa)?))
+    }
+
+    /// A specific kernel (the caller checks the CPU supports it: see [`super::isa::supported`]).
+    pub fn with_kernel(kernel: &'static Kernel) -> Self {
+        Self {
+            kernel,
+            blocking: blocking_override().unwrap_or_else(|| Blocking::for_kernel(kernel, cache_sizes())),
+            threads: rayon::current_num_threads(),
+            parallel_min_fmas: PARALLEL_MIN_FMAS,
+        }
+    }
+
+    /// The same GEMM limited to `threads` threads (at least 1).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Threads actually used for an `m x n x k` problem.
+    pub fn threads_for(&self, m: usize, n: usize, k: usize) -> usize {
+        let fmas = m as f64 * n as f64 * k as f64;
+        if fmas < self.parallel_min_fmas {
+            1
+        } else {
+            self.threads
+        }
+    }
+
+    /// `C <- act(alpha * A * B + beta * C + bias)`.
+    pub fn run(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+        epi: &Epilogue<'_>,
+    ) -> Result<GemmDims, GemmError> {
+        let (m, n, k) = (a.rows(), b.cols(), a.cols());
+        let threads = self.threads_for(m, n, k);
+        let len = gemm_scratch_len(self.kernel, &self.blocking, m, n, k, threads)?;
+        with_scratch(len, |scratch| {
+            Ok(if threads == 1 {
+                gemm_with(alpha, a, b, beta, c, epi, self.kernel, &self.blocking, &Sequential, scratch)?
+            } else {
+                gemm_with(alpha, a, b, beta, c, epi, self.kernel, &self.blocking, &Rayon(threads), scratch)?
+            })
+        })
+    }
+}
+
+/// `C <- act(alpha * A * B + beta * C + bias)` with the detected kernel on all threads.
+pub fn gemm(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    epi: &Epilogue<'_>,
+) -> Result<GemmDims, GemmError> {
+    Gemm::new()?.run(alpha, a, b, beta, c, epi)
+}

@@ -1,0 +1,254 @@
+//! Every CPU GEMM kernel this machine can run, stamped with the same tests against the f64
+//! oracle: edge sizes around mr/nr and kc, transposes and strides, alpha/beta (beta = 0 with C
+//! full of NaN), every epilogue, one and two threads, and a proptest.
+
+use proptest::prelude::*;
+use sparkle_core::arch::{Isa, Kernel};
+use sparkle_core::check::{max_error, tolerance};
+use sparkle_core::gemm::blocking::Blocking;
+use sparkle_core::gemm::reference::gemm_reference_f64;
+use sparkle_core::{Activation, Bias, Epilogue, MatMut, MatRef};
+use sparkle_std::cpu::isa::{kernel_for_isa, supported};
+use sparkle_std::cpu::Gemm;
+use sparkle_tests::{fill, skip};
+
+/// How the operands are laid out in memory.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// A stored as its transpose (BLAS `op(A) = A^T`).
+    ta: bool,
+    /// B stored as its transpose.
+    tb: bool,
+    /// C column-major.
+    c_col: bool,
+    /// Extra padding added to every leading dimension.
+    pad: usize,
+}
+
+const PLAIN: Layout = Layout { ta: false, tb: false, c_col: false, pad: 0 };
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    beta: f32,
+    act: Activation,
+    /// 0 none, 1 per row, 2 per column.
+    bias: u8,
+    layout: Layout,
+    seed: u64,
+}
+
+impl Case {
+    fn new(m: usize, n: usize, k: usize) -> Self {
+        Case { m, n, k, alpha: 1.0, beta: 0.0, act: Activation::None, bias: 0, layout: PLAIN, seed: 7 }
+    }
+}
+
+/// Runs `case` through `gemm` and the f64 oracle; panics with the case on a mismatch.
+fn check(gemm: &Gemm, case: Case) {
+    let Case { m, n, k, alpha, beta, act, bias, layout: l, seed } = case;
+    // Leading dimensions with padding; element (i, j) at i*rs + j*cs.
+    let (a_rs, a_cs) = if l.ta { (1, m + l.pad) } else { (k + l.pad, 1) };
+    let (b_rs, b_cs) = if l.tb { (1, k + l.pad) } else { (n + l.pad, 1) };
+    let (c_rs, c_cs) = if l.c_col { (1, m + l.pad) } else { (n + l.pad, 1) };
+    let len = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    };
+    let mut a = vec![0.0; len(m, k, a_rs, a_cs)];
+    let mut b = vec![0.0; len(k, n, b_rs, b_cs)];
+    let mut c = vec![0.0; len(m, n, c_rs, c_cs)];
+    let mut bias_v = vec![0.0; m.max(n)];
+    fill(&mut a, seed);
+    fill(&mut b, seed + 1);
+    fill(&mut c, seed + 2);
+    fill(&mut bias_v, seed + 3);
+    if beta == 0.0 {
+        c.iter_mut().for_each(|v| *v = f32::NAN);
+    }
+    let c_before = c.clone();
+    let av = MatRef::new(&a, m, k, a_rs, a_cs).unwrap();
+    let bv = MatRef::new(&b, k, n, b_rs, b_cs).unwrap();
+    let bias = match bias {
+        0 => Bias::None,
+        1 => Bias::Row(&bias_v[..m]),
+        _ => Bias::Col(&bias_v[..n]),
+    };
+    let epi = Epilogue { bias, activation: act };
+    let mut want = vec![0.0f64; m * n];
+    let c0 = MatRef::new(&c_before, m, n, c_rs, c_cs).unwrap();
+    gemm_reference_f64(alpha, av, bv, beta, Some(c0), &epi, &mut want).unwrap();
+    gemm.run(alpha, av, bv, beta, MatMut::new(&mut c, m, n, c_rs, c_cs).unwrap(), &epi).unwrap();
+    let got: Vec<f32> = (0..m * n).map(|x| c[(x / n) * c_rs + (x % n) * c_cs]).collect();
+    let (err, at) = max_error(&got, &want);
+    assert!(
+        err <= tolerance(k),
+        "{}: {case:?}: error {err:e} at {at:?} (tolerance {:e})",
+        gemm.kernel.id,
+        tolerance(k)
+    );
+    // Padding between rows/columns of C must be untouched.
+    for (idx, (&now, &before)) in c.iter().zip(&c_before).enumerate() {
+        let (i, j) = if l.c_col { (idx % c_cs, idx / c_cs) } else { (idx / c_rs, idx % c_rs) };
+        if i >= m || j >= n {
+            assert!(now.to_bits() == before.to_bits(), "{}: {case:?}: wrote outside C at {idx}", gemm.kernel.id);
+        }
+    }
+}
+
+/// Small blocks so that every loop of the nest runs several times on small problems.
+fn small_blocking(k: &Kernel) -> Blocking {
+    Blocking { mc: 2 * k.mr, kc: 16, nc: 2 * k.nr }
+}
+
+/// The kernel for `isa` if this CPU runs it; otherwise a loud skip (a failure when required).
+fn kernel(isa: Isa) -> Option<&'static Kernel> {
+    let name = isa.name().to_uppercase();
+    match kernel_for_isa(isa) {
+        Ok(k) if supported(isa) => Some(k),
+        _ => {
+            skip(&name, &format!("this CPU or build cannot run the {} kernel", isa.name()));
+            None
+        }
+    }
+}
+
+/// The GEMM under test with `threads` threads used even on tiny problems.
+fn gemm_with_threads(kern: &'static Kernel, threads: usize) -> Gemm {
+    Gemm { parallel_min_fmas: 0.0, ..Gemm::with_kernel(kern).threads(threads) }
+}
+
+fn edge_sizes(kern: &'static Kernel, threads: usize) {
+    let g = gemm_with_threads(kern, threads);
+    let small = Gemm { blocking: small_blocking(kern), ..g };
+    let kc = small.blocking.kc;
+    for gemm in [&small, &g] {
+        for m in 0..=2 * kern.mr + 1 {
+            for k in [0, 1, kc - 1, kc, kc + 1, 2 * kc + 3] {
+                check(gemm, Case::new(m, kern.nr + 3, k));
+            }
+        }
+        for n in 0..=2 * kern.nr + 1 {
+            for k in [1, kc + 1] {
+                check(gemm, Case::new(kern.mr + 1, n, k));
+            }
+        }
+    }
+}
+
+fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {
+    let g = gemm_with_threads(kern, threads);
+    let small = Gemm { blocking: small_blocking(kern), ..g };
+    for gemm in [&small, &g] {
+        for (ta, tb, c_col, pad) in [
+            (false, false, false, 0),
+            (true, false, false, 3),
+            (false, true, false, 1),
+            (true, true, true, 0),
+            (false, false, true, 5),
+        ] {
+            for (alpha, beta) in [(1.0, 0.0), (-0.5, 0.0), (1.0, 1.0), (0.75, -1.25)] {
+                let layout = Layout { ta, tb, c_col, pad };
+                let (m, n, k) = (3 * kern.mr + 1, 2 * kern.nr + 3, 37);
+                check(gemm, Case { alpha, beta, layout, ..Case::new(m, n, k) });
+            }
+        }
+    }
+}
+
+fn epilogues(kern: &'static Kernel, threads: usize) {
+    let g = Gemm { blocking: small_blocking(kern), ..gemm_with_threads(kern, threads) };
+    for act in Activation::ALL {
+        for bias in 0..3 {
+            for c_col in [false, true] {
+                for beta in [0.0, 0.5] {
+                    let layout = Layout { c_col, ..PLAIN };
+                    // Sizes with both full and edge tiles, several kc blocks.
+                    let case =
+                        Case { act, bias, beta, layout, alpha: 1.5, ..Case::new(2 * kern.mr + 3, kern.nr + 5, 40) };
+                    check(&g, case);
+                }
+            }
+        }
+    }
+}
+
+fn errors_not_panics(kern: &'static Kernel) {
+    let g = Gemm::with_kernel(kern);
+    let a = [0.0f32; 6];
+    let mut c = [0.0f32; 4];
+    let av = MatRef::row_major(&a, 2, 3).unwrap();
+    assert!(g.run(1.0, av, av, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &Epilogue::NONE).is_err());
+    let bv = MatRef::row_major(&a, 3, 2).unwrap();
+    assert!(g.run(f32::NAN, av, bv, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &Epilogue::NONE).is_err());
+    let short = [0.0f32; 1];
+    let epi = Epilogue::NONE.with_bias(&short);
+    assert!(g.run(1.0, av, bv, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &epi).is_err());
+}
+
+macro_rules! kernel_tests {
+    ($($name:ident => $isa:expr),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn edge_sizes_one_thread() {
+                if let Some(k) = kernel($isa) { edge_sizes(k, 1) }
+            }
+            #[test]
+            fn edge_sizes_two_threads() {
+                if let Some(k) = kernel($isa) { edge_sizes(k, 2) }
+            }
+            #[test]
+            fn layouts_alpha_beta() {
+                if let Some(k) = kernel($isa) { layouts_and_scalars(k, 1); layouts_and_scalars(k, 2) }
+            }
+            #[test]
+            fn all_epilogues() {
+                if let Some(k) = kernel($isa) { epilogues(k, 1); epilogues(k, 2) }
+            }
+            #[test]
+            fn bad_input_is_an_error() {
+                if let Some(k) = kernel($isa) { errors_not_panics(k) }
+            }
+            #[test]
+            fn large_square_threads() {
+                if let Some(k) = kernel($isa) {
+                    for threads in [1, 2] {
+                        check(&gemm_with_threads(k, threads), Case { beta: 1.0, bias: 1, act: Activation::Relu, ..Case::new(301, 277, 300) });
+                    }
+                }
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(64))]
+                #[test]
+                fn matches_oracle(
+                    m in 0usize..50, n in 0usize..70, k in 0usize..70,
+                    ta: bool, tb: bool, c_col: bool, pad in 0usize..3,
+                    alpha in -2.0f32..2.0, beta in prop_oneof![Just(0.0f32), -1.0f32..1.0],
+                    act in 0usize..7, bias in 0u8..3, threads in 1usize..3, small: bool, seed: u64,
+                ) {
+                    let Some(kern) = kernel($isa) else { return Ok(()) };
+                    let mut g = gemm_with_threads(kern, threads);
+                    if small { g.blocking = small_blocking(kern) }
+                    let layout = Layout { ta, tb, c_col, pad };
+                    check(&g, Case { m, n, k, alpha, beta, act: Activation::ALL[act], bias, layout, seed });
+                }
+            }
+        }
+    )*};
+}
+
+kernel_tests! {
+    generic_gemm_f32_4x4 => Isa::Generic,
+    avx2_gemm_f32_6x16 => Isa::Avx2,
+    avx512_gemm_f32_12x32 => Isa::Avx512,
+    neon_gemm_f32_8x12 => Isa::Neon,
+}
