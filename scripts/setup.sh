@@ -7,14 +7,16 @@
 #   so vulkano-shaders' proc-macro fails to load ("can't find crate for vulkano_shaders").
 #   We merge the archives into one real libshaderc_combined.a in .shaderc/, which
 #   .cargo/config.toml hands to shaderc-sys as SHADERC_LIB_DIR.
-# - rustup targets for the no_std core (Cortex-M4F and M0) and the rustfmt/clippy components.
+# - aarch64 cross gcc + qemu-user, so the NEON kernels are tested for real.
+# - rustup targets: the no_std core (Cortex-M4F and M0), aarch64; the rustfmt/clippy components.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 
-apt_pkgs=(mesa-vulkan-drivers libvulkan-dev libvulkan1 vulkan-tools libshaderc-dev glslang-dev spirv-tools)
+apt_pkgs=(mesa-vulkan-drivers libvulkan-dev libvulkan1 vulkan-tools libshaderc-dev glslang-dev spirv-tools
+          gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -43,7 +45,7 @@ if [ ! -s "$shaderc/libshaderc_combined.a" ]; then
   mv "$shaderc/libshaderc_combined.a.tmp" "$shaderc/libshaderc_combined.a"
 fi
 
-targets=(thumbv7em-none-eabihf thumbv6m-none-eabi)
+targets=(thumbv7em-none-eabihf thumbv6m-none-eabi aarch64-unknown-linux-gnu)
 installed=$(rustup target list --installed)
 for t in "${targets[@]}"; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub use sparkle_core as core;
+#[cfg(feature = "vulkan")]
 pub use sparkle_vk as vk;
 
 pub mod cpu;

@@ -1,6 +1,7 @@
 //! The Vulkan toolchain, end to end: GLSL compiled at build time, run on every device found
 //! (Mesa's lavapipe in CI), output checked. Skips loudly without a device unless
 //! `SPARKLE_REQUIRE_VULKAN=1`.
+#![cfg(feature = "vulkan")]
 
 use sparkle_tests::{fill, skip};
 use sparkle_vk::{devices, Context};

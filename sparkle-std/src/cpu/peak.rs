@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use sparkle_core::arch::{Isa, Simd};
-
-use super::isa::supported;
+use sparkle_core::arch::Simd;
+#[cfg(target_arch = "x86_64")]
+use {super::isa::supported, sparkle_core::arch::Isa};
 
 /// Independent accumulator chains: enough to cover FMA latency x throughput on current cores
 /// (4-cycle latency x 2 pipes = 8; 12 leaves margin).
