@@ -7,12 +7,12 @@ use sparkle_core::check::{max_error, tolerance};
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Epilogue, MatMut, MatRef};
 use sparkle_std::cpu::isa::available_kernels;
-use sparkle_std::cpu::Gemm;
+use sparkle_std::cpu::Cpu;
 use sparkle_std::demo::fill;
 
 fn kernels(c: &mut Criterion) {
     for kernel in available_kernels() {
-        let gemm = Gemm::with_kernel(kernel).threads(1);
+        let gemm = Cpu::with_kernel(kernel).threads(1);
         let mut group = c.benchmark_group(kernel.id);
         for n in [64usize, 256, 512] {
             let mut a = vec![0.0; n * n];
@@ -23,7 +23,7 @@ fn kernels(c: &mut Criterion) {
             let run = |out: &mut [f32]| {
                 let av = MatRef::row_major(&a, n, n).unwrap();
                 let bv = MatRef::row_major(&b, n, n).unwrap();
-                gemm.run(1.0, av, bv, 0.0, MatMut::row_major(out, n, n).unwrap(), &Epilogue::NONE).unwrap();
+                gemm.gemm(1.0, av, bv, 0.0, MatMut::row_major(out, n, n).unwrap(), &Epilogue::NONE).unwrap();
             };
             run(&mut out);
             if n <= 256 {

@@ -9,7 +9,7 @@ use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Bias, Epilogue, MatMut, MatRef};
 use sparkle_std::cpu::isa::{kernel_for_isa, supported};
-use sparkle_std::cpu::Gemm;
+use sparkle_std::cpu::Cpu;
 use sparkle_tests::{fill, skip};
 
 /// How the operands are laid out in memory.
@@ -48,7 +48,7 @@ impl Case {
 }
 
 /// Runs `case` through `gemm` and the f64 oracle; panics with the case on a mismatch.
-fn check(gemm: &Gemm, case: Case) {
+fn check(gemm: &Cpu, case: Case) {
     let Case { m, n, k, alpha, beta, act, bias, layout: l, seed } = case;
     // Leading dimensions with padding; element (i, j) at i*rs + j*cs.
     let (a_rs, a_cs) = if l.ta { (1, m + l.pad) } else { (k + l.pad, 1) };
@@ -84,7 +84,7 @@ fn check(gemm: &Gemm, case: Case) {
     let mut want = vec![0.0f64; m * n];
     let c0 = MatRef::new(&c_before, m, n, c_rs, c_cs).unwrap();
     gemm_reference_f64(alpha, av, bv, beta, Some(c0), &epi, &mut want).unwrap();
-    gemm.run(alpha, av, bv, beta, MatMut::new(&mut c, m, n, c_rs, c_cs).unwrap(), &epi).unwrap();
+    gemm.gemm(alpha, av, bv, beta, MatMut::new(&mut c, m, n, c_rs, c_cs).unwrap(), &epi).unwrap();
     let got: Vec<f32> = (0..m * n).map(|x| c[(x / n) * c_rs + (x % n) * c_cs]).collect();
     let (err, at) = max_error(&got, &want);
     assert!(
@@ -120,13 +120,13 @@ fn kernel(isa: Isa) -> Option<&'static Kernel> {
 }
 
 /// The GEMM under test with `threads` threads used even on tiny problems.
-fn gemm_with_threads(kern: &'static Kernel, threads: usize) -> Gemm {
-    Gemm { parallel_min_fmas: 0.0, ..Gemm::with_kernel(kern).threads(threads) }
+fn gemm_with_threads(kern: &'static Kernel, threads: usize) -> Cpu {
+    Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kern).threads(threads) }
 }
 
 fn edge_sizes(kern: &'static Kernel, threads: usize) {
     let g = gemm_with_threads(kern, threads);
-    let small = Gemm { blocking: small_blocking(kern), ..g };
+    let small = Cpu { blocking: small_blocking(kern), ..g };
     let kc = small.blocking.kc;
     for gemm in [&small, &g] {
         for m in 0..=2 * kern.mr + 1 {
@@ -144,7 +144,7 @@ fn edge_sizes(kern: &'static Kernel, threads: usize) {
 
 fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {
     let g = gemm_with_threads(kern, threads);
-    let small = Gemm { blocking: small_blocking(kern), ..g };
+    let small = Cpu { blocking: small_blocking(kern), ..g };
     for gemm in [&small, &g] {
         for (ta, tb, c_col, pad) in [
             (false, false, false, 0),
@@ -163,7 +163,7 @@ fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {
 }
 
 fn epilogues(kern: &'static Kernel, threads: usize) {
-    let g = Gemm { blocking: small_blocking(kern), ..gemm_with_threads(kern, threads) };
+    let g = Cpu { blocking: small_blocking(kern), ..gemm_with_threads(kern, threads) };
     for act in Activation::ALL {
         for bias in 0..3 {
             for c_col in [false, true] {
@@ -180,16 +180,16 @@ fn epilogues(kern: &'static Kernel, threads: usize) {
 }
 
 fn errors_not_panics(kern: &'static Kernel) {
-    let g = Gemm::with_kernel(kern);
+    let g = Cpu::with_kernel(kern);
     let a = [0.0f32; 6];
     let mut c = [0.0f32; 4];
     let av = MatRef::row_major(&a, 2, 3).unwrap();
-    assert!(g.run(1.0, av, av, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &Epilogue::NONE).is_err());
+    assert!(g.gemm(1.0, av, av, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &Epilogue::NONE).is_err());
     let bv = MatRef::row_major(&a, 3, 2).unwrap();
-    assert!(g.run(f32::NAN, av, bv, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &Epilogue::NONE).is_err());
+    assert!(g.gemm(f32::NAN, av, bv, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &Epilogue::NONE).is_err());
     let short = [0.0f32; 1];
     let epi = Epilogue::NONE.with_bias(&short);
-    assert!(g.run(1.0, av, bv, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &epi).is_err());
+    assert!(g.gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &epi).is_err());
 }
 
 macro_rules! kernel_tests {

@@ -66,6 +66,19 @@ unsafe fn generic_gemm_f32_4x4(p: &MicroArgs) {
     unsafe { gemm_body::<Scalar, 4, 4>(p) }
 }
 
+/// # Safety
+/// As [`crate::arch::depthwise::depthwise_body`].
+unsafe fn generic_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs<'_>) {
+    // SAFETY: forwarded contract; the generic ISA runs on every CPU.
+    unsafe { crate::arch::depthwise::depthwise_body::<Scalar>(p) }
+}
+
 /// The portable 4x4 kernel (16 accumulators: fits the 32 single-precision registers of an M4F).
-pub const GENERIC_GEMM_F32_4X4: Kernel =
-    Kernel { id: "generic_gemm_f32_4x4", isa: Isa::Generic, mr: 4, nr: 4, run: generic_gemm_f32_4x4 };
+pub const GENERIC_GEMM_F32_4X4: Kernel = Kernel {
+    id: "generic_gemm_f32_4x4",
+    isa: Isa::Generic,
+    mr: 4,
+    nr: 4,
+    run: generic_gemm_f32_4x4,
+    depthwise: generic_dwconv_f32,
+};

@@ -8,6 +8,7 @@
 
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+pub mod depthwise;
 pub mod generic;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
@@ -119,6 +120,11 @@ pub struct Kernel {
     /// `(i, j)` with `i < m`, `j < n` of C (and of the bias) must be valid for reads and writes
     /// and not aliased by anything else during the call.
     pub run: unsafe fn(&MicroArgs),
+    /// The depthwise conv kernel of the same ISA (`{isa}_dwconv_f32`).
+    ///
+    /// # Safety
+    /// As [`depthwise::depthwise_body`].
+    pub depthwise: unsafe fn(&depthwise::DepthwiseArgs<'_>),
 }
 
 /// The SIMD operations the kernel body needs. Implementations are zero-sized markers whose
@@ -184,7 +190,7 @@ pub trait Simd: Copy {
 /// Activation on one vector, for the ones that are cheap in SIMD; `None` for the transcendental
 /// ones, which the write-out applies with libm afterwards.
 #[inline(always)]
-unsafe fn act_simd<S: Simd>(act: Activation, x: S::V) -> Option<S::V> {
+pub(crate) unsafe fn act_simd<S: Simd>(act: Activation, x: S::V) -> Option<S::V> {
     // SAFETY: (whole body) the caller runs on a CPU with S's ISA.
     unsafe {
         Some(match act {
@@ -199,7 +205,7 @@ unsafe fn act_simd<S: Simd>(act: Activation, x: S::V) -> Option<S::V> {
 
 /// Whether the write-out must finish the activation in scalar code.
 #[inline(always)]
-fn act_is_scalar(act: Activation) -> bool {
+pub(crate) fn act_is_scalar(act: Activation) -> bool {
     !matches!(act, Activation::None | Activation::Relu | Activation::Relu6 | Activation::LeakyRelu { .. })
 }
 

@@ -1,5 +1,7 @@
-//! conv2d: geometry and index math, the explicit im2col, and the direct-conv oracle.
+//! conv2d: geometry and index math, the fast paths (implicit GEMM, pointwise, depthwise), the
+//! explicit im2col, and the direct-conv oracle.
 
+pub mod fused;
 pub mod geometry;
 pub mod im2col;
 pub mod reference;

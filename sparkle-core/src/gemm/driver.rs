@@ -120,11 +120,84 @@ unsafe impl Sync for SharedMut {}
 // SAFETY: as above.
 unsafe impl Send for SharedMut {}
 
-/// The validated problem in the orientation the kernels want (C with unit column stride when
+/// A GEMM operand the driver can pack into micro-panels: a strided matrix ([`MatRef`]), or an
+/// implicit one such as a conv input seen through im2col (which is then never materialised).
+///
+/// # Safety
+/// Implementations must write exactly the documented panel extents and read only their own data.
+pub unsafe trait Operand: Sync {
+    /// Rows of the (logical) matrix.
+    fn rows(&self) -> usize;
+    /// Columns of the (logical) matrix.
+    fn cols(&self) -> usize;
+    /// Packs the `mc x kc` block at `(row, col)` as A: `ceil(mc/mr)` panels of `kc` groups of
+    /// `mr` values, zero-padded.
+    ///
+    /// # Safety
+    /// The block is inside the matrix; `dst` is valid for `ceil(mc/mr)*mr*kc` floats.
+    unsafe fn pack_a(&self, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32);
+    /// Packs nr-panels `panels` of the `kc x nc` block at `(row, col)` as B: panel `j` at
+    /// `dst + j*nr*kc`, `kc` groups of `nr` values, zero-padded.
+    ///
+    /// # Safety
+    /// The block is inside the matrix, `panels.end <= ceil(nc/nr)`, and `dst` is valid for those panels.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pack_b(
+        &self,
+        row: usize,
+        col: usize,
+        kc: usize,
+        nc: usize,
+        nr: usize,
+        panels: core::ops::Range<usize>,
+        dst: *mut f32,
+    );
+    /// When rows can be read in place by the kernels as A: `(pointer to element (0, 0), row
+    /// stride)`, with unit column stride.
+    fn in_place(&self) -> Option<(*const f32, usize)> {
+        None
+    }
+}
+
+// SAFETY: packing reads only elements inside the validated view and writes the documented extents.
+unsafe impl Operand for MatRef<'_> {
+    fn rows(&self) -> usize {
+        MatRef::rows(self)
+    }
+    fn cols(&self) -> usize {
+        MatRef::cols(self)
+    }
+    unsafe fn pack_a(&self, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
+        // SAFETY: forwarded contract.
+        unsafe { pack_a(self, row, col, mc, kc, mr, dst) }
+    }
+    unsafe fn pack_b(
+        &self,
+        row: usize,
+        col: usize,
+        kc: usize,
+        nc: usize,
+        nr: usize,
+        panels: core::ops::Range<usize>,
+        dst: *mut f32,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { pack_b(self, row, col, kc, nc, nr, panels, dst) }
+    }
+    /// Row-major A is read in place, unless its rows are a multiple of 4 KiB apart: then all mr
+    /// rows fall into one L1 set and thrash it (measured on one Zen 4 core: in place 94 vs packed
+    /// 104 GFLOPS at 2048^3; 106 vs 103 at 2000^3, where in place wins).
+    fn in_place(&self) -> Option<(*const f32, usize)> {
+        let aliasing = (self.rs() * core::mem::size_of::<f32>()).is_multiple_of(4096);
+        (self.cs() == 1 && !aliasing).then(|| (self.as_slice().as_ptr(), self.rs()))
+    }
+}
+
+/// The validated problem, in the orientation the kernels want (C with unit column stride when
 /// possible), shared read-only by all workers.
-struct Problem<'a> {
-    a: MatRef<'a>,
-    b: MatRef<'a>,
+struct Problem<'a, A, B> {
+    a: &'a A,
+    b: &'a B,
     c: SharedMut,
     rs_c: usize,
     cs_c: usize,
@@ -170,18 +243,45 @@ pub unsafe fn gemm_unchecked(
         (a, b, epi.bias)
     };
     let (rs_c, cs_c) = if transpose { (c.cs(), c.rs()) } else { (c.rs(), c.cs()) };
+    let epi = Epilogue { bias, activation: epi.activation };
+    // SAFETY: forwarded contract; the transposed C view is the same memory.
+    unsafe { gemm_operands(alpha, &a, &b, beta, c.as_mut_ptr(), rs_c, cs_c, &epi, kernel, blocking, exec, scratch) }
+}
+
+/// The driver over any operands: `C <- act(alpha * A * B + beta * C + bias)` with C at `c`
+/// (element `(i, j)` at `c + i*rs_c + j*cs_c`).
+///
+/// # Safety
+/// `a.cols() == b.rows()`, `m, n > 0`; every C element valid, exclusive and alias-free; the
+/// epilogue's bias matches `m x n`; blocking non-zero; `scratch` at least
+/// `gemm_scratch_len(kernel, blocking, m, n, k, exec.workers())` floats; the CPU supports the kernel.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_operands<A: Operand, B: Operand>(
+    alpha: f32,
+    a: &A,
+    b: &B,
+    beta: f32,
+    c: *mut f32,
+    rs_c: usize,
+    cs_c: usize,
+    epi: &Epilogue<'_>,
+    kernel: &Kernel,
+    blocking: &Blocking,
+    exec: &(dyn Executor + Sync),
+    scratch: &mut [f32],
+) {
     let d = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
     // Cannot fail: gemm_scratch_len computed the same quantities with checked arithmetic.
     let Ok((mc, kc, nc)) = effective(kernel, blocking, &d) else { return };
     let prob = Problem {
         a,
         b,
-        c: SharedMut(c.as_mut_ptr()),
+        c: SharedMut(c),
         rs_c,
         cs_c,
         alpha,
         beta,
-        bias,
+        bias: epi.bias,
         act: epi.activation,
         kernel,
         mc,
@@ -191,10 +291,13 @@ pub unsafe fn gemm_unchecked(
     let workers = exec.workers().max(1);
     let per_worker = kc * nc + mc * kc;
     let scratch = SharedMut(scratch.as_mut_ptr());
-    // Split rows among workers when there are enough mr-panels, else columns (nr-panels).
+    // Each worker packs what its rectangle needs, so splitting rows duplicates the packing of B
+    // and splitting columns the packing of A (free when A is read in place). Split the longer
+    // side, unless it has too few panels to go round.
     let (mr, nr) = (kernel.mr, kernel.nr);
     let (row_panels, col_panels) = (d.m.div_ceil(mr), d.n.div_ceil(nr));
-    let split_rows = row_panels >= 2 * workers || col_panels < workers;
+    let prefer_rows = if a.in_place().is_some() { d.m > 2 * d.n } else { d.m >= d.n };
+    let split_rows = if prefer_rows { row_panels >= workers || col_panels < workers } else { col_panels < workers };
     exec.run(&|w| {
         let (rows, cols) = if split_rows {
             let r0 = (row_panels * w / workers) * mr;
@@ -219,17 +322,19 @@ pub unsafe fn gemm_unchecked(
 /// # Safety
 /// `rows`/`cols` inside C and owned by this call; `scratch` valid for `kc*nc + mc*kc` floats and
 /// owned by this call; the CPU supports the kernel.
-unsafe fn gemm_rect(p: &Problem<'_>, rows: core::ops::Range<usize>, cols: core::ops::Range<usize>, scratch: *mut f32) {
+unsafe fn gemm_rect<A: Operand, B: Operand>(
+    p: &Problem<'_, A, B>,
+    rows: core::ops::Range<usize>,
+    cols: core::ops::Range<usize>,
+    scratch: *mut f32,
+) {
     let (mr, nr) = (p.kernel.mr, p.kernel.nr);
     let k = p.a.cols();
     let bbuf = scratch;
     // SAFETY: the A buffer follows the kc x nc B buffer inside this call's scratch.
     let abuf = unsafe { scratch.add(p.kc * p.nc) };
-    // Row-major A is read in place (no packing) for whole mr-row panels, unless its rows are a
-    // multiple of 4 KiB apart: then all mr rows fall into one L1 set and thrash it (measured on
-    // one Zen 4 core: in place 94 vs packed 104 GFLOPS at 2048^3; 106 vs 103 at 2000^3).
-    let a_direct = p.a.cs() == 1 && !(p.a.rs() * core::mem::size_of::<f32>()).is_multiple_of(4096);
-    let a_base = p.a.as_slice().as_ptr();
+    // Whole mr-row panels of A are read in place when the operand allows it (no packing).
+    let a_in_place = p.a.in_place();
     let k_blocks = k.div_ceil(p.kc).max(1);
     for jc in cols.clone().step_by(p.nc) {
         let nc_eff = p.nc.min(cols.end - jc);
@@ -242,24 +347,24 @@ unsafe fn gemm_rect(p: &Problem<'_>, rows: core::ops::Range<usize>, cols: core::
             let (bias, act) = if last { (p.bias, p.act) } else { (Bias::None, Activation::None) };
             // SAFETY: rows pc..pc+kc_eff and columns jc..jc+nc_eff are inside b; the panels fit
             // the kc x nc buffer.
-            unsafe { pack_b(&p.b, pc, jc, kc_eff, nc_eff, nr, 0..col_panels, bbuf) };
+            unsafe { p.b.pack_b(pc, jc, kc_eff, nc_eff, nr, 0..col_panels, bbuf) };
             for ic in rows.clone().step_by(p.mc) {
                 let mc_eff = p.mc.min(rows.end - ic);
-                let full_panels = if a_direct { mc_eff / mr } else { 0 };
+                let full_panels = if a_in_place.is_some() { mc_eff / mr } else { 0 };
                 // Pack what is not read in place: everything, or only the ragged last panel.
                 let packed_from = full_panels * mr;
                 if packed_from < mc_eff {
                     // SAFETY: rows ic+packed_from..ic+mc_eff and columns pc..pc+kc_eff are inside a;
                     // the packed panels fit the mc x kc buffer.
-                    unsafe { pack_a(&p.a, ic + packed_from, pc, mc_eff - packed_from, kc_eff, mr, abuf) };
+                    unsafe { p.a.pack_a(ic + packed_from, pc, mc_eff - packed_from, kc_eff, mr, abuf) };
                 }
                 for jp in 0..col_panels {
                     let jr = jp * nr;
                     for ir in (0..mc_eff).step_by(mr) {
                         let (i, j) = (ic + ir, jc + jr);
-                        let (a, rs_a, cs_a) = if ir < packed_from {
+                        let (a, rs_a, cs_a) = if let (true, Some((base, rs))) = (ir < packed_from, a_in_place) {
                             // SAFETY: (i, pc) is inside a; mr whole rows of kc_eff follow.
-                            (unsafe { a_base.add(i * p.a.rs() + pc) }, p.a.rs(), 1)
+                            (unsafe { base.add(i * rs + pc) }, rs, 1)
                         } else {
                             // SAFETY: inside the packed A buffer.
                             (unsafe { abuf.add((ir - packed_from) * kc_eff) }.cast_const(), 1, mr)

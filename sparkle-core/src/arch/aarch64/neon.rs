@@ -66,6 +66,20 @@ unsafe fn neon_gemm_f32_8x12(p: &MicroArgs) {
     unsafe { gemm_body::<Neon, 8, 3>(p) }
 }
 
+/// # Safety
+/// As [`crate::arch::depthwise::depthwise_body`].
+#[target_feature(enable = "neon")]
+unsafe fn neon_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs<'_>) {
+    // SAFETY: forwarded contract; the ISA is enabled for this function.
+    unsafe { crate::arch::depthwise::depthwise_body::<Neon>(p) }
+}
+
 /// The NEON kernel.
-pub const NEON_GEMM_F32_8X12: Kernel =
-    Kernel { id: "neon_gemm_f32_8x12", isa: Isa::Neon, mr: 8, nr: 12, run: neon_gemm_f32_8x12 };
+pub const NEON_GEMM_F32_8X12: Kernel = Kernel {
+    id: "neon_gemm_f32_8x12",
+    isa: Isa::Neon,
+    mr: 8,
+    nr: 12,
+    run: neon_gemm_f32_8x12,
+    depthwise: neon_dwconv_f32,
+};

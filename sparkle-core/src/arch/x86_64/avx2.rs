@@ -71,6 +71,20 @@ unsafe fn avx2_gemm_f32_6x16(p: &MicroArgs) {
     unsafe { gemm_body::<Avx2, 6, 2>(p) }
 }
 
+/// # Safety
+/// As [`crate::arch::depthwise::depthwise_body`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs<'_>) {
+    // SAFETY: forwarded contract; the ISA is enabled for this function.
+    unsafe { crate::arch::depthwise::depthwise_body::<Avx2>(p) }
+}
+
 /// The AVX2 + FMA kernel.
-pub const AVX2_GEMM_F32_6X16: Kernel =
-    Kernel { id: "avx2_gemm_f32_6x16", isa: Isa::Avx2, mr: 6, nr: 16, run: avx2_gemm_f32_6x16 };
+pub const AVX2_GEMM_F32_6X16: Kernel = Kernel {
+    id: "avx2_gemm_f32_6x16",
+    isa: Isa::Avx2,
+    mr: 6,
+    nr: 16,
+    run: avx2_gemm_f32_6x16,
+    depthwise: avx2_dwconv_f32,
+};

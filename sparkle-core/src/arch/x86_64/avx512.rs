@@ -71,6 +71,20 @@ unsafe fn avx512_gemm_f32_12x32(p: &MicroArgs) {
     unsafe { gemm_body::<Avx512, 12, 2>(p) }
 }
 
+/// # Safety
+/// As [`crate::arch::depthwise::depthwise_body`].
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs<'_>) {
+    // SAFETY: forwarded contract; the ISA is enabled for this function.
+    unsafe { crate::arch::depthwise::depthwise_body::<Avx512>(p) }
+}
+
 /// The AVX-512F kernel.
-pub const AVX512_GEMM_F32_12X32: Kernel =
-    Kernel { id: "avx512_gemm_f32_12x32", isa: Isa::Avx512, mr: 12, nr: 32, run: avx512_gemm_f32_12x32 };
+pub const AVX512_GEMM_F32_12X32: Kernel = Kernel {
+    id: "avx512_gemm_f32_12x32",
+    isa: Isa::Avx512,
+    mr: 12,
+    nr: 32,
+    run: avx512_gemm_f32_12x32,
+    depthwise: avx512_dwconv_f32,
+};

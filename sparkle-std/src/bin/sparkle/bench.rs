@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Epilogue, MatMut, MatRef};
 use sparkle_std::cpu::peak::peak_gflops;
-use sparkle_std::cpu::Gemm;
+use sparkle_std::cpu::Cpu;
 use sparkle_std::demo::fill;
 
 use crate::Failure;
@@ -72,7 +72,7 @@ fn spot_check(name: &str, a: &[f32], b: &[f32], c: &[f32], [m, n, k]: [usize; 3]
 type GemmFn = Box<dyn Fn(&[f32], &[f32], &mut [f32], [usize; 3])>;
 
 fn rust_impls(threads: usize) -> Vec<(&'static str, GemmFn)> {
-    let sparkle = Gemm::new().map(|g| g.threads(threads));
+    let sparkle = Cpu::new().map(|g| g.threads(threads));
     let mut v: Vec<(&'static str, GemmFn)> = Vec::new();
     if let Ok(g) = sparkle {
         v.push((
@@ -80,7 +80,8 @@ fn rust_impls(threads: usize) -> Vec<(&'static str, GemmFn)> {
             Box::new(move |a, b, c, [m, n, k]| {
                 let av = MatRef::row_major(a, m, k).expect("a");
                 let bv = MatRef::row_major(b, k, n).expect("b");
-                g.run(1.0, av, bv, 0.0, MatMut::row_major(c, m, n).expect("c"), &Epilogue::NONE).expect("sparkle gemm");
+                g.gemm(1.0, av, bv, 0.0, MatMut::row_major(c, m, n).expect("c"), &Epilogue::NONE)
+                    .expect("sparkle gemm");
             }),
         ));
     }
@@ -278,4 +279,327 @@ pub fn peak(threads: usize) {
     let one = peak_gflops(1);
     let all = peak_gflops(threads);
     println!("FMA peak: {one:.1} GFLOPS on 1 thread, {all:.1} GFLOPS on {threads} threads");
+}
+
+/// One conv layer to measure.
+pub struct Layer {
+    pub name: String,
+    pub params: sparkle_core::Conv2dParams,
+}
+
+/// The ResNet-50 layer set at batch 1 plus MobileNet's depthwise 3x3 (all NCHW, as PyTorch).
+pub fn resnet50_layers() -> Vec<Layer> {
+    use sparkle_core::{Conv2dParams as P, Padding};
+    let l = |name: &str, params: P| Layer { name: name.to_string(), params };
+    vec![
+        l("conv1 3->64 7x7 s2 @224", P::new(1, 3, 224, 224, 64, 7, 7).stride(2, 2).pad(Padding::uniform(3))),
+        l("64->64 3x3 @56", P::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))),
+        l("64->256 1x1 @56", P::new(1, 64, 56, 56, 256, 1, 1)),
+        l("128->128 3x3 @28", P::new(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1))),
+        l("256->256 3x3 @14", P::new(1, 256, 14, 14, 256, 3, 3).pad(Padding::uniform(1))),
+        l("512->512 3x3 @7", P::new(1, 512, 7, 7, 512, 3, 3).pad(Padding::uniform(1))),
+        l("256->1024 1x1 @14", P::new(1, 256, 14, 14, 1024, 1, 1)),
+        l("dw 32 3x3 @112", P::new(1, 32, 112, 112, 32, 3, 3).pad(Padding::uniform(1)).groups(32)),
+    ]
+}
+
+/// Parses a layer file: one layer a line, `name key=value ...` with keys n, c, h, w, k, r, s,
+/// stride, pad (one value, `ph,pw` or `t,l,b,r`), dilation, groups, layout (nchw|nhwc);
+/// `#` starts a comment. n, stride, dilation and groups default to 1, pad to 0.
+pub fn parse_layers(text: &str) -> Result<Vec<Layer>, String> {
+    use sparkle_core::{Conv2dParams, Padding, TensorLayout};
+    let mut out = Vec::new();
+    for (no, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let err = |what: String| format!("layer file line {}: {what}", no + 1);
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap_or_default().to_string();
+        let mut p = Conv2dParams::new(1, 0, 0, 0, 0, 0, 0);
+        for word in words {
+            let (key, value) = word.split_once('=').ok_or_else(|| err(format!("`{word}` is not key=value")))?;
+            let nums: Vec<usize> = if key == "layout" {
+                Vec::new()
+            } else {
+                value
+                    .split(',')
+                    .map(|v| v.parse::<usize>().map_err(|_| err(format!("`{value}` is not a number list"))))
+                    .collect::<Result<_, _>>()?
+            };
+            let one = || match nums[..] {
+                [v] => Ok(v),
+                _ => Err(err(format!("{key} takes one number"))),
+            };
+            let pair = || match nums[..] {
+                [v] => Ok([v, v]),
+                [a, b] => Ok([a, b]),
+                _ => Err(err(format!("{key} takes one or two numbers"))),
+            };
+            match key {
+                "n" => p.n = one()?,
+                "c" => p.c = one()?,
+                "h" => p.h = one()?,
+                "w" => p.w = one()?,
+                "k" => p.k = one()?,
+                "r" => p.r = one()?,
+                "s" => p.s = one()?,
+                "groups" => p.groups = one()?,
+                "stride" => p.stride = pair()?,
+                "dilation" => p.dilation = pair()?,
+                "pad" => {
+                    p.pad = match nums[..] {
+                        [v] => Padding::uniform(v),
+                        [ph, pw] => Padding::symmetric(ph, pw),
+                        [t, l, b, r] => Padding::new(t, l, b, r),
+                        _ => return Err(err("pad takes 1, 2 or 4 numbers".into())),
+                    }
+                }
+                "layout" => {
+                    p.layout = match value {
+                        "nchw" => TensorLayout::Nchw,
+                        "nhwc" => TensorLayout::Nhwc,
+                        _ => return Err(err(format!("layout `{value}` is not nchw or nhwc"))),
+                    }
+                }
+                _ => return Err(err(format!("unknown key `{key}`"))),
+            }
+        }
+        p.validate().map_err(|e| err(e.to_string()))?;
+        out.push(Layer { name, params: p });
+    }
+    if out.is_empty() {
+        return Err("the layer file has no layers".into());
+    }
+    Ok(out)
+}
+
+/// Checks 64 sampled outputs of a conv against an f64 direct computation of those elements.
+fn conv_spot_check(name: &str, g: &sparkle_core::Conv2d, x: &[f32], w: &[f32], y: &[f32]) -> Result<(), Failure> {
+    let p = g.params();
+    let tol = sparkle_core::check::tolerance(g.gemm_dims().2);
+    let mut seed = 0x5eedu64;
+    for _ in 0..64 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let (n, k) = ((seed >> 50) as usize % p.n, (seed >> 33) as usize % p.k);
+        let (oy, ox) = ((seed >> 20) as usize % g.ho(), (seed >> 7) as usize % g.wo());
+        let grp = k / g.kg();
+        let mut acc = 0.0f64;
+        for ci in 0..g.cg() {
+            for r in 0..p.r {
+                for s in 0..p.s {
+                    if let (Some(iy), Some(ix)) = (g.input_y(oy, r), g.input_x(ox, s)) {
+                        acc += f64::from(x[g.input_index(n, grp * g.cg() + ci, iy, ix)])
+                            * f64::from(w[g.weight_index(k, ci, r, s)]);
+                    }
+                }
+            }
+        }
+        let want = acc.max(0.0); // the benches run conv + ReLU
+        let err = sparkle_core::check::error(y[g.output_index(n, k, oy, ox)], want);
+        if err > tol {
+            return Err(format!("{name} is wrong at (n {n}, k {k}, y {oy}, x {ox}): error {err:e} > {tol:e}").into());
+        }
+    }
+    Ok(())
+}
+
+/// A conv record.
+pub struct ConvRecord {
+    pub layer: String,
+    pub threads: usize,
+    pub implementation: String,
+    pub gflops: f64,
+}
+
+const TORCH_SCRIPT: &str = r#"
+import json, sys, time
+import torch
+layers, budget, threads = json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
+out = []
+with torch.no_grad():
+    for n, c, h, w, k, r, s, sh, sw, pt, pl, pb, pr, dh, dw, groups, flops in layers:
+        x = torch.randn(n, c, h, w); wt = torch.randn(k, c // groups, r, s); b = torch.randn(k)
+        x = torch.nn.functional.pad(x, (pl, pr, pt, pb))
+        f = lambda: torch.relu(torch.nn.functional.conv2d(x, wt, b, (sh, sw), 0, (dh, dw), groups))
+        f()
+        best, start, runs = float("inf"), time.perf_counter(), 0
+        while runs < 3 or (time.perf_counter() - start < budget and runs < 1000):
+            t = time.perf_counter(); f(); best = min(best, time.perf_counter() - t); runs += 1
+        out.append(flops / best / 1e9)
+print(json.dumps(out))
+"#;
+
+/// PyTorch's CPU conv2d (oneDNN) + ReLU in a child python3, or why it could not run.
+fn torch(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<f64>, String> {
+    let arg = format!(
+        "[{}]",
+        layers
+            .iter()
+            .map(|l| {
+                let p = &l.params;
+                let flops = p.validate().map(|g| g.flops()).unwrap_or(0.0);
+                format!(
+                    "[{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]",
+                    p.n,
+                    p.c,
+                    p.h,
+                    p.w,
+                    p.k,
+                    p.r,
+                    p.s,
+                    p.stride[0],
+                    p.stride[1],
+                    p.pad.top,
+                    p.pad.left,
+                    p.pad.bottom,
+                    p.pad.right,
+                    p.dilation[0],
+                    p.dilation[1],
+                    p.groups,
+                    flops
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let out = Command::new("python3")
+        .args(["-c", TORCH_SCRIPT, &arg, &budget.to_string(), &threads.to_string()])
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .output()
+        .map_err(|e| format!("python3 not runnable: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("PyTorch not available ({})", err.lines().last().unwrap_or("failed")));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .trim_matches(['[', ']'])
+        .split(',')
+        .map(|s| s.trim().parse::<f64>().map_err(|e| format!("bad PyTorch output `{text}`: {e}")))
+        .collect()
+}
+
+/// `sparkle bench conv2d`: fused sparkle, sparkle's unfused im2col + GEMM, and PyTorch.
+pub fn conv2d(layers: &[Layer], threads: usize, peers: bool, budget: f64) -> Result<Vec<ConvRecord>, Failure> {
+    use sparkle_core::conv::im2col::{im2col, im2col_len};
+    use sparkle_core::epilogue::{Activation, Bias};
+    let cpu = Cpu::new()?.threads(threads);
+    let budget_d = Duration::from_secs_f64(budget);
+    let mut records = Vec::new();
+    for layer in layers {
+        let g = layer.params.validate()?;
+        let p = g.params();
+        let mut x = vec![0.0f32; g.input_len()];
+        let mut w = vec![0.0f32; g.weight_len()];
+        fill(&mut x, 1);
+        fill(&mut w, 2);
+        let epi = Epilogue::activation(Activation::Relu);
+        let mut y = vec![f32::NAN; g.output_len()];
+        let mut run = |name: &str, f: &mut dyn FnMut(&mut [f32]) -> Result<(), Failure>| -> Result<(), Failure> {
+            y.iter_mut().for_each(|v| *v = f32::NAN);
+            f(&mut y)?;
+            conv_spot_check(name, &g, &x, &w, &y)?;
+            let t = best_time(budget_d, || {
+                let _ = f(&mut y);
+            });
+            records.push(ConvRecord {
+                layer: layer.name.clone(),
+                threads,
+                implementation: name.to_string(),
+                gflops: g.flops() / t / 1e9,
+            });
+            Ok(())
+        };
+        run("sparkle", &mut |y| Ok(cpu.conv2d(&g, &x, &w, &epi, y)?))?;
+        if peers && p.layout == sparkle_core::TensorLayout::Nchw {
+            // The old project's way: materialise im2col, then a GEMM per (image, group).
+            let mut col = vec![0.0f32; im2col_len(&g)?];
+            let (kg, hw, gk) = g.gemm_dims();
+            run("sparkle-im2col", &mut |y| {
+                for n in 0..p.n {
+                    for grp in 0..p.groups {
+                        im2col(&g, &x, n, grp, &mut col)?;
+                        let w0 = g.weight_group_offset(grp);
+                        let a = MatRef::row_major(&w[w0..w0 + kg * gk], kg, gk)?;
+                        let b = MatRef::row_major(&col, gk, hw)?;
+                        let (off, rs, cs) = g.output_gemm_view(n, grp);
+                        let c = MatMut::new(&mut y[off..], kg, hw, rs, cs)?;
+                        cpu.gemm(1.0, a, b, 0.0, c, &Epilogue { bias: Bias::None, activation: Activation::Relu })?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+    if peers {
+        match torch(layers, threads, budget) {
+            Ok(g) => {
+                for (layer, gflops) in layers.iter().zip(g) {
+                    records.push(ConvRecord {
+                        layer: layer.name.clone(),
+                        threads,
+                        implementation: "pytorch".into(),
+                        gflops,
+                    });
+                }
+            }
+            Err(why) => eprintln!("note: PyTorch/oneDNN peer skipped: {why}"),
+        }
+    }
+    Ok(records)
+}
+
+/// Prints conv records as a table or JSON.
+pub fn print_conv(records: &[ConvRecord], json: bool, peak: Option<f64>) {
+    if json {
+        let items: Vec<String> = records
+            .iter()
+            .map(|r| {
+                format!(
+                    r#"{{"op":"conv2d","layer":"{}","threads":{},"impl":"{}","gflops":{:.1}}}"#,
+                    r.layer, r.threads, r.implementation, r.gflops
+                )
+            })
+            .collect();
+        println!("[{}]", items.join(",\n "));
+        return;
+    }
+    let mut impls: Vec<&str> = Vec::new();
+    let mut layers: Vec<&str> = Vec::new();
+    for r in records {
+        if !impls.contains(&r.implementation.as_str()) {
+            impls.push(&r.implementation);
+        }
+        if !layers.contains(&r.layer.as_str()) {
+            layers.push(&r.layer);
+        }
+    }
+    let threads = records.first().map_or(1, |r| r.threads);
+    let mut out = format!("conv2d f32 + ReLU GFLOPS, batch as given, {threads} thread(s)");
+    if let Some(p) = peak {
+        let _ = write!(out, "; measured FMA peak {p:.0} GFLOPS");
+    }
+    let _ = write!(out, "\n{:<26}", "layer");
+    for i in &impls {
+        let _ = write!(out, " {i:>15}");
+    }
+    out.push('\n');
+    for l in layers {
+        let _ = write!(out, "{l:<26}");
+        for i in &impls {
+            match records.iter().find(|r| r.layer == l && r.implementation == *i) {
+                Some(r) => {
+                    let _ = write!(out, " {:>15.1}", r.gflops);
+                }
+                None => {
+                    let _ = write!(out, " {:>15}", "-");
+                }
+            }
+        }
+        out.push('\n');
+    }
+    print!("{out}");
 }

@@ -47,6 +47,26 @@ enum BenchCommand {
         #[arg(long, default_value_t = 0.5)]
         seconds: f64,
     },
+    /// conv2d f32 + ReLU GFLOPS per layer: sparkle (fused), and with --peers sparkle's unfused
+    /// im2col + GEMM and PyTorch/oneDNN (through python3, when torch is installed).
+    Conv2d {
+        /// `resnet50` (the ResNet-50 layer set at batch 1 and a depthwise layer), or a file with
+        /// one layer a line: `name c=64 h=56 w=56 k=64 r=3 s=3 pad=1 [n= stride= dilation= groups= layout=]`.
+        #[arg(long, default_value = "resnet50")]
+        layers: String,
+        /// Threads for every implementation.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Also measure the peers, in the same run.
+        #[arg(long)]
+        peers: bool,
+        /// Print one JSON array of records instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds of timed repetitions per implementation and layer.
+        #[arg(long, default_value_t = 0.5)]
+        seconds: f64,
+    },
     /// The measured FMA peak of this CPU, on one thread and on all.
     Peak {
         /// Threads for the all-threads figure (default: all cores).
@@ -89,6 +109,23 @@ fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             let records = bench::gemm(&shapes, threads, peers, seconds)?;
             let peak = (!json).then(|| sparkle_std::cpu::peak::peak_gflops(threads));
             bench::print(&records, json, peak);
+        }
+        BenchCommand::Conv2d { layers, threads, peers, json, seconds } => {
+            if threads == 0 {
+                return Err("--threads must be at least 1".into());
+            }
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return Err("--seconds must be a positive number".into());
+            }
+            let layers = if layers == "resnet50" {
+                bench::resnet50_layers()
+            } else {
+                let text = std::fs::read_to_string(&layers).map_err(|e| format!("cannot read {layers}: {e}"))?;
+                bench::parse_layers(&text)?
+            };
+            let records = bench::conv2d(&layers, threads, peers, seconds)?;
+            let peak = (!json).then(|| sparkle_std::cpu::peak::peak_gflops(threads));
+            bench::print_conv(&records, json, peak);
         }
         BenchCommand::Peak { threads } => {
             bench::peak(threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))

@@ -1,10 +1,11 @@
-//! Threaded GEMM: the core's BLIS driver with a rayon executor, a thread-count knob, scratch
-//! owned per call, and small problems kept on one thread.
+//! The threaded CPU backend: the core's GEMM and conv2d drivers with a rayon executor, a
+//! thread-count knob, per-thread reusable scratch, and small problems kept on one thread.
 
 use sparkle_core::arch::Kernel;
+use sparkle_core::conv::fused::{conv2d_scratch_len, conv2d_with};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Sequential};
-use sparkle_core::{Epilogue, GemmDims, MatMut, MatRef};
+use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef};
 
 use super::caches::cache_sizes;
 use super::isa::{gemm_kernel, IsaError};
@@ -61,9 +62,9 @@ fn blocking_override() -> Option<Blocking> {
     }
 }
 
-/// A configured CPU GEMM: which kernel, which blocking, how many threads.
+/// A configured CPU backend: which kernel set, which blocking, how many threads.
 #[derive(Clone, Copy, Debug)]
-pub struct Gemm {
+pub struct Cpu {
     /// The microkernel.
     pub kernel: &'static Kernel,
     /// Cache blocking.
@@ -74,44 +75,44 @@ pub struct Gemm {
     pub parallel_min_fmas: f64,
 }
 
-/// Errors of the CPU GEMM.
+/// Errors of the CPU backend.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum GemmError {
+pub enum CpuError {
     /// Shapes, strides, epilogue or scalars rejected by the core.
     Core(sparkle_core::Error),
     /// The requested ISA cannot run here.
     Isa(IsaError),
 }
 
-impl std::fmt::Display for GemmError {
+impl std::fmt::Display for CpuError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            GemmError::Core(e) => write!(f, "{e}"),
-            GemmError::Isa(e) => write!(f, "{e}"),
+            CpuError::Core(e) => write!(f, "{e}"),
+            CpuError::Isa(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for GemmError {
+impl std::error::Error for CpuError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            GemmError::Core(e) => Some(e),
-            GemmError::Isa(e) => Some(e),
+            CpuError::Core(e) => Some(e),
+            CpuError::Isa(e) => Some(e),
         }
     }
 }
 
-impl From<sparkle_core::Error> for GemmError {
+impl From<sparkle_core::Error> for CpuError {
     fn from(e: sparkle_core::Error) -> Self {
-        GemmError::Core(e)
+        CpuError::Core(e)
     }
 }
 
-impl Gemm {
+impl Cpu {
     /// The detected (or `SPARKLE_ISA`-forced) kernel, blocking from this CPU's caches, all threads.
-    pub fn new() -> Result<Self, GemmError> {
-        Ok(Self::with_kernel(gemm_kernel().map_err(GemmError::Isa)?))
+    pub fn new() -> Result<Self, CpuError> {
+        Ok(Self::with_kernel(gemm_kernel().map_err(CpuError::Isa)?))
     }
 
     /// A specific kernel (the caller checks the CPU supports it: see [`super::isa::supported`]).
@@ -124,15 +125,14 @@ impl Gemm {
         }
     }
 
-    /// The same GEMM limited to `threads` threads (at least 1).
+    /// The same backend limited to `threads` threads (at least 1).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
         self
     }
 
-    /// Threads actually used for an `m x n x k` problem.
-    pub fn threads_for(&self, m: usize, n: usize, k: usize) -> usize {
-        let fmas = m as f64 * n as f64 * k as f64;
+    /// Threads actually used for a problem of `fmas` multiply-adds.
+    pub fn threads_for(&self, fmas: f64) -> usize {
         if fmas < self.parallel_min_fmas {
             1
         } else {
@@ -140,8 +140,31 @@ impl Gemm {
         }
     }
 
+    /// `output = act(conv2d(input, weight) + bias)`: validated, then the path
+    /// [`sparkle_core::conv::fused::choose_path`]
+    /// picks (pointwise GEMM, depthwise kernel, or implicit GEMM).
+    pub fn conv2d(
+        &self,
+        g: &Conv2d,
+        input: &[f32],
+        weight: &[f32],
+        epi: &Epilogue<'_>,
+        output: &mut [f32],
+    ) -> Result<(), CpuError> {
+        let threads = self.threads_for(g.flops() / 2.0);
+        let len = conv2d_scratch_len(g, self.kernel, &self.blocking, threads)?;
+        with_scratch(len, |scratch| {
+            if threads == 1 {
+                conv2d_with(g, input, weight, epi, output, self.kernel, &self.blocking, &Sequential, scratch)
+            } else {
+                conv2d_with(g, input, weight, epi, output, self.kernel, &self.blocking, &Rayon(threads), scratch)
+            }
+        })?;
+        Ok(())
+    }
+
     /// `C <- act(alpha * A * B + beta * C + bias)`.
-    pub fn run(
+    pub fn gemm(
         &self,
         alpha: f32,
         a: MatRef<'_>,
@@ -149,9 +172,9 @@ impl Gemm {
         beta: f32,
         c: MatMut<'_>,
         epi: &Epilogue<'_>,
-    ) -> Result<GemmDims, GemmError> {
+    ) -> Result<GemmDims, CpuError> {
         let (m, n, k) = (a.rows(), b.cols(), a.cols());
-        let threads = self.threads_for(m, n, k);
+        let threads = self.threads_for(m as f64 * n as f64 * k as f64);
         let len = gemm_scratch_len(self.kernel, &self.blocking, m, n, k, threads)?;
         with_scratch(len, |scratch| {
             Ok(if threads == 1 {
@@ -171,6 +194,17 @@ pub fn gemm(
     beta: f32,
     c: MatMut<'_>,
     epi: &Epilogue<'_>,
-) -> Result<GemmDims, GemmError> {
-    Gemm::new()?.run(alpha, a, b, beta, c, epi)
+) -> Result<GemmDims, CpuError> {
+    Cpu::new()?.gemm(alpha, a, b, beta, c, epi)
+}
+
+/// `output = act(conv2d(input, weight) + bias)` with the detected kernels on all threads.
+pub fn conv2d(
+    g: &Conv2d,
+    input: &[f32],
+    weight: &[f32],
+    epi: &Epilogue<'_>,
+    output: &mut [f32],
+) -> Result<(), CpuError> {
+    Cpu::new()?.conv2d(g, input, weight, epi, output)
 }

@@ -1,0 +1,398 @@
+//! The fast conv2d: implicit GEMM with im2col never materialised (the B panels are gathered
+//! straight from the input, padding/stride/dilation handled in the gather), a plain GEMM for 1x1
+//! convolutions, and a dedicated depthwise kernel. [`choose_path`] is the one place that decides.
+#![allow(unsafe_code)]
+
+use core::ops::Range;
+
+use crate::arch::depthwise::DepthwiseArgs;
+use crate::arch::Kernel;
+use crate::conv::{check_epilogue, Conv2d};
+use crate::epilogue::{Bias, Epilogue};
+use crate::error::{Error, Param, Result};
+use crate::gemm::blocking::Blocking;
+use crate::gemm::driver::{gemm_operands, gemm_scratch_len, Executor, Operand};
+use crate::layout::TensorLayout;
+use crate::view::MatRef;
+
+/// How a conv2d runs on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Conv2dPath {
+    /// 1x1, stride 1, no padding: the input already is the GEMM operand; no gather at all.
+    Pointwise,
+    /// `groups == c == k`: the depthwise kernel, vectorised over channels (NHWC) or columns (NCHW).
+    Depthwise,
+    /// Everything else: per (image, group) an implicit GEMM whose B (NCHW) or A (NHWC) panels
+    /// are gathered from the input.
+    ImplicitGemm,
+}
+
+impl Conv2dPath {
+    /// Short name for reports and the juggler's records.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Conv2dPath::Pointwise => "pointwise",
+            Conv2dPath::Depthwise => "depthwise",
+            Conv2dPath::ImplicitGemm => "implicit-gemm",
+        }
+    }
+}
+
+/// The path for a geometry: the one function tests and the juggler call.
+pub fn choose_path(g: &Conv2d) -> Conv2dPath {
+    let p = g.params();
+    if p.groups == p.c && p.groups == p.k && p.groups > 1 {
+        Conv2dPath::Depthwise
+    } else if p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == crate::conv::Padding::uniform(0) {
+        Conv2dPath::Pointwise
+    } else {
+        Conv2dPath::ImplicitGemm
+    }
+}
+
+/// Floats of scratch [`conv2d_with`] needs with `workers` workers.
+pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
+    match choose_path(g) {
+        // The NHWC depthwise kernel reads weights transposed to [r][s][c].
+        Conv2dPath::Depthwise => Ok(if g.params().layout == TensorLayout::Nhwc { g.weight_len() } else { 0 }),
+        _ => {
+            let (m, n, k) = g.gemm_dims();
+            gemm_scratch_len(kernel, blocking, m, n, k, workers)
+        }
+    }
+}
+
+/// `output = act(conv2d(input, weight) + bias)` with `kernel`, `blocking`, `exec`'s workers and
+/// caller scratch of at least [`conv2d_scratch_len`] floats. Validates everything first; on an
+/// error nothing has been written.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_with(
+    g: &Conv2d,
+    input: &[f32],
+    weight: &[f32],
+    epi: &Epilogue<'_>,
+    output: &mut [f32],
+    kernel: &Kernel,
+    blocking: &Blocking,
+    exec: &(dyn Executor + Sync),
+    scratch: &mut [f32],
+) -> Result<()> {
+    g.check_buffers(input.len(), weight.len(), None, output.len())?;
+    check_epilogue(g, epi)?;
+    if blocking.mc == 0 || blocking.kc == 0 || blocking.nc == 0 {
+        return Err(Error::Zero { param: Param::Tile });
+    }
+    let required = conv2d_scratch_len(g, kernel, blocking, exec.workers())?;
+    if scratch.len() < required {
+        return Err(Error::TooSmall { param: Param::Scratch, required, found: scratch.len() });
+    }
+    // SAFETY: buffers, epilogue and scratch validated above; the caller vouches for the kernel's ISA
+    // by having picked it (as for GEMM).
+    unsafe { conv2d_unchecked(g, input, weight, epi, output, kernel, blocking, exec, scratch) };
+    Ok(())
+}
+
+/// [`conv2d_with`] without validation.
+///
+/// # Safety
+/// Everything [`conv2d_with`] checks must hold, and the CPU must support `kernel.isa`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn conv2d_unchecked(
+    g: &Conv2d,
+    input: &[f32],
+    weight: &[f32],
+    epi: &Epilogue<'_>,
+    output: &mut [f32],
+    kernel: &Kernel,
+    blocking: &Blocking,
+    exec: &(dyn Executor + Sync),
+    scratch: &mut [f32],
+) {
+    let p = g.params();
+    let bias = match epi.bias {
+        Bias::Row(b) => Some(b),
+        _ => None,
+    };
+    if choose_path(g) == Conv2dPath::Depthwise {
+        // SAFETY: forwarded contract.
+        unsafe { depthwise(g, input, weight, bias, epi, output, kernel, exec, scratch) };
+        return;
+    }
+    let (kg, hw, gemm_k) = g.gemm_dims();
+    let cg = g.cg();
+    let out = output.as_mut_ptr();
+    for n in 0..p.n {
+        for grp in 0..p.groups {
+            let w0 = g.weight_group_offset(grp);
+            // Cannot fail: the weight length was validated.
+            let Ok(wg) = MatRef::row_major(&weight[w0..w0 + kg * gemm_k], kg, gemm_k) else { return };
+            let gb = bias.map(|b| &b[grp * kg..(grp + 1) * kg]);
+            let (off, _, _) = g.output_gemm_view(n, grp);
+            // SAFETY: off is the output offset of (n, group), inside the validated output.
+            let c = unsafe { out.add(off) };
+            match p.layout {
+                // C (kg x hw) = W (kg x gemm_k) * im2col (gemm_k x hw), rows of C contiguous.
+                TensorLayout::Nchw => {
+                    let epi = Epilogue { bias: gb.map_or(Bias::None, Bias::Row), activation: epi.activation };
+                    if choose_path(g) == Conv2dPath::Pointwise {
+                        let x0 = g.input_index(n, grp * cg, 0, 0);
+                        let Ok(x) = MatRef::row_major(&input[x0..x0 + cg * hw], cg, hw) else { return };
+                        // SAFETY: forwarded contract; C rows are hw apart, contiguous.
+                        unsafe { gemm_operands(1.0, &wg, &x, 0.0, c, hw, 1, &epi, kernel, blocking, exec, scratch) };
+                    } else {
+                        let x = Im2col { g, input, n, group: grp };
+                        // SAFETY: as above.
+                        unsafe { gemm_operands(1.0, &wg, &x, 0.0, c, hw, 1, &epi, kernel, blocking, exec, scratch) };
+                    }
+                }
+                // C^T (hw x kg) = im2col^T (hw x gemm_k) * W^T (gemm_k x kg), rows of C^T contiguous.
+                TensorLayout::Nhwc => {
+                    let epi = Epilogue { bias: gb.map_or(Bias::None, Bias::Col), activation: epi.activation };
+                    let wt = wg.t();
+                    if choose_path(g) == Conv2dPath::Pointwise {
+                        let x0 = g.input_index(n, grp * cg, 0, 0);
+                        let len = (hw - 1) * p.c + cg;
+                        let Ok(x) = MatRef::new(&input[x0..x0 + len], hw, cg, p.c, 1) else { return };
+                        // SAFETY: forwarded contract; C^T rows are k apart, contiguous.
+                        unsafe { gemm_operands(1.0, &x, &wt, 0.0, c, p.k, 1, &epi, kernel, blocking, exec, scratch) };
+                    } else {
+                        let x = Im2colT(Im2col { g, input, n, group: grp });
+                        // SAFETY: as above.
+                        unsafe { gemm_operands(1.0, &x, &wt, 0.0, c, p.k, 1, &epi, kernel, blocking, exec, scratch) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The depthwise path: items split evenly over the workers.
+///
+/// # Safety
+/// As [`conv2d_unchecked`], for a depthwise geometry.
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise(
+    g: &Conv2d,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    epi: &Epilogue<'_>,
+    output: &mut [f32],
+    kernel: &Kernel,
+    exec: &(dyn Executor + Sync),
+    scratch: &mut [f32],
+) {
+    let p = g.params();
+    let (weights, items) = match p.layout {
+        TensorLayout::Nchw => (weight, p.n * p.c),
+        TensorLayout::Nhwc => {
+            // [c][r][s] -> [r][s][c], so the channel vectors are contiguous.
+            let rs = p.r * p.s;
+            for c in 0..p.c {
+                for t in 0..rs {
+                    scratch[t * p.c + c] = weight[c * rs + t];
+                }
+            }
+            (&scratch[..weight.len()], p.n * g.ho())
+        }
+    };
+    let out = Shared(output.as_mut_ptr());
+    let workers = exec.workers().max(1);
+    exec.run(&|w| {
+        let range: Range<usize> = items * w / workers..items * (w + 1) / workers;
+        let args = DepthwiseArgs {
+            g,
+            input: input.as_ptr(),
+            weight: weights.as_ptr(),
+            bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+            act: epi.activation,
+            output: out.ptr(),
+            items: range,
+        };
+        // SAFETY: tensors validated by the caller; workers write disjoint items (whole planes or
+        // whole output rows); the CPU supports the kernel's ISA.
+        unsafe { (kernel.depthwise)(&args) };
+    });
+}
+
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: workers write disjoint parts of the output (see `depthwise`).
+unsafe impl Sync for Shared {}
+impl Shared {
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The input of image `n`, group `group`, seen as the `gemm_k x (ho*wo)` im2col matrix.
+struct Im2col<'a> {
+    g: &'a Conv2d,
+    input: &'a [f32],
+    n: usize,
+    group: usize,
+}
+
+impl Im2col<'_> {
+    /// Element `(row, col)`: reduction row `row` (tap `(c, r, s)`), output pixel `col`.
+    #[inline]
+    fn at(&self, row: usize, col: usize) -> f32 {
+        let g = self.g;
+        let (c, r, s) = g.reduction_tap(row);
+        let (oy, ox) = (col / g.wo(), col % g.wo());
+        match (g.input_y(oy, r), g.input_x(ox, s)) {
+            (Some(iy), Some(ix)) => self.input[g.input_index(self.n, self.group * g.cg() + c, iy, ix)],
+            _ => 0.0,
+        }
+    }
+
+    /// Writes pixels `col..col+len` of reduction row `row` to `dst` (NCHW fast path: a run of
+    /// output columns reads a run of one input row, contiguous when the stride is 1).
+    ///
+    /// # Safety
+    /// `dst` valid for `len` floats; the pixels inside the matrix.
+    #[inline]
+    unsafe fn gather_row(&self, tap: (usize, usize, usize), col: usize, len: usize, dst: *mut f32) {
+        let g = self.g;
+        let p = g.params();
+        let (c, r, s) = tap;
+        let (mut oy, mut ox) = (col / g.wo(), col % g.wo());
+        let plane = g.input_index(self.n, self.group * g.cg() + c, 0, 0);
+        let mut j = 0;
+        while j < len {
+            let run = (g.wo() - ox).min(len - j);
+            // SAFETY: j + run <= len, so every write is inside dst; reads are validated taps.
+            unsafe {
+                match g.input_y(oy, r) {
+                    None => core::ptr::write_bytes(dst.add(j), 0, run),
+                    Some(iy) => {
+                        let row = plane + iy * p.w;
+                        for t in 0..run {
+                            *dst.add(j + t) = match g.input_x(ox + t, s) {
+                                Some(ix) => *self.input.get_unchecked(row + ix),
+                                None => 0.0,
+                            };
+                        }
+                    }
+                }
+            }
+            j += run;
+            ox = 0;
+            oy += 1;
+        }
+    }
+}
+
+// SAFETY: packing reads validated taps of the input only and writes the documented extents.
+unsafe impl Operand for Im2col<'_> {
+    fn rows(&self) -> usize {
+        self.g.gemm_dims().2
+    }
+    fn cols(&self) -> usize {
+        self.g.gemm_dims().1
+    }
+    unsafe fn pack_a(&self, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
+        let mut out = dst;
+        for i0 in (0..mc).step_by(mr) {
+            for q in 0..kc {
+                for i in 0..mr {
+                    let v = if i0 + i < mc { self.at(row + i0 + i, col + q) } else { 0.0 };
+                    // SAFETY: inside the documented extent.
+                    unsafe { *out.add(i) = v };
+                }
+                // SAFETY: as above.
+                out = unsafe { out.add(mr) };
+            }
+        }
+    }
+    unsafe fn pack_b(
+        &self,
+        row: usize,
+        col: usize,
+        kc: usize,
+        nc: usize,
+        nr: usize,
+        panels: Range<usize>,
+        dst: *mut f32,
+    ) {
+        for panel in panels {
+            let j0 = panel * nr;
+            let cols = nr.min(nc - j0);
+            for q in 0..kc {
+                let tap = self.g.reduction_tap(row + q);
+                // SAFETY: panel `panel`, group `q` is inside the documented extent.
+                unsafe {
+                    let out = dst.add((panel * kc + q) * nr);
+                    self.gather_row(tap, col + j0, cols, out);
+                    core::ptr::write_bytes(out.add(cols), 0, nr - cols);
+                }
+            }
+        }
+    }
+}
+
+/// The transposed im2col, `(ho*wo) x gemm_k`: the A operand of the NHWC formulation.
+struct Im2colT<'a>(Im2col<'a>);
+
+// SAFETY: as for `Im2col`.
+unsafe impl Operand for Im2colT<'_> {
+    fn rows(&self) -> usize {
+        self.0.cols()
+    }
+    fn cols(&self) -> usize {
+        self.0.rows()
+    }
+    unsafe fn pack_a(&self, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
+        let x = &self.0;
+        let g = x.g;
+        let p = g.params();
+        let cbase = x.group * g.cg();
+        for i0 in (0..mc).step_by(mr) {
+            let rows = mr.min(mc - i0);
+            // SAFETY: panel i0/mr of the documented extent.
+            let panel = unsafe { dst.add(i0 * kc) };
+            for i in 0..mr {
+                let pix = row + i0 + i;
+                let (oy, ox) = if i < rows { (pix / g.wo(), pix % g.wo()) } else { (0, 0) };
+                for q in 0..kc {
+                    let v = if i < rows {
+                        let (c, r, s) = g.reduction_tap(col + q);
+                        match (g.input_y(oy, r), g.input_x(ox, s)) {
+                            (Some(iy), Some(ix)) => {
+                                // SAFETY: a validated tap of image n.
+                                unsafe { *x.input.get_unchecked(((x.n * p.h + iy) * p.w + ix) * p.c + cbase + c) }
+                            }
+                            _ => 0.0,
+                        }
+                    } else {
+                        0.0
+                    };
+                    // SAFETY: inside the panel.
+                    unsafe { *panel.add(q * mr + i) = v };
+                }
+            }
+        }
+    }
+    unsafe fn pack_b(
+        &self,
+        row: usize,
+        col: usize,
+        kc: usize,
+        nc: usize,
+        nr: usize,
+        panels: Range<usize>,
+        dst: *mut f32,
+    ) {
+        for panel in panels {
+            let j0 = panel * nr;
+            for q in 0..kc {
+                for j in 0..nr {
+                    let v = if j0 + j < nc { self.0.at(col + j0 + j, row + q) } else { 0.0 };
+                    // SAFETY: inside the documented extent.
+                    unsafe { *dst.add((panel * kc + q) * nr + j) = v };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! CPU conv2d (every path, both layouts, every parameter) against the f64 oracle, stamped for
+//! every kernel set this machine runs.
+
+use proptest::prelude::*;
+use sparkle_core::arch::{Isa, Kernel};
+use sparkle_core::check::{max_error, tolerance};
+use sparkle_core::conv::fused::{choose_path, Conv2dPath};
+use sparkle_core::conv::reference::conv2d_reference_f64;
+use sparkle_core::gemm::blocking::Blocking;
+use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, Padding, TensorLayout, WeightLayout};
+use sparkle_std::cpu::isa::{kernel_for_isa, supported};
+use sparkle_std::cpu::Cpu;
+use sparkle_tests::{fill, skip};
+
+fn kernel(isa: Isa) -> Option<&'static Kernel> {
+    match kernel_for_isa(isa) {
+        Ok(k) if supported(isa) => Some(k),
+        _ => {
+            skip(&isa.name().to_uppercase(), &format!("this CPU or build cannot run the {} kernels", isa.name()));
+            None
+        }
+    }
+}
+
+/// Runs `p` through `cpu` and the oracle; panics with the geometry on a mismatch. Returns the path.
+fn check(cpu: &Cpu, p: Conv2dParams, act: Activation, with_bias: bool, seed: u64) -> Conv2dPath {
+    let g = p.validate().unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    let mut input = vec![0.0; g.input_len()];
+    let mut weight = vec![0.0; g.weight_len()];
+    let mut bias = vec![0.0; p.k];
+    fill(&mut input, seed);
+    fill(&mut weight, seed + 1);
+    fill(&mut bias, seed + 2);
+    let epi = Epilogue { bias: if with_bias { Bias::Row(&bias) } else { Bias::None }, activation: act };
+    let mut want = vec![0.0f64; g.output_len()];
+    conv2d_reference_f64(&g, &input, &weight, &epi, &mut want).unwrap();
+    let mut got = vec![f32::NAN; g.output_len()];
+    cpu.conv2d(&g, &input, &weight, &epi, &mut got).unwrap();
+    let (err, at) = max_error(&got, &want);
+    let tol = tolerance(g.gemm_dims().2);
+    let path = choose_path(&g);
+    assert!(err <= tol, "{} {:?} {p:?} {act:?}: error {err:e} at {at:?} > {tol:e}", cpu.kernel.id, path);
+    path
+}
+
+fn cpus(kern: &'static Kernel) -> [Cpu; 3] {
+    let base = Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kern) };
+    [
+        base.threads(1),
+        base.threads(2),
+        Cpu { blocking: Blocking { mc: 2 * kern.mr, kc: 16, nc: 2 * kern.nr }, ..base.threads(2) },
+    ]
+}
+
+fn sweep(kern: &'static Kernel) {
+    let mut seen = std::collections::HashSet::new();
+    for cpu in cpus(kern) {
+        for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {
+            for wl in [WeightLayout::Kcrs, WeightLayout::Krsc] {
+                let with = |p: Conv2dParams| p.layout(layout).weight_layout(wl);
+                // Kernel sizes 1..7 with stride, dilation and asymmetric padding (incl. pad > r/2).
+                for r in 1..=7 {
+                    let p = Conv2dParams::new(1, 3, 11, 10, 5, r, 8 - r).stride(1 + r % 3, 1 + (r + 1) % 3);
+                    let p = p.dilation(1 + r % 2, 1 + (r / 3) % 3).pad(Padding::new(r / 2 + 1, r % 3, r, 4));
+                    seen.insert(check(&cpu, with(p), Activation::Relu, true, r as u64));
+                }
+                // Output 1x1, input == kernel size, c = 1, k = 1, batch 3.
+                seen.insert(check(&cpu, with(Conv2dParams::new(1, 4, 5, 5, 6, 5, 5)), Activation::None, false, 1));
+                seen.insert(check(
+                    &cpu,
+                    with(Conv2dParams::new(3, 1, 9, 7, 4, 3, 3).pad(Padding::uniform(1))),
+                    Activation::Gelu,
+                    true,
+                    2,
+                ));
+                seen.insert(check(&cpu, with(Conv2dParams::new(3, 5, 9, 7, 1, 3, 2)), Activation::Sigmoid, true, 3));
+                // Groups 1, 2, c (depthwise), and a channel multiplier.
+                for (c, k, groups) in [(6, 8, 1), (6, 8, 2), (37, 37, 37), (8, 16, 8)] {
+                    let p = Conv2dParams::new(3, c, 13, 21, k, 3, 3).pad(Padding::new(1, 2, 0, 1)).groups(groups);
+                    seen.insert(check(&cpu, with(p), Activation::Relu6, true, c as u64));
+                    seen.insert(check(&cpu, with(p.stride(2, 2).dilation(2, 1)), Activation::Tanh, false, k as u64));
+                }
+                // Pointwise (1x1 stride 1): plain GEMM, no gather.
+                seen.insert(check(&cpu, with(Conv2dParams::new(3, 19, 9, 11, 40, 1, 1)), Activation::Relu, true, 4));
+                seen.insert(check(
+                    &cpu,
+                    with(Conv2dParams::new(1, 16, 7, 7, 24, 1, 1).groups(4)),
+                    Activation::None,
+                    true,
+                    5,
+                ));
+                // Every epilogue on the implicit GEMM path.
+                for act in Activation::ALL {
+                    let p = Conv2dParams::new(1, 7, 12, 12, 33, 3, 3).pad(Padding::uniform(1));
+                    check(&cpu, with(p), act, true, 6);
+                }
+            }
+        }
+    }
+    for path in [Conv2dPath::Pointwise, Conv2dPath::Depthwise, Conv2dPath::ImplicitGemm] {
+        assert!(seen.contains(&path), "{path:?} never ran");
+    }
+}
+
+fn bad_input(kern: &'static Kernel) {
+    let cpu = Cpu::with_kernel(kern);
+    let g = Conv2dParams::new(1, 2, 5, 5, 3, 3, 3).validate().unwrap();
+    let (input, weight) = (vec![0.0; g.input_len()], vec![0.0; g.weight_len()]);
+    let mut out = vec![7.0; g.output_len()];
+    assert!(cpu.conv2d(&g, &input[1..], &weight, &Epilogue::NONE, &mut out).is_err());
+    assert!(cpu.conv2d(&g, &input, &weight[1..], &Epilogue::NONE, &mut out).is_err());
+    let bias = [0.0f32; 2];
+    assert!(cpu.conv2d(&g, &input, &weight, &Epilogue::NONE.with_bias(&bias), &mut out).is_err());
+    let col = Epilogue { bias: Bias::Col(&bias), activation: Activation::None };
+    assert!(cpu.conv2d(&g, &input, &weight, &col, &mut out).is_err());
+    assert!(out.iter().all(|&v| v == 7.0), "nothing may be written on an error");
+}
+
+macro_rules! conv_tests {
+    ($($name:ident => $isa:expr),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn every_path_and_parameter() {
+                if let Some(k) = kernel($isa) { sweep(k) }
+            }
+            #[test]
+            fn bad_input_is_an_error() {
+                if let Some(k) = kernel($isa) { bad_input(k) }
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(48))]
+                #[test]
+                fn matches_oracle(
+                    (n, cm, h, w, km) in (1usize..3, 1usize..5, 1usize..14, 1usize..14, 1usize..6),
+                    (r, s, sh, sw, dh, dw) in (1usize..5, 1usize..5, 1usize..4, 1usize..4, 1usize..3, 1usize..3),
+                    (pt, pl, pb, pr) in (0usize..4, 0usize..4, 0usize..4, 0usize..4),
+                    (groups, depthwise, nhwc, krsc, threads) in (1usize..4, any::<bool>(), any::<bool>(), any::<bool>(), 1usize..3),
+                    act in 0usize..7, with_bias: bool, seed: u64,
+                ) {
+                    let Some(kern) = kernel($isa) else { return Ok(()) };
+                    let (c, k) = if depthwise { (cm * groups, cm * groups) } else { (cm * groups, km * groups) };
+                    let groups = if depthwise { c } else { groups };
+                    let p = Conv2dParams::new(n, c, h, w, k, r, s).stride(sh, sw).dilation(dh, dw)
+                        .pad(Padding::new(pt, pl, pb, pr)).groups(groups)
+                        .layout(if nhwc { TensorLayout::Nhwc } else { TensorLayout::Nchw })
+                        .weight_layout(if krsc { WeightLayout::Krsc } else { WeightLayout::Kcrs });
+                    if p.validate().is_err() { return Ok(()) }
+                    let cpu = Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kern).threads(threads) };
+                    check(&cpu, p, Activation::ALL[act], with_bias, seed);
+                }
+            }
+        }
+    )*};
+}
+
+conv_tests! {
+    generic => Isa::Generic,
+    avx2 => Isa::Avx2,
+    avx512 => Isa::Avx512,
+    neon => Isa::Neon,
+}
+
+#[test]
+fn path_choice() {
+    let path = |p: Conv2dParams| choose_path(&p.validate().unwrap());
+    assert_eq!(path(Conv2dParams::new(1, 64, 56, 56, 256, 1, 1)), Conv2dPath::Pointwise);
+    assert_eq!(path(Conv2dParams::new(1, 64, 56, 56, 256, 1, 1).stride(2, 2)), Conv2dPath::ImplicitGemm);
+    assert_eq!(path(Conv2dParams::new(1, 32, 112, 112, 32, 3, 3).groups(32)), Conv2dPath::Depthwise);
+    assert_eq!(path(Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))), Conv2dPath::ImplicitGemm);
+}
