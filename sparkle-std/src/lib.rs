@@ -12,3 +12,5 @@ pub use sparkle_vk as vk;
 
 pub mod cpu;
 pub mod demo;
+#[cfg(feature = "npy")]
+pub mod npy;

@@ -114,49 +114,106 @@ pub unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs<'_>) {
                 let [_, sw] = prm.stride;
                 let [_, dw] = prm.dilation;
                 let pl = prm.pad.left;
+                // Output columns whose every tap is inside the input row: [xlo, xhi).
+                let xlo = pl.div_ceil(sw).min(wo);
+                let reach = (s_n - 1) * dw;
+                let xhi = (prm.w + pl).saturating_sub(reach).div_ceil(sw).clamp(xlo, wo);
+                let vector = sw == 1 && xhi - xlo >= lanes;
                 for item in p.items.clone() {
                     let (n, c) = (item / c_n, item % c_n);
                     let w_at = move |r: usize, s: usize| (c * r_n + r) * s_n + s;
                     let plane = p.input.add(g.input_index(n, c, 0, 0));
+                    let b0 = if p.bias.is_null() { 0.0 } else { *p.bias.add(c) };
+                    let bias = S::splat(b0);
+                    // One output pixel near the left/right padding, the scalar way.
+                    let edge = |oy: usize, x: usize| {
+                        let mut acc = b0;
+                        for r in 0..r_n {
+                            let Some(iy) = g.input_y(oy, r) else { continue };
+                            let row = plane.add(iy * prm.w);
+                            for s in 0..s_n {
+                                let ix = (x * sw + s * dw).wrapping_sub(pl);
+                                if ix < prm.w {
+                                    acc += *row.add(ix) * *p.weight.add(w_at(r, s));
+                                }
+                            }
+                        }
+                        p.act.apply(acc)
+                    };
                     for oy in 0..ho {
                         let out = p.output.add(g.output_index(n, c, oy, 0));
-                        let mut ox = 0;
-                        // Vector chunks where every tap of every lane is inside the row.
-                        if sw == 1 {
-                            while ox + lanes <= wo {
-                                let lo = ox >= pl;
-                                let hi = ox + lanes - 1 + (s_n - 1) * dw < prm.w + pl;
-                                if !(lo && hi) {
-                                    if ox >= pl {
-                                        break; // right edge: the rest is scalar
-                                    }
-                                    *out.add(ox) = pixel(p, n, c, oy, ox, w_at);
-                                    ox += 1;
-                                    continue;
-                                }
-                                let mut acc = S::zero();
+                        let mut x = 0;
+                        if vector {
+                            // Accumulate in registers, one store per vector: accumulating in the
+                            // output row made every tap a load-store round trip, and page-aligned
+                            // input and output rows alias in the store buffer (4 KiB aliasing):
+                            // 13 GFLOPS on one Zen 4 core for MobileNet's 32 ch @112.
+                            // Four vectors at once: four independent FMA chains (one chain
+                            // of r*s dependent FMAs was latency-bound at 16 GFLOPS).
+                            const U: usize = 4;
+                            let chunk = |x0: usize, out: *mut f32| {
+                                let mut acc = [bias; U];
                                 for r in 0..r_n {
                                     let Some(iy) = g.input_y(oy, r) else { continue };
-                                    let row = plane.add(iy * prm.w + ox - pl);
+                                    let row = plane.add(iy * prm.w + x0 - pl);
+                                    for s in 0..s_n {
+                                        let w = S::splat(*p.weight.add(w_at(r, s)));
+                                        for (u, a) in acc.iter_mut().enumerate() {
+                                            *a = S::fmadd(S::load(row.add(s * dw + u * lanes)), w, *a);
+                                        }
+                                    }
+                                }
+                                for (u, a) in acc.iter().enumerate() {
+                                    let o = out.add(x0 + u * lanes);
+                                    match act_simd::<S>(p.act, *a) {
+                                        Some(y) => S::store(o, y),
+                                        None => {
+                                            S::store(o, *a);
+                                            for t in 0..lanes {
+                                                *o.add(t) = p.act.apply(*o.add(t));
+                                            }
+                                        }
+                                    }
+                                }
+                            };
+                            let single = |x0: usize, out: *mut f32| {
+                                let mut acc = bias;
+                                for r in 0..r_n {
+                                    let Some(iy) = g.input_y(oy, r) else { continue };
+                                    let row = plane.add(iy * prm.w + x0 - pl);
                                     for s in 0..s_n {
                                         let w = S::splat(*p.weight.add(w_at(r, s)));
                                         acc = S::fmadd(S::load(row.add(s * dw)), w, acc);
                                     }
                                 }
-                                if !p.bias.is_null() {
-                                    acc = S::add(acc, S::splat(*p.bias.add(c)));
-                                }
-                                S::store(out.add(ox), act_simd::<S>(p.act, acc).unwrap_or(acc));
-                                if scalar_act {
-                                    for x in ox..ox + lanes {
-                                        *out.add(x) = p.act.apply(*out.add(x));
+                                let o = out.add(x0);
+                                match act_simd::<S>(p.act, acc) {
+                                    Some(y) => S::store(o, y),
+                                    None => {
+                                        S::store(o, acc);
+                                        for t in 0..lanes {
+                                            *o.add(t) = p.act.apply(*o.add(t));
+                                        }
                                     }
                                 }
-                                ox += lanes;
+                            };
+                            for x0 in 0..xlo {
+                                *out.add(x0) = edge(oy, x0);
+                            }
+                            x = xlo;
+                            while x + U * lanes <= xhi {
+                                chunk(x, out);
+                                x += U * lanes;
+                            }
+                            while x < xhi {
+                                // The last vector ends exactly at xhi, overlapping the one before.
+                                let x0 = x.min(xhi - lanes);
+                                single(x0, out);
+                                x = x0 + lanes;
                             }
                         }
-                        for x in ox..wo {
-                            *out.add(x) = pixel(p, n, c, oy, x, w_at);
+                        for x in x..wo {
+                            *out.add(x) = edge(oy, x);
                         }
                     }
                 }

@@ -226,6 +226,47 @@ impl Shared {
     }
 }
 
+/// Copies `len` floats. The runs of a panel are short (at most nr floats), so the copy is
+/// inlined in 8-float chunks rather than a call into libc per run.
+///
+/// # Safety
+/// `src` readable and `dst` writable for `len` floats, not overlapping.
+#[inline(always)]
+unsafe fn copy(src: *const f32, dst: *mut f32, len: usize) {
+    let mut t = 0;
+    // SAFETY: every access is below len.
+    unsafe {
+        while t + 8 <= len {
+            dst.add(t).cast::<[f32; 8]>().write_unaligned(src.add(t).cast::<[f32; 8]>().read_unaligned());
+            t += 8;
+        }
+        while t < len {
+            *dst.add(t) = *src.add(t);
+            t += 1;
+        }
+    }
+}
+
+/// Zeroes `len` floats (see [`copy`] for why not `write_bytes`).
+///
+/// # Safety
+/// `dst` writable for `len` floats.
+#[inline(always)]
+unsafe fn zero(dst: *mut f32, len: usize) {
+    let mut t = 0;
+    // SAFETY: every access is below len.
+    unsafe {
+        while t + 8 <= len {
+            dst.add(t).cast::<[f32; 8]>().write_unaligned([0.0; 8]);
+            t += 8;
+        }
+        while t < len {
+            *dst.add(t) = 0.0;
+            t += 1;
+        }
+    }
+}
+
 /// The input of image `n`, group `group`, seen as the `gemm_k x (ho*wo)` im2col matrix.
 struct Im2col<'a> {
     g: &'a Conv2d,
@@ -247,33 +288,49 @@ impl Im2col<'_> {
         }
     }
 
-    /// Writes pixels `col..col+len` of reduction row `row` to `dst` (NCHW fast path: a run of
-    /// output columns reads a run of one input row, contiguous when the stride is 1).
+    /// Writes `len` pixels starting at output pixel `(oy, ox)` of reduction-row tap `(c, r, s)`
+    /// to `dst`. A run of output columns reads a run of one input row: output columns
+    /// `[cols.0, cols.1)` (from [`Self::tap_cols`], once per tap: no division here) are inside
+    /// the input, the rest is padding. Stride 1 is one copy.
     ///
     /// # Safety
     /// `dst` valid for `len` floats; the pixels inside the matrix.
     #[inline]
-    unsafe fn gather_row(&self, tap: (usize, usize, usize), col: usize, len: usize, dst: *mut f32) {
+    unsafe fn gather_row(
+        &self,
+        (c, r, s): (usize, usize, usize),
+        cols: (usize, usize),
+        (mut oy, mut ox): (usize, usize),
+        len: usize,
+        dst: *mut f32,
+    ) {
         let g = self.g;
         let p = g.params();
-        let (c, r, s) = tap;
-        let (mut oy, mut ox) = (col / g.wo(), col % g.wo());
         let plane = g.input_index(self.n, self.group * g.cg() + c, 0, 0);
+        let (sw, shift) = (p.stride[1], s * p.dilation[1]);
         let mut j = 0;
         while j < len {
             let run = (g.wo() - ox).min(len - j);
             // SAFETY: j + run <= len, so every write is inside dst; reads are validated taps.
             unsafe {
+                let out = dst.add(j);
                 match g.input_y(oy, r) {
-                    None => core::ptr::write_bytes(dst.add(j), 0, run),
+                    None => zero(out, run),
                     Some(iy) => {
-                        let row = plane + iy * p.w;
-                        for t in 0..run {
-                            *dst.add(j + t) = match g.input_x(ox + t, s) {
-                                Some(ix) => *self.input.get_unchecked(row + ix),
-                                None => 0.0,
-                            };
+                        let a = cols.0.clamp(ox, ox + run);
+                        let b = cols.1.clamp(a, ox + run);
+                        zero(out, a - ox);
+                        if b > a {
+                            let src = self.input.as_ptr().add(plane + iy * p.w + a * sw + shift - p.pad.left);
+                            if sw == 1 {
+                                copy(src, out.add(a - ox), b - a);
+                            } else {
+                                for t in 0..b - a {
+                                    *out.add(a - ox + t) = *src.add(t * sw);
+                                }
+                            }
                         }
+                        zero(out.add(b - ox), ox + run - b);
                     }
                 }
             }
@@ -281,6 +338,17 @@ impl Im2col<'_> {
             ox = 0;
             oy += 1;
         }
+    }
+
+    /// Output columns `[a, b)` whose input column `ox*stride + s*dilation - pad_left` is inside
+    /// the row, for kernel column `s`.
+    #[inline]
+    fn tap_cols(&self, s: usize) -> (usize, usize) {
+        let p = self.g.params();
+        let (sw, shift) = (p.stride[1], s * p.dilation[1]);
+        let a = p.pad.left.saturating_sub(shift).div_ceil(sw).min(self.g.wo());
+        let b = (p.w + p.pad.left).saturating_sub(shift).div_ceil(sw).clamp(a, self.g.wo());
+        (a, b)
     }
 }
 
@@ -316,18 +384,33 @@ unsafe impl Operand for Im2col<'_> {
         panels: Range<usize>,
         dst: *mut f32,
     ) {
-        for panel in panels {
-            let j0 = panel * nr;
-            let cols = nr.min(nc - j0);
-            for q in 0..kc {
-                let tap = self.g.reduction_tap(row + q);
-                // SAFETY: panel `panel`, group `q` is inside the documented extent.
-                unsafe {
-                    let out = dst.add((panel * kc + q) * nr);
-                    self.gather_row(tap, col + j0, cols, out);
-                    core::ptr::write_bytes(out.add(cols), 0, nr - cols);
-                }
+        // Divisions hoisted out of the per-panel work: pixel coordinates once per panel (in
+        // chunks), the valid column range once per tap.
+        const CHUNK: usize = 64;
+        let wo = self.g.wo();
+        let mut first = panels.start;
+        while first < panels.end {
+            let last = (first + CHUNK).min(panels.end);
+            let mut starts = [(0usize, 0usize); CHUNK];
+            for (slot, panel) in starts.iter_mut().zip(first..last) {
+                let q = col + panel * nr;
+                *slot = (q / wo, q % wo);
             }
+            let mut tap = self.g.reduction_tap(row);
+            for q in 0..kc {
+                let cols = self.tap_cols(tap.2);
+                for (i, panel) in (first..last).enumerate() {
+                    let len = nr.min(nc - panel * nr);
+                    // SAFETY: panel `panel`, group `q` is inside the documented extent.
+                    unsafe {
+                        let out = dst.add((panel * kc + q) * nr);
+                        self.gather_row(tap, cols, starts[i], len, out);
+                        zero(out.add(len), nr - len);
+                    }
+                }
+                tap = self.g.next_tap(tap);
+            }
+            first = last;
         }
     }
 }

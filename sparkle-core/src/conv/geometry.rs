@@ -288,6 +288,32 @@ impl Conv2d {
         }
     }
 
+    /// The tap of reduction row `row + 1` given that of `row` (no division: for packing loops).
+    #[inline]
+    pub const fn next_tap(&self, (c, r, s): (usize, usize, usize)) -> (usize, usize, usize) {
+        let p = &self.p;
+        match p.weight_layout {
+            WeightLayout::Kcrs => {
+                if s + 1 < p.s {
+                    (c, r, s + 1)
+                } else if r + 1 < p.r {
+                    (c, r + 1, 0)
+                } else {
+                    (c + 1, 0, 0)
+                }
+            }
+            WeightLayout::Krsc => {
+                if c + 1 < self.cg() {
+                    (c + 1, r, s)
+                } else if s + 1 < p.s {
+                    (0, r, s + 1)
+                } else {
+                    (0, r + 1, 0)
+                }
+            }
+        }
+    }
+
     /// Input row read by output row `oy` through kernel row `r`, or `None` in the padding.
     #[inline]
     pub const fn input_y(&self, oy: usize, r: usize) -> Option<usize> {
@@ -389,6 +415,9 @@ mod tests {
                             let row = g.reduction_index(c, r, s);
                             assert_eq!(g.weight_index(k, c, r, s), k * gk + row);
                             assert_eq!(g.reduction_tap(row), (c, r, s));
+                            if row + 1 < gk {
+                                assert_eq!(g.next_tap((c, r, s)), g.reduction_tap(row + 1));
+                            }
                         }
                     }
                 }
