@@ -158,11 +158,28 @@ for m, n, k in shapes:
 print(json.dumps(out))
 "#;
 
-/// numpy's matmul (OpenBLAS in the PyPI wheel) in a child python3, or why it could not run.
-fn numpy(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<f64>, String> {
+const TORCH_MM_SCRIPT: &str = r#"
+import json, sys, time
+import torch
+shapes, budget, threads = json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
+out = []
+with torch.no_grad():
+    for m, n, k in shapes:
+        a = torch.rand(m, k); b = torch.rand(k, n); c = torch.empty(m, n)
+        torch.mm(a, b, out=c)
+        best, start, runs = float("inf"), time.perf_counter(), 0
+        while runs < 3 or (time.perf_counter() - start < budget and runs < 1000):
+            t = time.perf_counter(); torch.mm(a, b, out=c); best = min(best, time.perf_counter() - t); runs += 1
+        out.append(2.0 * m * n * k / best / 1e9)
+print(json.dumps(out))
+"#;
+
+/// A python3 peer script over the GEMM shapes, in a child process with `threads` threads.
+fn python_gemm(script: &str, what: &str, shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<f64>, String> {
     let arg = format!("[{}]", shapes.iter().map(|[m, n, k]| format!("[{m},{n},{k}]")).collect::<Vec<_>>().join(","));
     let out = Command::new("python3")
-        .args(["-c", NUMPY_SCRIPT, &arg, &budget.to_string()])
+        .args(["-c", script, &arg, &budget.to_string(), &threads.to_string()])
         .env("OPENBLAS_NUM_THREADS", threads.to_string())
         .env("OMP_NUM_THREADS", threads.to_string())
         .env_remove("OPENBLAS_CORETYPE")
@@ -172,13 +189,13 @@ fn numpy(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<f64>,
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err.lines().last().unwrap_or("failed");
-        return Err(format!("numpy not available ({last})"));
+        return Err(format!("{what} not available ({last})"));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim()
         .trim_matches(['[', ']'])
         .split(',')
-        .map(|s| s.trim().parse::<f64>().map_err(|e| format!("bad numpy output `{text}`: {e}")))
+        .map(|s| s.trim().parse::<f64>().map_err(|e| format!("bad {what} output `{text}`: {e}")))
         .collect()
 }
 
@@ -207,13 +224,17 @@ pub fn gemm(shapes: &[[usize; 3]], threads: usize, peers: bool, budget: f64) -> 
         }
     }
     if peers {
-        match numpy(shapes, threads, budget) {
-            Ok(g) => {
-                for (&shape, gflops) in shapes.iter().zip(g) {
-                    records.push(Record { shape, threads, implementation: "openblas".into(), gflops });
+        // numpy (OpenBLAS in the PyPI wheel) and torch.mm (MKL), each in its own child process so
+        // their thread pools never fight.
+        for (script, what, name) in [(NUMPY_SCRIPT, "numpy", "openblas"), (TORCH_MM_SCRIPT, "PyTorch", "mkl")] {
+            match python_gemm(script, what, shapes, threads, budget) {
+                Ok(g) => {
+                    for (&shape, gflops) in shapes.iter().zip(g) {
+                        records.push(Record { shape, threads, implementation: name.into(), gflops });
+                    }
                 }
+                Err(why) => eprintln!("note: {name} peer ({what}) skipped: {why}"),
             }
-            Err(why) => eprintln!("note: numpy/OpenBLAS peer skipped: {why}"),
         }
     }
     Ok(records)
