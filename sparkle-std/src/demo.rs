@@ -1,12 +1,15 @@
-//! The main job, as far as it goes today: a small conv-net slice (conv + bias + ReLU layers,
-//! a strided conv, a 1x1 and a depthwise conv) run through the CPU oracle, each layer checked
-//! against the f64 ground truth, and the Vulkan toolchain exercised on every device found.
+//! The main job: the ResNet-50 layer sequence at batch 1 (conv + bias + ReLU, plus MobileNet's
+//! depthwise layer) through Sparkle's fast CPU path, every layer checked against the f64 oracle,
+//! with the device, time, GFLOPS and error of each.
 
 use std::time::Instant;
 
 use sparkle_core::check::{max_error, tolerance};
-use sparkle_core::conv::reference::{conv2d_reference, conv2d_reference_f64};
+use sparkle_core::conv::fused::{choose_path, Conv2dPath};
+use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, Padding};
+
+use crate::cpu::{Cpu, CpuError};
 
 /// One layer of the demo and what it measured.
 #[derive(Clone, Debug)]
@@ -15,7 +18,11 @@ pub struct LayerReport {
     pub name: &'static str,
     /// The geometry.
     pub geometry: Conv2d,
-    /// Seconds of the f32 run.
+    /// Which CPU path ran it.
+    pub path: Conv2dPath,
+    /// Where it ran.
+    pub device: String,
+    /// Best of three timed runs, seconds.
     pub seconds: f64,
     /// Largest error against the f64 oracle.
     pub max_error: f64,
@@ -34,15 +41,37 @@ impl LayerReport {
     }
 }
 
-/// The demo's layers: a scaled-down ResNet/MobileNet slice that runs in well under a second.
-pub fn layers() -> Vec<(&'static str, Conv2dParams)> {
-    vec![
-        ("stem 3->16 3x3 s2 @64", Conv2dParams::new(1, 3, 64, 64, 16, 3, 3).stride(2, 2).pad(Padding::uniform(1))),
-        ("16->16 3x3 @32", Conv2dParams::new(1, 16, 32, 32, 16, 3, 3).pad(Padding::uniform(1))),
-        ("16->32 1x1 @32", Conv2dParams::new(1, 16, 32, 32, 32, 1, 1)),
-        ("dw 32 3x3 @32", Conv2dParams::new(1, 32, 32, 32, 32, 3, 3).pad(Padding::uniform(1)).groups(32)),
-        ("32->32 3x3 d2 @32", Conv2dParams::new(1, 32, 32, 32, 32, 3, 3).pad(Padding::uniform(2)).dilation(2, 2)),
-    ]
+/// Which layer set the demo runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layers {
+    /// The ResNet-50 layer set at batch 1 plus a depthwise layer (the real demo, a few seconds).
+    ResNet50,
+    /// A scaled-down slice that runs in well under a second (tests, slow machines).
+    Small,
+}
+
+/// The demo's layers.
+pub fn layers(which: Layers) -> Vec<(&'static str, Conv2dParams)> {
+    let p = Conv2dParams::new;
+    match which {
+        Layers::ResNet50 => vec![
+            ("conv1 3->64 7x7 s2 @224", p(1, 3, 224, 224, 64, 7, 7).stride(2, 2).pad(Padding::uniform(3))),
+            ("64->64 3x3 @56", p(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))),
+            ("64->256 1x1 @56", p(1, 64, 56, 56, 256, 1, 1)),
+            ("128->128 3x3 @28", p(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1))),
+            ("256->256 3x3 @14", p(1, 256, 14, 14, 256, 3, 3).pad(Padding::uniform(1))),
+            ("512->512 3x3 @7", p(1, 512, 7, 7, 512, 3, 3).pad(Padding::uniform(1))),
+            ("256->1024 1x1 @14", p(1, 256, 14, 14, 1024, 1, 1)),
+            ("dw 32 3x3 @112", p(1, 32, 112, 112, 32, 3, 3).pad(Padding::uniform(1)).groups(32)),
+        ],
+        Layers::Small => vec![
+            ("stem 3->16 3x3 s2 @64", p(1, 3, 64, 64, 16, 3, 3).stride(2, 2).pad(Padding::uniform(1))),
+            ("16->16 3x3 @32", p(1, 16, 32, 32, 16, 3, 3).pad(Padding::uniform(1))),
+            ("16->32 1x1 @32", p(1, 16, 32, 32, 32, 1, 1)),
+            ("dw 32 3x3 @32", p(1, 32, 32, 32, 32, 3, 3).pad(Padding::uniform(1)).groups(32)),
+            ("32->32 3x3 d2 @32", p(1, 32, 32, 32, 32, 3, 3).pad(Padding::uniform(2)).dilation(2, 2)),
+        ],
+    }
 }
 
 /// Deterministic pseudo-random values in [-1, 1) (xorshift), so runs are reproducible.
@@ -56,10 +85,10 @@ pub fn fill(buf: &mut [f32], seed: u64) {
     }
 }
 
-/// Runs every layer through the oracle and checks it against the f64 ground truth.
-pub fn run_cpu() -> Result<Vec<LayerReport>, sparkle_core::Error> {
+/// Runs every layer on the CPU backend and checks it against the f64 oracle.
+pub fn run_cpu(cpu: &Cpu, which: Layers) -> Result<Vec<LayerReport>, CpuError> {
     let mut out = Vec::new();
-    for (i, (name, params)) in layers().into_iter().enumerate() {
+    for (i, (name, params)) in layers(which).into_iter().enumerate() {
         let g = params.validate()?;
         let mut input = vec![0.0; g.input_len()];
         let mut weight = vec![0.0; g.weight_len()];
@@ -68,14 +97,25 @@ pub fn run_cpu() -> Result<Vec<LayerReport>, sparkle_core::Error> {
         fill(&mut weight, 3 * i as u64 + 2);
         fill(&mut bias, 3 * i as u64 + 3);
         let epi = Epilogue::activation(Activation::Relu).with_bias(&bias);
-        let mut y = vec![0.0f32; g.output_len()];
-        let t = Instant::now();
-        conv2d_reference(&g, &input, &weight, &epi, &mut y)?;
-        let seconds = t.elapsed().as_secs_f64().max(1e-9);
+        let mut y = vec![f32::NAN; g.output_len()];
+        let mut seconds = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            cpu.conv2d(&g, &input, &weight, &epi, &mut y)?;
+            seconds = seconds.min(t.elapsed().as_secs_f64().max(1e-9));
+        }
         let mut truth = vec![0.0f64; g.output_len()];
         conv2d_reference_f64(&g, &input, &weight, &epi, &mut truth)?;
         let (max_error, _) = max_error(&y, &truth);
-        out.push(LayerReport { name, geometry: g, seconds, max_error, tolerance: tolerance(g.gemm_dims().2) });
+        out.push(LayerReport {
+            name,
+            geometry: g,
+            path: choose_path(&g),
+            device: format!("cpu ({})", cpu.kernel.id),
+            seconds,
+            max_error,
+            tolerance: tolerance(g.gemm_dims().2),
+        });
     }
     Ok(out)
 }

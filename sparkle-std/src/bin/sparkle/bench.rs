@@ -176,7 +176,13 @@ print(json.dumps(out))
 "#;
 
 /// A python3 peer script over the GEMM shapes, in a child process with `threads` threads.
-fn python_gemm(script: &str, what: &str, shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<f64>, String> {
+fn python_gemm(
+    script: &str,
+    what: &str,
+    shapes: &[[usize; 3]],
+    threads: usize,
+    budget: f64,
+) -> Result<Vec<f64>, String> {
     let arg = format!("[{}]", shapes.iter().map(|[m, n, k]| format!("[{m},{n},{k}]")).collect::<Vec<_>>().join(","));
     let out = Command::new("python3")
         .args(["-c", script, &arg, &budget.to_string(), &threads.to_string()])

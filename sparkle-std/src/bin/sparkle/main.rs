@@ -1,6 +1,7 @@
 //! The `sparkle` command-line tool.
 
 mod bench;
+mod cli;
 
 use std::process::ExitCode;
 
@@ -16,11 +17,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a small conv-net slice, check every layer against the f64 oracle, and exercise every
-    /// Vulkan device found.
-    Demo,
-    /// List the Vulkan devices.
+    /// The main job: the ResNet-50 layers (conv + bias + ReLU, batch 1) on the fast CPU path,
+    /// every layer checked against the f64 oracle, and every Vulkan device exercised.
+    Demo {
+        /// A scaled-down layer set that runs in well under a second.
+        #[arg(long)]
+        small: bool,
+    },
+    /// The CPU (brand, cores, caches, kernels, measured peak) and every Vulkan device.
     Devices,
+    /// conv2d on .npy files: output = act(conv2d(input, weight) + bias).
+    Conv2d(cli::Conv2dArgs),
+    /// GEMM on .npy files: output = alpha * A @ B + beta * C.
+    Gemm(cli::GemmArgs),
     /// Measure Sparkle beside its peers.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -76,10 +85,31 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A bug must still end in one line and exit code 2, never a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let text = info.to_string().replace('\n', " ");
+        eprintln!("sparkle: internal error (please report): {text}");
+        std::process::exit(2);
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            eprintln!("sparkle: {} (see --help)", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
-        Command::Demo => run_demo(),
+        Command::Demo { small } => run_demo(small),
         Command::Devices => list_devices(),
+        Command::Conv2d(args) => cli::conv2d(&args),
+        Command::Gemm(args) => cli::gemm(&args),
         Command::Bench(b) => run_bench(b),
     };
     match result {
@@ -135,8 +165,25 @@ fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
 }
 
 fn list_devices() -> Result<ExitCode, Failure> {
+    let cpu = sparkle_std::cpu::Cpu::new()?;
+    let caches = sparkle_std::cpu::caches::cache_sizes();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernels: Vec<&str> = sparkle_std::cpu::isa::available_kernels().iter().map(|k| k.id).collect();
+    println!("cpu: {} ({cores} threads)", cli::cpu_brand());
+    println!(
+        "  caches: L1d {} KiB, L2 {} KiB, L3 {} MiB per the OS",
+        caches.l1d >> 10,
+        caches.l2 >> 10,
+        caches.l3 >> 20
+    );
+    println!("  kernels this CPU runs: {}; picked: {}", kernels.join(", "), cpu.kernel.id);
+    println!(
+        "  measured FMA peak: {:.0} GFLOPS on 1 thread, {:.0} on {cores}",
+        sparkle_std::cpu::peak::peak_gflops(1),
+        sparkle_std::cpu::peak::peak_gflops(cores)
+    );
     match sparkle_std::vk::devices() {
-        Ok(devs) if devs.is_empty() => println!("no Vulkan device with a compute queue"),
+        Ok(devs) if devs.is_empty() => println!("vulkan: no device with a compute queue"),
         Ok(devs) => {
             for d in devs {
                 println!(
@@ -153,22 +200,29 @@ fn list_devices() -> Result<ExitCode, Failure> {
                 );
             }
         }
-        Err(e) => println!("no Vulkan: {e}"),
+        Err(e) => println!("vulkan: none ({e})"),
     }
+    println!("work placement: all ops on the CPU (the Vulkan GEMM/conv2d pipelines and the juggler are not in yet)");
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_demo() -> Result<ExitCode, Failure> {
-    println!("sparkle demo: conv + bias + ReLU layers on the CPU oracle, checked against f64\n");
-    println!("{:<24} {:>12} {:>10} {:>10} {:>11} {:>11}  ok", "layer", "out", "ms", "GFLOPS", "max err", "tolerance");
-    let reports = demo::run_cpu()?;
+fn run_demo(small: bool) -> Result<ExitCode, Failure> {
+    let cpu = sparkle_std::cpu::Cpu::new()?;
+    let which = if small { demo::Layers::Small } else { demo::Layers::ResNet50 };
+    println!("sparkle demo: conv + bias + ReLU at batch 1, every layer checked against the f64 oracle\n");
+    println!(
+        "{:<24} {:<14} {:<26} {:>9} {:>8} {:>10} {:>10}  ok",
+        "layer", "path", "device", "ms", "GFLOPS", "max err", "tolerance"
+    );
+    let reports = demo::run_cpu(&cpu, which)?;
     let mut all_ok = true;
+    let mut total = 0.0;
     for r in &reports {
-        let g = &r.geometry;
         println!(
-            "{:<24} {:>12} {:>10.3} {:>10.2} {:>11.2e} {:>11.2e}  {}",
+            "{:<24} {:<14} {:<26} {:>9.3} {:>8.1} {:>10.2e} {:>10.2e}  {}",
             r.name,
-            format!("{}x{}x{}", g.params().k, g.ho(), g.wo()),
+            r.path.name(),
+            r.device,
             r.seconds * 1e3,
             r.gflops(),
             r.max_error,
@@ -176,8 +230,9 @@ fn run_demo() -> Result<ExitCode, Failure> {
             if r.passed() { "PASS" } else { "FAIL" }
         );
         all_ok &= r.passed();
+        total += r.seconds;
     }
-    println!();
+    println!("\ntotal {:.2} ms on the CPU with {} thread(s)", total * 1e3, cpu.threads);
     match sparkle_std::vk::Context::best() {
         Ok(ctx) => {
             let x: Vec<f32> = (0..1000).map(|i| i as f32).collect();

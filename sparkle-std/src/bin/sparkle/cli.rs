@@ -1,0 +1,285 @@
+//! `sparkle conv2d` and `sparkle gemm`: the ops on .npy files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
+use sparkle_std::cpu::Cpu;
+use sparkle_std::npy;
+
+use crate::Failure;
+
+/// Where an op runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// Let Sparkle choose (today: the CPU).
+    Auto,
+    /// The CPU backend.
+    Cpu,
+    /// The Vulkan backend.
+    Vulkan,
+}
+
+/// Activation names on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Act {
+    /// Identity.
+    None,
+    /// max(x, 0).
+    Relu,
+    /// min(max(x, 0), 6).
+    Relu6,
+    /// x, or 0.01 x for negative x.
+    LeakyRelu,
+    /// 1 / (1 + exp(-x)).
+    Sigmoid,
+    /// tanh(x).
+    Tanh,
+    /// Exact GELU.
+    Gelu,
+}
+
+impl From<Act> for Activation {
+    fn from(a: Act) -> Self {
+        match a {
+            Act::None => Activation::None,
+            Act::Relu => Activation::Relu,
+            Act::Relu6 => Activation::Relu6,
+            Act::LeakyRelu => Activation::LeakyRelu { slope: 0.01 },
+            Act::Sigmoid => Activation::Sigmoid,
+            Act::Tanh => Activation::Tanh,
+            Act::Gelu => Activation::Gelu,
+        }
+    }
+}
+
+/// Activation layout names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    /// [n, c, h, w].
+    Nchw,
+    /// [n, h, w, c].
+    Nhwc,
+}
+
+#[derive(Args, Debug)]
+pub struct Conv2dArgs {
+    /// Input, [n,c,h,w] (nchw) or [n,h,w,c] (nhwc), float32.
+    #[arg(long)]
+    input: PathBuf,
+    /// Weights, [k, c/groups, r, s], float32.
+    #[arg(long)]
+    weight: PathBuf,
+    /// Bias, [k], float32.
+    #[arg(long)]
+    bias: Option<PathBuf>,
+    /// Stride: S or SH,SW.
+    #[arg(long, default_value = "1")]
+    stride: String,
+    /// Zero padding: P, PH,PW or T,L,B,R.
+    #[arg(long, default_value = "0")]
+    pad: String,
+    /// Dilation: D or DH,DW.
+    #[arg(long, default_value = "1")]
+    dilation: String,
+    /// Groups.
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
+    /// Activation applied after the bias.
+    #[arg(long, value_enum, default_value_t = Act::None)]
+    activation: Act,
+    /// Layout of input and output.
+    #[arg(long, value_enum, default_value_t = Layout::Nchw)]
+    layout: Layout,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
+    /// Output .npy, written atomically, in the input's layout.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct GemmArgs {
+    /// A, [m, k], float32.
+    #[arg(long)]
+    a: PathBuf,
+    /// B, [k, n], float32.
+    #[arg(long)]
+    b: PathBuf,
+    /// C, [m, n], float32 (needed when beta != 0).
+    #[arg(long)]
+    c: Option<PathBuf>,
+    /// Scale of A @ B.
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    alpha: f32,
+    /// Scale of C.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    beta: f32,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    device: Device,
+    /// Output .npy, [m, n], written atomically.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+/// The CPU's marketing name (Linux), or the architecture.
+pub fn cpu_brand() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn numbers(what: &str, text: &str, allowed: &[usize]) -> Result<Vec<usize>, Failure> {
+    let v: Vec<usize> = text
+        .split(',')
+        .map(|x| x.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("--{what} `{text}` is not a comma-separated list of non-negative integers"))?;
+    if !allowed.contains(&v.len()) {
+        return Err(format!(
+            "--{what} takes {} numbers, got {}",
+            allowed.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" or "),
+            v.len()
+        )
+        .into());
+    }
+    Ok(v)
+}
+
+fn pair(what: &str, text: &str) -> Result<[usize; 2], Failure> {
+    let v = numbers(what, text, &[1, 2])?;
+    Ok(if v.len() == 1 { [v[0], v[0]] } else { [v[0], v[1]] })
+}
+
+fn device(d: Device) -> Result<(), Failure> {
+    match d {
+        Device::Auto | Device::Cpu => Ok(()),
+        Device::Vulkan => {
+            Err("--device vulkan: the Vulkan GEMM/conv2d pipelines are not implemented yet; use cpu".into())
+        }
+    }
+}
+
+fn dims<const N: usize>(what: &str, a: &npy::Array) -> Result<[usize; N], Failure> {
+    a.shape.as_slice().try_into().map_err(|_| format!("{what} must be {N}-d, its shape is {:?}", a.shape).into())
+}
+
+pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
+    device(args.device)?;
+    let stride = pair("stride", &args.stride)?;
+    let dilation = pair("dilation", &args.dilation)?;
+    let pad = match numbers("pad", &args.pad, &[1, 2, 4])?[..] {
+        [p] => Padding::uniform(p),
+        [ph, pw] => Padding::symmetric(ph, pw),
+        [t, l, b, r] => Padding::new(t, l, b, r),
+        _ => unreachable!("numbers() checked the count"),
+    };
+    let x = npy::read(&args.input)?;
+    let w = npy::read(&args.weight)?;
+    let bias = args.bias.as_deref().map(npy::read).transpose()?;
+    let layout = match args.layout {
+        Layout::Nchw => TensorLayout::Nchw,
+        Layout::Nhwc => TensorLayout::Nhwc,
+    };
+    let [n, c, h, wd] = match (layout, dims::<4>("input", &x)?) {
+        (TensorLayout::Nchw, d) => d,
+        (TensorLayout::Nhwc, [n, h, w, c]) => [n, c, h, w],
+    };
+    let [k, cg, r, s] = dims::<4>("weight", &w)?;
+    if args.groups == 0 {
+        return Err("--groups must be at least 1".into());
+    }
+    if cg * args.groups != c {
+        return Err(format!(
+            "weight has {cg} input channels per group, input has {c} channels in {} group(s)",
+            args.groups
+        )
+        .into());
+    }
+    if let Some(b) = &bias {
+        if b.shape != [k] {
+            return Err(format!("bias shape {:?} does not match the {k} output channels", b.shape).into());
+        }
+    }
+    let g = Conv2dParams::new(n, c, h, wd, k, r, s)
+        .stride(stride[0], stride[1])
+        .dilation(dilation[0], dilation[1])
+        .pad(pad)
+        .groups(args.groups)
+        .layout(layout)
+        .validate()?;
+    let mut epi = Epilogue::activation(args.activation.into());
+    if let Some(b) = &bias {
+        epi = epi.with_bias(&b.data);
+    }
+    let cpu = Cpu::new()?;
+    let mut y = vec![0.0f32; g.output_len()];
+    let t = Instant::now();
+    cpu.conv2d(&g, &x.data, &w.data, &epi, &mut y)?;
+    let secs = t.elapsed().as_secs_f64();
+    let shape = match layout {
+        TensorLayout::Nchw => vec![n, k, g.ho(), g.wo()],
+        TensorLayout::Nhwc => vec![n, g.ho(), g.wo(), k],
+    };
+    npy::write(&args.output, &shape, &y)?;
+    println!(
+        "conv2d {shape:?} on cpu ({}, {}): {:.3} ms, {:.1} GFLOPS -> {}",
+        cpu.kernel.id,
+        sparkle_core::conv::fused::choose_path(&g).name(),
+        secs * 1e3,
+        g.flops() / secs.max(1e-9) / 1e9,
+        args.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
+    device(args.device)?;
+    let a = npy::read(&args.a)?;
+    let b = npy::read(&args.b)?;
+    let [m, k] = dims::<2>("A", &a)?;
+    let [kb, n] = dims::<2>("B", &b)?;
+    if kb != k {
+        return Err(format!("A is {m}x{k} but B is {kb}x{n}: inner dimensions differ").into());
+    }
+    let mut out = match (&args.c, args.beta != 0.0) {
+        (Some(path), _) => {
+            let c = npy::read(path)?;
+            if c.shape != [m, n] {
+                return Err(format!("C has shape {:?}, expected [{m}, {n}]", c.shape).into());
+            }
+            c.data
+        }
+        (None, true) => return Err("--beta is not 0 but no --c was given".into()),
+        (None, false) => vec![0.0; m * n],
+    };
+    let cpu = Cpu::new()?;
+    let t = Instant::now();
+    cpu.gemm(
+        args.alpha,
+        MatRef::row_major(&a.data, m, k)?,
+        MatRef::row_major(&b.data, k, n)?,
+        args.beta,
+        MatMut::row_major(&mut out, m, n)?,
+        &Epilogue::NONE,
+    )?;
+    let secs = t.elapsed().as_secs_f64();
+    npy::write(&args.output, &[m, n], &out)?;
+    println!(
+        "gemm {m}x{n}x{k} on cpu ({}): {:.3} ms, {:.1} GFLOPS -> {}",
+        cpu.kernel.id,
+        secs * 1e3,
+        2.0 * m as f64 * n as f64 * k as f64 / secs.max(1e-9) / 1e9,
+        args.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
