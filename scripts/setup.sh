@@ -7,8 +7,10 @@
 #   so vulkano-shaders' proc-macro fails to load ("can't find crate for vulkano_shaders").
 #   We merge the archives into one real libshaderc_combined.a in .shaderc/, which
 #   .cargo/config.toml hands to shaderc-sys as SHADERC_LIB_DIR.
-# - aarch64 cross gcc + qemu-user, so the NEON kernels are tested for real.
-# - rustup targets: the no_std core (Cortex-M4F and M0), aarch64; the rustfmt/clippy components.
+# - aarch64 cross gcc + qemu-user, so the NEON kernels are tested for real; qemu-system-arm for
+#   the Cortex-M4F firmware (firmware/), binutils-arm-none-eabi to measure its size.
+# - rustup targets: the no_std core (Cortex-M4F and M0), aarch64; the rustfmt/clippy components;
+#   nightly with Miri and cargo-fuzz for the hardening steps.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -16,7 +18,7 @@ sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 
 apt_pkgs=(mesa-vulkan-drivers libvulkan-dev libvulkan1 vulkan-tools libshaderc-dev glslang-dev spirv-tools
-          gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+          gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user qemu-system-arm binutils-arm-none-eabi)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -50,6 +52,13 @@ installed=$(rustup target list --installed)
 for t in "${targets[@]}"; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"
 done
+# Nightly for the fuzz smoke (cargo-fuzz, libFuzzer) and Miri over the core.
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+nightly_components=$(rustup component list --toolchain nightly --installed)
+for c in miri rust-src; do
+  grep -q "^$c" <<<"$nightly_components" || rustup component add "$c" --toolchain nightly
+done
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 components=$(rustup component list --installed)
 for c in rustfmt clippy; do
   grep -q "^$c" <<<"$components" || rustup component add "$c"

@@ -20,8 +20,32 @@ trap 'rm -f "$log"' EXIT
 step "cargo test"
 cargo test --workspace 2>&1 | tee -a "$log"
 step "aarch64: CPU kernel tests under qemu-aarch64 (NEON for real)"
-SPARKLE_REQUIRE_NEON=1 cargo test -p sparkle-tests --no-default-features --target aarch64-unknown-linux-gnu \
+env -u SPARKLE_REQUIRE_AVX512 SPARKLE_REQUIRE_NEON=1 \
+  cargo test -p sparkle-tests --no-default-features --target aarch64-unknown-linux-gnu \
   --test gemm_cpu --test oracle --test geometry 2>&1 | tee -a "$log"
+step "Cortex-M4F firmware under qemu-system-arm (mps2-an386)"
+(cd firmware && cargo run --release -q) 2>&1 | tee -a "$log"
+grep -q '^FAIL' "$log" && { echo "firmware: a case failed"; exit 1; }
 
-# One closing line over every test binary above.
+step "Miri: the core's unit tests (index math, views, tiling, generic kernel, packing, driver)"
+echo "(SIMD kernels are not run under Miri: they are intrinsics; the generic kernel stands in for them)"
+cargo +nightly miri test -q -p sparkle-core --lib 2>&1 | tee -a "$log"
+
+step "fuzz smoke: every target for ${SPARKLE_FUZZ_SECONDS:=30} s from its seed corpus"
+(cd fuzz && cargo +nightly fuzz build -O 2>&1 | tail -1)
+for t in $(cd fuzz && cargo +nightly fuzz list); do
+  work=$(mktemp -d)
+  if ! (cd fuzz && cargo +nightly fuzz run -O "$t" "$work" "corpus/$t" -- \
+        -max_total_time="$SPARKLE_FUZZ_SECONDS" -timeout=10 -rss_limit_mb=4096) >"$work.log" 2>&1; then
+    tail -40 "$work.log"
+    echo "fuzz target $t failed (artifact under fuzz/artifacts/$t)"
+    exit 1
+  fi
+  echo "$t: $(grep -E '^Done [0-9]+ runs' "$work.log")"
+  rm -rf "$work" "$work.log"
+done
+
+# One closing line over every test binary above (firmware cases count as tests too).
+fw_pass=$(grep -c '^PASS ' "$log" || true)
+echo "test result: ok. $fw_pass passed; 0 failed; 0 ignored (firmware)" >> "$log"
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\n%d passed, %d failed, %d skipped\n", p, f, i }' "$log"

@@ -34,7 +34,12 @@ fuzz_target!(|x: Input| {
         .weight_layout(if x.krsc { WeightLayout::Krsc } else { WeightLayout::Kcrs });
     let Ok(g) = p.validate() else { return };
     // Small cases: exhaustive checks against brute force.
-    if g.ho() * g.wo() <= 4096 && p.r <= 16 && p.s <= 16 && h + x.pad[0] + x.pad[2] <= 1 << 16 && w + x.pad[1] + x.pad[3] <= 1 << 16 {
+    if g.ho() * g.wo() <= 4096
+        && p.r <= 16
+        && p.s <= 16
+        && h + x.pad[0] + x.pad[2] <= 1 << 16
+        && w + x.pad[1] + x.pad[3] <= 1 << 16
+    {
         assert_eq!(g.ho(), brute(h, x.pad[0], x.pad[2], r, x.dilation[0], x.stride[0]));
         assert_eq!(g.wo(), brute(w, x.pad[1], x.pad[3], s, x.dilation[1], x.stride[1]));
         for oy in 0..g.ho() {

@@ -1,5 +1,5 @@
 //! NumPy `.npy` files in and out: little-endian f32 in C order only; everything else is a clear
-//! error. Writes are atomic (a temporary file in the same folder, then a rename), so a failure
+//! error, and a hostile header is rejected in linear time without allocating for it. Writes are atomic (a temporary file in the same folder, then a rename), so a failure
 //! never leaves a partial output behind.
 
 use std::fmt;
@@ -53,31 +53,113 @@ pub struct Array {
     pub data: Vec<f32>,
 }
 
-/// The `shape` tuple of a `.npy` header, read without trusting it: `None` when the header cannot
-/// be found (npyz then reports the malformed file), `Err` when a dimension or the element count
-/// overflows. npyz multiplies the dimensions unchecked, which panics (or wraps) on a hostile
-/// header, so this runs first.
-fn header_element_count(bytes: &[u8]) -> Option<Result<u128, String>> {
-    let (len, start) = match bytes.get(6)? {
-        1 => (u16::from_le_bytes([*bytes.get(8)?, *bytes.get(9)?]) as usize, 10usize),
-        2 | 3 => (u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize, 12),
-        _ => return None,
+/// A parsed `.npy` header.
+#[derive(Debug, PartialEq)]
+struct Header {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<usize>,
+}
+
+/// A strict, linear-time parser of the header dict (`{'descr': '<f4', 'fortran_order': False,
+/// 'shape': (2, 3), }`). Reading is hand-written because our fuzzer found npyz 0.8's header
+/// parser backtracking exponentially on 222 bytes of nested braces and overflowing on a huge
+/// shape; npyz still writes the files.
+fn parse_header(text: &str) -> Result<Header, String> {
+    let b = text.trim_end().as_bytes();
+    let mut i = 0;
+    let ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
     };
-    let header = std::str::from_utf8(bytes.get(start..start.checked_add(len)?)?).ok()?;
-    let after = &header[header.find("'shape'")? + "'shape'".len()..];
-    let tuple = &after[after.find('(')? + 1..];
-    let tuple = &tuple[..tuple.find(')')?];
-    let mut count: u128 = 1;
-    for dim in tuple.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        let Ok(d) = dim.parse::<u64>() else {
-            return Some(Err(format!("shape dimension `{dim}` is not a non-negative integer")));
-        };
-        count = match count.checked_mul(u128::from(d)) {
-            Some(c) if c <= u128::from(u64::MAX) => c,
-            _ => return Some(Err(format!("shape ({tuple}) has more elements than any file can hold"))),
-        };
+    let expect = |i: &mut usize, c: u8| -> Result<(), String> {
+        ws(i);
+        if b.get(*i) == Some(&c) {
+            *i += 1;
+            Ok(())
+        } else {
+            Err(format!("header: expected `{}` at byte {}", c as char, *i))
+        }
+    };
+    let string = |i: &mut usize| -> Result<String, String> {
+        ws(i);
+        let q = *b.get(*i).ok_or("header: unexpected end")?;
+        if q != b'\'' && q != b'"' {
+            return Err(format!("header: expected a quoted string at byte {}", *i));
+        }
+        let start = *i + 1;
+        let len = b[start..].iter().position(|&c| c == q).ok_or("header: unterminated string")?;
+        *i = start + len + 1;
+        Ok(String::from_utf8_lossy(&b[start..start + len]).into_owned())
+    };
+    expect(&mut i, b'{')?;
+    let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+    loop {
+        ws(&mut i);
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+            break;
+        }
+        let key = string(&mut i)?;
+        expect(&mut i, b':')?;
+        ws(&mut i);
+        match key.as_str() {
+            "descr" if descr.is_none() => descr = Some(string(&mut i)?),
+            "fortran_order" if fortran_order.is_none() => {
+                fortran_order = Some(if b[i..].starts_with(b"True") {
+                    i += 4;
+                    true
+                } else if b[i..].starts_with(b"False") {
+                    i += 5;
+                    false
+                } else {
+                    return Err("header: fortran_order is not True or False".into());
+                })
+            }
+            "shape" if shape.is_none() => {
+                expect(&mut i, b'(')?;
+                let mut dims = Vec::new();
+                loop {
+                    ws(&mut i);
+                    if b.get(i) == Some(&b')') {
+                        i += 1;
+                        break;
+                    }
+                    let start = i;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    let digits = std::str::from_utf8(&b[start..i]).unwrap_or("");
+                    let d = digits.parse::<usize>().map_err(|_| format!("header: bad dimension at byte {start}"))?;
+                    dims.push(d);
+                    ws(&mut i);
+                    match b.get(i) {
+                        Some(b',') => i += 1,
+                        Some(b')') => {}
+                        _ => return Err(format!("header: expected `,` or `)` at byte {i}")),
+                    }
+                }
+                shape = Some(dims);
+            }
+            other => return Err(format!("header: unexpected or repeated key `{other}`")),
+        }
+        ws(&mut i);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => {}
+            _ => return Err(format!("header: expected `,` or `}}` at byte {i}")),
+        }
     }
-    Some(Ok(count))
+    ws(&mut i);
+    if i != b.len() {
+        return Err("header: trailing bytes after the dict".into());
+    }
+    Ok(Header {
+        descr: descr.ok_or("header: no descr")?,
+        fortran_order: fortran_order.ok_or("header: no fortran_order")?,
+        shape: shape.ok_or("header: no shape")?,
+    })
 }
 
 /// Parses `.npy` bytes (`path` is only used in messages).
@@ -86,42 +168,35 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array, NpyError> {
     if !bytes.starts_with(b"\x93NUMPY") {
         return Err(format("not a .npy file (no \\x93NUMPY magic)".into()));
     }
-    if let Some(count) = header_element_count(bytes) {
-        let count = count.map_err(format)?;
-        let available = (bytes.len() / std::mem::size_of::<f32>()) as u128;
-        if count > available {
-            return Err(format(format!(
-                "the header claims {count} elements but the file holds at most {available} floats"
-            )));
+    let (start, len) = match bytes.get(6) {
+        Some(1) if bytes.len() >= 10 => (10usize, usize::from(u16::from_le_bytes([bytes[8], bytes[9]]))),
+        Some(2 | 3) if bytes.len() >= 12 => {
+            (12, u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize)
         }
+        _ => return Err(format("not a .npy file (unknown format version)".into())),
+    };
+    let end = start.saturating_add(len);
+    let header = bytes.get(start..end).ok_or_else(|| format(format!("truncated header: it claims {len} bytes")))?;
+    let header = std::str::from_utf8(header).map_err(|_| format("header is not text".into()))?;
+    let h = parse_header(header).map_err(format)?;
+    if h.descr != "<f4" {
+        return Err(format(format!("dtype is {}, expected little-endian float32 ('<f4')", h.descr)));
     }
-    let npy = npyz::NpyFile::new(bytes).map_err(|e| format(format!("not a .npy file ({e})")))?;
-    let dtype = npy.dtype();
-    let want: npyz::TypeStr = "<f4".parse().map_err(|_| format("internal: bad type string".into()))?;
-    if dtype != npyz::DType::Plain(want) {
-        return Err(format(format!("dtype is {}, expected little-endian float32 ('<f4')", dtype.descr())));
-    }
-    if npy.order() != npyz::Order::C {
+    if h.fortran_order {
         return Err(format("Fortran order; save it in C order (np.ascontiguousarray)".into()));
     }
-    let mut shape = Vec::with_capacity(npy.shape().len());
-    let mut count = 1usize;
-    for &d in npy.shape() {
-        let d = usize::try_from(d).map_err(|_| format(format!("dimension {d} does not fit in memory")))?;
-        count = count.checked_mul(d).ok_or_else(|| format("the shape's element count overflows".into()))?;
-        shape.push(d);
+    let count = h
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format(format!("shape {:?} has more elements than any file can hold", h.shape)))?;
+    let data = &bytes[end..];
+    let need = count.checked_mul(4).ok_or_else(|| format(format!("shape {:?} is too large", h.shape)))?;
+    if data.len() != need {
+        return Err(format(format!("shape {:?} needs {need} bytes of data, the file has {}", h.shape, data.len())));
     }
-    // The header may claim anything: check it against the bytes that are really there before
-    // allocating for it.
-    let available = bytes.len() / std::mem::size_of::<f32>();
-    if count > available {
-        return Err(format(format!("shape {shape:?} needs {count} floats but the file holds at most {available}")));
-    }
-    let data = npy.into_vec::<f32>().map_err(|e| format(format!("data: {e}")))?;
-    if data.len() != count {
-        return Err(format(format!("shape {shape:?} needs {count} floats, the data has {}", data.len())));
-    }
-    Ok(Array { shape, data })
+    let data = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok(Array { shape: h.shape, data })
 }
 
 /// Reads an f32 C-order `.npy` file.
@@ -187,5 +262,15 @@ mod tests {
         hostile.extend_from_slice(&[0; 16]);
         let err = parse(p, &hostile).unwrap_err().to_string();
         assert!(err.contains("more elements"), "{err}");
+        // Found by the npy_header fuzz target: npyz's parser backtracked exponentially on this.
+        let nested = b"\x93NUMPY\x01\x00\x76\x00{'descr': '<f8', 'fortran_order': False, 'shape':0,  {{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{( (5,   ";
+        assert!(parse(p, nested).is_err());
+        // Other header spellings numpy accepts: double quotes, no trailing comma, 1-d shapes.
+        let ok = "{\"descr\": \"<f4\", \"fortran_order\": False, \"shape\": (2,)}";
+        assert_eq!(parse_header(ok).unwrap().shape, vec![2]);
+        assert_eq!(
+            parse_header("{'descr': '<f4', 'fortran_order': False, 'shape': (), }").unwrap().shape,
+            Vec::<usize>::new()
+        );
     }
 }

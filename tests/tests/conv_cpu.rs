@@ -171,3 +171,54 @@ fn path_choice() {
     assert_eq!(path(Conv2dParams::new(1, 32, 112, 112, 32, 3, 3).groups(32)), Conv2dPath::Depthwise);
     assert_eq!(path(Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))), Conv2dPath::ImplicitGemm);
 }
+
+/// The `no_std` entry points (statically chosen kernel, caller scratch, one thread): what a
+/// microcontroller calls.
+#[test]
+fn no_std_entry_points_match_oracle() {
+    let p = Conv2dParams::new(1, 8, 16, 16, 8, 3, 3).pad(Padding::uniform(1));
+    for p in [p, p.groups(8), Conv2dParams::new(1, 8, 16, 16, 16, 1, 1), p.layout(TensorLayout::Nhwc)] {
+        let g = p.validate().unwrap();
+        let mut x = vec![0.0; g.input_len()];
+        let mut w = vec![0.0; g.weight_len()];
+        let mut b = vec![0.0; p.k];
+        fill(&mut x, 1);
+        fill(&mut w, 2);
+        fill(&mut b, 3);
+        let epi = Epilogue::activation(Activation::Relu).with_bias(&b);
+        let mut scratch = vec![0.0; sparkle_core::conv::scratch_len(&g).unwrap()];
+        let mut y = vec![0.0; g.output_len()];
+        sparkle_core::conv::conv2d(&g, &x, &w, &epi, &mut y, &mut scratch).unwrap();
+        let mut want = vec![0.0; g.output_len()];
+        conv2d_reference_f64(&g, &x, &w, &epi, &mut want).unwrap();
+        let (err, at) = max_error(&y, &want);
+        assert!(err <= tolerance(g.gemm_dims().2), "{p:?}: {err:e} at {at:?}");
+        // Too little scratch is an error, not an overrun.
+        if !scratch.is_empty() {
+            let short = scratch.len() - 1;
+            assert!(sparkle_core::conv::conv2d(&g, &x, &w, &epi, &mut y, &mut scratch[..short]).is_err());
+        }
+    }
+    let (m, n, k) = (19, 23, 37);
+    let mut a = vec![0.0; m * k];
+    let mut bm = vec![0.0; k * n];
+    fill(&mut a, 4);
+    fill(&mut bm, 5);
+    let mut c = vec![f32::NAN; m * n];
+    let mut scratch = vec![0.0; sparkle_core::gemm::scratch_len(m, n, k).unwrap()];
+    let (av, bv) =
+        (sparkle_core::MatRef::row_major(&a, m, k).unwrap(), sparkle_core::MatRef::row_major(&bm, k, n).unwrap());
+    sparkle_core::gemm::gemm(
+        1.0,
+        av,
+        bv,
+        0.0,
+        sparkle_core::MatMut::row_major(&mut c, m, n).unwrap(),
+        &Epilogue::NONE,
+        &mut scratch,
+    )
+    .unwrap();
+    let mut want = vec![0.0; m * n];
+    sparkle_core::gemm::reference::gemm_reference_f64(1.0, av, bv, 0.0, None, &Epilogue::NONE, &mut want).unwrap();
+    assert!(max_error(&c, &want).0 <= tolerance(k));
+}

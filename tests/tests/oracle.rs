@@ -146,3 +146,28 @@ fn shape_errors_are_reported_not_panicked() {
     let epi = Epilogue::NONE.with_bias(&short_bias);
     assert!(conv2d_reference(&g, &[0.0; 32], &[0.0; 36], &epi, &mut out).is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The fused conv packing gathers exactly the explicit im2col, panel by panel, in both layouts
+    /// (a fuzz find: the gather once assumed NCHW addressing).
+    #[test]
+    fn fused_packing_equals_explicit_im2col(p in conv_params(), nr in 1usize..20, r0: u16, c0: u16, seed: u64) {
+        let Ok(g) = p.validate() else { return Ok(()) };
+        let mut input = vec![0.0; g.input_len()];
+        fill(&mut input, seed);
+        let (_, pixels, gemm_k) = g.gemm_dims();
+        let rows = (usize::from(r0) % gemm_k)..gemm_k;
+        let cols = (usize::from(c0) % pixels)..pixels;
+        let mut packed = vec![f32::NAN; cols.len().div_ceil(nr) * nr * rows.len()];
+        sparkle_core::conv::fused::pack_im2col_panels(&g, &input, p.n - 1, p.groups - 1, rows.clone(), cols.clone(), nr, &mut packed).unwrap();
+        let mut col = vec![0.0; im2col_len(&g).unwrap()];
+        im2col(&g, &input, p.n - 1, p.groups - 1, &mut col).unwrap();
+        for (q, row) in rows.clone().enumerate() {
+            for (j, pixel) in cols.clone().enumerate() {
+                prop_assert_eq!(packed[((j / nr) * rows.len() + q) * nr + j % nr], col[row * pixels + pixel]);
+            }
+        }
+    }
+}

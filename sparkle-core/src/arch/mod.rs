@@ -279,6 +279,9 @@ unsafe fn rank1_updates_strided<S: Simd, const MR: usize, const NV: usize>(
     acc
 }
 
+/// Widest register tile of any kernel (`nr`), for the edge write-out's row buffer.
+const MAX_NR: usize = 32;
+
 /// The one GEMM microkernel body: an `MR x (NV*LANES)` register tile of C accumulated over `k`
 /// rank-1 updates from packed panels, then the epilogue fused into the write-out.
 ///
@@ -330,37 +333,74 @@ pub unsafe fn gemm_body<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs
                 }
             }
             if act_is_scalar(p.act) {
-                for i in 0..MR {
-                    for j in 0..NV * lanes {
-                        let cp = p.c.add(i * p.rs_c + j);
-                        *cp = p.act.apply(*cp);
-                    }
-                }
+                activate(p.c, p.rs_c, 1, MR, NV * lanes, p.act);
             }
         } else {
-            // Edge or strided tile: spill the accumulators, then a scalar write-out of m x n.
-            let mut tile = [[0.0f32; 64]; MR];
-            debug_assert!(NV * lanes <= 64);
-            for (i, row) in acc.iter().enumerate() {
+            // Edge or strided tile: spill one row of accumulators at a time (32 floats of stack,
+            // not a whole tile: this runs on microcontrollers), then a scalar write-out.
+            debug_assert!(NV * lanes <= MAX_NR);
+            for (i, row) in acc.iter().enumerate().take(p.m) {
+                let mut spill = [0.0f32; MAX_NR];
                 for (v, &x) in row.iter().enumerate() {
-                    S::store(tile[i].as_mut_ptr().add(v * lanes), x);
+                    S::store(spill.as_mut_ptr().add(v * lanes), x);
                 }
+                let bias = match p.bias {
+                    TileBias::None => None,
+                    TileBias::Row(b) => Some((b.add(i), 0)),
+                    TileBias::Col(b) => Some((b, 1)),
+                };
+                write_row(&spill[..p.n], p.c.add(i * p.rs_c), p.cs_c, p.alpha, p.beta, bias, p.act);
             }
-            for (i, row) in tile.iter().enumerate().take(p.m) {
-                for (j, &x) in row.iter().enumerate().take(p.n) {
-                    let cp = p.c.add(i * p.rs_c + j * p.cs_c);
-                    let mut y = p.alpha * x;
-                    if p.beta != 0.0 {
-                        y += p.beta * *cp;
-                    }
-                    y += match p.bias {
-                        TileBias::None => 0.0,
-                        TileBias::Row(bias) => *bias.add(i),
-                        TileBias::Col(bias) => *bias.add(j),
-                    };
-                    *cp = p.act.apply(y);
-                }
+        }
+    }
+}
+
+/// The transcendental activations over an `m x n` tile of C, out of line: one shared copy instead
+/// of a libm expansion per unrolled element in every kernel (Cortex-M4 code size).
+///
+/// # Safety
+/// Every `(i, j)` with `i < m`, `j < n` at `c + i*rs + j*cs` valid for reads and writes.
+#[inline(never)]
+unsafe fn activate(c: *mut f32, rs: usize, cs: usize, m: usize, n: usize, act: Activation) {
+    for i in 0..m {
+        for j in 0..n {
+            // SAFETY: in the tile, per the contract.
+            unsafe {
+                let cp = c.add(i * rs + j * cs);
+                *cp = act.apply(*cp);
             }
+        }
+    }
+}
+
+/// One spilled row of an edge tile written out the scalar way: `c[j*cs] = act(alpha*x + beta*c +
+/// bias)`, with the bias `(pointer, step)` (step 0: one value for the row; 1: one per column).
+/// Out of line for code size, like [`activate`].
+///
+/// # Safety
+/// `c + j*cs` valid for `j < row.len()`; the bias readable at `j*step`.
+#[inline(never)]
+unsafe fn write_row(
+    row: &[f32],
+    c: *mut f32,
+    cs: usize,
+    alpha: f32,
+    beta: f32,
+    bias: Option<(*const f32, usize)>,
+    act: Activation,
+) {
+    for (j, &x) in row.iter().enumerate() {
+        // SAFETY: per the contract.
+        unsafe {
+            let cp = c.add(j * cs);
+            let mut y = alpha * x;
+            if beta != 0.0 {
+                y += beta * *cp;
+            }
+            if let Some((b, step)) = bias {
+                y += *b.add(j * step);
+            }
+            *cp = act.apply(y);
         }
     }
 }

@@ -267,6 +267,60 @@ unsafe fn zero(dst: *mut f32, len: usize) {
     }
 }
 
+/// The fused packing's view of the im2col matrix, exposed for tests and fuzzing: packs columns
+/// `cols` (output pixels) of reduction rows `rows` of image `image`, group `group` as B panels of
+/// width `nr` into `dst` (`ceil(cols.len()/nr) * nr * rows.len()` floats), exactly as the implicit
+/// GEMM does. The result must equal the explicit [`crate::conv::im2col::im2col`] rearranged into
+/// panels.
+#[allow(clippy::too_many_arguments)]
+pub fn pack_im2col_panels(
+    g: &Conv2d,
+    input: &[f32],
+    image: usize,
+    group: usize,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    nr: usize,
+    dst: &mut [f32],
+) -> Result<()> {
+    let p = g.params();
+    let (_, pixels, gemm_k) = g.gemm_dims();
+    if input.len() != g.input_len() {
+        return Err(Error::Mismatch { param: Param::Input, expected: g.input_len(), found: input.len() });
+    }
+    if image >= p.n
+        || group >= p.groups
+        || rows.start > rows.end
+        || rows.end > gemm_k
+        || cols.start > cols.end
+        || cols.end > pixels
+    {
+        return Err(Error::TooSmall {
+            param: Param::Tile,
+            required: rows.end.max(cols.end),
+            found: gemm_k.min(pixels),
+        });
+    }
+    if nr == 0 {
+        return Err(Error::Zero { param: Param::Tile });
+    }
+    let panels = cols.len().div_ceil(nr);
+    let need = panels
+        .checked_mul(nr)
+        .and_then(|x| x.checked_mul(rows.len()))
+        .ok_or(Error::Overflow { param: Param::Scratch })?;
+    if dst.len() < need {
+        return Err(Error::TooSmall { param: Param::Scratch, required: need, found: dst.len() });
+    }
+    if rows.is_empty() || cols.is_empty() {
+        return Ok(());
+    }
+    let x = Im2col { g, input, n: image, group };
+    // SAFETY: the block is inside the matrix and dst holds every panel, both checked above.
+    unsafe { x.pack_b(rows.start, cols.start, rows.len(), cols.len(), nr, 0..panels, dst.as_mut_ptr()) };
+    Ok(())
+}
+
 /// The input of image `n`, group `group`, seen as the `gemm_k x (ho*wo)` im2col matrix.
 struct Im2col<'a> {
     g: &'a Conv2d,
@@ -306,7 +360,9 @@ impl Im2col<'_> {
     ) {
         let g = self.g;
         let p = g.params();
-        let plane = g.input_index(self.n, self.group * g.cg() + c, 0, 0);
+        let channel = self.group * g.cg() + c;
+        // Distance between horizontally adjacent input elements: 1 in NCHW, c in NHWC.
+        let xs = g.input_index(0, 0, 0, 1);
         let (sw, shift) = (p.stride[1], s * p.dilation[1]);
         let mut j = 0;
         while j < len {
@@ -321,12 +377,13 @@ impl Im2col<'_> {
                         let b = cols.1.clamp(a, ox + run);
                         zero(out, a - ox);
                         if b > a {
-                            let src = self.input.as_ptr().add(plane + iy * p.w + a * sw + shift - p.pad.left);
-                            if sw == 1 {
+                            let ix = a * sw + shift - p.pad.left;
+                            let src = self.input.as_ptr().add(g.input_index(self.n, channel, iy, ix));
+                            if sw * xs == 1 {
                                 copy(src, out.add(a - ox), b - a);
                             } else {
                                 for t in 0..b - a {
-                                    *out.add(a - ox + t) = *src.add(t * sw);
+                                    *out.add(a - ox + t) = *src.add(t * sw * xs);
                                 }
                             }
                         }
@@ -386,7 +443,7 @@ unsafe impl Operand for Im2col<'_> {
     ) {
         // Divisions hoisted out of the per-panel work: pixel coordinates once per panel (in
         // chunks), the valid column range once per tap.
-        const CHUNK: usize = 64;
+        const CHUNK: usize = 16;
         let wo = self.g.wo();
         let mut first = panels.start;
         while first < panels.end {

@@ -10,6 +10,30 @@ pub use geometry::{Conv2d, Conv2dParams, Padding};
 
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
+use crate::gemm::blocking::{Blocking, CacheSizes};
+use crate::gemm::driver::Sequential;
+
+/// Floats of scratch [`conv2d`] needs for `g`.
+pub fn scratch_len(g: &Conv2d) -> Result<usize> {
+    let kernel = crate::arch::best_static();
+    fused::conv2d_scratch_len(g, kernel, &Blocking::for_kernel(kernel, CacheSizes::STATIC), 1)
+}
+
+/// `output = act(conv2d(input, weight) + bias)` on one thread with the best statically enabled
+/// kernels and caller scratch of at least [`scratch_len`] floats: the `no_std`, no-heap entry
+/// point (a Cortex-M4F runs this). Validates everything first; on an error nothing is written.
+pub fn conv2d(
+    g: &Conv2d,
+    input: &[f32],
+    weight: &[f32],
+    epi: &Epilogue<'_>,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<()> {
+    let kernel = crate::arch::best_static();
+    let blocking = Blocking::for_kernel(kernel, CacheSizes::STATIC);
+    fused::conv2d_with(g, input, weight, epi, output, kernel, &blocking, &Sequential, scratch)
+}
 
 /// Checks an epilogue for a conv: the activation's parameters, and a bias (if any) that is one
 /// value per output channel ([`Bias::Row`] of length `k`).
@@ -20,5 +44,45 @@ pub fn check_epilogue(g: &Conv2d, epi: &Epilogue<'_>) -> Result<()> {
         Bias::Row(b) if b.len() == g.params().k => Ok(()),
         Bias::Row(b) => Err(Error::Mismatch { param: Param::Bias, expected: g.params().k, found: b.len() }),
         Bias::Col(_) => Err(Error::Invalid { param: Param::Bias }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Small enough for Miri: every conv path through the `no_std` entry point against the f32
+    //! direct-conv oracle.
+    use super::*;
+    use crate::check::{error, tolerance};
+    use crate::epilogue::Activation;
+    use crate::layout::TensorLayout;
+
+    #[test]
+    fn every_path_matches_oracle() {
+        let base = Conv2dParams::new(1, 4, 5, 6, 4, 3, 3).pad(Padding::new(1, 0, 2, 1));
+        for p in
+            [base, base.groups(4), Conv2dParams::new(2, 4, 3, 3, 6, 1, 1), base.stride(2, 1).layout(TensorLayout::Nhwc)]
+        {
+            let g = p.validate().unwrap();
+            let mut x = [0.0f32; 256];
+            let mut w = [0.0f32; 256];
+            for (i, v) in x.iter_mut().enumerate() {
+                *v = ((i * 7 % 13) as f32 - 6.0) / 8.0;
+            }
+            for (i, v) in w.iter_mut().enumerate() {
+                *v = ((i * 5 % 11) as f32 - 5.0) / 8.0;
+            }
+            let bias = [0.25f32, -0.5, 0.125, 1.0, -0.25, 0.5];
+            let epi = Epilogue::activation(Activation::LeakyRelu { slope: 0.1 }).with_bias(&bias[..p.k]);
+            let (x, w) = (&x[..g.input_len()], &w[..g.weight_len()]);
+            let mut scratch = [0.0f32; 8192];
+            let mut got = [f32::NAN; 256];
+            let mut want = [0.0f32; 256];
+            let len = scratch_len(&g).unwrap();
+            conv2d(&g, x, w, &epi, &mut got[..g.output_len()], &mut scratch[..len]).unwrap();
+            reference::conv2d_reference(&g, x, w, &epi, &mut want[..g.output_len()]).unwrap();
+            for (a, b) in got[..g.output_len()].iter().zip(&want[..g.output_len()]) {
+                assert!(error(*a, f64::from(*b)) <= tolerance(g.gemm_dims().2), "{p:?}: {a} vs {b}");
+            }
+        }
     }
 }

@@ -82,3 +82,51 @@ pub fn gemm(
     let blocking = blocking::Blocking::for_kernel(kernel, blocking::CacheSizes::STATIC);
     driver::gemm_with(alpha, a, b, beta, c, epi, kernel, &blocking, &driver::Sequential, scratch)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Small enough for Miri: the statically chosen kernel (the generic one under Miri), packing
+    //! and the driver, against the f32 oracle.
+    use super::*;
+    use crate::check::{error, tolerance};
+    use crate::epilogue::{Activation, Bias};
+
+    fn fill(buf: &mut [f32], mut x: u32) {
+        for v in buf {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *v = (x >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+        }
+    }
+
+    #[test]
+    fn driver_matches_oracle_on_edges_and_strides() {
+        let mut scratch = [0.0f32; 8192];
+        for (m, n, k, ta) in [(5, 7, 3, false), (9, 6, 11, true), (1, 1, 0, false), (4, 13, 6, true)] {
+            let mut a = [0.0f32; 128];
+            let mut b = [0.0f32; 128];
+            let mut bias = [0.0f32; 16];
+            fill(&mut a, 1);
+            fill(&mut b, 2);
+            fill(&mut bias, 3);
+            let av = if ta { MatRef::col_major(&a[..m * k], m, k) } else { MatRef::row_major(&a[..m * k], m, k) };
+            let av = av.unwrap();
+            let bv = MatRef::row_major(&b[..k * n], k, n).unwrap();
+            let epi = Epilogue { bias: Bias::Row(&bias[..m]), activation: Activation::Relu6 };
+            let mut got = [f32::NAN; 128];
+            let mut want = [0.0f32; 128];
+            let len = scratch_len(m, n, k).unwrap();
+            gemm(0.5, av, bv, 0.0, MatMut::row_major(&mut got[..m * n], m, n).unwrap(), &epi, &mut scratch[..len])
+                .unwrap();
+            reference::gemm_reference(0.5, av, bv, 0.0, MatMut::row_major(&mut want[..m * n], m, n).unwrap(), &epi)
+                .unwrap();
+            for (g, w) in got[..m * n].iter().zip(&want[..m * n]) {
+                assert!(error(*g, f64::from(*w)) <= tolerance(k), "{m}x{n}x{k}: {g} vs {w}");
+            }
+            // Short scratch is an error, not an overrun.
+            if len > 0 {
+                let c = MatMut::row_major(&mut got[..m * n], m, n).unwrap();
+                assert!(gemm(1.0, av, bv, 0.0, c, &Epilogue::NONE, &mut scratch[..len - 1]).is_err());
+            }
+        }
+    }
+}

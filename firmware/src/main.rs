@@ -1,0 +1,191 @@
+//! Sparkle on a Cortex-M4F: a small conv-net slice with the core's fast kernels on static
+//! buffers and caller scratch (no allocator is linked), each result checked against the core's
+//! f64 oracle run on the target. Prints `PASS`/`FAIL` per case and exits 0 only if all pass.
+//! Also reports the stack high-water mark and instructions per multiply-accumulate (QEMU
+//! `-icount shift=0`: one instruction per nanosecond of virtual time, counted by SysTick).
+#![no_std]
+#![no_main]
+
+use core::ptr::addr_of_mut;
+
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m_rt::entry;
+use cortex_m_semihosting::{debug, hprintln};
+use panic_semihosting as _;
+use sparkle_core::check::{max_error, tolerance};
+use sparkle_core::conv::reference::conv2d_reference_f64;
+use sparkle_core::gemm::reference::{gemm_reference, gemm_reference_f64};
+use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding};
+
+/// Largest tensor of the demo cases (16 channels x 16 x 16).
+const MAX: usize = 16 * 16 * 16;
+/// Scratch for the fast kernels (checked against the core's query at run time).
+const SCRATCH: usize = 4096;
+
+static mut INPUT: [f32; MAX] = [0.0; MAX];
+static mut WEIGHT: [f32; MAX] = [0.0; MAX];
+static mut BIAS: [f32; 16] = [0.0; 16];
+static mut OUTPUT: [f32; MAX] = [0.0; MAX];
+static mut TRUTH: [f64; MAX] = [0.0; MAX];
+static mut SCRATCH_BUF: [f32; SCRATCH] = [0.0; SCRATCH];
+
+/// All the static buffers, borrowed once.
+struct Buffers {
+    input: &'static mut [f32; MAX],
+    weight: &'static mut [f32; MAX],
+    bias: &'static mut [f32; 16],
+    output: &'static mut [f32; MAX],
+    truth: &'static mut [f64; MAX],
+    scratch: &'static mut [f32; SCRATCH],
+}
+
+fn fill(buf: &mut [f32], seed: u32) {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    for v in buf {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *v = (x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
+    }
+}
+
+/// Runs one conv case: the fast path against the f64 oracle.
+fn conv_case(name: &str, p: Conv2dParams, b: &mut Buffers) -> bool {
+    let ok = (|| {
+        let g = p.validate().ok()?;
+        let need = sparkle_core::conv::scratch_len(&g).ok()?;
+        if need > SCRATCH || g.input_len() > MAX || g.output_len() > MAX || g.weight_len() > MAX {
+            hprintln!("{}: buffers too small (scratch {})", name, need);
+            return None;
+        }
+        let (x, w, bias) = (&mut b.input[..g.input_len()], &mut b.weight[..g.weight_len()], &mut b.bias[..p.k]);
+        fill(x, 1);
+        fill(w, 2);
+        fill(bias, 3);
+        let epi = Epilogue::activation(Activation::Relu).with_bias(bias);
+        let y = &mut b.output[..g.output_len()];
+        sparkle_core::conv::conv2d(&g, x, w, &epi, y, &mut b.scratch[..]).ok()?;
+        let truth = &mut b.truth[..g.output_len()];
+        conv2d_reference_f64(&g, x, w, &epi, truth).ok()?;
+        let (err, _) = max_error(y, truth);
+        Some(err <= tolerance(g.gemm_dims().2))
+    })()
+    .unwrap_or(false);
+    hprintln!("{} {}", if ok { "PASS" } else { "FAIL" }, name);
+    ok
+}
+
+/// Instructions for `f`, from SysTick ticks under `-icount shift=0` (25 MHz SysTick: 40
+/// instructions a tick).
+fn instructions(syst: &mut cortex_m::peripheral::SYST, f: impl FnOnce()) -> u32 {
+    syst.set_reload(0x00FF_FFFF);
+    syst.clear_current();
+    syst.enable_counter();
+    let start = cortex_m::peripheral::SYST::get_current();
+    f();
+    let end = cortex_m::peripheral::SYST::get_current();
+    syst.disable_counter();
+    start.wrapping_sub(end) & 0x00FF_FFFF
+}
+
+/// GEMM `n x n x n`: fast kernel and naive reference timed in instructions, checked against f64.
+fn gemm_case(n: usize, b: &mut Buffers, syst: &mut cortex_m::peripheral::SYST) -> bool {
+    let ok = (|| {
+        let need = sparkle_core::gemm::scratch_len(n, n, n).ok()?;
+        if need > SCRATCH || n * n > MAX {
+            return None;
+        }
+        fill(&mut b.input[..n * n], 4);
+        fill(&mut b.weight[..n * n], 5);
+        let a = MatRef::row_major(&b.input[..n * n], n, n).ok()?;
+        let bm = MatRef::row_major(&b.weight[..n * n], n, n).ok()?;
+        let scratch = &mut b.scratch[..];
+        let out = &mut b.output[..n * n];
+        let mut result = Ok(sparkle_core::GemmDims { m: 0, n: 0, k: 0 });
+        let fast = instructions(syst, || {
+            result = MatMut::row_major(out, n, n)
+                .and_then(|c| sparkle_core::gemm::gemm(1.0, a, bm, 0.0, c, &Epilogue::NONE, scratch));
+        });
+        result.ok()?;
+        gemm_reference_f64(1.0, a, bm, 0.0, None, &Epilogue::NONE, &mut b.truth[..n * n]).ok()?;
+        let (err, _) = max_error(&b.output[..n * n], &b.truth[..n * n]);
+        let naive = instructions(syst, || {
+            if let Ok(c) = MatMut::row_major(&mut b.output[..n * n], n, n) {
+                let _ = gemm_reference(1.0, a, bm, 0.0, c, &Epilogue::NONE);
+            }
+        });
+        let macs = (n * n * n) as u32;
+        hprintln!(
+            "  gemm {}^3 on {}: {} instructions, {}.{:02} per MAC (naive reference loop: {}.{:02})",
+            n,
+            sparkle_core::arch::best_static().id,
+            fast * 40,
+            fast * 40 / macs,
+            fast * 4000 / macs % 100,
+            naive * 40 / macs,
+            naive * 4000 / macs % 100
+        );
+        Some(err <= tolerance(n))
+    })()
+    .unwrap_or(false);
+    hprintln!("{} gemm {}x{}x{}", if ok { "PASS" } else { "FAIL" }, n, n, n);
+    ok
+}
+
+/// Fills `words` 32-bit words below the current stack pointer with a pattern.
+fn paint_stack(words: usize) -> *const u32 {
+    let sp = cortex_m::register::msp::read() as *mut u32;
+    // SAFETY: the words below the current stack pointer are unused stack RAM (4 MiB of RAM, the
+    // stack at its top); nothing else runs (no interrupts are enabled), and 64 bytes of margin
+    // are left below this frame.
+    unsafe {
+        let low = sp.sub(words);
+        for i in 0..words - 16 {
+            low.add(i).write_volatile(0xDEAD_BEEF);
+        }
+        low
+    }
+}
+
+/// Bytes of stack used since [`paint_stack`]: the first overwritten word from the bottom.
+fn stack_used(low: *const u32, words: usize, sp: usize) -> usize {
+    // SAFETY: reads the painted region again (still unused stack RAM).
+    let first = (0..words).find(|&i| unsafe { low.add(i).read_volatile() } != 0xDEAD_BEEF).unwrap_or(words);
+    sp - (low as usize + first * 4)
+}
+
+#[entry]
+fn main() -> ! {
+    const PAINT: usize = 4096;
+    let sp = cortex_m::register::msp::read() as usize;
+    let low = paint_stack(PAINT);
+    // SAFETY: main runs once, single-threaded, and is the only user of these statics.
+    let mut b = unsafe {
+        Buffers {
+            input: &mut *addr_of_mut!(INPUT),
+            weight: &mut *addr_of_mut!(WEIGHT),
+            bias: &mut *addr_of_mut!(BIAS),
+            output: &mut *addr_of_mut!(OUTPUT),
+            truth: &mut *addr_of_mut!(TRUTH),
+            scratch: &mut *addr_of_mut!(SCRATCH_BUF),
+        }
+    };
+    let Some(mut core) = cortex_m::Peripherals::take() else {
+        debug::exit(debug::EXIT_FAILURE);
+        loop {}
+    };
+    core.SYST.set_clock_source(SystClkSource::Core);
+    hprintln!("sparkle-firmware: Cortex-M4F, kernel {}", sparkle_core::arch::best_static().id);
+    let conv = Conv2dParams::new(1, 8, 16, 16, 8, 3, 3).pad(Padding::uniform(1));
+    let mut all = true;
+    all &= conv_case("conv 3x3 + bias + ReLU, 8->8 @16x16", conv, &mut b);
+    all &= conv_case("depthwise 3x3, 8 ch @16x16", conv.groups(8), &mut b);
+    all &= conv_case("1x1 8->16 @16x16", Conv2dParams::new(1, 8, 16, 16, 16, 1, 1), &mut b);
+    all &=
+        conv_case("conv 3x3 s2 NHWC 8->8 @16x16", conv.stride(2, 2).layout(sparkle_core::TensorLayout::Nhwc), &mut b);
+    all &= gemm_case(16, &mut b, &mut core.SYST);
+    all &= gemm_case(32, &mut b, &mut core.SYST);
+    hprintln!("stack high-water mark: {} bytes", stack_used(low, PAINT, sp));
+    debug::exit(if all { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
+    loop {}
+}
