@@ -224,6 +224,16 @@ impl<'a> MatMut<'a> {
         self.data[i * self.rs + j * self.cs] = v;
     }
 
+    /// The underlying slice, element `(0, 0)` first (gaps between rows or columns included).
+    pub fn as_slice(&self) -> &[f32] {
+        self.data
+    }
+
+    /// The underlying slice, mutably (gaps included: they belong to the caller's buffer).
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        self.data
+    }
+
     /// Raw parts for kernels: base pointer, and the guarantee that every `(i, j)` in range is
     /// in bounds of the allocation and no two of them alias.
     pub fn as_mut_ptr(&mut self) -> *mut f32 {

@@ -125,6 +125,8 @@ pub struct Context {
     pub(crate) memory: Arc<StandardMemoryAllocator>,
     pub(crate) descriptors: Arc<StandardDescriptorSetAllocator>,
     pub(crate) commands: Arc<StandardCommandBufferAllocator>,
+    pub(crate) gemm_pipeline: std::sync::OnceLock<Arc<vulkano::pipeline::ComputePipeline>>,
+    pub(crate) conv_pipeline: std::sync::OnceLock<Arc<vulkano::pipeline::ComputePipeline>>,
 }
 
 impl Context {
@@ -147,7 +149,16 @@ impl Context {
         let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
         let descriptors = Arc::new(StandardDescriptorSetAllocator::new(device.clone(), Default::default()));
         let commands = Arc::new(StandardCommandBufferAllocator::new(device.clone(), Default::default()));
-        Ok(Self { info, device, queue, memory, descriptors, commands })
+        Ok(Self {
+            info,
+            device,
+            queue,
+            memory,
+            descriptors,
+            commands,
+            gemm_pipeline: Default::default(),
+            conv_pipeline: Default::default(),
+        })
     }
 
     /// The preferred device: the first discrete GPU, else integrated, virtual, then CPU (lavapipe).

@@ -10,6 +10,7 @@
 
 mod context;
 mod error;
+mod ops;
 mod smoke;
 
 pub use context::{devices, Context, DeviceInfo};

@@ -1,0 +1,133 @@
+#version 450
+// Tiled SGEMM / implicit-GEMM conv2d: C (m x n) = act(alpha * A (m x k) * B (k x n) + beta * C + bias).
+// A 256-invocation workgroup computes a BM x BN tile of C, each invocation a TM x TN block held
+// in registers; BK-deep slices of A and B are staged through shared memory. Every operand has
+// arbitrary strides (element (i, j) at off + i*rs + j*cs), so transposes are free, and every
+// load is bounds-checked, so any m, n, k works. With CONV defined, B is the conv input seen as
+// im2col (gathered on the fly: padding, stride, dilation, both layouts) and z indexes
+// (image, group).
+layout(local_size_x = 256) in;
+
+#define BM 64
+#define BN 64
+#define BK 16
+#define TM 4
+#define TN 4
+
+layout(set = 0, binding = 0) readonly buffer ABuf { float a[]; };
+layout(set = 0, binding = 1) readonly buffer BBuf { float b[]; };
+layout(set = 0, binding = 2) buffer CBuf { float c[]; };
+layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
+
+layout(push_constant) uniform Params {
+    uint m; uint n; uint k;
+    uint a_rs; uint a_cs; uint b_rs; uint b_cs; uint c_rs; uint c_cs;
+    uint bias_mode;   // 0 none, 1 per row, 2 per column
+    uint act;         // 0 none, 1 relu, 2 relu6, 3 leaky, 4 sigmoid, 5 tanh, 6 gelu
+    float slope; float alpha; float beta;
+    // conv geometry (CONV only)
+    uint cin; uint h; uint w; uint r; uint s; uint sh; uint sw; uint pt; uint pl; uint dh; uint dw;
+    uint wo; uint groups; uint kout; uint nhwc; uint krsc;
+} p;
+
+shared float As[BK][BM];
+shared float Bs[BK][BN];
+
+float activate(float x) {
+    switch (p.act) {
+        case 1u: return x < 0.0 ? 0.0 : x;
+        case 2u: return clamp(x, 0.0, 6.0);
+        case 3u: return x < 0.0 ? x * p.slope : x;
+        case 4u: return 1.0 / (1.0 + exp(-x));
+        case 5u: return tanh(x);
+        case 6u: {
+            // erf by Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7), GLSL has none.
+            float z = x * 0.70710678118654752;
+            float t = 1.0 / (1.0 + 0.3275911 * abs(z));
+            float y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-z * z);
+            return 0.5 * x * (1.0 + sign(z) * y);
+        }
+        default: return x;
+    }
+}
+
+#ifdef CONV
+// im2col element (reduction row q, output pixel j) of image `img`, group `g`.
+float b_at(uint q, uint j, uint img, uint g) {
+    uint cg = p.cin / p.groups;
+    uint ci, rr, ss;
+    if (p.krsc == 0u) { ci = q / (p.r * p.s); rr = (q / p.s) % p.r; ss = q % p.s; }
+    else { ci = q % cg; ss = (q / cg) % p.s; rr = q / (cg * p.s); }
+    uint oy = j / p.wo, ox = j % p.wo;
+    int iy = int(oy * p.sh + rr * p.dh) - int(p.pt);
+    int ix = int(ox * p.sw + ss * p.dw) - int(p.pl);
+    if (iy < 0 || ix < 0 || iy >= int(p.h) || ix >= int(p.w)) return 0.0;
+    uint ch = g * cg + ci;
+    uint idx = p.nhwc == 0u
+        ? ((img * p.cin + ch) * p.h + uint(iy)) * p.w + uint(ix)
+        : ((img * p.h + uint(iy)) * p.w + uint(ix)) * p.cin + ch;
+    return b[idx];
+}
+#endif
+
+void main() {
+    uint tid = gl_LocalInvocationID.x;
+    uint row0 = gl_WorkGroupID.y * BM;
+    uint col0 = gl_WorkGroupID.x * BN;
+    uint tr = tid / (BN / TN);
+    uint tc = tid % (BN / TN);
+    uint a_off = 0u, c_off = 0u, bias_off = 0u;
+#ifdef CONV
+    uint img = gl_WorkGroupID.z / p.groups;
+    uint g = gl_WorkGroupID.z % p.groups;
+    // A: this group's weights (kg x k row-major); C: this (image, group) output block.
+    uint kg = p.kout / p.groups;
+    a_off = g * kg * p.k;
+    uint hw = p.n;
+    c_off = p.nhwc == 0u ? (img * p.kout + g * kg) * hw : img * hw * p.kout + g * kg;
+    bias_off = g * kg;
+#endif
+    float acc[TM][TN];
+    for (uint i = 0u; i < TM; ++i) for (uint j = 0u; j < TN; ++j) acc[i][j] = 0.0;
+
+    for (uint k0 = 0u; k0 < p.k; k0 += BK) {
+        for (uint e = tid; e < BM * BK; e += 256u) {
+            uint ii = e / BK, kk = e % BK;
+            uint gi = row0 + ii, gk = k0 + kk;
+            As[kk][ii] = (gi < p.m && gk < p.k) ? a[a_off + gi * p.a_rs + gk * p.a_cs] : 0.0;
+        }
+        for (uint e = tid; e < BK * BN; e += 256u) {
+            uint kk = e / BN, jj = e % BN;
+            uint gk = k0 + kk, gj = col0 + jj;
+#ifdef CONV
+            Bs[kk][jj] = (gk < p.k && gj < p.n) ? b_at(gk, gj, img, g) : 0.0;
+#else
+            Bs[kk][jj] = (gk < p.k && gj < p.n) ? b[gk * p.b_rs + gj * p.b_cs] : 0.0;
+#endif
+        }
+        barrier();
+        for (uint kk = 0u; kk < BK; ++kk) {
+            float ar[TM];
+            float br[TN];
+            for (uint i = 0u; i < TM; ++i) ar[i] = As[kk][tr * TM + i];
+            for (uint j = 0u; j < TN; ++j) br[j] = Bs[kk][tc * TN + j];
+            for (uint i = 0u; i < TM; ++i) for (uint j = 0u; j < TN; ++j) acc[i][j] = fma(ar[i], br[j], acc[i][j]);
+        }
+        barrier();
+    }
+
+    for (uint i = 0u; i < TM; ++i) {
+        uint gi = row0 + tr * TM + i;
+        if (gi >= p.m) continue;
+        for (uint j = 0u; j < TN; ++j) {
+            uint gj = col0 + tc * TN + j;
+            if (gj >= p.n) continue;
+            uint ci = c_off + gi * p.c_rs + gj * p.c_cs;
+            float v = p.alpha * acc[i][j];
+            if (p.beta != 0.0) v += p.beta * c[ci];
+            if (p.bias_mode == 1u) v += bias[bias_off + gi];
+            else if (p.bias_mode == 2u) v += bias[bias_off + gj];
+            c[ci] = activate(v);
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! GEMM and conv2d on the device: one tiled compute shader (`shaders/gemm.comp`), compiled twice
+//! (plain GEMM, and implicit-GEMM conv2d with the im2col gather in the shader), the shared
+//! epilogue in the shader. Inputs are validated by the core first; then uploaded to device-local
+//! memory through staging buffers, the dispatch runs, and the result is copied back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sparkle_core::epilogue::{Activation, Bias, Epilogue};
+use sparkle_core::gemm::{check, GemmDims};
+use sparkle_core::view::required_len;
+use sparkle_core::{Conv2d, Error, MatMut, MatRef, Param, TensorLayout, WeightLayout};
+use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
+use vulkano::command_buffer::{AutoCommandBufferBuilder, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer};
+use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
+use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter};
+use vulkano::pipeline::compute::ComputePipelineCreateInfo;
+use vulkano::pipeline::layout::PipelineDescriptorSetLayoutCreateInfo;
+use vulkano::pipeline::{ComputePipeline, Pipeline, PipelineBindPoint, PipelineLayout, PipelineShaderStageCreateInfo};
+use vulkano::sync::{self, GpuFuture};
+
+use crate::context::Context;
+use crate::error::{api, Result, VkError};
+
+mod gemm_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm.comp" }
+}
+
+mod conv_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm.comp", define: [("CONV", "1")] }
+}
+
+/// Tile of C per workgroup (BM x BN in the shader).
+const TILE: u32 = 64;
+
+/// Which shader a pipeline runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Gemm,
+    Conv,
+}
+
+fn u32_of(v: usize, param: Param) -> Result<u32> {
+    u32::try_from(v).map_err(|_| VkError::Core(Error::Overflow { param }))
+}
+
+fn act_code(a: Activation) -> (u32, f32) {
+    match a {
+        Activation::None => (0, 0.0),
+        Activation::Relu => (1, 0.0),
+        Activation::Relu6 => (2, 0.0),
+        Activation::LeakyRelu { slope } => (3, slope),
+        Activation::Sigmoid => (4, 0.0),
+        Activation::Tanh => (5, 0.0),
+        Activation::Gelu => (6, 0.0),
+        _ => (0, 0.0),
+    }
+}
+
+/// Push constants shared by both shader variants (same layout in GLSL).
+#[derive(Clone, Copy, Debug, Default)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    c_rs: u32,
+    c_cs: u32,
+    bias_mode: u32,
+    act: u32,
+    slope: f32,
+    alpha: f32,
+    beta: f32,
+    conv: [u32; 16],
+}
+
+impl Context {
+    pub(crate) fn pipeline(&self, kind: Kind) -> Result<Arc<ComputePipeline>> {
+        let slot = match kind {
+            Kind::Gemm => &self.gemm_pipeline,
+            Kind::Conv => &self.conv_pipeline,
+        };
+        if let Some(p) = slot.get() {
+            return Ok(p.clone());
+        }
+        let device = self.device().clone();
+        let module = match kind {
+            Kind::Gemm => gemm_cs::load(device.clone()),
+            Kind::Conv => conv_cs::load(device.clone()),
+        }
+        .map_err(api("loading the GEMM shader"))?;
+        let entry = module
+            .entry_point("main")
+            .ok_or(VkError::Api { what: "finding the shader entry point", source: "no `main`".into() })?;
+        let stage = PipelineShaderStageCreateInfo::new(entry);
+        let layout_info = PipelineDescriptorSetLayoutCreateInfo::from_stages([&stage])
+            .into_pipeline_layout_create_info(device.clone())
+            .map_err(|e| VkError::Api { what: "deriving the pipeline layout", source: format!("{e:?}").into() })?;
+        let layout = PipelineLayout::new(device.clone(), layout_info).map_err(api("creating the pipeline layout"))?;
+        let pipeline = ComputePipeline::new(device, None, ComputePipelineCreateInfo::stage_layout(stage, layout))
+            .map_err(api("creating the compute pipeline"))?;
+        Ok(slot.get_or_init(|| pipeline).clone())
+    }
+
+    fn buffer(&self, len: usize, usage: BufferUsage, filter: MemoryTypeFilter) -> Result<Subbuffer<[f32]>> {
+        Buffer::new_slice::<f32>(
+            self.memory.clone(),
+            BufferCreateInfo { usage, ..Default::default() },
+            AllocationCreateInfo { memory_type_filter: filter, ..Default::default() },
+            len.max(1) as u64,
+        )
+        .map_err(api("allocating a buffer"))
+    }
+
+    /// A device-local buffer filled from `data` through a staging buffer (copy recorded in `cb`).
+    fn upload(
+        &self,
+        cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+        data: &[f32],
+    ) -> Result<Subbuffer<[f32]>> {
+        // Vulkan has no empty buffers: an empty operand (e.g. no bias) is one unused zero.
+        let data = if data.is_empty() { &[0.0f32][..] } else { data };
+        let staging = Buffer::from_iter(
+            self.memory.clone(),
+            BufferCreateInfo { usage: BufferUsage::TRANSFER_SRC, ..Default::default() },
+            AllocationCreateInfo {
+                memory_type_filter: MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
+                ..Default::default()
+            },
+            data.iter().copied(),
+        )
+        .map_err(api("allocating a staging buffer"))?;
+        let dst = self.buffer(
+            data.len(),
+            BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_DST | BufferUsage::TRANSFER_SRC,
+            MemoryTypeFilter::PREFER_DEVICE,
+        )?;
+        cb.copy_buffer(CopyBufferInfo::buffers(staging, dst.clone())).map_err(api("recording an upload"))?;
+        Ok(dst)
+    }
+
+    fn begin(&self) -> Result<AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>> {
+        AutoCommandBufferBuilder::primary(
+            self.commands.clone(),
+            self.queue().queue_family_index(),
+            CommandBufferUsage::OneTimeSubmit,
+        )
+        .map_err(api("beginning a command buffer"))
+    }
+
+    fn submit_and_wait(&self, cb: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>) -> Result<()> {
+        let cb = cb.build().map_err(api("building the command buffer"))?;
+        sync::now(self.device().clone())
+            .then_execute(self.queue().clone(), cb)
+            .map_err(api("submitting"))?
+            .then_signal_fence_and_flush()
+            .map_err(api("flushing"))?
+            .wait(None)
+            .map_err(api("waiting for the device"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_dispatch(
+        &self,
+        cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+        kind: Kind,
+        a: &Subbuffer<[f32]>,
+        b: &Subbuffer<[f32]>,
+        c: &Subbuffer<[f32]>,
+        bias: &Subbuffer<[f32]>,
+        params: &Params,
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let pipeline = self.pipeline(kind)?;
+        let set = DescriptorSet::new(
+            self.descriptors.clone(),
+            pipeline.layout().set_layouts()[0].clone(),
+            [
+                WriteDescriptorSet::buffer(0, a.clone()),
+                WriteDescriptorSet::buffer(1, b.clone()),
+                WriteDescriptorSet::buffer(2, c.clone()),
+                WriteDescriptorSet::buffer(3, bias.clone()),
+            ],
+            [],
+        )
+        .map_err(api("writing the descriptor set"))?;
+        cb.bind_pipeline_compute(pipeline.clone())
+            .map_err(api("binding the pipeline"))?
+            .bind_descriptor_sets(PipelineBindPoint::Compute, pipeline.layout().clone(), 0, set)
+            .map_err(api("binding descriptors"))?;
+        let q = params;
+        match kind {
+            Kind::Gemm => {
+                let pc = gemm_cs::Params {
+                    m: q.m,
+                    n: q.n,
+                    k: q.k,
+                    a_rs: q.a_rs,
+                    a_cs: q.a_cs,
+                    b_rs: q.b_rs,
+                    b_cs: q.b_cs,
+                    c_rs: q.c_rs,
+                    c_cs: q.c_cs,
+                    bias_mode: q.bias_mode,
+                    act: q.act,
+                    slope: q.slope,
+                    alpha: q.alpha,
+                    beta: q.beta,
+                    cin: 0,
+                    h: 0,
+                    w: 0,
+                    r: 0,
+                    s: 0,
+                    sh: 0,
+                    sw: 0,
+                    pt: 0,
+                    pl: 0,
+                    dh: 0,
+                    dw: 0,
+                    wo: 0,
+                    groups: 0,
+                    kout: 0,
+                    nhwc: 0,
+                    krsc: 0,
+                };
+                cb.push_constants(pipeline.layout().clone(), 0, pc).map_err(api("pushing constants"))?;
+            }
+            Kind::Conv => {
+                let [cin, h, w, r, s, sh, sw, pt, pl, dh, dw, wo, groups, kout, nhwc, krsc] = q.conv;
+                let pc = conv_cs::Params {
+                    m: q.m,
+                    n: q.n,
+                    k: q.k,
+                    a_rs: q.a_rs,
+                    a_cs: q.a_cs,
+                    b_rs: q.b_rs,
+                    b_cs: q.b_cs,
+                    c_rs: q.c_rs,
+                    c_cs: q.c_cs,
+                    bias_mode: q.bias_mode,
+                    act: q.act,
+                    slope: q.slope,
+                    alpha: q.alpha,
+                    beta: q.beta,
+                    cin,
+                    h,
+                    w,
+                    r,
+                    s,
+                    sh,
+                    sw,
+                    pt,
+                    pl,
+                    dh,
+                    dw,
+                    wo,
+                    groups,
+                    kout,
+                    nhwc,
+                    krsc,
+                };
+                cb.push_constants(pipeline.layout().clone(), 0, pc).map_err(api("pushing constants"))?;
+            }
+        }
+        // SAFETY: the shader bounds-checks every load against m, n, k and the geometry, and every
+        // store against m and n; the buffers were sized from the same validated shapes.
+        unsafe { cb.dispatch(groups) }.map_err(api("recording the dispatch"))?;
+        Ok(())
+    }
+
+    /// `C <- act(alpha * A * B + beta * C + bias)` on the device (any strides).
+    pub fn gemm(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        mut c: MatMut<'_>,
+        epi: &Epilogue<'_>,
+    ) -> Result<GemmDims> {
+        let d = check(alpha, &a, &b, beta, &c, epi)?;
+        if d.m == 0 || d.n == 0 {
+            return Ok(d);
+        }
+        let a_len = required_len(a.rows(), a.cols(), a.rs(), a.cs())?;
+        let b_len = required_len(b.rows(), b.cols(), b.rs(), b.cs())?;
+        let c_len = required_len(c.rows(), c.cols(), c.rs(), c.cs())?;
+        let (bias_mode, bias_data): (u32, &[f32]) = match epi.bias {
+            Bias::None => (0, &[]),
+            Bias::Row(v) => (1, v),
+            Bias::Col(v) => (2, v),
+        };
+        let (act, slope) = act_code(epi.activation);
+        let params = Params {
+            m: u32_of(d.m, Param::M)?,
+            n: u32_of(d.n, Param::GemmN)?,
+            k: u32_of(d.k, Param::GemmK)?,
+            a_rs: u32_of(a.rs(), Param::A)?,
+            a_cs: u32_of(a.cs(), Param::A)?,
+            b_rs: u32_of(b.rs(), Param::B)?,
+            b_cs: u32_of(b.cs(), Param::B)?,
+            c_rs: u32_of(c.rs(), Param::COut)?,
+            c_cs: u32_of(c.cs(), Param::COut)?,
+            bias_mode,
+            act,
+            slope,
+            alpha,
+            beta,
+            conv: [0; 16],
+        };
+        for len in [a_len, b_len, c_len] {
+            u32_of(len, Param::Scratch)?;
+        }
+        let mut cb = self.begin()?;
+        let ab = self.upload(&mut cb, &a.as_slice()[..a_len])?;
+        let bb = self.upload(&mut cb, &b.as_slice()[..b_len])?;
+        // C is read only when beta != 0.
+        let cbuf = if beta != 0.0 {
+            self.upload(&mut cb, &c.as_slice()[..c_len])?
+        } else {
+            self.buffer(
+                c_len,
+                BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC,
+                MemoryTypeFilter::PREFER_DEVICE,
+            )?
+        };
+        let bias = self.upload(&mut cb, bias_data)?;
+        let groups = [params.n.div_ceil(TILE), params.m.div_ceil(TILE), 1];
+        self.record_dispatch(&mut cb, Kind::Gemm, &ab, &bb, &cbuf, &bias, &params, groups)?;
+        let out = self.readback(&mut cb, &cbuf, c_len)?;
+        self.submit_and_wait(cb)?;
+        let out = out.read().map_err(api("reading C back"))?;
+        // Only the view's elements: gaps between rows or columns stay as the caller left them.
+        let (rs, cs) = (c.rs(), c.cs());
+        let dst = c.as_mut_slice();
+        for i in 0..d.m {
+            for j in 0..d.n {
+                dst[i * rs + j * cs] = out[i * rs + j * cs];
+            }
+        }
+        Ok(d)
+    }
+
+    fn readback(
+        &self,
+        cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+        src: &Subbuffer<[f32]>,
+        len: usize,
+    ) -> Result<Subbuffer<[f32]>> {
+        let host = self.buffer(
+            len,
+            BufferUsage::TRANSFER_DST,
+            MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_RANDOM_ACCESS,
+        )?;
+        cb.copy_buffer(CopyBufferInfo::buffers(src.clone(), host.clone())).map_err(api("recording a download"))?;
+        Ok(host)
+    }
+
+    /// Parameters and workgroup counts of a conv2d dispatch.
+    fn conv_params(g: &Conv2d, epi: &Epilogue<'_>) -> Result<(Params, [u32; 3])> {
+        let p = g.params();
+        let (kg, hw, gemm_k) = g.gemm_dims();
+        let (act, slope) = act_code(epi.activation);
+        let (c_rs, c_cs) = match p.layout {
+            TensorLayout::Nchw => (hw, 1),
+            TensorLayout::Nhwc => (1, p.k),
+        };
+        for len in [g.input_len(), g.weight_len(), g.output_len()] {
+            u32_of(len, Param::Scratch)?;
+        }
+        let u = |v: usize| u32_of(v, Param::Input);
+        let params = Params {
+            m: u(kg)?,
+            n: u(hw)?,
+            k: u(gemm_k)?,
+            a_rs: u(gemm_k)?,
+            a_cs: 1,
+            b_rs: 0,
+            b_cs: 0,
+            c_rs: u(c_rs)?,
+            c_cs: u(c_cs)?,
+            bias_mode: if matches!(epi.bias, Bias::Row(_)) { 1 } else { 0 },
+            act,
+            slope,
+            alpha: 1.0,
+            beta: 0.0,
+            conv: [
+                u(p.c)?,
+                u(p.h)?,
+                u(p.w)?,
+                u(p.r)?,
+                u(p.s)?,
+                u(p.stride[0])?,
+                u(p.stride[1])?,
+                u(p.pad.top)?,
+                u(p.pad.left)?,
+                u(p.dilation[0])?,
+                u(p.dilation[1])?,
+                u(g.wo())?,
+                u(p.groups)?,
+                u(p.k)?,
+                u32::from(p.layout == TensorLayout::Nhwc),
+                u32::from(p.weight_layout == WeightLayout::Krsc),
+            ],
+        };
+        let z = u(p.n.checked_mul(p.groups).ok_or(Error::Overflow { param: Param::N })?)?;
+        Ok((params, [params.n.div_ceil(TILE), params.m.div_ceil(TILE), z]))
+    }
+
+    /// `output = act(conv2d(input, weight) + bias)` on the device: implicit GEMM, every parameter.
+    pub fn conv2d(
+        &self,
+        g: &Conv2d,
+        input: &[f32],
+        weight: &[f32],
+        epi: &Epilogue<'_>,
+        output: &mut [f32],
+    ) -> Result<()> {
+        g.check_buffers(input.len(), weight.len(), None, output.len())?;
+        sparkle_core::conv::check_epilogue(g, epi)?;
+        let (params, groups) = Self::conv_params(g, epi)?;
+        let bias_data: &[f32] = match epi.bias {
+            Bias::Row(v) => v,
+            _ => &[],
+        };
+        let mut cb = self.begin()?;
+        let wb = self.upload(&mut cb, weight)?;
+        let xb = self.upload(&mut cb, input)?;
+        let yb = self.buffer(
+            output.len(),
+            BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC,
+            MemoryTypeFilter::PREFER_DEVICE,
+        )?;
+        let bias = self.upload(&mut cb, bias_data)?;
+        self.record_dispatch(&mut cb, Kind::Conv, &wb, &xb, &yb, &bias, &params, groups)?;
+        let out = self.readback(&mut cb, &yb, output.len())?;
+        self.submit_and_wait(cb)?;
+        output.copy_from_slice(&out.read().map_err(api("reading the output back"))?);
+        Ok(())
+    }
+
+    /// Seconds per GEMM with the operands already on the device (resident): `reps` dispatches
+    /// recorded in one command buffer, timed from submission to completion, after a warm-up.
+    pub fn time_gemm_resident(&self, m: usize, n: usize, k: usize, reps: u32) -> Result<f64> {
+        let params = Params {
+            m: u32_of(m, Param::M)?,
+            n: u32_of(n, Param::GemmN)?,
+            k: u32_of(k, Param::GemmK)?,
+            a_rs: u32_of(k, Param::A)?,
+            a_cs: 1,
+            b_rs: u32_of(n, Param::B)?,
+            b_cs: 1,
+            c_rs: u32_of(n, Param::COut)?,
+            c_cs: 1,
+            alpha: 1.0,
+            ..Params::default()
+        };
+        let usage = BufferUsage::STORAGE_BUFFER;
+        let (ab, bb, cbuf, bias) = (
+            self.buffer(m * k, usage, MemoryTypeFilter::PREFER_DEVICE)?,
+            self.buffer(k * n, usage, MemoryTypeFilter::PREFER_DEVICE)?,
+            self.buffer(m * n, usage, MemoryTypeFilter::PREFER_DEVICE)?,
+            self.buffer(1, usage, MemoryTypeFilter::PREFER_DEVICE)?,
+        );
+        let groups = [params.n.div_ceil(TILE), params.m.div_ceil(TILE), 1];
+        let run = |reps: u32| -> Result<f64> {
+            let mut cb = self.begin()?;
+            for _ in 0..reps {
+                self.record_dispatch(&mut cb, Kind::Gemm, &ab, &bb, &cbuf, &bias, &params, groups)?;
+            }
+            let t = Instant::now();
+            self.submit_and_wait(cb)?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        run(1)?;
+        Ok(run(reps)? / f64::from(reps))
+    }
+}

@@ -1,0 +1,233 @@
+//! Cross-backend parity: the same cases, written once, run on every backend (threaded CPU and
+//! each Vulkan device; Mesa's lavapipe in CI) against the f64 oracle.
+
+use sparkle_core::check::{max_error, tolerance};
+use sparkle_core::conv::reference::conv2d_reference_f64;
+use sparkle_core::gemm::reference::gemm_reference_f64;
+use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
+use sparkle_tests::fill;
+
+/// What every backend offers.
+trait Backend {
+    fn name(&self) -> String;
+    fn gemm(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+        epi: &Epilogue<'_>,
+    ) -> Result<(), String>;
+    fn conv2d(
+        &self,
+        g: &sparkle_core::Conv2d,
+        x: &[f32],
+        w: &[f32],
+        epi: &Epilogue<'_>,
+        y: &mut [f32],
+    ) -> Result<(), String>;
+}
+
+impl Backend for sparkle_std::cpu::Cpu {
+    fn name(&self) -> String {
+        format!("cpu {} x{}", self.kernel.id, self.threads)
+    }
+    fn gemm(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+        epi: &Epilogue<'_>,
+    ) -> Result<(), String> {
+        sparkle_std::cpu::Cpu::gemm(self, alpha, a, b, beta, c, epi).map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn conv2d(
+        &self,
+        g: &sparkle_core::Conv2d,
+        x: &[f32],
+        w: &[f32],
+        epi: &Epilogue<'_>,
+        y: &mut [f32],
+    ) -> Result<(), String> {
+        sparkle_std::cpu::Cpu::conv2d(self, g, x, w, epi, y).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(feature = "vulkan")]
+impl Backend for sparkle_vk::Context {
+    fn name(&self) -> String {
+        format!("vulkan {}", self.info().name)
+    }
+    fn gemm(
+        &self,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+        epi: &Epilogue<'_>,
+    ) -> Result<(), String> {
+        sparkle_vk::Context::gemm(self, alpha, a, b, beta, c, epi).map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn conv2d(
+        &self,
+        g: &sparkle_core::Conv2d,
+        x: &[f32],
+        w: &[f32],
+        epi: &Epilogue<'_>,
+        y: &mut [f32],
+    ) -> Result<(), String> {
+        sparkle_vk::Context::conv2d(self, g, x, w, epi, y).map_err(|e| e.to_string())
+    }
+}
+
+/// GPU math (exp, tanh, the shader's erf) is a few ulp looser than libm; the CPU is held to the
+/// plain table, the GPU to twice it plus 1e-5 absolute.
+fn tol(k: usize) -> f64 {
+    2.0 * tolerance(k) + 1e-5
+}
+
+fn gemm_cases(be: &dyn Backend) {
+    let sizes = [(1, 1, 1), (7, 5, 3), (64, 64, 64), (65, 63, 17), (130, 70, 129), (3, 200, 1), (33, 1, 300)];
+    let layouts = [(false, false, false), (true, false, true), (false, true, false), (true, true, true)];
+    for (idx, &(m, n, k)) in sizes.iter().enumerate() {
+        for (li, &(ta, tb, c_col)) in layouts.iter().enumerate() {
+            let act = Activation::ALL[(idx + li) % Activation::ALL.len()];
+            let (alpha, beta) = if li % 2 == 0 { (1.0, 0.0) } else { (-0.75, 1.5) };
+            let mut a = vec![0.0; m * k];
+            let mut b = vec![0.0; k * n];
+            let mut c = vec![0.0; m * n];
+            let mut bias = vec![0.0; m.max(n)];
+            fill(&mut a, 1 + idx as u64);
+            fill(&mut b, 2 + idx as u64);
+            fill(&mut c, 3 + idx as u64);
+            fill(&mut bias, 4);
+            if beta == 0.0 {
+                c.iter_mut().for_each(|v| *v = f32::NAN);
+            }
+            let av = if ta { MatRef::col_major(&a, m, k) } else { MatRef::row_major(&a, m, k) }.unwrap();
+            let bv = if tb { MatRef::col_major(&b, k, n) } else { MatRef::row_major(&b, k, n) }.unwrap();
+            let bias = match (idx + li) % 3 {
+                0 => Bias::None,
+                1 => Bias::Row(&bias[..m]),
+                _ => Bias::Col(&bias[..n]),
+            };
+            let epi = Epilogue { bias, activation: act };
+            let c0 = c.clone();
+            let c0v = if c_col { MatRef::col_major(&c0, m, n) } else { MatRef::row_major(&c0, m, n) }.unwrap();
+            let mut want = vec![0.0; m * n];
+            gemm_reference_f64(alpha, av, bv, beta, Some(c0v), &epi, &mut want).unwrap();
+            let cv = if c_col { MatMut::col_major(&mut c, m, n) } else { MatMut::row_major(&mut c, m, n) }.unwrap();
+            be.gemm(alpha, av, bv, beta, cv, &epi).unwrap();
+            let got: Vec<f32> = (0..m * n).map(|x| if c_col { c[(x % n) * m + x / n] } else { c[x] }).collect();
+            let (err, at) = max_error(&got, &want);
+            assert!(
+                err <= tol(k),
+                "{}: gemm {m}x{n}x{k} {ta} {tb} {c_col} {act:?}: error {err:e} at {at:?}",
+                be.name()
+            );
+        }
+    }
+}
+
+fn conv_cases(be: &dyn Backend) {
+    let base = Conv2dParams::new(2, 6, 13, 11, 8, 3, 3).pad(Padding::new(1, 2, 0, 1));
+    let cases = [
+        base,
+        base.stride(2, 3).dilation(2, 1),
+        base.groups(2),
+        Conv2dParams::new(1, 5, 9, 9, 5, 5, 5).groups(5).pad(Padding::uniform(4)),
+        Conv2dParams::new(3, 7, 6, 6, 9, 1, 1),
+        Conv2dParams::new(1, 3, 20, 18, 16, 7, 7).stride(2, 2).pad(Padding::uniform(3)),
+        Conv2dParams::new(1, 4, 5, 5, 3, 5, 5),
+    ];
+    for (i, p) in cases.into_iter().enumerate() {
+        for (layout, wl) in [
+            (TensorLayout::Nchw, WeightLayout::Kcrs),
+            (TensorLayout::Nhwc, WeightLayout::Krsc),
+            (TensorLayout::Nhwc, WeightLayout::Kcrs),
+        ] {
+            let p = p.layout(layout).weight_layout(wl);
+            let g = p.validate().unwrap();
+            let mut x = vec![0.0; g.input_len()];
+            let mut w = vec![0.0; g.weight_len()];
+            let mut bias = vec![0.0; p.k];
+            fill(&mut x, 10 + i as u64);
+            fill(&mut w, 20 + i as u64);
+            fill(&mut bias, 30);
+            let epi = Epilogue { bias: Bias::Row(&bias), activation: Activation::ALL[i % Activation::ALL.len()] };
+            let mut want = vec![0.0; g.output_len()];
+            conv2d_reference_f64(&g, &x, &w, &epi, &mut want).unwrap();
+            let mut y = vec![f32::NAN; g.output_len()];
+            be.conv2d(&g, &x, &w, &epi, &mut y).unwrap();
+            let (err, at) = max_error(&y, &want);
+            assert!(err <= tol(g.gemm_dims().2), "{}: conv {p:?}: error {err:e} at {at:?}", be.name());
+        }
+    }
+}
+
+fn bad_input(be: &dyn Backend) {
+    let a = [0.0f32; 6];
+    let mut c = [5.0f32; 4];
+    let av = MatRef::row_major(&a, 2, 3).unwrap();
+    assert!(be.gemm(1.0, av, av, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &Epilogue::NONE).is_err());
+    let g = Conv2dParams::new(1, 2, 4, 4, 2, 3, 3).validate().unwrap();
+    let mut y = vec![5.0; g.output_len()];
+    assert!(be.conv2d(&g, &[0.0; 3], &[0.0; 36], &Epilogue::NONE, &mut y).is_err());
+    assert!(c.iter().chain(&y).all(|&v| v == 5.0), "{}: wrote on an error", be.name());
+}
+
+macro_rules! parity {
+    ($($name:ident => $backends:expr),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[test]
+            fn gemm_matches_oracle() {
+                for be in $backends { gemm_cases(be.as_ref()) }
+            }
+            #[test]
+            fn conv2d_matches_oracle() {
+                for be in $backends { conv_cases(be.as_ref()) }
+            }
+            #[test]
+            fn bad_input_is_an_error() {
+                for be in $backends { bad_input(be.as_ref()) }
+            }
+        }
+    )*};
+}
+
+fn cpu() -> Vec<Box<dyn Backend>> {
+    let cpu = sparkle_std::cpu::Cpu::new().unwrap();
+    vec![Box::new(cpu.threads(1)), Box::new(sparkle_std::cpu::Cpu { parallel_min_fmas: 0.0, ..cpu.threads(2) })]
+}
+
+#[cfg(feature = "vulkan")]
+fn vulkan() -> Vec<Box<dyn Backend>> {
+    match sparkle_vk::devices() {
+        Ok(devs) if !devs.is_empty() => devs
+            .iter()
+            .map(|d| Box::new(sparkle_vk::Context::new(d.index).expect("open device")) as Box<dyn Backend>)
+            .collect(),
+        Ok(_) => {
+            sparkle_tests::skip("VULKAN", "no Vulkan device with a compute queue");
+            Vec::new()
+        }
+        Err(e) => {
+            sparkle_tests::skip("VULKAN", &format!("no Vulkan: {e}"));
+            Vec::new()
+        }
+    }
+}
+
+parity! {
+    cpu_backend => cpu(),
+}
+
+#[cfg(feature = "vulkan")]
+parity! {
+    vulkan_backend => vulkan(),
+}
