@@ -1,7 +1,8 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // Tiled SGEMM / implicit-GEMM conv2d: C (m x n) = act(alpha * A (m x k) * B (k x n) + beta * C + bias).
 // A 256-invocation workgroup computes a BM x BN tile of C, each invocation a TM x TN block held
-// in registers; BK-deep slices of A and B are staged through shared memory. Every operand has
+// in registers (loops marked [[unroll]]: the accumulators must stay in registers); BK-deep slices of A and B are staged through shared memory. Every operand has
 // arbitrary strides (element (i, j) at off + i*rs + j*cs), so transposes are free, and every
 // load is bounds-checked, so any m, n, k works. With CONV defined, B is the conv input seen as
 // im2col (gathered on the fly: padding, stride, dilation, both layouts) and z indexes
@@ -10,9 +11,9 @@ layout(local_size_x = 256) in;
 
 #define BM 64
 #define BN 64
-#define BK 16
 #define TM 4
 #define TN 4
+#define BK 16
 
 layout(set = 0, binding = 0) readonly buffer ABuf { float a[]; };
 layout(set = 0, binding = 1) readonly buffer BBuf { float b[]; };
@@ -88,7 +89,7 @@ void main() {
     bias_off = g * kg;
 #endif
     float acc[TM][TN];
-    for (uint i = 0u; i < TM; ++i) for (uint j = 0u; j < TN; ++j) acc[i][j] = 0.0;
+    [[unroll]] for (uint i = 0u; i < TM; ++i) [[unroll]] for (uint j = 0u; j < TN; ++j) acc[i][j] = 0.0;
 
     for (uint k0 = 0u; k0 < p.k; k0 += BK) {
         for (uint e = tid; e < BM * BK; e += 256u) {
@@ -106,20 +107,20 @@ void main() {
 #endif
         }
         barrier();
-        for (uint kk = 0u; kk < BK; ++kk) {
+        [[unroll]] for (uint kk = 0u; kk < BK; ++kk) {
             float ar[TM];
             float br[TN];
-            for (uint i = 0u; i < TM; ++i) ar[i] = As[kk][tr * TM + i];
-            for (uint j = 0u; j < TN; ++j) br[j] = Bs[kk][tc * TN + j];
-            for (uint i = 0u; i < TM; ++i) for (uint j = 0u; j < TN; ++j) acc[i][j] = fma(ar[i], br[j], acc[i][j]);
+            [[unroll]] for (uint i = 0u; i < TM; ++i) ar[i] = As[kk][tr * TM + i];
+            [[unroll]] for (uint j = 0u; j < TN; ++j) br[j] = Bs[kk][tc * TN + j];
+            [[unroll]] for (uint i = 0u; i < TM; ++i) [[unroll]] for (uint j = 0u; j < TN; ++j) acc[i][j] = fma(ar[i], br[j], acc[i][j]);
         }
         barrier();
     }
 
-    for (uint i = 0u; i < TM; ++i) {
+    [[unroll]] for (uint i = 0u; i < TM; ++i) {
         uint gi = row0 + tr * TM + i;
         if (gi >= p.m) continue;
-        for (uint j = 0u; j < TN; ++j) {
+        [[unroll]] for (uint j = 0u; j < TN; ++j) {
             uint gj = col0 + tc * TN + j;
             if (gj >= p.n) continue;
             uint ci = c_off + gi * p.c_rs + gj * p.c_cs;

@@ -125,8 +125,9 @@ pub struct Context {
     pub(crate) memory: Arc<StandardMemoryAllocator>,
     pub(crate) descriptors: Arc<StandardDescriptorSetAllocator>,
     pub(crate) commands: Arc<StandardCommandBufferAllocator>,
-    pub(crate) gemm_pipeline: std::sync::OnceLock<Arc<vulkano::pipeline::ComputePipeline>>,
-    pub(crate) conv_pipeline: std::sync::OnceLock<Arc<vulkano::pipeline::ComputePipeline>>,
+    /// Compute pipelines by shader, created on first use.
+    pub(crate) pipelines:
+        std::sync::Mutex<std::collections::HashMap<crate::ops::Kind, Arc<vulkano::pipeline::ComputePipeline>>>,
 }
 
 impl Context {
@@ -149,16 +150,7 @@ impl Context {
         let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
         let descriptors = Arc::new(StandardDescriptorSetAllocator::new(device.clone(), Default::default()));
         let commands = Arc::new(StandardCommandBufferAllocator::new(device.clone(), Default::default()));
-        Ok(Self {
-            info,
-            device,
-            queue,
-            memory,
-            descriptors,
-            commands,
-            gemm_pipeline: Default::default(),
-            conv_pipeline: Default::default(),
-        })
+        Ok(Self { info, device, queue, memory, descriptors, commands, pipelines: Default::default() })
     }
 
     /// The preferred device: the first discrete GPU, else integrated, virtual, then CPU (lavapipe).

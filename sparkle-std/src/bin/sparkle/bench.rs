@@ -275,7 +275,10 @@ pub fn print(records: &[Record], json: bool, peak: Option<f64>) {
     }
     let threads = records.first().map_or(1, |r| r.threads);
     let mut out = String::new();
-    let _ = write!(out, "GEMM f32 GFLOPS, {threads} thread(s)");
+    let _ = match threads {
+        0 => write!(out, "GEMM f32 GFLOPS on the GPU"),
+        t => write!(out, "GEMM f32 GFLOPS, {t} thread(s)"),
+    };
     if let Some(p) = peak {
         let _ = write!(out, "; measured FMA peak {p:.0} GFLOPS");
     }
@@ -605,7 +608,10 @@ pub fn print_conv(records: &[ConvRecord], json: bool, peak: Option<f64>) {
         }
     }
     let threads = records.first().map_or(1, |r| r.threads);
-    let mut out = format!("conv2d f32 + ReLU GFLOPS, batch as given, {threads} thread(s)");
+    let mut out = match threads {
+        0 => "conv2d f32 + ReLU GFLOPS on the GPU".to_string(),
+        t => format!("conv2d f32 + ReLU GFLOPS, {t} thread(s)"),
+    };
     if let Some(p) = peak {
         let _ = write!(out, "; measured FMA peak {p:.0} GFLOPS");
     }
@@ -629,4 +635,66 @@ pub fn print_conv(records: &[ConvRecord], json: bool, peak: Option<f64>) {
         out.push('\n');
     }
     print!("{out}");
+}
+
+/// Repetitions so that timing one batch takes about `budget` seconds (3 to 1000).
+fn reps_for(one: f64, budget: f64) -> u32 {
+    (budget / one.max(1e-7)).clamp(3.0, 1000.0) as u32
+}
+
+/// `sparkle bench gemm --device vulkan`: resident operands (upload excluded), after a spot check
+/// of the full upload/dispatch/download path against the oracle.
+pub fn gemm_vulkan(shapes: &[[usize; 3]], budget: f64) -> Result<(String, Vec<Record>), Failure> {
+    let ctx = sparkle_std::vk::Context::best()?;
+    let name = ctx.info().name.clone();
+    let mut records = Vec::new();
+    for &shape in shapes {
+        let [m, n, k] = shape;
+        let mut a = vec![0.0f32; m * k];
+        let mut b = vec![0.0f32; k * n];
+        fill(&mut a, 1);
+        fill(&mut b, 2);
+        let mut c = vec![f32::NAN; m * n];
+        ctx.gemm(
+            1.0,
+            MatRef::row_major(&a, m, k)?,
+            MatRef::row_major(&b, k, n)?,
+            0.0,
+            MatMut::row_major(&mut c, m, n)?,
+            &Epilogue::NONE,
+        )?;
+        spot_check("sparkle-vulkan", &a, &b, &c, shape)?;
+        let one = ctx.time_gemm_resident(m, n, k, 1)?;
+        let t = ctx.time_gemm_resident(m, n, k, reps_for(one, budget))?;
+        let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
+        records.push(Record { shape, threads: 0, implementation: "sparkle-vulkan".into(), gflops });
+    }
+    Ok((name, records))
+}
+
+/// `sparkle bench conv2d --device vulkan`: resident tensors, after a spot check.
+pub fn conv2d_vulkan(layers: &[Layer], budget: f64) -> Result<(String, Vec<ConvRecord>), Failure> {
+    use sparkle_core::epilogue::Activation;
+    let ctx = sparkle_std::vk::Context::best()?;
+    let name = ctx.info().name.clone();
+    let mut records = Vec::new();
+    for layer in layers {
+        let g = layer.params.validate()?;
+        let mut x = vec![0.0f32; g.input_len()];
+        let mut w = vec![0.0f32; g.weight_len()];
+        fill(&mut x, 1);
+        fill(&mut w, 2);
+        let mut y = vec![f32::NAN; g.output_len()];
+        ctx.conv2d(&g, &x, &w, &Epilogue::activation(Activation::Relu), &mut y)?;
+        conv_spot_check("sparkle-vulkan", &g, &x, &w, &y)?;
+        let one = ctx.time_conv2d_resident(&g, 1)?;
+        let t = ctx.time_conv2d_resident(&g, reps_for(one, budget))?;
+        records.push(ConvRecord {
+            layer: layer.name.clone(),
+            threads: 0,
+            implementation: "sparkle-vulkan".into(),
+            gflops: g.flops() / t / 1e9,
+        });
+    }
+    Ok((name, records))
 }

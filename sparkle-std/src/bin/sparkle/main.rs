@@ -55,6 +55,9 @@ enum BenchCommand {
         /// Seconds of timed repetitions per implementation and shape.
         #[arg(long, default_value_t = 0.5)]
         seconds: f64,
+        /// `cpu`, or `vulkan` (the preferred Vulkan device, operands resident on it).
+        #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
+        device: BenchDevice,
     },
     /// conv2d f32 + ReLU GFLOPS per layer: sparkle (fused), and with --peers sparkle's unfused
     /// im2col + GEMM and PyTorch/oneDNN (through python3, when torch is installed).
@@ -75,6 +78,12 @@ enum BenchCommand {
         /// Seconds of timed repetitions per implementation and layer.
         #[arg(long, default_value_t = 0.5)]
         seconds: f64,
+        /// `cpu`, or `vulkan` (the preferred Vulkan device, tensors resident on it).
+        #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
+        device: BenchDevice,
+        /// Batch size for every layer (overrides the layer's own n).
+        #[arg(long)]
+        batch: Option<usize>,
     },
     /// The measured FMA peak of this CPU, on one thread and on all.
     Peak {
@@ -123,9 +132,24 @@ fn main() -> ExitCode {
 
 type Failure = Box<dyn std::error::Error>;
 
+/// Where `sparkle bench` runs Sparkle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BenchDevice {
+    Cpu,
+    Vulkan,
+}
+
 fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
     match cmd {
-        BenchCommand::Gemm { shapes, threads, peers, json, seconds } => {
+        BenchCommand::Gemm { shapes, seconds, json, device: BenchDevice::Vulkan, .. } => {
+            let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
+            let (name, records) = bench::gemm_vulkan(&shapes, seconds)?;
+            if !json {
+                println!("device: {name} (Vulkan; operands resident, upload excluded)");
+            }
+            bench::print(&records, json, None);
+        }
+        BenchCommand::Gemm { shapes, threads, peers, json, seconds, device: BenchDevice::Cpu } => {
             if threads == 0 {
                 return Err("--threads must be at least 1".into());
             }
@@ -140,7 +164,7 @@ fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             let peak = (!json).then(|| sparkle_std::cpu::peak::peak_gflops(threads));
             bench::print(&records, json, peak);
         }
-        BenchCommand::Conv2d { layers, threads, peers, json, seconds } => {
+        BenchCommand::Conv2d { layers, threads, peers, json, seconds, device, batch } => {
             if threads == 0 {
                 return Err("--threads must be at least 1".into());
             }
@@ -153,6 +177,21 @@ fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
                 let text = std::fs::read_to_string(&layers).map_err(|e| format!("cannot read {layers}: {e}"))?;
                 bench::parse_layers(&text)?
             };
+            let mut layers = layers;
+            if let Some(n) = batch {
+                if n == 0 {
+                    return Err("--batch must be at least 1".into());
+                }
+                layers.iter_mut().for_each(|l| l.params.n = n);
+            }
+            if device == BenchDevice::Vulkan {
+                let (name, records) = bench::conv2d_vulkan(&layers, seconds)?;
+                if !json {
+                    println!("device: {name} (Vulkan; tensors resident, upload excluded)");
+                }
+                bench::print_conv(&records, json, None);
+                return Ok(ExitCode::SUCCESS);
+            }
             let records = bench::conv2d(&layers, threads, peers, seconds)?;
             let peak = (!json).then(|| sparkle_std::cpu::peak::peak_gflops(threads));
             bench::print_conv(&records, json, peak);
