@@ -9,7 +9,7 @@
 #   .cargo/config.toml hands to shaderc-sys as SHADERC_LIB_DIR.
 # - aarch64 cross gcc + qemu-user, so the NEON kernels are tested for real; qemu-system-arm for
 #   the Cortex-M4F firmware (firmware/), binutils-arm-none-eabi to measure its size.
-# - rustup targets: the no_std core (Cortex-M4F and M0), aarch64; the rustfmt/clippy components;
+# - rustup targets: the no_std core (Cortex-M4F, M0, wasm32), aarch64; the rustfmt/clippy components;
 #   nightly with Miri and cargo-fuzz for the hardening steps.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,7 +47,7 @@ if [ ! -s "$shaderc/libshaderc_combined.a" ]; then
   mv "$shaderc/libshaderc_combined.a.tmp" "$shaderc/libshaderc_combined.a"
 fi
 
-targets=(thumbv7em-none-eabihf thumbv6m-none-eabi aarch64-unknown-linux-gnu)
+targets=(thumbv7em-none-eabihf thumbv6m-none-eabi aarch64-unknown-linux-gnu wasm32-unknown-unknown)
 installed=$(rustup target list --installed)
 for t in "${targets[@]}"; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"

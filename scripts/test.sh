@@ -15,6 +15,8 @@ for t in thumbv7em-none-eabihf thumbv6m-none-eabi; do
   step "sparkle-core for $t (no_std)"
   cargo build -q -p sparkle-core --target "$t" --release
 done
+step "sparkle-core for wasm32-unknown-unknown with simd128 (build only: no wasm runner here)"
+RUSTFLAGS="-C target-feature=+simd128" cargo build -q -p sparkle-core --target wasm32-unknown-unknown --release
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 step "cargo test"
