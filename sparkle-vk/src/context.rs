@@ -125,6 +125,8 @@ pub struct Context {
     pub(crate) memory: Arc<StandardMemoryAllocator>,
     pub(crate) descriptors: Arc<StandardDescriptorSetAllocator>,
     pub(crate) commands: Arc<StandardCommandBufferAllocator>,
+    /// The pipeline cache (loaded from and saved to disk), if one could be created.
+    pub(crate) cache: Option<Arc<vulkano::pipeline::cache::PipelineCache>>,
     /// Compute pipelines by shader, created on first use.
     pub(crate) pipelines:
         std::sync::Mutex<std::collections::HashMap<crate::ops::Kind, Arc<vulkano::pipeline::ComputePipeline>>>,
@@ -150,7 +152,8 @@ impl Context {
         let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
         let descriptors = Arc::new(StandardDescriptorSetAllocator::new(device.clone(), Default::default()));
         let commands = Arc::new(StandardCommandBufferAllocator::new(device.clone(), Default::default()));
-        Ok(Self { info, device, queue, memory, descriptors, commands, pipelines: Default::default() })
+        let cache = crate::cache::load(&device, &info);
+        Ok(Self { info, device, queue, memory, descriptors, commands, cache, pipelines: Default::default() })
     }
 
     /// The preferred device: the first discrete GPU, else integrated, virtual, then CPU (lavapipe).

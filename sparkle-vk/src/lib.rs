@@ -4,10 +4,15 @@
 //! time (vulkano-shaders). Runs on any vendor's GPU, and on Mesa's lavapipe (CPU) in CI.
 //!
 //! - [`devices`] lists every device with a compute queue; [`Context`] opens one.
+//! - [`Context::gemm`] and [`Context::conv2d`]: tiled compute shaders with the shared epilogue,
+//!   validated by the core first.
+//! - Compiled pipelines are cached on disk per device and driver (`SPARKLE_CACHE_DIR` or the
+//!   user cache directory); a bad cache file is ignored with a warning.
 //! - Every failure is a [`VkError`], never a panic: no loader, no device, out of memory and
 //!   device lost are distinct so callers can fall back to another device.
 #![deny(missing_docs)]
 
+mod cache;
 mod context;
 mod error;
 mod ops;

@@ -113,9 +113,13 @@ impl Context {
             .into_pipeline_layout_create_info(device.clone())
             .map_err(|e| VkError::Api { what: "deriving the pipeline layout", source: format!("{e:?}").into() })?;
         let layout = PipelineLayout::new(device.clone(), layout_info).map_err(api("creating the pipeline layout"))?;
-        let pipeline = ComputePipeline::new(device, None, ComputePipelineCreateInfo::stage_layout(stage, layout))
-            .map_err(api("creating the compute pipeline"))?;
+        let pipeline =
+            ComputePipeline::new(device, self.cache.clone(), ComputePipelineCreateInfo::stage_layout(stage, layout))
+                .map_err(api("creating the compute pipeline"))?;
         cache.insert(kind, pipeline.clone());
+        if let Some(disk) = &self.cache {
+            crate::cache::save(disk, self.info());
+        }
         Ok(pipeline)
     }
 

@@ -39,3 +39,35 @@ fn mismatched_lengths_are_an_error() {
     assert!(ctx.saxpy(1.0, &[1.0, 2.0], &mut y).is_err());
     assert!(Context::new(usize::MAX).is_err(), "a missing device index is an error, not a panic");
 }
+
+#[test]
+fn pipeline_cache_is_written_and_a_corrupt_one_ignored() {
+    use sparkle_core::{Epilogue, MatMut, MatRef};
+    if devices().map_or(true, |d| d.is_empty()) {
+        return skip("VULKAN", "no Vulkan device");
+    }
+    let dir = std::env::temp_dir().join(format!("sparkle-vk-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Only this test creates contexts after setting it; the other tests here do not read it.
+    std::env::set_var("SPARKLE_CACHE_DIR", &dir);
+    let run = || {
+        let ctx = Context::best().expect("device");
+        let a = [1.0f32, 2.0, 3.0, 4.0];
+        let mut c = [0.0f32; 4];
+        let av = MatRef::row_major(&a, 2, 2).unwrap();
+        ctx.gemm(1.0, av, av, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &Epilogue::NONE).expect("gemm");
+        assert_eq!(c, [7.0, 10.0, 15.0, 22.0]);
+    };
+    run();
+    let file = std::fs::read_dir(&dir)
+        .expect("cache dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vk-pipelines-")));
+    let file = file.expect("a pipeline cache file");
+    assert!(std::fs::metadata(&file).unwrap().len() > 24, "cache file has data");
+    std::fs::write(&file, b"garbage, not a cache").unwrap();
+    run();
+    assert!(std::fs::read(&file).unwrap().starts_with(b"SPKPC"), "a corrupt cache is replaced by a valid one");
+    let _ = std::fs::remove_dir_all(&dir);
+}
