@@ -1,6 +1,6 @@
 //! The main job: the ResNet-50 layer sequence at batch 1 (conv + bias + ReLU, plus MobileNet's
-//! depthwise layer) through Sparkle's fast CPU path, every layer checked against the f64 oracle,
-//! with the device, time, GFLOPS and error of each.
+//! depthwise layer) placed by the juggler on the CPU or a Vulkan device, every layer checked
+//! against the f64 oracle on every device, with the prediction, time, GFLOPS and error of each.
 
 use std::time::Instant;
 
@@ -9,7 +9,8 @@ use sparkle_core::conv::fused::{choose_path, Conv2dPath};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, Padding};
 
-use crate::cpu::{Cpu, CpuError};
+use crate::cpu::Cpu;
+use crate::juggler::{DeviceId, Juggler, OpDesc, SystemClock};
 
 /// One layer of the demo and what it measured.
 #[derive(Clone, Debug)]
@@ -20,18 +21,24 @@ pub struct LayerReport {
     pub geometry: Conv2d,
     /// Which CPU path ran it.
     pub path: Conv2dPath,
-    /// Where it ran.
-    pub device: String,
-    /// Best of three timed runs, seconds.
+    /// Where the juggler sent it.
+    pub device: DeviceId,
+    /// The juggler's predicted seconds there.
+    pub predicted: f64,
+    /// Measured seconds there (best of three).
     pub seconds: f64,
-    /// Largest error against the f64 oracle.
+    /// Measured seconds on the CPU.
+    pub cpu_seconds: f64,
+    /// Measured seconds on the GPU, when there is one.
+    pub gpu_seconds: Option<f64>,
+    /// Largest error against the f64 oracle, over every device that ran it.
     pub max_error: f64,
     /// The tolerance it was held to.
     pub tolerance: f64,
 }
 
 impl LayerReport {
-    /// GFLOPS of the run.
+    /// GFLOPS on the chosen device.
     pub fn gflops(&self) -> f64 {
         self.geometry.flops() / self.seconds / 1e9
     }
@@ -85,8 +92,36 @@ pub fn fill(buf: &mut [f32], seed: u64) {
     }
 }
 
-/// Runs every layer on the CPU backend and checks it against the f64 oracle.
-pub fn run_cpu(cpu: &Cpu, which: Layers) -> Result<Vec<LayerReport>, CpuError> {
+/// The demo's error type.
+pub type DemoError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Best of three runs of `f`, in seconds.
+fn best_of_three(mut f: impl FnMut() -> Result<(), DemoError>) -> Result<f64, DemoError> {
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64().max(1e-9));
+    }
+    Ok(best)
+}
+
+/// A GPU: its context and its juggler id.
+#[cfg(feature = "vulkan")]
+pub type Gpu<'a> = Option<(&'a sparkle_vk::Context, DeviceId)>;
+/// No GPU support in this build.
+#[cfg(not(feature = "vulkan"))]
+pub type Gpu<'a> = Option<(&'a (), DeviceId)>;
+
+/// Runs every layer where the juggler decides, checks it against the f64 oracle, and also times
+/// it on every other device, so the juggler's choice can be compared with always-CPU and
+/// always-GPU (and learns from both measurements).
+pub fn run(
+    cpu: &Cpu,
+    gpu: Gpu<'_>,
+    juggler: &mut Juggler<SystemClock>,
+    which: Layers,
+) -> Result<Vec<LayerReport>, DemoError> {
     let mut out = Vec::new();
     for (i, (name, params)) in layers(which).into_iter().enumerate() {
         let g = params.validate()?;
@@ -97,23 +132,37 @@ pub fn run_cpu(cpu: &Cpu, which: Layers) -> Result<Vec<LayerReport>, CpuError> {
         fill(&mut weight, 3 * i as u64 + 2);
         fill(&mut bias, 3 * i as u64 + 3);
         let epi = Epilogue::activation(Activation::Relu).with_bias(&bias);
-        let mut y = vec![f32::NAN; g.output_len()];
-        let mut seconds = f64::INFINITY;
-        for _ in 0..3 {
-            let t = Instant::now();
-            cpu.conv2d(&g, &input, &weight, &epi, &mut y)?;
-            seconds = seconds.min(t.elapsed().as_secs_f64().max(1e-9));
-        }
         let mut truth = vec![0.0f64; g.output_len()];
         conv2d_reference_f64(&g, &input, &weight, &epi, &mut truth)?;
-        let (max_error, _) = max_error(&y, &truth);
+        let op = OpDesc::conv2d(&g);
+        let decision = juggler.decide(&op, false).ok_or("no device")?;
+        let mut y = vec![f32::NAN; g.output_len()];
+        let cpu_seconds = best_of_three(|| Ok(cpu.conv2d(&g, &input, &weight, &epi, &mut y)?))?;
+        let mut err = max_error(&y, &truth).0;
+        juggler.record(DeviceId::Cpu, &op, false, cpu_seconds, false);
+        let mut gpu_seconds = None;
+        #[cfg(feature = "vulkan")]
+        if let Some((ctx, id)) = gpu {
+            let mut yg = vec![f32::NAN; g.output_len()];
+            ctx.conv2d(&g, &input, &weight, &epi, &mut yg)?; // first call: compiles the pipeline
+            let t = best_of_three(|| Ok(ctx.conv2d(&g, &input, &weight, &epi, &mut yg)?))?;
+            err = err.max(max_error(&yg, &truth).0);
+            juggler.record(id, &op, false, t, false);
+            gpu_seconds = Some(t);
+        }
+        #[cfg(not(feature = "vulkan"))]
+        let _ = gpu;
+        let seconds = if decision.device == DeviceId::Cpu { cpu_seconds } else { gpu_seconds.unwrap_or(cpu_seconds) };
         out.push(LayerReport {
             name,
             geometry: g,
             path: choose_path(&g),
-            device: format!("cpu ({})", cpu.kernel.id),
+            device: decision.device,
+            predicted: decision.predicted,
             seconds,
-            max_error,
+            cpu_seconds,
+            gpu_seconds,
+            max_error: err,
             tolerance: tolerance(g.gemm_dims().2),
         });
     }

@@ -12,5 +12,6 @@ pub use sparkle_vk as vk;
 
 pub mod cpu;
 pub mod demo;
+pub mod juggler;
 #[cfg(feature = "npy")]
 pub mod npy;

@@ -12,7 +12,13 @@ use sparkle_std::demo::fill;
 use sparkle_std::npy;
 
 fn sparkle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sparkle")).args(args).output().expect("run sparkle")
+    // Caches (the juggler's model, Vulkan pipelines) go to a per-process folder, not the user's.
+    let cache = std::env::temp_dir().join(format!("sparkle-cli-cache-{}", std::process::id()));
+    Command::new(env!("CARGO_BIN_EXE_sparkle"))
+        .args(args)
+        .env("SPARKLE_CACHE_DIR", cache)
+        .output()
+        .expect("run sparkle")
 }
 
 /// A fresh scratch folder per test.
@@ -236,10 +242,23 @@ fn help_for_every_command() {
 }
 
 #[test]
-fn demo_runs_on_the_cpu() {
+fn demo_runs_learns_and_persists() {
+    let _ = sparkle(&["model", "reset"]);
     let out = sparkle(&["demo", "--small"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.matches("PASS").count() >= 5, "{text}");
     assert!(!text.contains("FAIL"), "{text}");
+    assert!(text.contains("starting from priors"), "{text}");
+    // The second run starts from what the first learned.
+    let again = String::from_utf8_lossy(&sparkle(&["demo", "--small"]).stdout).into_owned();
+    assert!(again.contains("model loaded"), "{again}");
+    let show = String::from_utf8_lossy(&sparkle(&["model", "show"]).stdout).into_owned();
+    assert!(show.contains("cpu conv2d"), "{show}");
+    // A corrupt model is reported and replaced, never trusted.
+    let path = String::from_utf8_lossy(&sparkle(&["model", "path"]).stdout).trim().to_string();
+    std::fs::write(&path, "sparkle-juggler v1\ngarbage").unwrap();
+    let third = String::from_utf8_lossy(&sparkle(&["demo", "--small"]).stdout).into_owned();
+    assert!(third.contains("ignoring the saved model"), "{third}");
+    assert!(String::from_utf8_lossy(&sparkle(&["model", "show"]).stdout).contains("cpu conv2d"));
 }

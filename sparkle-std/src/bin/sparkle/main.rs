@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sparkle_std::demo;
+use sparkle_std::juggler::{store, DeviceId, Juggler, Prior, SystemClock};
 
 #[derive(Parser)]
 #[command(name = "sparkle", version, about = "Sparkle compute kernels: GEMM and conv2d on CPUs and any Vulkan GPU")]
@@ -33,6 +34,19 @@ enum Command {
     /// Measure Sparkle beside its peers.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The juggler's learned model: where it is, what it holds, or start over.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Print the model file's path.
+    Path,
+    /// Summarise the learned model.
+    Show,
+    /// Delete the learned model (the juggler starts again from its priors).
+    Reset,
 }
 
 #[derive(Subcommand)]
@@ -120,6 +134,7 @@ fn main() -> ExitCode {
         Command::Conv2d(args) => cli::conv2d(&args),
         Command::Gemm(args) => cli::gemm(&args),
         Command::Bench(b) => run_bench(b),
+        Command::Model(m) => run_model(m),
     };
     match result {
         Ok(code) => code,
@@ -245,43 +260,106 @@ fn list_devices() -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The juggler with this machine's devices and their priors, and the model learned so far.
+fn juggler(cpu: &sparkle_std::cpu::Cpu, gpu: Option<&sparkle_std::vk::Context>) -> (Juggler<SystemClock>, String) {
+    let mut j = Juggler::new(SystemClock::default());
+    let peak = sparkle_std::cpu::peak::peak_gflops(cpu.threads) * 1e9;
+    j.add_device(DeviceId::Cpu, Prior { overhead: 5e-6, peak, half: 2e6, bandwidth: f64::INFINITY }, false);
+    let mut parts = vec![
+        cli::cpu_brand(),
+        cpu.kernel.id.to_string(),
+        cpu.threads.to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    ];
+    if let Some(ctx) = gpu {
+        let i = ctx.info();
+        // A CPU-type device (Mesa's lavapipe) is slow; a real GPU is fast but far away.
+        let prior = if i.device_type == "CPU" {
+            Prior { overhead: 300e-6, peak: 5e9, half: 1e8, bandwidth: 5e9 }
+        } else {
+            Prior { overhead: 50e-6, peak: 2e13, half: 1e9, bandwidth: 1.2e10 }
+        };
+        j.add_device(DeviceId::Vulkan(i.index), prior, true);
+        parts.push(format!("{:x}:{:x}:{:x}", i.vendor_id, i.device_id, i.driver_version));
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let fp = store::fingerprint(&refs);
+    (j, fp)
+}
+
 fn run_demo(small: bool) -> Result<ExitCode, Failure> {
     let cpu = sparkle_std::cpu::Cpu::new()?;
+    let gpu = sparkle_std::vk::Context::best().ok();
+    let (mut j, fp) = juggler(&cpu, gpu.as_ref());
+    let path = store::default_path();
+    match path.as_deref().map(|p| store::load(&mut j, p, &fp)) {
+        Some(Ok(store::Loaded::Same)) => println!(
+            "juggler: model loaded from {}",
+            path.as_deref().map_or(String::new(), |p| p.display().to_string())
+        ),
+        Some(Ok(store::Loaded::Foreign)) => println!("juggler: model from another machine/driver kept as a weak prior"),
+        Some(Err(why)) => println!("juggler: ignoring the saved model ({why}); it will be replaced"),
+        _ => println!("juggler: no saved model yet; starting from priors"),
+    }
     let which = if small { demo::Layers::Small } else { demo::Layers::ResNet50 };
-    println!("sparkle demo: conv + bias + ReLU at batch 1, every layer checked against the f64 oracle\n");
+    let gpu_ref = gpu.as_ref().map(|c| (c, DeviceId::Vulkan(c.info().index)));
     println!(
-        "{:<24} {:<14} {:<26} {:>9} {:>8} {:>10} {:>10}  ok",
-        "layer", "path", "device", "ms", "GFLOPS", "max err", "tolerance"
+        "sparkle demo: conv + bias + ReLU at batch 1, every layer checked against the f64 oracle on every device\n"
     );
-    let reports = demo::run_cpu(&cpu, which)?;
+    println!(
+        "{:<24} {:<14} {:<10} {:>10} {:>10} {:>8} {:>10} {:>10} {:>10}  ok",
+        "layer", "path", "device", "pred ms", "ms", "GFLOPS", "cpu ms", "gpu ms", "max err"
+    );
+    let reports = demo::run(&cpu, gpu_ref, &mut j, which).map_err(|e| -> Failure { e.to_string().into() })?;
     let mut all_ok = true;
-    let mut total = 0.0;
+    let (mut total, mut total_cpu, mut total_gpu) = (0.0, 0.0, 0.0);
     for r in &reports {
         println!(
-            "{:<24} {:<14} {:<26} {:>9.3} {:>8.1} {:>10.2e} {:>10.2e}  {}",
+            "{:<24} {:<14} {:<10} {:>10.3} {:>10.3} {:>8.1} {:>10.3} {:>10} {:>10.2e}  {}",
             r.name,
             r.path.name(),
-            r.device,
+            r.device.to_string(),
+            r.predicted * 1e3,
             r.seconds * 1e3,
             r.gflops(),
+            r.cpu_seconds * 1e3,
+            r.gpu_seconds.map_or("-".to_string(), |t| format!("{:.3}", t * 1e3)),
             r.max_error,
-            r.tolerance,
             if r.passed() { "PASS" } else { "FAIL" }
         );
         all_ok &= r.passed();
         total += r.seconds;
+        total_cpu += r.cpu_seconds;
+        total_gpu += r.gpu_seconds.unwrap_or(f64::NAN);
     }
-    println!("\ntotal {:.2} ms on the CPU with {} thread(s)", total * 1e3, cpu.threads);
-    match sparkle_std::vk::Context::best() {
-        Ok(ctx) => {
-            let x: Vec<f32> = (0..1000).map(|i| i as f32).collect();
-            let mut y = vec![1.0f32; 1000];
-            ctx.saxpy(2.0, &x, &mut y)?;
-            let ok = y.iter().enumerate().all(|(i, &v)| v == 2.0 * i as f32 + 1.0);
-            println!("vulkan: {} ran the smoke shader: {}", ctx.info().name, if ok { "PASS" } else { "FAIL" });
-            all_ok &= ok;
+    print!("\ntotal: juggler {:.2} ms, always-CPU {:.2} ms", total * 1e3, total_cpu * 1e3);
+    match &gpu {
+        Some(ctx) => println!(", always-GPU {:.2} ms ({}, copies included)", total_gpu * 1e3, ctx.info().name),
+        None => println!(", no Vulkan device for always-GPU"),
+    }
+    if let Some(p) = &path {
+        match store::save(&j, p, &fp) {
+            Ok(()) => println!("juggler: model saved to {}", p.display()),
+            Err(e) => println!("juggler: could not save the model ({e})"),
         }
-        Err(e) => println!("vulkan: skipped ({e})"),
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn run_model(cmd: ModelCommand) -> Result<ExitCode, Failure> {
+    let path = store::default_path().ok_or("no cache directory on this system; set SPARKLE_CACHE_DIR")?;
+    match cmd {
+        ModelCommand::Path => println!("{}", path.display()),
+        ModelCommand::Show => match store::describe(&path) {
+            Ok(text) => print!("{}\n{text}", path.display()),
+            Err(_) if !path.exists() => println!("{}: no model yet (run `sparkle demo`)", path.display()),
+            Err(why) => return Err(format!("{}: {why}", path.display()).into()),
+        },
+        ModelCommand::Reset => match std::fs::remove_file(&path) {
+            Ok(()) => println!("removed {}", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => println!("{}: no model to remove", path.display()),
+            Err(e) => return Err(format!("{}: {e}", path.display()).into()),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,19 @@
+//! The juggler: predicts each op's time on each device, picks the device that finishes it first,
+//! learns from measured runtimes, falls back to the next device when one fails, and persists what
+//! it learned.
+//!
+//! - [`model`]: op features and a per-device cost model that predicts shapes it has never seen
+//!   (prior roofline plus efficiency learned per size bucket, robust to spikes, forgetting slowly).
+//! - [`policy`]: the decision (earliest expected completion, capped exploration), fallback with
+//!   backoff, and the [`clock::Clock`] it runs on (injected, so tests are deterministic).
+//! - [`store`]: the model on disk, atomic, checksummed, fingerprinted.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod model;
+pub mod policy;
+pub mod store;
+
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use model::{CostModel, OpDesc, OpKind, Prior};
+pub use policy::{Decision, DeviceId, Juggler};

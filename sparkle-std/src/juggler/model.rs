@@ -1,0 +1,201 @@
+//! Op features and the per-device cost model.
+//!
+//! Predicted time = launch overhead + flops / (peak x efficiency(size)) + transfer bytes /
+//! bandwidth. The efficiency curve starts from a prior (`flops / (flops + half)`: small work runs
+//! far below peak) and is learned per size bucket (powers of two of the flop count), in log space,
+//! from measured runtimes. Unseen sizes interpolate between learned buckets, so shapes never seen
+//! are still predicted. Each update moves a bucket by a clamped residual (a 100x spike moves it by
+//! at most a factor 4^alpha) with a learning rate that never falls below `MIN_RATE`, so drift is
+//! followed.
+
+use sparkle_core::Conv2d;
+
+/// Which op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    /// GEMM.
+    Gemm,
+    /// conv2d (any path).
+    Conv2d,
+}
+
+/// What a cost model needs to know about one op.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OpDesc {
+    /// The op.
+    pub kind: OpKind,
+    /// Floating-point operations (2 per multiply-add).
+    pub flops: f64,
+    /// Bytes of inputs and outputs (what must cross to a device that does not hold them).
+    pub bytes: f64,
+}
+
+impl OpDesc {
+    /// A GEMM `m x n x k` reading A, B (and C) and writing C.
+    pub fn gemm(m: usize, n: usize, k: usize) -> Self {
+        let (m, n, k) = (m as f64, n as f64, k as f64);
+        Self { kind: OpKind::Gemm, flops: 2.0 * m * n * k, bytes: 4.0 * (m * k + k * n + m * n) }
+    }
+    /// A conv2d.
+    pub fn conv2d(g: &Conv2d) -> Self {
+        let bytes = 4.0 * (g.input_len() + g.weight_len() + g.output_len()) as f64;
+        Self { kind: OpKind::Conv2d, flops: g.flops(), bytes }
+    }
+}
+
+/// What is assumed about a device before anything was measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prior {
+    /// Seconds of fixed cost per op (dispatch, synchronisation).
+    pub overhead: f64,
+    /// Peak flop rate, flop/s.
+    pub peak: f64,
+    /// Flops at which the device reaches half its peak.
+    pub half: f64,
+    /// Host <-> device bytes per second; infinite for the CPU.
+    pub bandwidth: f64,
+}
+
+/// Size buckets: one per power of two of the flop count.
+pub const BUCKETS: usize = 64;
+/// Lowest learning rate: the model keeps following drift after many samples.
+pub const MIN_RATE: f64 = 0.1;
+/// Largest step of one update, as a factor on efficiency (robustness to spikes).
+pub const MAX_STEP: f64 = 4.0;
+
+/// One bucket's learned state.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Bucket {
+    /// ln(efficiency) learned for this size.
+    pub log_eff: f64,
+    /// Samples behind it (capped): 0 means never measured.
+    pub weight: f64,
+}
+
+/// The cost model of one (device, op kind).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CostModel {
+    /// The prior.
+    pub prior: Prior,
+    /// Learned buckets.
+    pub buckets: Vec<Bucket>,
+}
+
+fn bucket_of(flops: f64) -> usize {
+    (flops.max(1.0).log2() as usize).min(BUCKETS - 1)
+}
+
+impl CostModel {
+    /// A model that knows only its prior.
+    pub fn new(prior: Prior) -> Self {
+        Self { prior, buckets: vec![Bucket::default(); BUCKETS] }
+    }
+
+    fn prior_log_eff(&self, flops: f64) -> f64 {
+        (flops / (flops + self.prior.half)).max(1e-9).ln()
+    }
+
+    /// ln(efficiency) at `flops`: the bucket if learned, else interpolated between the nearest
+    /// learned buckets below and above (in log-flops), else extrapolated from the nearest one by
+    /// the prior's slope, else the prior.
+    pub fn log_eff(&self, flops: f64) -> f64 {
+        let b = bucket_of(flops);
+        if self.buckets[b].weight > 0.0 {
+            return self.buckets[b].log_eff;
+        }
+        let below = (0..b).rev().find(|&i| self.buckets[i].weight > 0.0);
+        let above = (b + 1..BUCKETS).find(|&i| self.buckets[i].weight > 0.0);
+        let at = |i: usize| 2f64.powi(i as i32);
+        // Learned value relative to the prior at bucket i, carried over to `flops`.
+        let shifted = |i: usize| self.buckets[i].log_eff - self.prior_log_eff(at(i)) + self.prior_log_eff(flops);
+        match (below, above) {
+            (Some(lo), Some(hi)) => {
+                let t = (b - lo) as f64 / (hi - lo) as f64;
+                (1.0 - t) * shifted(lo) + t * shifted(hi)
+            }
+            (Some(i), None) | (None, Some(i)) => shifted(i),
+            (None, None) => self.prior_log_eff(flops),
+        }
+        .min(0.0)
+    }
+
+    /// Seconds of compute alone.
+    pub fn compute_time(&self, op: &OpDesc) -> f64 {
+        op.flops / (self.prior.peak * self.log_eff(op.flops).exp())
+    }
+
+    /// Predicted seconds for `op`, moving `transfer` of its bytes (0 when resident).
+    pub fn predict(&self, op: &OpDesc, transfer: f64) -> f64 {
+        self.prior.overhead + self.compute_time(op) + transfer / self.prior.bandwidth
+    }
+
+    /// Samples behind the prediction at this size (0: a guess).
+    pub fn confidence(&self, op: &OpDesc) -> f64 {
+        self.buckets[bucket_of(op.flops)].weight
+    }
+
+    /// Learns from one measured runtime of `op` (which moved `transfer` bytes).
+    pub fn update(&mut self, op: &OpDesc, transfer: f64, seconds: f64) {
+        if !(seconds.is_finite() && seconds > 0.0 && op.flops > 0.0) {
+            return;
+        }
+        let fixed = self.prior.overhead + transfer / self.prior.bandwidth;
+        // What is left for compute; never less than a tenth of the measurement.
+        let compute = (seconds - fixed).max(0.1 * seconds);
+        let observed = (op.flops / (self.prior.peak * compute)).min(1.0).ln();
+        let b = bucket_of(op.flops);
+        let predicted = self.log_eff(op.flops);
+        let residual = (observed - predicted).clamp(-MAX_STEP.ln(), MAX_STEP.ln());
+        let bucket = &mut self.buckets[b];
+        let rate = (1.0 / (bucket.weight + 1.0)).max(MIN_RATE);
+        bucket.log_eff = (predicted + rate * residual).min(0.0);
+        bucket.weight = (bucket.weight + 1.0).min(50.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CPU: Prior = Prior { overhead: 2e-6, peak: 2e11, half: 2e6, bandwidth: f64::INFINITY };
+
+    /// A device whose true efficiency is 0.8 * flops / (flops + 5e6).
+    fn truth(op: &OpDesc) -> f64 {
+        CPU.overhead + op.flops / (CPU.peak * 0.8 * op.flops / (op.flops + 5e6))
+    }
+
+    #[test]
+    fn learns_and_predicts_unseen_sizes() {
+        let mut m = CostModel::new(CPU);
+        for n in [64usize, 128, 512, 1024] {
+            for _ in 0..10 {
+                let op = OpDesc::gemm(n, n, n);
+                m.update(&op, 0.0, truth(&op));
+            }
+        }
+        for n in [96usize, 256, 384, 700, 2048] {
+            let op = OpDesc::gemm(n, n, n);
+            let ratio = m.predict(&op, 0.0) / truth(&op);
+            assert!((0.8..1.25).contains(&ratio), "n={n}: predicted/true = {ratio}");
+        }
+    }
+
+    #[test]
+    fn one_spike_barely_moves_it_and_drift_is_followed() {
+        let mut m = CostModel::new(CPU);
+        let op = OpDesc::gemm(256, 256, 256);
+        for _ in 0..50 {
+            m.update(&op, 0.0, truth(&op));
+        }
+        let before = m.predict(&op, 0.0);
+        m.update(&op, 0.0, 100.0 * truth(&op));
+        let after = m.predict(&op, 0.0);
+        assert!(after / before < 1.2, "a 100x spike moved the prediction by {}", after / before);
+        // The device becomes 2x slower for good: followed within a few dozen calls.
+        for _ in 0..30 {
+            m.update(&op, 0.0, 2.0 * truth(&op));
+        }
+        let ratio = m.predict(&op, 0.0) / (2.0 * truth(&op));
+        assert!((0.85..1.15).contains(&ratio), "after drift: {ratio}");
+    }
+}

@@ -1,0 +1,280 @@
+//! The learned model on disk: a small text file, checksummed, written atomically (a temporary
+//! file, then a rename), keyed by a fingerprint of the machine. A corrupt, truncated or foreign-version file
+//! is reported and replaced, never trusted; a file from another fingerprint (new driver, new CPU)
+//! is kept as a weak prior (each bucket counts as one sample); two processes saving at once
+//! each merge what is on disk first, so the better-measured bucket of either survives.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::clock::Clock;
+use super::model::{Bucket, CostModel, OpKind, BUCKETS};
+use super::policy::Juggler;
+
+const HEADER: &str = "sparkle-juggler v1";
+
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A fingerprint of everything the learned speeds depend on (CPU brand/cores/ISA, each GPU's
+/// vendor/device/driver, crate version, kernel ids), as a short hex string.
+pub fn fingerprint(parts: &[&str]) -> String {
+    format!("{:016x}", fnv1a(parts.join("\n").as_bytes()))
+}
+
+/// What [`load`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loaded {
+    /// No file yet.
+    Missing,
+    /// The model of this machine.
+    Same,
+    /// A model from another fingerprint, kept as a weak prior.
+    Foreign,
+}
+
+type Entries = HashMap<(String, String), Vec<Bucket>>;
+
+fn kind_name(k: OpKind) -> &'static str {
+    match k {
+        OpKind::Gemm => "gemm",
+        OpKind::Conv2d => "conv2d",
+    }
+}
+
+fn parse(text: &str) -> Result<(String, Entries), String> {
+    let (body, sum_line) = text.trim_end().rsplit_once('\n').ok_or("truncated")?;
+    let sum = sum_line.strip_prefix("checksum ").ok_or("no checksum line (truncated?)")?;
+    if u64::from_str_radix(sum, 16).ok() != Some(fnv1a(body.as_bytes())) {
+        return Err("checksum mismatch (corrupt or truncated)".into());
+    }
+    let mut lines = body.lines();
+    if lines.next() != Some(HEADER) {
+        return Err("not a sparkle juggler model of this version".into());
+    }
+    let fp = lines.next().and_then(|l| l.strip_prefix("fingerprint ")).ok_or("no fingerprint")?.to_string();
+    let mut entries = Entries::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(' ').collect();
+        let [_, device, kind, bucket, log_eff, weight] = f[..] else { return Err(format!("bad line `{line}`")) };
+        let bucket: usize = bucket.parse().map_err(|_| format!("bad bucket in `{line}`"))?;
+        let log_eff: f64 = log_eff.parse().map_err(|_| format!("bad value in `{line}`"))?;
+        let weight: f64 = weight.parse().map_err(|_| format!("bad weight in `{line}`"))?;
+        if bucket >= BUCKETS || !log_eff.is_finite() || log_eff > 0.0 || !(0.0..=1e6).contains(&weight) {
+            return Err(format!("value out of range in `{line}`"));
+        }
+        let e =
+            entries.entry((device.to_string(), kind.to_string())).or_insert_with(|| vec![Bucket::default(); BUCKETS]);
+        e[bucket] = Bucket { log_eff, weight };
+    }
+    Ok((fp, entries))
+}
+
+fn render(fp: &str, entries: &Entries) -> String {
+    let mut keys: Vec<_> = entries.keys().collect();
+    keys.sort();
+    let mut body = format!("{HEADER}\nfingerprint {fp}");
+    for key in keys {
+        for (i, b) in entries[key].iter().enumerate().filter(|(_, b)| b.weight > 0.0) {
+            body.push_str(&format!("\nmodel {} {} {i} {:e} {}", key.0, key.1, b.log_eff, b.weight));
+        }
+    }
+    let sum = fnv1a(body.as_bytes());
+    format!("{body}\nchecksum {sum:016x}\n")
+}
+
+fn entries_of<C: Clock>(j: &Juggler<C>) -> Entries {
+    let mut e = Entries::new();
+    for d in &j.devices {
+        for (kind, m) in &d.models {
+            e.insert((d.id.to_string(), kind_name(*kind).to_string()), m.buckets.clone());
+        }
+    }
+    e
+}
+
+/// Loads what was learned into `j`'s devices. A corrupt file is an `Err` with the reason (the
+/// caller reports it; the next [`save`] replaces the file).
+pub fn load<C: Clock>(j: &mut Juggler<C>, path: &Path, fp: &str) -> Result<Loaded, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(e) => return Err(e.to_string()),
+    };
+    let (file_fp, entries) = parse(&text)?;
+    let same = file_fp == fp;
+    for d in &mut j.devices {
+        for kind in [OpKind::Gemm, OpKind::Conv2d] {
+            let Some(buckets) = entries.get(&(d.id.to_string(), kind_name(kind).to_string())) else { continue };
+            let prior = d.prior;
+            let m = d.models.entry(kind).or_insert_with(|| CostModel::new(prior));
+            for (mine, theirs) in m.buckets.iter_mut().zip(buckets) {
+                if theirs.weight > 0.0 {
+                    let weight = if same { theirs.weight } else { theirs.weight.min(1.0) };
+                    *mine = Bucket { log_eff: theirs.log_eff, weight };
+                }
+            }
+        }
+    }
+    Ok(if same { Loaded::Same } else { Loaded::Foreign })
+}
+
+/// Saves `j`'s model atomically, first merging a valid file of the same fingerprint that another
+/// process may have written (per bucket, the better-measured one wins).
+pub fn save<C: Clock>(j: &Juggler<C>, path: &Path, fp: &str) -> std::io::Result<()> {
+    let mut entries = entries_of(j);
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok((file_fp, theirs)) = parse(&text) {
+            if file_fp == fp {
+                for (key, buckets) in theirs {
+                    let mine = entries.entry(key).or_insert_with(|| vec![Bucket::default(); BUCKETS]);
+                    for (m, t) in mine.iter_mut().zip(buckets) {
+                        if t.weight > m.weight {
+                            *m = t;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let result = std::fs::write(&tmp, render(fp, &entries)).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Where the model lives: `SPARKLE_CACHE_DIR` or the user cache directory.
+pub fn default_path() -> Option<std::path::PathBuf> {
+    let dir = match std::env::var_os("SPARKLE_CACHE_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => directories::ProjectDirs::from("", "", "sparkle")?.cache_dir().to_path_buf(),
+    };
+    Some(dir.join("juggler-model.txt"))
+}
+
+/// The devices a file mentions (for `sparkle model show`).
+pub fn describe(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let (fp, entries) = parse(&text)?;
+    let mut out = format!("fingerprint {fp}\n");
+    let mut keys: Vec<_> = entries.keys().collect();
+    keys.sort();
+    for key in keys {
+        let n: f64 = entries[key].iter().map(|b| b.weight).sum();
+        out.push_str(&format!(
+            "{} {}: {} samples in {} size buckets\n",
+            key.0,
+            key.1,
+            n,
+            entries[key].iter().filter(|b| b.weight > 0.0).count()
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::clock::FakeClock;
+    use super::super::model::{OpDesc, Prior};
+    use super::super::policy::DeviceId;
+    use super::*;
+
+    const CPU: Prior = Prior { overhead: 2e-6, peak: 2e11, half: 1e6, bandwidth: f64::INFINITY };
+
+    fn trained(seconds: f64) -> Juggler<FakeClock> {
+        let mut j = Juggler::new(FakeClock::default());
+        j.add_device(DeviceId::Cpu, CPU, false);
+        for n in [64, 256, 1024] {
+            for _ in 0..5 {
+                j.record(DeviceId::Cpu, &OpDesc::gemm(n, n, n), false, seconds * (n as f64).powi(3) / 1e9, false);
+            }
+        }
+        j
+    }
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("sparkle-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn round_trip_then_torture() {
+        let d = dir("torture");
+        let path = d.join("model.txt");
+        let j = trained(1.0);
+        save(&j, &path, "fp1").unwrap();
+        let op = OpDesc::gemm(256, 256, 256);
+        let want = j.model_of(DeviceId::Cpu, op.kind).unwrap().predict(&op, 0.0);
+        let mut fresh = trained(0.0);
+        fresh.devices[0].models.clear();
+        assert_eq!(load(&mut fresh, &path, "fp1"), Ok(Loaded::Same));
+        let got = fresh.model_of(DeviceId::Cpu, op.kind).unwrap().predict(&op, 0.0);
+        assert!((got / want - 1.0).abs() < 1e-9);
+        let good = std::fs::read(&path).unwrap();
+        // Truncated, flipped, garbage, empty: reported, never trusted.
+        for bad in [&good[..good.len() / 2], &[b'x'; 40][..], b"", &good[..good.len() - 3]] {
+            std::fs::write(&path, bad).unwrap();
+            let mut j = trained(0.0);
+            assert!(load(&mut j, &path, "fp1").is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 0x04;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(load(&mut trained(0.0), &path, "fp1").is_err());
+        // A save over a corrupt file replaces it with a valid one.
+        save(&j, &path, "fp1").unwrap();
+        assert_eq!(load(&mut trained(0.0), &path, "fp1"), Ok(Loaded::Same));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_new_fingerprint_keeps_the_old_model_as_a_weak_prior() {
+        let d = dir("fp");
+        let path = d.join("model.txt");
+        save(&trained(1.0), &path, "old-driver").unwrap();
+        let mut j = Juggler::new(FakeClock::default());
+        j.add_device(DeviceId::Cpu, CPU, false);
+        assert_eq!(load(&mut j, &path, "new-driver"), Ok(Loaded::Foreign));
+        let m = j.model_of(DeviceId::Cpu, OpKind::Gemm).unwrap();
+        let op = OpDesc::gemm(256, 256, 256);
+        assert!(m.confidence(&op) <= 1.0, "weak prior");
+        assert!(m.confidence(&op) > 0.0, "but not wiped");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing_that_matters() {
+        let d = dir("concurrent");
+        let path = d.join("model.txt");
+        let mut gemm_only = trained(1.0);
+        let mut conv_only = Juggler::new(FakeClock::default());
+        conv_only.add_device(DeviceId::Cpu, CPU, false);
+        let g = sparkle_core::Conv2dParams::new(1, 16, 16, 16, 16, 3, 3).validate().unwrap();
+        for _ in 0..5 {
+            conv_only.record(DeviceId::Cpu, &OpDesc::conv2d(&g), false, 1e-4, false);
+        }
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| save(&gemm_only, &path, "fp").unwrap());
+                s.spawn(|| save(&conv_only, &path, "fp").unwrap());
+            }
+        });
+        // One more save each, as the processes would do on their next run: both kinds survive.
+        save(&conv_only, &path, "fp").unwrap();
+        save(&gemm_only, &path, "fp").unwrap();
+        gemm_only.devices[0].models.clear();
+        assert_eq!(load(&mut gemm_only, &path, "fp"), Ok(Loaded::Same));
+        let conv = gemm_only.model_of(DeviceId::Cpu, OpKind::Conv2d).unwrap();
+        assert!(conv.confidence(&OpDesc::conv2d(&g)) > 0.0, "conv model survived");
+        let gemm = gemm_only.model_of(DeviceId::Cpu, OpKind::Gemm).unwrap();
+        assert!(gemm.confidence(&OpDesc::gemm(256, 256, 256)) > 0.0, "gemm model survived");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
