@@ -7,11 +7,14 @@
 //! - [`policy`]: the decision (earliest expected completion, capped exploration), fallback with
 //!   backoff, and the [`clock::Clock`] it runs on (injected, so tests are deterministic).
 //! - [`store`]: the model on disk, atomic, checksummed, fingerprinted.
+//! - [`replay`]: the replay benchmark against the oracle, fixed rules, StarPU-like `dmda` and
+//!   epsilon-greedy on recorded runtimes.
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod model;
 pub mod policy;
+pub mod replay;
 pub mod store;
 
 pub use clock::{Clock, FakeClock, SystemClock};

@@ -62,6 +62,10 @@ pub const BUCKETS: usize = 64;
 pub const MIN_RATE: f64 = 0.1;
 /// Largest step of one update, as a factor on efficiency (robustness to spikes).
 pub const MAX_STEP: f64 = 4.0;
+/// A miss by more than this factor counts towards a drift streak...
+pub const DRIFT_RESIDUAL: f64 = 1.3;
+/// ...and this many in a row, in the same direction, reset the bucket's confidence.
+pub const DRIFT_STREAK: u8 = 3;
 
 /// One bucket's learned state.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -70,6 +74,8 @@ pub struct Bucket {
     pub log_eff: f64,
     /// Samples behind it (capped): 0 means never measured.
     pub weight: f64,
+    /// Consecutive large residuals of the same sign (positive: slower than predicted).
+    pub streak: i8,
 }
 
 /// The cost model of one (device, op kind).
@@ -147,6 +153,26 @@ impl CostModel {
         let predicted = self.log_eff(op.flops);
         let residual = (observed - predicted).clamp(-MAX_STEP.ln(), MAX_STEP.ln());
         let bucket = &mut self.buckets[b];
+        // Drift: three large misses in the same direction in a row are not spikes; the bucket
+        // forgets most of its history (one 100x outlier does not start a streak).
+        let large = residual.abs() > DRIFT_RESIDUAL.ln();
+        bucket.streak = match (large, residual > 0.0) {
+            (false, _) => 0,
+            (true, up) => {
+                let same = (bucket.streak > 0) == up && bucket.streak != 0;
+                let s = if same {
+                    bucket.streak.saturating_add(if up { 1 } else { -1 })
+                } else if up {
+                    1
+                } else {
+                    -1
+                };
+                if s.unsigned_abs() >= DRIFT_STREAK {
+                    bucket.weight = bucket.weight.min(2.0);
+                }
+                s
+            }
+        };
         let rate = (1.0 / (bucket.weight + 1.0)).max(MIN_RATE);
         bucket.log_eff = (predicted + rate * residual).min(0.0);
         bucket.weight = (bucket.weight + 1.0).min(50.0);

@@ -66,7 +66,7 @@ fn parse(text: &str) -> Result<(String, Entries), String> {
         }
         let e =
             entries.entry((device.to_string(), kind.to_string())).or_insert_with(|| vec![Bucket::default(); BUCKETS]);
-        e[bucket] = Bucket { log_eff, weight };
+        e[bucket] = Bucket { log_eff, weight, streak: 0 };
     }
     Ok((fp, entries))
 }
@@ -112,7 +112,7 @@ pub fn load<C: Clock>(j: &mut Juggler<C>, path: &Path, fp: &str) -> Result<Loade
             for (mine, theirs) in m.buckets.iter_mut().zip(buckets) {
                 if theirs.weight > 0.0 {
                     let weight = if same { theirs.weight } else { theirs.weight.min(1.0) };
-                    *mine = Bucket { log_eff: theirs.log_eff, weight };
+                    *mine = Bucket { log_eff: theirs.log_eff, weight, streak: 0 };
                 }
             }
         }
