@@ -240,6 +240,22 @@ impl<'a> MatMut<'a> {
         self.data.as_mut_ptr()
     }
 
+    /// Splits into rows `[0, row)` and `[row, rows)`, two exclusive views over disjoint memory.
+    /// Possible when every row lies below the next one in memory (`(cols - 1) * cs < rs`, e.g.
+    /// row-major); otherwise (column-major) the rows interleave and this is an error.
+    pub fn split_rows_at(self, row: usize) -> Result<(Self, Self)> {
+        if row > self.rows {
+            return Err(Error::TooSmall { param: Param::Rows, required: row, found: self.rows });
+        }
+        let (rows, cols, rs, cs) = (self.rows, self.cols, self.rs, self.cs);
+        if cols > 1 && rows > 1 && (cols - 1) * cs >= rs {
+            return Err(Error::Aliasing { rows, cols, rs, cs });
+        }
+        let at = row.checked_mul(rs).ok_or(Error::Overflow { param: Param::Rows })?.min(self.data.len());
+        let (head, tail) = self.data.split_at_mut(at);
+        Ok((Self::new(head, row, cols, rs, cs)?, Self::new(tail, rows - row, cols, rs, cs)?))
+    }
+
     /// The `rows x cols` exclusive sub-view starting at `(row, col)`.
     pub fn submatrix(self, row: usize, col: usize, rows: usize, cols: usize) -> Result<Self> {
         sub_check(self.rows, self.cols, row, col, rows, cols)?;
@@ -289,6 +305,20 @@ mod tests {
         );
         assert_eq!(MatRef::new(&d, 2, 2, usize::MAX, 1).unwrap_err(), Error::Overflow { param: Param::Rows });
         assert!(MatRef::new(&d, 0, 5, usize::MAX, usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn split_rows_is_disjoint_or_refused() {
+        let mut d = [0.0f32; 12];
+        let (mut top, mut bottom) = MatMut::row_major(&mut d, 3, 4).unwrap().split_rows_at(1).unwrap();
+        top.set(0, 3, 1.0);
+        bottom.set(1, 0, 2.0);
+        assert_eq!((d[3], d[8]), (1.0, 2.0));
+        let mut e = [0.0f32; 12];
+        assert!(MatMut::col_major(&mut e, 3, 4).unwrap().split_rows_at(1).is_err());
+        let mut f = [0.0f32; 12];
+        let (a, b) = MatMut::row_major(&mut f, 3, 4).unwrap().split_rows_at(3).unwrap();
+        assert_eq!((a.rows(), b.rows()), (3, 0));
     }
 
     #[test]

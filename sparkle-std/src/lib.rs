@@ -13,5 +13,6 @@ pub use sparkle_vk as vk;
 pub mod cpu;
 pub mod demo;
 pub mod juggler;
+pub mod multi;
 #[cfg(feature = "npy")]
 pub mod npy;

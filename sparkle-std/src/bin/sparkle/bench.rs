@@ -698,3 +698,67 @@ pub fn conv2d_vulkan(layers: &[Layer], budget: f64) -> Result<(String, Vec<ConvR
     }
     Ok((name, records))
 }
+
+/// `sparkle bench split`: each device alone, then the op split across all of them in proportion
+/// to their measured single-device speed. Host tensors, copies included (what a split costs).
+pub fn split(shapes: &[[usize; 3]], with_cpu: bool, threads: usize, reps: usize) -> Result<(), Failure> {
+    use sparkle_std::multi::{gemm_split, split_rows, Part};
+    let cpu = Cpu::new()?.threads(threads);
+    let gpus: Vec<sparkle_std::vk::Context> =
+        sparkle_std::vk::devices()?.iter().map(|d| sparkle_std::vk::Context::new(d.index)).collect::<Result<_, _>>()?;
+    let mut parts: Vec<&dyn Part> = Vec::new();
+    if with_cpu {
+        parts.push(&cpu);
+    }
+    parts.extend(gpus.iter().map(|g| g as &dyn Part));
+    if parts.len() < 2 {
+        return Err("a split needs at least two devices".into());
+    }
+    for &shape in shapes {
+        let [m, n, k] = shape;
+        let mut a = vec![0.0f32; m * k];
+        let mut b = vec![0.0f32; k * n];
+        fill(&mut a, 1);
+        fill(&mut b, 2);
+        let mut c = vec![f32::NAN; m * n];
+        let flops = 2.0 * m as f64 * n as f64 * k as f64;
+        let mut best = |f: &mut dyn FnMut(&mut [f32]) -> Result<(), Failure>| -> Result<f64, Failure> {
+            f(&mut c)?;
+            let mut t = f64::INFINITY;
+            for _ in 0..reps.max(1) {
+                let s = Instant::now();
+                f(&mut c)?;
+                t = t.min(s.elapsed().as_secs_f64());
+            }
+            Ok(t)
+        };
+        let mut alone = Vec::new();
+        for p in &parts {
+            let t = best(&mut |c| {
+                let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
+                Ok(p.gemm(1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?)
+            })?;
+            println!("{m}x{n}x{k} on {} alone: {:.2} ms ({:.1} GFLOPS)", p.id(), t * 1e3, flops / t / 1e9);
+            alone.push(t);
+        }
+        let speeds: Vec<f64> = alone.iter().map(|t| 1.0 / t).collect();
+        let rows = split_rows(m, &speeds, 64);
+        let t = best(&mut |c| {
+            let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
+            gemm_split(&parts, &rows, 1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?;
+            Ok(())
+        })?;
+        spot_check("split", &a, &b, &c, shape)?;
+        let fastest = alone.iter().copied().fold(f64::INFINITY, f64::min);
+        let split_desc: Vec<String> =
+            parts.iter().zip(&rows).map(|(p, r)| format!("{} rows {:?}", p.id(), r)).collect();
+        println!(
+            "{m}x{n}x{k} split ({}): {:.2} ms ({:.1} GFLOPS), {:.2}x the fastest single device",
+            split_desc.join(", "),
+            t * 1e3,
+            flops / t / 1e9,
+            fastest / t
+        );
+    }
+    Ok(())
+}

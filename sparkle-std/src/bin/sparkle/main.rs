@@ -129,6 +129,22 @@ enum BenchCommand {
         #[arg(long)]
         batch: Option<usize>,
     },
+    /// One GEMM split across devices (rows in proportion to each device's measured speed) beside
+    /// each device alone; host tensors, copies included.
+    Split {
+        /// Comma-separated shapes, `MxNxK` or `N`.
+        #[arg(long, default_value = "1024")]
+        shapes: String,
+        /// `all` (the CPU and every Vulkan device) or `vulkan` (every Vulkan device).
+        #[arg(long, default_value = "all")]
+        devices: String,
+        /// CPU threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Timed repetitions (best is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
     /// The measured FMA peak of this CPU, on one thread and on all.
     Peak {
         /// Threads for the all-threads figure (default: all cores).
@@ -241,6 +257,15 @@ fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             let records = bench::conv2d(&layers, threads, peers, seconds)?;
             let peak = (!json).then(|| sparkle_std::cpu::peak::peak_gflops(threads));
             bench::print_conv(&records, json, peak);
+        }
+        BenchCommand::Split { shapes, devices, threads, reps } => {
+            let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
+            let with_cpu = match devices.as_str() {
+                "all" => true,
+                "vulkan" => false,
+                d => return Err(format!("--devices {d}: expected all or vulkan").into()),
+            };
+            bench::split(&shapes, with_cpu, threads.max(1), reps)?;
         }
         BenchCommand::Peak { threads } => {
             bench::peak(threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))

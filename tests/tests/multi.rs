@@ -1,0 +1,133 @@
+//! One GEMM split across devices (the CPU and every Vulkan device; lavapipe in CI): every part
+//! against the oracle, every split proportion, and a device that fails mid-split.
+
+use sparkle_core::check::{max_error, tolerance};
+use sparkle_core::gemm::reference::gemm_reference_f64;
+use sparkle_core::{Activation, Bias, Epilogue, MatMut, MatRef};
+use sparkle_std::juggler::DeviceId;
+use sparkle_std::multi::{gemm_split, split_rows, Part};
+use sparkle_tests::fill;
+
+/// A device that scribbles over its rows of C, then fails.
+struct Failing;
+impl Part for Failing {
+    fn id(&self) -> DeviceId {
+        DeviceId::Vulkan(99)
+    }
+    fn gemm(
+        &self,
+        _: f32,
+        _: MatRef<'_>,
+        _: MatRef<'_>,
+        _: f32,
+        mut c: MatMut<'_>,
+        _: &Epilogue<'_>,
+    ) -> Result<(), String> {
+        for i in 0..c.rows() {
+            for j in 0..c.cols() {
+                c.set(i, j, 1e30);
+            }
+        }
+        Err("device lost (injected)".into())
+    }
+}
+
+fn check(
+    parts: &[&dyn Part],
+    speeds: &[f64],
+    (m, n, k): (usize, usize, usize),
+    beta: f32,
+    bias_row: bool,
+) -> Vec<sparkle_std::multi::PartReport> {
+    let mut a = vec![0.0; m * k];
+    let mut b = vec![0.0; k * n];
+    let mut c = vec![0.0; m * n];
+    let mut bias = vec![0.0; m.max(n)];
+    fill(&mut a, 1);
+    fill(&mut b, 2);
+    fill(&mut c, 3);
+    fill(&mut bias, 4);
+    let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&b, k, n).unwrap());
+    let epi = Epilogue {
+        bias: if bias_row { Bias::Row(&bias[..m]) } else { Bias::Col(&bias[..n]) },
+        activation: Activation::Relu,
+    };
+    let c0 = c.clone();
+    let mut want = vec![0.0; m * n];
+    gemm_reference_f64(1.0, av, bv, beta, Some(MatRef::row_major(&c0, m, n).unwrap()), &epi, &mut want).unwrap();
+    let rows = split_rows(m, speeds, 64);
+    let reports = gemm_split(parts, &rows, 1.0, av, bv, beta, MatMut::row_major(&mut c, m, n).unwrap(), &epi).unwrap();
+    let (err, at) = max_error(&c, &want);
+    assert!(err <= 2.0 * tolerance(k) + 1e-5, "{speeds:?} {m}x{n}x{k}: error {err:e} at {at:?}");
+    reports
+}
+
+#[test]
+fn split_rows_covers_in_order_and_aligns() {
+    let r = split_rows(1000, &[1.0, 3.0], 64);
+    assert_eq!(r, vec![0..256, 256..1000]);
+    assert_eq!(split_rows(100, &[1.0, 0.0], 64), vec![0..100, 100..100]);
+    assert_eq!(split_rows(100, &[0.0, 1.0], 64), vec![0..0, 0..100]);
+    assert_eq!(split_rows(10, &[1.0, 1.0, 1.0], 64), vec![0..0, 0..0, 0..10]);
+}
+
+#[test]
+fn split_gemm_matches_oracle_on_cpu_and_every_vulkan_device() {
+    let cpu = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
+    let cpu2 = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
+    let mut parts: Vec<&dyn Part> = vec![&cpu, &cpu2];
+    #[cfg(feature = "vulkan")]
+    let gpus: Vec<sparkle_vk::Context> = match sparkle_vk::devices() {
+        Ok(d) if !d.is_empty() => d.iter().map(|d| sparkle_vk::Context::new(d.index).unwrap()).collect(),
+        _ => {
+            sparkle_tests::skip("VULKAN", "no Vulkan device for the CPU+GPU split");
+            Vec::new()
+        }
+    };
+    #[cfg(feature = "vulkan")]
+    parts.extend(gpus.iter().map(|g| g as &dyn Part));
+    for speeds in [vec![1.0; parts.len()], (0..parts.len()).map(|i| (i + 1) as f64).collect(), {
+        let mut v = vec![0.0; parts.len()];
+        v[parts.len() - 1] = 1.0;
+        v
+    }] {
+        for (shape, beta, bias_row) in
+            [((300, 70, 45), 0.0, true), ((257, 33, 130), 0.5, false), ((64, 64, 64), 1.0, true)]
+        {
+            check(&parts, &speeds, shape, beta, bias_row);
+        }
+    }
+}
+
+#[test]
+fn a_device_failing_mid_split_has_its_part_rerun() {
+    let cpu = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
+    let failing = Failing;
+    let parts: [&dyn Part; 2] = [&cpu, &failing];
+    for beta in [0.0, 0.75] {
+        let reports = check(&parts, &[1.0, 1.0], (200, 40, 30), beta, true);
+        assert!(reports[1].failed.is_some(), "{reports:?}");
+        assert!(reports[0].failed.is_none());
+    }
+}
+
+#[test]
+fn column_major_c_is_an_error_not_a_race() {
+    let cpu = sparkle_std::cpu::Cpu::new().unwrap();
+    let parts: [&dyn Part; 2] = [&cpu, &cpu];
+    let a = vec![1.0f32; 64 * 8];
+    let mut c = vec![0.0f32; 64 * 64];
+    let av = MatRef::row_major(&a, 64, 8).unwrap();
+    let bv = MatRef::row_major(&a[..8 * 64], 8, 64).unwrap();
+    let r = gemm_split(
+        &parts,
+        &[0..32, 32..64],
+        1.0,
+        av,
+        bv,
+        0.0,
+        MatMut::col_major(&mut c, 64, 64).unwrap(),
+        &Epilogue::NONE,
+    );
+    assert!(r.is_err());
+}
