@@ -127,6 +127,15 @@ pub struct Context {
     pub(crate) commands: Arc<StandardCommandBufferAllocator>,
     /// The pipeline cache (loaded from and saved to disk), if one could be created.
     pub(crate) cache: Option<Arc<vulkano::pipeline::cache::PipelineCache>>,
+    /// Buffers for reuse: (usage, memory filter, the whole buffer).
+    #[allow(clippy::type_complexity)]
+    pub(crate) pool: std::sync::Mutex<
+        Vec<(
+            vulkano::buffer::BufferUsage,
+            vulkano::memory::allocator::MemoryTypeFilter,
+            vulkano::buffer::Subbuffer<[f32]>,
+        )>,
+    >,
     /// Compute pipelines by shader, created on first use.
     pub(crate) pipelines:
         std::sync::Mutex<std::collections::HashMap<crate::ops::Kind, Arc<vulkano::pipeline::ComputePipeline>>>,
@@ -153,7 +162,17 @@ impl Context {
         let descriptors = Arc::new(StandardDescriptorSetAllocator::new(device.clone(), Default::default()));
         let commands = Arc::new(StandardCommandBufferAllocator::new(device.clone(), Default::default()));
         let cache = crate::cache::load(&device, &info);
-        Ok(Self { info, device, queue, memory, descriptors, commands, cache, pipelines: Default::default() })
+        Ok(Self {
+            info,
+            device,
+            queue,
+            memory,
+            descriptors,
+            commands,
+            cache,
+            pool: Default::default(),
+            pipelines: Default::default(),
+        })
     }
 
     /// The preferred device: the first discrete GPU, else integrated, virtual, then CPU (lavapipe).

@@ -34,6 +34,9 @@ mod dwconv_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/dwconv.comp" }
 }
 
+/// Most bytes of idle buffers the pool keeps per device.
+const POOL_BYTES: u64 = 2 << 30;
+
 /// Which shader a pipeline runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
@@ -123,14 +126,48 @@ impl Context {
         Ok(pipeline)
     }
 
+    /// Bytes of device and staging buffers the pool holds (in use or idle).
+    pub fn pooled_bytes(&self) -> u64 {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(_, _, b)| b.size()).sum()
+    }
+
+    /// `len` floats of a buffer with this usage and memory, from the pool when a free one fits
+    /// (a buffer is free when the pool holds its only reference: every command that used it has
+    /// completed and been dropped), else newly allocated with a power-of-two capacity and pooled.
+    /// Fresh allocations cost page faults and driver calls on every op; reuse removes them.
     fn buffer(&self, len: usize, usage: BufferUsage, filter: MemoryTypeFilter) -> Result<Subbuffer<[f32]>> {
-        Buffer::new_slice::<f32>(
+        let len = len.max(1) as u64;
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let free = |b: &Subbuffer<[f32]>| Arc::strong_count(b.buffer()) == 1;
+        let fits = pool
+            .iter()
+            .filter(|(u, f, b)| {
+                *u == usage && *f == filter && b.len() >= len && b.len() <= 4 * len.max(1024) && free(b)
+            })
+            .min_by_key(|(_, _, b)| b.len());
+        if let Some((_, _, b)) = fits {
+            return Ok(b.clone().slice(0..len));
+        }
+        let capacity = len.checked_next_power_of_two().unwrap_or(len);
+        let full = Buffer::new_slice::<f32>(
             self.memory.clone(),
             BufferCreateInfo { usage, ..Default::default() },
             AllocationCreateInfo { memory_type_filter: filter, ..Default::default() },
-            len.max(1) as u64,
+            capacity,
         )
-        .map_err(api("allocating a buffer"))
+        .map_err(api("allocating a buffer"))?;
+        // Keep the pool under POOL_BYTES by dropping free buffers, largest first.
+        let mut total: u64 = pool.iter().map(|(_, _, b)| b.size()).sum::<u64>() + full.size();
+        while total > POOL_BYTES {
+            let Some(i) =
+                pool.iter().enumerate().filter(|(_, e)| free(&e.2)).max_by_key(|(_, e)| e.2.size()).map(|(i, _)| i)
+            else {
+                break;
+            };
+            total -= pool.swap_remove(i).2.size();
+        }
+        pool.push((usage, filter, full.clone()));
+        Ok(full.slice(0..len))
     }
 
     /// A device-local buffer filled from `data` through a staging buffer (copy recorded in `cb`).
@@ -141,16 +178,13 @@ impl Context {
     ) -> Result<Subbuffer<[f32]>> {
         // Vulkan has no empty buffers: an empty operand (e.g. no bias) is one unused zero.
         let data = if data.is_empty() { &[0.0f32][..] } else { data };
-        let staging = Buffer::from_iter(
-            self.memory.clone(),
-            BufferCreateInfo { usage: BufferUsage::TRANSFER_SRC, ..Default::default() },
-            AllocationCreateInfo {
-                memory_type_filter: MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
-                ..Default::default()
-            },
-            data.iter().copied(),
-        )
-        .map_err(api("allocating a staging buffer"))?;
+        let staging = self.buffer(
+            data.len(),
+            BufferUsage::TRANSFER_SRC,
+            MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
+        )?;
+        // One memcpy into the mapped staging memory (an element iterator ran at a few GB/s).
+        staging.write().map_err(api("mapping a staging buffer"))?.copy_from_slice(data);
         let dst = self.buffer(
             data.len(),
             BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_DST | BufferUsage::TRANSFER_SRC,
@@ -354,9 +388,15 @@ impl Context {
         // Only the view's elements: gaps between rows or columns stay as the caller left them.
         let (rs, cs) = (c.rs(), c.cs());
         let dst = c.as_mut_slice();
-        for i in 0..d.m {
-            for j in 0..d.n {
-                dst[i * rs + j * cs] = out[i * rs + j * cs];
+        if cs == 1 {
+            for i in 0..d.m {
+                dst[i * rs..i * rs + d.n].copy_from_slice(&out[i * rs..i * rs + d.n]);
+            }
+        } else {
+            for i in 0..d.m {
+                for j in 0..d.n {
+                    dst[i * rs + j * cs] = out[i * rs + j * cs];
+                }
             }
         }
         Ok(d)

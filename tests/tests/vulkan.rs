@@ -71,3 +71,25 @@ fn pipeline_cache_is_written_and_a_corrupt_one_ignored() {
     assert!(std::fs::read(&file).unwrap().starts_with(b"SPKPC"), "a corrupt cache is replaced by a valid one");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn buffers_are_reused_across_ops() {
+    use sparkle_core::{Epilogue, MatMut, MatRef};
+    let Ok(ctx) = Context::best() else {
+        return skip("VULKAN", "no Vulkan device");
+    };
+    let a = vec![0.5f32; 96 * 80];
+    let b = vec![0.25f32; 80 * 70];
+    let mut c = vec![0.0f32; 96 * 70];
+    let mut run = || {
+        let (av, bv) = (MatRef::row_major(&a, 96, 80).unwrap(), MatRef::row_major(&b, 80, 70).unwrap());
+        ctx.gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut c, 96, 70).unwrap(), &Epilogue::NONE).unwrap();
+    };
+    run();
+    let after_first = ctx.pooled_bytes();
+    for _ in 0..5 {
+        run();
+    }
+    assert_eq!(ctx.pooled_bytes(), after_first, "the same op reuses its buffers");
+    assert!(c.iter().all(|&v| (v - 10.0).abs() < 1e-4), "{}", c[0]);
+}
