@@ -10,6 +10,7 @@ pub use sparkle_core as core;
 #[cfg(feature = "vulkan")]
 pub use sparkle_vk as vk;
 
+pub mod backend;
 pub mod cpu;
 pub mod demo;
 pub mod juggler;

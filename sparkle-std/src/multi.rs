@@ -8,58 +8,8 @@ use std::time::Instant;
 
 use sparkle_core::{Epilogue, MatMut, MatRef};
 
+use crate::backend::Backend;
 use crate::juggler::DeviceId;
-
-/// A device that can compute a GEMM part.
-pub trait Part: Sync {
-    /// Which device.
-    fn id(&self) -> DeviceId;
-    /// `C <- act(alpha * A * B + beta * C + bias)` on this device.
-    fn gemm(
-        &self,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: &Epilogue<'_>,
-    ) -> Result<(), String>;
-}
-
-impl Part for crate::cpu::Cpu {
-    fn id(&self) -> DeviceId {
-        DeviceId::Cpu
-    }
-    fn gemm(
-        &self,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: &Epilogue<'_>,
-    ) -> Result<(), String> {
-        crate::cpu::Cpu::gemm(self, alpha, a, b, beta, c, epi).map(|_| ()).map_err(|e| e.to_string())
-    }
-}
-
-#[cfg(feature = "vulkan")]
-impl Part for sparkle_vk::Context {
-    fn id(&self) -> DeviceId {
-        DeviceId::Vulkan(self.info().index)
-    }
-    fn gemm(
-        &self,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: &Epilogue<'_>,
-    ) -> Result<(), String> {
-        sparkle_vk::Context::gemm(self, alpha, a, b, beta, c, epi).map(|_| ()).map_err(|e| e.to_string())
-    }
-}
 
 /// What one device did.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,7 +52,7 @@ pub fn split_rows(m: usize, speeds: &[f64], align: usize) -> Vec<Range<usize>> {
 /// is fine, a per-row bias is split along with the rows.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_split(
-    parts: &[&dyn Part],
+    parts: &[&dyn Backend],
     rows: &[Range<usize>],
     alpha: f32,
     a: MatRef<'_>,
@@ -148,7 +98,7 @@ pub fn gemm_split(
         .collect();
     fn run_part<'c>(
         mut piece: MatMut<'c>,
-        part: &dyn Part,
+        part: &dyn Backend,
         r: &Range<usize>,
         (alpha, a, b, beta, epi): (f32, MatRef<'_>, MatRef<'_>, f32, Epilogue<'_>),
     ) -> (Result<(), String>, f64, MatMut<'c>) {

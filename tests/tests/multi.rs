@@ -4,15 +4,29 @@
 use sparkle_core::check::{max_error, tolerance};
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Bias, Epilogue, MatMut, MatRef};
+use sparkle_std::backend::Backend;
 use sparkle_std::juggler::DeviceId;
-use sparkle_std::multi::{gemm_split, split_rows, Part};
+use sparkle_std::multi::{gemm_split, split_rows};
 use sparkle_tests::fill;
 
 /// A device that scribbles over its rows of C, then fails.
 struct Failing;
-impl Part for Failing {
+impl Backend for Failing {
     fn id(&self) -> DeviceId {
         DeviceId::Vulkan(99)
+    }
+    fn name(&self) -> String {
+        "failing (injected)".into()
+    }
+    fn conv2d(
+        &self,
+        _: &sparkle_core::Conv2d,
+        _: &[f32],
+        _: &[f32],
+        _: &Epilogue<'_>,
+        _: &mut [f32],
+    ) -> Result<(), String> {
+        Err("device lost (injected)".into())
     }
     fn gemm(
         &self,
@@ -33,7 +47,7 @@ impl Part for Failing {
 }
 
 fn check(
-    parts: &[&dyn Part],
+    parts: &[&dyn Backend],
     speeds: &[f64],
     (m, n, k): (usize, usize, usize),
     beta: f32,
@@ -75,7 +89,7 @@ fn split_rows_covers_in_order_and_aligns() {
 fn split_gemm_matches_oracle_on_cpu_and_every_vulkan_device() {
     let cpu = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
     let cpu2 = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
-    let mut parts: Vec<&dyn Part> = vec![&cpu, &cpu2];
+    let mut parts: Vec<&dyn Backend> = vec![&cpu, &cpu2];
     #[cfg(feature = "vulkan")]
     let gpus: Vec<sparkle_vk::Context> = match sparkle_vk::devices() {
         Ok(d) if !d.is_empty() => d.iter().map(|d| sparkle_vk::Context::new(d.index).unwrap()).collect(),
@@ -85,7 +99,7 @@ fn split_gemm_matches_oracle_on_cpu_and_every_vulkan_device() {
         }
     };
     #[cfg(feature = "vulkan")]
-    parts.extend(gpus.iter().map(|g| g as &dyn Part));
+    parts.extend(gpus.iter().map(|g| g as &dyn Backend));
     for speeds in [vec![1.0; parts.len()], (0..parts.len()).map(|i| (i + 1) as f64).collect(), {
         let mut v = vec![0.0; parts.len()];
         v[parts.len() - 1] = 1.0;
@@ -103,7 +117,7 @@ fn split_gemm_matches_oracle_on_cpu_and_every_vulkan_device() {
 fn a_device_failing_mid_split_has_its_part_rerun() {
     let cpu = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
     let failing = Failing;
-    let parts: [&dyn Part; 2] = [&cpu, &failing];
+    let parts: [&dyn Backend; 2] = [&cpu, &failing];
     for beta in [0.0, 0.75] {
         let reports = check(&parts, &[1.0, 1.0], (200, 40, 30), beta, true);
         assert!(reports[1].failed.is_some(), "{reports:?}");
@@ -114,7 +128,7 @@ fn a_device_failing_mid_split_has_its_part_rerun() {
 #[test]
 fn column_major_c_is_an_error_not_a_race() {
     let cpu = sparkle_std::cpu::Cpu::new().unwrap();
-    let parts: [&dyn Part; 2] = [&cpu, &cpu];
+    let parts: [&dyn Backend; 2] = [&cpu, &cpu];
     let a = vec![1.0f32; 64 * 8];
     let mut c = vec![0.0f32; 64 * 64];
     let av = MatRef::row_major(&a, 64, 8).unwrap();

@@ -5,84 +5,8 @@ use sparkle_core::check::{max_error, tolerance};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
+use sparkle_std::backend::Backend;
 use sparkle_tests::fill;
-
-/// What every backend offers.
-trait Backend {
-    fn name(&self) -> String;
-    fn gemm(
-        &self,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: &Epilogue<'_>,
-    ) -> Result<(), String>;
-    fn conv2d(
-        &self,
-        g: &sparkle_core::Conv2d,
-        x: &[f32],
-        w: &[f32],
-        epi: &Epilogue<'_>,
-        y: &mut [f32],
-    ) -> Result<(), String>;
-}
-
-impl Backend for sparkle_std::cpu::Cpu {
-    fn name(&self) -> String {
-        format!("cpu {} x{}", self.kernel.id, self.threads)
-    }
-    fn gemm(
-        &self,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: &Epilogue<'_>,
-    ) -> Result<(), String> {
-        sparkle_std::cpu::Cpu::gemm(self, alpha, a, b, beta, c, epi).map(|_| ()).map_err(|e| e.to_string())
-    }
-    fn conv2d(
-        &self,
-        g: &sparkle_core::Conv2d,
-        x: &[f32],
-        w: &[f32],
-        epi: &Epilogue<'_>,
-        y: &mut [f32],
-    ) -> Result<(), String> {
-        sparkle_std::cpu::Cpu::conv2d(self, g, x, w, epi, y).map_err(|e| e.to_string())
-    }
-}
-
-#[cfg(feature = "vulkan")]
-impl Backend for sparkle_vk::Context {
-    fn name(&self) -> String {
-        format!("vulkan {}", self.info().name)
-    }
-    fn gemm(
-        &self,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: &Epilogue<'_>,
-    ) -> Result<(), String> {
-        sparkle_vk::Context::gemm(self, alpha, a, b, beta, c, epi).map(|_| ()).map_err(|e| e.to_string())
-    }
-    fn conv2d(
-        &self,
-        g: &sparkle_core::Conv2d,
-        x: &[f32],
-        w: &[f32],
-        epi: &Epilogue<'_>,
-        y: &mut [f32],
-    ) -> Result<(), String> {
-        sparkle_vk::Context::conv2d(self, g, x, w, epi, y).map_err(|e| e.to_string())
-    }
-}
 
 /// GPU math (exp, tanh, the shader's erf) is a few ulp looser than libm; the CPU is held to the
 /// plain table, the GPU to twice it plus 1e-5 absolute.

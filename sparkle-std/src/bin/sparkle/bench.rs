@@ -702,15 +702,16 @@ pub fn conv2d_vulkan(layers: &[Layer], budget: f64) -> Result<(String, Vec<ConvR
 /// `sparkle bench split`: each device alone, then the op split across all of them in proportion
 /// to their measured single-device speed. Host tensors, copies included (what a split costs).
 pub fn split(shapes: &[[usize; 3]], with_cpu: bool, threads: usize, reps: usize) -> Result<(), Failure> {
-    use sparkle_std::multi::{gemm_split, split_rows, Part};
+    use sparkle_std::backend::Backend;
+    use sparkle_std::multi::{gemm_split, split_rows};
     let cpu = Cpu::new()?.threads(threads);
     let gpus: Vec<sparkle_std::vk::Context> =
         sparkle_std::vk::devices()?.iter().map(|d| sparkle_std::vk::Context::new(d.index)).collect::<Result<_, _>>()?;
-    let mut parts: Vec<&dyn Part> = Vec::new();
+    let mut parts: Vec<&dyn Backend> = Vec::new();
     if with_cpu {
         parts.push(&cpu);
     }
-    parts.extend(gpus.iter().map(|g| g as &dyn Part));
+    parts.extend(gpus.iter().map(|g| g as &dyn Backend));
     if parts.len() < 2 {
         return Err("a split needs at least two devices".into());
     }
