@@ -261,38 +261,50 @@ pub fn print(records: &[Record], json: bool, peak: Option<f64>) {
         println!("[{}]", items.join(",\n "));
         return;
     }
-    let mut impls: Vec<&str> = Vec::new();
-    for r in records {
-        if !impls.contains(&r.implementation.as_str()) {
-            impls.push(&r.implementation);
-        }
-    }
-    let mut shapes: Vec<[usize; 3]> = Vec::new();
-    for r in records {
-        if !shapes.contains(&r.shape) {
-            shapes.push(r.shape);
-        }
-    }
-    let threads = records.first().map_or(1, |r| r.threads);
-    let mut out = String::new();
-    let _ = match threads {
-        0 => write!(out, "GEMM f32 GFLOPS on the GPU"),
-        t => write!(out, "GEMM f32 GFLOPS, {t} thread(s)"),
+    let title = title("GEMM f32", records.first().map_or(1, |r| r.threads), peak);
+    let rows: Vec<(String, &str, f64)> = records
+        .iter()
+        .map(|r| (format!("{}x{}x{}", r.shape[0], r.shape[1], r.shape[2]), r.implementation.as_str(), r.gflops))
+        .collect();
+    print!("{}", table(&title, "shape (MxNxK)", &rows));
+}
+
+/// "GEMM f32 GFLOPS, 2 thread(s); measured FMA peak ..." (threads 0: on the GPU).
+fn title(what: &str, threads: usize, peak: Option<f64>) -> String {
+    let mut t = match threads {
+        0 => format!("{what} GFLOPS on the GPU"),
+        n => format!("{what} GFLOPS, {n} thread(s)"),
     };
     if let Some(p) = peak {
-        let _ = write!(out, "; measured FMA peak {p:.0} GFLOPS");
+        let _ = write!(t, "; measured FMA peak {p:.0} GFLOPS");
     }
-    let _ = write!(out, "\n{:<16}", "shape (MxNxK)");
+    t
+}
+
+/// A table with one row per distinct key and one column per implementation, in first-seen order.
+fn table(title: &str, key: &str, cells: &[(String, &str, f64)]) -> String {
+    let mut keys: Vec<&str> = Vec::new();
+    let mut impls: Vec<&str> = Vec::new();
+    for (k, i, _) in cells {
+        if !keys.contains(&k.as_str()) {
+            keys.push(k);
+        }
+        if !impls.contains(i) {
+            impls.push(i);
+        }
+    }
+    let width = keys.iter().map(|k| k.len()).chain([key.len()]).max().unwrap_or(0) + 2;
+    let mut out = format!("{title}\n{key:<width$}");
     for i in &impls {
         let _ = write!(out, " {i:>15}");
     }
     out.push('\n');
-    for s in shapes {
-        let _ = write!(out, "{:<16}", format!("{}x{}x{}", s[0], s[1], s[2]));
+    for k in keys {
+        let _ = write!(out, "{k:<width$}");
         for i in &impls {
-            match records.iter().find(|r| r.shape == s && r.implementation == *i) {
-                Some(r) => {
-                    let _ = write!(out, " {:>15.1}", r.gflops);
+            match cells.iter().find(|(ck, ci, _)| ck == k && ci == i) {
+                Some((_, _, v)) => {
+                    let _ = write!(out, " {v:>15.1}");
                 }
                 None => {
                     let _ = write!(out, " {:>15}", "-");
@@ -301,7 +313,7 @@ pub fn print(records: &[Record], json: bool, peak: Option<f64>) {
         }
         out.push('\n');
     }
-    print!("{out}");
+    out
 }
 
 /// `sparkle bench peak`.
@@ -597,44 +609,10 @@ pub fn print_conv(records: &[ConvRecord], json: bool, peak: Option<f64>) {
         println!("[{}]", items.join(",\n "));
         return;
     }
-    let mut impls: Vec<&str> = Vec::new();
-    let mut layers: Vec<&str> = Vec::new();
-    for r in records {
-        if !impls.contains(&r.implementation.as_str()) {
-            impls.push(&r.implementation);
-        }
-        if !layers.contains(&r.layer.as_str()) {
-            layers.push(&r.layer);
-        }
-    }
-    let threads = records.first().map_or(1, |r| r.threads);
-    let mut out = match threads {
-        0 => "conv2d f32 + ReLU GFLOPS on the GPU".to_string(),
-        t => format!("conv2d f32 + ReLU GFLOPS, {t} thread(s)"),
-    };
-    if let Some(p) = peak {
-        let _ = write!(out, "; measured FMA peak {p:.0} GFLOPS");
-    }
-    let _ = write!(out, "\n{:<26}", "layer");
-    for i in &impls {
-        let _ = write!(out, " {i:>15}");
-    }
-    out.push('\n');
-    for l in layers {
-        let _ = write!(out, "{l:<26}");
-        for i in &impls {
-            match records.iter().find(|r| r.layer == l && r.implementation == *i) {
-                Some(r) => {
-                    let _ = write!(out, " {:>15.1}", r.gflops);
-                }
-                None => {
-                    let _ = write!(out, " {:>15}", "-");
-                }
-            }
-        }
-        out.push('\n');
-    }
-    print!("{out}");
+    let title = title("conv2d f32 + ReLU", records.first().map_or(1, |r| r.threads), peak);
+    let rows: Vec<(String, &str, f64)> =
+        records.iter().map(|r| (r.layer.clone(), r.implementation.as_str(), r.gflops)).collect();
+    print!("{}", table(&title, "layer", &rows));
 }
 
 /// Repetitions so that timing one batch takes about `budget` seconds (3 to 1000).
