@@ -261,4 +261,22 @@ fn demo_runs_learns_and_persists() {
     let third = String::from_utf8_lossy(&sparkle(&["demo", "--small"]).stdout).into_owned();
     assert!(third.contains("ignoring the saved model"), "{third}");
     assert!(String::from_utf8_lossy(&sparkle(&["model", "show"]).stdout).contains("cpu conv2d"));
+    // Calibration adds GEMM to what the juggler knows.
+    let cal = sparkle(&["calibrate", "--max", "64", "--small"]);
+    assert!(cal.status.success(), "{}", String::from_utf8_lossy(&cal.stderr));
+    assert!(String::from_utf8_lossy(&sparkle(&["model", "show"]).stdout).contains("cpu gemm"));
+}
+
+#[test]
+fn bench_draws_a_plot() {
+    let d = dir("plot");
+    let svg = d.join("g.svg");
+    let out = sparkle(&["bench", "gemm", "--shapes", "16,24", "--seconds", "0.01", "--plot", svg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg") && text.contains("sparkle") && text.contains("peak"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
 }

@@ -247,7 +247,7 @@ pub fn gemm(shapes: &[[usize; 3]], threads: usize, peers: bool, budget: f64) -> 
 }
 
 /// Prints records as a table (one row per shape, one column per implementation) or JSON.
-pub fn print(records: &[Record], json: bool, peak: Option<f64>) {
+pub fn print(records: &[Record], json: bool, peak: Option<f64>, plot: Option<&std::path::Path>) -> Result<(), Failure> {
     if json {
         let items: Vec<String> = records
             .iter()
@@ -259,7 +259,7 @@ pub fn print(records: &[Record], json: bool, peak: Option<f64>) {
             })
             .collect();
         println!("[{}]", items.join(",\n "));
-        return;
+        return Ok(());
     }
     let title = title("GEMM f32", records.first().map_or(1, |r| r.threads), peak);
     let rows: Vec<(String, &str, f64)> = records
@@ -267,6 +267,7 @@ pub fn print(records: &[Record], json: bool, peak: Option<f64>) {
         .map(|r| (format!("{}x{}x{}", r.shape[0], r.shape[1], r.shape[2]), r.implementation.as_str(), r.gflops))
         .collect();
     print!("{}", table(&title, "shape (MxNxK)", &rows));
+    plot.map_or(Ok(()), |p| crate::plot::bars(p, &title, &rows, peak))
 }
 
 /// "GEMM f32 GFLOPS, 2 thread(s); measured FMA peak ..." (threads 0: on the GPU).
@@ -595,7 +596,12 @@ pub fn conv2d(layers: &[Layer], threads: usize, peers: bool, budget: f64) -> Res
 }
 
 /// Prints conv records as a table or JSON.
-pub fn print_conv(records: &[ConvRecord], json: bool, peak: Option<f64>) {
+pub fn print_conv(
+    records: &[ConvRecord],
+    json: bool,
+    peak: Option<f64>,
+    plot: Option<&std::path::Path>,
+) -> Result<(), Failure> {
     if json {
         let items: Vec<String> = records
             .iter()
@@ -607,12 +613,13 @@ pub fn print_conv(records: &[ConvRecord], json: bool, peak: Option<f64>) {
             })
             .collect();
         println!("[{}]", items.join(",\n "));
-        return;
+        return Ok(());
     }
     let title = title("conv2d f32 + ReLU", records.first().map_or(1, |r| r.threads), peak);
     let rows: Vec<(String, &str, f64)> =
         records.iter().map(|r| (r.layer.clone(), r.implementation.as_str(), r.gflops)).collect();
     print!("{}", table(&title, "layer", &rows));
+    plot.map_or(Ok(()), |p| crate::plot::bars(p, &title, &rows, peak))
 }
 
 /// Repetitions so that timing one batch takes about `budget` seconds (3 to 1000).

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+mod plot;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,16 @@ enum Command {
     /// Measure Sparkle beside its peers.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Measure GEMMs and the demo's conv layers on every device so the juggler starts from a good
+    /// model (progress bar; Ctrl-C stops and keeps what was measured).
+    Calibrate {
+        /// Largest GEMM size.
+        #[arg(long, default_value_t = 1024)]
+        max: usize,
+        /// Only the small conv layers (seconds instead of a minute on slow devices).
+        #[arg(long)]
+        small: bool,
+    },
     /// The juggler's learned model: where it is, what it holds, or start over.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -102,6 +113,10 @@ enum BenchCommand {
         /// `cpu`, or `vulkan` (the preferred Vulkan device, operands resident on it).
         #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
         device: BenchDevice,
+        /// Also draw the results (GFLOPS per shape per implementation, the measured peak as the
+        /// roof) to this SVG file.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
     },
     /// conv2d f32 + ReLU GFLOPS per layer: sparkle (fused), and with --peers sparkle's unfused
     /// im2col + GEMM and PyTorch/oneDNN (through python3, when torch is installed).
@@ -128,6 +143,9 @@ enum BenchCommand {
         /// Batch size for every layer (overrides the layer's own n).
         #[arg(long)]
         batch: Option<usize>,
+        /// Also draw the results to this SVG file.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
     },
     /// One GEMM split across devices (rows in proportion to each device's measured speed) beside
     /// each device alone; host tensors, copies included.
@@ -181,6 +199,7 @@ fn main() -> ExitCode {
         Command::Gemm(args) => cli::gemm(&args),
         Command::Bench(b) => run_bench(b),
         Command::Model(m) => run_model(m),
+        Command::Calibrate { max, small } => run_calibrate(max, small),
         Command::Juggler(j) => run_juggler(j),
     };
     match result {
@@ -203,15 +222,15 @@ enum BenchDevice {
 
 fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
     match cmd {
-        BenchCommand::Gemm { shapes, seconds, json, device: BenchDevice::Vulkan, .. } => {
+        BenchCommand::Gemm { shapes, seconds, json, device: BenchDevice::Vulkan, plot, .. } => {
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
             let (name, records) = bench::gemm_vulkan(&shapes, seconds)?;
             if !json {
                 println!("device: {name} (Vulkan; operands resident, upload excluded)");
             }
-            bench::print(&records, json, None);
+            bench::print(&records, json, None, plot.as_deref())?;
         }
-        BenchCommand::Gemm { shapes, threads, peers, json, seconds, device: BenchDevice::Cpu } => {
+        BenchCommand::Gemm { shapes, threads, peers, json, seconds, device: BenchDevice::Cpu, plot } => {
             if threads == 0 {
                 return Err("--threads must be at least 1".into());
             }
@@ -224,9 +243,9 @@ fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
             let records = bench::gemm(&shapes, threads, peers, seconds)?;
             let peak = (!json).then(|| sparkle_std::cpu::peak::peak_gflops(threads));
-            bench::print(&records, json, peak);
+            bench::print(&records, json, peak, plot.as_deref())?;
         }
-        BenchCommand::Conv2d { layers, threads, peers, json, seconds, device, batch } => {
+        BenchCommand::Conv2d { layers, threads, peers, json, seconds, device, batch, plot } => {
             if threads == 0 {
                 return Err("--threads must be at least 1".into());
             }
@@ -251,12 +270,12 @@ fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
                 if !json {
                     println!("device: {name} (Vulkan; tensors resident, upload excluded)");
                 }
-                bench::print_conv(&records, json, None);
+                bench::print_conv(&records, json, None, plot.as_deref())?;
                 return Ok(ExitCode::SUCCESS);
             }
             let records = bench::conv2d(&layers, threads, peers, seconds)?;
             let peak = (!json).then(|| sparkle_std::cpu::peak::peak_gflops(threads));
-            bench::print_conv(&records, json, peak);
+            bench::print_conv(&records, json, peak, plot.as_deref())?;
         }
         BenchCommand::Split { shapes, devices, threads, reps } => {
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
@@ -489,6 +508,95 @@ fn run_juggler(cmd: JugglerCommand) -> Result<ExitCode, Failure> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_calibrate(max: usize, small: bool) -> Result<ExitCode, Failure> {
+    use sparkle_std::backend::Backend;
+    use sparkle_std::juggler::OpDesc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let cpu = sparkle_std::cpu::Cpu::new()?;
+    let gpu = sparkle_std::vk::Context::best().ok();
+    let (mut j, fp) = juggler(&cpu, gpu.as_ref());
+    let path = store::default_path().ok_or("no cache directory on this system; set SPARKLE_CACHE_DIR")?;
+    if let Err(why) = store::load(&mut j, &path, &fp) {
+        eprintln!("sparkle: ignoring the saved model ({why}); it will be replaced");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
+    let mut devices: Vec<&dyn Backend> = vec![&cpu];
+    if let Some(g) = &gpu {
+        devices.push(g);
+    }
+    let gemms: Vec<usize> = [16usize, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
+        .into_iter()
+        .filter(|&n| n <= max)
+        .collect();
+    let mut convs = demo::layers(demo::Layers::Small);
+    if !small {
+        convs.extend(demo::layers(demo::Layers::ResNet50));
+    }
+    let steps = ((gemms.len() + convs.len()) * devices.len()) as u64;
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut measured = 0;
+    'sweep: for dev in &devices {
+        for &n in &gemms {
+            if stop.load(Ordering::SeqCst) {
+                break 'sweep;
+            }
+            bar.set_message(format!("{} gemm {n}^3", dev.id()));
+            let a = vec![0.5f32; n * n];
+            let mut c = vec![0.0f32; n * n];
+            let mut run = || -> Result<f64, Failure> {
+                let av = sparkle_core::MatRef::row_major(&a, n, n)?;
+                let t = std::time::Instant::now();
+                dev.gemm(
+                    1.0,
+                    av,
+                    av,
+                    0.0,
+                    sparkle_core::MatMut::row_major(&mut c, n, n)?,
+                    &sparkle_core::Epilogue::NONE,
+                )?;
+                Ok(t.elapsed().as_secs_f64())
+            };
+            run()?; // first call: pipeline creation, caches
+            let t = run()?.min(run()?);
+            j.record(dev.id(), &OpDesc::gemm(n, n, n), false, t, false);
+            measured += 1;
+            bar.inc(1);
+        }
+        for (name, p) in &convs {
+            if stop.load(Ordering::SeqCst) {
+                break 'sweep;
+            }
+            bar.set_message(format!("{} {name}", dev.id()));
+            let g = p.validate()?;
+            let x = vec![0.25f32; g.input_len()];
+            let w = vec![0.125f32; g.weight_len()];
+            let mut y = vec![0.0f32; g.output_len()];
+            let mut run = || -> Result<f64, Failure> {
+                let t = std::time::Instant::now();
+                dev.conv2d(&g, &x, &w, &sparkle_core::Epilogue::NONE, &mut y)?;
+                Ok(t.elapsed().as_secs_f64())
+            };
+            run()?;
+            let t = run()?.min(run()?);
+            j.record(dev.id(), &OpDesc::conv2d(&g), false, t, false);
+            measured += 1;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    store::save(&j, &path, &fp).map_err(|e| format!("{}: {e}", path.display()))?;
+    let how = if stop.load(Ordering::SeqCst) { "interrupted; kept" } else { "measured" };
+    println!("calibrate: {how} {measured} of {steps} ops; model saved to {}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
