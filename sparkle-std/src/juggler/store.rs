@@ -149,6 +149,14 @@ pub fn save<C: Clock>(j: &Juggler<C>, path: &Path, fp: &str) -> std::io::Result<
     result
 }
 
+/// A model file's text parsed and written out again (buckets sorted, numbers in one format), or
+/// why it is not a valid model: for the `model_file` fuzz target, which checks that this never
+/// panics and that normalising twice changes nothing.
+pub fn normalize(text: &str) -> Result<String, String> {
+    let (fp, entries) = parse(text)?;
+    Ok(render(&fp, &entries))
+}
+
 /// Where the model lives: `SPARKLE_CACHE_DIR` or the user cache directory.
 pub fn default_path() -> Option<std::path::PathBuf> {
     let dir = match std::env::var_os("SPARKLE_CACHE_DIR") {

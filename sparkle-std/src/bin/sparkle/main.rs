@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sparkle_std::demo;
-use sparkle_std::juggler::{store, DeviceId, Juggler, Prior, SystemClock};
+use sparkle_std::juggler::{store, DeviceId, Juggler, OpDesc, Prior, SystemClock};
 
 #[derive(Parser)]
 #[command(name = "sparkle", version, about = "Sparkle compute kernels: GEMM and conv2d on CPUs and any Vulkan GPU")]
@@ -331,7 +331,19 @@ fn list_devices() -> Result<ExitCode, Failure> {
         }
         Err(e) => println!("vulkan: none ({e})"),
     }
-    println!("work placement: all ops on the CPU (the Vulkan GEMM/conv2d pipelines and the juggler are not in yet)");
+    let gpu = sparkle_std::vk::Context::best().ok();
+    let (mut j, fp) = juggler(&cpu, gpu.as_ref());
+    if let Some(p) = store::default_path() {
+        let _ = store::load(&mut j, &p, &fp);
+    }
+    for (what, op) in [
+        ("small work (GEMM 64^3)", OpDesc::gemm(64, 64, 64)),
+        ("large work (GEMM 4096^3)", OpDesc::gemm(4096, 4096, 4096)),
+    ] {
+        if let Some(d) = j.decide(&op, false) {
+            println!("juggler: {what} goes to {} (predicted {:.3} ms with copies)", d.device, d.predicted * 1e3);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -513,7 +525,6 @@ fn run_juggler(cmd: JugglerCommand) -> Result<ExitCode, Failure> {
 
 fn run_calibrate(max: usize, small: bool) -> Result<ExitCode, Failure> {
     use sparkle_std::backend::Backend;
-    use sparkle_std::juggler::OpDesc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let cpu = sparkle_std::cpu::Cpu::new()?;
