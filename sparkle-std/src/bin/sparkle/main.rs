@@ -90,6 +90,42 @@ enum ModelCommand {
     Reset,
 }
 
+/// Options every `sparkle bench gemm|conv2d` takes.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Threads for every implementation.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Also measure the peers, in the same run.
+    #[arg(long)]
+    peers: bool,
+    /// Print one JSON array of records instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seconds of timed repetitions per implementation and shape or layer.
+    #[arg(long, default_value_t = 0.5)]
+    seconds: f64,
+    /// `cpu`, or `vulkan` (the preferred Vulkan device, tensors resident on it).
+    #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
+    device: BenchDevice,
+    /// Also draw the results (GFLOPS per shape or layer per implementation, the measured peak as
+    /// the roof) to this SVG file.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+}
+
+impl BenchArgs {
+    fn check(&self) -> Result<(), Failure> {
+        if self.threads == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        if !(self.seconds.is_finite() && self.seconds > 0.0) {
+            return Err("--seconds must be a positive number".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// GEMM f32 GFLOPS per shape: sparkle, and with --peers matrixmultiply, the gemm crate and
@@ -98,25 +134,8 @@ enum BenchCommand {
         /// Comma-separated shapes, `MxNxK` or `N` for square.
         #[arg(long, default_value = bench::DEFAULT_SHAPES)]
         shapes: String,
-        /// Threads for every implementation.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        /// Also measure the peers, in the same run.
-        #[arg(long)]
-        peers: bool,
-        /// Print one JSON array of records instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Seconds of timed repetitions per implementation and shape.
-        #[arg(long, default_value_t = 0.5)]
-        seconds: f64,
-        /// `cpu`, or `vulkan` (the preferred Vulkan device, operands resident on it).
-        #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
-        device: BenchDevice,
-        /// Also draw the results (GFLOPS per shape per implementation, the measured peak as the
-        /// roof) to this SVG file.
-        #[arg(long)]
-        plot: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        common: BenchArgs,
     },
     /// conv2d f32 + ReLU GFLOPS per layer: sparkle (fused), and with --peers sparkle's unfused
     /// im2col + GEMM and PyTorch/oneDNN (through python3, when torch is installed).
@@ -125,27 +144,11 @@ enum BenchCommand {
         /// one layer a line: `name c=64 h=56 w=56 k=64 r=3 s=3 pad=1 [n= stride= dilation= groups= layout=]`.
         #[arg(long, default_value = "resnet50")]
         layers: String,
-        /// Threads for every implementation.
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        /// Also measure the peers, in the same run.
-        #[arg(long)]
-        peers: bool,
-        /// Print one JSON array of records instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Seconds of timed repetitions per implementation and layer.
-        #[arg(long, default_value_t = 0.5)]
-        seconds: f64,
-        /// `cpu`, or `vulkan` (the preferred Vulkan device, tensors resident on it).
-        #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
-        device: BenchDevice,
         /// Batch size for every layer (overrides the layer's own n).
         #[arg(long)]
         batch: Option<usize>,
-        /// Also draw the results to this SVG file.
-        #[arg(long)]
-        plot: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        common: BenchArgs,
     },
     /// One GEMM split across devices (rows in proportion to each device's measured speed) beside
     /// each device alone; host tensors, copies included.
@@ -222,7 +225,9 @@ enum BenchDevice {
 
 fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
     match cmd {
-        BenchCommand::Gemm { shapes, seconds, json, device: BenchDevice::Vulkan, plot, .. } => {
+        BenchCommand::Gemm { shapes, common } if common.device == BenchDevice::Vulkan => {
+            common.check()?;
+            let BenchArgs { json, seconds, plot, .. } = common;
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
             let (name, records) = bench::gemm_vulkan(&shapes, seconds)?;
             if !json {
@@ -230,13 +235,9 @@ fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             }
             bench::print(&records, json, None, plot.as_deref())?;
         }
-        BenchCommand::Gemm { shapes, threads, peers, json, seconds, device: BenchDevice::Cpu, plot } => {
-            if threads == 0 {
-                return Err("--threads must be at least 1".into());
-            }
-            if !(seconds.is_finite() && seconds > 0.0) {
-                return Err("--seconds must be a positive number".into());
-            }
+        BenchCommand::Gemm { shapes, common } => {
+            common.check()?;
+            let BenchArgs { threads, peers, json, seconds, plot, .. } = common;
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
             // matrixmultiply reads its thread count once, from the environment, on first use;
             // no other thread exists yet at this point.
@@ -245,13 +246,9 @@ fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             let peak = (!json).then(|| sparkle_std::cpu::peak::peak_gflops(threads));
             bench::print(&records, json, peak, plot.as_deref())?;
         }
-        BenchCommand::Conv2d { layers, threads, peers, json, seconds, device, batch, plot } => {
-            if threads == 0 {
-                return Err("--threads must be at least 1".into());
-            }
-            if !(seconds.is_finite() && seconds > 0.0) {
-                return Err("--seconds must be a positive number".into());
-            }
+        BenchCommand::Conv2d { layers, batch, common } => {
+            common.check()?;
+            let BenchArgs { threads, peers, json, seconds, device, plot } = common;
             let layers = if layers == "resnet50" {
                 bench::resnet50_layers()
             } else {
