@@ -332,18 +332,11 @@ pub struct Layer {
 
 /// The ResNet-50 layer set at batch 1 plus MobileNet's depthwise 3x3 (all NCHW, as PyTorch).
 pub fn resnet50_layers() -> Vec<Layer> {
-    use sparkle_core::{Conv2dParams as P, Padding};
-    let l = |name: &str, params: P| Layer { name: name.to_string(), params };
-    vec![
-        l("conv1 3->64 7x7 s2 @224", P::new(1, 3, 224, 224, 64, 7, 7).stride(2, 2).pad(Padding::uniform(3))),
-        l("64->64 3x3 @56", P::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))),
-        l("64->256 1x1 @56", P::new(1, 64, 56, 56, 256, 1, 1)),
-        l("128->128 3x3 @28", P::new(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1))),
-        l("256->256 3x3 @14", P::new(1, 256, 14, 14, 256, 3, 3).pad(Padding::uniform(1))),
-        l("512->512 3x3 @7", P::new(1, 512, 7, 7, 512, 3, 3).pad(Padding::uniform(1))),
-        l("256->1024 1x1 @14", P::new(1, 256, 14, 14, 1024, 1, 1)),
-        l("dw 32 3x3 @112", P::new(1, 32, 112, 112, 32, 3, 3).pad(Padding::uniform(1)).groups(32)),
-    ]
+    // The demo's layer set: one list, so the demo and the benchmark always measure the same layers.
+    sparkle_std::demo::layers(sparkle_std::demo::Layers::ResNet50)
+        .into_iter()
+        .map(|(name, params)| Layer { name: name.to_string(), params })
+        .collect()
 }
 
 /// Parses a layer file: one layer a line, `name key=value ...` with keys n, c, h, w, k, r, s,
