@@ -19,14 +19,32 @@ fn fnv1a(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// Sparkle's cache directory: `SPARKLE_CACHE_DIR`, else the user cache directory, if known.
+pub(crate) fn dir() -> Option<PathBuf> {
+    match std::env::var_os("SPARKLE_CACHE_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => Some(directories::ProjectDirs::from("", "", "sparkle")?.cache_dir().to_path_buf()),
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename), so a
+/// reader sees the old file or the new one, never half of one. Failures are ignored: callers
+/// cache things that can be rebuilt.
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) {
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
 /// Where the cache of `info`'s device lives, if a cache directory is known.
 pub(crate) fn path(info: &DeviceInfo) -> Option<PathBuf> {
-    let dir = match std::env::var_os("SPARKLE_CACHE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => directories::ProjectDirs::from("", "", "sparkle")?.cache_dir().to_path_buf(),
-    };
     let uuid: String = info.pipeline_cache_uuid.iter().map(|b| format!("{b:02x}")).collect();
-    Some(dir.join(format!("vk-pipelines-{uuid}-{:08x}-{}.bin", info.driver_version, env!("CARGO_PKG_VERSION"))))
+    Some(dir()?.join(format!("vk-pipelines-{uuid}-{:08x}-{}.bin", info.driver_version, env!("CARGO_PKG_VERSION"))))
 }
 
 /// The payload of a cache file if it is intact and was made by this very driver: our header and
@@ -73,19 +91,11 @@ pub(crate) fn load(device: &Arc<Device>, info: &DeviceInfo) -> Option<Arc<Pipeli
 /// cache is an optimisation.
 pub(crate) fn save(cache: &PipelineCache, info: &DeviceInfo) {
     let (Some(path), Ok(data)) = (path(info), cache.get_data()) else { return };
-    let Some(dir) = path.parent() else { return };
-    if std::fs::create_dir_all(dir).is_err() {
-        return;
-    }
     let mut bytes = MAGIC.to_vec();
     bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&fnv1a(&data).to_le_bytes());
     bytes.extend_from_slice(&data);
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    if std::fs::write(&tmp, &bytes).is_ok() && std::fs::rename(&tmp, &path).is_ok() {
-        return;
-    }
-    let _ = std::fs::remove_file(&tmp);
+    write_atomic(&path, &bytes);
 }
 
 #[cfg(test)]

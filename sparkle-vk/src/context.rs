@@ -136,6 +136,8 @@ pub struct Context {
             vulkano::buffer::Subbuffer<[f32]>,
         )>,
     >,
+    /// Kernel choices, measured (or loaded) on first use.
+    pub(crate) tuning: std::sync::Mutex<Option<crate::tune::Tuning>>,
     /// Compute pipelines by shader, created on first use.
     pub(crate) pipelines:
         std::sync::Mutex<std::collections::HashMap<crate::ops::Kind, Arc<vulkano::pipeline::ComputePipeline>>>,
@@ -171,6 +173,7 @@ impl Context {
             commands,
             cache,
             pool: Default::default(),
+            tuning: Default::default(),
             pipelines: Default::default(),
         })
     }

@@ -8,6 +8,8 @@
 //!   validated by the core first.
 //! - Compiled pipelines are cached on disk per device and driver (`SPARKLE_CACHE_DIR` or the
 //!   user cache directory); a bad cache file is ignored with a warning.
+//! - Kernel choices per device ([`Tuning`]) come from a short autotune on first use, remembered
+//!   next to the pipeline cache.
 //! - Every failure is a [`VkError`], never a panic: no loader, no device, out of memory and
 //!   device lost are distinct so callers can fall back to another device.
 #![deny(missing_docs)]
@@ -17,6 +19,8 @@ mod context;
 mod error;
 mod ops;
 mod smoke;
+mod tune;
 
 pub use context::{devices, Context, DeviceInfo};
 pub use error::{Result, VkError};
+pub use tune::Tuning;

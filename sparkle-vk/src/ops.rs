@@ -10,17 +10,19 @@ use sparkle_core::epilogue::{Activation, Bias, Epilogue};
 use sparkle_core::gemm::{check, GemmDims};
 use sparkle_core::view::required_len;
 use sparkle_core::{Conv2d, Error, MatMut, MatRef, Param, TensorLayout, WeightLayout};
-use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage, Subbuffer};
+use vulkano::buffer::{Buffer, BufferContents, BufferCreateInfo, BufferUsage, Subbuffer};
 use vulkano::command_buffer::{AutoCommandBufferBuilder, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer};
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter};
 use vulkano::pipeline::compute::ComputePipelineCreateInfo;
 use vulkano::pipeline::layout::PipelineDescriptorSetLayoutCreateInfo;
 use vulkano::pipeline::{ComputePipeline, Pipeline, PipelineBindPoint, PipelineLayout, PipelineShaderStageCreateInfo};
+use vulkano::shader::SpecializationConstant;
 use vulkano::sync::{self, GpuFuture};
 
 use crate::context::Context;
 use crate::error::{api, Result, VkError};
+use crate::tune::{self, Tuning};
 
 mod gemm_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm.comp" }
@@ -28,6 +30,10 @@ mod gemm_cs {
 
 mod conv_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm.comp", define: [("CONV", "1")] }
+}
+
+mod gemm_vec4_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_vec4.comp" }
 }
 
 mod dwconv_cs {
@@ -40,18 +46,21 @@ const POOL_BYTES: u64 = 2 << 30;
 /// Which shader a pipeline runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
-    /// 64x64 tiles of C.
+    /// 64x64 tiles of C, any strides.
     Gemm,
+    /// 128x128 tiles, vec4 loads, double-buffered: operands with a contiguous dimension.
+    /// `a_t`: A is stored with m contiguous; `b_t`: B with k contiguous.
+    GemmVec4 { a_t: bool, b_t: bool },
     /// 64x64 tiles, B gathered from the conv input.
     Conv,
     /// One invocation per output element, depthwise conv.
     Depthwise,
 }
 
-/// Rows (and columns) of C per workgroup of the GEMM and conv shaders. A 128x128 variant with
-/// 8x8 per invocation was tried and ran at a tenth of the speed on an H200 (2.3 vs 23 TFLOPS at
-/// 4096^3), so it is not built.
+/// Rows (and columns) of C per workgroup of the general GEMM and the conv shader.
 const TILE: u32 = 64;
+/// Rows (and columns) of C per workgroup of `gemm_vec4.comp`.
+const TILE_VEC4: u32 = 128;
 
 fn u32_of(v: usize, param: Param) -> Result<u32> {
     u32::try_from(v).map_err(|_| VkError::Core(Error::Overflow { param }))
@@ -70,8 +79,9 @@ fn act_code(a: Activation) -> (u32, f32) {
     }
 }
 
-/// Push constants shared by both shader variants (same layout in GLSL).
-#[derive(Clone, Copy, Debug, Default)]
+/// Push constants shared by every shader (the same block in each GLSL file).
+#[derive(BufferContents, Clone, Copy, Debug, Default)]
+#[repr(C)]
 struct Params {
     m: u32,
     n: u32,
@@ -90,9 +100,36 @@ struct Params {
     conv: [u32; 16],
 }
 
-/// Shader and workgroup counts of a GEMM.
-fn gemm_dispatch(p: &Params) -> (Kind, [u32; 3]) {
-    (Kind::Gemm, [p.n.div_ceil(TILE), p.m.div_ceil(TILE), 1])
+/// The layout flags of `gemm_vec4.comp` for these strides, if it can run them: A and B each
+/// need a unit stride along one dimension, the other stride a multiple of 4, and the
+/// contiguous extent a multiple of 4 (so a vec4 never straddles an edge).
+fn vec4_layout(p: &Params) -> Option<(bool, bool)> {
+    let a_t = if p.a_cs == 1 && p.a_rs.is_multiple_of(4) && p.k.is_multiple_of(4) {
+        false
+    } else if p.a_rs == 1 && p.a_cs.is_multiple_of(4) && p.m.is_multiple_of(4) {
+        true
+    } else {
+        return None;
+    };
+    let b_t = if p.b_cs == 1 && p.b_rs.is_multiple_of(4) && p.n.is_multiple_of(4) {
+        false
+    } else if p.b_rs == 1 && p.b_cs.is_multiple_of(4) && p.k.is_multiple_of(4) {
+        true
+    } else {
+        return None;
+    };
+    Some((a_t, b_t))
+}
+
+/// Shader and workgroup counts of a GEMM: the vec4 kernel when the layout allows it and there
+/// are at least `min_tiles` of its 128x128 tiles (fewer leave a large GPU idle, where 64x64
+/// tiles do better), else the general one.
+fn gemm_dispatch(p: &Params, min_tiles: u32) -> (Kind, [u32; 3]) {
+    let big = [p.n.div_ceil(TILE_VEC4), p.m.div_ceil(TILE_VEC4), 1];
+    match vec4_layout(p) {
+        Some((a_t, b_t)) if big[0].saturating_mul(big[1]) >= min_tiles => (Kind::GemmVec4 { a_t, b_t }, big),
+        _ => (Kind::Gemm, [p.n.div_ceil(TILE), p.m.div_ceil(TILE), 1]),
+    }
 }
 
 impl Context {
@@ -104,11 +141,20 @@ impl Context {
         let device = self.device().clone();
         let module = match kind {
             Kind::Gemm => gemm_cs::load(device.clone()),
+            Kind::GemmVec4 { .. } => gemm_vec4_cs::load(device.clone()),
             Kind::Conv => conv_cs::load(device.clone()),
             Kind::Depthwise => dwconv_cs::load(device.clone()),
         }
         .map_err(api("loading the GEMM shader"))?;
+        let constants = match kind {
+            Kind::GemmVec4 { a_t, b_t } => {
+                [(0, SpecializationConstant::Bool(a_t)), (1, SpecializationConstant::Bool(b_t))].into_iter().collect()
+            }
+            _ => Default::default(),
+        };
         let entry = module
+            .specialize(constants)
+            .map_err(|e| VkError::Api { what: "specializing the shader", source: format!("{e:?}").into() })?
             .entry_point("main")
             .ok_or(VkError::Api { what: "finding the shader entry point", source: "no `main`".into() })?;
         let stage = PipelineShaderStageCreateInfo::new(entry);
@@ -124,6 +170,70 @@ impl Context {
             crate::cache::save(disk, self.info());
         }
         Ok(pipeline)
+    }
+
+    fn min_vec4_tiles(&self) -> u32 {
+        self.tuning().min_vec4_tiles
+    }
+
+    /// This device's kernel choices: set by [`Context::set_tuning`], else remembered from an
+    /// earlier run, else measured now by [`Context::retune`] (and [`Tuning::DEFAULT`] if that
+    /// fails).
+    pub fn tuning(&self) -> Tuning {
+        if let Some(t) = *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) {
+            return t;
+        }
+        let t = match tune::load(self.info()) {
+            Some(t) => t,
+            None => self.retune().unwrap_or(Tuning::DEFAULT),
+        };
+        *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        t
+    }
+
+    /// Uses `t` from now on in this context (not saved).
+    pub fn set_tuning(&self, t: Tuning) {
+        *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+    }
+
+    /// Measures this device's kernel choices, uses and saves them. Square row-major GEMMs of
+    /// growing size run on both kernels until the 64x64 one takes over 0.1 s (so a slow device
+    /// such as lavapipe stops early); the vec4 kernel takes over from the size where it wins at
+    /// every larger measured size.
+    pub fn retune(&self) -> Result<Tuning> {
+        let mut points = Vec::new();
+        for s in [256u32, 512, 1024, 2048, 4096] {
+            let params = Params {
+                m: s,
+                n: s,
+                k: s,
+                a_rs: s,
+                a_cs: 1,
+                b_rs: s,
+                b_cs: 1,
+                c_rs: s,
+                c_cs: 1,
+                alpha: 1.0,
+                ..Params::default()
+            };
+            let (_, small) = gemm_dispatch(&params, u32::MAX);
+            let (vec4, big) = gemm_dispatch(&params, 0);
+            let len = (s * s) as usize;
+            let time = |kind, groups| -> Result<f64> {
+                let one = self.time_resident(kind, &params, groups, [len; 3], 1)?;
+                let reps = (0.02 / one).clamp(1.0, 50.0) as u32;
+                self.time_resident(kind, &params, groups, [len; 3], reps)
+            };
+            let general = time(Kind::Gemm, small)?;
+            points.push((big[0] * big[1], time(vec4, big)? / general));
+            if general > 0.1 {
+                break;
+            }
+        }
+        let t = Tuning { min_vec4_tiles: tune::threshold(&points) };
+        tune::save(self.info(), &t);
+        self.set_tuning(t);
+        Ok(t)
     }
 
     /// Bytes of device and staging buffers the pool holds (in use or idle).
@@ -243,80 +353,7 @@ impl Context {
             .map_err(api("binding the pipeline"))?
             .bind_descriptor_sets(PipelineBindPoint::Compute, pipeline.layout().clone(), 0, set)
             .map_err(api("binding descriptors"))?;
-        let q = params;
-        match kind {
-            Kind::Gemm => {
-                let pc = gemm_cs::Params {
-                    m: q.m,
-                    n: q.n,
-                    k: q.k,
-                    a_rs: q.a_rs,
-                    a_cs: q.a_cs,
-                    b_rs: q.b_rs,
-                    b_cs: q.b_cs,
-                    c_rs: q.c_rs,
-                    c_cs: q.c_cs,
-                    bias_mode: q.bias_mode,
-                    act: q.act,
-                    slope: q.slope,
-                    alpha: q.alpha,
-                    beta: q.beta,
-                    cin: 0,
-                    h: 0,
-                    w: 0,
-                    r: 0,
-                    s: 0,
-                    sh: 0,
-                    sw: 0,
-                    pt: 0,
-                    pl: 0,
-                    dh: 0,
-                    dw: 0,
-                    wo: 0,
-                    groups: 0,
-                    kout: 0,
-                    nhwc: 0,
-                    krsc: 0,
-                };
-                cb.push_constants(pipeline.layout().clone(), 0, pc).map_err(api("pushing constants"))?;
-            }
-            Kind::Conv | Kind::Depthwise => {
-                let [cin, h, w, r, s, sh, sw, pt, pl, dh, dw, wo, groups, kout, nhwc, krsc] = q.conv;
-                let pc = conv_cs::Params {
-                    m: q.m,
-                    n: q.n,
-                    k: q.k,
-                    a_rs: q.a_rs,
-                    a_cs: q.a_cs,
-                    b_rs: q.b_rs,
-                    b_cs: q.b_cs,
-                    c_rs: q.c_rs,
-                    c_cs: q.c_cs,
-                    bias_mode: q.bias_mode,
-                    act: q.act,
-                    slope: q.slope,
-                    alpha: q.alpha,
-                    beta: q.beta,
-                    cin,
-                    h,
-                    w,
-                    r,
-                    s,
-                    sh,
-                    sw,
-                    pt,
-                    pl,
-                    dh,
-                    dw,
-                    wo,
-                    groups,
-                    kout,
-                    nhwc,
-                    krsc,
-                };
-                cb.push_constants(pipeline.layout().clone(), 0, pc).map_err(api("pushing constants"))?;
-            }
-        }
+        cb.push_constants(pipeline.layout().clone(), 0, *params).map_err(api("pushing constants"))?;
         // SAFETY: the shader bounds-checks every load against m, n, k and the geometry, and every
         // store against m and n; the buffers were sized from the same validated shapes.
         unsafe { cb.dispatch(groups) }.map_err(api("recording the dispatch"))?;
@@ -380,7 +417,7 @@ impl Context {
             )?
         };
         let bias = self.upload(&mut cb, bias_data)?;
-        let (kind, groups) = gemm_dispatch(&params);
+        let (kind, groups) = gemm_dispatch(&params, self.min_vec4_tiles());
         self.record_dispatch(&mut cb, kind, &ab, &bb, &cbuf, &bias, &params, groups)?;
         let out = self.readback(&mut cb, &cbuf, c_len)?;
         self.submit_and_wait(cb)?;
@@ -543,7 +580,7 @@ impl Context {
             alpha: 1.0,
             ..Params::default()
         };
-        let (kind, groups) = gemm_dispatch(&params);
+        let (kind, groups) = gemm_dispatch(&params, self.min_vec4_tiles());
         self.time_resident(kind, &params, groups, [m * k, k * n, m * n], reps)
     }
 
@@ -552,5 +589,36 @@ impl Context {
         let epi = Epilogue::activation(Activation::Relu);
         let (params, kind, groups) = Self::conv_params(g, &epi)?;
         self.time_resident(kind, &params, groups, [g.weight_len(), g.input_len(), g.output_len()], reps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(m: u32, n: u32, k: u32, a: (u32, u32), b: (u32, u32)) -> Params {
+        Params { m, n, k, a_rs: a.0, a_cs: a.1, b_rs: b.0, b_cs: b.1, ..Params::default() }
+    }
+
+    #[test]
+    fn the_vec4_kernel_runs_only_layouts_it_can_load() {
+        // Row-major A and B; column-major ones; mixed.
+        assert_eq!(vec4_layout(&params(5, 8, 12, (12, 1), (8, 1))), Some((false, false)));
+        assert_eq!(vec4_layout(&params(8, 5, 12, (1, 8), (1, 12))), Some((true, true)));
+        assert_eq!(vec4_layout(&params(8, 8, 4, (1, 8), (8, 1))), Some((true, false)));
+        // k not a multiple of 4 with k contiguous; a row stride not a multiple of 4; no unit stride.
+        assert_eq!(vec4_layout(&params(8, 8, 6, (6, 1), (8, 1))), None);
+        assert_eq!(vec4_layout(&params(8, 8, 4, (6, 1), (8, 1))), None);
+        assert_eq!(vec4_layout(&params(8, 8, 4, (8, 2), (8, 1))), None);
+        assert_eq!(vec4_layout(&params(8, 6, 4, (4, 1), (6, 1))), None);
+    }
+
+    #[test]
+    fn tile_count_picks_the_kernel() {
+        let p = params(256, 256, 64, (64, 1), (256, 1));
+        assert_eq!(gemm_dispatch(&p, 4), (Kind::GemmVec4 { a_t: false, b_t: false }, [2, 2, 1]));
+        assert_eq!(gemm_dispatch(&p, 5), (Kind::Gemm, [4, 4, 1]));
+        let odd = params(256, 256, 63, (63, 1), (256, 1));
+        assert_eq!(gemm_dispatch(&odd, 0).0, Kind::Gemm);
     }
 }

@@ -15,7 +15,20 @@ fn tol(k: usize) -> f64 {
 }
 
 fn gemm_cases(be: &dyn Backend) {
-    let sizes = [(1, 1, 1), (7, 5, 3), (64, 64, 64), (65, 63, 17), (130, 70, 129), (3, 200, 1), (33, 1, 300)];
+    // Multiples of 4 reach the Vulkan vec4 kernel (128x128 tiles) in every layout, with edges of
+    // m, n and k inside a tile; the others take the general kernel.
+    let sizes = [
+        (1, 1, 1),
+        (7, 5, 3),
+        (64, 64, 64),
+        (65, 63, 17),
+        (130, 70, 129),
+        (3, 200, 1),
+        (33, 1, 300),
+        (132, 260, 68),
+        (129, 132, 8),
+        (256, 4, 260),
+    ];
     let layouts = [(false, false, false), (true, false, true), (false, true, false), (true, true, true)];
     for (idx, &(m, n, k)) in sizes.iter().enumerate() {
         for (li, &(ta, tb, c_col)) in layouts.iter().enumerate() {
@@ -129,12 +142,20 @@ fn cpu() -> Vec<Box<dyn Backend>> {
     vec![Box::new(cpu.threads(1)), Box::new(sparkle_std::cpu::Cpu { parallel_min_fmas: 0.0, ..cpu.threads(2) })]
 }
 
+/// Every Vulkan device twice: once with the vec4 kernel wherever the layout allows it, once with
+/// the general kernel only, so each case runs through both whatever the device's tuning says.
 #[cfg(feature = "vulkan")]
 fn vulkan() -> Vec<Box<dyn Backend>> {
     match sparkle_vk::devices() {
         Ok(devs) if !devs.is_empty() => devs
             .iter()
-            .map(|d| Box::new(sparkle_vk::Context::new(d.index).expect("open device")) as Box<dyn Backend>)
+            .flat_map(|d| {
+                [0, u32::MAX].map(|min_vec4_tiles| {
+                    let ctx = sparkle_vk::Context::new(d.index).expect("open device");
+                    ctx.set_tuning(sparkle_vk::Tuning { min_vec4_tiles });
+                    Box::new(ctx) as Box<dyn Backend>
+                })
+            })
             .collect(),
         Ok(_) => {
             sparkle_tests::skip("VULKAN", "no Vulkan device with a compute queue");

@@ -41,7 +41,7 @@ fn mismatched_lengths_are_an_error() {
 }
 
 #[test]
-fn pipeline_cache_is_written_and_a_corrupt_one_ignored() {
+fn pipeline_cache_and_tuning_are_written_and_corrupt_ones_ignored() {
     use sparkle_core::{Epilogue, MatMut, MatRef};
     if devices().map_or(true, |d| d.is_empty()) {
         return skip("VULKAN", "no Vulkan device");
@@ -59,16 +59,23 @@ fn pipeline_cache_is_written_and_a_corrupt_one_ignored() {
         assert_eq!(c, [7.0, 10.0, 15.0, 22.0]);
     };
     run();
-    let file = std::fs::read_dir(&dir)
-        .expect("cache dir")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vk-pipelines-")));
-    let file = file.expect("a pipeline cache file");
+    let find = |prefix: &str| {
+        std::fs::read_dir(&dir)
+            .expect("cache dir")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+    };
+    let file = find("vk-pipelines-").expect("a pipeline cache file");
     assert!(std::fs::metadata(&file).unwrap().len() > 24, "cache file has data");
+    let tuning = find("vk-tuning-").expect("the autotune's result is remembered");
+    assert!(std::fs::read_to_string(&tuning).unwrap().starts_with("sparkle-vk tuning 1\n"));
     std::fs::write(&file, b"garbage, not a cache").unwrap();
+    std::fs::write(&tuning, b"garbage").unwrap();
     run();
     assert!(std::fs::read(&file).unwrap().starts_with(b"SPKPC"), "a corrupt cache is replaced by a valid one");
+    let text = std::fs::read_to_string(&tuning).unwrap();
+    assert!(text.starts_with("sparkle-vk tuning 1\nmin_vec4_tiles "), "re-measured: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -324,6 +324,14 @@ fn list_devices() -> Result<ExitCode, Failure> {
                     d.max_shared_memory / 1024,
                     d.device_local_bytes >> 20
                 );
+                if let Ok(ctx) = sparkle_std::vk::Context::new(d.index) {
+                    match ctx.tuning().min_vec4_tiles {
+                        u32::MAX => println!("  GEMM kernel (autotuned): 64x64 tiles at every size"),
+                        t => println!(
+                            "  GEMM kernel (autotuned): 128x128 vec4 tiles from {t} tiles of C up, 64x64 below"
+                        ),
+                    }
+                }
             }
         }
         Err(e) => println!("vulkan: none ({e})"),

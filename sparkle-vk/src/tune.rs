@@ -1,0 +1,106 @@
+//! Per-device tuning: which GEMM kernel serves which problem size on this device, measured by a
+//! short autotune on first use (a few resident GEMMs of growing size, well under a second on a
+//! GPU) and remembered in the cache directory next to the pipeline cache, keyed by device UUID,
+//! driver version and crate version. A file that cannot be parsed is reported and re-measured.
+
+use std::path::PathBuf;
+
+use crate::context::DeviceInfo;
+
+/// Kernel choices for one device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Fewest 128x128 output tiles (per image and group) for which GEMM and conv2d use the
+    /// vec4 kernel; below it the 64x64 kernel runs, whose four times as many workgroups keep
+    /// more of a large GPU busy. `0` always prefers the vec4 kernel, `u32::MAX` never uses it.
+    pub min_vec4_tiles: u32,
+}
+
+impl Tuning {
+    /// Before (or without) measuring: 128x128 tiles from 2048^3-sized problems up, where they
+    /// won on every GPU measured so far.
+    pub const DEFAULT: Tuning = Tuning { min_vec4_tiles: 256 };
+}
+
+const HEADER: &str = "sparkle-vk tuning 1";
+
+/// Where `info`'s tuning lives, if a cache directory is known.
+pub(crate) fn path(info: &DeviceInfo) -> Option<PathBuf> {
+    let uuid: String = info.uuid.iter().map(|b| format!("{b:02x}")).collect();
+    Some(crate::cache::dir()?.join(format!(
+        "vk-tuning-{uuid}-{:08x}-{}.txt",
+        info.driver_version,
+        env!("CARGO_PKG_VERSION")
+    )))
+}
+
+pub(crate) fn render(t: &Tuning) -> String {
+    format!("{HEADER}\nmin_vec4_tiles {}\n", t.min_vec4_tiles)
+}
+
+pub(crate) fn parse(text: &str) -> Option<Tuning> {
+    let mut lines = text.lines();
+    if lines.next()? != HEADER {
+        return None;
+    }
+    let value = lines.next()?.strip_prefix("min_vec4_tiles ")?.parse().ok()?;
+    lines.next().is_none().then_some(Tuning { min_vec4_tiles: value })
+}
+
+/// The remembered tuning of this device, if there is a valid file.
+pub(crate) fn load(info: &DeviceInfo) -> Option<Tuning> {
+    let path = path(info)?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    let t = parse(&text);
+    if t.is_none() {
+        eprintln!("sparkle: ignoring the unreadable Vulkan tuning file {}; re-measuring", path.display());
+    }
+    t
+}
+
+/// Writes the tuning atomically (temporary file, then rename); failures are ignored (it is
+/// re-measured next time).
+pub(crate) fn save(info: &DeviceInfo, t: &Tuning) {
+    let Some(path) = path(info) else { return };
+    crate::cache::write_atomic(&path, render(t).as_bytes());
+}
+
+/// The threshold from measurements `(tiles, vec4 time / general time)` in increasing size: the
+/// smallest size from which the vec4 kernel is faster at every larger measured size too, or
+/// never when it loses at the largest.
+pub(crate) fn threshold(points: &[(u32, f64)]) -> u32 {
+    let mut min = u32::MAX;
+    for &(tiles, ratio) in points.iter().rev() {
+        if ratio >= 1.0 {
+            break;
+        }
+        min = tiles;
+    }
+    min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_damage() {
+        let t = Tuning { min_vec4_tiles: 64 };
+        assert_eq!(parse(&render(&t)), Some(t));
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("sparkle-vk tuning 1\nmin_vec4_tiles x\n"), None);
+        assert_eq!(parse("sparkle-vk tuning 1\nmin_vec4_tiles 4\nmore\n"), None);
+        assert_eq!(parse("sparkle-vk tuning 2\nmin_vec4_tiles 4\n"), None);
+        let text = render(&t);
+        assert_eq!(parse(&text[..text.len() - 3]), None, "truncated");
+    }
+
+    #[test]
+    fn threshold_is_where_vec4_wins_from_then_on() {
+        assert_eq!(threshold(&[(4, 1.5), (16, 1.1), (64, 0.9), (256, 0.7)]), 64);
+        assert_eq!(threshold(&[(4, 0.9), (16, 1.1), (64, 0.9)]), 64, "a loss in between restarts");
+        assert_eq!(threshold(&[(4, 0.9), (16, 0.8)]), 4);
+        assert_eq!(threshold(&[(4, 0.9), (16, 1.2)]), u32::MAX);
+        assert_eq!(threshold(&[]), u32::MAX);
+    }
+}
