@@ -20,51 +20,24 @@ layout(set = 0, binding = 1) readonly buffer BBuf { float b[]; };
 layout(set = 0, binding = 2) buffer CBuf { float c[]; };
 layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
 
-layout(push_constant) uniform Params {
-    uint m; uint n; uint k;
-    uint a_rs; uint a_cs; uint b_rs; uint b_cs; uint c_rs; uint c_cs;
-    uint bias_mode;   // 0 none, 1 per row, 2 per column
-    uint act;         // 0 none, 1 relu, 2 relu6, 3 leaky, 4 sigmoid, 5 tanh, 6 gelu
-    float slope; float alpha; float beta;
-    // conv geometry (CONV only)
-    uint cin; uint h; uint w; uint r; uint s; uint sh; uint sw; uint pt; uint pl; uint dh; uint dw;
-    uint wo; uint groups; uint kout; uint nhwc; uint krsc;
-} p;
+#include "common.glsl"
 
 shared float As[BK][BM];
 shared float Bs[BK][BN];
-
-float activate(float x) {
-    switch (p.act) {
-        case 1u: return x < 0.0 ? 0.0 : x;
-        case 2u: return clamp(x, 0.0, 6.0);
-        case 3u: return x < 0.0 ? x * p.slope : x;
-        case 4u: return 1.0 / (1.0 + exp(-x));
-        case 5u: return tanh(x);
-        case 6u: {
-            // erf by Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7), GLSL has none.
-            float z = x * 0.70710678118654752;
-            float t = 1.0 / (1.0 + 0.3275911 * abs(z));
-            float y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-z * z);
-            return 0.5 * x * (1.0 + sign(z) * y);
-        }
-        default: return x;
-    }
-}
 
 #ifdef CONV
 // im2col element (reduction row q, output pixel j) of image `img`, group `g`.
 float b_at(uint q, uint j, uint img, uint g) {
     uint cg = p.cin / p.groups;
     uint ci, rr, ss;
-    if (p.krsc == 0u) { ci = q / (p.r * p.s); rr = (q / p.s) % p.r; ss = q % p.s; }
+    if (!KRSC) { ci = q / (p.r * p.s); rr = (q / p.s) % p.r; ss = q % p.s; }
     else { ci = q % cg; ss = (q / cg) % p.s; rr = q / (cg * p.s); }
     uint oy = j / p.wo, ox = j % p.wo;
     int iy = int(oy * p.sh + rr * p.dh) - int(p.pt);
     int ix = int(ox * p.sw + ss * p.dw) - int(p.pl);
     if (iy < 0 || ix < 0 || iy >= int(p.h) || ix >= int(p.w)) return 0.0;
     uint ch = g * cg + ci;
-    uint idx = p.nhwc == 0u
+    uint idx = !NHWC
         ? ((img * p.cin + ch) * p.h + uint(iy)) * p.w + uint(ix)
         : ((img * p.h + uint(iy)) * p.w + uint(ix)) * p.cin + ch;
     return b[idx];
@@ -85,7 +58,7 @@ void main() {
     uint kg = p.kout / p.groups;
     a_off = g * kg * p.k;
     uint hw = p.n;
-    c_off = p.nhwc == 0u ? (img * p.kout + g * kg) * hw : img * hw * p.kout + g * kg;
+    c_off = !NHWC ? (img * p.kout + g * kg) * hw : img * hw * p.kout + g * kg;
     bias_off = g * kg;
 #endif
     float acc[TM][TN];
@@ -126,8 +99,8 @@ void main() {
             uint ci = c_off + gi * p.c_rs + gj * p.c_cs;
             float v = p.alpha * acc[i][j];
             if (p.beta != 0.0) v += p.beta * c[ci];
-            if (p.bias_mode == 1u) v += bias[bias_off + gi];
-            else if (p.bias_mode == 2u) v += bias[bias_off + gj];
+            if (BIAS_MODE == 1u) v += bias[bias_off + gi];
+            else if (BIAS_MODE == 2u) v += bias[bias_off + gj];
             c[ci] = activate(v);
         }
     }

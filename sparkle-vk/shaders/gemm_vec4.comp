@@ -1,6 +1,6 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : require
-// Register-blocked SGEMM for operands with a contiguous dimension:
+// Register-blocked SGEMM for operands with a contiguous dimension, and implicit-GEMM conv2d:
 // C (m x n) = act(alpha * A (m x k) * B (k x n) + beta * C + bias).
 //
 // A 256-invocation workgroup computes a 128x128 tile of C; invocation (tr, tc) of the 16x16 grid
@@ -17,6 +17,15 @@
 // and lda, ldb multiples of 4 (checked on the host, which otherwise runs gemm.comp). Edges of m,
 // n and k are handled per vec4: a vec4 along a dimension that is a multiple of 4 is either wholly
 // inside or wholly outside, and outside ones read as zero.
+//
+// With CONV defined, A is one group's weights (row-major, k % 4 == 0) and B the conv input seen
+// as im2col with every image side by side (column j = image j / hw, output pixel j % hw), so
+// small images still fill 128-column tiles; each invocation gathers 4 columns whose input
+// coordinates it works out once. z indexes (group, k split).
+//
+// Split-K: with splits > 1, workgroup z % splits sums only its part of the reduction (whole BK
+// slices, the last part shorter or empty) and writes its raw partial tile to the workspace; the REDUCE variant of this file then adds the splits
+// and applies the epilogue, so few tiles with a long reduction still fill a large GPU.
 layout(local_size_x = 256) in;
 
 layout(constant_id = 0) const bool A_T = false;
@@ -29,55 +38,47 @@ layout(constant_id = 1) const bool B_T = false;
 #define LOADS (BK / 8)
 
 layout(set = 0, binding = 0) readonly buffer ABuf { vec4 a[]; };
+#ifdef CONV
+layout(set = 0, binding = 1) readonly buffer BBuf { float x[]; };
+#else
 layout(set = 0, binding = 1) readonly buffer BBuf { vec4 b[]; };
+#endif
 layout(set = 0, binding = 2) buffer CBuf { float c[]; };
 layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
+layout(set = 0, binding = 4) buffer WorkBuf { float work[]; };
 
-// Same push constants as gemm.comp (the conv fields are unused here).
-layout(push_constant) uniform Params {
-    uint m; uint n; uint k;
-    uint a_rs; uint a_cs; uint b_rs; uint b_cs; uint c_rs; uint c_cs;
-    uint bias_mode; uint act; float slope; float alpha; float beta;
-    uint conv[16];
-} p;
+#include "common.glsl"
 
 // [buffer][k][column / 4]: A is stored transposed (k-major), so both are read as vec4 rows. One
 // vec4 of padding per row keeps the transposing stores free of bank conflicts.
 shared vec4 As[2][BK][BM / 4 + 1];
 shared vec4 Bs[2][BK][BN / 4 + 1];
 
-float activate(float x) {
-    switch (p.act) {
-        case 1u: return x < 0.0 ? 0.0 : x;
-        case 2u: return clamp(x, 0.0, 6.0);
-        case 3u: return x < 0.0 ? x * p.slope : x;
-        case 4u: return 1.0 / (1.0 + exp(-x));
-        case 5u: return tanh(x);
-        case 6u: {
-            // erf by Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7), GLSL has none.
-            float z = x * 0.70710678118654752;
-            float t = 1.0 / (1.0 + 0.3275911 * abs(z));
-            float y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-z * z);
-            return 0.5 * x * (1.0 + sign(z) * y);
-        }
-        default: return x;
-    }
-}
-
 uint tid;
 uint row0;
 uint col0;
+uint a_off;   // in vec4: this group's weights (CONV), else 0
+uint k_end;   // end of this split's reduction range
+#ifdef CONV
+uint grp;
+// The 4 columns this invocation gathers, lane + 32 * c (so each of the 4 loads of a warp reads
+// 32 neighbouring pixels): first input row and column of each output pixel (before the tap
+// offset), and the image's first element; img_base ~0u marks a column past n.
+int iy0[4];
+int ix0[4];
+uint img_base[4];
+#endif
 
 // Vector e (0 .. BM*BK/4) of the A slice starting at k0.
 vec4 load_a(uint k0, uint e) {
     if (A_T) {
         uint kk = e / (BM / 4u), mo = (e % (BM / 4u)) * 4u;
         uint gk = k0 + kk, gm = row0 + mo;
-        return (gk < p.k && gm < p.m) ? a[(gk * p.a_cs + gm) / 4u] : vec4(0.0);
+        return (gk < k_end && gm < p.m) ? a[a_off + (gk * p.a_cs + gm) / 4u] : vec4(0.0);
     } else {
         uint r = e / (BK / 4u), kq = (e % (BK / 4u)) * 4u;
         uint gm = row0 + r, gk = k0 + kq;
-        return (gm < p.m && gk < p.k) ? a[(gm * p.a_rs + gk) / 4u] : vec4(0.0);
+        return (gm < p.m && gk < k_end) ? a[a_off + (gm * p.a_rs + gk) / 4u] : vec4(0.0);
     }
 }
 
@@ -90,19 +91,61 @@ void store_a(uint buf, uint e, vec4 v) {
     }
 }
 
+#ifdef CONV
+void conv_setup() {
+    [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+        uint j = col0 + tid % 32u + 32u * c;
+        uint img = j / p.hw, pix = j % p.hw;
+        uint oy = pix / p.wo, ox = pix % p.wo;
+        iy0[c] = int(oy * p.sh) - int(p.pt);
+        ix0[c] = int(ox * p.sw) - int(p.pl);
+        img_base[c] = j < p.n ? img * p.cin * p.h * p.w : ~0u;
+    }
+}
+
+// Row e / 32 of the B slice starting at k0, this invocation's 4 columns.
+vec4 load_b(uint k0, uint e) {
+    uint q = k0 + e / (BN / 4u);
+    vec4 v = vec4(0.0);
+    if (q >= k_end) return v;
+    uint cg = p.cin / p.groups;
+    uint ci, rr, ss;
+    if (!KRSC) { ci = q / (p.r * p.s); uint t = q % (p.r * p.s); rr = t / p.s; ss = t % p.s; }
+    else { ci = q % cg; uint t = q / cg; ss = t % p.s; rr = t / p.s; }
+    uint ch = grp * cg + ci;
+    int dy = int(rr * p.dh), dx = int(ss * p.dw);
+    [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+        int iy = iy0[c] + dy, ix = ix0[c] + dx;
+        if (img_base[c] != ~0u && iy >= 0 && ix >= 0 && iy < int(p.h) && ix < int(p.w)) {
+            uint pix = uint(iy) * p.w + uint(ix);
+            v[c] = x[img_base[c] + (!NHWC ? ch * p.h * p.w + pix : pix * p.cin + ch)];
+        }
+    }
+    return v;
+}
+#else
 vec4 load_b(uint k0, uint e) {
     if (B_T) {
         uint j = e / (BK / 4u), kq = (e % (BK / 4u)) * 4u;
         uint gn = col0 + j, gk = k0 + kq;
-        return (gn < p.n && gk < p.k) ? b[(gn * p.b_cs + gk) / 4u] : vec4(0.0);
+        return (gn < p.n && gk < k_end) ? b[(gn * p.b_cs + gk) / 4u] : vec4(0.0);
     } else {
         uint kk = e / (BN / 4u), no = (e % (BN / 4u)) * 4u;
         uint gk = k0 + kk, gn = col0 + no;
-        return (gk < p.k && gn < p.n) ? b[(gk * p.b_rs + gn) / 4u] : vec4(0.0);
+        return (gk < k_end && gn < p.n) ? b[(gk * p.b_rs + gn) / 4u] : vec4(0.0);
     }
 }
+#endif
 
 void store_b(uint buf, uint e, vec4 v) {
+#ifdef CONV
+    uint kk = e / 32u;
+    [[unroll]] for (uint c = 0u; c < 4u; ++c) {
+        uint j = e % 32u + 32u * c;
+        Bs[buf][kk][j / 4u][j % 4u] = v[c];
+    }
+    return;
+#endif
     if (B_T) {
         uint j = e / (BK / 4u), kq = (e % (BK / 4u)) * 4u;
         [[unroll]] for (uint i = 0u; i < 4u; ++i) Bs[buf][kq + i][j / 4u][j % 4u] = v[i];
@@ -111,23 +154,62 @@ void store_b(uint buf, uint e, vec4 v) {
     }
 }
 
-// C[gi][gj0 .. gj0+4] <- epilogue(v), within bounds.
-void store4(uint gi, uint gj0, vec4 v) {
+// Where element (gi, gj) of group g's C lives.
+uint c_index(uint g, uint gi, uint gj) {
+#ifdef CONV
+    uint img = gj / p.hw, pix = gj % p.hw, ch = g * p.m + gi;
+    return !NHWC ? (img * p.kout + ch) * p.hw + pix : (img * p.hw + pix) * p.kout + ch;
+#else
+    return gi * p.c_rs + gj * p.c_cs;
+#endif
+}
+
+// The epilogue of one finished element.
+void finish(uint g, uint gi, uint gj, float acc) {
+    uint ci = c_index(g, gi, gj);
+    float v = p.alpha * acc;
+    if (p.beta != 0.0) v += p.beta * c[ci];
+    if (BIAS_MODE == 1u) v += bias[g * p.m + gi];
+    else if (BIAS_MODE == 2u) v += bias[gj];
+    c[ci] = activate(v);
+}
+
+// Row gi, columns gj0 .. gj0+4 of group g, split `split`: finished, or raw into the workspace.
+void store4(uint g, uint split, uint gi, uint gj0, vec4 v) {
     if (gi >= p.m) return;
     [[dont_unroll]] for (uint j = 0u; j < 4u; ++j) {
         uint gj = gj0 + j;
         if (gj >= p.n) return;
-        uint ci = gi * p.c_rs + gj * p.c_cs;
-        float x = p.alpha * v[j];
-        if (p.beta != 0.0) x += p.beta * c[ci];
-        if (p.bias_mode == 1u) x += bias[gi];
-        else if (p.bias_mode == 2u) x += bias[gj];
-        c[ci] = activate(x);
+        if (p.splits > 1u) work[((split * p.groups + g) * p.m + gi) * p.n + gj] = v[j];
+        else finish(g, gi, gj, v[j]);
     }
 }
 
+#ifdef REDUCE
+// One invocation per element of C (all groups): the sum of its splits, finished.
+void main() {
+    uint e = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * 256u;
+    uint per_group = p.m * p.n;
+    if (e >= per_group * p.groups) return;
+    uint g = e / per_group, gi = (e % per_group) / p.n, gj = e % p.n;
+    float sum = 0.0;
+    for (uint s = 0u; s < p.splits; ++s) sum += work[(s * p.groups + g) * per_group + gi * p.n + gj];
+    finish(g, gi, gj, sum);
+}
+#else
 void main() {
     tid = gl_LocalInvocationID.x;
+    uint g = gl_WorkGroupID.z / p.splits, split = gl_WorkGroupID.z % p.splits;
+    // Each part covers k_chunk (ops.rs computes the same), the last one what is left.
+    uint k_chunk = ((p.k + p.splits - 1u) / p.splits + BK - 1u) / BK * BK;
+    uint k_begin = min(p.k, split * k_chunk);
+    k_end = min(p.k, k_begin + k_chunk);
+#ifdef CONV
+    grp = g;
+    a_off = g * p.m * p.a_rs / 4u;
+#else
+    a_off = 0u;
+#endif
     // Workgroups in launch order walk down bands of 8 tile rows, so the ones resident together
     // share A rows and B columns in L2.
     uint gx = gl_NumWorkGroups.x, gy = gl_NumWorkGroups.y;
@@ -144,10 +226,13 @@ void main() {
     vec4 acc[8][2];
     [[unroll]] for (uint i = 0u; i < 8u; ++i) { acc[i][0] = vec4(0.0); acc[i][1] = vec4(0.0); }
 
-    uint tiles = (p.k + BK - 1u) / BK;
+#ifdef CONV
+    conv_setup();
+#endif
+    uint tiles = (k_end - k_begin + BK - 1u) / BK;
     [[unroll]] for (uint l = 0u; l < LOADS; ++l) {
-        store_a(0u, tid + l * 256u, load_a(0u, tid + l * 256u));
-        store_b(0u, tid + l * 256u, load_b(0u, tid + l * 256u));
+        store_a(0u, tid + l * 256u, load_a(k_begin, tid + l * 256u));
+        store_b(0u, tid + l * 256u, load_b(k_begin, tid + l * 256u));
     }
     barrier();
     for (uint t = 0u; t < tiles; ++t) {
@@ -156,8 +241,8 @@ void main() {
         vec4 na[LOADS], nb[LOADS];
         if (more) {
             [[unroll]] for (uint l = 0u; l < LOADS; ++l) {
-                na[l] = load_a((t + 1u) * BK, tid + l * 256u);
-                nb[l] = load_b((t + 1u) * BK, tid + l * 256u);
+                na[l] = load_a(k_begin + (t + 1u) * BK, tid + l * 256u);
+                nb[l] = load_b(k_begin + (t + 1u) * BK, tid + l * 256u);
             }
         }
         [[unroll]] for (uint kk = 0u; kk < BK; ++kk) {
@@ -186,6 +271,7 @@ void main() {
     // would move all 64 accumulators to (slow, off-chip) local memory.
     [[unroll]] for (uint i = 0u; i < 8u; ++i) {
         uint gi = row0 + (i < 4u ? tr * 4u + i : 64u + tr * 4u + i - 4u);
-        [[unroll]] for (uint h = 0u; h < 2u; ++h) store4(gi, col0 + h * 64u + tc * 4u, acc[i][h]);
+        [[unroll]] for (uint h = 0u; h < 2u; ++h) store4(g, split, gi, col0 + h * 64u + tc * 4u, acc[i][h]);
     }
 }
+#endif

@@ -36,6 +36,20 @@ mod gemm_vec4_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_vec4.comp" }
 }
 
+mod conv_vec4_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_vec4.comp", define: [("CONV", "1")] }
+}
+
+mod reduce_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_vec4.comp", define: [("REDUCE", "1")] }
+}
+
+mod reduce_conv_cs {
+    vulkano_shaders::shader! {
+        ty: "compute", path: "shaders/gemm_vec4.comp", define: [("REDUCE", "1"), ("CONV", "1")]
+    }
+}
+
 mod dwconv_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/dwconv.comp" }
 }
@@ -53,6 +67,10 @@ pub(crate) enum Kind {
     GemmVec4 { a_t: bool, b_t: bool },
     /// 64x64 tiles, B gathered from the conv input.
     Conv,
+    /// `gemm_vec4.comp` with B gathered from the conv input, images side by side.
+    ConvVec4,
+    /// Adds split-K partial tiles and finishes C (GEMM or conv addressing).
+    Reduce { conv: bool },
     /// One invocation per output element, depthwise conv.
     Depthwise,
 }
@@ -61,6 +79,9 @@ pub(crate) enum Kind {
 const TILE: u32 = 64;
 /// Rows (and columns) of C per workgroup of `gemm_vec4.comp`.
 const TILE_VEC4: u32 = 128;
+/// Shortest reduction a split-K part gets: shorter ones spend more on the partial sums'
+/// round trip than they gain.
+const MIN_SPLIT_K: u32 = 64;
 
 fn u32_of(v: usize, param: Param) -> Result<u32> {
     u32::try_from(v).map_err(|_| VkError::Core(Error::Overflow { param }))
@@ -79,7 +100,8 @@ fn act_code(a: Activation) -> (u32, f32) {
     }
 }
 
-/// Push constants shared by every shader (the same block in each GLSL file).
+/// Push constants of every shader (`shaders/common.glsl`, field for field). 120 bytes: every
+/// Vulkan device offers at least 128.
 #[derive(BufferContents, Clone, Copy, Debug, Default)]
 #[repr(C)]
 struct Params {
@@ -92,12 +114,85 @@ struct Params {
     b_cs: u32,
     c_rs: u32,
     c_cs: u32,
-    bias_mode: u32,
-    act: u32,
+    /// Activation code | bias mode << 8 (0 none, 1 per row, 2 per column).
+    epi: u32,
     slope: f32,
     alpha: f32,
     beta: f32,
-    conv: [u32; 16],
+    // Conv geometry (conv shaders only).
+    cin: u32,
+    h: u32,
+    w: u32,
+    r: u32,
+    s: u32,
+    sh: u32,
+    sw: u32,
+    pt: u32,
+    pl: u32,
+    dh: u32,
+    dw: u32,
+    wo: u32,
+    groups: u32,
+    kout: u32,
+    /// NHWC tensors | KRSC weights << 1.
+    layouts: u32,
+    /// Output pixels per image (`gemm_vec4.comp`'s conv).
+    hw: u32,
+    /// Split-K parts (1: none).
+    splits: u32,
+}
+
+/// Reduction length of each split-K part (`gemm_vec4.comp` computes the same): whole slices of
+/// 8, the last part what is left.
+fn k_chunk(k: u32, splits: u32) -> u32 {
+    k.div_ceil(splits.max(1)).next_multiple_of(8)
+}
+
+/// The dispatches of one op: the main one and, with split-K, the reduction that finishes C.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    kind: Kind,
+    params: Params,
+    groups: [u32; 3],
+    /// The reduction's shader and workgroups, and the workspace it reads (floats).
+    reduce: Option<(Kind, [u32; 3], usize)>,
+}
+
+/// Workgroups for one invocation per element of `total`, in rows of at most 65535 (the shaders
+/// index `x + y * 65535 * 256`).
+fn elementwise_groups(total: u32) -> [u32; 3] {
+    let n = total.div_ceil(256).max(1);
+    [n.min(65535), n.div_ceil(65535), 1]
+}
+
+/// The vec4 kernel's plan for `p` (with `p.groups` independent problems) when its 128x128
+/// tiles number at least `min_tiles`, or fewer but the reduction is long enough to split into
+/// parts (so tiles x parts reaches `min_tiles`); `None` when the 64x64 kernel should run.
+fn vec4_plan(kind: Kind, mut p: Params, min_tiles: u32, reduce: Kind) -> Result<Option<Plan>> {
+    let grid = [p.n.div_ceil(TILE_VEC4), p.m.div_ceil(TILE_VEC4)];
+    let tiles = grid[0].saturating_mul(grid[1]).saturating_mul(p.groups);
+    p.splits = 1;
+    if tiles >= min_tiles {
+        return Ok(Some(Plan { kind, params: p, groups: [grid[0], grid[1], p.groups], reduce: None }));
+    }
+    let mut parts = min_tiles.div_ceil(tiles.max(1)).min(p.k / MIN_SPLIT_K).min(64);
+    // Rounding parts up to whole slices can leave the last ones empty: use fewer parts.
+    while parts > 1 && p.k.div_ceil(k_chunk(p.k, parts)) < parts {
+        parts = p.k.div_ceil(k_chunk(p.k, parts));
+    }
+    if parts < 2 {
+        return Ok(None);
+    }
+    p.splits = parts;
+    let overflow = || VkError::Core(Error::Overflow { param: Param::Scratch });
+    let elements = p.m.checked_mul(p.n).and_then(|e| e.checked_mul(p.groups)).ok_or_else(overflow)?;
+    let work = elements.checked_mul(p.splits).ok_or_else(overflow)?;
+    Ok(Some(Plan {
+        kind,
+        params: p,
+        groups: [grid[0], grid[1], p.groups * p.splits],
+        reduce: Some((reduce, elementwise_groups(elements), work as usize)),
+    }))
 }
 
 /// The layout flags of `gemm_vec4.comp` for these strides, if it can run them: A and B each
@@ -121,15 +216,17 @@ fn vec4_layout(p: &Params) -> Option<(bool, bool)> {
     Some((a_t, b_t))
 }
 
-/// Shader and workgroup counts of a GEMM: the vec4 kernel when the layout allows it and there
-/// are at least `min_tiles` of its 128x128 tiles (fewer leave a large GPU idle, where 64x64
-/// tiles do better), else the general one.
-fn gemm_dispatch(p: &Params, min_tiles: u32) -> (Kind, [u32; 3]) {
-    let big = [p.n.div_ceil(TILE_VEC4), p.m.div_ceil(TILE_VEC4), 1];
-    match vec4_layout(p) {
-        Some((a_t, b_t)) if big[0].saturating_mul(big[1]) >= min_tiles => (Kind::GemmVec4 { a_t, b_t }, big),
-        _ => (Kind::Gemm, [p.n.div_ceil(TILE), p.m.div_ceil(TILE), 1]),
+/// A GEMM's plan: the vec4 kernel when the layout allows it and there are at least
+/// `min_tiles` of its 128x128 tiles, or split-K parts make up for fewer; else the general
+/// 64x64 kernel, whose four times as many workgroups keep more of a large GPU busy.
+fn gemm_plan(p: &Params, min_tiles: u32) -> Result<Plan> {
+    let p = Params { groups: 1, splits: 1, ..*p };
+    if let Some((a_t, b_t)) = vec4_layout(&p) {
+        if let Some(plan) = vec4_plan(Kind::GemmVec4 { a_t, b_t }, p, min_tiles, Kind::Reduce { conv: false })? {
+            return Ok(plan);
+        }
     }
+    Ok(Plan { kind: Kind::Gemm, params: p, groups: [p.n.div_ceil(TILE), p.m.div_ceil(TILE), 1], reduce: None })
 }
 
 impl Context {
@@ -143,6 +240,9 @@ impl Context {
             Kind::Gemm => gemm_cs::load(device.clone()),
             Kind::GemmVec4 { .. } => gemm_vec4_cs::load(device.clone()),
             Kind::Conv => conv_cs::load(device.clone()),
+            Kind::ConvVec4 => conv_vec4_cs::load(device.clone()),
+            Kind::Reduce { conv: false } => reduce_cs::load(device.clone()),
+            Kind::Reduce { conv: true } => reduce_conv_cs::load(device.clone()),
             Kind::Depthwise => dwconv_cs::load(device.clone()),
         }
         .map_err(api("loading the GEMM shader"))?;
@@ -216,16 +316,16 @@ impl Context {
                 alpha: 1.0,
                 ..Params::default()
             };
-            let (_, small) = gemm_dispatch(&params, u32::MAX);
-            let (vec4, big) = gemm_dispatch(&params, 0);
+            let small = gemm_plan(&params, u32::MAX)?;
+            let big = gemm_plan(&params, 0)?;
             let len = (s * s) as usize;
-            let time = |kind, groups| -> Result<f64> {
-                let one = self.time_resident(kind, &params, groups, [len; 3], 1)?;
+            let time = |plan: &Plan| -> Result<f64> {
+                let one = self.time_resident(plan, [len; 3], 1)?;
                 let reps = (0.02 / one).clamp(1.0, 50.0) as u32;
-                self.time_resident(kind, &params, groups, [len; 3], reps)
+                self.time_resident(plan, [len; 3], reps)
             };
-            let general = time(Kind::Gemm, small)?;
-            points.push((big[0] * big[1], time(vec4, big)? / general));
+            let general = time(&small)?;
+            points.push((big.groups[0] * big.groups[1], time(&big)? / general));
             if general > 0.1 {
                 break;
             }
@@ -324,39 +424,45 @@ impl Context {
             .map_err(api("waiting for the device"))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn record_dispatch(
+    /// Records `plan`'s dispatches over these buffers (and a pooled workspace for split-K).
+    fn record_plan(
         &self,
         cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
-        kind: Kind,
-        a: &Subbuffer<[f32]>,
-        b: &Subbuffer<[f32]>,
-        c: &Subbuffer<[f32]>,
-        bias: &Subbuffer<[f32]>,
-        params: &Params,
-        groups: [u32; 3],
+        plan: &Plan,
+        [a, b, c, bias]: [&Subbuffer<[f32]>; 4],
     ) -> Result<()> {
-        let pipeline = self.pipeline(kind)?;
-        let set = DescriptorSet::new(
-            self.descriptors.clone(),
-            pipeline.layout().set_layouts()[0].clone(),
-            [
-                WriteDescriptorSet::buffer(0, a.clone()),
-                WriteDescriptorSet::buffer(1, b.clone()),
-                WriteDescriptorSet::buffer(2, c.clone()),
-                WriteDescriptorSet::buffer(3, bias.clone()),
-            ],
-            [],
-        )
-        .map_err(api("writing the descriptor set"))?;
-        cb.bind_pipeline_compute(pipeline.clone())
-            .map_err(api("binding the pipeline"))?
-            .bind_descriptor_sets(PipelineBindPoint::Compute, pipeline.layout().clone(), 0, set)
-            .map_err(api("binding descriptors"))?;
-        cb.push_constants(pipeline.layout().clone(), 0, *params).map_err(api("pushing constants"))?;
-        // SAFETY: the shader bounds-checks every load against m, n, k and the geometry, and every
-        // store against m and n; the buffers were sized from the same validated shapes.
-        unsafe { cb.dispatch(groups) }.map_err(api("recording the dispatch"))?;
+        let work = match plan.reduce {
+            Some((_, _, len)) => {
+                Some(self.buffer(len, BufferUsage::STORAGE_BUFFER, MemoryTypeFilter::PREFER_DEVICE)?)
+            }
+            None => None,
+        };
+        let mut steps = vec![(plan.kind, plan.groups)];
+        steps.extend(plan.reduce.map(|(kind, groups, _)| (kind, groups)));
+        for (kind, groups) in steps {
+            let pipeline = self.pipeline(kind)?;
+            // Only the bindings this shader uses (the compiler drops unused ones from the layout).
+            let layout = pipeline.layout().set_layouts()[0].clone();
+            let writes = [a, b, c, bias, work.as_ref().unwrap_or(bias)]
+                .into_iter()
+                .zip(0u32..)
+                .filter(|(_, i)| layout.bindings().contains_key(i))
+                .map(|(buf, i)| WriteDescriptorSet::buffer(i, buf.clone()))
+                .collect::<Vec<_>>();
+            let set = DescriptorSet::new(self.descriptors.clone(), layout, writes, [])
+                .map_err(api("writing the descriptor set"))?;
+            cb.bind_pipeline_compute(pipeline.clone())
+                .map_err(api("binding the pipeline"))?
+                .bind_descriptor_sets(PipelineBindPoint::Compute, pipeline.layout().clone(), 0, set)
+                .map_err(api("binding descriptors"))?
+                .push_constants(pipeline.layout().clone(), 0, plan.params)
+                .map_err(api("pushing constants"))?;
+            // SAFETY: the shaders bounds-check every load against m, n, k and the geometry, and
+            // every store against m and n (the workspace against m * n * groups * splits, its
+            // length); the buffers were sized from the same validated shapes. Vulkano orders
+            // the reduction after the partial tiles it reads.
+            unsafe { cb.dispatch(groups) }.map_err(api("recording the dispatch"))?;
+        }
         Ok(())
     }
 
@@ -393,12 +499,11 @@ impl Context {
             b_cs: u32_of(b.cs(), Param::B)?,
             c_rs: u32_of(c.rs(), Param::COut)?,
             c_cs: u32_of(c.cs(), Param::COut)?,
-            bias_mode,
-            act,
+            epi: act | bias_mode << 8,
             slope,
             alpha,
             beta,
-            conv: [0; 16],
+            ..Params::default()
         };
         for len in [a_len, b_len, c_len] {
             u32_of(len, Param::Scratch)?;
@@ -417,8 +522,8 @@ impl Context {
             )?
         };
         let bias = self.upload(&mut cb, bias_data)?;
-        let (kind, groups) = gemm_dispatch(&params, self.min_vec4_tiles());
-        self.record_dispatch(&mut cb, kind, &ab, &bb, &cbuf, &bias, &params, groups)?;
+        let plan = gemm_plan(&params, self.min_vec4_tiles())?;
+        self.record_plan(&mut cb, &plan, [&ab, &bb, &cbuf, &bias])?;
         let out = self.readback(&mut cb, &cbuf, c_len)?;
         self.submit_and_wait(cb)?;
         let out = out.read().map_err(api("reading C back"))?;
@@ -454,8 +559,10 @@ impl Context {
         Ok(host)
     }
 
-    /// Parameters, shader and workgroup counts of a conv2d dispatch.
-    fn conv_params(g: &Conv2d, epi: &Epilogue<'_>) -> Result<(Params, Kind, [u32; 3])> {
+    /// The plan of a conv2d: depthwise shader; the vec4 kernel over every image at once when
+    /// the weights' rows are vec4-aligned (C/groups * R * S a multiple of 4) and there are
+    /// enough tiles or split-K parts; else the 64x64 kernel, one image and group per z.
+    fn conv_plan(g: &Conv2d, epi: &Epilogue<'_>, min_tiles: u32) -> Result<Plan> {
         let p = g.params();
         let (kg, hw, gemm_k) = g.gemm_dims();
         let (act, slope) = act_code(epi.activation);
@@ -473,42 +580,55 @@ impl Context {
             k: u(gemm_k)?,
             a_rs: u(gemm_k)?,
             a_cs: 1,
-            b_rs: 0,
-            b_cs: 0,
             c_rs: u(c_rs)?,
             c_cs: u(c_cs)?,
-            bias_mode: if matches!(epi.bias, Bias::Row(_)) { 1 } else { 0 },
-            act,
+            epi: act | if matches!(epi.bias, Bias::Row(_)) { 1 << 8 } else { 0 },
             slope,
             alpha: 1.0,
             beta: 0.0,
-            conv: [
-                u(p.c)?,
-                u(p.h)?,
-                u(p.w)?,
-                u(p.r)?,
-                u(p.s)?,
-                u(p.stride[0])?,
-                u(p.stride[1])?,
-                u(p.pad.top)?,
-                u(p.pad.left)?,
-                u(p.dilation[0])?,
-                u(p.dilation[1])?,
-                u(g.wo())?,
-                u(p.groups)?,
-                u(p.k)?,
-                u32::from(p.layout == TensorLayout::Nhwc),
-                u32::from(p.weight_layout == WeightLayout::Krsc),
-            ],
+            cin: u(p.c)?,
+            h: u(p.h)?,
+            w: u(p.w)?,
+            r: u(p.r)?,
+            s: u(p.s)?,
+            sh: u(p.stride[0])?,
+            sw: u(p.stride[1])?,
+            pt: u(p.pad.top)?,
+            pl: u(p.pad.left)?,
+            dh: u(p.dilation[0])?,
+            dw: u(p.dilation[1])?,
+            wo: u(g.wo())?,
+            groups: u(p.groups)?,
+            kout: u(p.k)?,
+            layouts: u32::from(p.layout == TensorLayout::Nhwc) | u32::from(p.weight_layout == WeightLayout::Krsc) << 1,
+            hw: u(hw)?,
+            splits: 1,
+            ..Params::default()
         };
         if sparkle_core::conv::fused::choose_path(g) == sparkle_core::conv::fused::Conv2dPath::Depthwise {
-            // m = images; one invocation per output element, rows of 65535 workgroups.
+            // m = images; one invocation per output element.
             let params = Params { m: u(p.n)?, ..params };
-            let total = u(g.output_len())?.div_ceil(256);
-            return Ok((params, Kind::Depthwise, [total.min(65535), total.div_ceil(65535), 1]));
+            return Ok(Plan {
+                kind: Kind::Depthwise,
+                params,
+                groups: elementwise_groups(u(g.output_len())?),
+                reduce: None,
+            });
+        }
+        if params.k.is_multiple_of(4) {
+            let columns = u(p.n.checked_mul(hw).ok_or(Error::Overflow { param: Param::N })?)?;
+            let wide = Params { n: columns, ..params };
+            if let Some(plan) = vec4_plan(Kind::ConvVec4, wide, min_tiles, Kind::Reduce { conv: true })? {
+                return Ok(plan);
+            }
         }
         let z = u(p.n.checked_mul(p.groups).ok_or(Error::Overflow { param: Param::N })?)?;
-        Ok((params, Kind::Conv, [params.n.div_ceil(TILE), params.m.div_ceil(TILE), z]))
+        Ok(Plan {
+            kind: Kind::Conv,
+            params,
+            groups: [params.n.div_ceil(TILE), params.m.div_ceil(TILE), z],
+            reduce: None,
+        })
     }
 
     /// `output = act(conv2d(input, weight) + bias)` on the device: implicit GEMM, every parameter.
@@ -522,7 +642,7 @@ impl Context {
     ) -> Result<()> {
         g.check_buffers(input.len(), weight.len(), None, output.len())?;
         sparkle_core::conv::check_epilogue(g, epi)?;
-        let (params, kind, groups) = Self::conv_params(g, epi)?;
+        let plan = Self::conv_plan(g, epi, self.min_vec4_tiles())?;
         let bias_data: &[f32] = match epi.bias {
             Bias::Row(v) => v,
             _ => &[],
@@ -536,17 +656,17 @@ impl Context {
             MemoryTypeFilter::PREFER_DEVICE,
         )?;
         let bias = self.upload(&mut cb, bias_data)?;
-        self.record_dispatch(&mut cb, kind, &wb, &xb, &yb, &bias, &params, groups)?;
+        self.record_plan(&mut cb, &plan, [&wb, &xb, &yb, &bias])?;
         let out = self.readback(&mut cb, &yb, output.len())?;
         self.submit_and_wait(cb)?;
         output.copy_from_slice(&out.read().map_err(api("reading the output back"))?);
         Ok(())
     }
 
-    /// `reps` dispatches of one shader recorded in one command buffer over device-resident
-    /// buffers of the given lengths (A, B, C), timed from submission to completion after a
-    /// one-dispatch warm-up (pipeline creation excluded): seconds per dispatch.
-    fn time_resident(&self, kind: Kind, params: &Params, groups: [u32; 3], lens: [usize; 3], reps: u32) -> Result<f64> {
+    /// `reps` runs of a plan recorded in one command buffer over device-resident buffers of the
+    /// given lengths (A, B, C), timed from submission to completion after a one-run warm-up
+    /// (pipeline creation excluded): seconds per run.
+    fn time_resident(&self, plan: &Plan, lens: [usize; 3], reps: u32) -> Result<f64> {
         let usage = BufferUsage::STORAGE_BUFFER;
         let dev = MemoryTypeFilter::PREFER_DEVICE;
         let (ab, bb, cbuf) =
@@ -555,7 +675,7 @@ impl Context {
         let run = |reps: u32| -> Result<f64> {
             let mut cb = self.begin()?;
             for _ in 0..reps {
-                self.record_dispatch(&mut cb, kind, &ab, &bb, &cbuf, &bias, params, groups)?;
+                self.record_plan(&mut cb, plan, [&ab, &bb, &cbuf, &bias])?;
             }
             let t = Instant::now();
             self.submit_and_wait(cb)?;
@@ -580,15 +700,15 @@ impl Context {
             alpha: 1.0,
             ..Params::default()
         };
-        let (kind, groups) = gemm_dispatch(&params, self.min_vec4_tiles());
-        self.time_resident(kind, &params, groups, [m * k, k * n, m * n], reps)
+        let plan = gemm_plan(&params, self.min_vec4_tiles())?;
+        self.time_resident(&plan, [m * k, k * n, m * n], reps)
     }
 
     /// Seconds per conv2d (+ ReLU) with input, weights and output already on the device.
     pub fn time_conv2d_resident(&self, g: &Conv2d, reps: u32) -> Result<f64> {
         let epi = Epilogue::activation(Activation::Relu);
-        let (params, kind, groups) = Self::conv_params(g, &epi)?;
-        self.time_resident(kind, &params, groups, [g.weight_len(), g.input_len(), g.output_len()], reps)
+        let plan = Self::conv_plan(g, &epi, self.min_vec4_tiles())?;
+        self.time_resident(&plan, [g.weight_len(), g.input_len(), g.output_len()], reps)
     }
 }
 
@@ -614,11 +734,32 @@ mod tests {
     }
 
     #[test]
-    fn tile_count_picks_the_kernel() {
+    fn tile_count_and_reduction_length_pick_the_kernel() {
         let p = params(256, 256, 64, (64, 1), (256, 1));
-        assert_eq!(gemm_dispatch(&p, 4), (Kind::GemmVec4 { a_t: false, b_t: false }, [2, 2, 1]));
-        assert_eq!(gemm_dispatch(&p, 5), (Kind::Gemm, [4, 4, 1]));
+        let plan = gemm_plan(&p, 4).unwrap();
+        assert_eq!((plan.kind, plan.groups), (Kind::GemmVec4 { a_t: false, b_t: false }, [2, 2, 1]));
+        assert!(plan.reduce.is_none());
+        let plan = gemm_plan(&p, 5).unwrap();
+        assert_eq!((plan.kind, plan.groups), (Kind::Gemm, [4, 4, 1]), "k = 64 is too short to split");
         let odd = params(256, 256, 63, (63, 1), (256, 1));
-        assert_eq!(gemm_dispatch(&odd, 0).0, Kind::Gemm);
+        assert_eq!(gemm_plan(&odd, 0).unwrap().kind, Kind::Gemm);
+    }
+
+    #[test]
+    fn split_k_covers_the_reduction_in_parts_of_whole_slices() {
+        // 4 tiles of a GEMM with k = 1000 on a device that wants 64: 16 parts of 64 or more.
+        let p = params(256, 256, 1000, (1000, 1), (256, 1));
+        let plan = gemm_plan(&p, 64).unwrap();
+        let q = plan.params;
+        assert_eq!(plan.kind, Kind::GemmVec4 { a_t: false, b_t: false });
+        let chunk = k_chunk(q.k, q.splits);
+        assert_eq!(chunk % 8, 0);
+        assert!(q.splits * chunk >= 1000 && (q.splits - 1) * chunk < 1000, "{} x {chunk}", q.splits);
+        assert!(q.splits >= 2 && q.splits <= 1000 / MIN_SPLIT_K);
+        assert_eq!(plan.groups, [2, 2, q.splits]);
+        let (kind, groups, work) = plan.reduce.unwrap();
+        assert_eq!(kind, Kind::Reduce { conv: false });
+        assert_eq!(work, (256 * 256 * q.splits) as usize);
+        assert!(groups[0] * groups[1] * 256 >= 256 * 256);
     }
 }

@@ -28,6 +28,7 @@ fn gemm_cases(be: &dyn Backend) {
         (132, 260, 68),
         (129, 132, 8),
         (256, 4, 260),
+        (64, 68, 520),
     ];
     let layouts = [(false, false, false), (true, false, true), (false, true, false), (true, true, true)];
     for (idx, &(m, n, k)) in sizes.iter().enumerate() {
@@ -80,6 +81,11 @@ fn conv_cases(be: &dyn Backend) {
         Conv2dParams::new(3, 7, 6, 6, 9, 1, 1),
         Conv2dParams::new(1, 3, 20, 18, 16, 7, 7).stride(2, 2).pad(Padding::uniform(3)),
         Conv2dParams::new(1, 4, 5, 5, 3, 5, 5),
+        // C/groups * R * S a multiple of 4: the Vulkan vec4 kernel (images side by side), and
+        // with a long reduction over few outputs, split-K.
+        Conv2dParams::new(2, 8, 9, 7, 12, 3, 3).pad(Padding::uniform(1)).stride(2, 1),
+        Conv2dParams::new(2, 8, 7, 9, 8, 3, 3).groups(2).dilation(1, 2).pad(Padding::new(2, 0, 1, 1)),
+        Conv2dParams::new(1, 32, 6, 5, 8, 3, 3).pad(Padding::uniform(1)),
     ];
     for (i, p) in cases.into_iter().enumerate() {
         for (layout, wl) in [
@@ -142,15 +148,16 @@ fn cpu() -> Vec<Box<dyn Backend>> {
     vec![Box::new(cpu.threads(1)), Box::new(sparkle_std::cpu::Cpu { parallel_min_fmas: 0.0, ..cpu.threads(2) })]
 }
 
-/// Every Vulkan device twice: once with the vec4 kernel wherever the layout allows it, once with
-/// the general kernel only, so each case runs through both whatever the device's tuning says.
+/// Every Vulkan device three times: with the vec4 kernel wherever the layout allows it, with
+/// the general kernel only, and wanting 16 tiles (so split-K runs wherever the reduction is long
+/// enough): each case runs through every path whatever the device's own tuning says.
 #[cfg(feature = "vulkan")]
 fn vulkan() -> Vec<Box<dyn Backend>> {
     match sparkle_vk::devices() {
         Ok(devs) if !devs.is_empty() => devs
             .iter()
             .flat_map(|d| {
-                [0, u32::MAX].map(|min_vec4_tiles| {
+                [0, u32::MAX, 16].map(|min_vec4_tiles| {
                     let ctx = sparkle_vk::Context::new(d.index).expect("open device");
                     ctx.set_tuning(sparkle_vk::Tuning { min_vec4_tiles });
                     Box::new(ctx) as Box<dyn Backend>
