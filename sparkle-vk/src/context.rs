@@ -136,6 +136,8 @@ pub struct Context {
             vulkano::buffer::Subbuffer<[f32]>,
         )>,
     >,
+    /// The latest submission: the next one is chained after it.
+    pub(crate) last: crate::resident::Chain,
     /// Kernel choices, measured (or loaded) on first use.
     pub(crate) tuning: std::sync::Mutex<Option<crate::tune::Tuning>>,
     /// Compute pipelines by shader, created on first use.
@@ -173,6 +175,7 @@ impl Context {
             commands,
             cache,
             pool: Default::default(),
+            last: Default::default(),
             tuning: Default::default(),
             pipelines: Default::default(),
         })

@@ -8,6 +8,9 @@
 //!   validated by the core first.
 //! - Compiled pipelines are cached on disk per device and driver (`SPARKLE_CACHE_DIR` or the
 //!   user cache directory); a bad cache file is ignored with a warning.
+//! - Resident tensors and asynchronous submission ([`Context::upload`], [`Context::record`],
+//!   [`Pending`]): a chain of ops runs on device memory without host round trips; each
+//!   submission reports its device time from timestamps.
 //! - Kernel choices per device ([`Tuning`]) come from a short autotune on first use, remembered
 //!   next to the pipeline cache.
 //! - Every failure is a [`VkError`], never a panic: no loader, no device, out of memory and
@@ -18,9 +21,11 @@ mod cache;
 mod context;
 mod error;
 mod ops;
+mod resident;
 mod smoke;
 mod tune;
 
 pub use context::{devices, Context, DeviceInfo};
 pub use error::{Result, VkError};
+pub use resident::{Pending, Recording, Tensor, TensorBias, TensorMat, Timing};
 pub use tune::Tuning;

@@ -22,6 +22,7 @@ use vulkano::sync::{self, GpuFuture};
 
 use crate::context::Context;
 use crate::error::{api, Result, VkError};
+use crate::resident::Submission;
 use crate::tune::{self, Tuning};
 
 mod gemm_cs {
@@ -104,7 +105,7 @@ fn act_code(a: Activation) -> (u32, f32) {
 /// Vulkan device offers at least 128.
 #[derive(BufferContents, Clone, Copy, Debug, Default)]
 #[repr(C)]
-struct Params {
+pub(crate) struct Params {
     m: u32,
     n: u32,
     k: u32,
@@ -150,7 +151,7 @@ fn k_chunk(k: u32, splits: u32) -> u32 {
 
 /// The dispatches of one op: the main one and, with split-K, the reduction that finishes C.
 #[derive(Clone, Copy, Debug)]
-struct Plan {
+pub(crate) struct Plan {
     kind: Kind,
     params: Params,
     groups: [u32; 3],
@@ -195,6 +196,42 @@ fn vec4_plan(kind: Kind, mut p: Params, min_tiles: u32, reduce: Kind) -> Result<
     }))
 }
 
+/// GEMM push constants for A (`[rows, cols, rs, cs]`), B strides, C (`[cols, rs, cs]`), every
+/// size and the extent of each operand checked to fit the shaders' 32-bit indices.
+pub(crate) fn gemm_params(alpha: f32, a: [usize; 4], b: [usize; 2], beta: f32, c: [usize; 3]) -> Result<Params> {
+    let [m, k, a_rs, a_cs] = a;
+    let [n, c_rs, c_cs] = c;
+    for len in [required_len(m, k, a_rs, a_cs)?, required_len(k, n, b[0], b[1])?, required_len(m, n, c_rs, c_cs)?] {
+        u32_of(len, Param::Scratch)?;
+    }
+    Ok(Params {
+        m: u32_of(m, Param::M)?,
+        n: u32_of(n, Param::GemmN)?,
+        k: u32_of(k, Param::GemmK)?,
+        a_rs: u32_of(a_rs, Param::A)?,
+        a_cs: u32_of(a_cs, Param::A)?,
+        b_rs: u32_of(b[0], Param::B)?,
+        b_cs: u32_of(b[1], Param::B)?,
+        c_rs: u32_of(c_rs, Param::COut)?,
+        c_cs: u32_of(c_cs, Param::COut)?,
+        alpha,
+        beta,
+        ..Params::default()
+    })
+}
+
+/// `p` with this bias mode (0 none, 1 per row, 2 per column) and activation.
+pub(crate) fn with_epilogue(p: Params, bias_mode: u32, activation: Activation) -> Params {
+    let (act, slope) = act_code(activation);
+    Params { epi: act | bias_mode << 8, slope, ..p }
+}
+
+/// `plan` with its bias mode replaced (the activation kept).
+pub(crate) fn with_bias_mode(mut plan: Plan, bias_mode: u32) -> Plan {
+    plan.params.epi = (plan.params.epi & 0xff) | bias_mode << 8;
+    plan
+}
+
 /// The layout flags of `gemm_vec4.comp` for these strides, if it can run them: A and B each
 /// need a unit stride along one dimension, the other stride a multiple of 4, and the
 /// contiguous extent a multiple of 4 (so a vec4 never straddles an edge).
@@ -219,7 +256,7 @@ fn vec4_layout(p: &Params) -> Option<(bool, bool)> {
 /// A GEMM's plan: the vec4 kernel when the layout allows it and there are at least
 /// `min_tiles` of its 128x128 tiles, or split-K parts make up for fewer; else the general
 /// 64x64 kernel, whose four times as many workgroups keep more of a large GPU busy.
-fn gemm_plan(p: &Params, min_tiles: u32) -> Result<Plan> {
+pub(crate) fn gemm_plan(p: &Params, min_tiles: u32) -> Result<Plan> {
     let p = Params { groups: 1, splits: 1, ..*p };
     if let Some((a_t, b_t)) = vec4_layout(&p) {
         if let Some(plan) = vec4_plan(Kind::GemmVec4 { a_t, b_t }, p, min_tiles, Kind::Reduce { conv: false })? {
@@ -345,7 +382,7 @@ impl Context {
     /// (a buffer is free when the pool holds its only reference: every command that used it has
     /// completed and been dropped), else newly allocated with a power-of-two capacity and pooled.
     /// Fresh allocations cost page faults and driver calls on every op; reuse removes them.
-    fn buffer(&self, len: usize, usage: BufferUsage, filter: MemoryTypeFilter) -> Result<Subbuffer<[f32]>> {
+    pub(crate) fn buffer(&self, len: usize, usage: BufferUsage, filter: MemoryTypeFilter) -> Result<Subbuffer<[f32]>> {
         let len = len.max(1) as u64;
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let free = |b: &Subbuffer<[f32]>| Arc::strong_count(b.buffer()) == 1;
@@ -381,10 +418,20 @@ impl Context {
     }
 
     /// A device-local buffer filled from `data` through a staging buffer (copy recorded in `cb`).
-    fn upload(
+    fn record_upload(
         &self,
         cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
         data: &[f32],
+    ) -> Result<Subbuffer<[f32]>> {
+        self.upload_into(cb, data, BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_DST | BufferUsage::TRANSFER_SRC)
+    }
+
+    /// [`Context::upload`]'s recording part, into a buffer with this usage.
+    pub(crate) fn upload_into(
+        &self,
+        cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+        data: &[f32],
+        usage: BufferUsage,
     ) -> Result<Subbuffer<[f32]>> {
         // Vulkan has no empty buffers: an empty operand (e.g. no bias) is one unused zero.
         let data = if data.is_empty() { &[0.0f32][..] } else { data };
@@ -395,16 +442,12 @@ impl Context {
         )?;
         // One memcpy into the mapped staging memory (an element iterator ran at a few GB/s).
         staging.write().map_err(api("mapping a staging buffer"))?.copy_from_slice(data);
-        let dst = self.buffer(
-            data.len(),
-            BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_DST | BufferUsage::TRANSFER_SRC,
-            MemoryTypeFilter::PREFER_DEVICE,
-        )?;
+        let dst = self.buffer(data.len(), usage, MemoryTypeFilter::PREFER_DEVICE)?;
         cb.copy_buffer(CopyBufferInfo::buffers(staging, dst.clone())).map_err(api("recording an upload"))?;
         Ok(dst)
     }
 
-    fn begin(&self) -> Result<AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>> {
+    pub(crate) fn begin(&self) -> Result<AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>> {
         AutoCommandBufferBuilder::primary(
             self.commands.clone(),
             self.queue().queue_family_index(),
@@ -414,18 +457,36 @@ impl Context {
     }
 
     fn submit_and_wait(&self, cb: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>) -> Result<()> {
+        self.submit(cb)?.wait(None).map_err(api("waiting for the device"))
+    }
+
+    /// Submits `cb` after everything submitted before on this context (chained futures: the
+    /// device may run it as soon as its inputs are written) and returns without waiting.
+    pub(crate) fn submit(&self, cb: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>) -> Result<Submission> {
         let cb = cb.build().map_err(api("building the command buffer"))?;
-        sync::now(self.device().clone())
+        let mut last = self.last.0.lock().unwrap_or_else(|e| e.into_inner());
+        let before: Box<dyn GpuFuture + Send + Sync> = match last.take() {
+            Some(f) if !f.is_signaled().unwrap_or(true) => Box::new(f),
+            _ => sync::now(self.device().clone()).boxed_send_sync(),
+        };
+        let future = before
             .then_execute(self.queue().clone(), cb)
             .map_err(api("submitting"))?
+            .boxed_send_sync()
             .then_signal_fence_and_flush()
-            .map_err(api("flushing"))?
-            .wait(None)
-            .map_err(api("waiting for the device"))
+            .map_err(api("flushing"))?;
+        let future = Arc::new(future);
+        *last = Some(future.clone());
+        Ok(future)
+    }
+
+    /// One pooled device float, bound where a shader's optional input (the bias) is absent.
+    pub(crate) fn scratch_one(&self) -> Result<Subbuffer<[f32]>> {
+        self.buffer(1, BufferUsage::STORAGE_BUFFER, MemoryTypeFilter::PREFER_DEVICE)
     }
 
     /// Records `plan`'s dispatches over these buffers (and a pooled workspace for split-K).
-    fn record_plan(
+    pub(crate) fn record_plan(
         &self,
         cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
         plan: &Plan,
@@ -488,32 +549,14 @@ impl Context {
             Bias::Row(v) => (1, v),
             Bias::Col(v) => (2, v),
         };
-        let (act, slope) = act_code(epi.activation);
-        let params = Params {
-            m: u32_of(d.m, Param::M)?,
-            n: u32_of(d.n, Param::GemmN)?,
-            k: u32_of(d.k, Param::GemmK)?,
-            a_rs: u32_of(a.rs(), Param::A)?,
-            a_cs: u32_of(a.cs(), Param::A)?,
-            b_rs: u32_of(b.rs(), Param::B)?,
-            b_cs: u32_of(b.cs(), Param::B)?,
-            c_rs: u32_of(c.rs(), Param::COut)?,
-            c_cs: u32_of(c.cs(), Param::COut)?,
-            epi: act | bias_mode << 8,
-            slope,
-            alpha,
-            beta,
-            ..Params::default()
-        };
-        for len in [a_len, b_len, c_len] {
-            u32_of(len, Param::Scratch)?;
-        }
+        let params = gemm_params(alpha, [d.m, d.k, a.rs(), a.cs()], [b.rs(), b.cs()], beta, [d.n, c.rs(), c.cs()])?;
+        let params = with_epilogue(params, bias_mode, epi.activation);
         let mut cb = self.begin()?;
-        let ab = self.upload(&mut cb, &a.as_slice()[..a_len])?;
-        let bb = self.upload(&mut cb, &b.as_slice()[..b_len])?;
+        let ab = self.record_upload(&mut cb, &a.as_slice()[..a_len])?;
+        let bb = self.record_upload(&mut cb, &b.as_slice()[..b_len])?;
         // C is read only when beta != 0.
         let cbuf = if beta != 0.0 {
-            self.upload(&mut cb, &c.as_slice()[..c_len])?
+            self.record_upload(&mut cb, &c.as_slice()[..c_len])?
         } else {
             self.buffer(
                 c_len,
@@ -521,7 +564,7 @@ impl Context {
                 MemoryTypeFilter::PREFER_DEVICE,
             )?
         };
-        let bias = self.upload(&mut cb, bias_data)?;
+        let bias = self.record_upload(&mut cb, bias_data)?;
         let plan = gemm_plan(&params, self.min_vec4_tiles())?;
         self.record_plan(&mut cb, &plan, [&ab, &bb, &cbuf, &bias])?;
         let out = self.readback(&mut cb, &cbuf, c_len)?;
@@ -544,7 +587,7 @@ impl Context {
         Ok(d)
     }
 
-    fn readback(
+    pub(crate) fn readback(
         &self,
         cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
         src: &Subbuffer<[f32]>,
@@ -562,7 +605,7 @@ impl Context {
     /// The plan of a conv2d: depthwise shader; the vec4 kernel over every image at once when
     /// the weights' rows are vec4-aligned (C/groups * R * S a multiple of 4) and there are
     /// enough tiles or split-K parts; else the 64x64 kernel, one image and group per z.
-    fn conv_plan(g: &Conv2d, epi: &Epilogue<'_>, min_tiles: u32) -> Result<Plan> {
+    pub(crate) fn conv_plan(g: &Conv2d, epi: &Epilogue<'_>, min_tiles: u32) -> Result<Plan> {
         let p = g.params();
         let (kg, hw, gemm_k) = g.gemm_dims();
         let (act, slope) = act_code(epi.activation);
@@ -648,14 +691,14 @@ impl Context {
             _ => &[],
         };
         let mut cb = self.begin()?;
-        let wb = self.upload(&mut cb, weight)?;
-        let xb = self.upload(&mut cb, input)?;
+        let wb = self.record_upload(&mut cb, weight)?;
+        let xb = self.record_upload(&mut cb, input)?;
         let yb = self.buffer(
             output.len(),
             BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC,
             MemoryTypeFilter::PREFER_DEVICE,
         )?;
-        let bias = self.upload(&mut cb, bias_data)?;
+        let bias = self.record_upload(&mut cb, bias_data)?;
         self.record_plan(&mut cb, &plan, [&wb, &xb, &yb, &bias])?;
         let out = self.readback(&mut cb, &yb, output.len())?;
         self.submit_and_wait(cb)?;
@@ -687,19 +730,7 @@ impl Context {
 
     /// Seconds per row-major `m x n x k` GEMM with the operands already on the device.
     pub fn time_gemm_resident(&self, m: usize, n: usize, k: usize, reps: u32) -> Result<f64> {
-        let params = Params {
-            m: u32_of(m, Param::M)?,
-            n: u32_of(n, Param::GemmN)?,
-            k: u32_of(k, Param::GemmK)?,
-            a_rs: u32_of(k, Param::A)?,
-            a_cs: 1,
-            b_rs: u32_of(n, Param::B)?,
-            b_cs: 1,
-            c_rs: u32_of(n, Param::COut)?,
-            c_cs: 1,
-            alpha: 1.0,
-            ..Params::default()
-        };
+        let params = gemm_params(1.0, [m, k, k, 1], [n, 1], 0.0, [n, n, 1])?;
         let plan = gemm_plan(&params, self.min_vec4_tiles())?;
         self.time_resident(&plan, [m * k, k * n, m * n], reps)
     }
