@@ -17,3 +17,5 @@ pub mod juggler;
 pub mod multi;
 #[cfg(feature = "npy")]
 pub mod npy;
+#[cfg(feature = "vulkan")]
+pub mod stream;

@@ -1,12 +1,13 @@
-//! One GEMM split across devices: the rows of C (and A) are divided in proportion to each
-//! device's predicted speed for the whole op, so all parts finish together; the parts run
-//! concurrently, each writing its own rows of C in place; a part whose device fails is re-run on
-//! the first device (the CPU) and the result is still complete.
+//! One GEMM or conv2d split across devices: the rows of C (and A), or the images of a conv2d
+//! batch, are divided in proportion to each device's predicted speed for the whole op, so all
+//! parts finish together; the parts run concurrently, each writing its own rows or images in
+//! place; a part whose device fails is re-run on the first device (the CPU) and the result is
+//! still complete.
 
 use std::ops::Range;
 use std::time::Instant;
 
-use sparkle_core::{Epilogue, MatMut, MatRef};
+use sparkle_core::{Conv2d, Conv2dParams, Epilogue, MatMut, MatRef};
 
 use crate::backend::Backend;
 use crate::juggler::DeviceId;
@@ -16,7 +17,7 @@ use crate::juggler::DeviceId;
 pub struct PartReport {
     /// The device that was assigned the rows.
     pub device: DeviceId,
-    /// Rows of C it was assigned.
+    /// Rows of C (GEMM) or images of the batch (conv2d) it was assigned.
     pub rows: Range<usize>,
     /// Seconds its part took (including a re-run elsewhere if it failed).
     pub seconds: f64,
@@ -110,19 +111,12 @@ pub fn gemm_split(
         };
         (res, t.elapsed().as_secs_f64(), piece)
     }
-    // The first part runs on the calling thread (the CPU backend keeps its packing scratch per
-    // thread; a fresh thread would allocate it again), the others on threads of their own.
-    let mut pieces = pieces.into_iter();
-    let first = pieces.next().ok_or("no parts")?;
-    let results: Vec<(Result<(), String>, f64, MatMut<'_>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = pieces
-            .zip(parts.iter().zip(rows).skip(1))
-            .map(|(piece, (part, r))| s.spawn(move || run_part(piece, *part, r, (alpha, a, b, beta, sub_epi(r)))))
-            .collect();
-        let mut all = vec![run_part(first, parts[0], &rows[0], (alpha, a, b, beta, sub_epi(&rows[0])))];
-        all.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panic!("a GEMM part panicked"))));
-        all
-    });
+    let jobs: Vec<_> = pieces
+        .into_iter()
+        .zip(parts.iter().zip(rows))
+        .map(|(piece, (part, r))| move || run_part(piece, *part, r, (alpha, a, b, beta, sub_epi(r))))
+        .collect();
+    let results = concurrently(jobs);
     let mut reports = Vec::with_capacity(rows.len());
     for (((res, seconds, mut piece), (part, r)), saved) in results.into_iter().zip(parts.iter().zip(rows)).zip(saved) {
         let mut report = PartReport { device: part.id(), rows: r.clone(), seconds, failed: None };
@@ -136,6 +130,92 @@ pub fn gemm_split(
             parts[0]
                 .gemm(alpha, ap, b, beta, piece.rb_mut(), &sub_epi(r))
                 .map_err(|e2| format!("{e}; the re-run failed too: {e2}"))?;
+            report.seconds += t.elapsed().as_secs_f64();
+            report.failed = Some(e);
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Runs every job at once and returns their results in order. The first runs on the calling
+/// thread (the CPU backend keeps its packing scratch per thread; a fresh thread would allocate
+/// it again), the others on threads of their own.
+fn concurrently<R: Send>(jobs: Vec<impl FnOnce() -> R + Send>) -> Vec<R> {
+    let mut jobs = jobs.into_iter();
+    let Some(first) = jobs.next() else { return Vec::new() };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs.map(|job| s.spawn(job)).collect();
+        let mut all = vec![first()];
+        all.extend(handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panic!("a part panicked"))));
+        all
+    })
+}
+
+/// `output = act(conv2d(input, weight) + bias)` with the batch split across `parts` as `images`
+/// says (from [`split_rows`] over the batch). Each image's input and output are contiguous in
+/// both layouts, so every part reads and writes its own slices in place. A part whose device
+/// fails is re-run on the first device (the output is overwritten, not accumulated, so nothing
+/// needs saving).
+pub fn conv2d_split(
+    parts: &[&dyn Backend],
+    images: &[Range<usize>],
+    g: &Conv2d,
+    input: &[f32],
+    weight: &[f32],
+    epi: &Epilogue<'_>,
+    output: &mut [f32],
+) -> Result<Vec<PartReport>, String> {
+    g.check_buffers(input.len(), weight.len(), None, output.len()).map_err(|e| e.to_string())?;
+    sparkle_core::conv::check_epilogue(g, epi).map_err(|e| e.to_string())?;
+    let n = g.params().n;
+    if parts.is_empty() || parts.len() != images.len() {
+        return Err(format!("{} devices but {} image ranges", parts.len(), images.len()));
+    }
+    let covered =
+        images.windows(2).all(|w| w[0].end == w[1].start) && images[0].start == 0 && images[images.len() - 1].end == n;
+    if !covered {
+        return Err("the image ranges must cover the batch exactly, in order".into());
+    }
+    let (in_per, out_per) = (g.input_len() / n, g.output_len() / n);
+    // Every part's geometry is validated before anything runs.
+    let geoms = images
+        .iter()
+        .map(|r| Conv2dParams { n: r.len().max(1), ..*g.params() }.validate().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut pieces = Vec::with_capacity(images.len());
+    let mut rest = output;
+    for r in images {
+        let (head, tail) = rest.split_at_mut(r.len() * out_per);
+        pieces.push(head);
+        rest = tail;
+    }
+    let part_input = |r: &Range<usize>| &input[r.start * in_per..r.end * in_per];
+    let run = |part: &dyn Backend, sub: &Conv2d, r: &Range<usize>, out: &mut [f32]| {
+        if r.is_empty() {
+            return Ok(());
+        }
+        part.conv2d(sub, part_input(r), weight, epi, out)
+    };
+    let jobs: Vec<_> = pieces
+        .into_iter()
+        .zip(parts.iter().zip(images.iter().zip(&geoms)))
+        .map(|(piece, (part, (r, sub)))| {
+            move || {
+                let t = Instant::now();
+                let res = run(*part, sub, r, piece);
+                (res, t.elapsed().as_secs_f64(), piece)
+            }
+        })
+        .collect();
+    let mut reports = Vec::with_capacity(images.len());
+    for ((res, seconds, piece), (part, (r, sub))) in
+        concurrently(jobs).into_iter().zip(parts.iter().zip(images.iter().zip(&geoms)))
+    {
+        let mut report = PartReport { device: part.id(), rows: r.clone(), seconds, failed: None };
+        if let Err(e) = res {
+            let t = Instant::now();
+            run(parts[0], sub, r, piece).map_err(|e2| format!("{e}; the re-run failed too: {e2}"))?;
             report.seconds += t.elapsed().as_secs_f64();
             report.failed = Some(e);
         }

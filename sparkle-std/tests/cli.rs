@@ -280,3 +280,16 @@ fn bench_draws_a_plot() {
         &text[..200.min(text.len())]
     );
 }
+
+#[test]
+fn stream_runs_every_policy_and_checks_every_output() {
+    let out = sparkle(&["stream", "--small", "--rounds", "2", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for key in ["\"always cpu\"", "\"balanced fixed\"", "\"juggler\"", "juggler_over_best_fixed", "uploaded_bytes"] {
+        assert!(text.contains(key), "{key} missing from {text}");
+    }
+    let bad = sparkle(&["stream", "--rounds", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+}

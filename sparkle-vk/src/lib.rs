@@ -27,5 +27,5 @@ mod tune;
 
 pub use context::{devices, Context, DeviceInfo};
 pub use error::{Result, VkError};
-pub use resident::{Pending, Recording, Tensor, TensorBias, TensorMat, Timing};
+pub use resident::{Download, Pending, Recording, Tensor, TensorBias, TensorMat, Timing};
 pub use tune::Tuning;

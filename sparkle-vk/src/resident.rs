@@ -168,6 +168,25 @@ impl Pending {
     }
 }
 
+/// A tensor's contents on their way to the host ([`Recording::download`]).
+#[derive(Debug)]
+pub struct Download {
+    host: Subbuffer<[f32]>,
+}
+
+impl Download {
+    /// Copies the downloaded floats into `out` (same length); call after the submission that
+    /// recorded the download finished ([`Pending::wait`]), else this is an error.
+    pub fn read(&self, out: &mut [f32]) -> Result<()> {
+        let data = self.host.read().map_err(api("reading a download (has its submission finished?)"))?;
+        if data.len() != out.len() {
+            return Err(Error::Mismatch { param: Param::Output, expected: data.len(), found: out.len() }.into());
+        }
+        out.copy_from_slice(&data);
+        Ok(())
+    }
+}
+
 /// Ops recorded for one submission ([`Context::record`]).
 pub struct Recording<'a> {
     ctx: &'a Context,
@@ -360,6 +379,26 @@ impl Recording<'_> {
             .copy_buffer(CopyBufferInfo::buffers(src.buf.clone(), dst.buf.clone()))
             .map_err(api("recording a copy"))?;
         Ok(self)
+    }
+
+    /// A new device tensor holding `data`, copied in when this recording runs (so the upload
+    /// overlaps other devices' work instead of blocking the caller).
+    pub fn upload(&mut self, data: &[f32]) -> Result<Tensor> {
+        Ok(Tensor { buf: self.ctx.upload_into(&mut self.cb, data, TENSOR_USAGE)? })
+    }
+
+    /// A new device tensor of `len` zeros, filled when this recording runs.
+    pub fn zeros(&mut self, len: usize) -> Result<Tensor> {
+        let buf = self.ctx.buffer(len, TENSOR_USAGE, MemoryTypeFilter::PREFER_DEVICE)?;
+        self.cb.fill_buffer(buf.clone().reinterpret(), 0).map_err(api("recording a fill"))?;
+        Ok(Tensor { buf })
+    }
+
+    /// Copies `t` to host memory when this recording runs; read it with [`Download::read`]
+    /// after the submission finished.
+    pub fn download(&mut self, t: &Tensor) -> Result<Download> {
+        self.ctx.check_owner(t)?;
+        Ok(Download { host: self.ctx.readback(&mut self.cb, &t.buf, t.len())? })
     }
 
     /// Sends the recorded ops to the device and returns at once.

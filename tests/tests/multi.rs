@@ -1,12 +1,13 @@
-//! One GEMM split across devices (the CPU and every Vulkan device; lavapipe in CI): every part
-//! against the oracle, every split proportion, and a device that fails mid-split.
+//! One GEMM or conv2d split across devices (the CPU and every Vulkan device; lavapipe in CI):
+//! every part against the oracle, every split proportion, and a device that fails mid-split.
 
 use sparkle_core::check::{max_error, tolerance};
+use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
-use sparkle_core::{Activation, Bias, Epilogue, MatMut, MatRef};
+use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
 use sparkle_std::backend::Backend;
 use sparkle_std::juggler::DeviceId;
-use sparkle_std::multi::{gemm_split, split_rows};
+use sparkle_std::multi::{conv2d_split, gemm_split, split_rows};
 use sparkle_tests::fill;
 
 /// A device that scribbles over its rows of C, then fails.
@@ -85,26 +86,35 @@ fn split_rows_covers_in_order_and_aligns() {
     assert_eq!(split_rows(10, &[1.0, 1.0, 1.0], 64), vec![0..0, 0..0, 0..10]);
 }
 
+/// Every Vulkan device (none, loudly, without one).
+#[cfg(feature = "vulkan")]
+fn gpus() -> Vec<sparkle_vk::Context> {
+    match sparkle_vk::devices() {
+        Ok(d) if !d.is_empty() => d.iter().map(|d| sparkle_vk::Context::new(d.index).unwrap()).collect(),
+        _ => {
+            sparkle_tests::skip("VULKAN", "no Vulkan device for the CPU+GPU split");
+            Vec::new()
+        }
+    }
+}
+
+/// Equal shares, growing shares, and everything on the last device.
+fn proportions(parts: usize) -> [Vec<f64>; 3] {
+    let mut last = vec![0.0; parts];
+    last[parts - 1] = 1.0;
+    [vec![1.0; parts], (0..parts).map(|i| (i + 1) as f64).collect(), last]
+}
+
 #[test]
 fn split_gemm_matches_oracle_on_cpu_and_every_vulkan_device() {
     let cpu = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
     let cpu2 = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
     let mut parts: Vec<&dyn Backend> = vec![&cpu, &cpu2];
     #[cfg(feature = "vulkan")]
-    let gpus: Vec<sparkle_vk::Context> = match sparkle_vk::devices() {
-        Ok(d) if !d.is_empty() => d.iter().map(|d| sparkle_vk::Context::new(d.index).unwrap()).collect(),
-        _ => {
-            sparkle_tests::skip("VULKAN", "no Vulkan device for the CPU+GPU split");
-            Vec::new()
-        }
-    };
+    let gpus = gpus();
     #[cfg(feature = "vulkan")]
     parts.extend(gpus.iter().map(|g| g as &dyn Backend));
-    for speeds in [vec![1.0; parts.len()], (0..parts.len()).map(|i| (i + 1) as f64).collect(), {
-        let mut v = vec![0.0; parts.len()];
-        v[parts.len() - 1] = 1.0;
-        v
-    }] {
+    for speeds in proportions(parts.len()) {
         for (shape, beta, bias_row) in
             [((300, 70, 45), 0.0, true), ((257, 33, 130), 0.5, false), ((64, 64, 64), 1.0, true)]
         {
@@ -144,4 +154,60 @@ fn column_major_c_is_an_error_not_a_race() {
         &Epilogue::NONE,
     );
     assert!(r.is_err());
+}
+
+fn check_conv(parts: &[&dyn Backend], speeds: &[f64], p: Conv2dParams) -> Vec<sparkle_std::multi::PartReport> {
+    let g = p.validate().unwrap();
+    let (mut x, mut w, mut bias) = (vec![0.0; g.input_len()], vec![0.0; g.weight_len()], vec![0.0; p.k]);
+    fill(&mut x, 5);
+    fill(&mut w, 6);
+    fill(&mut bias, 7);
+    let epi = Epilogue { bias: Bias::Row(&bias), activation: Activation::Relu6 };
+    let mut want = vec![0.0; g.output_len()];
+    conv2d_reference_f64(&g, &x, &w, &epi, &mut want).unwrap();
+    let mut y = vec![f32::NAN; g.output_len()];
+    let images = split_rows(p.n, speeds, 1);
+    let reports = conv2d_split(parts, &images, &g, &x, &w, &epi, &mut y).unwrap();
+    let (err, at) = max_error(&y, &want);
+    assert!(err <= 2.0 * tolerance(g.gemm_dims().2) + 1e-5, "{speeds:?} {p:?}: error {err:e} at {at:?}");
+    reports
+}
+
+#[test]
+fn split_conv2d_matches_oracle_on_cpu_and_every_vulkan_device() {
+    let cpu = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
+    let mut parts: Vec<&dyn Backend> = vec![&cpu];
+    #[cfg(feature = "vulkan")]
+    let gpus = gpus();
+    #[cfg(feature = "vulkan")]
+    parts.extend(gpus.iter().map(|g| g as &dyn Backend));
+    let base = Conv2dParams::new(5, 6, 9, 8, 8, 3, 3).pad(Padding::uniform(1));
+    for speeds in proportions(parts.len()) {
+        check_conv(&parts, &speeds, base);
+        check_conv(&parts, &speeds, base.layout(TensorLayout::Nhwc).weight_layout(WeightLayout::Krsc).stride(2, 1));
+        check_conv(&parts, &speeds, Conv2dParams::new(3, 8, 7, 7, 8, 3, 3).groups(8));
+    }
+}
+
+#[test]
+fn a_device_failing_mid_conv_split_has_its_part_rerun() {
+    let cpu = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
+    let parts: [&dyn Backend; 2] = [&cpu, &Failing];
+    let reports = check_conv(&parts, &[1.0, 1.0], Conv2dParams::new(4, 3, 6, 6, 4, 3, 3));
+    assert!(reports[1].failed.is_some() && reports[0].failed.is_none(), "{reports:?}");
+}
+
+#[test]
+fn conv_split_ranges_must_cover_the_batch() {
+    let cpu = sparkle_std::cpu::Cpu::new().unwrap();
+    let parts: [&dyn Backend; 2] = [&cpu, &cpu];
+    let g = Conv2dParams::new(4, 2, 5, 5, 2, 3, 3).validate().unwrap();
+    let (x, w) = (vec![1.0; g.input_len()], vec![1.0; g.weight_len()]);
+    let mut y = vec![0.0; g.output_len()];
+    // A gap, past the batch, and fewer ranges than devices.
+    let whole = std::iter::once(0..4).collect::<Vec<_>>();
+    let bad: [&[std::ops::Range<usize>]; 3] = [&[0..2, 3..4], &[0..2, 2..5], &whole];
+    for ranges in bad {
+        assert!(conv2d_split(&parts, ranges, &g, &x, &w, &Epilogue::NONE, &mut y).is_err(), "{ranges:?}");
+    }
 }

@@ -741,3 +741,134 @@ pub fn split(shapes: &[[usize; 3]], with_cpu: bool, threads: usize, reps: usize)
     }
     Ok(())
 }
+
+/// `sparkle bench split --resident`: the same op on the first Vulkan device alone and split
+/// evenly over every Vulkan device, with each device's operands already resident (uploaded
+/// once, outside the timing): rows of A and C for a GEMM, images of the input and output for a
+/// conv2d batch. The parts are submitted to all devices before any is waited for. Results are
+/// spot-checked against the oracle (GEMM) or the CPU path (conv2d). Seconds are the best of
+/// `reps` after a warm-up.
+pub fn split_resident(shapes: &[[usize; 3]], conv_batch: usize, reps: usize) -> Result<(), Failure> {
+    use sparkle_core::epilogue::Activation;
+    use sparkle_std::multi::split_rows;
+    use sparkle_std::vk::{Context, TensorBias, TensorMat};
+    let gpus: Vec<Context> =
+        sparkle_std::vk::devices()?.iter().map(|d| Context::new(d.index)).collect::<Result<_, _>>()?;
+    if gpus.is_empty() {
+        return Err("no Vulkan device".into());
+    }
+    let names: Vec<String> = gpus.iter().map(|g| format!("vulkan:{} {}", g.info().index, g.info().name)).collect();
+    let counts = if gpus.len() > 1 { vec![1, gpus.len()] } else { vec![1] };
+    println!("devices: {}", names.join("; "));
+    // Best of `reps` (after a warm-up) of submitting `parts` (one recording per device) and
+    // waiting for all of them.
+    let time = |record: &dyn Fn(usize) -> Result<sparkle_std::vk::Pending, Failure>, parts: usize| {
+        let run = || -> Result<f64, Failure> {
+            let t = Instant::now();
+            let pending = (0..parts).map(record).collect::<Result<Vec<_>, _>>()?;
+            for p in pending {
+                p.wait()?;
+            }
+            Ok(t.elapsed().as_secs_f64())
+        };
+        run()?;
+        (0..reps.max(1)).try_fold(f64::INFINITY, |best, _| Ok::<f64, Failure>(best.min(run()?)))
+    };
+    for &[m, n, k] in shapes {
+        let (mut a, mut b) = (vec![0.0f32; m * k], vec![0.0f32; k * n]);
+        fill(&mut a, 1);
+        fill(&mut b, 2);
+        let flops = 2.0 * m as f64 * n as f64 * k as f64;
+        let mut single = f64::NAN;
+        for &count in &counts {
+            let rows = split_rows(m, &vec![1.0; count], 128);
+            let mut tensors = Vec::new();
+            for (g, r) in gpus.iter().zip(&rows) {
+                let at = g.upload(&a[r.start * k..r.end * k])?;
+                tensors.push((at, g.upload(&b)?, g.zeros(r.len().max(1) * n)?));
+            }
+            let record = |i: usize| -> Result<sparkle_std::vk::Pending, Failure> {
+                let (g, r, (at, bt, ct)) = (&gpus[i], &rows[i], &tensors[i]);
+                let mut rec = g.record()?;
+                if !r.is_empty() {
+                    let (av, bv) = (TensorMat::row_major(at, r.len(), k)?, TensorMat::row_major(bt, k, n)?);
+                    let cv = TensorMat::row_major(ct, r.len(), n)?;
+                    rec.gemm(1.0, av, bv, 0.0, cv, TensorBias::None, Activation::None)?;
+                }
+                Ok(rec.submit()?)
+            };
+            let t = time(&record, count)?;
+            let mut c = Vec::with_capacity(m * n);
+            for ((g, r), (_, _, ct)) in gpus.iter().zip(&rows).zip(&tensors) {
+                c.extend_from_slice(&g.download(ct)?[..r.len() * n]);
+            }
+            spot_check("resident split", &a, &b, &c, [m, n, k])?;
+            if count == 1 {
+                single = t;
+            }
+            println!(
+                "gemm {m}x{n}x{k} on {count} device(s), resident: {:.3} ms ({:.1} GFLOPS), {:.2}x one device",
+                t * 1e3,
+                flops / t / 1e9,
+                single / t
+            );
+        }
+    }
+    if conv_batch == 0 {
+        return Ok(());
+    }
+    let cpu = Cpu::new()?;
+    for (name, p) in sparkle_std::demo::layers(sparkle_std::demo::Layers::ResNet50) {
+        let p = sparkle_core::Conv2dParams { n: conv_batch, ..p };
+        let g = p.validate()?;
+        let (mut x, mut w) = (vec![0.0f32; g.input_len()], vec![0.0f32; g.weight_len()]);
+        fill(&mut x, 3);
+        fill(&mut w, 4);
+        let (in_per, out_per) = (g.input_len() / conv_batch, g.output_len() / conv_batch);
+        let mut single = f64::NAN;
+        for &count in &counts {
+            let images = split_rows(conv_batch, &vec![1.0; count], 1);
+            let mut parts = Vec::new();
+            for (gpu, r) in gpus.iter().zip(&images) {
+                let sub = sparkle_core::Conv2dParams { n: r.len().max(1), ..p }.validate()?;
+                let xt = gpu.upload(&x[r.start * in_per..r.end.max(r.start + 1) * in_per])?;
+                parts.push((sub, xt, gpu.upload(&w)?, gpu.zeros(sub.output_len())?));
+            }
+            let record = |i: usize| -> Result<sparkle_std::vk::Pending, Failure> {
+                let (sub, xt, wt, yt) = &parts[i];
+                let mut rec = gpus[i].record()?;
+                rec.conv2d(sub, xt, wt, None, Activation::Relu, yt)?;
+                Ok(rec.submit()?)
+            };
+            let t = time(&record, count)?;
+            // The first image of every part against the CPU path (itself tested against the
+            // oracle).
+            for ((gpu, r), (sub, _, _, yt)) in gpus.iter().zip(&images).zip(&parts) {
+                let y = gpu.download(yt)?;
+                let one = sparkle_core::Conv2dParams { n: 1, ..*sub.params() }.validate()?;
+                let mut want = vec![0.0f32; out_per];
+                let epi = Epilogue::activation(Activation::Relu);
+                cpu.conv2d(&one, &x[r.start * in_per..(r.start + 1) * in_per], &w, &epi, &mut want)?;
+                let tol = 2.0 * sparkle_core::check::tolerance(g.gemm_dims().2) + 1e-5;
+                let err = y[..out_per]
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| sparkle_core::check::error(*a, f64::from(*b)))
+                    .fold(0.0, f64::max);
+                if err > tol {
+                    return Err(format!("{name}: resident split is wrong on image {}: {err:e}", r.start).into());
+                }
+            }
+            if count == 1 {
+                single = t;
+            }
+            println!(
+                "conv2d {name} batch {conv_batch} on {count} device(s), resident: {:.3} ms ({:.1} GFLOPS), {:.2}x one device",
+                t * 1e3,
+                g.flops() / t / 1e9,
+                single / t
+            );
+        }
+    }
+    Ok(())
+}

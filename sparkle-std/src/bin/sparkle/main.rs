@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sparkle_std::demo;
-use sparkle_std::juggler::{store, DeviceId, Juggler, OpDesc, Prior, SystemClock};
+use sparkle_std::juggler::{store, DeviceId, Juggler, OpDesc, SystemClock};
 
 #[derive(Parser)]
 #[command(name = "sparkle", version, about = "Sparkle compute kernels: GEMM and conv2d on CPUs and any Vulkan GPU")]
@@ -28,6 +28,24 @@ enum Command {
     },
     /// The CPU (brand, cores, caches, kernels, measured peak) and every Vulkan device.
     Devices,
+    /// The demo's layers as a stream over the CPU and every Vulkan device at once (GPU layers
+    /// asynchronous, weights resident): each layer measured on each device, then the stream
+    /// always on each device, with the best fixed assignment, and with the juggler; every
+    /// output checked against the f64 oracle.
+    Stream {
+        /// Images per layer.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Times the layer sequence runs.
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+        /// The scaled-down layer set.
+        #[arg(long)]
+        small: bool,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// conv2d on .npy files: output = act(conv2d(input, weight) + bias).
     Conv2d(cli::Conv2dArgs),
     /// GEMM on .npy files: output = alpha * A @ B + beta * C.
@@ -165,6 +183,13 @@ enum BenchCommand {
         /// Timed repetitions (best is reported).
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// Operands resident on each Vulkan device (uploaded once, outside the timing): the
+        /// first device alone vs every device, for the shapes and the ResNet-50 conv layers.
+        #[arg(long)]
+        resident: bool,
+        /// Batch of the conv layers with --resident (0: no conv layers).
+        #[arg(long, default_value_t = 64)]
+        conv_batch: usize,
     },
     /// The measured FMA peak of this CPU, on one thread and on all.
     Peak {
@@ -198,6 +223,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { small } => run_demo(small),
         Command::Devices => list_devices(),
+        Command::Stream { batch, rounds, small, json } => run_stream(batch, rounds, small, json),
         Command::Conv2d(args) => cli::conv2d(&args),
         Command::Gemm(args) => cli::gemm(&args),
         Command::Bench(b) => run_bench(b),
@@ -274,8 +300,12 @@ fn run_bench(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             let peak = (!json).then(|| sparkle_std::cpu::peak::peak_gflops(threads));
             bench::print_conv(&records, json, peak, plot.as_deref())?;
         }
-        BenchCommand::Split { shapes, devices, threads, reps } => {
+        BenchCommand::Split { shapes, devices, threads, reps, resident, conv_batch } => {
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
+            if resident {
+                bench::split_resident(&shapes, conv_batch, reps)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let with_cpu = match devices.as_str() {
                 "all" => true,
                 "vulkan" => false,
@@ -352,31 +382,85 @@ fn list_devices() -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sparkle stream`.
+fn run_stream(batch: usize, rounds: usize, small: bool, json: bool) -> Result<ExitCode, Failure> {
+    use sparkle_std::stream;
+    if batch == 0 || rounds == 0 {
+        return Err("--batch and --rounds must be at least 1".into());
+    }
+    let cpu = sparkle_std::cpu::Cpu::new()?;
+    let contexts: Vec<sparkle_std::vk::Context> =
+        sparkle_std::vk::devices()?.iter().map(|d| sparkle_std::vk::Context::new(d.index)).collect::<Result<_, _>>()?;
+    let gpus: Vec<&sparkle_std::vk::Context> = contexts.iter().collect();
+    let which = if small { sparkle_std::demo::Layers::Small } else { sparkle_std::demo::Layers::ResNet50 };
+    let failure = |e: sparkle_std::demo::DemoError| -> Failure { e.to_string().into() };
+    let layers = stream::demo_layers(which, batch).map_err(failure)?;
+    let (mut j, _) = stream::juggler(&cpu, &gpus, &cli::cpu_brand());
+    let c = stream::compare(&cpu, &gpus, &layers, rounds, &mut j).map_err(failure)?;
+    let best = c.best_fixed().ok_or("no fixed run")?;
+    let (best_policy, best_fixed) = (best.policy.clone(), best.report.seconds);
+    if json {
+        let runs: Vec<serde_json::Value> = c
+            .runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "policy": r.policy, "seconds": r.report.seconds,
+                    "uploaded_bytes": r.report.uploaded, "downloaded_bytes": r.report.downloaded,
+                    "placements": r.report.placements.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "batch": batch, "rounds": rounds,
+            "devices": c.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "layers": layers.iter().map(|l| l.name).collect::<Vec<_>>(),
+            "layer_seconds": c.seconds,
+            "balanced_fixed": c.balanced.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "best_fixed_policy": best_policy,
+            "juggler_over_best_fixed": c.juggler().map(|r| r.report.seconds / best_fixed),
+            "runs": runs, "worst_error_over_tolerance": c.worst_error_ratio,
+        });
+        println!("{out}");
+    } else {
+        println!("stream: {} layers x {rounds} rounds at batch {batch}; devices: {}", layers.len(), {
+            let names: Vec<String> = c.devices.iter().map(|d| d.to_string()).collect();
+            names.join(", ")
+        });
+        for (l, t) in layers.iter().zip(&c.seconds) {
+            let times: Vec<String> = t.iter().map(|s| format!("{:9.3} ms", s * 1e3)).collect();
+            println!("  {:<26} {}", l.name, times.join(" "));
+        }
+        let picks: Vec<String> = c.balanced.iter().map(|d| d.to_string()).collect();
+        println!("balanced fixed assignment (from those times): {}", picks.join(", "));
+        for r in &c.runs {
+            let mut count: std::collections::BTreeMap<String, usize> = Default::default();
+            for d in &r.report.placements {
+                *count.entry(d.to_string()).or_default() += 1;
+            }
+            println!(
+                "{:<16} {:9.3} ms  ({:.2}x the best fixed)  up {:.1} MB, down {:.1} MB  ops per device {:?}",
+                r.policy,
+                r.report.seconds * 1e3,
+                r.report.seconds / best_fixed,
+                r.report.uploaded as f64 / 1e6,
+                r.report.downloaded as f64 / 1e6,
+                count
+            );
+        }
+        println!("best fixed: {best_policy}; largest error over the oracle's tolerance: {:.3}", c.worst_error_ratio);
+    }
+    // The GPU is held to twice the CPU's tolerance (its exp/tanh and summation order differ).
+    if c.worst_error_ratio > 2.0 {
+        return Err(format!("an output is off by {:.2}x the tolerance", c.worst_error_ratio).into());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The juggler with this machine's devices and their priors, and the model learned so far.
 fn juggler(cpu: &sparkle_std::cpu::Cpu, gpu: Option<&sparkle_std::vk::Context>) -> (Juggler<SystemClock>, String) {
-    let mut j = Juggler::new(SystemClock::default());
-    let peak = sparkle_std::cpu::peak::peak_gflops(cpu.threads) * 1e9;
-    j.add_device(DeviceId::Cpu, Prior { overhead: 5e-6, peak, half: 2e6, bandwidth: f64::INFINITY }, false);
-    let mut parts = vec![
-        cli::cpu_brand(),
-        cpu.kernel.id.to_string(),
-        cpu.threads.to_string(),
-        env!("CARGO_PKG_VERSION").to_string(),
-    ];
-    if let Some(ctx) = gpu {
-        let i = ctx.info();
-        // A CPU-type device (Mesa's lavapipe) is slow; a real GPU is fast but far away.
-        let prior = if i.device_type == "CPU" {
-            Prior { overhead: 300e-6, peak: 5e9, half: 1e8, bandwidth: 5e9 }
-        } else {
-            Prior { overhead: 50e-6, peak: 2e13, half: 1e9, bandwidth: 1.2e10 }
-        };
-        j.add_device(DeviceId::Vulkan(i.index), prior, true);
-        parts.push(format!("{:x}:{:x}:{:x}", i.vendor_id, i.device_id, i.driver_version));
-    }
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let fp = store::fingerprint(&refs);
-    (j, fp)
+    let gpus: Vec<&sparkle_std::vk::Context> = gpu.into_iter().collect();
+    sparkle_std::stream::juggler(cpu, &gpus, &cli::cpu_brand())
 }
 
 fn run_demo(small: bool) -> Result<ExitCode, Failure> {
