@@ -383,7 +383,16 @@ impl Context {
     /// completed and been dropped), else newly allocated with a power-of-two capacity and pooled.
     /// Fresh allocations cost page faults and driver calls on every op; reuse removes them.
     pub(crate) fn buffer(&self, len: usize, usage: BufferUsage, filter: MemoryTypeFilter) -> Result<Subbuffer<[f32]>> {
+        // The shaders index with 32 bits and bind whole buffers: nothing larger than the
+        // device's largest storage-buffer range can be used (nor allocated: vulkano panics on
+        // byte sizes that overflow).
+        let most = u64::from(self.device().physical_device().properties().max_storage_buffer_range) / 4;
         let len = len.max(1) as u64;
+        if len > most {
+            return Err(VkError::OutOfMemory(
+                format!("{len} floats exceed the device's largest storage buffer ({most} floats)").into(),
+            ));
+        }
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let free = |b: &Subbuffer<[f32]>| Arc::strong_count(b.buffer()) == 1;
         let fits = pool
@@ -395,7 +404,7 @@ impl Context {
         if let Some((_, _, b)) = fits {
             return Ok(b.clone().slice(0..len));
         }
-        let capacity = len.checked_next_power_of_two().unwrap_or(len);
+        let capacity = len.checked_next_power_of_two().unwrap_or(len).min(most);
         let full = Buffer::new_slice::<f32>(
             self.memory.clone(),
             BufferCreateInfo { usage, ..Default::default() },

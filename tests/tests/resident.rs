@@ -174,3 +174,19 @@ fn bad_ops_are_errors_before_anything_runs() {
         assert!(err <= 2.0 * tolerance(36) + 1e-5, "{err:e}");
     }
 }
+
+#[test]
+fn an_allocation_larger_than_the_device_is_an_error() {
+    for ctx in contexts(0) {
+        let heap = ctx.info().device_local_bytes as usize;
+        // Twice the device's memory, and a length whose byte size overflows.
+        for len in [heap / 2, usize::MAX / 2] {
+            match ctx.zeros(len) {
+                Err(e) => eprintln!("{}: zeros({len}) -> {e}", ctx.info().name),
+                Ok(t) => panic!("{}: zeros({len}) gave a tensor of {}", ctx.info().name, t.len()),
+            }
+        }
+        // The context still works afterwards.
+        assert_eq!(ctx.download(&ctx.upload(&[1.0, 2.0]).unwrap()).unwrap(), vec![1.0, 2.0]);
+    }
+}
