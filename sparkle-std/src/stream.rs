@@ -104,6 +104,8 @@ struct InFlight {
     pending: Pending,
     download: Download,
     op: OpDesc,
+    /// The juggler's prediction for it (0 under a fixed placement).
+    predicted: f64,
 }
 
 fn device_of<'a>(gpus: &[&'a Context], id: DeviceId) -> Option<&'a Context> {
@@ -135,15 +137,18 @@ pub fn run(
         }
     }
     let start = Instant::now();
-    let mut placements = Vec::with_capacity(order.len());
-    let mut op_seconds = vec![0.0; order.len()];
-    let mut outputs: Vec<Vec<f32>> = vec![Vec::new(); layers.len()];
-    let (mut uploaded, mut downloaded) = (0u64, 0u64);
-    let mut in_flight: Vec<InFlight> = Vec::new();
-    // Predicted time each device is busy until, fed to the juggler's queue model.
-    let mut busy: HashMap<DeviceId, f64> = HashMap::new();
+    let mut run = Run {
+        layers,
+        placements: Vec::with_capacity(order.len()),
+        op_seconds: vec![0.0; order.len()],
+        outputs: vec![Vec::new(); layers.len()],
+        uploaded: 0,
+        downloaded: 0,
+        in_flight: Vec::new(),
+        cpu_queue: Vec::new(),
+    };
     let (to_cpu, cpu_jobs) = mpsc::channel::<(usize, usize)>();
-    let (cpu_done, from_cpu) = mpsc::channel::<(usize, usize, Result<Vec<f32>, String>, f64)>();
+    let (cpu_done, from_cpu) = mpsc::channel::<CpuResult>();
     std::thread::scope(|s| -> Result<(), DemoError> {
         let worker = s.spawn(move || {
             for (position, i) in cpu_jobs {
@@ -158,78 +163,170 @@ pub fn run(
                 }
             }
         });
-        let mut cpu_pending = 0usize;
-        let mut result = Ok(());
-        for (position, &i) in order.iter().enumerate() {
-            let l = &layers[i];
-            let op = OpDesc::conv2d(&l.geometry);
-            let device = match &mut placement {
-                Placement::Fixed(d) => d[i],
-                Placement::Juggler(j) => {
-                    let now = j.clock().now();
-                    for (d, until) in &busy {
-                        j.set_busy_until(*d, *until);
-                    }
-                    let decision = j.decide(&op, false).ok_or("no device")?;
-                    let until = busy.get(&decision.device).copied().unwrap_or(now).max(now) + decision.predicted;
-                    busy.insert(decision.device, until);
-                    decision.device
-                }
-            };
-            placements.push(device);
-            match device_of(gpus, device) {
-                None => {
-                    to_cpu.send((position, i)).map_err(|_| "the CPU worker stopped")?;
-                    cpu_pending += 1;
-                }
-                Some(ctx) => {
-                    let mut rec = ctx.record()?;
-                    let w = match resident.get(&(device, i)) {
-                        Some(t) => t.clone(),
-                        None => {
-                            uploaded += 4 * (l.weight.len() + l.bias.len()) as u64;
-                            let t = rec.upload(&l.weight)?;
-                            resident.insert((device, i), t.clone());
-                            t
+        let result = (|| -> Result<(), DemoError> {
+            for (position, &i) in order.iter().enumerate() {
+                // Learn from whatever finished, so the queues below hold only work in flight.
+                run.retire_finished(&mut placement, &from_cpu)?;
+                let op = OpDesc::conv2d(&layers[i].geometry);
+                let (device, predicted) = match &mut placement {
+                    Placement::Fixed(d) => (d[i], 0.0),
+                    Placement::Juggler(j) => {
+                        let now = j.clock().now();
+                        // Each device is busy for the predicted time of what it still holds.
+                        let mut queued: HashMap<DeviceId, f64> = HashMap::new();
+                        for f in &run.in_flight {
+                            *queued.entry(f.device).or_default() += f.predicted;
                         }
-                    };
-                    let bias = rec.upload(&l.bias)?;
-                    let x = rec.upload(&l.input)?;
-                    let y = rec.zeros(l.geometry.output_len())?;
-                    uploaded += 4 * l.input.len() as u64;
-                    rec.conv2d(&l.geometry, &x, &w, Some(&bias), Activation::Relu, &y)?;
-                    let download = rec.download(&y)?;
-                    downloaded += 4 * l.geometry.output_len() as u64;
-                    in_flight.push(InFlight { position, index: i, device, pending: rec.submit()?, download, op });
+                        queued.insert(DeviceId::Cpu, run.cpu_queue.iter().map(|(_, p)| p).sum());
+                        for (d, q) in queued {
+                            j.set_busy_until(d, now + q);
+                        }
+                        let decision = j.decide(&op, false).ok_or("no device")?;
+                        (decision.device, decision.predicted)
+                    }
+                };
+                run.placements.push(device);
+                match device_of(gpus, device) {
+                    None => {
+                        to_cpu.send((position, i)).map_err(|_| "the CPU worker stopped")?;
+                        run.cpu_queue.push((position, predicted));
+                    }
+                    Some(ctx) => run.submit(ctx, device, position, i, op, predicted, resident)?,
                 }
             }
-        }
-        drop(to_cpu);
-        for f in in_flight.drain(..) {
-            let timing = f.pending.wait()?;
-            outputs[f.index].resize(layers[f.index].geometry.output_len(), 0.0);
-            f.download.read(&mut outputs[f.index])?;
-            let seconds = timing.device_seconds.unwrap_or(timing.wall_seconds);
-            op_seconds[f.position] = seconds;
-            if let Placement::Juggler(j) = &mut placement {
-                j.record(f.device, &f.op, false, seconds, false);
+            drop(to_cpu);
+            while !run.in_flight.is_empty() || !run.cpu_queue.is_empty() {
+                run.retire_one(&mut placement, &from_cpu)?;
             }
-        }
-        for _ in 0..cpu_pending {
-            let (position, i, r, seconds) = from_cpu.recv().map_err(|_| "the CPU worker stopped")?;
-            op_seconds[position] = seconds;
-            match r {
-                Ok(y) => outputs[i] = y,
-                Err(e) => result = Err(e.into()),
-            }
-            if let Placement::Juggler(j) = &mut placement {
-                j.record(DeviceId::Cpu, &OpDesc::conv2d(&layers[i].geometry), false, seconds, false);
-            }
-        }
+            Ok(())
+        })();
         worker.join().map_err(|_| "the CPU worker panicked")?;
         result
     })?;
-    Ok(StreamReport { placements, seconds: start.elapsed().as_secs_f64(), uploaded, downloaded, outputs, op_seconds })
+    Ok(StreamReport {
+        placements: run.placements,
+        seconds: start.elapsed().as_secs_f64(),
+        uploaded: run.uploaded,
+        downloaded: run.downloaded,
+        outputs: run.outputs,
+        op_seconds: run.op_seconds,
+    })
+}
+
+/// What the CPU worker sends back: stream position, layer, output, seconds.
+type CpuResult = (usize, usize, Result<Vec<f32>, String>, f64);
+
+/// The state of one stream run.
+struct Run<'l> {
+    layers: &'l [Layer],
+    placements: Vec<DeviceId>,
+    op_seconds: Vec<f64>,
+    outputs: Vec<Vec<f32>>,
+    uploaded: u64,
+    downloaded: u64,
+    in_flight: Vec<InFlight>,
+    /// CPU ops sent to the worker and not yet back: (position, predicted seconds).
+    cpu_queue: Vec<(usize, f64)>,
+}
+
+impl Run<'_> {
+    /// Records and submits layer `i` on `ctx`: input upload (and the weights on first use),
+    /// conv2d + bias + ReLU, output download, all in one submission.
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &mut self,
+        ctx: &Context,
+        device: DeviceId,
+        position: usize,
+        i: usize,
+        op: OpDesc,
+        predicted: f64,
+        resident: &mut Resident,
+    ) -> Result<(), DemoError> {
+        let l = &self.layers[i];
+        let mut rec = ctx.record()?;
+        let w = match resident.get(&(device, i)) {
+            Some(t) => t.clone(),
+            None => {
+                self.uploaded += 4 * l.weight.len() as u64;
+                let t = rec.upload(&l.weight)?;
+                resident.insert((device, i), t.clone());
+                t
+            }
+        };
+        let bias = rec.upload(&l.bias)?;
+        let x = rec.upload(&l.input)?;
+        let y = rec.zeros(l.geometry.output_len())?;
+        self.uploaded += 4 * (l.input.len() + l.bias.len()) as u64;
+        rec.conv2d(&l.geometry, &x, &w, Some(&bias), Activation::Relu, &y)?;
+        let download = rec.download(&y)?;
+        self.downloaded += 4 * l.geometry.output_len() as u64;
+        let pending = rec.submit()?;
+        self.in_flight.push(InFlight { position, index: i, device, pending, download, op, predicted });
+        Ok(())
+    }
+
+    /// Collects a finished GPU op: output, time, and the juggler learns from the device time.
+    fn retire_gpu(&mut self, f: InFlight, placement: &mut Placement<'_>) -> Result<(), DemoError> {
+        let timing = f.pending.wait()?;
+        let out = &mut self.outputs[f.index];
+        out.resize(self.layers[f.index].geometry.output_len(), 0.0);
+        f.download.read(out)?;
+        let seconds = timing.device_seconds.unwrap_or(timing.wall_seconds);
+        self.op_seconds[f.position] = seconds;
+        if let Placement::Juggler(j) = placement {
+            j.record(f.device, &f.op, false, seconds, false);
+        }
+        Ok(())
+    }
+
+    fn retire_cpu(
+        &mut self,
+        (position, i, r, seconds): CpuResult,
+        placement: &mut Placement<'_>,
+    ) -> Result<(), DemoError> {
+        self.cpu_queue.retain(|(p, _)| *p != position);
+        self.op_seconds[position] = seconds;
+        self.outputs[i] = r?;
+        if let Placement::Juggler(j) = placement {
+            j.record(DeviceId::Cpu, &OpDesc::conv2d(&self.layers[i].geometry), false, seconds, false);
+        }
+        Ok(())
+    }
+
+    /// Every op that has finished by now, without waiting.
+    fn retire_finished(
+        &mut self,
+        placement: &mut Placement<'_>,
+        from_cpu: &mpsc::Receiver<CpuResult>,
+    ) -> Result<(), DemoError> {
+        while let Some(k) = self.in_flight.iter().position(|f| f.pending.is_done()) {
+            let f = self.in_flight.swap_remove(k);
+            self.retire_gpu(f, placement)?;
+        }
+        while let Ok(msg) = from_cpu.try_recv() {
+            self.retire_cpu(msg, placement)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest GPU op, or else the next CPU result.
+    fn retire_one(
+        &mut self,
+        placement: &mut Placement<'_>,
+        from_cpu: &mpsc::Receiver<CpuResult>,
+    ) -> Result<(), DemoError> {
+        self.retire_finished(placement, from_cpu)?;
+        if !self.in_flight.is_empty() {
+            let f = self.in_flight.remove(0);
+            self.retire_gpu(f, placement)
+        } else if !self.cpu_queue.is_empty() {
+            let msg = from_cpu.recv().map_err(|_| "the CPU worker stopped")?;
+            self.retire_cpu(msg, placement)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// The fixed assignment (one device per layer) with the smallest predicted makespan for the
