@@ -323,16 +323,7 @@ impl Recording<'_> {
         let params = crate::ops::gemm_params(alpha, [a.rows, a.cols, a.rs, a.cs], [b.rs, b.cs], beta, [n, c.rs, c.cs])?;
         let params = crate::ops::with_epilogue(params, bias_mode, activation);
         let plan = crate::ops::gemm_plan(&params, self.ctx.tuning().min_vec4_tiles)?;
-        let dummy;
-        let bias_buf = match bias_t {
-            Some(t) => &t.buf,
-            None => {
-                dummy = self.ctx.scratch_one()?;
-                &dummy
-            }
-        };
-        self.ctx.record_plan(&mut self.cb, &plan, [&a.tensor.buf, &b.tensor.buf, &c.tensor.buf, bias_buf])?;
-        Ok(self)
+        self.record(&plan, [a.tensor, b.tensor, c.tensor], bias_t)
     }
 
     /// `output = act(conv2d(input, weight) + bias)` on resident tensors (output distinct from
@@ -355,15 +346,17 @@ impl Recording<'_> {
         let epi = sparkle_core::Epilogue::activation(activation);
         let plan = Context::conv_plan(g, &epi, self.ctx.tuning().min_vec4_tiles)?;
         let plan = crate::ops::with_bias_mode(plan, u32::from(bias.is_some()));
-        let dummy;
-        let bias_buf = match bias {
-            Some(t) => &t.buf,
-            None => {
-                dummy = self.ctx.scratch_one()?;
-                &dummy
-            }
+        self.record(&plan, [weight, input, output], bias)
+    }
+
+    /// Records `plan` over A, B, C and the bias (a pooled dummy where there is none: the shaders
+    /// declare the binding).
+    fn record(&mut self, plan: &crate::ops::Plan, [a, b, c]: [&Tensor; 3], bias: Option<&Tensor>) -> Result<&mut Self> {
+        let dummy = match bias {
+            Some(t) => t.buf.clone(),
+            None => self.ctx.scratch_one()?,
         };
-        self.ctx.record_plan(&mut self.cb, &plan, [&weight.buf, &input.buf, &output.buf, bias_buf])?;
+        self.ctx.record_plan(&mut self.cb, plan, [&a.buf, &b.buf, &c.buf, &dummy])?;
         Ok(self)
     }
 
