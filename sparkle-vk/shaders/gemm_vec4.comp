@@ -57,7 +57,8 @@ shared vec4 Bs[2][BK][BN / 4 + 1];
 uint tid;
 uint row0;
 uint col0;
-uint a_off;   // in vec4: this group's weights (CONV), else 0
+uint a_off;   // in vec4: this group's weights (CONV), or this batch's A (GEMM, groups > 1)
+uint b_off;   // in vec4: this batch's B (GEMM)
 uint k_end;   // end of this split's reduction range
 #ifdef CONV
 uint grp;
@@ -128,11 +129,11 @@ vec4 load_b(uint k0, uint e) {
     if (B_T) {
         uint j = e / (BK / 4u), kq = (e % (BK / 4u)) * 4u;
         uint gn = col0 + j, gk = k0 + kq;
-        return (gn < p.n && gk < k_end) ? b[(gn * p.b_cs + gk) / 4u] : vec4(0.0);
+        return (gn < p.n && gk < k_end) ? b[b_off + (gn * p.b_cs + gk) / 4u] : vec4(0.0);
     } else {
         uint kk = e / (BN / 4u), no = (e % (BN / 4u)) * 4u;
         uint gk = k0 + kk, gn = col0 + no;
-        return (gk < k_end && gn < p.n) ? b[(gk * p.b_rs + gn) / 4u] : vec4(0.0);
+        return (gk < k_end && gn < p.n) ? b[b_off + (gk * p.b_rs + gn) / 4u] : vec4(0.0);
     }
 }
 #endif
@@ -160,7 +161,8 @@ uint c_index(uint g, uint gi, uint gj) {
     uint img = gj / p.hw, pix = gj % p.hw, ch = g * p.m + gi;
     return !NHWC ? (img * p.kout + ch) * p.hw + pix : (img * p.hw + pix) * p.kout + ch;
 #else
-    return gi * p.c_rs + gj * p.c_cs;
+    // Batch g's C follows the g before it (batched GEMM; g = 0 otherwise).
+    return g * p.m * p.n + gi * p.c_rs + gj * p.c_cs;
 #endif
 }
 
@@ -208,7 +210,9 @@ void main() {
     grp = g;
     a_off = g * p.m * p.a_rs / 4u;
 #else
-    a_off = 0u;
+    // Batched GEMM (groups > 1): dense m x k, k x n and m x n matrices one after another.
+    a_off = g * p.m * p.k / 4u;
+    b_off = g * p.k * p.n / 4u;
 #endif
     // Workgroups in launch order walk down bands of 8 tile rows, so the ones resident together
     // share A rows and B columns in L2.

@@ -138,6 +138,9 @@ pub struct Context {
     >,
     /// The latest submission: the next one is chained after it.
     pub(crate) last: crate::resident::Chain,
+    /// Workspaces by purpose, reused by every op (see `Context::scratch`).
+    pub(crate) scratch:
+        std::sync::Mutex<std::collections::HashMap<crate::ops::Scratch, vulkano::buffer::Subbuffer<[f32]>>>,
     /// Kernel choices, measured (or loaded) on first use.
     pub(crate) tuning: std::sync::Mutex<Option<crate::tune::Tuning>>,
     /// Compute pipelines by shader, created on first use.
@@ -176,6 +179,7 @@ impl Context {
             cache,
             pool: Default::default(),
             last: Default::default(),
+            scratch: Default::default(),
             tuning: Default::default(),
             pipelines: Default::default(),
         })

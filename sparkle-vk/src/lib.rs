@@ -24,6 +24,7 @@ mod ops;
 mod resident;
 mod smoke;
 mod tune;
+mod winograd;
 
 pub use context::{devices, Context, DeviceInfo};
 pub use error::{Result, VkError};

@@ -55,6 +55,21 @@ mod dwconv_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/dwconv.comp" }
 }
 
+/// Records an op over (A, B, C, bias) into a command buffer.
+type Recorder<'a> =
+    dyn Fn(&mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>, [&Subbuffer<[f32]>; 4]) -> Result<()> + 'a;
+
+/// Workspaces an op needs beside its operands ([`Context::scratch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Scratch {
+    /// Split-K partial tiles.
+    SplitK,
+    /// Winograd's transformed weights, input and products.
+    WinogradU,
+    WinogradV,
+    WinogradM,
+}
+
 /// Most bytes of idle buffers the pool keeps per device.
 const POOL_BYTES: u64 = 2 << 30;
 
@@ -72,6 +87,8 @@ pub(crate) enum Kind {
     ConvVec4,
     /// Adds split-K partial tiles and finishes C (GEMM or conv addressing).
     Reduce { conv: bool },
+    /// A stage of Winograd F(2x2, 3x3) (`shaders/winograd.comp`).
+    Winograd(crate::winograd::Stage),
     /// One invocation per output element, depthwise conv.
     Depthwise,
 }
@@ -84,11 +101,11 @@ const TILE_VEC4: u32 = 128;
 /// round trip than they gain.
 const MIN_SPLIT_K: u32 = 64;
 
-fn u32_of(v: usize, param: Param) -> Result<u32> {
+pub(crate) fn u32_of(v: usize, param: Param) -> Result<u32> {
     u32::try_from(v).map_err(|_| VkError::Core(Error::Overflow { param }))
 }
 
-fn act_code(a: Activation) -> (u32, f32) {
+pub(crate) fn act_code(a: Activation) -> (u32, f32) {
     match a {
         Activation::None => (0, 0.0),
         Activation::Relu => (1, 0.0),
@@ -106,41 +123,41 @@ fn act_code(a: Activation) -> (u32, f32) {
 #[derive(BufferContents, Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub(crate) struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    a_rs: u32,
-    a_cs: u32,
-    b_rs: u32,
-    b_cs: u32,
-    c_rs: u32,
-    c_cs: u32,
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) a_rs: u32,
+    pub(crate) a_cs: u32,
+    pub(crate) b_rs: u32,
+    pub(crate) b_cs: u32,
+    pub(crate) c_rs: u32,
+    pub(crate) c_cs: u32,
     /// Activation code | bias mode << 8 (0 none, 1 per row, 2 per column).
-    epi: u32,
-    slope: f32,
-    alpha: f32,
-    beta: f32,
+    pub(crate) epi: u32,
+    pub(crate) slope: f32,
+    pub(crate) alpha: f32,
+    pub(crate) beta: f32,
     // Conv geometry (conv shaders only).
-    cin: u32,
-    h: u32,
-    w: u32,
-    r: u32,
-    s: u32,
-    sh: u32,
-    sw: u32,
-    pt: u32,
-    pl: u32,
-    dh: u32,
-    dw: u32,
-    wo: u32,
-    groups: u32,
-    kout: u32,
+    pub(crate) cin: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) r: u32,
+    pub(crate) s: u32,
+    pub(crate) sh: u32,
+    pub(crate) sw: u32,
+    pub(crate) pt: u32,
+    pub(crate) pl: u32,
+    pub(crate) dh: u32,
+    pub(crate) dw: u32,
+    pub(crate) wo: u32,
+    pub(crate) groups: u32,
+    pub(crate) kout: u32,
     /// NHWC tensors | KRSC weights << 1.
-    layouts: u32,
+    pub(crate) layouts: u32,
     /// Output pixels per image (`gemm_vec4.comp`'s conv).
-    hw: u32,
+    pub(crate) hw: u32,
     /// Split-K parts (1: none).
-    splits: u32,
+    pub(crate) splits: u32,
 }
 
 /// Reduction length of each split-K part (`gemm_vec4.comp` computes the same): whole slices of
@@ -161,7 +178,7 @@ pub(crate) struct Plan {
 
 /// Workgroups for one invocation per element of `total`, in rows of at most 65535 (the shaders
 /// index `x + y * 65535 * 256`).
-fn elementwise_groups(total: u32) -> [u32; 3] {
+pub(crate) fn elementwise_groups(total: u32) -> [u32; 3] {
     let n = total.div_ceil(256).max(1);
     [n.min(65535), n.div_ceil(65535), 1]
 }
@@ -169,7 +186,11 @@ fn elementwise_groups(total: u32) -> [u32; 3] {
 /// The vec4 kernel's plan for `p` (with `p.groups` independent problems) when its 128x128
 /// tiles number at least `min_tiles`, or fewer but the reduction is long enough to split into
 /// parts (so tiles x parts reaches `min_tiles`); `None` when the 64x64 kernel should run.
-fn vec4_plan(kind: Kind, mut p: Params, min_tiles: u32, reduce: Kind) -> Result<Option<Plan>> {
+pub(crate) fn vec4_plan(kind: Kind, mut p: Params, min_tiles: u32, reduce: Kind) -> Result<Option<Plan>> {
+    if min_tiles == u32::MAX {
+        // The tuning that never uses the vec4 kernel (not even split).
+        return Ok(None);
+    }
     let grid = [p.n.div_ceil(TILE_VEC4), p.m.div_ceil(TILE_VEC4)];
     let tiles = grid[0].saturating_mul(grid[1]).saturating_mul(p.groups);
     p.splits = 1;
@@ -280,6 +301,7 @@ impl Context {
             Kind::ConvVec4 => conv_vec4_cs::load(device.clone()),
             Kind::Reduce { conv: false } => reduce_cs::load(device.clone()),
             Kind::Reduce { conv: true } => reduce_conv_cs::load(device.clone()),
+            Kind::Winograd(stage) => crate::winograd::load(stage, device.clone()),
             Kind::Depthwise => dwconv_cs::load(device.clone()),
         }
         .map_err(api("loading the GEMM shader"))?;
@@ -322,7 +344,10 @@ impl Context {
         }
         let t = match tune::load(self.info()) {
             Some(t) => t,
-            None => self.retune().unwrap_or(Tuning::DEFAULT),
+            None => self.retune().unwrap_or_else(|e| {
+                eprintln!("sparkle: the Vulkan autotune failed on {} ({e}); using defaults", self.info().name);
+                Tuning::DEFAULT
+            }),
         };
         *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
         t
@@ -367,7 +392,7 @@ impl Context {
                 break;
             }
         }
-        let t = Tuning { min_vec4_tiles: tune::threshold(&points) };
+        let t = Tuning { min_vec4_tiles: tune::threshold(&points), ..Tuning::DEFAULT };
         tune::save(self.info(), &t);
         self.set_tuning(t);
         Ok(t)
@@ -489,9 +514,60 @@ impl Context {
         Ok(future)
     }
 
+    /// The device buffer of `slot`, at least `len` floats: one per context and slot, kept and
+    /// reused by every later op (grown when one needs more). Reuse is safe even while earlier
+    /// submissions that used it run: vulkano orders every access to it (barriers within a
+    /// command buffer, the chained submissions across them). Without it a recording of many ops
+    /// would hold a fresh workspace per op.
+    pub(crate) fn scratch(&self, slot: Scratch, len: usize) -> Result<Subbuffer<[f32]>> {
+        let mut slots = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = slots.get(&slot) {
+            if b.len() >= len.max(1) as u64 {
+                return Ok(b.clone().slice(0..len.max(1) as u64));
+            }
+        }
+        let b = self.buffer(len, BufferUsage::STORAGE_BUFFER, MemoryTypeFilter::PREFER_DEVICE)?;
+        slots.insert(slot, b.clone());
+        Ok(b)
+    }
+
     /// One pooled device float, bound where a shader's optional input (the bias) is absent.
     pub(crate) fn scratch_one(&self) -> Result<Subbuffer<[f32]>> {
         self.buffer(1, BufferUsage::STORAGE_BUFFER, MemoryTypeFilter::PREFER_DEVICE)
+    }
+
+    /// Records one dispatch of `kind`: buffer i bound at binding i (only the bindings the shader
+    /// uses: the compiler drops unused ones from its layout).
+    ///
+    /// # Safety
+    /// The shader must stay within the buffers for these parameters and workgroups.
+    pub(crate) unsafe fn dispatch(
+        &self,
+        cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+        kind: Kind,
+        params: &Params,
+        groups: [u32; 3],
+        buffers: &[&Subbuffer<[f32]>],
+    ) -> Result<()> {
+        let pipeline = self.pipeline(kind)?;
+        let layout = pipeline.layout().set_layouts()[0].clone();
+        let writes = buffers
+            .iter()
+            .zip(0u32..)
+            .filter(|(_, i)| layout.bindings().contains_key(i))
+            .map(|(buf, i)| WriteDescriptorSet::buffer(i, (*buf).clone()))
+            .collect::<Vec<_>>();
+        let set = DescriptorSet::new(self.descriptors.clone(), layout, writes, [])
+            .map_err(api("writing the descriptor set"))?;
+        cb.bind_pipeline_compute(pipeline.clone())
+            .map_err(api("binding the pipeline"))?
+            .bind_descriptor_sets(PipelineBindPoint::Compute, pipeline.layout().clone(), 0, set)
+            .map_err(api("binding descriptors"))?
+            .push_constants(pipeline.layout().clone(), 0, *params)
+            .map_err(api("pushing constants"))?;
+        // SAFETY: the caller vouches for the shader's accesses.
+        unsafe { cb.dispatch(groups) }.map_err(api("recording the dispatch"))?;
+        Ok(())
     }
 
     /// Records `plan`'s dispatches over these buffers (and a pooled workspace for split-K).
@@ -502,36 +578,18 @@ impl Context {
         [a, b, c, bias]: [&Subbuffer<[f32]>; 4],
     ) -> Result<()> {
         let work = match plan.reduce {
-            Some((_, _, len)) => {
-                Some(self.buffer(len, BufferUsage::STORAGE_BUFFER, MemoryTypeFilter::PREFER_DEVICE)?)
-            }
+            Some((_, _, len)) => Some(self.scratch(Scratch::SplitK, len)?),
             None => None,
         };
         let mut steps = vec![(plan.kind, plan.groups)];
         steps.extend(plan.reduce.map(|(kind, groups, _)| (kind, groups)));
+        let buffers = [a, b, c, bias, work.as_ref().unwrap_or(bias)];
         for (kind, groups) in steps {
-            let pipeline = self.pipeline(kind)?;
-            // Only the bindings this shader uses (the compiler drops unused ones from the layout).
-            let layout = pipeline.layout().set_layouts()[0].clone();
-            let writes = [a, b, c, bias, work.as_ref().unwrap_or(bias)]
-                .into_iter()
-                .zip(0u32..)
-                .filter(|(_, i)| layout.bindings().contains_key(i))
-                .map(|(buf, i)| WriteDescriptorSet::buffer(i, buf.clone()))
-                .collect::<Vec<_>>();
-            let set = DescriptorSet::new(self.descriptors.clone(), layout, writes, [])
-                .map_err(api("writing the descriptor set"))?;
-            cb.bind_pipeline_compute(pipeline.clone())
-                .map_err(api("binding the pipeline"))?
-                .bind_descriptor_sets(PipelineBindPoint::Compute, pipeline.layout().clone(), 0, set)
-                .map_err(api("binding descriptors"))?
-                .push_constants(pipeline.layout().clone(), 0, plan.params)
-                .map_err(api("pushing constants"))?;
-            // SAFETY: the shaders bounds-check every load against m, n, k and the geometry, and
-            // every store against m and n (the workspace against m * n * groups * splits, its
-            // length); the buffers were sized from the same validated shapes. Vulkano orders
-            // the reduction after the partial tiles it reads.
-            unsafe { cb.dispatch(groups) }.map_err(api("recording the dispatch"))?;
+            // SAFETY: the GEMM and conv shaders bounds-check every load against m, n, k and the
+            // geometry, and every store against m and n (the workspace against
+            // m * n * groups * splits, its length); the buffers were sized from the same
+            // validated shapes. Vulkano orders the reduction after the partial tiles it reads.
+            unsafe { self.dispatch(cb, kind, &plan.params, groups, &buffers) }?;
         }
         Ok(())
     }
@@ -609,6 +667,26 @@ impl Context {
         )?;
         cb.copy_buffer(CopyBufferInfo::buffers(src.clone(), host.clone())).map_err(api("recording a download"))?;
         Ok(host)
+    }
+
+    /// Records conv2d `g` + bias (if `has_bias`) + `activation` over (weights, input, output,
+    /// bias): Winograd where it applies and the conv is large enough for this device's tuning,
+    /// else the direct plan ([`Context::conv_plan`]).
+    pub(crate) fn record_conv2d(
+        &self,
+        cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+        g: &Conv2d,
+        activation: Activation,
+        has_bias: bool,
+        bufs: [&Subbuffer<[f32]>; 4],
+    ) -> Result<()> {
+        let t = self.tuning();
+        let most = u64::from(self.device().physical_device().properties().max_storage_buffer_range) / 4;
+        if g.flops() >= t.min_winograd_flops as f64 && crate::winograd::applies(g, most) {
+            return self.record_winograd(cb, g, activation, has_bias, bufs);
+        }
+        let plan = Self::conv_plan(g, &Epilogue::activation(activation), t.min_vec4_tiles)?;
+        self.record_plan(cb, &with_bias_mode(plan, u32::from(has_bias)), bufs)
     }
 
     /// The plan of a conv2d: depthwise shader; the vec4 kernel over every image at once when
@@ -694,7 +772,6 @@ impl Context {
     ) -> Result<()> {
         g.check_buffers(input.len(), weight.len(), None, output.len())?;
         sparkle_core::conv::check_epilogue(g, epi)?;
-        let plan = Self::conv_plan(g, epi, self.min_vec4_tiles())?;
         let bias_data: &[f32] = match epi.bias {
             Bias::Row(v) => v,
             _ => &[],
@@ -708,7 +785,7 @@ impl Context {
             MemoryTypeFilter::PREFER_DEVICE,
         )?;
         let bias = self.record_upload(&mut cb, bias_data)?;
-        self.record_plan(&mut cb, &plan, [&wb, &xb, &yb, &bias])?;
+        self.record_conv2d(&mut cb, g, epi.activation, !bias_data.is_empty(), [&wb, &xb, &yb, &bias])?;
         let out = self.readback(&mut cb, &yb, output.len())?;
         self.submit_and_wait(cb)?;
         output.copy_from_slice(&out.read().map_err(api("reading the output back"))?);
@@ -719,6 +796,11 @@ impl Context {
     /// given lengths (A, B, C), timed from submission to completion after a one-run warm-up
     /// (pipeline creation excluded): seconds per run.
     fn time_resident(&self, plan: &Plan, lens: [usize; 3], reps: u32) -> Result<f64> {
+        self.time_recorded(lens, reps, &|cb, bufs| self.record_plan(cb, plan, bufs))
+    }
+
+    /// [`Context::time_resident`] for whatever `record` records over (A, B, C, bias).
+    fn time_recorded(&self, lens: [usize; 3], reps: u32, record: &Recorder<'_>) -> Result<f64> {
         let usage = BufferUsage::STORAGE_BUFFER;
         let dev = MemoryTypeFilter::PREFER_DEVICE;
         let (ab, bb, cbuf) =
@@ -727,7 +809,7 @@ impl Context {
         let run = |reps: u32| -> Result<f64> {
             let mut cb = self.begin()?;
             for _ in 0..reps {
-                self.record_plan(&mut cb, plan, [&ab, &bb, &cbuf, &bias])?;
+                record(&mut cb, [&ab, &bb, &cbuf, &bias])?;
             }
             let t = Instant::now();
             self.submit_and_wait(cb)?;
@@ -747,8 +829,10 @@ impl Context {
     /// Seconds per conv2d (+ ReLU) with input, weights and output already on the device.
     pub fn time_conv2d_resident(&self, g: &Conv2d, reps: u32) -> Result<f64> {
         let epi = Epilogue::activation(Activation::Relu);
-        let plan = Self::conv_plan(g, &epi, self.min_vec4_tiles())?;
-        self.time_resident(&plan, [g.weight_len(), g.input_len(), g.output_len()], reps)
+        let _ = epi;
+        self.time_recorded([g.weight_len(), g.input_len(), g.output_len()], reps, &|cb, bufs| {
+            self.record_conv2d(cb, g, Activation::Relu, false, bufs)
+        })
     }
 }
 
@@ -783,6 +867,8 @@ mod tests {
         assert_eq!((plan.kind, plan.groups), (Kind::Gemm, [4, 4, 1]), "k = 64 is too short to split");
         let odd = params(256, 256, 63, (63, 1), (256, 1));
         assert_eq!(gemm_plan(&odd, 0).unwrap().kind, Kind::Gemm);
+        let long = params(256, 256, 4096, (4096, 1), (256, 1));
+        assert_eq!(gemm_plan(&long, u32::MAX).unwrap().kind, Kind::Gemm, "never the vec4 kernel, not even split");
     }
 
     #[test]

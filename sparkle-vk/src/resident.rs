@@ -343,10 +343,18 @@ impl Recording<'_> {
             self.ctx.check_owner(t)?;
         }
         distinct(output, &[Some(input), Some(weight), bias])?;
-        let epi = sparkle_core::Epilogue::activation(activation);
-        let plan = Context::conv_plan(g, &epi, self.ctx.tuning().min_vec4_tiles)?;
-        let plan = crate::ops::with_bias_mode(plan, u32::from(bias.is_some()));
-        self.record(&plan, [weight, input, output], bias)
+        let dummy = match bias {
+            Some(t) => t.buf.clone(),
+            None => self.ctx.scratch_one()?,
+        };
+        self.ctx.record_conv2d(
+            &mut self.cb,
+            g,
+            activation,
+            bias.is_some(),
+            [&weight.buf, &input.buf, &output.buf, &dummy],
+        )?;
+        Ok(self)
     }
 
     /// Records `plan` over A, B, C and the bias (a pooled dummy where there is none: the shaders

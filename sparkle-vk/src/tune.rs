@@ -14,15 +14,19 @@ pub struct Tuning {
     /// vec4 kernel; below it the 64x64 kernel runs, whose four times as many workgroups keep
     /// more of a large GPU busy. `0` always prefers the vec4 kernel, `u32::MAX` never uses it.
     pub min_vec4_tiles: u32,
+    /// Fewest direct-convolution flops for which a conv2d that Winograd F(2x2, 3x3) can run
+    /// (3x3, stride 1, dilation 1, one group, channels a multiple of 4) runs it: its transforms
+    /// cost a few passes over memory, so small convs stay direct. `u64::MAX` never uses it.
+    pub min_winograd_flops: u64,
 }
 
 impl Tuning {
     /// Before (or without) measuring: 128x128 tiles from 2048^3-sized problems up, where they
     /// won on every GPU measured so far.
-    pub const DEFAULT: Tuning = Tuning { min_vec4_tiles: 256 };
+    pub const DEFAULT: Tuning = Tuning { min_vec4_tiles: 256, min_winograd_flops: 1_000_000_000 };
 }
 
-const HEADER: &str = "sparkle-vk tuning 1";
+const HEADER: &str = "sparkle-vk tuning 2";
 
 /// Where `info`'s tuning lives, if a cache directory is known.
 pub(crate) fn path(info: &DeviceInfo) -> Option<PathBuf> {
@@ -35,7 +39,8 @@ pub(crate) fn path(info: &DeviceInfo) -> Option<PathBuf> {
 }
 
 pub(crate) fn render(t: &Tuning) -> String {
-    format!("{HEADER}\nmin_vec4_tiles {}\n", t.min_vec4_tiles)
+    // The closing `end` makes a truncated file (which could still hold a number) unreadable.
+    format!("{HEADER}\nmin_vec4_tiles {}\nmin_winograd_flops {}\nend\n", t.min_vec4_tiles, t.min_winograd_flops)
 }
 
 pub(crate) fn parse(text: &str) -> Option<Tuning> {
@@ -43,8 +48,9 @@ pub(crate) fn parse(text: &str) -> Option<Tuning> {
     if lines.next()? != HEADER {
         return None;
     }
-    let value = lines.next()?.strip_prefix("min_vec4_tiles ")?.parse().ok()?;
-    lines.next().is_none().then_some(Tuning { min_vec4_tiles: value })
+    let min_vec4_tiles = lines.next()?.strip_prefix("min_vec4_tiles ")?.parse().ok()?;
+    let min_winograd_flops = lines.next()?.strip_prefix("min_winograd_flops ")?.parse().ok()?;
+    (lines.next()? == "end" && lines.next().is_none()).then_some(Tuning { min_vec4_tiles, min_winograd_flops })
 }
 
 /// The remembered tuning of this device, if there is a valid file.
@@ -85,12 +91,12 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_damage() {
-        let t = Tuning { min_vec4_tiles: 64 };
+        let t = Tuning { min_vec4_tiles: 64, min_winograd_flops: 12345 };
         assert_eq!(parse(&render(&t)), Some(t));
         assert_eq!(parse(""), None);
-        assert_eq!(parse("sparkle-vk tuning 1\nmin_vec4_tiles x\n"), None);
-        assert_eq!(parse("sparkle-vk tuning 1\nmin_vec4_tiles 4\nmore\n"), None);
-        assert_eq!(parse("sparkle-vk tuning 2\nmin_vec4_tiles 4\n"), None);
+        assert_eq!(parse("sparkle-vk tuning 2\nmin_vec4_tiles x\nmin_winograd_flops 1\nend\n"), None);
+        assert_eq!(parse("sparkle-vk tuning 2\nmin_vec4_tiles 4\nmin_winograd_flops 1\nend\nmore\n"), None);
+        assert_eq!(parse("sparkle-vk tuning 1\nmin_vec4_tiles 4\n"), None, "an older version is re-measured");
         let text = render(&t);
         assert_eq!(parse(&text[..text.len() - 3]), None, "truncated");
     }

@@ -86,6 +86,10 @@ fn conv_cases(be: &dyn Backend) {
         Conv2dParams::new(2, 8, 9, 7, 12, 3, 3).pad(Padding::uniform(1)).stride(2, 1),
         Conv2dParams::new(2, 8, 7, 9, 8, 3, 3).groups(2).dilation(1, 2).pad(Padding::new(2, 0, 1, 1)),
         Conv2dParams::new(1, 32, 6, 5, 8, 3, 3).pad(Padding::uniform(1)),
+        // Winograd F(2x2, 3x3): odd output sizes (edge tiles), asymmetric padding; a tile count
+        // that is a multiple of 4 (its other layout of the transformed input).
+        Conv2dParams::new(2, 8, 9, 7, 12, 3, 3).pad(Padding::new(1, 0, 2, 1)),
+        Conv2dParams::new(2, 8, 8, 8, 8, 3, 3).pad(Padding::uniform(1)),
     ];
     for (i, p) in cases.into_iter().enumerate() {
         for (layout, wl) in [
@@ -148,18 +152,19 @@ fn cpu() -> Vec<Box<dyn Backend>> {
     vec![Box::new(cpu.threads(1)), Box::new(sparkle_std::cpu::Cpu { parallel_min_fmas: 0.0, ..cpu.threads(2) })]
 }
 
-/// Every Vulkan device three times: with the vec4 kernel wherever the layout allows it, with
-/// the general kernel only, and wanting 16 tiles (so split-K runs wherever the reduction is long
-/// enough): each case runs through every path whatever the device's own tuning says.
+/// Every Vulkan device three times: with the vec4 kernel wherever the layout allows it and
+/// Winograd wherever it applies, with the general kernel only, and wanting 16 tiles (so split-K
+/// runs wherever the reduction is long enough): each case runs through every path whatever the
+/// device's own tuning says.
 #[cfg(feature = "vulkan")]
 fn vulkan() -> Vec<Box<dyn Backend>> {
     match sparkle_vk::devices() {
         Ok(devs) if !devs.is_empty() => devs
             .iter()
             .flat_map(|d| {
-                [0, u32::MAX, 16].map(|min_vec4_tiles| {
+                [(0, 0), (u32::MAX, u64::MAX), (16, u64::MAX)].map(|(min_vec4_tiles, min_winograd_flops)| {
                     let ctx = sparkle_vk::Context::new(d.index).expect("open device");
-                    ctx.set_tuning(sparkle_vk::Tuning { min_vec4_tiles });
+                    ctx.set_tuning(sparkle_vk::Tuning { min_vec4_tiles, min_winograd_flops });
                     Box::new(ctx) as Box<dyn Backend>
                 })
             })

@@ -17,7 +17,9 @@ fn contexts(min_vec4_tiles: u32) -> Vec<Context> {
             .iter()
             .map(|d| {
                 let ctx = Context::new(d.index).expect("open device");
-                ctx.set_tuning(Tuning { min_vec4_tiles });
+                // Winograd wherever it applies when the vec4 kernel is forced, never otherwise.
+                let min_winograd_flops = if min_vec4_tiles == 0 { 0 } else { u64::MAX };
+                ctx.set_tuning(Tuning { min_vec4_tiles, min_winograd_flops });
                 ctx
             })
             .collect(),
