@@ -5,7 +5,9 @@
 //!
 //! - [`devices`] lists every device with a compute queue; [`Context`] opens one.
 //! - [`Context::gemm`] and [`Context::conv2d`]: tiled compute shaders with the shared epilogue,
-//!   validated by the core first.
+//!   validated by the core first: a 128x128 vec4 GEMM kernel (split-K when tiles are few), a
+//!   64x64 kernel for any strides, implicit-GEMM and depthwise conv2d, and Winograd F(2x2, 3x3)
+//!   for large 3x3 stride-1 convs.
 //! - Compiled pipelines are cached on disk per device and driver (`SPARKLE_CACHE_DIR` or the
 //!   user cache directory); a bad cache file is ignored with a warning.
 //! - Resident tensors and asynchronous submission ([`Context::upload`], [`Context::record`],
