@@ -96,30 +96,146 @@ pub struct StreamReport {
     pub op_seconds: Vec<f64>,
 }
 
-/// A GPU layer in flight.
-struct InFlight {
-    position: usize,
-    index: usize,
-    device: DeviceId,
-    pending: Pending,
-    download: Download,
-    op: OpDesc,
-    /// The juggler's prediction for it (0 under a fixed placement).
-    predicted: f64,
-}
-
-fn device_of<'a>(gpus: &[&'a Context], id: DeviceId) -> Option<&'a Context> {
-    match id {
-        DeviceId::Vulkan(i) => gpus.iter().copied().find(|g| g.info().index == i),
-        DeviceId::Cpu => None,
-    }
-}
-
 /// Weights resident on the GPUs, by (device, layer): uploaded the first time a device runs a
 /// layer, reused by every later occurrence and every later run given the same map.
 pub type Resident = HashMap<(DeviceId, usize), Tensor>;
 
-/// Runs the ops `order` (indices into `layers`) over `cpu` and `gpus` as `placement` says.
+/// An op for a device's worker: stream position and layer.
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    position: usize,
+    layer: usize,
+}
+
+/// What a worker sends back for one op.
+struct Done {
+    job: Job,
+    device: DeviceId,
+    output: Result<Vec<f32>, String>,
+    /// GPU: device time from timestamps (its copies included); CPU: wall time.
+    seconds: f64,
+    uploaded: u64,
+    downloaded: u64,
+}
+
+/// The CPU's worker: runs its ops one after another.
+fn cpu_worker(cpu: &Cpu, layers: &[Layer], jobs: mpsc::Receiver<Job>, done: mpsc::Sender<Done>) {
+    for job in jobs {
+        let l = &layers[job.layer];
+        let epi = Epilogue::activation(Activation::Relu).with_bias(&l.bias);
+        let mut y = vec![0.0; l.geometry.output_len()];
+        let t = Instant::now();
+        let output = cpu.conv2d(&l.geometry, &l.input, &l.weight, &epi, &mut y).map(|()| y).map_err(|e| e.to_string());
+        let seconds = t.elapsed().as_secs_f64();
+        if done.send(Done { job, device: DeviceId::Cpu, output, seconds, uploaded: 0, downloaded: 0 }).is_err() {
+            return;
+        }
+    }
+}
+
+/// A GPU op submitted by its worker.
+struct Submitted {
+    job: Job,
+    pending: Pending,
+    download: Download,
+    uploaded: u64,
+}
+
+/// Records and submits one layer: input upload (and the weights on first use), conv2d + bias +
+/// ReLU, output download, all in one submission.
+fn submit(
+    ctx: &Context,
+    layers: &[Layer],
+    weights: &mut HashMap<usize, Tensor>,
+    job: Job,
+) -> Result<Submitted, DemoError> {
+    let l = &layers[job.layer];
+    let mut rec = ctx.record()?;
+    let mut uploaded = 4 * (l.input.len() + l.bias.len()) as u64;
+    let w = match weights.get(&job.layer) {
+        Some(t) => t.clone(),
+        None => {
+            uploaded += 4 * l.weight.len() as u64;
+            let t = rec.upload(&l.weight)?;
+            weights.insert(job.layer, t.clone());
+            t
+        }
+    };
+    let bias = rec.upload(&l.bias)?;
+    let x = rec.upload(&l.input)?;
+    let y = rec.zeros(l.geometry.output_len())?;
+    rec.conv2d(&l.geometry, &x, &w, Some(&bias), Activation::Relu, &y)?;
+    let download = rec.download(&y)?;
+    Ok(Submitted { job, pending: rec.submit()?, download, uploaded })
+}
+
+/// Waits for a submitted op and reads its output.
+fn finish(s: Submitted, device: DeviceId, layers: &[Layer]) -> Done {
+    let out_len = layers[s.job.layer].geometry.output_len();
+    let result = s.pending.wait().map_err(|e| e.to_string()).and_then(|timing| {
+        let mut y = vec![0.0; out_len];
+        s.download.read(&mut y).map_err(|e| e.to_string())?;
+        Ok((y, timing.device_seconds.unwrap_or(timing.wall_seconds)))
+    });
+    let (output, seconds) = match result {
+        Ok((y, t)) => (Ok(y), t),
+        Err(e) => (Err(e), 0.0),
+    };
+    Done { job: s.job, device, output, seconds, uploaded: s.uploaded, downloaded: 4 * out_len as u64 }
+}
+
+/// A GPU's worker: keeps up to two submissions in flight, so the host copies of the next op
+/// overlap the device's work on the current one, and sends each result back as it completes.
+fn gpu_worker(
+    ctx: &Context,
+    device: DeviceId,
+    layers: &[Layer],
+    weights: &mut HashMap<usize, Tensor>,
+    jobs: mpsc::Receiver<Job>,
+    done: mpsc::Sender<Done>,
+) {
+    let mut in_flight: std::collections::VecDeque<Submitted> = Default::default();
+    let mut open = true;
+    loop {
+        let next = if !open {
+            None
+        } else if in_flight.is_empty() {
+            jobs.recv().map_err(|_| open = false).ok()
+        } else if in_flight.len() < 2 {
+            match jobs.try_recv() {
+                Ok(j) => Some(j),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let report = match next {
+            Some(job) => match submit(ctx, layers, weights, job) {
+                Ok(s) => {
+                    in_flight.push_back(s);
+                    continue;
+                }
+                Err(e) => Done { job, device, output: Err(e.to_string()), seconds: 0.0, uploaded: 0, downloaded: 0 },
+            },
+            None => match in_flight.pop_front() {
+                Some(s) => finish(s, device, layers),
+                None if !open => return,
+                None => continue,
+            },
+        };
+        if done.send(report).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the ops `order` (indices into `layers`) over `cpu` and `gpus` as `placement` says:
+/// every device has a worker thread, so the CPU, each GPU and the host copies for each GPU
+/// all proceed at once while this thread decides where the next op goes.
 pub fn run(
     cpu: &Cpu,
     gpus: &[&Context],
@@ -136,197 +252,102 @@ pub fn run(
             return Err(format!("{} layers but {} fixed devices", layers.len(), d.len()).into());
         }
     }
+    // Each GPU worker owns its device's resident weights during the run.
+    let mut weights: Vec<(DeviceId, HashMap<usize, Tensor>)> = gpus
+        .iter()
+        .map(|g| {
+            let id = DeviceId::Vulkan(g.info().index);
+            let mine: Vec<(DeviceId, usize)> = resident.keys().filter(|(d, _)| *d == id).copied().collect();
+            (id, mine.into_iter().filter_map(|k| resident.remove(&k).map(|t| (k.1, t))).collect())
+        })
+        .collect();
     let start = Instant::now();
-    let mut run = Run {
-        layers,
+    let mut report = StreamReport {
         placements: Vec::with_capacity(order.len()),
-        op_seconds: vec![0.0; order.len()],
-        outputs: vec![Vec::new(); layers.len()],
+        seconds: 0.0,
         uploaded: 0,
         downloaded: 0,
-        in_flight: Vec::new(),
-        cpu_queue: Vec::new(),
+        outputs: vec![Vec::new(); layers.len()],
+        op_seconds: vec![0.0; order.len()],
     };
-    let (to_cpu, cpu_jobs) = mpsc::channel::<(usize, usize)>();
-    let (cpu_done, from_cpu) = mpsc::channel::<CpuResult>();
-    std::thread::scope(|s| -> Result<(), DemoError> {
-        let worker = s.spawn(move || {
-            for (position, i) in cpu_jobs {
-                let l = &layers[i];
-                let epi = Epilogue::activation(Activation::Relu).with_bias(&l.bias);
-                let mut y = vec![0.0; l.geometry.output_len()];
-                let t = Instant::now();
-                let r =
-                    cpu.conv2d(&l.geometry, &l.input, &l.weight, &epi, &mut y).map(|()| y).map_err(|e| e.to_string());
-                if cpu_done.send((position, i, r, t.elapsed().as_secs_f64())).is_err() {
-                    return;
-                }
-            }
-        });
-        let result = (|| -> Result<(), DemoError> {
-            for (position, &i) in order.iter().enumerate() {
-                // Learn from whatever finished, so the queues below hold only work in flight.
-                run.retire_finished(&mut placement, &from_cpu)?;
-                let op = OpDesc::conv2d(&layers[i].geometry);
-                let (device, predicted) = match &mut placement {
-                    Placement::Fixed(d) => (d[i], 0.0),
-                    Placement::Juggler(j) => {
-                        let now = j.clock().now();
-                        // Each device is busy for the predicted time of what it still holds.
-                        let mut queued: HashMap<DeviceId, f64> = HashMap::new();
-                        for f in &run.in_flight {
-                            *queued.entry(f.device).or_default() += f.predicted;
-                        }
-                        queued.insert(DeviceId::Cpu, run.cpu_queue.iter().map(|(_, p)| p).sum());
-                        for (d, q) in queued {
-                            j.set_busy_until(d, now + q);
-                        }
-                        let decision = j.decide(&op, false).ok_or("no device")?;
-                        (decision.device, decision.predicted)
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let result = std::thread::scope(|s| -> Result<(), DemoError> {
+        let mut queues: HashMap<DeviceId, mpsc::Sender<Job>> = HashMap::new();
+        let (tx, rx) = mpsc::channel();
+        let done = done_tx.clone();
+        s.spawn(move || cpu_worker(cpu, layers, rx, done));
+        queues.insert(DeviceId::Cpu, tx);
+        for (ctx, (id, w)) in gpus.iter().copied().zip(weights.iter_mut()) {
+            let (tx, rx) = mpsc::channel();
+            let (id, done) = (*id, done_tx.clone());
+            s.spawn(move || gpu_worker(ctx, id, layers, w, rx, done));
+            queues.insert(id, tx);
+        }
+        drop(done_tx);
+        // The juggler's queue model: the predicted seconds of what each device still holds.
+        let mut held: HashMap<usize, (DeviceId, f64)> = HashMap::new();
+        let mut first_error = None;
+        let mut collect = |d: Done,
+                           report: &mut StreamReport,
+                           placement: &mut Placement<'_>,
+                           held: &mut HashMap<usize, (DeviceId, f64)>| {
+            held.remove(&d.job.position);
+            report.uploaded += d.uploaded;
+            report.downloaded += d.downloaded;
+            report.op_seconds[d.job.position] = d.seconds;
+            match d.output {
+                Ok(y) => {
+                    if let Placement::Juggler(j) = placement {
+                        j.record(d.device, &OpDesc::conv2d(&layers[d.job.layer].geometry), false, d.seconds, false);
                     }
-                };
-                run.placements.push(device);
-                match device_of(gpus, device) {
-                    None => {
-                        to_cpu.send((position, i)).map_err(|_| "the CPU worker stopped")?;
-                        run.cpu_queue.push((position, predicted));
-                    }
-                    Some(ctx) => run.submit(ctx, device, position, i, op, predicted, resident)?,
+                    report.outputs[d.job.layer] = y;
                 }
-            }
-            drop(to_cpu);
-            while !run.in_flight.is_empty() || !run.cpu_queue.is_empty() {
-                run.retire_one(&mut placement, &from_cpu)?;
-            }
-            Ok(())
-        })();
-        worker.join().map_err(|_| "the CPU worker panicked")?;
-        result
-    })?;
-    Ok(StreamReport {
-        placements: run.placements,
-        seconds: start.elapsed().as_secs_f64(),
-        uploaded: run.uploaded,
-        downloaded: run.downloaded,
-        outputs: run.outputs,
-        op_seconds: run.op_seconds,
-    })
-}
-
-/// What the CPU worker sends back: stream position, layer, output, seconds.
-type CpuResult = (usize, usize, Result<Vec<f32>, String>, f64);
-
-/// The state of one stream run.
-struct Run<'l> {
-    layers: &'l [Layer],
-    placements: Vec<DeviceId>,
-    op_seconds: Vec<f64>,
-    outputs: Vec<Vec<f32>>,
-    uploaded: u64,
-    downloaded: u64,
-    in_flight: Vec<InFlight>,
-    /// CPU ops sent to the worker and not yet back: (position, predicted seconds).
-    cpu_queue: Vec<(usize, f64)>,
-}
-
-impl Run<'_> {
-    /// Records and submits layer `i` on `ctx`: input upload (and the weights on first use),
-    /// conv2d + bias + ReLU, output download, all in one submission.
-    #[allow(clippy::too_many_arguments)]
-    fn submit(
-        &mut self,
-        ctx: &Context,
-        device: DeviceId,
-        position: usize,
-        i: usize,
-        op: OpDesc,
-        predicted: f64,
-        resident: &mut Resident,
-    ) -> Result<(), DemoError> {
-        let l = &self.layers[i];
-        let mut rec = ctx.record()?;
-        let w = match resident.get(&(device, i)) {
-            Some(t) => t.clone(),
-            None => {
-                self.uploaded += 4 * l.weight.len() as u64;
-                let t = rec.upload(&l.weight)?;
-                resident.insert((device, i), t.clone());
-                t
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         };
-        let bias = rec.upload(&l.bias)?;
-        let x = rec.upload(&l.input)?;
-        let y = rec.zeros(l.geometry.output_len())?;
-        self.uploaded += 4 * (l.input.len() + l.bias.len()) as u64;
-        rec.conv2d(&l.geometry, &x, &w, Some(&bias), Activation::Relu, &y)?;
-        let download = rec.download(&y)?;
-        self.downloaded += 4 * l.geometry.output_len() as u64;
-        let pending = rec.submit()?;
-        self.in_flight.push(InFlight { position, index: i, device, pending, download, op, predicted });
-        Ok(())
-    }
-
-    /// Collects a finished GPU op: output, time, and the juggler learns from the device time.
-    fn retire_gpu(&mut self, f: InFlight, placement: &mut Placement<'_>) -> Result<(), DemoError> {
-        let timing = f.pending.wait()?;
-        let out = &mut self.outputs[f.index];
-        out.resize(self.layers[f.index].geometry.output_len(), 0.0);
-        f.download.read(out)?;
-        let seconds = timing.device_seconds.unwrap_or(timing.wall_seconds);
-        self.op_seconds[f.position] = seconds;
-        if let Placement::Juggler(j) = placement {
-            j.record(f.device, &f.op, false, seconds, false);
+        for (position, &i) in order.iter().enumerate() {
+            while let Ok(d) = done_rx.try_recv() {
+                collect(d, &mut report, &mut placement, &mut held);
+            }
+            let op = OpDesc::conv2d(&layers[i].geometry);
+            let (device, predicted) = match &mut placement {
+                Placement::Fixed(d) => (d[i], 0.0),
+                Placement::Juggler(j) => {
+                    let now = j.clock().now();
+                    let mut queued: HashMap<DeviceId, f64> = queues.keys().map(|d| (*d, 0.0)).collect();
+                    for (d, p) in held.values() {
+                        *queued.entry(*d).or_default() += p;
+                    }
+                    for (d, q) in queued {
+                        j.set_busy_until(d, now + q);
+                    }
+                    let decision = j.decide(&op, false).ok_or("no device")?;
+                    (decision.device, decision.predicted)
+                }
+            };
+            report.placements.push(device);
+            let queue = queues.get(&device).ok_or_else(|| format!("{device} is not one of the stream's devices"))?;
+            queue.send(Job { position, layer: i }).map_err(|_| format!("the worker of {device} stopped"))?;
+            held.insert(position, (device, predicted));
         }
-        Ok(())
-    }
-
-    fn retire_cpu(
-        &mut self,
-        (position, i, r, seconds): CpuResult,
-        placement: &mut Placement<'_>,
-    ) -> Result<(), DemoError> {
-        self.cpu_queue.retain(|(p, _)| *p != position);
-        self.op_seconds[position] = seconds;
-        self.outputs[i] = r?;
-        if let Placement::Juggler(j) = placement {
-            j.record(DeviceId::Cpu, &OpDesc::conv2d(&self.layers[i].geometry), false, seconds, false);
+        queues.clear(); // the workers finish what they hold, then stop
+        for d in done_rx.iter() {
+            collect(d, &mut report, &mut placement, &mut held);
         }
-        Ok(())
-    }
-
-    /// Every op that has finished by now, without waiting.
-    fn retire_finished(
-        &mut self,
-        placement: &mut Placement<'_>,
-        from_cpu: &mpsc::Receiver<CpuResult>,
-    ) -> Result<(), DemoError> {
-        while let Some(k) = self.in_flight.iter().position(|f| f.pending.is_done()) {
-            let f = self.in_flight.swap_remove(k);
-            self.retire_gpu(f, placement)?;
+        match first_error {
+            Some(e) => Err(e.into()),
+            None if !held.is_empty() => Err("a worker stopped before finishing its ops".into()),
+            None => Ok(()),
         }
-        while let Ok(msg) = from_cpu.try_recv() {
-            self.retire_cpu(msg, placement)?;
-        }
-        Ok(())
+    });
+    for (id, w) in weights {
+        resident.extend(w.into_iter().map(|(layer, t)| ((id, layer), t)));
     }
-
-    /// Waits for the oldest GPU op, or else the next CPU result.
-    fn retire_one(
-        &mut self,
-        placement: &mut Placement<'_>,
-        from_cpu: &mpsc::Receiver<CpuResult>,
-    ) -> Result<(), DemoError> {
-        self.retire_finished(placement, from_cpu)?;
-        if !self.in_flight.is_empty() {
-            let f = self.in_flight.remove(0);
-            self.retire_gpu(f, placement)
-        } else if !self.cpu_queue.is_empty() {
-            let msg = from_cpu.recv().map_err(|_| "the CPU worker stopped")?;
-            self.retire_cpu(msg, placement)
-        } else {
-            Ok(())
-        }
-    }
+    result?;
+    report.seconds = start.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 /// The fixed assignment (one device per layer) with the smallest predicted makespan for the
