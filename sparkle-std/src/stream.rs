@@ -107,30 +107,44 @@ struct Job {
     layer: usize,
 }
 
-/// What a worker sends back for one op.
+/// What a worker sends back for one op (its output stays with the worker, see [`Outputs`]).
 struct Done {
     job: Job,
     device: DeviceId,
-    output: Result<Vec<f32>, String>,
+    output: Result<(), String>,
     /// GPU: device time from timestamps (its copies included); CPU: wall time.
     seconds: f64,
     uploaded: u64,
     downloaded: u64,
 }
 
+/// A worker's latest output of each layer it ran: (stream position, data). One buffer per layer,
+/// written again by every occurrence, so a long stream does not allocate (and page-fault) a
+/// fresh output per op.
+type Outputs = HashMap<usize, (usize, Vec<f32>)>;
+
+/// `outputs`' buffer for `job`, marked as its latest.
+fn output_for(outputs: &mut Outputs, job: Job, len: usize) -> &mut Vec<f32> {
+    let slot = outputs.entry(job.layer).or_insert_with(|| (job.position, vec![0.0; len]));
+    slot.0 = job.position;
+    &mut slot.1
+}
+
 /// The CPU's worker: runs its ops one after another.
-fn cpu_worker(cpu: &Cpu, layers: &[Layer], jobs: mpsc::Receiver<Job>, done: mpsc::Sender<Done>) {
+fn cpu_worker(cpu: &Cpu, layers: &[Layer], jobs: mpsc::Receiver<Job>, done: mpsc::Sender<Done>) -> Outputs {
+    let mut outputs = Outputs::new();
     for job in jobs {
         let l = &layers[job.layer];
         let epi = Epilogue::activation(Activation::Relu).with_bias(&l.bias);
-        let mut y = vec![0.0; l.geometry.output_len()];
+        let y = output_for(&mut outputs, job, l.geometry.output_len());
         let t = Instant::now();
-        let output = cpu.conv2d(&l.geometry, &l.input, &l.weight, &epi, &mut y).map(|()| y).map_err(|e| e.to_string());
+        let output = cpu.conv2d(&l.geometry, &l.input, &l.weight, &epi, y).map_err(|e| e.to_string());
         let seconds = t.elapsed().as_secs_f64();
         if done.send(Done { job, device: DeviceId::Cpu, output, seconds, uploaded: 0, downloaded: 0 }).is_err() {
-            return;
+            break;
         }
     }
+    outputs
 }
 
 /// A GPU op submitted by its worker.
@@ -170,15 +184,14 @@ fn submit(
 }
 
 /// Waits for a submitted op and reads its output.
-fn finish(s: Submitted, device: DeviceId, layers: &[Layer]) -> Done {
+fn finish(s: Submitted, device: DeviceId, layers: &[Layer], outputs: &mut Outputs) -> Done {
     let out_len = layers[s.job.layer].geometry.output_len();
     let result = s.pending.wait().map_err(|e| e.to_string()).and_then(|timing| {
-        let mut y = vec![0.0; out_len];
-        s.download.read(&mut y).map_err(|e| e.to_string())?;
-        Ok((y, timing.device_seconds.unwrap_or(timing.wall_seconds)))
+        s.download.read(output_for(outputs, s.job, out_len)).map_err(|e| e.to_string())?;
+        Ok(timing.device_seconds.unwrap_or(timing.wall_seconds))
     });
     let (output, seconds) = match result {
-        Ok((y, t)) => (Ok(y), t),
+        Ok(t) => (Ok(()), t),
         Err(e) => (Err(e), 0.0),
     };
     Done { job: s.job, device, output, seconds, uploaded: s.uploaded, downloaded: 4 * out_len as u64 }
@@ -193,7 +206,8 @@ fn gpu_worker(
     weights: &mut HashMap<usize, Tensor>,
     jobs: mpsc::Receiver<Job>,
     done: mpsc::Sender<Done>,
-) {
+) -> Outputs {
+    let mut outputs = Outputs::new();
     let mut in_flight: std::collections::VecDeque<Submitted> = Default::default();
     let mut open = true;
     loop {
@@ -222,13 +236,13 @@ fn gpu_worker(
                 Err(e) => Done { job, device, output: Err(e.to_string()), seconds: 0.0, uploaded: 0, downloaded: 0 },
             },
             None => match in_flight.pop_front() {
-                Some(s) => finish(s, device, layers),
-                None if !open => return,
+                Some(s) => finish(s, device, layers, &mut outputs),
+                None if !open => return outputs,
                 None => continue,
             },
         };
         if done.send(report).is_err() {
-            return;
+            return outputs;
         }
     }
 }
@@ -275,12 +289,12 @@ pub fn run(
         let mut queues: HashMap<DeviceId, mpsc::Sender<Job>> = HashMap::new();
         let (tx, rx) = mpsc::channel();
         let done = done_tx.clone();
-        s.spawn(move || cpu_worker(cpu, layers, rx, done));
+        let mut workers = vec![s.spawn(move || cpu_worker(cpu, layers, rx, done))];
         queues.insert(DeviceId::Cpu, tx);
         for (ctx, (id, w)) in gpus.iter().copied().zip(weights.iter_mut()) {
             let (tx, rx) = mpsc::channel();
             let (id, done) = (*id, done_tx.clone());
-            s.spawn(move || gpu_worker(ctx, id, layers, w, rx, done));
+            workers.push(s.spawn(move || gpu_worker(ctx, id, layers, w, rx, done)));
             queues.insert(id, tx);
         }
         drop(done_tx);
@@ -296,11 +310,10 @@ pub fn run(
             report.downloaded += d.downloaded;
             report.op_seconds[d.job.position] = d.seconds;
             match d.output {
-                Ok(y) => {
+                Ok(()) => {
                     if let Placement::Juggler(j) = placement {
                         j.record(d.device, &OpDesc::conv2d(&layers[d.job.layer].geometry), false, d.seconds, false);
                     }
-                    report.outputs[d.job.layer] = y;
                 }
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -335,6 +348,16 @@ pub fn run(
         queues.clear(); // the workers finish what they hold, then stop
         for d in done_rx.iter() {
             collect(d, &mut report, &mut placement, &mut held);
+        }
+        // Each layer's output from its last occurrence, whichever worker ran it.
+        let mut latest = vec![None; layers.len()];
+        for w in workers {
+            for (layer, (position, y)) in w.join().map_err(|_| "a worker panicked")? {
+                if latest[layer].is_none_or(|p| position > p) {
+                    latest[layer] = Some(position);
+                    report.outputs[layer] = y;
+                }
+            }
         }
         match first_error {
             Some(e) => Err(e.into()),
