@@ -37,3 +37,9 @@ pub fn max_error(got: &[f32], want: &[f64]) -> (f64, Option<usize>) {
     }
     worst
 }
+
+/// FNV-1a, 64-bit, of `data`: the checksum of Sparkle's cache files (the pipeline cache, the
+/// juggler's model). It detects truncation and accidental corruption, not tampering.
+pub fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}

@@ -14,11 +14,6 @@ use crate::context::DeviceInfo;
 
 const MAGIC: &[u8; 8] = b"SPKPC\x00\x00\x01";
 
-/// FNV-1a, 64-bit: detects truncation and corruption of the payload.
-fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// Sparkle's cache directory: `SPARKLE_CACHE_DIR`, else the user cache directory, if known.
 pub(crate) fn dir() -> Option<PathBuf> {
     match std::env::var_os("SPARKLE_CACHE_DIR") {
@@ -57,7 +52,7 @@ fn payload(bytes: &[u8], info: &DeviceInfo) -> Result<Vec<u8>, &'static str> {
     let len = u64::from_le_bytes(rest[..8].try_into().map_err(|_| "truncated")?);
     let sum = u64::from_le_bytes(rest[8..16].try_into().map_err(|_| "truncated")?);
     let data = &rest[16..];
-    if data.len() as u64 != len || fnv1a(data) != sum {
+    if data.len() as u64 != len || sparkle_core::check::fnv1a(data) != sum {
         return Err("truncated or corrupt");
     }
     // VkPipelineCacheHeaderVersionOne: length, version, vendorID, deviceID, UUID.
@@ -93,7 +88,7 @@ pub(crate) fn save(cache: &PipelineCache, info: &DeviceInfo) {
     let (Some(path), Ok(data)) = (path(info), cache.get_data()) else { return };
     let mut bytes = MAGIC.to_vec();
     bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&fnv1a(&data).to_le_bytes());
+    bytes.extend_from_slice(&sparkle_core::check::fnv1a(&data).to_le_bytes());
     bytes.extend_from_slice(&data);
     write_atomic(&path, &bytes);
 }
@@ -124,7 +119,7 @@ mod tests {
     fn file(data: &[u8]) -> Vec<u8> {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&fnv1a(data).to_le_bytes());
+        bytes.extend_from_slice(&sparkle_core::check::fnv1a(data).to_le_bytes());
         bytes.extend_from_slice(data);
         bytes
     }

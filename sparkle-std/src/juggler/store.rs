@@ -13,14 +13,10 @@ use super::policy::Juggler;
 
 const HEADER: &str = "sparkle-juggler v1";
 
-fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// A fingerprint of everything the learned speeds depend on (CPU brand/cores/ISA, each GPU's
 /// vendor/device/driver, crate version, kernel ids), as a short hex string.
 pub fn fingerprint(parts: &[&str]) -> String {
-    format!("{:016x}", fnv1a(parts.join("\n").as_bytes()))
+    format!("{:016x}", sparkle_core::check::fnv1a(parts.join("\n").as_bytes()))
 }
 
 /// What [`load`] found.
@@ -46,7 +42,7 @@ fn kind_name(k: OpKind) -> &'static str {
 fn parse(text: &str) -> Result<(String, Entries), String> {
     let (body, sum_line) = text.trim_end().rsplit_once('\n').ok_or("truncated")?;
     let sum = sum_line.strip_prefix("checksum ").ok_or("no checksum line (truncated?)")?;
-    if u64::from_str_radix(sum, 16).ok() != Some(fnv1a(body.as_bytes())) {
+    if u64::from_str_radix(sum, 16).ok() != Some(sparkle_core::check::fnv1a(body.as_bytes())) {
         return Err("checksum mismatch (corrupt or truncated)".into());
     }
     let mut lines = body.lines();
@@ -80,7 +76,7 @@ fn render(fp: &str, entries: &Entries) -> String {
             body.push_str(&format!("\nmodel {} {} {i} {:e} {}", key.0, key.1, b.log_eff, b.weight));
         }
     }
-    let sum = fnv1a(body.as_bytes());
+    let sum = sparkle_core::check::fnv1a(body.as_bytes());
     format!("{body}\nchecksum {sum:016x}\n")
 }
 
