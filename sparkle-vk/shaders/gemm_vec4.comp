@@ -46,6 +46,9 @@ layout(set = 0, binding = 1) readonly buffer BBuf { vec4 b[]; };
 layout(set = 0, binding = 2) buffer CBuf { float c[]; };
 layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
 layout(set = 0, binding = 4) buffer WorkBuf { float work[]; };
+// The same C and workspace seen as vec4, for whole aligned vec4 stores.
+layout(set = 0, binding = 2) buffer CBuf4 { vec4 c4[]; };
+layout(set = 0, binding = 4) buffer WorkBuf4 { vec4 work4[]; };
 
 #include "common.glsl"
 
@@ -179,6 +182,20 @@ void finish(uint g, uint gi, uint gj, float acc) {
 // Row gi, columns gj0 .. gj0+4 of group g, split `split`: finished, or raw into the workspace.
 void store4(uint g, uint split, uint gi, uint gj0, vec4 v) {
     if (gi >= p.m) return;
+    // A whole vec4 inside n with n a multiple of 4: the workspace, or C when it is rows of
+    // contiguous floats and there is no epilogue beyond alpha, take one aligned vec4 store.
+    if (gj0 + 4u <= p.n && (p.n & 3u) == 0u) {
+        if (p.splits > 1u) {
+            work4[(((split * p.groups + g) * p.m + gi) * p.n + gj0) / 4u] = v;
+            return;
+        }
+#ifndef CONV
+        if (p.c_cs == 1u && (p.c_rs & 3u) == 0u && p.beta == 0.0 && p.epi == 0u) {
+            c4[c_index(g, gi, gj0) / 4u] = p.alpha * v;
+            return;
+        }
+#endif
+    }
     [[dont_unroll]] for (uint j = 0u; j < 4u; ++j) {
         uint gj = gj0 + j;
         if (gj >= p.n) return;

@@ -682,7 +682,8 @@ impl Context {
     ) -> Result<()> {
         let t = self.tuning();
         let most = u64::from(self.device().physical_device().properties().max_storage_buffer_range) / 4;
-        if g.flops() >= t.min_winograd_flops as f64 && crate::winograd::applies(g, most) {
+        let tiles = crate::winograd::tiles(g).unwrap_or(usize::MAX);
+        if tiles >= t.min_winograd_tiles as usize && crate::winograd::applies(g, most) {
             return self.record_winograd(cb, g, activation, has_bias, bufs);
         }
         let plan = Self::conv_plan(g, &Epilogue::activation(activation), t.min_vec4_tiles)?;

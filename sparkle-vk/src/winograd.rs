@@ -2,7 +2,7 @@
 //! stride 1, dilation 1 and one group, the weights and the input are transformed into 16
 //! planes, multiplied as 16 batched GEMMs on the vec4 kernel, and transformed back with the bias
 //! and activation: 2.25x fewer multiplies than the direct (implicit GEMM) path. Chosen when the
-//! conv has at least [`crate::Tuning::min_winograd_flops`] direct flops.
+//! conv has at least [`crate::Tuning::min_winograd_tiles`] output tiles.
 
 use std::sync::Arc;
 
@@ -61,8 +61,8 @@ pub(crate) fn applies(g: &Conv2d, most: u64) -> bool {
         && planes(g).is_some_and(|lens| lens.iter().all(|&len| u32::try_from(len).is_ok() && len as u64 <= most))
 }
 
-/// Output tiles of every image.
-fn tiles(g: &Conv2d) -> Option<usize> {
+/// Output tiles (2x2) of every image.
+pub(crate) fn tiles(g: &Conv2d) -> Option<usize> {
     let p = g.params();
     p.n.checked_mul(g.ho().div_ceil(2))?.checked_mul(g.wo().div_ceil(2))
 }

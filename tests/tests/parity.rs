@@ -30,11 +30,20 @@ fn gemm_cases(be: &dyn Backend) {
         (256, 4, 260),
         (64, 68, 520),
     ];
-    let layouts = [(false, false, false), (true, false, true), (false, true, false), (true, true, true)];
+    // The fifth: row-major with no epilogue beyond alpha (the shaders' whole-vec4 store of C).
+    let layouts =
+        [(false, false, false), (true, false, true), (false, true, false), (true, true, true), (false, false, false)];
     for (idx, &(m, n, k)) in sizes.iter().enumerate() {
         for (li, &(ta, tb, c_col)) in layouts.iter().enumerate() {
-            let act = Activation::ALL[(idx + li) % Activation::ALL.len()];
-            let (alpha, beta) = if li % 2 == 0 { (1.0, 0.0) } else { (-0.75, 1.5) };
+            let plain = li == 4;
+            let act = if plain { Activation::None } else { Activation::ALL[(idx + li) % Activation::ALL.len()] };
+            let (alpha, beta) = if plain {
+                (0.5, 0.0)
+            } else if li % 2 == 0 {
+                (1.0, 0.0)
+            } else {
+                (-0.75, 1.5)
+            };
             let mut a = vec![0.0; m * k];
             let mut b = vec![0.0; k * n];
             let mut c = vec![0.0; m * n];
@@ -49,6 +58,7 @@ fn gemm_cases(be: &dyn Backend) {
             let av = if ta { MatRef::col_major(&a, m, k) } else { MatRef::row_major(&a, m, k) }.unwrap();
             let bv = if tb { MatRef::col_major(&b, k, n) } else { MatRef::row_major(&b, k, n) }.unwrap();
             let bias = match (idx + li) % 3 {
+                _ if plain => Bias::None,
                 0 => Bias::None,
                 1 => Bias::Row(&bias[..m]),
                 _ => Bias::Col(&bias[..n]),
@@ -162,9 +172,9 @@ fn vulkan() -> Vec<Box<dyn Backend>> {
         Ok(devs) if !devs.is_empty() => devs
             .iter()
             .flat_map(|d| {
-                [(0, 0), (u32::MAX, u64::MAX), (16, u64::MAX)].map(|(min_vec4_tiles, min_winograd_flops)| {
+                [(0, 0), (u32::MAX, u32::MAX), (16, u32::MAX)].map(|(min_vec4_tiles, min_winograd_tiles)| {
                     let ctx = sparkle_vk::Context::new(d.index).expect("open device");
-                    ctx.set_tuning(sparkle_vk::Tuning { min_vec4_tiles, min_winograd_flops });
+                    ctx.set_tuning(sparkle_vk::Tuning { min_vec4_tiles, min_winograd_tiles });
                     Box::new(ctx) as Box<dyn Backend>
                 })
             })

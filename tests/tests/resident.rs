@@ -18,8 +18,8 @@ fn contexts(min_vec4_tiles: u32) -> Vec<Context> {
             .map(|d| {
                 let ctx = Context::new(d.index).expect("open device");
                 // Winograd wherever it applies when the vec4 kernel is forced, never otherwise.
-                let min_winograd_flops = if min_vec4_tiles == 0 { 0 } else { u64::MAX };
-                ctx.set_tuning(Tuning { min_vec4_tiles, min_winograd_flops });
+                let min_winograd_tiles = if min_vec4_tiles == 0 { 0 } else { u32::MAX };
+                ctx.set_tuning(Tuning { min_vec4_tiles, min_winograd_tiles });
                 ctx
             })
             .collect(),

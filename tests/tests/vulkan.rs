@@ -69,13 +69,13 @@ fn pipeline_cache_and_tuning_are_written_and_corrupt_ones_ignored() {
     let file = find("vk-pipelines-").expect("a pipeline cache file");
     assert!(std::fs::metadata(&file).unwrap().len() > 24, "cache file has data");
     let tuning = find("vk-tuning-").expect("the autotune's result is remembered");
-    assert!(std::fs::read_to_string(&tuning).unwrap().starts_with("sparkle-vk tuning 2\n"));
+    assert!(std::fs::read_to_string(&tuning).unwrap().starts_with("sparkle-vk tuning 3\n"));
     std::fs::write(&file, b"garbage, not a cache").unwrap();
     std::fs::write(&tuning, b"garbage").unwrap();
     run();
     assert!(std::fs::read(&file).unwrap().starts_with(b"SPKPC"), "a corrupt cache is replaced by a valid one");
     let text = std::fs::read_to_string(&tuning).unwrap();
-    assert!(text.starts_with("sparkle-vk tuning 2\nmin_vec4_tiles "), "re-measured: {text}");
+    assert!(text.starts_with("sparkle-vk tuning 3\nmin_vec4_tiles "), "re-measured: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
