@@ -13,11 +13,13 @@ use sparkle_core::{Conv2d, Error, MatMut, MatRef, Param, TensorLayout, WeightLay
 use vulkano::buffer::{Buffer, BufferContents, BufferCreateInfo, BufferUsage, Subbuffer};
 use vulkano::command_buffer::{AutoCommandBufferBuilder, CommandBufferUsage, CopyBufferInfo, PrimaryAutoCommandBuffer};
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
+use vulkano::device::Device;
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter};
+use vulkano::pipeline::cache::PipelineCache;
 use vulkano::pipeline::compute::ComputePipelineCreateInfo;
 use vulkano::pipeline::layout::PipelineDescriptorSetLayoutCreateInfo;
 use vulkano::pipeline::{ComputePipeline, Pipeline, PipelineBindPoint, PipelineLayout, PipelineShaderStageCreateInfo};
-use vulkano::shader::SpecializationConstant;
+use vulkano::shader::{EntryPoint, SpecializationConstant};
 use vulkano::sync::{self, GpuFuture};
 
 use crate::context::Context;
@@ -241,6 +243,32 @@ pub(crate) fn gemm_params(alpha: f32, a: [usize; 4], b: [usize; 2], beta: f32, c
     })
 }
 
+/// The conv geometry fields of the push constants for `g` (the rest default, one split).
+pub(crate) fn conv_geometry(g: &Conv2d) -> Result<Params> {
+    let p = g.params();
+    let u = |v: usize| u32_of(v, Param::Input);
+    Ok(Params {
+        cin: u(p.c)?,
+        h: u(p.h)?,
+        w: u(p.w)?,
+        r: u(p.r)?,
+        s: u(p.s)?,
+        sh: u(p.stride[0])?,
+        sw: u(p.stride[1])?,
+        pt: u(p.pad.top)?,
+        pl: u(p.pad.left)?,
+        dh: u(p.dilation[0])?,
+        dw: u(p.dilation[1])?,
+        wo: u(g.wo())?,
+        groups: u(p.groups)?,
+        kout: u(p.k)?,
+        layouts: u32::from(p.layout == TensorLayout::Nhwc) | u32::from(p.weight_layout == WeightLayout::Krsc) << 1,
+        hw: u(g.gemm_dims().1)?,
+        splits: 1,
+        ..Params::default()
+    })
+}
+
 /// `p` with this bias mode (0 none, 1 per row, 2 per column) and activation.
 pub(crate) fn with_epilogue(p: Params, bias_mode: u32, activation: Activation) -> Params {
     let (act, slope) = act_code(activation);
@@ -287,6 +315,21 @@ pub(crate) fn gemm_plan(p: &Params, min_tiles: u32) -> Result<Plan> {
     Ok(Plan { kind: Kind::Gemm, params: p, groups: [p.n.div_ceil(TILE), p.m.div_ceil(TILE), 1], reduce: None })
 }
 
+/// A compute pipeline for `entry`, its layout derived from the shader, compiled through `cache`.
+pub(crate) fn compute_pipeline(
+    device: Arc<Device>,
+    cache: Option<Arc<PipelineCache>>,
+    entry: EntryPoint,
+) -> Result<Arc<ComputePipeline>> {
+    let stage = PipelineShaderStageCreateInfo::new(entry);
+    let layout_info = PipelineDescriptorSetLayoutCreateInfo::from_stages([&stage])
+        .into_pipeline_layout_create_info(device.clone())
+        .map_err(|e| VkError::Api { what: "deriving the pipeline layout", source: format!("{e:?}").into() })?;
+    let layout = PipelineLayout::new(device.clone(), layout_info).map_err(api("creating the pipeline layout"))?;
+    ComputePipeline::new(device, cache, ComputePipelineCreateInfo::stage_layout(stage, layout))
+        .map_err(api("creating the compute pipeline"))
+}
+
 impl Context {
     pub(crate) fn pipeline(&self, kind: Kind) -> Result<Arc<ComputePipeline>> {
         let mut cache = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
@@ -316,14 +359,7 @@ impl Context {
             .map_err(|e| VkError::Api { what: "specializing the shader", source: format!("{e:?}").into() })?
             .entry_point("main")
             .ok_or(VkError::Api { what: "finding the shader entry point", source: "no `main`".into() })?;
-        let stage = PipelineShaderStageCreateInfo::new(entry);
-        let layout_info = PipelineDescriptorSetLayoutCreateInfo::from_stages([&stage])
-            .into_pipeline_layout_create_info(device.clone())
-            .map_err(|e| VkError::Api { what: "deriving the pipeline layout", source: format!("{e:?}").into() })?;
-        let layout = PipelineLayout::new(device.clone(), layout_info).map_err(api("creating the pipeline layout"))?;
-        let pipeline =
-            ComputePipeline::new(device, self.cache.clone(), ComputePipelineCreateInfo::stage_layout(stage, layout))
-                .map_err(api("creating the compute pipeline"))?;
+        let pipeline = compute_pipeline(device, self.cache.clone(), entry)?;
         cache.insert(kind, pipeline.clone());
         if let Some(disk) = &self.cache {
             crate::cache::save(disk, self.info());
@@ -365,19 +401,8 @@ impl Context {
     pub fn retune(&self) -> Result<Tuning> {
         let mut points = Vec::new();
         for s in [256u32, 512, 1024, 2048, 4096] {
-            let params = Params {
-                m: s,
-                n: s,
-                k: s,
-                a_rs: s,
-                a_cs: 1,
-                b_rs: s,
-                b_cs: 1,
-                c_rs: s,
-                c_cs: 1,
-                alpha: 1.0,
-                ..Params::default()
-            };
+            let n = s as usize;
+            let params = gemm_params(1.0, [n, n, n, 1], [n, 1], 0.0, [n, n, 1])?;
             let small = gemm_plan(&params, u32::MAX)?;
             let big = gemm_plan(&params, 0)?;
             let len = (s * s) as usize;
@@ -490,7 +515,7 @@ impl Context {
         .map_err(api("beginning a command buffer"))
     }
 
-    fn submit_and_wait(&self, cb: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>) -> Result<()> {
+    pub(crate) fn submit_and_wait(&self, cb: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>) -> Result<()> {
         self.submit(cb)?.wait(None).map_err(api("waiting for the device"))
     }
 
@@ -717,24 +742,7 @@ impl Context {
             slope,
             alpha: 1.0,
             beta: 0.0,
-            cin: u(p.c)?,
-            h: u(p.h)?,
-            w: u(p.w)?,
-            r: u(p.r)?,
-            s: u(p.s)?,
-            sh: u(p.stride[0])?,
-            sw: u(p.stride[1])?,
-            pt: u(p.pad.top)?,
-            pl: u(p.pad.left)?,
-            dh: u(p.dilation[0])?,
-            dw: u(p.dilation[1])?,
-            wo: u(g.wo())?,
-            groups: u(p.groups)?,
-            kout: u(p.k)?,
-            layouts: u32::from(p.layout == TensorLayout::Nhwc) | u32::from(p.weight_layout == WeightLayout::Krsc) << 1,
-            hw: u(hw)?,
-            splits: 1,
-            ..Params::default()
+            ..conv_geometry(g)?
         };
         if sparkle_core::conv::fused::choose_path(g) == sparkle_core::conv::fused::Conv2dPath::Depthwise {
             // m = images; one invocation per output element.
@@ -829,8 +837,6 @@ impl Context {
 
     /// Seconds per conv2d (+ ReLU) with input, weights and output already on the device.
     pub fn time_conv2d_resident(&self, g: &Conv2d, reps: u32) -> Result<f64> {
-        let epi = Epilogue::activation(Activation::Relu);
-        let _ = epi;
         self.time_recorded([g.weight_len(), g.input_len(), g.output_len()], reps, &|cb, bufs| {
             self.record_conv2d(cb, g, Activation::Relu, false, bufs)
         })

@@ -323,7 +323,9 @@ impl Recording<'_> {
         let params = crate::ops::gemm_params(alpha, [a.rows, a.cols, a.rs, a.cs], [b.rs, b.cs], beta, [n, c.rs, c.cs])?;
         let params = crate::ops::with_epilogue(params, bias_mode, activation);
         let plan = crate::ops::gemm_plan(&params, self.ctx.tuning().min_vec4_tiles)?;
-        self.record(&plan, [a.tensor, b.tensor, c.tensor], bias_t)
+        let bias_buf = self.bias_or_dummy(bias_t)?;
+        self.ctx.record_plan(&mut self.cb, &plan, [&a.tensor.buf, &b.tensor.buf, &c.tensor.buf, &bias_buf])?;
+        Ok(self)
     }
 
     /// `output = act(conv2d(input, weight) + bias)` on resident tensors (output distinct from
@@ -343,29 +345,19 @@ impl Recording<'_> {
             self.ctx.check_owner(t)?;
         }
         distinct(output, &[Some(input), Some(weight), bias])?;
-        let dummy = match bias {
-            Some(t) => t.buf.clone(),
-            None => self.ctx.scratch_one()?,
-        };
-        self.ctx.record_conv2d(
-            &mut self.cb,
-            g,
-            activation,
-            bias.is_some(),
-            [&weight.buf, &input.buf, &output.buf, &dummy],
-        )?;
+        let bias_buf = self.bias_or_dummy(bias)?;
+        let bufs = [&weight.buf, &input.buf, &output.buf, &bias_buf];
+        self.ctx.record_conv2d(&mut self.cb, g, activation, bias.is_some(), bufs)?;
         Ok(self)
     }
 
-    /// Records `plan` over A, B, C and the bias (a pooled dummy where there is none: the shaders
-    /// declare the binding).
-    fn record(&mut self, plan: &crate::ops::Plan, [a, b, c]: [&Tensor; 3], bias: Option<&Tensor>) -> Result<&mut Self> {
-        let dummy = match bias {
-            Some(t) => t.buf.clone(),
-            None => self.ctx.scratch_one()?,
-        };
-        self.ctx.record_plan(&mut self.cb, plan, [&a.buf, &b.buf, &c.buf, &dummy])?;
-        Ok(self)
+    /// The bias buffer to bind: the tensor's, or a pooled dummy where there is none (the
+    /// shaders declare the binding).
+    fn bias_or_dummy(&self, bias: Option<&Tensor>) -> Result<vulkano::buffer::Subbuffer<[f32]>> {
+        match bias {
+            Some(t) => Ok(t.buf.clone()),
+            None => self.ctx.scratch_one(),
+        }
     }
 
     /// Copies `src` into `dst` (same length) on the device.

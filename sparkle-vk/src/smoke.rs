@@ -3,13 +3,9 @@
 //! buffer round trips all work.
 
 use vulkano::buffer::{Buffer, BufferCreateInfo, BufferUsage};
-use vulkano::command_buffer::{AutoCommandBufferBuilder, CommandBufferUsage};
 use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
 use vulkano::memory::allocator::{AllocationCreateInfo, MemoryTypeFilter};
-use vulkano::pipeline::compute::ComputePipelineCreateInfo;
-use vulkano::pipeline::layout::PipelineDescriptorSetLayoutCreateInfo;
-use vulkano::pipeline::{ComputePipeline, Pipeline, PipelineBindPoint, PipelineLayout, PipelineShaderStageCreateInfo};
-use vulkano::sync::{self, GpuFuture};
+use vulkano::pipeline::{Pipeline, PipelineBindPoint};
 
 use crate::context::Context;
 use crate::error::{api, Result, VkError};
@@ -36,14 +32,7 @@ impl Context {
         let entry = shader
             .entry_point("main")
             .ok_or(VkError::Api { what: "finding the shader entry point", source: "no `main` in saxpy.comp".into() })?;
-        let stage = PipelineShaderStageCreateInfo::new(entry);
-        let layout_info = PipelineDescriptorSetLayoutCreateInfo::from_stages([&stage])
-            .into_pipeline_layout_create_info(device.clone())
-            .map_err(|e| VkError::Api { what: "deriving the pipeline layout", source: format!("{e:?}").into() })?;
-        let layout = PipelineLayout::new(device.clone(), layout_info).map_err(api("creating the pipeline layout"))?;
-        let pipeline =
-            ComputePipeline::new(device.clone(), None, ComputePipelineCreateInfo::stage_layout(stage, layout))
-                .map_err(api("creating the saxpy pipeline"))?;
+        let pipeline = crate::ops::compute_pipeline(device, None, entry)?;
 
         let host = |usage| {
             (
@@ -66,12 +55,7 @@ impl Context {
             [],
         )
         .map_err(api("writing the descriptor set"))?;
-        let mut builder = AutoCommandBufferBuilder::primary(
-            self.commands.clone(),
-            self.queue().queue_family_index(),
-            CommandBufferUsage::OneTimeSubmit,
-        )
-        .map_err(api("beginning the command buffer"))?;
+        let mut builder = self.begin()?;
         builder
             .bind_pipeline_compute(pipeline.clone())
             .map_err(api("binding the pipeline"))?
@@ -82,14 +66,7 @@ impl Context {
         // SAFETY: the shader bounds-checks every invocation against `len`, and both buffers hold
         // exactly `len` floats, so no invocation reads or writes out of bounds.
         unsafe { builder.dispatch([len.div_ceil(LOCAL_SIZE), 1, 1]) }.map_err(api("recording the dispatch"))?;
-        let cb = builder.build().map_err(api("building the command buffer"))?;
-        sync::now(device)
-            .then_execute(self.queue().clone(), cb)
-            .map_err(api("submitting"))?
-            .then_signal_fence_and_flush()
-            .map_err(api("flushing"))?
-            .wait(None)
-            .map_err(api("waiting for the device"))?;
+        self.submit_and_wait(builder)?;
         let out = yb.read().map_err(api("reading y back"))?;
         y.copy_from_slice(&out);
         Ok(())

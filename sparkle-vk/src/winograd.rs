@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use sparkle_core::epilogue::Activation;
-use sparkle_core::{Conv2d, TensorLayout, WeightLayout};
+use sparkle_core::{Conv2d, TensorLayout};
 use vulkano::buffer::Subbuffer;
 use vulkano::command_buffer::{AutoCommandBufferBuilder, PrimaryAutoCommandBuffer};
 use vulkano::device::Device;
@@ -16,7 +16,7 @@ use vulkano::Validated;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::ops::{act_code, elementwise_groups, u32_of, vec4_plan, Kind, Params, Scratch};
+use crate::ops::{act_code, conv_geometry, elementwise_groups, u32_of, vec4_plan, Kind, Params, Scratch};
 
 mod weights_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("WEIGHTS", "1")] }
@@ -94,6 +94,7 @@ impl Context {
         let (act, slope) = act_code(activation);
         // V as C x T (tiles contiguous) where the GEMM can load it so: see winograd.comp.
         let ct = p.layout == TensorLayout::Nchw && t % 4 == 0;
+        let geometry = conv_geometry(g)?;
         let params = Params {
             m: u(p.k)?,
             n: u(t)?,
@@ -101,20 +102,8 @@ impl Context {
             epi: act | u32::from(has_bias) << 8,
             slope,
             alpha: 1.0,
-            cin: u(p.c)?,
-            h: u(p.h)?,
-            w: u(p.w)?,
-            pt: u(p.pad.top)?,
-            pl: u(p.pad.left)?,
-            wo: u(g.wo())?,
-            kout: u(p.k)?,
-            layouts: u32::from(p.layout == TensorLayout::Nhwc)
-                | u32::from(p.weight_layout == WeightLayout::Krsc) << 1
-                | u32::from(ct) << 2,
-            hw: u(g.ho() * g.wo())?,
-            groups: 1,
-            splits: 1,
-            ..Params::default()
+            layouts: geometry.layouts | u32::from(ct) << 2,
+            ..geometry
         };
         let (ub, vb, mb) = (
             self.scratch(Scratch::WinogradU, u_len)?,
