@@ -282,8 +282,9 @@ fn title(what: &str, threads: usize, peak: Option<f64>) -> String {
     t
 }
 
-/// A table with one row per distinct key and one column per implementation, in first-seen order.
-fn table(title: &str, key: &str, cells: &[(String, &str, f64)]) -> String {
+/// The distinct keys and implementations of `cells`, each in first-seen order: the rows and
+/// columns of a table or plot.
+pub fn keys_and_impls<'a>(cells: &'a [(String, &'a str, f64)]) -> (Vec<&'a str>, Vec<&'a str>) {
     let mut keys: Vec<&str> = Vec::new();
     let mut impls: Vec<&str> = Vec::new();
     for (k, i, _) in cells {
@@ -294,6 +295,12 @@ fn table(title: &str, key: &str, cells: &[(String, &str, f64)]) -> String {
             impls.push(i);
         }
     }
+    (keys, impls)
+}
+
+/// A table with one row per distinct key and one column per implementation, in first-seen order.
+fn table(title: &str, key: &str, cells: &[(String, &str, f64)]) -> String {
+    let (keys, impls) = keys_and_impls(cells);
     let width = keys.iter().map(|k| k.len()).chain([key.len()]).max().unwrap_or(0) + 2;
     let mut out = format!("{title}\n{key:<width$}");
     for i in &impls {

@@ -12,16 +12,7 @@ pub fn bars(
     cells: &[(String, &str, f64)],
     peak: Option<f64>,
 ) -> Result<(), Failure> {
-    let mut keys: Vec<&str> = Vec::new();
-    let mut impls: Vec<&str> = Vec::new();
-    for (k, i, _) in cells {
-        if !keys.contains(&k.as_str()) {
-            keys.push(k);
-        }
-        if !impls.contains(i) {
-            impls.push(i);
-        }
-    }
+    let (keys, impls) = crate::bench::keys_and_impls(cells);
     let top = cells.iter().map(|c| c.2).chain(peak).fold(1.0, f64::max) * 1.1;
     let root = SVGBackend::new(path, (160 + 110 * keys.len() as u32, 520)).into_drawing_area();
     root.fill(&WHITE)?;
