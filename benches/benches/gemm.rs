@@ -13,7 +13,7 @@ use sparkle_std::demo::fill;
 fn kernels(c: &mut Criterion) {
     for kernel in available_kernels() {
         let gemm = Cpu::with_kernel(kernel).threads(1);
-        let mut group = c.benchmark_group(kernel.id);
+        let mut group = c.benchmark_group(kernel.id());
         for n in [64usize, 256, 512] {
             let mut a = vec![0.0; n * n];
             let mut b = vec![0.0; n * n];
@@ -31,7 +31,7 @@ fn kernels(c: &mut Criterion) {
                 let (av, bv) = (MatRef::row_major(&a, n, n).unwrap(), MatRef::row_major(&b, n, n).unwrap());
                 gemm_reference_f64(1.0, av, bv, 0.0, None, &Epilogue::NONE, &mut want).unwrap();
                 let (err, at) = max_error(&out, &want);
-                assert!(err <= tolerance(n), "{} wrong at {at:?}: {err:e}", kernel.id);
+                assert!(err <= tolerance(n), "{} wrong at {at:?}: {err:e}", kernel.id());
             }
             group.throughput(Throughput::Elements((2 * n * n * n) as u64));
             group.bench_function(format!("{n}x{n}x{n}"), |bench| bench.iter(|| run(&mut out)));

@@ -118,7 +118,7 @@ fn gemm_case(n: usize, b: &mut Buffers, syst: &mut cortex_m::peripheral::SYST) -
         hprintln!(
             "  gemm {}^3 on {}: {} instructions, {}.{:02} per MAC (naive reference loop: {}.{:02})",
             n,
-            sparkle_core::arch::best_static().id,
+            sparkle_core::arch::Kernel::best().id(),
             fast * 40,
             fast * 40 / macs,
             fast * 4000 / macs % 100,
@@ -175,7 +175,7 @@ fn main() -> ! {
         loop {}
     };
     core.SYST.set_clock_source(SystClkSource::Core);
-    hprintln!("sparkle-firmware: Cortex-M4F, kernel {}", sparkle_core::arch::best_static().id);
+    hprintln!("sparkle-firmware: Cortex-M4F, kernel {}", sparkle_core::arch::Kernel::best().id());
     let conv = Conv2dParams::new(1, 8, 16, 16, 8, 3, 3).pad(Padding::uniform(1));
     let mut all = true;
     all &= conv_case("conv 3x3 + bias + ReLU, 8->8 @16x16", conv, &mut b);

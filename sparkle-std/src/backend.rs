@@ -37,7 +37,7 @@ impl Backend for crate::cpu::Cpu {
         DeviceId::Cpu
     }
     fn name(&self) -> String {
-        format!("cpu {} x{}", self.kernel.id, self.threads)
+        format!("cpu {} x{}", self.kernel.id(), self.threads)
     }
     fn gemm(
         &self,

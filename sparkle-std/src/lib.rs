@@ -3,7 +3,7 @@
 //! Sparkle on `std`: the threaded CPU path, runtime ISA dispatch, the juggler, and the
 //! `sparkle` command-line tool. Re-exports the core and the Vulkan backend.
 #![deny(missing_docs)]
-// Unsafe only where intrinsics are called (cpu/peak.rs opts in); everything else stays safe.
+// No unsafe but one line: the rayon executor's promise to the core (cpu/backend.rs opts in).
 #![deny(unsafe_code)]
 
 pub use sparkle_core as core;

@@ -25,7 +25,7 @@ pub fn juggler(cpu: &Cpu, gpus: &[&Context], cpu_brand: &str) -> (Juggler<System
     j.add_device(DeviceId::Cpu, Prior { overhead: 5e-6, peak, half: 2e6, bandwidth: f64::INFINITY }, false);
     let mut parts = vec![
         cpu_brand.to_string(),
-        cpu.kernel.id.to_string(),
+        cpu.kernel.id().to_string(),
         cpu.threads.to_string(),
         env!("CARGO_PKG_VERSION").into(),
     ];

@@ -39,7 +39,7 @@ fn check(cpu: &Cpu, p: Conv2dParams, act: Activation, with_bias: bool, seed: u64
     let (err, at) = max_error(&got, &want);
     let tol = tolerance(g.gemm_dims().2);
     let path = choose_path(&g);
-    assert!(err <= tol, "{} {:?} {p:?} {act:?}: error {err:e} at {at:?} > {tol:e}", cpu.kernel.id, path);
+    assert!(err <= tol, "{} {:?} {p:?} {act:?}: error {err:e} at {at:?} > {tol:e}", cpu.kernel.id(), path);
     path
 }
 
@@ -48,7 +48,7 @@ fn cpus(kern: &'static Kernel) -> [Cpu; 3] {
     [
         base.threads(1),
         base.threads(2),
-        Cpu { blocking: Blocking { mc: 2 * kern.mr, kc: 16, nc: 2 * kern.nr }, ..base.threads(2) },
+        Cpu { blocking: Blocking { mc: 2 * kern.mr(), kc: 16, nc: 2 * kern.nr() }, ..base.threads(2) },
     ]
 }
 

@@ -90,21 +90,21 @@ fn check(gemm: &Cpu, case: Case) {
     assert!(
         err <= tolerance(k),
         "{}: {case:?}: error {err:e} at {at:?} (tolerance {:e})",
-        gemm.kernel.id,
+        gemm.kernel.id(),
         tolerance(k)
     );
     // Padding between rows/columns of C must be untouched.
     for (idx, (&now, &before)) in c.iter().zip(&c_before).enumerate() {
         let (i, j) = if l.c_col { (idx % c_cs, idx / c_cs) } else { (idx / c_rs, idx % c_rs) };
         if i >= m || j >= n {
-            assert!(now.to_bits() == before.to_bits(), "{}: {case:?}: wrote outside C at {idx}", gemm.kernel.id);
+            assert!(now.to_bits() == before.to_bits(), "{}: {case:?}: wrote outside C at {idx}", gemm.kernel.id());
         }
     }
 }
 
 /// Small blocks so that every loop of the nest runs several times on small problems.
 fn small_blocking(k: &Kernel) -> Blocking {
-    Blocking { mc: 2 * k.mr, kc: 16, nc: 2 * k.nr }
+    Blocking { mc: 2 * k.mr(), kc: 16, nc: 2 * k.nr() }
 }
 
 /// The kernel for `isa` if this CPU runs it; otherwise a loud skip (a failure when required).
@@ -129,14 +129,14 @@ fn edge_sizes(kern: &'static Kernel, threads: usize) {
     let small = Cpu { blocking: small_blocking(kern), ..g };
     let kc = small.blocking.kc;
     for gemm in [&small, &g] {
-        for m in 0..=2 * kern.mr + 1 {
+        for m in 0..=2 * kern.mr() + 1 {
             for k in [0, 1, kc - 1, kc, kc + 1, 2 * kc + 3] {
-                check(gemm, Case::new(m, kern.nr + 3, k));
+                check(gemm, Case::new(m, kern.nr() + 3, k));
             }
         }
-        for n in 0..=2 * kern.nr + 1 {
+        for n in 0..=2 * kern.nr() + 1 {
             for k in [1, kc + 1] {
-                check(gemm, Case::new(kern.mr + 1, n, k));
+                check(gemm, Case::new(kern.mr() + 1, n, k));
             }
         }
     }
@@ -155,7 +155,7 @@ fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {
         ] {
             for (alpha, beta) in [(1.0, 0.0), (-0.5, 0.0), (1.0, 1.0), (0.75, -1.25)] {
                 let layout = Layout { ta, tb, c_col, pad };
-                let (m, n, k) = (3 * kern.mr + 1, 2 * kern.nr + 3, 37);
+                let (m, n, k) = (3 * kern.mr() + 1, 2 * kern.nr() + 3, 37);
                 check(gemm, Case { alpha, beta, layout, ..Case::new(m, n, k) });
             }
         }
@@ -171,7 +171,7 @@ fn epilogues(kern: &'static Kernel, threads: usize) {
                     let layout = Layout { c_col, ..PLAIN };
                     // Sizes with both full and edge tiles, several kc blocks.
                     let case =
-                        Case { act, bias, beta, layout, alpha: 1.5, ..Case::new(2 * kern.mr + 3, kern.nr + 5, 40) };
+                        Case { act, bias, beta, layout, alpha: 1.5, ..Case::new(2 * kern.mr() + 3, kern.nr() + 5, 40) };
                     check(&g, case);
                 }
             }

@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use sparkle_core::check::{max_error, tolerance};
 use sparkle_core::conv::im2col::{im2col, im2col_len};
-use sparkle_core::conv::reference::{conv2d_reference, conv2d_reference_f64};
-use sparkle_core::gemm::reference::{gemm_reference, gemm_reference_f64};
+use sparkle_core::conv::reference::{conv2d_reference, conv2d_reference_f64, conv2d_reference_f64_at};
+use sparkle_core::gemm::reference::{gemm_reference, gemm_reference_f64, gemm_reference_f64_at};
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
 use sparkle_tests::fill;
 
@@ -67,6 +67,17 @@ proptest! {
                 gemm_reference(1.0, a, b, 0.0, c, &Epilogue { bias: gb, activation: act }).unwrap();
             }
         }
+        // The single-element oracle (what the fuzz targets sample) is the same function.
+        for n in 0..p.n {
+            for k in 0..p.k {
+                for (oy, ox) in [(0, 0), (g.ho() - 1, g.wo() - 1), (g.ho() / 2, g.wo() / 3)] {
+                    let one = conv2d_reference_f64_at(&g, &input, &weight, &epi, (n, k, oy, ox)).unwrap();
+                    prop_assert_eq!(one.to_bits(), truth[g.output_index(n, k, oy, ox)].to_bits());
+                }
+            }
+        }
+        prop_assert!(conv2d_reference_f64_at(&g, &input, &weight, &epi, (p.n, 0, 0, 0)).is_err());
+        prop_assert!(conv2d_reference_f64_at(&g, &input, &weight, &epi, (0, 0, g.ho(), 0)).is_err());
         let tol = tolerance(gk);
         let (e1, at1) = max_error(&direct, &truth);
         let (e2, at2) = max_error(&via_gemm, &truth);
@@ -101,6 +112,11 @@ proptest! {
         let c0v = if c_col_major { MatRef::col_major(&c0, m, n).unwrap() } else { MatRef::row_major(&c0, m, n).unwrap() };
         let mut truth = vec![0.0f64; m * n];
         gemm_reference_f64(alpha, av, bv, beta, Some(c0v), &epi, &mut truth).unwrap();
+        for (idx, want) in truth.iter().enumerate() {
+            let one = gemm_reference_f64_at(alpha, av, bv, beta, Some(c0v), &epi, (idx / n, idx % n)).unwrap();
+            prop_assert_eq!(one.to_bits(), want.to_bits());
+        }
+        prop_assert!(gemm_reference_f64_at(alpha, av, bv, beta, Some(c0v), &epi, (m, 0)).is_err());
         let cv = if c_col_major { MatMut::col_major(&mut c, m, n).unwrap() } else { MatMut::row_major(&mut c, m, n).unwrap() };
         gemm_reference(alpha, av, bv, beta, cv, &epi).unwrap();
         let got: Vec<f32> = (0..m * n)

@@ -1,17 +1,41 @@
 //! ISA-specific code lives only here: the SIMD abstraction, the one GEMM microkernel body, and
 //! per-ISA `const` tables of its instantiations (`{isa}_gemm_f32_{mr}x{nr}`).
 //!
-//! In `no_std`, [`best_static`] picks the widest kernel the *compile-time* target features allow
-//! (`cfg!(target_feature = ...)`), so a Cortex-M4F build gets the generic FPU kernel and an
-//! `-C target-cpu=native` x86 build gets AVX-512. sparkle-std detects features at run time instead.
+//! ## Why a [`Kernel`] is proof
+//! The kernels are `unsafe` to call: they run instructions the CPU may lack and trust the
+//! pointers they get. The safe drivers ([`crate::gemm::driver::gemm_with`],
+//! [`crate::conv::fused::conv2d_with`]) validate every pointer they derive, and take the ISA on
+//! trust from the [`Kernel`] they are handed. That trust is earned here: `Kernel`'s fields are
+//! private, the registration tables are private, and every public way to obtain one
+//! ([`Kernel::best`], [`Kernel::for_isa`], [`Kernel::available`], [`Kernel::generic`]) checks
+//! [`Isa::is_available`] first. So holding a `&Kernel` proves this CPU runs it:
+//!
+//! ```compile_fail,E0451
+//! use sparkle_core::arch::Kernel;
+//! // A kernel with a forged register tile would read past its panels: this does not compile
+//! // outside the crate, because the fields are private (error E0451).
+//! let forged = Kernel { mr: 1, nr: 1, ..*Kernel::generic() };
+//! ```
+//!
+//! ```
+//! use sparkle_core::arch::{Isa, Kernel};
+//! // What does compile: asking, and being told no where the CPU lacks the ISA.
+//! assert_eq!(Kernel::for_isa(Isa::Avx512).is_some(), Isa::Avx512.is_available());
+//! assert_eq!(Kernel::generic().isa(), Isa::Generic);
+//! ```
+//!
+//! Detection needs no `std`: the compile-time target features, and on x86_64 CPUID + XGETBV (the
+//! OS must also save the wide registers), cached after the first call. A Cortex-M4F build gets the
+//! generic FPU kernel; an x86 server gets AVX-512 where it has it.
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "aarch64")]
-pub mod aarch64;
-pub mod depthwise;
-pub mod generic;
+pub(crate) mod aarch64;
+pub(crate) mod depthwise;
+pub(crate) mod generic;
+pub mod peak;
 #[cfg(target_arch = "x86_64")]
-pub mod x86_64;
+pub(crate) mod x86_64;
 
 use crate::epilogue::Activation;
 
@@ -42,8 +66,11 @@ impl Isa {
 
     /// Parses a `SPARKLE_ISA` value.
     pub fn from_name(s: &str) -> Option<Self> {
-        [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Neon].into_iter().find(|i| i.name() == s)
+        Self::ALL.into_iter().find(|i| i.name() == s)
     }
+
+    /// Every ISA a kernel can need, in the order of [`Isa::name`]'s documentation.
+    pub const ALL: [Isa; 4] = [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Neon];
 
     /// Whether the compile-time target features guarantee this ISA.
     pub const fn enabled_statically(self) -> bool {
@@ -54,11 +81,26 @@ impl Isa {
             Isa::Neon => cfg!(all(target_arch = "aarch64", target_feature = "neon")),
         }
     }
+
+    /// Whether this CPU runs this ISA: the compile-time target features, or on x86_64 a run-time
+    /// CPUID/XGETBV check (no `std` needed; cached after the first call).
+    pub fn is_available(self) -> bool {
+        if self.enabled_statically() {
+            return true;
+        }
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86_64::detect::avx2_fma(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => x86_64::detect::avx512f(),
+            _ => false,
+        }
+    }
 }
 
 /// Bias pointer for one microtile, already offset to the tile's first row / column.
 #[derive(Clone, Copy, Debug)]
-pub enum TileBias {
+pub(crate) enum TileBias {
     /// No bias.
     None,
     /// `mr` values, one per row of the tile.
@@ -69,7 +111,7 @@ pub enum TileBias {
 
 /// Everything one microkernel call needs: packed panels, where C is, and the write-out.
 #[derive(Clone, Copy, Debug)]
-pub struct MicroArgs {
+pub(crate) struct MicroArgs {
     /// Reduction length of this call (`<= kc`).
     pub k: usize,
     /// A micro-panel: element `(i, p)` at `a + i * rs_a + p * cs_a`. Packed panels have
@@ -102,35 +144,75 @@ pub struct MicroArgs {
     pub act: Activation,
 }
 
-/// A registered microkernel.
+/// A registered kernel set of one ISA (the GEMM microkernel and the depthwise conv kernel),
+/// obtainable only on a CPU that runs it (see the module docs: holding one is the proof).
 #[derive(Clone, Copy, Debug)]
 pub struct Kernel {
-    /// `{isa}_gemm_f32_{mr}x{nr}`: the same string in tests, benches and the juggler's records.
-    pub id: &'static str,
-    /// What it needs to run.
-    pub isa: Isa,
-    /// Rows of its register tile.
-    pub mr: usize,
-    /// Columns of its register tile.
-    pub nr: usize,
-    /// The kernel.
-    ///
+    /// `{isa}_gemm_f32_{mr}x{nr}`.
+    pub(crate) id: &'static str,
+    pub(crate) isa: Isa,
+    pub(crate) mr: usize,
+    pub(crate) nr: usize,
     /// # Safety
     /// The CPU must support `isa`; `a` must hold `k*mr` and `b` `k*nr` readable floats; every
     /// `(i, j)` with `i < m`, `j < n` of C (and of the bias) must be valid for reads and writes
     /// and not aliased by anything else during the call.
-    pub run: unsafe fn(&MicroArgs),
-    /// The depthwise conv kernel of the same ISA (`{isa}_dwconv_f32`).
-    ///
-    /// # Safety
-    /// As [`depthwise::depthwise_body`].
-    pub depthwise: unsafe fn(&depthwise::DepthwiseArgs<'_>),
+    pub(crate) run: unsafe fn(&MicroArgs),
+    /// `{isa}_dwconv_f32`. # Safety: as `depthwise::depthwise_body`.
+    pub(crate) depthwise: unsafe fn(&depthwise::DepthwiseArgs<'_>),
+}
+
+impl Kernel {
+    /// `{isa}_gemm_f32_{mr}x{nr}`: the same string in tests, benches and the juggler's records.
+    pub const fn id(&self) -> &'static str {
+        self.id
+    }
+
+    /// The instruction set it runs (which this CPU has: that is how it was obtained).
+    pub const fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Rows of the GEMM register tile.
+    pub const fn mr(&self) -> usize {
+        self.mr
+    }
+
+    /// Columns of the GEMM register tile.
+    pub const fn nr(&self) -> usize {
+        self.nr
+    }
+
+    /// The portable kernel, which every CPU runs.
+    pub fn generic() -> &'static Kernel {
+        &generic::GENERIC_GEMM_F32_4X4
+    }
+
+    /// Every kernel of this build that this CPU runs, best first.
+    pub fn available() -> impl Iterator<Item = &'static Kernel> {
+        KERNELS.iter().filter(|k| k.isa.is_available())
+    }
+
+    /// The best kernel this CPU runs (the first of [`Kernel::available`]).
+    pub fn best() -> &'static Kernel {
+        Self::available().next().unwrap_or(Self::generic())
+    }
+
+    /// The kernel for `isa`, or `None` when this build has none for it or this CPU lacks it.
+    pub fn for_isa(isa: Isa) -> Option<&'static Kernel> {
+        KERNELS.iter().find(|k| k.isa == isa).filter(|k| k.isa.is_available())
+    }
+
+    /// The ids of every kernel compiled into this build, whether or not this CPU runs them.
+    pub fn compiled_ids() -> impl Iterator<Item = (&'static str, Isa)> {
+        KERNELS.iter().map(|k| (k.id, k.isa))
+    }
 }
 
 /// The SIMD operations the kernel body needs. Implementations are zero-sized markers whose
 /// methods are `#[inline(always)]`, so they compile to plain instructions inside the
 /// `#[target_feature]` wrapper that instantiates the body.
-pub trait Simd: Copy {
+pub(crate) trait Simd: Copy {
     /// One vector of `LANES` f32.
     type V: Copy;
     /// Lanes per vector.
@@ -289,7 +371,7 @@ const MAX_NR: usize = 32;
 /// As [`Kernel::run`], for `mr = MR`, `nr = NV * S::LANES`; `rs_a`/`cs_a` describe `MR x k`
 /// readable floats at `a`.
 #[inline(always)]
-pub unsafe fn gemm_body<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs) {
+pub(crate) unsafe fn gemm_body<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs) {
     let lanes = S::LANES;
     // SAFETY: (whole body) the caller guarantees the ISA, `k*MR` floats at `a`, `k*NV*LANES`
     // at `b`, and valid, exclusive C (and bias) elements for every (i < m, j < n).
@@ -405,8 +487,9 @@ unsafe fn write_row(
     }
 }
 
-/// Every kernel compiled into this build, best first within each architecture.
-pub const KERNELS: &[Kernel] = {
+/// Every kernel compiled into this build, best first within each architecture. Private: a
+/// kernel leaves this module only through the checks of [`Kernel`]'s constructors.
+const KERNELS: &[Kernel] = {
     #[cfg(target_arch = "x86_64")]
     {
         &[x86_64::AVX512_GEMM_F32_12X32, x86_64::AVX2_GEMM_F32_6X16, generic::GENERIC_GEMM_F32_4X4]
@@ -420,13 +503,3 @@ pub const KERNELS: &[Kernel] = {
         &[generic::GENERIC_GEMM_F32_4X4]
     }
 };
-
-/// The best kernel the compile-time target features allow (the `no_std` choice).
-pub fn best_static() -> &'static Kernel {
-    KERNELS.iter().find(|k| k.isa.enabled_statically()).unwrap_or(&generic::GENERIC_GEMM_F32_4X4)
-}
-
-/// The kernel for `isa`, if this build has one.
-pub fn kernel_for(isa: Isa) -> Option<&'static Kernel> {
-    KERNELS.iter().find(|k| k.isa == isa)
-}

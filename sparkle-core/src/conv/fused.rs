@@ -87,8 +87,8 @@ pub fn conv2d_with(
     if scratch.len() < required {
         return Err(Error::TooSmall { param: Param::Scratch, required, found: scratch.len() });
     }
-    // SAFETY: buffers, epilogue and scratch validated above; the caller vouches for the kernel's ISA
-    // by having picked it (as for GEMM).
+    // SAFETY: buffers, epilogue and scratch validated above; a `Kernel` exists only on a CPU that
+    // runs its ISA.
     unsafe { conv2d_unchecked(g, input, weight, epi, output, kernel, blocking, exec, scratch) };
     Ok(())
 }
@@ -96,9 +96,9 @@ pub fn conv2d_with(
 /// [`conv2d_with`] without validation.
 ///
 /// # Safety
-/// Everything [`conv2d_with`] checks must hold, and the CPU must support `kernel.isa`.
+/// Everything [`conv2d_with`] checks must hold.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn conv2d_unchecked(
+pub(crate) unsafe fn conv2d_unchecked(
     g: &Conv2d,
     input: &[f32],
     weight: &[f32],

@@ -15,12 +15,12 @@ use crate::gemm::driver::Sequential;
 
 /// Floats of scratch [`conv2d`] needs for `g`.
 pub fn scratch_len(g: &Conv2d) -> Result<usize> {
-    let kernel = crate::arch::best_static();
+    let kernel = crate::arch::Kernel::best();
     fused::conv2d_scratch_len(g, kernel, &Blocking::for_kernel(kernel, CacheSizes::STATIC), 1)
 }
 
-/// `output = act(conv2d(input, weight) + bias)` on one thread with the best statically enabled
-/// kernels and caller scratch of at least [`scratch_len`] floats: the `no_std`, no-heap entry
+/// `output = act(conv2d(input, weight) + bias)` on one thread with the best kernels this CPU runs
+/// and caller scratch of at least [`scratch_len`] floats: the `no_std`, no-heap entry
 /// point (a Cortex-M4F runs this). Validates everything first; on an error nothing is written.
 pub fn conv2d(
     g: &Conv2d,
@@ -30,7 +30,7 @@ pub fn conv2d(
     output: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<()> {
-    let kernel = crate::arch::best_static();
+    let kernel = crate::arch::Kernel::best();
     let blocking = Blocking::for_kernel(kernel, CacheSizes::STATIC);
     fused::conv2d_with(g, input, weight, epi, output, kernel, &blocking, &Sequential, scratch)
 }
@@ -59,10 +59,20 @@ mod tests {
     #[test]
     fn every_path_matches_oracle() {
         let base = Conv2dParams::new(1, 4, 5, 6, 4, 3, 3).pad(Padding::new(1, 0, 2, 1));
-        for p in
-            [base, base.groups(4), Conv2dParams::new(2, 4, 3, 3, 6, 1, 1), base.stride(2, 1).layout(TensorLayout::Nhwc)]
-        {
+        let mut paths = [false; 3];
+        // Implicit GEMM (NCHW, NHWC strided, dilated, grouped), depthwise (both layouts), pointwise
+        // (both layouts): every path of the fused driver and its packing, which Miri checks.
+        for p in [
+            base,
+            base.groups(4),
+            base.groups(4).layout(TensorLayout::Nhwc),
+            base.groups(2).dilation(1, 2),
+            Conv2dParams::new(2, 4, 3, 3, 6, 1, 1),
+            Conv2dParams::new(2, 4, 3, 3, 6, 1, 1).layout(TensorLayout::Nhwc),
+            base.stride(2, 1).layout(TensorLayout::Nhwc),
+        ] {
             let g = p.validate().unwrap();
+            paths[fused::choose_path(&g) as usize] = true;
             let mut x = [0.0f32; 256];
             let mut w = [0.0f32; 256];
             for (i, v) in x.iter_mut().enumerate() {
@@ -84,5 +94,6 @@ mod tests {
                 assert!(error(*a, f64::from(*b)) <= tolerance(g.gemm_dims().2), "{p:?}: {a} vs {b}");
             }
         }
+        assert_eq!(paths, [true; 3], "pointwise, depthwise and implicit GEMM each ran");
     }
 }

@@ -21,8 +21,13 @@ use crate::gemm::{check, GemmDims};
 use crate::view::{MatMut, MatRef};
 
 /// Runs `f(worker)` for every worker `0..workers()`, possibly in parallel, and returns when all
-/// have finished. Each worker index is passed exactly once.
-pub trait Executor {
+/// have finished.
+///
+/// # Safety
+/// The drivers hand worker `w` its own part of the output and of the scratch, so an
+/// implementation must call `f` exactly once for each index in `0..workers()` and return only
+/// after every call has finished. Two concurrent calls with one index would be a data race.
+pub unsafe trait Executor {
     /// Number of workers.
     fn workers(&self) -> usize;
     /// Runs `f` once per worker index.
@@ -33,7 +38,8 @@ pub trait Executor {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sequential;
 
-impl Executor for Sequential {
+// SAFETY: calls `f(0)` once, on this thread, for its one worker.
+unsafe impl Executor for Sequential {
     fn workers(&self) -> usize {
         1
     }
@@ -125,7 +131,7 @@ unsafe impl Send for SharedMut {}
 ///
 /// # Safety
 /// Implementations must write exactly the documented panel extents and read only their own data.
-pub unsafe trait Operand: Sync {
+pub(crate) unsafe trait Operand: Sync {
     /// Rows of the (logical) matrix.
     fn rows(&self) -> usize;
     /// Columns of the (logical) matrix.
@@ -215,10 +221,9 @@ struct Problem<'a> {
 ///
 /// # Safety
 /// Everything [`gemm_with`] checks must hold: matching shapes, a valid epilogue, `m, n > 0`,
-/// non-zero blocking, and `scratch.len() >= gemm_scratch_len(...)` for `exec.workers()`; and the
-/// CPU must support `kernel.isa`.
+/// non-zero blocking, and `scratch.len() >= gemm_scratch_len(...)` for `exec.workers()`.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_unchecked(
+pub(crate) unsafe fn gemm_unchecked(
     alpha: f32,
     a: MatRef<'_>,
     b: MatRef<'_>,
@@ -256,9 +261,9 @@ pub unsafe fn gemm_unchecked(
 /// # Safety
 /// `a.cols() == b.rows()`, `m, n > 0`; every C element valid, exclusive and alias-free; the
 /// epilogue's bias matches `m x n`; blocking non-zero; `scratch` at least
-/// `gemm_scratch_len(kernel, blocking, m, n, k, exec.workers())` floats; the CPU supports the kernel.
+/// `gemm_scratch_len(kernel, blocking, m, n, k, exec.workers())` floats.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_operands(
+pub(crate) unsafe fn gemm_operands(
     alpha: f32,
     a: &dyn Operand,
     b: &dyn Operand,
@@ -301,6 +306,10 @@ pub unsafe fn gemm_operands(
     let prefer_rows = if a.in_place().is_some() { d.m > 2 * d.n } else { d.m >= d.n };
     let split_rows = if prefer_rows { row_panels >= workers || col_panels < workers } else { col_panels < workers };
     exec.run(&|w| {
+        // A contract violation of the executor must not turn into an out-of-bounds write.
+        if w >= workers {
+            return;
+        }
         let (rows, cols) = if split_rows {
             let r0 = (row_panels * w / workers) * mr;
             let r1 = ((row_panels * (w + 1) / workers) * mr).min(d.m);

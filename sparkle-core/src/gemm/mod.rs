@@ -3,13 +3,13 @@
 //! Transposed operands (BLAS's `op(A)`) are views with swapped strides: pass `a.t()`.
 //! `beta == 0` means C is never read, so NaN or garbage in C cannot leak into the result.
 //!
-//! [`gemm`] is the `no_std` entry point: the best kernel the compile-time target features allow,
-//! default blocking, one thread and caller scratch ([`scratch_len`] floats). sparkle-std adds
-//! run-time ISA detection and threads on top of [`driver::gemm_with`].
+//! [`gemm`] is the `no_std` entry point: the best kernel this CPU runs, default blocking, one
+//! thread and caller scratch ([`scratch_len`] floats). sparkle-std adds cache-derived blocking,
+//! `SPARKLE_ISA` and threads on top of [`driver::gemm_with`].
 
 pub mod blocking;
 pub mod driver;
-pub mod pack;
+pub(crate) mod pack;
 pub mod reference;
 
 use crate::epilogue::Epilogue;
@@ -63,12 +63,12 @@ pub fn check(
 
 /// Floats of scratch [`gemm`] needs for an `m x n x k` problem.
 pub fn scratch_len(m: usize, n: usize, k: usize) -> Result<usize> {
-    let kernel = crate::arch::best_static();
+    let kernel = crate::arch::Kernel::best();
     driver::gemm_scratch_len(kernel, &blocking::Blocking::for_kernel(kernel, blocking::CacheSizes::STATIC), m, n, k, 1)
 }
 
-/// `C <- act(alpha * A * B + beta * C + bias)` on one thread with the best statically enabled
-/// kernel and caller scratch of at least [`scratch_len`] floats. No heap.
+/// `C <- act(alpha * A * B + beta * C + bias)` on one thread with the best kernel this CPU runs
+/// ([`crate::arch::Kernel::best`]) and caller scratch of at least [`scratch_len`] floats. No heap.
 pub fn gemm(
     alpha: f32,
     a: MatRef<'_>,
@@ -78,7 +78,7 @@ pub fn gemm(
     epi: &Epilogue<'_>,
     scratch: &mut [f32],
 ) -> Result<GemmDims> {
-    let kernel = crate::arch::best_static();
+    let kernel = crate::arch::Kernel::best();
     let blocking = blocking::Blocking::for_kernel(kernel, blocking::CacheSizes::STATIC);
     driver::gemm_with(alpha, a, b, beta, c, epi, kernel, &blocking, &driver::Sequential, scratch)
 }

@@ -11,7 +11,7 @@ use crate::view::MatRef;
 /// # Safety
 /// `row + mc <= a.rows()`, `col + kc <= a.cols()`, and `dst` must be valid for writing
 /// `ceil(mc / mr) * mr * kc` floats.
-pub unsafe fn pack_a(a: &MatRef<'_>, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
+pub(crate) unsafe fn pack_a(a: &MatRef<'_>, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
     let (rs, cs) = (a.rs(), a.cs());
     let base = a.as_slice().as_ptr();
     let mut out = dst;
@@ -45,7 +45,7 @@ pub unsafe fn pack_a(a: &MatRef<'_>, row: usize, col: usize, mc: usize, kc: usiz
 /// `row + kc <= b.rows()`, `col + nc <= b.cols()`, `panel1 <= ceil(nc / nr)`, and `dst` must be
 /// valid for writing panels `panel0..panel1` (`nr * kc` floats each).
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn pack_b(
+pub(crate) unsafe fn pack_b(
     b: &MatRef<'_>,
     row: usize,
     col: usize,

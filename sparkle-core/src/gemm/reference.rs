@@ -61,21 +61,11 @@ pub fn gemm_reference_f64(
     epi: &Epilogue<'_>,
     out: &mut [f64],
 ) -> Result<GemmDims> {
-    let d = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
-    if b.rows() != d.k {
-        return Err(Error::Mismatch { param: Param::B, expected: d.k, found: b.rows() });
-    }
-    let len = d.m.checked_mul(d.n).ok_or(Error::Overflow { param: Param::COut })?;
+    let (d, c) = check_f64(&a, &b, beta, c, epi)?;
+    let len = d.m * d.n;
     if out.len() != len {
         return Err(Error::Mismatch { param: Param::COut, expected: len, found: out.len() });
     }
-    let c = match c {
-        Some(c) if c.rows() == d.m && c.cols() == d.n => Some(c),
-        Some(c) => return Err(Error::Mismatch { param: Param::COut, expected: d.m, found: c.rows() }),
-        None if beta != 0.0 => return Err(Error::Mismatch { param: Param::COut, expected: len, found: 0 }),
-        None => None,
-    };
-    epi.validate(d.m, d.n)?;
     for i in 0..d.m {
         for j in 0..d.n {
             let c_ij = || c.as_ref().map_or(0.0, |c| c.at(i, j));
@@ -83,4 +73,50 @@ pub fn gemm_reference_f64(
         }
     }
     Ok(d)
+}
+
+/// The checks of [`gemm_reference_f64`] short of the output buffer: shapes, C when `beta != 0`,
+/// the epilogue, and `m * n` representable.
+fn check_f64<'c>(
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    beta: f32,
+    c: Option<MatRef<'c>>,
+    epi: &Epilogue<'_>,
+) -> Result<(GemmDims, Option<MatRef<'c>>)> {
+    let d = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
+    if b.rows() != d.k {
+        return Err(Error::Mismatch { param: Param::B, expected: d.k, found: b.rows() });
+    }
+    let len = d.m.checked_mul(d.n).ok_or(Error::Overflow { param: Param::COut })?;
+    let c = match c {
+        Some(c) if c.rows() == d.m && c.cols() == d.n => Some(c),
+        Some(c) => return Err(Error::Mismatch { param: Param::COut, expected: d.m, found: c.rows() }),
+        None if beta != 0.0 => return Err(Error::Mismatch { param: Param::COut, expected: len, found: 0 }),
+        None => None,
+    };
+    epi.validate(d.m, d.n)?;
+    Ok((d, c))
+}
+
+/// Element `(i, j)` of [`gemm_reference_f64`], for checking sampled points of large outputs (the
+/// fuzz targets do) without computing the whole oracle.
+pub fn gemm_reference_f64_at(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: Option<MatRef<'_>>,
+    epi: &Epilogue<'_>,
+    (i, j): (usize, usize),
+) -> Result<f64> {
+    let (d, c) = check_f64(&a, &b, beta, c, epi)?;
+    if i >= d.m {
+        return Err(Error::TooSmall { param: Param::M, required: i + 1, found: d.m });
+    }
+    if j >= d.n {
+        return Err(Error::TooSmall { param: Param::GemmN, required: j + 1, found: d.n });
+    }
+    let c_ij = || c.as_ref().map_or(0.0, |c| c.at(i, j));
+    Ok(element::<f64>(alpha, &a, &b, beta, c_ij, epi, (i, j)))
 }

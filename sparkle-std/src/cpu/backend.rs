@@ -14,7 +14,11 @@ use super::isa::{gemm_kernel, IsaError};
 #[derive(Debug)]
 struct Rayon(usize);
 
-impl Executor for Rayon {
+// SAFETY: one call per index 0..self.0 (index 0 on this thread), and `rayon::scope` returns only
+// after every spawned call has finished. (The crate's one `unsafe`: the core's contract for
+// executors, which the safe drivers rely on.)
+#[allow(unsafe_code)]
+unsafe impl Executor for Rayon {
     fn workers(&self) -> usize {
         self.0
     }
@@ -115,7 +119,8 @@ impl Cpu {
         Ok(Self::with_kernel(gemm_kernel().map_err(CpuError::Isa)?))
     }
 
-    /// A specific kernel (the caller checks the CPU supports it: see [`super::isa::supported`]).
+    /// A specific kernel (from [`Kernel::available`] or [`super::isa::kernel_for_isa`]: holding
+    /// one proves this CPU runs it).
     pub fn with_kernel(kernel: &'static Kernel) -> Self {
         Self {
             kernel,

@@ -1,27 +1,19 @@
-//! Run-time ISA detection, done once and cached, with `SPARKLE_ISA=generic|avx2|avx512|neon`
-//! to force one (for tests and benchmarks).
+//! Which kernel set runs: the best this CPU has ([`Kernel::best`], detected once by the core), or
+//! the one `SPARKLE_ISA=generic|avx2|avx512|neon` forces (for tests and benchmarks). Asking for an
+//! ISA this CPU lacks is an error, never a kernel that would fault.
 
 use std::sync::OnceLock;
 
-use sparkle_core::arch::{kernel_for, Isa, Kernel};
+use sparkle_core::arch::{Isa, Kernel};
 
-/// Whether this CPU can run `isa`.
+/// Whether this CPU can run `isa` (the core's detection: the one authority a [`Kernel`] checks).
 pub fn supported(isa: Isa) -> bool {
-    match isa {
-        Isa::Generic => true,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => is_x86_feature_detected!("avx512f"),
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
-        _ => false,
-    }
+    isa.is_available()
 }
 
 /// Every kernel of this build that this CPU can run, best first.
 pub fn available_kernels() -> Vec<&'static Kernel> {
-    sparkle_core::arch::KERNELS.iter().filter(|k| supported(k.isa)).collect()
+    Kernel::available().collect()
 }
 
 /// Why a forced ISA could not be used.
@@ -37,16 +29,16 @@ impl std::fmt::Display for IsaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IsaError::Unknown(s) => write!(f, "SPARKLE_ISA={s} is not one of generic, avx2, avx512, neon"),
-            IsaError::Unsupported(s) => write!(f, "SPARKLE_ISA={s} is not supported by this CPU or build"),
+            IsaError::Unsupported(s) => write!(f, "the {s} kernels cannot run here: this CPU or build lacks them"),
         }
     }
 }
 
 impl std::error::Error for IsaError {}
 
-/// The kernel for a forced ISA, if usable here.
+/// The kernel for `isa`, if this build has one and this CPU runs it.
 pub fn kernel_for_isa(isa: Isa) -> Result<&'static Kernel, IsaError> {
-    kernel_for(isa).filter(|k| supported(k.isa)).ok_or(IsaError::Unsupported(isa.name()))
+    Kernel::for_isa(isa).ok_or(IsaError::Unsupported(isa.name()))
 }
 
 fn choose() -> Result<&'static Kernel, IsaError> {
@@ -55,7 +47,7 @@ fn choose() -> Result<&'static Kernel, IsaError> {
             let isa = Isa::from_name(&name).ok_or(IsaError::Unknown(name))?;
             kernel_for_isa(isa)
         }
-        _ => Ok(available_kernels().first().copied().unwrap_or(&sparkle_core::arch::generic::GENERIC_GEMM_F32_4X4)),
+        _ => Ok(Kernel::best()),
     }
 }
 
@@ -63,4 +55,44 @@ fn choose() -> Result<&'static Kernel, IsaError> {
 pub fn gemm_kernel() -> Result<&'static Kernel, IsaError> {
     static CHOICE: OnceLock<Result<&'static Kernel, IsaError>> = OnceLock::new();
     CHOICE.get_or_init(choose).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The core's `no_std` detection (CPUID + XGETBV) agrees with std's for every ISA.
+    #[test]
+    fn core_detection_agrees_with_std() {
+        for isa in Isa::ALL {
+            let std_says = match isa {
+                Isa::Generic => true,
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+                #[cfg(target_arch = "aarch64")]
+                Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+                _ => false,
+            };
+            assert_eq!(isa.is_available(), std_says, "{isa:?}");
+        }
+    }
+
+    /// Asking for an ISA this CPU or build lacks is an error, not a kernel.
+    #[test]
+    fn a_missing_isa_is_an_error() {
+        for isa in Isa::ALL {
+            match kernel_for_isa(isa) {
+                Ok(k) => assert!(supported(k.isa()) && k.isa() == isa),
+                Err(e) => {
+                    assert!(!supported(isa) || Kernel::compiled_ids().all(|(_, i)| i != isa));
+                    assert!(e.to_string().contains(isa.name()));
+                }
+            }
+        }
+        // At least one ISA of the four is missing on any one machine (x86 has no NEON and the
+        // reverse), so the error path above ran.
+        assert!(Isa::ALL.iter().any(|&i| kernel_for_isa(i).is_err()));
+    }
 }

@@ -2,6 +2,7 @@
 
 mod avx2;
 mod avx512;
+pub(crate) mod detect;
 
 pub use avx2::{Avx2, AVX2_GEMM_F32_6X16};
 pub use avx512::{Avx512, AVX512_GEMM_F32_12X32};

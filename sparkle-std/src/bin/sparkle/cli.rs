@@ -233,7 +233,7 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
     npy::write(&args.output, &shape, &y)?;
     println!(
         "conv2d {shape:?} on cpu ({}, {}): {:.3} ms, {:.1} GFLOPS -> {}",
-        cpu.kernel.id,
+        cpu.kernel.id(),
         sparkle_core::conv::fused::choose_path(&g).name(),
         secs * 1e3,
         g.flops() / secs.max(1e-9) / 1e9,
@@ -276,7 +276,7 @@ pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
     npy::write(&args.output, &[m, n], &out)?;
     println!(
         "gemm {m}x{n}x{k} on cpu ({}): {:.3} ms, {:.1} GFLOPS -> {}",
-        cpu.kernel.id,
+        cpu.kernel.id(),
         secs * 1e3,
         2.0 * m as f64 * n as f64 * k as f64 / secs.max(1e-9) / 1e9,
         args.output.display()

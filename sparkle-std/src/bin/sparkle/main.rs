@@ -324,7 +324,7 @@ fn list_devices() -> Result<ExitCode, Failure> {
     let cpu = sparkle_std::cpu::Cpu::new()?;
     let caches = sparkle_std::cpu::caches::cache_sizes();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let kernels: Vec<&str> = sparkle_std::cpu::isa::available_kernels().iter().map(|k| k.id).collect();
+    let kernels: Vec<&str> = sparkle_std::cpu::isa::available_kernels().iter().map(|k| k.id()).collect();
     println!("cpu: {} ({cores} threads)", cli::cpu_brand());
     println!(
         "  caches: L1d {} KiB, L2 {} KiB, L3 {} MiB per the OS",
@@ -332,7 +332,7 @@ fn list_devices() -> Result<ExitCode, Failure> {
         caches.l2 >> 10,
         caches.l3 >> 20
     );
-    println!("  kernels this CPU runs: {}; picked: {}", kernels.join(", "), cpu.kernel.id);
+    println!("  kernels this CPU runs: {}; picked: {}", kernels.join(", "), cpu.kernel.id());
     println!(
         "  measured FMA peak: {:.0} GFLOPS on 1 thread, {:.0} on {cores}",
         sparkle_std::cpu::peak::peak_gflops(1),

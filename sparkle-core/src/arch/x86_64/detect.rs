@@ -1,0 +1,78 @@
+//! Run-time feature detection without `std`: CPUID says what the CPU has, XGETBV whether the OS
+//! saves the registers those instructions use (an AVX-512 CPU under an OS that does not save
+//! the zmm state must not run AVX-512). The same rules as `std::is_x86_feature_detected!`,
+//! which a test in sparkle-std compares against. Cached after the first call.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+const PROBED: u8 = 1;
+const AVX2_FMA: u8 = 2;
+const AVX512F: u8 = 4;
+
+static FEATURES: AtomicU8 = AtomicU8::new(0);
+
+fn features() -> u8 {
+    let f = FEATURES.load(Ordering::Relaxed);
+    if f & PROBED != 0 {
+        return f;
+    }
+    let f = probe() | PROBED;
+    FEATURES.store(f, Ordering::Relaxed);
+    f
+}
+
+/// AVX2 and FMA, with the OS saving the ymm state.
+pub(crate) fn avx2_fma() -> bool {
+    features() & AVX2_FMA != 0
+}
+
+/// AVX-512F, with the OS saving the zmm and opmask state.
+pub(crate) fn avx512f() -> bool {
+    features() & AVX512F != 0
+}
+
+#[cfg(miri)]
+fn probe() -> u8 {
+    // Miri runs no CPUID (nor these kernels' intrinsics): only the statically enabled ISAs.
+    0
+}
+
+#[cfg(not(miri))]
+fn probe() -> u8 {
+    use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
+    let bit = |r: u32, b: u32| r & (1 << b) != 0;
+    // CPUID exists on every x86_64 CPU.
+    let CpuidResult { eax: max_leaf, .. } = __cpuid(0);
+    if max_leaf < 7 {
+        return 0;
+    }
+    let leaf1 = __cpuid(1);
+    // OSXSAVE (the OS enabled XGETBV) and AVX.
+    if !bit(leaf1.ecx, 27) || !bit(leaf1.ecx, 28) {
+        return 0;
+    }
+    // SAFETY: OSXSAVE is set, so XGETBV is enabled.
+    let xcr0 = unsafe { xgetbv0() };
+    let os_ymm = xcr0 & 0b110 == 0b110; // SSE + AVX state
+    let os_zmm = os_ymm && xcr0 & 0b1110_0000 == 0b1110_0000; // opmask, ZMM_Hi256, Hi16_ZMM
+    let leaf7 = __cpuid_count(7, 0);
+    let mut f = 0;
+    if os_ymm && bit(leaf7.ebx, 5) && bit(leaf1.ecx, 12) {
+        f |= AVX2_FMA;
+    }
+    if os_zmm && bit(leaf7.ebx, 16) {
+        f |= AVX512F;
+    }
+    f
+}
+
+/// XCR0, the register-state components the OS saves.
+///
+/// # Safety
+/// CPUID.1:ECX.OSXSAVE must be set.
+#[cfg(not(miri))]
+#[target_feature(enable = "xsave")]
+unsafe fn xgetbv0() -> u64 {
+    // SAFETY: the caller checked OSXSAVE, and xsave is enabled for this function.
+    unsafe { core::arch::x86_64::_xgetbv(0) }
+}
