@@ -222,23 +222,43 @@ fn bad_inputs_exit_2_with_one_line_and_no_output() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
+/// The subcommands a help text lists under `Commands:` (clap's own `help` left out).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Walks the whole command tree from `sparkle --help` down, so a new command cannot go
+/// unchecked: every path prints its usage and exits 0.
 #[test]
 fn help_for_every_command() {
-    for cmd in [
-        &["--help"][..],
-        &["demo", "--help"],
-        &["devices", "--help"],
-        &["conv2d", "--help"],
-        &["gemm", "--help"],
-        &["bench", "--help"],
-        &["bench", "gemm", "--help"],
-        &["bench", "conv2d", "--help"],
-        &["bench", "peak", "--help"],
-    ] {
-        let out = sparkle(cmd);
-        assert!(out.status.success(), "{cmd:?}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{cmd:?}");
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut seen = Vec::new();
+    while let Some(path) = todo.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = sparkle(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("Usage"), "{args:?}: {text}");
+        for sub in subcommands(&text) {
+            let mut next = path.clone();
+            next.push(sub);
+            todo.push(next);
+        }
+        seen.push(path.join(" "));
     }
+    // The tree as of this writing: the walk must find at least these (19 paths with the root).
+    for must in ["", "conv2d", "gemm", "bench gemm", "bench split", "juggler replay", "model reset", "stream"] {
+        assert!(seen.iter().any(|p| p == must), "`sparkle {must} --help` not reached; walked {seen:?}");
+    }
+    assert!(seen.len() >= 19, "walked only {} command paths: {seen:?}", seen.len());
 }
 
 #[test]
