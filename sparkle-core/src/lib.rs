@@ -18,13 +18,27 @@
 //! the names people know (`n, c, h, w, k, r, s`) for conv. Every error is an [`Error`] carrying
 //! the numbers that were wrong.
 //!
+//! ## Where `unsafe` is, and why the safe API is sound
+//! `unsafe` is denied crate-wide and allowed in four places only: [`arch`] (the SIMD kernels and
+//! CPU detection), `gemm/pack.rs` (packing into raw panels), [`gemm::driver`] (the loop nest that
+//! calls the kernels) and [`conv::fused`] (the im2col gather that packs conv inputs for the same
+//! driver). The safe entry points that reach them are [`gemm::gemm`], [`gemm::driver::gemm_with`],
+//! [`conv::conv2d`], [`conv::fused::conv2d_with`], [`conv::fused::pack_im2col_panels`] and
+//! [`arch::peak::fma_burst`]. Each validates everything the unsafe code relies on before calling
+//! an `_unchecked` twin: views against their slices and each other (no self-aliasing C), shapes,
+//! epilogue lengths, non-zero blocking, scratch length with checked arithmetic. The two things it
+//! cannot check are proved by types: a [`arch::Kernel`] exists only on a CPU that runs its ISA,
+//! and an [`gemm::driver::Executor`] is an `unsafe trait` whose implementer promises each worker
+//! index once (the driver still ignores indices past `workers()`).
+//!
 //! ## Features
 //! - `alloc` (off by default, additive): conveniences that allocate. Nothing requires it.
 //!
 //! MSRV: see the workspace `rust-version`.
 #![no_std]
 #![deny(missing_docs)]
-// Unsafe is confined to arch/, gemm/pack.rs and gemm/driver.rs, each of which opts in.
+// Unsafe is confined to arch/, gemm/pack.rs, gemm/driver.rs and conv/fused.rs, each of which opts in
+// (see "Where `unsafe` is" above).
 #![deny(unsafe_code)]
 
 #[cfg(feature = "alloc")]
