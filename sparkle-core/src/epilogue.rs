@@ -72,6 +72,8 @@ impl Activation {
             }
             Activation::Sigmoid => 1.0 / (1.0 + libm::expf(-x)),
             Activation::Tanh => libm::tanhf(x),
+            // x * (1 + erf) is -inf * 0 at -inf; the limit is 0.
+            Activation::Gelu if x == f32::NEG_INFINITY => 0.0,
             Activation::Gelu => 0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2)),
         }
     }
@@ -97,6 +99,7 @@ impl Activation {
             }
             Activation::Sigmoid => 1.0 / (1.0 + libm::exp(-x)),
             Activation::Tanh => libm::tanh(x),
+            Activation::Gelu if x == f64::NEG_INFINITY => 0.0,
             Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x * core::f64::consts::FRAC_1_SQRT_2)),
         }
     }
@@ -193,6 +196,25 @@ mod tests {
                 assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{act:?}({x}): {a} vs {b}");
             }
             assert!(act.apply(f32::NAN).is_nan(), "{act:?} must propagate NaN");
+        }
+    }
+
+    #[test]
+    fn infinities_give_the_limits() {
+        let cases: [(Activation, f32, f32); 7] = [
+            (Activation::None, f32::NEG_INFINITY, f32::INFINITY),
+            (Activation::Relu, 0.0, f32::INFINITY),
+            (Activation::Relu6, 0.0, 6.0),
+            (Activation::LeakyRelu { slope: 0.5 }, f32::NEG_INFINITY, f32::INFINITY),
+            (Activation::Sigmoid, 0.0, 1.0),
+            (Activation::Tanh, -1.0, 1.0),
+            (Activation::Gelu, 0.0, f32::INFINITY),
+        ];
+        for (act, lo, hi) in cases {
+            assert_eq!(act.apply(f32::NEG_INFINITY), lo, "{act:?}(-inf)");
+            assert_eq!(act.apply(f32::INFINITY), hi, "{act:?}(+inf)");
+            assert_eq!(act.apply_f64(f64::NEG_INFINITY), f64::from(lo), "{act:?}(-inf) in f64");
+            assert_eq!(act.apply_f64(f64::INFINITY), f64::from(hi), "{act:?}(+inf) in f64");
         }
     }
 

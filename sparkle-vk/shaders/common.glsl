@@ -28,6 +28,8 @@ float activate(float x) {
         case 4u: return 1.0 / (1.0 + exp(-x));
         case 5u: return tanh(x);
         case 6u: {
+            // The limit at -inf is 0 (x * (1 + erf) would be -inf * 0 = NaN).
+            if (isinf(x)) return x > 0.0 ? x : 0.0;
             // erf by Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7), GLSL has none.
             float z = x * 0.70710678118654752;
             float t = 1.0 / (1.0 + 0.3275911 * abs(z));
