@@ -11,8 +11,10 @@ pub use sparkle_core as core;
 pub use sparkle_vk as vk;
 
 pub mod backend;
+pub mod budget;
 pub mod cpu;
 pub mod demo;
+pub mod files;
 pub mod juggler;
 pub mod multi;
 #[cfg(feature = "npy")]

@@ -1,10 +1,15 @@
 //! NumPy `.npy` files in and out: little-endian f32 in C order only; everything else is a clear
-//! error, and a hostile header is rejected in linear time without allocating for it. Writes are atomic (a temporary file in the same folder, then a rename), so a failure
-//! never leaves a partial output behind.
+//! error. A hostile header is rejected in linear time without allocating for it; only regular
+//! files are read, and only after the size the header declares matches the file; allocation is
+//! fallible and within a [`MemoryBudget`]. Writes are atomic ([`files::write_atomic`]), so a
+//! failure never leaves a partial output behind.
 
 use std::fmt;
-use std::io::Write as _;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+
+use crate::budget::MemoryBudget;
+use crate::files;
 
 /// Why a `.npy` file could not be read or written.
 #[derive(Debug)]
@@ -162,81 +167,158 @@ fn parse_header(text: &str) -> Result<Header, String> {
     })
 }
 
-/// Parses `.npy` bytes (`path` is only used in messages).
-pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array, NpyError> {
-    let format = |what: String| NpyError::Format { path: path.to_path_buf(), what };
+/// The longest header accepted (numpy itself refuses headers over 10,000 bytes by default).
+pub const MAX_HEADER: usize = 65_536;
+
+/// From the first bytes of a file (at least 12, or all of a shorter file): where the header text
+/// starts and how long it is.
+fn prefix(bytes: &[u8]) -> Result<(usize, usize), String> {
     if !bytes.starts_with(b"\x93NUMPY") {
-        return Err(format("not a .npy file (no \\x93NUMPY magic)".into()));
+        return Err("not a .npy file (no \\x93NUMPY magic)".into());
     }
     let (start, len) = match bytes.get(6) {
         Some(1) if bytes.len() >= 10 => (10usize, usize::from(u16::from_le_bytes([bytes[8], bytes[9]]))),
         Some(2 | 3) if bytes.len() >= 12 => {
             (12, u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize)
         }
-        _ => return Err(format("not a .npy file (unknown format version)".into())),
+        _ => return Err("not a .npy file (unknown format version)".into()),
     };
-    let end = start.saturating_add(len);
-    let header = bytes.get(start..end).ok_or_else(|| format(format!("truncated header: it claims {len} bytes")))?;
-    let header = std::str::from_utf8(header).map_err(|_| format("header is not text".into()))?;
-    let h = parse_header(header).map_err(format)?;
+    if len > MAX_HEADER {
+        return Err(format!("header of {len} bytes is longer than the {MAX_HEADER} accepted"));
+    }
+    Ok((start, len))
+}
+
+/// The shape and data size a header declares, if it is a C-order little-endian f32 array.
+fn describe(header: &[u8]) -> Result<(Vec<usize>, usize, usize), String> {
+    let header = std::str::from_utf8(header).map_err(|_| "header is not text".to_string())?;
+    let h = parse_header(header)?;
     if h.descr != "<f4" {
-        return Err(format(format!("dtype is {}, expected little-endian float32 ('<f4')", h.descr)));
+        return Err(format!("dtype is {}, expected little-endian float32 ('<f4')", h.descr));
     }
     if h.fortran_order {
-        return Err(format("Fortran order; save it in C order (np.ascontiguousarray)".into()));
+        return Err("Fortran order; save it in C order (np.ascontiguousarray)".into());
     }
     let count = h
         .shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format(format!("shape {:?} has more elements than any file can hold", h.shape)))?;
-    let data = &bytes[end..];
-    let need = count.checked_mul(4).ok_or_else(|| format(format!("shape {:?} is too large", h.shape)))?;
-    if data.len() != need {
-        return Err(format(format!("shape {:?} needs {need} bytes of data, the file has {}", h.shape, data.len())));
-    }
-    let data = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    Ok(Array { shape: h.shape, data })
+        .ok_or_else(|| format!("shape {:?} has more elements than any file can hold", h.shape))?;
+    let need = count.checked_mul(4).ok_or_else(|| format!("shape {:?} is too large", h.shape))?;
+    Ok((h.shape, count, need))
 }
 
-/// Reads an f32 C-order `.npy` file.
+fn size_mismatch(shape: &[usize], need: usize, found: u64) -> String {
+    format!("shape {shape:?} needs {need} bytes of data, the file has {found}")
+}
+
+/// Parses `.npy` bytes (`path` is only used in messages).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array, NpyError> {
+    let format = |what: String| NpyError::Format { path: path.to_path_buf(), what };
+    let (start, len) = prefix(bytes).map_err(format)?;
+    let end = start + len;
+    let header = bytes.get(start..end).ok_or_else(|| format(format!("truncated header: it claims {len} bytes")))?;
+    let (shape, _, need) = describe(header).map_err(format)?;
+    let data = &bytes[end..];
+    if data.len() != need {
+        return Err(format(size_mismatch(&shape, need, data.len() as u64)));
+    }
+    let data = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok(Array { shape, data })
+}
+
+/// Reads an f32 C-order `.npy` file with no limit on its size other than the allocator's (see
+/// [`read_within`]).
 pub fn read(path: &Path) -> Result<Array, NpyError> {
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: path.to_path_buf(), source })?;
-    parse(path, &bytes)
+    read_within(path, MemoryBudget::UNLIMITED)
+}
+
+/// Reads an f32 C-order `.npy` file whose data fits `budget`. Only regular files are opened (a
+/// FIFO or `/dev/zero` is an error, not a hang); the header is read and checked first, the data
+/// size it declares is compared with the file's length before any data is read, and exactly that
+/// much is read (one more byte read proves nothing follows). The array is allocated fallibly.
+pub fn read_within(path: &Path, budget: MemoryBudget) -> Result<Array, NpyError> {
+    let io = |source| NpyError::Io { path: path.to_path_buf(), source };
+    let format = |what: String| NpyError::Format { path: path.to_path_buf(), what };
+    let (file, file_len) = files::open_regular(path).map_err(io)?;
+    let mut r = std::io::BufReader::with_capacity(1 << 16, file);
+    // Magic, version and a 2-byte header length (version 1), or 2 more bytes (versions 2 and 3).
+    let mut head = [0u8; 12];
+    let mut got = read_up_to(&mut r, &mut head[..10]).map_err(io)?;
+    if got == 10 && matches!(head[6], 2 | 3) {
+        got += read_up_to(&mut r, &mut head[10..]).map_err(io)?;
+    }
+    let (start, len) = prefix(&head[..got]).map_err(format)?;
+    let end = start + len;
+    if file_len < end as u64 {
+        return Err(format(format!("truncated header: it claims {len} bytes")));
+    }
+    let mut header = vec![0u8; len];
+    r.read_exact(&mut header).map_err(io)?;
+    let (shape, count, need) = describe(&header).map_err(format)?;
+    let data_len = file_len - end as u64;
+    if data_len != need as u64 {
+        return Err(format(size_mismatch(&shape, need, data_len)));
+    }
+    let what = format!("{} ({shape:?} float32)", path.display());
+    budget.check(&what, count, 4).map_err(|e| format(e.to_string()))?;
+    let mut data = Vec::new();
+    data.try_reserve_exact(count).map_err(|_| format(format!("cannot allocate {need} bytes for the data")))?;
+    let mut chunk = vec![0u8; (1 << 16).min(need.max(4))];
+    let mut left = need;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        r.read_exact(&mut chunk[..n]).map_err(io)?;
+        data.extend(chunk[..n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        left -= n;
+    }
+    if r.read(&mut [0u8]).map_err(io)? != 0 {
+        return Err(format("the file grew while it was read".into()));
+    }
+    Ok(Array { shape, data })
+}
+
+/// Reads until `buf` is full or the end of the file; returns how many bytes were read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// The `.npy` bytes of an f32 array in C order.
 pub fn to_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + 4 * data.len());
-    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    use npyz::WriterBuilder as _;
     // Writing into a Vec cannot fail.
-    if let Ok(mut w) = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut out).begin_nd() {
-        let _ = w.extend(data.iter().copied());
-        let _ = w.finish();
-    }
+    let _ = write_to(&mut out, shape, data);
     out
 }
 
-/// Writes an f32 array atomically: the file at `path` is either the complete new array or
-/// untouched (a temporary file in the same folder is written, synced, then renamed over it).
+/// Streams an f32 array as `.npy` into `w` (no second copy of the data).
+fn write_to(w: &mut dyn Write, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    use npyz::WriterBuilder as _;
+    let mut npy = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+    npy.extend(data.iter().copied())?;
+    npy.finish()
+}
+
+/// Writes an f32 array atomically ([`files::write_atomic`]): the file at `path` is either the
+/// complete new array or untouched. The data is streamed to the file, not copied first.
 pub fn write(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), NpyError> {
-    let io = |source| NpyError::Io { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| NpyError::Format { path: path.to_path_buf(), what: "not a file name".into() })?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&to_bytes(shape, data))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if count != Some(data.len()) {
+        let what = format!("shape {shape:?} does not hold the {} values given", data.len());
+        return Err(NpyError::Format { path: path.to_path_buf(), what });
     }
-    result.map_err(io)
+    files::write_atomic(path, |w| write_to(w, shape, data))
+        .map_err(|source| NpyError::Io { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]

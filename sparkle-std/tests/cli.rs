@@ -217,9 +217,144 @@ fn bad_inputs_exit_2_with_one_line_and_no_output() {
     let leftovers: Vec<_> = std::fs::read_dir(&d)
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+/// Runs sparkle with extra environment, killing it (and failing) if it runs past `secs`.
+fn sparkle_within(args: &[&str], env: &[(&str, &str)], secs: u64) -> Output {
+    let cache = std::env::temp_dir().join(format!("sparkle-cli-cache-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparkle"))
+        .args(args)
+        .env("SPARKLE_CACHE_DIR", cache)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sparkle");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sparkle {args:?} still running after {secs} s (hung?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The red team's cases: tiny files that asked for gigabytes, a FIFO that hung, inputs read
+/// whole before the header was checked, panics from byte-count overflow, names and paths that
+/// broke the temporary file or the one-line error. Each now ends in a one-line error (exit 2, no
+/// output file) or the right result, within bounded time and memory.
+#[test]
+fn hostile_inputs_get_one_line_errors_in_bounded_time_and_memory() {
+    let d = dir("hostile");
+    let y = d.join("y.npy");
+    let ys = y.to_str().unwrap();
+    let (w, _) = save(&d, "w.npy", &[3, 2, 3, 3], 2);
+    let (x, _) = save(&d, "x.npy", &[1, 2, 5, 5], 1);
+    let small = [("SPARKLE_MEMORY_BUDGET", "64M")];
+
+    // A FIFO with no writer, as conv --input and gemm --a: refused at once, not waited on.
+    let fifo = d.join("fifo.npy");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let fifo_s = fifo.to_str().unwrap();
+    let out = sparkle_within(&["conv2d", "--input", fifo_s, "--weight", &w, "--output", ys], &[], 20);
+    assert_fails(&out, &y, "FIFO input");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+    let out = sparkle_within(&["gemm", "--a", fifo_s, "--b", &w, "--output", ys], &[], 20);
+    assert_fails(&out, &y, "FIFO as A");
+
+    // Endless devices are not regular files either.
+    for dev in ["/dev/zero", "/dev/urandom"] {
+        let out = sparkle_within(&["conv2d", "--input", dev, "--weight", &w, "--output", ys], &[], 20);
+        assert_fails(&out, &y, dev);
+    }
+
+    // A 1.5 GiB sparse file that holds a 4-byte array: the declared size is compared with the
+    // file's length before any data is read.
+    let sparse = d.join("sparse.npy");
+    raw_npy(&sparse, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", &[0u8; 4]);
+    std::fs::OpenOptions::new().write(true).open(&sparse).unwrap().set_len(3 << 29).unwrap();
+    let out = sparkle_within(&["gemm", "--a", sparse.to_str().unwrap(), "--b", &w, "--output", ys], &[], 20);
+    assert_fails(&out, &y, "sparse file");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs 4 bytes of data"), "{out:?}");
+
+    // A 1x1 input padded by 16384 asks for a 4 GiB output: over a 64 MiB budget, from the
+    // environment or the flag, and nothing is allocated for it.
+    let (one, _) = save(&d, "one.npy", &[1, 1, 1, 1], 3);
+    let (w1, _) = save(&d, "w1.npy", &[1, 1, 1, 1], 4);
+    let pad = ["conv2d", "--input", &one, "--weight", &w1, "--pad", "16384", "--output", ys];
+    let out = sparkle_within(&pad, &small, 20);
+    assert_fails(&out, &y, "pad 16384");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("over the memory budget"), "{out:?}");
+    let mut flagged = pad.to_vec();
+    flagged.extend(["--memory-budget", "64M"]);
+    assert_fails(&sparkle_within(&flagged, &[], 20), &y, "pad 16384, --memory-budget");
+    let mut bad_flag = pad.to_vec();
+    bad_flag.extend(["--memory-budget", "lots"]);
+    let out = sparkle_within(&bad_flag, &[], 20);
+    assert_fails(&out, &y, "bad --memory-budget");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--memory-budget"), "{out:?}");
+
+    // GEMMs of empty operands whose outputs are huge: 10 GB (over 64 MiB), 4 TiB (over the
+    // default), 2^62 elements (the byte count overflows: an error, not a panic).
+    let empty = |name: &str, r: usize, c: usize| {
+        let p = d.join(name);
+        raw_npy(&p, &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({r}, {c}), }}"), &[]);
+        p.to_str().unwrap().to_string()
+    };
+    for (what, (m, n), env) in [
+        ("50000x0 @ 0x50000", (50_000, 50_000), &small[..]),
+        ("1x0 @ 0x2^40", (1, 1 << 40), &[][..]),
+        ("2^31x0 @ 0x2^31", (1 << 31, 1 << 31), &[][..]),
+    ] {
+        let (a, b) = (empty("ea.npy", m, 0), empty("eb.npy", 0, n));
+        let out = sparkle_within(&["gemm", "--a", &a, "--b", &b, "--output", ys], env, 20);
+        assert_fails(&out, &y, what);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("memory budget"), "{what}: {out:?}");
+    }
+    // Within the budget, the same shapes give the right (all-zero) result.
+    let (a, b) = (empty("ea.npy", 3, 0), empty("eb.npy", 0, 5));
+    let out = sparkle_within(&["gemm", "--a", &a, "--b", &b, "--output", ys], &small, 20);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(npy::read(&y).unwrap(), npy::Array { shape: vec![3, 5], data: vec![0.0; 15] });
+    std::fs::remove_file(&y).unwrap();
+
+    // Legal names of 250 bytes work (the temporary name does not grow with them).
+    let long = d.join("y".repeat(246) + ".npy");
+    let out = sparkle_within(&["conv2d", "--input", &x, "--weight", &w, "--output", long.to_str().unwrap()], &[], 60);
+    assert!(out.status.success(), "{out:?}");
+
+    // An existing 0600 output stays 0600.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&long, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = sparkle_within(&["conv2d", "--input", &x, "--weight", &w, "--output", long.to_str().unwrap()], &[], 60);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::metadata(&long).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // A newline in a path: still one line.
+    let odd = d.join("two\nlines.npy");
+    let out = sparkle_within(&["conv2d", "--input", odd.to_str().unwrap(), "--weight", &w, "--output", ys], &[], 20);
+    assert_fails(&out, &y, "newline in a path");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("two\\nlines"), "{out:?}");
+
+    // Infinite alpha names its flag.
+    let (a, _) = save(&d, "a.npy", &[3, 4], 5);
+    let out = sparkle_within(&["gemm", "--a", &a, "--b", &a, "--alpha", "inf", "--output", ys], &[], 20);
+    assert_fails(&out, &y, "infinite alpha");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--alpha"), "{out:?}");
+
+    // No temporary file left anywhere.
+    let left: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".sparkle-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 /// The subcommands a help text lists under `Commands:` (clap's own `help` left out).

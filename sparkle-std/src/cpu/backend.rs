@@ -9,6 +9,7 @@ use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef};
 
 use super::caches::cache_sizes;
 use super::isa::{gemm_kernel, IsaError};
+use crate::budget::{MemoryBudget, OverBudget};
 
 /// Runs workers on the rayon pool.
 #[derive(Debug)]
@@ -38,16 +39,22 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with at least `len` floats of this thread's scratch (a fresh buffer if re-entered).
-fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
+/// Runs `f` with at least `len` floats of this thread's scratch (a fresh buffer if re-entered),
+/// allocated within `budget` and fallibly: a size that does not fit is an error, never an abort.
+fn with_scratch<T>(
+    len: usize,
+    budget: MemoryBudget,
+    f: impl FnOnce(&mut [f32]) -> Result<T, CpuError>,
+) -> Result<T, CpuError> {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
-                *buf = vec![0.0; len];
+                *buf = Vec::new();
+                *buf = budget.vec("packing scratch", len, 0.0)?;
             }
             f(&mut buf[..len])
         }
-        Err(_) => f(&mut vec![0.0; len]),
+        Err(_) => f(&mut budget.vec("packing scratch", len, 0.0)?),
     })
 }
 
@@ -77,6 +84,9 @@ pub struct Cpu {
     pub threads: usize,
     /// Problems with fewer multiply-adds run on one thread ([`PARALLEL_MIN_FMAS`] by default).
     pub parallel_min_fmas: f64,
+    /// Most bytes of scratch one op may allocate (`SPARKLE_MEMORY_BUDGET`, or half the physical
+    /// memory, by default).
+    pub memory_budget: MemoryBudget,
 }
 
 /// Errors of the CPU backend.
@@ -87,6 +97,10 @@ pub enum CpuError {
     Core(sparkle_core::Error),
     /// The requested ISA cannot run here.
     Isa(IsaError),
+    /// The op's scratch does not fit the memory budget, or the allocator refused it.
+    OutOfMemory(OverBudget),
+    /// A setting from the environment is invalid (it says which).
+    Config(String),
 }
 
 impl std::fmt::Display for CpuError {
@@ -94,6 +108,8 @@ impl std::fmt::Display for CpuError {
         match self {
             CpuError::Core(e) => write!(f, "{e}"),
             CpuError::Isa(e) => write!(f, "{e}"),
+            CpuError::OutOfMemory(e) => write!(f, "{e}"),
+            CpuError::Config(e) => write!(f, "{e}"),
         }
     }
 }
@@ -103,7 +119,15 @@ impl std::error::Error for CpuError {
         match self {
             CpuError::Core(e) => Some(e),
             CpuError::Isa(e) => Some(e),
+            CpuError::OutOfMemory(e) => Some(e),
+            CpuError::Config(_) => None,
         }
+    }
+}
+
+impl From<OverBudget> for CpuError {
+    fn from(e: OverBudget) -> Self {
+        CpuError::OutOfMemory(e)
     }
 }
 
@@ -114,9 +138,11 @@ impl From<sparkle_core::Error> for CpuError {
 }
 
 impl Cpu {
-    /// The detected (or `SPARKLE_ISA`-forced) kernel, blocking from this CPU's caches, all threads.
+    /// The detected (or `SPARKLE_ISA`-forced) kernel, blocking from this CPU's caches, all
+    /// threads, the memory budget from `SPARKLE_MEMORY_BUDGET` (an invalid value is an error).
     pub fn new() -> Result<Self, CpuError> {
-        Ok(Self::with_kernel(gemm_kernel().map_err(CpuError::Isa)?))
+        let budget = MemoryBudget::from_env().map_err(CpuError::Config)?;
+        Ok(Self { memory_budget: budget, ..Self::with_kernel(gemm_kernel().map_err(CpuError::Isa)?) })
     }
 
     /// A specific kernel (from [`Kernel::available`] or [`super::isa::kernel_for_isa`]: holding
@@ -127,6 +153,7 @@ impl Cpu {
             blocking: blocking_override().unwrap_or_else(|| Blocking::for_kernel(kernel, cache_sizes())),
             threads: rayon::current_num_threads(),
             parallel_min_fmas: PARALLEL_MIN_FMAS,
+            memory_budget: MemoryBudget::from_env().unwrap_or_else(|_| MemoryBudget::default_for_this_machine()),
         }
     }
 
@@ -158,14 +185,14 @@ impl Cpu {
     ) -> Result<(), CpuError> {
         let threads = self.threads_for(g.flops() / 2.0);
         let len = conv2d_scratch_len(g, self.kernel, &self.blocking, threads)?;
-        with_scratch(len, |scratch| {
+        with_scratch(len, self.memory_budget, |scratch| {
             if threads == 1 {
-                conv2d_with(g, input, weight, epi, output, self.kernel, &self.blocking, &Sequential, scratch)
+                conv2d_with(g, input, weight, epi, output, self.kernel, &self.blocking, &Sequential, scratch)?;
             } else {
-                conv2d_with(g, input, weight, epi, output, self.kernel, &self.blocking, &Rayon(threads), scratch)
+                conv2d_with(g, input, weight, epi, output, self.kernel, &self.blocking, &Rayon(threads), scratch)?;
             }
-        })?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// `C <- act(alpha * A * B + beta * C + bias)`.
@@ -181,7 +208,7 @@ impl Cpu {
         let (m, n, k) = (a.rows(), b.cols(), a.cols());
         let threads = self.threads_for(m as f64 * n as f64 * k as f64);
         let len = gemm_scratch_len(self.kernel, &self.blocking, m, n, k, threads)?;
-        with_scratch(len, |scratch| {
+        with_scratch(len, self.memory_budget, |scratch| {
             Ok(if threads == 1 {
                 gemm_with(alpha, a, b, beta, c, epi, self.kernel, &self.blocking, &Sequential, scratch)?
             } else {

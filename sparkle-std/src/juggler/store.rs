@@ -137,12 +137,8 @@ pub fn save<C: Clock>(j: &Juggler<C>, path: &Path, fp: &str) -> std::io::Result<
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension(format!("tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
-    let result = std::fs::write(&tmp, render(fp, &entries)).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let text = render(fp, &entries);
+    crate::files::write_atomic(path, |w| w.write_all(text.as_bytes()))
 }
 
 /// A model file's text parsed and written out again (buckets sorted, numbers in one format), or

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
+use sparkle_std::budget::{parse_size, MemoryBudget};
 use sparkle_std::cpu::Cpu;
 use sparkle_std::npy;
 
@@ -99,6 +100,10 @@ pub struct Conv2dArgs {
     /// Output .npy, written atomically, in the input's layout.
     #[arg(long)]
     output: PathBuf,
+    /// Most bytes this op may allocate (inputs, output, scratch): a number with an optional K, M,
+    /// G or T suffix (powers of 1024). Default: SPARKLE_MEMORY_BUDGET, or half the physical memory.
+    #[arg(long, value_name = "SIZE")]
+    memory_budget: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -124,6 +129,20 @@ pub struct GemmArgs {
     /// Output .npy, [m, n], written atomically.
     #[arg(long)]
     output: PathBuf,
+    /// Most bytes this op may allocate (inputs, output, scratch): a number with an optional K, M,
+    /// G or T suffix (powers of 1024). Default: SPARKLE_MEMORY_BUDGET, or half the physical memory.
+    #[arg(long, value_name = "SIZE")]
+    memory_budget: Option<String>,
+}
+
+/// On SIGINT or SIGTERM, removes the temporary output being written (if any) and exits 130: a
+/// killed `sparkle conv2d` leaves neither a partial output nor a stray temporary file.
+pub fn remove_temporaries_on_signal() -> Result<(), Failure> {
+    ctrlc::set_handler(|| {
+        sparkle_std::files::remove_pending();
+        std::process::exit(130);
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}").into())
 }
 
 /// The CPU's marketing name (Linux), or the architecture.
@@ -169,6 +188,23 @@ fn device(d: Device) -> Result<(), Failure> {
     }
 }
 
+/// The budget for one op: `--memory-budget`, else `SPARKLE_MEMORY_BUDGET`, else half the memory.
+fn budget(flag: Option<&str>) -> Result<MemoryBudget, Failure> {
+    match flag {
+        Some(text) => parse_size(text)
+            .map(MemoryBudget::bytes)
+            .ok_or_else(|| format!("--memory-budget {text:?} is not a size such as 512M or 8G").into()),
+        None => Ok(MemoryBudget::from_env()?),
+    }
+}
+
+/// Reads an input within what is left of the budget, and counts it as used.
+fn read_input(path: &std::path::Path, budget: MemoryBudget, used: &mut u64) -> Result<npy::Array, Failure> {
+    let a = npy::read_within(path, budget.after(*used))?;
+    *used += 4 * a.data.len() as u64;
+    Ok(a)
+}
+
 fn dims<const N: usize>(what: &str, a: &npy::Array) -> Result<[usize; N], Failure> {
     a.shape.as_slice().try_into().map_err(|_| format!("{what} must be {N}-d, its shape is {:?}", a.shape).into())
 }
@@ -183,9 +219,11 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
         [t, l, b, r] => Padding::new(t, l, b, r),
         _ => unreachable!("numbers() checked the count"),
     };
-    let x = npy::read(&args.input)?;
-    let w = npy::read(&args.weight)?;
-    let bias = args.bias.as_deref().map(npy::read).transpose()?;
+    let budget = budget(args.memory_budget.as_deref())?;
+    let mut used = 0;
+    let x = read_input(&args.input, budget, &mut used)?;
+    let w = read_input(&args.weight, budget, &mut used)?;
+    let bias = args.bias.as_deref().map(|p| read_input(p, budget, &mut used)).transpose()?;
     let layout = match args.layout {
         Layout::Nchw => TensorLayout::Nchw,
         Layout::Nhwc => TensorLayout::Nhwc,
@@ -221,8 +259,9 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
     if let Some(b) = &bias {
         epi = epi.with_bias(&b.data);
     }
-    let cpu = Cpu::new()?;
-    let mut y = vec![0.0f32; g.output_len()];
+    let mut y = budget.after(used).vec(&format!("the output ({} float32)", g.output_len()), g.output_len(), 0.0f32)?;
+    used += 4 * y.len() as u64;
+    let cpu = Cpu { memory_budget: budget.after(used), ..Cpu::new()? };
     let t = Instant::now();
     cpu.conv2d(&g, &x.data, &w.data, &epi, &mut y)?;
     let secs = t.elapsed().as_secs_f64();
@@ -244,25 +283,37 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
 
 pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
     device(args.device)?;
-    let a = npy::read(&args.a)?;
-    let b = npy::read(&args.b)?;
+    for (flag, v) in [("alpha", args.alpha), ("beta", args.beta)] {
+        if !v.is_finite() {
+            return Err(format!("--{flag} {v} is not a finite number").into());
+        }
+    }
+    let budget = budget(args.memory_budget.as_deref())?;
+    let mut used = 0;
+    let a = read_input(&args.a, budget, &mut used)?;
+    let b = read_input(&args.b, budget, &mut used)?;
     let [m, k] = dims::<2>("A", &a)?;
     let [kb, n] = dims::<2>("B", &b)?;
     if kb != k {
         return Err(format!("A is {m}x{k} but B is {kb}x{n}: inner dimensions differ").into());
     }
+    let count = m.checked_mul(n).ok_or_else(|| format!("the output of {m}x{n} has more elements than memory"))?;
     let mut out = match (&args.c, args.beta != 0.0) {
         (Some(path), _) => {
-            let c = npy::read(path)?;
+            let c = read_input(path, budget, &mut used)?;
             if c.shape != [m, n] {
                 return Err(format!("C has shape {:?}, expected [{m}, {n}]", c.shape).into());
             }
             c.data
         }
         (None, true) => return Err("--beta is not 0 but no --c was given".into()),
-        (None, false) => vec![0.0; m * n],
+        (None, false) => {
+            let out = budget.after(used).vec(&format!("the {m}x{n} output"), count, 0.0f32)?;
+            used += 4 * count as u64;
+            out
+        }
     };
-    let cpu = Cpu::new()?;
+    let cpu = Cpu { memory_budget: budget.after(used), ..Cpu::new()? };
     let t = Instant::now();
     cpu.gemm(
         args.alpha,

@@ -199,11 +199,17 @@ enum BenchCommand {
     },
 }
 
+/// `text` on one line whatever it holds: control characters (a newline in a file name, say)
+/// written as escapes.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 fn main() -> ExitCode {
     // A bug must still end in one line and exit code 2, never a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let text = info.to_string().replace('\n', " ");
-        eprintln!("sparkle: internal error (please report): {text}");
+        sparkle_std::files::remove_pending();
+        eprintln!("sparkle: internal error (please report): {}", one_line(&info.to_string()));
         std::process::exit(2);
     }));
     let cli = match Cli::try_parse() {
@@ -216,7 +222,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let text = e.render().to_string();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
-            eprintln!("sparkle: {} (see --help)", first.trim_start_matches("error: "));
+            eprintln!("sparkle: {} (see --help)", one_line(first.trim_start_matches("error: ")));
             return ExitCode::from(2);
         }
     };
@@ -224,8 +230,8 @@ fn main() -> ExitCode {
         Command::Demo { small } => run_demo(small),
         Command::Devices => list_devices(),
         Command::Stream { batch, rounds, small, json } => run_stream(batch, rounds, small, json),
-        Command::Conv2d(args) => cli::conv2d(&args),
-        Command::Gemm(args) => cli::gemm(&args),
+        Command::Conv2d(args) => cli::remove_temporaries_on_signal().and_then(|()| cli::conv2d(&args)),
+        Command::Gemm(args) => cli::remove_temporaries_on_signal().and_then(|()| cli::gemm(&args)),
         Command::Bench(b) => run_bench(b),
         Command::Model(m) => run_model(m),
         Command::Calibrate { max, small } => run_calibrate(max, small),
@@ -234,7 +240,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sparkle: error: {e}");
+            eprintln!("sparkle: error: {}", one_line(&e.to_string()));
             ExitCode::from(2)
         }
     }
