@@ -1,7 +1,27 @@
 //! # sparkle-std
 //!
-//! Sparkle on `std`: the threaded CPU path, runtime ISA dispatch, the juggler, and the
-//! `sparkle` command-line tool. Re-exports the core and the Vulkan backend.
+//! Sparkle on `std`. Start with [`Sparkle`]: one handle that places every GEMM and conv2d on the
+//! device predicted to finish it first (the threaded CPU path or any Vulkan GPU), learns from
+//! what it measures, keeps what it learned across processes, and falls back to the CPU when a
+//! device fails, so the result is always complete and correct:
+//!
+//! ```no_run
+//! use sparkle_std::core::{Activation, Conv2dParams, Epilogue, Padding};
+//! use sparkle_std::Sparkle;
+//!
+//! let sparkle = Sparkle::new()?;
+//! let g = Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1)).validate()?;
+//! let (x, w) = (vec![0.5f32; g.input_len()], vec![0.01f32; g.weight_len()]);
+//! let mut y = vec![0.0f32; g.output_len()];
+//! let run = sparkle.conv2d(&g, &x, &w, &Epilogue::activation(Activation::Relu), &mut y)?;
+//! println!("{} via {}: predicted {:.2} ms, took {:.2} ms", run.device, run.kernel, run.predicted * 1e3, run.seconds * 1e3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Underneath: [`cpu`] (the threaded CPU path and run-time ISA dispatch), [`juggler`] (cost
+//! models, placement, fallback, persistence), [`vk`] (Vulkan, re-exported), [`budget`] and
+//! [`files`] (memory budgets and atomic files), [`multi`] and [`stream`] (one op or a layer
+//! stream over several devices), [`npy`] (NumPy files), and the `sparkle` command-line tool.
 #![deny(missing_docs)]
 // No unsafe but one line: the rayon executor's promise to the core (cpu/backend.rs opts in).
 #![deny(unsafe_code)]
@@ -9,6 +29,8 @@
 pub use sparkle_core as core;
 #[cfg(feature = "vulkan")]
 pub use sparkle_vk as vk;
+
+pub use sparkle::{Run, Sparkle, SparkleError};
 
 pub mod backend;
 pub mod budget;
@@ -19,5 +41,6 @@ pub mod juggler;
 pub mod multi;
 #[cfg(feature = "npy")]
 pub mod npy;
+pub mod sparkle;
 #[cfg(feature = "vulkan")]
 pub mod stream;

@@ -14,35 +14,18 @@ use sparkle_vk::{Context, Download, Pending, Tensor};
 
 use crate::cpu::Cpu;
 use crate::demo::DemoError;
-use crate::juggler::{store, Clock, DeviceId, Juggler, OpDesc, Prior, SystemClock};
+use crate::juggler::{Clock, DeviceId, Juggler, OpDesc, SystemClock};
 
 /// A juggler over the CPU and each of `gpus` as a device of its own (own cost model, own
-/// queue), with priors by device type, and the fingerprint its learned model is stored under
-/// (CPU brand, kernel, threads, crate version, each GPU's vendor, device and driver).
+/// queue), with the priors of [`crate::sparkle::juggler_for`], and the fingerprint its learned
+/// model is stored under.
 pub fn juggler(cpu: &Cpu, gpus: &[&Context], cpu_brand: &str) -> (Juggler<SystemClock>, String) {
-    let mut j = Juggler::new(SystemClock::default());
-    let peak = crate::cpu::peak::peak_gflops(cpu.threads) * 1e9;
-    j.add_device(DeviceId::Cpu, Prior { overhead: 5e-6, peak, half: 2e6, bandwidth: f64::INFINITY }, false);
-    let mut parts = vec![
-        cpu_brand.to_string(),
-        cpu.kernel.id().to_string(),
-        cpu.threads.to_string(),
-        env!("CARGO_PKG_VERSION").into(),
-    ];
-    for ctx in gpus {
-        let i = ctx.info();
-        // A CPU-type device (Mesa's lavapipe) is slow; a real GPU is fast but far away.
-        let prior = if i.device_type == "CPU" {
-            Prior { overhead: 300e-6, peak: 5e9, half: 1e8, bandwidth: 5e9 }
-        } else {
-            Prior { overhead: 50e-6, peak: 2e13, half: 1e9, bandwidth: 1.2e10 }
-        };
-        j.add_device(DeviceId::Vulkan(i.index), prior, true);
-        parts.push(format!("{:x}:{:x}:{:x}", i.vendor_id, i.device_id, i.driver_version));
-    }
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let fp = store::fingerprint(&refs);
-    (j, fp)
+    let descs: Vec<_> = gpus.iter().map(|ctx| crate::sparkle::GpuDesc::from_info(ctx.info())).collect();
+    let machine = match sparkle_vk::devices() {
+        Ok(all) => all.iter().map(crate::sparkle::GpuDesc::from_info).collect(),
+        Err(_) => descs.clone(),
+    };
+    crate::sparkle::juggler_for(cpu, true, &descs, &machine, cpu_brand)
 }
 
 /// One layer of the stream: geometry, weights, bias and the input it is fed (host data).

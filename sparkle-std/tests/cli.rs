@@ -4,12 +4,37 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sparkle_core::check::{max_error, tolerance};
+use sparkle_core::check::{gpu_tolerance, max_error, tolerance};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Conv2dParams, Epilogue, MatRef, Padding, TensorLayout};
 use sparkle_std::demo::fill;
 use sparkle_std::npy;
+
+#[path = "../../tests/src/skip.rs"]
+#[allow(dead_code)]
+mod skip;
+
+/// The `--device` values every op is checked on: `cpu` and `auto` always, `vulkan` where a Vulkan
+/// device exists (skipped loudly otherwise; `SPARKLE_REQUIRE_VULKAN=1` makes that a failure).
+fn devices() -> Vec<&'static str> {
+    let listed = String::from_utf8_lossy(&sparkle(&["devices"]).stdout).into_owned();
+    if listed.contains("vulkan:0") {
+        vec!["cpu", "vulkan", "auto"]
+    } else {
+        skip::skip("VULKAN", "no Vulkan device: the CLI's --device vulkan is not checked");
+        vec!["cpu", "auto"]
+    }
+}
+
+/// The tolerance a result from `device` is held to.
+fn tol(device: &str, k: usize) -> f64 {
+    if device == "cpu" {
+        tolerance(k)
+    } else {
+        gpu_tolerance(k)
+    }
+}
 
 fn sparkle(args: &[&str]) -> Output {
     // Caches (the juggler's model, Vulkan pipelines) go to a per-process folder, not the user's.
@@ -63,57 +88,64 @@ fn assert_fails(out: &Output, output_file: &Path, what: &str) {
 #[test]
 fn conv2d_round_trip_matches_oracle() {
     let d = dir("conv");
-    for (layout, name) in [(TensorLayout::Nchw, "nchw"), (TensorLayout::Nhwc, "nhwc")] {
-        let p = Conv2dParams::new(2, 6, 11, 9, 4, 3, 2)
-            .stride(2, 1)
-            .pad(Padding::new(1, 0, 2, 1))
-            .dilation(1, 2)
-            .groups(2)
-            .layout(layout);
-        let g = p.validate().unwrap();
-        let in_shape = match layout {
-            TensorLayout::Nchw => vec![2, 6, 11, 9],
-            TensorLayout::Nhwc => vec![2, 11, 9, 6],
-        };
-        let (x, xd) = save(&d, "x.npy", &in_shape, 1);
-        let (w, wd) = save(&d, "w.npy", &[4, 3, 3, 2], 2);
-        let (b, bd) = save(&d, "b.npy", &[4], 3);
-        let y = d.join(format!("y-{name}.npy"));
-        let out = sparkle(&[
-            "conv2d",
-            "--input",
-            &x,
-            "--weight",
-            &w,
-            "--bias",
-            &b,
-            "--stride",
-            "2,1",
-            "--pad",
-            "1,0,2,1",
-            "--dilation",
-            "1,2",
-            "--groups",
-            "2",
-            "--activation",
-            "gelu",
-            "--layout",
-            name,
-            "--output",
-            y.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let got = npy::read(&y).unwrap();
-        let want_shape = match layout {
-            TensorLayout::Nchw => vec![2, 4, g.ho(), g.wo()],
-            TensorLayout::Nhwc => vec![2, g.ho(), g.wo(), 4],
-        };
-        assert_eq!(got.shape, want_shape);
-        let mut want = vec![0.0; g.output_len()];
-        let epi = Epilogue::activation(Activation::Gelu).with_bias(&bd);
-        conv2d_reference_f64(&g, &xd, &wd, &epi, &mut want).unwrap();
-        let (err, at) = max_error(&got.data, &want);
-        assert!(err <= tolerance(g.gemm_dims().2), "{name}: error {err:e} at {at:?}");
+    for device in devices() {
+        for (layout, name) in [(TensorLayout::Nchw, "nchw"), (TensorLayout::Nhwc, "nhwc")] {
+            let p = Conv2dParams::new(2, 6, 11, 9, 4, 3, 2)
+                .stride(2, 1)
+                .pad(Padding::new(1, 0, 2, 1))
+                .dilation(1, 2)
+                .groups(2)
+                .layout(layout);
+            let g = p.validate().unwrap();
+            let in_shape = match layout {
+                TensorLayout::Nchw => vec![2, 6, 11, 9],
+                TensorLayout::Nhwc => vec![2, 11, 9, 6],
+            };
+            let (x, xd) = save(&d, "x.npy", &in_shape, 1);
+            let (w, wd) = save(&d, "w.npy", &[4, 3, 3, 2], 2);
+            let (b, bd) = save(&d, "b.npy", &[4], 3);
+            let y = d.join(format!("y-{name}.npy"));
+            let out = sparkle(&[
+                "conv2d",
+                "--input",
+                &x,
+                "--weight",
+                &w,
+                "--bias",
+                &b,
+                "--stride",
+                "2,1",
+                "--pad",
+                "1,0,2,1",
+                "--dilation",
+                "1,2",
+                "--groups",
+                "2",
+                "--activation",
+                "gelu",
+                "--layout",
+                name,
+                "--device",
+                device,
+                "--output",
+                y.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            let on = if device == "auto" { "on " } else { &format!("on {device}") };
+            assert!(said.contains(on), "{device}: {said}");
+            let got = npy::read(&y).unwrap();
+            let want_shape = match layout {
+                TensorLayout::Nchw => vec![2, 4, g.ho(), g.wo()],
+                TensorLayout::Nhwc => vec![2, g.ho(), g.wo(), 4],
+            };
+            assert_eq!(got.shape, want_shape);
+            let mut want = vec![0.0; g.output_len()];
+            let epi = Epilogue::activation(Activation::Gelu).with_bias(&bd);
+            conv2d_reference_f64(&g, &xd, &wd, &epi, &mut want).unwrap();
+            let (err, at) = max_error(&got.data, &want);
+            assert!(err <= tol(device, g.gemm_dims().2), "{device} {name}: error {err:e} at {at:?}");
+        }
     }
 }
 
@@ -124,33 +156,67 @@ fn gemm_round_trip_matches_oracle() {
     let (b, bd) = save(&d, "b.npy", &[9, 23], 5);
     let (c, cd) = save(&d, "c.npy", &[17, 23], 6);
     let y = d.join("y.npy");
-    let out = sparkle(&[
-        "gemm",
-        "--a",
-        &a,
-        "--b",
-        &b,
-        "--c",
-        &c,
-        "--alpha",
-        "-0.5",
-        "--beta",
-        "2",
-        "--output",
-        y.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got = npy::read(&y).unwrap();
-    assert_eq!(got.shape, vec![17, 23]);
-    let mut want = vec![0.0; 17 * 23];
-    let (av, bv, cv) = (
-        MatRef::row_major(&ad, 17, 9).unwrap(),
-        MatRef::row_major(&bd, 9, 23).unwrap(),
-        MatRef::row_major(&cd, 17, 23).unwrap(),
-    );
-    gemm_reference_f64(-0.5, av, bv, 2.0, Some(cv), &Epilogue::NONE, &mut want).unwrap();
-    let (err, at) = max_error(&got.data, &want);
-    assert!(err <= tolerance(9), "error {err:e} at {at:?}");
+    for device in devices() {
+        let out = sparkle(&[
+            "gemm",
+            "--a",
+            &a,
+            "--b",
+            &b,
+            "--c",
+            &c,
+            "--alpha",
+            "-0.5",
+            "--beta",
+            "2",
+            "--device",
+            device,
+            "--explain",
+            "--output",
+            y.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(said.contains("predicted on "), "--explain: {said}");
+        let got = npy::read(&y).unwrap();
+        assert_eq!(got.shape, vec![17, 23]);
+        let mut want = vec![0.0; 17 * 23];
+        let (av, bv, cv) = (
+            MatRef::row_major(&ad, 17, 9).unwrap(),
+            MatRef::row_major(&bd, 9, 23).unwrap(),
+            MatRef::row_major(&cd, 17, 23).unwrap(),
+        );
+        gemm_reference_f64(-0.5, av, bv, 2.0, Some(cv), &Epilogue::NONE, &mut want).unwrap();
+        let (err, at) = max_error(&got.data, &want);
+        assert!(err <= tol(device, 9), "{device}: error {err:e} at {at:?}");
+    }
+}
+
+/// Two processes placing ops at once learn into one model file: both finish, the file is a
+/// valid model afterwards, and a third process starts from it.
+#[test]
+fn two_processes_learn_into_one_model() {
+    let d = dir("two");
+    let (a, _) = save(&d, "a.npy", &[64, 48], 1);
+    let (b, _) = save(&d, "b.npy", &[48, 80], 2);
+    let cache = d.join("cache");
+    let run = |y: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sparkle"))
+            .args(["gemm", "--a", &a, "--b", &b, "--device", "cpu", "--output", y])
+            .env("SPARKLE_CACHE_DIR", &cache)
+            .spawn()
+            .unwrap()
+    };
+    let (y1, y2) = (d.join("y1.npy"), d.join("y2.npy"));
+    let (mut p1, mut p2) = (run(y1.to_str().unwrap()), run(y2.to_str().unwrap()));
+    assert!(p1.wait().unwrap().success() && p2.wait().unwrap().success());
+    let show = Command::new(env!("CARGO_BIN_EXE_sparkle"))
+        .args(["model", "show"])
+        .env("SPARKLE_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(show.status.success() && text.contains("cpu gemm"), "{text}{}", String::from_utf8_lossy(&show.stderr));
 }
 
 #[test]
@@ -398,7 +464,10 @@ fn help_for_every_command() {
 
 #[test]
 fn demo_runs_learns_and_persists() {
-    let _ = sparkle(&["model", "reset"]);
+    // A model folder of its own: the other tests' ops learn into the shared one meanwhile.
+    let cache = dir("demo-cache");
+    let env = [("SPARKLE_CACHE_DIR", cache.to_str().unwrap())];
+    let sparkle = |args: &[&str]| sparkle_within(args, &env, 300);
     let out = sparkle(&["demo", "--small"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));

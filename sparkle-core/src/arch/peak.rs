@@ -2,7 +2,9 @@
 //! [`Kernel`]'s ISA has (AVX-512, AVX2, NEON, or scalar). sparkle-std times it on one thread and
 //! on all to report the measured peak that GFLOPS figures and the juggler's CPU prior use.
 
-use super::{Isa, Kernel, Simd};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::Isa;
+use super::{Kernel, Simd};
 
 /// Independent accumulator chains: enough to cover FMA latency x throughput on current cores
 /// (4-cycle latency x 2 pipes = 8; 12 leaves margin).

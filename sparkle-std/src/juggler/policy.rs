@@ -63,6 +63,8 @@ pub const MAX_BACKOFF: f64 = 60.0;
 pub struct Juggler<C: Clock> {
     clock: C,
     pub(crate) devices: Vec<Device>,
+    /// Whether unmeasured devices are tried (within [`EXPLORE_FACTOR`]); off for deterministic runs.
+    explore: bool,
 }
 
 impl<C: Clock> fmt::Debug for Juggler<C> {
@@ -74,7 +76,7 @@ impl<C: Clock> fmt::Debug for Juggler<C> {
 impl<C: Clock> Juggler<C> {
     /// A juggler with no devices yet.
     pub fn new(clock: C) -> Self {
-        Self { clock, devices: Vec::new() }
+        Self { clock, devices: Vec::new(), explore: true }
     }
 
     /// Adds a device with its prior; `remote` when host tensors must be copied to it.
@@ -88,6 +90,28 @@ impl<C: Clock> Juggler<C> {
             failed_until: 0.0,
             backoff: FIRST_BACKOFF,
         });
+    }
+
+    /// Turns exploration of unmeasured devices on (the default) or off (deterministic placement:
+    /// always the best prediction).
+    pub fn set_exploration(&mut self, on: bool) {
+        self.explore = on;
+    }
+
+    /// The devices, in the order they were added.
+    pub fn device_ids(&self) -> Vec<DeviceId> {
+        self.devices.iter().map(|d| d.id).collect()
+    }
+
+    /// Predicted seconds of `op` on `device` (transfers included unless `resident`), queueing
+    /// excluded; `None` for an unknown device.
+    pub fn predict_on(&self, device: DeviceId, op: &OpDesc, resident: bool) -> Option<f64> {
+        self.devices.iter().find(|d| d.id == device).map(|d| self.predict(d, op, resident))
+    }
+
+    /// When `device`'s queue is expected to be free (clock seconds).
+    pub fn busy_until(&self, device: DeviceId) -> Option<f64> {
+        self.devices.iter().find(|d| d.id == device).map(|d| d.busy_until)
     }
 
     /// The clock.
@@ -133,6 +157,9 @@ impl<C: Clock> Juggler<C> {
             }
         }
         let (bi, best_done, best_run) = best?;
+        if !self.explore {
+            return Some(Decision { device: self.devices[bi].id, predicted: best_run, explored: false });
+        }
         // Capped exploration: an unmeasured device at this size whose predicted completion is close.
         for (i, d) in self.devices.iter().enumerate() {
             if i == bi || d.failed_until > now || exclude.contains(&d.id) {
@@ -169,7 +196,9 @@ impl<C: Clock> Juggler<C> {
         }
     }
 
-    fn fail(&mut self, device: DeviceId) {
+    /// Marks `device` as failed: skipped for a backoff that doubles with each failure in a row
+    /// (from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`]), then probed again.
+    pub fn fail(&mut self, device: DeviceId) {
         let now = self.clock.now();
         if let Some(d) = self.devices.iter_mut().find(|d| d.id == device) {
             d.failed_until = now + d.backoff;

@@ -2,25 +2,68 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
 use sparkle_std::budget::{parse_size, MemoryBudget};
-use sparkle_std::cpu::Cpu;
+use sparkle_std::juggler::DeviceId;
 use sparkle_std::npy;
+use sparkle_std::sparkle::DeviceSel;
+use sparkle_std::{Run, Sparkle};
 
 use crate::Failure;
 
-/// Where an op runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Device {
-    /// Let Sparkle choose (today: the CPU).
-    Auto,
-    /// The CPU backend.
-    Cpu,
-    /// The Vulkan backend.
-    Vulkan,
+/// Where an op runs: `auto` (the juggler picks among the CPU and every Vulkan GPU), `cpu`,
+/// `vulkan` (every Vulkan GPU; a CPU-type device such as lavapipe when it is the only one) or
+/// `vulkan:N`.
+fn parse_device(text: &str) -> Result<String, String> {
+    if text == "auto" || DeviceSel::parse(text).is_some() {
+        Ok(text.to_string())
+    } else {
+        Err(format!("`{text}` is not auto, cpu, vulkan or vulkan:N"))
+    }
+}
+
+/// The handle for `--device`, with the op's memory budget for the CPU path.
+fn sparkle_for(device: &str, budget: MemoryBudget) -> Result<Sparkle, Failure> {
+    let b = Sparkle::builder().memory_budget(budget);
+    let b = match DeviceSel::parse(device) {
+        Some(sel) => b.devices(&[sel]),
+        None => b,
+    };
+    Ok(b.build()?)
+}
+
+/// `--explain`: every device's prediction for the op, best first.
+fn explain(predictions: Vec<(DeviceId, f64)>) {
+    let mut p = predictions;
+    p.sort_by(|a, b| a.1.total_cmp(&b.1));
+    for (d, s) in p {
+        println!("  predicted on {d}: {:.3} ms", s * 1e3);
+    }
+}
+
+/// One line on where an op ran and how long it took against the prediction.
+fn report(what: &str, run: &Run, flops: f64, output: &std::path::Path) {
+    let mut notes = String::new();
+    if run.first_use {
+        notes.push_str(", first use: includes set-up");
+    }
+    if run.explored {
+        notes.push_str(", explored");
+    }
+    if let Some(e) = &run.fallback {
+        notes.push_str(&format!(", {e}; re-ran on the CPU"));
+    }
+    let predicted = if run.predicted.is_finite() { format!("{:.3} ms", run.predicted * 1e3) } else { "-".into() };
+    println!(
+        "{what} on {} ({}): predicted {predicted}, measured {:.3} ms, {:.1} GFLOPS{notes} -> {}",
+        run.device,
+        run.kernel,
+        run.seconds * 1e3,
+        flops / run.seconds.max(1e-9) / 1e9,
+        output.display()
+    );
 }
 
 /// Activation names on the command line.
@@ -94,9 +137,12 @@ pub struct Conv2dArgs {
     /// Layout of input and output.
     #[arg(long, value_enum, default_value_t = Layout::Nchw)]
     layout: Layout,
-    /// Where to run.
-    #[arg(long, value_enum, default_value_t = Device::Auto)]
-    device: Device,
+    /// Where to run: auto (the juggler decides), cpu, vulkan, vulkan:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: String,
+    /// Print every device's predicted time before running.
+    #[arg(long)]
+    explain: bool,
     /// Output .npy, written atomically, in the input's layout.
     #[arg(long)]
     output: PathBuf,
@@ -123,9 +169,12 @@ pub struct GemmArgs {
     /// Scale of C.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     beta: f32,
-    /// Where to run.
-    #[arg(long, value_enum, default_value_t = Device::Auto)]
-    device: Device,
+    /// Where to run: auto (the juggler decides), cpu, vulkan, vulkan:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: String,
+    /// Print every device's predicted time before running.
+    #[arg(long)]
+    explain: bool,
     /// Output .npy, [m, n], written atomically.
     #[arg(long)]
     output: PathBuf,
@@ -147,14 +196,7 @@ pub fn remove_temporaries_on_signal() -> Result<(), Failure> {
 
 /// The CPU's marketing name (Linux), or the architecture.
 pub fn cpu_brand() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+    sparkle_std::cpu::brand()
 }
 
 fn numbers(what: &str, text: &str, allowed: &[usize]) -> Result<Vec<usize>, Failure> {
@@ -179,15 +221,6 @@ fn pair(what: &str, text: &str) -> Result<[usize; 2], Failure> {
     Ok(if v.len() == 1 { [v[0], v[0]] } else { [v[0], v[1]] })
 }
 
-fn device(d: Device) -> Result<(), Failure> {
-    match d {
-        Device::Auto | Device::Cpu => Ok(()),
-        Device::Vulkan => {
-            Err("--device vulkan: the Vulkan GEMM/conv2d pipelines are not implemented yet; use cpu".into())
-        }
-    }
-}
-
 /// The budget for one op: `--memory-budget`, else `SPARKLE_MEMORY_BUDGET`, else half the memory.
 fn budget(flag: Option<&str>) -> Result<MemoryBudget, Failure> {
     match flag {
@@ -210,7 +243,6 @@ fn dims<const N: usize>(what: &str, a: &npy::Array) -> Result<[usize; N], Failur
 }
 
 pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
-    device(args.device)?;
     let stride = pair("stride", &args.stride)?;
     let dilation = pair("dilation", &args.dilation)?;
     let pad = match numbers("pad", &args.pad, &[1, 2, 4])?[..] {
@@ -261,28 +293,21 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
     }
     let mut y = budget.after(used).vec(&format!("the output ({} float32)", g.output_len()), g.output_len(), 0.0f32)?;
     used += 4 * y.len() as u64;
-    let cpu = Cpu { memory_budget: budget.after(used), ..Cpu::new()? };
-    let t = Instant::now();
-    cpu.conv2d(&g, &x.data, &w.data, &epi, &mut y)?;
-    let secs = t.elapsed().as_secs_f64();
+    let sparkle = sparkle_for(&args.device, budget.after(used))?;
+    if args.explain {
+        explain(sparkle.predict_conv2d(&g));
+    }
+    let run = sparkle.conv2d(&g, &x.data, &w.data, &epi, &mut y)?;
     let shape = match layout {
         TensorLayout::Nchw => vec![n, k, g.ho(), g.wo()],
         TensorLayout::Nhwc => vec![n, g.ho(), g.wo(), k],
     };
     npy::write(&args.output, &shape, &y)?;
-    println!(
-        "conv2d {shape:?} on cpu ({}, {}): {:.3} ms, {:.1} GFLOPS -> {}",
-        cpu.kernel.id(),
-        sparkle_core::conv::fused::choose_path(&g).name(),
-        secs * 1e3,
-        g.flops() / secs.max(1e-9) / 1e9,
-        args.output.display()
-    );
+    report(&format!("conv2d {shape:?}"), &run, g.flops(), &args.output);
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
-    device(args.device)?;
     for (flag, v) in [("alpha", args.alpha), ("beta", args.beta)] {
         if !v.is_finite() {
             return Err(format!("--{flag} {v} is not a finite number").into());
@@ -313,9 +338,11 @@ pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
             out
         }
     };
-    let cpu = Cpu { memory_budget: budget.after(used), ..Cpu::new()? };
-    let t = Instant::now();
-    cpu.gemm(
+    let sparkle = sparkle_for(&args.device, budget.after(used))?;
+    if args.explain {
+        explain(sparkle.predict_gemm(m, n, k));
+    }
+    let run = sparkle.gemm(
         args.alpha,
         MatRef::row_major(&a.data, m, k)?,
         MatRef::row_major(&b.data, k, n)?,
@@ -323,14 +350,7 @@ pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
         MatMut::row_major(&mut out, m, n)?,
         &Epilogue::NONE,
     )?;
-    let secs = t.elapsed().as_secs_f64();
     npy::write(&args.output, &[m, n], &out)?;
-    println!(
-        "gemm {m}x{n}x{k} on cpu ({}): {:.3} ms, {:.1} GFLOPS -> {}",
-        cpu.kernel.id(),
-        secs * 1e3,
-        2.0 * m as f64 * n as f64 * k as f64 / secs.max(1e-9) / 1e9,
-        args.output.display()
-    );
+    report(&format!("gemm {m}x{n}x{k}"), &run, 2.0 * m as f64 * n as f64 * k as f64, &args.output);
     Ok(ExitCode::SUCCESS)
 }

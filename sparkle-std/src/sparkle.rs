@@ -1,0 +1,715 @@
+//! [`Sparkle`]: the one handle users call. Every op is placed by the juggler on the device
+//! predicted to finish it first (the CPU path or a Vulkan device), timed, learned from, and on a
+//! device failure re-run on the CPU from untouched inputs, so the caller always gets a complete,
+//! correct result and a [`Run`] that says what happened.
+//!
+//! ```no_run
+//! use sparkle_std::Sparkle;
+//! use sparkle_std::core::{Epilogue, MatMut, MatRef};
+//!
+//! let sparkle = Sparkle::new()?;
+//! let (a, b) = (vec![1.0f32; 64 * 32], vec![0.5f32; 32 * 16]);
+//! let mut c = vec![0.0f32; 64 * 16];
+//! let run = sparkle.gemm(
+//!     1.0,
+//!     MatRef::row_major(&a, 64, 32)?,
+//!     MatRef::row_major(&b, 32, 16)?,
+//!     0.0,
+//!     MatMut::row_major(&mut c, 64, 16)?,
+//!     &Epilogue::NONE,
+//! )?;
+//! println!("ran on {} ({}): {:.3} ms", run.device, run.kernel, run.seconds * 1e3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Devices: the CPU and every Vulkan GPU by default. A Vulkan device of type CPU (lavapipe,
+//! llvmpipe, SwiftShader) runs on the host's own cores, so it is never chosen while the CPU path
+//! is there; it is used only when asked for by name (`vulkan:N`, or `vulkan` when it is the only
+//! Vulkan device). Vulkan devices are opened on their first op: work the model keeps on the CPU
+//! pays no Vulkan start-up. The learned model is loaded at start and saved on drop (and by
+//! [`Sparkle::save`]), merged with what other processes saved meanwhile.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use sparkle_core::conv::fused::choose_path;
+use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
+
+use crate::budget::MemoryBudget;
+use crate::cpu::{Cpu, CpuError};
+use crate::juggler::{store, Clock, DeviceId, Juggler, OpDesc, OpKind, Prior, SystemClock};
+
+/// What kind of device failure happened: a fallback treats them alike (re-run on the CPU), a
+/// caller may not (a lost device stays unusable; out-of-memory is about this op's size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeviceErrorKind {
+    /// The device was lost (driver reset, hang) or could not be opened.
+    Lost,
+    /// The device ran out of memory for this op.
+    OutOfMemory,
+    /// The device rejected the op's parameters (a bug, or a device limit).
+    Invalid,
+    /// Anything else (a failed submission, a driver error).
+    Other,
+}
+
+/// A device's failure, typed, with the device's own message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceError {
+    /// Which device.
+    pub device: DeviceId,
+    /// What kind of failure.
+    pub kind: DeviceErrorKind,
+    /// The device's message.
+    pub message: String,
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.device, self.message)
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
+#[cfg(feature = "vulkan")]
+impl DeviceError {
+    fn from_vk(device: DeviceId, e: &sparkle_vk::VkError) -> Self {
+        use sparkle_vk::VkError as V;
+        let kind = match e {
+            V::DeviceLost(_) | V::NoLoader(_) | V::NoDevice { .. } => DeviceErrorKind::Lost,
+            V::OutOfMemory(_) => DeviceErrorKind::OutOfMemory,
+            V::Core(_) => DeviceErrorKind::Invalid,
+            _ => DeviceErrorKind::Other,
+        };
+        Self { device, kind, message: e.to_string() }
+    }
+}
+
+/// Why an op through [`Sparkle`] failed. Device failures are not among them: those fall back to
+/// the CPU and are reported in [`Run::fallback`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SparkleError {
+    /// Shapes, strides, epilogue or scalars rejected before any device ran (nothing written).
+    Invalid(sparkle_core::Error),
+    /// The CPU path failed (its memory budget, or an ISA forced with `SPARKLE_ISA`).
+    Cpu(CpuError),
+    /// The configuration asked for something this machine does not have (a device, a setting).
+    Config(String),
+}
+
+impl fmt::Display for SparkleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SparkleError::Invalid(e) => write!(f, "{e}"),
+            SparkleError::Cpu(e) => write!(f, "{e}"),
+            SparkleError::Config(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SparkleError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SparkleError::Invalid(e) => Some(e),
+            SparkleError::Cpu(e) => Some(e),
+            SparkleError::Config(_) => None,
+        }
+    }
+}
+
+impl From<sparkle_core::Error> for SparkleError {
+    fn from(e: sparkle_core::Error) -> Self {
+        SparkleError::Invalid(e)
+    }
+}
+
+impl From<CpuError> for SparkleError {
+    fn from(e: CpuError) -> Self {
+        match e {
+            CpuError::Core(e) => SparkleError::Invalid(e),
+            e => SparkleError::Cpu(e),
+        }
+    }
+}
+
+/// What one op did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    /// Where the result came from.
+    pub device: DeviceId,
+    /// The kernel or path: the CPU kernel id and conv path, or the Vulkan device's name and path.
+    pub kernel: String,
+    /// The juggler's prediction for the device it picked, seconds.
+    pub predicted: f64,
+    /// Measured seconds (host copies included for a Vulkan device), the fallback's included.
+    pub seconds: f64,
+    /// Whether the device was picked to measure it (it had not run this size yet).
+    pub explored: bool,
+    /// The first op of this kind and path on that device: its time includes one-time set-up
+    /// (opening the device, compiling pipelines) and was not learned as run time.
+    pub first_use: bool,
+    /// The device failure that made the CPU re-run the op, if one happened.
+    pub fallback: Option<DeviceError>,
+}
+
+/// Injected device failures, for tests of the fallback (see [`Builder::inject_faults`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Faults {
+    /// Every `every`-th op sent to a Vulkan device fails (1: all of them).
+    pub every: usize,
+    /// As what.
+    pub kind: DeviceErrorKind,
+}
+
+/// Which devices a [`Sparkle`] may place work on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceSel {
+    /// The CPU path.
+    Cpu,
+    /// Every Vulkan device that is not of type CPU (or, if there are none, the CPU-type ones).
+    Vulkan,
+    /// Vulkan device `i` (any type: named explicitly).
+    VulkanIndex(usize),
+}
+
+impl DeviceSel {
+    /// Parses `cpu`, `vulkan`, `vulkan:N`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "cpu" => Some(DeviceSel::Cpu),
+            "vulkan" => Some(DeviceSel::Vulkan),
+            _ => text.strip_prefix("vulkan:")?.parse().ok().map(DeviceSel::VulkanIndex),
+        }
+    }
+}
+
+/// Configures a [`Sparkle`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    devices: Option<Vec<DeviceSel>>,
+    threads: Option<usize>,
+    model: Option<Option<PathBuf>>,
+    deterministic: bool,
+    faults: Option<Faults>,
+    memory_budget: Option<MemoryBudget>,
+}
+
+impl Builder {
+    /// Only these devices (default: the CPU and every Vulkan device not of type CPU).
+    pub fn devices(mut self, devices: &[DeviceSel]) -> Self {
+        self.devices = Some(devices.to_vec());
+        self
+    }
+
+    /// CPU threads (default: all).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// Keep the learned model in this file (default: `juggler-model.txt` in the user cache folder,
+    /// or `SPARKLE_CACHE_DIR`).
+    pub fn model_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.model = Some(Some(path.into()));
+        self
+    }
+
+    /// Learn in memory only: nothing is loaded or saved.
+    pub fn in_memory_model(mut self) -> Self {
+        self.model = Some(None);
+        self
+    }
+
+    /// Always the best prediction, no exploration of unmeasured devices (reproducible placement).
+    pub fn deterministic(mut self, on: bool) -> Self {
+        self.deterministic = on;
+        self
+    }
+
+    /// Makes Vulkan ops fail on purpose (tests of the fallback).
+    pub fn inject_faults(mut self, faults: Faults) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// The memory budget of the CPU path (default: `SPARKLE_MEMORY_BUDGET`, or half the memory).
+    pub fn memory_budget(mut self, budget: MemoryBudget) -> Self {
+        self.memory_budget = Some(budget);
+        self
+    }
+
+    /// Detects the devices, builds the juggler with its priors and loads the learned model.
+    pub fn build(self) -> Result<Sparkle, SparkleError> {
+        let mut cpu = Cpu::new()?;
+        if let Some(t) = self.threads {
+            cpu = cpu.threads(t);
+        }
+        if let Some(b) = self.memory_budget {
+            cpu.memory_budget = b;
+        }
+        let sel = self.devices.unwrap_or_else(|| vec![DeviceSel::Cpu, DeviceSel::Vulkan]);
+        if sel.is_empty() {
+            return Err(SparkleError::Config("no device selected".into()));
+        }
+        let use_cpu = sel.contains(&DeviceSel::Cpu);
+        let (gpus, machine) = gpus_for(&sel, use_cpu)?;
+        let descs: Vec<GpuDesc> = gpus.iter().map(|g| g.desc.clone()).collect();
+        let (mut juggler, fingerprint) = juggler_for(&cpu, use_cpu, &descs, &machine, &crate::cpu::brand());
+        juggler.set_exploration(!self.deterministic);
+        let model_path = self.model.unwrap_or_else(store::default_path);
+        let mut loaded = None;
+        if let Some(path) = &model_path {
+            loaded = Some(store::load(&mut juggler, path, &fingerprint));
+        }
+        Ok(Sparkle {
+            cpu,
+            gpus,
+            juggler: Mutex::new(juggler),
+            inflight: Mutex::new(Vec::new()),
+            model_path,
+            fingerprint,
+            loaded,
+            faults: self.faults,
+            gpu_ops: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// A Vulkan device as the juggler and the fingerprint see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuDesc {
+    /// Index in `sparkle_vk::devices()` order.
+    pub index: usize,
+    /// Its name.
+    pub name: String,
+    /// Whether it is a CPU-type device (a software rasteriser on the host's cores).
+    pub cpu_type: bool,
+    /// Vendor, device and driver, for the model's fingerprint.
+    pub identity: String,
+}
+
+#[cfg(feature = "vulkan")]
+impl GpuDesc {
+    /// From what Vulkan reports about the device.
+    pub fn from_info(i: &sparkle_vk::DeviceInfo) -> Self {
+        GpuDesc {
+            index: i.index,
+            name: i.name.clone(),
+            cpu_type: i.device_type == "CPU",
+            identity: format!("{:x}:{:x}:{:x}", i.vendor_id, i.device_id, i.driver_version),
+        }
+    }
+}
+
+/// The juggler over the CPU (if `use_cpu`) and `gpus`, with priors by device type, and the
+/// fingerprint its learned model is stored under: the CPU brand, kernel, threads, crate version,
+/// and the vendor, device and driver of every Vulkan device of the machine (`machine`), whichever
+/// are placed on, so handles with different device selections share one model. The one place
+/// priors are written down.
+pub fn juggler_for(
+    cpu: &Cpu,
+    use_cpu: bool,
+    gpus: &[GpuDesc],
+    machine: &[GpuDesc],
+    brand: &str,
+) -> (Juggler<SystemClock>, String) {
+    let mut j = Juggler::new(SystemClock::default());
+    if use_cpu {
+        let peak = crate::cpu::peak::peak_gflops(cpu.threads) * 1e9;
+        j.add_device(DeviceId::Cpu, Prior { overhead: 5e-6, peak, half: 2e6, bandwidth: f64::INFINITY }, false);
+    }
+    let mut parts =
+        vec![brand.to_string(), cpu.kernel.id().to_string(), cpu.threads.to_string(), env!("CARGO_PKG_VERSION").into()];
+    for g in gpus {
+        // A CPU-type device (Mesa's lavapipe) is slow; a real GPU is fast but far away.
+        let prior = if g.cpu_type {
+            Prior { overhead: 300e-6, peak: 5e9, half: 1e8, bandwidth: 5e9 }
+        } else {
+            Prior { overhead: 50e-6, peak: 2e13, half: 1e9, bandwidth: 1.2e10 }
+        };
+        j.add_device(DeviceId::Vulkan(g.index), prior, true);
+    }
+    parts.extend(machine.iter().map(|g| g.identity.clone()));
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    (j, store::fingerprint(&refs))
+}
+
+/// One Vulkan device of a [`Sparkle`]: opened on first use.
+struct Gpu {
+    desc: GpuDesc,
+    #[cfg(feature = "vulkan")]
+    ctx: OnceLock<Result<sparkle_vk::Context, DeviceError>>,
+    #[cfg(not(feature = "vulkan"))]
+    ctx: OnceLock<()>,
+    /// (op kind, path) pairs this device has run: the first of each is set-up, not run time.
+    seen: Mutex<HashSet<(OpKind, &'static str)>>,
+}
+
+#[cfg(feature = "vulkan")]
+fn gpus_for(sel: &[DeviceSel], use_cpu: bool) -> Result<(Vec<Gpu>, Vec<GpuDesc>), SparkleError> {
+    let wants_vulkan = sel.iter().any(|s| *s != DeviceSel::Cpu);
+    let infos = match sparkle_vk::devices() {
+        Ok(i) => i,
+        // No loader or no device: without an explicit request that is simply a CPU-only machine.
+        Err(_) if use_cpu && !sel.iter().any(|s| matches!(s, DeviceSel::VulkanIndex(_))) => Vec::new(),
+        Err(e) => return Err(SparkleError::Config(format!("Vulkan was asked for: {e}"))),
+    };
+    let all: Vec<GpuDesc> = infos.iter().map(GpuDesc::from_info).collect();
+    if !wants_vulkan {
+        return Ok((Vec::new(), all));
+    }
+    let mut chosen: Vec<GpuDesc> = Vec::new();
+    for s in sel {
+        match s {
+            DeviceSel::Cpu => {}
+            DeviceSel::VulkanIndex(i) => {
+                let d = all.iter().find(|d| d.index == *i).ok_or_else(|| {
+                    SparkleError::Config(format!("vulkan:{i} does not exist ({} Vulkan device(s) here)", all.len()))
+                })?;
+                chosen.push(d.clone());
+            }
+            DeviceSel::Vulkan => {
+                let real: Vec<&GpuDesc> = all.iter().filter(|d| !d.cpu_type).collect();
+                if !real.is_empty() {
+                    chosen.extend(real.into_iter().cloned());
+                } else if !use_cpu {
+                    // Asked for Vulkan by name and only CPU-type devices exist: use them.
+                    chosen.extend(all.iter().cloned());
+                }
+            }
+        }
+    }
+    if chosen.is_empty() && !use_cpu {
+        return Err(SparkleError::Config("Vulkan was asked for but no Vulkan device is usable here".into()));
+    }
+    chosen.sort_by_key(|d| d.index);
+    chosen.dedup_by_key(|d| d.index);
+    let gpus = chosen.into_iter().map(|desc| Gpu { desc, ctx: OnceLock::new(), seen: Mutex::new(HashSet::new()) });
+    Ok((gpus.collect(), all))
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn gpus_for(sel: &[DeviceSel], _use_cpu: bool) -> Result<(Vec<Gpu>, Vec<GpuDesc>), SparkleError> {
+    if sel.iter().any(|s| *s != DeviceSel::Cpu) {
+        return Err(SparkleError::Config("this build has no Vulkan support (feature `vulkan`)".into()));
+    }
+    Ok((Vec::new(), Vec::new()))
+}
+
+/// The handle: see the module docs. `Send + Sync`: share it between threads (`&Sparkle` or an
+/// `Arc`); decisions are serialised briefly, the ops themselves run concurrently.
+pub struct Sparkle {
+    cpu: Cpu,
+    gpus: Vec<Gpu>,
+    juggler: Mutex<Juggler<SystemClock>>,
+    /// Ops in flight per device (for the juggler's queue estimate).
+    inflight: Mutex<Vec<(DeviceId, usize)>>,
+    model_path: Option<PathBuf>,
+    fingerprint: String,
+    loaded: Option<Result<store::Loaded, String>>,
+    faults: Option<Faults>,
+    gpu_ops: AtomicUsize,
+}
+
+impl fmt::Debug for Sparkle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sparkle")
+            .field("cpu", &self.cpu)
+            .field("gpus", &self.gpus.iter().map(|g| &g.desc).collect::<Vec<_>>())
+            .field("model_path", &self.model_path)
+            .finish()
+    }
+}
+
+/// The op being placed, as each backend runs it.
+enum Op<'a, 'b> {
+    Gemm { alpha: f32, a: MatRef<'a>, b: MatRef<'a>, beta: f32, c: &'b mut MatMut<'a>, epi: &'b Epilogue<'a> },
+    Conv2d { g: &'b Conv2d, input: &'a [f32], weight: &'a [f32], epi: &'b Epilogue<'a>, output: &'b mut [f32] },
+}
+
+impl Sparkle {
+    /// The CPU and every Vulkan GPU, the learned model from its default place.
+    pub fn new() -> Result<Self, SparkleError> {
+        Self::builder().build()
+    }
+
+    /// Configures devices, threads, the model, determinism and fault injection.
+    pub fn builder() -> Builder {
+        Builder { devices: None, threads: None, model: None, deterministic: false, faults: None, memory_budget: None }
+    }
+
+    /// The devices work may be placed on.
+    pub fn devices(&self) -> Vec<DeviceId> {
+        self.juggler().device_ids()
+    }
+
+    /// The CPU backend (the fallback of last resort, whichever devices are selected).
+    pub fn cpu(&self) -> &Cpu {
+        &self.cpu
+    }
+
+    /// The Vulkan devices this handle may use.
+    pub fn gpus(&self) -> Vec<GpuDesc> {
+        self.gpus.iter().map(|g| g.desc.clone()).collect()
+    }
+
+    /// What loading the model found (`None`: in-memory model), or why the file was ignored.
+    pub fn model_status(&self) -> Option<&Result<store::Loaded, String>> {
+        self.loaded.as_ref()
+    }
+
+    /// Where the model is kept, if anywhere.
+    pub fn model_path(&self) -> Option<&std::path::Path> {
+        self.model_path.as_deref()
+    }
+
+    fn juggler(&self) -> MutexGuard<'_, Juggler<SystemClock>> {
+        self.juggler.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Saves the learned model now (merged with what other processes saved). Also done on drop.
+    pub fn save(&self) -> std::io::Result<()> {
+        match &self.model_path {
+            Some(path) => store::save(&self.juggler(), path, &self.fingerprint),
+            None => Ok(()),
+        }
+    }
+
+    /// Every device's predicted seconds for a GEMM of this shape (host copies included).
+    pub fn predict_gemm(&self, m: usize, n: usize, k: usize) -> Vec<(DeviceId, f64)> {
+        self.predict(&OpDesc::gemm(m, n, k))
+    }
+
+    /// Every device's predicted seconds for this conv2d (host copies included).
+    pub fn predict_conv2d(&self, g: &Conv2d) -> Vec<(DeviceId, f64)> {
+        self.predict(&OpDesc::conv2d(g))
+    }
+
+    fn predict(&self, op: &OpDesc) -> Vec<(DeviceId, f64)> {
+        let j = self.juggler();
+        j.device_ids().into_iter().filter_map(|d| j.predict_on(d, op, false).map(|p| (d, p))).collect()
+    }
+
+    /// `C <- act(alpha * A * B + beta * C + bias)`, exactly the arguments of [`Cpu::gemm`],
+    /// placed by the juggler. Validated first: a bad argument is an error and C is untouched.
+    pub fn gemm<'a>(
+        &self,
+        alpha: f32,
+        a: MatRef<'a>,
+        b: MatRef<'a>,
+        beta: f32,
+        mut c: MatMut<'a>,
+        epi: &Epilogue<'a>,
+    ) -> Result<Run, SparkleError> {
+        let d = sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
+        let desc = OpDesc::gemm(d.m, d.n, d.k);
+        self.place(&desc, "gemm", Op::Gemm { alpha, a, b, beta, c: &mut c, epi })
+    }
+
+    /// `output = act(conv2d(input, weight) + bias)`, exactly the arguments of [`Cpu::conv2d`],
+    /// placed by the juggler. Validated first: a bad argument is an error and the output is
+    /// untouched.
+    pub fn conv2d<'a>(
+        &self,
+        g: &Conv2d,
+        input: &'a [f32],
+        weight: &'a [f32],
+        epi: &Epilogue<'a>,
+        output: &mut [f32],
+    ) -> Result<Run, SparkleError> {
+        g.check_buffers(input.len(), weight.len(), None, output.len())?;
+        sparkle_core::conv::check_epilogue(g, epi)?;
+        self.place(&OpDesc::conv2d(g), choose_path(g).name(), Op::Conv2d { g, input, weight, epi, output })
+    }
+
+    fn place(&self, desc: &OpDesc, path: &'static str, mut op: Op<'_, '_>) -> Result<Run, SparkleError> {
+        let decision = {
+            let mut j = self.juggler();
+            let d = j.decide(desc, false);
+            if let Some(d) = d {
+                let now = j.clock().now();
+                let start = j.busy_until(d.device).unwrap_or(now).max(now);
+                j.set_busy_until(d.device, start + d.predicted);
+            }
+            d
+        };
+        self.enter(decision.map(|d| d.device));
+        let started = Instant::now();
+        let result = match decision {
+            Some(d) if d.device != DeviceId::Cpu => {
+                let first = self.first_use(d.device, desc.kind, path);
+                match self.run_gpu(d.device, &mut op) {
+                    Ok(kernel) => {
+                        let seconds = started.elapsed().as_secs_f64();
+                        self.juggler().record(d.device, desc, false, seconds, first);
+                        Ok(Run {
+                            device: d.device,
+                            kernel: format!("{kernel}, {path}"),
+                            predicted: d.predicted,
+                            seconds,
+                            explored: d.explored,
+                            first_use: first,
+                            fallback: None,
+                        })
+                    }
+                    // Whatever the kind (lost, out of memory, or a device limit the host's
+                    // validation could not know), the inputs are untouched: the CPU answers.
+                    Err(e) => {
+                        self.juggler().fail(d.device);
+                        self.run_cpu(desc, path, &mut op, d.predicted, started, Some(e))
+                    }
+                }
+            }
+            Some(d) => self.run_cpu(desc, path, &mut op, d.predicted, started, None).map(|mut r| {
+                r.explored = d.explored;
+                r
+            }),
+            // Every device is backing off after failures: the CPU path is the last resort.
+            None => self.run_cpu(desc, path, &mut op, f64::NAN, started, None),
+        };
+        self.leave(decision.map(|d| d.device));
+        result
+    }
+
+    fn run_cpu(
+        &self,
+        desc: &OpDesc,
+        path: &'static str,
+        op: &mut Op<'_, '_>,
+        predicted: f64,
+        started: Instant,
+        fallback: Option<DeviceError>,
+    ) -> Result<Run, SparkleError> {
+        let t = Instant::now();
+        match op {
+            Op::Gemm { alpha, a, b, beta, c, epi } => {
+                self.cpu.gemm(*alpha, *a, *b, *beta, c.rb_mut(), epi)?;
+            }
+            Op::Conv2d { g, input, weight, epi, output } => self.cpu.conv2d(g, input, weight, epi, output)?,
+        }
+        let cpu_seconds = t.elapsed().as_secs_f64();
+        let learns = self.juggler().device_ids().contains(&DeviceId::Cpu);
+        if learns {
+            self.juggler().record(DeviceId::Cpu, desc, false, cpu_seconds, false);
+        }
+        Ok(Run {
+            device: DeviceId::Cpu,
+            kernel: format!("{}, {path}", self.cpu.kernel.id()),
+            predicted,
+            seconds: started.elapsed().as_secs_f64(),
+            explored: false,
+            first_use: false,
+            fallback,
+        })
+    }
+
+    /// Whether this is `device`'s first op of this kind and path (and remembers it).
+    fn first_use(&self, device: DeviceId, kind: OpKind, path: &'static str) -> bool {
+        let Some(g) = self.gpu(device) else { return false };
+        g.seen.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, path))
+    }
+
+    fn gpu(&self, device: DeviceId) -> Option<&Gpu> {
+        match device {
+            DeviceId::Vulkan(i) => self.gpus.iter().find(|g| g.desc.index == i),
+            DeviceId::Cpu => None,
+        }
+    }
+
+    fn enter(&self, device: Option<DeviceId>) {
+        let Some(device) = device else { return };
+        let mut f = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        match f.iter_mut().find(|(d, _)| *d == device) {
+            Some((_, n)) => *n += 1,
+            None => f.push((device, 1)),
+        }
+    }
+
+    /// One op finished on `device`: when it was the last in flight there, its queue is empty now.
+    fn leave(&self, device: Option<DeviceId>) {
+        let Some(device) = device else { return };
+        let idle = {
+            let mut f = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = f.iter_mut().find(|(d, _)| *d == device);
+            slot.map(|(_, n)| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            })
+        };
+        if idle == Some(true) {
+            let mut j = self.juggler();
+            let now = j.clock().now();
+            j.set_busy_until(device, now);
+        }
+    }
+
+    /// Runs the op on a Vulkan device; returns its description for [`Run::kernel`].
+    #[cfg(feature = "vulkan")]
+    fn run_gpu(&self, device: DeviceId, op: &mut Op<'_, '_>) -> Result<String, DeviceError> {
+        let n = self.gpu_ops.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(f) = self.faults {
+            if f.every > 0 && n.is_multiple_of(f.every) {
+                return Err(DeviceError { device, kind: f.kind, message: format!("injected fault (op {n})") });
+            }
+        }
+        let gpu = self.gpu(device).ok_or(DeviceError {
+            device,
+            kind: DeviceErrorKind::Lost,
+            message: "not a device of this handle".into(),
+        })?;
+        let ctx = gpu
+            .ctx
+            .get_or_init(|| {
+                let DeviceId::Vulkan(i) = device else { unreachable!("gpu() returned a Vulkan device") };
+                sparkle_vk::Context::new(i).map_err(|e| DeviceError::from_vk(device, &e))
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let r = match op {
+            Op::Gemm { alpha, a, b, beta, c, epi } => ctx.gemm(*alpha, *a, *b, *beta, c.rb_mut(), epi).map(|_| ()),
+            Op::Conv2d { g, input, weight, epi, output } => ctx.conv2d(g, input, weight, epi, output),
+        };
+        r.map_err(|e| DeviceError::from_vk(device, &e))?;
+        Ok(format!("vulkan {}", gpu.desc.name))
+    }
+
+    #[cfg(not(feature = "vulkan"))]
+    fn run_gpu(&self, device: DeviceId, _op: &mut Op<'_, '_>) -> Result<String, DeviceError> {
+        let _ = (&self.gpu_ops, self.faults);
+        Err(DeviceError { device, kind: DeviceErrorKind::Lost, message: "no Vulkan support in this build".into() })
+    }
+}
+
+impl Drop for Sparkle {
+    fn drop(&mut self) {
+        // Best effort: a model that cannot be saved is only a lost optimisation.
+        let _ = self.save();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_is_send_and_sync() {
+        fn both<T: Send + Sync>() {}
+        both::<Sparkle>();
+    }
+
+    #[test]
+    fn device_names_parse() {
+        assert_eq!(DeviceSel::parse("cpu"), Some(DeviceSel::Cpu));
+        assert_eq!(DeviceSel::parse("vulkan"), Some(DeviceSel::Vulkan));
+        assert_eq!(DeviceSel::parse("vulkan:2"), Some(DeviceSel::VulkanIndex(2)));
+        assert_eq!(DeviceSel::parse("vulkan:x"), None);
+        assert_eq!(DeviceSel::parse("gpu"), None);
+    }
+}
