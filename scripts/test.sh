@@ -24,6 +24,12 @@ export SPARKLE_SKIP_LOG=$(mktemp)
 trap 'rm -f "$log" "$SPARKLE_SKIP_LOG"' EXIT
 step "cargo test"
 cargo test --workspace 2>&1 | tee -a "$log"
+step "examples: every program a user copies from runs (the model in a scratch folder)"
+examples_cache=$(mktemp -d)
+for e in no_std_core resident_chain desktop_app; do
+  SPARKLE_CACHE_DIR="$examples_cache" cargo run -q -p sparkle-std --example "$e"
+done
+rm -rf "$examples_cache"
 step "aarch64: CPU kernel tests under qemu-aarch64 (NEON for real)"
 env -u SPARKLE_REQUIRE_AVX512 SPARKLE_REQUIRE_NEON=1 \
   cargo test -p sparkle-tests --no-default-features --target aarch64-unknown-linux-gnu \
