@@ -1,16 +1,16 @@
 //! The main job: the ResNet-50 layer sequence at batch 1 (conv + bias + ReLU, plus MobileNet's
-//! depthwise layer) placed by the juggler on the CPU or a Vulkan device, every layer checked
+//! depthwise layer) placed through [`Sparkle`] on the CPU or a Vulkan device, every layer checked
 //! against the f64 oracle on every device, with the prediction, time, GFLOPS and error of each.
 
 use std::time::Instant;
 
-use sparkle_core::check::{max_error, tolerance};
+use sparkle_core::check::{gpu_tolerance, max_error, tolerance};
 use sparkle_core::conv::fused::{choose_path, Conv2dPath};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, Padding};
 
-use crate::cpu::Cpu;
-use crate::juggler::{DeviceId, Juggler, OpDesc, SystemClock};
+use crate::juggler::DeviceId;
+use crate::sparkle::Sparkle;
 
 /// One layer of the demo and what it measured.
 #[derive(Clone, Debug)]
@@ -106,23 +106,13 @@ fn best_of_three(mut f: impl FnMut() -> Result<(), DemoError>) -> Result<f64, De
     Ok(best)
 }
 
-/// A GPU: its context and its juggler id.
-#[cfg(feature = "vulkan")]
-pub type Gpu<'a> = Option<(&'a sparkle_vk::Context, DeviceId)>;
-/// No GPU support in this build.
-#[cfg(not(feature = "vulkan"))]
-pub type Gpu<'a> = Option<(&'a (), DeviceId)>;
-
-/// Runs every layer where the juggler decides, checks it against the f64 oracle, and also times
-/// it on every other device, so the juggler's choice can be compared with always-CPU and
-/// always-GPU (and learns from both measurements).
-pub fn run(
-    cpu: &Cpu,
-    gpu: Gpu<'_>,
-    juggler: &mut Juggler<SystemClock>,
-    which: Layers,
-) -> Result<Vec<LayerReport>, DemoError> {
+/// Runs every layer through `sparkle` (placed by the juggler: the time reported is that of the
+/// placed run, best of three), checks it against the f64 oracle, and also runs it pinned on every
+/// device of the handle, so the placement can be compared with always-CPU and always-GPU (the
+/// handle learns from all of it). Every device's output is checked.
+pub fn run(sparkle: &Sparkle, which: Layers) -> Result<Vec<LayerReport>, DemoError> {
     let mut out = Vec::new();
+    let gpu = sparkle.devices().into_iter().find(|d| *d != DeviceId::Cpu);
     for (i, (name, params)) in layers(which).into_iter().enumerate() {
         let g = params.validate()?;
         let mut input = vec![0.0; g.input_len()];
@@ -134,36 +124,36 @@ pub fn run(
         let epi = Epilogue::activation(Activation::Relu).with_bias(&bias);
         let mut truth = vec![0.0f64; g.output_len()];
         conv2d_reference_f64(&g, &input, &weight, &epi, &mut truth)?;
-        let op = OpDesc::conv2d(&g);
-        let decision = juggler.decide(&op, false).ok_or("no device")?;
         let mut y = vec![f32::NAN; g.output_len()];
-        let cpu_seconds = best_of_three(|| Ok(cpu.conv2d(&g, &input, &weight, &epi, &mut y)?))?;
-        let mut err = max_error(&y, &truth).0;
-        juggler.record(DeviceId::Cpu, &op, false, cpu_seconds, false);
-        let mut gpu_seconds = None;
-        #[cfg(feature = "vulkan")]
-        if let Some((ctx, id)) = gpu {
-            let mut yg = vec![f32::NAN; g.output_len()];
-            ctx.conv2d(&g, &input, &weight, &epi, &mut yg)?; // first call: compiles the pipeline
-            let t = best_of_three(|| Ok(ctx.conv2d(&g, &input, &weight, &epi, &mut yg)?))?;
-            err = err.max(max_error(&yg, &truth).0);
-            juggler.record(id, &op, false, t, false);
-            gpu_seconds = Some(t);
-        }
-        #[cfg(not(feature = "vulkan"))]
-        let _ = gpu;
-        let seconds = if decision.device == DeviceId::Cpu { cpu_seconds } else { gpu_seconds.unwrap_or(cpu_seconds) };
+        let mut err = 0.0f64;
+        // Pinned on each device first (a GPU's first use compiles its pipelines), best of three.
+        let mut pinned = |device: DeviceId| -> Result<f64, DemoError> {
+            sparkle.conv2d_on(device, &g, &input, &weight, &epi, &mut y)?;
+            let t = best_of_three(|| Ok(sparkle.conv2d_on(device, &g, &input, &weight, &epi, &mut y).map(|_| ())?))?;
+            err = err.max(max_error(&y, &truth).0);
+            Ok(t)
+        };
+        let cpu_seconds = pinned(DeviceId::Cpu)?;
+        let gpu_seconds = gpu.map(&mut pinned).transpose()?;
+        // Then where the juggler places it, having measured both.
+        let mut placed = None;
+        let seconds = best_of_three(|| {
+            placed = Some(sparkle.conv2d(&g, &input, &weight, &epi, &mut y)?);
+            Ok(())
+        })?;
+        err = err.max(max_error(&y, &truth).0);
+        let placed = placed.ok_or("no run")?;
         out.push(LayerReport {
             name,
             geometry: g,
             path: choose_path(&g),
-            device: decision.device,
-            predicted: decision.predicted,
+            device: placed.device,
+            predicted: placed.predicted,
             seconds,
             cpu_seconds,
             gpu_seconds,
             max_error: err,
-            tolerance: tolerance(g.gemm_dims().2),
+            tolerance: if gpu.is_some() { gpu_tolerance(g.gemm_dims().2) } else { tolerance(g.gemm_dims().2) },
         });
     }
     Ok(out)

@@ -529,10 +529,68 @@ impl Sparkle {
         self.place(&OpDesc::conv2d(g), choose_path(g).name(), Op::Conv2d { g, input, weight, epi, output })
     }
 
-    fn place(&self, desc: &OpDesc, path: &'static str, mut op: Op<'_, '_>) -> Result<Run, SparkleError> {
+    /// [`Sparkle::gemm`] on `device` (one of [`Sparkle::devices`], or the CPU), not where the
+    /// juggler would place it: to compare devices, or to pin an op. Still learned from, and still
+    /// falls back to the CPU if the device fails.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_on<'a>(
+        &self,
+        device: DeviceId,
+        alpha: f32,
+        a: MatRef<'a>,
+        b: MatRef<'a>,
+        beta: f32,
+        mut c: MatMut<'a>,
+        epi: &Epilogue<'a>,
+    ) -> Result<Run, SparkleError> {
+        let d = sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
+        let desc = OpDesc::gemm(d.m, d.n, d.k);
+        self.place_on(Some(device), &desc, "gemm", Op::Gemm { alpha, a, b, beta, c: &mut c, epi })
+    }
+
+    /// [`Sparkle::conv2d`] on `device`, as [`Sparkle::gemm_on`].
+    pub fn conv2d_on<'a>(
+        &self,
+        device: DeviceId,
+        g: &Conv2d,
+        input: &'a [f32],
+        weight: &'a [f32],
+        epi: &Epilogue<'a>,
+        output: &mut [f32],
+    ) -> Result<Run, SparkleError> {
+        g.check_buffers(input.len(), weight.len(), None, output.len())?;
+        sparkle_core::conv::check_epilogue(g, epi)?;
+        let op = Op::Conv2d { g, input, weight, epi, output };
+        self.place_on(Some(device), &OpDesc::conv2d(g), choose_path(g).name(), op)
+    }
+
+    fn place(&self, desc: &OpDesc, path: &'static str, op: Op<'_, '_>) -> Result<Run, SparkleError> {
+        self.place_on(None, desc, path, op)
+    }
+
+    /// Runs `op` on `forced`, or where the juggler decides.
+    fn place_on(
+        &self,
+        forced: Option<DeviceId>,
+        desc: &OpDesc,
+        path: &'static str,
+        mut op: Op<'_, '_>,
+    ) -> Result<Run, SparkleError> {
+        if let Some(DeviceId::Vulkan(i)) = forced {
+            if self.gpu(DeviceId::Vulkan(i)).is_none() {
+                return Err(SparkleError::Config(format!("vulkan:{i} is not a device of this handle")));
+            }
+        }
         let decision = {
             let mut j = self.juggler();
-            let d = j.decide(desc, false);
+            let d = match forced {
+                Some(device) => Some(crate::juggler::Decision {
+                    device,
+                    predicted: j.predict_on(device, desc, false).unwrap_or(f64::NAN),
+                    explored: false,
+                }),
+                None => j.decide(desc, false),
+            };
             if let Some(d) = d {
                 let now = j.clock().now();
                 let start = j.busy_until(d.device).unwrap_or(now).max(now);

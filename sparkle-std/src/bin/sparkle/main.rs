@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sparkle_std::demo;
-use sparkle_std::juggler::{store, DeviceId, Juggler, OpDesc, SystemClock};
+use sparkle_std::juggler::{store, Juggler, OpDesc, SystemClock};
 
 #[derive(Parser)]
 #[command(name = "sparkle", version, about = "Sparkle compute kernels: GEMM and conv2d on CPUs and any Vulkan GPU")]
@@ -470,29 +470,25 @@ fn juggler(cpu: &sparkle_std::cpu::Cpu, gpu: Option<&sparkle_std::vk::Context>) 
 }
 
 fn run_demo(small: bool) -> Result<ExitCode, Failure> {
-    let cpu = sparkle_std::cpu::Cpu::new()?;
-    let gpu = sparkle_std::vk::Context::best().ok();
-    let (mut j, fp) = juggler(&cpu, gpu.as_ref());
-    let path = store::default_path();
-    match path.as_deref().map(|p| store::load(&mut j, p, &fp)) {
-        Some(Ok(store::Loaded::Same)) => println!(
-            "juggler: model loaded from {}",
-            path.as_deref().map_or(String::new(), |p| p.display().to_string())
-        ),
+    let sparkle = sparkle_std::Sparkle::new()?;
+    let path = sparkle.model_path().map(|p| p.display().to_string()).unwrap_or_default();
+    match sparkle.model_status() {
+        Some(Ok(store::Loaded::Same)) => println!("juggler: model loaded from {path}"),
         Some(Ok(store::Loaded::Foreign)) => println!("juggler: model from another machine/driver kept as a weak prior"),
         Some(Err(why)) => println!("juggler: ignoring the saved model ({why}); it will be replaced"),
         _ => println!("juggler: no saved model yet; starting from priors"),
     }
     let which = if small { demo::Layers::Small } else { demo::Layers::ResNet50 };
-    let gpu_ref = gpu.as_ref().map(|c| (c, DeviceId::Vulkan(c.info().index)));
+    let gpu = sparkle.gpus().into_iter().next();
     println!(
-        "sparkle demo: conv + bias + ReLU at batch 1, every layer checked against the f64 oracle on every device\n"
+        "sparkle demo: conv + bias + ReLU at batch 1 through one Sparkle handle (devices {:?}), every layer checked against the f64 oracle on every device\n",
+        sparkle.devices()
     );
     println!(
         "{:<24} {:<14} {:<10} {:>10} {:>10} {:>8} {:>10} {:>10} {:>10}  ok",
         "layer", "path", "device", "pred ms", "ms", "GFLOPS", "cpu ms", "gpu ms", "max err"
     );
-    let reports = demo::run(&cpu, gpu_ref, &mut j, which).map_err(|e| -> Failure { e.to_string().into() })?;
+    let reports = demo::run(&sparkle, which).map_err(|e| -> Failure { e.to_string().into() })?;
     let mut all_ok = true;
     let (mut total, mut total_cpu, mut total_gpu) = (0.0, 0.0, 0.0);
     for r in &reports {
@@ -516,14 +512,12 @@ fn run_demo(small: bool) -> Result<ExitCode, Failure> {
     }
     print!("\ntotal: juggler {:.2} ms, always-CPU {:.2} ms", total * 1e3, total_cpu * 1e3);
     match &gpu {
-        Some(ctx) => println!(", always-GPU {:.2} ms ({}, copies included)", total_gpu * 1e3, ctx.info().name),
-        None => println!(", no Vulkan device for always-GPU"),
+        Some(g) => println!(", always-GPU {:.2} ms ({}, copies included)", total_gpu * 1e3, g.name),
+        None => println!(" (no GPU for always-GPU; a CPU-type Vulkan device such as lavapipe is not placed on)"),
     }
-    if let Some(p) = &path {
-        match store::save(&j, p, &fp) {
-            Ok(()) => println!("juggler: model saved to {}", p.display()),
-            Err(e) => println!("juggler: could not save the model ({e})"),
-        }
+    match sparkle.save() {
+        Ok(()) => println!("juggler: model saved to {path}"),
+        Err(e) => println!("juggler: could not save the model ({e})"),
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -619,23 +613,19 @@ fn run_juggler(cmd: JugglerCommand) -> Result<ExitCode, Failure> {
 }
 
 fn run_calibrate(max: usize, small: bool) -> Result<ExitCode, Failure> {
-    use sparkle_std::backend::Backend;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let cpu = sparkle_std::cpu::Cpu::new()?;
-    let gpu = sparkle_std::vk::Context::best().ok();
-    let (mut j, fp) = juggler(&cpu, gpu.as_ref());
-    let path = store::default_path().ok_or("no cache directory on this system; set SPARKLE_CACHE_DIR")?;
-    if let Err(why) = store::load(&mut j, &path, &fp) {
+    // The same handle and model every op uses: each measurement below is an op pinned on a device,
+    // which the handle learns from (a device's first op of a kind is set-up, not learned).
+    let sparkle = sparkle_std::Sparkle::new()?;
+    if let Some(Err(why)) = sparkle.model_status() {
         eprintln!("sparkle: ignoring the saved model ({why}); it will be replaced");
     }
+    let path = sparkle.model_path().ok_or("no cache directory on this system; set SPARKLE_CACHE_DIR")?.to_path_buf();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
-    let mut devices: Vec<&dyn Backend> = vec![&cpu];
-    if let Some(g) = &gpu {
-        devices.push(g);
-    }
+    let devices = sparkle.devices();
     let gemms: Vec<usize> = [16usize, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
         .into_iter()
         .filter(|&n| n <= max)
@@ -651,30 +641,19 @@ fn run_calibrate(max: usize, small: bool) -> Result<ExitCode, Failure> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut measured = 0;
-    'sweep: for dev in &devices {
+    'sweep: for &dev in &devices {
         for &n in &gemms {
             if stop.load(Ordering::SeqCst) {
                 break 'sweep;
             }
-            bar.set_message(format!("{} gemm {n}^3", dev.id()));
+            bar.set_message(format!("{dev} gemm {n}^3"));
             let a = vec![0.5f32; n * n];
             let mut c = vec![0.0f32; n * n];
-            let mut run = || -> Result<f64, Failure> {
+            for _ in 0..3 {
                 let av = sparkle_core::MatRef::row_major(&a, n, n)?;
-                let t = std::time::Instant::now();
-                dev.gemm(
-                    1.0,
-                    av,
-                    av,
-                    0.0,
-                    sparkle_core::MatMut::row_major(&mut c, n, n)?,
-                    &sparkle_core::Epilogue::NONE,
-                )?;
-                Ok(t.elapsed().as_secs_f64())
-            };
-            run()?; // first call: pipeline creation, caches
-            let t = run()?.min(run()?);
-            j.record(dev.id(), &OpDesc::gemm(n, n, n), false, t, false);
+                let cv = sparkle_core::MatMut::row_major(&mut c, n, n)?;
+                sparkle.gemm_on(dev, 1.0, av, av, 0.0, cv, &sparkle_core::Epilogue::NONE)?;
+            }
             measured += 1;
             bar.inc(1);
         }
@@ -682,25 +661,20 @@ fn run_calibrate(max: usize, small: bool) -> Result<ExitCode, Failure> {
             if stop.load(Ordering::SeqCst) {
                 break 'sweep;
             }
-            bar.set_message(format!("{} {name}", dev.id()));
+            bar.set_message(format!("{dev} {name}"));
             let g = p.validate()?;
             let x = vec![0.25f32; g.input_len()];
             let w = vec![0.125f32; g.weight_len()];
             let mut y = vec![0.0f32; g.output_len()];
-            let mut run = || -> Result<f64, Failure> {
-                let t = std::time::Instant::now();
-                dev.conv2d(&g, &x, &w, &sparkle_core::Epilogue::NONE, &mut y)?;
-                Ok(t.elapsed().as_secs_f64())
-            };
-            run()?;
-            let t = run()?.min(run()?);
-            j.record(dev.id(), &OpDesc::conv2d(&g), false, t, false);
+            for _ in 0..3 {
+                sparkle.conv2d_on(dev, &g, &x, &w, &sparkle_core::Epilogue::NONE, &mut y)?;
+            }
             measured += 1;
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
-    store::save(&j, &path, &fp).map_err(|e| format!("{}: {e}", path.display()))?;
+    sparkle.save().map_err(|e| format!("{}: {e}", path.display()))?;
     let how = if stop.load(Ordering::SeqCst) { "interrupted; kept" } else { "measured" };
     println!("calibrate: {how} {measured} of {steps} ops; model saved to {}", path.display());
     Ok(ExitCode::SUCCESS)
