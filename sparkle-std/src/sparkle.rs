@@ -263,6 +263,16 @@ impl Builder {
         let descs: Vec<GpuDesc> = gpus.iter().map(|g| g.desc.clone()).collect();
         let (mut juggler, fingerprint) = juggler_for(&cpu, use_cpu, &descs, &machine, &crate::cpu::brand());
         juggler.set_exploration(!self.deterministic);
+        // A Vulkan device is opened on its first op, which then also compiles (or loads) its
+        // pipelines: measured 0.3-1.6 s on an H200 host, seconds on lavapipe. Charge that as
+        // queue time from start-up, so a short-lived process (a CLI call) keeps small and medium
+        // work on the CPU instead of paying it; in a longer-lived one the charge has expired by
+        // the time the set-up would be amortised, and the device is opened for work it wins.
+        let now = juggler.clock().now();
+        for g in &gpus {
+            let setup = if g.desc.cpu_type { CPU_TYPE_SETUP_SECONDS } else { GPU_SETUP_SECONDS };
+            juggler.set_busy_until(DeviceId::Vulkan(g.desc.index), now + setup);
+        }
         let model_path = self.model.unwrap_or_else(store::default_path);
         let mut loaded = None;
         if let Some(path) = &model_path {
@@ -281,6 +291,11 @@ impl Builder {
         })
     }
 }
+
+/// Seconds charged for opening a GPU and building its pipelines (see [`Builder::build`]).
+pub const GPU_SETUP_SECONDS: f64 = 0.3;
+/// The same for a CPU-type Vulkan device (lavapipe compiles its pipelines with LLVM).
+pub const CPU_TYPE_SETUP_SECONDS: f64 = 2.0;
 
 /// A Vulkan device as the juggler and the fingerprint see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -505,12 +520,10 @@ impl Sparkle {
         a: MatRef<'a>,
         b: MatRef<'a>,
         beta: f32,
-        mut c: MatMut<'a>,
+        c: MatMut<'a>,
         epi: &Epilogue<'a>,
     ) -> Result<Run, SparkleError> {
-        let d = sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
-        let desc = OpDesc::gemm(d.m, d.n, d.k);
-        self.place(&desc, "gemm", Op::Gemm { alpha, a, b, beta, c: &mut c, epi })
+        self.gemm_at(None, alpha, a, b, beta, c, epi)
     }
 
     /// `output = act(conv2d(input, weight) + bias)`, exactly the arguments of [`Cpu::conv2d`],
@@ -524,9 +537,7 @@ impl Sparkle {
         epi: &Epilogue<'a>,
         output: &mut [f32],
     ) -> Result<Run, SparkleError> {
-        g.check_buffers(input.len(), weight.len(), None, output.len())?;
-        sparkle_core::conv::check_epilogue(g, epi)?;
-        self.place(&OpDesc::conv2d(g), choose_path(g).name(), Op::Conv2d { g, input, weight, epi, output })
+        self.conv2d_at(None, g, input, weight, epi, output)
     }
 
     /// [`Sparkle::gemm`] on `device` (one of [`Sparkle::devices`], or the CPU), not where the
@@ -540,12 +551,10 @@ impl Sparkle {
         a: MatRef<'a>,
         b: MatRef<'a>,
         beta: f32,
-        mut c: MatMut<'a>,
+        c: MatMut<'a>,
         epi: &Epilogue<'a>,
     ) -> Result<Run, SparkleError> {
-        let d = sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
-        let desc = OpDesc::gemm(d.m, d.n, d.k);
-        self.place_on(Some(device), &desc, "gemm", Op::Gemm { alpha, a, b, beta, c: &mut c, epi })
+        self.gemm_at(Some(device), alpha, a, b, beta, c, epi)
     }
 
     /// [`Sparkle::conv2d`] on `device`, as [`Sparkle::gemm_on`].
@@ -558,14 +567,38 @@ impl Sparkle {
         epi: &Epilogue<'a>,
         output: &mut [f32],
     ) -> Result<Run, SparkleError> {
+        self.conv2d_at(Some(device), g, input, weight, epi, output)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_at<'a>(
+        &self,
+        forced: Option<DeviceId>,
+        alpha: f32,
+        a: MatRef<'a>,
+        b: MatRef<'a>,
+        beta: f32,
+        mut c: MatMut<'a>,
+        epi: &Epilogue<'a>,
+    ) -> Result<Run, SparkleError> {
+        let d = sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
+        let desc = OpDesc::gemm(d.m, d.n, d.k);
+        self.place_on(forced, &desc, "gemm", Op::Gemm { alpha, a, b, beta, c: &mut c, epi })
+    }
+
+    fn conv2d_at<'a>(
+        &self,
+        forced: Option<DeviceId>,
+        g: &Conv2d,
+        input: &'a [f32],
+        weight: &'a [f32],
+        epi: &Epilogue<'a>,
+        output: &mut [f32],
+    ) -> Result<Run, SparkleError> {
         g.check_buffers(input.len(), weight.len(), None, output.len())?;
         sparkle_core::conv::check_epilogue(g, epi)?;
         let op = Op::Conv2d { g, input, weight, epi, output };
-        self.place_on(Some(device), &OpDesc::conv2d(g), choose_path(g).name(), op)
-    }
-
-    fn place(&self, desc: &OpDesc, path: &'static str, op: Op<'_, '_>) -> Result<Run, SparkleError> {
-        self.place_on(None, desc, path, op)
+        self.place_on(forced, &OpDesc::conv2d(g), choose_path(g).name(), op)
     }
 
     /// Runs `op` on `forced`, or where the juggler decides.

@@ -18,12 +18,15 @@ use crate::juggler::{Clock, DeviceId, Juggler, OpDesc, SystemClock};
 
 /// A juggler over the CPU and each of `gpus` as a device of its own (own cost model, own
 /// queue), with the priors of [`crate::sparkle::juggler_for`], and the fingerprint its learned
-/// model is stored under.
+/// model is stored under. As in [`crate::Sparkle`], a CPU-type Vulkan device (lavapipe) runs on
+/// the host's own cores and is never a placement target beside the CPU path (the stream still
+/// times it in the fixed assignments).
 pub fn juggler(cpu: &Cpu, gpus: &[&Context], cpu_brand: &str) -> (Juggler<SystemClock>, String) {
-    let descs: Vec<_> = gpus.iter().map(|ctx| crate::sparkle::GpuDesc::from_info(ctx.info())).collect();
-    let machine = match sparkle_vk::devices() {
+    let descs: Vec<_> =
+        gpus.iter().map(|ctx| crate::sparkle::GpuDesc::from_info(ctx.info())).filter(|d| !d.cpu_type).collect();
+    let machine: Vec<crate::sparkle::GpuDesc> = match sparkle_vk::devices() {
         Ok(all) => all.iter().map(crate::sparkle::GpuDesc::from_info).collect(),
-        Err(_) => descs.clone(),
+        Err(_) => gpus.iter().map(|ctx| crate::sparkle::GpuDesc::from_info(ctx.info())).collect(),
     };
     crate::sparkle::juggler_for(cpu, true, &descs, &machine, cpu_brand)
 }
