@@ -23,7 +23,8 @@
 //! [`files`] (memory budgets and atomic files), [`multi`] and [`stream`] (one op or a layer
 //! stream over several devices), [`npy`] (NumPy files), and the `sparkle` command-line tool.
 #![deny(missing_docs)]
-// No unsafe but one line: the rayon executor's promise to the core (cpu/backend.rs opts in).
+// Unsafe in two places only, each opting in: the rayon executor's promise to the core
+// (cpu/backend.rs) and a fallible calloc (budget.rs).
 #![deny(unsafe_code)]
 
 pub use sparkle_core as core;

@@ -50,11 +50,11 @@ fn with_scratch<T>(
         Ok(mut buf) => {
             if buf.len() < len {
                 *buf = Vec::new();
-                *buf = budget.vec("packing scratch", len, 0.0)?;
+                *buf = budget.zeros("packing scratch", len)?;
             }
             f(&mut buf[..len])
         }
-        Err(_) => f(&mut budget.vec("packing scratch", len, 0.0)?),
+        Err(_) => f(&mut budget.zeros("packing scratch", len)?),
     })
 }
 

@@ -291,7 +291,7 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
     if let Some(b) = &bias {
         epi = epi.with_bias(&b.data);
     }
-    let mut y = budget.after(used).vec(&format!("the output ({} float32)", g.output_len()), g.output_len(), 0.0f32)?;
+    let mut y = budget.after(used).zeros(&format!("the output ({} float32)", g.output_len()), g.output_len())?;
     used += 4 * y.len() as u64;
     let sparkle = sparkle_for(&args.device, budget.after(used))?;
     if args.explain {
@@ -333,7 +333,7 @@ pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
         }
         (None, true) => return Err("--beta is not 0 but no --c was given".into()),
         (None, false) => {
-            let out = budget.after(used).vec(&format!("the {m}x{n} output"), count, 0.0f32)?;
+            let out = budget.after(used).zeros(&format!("the {m}x{n} output"), count)?;
             used += 4 * count as u64;
             out
         }
