@@ -86,6 +86,23 @@ fn mixed(c: &mut Criterion) {
         })
     });
     group.finish();
+    // The fixed cost of placing one op (decide, time, learn, report), on an op too small to hide it.
+    let mut group = c.benchmark_group("one_16x16x16_gemm");
+    let (a, b) = (vec![0.5f32; 256], vec![0.25f32; 256]);
+    let mut out = vec![0.0f32; 256];
+    group.bench_function("cpu", |bench| {
+        bench.iter(|| {
+            let (av, bv) = (MatRef::row_major(&a, 16, 16).unwrap(), MatRef::row_major(&b, 16, 16).unwrap());
+            cpu.gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut out, 16, 16).unwrap(), &Epilogue::NONE).unwrap();
+        })
+    });
+    group.bench_function("sparkle_auto", |bench| {
+        bench.iter(|| {
+            let (av, bv) = (MatRef::row_major(&a, 16, 16).unwrap(), MatRef::row_major(&b, 16, 16).unwrap());
+            sparkle.gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut out, 16, 16).unwrap(), &Epilogue::NONE).unwrap();
+        })
+    });
+    group.finish();
     println!("sparkle auto placed on: {:?}", sparkle.devices());
 }
 

@@ -1,18 +1,12 @@
 //! Cross-backend parity: the same cases, written once, run on every backend (threaded CPU and
 //! each Vulkan device; Mesa's lavapipe in CI) against the f64 oracle.
 
-use sparkle_core::check::{max_error, tolerance};
+use sparkle_core::check::{gpu_tolerance, max_error};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
 use sparkle_std::backend::Backend;
 use sparkle_tests::fill;
-
-/// GPU math (exp, tanh, the shader's erf) is a few ulp looser than libm; the CPU is held to the
-/// plain table, the GPU to twice it plus 1e-5 absolute.
-fn tol(k: usize) -> f64 {
-    2.0 * tolerance(k) + 1e-5
-}
 
 fn gemm_cases(be: &dyn Backend) {
     // Multiples of 4 reach the Vulkan vec4 kernel (128x128 tiles) in every layout, with edges of
@@ -73,7 +67,7 @@ fn gemm_cases(be: &dyn Backend) {
             let got: Vec<f32> = (0..m * n).map(|x| if c_col { c[(x % n) * m + x / n] } else { c[x] }).collect();
             let (err, at) = max_error(&got, &want);
             assert!(
-                err <= tol(k),
+                err <= gpu_tolerance(k),
                 "{}: gemm {m}x{n}x{k} {ta} {tb} {c_col} {act:?}: error {err:e} at {at:?}",
                 be.name()
             );
@@ -121,7 +115,7 @@ fn conv_cases(be: &dyn Backend) {
             let mut y = vec![f32::NAN; g.output_len()];
             be.conv2d(&g, &x, &w, &epi, &mut y).unwrap();
             let (err, at) = max_error(&y, &want);
-            assert!(err <= tol(g.gemm_dims().2), "{}: conv {p:?}: error {err:e} at {at:?}", be.name());
+            assert!(err <= gpu_tolerance(g.gemm_dims().2), "{}: conv {p:?}: error {err:e} at {at:?}", be.name());
         }
     }
 }

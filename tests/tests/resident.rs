@@ -3,7 +3,7 @@
 //! and the errors a bad op gets before anything is recorded.
 #![cfg(feature = "vulkan")]
 
-use sparkle_core::check::{max_error, tolerance};
+use sparkle_core::check::{gpu_tolerance, max_error, tolerance};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatRef, Padding};
@@ -94,7 +94,7 @@ fn resident_gemm_matches_the_oracle_in_every_layout() {
                 rec.gemm(0.5, tam, tbm, -1.25, cm, TensorBias::Col(&biast), Activation::Gelu).unwrap();
                 rec.submit().unwrap().wait().unwrap();
                 let (err, at_) = max_error(&ctx.download(&ct).unwrap(), &want);
-                assert!(err <= 2.0 * tolerance(k) + 1e-5, "{} {ta} {tb}: error {err:e} at {at_:?}", ctx.info().name);
+                assert!(err <= gpu_tolerance(k), "{} {ta} {tb}: error {err:e} at {at_:?}", ctx.info().name);
             }
         }
     }
@@ -173,7 +173,7 @@ fn bad_ops_are_errors_before_anything_runs() {
         let (xh, wh) = (filled(g.input_len(), 1), filled(g.weight_len(), 2));
         conv2d_reference_f64(&g, &xh, &wh, &Epilogue::activation(Activation::Relu), &mut want).unwrap();
         let (err, _) = max_error(&ctx.download(&y).unwrap(), &want);
-        assert!(err <= 2.0 * tolerance(36) + 1e-5, "{err:e}");
+        assert!(err <= gpu_tolerance(36), "{err:e}");
     }
 }
 
