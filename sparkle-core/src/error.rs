@@ -68,6 +68,8 @@ pub enum Param {
     Activation,
     /// The GEMM scalars alpha / beta.
     Scalar,
+    /// An executor's number of workers.
+    Workers,
 }
 
 impl Param {
@@ -103,6 +105,7 @@ impl Param {
             Param::Output => "output",
             Param::Scratch => "scratch",
             Param::Tile => "tile",
+            Param::Workers => "workers",
             Param::Activation => "activation",
             Param::Scalar => "alpha/beta",
         }

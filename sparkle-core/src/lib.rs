@@ -29,7 +29,8 @@
 //! epilogue lengths, non-zero blocking, scratch length with checked arithmetic. The two things it
 //! cannot check are proved by types: a [`arch::Kernel`] exists only on a CPU that runs its ISA,
 //! and an [`gemm::driver::Executor`] is an `unsafe trait` whose implementer promises each worker
-//! index once (the driver still ignores indices past `workers()`).
+//! index once. The drivers read `workers()` once (zero is an error), size the scratch and split
+//! the work by that number, and ignore any index past it.
 //!
 //! ## Features
 //! - `alloc` (off by default, additive): conveniences that allocate. Nothing requires it.

@@ -63,8 +63,14 @@ pub fn human(bytes: u64) -> String {
 /// optional trailing `B` or `iB` allowed).
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix("ib")).unwrap_or(t);
-    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let lower = t.to_ascii_lowercase();
+    let t = if lower.ends_with("ib") && t.len() > 2 {
+        &t[..t.len() - 2]
+    } else if lower.ends_with('b') {
+        &t[..t.len() - 1]
+    } else {
+        t
+    };
     let (num, shift) = match t.chars().last()?.to_ascii_uppercase() {
         'K' => (&t[..t.len() - 1], 10),
         'M' => (&t[..t.len() - 1], 20),
@@ -177,6 +183,8 @@ mod tests {
         assert_eq!(parse_size("1.5G"), Some(3 << 29));
         assert_eq!(parse_size("2TiB"), Some(2 << 40));
         assert_eq!(parse_size("64mb"), Some(64 << 20));
+        assert_eq!(parse_size("1KIB"), Some(1 << 10));
+        assert_eq!(parse_size("12b"), Some(12));
         assert_eq!(parse_size("99999999999T"), None);
         assert_eq!(parse_size("-1"), None);
         assert_eq!(parse_size("lots"), None);

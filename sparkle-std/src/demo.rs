@@ -127,9 +127,17 @@ pub fn run(sparkle: &Sparkle, which: Layers) -> Result<Vec<LayerReport>, DemoErr
         let mut y = vec![f32::NAN; g.output_len()];
         let mut err = 0.0f64;
         // Pinned on each device first (a GPU's first use compiles its pipelines), best of three.
+        // A device that failed (and fell back to the CPU) is an error here: the demo compares devices.
         let mut pinned = |device: DeviceId| -> Result<f64, DemoError> {
-            sparkle.conv2d_on(device, &g, &input, &weight, &epi, &mut y)?;
-            let t = best_of_three(|| Ok(sparkle.conv2d_on(device, &g, &input, &weight, &epi, &mut y).map(|_| ())?))?;
+            y.fill(f32::NAN); // each device's output is its own, never the previous device's
+            let on = |y: &mut [f32]| -> Result<(), DemoError> {
+                match sparkle.conv2d_on(device, &g, &input, &weight, &epi, y)?.fallback {
+                    Some(e) => Err(format!("{name}: {e}").into()),
+                    None => Ok(()),
+                }
+            };
+            on(&mut y)?;
+            let t = best_of_three(|| on(&mut y))?;
             err = err.max(max_error(&y, &truth).0);
             Ok(t)
         };
@@ -137,6 +145,7 @@ pub fn run(sparkle: &Sparkle, which: Layers) -> Result<Vec<LayerReport>, DemoErr
         let gpu_seconds = gpu.map(&mut pinned).transpose()?;
         // Then where the juggler places it, having measured both.
         let mut placed = None;
+        y.fill(f32::NAN);
         let seconds = best_of_three(|| {
             placed = Some(sparkle.conv2d(&g, &input, &weight, &epi, &mut y)?);
             Ok(())

@@ -30,7 +30,9 @@ pub fn remove_pending() {
 }
 
 /// Writes `path` atomically: `fill` writes the whole content into a buffered writer; the file at
-/// `path` then holds exactly that, or (on any error) is untouched. See the module docs.
+/// `path` then holds exactly that, or (on any error before the rename) is untouched. An error
+/// syncing the folder after the rename is reported too, though the new file is then in place
+/// (only its durability across a power loss is in doubt). See the module docs.
 pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if path.file_name().is_none() {

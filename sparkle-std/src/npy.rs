@@ -260,7 +260,7 @@ pub fn read_within(path: &Path, budget: MemoryBudget) -> Result<Array, NpyError>
     if data_len != need as u64 {
         return Err(format(size_mismatch(&shape, need, data_len)));
     }
-    let what = format!("{} ({shape:?} float32)", path.display());
+    let what = format!("its data ({shape:?} float32)");
     budget.check(&what, count, 4).map_err(|e| format(e.to_string()))?;
     let mut data = Vec::new();
     data.try_reserve_exact(count).map_err(|_| format(format!("cannot allocate {need} bytes for the data")))?;

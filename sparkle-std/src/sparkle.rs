@@ -173,7 +173,8 @@ pub struct Faults {
 pub enum DeviceSel {
     /// The CPU path.
     Cpu,
-    /// Every Vulkan device that is not of type CPU (or, if there are none, the CPU-type ones).
+    /// Every Vulkan device that is not of type CPU; when there are none and the CPU path is not
+    /// selected, the CPU-type ones (asked for by name, as `--device vulkan` does).
     Vulkan,
     /// Vulkan device `i` (any type: named explicitly).
     VulkanIndex(usize),
@@ -247,12 +248,14 @@ impl Builder {
 
     /// Detects the devices, builds the juggler with its priors and loads the learned model.
     pub fn build(self) -> Result<Sparkle, SparkleError> {
-        let mut cpu = Cpu::new()?;
+        let kernel = crate::cpu::isa::gemm_kernel().map_err(|e| SparkleError::Cpu(CpuError::Isa(e)))?;
+        let budget = match self.memory_budget {
+            Some(b) => b,
+            None => MemoryBudget::from_env().map_err(SparkleError::Config)?,
+        };
+        let mut cpu = Cpu { memory_budget: budget, ..Cpu::with_kernel(kernel) };
         if let Some(t) = self.threads {
             cpu = cpu.threads(t);
-        }
-        if let Some(b) = self.memory_budget {
-            cpu.memory_budget = b;
         }
         let sel = self.devices.unwrap_or_else(|| vec![DeviceSel::Cpu, DeviceSel::Vulkan]);
         if sel.is_empty() {
@@ -281,8 +284,7 @@ impl Builder {
         Ok(Sparkle {
             cpu,
             gpus,
-            juggler: Mutex::new(juggler),
-            inflight: Mutex::new(Vec::new()),
+            state: Mutex::new(State { juggler, inflight: Vec::new(), dirty: false }),
             model_path,
             fingerprint,
             loaded,
@@ -423,9 +425,10 @@ fn gpus_for(sel: &[DeviceSel], _use_cpu: bool) -> Result<(Vec<Gpu>, Vec<GpuDesc>
 pub struct Sparkle {
     cpu: Cpu,
     gpus: Vec<Gpu>,
-    juggler: Mutex<Juggler<SystemClock>>,
-    /// Ops in flight per device (for the juggler's queue estimate).
-    inflight: Mutex<Vec<(DeviceId, usize)>>,
+    /// The juggler and the ops in flight per device, under one lock: a decision charges the
+    /// device's queue and counts the op in; its end counts it out and, on the last, empties the
+    /// queue, with no other decision in between.
+    state: Mutex<State>,
     model_path: Option<PathBuf>,
     fingerprint: String,
     loaded: Option<Result<store::Loaded, String>>,
@@ -440,6 +443,38 @@ impl fmt::Debug for Sparkle {
             .field("gpus", &self.gpus.iter().map(|g| &g.desc).collect::<Vec<_>>())
             .field("model_path", &self.model_path)
             .finish()
+    }
+}
+
+/// What the lock of a [`Sparkle`] guards.
+struct State {
+    juggler: Juggler<SystemClock>,
+    inflight: Vec<(DeviceId, usize)>,
+    /// Whether anything was learned since the model was loaded or saved (a handle that ran
+    /// nothing never rewrites the file).
+    dirty: bool,
+}
+
+/// One op counted in flight on a device until dropped (also when the op panics).
+struct InFlight<'a> {
+    sparkle: &'a Sparkle,
+    device: DeviceId,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut st = self.sparkle.state();
+        let now = st.juggler.clock().now();
+        let idle = match st.inflight.iter_mut().find(|(d, _)| *d == self.device) {
+            Some((_, n)) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => true,
+        };
+        if idle {
+            st.juggler.set_busy_until(self.device, now);
+        }
     }
 }
 
@@ -462,7 +497,7 @@ impl Sparkle {
 
     /// The devices work may be placed on.
     pub fn devices(&self) -> Vec<DeviceId> {
-        self.juggler().device_ids()
+        self.state().juggler.device_ids()
     }
 
     /// The CPU backend (the fallback of last resort, whichever devices are selected).
@@ -485,16 +520,20 @@ impl Sparkle {
         self.model_path.as_deref()
     }
 
-    fn juggler(&self) -> MutexGuard<'_, Juggler<SystemClock>> {
-        self.juggler.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Saves the learned model now (merged with what other processes saved). Also done on drop.
+    /// Saves the learned model now (merged with what other processes saved). Also done on drop
+    /// when something was learned. The file is read and written outside the handle's lock.
     pub fn save(&self) -> std::io::Result<()> {
-        match &self.model_path {
-            Some(path) => store::save(&self.juggler(), path, &self.fingerprint),
-            None => Ok(()),
-        }
+        let Some(path) = &self.model_path else { return Ok(()) };
+        let snapshot = {
+            let mut st = self.state();
+            st.dirty = false;
+            store::snapshot(&st.juggler)
+        };
+        store::save_snapshot(snapshot, path, &self.fingerprint)
     }
 
     /// Every device's predicted seconds for a GEMM of this shape (host copies included).
@@ -508,7 +547,8 @@ impl Sparkle {
     }
 
     fn predict(&self, op: &OpDesc) -> Vec<(DeviceId, f64)> {
-        let j = self.juggler();
+        let st = self.state();
+        let j = &st.juggler;
         j.device_ids().into_iter().filter_map(|d| j.predict_on(d, op, false).map(|p| (d, p))).collect()
     }
 
@@ -614,8 +654,9 @@ impl Sparkle {
                 return Err(SparkleError::Config(format!("vulkan:{i} is not a device of this handle")));
             }
         }
-        let decision = {
-            let mut j = self.juggler();
+        let (decision, _inflight) = {
+            let mut st = self.state();
+            let j = &mut st.juggler;
             let d = match forced {
                 Some(device) => Some(crate::juggler::Decision {
                     device,
@@ -624,22 +665,29 @@ impl Sparkle {
                 }),
                 None => j.decide(desc, false),
             };
+            let mut guard = None;
             if let Some(d) = d {
                 let now = j.clock().now();
                 let start = j.busy_until(d.device).unwrap_or(now).max(now);
                 j.set_busy_until(d.device, start + d.predicted);
+                match st.inflight.iter_mut().find(|(dev, _)| *dev == d.device) {
+                    Some((_, n)) => *n += 1,
+                    None => st.inflight.push((d.device, 1)),
+                }
+                guard = Some(InFlight { sparkle: self, device: d.device });
             }
-            d
+            (d, guard)
         };
-        self.enter(decision.map(|d| d.device));
         let started = Instant::now();
         let result = match decision {
             Some(d) if d.device != DeviceId::Cpu => {
-                let first = self.first_use(d.device, desc.kind, path);
                 match self.run_gpu(d.device, &mut op) {
                     Ok(kernel) => {
                         let seconds = started.elapsed().as_secs_f64();
-                        self.juggler().record(d.device, desc, false, seconds, first);
+                        // Marked only once an op succeeded: a failed first op leaves the set-up to
+                        // the next one, which is then not learned as run time either.
+                        let first = self.first_use(d.device, desc.kind, path);
+                        self.learn(d.device, desc, seconds, first);
                         Ok(Run {
                             device: d.device,
                             kernel: format!("{kernel}, {path}"),
@@ -653,7 +701,7 @@ impl Sparkle {
                     // Whatever the kind (lost, out of memory, or a device limit the host's
                     // validation could not know), the inputs are untouched: the CPU answers.
                     Err(e) => {
-                        self.juggler().fail(d.device);
+                        self.state().juggler.fail(d.device);
                         self.run_cpu(desc, path, &mut op, d.predicted, started, Some(e))
                     }
                 }
@@ -665,8 +713,13 @@ impl Sparkle {
             // Every device is backing off after failures: the CPU path is the last resort.
             None => self.run_cpu(desc, path, &mut op, f64::NAN, started, None),
         };
-        self.leave(decision.map(|d| d.device));
         result
+    }
+
+    fn learn(&self, device: DeviceId, desc: &OpDesc, seconds: f64, first_call: bool) {
+        let mut st = self.state();
+        st.juggler.record(device, desc, false, seconds, first_call);
+        st.dirty |= !first_call;
     }
 
     fn run_cpu(
@@ -685,11 +738,8 @@ impl Sparkle {
             }
             Op::Conv2d { g, input, weight, epi, output } => self.cpu.conv2d(g, input, weight, epi, output)?,
         }
-        let cpu_seconds = t.elapsed().as_secs_f64();
-        let learns = self.juggler().device_ids().contains(&DeviceId::Cpu);
-        if learns {
-            self.juggler().record(DeviceId::Cpu, desc, false, cpu_seconds, false);
-        }
+        // (The juggler ignores a device it was not given: a handle without the CPU learns nothing.)
+        self.learn(DeviceId::Cpu, desc, t.elapsed().as_secs_f64(), false);
         Ok(Run {
             device: DeviceId::Cpu,
             kernel: format!("{}, {path}", self.cpu.kernel.id()),
@@ -711,33 +761,6 @@ impl Sparkle {
         match device {
             DeviceId::Vulkan(i) => self.gpus.iter().find(|g| g.desc.index == i),
             DeviceId::Cpu => None,
-        }
-    }
-
-    fn enter(&self, device: Option<DeviceId>) {
-        let Some(device) = device else { return };
-        let mut f = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        match f.iter_mut().find(|(d, _)| *d == device) {
-            Some((_, n)) => *n += 1,
-            None => f.push((device, 1)),
-        }
-    }
-
-    /// One op finished on `device`: when it was the last in flight there, its queue is empty now.
-    fn leave(&self, device: Option<DeviceId>) {
-        let Some(device) = device else { return };
-        let idle = {
-            let mut f = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = f.iter_mut().find(|(d, _)| *d == device);
-            slot.map(|(_, n)| {
-                *n = n.saturating_sub(1);
-                *n == 0
-            })
-        };
-        if idle == Some(true) {
-            let mut j = self.juggler();
-            let now = j.clock().now();
-            j.set_busy_until(device, now);
         }
     }
 
@@ -780,8 +803,11 @@ impl Sparkle {
 
 impl Drop for Sparkle {
     fn drop(&mut self) {
-        // Best effort: a model that cannot be saved is only a lost optimisation.
-        let _ = self.save();
+        // Only what was learned is saved (a handle that ran nothing leaves the file alone); best
+        // effort: a model that cannot be saved is only a lost optimisation.
+        if self.state().dirty {
+            let _ = self.save();
+        }
     }
 }
 

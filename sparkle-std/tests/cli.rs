@@ -358,7 +358,9 @@ fn hostile_inputs_get_one_line_errors_in_bounded_time_and_memory() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("over the memory budget"), "{out:?}");
     let mut flagged = pad.to_vec();
     flagged.extend(["--memory-budget", "64M"]);
-    assert_fails(&sparkle_within(&flagged, &[], 20), &y, "pad 16384, --memory-budget");
+    let out = sparkle_within(&flagged, &[], 20);
+    assert_fails(&out, &y, "pad 16384, --memory-budget");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory budget of 64.0 MiB"), "{out:?}");
     let mut bad_flag = pad.to_vec();
     bad_flag.extend(["--memory-budget", "lots"]);
     let out = sparkle_within(&bad_flag, &[], 20);

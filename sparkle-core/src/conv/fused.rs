@@ -11,7 +11,7 @@ use crate::conv::{check_epilogue, Conv2d};
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::{gemm_operands, gemm_scratch_len, Executor, Operand};
+use crate::gemm::driver::{gemm_operands, gemm_scratch_len, Executor, Operand, Pinned};
 use crate::layout::TensorLayout;
 use crate::view::MatRef;
 
@@ -83,6 +83,7 @@ pub fn conv2d_with(
     if blocking.mc == 0 || blocking.kc == 0 || blocking.nc == 0 {
         return Err(Error::Zero { param: Param::Tile });
     }
+    let exec = &Pinned::new(exec)?;
     let required = conv2d_scratch_len(g, kernel, blocking, exec.workers())?;
     if scratch.len() < required {
         return Err(Error::TooSmall { param: Param::Scratch, required, found: scratch.len() });
@@ -200,6 +201,9 @@ unsafe fn depthwise(
     let out = Shared(output.as_mut_ptr());
     let workers = exec.workers().max(1);
     exec.run(&|w| {
+        if w >= workers {
+            return;
+        }
         let range: Range<usize> = items * w / workers..items * (w + 1) / workers;
         let args = DepthwiseArgs {
             g,

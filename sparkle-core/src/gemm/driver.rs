@@ -48,6 +48,39 @@ unsafe impl Executor for Sequential {
     }
 }
 
+/// An executor with its worker count read once: the drivers size the scratch and split the work
+/// by this one number whatever a later `workers()` would say, and indices past it are ignored.
+pub(crate) struct Pinned<'a> {
+    inner: &'a (dyn Executor + Sync),
+    workers: usize,
+}
+
+impl<'a> Pinned<'a> {
+    /// Reads `inner.workers()`; zero workers would leave the output unwritten, so it is an error.
+    pub(crate) fn new(inner: &'a (dyn Executor + Sync)) -> Result<Self> {
+        match inner.workers() {
+            0 => Err(Error::Zero { param: Param::Workers }),
+            workers => Ok(Self { inner, workers }),
+        }
+    }
+}
+
+// SAFETY: forwards to an executor that keeps the contract for its own count, and passes on only
+// the indices below the count read once (each at most once, as the inner executor calls them).
+unsafe impl Executor for Pinned<'_> {
+    fn workers(&self) -> usize {
+        self.workers
+    }
+    fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        let n = self.workers;
+        self.inner.run(&|w| {
+            if w < n {
+                f(w)
+            }
+        })
+    }
+}
+
 fn round_up(x: usize, to: usize) -> Result<usize> {
     mul(x.div_ceil(to), to, Param::Scratch)
 }
@@ -98,6 +131,7 @@ pub fn gemm_with(
     if blocking.mc == 0 || blocking.kc == 0 || blocking.nc == 0 {
         return Err(Error::Zero { param: Param::Tile });
     }
+    let exec = &Pinned::new(exec)?;
     let required = gemm_scratch_len(kernel, blocking, d.m, d.n, d.k, exec.workers())?;
     if scratch.len() < required {
         return Err(Error::TooSmall { param: Param::Scratch, required, found: scratch.len() });
@@ -306,7 +340,8 @@ pub(crate) unsafe fn gemm_operands(
     let prefer_rows = if a.in_place().is_some() { d.m > 2 * d.n } else { d.m >= d.n };
     let split_rows = if prefer_rows { row_panels >= workers || col_panels < workers } else { col_panels < workers };
     exec.run(&|w| {
-        // A contract violation of the executor must not turn into an out-of-bounds write.
+        // The callers pass a `Pinned` executor; this guard keeps an index past the count from
+        // ever becoming an out-of-bounds write whatever executor reaches here.
         if w >= workers {
             return;
         }

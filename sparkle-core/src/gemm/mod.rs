@@ -129,4 +129,63 @@ mod tests {
             }
         }
     }
+
+    /// An executor whose `workers()` changes between calls (1, then 8), or that passes indices
+    /// past its count: the driver reads the count once and ignores the rest, so nothing is
+    /// written outside the scratch (Miri checks this) and the result is still right. Zero
+    /// workers is an error, not an unwritten output.
+    #[test]
+    #[allow(unsafe_code)]
+    fn odd_executors_cannot_make_the_driver_write_out_of_bounds() {
+        use crate::gemm::driver::{gemm_scratch_len, gemm_with, Executor};
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        struct Fickle(AtomicUsize);
+        // SAFETY: (a test of the driver's defence) runs every index of the count it reports
+        // first, on this thread, plus indices past it.
+        unsafe impl Executor for Fickle {
+            fn workers(&self) -> usize {
+                if self.0.fetch_add(1, Ordering::Relaxed) == 0 {
+                    1
+                } else {
+                    8
+                }
+            }
+            fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+                for w in 0..8 {
+                    f(w)
+                }
+            }
+        }
+        struct NoWorkers;
+        // SAFETY: zero workers, no calls.
+        unsafe impl Executor for NoWorkers {
+            fn workers(&self) -> usize {
+                0
+            }
+            fn run(&self, _: &(dyn Fn(usize) + Sync)) {}
+        }
+        let kernel = crate::arch::Kernel::generic();
+        let blocking = blocking::Blocking { mc: 8, kc: 8, nc: 8 };
+        let (m, n, k) = (9, 10, 11);
+        let mut a = [0.0f32; 99];
+        let mut b = [0.0f32; 110];
+        fill(&mut a, 5);
+        fill(&mut b, 6);
+        let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&b, k, n).unwrap());
+        let len = gemm_scratch_len(kernel, &blocking, m, n, k, 1).unwrap();
+        let mut scratch = [0.0f32; 512];
+        let mut got = [f32::NAN; 90];
+        let mut want = [0.0f32; 90];
+        let exec = Fickle(AtomicUsize::new(0));
+        let c = MatMut::row_major(&mut got, m, n).unwrap();
+        gemm_with(1.0, av, bv, 0.0, c, &Epilogue::NONE, kernel, &blocking, &exec, &mut scratch[..len]).unwrap();
+        let w = MatMut::row_major(&mut want, m, n).unwrap();
+        reference::gemm_reference(1.0, av, bv, 0.0, w, &Epilogue::NONE).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!(error(*g, f64::from(*w)) <= tolerance(k), "{g} vs {w}");
+        }
+        let c = MatMut::row_major(&mut got, m, n).unwrap();
+        let err = gemm_with(1.0, av, bv, 0.0, c, &Epilogue::NONE, kernel, &blocking, &NoWorkers, &mut scratch);
+        assert_eq!(err, Err(Error::Zero { param: Param::Workers }));
+    }
 }

@@ -16,8 +16,8 @@ use crate::budget::{MemoryBudget, OverBudget};
 struct Rayon(usize);
 
 // SAFETY: one call per index 0..self.0 (index 0 on this thread), and `rayon::scope` returns only
-// after every spawned call has finished. (The crate's one `unsafe`: the core's contract for
-// executors, which the safe drivers rely on.)
+// after every spawned call has finished. (One of the crate's two `unsafe`s, see lib.rs: the
+// core's contract for executors, which the safe drivers rely on.)
 #[allow(unsafe_code)]
 unsafe impl Executor for Rayon {
     fn workers(&self) -> usize {

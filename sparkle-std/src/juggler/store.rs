@@ -116,10 +116,24 @@ pub fn load<C: Clock>(j: &mut Juggler<C>, path: &Path, fp: &str) -> Result<Loade
     Ok(if same { Loaded::Same } else { Loaded::Foreign })
 }
 
+/// What a juggler has learned, copied out so it can be saved without holding the juggler.
+#[derive(Clone, Debug)]
+pub struct Snapshot(Entries);
+
+/// A copy of what `j` has learned, for [`save_snapshot`].
+pub fn snapshot<C: Clock>(j: &Juggler<C>) -> Snapshot {
+    Snapshot(entries_of(j))
+}
+
 /// Saves `j`'s model atomically, first merging a valid file of the same fingerprint that another
 /// process may have written (per bucket, the better-measured one wins).
 pub fn save<C: Clock>(j: &Juggler<C>, path: &Path, fp: &str) -> std::io::Result<()> {
-    let mut entries = entries_of(j);
+    save_snapshot(snapshot(j), path, fp)
+}
+
+/// [`save`] of a [`snapshot`].
+pub fn save_snapshot(snapshot: Snapshot, path: &Path, fp: &str) -> std::io::Result<()> {
+    let mut entries = snapshot.0;
     if let Ok(text) = std::fs::read_to_string(path) {
         if let Ok((file_fp, theirs)) = parse(&text) {
             if file_fp == fp {

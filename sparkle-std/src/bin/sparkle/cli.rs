@@ -43,6 +43,12 @@ fn explain(predictions: Vec<(DeviceId, f64)>) {
     }
 }
 
+/// `text` on one line whatever it holds: control characters (a newline in a file name, say)
+/// written as escapes.
+pub fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 /// One line on where an op ran and how long it took against the prediction.
 fn report(what: &str, run: &Run, flops: f64, output: &std::path::Path) {
     let mut notes = String::new();
@@ -53,7 +59,7 @@ fn report(what: &str, run: &Run, flops: f64, output: &std::path::Path) {
         notes.push_str(", explored");
     }
     if let Some(e) = &run.fallback {
-        notes.push_str(&format!(", {e}; re-ran on the CPU"));
+        notes.push_str(&format!(", {}; re-ran on the CPU", one_line(&e.to_string())));
     }
     let predicted = if run.predicted.is_finite() { format!("{:.3} ms", run.predicted * 1e3) } else { "-".into() };
     println!(

@@ -199,11 +199,7 @@ enum BenchCommand {
     },
 }
 
-/// `text` on one line whatever it holds: control characters (a newline in a file name, say)
-/// written as escapes.
-fn one_line(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
-}
+use cli::one_line;
 
 fn main() -> ExitCode {
     // A bug must still end in one line and exit code 2, never a backtrace.
