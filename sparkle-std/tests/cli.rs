@@ -210,13 +210,66 @@ fn two_processes_learn_into_one_model() {
     let (y1, y2) = (d.join("y1.npy"), d.join("y2.npy"));
     let (mut p1, mut p2) = (run(y1.to_str().unwrap()), run(y2.to_str().unwrap()));
     assert!(p1.wait().unwrap().success() && p2.wait().unwrap().success());
-    let show = Command::new(env!("CARGO_BIN_EXE_sparkle"))
-        .args(["model", "show"])
+    let show = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_sparkle"))
+            .args(["model", "show"])
+            .env("SPARKLE_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(show().contains("cpu gemm: "), "{}", show());
+    // A third process learning another size keeps what the first two saved (merge on save).
+    let (a2, _) = save(&d, "a2.npy", &[512, 512], 3);
+    let y3 = d.join("y3.npy");
+    let out = Command::new(env!("CARGO_BIN_EXE_sparkle"))
+        .args(["gemm", "--a", &a2, "--b", &a2, "--device", "cpu", "--output", y3.to_str().unwrap()])
         .env("SPARKLE_CACHE_DIR", &cache)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&show.stdout);
-    assert!(show.status.success() && text.contains("cpu gemm"), "{text}{}", String::from_utf8_lossy(&show.stderr));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(show().contains("in 2 size buckets"), "{}", show());
+}
+
+/// SIGTERM while the output is being written: the handler removes the temporary file and the
+/// process exits 130, leaving neither a partial output nor a stray temporary.
+#[test]
+fn a_killed_write_leaves_nothing_behind() {
+    let d = dir("sigterm");
+    let empty = |name: &str, r: usize, c: usize| {
+        let p = d.join(name);
+        raw_npy(&p, &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({r}, {c}), }}"), &[]);
+        p.to_str().unwrap().to_string()
+    };
+    // A 12000 x 12000 output of zeros (576 MB): instant to compute, seconds to write.
+    let (a, b) = (empty("a.npy", 12_000, 0), empty("b.npy", 0, 12_000));
+    let y = d.join("y.npy");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sparkle"))
+        .args(["gemm", "--a", &a, "--b", &b, "--device", "cpu", "--output", y.to_str().unwrap()])
+        .env("SPARKLE_CACHE_DIR", d.join("cache"))
+        .spawn()
+        .unwrap();
+    let temporaries = || -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with(".sparkle-"))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while temporaries().is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "the write finished before it could be interrupted");
+        assert!(std::time::Instant::now() < deadline, "no temporary file appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(temporaries().is_empty(), "temporary file left: {:?}", temporaries());
+    assert!(!y.exists(), "a partial output was left");
 }
 
 #[test]

@@ -16,22 +16,53 @@ use crate::Failure;
 /// Where an op runs: `auto` (the juggler picks among the CPU and every Vulkan GPU), `cpu`,
 /// `vulkan` (every Vulkan GPU; a CPU-type device such as lavapipe when it is the only one) or
 /// `vulkan:N`.
-fn parse_device(text: &str) -> Result<String, String> {
-    if text == "auto" || DeviceSel::parse(text).is_some() {
-        Ok(text.to_string())
-    } else {
-        Err(format!("`{text}` is not auto, cpu, vulkan or vulkan:N"))
+fn parse_device(text: &str) -> Result<DeviceChoice, String> {
+    match DeviceSel::parse(text) {
+        Some(sel) => Ok(DeviceChoice(Some(sel))),
+        None if text == "auto" => Ok(DeviceChoice(None)),
+        None => Err(format!("`{text}` is not auto, cpu, vulkan or vulkan:N")),
     }
 }
 
-/// The handle for `--device`, with the op's memory budget for the CPU path.
-fn sparkle_for(device: &str, budget: MemoryBudget) -> Result<Sparkle, Failure> {
-    let b = Sparkle::builder().memory_budget(budget);
-    let b = match DeviceSel::parse(device) {
-        Some(sel) => b.devices(&[sel]),
-        None => b,
-    };
-    Ok(b.build()?)
+/// A parsed `--device`: `None` for auto.
+#[derive(Clone, Debug)]
+struct DeviceChoice(Option<DeviceSel>);
+
+/// Where and within what an op runs: the options `conv2d` and `gemm` share.
+#[derive(Args, Debug)]
+pub struct Placement {
+    /// Where to run: auto (the juggler decides), cpu, vulkan, vulkan:N.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// Print every device's predicted time before running.
+    #[arg(long)]
+    explain: bool,
+    /// Most bytes this op may allocate (inputs, output, scratch): a number with an optional K, M,
+    /// G or T suffix (powers of 1024). Default: SPARKLE_MEMORY_BUDGET, or half the physical memory.
+    #[arg(long, value_name = "SIZE")]
+    memory_budget: Option<String>,
+}
+
+impl Placement {
+    /// The op's budget: `--memory-budget`, else `SPARKLE_MEMORY_BUDGET`, else half the memory.
+    fn budget(&self) -> Result<MemoryBudget, Failure> {
+        match &self.memory_budget {
+            Some(text) => parse_size(text)
+                .map(MemoryBudget::bytes)
+                .ok_or_else(|| format!("--memory-budget {text:?} is not a size such as 512M or 8G").into()),
+            None => Ok(MemoryBudget::from_env()?),
+        }
+    }
+
+    /// The handle for `--device`, with what is left of the op's budget for the CPU path.
+    fn sparkle(&self, budget: MemoryBudget) -> Result<Sparkle, Failure> {
+        let b = Sparkle::builder().memory_budget(budget);
+        let b = match &self.device.0 {
+            Some(sel) => b.devices(std::slice::from_ref(sel)),
+            None => b,
+        };
+        Ok(b.build()?)
+    }
 }
 
 /// `--explain`: every device's prediction for the op, best first.
@@ -143,19 +174,11 @@ pub struct Conv2dArgs {
     /// Layout of input and output.
     #[arg(long, value_enum, default_value_t = Layout::Nchw)]
     layout: Layout,
-    /// Where to run: auto (the juggler decides), cpu, vulkan, vulkan:N.
-    #[arg(long, default_value = "auto", value_parser = parse_device)]
-    device: String,
-    /// Print every device's predicted time before running.
-    #[arg(long)]
-    explain: bool,
+    #[command(flatten)]
+    placement: Placement,
     /// Output .npy, written atomically, in the input's layout.
     #[arg(long)]
     output: PathBuf,
-    /// Most bytes this op may allocate (inputs, output, scratch): a number with an optional K, M,
-    /// G or T suffix (powers of 1024). Default: SPARKLE_MEMORY_BUDGET, or half the physical memory.
-    #[arg(long, value_name = "SIZE")]
-    memory_budget: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -175,19 +198,11 @@ pub struct GemmArgs {
     /// Scale of C.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     beta: f32,
-    /// Where to run: auto (the juggler decides), cpu, vulkan, vulkan:N.
-    #[arg(long, default_value = "auto", value_parser = parse_device)]
-    device: String,
-    /// Print every device's predicted time before running.
-    #[arg(long)]
-    explain: bool,
+    #[command(flatten)]
+    placement: Placement,
     /// Output .npy, [m, n], written atomically.
     #[arg(long)]
     output: PathBuf,
-    /// Most bytes this op may allocate (inputs, output, scratch): a number with an optional K, M,
-    /// G or T suffix (powers of 1024). Default: SPARKLE_MEMORY_BUDGET, or half the physical memory.
-    #[arg(long, value_name = "SIZE")]
-    memory_budget: Option<String>,
 }
 
 /// On SIGINT or SIGTERM, removes the temporary output being written (if any) and exits 130: a
@@ -227,16 +242,6 @@ fn pair(what: &str, text: &str) -> Result<[usize; 2], Failure> {
     Ok(if v.len() == 1 { [v[0], v[0]] } else { [v[0], v[1]] })
 }
 
-/// The budget for one op: `--memory-budget`, else `SPARKLE_MEMORY_BUDGET`, else half the memory.
-fn budget(flag: Option<&str>) -> Result<MemoryBudget, Failure> {
-    match flag {
-        Some(text) => parse_size(text)
-            .map(MemoryBudget::bytes)
-            .ok_or_else(|| format!("--memory-budget {text:?} is not a size such as 512M or 8G").into()),
-        None => Ok(MemoryBudget::from_env()?),
-    }
-}
-
 /// Reads an input within what is left of the budget, and counts it as used.
 fn read_input(path: &std::path::Path, budget: MemoryBudget, used: &mut u64) -> Result<npy::Array, Failure> {
     let a = npy::read_within(path, budget.after(*used))?;
@@ -257,7 +262,7 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
         [t, l, b, r] => Padding::new(t, l, b, r),
         _ => unreachable!("numbers() checked the count"),
     };
-    let budget = budget(args.memory_budget.as_deref())?;
+    let budget = args.placement.budget()?;
     let mut used = 0;
     let x = read_input(&args.input, budget, &mut used)?;
     let w = read_input(&args.weight, budget, &mut used)?;
@@ -299,8 +304,8 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
     }
     let mut y = budget.after(used).zeros(&format!("the output ({} float32)", g.output_len()), g.output_len())?;
     used += 4 * y.len() as u64;
-    let sparkle = sparkle_for(&args.device, budget.after(used))?;
-    if args.explain {
+    let sparkle = args.placement.sparkle(budget.after(used))?;
+    if args.placement.explain {
         explain(sparkle.predict_conv2d(&g));
     }
     let run = sparkle.conv2d(&g, &x.data, &w.data, &epi, &mut y)?;
@@ -319,7 +324,7 @@ pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
             return Err(format!("--{flag} {v} is not a finite number").into());
         }
     }
-    let budget = budget(args.memory_budget.as_deref())?;
+    let budget = args.placement.budget()?;
     let mut used = 0;
     let a = read_input(&args.a, budget, &mut used)?;
     let b = read_input(&args.b, budget, &mut used)?;
@@ -344,8 +349,8 @@ pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
             out
         }
     };
-    let sparkle = sparkle_for(&args.device, budget.after(used))?;
-    if args.explain {
+    let sparkle = args.placement.sparkle(budget.after(used))?;
+    if args.placement.explain {
         explain(sparkle.predict_gemm(m, n, k));
     }
     let run = sparkle.gemm(
