@@ -159,6 +159,18 @@ pub struct Run {
     pub fallback: Option<DeviceError>,
 }
 
+/// One device's prediction for an op: the juggler places it where `wait + run` is smallest
+/// (exploration aside).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prediction {
+    /// The device.
+    pub device: DeviceId,
+    /// Predicted seconds of the op there, host copies included.
+    pub run: f64,
+    /// Seconds until the device is free: ops in flight there, or an unopened device's set-up.
+    pub wait: f64,
+}
+
 /// Injected device failures, for tests of the fallback (see [`Builder::inject_faults`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Faults {
@@ -536,20 +548,28 @@ impl Sparkle {
         store::save_snapshot(snapshot, path, &self.fingerprint)
     }
 
-    /// Every device's predicted seconds for a GEMM of this shape (host copies included).
-    pub fn predict_gemm(&self, m: usize, n: usize, k: usize) -> Vec<(DeviceId, f64)> {
+    /// Every device's prediction for a GEMM of this shape, as the juggler weighs it.
+    pub fn predict_gemm(&self, m: usize, n: usize, k: usize) -> Vec<Prediction> {
         self.predict(&OpDesc::gemm(m, n, k))
     }
 
-    /// Every device's predicted seconds for this conv2d (host copies included).
-    pub fn predict_conv2d(&self, g: &Conv2d) -> Vec<(DeviceId, f64)> {
+    /// Every device's prediction for this conv2d, as the juggler weighs it.
+    pub fn predict_conv2d(&self, g: &Conv2d) -> Vec<Prediction> {
         self.predict(&OpDesc::conv2d(g))
     }
 
-    fn predict(&self, op: &OpDesc) -> Vec<(DeviceId, f64)> {
+    fn predict(&self, op: &OpDesc) -> Vec<Prediction> {
         let st = self.state();
         let j = &st.juggler;
-        j.device_ids().into_iter().filter_map(|d| j.predict_on(d, op, false).map(|p| (d, p))).collect()
+        let now = j.clock().now();
+        j.device_ids()
+            .into_iter()
+            .filter_map(|device| {
+                let run = j.predict_on(device, op, false)?;
+                let wait = (j.busy_until(device)? - now).max(0.0);
+                Some(Prediction { device, run, wait })
+            })
+            .collect()
     }
 
     /// `C <- act(alpha * A * B + beta * C + bias)`, exactly the arguments of [`Cpu::gemm`],

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
 use sparkle_std::budget::{parse_size, MemoryBudget};
-use sparkle_std::juggler::DeviceId;
 use sparkle_std::npy;
-use sparkle_std::sparkle::DeviceSel;
+use sparkle_std::sparkle::{DeviceSel, Prediction};
 use sparkle_std::{Run, Sparkle};
 
 use crate::Failure;
@@ -66,11 +65,16 @@ impl Placement {
 }
 
 /// `--explain`: every device's prediction for the op, best first.
-fn explain(predictions: Vec<(DeviceId, f64)>) {
+fn explain(predictions: Vec<Prediction>) {
     let mut p = predictions;
-    p.sort_by(|a, b| a.1.total_cmp(&b.1));
-    for (d, s) in p {
-        println!("  predicted on {d}: {:.3} ms", s * 1e3);
+    p.sort_by(|a, b| (a.wait + a.run).total_cmp(&(b.wait + b.run)));
+    for Prediction { device, run, wait } in p {
+        let wait = if wait > 0.0 {
+            format!(" after {:.3} ms until it is free (queue or set-up)", wait * 1e3)
+        } else {
+            String::new()
+        };
+        println!("  predicted on {device}: {:.3} ms{wait}", run * 1e3);
     }
 }
 

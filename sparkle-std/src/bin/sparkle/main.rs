@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sparkle_std::demo;
-use sparkle_std::juggler::{store, Juggler, OpDesc, SystemClock};
+use sparkle_std::juggler::{store, DeviceId, Juggler, OpDesc, SystemClock};
 
 #[derive(Parser)]
 #[command(name = "sparkle", version, about = "Sparkle compute kernels: GEMM and conv2d on CPUs and any Vulkan GPU")]
@@ -645,6 +645,13 @@ fn run_calibrate(max: usize, small: bool) -> Result<ExitCode, Failure> {
             bar.set_message(format!("{dev} gemm {n}^3"));
             let a = vec![0.5f32; n * n];
             let mut c = vec![0.0f32; n * n];
+            // A cold CPU run (scratch pages, caches) is not learned: warm up on the CPU path
+            // directly; a GPU's first op is set-up, which the handle does not learn either.
+            if dev == DeviceId::Cpu {
+                let av = sparkle_core::MatRef::row_major(&a, n, n)?;
+                let cv = sparkle_core::MatMut::row_major(&mut c, n, n)?;
+                sparkle.cpu().gemm(1.0, av, av, 0.0, cv, &sparkle_core::Epilogue::NONE)?;
+            }
             for _ in 0..3 {
                 let av = sparkle_core::MatRef::row_major(&a, n, n)?;
                 let cv = sparkle_core::MatMut::row_major(&mut c, n, n)?;
@@ -662,6 +669,9 @@ fn run_calibrate(max: usize, small: bool) -> Result<ExitCode, Failure> {
             let x = vec![0.25f32; g.input_len()];
             let w = vec![0.125f32; g.weight_len()];
             let mut y = vec![0.0f32; g.output_len()];
+            if dev == DeviceId::Cpu {
+                sparkle.cpu().conv2d(&g, &x, &w, &sparkle_core::Epilogue::NONE, &mut y)?;
+            }
             for _ in 0..3 {
                 sparkle.conv2d_on(dev, &g, &x, &w, &sparkle_core::Epilogue::NONE, &mut y)?;
             }
