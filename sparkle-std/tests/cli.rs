@@ -37,13 +37,7 @@ fn tol(device: &str, k: usize) -> f64 {
 }
 
 fn sparkle(args: &[&str]) -> Output {
-    // Caches (the juggler's model, Vulkan pipelines) go to a per-process folder, not the user's.
-    let cache = std::env::temp_dir().join(format!("sparkle-cli-cache-{}", std::process::id()));
-    Command::new(env!("CARGO_BIN_EXE_sparkle"))
-        .args(args)
-        .env("SPARKLE_CACHE_DIR", cache)
-        .output()
-        .expect("run sparkle")
+    sparkle_within(args, &[], 600)
 }
 
 /// A fresh scratch folder per test.
@@ -74,6 +68,13 @@ fn raw_npy(path: &Path, header: &str, payload: &[u8]) {
     bytes.extend_from_slice(dict.as_bytes());
     bytes.extend_from_slice(payload);
     std::fs::write(path, bytes).unwrap();
+}
+
+/// A .npy file of shape `(r, c)` with no data (legal when `r` or `c` is 0), for huge-output cases.
+fn empty_npy(dir: &Path, name: &str, r: usize, c: usize) -> String {
+    let p = dir.join(name);
+    raw_npy(&p, &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({r}, {c}), }}"), &[]);
+    p.to_str().unwrap().to_string()
 }
 
 fn assert_fails(out: &Output, output_file: &Path, what: &str) {
@@ -237,11 +238,7 @@ fn two_processes_learn_into_one_model() {
 #[test]
 fn a_killed_write_leaves_nothing_behind() {
     let d = dir("sigterm");
-    let empty = |name: &str, r: usize, c: usize| {
-        let p = d.join(name);
-        raw_npy(&p, &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({r}, {c}), }}"), &[]);
-        p.to_str().unwrap().to_string()
-    };
+    let empty = |name: &str, r: usize, c: usize| empty_npy(&d, name, r, c);
     // A 12000 x 12000 output of zeros (576 MB): instant to compute, seconds to write.
     let (a, b) = (empty("a.npy", 12_000, 0), empty("b.npy", 0, 12_000));
     let y = d.join("y.npy");
@@ -343,6 +340,7 @@ fn bad_inputs_exit_2_with_one_line_and_no_output() {
 
 /// Runs sparkle with extra environment, killing it (and failing) if it runs past `secs`.
 fn sparkle_within(args: &[&str], env: &[(&str, &str)], secs: u64) -> Output {
+    // Caches (the juggler's model, Vulkan pipelines) go to a per-process folder, not the user's.
     let cache = std::env::temp_dir().join(format!("sparkle-cli-cache-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_sparkle"))
         .args(args)
@@ -422,11 +420,7 @@ fn hostile_inputs_get_one_line_errors_in_bounded_time_and_memory() {
 
     // GEMMs of empty operands whose outputs are huge: 10 GB (over 64 MiB), 4 TiB (over the
     // default), 2^62 elements (the byte count overflows: an error, not a panic).
-    let empty = |name: &str, r: usize, c: usize| {
-        let p = d.join(name);
-        raw_npy(&p, &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({r}, {c}), }}"), &[]);
-        p.to_str().unwrap().to_string()
-    };
+    let empty = |name: &str, r: usize, c: usize| empty_npy(&d, name, r, c);
     for (what, (m, n), env) in [
         ("50000x0 @ 0x50000", (50_000, 50_000), &small[..]),
         ("1x0 @ 0x2^40", (1, 1 << 40), &[][..]),
