@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 
-step() { printf '\n== %s\n' "$*"; }
+started=$SECONDS
+step() { printf '\n== [%d s] %s\n' "$((SECONDS - started))" "$*"; }
 step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy -D warnings"
@@ -29,6 +30,8 @@ examples_cache=$(mktemp -d)
 for e in no_std_core resident_chain desktop_app; do
   SPARKLE_CACHE_DIR="$examples_cache" cargo run -q -p sparkle-std --example "$e"
 done
+# The chain again, on the Vulkan device(s) by name (lavapipe here): resident between layers.
+SPARKLE_CACHE_DIR="$examples_cache" cargo run -q -p sparkle-std --example resident_chain -- vulkan
 rm -rf "$examples_cache"
 step "aarch64: CPU kernel tests under qemu-aarch64 (NEON for real)"
 env -u SPARKLE_REQUIRE_AVX512 SPARKLE_REQUIRE_NEON=1 \

@@ -18,6 +18,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! For chains of layers, [`Sparkle::upload`] tensors once and run [`Sparkle::conv2d_tensor`] /
+//! [`Sparkle::gemm_tensor`] on them: each output stays on the device that made it, placement
+//! charges only the copies an op needs, and a device lost mid-chain is recomputed on the CPU
+//! ([`sparkle::Tensor`]).
+//!
 //! Underneath: [`cpu`] (the threaded CPU path and run-time ISA dispatch), [`juggler`] (cost
 //! models, placement, fallback, persistence), [`vk`] (Vulkan, re-exported), [`budget`] and
 //! [`files`] (memory budgets and atomic files), [`multi`] and [`stream`] (one op or a layer
@@ -31,7 +36,7 @@ pub use sparkle_core as core;
 #[cfg(feature = "vulkan")]
 pub use sparkle_vk as vk;
 
-pub use sparkle::{Run, Sparkle, SparkleError};
+pub use sparkle::{Run, Sparkle, SparkleError, Tensor, TensorBias};
 
 pub mod backend;
 pub mod budget;

@@ -32,8 +32,8 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use sparkle_core::conv::fused::choose_path;
@@ -42,6 +42,9 @@ use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
 use crate::budget::MemoryBudget;
 use crate::cpu::{Cpu, CpuError};
 use crate::juggler::{store, Clock, DeviceId, Juggler, OpDesc, OpKind, Prior, SystemClock};
+
+mod tensor;
+pub use tensor::{Tensor, TensorBias};
 
 /// What kind of device failure happened: a fallback treats them alike (re-run on the CPU), a
 /// caller may not (a lost device stays unusable; out-of-memory is about this op's size).
@@ -370,15 +373,22 @@ pub fn juggler_for(
     (j, store::fingerprint(&refs))
 }
 
-/// One Vulkan device of a [`Sparkle`]: opened on first use.
+/// One Vulkan device of a [`Sparkle`]: opened on first use, re-opened after it was lost.
 struct Gpu {
     desc: GpuDesc,
     #[cfg(feature = "vulkan")]
-    ctx: OnceLock<Result<sparkle_vk::Context, DeviceError>>,
-    #[cfg(not(feature = "vulkan"))]
-    ctx: OnceLock<()>,
+    slot: Mutex<Slot>,
     /// (op kind, path) pairs this device has run: the first of each is set-up, not run time.
     seen: Mutex<HashSet<(OpKind, &'static str)>>,
+}
+
+/// A Vulkan device's open context and its generation: a lost device's context is dropped and the
+/// generation moves on, so tensors it held are known to be gone; the next op opens a fresh one.
+#[cfg(feature = "vulkan")]
+#[derive(Default)]
+struct Slot {
+    ctx: Option<std::sync::Arc<sparkle_vk::Context>>,
+    generation: u64,
 }
 
 #[cfg(feature = "vulkan")]
@@ -420,7 +430,7 @@ fn gpus_for(sel: &[DeviceSel], use_cpu: bool) -> Result<(Vec<Gpu>, Vec<GpuDesc>)
     }
     chosen.sort_by_key(|d| d.index);
     chosen.dedup_by_key(|d| d.index);
-    let gpus = chosen.into_iter().map(|desc| Gpu { desc, ctx: OnceLock::new(), seen: Mutex::new(HashSet::new()) });
+    let gpus = chosen.into_iter().map(|desc| Gpu { desc, slot: Mutex::default(), seen: Mutex::default() });
     Ok((gpus.collect(), all))
 }
 
@@ -674,30 +684,14 @@ impl Sparkle {
                 return Err(SparkleError::Config(format!("vulkan:{i} is not a device of this handle")));
             }
         }
-        let (decision, _inflight) = {
-            let mut st = self.state();
-            let j = &mut st.juggler;
-            let d = match forced {
-                Some(device) => Some(crate::juggler::Decision {
-                    device,
-                    predicted: j.predict_on(device, desc, false).unwrap_or(f64::NAN),
-                    explored: false,
-                }),
-                None => j.decide(desc, false),
-            };
-            let mut guard = None;
-            if let Some(d) = d {
-                let now = j.clock().now();
-                let start = j.busy_until(d.device).unwrap_or(now).max(now);
-                j.set_busy_until(d.device, start + d.predicted);
-                match st.inflight.iter_mut().find(|(dev, _)| *dev == d.device) {
-                    Some((_, n)) => *n += 1,
-                    None => st.inflight.push((d.device, 1)),
-                }
-                guard = Some(InFlight { sparkle: self, device: d.device });
-            }
-            (d, guard)
-        };
+        let (decision, _inflight) = self.reserve(|j| match forced {
+            Some(device) => Some(crate::juggler::Decision {
+                device,
+                predicted: j.predict_on(device, desc, false).unwrap_or(f64::NAN),
+                explored: false,
+            }),
+            None => j.decide(desc, false),
+        });
         let started = Instant::now();
         let result = match decision {
             Some(d) if d.device != DeviceId::Cpu => {
@@ -734,6 +728,25 @@ impl Sparkle {
             None => self.run_cpu(desc, path, &mut op, f64::NAN, started, None),
         };
         result
+    }
+
+    /// Decides with `decide` and charges the decision to its device's queue, under one lock; the
+    /// guard counts the op out again when dropped.
+    fn reserve(
+        &self,
+        decide: impl FnOnce(&Juggler<SystemClock>) -> Option<crate::juggler::Decision>,
+    ) -> (Option<crate::juggler::Decision>, Option<InFlight<'_>>) {
+        let mut st = self.state();
+        let Some(d) = decide(&st.juggler) else { return (None, None) };
+        let j = &mut st.juggler;
+        let now = j.clock().now();
+        let start = j.busy_until(d.device).unwrap_or(now).max(now);
+        j.set_busy_until(d.device, start + d.predicted);
+        match st.inflight.iter_mut().find(|(dev, _)| *dev == d.device) {
+            Some((_, n)) => *n += 1,
+            None => st.inflight.push((d.device, 1)),
+        }
+        (Some(d), Some(InFlight { sparkle: self, device: d.device }))
     }
 
     fn learn(&self, device: DeviceId, desc: &OpDesc, seconds: f64, first_call: bool) {
@@ -787,31 +800,71 @@ impl Sparkle {
     /// Runs the op on a Vulkan device; returns its description for [`Run::kernel`].
     #[cfg(feature = "vulkan")]
     fn run_gpu(&self, device: DeviceId, op: &mut Op<'_, '_>) -> Result<String, DeviceError> {
-        let n = self.gpu_ops.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(f) = self.faults {
-            if f.every > 0 && n.is_multiple_of(f.every) {
-                return Err(DeviceError { device, kind: f.kind, message: format!("injected fault (op {n})") });
+        let gpu = self.gpu(device).ok_or_else(|| not_here(device))?;
+        self.on_gpu(gpu, |ctx, _| {
+            let r = match op {
+                Op::Gemm { alpha, a, b, beta, c, epi } => ctx.gemm(*alpha, *a, *b, *beta, c.rb_mut(), epi).map(|_| ()),
+                Op::Conv2d { g, input, weight, epi, output } => ctx.conv2d(g, input, weight, epi, output),
+            };
+            r.map_err(|e| DeviceError::from_vk(device, &e))
+        })?;
+        Ok(format!("vulkan {}", gpu.desc.name))
+    }
+
+    /// Runs `work` on `gpu`'s context (opened if needed) and its generation, after the injected
+    /// fault if one is due. A lost device is closed: its tensors are gone, and the next op
+    /// opens it afresh.
+    #[cfg(feature = "vulkan")]
+    fn on_gpu<T>(
+        &self,
+        gpu: &Gpu,
+        work: impl FnOnce(&sparkle_vk::Context, u64) -> Result<T, DeviceError>,
+    ) -> Result<T, DeviceError> {
+        let device = DeviceId::Vulkan(gpu.desc.index);
+        let (ctx, generation) = {
+            let mut slot = gpu.slot.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.ctx.is_none() {
+                let ctx = sparkle_vk::Context::new(gpu.desc.index).map_err(|e| DeviceError::from_vk(device, &e))?;
+                slot.ctx = Some(std::sync::Arc::new(ctx));
+            }
+            (slot.ctx.clone().expect("opened above"), slot.generation)
+        };
+        let n = self.gpu_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let r = match self.faults {
+            Some(f) if f.every > 0 && n.is_multiple_of(f.every) => {
+                Err(DeviceError { device, kind: f.kind, message: format!("injected fault (op {n})") })
+            }
+            _ => work(&ctx, generation),
+        };
+        if let Err(e) = &r {
+            if e.kind == DeviceErrorKind::Lost {
+                self.close(gpu, generation);
             }
         }
-        let gpu = self.gpu(device).ok_or(DeviceError {
-            device,
-            kind: DeviceErrorKind::Lost,
-            message: "not a device of this handle".into(),
-        })?;
-        let ctx = gpu
-            .ctx
-            .get_or_init(|| {
-                let DeviceId::Vulkan(i) = device else { unreachable!("gpu() returned a Vulkan device") };
-                sparkle_vk::Context::new(i).map_err(|e| DeviceError::from_vk(device, &e))
-            })
-            .as_ref()
-            .map_err(Clone::clone)?;
-        let r = match op {
-            Op::Gemm { alpha, a, b, beta, c, epi } => ctx.gemm(*alpha, *a, *b, *beta, c.rb_mut(), epi).map(|_| ()),
-            Op::Conv2d { g, input, weight, epi, output } => ctx.conv2d(g, input, weight, epi, output),
-        };
-        r.map_err(|e| DeviceError::from_vk(device, &e))?;
-        Ok(format!("vulkan {}", gpu.desc.name))
+        r
+    }
+
+    /// Drops `gpu`'s context of `generation` (if still current) after a loss.
+    #[cfg(feature = "vulkan")]
+    fn close(&self, gpu: &Gpu, generation: u64) {
+        let mut slot = gpu.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.generation == generation {
+            slot.ctx = None;
+            slot.generation += 1;
+            // Re-opening compiles the pipelines again: set-up, not run time.
+            gpu.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
+    /// `gpu`'s context if it is still the one of `generation`.
+    #[cfg(feature = "vulkan")]
+    fn context_of(&self, gpu: &Gpu, generation: u64) -> Option<std::sync::Arc<sparkle_vk::Context>> {
+        let slot = gpu.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.generation == generation {
+            slot.ctx.clone()
+        } else {
+            None
+        }
     }
 
     #[cfg(not(feature = "vulkan"))]
@@ -819,6 +872,11 @@ impl Sparkle {
         let _ = (&self.gpu_ops, self.faults);
         Err(DeviceError { device, kind: DeviceErrorKind::Lost, message: "no Vulkan support in this build".into() })
     }
+}
+
+/// The error for a device this handle does not have.
+fn not_here(device: DeviceId) -> DeviceError {
+    DeviceError { device, kind: DeviceErrorKind::Lost, message: "not a device of this handle".into() }
 }
 
 impl Drop for Sparkle {

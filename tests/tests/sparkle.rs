@@ -1,6 +1,8 @@
 //! `sparkle_std::Sparkle`, the handle users call: every op it places matches the f64 oracle on
 //! every device selection; injected device failures fall back to the CPU with complete, correct
-//! outputs; `auto` never places work on a CPU-type Vulkan device; it serves four threads at once.
+//! outputs; `auto` never places work on a CPU-type Vulkan device; it serves four threads at once;
+//! tensor chains stay on the device that ran them, match the oracle layer by layer, and survive the
+//! device being lost mid-chain; an unopened device waits its set-up, an idle one nothing.
 
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
 use sparkle_std::juggler::DeviceId;
 use sparkle_std::sparkle::{DeviceErrorKind, DeviceSel, Faults};
-use sparkle_std::{Sparkle, SparkleError};
+use sparkle_std::{Sparkle, SparkleError, Tensor, TensorBias};
 use sparkle_tests::{fill, skip};
 
 /// Vulkan device indices here, or a loud skip.
@@ -200,4 +202,190 @@ fn the_model_persists_and_reloads() {
     let s = Sparkle::builder().devices(&[DeviceSel::Cpu]).model_path(&path).build().unwrap();
     assert_eq!(s.model_status().unwrap().as_ref().unwrap(), &sparkle_std::juggler::store::Loaded::Same);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A small network as a chain of tensor ops: conv (bias, ReLU) -> conv (stride 2, GELU) -> fully
+/// connected (column bias, tanh) -> fully connected. Returns the tensors, layer outputs last, and
+/// each op's run.
+struct Chain {
+    g1: sparkle_core::Conv2d,
+    g2: sparkle_core::Conv2d,
+    x: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    f1: Tensor,
+    c1: Tensor,
+    f2: Tensor,
+    ys: Vec<Tensor>,
+    runs: Vec<sparkle_std::Run>,
+}
+
+const FC: [usize; 3] = [2, 10, 6 * 5 * 4]; // m (batch), n, k of the first fully connected layer
+const FC2: [usize; 3] = [2, 4, 10];
+
+fn data(len: usize, seed: u64) -> Vec<f32> {
+    let mut v = vec![0.0; len];
+    fill(&mut v, seed);
+    v
+}
+
+fn chain(s: &Sparkle) -> Chain {
+    let g1 = Conv2dParams::new(2, 3, 12, 10, 8, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
+    let g2 = Conv2dParams::new(2, 8, 12, 10, 6, 3, 3).stride(2, 2).validate().unwrap();
+    let up = |len, seed| s.upload(&data(len, seed)).unwrap();
+    let (x, w1, b1, w2) = (up(g1.input_len(), 1), up(g1.weight_len(), 2), up(8, 3), up(g2.weight_len(), 4));
+    let (f1, c1, f2) = (up(FC[2] * FC[1], 5), up(FC[1], 6), up(FC2[2] * FC2[1], 7));
+    let mut runs = Vec::new();
+    let mut keep = |(t, r): (Tensor, sparkle_std::Run)| {
+        runs.push(r);
+        t
+    };
+    let y1 = keep(s.conv2d_tensor(&g1, &x, &w1, Some(&b1), Activation::Relu).unwrap());
+    let y2 = keep(s.conv2d_tensor(&g2, &y1, &w2, None, Activation::Gelu).unwrap());
+    let y3 = keep(s.gemm_tensor(&y2, &f1, FC, TensorBias::Col(&c1), Activation::Tanh).unwrap());
+    let y4 = keep(s.gemm_tensor(&y3, &f2, FC2, TensorBias::None, Activation::None).unwrap());
+    Chain { g1, g2, x, w1, b1, w2, f1, c1, f2, ys: vec![y1, y2, y3, y4], runs }
+}
+
+/// Each layer's output against the oracle applied to that layer's actual (downloaded) input.
+fn check_chain_layers(s: &Sparkle, c: &Chain) {
+    let get = |t: &Tensor| s.download(t).unwrap();
+    let (x, w1, b1, w2) = (get(&c.x), get(&c.w1), get(&c.b1), get(&c.w2));
+    let (f1, c1, f2) = (get(&c.f1), get(&c.c1), get(&c.f2));
+    let ys: Vec<Vec<f32>> = c.ys.iter().map(get).collect();
+    let mut want = vec![0.0; c.g1.output_len()];
+    let epi = Epilogue::activation(Activation::Relu).with_bias(&b1);
+    conv2d_reference_f64(&c.g1, &x, &w1, &epi, &mut want).unwrap();
+    let mut worst = vec![(max_error(&ys[0], &want), gpu_tolerance(27))];
+    let mut want = vec![0.0; c.g2.output_len()];
+    conv2d_reference_f64(&c.g2, &ys[0], &w2, &Epilogue::activation(Activation::Gelu), &mut want).unwrap();
+    worst.push((max_error(&ys[1], &want), gpu_tolerance(72)));
+    for (i, ([m, n, k], input, b, bias, act)) in [
+        (FC, &ys[1], &f1, sparkle_core::Bias::Col(&c1), Activation::Tanh),
+        (FC2, &ys[2], &f2, sparkle_core::Bias::None, Activation::None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut want = vec![0.0; m * n];
+        let (a, b) = (MatRef::row_major(input, m, k).unwrap(), MatRef::row_major(b, k, n).unwrap());
+        gemm_reference_f64(1.0, a, b, 0.0, None, &Epilogue { bias, activation: act }, &mut want).unwrap();
+        worst.push((max_error(&ys[2 + i], &want), gpu_tolerance(k)));
+    }
+    for (layer, ((err, at), tol)) in worst.into_iter().enumerate() {
+        assert!(err <= tol, "layer {}: error {err:e} at {at:?} (runs {:?})", layer + 1, c.runs);
+    }
+}
+
+#[test]
+fn a_tensor_chain_stays_where_it_runs_and_matches_the_oracle_layer_by_layer() {
+    let mut selections = vec![(DeviceSel::Cpu, DeviceId::Cpu)];
+    for d in vulkan_devices() {
+        selections.push((DeviceSel::VulkanIndex(d.index), DeviceId::Vulkan(d.index)));
+    }
+    for (sel, dev) in selections {
+        let s = handle(std::slice::from_ref(&sel));
+        let c = chain(&s);
+        for r in &c.runs {
+            assert_eq!((r.device, r.fallback.is_none()), (dev, true), "{sel:?}: {r:?}");
+        }
+        // Nothing crossed back between layers; the weights went to the device once and stay.
+        for y in &c.ys {
+            assert_eq!(s.locations(y), vec![dev], "{sel:?}");
+        }
+        if dev != DeviceId::Cpu {
+            assert_eq!(s.locations(&c.w1), vec![DeviceId::Cpu, dev], "{sel:?}");
+            assert!(c.runs[0].first_use, "the device's first conv includes its set-up: {:?}", c.runs[0]);
+        }
+        check_chain_layers(&s, &c);
+        // A download leaves a host copy beside the device one.
+        if dev != DeviceId::Cpu {
+            assert_eq!(s.locations(&c.ys[3]), vec![DeviceId::Cpu, dev]);
+        }
+    }
+}
+
+#[test]
+fn a_device_lost_mid_chain_is_recomputed_on_the_cpu() {
+    let Some(d) = vulkan_devices().first().cloned() else { return };
+    let dev = DeviceId::Vulkan(d.index);
+    let s = Sparkle::builder()
+        .devices(&[DeviceSel::VulkanIndex(d.index)])
+        .in_memory_model()
+        .inject_faults(Faults { every: 3, kind: DeviceErrorKind::Lost })
+        .build()
+        .unwrap();
+    let c = chain(&s);
+    // Layers 1 and 2 ran on the device; the third op lost it, taking y1 and y2 along: the CPU
+    // recomputed them from their recipes to run layer 3, and layer 4 ran on the CPU while the
+    // device backs off.
+    let devices: Vec<DeviceId> = c.runs.iter().map(|r| r.device).collect();
+    assert_eq!(devices, vec![dev, dev, DeviceId::Cpu, DeviceId::Cpu], "{:?}", c.runs);
+    let lost = c.runs[2].fallback.as_ref().expect("layer 3 fell back");
+    assert_eq!((lost.kind, lost.device), (DeviceErrorKind::Lost, dev));
+    for y in &c.ys {
+        assert_eq!(s.locations(y), vec![DeviceId::Cpu], "nothing lives on the lost device any more");
+    }
+    check_chain_layers(&s, &c);
+    // Bit for bit the CPU path's own chain: the lost layers were recomputed there.
+    let cpu = handle(&[DeviceSel::Cpu]);
+    let on_cpu = chain(&cpu);
+    assert_eq!(s.download(&c.ys[3]).unwrap(), cpu.download(&on_cpu.ys[3]).unwrap());
+}
+
+#[test]
+fn tensor_ops_reject_mismatched_shapes() {
+    let s = handle(&[DeviceSel::Cpu]);
+    let (a, b) = (s.upload(&[1.0; 6]).unwrap(), s.upload(&[1.0; 6]).unwrap());
+    for (mnk, bias) in
+        [([2, 2, 2], TensorBias::None), ([2, 2, 3], TensorBias::Col(&a)), ([usize::MAX, 2, 3], TensorBias::None)]
+    {
+        let err = s.gemm_tensor(&a, &b, mnk, bias, Activation::None).unwrap_err();
+        assert!(matches!(err, SparkleError::Invalid(_)), "{mnk:?}: {err}");
+    }
+    let g = Conv2dParams::new(1, 1, 2, 2, 1, 1, 1).validate().unwrap();
+    assert!(matches!(s.conv2d_tensor(&g, &a, &b, None, Activation::Relu), Err(SparkleError::Invalid(_))));
+    // And the right shape works: 2x3 times 3x2.
+    let (y, _) = s.gemm_tensor(&a, &b, [2, 2, 3], TensorBias::None, Activation::None).unwrap();
+    assert_eq!(s.download(&y).unwrap(), vec![3.0; 4]);
+}
+
+#[test]
+fn an_unopened_device_waits_its_set_up_and_an_idle_one_nothing() {
+    let Some(d) = vulkan_devices().first().cloned() else { return };
+    let dev = DeviceId::Vulkan(d.index);
+    let s = handle(&[DeviceSel::Cpu, DeviceSel::VulkanIndex(d.index)]);
+    let wait = |s: &Sparkle| -> Vec<(DeviceId, f64)> {
+        s.predict_gemm(64, 64, 64).iter().map(|p| (p.device, p.wait)).collect()
+    };
+    let setup = if d.device_type == "CPU" {
+        sparkle_std::sparkle::CPU_TYPE_SETUP_SECONDS
+    } else {
+        sparkle_std::sparkle::GPU_SETUP_SECONDS
+    };
+    let before = wait(&s);
+    assert_eq!(before[0], (DeviceId::Cpu, 0.0));
+    assert_eq!(before[1].0, dev);
+    assert!(before[1].1 > 0.0 && before[1].1 <= setup, "{before:?}");
+    // Pinned there, the op opens the device; once it is done nothing is queued anywhere.
+    let (a, b) = (vec![1.0f32; 64 * 64], vec![1.0f32; 64 * 64]);
+    let mut c = vec![0.0f32; 64 * 64];
+    let av = MatRef::row_major(&a, 64, 64).unwrap();
+    let run = s
+        .gemm_on(
+            dev,
+            1.0,
+            av,
+            MatRef::row_major(&b, 64, 64).unwrap(),
+            0.0,
+            MatMut::row_major(&mut c, 64, 64).unwrap(),
+            &Epilogue::NONE,
+        )
+        .unwrap();
+    assert_eq!((run.device, run.first_use), (dev, true), "{run:?}");
+    assert!(c.iter().all(|&v| v == 64.0));
+    for (device, w) in wait(&s) {
+        assert_eq!(w, 0.0, "{device} still charged after the op finished");
+    }
 }

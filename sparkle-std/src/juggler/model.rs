@@ -130,9 +130,9 @@ impl CostModel {
         op.flops / (self.prior.peak * self.log_eff(op.flops).exp())
     }
 
-    /// Predicted seconds for `op`, moving `transfer` of its bytes (0 when resident).
+    /// Predicted seconds for `op`, `transfer` seconds of copies included (0 when resident).
     pub fn predict(&self, op: &OpDesc, transfer: f64) -> f64 {
-        self.prior.overhead + self.compute_time(op) + transfer / self.prior.bandwidth
+        self.prior.overhead + self.compute_time(op) + transfer
     }
 
     /// Samples behind the prediction at this size (0: a guess).
@@ -140,12 +140,12 @@ impl CostModel {
         self.buckets[bucket_of(op.flops)].weight
     }
 
-    /// Learns from one measured runtime of `op` (which moved `transfer` bytes).
+    /// Learns from one measured runtime of `op` (which spent `transfer` seconds on copies).
     pub fn update(&mut self, op: &OpDesc, transfer: f64, seconds: f64) {
         if !(seconds.is_finite() && seconds > 0.0 && op.flops > 0.0) {
             return;
         }
-        let fixed = self.prior.overhead + transfer / self.prior.bandwidth;
+        let fixed = self.prior.overhead + transfer;
         // What is left for compute; never less than a tenth of the measurement.
         let compute = (seconds - fixed).max(0.1 * seconds);
         let observed = (op.flops / (self.prior.peak * compute)).min(1.0).ln();

@@ -106,7 +106,7 @@ impl<C: Clock> Juggler<C> {
     /// Predicted seconds of `op` on `device` (transfers included unless `resident`), queueing
     /// excluded; `None` for an unknown device.
     pub fn predict_on(&self, device: DeviceId, op: &OpDesc, resident: bool) -> Option<f64> {
-        self.devices.iter().find(|d| d.id == device).map(|d| self.predict(d, op, resident))
+        self.devices.iter().find(|d| d.id == device).map(|d| self.predict(d, op, Self::host_transfer(d, op, resident)))
     }
 
     /// When `device`'s queue is expected to be free (clock seconds).
@@ -128,9 +128,17 @@ impl<C: Clock> Juggler<C> {
         self.devices.iter().find(|d| d.id == device).map(|d| self.model(d, kind))
     }
 
-    /// Predicted seconds of `op` on `d`, transfers included when its data lives on the host.
-    fn predict(&self, d: &Device, op: &OpDesc, resident: bool) -> f64 {
-        let transfer = if d.remote && !resident { op.bytes } else { 0.0 };
+    /// Seconds to move `op`'s data to `d` when it lives on the host (none when `resident`).
+    fn host_transfer(d: &Device, op: &OpDesc, resident: bool) -> f64 {
+        if d.remote && !resident {
+            op.bytes / d.prior.bandwidth
+        } else {
+            0.0
+        }
+    }
+
+    /// Predicted seconds of `op` on `d`, `transfer` seconds of copies included.
+    fn predict(&self, d: &Device, op: &OpDesc, transfer: f64) -> f64 {
         let m = d.models.get(&op.kind);
         match m {
             Some(m) => m.predict(op, transfer),
@@ -138,19 +146,34 @@ impl<C: Clock> Juggler<C> {
         }
     }
 
-    /// Where `op` should run. `resident`: its tensors already live on the remote devices.
-    pub fn decide(&self, op: &OpDesc, resident: bool) -> Option<Decision> {
-        self.decide_among(op, resident, &[])
+    /// Seconds to copy `bytes` between the host and `device` at its bandwidth (0 for the CPU and
+    /// for an unknown device).
+    pub fn copy_seconds(&self, device: DeviceId, bytes: f64) -> f64 {
+        match self.devices.iter().find(|d| d.id == device) {
+            Some(d) if d.remote => bytes / d.prior.bandwidth,
+            _ => 0.0,
+        }
     }
 
-    fn decide_among(&self, op: &OpDesc, resident: bool, exclude: &[DeviceId]) -> Option<Decision> {
+    /// Where `op` should run. `resident`: its tensors already live on the remote devices.
+    pub fn decide(&self, op: &OpDesc, resident: bool) -> Option<Decision> {
+        self.decide_among(op, &|d| Self::host_transfer(d, op, resident), &[])
+    }
+
+    /// Where `op` should run when its data is spread over devices: `transfer(device)` is the
+    /// seconds of copies the op needs there (see [`Juggler::copy_seconds`]).
+    pub fn decide_with(&self, op: &OpDesc, transfer: &dyn Fn(DeviceId) -> f64) -> Option<Decision> {
+        self.decide_among(op, &|d| transfer(d.id), &[])
+    }
+
+    fn decide_among(&self, op: &OpDesc, transfer: &dyn Fn(&Device) -> f64, exclude: &[DeviceId]) -> Option<Decision> {
         let now = self.clock.now();
         let mut best: Option<(usize, f64, f64)> = None; // (index, completion, run time)
         for (i, d) in self.devices.iter().enumerate() {
             if d.failed_until > now || exclude.contains(&d.id) {
                 continue;
             }
-            let run = self.predict(d, op, resident);
+            let run = self.predict(d, op, transfer(d));
             let done = (d.busy_until - now).max(0.0) + run;
             if best.is_none_or(|(_, b, _)| done < b) {
                 best = Some((i, done, run));
@@ -166,7 +189,7 @@ impl<C: Clock> Juggler<C> {
                 continue;
             }
             let unmeasured = d.models.get(&op.kind).is_none_or(|m| m.confidence(op) < 1.0);
-            let run = self.predict(d, op, resident);
+            let run = self.predict(d, op, transfer(d));
             let done = (d.busy_until - now).max(0.0) + run;
             if unmeasured && done <= EXPLORE_FACTOR * best_done {
                 return Some(Decision { device: d.id, predicted: run, explored: true });
@@ -178,13 +201,21 @@ impl<C: Clock> Juggler<C> {
     /// Learns from a measured run. `first_call`: the run included one-time costs (pipeline
     /// compilation, JIT) and is not run time, so it is not learned from.
     pub fn record(&mut self, device: DeviceId, op: &OpDesc, resident: bool, seconds: f64, first_call: bool) {
+        let transfer = match self.devices.iter().find(|d| d.id == device) {
+            Some(d) => Self::host_transfer(d, op, resident),
+            None => return,
+        };
+        self.record_with(device, op, transfer, seconds, first_call);
+    }
+
+    /// [`Juggler::record`] for a run that spent `transfer` seconds (as predicted) on copies.
+    pub fn record_with(&mut self, device: DeviceId, op: &OpDesc, transfer: f64, seconds: f64, first_call: bool) {
         let Some(d) = self.devices.iter_mut().find(|d| d.id == device) else { return };
         d.failed_until = 0.0;
         d.backoff = FIRST_BACKOFF;
         if first_call {
             return;
         }
-        let transfer = if d.remote && !resident { op.bytes } else { 0.0 };
         let prior = d.prior;
         d.models.entry(op.kind).or_insert_with(|| CostModel::new(prior)).update(op, transfer, seconds);
     }
@@ -219,7 +250,7 @@ impl<C: Clock> Juggler<C> {
     ) -> Result<(T, Decision), Option<E>> {
         let mut tried = Vec::new();
         let mut last = None;
-        while let Some(decision) = self.decide_among(op, resident, &tried) {
+        while let Some(decision) = self.decide_among(op, &|d| Self::host_transfer(d, op, resident), &tried) {
             let first = first_call(decision.device);
             let start = self.clock.now();
             match run(decision.device) {
@@ -267,6 +298,32 @@ mod tests {
     }
 
     #[test]
+    fn only_the_copies_an_op_needs_are_charged() {
+        let mut j = juggler();
+        j.add_device(DeviceId::Vulkan(1), GPU, true);
+        // A mid-sized op whose 64 MB of inputs live on GPU 1: GPU 0 pays the copy, GPU 1 does not.
+        let op = OpDesc::gemm(2048, 2048, 2048);
+        let bytes = 64e6;
+        let on_1 =
+            |d: DeviceId| if d == DeviceId::Vulkan(1) { 0.0 } else { 2.0 * j.copy_seconds(DeviceId::Vulkan(0), bytes) };
+        let d = j.decide_with(&op, &on_1).unwrap();
+        assert_eq!(d.device, DeviceId::Vulkan(1));
+        assert_eq!(d.predicted, j.predict_on(DeviceId::Vulkan(1), &op, true).unwrap());
+        let on_0 =
+            |d: DeviceId| if d == DeviceId::Vulkan(0) { 0.0 } else { 2.0 * j.copy_seconds(DeviceId::Vulkan(1), bytes) };
+        assert_eq!(j.decide_with(&op, &on_0).unwrap().device, DeviceId::Vulkan(0));
+        assert_eq!(j.copy_seconds(DeviceId::Cpu, bytes), 0.0);
+        assert_eq!(j.copy_seconds(DeviceId::Vulkan(0), bytes), bytes / GPU.bandwidth);
+        // Learning subtracts the charged copies: a run that took exactly the prediction with the
+        // copies leaves the prediction where it was.
+        let before = j.predict_on(DeviceId::Vulkan(0), &op, true).unwrap();
+        let copies = j.copy_seconds(DeviceId::Vulkan(0), bytes);
+        j.record_with(DeviceId::Vulkan(0), &op, copies, before + copies, false);
+        let after = j.predict_on(DeviceId::Vulkan(0), &op, true).unwrap();
+        assert!((after / before - 1.0).abs() < 1e-9, "{before} -> {after}");
+    }
+
+    #[test]
     fn a_busy_device_loses_work_it_would_otherwise_win() {
         let mut j = juggler();
         let big = OpDesc::gemm(2048, 2048, 2048);
@@ -310,8 +367,8 @@ mod tests {
         (1..=64)
             .map(|i| OpDesc::gemm(i * 8, i * 8, i * 8))
             .filter_map(|op| {
-                let cpu = j.predict(&j.devices[0], &op, false);
-                let gpu = j.predict(&j.devices[1], &op, false);
+                let cpu = j.predict_on(DeviceId::Cpu, &op, false).unwrap();
+                let gpu = j.predict_on(DeviceId::Vulkan(0), &op, false).unwrap();
                 (cpu < gpu).then_some((op, gpu / cpu))
             })
             .collect()
@@ -343,7 +400,7 @@ mod tests {
         let d = j.decide(&op, false).unwrap();
         assert_eq!((d.device, d.explored), (DeviceId::Vulkan(0), true), "GPU at {ratio:.2}x must be explored");
         // Once measured at this size (and slower, as predicted), the CPU gets the op again.
-        let gpu_time = j.predict(&j.devices[1], &op, false);
+        let gpu_time = j.predict_on(DeviceId::Vulkan(0), &op, false).unwrap();
         for _ in 0..4 {
             j.record(DeviceId::Vulkan(0), &op, false, gpu_time, false);
         }
