@@ -24,8 +24,9 @@
 //!
 //! Devices: the CPU and every Vulkan GPU by default. A Vulkan device of type CPU (lavapipe,
 //! llvmpipe, SwiftShader) runs on the host's own cores, so it is never chosen while the CPU path
-//! is there; it is used only when asked for by name (`vulkan:N`, or `vulkan` when it is the only
-//! Vulkan device). Vulkan devices are opened on their first op: work the model keeps on the CPU
+//! is there: selected by name (`vulkan:N`) beside the CPU, it runs only the ops pinned to it
+//! ([`Sparkle::gemm_on`], [`Sparkle::conv2d_tensor_on`], ...); selected without the CPU (or as
+//! `vulkan` when it is the only Vulkan device), the juggler places work on it. Vulkan devices are opened on their first op: work the model keeps on the CPU
 //! pays no Vulkan start-up. The learned model is loaded at start and saved on drop (and by
 //! [`Sparkle::save`]), merged with what other processes saved meanwhile.
 
@@ -160,6 +161,11 @@ pub struct Run {
     pub first_use: bool,
     /// The device failure that made the CPU re-run the op, if one happened.
     pub fallback: Option<DeviceError>,
+    /// Bytes copied from the host to a device for this op (inputs it did not hold yet).
+    pub uploaded: u64,
+    /// Bytes copied from a device to the host for this op (its output, for ops on host slices;
+    /// inputs held only on another device).
+    pub downloaded: u64,
 }
 
 /// One device's prediction for an op: the juggler places it where `wait + run` is smallest
@@ -305,6 +311,10 @@ impl Builder {
             loaded,
             faults: self.faults,
             gpu_ops: AtomicUsize::new(0),
+            id: {
+                static HANDLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                HANDLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
     }
 }
@@ -359,8 +369,10 @@ pub fn juggler_for(
     }
     let mut parts =
         vec![brand.to_string(), cpu.kernel.id().to_string(), cpu.threads.to_string(), env!("CARGO_PKG_VERSION").into()];
-    for g in gpus {
-        // A CPU-type device (Mesa's lavapipe) is slow; a real GPU is fast but far away.
+    // A CPU-type device (Mesa's lavapipe) runs on the host's own cores: beside the CPU path it
+    // only takes cores from it, so it is never a placement target then (ops pinned to it still run).
+    for g in gpus.iter().filter(|g| !(use_cpu && g.cpu_type)) {
+        // A CPU-type device is slow; a real GPU is fast but far away.
         let prior = if g.cpu_type {
             Prior { overhead: 300e-6, peak: 5e9, half: 1e8, bandwidth: 5e9 }
         } else {
@@ -456,6 +468,8 @@ pub struct Sparkle {
     loaded: Option<Result<store::Loaded, String>>,
     faults: Option<Faults>,
     gpu_ops: AtomicUsize,
+    /// This handle among all in the process (device copies of tensors belong to one handle).
+    id: u64,
 }
 
 impl fmt::Debug for Sparkle {
@@ -504,6 +518,30 @@ impl Drop for InFlight<'_> {
 enum Op<'a, 'b> {
     Gemm { alpha: f32, a: MatRef<'a>, b: MatRef<'a>, beta: f32, c: &'b mut MatMut<'a>, epi: &'b Epilogue<'a> },
     Conv2d { g: &'b Conv2d, input: &'a [f32], weight: &'a [f32], epi: &'b Epilogue<'a>, output: &'b mut [f32] },
+}
+
+impl Op<'_, '_> {
+    /// Bytes a Vulkan device copies in and out for the op: every input (C only when beta is not
+    /// 0), and the output.
+    fn copies(&self) -> (u64, u64) {
+        let len = |rows, cols, rs, cs| sparkle_core::view::required_len(rows, cols, rs, cs).unwrap_or(0) as u64;
+        let (up, down) = match self {
+            Op::Gemm { a, b, beta, c, epi, .. } => {
+                let c_len = len(c.rows(), c.cols(), c.rs(), c.cs());
+                let bias = match epi.bias {
+                    sparkle_core::Bias::None => 0,
+                    sparkle_core::Bias::Row(v) | sparkle_core::Bias::Col(v) => v.len() as u64,
+                };
+                let up = len(a.rows(), a.cols(), a.rs(), a.cs()) + len(b.rows(), b.cols(), b.rs(), b.cs()) + bias;
+                (up + if *beta != 0.0 { c_len } else { 0 }, c_len)
+            }
+            Op::Conv2d { g, epi, .. } => {
+                let bias = if matches!(epi.bias, sparkle_core::Bias::None) { 0 } else { g.params().k };
+                ((g.input_len() + g.weight_len() + bias) as u64, g.output_len() as u64)
+            }
+        };
+        (4 * up, 4 * down)
+    }
 }
 
 impl Sparkle {
@@ -702,6 +740,7 @@ impl Sparkle {
                         // the next one, which is then not learned as run time either.
                         let first = self.first_use(d.device, desc.kind, path);
                         self.learn(d.device, desc, seconds, first);
+                        let (uploaded, downloaded) = op.copies();
                         Ok(Run {
                             device: d.device,
                             kernel: format!("{kernel}, {path}"),
@@ -710,6 +749,8 @@ impl Sparkle {
                             explored: d.explored,
                             first_use: first,
                             fallback: None,
+                            uploaded,
+                            downloaded,
                         })
                     }
                     // Whatever the kind (lost, out of memory, or a device limit the host's
@@ -781,6 +822,8 @@ impl Sparkle {
             explored: false,
             first_use: false,
             fallback,
+            uploaded: 0,
+            downloaded: 0,
         })
     }
 

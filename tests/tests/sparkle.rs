@@ -355,6 +355,8 @@ fn tensor_ops_reject_mismatched_shapes() {
 fn an_unopened_device_waits_its_set_up_and_an_idle_one_nothing() {
     let Some(d) = vulkan_devices().first().cloned() else { return };
     let dev = DeviceId::Vulkan(d.index);
+    // With the CPU path: the CPU waits for nothing, a GPU for its set-up; a CPU-type device
+    // (lavapipe) is no placement target beside the CPU at all.
     let s = handle(&[DeviceSel::Cpu, DeviceSel::VulkanIndex(d.index)]);
     let wait = |s: &Sparkle| -> Vec<(DeviceId, f64)> {
         s.predict_gemm(64, 64, 64).iter().map(|p| (p.device, p.wait)).collect()
@@ -366,8 +368,18 @@ fn an_unopened_device_waits_its_set_up_and_an_idle_one_nothing() {
     };
     let before = wait(&s);
     assert_eq!(before[0], (DeviceId::Cpu, 0.0));
-    assert_eq!(before[1].0, dev);
-    assert!(before[1].1 > 0.0 && before[1].1 <= setup, "{before:?}");
+    if d.device_type == "CPU" {
+        assert_eq!(before.len(), 1, "{before:?}");
+        assert_eq!(s.devices(), vec![DeviceId::Cpu]);
+    } else {
+        assert_eq!(before[1].0, dev);
+        assert!(before[1].1 > 0.0 && before[1].1 <= setup, "{before:?}");
+    }
+    // Alone, it is placed on, after its set-up.
+    let s = handle(&[DeviceSel::VulkanIndex(d.index)]);
+    let before = wait(&s);
+    assert_eq!(before[0].0, dev);
+    assert!(before[0].1 > 0.0 && before[0].1 <= setup, "{before:?}");
     // Pinned there, the op opens the device; once it is done nothing is queued anywhere.
     let (a, b) = (vec![1.0f32; 64 * 64], vec![1.0f32; 64 * 64]);
     let mut c = vec![0.0f32; 64 * 64];
@@ -388,4 +400,35 @@ fn an_unopened_device_waits_its_set_up_and_an_idle_one_nothing() {
     for (device, w) in wait(&s) {
         assert_eq!(w, 0.0, "{device} still charged after the op finished");
     }
+}
+
+#[test]
+fn pinned_tensor_ops_run_where_pinned_and_tensors_cross_handles() {
+    let Some(d) = vulkan_devices().first().cloned() else { return };
+    let dev = DeviceId::Vulkan(d.index);
+    let g = Conv2dParams::new(1, 4, 9, 7, 5, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
+    let (x, w) = (data(g.input_len(), 11), data(g.weight_len(), 12));
+    let alone = handle(&[DeviceSel::VulkanIndex(d.index)]);
+    let (xt, wt) = (alone.upload(&x).unwrap(), alone.upload(&w).unwrap());
+    let (y, run) = alone.conv2d_tensor(&g, &xt, &wt, None, Activation::Relu).unwrap();
+    assert_eq!(run.device, dev);
+    assert_eq!(run.uploaded, 4 * (g.input_len() + g.weight_len()) as u64, "{run:?}");
+    // Another handle, with the CPU too: the device is pinned, and `y` (on the first handle's
+    // device only) is not this handle's to read there: it is recomputed, then uploaded.
+    let both = handle(&[DeviceSel::Cpu, DeviceSel::VulkanIndex(d.index)]);
+    assert!(both.locations(&y).is_empty());
+    let g2 = Conv2dParams::new(1, 5, 9, 7, 3, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
+    let w2 = data(g2.weight_len(), 13);
+    let (z, run) = both.conv2d_tensor_on(dev, &g2, &y, &both.upload(&w2).unwrap(), None, Activation::None).unwrap();
+    assert_eq!((run.device, run.fallback.is_none()), (dev, true), "{run:?}");
+    assert_eq!(both.locations(&y), vec![DeviceId::Cpu, dev]);
+    let y_host = both.download(&y).unwrap();
+    let mut want = vec![0.0; g.output_len()];
+    conv2d_reference_f64(&g, &x, &w, &Epilogue::activation(Activation::Relu), &mut want).unwrap();
+    let (err, at) = max_error(&y_host, &want);
+    assert!(err <= gpu_tolerance(36), "y: {err:e} at {at:?}");
+    let mut want = vec![0.0; g2.output_len()];
+    conv2d_reference_f64(&g2, &y_host, &w2, &Epilogue::NONE, &mut want).unwrap();
+    let (err, at) = max_error(&both.download(&z).unwrap(), &want);
+    assert!(err <= gpu_tolerance(45), "z: {err:e} at {at:?}");
 }

@@ -55,11 +55,12 @@ struct Node {
     recipe: Mutex<Option<TensorOp>>,
 }
 
-/// A copy on Vulkan device `index`, valid while that device is still the same `generation`
-/// (not lost since).
+/// A copy on Vulkan device `index` of the handle `owner`, valid while that device is still the
+/// same `generation` (not lost since). Another handle's copies are not this handle's to use.
 #[cfg(feature = "vulkan")]
 #[derive(Clone)]
 struct DeviceCopy {
+    owner: u64,
     index: usize,
     generation: u64,
     tensor: sparkle_vk::Tensor,
@@ -134,6 +135,50 @@ enum TensorOp {
 }
 
 impl TensorOp {
+    /// A validated conv2d on tensors.
+    fn conv2d(
+        g: &Conv2d,
+        input: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        activation: Activation,
+    ) -> Result<Self, SparkleError> {
+        g.check_buffers(input.len(), weight.len(), bias.map(Tensor::len), g.output_len())?;
+        activation.validate()?;
+        Ok(TensorOp::Conv2d { g: *g, input: input.clone(), weight: weight.clone(), bias: bias.cloned(), activation })
+    }
+
+    /// A validated row-major GEMM on tensors.
+    fn gemm(
+        a: &Tensor,
+        b: &Tensor,
+        [m, n, k]: [usize; 3],
+        bias: TensorBias<'_>,
+        activation: Activation,
+    ) -> Result<Self, SparkleError> {
+        let need = |rows: usize, cols: usize, param| rows.checked_mul(cols).ok_or(Error::Overflow { param });
+        let expect = [(Param::A, need(m, k, Param::A)?, a.len()), (Param::B, need(k, n, Param::B)?, b.len())];
+        need(m, n, Param::COut)?;
+        for (param, expected, found) in expect {
+            if expected != found {
+                return Err(Error::Mismatch { param, expected, found }.into());
+            }
+        }
+        let bias = match bias {
+            TensorBias::None => None,
+            TensorBias::Row(t) => Some((t.clone(), Side::Row, m)),
+            TensorBias::Col(t) => Some((t.clone(), Side::Col, n)),
+        };
+        if let Some((t, _, expected)) = &bias {
+            if t.len() != *expected {
+                return Err(Error::Mismatch { param: Param::Bias, expected: *expected, found: t.len() }.into());
+            }
+        }
+        activation.validate()?;
+        let bias = bias.map(|(t, side, _)| (t, side));
+        Ok(TensorOp::Gemm { mnk: [m, n, k], a: a.clone(), b: b.clone(), bias, activation })
+    }
+
     fn inputs(&self) -> Vec<&Tensor> {
         match self {
             TensorOp::Conv2d { input, weight, bias, .. } => {
@@ -209,7 +254,7 @@ impl Sparkle {
     /// The tensor's floats: downloaded from a device that holds it, or recomputed on the CPU if
     /// that device was lost. The host copy is kept.
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>, SparkleError> {
-        Ok(self.host_of(t)?.as_ref().clone())
+        Ok(self.host_of(t, &mut 0)?.as_ref().clone())
     }
 
     /// Where the tensor's data is now: [`DeviceId::Cpu`] for a host copy, and every Vulkan
@@ -220,7 +265,7 @@ impl Sparkle {
             at.push(DeviceId::Cpu);
         }
         #[cfg(feature = "vulkan")]
-        for c in lock(&t.0.copies).iter() {
+        for c in lock(&t.0.copies).iter().filter(|c| c.owner == self.id) {
             let live = self.gpu(DeviceId::Vulkan(c.index)).is_some_and(|g| self.context_of(g, c.generation).is_some());
             if live && !at.contains(&DeviceId::Vulkan(c.index)) {
                 at.push(DeviceId::Vulkan(c.index));
@@ -239,11 +284,21 @@ impl Sparkle {
         bias: Option<&Tensor>,
         activation: Activation,
     ) -> Result<(Tensor, Run), SparkleError> {
-        g.check_buffers(input.len(), weight.len(), bias.map(Tensor::len), g.output_len())?;
-        activation.validate()?;
-        let op =
-            TensorOp::Conv2d { g: *g, input: input.clone(), weight: weight.clone(), bias: bias.cloned(), activation };
-        self.place_tensor(op)
+        self.place_tensor(None, TensorOp::conv2d(g, input, weight, bias, activation)?)
+    }
+
+    /// [`Sparkle::conv2d_tensor`] on `device`, not where the juggler would place it (as
+    /// [`Sparkle::conv2d_on`]): still learned from, still falls back to the CPU.
+    pub fn conv2d_tensor_on(
+        &self,
+        device: DeviceId,
+        g: &Conv2d,
+        input: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        activation: Activation,
+    ) -> Result<(Tensor, Run), SparkleError> {
+        self.place_tensor(Some(device), TensorOp::conv2d(g, input, weight, bias, activation)?)
     }
 
     /// `C = act(A B + bias)` on tensors: A is `m x k`, B `k x n`, C `m x n`, all row-major;
@@ -252,31 +307,24 @@ impl Sparkle {
         &self,
         a: &Tensor,
         b: &Tensor,
-        [m, n, k]: [usize; 3],
+        mnk: [usize; 3],
         bias: TensorBias<'_>,
         activation: Activation,
     ) -> Result<(Tensor, Run), SparkleError> {
-        let need = |rows: usize, cols: usize, param| rows.checked_mul(cols).ok_or(Error::Overflow { param });
-        let expect = [(Param::A, need(m, k, Param::A)?, a.len()), (Param::B, need(k, n, Param::B)?, b.len())];
-        need(m, n, Param::COut)?;
-        for (param, expected, found) in expect {
-            if expected != found {
-                return Err(Error::Mismatch { param, expected, found }.into());
-            }
-        }
-        let bias = match bias {
-            TensorBias::None => None,
-            TensorBias::Row(t) => Some((t.clone(), Side::Row, m)),
-            TensorBias::Col(t) => Some((t.clone(), Side::Col, n)),
-        };
-        if let Some((t, _, expected)) = &bias {
-            if t.len() != *expected {
-                return Err(Error::Mismatch { param: Param::Bias, expected: *expected, found: t.len() }.into());
-            }
-        }
-        activation.validate()?;
-        let bias = bias.map(|(t, side, _)| (t, side));
-        self.place_tensor(TensorOp::Gemm { mnk: [m, n, k], a: a.clone(), b: b.clone(), bias, activation })
+        self.place_tensor(None, TensorOp::gemm(a, b, mnk, bias, activation)?)
+    }
+
+    /// [`Sparkle::gemm_tensor`] on `device`, as [`Sparkle::conv2d_tensor_on`].
+    pub fn gemm_tensor_on(
+        &self,
+        device: DeviceId,
+        a: &Tensor,
+        b: &Tensor,
+        mnk: [usize; 3],
+        bias: TensorBias<'_>,
+        activation: Activation,
+    ) -> Result<(Tensor, Run), SparkleError> {
+        self.place_tensor(Some(device), TensorOp::gemm(a, b, mnk, bias, activation)?)
     }
 
     /// Seconds of copies `inputs` (with their `locations`) need to be on `device`.
@@ -298,30 +346,55 @@ impl Sparkle {
             .sum()
     }
 
-    fn place_tensor(&self, op: TensorOp) -> Result<(Tensor, Run), SparkleError> {
+    /// Runs `op` on `forced`, or where the juggler decides with the copies each device needs.
+    fn place_tensor(&self, forced: Option<DeviceId>, op: TensorOp) -> Result<(Tensor, Run), SparkleError> {
+        if let Some(DeviceId::Vulkan(i)) = forced {
+            if self.gpu(DeviceId::Vulkan(i)).is_none() {
+                return Err(SparkleError::Config(format!("vulkan:{i} is not a device of this handle")));
+            }
+        }
         let desc = op.desc();
         let path = op.path();
         let inputs: Vec<(&Tensor, Vec<DeviceId>)> = op.inputs().into_iter().map(|t| (t, self.locations(t))).collect();
         let mut copies = 0.0;
         let (decision, _inflight) = self.reserve(|j| {
-            let d = j.decide_with(&desc, &|device| Self::copies_to(j, &inputs, device))?;
+            let d = match forced {
+                Some(device) => crate::juggler::Decision {
+                    device,
+                    predicted: j.predict_on(device, &desc, true).unwrap_or(f64::NAN)
+                        + Self::copies_to(j, &inputs, device),
+                    explored: false,
+                },
+                None => j.decide_with(&desc, &|device| Self::copies_to(j, &inputs, device))?,
+            };
             copies = Self::copies_to(j, &inputs, d.device);
             Some(d)
         });
         let started = Instant::now();
         let mut fallback = None;
+        let mut downloaded = 0;
         if let Some(d) = decision.filter(|d| d.device != DeviceId::Cpu) {
             // Host copies of the inputs the device lacks (downloaded from another device, or
             // recomputed), fetched before anything is recorded.
             let hosts = inputs
                 .iter()
-                .map(|(t, at)| if at.contains(&d.device) { Ok(None) } else { self.host_of(t).map(Some) })
+                .map(
+                    |(t, at)| {
+                        if at.contains(&d.device) {
+                            Ok(None)
+                        } else {
+                            self.host_of(t, &mut downloaded).map(Some)
+                        }
+                    },
+                )
                 .collect::<Result<Vec<_>, _>>()?;
             match self.run_gpu_tensor(d.device, &op, &hosts) {
-                Ok((out, kernel)) => {
+                Ok((out, kernel, device_seconds, uploaded)) => {
                     let seconds = started.elapsed().as_secs_f64();
                     let first = self.first_use(d.device, desc.kind, path);
-                    self.learn_with(d.device, &desc, copies, seconds, first);
+                    // The device's own time (its copies included, queueing behind other threads'
+                    // submissions excluded) where it has timestamps.
+                    self.learn_with(d.device, &desc, copies, device_seconds.unwrap_or(seconds), first);
                     let run = Run {
                         device: d.device,
                         kernel: format!("{kernel}, {path}"),
@@ -330,6 +403,8 @@ impl Sparkle {
                         explored: d.explored,
                         first_use: first,
                         fallback: None,
+                        uploaded,
+                        downloaded,
                     };
                     return Ok((out, run));
                 }
@@ -341,7 +416,7 @@ impl Sparkle {
         }
         // The CPU: chosen, the fallback, or the last resort when every device is backing off.
         let t = Instant::now();
-        let hosts = op.inputs().into_iter().map(|t| self.host_of(t)).collect::<Result<Vec<_>, _>>()?;
+        let hosts = op.inputs().into_iter().map(|t| self.host_of(t, &mut downloaded)).collect::<Result<Vec<_>, _>>()?;
         let out = op.run_cpu(self, &hosts)?;
         let copies = Self::copies_to(&self.state().juggler, &inputs, DeviceId::Cpu);
         self.learn_with(DeviceId::Cpu, &desc, copies, t.elapsed().as_secs_f64(), false);
@@ -353,18 +428,22 @@ impl Sparkle {
             explored: fallback.is_none() && decision.is_some_and(|d| d.explored),
             first_use: false,
             fallback,
+            uploaded: 0,
+            downloaded,
         };
         Ok((Tensor::new(out.len(), Some(out), None), run))
     }
 
-    /// The tensor's host copy: the one it has, else downloaded from a live device copy, else
-    /// recomputed on the CPU from its recipe (recursively: the inputs may be gone too).
-    fn host_of(&self, t: &Tensor) -> Result<Arc<Vec<f32>>, SparkleError> {
+    /// The tensor's host copy: the one it has, else downloaded from a live device copy (counted
+    /// in `downloaded`, bytes), else recomputed on the CPU from its recipe (recursively: the
+    /// inputs may be gone too).
+    fn host_of(&self, t: &Tensor, downloaded: &mut u64) -> Result<Arc<Vec<f32>>, SparkleError> {
         if let Some(h) = t.host() {
             return Ok(h);
         }
         #[cfg(feature = "vulkan")]
         if let Some(h) = self.download_copy(t) {
+            *downloaded += 4 * h.len() as u64;
             t.set_host(h.clone());
             return Ok(h);
         }
@@ -374,7 +453,7 @@ impl Sparkle {
             // its recipe, which is dropped only once the host copy is stored.
             return Err(SparkleError::Config("a tensor lost its data and its recipe".into()));
         };
-        let hosts = recipe.inputs().into_iter().map(|t| self.host_of(t)).collect::<Result<Vec<_>, _>>()?;
+        let hosts = recipe.inputs().into_iter().map(|t| self.host_of(t, downloaded)).collect::<Result<Vec<_>, _>>()?;
         let h = Arc::new(recipe.run_cpu(self, &hosts)?);
         t.set_host(h.clone());
         Ok(h)
@@ -389,7 +468,7 @@ impl Sparkle {
     /// The floats of a live device copy of `t`, if one can be read.
     #[cfg(feature = "vulkan")]
     fn download_copy(&self, t: &Tensor) -> Option<Arc<Vec<f32>>> {
-        let copies = lock(&t.0.copies).clone();
+        let copies: Vec<DeviceCopy> = lock(&t.0.copies).iter().filter(|c| c.owner == self.id).cloned().collect();
         for c in copies {
             let Some(gpu) = self.gpu(DeviceId::Vulkan(c.index)) else { continue };
             let Some(ctx) = self.context_of(gpu, c.generation) else { continue };
@@ -414,18 +493,22 @@ impl Sparkle {
         device: DeviceId,
         op: &TensorOp,
         hosts: &[Option<Arc<Vec<f32>>>],
-    ) -> Result<(Tensor, String), DeviceError> {
+    ) -> Result<(Tensor, String, Option<f64>, u64), DeviceError> {
         use sparkle_vk::{TensorBias as VkBias, TensorMat};
         let gpu = self.gpu(device).ok_or_else(|| super::not_here(device))?;
         let index = gpu.desc.index;
         let inputs = op.inputs();
-        let (out, uploaded, generation) = self.on_gpu(gpu, |ctx, generation| {
+        let owner = self.id;
+        let (out, uploaded, generation, timing) = self.on_gpu(gpu, |ctx, generation| {
             let vk = |e: sparkle_vk::VkError| DeviceError::from_vk(device, &e);
             let mut rec = ctx.record().map_err(vk)?;
             let mut on_device = Vec::with_capacity(inputs.len());
             let mut uploaded = Vec::new();
             for (t, host) in inputs.iter().zip(hosts) {
-                let here = lock(&t.0.copies).iter().find(|c| c.index == index && c.generation == generation).cloned();
+                let here = lock(&t.0.copies)
+                    .iter()
+                    .find(|c| c.owner == owner && c.index == index && c.generation == generation)
+                    .cloned();
                 match (here, host) {
                     (Some(c), _) => on_device.push(c.tensor),
                     (None, Some(h)) => {
@@ -460,15 +543,17 @@ impl Sparkle {
                     rec.gemm(1.0, a, b, 0.0, c, bias, *activation).map_err(vk)?;
                 }
             }
-            rec.submit().map_err(vk)?.wait().map_err(vk)?;
-            Ok((out, uploaded, generation))
+            let timing = rec.submit().map_err(vk)?.wait().map_err(vk)?;
+            Ok((out, uploaded, generation, timing))
         })?;
+        let mut bytes = 0;
         for (t, x) in uploaded {
-            lock(&t.0.copies).push(DeviceCopy { index, generation, tensor: x });
+            bytes += 4 * t.len() as u64;
+            lock(&t.0.copies).push(DeviceCopy { owner, index, generation, tensor: x });
         }
         let result = Tensor::new(op.out_len(), None, Some(op.clone()));
-        lock(&result.0.copies).push(DeviceCopy { index, generation, tensor: out });
-        Ok((result, format!("vulkan {}", gpu.desc.name)))
+        lock(&result.0.copies).push(DeviceCopy { owner, index, generation, tensor: out });
+        Ok((result, format!("vulkan {}", gpu.desc.name), timing.device_seconds, bytes))
     }
 
     #[cfg(not(feature = "vulkan"))]
@@ -477,7 +562,7 @@ impl Sparkle {
         device: DeviceId,
         _op: &TensorOp,
         _hosts: &[Option<Arc<Vec<f32>>>],
-    ) -> Result<(Tensor, String), DeviceError> {
+    ) -> Result<(Tensor, String, Option<f64>, u64), DeviceError> {
         Err(super::not_here(device))
     }
 }
