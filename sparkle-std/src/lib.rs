@@ -48,5 +48,4 @@ pub mod multi;
 #[cfg(feature = "npy")]
 pub mod npy;
 pub mod sparkle;
-#[cfg(feature = "vulkan")]
 pub mod stream;

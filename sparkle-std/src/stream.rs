@@ -1,35 +1,19 @@
-//! A stream of conv2d layers run over the CPU and every Vulkan device at once: each layer goes
-//! where a placement says (the juggler, or a fixed assignment), GPU layers are submitted
-//! asynchronously with their weights kept resident on the device after first use, the CPU runs
-//! its layers on a worker thread meanwhile, and every byte that crosses to or from a device is
-//! counted. The juggler learns from each GPU layer's device timestamps (copies included, queueing
-//! excluded).
+//! A stream of conv2d layers through one [`Sparkle`] handle, from several threads at once: each
+//! op goes where the juggler places it (or where a fixed assignment pins it), the handle's queue
+//! accounting spreads concurrent ops over the devices, every layer's weights are tensors that
+//! stay on a device after their first use there, and every byte that crosses to or from a device
+//! is counted. One placement path: the same handle, juggler and fallback as every other call.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use sparkle_core::{Activation, Conv2d, Epilogue};
-use sparkle_vk::{Context, Download, Pending, Tensor};
 
-use crate::cpu::Cpu;
 use crate::demo::DemoError;
-use crate::juggler::{Clock, DeviceId, Juggler, OpDesc, SystemClock};
-
-/// A juggler over the CPU and each of `gpus` as a device of its own (own cost model, own
-/// queue), with the priors of [`crate::sparkle::juggler_for`], and the fingerprint its learned
-/// model is stored under. As in [`crate::Sparkle`], a CPU-type Vulkan device (lavapipe) runs on
-/// the host's own cores and is never a placement target beside the CPU path (the stream still
-/// times it in the fixed assignments).
-pub fn juggler(cpu: &Cpu, gpus: &[&Context], cpu_brand: &str) -> (Juggler<SystemClock>, String) {
-    let descs: Vec<_> =
-        gpus.iter().map(|ctx| crate::sparkle::GpuDesc::from_info(ctx.info())).filter(|d| !d.cpu_type).collect();
-    let machine: Vec<crate::sparkle::GpuDesc> = match sparkle_vk::devices() {
-        Ok(all) => all.iter().map(crate::sparkle::GpuDesc::from_info).collect(),
-        Err(_) => gpus.iter().map(|ctx| crate::sparkle::GpuDesc::from_info(ctx.info())).collect(),
-    };
-    crate::sparkle::juggler_for(cpu, true, &descs, &machine, cpu_brand)
-}
+use crate::juggler::DeviceId;
+use crate::{Sparkle, Tensor};
 
 /// One layer of the stream: geometry, weights, bias and the input it is fed (host data).
 #[derive(Clone, Debug)]
@@ -46,22 +30,26 @@ pub struct Layer {
     pub input: Vec<f32>,
 }
 
-/// Where the layers go.
-pub enum Placement<'a> {
-    /// The juggler decides each op of the stream from its predicted completion on every device
-    /// (queues included) and learns from what it measures.
-    Juggler(&'a mut Juggler<SystemClock>),
-    /// Every occurrence of layer `i` runs on `devices[i]`.
-    Fixed(&'a [DeviceId]),
+/// Every layer's weights and bias as tensors of one handle: copied to a device the first time it
+/// runs the layer and kept there for every later occurrence and every later run given them.
+#[derive(Clone, Debug)]
+pub struct Weights(Vec<(Tensor, Tensor)>);
+
+impl Weights {
+    /// The layers' weights and biases, on the host until a device needs them.
+    pub fn upload(sparkle: &Sparkle, layers: &[Layer]) -> Result<Self, DemoError> {
+        let w = layers.iter().map(|l| Ok((sparkle.upload(&l.weight)?, sparkle.upload(&l.bias)?)));
+        Ok(Weights(w.collect::<Result<_, crate::SparkleError>>()?))
+    }
 }
 
-impl std::fmt::Debug for Placement<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Placement::Juggler(_) => f.write_str("Juggler"),
-            Placement::Fixed(d) => f.debug_tuple("Fixed").field(d).finish(),
-        }
-    }
+/// Where the layers go.
+#[derive(Clone, Copy, Debug)]
+pub enum Placement<'a> {
+    /// The handle's juggler places each op (queues included) and learns from what it measures.
+    Juggler,
+    /// Every occurrence of layer `i` runs on `devices[i]`.
+    Fixed(&'a [DeviceId]),
 }
 
 /// What a stream run did.
@@ -77,285 +65,132 @@ pub struct StreamReport {
     pub downloaded: u64,
     /// Each layer's output (from its last occurrence in the stream; empty if it never ran).
     pub outputs: Vec<Vec<f32>>,
-    /// Seconds of each op where it ran: GPU device time from timestamps (its copies included),
-    /// CPU wall time.
+    /// Seconds of each op from its dispatch to its output on the host, copies included.
     pub op_seconds: Vec<f64>,
+    /// Ops a device failed and the CPU re-ran.
+    pub fallbacks: usize,
 }
 
-/// Weights resident on the GPUs, by (device, layer): uploaded the first time a device runs a
-/// layer, reused by every later occurrence and every later run given the same map.
-pub type Resident = HashMap<(DeviceId, usize), Tensor>;
-
-/// An op for a device's worker: stream position and layer.
-#[derive(Clone, Copy, Debug)]
-struct Job {
-    position: usize,
-    layer: usize,
+/// Threads that feed the stream by default: one for the CPU and two per Vulkan device, so each
+/// device's next op is copied in while its current one runs.
+pub fn default_workers(sparkle: &Sparkle) -> usize {
+    1 + 2 * sparkle.gpus().len()
 }
 
-/// What a worker sends back for one op (its output stays with the worker, see [`Outputs`]).
+/// What one worker did with one op.
 struct Done {
-    job: Job,
+    position: usize,
     device: DeviceId,
-    output: Result<(), String>,
-    /// GPU: device time from timestamps (its copies included); CPU: wall time.
     seconds: f64,
     uploaded: u64,
     downloaded: u64,
+    fell_back: bool,
 }
 
-/// A worker's latest output of each layer it ran: (stream position, data). One buffer per layer,
-/// written again by every occurrence, so a long stream does not allocate (and page-fault) a
-/// fresh output per op.
-type Outputs = HashMap<usize, (usize, Vec<f32>)>;
-
-/// `outputs`' buffer for `job`, marked as its latest.
-fn output_for(outputs: &mut Outputs, job: Job, len: usize) -> &mut Vec<f32> {
-    let slot = outputs.entry(job.layer).or_insert_with(|| (job.position, vec![0.0; len]));
-    slot.0 = job.position;
-    &mut slot.1
-}
-
-/// The CPU's worker: runs its ops one after another.
-fn cpu_worker(cpu: &Cpu, layers: &[Layer], jobs: mpsc::Receiver<Job>, done: mpsc::Sender<Done>) -> Outputs {
-    let mut outputs = Outputs::new();
-    for job in jobs {
-        let l = &layers[job.layer];
-        let epi = Epilogue::activation(Activation::Relu).with_bias(&l.bias);
-        let y = output_for(&mut outputs, job, l.geometry.output_len());
-        let t = Instant::now();
-        let output = cpu.conv2d(&l.geometry, &l.input, &l.weight, &epi, y).map_err(|e| e.to_string());
-        let seconds = t.elapsed().as_secs_f64();
-        if done.send(Done { job, device: DeviceId::Cpu, output, seconds, uploaded: 0, downloaded: 0 }).is_err() {
-            break;
-        }
-    }
-    outputs
-}
-
-/// A GPU op submitted by its worker.
-struct Submitted {
-    job: Job,
-    pending: Pending,
-    download: Download,
-    uploaded: u64,
-}
-
-/// Records and submits one layer: input upload (and the weights on first use), conv2d + bias +
-/// ReLU, output download, all in one submission.
-fn submit(
-    ctx: &Context,
-    layers: &[Layer],
-    weights: &mut HashMap<usize, Tensor>,
-    job: Job,
-) -> Result<Submitted, DemoError> {
-    let l = &layers[job.layer];
-    let mut rec = ctx.record()?;
-    let mut uploaded = 4 * (l.input.len() + l.bias.len()) as u64;
-    let w = match weights.get(&job.layer) {
-        Some(t) => t.clone(),
-        None => {
-            uploaded += 4 * l.weight.len() as u64;
-            let t = rec.upload(&l.weight)?;
-            weights.insert(job.layer, t.clone());
-            t
-        }
-    };
-    let bias = rec.upload(&l.bias)?;
-    let x = rec.upload(&l.input)?;
-    let y = rec.zeros(l.geometry.output_len())?;
-    rec.conv2d(&l.geometry, &x, &w, Some(&bias), Activation::Relu, &y)?;
-    let download = rec.download(&y)?;
-    Ok(Submitted { job, pending: rec.submit()?, download, uploaded })
-}
-
-/// Waits for a submitted op and reads its output.
-fn finish(s: Submitted, device: DeviceId, layers: &[Layer], outputs: &mut Outputs) -> Done {
-    let out_len = layers[s.job.layer].geometry.output_len();
-    let result = s.pending.wait().map_err(|e| e.to_string()).and_then(|timing| {
-        s.download.read(output_for(outputs, s.job, out_len)).map_err(|e| e.to_string())?;
-        Ok(timing.device_seconds.unwrap_or(timing.wall_seconds))
-    });
-    let (output, seconds) = match result {
-        Ok(t) => (Ok(()), t),
-        Err(e) => (Err(e), 0.0),
-    };
-    Done { job: s.job, device, output, seconds, uploaded: s.uploaded, downloaded: 4 * out_len as u64 }
-}
-
-/// A GPU's worker: keeps up to two submissions in flight, so the host copies of the next op
-/// overlap the device's work on the current one, and sends each result back as it completes.
-fn gpu_worker(
-    ctx: &Context,
-    device: DeviceId,
-    layers: &[Layer],
-    weights: &mut HashMap<usize, Tensor>,
-    jobs: mpsc::Receiver<Job>,
-    done: mpsc::Sender<Done>,
-) -> Outputs {
-    let mut outputs = Outputs::new();
-    let mut in_flight: std::collections::VecDeque<Submitted> = Default::default();
-    let mut open = true;
-    loop {
-        let next = if !open {
-            None
-        } else if in_flight.is_empty() {
-            jobs.recv().map_err(|_| open = false).ok()
-        } else if in_flight.len() < 2 {
-            match jobs.try_recv() {
-                Ok(j) => Some(j),
-                Err(mpsc::TryRecvError::Empty) => None,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    open = false;
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let report = match next {
-            Some(job) => match submit(ctx, layers, weights, job) {
-                Ok(s) => {
-                    in_flight.push_back(s);
-                    continue;
-                }
-                Err(e) => Done { job, device, output: Err(e.to_string()), seconds: 0.0, uploaded: 0, downloaded: 0 },
-            },
-            None => match in_flight.pop_front() {
-                Some(s) => finish(s, device, layers, &mut outputs),
-                None if !open => return outputs,
-                None => continue,
-            },
-        };
-        if done.send(report).is_err() {
-            return outputs;
-        }
-    }
-}
-
-/// Runs the ops `order` (indices into `layers`) over `cpu` and `gpus` as `placement` says:
-/// every device has a worker thread, so the CPU, each GPU and the host copies for each GPU
-/// all proceed at once while this thread decides where the next op goes.
+/// Runs the ops `order` (indices into `layers`) through `sparkle` from `workers` threads, each
+/// taking the next op in order: upload its input, run the layer (conv + bias + ReLU) where
+/// `placement` says, bring the output to the host.
 pub fn run(
-    cpu: &Cpu,
-    gpus: &[&Context],
+    sparkle: &Sparkle,
     layers: &[Layer],
+    weights: &Weights,
     order: &[usize],
-    mut placement: Placement<'_>,
-    resident: &mut Resident,
+    placement: Placement<'_>,
+    workers: usize,
 ) -> Result<StreamReport, DemoError> {
     if let Some(&bad) = order.iter().find(|&&i| i >= layers.len()) {
         return Err(format!("the stream names layer {bad} of {}", layers.len()).into());
     }
-    if let Placement::Fixed(d) = &placement {
+    if weights.0.len() != layers.len() {
+        return Err(format!("{} layers but weights for {}", layers.len(), weights.0.len()).into());
+    }
+    if let Placement::Fixed(d) = placement {
         if d.len() != layers.len() {
             return Err(format!("{} layers but {} fixed devices", layers.len(), d.len()).into());
         }
     }
-    // Each GPU worker owns its device's resident weights during the run.
-    let mut weights: Vec<(DeviceId, HashMap<usize, Tensor>)> = gpus
-        .iter()
-        .map(|g| {
-            let id = DeviceId::Vulkan(g.info().index);
-            let mine: Vec<(DeviceId, usize)> = resident.keys().filter(|(d, _)| *d == id).copied().collect();
-            (id, mine.into_iter().filter_map(|k| resident.remove(&k).map(|t| (k.1, t))).collect())
-        })
-        .collect();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let first_error: Mutex<Option<DemoError>> = Mutex::new(None);
+    // Each layer's latest output: (stream position, data).
+    let latest: Mutex<HashMap<usize, (usize, Vec<f32>)>> = Mutex::default();
     let start = Instant::now();
+    let one = |position: usize| -> Result<Done, DemoError> {
+        let i = order[position];
+        let (l, (w, b)) = (&layers[i], &weights.0[i]);
+        let t = Instant::now();
+        let x = sparkle.upload(&l.input)?;
+        let (y, run) = match placement {
+            Placement::Juggler => sparkle.conv2d_tensor(&l.geometry, &x, w, Some(b), Activation::Relu)?,
+            Placement::Fixed(d) => sparkle.conv2d_tensor_on(d[i], &l.geometry, &x, w, Some(b), Activation::Relu)?,
+        };
+        let on_host = sparkle.locations(&y).contains(&DeviceId::Cpu);
+        let out = sparkle.download(&y)?;
+        let seconds = t.elapsed().as_secs_f64();
+        let down = if on_host { 0 } else { 4 * out.len() as u64 };
+        let mut latest = latest.lock().unwrap_or_else(|e| e.into_inner());
+        if latest.get(&i).is_none_or(|(p, _)| *p < position) {
+            latest.insert(i, (position, out));
+        }
+        Ok(Done {
+            position,
+            device: run.device,
+            seconds,
+            uploaded: run.uploaded,
+            downloaded: run.downloaded + down,
+            fell_back: run.fallback.is_some(),
+        })
+    };
+    let done: Vec<Done> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let position = next.fetch_add(1, Ordering::Relaxed);
+                        if position >= order.len() {
+                            break;
+                        }
+                        match one(position) {
+                            Ok(d) => mine.push(d),
+                            Err(e) => {
+                                stop.store(true, Ordering::Relaxed);
+                                first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                            }
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let seconds = start.elapsed().as_secs_f64();
     let mut report = StreamReport {
-        placements: Vec::with_capacity(order.len()),
-        seconds: 0.0,
+        placements: vec![DeviceId::Cpu; order.len()],
+        seconds,
         uploaded: 0,
         downloaded: 0,
         outputs: vec![Vec::new(); layers.len()],
         op_seconds: vec![0.0; order.len()],
+        fallbacks: 0,
     };
-    let (done_tx, done_rx) = mpsc::channel::<Done>();
-    let result = std::thread::scope(|s| -> Result<(), DemoError> {
-        let mut queues: HashMap<DeviceId, mpsc::Sender<Job>> = HashMap::new();
-        let (tx, rx) = mpsc::channel();
-        let done = done_tx.clone();
-        let mut workers = vec![s.spawn(move || cpu_worker(cpu, layers, rx, done))];
-        queues.insert(DeviceId::Cpu, tx);
-        for (ctx, (id, w)) in gpus.iter().copied().zip(weights.iter_mut()) {
-            let (tx, rx) = mpsc::channel();
-            let (id, done) = (*id, done_tx.clone());
-            workers.push(s.spawn(move || gpu_worker(ctx, id, layers, w, rx, done)));
-            queues.insert(id, tx);
-        }
-        drop(done_tx);
-        // The juggler's queue model: the predicted seconds of what each device still holds.
-        let mut held: HashMap<usize, (DeviceId, f64)> = HashMap::new();
-        let mut first_error = None;
-        let mut collect = |d: Done,
-                           report: &mut StreamReport,
-                           placement: &mut Placement<'_>,
-                           held: &mut HashMap<usize, (DeviceId, f64)>| {
-            held.remove(&d.job.position);
-            report.uploaded += d.uploaded;
-            report.downloaded += d.downloaded;
-            report.op_seconds[d.job.position] = d.seconds;
-            match d.output {
-                Ok(()) => {
-                    if let Placement::Juggler(j) = placement {
-                        j.record(d.device, &OpDesc::conv2d(&layers[d.job.layer].geometry), false, d.seconds, false);
-                    }
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        };
-        for (position, &i) in order.iter().enumerate() {
-            while let Ok(d) = done_rx.try_recv() {
-                collect(d, &mut report, &mut placement, &mut held);
-            }
-            let op = OpDesc::conv2d(&layers[i].geometry);
-            let (device, predicted) = match &mut placement {
-                Placement::Fixed(d) => (d[i], 0.0),
-                Placement::Juggler(j) => {
-                    let now = j.clock().now();
-                    let mut queued: HashMap<DeviceId, f64> = queues.keys().map(|d| (*d, 0.0)).collect();
-                    for (d, p) in held.values() {
-                        *queued.entry(*d).or_default() += p;
-                    }
-                    for (d, q) in queued {
-                        j.set_busy_until(d, now + q);
-                    }
-                    let decision = j.decide(&op, false).ok_or("no device")?;
-                    (decision.device, decision.predicted)
-                }
-            };
-            report.placements.push(device);
-            let queue = queues.get(&device).ok_or_else(|| format!("{device} is not one of the stream's devices"))?;
-            queue.send(Job { position, layer: i }).map_err(|_| format!("the worker of {device} stopped"))?;
-            held.insert(position, (device, predicted));
-        }
-        queues.clear(); // the workers finish what they hold, then stop
-        for d in done_rx.iter() {
-            collect(d, &mut report, &mut placement, &mut held);
-        }
-        // Each layer's output from its last occurrence, whichever worker ran it.
-        let mut latest = vec![None; layers.len()];
-        for w in workers {
-            for (layer, (position, y)) in w.join().map_err(|_| "a worker panicked")? {
-                if latest[layer].is_none_or(|p| position > p) {
-                    latest[layer] = Some(position);
-                    report.outputs[layer] = y;
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e.into()),
-            None if !held.is_empty() => Err("a worker stopped before finishing its ops".into()),
-            None => Ok(()),
-        }
-    });
-    for (id, w) in weights {
-        resident.extend(w.into_iter().map(|(layer, t)| ((id, layer), t)));
+    if done.len() != order.len() {
+        return Err("a worker stopped before finishing its ops".into());
     }
-    result?;
-    report.seconds = start.elapsed().as_secs_f64();
+    for d in done {
+        report.placements[d.position] = d.device;
+        report.op_seconds[d.position] = d.seconds;
+        report.uploaded += d.uploaded;
+        report.downloaded += d.downloaded;
+        report.fallbacks += usize::from(d.fell_back);
+    }
+    for (i, (_, y)) in latest.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        report.outputs[i] = y;
+    }
     Ok(report)
 }
 
@@ -448,45 +283,49 @@ pub struct Comparison {
     pub worst_error_ratio: f64,
 }
 
-/// Measures every layer on every device, then runs the stream (`rounds` times the layers, in
-/// order) always on each device, with the balanced fixed assignment, and with the juggler
-/// (which has learned from the same measurements), checking every output against the f64
-/// oracle. The best fixed assignment is the fastest of the measured fixed runs
+/// Measures every layer on every device of `sparkle` (one op at a time, after a warm-up, weights
+/// resident), then runs the stream (`rounds` times the layers, in order, from
+/// [`default_workers`] threads, best of three turns) always on each device, with the balanced
+/// fixed assignment, and with the juggler (which has learned from all of it), checking every
+/// output against the f64 oracle. The best fixed assignment is the fastest of the measured fixed runs
 /// ([`Comparison::best_fixed`]).
-pub fn compare(
-    cpu: &Cpu,
-    gpus: &[&Context],
-    layers: &[Layer],
-    rounds: usize,
-    juggler: &mut Juggler<SystemClock>,
-) -> Result<Comparison, DemoError> {
+pub fn compare(sparkle: &Sparkle, layers: &[Layer], rounds: usize) -> Result<Comparison, DemoError> {
     let mut devices = vec![DeviceId::Cpu];
-    devices.extend(gpus.iter().map(|g| DeviceId::Vulkan(g.info().index)));
-    let mut resident = Resident::new();
+    devices.extend(sparkle.gpus().iter().map(|g| DeviceId::Vulkan(g.index)));
+    let weights = Weights::upload(sparkle, layers)?;
     let once: Vec<usize> = (0..layers.len()).collect();
     let mut seconds = vec![vec![0.0; devices.len()]; layers.len()];
     for (di, &d) in devices.iter().enumerate() {
         let all_here = vec![d; layers.len()];
-        run(cpu, gpus, layers, &once, Placement::Fixed(&all_here), &mut resident)?; // warm-up
-        let r = run(cpu, gpus, layers, &once, Placement::Fixed(&all_here), &mut resident)?;
+        run(sparkle, layers, &weights, &once, Placement::Fixed(&all_here), 1)?; // warm-up
+        let r = run(sparkle, layers, &weights, &once, Placement::Fixed(&all_here), 1)?;
         for (l, &t) in r.op_seconds.iter().enumerate() {
             seconds[l][di] = t;
-            juggler.record(d, &OpDesc::conv2d(&layers[l].geometry), false, t, false);
         }
     }
     let order: Vec<usize> = (0..rounds.max(1)).flat_map(|_| 0..layers.len()).collect();
     let (pick, _) = best_fixed(&seconds, &order).ok_or("too many layers and devices to search")?;
     let best: Vec<DeviceId> = pick.iter().map(|&d| devices[d]).collect();
-    let mut runs = Vec::new();
-    for &d in &devices {
-        let all_here = vec![d; layers.len()];
-        let report = run(cpu, gpus, layers, &order, Placement::Fixed(&all_here), &mut resident)?;
-        runs.push(PolicyRun { policy: format!("always {d}"), report });
+    let workers = default_workers(sparkle);
+    let mut policies: Vec<(String, Placement<'_>)> = Vec::new();
+    let alone: Vec<Vec<DeviceId>> = devices.iter().map(|&d| vec![d; layers.len()]).collect();
+    for (d, all_here) in devices.iter().zip(&alone) {
+        policies.push((format!("always {d}"), Placement::Fixed(all_here)));
     }
-    let report = run(cpu, gpus, layers, &order, Placement::Fixed(&best), &mut resident)?;
-    runs.push(PolicyRun { policy: "balanced fixed".into(), report });
-    let report = run(cpu, gpus, layers, &order, Placement::Juggler(juggler), &mut resident)?;
-    runs.push(PolicyRun { policy: "juggler".into(), report });
+    policies.push(("balanced fixed".into(), Placement::Fixed(&best)));
+    policies.push(("juggler".into(), Placement::Juggler));
+    // Each policy's best of three runs, the policies taking turns, so none is favoured by
+    // running first (colder) or last (warmer).
+    let mut runs: Vec<Option<PolicyRun>> = vec![None; policies.len()];
+    for _ in 0..3 {
+        for (slot, (policy, placement)) in runs.iter_mut().zip(&policies) {
+            let report = run(sparkle, layers, &weights, &order, *placement, workers)?;
+            if slot.as_ref().is_none_or(|r| report.seconds < r.report.seconds) {
+                *slot = Some(PolicyRun { policy: policy.clone(), report });
+            }
+        }
+    }
+    let runs: Vec<PolicyRun> = runs.into_iter().flatten().collect();
     let worst_error_ratio = check_first_images(layers, &runs)?;
     Ok(Comparison { devices, seconds, balanced: best, runs, worst_error_ratio })
 }

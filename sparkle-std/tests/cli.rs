@@ -562,6 +562,24 @@ fn stream_runs_every_policy_and_checks_every_output() {
     for key in ["\"always cpu\"", "\"balanced fixed\"", "\"juggler\"", "juggler_over_best_fixed", "uploaded_bytes"] {
         assert!(text.contains(key), "{key} missing from {text}");
     }
+    // Every run is complete, none fell back, and the juggler (one Sparkle handle) placed nothing
+    // on a CPU-type Vulkan device beside the CPU path.
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let cpu_type: Vec<String> = sparkle_std::vk::devices()
+        .unwrap_or_default()
+        .iter()
+        .filter(|d| d.device_type == "CPU")
+        .map(|d| format!("vulkan:{}", d.index))
+        .collect();
+    for run in v["runs"].as_array().unwrap() {
+        let placements = run["placements"].as_array().unwrap();
+        assert_eq!(placements.len(), 2 * v["layers"].as_array().unwrap().len(), "{run}");
+        assert_eq!(run["fallbacks"], 0, "{run}");
+        if run["policy"] == "juggler" {
+            assert!(placements.iter().all(|p| !cpu_type.iter().any(|c| p == c.as_str())), "{run}");
+        }
+    }
+    assert!(v["worst_error_over_tolerance"].as_f64().unwrap() <= 2.0, "{v}");
     let bad = sparkle(&["stream", "--rounds", "0"]);
     assert_eq!(bad.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);

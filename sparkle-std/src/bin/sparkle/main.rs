@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sparkle_std::demo;
-use sparkle_std::juggler::{store, DeviceId, Juggler, OpDesc, SystemClock};
+use sparkle_std::juggler::{store, DeviceId};
 
 #[derive(Parser)]
 #[command(name = "sparkle", version, about = "Sparkle compute kernels: GEMM and conv2d on CPUs and any Vulkan GPU")]
@@ -368,17 +368,14 @@ fn list_devices() -> Result<ExitCode, Failure> {
         }
         Err(e) => println!("vulkan: none ({e})"),
     }
-    let gpu = sparkle_std::vk::Context::best().ok();
-    let (mut j, fp) = juggler(&cpu, gpu.as_ref());
-    if let Some(p) = store::default_path() {
-        let _ = store::load(&mut j, &p, &fp);
-    }
-    for (what, op) in [
-        ("small work (GEMM 64^3)", OpDesc::gemm(64, 64, 64)),
-        ("large work (GEMM 4096^3)", OpDesc::gemm(4096, 4096, 4096)),
-    ] {
-        if let Some(d) = j.decide(&op, false) {
-            println!("juggler: {what} goes to {} (predicted {:.3} ms with copies)", d.device, d.predicted * 1e3);
+    // What the handle every command uses would do (its learned model included), without running.
+    let sparkle = sparkle_std::Sparkle::new()?;
+    for (what, n) in [("small work (GEMM 64^3)", 64), ("large work (GEMM 4096^3)", 4096)] {
+        let all = sparkle.predict_gemm(n, n, n);
+        if let Some(p) = all.iter().min_by(|a, b| (a.run + a.wait).total_cmp(&(b.run + b.wait))) {
+            let others: Vec<String> =
+                all.iter().map(|p| format!("{} {:.3} ms + {:.0} ms wait", p.device, p.run * 1e3, p.wait * 1e3)).collect();
+            println!("juggler: {what} goes to {} ({})", p.device, others.join(", "));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -390,15 +387,16 @@ fn run_stream(batch: usize, rounds: usize, small: bool, json: bool) -> Result<Ex
     if batch == 0 || rounds == 0 {
         return Err("--batch and --rounds must be at least 1".into());
     }
-    let cpu = sparkle_std::cpu::Cpu::new()?;
-    let contexts: Vec<sparkle_std::vk::Context> =
-        sparkle_std::vk::devices()?.iter().map(|d| sparkle_std::vk::Context::new(d.index)).collect::<Result<_, _>>()?;
-    let gpus: Vec<&sparkle_std::vk::Context> = contexts.iter().collect();
+    // Every device by name, so each can be timed in the fixed assignments; the juggler still
+    // places nothing on a CPU-type Vulkan device beside the CPU path.
+    use sparkle_std::sparkle::DeviceSel;
+    let mut devices = vec![DeviceSel::Cpu];
+    devices.extend(sparkle_std::vk::devices().unwrap_or_default().iter().map(|d| DeviceSel::VulkanIndex(d.index)));
+    let sparkle = sparkle_std::Sparkle::builder().devices(&devices).build()?;
     let which = if small { sparkle_std::demo::Layers::Small } else { sparkle_std::demo::Layers::ResNet50 };
     let failure = |e: sparkle_std::demo::DemoError| -> Failure { e.to_string().into() };
     let layers = stream::demo_layers(which, batch).map_err(failure)?;
-    let (mut j, _) = stream::juggler(&cpu, &gpus, &cli::cpu_brand());
-    let c = stream::compare(&cpu, &gpus, &layers, rounds, &mut j).map_err(failure)?;
+    let c = stream::compare(&sparkle, &layers, rounds).map_err(failure)?;
     let best = c.best_fixed().ok_or("no fixed run")?;
     let (best_policy, best_fixed) = (best.policy.clone(), best.report.seconds);
     if json {
@@ -407,7 +405,7 @@ fn run_stream(batch: usize, rounds: usize, small: bool, json: bool) -> Result<Ex
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "policy": r.policy, "seconds": r.report.seconds,
+                    "policy": r.policy, "seconds": r.report.seconds, "fallbacks": r.report.fallbacks,
                     "uploaded_bytes": r.report.uploaded, "downloaded_bytes": r.report.downloaded,
                     "placements": r.report.placements.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
                 })
@@ -425,10 +423,15 @@ fn run_stream(batch: usize, rounds: usize, small: bool, json: bool) -> Result<Ex
         });
         println!("{out}");
     } else {
-        println!("stream: {} layers x {rounds} rounds at batch {batch}; devices: {}", layers.len(), {
-            let names: Vec<String> = c.devices.iter().map(|d| d.to_string()).collect();
-            names.join(", ")
-        });
+        println!(
+            "stream: {} layers x {rounds} rounds at batch {batch} through one Sparkle handle from {} threads; devices: {}",
+            layers.len(),
+            stream::default_workers(&sparkle),
+            {
+                let names: Vec<String> = c.devices.iter().map(|d| d.to_string()).collect();
+                names.join(", ")
+            }
+        );
         for (l, t) in layers.iter().zip(&c.seconds) {
             let times: Vec<String> = t.iter().map(|s| format!("{:9.3} ms", s * 1e3)).collect();
             println!("  {:<26} {}", l.name, times.join(" "));
@@ -457,12 +460,6 @@ fn run_stream(batch: usize, rounds: usize, small: bool, json: bool) -> Result<Ex
         return Err(format!("an output is off by {:.2}x the tolerance", c.worst_error_ratio).into());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The juggler with this machine's devices and their priors, and the model learned so far.
-fn juggler(cpu: &sparkle_std::cpu::Cpu, gpu: Option<&sparkle_std::vk::Context>) -> (Juggler<SystemClock>, String) {
-    let gpus: Vec<&sparkle_std::vk::Context> = gpu.into_iter().collect();
-    sparkle_std::stream::juggler(cpu, &gpus, &cli::cpu_brand())
 }
 
 fn run_demo(small: bool) -> Result<ExitCode, Failure> {
