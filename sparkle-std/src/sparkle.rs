@@ -44,6 +44,7 @@ use crate::budget::MemoryBudget;
 use crate::cpu::{Cpu, CpuError};
 use crate::juggler::{store, Clock, DeviceId, Juggler, OpDesc, OpKind, Prior, SystemClock};
 
+mod split;
 mod tensor;
 pub use tensor::{Tensor, TensorBias};
 

@@ -432,3 +432,44 @@ fn pinned_tensor_ops_run_where_pinned_and_tensors_cross_handles() {
     let (err, at) = max_error(&both.download(&z).unwrap(), &want);
     assert!(err <= gpu_tolerance(45), "z: {err:e} at {at:?}");
 }
+
+#[test]
+fn the_handle_splits_one_op_over_its_devices() {
+    let mut selections = vec![vec![DeviceSel::Cpu], vec![DeviceSel::Cpu, DeviceSel::Vulkan]];
+    if let Some(d) = vulkan_devices().first() {
+        selections.push(vec![DeviceSel::VulkanIndex(d.index)]);
+    }
+    for sel in selections {
+        for faults in [None, Some(Faults { every: 1, kind: DeviceErrorKind::Lost })] {
+            let mut b = Sparkle::builder().devices(&sel).in_memory_model();
+            if let Some(f) = faults {
+                b = b.inject_faults(f);
+            }
+            let s = b.build().unwrap();
+            let (m, n, k) = (150, 40, 33);
+            let (a, bm, bias) = (data(m * k, 1), data(k * n, 2), data(m, 3));
+            let epi = Epilogue::activation(Activation::Relu).with_bias(&bias);
+            let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&bm, k, n).unwrap());
+            let mut want = vec![0.0; m * n];
+            gemm_reference_f64(1.0, av, bv, 0.0, None, &epi, &mut want).unwrap();
+            let mut c = vec![f32::NAN; m * n];
+            let parts = s.gemm_split(1.0, av, bv, 0.0, MatMut::row_major(&mut c, m, n).unwrap(), &epi).unwrap();
+            let (err, at) = max_error(&c, &want);
+            assert!(err <= gpu_tolerance(k), "{sel:?} {faults:?}: {err:e} at {at:?} ({parts:?})");
+            // The parts are the handle's placeable devices and cover every row, in order.
+            assert_eq!(parts.iter().map(|p| p.device).collect::<Vec<_>>(), s.devices(), "{sel:?}");
+            assert_eq!((parts[0].rows.start, parts.last().unwrap().rows.end), (0, m));
+            let on_gpu = parts.iter().any(|p| p.device != DeviceId::Cpu && !p.rows.is_empty());
+            assert_eq!(parts.iter().any(|p| p.failed.is_some()), faults.is_some() && on_gpu, "{sel:?}: {parts:?}");
+            // And a batch split by images.
+            let g = Conv2dParams::new(3, 4, 8, 8, 6, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
+            let (x, w) = (data(g.input_len(), 4), data(g.weight_len(), 5));
+            let mut want = vec![0.0; g.output_len()];
+            conv2d_reference_f64(&g, &x, &w, &Epilogue::NONE, &mut want).unwrap();
+            let mut y = vec![f32::NAN; g.output_len()];
+            s.conv2d_split(&g, &x, &w, &Epilogue::NONE, &mut y).unwrap();
+            let (err, at) = max_error(&y, &want);
+            assert!(err <= gpu_tolerance(36), "{sel:?} conv: {err:e} at {at:?}");
+        }
+    }
+}

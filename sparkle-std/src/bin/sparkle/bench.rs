@@ -684,21 +684,21 @@ pub fn conv2d_vulkan(layers: &[Layer], budget: f64) -> Result<(String, Vec<ConvR
     Ok((name, records))
 }
 
-/// `sparkle bench split`: each device alone, then the op split across all of them in proportion
-/// to their measured single-device speed. Host tensors, copies included (what a split costs).
+/// `sparkle bench split`: each device of one Sparkle handle alone (pinned), then the op split
+/// across all of them by the handle ([`sparkle_std::Sparkle::gemm_split`]: rows in proportion to
+/// the juggler's predicted speed, which has learned from the runs alone). Host tensors, copies
+/// included (what a split costs).
 pub fn split(shapes: &[[usize; 3]], with_cpu: bool, threads: usize, reps: usize) -> Result<(), Failure> {
-    use sparkle_std::backend::Backend;
-    use sparkle_std::multi::{gemm_split, split_rows};
-    let cpu = Cpu::new()?.threads(threads);
-    let gpus: Vec<sparkle_std::vk::Context> =
-        sparkle_std::vk::devices()?.iter().map(|d| sparkle_std::vk::Context::new(d.index)).collect::<Result<_, _>>()?;
-    let mut parts: Vec<&dyn Backend> = Vec::new();
-    if with_cpu {
-        parts.push(&cpu);
-    }
-    parts.extend(gpus.iter().map(|g| g as &dyn Backend));
+    use sparkle_std::sparkle::DeviceSel;
+    let mut devices = if with_cpu { vec![DeviceSel::Cpu] } else { Vec::new() };
+    devices.extend(sparkle_std::vk::devices()?.iter().map(|d| DeviceSel::VulkanIndex(d.index)));
+    let sparkle = sparkle_std::Sparkle::builder().devices(&devices).threads(threads).in_memory_model().build()?;
+    let parts = sparkle.devices();
     if parts.len() < 2 {
-        return Err("a split needs at least two devices".into());
+        return Err(format!(
+            "a split needs at least two devices the juggler places on (here: {parts:?}; a CPU-type Vulkan device beside the CPU is not one)"
+        )
+        .into());
     }
     for &shape in shapes {
         let [m, n, k] = shape;
@@ -719,25 +719,30 @@ pub fn split(shapes: &[[usize; 3]], with_cpu: bool, threads: usize, reps: usize)
             Ok(t)
         };
         let mut alone = Vec::new();
-        for p in &parts {
+        for &device in &parts {
             let t = best(&mut |c| {
                 let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
-                Ok(p.gemm(1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?)
+                let run = sparkle.gemm_on(device, 1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?;
+                match run.fallback {
+                    Some(e) => Err(format!("{device} failed: {e}").into()),
+                    None => Ok(()),
+                }
             })?;
-            println!("{m}x{n}x{k} on {} alone: {:.2} ms ({:.1} GFLOPS)", p.id(), t * 1e3, flops / t / 1e9);
+            println!("{m}x{n}x{k} on {device} alone: {:.2} ms ({:.1} GFLOPS)", t * 1e3, flops / t / 1e9);
             alone.push(t);
         }
-        let speeds: Vec<f64> = alone.iter().map(|t| 1.0 / t).collect();
-        let rows = split_rows(m, &speeds, 64);
+        let mut split_desc = Vec::new();
         let t = best(&mut |c| {
             let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
-            gemm_split(&parts, &rows, 1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?;
+            let reports = sparkle.gemm_split(1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?;
+            if let Some(e) = reports.iter().find_map(|r| r.failed.as_ref()) {
+                return Err(format!("a part failed: {e}").into());
+            }
+            split_desc = reports.iter().map(|r| format!("{} rows {:?}", r.device, r.rows)).collect();
             Ok(())
         })?;
         spot_check("split", &a, &b, &c, shape)?;
         let fastest = alone.iter().copied().fold(f64::INFINITY, f64::min);
-        let split_desc: Vec<String> =
-            parts.iter().zip(&rows).map(|(p, r)| format!("{} rows {:?}", p.id(), r)).collect();
         println!(
             "{m}x{n}x{k} split ({}): {:.2} ms ({:.1} GFLOPS), {:.2}x the fastest single device",
             split_desc.join(", "),

@@ -168,8 +168,9 @@ enum BenchCommand {
         #[command(flatten)]
         common: BenchArgs,
     },
-    /// One GEMM split across devices (rows in proportion to each device's measured speed) beside
-    /// each device alone; host tensors, copies included.
+    /// One GEMM split across the devices of one Sparkle handle (rows in proportion to each
+    /// device's predicted speed, learned from the runs alone) beside each device alone; host
+    /// tensors, copies included.
     Split {
         /// Comma-separated shapes, `MxNxK` or `N`.
         #[arg(long, default_value = "1024")]
@@ -373,8 +374,10 @@ fn list_devices() -> Result<ExitCode, Failure> {
     for (what, n) in [("small work (GEMM 64^3)", 64), ("large work (GEMM 4096^3)", 4096)] {
         let all = sparkle.predict_gemm(n, n, n);
         if let Some(p) = all.iter().min_by(|a, b| (a.run + a.wait).total_cmp(&(b.run + b.wait))) {
-            let others: Vec<String> =
-                all.iter().map(|p| format!("{} {:.3} ms + {:.0} ms wait", p.device, p.run * 1e3, p.wait * 1e3)).collect();
+            let others: Vec<String> = all
+                .iter()
+                .map(|p| format!("{} {:.3} ms + {:.0} ms wait", p.device, p.run * 1e3, p.wait * 1e3))
+                .collect();
             println!("juggler: {what} goes to {} ({})", p.device, others.join(", "));
         }
     }
