@@ -525,7 +525,9 @@ impl Context {
         let cb = cb.build().map_err(api("building the command buffer"))?;
         let mut last = self.last.0.lock().unwrap_or_else(|e| e.into_inner());
         let before: Box<dyn GpuFuture + Send + Sync> = match last.take() {
-            Some(f) if !f.is_signaled().unwrap_or(true) => Box::new(f),
+            Some(f) if !f.is_signaled().unwrap_or(true) => {
+                Box::new(crate::resident::After { prev: f, queue: self.queue().clone() })
+            }
             _ => sync::now(self.device().clone()).boxed_send_sync(),
         };
         let future = before

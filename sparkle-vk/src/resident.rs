@@ -54,6 +54,80 @@ impl std::fmt::Debug for Chain {
     }
 }
 
+/// The previous submission as the next one is chained after it. Vulkano's `execute_after`
+/// asks a future `queue_change_allowed()` and then `queue()`, each under its own lock; a
+/// `FenceSignalFuture` that another thread waits on in between has been cleaned up by then and
+/// answers `None`, and vulkano panics on it (seen with several threads on one context). Every
+/// submission of a context goes to its one queue, so this answers with that queue, consistently,
+/// and passes everything else through.
+pub(crate) struct After {
+    pub(crate) prev: Submission,
+    pub(crate) queue: Arc<vulkano::device::Queue>,
+}
+
+// SAFETY: the device is the wrapped future's own.
+unsafe impl DeviceOwned for After {
+    fn device(&self) -> &Arc<vulkano::device::Device> {
+        self.prev.device()
+    }
+}
+
+// SAFETY: every method forwards to the `Arc<FenceSignalFuture>` implementation (which upholds the
+// trait's contract) except `queue` and `queue_change_allowed`, which report the one queue every
+// submission of the context is made to: true of the wrapped future while it is pending, and
+// harmless once it is cleaned up (nothing is left to order against then).
+unsafe impl GpuFuture for After {
+    fn cleanup_finished(&mut self) {
+        self.prev.cleanup_finished()
+    }
+    unsafe fn build_submission(
+        &self,
+    ) -> std::result::Result<vulkano::sync::future::SubmitAnyBuilder, vulkano::Validated<vulkano::VulkanError>> {
+        // SAFETY: forwarded; the caller upholds build_submission's contract for us.
+        unsafe { self.prev.build_submission() }
+    }
+    fn flush(&self) -> std::result::Result<(), vulkano::Validated<vulkano::VulkanError>> {
+        self.prev.flush()
+    }
+    unsafe fn signal_finished(&self) {
+        // SAFETY: forwarded; the caller upholds signal_finished's contract for us.
+        unsafe { self.prev.signal_finished() }
+    }
+    fn queue_change_allowed(&self) -> bool {
+        false
+    }
+    fn queue(&self) -> Option<Arc<vulkano::device::Queue>> {
+        Some(self.queue.clone())
+    }
+    fn check_buffer_access(
+        &self,
+        buffer: &vulkano::buffer::Buffer,
+        range: std::ops::Range<vulkano::DeviceSize>,
+        exclusive: bool,
+        queue: &vulkano::device::Queue,
+    ) -> std::result::Result<(), vulkano::sync::future::AccessCheckError> {
+        self.prev.check_buffer_access(buffer, range, exclusive, queue)
+    }
+    fn check_image_access(
+        &self,
+        image: &vulkano::image::Image,
+        range: std::ops::Range<vulkano::DeviceSize>,
+        exclusive: bool,
+        expected_layout: vulkano::image::ImageLayout,
+        queue: &vulkano::device::Queue,
+    ) -> std::result::Result<(), vulkano::sync::future::AccessCheckError> {
+        self.prev.check_image_access(image, range, exclusive, expected_layout, queue)
+    }
+    fn check_swapchain_image_acquired(
+        &self,
+        swapchain: &vulkano::swapchain::Swapchain,
+        image_index: u32,
+        before: bool,
+    ) -> std::result::Result<(), vulkano::sync::future::AccessCheckError> {
+        self.prev.check_swapchain_image_acquired(swapchain, image_index, before)
+    }
+}
+
 const TENSOR_USAGE: BufferUsage =
     BufferUsage::STORAGE_BUFFER.union(BufferUsage::TRANSFER_SRC).union(BufferUsage::TRANSFER_DST);
 

@@ -192,3 +192,39 @@ fn an_allocation_larger_than_the_device_is_an_error() {
         assert_eq!(ctx.download(&ctx.upload(&[1.0, 2.0]).unwrap()).unwrap(), vec![1.0, 2.0]);
     }
 }
+
+#[test]
+fn threads_submitting_and_waiting_on_one_context_at_once() {
+    // Several threads record, submit and wait on one context concurrently (as the Sparkle
+    // handle's callers do). Each submission is chained after the context's latest one while
+    // other threads wait on theirs: this once panicked inside vulkano (a waited-on future lost
+    // its queue between two of vulkano's checks) and took the process down.
+    for ctx in contexts(u32::MAX) {
+        let (m, n, k) = (24, 20, 16);
+        let (a, b) = (filled(m * k, 1), filled(k * n, 2));
+        let mut want = vec![0.0; m * n];
+        let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&b, k, n).unwrap());
+        gemm_reference_f64(1.0, av, bv, 0.0, None, &Epilogue::NONE, &mut want).unwrap();
+        let (at, bt) = (ctx.upload(&a).unwrap(), ctx.upload(&b).unwrap());
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..400 {
+                        let c = ctx.zeros(m * n).unwrap();
+                        let mut rec = ctx.record().unwrap();
+                        let (a, b) =
+                            (TensorMat::row_major(&at, m, k).unwrap(), TensorMat::row_major(&bt, k, n).unwrap());
+                        let cm = TensorMat::row_major(&c, m, n).unwrap();
+                        rec.gemm(1.0, a, b, 0.0, cm, TensorBias::None, Activation::None).unwrap();
+                        let out = rec.download(&c).unwrap();
+                        rec.submit().unwrap().wait().unwrap();
+                        let mut got = vec![0.0; m * n];
+                        out.read(&mut got).unwrap();
+                        let (err, at) = max_error(&got, &want);
+                        assert!(err <= gpu_tolerance(k), "{err:e} at {at:?}");
+                    }
+                });
+            }
+        });
+    }
+}
