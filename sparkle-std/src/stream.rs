@@ -314,14 +314,15 @@ pub fn compare(sparkle: &Sparkle, layers: &[Layer], rounds: usize) -> Result<Com
     }
     policies.push(("balanced fixed".into(), Placement::Fixed(&best)));
     policies.push(("juggler".into(), Placement::Juggler));
-    // Each policy's best of three runs, the policies taking turns, so none is favoured by
-    // running first (colder) or last (warmer).
+    // Each policy's best of three runs; the policies take turns, each turn starting one policy
+    // later, so none is favoured by always running first (colder) or last (warmer).
     let mut runs: Vec<Option<PolicyRun>> = vec![None; policies.len()];
-    for _ in 0..3 {
-        for (slot, (policy, placement)) in runs.iter_mut().zip(&policies) {
+    for turn in 0..3 {
+        for p in (0..policies.len()).map(|i| (i + turn) % policies.len()) {
+            let (policy, placement) = &policies[p];
             let report = run(sparkle, layers, &weights, &order, *placement, workers)?;
-            if slot.as_ref().is_none_or(|r| report.seconds < r.report.seconds) {
-                *slot = Some(PolicyRun { policy: policy.clone(), report });
+            if runs[p].as_ref().is_none_or(|r| report.seconds < r.report.seconds) {
+                runs[p] = Some(PolicyRun { policy: policy.clone(), report });
             }
         }
     }
