@@ -169,6 +169,29 @@ pub struct Run {
     pub downloaded: u64,
 }
 
+impl Run {
+    /// A run that succeeded where decision `d` placed it, with its (uploaded, downloaded) bytes.
+    fn placed(
+        d: &crate::juggler::Decision,
+        kernel: String,
+        seconds: f64,
+        first_use: bool,
+        (uploaded, downloaded): (u64, u64),
+    ) -> Self {
+        Run {
+            device: d.device,
+            kernel,
+            predicted: d.predicted,
+            seconds,
+            explored: d.explored,
+            first_use,
+            fallback: None,
+            uploaded,
+            downloaded,
+        }
+    }
+}
+
 /// One device's prediction for an op: the juggler places it where `wait + run` is smallest
 /// (exploration aside).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -718,11 +741,7 @@ impl Sparkle {
         path: &'static str,
         mut op: Op<'_, '_>,
     ) -> Result<Run, SparkleError> {
-        if let Some(DeviceId::Vulkan(i)) = forced {
-            if self.gpu(DeviceId::Vulkan(i)).is_none() {
-                return Err(SparkleError::Config(format!("vulkan:{i} is not a device of this handle")));
-            }
-        }
+        self.check_forced(forced)?;
         let (decision, _inflight) = self.reserve(|j| match forced {
             Some(device) => Some(crate::juggler::Decision {
                 device,
@@ -741,18 +760,7 @@ impl Sparkle {
                         // the next one, which is then not learned as run time either.
                         let first = self.first_use(d.device, desc.kind, path);
                         self.learn(d.device, desc, seconds, first);
-                        let (uploaded, downloaded) = op.copies();
-                        Ok(Run {
-                            device: d.device,
-                            kernel: format!("{kernel}, {path}"),
-                            predicted: d.predicted,
-                            seconds,
-                            explored: d.explored,
-                            first_use: first,
-                            fallback: None,
-                            uploaded,
-                            downloaded,
-                        })
+                        Ok(Run::placed(&d, format!("{kernel}, {path}"), seconds, first, op.copies()))
                     }
                     // Whatever the kind (lost, out of memory, or a device limit the host's
                     // validation could not know), the inputs are untouched: the CPU answers.
@@ -770,6 +778,16 @@ impl Sparkle {
             None => self.run_cpu(desc, path, &mut op, f64::NAN, started, None),
         };
         result
+    }
+
+    /// An error unless `forced` (a pinned op's device) is one of this handle's.
+    fn check_forced(&self, forced: Option<DeviceId>) -> Result<(), SparkleError> {
+        match forced {
+            Some(DeviceId::Vulkan(i)) if self.gpu(DeviceId::Vulkan(i)).is_none() => {
+                Err(SparkleError::Config(format!("vulkan:{i} is not a device of this handle")))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Decides with `decide` and charges the decision to its device's queue, under one lock; the

@@ -348,11 +348,7 @@ impl Sparkle {
 
     /// Runs `op` on `forced`, or where the juggler decides with the copies each device needs.
     fn place_tensor(&self, forced: Option<DeviceId>, op: TensorOp) -> Result<(Tensor, Run), SparkleError> {
-        if let Some(DeviceId::Vulkan(i)) = forced {
-            if self.gpu(DeviceId::Vulkan(i)).is_none() {
-                return Err(SparkleError::Config(format!("vulkan:{i} is not a device of this handle")));
-            }
-        }
+        self.check_forced(forced)?;
         let desc = op.desc();
         let path = op.path();
         let inputs: Vec<(&Tensor, Vec<DeviceId>)> = op.inputs().into_iter().map(|t| (t, self.locations(t))).collect();
@@ -395,17 +391,7 @@ impl Sparkle {
                     // The device's own time (its copies included, queueing behind other threads'
                     // submissions excluded) where it has timestamps.
                     self.learn_with(d.device, &desc, copies, device_seconds.unwrap_or(seconds), first);
-                    let run = Run {
-                        device: d.device,
-                        kernel: format!("{kernel}, {path}"),
-                        predicted: d.predicted,
-                        seconds,
-                        explored: d.explored,
-                        first_use: first,
-                        fallback: None,
-                        uploaded,
-                        downloaded,
-                    };
+                    let run = Run::placed(&d, format!("{kernel}, {path}"), seconds, first, (uploaded, downloaded));
                     return Ok((out, run));
                 }
                 Err(e) => {
