@@ -377,8 +377,8 @@ impl GpuDesc {
 /// The juggler over the CPU (if `use_cpu`) and `gpus`, with priors by device type, and the
 /// fingerprint its learned model is stored under: the CPU brand, kernel, threads, crate version,
 /// and the vendor, device and driver of every Vulkan device of the machine (`machine`), whichever
-/// are placed on, so handles with different device selections share one model. The one place
-/// priors are written down.
+/// are placed on, so handles with different device selections share one model. The priors are
+/// [`Prior::cpu`], [`Prior::GPU`] and [`Prior::CPU_TYPE_GPU`] (the replay benchmark uses the same).
 pub fn juggler_for(
     cpu: &Cpu,
     use_cpu: bool,
@@ -389,19 +389,14 @@ pub fn juggler_for(
     let mut j = Juggler::new(SystemClock::default());
     if use_cpu {
         let peak = crate::cpu::peak::peak_gflops(cpu.threads) * 1e9;
-        j.add_device(DeviceId::Cpu, Prior { overhead: 5e-6, peak, half: 2e6, bandwidth: f64::INFINITY }, false);
+        j.add_device(DeviceId::Cpu, Prior::cpu(peak), false);
     }
     let mut parts =
         vec![brand.to_string(), cpu.kernel.id().to_string(), cpu.threads.to_string(), env!("CARGO_PKG_VERSION").into()];
     // A CPU-type device (Mesa's lavapipe) runs on the host's own cores: beside the CPU path it
     // only takes cores from it, so it is never a placement target then (ops pinned to it still run).
     for g in gpus.iter().filter(|g| !(use_cpu && g.cpu_type)) {
-        // A CPU-type device is slow; a real GPU is fast but far away.
-        let prior = if g.cpu_type {
-            Prior { overhead: 300e-6, peak: 5e9, half: 1e8, bandwidth: 5e9 }
-        } else {
-            Prior { overhead: 50e-6, peak: 2e13, half: 1e9, bandwidth: 1.2e10 }
-        };
+        let prior = if g.cpu_type { Prior::CPU_TYPE_GPU } else { Prior::GPU };
         j.add_device(DeviceId::Vulkan(g.index), prior, true);
     }
     parts.extend(machine.iter().map(|g| g.identity.clone()));

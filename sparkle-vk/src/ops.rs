@@ -107,8 +107,8 @@ pub(crate) fn u32_of(v: usize, param: Param) -> Result<u32> {
     u32::try_from(v).map_err(|_| VkError::Core(Error::Overflow { param }))
 }
 
-pub(crate) fn act_code(a: Activation) -> (u32, f32) {
-    match a {
+pub(crate) fn act_code(a: Activation) -> Result<(u32, f32)> {
+    Ok(match a {
         Activation::None => (0, 0.0),
         Activation::Relu => (1, 0.0),
         Activation::Relu6 => (2, 0.0),
@@ -116,8 +116,9 @@ pub(crate) fn act_code(a: Activation) -> (u32, f32) {
         Activation::Sigmoid => (4, 0.0),
         Activation::Tanh => (5, 0.0),
         Activation::Gelu => (6, 0.0),
-        _ => (0, 0.0),
-    }
+        // An activation the core gained and the shaders do not know: an error, never identity.
+        _ => return Err(Error::Invalid { param: Param::Activation }.into()),
+    })
 }
 
 /// Push constants of every shader (`shaders/common.glsl`, field for field). 120 bytes: every
@@ -270,9 +271,9 @@ pub(crate) fn conv_geometry(g: &Conv2d) -> Result<Params> {
 }
 
 /// `p` with this bias mode (0 none, 1 per row, 2 per column) and activation.
-pub(crate) fn with_epilogue(p: Params, bias_mode: u32, activation: Activation) -> Params {
-    let (act, slope) = act_code(activation);
-    Params { epi: act | bias_mode << 8, slope, ..p }
+pub(crate) fn with_epilogue(p: Params, bias_mode: u32, activation: Activation) -> Result<Params> {
+    let (act, slope) = act_code(activation)?;
+    Ok(Params { epi: act | bias_mode << 8, slope, ..p })
 }
 
 /// `plan` with its bias mode replaced (the activation kept).
@@ -644,7 +645,7 @@ impl Context {
             Bias::Col(v) => (2, v),
         };
         let params = gemm_params(alpha, [d.m, d.k, a.rs(), a.cs()], [b.rs(), b.cs()], beta, [d.n, c.rs(), c.cs()])?;
-        let params = with_epilogue(params, bias_mode, epi.activation);
+        let params = with_epilogue(params, bias_mode, epi.activation)?;
         let mut cb = self.begin()?;
         let ab = self.record_upload(&mut cb, &a.as_slice()[..a_len])?;
         let bb = self.record_upload(&mut cb, &b.as_slice()[..b_len])?;
@@ -723,7 +724,7 @@ impl Context {
     pub(crate) fn conv_plan(g: &Conv2d, epi: &Epilogue<'_>, min_tiles: u32) -> Result<Plan> {
         let p = g.params();
         let (kg, hw, gemm_k) = g.gemm_dims();
-        let (act, slope) = act_code(epi.activation);
+        let (act, slope) = act_code(epi.activation)?;
         let (c_rs, c_cs) = match p.layout {
             TensorLayout::Nchw => (hw, 1),
             TensorLayout::Nhwc => (1, p.k),

@@ -395,7 +395,7 @@ impl Recording<'_> {
             return Ok(self);
         }
         let params = crate::ops::gemm_params(alpha, [a.rows, a.cols, a.rs, a.cs], [b.rs, b.cs], beta, [n, c.rs, c.cs])?;
-        let params = crate::ops::with_epilogue(params, bias_mode, activation);
+        let params = crate::ops::with_epilogue(params, bias_mode, activation)?;
         let plan = crate::ops::gemm_plan(&params, self.ctx.tuning().min_vec4_tiles)?;
         let bias_buf = self.bias_or_dummy(bias_t)?;
         self.ctx.record_plan(&mut self.cb, &plan, [&a.tensor.buf, &b.tensor.buf, &c.tensor.buf, &bias_buf])?;

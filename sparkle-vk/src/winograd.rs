@@ -91,7 +91,7 @@ impl Context {
             planes(g).ok_or(sparkle_core::Error::Overflow { param: sparkle_core::Param::Scratch })?;
         let t = tiles(g).ok_or(sparkle_core::Error::Overflow { param: sparkle_core::Param::Scratch })?;
         let u = |v: usize| u32_of(v, sparkle_core::Param::Input);
-        let (act, slope) = act_code(activation);
+        let (act, slope) = act_code(activation)?;
         // V as C x T (tiles contiguous) where the GEMM can load it so: see winograd.comp.
         let ct = p.layout == TensorLayout::Nchw && t % 4 == 0;
         let geometry = conv_geometry(g)?;

@@ -57,12 +57,22 @@ pub struct Prior {
     pub bandwidth: f64,
 }
 
+impl Prior {
+    /// The CPU path: `peak` flop/s (its measured FMA peak), a few microseconds per call, no
+    /// copies.
+    pub fn cpu(peak: f64) -> Self {
+        Prior { overhead: 5e-6, peak, half: 2e6, bandwidth: f64::INFINITY }
+    }
+    /// A discrete GPU: fast, but far away (a launch and copies over the bus).
+    pub const GPU: Prior = Prior { overhead: 50e-6, peak: 2e13, half: 1e9, bandwidth: 1.2e10 };
+    /// A CPU-type Vulkan device (Mesa's lavapipe): slow, and its "copies" are memcpys.
+    pub const CPU_TYPE_GPU: Prior = Prior { overhead: 300e-6, peak: 5e9, half: 1e8, bandwidth: 5e9 };
+}
+
 /// Size buckets: one per power of two of the flop count.
 pub const BUCKETS: usize = 64;
 /// Lowest learning rate: the model keeps following drift after many samples.
 pub const MIN_RATE: f64 = 0.1;
-/// Lowest learning rate of a run faster than predicted (see [`CostModel::update`]).
-pub const FAST_RATE: f64 = 0.1;
 /// Largest step of one update, as a factor on efficiency (robustness to spikes).
 pub const MAX_STEP: f64 = 4.0;
 /// A miss by more than this factor counts towards a drift streak...

@@ -306,16 +306,8 @@ struct Sparkle(Juggler<FakeClock>);
 impl Sparkle {
     fn new(r: &Recording) -> Self {
         let mut j = Juggler::new(FakeClock::default());
-        j.add_device(
-            DeviceId::Cpu,
-            Prior { overhead: 5e-6, peak: r.cpu_peak, half: 2e6, bandwidth: f64::INFINITY },
-            false,
-        );
-        let gpu = if r.gpu_is_discrete {
-            Prior { overhead: 50e-6, peak: 2e13, half: 1e9, bandwidth: 1.2e10 }
-        } else {
-            Prior { overhead: 300e-6, peak: 5e9, half: 1e8, bandwidth: 5e9 }
-        };
+        j.add_device(DeviceId::Cpu, Prior::cpu(r.cpu_peak), false);
+        let gpu = if r.gpu_is_discrete { Prior::GPU } else { Prior::CPU_TYPE_GPU };
         j.add_device(DeviceId::Vulkan(0), gpu, true);
         Sparkle(j)
     }

@@ -861,7 +861,7 @@ pub fn split_resident(shapes: &[[usize; 3]], conv_batch: usize, reps: usize) -> 
                 let mut want = vec![0.0f32; out_per];
                 let epi = Epilogue::activation(Activation::Relu);
                 cpu.conv2d(&one, &x[r.start * in_per..(r.start + 1) * in_per], &w, &epi, &mut want)?;
-                let tol = 2.0 * sparkle_core::check::tolerance(g.gemm_dims().2) + 1e-5;
+                let tol = sparkle_core::check::gpu_tolerance(g.gemm_dims().2);
                 let err = y[..out_per]
                     .iter()
                     .zip(&want)
