@@ -1,9 +1,74 @@
 //! One interface over every device that runs Sparkle's ops: the CPU backend and each Vulkan
-//! device. The multi-device split, the cross-backend tests and the juggler's callers use it.
+//! device, with typed failures (a fallback tells a lost device from one out of memory). The
+//! multi-device split, the cross-backend tests and the `Sparkle` handle use it.
+
+use std::fmt;
 
 use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
 
+use crate::cpu::CpuError;
 use crate::juggler::DeviceId;
+
+/// What kind of device failure happened: a fallback treats them alike (re-run on the CPU), a
+/// caller may not (a lost device stays unusable; out-of-memory is about this op's size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeviceErrorKind {
+    /// The device was lost (driver reset, hang) or could not be opened.
+    Lost,
+    /// The device ran out of memory for this op.
+    OutOfMemory,
+    /// The device rejected the op's parameters (a bug, or a device limit).
+    Invalid,
+    /// Anything else (a failed submission, a driver error).
+    Other,
+}
+
+/// A device's failure, typed, with the device's own message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceError {
+    /// Which device.
+    pub device: DeviceId,
+    /// What kind of failure.
+    pub kind: DeviceErrorKind,
+    /// The device's message.
+    pub message: String,
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.device, self.message)
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
+#[cfg(feature = "vulkan")]
+impl DeviceError {
+    /// A Vulkan error of `device`, typed by what it means for a fallback.
+    pub fn from_vk(device: DeviceId, e: &sparkle_vk::VkError) -> Self {
+        use sparkle_vk::VkError as V;
+        let kind = match e {
+            V::DeviceLost(_) | V::NoLoader(_) | V::NoDevice { .. } => DeviceErrorKind::Lost,
+            V::OutOfMemory(_) => DeviceErrorKind::OutOfMemory,
+            V::Core(_) => DeviceErrorKind::Invalid,
+            _ => DeviceErrorKind::Other,
+        };
+        Self { device, kind, message: e.to_string() }
+    }
+}
+
+impl DeviceError {
+    /// A CPU-path failure as a device error of [`DeviceId::Cpu`].
+    pub fn from_cpu(e: &CpuError) -> Self {
+        let kind = match e {
+            CpuError::Core(_) => DeviceErrorKind::Invalid,
+            CpuError::OutOfMemory(_) => DeviceErrorKind::OutOfMemory,
+            _ => DeviceErrorKind::Other,
+        };
+        DeviceError { device: DeviceId::Cpu, kind, message: e.to_string() }
+    }
+}
 
 /// A device that computes GEMM and conv2d.
 pub trait Backend: Sync {
@@ -20,7 +85,7 @@ pub trait Backend: Sync {
         beta: f32,
         c: MatMut<'_>,
         epi: &Epilogue<'_>,
-    ) -> Result<(), String>;
+    ) -> Result<(), DeviceError>;
     /// `output = act(conv2d(input, weight) + bias)`.
     fn conv2d(
         &self,
@@ -29,7 +94,7 @@ pub trait Backend: Sync {
         weight: &[f32],
         epi: &Epilogue<'_>,
         output: &mut [f32],
-    ) -> Result<(), String>;
+    ) -> Result<(), DeviceError>;
 }
 
 impl Backend for crate::cpu::Cpu {
@@ -47,8 +112,8 @@ impl Backend for crate::cpu::Cpu {
         beta: f32,
         c: MatMut<'_>,
         epi: &Epilogue<'_>,
-    ) -> Result<(), String> {
-        crate::cpu::Cpu::gemm(self, alpha, a, b, beta, c, epi).map(|_| ()).map_err(|e| e.to_string())
+    ) -> Result<(), DeviceError> {
+        crate::cpu::Cpu::gemm(self, alpha, a, b, beta, c, epi).map(|_| ()).map_err(|e| DeviceError::from_cpu(&e))
     }
     fn conv2d(
         &self,
@@ -57,8 +122,8 @@ impl Backend for crate::cpu::Cpu {
         weight: &[f32],
         epi: &Epilogue<'_>,
         output: &mut [f32],
-    ) -> Result<(), String> {
-        crate::cpu::Cpu::conv2d(self, g, input, weight, epi, output).map_err(|e| e.to_string())
+    ) -> Result<(), DeviceError> {
+        crate::cpu::Cpu::conv2d(self, g, input, weight, epi, output).map_err(|e| DeviceError::from_cpu(&e))
     }
 }
 
@@ -78,8 +143,10 @@ impl Backend for sparkle_vk::Context {
         beta: f32,
         c: MatMut<'_>,
         epi: &Epilogue<'_>,
-    ) -> Result<(), String> {
-        sparkle_vk::Context::gemm(self, alpha, a, b, beta, c, epi).map(|_| ()).map_err(|e| e.to_string())
+    ) -> Result<(), DeviceError> {
+        sparkle_vk::Context::gemm(self, alpha, a, b, beta, c, epi)
+            .map(|_| ())
+            .map_err(|e| DeviceError::from_vk(Backend::id(self), &e))
     }
     fn conv2d(
         &self,
@@ -88,7 +155,8 @@ impl Backend for sparkle_vk::Context {
         weight: &[f32],
         epi: &Epilogue<'_>,
         output: &mut [f32],
-    ) -> Result<(), String> {
-        sparkle_vk::Context::conv2d(self, g, input, weight, epi, output).map_err(|e| e.to_string())
+    ) -> Result<(), DeviceError> {
+        sparkle_vk::Context::conv2d(self, g, input, weight, epi, output)
+            .map_err(|e| DeviceError::from_vk(Backend::id(self), &e))
     }
 }

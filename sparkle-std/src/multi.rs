@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use sparkle_core::{Conv2d, Conv2dParams, Epilogue, MatMut, MatRef};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, DeviceError, DeviceErrorKind};
 use crate::juggler::DeviceId;
+use crate::SparkleError;
 
 /// What one device did.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,7 +23,7 @@ pub struct PartReport {
     /// Seconds its part took (including a re-run elsewhere if it failed).
     pub seconds: f64,
     /// The error, if its device failed and the part was re-run on the first device.
-    pub failed: Option<String>,
+    pub failed: Option<DeviceError>,
 }
 
 /// Rows per device in proportion to `speeds` (work per second), each rounded to the nearest
@@ -61,21 +62,21 @@ pub fn gemm_split(
     beta: f32,
     c: MatMut<'_>,
     epi: &Epilogue<'_>,
-) -> Result<Vec<PartReport>, String> {
-    sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi).map_err(|e| e.to_string())?;
+) -> Result<Vec<PartReport>, SparkleError> {
+    sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
     if parts.is_empty() || parts.len() != rows.len() {
-        return Err(format!("{} devices but {} row ranges", parts.len(), rows.len()));
+        return Err(SparkleError::Config(format!("{} devices but {} row ranges", parts.len(), rows.len())));
     }
     let covered =
         rows.windows(2).all(|w| w[0].end == w[1].start) && rows[0].start == 0 && rows[rows.len() - 1].end == c.rows();
     if !covered {
-        return Err("the row ranges must cover C exactly, in order".into());
+        return Err(SparkleError::Config("the row ranges must cover C exactly, in order".into()));
     }
     // Cut C into the parts' rows (disjoint memory), A alongside.
     let mut pieces = Vec::with_capacity(rows.len());
     let mut rest = c;
     for r in rows {
-        let (head, tail) = rest.split_rows_at(r.len()).map_err(|e| format!("C cannot be split by rows: {e}"))?;
+        let (head, tail) = rest.split_rows_at(r.len())?;
         pieces.push(head);
         rest = tail;
     }
@@ -102,12 +103,12 @@ pub fn gemm_split(
         part: &dyn Backend,
         r: &Range<usize>,
         (alpha, a, b, beta, epi): (f32, MatRef<'_>, MatRef<'_>, f32, Epilogue<'_>),
-    ) -> (Result<(), String>, f64, MatMut<'c>) {
+    ) -> (Result<(), DeviceError>, f64, MatMut<'c>) {
         let t = Instant::now();
         let res = match a.submatrix(r.start, 0, r.len(), a.cols()) {
             Ok(_) if r.is_empty() => Ok(()),
             Ok(ap) => part.gemm(alpha, ap, b, beta, piece.rb_mut(), &epi),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(DeviceError { device: part.id(), kind: DeviceErrorKind::Invalid, message: e.to_string() }),
         };
         (res, t.elapsed().as_secs_f64(), piece)
     }
@@ -126,16 +127,19 @@ pub fn gemm_split(
             for (idx, v) in saved.into_iter().enumerate() {
                 piece.set(idx / piece.cols(), idx % piece.cols(), v);
             }
-            let ap = a.submatrix(r.start, 0, r.len(), a.cols()).map_err(|e| e.to_string())?;
-            parts[0]
-                .gemm(alpha, ap, b, beta, piece.rb_mut(), &sub_epi(r))
-                .map_err(|e2| format!("{e}; the re-run failed too: {e2}"))?;
+            let ap = a.submatrix(r.start, 0, r.len(), a.cols())?;
+            parts[0].gemm(alpha, ap, b, beta, piece.rb_mut(), &sub_epi(r)).map_err(|e2| rerun_failed(&e, e2))?;
             report.seconds += t.elapsed().as_secs_f64();
             report.failed = Some(e);
         }
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// The error when a failed part's re-run on the first device failed too.
+fn rerun_failed(first: &DeviceError, rerun: DeviceError) -> SparkleError {
+    SparkleError::Device(DeviceError { message: format!("{}; after {first}", rerun.message), ..rerun })
 }
 
 /// Runs every job at once and returns their results in order. The first runs on the calling
@@ -165,23 +169,23 @@ pub fn conv2d_split(
     weight: &[f32],
     epi: &Epilogue<'_>,
     output: &mut [f32],
-) -> Result<Vec<PartReport>, String> {
-    g.check_buffers(input.len(), weight.len(), None, output.len()).map_err(|e| e.to_string())?;
-    sparkle_core::conv::check_epilogue(g, epi).map_err(|e| e.to_string())?;
+) -> Result<Vec<PartReport>, SparkleError> {
+    g.check_buffers(input.len(), weight.len(), None, output.len())?;
+    sparkle_core::conv::check_epilogue(g, epi)?;
     let n = g.params().n;
     if parts.is_empty() || parts.len() != images.len() {
-        return Err(format!("{} devices but {} image ranges", parts.len(), images.len()));
+        return Err(SparkleError::Config(format!("{} devices but {} image ranges", parts.len(), images.len())));
     }
     let covered =
         images.windows(2).all(|w| w[0].end == w[1].start) && images[0].start == 0 && images[images.len() - 1].end == n;
     if !covered {
-        return Err("the image ranges must cover the batch exactly, in order".into());
+        return Err(SparkleError::Config("the image ranges must cover the batch exactly, in order".into()));
     }
     let (in_per, out_per) = (g.input_len() / n, g.output_len() / n);
     // Every part's geometry is validated before anything runs.
     let geoms = images
         .iter()
-        .map(|r| Conv2dParams { n: r.len().max(1), ..*g.params() }.validate().map_err(|e| e.to_string()))
+        .map(|r| Conv2dParams { n: r.len().max(1), ..*g.params() }.validate())
         .collect::<Result<Vec<_>, _>>()?;
     let mut pieces = Vec::with_capacity(images.len());
     let mut rest = output;
@@ -215,7 +219,7 @@ pub fn conv2d_split(
         let mut report = PartReport { device: part.id(), rows: r.clone(), seconds, failed: None };
         if let Err(e) = res {
             let t = Instant::now();
-            run(parts[0], sub, r, piece).map_err(|e2| format!("{e}; the re-run failed too: {e2}"))?;
+            run(parts[0], sub, r, piece).map_err(|e2| rerun_failed(&e, e2))?;
             report.seconds += t.elapsed().as_secs_f64();
             report.failed = Some(e);
         }

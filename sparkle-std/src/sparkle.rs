@@ -40,6 +40,7 @@ use std::time::Instant;
 use sparkle_core::conv::fused::choose_path;
 use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
 
+pub use crate::backend::{DeviceError, DeviceErrorKind};
 use crate::budget::MemoryBudget;
 use crate::cpu::{Cpu, CpuError};
 use crate::juggler::{store, Clock, DeviceId, Juggler, OpDesc, OpKind, Prior, SystemClock};
@@ -47,54 +48,6 @@ use crate::juggler::{store, Clock, DeviceId, Juggler, OpDesc, OpKind, Prior, Sys
 mod split;
 mod tensor;
 pub use tensor::{Tensor, TensorBias};
-
-/// What kind of device failure happened: a fallback treats them alike (re-run on the CPU), a
-/// caller may not (a lost device stays unusable; out-of-memory is about this op's size).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DeviceErrorKind {
-    /// The device was lost (driver reset, hang) or could not be opened.
-    Lost,
-    /// The device ran out of memory for this op.
-    OutOfMemory,
-    /// The device rejected the op's parameters (a bug, or a device limit).
-    Invalid,
-    /// Anything else (a failed submission, a driver error).
-    Other,
-}
-
-/// A device's failure, typed, with the device's own message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceError {
-    /// Which device.
-    pub device: DeviceId,
-    /// What kind of failure.
-    pub kind: DeviceErrorKind,
-    /// The device's message.
-    pub message: String,
-}
-
-impl fmt::Display for DeviceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.device, self.message)
-    }
-}
-
-impl std::error::Error for DeviceError {}
-
-#[cfg(feature = "vulkan")]
-impl DeviceError {
-    fn from_vk(device: DeviceId, e: &sparkle_vk::VkError) -> Self {
-        use sparkle_vk::VkError as V;
-        let kind = match e {
-            V::DeviceLost(_) | V::NoLoader(_) | V::NoDevice { .. } => DeviceErrorKind::Lost,
-            V::OutOfMemory(_) => DeviceErrorKind::OutOfMemory,
-            V::Core(_) => DeviceErrorKind::Invalid,
-            _ => DeviceErrorKind::Other,
-        };
-        Self { device, kind, message: e.to_string() }
-    }
-}
 
 /// Why an op through [`Sparkle`] failed. Device failures are not among them: those fall back to
 /// the CPU and are reported in [`Run::fallback`].
@@ -107,6 +60,8 @@ pub enum SparkleError {
     Cpu(CpuError),
     /// The configuration asked for something this machine does not have (a device, a setting).
     Config(String),
+    /// A device failed and the re-run that should have replaced it failed too.
+    Device(DeviceError),
 }
 
 impl fmt::Display for SparkleError {
@@ -115,6 +70,7 @@ impl fmt::Display for SparkleError {
             SparkleError::Invalid(e) => write!(f, "{e}"),
             SparkleError::Cpu(e) => write!(f, "{e}"),
             SparkleError::Config(e) => write!(f, "{e}"),
+            SparkleError::Device(e) => write!(f, "{e}"),
         }
     }
 }
@@ -125,6 +81,7 @@ impl std::error::Error for SparkleError {
             SparkleError::Invalid(e) => Some(e),
             SparkleError::Cpu(e) => Some(e),
             SparkleError::Config(_) => None,
+            SparkleError::Device(e) => Some(e),
         }
     }
 }

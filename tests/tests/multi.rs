@@ -5,7 +5,7 @@ use sparkle_core::check::{gpu_tolerance, max_error};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
-use sparkle_std::backend::Backend;
+use sparkle_std::backend::{Backend, DeviceError, DeviceErrorKind};
 use sparkle_std::juggler::DeviceId;
 use sparkle_std::multi::{conv2d_split, gemm_split, split_rows};
 use sparkle_tests::fill;
@@ -26,8 +26,8 @@ impl Backend for Failing {
         _: &[f32],
         _: &Epilogue<'_>,
         _: &mut [f32],
-    ) -> Result<(), String> {
-        Err("device lost (injected)".into())
+    ) -> Result<(), DeviceError> {
+        Err(lost())
     }
     fn gemm(
         &self,
@@ -37,14 +37,18 @@ impl Backend for Failing {
         _: f32,
         mut c: MatMut<'_>,
         _: &Epilogue<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeviceError> {
         for i in 0..c.rows() {
             for j in 0..c.cols() {
                 c.set(i, j, 1e30);
             }
         }
-        Err("device lost (injected)".into())
+        Err(lost())
     }
+}
+
+fn lost() -> DeviceError {
+    DeviceError { device: DeviceId::Vulkan(99), kind: DeviceErrorKind::Lost, message: "device lost (injected)".into() }
 }
 
 fn check(
@@ -130,7 +134,7 @@ fn a_device_failing_mid_split_has_its_part_rerun() {
     let parts: [&dyn Backend; 2] = [&cpu, &failing];
     for beta in [0.0, 0.75] {
         let reports = check(&parts, &[1.0, 1.0], (200, 40, 30), beta, true);
-        assert!(reports[1].failed.is_some(), "{reports:?}");
+        assert_eq!(reports[1].failed, Some(lost()), "{reports:?}");
         assert!(reports[0].failed.is_none());
     }
 }
@@ -194,7 +198,7 @@ fn a_device_failing_mid_conv_split_has_its_part_rerun() {
     let cpu = sparkle_std::cpu::Cpu::new().unwrap().threads(1);
     let parts: [&dyn Backend; 2] = [&cpu, &Failing];
     let reports = check_conv(&parts, &[1.0, 1.0], Conv2dParams::new(4, 3, 6, 6, 4, 3, 3));
-    assert!(reports[1].failed.is_some() && reports[0].failed.is_none(), "{reports:?}");
+    assert!(reports[1].failed == Some(lost()) && reports[0].failed.is_none(), "{reports:?}");
 }
 
 #[test]

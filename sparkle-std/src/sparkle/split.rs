@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
 
-use super::{Run, Sparkle, SparkleError};
+use super::{DeviceError, DeviceErrorKind, Run, Sparkle, SparkleError};
 use crate::backend::Backend;
 use crate::juggler::{DeviceId, OpDesc};
 use crate::multi::{conv2d_split, gemm_split, split_rows, PartReport};
@@ -22,8 +22,15 @@ struct Pinned<'s> {
 }
 
 impl Pinned<'_> {
-    fn keep(&self, run: Result<Run, SparkleError>) -> Result<(), String> {
-        let run = run.map_err(|e| e.to_string())?;
+    fn keep(&self, run: Result<Run, SparkleError>) -> Result<(), DeviceError> {
+        let run = run.map_err(|e| match e {
+            SparkleError::Device(e) => e,
+            SparkleError::Cpu(e) => DeviceError::from_cpu(&e),
+            SparkleError::Invalid(e) => {
+                DeviceError { device: self.device, kind: DeviceErrorKind::Invalid, message: e.to_string() }
+            }
+            e => DeviceError { device: self.device, kind: DeviceErrorKind::Other, message: e.to_string() },
+        })?;
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).push(run);
         Ok(())
     }
@@ -44,7 +51,7 @@ impl Backend for Pinned<'_> {
         beta: f32,
         c: MatMut<'_>,
         epi: &Epilogue<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeviceError> {
         self.keep(self.sparkle.gemm_on(self.device, alpha, a, b, beta, c, epi))
     }
     fn conv2d(
@@ -54,7 +61,7 @@ impl Backend for Pinned<'_> {
         weight: &[f32],
         epi: &Epilogue<'_>,
         output: &mut [f32],
-    ) -> Result<(), String> {
+    ) -> Result<(), DeviceError> {
         self.keep(self.sparkle.conv2d_on(self.device, g, input, weight, epi, output))
     }
 }
@@ -79,7 +86,7 @@ impl Sparkle {
         let d = sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
         let (parts, rows) = self.split_plan(&OpDesc::gemm(d.m, d.n, d.k), d.m, ALIGN);
         let backends: Vec<&dyn Backend> = parts.iter().map(|p| p as &dyn Backend).collect();
-        let reports = gemm_split(&backends, &rows, alpha, a, b, beta, c, epi).map_err(SparkleError::Config)?;
+        let reports = gemm_split(&backends, &rows, alpha, a, b, beta, c, epi)?;
         Ok(with_fallbacks(reports, &parts))
     }
 
@@ -96,7 +103,7 @@ impl Sparkle {
         sparkle_core::conv::check_epilogue(g, epi)?;
         let (parts, images) = self.split_plan(&OpDesc::conv2d(g), g.params().n, 1);
         let backends: Vec<&dyn Backend> = parts.iter().map(|p| p as &dyn Backend).collect();
-        let reports = conv2d_split(&backends, &images, g, input, weight, epi, output).map_err(SparkleError::Config)?;
+        let reports = conv2d_split(&backends, &images, g, input, weight, epi, output)?;
         Ok(with_fallbacks(reports, &parts))
     }
 
@@ -121,7 +128,7 @@ fn with_fallbacks(mut reports: Vec<PartReport>, parts: &[Pinned<'_>]) -> Vec<Par
     for (r, p) in reports.iter_mut().zip(parts) {
         let runs = p.runs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = runs.iter().find_map(|run| run.fallback.as_ref()) {
-            r.failed.get_or_insert_with(|| format!("{e}; re-run on the CPU"));
+            r.failed.get_or_insert_with(|| e.clone());
         }
     }
     reports
