@@ -10,7 +10,7 @@
 # - aarch64 cross gcc + qemu-user, so the NEON kernels are tested for real; qemu-system-arm for
 #   the Cortex-M4F firmware (firmware/), binutils-arm-none-eabi to measure its size.
 # - rustup targets: the no_std core (Cortex-M4F, M0, wasm32), aarch64; the rustfmt/clippy components;
-#   nightly with Miri and cargo-fuzz for the hardening steps.
+#   nightly with Miri and cargo-fuzz for the hardening steps; the minimum supported Rust version.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -59,6 +59,9 @@ for c in miri rust-src; do
   grep -q "^$c" <<<"$nightly_components" || rustup component add "$c" --toolchain nightly
 done
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+# The minimum supported Rust version (Cargo.toml's rust-version), which CI builds the libraries with.
+msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
+rustup toolchain list | grep -q "^$msrv-" || rustup toolchain install "$msrv" --profile minimal
 components=$(rustup component list --installed)
 for c in rustfmt clippy; do
   grep -q "^$c" <<<"$components" || rustup component add "$c"

@@ -12,6 +12,11 @@ step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+step "cargo doc -D warnings (every public item documented, every link resolved)"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps
+msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
+step "the libraries on the minimum supported Rust version ($msrv)"
+CARGO_TARGET_DIR=target/msrv cargo "+$msrv" check -q -p sparkle-core -p sparkle-vk -p sparkle-std --lib
 for t in thumbv7em-none-eabihf thumbv6m-none-eabi; do
   step "sparkle-core for $t (no_std)"
   cargo build -q -p sparkle-core --target "$t" --release

@@ -39,9 +39,15 @@ fn probe() -> u8 {
 
 #[cfg(not(miri))]
 fn probe() -> u8 {
-    use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
+    use core::arch::x86_64::CpuidResult;
+    // CPUID is available on every x86_64 CPU; Rust before 1.94 marks the intrinsics unsafe.
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 CPU and has no preconditions.
+    let __cpuid = |leaf| unsafe { core::arch::x86_64::__cpuid(leaf) };
+    #[allow(unused_unsafe)]
+    // SAFETY: as above.
+    let __cpuid_count = |leaf, sub| unsafe { core::arch::x86_64::__cpuid_count(leaf, sub) };
     let bit = |r: u32, b: u32| r & (1 << b) != 0;
-    // CPUID exists on every x86_64 CPU.
     let CpuidResult { eax: max_leaf, .. } = __cpuid(0);
     if max_leaf < 7 {
         return 0;

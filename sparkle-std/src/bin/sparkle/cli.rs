@@ -151,13 +151,13 @@ pub enum Layout {
 
 #[derive(Args, Debug)]
 pub struct Conv2dArgs {
-    /// Input, [n,c,h,w] (nchw) or [n,h,w,c] (nhwc), float32.
+    /// Input, shape (n, c, h, w) for nchw or (n, h, w, c) for nhwc, float32.
     #[arg(long)]
     input: PathBuf,
-    /// Weights, [k, c/groups, r, s], float32.
+    /// Weights, shape (k, c/groups, r, s), float32.
     #[arg(long)]
     weight: PathBuf,
-    /// Bias, [k], float32.
+    /// Bias, shape (k), float32.
     #[arg(long)]
     bias: Option<PathBuf>,
     /// Stride: S or SH,SW.
