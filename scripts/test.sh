@@ -38,6 +38,16 @@ done
 # The chain again, on the Vulkan device(s) by name (lavapipe here): resident between layers.
 SPARKLE_CACHE_DIR="$examples_cache" cargo run -q -p sparkle-std --example resident_chain -- vulkan
 rm -rf "$examples_cache"
+step "cargo package: the three library crates package and build from their packages"
+cargo package -q --workspace --allow-dirty --exclude sparkle-tests --exclude sparkle-benches
+step "a downstream crate outside the workspace builds against sparkle-std and runs"
+downstream=$(mktemp -d)
+cp -r downstream/. "$downstream"
+sed -i "s|path = \"../sparkle-std\"|path = \"$PWD/sparkle-std\"|" "$downstream/Cargo.toml"
+cp Cargo.lock "$downstream/"  # the versions this checkout is tested with (reuses its builds)
+(cd "$downstream" && SHADERC_LIB_DIR="$OLDPWD/.shaderc" CARGO_TARGET_DIR="$OLDPWD/target" \
+  SPARKLE_CACHE_DIR="$downstream/cache" cargo run -q)
+rm -rf "$downstream"
 step "aarch64: CPU kernel tests under qemu-aarch64 (NEON for real)"
 env -u SPARKLE_REQUIRE_AVX512 SPARKLE_REQUIRE_NEON=1 \
   cargo test -p sparkle-tests --no-default-features --target aarch64-unknown-linux-gnu \
