@@ -10,7 +10,7 @@ use std::sync::Arc;
 use vulkano::device::Device;
 use vulkano::pipeline::cache::{PipelineCache, PipelineCacheCreateInfo};
 
-use crate::context::DeviceInfo;
+use crate::device::DeviceInfo;
 
 const MAGIC: &[u8; 8] = b"SPKPC\x00\x00\x01";
 

@@ -1,120 +1,16 @@
-//! Instance, device discovery and the per-device context (queue, allocators).
+//! The per-device context: one opened device, its compute queue, and the parts every op uses.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use vulkano::command_buffer::allocator::StandardCommandBufferAllocator;
-use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
-use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType};
-use vulkano::device::{Device, DeviceCreateInfo, Queue, QueueCreateInfo, QueueFlags};
-use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo};
+use vulkano::device::{Device, DeviceCreateInfo, Queue, QueueCreateInfo};
 use vulkano::memory::allocator::StandardMemoryAllocator;
-use vulkano::memory::MemoryHeapFlags;
-use vulkano::VulkanLibrary;
 
+use crate::device::{compute_queue_family, devices, info, instance, physical_devices, DeviceInfo};
 use crate::error::{api, Result, VkError};
-
-/// What a user (and the juggler) needs to know about one Vulkan device.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceInfo {
-    /// Index in [`devices`] order (the loader's enumeration order).
-    pub index: usize,
-    /// Marketing name, e.g. "NVIDIA H100 80GB HBM3" or "llvmpipe (LLVM 15.0.6, 256 bits)".
-    pub name: String,
-    /// PCI vendor id (0x10de NVIDIA, 0x1002 AMD, 0x8086 Intel, 0x10005 Mesa software).
-    pub vendor_id: u32,
-    /// PCI device id.
-    pub device_id: u32,
-    /// Discrete, integrated, virtual, CPU or other.
-    pub device_type: String,
-    /// Driver name reported by the driver (Vulkan 1.2+), if any.
-    pub driver_name: Option<String>,
-    /// Driver version, vendor-encoded.
-    pub driver_version: u32,
-    /// Highest Vulkan API version the device supports, as "major.minor.patch".
-    pub api_version: String,
-    /// Device UUID (stable per device and driver).
-    pub uuid: [u8; 16],
-    /// Pipeline-cache UUID: cached pipelines are only valid for the same value.
-    pub pipeline_cache_uuid: [u8; 16],
-    /// Subgroup (warp / wave) size, if reported.
-    pub subgroup_size: Option<u32>,
-    /// Shared memory per workgroup in bytes.
-    pub max_shared_memory: u32,
-    /// Largest workgroup (invocations).
-    pub max_workgroup_invocations: u32,
-    /// Bytes of device-local memory (sum of device-local heaps).
-    pub device_local_bytes: u64,
-}
-
-fn instance() -> Result<Arc<Instance>> {
-    let library = VulkanLibrary::new().map_err(|e| VkError::NoLoader(Box::new(e)))?;
-    Instance::new(
-        library,
-        InstanceCreateInfo { flags: InstanceCreateFlags::ENUMERATE_PORTABILITY, ..Default::default() },
-    )
-    .map_err(api("creating the Vulkan instance"))
-}
-
-fn compute_queue_family(p: &PhysicalDevice) -> Option<u32> {
-    // Prefer a compute queue without graphics (async compute), else any with compute.
-    let families = p.queue_family_properties();
-    let pick = |want_graphics: bool| {
-        families.iter().position(|q| {
-            q.queue_flags.intersects(QueueFlags::COMPUTE)
-                && q.queue_flags.intersects(QueueFlags::GRAPHICS) == want_graphics
-        })
-    };
-    pick(false).or_else(|| pick(true)).and_then(|i| u32::try_from(i).ok())
-}
-
-fn physical_devices(instance: &Arc<Instance>) -> Result<Vec<Arc<PhysicalDevice>>> {
-    Ok(instance
-        .enumerate_physical_devices()
-        .map_err(api("enumerating physical devices"))?
-        .filter(|p| compute_queue_family(p).is_some())
-        .collect())
-}
-
-fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
-    let props = p.properties();
-    let device_type = match props.device_type {
-        PhysicalDeviceType::DiscreteGpu => "discrete GPU",
-        PhysicalDeviceType::IntegratedGpu => "integrated GPU",
-        PhysicalDeviceType::VirtualGpu => "virtual GPU",
-        PhysicalDeviceType::Cpu => "CPU",
-        _ => "other",
-    };
-    let v = p.api_version();
-    let device_local_bytes = p
-        .memory_properties()
-        .memory_heaps
-        .iter()
-        .filter(|h| h.flags.intersects(MemoryHeapFlags::DEVICE_LOCAL))
-        .map(|h| h.size)
-        .sum();
-    DeviceInfo {
-        index,
-        name: props.device_name.clone(),
-        vendor_id: props.vendor_id,
-        device_id: props.device_id,
-        device_type: device_type.to_string(),
-        driver_name: props.driver_name.clone(),
-        driver_version: props.driver_version,
-        api_version: format!("{}.{}.{}", v.major, v.minor, v.patch),
-        uuid: props.device_uuid.unwrap_or_default(),
-        pipeline_cache_uuid: props.pipeline_cache_uuid,
-        subgroup_size: props.subgroup_size,
-        max_shared_memory: props.max_compute_shared_memory_size,
-        max_workgroup_invocations: props.max_compute_work_group_invocations,
-        device_local_bytes,
-    }
-}
-
-/// Every Vulkan device with a compute queue, in the loader's order.
-pub fn devices() -> Result<Vec<DeviceInfo>> {
-    let instance = instance()?;
-    Ok(physical_devices(&instance)?.iter().enumerate().map(|(i, p)| info(i, p)).collect())
-}
+use crate::plan::Tuning;
+use crate::pool::Pool;
+use crate::shaders::Pipelines;
+use crate::submit::Submitter;
 
 /// One opened device: its compute queue and the allocators every pipeline shares.
 #[derive(Debug)]
@@ -122,30 +18,14 @@ pub struct Context {
     info: DeviceInfo,
     device: Arc<Device>,
     queue: Arc<Queue>,
-    pub(crate) memory: Arc<StandardMemoryAllocator>,
-    pub(crate) descriptors: Arc<StandardDescriptorSetAllocator>,
-    pub(crate) commands: Arc<StandardCommandBufferAllocator>,
-    /// The pipeline cache (loaded from and saved to disk), if one could be created.
-    pub(crate) cache: Option<Arc<vulkano::pipeline::cache::PipelineCache>>,
-    /// Buffers for reuse: (usage, memory filter, the whole buffer).
-    #[allow(clippy::type_complexity)]
-    pub(crate) pool: std::sync::Mutex<
-        Vec<(
-            vulkano::buffer::BufferUsage,
-            vulkano::memory::allocator::MemoryTypeFilter,
-            vulkano::buffer::Subbuffer<[f32]>,
-        )>,
-    >,
-    /// The latest submission: the next one is chained after it.
-    pub(crate) last: crate::resident::Chain,
-    /// Workspaces by purpose, reused by every op (see `Context::scratch`).
-    pub(crate) scratch:
-        std::sync::Mutex<std::collections::HashMap<crate::ops::Scratch, vulkano::buffer::Subbuffer<[f32]>>>,
+    /// Buffers, workspaces and host copies.
+    pub(crate) pool: Pool,
+    /// Compiled shaders, bound per dispatch.
+    pub(crate) pipelines: Pipelines,
+    /// Command buffers and their chained submission.
+    pub(crate) submitter: Submitter,
     /// Kernel choices, measured (or loaded) on first use.
-    pub(crate) tuning: std::sync::Mutex<Option<crate::tune::Tuning>>,
-    /// Compute pipelines by shader, created on first use.
-    pub(crate) pipelines:
-        std::sync::Mutex<std::collections::HashMap<crate::ops::Kind, Arc<vulkano::pipeline::ComputePipeline>>>,
+    pub(crate) tuning: Mutex<Option<Tuning>>,
 }
 
 impl Context {
@@ -156,6 +36,7 @@ impl Context {
         let physical = all.get(index).cloned().ok_or(VkError::NoDevice { found: all.len() })?;
         let queue_family_index = compute_queue_family(&physical).ok_or(VkError::NoDevice { found: all.len() })?;
         let info = info(index, &physical);
+        let max_storage_buffer_range = physical.properties().max_storage_buffer_range;
         let (device, mut queues) = Device::new(
             physical,
             DeviceCreateInfo {
@@ -166,22 +47,14 @@ impl Context {
         .map_err(api("creating the logical device"))?;
         let queue = queues.next().ok_or(VkError::NoDevice { found: all.len() })?;
         let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
-        let descriptors = Arc::new(StandardDescriptorSetAllocator::new(device.clone(), Default::default()));
-        let commands = Arc::new(StandardCommandBufferAllocator::new(device.clone(), Default::default()));
-        let cache = crate::cache::load(&device, &info);
         Ok(Self {
+            pool: Pool::new(memory, max_storage_buffer_range),
+            pipelines: Pipelines::new(device.clone(), info.clone()),
+            submitter: Submitter::new(device.clone(), queue.clone()),
+            tuning: Mutex::default(),
             info,
             device,
             queue,
-            memory,
-            descriptors,
-            commands,
-            cache,
-            pool: Default::default(),
-            last: Default::default(),
-            scratch: Default::default(),
-            tuning: Default::default(),
-            pipelines: Default::default(),
         })
     }
 
@@ -210,5 +83,9 @@ impl Context {
     /// The compute queue ops are submitted to.
     pub fn queue(&self) -> &Arc<Queue> {
         &self.queue
+    }
+    /// Bytes of device and staging buffers the pool holds (in use or idle).
+    pub fn pooled_bytes(&self) -> u64 {
+        self.pool.pooled_bytes()
     }
 }

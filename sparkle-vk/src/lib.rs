@@ -17,18 +17,32 @@
 //!   next to the pipeline cache.
 //! - Every failure is a [`VkError`], never a panic: no loader, no device, out of memory and
 //!   device lost are distinct so callers can fall back to another device.
+//!
+//! Layout, bottom to top (no module imports one above it): `error`; `device` (discovery,
+//! [`DeviceInfo`]); `cache` (the on-disk pipeline cache); `params` (the push-constant ABI) and
+//! `plan` (which shader, how many workgroups, what workspace: pure, tested without a GPU);
+//! `pool` (buffers, workspaces, staging copies), `shaders` (pipelines and dispatch) and `submit`
+//! (chained submissions), each owned by [`Context`] (`context`); then the ops: `ops` (host
+//! slices), `resident` (tensors and recordings), `winograd`, `tune`, `smoke`.
 #![deny(missing_docs)]
 
 mod cache;
 mod context;
+mod device;
 mod error;
 mod ops;
+mod params;
+mod plan;
+mod pool;
 mod resident;
+mod shaders;
 mod smoke;
+mod submit;
 mod tune;
 mod winograd;
 
-pub use context::{devices, Context, DeviceInfo};
+pub use context::Context;
+pub use device::{devices, DeviceInfo};
 pub use error::{Result, VkError};
 pub use resident::{Download, Pending, Recording, Tensor, TensorBias, TensorMat, Timing};
 pub use tune::Tuning;

@@ -35,98 +35,11 @@ use vulkano::command_buffer::{AutoCommandBufferBuilder, CopyBufferInfo, PrimaryA
 use vulkano::device::DeviceOwned;
 use vulkano::memory::allocator::MemoryTypeFilter;
 use vulkano::query::{QueryPool, QueryPoolCreateInfo, QueryResultFlags, QueryType};
-use vulkano::sync::future::FenceSignalFuture;
-use vulkano::sync::{GpuFuture, PipelineStage};
+use vulkano::sync::PipelineStage;
 
 use crate::context::Context;
 use crate::error::{api, Result, VkError};
-
-/// The future of one submission, shared by its [`Pending`] handle and the context's chain.
-pub(crate) type Submission = Arc<FenceSignalFuture<Box<dyn GpuFuture + Send + Sync>>>;
-
-/// The context's latest submission, which the next one is chained after.
-#[derive(Default)]
-pub(crate) struct Chain(pub(crate) std::sync::Mutex<Option<Submission>>);
-
-impl std::fmt::Debug for Chain {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Chain")
-    }
-}
-
-/// The previous submission as the next one is chained after it. Vulkano's `execute_after`
-/// asks a future `queue_change_allowed()` and then `queue()`, each under its own lock; a
-/// `FenceSignalFuture` that another thread waits on in between has been cleaned up by then and
-/// answers `None`, and vulkano panics on it (seen with several threads on one context). Every
-/// submission of a context goes to its one queue, so this answers with that queue, consistently,
-/// and passes everything else through.
-pub(crate) struct After {
-    pub(crate) prev: Submission,
-    pub(crate) queue: Arc<vulkano::device::Queue>,
-}
-
-// SAFETY: the device is the wrapped future's own.
-unsafe impl DeviceOwned for After {
-    fn device(&self) -> &Arc<vulkano::device::Device> {
-        self.prev.device()
-    }
-}
-
-// SAFETY: every method forwards to the `Arc<FenceSignalFuture>` implementation (which upholds the
-// trait's contract) except `queue` and `queue_change_allowed`, which report the one queue every
-// submission of the context is made to: true of the wrapped future while it is pending, and
-// harmless once it is cleaned up (nothing is left to order against then).
-unsafe impl GpuFuture for After {
-    fn cleanup_finished(&mut self) {
-        self.prev.cleanup_finished()
-    }
-    unsafe fn build_submission(
-        &self,
-    ) -> std::result::Result<vulkano::sync::future::SubmitAnyBuilder, vulkano::Validated<vulkano::VulkanError>> {
-        // SAFETY: forwarded; the caller upholds build_submission's contract for us.
-        unsafe { self.prev.build_submission() }
-    }
-    fn flush(&self) -> std::result::Result<(), vulkano::Validated<vulkano::VulkanError>> {
-        self.prev.flush()
-    }
-    unsafe fn signal_finished(&self) {
-        // SAFETY: forwarded; the caller upholds signal_finished's contract for us.
-        unsafe { self.prev.signal_finished() }
-    }
-    fn queue_change_allowed(&self) -> bool {
-        false
-    }
-    fn queue(&self) -> Option<Arc<vulkano::device::Queue>> {
-        Some(self.queue.clone())
-    }
-    fn check_buffer_access(
-        &self,
-        buffer: &vulkano::buffer::Buffer,
-        range: std::ops::Range<vulkano::DeviceSize>,
-        exclusive: bool,
-        queue: &vulkano::device::Queue,
-    ) -> std::result::Result<(), vulkano::sync::future::AccessCheckError> {
-        self.prev.check_buffer_access(buffer, range, exclusive, queue)
-    }
-    fn check_image_access(
-        &self,
-        image: &vulkano::image::Image,
-        range: std::ops::Range<vulkano::DeviceSize>,
-        exclusive: bool,
-        expected_layout: vulkano::image::ImageLayout,
-        queue: &vulkano::device::Queue,
-    ) -> std::result::Result<(), vulkano::sync::future::AccessCheckError> {
-        self.prev.check_image_access(image, range, exclusive, expected_layout, queue)
-    }
-    fn check_swapchain_image_acquired(
-        &self,
-        swapchain: &vulkano::swapchain::Swapchain,
-        image_index: u32,
-        before: bool,
-    ) -> std::result::Result<(), vulkano::sync::future::AccessCheckError> {
-        self.prev.check_swapchain_image_acquired(swapchain, image_index, before)
-    }
-}
+use crate::submit::Submission;
 
 const TENSOR_USAGE: BufferUsage =
     BufferUsage::STORAGE_BUFFER.union(BufferUsage::TRANSFER_SRC).union(BufferUsage::TRANSFER_DST);
@@ -277,34 +190,34 @@ impl std::fmt::Debug for Recording<'_> {
 impl Context {
     /// A device tensor holding a copy of `data` (waits for the copy).
     pub fn upload(&self, data: &[f32]) -> Result<Tensor> {
-        let mut cb = self.begin()?;
-        let buf = self.upload_into(&mut cb, data, TENSOR_USAGE)?;
-        self.submit(cb)?.wait(None).map_err(api("waiting for an upload"))?;
+        let mut cb = self.submitter.begin()?;
+        let buf = self.pool.upload_into(&mut cb, data, TENSOR_USAGE)?;
+        self.submitter.submit(cb)?.wait(None).map_err(api("waiting for an upload"))?;
         Ok(Tensor { buf })
     }
 
     /// A device tensor of `len` zeros (at least one: Vulkan has no empty buffers).
     pub fn zeros(&self, len: usize) -> Result<Tensor> {
-        let buf = self.buffer(len, TENSOR_USAGE, MemoryTypeFilter::PREFER_DEVICE)?;
-        let mut cb = self.begin()?;
+        let buf = self.pool.buffer(len, TENSOR_USAGE, MemoryTypeFilter::PREFER_DEVICE)?;
+        let mut cb = self.submitter.begin()?;
         cb.fill_buffer(buf.clone().reinterpret(), 0).map_err(api("recording a fill"))?;
-        self.submit(cb)?.wait(None).map_err(api("waiting for a fill"))?;
+        self.submitter.submit(cb)?.wait(None).map_err(api("waiting for a fill"))?;
         Ok(Tensor { buf })
     }
 
     /// The tensor's contents, after every submission so far has finished writing it.
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
         self.check_owner(t)?;
-        let mut cb = self.begin()?;
-        let host = self.readback(&mut cb, &t.buf, t.len())?;
-        self.submit(cb)?.wait(None).map_err(api("waiting for a download"))?;
+        let mut cb = self.submitter.begin()?;
+        let host = self.pool.readback(&mut cb, &t.buf, t.len())?;
+        self.submitter.submit(cb)?.wait(None).map_err(api("waiting for a download"))?;
         let data = host.read().map_err(api("reading a download"))?.to_vec();
         Ok(data)
     }
 
     /// Starts recording ops on resident tensors; [`Recording::submit`] sends them.
     pub fn record(&self) -> Result<Recording<'_>> {
-        let mut cb = self.begin()?;
+        let mut cb = self.submitter.begin()?;
         let queries = self.timestamp_queries()?;
         if let Some((pool, _, _)) = &queries {
             // SAFETY: the pool is new and used only by this command buffer: resetting both
@@ -394,9 +307,10 @@ impl Recording<'_> {
         if m == 0 || n == 0 {
             return Ok(self);
         }
-        let params = crate::ops::gemm_params(alpha, [a.rows, a.cols, a.rs, a.cs], [b.rs, b.cs], beta, [n, c.rs, c.cs])?;
-        let params = crate::ops::with_epilogue(params, bias_mode, activation)?;
-        let plan = crate::ops::gemm_plan(&params, self.ctx.tuning().min_vec4_tiles)?;
+        let params =
+            crate::params::gemm_params(alpha, [a.rows, a.cols, a.rs, a.cs], [b.rs, b.cs], beta, [n, c.rs, c.cs])?;
+        let params = crate::params::with_epilogue(params, bias_mode, activation)?;
+        let plan = crate::plan::gemm_plan(&params, self.ctx.tuning().min_vec4_tiles)?;
         let bias_buf = self.bias_or_dummy(bias_t)?;
         self.ctx.record_plan(&mut self.cb, &plan, [&a.tensor.buf, &b.tensor.buf, &c.tensor.buf, &bias_buf])?;
         Ok(self)
@@ -430,7 +344,7 @@ impl Recording<'_> {
     fn bias_or_dummy(&self, bias: Option<&Tensor>) -> Result<vulkano::buffer::Subbuffer<[f32]>> {
         match bias {
             Some(t) => Ok(t.buf.clone()),
-            None => self.ctx.scratch_one(),
+            None => self.ctx.pool.one(),
         }
     }
 
@@ -451,12 +365,12 @@ impl Recording<'_> {
     /// A new device tensor holding `data`, copied in when this recording runs (so the upload
     /// overlaps other devices' work instead of blocking the caller).
     pub fn upload(&mut self, data: &[f32]) -> Result<Tensor> {
-        Ok(Tensor { buf: self.ctx.upload_into(&mut self.cb, data, TENSOR_USAGE)? })
+        Ok(Tensor { buf: self.ctx.pool.upload_into(&mut self.cb, data, TENSOR_USAGE)? })
     }
 
     /// A new device tensor of `len` zeros, filled when this recording runs.
     pub fn zeros(&mut self, len: usize) -> Result<Tensor> {
-        let buf = self.ctx.buffer(len, TENSOR_USAGE, MemoryTypeFilter::PREFER_DEVICE)?;
+        let buf = self.ctx.pool.buffer(len, TENSOR_USAGE, MemoryTypeFilter::PREFER_DEVICE)?;
         self.cb.fill_buffer(buf.clone().reinterpret(), 0).map_err(api("recording a fill"))?;
         Ok(Tensor { buf })
     }
@@ -465,7 +379,7 @@ impl Recording<'_> {
     /// after the submission finished.
     pub fn download(&mut self, t: &Tensor) -> Result<Download> {
         self.ctx.check_owner(t)?;
-        Ok(Download { host: self.ctx.readback(&mut self.cb, &t.buf, t.len())? })
+        Ok(Download { host: self.ctx.pool.readback(&mut self.cb, &t.buf, t.len())? })
     }
 
     /// Sends the recorded ops to the device and returns at once.
@@ -476,7 +390,7 @@ impl Recording<'_> {
                 .map_err(api("writing a timestamp"))?;
         }
         let submitted = Instant::now();
-        let future = self.ctx.submit(self.cb)?;
+        let future = self.ctx.submitter.submit(self.cb)?;
         Ok(Pending { future, queries: self.queries, submitted })
     }
 }

@@ -32,7 +32,7 @@ impl Context {
         let entry = shader
             .entry_point("main")
             .ok_or(VkError::Api { what: "finding the shader entry point", source: "no `main` in saxpy.comp".into() })?;
-        let pipeline = crate::ops::compute_pipeline(device, None, entry)?;
+        let pipeline = crate::shaders::compute_pipeline(device, None, entry)?;
 
         let host = |usage| {
             (
@@ -44,18 +44,20 @@ impl Context {
             )
         };
         let (bi, ai) = host(BufferUsage::STORAGE_BUFFER);
-        let xb = Buffer::from_iter(self.memory.clone(), bi, ai, x.iter().copied()).map_err(api("uploading x"))?;
+        let xb =
+            Buffer::from_iter(self.pool.memory().clone(), bi, ai, x.iter().copied()).map_err(api("uploading x"))?;
         let (bi, ai) = host(BufferUsage::STORAGE_BUFFER);
-        let yb = Buffer::from_iter(self.memory.clone(), bi, ai, y.iter().copied()).map_err(api("uploading y"))?;
+        let yb =
+            Buffer::from_iter(self.pool.memory().clone(), bi, ai, y.iter().copied()).map_err(api("uploading y"))?;
 
         let set = DescriptorSet::new(
-            self.descriptors.clone(),
+            self.pipelines.descriptors().clone(),
             pipeline.layout().set_layouts()[0].clone(),
             [WriteDescriptorSet::buffer(0, xb), WriteDescriptorSet::buffer(1, yb.clone())],
             [],
         )
         .map_err(api("writing the descriptor set"))?;
-        let mut builder = self.begin()?;
+        let mut builder = self.submitter.begin()?;
         builder
             .bind_pipeline_compute(pipeline.clone())
             .map_err(api("binding the pipeline"))?
@@ -66,7 +68,7 @@ impl Context {
         // SAFETY: the shader bounds-checks every invocation against `len`, and both buffers hold
         // exactly `len` floats, so no invocation reads or writes out of bounds.
         unsafe { builder.dispatch([len.div_ceil(LOCAL_SIZE), 1, 1]) }.map_err(api("recording the dispatch"))?;
-        self.submit_and_wait(builder)?;
+        self.submitter.submit_and_wait(builder)?;
         let out = yb.read().map_err(api("reading y back"))?;
         y.copy_from_slice(&out);
         Ok(())

@@ -5,29 +5,8 @@
 
 use std::path::PathBuf;
 
-use crate::context::DeviceInfo;
-
-/// Kernel choices for one device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tuning {
-    /// Fewest 128x128 output tiles (per image and group) for which GEMM and conv2d use the
-    /// vec4 kernel; below it the 64x64 kernel runs, whose four times as many workgroups keep
-    /// more of a large GPU busy. `0` always prefers the vec4 kernel, `u32::MAX` never uses it.
-    pub min_vec4_tiles: u32,
-    /// Fewest 2x2 output tiles (over the whole batch) for which a conv2d that Winograd
-    /// F(2x2, 3x3) can run (3x3, stride 1, dilation 1, one group, channels a multiple of 4) runs
-    /// it: its four dispatches and transform passes cost more than they save on small outputs.
-    /// `u32::MAX` never uses it.
-    pub min_winograd_tiles: u32,
-}
-
-impl Tuning {
-    /// Before (or without) measuring: 128x128 tiles from 2048^3-sized problems up, where they
-    /// won on every GPU measured so far; Winograd from 512 output tiles (on an H100 it was
-    /// faster than the direct path on ResNet-50's 3x3 layers at batch 32 and on 3x3@56 at
-    /// batch 1 = 784 tiles, slower on 3x3@28 at batch 1 = 196 tiles).
-    pub const DEFAULT: Tuning = Tuning { min_vec4_tiles: 256, min_winograd_tiles: 512 };
-}
+use crate::device::DeviceInfo;
+pub use crate::plan::Tuning;
 
 const HEADER: &str = "sparkle-vk tuning 3";
 

@@ -4,51 +4,16 @@
 //! and activation: 2.25x fewer multiplies than the direct (implicit GEMM) path. Chosen when the
 //! conv has at least [`crate::Tuning::min_winograd_tiles`] output tiles.
 
-use std::sync::Arc;
-
 use sparkle_core::epilogue::Activation;
 use sparkle_core::{Conv2d, TensorLayout};
 use vulkano::buffer::Subbuffer;
 use vulkano::command_buffer::{AutoCommandBufferBuilder, PrimaryAutoCommandBuffer};
-use vulkano::device::Device;
-use vulkano::shader::ShaderModule;
-use vulkano::Validated;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::ops::{act_code, conv_geometry, elementwise_groups, u32_of, vec4_plan, Kind, Params, Scratch};
-
-mod weights_cs {
-    vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("WEIGHTS", "1")] }
-}
-mod input_cs {
-    vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("INPUT", "1")] }
-}
-mod output_cs {
-    vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("OUTPUT", "1")] }
-}
-
-/// One of the three transforms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Stage {
-    /// Filters to U (16 x K x C).
-    Weights,
-    /// Input patches to V (16 x tiles x C).
-    Input,
-    /// M (16 x K x tiles) back to the output, with bias and activation.
-    Output,
-}
-
-pub(crate) fn load(
-    stage: Stage,
-    device: Arc<Device>,
-) -> std::result::Result<Arc<ShaderModule>, Validated<vulkano::VulkanError>> {
-    match stage {
-        Stage::Weights => weights_cs::load(device),
-        Stage::Input => input_cs::load(device),
-        Stage::Output => output_cs::load(device),
-    }
-}
+use crate::params::{act_code, conv_geometry, u32_of, Params};
+use crate::plan::{elementwise_groups, vec4_plan, Kind, Stage};
+use crate::pool::Scratch;
 
 /// Whether Winograd can run `g` at all: 3x3, stride 1, dilation 1, one group, channels a
 /// multiple of 4 (the batched GEMM's vec4 loads), and every transformed plane within 32-bit
@@ -106,17 +71,29 @@ impl Context {
             ..geometry
         };
         let (ub, vb, mb) = (
-            self.scratch(Scratch::WinogradU, u_len)?,
-            self.scratch(Scratch::WinogradV, v_len)?,
-            self.scratch(Scratch::WinogradM, m_len)?,
+            self.pool.scratch(Scratch::WinogradU, u_len)?,
+            self.pool.scratch(Scratch::WinogradV, v_len)?,
+            self.pool.scratch(Scratch::WinogradM, m_len)?,
         );
         // SAFETY: each transform checks its invocation index against the element count it
         // covers (K*C, tiles*C, K*tiles) and reads only inside the image (patch coordinates are
         // bounds-checked); U, V and M were sized 16 times those counts, the input, weights and
         // output by the validated geometry.
         unsafe {
-            self.dispatch(cb, Kind::Winograd(Stage::Weights), &params, elementwise_groups(u(p.k * p.c)?), &[w, &ub])?;
-            self.dispatch(cb, Kind::Winograd(Stage::Input), &params, elementwise_groups(u(t * p.c)?), &[x, &vb])?;
+            self.pipelines.dispatch(
+                cb,
+                Kind::Winograd(Stage::Weights),
+                &params,
+                elementwise_groups(u(p.k * p.c)?),
+                &[w, &ub],
+            )?;
+            self.pipelines.dispatch(
+                cb,
+                Kind::Winograd(Stage::Input),
+                &params,
+                elementwise_groups(u(t * p.c)?),
+                &[x, &vb],
+            )?;
         }
         // M[xi] (K x T) = U[xi] (K x C, rows of C) * V[xi] (C x T: rows of T, or T x C stored).
         let (b_rs, b_cs) = if ct { (params.n, 1) } else { (1, params.k) };
@@ -146,7 +123,13 @@ impl Context {
         self.record_plan(cb, &plan, [&ub, &vb, &mb, bias])?;
         // SAFETY: as above; the output transform writes only outputs inside Ho x Wo.
         unsafe {
-            self.dispatch(cb, Kind::Winograd(Stage::Output), &params, elementwise_groups(u(p.k * t)?), &[&mb, y, bias])
+            self.pipelines.dispatch(
+                cb,
+                Kind::Winograd(Stage::Output),
+                &params,
+                elementwise_groups(u(p.k * t)?),
+                &[&mb, y, bias],
+            )
         }
     }
 }

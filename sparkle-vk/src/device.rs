@@ -1,0 +1,115 @@
+//! Device discovery: the Vulkan instance, every physical device with a compute queue, and what
+//! each one is ([`DeviceInfo`]). The bottom of the crate: nothing here opens a device.
+
+use std::sync::Arc;
+
+use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType};
+use vulkano::device::QueueFlags;
+use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo};
+use vulkano::memory::MemoryHeapFlags;
+use vulkano::VulkanLibrary;
+
+use crate::error::{api, Result, VkError};
+
+/// What a user (and the juggler) needs to know about one Vulkan device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Index in [`devices`] order (the loader's enumeration order).
+    pub index: usize,
+    /// Marketing name, e.g. "NVIDIA H100 80GB HBM3" or "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// PCI vendor id (0x10de NVIDIA, 0x1002 AMD, 0x8086 Intel, 0x10005 Mesa software).
+    pub vendor_id: u32,
+    /// PCI device id.
+    pub device_id: u32,
+    /// Discrete, integrated, virtual, CPU or other.
+    pub device_type: String,
+    /// Driver name reported by the driver (Vulkan 1.2+), if any.
+    pub driver_name: Option<String>,
+    /// Driver version, vendor-encoded.
+    pub driver_version: u32,
+    /// Highest Vulkan API version the device supports, as "major.minor.patch".
+    pub api_version: String,
+    /// Device UUID (stable per device and driver).
+    pub uuid: [u8; 16],
+    /// Pipeline-cache UUID: cached pipelines are only valid for the same value.
+    pub pipeline_cache_uuid: [u8; 16],
+    /// Subgroup (warp / wave) size, if reported.
+    pub subgroup_size: Option<u32>,
+    /// Shared memory per workgroup in bytes.
+    pub max_shared_memory: u32,
+    /// Largest workgroup (invocations).
+    pub max_workgroup_invocations: u32,
+    /// Bytes of device-local memory (sum of device-local heaps).
+    pub device_local_bytes: u64,
+}
+
+pub(crate) fn instance() -> Result<Arc<Instance>> {
+    let library = VulkanLibrary::new().map_err(|e| VkError::NoLoader(Box::new(e)))?;
+    Instance::new(
+        library,
+        InstanceCreateInfo { flags: InstanceCreateFlags::ENUMERATE_PORTABILITY, ..Default::default() },
+    )
+    .map_err(api("creating the Vulkan instance"))
+}
+
+pub(crate) fn compute_queue_family(p: &PhysicalDevice) -> Option<u32> {
+    // Prefer a compute queue without graphics (async compute), else any with compute.
+    let families = p.queue_family_properties();
+    let pick = |want_graphics: bool| {
+        families.iter().position(|q| {
+            q.queue_flags.intersects(QueueFlags::COMPUTE)
+                && q.queue_flags.intersects(QueueFlags::GRAPHICS) == want_graphics
+        })
+    };
+    pick(false).or_else(|| pick(true)).and_then(|i| u32::try_from(i).ok())
+}
+
+pub(crate) fn physical_devices(instance: &Arc<Instance>) -> Result<Vec<Arc<PhysicalDevice>>> {
+    Ok(instance
+        .enumerate_physical_devices()
+        .map_err(api("enumerating physical devices"))?
+        .filter(|p| compute_queue_family(p).is_some())
+        .collect())
+}
+
+pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
+    let props = p.properties();
+    let device_type = match props.device_type {
+        PhysicalDeviceType::DiscreteGpu => "discrete GPU",
+        PhysicalDeviceType::IntegratedGpu => "integrated GPU",
+        PhysicalDeviceType::VirtualGpu => "virtual GPU",
+        PhysicalDeviceType::Cpu => "CPU",
+        _ => "other",
+    };
+    let v = p.api_version();
+    let device_local_bytes = p
+        .memory_properties()
+        .memory_heaps
+        .iter()
+        .filter(|h| h.flags.intersects(MemoryHeapFlags::DEVICE_LOCAL))
+        .map(|h| h.size)
+        .sum();
+    DeviceInfo {
+        index,
+        name: props.device_name.clone(),
+        vendor_id: props.vendor_id,
+        device_id: props.device_id,
+        device_type: device_type.to_string(),
+        driver_name: props.driver_name.clone(),
+        driver_version: props.driver_version,
+        api_version: format!("{}.{}.{}", v.major, v.minor, v.patch),
+        uuid: props.device_uuid.unwrap_or_default(),
+        pipeline_cache_uuid: props.pipeline_cache_uuid,
+        subgroup_size: props.subgroup_size,
+        max_shared_memory: props.max_compute_shared_memory_size,
+        max_workgroup_invocations: props.max_compute_work_group_invocations,
+        device_local_bytes,
+    }
+}
+
+/// Every Vulkan device with a compute queue, in the loader's order.
+pub fn devices() -> Result<Vec<DeviceInfo>> {
+    let instance = instance()?;
+    Ok(physical_devices(&instance)?.iter().enumerate().map(|(i, p)| info(i, p)).collect())
+}

@@ -1,0 +1,179 @@
+//! The compute shaders (GLSL in `shaders/`, compiled to SPIR-V at build time by vulkano-shaders)
+//! and their pipelines: created on first use per device through the on-disk pipeline cache, and
+//! bound for one dispatch with the op's buffers and push constants.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use vulkano::buffer::Subbuffer;
+use vulkano::command_buffer::{AutoCommandBufferBuilder, PrimaryAutoCommandBuffer};
+use vulkano::descriptor_set::allocator::StandardDescriptorSetAllocator;
+use vulkano::descriptor_set::{DescriptorSet, WriteDescriptorSet};
+use vulkano::device::Device;
+use vulkano::pipeline::cache::PipelineCache;
+use vulkano::pipeline::compute::ComputePipelineCreateInfo;
+use vulkano::pipeline::layout::PipelineDescriptorSetLayoutCreateInfo;
+use vulkano::pipeline::{ComputePipeline, Pipeline, PipelineBindPoint, PipelineLayout, PipelineShaderStageCreateInfo};
+use vulkano::shader::{EntryPoint, SpecializationConstant};
+
+use crate::device::DeviceInfo;
+use crate::error::{api, Result, VkError};
+use crate::params::Params;
+use crate::plan::{Kind, Stage};
+
+mod gemm_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm.comp" }
+}
+
+mod conv_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm.comp", define: [("CONV", "1")] }
+}
+
+mod gemm_vec4_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_vec4.comp" }
+}
+
+mod conv_vec4_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_vec4.comp", define: [("CONV", "1")] }
+}
+
+mod reduce_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_vec4.comp", define: [("REDUCE", "1")] }
+}
+
+mod reduce_conv_cs {
+    vulkano_shaders::shader! {
+        ty: "compute", path: "shaders/gemm_vec4.comp", define: [("REDUCE", "1"), ("CONV", "1")]
+    }
+}
+
+mod dwconv_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/dwconv.comp" }
+}
+
+mod winograd_weights_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("WEIGHTS", "1")] }
+}
+mod winograd_input_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("INPUT", "1")] }
+}
+mod winograd_output_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("OUTPUT", "1")] }
+}
+
+/// A compute pipeline for `entry`, its layout derived from the shader, compiled through `cache`.
+pub(crate) fn compute_pipeline(
+    device: Arc<Device>,
+    cache: Option<Arc<PipelineCache>>,
+    entry: EntryPoint,
+) -> Result<Arc<ComputePipeline>> {
+    let stage = PipelineShaderStageCreateInfo::new(entry);
+    let layout_info = PipelineDescriptorSetLayoutCreateInfo::from_stages([&stage])
+        .into_pipeline_layout_create_info(device.clone())
+        .map_err(|e| VkError::Api { what: "deriving the pipeline layout", source: format!("{e:?}").into() })?;
+    let layout = PipelineLayout::new(device.clone(), layout_info).map_err(api("creating the pipeline layout"))?;
+    ComputePipeline::new(device, cache, ComputePipelineCreateInfo::stage_layout(stage, layout))
+        .map_err(api("creating the compute pipeline"))
+}
+
+/// One device's pipelines, by shader.
+pub(crate) struct Pipelines {
+    device: Arc<Device>,
+    info: DeviceInfo,
+    /// The pipeline cache (loaded from and saved to disk), if one could be created.
+    cache: Option<Arc<PipelineCache>>,
+    descriptors: Arc<StandardDescriptorSetAllocator>,
+    map: Mutex<HashMap<Kind, Arc<ComputePipeline>>>,
+}
+
+impl std::fmt::Debug for Pipelines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipelines").field("device", &self.info.name).finish_non_exhaustive()
+    }
+}
+
+impl Pipelines {
+    /// No pipeline yet; the disk cache of `info`'s device loaded if there is one.
+    pub(crate) fn new(device: Arc<Device>, info: DeviceInfo) -> Self {
+        let cache = crate::cache::load(&device, &info);
+        let descriptors = Arc::new(StandardDescriptorSetAllocator::new(device.clone(), Default::default()));
+        Pipelines { device, info, cache, descriptors, map: Mutex::default() }
+    }
+
+    /// The descriptor-set allocator the dispatches use.
+    pub(crate) fn descriptors(&self) -> &Arc<StandardDescriptorSetAllocator> {
+        &self.descriptors
+    }
+
+    pub(crate) fn get(&self, kind: Kind) -> Result<Arc<ComputePipeline>> {
+        let mut cache = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.get(&kind) {
+            return Ok(p.clone());
+        }
+        let device = self.device.clone();
+        let module = match kind {
+            Kind::Gemm => gemm_cs::load(device.clone()),
+            Kind::GemmVec4 { .. } => gemm_vec4_cs::load(device.clone()),
+            Kind::Conv => conv_cs::load(device.clone()),
+            Kind::ConvVec4 => conv_vec4_cs::load(device.clone()),
+            Kind::Reduce { conv: false } => reduce_cs::load(device.clone()),
+            Kind::Reduce { conv: true } => reduce_conv_cs::load(device.clone()),
+            Kind::Winograd(Stage::Weights) => winograd_weights_cs::load(device.clone()),
+            Kind::Winograd(Stage::Input) => winograd_input_cs::load(device.clone()),
+            Kind::Winograd(Stage::Output) => winograd_output_cs::load(device.clone()),
+            Kind::Depthwise => dwconv_cs::load(device.clone()),
+        }
+        .map_err(api("loading a shader"))?;
+        let constants = match kind {
+            Kind::GemmVec4 { a_t, b_t } => {
+                [(0, SpecializationConstant::Bool(a_t)), (1, SpecializationConstant::Bool(b_t))].into_iter().collect()
+            }
+            _ => Default::default(),
+        };
+        let entry = module
+            .specialize(constants)
+            .map_err(|e| VkError::Api { what: "specializing the shader", source: format!("{e:?}").into() })?
+            .entry_point("main")
+            .ok_or(VkError::Api { what: "finding the shader entry point", source: "no `main`".into() })?;
+        let pipeline = compute_pipeline(device, self.cache.clone(), entry)?;
+        cache.insert(kind, pipeline.clone());
+        if let Some(disk) = &self.cache {
+            crate::cache::save(disk, &self.info);
+        }
+        Ok(pipeline)
+    }
+
+    /// Records one dispatch of `kind`: buffer i bound at binding i (only the bindings the shader
+    /// uses: the compiler drops unused ones from its layout).
+    ///
+    /// # Safety
+    /// The shader must stay within the buffers for these parameters and workgroups.
+    pub(crate) unsafe fn dispatch(
+        &self,
+        cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+        kind: Kind,
+        params: &Params,
+        groups: [u32; 3],
+        buffers: &[&Subbuffer<[f32]>],
+    ) -> Result<()> {
+        let pipeline = self.get(kind)?;
+        let layout = pipeline.layout().set_layouts()[0].clone();
+        let writes = buffers
+            .iter()
+            .zip(0u32..)
+            .filter(|(_, i)| layout.bindings().contains_key(i))
+            .map(|(buf, i)| WriteDescriptorSet::buffer(i, (*buf).clone()))
+            .collect::<Vec<_>>();
+        let set = DescriptorSet::new(self.descriptors.clone(), layout, writes, [])
+            .map_err(api("writing the descriptor set"))?;
+        cb.bind_pipeline_compute(pipeline.clone())
+            .map_err(api("binding the pipeline"))?
+            .bind_descriptor_sets(PipelineBindPoint::Compute, pipeline.layout().clone(), 0, set)
+            .map_err(api("binding descriptors"))?
+            .push_constants(pipeline.layout().clone(), 0, *params)
+            .map_err(api("pushing constants"))?;
+        // SAFETY: the caller vouches for the shader's accesses.
+        unsafe { cb.dispatch(groups) }.map_err(api("recording the dispatch"))?;
+        Ok(())
+    }
+}
