@@ -16,7 +16,7 @@ step "cargo doc -D warnings (every public item documented, every link resolved)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps
 msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
 step "the libraries on the minimum supported Rust version ($msrv)"
-CARGO_TARGET_DIR=target/msrv cargo "+$msrv" check -q -p sparkle-core -p sparkle-vk -p sparkle-std --lib
+CARGO_TARGET_DIR=target/msrv cargo "+$msrv" check -q -p sparkle-core -p sparkle-files -p sparkle-vk -p sparkle-std --lib
 for t in thumbv7em-none-eabihf thumbv6m-none-eabi; do
   step "sparkle-core for $t (no_std)"
   cargo build -q -p sparkle-core --target "$t" --release
@@ -38,7 +38,7 @@ done
 # The chain again, on the Vulkan device(s) by name (lavapipe here): resident between layers.
 SPARKLE_CACHE_DIR="$examples_cache" cargo run -q -p sparkle-std --example resident_chain -- vulkan
 rm -rf "$examples_cache"
-step "cargo package: the three library crates package and build from their packages"
+step "cargo package: the four library crates package and build from their packages"
 cargo package -q --workspace --allow-dirty --exclude sparkle-tests --exclude sparkle-benches
 step "a downstream crate outside the workspace builds against sparkle-std and runs"
 downstream=$(mktemp -d)

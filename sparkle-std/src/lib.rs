@@ -33,6 +33,7 @@
 #![deny(unsafe_code)]
 
 pub use sparkle_core as core;
+pub use sparkle_files as files;
 #[cfg(feature = "vulkan")]
 pub use sparkle_vk as vk;
 
@@ -42,7 +43,6 @@ pub mod backend;
 pub mod budget;
 pub mod cpu;
 pub mod demo;
-pub mod files;
 pub mod juggler;
 pub mod multi;
 #[cfg(feature = "npy")]

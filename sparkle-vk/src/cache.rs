@@ -14,25 +14,19 @@ use crate::device::DeviceInfo;
 
 const MAGIC: &[u8; 8] = b"SPKPC\x00\x00\x01";
 
-/// Sparkle's cache directory: `SPARKLE_CACHE_DIR`, else the user cache directory, if known.
+/// Sparkle's cache directory ([`sparkle_files::cache_dir`]).
 pub(crate) fn dir() -> Option<PathBuf> {
-    match std::env::var_os("SPARKLE_CACHE_DIR") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => Some(directories::ProjectDirs::from("", "", "sparkle")?.cache_dir().to_path_buf()),
-    }
+    sparkle_files::cache_dir()
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename), so a
-/// reader sees the old file or the new one, never half of one. Failures are ignored: callers
+/// Writes `bytes` to `path` atomically ([`sparkle_files::write_atomic`]: an unguessable temporary
+/// in the same folder, then a rename), creating the folder first. Failures are ignored: callers
 /// cache things that can be rebuilt.
 pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) {
-    let Some(dir) = path.parent() else { return };
-    if std::fs::create_dir_all(dir).is_err() {
-        return;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, path).is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Some(dir) = path.parent() {
+        if std::fs::create_dir_all(dir).is_ok() {
+            let _ = sparkle_files::write_atomic(path, |w| w.write_all(bytes));
+        }
     }
 }
 

@@ -165,11 +165,7 @@ pub fn normalize(text: &str) -> Result<String, String> {
 
 /// Where the model lives: `SPARKLE_CACHE_DIR` or the user cache directory.
 pub fn default_path() -> Option<std::path::PathBuf> {
-    let dir = match std::env::var_os("SPARKLE_CACHE_DIR") {
-        Some(d) => std::path::PathBuf::from(d),
-        None => directories::ProjectDirs::from("", "", "sparkle")?.cache_dir().to_path_buf(),
-    };
-    Some(dir.join("juggler-model.txt"))
+    Some(sparkle_files::cache_dir()?.join("juggler-model.txt"))
 }
 
 /// The devices a file mentions (for `sparkle model show`).

@@ -1,5 +1,9 @@
-//! Files the way a tool that must not lose data handles them: the one atomic-write helper (every
-//! file Sparkle writes goes through [`write_atomic`]) and [`open_regular`] for inputs.
+//! # sparkle-files
+//!
+//! Files the way a tool that must not lose data handles them, shared by every Sparkle crate that
+//! touches the file system: the one atomic-write helper (every file Sparkle writes goes through
+//! [`write_atomic`]: outputs, the juggler's model, the Vulkan pipeline cache and tuning),
+//! [`open_regular`] for inputs, and [`cache_dir`], the one place the cache folder is looked up.
 //!
 //! [`write_atomic`] writes into a new temporary file in the target's folder, created with
 //! `O_CREAT | O_EXCL` under a short random name (the `tempfile` crate: a planted file or symlink of
@@ -9,10 +13,21 @@
 //! untouched; [`remove_pending`] removes those still being written (the CLI calls it on SIGINT and
 //! SIGTERM).
 
+#![deny(missing_docs)]
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// Sparkle's cache folder: `SPARKLE_CACHE_DIR` if set, else the user cache folder of the platform
+/// (`~/.cache/sparkle` on Linux), if one is known.
+pub fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("SPARKLE_CACHE_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => Some(directories::ProjectDirs::from("", "", "sparkle")?.cache_dir().to_path_buf()),
+    }
+}
 
 /// Temporary files being written right now, for [`remove_pending`].
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
