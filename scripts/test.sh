@@ -12,6 +12,7 @@ step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -q -p sparkle-std --no-default-features --lib -- -D warnings  # the CPU-only library
 step "cargo doc -D warnings (every public item documented, every link resolved)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps
 msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)

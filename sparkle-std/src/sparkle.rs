@@ -445,6 +445,7 @@ pub struct Sparkle {
     faults: Option<Faults>,
     gpu_ops: AtomicUsize,
     /// This handle among all in the process (device copies of tensors belong to one handle).
+    #[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
     id: u64,
 }
 
