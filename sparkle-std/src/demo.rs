@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use sparkle_core::check::{gpu_tolerance, max_error, tolerance};
-use sparkle_core::conv::fused::{choose_path, Conv2dPath};
 use sparkle_core::conv::reference::conv2d_reference_f64;
+use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, Padding};
 
 use crate::juggler::DeviceId;

@@ -37,7 +37,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use sparkle_core::conv::fused::choose_path;
+use sparkle_core::conv::choose_path;
 use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
 
 pub use crate::backend::{DeviceError, DeviceErrorKind};

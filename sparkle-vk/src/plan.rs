@@ -195,7 +195,7 @@ pub(crate) fn conv_plan(g: &Conv2d, epi: &Epilogue<'_>, min_tiles: u32) -> Resul
         beta: 0.0,
         ..conv_geometry(g)?
     };
-    if sparkle_core::conv::fused::choose_path(g) == sparkle_core::conv::fused::Conv2dPath::Depthwise {
+    if sparkle_core::conv::choose_path(g) == sparkle_core::conv::Conv2dPath::Depthwise {
         // m = images; one invocation per output element.
         let params = Params { m: u(p.n)?, ..params };
         return Ok(Plan {

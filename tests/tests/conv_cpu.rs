@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use sparkle_core::arch::{Isa, Kernel};
 use sparkle_core::check::{max_error, tolerance};
-use sparkle_core::conv::fused::{choose_path, Conv2dPath};
 use sparkle_core::conv::reference::conv2d_reference_f64;
+use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, Padding, TensorLayout, WeightLayout};
 use sparkle_std::cpu::isa::{kernel_for_isa, supported};

@@ -7,49 +7,13 @@ use core::ops::Range;
 
 use crate::arch::depthwise::DepthwiseArgs;
 use crate::arch::Kernel;
-use crate::conv::{check_epilogue, Conv2d};
+use crate::conv::{check_epilogue, choose_path, Conv2d, Conv2dPath};
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
 use crate::gemm::driver::{gemm_operands, gemm_scratch_len, Executor, Operand, Pinned};
 use crate::layout::TensorLayout;
 use crate::view::MatRef;
-
-/// How a conv2d runs on the CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Conv2dPath {
-    /// 1x1, stride 1, no padding: the input already is the GEMM operand; no gather at all.
-    Pointwise,
-    /// `groups == c == k`: the depthwise kernel, vectorised over channels (NHWC) or columns (NCHW).
-    Depthwise,
-    /// Everything else: per (image, group) an implicit GEMM whose B (NCHW) or A (NHWC) panels
-    /// are gathered from the input.
-    ImplicitGemm,
-}
-
-impl Conv2dPath {
-    /// Short name for reports and the juggler's records.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Conv2dPath::Pointwise => "pointwise",
-            Conv2dPath::Depthwise => "depthwise",
-            Conv2dPath::ImplicitGemm => "implicit-gemm",
-        }
-    }
-}
-
-/// The path for a geometry: the one function tests and the juggler call.
-pub fn choose_path(g: &Conv2d) -> Conv2dPath {
-    let p = g.params();
-    if p.groups == p.c && p.groups == p.k && p.groups > 1 {
-        Conv2dPath::Depthwise
-    } else if p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == crate::conv::Padding::uniform(0) {
-        Conv2dPath::Pointwise
-    } else {
-        Conv2dPath::ImplicitGemm
-    }
-}
 
 /// Floats of scratch [`conv2d_with`] needs with `workers` workers.
 pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
@@ -490,7 +454,6 @@ unsafe impl Operand for Im2colT<'_> {
     unsafe fn pack_a(&self, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
         let x = &self.0;
         let g = x.g;
-        let p = g.params();
         let cbase = x.group * g.cg();
         for i0 in (0..mc).step_by(mr) {
             let rows = mr.min(mc - i0);
@@ -505,7 +468,7 @@ unsafe impl Operand for Im2colT<'_> {
                         match (g.input_y(oy, r), g.input_x(ox, s)) {
                             (Some(iy), Some(ix)) => {
                                 // SAFETY: a validated tap of image n.
-                                unsafe { *x.input.get_unchecked(((x.n * p.h + iy) * p.w + ix) * p.c + cbase + c) }
+                                unsafe { *x.input.get_unchecked(g.nhwc_input_index(x.n, cbase + c, iy, ix)) }
                             }
                             _ => 0.0,
                         }

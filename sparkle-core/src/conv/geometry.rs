@@ -238,8 +238,16 @@ impl Conv2d {
         let p = &self.p;
         match p.layout {
             TensorLayout::Nchw => ((n * p.c + c) * p.h + y) * p.w + x,
-            TensorLayout::Nhwc => ((n * p.h + y) * p.w + x) * p.c + c,
+            TensorLayout::Nhwc => self.nhwc_input_index(n, c, y, x),
         }
+    }
+
+    /// [`Conv2d::input_index`] of an NHWC geometry, without the layout branch (for gathers whose
+    /// layout is already known). Meaningless for an NCHW geometry.
+    #[inline]
+    pub const fn nhwc_input_index(&self, n: usize, c: usize, y: usize, x: usize) -> usize {
+        let p = &self.p;
+        ((n * p.h + y) * p.w + x) * p.c + c
     }
 
     /// Offset of output element `(n, k, y, x)` (same layout as the input).

@@ -4,9 +4,11 @@
 pub mod fused;
 pub mod geometry;
 pub mod im2col;
+pub mod path;
 pub mod reference;
 
 pub use geometry::{Conv2d, Conv2dParams, Padding};
+pub use path::{choose_path, Conv2dPath};
 
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
@@ -72,7 +74,7 @@ mod tests {
             base.stride(2, 1).layout(TensorLayout::Nhwc),
         ] {
             let g = p.validate().unwrap();
-            paths[fused::choose_path(&g) as usize] = true;
+            paths[choose_path(&g) as usize] = true;
             let mut x = [0.0f32; 256];
             let mut w = [0.0f32; 256];
             for (i, v) in x.iter_mut().enumerate() {

@@ -173,7 +173,7 @@ impl Cpu {
     }
 
     /// `output = act(conv2d(input, weight) + bias)`: validated, then the path
-    /// [`sparkle_core::conv::fused::choose_path`]
+    /// [`sparkle_core::conv::choose_path`]
     /// picks (pointwise GEMM, depthwise kernel, or implicit GEMM).
     pub fn conv2d(
         &self,

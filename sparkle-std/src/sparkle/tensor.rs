@@ -30,7 +30,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use sparkle_core::conv::fused::choose_path;
+use sparkle_core::conv::choose_path;
 use sparkle_core::epilogue::Bias;
 use sparkle_core::{Activation, Conv2d, Epilogue, Error, MatMut, MatRef, Param};
 
