@@ -57,7 +57,7 @@ step "Cortex-M4F firmware under qemu-system-arm (mps2-an386)"
 (cd firmware && cargo run --release -q) 2>&1 | tee -a "$log"
 grep -q '^FAIL' "$log" && { echo "firmware: a case failed"; exit 1; }
 
-step "Miri: the core's unit tests (index math, views, tiling, generic kernel, packing, driver)"
+step "Miri: the core's unit tests (index math, views, generic kernel, packing, driver)"
 echo "(SIMD kernels are not run under Miri: they are intrinsics; the generic kernel stands in for them)"
 cargo +nightly miri test -q -p sparkle-core --lib 2>&1 | tee -a "$log"
 

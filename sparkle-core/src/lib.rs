@@ -8,7 +8,6 @@
 //! - [`conv`]: conv2d geometry (stride, asymmetric padding, dilation, groups, NCHW/NHWC
 //!   activations, KCRS/KRSC weights) with checked arithmetic, and its index math.
 //! - [`epilogue`]: bias + activation shared by every backend.
-//! - [`tile`]: exact-cover partitions of an output for threads and workgroups.
 //! - [`check`]: the one error measure and tolerance table for comparing with the oracle.
 //! - `*::reference`: the oracle. Naive, safe, and the ruler every other kernel is checked
 //!   against (with f64-accumulating twins for ground truth).
@@ -53,7 +52,6 @@ pub mod epilogue;
 pub mod error;
 pub mod gemm;
 pub mod layout;
-pub mod tile;
 pub mod view;
 
 pub use conv::{Conv2d, Conv2dParams, Padding};
@@ -61,5 +59,4 @@ pub use epilogue::{Activation, Bias, Epilogue};
 pub use error::{Error, Param, Result};
 pub use gemm::GemmDims;
 pub use layout::{TensorLayout, WeightLayout};
-pub use tile::{Tile, Tiling};
 pub use view::{MatMut, MatRef};

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use sparkle_core::view::{aliases, required_len};
-use sparkle_core::{Conv2dParams, Error, MatMut, MatRef, Padding, Tiling};
+use sparkle_core::{Conv2dParams, Error, MatMut, MatRef, Padding};
 
 /// Number of window positions along one axis, by enumerating every start in the padded input.
 fn brute_out(input: usize, pad_a: usize, pad_b: usize, ker: usize, dil: usize, stride: usize) -> usize {
@@ -83,22 +83,6 @@ proptest! {
             prop_assert!(g.output_len() <= sparkle_core::error::MAX_ELEMS_F32);
             prop_assert!(g.weight_len() <= sparkle_core::error::MAX_ELEMS_F32);
         }
-    }
-
-    #[test]
-    fn tiling_is_an_exact_cover(rows in 0usize..70, cols in 0usize..70, tr in 1usize..20, tc in 1usize..20) {
-        let t = Tiling::new(rows, cols, tr, tc).unwrap();
-        let mut hits = vec![0u8; rows * cols];
-        for tile in t.iter() {
-            prop_assert!(tile.rows >= 1 && tile.cols >= 1 && tile.rows <= tr && tile.cols <= tc);
-            prop_assert!(tile.row + tile.rows <= rows && tile.col + tile.cols <= cols);
-            for i in tile.row..tile.row + tile.rows {
-                for j in tile.col..tile.col + tile.cols {
-                    hits[i * cols + j] += 1;
-                }
-            }
-        }
-        prop_assert!(hits.iter().all(|&h| h == 1));
     }
 
     #[test]
