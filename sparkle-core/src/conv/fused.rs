@@ -12,6 +12,7 @@ use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
 use crate::gemm::driver::{gemm_operands, gemm_scratch_len, Executor, Operand, Pinned};
+use crate::gemm::pack::Block;
 use crate::layout::TensorLayout;
 use crate::view::MatRef;
 
@@ -285,7 +286,14 @@ pub fn pack_im2col_panels(
     }
     let x = Im2col { g, input, n: image, group };
     // SAFETY: the block is inside the matrix and dst holds every panel, both checked above.
-    unsafe { x.pack_b(rows.start, cols.start, rows.len(), cols.len(), nr, 0..panels, dst.as_mut_ptr()) };
+    unsafe {
+        x.pack_b(
+            Block { row: rows.start, col: cols.start, rows: rows.len(), cols: cols.len() },
+            nr,
+            0..panels,
+            dst.as_mut_ptr(),
+        )
+    };
     Ok(())
 }
 
@@ -385,7 +393,8 @@ unsafe impl Operand for Im2col<'_> {
     fn cols(&self) -> usize {
         self.g.gemm_dims().1
     }
-    unsafe fn pack_a(&self, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
+    unsafe fn pack_a(&self, blk: Block, mr: usize, dst: *mut f32) {
+        let Block { row, col, rows: mc, cols: kc } = blk;
         let mut out = dst;
         for i0 in (0..mc).step_by(mr) {
             for q in 0..kc {
@@ -399,16 +408,8 @@ unsafe impl Operand for Im2col<'_> {
             }
         }
     }
-    unsafe fn pack_b(
-        &self,
-        row: usize,
-        col: usize,
-        kc: usize,
-        nc: usize,
-        nr: usize,
-        panels: Range<usize>,
-        dst: *mut f32,
-    ) {
+    unsafe fn pack_b(&self, blk: Block, nr: usize, panels: Range<usize>, dst: *mut f32) {
+        let Block { row, col, rows: kc, cols: nc } = blk;
         // Divisions hoisted out of the per-panel work: pixel coordinates once per panel (in
         // chunks), the valid column range once per tap.
         const CHUNK: usize = 16;
@@ -451,7 +452,8 @@ unsafe impl Operand for Im2colT<'_> {
     fn cols(&self) -> usize {
         self.0.rows()
     }
-    unsafe fn pack_a(&self, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
+    unsafe fn pack_a(&self, blk: Block, mr: usize, dst: *mut f32) {
+        let Block { row, col, rows: mc, cols: kc } = blk;
         let x = &self.0;
         let g = x.g;
         let cbase = x.group * g.cg();
@@ -481,16 +483,8 @@ unsafe impl Operand for Im2colT<'_> {
             }
         }
     }
-    unsafe fn pack_b(
-        &self,
-        row: usize,
-        col: usize,
-        kc: usize,
-        nc: usize,
-        nr: usize,
-        panels: Range<usize>,
-        dst: *mut f32,
-    ) {
+    unsafe fn pack_b(&self, blk: Block, nr: usize, panels: Range<usize>, dst: *mut f32) {
+        let Block { row, col, rows: kc, cols: nc } = blk;
         for panel in panels {
             let j0 = panel * nr;
             for q in 0..kc {

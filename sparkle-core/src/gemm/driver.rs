@@ -16,7 +16,7 @@ use crate::arch::{Kernel, MicroArgs, TileBias};
 use crate::epilogue::{Activation, Bias, Epilogue};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::blocking::Blocking;
-use crate::gemm::pack::{pack_a, pack_b};
+use crate::gemm::pack::{pack_a, pack_b, Block};
 use crate::gemm::{check, GemmDims};
 use crate::view::{MatMut, MatRef};
 
@@ -175,23 +175,13 @@ pub(crate) unsafe trait Operand: Sync {
     ///
     /// # Safety
     /// The block is inside the matrix; `dst` is valid for `ceil(mc/mr)*mr*kc` floats.
-    unsafe fn pack_a(&self, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32);
+    unsafe fn pack_a(&self, blk: Block, mr: usize, dst: *mut f32);
     /// Packs nr-panels `panels` of the `kc x nc` block at `(row, col)` as B: panel `j` at
     /// `dst + j*nr*kc`, `kc` groups of `nr` values, zero-padded.
     ///
     /// # Safety
     /// The block is inside the matrix, `panels.end <= ceil(nc/nr)`, and `dst` is valid for those panels.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn pack_b(
-        &self,
-        row: usize,
-        col: usize,
-        kc: usize,
-        nc: usize,
-        nr: usize,
-        panels: core::ops::Range<usize>,
-        dst: *mut f32,
-    );
+    unsafe fn pack_b(&self, blk: Block, nr: usize, panels: core::ops::Range<usize>, dst: *mut f32);
     /// When rows can be read in place by the kernels as A: `(pointer to element (0, 0), row
     /// stride)`, with unit column stride.
     fn in_place(&self) -> Option<(*const f32, usize)> {
@@ -207,22 +197,13 @@ unsafe impl Operand for MatRef<'_> {
     fn cols(&self) -> usize {
         MatRef::cols(self)
     }
-    unsafe fn pack_a(&self, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
+    unsafe fn pack_a(&self, blk: Block, mr: usize, dst: *mut f32) {
         // SAFETY: forwarded contract.
-        unsafe { pack_a(self, row, col, mc, kc, mr, dst) }
+        unsafe { pack_a(self, blk, mr, dst) }
     }
-    unsafe fn pack_b(
-        &self,
-        row: usize,
-        col: usize,
-        kc: usize,
-        nc: usize,
-        nr: usize,
-        panels: core::ops::Range<usize>,
-        dst: *mut f32,
-    ) {
+    unsafe fn pack_b(&self, blk: Block, nr: usize, panels: core::ops::Range<usize>, dst: *mut f32) {
         // SAFETY: forwarded contract.
-        unsafe { pack_b(self, row, col, kc, nc, nr, panels, dst) }
+        unsafe { pack_b(self, blk, nr, panels, dst) }
     }
     /// Row-major A is read in place, unless its rows are a multiple of 4 KiB apart: then all mr
     /// rows fall into one L1 set and thrash it (measured on one Zen 4 core: in place 94 vs packed
@@ -388,7 +369,7 @@ unsafe fn gemm_rect(p: &Problem<'_>, rows: core::ops::Range<usize>, cols: core::
             let (bias, act) = if last { (p.bias, p.act) } else { (Bias::None, Activation::None) };
             // SAFETY: rows pc..pc+kc_eff and columns jc..jc+nc_eff are inside b; the panels fit
             // the kc x nc buffer.
-            unsafe { p.b.pack_b(pc, jc, kc_eff, nc_eff, nr, 0..col_panels, bbuf) };
+            unsafe { p.b.pack_b(Block { row: pc, col: jc, rows: kc_eff, cols: nc_eff }, nr, 0..col_panels, bbuf) };
             for ic in rows.clone().step_by(p.mc) {
                 let mc_eff = p.mc.min(rows.end - ic);
                 let full_panels = if a_in_place.is_some() { mc_eff / mr } else { 0 };
@@ -397,7 +378,13 @@ unsafe fn gemm_rect(p: &Problem<'_>, rows: core::ops::Range<usize>, cols: core::
                 if packed_from < mc_eff {
                     // SAFETY: rows ic+packed_from..ic+mc_eff and columns pc..pc+kc_eff are inside a;
                     // the packed panels fit the mc x kc buffer.
-                    unsafe { p.a.pack_a(ic + packed_from, pc, mc_eff - packed_from, kc_eff, mr, abuf) };
+                    unsafe {
+                        p.a.pack_a(
+                            Block { row: ic + packed_from, col: pc, rows: mc_eff - packed_from, cols: kc_eff },
+                            mr,
+                            abuf,
+                        )
+                    };
                 }
                 for jp in 0..col_panels {
                     let jr = jp * nr;

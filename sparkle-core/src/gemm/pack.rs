@@ -5,13 +5,24 @@
 
 use crate::view::MatRef;
 
-/// Packs the `mc x kc` block of `a` starting at `(row, col)` into `dst`
+/// A block of an operand: `rows x cols` elements from `(row, col)` (`mc x kc` of A, `kc x nc` of
+/// B).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Block {
+    pub(crate) row: usize,
+    pub(crate) col: usize,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+}
+
+/// Packs the `mc x kc` block `blk` of `a` into `dst`
 /// (`ceil(mc / mr) * mr * kc` floats).
 ///
 /// # Safety
 /// `row + mc <= a.rows()`, `col + kc <= a.cols()`, and `dst` must be valid for writing
 /// `ceil(mc / mr) * mr * kc` floats.
-pub(crate) unsafe fn pack_a(a: &MatRef<'_>, row: usize, col: usize, mc: usize, kc: usize, mr: usize, dst: *mut f32) {
+pub(crate) unsafe fn pack_a(a: &MatRef<'_>, blk: Block, mr: usize, dst: *mut f32) {
+    let Block { row, col, rows: mc, cols: kc } = blk;
     let (rs, cs) = (a.rs(), a.cs());
     let base = a.as_slice().as_ptr();
     let mut out = dst;
@@ -38,23 +49,14 @@ pub(crate) unsafe fn pack_a(a: &MatRef<'_>, row: usize, col: usize, mc: usize, k
     }
 }
 
-/// Packs nr-panels `panel0..panel1` of the `kc x nc` block of `b` starting at `(row, col)` into
+/// Packs nr-panels `panel0..panel1` of the `kc x nc` block `blk` of `b` into
 /// `dst`, which points at the start of the whole packed block (panel `j` starts at `j * nr * kc`).
 ///
 /// # Safety
 /// `row + kc <= b.rows()`, `col + nc <= b.cols()`, `panel1 <= ceil(nc / nr)`, and `dst` must be
 /// valid for writing panels `panel0..panel1` (`nr * kc` floats each).
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn pack_b(
-    b: &MatRef<'_>,
-    row: usize,
-    col: usize,
-    kc: usize,
-    nc: usize,
-    nr: usize,
-    panels: core::ops::Range<usize>,
-    dst: *mut f32,
-) {
+pub(crate) unsafe fn pack_b(b: &MatRef<'_>, blk: Block, nr: usize, panels: core::ops::Range<usize>, dst: *mut f32) {
+    let Block { row, col, rows: kc, cols: nc } = blk;
     let (rs, cs) = (b.rs(), b.cs());
     let base = b.as_slice().as_ptr();
     for panel in panels {
