@@ -418,28 +418,17 @@ pub fn parse_layers(text: &str) -> Result<Vec<Layer>, String> {
     Ok(out)
 }
 
-/// Checks 64 sampled outputs of a conv against an f64 direct computation of those elements.
+/// Checks 64 sampled outputs of a conv + ReLU against the f64 oracle at those elements.
 fn conv_spot_check(name: &str, g: &sparkle_core::Conv2d, x: &[f32], w: &[f32], y: &[f32]) -> Result<(), Failure> {
     let p = g.params();
     let tol = sparkle_core::check::tolerance(g.gemm_dims().2);
+    let relu = Epilogue::activation(sparkle_core::Activation::Relu);
     let mut seed = 0x5eedu64;
     for _ in 0..64 {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let (n, k) = ((seed >> 50) as usize % p.n, (seed >> 33) as usize % p.k);
         let (oy, ox) = ((seed >> 20) as usize % g.ho(), (seed >> 7) as usize % g.wo());
-        let grp = k / g.kg();
-        let mut acc = 0.0f64;
-        for ci in 0..g.cg() {
-            for r in 0..p.r {
-                for s in 0..p.s {
-                    if let (Some(iy), Some(ix)) = (g.input_y(oy, r), g.input_x(ox, s)) {
-                        acc += f64::from(x[g.input_index(n, grp * g.cg() + ci, iy, ix)])
-                            * f64::from(w[g.weight_index(k, ci, r, s)]);
-                    }
-                }
-            }
-        }
-        let want = acc.max(0.0); // the benches run conv + ReLU
+        let want = sparkle_core::conv::reference::conv2d_reference_f64_at(g, x, w, &relu, (n, k, oy, ox))?;
         let err = sparkle_core::check::error(y[g.output_index(n, k, oy, ox)], want);
         if err > tol {
             return Err(format!("{name} is wrong at (n {n}, k {k}, y {oy}, x {ox}): error {err:e} > {tol:e}").into());
