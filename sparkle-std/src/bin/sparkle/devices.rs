@@ -1,0 +1,68 @@
+//! `sparkle devices`: the CPU (kernels, caches, measured peak), every Vulkan device, and where
+//! the juggler would put small and large work.
+
+use std::process::ExitCode;
+
+use crate::cli;
+use crate::Failure;
+
+pub fn run() -> Result<ExitCode, Failure> {
+    let cpu = sparkle_std::cpu::Cpu::new()?;
+    let caches = sparkle_std::cpu::caches::cache_sizes();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernels: Vec<&str> = sparkle_std::cpu::isa::available_kernels().iter().map(|k| k.id()).collect();
+    println!("cpu: {} ({cores} threads)", cli::cpu_brand());
+    println!(
+        "  caches: L1d {} KiB, L2 {} KiB, L3 {} MiB per the OS",
+        caches.l1d >> 10,
+        caches.l2 >> 10,
+        caches.l3 >> 20
+    );
+    println!("  kernels this CPU runs: {}; picked: {}", kernels.join(", "), cpu.kernel.id());
+    println!(
+        "  measured FMA peak: {:.0} GFLOPS on 1 thread, {:.0} on {cores}",
+        sparkle_std::cpu::peak::peak_gflops(1),
+        sparkle_std::cpu::peak::peak_gflops(cores)
+    );
+    match sparkle_std::vk::devices() {
+        Ok(devs) if devs.is_empty() => println!("vulkan: no device with a compute queue"),
+        Ok(devs) => {
+            for d in devs {
+                println!(
+                    "vulkan:{} {} [{}] vendor {:#06x} driver {} api {} subgroup {} shared {} KiB local {} MiB",
+                    d.index,
+                    d.name,
+                    d.device_type,
+                    d.vendor_id,
+                    d.driver_name.as_deref().unwrap_or("?"),
+                    d.api_version,
+                    d.subgroup_size.map_or("?".to_string(), |s| s.to_string()),
+                    d.max_shared_memory / 1024,
+                    d.device_local_bytes >> 20
+                );
+                if let Ok(ctx) = sparkle_std::vk::Context::new(d.index) {
+                    match ctx.tuning().min_vec4_tiles {
+                        u32::MAX => println!("  GEMM kernel (autotuned): 64x64 tiles at every size"),
+                        t => println!(
+                            "  GEMM kernel (autotuned): 128x128 vec4 tiles from {t} tiles of C up, 64x64 below"
+                        ),
+                    }
+                }
+            }
+        }
+        Err(e) => println!("vulkan: none ({e})"),
+    }
+    // What the handle every command uses would do (its learned model included), without running.
+    let sparkle = sparkle_std::Sparkle::new()?;
+    for (what, n) in [("small work (GEMM 64^3)", 64), ("large work (GEMM 4096^3)", 4096)] {
+        let all = sparkle.predict_gemm(n, n, n);
+        if let Some(p) = all.iter().min_by(|a, b| (a.run + a.wait).total_cmp(&(b.run + b.wait))) {
+            let others: Vec<String> = all
+                .iter()
+                .map(|p| format!("{} {:.3} ms + {:.0} ms wait", p.device, p.run * 1e3, p.wait * 1e3))
+                .collect();
+            println!("juggler: {what} goes to {} ({})", p.device, others.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

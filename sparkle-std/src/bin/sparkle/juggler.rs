@@ -1,0 +1,125 @@
+//! `sparkle juggler record|replay`: the juggler's replay benchmark and its recordings.
+
+use std::process::ExitCode;
+
+use crate::cli;
+use crate::Failure;
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum JugglerCommand {
+    /// Measure square GEMMs on the CPU and the preferred Vulkan device (host tensors, copies
+    /// included) and write a recording for `replay`.
+    Record {
+        /// Output CSV.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Largest GEMM size to measure.
+        #[arg(long, default_value_t = 512)]
+        max: usize,
+    },
+    /// Replay a recording through every policy (oracle, fixed rules, StarPU-like dmda,
+    /// epsilon-greedy, Sparkle) on traces T1-T4.
+    Replay {
+        /// Recording CSV (from `record`).
+        #[arg(long)]
+        samples: std::path::PathBuf,
+        /// T1, T2, T3, T4 or all.
+        #[arg(long, default_value = "all")]
+        trace: String,
+        /// One JSON array of records instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: JugglerCommand) -> Result<ExitCode, Failure> {
+    use sparkle_std::juggler::replay;
+    match cmd {
+        JugglerCommand::Record { out, max } => {
+            let cpu = sparkle_std::cpu::Cpu::new()?;
+            let ctx = sparkle_std::vk::Context::best()?;
+            let cpu_peak = sparkle_std::cpu::peak::peak_gflops(cpu.threads) * 1e9;
+            let mut samples = Vec::new();
+            let sizes = [16usize, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096];
+            for &n in sizes.iter().filter(|&&n| n <= max) {
+                let mut a = vec![0.0f32; n * n];
+                let mut b = vec![0.0f32; n * n];
+                sparkle_std::demo::fill(&mut a, 1);
+                sparkle_std::demo::fill(&mut b, 2);
+                let mut c = vec![0.0f32; n * n];
+                for device in 0..2 {
+                    let mut run = || -> Result<f64, Failure> {
+                        let (av, bv) =
+                            (sparkle_core::MatRef::row_major(&a, n, n)?, sparkle_core::MatRef::row_major(&b, n, n)?);
+                        let cv = sparkle_core::MatMut::row_major(&mut c, n, n)?;
+                        let t = std::time::Instant::now();
+                        if device == 0 {
+                            cpu.gemm(1.0, av, bv, 0.0, cv, &sparkle_core::Epilogue::NONE)?;
+                        } else {
+                            ctx.gemm(1.0, av, bv, 0.0, cv, &sparkle_core::Epilogue::NONE)?;
+                        }
+                        Ok(t.elapsed().as_secs_f64())
+                    };
+                    run()?;
+                    let times: Vec<f64> = (0..5).map(|_| run()).collect::<Result<_, _>>()?;
+                    let mean = times.iter().sum::<f64>() / 5.0;
+                    let std = (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
+                    samples.push(replay::Sample { device, shape: [n, n, n], mean, std });
+                }
+                eprintln!("recorded {n}^3");
+            }
+            let info = ctx.info();
+            let r = replay::Recording {
+                machine: format!(
+                    "{} ({} threads) + {} ({})",
+                    cli::cpu_brand(),
+                    cpu.threads,
+                    info.name,
+                    info.device_type
+                ),
+                cpu_peak,
+                gpu_is_discrete: info.device_type != "CPU",
+                samples,
+            };
+            std::fs::write(&out, r.to_csv()).map_err(|e| format!("{}: {e}", out.display()))?;
+            println!("wrote {} samples to {}", r.samples.len(), out.display());
+        }
+        JugglerCommand::Replay { samples, trace, json } => {
+            let text = std::fs::read_to_string(&samples).map_err(|e| format!("{}: {e}", samples.display()))?;
+            let r = replay::Recording::from_csv(&text).map_err(|e| format!("{}: {e}", samples.display()))?;
+            let only = match trace.as_str() {
+                "all" => None,
+                t @ ("T1" | "T2" | "T3" | "T4") => Some(t),
+                t => return Err(format!("--trace {t}: expected T1, T2, T3, T4 or all").into()),
+            };
+            let out = replay::run(&r, only);
+            if json {
+                let items: Vec<String> = out
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            r#"{{"trace":"{}","policy":"{}","regret_pct":{:.2},"first_pick_accuracy":{:.3},"calls_to_converge":{},"decision_ns_p99":{:.0}}}"#,
+                            o.trace, o.policy, o.regret_pct, o.first_pick_accuracy, o.calls_to_converge, o.decision_ns_p99
+                        )
+                    })
+                    .collect();
+                println!("[{}]", items.join(",\n "));
+            } else {
+                println!("replay of {} ({})", samples.display(), r.machine);
+                println!(
+                    "{:<6} {:<16} {:>11} {:>11} {:>10} {:>12}",
+                    "trace", "policy", "regret %", "first pick", "converge", "decide p99"
+                );
+                for o in &out {
+                    println!(
+                        "{:<6} {:<16} {:>11.2} {:>11.3} {:>10} {:>9.0} ns",
+                        o.trace, o.policy, o.regret_pct, o.first_pick_accuracy, o.calls_to_converge, o.decision_ns_p99
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
