@@ -30,7 +30,6 @@
 //! pays no Vulkan start-up. The learned model is loaded at start and saved on drop (and by
 //! [`Sparkle::save`]), merged with what other processes saved meanwhile.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
@@ -41,12 +40,15 @@ use sparkle_core::conv::choose_path;
 use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
 
 pub use crate::backend::{DeviceError, DeviceErrorKind};
-use crate::budget::MemoryBudget;
 use crate::cpu::{Cpu, CpuError};
-use crate::juggler::{store, Clock, DeviceId, Juggler, OpDesc, OpKind, Prior, SystemClock};
+use crate::juggler::{store, Clock, DeviceId, Juggler, OpDesc, OpKind, SystemClock};
 
+mod builder;
+mod gpu;
 mod split;
 mod tensor;
+pub use builder::{juggler_for, Builder, DeviceSel, GpuDesc, CPU_TYPE_SETUP_SECONDS, GPU_SETUP_SECONDS};
+use gpu::{not_here, Gpu};
 pub use tensor::{Tensor, TensorBias};
 
 /// Why an op through [`Sparkle`] failed. Device failures are not among them: those fall back to
@@ -170,266 +172,6 @@ pub struct Faults {
     pub kind: DeviceErrorKind,
 }
 
-/// Which devices a [`Sparkle`] may place work on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DeviceSel {
-    /// The CPU path.
-    Cpu,
-    /// Every Vulkan device that is not of type CPU; when there are none and the CPU path is not
-    /// selected, the CPU-type ones (asked for by name, as `--device vulkan` does).
-    Vulkan,
-    /// Vulkan device `i` (any type: named explicitly).
-    VulkanIndex(usize),
-}
-
-impl DeviceSel {
-    /// Parses `cpu`, `vulkan`, `vulkan:N`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "cpu" => Some(DeviceSel::Cpu),
-            "vulkan" => Some(DeviceSel::Vulkan),
-            _ => text.strip_prefix("vulkan:")?.parse().ok().map(DeviceSel::VulkanIndex),
-        }
-    }
-}
-
-/// Configures a [`Sparkle`].
-#[derive(Clone, Debug)]
-pub struct Builder {
-    devices: Option<Vec<DeviceSel>>,
-    threads: Option<usize>,
-    model: Option<Option<PathBuf>>,
-    deterministic: bool,
-    faults: Option<Faults>,
-    memory_budget: Option<MemoryBudget>,
-}
-
-impl Builder {
-    /// Only these devices (default: the CPU and every Vulkan device not of type CPU).
-    pub fn devices(mut self, devices: &[DeviceSel]) -> Self {
-        self.devices = Some(devices.to_vec());
-        self
-    }
-
-    /// CPU threads (default: all).
-    pub fn threads(mut self, threads: usize) -> Self {
-        self.threads = Some(threads.max(1));
-        self
-    }
-
-    /// Keep the learned model in this file (default: `juggler-model.txt` in the user cache folder,
-    /// or `SPARKLE_CACHE_DIR`).
-    pub fn model_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.model = Some(Some(path.into()));
-        self
-    }
-
-    /// Learn in memory only: nothing is loaded or saved.
-    pub fn in_memory_model(mut self) -> Self {
-        self.model = Some(None);
-        self
-    }
-
-    /// Always the best prediction, no exploration of unmeasured devices (reproducible placement).
-    pub fn deterministic(mut self, on: bool) -> Self {
-        self.deterministic = on;
-        self
-    }
-
-    /// Makes Vulkan ops fail on purpose (tests of the fallback).
-    pub fn inject_faults(mut self, faults: Faults) -> Self {
-        self.faults = Some(faults);
-        self
-    }
-
-    /// The memory budget of the CPU path (default: `SPARKLE_MEMORY_BUDGET`, or half the memory).
-    pub fn memory_budget(mut self, budget: MemoryBudget) -> Self {
-        self.memory_budget = Some(budget);
-        self
-    }
-
-    /// Detects the devices, builds the juggler with its priors and loads the learned model.
-    pub fn build(self) -> Result<Sparkle, SparkleError> {
-        let kernel = crate::cpu::isa::gemm_kernel().map_err(|e| SparkleError::Cpu(CpuError::Isa(e)))?;
-        let budget = match self.memory_budget {
-            Some(b) => b,
-            None => MemoryBudget::from_env().map_err(SparkleError::Config)?,
-        };
-        let mut cpu = Cpu { memory_budget: budget, ..Cpu::with_kernel(kernel) };
-        if let Some(t) = self.threads {
-            cpu = cpu.threads(t);
-        }
-        let sel = self.devices.unwrap_or_else(|| vec![DeviceSel::Cpu, DeviceSel::Vulkan]);
-        if sel.is_empty() {
-            return Err(SparkleError::Config("no device selected".into()));
-        }
-        let use_cpu = sel.contains(&DeviceSel::Cpu);
-        let (gpus, machine) = gpus_for(&sel, use_cpu)?;
-        let descs: Vec<GpuDesc> = gpus.iter().map(|g| g.desc.clone()).collect();
-        let (mut juggler, fingerprint) = juggler_for(&cpu, use_cpu, &descs, &machine, &crate::cpu::brand());
-        juggler.set_exploration(!self.deterministic);
-        // A Vulkan device is opened on its first op, which then also compiles (or loads) its
-        // pipelines: measured 0.3-1.6 s on an H200 host, seconds on lavapipe. Charge that as
-        // queue time from start-up, so a short-lived process (a CLI call) keeps small and medium
-        // work on the CPU instead of paying it; in a longer-lived one the charge has expired by
-        // the time the set-up would be amortised, and the device is opened for work it wins.
-        let now = juggler.clock().now();
-        for g in &gpus {
-            let setup = if g.desc.cpu_type { CPU_TYPE_SETUP_SECONDS } else { GPU_SETUP_SECONDS };
-            juggler.set_busy_until(DeviceId::Vulkan(g.desc.index), now + setup);
-        }
-        let model_path = self.model.unwrap_or_else(store::default_path);
-        let mut loaded = None;
-        if let Some(path) = &model_path {
-            loaded = Some(store::load(&mut juggler, path, &fingerprint));
-        }
-        Ok(Sparkle {
-            cpu,
-            gpus,
-            state: Mutex::new(State { juggler, inflight: Vec::new(), dirty: false }),
-            model_path,
-            fingerprint,
-            loaded,
-            faults: self.faults,
-            gpu_ops: AtomicUsize::new(0),
-            id: {
-                static HANDLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                HANDLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            },
-        })
-    }
-}
-
-/// Seconds charged for opening a GPU and building its pipelines (see [`Builder::build`]).
-pub const GPU_SETUP_SECONDS: f64 = 0.3;
-/// The same for a CPU-type Vulkan device (lavapipe compiles its pipelines with LLVM).
-pub const CPU_TYPE_SETUP_SECONDS: f64 = 2.0;
-
-/// A Vulkan device as the juggler and the fingerprint see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GpuDesc {
-    /// Index in `sparkle_vk::devices()` order.
-    pub index: usize,
-    /// Its name.
-    pub name: String,
-    /// Whether it is a CPU-type device (a software rasteriser on the host's cores).
-    pub cpu_type: bool,
-    /// Vendor, device and driver, for the model's fingerprint.
-    pub identity: String,
-}
-
-#[cfg(feature = "vulkan")]
-impl GpuDesc {
-    /// From what Vulkan reports about the device.
-    pub fn from_info(i: &sparkle_vk::DeviceInfo) -> Self {
-        GpuDesc {
-            index: i.index,
-            name: i.name.clone(),
-            cpu_type: i.device_type == "CPU",
-            identity: format!("{:x}:{:x}:{:x}", i.vendor_id, i.device_id, i.driver_version),
-        }
-    }
-}
-
-/// The juggler over the CPU (if `use_cpu`) and `gpus`, with priors by device type, and the
-/// fingerprint its learned model is stored under: the CPU brand, kernel, threads, crate version,
-/// and the vendor, device and driver of every Vulkan device of the machine (`machine`), whichever
-/// are placed on, so handles with different device selections share one model. The priors are
-/// [`Prior::cpu`], [`Prior::GPU`] and [`Prior::CPU_TYPE_GPU`] (the replay benchmark uses the same).
-pub fn juggler_for(
-    cpu: &Cpu,
-    use_cpu: bool,
-    gpus: &[GpuDesc],
-    machine: &[GpuDesc],
-    brand: &str,
-) -> (Juggler<SystemClock>, String) {
-    let mut j = Juggler::new(SystemClock::default());
-    if use_cpu {
-        let peak = crate::cpu::peak::peak_gflops(cpu.threads) * 1e9;
-        j.add_device(DeviceId::Cpu, Prior::cpu(peak), false);
-    }
-    let mut parts =
-        vec![brand.to_string(), cpu.kernel.id().to_string(), cpu.threads.to_string(), env!("CARGO_PKG_VERSION").into()];
-    // A CPU-type device (Mesa's lavapipe) runs on the host's own cores: beside the CPU path it
-    // only takes cores from it, so it is never a placement target then (ops pinned to it still run).
-    for g in gpus.iter().filter(|g| !(use_cpu && g.cpu_type)) {
-        let prior = if g.cpu_type { Prior::CPU_TYPE_GPU } else { Prior::GPU };
-        j.add_device(DeviceId::Vulkan(g.index), prior, true);
-    }
-    parts.extend(machine.iter().map(|g| g.identity.clone()));
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    (j, store::fingerprint(&refs))
-}
-
-/// One Vulkan device of a [`Sparkle`]: opened on first use, re-opened after it was lost.
-struct Gpu {
-    desc: GpuDesc,
-    #[cfg(feature = "vulkan")]
-    slot: Mutex<Slot>,
-    /// (op kind, path) pairs this device has run: the first of each is set-up, not run time.
-    seen: Mutex<HashSet<(OpKind, &'static str)>>,
-}
-
-/// A Vulkan device's open context and its generation: a lost device's context is dropped and the
-/// generation moves on, so tensors it held are known to be gone; the next op opens a fresh one.
-#[cfg(feature = "vulkan")]
-#[derive(Default)]
-struct Slot {
-    ctx: Option<std::sync::Arc<sparkle_vk::Context>>,
-    generation: u64,
-}
-
-#[cfg(feature = "vulkan")]
-fn gpus_for(sel: &[DeviceSel], use_cpu: bool) -> Result<(Vec<Gpu>, Vec<GpuDesc>), SparkleError> {
-    let wants_vulkan = sel.iter().any(|s| *s != DeviceSel::Cpu);
-    let infos = match sparkle_vk::devices() {
-        Ok(i) => i,
-        // No loader or no device: without an explicit request that is simply a CPU-only machine.
-        Err(_) if use_cpu && !sel.iter().any(|s| matches!(s, DeviceSel::VulkanIndex(_))) => Vec::new(),
-        Err(e) => return Err(SparkleError::Config(format!("Vulkan was asked for: {e}"))),
-    };
-    let all: Vec<GpuDesc> = infos.iter().map(GpuDesc::from_info).collect();
-    if !wants_vulkan {
-        return Ok((Vec::new(), all));
-    }
-    let mut chosen: Vec<GpuDesc> = Vec::new();
-    for s in sel {
-        match s {
-            DeviceSel::Cpu => {}
-            DeviceSel::VulkanIndex(i) => {
-                let d = all.iter().find(|d| d.index == *i).ok_or_else(|| {
-                    SparkleError::Config(format!("vulkan:{i} does not exist ({} Vulkan device(s) here)", all.len()))
-                })?;
-                chosen.push(d.clone());
-            }
-            DeviceSel::Vulkan => {
-                let real: Vec<&GpuDesc> = all.iter().filter(|d| !d.cpu_type).collect();
-                if !real.is_empty() {
-                    chosen.extend(real.into_iter().cloned());
-                } else if !use_cpu {
-                    // Asked for Vulkan by name and only CPU-type devices exist: use them.
-                    chosen.extend(all.iter().cloned());
-                }
-            }
-        }
-    }
-    if chosen.is_empty() && !use_cpu {
-        return Err(SparkleError::Config("Vulkan was asked for but no Vulkan device is usable here".into()));
-    }
-    chosen.sort_by_key(|d| d.index);
-    chosen.dedup_by_key(|d| d.index);
-    let gpus = chosen.into_iter().map(|desc| Gpu { desc, slot: Mutex::default(), seen: Mutex::default() });
-    Ok((gpus.collect(), all))
-}
-
-#[cfg(not(feature = "vulkan"))]
-fn gpus_for(sel: &[DeviceSel], _use_cpu: bool) -> Result<(Vec<Gpu>, Vec<GpuDesc>), SparkleError> {
-    if sel.iter().any(|s| *s != DeviceSel::Cpu) {
-        return Err(SparkleError::Config("this build has no Vulkan support (feature `vulkan`)".into()));
-    }
-    Ok((Vec::new(), Vec::new()))
-}
-
 /// The handle: see the module docs. `Send + Sync`: share it between threads (`&Sparkle` or an
 /// `Arc`); decisions are serialised briefly, the ops themselves run concurrently.
 pub struct Sparkle {
@@ -529,7 +271,7 @@ impl Sparkle {
 
     /// Configures devices, threads, the model, determinism and fault injection.
     pub fn builder() -> Builder {
-        Builder { devices: None, threads: None, model: None, deterministic: false, faults: None, memory_budget: None }
+        Builder::default()
     }
 
     /// The devices work may be placed on.
@@ -804,94 +546,6 @@ impl Sparkle {
         let Some(g) = self.gpu(device) else { return false };
         g.seen.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, path))
     }
-
-    fn gpu(&self, device: DeviceId) -> Option<&Gpu> {
-        match device {
-            DeviceId::Vulkan(i) => self.gpus.iter().find(|g| g.desc.index == i),
-            DeviceId::Cpu => None,
-        }
-    }
-
-    /// Runs the op on a Vulkan device; returns its description for [`Run::kernel`].
-    #[cfg(feature = "vulkan")]
-    fn run_gpu(&self, device: DeviceId, op: &mut Op<'_, '_>) -> Result<String, DeviceError> {
-        let gpu = self.gpu(device).ok_or_else(|| not_here(device))?;
-        self.on_gpu(gpu, |ctx, _| {
-            let r = match op {
-                Op::Gemm { alpha, a, b, beta, c, epi } => ctx.gemm(*alpha, *a, *b, *beta, c.rb_mut(), epi).map(|_| ()),
-                Op::Conv2d { g, input, weight, epi, output } => ctx.conv2d(g, input, weight, epi, output),
-            };
-            r.map_err(|e| DeviceError::from_vk(device, &e))
-        })?;
-        Ok(format!("vulkan {}", gpu.desc.name))
-    }
-
-    /// Runs `work` on `gpu`'s context (opened if needed) and its generation, after the injected
-    /// fault if one is due. A lost device is closed: its tensors are gone, and the next op
-    /// opens it afresh.
-    #[cfg(feature = "vulkan")]
-    fn on_gpu<T>(
-        &self,
-        gpu: &Gpu,
-        work: impl FnOnce(&sparkle_vk::Context, u64) -> Result<T, DeviceError>,
-    ) -> Result<T, DeviceError> {
-        let device = DeviceId::Vulkan(gpu.desc.index);
-        let (ctx, generation) = {
-            let mut slot = gpu.slot.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.ctx.is_none() {
-                let ctx = sparkle_vk::Context::new(gpu.desc.index).map_err(|e| DeviceError::from_vk(device, &e))?;
-                slot.ctx = Some(std::sync::Arc::new(ctx));
-            }
-            (slot.ctx.clone().expect("opened above"), slot.generation)
-        };
-        let n = self.gpu_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let r = match self.faults {
-            Some(f) if f.every > 0 && n.is_multiple_of(f.every) => {
-                Err(DeviceError { device, kind: f.kind, message: format!("injected fault (op {n})") })
-            }
-            _ => work(&ctx, generation),
-        };
-        if let Err(e) = &r {
-            if e.kind == DeviceErrorKind::Lost {
-                self.close(gpu, generation);
-            }
-        }
-        r
-    }
-
-    /// Drops `gpu`'s context of `generation` (if still current) after a loss.
-    #[cfg(feature = "vulkan")]
-    fn close(&self, gpu: &Gpu, generation: u64) {
-        let mut slot = gpu.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.generation == generation {
-            slot.ctx = None;
-            slot.generation += 1;
-            // Re-opening compiles the pipelines again: set-up, not run time.
-            gpu.seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        }
-    }
-
-    /// `gpu`'s context if it is still the one of `generation`.
-    #[cfg(feature = "vulkan")]
-    fn context_of(&self, gpu: &Gpu, generation: u64) -> Option<std::sync::Arc<sparkle_vk::Context>> {
-        let slot = gpu.slot.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.generation == generation {
-            slot.ctx.clone()
-        } else {
-            None
-        }
-    }
-
-    #[cfg(not(feature = "vulkan"))]
-    fn run_gpu(&self, device: DeviceId, _op: &mut Op<'_, '_>) -> Result<String, DeviceError> {
-        let _ = (&self.gpu_ops, self.faults);
-        Err(DeviceError { device, kind: DeviceErrorKind::Lost, message: "no Vulkan support in this build".into() })
-    }
-}
-
-/// The error for a device this handle does not have.
-fn not_here(device: DeviceId) -> DeviceError {
-    DeviceError { device, kind: DeviceErrorKind::Lost, message: "not a device of this handle".into() }
 }
 
 impl Drop for Sparkle {
