@@ -32,12 +32,21 @@ trap 'rm -f "$log" "$SPARKLE_SKIP_LOG"' EXIT
 step "cargo test"
 cargo test --workspace 2>&1 | tee -a "$log"
 step "examples: every program a user copies from runs (the model in a scratch folder)"
+# The builds `cargo test` just made (its profile and the workspace's features): nothing is
+# compiled again (`cargo run -p sparkle-std` would rebuild every dependency another way).
+built=$(cargo build -q --workspace --examples --profile test --message-format=json |
+  sed -n 's/.*"kind":\["example"\].*"executable":"\([^"]*\)".*/\1/p')
 examples_cache=$(mktemp -d)
-for e in no_std_core resident_chain desktop_app; do
-  SPARKLE_CACHE_DIR="$examples_cache" cargo run -q -p sparkle-std --example "$e"
-done
+example() {
+  local exe
+  exe=$(grep "/examples/$1\$" <<<"$built") || { echo "example $1 was not built"; exit 1; }
+  SPARKLE_CACHE_DIR="$examples_cache" "$exe" "${@:2}"
+}
+example no_std_core
+example resident_chain
+example desktop_app
 # The chain again, on the Vulkan device(s) by name (lavapipe here): resident between layers.
-SPARKLE_CACHE_DIR="$examples_cache" cargo run -q -p sparkle-std --example resident_chain -- vulkan
+example resident_chain vulkan
 rm -rf "$examples_cache"
 step "cargo package: the four library crates package (metadata, versions of path dependencies, files)"
 # Without the verification build: cargo treats the packages it unpacks as immutable registry
@@ -50,8 +59,9 @@ downstream=$(mktemp -d)
 cp -r downstream/. "$downstream"
 sed -i "s|path = \"../sparkle-std\"|path = \"$PWD/sparkle-std\"|" "$downstream/Cargo.toml"
 cp Cargo.lock "$downstream/"  # the versions this checkout is tested with (reuses its builds)
+# In the test profile at the workspace's opt-level, so the dependencies built above are reused.
 (cd "$downstream" && SHADERC_LIB_DIR="$OLDPWD/.shaderc" CARGO_TARGET_DIR="$OLDPWD/target" \
-  SPARKLE_CACHE_DIR="$downstream/cache" cargo run -q)
+  CARGO_PROFILE_TEST_OPT_LEVEL=1 SPARKLE_CACHE_DIR="$downstream/cache" cargo run -q --profile test)
 rm -rf "$downstream"
 step "aarch64: CPU kernel tests under qemu-aarch64 (NEON for real)"
 env -u SPARKLE_REQUIRE_AVX512 SPARKLE_REQUIRE_NEON=1 \
