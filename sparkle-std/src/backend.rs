@@ -70,31 +70,45 @@ impl DeviceError {
     }
 }
 
+/// One GEMM's operands but C: `C <- act(alpha * A * B + beta * C + bias)`. What a [`Backend`]
+/// and the split take, so the six arguments are written once.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmOp<'a> {
+    /// Scales `A * B`.
+    pub alpha: f32,
+    /// `m x k`.
+    pub a: MatRef<'a>,
+    /// `k x n`.
+    pub b: MatRef<'a>,
+    /// Scales the old C (0: C is only written).
+    pub beta: f32,
+    /// Bias and activation.
+    pub epi: Epilogue<'a>,
+}
+
+/// One conv2d's operands but the output: `output = act(conv2d(input, weight) + bias)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dOp<'a> {
+    /// The validated geometry.
+    pub g: &'a Conv2d,
+    /// The input tensor.
+    pub input: &'a [f32],
+    /// The weights.
+    pub weight: &'a [f32],
+    /// Bias (per output channel) and activation.
+    pub epi: Epilogue<'a>,
+}
+
 /// A device that computes GEMM and conv2d.
 pub trait Backend: Sync {
     /// Which device, as the juggler names it.
     fn id(&self) -> DeviceId;
     /// A human-readable description.
     fn name(&self) -> String;
-    /// `C <- act(alpha * A * B + beta * C + bias)`.
-    fn gemm(
-        &self,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: &Epilogue<'_>,
-    ) -> Result<(), DeviceError>;
-    /// `output = act(conv2d(input, weight) + bias)`.
-    fn conv2d(
-        &self,
-        g: &Conv2d,
-        input: &[f32],
-        weight: &[f32],
-        epi: &Epilogue<'_>,
-        output: &mut [f32],
-    ) -> Result<(), DeviceError>;
+    /// `c <- op` (see [`GemmOp`]).
+    fn gemm(&self, op: &GemmOp<'_>, c: MatMut<'_>) -> Result<(), DeviceError>;
+    /// `output <- op` (see [`Conv2dOp`]).
+    fn conv2d(&self, op: &Conv2dOp<'_>, output: &mut [f32]) -> Result<(), DeviceError>;
 }
 
 impl Backend for crate::cpu::Cpu {
@@ -104,26 +118,13 @@ impl Backend for crate::cpu::Cpu {
     fn name(&self) -> String {
         format!("cpu {} x{}", self.kernel.id(), self.threads)
     }
-    fn gemm(
-        &self,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: &Epilogue<'_>,
-    ) -> Result<(), DeviceError> {
-        crate::cpu::Cpu::gemm(self, alpha, a, b, beta, c, epi).map(|_| ()).map_err(|e| DeviceError::from_cpu(&e))
+    fn gemm(&self, op: &GemmOp<'_>, c: MatMut<'_>) -> Result<(), DeviceError> {
+        crate::cpu::Cpu::gemm(self, op.alpha, op.a, op.b, op.beta, c, &op.epi)
+            .map(|_| ())
+            .map_err(|e| DeviceError::from_cpu(&e))
     }
-    fn conv2d(
-        &self,
-        g: &Conv2d,
-        input: &[f32],
-        weight: &[f32],
-        epi: &Epilogue<'_>,
-        output: &mut [f32],
-    ) -> Result<(), DeviceError> {
-        crate::cpu::Cpu::conv2d(self, g, input, weight, epi, output).map_err(|e| DeviceError::from_cpu(&e))
+    fn conv2d(&self, op: &Conv2dOp<'_>, output: &mut [f32]) -> Result<(), DeviceError> {
+        crate::cpu::Cpu::conv2d(self, op.g, op.input, op.weight, &op.epi, output).map_err(|e| DeviceError::from_cpu(&e))
     }
 }
 
@@ -135,28 +136,13 @@ impl Backend for sparkle_vk::Context {
     fn name(&self) -> String {
         format!("vulkan {}", self.info().name)
     }
-    fn gemm(
-        &self,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: &Epilogue<'_>,
-    ) -> Result<(), DeviceError> {
-        sparkle_vk::Context::gemm(self, alpha, a, b, beta, c, epi)
+    fn gemm(&self, op: &GemmOp<'_>, c: MatMut<'_>) -> Result<(), DeviceError> {
+        sparkle_vk::Context::gemm(self, op.alpha, op.a, op.b, op.beta, c, &op.epi)
             .map(|_| ())
             .map_err(|e| DeviceError::from_vk(Backend::id(self), &e))
     }
-    fn conv2d(
-        &self,
-        g: &Conv2d,
-        input: &[f32],
-        weight: &[f32],
-        epi: &Epilogue<'_>,
-        output: &mut [f32],
-    ) -> Result<(), DeviceError> {
-        sparkle_vk::Context::conv2d(self, g, input, weight, epi, output)
+    fn conv2d(&self, op: &Conv2dOp<'_>, output: &mut [f32]) -> Result<(), DeviceError> {
+        sparkle_vk::Context::conv2d(self, op.g, op.input, op.weight, &op.epi, output)
             .map_err(|e| DeviceError::from_vk(Backend::id(self), &e))
     }
 }

@@ -7,9 +7,9 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use sparkle_core::{Conv2d, Conv2dParams, Epilogue, MatMut, MatRef};
+use sparkle_core::{Conv2d, Conv2dParams, Epilogue, MatMut};
 
-use crate::backend::{Backend, DeviceError, DeviceErrorKind};
+use crate::backend::{Backend, Conv2dOp, DeviceError, DeviceErrorKind, GemmOp};
 use crate::juggler::DeviceId;
 use crate::SparkleError;
 
@@ -52,17 +52,13 @@ pub fn split_rows(m: usize, speeds: &[f64], align: usize) -> Vec<Range<usize>> {
 /// `C <- act(alpha * A * B + beta * C + bias)` with the rows split across `parts` as `rows`
 /// says (from [`split_rows`]). C must be splittable by rows (row-major-like); a per-column bias
 /// is fine, a per-row bias is split along with the rows.
-#[allow(clippy::too_many_arguments)]
 pub fn gemm_split(
     parts: &[&dyn Backend],
     rows: &[Range<usize>],
-    alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    beta: f32,
+    op: &GemmOp<'_>,
     c: MatMut<'_>,
-    epi: &Epilogue<'_>,
 ) -> Result<Vec<PartReport>, SparkleError> {
+    let GemmOp { alpha, a, b, beta, ref epi } = *op;
     sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
     if parts.is_empty() || parts.len() != rows.len() {
         return Err(SparkleError::Config(format!("{} devices but {} row ranges", parts.len(), rows.len())));
@@ -80,11 +76,15 @@ pub fn gemm_split(
         pieces.push(head);
         rest = tail;
     }
-    let sub_epi = |r: &Range<usize>| match epi.bias {
-        sparkle_core::Bias::Row(v) => {
-            Epilogue { bias: sparkle_core::Bias::Row(&v[r.clone()]), activation: epi.activation }
-        }
-        _ => *epi,
+    // Each part's op: A's rows (and a per-row bias) cut to the part's rows.
+    let part_op = |r: &Range<usize>| -> Result<GemmOp<'_>, sparkle_core::Error> {
+        let epi = match epi.bias {
+            sparkle_core::Bias::Row(v) => {
+                Epilogue { bias: sparkle_core::Bias::Row(&v[r.clone()]), activation: epi.activation }
+            }
+            _ => *epi,
+        };
+        Ok(GemmOp { a: a.submatrix(r.start, 0, r.len(), a.cols())?, epi, ..*op })
     };
     // With beta != 0 the parts read C: keep each part's rows so a failed part can be re-run from
     // the original values, whatever the failed device wrote.
@@ -98,24 +98,22 @@ pub fn gemm_split(
             }
         })
         .collect();
-    fn run_part<'c>(
-        mut piece: MatMut<'c>,
-        part: &dyn Backend,
-        r: &Range<usize>,
-        (alpha, a, b, beta, epi): (f32, MatRef<'_>, MatRef<'_>, f32, Epilogue<'_>),
-    ) -> (Result<(), DeviceError>, f64, MatMut<'c>) {
-        let t = Instant::now();
-        let res = match a.submatrix(r.start, 0, r.len(), a.cols()) {
-            Ok(_) if r.is_empty() => Ok(()),
-            Ok(ap) => part.gemm(alpha, ap, b, beta, piece.rb_mut(), &epi),
-            Err(e) => Err(DeviceError { device: part.id(), kind: DeviceErrorKind::Invalid, message: e.to_string() }),
-        };
-        (res, t.elapsed().as_secs_f64(), piece)
-    }
     let jobs: Vec<_> = pieces
         .into_iter()
         .zip(parts.iter().zip(rows))
-        .map(|(piece, (part, r))| move || run_part(piece, *part, r, (alpha, a, b, beta, sub_epi(r))))
+        .map(|(mut piece, (part, r))| {
+            move || {
+                let t = Instant::now();
+                let res = match part_op(r) {
+                    Ok(_) if r.is_empty() => Ok(()),
+                    Ok(sub) => part.gemm(&sub, piece.rb_mut()),
+                    Err(e) => {
+                        Err(DeviceError { device: part.id(), kind: DeviceErrorKind::Invalid, message: e.to_string() })
+                    }
+                };
+                (res, t.elapsed().as_secs_f64(), piece)
+            }
+        })
         .collect();
     let results = concurrently(jobs);
     let mut reports = Vec::with_capacity(rows.len());
@@ -127,8 +125,7 @@ pub fn gemm_split(
             for (idx, v) in saved.into_iter().enumerate() {
                 piece.set(idx / piece.cols(), idx % piece.cols(), v);
             }
-            let ap = a.submatrix(r.start, 0, r.len(), a.cols())?;
-            parts[0].gemm(alpha, ap, b, beta, piece.rb_mut(), &sub_epi(r)).map_err(|e2| rerun_failed(&e, e2))?;
+            parts[0].gemm(&part_op(r)?, piece.rb_mut()).map_err(|e2| rerun_failed(&e, e2))?;
             report.seconds += t.elapsed().as_secs_f64();
             report.failed = Some(e);
         }
@@ -164,12 +161,10 @@ fn concurrently<R: Send>(jobs: Vec<impl FnOnce() -> R + Send>) -> Vec<R> {
 pub fn conv2d_split(
     parts: &[&dyn Backend],
     images: &[Range<usize>],
-    g: &Conv2d,
-    input: &[f32],
-    weight: &[f32],
-    epi: &Epilogue<'_>,
+    op: &Conv2dOp<'_>,
     output: &mut [f32],
 ) -> Result<Vec<PartReport>, SparkleError> {
+    let Conv2dOp { g, input, weight, ref epi } = *op;
     g.check_buffers(input.len(), weight.len(), None, output.len())?;
     sparkle_core::conv::check_epilogue(g, epi)?;
     let n = g.params().n;
@@ -199,7 +194,7 @@ pub fn conv2d_split(
         if r.is_empty() {
             return Ok(());
         }
-        part.conv2d(sub, part_input(r), weight, epi, out)
+        part.conv2d(&Conv2dOp { g: sub, input: part_input(r), ..*op }, out)
     };
     let jobs: Vec<_> = pieces
         .into_iter()

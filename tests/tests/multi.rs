@@ -5,7 +5,7 @@ use sparkle_core::check::{gpu_tolerance, max_error};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
-use sparkle_std::backend::{Backend, DeviceError, DeviceErrorKind};
+use sparkle_std::backend::{Backend, Conv2dOp, DeviceError, DeviceErrorKind, GemmOp};
 use sparkle_std::juggler::DeviceId;
 use sparkle_std::multi::{conv2d_split, gemm_split, split_rows};
 use sparkle_tests::fill;
@@ -19,25 +19,10 @@ impl Backend for Failing {
     fn name(&self) -> String {
         "failing (injected)".into()
     }
-    fn conv2d(
-        &self,
-        _: &sparkle_core::Conv2d,
-        _: &[f32],
-        _: &[f32],
-        _: &Epilogue<'_>,
-        _: &mut [f32],
-    ) -> Result<(), DeviceError> {
+    fn conv2d(&self, _: &Conv2dOp<'_>, _: &mut [f32]) -> Result<(), DeviceError> {
         Err(lost())
     }
-    fn gemm(
-        &self,
-        _: f32,
-        _: MatRef<'_>,
-        _: MatRef<'_>,
-        _: f32,
-        mut c: MatMut<'_>,
-        _: &Epilogue<'_>,
-    ) -> Result<(), DeviceError> {
+    fn gemm(&self, _: &GemmOp<'_>, mut c: MatMut<'_>) -> Result<(), DeviceError> {
         for i in 0..c.rows() {
             for j in 0..c.cols() {
                 c.set(i, j, 1e30);
@@ -75,7 +60,8 @@ fn check(
     let mut want = vec![0.0; m * n];
     gemm_reference_f64(1.0, av, bv, beta, Some(MatRef::row_major(&c0, m, n).unwrap()), &epi, &mut want).unwrap();
     let rows = split_rows(m, speeds, 64);
-    let reports = gemm_split(parts, &rows, 1.0, av, bv, beta, MatMut::row_major(&mut c, m, n).unwrap(), &epi).unwrap();
+    let op = GemmOp { alpha: 1.0, a: av, b: bv, beta, epi };
+    let reports = gemm_split(parts, &rows, &op, MatMut::row_major(&mut c, m, n).unwrap()).unwrap();
     let (err, at) = max_error(&c, &want);
     assert!(err <= gpu_tolerance(k), "{speeds:?} {m}x{n}x{k}: error {err:e} at {at:?}");
     reports
@@ -147,16 +133,8 @@ fn column_major_c_is_an_error_not_a_race() {
     let mut c = vec![0.0f32; 64 * 64];
     let av = MatRef::row_major(&a, 64, 8).unwrap();
     let bv = MatRef::row_major(&a[..8 * 64], 8, 64).unwrap();
-    let r = gemm_split(
-        &parts,
-        &[0..32, 32..64],
-        1.0,
-        av,
-        bv,
-        0.0,
-        MatMut::col_major(&mut c, 64, 64).unwrap(),
-        &Epilogue::NONE,
-    );
+    let op = GemmOp { alpha: 1.0, a: av, b: bv, beta: 0.0, epi: Epilogue::NONE };
+    let r = gemm_split(&parts, &[0..32, 32..64], &op, MatMut::col_major(&mut c, 64, 64).unwrap());
     assert!(r.is_err());
 }
 
@@ -171,7 +149,7 @@ fn check_conv(parts: &[&dyn Backend], speeds: &[f64], p: Conv2dParams) -> Vec<sp
     conv2d_reference_f64(&g, &x, &w, &epi, &mut want).unwrap();
     let mut y = vec![f32::NAN; g.output_len()];
     let images = split_rows(p.n, speeds, 1);
-    let reports = conv2d_split(parts, &images, &g, &x, &w, &epi, &mut y).unwrap();
+    let reports = conv2d_split(parts, &images, &Conv2dOp { g: &g, input: &x, weight: &w, epi }, &mut y).unwrap();
     let (err, at) = max_error(&y, &want);
     assert!(err <= gpu_tolerance(g.gemm_dims().2), "{speeds:?} {p:?}: error {err:e} at {at:?}");
     reports
@@ -212,6 +190,7 @@ fn conv_split_ranges_must_cover_the_batch() {
     let whole = std::iter::once(0..4).collect::<Vec<_>>();
     let bad: [&[std::ops::Range<usize>]; 3] = [&[0..2, 3..4], &[0..2, 2..5], &whole];
     for ranges in bad {
-        assert!(conv2d_split(&parts, ranges, &g, &x, &w, &Epilogue::NONE, &mut y).is_err(), "{ranges:?}");
+        let op = Conv2dOp { g: &g, input: &x, weight: &w, epi: Epilogue::NONE };
+        assert!(conv2d_split(&parts, ranges, &op, &mut y).is_err(), "{ranges:?}");
     }
 }

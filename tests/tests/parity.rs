@@ -5,7 +5,7 @@ use sparkle_core::check::{gpu_tolerance, max_error};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
-use sparkle_std::backend::Backend;
+use sparkle_std::backend::{Backend, Conv2dOp, GemmOp};
 use sparkle_tests::fill;
 
 fn gemm_cases(be: &dyn Backend) {
@@ -63,7 +63,7 @@ fn gemm_cases(be: &dyn Backend) {
             let mut want = vec![0.0; m * n];
             gemm_reference_f64(alpha, av, bv, beta, Some(c0v), &epi, &mut want).unwrap();
             let cv = if c_col { MatMut::col_major(&mut c, m, n) } else { MatMut::row_major(&mut c, m, n) }.unwrap();
-            be.gemm(alpha, av, bv, beta, cv, &epi).unwrap();
+            be.gemm(&GemmOp { alpha, a: av, b: bv, beta, epi }, cv).unwrap();
             let got: Vec<f32> = (0..m * n).map(|x| if c_col { c[(x % n) * m + x / n] } else { c[x] }).collect();
             let (err, at) = max_error(&got, &want);
             assert!(
@@ -113,7 +113,7 @@ fn conv_cases(be: &dyn Backend) {
             let mut want = vec![0.0; g.output_len()];
             conv2d_reference_f64(&g, &x, &w, &epi, &mut want).unwrap();
             let mut y = vec![f32::NAN; g.output_len()];
-            be.conv2d(&g, &x, &w, &epi, &mut y).unwrap();
+            be.conv2d(&Conv2dOp { g: &g, input: &x, weight: &w, epi }, &mut y).unwrap();
             let (err, at) = max_error(&y, &want);
             assert!(err <= gpu_tolerance(g.gemm_dims().2), "{}: conv {p:?}: error {err:e} at {at:?}", be.name());
         }
@@ -124,10 +124,12 @@ fn bad_input(be: &dyn Backend) {
     let a = [0.0f32; 6];
     let mut c = [5.0f32; 4];
     let av = MatRef::row_major(&a, 2, 3).unwrap();
-    assert!(be.gemm(1.0, av, av, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &Epilogue::NONE).is_err());
+    let op = GemmOp { alpha: 1.0, a: av, b: av, beta: 0.0, epi: Epilogue::NONE };
+    assert!(be.gemm(&op, MatMut::row_major(&mut c, 2, 2).unwrap()).is_err());
     let g = Conv2dParams::new(1, 2, 4, 4, 2, 3, 3).validate().unwrap();
     let mut y = vec![5.0; g.output_len()];
-    assert!(be.conv2d(&g, &[0.0; 3], &[0.0; 36], &Epilogue::NONE, &mut y).is_err());
+    let op = Conv2dOp { g: &g, input: &[0.0; 3], weight: &[0.0; 36], epi: Epilogue::NONE };
+    assert!(be.conv2d(&op, &mut y).is_err());
     assert!(c.iter().chain(&y).all(|&v| v == 5.0), "{}: wrote on an error", be.name());
 }
 

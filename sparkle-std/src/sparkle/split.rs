@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
 
 use super::{DeviceError, DeviceErrorKind, Run, Sparkle, SparkleError};
-use crate::backend::Backend;
+use crate::backend::{Backend, Conv2dOp, GemmOp};
 use crate::juggler::{DeviceId, OpDesc};
 use crate::multi::{conv2d_split, gemm_split, split_rows, PartReport};
 
@@ -43,26 +43,11 @@ impl Backend for Pinned<'_> {
     fn name(&self) -> String {
         self.device.to_string()
     }
-    fn gemm(
-        &self,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: &Epilogue<'_>,
-    ) -> Result<(), DeviceError> {
-        self.keep(self.sparkle.gemm_on(self.device, alpha, a, b, beta, c, epi))
+    fn gemm(&self, op: &GemmOp<'_>, c: MatMut<'_>) -> Result<(), DeviceError> {
+        self.keep(self.sparkle.gemm_on(self.device, op.alpha, op.a, op.b, op.beta, c, &op.epi))
     }
-    fn conv2d(
-        &self,
-        g: &Conv2d,
-        input: &[f32],
-        weight: &[f32],
-        epi: &Epilogue<'_>,
-        output: &mut [f32],
-    ) -> Result<(), DeviceError> {
-        self.keep(self.sparkle.conv2d_on(self.device, g, input, weight, epi, output))
+    fn conv2d(&self, op: &Conv2dOp<'_>, output: &mut [f32]) -> Result<(), DeviceError> {
+        self.keep(self.sparkle.conv2d_on(self.device, op.g, op.input, op.weight, &op.epi, output))
     }
 }
 
@@ -86,7 +71,7 @@ impl Sparkle {
         let d = sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
         let (parts, rows) = self.split_plan(&OpDesc::gemm(d.m, d.n, d.k), d.m, ALIGN);
         let backends: Vec<&dyn Backend> = parts.iter().map(|p| p as &dyn Backend).collect();
-        let reports = gemm_split(&backends, &rows, alpha, a, b, beta, c, epi)?;
+        let reports = gemm_split(&backends, &rows, &GemmOp { alpha, a, b, beta, epi: *epi }, c)?;
         Ok(with_fallbacks(reports, &parts))
     }
 
@@ -103,7 +88,7 @@ impl Sparkle {
         sparkle_core::conv::check_epilogue(g, epi)?;
         let (parts, images) = self.split_plan(&OpDesc::conv2d(g), g.params().n, 1);
         let backends: Vec<&dyn Backend> = parts.iter().map(|p| p as &dyn Backend).collect();
-        let reports = conv2d_split(&backends, &images, g, input, weight, epi, output)?;
+        let reports = conv2d_split(&backends, &images, &Conv2dOp { g, input, weight, epi: *epi }, output)?;
         Ok(with_fallbacks(reports, &parts))
     }
 
