@@ -129,6 +129,7 @@ impl Context {
         };
         let params = gemm_params(alpha, [d.m, d.k, a.rs(), a.cs()], [b.rs(), b.cs()], beta, [d.n, c.rs(), c.cs()])?;
         let params = with_epilogue(params, bias_mode, epi.activation)?;
+        let plan = gemm_plan(&params, self.min_vec4_tiles())?; // may autotune: before recording
         let mut cb = self.submitter.begin()?;
         let ab = self.pool.upload(&mut cb, &a.as_slice()[..a_len])?;
         let bb = self.pool.upload(&mut cb, &b.as_slice()[..b_len])?;
@@ -143,7 +144,6 @@ impl Context {
             )?
         };
         let bias = self.pool.upload(&mut cb, bias_data)?;
-        let plan = gemm_plan(&params, self.min_vec4_tiles())?;
         self.record_plan(&mut cb, &plan, [&ab, &bb, &cbuf, &bias])?;
         let out = self.pool.readback(&mut cb, &cbuf, c_len)?;
         self.submitter.submit_and_wait(cb)?;
@@ -201,6 +201,7 @@ impl Context {
             Bias::Row(v) => v,
             _ => &[],
         };
+        self.tuning(); // the plan reads it: a first autotune runs now, not inside this recording
         let mut cb = self.submitter.begin()?;
         let wb = self.pool.upload(&mut cb, weight)?;
         let xb = self.pool.upload(&mut cb, input)?;

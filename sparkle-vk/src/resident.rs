@@ -217,6 +217,9 @@ impl Context {
 
     /// Starts recording ops on resident tensors; [`Recording::submit`] sends them.
     pub fn record(&self) -> Result<Recording<'_>> {
+        // The ops' plans read the tuning: a first autotune (its own submissions) runs now, not
+        // while this recording is open.
+        self.tuning();
         let mut cb = self.submitter.begin()?;
         let queries = self.timestamp_queries()?;
         if let Some((pool, _, _)) = &queries {
