@@ -454,7 +454,9 @@ impl Sparkle {
                         // Marked only once an op succeeded: a failed first op leaves the set-up to
                         // the next one, which is then not learned as run time either.
                         let first = self.first_use(d.device, desc.kind, path);
-                        self.learn(d.device, desc, seconds, first);
+                        // Host slices: every operand byte crossed to the device and back.
+                        let copies = self.state().juggler.copy_seconds(d.device, desc.bytes);
+                        self.learn(d.device, desc, copies, seconds, first);
                         Ok(Run::placed(&d, format!("{kernel}, {path}"), seconds, first, op.copies()))
                     }
                     // Whatever the kind (lost, out of memory, or a device limit the host's
@@ -504,9 +506,10 @@ impl Sparkle {
         (Some(d), Some(InFlight { sparkle: self, device: d.device }))
     }
 
-    fn learn(&self, device: DeviceId, desc: &OpDesc, seconds: f64, first_call: bool) {
+    /// Learns `seconds` of `desc` on `device`, of which `copies` (predicted) were copies.
+    fn learn(&self, device: DeviceId, desc: &OpDesc, copies: f64, seconds: f64, first_call: bool) {
         let mut st = self.state();
-        st.juggler.record(device, desc, false, seconds, first_call);
+        st.juggler.record_with(device, desc, copies, seconds, first_call);
         st.dirty |= !first_call;
     }
 
@@ -527,7 +530,7 @@ impl Sparkle {
             Op::Conv2d { g, input, weight, epi, output } => self.cpu.conv2d(g, input, weight, epi, output)?,
         }
         // (The juggler ignores a device it was not given: a handle without the CPU learns nothing.)
-        self.learn(DeviceId::Cpu, desc, t.elapsed().as_secs_f64(), false);
+        self.learn(DeviceId::Cpu, desc, 0.0, t.elapsed().as_secs_f64(), false);
         Ok(Run {
             device: DeviceId::Cpu,
             kernel: format!("{}, {path}", self.cpu.kernel.id()),

@@ -14,11 +14,6 @@ use crate::device::DeviceInfo;
 
 const MAGIC: &[u8; 8] = b"SPKPC\x00\x00\x01";
 
-/// Sparkle's cache directory ([`sparkle_files::cache_dir`]).
-pub(crate) fn dir() -> Option<PathBuf> {
-    sparkle_files::cache_dir()
-}
-
 /// Writes `bytes` to `path` atomically ([`sparkle_files::write_atomic`]: an unguessable temporary
 /// in the same folder, then a rename), creating the folder first. Failures are ignored: callers
 /// cache things that can be rebuilt.
@@ -33,7 +28,11 @@ pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) {
 /// Where the cache of `info`'s device lives, if a cache directory is known.
 pub(crate) fn path(info: &DeviceInfo) -> Option<PathBuf> {
     let uuid: String = info.pipeline_cache_uuid.iter().map(|b| format!("{b:02x}")).collect();
-    Some(dir()?.join(format!("vk-pipelines-{uuid}-{:08x}-{}.bin", info.driver_version, env!("CARGO_PKG_VERSION"))))
+    Some(sparkle_files::cache_dir()?.join(format!(
+        "vk-pipelines-{uuid}-{:08x}-{}.bin",
+        info.driver_version,
+        env!("CARGO_PKG_VERSION")
+    )))
 }
 
 /// The payload of a cache file if it is intact and was made by this very driver: our header and

@@ -13,7 +13,7 @@ const HEADER: &str = "sparkle-vk tuning 3";
 /// Where `info`'s tuning lives, if a cache directory is known.
 pub(crate) fn path(info: &DeviceInfo) -> Option<PathBuf> {
     let uuid: String = info.uuid.iter().map(|b| format!("{b:02x}")).collect();
-    Some(crate::cache::dir()?.join(format!(
+    Some(sparkle_files::cache_dir()?.join(format!(
         "vk-tuning-{uuid}-{:08x}-{}.txt",
         info.driver_version,
         env!("CARGO_PKG_VERSION")

@@ -218,8 +218,10 @@ impl TensorOp {
         }
     }
 
-    /// Runs on the CPU path over host copies of the inputs (in [`TensorOp::inputs`] order).
-    fn run_cpu(&self, s: &Sparkle, hosts: &[Arc<Vec<f32>>]) -> Result<Vec<f32>, SparkleError> {
+    /// Runs on the CPU path over host copies of the inputs ([`Sparkle::host_of`]: downloaded or
+    /// recomputed where need be, the bytes downloaded counted in `downloaded`).
+    fn run_cpu(&self, s: &Sparkle, downloaded: &mut u64) -> Result<Vec<f32>, SparkleError> {
+        let hosts = self.inputs().into_iter().map(|t| s.host_of(t, downloaded)).collect::<Result<Vec<_>, _>>()?;
         let mut out =
             s.cpu.memory_budget.zeros("an op's output tensor", self.out_len()).map_err(crate::cpu::CpuError::from)?;
         let activation = self.activation();
@@ -390,7 +392,7 @@ impl Sparkle {
                     let first = self.first_use(d.device, desc.kind, path);
                     // The device's own time (its copies included, queueing behind other threads'
                     // submissions excluded) where it has timestamps.
-                    self.learn_with(d.device, &desc, copies, device_seconds.unwrap_or(seconds), first);
+                    self.learn(d.device, &desc, copies, device_seconds.unwrap_or(seconds), first);
                     let run = Run::placed(&d, format!("{kernel}, {path}"), seconds, first, (uploaded, downloaded));
                     return Ok((out, run));
                 }
@@ -402,10 +404,9 @@ impl Sparkle {
         }
         // The CPU: chosen, the fallback, or the last resort when every device is backing off.
         let t = Instant::now();
-        let hosts = op.inputs().into_iter().map(|t| self.host_of(t, &mut downloaded)).collect::<Result<Vec<_>, _>>()?;
-        let out = op.run_cpu(self, &hosts)?;
+        let out = op.run_cpu(self, &mut downloaded)?;
         let copies = Self::copies_to(&self.state().juggler, &inputs, DeviceId::Cpu);
-        self.learn_with(DeviceId::Cpu, &desc, copies, t.elapsed().as_secs_f64(), false);
+        self.learn(DeviceId::Cpu, &desc, copies, t.elapsed().as_secs_f64(), false);
         let run = Run {
             device: DeviceId::Cpu,
             kernel: format!("{}, {path}", self.cpu.kernel.id()),
@@ -423,7 +424,6 @@ impl Sparkle {
     /// The tensor's host copy: the one it has, else downloaded from a live device copy (counted
     /// in `downloaded`, bytes), else recomputed on the CPU from its recipe (recursively: the
     /// inputs may be gone too).
-    #[cfg_attr(not(feature = "vulkan"), allow(clippy::only_used_in_recursion))]
     fn host_of(&self, t: &Tensor, downloaded: &mut u64) -> Result<Arc<Vec<f32>>, SparkleError> {
         if let Some(h) = t.host() {
             return Ok(h);
@@ -440,16 +440,9 @@ impl Sparkle {
             // its recipe, which is dropped only once the host copy is stored.
             return Err(SparkleError::Config("a tensor lost its data and its recipe".into()));
         };
-        let hosts = recipe.inputs().into_iter().map(|t| self.host_of(t, downloaded)).collect::<Result<Vec<_>, _>>()?;
-        let h = Arc::new(recipe.run_cpu(self, &hosts)?);
+        let h = Arc::new(recipe.run_cpu(self, downloaded)?);
         t.set_host(h.clone());
         Ok(h)
-    }
-
-    fn learn_with(&self, device: DeviceId, desc: &OpDesc, copies: f64, seconds: f64, first_call: bool) {
-        let mut st = self.state();
-        st.juggler.record_with(device, desc, copies, seconds, first_call);
-        st.dirty |= !first_call;
     }
 
     /// The floats of a live device copy of `t`, if one can be read.
