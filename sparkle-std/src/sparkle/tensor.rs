@@ -424,7 +424,7 @@ impl Sparkle {
     /// The tensor's host copy: the one it has, else downloaded from a live device copy (counted
     /// in `downloaded`, bytes), else recomputed on the CPU from its recipe (recursively: the
     /// inputs may be gone too).
-    fn host_of(&self, t: &Tensor, downloaded: &mut u64) -> Result<Arc<Vec<f32>>, SparkleError> {
+    pub(crate) fn host_of(&self, t: &Tensor, downloaded: &mut u64) -> Result<Arc<Vec<f32>>, SparkleError> {
         if let Some(h) = t.host() {
             return Ok(h);
         }
