@@ -116,18 +116,21 @@ fn bad_input(kern: &'static Kernel) {
     assert!(out.iter().all(|&v| v == 7.0), "nothing may be written on an error");
 }
 
+/// One test module per registered kernel set, stamped from the core's registration list
+/// (`sparkle_core::for_each_kernel!`): a kernel added there is tested here without an edit.
 macro_rules! conv_tests {
-    ($($name:ident => $isa:expr),* $(,)?) => {$(
+    ($($(#[$cfg:meta])* $name:ident => $isa:ident ($kernel:path)),* $(,)?) => {$(
+        $(#[$cfg])*
         mod $name {
             use super::*;
 
             #[test]
             fn every_path_and_parameter() {
-                if let Some(k) = kernel($isa) { sweep(k) }
+                if let Some(k) = kernel(Isa::$isa) { sweep(k) }
             }
             #[test]
             fn bad_input_is_an_error() {
-                if let Some(k) = kernel($isa) { bad_input(k) }
+                if let Some(k) = kernel(Isa::$isa) { bad_input(k) }
             }
 
             proptest! {
@@ -140,7 +143,7 @@ macro_rules! conv_tests {
                     (groups, depthwise, nhwc, krsc, threads) in (1usize..4, any::<bool>(), any::<bool>(), any::<bool>(), 1usize..3),
                     act in 0usize..7, with_bias: bool, seed: u64,
                 ) {
-                    let Some(kern) = kernel($isa) else { return Ok(()) };
+                    let Some(kern) = kernel(Isa::$isa) else { return Ok(()) };
                     let (c, k) = if depthwise { (cm * groups, cm * groups) } else { (cm * groups, km * groups) };
                     let groups = if depthwise { c } else { groups };
                     let p = Conv2dParams::new(n, c, h, w, k, r, s).stride(sh, sw).dilation(dh, dw)
@@ -156,12 +159,7 @@ macro_rules! conv_tests {
     )*};
 }
 
-conv_tests! {
-    generic => Isa::Generic,
-    avx2 => Isa::Avx2,
-    avx512 => Isa::Avx512,
-    neon => Isa::Neon,
-}
+sparkle_core::for_each_kernel!(conv_tests);
 
 #[test]
 fn path_choice() {

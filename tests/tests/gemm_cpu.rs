@@ -192,34 +192,37 @@ fn errors_not_panics(kern: &'static Kernel) {
     assert!(g.gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &epi).is_err());
 }
 
+/// One test module per registered kernel set, stamped from the core's registration list
+/// (`sparkle_core::for_each_kernel!`): a kernel added there is tested here without an edit.
 macro_rules! kernel_tests {
-    ($($name:ident => $isa:expr),* $(,)?) => {$(
+    ($($(#[$cfg:meta])* $name:ident => $isa:ident ($kernel:path)),* $(,)?) => {$(
+        $(#[$cfg])*
         mod $name {
             use super::*;
 
             #[test]
             fn edge_sizes_one_thread() {
-                if let Some(k) = kernel($isa) { edge_sizes(k, 1) }
+                if let Some(k) = kernel(Isa::$isa) { edge_sizes(k, 1) }
             }
             #[test]
             fn edge_sizes_two_threads() {
-                if let Some(k) = kernel($isa) { edge_sizes(k, 2) }
+                if let Some(k) = kernel(Isa::$isa) { edge_sizes(k, 2) }
             }
             #[test]
             fn layouts_alpha_beta() {
-                if let Some(k) = kernel($isa) { layouts_and_scalars(k, 1); layouts_and_scalars(k, 2) }
+                if let Some(k) = kernel(Isa::$isa) { layouts_and_scalars(k, 1); layouts_and_scalars(k, 2) }
             }
             #[test]
             fn all_epilogues() {
-                if let Some(k) = kernel($isa) { epilogues(k, 1); epilogues(k, 2) }
+                if let Some(k) = kernel(Isa::$isa) { epilogues(k, 1); epilogues(k, 2) }
             }
             #[test]
             fn bad_input_is_an_error() {
-                if let Some(k) = kernel($isa) { errors_not_panics(k) }
+                if let Some(k) = kernel(Isa::$isa) { errors_not_panics(k) }
             }
             #[test]
             fn large_square_threads() {
-                if let Some(k) = kernel($isa) {
+                if let Some(k) = kernel(Isa::$isa) {
                     for threads in [1, 2] {
                         check(&gemm_with_threads(k, threads), Case { beta: 1.0, bias: 1, act: Activation::Relu, ..Case::new(301, 277, 300) });
                     }
@@ -235,7 +238,7 @@ macro_rules! kernel_tests {
                     alpha in -2.0f32..2.0, beta in prop_oneof![Just(0.0f32), -1.0f32..1.0],
                     act in 0usize..7, bias in 0u8..3, threads in 1usize..3, small: bool, seed: u64,
                 ) {
-                    let Some(kern) = kernel($isa) else { return Ok(()) };
+                    let Some(kern) = kernel(Isa::$isa) else { return Ok(()) };
                     let mut g = gemm_with_threads(kern, threads);
                     if small { g.blocking = small_blocking(kern) }
                     let layout = Layout { ta, tb, c_col, pad };
@@ -246,9 +249,4 @@ macro_rules! kernel_tests {
     )*};
 }
 
-kernel_tests! {
-    generic_gemm_f32_4x4 => Isa::Generic,
-    avx2_gemm_f32_6x16 => Isa::Avx2,
-    avx512_gemm_f32_12x32 => Isa::Avx512,
-    neon_gemm_f32_8x12 => Isa::Neon,
-}
+sparkle_core::for_each_kernel!(kernel_tests);

@@ -1,25 +1,66 @@
 //! The depthwise conv kernel body (groups == c == k): one filter per channel, no reduction
 //! across channels, so it is memory-bound and vectorised along the contiguous axis: channels for
 //! NHWC, output columns for NCHW (stride 1).
+//!
+//! Geometry-free: the kernel knows windows along an axis ([`Axis`]) and tensors as element
+//! strides; `conv/` derives both from its validated geometry, so the ISA layer does not depend on
+//! the conv layer.
 
 use core::ops::Range;
 
 use super::{act_is_scalar, act_simd, Simd};
-use crate::conv::Conv2d;
 use crate::epilogue::Activation;
 use crate::layout::TensorLayout;
 
+/// One spatial axis of a window: output position `o` reads input position
+/// `o * stride + t * dilation - pad` through tap `t`, or nothing where that falls outside
+/// `0..input` (the padding).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Axis {
+    /// Input extent.
+    pub input: usize,
+    /// Output extent.
+    pub output: usize,
+    /// Taps of the filter.
+    pub taps: usize,
+    /// Step between output positions.
+    pub stride: usize,
+    /// Step between taps.
+    pub dilation: usize,
+    /// Padding before the first input position.
+    pub pad: usize,
+}
+
+impl Axis {
+    /// The input position tap `t` of output position `o` reads, or `None` in the padding.
+    #[inline(always)]
+    fn tap(&self, o: usize, t: usize) -> Option<usize> {
+        (o * self.stride + t * self.dilation).checked_sub(self.pad).filter(|&i| i < self.input)
+    }
+}
+
 /// One depthwise call: a range of work items over whole tensors.
 #[derive(Clone, Debug)]
-pub struct DepthwiseArgs<'a> {
-    /// A validated geometry with `groups == c == k`.
-    pub g: &'a Conv2d,
+pub(crate) struct DepthwiseArgs {
+    /// Channels (one filter each).
+    pub channels: usize,
+    /// The rows' window.
+    pub y: Axis,
+    /// The columns' window.
+    pub x: Axis,
+    /// Which axis is contiguous, and so vectorised: channels (NHWC) or columns (NCHW, where
+    /// `input_strides[3] == output_strides[3] == 1`; NHWC has `[1] == 1`).
+    pub layout: TensorLayout,
+    /// Element strides of the input by (image, channel, row, column).
+    pub input_strides: [usize; 4],
+    /// Element strides of the output by (image, channel, row, column).
+    pub output_strides: [usize; 4],
     /// The whole input tensor.
     pub input: *const f32,
     /// NCHW: the weights as given (`[c][r][s]`, both weight layouts agree when `c/groups == 1`);
     /// NHWC: the weights transposed to `[r][s][c]`.
     pub weight: *const f32,
-    /// `k` biases, or null.
+    /// `channels` biases, or null.
     pub bias: *const f32,
     /// Activation applied last.
     pub act: Activation,
@@ -29,29 +70,33 @@ pub struct DepthwiseArgs<'a> {
     pub items: Range<usize>,
 }
 
+/// Offset of element `(n, c, y, x)` of a tensor with these strides.
+#[inline(always)]
+fn at(strides: &[usize; 4], n: usize, c: usize, y: usize, x: usize) -> usize {
+    n * strides[0] + c * strides[1] + y * strides[2] + x * strides[3]
+}
+
 /// One output element the scalar way (edges, tails, strided cases).
 ///
 /// # Safety
 /// As [`depthwise_body`]; `(n, c, oy, ox)` inside the output.
 #[inline(always)]
 unsafe fn pixel(
-    p: &DepthwiseArgs<'_>,
+    p: &DepthwiseArgs,
     n: usize,
     c: usize,
     oy: usize,
     ox: usize,
     w_at: impl Fn(usize, usize) -> usize,
 ) -> f32 {
-    let g = p.g;
-    let (r_n, s_n) = (g.params().r, g.params().s);
     let mut acc = 0.0f32;
-    // SAFETY: taps come from the validated geometry, so every index is inside its tensor.
+    // SAFETY: taps come from the validated axes, so every index is inside its tensor.
     unsafe {
-        for r in 0..r_n {
-            let Some(iy) = g.input_y(oy, r) else { continue };
-            for s in 0..s_n {
-                let Some(ix) = g.input_x(ox, s) else { continue };
-                acc += *p.input.add(g.input_index(n, c, iy, ix)) * *p.weight.add(w_at(r, s));
+        for r in 0..p.y.taps {
+            let Some(iy) = p.y.tap(oy, r) else { continue };
+            for s in 0..p.x.taps {
+                let Some(ix) = p.x.tap(ox, s) else { continue };
+                acc += *p.input.add(at(&p.input_strides, n, c, iy, ix)) * *p.weight.add(w_at(r, s));
             }
         }
         let b = if p.bias.is_null() { 0.0 } else { *p.bias.add(c) };
@@ -62,33 +107,33 @@ unsafe fn pixel(
 /// The depthwise body for SIMD type `S`.
 ///
 /// # Safety
-/// The CPU supports `S`; pointers cover the geometry's tensors (the bias `k` floats if non-null,
-/// the weights `k*r*s`); `items` inside the item count; outputs of these items owned by the call.
+/// The CPU supports `S`; the axes and strides describe tensors the pointers cover (the bias
+/// `channels` floats if non-null, the weights `channels * y.taps * x.taps`), with the contiguous
+/// axis `layout` names; `items` inside the item count; outputs of these items owned by the call.
 #[inline(always)]
-pub unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs<'_>) {
-    let g = p.g;
-    let prm = g.params();
-    let (c_n, r_n, s_n, ho, wo) = (prm.c, prm.r, prm.s, g.ho(), g.wo());
+pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
+    let (c_n, r_n, s_n, ho, wo) = (p.channels, p.y.taps, p.x.taps, p.y.output, p.x.output);
+    let (is, os) = (&p.input_strides, &p.output_strides);
     let lanes = S::LANES;
     let scalar_act = act_is_scalar(p.act);
-    // SAFETY: (whole body) every index below comes from the validated geometry and is inside
-    // its tensor; the ISA is the caller's.
+    // SAFETY: (whole body) every index below comes from the validated axes and strides and is
+    // inside its tensor; the ISA is the caller's.
     unsafe {
-        match prm.layout {
+        match p.layout {
             TensorLayout::Nhwc => {
                 let w_at = |c: usize| move |r: usize, s: usize| (r * s_n + s) * c_n + c;
                 for item in p.items.clone() {
                     let (n, oy) = (item / ho, item % ho);
                     for ox in 0..wo {
-                        let out = p.output.add(g.output_index(n, 0, oy, ox));
+                        let out = p.output.add(at(os, n, 0, oy, ox));
                         let mut c0 = 0;
                         while c0 + lanes <= c_n {
                             let mut acc = S::zero();
                             for r in 0..r_n {
-                                let Some(iy) = g.input_y(oy, r) else { continue };
+                                let Some(iy) = p.y.tap(oy, r) else { continue };
                                 for s in 0..s_n {
-                                    let Some(ix) = g.input_x(ox, s) else { continue };
-                                    let x = S::load(p.input.add(g.input_index(n, c0, iy, ix)));
+                                    let Some(ix) = p.x.tap(ox, s) else { continue };
+                                    let x = S::load(p.input.add(at(is, n, c0, iy, ix)));
                                     let w = S::load(p.weight.add((r * s_n + s) * c_n + c0));
                                     acc = S::fmadd(x, w, acc);
                                 }
@@ -111,29 +156,27 @@ pub unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs<'_>) {
                 }
             }
             TensorLayout::Nchw => {
-                let [_, sw] = prm.stride;
-                let [_, dw] = prm.dilation;
-                let pl = prm.pad.left;
+                let (sw, dw, pl, w_in) = (p.x.stride, p.x.dilation, p.x.pad, p.x.input);
                 // Output columns whose every tap is inside the input row: [xlo, xhi).
                 let xlo = pl.div_ceil(sw).min(wo);
                 let reach = (s_n - 1) * dw;
-                let xhi = (prm.w + pl).saturating_sub(reach).div_ceil(sw).clamp(xlo, wo);
+                let xhi = (w_in + pl).saturating_sub(reach).div_ceil(sw).clamp(xlo, wo);
                 let vector = sw == 1 && xhi - xlo >= lanes;
                 for item in p.items.clone() {
                     let (n, c) = (item / c_n, item % c_n);
                     let w_at = move |r: usize, s: usize| (c * r_n + r) * s_n + s;
-                    let plane = p.input.add(g.input_index(n, c, 0, 0));
+                    let plane = p.input.add(at(is, n, c, 0, 0));
                     let b0 = if p.bias.is_null() { 0.0 } else { *p.bias.add(c) };
                     let bias = S::splat(b0);
                     // One output pixel near the left/right padding, the scalar way.
                     let edge = |oy: usize, x: usize| {
                         let mut acc = b0;
                         for r in 0..r_n {
-                            let Some(iy) = g.input_y(oy, r) else { continue };
-                            let row = plane.add(iy * prm.w);
+                            let Some(iy) = p.y.tap(oy, r) else { continue };
+                            let row = plane.add(iy * is[2]);
                             for s in 0..s_n {
                                 let ix = (x * sw + s * dw).wrapping_sub(pl);
-                                if ix < prm.w {
+                                if ix < w_in {
                                     acc += *row.add(ix) * *p.weight.add(w_at(r, s));
                                 }
                             }
@@ -141,7 +184,7 @@ pub unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs<'_>) {
                         p.act.apply(acc)
                     };
                     for oy in 0..ho {
-                        let out = p.output.add(g.output_index(n, c, oy, 0));
+                        let out = p.output.add(at(os, n, c, oy, 0));
                         let mut x = 0;
                         if vector {
                             // Accumulate in registers, one store per vector: accumulating in the
@@ -154,8 +197,8 @@ pub unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs<'_>) {
                             let chunk = |x0: usize, out: *mut f32| {
                                 let mut acc = [bias; U];
                                 for r in 0..r_n {
-                                    let Some(iy) = g.input_y(oy, r) else { continue };
-                                    let row = plane.add(iy * prm.w + x0 - pl);
+                                    let Some(iy) = p.y.tap(oy, r) else { continue };
+                                    let row = plane.add(iy * is[2] + x0 - pl);
                                     for s in 0..s_n {
                                         let w = S::splat(*p.weight.add(w_at(r, s)));
                                         for (u, a) in acc.iter_mut().enumerate() {
@@ -179,8 +222,8 @@ pub unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs<'_>) {
                             let single = |x0: usize, out: *mut f32| {
                                 let mut acc = bias;
                                 for r in 0..r_n {
-                                    let Some(iy) = g.input_y(oy, r) else { continue };
-                                    let row = plane.add(iy * prm.w + x0 - pl);
+                                    let Some(iy) = p.y.tap(oy, r) else { continue };
+                                    let row = plane.add(iy * is[2] + x0 - pl);
                                     for s in 0..s_n {
                                         let w = S::splat(*p.weight.add(w_at(r, s)));
                                         acc = S::fmadd(S::load(row.add(s * dw)), w, acc);

@@ -1,7 +1,7 @@
 //! Portable kernel: plain f32 arithmetic, one lane. This is what a Cortex-M4F runs (its FPU has
 //! single-precision FMA, `vfma.f32`, which LLVM uses for `mul_add` when `+fp-armv8`/`+vfp4` is on).
 
-use super::{gemm_body, Isa, Kernel, MicroArgs, Simd};
+use super::{gemm_body, DepthwiseKernel, GemmKernel, Isa, Kernel, MicroArgs, Simd};
 
 /// One-lane "vector".
 #[derive(Clone, Copy, Debug)]
@@ -60,7 +60,7 @@ impl Simd for Scalar {
 }
 
 /// # Safety
-/// As [`Kernel::run`] with `mr = nr = 4`.
+/// As [`crate::arch::GemmKernel::run`] with `mr = nr = 4`.
 unsafe fn generic_gemm_f32_4x4(p: &MicroArgs) {
     // SAFETY: forwarded contract; the generic ISA runs on every CPU.
     unsafe { gemm_body::<Scalar, 4, 4>(p) }
@@ -68,17 +68,14 @@ unsafe fn generic_gemm_f32_4x4(p: &MicroArgs) {
 
 /// # Safety
 /// As [`crate::arch::depthwise::depthwise_body`].
-unsafe fn generic_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs<'_>) {
+unsafe fn generic_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
     // SAFETY: forwarded contract; the generic ISA runs on every CPU.
     unsafe { crate::arch::depthwise::depthwise_body::<Scalar>(p) }
 }
 
-/// The portable 4x4 kernel (16 accumulators: fits the 32 single-precision registers of an M4F).
-pub const GENERIC_GEMM_F32_4X4: Kernel = Kernel {
-    id: "generic_gemm_f32_4x4",
+/// The portable kernels; the GEMM tile is 4x4 (16 accumulators: fits the 32 single-precision registers of an M4F).
+pub const GENERIC_KERNELS: Kernel = Kernel {
     isa: Isa::Generic,
-    mr: 4,
-    nr: 4,
-    run: generic_gemm_f32_4x4,
-    depthwise: generic_dwconv_f32,
+    gemm: GemmKernel { id: "generic_gemm_f32_4x4", mr: 4, nr: 4, run: generic_gemm_f32_4x4 },
+    depthwise: DepthwiseKernel { id: "generic_dwconv_f32", run: generic_dwconv_f32 },
 };

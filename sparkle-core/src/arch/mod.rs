@@ -144,13 +144,12 @@ pub(crate) struct MicroArgs {
     pub act: Activation,
 }
 
-/// A registered kernel set of one ISA (the GEMM microkernel and the depthwise conv kernel),
-/// obtainable only on a CPU that runs it (see the module docs: holding one is the proof).
+/// The GEMM microkernel of one ISA: an `mr x nr` register tile of C over packed panels, the
+/// epilogue fused into the write-out. Reached through its [`Kernel`] set (which is the proof).
 #[derive(Clone, Copy, Debug)]
-pub struct Kernel {
+pub struct GemmKernel {
     /// `{isa}_gemm_f32_{mr}x{nr}`.
     pub(crate) id: &'static str,
-    pub(crate) isa: Isa,
     pub(crate) mr: usize,
     pub(crate) nr: usize,
     /// # Safety
@@ -158,14 +157,57 @@ pub struct Kernel {
     /// `(i, j)` with `i < m`, `j < n` of C (and of the bias) must be valid for reads and writes
     /// and not aliased by anything else during the call.
     pub(crate) run: unsafe fn(&MicroArgs),
-    /// `{isa}_dwconv_f32`. # Safety: as `depthwise::depthwise_body`.
-    pub(crate) depthwise: unsafe fn(&depthwise::DepthwiseArgs<'_>),
+}
+
+impl GemmKernel {
+    /// `{isa}_gemm_f32_{mr}x{nr}`.
+    pub const fn id(&self) -> &'static str {
+        self.id
+    }
+
+    /// Rows of the register tile.
+    pub const fn mr(&self) -> usize {
+        self.mr
+    }
+
+    /// Columns of the register tile.
+    pub const fn nr(&self) -> usize {
+        self.nr
+    }
+}
+
+/// The depthwise conv kernel of one ISA (`groups == c == k`), geometry-free (see
+/// `depthwise.rs`). Reached through its [`Kernel`] set.
+#[derive(Clone, Copy, Debug)]
+pub struct DepthwiseKernel {
+    /// `{isa}_dwconv_f32`.
+    pub(crate) id: &'static str,
+    /// # Safety
+    /// As `depthwise::depthwise_body`, on a CPU with the set's ISA.
+    pub(crate) run: unsafe fn(&depthwise::DepthwiseArgs),
+}
+
+impl DepthwiseKernel {
+    /// `{isa}_dwconv_f32`.
+    pub const fn id(&self) -> &'static str {
+        self.id
+    }
+}
+
+/// The registered kernels of one ISA (its [`GemmKernel`] and [`DepthwiseKernel`]), obtainable
+/// only on a CPU that runs it (see the module docs: holding one is the proof).
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel {
+    pub(crate) isa: Isa,
+    pub(crate) gemm: GemmKernel,
+    pub(crate) depthwise: DepthwiseKernel,
 }
 
 impl Kernel {
-    /// `{isa}_gemm_f32_{mr}x{nr}`: the same string in tests, benches and the juggler's records.
+    /// The set's id, its GEMM kernel's (`{isa}_gemm_f32_{mr}x{nr}`): the same string in tests,
+    /// benches and the juggler's records.
     pub const fn id(&self) -> &'static str {
-        self.id
+        self.gemm.id
     }
 
     /// The instruction set it runs (which this CPU has: that is how it was obtained).
@@ -173,19 +215,29 @@ impl Kernel {
         self.isa
     }
 
+    /// The GEMM microkernel.
+    pub const fn gemm(&self) -> &GemmKernel {
+        &self.gemm
+    }
+
+    /// The depthwise conv kernel.
+    pub const fn depthwise(&self) -> &DepthwiseKernel {
+        &self.depthwise
+    }
+
     /// Rows of the GEMM register tile.
     pub const fn mr(&self) -> usize {
-        self.mr
+        self.gemm.mr
     }
 
     /// Columns of the GEMM register tile.
     pub const fn nr(&self) -> usize {
-        self.nr
+        self.gemm.nr
     }
 
     /// The portable kernel, which every CPU runs.
     pub fn generic() -> &'static Kernel {
-        &generic::GENERIC_GEMM_F32_4X4
+        &generic::GENERIC_KERNELS
     }
 
     /// Every kernel of this build that this CPU runs, best first.
@@ -205,7 +257,7 @@ impl Kernel {
 
     /// The ids of every kernel compiled into this build, whether or not this CPU runs them.
     pub fn compiled_ids() -> impl Iterator<Item = (&'static str, Isa)> {
-        KERNELS.iter().map(|k| (k.id, k.isa))
+        KERNELS.iter().map(|k| (k.gemm.id, k.isa))
     }
 }
 
@@ -368,7 +420,7 @@ const MAX_NR: usize = 32;
 /// rank-1 updates from packed panels, then the epilogue fused into the write-out.
 ///
 /// # Safety
-/// As [`Kernel::run`], for `mr = MR`, `nr = NV * S::LANES`; `rs_a`/`cs_a` describe `MR x k`
+/// As [`GemmKernel::run`], for `mr = MR`, `nr = NV * S::LANES`; `rs_a`/`cs_a` describe `MR x k`
 /// readable floats at `a`.
 #[inline(always)]
 pub(crate) unsafe fn gemm_body<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs) {
@@ -487,19 +539,34 @@ unsafe fn write_row(
     }
 }
 
-/// Every kernel compiled into this build, best first within each architecture. Private: a
-/// kernel leaves this module only through the checks of [`Kernel`]'s constructors.
-const KERNELS: &[Kernel] = {
-    #[cfg(target_arch = "x86_64")]
-    {
-        &[x86_64::AVX512_GEMM_F32_12X32, x86_64::AVX2_GEMM_F32_6X16, generic::GENERIC_GEMM_F32_4X4]
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        &[aarch64::NEON_GEMM_F32_8X12, generic::GENERIC_GEMM_F32_4X4]
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        &[generic::GENERIC_GEMM_F32_4X4]
-    }
-};
+/// The registration list: every kernel set compiled into this build, best first, one line each
+/// (`name => Isa (path of its const)`, under the `#[cfg]` that compiles it), handed to
+/// `$callback!`. The private table behind [`Kernel::available`] and the test modules of
+/// `tests/tests/gemm_cpu.rs` and `conv_cpu.rs` are both stamped from this one list, so a kernel
+/// registered here cannot go untested. (The paths are crate-private; callers outside the crate
+/// look kernels up by ISA, through the checked [`Kernel::for_isa`].)
+#[doc(hidden)]
+#[macro_export]
+macro_rules! for_each_kernel {
+    ($callback:ident) => {
+        $callback! {
+            #[cfg(target_arch = "x86_64")]
+            avx512 => Avx512 ($crate::arch::x86_64::AVX512_KERNELS),
+            #[cfg(target_arch = "x86_64")]
+            avx2 => Avx2 ($crate::arch::x86_64::AVX2_KERNELS),
+            #[cfg(target_arch = "aarch64")]
+            neon => Neon ($crate::arch::aarch64::NEON_KERNELS),
+            generic => Generic ($crate::arch::generic::GENERIC_KERNELS),
+        }
+    };
+}
+
+/// Stamps the private table from the registration list.
+macro_rules! registration_table {
+    ($($(#[$cfg:meta])* $name:ident => $isa:ident ($kernel:path)),* $(,)?) => {
+        /// Every kernel set compiled into this build, best first. Private: a kernel leaves this
+        /// module only through the checks of [`Kernel`]'s constructors.
+        const KERNELS: &[Kernel] = &[$($(#[$cfg])* $kernel),*];
+    };
+}
+crate::for_each_kernel!(registration_table);

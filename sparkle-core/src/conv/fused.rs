@@ -5,7 +5,7 @@
 
 use core::ops::Range;
 
-use crate::arch::depthwise::DepthwiseArgs;
+use crate::arch::depthwise::{Axis, DepthwiseArgs};
 use crate::arch::Kernel;
 use crate::conv::{check_epilogue, choose_path, Conv2d, Conv2dPath};
 use crate::epilogue::{Bias, Epilogue};
@@ -163,35 +163,55 @@ unsafe fn depthwise(
             (&scratch[..weight.len()], p.n * g.ho())
         }
     };
-    let out = Shared(output.as_mut_ptr());
+    // The kernel is geometry-free: it gets the windows as axes and the tensors as strides, each
+    // stride the geometry's own index of a unit step.
+    let unit = |index: &dyn Fn(usize, usize, usize, usize) -> usize| {
+        [index(1, 0, 0, 0), index(0, 1, 0, 0), index(0, 0, 1, 0), index(0, 0, 0, 1)]
+    };
+    let template = DepthwiseArgs {
+        channels: p.c,
+        y: Axis { input: p.h, output: g.ho(), taps: p.r, stride: p.stride[0], dilation: p.dilation[0], pad: p.pad.top },
+        x: Axis {
+            input: p.w,
+            output: g.wo(),
+            taps: p.s,
+            stride: p.stride[1],
+            dilation: p.dilation[1],
+            pad: p.pad.left,
+        },
+        layout: p.layout,
+        input_strides: unit(&|n, c, y, x| g.input_index(n, c, y, x)),
+        output_strides: unit(&|n, c, y, x| g.output_index(n, c, y, x)),
+        input: input.as_ptr(),
+        weight: weights.as_ptr(),
+        bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
+        act: epi.activation,
+        output: output.as_mut_ptr(),
+        items: 0..0,
+    };
+    let template = SharedArgs(template);
     let workers = exec.workers().max(1);
     exec.run(&|w| {
         if w >= workers {
             return;
         }
         let range: Range<usize> = items * w / workers..items * (w + 1) / workers;
-        let args = DepthwiseArgs {
-            g,
-            input: input.as_ptr(),
-            weight: weights.as_ptr(),
-            bias: bias.map_or(core::ptr::null(), |b| b.as_ptr()),
-            act: epi.activation,
-            output: out.ptr(),
-            items: range,
-        };
+        let args = template.with_items(range);
         // SAFETY: tensors validated by the caller; workers write disjoint items (whole planes or
         // whole output rows); the CPU supports the kernel's ISA.
-        unsafe { (kernel.depthwise)(&args) };
+        unsafe { (kernel.depthwise.run)(&args) };
     });
 }
 
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: workers write disjoint parts of the output (see `depthwise`).
-unsafe impl Sync for Shared {}
-impl Shared {
-    fn ptr(self) -> *mut f32 {
-        self.0
+/// The depthwise call every worker starts from (its raw pointers make it `!Sync`).
+struct SharedArgs(DepthwiseArgs);
+// SAFETY: workers only read the template; each writes the disjoint items of its own copy (see
+// `depthwise`).
+unsafe impl Sync for SharedArgs {}
+impl SharedArgs {
+    /// The call for one worker's items.
+    fn with_items(&self, items: Range<usize>) -> DepthwiseArgs {
+        DepthwiseArgs { items, ..self.0.clone() }
     }
 }
 

@@ -54,12 +54,12 @@ impl Blocking {
     /// - `nc`: the packed B block (`kc x nc`) takes half of L3, at most 4096 columns.
     pub const fn for_kernel(kernel: &Kernel, caches: CacheSizes) -> Self {
         let f = core::mem::size_of::<f32>();
-        let kc = round_down(caches.l2 / 4 / (f * kernel.nr), 8);
+        let kc = round_down(caches.l2 / 4 / (f * kernel.nr()), 8);
         let kc = if kc > 512 { 512 } else { kc };
-        let mc = round_down(caches.l2 / 2 / (f * kc), kernel.mr);
-        let mc = if mc > 16 * kernel.mr { 16 * kernel.mr } else { mc };
-        let nc = round_down(caches.l3 / 2 / (f * kc), kernel.nr);
-        let nc = if nc > 4096 { round_down(4096, kernel.nr) } else { nc };
+        let mc = round_down(caches.l2 / 2 / (f * kc), kernel.mr());
+        let mc = if mc > 16 * kernel.mr() { 16 * kernel.mr() } else { mc };
+        let nc = round_down(caches.l3 / 2 / (f * kc), kernel.nr());
+        let nc = if nc > 4096 { round_down(4096, kernel.nr()) } else { nc };
         Blocking { mc, kc, nc }
     }
 }

@@ -87,10 +87,10 @@ fn round_up(x: usize, to: usize) -> Result<usize> {
 
 /// Effective block sizes for a problem: never larger than the (rounded-up) problem.
 fn effective(kernel: &Kernel, blocking: &Blocking, d: &GemmDims) -> Result<(usize, usize, usize)> {
-    let mc = blocking.mc.min(round_up(d.m.max(1), kernel.mr)?);
+    let mc = blocking.mc.min(round_up(d.m.max(1), kernel.mr())?);
     let kc = blocking.kc.min(d.k).max(1);
-    let nc = blocking.nc.min(round_up(d.n.max(1), kernel.nr)?);
-    Ok((round_up(mc, kernel.mr)?, kc, round_up(nc, kernel.nr)?))
+    let nc = blocking.nc.min(round_up(d.n.max(1), kernel.nr())?);
+    Ok((round_up(mc, kernel.gemm.mr)?, kc, round_up(nc, kernel.gemm.nr)?))
 }
 
 /// Floats of scratch [`gemm_with`] needs for an `m x n x k` problem with `workers` workers:
@@ -316,7 +316,7 @@ pub(crate) unsafe fn gemm_operands(
     // Each worker packs what its rectangle needs, so splitting rows duplicates the packing of B
     // and splitting columns the packing of A (free when A is read in place). Split the longer
     // side, unless it has too few panels to go round.
-    let (mr, nr) = (kernel.mr, kernel.nr);
+    let (mr, nr) = (kernel.gemm.mr, kernel.gemm.nr);
     let (row_panels, col_panels) = (d.m.div_ceil(mr), d.n.div_ceil(nr));
     let prefer_rows = if a.in_place().is_some() { d.m > 2 * d.n } else { d.m >= d.n };
     let split_rows = if prefer_rows { row_panels >= workers || col_panels < workers } else { col_panels < workers };
@@ -350,7 +350,7 @@ pub(crate) unsafe fn gemm_operands(
 /// `rows`/`cols` inside C and owned by this call; `scratch` valid for `kc*nc + mc*kc` floats and
 /// owned by this call; the CPU supports the kernel.
 unsafe fn gemm_rect(p: &Problem<'_>, rows: core::ops::Range<usize>, cols: core::ops::Range<usize>, scratch: *mut f32) {
-    let (mr, nr) = (p.kernel.mr, p.kernel.nr);
+    let (mr, nr) = (p.kernel.gemm.mr, p.kernel.gemm.nr);
     let k = p.a.cols();
     let bbuf = scratch;
     // SAFETY: the A buffer follows the kc x nc B buffer inside this call's scratch.
@@ -424,7 +424,7 @@ unsafe fn gemm_rect(p: &Problem<'_>, rows: core::ops::Range<usize>, cols: core::
                         };
                         // SAFETY: the CPU supports the kernel; panels hold kc_eff*mr and kc_eff*nr
                         // readable floats; the tile's m x n elements of C are in bounds and owned.
-                        unsafe { (p.kernel.run)(&args) };
+                        unsafe { (p.kernel.gemm.run)(&args) };
                     }
                 }
             }

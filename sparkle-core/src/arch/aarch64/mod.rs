@@ -2,4 +2,4 @@
 
 mod neon;
 
-pub use neon::{Neon, NEON_GEMM_F32_8X12};
+pub use neon::{Neon, NEON_KERNELS};

@@ -2,7 +2,7 @@
 
 use core::arch::aarch64::*;
 
-use crate::arch::{gemm_body, Isa, Kernel, MicroArgs, Simd};
+use crate::arch::{gemm_body, DepthwiseKernel, GemmKernel, Isa, Kernel, MicroArgs, Simd};
 
 /// 4-lane q vectors.
 #[derive(Clone, Copy, Debug)]
@@ -59,7 +59,7 @@ impl Simd for Neon {
 }
 
 /// # Safety
-/// As [`Kernel::run`] with `mr = 8`, `nr = 12`, on a CPU with NEON.
+/// As [`crate::arch::GemmKernel::run`] with `mr = 8`, `nr = 12`, on a CPU with NEON.
 #[target_feature(enable = "neon")]
 unsafe fn neon_gemm_f32_8x12(p: &MicroArgs) {
     // SAFETY: forwarded contract; NEON is enabled for this function.
@@ -69,17 +69,14 @@ unsafe fn neon_gemm_f32_8x12(p: &MicroArgs) {
 /// # Safety
 /// As [`crate::arch::depthwise::depthwise_body`].
 #[target_feature(enable = "neon")]
-unsafe fn neon_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs<'_>) {
+unsafe fn neon_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
     // SAFETY: forwarded contract; the ISA is enabled for this function.
     unsafe { crate::arch::depthwise::depthwise_body::<Neon>(p) }
 }
 
-/// The NEON kernel.
-pub const NEON_GEMM_F32_8X12: Kernel = Kernel {
-    id: "neon_gemm_f32_8x12",
+/// The NEON kernels.
+pub const NEON_KERNELS: Kernel = Kernel {
     isa: Isa::Neon,
-    mr: 8,
-    nr: 12,
-    run: neon_gemm_f32_8x12,
-    depthwise: neon_dwconv_f32,
+    gemm: GemmKernel { id: "neon_gemm_f32_8x12", mr: 8, nr: 12, run: neon_gemm_f32_8x12 },
+    depthwise: DepthwiseKernel { id: "neon_dwconv_f32", run: neon_dwconv_f32 },
 };

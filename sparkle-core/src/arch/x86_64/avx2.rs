@@ -2,7 +2,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::arch::{gemm_body, Isa, Kernel, MicroArgs, Simd};
+use crate::arch::{gemm_body, DepthwiseKernel, GemmKernel, Isa, Kernel, MicroArgs, Simd};
 
 /// 8-lane ymm vectors.
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +64,7 @@ impl Simd for Avx2 {
 }
 
 /// # Safety
-/// As [`Kernel::run`] with `mr = 6`, `nr = 16`, on a CPU with AVX2 and FMA.
+/// As [`crate::arch::GemmKernel::run`] with `mr = 6`, `nr = 16`, on a CPU with AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_gemm_f32_6x16(p: &MicroArgs) {
     // SAFETY: forwarded contract; AVX2 and FMA are enabled for this function.
@@ -74,17 +74,14 @@ unsafe fn avx2_gemm_f32_6x16(p: &MicroArgs) {
 /// # Safety
 /// As [`crate::arch::depthwise::depthwise_body`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs<'_>) {
+unsafe fn avx2_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
     // SAFETY: forwarded contract; the ISA is enabled for this function.
     unsafe { crate::arch::depthwise::depthwise_body::<Avx2>(p) }
 }
 
-/// The AVX2 + FMA kernel.
-pub const AVX2_GEMM_F32_6X16: Kernel = Kernel {
-    id: "avx2_gemm_f32_6x16",
+/// The AVX2 + FMA kernels.
+pub const AVX2_KERNELS: Kernel = Kernel {
     isa: Isa::Avx2,
-    mr: 6,
-    nr: 16,
-    run: avx2_gemm_f32_6x16,
-    depthwise: avx2_dwconv_f32,
+    gemm: GemmKernel { id: "avx2_gemm_f32_6x16", mr: 6, nr: 16, run: avx2_gemm_f32_6x16 },
+    depthwise: DepthwiseKernel { id: "avx2_dwconv_f32", run: avx2_dwconv_f32 },
 };

@@ -2,7 +2,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::arch::{gemm_body, Isa, Kernel, MicroArgs, Simd};
+use crate::arch::{gemm_body, DepthwiseKernel, GemmKernel, Isa, Kernel, MicroArgs, Simd};
 
 /// 16-lane zmm vectors.
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +64,7 @@ impl Simd for Avx512 {
 }
 
 /// # Safety
-/// As [`Kernel::run`] with `mr = 12`, `nr = 32`, on a CPU with AVX-512F.
+/// As [`crate::arch::GemmKernel::run`] with `mr = 12`, `nr = 32`, on a CPU with AVX-512F.
 #[target_feature(enable = "avx512f")]
 unsafe fn avx512_gemm_f32_12x32(p: &MicroArgs) {
     // SAFETY: forwarded contract; AVX-512F is enabled for this function.
@@ -74,17 +74,14 @@ unsafe fn avx512_gemm_f32_12x32(p: &MicroArgs) {
 /// # Safety
 /// As [`crate::arch::depthwise::depthwise_body`].
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs<'_>) {
+unsafe fn avx512_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
     // SAFETY: forwarded contract; the ISA is enabled for this function.
     unsafe { crate::arch::depthwise::depthwise_body::<Avx512>(p) }
 }
 
-/// The AVX-512F kernel.
-pub const AVX512_GEMM_F32_12X32: Kernel = Kernel {
-    id: "avx512_gemm_f32_12x32",
+/// The AVX-512F kernels.
+pub const AVX512_KERNELS: Kernel = Kernel {
     isa: Isa::Avx512,
-    mr: 12,
-    nr: 32,
-    run: avx512_gemm_f32_12x32,
-    depthwise: avx512_dwconv_f32,
+    gemm: GemmKernel { id: "avx512_gemm_f32_12x32", mr: 12, nr: 32, run: avx512_gemm_f32_12x32 },
+    depthwise: DepthwiseKernel { id: "avx512_dwconv_f32", run: avx512_dwconv_f32 },
 };

@@ -4,5 +4,5 @@ mod avx2;
 mod avx512;
 pub(crate) mod detect;
 
-pub use avx2::{Avx2, AVX2_GEMM_F32_6X16};
-pub use avx512::{Avx512, AVX512_GEMM_F32_12X32};
+pub use avx2::{Avx2, AVX2_KERNELS};
+pub use avx512::{Avx512, AVX512_KERNELS};
