@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use sparkle_core::check::{gpu_tolerance, max_error, tolerance};
+use sparkle_core::check::{max_error, tolerance_for, DType};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, Padding};
@@ -162,7 +162,8 @@ pub fn run(sparkle: &Sparkle, which: Layers) -> Result<Vec<LayerReport>, DemoErr
             cpu_seconds,
             gpu_seconds,
             max_error: err,
-            tolerance: if gpu.is_some() { gpu_tolerance(g.gemm_dims().2) } else { tolerance(g.gemm_dims().2) },
+            // The loosest row of the devices compared (the error is their largest).
+            tolerance: tolerance_for(gpu.unwrap_or(DeviceId::Cpu).backend(), DType::F32, g.gemm_dims().2),
         });
     }
     Ok(out)

@@ -47,7 +47,8 @@ mod builder;
 mod gpu;
 mod split;
 mod tensor;
-pub use builder::{juggler_for, Builder, DeviceSel, GpuDesc, CPU_TYPE_SETUP_SECONDS, GPU_SETUP_SECONDS};
+pub use builder::{juggler_for, Builder, DeviceSel, CPU_TYPE_SETUP_SECONDS, GPU_SETUP_SECONDS};
+pub use gpu::GpuDesc;
 use gpu::{not_here, Gpu};
 pub use tensor::{Tensor, TensorBias};
 

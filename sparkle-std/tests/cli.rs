@@ -579,7 +579,7 @@ fn stream_runs_every_policy_and_checks_every_output() {
             assert!(placements.iter().all(|p| !cpu_type.iter().any(|c| p == c.as_str())), "{run}");
         }
     }
-    assert!(v["worst_error_over_tolerance"].as_f64().unwrap() <= 2.0, "{v}");
+    assert!(v["worst_error_over_tolerance"].as_f64().unwrap() <= 1.0, "{v}");
     let bad = sparkle(&["stream", "--rounds", "0"]);
     assert_eq!(bad.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);

@@ -18,6 +18,17 @@ pub enum DeviceId {
     Vulkan(usize),
 }
 
+impl DeviceId {
+    /// The backend that computes on it, the key of its row in the tolerance table
+    /// ([`sparkle_core::check::TOLERANCES`]).
+    pub const fn backend(self) -> sparkle_core::check::Backend {
+        match self {
+            DeviceId::Cpu => sparkle_core::check::Backend::Cpu,
+            DeviceId::Vulkan(_) => sparkle_core::check::Backend::Vulkan,
+        }
+    }
+}
+
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
 
-use super::gpu::Gpu;
+use super::gpu::{Gpu, GpuDesc};
 use super::{Faults, Sparkle, SparkleError, State};
 use crate::budget::MemoryBudget;
 use crate::cpu::{Cpu, CpuError};
@@ -146,32 +146,6 @@ impl Builder {
 pub const GPU_SETUP_SECONDS: f64 = 0.3;
 /// The same for a CPU-type Vulkan device (lavapipe compiles its pipelines with LLVM).
 pub const CPU_TYPE_SETUP_SECONDS: f64 = 2.0;
-
-/// A Vulkan device as the juggler and the fingerprint see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GpuDesc {
-    /// Index in `sparkle_vk::devices()` order.
-    pub index: usize,
-    /// Its name.
-    pub name: String,
-    /// Whether it is a CPU-type device (a software rasteriser on the host's cores).
-    pub cpu_type: bool,
-    /// Vendor, device and driver, for the model's fingerprint.
-    pub identity: String,
-}
-
-#[cfg(feature = "vulkan")]
-impl GpuDesc {
-    /// From what Vulkan reports about the device.
-    pub fn from_info(i: &sparkle_vk::DeviceInfo) -> Self {
-        GpuDesc {
-            index: i.index,
-            name: i.name.clone(),
-            cpu_type: i.device_type == "CPU",
-            identity: format!("{:x}:{:x}:{:x}", i.vendor_id, i.device_id, i.driver_version),
-        }
-    }
-}
 
 /// The juggler over the CPU (if `use_cpu`) and `gpus`, with priors by device type, and the
 /// fingerprint its learned model is stored under: the CPU brand, kernel, threads, crate version,

@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use super::builder::GpuDesc;
 use super::{DeviceError, DeviceErrorKind, Op, Sparkle};
 use crate::juggler::{DeviceId, OpKind};
 
@@ -115,4 +114,30 @@ impl Sparkle {
 /// The error for a device this handle does not have.
 pub(super) fn not_here(device: DeviceId) -> DeviceError {
     DeviceError { device, kind: DeviceErrorKind::Lost, message: "not a device of this handle".into() }
+}
+
+/// A Vulkan device as the juggler and the fingerprint see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuDesc {
+    /// Index in `sparkle_vk::devices()` order.
+    pub index: usize,
+    /// Its name.
+    pub name: String,
+    /// Whether it is a CPU-type device (a software rasteriser on the host's cores).
+    pub cpu_type: bool,
+    /// Vendor, device and driver, for the model's fingerprint.
+    pub identity: String,
+}
+
+#[cfg(feature = "vulkan")]
+impl GpuDesc {
+    /// From what Vulkan reports about the device.
+    pub fn from_info(i: &sparkle_vk::DeviceInfo) -> Self {
+        GpuDesc {
+            index: i.index,
+            name: i.name.clone(),
+            cpu_type: i.device_type == "CPU",
+            identity: format!("{:x}:{:x}:{:x}", i.vendor_id, i.device_id, i.driver_version),
+        }
+    }
 }
