@@ -1,6 +1,6 @@
 //! criterion benches of every GEMM kernel this CPU runs (ids `{isa}_gemm_f32_{mr}x{nr}`), one
 //! thread, after checking each against the f64 oracle. The side-by-side comparison with peers
-//! is `sparkle bench gemm --peers`.
+//! is `cargo run --release -p sparkle-benches --bin peers -- gemm` (src/bin/peers.rs).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sparkle_core::check::{max_error, tolerance};

@@ -40,6 +40,7 @@ pub use sparkle_vk as vk;
 pub use sparkle::{Run, Sparkle, SparkleError, Tensor, TensorBias};
 
 pub mod backend;
+pub mod bench;
 pub mod budget;
 pub mod cpu;
 pub mod demo;

@@ -12,7 +12,7 @@ pub fn bars(
     cells: &[(String, &str, f64)],
     peak: Option<f64>,
 ) -> Result<(), Failure> {
-    let (keys, impls) = crate::bench::keys_and_impls(cells);
+    let (keys, impls) = sparkle_std::bench::keys_and_impls(cells);
     let top = cells.iter().map(|c| c.2).chain(peak).fold(1.0, f64::max) * 1.1;
     let root = SVGBackend::new(path, (160 + 110 * keys.len() as u32, 520)).into_drawing_area();
     root.fill(&WHITE)?;

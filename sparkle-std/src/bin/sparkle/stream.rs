@@ -18,9 +18,8 @@ pub fn run(batch: usize, rounds: usize, small: bool, json: bool) -> Result<ExitC
     devices.extend(sparkle_std::vk::devices().unwrap_or_default().iter().map(|d| DeviceSel::VulkanIndex(d.index)));
     let sparkle = sparkle_std::Sparkle::builder().devices(&devices).build()?;
     let which = if small { sparkle_std::demo::Layers::Small } else { sparkle_std::demo::Layers::ResNet50 };
-    let failure = |e: sparkle_std::demo::DemoError| -> Failure { e.to_string().into() };
-    let layers = stream::demo_layers(which, batch).map_err(failure)?;
-    let c = stream::compare(&sparkle, &layers, rounds).map_err(failure)?;
+    let layers = stream::demo_layers(which, batch)?;
+    let c = stream::compare(&sparkle, &layers, rounds)?;
     let best = c.best_fixed().ok_or("no fixed run")?;
     let (best_policy, best_fixed) = (best.policy.clone(), best.report.seconds);
     if json {

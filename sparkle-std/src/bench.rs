@@ -1,0 +1,672 @@
+//! Measurement loops: what `sparkle bench` runs, and what the peer comparisons in `benches/`
+//! (`cargo run --release -p sparkle-benches --bin peers`) run beside their peers, so both measure
+//! Sparkle the same way.
+//!
+//! Every timed result is first checked against the f64 oracle at sampled elements, held to the
+//! tolerance of the backend that computed it ([`sparkle_core::check::tolerance_for`]); a wrong
+//! result is an error, never a figure. Times are the best of repeated runs after a warm-up.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use sparkle_core::check::{error, tolerance_for, Backend, DType};
+use sparkle_core::conv::reference::conv2d_reference_f64_at;
+use sparkle_core::gemm::reference::gemm_reference_f64;
+use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, MatMut, MatRef};
+
+use crate::cpu::Cpu;
+use crate::demo::fill;
+
+/// What a measurement can fail with: a wrong result, a device error, bad input.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A CPU GEMM under test: `f(a, b, c, [m, n, k])` computes `c = a * b`, all row-major.
+pub type GemmImpl<'a> = dyn FnMut(&[f32], &[f32], &mut [f32], [usize; 3]) -> Result<(), BenchError> + 'a;
+
+/// A CPU conv2d + ReLU under test: `f(input, weight, output)` for the layer it is timed on.
+pub type Conv2dImpl<'a> = dyn FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), BenchError> + 'a;
+
+/// One measurement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// `gemm` or `conv2d`.
+    pub op: &'static str,
+    /// The shape (`MxNxK`) or the layer's name.
+    pub key: String,
+    /// CPU threads (0: on a GPU).
+    pub threads: usize,
+    /// Who computed it: `sparkle`, `sparkle-vulkan`, or a peer's name.
+    pub implementation: String,
+    /// Useful GFLOPS: `2*m*n*k` (GEMM) or [`Conv2d::flops`] over the best time.
+    pub gflops: f64,
+}
+
+impl Record {
+    /// One JSON object (`op`, `key`, `threads`, `impl`, `gflops`).
+    pub fn to_json(&self) -> String {
+        format!(
+            r#"{{"op":"{}","key":"{}","threads":{},"impl":"{}","gflops":{:.1}}}"#,
+            self.op, self.key, self.threads, self.implementation, self.gflops
+        )
+    }
+}
+
+/// `MxNxK`, a GEMM record's key.
+pub fn shape_key([m, n, k]: [usize; 3]) -> String {
+    format!("{m}x{n}x{k}")
+}
+
+/// Parses `MxNxK` (or `N` for a square problem).
+pub fn parse_shape(s: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = s.split('x').collect();
+    let nums: Result<Vec<usize>, _> = parts.iter().map(|p| p.trim().parse::<usize>()).collect();
+    match nums.as_deref() {
+        Ok([n]) if *n > 0 => Ok([*n, *n, *n]),
+        Ok([m, n, k]) if *m > 0 && *n > 0 && *k > 0 => Ok([*m, *n, *k]),
+        _ => Err(format!("shape `{s}` is not MxNxK (or N) with positive sizes")),
+    }
+}
+
+/// The default shapes: squares and the ResNet-50 im2col GEMMs.
+pub const DEFAULT_SHAPES: &str = "64,128,256,512,1024,2048,12544x64x147,3136x64x576,784x128x1152";
+
+/// Best time of `f` after a warm-up, repeating until about `budget` has passed (at least 3 runs).
+pub fn best_time(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    let mut runs = 0;
+    while runs < 3 || (start.elapsed() < budget && runs < 1000) {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        runs += 1;
+    }
+    best
+}
+
+/// Repetitions so that timing one batch takes about `budget` seconds (3 to 1000).
+#[cfg(feature = "vulkan")]
+fn reps_for(one: f64, budget: f64) -> u32 {
+    (budget / one.max(1e-7)).clamp(3.0, 1000.0) as u32
+}
+
+/// Row-major GEMM operands of `shape`, filled deterministically: `(a, b)`.
+pub fn gemm_operands([m, n, k]: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
+    let (mut a, mut b) = (vec![0.0f32; m * k], vec![0.0f32; k * n]);
+    fill(&mut a, 1);
+    fill(&mut b, 2);
+    (a, b)
+}
+
+/// Conv operands of `g`, filled deterministically: `(input, weight)`.
+pub fn conv2d_operands(g: &Conv2d) -> (Vec<f32>, Vec<f32>) {
+    let (mut x, mut w) = (vec![0.0f32; g.input_len()], vec![0.0f32; g.weight_len()]);
+    fill(&mut x, 1);
+    fill(&mut w, 2);
+    (x, w)
+}
+
+/// Checks 64 sampled elements of `c = a * b` (row-major) from `backend` against the f64 oracle.
+pub fn check_gemm(
+    name: &str,
+    backend: Backend,
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    [m, n, k]: [usize; 3],
+) -> Result<(), BenchError> {
+    let tol = tolerance_for(backend, DType::F32, k);
+    let mut seed = 0x5eedu64;
+    for _ in 0..64 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
+        let av = MatRef::row_major(&a[i * k..(i + 1) * k], 1, k)?;
+        let bv = MatRef::new(&b[j..], k, 1, n, 1)?;
+        let mut want = [0.0f64];
+        gemm_reference_f64(1.0, av, bv, 0.0, None, &Epilogue::NONE, &mut want)?;
+        let err = error(c[i * n + j], want[0]);
+        if err > tol {
+            return Err(format!("{name} is wrong at ({i}, {j}) of {m}x{n}x{k}: error {err:e} > {tol:e}").into());
+        }
+    }
+    Ok(())
+}
+
+/// Checks 64 sampled outputs of a conv + ReLU from `backend` against the f64 oracle at those
+/// elements.
+pub fn check_conv2d(
+    name: &str,
+    backend: Backend,
+    g: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    y: &[f32],
+) -> Result<(), BenchError> {
+    let p = g.params();
+    let tol = tolerance_for(backend, DType::F32, g.gemm_dims().2);
+    let relu = Epilogue::activation(Activation::Relu);
+    let mut seed = 0x5eedu64;
+    for _ in 0..64 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let (n, k) = ((seed >> 50) as usize % p.n, (seed >> 33) as usize % p.k);
+        let (oy, ox) = ((seed >> 20) as usize % g.ho(), (seed >> 7) as usize % g.wo());
+        let want = conv2d_reference_f64_at(g, x, w, &relu, (n, k, oy, ox))?;
+        let err = error(y[g.output_index(n, k, oy, ox)], want);
+        if err > tol {
+            return Err(format!("{name} is wrong at (n {n}, k {k}, y {oy}, x {ox}): error {err:e} > {tol:e}").into());
+        }
+    }
+    Ok(())
+}
+
+/// Times one CPU GEMM implementation `f(a, b, c, shape)` (`c = a * b`, row-major) at `shape`
+/// after checking its result: the loop every CPU GEMM figure, Sparkle's or a peer's, comes from.
+pub fn time_gemm(
+    name: &str,
+    shape: [usize; 3],
+    threads: usize,
+    budget: f64,
+    f: &mut GemmImpl<'_>,
+) -> Result<Record, BenchError> {
+    let [m, n, k] = shape;
+    let (a, b) = gemm_operands(shape);
+    let mut c = vec![f32::NAN; m * n];
+    f(&a, &b, &mut c, shape)?;
+    check_gemm(name, Backend::Cpu, &a, &b, &c, shape)?;
+    let t = best_time(Duration::from_secs_f64(budget), || {
+        let _ = f(&a, &b, &mut c, shape);
+    });
+    let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
+    Ok(Record { op: "gemm", key: shape_key(shape), threads, implementation: name.into(), gflops })
+}
+
+/// Times one CPU conv2d + ReLU implementation `f(input, weight, output)` on `layer` after
+/// checking its result.
+pub fn time_conv2d(
+    name: &str,
+    layer: &Layer,
+    threads: usize,
+    budget: f64,
+    f: &mut Conv2dImpl<'_>,
+) -> Result<Record, BenchError> {
+    let g = layer.params.validate()?;
+    let (x, w) = conv2d_operands(&g);
+    let mut y = vec![f32::NAN; g.output_len()];
+    f(&x, &w, &mut y)?;
+    check_conv2d(name, Backend::Cpu, &g, &x, &w, &y)?;
+    let t = best_time(Duration::from_secs_f64(budget), || {
+        let _ = f(&x, &w, &mut y);
+    });
+    Ok(Record {
+        op: "conv2d",
+        key: layer.name.clone(),
+        threads,
+        implementation: name.into(),
+        gflops: g.flops() / t / 1e9,
+    })
+}
+
+/// Sparkle's CPU GEMM at every shape (`sparkle bench gemm`).
+pub fn gemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
+    let cpu = Cpu::new()?.threads(threads);
+    let mut gemm = |a: &[f32], b: &[f32], c: &mut [f32], [m, n, k]: [usize; 3]| -> Result<(), BenchError> {
+        let (av, bv) = (MatRef::row_major(a, m, k)?, MatRef::row_major(b, k, n)?);
+        cpu.gemm(1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?;
+        Ok(())
+    };
+    shapes.iter().map(|&s| time_gemm("sparkle", s, threads, budget, &mut gemm)).collect()
+}
+
+/// Sparkle's fused CPU conv2d + ReLU on every layer (`sparkle bench conv2d`).
+pub fn conv2d_cpu(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
+    let cpu = Cpu::new()?.threads(threads);
+    let epi = Epilogue::activation(Activation::Relu);
+    let mut out = Vec::new();
+    for layer in layers {
+        let g = layer.params.validate()?;
+        let mut conv =
+            |x: &[f32], w: &[f32], y: &mut [f32]| -> Result<(), BenchError> { Ok(cpu.conv2d(&g, x, w, &epi, y)?) };
+        out.push(time_conv2d("sparkle", layer, threads, budget, &mut conv)?);
+    }
+    Ok(out)
+}
+
+/// One conv layer to measure.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    /// Its name in tables.
+    pub name: String,
+    /// Its geometry.
+    pub params: Conv2dParams,
+}
+
+/// The ResNet-50 layer set at batch 1 plus MobileNet's depthwise 3x3 (all NCHW, as PyTorch).
+pub fn resnet50_layers() -> Vec<Layer> {
+    // The demo's layer set: one list, so the demo and the benchmark always measure the same layers.
+    crate::demo::layers(crate::demo::Layers::ResNet50)
+        .into_iter()
+        .map(|(name, params)| Layer { name: name.to_string(), params })
+        .collect()
+}
+
+/// The layers `spec` names: `resnet50` ([`resnet50_layers`]) or a layer file
+/// ([`parse_layers`]), every layer at batch `batch` if given (at least 1).
+pub fn load_layers(spec: &str, batch: Option<usize>) -> Result<Vec<Layer>, BenchError> {
+    let mut layers = if spec == "resnet50" {
+        resnet50_layers()
+    } else {
+        let text = std::fs::read_to_string(spec).map_err(|e| format!("cannot read {spec}: {e}"))?;
+        parse_layers(&text)?
+    };
+    if let Some(n) = batch {
+        if n == 0 {
+            return Err("the batch must be at least 1".into());
+        }
+        layers.iter_mut().for_each(|l| l.params.n = n);
+    }
+    Ok(layers)
+}
+
+/// Parses a layer file: one layer a line, `name key=value ...` with keys n, c, h, w, k, r, s,
+/// stride, pad (one value, `ph,pw` or `t,l,b,r`), dilation, groups, layout (nchw|nhwc);
+/// `#` starts a comment. n, stride, dilation and groups default to 1, pad to 0.
+pub fn parse_layers(text: &str) -> Result<Vec<Layer>, String> {
+    use sparkle_core::{Padding, TensorLayout};
+    let mut out = Vec::new();
+    for (no, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let err = |what: String| format!("layer file line {}: {what}", no + 1);
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap_or_default().to_string();
+        let mut p = Conv2dParams::new(1, 0, 0, 0, 0, 0, 0);
+        for word in words {
+            let (key, value) = word.split_once('=').ok_or_else(|| err(format!("`{word}` is not key=value")))?;
+            let nums: Vec<usize> = if key == "layout" {
+                Vec::new()
+            } else {
+                value
+                    .split(',')
+                    .map(|v| v.parse::<usize>().map_err(|_| err(format!("`{value}` is not a number list"))))
+                    .collect::<Result<_, _>>()?
+            };
+            let one = || match nums[..] {
+                [v] => Ok(v),
+                _ => Err(err(format!("{key} takes one number"))),
+            };
+            let pair = || match nums[..] {
+                [v] => Ok([v, v]),
+                [a, b] => Ok([a, b]),
+                _ => Err(err(format!("{key} takes one or two numbers"))),
+            };
+            match key {
+                "n" => p.n = one()?,
+                "c" => p.c = one()?,
+                "h" => p.h = one()?,
+                "w" => p.w = one()?,
+                "k" => p.k = one()?,
+                "r" => p.r = one()?,
+                "s" => p.s = one()?,
+                "groups" => p.groups = one()?,
+                "stride" => p.stride = pair()?,
+                "dilation" => p.dilation = pair()?,
+                "pad" => {
+                    p.pad = match nums[..] {
+                        [v] => Padding::uniform(v),
+                        [ph, pw] => Padding::symmetric(ph, pw),
+                        [t, l, b, r] => Padding::new(t, l, b, r),
+                        _ => return Err(err("pad takes 1, 2 or 4 numbers".into())),
+                    }
+                }
+                "layout" => {
+                    p.layout = match value {
+                        "nchw" => TensorLayout::Nchw,
+                        "nhwc" => TensorLayout::Nhwc,
+                        _ => return Err(err(format!("layout `{value}` is not nchw or nhwc"))),
+                    }
+                }
+                _ => return Err(err(format!("unknown key `{key}`"))),
+            }
+        }
+        p.validate().map_err(|e| err(e.to_string()))?;
+        out.push(Layer { name, params: p });
+    }
+    if out.is_empty() {
+        return Err("the layer file has no layers".into());
+    }
+    Ok(out)
+}
+
+/// "GEMM f32 GFLOPS, 2 thread(s); measured FMA peak ..." (threads 0: on the GPU).
+pub fn title(what: &str, threads: usize, peak: Option<f64>) -> String {
+    let mut t = match threads {
+        0 => format!("{what} GFLOPS on the GPU"),
+        n => format!("{what} GFLOPS, {n} thread(s)"),
+    };
+    if let Some(p) = peak {
+        let _ = write!(t, "; measured FMA peak {p:.0} GFLOPS");
+    }
+    t
+}
+
+/// The `(key, implementation, GFLOPS)` cells of `records`, for [`table`] and plots.
+pub fn cells(records: &[Record]) -> Vec<(String, &str, f64)> {
+    records.iter().map(|r| (r.key.clone(), r.implementation.as_str(), r.gflops)).collect()
+}
+
+/// `records` as a JSON array, one object a line.
+pub fn to_json(records: &[Record]) -> String {
+    format!("[{}]", records.iter().map(Record::to_json).collect::<Vec<_>>().join(",\n "))
+}
+
+/// The distinct keys and implementations of `cells`, each in first-seen order: the rows and
+/// columns of a table or plot.
+pub fn keys_and_impls<'a>(cells: &'a [(String, &'a str, f64)]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut keys: Vec<&str> = Vec::new();
+    let mut impls: Vec<&str> = Vec::new();
+    for (k, i, _) in cells {
+        if !keys.contains(&k.as_str()) {
+            keys.push(k);
+        }
+        if !impls.contains(i) {
+            impls.push(i);
+        }
+    }
+    (keys, impls)
+}
+
+/// A table with one row per distinct key and one column per implementation, in first-seen order.
+pub fn table(title: &str, key: &str, cells: &[(String, &str, f64)]) -> String {
+    let (keys, impls) = keys_and_impls(cells);
+    let width = keys.iter().map(|k| k.len()).chain([key.len()]).max().unwrap_or(0) + 2;
+    let mut out = format!("{title}\n{key:<width$}");
+    for i in &impls {
+        let _ = write!(out, " {i:>15}");
+    }
+    out.push('\n');
+    for k in keys {
+        let _ = write!(out, "{k:<width$}");
+        for i in &impls {
+            match cells.iter().find(|(ck, ci, _)| ck == k && ci == i) {
+                Some((_, _, v)) => {
+                    let _ = write!(out, " {v:>15.1}");
+                }
+                None => {
+                    let _ = write!(out, " {:>15}", "-");
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `sparkle bench gemm --device vulkan`: resident operands (upload excluded), after a spot check
+/// of the full upload/dispatch/download path against the oracle.
+#[cfg(feature = "vulkan")]
+pub fn gemm_vulkan(shapes: &[[usize; 3]], budget: f64) -> Result<(String, Vec<Record>), BenchError> {
+    let ctx = crate::vk::Context::best()?;
+    let name = ctx.info().name.clone();
+    let mut records = Vec::new();
+    for &shape in shapes {
+        let [m, n, k] = shape;
+        let (a, b) = gemm_operands(shape);
+        let mut c = vec![f32::NAN; m * n];
+        ctx.gemm(
+            1.0,
+            MatRef::row_major(&a, m, k)?,
+            MatRef::row_major(&b, k, n)?,
+            0.0,
+            MatMut::row_major(&mut c, m, n)?,
+            &Epilogue::NONE,
+        )?;
+        check_gemm("sparkle-vulkan", Backend::Vulkan, &a, &b, &c, shape)?;
+        let one = ctx.time_gemm_resident(m, n, k, 1)?;
+        let t = ctx.time_gemm_resident(m, n, k, reps_for(one, budget))?;
+        let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
+        records.push(Record {
+            op: "gemm",
+            key: shape_key(shape),
+            threads: 0,
+            implementation: "sparkle-vulkan".into(),
+            gflops,
+        });
+    }
+    Ok((name, records))
+}
+
+/// `sparkle bench conv2d --device vulkan`: resident tensors, after a spot check.
+#[cfg(feature = "vulkan")]
+pub fn conv2d_vulkan(layers: &[Layer], budget: f64) -> Result<(String, Vec<Record>), BenchError> {
+    let ctx = crate::vk::Context::best()?;
+    let name = ctx.info().name.clone();
+    let mut records = Vec::new();
+    for layer in layers {
+        let g = layer.params.validate()?;
+        let (x, w) = conv2d_operands(&g);
+        let mut y = vec![f32::NAN; g.output_len()];
+        ctx.conv2d(&g, &x, &w, &Epilogue::activation(Activation::Relu), &mut y)?;
+        check_conv2d("sparkle-vulkan", Backend::Vulkan, &g, &x, &w, &y)?;
+        let one = ctx.time_conv2d_resident(&g, 1)?;
+        let t = ctx.time_conv2d_resident(&g, reps_for(one, budget))?;
+        records.push(Record {
+            op: "conv2d",
+            key: layer.name.clone(),
+            threads: 0,
+            implementation: "sparkle-vulkan".into(),
+            gflops: g.flops() / t / 1e9,
+        });
+    }
+    Ok((name, records))
+}
+
+/// `sparkle bench split`: each device of one Sparkle handle alone (pinned), then the op split
+/// across all of them by the handle ([`crate::Sparkle::gemm_split`]: rows in proportion to
+/// the juggler's predicted speed, which has learned from the runs alone). Host tensors, copies
+/// included (what a split costs).
+///
+/// Each result line goes to `report` as it is measured.
+#[cfg(feature = "vulkan")]
+pub fn split(
+    shapes: &[[usize; 3]],
+    with_cpu: bool,
+    threads: usize,
+    reps: usize,
+    report: &mut dyn FnMut(String),
+) -> Result<(), BenchError> {
+    use crate::sparkle::DeviceSel;
+    let mut devices = if with_cpu { vec![DeviceSel::Cpu] } else { Vec::new() };
+    devices.extend(crate::vk::devices()?.iter().map(|d| DeviceSel::VulkanIndex(d.index)));
+    let sparkle = crate::Sparkle::builder().devices(&devices).threads(threads).in_memory_model().build()?;
+    let parts = sparkle.devices();
+    if parts.len() < 2 {
+        return Err(format!(
+            "a split needs at least two devices the juggler places on (here: {parts:?}; a CPU-type Vulkan device beside the CPU is not one)"
+        )
+        .into());
+    }
+    for &shape in shapes {
+        let [m, n, k] = shape;
+        let (a, b) = gemm_operands(shape);
+        let mut c = vec![f32::NAN; m * n];
+        let flops = 2.0 * m as f64 * n as f64 * k as f64;
+        let mut best = |f: &mut dyn FnMut(&mut [f32]) -> Result<(), BenchError>| -> Result<f64, BenchError> {
+            f(&mut c)?;
+            let mut t = f64::INFINITY;
+            for _ in 0..reps.max(1) {
+                let s = Instant::now();
+                f(&mut c)?;
+                t = t.min(s.elapsed().as_secs_f64());
+            }
+            Ok(t)
+        };
+        let mut alone = Vec::new();
+        for &device in &parts {
+            let t = best(&mut |c| {
+                let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
+                let run = sparkle.gemm_on(device, 1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?;
+                match run.fallback {
+                    Some(e) => Err(format!("{device} failed: {e}").into()),
+                    None => Ok(()),
+                }
+            })?;
+            report(format!("{m}x{n}x{k} on {device} alone: {:.2} ms ({:.1} GFLOPS)", t * 1e3, flops / t / 1e9));
+            alone.push(t);
+        }
+        let mut split_desc = Vec::new();
+        let t = best(&mut |c| {
+            let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
+            let reports = sparkle.gemm_split(1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?;
+            if let Some(e) = reports.iter().find_map(|r| r.failed.as_ref()) {
+                return Err(format!("a part failed: {e}").into());
+            }
+            split_desc = reports.iter().map(|r| format!("{} rows {:?}", r.device, r.rows)).collect();
+            Ok(())
+        })?;
+        // Parts ran on GPUs and the CPU: the looser row of the table.
+        check_gemm("split", Backend::Vulkan, &a, &b, &c, shape)?;
+        let fastest = alone.iter().copied().fold(f64::INFINITY, f64::min);
+        report(format!(
+            "{m}x{n}x{k} split ({}): {:.2} ms ({:.1} GFLOPS), {:.2}x the fastest single device",
+            split_desc.join(", "),
+            t * 1e3,
+            flops / t / 1e9,
+            fastest / t
+        ));
+    }
+    Ok(())
+}
+
+/// `sparkle bench split --resident`: the same op on the first Vulkan device alone and split
+/// evenly over every Vulkan device, with each device's operands already resident (uploaded
+/// once, outside the timing): rows of A and C for a GEMM, images of the input and output for a
+/// conv2d batch. The parts are submitted to all devices before any is waited for. Results are
+/// spot-checked against the oracle (GEMM) or the CPU path (conv2d). Seconds are the best of
+/// `reps` after a warm-up.
+///
+/// Each result line goes to `report` as it is measured.
+#[cfg(feature = "vulkan")]
+pub fn split_resident(
+    shapes: &[[usize; 3]],
+    conv_batch: usize,
+    reps: usize,
+    report: &mut dyn FnMut(String),
+) -> Result<(), BenchError> {
+    use crate::multi::split_rows;
+    use crate::vk::{Context, TensorBias, TensorMat};
+    let gpus: Vec<Context> = crate::vk::devices()?.iter().map(|d| Context::new(d.index)).collect::<Result<_, _>>()?;
+    if gpus.is_empty() {
+        return Err("no Vulkan device".into());
+    }
+    let names: Vec<String> = gpus.iter().map(|g| format!("vulkan:{} {}", g.info().index, g.info().name)).collect();
+    let counts = if gpus.len() > 1 { vec![1, gpus.len()] } else { vec![1] };
+    report(format!("devices: {}", names.join("; ")));
+    // Best of `reps` (after a warm-up) of submitting `parts` (one recording per device) and
+    // waiting for all of them.
+    let time = |record: &dyn Fn(usize) -> Result<crate::vk::Pending, BenchError>, parts: usize| {
+        let run = || -> Result<f64, BenchError> {
+            let t = Instant::now();
+            let pending = (0..parts).map(record).collect::<Result<Vec<_>, _>>()?;
+            for p in pending {
+                p.wait()?;
+            }
+            Ok(t.elapsed().as_secs_f64())
+        };
+        run()?;
+        (0..reps.max(1)).try_fold(f64::INFINITY, |best, _| Ok::<f64, BenchError>(best.min(run()?)))
+    };
+    for &[m, n, k] in shapes {
+        let (a, b) = gemm_operands([m, n, k]);
+        let flops = 2.0 * m as f64 * n as f64 * k as f64;
+        let mut single = f64::NAN;
+        for &count in &counts {
+            let rows = split_rows(m, &vec![1.0; count], 128);
+            let mut tensors = Vec::new();
+            for (g, r) in gpus.iter().zip(&rows) {
+                let at = g.upload(&a[r.start * k..r.end * k])?;
+                tensors.push((at, g.upload(&b)?, g.zeros(r.len().max(1) * n)?));
+            }
+            let record = |i: usize| -> Result<crate::vk::Pending, BenchError> {
+                let (g, r, (at, bt, ct)) = (&gpus[i], &rows[i], &tensors[i]);
+                let mut rec = g.record()?;
+                if !r.is_empty() {
+                    let (av, bv) = (TensorMat::row_major(at, r.len(), k)?, TensorMat::row_major(bt, k, n)?);
+                    let cv = TensorMat::row_major(ct, r.len(), n)?;
+                    rec.gemm(1.0, av, bv, 0.0, cv, TensorBias::None, Activation::None)?;
+                }
+                Ok(rec.submit()?)
+            };
+            let t = time(&record, count)?;
+            let mut c = Vec::with_capacity(m * n);
+            for ((g, r), (_, _, ct)) in gpus.iter().zip(&rows).zip(&tensors) {
+                c.extend_from_slice(&g.download(ct)?[..r.len() * n]);
+            }
+            check_gemm("resident split", Backend::Vulkan, &a, &b, &c, [m, n, k])?;
+            if count == 1 {
+                single = t;
+            }
+            report(format!(
+                "gemm {m}x{n}x{k} on {count} device(s), resident: {:.3} ms ({:.1} GFLOPS), {:.2}x one device",
+                t * 1e3,
+                flops / t / 1e9,
+                single / t
+            ));
+        }
+    }
+    if conv_batch == 0 {
+        return Ok(());
+    }
+    let cpu = Cpu::new()?;
+    for (name, p) in crate::demo::layers(crate::demo::Layers::ResNet50) {
+        let p = sparkle_core::Conv2dParams { n: conv_batch, ..p };
+        let g = p.validate()?;
+        let (mut x, mut w) = (vec![0.0f32; g.input_len()], vec![0.0f32; g.weight_len()]);
+        fill(&mut x, 3);
+        fill(&mut w, 4);
+        let (in_per, out_per) = (g.input_len() / conv_batch, g.output_len() / conv_batch);
+        let mut single = f64::NAN;
+        for &count in &counts {
+            let images = split_rows(conv_batch, &vec![1.0; count], 1);
+            let mut parts = Vec::new();
+            for (gpu, r) in gpus.iter().zip(&images) {
+                let sub = sparkle_core::Conv2dParams { n: r.len().max(1), ..p }.validate()?;
+                let xt = gpu.upload(&x[r.start * in_per..r.end.max(r.start + 1) * in_per])?;
+                parts.push((sub, xt, gpu.upload(&w)?, gpu.zeros(sub.output_len())?));
+            }
+            let record = |i: usize| -> Result<crate::vk::Pending, BenchError> {
+                let (sub, xt, wt, yt) = &parts[i];
+                let mut rec = gpus[i].record()?;
+                rec.conv2d(sub, xt, wt, None, Activation::Relu, yt)?;
+                Ok(rec.submit()?)
+            };
+            let t = time(&record, count)?;
+            // The first image of every part against the CPU path (itself tested against the
+            // oracle).
+            for ((gpu, r), (sub, _, _, yt)) in gpus.iter().zip(&images).zip(&parts) {
+                let y = gpu.download(yt)?;
+                let one = sparkle_core::Conv2dParams { n: 1, ..*sub.params() }.validate()?;
+                let mut want = vec![0.0f32; out_per];
+                let epi = Epilogue::activation(Activation::Relu);
+                cpu.conv2d(&one, &x[r.start * in_per..(r.start + 1) * in_per], &w, &epi, &mut want)?;
+                let tol = tolerance_for(Backend::Vulkan, DType::F32, g.gemm_dims().2);
+                let err = y[..out_per].iter().zip(&want).map(|(a, b)| error(*a, f64::from(*b))).fold(0.0, f64::max);
+                if err > tol {
+                    return Err(format!("{name}: resident split is wrong on image {}: {err:e}", r.start).into());
+                }
+            }
+            if count == 1 {
+                single = t;
+            }
+            report(format!(
+                "conv2d {name} batch {conv_batch} on {count} device(s), resident: {:.3} ms ({:.1} GFLOPS), {:.2}x one device",
+                t * 1e3,
+                g.flops() / t / 1e9,
+                single / t
+            ));
+        }
+    }
+    Ok(())
+}
