@@ -2,8 +2,6 @@
 //! device, with typed failures (a fallback tells a lost device from one out of memory). The
 //! multi-device split, the cross-backend tests and the `Sparkle` handle use it.
 
-use std::fmt;
-
 use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
 
 use crate::cpu::CpuError;
@@ -25,7 +23,8 @@ pub enum DeviceErrorKind {
 }
 
 /// A device's failure, typed, with the device's own message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{device}: {message}")]
 pub struct DeviceError {
     /// Which device.
     pub device: DeviceId,
@@ -34,14 +33,6 @@ pub struct DeviceError {
     /// The device's message.
     pub message: String,
 }
-
-impl fmt::Display for DeviceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.device, self.message)
-    }
-}
-
-impl std::error::Error for DeviceError {}
 
 #[cfg(feature = "vulkan")]
 impl DeviceError {

@@ -4,7 +4,6 @@
 //! fallible and within a [`MemoryBudget`]. Writes are atomic ([`files::write_atomic`]), so a
 //! failure never leaves a partial output behind.
 
-use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -12,10 +11,11 @@ use crate::budget::MemoryBudget;
 use crate::files;
 
 /// Why a `.npy` file could not be read or written.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NpyError {
     /// The file could not be opened, read, written or renamed.
+    #[error("{}: {source}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -23,30 +23,13 @@ pub enum NpyError {
         source: std::io::Error,
     },
     /// Not a valid `.npy` file (bad magic, header, or data).
+    #[error("{}: {what}", path.display())]
     Format {
         /// The file.
         path: PathBuf,
         /// What is wrong.
         what: String,
     },
-}
-
-impl fmt::Display for NpyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NpyError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            NpyError::Format { path, what } => write!(f, "{}: {what}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for NpyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            NpyError::Io { source, .. } => Some(source),
-            NpyError::Format { .. } => None,
-        }
-    }
 }
 
 /// An f32 array: its shape and its elements in C order.

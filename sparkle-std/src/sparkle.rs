@@ -54,45 +54,21 @@ pub use tensor::{Tensor, TensorBias};
 
 /// Why an op through [`Sparkle`] failed. Device failures are not among them: those fall back to
 /// the CPU and are reported in [`Run::fallback`].
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SparkleError {
     /// Shapes, strides, epilogue or scalars rejected before any device ran (nothing written).
-    Invalid(sparkle_core::Error),
+    #[error("{0}")]
+    Invalid(#[from] sparkle_core::Error),
     /// The CPU path failed (its memory budget, or an ISA forced with `SPARKLE_ISA`).
-    Cpu(CpuError),
+    #[error("{0}")]
+    Cpu(#[source] CpuError),
     /// The configuration asked for something this machine does not have (a device, a setting).
+    #[error("{0}")]
     Config(String),
     /// A device failed and the re-run that should have replaced it failed too.
-    Device(DeviceError),
-}
-
-impl fmt::Display for SparkleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SparkleError::Invalid(e) => write!(f, "{e}"),
-            SparkleError::Cpu(e) => write!(f, "{e}"),
-            SparkleError::Config(e) => write!(f, "{e}"),
-            SparkleError::Device(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for SparkleError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SparkleError::Invalid(e) => Some(e),
-            SparkleError::Cpu(e) => Some(e),
-            SparkleError::Config(_) => None,
-            SparkleError::Device(e) => Some(e),
-        }
-    }
-}
-
-impl From<sparkle_core::Error> for SparkleError {
-    fn from(e: sparkle_core::Error) -> Self {
-        SparkleError::Invalid(e)
-    }
+    #[error("{0}")]
+    Device(#[source] DeviceError),
 }
 
 impl From<CpuError> for SparkleError {

@@ -1,63 +1,37 @@
 //! Errors of the Vulkan backend: never a panic, always a `Result` with the cause attached.
 
-use std::fmt;
-
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong talking to Vulkan.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VkError {
     /// No Vulkan loader (libvulkan) could be opened on this machine.
-    NoLoader(Source),
+    #[error("no Vulkan loader: {0}")]
+    NoLoader(#[source] Source),
     /// The loader works but reports no device with a compute queue (or the index is out of range).
+    #[error("no usable Vulkan compute device ({found} found)")]
     NoDevice {
         /// Devices found.
         found: usize,
     },
     /// Device memory ran out.
-    OutOfMemory(Source),
+    #[error("Vulkan device out of memory: {0}")]
+    OutOfMemory(#[source] Source),
     /// The device was lost (driver reset, GPU hang).
-    DeviceLost(Source),
+    #[error("Vulkan device lost: {0}")]
+    DeviceLost(#[source] Source),
     /// Input rejected by the core's validation.
-    Core(sparkle_core::Error),
+    #[error("{0}")]
+    Core(#[from] sparkle_core::Error),
     /// Any other Vulkan or vulkano failure, with what was being done.
+    #[error("Vulkan error while {what}: {source}")]
     Api {
         /// The step that failed.
         what: &'static str,
         /// vulkano's error.
         source: Source,
     },
-}
-
-impl fmt::Display for VkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            VkError::NoLoader(e) => write!(f, "no Vulkan loader: {e}"),
-            VkError::NoDevice { found } => write!(f, "no usable Vulkan compute device ({found} found)"),
-            VkError::OutOfMemory(e) => write!(f, "Vulkan device out of memory: {e}"),
-            VkError::DeviceLost(e) => write!(f, "Vulkan device lost: {e}"),
-            VkError::Core(e) => write!(f, "{e}"),
-            VkError::Api { what, source } => write!(f, "Vulkan error while {what}: {source}"),
-        }
-    }
-}
-
-impl std::error::Error for VkError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            VkError::NoLoader(e) | VkError::OutOfMemory(e) | VkError::DeviceLost(e) => Some(e.as_ref()),
-            VkError::Api { source, .. } => Some(source.as_ref()),
-            VkError::Core(e) => Some(e),
-            VkError::NoDevice { .. } => None,
-        }
-    }
-}
-
-impl From<sparkle_core::Error> for VkError {
-    fn from(e: sparkle_core::Error) -> Self {
-        VkError::Core(e)
-    }
 }
 
 /// Classifies a vulkano error: out-of-memory and device-lost get their own variants so callers

@@ -90,51 +90,21 @@ pub struct Cpu {
 }
 
 /// Errors of the CPU backend.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CpuError {
     /// Shapes, strides, epilogue or scalars rejected by the core.
-    Core(sparkle_core::Error),
+    #[error("{0}")]
+    Core(#[from] sparkle_core::Error),
     /// The requested ISA cannot run here.
-    Isa(IsaError),
+    #[error("{0}")]
+    Isa(#[source] IsaError),
     /// The op's scratch does not fit the memory budget, or the allocator refused it.
-    OutOfMemory(OverBudget),
+    #[error("{0}")]
+    OutOfMemory(#[from] OverBudget),
     /// A setting from the environment is invalid (it says which).
+    #[error("{0}")]
     Config(String),
-}
-
-impl std::fmt::Display for CpuError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CpuError::Core(e) => write!(f, "{e}"),
-            CpuError::Isa(e) => write!(f, "{e}"),
-            CpuError::OutOfMemory(e) => write!(f, "{e}"),
-            CpuError::Config(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for CpuError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            CpuError::Core(e) => Some(e),
-            CpuError::Isa(e) => Some(e),
-            CpuError::OutOfMemory(e) => Some(e),
-            CpuError::Config(_) => None,
-        }
-    }
-}
-
-impl From<OverBudget> for CpuError {
-    fn from(e: OverBudget) -> Self {
-        CpuError::OutOfMemory(e)
-    }
-}
-
-impl From<sparkle_core::Error> for CpuError {
-    fn from(e: sparkle_core::Error) -> Self {
-        CpuError::Core(e)
-    }
 }
 
 impl Cpu {

@@ -17,24 +17,15 @@ pub fn available_kernels() -> Vec<&'static Kernel> {
 }
 
 /// Why a forced ISA could not be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
     /// `SPARKLE_ISA` named something unknown.
+    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon")]
     Unknown(String),
     /// The named ISA has no kernel in this build or is not supported by this CPU.
+    #[error("the {0} kernels cannot run here: this CPU or build lacks them")]
     Unsupported(&'static str),
 }
-
-impl std::fmt::Display for IsaError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IsaError::Unknown(s) => write!(f, "SPARKLE_ISA={s} is not one of generic, avx2, avx512, neon"),
-            IsaError::Unsupported(s) => write!(f, "the {s} kernels cannot run here: this CPU or build lacks them"),
-        }
-    }
-}
-
-impl std::error::Error for IsaError {}
 
 /// The kernel for `isa`, if this build has one and this CPU runs it.
 pub fn kernel_for_isa(isa: Isa) -> Result<&'static Kernel, IsaError> {
