@@ -4,7 +4,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use sparkle_core::conv::fused::pack_im2col_panels;
+use sparkle_core::conv::operands::pack_im2col_panels;
 use sparkle_core::conv::im2col::{im2col, im2col_len};
 use sparkle_core::{Conv2dParams, Padding, TensorLayout, WeightLayout};
 

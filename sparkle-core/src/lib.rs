@@ -18,11 +18,12 @@
 //! the numbers that were wrong.
 //!
 //! ## Where `unsafe` is, and why the safe API is sound
-//! `unsafe` is denied crate-wide and allowed in four places only: [`arch`] (the SIMD kernels and
+//! `unsafe` is denied crate-wide and allowed in five places only: [`arch`] (the SIMD kernels and
 //! CPU detection), `gemm/pack.rs` (packing into raw panels), [`gemm::driver`] (the loop nest that
-//! calls the kernels) and [`conv::fused`] (the im2col gather that packs conv inputs for the same
-//! driver). The safe entry points that reach them are [`gemm::gemm`], [`gemm::driver::gemm_with`],
-//! [`conv::conv2d`], [`conv::fused::conv2d_with`], [`conv::fused::pack_im2col_panels`] and
+//! calls the kernels), [`conv::operands`] (the im2col gather that packs conv inputs for the same
+//! driver) and [`conv::fused`] (the conv driver that hands them, and the depthwise kernel's
+//! arguments, to the kernels). The safe entry points that reach them are [`gemm::gemm`], [`gemm::driver::gemm_with`],
+//! [`conv::conv2d`], [`conv::fused::conv2d_with`], [`conv::operands::pack_im2col_panels`] and
 //! [`arch::peak::fma_burst`]. Each validates everything the unsafe code relies on before calling
 //! an `_unchecked` twin: views against their slices and each other (no self-aliasing C), shapes,
 //! epilogue lengths, non-zero blocking, scratch length with checked arithmetic. The two things it
@@ -37,7 +38,8 @@
 //! MSRV: see the workspace `rust-version`.
 #![no_std]
 #![deny(missing_docs)]
-// Unsafe is confined to arch/, gemm/pack.rs, gemm/driver.rs and conv/fused.rs, each of which opts in
+// Unsafe is confined to arch/, gemm/pack.rs, gemm/driver.rs, conv/operands.rs and conv/fused.rs,
+// each of which opts in
 // (see "Where `unsafe` is" above).
 #![deny(unsafe_code)]
 

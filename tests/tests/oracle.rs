@@ -177,7 +177,7 @@ proptest! {
         let rows = (usize::from(r0) % gemm_k)..gemm_k;
         let cols = (usize::from(c0) % pixels)..pixels;
         let mut packed = vec![f32::NAN; cols.len().div_ceil(nr) * nr * rows.len()];
-        sparkle_core::conv::fused::pack_im2col_panels(&g, &input, p.n - 1, p.groups - 1, rows.clone(), cols.clone(), nr, &mut packed).unwrap();
+        sparkle_core::conv::operands::pack_im2col_panels(&g, &input, p.n - 1, p.groups - 1, rows.clone(), cols.clone(), nr, &mut packed).unwrap();
         let mut col = vec![0.0; im2col_len(&g).unwrap()];
         im2col(&g, &input, p.n - 1, p.groups - 1, &mut col).unwrap();
         for (q, row) in rows.clone().enumerate() {

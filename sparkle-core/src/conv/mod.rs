@@ -4,6 +4,7 @@
 pub mod fused;
 pub mod geometry;
 pub mod im2col;
+pub mod operands;
 pub mod path;
 pub mod reference;
 
