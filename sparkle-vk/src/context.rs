@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use vulkano::command_buffer::{AutoCommandBufferBuilder, PrimaryAutoCommandBuffer};
 use vulkano::device::{Device, DeviceCreateInfo, Queue, QueueCreateInfo};
 use vulkano::memory::allocator::StandardMemoryAllocator;
 
@@ -10,7 +11,7 @@ use crate::error::{api, Result, VkError};
 use crate::plan::Tuning;
 use crate::pool::Pool;
 use crate::shaders::Pipelines;
-use crate::submit::Submitter;
+use crate::submit::{Submission, Submitter};
 
 /// One opened device: its compute queue and the allocators every pipeline shares.
 #[derive(Debug)]
@@ -70,6 +71,20 @@ impl Context {
         };
         let best = all.iter().min_by_key(|d| rank(d)).ok_or(VkError::NoDevice { found: 0 })?;
         Self::new(best.index)
+    }
+
+    /// Submits `cb` after everything submitted before on this queue, without waiting
+    /// ([`Submitter::submit`]); then writes pipelines created while recording it to the disk
+    /// cache, so no disk write happens inside a recording.
+    pub(crate) fn submit(&self, cb: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>) -> Result<Submission> {
+        let submission = self.submitter.submit(cb)?;
+        self.pipelines.persist();
+        Ok(submission)
+    }
+
+    /// [`Context::submit`], then waits for the device.
+    pub(crate) fn submit_and_wait(&self, cb: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>) -> Result<()> {
+        self.submit(cb)?.wait(None).map_err(api("waiting for the device"))
     }
 
     /// What this device is.

@@ -1,8 +1,7 @@
 //! The ops on host slices ([`Context::gemm`], [`Context::conv2d`]): validated by the core,
 //! planned ([`crate::plan`]), operands uploaded through the pool's staging buffers, the plan
 //! recorded and submitted, the result copied back. Also the recording of a plan that resident
-//! ops share, the tuning that plans read (measured by [`Context::retune`], kept by `tune`), and
-//! the resident timings benchmarks use.
+//! ops share and the resident timings that benchmarks and the autotune (`tune.rs`) use.
 use std::time::Instant;
 
 use sparkle_core::epilogue::{Activation, Bias, Epilogue};
@@ -16,71 +15,14 @@ use vulkano::memory::allocator::MemoryTypeFilter;
 use crate::context::Context;
 use crate::error::{api, Result};
 use crate::params::{gemm_params, with_epilogue};
-use crate::plan::{conv_plan, gemm_plan, with_bias_mode, Plan, Tuning};
+use crate::plan::{conv_plan, gemm_plan, with_bias_mode, Plan};
 use crate::pool::Scratch;
-use crate::tune;
 
 /// Records an op over (A, B, C, bias) into a command buffer.
 type Recorder<'a> =
     dyn Fn(&mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>, [&Subbuffer<[f32]>; 4]) -> Result<()> + 'a;
 
 impl Context {
-    fn min_vec4_tiles(&self) -> u32 {
-        self.tuning().min_vec4_tiles
-    }
-
-    /// This device's kernel choices: set by [`Context::set_tuning`], else remembered from an
-    /// earlier run, else measured now by [`Context::retune`] (and [`Tuning::DEFAULT`] if that
-    /// fails).
-    pub fn tuning(&self) -> Tuning {
-        if let Some(t) = *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) {
-            return t;
-        }
-        let t = match tune::load(self.info()) {
-            Some(t) => t,
-            None => self.retune().unwrap_or_else(|e| {
-                eprintln!("sparkle: the Vulkan autotune failed on {} ({e}); using defaults", self.info().name);
-                Tuning::DEFAULT
-            }),
-        };
-        *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
-        t
-    }
-
-    /// Uses `t` from now on in this context (not saved).
-    pub fn set_tuning(&self, t: Tuning) {
-        *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
-    }
-
-    /// Measures this device's kernel choices, uses and saves them. Square row-major GEMMs of
-    /// growing size run on both kernels until the 64x64 one takes over 0.1 s (so a slow device
-    /// such as lavapipe stops early); the vec4 kernel takes over from the size where it wins at
-    /// every larger measured size.
-    pub fn retune(&self) -> Result<Tuning> {
-        let mut points = Vec::new();
-        for s in [256u32, 512, 1024, 2048, 4096] {
-            let n = s as usize;
-            let params = gemm_params(1.0, [n, n, n, 1], [n, 1], 0.0, [n, n, 1])?;
-            let small = gemm_plan(&params, u32::MAX)?;
-            let big = gemm_plan(&params, 0)?;
-            let len = (s * s) as usize;
-            let time = |plan: &Plan| -> Result<f64> {
-                let one = self.time_resident(plan, [len; 3], 1)?;
-                let reps = (0.02 / one).clamp(1.0, 50.0) as u32;
-                self.time_resident(plan, [len; 3], reps)
-            };
-            let general = time(&small)?;
-            points.push((big.groups[0] * big.groups[1], time(&big)? / general));
-            if general > 0.1 {
-                break;
-            }
-        }
-        let t = Tuning { min_vec4_tiles: tune::threshold(&points), ..Tuning::DEFAULT };
-        tune::save(self.info(), &t);
-        self.set_tuning(t);
-        Ok(t)
-    }
-
     /// Records `plan`'s dispatches over these buffers (and a pooled workspace for split-K).
     pub(crate) fn record_plan(
         &self,
@@ -146,7 +88,7 @@ impl Context {
         let bias = self.pool.upload(&mut cb, bias_data)?;
         self.record_plan(&mut cb, &plan, [&ab, &bb, &cbuf, &bias])?;
         let out = self.pool.readback(&mut cb, &cbuf, c_len)?;
-        self.submitter.submit_and_wait(cb)?;
+        self.submit_and_wait(cb)?;
         let out = out.read().map_err(api("reading C back"))?;
         // Only the view's elements: gaps between rows or columns stay as the caller left them.
         let (rs, cs) = (c.rs(), c.cs());
@@ -213,7 +155,7 @@ impl Context {
         let bias = self.pool.upload(&mut cb, bias_data)?;
         self.record_conv2d(&mut cb, g, epi.activation, !bias_data.is_empty(), [&wb, &xb, &yb, &bias])?;
         let out = self.pool.readback(&mut cb, &yb, output.len())?;
-        self.submitter.submit_and_wait(cb)?;
+        self.submit_and_wait(cb)?;
         output.copy_from_slice(&out.read().map_err(api("reading the output back"))?);
         Ok(())
     }
@@ -221,7 +163,7 @@ impl Context {
     /// `reps` runs of a plan recorded in one command buffer over device-resident buffers of the
     /// given lengths (A, B, C), timed from submission to completion after a one-run warm-up
     /// (pipeline creation excluded): seconds per run.
-    fn time_resident(&self, plan: &Plan, lens: [usize; 3], reps: u32) -> Result<f64> {
+    pub(crate) fn time_resident(&self, plan: &Plan, lens: [usize; 3], reps: u32) -> Result<f64> {
         self.time_recorded(lens, reps, &|cb, bufs| self.record_plan(cb, plan, bufs))
     }
 
@@ -241,7 +183,7 @@ impl Context {
                 record(&mut cb, [&ab, &bb, &cbuf, &bias])?;
             }
             let t = Instant::now();
-            self.submitter.submit_and_wait(cb)?;
+            self.submit_and_wait(cb)?;
             Ok(t.elapsed().as_secs_f64())
         };
         run(1)?;

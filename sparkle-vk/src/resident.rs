@@ -192,7 +192,7 @@ impl Context {
     pub fn upload(&self, data: &[f32]) -> Result<Tensor> {
         let mut cb = self.submitter.begin()?;
         let buf = self.pool.upload_into(&mut cb, data, TENSOR_USAGE)?;
-        self.submitter.submit(cb)?.wait(None).map_err(api("waiting for an upload"))?;
+        self.submit(cb)?.wait(None).map_err(api("waiting for an upload"))?;
         Ok(Tensor { buf })
     }
 
@@ -201,7 +201,7 @@ impl Context {
         let buf = self.pool.buffer(len, TENSOR_USAGE, MemoryTypeFilter::PREFER_DEVICE)?;
         let mut cb = self.submitter.begin()?;
         cb.fill_buffer(buf.clone().reinterpret(), 0).map_err(api("recording a fill"))?;
-        self.submitter.submit(cb)?.wait(None).map_err(api("waiting for a fill"))?;
+        self.submit(cb)?.wait(None).map_err(api("waiting for a fill"))?;
         Ok(Tensor { buf })
     }
 
@@ -210,7 +210,7 @@ impl Context {
         self.check_owner(t)?;
         let mut cb = self.submitter.begin()?;
         let host = self.pool.readback(&mut cb, &t.buf, t.len())?;
-        self.submitter.submit(cb)?.wait(None).map_err(api("waiting for a download"))?;
+        self.submit(cb)?.wait(None).map_err(api("waiting for a download"))?;
         let data = host.read().map_err(api("reading a download"))?.to_vec();
         Ok(data)
     }
@@ -393,7 +393,7 @@ impl Recording<'_> {
                 .map_err(api("writing a timestamp"))?;
         }
         let submitted = Instant::now();
-        let future = self.ctx.submitter.submit(self.cb)?;
+        let future = self.ctx.submit(self.cb)?;
         Ok(Pending { future, queries: self.queries, submitted })
     }
 }

@@ -3,6 +3,7 @@
 //! bound for one dispatch with the op's buffers and push constants.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vulkano::buffer::Subbuffer;
@@ -84,6 +85,14 @@ pub(crate) struct Pipelines {
     cache: Option<Arc<PipelineCache>>,
     descriptors: Arc<StandardDescriptorSetAllocator>,
     map: Mutex<HashMap<Kind, Arc<ComputePipeline>>>,
+    /// A pipeline was created since the disk cache was last written.
+    unsaved: AtomicBool,
+}
+
+impl Drop for Pipelines {
+    fn drop(&mut self) {
+        self.persist();
+    }
 }
 
 impl std::fmt::Debug for Pipelines {
@@ -97,7 +106,18 @@ impl Pipelines {
     pub(crate) fn new(device: Arc<Device>, info: DeviceInfo) -> Self {
         let cache = crate::cache::load(&device, &info);
         let descriptors = Arc::new(StandardDescriptorSetAllocator::new(device.clone(), Default::default()));
-        Pipelines { device, info, cache, descriptors, map: Mutex::default() }
+        Pipelines { device, info, cache, descriptors, map: Mutex::default(), unsaved: AtomicBool::new(false) }
+    }
+
+    /// Writes the disk cache if a pipeline was created since it was last written. Called after a
+    /// submission (pipelines are created while recording; the disk write waits until the
+    /// recording is closed) and when the context is dropped.
+    pub(crate) fn persist(&self) {
+        if self.unsaved.swap(false, Ordering::AcqRel) {
+            if let Some(disk) = &self.cache {
+                crate::cache::save(disk, &self.info);
+            }
+        }
     }
 
     /// The descriptor-set allocator the dispatches use.
@@ -137,9 +157,7 @@ impl Pipelines {
             .ok_or(VkError::Api { what: "finding the shader entry point", source: "no `main`".into() })?;
         let pipeline = compute_pipeline(device, self.cache.clone(), entry)?;
         cache.insert(kind, pipeline.clone());
-        if let Some(disk) = &self.cache {
-            crate::cache::save(disk, &self.info);
-        }
+        self.unsaved.store(true, Ordering::Release);
         Ok(pipeline)
     }
 

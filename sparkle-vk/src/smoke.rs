@@ -68,7 +68,7 @@ impl Context {
         // SAFETY: the shader bounds-checks every invocation against `len`, and both buffers hold
         // exactly `len` floats, so no invocation reads or writes out of bounds.
         unsafe { builder.dispatch([len.div_ceil(LOCAL_SIZE), 1, 1]) }.map_err(api("recording the dispatch"))?;
-        self.submitter.submit_and_wait(builder)?;
+        self.submit_and_wait(builder)?;
         let out = yb.read().map_err(api("reading y back"))?;
         y.copy_from_slice(&out);
         Ok(())

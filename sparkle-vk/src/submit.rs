@@ -119,10 +119,6 @@ impl Submitter {
         .map_err(api("beginning a command buffer"))
     }
 
-    pub(crate) fn submit_and_wait(&self, cb: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>) -> Result<()> {
-        self.submit(cb)?.wait(None).map_err(api("waiting for the device"))
-    }
-
     /// Submits `cb` after everything submitted before on this queue (chained futures: the
     /// device may run it as soon as its inputs are written) and returns without waiting.
     pub(crate) fn submit(&self, cb: AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>) -> Result<Submission> {

@@ -2,11 +2,74 @@
 //! short autotune on first use (a few resident GEMMs of growing size, well under a second on a
 //! GPU) and remembered in the cache directory next to the pipeline cache, keyed by device UUID,
 //! driver version and crate version. A file that cannot be parsed is reported and re-measured.
+//! The autotune itself ([`Context::retune`]) and the context's tuning accessors live here too.
 
 use std::path::PathBuf;
 
+use crate::context::Context;
 use crate::device::DeviceInfo;
+use crate::error::Result;
+use crate::params::gemm_params;
 pub use crate::plan::Tuning;
+use crate::plan::{gemm_plan, Plan};
+
+impl Context {
+    pub(crate) fn min_vec4_tiles(&self) -> u32 {
+        self.tuning().min_vec4_tiles
+    }
+
+    /// This device's kernel choices: set by [`Context::set_tuning`], else remembered from an
+    /// earlier run, else measured now by [`Context::retune`] (and [`Tuning::DEFAULT`] if that
+    /// fails).
+    pub fn tuning(&self) -> Tuning {
+        if let Some(t) = *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) {
+            return t;
+        }
+        let t = match load(self.info()) {
+            Some(t) => t,
+            None => self.retune().unwrap_or_else(|e| {
+                eprintln!("sparkle: the Vulkan autotune failed on {} ({e}); using defaults", self.info().name);
+                Tuning::DEFAULT
+            }),
+        };
+        *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        t
+    }
+
+    /// Uses `t` from now on in this context (not saved).
+    pub fn set_tuning(&self, t: Tuning) {
+        *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+    }
+
+    /// Measures this device's kernel choices, uses and saves them. Square row-major GEMMs of
+    /// growing size run on both kernels until the 64x64 one takes over 0.1 s (so a slow device
+    /// such as lavapipe stops early); the vec4 kernel takes over from the size where it wins at
+    /// every larger measured size.
+    pub fn retune(&self) -> Result<Tuning> {
+        let mut points = Vec::new();
+        for s in [256u32, 512, 1024, 2048, 4096] {
+            let n = s as usize;
+            let params = gemm_params(1.0, [n, n, n, 1], [n, 1], 0.0, [n, n, 1])?;
+            let small = gemm_plan(&params, u32::MAX)?;
+            let big = gemm_plan(&params, 0)?;
+            let len = (s * s) as usize;
+            let time = |plan: &Plan| -> Result<f64> {
+                let one = self.time_resident(plan, [len; 3], 1)?;
+                let reps = (0.02 / one).clamp(1.0, 50.0) as u32;
+                self.time_resident(plan, [len; 3], reps)
+            };
+            let general = time(&small)?;
+            points.push((big.groups[0] * big.groups[1], time(&big)? / general));
+            if general > 0.1 {
+                break;
+            }
+        }
+        let t = Tuning { min_vec4_tiles: threshold(&points), ..Tuning::DEFAULT };
+        save(self.info(), &t);
+        self.set_tuning(t);
+        Ok(t)
+    }
+}
 
 const HEADER: &str = "sparkle-vk tuning 3";
 
