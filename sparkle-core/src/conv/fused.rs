@@ -10,9 +10,9 @@ use crate::arch::Kernel;
 use crate::conv::operands::{Im2col, Im2colT};
 use crate::conv::{check_epilogue, choose_path, Conv2d, Conv2dPath};
 use crate::epilogue::{Bias, Epilogue};
-use crate::error::{Error, Param, Result};
+use crate::error::Result;
 use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::{gemm_operands, gemm_scratch_len, Executor, Pinned};
+use crate::gemm::driver::{gemm_operands, gemm_scratch_len, OutPtr, Workspace};
 use crate::layout::TensorLayout;
 use crate::view::MatRef;
 
@@ -28,63 +28,55 @@ pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, work
     }
 }
 
-/// `output = act(conv2d(input, weight) + bias)` with `kernel`, `blocking`, `exec`'s workers and
-/// caller scratch of at least [`conv2d_scratch_len`] floats. Validates everything first; on an
-/// error nothing has been written.
-#[allow(clippy::too_many_arguments)]
+/// `output = act(conv2d(input, weight) + bias)` in `ws` (its kernels, blocking, workers and
+/// scratch of at least [`conv2d_scratch_len`] floats). Validates everything first; on an error
+/// nothing has been written.
 pub fn conv2d_with(
     g: &Conv2d,
     input: &[f32],
     weight: &[f32],
     epi: &Epilogue<'_>,
     output: &mut [f32],
-    kernel: &Kernel,
-    blocking: &Blocking,
-    exec: &(dyn Executor + Sync),
-    scratch: &mut [f32],
+    mut ws: Workspace<'_>,
 ) -> Result<()> {
     g.check_buffers(input.len(), weight.len(), None, output.len())?;
     check_epilogue(g, epi)?;
-    if blocking.mc == 0 || blocking.kc == 0 || blocking.nc == 0 {
-        return Err(Error::Zero { param: Param::Tile });
+    let (kernel, blocking) = (ws.kernel, ws.blocking);
+    ws.validated(
+        |workers| conv2d_scratch_len(g, kernel, blocking, workers),
+        // SAFETY: buffers, epilogue, blocking and scratch validated; the executor is pinned; a
+        // `Kernel` exists only on a CPU that runs its ISA.
+        |ws| unsafe { conv2d_unchecked(g, input, weight, epi, output, ws) },
+    )
+}
+
+/// A conv's bias: one value per output channel ([`check_epilogue`] allows only that, or none).
+fn per_channel_bias<'a>(epi: &Epilogue<'a>) -> Option<&'a [f32]> {
+    match epi.bias {
+        Bias::Row(b) => Some(b),
+        _ => None,
     }
-    let exec = &Pinned::new(exec)?;
-    let required = conv2d_scratch_len(g, kernel, blocking, exec.workers())?;
-    if scratch.len() < required {
-        return Err(Error::TooSmall { param: Param::Scratch, required, found: scratch.len() });
-    }
-    // SAFETY: buffers, epilogue and scratch validated above; a `Kernel` exists only on a CPU that
-    // runs its ISA.
-    unsafe { conv2d_unchecked(g, input, weight, epi, output, kernel, blocking, exec, scratch) };
-    Ok(())
 }
 
 /// [`conv2d_with`] without validation.
 ///
 /// # Safety
 /// Everything [`conv2d_with`] checks must hold.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn conv2d_unchecked(
     g: &Conv2d,
     input: &[f32],
     weight: &[f32],
     epi: &Epilogue<'_>,
     output: &mut [f32],
-    kernel: &Kernel,
-    blocking: &Blocking,
-    exec: &(dyn Executor + Sync),
-    scratch: &mut [f32],
+    ws: &mut Workspace<'_>,
 ) {
     let p = g.params();
-    let bias = match epi.bias {
-        Bias::Row(b) => Some(b),
-        _ => None,
-    };
     if choose_path(g) == Conv2dPath::Depthwise {
         // SAFETY: forwarded contract.
-        unsafe { depthwise(g, input, weight, bias, epi, output, kernel, exec, scratch) };
+        unsafe { depthwise(g, input, weight, epi, output, ws) };
         return;
     }
+    let bias = per_channel_bias(epi);
     let (kg, hw, gemm_k) = g.gemm_dims();
     let cg = g.cg();
     let out = output.as_mut_ptr();
@@ -105,11 +97,11 @@ pub(crate) unsafe fn conv2d_unchecked(
                         let x0 = g.input_index(n, grp * cg, 0, 0);
                         let Ok(x) = MatRef::row_major(&input[x0..x0 + cg * hw], cg, hw) else { return };
                         // SAFETY: forwarded contract; C rows are hw apart, contiguous.
-                        unsafe { gemm_operands(1.0, &wg, &x, 0.0, c, hw, 1, &epi, kernel, blocking, exec, scratch) };
+                        unsafe { gemm_operands(1.0, &wg, &x, 0.0, OutPtr { ptr: c, rs: hw, cs: 1 }, &epi, ws) };
                     } else {
                         let x = Im2col::new(g, input, n, grp);
                         // SAFETY: as above.
-                        unsafe { gemm_operands(1.0, &wg, &x, 0.0, c, hw, 1, &epi, kernel, blocking, exec, scratch) };
+                        unsafe { gemm_operands(1.0, &wg, &x, 0.0, OutPtr { ptr: c, rs: hw, cs: 1 }, &epi, ws) };
                     }
                 }
                 // C^T (hw x kg) = im2col^T (hw x gemm_k) * W^T (gemm_k x kg), rows of C^T contiguous.
@@ -121,11 +113,11 @@ pub(crate) unsafe fn conv2d_unchecked(
                         let len = (hw - 1) * p.c + cg;
                         let Ok(x) = MatRef::new(&input[x0..x0 + len], hw, cg, p.c, 1) else { return };
                         // SAFETY: forwarded contract; C^T rows are k apart, contiguous.
-                        unsafe { gemm_operands(1.0, &x, &wt, 0.0, c, p.k, 1, &epi, kernel, blocking, exec, scratch) };
+                        unsafe { gemm_operands(1.0, &x, &wt, 0.0, OutPtr { ptr: c, rs: p.k, cs: 1 }, &epi, ws) };
                     } else {
                         let x = Im2colT(Im2col::new(g, input, n, grp));
                         // SAFETY: as above.
-                        unsafe { gemm_operands(1.0, &x, &wt, 0.0, c, p.k, 1, &epi, kernel, blocking, exec, scratch) };
+                        unsafe { gemm_operands(1.0, &x, &wt, 0.0, OutPtr { ptr: c, rs: p.k, cs: 1 }, &epi, ws) };
                     }
                 }
             }
@@ -137,18 +129,16 @@ pub(crate) unsafe fn conv2d_unchecked(
 ///
 /// # Safety
 /// As [`conv2d_unchecked`], for a depthwise geometry.
-#[allow(clippy::too_many_arguments)]
 unsafe fn depthwise(
     g: &Conv2d,
     input: &[f32],
     weight: &[f32],
-    bias: Option<&[f32]>,
     epi: &Epilogue<'_>,
     output: &mut [f32],
-    kernel: &Kernel,
-    exec: &(dyn Executor + Sync),
-    scratch: &mut [f32],
+    ws: &mut Workspace<'_>,
 ) {
+    let bias = per_channel_bias(epi);
+    let (kernel, exec, scratch) = (ws.kernel, ws.exec, &mut *ws.scratch);
     let p = g.params();
     let (weights, items) = match p.layout {
         TensorLayout::Nchw => (weight, p.n * p.c),

@@ -14,7 +14,7 @@ pub use path::{choose_path, Conv2dPath};
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::{Blocking, CacheSizes};
-use crate::gemm::driver::Sequential;
+use crate::gemm::driver::{Sequential, Workspace};
 
 /// Floats of scratch [`conv2d`] needs for `g`.
 pub fn scratch_len(g: &Conv2d) -> Result<usize> {
@@ -35,7 +35,14 @@ pub fn conv2d(
 ) -> Result<()> {
     let kernel = crate::arch::Kernel::best();
     let blocking = Blocking::for_kernel(kernel, CacheSizes::STATIC);
-    fused::conv2d_with(g, input, weight, epi, output, kernel, &blocking, &Sequential, scratch)
+    fused::conv2d_with(
+        g,
+        input,
+        weight,
+        epi,
+        output,
+        Workspace { kernel, blocking: &blocking, exec: &Sequential, scratch },
+    )
 }
 
 /// Checks an epilogue for a conv: the activation's parameters, and a bias (if any) that is one

@@ -48,6 +48,61 @@ unsafe impl Executor for Sequential {
     }
 }
 
+/// How and where a driver runs: the kernels, the cache blocking, the workers, and caller scratch
+/// of at least [`gemm_scratch_len`] (GEMM) or [`crate::conv::fused::conv2d_scratch_len`] (conv)
+/// floats for `exec`'s workers. The drivers validate all of it before running.
+pub struct Workspace<'a> {
+    /// The kernels (their ISA proved by the `Kernel`).
+    pub kernel: &'a Kernel,
+    /// Cache blocking.
+    pub blocking: &'a Blocking,
+    /// The workers.
+    pub exec: &'a (dyn Executor + Sync),
+    /// Packing scratch.
+    pub scratch: &'a mut [f32],
+}
+
+impl core::fmt::Debug for Workspace<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("kernel", &self.kernel.id())
+            .field("blocking", self.blocking)
+            .field("workers", &self.exec.workers())
+            .field("scratch", &self.scratch.len())
+            .finish()
+    }
+}
+
+impl Workspace<'_> {
+    /// Checks the blocking, reads the worker count once (see [`Pinned`]) and checks the scratch
+    /// against `required(workers)`; then runs `f` with the pinned executor.
+    pub(crate) fn validated<T>(
+        &mut self,
+        required: impl FnOnce(usize) -> Result<usize>,
+        f: impl FnOnce(&mut Workspace<'_>) -> T,
+    ) -> Result<T> {
+        let b = self.blocking;
+        if b.mc == 0 || b.kc == 0 || b.nc == 0 {
+            return Err(Error::Zero { param: Param::Tile });
+        }
+        let exec = Pinned::new(self.exec)?;
+        let required = required(exec.workers())?;
+        if self.scratch.len() < required {
+            return Err(Error::TooSmall { param: Param::Scratch, required, found: self.scratch.len() });
+        }
+        let mut pinned = Workspace { kernel: self.kernel, blocking: self.blocking, exec: &exec, scratch: self.scratch };
+        Ok(f(&mut pinned))
+    }
+}
+
+/// Where C is for [`gemm_operands`]: element `(i, j)` at `ptr + i*rs + j*cs`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OutPtr {
+    pub ptr: *mut f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+
 /// An executor with its worker count read once: the drivers size the scratch and split the work
 /// by this one number whatever a later `workers()` would say, and indices past it are ignored.
 pub(crate) struct Pinned<'a> {
@@ -112,9 +167,8 @@ pub fn gemm_scratch_len(
     mul(per_worker, workers.max(1), Param::Scratch)
 }
 
-/// `C <- act(alpha * A * B + beta * C + bias)` with `kernel`, `blocking`, caller scratch
-/// (at least [`gemm_scratch_len`] floats) and `exec`'s workers. Validates everything first.
-#[allow(clippy::too_many_arguments)]
+/// `C <- act(alpha * A * B + beta * C + bias)` in `ws` (its kernels, blocking, workers and
+/// scratch of at least [`gemm_scratch_len`] floats). Validates everything first.
 pub fn gemm_with(
     alpha: f32,
     a: MatRef<'_>,
@@ -122,25 +176,20 @@ pub fn gemm_with(
     beta: f32,
     mut c: MatMut<'_>,
     epi: &Epilogue<'_>,
-    kernel: &Kernel,
-    blocking: &Blocking,
-    exec: &(dyn Executor + Sync),
-    scratch: &mut [f32],
+    mut ws: Workspace<'_>,
 ) -> Result<GemmDims> {
     let d = check(alpha, &a, &b, beta, &c, epi)?;
-    if blocking.mc == 0 || blocking.kc == 0 || blocking.nc == 0 {
-        return Err(Error::Zero { param: Param::Tile });
-    }
-    let exec = &Pinned::new(exec)?;
-    let required = gemm_scratch_len(kernel, blocking, d.m, d.n, d.k, exec.workers())?;
-    if scratch.len() < required {
-        return Err(Error::TooSmall { param: Param::Scratch, required, found: scratch.len() });
-    }
-    if d.m == 0 || d.n == 0 {
-        return Ok(d);
-    }
-    // SAFETY: shapes, epilogue and scratch were validated above; `c` is an exclusive, alias-free view.
-    unsafe { gemm_unchecked(alpha, a, b, beta, &mut c, epi, kernel, blocking, exec, scratch) };
+    let (kernel, blocking) = (ws.kernel, ws.blocking);
+    ws.validated(
+        |workers| gemm_scratch_len(kernel, blocking, d.m, d.n, d.k, workers),
+        |ws| {
+            if d.m > 0 && d.n > 0 {
+                // SAFETY: shapes, epilogue, blocking and scratch were validated; `c` is an
+                // exclusive, alias-free view; the executor is pinned.
+                unsafe { gemm_unchecked(alpha, a, b, beta, &mut c, epi, ws) };
+            }
+        },
+    )?;
     Ok(d)
 }
 
@@ -237,7 +286,6 @@ struct Problem<'a> {
 /// # Safety
 /// Everything [`gemm_with`] checks must hold: matching shapes, a valid epilogue, `m, n > 0`,
 /// non-zero blocking, and `scratch.len() >= gemm_scratch_len(...)` for `exec.workers()`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_unchecked(
     alpha: f32,
     a: MatRef<'_>,
@@ -245,10 +293,7 @@ pub(crate) unsafe fn gemm_unchecked(
     beta: f32,
     c: &mut MatMut<'_>,
     epi: &Epilogue<'_>,
-    kernel: &Kernel,
-    blocking: &Blocking,
-    exec: &(dyn Executor + Sync),
-    scratch: &mut [f32],
+    ws: &mut Workspace<'_>,
 ) {
     // The kernels store whole vectors along rows of C; a column-major C is computed transposed.
     let transpose = c.cs() != 1 && c.rs() == 1;
@@ -264,12 +309,12 @@ pub(crate) unsafe fn gemm_unchecked(
     };
     let (rs_c, cs_c) = if transpose { (c.cs(), c.rs()) } else { (c.rs(), c.cs()) };
     let epi = Epilogue { bias, activation: epi.activation };
+    let out = OutPtr { ptr: c.as_mut_ptr(), rs: rs_c, cs: cs_c };
     // SAFETY: forwarded contract; the transposed C view is the same memory.
-    unsafe { gemm_operands(alpha, &a, &b, beta, c.as_mut_ptr(), rs_c, cs_c, &epi, kernel, blocking, exec, scratch) }
+    unsafe { gemm_operands(alpha, &a, &b, beta, out, &epi, ws) }
 }
 
-/// The driver over any operands: `C <- act(alpha * A * B + beta * C + bias)` with C at `c`
-/// (element `(i, j)` at `c + i*rs_c + j*cs_c`). Operands are trait objects: packing is called
+/// The driver over any operands: `C <- act(alpha * A * B + beta * C + bias)` with C at `c`. Operands are trait objects: packing is called
 /// once per block, so dynamic dispatch costs nothing measurable, and one copy of the loop nest
 /// serves GEMM and both conv layouts (it was three, 7.6 KiB of Cortex-M4 code).
 ///
@@ -277,21 +322,17 @@ pub(crate) unsafe fn gemm_unchecked(
 /// `a.cols() == b.rows()`, `m, n > 0`; every C element valid, exclusive and alias-free; the
 /// epilogue's bias matches `m x n`; blocking non-zero; `scratch` at least
 /// `gemm_scratch_len(kernel, blocking, m, n, k, exec.workers())` floats.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_operands(
     alpha: f32,
     a: &dyn Operand,
     b: &dyn Operand,
     beta: f32,
-    c: *mut f32,
-    rs_c: usize,
-    cs_c: usize,
+    c: OutPtr,
     epi: &Epilogue<'_>,
-    kernel: &Kernel,
-    blocking: &Blocking,
-    exec: &(dyn Executor + Sync),
-    scratch: &mut [f32],
+    ws: &mut Workspace<'_>,
 ) {
+    let (kernel, blocking, exec) = (ws.kernel, ws.blocking, ws.exec);
+    let (c, rs_c, cs_c) = (c.ptr, c.rs, c.cs);
     let d = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
     // Cannot fail: gemm_scratch_len computed the same quantities with checked arithmetic.
     let Ok((mc, kc, nc)) = effective(kernel, blocking, &d) else { return };
@@ -312,7 +353,7 @@ pub(crate) unsafe fn gemm_operands(
     };
     let workers = exec.workers().max(1);
     let per_worker = kc * nc + mc * kc;
-    let scratch = SharedMut(scratch.as_mut_ptr());
+    let scratch = SharedMut(ws.scratch.as_mut_ptr());
     // Each worker packs what its rectangle needs, so splitting rows duplicates the packing of B
     // and splitting columns the packing of A (free when A is read in place). Split the longer
     // side, unless it has too few panels to go round.

@@ -80,7 +80,15 @@ pub fn gemm(
 ) -> Result<GemmDims> {
     let kernel = crate::arch::Kernel::best();
     let blocking = blocking::Blocking::for_kernel(kernel, blocking::CacheSizes::STATIC);
-    driver::gemm_with(alpha, a, b, beta, c, epi, kernel, &blocking, &driver::Sequential, scratch)
+    driver::gemm_with(
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        epi,
+        driver::Workspace { kernel, blocking: &blocking, exec: &driver::Sequential, scratch },
+    )
 }
 
 #[cfg(test)]
@@ -137,7 +145,7 @@ mod tests {
     #[test]
     #[allow(unsafe_code)]
     fn odd_executors_cannot_make_the_driver_write_out_of_bounds() {
-        use crate::gemm::driver::{gemm_scratch_len, gemm_with, Executor};
+        use crate::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Workspace};
         use core::sync::atomic::{AtomicUsize, Ordering};
         struct Fickle(AtomicUsize);
         // SAFETY: (a test of the driver's defence) runs every index of the count it reports
@@ -178,14 +186,16 @@ mod tests {
         let mut want = [0.0f32; 90];
         let exec = Fickle(AtomicUsize::new(0));
         let c = MatMut::row_major(&mut got, m, n).unwrap();
-        gemm_with(1.0, av, bv, 0.0, c, &Epilogue::NONE, kernel, &blocking, &exec, &mut scratch[..len]).unwrap();
+        let ws = Workspace { kernel, blocking: &blocking, exec: &exec, scratch: &mut scratch[..len] };
+        gemm_with(1.0, av, bv, 0.0, c, &Epilogue::NONE, ws).unwrap();
         let w = MatMut::row_major(&mut want, m, n).unwrap();
         reference::gemm_reference(1.0, av, bv, 0.0, w, &Epilogue::NONE).unwrap();
         for (g, w) in got.iter().zip(&want) {
             assert!(error(*g, f64::from(*w)) <= tolerance(k), "{g} vs {w}");
         }
         let c = MatMut::row_major(&mut got, m, n).unwrap();
-        let err = gemm_with(1.0, av, bv, 0.0, c, &Epilogue::NONE, kernel, &blocking, &NoWorkers, &mut scratch);
+        let ws = Workspace { kernel, blocking: &blocking, exec: &NoWorkers, scratch: &mut scratch };
+        let err = gemm_with(1.0, av, bv, 0.0, c, &Epilogue::NONE, ws);
         assert_eq!(err, Err(Error::Zero { param: Param::Workers }));
     }
 }

@@ -4,26 +4,30 @@
 use sparkle_core::arch::Kernel;
 use sparkle_core::conv::fused::{conv2d_scratch_len, conv2d_with};
 use sparkle_core::gemm::blocking::Blocking;
-use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Sequential};
+use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Workspace};
 use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef};
 
 use super::caches::cache_sizes;
 use super::isa::{gemm_kernel, IsaError};
 use crate::budget::{MemoryBudget, OverBudget};
 
-/// Runs workers on the rayon pool.
+/// Runs `n` workers: on the calling thread alone for one (a rayon scope would hand the job to
+/// the pool and block), else on the rayon pool with worker 0 on the calling thread.
 #[derive(Debug)]
-struct Rayon(usize);
+struct Workers(usize);
 
 // SAFETY: one call per index 0..self.0 (index 0 on this thread), and `rayon::scope` returns only
 // after every spawned call has finished. (One of the crate's two `unsafe`s, see lib.rs: the
 // core's contract for executors, which the safe drivers rely on.)
 #[allow(unsafe_code)]
-unsafe impl Executor for Rayon {
+unsafe impl Executor for Workers {
     fn workers(&self) -> usize {
         self.0
     }
     fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+        if self.0 <= 1 {
+            return f(0);
+        }
         rayon::scope(|s| {
             for w in 1..self.0 {
                 s.spawn(move |_| f(w));
@@ -156,12 +160,7 @@ impl Cpu {
         let threads = self.threads_for(g.flops() / 2.0);
         let len = conv2d_scratch_len(g, self.kernel, &self.blocking, threads)?;
         with_scratch(len, self.memory_budget, |scratch| {
-            if threads == 1 {
-                conv2d_with(g, input, weight, epi, output, self.kernel, &self.blocking, &Sequential, scratch)?;
-            } else {
-                conv2d_with(g, input, weight, epi, output, self.kernel, &self.blocking, &Rayon(threads), scratch)?;
-            }
-            Ok(())
+            Ok(conv2d_with(g, input, weight, epi, output, self.workspace(&Workers(threads), scratch))?)
         })
     }
 
@@ -179,12 +178,13 @@ impl Cpu {
         let threads = self.threads_for(m as f64 * n as f64 * k as f64);
         let len = gemm_scratch_len(self.kernel, &self.blocking, m, n, k, threads)?;
         with_scratch(len, self.memory_budget, |scratch| {
-            Ok(if threads == 1 {
-                gemm_with(alpha, a, b, beta, c, epi, self.kernel, &self.blocking, &Sequential, scratch)?
-            } else {
-                gemm_with(alpha, a, b, beta, c, epi, self.kernel, &self.blocking, &Rayon(threads), scratch)?
-            })
+            Ok(gemm_with(alpha, a, b, beta, c, epi, self.workspace(&Workers(threads), scratch))?)
         })
+    }
+
+    /// This CPU's kernels and blocking with `workers` over `scratch`.
+    fn workspace<'a>(&'a self, workers: &'a Workers, scratch: &'a mut [f32]) -> Workspace<'a> {
+        Workspace { kernel: self.kernel, blocking: &self.blocking, exec: workers, scratch }
     }
 }
 
