@@ -13,6 +13,8 @@ cargo fmt --all --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -q -p sparkle-std --no-default-features --lib -- -D warnings  # the CPU-only library
+step "no import cycle inside any library crate"
+python3 scripts/check_cycles.py sparkle-core sparkle-files sparkle-vk sparkle-std
 step "cargo doc -D warnings (every public item documented, every link resolved)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --workspace --no-deps
 msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
