@@ -26,7 +26,7 @@
 //! Underneath: [`cpu`] (the threaded CPU path and run-time ISA dispatch), [`juggler`] (cost
 //! models, placement, fallback, persistence), [`vk`] (Vulkan, re-exported), [`budget`] and
 //! [`files`] (memory budgets and atomic files), [`multi`] and [`stream`] (one op or a layer
-//! stream over several devices), [`npy`] (NumPy files), [`bench`] (the measurement loops behind
+//! stream over several devices), [`npy`] (NumPy files), [`bench`](mod@bench) (the measurement loops behind
 //! `sparkle bench` and the peer comparisons), and the `sparkle` command-line tool.
 #![deny(missing_docs)]
 // Unsafe in two places only, each opting in: the executor's promise to the core
