@@ -11,6 +11,7 @@
 //!   epsilon-greedy on recorded runtimes.
 #![forbid(unsafe_code)]
 
+mod baselines;
 pub mod clock;
 pub mod model;
 pub mod policy;

@@ -91,13 +91,18 @@ pub struct Bucket {
     pub streak: i8,
 }
 
-/// The cost model of one (device, op kind).
+/// The cost model of one (device, op kind): a fixed cost per op (the prior's overhead, scaled by
+/// what was learned) plus compute at a learned efficiency per size bucket, plus the copies.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CostModel {
     /// The prior.
     pub prior: Prior,
     /// Learned buckets.
     pub buckets: Vec<Bucket>,
+    /// The learned fixed cost: `log_eff` holds ln(learned overhead / the prior's), learned from
+    /// ops whose fixed costs dominate (a 16^3 GEMM on the CPU path costs about 1 us, not the
+    /// prior's 5 us: without this every small op was predicted 2-5x too slow).
+    pub overhead: Bucket,
 }
 
 fn bucket_of(flops: f64) -> usize {
@@ -107,7 +112,7 @@ fn bucket_of(flops: f64) -> usize {
 impl CostModel {
     /// A model that knows only its prior.
     pub fn new(prior: Prior) -> Self {
-        Self { prior, buckets: vec![Bucket::default(); BUCKETS] }
+        Self { prior, buckets: vec![Bucket::default(); BUCKETS], overhead: Bucket::default() }
     }
 
     fn prior_log_eff(&self, flops: f64) -> f64 {
@@ -143,9 +148,14 @@ impl CostModel {
         op.flops / (self.prior.peak * self.log_eff(op.flops).exp())
     }
 
+    /// Seconds of fixed cost per op, as learned.
+    pub fn overhead(&self) -> f64 {
+        self.prior.overhead * self.overhead.log_eff.exp()
+    }
+
     /// Predicted seconds for `op`, `transfer` seconds of copies included (0 when resident).
     pub fn predict(&self, op: &OpDesc, transfer: f64) -> f64 {
-        self.prior.overhead + self.compute_time(op) + transfer
+        self.overhead() + self.compute_time(op) + transfer
     }
 
     /// Samples behind the prediction at this size (0: a guess).
@@ -158,7 +168,18 @@ impl CostModel {
         if !(seconds.is_finite() && seconds > 0.0 && op.flops > 0.0) {
             return;
         }
-        let fixed = self.prior.overhead + transfer;
+        // Where the fixed cost is most of the prediction (copies and compute small beside it),
+        // the measurement is mostly fixed cost: learn its scale (in log, at the buckets' rate; a
+        // step at most MAX_STEP).
+        let compute_predicted = self.compute_time(op);
+        if compute_predicted + transfer < 0.5 * self.overhead() {
+            let observed = ((seconds - transfer - compute_predicted).max(0.05 * seconds) / self.prior.overhead).ln();
+            let o = &mut self.overhead;
+            let residual = (observed - o.log_eff).clamp(-MAX_STEP.ln(), MAX_STEP.ln());
+            o.log_eff += (1.0 / (o.weight + 1.0)).max(MIN_RATE) * residual;
+            o.weight = (o.weight + 1.0).min(50.0);
+        }
+        let fixed = self.overhead() + transfer;
         // What is left for compute; never less than a tenth of the measurement.
         let compute = (seconds - fixed).max(0.1 * seconds);
         let observed = (op.flops / (self.prior.peak * compute)).min(1.0).ln();

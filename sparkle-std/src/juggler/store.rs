@@ -11,7 +11,11 @@ use super::clock::Clock;
 use super::model::{Bucket, CostModel, OpKind, BUCKETS};
 use super::policy::Juggler;
 
-const HEADER: &str = "sparkle-juggler v1";
+const HEADER: &str = "sparkle-juggler v2";
+/// Files of the previous version (size buckets only, no learned overhead) are still read.
+const HEADER_V1: &str = "sparkle-juggler v1";
+/// Where a model's learned overhead sits in its entry: after the size buckets.
+const OVERHEAD: usize = BUCKETS;
 
 /// A fingerprint of everything the learned speeds depend on (CPU brand/cores/ISA, each GPU's
 /// vendor/device/driver, crate version, kernel ids), as a short hex string.
@@ -30,6 +34,7 @@ pub enum Loaded {
     Foreign,
 }
 
+/// Per (device, op kind): the size buckets, then the learned overhead (index [`OVERHEAD`]).
 type Entries = HashMap<(String, String), Vec<Bucket>>;
 
 fn kind_name(k: OpKind) -> &'static str {
@@ -46,22 +51,31 @@ fn parse(text: &str) -> Result<(String, Entries), String> {
         return Err("checksum mismatch (corrupt or truncated)".into());
     }
     let mut lines = body.lines();
-    if lines.next() != Some(HEADER) {
+    if !matches!(lines.next(), Some(HEADER | HEADER_V1)) {
         return Err("not a sparkle juggler model of this version".into());
     }
     let fp = lines.next().and_then(|l| l.strip_prefix("fingerprint ")).ok_or("no fingerprint")?.to_string();
     let mut entries = Entries::new();
     for line in lines {
         let f: Vec<&str> = line.split(' ').collect();
-        let [_, device, kind, bucket, log_eff, weight] = f[..] else { return Err(format!("bad line `{line}`")) };
-        let bucket: usize = bucket.parse().map_err(|_| format!("bad bucket in `{line}`"))?;
+        let (device, kind, bucket, log_eff, weight) = match f[..] {
+            ["model", device, kind, bucket, log_eff, weight] => {
+                let bucket: usize = bucket.parse().map_err(|_| format!("bad bucket in `{line}`"))?;
+                (device, kind, bucket, log_eff, weight)
+            }
+            ["overhead", device, kind, log_eff, weight] => (device, kind, OVERHEAD, log_eff, weight),
+            _ => return Err(format!("bad line `{line}`")),
+        };
         let log_eff: f64 = log_eff.parse().map_err(|_| format!("bad value in `{line}`"))?;
         let weight: f64 = weight.parse().map_err(|_| format!("bad weight in `{line}`"))?;
-        if bucket >= BUCKETS || !log_eff.is_finite() || log_eff > 0.0 || !(0.0..=1e6).contains(&weight) {
+        // An efficiency is at most 1 (log <= 0); an overhead scale may be either side of 1.
+        let range = if bucket == OVERHEAD { -30.0..=30.0 } else { -1e300..=0.0 };
+        if bucket > OVERHEAD || !log_eff.is_finite() || !range.contains(&log_eff) || !(0.0..=1e6).contains(&weight) {
             return Err(format!("value out of range in `{line}`"));
         }
-        let e =
-            entries.entry((device.to_string(), kind.to_string())).or_insert_with(|| vec![Bucket::default(); BUCKETS]);
+        let e = entries
+            .entry((device.to_string(), kind.to_string()))
+            .or_insert_with(|| vec![Bucket::default(); OVERHEAD + 1]);
         e[bucket] = Bucket { log_eff, weight, streak: 0 };
     }
     Ok((fp, entries))
@@ -73,7 +87,11 @@ fn render(fp: &str, entries: &Entries) -> String {
     let mut body = format!("{HEADER}\nfingerprint {fp}");
     for key in keys {
         for (i, b) in entries[key].iter().enumerate().filter(|(_, b)| b.weight > 0.0) {
-            body.push_str(&format!("\nmodel {} {} {i} {:e} {}", key.0, key.1, b.log_eff, b.weight));
+            if i == OVERHEAD {
+                body.push_str(&format!("\noverhead {} {} {:e} {}", key.0, key.1, b.log_eff, b.weight));
+            } else {
+                body.push_str(&format!("\nmodel {} {} {i} {:e} {}", key.0, key.1, b.log_eff, b.weight));
+            }
         }
     }
     let sum = sparkle_core::check::fnv1a(body.as_bytes());
@@ -84,7 +102,9 @@ fn entries_of<C: Clock>(j: &Juggler<C>) -> Entries {
     let mut e = Entries::new();
     for d in &j.devices {
         for (kind, m) in &d.models {
-            e.insert((d.id.to_string(), kind_name(*kind).to_string()), m.buckets.clone());
+            let mut v = m.buckets.clone();
+            v.push(m.overhead);
+            e.insert((d.id.to_string(), kind_name(*kind).to_string()), v);
         }
     }
     e
@@ -105,7 +125,7 @@ pub fn load<C: Clock>(j: &mut Juggler<C>, path: &Path, fp: &str) -> Result<Loade
             let Some(buckets) = entries.get(&(d.id.to_string(), kind_name(kind).to_string())) else { continue };
             let prior = d.prior;
             let m = d.models.entry(kind).or_insert_with(|| CostModel::new(prior));
-            for (mine, theirs) in m.buckets.iter_mut().zip(buckets) {
+            for (mine, theirs) in m.buckets.iter_mut().chain(std::iter::once(&mut m.overhead)).zip(buckets) {
                 if theirs.weight > 0.0 {
                     let weight = if same { theirs.weight } else { theirs.weight.min(1.0) };
                     *mine = Bucket { log_eff: theirs.log_eff, weight, streak: 0 };
@@ -138,7 +158,7 @@ pub fn save_snapshot(snapshot: Snapshot, path: &Path, fp: &str) -> std::io::Resu
         if let Ok((file_fp, theirs)) = parse(&text) {
             if file_fp == fp {
                 for (key, buckets) in theirs {
-                    let mine = entries.entry(key).or_insert_with(|| vec![Bucket::default(); BUCKETS]);
+                    let mine = entries.entry(key).or_insert_with(|| vec![Bucket::default(); OVERHEAD + 1]);
                     for (m, t) in mine.iter_mut().zip(buckets) {
                         if t.weight > m.weight {
                             *m = t;
@@ -176,13 +196,14 @@ pub fn describe(path: &Path) -> Result<String, String> {
     let mut keys: Vec<_> = entries.keys().collect();
     keys.sort();
     for key in keys {
-        let n: f64 = entries[key].iter().map(|b| b.weight).sum();
+        let buckets = &entries[key][..BUCKETS];
+        let n: f64 = buckets.iter().map(|b| b.weight).sum();
         out.push_str(&format!(
             "{} {}: {} samples in {} size buckets\n",
             key.0,
             key.1,
             n,
-            entries[key].iter().filter(|b| b.weight > 0.0).count()
+            buckets.iter().filter(|b| b.weight > 0.0).count()
         ));
     }
     Ok(out)
@@ -241,6 +262,38 @@ mod tests {
         // A save over a corrupt file replaces it with a valid one.
         save(&j, &path, "fp1").unwrap();
         assert_eq!(load(&mut trained(0.0), &path, "fp1"), Ok(Loaded::Same));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_learned_overhead_is_kept_and_version_1_files_still_load() {
+        let d = dir("overhead");
+        let path = d.join("model.txt");
+        // Tiny ops on a CPU whose fixed cost is a quarter of the prior's: the overhead is learned.
+        let mut j = trained(1.0);
+        let tiny = OpDesc::gemm(4, 4, 4);
+        for _ in 0..40 {
+            j.record(DeviceId::Cpu, &tiny, false, 0.25 * CPU.overhead, false);
+        }
+        let model = j.model_of(DeviceId::Cpu, tiny.kind).unwrap();
+        let learned = model.overhead();
+        assert!(learned < 0.5 * CPU.overhead, "{learned}");
+        let predicted = model.predict(&tiny, 0.0);
+        assert!((predicted / (0.25 * CPU.overhead) - 1.0).abs() < 0.1, "{predicted}");
+        save(&j, &path, "fp1").unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\noverhead cpu gemm "));
+        let mut fresh = trained(0.0);
+        fresh.devices[0].models.clear();
+        load(&mut fresh, &path, "fp1").unwrap();
+        assert_eq!(fresh.model_of(DeviceId::Cpu, tiny.kind).unwrap().overhead(), learned);
+        // A version-1 file (no overhead lines) loads, with the prior's overhead.
+        let body = format!("{HEADER_V1}\nfingerprint fp1\nmodel cpu gemm 20 -1e0 5");
+        let v1 = format!("{body}\nchecksum {:016x}\n", sparkle_core::check::fnv1a(body.as_bytes()));
+        std::fs::write(&path, v1).unwrap();
+        let mut old = trained(0.0);
+        old.devices[0].models.clear();
+        assert_eq!(load(&mut old, &path, "fp1"), Ok(Loaded::Same));
+        assert_eq!(old.model_of(DeviceId::Cpu, tiny.kind).unwrap().overhead(), CPU.overhead);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -19,8 +19,8 @@ pub enum JugglerCommand {
         #[arg(long, default_value_t = 512)]
         max: usize,
     },
-    /// Replay a recording through every policy (oracle, fixed rules, StarPU-like dmda,
-    /// epsilon-greedy, Sparkle) on traces T1-T4.
+    /// Replay a recording through every policy (oracle, fixed rules, StarPU's dmda with its
+    /// history and its regression model, epsilon-greedy, Sparkle) on traces T1-T4, over seeds.
     Replay {
         /// Recording CSV (from `record`).
         #[arg(long)]
@@ -28,7 +28,10 @@ pub enum JugglerCommand {
         /// T1, T2, T3, T4 or all.
         #[arg(long, default_value = "all")]
         trace: String,
-        /// One JSON array of records instead of a table.
+        /// Seeds (each draws its own trace shapes and noise); rows show the mean and the range.
+        #[arg(long, default_value_t = 8)]
+        seeds: u64,
+        /// One JSON array of records (one per trace and policy) instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -86,7 +89,7 @@ pub fn run(cmd: JugglerCommand) -> Result<ExitCode, Failure> {
             std::fs::write(&out, r.to_csv()).map_err(|e| format!("{}: {e}", out.display()))?;
             println!("wrote {} samples to {}", r.samples.len(), out.display());
         }
-        JugglerCommand::Replay { samples, trace, json } => {
+        JugglerCommand::Replay { samples, trace, seeds, json } => {
             let text = std::fs::read_to_string(&samples).map_err(|e| format!("{}: {e}", samples.display()))?;
             let r = replay::Recording::from_csv(&text).map_err(|e| format!("{}: {e}", samples.display()))?;
             let only = match trace.as_str() {
@@ -94,28 +97,66 @@ pub fn run(cmd: JugglerCommand) -> Result<ExitCode, Failure> {
                 t @ ("T1" | "T2" | "T3" | "T4") => Some(t),
                 t => return Err(format!("--trace {t}: expected T1, T2, T3, T4 or all").into()),
             };
-            let out = replay::run(&r, only);
+            if seeds == 0 {
+                return Err("--seeds must be at least 1".into());
+            }
+            let out = replay::run(&r, only, seeds);
+            let opt = |v: Option<f64>, digits: usize| v.map_or("null".to_string(), |v| format!("{v:.digits$}"));
             if json {
                 let items: Vec<String> = out
                     .iter()
                     .map(|o| {
                         format!(
-                            r#"{{"trace":"{}","policy":"{}","regret_pct":{:.2},"first_pick_accuracy":{:.3},"calls_to_converge":{},"decision_ns_p99":{:.0}}}"#,
-                            o.trace, o.policy, o.regret_pct, o.first_pick_accuracy, o.calls_to_converge, o.decision_ns_p99
+                            concat!(
+                                r#"{{"trace":"{}","policy":"{}","seeds":{},"regret_pct_mean":{:.3},"regret_pct_min":{:.3},"#,
+                                r#""regret_pct_max":{:.3},"first_pick_accuracy":{:.3},"pick_accuracy_heldout":{},"#,
+                                r#""median_pred_error_pct":{},"calls_to_converge":{:.1},"decision_ns_p99":{:.0}}}"#
+                            ),
+                            o.trace,
+                            o.policy,
+                            seeds,
+                            o.regret_pct_mean,
+                            o.regret_pct_min,
+                            o.regret_pct_max,
+                            o.first_pick_accuracy,
+                            opt(o.pick_accuracy_heldout, 3),
+                            opt(o.median_pred_error_pct, 1),
+                            o.calls_to_converge,
+                            o.decision_ns_p99
                         )
                     })
                     .collect();
                 println!("[{}]", items.join(",\n "));
             } else {
-                println!("replay of {} ({})", samples.display(), r.machine);
                 println!(
-                    "{:<6} {:<16} {:>11} {:>11} {:>10} {:>12}",
-                    "trace", "policy", "regret %", "first pick", "converge", "decide p99"
+                    "replay of {} ({}), {seeds} seed(s): mean regret, and its range over seeds",
+                    samples.display(),
+                    r.machine
+                );
+                println!(
+                    "{:<6} {:<16} {:>9} {:>17} {:>10} {:>10} {:>10} {:>9} {:>11}",
+                    "trace",
+                    "policy",
+                    "regret %",
+                    "min..max",
+                    "1st pick",
+                    "held-out",
+                    "pred err%",
+                    "converge",
+                    "decide p99"
                 );
                 for o in &out {
                     println!(
-                        "{:<6} {:<16} {:>11.2} {:>11.3} {:>10} {:>9.0} ns",
-                        o.trace, o.policy, o.regret_pct, o.first_pick_accuracy, o.calls_to_converge, o.decision_ns_p99
+                        "{:<6} {:<16} {:>9.2} {:>17} {:>10.3} {:>10} {:>10} {:>9.0} {:>8.0} ns",
+                        o.trace,
+                        o.policy,
+                        o.regret_pct_mean,
+                        format!("{:.2}..{:.2}", o.regret_pct_min, o.regret_pct_max),
+                        o.first_pick_accuracy,
+                        opt(o.pick_accuracy_heldout, 3).replace("null", "-"),
+                        opt(o.median_pred_error_pct, 1).replace("null", "-"),
+                        o.calls_to_converge,
+                        o.decision_ns_p99
                     );
                 }
             }
