@@ -1,4 +1,5 @@
-//! The policies the juggler is measured against in the replay: StarPU's `dmda` over its
+//! The policies the juggler is measured against in the replay (and the interface every replayed
+//! policy implements, with the replay's deterministic random draws): StarPU's `dmda` over its
 //! history-based performance model, ported rule by rule from StarPU's sources (each rule cites the
 //! file and function it comes from; line numbers are those of starpu-runtime/starpu at commit
 //! 3f3cc82a), the same with StarPU's non-linear regression model refitted online, and
@@ -13,7 +14,41 @@
 use std::collections::HashMap;
 
 use super::model::{OpDesc, Prior};
-use super::replay::{uniform, Policy, CPU, GPU};
+
+/// Device index of the CPU in recordings and policies.
+pub(crate) const CPU: usize = 0;
+/// Device index of the GPU.
+pub(crate) const GPU: usize = 1;
+
+/// A policy under replay.
+pub(crate) trait Policy {
+    fn name(&self) -> &'static str;
+    fn pick(&mut self, op: &OpDesc, shape: [usize; 3], call: u64) -> usize;
+    /// Its predicted seconds for `op` on `device`, if it can predict.
+    fn predict(&self, _op: &OpDesc, _shape: [usize; 3], _device: usize) -> Option<f64> {
+        None
+    }
+    fn learn(&mut self, _op: &OpDesc, _shape: [usize; 3], _device: usize, _seconds: f64) {}
+}
+
+/// splitmix64.
+pub(crate) fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// A uniform draw in (0, 1), deterministic in `seed`.
+pub(crate) fn uniform(seed: u64) -> f64 {
+    ((mix(seed) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+}
+
+/// A standard normal draw (Box-Muller), deterministic in `seed`.
+pub(crate) fn normal(seed: u64) -> f64 {
+    let (u, v) = (uniform(seed), uniform(seed ^ 0xA5A5_A5A5));
+    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+}
 
 /// `STARPU_CALIBRATE_MINIMUM`'s default: a history entry predicts only from this many samples
 /// (src/core/perfmodel/perfmodel_history.c L120: `_starpu_calibration_minimum =

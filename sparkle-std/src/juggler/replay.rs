@@ -19,15 +19,10 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use super::baselines::{EpsilonGreedy, StarPuDmda};
+use super::baselines::{mix, normal, uniform, EpsilonGreedy, Policy, StarPuDmda, CPU, GPU};
 use super::clock::FakeClock;
 use super::model::{OpDesc, Prior};
 use super::policy::{DeviceId, Juggler};
-
-/// Device index of the CPU in recordings and policies.
-pub(crate) const CPU: usize = 0;
-/// Device index of the GPU.
-pub(crate) const GPU: usize = 1;
 
 /// One recorded measurement row.
 #[derive(Clone, Debug, PartialEq)]
@@ -154,25 +149,6 @@ impl Truth {
     }
 }
 
-/// splitmix64.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// A uniform draw in (0, 1), deterministic in `seed`.
-pub(crate) fn uniform(seed: u64) -> f64 {
-    ((mix(seed) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-}
-
-/// A standard normal draw (Box-Muller), deterministic in `seed`.
-fn normal(seed: u64) -> f64 {
-    let (u, v) = (uniform(seed), uniform(seed ^ 0xA5A5_A5A5));
-    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-}
-
 /// A trace: a sequence of GEMM shapes, and where the drift (if any) starts.
 struct Trace {
     name: &'static str,
@@ -256,17 +232,6 @@ pub struct Outcome {
     pub calls_to_converge: f64,
     /// 99th percentile of the decision's wall time, ns (the largest over seeds).
     pub decision_ns_p99: f64,
-}
-
-/// A policy under replay.
-pub(crate) trait Policy {
-    fn name(&self) -> &'static str;
-    fn pick(&mut self, op: &OpDesc, shape: [usize; 3], call: u64) -> usize;
-    /// Its predicted seconds for `op` on `device`, if it can predict.
-    fn predict(&self, _op: &OpDesc, _shape: [usize; 3], _device: usize) -> Option<f64> {
-        None
-    }
-    fn learn(&mut self, _op: &OpDesc, _shape: [usize; 3], _device: usize, _seconds: f64) {}
 }
 
 struct Fixed(&'static str, fn(&OpDesc) -> usize);
