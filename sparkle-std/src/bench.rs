@@ -670,3 +670,54 @@ pub fn split_resident(
     }
     Ok(())
 }
+
+/// A recording for the juggler's replay (`sparkle juggler record`): square GEMMs up to `max`
+/// on the CPU and the preferred Vulkan device, each pinned through one [`crate::Sparkle`] handle
+/// (`gemm_on`: the path users call, host tensors, copies included), the mean and spread of five
+/// runs after a warm-up. A device that fails is an error, not a recorded fallback. Each size
+/// goes to `progress` once recorded.
+#[cfg(feature = "vulkan")]
+pub fn juggler_recording(
+    max: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<crate::juggler::replay::Recording, BenchError> {
+    use crate::juggler::replay::{Recording, Sample};
+    use crate::juggler::DeviceId;
+    use crate::sparkle::DeviceSel;
+    let best = crate::vk::Context::best()?.info().clone();
+    let sparkle = crate::Sparkle::builder()
+        .devices(&[DeviceSel::Cpu, DeviceSel::VulkanIndex(best.index)])
+        .in_memory_model()
+        .build()?;
+    let threads = Cpu::new()?.threads;
+    let sizes = [16usize, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096];
+    let mut samples = Vec::new();
+    for &n in sizes.iter().filter(|&&n| n <= max) {
+        let (a, b) = gemm_operands([n, n, n]);
+        let mut c = vec![0.0f32; n * n];
+        for (device, id) in [(0, DeviceId::Cpu), (1, DeviceId::Vulkan(best.index))] {
+            let mut run = || -> Result<f64, BenchError> {
+                let (av, bv) = (MatRef::row_major(&a, n, n)?, MatRef::row_major(&b, n, n)?);
+                let t = Instant::now();
+                let r = sparkle.gemm_on(id, 1.0, av, bv, 0.0, MatMut::row_major(&mut c, n, n)?, &Epilogue::NONE)?;
+                let seconds = t.elapsed().as_secs_f64();
+                match r.fallback {
+                    Some(e) => Err(format!("{id} failed: {e}").into()),
+                    None => Ok(seconds),
+                }
+            };
+            run()?;
+            let times: Vec<f64> = (0..5).map(|_| run()).collect::<Result<_, _>>()?;
+            let mean = times.iter().sum::<f64>() / 5.0;
+            let std = (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
+            samples.push(Sample { device, shape: [n, n, n], mean, std });
+        }
+        progress(n);
+    }
+    Ok(Recording {
+        machine: format!("{} ({threads} threads) + {} ({})", crate::cpu::brand(), best.name, best.device_type),
+        cpu_peak: crate::cpu::peak::peak_gflops(threads) * 1e9,
+        gpu_is_discrete: best.device_type != "CPU",
+        samples,
+    })
+}

@@ -584,3 +584,31 @@ fn stream_runs_every_policy_and_checks_every_output() {
     assert_eq!(bad.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
 }
+
+#[test]
+fn juggler_replay_reports_seeds_and_held_out_metrics_per_trace_and_policy() {
+    let rec = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/juggler/samples-xeon16-h200.csv");
+    let out = sparkle(&["juggler", "replay", "--samples", rec, "--seeds", "2", "--trace", "T4", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    let policies: Vec<&str> = rows.iter().map(|r| r["policy"].as_str().unwrap()).collect();
+    for p in ["oracle", "always-cpu", "always-gpu", "starpu-dmda", "starpu-dmda-nl", "sparkle"] {
+        assert!(policies.contains(&p), "{p} missing: {policies:?}");
+    }
+    let s = rows.iter().find(|r| r["policy"] == "sparkle").unwrap();
+    assert_eq!((s["trace"].as_str(), s["seeds"].as_u64()), (Some("T4"), Some(2)), "{s}");
+    let (lo, mean, hi) = (
+        s["regret_pct_min"].as_f64().unwrap(),
+        s["regret_pct_mean"].as_f64().unwrap(),
+        s["regret_pct_max"].as_f64().unwrap(),
+    );
+    assert!(lo <= mean && mean <= hi, "{s}");
+    assert!(s["pick_accuracy_heldout"].as_f64().unwrap() > 0.9, "{s}");
+    assert!(s["median_pred_error_pct"].as_f64().is_some(), "{s}");
+    // StarPU's history cannot predict a shape it has not calibrated: no prediction error.
+    let h = rows.iter().find(|r| r["policy"] == "starpu-dmda").unwrap();
+    assert!(h["median_pred_error_pct"].is_null(), "{h}");
+    let bad = sparkle(&["juggler", "replay", "--samples", rec, "--seeds", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -2,15 +2,14 @@
 
 use std::process::ExitCode;
 
-use crate::cli;
 use crate::Failure;
 
 use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum JugglerCommand {
-    /// Measure square GEMMs on the CPU and the preferred Vulkan device (host tensors, copies
-    /// included) and write a recording for `replay`.
+    /// Measure square GEMMs on the CPU and the preferred Vulkan device through one Sparkle
+    /// handle (pinned; host tensors, copies included) and write a recording for `replay`.
     Record {
         /// Output CSV.
         #[arg(long)]
@@ -41,51 +40,7 @@ pub fn run(cmd: JugglerCommand) -> Result<ExitCode, Failure> {
     use sparkle_std::juggler::replay;
     match cmd {
         JugglerCommand::Record { out, max } => {
-            let cpu = sparkle_std::cpu::Cpu::new()?;
-            let ctx = sparkle_std::vk::Context::best()?;
-            let cpu_peak = sparkle_std::cpu::peak::peak_gflops(cpu.threads) * 1e9;
-            let mut samples = Vec::new();
-            let sizes = [16usize, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096];
-            for &n in sizes.iter().filter(|&&n| n <= max) {
-                let mut a = vec![0.0f32; n * n];
-                let mut b = vec![0.0f32; n * n];
-                sparkle_std::demo::fill(&mut a, 1);
-                sparkle_std::demo::fill(&mut b, 2);
-                let mut c = vec![0.0f32; n * n];
-                for device in 0..2 {
-                    let mut run = || -> Result<f64, Failure> {
-                        let (av, bv) =
-                            (sparkle_core::MatRef::row_major(&a, n, n)?, sparkle_core::MatRef::row_major(&b, n, n)?);
-                        let cv = sparkle_core::MatMut::row_major(&mut c, n, n)?;
-                        let t = std::time::Instant::now();
-                        if device == 0 {
-                            cpu.gemm(1.0, av, bv, 0.0, cv, &sparkle_core::Epilogue::NONE)?;
-                        } else {
-                            ctx.gemm(1.0, av, bv, 0.0, cv, &sparkle_core::Epilogue::NONE)?;
-                        }
-                        Ok(t.elapsed().as_secs_f64())
-                    };
-                    run()?;
-                    let times: Vec<f64> = (0..5).map(|_| run()).collect::<Result<_, _>>()?;
-                    let mean = times.iter().sum::<f64>() / 5.0;
-                    let std = (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
-                    samples.push(replay::Sample { device, shape: [n, n, n], mean, std });
-                }
-                eprintln!("recorded {n}^3");
-            }
-            let info = ctx.info();
-            let r = replay::Recording {
-                machine: format!(
-                    "{} ({} threads) + {} ({})",
-                    cli::cpu_brand(),
-                    cpu.threads,
-                    info.name,
-                    info.device_type
-                ),
-                cpu_peak,
-                gpu_is_discrete: info.device_type != "CPU",
-                samples,
-            };
+            let r = sparkle_std::bench::juggler_recording(max, &mut |n| eprintln!("recorded {n}^3"))?;
             std::fs::write(&out, r.to_csv()).map_err(|e| format!("{}: {e}", out.display()))?;
             println!("wrote {} samples to {}", r.samples.len(), out.display());
         }
