@@ -7,8 +7,9 @@
 //! - [`policy`]: the decision (earliest expected completion, capped exploration), fallback with
 //!   backoff, and the [`clock::Clock`] it runs on (injected, so tests are deterministic).
 //! - [`store`]: the model on disk, atomic, checksummed, fingerprinted.
-//! - [`replay`]: the replay benchmark against the oracle, fixed rules, StarPU-like `dmda` and
-//!   epsilon-greedy on recorded runtimes.
+//! - [`replay`]: the replay benchmark against the oracle, fixed rules, StarPU's `dmda` (ported
+//!   from its sources in `baselines.rs`, with its history and its regression model) and
+//!   epsilon-greedy on recorded runtimes, over seeds, with held-out metrics.
 #![forbid(unsafe_code)]
 
 mod baselines;
