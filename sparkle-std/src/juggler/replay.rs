@@ -8,7 +8,7 @@
 //! devices' speeds drift at the midpoint (GPU 3x slower); T4 unseen shapes after a warm-up (100
 //! shapes, each 20 times). Policies: oracle (best expected device), always-CPU, always-GPU, the
 //! old project's static rule (GPU when flops > 1e8), StarPU's `dmda` ported from its sources with
-//! the history model and with the non-linear regression ([`super::baselines`]), epsilon-greedy,
+//! the history model and with the non-linear regression (`baselines.rs`), epsilon-greedy,
 //! and Sparkle's juggler.
 //!
 //! Held-out metrics are over calls on shapes the policy has never run before, after the trace's
