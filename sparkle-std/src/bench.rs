@@ -415,14 +415,8 @@ pub fn gemm_vulkan(shapes: &[[usize; 3]], budget: f64) -> Result<(String, Vec<Re
         let [m, n, k] = shape;
         let (a, b) = gemm_operands(shape);
         let mut c = vec![f32::NAN; m * n];
-        ctx.gemm(
-            1.0,
-            MatRef::row_major(&a, m, k)?,
-            MatRef::row_major(&b, k, n)?,
-            0.0,
-            MatMut::row_major(&mut c, m, n)?,
-            &Epilogue::NONE,
-        )?;
+        let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
+        ctx.gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut c, m, n)?, &Epilogue::NONE)?;
         check_gemm("sparkle-vulkan", Backend::Vulkan, &a, &b, &c, shape)?;
         let one = ctx.time_gemm_resident(m, n, k, 1)?;
         let t = ctx.time_gemm_resident(m, n, k, reps_for(one, budget))?;

@@ -103,6 +103,26 @@ enum BenchDevice {
     Vulkan,
 }
 
+/// The records of `vulkan` (naming the device unless `json`: tensors resident, uploads
+/// excluded) or of `cpu` with the measured FMA peak on `threads` (unless `json`).
+fn on_device(
+    use_vulkan: bool,
+    json: bool,
+    threads: usize,
+    vulkan: impl FnOnce() -> Result<(String, Vec<Record>), bench::BenchError>,
+    cpu: impl FnOnce() -> Result<Vec<Record>, bench::BenchError>,
+) -> Result<(Vec<Record>, Option<f64>), Failure> {
+    if use_vulkan {
+        let (name, records) = vulkan()?;
+        if !json {
+            println!("device: {name} (Vulkan; operands resident, upload excluded)");
+        }
+        Ok((records, None))
+    } else {
+        Ok((cpu()?, (!json).then(|| peak_gflops(threads))))
+    }
+}
+
 /// Runs one `sparkle bench` command.
 pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
     match cmd {
@@ -110,30 +130,26 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             common.check()?;
             let BenchArgs { threads, json, seconds, device, plot } = common;
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
-            let (records, peak) = if device == BenchDevice::Vulkan {
-                let (name, records) = bench::gemm_vulkan(&shapes, seconds)?;
-                if !json {
-                    println!("device: {name} (Vulkan; operands resident, upload excluded)");
-                }
-                (records, None)
-            } else {
-                (bench::gemm_cpu(&shapes, threads, seconds)?, (!json).then(|| peak_gflops(threads)))
-            };
+            let (records, peak) = on_device(
+                device == BenchDevice::Vulkan,
+                json,
+                threads,
+                || bench::gemm_vulkan(&shapes, seconds),
+                || bench::gemm_cpu(&shapes, threads, seconds),
+            )?;
             print("GEMM f32", "shape (MxNxK)", &records, json, peak, plot.as_deref())?;
         }
         BenchCommand::Conv2d { layers, batch, common } => {
             common.check()?;
             let BenchArgs { threads, json, seconds, device, plot } = common;
             let layers = bench::load_layers(&layers, batch)?;
-            let (records, peak) = if device == BenchDevice::Vulkan {
-                let (name, records) = bench::conv2d_vulkan(&layers, seconds)?;
-                if !json {
-                    println!("device: {name} (Vulkan; tensors resident, upload excluded)");
-                }
-                (records, None)
-            } else {
-                (bench::conv2d_cpu(&layers, threads, seconds)?, (!json).then(|| peak_gflops(threads)))
-            };
+            let (records, peak) = on_device(
+                device == BenchDevice::Vulkan,
+                json,
+                threads,
+                || bench::conv2d_vulkan(&layers, seconds),
+                || bench::conv2d_cpu(&layers, threads, seconds),
+            )?;
             print("conv2d f32 + ReLU", "layer", &records, json, peak, plot.as_deref())?;
         }
         BenchCommand::Split { shapes, devices, threads, reps, resident, conv_batch } => {
