@@ -30,10 +30,8 @@ fn targets_hold_on_every_recording() {
         }
         let t4 = get("T4", "sparkle");
         assert!(t4.first_pick_accuracy >= 0.95, "{name}: {t4:?}");
-        // After T3's drift the juggler converges in a fraction of the calls StarPU needs: the
-        // issue's target is a fifth, met on the first two recordings (0 and 0.06 of StarPU's);
-        // on the recording through the handle it is 0.30.
+        // After T3's drift the juggler converges in at most a fifth of the calls StarPU needs.
         let (s3, p3) = (get("T3", "sparkle"), get("T3", "starpu-dmda"));
-        assert!(s3.calls_to_converge <= p3.calls_to_converge / 3.0, "{name}: {s3:?} vs {p3:?}");
+        assert!(s3.calls_to_converge <= p3.calls_to_converge / 5.0, "{name}: {s3:?} vs {p3:?}");
     }
 }
