@@ -87,6 +87,9 @@ pub(crate) struct Pipelines {
     map: Mutex<HashMap<Kind, Arc<ComputePipeline>>>,
     /// A pipeline was created since the disk cache was last written.
     unsaved: AtomicBool,
+    /// Held while the disk cache is written, so two writers cannot finish in the wrong order (an
+    /// older snapshot written last would drop a pipeline and clear the flag that would rewrite it).
+    saving: Mutex<()>,
 }
 
 impl Drop for Pipelines {
@@ -106,13 +109,26 @@ impl Pipelines {
     pub(crate) fn new(device: Arc<Device>, info: DeviceInfo) -> Self {
         let cache = crate::cache::load(&device, &info);
         let descriptors = Arc::new(StandardDescriptorSetAllocator::new(device.clone(), Default::default()));
-        Pipelines { device, info, cache, descriptors, map: Mutex::default(), unsaved: AtomicBool::new(false) }
+        Pipelines {
+            device,
+            info,
+            cache,
+            descriptors,
+            map: Mutex::default(),
+            unsaved: AtomicBool::new(false),
+            saving: Mutex::new(()),
+        }
     }
 
     /// Writes the disk cache if a pipeline was created since it was last written. Called after a
     /// submission (pipelines are created while recording; the disk write waits until the
     /// recording is closed) and when the context is dropped.
     pub(crate) fn persist(&self) {
+        if !self.unsaved.load(Ordering::Acquire) {
+            return;
+        }
+        let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        // Cleared before the snapshot: a pipeline created during the write sets it again.
         if self.unsaved.swap(false, Ordering::AcqRel) {
             if let Some(disk) = &self.cache {
                 crate::cache::save(disk, &self.info);

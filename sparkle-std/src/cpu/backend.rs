@@ -25,8 +25,10 @@ unsafe impl Executor for Workers {
         self.0
     }
     fn run(&self, f: &(dyn Fn(usize) + Sync)) {
-        if self.0 <= 1 {
-            return f(0);
+        match self.0 {
+            0 => return,
+            1 => return f(0),
+            _ => {}
         }
         rayon::scope(|s| {
             for w in 1..self.0 {

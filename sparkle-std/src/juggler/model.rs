@@ -189,7 +189,7 @@ impl CostModel {
         let predicted = self.log_eff(op.flops);
         let residual = (observed - predicted).clamp(-MAX_STEP.ln(), MAX_STEP.ln());
         let bucket = &mut self.buckets[b];
-        // Drift: three large misses in the same direction in a row are not spikes; the bucket
+        // Drift: DRIFT_STREAK large misses in the same direction in a row are not spikes; the bucket
         // forgets most of its history (one 100x outlier does not start a streak).
         let large = residual.abs() > DRIFT_RESIDUAL.ln();
         bucket.streak = match (large, residual > 0.0) {

@@ -306,7 +306,8 @@ fn replay(r: &Recording, trace: &Trace, seed: u64, policy: &mut dyn Policy) -> R
         }
         let op = OpDesc::gemm(s[0], s[1], s[2]);
         let t = Instant::now();
-        let d = policy.pick(&op, s, i as u64);
+        // The policy's own draws (epsilon-greedy's) differ per seed too.
+        let d = policy.pick(&op, s, mix(seed).wrapping_add(i as u64));
         let ns = t.elapsed().as_nanos() as f64;
         run.predicted.push(policy.predict(&op, s, d).unwrap_or(f64::NAN));
         let seconds = truth.realised(d, &op, i as u64, seed);
@@ -466,10 +467,6 @@ mod tests {
 
     /// A synthetic machine: CPU 100 GFLOPS with 2 us overhead; GPU 10 TFLOPS with 60 us of
     /// launch and copies.
-    pub(super) fn machine_pub() -> Recording {
-        machine()
-    }
-
     fn machine() -> Recording {
         let mut samples = Vec::new();
         for n in [16usize, 32, 64, 128, 256, 512, 1024, 2048] {
@@ -523,33 +520,5 @@ mod tests {
         // T4's warm-up shapes recur 20 times each.
         let first = a[3].calls[0];
         assert_eq!(a[3].calls[..2000].iter().filter(|&&s| s == first).count(), 20);
-    }
-}
-#[cfg(test)]
-mod debug_pred {
-    use super::*;
-    #[test]
-    fn dbg() {
-        let r = super::tests::machine_pub();
-        let tr = traces(11.0, 0);
-        let t4 = &tr[3];
-        let mut p = Sparkle::new(&r);
-        let mut run = replay(&r, t4, 0, &mut p);
-        let truth = Truth::new(&r);
-        for i in (2000..2300).step_by(15) {
-            let s = t4.calls[i];
-            let op = OpDesc::gemm(s[0], s[1], s[2]);
-            eprintln!(
-                "{:?} flops {:.2e} dev {} pred {:.3e} real {:.3e} exp_cpu {:.3e} exp_gpu {:.3e}",
-                s,
-                op.flops,
-                run.picks[i],
-                run.predicted[i],
-                run.realised[i],
-                truth.expected(0, &op),
-                truth.expected(1, &op)
-            );
-        }
-        run.decision_ns.clear();
     }
 }

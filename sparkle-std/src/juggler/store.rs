@@ -61,6 +61,9 @@ fn parse(text: &str) -> Result<(String, Entries), String> {
         let (device, kind, bucket, log_eff, weight) = match f[..] {
             ["model", device, kind, bucket, log_eff, weight] => {
                 let bucket: usize = bucket.parse().map_err(|_| format!("bad bucket in `{line}`"))?;
+                if bucket >= BUCKETS {
+                    return Err(format!("bucket out of range in `{line}`"));
+                }
                 (device, kind, bucket, log_eff, weight)
             }
             ["overhead", device, kind, log_eff, weight] => (device, kind, OVERHEAD, log_eff, weight),
@@ -294,6 +297,10 @@ mod tests {
         old.devices[0].models.clear();
         assert_eq!(load(&mut old, &path, "fp1"), Ok(Loaded::Same));
         assert_eq!(old.model_of(DeviceId::Cpu, tiny.kind).unwrap().overhead(), CPU.overhead);
+        // A size bucket past the last is corrupt, not an overhead.
+        let body = format!("{HEADER}\nfingerprint fp1\nmodel cpu gemm {BUCKETS} -1e0 5");
+        let bad = format!("{body}\nchecksum {:016x}\n", sparkle_core::check::fnv1a(body.as_bytes()));
+        assert!(normalize(&bad).is_err());
         let _ = std::fs::remove_dir_all(&d);
     }
 
