@@ -1,6 +1,6 @@
 //! The replay benchmark on the recordings checked in under `benches/juggler/` (this machine's
-//! kind with lavapipe; an H200 host's CPU and GPU, direct and through the `Sparkle` handle): the
-//! juggler's targets as tests.
+//! kind with lavapipe, direct and through the `Sparkle` handle; an H200 host's CPU and GPU, direct
+//! and through the handle): the juggler's targets as tests.
 
 use sparkle_std::juggler::replay::{run, Recording};
 
@@ -11,7 +11,13 @@ fn recording(name: &str) -> Recording {
 
 #[test]
 fn targets_hold_on_every_recording() {
-    for name in ["samples-zen4-2c-lavapipe.csv", "samples-xeon16-h200.csv", "samples-xeon16-h200-handle.csv"] {
+    let recordings = [
+        "samples-zen4-2c-lavapipe.csv",
+        "samples-xeon16-h200.csv",
+        "samples-xeon16-h200-handle.csv",
+        "samples-epyc2c-lavapipe-handle.csv",
+    ];
+    for name in recordings {
         let out = run(&recording(name), None, 8);
         let get = |t: &str, p: &str| out.iter().find(|o| o.trace == t && o.policy == p).unwrap().clone();
         for t in ["T1", "T2", "T3", "T4"] {
