@@ -107,6 +107,15 @@ pub fn conv2d_operands(g: &Conv2d) -> (Vec<f32>, Vec<f32>) {
     (x, w)
 }
 
+/// The 64 pseudo-random words the spot checks sample output elements with (the same elements on
+/// every run).
+fn samples() -> impl Iterator<Item = u64> {
+    (0..64).scan(0x5eedu64, |seed, _| {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        Some(*seed)
+    })
+}
+
 /// Checks 64 sampled elements of `c = a * b` (row-major) from `backend` against the f64 oracle.
 pub fn check_gemm(
     name: &str,
@@ -117,9 +126,7 @@ pub fn check_gemm(
     [m, n, k]: [usize; 3],
 ) -> Result<(), BenchError> {
     let tol = tolerance_for(backend, DType::F32, k);
-    let mut seed = 0x5eedu64;
-    for _ in 0..64 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    for seed in samples() {
         let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
         let av = MatRef::row_major(&a[i * k..(i + 1) * k], 1, k)?;
         let bv = MatRef::new(&b[j..], k, 1, n, 1)?;
@@ -146,9 +153,7 @@ pub fn check_conv2d(
     let p = g.params();
     let tol = tolerance_for(backend, DType::F32, g.gemm_dims().2);
     let relu = Epilogue::activation(Activation::Relu);
-    let mut seed = 0x5eedu64;
-    for _ in 0..64 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    for seed in samples() {
         let (n, k) = ((seed >> 50) as usize % p.n, (seed >> 33) as usize % p.k);
         let (oy, ox) = ((seed >> 20) as usize % g.ho(), (seed >> 7) as usize % g.wo());
         let want = conv2d_reference_f64_at(g, x, w, &relu, (n, k, oy, ox))?;
@@ -207,15 +212,20 @@ pub fn time_conv2d(
     })
 }
 
-/// Sparkle's CPU GEMM at every shape (`sparkle bench gemm`).
-pub fn gemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
-    let cpu = Cpu::new()?.threads(threads);
-    let mut gemm = |a: &[f32], b: &[f32], c: &mut [f32], [m, n, k]: [usize; 3]| -> Result<(), BenchError> {
+/// Sparkle's CPU GEMM as a [`GemmImpl`]: the one `sparkle bench gemm` and the peer comparison
+/// both time.
+pub fn sparkle_gemm(cpu: Cpu) -> Box<GemmImpl<'static>> {
+    Box::new(move |a, b, c, [m, n, k]| {
         let (av, bv) = (MatRef::row_major(a, m, k)?, MatRef::row_major(b, k, n)?);
         cpu.gemm(1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?;
         Ok(())
-    };
-    shapes.iter().map(|&s| time_gemm("sparkle", s, threads, budget, &mut gemm)).collect()
+    })
+}
+
+/// Sparkle's CPU GEMM at every shape (`sparkle bench gemm`).
+pub fn gemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
+    let mut gemm = sparkle_gemm(Cpu::new()?.threads(threads));
+    shapes.iter().map(|&s| time_gemm("sparkle", s, threads, budget, gemm.as_mut())).collect()
 }
 
 /// Sparkle's fused CPU conv2d + ReLU on every layer (`sparkle bench conv2d`).

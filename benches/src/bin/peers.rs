@@ -62,14 +62,7 @@ type GemmFn = Box<bench::GemmImpl<'static>>;
 fn rust_gemms(threads: usize) -> Result<Vec<(&'static str, GemmFn)>, BenchError> {
     let cpu = Cpu::new()?.threads(threads);
     Ok(vec![
-        (
-            "sparkle",
-            Box::new(move |a, b, c, [m, n, k]| {
-                let (av, bv) = (MatRef::row_major(a, m, k)?, MatRef::row_major(b, k, n)?);
-                cpu.gemm(1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?;
-                Ok(())
-            }),
-        ),
+        ("sparkle", bench::sparkle_gemm(cpu)),
         (
             "matrixmultiply",
             Box::new(|a, b, c, [m, n, k]| {

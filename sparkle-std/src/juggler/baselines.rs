@@ -64,7 +64,6 @@ const HISTORY_MAX_ERROR_PCT: f64 = 50.0;
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     sum: f64,
-    sum2: f64,
     nsample: u32,
     nerror: u32,
     mean: f64,
@@ -77,8 +76,8 @@ impl Entry {
     /// `_starpu_update_perfmodel_history` (src/core/perfmodel/perfmodel_history.c): a measurement
     /// off the mean by more than `STARPU_HISTORY_MAX_ERROR` percent either way is an error and
     /// stays out of the mean; when errors reach the sample count the entry is flushed ("Too big
-    /// deviation ... flushing the performance model"). Otherwise sum, sum of squares and count
-    /// grow and the mean is `sum / nsample`.
+    /// deviation ... flushing the performance model"). Otherwise sum and count grow and the mean
+    /// is `sum / nsample` (StarPU also keeps a sum of squares for a deviation dmda never reads).
     ///
     /// `drop_first`: a `STARPU_HISTORY_BASED` model creates a footprint's entry with no sample
     /// (L1926: `if (number != 1 || model->type != STARPU_HISTORY_BASED)` is the only branch that
@@ -106,7 +105,6 @@ impl Entry {
             }
         }
         self.sum += measured;
-        self.sum2 += measured * measured;
         self.nsample += 1;
         self.mean = self.sum / f64::from(self.nsample);
     }
