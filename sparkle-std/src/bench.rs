@@ -675,17 +675,85 @@ pub fn split_resident(
     Ok(())
 }
 
-/// A recording for the juggler's replay (`sparkle juggler record`): square GEMMs up to `max`
-/// on the CPU and the preferred Vulkan device, each pinned through one [`crate::Sparkle`] handle
-/// (`gemm_on`: the path users call, host tensors, copies included), the mean and spread of five
-/// runs after a warm-up. A device that fails is an error, not a recorded fallback. Each size
-/// goes to `progress` once recorded.
+/// The ops a juggler recording measures: GEMMs square (16 to `max`), skinny (M or N of 1 to 64
+/// against K and the other side up to 4096) and tall (small K; M up to 16 `max` over 64 columns),
+/// none with a side over `max` but the tall ones' M; then ResNet-50's 23 distinct conv layers
+/// (1x1, 3x3, strided, the 7x7 stem) and MobileNet v1's 19 (depthwise 3x3 and pointwise), each at
+/// every batch size of `batches`.
+pub fn juggler_ops(max: usize, batches: &[usize]) -> Vec<crate::juggler::replay::Op> {
+    use crate::juggler::replay::Op;
+    let mut ops = Vec::new();
+    let square = [16usize, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096];
+    ops.extend(square.iter().filter(|&&n| n <= max).map(|&n| Op::Gemm([n, n, n])));
+    let sides = [(256, 256), (512, 512), (1024, 1024), (2048, 2048), (4096, 4096), (4096, 1024), (1024, 4096)];
+    for m in [1usize, 8, 32, 64] {
+        ops.extend(sides.iter().filter(|s| s.0.max(s.1) <= max).map(|&(n, k)| Op::Gemm([m, n, k])));
+    }
+    for n in [1usize, 16, 64] {
+        ops.extend([256usize, 1024, 4096].iter().filter(|&&m| m <= max).map(|&m| Op::Gemm([m, n, m])));
+    }
+    for k in [16usize, 64] {
+        ops.extend([512usize, 2048].iter().filter(|&&m| m <= max).map(|&m| Op::Gemm([m, m, k])));
+    }
+    ops.extend(
+        [4096usize, 16384, 65536].iter().filter(|&&m| m <= max.saturating_mul(16)).map(|&m| Op::Gemm([m, 64, 64])),
+    );
+    // [c, hw, k, r, stride]: pad r / 2, groups 1 (or c for MobileNet's depthwise, marked k = 0).
+    let resnet50: [[usize; 5]; 23] = [
+        [3, 224, 64, 7, 2],
+        [64, 56, 64, 1, 1],
+        [64, 56, 64, 3, 1],
+        [64, 56, 256, 1, 1],
+        [256, 56, 64, 1, 1],
+        [256, 56, 128, 1, 1],
+        [128, 56, 128, 3, 2],
+        [128, 28, 512, 1, 1],
+        [256, 56, 512, 1, 2],
+        [512, 28, 128, 1, 1],
+        [128, 28, 128, 3, 1],
+        [512, 28, 256, 1, 1],
+        [256, 28, 256, 3, 2],
+        [256, 14, 1024, 1, 1],
+        [512, 28, 1024, 1, 2],
+        [1024, 14, 256, 1, 1],
+        [256, 14, 256, 3, 1],
+        [1024, 14, 512, 1, 1],
+        [512, 14, 512, 3, 2],
+        [512, 7, 2048, 1, 1],
+        [1024, 14, 2048, 1, 2],
+        [2048, 7, 512, 1, 1],
+        [512, 7, 512, 3, 1],
+    ];
+    let mut mobilenet = vec![[3usize, 224, 32, 3, 2]];
+    let blocks = [(32, 112, 64, 1), (64, 112, 128, 2), (128, 56, 128, 1), (128, 56, 256, 2), (256, 28, 256, 1)];
+    let tail = [(256, 28, 512, 2), (512, 14, 512, 1), (512, 14, 1024, 2), (1024, 7, 1024, 1)];
+    for (c, hw, k, stride) in blocks.into_iter().chain(tail) {
+        mobilenet.push([c, hw, 0, 3, stride]);
+        mobilenet.push([c, hw / stride, k, 1, 1]);
+    }
+    for &batch in batches {
+        for &[c, hw, k, r, stride] in resnet50.iter().chain(&mobilenet) {
+            let (k, groups) = if k == 0 { (c, c) } else { (k, 1) };
+            ops.push(Op::Conv([batch, c, hw, hw, k, r, r, stride, r / 2, groups]));
+        }
+    }
+    ops
+}
+
+/// A recording for the juggler's replay (`sparkle juggler record`): every op of
+/// [`juggler_ops`]`(max, batches)` on the CPU and the preferred Vulkan device, each pinned
+/// through one [`crate::Sparkle`] handle (`gemm_on` / `conv2d_on`: the path users call, host
+/// tensors, copies included; conv2d with its ReLU fused), checked against the f64 oracle once,
+/// then the mean and spread of up to five runs (at least three, within about two seconds) after
+/// that first run. A device that fails is an error, not a recorded fallback. Each op goes to
+/// `progress` once recorded.
 #[cfg(feature = "vulkan")]
 pub fn juggler_recording(
     max: usize,
-    progress: &mut dyn FnMut(usize),
+    batches: &[usize],
+    progress: &mut dyn FnMut(&crate::juggler::replay::Op),
 ) -> Result<crate::juggler::replay::Recording, BenchError> {
-    use crate::juggler::replay::{Recording, Sample};
+    use crate::juggler::replay::{Op, Recording, Sample};
     use crate::juggler::DeviceId;
     use crate::sparkle::DeviceSel;
     let best = crate::vk::Context::best()?.info().clone();
@@ -694,29 +762,60 @@ pub fn juggler_recording(
         .in_memory_model()
         .build()?;
     let threads = Cpu::new()?.threads;
-    let sizes = [16usize, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096];
+    let relu = Epilogue::activation(Activation::Relu);
     let mut samples = Vec::new();
-    for &n in sizes.iter().filter(|&&n| n <= max) {
-        let (a, b) = gemm_operands([n, n, n]);
-        let mut c = vec![0.0f32; n * n];
+    for op in juggler_ops(max, batches) {
+        // The operands, and one run on `id` (checked when `check`) timed through the handle.
+        let mut operands = match op {
+            Op::Gemm(shape) => {
+                let (a, b) = gemm_operands(shape);
+                (a, b, vec![0.0f32; shape[0] * shape[1]], None)
+            }
+            Op::Conv(_) => {
+                let g = op.conv2d_params().ok_or("not a conv")?.validate()?;
+                let (x, w) = conv2d_operands(&g);
+                (x, w, vec![0.0f32; g.output_len()], Some(g))
+            }
+        };
         for (device, id) in [(0, DeviceId::Cpu), (1, DeviceId::Vulkan(best.index))] {
-            let mut run = || -> Result<f64, BenchError> {
-                let (av, bv) = (MatRef::row_major(&a, n, n)?, MatRef::row_major(&b, n, n)?);
+            let backend = if device == 0 { Backend::Cpu } else { Backend::Vulkan };
+            let mut run = |check: bool| -> Result<f64, BenchError> {
+                let (a, b, c, g) = &mut operands;
+                let g = &*g;
                 let t = Instant::now();
-                let r = sparkle.gemm_on(id, 1.0, av, bv, 0.0, MatMut::row_major(&mut c, n, n)?, &Epilogue::NONE)?;
+                let r = match (op, g) {
+                    (Op::Gemm([m, n, k]), _) => {
+                        let (av, bv) = (MatRef::row_major(a, m, k)?, MatRef::row_major(b, k, n)?);
+                        sparkle.gemm_on(id, 1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?
+                    }
+                    (_, Some(g)) => sparkle.conv2d_on(id, g, a, b, &relu, c)?,
+                    _ => return Err("not a conv".into()),
+                };
                 let seconds = t.elapsed().as_secs_f64();
-                match r.fallback {
-                    Some(e) => Err(format!("{id} failed: {e}").into()),
-                    None => Ok(seconds),
+                if let Some(e) = r.fallback {
+                    return Err(format!("{id} failed on {op}: {e}").into());
                 }
+                if check {
+                    match (op, g) {
+                        (Op::Gemm(shape), _) => check_gemm(&format!("{id}"), backend, a, b, c, shape)?,
+                        (_, Some(g)) => check_conv2d(&format!("{id}"), backend, g, a, b, c)?,
+                        _ => {}
+                    }
+                }
+                Ok(seconds)
             };
-            run()?;
-            let times: Vec<f64> = (0..5).map(|_| run()).collect::<Result<_, _>>()?;
-            let mean = times.iter().sum::<f64>() / 5.0;
-            let std = (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
-            samples.push(Sample { device, shape: [n, n, n], mean, std });
+            run(true)?;
+            let start = Instant::now();
+            let mut times = Vec::new();
+            while times.len() < 5 && (times.len() < 3 || start.elapsed().as_secs_f64() < 2.0) {
+                times.push(run(false)?);
+            }
+            let n = times.len() as f64;
+            let mean = times.iter().sum::<f64>() / n;
+            let std = (times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+            samples.push(Sample { device, op, mean, std });
         }
-        progress(n);
+        progress(&op);
     }
     Ok(Recording {
         machine: format!("{} ({threads} threads) + {} ({})", crate::cpu::brand(), best.name, best.device_type),

@@ -612,3 +612,35 @@ fn juggler_replay_reports_seeds_and_held_out_metrics_per_trace_and_policy() {
     let bad = sparkle(&["juggler", "replay", "--samples", rec, "--seeds", "0"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn juggler_record_writes_a_recording_that_replays() {
+    let d = dir("record");
+    let out_csv = d.join("rec.csv");
+    let path = out_csv.to_str().unwrap();
+    // Bad arguments are refused before any device is opened.
+    for bad in [&["--batches", "1,x"][..], &["--batches", "0"], &["--max", "0"], &["--max", "8", "--batches", ""]] {
+        let args = [&["juggler", "record", "--out", path][..], bad].concat();
+        let out = sparkle(&args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(!out_csv.exists(), "{bad:?} wrote a file");
+    }
+    if devices().len() < 3 {
+        return; // no Vulkan device: skipped loudly by `devices`
+    }
+    // GEMMs only (an empty batch list), up to 32: the three square ones, on both devices.
+    let out = sparkle(&["juggler", "record", "--out", path, "--max", "32", "--batches", ""]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&out_csv).unwrap();
+    let rows: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("device,")).collect();
+    assert_eq!(rows.len(), 6, "{text}");
+    for op in ["gemm 16 16 16", "gemm 24 24 24", "gemm 32 32 32"] {
+        for device in ["0", "1"] {
+            assert!(rows.iter().any(|r| r.starts_with(&format!("{device},{op},"))), "{op} on {device}: {text}");
+        }
+    }
+    let replay = sparkle(&["juggler", "replay", "--samples", path, "--seeds", "1", "--trace", "T1"]);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("near-square GEMMs"));
+    let _ = std::fs::remove_dir_all(&d);
+}

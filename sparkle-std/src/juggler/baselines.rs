@@ -13,22 +13,23 @@
 
 use std::collections::HashMap;
 
-use super::model::{OpDesc, Prior};
+use super::model::{OpDesc, OpKind, Prior};
 
 /// Device index of the CPU in recordings and policies.
 pub(crate) const CPU: usize = 0;
 /// Device index of the GPU.
 pub(crate) const GPU: usize = 1;
 
-/// A policy under replay.
+/// A policy under replay. `key` is the op's footprint: equal for equal shapes (StarPU's
+/// `starpu_task_footprint`, a hash of the data sizes), different otherwise.
 pub(crate) trait Policy {
     fn name(&self) -> &'static str;
-    fn pick(&mut self, op: &OpDesc, shape: [usize; 3], call: u64) -> usize;
+    fn pick(&mut self, op: &OpDesc, key: u64, call: u64) -> usize;
     /// Its predicted seconds for `op` on `device`, if it can predict.
-    fn predict(&self, _op: &OpDesc, _shape: [usize; 3], _device: usize) -> Option<f64> {
+    fn predict(&self, _op: &OpDesc, _key: u64, _device: usize) -> Option<f64> {
         None
     }
-    fn learn(&mut self, _op: &OpDesc, _shape: [usize; 3], _device: usize, _seconds: f64) {}
+    fn learn(&mut self, _op: &OpDesc, _key: u64, _device: usize, _seconds: f64) {}
 }
 
 /// splitmix64.
@@ -59,7 +60,7 @@ const CALIBRATE_MINIMUM: u32 = 10;
 /// `STARPU_HISTORYMAXERROR` is configure.ac's `calibration_heuristic=50`).
 const HISTORY_MAX_ERROR_PCT: f64 = 50.0;
 
-/// One history entry: a footprint (here the exact GEMM shape) on one worker
+/// One history entry: a footprint (the exact shape) on one worker
 /// (`struct starpu_perfmodel_history_entry` in include/starpu_perfmodel.h).
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
@@ -197,11 +198,16 @@ impl PowerFit {
 /// when the model file is written, so in a cold first run it behaves as plain history: this
 /// variant is kinder to StarPU than StarPU is.
 pub(crate) struct StarPuDmda {
-    history: HashMap<([usize; 3], usize), Entry>,
-    nl: Option<[Option<PowerFit>; 2]>,
-    /// Samples per worker since its last refit, and in all (nl).
-    since_fit: [u32; 2],
-    samples: [u32; 2],
+    /// Per (footprint, worker).
+    history: HashMap<(u64, usize), Entry>,
+    /// Each footprint's codelet and data size (the regression's `size`).
+    sizes: HashMap<u64, (OpKind, f64)>,
+    /// One regression per (codelet, worker): GEMM and conv2d are separate codelets, each with
+    /// its own performance model, as in a StarPU application.
+    nl: Option<HashMap<(OpKind, usize), PowerFit>>,
+    /// Samples per (codelet, worker) since its last refit, and in all (nl).
+    since_fit: HashMap<(OpKind, usize), u32>,
+    samples: HashMap<(OpKind, usize), u32>,
     /// Seconds per byte over the bus to and from the GPU (StarPU's bus calibration; here the
     /// bandwidth the juggler's prior assumes, so both policies see the same bus).
     bus: f64,
@@ -212,9 +218,10 @@ impl StarPuDmda {
     pub(crate) fn new(nl: bool) -> Self {
         StarPuDmda {
             history: HashMap::new(),
-            nl: nl.then_some([None, None]),
-            since_fit: [0; 2],
-            samples: [0; 2],
+            sizes: HashMap::new(),
+            nl: nl.then(HashMap::new),
+            since_fit: HashMap::new(),
+            samples: HashMap::new(),
             bus: 1.0 / Prior::GPU.bandwidth,
         }
     }
@@ -231,20 +238,27 @@ impl StarPuDmda {
 
     /// The model's expected length: for `nl` the regression first (within its range), then the
     /// calibrated history (L1643-); for plain history the calibrated history; else NaN.
-    fn length(&self, op: &OpDesc, shape: [usize; 3], device: usize) -> f64 {
-        let fitted = self.nl.and_then(|fits| fits[device]).and_then(|f| f.predict_in_range(op.bytes));
-        fitted.unwrap_or_else(|| self.history.get(&(shape, device)).map_or(f64::NAN, Entry::expected))
+    fn length(&self, op: &OpDesc, key: u64, device: usize) -> f64 {
+        let fitted =
+            self.nl.as_ref().and_then(|fits| fits.get(&(op.kind, device))).and_then(|f| f.predict_in_range(op.bytes));
+        fitted.unwrap_or_else(|| self.history.get(&(key, device)).map_or(f64::NAN, Entry::expected))
     }
 
-    fn refit(&mut self, device: usize) {
+    fn refit(&mut self, kind: OpKind, device: usize) {
         let Some(fits) = &mut self.nl else { return };
         let points: Vec<(f64, f64, u32)> = self
             .history
             .iter()
             .filter(|((_, d), e)| *d == device && e.nsample > 0)
-            .map(|((s, _), e)| (OpDesc::gemm(s[0], s[1], s[2]).bytes, e.mean, e.nsample))
+            .filter_map(|((key, _), e)| {
+                let (k, bytes) = self.sizes[key];
+                (k == kind).then_some((bytes, e.mean, e.nsample))
+            })
             .collect();
-        fits[device] = PowerFit::fit(&points);
+        match PowerFit::fit(&points) {
+            Some(f) => fits.insert((kind, device), f),
+            None => fits.remove(&(kind, device)),
+        };
     }
 }
 
@@ -264,10 +278,10 @@ impl Policy for StarPuDmda {
     /// accelerators before the CPUs (src/core/topology.c `_starpu_init_machine_config`
     /// L1440-1449: "we put the CPU section after the accelerator"). Otherwise the smallest
     /// fitness wins, ties to the earlier worker.
-    fn pick(&mut self, op: &OpDesc, shape: [usize; 3], _: u64) -> usize {
+    fn pick(&mut self, op: &OpDesc, key: u64, _: u64) -> usize {
         let mut best = (f64::INFINITY, GPU);
         for device in [GPU, CPU] {
-            let length = self.length(op, shape, device);
+            let length = self.length(op, key, device);
             if length.is_nan() {
                 return device;
             }
@@ -280,8 +294,8 @@ impl Policy for StarPuDmda {
         best.1
     }
 
-    fn predict(&self, op: &OpDesc, shape: [usize; 3], device: usize) -> Option<f64> {
-        let length = self.length(op, shape, device);
+    fn predict(&self, op: &OpDesc, key: u64, device: usize) -> Option<f64> {
+        let length = self.length(op, key, device);
         (!length.is_nan()).then(|| length + self.transfer(op, device))
     }
 
@@ -289,15 +303,19 @@ impl Policy for StarPuDmda {
     /// so the bus time is outside the measurement (driver_common.c
     /// `_starpu_driver_update_job_feedback`, ~L248-320: recorded while the model is calibrating,
     /// which the first NaN prediction turns on for good).
-    fn learn(&mut self, op: &OpDesc, shape: [usize; 3], device: usize, seconds: f64) {
+    fn learn(&mut self, op: &OpDesc, key: u64, device: usize, seconds: f64) {
         let codelet = (seconds - self.transfer(op, device)).max(seconds * 0.01);
         let drop_first = self.nl.is_none();
-        self.history.entry((shape, device)).or_default().update(codelet, drop_first);
-        self.since_fit[device] += 1;
-        self.samples[device] += 1;
-        if self.nl.is_some() && self.since_fit[device] >= (self.samples[device] / 8).max(16) {
-            self.since_fit[device] = 0;
-            self.refit(device);
+        self.history.entry((key, device)).or_default().update(codelet, drop_first);
+        self.sizes.insert(key, (op.kind, op.bytes));
+        let model = (op.kind, device);
+        let since = self.since_fit.entry(model).or_default();
+        *since += 1;
+        let samples = self.samples.entry(model).or_default();
+        *samples += 1;
+        if self.nl.is_some() && *since >= (*samples / 8).max(16) {
+            *since = 0;
+            self.refit(op.kind, device);
         }
     }
 }
@@ -305,25 +323,25 @@ impl Policy for StarPuDmda {
 /// Epsilon-greedy over per-shape means (epsilon 0.1; unseen shapes get a random device).
 #[derive(Default)]
 pub(crate) struct EpsilonGreedy {
-    mean: HashMap<([usize; 3], usize), (f64, u32)>,
+    mean: HashMap<(u64, usize), (f64, u32)>,
 }
 
 impl Policy for EpsilonGreedy {
     fn name(&self) -> &'static str {
         "epsilon-greedy"
     }
-    fn pick(&mut self, _: &OpDesc, shape: [usize; 3], call: u64) -> usize {
-        let m = |d: usize| self.mean.get(&(shape, d)).copied();
+    fn pick(&mut self, _: &OpDesc, key: u64, call: u64) -> usize {
+        let m = |d: usize| self.mean.get(&(key, d)).copied();
         match (m(CPU), m(GPU)) {
             (Some(a), Some(b)) if uniform(call ^ 0xE95) >= 0.1 => usize::from(b.0 < a.0),
             _ => usize::from(uniform(call ^ 0xE96) < 0.5),
         }
     }
-    fn predict(&self, _: &OpDesc, shape: [usize; 3], device: usize) -> Option<f64> {
-        self.mean.get(&(shape, device)).map(|m| m.0)
+    fn predict(&self, _: &OpDesc, key: u64, device: usize) -> Option<f64> {
+        self.mean.get(&(key, device)).map(|m| m.0)
     }
-    fn learn(&mut self, _: &OpDesc, shape: [usize; 3], d: usize, t: f64) {
-        let e = self.mean.entry((shape, d)).or_insert((0.0, 0));
+    fn learn(&mut self, _: &OpDesc, key: u64, d: usize, t: f64) {
+        let e = self.mean.entry((key, d)).or_insert((0.0, 0));
         e.0 = (e.0 * f64::from(e.1) + t) / f64::from(e.1 + 1);
         e.1 += 1;
     }
@@ -365,11 +383,11 @@ mod tests {
     fn uncalibrated_goes_to_the_accelerator_first() {
         let mut p = StarPuDmda::new(false);
         let op = OpDesc::gemm(8, 8, 8);
-        assert_eq!(p.pick(&op, [8, 8, 8], 0), GPU);
+        assert_eq!(p.pick(&op, 8, 0), GPU);
         for _ in 0..11 {
-            p.learn(&op, [8, 8, 8], GPU, 1e-3);
+            p.learn(&op, 8, GPU, 1e-3);
         }
-        assert_eq!(p.pick(&op, [8, 8, 8], 0), CPU);
+        assert_eq!(p.pick(&op, 8, 0), CPU);
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! Predicted time = launch overhead + flops / (peak x efficiency(size)) + transfer bytes /
 //! bandwidth. The efficiency curve starts from a prior (`flops / (flops + half)`: small work runs
 //! far below peak) and is learned per size bucket (powers of two of the flop count), in log space,
-//! from measured runtimes. Unseen sizes interpolate between learned buckets, so shapes never seen
-//! are still predicted. Each update moves a bucket by a clamped residual (a 100x spike moves it by
-//! at most a factor 4^alpha) with a learning rate that never falls below `MIN_RATE`, so drift is
-//! followed; a bucket's first run, often slowed by one-time costs, is replaced by a much faster
-//! second one rather than averaged with it.
+//! from measured runtimes, in one model per op kind and shape band ([`OpDesc::band`]: how far
+//! below a square GEMM's flops per byte the op falls; a matrix-vector product runs far slower than
+//! a square GEMM of the same flops). Unseen sizes interpolate between learned buckets, so shapes
+//! never seen are still predicted; a band not yet measured borrows its nearest measured band.
+//! Each update moves a bucket by a clamped residual (a 100x spike moves it by at most a factor
+//! 4^alpha) with a learning rate that never falls below `MIN_RATE`, so drift is followed; a
+//! bucket's first run, often slowed by one-time costs, is replaced by a much faster second one
+//! rather than averaged with it.
 
-use sparkle_core::Conv2d;
+use sparkle_core::{Conv2d, TensorLayout};
 
 /// Which op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -20,29 +23,109 @@ pub enum OpKind {
     Conv2d,
 }
 
+/// Conv2d variants, each its own code path on every backend (so its own cost model).
+pub mod variant {
+    /// Any other conv2d (7x7, strided 3x3, grouped, dilated).
+    pub const DENSE: u8 = 0;
+    /// 1x1 (a GEMM over pixels).
+    pub const POINTWISE: u8 = 1;
+    /// Depthwise (one filter per channel: memory-bound).
+    pub const DEPTHWISE: u8 = 2;
+    /// 3x3, stride 1, no dilation, not grouped (Winograd on the GPU).
+    pub const K3S1: u8 = 3;
+    /// Names in the model file, by variant.
+    pub const NAMES: [&str; 4] = ["", "1x1", "dw", "3x3"];
+}
+
+/// Which cost model an op is predicted with: its kind, its variant (GEMMs have one) and its
+/// shape band ([`OpDesc::band`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ModelKey {
+    /// The op.
+    pub kind: OpKind,
+    /// Its variant ([`variant`]; 0 for GEMM).
+    pub variant: u8,
+    /// Its shape band.
+    pub band: u8,
+}
+
 /// What a cost model needs to know about one op.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OpDesc {
     /// The op.
     pub kind: OpKind,
+    /// Its variant ([`variant`]; 0 for GEMM).
+    pub variant: u8,
     /// Floating-point operations (2 per multiply-add).
     pub flops: f64,
     /// Bytes of inputs and outputs (what must cross to a device that does not hold them).
     pub bytes: f64,
+    /// Its exact shape, hashed: ops of equal shape (and, but for hash collisions, only those)
+    /// share it, so what one run of a shape showed applies to the next.
+    pub footprint: u64,
 }
 
 impl OpDesc {
     /// A GEMM `m x n x k` reading A, B (and C) and writing C.
     pub fn gemm(m: usize, n: usize, k: usize) -> Self {
+        let footprint = hash([0, m, n, k].map(|v| v as u64));
         let (m, n, k) = (m as f64, n as f64, k as f64);
-        Self { kind: OpKind::Gemm, flops: 2.0 * m * n * k, bytes: 4.0 * (m * k + k * n + m * n) }
+        Self { kind: OpKind::Gemm, variant: 0, flops: 2.0 * m * n * k, bytes: 4.0 * (m * k + k * n + m * n), footprint }
     }
     /// A conv2d.
     pub fn conv2d(g: &Conv2d) -> Self {
+        let p = g.params();
         let bytes = 4.0 * (g.input_len() + g.weight_len() + g.output_len()) as f64;
-        Self { kind: OpKind::Conv2d, flops: g.flops(), bytes }
+        let variant = if p.groups > 1 && p.groups == p.c && p.groups == p.k {
+            variant::DEPTHWISE
+        } else if p.r == 1 && p.s == 1 {
+            variant::POINTWISE
+        } else if p.r == 3 && p.s == 3 && p.stride == [1, 1] && p.dilation == [1, 1] && p.groups == 1 {
+            variant::K3S1
+        } else {
+            variant::DENSE
+        };
+        let dims = [p.n, p.c, p.h, p.w, p.k, p.r, p.s, p.stride[0], p.stride[1], p.dilation[0], p.dilation[1]];
+        let rest =
+            [p.pad.top, p.pad.left, p.pad.bottom, p.pad.right, p.groups, usize::from(p.layout == TensorLayout::Nhwc)];
+        let footprint = hash(std::iter::once(1).chain(dims).chain(rest).map(|v| v as u64));
+        Self { kind: OpKind::Conv2d, variant, flops: g.flops(), bytes, footprint }
+    }
+
+    /// Its shape band, `0..BANDS`: how many factors of 2^1.5 its arithmetic intensity (flops per
+    /// byte) falls below that of the square GEMM with the same flops. Square GEMMs and dense
+    /// convolutions are band 0; a GEMM with M = 32 against 1024 x 1024 is band 1, M = 8 against
+    /// 1024 x 1024 band 2, a matrix-vector product of 4096 band 3. For one aspect ratio the band
+    /// grows with the size (the square GEMM's intensity grows, a skinny one's does not): MobileNet's
+    /// depthwise 3x3 at 112 is band 2 at batch 1 and 3 at batch 32. Ops of one size run at very
+    /// different speeds across bands (memory-bound or not), so each band has its own cost model.
+    pub fn band(&self) -> u8 {
+        // The square GEMM of these flops: n = (flops / 2)^(1/3), 12 n^2 bytes, n / 6 flops a byte.
+        let square = (self.flops / 2.0).cbrt() / 6.0;
+        let q = self.flops / self.bytes / square;
+        if q.is_finite() && q > 0.0 {
+            ((-q.log2() / 1.5).floor().max(0.0) as u8).min(BANDS - 1)
+        } else {
+            0
+        }
+    }
+
+    /// The cost model it is predicted with.
+    pub fn model_key(&self) -> ModelKey {
+        ModelKey { kind: self.kind, variant: self.variant, band: self.band() }
     }
 }
+
+/// FNV-1a over the words' little-endian bytes (no allocation: it runs in every decision).
+fn hash(words: impl IntoIterator<Item = u64>) -> u64 {
+    words
+        .into_iter()
+        .flat_map(u64::to_le_bytes)
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Shape bands ([`OpDesc::band`]).
+pub const BANDS: u8 = 4;
 
 /// What is assumed about a device before anything was measured.
 #[derive(Clone, Copy, Debug, PartialEq)]

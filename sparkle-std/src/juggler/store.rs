@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::clock::Clock;
-use super::model::{Bucket, CostModel, OpKind, BUCKETS};
+use super::model::{variant, Bucket, CostModel, ModelKey, OpKind, BANDS, BUCKETS};
 use super::policy::Juggler;
 
 const HEADER: &str = "sparkle-juggler v2";
@@ -34,14 +34,40 @@ pub enum Loaded {
     Foreign,
 }
 
-/// Per (device, op kind): the size buckets, then the learned overhead (index [`OVERHEAD`]).
+/// Per (device, model): the size buckets, then the learned overhead (index [`OVERHEAD`]).
 type Entries = HashMap<(String, String), Vec<Bucket>>;
 
-fn kind_name(k: OpKind) -> &'static str {
-    match k {
-        OpKind::Gemm => "gemm",
-        OpKind::Conv2d => "conv2d",
+const KINDS: [(OpKind, &str); 2] = [(OpKind::Gemm, "gemm"), (OpKind::Conv2d, "conv2d")];
+
+/// A model's name in the file: the op kind (`gemm`, `conv2d`), then `-` and the variant for a
+/// conv2d other than the dense one (`conv2d-1x1`, `conv2d-dw`, `conv2d-3x3`), then `.` and the
+/// shape band unless it is 0 (`gemm.2`). Band 0 of the dense variant is named as version 1 files
+/// named the kind's one model.
+fn model_name(key: ModelKey) -> String {
+    let mut name = KINDS.iter().find(|k| k.0 == key.kind).map_or("?", |k| k.1).to_string();
+    if let Some(v) = variant::NAMES.get(usize::from(key.variant)).filter(|v| !v.is_empty()) {
+        name = format!("{name}-{v}");
     }
+    if key.band != 0 {
+        name = format!("{name}.{}", key.band);
+    }
+    name
+}
+
+/// [`model_name`]'s inverse; `None` for a name this version does not know (kept in the file,
+/// not loaded).
+fn parse_model_name(name: &str) -> Option<ModelKey> {
+    let (name, band) = match name.split_once('.') {
+        Some((name, band)) => (name, band.parse::<u8>().ok().filter(|b| (1..BANDS).contains(b))?),
+        None => (name, 0),
+    };
+    let (kind, variant) = match name.split_once('-') {
+        Some((kind, v)) => (kind, variant::NAMES.iter().skip(1).position(|n| *n == v)? + 1),
+        None => (name, 0),
+    };
+    let kind = KINDS.iter().find(|k| k.1 == kind)?.0;
+    // GEMMs have one variant.
+    (kind == OpKind::Conv2d || variant == 0).then_some(ModelKey { kind, variant: variant as u8, band })
 }
 
 fn parse(text: &str) -> Result<(String, Entries), String> {
@@ -104,10 +130,10 @@ fn render(fp: &str, entries: &Entries) -> String {
 fn entries_of<C: Clock>(j: &Juggler<C>) -> Entries {
     let mut e = Entries::new();
     for d in &j.devices {
-        for (kind, m) in &d.models {
+        for (key, m) in &d.models {
             let mut v = m.buckets.clone();
             v.push(m.overhead);
-            e.insert((d.id.to_string(), kind_name(*kind).to_string()), v);
+            e.insert((d.id.to_string(), model_name(*key)), v);
         }
     }
     e
@@ -124,10 +150,11 @@ pub fn load<C: Clock>(j: &mut Juggler<C>, path: &Path, fp: &str) -> Result<Loade
     let (file_fp, entries) = parse(&text)?;
     let same = file_fp == fp;
     for d in &mut j.devices {
-        for kind in [OpKind::Gemm, OpKind::Conv2d] {
-            let Some(buckets) = entries.get(&(d.id.to_string(), kind_name(kind).to_string())) else { continue };
+        let device = d.id.to_string();
+        for ((_, name), buckets) in entries.iter().filter(|((dev, _), _)| *dev == device) {
+            let Some(key) = parse_model_name(name) else { continue };
             let prior = d.prior;
-            let m = d.models.entry(kind).or_insert_with(|| CostModel::new(prior));
+            let m = d.models.entry(key).or_insert_with(|| CostModel::new(prior));
             for (mine, theirs) in m.buckets.iter_mut().chain(std::iter::once(&mut m.overhead)).zip(buckets) {
                 if theirs.weight > 0.0 {
                     let weight = if same { theirs.weight } else { theirs.weight.min(1.0) };
@@ -227,6 +254,7 @@ mod tests {
         for n in [64, 256, 1024] {
             for _ in 0..5 {
                 j.record(DeviceId::Cpu, &OpDesc::gemm(n, n, n), false, seconds * (n as f64).powi(3) / 1e9, false);
+                j.record(DeviceId::Cpu, &OpDesc::gemm(8, n, n), false, seconds * (n as f64).powi(2) / 1e7, false);
             }
         }
         j
@@ -245,12 +273,19 @@ mod tests {
         let j = trained(1.0);
         save(&j, &path, "fp1").unwrap();
         let op = OpDesc::gemm(256, 256, 256);
-        let want = j.model_of(DeviceId::Cpu, op.kind).unwrap().predict(&op, 0.0);
+        let want = j.model_of(DeviceId::Cpu, &op).unwrap().predict(&op, 0.0);
         let mut fresh = trained(0.0);
         fresh.devices[0].models.clear();
         assert_eq!(load(&mut fresh, &path, "fp1"), Ok(Loaded::Same));
-        let got = fresh.model_of(DeviceId::Cpu, op.kind).unwrap().predict(&op, 0.0);
+        let got = fresh.model_of(DeviceId::Cpu, &op).unwrap().predict(&op, 0.0);
         assert!((got / want - 1.0).abs() < 1e-9);
+        // The skinny band's model is its own, and round-trips too.
+        let skinny = OpDesc::gemm(8, 1024, 1024);
+        assert_eq!(skinny.band(), 2);
+        let (want, got) =
+            (j.model_of(DeviceId::Cpu, &skinny).unwrap(), fresh.model_of(DeviceId::Cpu, &skinny).unwrap());
+        assert!(want.confidence(&skinny) > 0.0 && want.predict(&skinny, 0.0) == got.predict(&skinny, 0.0));
+        assert_ne!(want.predict(&skinny, 0.0), j.model_of(DeviceId::Cpu, &op).unwrap().predict(&skinny, 0.0));
         let good = std::fs::read(&path).unwrap();
         // Truncated, flipped, garbage, empty: reported, never trusted.
         for bad in [&good[..good.len() / 2], &[b'x'; 40][..], b"", &good[..good.len() - 3]] {
@@ -278,7 +313,7 @@ mod tests {
         for _ in 0..40 {
             j.record(DeviceId::Cpu, &tiny, false, 0.25 * CPU.overhead, false);
         }
-        let model = j.model_of(DeviceId::Cpu, tiny.kind).unwrap();
+        let model = j.model_of(DeviceId::Cpu, &tiny).unwrap();
         let learned = model.overhead();
         assert!(learned < 0.5 * CPU.overhead, "{learned}");
         let predicted = model.predict(&tiny, 0.0);
@@ -288,7 +323,7 @@ mod tests {
         let mut fresh = trained(0.0);
         fresh.devices[0].models.clear();
         load(&mut fresh, &path, "fp1").unwrap();
-        assert_eq!(fresh.model_of(DeviceId::Cpu, tiny.kind).unwrap().overhead(), learned);
+        assert_eq!(fresh.model_of(DeviceId::Cpu, &tiny).unwrap().overhead(), learned);
         // A version-1 file (no overhead lines) loads, with the prior's overhead.
         let body = format!("{HEADER_V1}\nfingerprint fp1\nmodel cpu gemm 20 -1e0 5");
         let v1 = format!("{body}\nchecksum {:016x}\n", sparkle_core::check::fnv1a(body.as_bytes()));
@@ -296,7 +331,7 @@ mod tests {
         let mut old = trained(0.0);
         old.devices[0].models.clear();
         assert_eq!(load(&mut old, &path, "fp1"), Ok(Loaded::Same));
-        assert_eq!(old.model_of(DeviceId::Cpu, tiny.kind).unwrap().overhead(), CPU.overhead);
+        assert_eq!(old.model_of(DeviceId::Cpu, &tiny).unwrap().overhead(), CPU.overhead);
         // A size bucket past the last is corrupt, not an overhead.
         let body = format!("{HEADER}\nfingerprint fp1\nmodel cpu gemm {BUCKETS} -1e0 5");
         let bad = format!("{body}\nchecksum {:016x}\n", sparkle_core::check::fnv1a(body.as_bytes()));
@@ -312,8 +347,8 @@ mod tests {
         let mut j = Juggler::new(FakeClock::default());
         j.add_device(DeviceId::Cpu, CPU, false);
         assert_eq!(load(&mut j, &path, "new-driver"), Ok(Loaded::Foreign));
-        let m = j.model_of(DeviceId::Cpu, OpKind::Gemm).unwrap();
         let op = OpDesc::gemm(256, 256, 256);
+        let m = j.model_of(DeviceId::Cpu, &op).unwrap();
         assert!(m.confidence(&op) <= 1.0, "weak prior");
         assert!(m.confidence(&op) > 0.0, "but not wiped");
         let _ = std::fs::remove_dir_all(&d);
@@ -341,9 +376,9 @@ mod tests {
         save(&gemm_only, &path, "fp").unwrap();
         gemm_only.devices[0].models.clear();
         assert_eq!(load(&mut gemm_only, &path, "fp"), Ok(Loaded::Same));
-        let conv = gemm_only.model_of(DeviceId::Cpu, OpKind::Conv2d).unwrap();
+        let conv = gemm_only.model_of(DeviceId::Cpu, &OpDesc::conv2d(&g)).unwrap();
         assert!(conv.confidence(&OpDesc::conv2d(&g)) > 0.0, "conv model survived");
-        let gemm = gemm_only.model_of(DeviceId::Cpu, OpKind::Gemm).unwrap();
+        let gemm = gemm_only.model_of(DeviceId::Cpu, &OpDesc::gemm(256, 256, 256)).unwrap();
         assert!(gemm.confidence(&OpDesc::gemm(256, 256, 256)) > 0.0, "gemm model survived");
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -8,15 +8,19 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum JugglerCommand {
-    /// Measure square GEMMs on the CPU and the preferred Vulkan device through one Sparkle
-    /// handle (pinned; host tensors, copies included) and write a recording for `replay`.
+    /// Measure GEMMs (square, skinny, tall) and conv2d layers (ResNet-50's and MobileNet v1's,
+    /// at each batch size) on the CPU and the preferred Vulkan device through one Sparkle handle
+    /// (pinned; host tensors, copies included) and write a recording for `replay`.
     Record {
         /// Output CSV.
         #[arg(long)]
         out: std::path::PathBuf,
-        /// Largest GEMM size to measure.
-        #[arg(long, default_value_t = 512)]
+        /// Largest GEMM side to measure (tall GEMMs go to 16x this in M).
+        #[arg(long, default_value_t = 2048)]
         max: usize,
+        /// Conv2d batch sizes, comma-separated (empty: GEMMs only).
+        #[arg(long, default_value = "1,8,32")]
+        batches: String,
     },
     /// Replay a recording through every policy (oracle, fixed rules, StarPU's dmda with its
     /// history and its regression model, epsilon-greedy, Sparkle) on traces T1-T4, over seeds.
@@ -39,9 +43,23 @@ pub enum JugglerCommand {
 pub fn run(cmd: JugglerCommand) -> Result<ExitCode, Failure> {
     use sparkle_std::juggler::replay;
     match cmd {
-        JugglerCommand::Record { out, max } => {
-            let r = sparkle_std::bench::juggler_recording(max, &mut |n| eprintln!("recorded {n}^3"))?;
-            std::fs::write(&out, r.to_csv()).map_err(|e| format!("{}: {e}", out.display()))?;
+        JugglerCommand::Record { out, max, batches } => {
+            let batches: Vec<usize> = batches
+                .split(',')
+                .filter(|b| !b.trim().is_empty())
+                .map(|b| b.trim().parse::<usize>().ok().filter(|&b| b > 0))
+                .collect::<Option<_>>()
+                .ok_or_else(|| format!("--batches {batches}: expected sizes of at least 1, comma-separated"))?;
+            if max == 0 {
+                return Err("--max must be at least 1".into());
+            }
+            if sparkle_std::bench::juggler_ops(max, &batches).len() < 2 {
+                return Err(format!("--max {max} with no conv batch leaves fewer than 2 ops to record").into());
+            }
+            let r = sparkle_std::bench::juggler_recording(max, &batches, &mut |op| eprintln!("recorded {op}"))?;
+            let csv = r.to_csv();
+            sparkle_std::files::write_atomic(&out, |w| w.write_all(csv.as_bytes()))
+                .map_err(|e| format!("{}: {e}", out.display()))?;
             println!("wrote {} samples to {}", r.samples.len(), out.display());
         }
         JugglerCommand::Replay { samples, trace, seeds, json } => {
@@ -55,7 +73,8 @@ pub fn run(cmd: JugglerCommand) -> Result<ExitCode, Failure> {
             if seeds == 0 {
                 return Err("--seeds must be at least 1".into());
             }
-            let out = replay::run(&r, only, seeds);
+            let on = replay::replayed_on(&r).map_err(|e| format!("{}: {e}", samples.display()))?;
+            let out = replay::run(&r, only, seeds).map_err(|e| format!("{}: {e}", samples.display()))?;
             let opt = |v: Option<f64>, digits: usize| v.map_or("null".to_string(), |v| format!("{v:.digits$}"));
             if json {
                 let items: Vec<String> = out
@@ -84,7 +103,7 @@ pub fn run(cmd: JugglerCommand) -> Result<ExitCode, Failure> {
                 println!("[{}]", items.join(",\n "));
             } else {
                 println!(
-                    "replay of {} ({}), {seeds} seed(s): mean regret, and its range over seeds",
+                    "replay of {} ({}) on {on}, {seeds} seed(s): mean regret, and its range over seeds",
                     samples.display(),
                     r.machine
                 );
