@@ -3,7 +3,7 @@
 //! Predicted time = launch overhead + flops / (peak x efficiency(size)) + transfer bytes /
 //! bandwidth. The efficiency curve starts from a prior (`flops / (flops + half)`: small work runs
 //! far below peak) and is learned per size bucket (powers of two of the flop count), in log space,
-//! from measured runtimes, in one model per op kind and shape band ([`OpDesc::band`]: how far
+//! from measured runtimes, in one model per op kind, variant and shape band ([`OpDesc::band`]: how far
 //! below a square GEMM's flops per byte the op falls; a matrix-vector product runs far slower than
 //! a square GEMM of the same flops). Unseen sizes interpolate between learned buckets, so shapes
 //! never seen are still predicted; a band not yet measured borrows its nearest measured band.
@@ -12,7 +12,7 @@
 //! bucket's first run, often slowed by one-time costs, is replaced by a much faster second one
 //! rather than averaged with it.
 
-use sparkle_core::{Conv2d, TensorLayout};
+use sparkle_core::{Conv2d, TensorLayout, WeightLayout};
 
 /// Which op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,9 +25,9 @@ pub enum OpKind {
 
 /// Conv2d variants, each its own code path on every backend (so its own cost model).
 pub mod variant {
-    /// Any other conv2d (7x7, strided 3x3, grouped, dilated).
+    /// Any other conv2d (7x7, strided 3x3, grouped or dilated 3x3).
     pub const DENSE: u8 = 0;
-    /// 1x1 (a GEMM over pixels).
+    /// 1x1, any stride or grouping (a GEMM over pixels).
     pub const POINTWISE: u8 = 1;
     /// Depthwise (one filter per channel: memory-bound).
     pub const DEPTHWISE: u8 = 2;
@@ -86,8 +86,8 @@ impl OpDesc {
             variant::DENSE
         };
         let dims = [p.n, p.c, p.h, p.w, p.k, p.r, p.s, p.stride[0], p.stride[1], p.dilation[0], p.dilation[1]];
-        let rest =
-            [p.pad.top, p.pad.left, p.pad.bottom, p.pad.right, p.groups, usize::from(p.layout == TensorLayout::Nhwc)];
+        let layouts = [usize::from(p.layout == TensorLayout::Nhwc), usize::from(p.weight_layout == WeightLayout::Krsc)];
+        let rest = [p.pad.top, p.pad.left, p.pad.bottom, p.pad.right, p.groups, layouts[0], layouts[1]];
         let footprint = hash(std::iter::once(1).chain(dims).chain(rest).map(|v| v as u64));
         Self { kind: OpKind::Conv2d, variant, flops: g.flops(), bytes, footprint }
     }
@@ -112,7 +112,9 @@ impl OpDesc {
 
     /// The cost model it is predicted with.
     pub fn model_key(&self) -> ModelKey {
-        ModelKey { kind: self.kind, variant: self.variant, band: self.band() }
+        // GEMMs have one variant, whatever a hand-built description says.
+        let variant = if self.kind == OpKind::Gemm { 0 } else { self.variant };
+        ModelKey { kind: self.kind, variant, band: self.band() }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The decision: for each op, the device with the earliest expected completion (when its queue
-//! is free + predicted run time + the transfers the op needs there), with exploration of devices
-//! that have not been measured at this size only when that is cheap. A device that fails is
-//! skipped with exponential backoff and the op re-runs on the next one.
+//! is free + predicted run time + the transfers the op needs there; a shape that ran on a device
+//! is predicted there from its own runs), with budgeted exploration of devices whose model of the
+//! op, or whose run of its shape, is still missing. A device that fails is skipped with
+//! exponential backoff and the op re-runs on the next one.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -181,7 +182,7 @@ impl Device {
         self.models
             .iter()
             .filter(|(k, _)| k.kind == key.kind)
-            .min_by_key(|(k, _)| (distance(k), k.band))
+            .min_by_key(|(k, _)| (distance(k), k.band, k.variant))
             .map_or(&self.blank, |(_, m)| m)
     }
 
@@ -217,7 +218,8 @@ pub const BUS_DOMINANT: f64 = 4.0;
 /// factor.
 pub const DRIFT_EXPLORE_FACTOR: f64 = 3.0;
 /// A recurring shape is tried once on a device it never ran on when that device's predicted
-/// extra time is at most this share of the time the shape took so far.
+/// completion is later than the best one's by at most this share of the time the shape took so
+/// far.
 pub const SHAPE_EXPLORE_SHARE: f64 = 0.1;
 /// An exploring run is predicted to take at most this share of the seconds run so far.
 pub const EXPLORE_BUDGET: f64 = 0.05;
@@ -336,7 +338,8 @@ impl<C: Clock> Juggler<C> {
         let now = self.clock.now();
         let key = op.model_key();
         // Each available device's predicted run time and completion, computed once.
-        let mut candidates = [(0usize, 0.0f64, 0.0f64); 8];
+        // (Devices past the 16th are still placed on, but never explored.)
+        let mut candidates = [(0usize, 0.0f64, 0.0f64); 16];
         let mut n = 0;
         let mut best: Option<(usize, f64, f64)> = None; // (index, completion, run time)
         for (i, d) in self.devices.iter().enumerate() {
@@ -380,9 +383,11 @@ impl<C: Clock> Juggler<C> {
                 }
                 let d = &self.devices[i];
                 let unmeasured = !d.models.contains_key(&key);
-                let untried = || d.models.contains_key(&key) && !d.shapes.contains_key(&op.footprint);
+                // (A full shape memory cannot record the try: then nothing counts as untried.)
+                let untried =
+                    || d.models.contains_key(&key) && d.shapes.len() < SHAPES && !d.shapes.contains_key(&op.footprint);
                 if (unmeasured && done <= EXPLORE_FACTOR * best_done && run <= EXPLORE_BUDGET * self.spent)
-                    || (untried() && run - best_run <= SHAPE_EXPLORE_SHARE * spent())
+                    || (untried() && done - best_done <= SHAPE_EXPLORE_SHARE * spent())
                 {
                     return Some(Decision { device: d.id, predicted: run, explored: true });
                 }
@@ -422,7 +427,7 @@ impl<C: Clock> Juggler<C> {
         let d = &mut self.devices[index];
         let key = op.model_key();
         let mut transfer = transfer;
-        if d.remote && transfer > 0.0 {
+        if d.remote && transfer > 0.0 && transfer.is_finite() && d.bandwidth().is_finite() {
             // Mostly copies (as predicted): what the rest leaves of the run is the copies' time.
             let bytes = transfer * d.bandwidth();
             let rest = d.model_for(&key).predict(op, 0.0);
@@ -682,7 +687,10 @@ mod tests {
 
     #[test]
     fn exploration_is_capped() {
-        let j = juggler();
+        let mut j = juggler();
+        // A second of conv work on the CPU: budget to explore with (and no GEMM model touched).
+        let conv = sparkle_core::Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).validate().unwrap();
+        j.record(DeviceId::Cpu, &OpDesc::conv2d(&conv), false, 1.0, false);
         // A tiny op: the GPU (unmeasured) costs 10x the CPU's prediction: not explored.
         let tiny = OpDesc::gemm(8, 8, 8);
         let d = j.decide(&tiny, false).unwrap();

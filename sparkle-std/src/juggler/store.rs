@@ -58,7 +58,9 @@ fn model_name(key: ModelKey) -> String {
 /// not loaded).
 fn parse_model_name(name: &str) -> Option<ModelKey> {
     let (name, band) = match name.split_once('.') {
-        Some((name, band)) => (name, band.parse::<u8>().ok().filter(|b| (1..BANDS).contains(b))?),
+        // One digit, as `model_name` writes it (not `01` or `+1`).
+        Some((name, band)) if band.len() == 1 => (name, band.parse::<u8>().ok().filter(|b| (1..BANDS).contains(b))?),
+        Some(_) => return None,
         None => (name, 0),
     };
     let (kind, variant) = match name.split_once('-') {
