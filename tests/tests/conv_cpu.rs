@@ -80,6 +80,18 @@ fn sweep(kern: &'static Kernel) {
                     seen.insert(check(&cpu, with(p), Activation::Relu6, true, c as u64));
                     seen.insert(check(&cpu, with(p.stride(2, 2).dilation(2, 1)), Activation::Tanh, false, k as u64));
                 }
+                // Depthwise planes strided or narrower than a vector: NCHW runs them across blocks
+                // of channels (40 = 2 x 16 + 8 = 5 x 8), batch 2; 3 workers split items mid-block.
+                for (hw, stride, dilation) in [(7, 1, 1), (14, 1, 1), (14, 2, 1), (23, 2, 2), (9, 3, 1)] {
+                    let p = Conv2dParams::new(2, 40, hw, hw, 40, 3, 3)
+                        .stride(stride, stride)
+                        .dilation(dilation, dilation)
+                        .pad(Padding::new(1, 1, 2, 0))
+                        .groups(40);
+                    let three = cpu.threads(3);
+                    seen.insert(check(&three, with(p), Activation::Relu6, true, hw as u64));
+                    seen.insert(check(&cpu, with(p), Activation::Gelu, false, stride as u64));
+                }
                 // Pointwise (1x1 stride 1): plain GEMM, no gather.
                 seen.insert(check(&cpu, with(Conv2dParams::new(3, 19, 9, 11, 40, 1, 1)), Activation::Relu, true, 4));
                 seen.insert(check(

@@ -1,6 +1,10 @@
 //! The depthwise conv kernel body (groups == c == k): one filter per channel, no reduction
 //! across channels, so it is memory-bound and vectorised along the contiguous axis: channels for
-//! NHWC, output columns for NCHW (stride 1).
+//! NHWC, output columns for NCHW (stride 1, rows of at least a vector). NCHW planes that are
+//! strided or narrower than a vector (MobileNet's stride-2 layers, 14x14 and 7x7 planes) are
+//! vectorised across channels instead: a block of `LANES` channels is interleaved, one input row
+//! at a time, into the worker's scratch (a ring of the rows one output row reads), so each tap is
+//! one vector load (they ran the scalar way at 0.6-1.1 GFLOPS before).
 //!
 //! Geometry-free: the kernel knows windows along an axis ([`Axis`]) and tensors as element
 //! strides; `conv/` derives both from its validated geometry, so the ISA layer does not depend on
@@ -68,6 +72,112 @@ pub(crate) struct DepthwiseArgs {
     pub output: *mut f32,
     /// NCHW: planes `n*c + c`; NHWC: output rows `n*ho + oy`.
     pub items: Range<usize>,
+    /// This call's own scratch of [`packed_scratch_len`] floats for its kernel's lanes (NCHW
+    /// only), or null: then strided and narrow planes run the scalar way.
+    pub scratch: *mut f32,
+}
+
+/// Input rows a ring must hold so that one output row's taps are all in it.
+fn ring_rows(y: &Axis) -> usize {
+    (y.taps - 1) * y.dilation + 1
+}
+
+/// Floats of scratch one NCHW depthwise call with `lanes`-wide vectors needs for its
+/// channel-interleaved path: a ring of input rows and the block's weights (0 for scalar kernels;
+/// `None` on overflow).
+pub(crate) fn packed_scratch_len(lanes: usize, y: &Axis, x: &Axis) -> Option<usize> {
+    if lanes <= 1 {
+        return Some(0);
+    }
+    let ring = y.taps.checked_sub(1)?.checked_mul(y.dilation)?.checked_add(1)?;
+    ring.checked_mul(x.input)?.checked_add(y.taps.checked_mul(x.taps)?)?.checked_mul(lanes)
+}
+
+/// Channels `c0..c0 + LANES` of image `n`, NCHW, vectorised across the channels (any stride,
+/// dilation and width): each input row is interleaved once into a ring in `p.scratch`
+/// (`[slot][x][lane]`), the block's weights into `[tap][lane]` after it; each output pixel is then
+/// one vector FMA per tap.
+///
+/// # Safety
+/// As [`depthwise_body`]; `p.scratch` holds [`packed_scratch_len`] floats for `S::LANES`
+/// (at most 16); `c0 + S::LANES <= p.channels`.
+#[inline(always)]
+unsafe fn packed_block<S: Simd>(p: &DepthwiseArgs, n: usize, c0: usize) {
+    let l = S::LANES;
+    let (r_n, s_n, w_in, ho, wo) = (p.y.taps, p.x.taps, p.x.input, p.y.output, p.x.output);
+    let (is, os) = (&p.input_strides, &p.output_strides);
+    let ring = ring_rows(&p.y);
+    // SAFETY: (whole body) the scratch holds ring * w_in * l + r_n * s_n * l floats; every input
+    // and output index comes from the validated axes and strides.
+    unsafe {
+        let weights = p.scratch.add(ring * w_in * l);
+        for t in 0..r_n * s_n {
+            for j in 0..l {
+                *weights.add(t * l + j) = *p.weight.add((c0 + j) * r_n * s_n + t);
+            }
+        }
+        let bias = if p.bias.is_null() { S::zero() } else { S::load(p.bias.add(c0)) };
+        let scalar_act = act_is_scalar(p.act);
+        let mut lanes_out = [0.0f32; 16];
+        // Output columns whose every tap is inside the input row: [xlo, xhi).
+        let (sw, dw, pl) = (p.x.stride, p.x.dilation, p.x.pad);
+        let xlo = pl.div_ceil(sw).min(wo);
+        let xhi = (w_in + pl).saturating_sub((s_n - 1) * dw).div_ceil(sw).clamp(xlo, wo);
+        // Input rows [0, next) are in the ring (row iy in slot iy % ring).
+        let mut next = 0;
+        for oy in 0..ho {
+            // The rows this output row reads, each interleaved once.
+            if let Some(last) = (0..r_n).rev().find_map(|r| p.y.tap(oy, r)) {
+                for iy in next.max((last + 1).saturating_sub(ring))..=last {
+                    let dst = p.scratch.add((iy % ring) * w_in * l);
+                    for j in 0..l {
+                        let src = p.input.add(at(is, n, c0 + j, iy, 0));
+                        for x in 0..w_in {
+                            *dst.add(x * l + j) = *src.add(x * is[3]);
+                        }
+                    }
+                }
+                next = next.max(last + 1);
+            }
+            // Each tap row's place in the ring, once per output row (a division per tap was most
+            // of the time); null where the tap falls in the padding.
+            let mut rows = [core::ptr::null::<f32>(); 16];
+            let row_of = |r: usize| {
+                p.y.tap(oy, r).map_or(core::ptr::null(), |iy| p.scratch.add((iy % ring) * w_in * l).cast_const())
+            };
+            for (r, slot) in rows.iter_mut().enumerate().take(r_n) {
+                *slot = row_of(r);
+            }
+            for ox in 0..wo {
+                let mut acc = bias;
+                let inside = (xlo..xhi).contains(&ox);
+                for r in 0..r_n {
+                    let row = if r < rows.len() { rows[r] } else { row_of(r) };
+                    if row.is_null() {
+                        continue;
+                    }
+                    let w_row = weights.add(r * s_n * l);
+                    if inside {
+                        // Every column tap inside the row: no checks.
+                        let first = row.add((ox * sw - pl) * l);
+                        for s in 0..s_n {
+                            acc = S::fmadd(S::load(first.add(s * dw * l)), S::load(w_row.add(s * l)), acc);
+                        }
+                    } else {
+                        for s in 0..s_n {
+                            let Some(ix) = p.x.tap(ox, s) else { continue };
+                            acc = S::fmadd(S::load(row.add(ix * l)), S::load(w_row.add(s * l)), acc);
+                        }
+                    }
+                }
+                S::store(lanes_out.as_mut_ptr(), act_simd::<S>(p.act, acc).unwrap_or(acc));
+                let out = p.output.add(at(os, n, c0, oy, ox));
+                for (j, &v) in lanes_out[..l].iter().enumerate() {
+                    *out.add(j * os[1]) = if scalar_act { p.act.apply(v) } else { v };
+                }
+            }
+        }
+    }
 }
 
 /// Offset of element `(n, c, y, x)` of a tensor with these strides.
@@ -162,8 +272,17 @@ pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
                 let reach = (s_n - 1) * dw;
                 let xhi = (w_in + pl).saturating_sub(reach).div_ceil(sw).clamp(xlo, wo);
                 let vector = sw == 1 && xhi - xlo >= lanes;
-                for item in p.items.clone() {
+                // Strided or narrow planes, whole blocks of channels: across the channels.
+                let packed = !vector && lanes > 1 && lanes <= 16 && !p.scratch.is_null();
+                let mut item = p.items.start;
+                while item < p.items.end {
                     let (n, c) = (item / c_n, item % c_n);
+                    if packed && item + lanes <= p.items.end && c + lanes <= c_n {
+                        packed_block::<S>(p, n, c);
+                        item += lanes;
+                        continue;
+                    }
+                    item += 1;
                     let w_at = move |r: usize, s: usize| (c * r_n + r) * s_n + s;
                     let plane = p.input.add(at(is, n, c, 0, 0));
                     let b0 = if p.bias.is_null() { 0.0 } else { *p.bias.add(c) };

@@ -77,5 +77,5 @@ unsafe fn generic_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 pub const GENERIC_KERNELS: Kernel = Kernel {
     isa: Isa::Generic,
     gemm: GemmKernel { id: "generic_gemm_f32_4x4", mr: 4, nr: 4, run: generic_gemm_f32_4x4 },
-    depthwise: DepthwiseKernel { id: "generic_dwconv_f32", run: generic_dwconv_f32 },
+    depthwise: DepthwiseKernel { id: "generic_dwconv_f32", run: generic_dwconv_f32, lanes: <Scalar as Simd>::LANES },
 };

@@ -185,6 +185,8 @@ pub struct DepthwiseKernel {
     /// # Safety
     /// As `depthwise::depthwise_body`, on a CPU with the set's ISA.
     pub(crate) run: unsafe fn(&depthwise::DepthwiseArgs),
+    /// f32 lanes of its vectors (1: scalar), which sizes its scratch.
+    pub(crate) lanes: usize,
 }
 
 impl DepthwiseKernel {

@@ -5,12 +5,12 @@
 
 use core::ops::Range;
 
-use crate::arch::depthwise::{Axis, DepthwiseArgs};
+use crate::arch::depthwise::{packed_scratch_len, Axis, DepthwiseArgs};
 use crate::arch::Kernel;
 use crate::conv::operands::{Im2col, Im2colT};
 use crate::conv::{check_epilogue, choose_path, Conv2d, Conv2dPath};
 use crate::epilogue::{Bias, Epilogue};
-use crate::error::Result;
+use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
 use crate::gemm::driver::{gemm_operands, gemm_scratch_len, OutPtr, Workspace};
 use crate::layout::TensorLayout;
@@ -19,8 +19,17 @@ use crate::view::MatRef;
 /// Floats of scratch [`conv2d_with`] needs with `workers` workers.
 pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
     match choose_path(g) {
-        // The NHWC depthwise kernel reads weights transposed to [r][s][c].
-        Conv2dPath::Depthwise => Ok(if g.params().layout == TensorLayout::Nhwc { g.weight_len() } else { 0 }),
+        // The NHWC depthwise kernel reads weights transposed to [r][s][c]; the NCHW one gets a
+        // ring of interleaved rows per worker (`arch::depthwise::packed_block`).
+        Conv2dPath::Depthwise => match g.params().layout {
+            TensorLayout::Nhwc => Ok(g.weight_len()),
+            TensorLayout::Nchw => {
+                let (y, x) = axes(g);
+                packed_scratch_len(kernel.depthwise.lanes, &y, &x)
+                    .and_then(|n| n.checked_mul(workers))
+                    .ok_or(Error::Overflow { param: Param::Scratch })
+            }
+        },
         _ => {
             let (m, n, k) = g.gemm_dims();
             gemm_scratch_len(kernel, blocking, m, n, k, workers)
@@ -140,8 +149,18 @@ unsafe fn depthwise(
     let bias = per_channel_bias(epi);
     let (kernel, exec, scratch) = (ws.kernel, ws.exec, &mut *ws.scratch);
     let p = g.params();
-    let (weights, items) = match p.layout {
-        TensorLayout::Nchw => (weight, p.n * p.c),
+    let (y, x) = axes(g);
+    // NCHW: each worker's own part of the scratch for the channel-interleaved rows.
+    let per_worker = match p.layout {
+        // Validated with the scratch (no overflow); `None` would only turn the path off.
+        TensorLayout::Nchw => packed_scratch_len(kernel.depthwise.lanes, &y, &x).unwrap_or(0),
+        TensorLayout::Nhwc => 0,
+    };
+    let (weights, items, scratch_base) = match p.layout {
+        TensorLayout::Nchw => {
+            let base = if per_worker > 0 { scratch.as_mut_ptr() } else { core::ptr::null_mut() };
+            (weight, p.n * p.c, base)
+        }
         TensorLayout::Nhwc => {
             // [c][r][s] -> [r][s][c], so the channel vectors are contiguous.
             let rs = p.r * p.s;
@@ -150,7 +169,7 @@ unsafe fn depthwise(
                     scratch[t * p.c + c] = weight[c * rs + t];
                 }
             }
-            (&scratch[..weight.len()], p.n * g.ho())
+            (&scratch[..weight.len()], p.n * g.ho(), core::ptr::null_mut())
         }
     };
     // The kernel is geometry-free: it gets the windows as axes and the tensors as strides, each
@@ -160,15 +179,8 @@ unsafe fn depthwise(
     };
     let template = DepthwiseArgs {
         channels: p.c,
-        y: Axis { input: p.h, output: g.ho(), taps: p.r, stride: p.stride[0], dilation: p.dilation[0], pad: p.pad.top },
-        x: Axis {
-            input: p.w,
-            output: g.wo(),
-            taps: p.s,
-            stride: p.stride[1],
-            dilation: p.dilation[1],
-            pad: p.pad.left,
-        },
+        y,
+        x,
         layout: p.layout,
         input_strides: unit(&|n, c, y, x| g.input_index(n, c, y, x)),
         output_strides: unit(&|n, c, y, x| g.output_index(n, c, y, x)),
@@ -178,6 +190,7 @@ unsafe fn depthwise(
         act: epi.activation,
         output: output.as_mut_ptr(),
         items: 0..0,
+        scratch: scratch_base,
     };
     let template = SharedArgs(template);
     let workers = exec.workers().max(1);
@@ -186,11 +199,25 @@ unsafe fn depthwise(
             return;
         }
         let range: Range<usize> = items * w / workers..items * (w + 1) / workers;
-        let args = template.with_items(range);
+        let mut args = template.with_items(range);
+        if !args.scratch.is_null() {
+            // SAFETY: the scratch holds `workers * per_worker` floats (validated by the caller).
+            args.scratch = unsafe { args.scratch.add(w * per_worker) };
+        }
         // SAFETY: tensors validated by the caller; workers write disjoint items (whole planes or
-        // whole output rows); the CPU supports the kernel's ISA.
+        // whole output rows) and use disjoint scratch; the CPU supports the kernel's ISA.
         unsafe { (kernel.depthwise.run)(&args) };
     });
+}
+
+/// The depthwise kernel's windows: rows, then columns.
+fn axes(g: &Conv2d) -> (Axis, Axis) {
+    let p = g.params();
+    let y =
+        Axis { input: p.h, output: g.ho(), taps: p.r, stride: p.stride[0], dilation: p.dilation[0], pad: p.pad.top };
+    let x =
+        Axis { input: p.w, output: g.wo(), taps: p.s, stride: p.stride[1], dilation: p.dilation[1], pad: p.pad.left };
+    (y, x)
 }
 
 /// The depthwise call every worker starts from (its raw pointers make it `!Sync`).

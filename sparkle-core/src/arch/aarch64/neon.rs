@@ -78,5 +78,5 @@ unsafe fn neon_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 pub const NEON_KERNELS: Kernel = Kernel {
     isa: Isa::Neon,
     gemm: GemmKernel { id: "neon_gemm_f32_8x12", mr: 8, nr: 12, run: neon_gemm_f32_8x12 },
-    depthwise: DepthwiseKernel { id: "neon_dwconv_f32", run: neon_dwconv_f32 },
+    depthwise: DepthwiseKernel { id: "neon_dwconv_f32", run: neon_dwconv_f32, lanes: <Neon as Simd>::LANES },
 };

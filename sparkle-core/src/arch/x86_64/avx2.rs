@@ -83,5 +83,5 @@ unsafe fn avx2_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 pub const AVX2_KERNELS: Kernel = Kernel {
     isa: Isa::Avx2,
     gemm: GemmKernel { id: "avx2_gemm_f32_6x16", mr: 6, nr: 16, run: avx2_gemm_f32_6x16 },
-    depthwise: DepthwiseKernel { id: "avx2_dwconv_f32", run: avx2_dwconv_f32 },
+    depthwise: DepthwiseKernel { id: "avx2_dwconv_f32", run: avx2_dwconv_f32, lanes: <Avx2 as Simd>::LANES },
 };

@@ -83,5 +83,5 @@ unsafe fn avx512_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 pub const AVX512_KERNELS: Kernel = Kernel {
     isa: Isa::Avx512,
     gemm: GemmKernel { id: "avx512_gemm_f32_12x32", mr: 12, nr: 32, run: avx512_gemm_f32_12x32 },
-    depthwise: DepthwiseKernel { id: "avx512_dwconv_f32", run: avx512_dwconv_f32 },
+    depthwise: DepthwiseKernel { id: "avx512_dwconv_f32", run: avx512_dwconv_f32, lanes: <Avx512 as Simd>::LANES },
 };
