@@ -82,11 +82,25 @@ fn ring_rows(y: &Axis) -> usize {
     (y.taps - 1) * y.dilation + 1
 }
 
-/// Floats of scratch one NCHW depthwise call with `lanes`-wide vectors needs for its
-/// channel-interleaved path: a ring of input rows and the block's weights (0 for scalar kernels;
-/// `None` on overflow).
+/// Output columns whose every tap is inside the input row: `[lo, hi)`.
+fn interior(x: &Axis) -> (usize, usize) {
+    let lo = x.pad.div_ceil(x.stride).min(x.output);
+    let hi = (x.input + x.pad).saturating_sub((x.taps - 1) * x.dilation).div_ceil(x.stride).clamp(lo, x.output);
+    (lo, hi)
+}
+
+/// Whether NCHW planes with columns `x` run across blocks of `lanes` channels: the plane is
+/// strided, or its interior is narrower than a vector (else each row is vectorised along it).
+pub(crate) fn channel_blocked(lanes: usize, x: &Axis) -> bool {
+    let (lo, hi) = interior(x);
+    (2..=16).contains(&lanes) && !(x.stride == 1 && hi - lo >= lanes)
+}
+
+/// Floats of scratch one NCHW depthwise call with `lanes`-wide vectors needs: for the
+/// channel-interleaved path ([`channel_blocked`]) a ring of input rows and the block's weights,
+/// else 0; `None` on overflow.
 pub(crate) fn packed_scratch_len(lanes: usize, y: &Axis, x: &Axis) -> Option<usize> {
-    if lanes <= 1 {
+    if !channel_blocked(lanes, x) {
         return Some(0);
     }
     let ring = y.taps.checked_sub(1)?.checked_mul(y.dilation)?.checked_add(1)?;
@@ -119,10 +133,8 @@ unsafe fn packed_block<S: Simd>(p: &DepthwiseArgs, n: usize, c0: usize) {
         let bias = if p.bias.is_null() { S::zero() } else { S::load(p.bias.add(c0)) };
         let scalar_act = act_is_scalar(p.act);
         let mut lanes_out = [0.0f32; 16];
-        // Output columns whose every tap is inside the input row: [xlo, xhi).
         let (sw, dw, pl) = (p.x.stride, p.x.dilation, p.x.pad);
-        let xlo = pl.div_ceil(sw).min(wo);
-        let xhi = (w_in + pl).saturating_sub((s_n - 1) * dw).div_ceil(sw).clamp(xlo, wo);
+        let (xlo, xhi) = interior(&p.x);
         // Input rows [0, next) are in the ring (row iy in slot iy % ring).
         let mut next = 0;
         for oy in 0..ho {
@@ -267,13 +279,10 @@ pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
             }
             TensorLayout::Nchw => {
                 let (sw, dw, pl, w_in) = (p.x.stride, p.x.dilation, p.x.pad, p.x.input);
-                // Output columns whose every tap is inside the input row: [xlo, xhi).
-                let xlo = pl.div_ceil(sw).min(wo);
-                let reach = (s_n - 1) * dw;
-                let xhi = (w_in + pl).saturating_sub(reach).div_ceil(sw).clamp(xlo, wo);
+                let (xlo, xhi) = interior(&p.x);
                 let vector = sw == 1 && xhi - xlo >= lanes;
                 // Strided or narrow planes, whole blocks of channels: across the channels.
-                let packed = !vector && lanes > 1 && lanes <= 16 && !p.scratch.is_null();
+                let packed = channel_blocked(lanes, &p.x) && !p.scratch.is_null();
                 let mut item = p.items.start;
                 while item < p.items.end {
                     let (n, c) = (item / c_n, item % c_n);

@@ -198,7 +198,12 @@ unsafe fn depthwise(
         if w >= workers {
             return;
         }
-        let range: Range<usize> = items * w / workers..items * (w + 1) / workers;
+        // NCHW with the channel-interleaved path: whole blocks of `lanes` planes per worker (a
+        // worker given 8 planes of a 16-lane kernel would run them all the scalar way).
+        let unit = if per_worker > 0 { kernel.depthwise.lanes.max(1) } else { 1 };
+        let units = items.div_ceil(unit);
+        let at = |w: usize| (units * w / workers * unit).min(items);
+        let range: Range<usize> = at(w)..at(w + 1);
         let mut args = template.with_items(range);
         if !args.scratch.is_null() {
             // SAFETY: the scratch holds `workers * per_worker` floats (validated by the caller).
