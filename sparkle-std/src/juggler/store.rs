@@ -1,8 +1,10 @@
-//! The learned model on disk: a small text file, checksummed, written atomically (a temporary
-//! file, then a rename), keyed by a fingerprint of the machine. A corrupt, truncated or foreign-version file
-//! is reported and replaced, never trusted; a file from another fingerprint (new driver, new CPU)
-//! is kept as a weak prior (each bucket counts as one sample); two processes saving at once
-//! each merge what is on disk first, so the better-measured bucket of either survives.
+//! The learned model on disk (each device's cost models and its learned bus): a small text file,
+//! checksummed, written atomically (a temporary file, then a rename), keyed by a fingerprint of
+//! the machine. A corrupt, truncated or foreign-version file is reported and replaced, never
+//! trusted; a file from another fingerprint (new driver, new CPU) is kept as a weak prior (each
+//! bucket counts as one sample); two processes saving at once each merge what is on disk first,
+//! so the better-measured bucket of either survives. Each shape's own history is not kept: a new
+//! process learns shapes again.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -129,9 +131,18 @@ fn render(fp: &str, entries: &Entries) -> String {
     format!("{body}\nchecksum {sum:016x}\n")
 }
 
+/// The entry that holds a device's learned bus (its scale, at index [`OVERHEAD`]: written as an
+/// `overhead <device> bus ...` line, which older versions keep but do not load).
+const BUS: &str = "bus";
+
 fn entries_of<C: Clock>(j: &Juggler<C>) -> Entries {
     let mut e = Entries::new();
     for d in &j.devices {
+        if d.bus.weight > 0.0 {
+            let mut v = vec![Bucket::default(); OVERHEAD + 1];
+            v[OVERHEAD] = d.bus;
+            e.insert((d.id.to_string(), BUS.to_string()), v);
+        }
         for (key, m) in &d.models {
             let mut v = m.buckets.clone();
             v.push(m.overhead);
@@ -154,6 +165,14 @@ pub fn load<C: Clock>(j: &mut Juggler<C>, path: &Path, fp: &str) -> Result<Loade
     for d in &mut j.devices {
         let device = d.id.to_string();
         for ((_, name), buckets) in entries.iter().filter(|((dev, _), _)| *dev == device) {
+            if name == BUS {
+                let theirs = buckets[OVERHEAD];
+                if theirs.weight > 0.0 {
+                    let weight = if same { theirs.weight } else { theirs.weight.min(1.0) };
+                    d.bus = Bucket { log_eff: theirs.log_eff, weight, streak: 0 };
+                }
+                continue;
+            }
             let Some(key) = parse_model_name(name) else { continue };
             let prior = d.prior;
             let m = d.models.entry(key).or_insert_with(|| CostModel::new(prior));
@@ -228,6 +247,16 @@ pub fn describe(path: &Path) -> Result<String, String> {
     let mut keys: Vec<_> = entries.keys().collect();
     keys.sort();
     for key in keys {
+        if key.1 == BUS {
+            let b = entries[key][OVERHEAD];
+            out.push_str(&format!(
+                "{} bus: {:.3}x the prior's bandwidth, {} samples\n",
+                key.0,
+                b.log_eff.exp(),
+                b.weight
+            ));
+            continue;
+        }
         let buckets = &entries[key][..BUCKETS];
         let n: f64 = buckets.iter().map(|b| b.weight).sum();
         out.push_str(&format!(
@@ -338,6 +367,35 @@ mod tests {
         let body = format!("{HEADER}\nfingerprint fp1\nmodel cpu gemm {BUCKETS} -1e0 5");
         let bad = format!("{body}\nchecksum {:016x}\n", sparkle_core::check::fnv1a(body.as_bytes()));
         assert!(normalize(&bad).is_err());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_learned_bus_is_kept() {
+        let d = dir("bus");
+        let path = d.join("model.txt");
+        let gpu = Prior { overhead: 20e-6, peak: 4e13, half: 1e9, bandwidth: 2e10 };
+        let fresh = || {
+            let mut j = Juggler::new(FakeClock::default());
+            j.add_device(DeviceId::Cpu, CPU, false);
+            j.add_device(DeviceId::Vulkan(0), gpu, true);
+            j
+        };
+        // Copy-bound runs at 5 GB/s against the prior's 20.
+        let mut j = fresh();
+        let skinny = OpDesc::gemm(1, 4096, 4096);
+        for _ in 0..20 {
+            j.record(DeviceId::Vulkan(0), &skinny, false, 20e-6 + skinny.bytes / 5e9, false);
+        }
+        let learned = j.copy_seconds(DeviceId::Vulkan(0), 1e9);
+        assert!(learned > 0.1, "{learned}");
+        save(&j, &path, "fp").unwrap();
+        assert!(describe(&path).unwrap().contains("vulkan:0 bus: "), "{}", describe(&path).unwrap());
+        let mut back = fresh();
+        assert_eq!(load(&mut back, &path, "fp"), Ok(Loaded::Same));
+        assert_eq!(back.copy_seconds(DeviceId::Vulkan(0), 1e9), learned);
+        // Not the prior's: a fresh juggler copies 1 GB in 0.05 s.
+        assert!((fresh().copy_seconds(DeviceId::Vulkan(0), 1e9) - 0.05).abs() < 1e-12);
         let _ = std::fs::remove_dir_all(&d);
     }
 
