@@ -75,6 +75,10 @@ pub(crate) struct DepthwiseArgs {
     /// This call's own scratch of [`packed_scratch_len`] floats for its kernel's lanes (NCHW
     /// only), or null: then strided and narrow planes run the scalar way.
     pub scratch: *mut f32,
+    /// NCHW, 0: `items` are planes. Else the channel-blocked path: item `i` is block
+    /// `i / row_chunks` (`LANES` channels of one image; blocks counted image by image) over
+    /// chunk `i % row_chunks` of the output rows (batch 1 has too few blocks for every worker).
+    pub row_chunks: usize,
 }
 
 /// Input rows a ring must hold so that one output row's taps are all in it.
@@ -107,8 +111,8 @@ pub(crate) fn packed_scratch_len(lanes: usize, y: &Axis, x: &Axis) -> Option<usi
     ring.checked_mul(x.input)?.checked_add(y.taps.checked_mul(x.taps)?)?.checked_mul(lanes)
 }
 
-/// Channels `c0..c0 + LANES` of image `n`, NCHW, vectorised across the channels (any stride,
-/// dilation and width): each input row is interleaved once into a ring in `p.scratch`
+/// Channels `c0..c0 + LANES` of image `n`, output rows `rows`, NCHW, vectorised across the
+/// channels (any stride, dilation and width): each input row is interleaved once into a ring in `p.scratch`
 /// (`[slot][x][lane]`), the block's weights into `[tap][lane]` after it; each output pixel is then
 /// one vector FMA per tap.
 ///
@@ -116,9 +120,9 @@ pub(crate) fn packed_scratch_len(lanes: usize, y: &Axis, x: &Axis) -> Option<usi
 /// As [`depthwise_body`]; `p.scratch` holds [`packed_scratch_len`] floats for `S::LANES`
 /// (at most 16); `c0 + S::LANES <= p.channels`.
 #[inline(always)]
-unsafe fn packed_block<S: Simd>(p: &DepthwiseArgs, n: usize, c0: usize) {
+unsafe fn packed_block<S: Simd>(p: &DepthwiseArgs, n: usize, c0: usize, rows: Range<usize>) {
     let l = S::LANES;
-    let (r_n, s_n, w_in, ho, wo) = (p.y.taps, p.x.taps, p.x.input, p.y.output, p.x.output);
+    let (r_n, s_n, w_in, wo) = (p.y.taps, p.x.taps, p.x.input, p.x.output);
     let (is, os) = (&p.input_strides, &p.output_strides);
     let ring = ring_rows(&p.y);
     // SAFETY: (whole body) the scratch holds ring * w_in * l + r_n * s_n * l floats; every input
@@ -137,7 +141,7 @@ unsafe fn packed_block<S: Simd>(p: &DepthwiseArgs, n: usize, c0: usize) {
         let (xlo, xhi) = interior(&p.x);
         // Input rows [0, next) are in the ring (row iy in slot iy % ring).
         let mut next = 0;
-        for oy in 0..ho {
+        for oy in rows {
             // The rows this output row reads, each interleaved once.
             if let Some(last) = (0..r_n).rev().find_map(|r| p.y.tap(oy, r)) {
                 for iy in next.max((last + 1).saturating_sub(ring))..=last {
@@ -281,110 +285,120 @@ pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
                 let (sw, dw, pl, w_in) = (p.x.stride, p.x.dilation, p.x.pad, p.x.input);
                 let (xlo, xhi) = interior(&p.x);
                 let vector = sw == 1 && xhi - xlo >= lanes;
-                // Strided or narrow planes, whole blocks of channels: across the channels.
-                let packed = channel_blocked(lanes, &p.x) && !p.scratch.is_null();
-                let mut item = p.items.start;
-                while item < p.items.end {
-                    let (n, c) = (item / c_n, item % c_n);
-                    if packed && item + lanes <= p.items.end && c + lanes <= c_n {
-                        packed_block::<S>(p, n, c);
-                        item += lanes;
+                for item in p.items.clone() {
+                    // The planes and output rows this item covers: a whole plane, or (the
+                    // channel-blocked path) a block of `lanes` channels over a chunk of rows.
+                    let (n, c_first, c_end, rows) = match item.checked_div(p.row_chunks) {
+                        Some(block) => {
+                            let chunk = item % p.row_chunks;
+                            let per_image = c_n.div_ceil(lanes);
+                            let (n, c) = (block / per_image, (block % per_image) * lanes);
+                            let rows = ho * chunk / p.row_chunks..ho * (chunk + 1) / p.row_chunks;
+                            (n, c, (c + lanes).min(c_n), rows)
+                        }
+                        None => (item / c_n, item % c_n, item % c_n + 1, 0..ho),
+                    };
+                    if p.row_chunks > 0 && c_end - c_first == lanes && !p.scratch.is_null() {
+                        packed_block::<S>(p, n, c_first, rows);
                         continue;
                     }
-                    item += 1;
-                    let w_at = move |r: usize, s: usize| (c * r_n + r) * s_n + s;
-                    let plane = p.input.add(at(is, n, c, 0, 0));
-                    let b0 = if p.bias.is_null() { 0.0 } else { *p.bias.add(c) };
-                    let bias = S::splat(b0);
-                    // One output pixel near the left/right padding, the scalar way.
-                    let edge = |oy: usize, x: usize| {
-                        let mut acc = b0;
-                        for r in 0..r_n {
-                            let Some(iy) = p.y.tap(oy, r) else { continue };
-                            let row = plane.add(iy * is[2]);
-                            for s in 0..s_n {
-                                let ix = (x * sw + s * dw).wrapping_sub(pl);
-                                if ix < w_in {
-                                    acc += *row.add(ix) * *p.weight.add(w_at(r, s));
-                                }
-                            }
-                        }
-                        p.act.apply(acc)
-                    };
-                    for oy in 0..ho {
-                        let out = p.output.add(at(os, n, c, oy, 0));
-                        let mut x = 0;
-                        if vector {
-                            // Accumulate in registers, one store per vector: accumulating in the
-                            // output row made every tap a load-store round trip, and page-aligned
-                            // input and output rows alias in the store buffer (4 KiB aliasing):
-                            // 13 GFLOPS on one Zen 4 core for MobileNet's 32 ch @112.
-                            // Four vectors at once: four independent FMA chains (one chain
-                            // of r*s dependent FMAs was latency-bound at 16 GFLOPS).
-                            const U: usize = 4;
-                            let chunk = |x0: usize, out: *mut f32| {
-                                let mut acc = [bias; U];
-                                for r in 0..r_n {
-                                    let Some(iy) = p.y.tap(oy, r) else { continue };
-                                    let row = plane.add(iy * is[2] + x0 - pl);
-                                    for s in 0..s_n {
-                                        let w = S::splat(*p.weight.add(w_at(r, s)));
-                                        for (u, a) in acc.iter_mut().enumerate() {
-                                            *a = S::fmadd(S::load(row.add(s * dw + u * lanes)), w, *a);
-                                        }
+                    // A block's last channels (fewer than `lanes`), or a plane: the scalar or
+                    // row-vectorised way.
+                    for c in c_first..c_end {
+                        let w_at = move |r: usize, s: usize| (c * r_n + r) * s_n + s;
+                        let plane = p.input.add(at(is, n, c, 0, 0));
+                        let b0 = if p.bias.is_null() { 0.0 } else { *p.bias.add(c) };
+                        let bias = S::splat(b0);
+                        // One output pixel near the left/right padding, the scalar way.
+                        let edge = |oy: usize, x: usize| {
+                            let mut acc = b0;
+                            for r in 0..r_n {
+                                let Some(iy) = p.y.tap(oy, r) else { continue };
+                                let row = plane.add(iy * is[2]);
+                                for s in 0..s_n {
+                                    let ix = (x * sw + s * dw).wrapping_sub(pl);
+                                    if ix < w_in {
+                                        acc += *row.add(ix) * *p.weight.add(w_at(r, s));
                                     }
                                 }
-                                for (u, a) in acc.iter().enumerate() {
-                                    let o = out.add(x0 + u * lanes);
-                                    match act_simd::<S>(p.act, *a) {
+                            }
+                            p.act.apply(acc)
+                        };
+                        for oy in rows.clone() {
+                            let out = p.output.add(at(os, n, c, oy, 0));
+                            let mut x = 0;
+                            if vector {
+                                // Accumulate in registers, one store per vector: accumulating in the
+                                // output row made every tap a load-store round trip, and page-aligned
+                                // input and output rows alias in the store buffer (4 KiB aliasing):
+                                // 13 GFLOPS on one Zen 4 core for MobileNet's 32 ch @112.
+                                // Four vectors at once: four independent FMA chains (one chain
+                                // of r*s dependent FMAs was latency-bound at 16 GFLOPS).
+                                const U: usize = 4;
+                                let chunk = |x0: usize, out: *mut f32| {
+                                    let mut acc = [bias; U];
+                                    for r in 0..r_n {
+                                        let Some(iy) = p.y.tap(oy, r) else { continue };
+                                        let row = plane.add(iy * is[2] + x0 - pl);
+                                        for s in 0..s_n {
+                                            let w = S::splat(*p.weight.add(w_at(r, s)));
+                                            for (u, a) in acc.iter_mut().enumerate() {
+                                                *a = S::fmadd(S::load(row.add(s * dw + u * lanes)), w, *a);
+                                            }
+                                        }
+                                    }
+                                    for (u, a) in acc.iter().enumerate() {
+                                        let o = out.add(x0 + u * lanes);
+                                        match act_simd::<S>(p.act, *a) {
+                                            Some(y) => S::store(o, y),
+                                            None => {
+                                                S::store(o, *a);
+                                                for t in 0..lanes {
+                                                    *o.add(t) = p.act.apply(*o.add(t));
+                                                }
+                                            }
+                                        }
+                                    }
+                                };
+                                let single = |x0: usize, out: *mut f32| {
+                                    let mut acc = bias;
+                                    for r in 0..r_n {
+                                        let Some(iy) = p.y.tap(oy, r) else { continue };
+                                        let row = plane.add(iy * is[2] + x0 - pl);
+                                        for s in 0..s_n {
+                                            let w = S::splat(*p.weight.add(w_at(r, s)));
+                                            acc = S::fmadd(S::load(row.add(s * dw)), w, acc);
+                                        }
+                                    }
+                                    let o = out.add(x0);
+                                    match act_simd::<S>(p.act, acc) {
                                         Some(y) => S::store(o, y),
                                         None => {
-                                            S::store(o, *a);
+                                            S::store(o, acc);
                                             for t in 0..lanes {
                                                 *o.add(t) = p.act.apply(*o.add(t));
                                             }
                                         }
                                     }
+                                };
+                                for x0 in 0..xlo {
+                                    *out.add(x0) = edge(oy, x0);
                                 }
-                            };
-                            let single = |x0: usize, out: *mut f32| {
-                                let mut acc = bias;
-                                for r in 0..r_n {
-                                    let Some(iy) = p.y.tap(oy, r) else { continue };
-                                    let row = plane.add(iy * is[2] + x0 - pl);
-                                    for s in 0..s_n {
-                                        let w = S::splat(*p.weight.add(w_at(r, s)));
-                                        acc = S::fmadd(S::load(row.add(s * dw)), w, acc);
-                                    }
+                                x = xlo;
+                                while x + U * lanes <= xhi {
+                                    chunk(x, out);
+                                    x += U * lanes;
                                 }
-                                let o = out.add(x0);
-                                match act_simd::<S>(p.act, acc) {
-                                    Some(y) => S::store(o, y),
-                                    None => {
-                                        S::store(o, acc);
-                                        for t in 0..lanes {
-                                            *o.add(t) = p.act.apply(*o.add(t));
-                                        }
-                                    }
+                                while x < xhi {
+                                    // The last vector ends exactly at xhi, overlapping the one before.
+                                    let x0 = x.min(xhi - lanes);
+                                    single(x0, out);
+                                    x = x0 + lanes;
                                 }
-                            };
-                            for x0 in 0..xlo {
-                                *out.add(x0) = edge(oy, x0);
                             }
-                            x = xlo;
-                            while x + U * lanes <= xhi {
-                                chunk(x, out);
-                                x += U * lanes;
+                            for x in x..wo {
+                                *out.add(x) = edge(oy, x);
                             }
-                            while x < xhi {
-                                // The last vector ends exactly at xhi, overlapping the one before.
-                                let x0 = x.min(xhi - lanes);
-                                single(x0, out);
-                                x = x0 + lanes;
-                            }
-                        }
-                        for x in x..wo {
-                            *out.add(x) = edge(oy, x);
                         }
                     }
                 }

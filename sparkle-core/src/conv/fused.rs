@@ -156,11 +156,15 @@ unsafe fn depthwise(
         TensorLayout::Nchw => packed_scratch_len(kernel.depthwise.lanes, &y, &x).unwrap_or(0),
         TensorLayout::Nhwc => 0,
     };
+    let workers = exec.workers().max(1);
+    // The channel-blocked path's items: blocks of `lanes` channels, each over enough chunks of
+    // output rows that every worker gets about two items.
+    let lanes = kernel.depthwise.lanes.max(1);
+    let blocks = p.n * p.c.div_ceil(lanes);
+    let row_chunks = if per_worker > 0 { (2 * workers).div_ceil(blocks.max(1)).clamp(1, g.ho().max(1)) } else { 0 };
     let (weights, items, scratch_base) = match p.layout {
-        TensorLayout::Nchw => {
-            let base = if per_worker > 0 { scratch.as_mut_ptr() } else { core::ptr::null_mut() };
-            (weight, p.n * p.c, base)
-        }
+        TensorLayout::Nchw if per_worker > 0 => (weight, blocks * row_chunks, scratch.as_mut_ptr()),
+        TensorLayout::Nchw => (weight, p.n * p.c, core::ptr::null_mut()),
         TensorLayout::Nhwc => {
             // [c][r][s] -> [r][s][c], so the channel vectors are contiguous.
             let rs = p.r * p.s;
@@ -191,19 +195,14 @@ unsafe fn depthwise(
         output: output.as_mut_ptr(),
         items: 0..0,
         scratch: scratch_base,
+        row_chunks,
     };
     let template = SharedArgs(template);
-    let workers = exec.workers().max(1);
     exec.run(&|w| {
         if w >= workers {
             return;
         }
-        // NCHW with the channel-interleaved path: whole blocks of `lanes` planes per worker (a
-        // worker given 8 planes of a 16-lane kernel would run them all the scalar way).
-        let unit = if per_worker > 0 { kernel.depthwise.lanes.max(1) } else { 1 };
-        let units = items.div_ceil(unit);
-        let at = |w: usize| (units * w / workers * unit).min(items);
-        let range: Range<usize> = at(w)..at(w + 1);
+        let range: Range<usize> = items * w / workers..items * (w + 1) / workers;
         let mut args = template.with_items(range);
         if !args.scratch.is_null() {
             // SAFETY: the scratch holds `workers * per_worker` floats (validated by the caller).

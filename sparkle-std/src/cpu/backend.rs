@@ -3,6 +3,7 @@
 
 use sparkle_core::arch::Kernel;
 use sparkle_core::conv::fused::{conv2d_scratch_len, conv2d_with};
+use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Workspace};
 use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef};
@@ -68,6 +69,11 @@ fn with_scratch<T>(
 /// second packing of A/B; measured with `sparkle bench gemm` on the 2-core AVX-512 machine:
 /// 64^3 is faster on one thread, 128^3 on two).
 pub const PARALLEL_MIN_FMAS: f64 = 1.0e6;
+
+/// What one depthwise multiply-add costs against one of a GEMM, for [`PARALLEL_MIN_FMAS`]: the
+/// depthwise kernel is memory-bound (one core: 5-20 GFLOPS against 100-170 for GEMMs on the H200
+/// host's Xeon), so its 0.2-0.9 M multiply-add layers take 0.1-0.4 ms and gain from threads.
+pub const DEPTHWISE_FMA_COST: f64 = 16.0;
 
 /// `SPARKLE_BLOCKING=mc,kc,nc` overrides the cache-derived blocking (for tuning experiments).
 fn blocking_override() -> Option<Blocking> {
@@ -159,7 +165,11 @@ impl Cpu {
         epi: &Epilogue<'_>,
         output: &mut [f32],
     ) -> Result<(), CpuError> {
-        let threads = self.threads_for(g.flops() / 2.0);
+        // A depthwise multiply-add costs about DEPTHWISE_FMA_COST of a GEMM's (memory-bound):
+        // counted as such, a 14x14 MobileNet layer is worth threads.
+        let fmas = g.flops() / 2.0;
+        let work = if choose_path(g) == Conv2dPath::Depthwise { fmas * DEPTHWISE_FMA_COST } else { fmas };
+        let threads = self.threads_for(work);
         let len = conv2d_scratch_len(g, self.kernel, &self.blocking, threads)?;
         with_scratch(len, self.memory_budget, |scratch| {
             Ok(conv2d_with(g, input, weight, epi, output, self.workspace(&Workers(threads), scratch))?)
