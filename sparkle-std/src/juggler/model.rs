@@ -167,6 +167,17 @@ pub const DRIFT_RESIDUAL: f64 = 1.3;
 /// faithful StarPU's; 2 takes 233, 0.13x, and a single spike still does not count).
 pub const DRIFT_STREAK: u8 = 2;
 
+/// A drift streak after one more run: 0 after an ordinary run; after a large miss, one longer if
+/// it has the streak's sign (`up`), else a new streak of one.
+pub(crate) fn streak_after(streak: i8, large: bool, up: bool) -> i8 {
+    match (large, up) {
+        (false, _) => 0,
+        (true, up) if streak != 0 && (streak > 0) == up => streak.saturating_add(if up { 1 } else { -1 }),
+        (true, true) => 1,
+        (true, false) => -1,
+    }
+}
+
 /// One bucket's learned state.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Bucket {
@@ -176,6 +187,23 @@ pub struct Bucket {
     pub weight: f64,
     /// Consecutive large residuals of the same sign (positive: faster than predicted).
     pub streak: i8,
+}
+
+impl Bucket {
+    /// Moves a learned log-scale (a fixed cost's, a bus's) towards `observed`: a step of at most
+    /// MAX_STEP, at the buckets' rate, never below MIN_RATE.
+    pub(crate) fn follow(&mut self, observed: f64) {
+        let residual = (observed - self.log_eff).clamp(-MAX_STEP.ln(), MAX_STEP.ln());
+        self.log_eff += (1.0 / (self.weight + 1.0)).max(MIN_RATE) * residual;
+        self.weight = (self.weight + 1.0).min(50.0);
+    }
+
+    /// `theirs` adopted from a saved model: as saved when it is this machine's, else as a weak
+    /// prior (one sample at most); the drift streak starts afresh.
+    pub(crate) fn adopted(theirs: Bucket, same_machine: bool) -> Bucket {
+        let weight = if same_machine { theirs.weight } else { theirs.weight.min(1.0) };
+        Bucket { log_eff: theirs.log_eff, weight, streak: 0 }
+    }
 }
 
 /// The cost model of one (device, op kind): a fixed cost per op (the prior's overhead, scaled by
@@ -261,10 +289,7 @@ impl CostModel {
         let compute_predicted = self.compute_time(op);
         if compute_predicted + transfer < 0.5 * self.overhead() {
             let observed = ((seconds - transfer - compute_predicted).max(0.05 * seconds) / self.prior.overhead).ln();
-            let o = &mut self.overhead;
-            let residual = (observed - o.log_eff).clamp(-MAX_STEP.ln(), MAX_STEP.ln());
-            o.log_eff += (1.0 / (o.weight + 1.0)).max(MIN_RATE) * residual;
-            o.weight = (o.weight + 1.0).min(50.0);
+            self.overhead.follow(observed);
         }
         let fixed = self.overhead() + transfer;
         // What is left for compute; never less than a tenth of the measurement.
@@ -276,24 +301,10 @@ impl CostModel {
         let bucket = &mut self.buckets[b];
         // Drift: DRIFT_STREAK large misses in the same direction in a row are not spikes; the bucket
         // forgets most of its history (one 100x outlier does not start a streak).
-        let large = residual.abs() > DRIFT_RESIDUAL.ln();
-        bucket.streak = match (large, residual > 0.0) {
-            (false, _) => 0,
-            (true, up) => {
-                let same = (bucket.streak > 0) == up && bucket.streak != 0;
-                let s = if same {
-                    bucket.streak.saturating_add(if up { 1 } else { -1 })
-                } else if up {
-                    1
-                } else {
-                    -1
-                };
-                if s.unsigned_abs() >= DRIFT_STREAK {
-                    bucket.weight = bucket.weight.min(2.0);
-                }
-                s
-            }
-        };
+        bucket.streak = streak_after(bucket.streak, residual.abs() > DRIFT_RESIDUAL.ln(), residual > 0.0);
+        if bucket.streak.unsigned_abs() >= DRIFT_STREAK {
+            bucket.weight = bucket.weight.min(2.0);
+        }
         // The first run at a size often pays one-time costs (first touch of fresh buffers, cold
         // caches): a second run much faster than it replaces it instead of being averaged in.
         let rate = if bucket.weight == 1.0 && residual > DRIFT_RESIDUAL.ln() {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::clock::Clock;
-use super::model::{Bucket, CostModel, ModelKey, OpDesc, Prior, DRIFT_RESIDUAL, DRIFT_STREAK, MAX_STEP, MIN_RATE};
+use super::model::{streak_after, Bucket, CostModel, ModelKey, OpDesc, Prior, DRIFT_RESIDUAL, DRIFT_STREAK};
 
 /// A device the juggler can place work on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -128,19 +128,7 @@ impl ShapeStat {
         }
         let miss = observed - self.log_mean;
         let large = miss.abs() > DRIFT_RESIDUAL.ln().max(2.5 * self.log_var.sqrt());
-        self.streak = match (large, miss > 0.0) {
-            (false, _) => 0,
-            (true, up) if self.streak != 0 && (self.streak > 0) == up => {
-                self.streak.saturating_add(if up { 1 } else { -1 })
-            }
-            (true, up) => {
-                if up {
-                    1
-                } else {
-                    -1
-                }
-            }
-        };
+        self.streak = streak_after(self.streak, large, miss > 0.0);
         if self.streak.unsigned_abs() >= DRIFT_STREAK {
             *self = ShapeStat { log_mean: observed, log_var: 0.0, weight: 1.0, streak: 0, drifted: true, ..*self };
             return;
@@ -280,7 +268,8 @@ impl<C: Clock> Juggler<C> {
     /// Predicted seconds of `op` on `device` (transfers included unless `resident`), queueing
     /// excluded; `None` for an unknown device.
     pub fn predict_on(&self, device: DeviceId, op: &OpDesc, resident: bool) -> Option<f64> {
-        self.devices.iter().find(|d| d.id == device).map(|d| self.predict(d, op, Self::host_transfer(d, op, resident)))
+        let d = self.devices.iter().find(|d| d.id == device)?;
+        Some(d.predict(op, &op.model_key(), Self::host_transfer(d, op, resident)))
     }
 
     /// When `device`'s queue is expected to be free (clock seconds).
@@ -307,11 +296,6 @@ impl<C: Clock> Juggler<C> {
         } else {
             0.0
         }
-    }
-
-    /// Predicted seconds of `op` on `d`, `transfer` seconds of copies included.
-    fn predict(&self, d: &Device, op: &OpDesc, transfer: f64) -> f64 {
-        d.predict(op, &op.model_key(), transfer)
     }
 
     /// Seconds to copy `bytes` between the host and `device` at its bandwidth (0 for the CPU and
@@ -433,11 +417,7 @@ impl<C: Clock> Juggler<C> {
             let rest = d.model_for(&key).predict(op, 0.0);
             if transfer > BUS_DOMINANT * rest {
                 let implied = (seconds - rest).max(0.2 * transfer);
-                let observed = (bytes / implied / d.prior.bandwidth).ln();
-                let b = &mut d.bus;
-                let residual = (observed - b.log_eff).clamp(-MAX_STEP.ln(), MAX_STEP.ln());
-                b.log_eff += (1.0 / (b.weight + 1.0)).max(MIN_RATE) * residual;
-                b.weight = (b.weight + 1.0).min(50.0);
+                d.bus.follow((bytes / implied / d.prior.bandwidth).ln());
             }
             transfer = bytes / d.bandwidth();
         }

@@ -56,13 +56,6 @@ impl Op {
         }
     }
 
-    /// The op's footprint for per-shape policies (StarPU's history, epsilon-greedy).
-    pub fn key(&self) -> u64 {
-        let mut text = String::new();
-        let _ = write!(text, "{self}");
-        sparkle_core::check::fnv1a(text.as_bytes())
-    }
-
     /// Whether every dimension of a GEMM is within 2x of the others.
     fn near_square(&self) -> bool {
         matches!(self, Op::Gemm([m, n, k]) if *m.max(n).max(k) <= m.min(n).min(k).saturating_mul(2))
@@ -497,7 +490,8 @@ fn replay(truth: &Truth, trace: &Trace, descs: &[OpDesc], seed: u64, policy: &mu
         if trace.drift_at == Some(i) {
             truth.factor[GPU] = 3.0;
         }
-        let key = call.key();
+        // Per-shape policies (StarPU's history, epsilon-greedy) key on the op's footprint.
+        let key = desc.footprint;
         let t = Instant::now();
         // The policy's own draws (epsilon-greedy's) differ per seed too.
         let d = policy.pick(desc, key, mix(seed).wrapping_add(i as u64));

@@ -166,10 +166,8 @@ pub fn load<C: Clock>(j: &mut Juggler<C>, path: &Path, fp: &str) -> Result<Loade
         let device = d.id.to_string();
         for ((_, name), buckets) in entries.iter().filter(|((dev, _), _)| *dev == device) {
             if name == BUS {
-                let theirs = buckets[OVERHEAD];
-                if theirs.weight > 0.0 {
-                    let weight = if same { theirs.weight } else { theirs.weight.min(1.0) };
-                    d.bus = Bucket { log_eff: theirs.log_eff, weight, streak: 0 };
+                if buckets[OVERHEAD].weight > 0.0 {
+                    d.bus = Bucket::adopted(buckets[OVERHEAD], same);
                 }
                 continue;
             }
@@ -178,8 +176,7 @@ pub fn load<C: Clock>(j: &mut Juggler<C>, path: &Path, fp: &str) -> Result<Loade
             let m = d.models.entry(key).or_insert_with(|| CostModel::new(prior));
             for (mine, theirs) in m.buckets.iter_mut().chain(std::iter::once(&mut m.overhead)).zip(buckets) {
                 if theirs.weight > 0.0 {
-                    let weight = if same { theirs.weight } else { theirs.weight.min(1.0) };
-                    *mine = Bucket { log_eff: theirs.log_eff, weight, streak: 0 };
+                    *mine = Bucket::adopted(*theirs, same);
                 }
             }
         }
