@@ -70,6 +70,22 @@ pub enum Param {
     Scalar,
     /// An executor's number of workers.
     Workers,
+    /// The zero point of a quantized GEMM's A (ONNX's x).
+    AZeroPoint,
+    /// The zero point of a quantized GEMM's B (ONNX's w), or of one of its channels.
+    BZeroPoint,
+    /// The zero point of a quantized output (ONNX's y).
+    YZeroPoint,
+    /// A quantization scale.
+    Scale,
+    /// A fixed-point requantization multiplier.
+    Multiplier,
+    /// A fixed-point requantization shift.
+    Shift,
+    /// The output clamp of a quantized op (its fused activation).
+    Clamp,
+    /// The reduction length an int32 accumulator can hold exactly for these operands.
+    Accumulator,
 }
 
 impl Param {
@@ -106,6 +122,14 @@ impl Param {
             Param::Scratch => "scratch",
             Param::Tile => "tile",
             Param::Workers => "workers",
+            Param::AZeroPoint => "zero point of A (x)",
+            Param::BZeroPoint => "zero point of B (w)",
+            Param::YZeroPoint => "zero point of the output (y)",
+            Param::Scale => "scale",
+            Param::Multiplier => "multiplier",
+            Param::Shift => "shift",
+            Param::Clamp => "clamp",
+            Param::Accumulator => "k (reduction; the int32 accumulator's exact range)",
             Param::Activation => "activation",
             Param::Scalar => "alpha/beta",
         }
@@ -187,6 +211,18 @@ pub enum Error {
         /// The parameter.
         param: Param,
     },
+    /// A number outside the range its type or its role allows (a zero point outside its
+    /// element type, a shift past 31 bits, a reduction too long for an exact int32 sum).
+    OutOfRange {
+        /// What was out of range.
+        param: Param,
+        /// The value given.
+        value: i64,
+        /// Smallest allowed.
+        min: i64,
+        /// Largest allowed.
+        max: i64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -212,6 +248,9 @@ impl fmt::Display for Error {
                 write!(f, "mutable {rows}x{cols} view with row stride {rs} and column stride {cs} aliases elements")
             }
             Error::Invalid { param } => write!(f, "{param} has an invalid value"),
+            Error::OutOfRange { param, value, min, max } => {
+                write!(f, "{param} = {value} is outside [{min}, {max}]")
+            }
         }
     }
 }

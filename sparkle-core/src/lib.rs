@@ -8,6 +8,8 @@
 //! - [`conv`]: conv2d geometry (stride, asymmetric padding, dilation, groups, NCHW/NHWC
 //!   activations, KCRS/KRSC weights) with checked arithmetic, and its index math.
 //! - [`epilogue`]: bias + activation shared by every backend.
+//! - [`quant`]: int8 GEMM (`u8`/`i8` with zero points, exact `i32` sums) and its output stages
+//!   (ONNX QLinear*, TFLite/CMSIS-NN fixed point), with an exact integer oracle.
 //! - [`check`]: the one error measure and tolerance table for comparing with the oracle.
 //! - `*::reference`: the oracle. Naive, safe, and the ruler every other kernel is checked
 //!   against (with f64-accumulating twins for ground truth).
@@ -18,16 +20,17 @@
 //! the numbers that were wrong.
 //!
 //! ## Where `unsafe` is, and why the safe API is sound
-//! `unsafe` is denied crate-wide and allowed in five places only: [`arch`] (the SIMD kernels and
+//! `unsafe` is denied crate-wide and allowed in six places only: [`arch`] (the SIMD kernels and
 //! CPU detection), `gemm/pack.rs` (packing into raw panels), [`gemm::driver`] (the loop nest that
 //! calls the kernels), [`conv::operands`] (the im2col gather that packs conv inputs for the same
-//! driver) and [`conv::fused`] (the conv driver that hands them, and the depthwise kernel's
-//! arguments, to the kernels). The safe entry points that reach them are [`gemm::gemm`], [`gemm::driver::gemm_with`],
-//! [`conv::conv2d`], [`conv::fused::conv2d_with`], [`conv::operands::pack_im2col_panels`] and
-//! [`arch::peak::fma_burst`]. Each validates everything the unsafe code relies on before calling
+//! driver), [`conv::fused`] (the conv driver that hands them, and the depthwise kernel's
+//! arguments, to the kernels) and [`quant::driver`] (the int8 GEMM's packing and loop nest). The
+//! safe entry points that reach them are [`gemm::gemm`], [`gemm::driver::gemm_with`],
+//! [`conv::conv2d`], [`conv::fused::conv2d_with`], [`conv::operands::pack_im2col_panels`],
+//! [`quant::driver::qgemm_with`] and [`arch::peak::fma_burst`]. Each validates everything the unsafe code relies on before calling
 //! an `_unchecked` twin: views against their slices and each other (no self-aliasing C), shapes,
 //! epilogue lengths, non-zero blocking, scratch length with checked arithmetic. The two things it
-//! cannot check are proved by types: a [`arch::Kernel`] exists only on a CPU that runs its ISA,
+//! cannot check are proved by types: a [`arch::Kernel`] (or [`arch::quant::QKernel`]) exists only on a CPU that runs its ISA,
 //! and an [`gemm::driver::Executor`] is an `unsafe trait` whose implementer promises each worker
 //! index once. The drivers read `workers()` once (zero is an error), size the scratch and split
 //! the work by that number, and ignore any index past it.
@@ -38,7 +41,8 @@
 //! MSRV: see the workspace `rust-version`.
 #![no_std]
 #![deny(missing_docs)]
-// Unsafe is confined to arch/, gemm/pack.rs, gemm/driver.rs, conv/operands.rs and conv/fused.rs,
+// Unsafe is confined to arch/, gemm/pack.rs, gemm/driver.rs, conv/operands.rs, conv/fused.rs and
+// quant/driver.rs,
 // each of which opts in
 // (see "Where `unsafe` is" above).
 #![deny(unsafe_code)]
@@ -54,6 +58,7 @@ pub mod epilogue;
 pub mod error;
 pub mod gemm;
 pub mod layout;
+pub mod quant;
 pub mod view;
 
 pub use conv::{Conv2d, Conv2dParams, Padding};

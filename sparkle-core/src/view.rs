@@ -1,4 +1,5 @@
-//! Strided matrix views over `f32` slices: `MatRef` (shared) and `MatMut` (exclusive).
+//! Strided matrix views over slices: `MatRef` (shared) and `MatMut` (exclusive), of `f32` unless
+//! another element type is named (`MatRef<'_, i8>` for quantized operands).
 //!
 //! Element `(i, j)` lives at `i * rs + j * cs` from the start of the slice. Strides are
 //! non-negative; a transposed operand is the same view with `rs` and `cs` swapped ([`MatRef::t`]).
@@ -47,20 +48,21 @@ pub const fn aliases(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
     cs / g < rows && rs / g < cols
 }
 
-/// A shared, strided, bounds-checked view of a `rows x cols` f32 matrix.
+/// A shared, strided, bounds-checked view of a `rows x cols` matrix of `T` (f32 by default).
 #[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
-    data: &'a [f32],
+pub struct MatRef<'a, T = f32> {
+    data: &'a [T],
     rows: usize,
     cols: usize,
     rs: usize,
     cs: usize,
 }
 
-/// An exclusive, strided, bounds-checked, alias-free view of a `rows x cols` f32 matrix.
+/// An exclusive, strided, bounds-checked, alias-free view of a `rows x cols` matrix of `T` (f32
+/// by default).
 #[derive(Debug)]
-pub struct MatMut<'a> {
-    data: &'a mut [f32],
+pub struct MatMut<'a, T = f32> {
+    data: &'a mut [T],
     rows: usize,
     cols: usize,
     rs: usize,
@@ -75,20 +77,20 @@ fn check_len(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> Resu
     Ok(())
 }
 
-impl<'a> MatRef<'a> {
+impl<'a, T: Copy> MatRef<'a, T> {
     /// A view with explicit strides; fails if any element would fall outside `data`.
-    pub fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Self> {
+    pub fn new(data: &'a [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Self> {
         check_len(data.len(), rows, cols, rs, cs)?;
         Ok(Self { data, rows, cols, rs, cs })
     }
 
     /// A dense row-major view (`rs = cols`, `cs = 1`).
-    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self> {
         Self::new(data, rows, cols, cols, 1)
     }
 
     /// A dense column-major view (`rs = 1`, `cs = rows`).
-    pub fn col_major(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+    pub fn col_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self> {
         Self::new(data, rows, cols, 1, rows)
     }
 
@@ -114,18 +116,18 @@ impl<'a> MatRef<'a> {
         self.cs
     }
     /// The underlying slice (at least [`required_len`] long).
-    pub fn as_slice(&self) -> &'a [f32] {
+    pub fn as_slice(&self) -> &'a [T] {
         self.data
     }
 
     /// Element `(i, j)`, or `None` outside the view.
-    pub fn get(&self, i: usize, j: usize) -> Option<f32> {
+    pub fn get(&self, i: usize, j: usize) -> Option<T> {
         (i < self.rows && j < self.cols).then(|| self.data[i * self.rs + j * self.cs])
     }
 
     /// Element `(i, j)`; panics only if `(i, j)` is outside the view (a caller bug).
     #[inline]
-    pub fn at(&self, i: usize, j: usize) -> f32 {
+    pub fn at(&self, i: usize, j: usize) -> T {
         assert!(i < self.rows && j < self.cols, "({i}, {j}) outside {}x{} view", self.rows, self.cols);
         // In bounds: validated at construction, so the offset cannot overflow either.
         self.data[i * self.rs + j * self.cs]
@@ -154,9 +156,9 @@ fn sub_check(rows: usize, cols: usize, r0: usize, c0: usize, nr: usize, nc: usiz
     Ok(())
 }
 
-impl<'a> MatMut<'a> {
+impl<'a, T: Copy> MatMut<'a, T> {
     /// A view with explicit strides; fails if an element falls outside `data` or two elements alias.
-    pub fn new(data: &'a mut [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Self> {
+    pub fn new(data: &'a mut [T], rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Self> {
         check_len(data.len(), rows, cols, rs, cs)?;
         if aliases(rows, cols, rs, cs) {
             return Err(Error::Aliasing { rows, cols, rs, cs });
@@ -165,12 +167,12 @@ impl<'a> MatMut<'a> {
     }
 
     /// A dense row-major view (`rs = cols`, `cs = 1`).
-    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Result<Self> {
+    pub fn row_major(data: &'a mut [T], rows: usize, cols: usize) -> Result<Self> {
         Self::new(data, rows, cols, cols, 1)
     }
 
     /// A dense column-major view (`rs = 1`, `cs = rows`).
-    pub fn col_major(data: &'a mut [f32], rows: usize, cols: usize) -> Result<Self> {
+    pub fn col_major(data: &'a mut [T], rows: usize, cols: usize) -> Result<Self> {
         Self::new(data, rows, cols, 1, rows)
     }
 
@@ -192,12 +194,12 @@ impl<'a> MatMut<'a> {
     }
 
     /// A shared view of the same elements.
-    pub fn rb(&self) -> MatRef<'_> {
+    pub fn rb(&self) -> MatRef<'_, T> {
         MatRef { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
     }
 
     /// A shorter-lived exclusive view of the same elements.
-    pub fn rb_mut(&mut self) -> MatMut<'_> {
+    pub fn rb_mut(&mut self) -> MatMut<'_, T> {
         MatMut { data: self.data, rows: self.rows, cols: self.cols, rs: self.rs, cs: self.cs }
     }
 
@@ -207,36 +209,36 @@ impl<'a> MatMut<'a> {
     }
 
     /// Element `(i, j)`, or `None` outside the view.
-    pub fn get(&self, i: usize, j: usize) -> Option<f32> {
+    pub fn get(&self, i: usize, j: usize) -> Option<T> {
         self.rb().get(i, j)
     }
 
     /// Element `(i, j)`; panics only if `(i, j)` is outside the view (a caller bug).
     #[inline]
-    pub fn at(&self, i: usize, j: usize) -> f32 {
+    pub fn at(&self, i: usize, j: usize) -> T {
         self.rb().at(i, j)
     }
 
     /// Writes `v` at `(i, j)`; panics only if `(i, j)` is outside the view (a caller bug).
     #[inline]
-    pub fn set(&mut self, i: usize, j: usize, v: f32) {
+    pub fn set(&mut self, i: usize, j: usize, v: T) {
         assert!(i < self.rows && j < self.cols, "({i}, {j}) outside {}x{} view", self.rows, self.cols);
         self.data[i * self.rs + j * self.cs] = v;
     }
 
     /// The underlying slice, element `(0, 0)` first (gaps between rows or columns included).
-    pub fn as_slice(&self) -> &[f32] {
+    pub fn as_slice(&self) -> &[T] {
         self.data
     }
 
     /// The underlying slice, mutably (gaps included: they belong to the caller's buffer).
-    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
         self.data
     }
 
     /// Raw parts for kernels: base pointer, and the guarantee that every `(i, j)` in range is
     /// in bounds of the allocation and no two of them alias.
-    pub fn as_mut_ptr(&mut self) -> *mut f32 {
+    pub fn as_mut_ptr(&mut self) -> *mut T {
         self.data.as_mut_ptr()
     }
 

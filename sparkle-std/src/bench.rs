@@ -228,6 +228,69 @@ pub fn gemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Ve
     shapes.iter().map(|&s| time_gemm("sparkle", s, threads, budget, gemm.as_mut())).collect()
 }
 
+/// The quantized GEMM a `sparkle bench gemm --dtypes int8` row times: ONNX QLinearMatMul's
+/// common case, u8 activations (zero point 3) times s8 weights (zero point 0) requantized to u8
+/// in the ONNX stage.
+fn qgemm_case<'a>(
+    a: &'a [u8],
+    b: &'a [i8],
+    [m, n, k]: [usize; 3],
+) -> Result<sparkle_core::quant::QGemm<'a, u8, i8>, BenchError> {
+    use sparkle_core::quant::{PerChannel, QGemm};
+    Ok(QGemm {
+        a: MatRef::row_major(a, m, k)?,
+        a_zero: 3,
+        b: MatRef::row_major(b, k, n)?,
+        b_zero: PerChannel::Tensor(0),
+        bias: None,
+    })
+}
+
+/// The output stage of [`qgemm_case`].
+fn qgemm_stage() -> sparkle_core::quant::OutputStage<'static> {
+    sparkle_core::quant::OutputStage::onnx(0.02, sparkle_core::quant::PerChannel::Tensor(0.01), 0.5, 128)
+}
+
+/// Sparkle's int8 CPU GEMM (u8 x s8 -> u8, [`qgemm_case`]) at every shape, each result checked
+/// bit for bit against the integer oracle at 64 sampled elements first. The figure is GOPS
+/// (`2*m*n*k` integer operations per second), comparable with f32 GFLOPS.
+pub fn qgemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
+    use sparkle_core::quant::reference::accumulator;
+    let cpu = Cpu::new()?.threads(threads);
+    let stage = qgemm_stage();
+    let mut records = Vec::new();
+    for &shape in shapes {
+        let [m, n, k] = shape;
+        let (fa, fb) = gemm_operands(shape);
+        let a: Vec<u8> = fa.iter().map(|&v| ((v + 1.0) * 127.5) as u8).collect();
+        let b: Vec<i8> = fb.iter().map(|&v| (v * 127.0) as i8).collect();
+        let op = qgemm_case(&a, &b, shape)?;
+        let mut c = vec![0u8; m * n];
+        cpu.qgemm(&op, &stage, MatMut::row_major(&mut c, m, n)?)?;
+        for seed in samples() {
+            let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
+            let want: u8 = stage.apply(accumulator(&op, (i, j))?, j);
+            if c[i * n + j] != want {
+                return Err(
+                    format!("sparkle-int8 is wrong at ({i}, {j}) of {m}x{n}x{k}: {} vs {want}", c[i * n + j]).into()
+                );
+            }
+        }
+        let t = best_time(Duration::from_secs_f64(budget), || {
+            let _ = MatMut::row_major(&mut c, m, n).map(|cv| cpu.qgemm(&op, &stage, cv));
+        });
+        let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
+        records.push(Record {
+            op: "gemm",
+            key: shape_key(shape),
+            threads,
+            implementation: "sparkle-int8".into(),
+            gflops,
+        });
+    }
+    Ok(records)
+}
+
 /// Sparkle's fused CPU conv2d + ReLU on every layer (`sparkle bench conv2d`).
 pub fn conv2d_cpu(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
     let cpu = Cpu::new()?.threads(threads);

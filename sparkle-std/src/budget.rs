@@ -144,8 +144,8 @@ impl MemoryBudget {
     /// abort. The memory is zeroed lazily by the OS (calloc), as `vec![0.0; len]` is: a large
     /// scratch buffer costs only the pages that are touched (a memset of 50 MB per call made a
     /// stream's CPU worker 100x slower).
-    pub fn zeros(self, what: &str, len: usize) -> Result<Vec<f32>, OverBudget> {
-        let needed = self.check(what, len, std::mem::size_of::<f32>())?;
+    pub fn zeros<T: ZeroBits>(self, what: &str, len: usize) -> Result<Vec<T>, OverBudget> {
+        let needed = self.check(what, len, std::mem::size_of::<T>())?;
         try_zeroed(len).ok_or_else(|| OverBudget {
             what: format!("{what} (allocation failed)"),
             needed: Some(needed),
@@ -154,21 +154,37 @@ impl MemoryBudget {
     }
 }
 
-/// `vec![0.0f32; len]` that reports an allocation failure instead of aborting.
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for i32 {}
+    impl Sealed for u8 {}
+    impl Sealed for i8 {}
+}
+
+/// An element type whose all-zero bytes are a valid value (0): the ones [`MemoryBudget::zeros`]
+/// allocates.
+pub trait ZeroBits: Copy + sealed::Sealed {}
+impl ZeroBits for f32 {}
+impl ZeroBits for i32 {}
+impl ZeroBits for u8 {}
+impl ZeroBits for i8 {}
+
+/// `vec![0; len]` that reports an allocation failure instead of aborting.
 #[allow(unsafe_code)]
-fn try_zeroed(len: usize) -> Option<Vec<f32>> {
+fn try_zeroed<T: ZeroBits>(len: usize) -> Option<Vec<T>> {
     if len == 0 {
         return Some(Vec::new());
     }
-    let layout = std::alloc::Layout::array::<f32>(len).ok()?;
-    // SAFETY: the layout has a non-zero size (len > 0).
-    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+    let layout = std::alloc::Layout::array::<T>(len).ok()?;
+    // SAFETY: the layout has a non-zero size (len > 0, and every ZeroBits type has a size).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
     if p.is_null() {
         return None;
     }
-    // SAFETY: `p` comes from the global allocator with the layout of `len` f32s, so a Vec may own
-    // and later free it with capacity `len`; all-zero bytes are a valid f32 (0.0), so all `len`
-    // elements are initialised.
+    // SAFETY: `p` comes from the global allocator with the layout of `len` Ts, so a Vec may own
+    // and later free it with capacity `len`; all-zero bytes are a valid T (ZeroBits: 0), so all
+    // `len` elements are initialised.
     Some(unsafe { Vec::from_raw_parts(p, len, len) })
 }
 
@@ -198,9 +214,12 @@ mod tests {
         let e = b.check("the output", usize::MAX, 4).unwrap_err();
         assert_eq!(e.needed, None);
         assert!(e.to_string().contains("more than 2^64"), "{e}");
-        assert!(MemoryBudget::UNLIMITED.zeros("huge", usize::MAX / 8).is_err(), "the allocator refuses, no abort");
-        assert_eq!(b.zeros("ok", 10).unwrap(), vec![0.0; 10]);
-        assert!(b.zeros("empty", 0).unwrap().is_empty());
+        assert!(
+            MemoryBudget::UNLIMITED.zeros::<f32>("huge", usize::MAX / 8).is_err(),
+            "the allocator refuses, no abort"
+        );
+        assert_eq!(b.zeros::<f32>("ok", 10).unwrap(), vec![0.0f32; 10]);
+        assert!(b.zeros::<i32>("empty", 0).unwrap().is_empty());
         assert!(MemoryBudget::default_for_this_machine().get() > 0);
     }
 }

@@ -1,5 +1,5 @@
-//! NumPy `.npy` files in and out: little-endian f32 in C order only; everything else is a clear
-//! error. A hostile header is rejected in linear time without allocating for it; only regular
+//! NumPy `.npy` files in and out: C order, little-endian `float32` (the default), `uint8`, `int8`
+//! and `int32` (the quantized ops' tensors); everything else is a clear error. A hostile header is rejected in linear time without allocating for it; only regular
 //! files are read, and only after the size the header declares matches the file; allocation is
 //! fallible and within a [`MemoryBudget`]. Writes are atomic ([`files::write_atomic`]), so a
 //! failure never leaves a partial output behind.
@@ -32,13 +32,112 @@ pub enum NpyError {
     },
 }
 
-/// An f32 array: its shape and its elements in C order.
+/// An array (f32 unless another [`Element`] is named): its shape and its elements in C order.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Array {
+pub struct Array<T = f32> {
     /// Dimensions, outermost first.
     pub shape: Vec<usize>,
     /// `shape.iter().product()` elements.
-    pub data: Vec<f32>,
+    pub data: Vec<T>,
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u8 {}
+    impl Sealed for i8 {}
+    impl Sealed for i32 {}
+}
+
+/// An element type `.npy` files are read and written in.
+pub trait Element: Copy + npyz::AutoSerialize + sealed::Sealed + 'static {
+    /// The header's `descr` values that mean this type (numpy writes `|u1` for one byte).
+    const DESCR: &'static [&'static str];
+    /// The numpy name, for messages.
+    const NAME: &'static str;
+    /// Bytes per element.
+    const SIZE: usize;
+    /// From `SIZE` little-endian bytes.
+    fn from_le(b: &[u8]) -> Self;
+}
+
+impl Element for f32 {
+    const DESCR: &'static [&'static str] = &["<f4"];
+    const NAME: &'static str = "float32";
+    const SIZE: usize = 4;
+    fn from_le(b: &[u8]) -> Self {
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+impl Element for u8 {
+    const DESCR: &'static [&'static str] = &["|u1", "<u1"];
+    const NAME: &'static str = "uint8";
+    const SIZE: usize = 1;
+    fn from_le(b: &[u8]) -> Self {
+        b[0]
+    }
+}
+impl Element for i8 {
+    const DESCR: &'static [&'static str] = &["|i1", "<i1"];
+    const NAME: &'static str = "int8";
+    const SIZE: usize = 1;
+    fn from_le(b: &[u8]) -> Self {
+        b[0] as i8
+    }
+}
+impl Element for i32 {
+    const DESCR: &'static [&'static str] = &["<i4"];
+    const NAME: &'static str = "int32";
+    const SIZE: usize = 4;
+    fn from_le(b: &[u8]) -> Self {
+        i32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+/// An array of whichever supported type its file holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnyArray {
+    /// float32.
+    F32(Array<f32>),
+    /// uint8.
+    U8(Array<u8>),
+    /// int8.
+    I8(Array<i8>),
+    /// int32.
+    I32(Array<i32>),
+}
+
+impl AnyArray {
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            AnyArray::F32(a) => &a.shape,
+            AnyArray::U8(a) => &a.shape,
+            AnyArray::I8(a) => &a.shape,
+            AnyArray::I32(a) => &a.shape,
+        }
+    }
+
+    /// The numpy name of the element type.
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            AnyArray::F32(_) => f32::NAME,
+            AnyArray::U8(_) => u8::NAME,
+            AnyArray::I8(_) => i8::NAME,
+            AnyArray::I32(_) => i32::NAME,
+        }
+    }
+
+    /// Bytes of data.
+    pub fn data_bytes(&self) -> u64 {
+        let (count, size) = match self {
+            AnyArray::F32(a) => (a.data.len(), 4),
+            AnyArray::U8(a) => (a.data.len(), 1),
+            AnyArray::I8(a) => (a.data.len(), 1),
+            AnyArray::I32(a) => (a.data.len(), 4),
+        };
+        count as u64 * size
+    }
 }
 
 /// A parsed `.npy` header.
@@ -172,12 +271,18 @@ fn prefix(bytes: &[u8]) -> Result<(usize, usize), String> {
     Ok((start, len))
 }
 
-/// The shape and data size a header declares, if it is a C-order little-endian f32 array.
-fn describe(header: &[u8]) -> Result<(Vec<usize>, usize, usize), String> {
+/// The element type a header declares, if it is one of [`AnyArray`]'s.
+fn header_descr(header: &[u8]) -> Result<String, String> {
+    let header = std::str::from_utf8(header).map_err(|_| "header is not text".to_string())?;
+    Ok(parse_header(header)?.descr)
+}
+
+/// The shape and data size a header declares, if it is a C-order array of `T`.
+fn describe<T: Element>(header: &[u8]) -> Result<(Vec<usize>, usize, usize), String> {
     let header = std::str::from_utf8(header).map_err(|_| "header is not text".to_string())?;
     let h = parse_header(header)?;
-    if h.descr != "<f4" {
-        return Err(format!("dtype is {}, expected little-endian float32 ('<f4')", h.descr));
+    if !T::DESCR.contains(&h.descr.as_str()) {
+        return Err(format!("dtype is {}, expected little-endian {} ('{}')", h.descr, T::NAME, T::DESCR[0]));
     }
     if h.fortran_order {
         return Err("Fortran order; save it in C order (np.ascontiguousarray)".into());
@@ -187,7 +292,7 @@ fn describe(header: &[u8]) -> Result<(Vec<usize>, usize, usize), String> {
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| format!("shape {:?} has more elements than any file can hold", h.shape))?;
-    let need = count.checked_mul(4).ok_or_else(|| format!("shape {:?} is too large", h.shape))?;
+    let need = count.checked_mul(T::SIZE).ok_or_else(|| format!("shape {:?} is too large", h.shape))?;
     Ok((h.shape, count, need))
 }
 
@@ -201,12 +306,12 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Array, NpyError> {
     let (start, len) = prefix(bytes).map_err(format)?;
     let end = start + len;
     let header = bytes.get(start..end).ok_or_else(|| format(format!("truncated header: it claims {len} bytes")))?;
-    let (shape, _, need) = describe(header).map_err(format)?;
+    let (shape, _, need) = describe::<f32>(header).map_err(format)?;
     let data = &bytes[end..];
     if data.len() != need {
         return Err(format(size_mismatch(&shape, need, data.len() as u64)));
     }
-    let data = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = data.chunks_exact(4).map(f32::from_le).collect();
     Ok(Array { shape, data })
 }
 
@@ -216,11 +321,41 @@ pub fn read(path: &Path) -> Result<Array, NpyError> {
     read_within(path, MemoryBudget::UNLIMITED)
 }
 
-/// Reads an f32 C-order `.npy` file whose data fits `budget`. Only regular files are opened (a
-/// FIFO or `/dev/zero` is an error, not a hang); the header is read and checked first, the data
-/// size it declares is compared with the file's length before any data is read, and exactly that
-/// much is read (one more byte read proves nothing follows). The array is allocated fallibly.
+/// Reads an f32 C-order `.npy` file whose data fits `budget` ([`read_typed_within`] for f32).
 pub fn read_within(path: &Path, budget: MemoryBudget) -> Result<Array, NpyError> {
+    read_typed_within(path, budget)
+}
+
+/// Reads a C-order `.npy` file of whichever supported element type it holds, within `budget`.
+pub fn read_any_within(path: &Path, budget: MemoryBudget) -> Result<AnyArray, NpyError> {
+    let (descr, _) = open_header(path)?;
+    let d = descr.as_str();
+    Ok(if f32::DESCR.contains(&d) {
+        AnyArray::F32(read_typed_within(path, budget)?)
+    } else if u8::DESCR.contains(&d) {
+        AnyArray::U8(read_typed_within(path, budget)?)
+    } else if i8::DESCR.contains(&d) {
+        AnyArray::I8(read_typed_within(path, budget)?)
+    } else if i32::DESCR.contains(&d) {
+        AnyArray::I32(read_typed_within(path, budget)?)
+    } else {
+        let what = format!("dtype is {descr}; supported: float32 ('<f4'), uint8 ('|u1'), int8 ('|i1'), int32 ('<i4')");
+        return Err(NpyError::Format { path: path.to_path_buf(), what });
+    })
+}
+
+/// A file opened past its header: the reader, the file's length, the header's bytes and where
+/// the header ends.
+struct Opened {
+    r: std::io::BufReader<std::fs::File>,
+    file_len: u64,
+    header: Vec<u8>,
+    end: usize,
+}
+
+/// Opens a regular file and reads its header: the header's `descr`, and the file positioned
+/// after the header.
+fn open_header(path: &Path) -> Result<(String, Opened), NpyError> {
     let io = |source| NpyError::Io { path: path.to_path_buf(), source };
     let format = |what: String| NpyError::Format { path: path.to_path_buf(), what };
     let (file, file_len) = files::open_regular(path).map_err(io)?;
@@ -238,21 +373,33 @@ pub fn read_within(path: &Path, budget: MemoryBudget) -> Result<Array, NpyError>
     }
     let mut header = vec![0u8; len];
     r.read_exact(&mut header).map_err(io)?;
-    let (shape, count, need) = describe(&header).map_err(format)?;
+    let descr = header_descr(&header).map_err(format)?;
+    Ok((descr, Opened { r, file_len, header, end }))
+}
+
+/// Reads a C-order `.npy` file of `T` whose data fits `budget`. Only regular files are opened (a
+/// FIFO or `/dev/zero` is an error, not a hang); the header is read and checked first, the data
+/// size it declares is compared with the file's length before any data is read, and exactly that
+/// much is read (one more byte read proves nothing follows). The array is allocated fallibly.
+pub fn read_typed_within<T: Element>(path: &Path, budget: MemoryBudget) -> Result<Array<T>, NpyError> {
+    let io = |source| NpyError::Io { path: path.to_path_buf(), source };
+    let format = |what: String| NpyError::Format { path: path.to_path_buf(), what };
+    let (_, Opened { mut r, file_len, header, end }) = open_header(path)?;
+    let (shape, count, need) = describe::<T>(&header).map_err(format)?;
     let data_len = file_len - end as u64;
     if data_len != need as u64 {
         return Err(format(size_mismatch(&shape, need, data_len)));
     }
-    let what = format!("its data ({shape:?} float32)");
-    budget.check(&what, count, 4).map_err(|e| format(e.to_string()))?;
+    let what = format!("its data ({shape:?} {})", T::NAME);
+    budget.check(&what, count, T::SIZE).map_err(|e| format(e.to_string()))?;
     let mut data = Vec::new();
     data.try_reserve_exact(count).map_err(|_| format(format!("cannot allocate {need} bytes for the data")))?;
-    let mut chunk = vec![0u8; (1 << 16).min(need.max(4))];
+    let mut chunk = vec![0u8; (1 << 16).min(need.max(T::SIZE))];
     let mut left = need;
     while left > 0 {
         let n = left.min(chunk.len());
         r.read_exact(&mut chunk[..n]).map_err(io)?;
-        data.extend(chunk[..n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        data.extend(chunk[..n].chunks_exact(T::SIZE).map(T::from_le));
         left -= n;
     }
     if r.read(&mut [0u8]).map_err(io)? != 0 {
@@ -283,8 +430,8 @@ pub fn to_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     out
 }
 
-/// Streams an f32 array as `.npy` into `w` (no second copy of the data).
-fn write_to(w: &mut dyn Write, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+/// Streams an array as `.npy` into `w` (no second copy of the data).
+fn write_to<T: Element>(w: &mut dyn Write, shape: &[usize], data: &[T]) -> std::io::Result<()> {
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     use npyz::WriterBuilder as _;
     let mut npy = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
@@ -292,9 +439,9 @@ fn write_to(w: &mut dyn Write, shape: &[usize], data: &[f32]) -> std::io::Result
     npy.finish()
 }
 
-/// Writes an f32 array atomically ([`files::write_atomic`]): the file at `path` is either the
+/// Writes an array atomically ([`files::write_atomic`]): the file at `path` is either the
 /// complete new array or untouched. The data is streamed to the file, not copied first.
-pub fn write(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), NpyError> {
+pub fn write<T: Element>(path: &Path, shape: &[usize], data: &[T]) -> Result<(), NpyError> {
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count != Some(data.len()) {
         let what = format!("shape {shape:?} does not hold the {} values given", data.len());

@@ -644,3 +644,158 @@ fn juggler_record_writes_a_recording_that_replays() {
     assert!(String::from_utf8_lossy(&replay.stdout).contains("near-square GEMMs"));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `sparkle gemm` on int8 `.npy` files against ONNX Runtime's own outputs, bit for bit: the cases
+/// in tests/data/ort_qgemm (QLinearMatMul and MatMulInteger, u8 x u8 and s8 x s8, per-tensor and
+/// per-column zero points and scales) were written by benches/quant/ort_check.py with
+/// onnxruntime 1.32.0.
+#[test]
+fn int8_gemm_matches_onnx_runtime_bit_for_bit() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ort_qgemm");
+    let d = dir("ort");
+    let mut cases = 0;
+    for case in std::fs::read_dir(&root).unwrap().flatten() {
+        let c = case.path();
+        let flags = std::fs::read_to_string(c.join("args.txt")).unwrap();
+        let flags: Vec<String> = flags
+            .lines()
+            .map(|f| if f.ends_with(".npy") { c.join(f).to_string_lossy().into_owned() } else { f.to_string() })
+            .collect();
+        let y = d.join("y.npy");
+        let (a, b) = (c.join("a.npy"), c.join("b.npy"));
+        let mut args =
+            vec!["gemm", "--a", a.to_str().unwrap(), "--b", b.to_str().unwrap(), "--output", y.to_str().unwrap()];
+        args.extend(flags.iter().map(String::as_str));
+        let out = sparkle(&args);
+        assert!(out.status.success(), "{}: {}", c.display(), String::from_utf8_lossy(&out.stderr));
+        let got = npy::read_any_within(&y, sparkle_std::budget::MemoryBudget::UNLIMITED).unwrap();
+        let want = npy::read_any_within(&c.join("want.npy"), sparkle_std::budget::MemoryBudget::UNLIMITED).unwrap();
+        assert_eq!(got, want, "{}", c.display());
+        cases += 1;
+    }
+    assert!(cases >= 10, "only {cases} golden cases found in {}", root.display());
+}
+
+/// `--requant fixed` with per-channel scales against the core's integer oracle (TFLite's
+/// QuantizeMultiplier on the f64 scale products), and a bias.
+#[test]
+fn int8_gemm_fixed_point_matches_the_integer_oracle() {
+    use sparkle_core::quant::reference::qgemm_reference;
+    use sparkle_core::quant::{quantize_multiplier, OutputStage, PerChannel, QGemm};
+    use sparkle_core::MatMut;
+    let d = dir("qfixed");
+    let (m, k, n) = (7, 29, 5);
+    let a: Vec<i8> = (0..m * k).map(|i| (i * 37 % 256) as u8 as i8).collect();
+    let b: Vec<i8> = (0..k * n).map(|i| (i * 91 % 251) as u8 as i8).collect();
+    let bias: Vec<i32> = vec![100, -2000, 0, 31, 7];
+    let w_scale: Vec<f32> = vec![0.01, 0.02, 0.003, 0.05, 0.011];
+    let p = |name: &str| d.join(name).to_string_lossy().into_owned();
+    npy::write(&d.join("a.npy"), &[m, k], &a).unwrap();
+    npy::write(&d.join("b.npy"), &[k, n], &b).unwrap();
+    npy::write(&d.join("bias.npy"), &[n], &bias).unwrap();
+    npy::write(&d.join("ws.npy"), &[n], &w_scale).unwrap();
+    let out = sparkle(&[
+        "gemm",
+        "--a",
+        &p("a.npy"),
+        "--b",
+        &p("b.npy"),
+        "--bias",
+        &p("bias.npy"),
+        "--x-scale",
+        "0.02",
+        "--x-zero-point",
+        "-3",
+        "--w-scale",
+        &p("ws.npy"),
+        "--y-scale",
+        "0.1",
+        "--y-zero-point",
+        "5",
+        "--requant",
+        "fixed",
+        "--output",
+        &p("y.npy"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = npy::read_typed_within::<i8>(&d.join("y.npy"), sparkle_std::budget::MemoryBudget::UNLIMITED).unwrap();
+    let (mult, shift): (Vec<i32>, Vec<i32>) =
+        w_scale.iter().map(|&w| quantize_multiplier(0.02f32 as f64 * w as f64 / 0.1f32 as f64).unwrap()).unzip();
+    let op = QGemm {
+        a: MatRef::row_major(&a, m, k).unwrap(),
+        a_zero: -3,
+        b: MatRef::row_major(&b, k, n).unwrap(),
+        b_zero: PerChannel::Tensor(0),
+        bias: Some(&bias),
+    };
+    let mut want = vec![0i8; m * n];
+    let stage = OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), 5, -128, 127);
+    qgemm_reference(&op, &stage, MatMut::row_major(&mut want, m, n).unwrap()).unwrap();
+    assert_eq!(got.shape, vec![m, n]);
+    assert_eq!(got.data, want);
+    assert!(want.iter().any(|&v| v != want[0]), "a degenerate case proves nothing");
+}
+
+/// Bad quantization parameters: one line on stderr, exit 2, no output file.
+#[test]
+fn int8_gemm_bad_parameters_exit_2() {
+    let d = dir("qbad");
+    let p = |name: &str| d.join(name).to_string_lossy().into_owned();
+    npy::write(&d.join("a.npy"), &[2, 3], &[1u8, 2, 3, 4, 5, 6]).unwrap();
+    npy::write(&d.join("b.npy"), &[3, 2], &[1i8, -2, 3, -4, 5, -6]).unwrap();
+    npy::write(&d.join("ws3.npy"), &[3], &[0.1f32, 0.2, 0.3]).unwrap();
+    npy::write(&d.join("zp_f.npy"), &[2], &[0.0f32, 1.0]).unwrap();
+    npy::write(&d.join("bias_f.npy"), &[2], &[0.0f32, 1.0]).unwrap();
+    npy::write(&d.join("b32.npy"), &[3, 2], &[1i32; 6]).unwrap();
+    let (fa, _) = save(&d, "fa.npy", &[2, 3], 1);
+    let y = d.join("y.npy");
+    let base = ["gemm", "--a", &p("a.npy"), "--b", &p("b.npy"), "--output", y.to_str().unwrap()];
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "zero scale",
+            vec!["--x-scale".into(), "1".into(), "--w-scale".into(), "0".into(), "--y-scale".into(), "1".into()],
+        ),
+        (
+            "negative y scale",
+            vec!["--x-scale".into(), "1".into(), "--w-scale".into(), "1".into(), "--y-scale".into(), "-1".into()],
+        ),
+        ("x zero point out of u8", vec!["--x-zero-point".into(), "300".into()]),
+        ("w zero point out of i8", vec!["--w-zero-point".into(), "-129".into()]),
+        (
+            "y zero point out of u8",
+            vec![
+                "--x-scale".into(),
+                "1".into(),
+                "--w-scale".into(),
+                "1".into(),
+                "--y-scale".into(),
+                "1".into(),
+                "--y-zero-point".into(),
+                "-1".into(),
+            ],
+        ),
+        (
+            "per-channel length",
+            vec!["--x-scale".into(), "1".into(), "--w-scale".into(), p("ws3.npy"), "--y-scale".into(), "1".into()],
+        ),
+        ("float zero points", vec!["--w-zero-point".into(), p("zp_f.npy")]),
+        ("y scale without x scale", vec!["--w-scale".into(), "1".into(), "--y-scale".into(), "1".into()]),
+        ("x scale without y scale", vec!["--x-scale".into(), "1".into()]),
+        ("float bias", vec!["--bias".into(), p("bias_f.npy")]),
+        ("alpha on int8", vec!["--alpha".into(), "2".into()]),
+        ("vulkan int8", vec!["--device".into(), "vulkan".into()]),
+        (
+            "neither number nor npy",
+            vec!["--w-scale".into(), "abc".into(), "--x-scale".into(), "1".into(), "--y-scale".into(), "1".into()],
+        ),
+    ];
+    for (what, extra) in cases {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend(extra.iter().map(String::as_str));
+        assert_fails(&sparkle(&args), &y, what);
+    }
+    let out = sparkle(&["gemm", "--a", &p("a.npy"), "--b", &p("b32.npy"), "--output", y.to_str().unwrap()]);
+    assert_fails(&out, &y, "int32 B");
+    let out = sparkle(&["gemm", "--a", &fa, "--b", &fa, "--x-zero-point", "1", "--output", y.to_str().unwrap()]);
+    assert_fails(&out, &y, "quantization flags on float32");
+}

@@ -34,6 +34,7 @@ pub(crate) mod aarch64;
 pub(crate) mod depthwise;
 pub(crate) mod generic;
 pub mod peak;
+pub mod quant;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
 
@@ -51,6 +52,8 @@ pub enum Isa {
     Avx512,
     /// aarch64 NEON.
     Neon,
+    /// x86_64 AVX-512F with AVX512_VNNI (`vpdpbusd`): the int8 kernels.
+    Avx512Vnni,
 }
 
 impl Isa {
@@ -61,6 +64,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
+            Isa::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -70,7 +74,7 @@ impl Isa {
     }
 
     /// Every ISA a kernel can need, in the order of [`Isa::name`]'s documentation.
-    pub const ALL: [Isa; 4] = [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Neon];
+    pub const ALL: [Isa; 5] = [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Avx512Vnni];
 
     /// Whether the compile-time target features guarantee this ISA.
     pub const fn enabled_statically(self) -> bool {
@@ -79,6 +83,9 @@ impl Isa {
             Isa::Avx2 => cfg!(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")),
             Isa::Avx512 => cfg!(all(target_arch = "x86_64", target_feature = "avx512f")),
             Isa::Neon => cfg!(all(target_arch = "aarch64", target_feature = "neon")),
+            Isa::Avx512Vnni => {
+                cfg!(all(target_arch = "x86_64", target_feature = "avx512f", target_feature = "avx512vnni"))
+            }
         }
     }
 
@@ -93,6 +100,8 @@ impl Isa {
             Isa::Avx2 => x86_64::detect::avx2_fma(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => x86_64::detect::avx512f(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86_64::detect::avx512vnni(),
             _ => false,
         }
     }

@@ -1,16 +1,19 @@
 //! The threaded CPU backend: the core's GEMM and conv2d drivers with a rayon executor, a
 //! thread-count knob, per-thread reusable scratch, and small problems kept on one thread.
 
+use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Kernel;
 use sparkle_core::conv::fused::{conv2d_scratch_len, conv2d_with};
 use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Workspace};
+use sparkle_core::quant::driver::{qgemm_scratch_len, qgemm_with, QWorkspace};
+use sparkle_core::quant::{OutputStage, QElem, QGemm};
 use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef};
 
 use super::caches::cache_sizes;
-use super::isa::{gemm_kernel, IsaError};
-use crate::budget::{MemoryBudget, OverBudget};
+use super::isa::{gemm_kernel, qgemm_kernel, IsaError};
+use crate::budget::{MemoryBudget, OverBudget, ZeroBits};
 
 /// Runs `n` workers: on the calling thread alone for one (a rayon scope would hand the job to
 /// the pool and block), else on the rayon pool with worker 0 on the calling thread.
@@ -44,16 +47,20 @@ thread_local! {
     /// Packing scratch reused across calls on this thread: allocating (and faulting in) a fresh
     /// megabyte per call cost 3-5% at 512^3.
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The same for the int8 GEMM's `i32` words.
+    static QSCRATCH: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with at least `len` floats of this thread's scratch (a fresh buffer if re-entered),
-/// allocated within `budget` and fallibly: a size that does not fit is an error, never an abort.
-fn with_scratch<T>(
+/// Runs `f` with at least `len` elements of this thread's scratch `key` (a fresh buffer if
+/// re-entered), allocated within `budget` and fallibly: a size that does not fit is an error,
+/// never an abort.
+fn with_scratch<T: ZeroBits, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
     len: usize,
     budget: MemoryBudget,
-    f: impl FnOnce(&mut [f32]) -> Result<T, CpuError>,
-) -> Result<T, CpuError> {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+    f: impl FnOnce(&mut [T]) -> Result<R, CpuError>,
+) -> Result<R, CpuError> {
+    key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
                 *buf = Vec::new();
@@ -90,6 +97,8 @@ fn blocking_override() -> Option<Blocking> {
 pub struct Cpu {
     /// The microkernel.
     pub kernel: &'static Kernel,
+    /// The int8 GEMM microkernel.
+    pub qkernel: &'static QKernel,
     /// Cache blocking.
     pub blocking: Blocking,
     /// Upper bound on threads (the rayon pool's size by default).
@@ -124,7 +133,8 @@ impl Cpu {
     /// threads, the memory budget from `SPARKLE_MEMORY_BUDGET` (an invalid value is an error).
     pub fn new() -> Result<Self, CpuError> {
         let budget = MemoryBudget::from_env().map_err(CpuError::Config)?;
-        Ok(Self { memory_budget: budget, ..Self::with_kernel(gemm_kernel().map_err(CpuError::Isa)?) })
+        let qkernel = qgemm_kernel().map_err(CpuError::Isa)?;
+        Ok(Self { memory_budget: budget, qkernel, ..Self::with_kernel(gemm_kernel().map_err(CpuError::Isa)?) })
     }
 
     /// A specific kernel (from [`Kernel::available`] or [`super::isa::kernel_for_isa`]: holding
@@ -132,6 +142,7 @@ impl Cpu {
     pub fn with_kernel(kernel: &'static Kernel) -> Self {
         Self {
             kernel,
+            qkernel: QKernel::best(),
             blocking: blocking_override().unwrap_or_else(|| Blocking::for_kernel(kernel, cache_sizes())),
             threads: rayon::current_num_threads(),
             parallel_min_fmas: PARALLEL_MIN_FMAS,
@@ -171,7 +182,7 @@ impl Cpu {
         let work = if choose_path(g) == Conv2dPath::Depthwise { fmas * DEPTHWISE_FMA_COST } else { fmas };
         let threads = self.threads_for(work);
         let len = conv2d_scratch_len(g, self.kernel, &self.blocking, threads)?;
-        with_scratch(len, self.memory_budget, |scratch| {
+        with_scratch(&SCRATCH, len, self.memory_budget, |scratch| {
             Ok(conv2d_with(g, input, weight, epi, output, self.workspace(&Workers(threads), scratch))?)
         })
     }
@@ -189,8 +200,25 @@ impl Cpu {
         let (m, n, k) = (a.rows(), b.cols(), a.cols());
         let threads = self.threads_for(m as f64 * n as f64 * k as f64);
         let len = gemm_scratch_len(self.kernel, &self.blocking, m, n, k, threads)?;
-        with_scratch(len, self.memory_budget, |scratch| {
+        with_scratch(&SCRATCH, len, self.memory_budget, |scratch| {
             Ok(gemm_with(alpha, a, b, beta, c, epi, self.workspace(&Workers(threads), scratch))?)
+        })
+    }
+
+    /// `C <- out(A * B)` on int8 operands with zero points (see [`sparkle_core::quant`]),
+    /// bit-identical to the integer oracle.
+    pub fn qgemm<A: QElem, B: QElem, Y: QElem>(
+        &self,
+        op: &QGemm<'_, A, B>,
+        out: &OutputStage<'_>,
+        c: MatMut<'_, Y>,
+    ) -> Result<GemmDims, CpuError> {
+        let (m, n, k) = (op.a.rows(), op.b.cols(), op.a.cols());
+        let threads = self.threads_for(m as f64 * n as f64 * k as f64);
+        let len = qgemm_scratch_len(self.qkernel, m, n, k, threads)?;
+        with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
+            let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
+            Ok(qgemm_with(op, out, c, ws)?)
         })
     }
 

@@ -1,9 +1,10 @@
 //! Which kernel set runs: the best this CPU has ([`Kernel::best`], detected once by the core), or
-//! the one `SPARKLE_ISA=generic|avx2|avx512|neon` forces (for tests and benchmarks). Asking for an
+//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni` forces (for tests and benchmarks). Asking for an
 //! ISA this CPU lacks is an error, never a kernel that would fault.
 
 use std::sync::OnceLock;
 
+use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::{Isa, Kernel};
 
 /// Whether this CPU can run `isa` (the core's detection: the one authority a [`Kernel`] checks).
@@ -20,7 +21,7 @@ pub fn available_kernels() -> Vec<&'static Kernel> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
     /// `SPARKLE_ISA` named something unknown.
-    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon")]
+    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni")]
     Unknown(String),
     /// The named ISA has no kernel in this build or is not supported by this CPU.
     #[error("the {0} kernels cannot run here: this CPU or build lacks them")]
@@ -32,14 +33,43 @@ pub fn kernel_for_isa(isa: Isa) -> Result<&'static Kernel, IsaError> {
     Kernel::for_isa(isa).ok_or(IsaError::Unsupported(isa.name()))
 }
 
-fn choose() -> Result<&'static Kernel, IsaError> {
+/// The ISA `SPARKLE_ISA` forces, if set.
+fn forced() -> Result<Option<Isa>, IsaError> {
     match std::env::var("SPARKLE_ISA") {
-        Ok(name) if !name.is_empty() => {
-            let isa = Isa::from_name(&name).ok_or(IsaError::Unknown(name))?;
-            kernel_for_isa(isa)
-        }
-        _ => Ok(Kernel::best()),
+        Ok(name) if !name.is_empty() => Isa::from_name(&name).map(Some).ok_or(IsaError::Unknown(name)),
+        _ => Ok(None),
     }
+}
+
+/// The f32 kernels of a forced ISA: `avx512vnni` (which only int8 kernels use) means AVX-512.
+fn choose() -> Result<&'static Kernel, IsaError> {
+    match forced()? {
+        Some(Isa::Avx512Vnni) => kernel_for_isa(Isa::Avx512),
+        Some(isa) => kernel_for_isa(isa),
+        None => Ok(Kernel::best()),
+    }
+}
+
+/// The int8 kernel for `isa`, if this build has one and this CPU runs it.
+pub fn qkernel_for_isa(isa: Isa) -> Result<&'static QKernel, IsaError> {
+    QKernel::for_isa(isa).ok_or(IsaError::Unsupported(isa.name()))
+}
+
+/// The int8 kernel of a forced ISA: AVX-512F without VNNI has none of its own and runs AVX2's,
+/// NEON (until its dot-product kernels land) the generic one.
+fn choose_q() -> Result<&'static QKernel, IsaError> {
+    match forced()? {
+        Some(Isa::Avx512) if Isa::Avx512.is_available() => qkernel_for_isa(Isa::Avx2),
+        Some(Isa::Neon) if Isa::Neon.is_available() => Ok(QKernel::generic()),
+        Some(isa) => qkernel_for_isa(isa),
+        None => Ok(QKernel::best()),
+    }
+}
+
+/// The int8 GEMM kernel used by default: detected once per process (honouring `SPARKLE_ISA`).
+pub fn qgemm_kernel() -> Result<&'static QKernel, IsaError> {
+    static CHOICE: OnceLock<Result<&'static QKernel, IsaError>> = OnceLock::new();
+    CHOICE.get_or_init(choose_q).clone()
 }
 
 /// The GEMM kernel used by default: detected once per process (honouring `SPARKLE_ISA`).
@@ -62,6 +92,8 @@ mod tests {
                 Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512Vnni => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"),
                 #[cfg(target_arch = "aarch64")]
                 Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
                 _ => false,

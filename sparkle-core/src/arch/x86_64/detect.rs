@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 const PROBED: u8 = 1;
 const AVX2_FMA: u8 = 2;
 const AVX512F: u8 = 4;
+const AVX512VNNI: u8 = 8;
 
 static FEATURES: AtomicU8 = AtomicU8::new(0);
 
@@ -29,6 +30,11 @@ pub(crate) fn avx2_fma() -> bool {
 /// AVX-512F, with the OS saving the zmm and opmask state.
 pub(crate) fn avx512f() -> bool {
     features() & AVX512F != 0
+}
+
+/// AVX-512F and AVX512_VNNI (`vpdpbusd`), with the OS saving the zmm and opmask state.
+pub(crate) fn avx512vnni() -> bool {
+    features() & (AVX512F | AVX512VNNI) == AVX512F | AVX512VNNI
 }
 
 #[cfg(miri)]
@@ -68,6 +74,9 @@ fn probe() -> u8 {
     }
     if os_zmm && bit(leaf7.ebx, 16) {
         f |= AVX512F;
+        if bit(leaf7.ecx, 11) {
+            f |= AVX512VNNI;
+        }
     }
     f
 }

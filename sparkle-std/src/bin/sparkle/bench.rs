@@ -44,11 +44,15 @@ impl BenchArgs {
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// GEMM f32 GFLOPS per shape, each result checked against the f64 oracle first.
+    /// GEMM f32 GFLOPS (and int8 GOPS) per shape, each result checked against the oracle first.
     Gemm {
         /// Comma-separated shapes, `MxNxK` or `N` for square.
         #[arg(long, default_value = bench::DEFAULT_SHAPES)]
         shapes: String,
+        /// Comma-separated element types, one column each: `f32`, and `int8` (u8 x s8 -> u8,
+        /// ONNX QLinearMatMul's stage, GOPS, bit-exact against the integer oracle; CPU only).
+        #[arg(long, default_value = "f32")]
+        dtypes: String,
         #[command(flatten)]
         common: BenchArgs,
     },
@@ -126,18 +130,36 @@ fn on_device(
 /// Runs one `sparkle bench` command.
 pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
     match cmd {
-        BenchCommand::Gemm { shapes, common } => {
+        BenchCommand::Gemm { shapes, dtypes, common } => {
             common.check()?;
             let BenchArgs { threads, json, seconds, device, plot } = common;
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
-            let (records, peak) = on_device(
-                device == BenchDevice::Vulkan,
-                json,
-                threads,
-                || bench::gemm_vulkan(&shapes, seconds),
-                || bench::gemm_cpu(&shapes, threads, seconds),
-            )?;
-            print("GEMM f32", "shape (MxNxK)", &records, json, peak, plot.as_deref())?;
+            let dtypes: Vec<&str> = dtypes.split(',').map(str::trim).collect();
+            if let Some(d) = dtypes.iter().find(|d| !matches!(**d, "f32" | "int8")) {
+                return Err(format!("--dtypes: `{d}` is not f32 or int8").into());
+            }
+            let use_vulkan = device == BenchDevice::Vulkan;
+            if use_vulkan && dtypes.contains(&"int8") {
+                return Err("--dtypes int8 runs on the CPU only: no Vulkan int8 kernels yet".into());
+            }
+            let mut records = Vec::new();
+            let mut peak = None;
+            if dtypes.contains(&"f32") {
+                let f32_run = on_device(
+                    use_vulkan,
+                    json,
+                    threads,
+                    || bench::gemm_vulkan(&shapes, seconds),
+                    || bench::gemm_cpu(&shapes, threads, seconds),
+                )?;
+                records = f32_run.0;
+                peak = f32_run.1;
+            }
+            if dtypes.contains(&"int8") {
+                records.extend(bench::qgemm_cpu(&shapes, threads, seconds)?);
+            }
+            let what = if dtypes.contains(&"int8") { "GEMM f32 GFLOPS / int8 GOPS" } else { "GEMM f32" };
+            print(what, "shape (MxNxK)", &records, json, peak, plot.as_deref())?;
         }
         BenchCommand::Conv2d { layers, batch, common } => {
             common.check()?;

@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use sparkle_core::quant::{QElem, QGemm};
 use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
-use sparkle_std::budget::{parse_size, MemoryBudget};
-use sparkle_std::npy;
+use sparkle_std::budget::{parse_size, MemoryBudget, ZeroBits};
+use sparkle_std::npy::{self, AnyArray};
 use sparkle_std::sparkle::{DeviceSel, Prediction};
 use sparkle_std::{Run, Sparkle};
 
+use crate::quant::{Quant, QuantArgs, YType};
 use crate::Failure;
 
 /// Where an op runs: `auto` (the juggler picks among the CPU and every Vulkan GPU), `cpu`,
@@ -187,12 +189,16 @@ pub struct Conv2dArgs {
 
 #[derive(Args, Debug)]
 pub struct GemmArgs {
-    /// A, [m, k], float32.
+    /// A, [m, k]: float32, or uint8/int8 for the quantized GEMM (ONNX QLinearMatMul with
+    /// --y-scale, MatMulInteger without).
     #[arg(long)]
     a: PathBuf,
-    /// B, [k, n], float32.
+    /// B, [k, n]: float32, or uint8/int8 with a uint8/int8 A.
     #[arg(long)]
     b: PathBuf,
+    /// Bias per column, shape (n): float32, or int32 (added to the accumulator) for int8 operands.
+    #[arg(long)]
+    bias: Option<PathBuf>,
     /// C, [m, n], float32 (needed when beta != 0).
     #[arg(long)]
     c: Option<PathBuf>,
@@ -202,6 +208,8 @@ pub struct GemmArgs {
     /// Scale of C.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     beta: f32,
+    #[command(flatten)]
+    quant: QuantArgs,
     #[command(flatten)]
     placement: Placement,
     /// Output .npy, [m, n], written atomically.
@@ -254,7 +262,7 @@ fn read_input(path: &std::path::Path, budget: MemoryBudget, used: &mut u64) -> R
 }
 
 fn dims<const N: usize>(what: &str, a: &npy::Array) -> Result<[usize; N], Failure> {
-    a.shape.as_slice().try_into().map_err(|_| format!("{what} must be {N}-d, its shape is {:?}", a.shape).into())
+    dims_of(what, &a.shape)
 }
 
 pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
@@ -330,12 +338,38 @@ pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
     }
     let budget = args.placement.budget()?;
     let mut used = 0;
-    let a = read_input(&args.a, budget, &mut used)?;
+    match read_any(&args.a, budget, &mut used)? {
+        AnyArray::F32(a) => gemm_f32(args, a, budget, used),
+        AnyArray::U8(a) => gemm_int8(args, a, budget, used),
+        AnyArray::I8(a) => gemm_int8(args, a, budget, used),
+        AnyArray::I32(_) => Err(format!("{}: A is int32; gemm takes float32, uint8 or int8", args.a.display()).into()),
+    }
+}
+
+/// Reads an input of any supported type within what is left of the budget, and counts it.
+fn read_any(path: &std::path::Path, budget: MemoryBudget, used: &mut u64) -> Result<AnyArray, Failure> {
+    let a = npy::read_any_within(path, budget.after(*used))?;
+    *used += a.data_bytes();
+    Ok(a)
+}
+
+fn gemm_f32(args: &GemmArgs, a: npy::Array, budget: MemoryBudget, mut used: u64) -> Result<ExitCode, Failure> {
+    if Quant::any_given(&args.quant) {
+        return Err(
+            format!("{}: A is float32; the quantization flags need uint8 or int8 operands", args.a.display()).into()
+        );
+    }
     let b = read_input(&args.b, budget, &mut used)?;
     let [m, k] = dims::<2>("A", &a)?;
     let [kb, n] = dims::<2>("B", &b)?;
     if kb != k {
         return Err(format!("A is {m}x{k} but B is {kb}x{n}: inner dimensions differ").into());
+    }
+    let bias = args.bias.as_deref().map(|p| read_input(p, budget, &mut used)).transpose()?;
+    if let Some(b) = &bias {
+        if b.shape != [n] {
+            return Err(format!("bias shape {:?} does not match the {n} columns", b.shape).into());
+        }
     }
     let count = m.checked_mul(n).ok_or_else(|| format!("the output of {m}x{n} has more elements than memory"))?;
     let mut out = match (&args.c, args.beta != 0.0) {
@@ -357,15 +391,134 @@ pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
     if args.placement.explain {
         explain(sparkle.predict_gemm(m, n, k));
     }
+    let epi = match &bias {
+        Some(b) => Epilogue { bias: sparkle_core::Bias::Col(&b.data), ..Epilogue::NONE },
+        None => Epilogue::NONE,
+    };
     let run = sparkle.gemm(
         args.alpha,
         MatRef::row_major(&a.data, m, k)?,
         MatRef::row_major(&b.data, k, n)?,
         args.beta,
         MatMut::row_major(&mut out, m, n)?,
-        &Epilogue::NONE,
+        &epi,
     )?;
     npy::write(&args.output, &[m, n], &out)?;
     report(&format!("gemm {m}x{n}x{k}"), &run, 2.0 * m as f64 * n as f64 * k as f64, &args.output);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The quantized GEMM: int8/uint8 A and B, the CPU's int8 kernels (no GPU has int8 kernels yet).
+fn gemm_int8<A: QElem + npy::Element>(
+    args: &GemmArgs,
+    a: npy::Array<A>,
+    budget: MemoryBudget,
+    mut used: u64,
+) -> Result<ExitCode, Failure> {
+    if args.alpha != 1.0 || args.beta != 0.0 || args.c.is_some() {
+        return Err(
+            "--alpha, --beta and --c are for float32 operands; int8 scaling is --x-scale/--w-scale/--y-scale".into()
+        );
+    }
+    if matches!(args.placement.device.0, Some(DeviceSel::Vulkan | DeviceSel::VulkanIndex(_))) {
+        return Err("int8 operands run on the CPU only: no Vulkan int8 kernels yet (use --device cpu or auto)".into());
+    }
+    let b = read_any(&args.b, budget, &mut used)?;
+    let [m, k] = dims_of("A", &a.shape)?;
+    let [kb, n] = dims_of("B", b.shape())?;
+    if kb != k {
+        return Err(format!("A is {m}x{k} but B is {kb}x{n}: inner dimensions differ").into());
+    }
+    let bias = match args.bias.as_deref().map(|p| read_any(p, budget, &mut used)).transpose()? {
+        None => None,
+        Some(AnyArray::I32(bias)) if bias.shape == [n] => Some(bias.data),
+        Some(other) => {
+            return Err(format!(
+                "the bias of an int8 GEMM is int32 of shape [{n}], found {} {:?}",
+                other.dtype(),
+                other.shape()
+            )
+            .into())
+        }
+    };
+    let q = Quant::parse(&args.quant, n, A::MIN < 0, budget.after(used))?;
+    let dims = QDims { m, n, k, used, budget };
+    match b {
+        AnyArray::U8(b) => gemm_int8_typed(args, &a, &b, bias.as_deref(), &q, dims),
+        AnyArray::I8(b) => gemm_int8_typed(args, &a, &b, bias.as_deref(), &q, dims),
+        other => Err(format!(
+            "{}: B is {}; with a {} A it must be uint8 or int8",
+            args.b.display(),
+            other.dtype(),
+            <A as npy::Element>::NAME
+        )
+        .into()),
+    }
+}
+
+/// Sizes and what is left of the budget, passed down the int8 dispatch.
+#[derive(Clone, Copy)]
+struct QDims {
+    m: usize,
+    n: usize,
+    k: usize,
+    used: u64,
+    budget: MemoryBudget,
+}
+
+fn gemm_int8_typed<A: QElem + npy::Element, B: QElem + npy::Element>(
+    args: &GemmArgs,
+    a: &npy::Array<A>,
+    b: &npy::Array<B>,
+    bias: Option<&[i32]>,
+    q: &Quant,
+    d: QDims,
+) -> Result<ExitCode, Failure> {
+    let op = QGemm {
+        a: MatRef::row_major(&a.data, d.m, d.k)?,
+        a_zero: q.x_zero,
+        b: MatRef::row_major(&b.data, d.k, d.n)?,
+        b_zero: q.w_zero(),
+        bias,
+    };
+    match q.y {
+        YType::I32 => gemm_int8_run::<A, B, i32>(args, &op, q, d),
+        YType::U8 => gemm_int8_run::<A, B, u8>(args, &op, q, d),
+        YType::I8 => gemm_int8_run::<A, B, i8>(args, &op, q, d),
+    }
+}
+
+fn gemm_int8_run<A: QElem + npy::Element, B: QElem + npy::Element, Y: QElem + ZeroBits + npy::Element>(
+    args: &GemmArgs,
+    op: &QGemm<'_, A, B>,
+    q: &Quant,
+    d: QDims,
+) -> Result<ExitCode, Failure> {
+    let QDims { m, n, k, used, budget } = d;
+    let count = m.checked_mul(n).ok_or_else(|| format!("the output of {m}x{n} has more elements than memory"))?;
+    let mut out: Vec<Y> = budget.after(used).zeros(&format!("the {m}x{n} output"), count)?;
+    let used = used + (count * std::mem::size_of::<Y>()) as u64;
+    let cpu = sparkle_std::cpu::Cpu { memory_budget: budget.after(used), ..sparkle_std::cpu::Cpu::new()? };
+    if args.placement.explain {
+        println!("  int8 runs on the CPU ({}); no Vulkan int8 kernels yet", cpu.qkernel.id());
+    }
+    let start = std::time::Instant::now();
+    cpu.qgemm(op, &q.stage(), MatMut::row_major(&mut out, m, n)?)?;
+    let seconds = start.elapsed().as_secs_f64();
+    npy::write(&args.output, &[m, n], &out)?;
+    println!(
+        "gemm {m}x{n}x{k} {} x {} -> {} on cpu ({}): measured {:.3} ms, {:.1} GOPS -> {}",
+        <A as npy::Element>::NAME,
+        <B as npy::Element>::NAME,
+        <Y as npy::Element>::NAME,
+        cpu.qkernel.id(),
+        seconds * 1e3,
+        2.0 * m as f64 * n as f64 * k as f64 / seconds.max(1e-9) / 1e9,
+        args.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dims_of<const N: usize>(what: &str, shape: &[usize]) -> Result<[usize; N], Failure> {
+    shape.try_into().map_err(|_| format!("{what} must be {N}-d, its shape is {shape:?}").into())
 }

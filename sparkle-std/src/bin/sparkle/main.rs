@@ -8,6 +8,7 @@ mod devices;
 mod juggler;
 mod model;
 mod plot;
+mod quant;
 mod stream;
 
 use std::process::ExitCode;

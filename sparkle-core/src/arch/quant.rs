@@ -1,0 +1,291 @@
+//! The int8 GEMM microkernels: an `mr x nr` tile of raw `u8 x i8` products summed in wrapping
+//! `i32`, over panels packed by `quant::driver` in the kernel's packing format. The zero
+//! points, bias and requantization are applied by the driver afterwards, in safe code shared with
+//! the oracle; the kernels only sum.
+//!
+//! A [`QKernel`] is proof that this CPU runs its ISA, as a [`super::Kernel`] is: private fields,
+//! a private table, and constructors that check [`Isa::is_available`].
+//!
+//! | kernel | ISA | tile | panels | products per instruction |
+//! |---|---|---|---|---|
+//! | `avx512vnni_qgemm_u8i8_8x32` | AVX-512 VNNI | 8 x 32 | 4 bytes per k-group | 64 (`vpdpbusd zmm`) |
+//! | `avx2_qgemm_u8i8_6x16` | AVX2 | 6 x 16 | 2 `i16` per k-group | 16 (`vpmaddwd ymm`, + `vpaddd`) |
+//! | `generic_qgemm_u8i8_4x4` | any | 4 x 4 | 4 bytes per k-group | 1 |
+//!
+//! AVX2's `vpmaddubsw` would multiply bytes directly, but saturates its `i16` pair sums
+//! (`2 * 255 * -128` does not fit), which would break exactness; widening to `i16` at packing
+//! time and `vpmaddwd` (exact `i16 x i16 -> i32` pair sums) keep every result exact.
+
+use super::Isa;
+
+/// How the driver packs panels for a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QPack {
+    /// k in groups of 4 bytes: A as `u8`, B as `i8`. Group `g`, row `i` of A at byte
+    /// `(g * mr + i) * 4`; group `g`, column `j` of B at byte `(g * nr + j) * 4`.
+    Bytes4,
+    /// k in groups of 2 `i16` (A's `u8` and B's `i8` widened): the same layout with 2 elements
+    /// of 2 bytes per group.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Pairs16,
+}
+
+impl QPack {
+    /// Reduction steps per group.
+    pub(crate) const fn group(self) -> usize {
+        match self {
+            QPack::Bytes4 => 4,
+            QPack::Pairs16 => 2,
+        }
+    }
+
+    /// Bytes per packed element.
+    pub(crate) const fn elem_bytes(self) -> usize {
+        match self {
+            QPack::Bytes4 => 1,
+            QPack::Pairs16 => 2,
+        }
+    }
+}
+
+/// One microkernel call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QMicroArgs {
+    /// Number of k-groups.
+    pub groups: usize,
+    /// A micro-panel (`groups * mr` groups).
+    pub a: *const u8,
+    /// B micro-panel (`groups * nr` groups).
+    pub b: *const u8,
+    /// The `mr x nr` tile, row-major (`nr` apart), overwritten with the sums.
+    pub c: *mut i32,
+}
+
+/// An int8 GEMM microkernel, obtainable only on a CPU that runs its ISA.
+#[derive(Clone, Copy, Debug)]
+pub struct QKernel {
+    pub(crate) isa: Isa,
+    /// `{isa}_qgemm_u8i8_{mr}x{nr}`.
+    pub(crate) id: &'static str,
+    pub(crate) mr: usize,
+    pub(crate) nr: usize,
+    pub(crate) pack: QPack,
+    /// # Safety
+    /// The CPU must run `isa`; `a` must hold `groups * mr` and `b` `groups * nr` packed groups
+    /// in `pack`'s format, and `c` must be valid for writing `mr * nr` `i32`.
+    pub(crate) run: unsafe fn(&QMicroArgs),
+}
+
+impl QKernel {
+    /// `{isa}_qgemm_u8i8_{mr}x{nr}`.
+    pub const fn id(&self) -> &'static str {
+        self.id
+    }
+
+    /// The ISA it runs (which this CPU has: that is how it was obtained).
+    pub const fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Rows of the register tile.
+    pub const fn mr(&self) -> usize {
+        self.mr
+    }
+
+    /// Columns of the register tile.
+    pub const fn nr(&self) -> usize {
+        self.nr
+    }
+
+    /// Reduction steps one packed group holds (the k padding).
+    pub const fn k_group(&self) -> usize {
+        self.pack.group()
+    }
+
+    /// The portable kernel, which every CPU runs.
+    pub fn generic() -> &'static QKernel {
+        &GENERIC_Q
+    }
+
+    /// Every int8 kernel of this build that this CPU runs, best first.
+    pub fn available() -> impl Iterator<Item = &'static QKernel> {
+        Q_KERNELS.iter().filter(|k| k.isa.is_available())
+    }
+
+    /// The best int8 kernel this CPU runs.
+    pub fn best() -> &'static QKernel {
+        Self::available().next().unwrap_or(Self::generic())
+    }
+
+    /// The int8 kernel for `isa`, or `None` when this build has none or this CPU lacks it.
+    pub fn for_isa(isa: Isa) -> Option<&'static QKernel> {
+        Q_KERNELS.iter().find(|k| k.isa == isa).filter(|k| k.isa.is_available())
+    }
+
+    /// The ids of every int8 kernel compiled into this build, whether or not this CPU runs them.
+    pub fn compiled_ids() -> impl Iterator<Item = (&'static str, Isa)> {
+        Q_KERNELS.iter().map(|k| (k.id, k.isa))
+    }
+}
+
+/// # Safety
+/// As [`QKernel::run`] with `mr = nr = 4`, [`QPack::Bytes4`].
+unsafe fn generic_qgemm_u8i8_4x4(p: &QMicroArgs) {
+    const MR: usize = 4;
+    const NR: usize = 4;
+    let mut acc = [[0i32; NR]; MR];
+    for g in 0..p.groups {
+        // SAFETY: group `g < groups` of each panel is readable (the caller's contract).
+        let (a, b) = unsafe { (p.a.add(g * MR * 4), p.b.add(g * NR * 4).cast::<i8>()) };
+        for (i, row) in acc.iter_mut().enumerate() {
+            for (j, c) in row.iter_mut().enumerate() {
+                for q in 0..4 {
+                    // SAFETY: `i < MR`, `j < NR`, `q < 4`: inside group `g`.
+                    let (x, y) = unsafe { (*a.add(i * 4 + q), *b.add(j * 4 + q)) };
+                    *c = c.wrapping_add(i32::from(x) * i32::from(y));
+                }
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            // SAFETY: the tile holds `MR * NR` values.
+            unsafe { *p.c.add(i * NR + j) = v };
+        }
+    }
+}
+
+pub(crate) const GENERIC_Q: QKernel = QKernel {
+    isa: Isa::Generic,
+    id: "generic_qgemm_u8i8_4x4",
+    mr: 4,
+    nr: 4,
+    pack: QPack::Bytes4,
+    run: generic_qgemm_u8i8_4x4,
+};
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use core::arch::x86_64::*;
+
+    use super::{Isa, QKernel, QMicroArgs, QPack};
+
+    /// # Safety
+    /// As [`QKernel::run`] with `mr = 6`, `nr = 16`, [`QPack::Pairs16`], on a CPU with AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2_qgemm_u8i8_6x16(p: &QMicroArgs) {
+        const MR: usize = 6;
+        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        let mut a = p.a.cast::<i32>();
+        let mut b = p.b.cast::<__m256i>();
+        for _ in 0..p.groups {
+            // SAFETY: one group of B is 16 columns x 2 i16 (two ymm), one of A 6 rows x 2 i16
+            // (six i32), inside the panels by the caller's contract.
+            unsafe {
+                let b0 = _mm256_loadu_si256(b);
+                let b1 = _mm256_loadu_si256(b.add(1));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = _mm256_set1_epi32(a.add(i).read_unaligned());
+                    row[0] = _mm256_add_epi32(row[0], _mm256_madd_epi16(ai, b0));
+                    row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(ai, b1));
+                }
+                a = a.add(MR);
+                b = b.add(2);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: the tile holds 6 x 16 i32.
+            unsafe {
+                _mm256_storeu_si256(p.c.add(i * 16).cast(), row[0]);
+                _mm256_storeu_si256(p.c.add(i * 16 + 8).cast(), row[1]);
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`QKernel::run`] with `mr = 8`, `nr = 32`, [`QPack::Bytes4`], on a CPU with AVX-512F
+    /// and AVX512_VNNI.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn avx512vnni_qgemm_u8i8_8x32(p: &QMicroArgs) {
+        const MR: usize = 8;
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let mut a = p.a.cast::<i32>();
+        let mut b = p.b.cast::<__m512i>();
+        for _ in 0..p.groups {
+            // SAFETY: one group of B is 32 columns x 4 bytes (two zmm), one of A 8 rows x 4
+            // bytes (eight i32), inside the panels by the caller's contract.
+            unsafe {
+                let b0 = _mm512_loadu_si512(b);
+                let b1 = _mm512_loadu_si512(b.add(1));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = _mm512_set1_epi32(a.add(i).read_unaligned());
+                    row[0] = _mm512_dpbusd_epi32(row[0], ai, b0);
+                    row[1] = _mm512_dpbusd_epi32(row[1], ai, b1);
+                }
+                a = a.add(MR);
+                b = b.add(2);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: the tile holds 8 x 32 i32.
+            unsafe {
+                _mm512_storeu_si512(p.c.add(i * 32).cast(), row[0]);
+                _mm512_storeu_si512(p.c.add(i * 32 + 16).cast(), row[1]);
+            }
+        }
+    }
+
+    pub(crate) const AVX512VNNI_Q: QKernel = QKernel {
+        isa: Isa::Avx512Vnni,
+        id: "avx512vnni_qgemm_u8i8_8x32",
+        mr: 8,
+        nr: 32,
+        pack: QPack::Bytes4,
+        run: avx512vnni_qgemm_u8i8_8x32,
+    };
+
+    pub(crate) const AVX2_Q: QKernel = QKernel {
+        isa: Isa::Avx2,
+        id: "avx2_qgemm_u8i8_6x16",
+        mr: 6,
+        nr: 16,
+        pack: QPack::Pairs16,
+        run: avx2_qgemm_u8i8_6x16,
+    };
+}
+
+/// The registration list of the int8 kernels, best first (`name => Isa (path of its const)`),
+/// handed to `$callback!` like [`crate::for_each_kernel`]: the private table below and the
+/// stamped tests of `tests/tests/qgemm_cpu.rs` both come from it, so a kernel registered here
+/// cannot go untested.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! for_each_qkernel {
+    ($callback:ident) => {
+        $callback! {
+            #[cfg(target_arch = "x86_64")]
+            avx512vnni => Avx512Vnni ($crate::arch::quant::x86::AVX512VNNI_Q),
+            #[cfg(target_arch = "x86_64")]
+            avx2 => Avx2 ($crate::arch::quant::x86::AVX2_Q),
+            generic => Generic ($crate::arch::quant::GENERIC_Q),
+        }
+    };
+}
+
+/// Stamps the private table from the registration list.
+macro_rules! q_registration_table {
+    ($($(#[$cfg:meta])* $name:ident => $isa:ident ($kernel:path)),* $(,)?) => {
+        /// Every int8 kernel compiled into this build, best first. Private: see [`QKernel`].
+        const Q_KERNELS: &[QKernel] = &[$($(#[$cfg])* $kernel),*];
+    };
+}
+crate::for_each_qkernel!(q_registration_table);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_tile_fits_the_drivers_column_sums() {
+        // quant::driver keeps one panel's column sums in a stack array of 32.
+        assert!(super::Q_KERNELS.iter().all(|k| k.nr <= 32 && k.mr > 0 && k.nr > 0));
+    }
+}

@@ -1,0 +1,557 @@
+//! Quantized GEMM: `u8`/`i8` operands with zero points, an exact `i32` accumulator, and the
+//! output stage of ONNX's QLinearMatMul/QLinearConv or of TFLite/CMSIS-NN (fixed-point multiplier
+//! and shift).
+//!
+//! ## What is computed
+//! For `A (m x k)` and `B (k x n)` with zero points `za` and `zb[j]` (per tensor or per column,
+//! which is the output channel):
+//!
+//! ```text
+//! acc(i, j) = sum_p (A(i,p) - za) * (B(p,j) - zb[j])  +  bias[j]        (exact, i32)
+//! y(i, j)   = clamp(requant(acc(i, j), j) + y_zero, lo, hi)               (see Requant)
+//! ```
+//! With [`Requant::None`] the output is `acc` itself (ONNX MatMulInteger/ConvInteger), clamped.
+//!
+//! ## Exactness
+//! Every path returns the same bits as the integer oracle ([`mod@reference`]), which sums in `i64`.
+//! The kernels sum in wrapping `i32`, which is exact whenever the true result fits in `i32`; the
+//! checks guarantee that it does by bounding `k` from the actual zero points (and the bias):
+//! `k * max|A - za| * max|B - zb| + max|bias| <= i32::MAX` (for u8 x i8 with zero points 0, k up to
+//! 65 793; the worst case, u8 x u8 with zero points 0 and 255, up to 33 025). A longer reduction is
+//! an [`Error::OutOfRange`] on [`Param::Accumulator`], never a wrapped result.
+//!
+//! The requantization is one function ([`OutputStage::apply`]) shared by the oracle and every
+//! kernel, so the two can differ only in the accumulation, which must be exact.
+//!
+//! [`driver`] packs the operands and runs the registered kernels ([`crate::arch::quant::QKernel`]).
+
+pub mod driver;
+pub mod reference;
+
+use crate::error::{Error, Param, Result};
+use crate::view::{MatMut, MatRef};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for i8 {}
+    impl Sealed for i32 {}
+}
+
+/// An element type of a quantized tensor: `u8`, `i8` (operands and outputs) or `i32` (outputs:
+/// the accumulator).
+pub trait QElem: Copy + Send + Sync + core::fmt::Debug + sealed::Sealed + 'static {
+    /// Smallest value.
+    const MIN: i32;
+    /// Largest value.
+    const MAX: i32;
+    /// The name in error messages and `.npy` files (`u8`, `i8`, `i32`).
+    const NAME: &'static str;
+    /// The value as `i32`.
+    fn widen(self) -> i32;
+    /// `v`, which the caller has clamped to `[MIN, MAX]`.
+    fn narrow(v: i32) -> Self;
+}
+
+impl QElem for u8 {
+    const MIN: i32 = 0;
+    const MAX: i32 = 255;
+    const NAME: &'static str = "u8";
+    #[inline(always)]
+    fn widen(self) -> i32 {
+        i32::from(self)
+    }
+    #[inline(always)]
+    fn narrow(v: i32) -> Self {
+        v as u8
+    }
+}
+
+impl QElem for i8 {
+    const MIN: i32 = -128;
+    const MAX: i32 = 127;
+    const NAME: &'static str = "i8";
+    #[inline(always)]
+    fn widen(self) -> i32 {
+        i32::from(self)
+    }
+    #[inline(always)]
+    fn narrow(v: i32) -> Self {
+        v as i8
+    }
+}
+
+impl QElem for i32 {
+    const MIN: i32 = i32::MIN;
+    const MAX: i32 = i32::MAX;
+    const NAME: &'static str = "i32";
+    #[inline(always)]
+    fn widen(self) -> i32 {
+        self
+    }
+    #[inline(always)]
+    fn narrow(v: i32) -> Self {
+        v
+    }
+}
+
+/// One value for the whole tensor, or one per output channel (GEMM column, conv output channel).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PerChannel<'a, T> {
+    /// The same value for every channel.
+    Tensor(T),
+    /// One value per channel.
+    Channel(&'a [T]),
+}
+
+impl<T: Copy> PerChannel<'_, T> {
+    /// The value of channel `j` (validated against the channel count before any kernel runs).
+    #[inline(always)]
+    pub fn at(&self, j: usize) -> T {
+        match self {
+            PerChannel::Tensor(v) => *v,
+            PerChannel::Channel(s) => s[j],
+        }
+    }
+
+    /// Checks a per-channel slice's length against `channels`, then every value with `ok`.
+    fn validate(&self, channels: usize, param: Param, ok: impl Fn(T) -> Result<()>) -> Result<()> {
+        match self {
+            PerChannel::Tensor(v) => ok(*v),
+            PerChannel::Channel(s) if s.len() != channels => {
+                Err(Error::Mismatch { param, expected: channels, found: s.len() })
+            }
+            PerChannel::Channel(s) => s.iter().try_for_each(|&v| ok(v)),
+        }
+    }
+}
+
+/// How the `i32` accumulator becomes the output's scale.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Requant<'a> {
+    /// None: the output is the accumulator (ONNX MatMulInteger/ConvInteger); the zero point
+    /// must be 0.
+    None,
+    /// ONNX QLinearMatMul/QLinearConv, bit for bit as ONNX Runtime's CPU kernels (MLAS) compute
+    /// it: the multiplier `x_scale * w_scale[j] / y_scale` in f32 (in that order), the
+    /// accumulator converted to f32 and multiplied in f32, rounded half to even.
+    Onnx {
+        /// Scale of A (the activations, ONNX's `x`).
+        x_scale: f32,
+        /// Scale of B (the weights), per tensor or per output channel.
+        w_scale: PerChannel<'a, f32>,
+        /// Scale of the output.
+        y_scale: f32,
+    },
+    /// TFLite / CMSIS-NN: `MultiplyByQuantizedMultiplier(acc, multiplier[j], shift[j])`, the
+    /// Q31 multiplier applied with a rounding doubling high multiply and a rounding right shift
+    /// (half away from zero), bit for bit as TFLite's reference kernels and CMSIS-NN's
+    /// `arm_nn_requantize` (without `CMSIS_NN_USE_SINGLE_ROUNDING`). A positive shift is a left
+    /// shift of the accumulator (wrapping, as two's complement hardware does).
+    Fixed {
+        /// Q31 multipliers (`>= 0`).
+        multiplier: PerChannel<'a, i32>,
+        /// Shifts in `[-31, 30]`; positive is left.
+        shift: PerChannel<'a, i32>,
+    },
+}
+
+/// The output stage: requantization, the output zero point and a clamp (the fused activation:
+/// ReLU is `min = zero_point`). The clamp is intersected with the output type's range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OutputStage<'a> {
+    /// How the accumulator is rescaled.
+    pub requant: Requant<'a>,
+    /// Zero point of the output (in the output type's range; 0 with [`Requant::None`]).
+    pub zero_point: i32,
+    /// Smallest output value (before intersecting with the type's range).
+    pub min: i32,
+    /// Largest output value.
+    pub max: i32,
+}
+
+impl<'a> OutputStage<'a> {
+    /// The accumulator itself (ONNX MatMulInteger/ConvInteger), unclamped.
+    pub const ACCUMULATOR: OutputStage<'static> =
+        OutputStage { requant: Requant::None, zero_point: 0, min: i32::MIN, max: i32::MAX };
+
+    /// ONNX QLinearMatMul/QLinearConv's output stage, clamped only by the output type.
+    pub fn onnx(x_scale: f32, w_scale: PerChannel<'a, f32>, y_scale: f32, y_zero_point: i32) -> Self {
+        let requant = Requant::Onnx { x_scale, w_scale, y_scale };
+        OutputStage { requant, zero_point: y_zero_point, min: i32::MIN, max: i32::MAX }
+    }
+
+    /// TFLite/CMSIS-NN's output stage with its activation range `[act_min, act_max]`.
+    pub fn fixed(
+        multiplier: PerChannel<'a, i32>,
+        shift: PerChannel<'a, i32>,
+        output_offset: i32,
+        act_min: i32,
+        act_max: i32,
+    ) -> Self {
+        OutputStage {
+            requant: Requant::Fixed { multiplier, shift },
+            zero_point: output_offset,
+            min: act_min,
+            max: act_max,
+        }
+    }
+
+    /// Checks the stage for `channels` output channels and output type `Y`: per-channel lengths,
+    /// positive finite scales, multipliers `>= 0`, shifts in `[-31, 30]`, the zero point in `Y`'s
+    /// range (0 without requantization) and a non-empty clamp within it.
+    pub fn validate<Y: QElem>(&self, channels: usize) -> Result<()> {
+        let scale =
+            |s: f32| if s.is_finite() && s > 0.0 { Ok(()) } else { Err(Error::Invalid { param: Param::Scale }) };
+        match &self.requant {
+            Requant::None => in_range(self.zero_point, 0, 0, Param::YZeroPoint)?,
+            Requant::Onnx { x_scale, w_scale, y_scale } => {
+                scale(*x_scale)?;
+                scale(*y_scale)?;
+                w_scale.validate(channels, Param::Scale, scale)?;
+                // The combined multiplier must be a finite, positive f32 too.
+                w_scale.validate(channels, Param::Scale, |w| scale(x_scale * w / y_scale))?;
+                in_range(self.zero_point, Y::MIN, Y::MAX, Param::YZeroPoint)?;
+            }
+            Requant::Fixed { multiplier, shift } => {
+                multiplier.validate(channels, Param::Multiplier, |m| in_range(m, 0, i32::MAX, Param::Multiplier))?;
+                shift.validate(channels, Param::Shift, |s| in_range(s, -31, 30, Param::Shift))?;
+                in_range(self.zero_point, Y::MIN, Y::MAX, Param::YZeroPoint)?;
+            }
+        }
+        let (lo, hi) = self.bounds::<Y>();
+        if lo > hi {
+            return Err(Error::OutOfRange {
+                param: Param::Clamp,
+                value: i64::from(self.min),
+                min: i64::from(Y::MIN),
+                max: i64::from(hi),
+            });
+        }
+        Ok(())
+    }
+
+    /// The clamp intersected with `Y`'s range.
+    #[inline(always)]
+    fn bounds<Y: QElem>(&self) -> (i32, i32) {
+        (self.min.max(Y::MIN), self.max.min(Y::MAX))
+    }
+
+    /// Output element of channel `j` for accumulator `acc` (bias included): [`Self::channel`]
+    /// then [`ChannelStage::apply`], the one definition the oracle and every kernel use.
+    #[inline(always)]
+    pub fn apply<Y: QElem>(&self, acc: i32, j: usize) -> Y {
+        self.channel::<Y>(j).apply(acc)
+    }
+
+    /// The stage of channel `j` for output type `Y`, with its multiplier computed once (the
+    /// drivers hoist this out of their loops over rows).
+    #[inline(always)]
+    pub fn channel<Y: QElem>(&self, j: usize) -> ChannelStage {
+        let (lo, hi) = self.bounds::<Y>();
+        let scale = match &self.requant {
+            Requant::None => Scale::None,
+            Requant::Onnx { x_scale, w_scale, y_scale } => Scale::Float(x_scale * w_scale.at(j) / y_scale),
+            Requant::Fixed { multiplier, shift } => Scale::Fixed(multiplier.at(j), shift.at(j)),
+        };
+        ChannelStage { scale, zero_point: self.zero_point, lo, hi }
+    }
+}
+
+/// The output stage of one channel ([`OutputStage::channel`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChannelStage {
+    scale: Scale,
+    zero_point: i32,
+    lo: i32,
+    hi: i32,
+}
+
+/// The rescaling of one channel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scale {
+    None,
+    /// ONNX: `x_scale * w_scale / y_scale` in f32.
+    Float(f32),
+    /// TFLite: Q31 multiplier and shift.
+    Fixed(i32, i32),
+}
+
+impl ChannelStage {
+    /// The output value for accumulator `acc`: rescaled, plus the zero point, clamped.
+    #[inline(always)]
+    pub fn apply<Y: QElem>(&self, acc: i32) -> Y {
+        let scaled: i64 = match self.scale {
+            Scale::None => i64::from(acc),
+            // `as` from f32 saturates; a result that large clamps like any out-of-range value.
+            Scale::Float(m) => round_half_even(acc as f32 * m) as i64,
+            Scale::Fixed(m, s) => i64::from(multiply_by_quantized_multiplier(acc, m, s)),
+        };
+        Y::narrow((scaled + i64::from(self.zero_point)).clamp(i64::from(self.lo), i64::from(self.hi)) as i32)
+    }
+}
+
+/// `x` rounded to the nearest integer, ties to even (C's `rintf` in the default rounding mode,
+/// as MLAS rounds): the `1.5 * 2^23` trick below `2^22`, where it is exact; larger values are
+/// integers already (or NaN/inf, returned as they are).
+#[inline(always)]
+pub fn round_half_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x
+    }
+}
+
+fn in_range(v: i32, min: i32, max: i32, param: Param) -> Result<()> {
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::OutOfRange { param, value: i64::from(v), min: i64::from(min), max: i64::from(max) })
+    }
+}
+
+/// TFLite's `QuantizeMultiplier`: a real multiplier as a Q31 multiplier and a shift (positive is
+/// left), for [`Requant::Fixed`]. `frexp`, then `q * 2^31` rounded half away from zero (a
+/// mantissa that rounds up to `2^31` halves and bumps the shift), shifts below -31 flush to zero
+/// and above 30 saturate, as in TFLite's `quantization_util.cc`. TFLite computes the real
+/// multiplier in f64: `x_scale as f64 * w_scale as f64 / y_scale as f64`.
+pub fn quantize_multiplier(real: f64) -> Result<(i32, i32)> {
+    if !real.is_finite() || real < 0.0 {
+        return Err(Error::Invalid { param: Param::Scale });
+    }
+    if real == 0.0 {
+        return Ok((0, 0));
+    }
+    let (q, mut shift) = libm::frexp(real);
+    let mut q_fixed = libm::round(q * (1u64 << 31) as f64) as i64;
+    if q_fixed == 1 << 31 {
+        q_fixed /= 2;
+        shift += 1;
+    }
+    if shift < -31 {
+        shift = 0;
+        q_fixed = 0;
+    }
+    if shift > 30 {
+        shift = 30;
+        q_fixed = (1 << 31) - 1;
+    }
+    Ok((q_fixed as i32, shift))
+}
+
+/// TFLite's `MultiplyByQuantizedMultiplier` (reference_ops, double rounding), identical to
+/// CMSIS-NN's `arm_nn_requantize`: `x * 2^max(shift, 0)` (wrapping), then the rounding doubling
+/// high multiply by `multiplier` (Q31), then a rounding divide by `2^max(-shift, 0)` with ties
+/// away from zero. `shift` must be in `[-31, 30]`.
+#[inline(always)]
+pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> i32 {
+    let left = shift.max(0) as u32;
+    let right = (-shift).max(0) as u32;
+    let x = x.wrapping_mul(1i32.wrapping_shl(left));
+    // gemmlowp's SaturatingRoundingDoublingHighMul: (x*m + 2^30) >> 31 (floor), which equals its
+    // nudge-and-truncate form; the only overflow, MIN * MIN, saturates.
+    let high = if x == i32::MIN && multiplier == i32::MIN {
+        i32::MAX
+    } else {
+        ((i64::from(x) * i64::from(multiplier) + (1i64 << 30)) >> 31) as i32
+    };
+    rounding_divide_by_pot(high, right)
+}
+
+/// gemmlowp's `RoundingDivideByPOT`: `x / 2^exponent`, ties away from zero (`exponent <= 31`).
+#[inline(always)]
+pub fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
+    let mask = (1i64 << exponent) - 1;
+    let remainder = i64::from(x) & mask;
+    let threshold = (mask >> 1) + i64::from(x < 0);
+    ((i64::from(x) >> exponent) + i64::from(remainder > threshold)) as i32
+}
+
+/// The operands of a quantized GEMM: `A (m x k)` and `B (k x n)` with their zero points, and an
+/// optional `i32` bias per column.
+#[derive(Clone, Copy, Debug)]
+pub struct QGemm<'a, A: QElem, B: QElem> {
+    /// Left operand (activations).
+    pub a: MatRef<'a, A>,
+    /// Zero point of A (in A's range).
+    pub a_zero: i32,
+    /// Right operand (weights).
+    pub b: MatRef<'a, B>,
+    /// Zero point of B, per tensor or per column (in B's range).
+    pub b_zero: PerChannel<'a, i32>,
+    /// Bias added to the accumulator, one per column.
+    pub bias: Option<&'a [i32]>,
+}
+
+/// Sizes of a validated quantized GEMM.
+pub use crate::gemm::GemmDims as QGemmDims;
+
+impl<A: QElem, B: QElem> QGemm<'_, A, B> {
+    /// Checks shapes, zero points, the bias length and the accumulator bound (module docs), the
+    /// output stage for `Y`, and `c` against `m x n`.
+    pub fn check<Y: QElem>(&self, out: &OutputStage<'_>, c: &MatMut<'_, Y>) -> Result<QGemmDims> {
+        let d = QGemmDims { m: self.a.rows(), n: self.b.cols(), k: self.a.cols() };
+        if self.b.rows() != d.k {
+            return Err(Error::Mismatch { param: Param::B, expected: d.k, found: self.b.rows() });
+        }
+        if c.rows() != d.m {
+            return Err(Error::Mismatch { param: Param::COut, expected: d.m, found: c.rows() });
+        }
+        if c.cols() != d.n {
+            return Err(Error::Mismatch { param: Param::COut, expected: d.n, found: c.cols() });
+        }
+        in_range(self.a_zero, A::MIN, A::MAX, Param::AZeroPoint)?;
+        self.b_zero.validate(d.n, Param::BZeroPoint, |z| in_range(z, B::MIN, B::MAX, Param::BZeroPoint))?;
+        if let Some(bias) = self.bias {
+            if bias.len() != d.n {
+                return Err(Error::Mismatch { param: Param::Bias, expected: d.n, found: bias.len() });
+            }
+        }
+        out.validate::<Y>(d.n)?;
+        accumulator_bound(d.k, self.a_zero, A::MIN, A::MAX, &self.b_zero, B::MIN, B::MAX, self.bias)?;
+        Ok(d)
+    }
+}
+
+/// The longest reduction whose every partial and final sum fits in `i32` (module docs), checked
+/// against `k`. Shared by GEMM and conv (conv's `k` is `c/groups * r * s`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn accumulator_bound(
+    k: usize,
+    a_zero: i32,
+    a_min: i32,
+    a_max: i32,
+    b_zero: &PerChannel<'_, i32>,
+    b_min: i32,
+    b_max: i32,
+    bias: Option<&[i32]>,
+) -> Result<()> {
+    let span = |z: i32, lo: i32, hi: i32| i64::from((z - lo).max(hi - z));
+    let a_span = span(a_zero, a_min, a_max);
+    let b_span = match b_zero {
+        PerChannel::Tensor(z) => span(*z, b_min, b_max),
+        PerChannel::Channel(zs) => zs.iter().map(|&z| span(z, b_min, b_max)).max().unwrap_or(0),
+    };
+    let bias_max = bias.map_or(0, |b| b.iter().map(|&v| i64::from(v).abs()).max().unwrap_or(0));
+    let term = (a_span * b_span).max(1);
+    let max_k = (i64::from(i32::MAX) - bias_max).max(0) / term;
+    if (k as u64) > max_k as u64 {
+        return Err(Error::OutOfRange { param: Param::Accumulator, value: k as i64, min: 0, max: max_k });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_point_matches_hand_computed_tflite_values() {
+        // multiplier 2^30 is 0.5 in Q31.
+        let half = 1 << 30;
+        assert_eq!(multiply_by_quantized_multiplier(100, half, 0), 50);
+        // 50.5: the doubling high multiply rounds half up.
+        assert_eq!(multiply_by_quantized_multiplier(101, half, 0), 51);
+        assert_eq!(multiply_by_quantized_multiplier(-101, half, 0), -50);
+        // 0.5 * 2^-2 = 0.125: 100 -> 12.5 -> rounds away from zero in the divide.
+        assert_eq!(multiply_by_quantized_multiplier(100, half, -2), 13);
+        assert_eq!(multiply_by_quantized_multiplier(-100, half, -2), -13);
+        assert_eq!(multiply_by_quantized_multiplier(-99, half, -2), -12);
+        // Left shift: 0.5 * 2^3 = 4.
+        assert_eq!(multiply_by_quantized_multiplier(7, half, 3), 28);
+        assert_eq!(multiply_by_quantized_multiplier(i32::MIN, i32::MIN, 0), i32::MAX);
+        assert_eq!(rounding_divide_by_pot(-3, 1), -2);
+        assert_eq!(rounding_divide_by_pot(3, 1), 2);
+        assert_eq!(rounding_divide_by_pot(5, 31), 0);
+        assert_eq!(rounding_divide_by_pot(i32::MIN, 31), -1);
+    }
+
+    #[test]
+    fn round_half_even_is_rintf() {
+        let mut x = 0x1234_5678u32;
+        for i in 0..200_000u32 {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            // Around every integer and half-integer up to 2^24, and arbitrary bit patterns.
+            let v = if i % 2 == 0 { (x >> 8) as f32 * 0.5 - 4_194_304.0 } else { f32::from_bits(x) };
+            let (got, want) = (round_half_even(v), libm::rintf(v));
+            assert!(got == want || (got.is_nan() && want.is_nan()), "{v}: {got} vs {want}");
+        }
+        assert_eq!(round_half_even(2.5), 2.0);
+        assert_eq!(round_half_even(-2.5), -2.0);
+        assert_eq!(round_half_even(3.5), 4.0);
+        assert_eq!(round_half_even(4_194_303.5), 4_194_304.0);
+    }
+
+    #[test]
+    fn quantize_multiplier_matches_tflite() {
+        assert_eq!(quantize_multiplier(0.5), Ok((1 << 30, 0)));
+        assert_eq!(quantize_multiplier(0.25), Ok((1 << 30, -1)));
+        assert_eq!(quantize_multiplier(1.0), Ok((1 << 30, 1)));
+        // 0.1 = 0.8 * 2^-3: round(0.8 * 2^31) = 1717986918.4 -> 1717986918.
+        assert_eq!(quantize_multiplier(0.1), Ok((1_717_986_918, -3)));
+        // A mantissa that rounds up to 2^31.
+        assert_eq!(quantize_multiplier(1.0 - 1e-12), Ok((1 << 30, 1)));
+        assert_eq!(quantize_multiplier(0.0), Ok((0, 0)));
+        assert_eq!(quantize_multiplier(1e-12), Ok((0, 0)));
+        assert_eq!(quantize_multiplier(1e12), Ok((i32::MAX, 30)));
+        assert!(quantize_multiplier(f64::NAN).is_err() && quantize_multiplier(-1.0).is_err());
+        // Applied: 1000 * 0.1 = 100.
+        let (m, s) = quantize_multiplier(0.1).unwrap();
+        assert_eq!(multiply_by_quantized_multiplier(1000, m, s), 100);
+    }
+
+    #[test]
+    fn onnx_rounds_half_to_even_in_f32_and_saturates() {
+        let out = OutputStage::onnx(0.5, PerChannel::Tensor(1.0), 1.0, 10);
+        // 5 * 0.5 = 2.5 -> 2; 7 * 0.5 = 3.5 -> 4.
+        assert_eq!(out.apply::<u8>(5, 0), 12);
+        assert_eq!(out.apply::<u8>(7, 0), 14);
+        assert_eq!(out.apply::<u8>(-100, 0), 0);
+        assert_eq!(out.apply::<u8>(1000, 0), 255);
+        assert_eq!(out.apply::<i8>(-1000, 0), -128);
+        // f32 conversion of the accumulator: 2^24 + 1 is not an f32, it rounds to 2^24.
+        let one = OutputStage::onnx(1.0, PerChannel::Tensor(1.0), 1.0, 0);
+        assert_eq!(one.apply::<i32>((1 << 24) + 1, 0), 1 << 24);
+    }
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        let w = [1.0f32, 2.0];
+        let bad = OutputStage::onnx(1.0, PerChannel::Channel(&w), 1.0, 0);
+        assert_eq!(bad.validate::<u8>(3), Err(Error::Mismatch { param: Param::Scale, expected: 3, found: 2 }));
+        assert!(bad.validate::<u8>(2).is_ok());
+        assert_eq!(
+            OutputStage::onnx(0.0, PerChannel::Tensor(1.0), 1.0, 0).validate::<u8>(1),
+            Err(Error::Invalid { param: Param::Scale })
+        );
+        assert_eq!(
+            OutputStage::onnx(1.0, PerChannel::Tensor(1.0), 1.0, 300).validate::<u8>(1),
+            Err(Error::OutOfRange { param: Param::YZeroPoint, value: 300, min: 0, max: 255 })
+        );
+        let fixed = OutputStage::fixed(PerChannel::Tensor(1 << 30), PerChannel::Tensor(31), 0, -128, 127);
+        assert_eq!(
+            fixed.validate::<i8>(1),
+            Err(Error::OutOfRange { param: Param::Shift, value: 31, min: -31, max: 30 })
+        );
+        let empty = OutputStage::fixed(PerChannel::Tensor(1 << 30), PerChannel::Tensor(0), 0, 200, 300);
+        assert!(matches!(empty.validate::<i8>(1), Err(Error::OutOfRange { param: Param::Clamp, .. })));
+        let acc = OutputStage { zero_point: 1, ..OutputStage::ACCUMULATOR };
+        assert!(acc.validate::<i32>(1).is_err());
+    }
+
+    #[test]
+    fn accumulator_bound_is_from_the_zero_points() {
+        let z0 = PerChannel::Tensor(0);
+        // u8 x i8, zero points 0: 255 * 128 per term.
+        assert!(accumulator_bound(65_793, 0, 0, 255, &z0, -128, 127, None).is_ok());
+        assert!(accumulator_bound(65_794, 0, 0, 255, &z0, -128, 127, None).is_err());
+        // u8 x u8 at zero points 0 and 255: 255 * 255 per term.
+        let z255 = PerChannel::Tensor(255);
+        assert!(accumulator_bound(33_025, 0, 0, 255, &z255, 0, 255, None).is_ok());
+        assert!(accumulator_bound(33_026, 0, 0, 255, &z255, 0, 255, None).is_err());
+        // A bias eats into the range.
+        assert!(accumulator_bound(65_793, 0, 0, 255, &z0, -128, 127, Some(&[1 << 20])).is_err());
+    }
+}

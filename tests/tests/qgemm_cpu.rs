@@ -1,0 +1,292 @@
+//! Every int8 GEMM kernel this machine can run, stamped with the same tests against the integer
+//! oracle, which they must match bit for bit: edge sizes around mr/nr and the k-group, every
+//! pair of operand types (u8/i8 x u8/i8), per-tensor and per-channel zero points, both output
+//! stages (ONNX, fixed point) and the raw accumulator, strided and transposed operands, one and
+//! three threads, a proptest, and bad input that must be an error with C untouched.
+
+use proptest::prelude::*;
+use sparkle_core::arch::quant::QKernel;
+use sparkle_core::arch::Isa;
+use sparkle_core::quant::reference::qgemm_reference;
+use sparkle_core::quant::{OutputStage, PerChannel, QElem, QGemm};
+use sparkle_core::{Error, MatMut, MatRef, Param};
+use sparkle_std::cpu::isa::qkernel_for_isa;
+use sparkle_std::cpu::Cpu;
+use sparkle_tests::skip;
+
+/// The int8 kernel for `isa` if this CPU runs it; otherwise a loud skip (a failure when required).
+fn kernel(isa: Isa) -> Option<&'static QKernel> {
+    match qkernel_for_isa(isa) {
+        Ok(k) => Some(k),
+        Err(_) => {
+            skip(&isa.name().to_uppercase(), &format!("this CPU or build cannot run the {} int8 kernel", isa.name()));
+            None
+        }
+    }
+}
+
+fn cpu(k: &'static QKernel, threads: usize) -> Cpu {
+    Cpu { qkernel: k, parallel_min_fmas: 0.0, ..Cpu::new().unwrap().threads(threads) }
+}
+
+/// Deterministic bytes.
+fn bytes(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
+/// How the output is produced.
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    /// The raw accumulator (i32 output).
+    Acc,
+    /// ONNX, per-channel weight scales.
+    Onnx,
+    /// Fixed point, per-channel multipliers and shifts, a ReLU-like clamp.
+    Fixed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    /// A stored transposed, C column-major, padding on every leading dimension.
+    ta: bool,
+    c_col: bool,
+    pad: usize,
+    /// Per-channel B zero points.
+    per_channel: bool,
+    bias: bool,
+    stage: Stage,
+    seed: u64,
+}
+
+impl Case {
+    fn new(m: usize, n: usize, k: usize) -> Self {
+        Case { m, n, k, ta: false, c_col: false, pad: 0, per_channel: true, bias: true, stage: Stage::Onnx, seed: 3 }
+    }
+}
+
+fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+/// Runs `case` with operand types `A`, `B` and output `Y` through `cpu` and the oracle; panics on
+/// the first difference.
+fn check_typed<A: QElem, B: QElem, Y: QElem + PartialEq>(
+    cpu: &Cpu,
+    case: Case,
+    conv_a: fn(u8) -> A,
+    conv_b: fn(u8) -> B,
+) {
+    let Case { m, n, k, ta, c_col, pad, per_channel, bias, stage, seed } = case;
+    let (a_rs, a_cs) = if ta { (1, m + pad) } else { (k + pad, 1) };
+    let (c_rs, c_cs) = if c_col { (1, m + pad) } else { (n + pad, 1) };
+    let a: Vec<A> = bytes(extent(m, k, a_rs, a_cs), seed).into_iter().map(conv_a).collect();
+    let b: Vec<B> = bytes(k * n, seed + 1).into_iter().map(conv_b).collect();
+    let zr = bytes(n + 1, seed + 2);
+    let span = (B::MAX - B::MIN) as u32 + 1;
+    let zb: Vec<i32> = (0..n).map(|j| B::MIN + (u32::from(zr[j]) * 7 % span) as i32).collect();
+    let za = A::MIN + (u32::from(zr[n]) * 13 % ((A::MAX - A::MIN) as u32 + 1)) as i32;
+    let bias_v: Vec<i32> = (0..n).map(|j| (j as i32 * 37 % 201 - 100) * 50).collect();
+    let op = QGemm {
+        a: MatRef::new(&a, m, k, a_rs, a_cs).unwrap(),
+        a_zero: za,
+        b: MatRef::row_major(&b, k, n).unwrap(),
+        b_zero: if per_channel {
+            PerChannel::Channel(&zb)
+        } else {
+            PerChannel::Tensor(zb.first().copied().unwrap_or(0))
+        },
+        bias: bias.then_some(&bias_v[..]),
+    };
+    let w_scale: Vec<f32> = (0..n).map(|j| 0.001 + 0.0007 * (j % 9) as f32).collect();
+    let mult: Vec<i32> = (0..n).map(|j| (1 << 30) + (j as i32 % 97) * 11_000_000).collect();
+    let shift: Vec<i32> = (0..n).map(|j| -((j % 11) as i32) - 4).collect();
+    let out = match stage {
+        Stage::Acc => OutputStage::ACCUMULATOR,
+        Stage::Onnx => OutputStage::onnx(0.02, PerChannel::Channel(&w_scale), 0.05, (Y::MIN + Y::MAX) / 2),
+        Stage::Fixed => OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), 3, 3, Y::MAX),
+    };
+    let sentinel = Y::narrow(Y::MIN + 1);
+    let mut got = vec![sentinel; extent(m, n, c_rs, c_cs)];
+    let mut want = got.clone();
+    cpu.qgemm(&op, &out, MatMut::new(&mut got, m, n, c_rs, c_cs).unwrap()).unwrap();
+    qgemm_reference(&op, &out, MatMut::new(&mut want, m, n, c_rs, c_cs).unwrap()).unwrap();
+    if let Some(at) = got.iter().zip(&want).position(|(g, w)| g != w) {
+        panic!(
+            "{}: {case:?} {}x{}->{}: element {at}: {:?} vs oracle {:?}",
+            cpu.qkernel.id(),
+            A::NAME,
+            B::NAME,
+            Y::NAME,
+            got[at],
+            want[at]
+        );
+    }
+}
+
+/// Every operand-type pair, each with the output type its stage makes.
+fn check(cpu: &Cpu, case: Case) {
+    let to_i8 = |x: u8| x as i8;
+    let id = |x: u8| x;
+    match case.stage {
+        Stage::Acc => {
+            check_typed::<u8, i8, i32>(cpu, case, id, to_i8);
+            check_typed::<i8, u8, i32>(cpu, case, to_i8, id);
+        }
+        _ => {
+            check_typed::<u8, i8, u8>(cpu, case, id, to_i8);
+            check_typed::<i8, i8, i8>(cpu, case, to_i8, to_i8);
+            check_typed::<u8, u8, u8>(cpu, case, id, id);
+            check_typed::<i8, u8, i8>(cpu, case, to_i8, id);
+        }
+    }
+}
+
+fn edge_sizes(k: &'static QKernel, threads: usize) {
+    let cpu = cpu(k, threads);
+    let (mr, nr, g) = (k.mr(), k.nr(), k.k_group());
+    for m in 0..=2 * mr + 1 {
+        for kk in [0, 1, g - 1, g, g + 1, 2 * g + 1, 37] {
+            check(&cpu, Case::new(m, nr + 3, kk));
+        }
+    }
+    for n in 0..=2 * nr + 1 {
+        for kk in [1, 2 * g + 1] {
+            check(&cpu, Case { stage: Stage::Fixed, ..Case::new(mr + 1, n, kk) });
+        }
+    }
+}
+
+fn layouts_and_stages(k: &'static QKernel, threads: usize) {
+    let cpu = cpu(k, threads);
+    for stage in [Stage::Acc, Stage::Onnx, Stage::Fixed] {
+        for (ta, c_col, pad, per_channel, bias) in [
+            (false, false, 0, true, true),
+            (true, false, 3, false, true),
+            (false, true, 1, true, false),
+            (true, true, 0, false, false),
+        ] {
+            let case =
+                Case { ta, c_col, pad, per_channel, bias, stage, ..Case::new(3 * k.mr() + 1, 2 * k.nr() + 3, 45) };
+            check(&cpu, case);
+        }
+    }
+}
+
+/// Bad parameters are errors naming what is wrong, and C is not written.
+fn errors_leave_c_untouched(k: &'static QKernel) {
+    let cpu = cpu(k, 2);
+    let a = [1u8; 6];
+    let b = [1i8; 6];
+    let op = QGemm {
+        a: MatRef::row_major(&a, 2, 3).unwrap(),
+        a_zero: 0,
+        b: MatRef::row_major(&b, 3, 2).unwrap(),
+        b_zero: PerChannel::Tensor(0),
+        bias: None,
+    };
+    let mut c = [7u8; 4];
+    let mut run = |op: &QGemm<'_, u8, i8>, out: &OutputStage<'_>| {
+        let r = cpu.qgemm(op, out, MatMut::row_major(&mut c, 2, 2).unwrap());
+        assert_eq!(c, [7; 4], "an error must not write C");
+        r.unwrap_err().to_string()
+    };
+    let onnx = OutputStage::onnx(1.0, PerChannel::Tensor(1.0), 1.0, 0);
+    assert!(run(&QGemm { a_zero: 256, ..op }, &onnx).contains("zero point of A (x) = 256 is outside [0, 255]"));
+    assert!(run(&QGemm { b_zero: PerChannel::Tensor(-129), ..op }, &onnx).contains("zero point of B (w) = -129"));
+    assert!(run(&QGemm { b_zero: PerChannel::Channel(&[0]), ..op }, &onnx).contains("expected 2, found 1"));
+    assert!(run(&QGemm { bias: Some(&[1]), ..op }, &onnx).contains("bias"));
+    assert!(run(&op, &OutputStage::onnx(0.0, PerChannel::Tensor(1.0), 1.0, 0)).contains("scale"));
+    assert!(run(&op, &OutputStage::onnx(1.0, PerChannel::Tensor(f32::NAN), 1.0, 0)).contains("scale"));
+    assert!(run(&op, &OutputStage::onnx(1.0, PerChannel::Channel(&[1.0; 3]), 1.0, 0)).contains("expected 2, found 3"));
+    let fixed = |m, s| OutputStage::fixed(PerChannel::Tensor(m), PerChannel::Tensor(s), 0, 0, 255);
+    assert!(run(&op, &fixed(-1, 0)).contains("multiplier"));
+    assert!(run(&op, &fixed(1 << 30, 31)).contains("shift = 31"));
+    assert!(
+        run(&op, &OutputStage { zero_point: 3, ..OutputStage::ACCUMULATOR }).contains("zero point of the output (y)")
+    );
+    // A reduction too long for an exact i32 sum (u8 x i8 at zero points 0: 65 793).
+    let long_a = vec![255u8; 65_794];
+    let long_b = vec![-128i8; 65_794];
+    let long = QGemm {
+        a: MatRef::row_major(&long_a, 1, 65_794).unwrap(),
+        b: MatRef::row_major(&long_b, 65_794, 1).unwrap(),
+        ..op
+    };
+    let mut one = [0i32; 1];
+    let err = cpu.qgemm(&long, &OutputStage::ACCUMULATOR, MatMut::row_major(&mut one, 1, 1).unwrap()).unwrap_err();
+    assert!(matches!(
+        err,
+        sparkle_std::cpu::CpuError::Core(Error::OutOfRange { param: Param::Accumulator, max: 65_793, .. })
+    ));
+    // One shorter is exact: 65 793 * 255 * -128 = -2 147 483 520.
+    let fits = QGemm {
+        a: MatRef::row_major(&long_a[1..], 1, 65_793).unwrap(),
+        b: MatRef::row_major(&long_b[1..], 65_793, 1).unwrap(),
+        ..op
+    };
+    cpu.qgemm(&fits, &OutputStage::ACCUMULATOR, MatMut::row_major(&mut one, 1, 1).unwrap()).unwrap();
+    assert_eq!(one[0], -2_147_483_520);
+}
+
+/// One test module per registered int8 kernel, stamped from the core's registration list
+/// (`sparkle_core::for_each_qkernel!`): a kernel added there is tested here without an edit.
+macro_rules! qkernel_tests {
+    ($($(#[$cfg:meta])* $name:ident => $isa:ident ($kernel:path)),* $(,)?) => {$(
+        $(#[$cfg])*
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn edge_sizes_one_thread() {
+                if let Some(k) = kernel(Isa::$isa) { edge_sizes(k, 1) }
+            }
+            #[test]
+            fn edge_sizes_three_threads() {
+                if let Some(k) = kernel(Isa::$isa) { edge_sizes(k, 3) }
+            }
+            #[test]
+            fn layouts_and_output_stages() {
+                if let Some(k) = kernel(Isa::$isa) { layouts_and_stages(k, 1); layouts_and_stages(k, 3) }
+            }
+            #[test]
+            fn bad_input_is_an_error() {
+                if let Some(k) = kernel(Isa::$isa) { errors_leave_c_untouched(k) }
+            }
+            #[test]
+            fn large_threads() {
+                if let Some(k) = kernel(Isa::$isa) {
+                    for threads in [1, 2] {
+                        check(&cpu(k, threads), Case::new(301, 277, 300));
+                    }
+                }
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(48))]
+                #[test]
+                fn matches_oracle_bit_for_bit(
+                    m in 0usize..40, n in 0usize..70, k in 0usize..90, ta: bool, c_col: bool, pad in 0usize..3,
+                    per_channel: bool, bias: bool, stage in 0usize..3, threads in 1usize..4, seed: u64,
+                ) {
+                    let Some(kern) = kernel(Isa::$isa) else { return Ok(()) };
+                    let stage = [Stage::Acc, Stage::Onnx, Stage::Fixed][stage];
+                    check(&cpu(kern, threads), Case { m, n, k, ta, c_col, pad, per_channel, bias, stage, seed });
+                }
+            }
+        }
+    )*};
+}
+
+sparkle_core::for_each_qkernel!(qkernel_tests);
