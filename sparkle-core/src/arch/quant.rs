@@ -61,6 +61,23 @@ pub(crate) struct QMicroArgs {
     pub c: *mut i32,
 }
 
+/// One row of a tile's write-out into a one-byte type with the ONNX stage: for `j < n`,
+/// `out[j] = float_narrow(raw[j] + term[j] - zb[j] * row_sum, m[j], zp, lo, hi)` (see
+/// `quant::float_narrow`, which defines it and which the scalar path calls).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FinishRow {
+    pub n: usize,
+    pub raw: *const i32,
+    pub term: *const i32,
+    pub zb: *const i32,
+    pub m: *const f32,
+    pub row_sum: i32,
+    pub zp: i32,
+    pub lo: i32,
+    pub hi: i32,
+    pub out: *mut i32,
+}
+
 /// An int8 GEMM microkernel, obtainable only on a CPU that runs its ISA.
 #[derive(Clone, Copy, Debug)]
 pub struct QKernel {
@@ -74,6 +91,11 @@ pub struct QKernel {
     /// The CPU must run `isa`; `a` must hold `groups * mr` and `b` `groups * nr` packed groups
     /// in `pack`'s format, and `c` must be valid for writing `mr * nr` `i32`.
     pub(crate) run: unsafe fn(&QMicroArgs),
+    /// The vector form of one [`FinishRow`], where the ISA has one.
+    ///
+    /// # Safety
+    /// The CPU must run `isa`; every pointer of the row must be valid for `n` elements.
+    pub(crate) finish_narrow: Option<unsafe fn(&FinishRow)>,
 }
 
 impl QKernel {
@@ -162,13 +184,52 @@ pub(crate) const GENERIC_Q: QKernel = QKernel {
     nr: 4,
     pack: QPack::Bytes4,
     run: generic_qgemm_u8i8_4x4,
+    finish_narrow: None,
 };
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use core::arch::x86_64::*;
 
-    use super::{Isa, QKernel, QMicroArgs, QPack};
+    use super::{FinishRow, Isa, QKernel, QMicroArgs, QPack};
+
+    /// # Safety
+    /// As [`QKernel::finish_narrow`], on a CPU with AVX2. Eight columns at a time: the f32
+    /// conversion and product are IEEE-exact as in the scalar form; the rounding is
+    /// `vcvtps2dq`'s, round-half-even under the default MXCSR that Rust code runs with, after
+    /// clamping to `[-2^30, 2^30]` as the scalar form does (beyond it the conversion would
+    /// return `i32::MIN`).
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2_finish_narrow(f: &FinishRow) {
+        let limit = _mm256_set1_ps(1_073_741_824.0);
+        let neg = _mm256_set1_ps(-1_073_741_824.0);
+        let (zp, lo, hi) = (_mm256_set1_epi32(f.zp), _mm256_set1_epi32(f.lo), _mm256_set1_epi32(f.hi));
+        let rs = _mm256_set1_epi32(f.row_sum);
+        let mut j = 0;
+        while j + 8 <= f.n {
+            // SAFETY: `j + 8 <= n`: every pointer holds these eight elements.
+            unsafe {
+                let raw = _mm256_loadu_si256(f.raw.add(j).cast());
+                let term = _mm256_loadu_si256(f.term.add(j).cast());
+                let zb = _mm256_loadu_si256(f.zb.add(j).cast());
+                let acc = _mm256_sub_epi32(_mm256_add_epi32(raw, term), _mm256_mullo_epi32(zb, rs));
+                let x = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(f.m.add(j)));
+                let x = _mm256_max_ps(_mm256_min_ps(x, limit), neg);
+                let y = _mm256_add_epi32(_mm256_cvtps_epi32(x), zp);
+                _mm256_storeu_si256(f.out.add(j).cast(), _mm256_min_epi32(_mm256_max_epi32(y, lo), hi));
+            }
+            j += 8;
+        }
+        while j < f.n {
+            // SAFETY: `j < n`.
+            unsafe {
+                let acc =
+                    (*f.raw.add(j)).wrapping_add(*f.term.add(j)).wrapping_sub((*f.zb.add(j)).wrapping_mul(f.row_sum));
+                *f.out.add(j) = crate::quant::float_narrow(acc, *f.m.add(j), f.zp, f.lo, f.hi);
+            }
+            j += 1;
+        }
+    }
 
     /// # Safety
     /// As [`QKernel::run`] with `mr = 6`, `nr = 16`, [`QPack::Pairs16`], on a CPU with AVX2.
@@ -242,6 +303,8 @@ pub(crate) mod x86 {
         nr: 32,
         pack: QPack::Bytes4,
         run: avx512vnni_qgemm_u8i8_8x32,
+        // AVX-512F implies AVX2.
+        finish_narrow: Some(avx2_finish_narrow),
     };
 
     pub(crate) const AVX2_Q: QKernel = QKernel {
@@ -251,6 +314,7 @@ pub(crate) mod x86 {
         nr: 16,
         pack: QPack::Pairs16,
         run: avx2_qgemm_u8i8_6x16,
+        finish_narrow: Some(avx2_finish_narrow),
     };
 }
 

@@ -21,10 +21,10 @@
 //! ```
 #![allow(unsafe_code)]
 
-use crate::arch::quant::{QKernel, QMicroArgs, QPack};
+use crate::arch::quant::{FinishRow, QKernel, QMicroArgs, QPack};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
-use crate::quant::{OutputStage, QElem, QGemm, QGemmDims};
+use crate::quant::{float_narrow, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims};
 use crate::view::{MatMut, MatRef};
 
 /// mr-panels per block of A rows.
@@ -117,10 +117,11 @@ pub fn qgemm_with<A: QElem, B: QElem, Y: QElem>(
         return Err(Error::TooSmall { param: Param::Scratch, required, found: ws.scratch.len() });
     }
     if d.m > 0 && d.n > 0 {
-        let l = layout(ws.kernel, d.m, d.n, d.k)?;
+        let ops = QOperands { a: &op.a, a_zero: op.a_zero, b: &op.b, b_zero: &op.b_zero, bias: op.bias, ch0: 0 };
+        let (rs, cs) = (c.rs(), c.cs());
         // SAFETY: the op, the stage and the scratch were validated above; `c` is an exclusive,
         // alias-free `m x n` view; the executor is pinned.
-        unsafe { qgemm_unchecked(op, out, &mut c, ws.kernel, &exec, ws.scratch, &l, d) };
+        unsafe { qgemm_unchecked(&ops, out, (c.as_mut_ptr(), rs, cs), ws.kernel, &exec, ws.scratch) };
     }
     Ok(d)
 }
@@ -171,192 +172,456 @@ unsafe fn put(pack: QPack, dst: *mut u8, idx: usize, v: i32) {
     }
 }
 
-/// Packs nr-panel `jp` of B (canonical `i8`) and the column terms of its columns:
-/// `bias[j] - za' * colsum(b')[j] + k * za' * zb'[j]`. Reads B along its rows (contiguous when
-/// row-major).
-///
-/// # Safety
-/// `dst` must be valid for the panel (`groups * nr * group` elements) and `cols` for `nr` words.
-unsafe fn pack_b_panel<B: QElem>(
-    b: &MatRef<'_, B>,
-    op_cols: (usize, i32, &crate::quant::PerChannel<'_, i32>, Option<&[i32]>),
-    kernel: &QKernel,
-    groups: usize,
-    jp: usize,
-    dst: *mut u8,
-    cols: *mut i32,
-) {
-    let (k, za, b_zero, bias) = op_cols;
-    let (nr, pack) = (kernel.nr, kernel.pack);
-    let gsz = pack.group();
-    let off = b_offset::<B>();
-    let j0 = jp * nr;
-    let nv = nr.min(b.cols() - j0);
-    let (data, rs, cs) = (b.as_slice(), b.rs(), b.cs());
-    let mut sums = [0i32; MAX_NR];
-    for g in 0..groups {
-        for q in 0..gsz {
-            let p = g * gsz + q;
-            for jj in 0..nr {
-                let v = if p < k && jj < nv { data[p * rs + (j0 + jj) * cs].widen() + off } else { 0 };
-                sums[jj] = sums[jj].wrapping_add(v);
-                // SAFETY: `(g * nr + jj) * gsz + q` is inside the panel.
-                unsafe { put(pack, dst, (g * nr + jj) * gsz + q, v) };
-            }
-        }
+/// The rows of A as the driver packs them: a strided matrix, or an image seen through im2col
+/// (`quant::conv`), which is then never materialised.
+pub(crate) trait QRows: Sync {
+    /// Rows.
+    fn rows(&self) -> usize;
+    /// Columns (the reduction length).
+    fn cols(&self) -> usize;
+    /// The shift to the canonical `u8` range: +128 for `i8` elements, 0 for `u8`.
+    fn offset(&self) -> i32;
+    /// Calls `f` with the `cols()` values of row `i < rows()`, widened, in order.
+    fn visit_row(&self, i: usize, f: impl FnMut(i32));
+}
+
+impl<A: QElem> QRows for MatRef<'_, A> {
+    fn rows(&self) -> usize {
+        MatRef::rows(self)
     }
-    for (jj, &sum) in sums[..nr].iter().enumerate() {
-        let term = if jj < nv {
-            let j = j0 + jj;
-            let zb = b_zero.at(j) + off;
-            let base = bias.map_or(0, |b| b[j]);
-            base.wrapping_sub(za.wrapping_mul(sum)).wrapping_add((k as i32).wrapping_mul(za).wrapping_mul(zb))
-        } else {
-            0
-        };
-        // SAFETY: `jj < nr` words of `cols`.
-        unsafe { *cols.add(jj) = term };
+    fn cols(&self) -> usize {
+        MatRef::cols(self)
+    }
+    fn offset(&self) -> i32 {
+        a_offset::<A>()
+    }
+    #[inline(always)]
+    fn visit_row(&self, i: usize, mut f: impl FnMut(i32)) {
+        let (data, rs, cs, k) = (self.as_slice(), self.rs(), self.cs(), MatRef::cols(self));
+        if k == 0 {
+            return;
+        }
+        let row = &data[i * rs..];
+        for p in 0..k {
+            f(row[p * cs].widen());
+        }
     }
 }
 
-/// The widest register tile of any kernel (the column sums of one panel live on the stack).
-const MAX_NR: usize = 32;
+/// Everything the workers of one GEMM share, read-only: the operands, where the scratch and C
+/// are, and the problem's layout. Channel `j` of this GEMM is channel `ch0 + j` of the per-channel
+/// parameters (a conv group's columns are a slice of the layer's output channels).
+struct Ctx<'a, S, B: QElem, Y> {
+    a: &'a S,
+    /// Canonical A zero point (`a_zero + offset`).
+    za: i32,
+    b: &'a MatRef<'a, B>,
+    b_zero: &'a crate::quant::PerChannel<'a, i32>,
+    bias: Option<&'a [i32]>,
+    out: &'a OutputStage<'a>,
+    ch0: usize,
+    kernel: &'a QKernel,
+    l: Layout,
+    d: QGemmDims,
+    workers: usize,
+    scratch: Shared<i32>,
+    c: Shared<Y>,
+    rs_c: usize,
+    cs_c: usize,
+}
 
-/// Packs rows `i0 .. i0 + rows` of A (canonical `u8`) as `ceil(rows/mr)` panels and their row
-/// sums; rows past `m` are zero. Reads A along its rows (contiguous when row-major).
-///
-/// # Safety
-/// `dst` must be valid for `mc / mr` panels and `sums` for `mc` words (`rows <= mc`).
-unsafe fn pack_a_block<A: QElem>(
-    a: &MatRef<'_, A>,
-    kernel: &QKernel,
-    groups: usize,
-    i0: usize,
-    rows: usize,
-    dst: *mut u8,
-    sums: *mut i32,
-) {
-    let (mr, pack) = (kernel.mr, kernel.pack);
-    let gsz = pack.group();
-    let (m, k) = (a.rows(), a.cols());
-    let (data, rs, cs) = (a.as_slice(), a.rs(), a.cs());
-    let off = a_offset::<A>();
-    for ip in 0..rows.div_ceil(mr) {
-        // SAFETY: panel `ip < mc / mr` of the block.
-        let panel = unsafe { dst.add(ip * groups * mr * gsz * pack.elem_bytes()) };
-        for ii in 0..mr {
-            let i = i0 + ip * mr + ii;
-            let mut sum = 0i32;
-            let row = if i < m && k > 0 { &data[i * rs..] } else { &data[..0] };
-            let valid = if i < m { k } else { 0 };
-            for g in 0..groups {
-                for q in 0..gsz {
-                    let p = g * gsz + q;
-                    let v = if p < valid { row[p * cs].widen() + off } else { 0 };
-                    sum = sum.wrapping_add(v);
-                    // SAFETY: inside the panel (`g < groups`, `q < gsz`).
-                    unsafe { put(pack, panel, (g * mr + ii) * gsz + q, v) };
+impl<S: QRows, B: QElem, Y: QElem> Ctx<'_, S, B, Y> {
+    /// Bytes of one packed panel of `rows` rows.
+    fn panel_bytes(&self, rows: usize) -> usize {
+        self.l.groups * rows * self.kernel.pack.group() * self.kernel.pack.elem_bytes()
+    }
+
+    /// Packed B's panel `jp`.
+    ///
+    /// # Safety
+    /// `jp < n_panels` (the scratch holds them all).
+    unsafe fn b_panel(&self, jp: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { self.scratch.ptr().add(self.l.col_words).cast::<u8>().add(jp * self.panel_bytes(self.kernel.nr)) }
+    }
+
+    /// Phase 1, worker `w`: B's panels `w, w + W, ...` and their column terms
+    /// `bias[j] - za' * colsum(b')[j] + k * za' * zb'[j]`, reading B along its rows.
+    ///
+    /// # Safety
+    /// `w < workers`, each index run once, before phase 2.
+    #[inline(always)]
+    unsafe fn phase1(&self, w: usize) {
+        let (nr, pack, gsz) = (self.kernel.nr, self.kernel.pack, self.kernel.pack.group());
+        let (k, n, off) = (self.d.k, self.d.n, b_offset::<B>());
+        let (data, rs, cs) = (self.b.as_slice(), self.b.rs(), self.b.cs());
+        for jp in (w..self.l.n_panels).step_by(self.workers) {
+            // SAFETY: panel `jp` is written by this worker alone.
+            let dst = unsafe { self.b_panel(jp) };
+            let j0 = jp * nr;
+            let nv = nr.min(n - j0);
+            let mut sums = [0i32; MAX_NR];
+            // Writes in panel order (sequential); full groups of full panels skip the checks.
+            let full_groups = if nv == nr { k / gsz } else { 0 };
+            let mut at = 0;
+            for g in 0..self.l.groups {
+                let p0 = g * gsz;
+                for (jj, sum) in sums[..nr].iter_mut().enumerate() {
+                    for q in 0..gsz {
+                        let p = p0 + q;
+                        let v = if g < full_groups || (p < k && jj < nv) {
+                            data[p * rs + (j0 + jj) * cs].widen() + off
+                        } else {
+                            0
+                        };
+                        *sum = sum.wrapping_add(v);
+                        // SAFETY: `at = (g * nr + jj) * gsz + q` is inside the panel.
+                        unsafe { put(pack, dst, at, v) };
+                        at += 1;
+                    }
                 }
             }
-            // SAFETY: `ip * mr + ii < mc`.
-            unsafe { *sums.add(ip * mr + ii) = sum };
-        }
-    }
-}
-
-/// [`qgemm_with`] without validation.
-///
-/// # Safety
-/// Everything [`qgemm_with`] checks must hold, `m, n > 0`, `l` is the layout of this problem and
-/// `scratch` holds at least [`qgemm_scratch_len`] words for `exec.workers()`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn qgemm_unchecked<A: QElem, B: QElem, Y: QElem>(
-    op: &QGemm<'_, A, B>,
-    out: &OutputStage<'_>,
-    c: &mut MatMut<'_, Y>,
-    kernel: &QKernel,
-    exec: &Pinned<'_>,
-    scratch: &mut [i32],
-    l: &Layout,
-    d: QGemmDims,
-) {
-    let workers = exec.workers();
-    let (mr, nr) = (kernel.mr, kernel.nr);
-    let panel_bytes = |rows: usize| l.groups * rows * kernel.pack.group() * kernel.pack.elem_bytes();
-    let base = Shared(scratch.as_mut_ptr());
-    let za = op.a_zero + a_offset::<A>();
-    let b_off = b_offset::<B>();
-
-    // Phase 1: B's panels and column terms.
-    exec.run(&|w| {
-        for jp in (w..l.n_panels).step_by(workers) {
-            // SAFETY: panel `jp` and its `nr` column words are inside the shared regions, and
-            // only worker `jp % workers` writes them.
-            unsafe {
-                let cols = base.ptr().add(jp * nr);
-                let dst = base.ptr().add(l.col_words).cast::<u8>().add(jp * panel_bytes(nr));
-                pack_b_panel(&op.b, (d.k, za, &op.b_zero, op.bias), kernel, l.groups, jp, dst, cols);
+            for (jj, &sum) in sums[..nv].iter().enumerate() {
+                let j = self.ch0 + j0 + jj;
+                let zb = self.b_zero.at(j) + off;
+                let base = self.bias.map_or(0, |b| b[j]);
+                let term = base
+                    .wrapping_sub(self.za.wrapping_mul(sum))
+                    .wrapping_add((k as i32).wrapping_mul(self.za).wrapping_mul(zb));
+                // SAFETY: column `j0 + jj < n_panels * nr` of the column terms, this worker's.
+                unsafe { *self.scratch.ptr().add(j0 + jj) = term };
             }
         }
-    });
+    }
 
-    // Phase 2: tiles.
-    let out_ptr = Shared(c.as_mut_ptr());
-    let (rs_c, cs_c) = (c.rs(), c.cs());
-    let row_blocks = d.m.div_ceil(l.mc);
-    let chunks = l.n_panels.div_ceil(NC_PANELS);
-    let items = row_blocks * chunks;
-    exec.run(&|w| {
+    /// Packs rows `i0 .. i0 + rows` of A (canonical `u8`) as `ceil(rows/mr)` panels at `dst`
+    /// and their row sums at `sums`; rows past `rows` are zero.
+    ///
+    /// # Safety
+    /// `dst` is valid for `mc / mr` panels and `sums` for `mc` words (`rows <= mc`).
+    #[inline(always)]
+    unsafe fn pack_a(&self, i0: usize, rows: usize, dst: *mut u8, sums: *mut i32) {
+        let (mr, pack, gsz) = (self.kernel.mr, self.kernel.pack, self.kernel.pack.group());
+        let (k, off) = (self.d.k, self.a.offset());
+        for ip in 0..rows.div_ceil(mr) {
+            // SAFETY: panel `ip < mc / mr` of the block.
+            let panel = unsafe { dst.add(ip * self.panel_bytes(mr)) };
+            for ii in 0..mr {
+                let r = ip * mr + ii;
+                let mut sum = 0i32;
+                let (mut g, mut q) = (0, 0);
+                if r < rows {
+                    self.a.visit_row(i0 + r, |x| {
+                        let v = x + off;
+                        sum = sum.wrapping_add(v);
+                        // SAFETY: `g < groups`, `q < gsz`: inside the panel.
+                        unsafe { put(pack, panel, (g * mr + ii) * gsz + q, v) };
+                        q += 1;
+                        if q == gsz {
+                            (g, q) = (g + 1, 0);
+                        }
+                    });
+                }
+                // Zeros after the row's k values (all of a row past `rows`).
+                let filled = if r < rows { k } else { 0 };
+                for p in filled..self.l.groups * gsz {
+                    // SAFETY: inside the panel.
+                    unsafe { put(pack, panel, ((p / gsz) * mr + ii) * gsz + p % gsz, 0) };
+                }
+                // SAFETY: `r < mc`.
+                unsafe { *sums.add(r) = sum };
+            }
+        }
+    }
+
+    /// Phase 2, worker `w`: items `w, w + W, ...`, each a block of `mc` rows by a chunk of
+    /// `NC_PANELS` panels: pack the A block (unless held), then per B panel per A panel, the
+    /// microkernel and the write-out.
+    ///
+    /// # Safety
+    /// `w < workers`, each index run once, after phase 1.
+    #[inline(always)]
+    unsafe fn phase2(&self, w: usize) {
+        let (l, d, kernel) = (&self.l, &self.d, self.kernel);
+        let (mr, nr) = (kernel.mr, kernel.nr);
         // SAFETY: worker `w < workers` owns words `[shared + w * per_worker, +per_worker)`.
         let (a_buf, sums, tile) = unsafe {
-            let mine = base.ptr().add(l.col_words + l.b_words + w * l.per_worker);
+            let mine = self.scratch.ptr().add(l.col_words + l.b_words + w * l.per_worker);
             (mine.cast::<u8>(), mine.add(l.a_words), mine.add(l.a_words + l.mc))
         };
+        let chunks = l.n_panels.div_ceil(NC_PANELS);
+        let items = d.m.div_ceil(l.mc) * chunks;
+        let b_off = b_offset::<B>();
         let mut packed_block = usize::MAX;
-        for t in (w..items).step_by(workers) {
+        for t in (w..items).step_by(self.workers) {
             let (rb, cc) = (t / chunks, t % chunks);
             let i0 = rb * l.mc;
             let rows = l.mc.min(d.m - i0);
             if packed_block != rb {
                 // SAFETY: the worker's own A block and row sums (`rows <= mc`).
-                unsafe { pack_a_block(&op.a, kernel, l.groups, i0, rows, a_buf, sums) };
+                unsafe { self.pack_a(i0, rows, a_buf, sums) };
                 packed_block = rb;
             }
             for jp in cc * NC_PANELS..((cc + 1) * NC_PANELS).min(l.n_panels) {
-                // SAFETY: panel `jp` of packed B, written in phase 1.
-                let b_panel = unsafe { base.ptr().add(l.col_words).cast::<u8>().add(jp * panel_bytes(nr)) };
+                // SAFETY: `jp < n_panels`, written in phase 1.
+                let b_panel = unsafe { self.b_panel(jp) };
+                let nv = nr.min(d.n - jp * nr);
+                // SAFETY: phase 1 wrote the column terms of every column.
+                let cols = unsafe {
+                    PanelColumns::new::<Y>(self.out, self.ch0, jp * nr, nv, self.scratch.ptr(), self.b_zero, b_off)
+                };
                 for ip in 0..rows.div_ceil(mr) {
                     let args = QMicroArgs {
                         groups: l.groups,
                         // SAFETY: panel `ip` of the worker's block.
-                        a: unsafe { a_buf.add(ip * panel_bytes(mr)) },
+                        a: unsafe { a_buf.add(ip * self.panel_bytes(mr)) },
                         b: b_panel,
                         c: tile,
                     };
                     // SAFETY: the kernel's ISA is proved by `QKernel`; the panels hold `groups`
                     // groups in its format; the tile holds `mr * nr` words.
                     unsafe { (kernel.run)(&args) };
-                    let (mv, nv) = (mr.min(rows - ip * mr), nr.min(d.n - jp * nr));
-                    for jj in 0..nv {
-                        let j = jp * nr + jj;
-                        let stage = out.channel::<Y>(j);
-                        let zb = op.b_zero.at(j) + b_off;
-                        // SAFETY: the column terms were written in phase 1.
-                        let col = unsafe { *base.ptr().add(j) };
-                        for ii in 0..mv {
-                            let i = i0 + ip * mr + ii;
-                            // SAFETY: the tile, and the row sums of this worker's block.
-                            let (raw, row_sum) = unsafe { (*tile.add(ii * nr + jj), *sums.add(ip * mr + ii)) };
-                            let acc = raw.wrapping_add(col).wrapping_sub(zb.wrapping_mul(row_sum));
-                            // SAFETY: `(i, j)` is inside the validated, alias-free view of C and
-                            // only this item writes it.
-                            unsafe { *out_ptr.ptr().add(i * rs_c + j * cs_c) = stage.apply::<Y>(acc) };
+                    let mv = mr.min(rows - ip * mr);
+                    let (rs_c, cs_c) = (self.rs_c, self.cs_c);
+                    // SAFETY: the tile, the row sums of this worker's block, the column terms of
+                    // phase 1; rows `i0 + ip * mr ..` and columns `jp * nr ..` of C are inside
+                    // the validated, alias-free view and only this item writes them.
+                    unsafe {
+                        finish_tile(
+                            &FinishArgs {
+                                tile,
+                                nr,
+                                mv,
+                                nv,
+                                row_sums: sums.add(ip * mr),
+                                cols: &cols,
+                                rs_c,
+                                cs_c,
+                                vector: kernel.finish_narrow,
+                            },
+                            self.c.ptr().add((i0 + ip * mr) * rs_c + jp * nr * cs_c),
+                        )
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The widest register tile of any kernel (the column sums of one panel live on the stack).
+const MAX_NR: usize = 32;
+
+/// Per-column constants of one B panel for the write-out: the column term (phase 1), the
+/// canonical B zero point, and the output stage of each column.
+struct PanelColumns {
+    term: [i32; MAX_NR],
+    zb: [i32; MAX_NR],
+    stage: [ChannelStage; MAX_NR],
+    /// The ONNX multipliers when the output is one byte: the vectorizable path.
+    float: Option<[f32; MAX_NR]>,
+}
+
+impl PanelColumns {
+    /// Columns `j0 .. j0 + nv` (`nv <= MAX_NR`), channels `ch0 + j0 ..`.
+    ///
+    /// # Safety
+    /// `terms` points to the column terms, written for every column below `j0 + nv`.
+    unsafe fn new<Y: QElem>(
+        out: &OutputStage<'_>,
+        ch0: usize,
+        j0: usize,
+        nv: usize,
+        terms: *const i32,
+        b_zero: &crate::quant::PerChannel<'_, i32>,
+        b_off: i32,
+    ) -> Self {
+        let first = out.channel::<Y>(ch0 + j0);
+        let mut p = PanelColumns { term: [0; MAX_NR], zb: [0; MAX_NR], stage: [first; MAX_NR], float: None };
+        let mut float = [0.0f32; MAX_NR];
+        let mut all_float = narrow::<Y>();
+        for (jj, m) in float[..nv].iter_mut().enumerate() {
+            // SAFETY: forwarded contract.
+            p.term[jj] = unsafe { *terms.add(j0 + jj) };
+            p.zb[jj] = b_zero.at(ch0 + j0 + jj) + b_off;
+            p.stage[jj] = out.channel::<Y>(ch0 + j0 + jj);
+            match p.stage[jj].float_multiplier() {
+                Some(v) => *m = v,
+                None => all_float = false,
+            }
+        }
+        p.float = all_float.then_some(float);
+        p
+    }
+}
+
+/// One tile's write-out.
+struct FinishArgs<'a> {
+    tile: *const i32,
+    nr: usize,
+    mv: usize,
+    nv: usize,
+    row_sums: *const i32,
+    cols: &'a PanelColumns,
+    rs_c: usize,
+    cs_c: usize,
+    /// The kernel's vector write-out.
+    vector: Option<unsafe fn(&FinishRow)>,
+}
+
+/// Finishes one tile into C at `c` (its element `(0, 0)`): adds the row and column terms to
+/// each raw sum and applies the output stage. One-byte ONNX outputs take a branch-free row loop
+/// (vectorized) through [`float_narrow`], the stage's own arithmetic, then scatter the row.
+///
+/// # Safety
+/// `tile` holds `mv x nr` sums, `row_sums` `mv` words, and every `(i, j)` with `i < mv`,
+/// `j < nv` at `c + i * rs_c + j * cs_c` is writable by this caller alone.
+#[inline(always)]
+unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
+    let cols = f.cols;
+    let (nv, nr) = (f.nv, f.nr);
+    for ii in 0..f.mv {
+        // SAFETY: forwarded contract.
+        let (row, row_sum) = unsafe { (core::slice::from_raw_parts(f.tile.add(ii * nr), nv), *f.row_sums.add(ii)) };
+        let mut ys = [0i32; MAX_NR];
+        match &cols.float {
+            Some(m) => {
+                let s = &cols.stage[0];
+                let fr = FinishRow {
+                    n: nv,
+                    raw: row.as_ptr(),
+                    term: cols.term.as_ptr(),
+                    zb: cols.zb.as_ptr(),
+                    m: m.as_ptr(),
+                    row_sum,
+                    zp: s.zero_point,
+                    lo: s.lo,
+                    hi: s.hi,
+                    out: ys.as_mut_ptr(),
+                };
+                match f.vector {
+                    // SAFETY: the kernel proves the ISA; every array holds `nv <= MAX_NR` values.
+                    Some(v) => unsafe { v(&fr) },
+                    None => {
+                        for jj in 0..nv {
+                            let acc =
+                                row[jj].wrapping_add(cols.term[jj]).wrapping_sub(cols.zb[jj].wrapping_mul(row_sum));
+                            ys[jj] = float_narrow(acc, m[jj], fr.zp, fr.lo, fr.hi);
                         }
                     }
                 }
             }
+            None => {
+                for jj in 0..nv {
+                    let acc = row[jj].wrapping_add(cols.term[jj]).wrapping_sub(cols.zb[jj].wrapping_mul(row_sum));
+                    ys[jj] = cols.stage[jj].apply::<Y>(acc).widen();
+                }
+            }
         }
-    });
+        for (jj, &y) in ys[..nv].iter().enumerate() {
+            // SAFETY: forwarded contract; `y` is in Y's range (clamped by the stage).
+            unsafe { *c.add(ii * f.rs_c + jj * f.cs_c) = Y::narrow(y) };
+        }
+    }
+}
+
+/// Runs phase 1 or 2 of `ctx` for worker `w`, compiled for the kernel's ISA so that packing and
+/// the write-out vectorize with the kernel's instructions (the `QKernel` proves the CPU has
+/// them; AVX-512F implies AVX2).
+///
+/// # Safety
+/// As [`Ctx::phase1`] / [`Ctx::phase2`].
+unsafe fn run_phase<S: QRows, B: QElem, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+    #[inline(always)]
+    unsafe fn body<S: QRows, B: QElem, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if second {
+                ctx.phase2(w)
+            } else {
+                ctx.phase1(w)
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// # Safety
+        /// As [`run_phase`], on a CPU with AVX2.
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<S: QRows, B: QElem, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+            // SAFETY: forwarded contract.
+            unsafe { body(ctx, w, second) }
+        }
+        /// # Safety
+        /// As [`run_phase`], on a CPU with AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<S: QRows, B: QElem, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+            // SAFETY: forwarded contract.
+            unsafe { body(ctx, w, second) }
+        }
+        match ctx.kernel.isa {
+            // SAFETY: the kernel proves the CPU runs AVX2.
+            crate::arch::Isa::Avx2 => return unsafe { avx2(ctx, w, second) },
+            // SAFETY: the kernel proves AVX-512F (its VNNI kernel needs it).
+            crate::arch::Isa::Avx512Vnni => return unsafe { avx512(ctx, w, second) },
+            _ => {}
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { body(ctx, w, second) }
+}
+
+/// The operands of one GEMM for [`qgemm_unchecked`]: A's rows, its zero point, B and its
+/// per-channel parameters starting at channel `ch0`.
+pub(crate) struct QOperands<'a, S, B: QElem> {
+    pub a: &'a S,
+    pub a_zero: i32,
+    pub b: &'a MatRef<'a, B>,
+    pub b_zero: &'a crate::quant::PerChannel<'a, i32>,
+    pub bias: Option<&'a [i32]>,
+    pub ch0: usize,
+}
+
+/// [`qgemm_with`] without validation, for any A source (`quant::conv` calls it per image and
+/// group).
+///
+/// # Safety
+/// Everything [`qgemm_with`] checks must hold for these operands (channels `ch0 ..` of the
+/// per-channel parameters), `m, n > 0`, C is `m x n` at `c` with strides `rs_c, cs_c` (valid,
+/// alias-free, written by nobody else meanwhile), and `scratch` holds at least
+/// [`qgemm_scratch_len`] words for `exec.workers()`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QElem, Y: QElem>(
+    ops: &QOperands<'_, S, B>,
+    out: &OutputStage<'_>,
+    (c, rs_c, cs_c): (*mut Y, usize, usize),
+    kernel: &QKernel,
+    exec: &Pinned<'_>,
+    scratch: &mut [i32],
+) {
+    let d = QGemmDims { m: ops.a.rows(), n: ops.b.cols(), k: ops.a.cols() };
+    // The layout was computed (and its arithmetic checked) when the scratch was sized.
+    let Ok(l) = layout(kernel, d.m, d.n, d.k) else { return };
+    let ctx = Ctx {
+        a: ops.a,
+        za: ops.a_zero + ops.a.offset(),
+        b: ops.b,
+        b_zero: ops.b_zero,
+        bias: ops.bias,
+        out,
+        ch0: ops.ch0,
+        kernel,
+        l,
+        d,
+        workers: exec.workers(),
+        scratch: Shared(scratch.as_mut_ptr()),
+        c: Shared(c),
+        rs_c,
+        cs_c,
+    };
+    // SAFETY: every worker index once, before phase 2.
+    exec.run(&|w| unsafe { run_phase(&ctx, w, false) });
+    // SAFETY: every worker index once, after phase 1 has ended (`run` returned).
+    exec.run(&|w| unsafe { run_phase(&ctx, w, true) });
 }
 
 #[cfg(test)]

@@ -281,14 +281,51 @@ impl ChannelStage {
     /// The output value for accumulator `acc`: rescaled, plus the zero point, clamped.
     #[inline(always)]
     pub fn apply<Y: QElem>(&self, acc: i32) -> Y {
+        let (zp, lo, hi) = (self.zero_point, self.lo, self.hi);
+        if narrow::<Y>() {
+            // A one-byte output: i32 arithmetic that saturates is exact (see `float_narrow`).
+            let v = match self.scale {
+                Scale::None => acc.clamp(lo, hi),
+                Scale::Float(m) => float_narrow(acc, m, zp, lo, hi),
+                Scale::Fixed(m, s) => multiply_by_quantized_multiplier(acc, m, s).saturating_add(zp).clamp(lo, hi),
+            };
+            return Y::narrow(v);
+        }
         let scaled: i64 = match self.scale {
             Scale::None => i64::from(acc),
             // `as` from f32 saturates; a result that large clamps like any out-of-range value.
             Scale::Float(m) => round_half_even(acc as f32 * m) as i64,
             Scale::Fixed(m, s) => i64::from(multiply_by_quantized_multiplier(acc, m, s)),
         };
-        Y::narrow((scaled + i64::from(self.zero_point)).clamp(i64::from(self.lo), i64::from(self.hi)) as i32)
+        Y::narrow((scaled + i64::from(zp)).clamp(i64::from(lo), i64::from(hi)) as i32)
     }
+
+    /// The f32 multiplier of an ONNX stage (`None` for the others), for drivers that run
+    /// [`float_narrow`] over whole rows.
+    #[inline(always)]
+    pub(crate) fn float_multiplier(&self) -> Option<f32> {
+        match self.scale {
+            Scale::Float(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `Y` is a one-byte type (`u8`, `i8`).
+#[inline(always)]
+pub(crate) const fn narrow<Y: QElem>() -> bool {
+    Y::MAX as i64 - Y::MIN as i64 <= 255
+}
+
+/// The ONNX stage into a one-byte type: `clamp(rint(acc * m) + zp, lo, hi)`, with the rounded
+/// value first clamped to `[-2^30, 2^30]` so that plain i32 arithmetic follows. Exact: `zp`, `lo`
+/// and `hi` lie within `[-128, 255]`, so a value beyond `2^30` clamps to the same bound either
+/// way. Branch-free and without saturating ops, so row loops vectorize.
+#[inline(always)]
+pub(crate) fn float_narrow(acc: i32, m: f32, zp: i32, lo: i32, hi: i32) -> i32 {
+    const LIMIT: f32 = 1_073_741_824.0; // 2^30
+    let r = round_half_even(acc as f32 * m).clamp(-LIMIT, LIMIT);
+    (r as i32 + zp).clamp(lo, hi)
 }
 
 /// `x` rounded to the nearest integer, ties to even (C's `rintf` in the default rounding mode,
