@@ -65,6 +65,7 @@ pub(crate) struct QMicroArgs {
 /// `out[j] = float_narrow(raw[j] + term[j] - zb[j] * row_sum, m[j], zp, lo, hi)` (see
 /// `quant::float_narrow`, which defines it and which the scalar path calls).
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct FinishRow {
     pub n: usize,
     pub raw: *const i32,
