@@ -251,7 +251,7 @@ fn qgemm_stage() -> sparkle_core::quant::OutputStage<'static> {
     sparkle_core::quant::OutputStage::onnx(0.02, sparkle_core::quant::PerChannel::Tensor(0.01), 0.5, 128)
 }
 
-/// Sparkle's int8 CPU GEMM (u8 x s8 -> u8, [`qgemm_case`]) at every shape, each result checked
+/// Sparkle's int8 CPU GEMM (u8 with zero point 3 x s8 -> u8, ONNX stage) at every shape, each result checked
 /// bit for bit against the integer oracle at 64 sampled elements first. The figure is GOPS
 /// (`2*m*n*k` integer operations per second), comparable with f32 GFLOPS.
 pub fn qgemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
@@ -286,6 +286,53 @@ pub fn qgemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<V
             threads,
             implementation: "sparkle-int8".into(),
             gflops,
+        });
+    }
+    Ok(records)
+}
+
+/// Sparkle's int8 CPU conv2d on every layer (`sparkle bench conv2d --dtypes int8`): ONNX
+/// QLinearConv's common case, u8 input (zero point 3) x s8 weights (zero point 0) -> u8 with
+/// ReLU (the output clamped at its zero point), each result checked bit for bit against the
+/// integer oracle at 64 sampled outputs first. GOPS: [`Conv2d::flops`] over the best time.
+pub fn qconv2d_cpu(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
+    use sparkle_core::quant::conv::{accumulator, QConv};
+    use sparkle_core::quant::PerChannel;
+    let cpu = Cpu::new()?.threads(threads);
+    let mut stage = qgemm_stage();
+    stage.min = stage.zero_point;
+    let mut records = Vec::new();
+    for layer in layers {
+        let g = layer.params.validate()?;
+        let (fx, fw) = conv2d_operands(&g);
+        let x: Vec<u8> = fx.iter().map(|&v| ((v + 1.0) * 127.5) as u8).collect();
+        let w: Vec<i8> = fw.iter().map(|&v| (v * 127.0) as i8).collect();
+        let op = QConv { input: &x, x_zero: 3, weight: &w, w_zero: PerChannel::Tensor(0), bias: None };
+        let mut y = vec![0u8; g.output_len()];
+        cpu.qconv2d(&g, &op, &stage, &mut y)?;
+        let p = g.params();
+        for seed in samples() {
+            let (n, k) = ((seed >> 50) as usize % p.n, (seed >> 33) as usize % p.k);
+            let (oy, ox) = ((seed >> 20) as usize % g.ho(), (seed >> 7) as usize % g.wo());
+            let want: u8 = stage.apply(accumulator(&g, &op, (n, k, oy, ox))?, k);
+            let got = y[g.output_index(n, k, oy, ox)];
+            if got != want {
+                return Err(format!(
+                    "sparkle-int8 is wrong on {} at (n {n}, k {k}, y {oy}, x {ox}): {got} vs {want}",
+                    layer.name
+                )
+                .into());
+            }
+        }
+        let t = best_time(Duration::from_secs_f64(budget), || {
+            let _ = cpu.qconv2d(&g, &op, &stage, &mut y);
+        });
+        records.push(Record {
+            op: "conv2d",
+            key: layer.name.clone(),
+            threads,
+            implementation: "sparkle-int8".into(),
+            gflops: g.flops() / t / 1e9,
         });
     }
     Ok(records)

@@ -645,14 +645,12 @@ fn juggler_record_writes_a_recording_that_replays() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// `sparkle gemm` on int8 `.npy` files against ONNX Runtime's own outputs, bit for bit: the cases
-/// in tests/data/ort_qgemm (QLinearMatMul and MatMulInteger, u8 x u8 and s8 x s8, per-tensor and
-/// per-column zero points and scales) were written by benches/quant/ort_check.py with
-/// onnxruntime 1.32.0.
-#[test]
-fn int8_gemm_matches_onnx_runtime_bit_for_bit() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ort_qgemm");
-    let d = dir("ort");
+/// Runs every golden case under `tests/data/<set>` (written by benches/quant/ort_check.py with
+/// onnxruntime 1.32.0): `sparkle <op>` with the case's operands (`inputs`, file names in its
+/// folder) and flags must reproduce ONNX Runtime's `want.npy` bit for bit.
+fn golden_cases(set: &str, op: &str, inputs: [(&str, &str); 2]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(set);
+    let d = dir(set);
     let mut cases = 0;
     for case in std::fs::read_dir(&root).unwrap().flatten() {
         let c = case.path();
@@ -662,9 +660,8 @@ fn int8_gemm_matches_onnx_runtime_bit_for_bit() {
             .map(|f| if f.ends_with(".npy") { c.join(f).to_string_lossy().into_owned() } else { f.to_string() })
             .collect();
         let y = d.join("y.npy");
-        let (a, b) = (c.join("a.npy"), c.join("b.npy"));
-        let mut args =
-            vec!["gemm", "--a", a.to_str().unwrap(), "--b", b.to_str().unwrap(), "--output", y.to_str().unwrap()];
+        let files: Vec<String> = inputs.iter().map(|(_, f)| c.join(f).to_string_lossy().into_owned()).collect();
+        let mut args = vec![op, inputs[0].0, &files[0], inputs[1].0, &files[1], "--output", y.to_str().unwrap()];
         args.extend(flags.iter().map(String::as_str));
         let out = sparkle(&args);
         assert!(out.status.success(), "{}: {}", c.display(), String::from_utf8_lossy(&out.stderr));
@@ -674,6 +671,20 @@ fn int8_gemm_matches_onnx_runtime_bit_for_bit() {
         cases += 1;
     }
     assert!(cases >= 10, "only {cases} golden cases found in {}", root.display());
+}
+
+/// `sparkle gemm` on int8 `.npy` files against ONNX Runtime (QLinearMatMul and MatMulInteger,
+/// u8 x u8 and s8 x s8, per-tensor and per-column zero points and scales).
+#[test]
+fn int8_gemm_matches_onnx_runtime_bit_for_bit() {
+    golden_cases("ort_qgemm", "gemm", [("--a", "a.npy"), ("--b", "b.npy")]);
+}
+
+/// `sparkle conv2d` on int8 `.npy` files against ONNX Runtime (QLinearConv and ConvInteger:
+/// groups, strides, dilations, asymmetric padding, per-channel weights, int32 bias).
+#[test]
+fn int8_conv2d_matches_onnx_runtime_bit_for_bit() {
+    golden_cases("ort_qconv", "conv2d", [("--input", "x.npy"), ("--weight", "w.npy")]);
 }
 
 /// `--requant fixed` with per-channel scales against the core's integer oracle (TFLite's
@@ -798,4 +809,32 @@ fn int8_gemm_bad_parameters_exit_2() {
     assert_fails(&out, &y, "int32 B");
     let out = sparkle(&["gemm", "--a", &fa, "--b", &fa, "--x-zero-point", "1", "--output", y.to_str().unwrap()]);
     assert_fails(&out, &y, "quantization flags on float32");
+    // conv2d: an activation other than relu, relu on the accumulator, a float bias, Vulkan.
+    npy::write(&d.join("x.npy"), &[1, 2, 4, 4], &[3u8; 32]).unwrap();
+    npy::write(&d.join("w.npy"), &[2, 2, 3, 3], &[1i8; 36]).unwrap();
+    let conv = ["conv2d", "--input", &p("x.npy"), "--weight", &p("w.npy"), "--output", y.to_str().unwrap()];
+    let scales = ["--x-scale", "0.1", "--w-scale", "0.1", "--y-scale", "0.1"];
+    let bias_f = p("bias_f.npy");
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        ("sigmoid on int8", [&scales[..], &["--activation", "sigmoid"]].concat()),
+        ("relu on the accumulator", vec!["--activation", "relu"]),
+        ("float bias", vec!["--bias", &bias_f]),
+        ("vulkan int8 conv", vec!["--device", "vulkan"]),
+        ("w zero point out of i8", vec!["--w-zero-point", "200"]),
+    ];
+    for (what, extra) in cases {
+        let mut args: Vec<&str> = conv.to_vec();
+        args.extend(extra);
+        assert_fails(&sparkle(&args), &y, what);
+    }
+    // And one that works: relu clamps at the output zero point.
+    let mut args: Vec<&str> = conv.to_vec();
+    args.extend(scales);
+    args.extend(["--y-zero-point", "100", "--activation", "relu", "--pad", "1"]);
+    let out = sparkle(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let y8 = npy::read_typed_within::<u8>(&y, sparkle_std::budget::MemoryBudget::UNLIMITED).unwrap();
+    assert_eq!(y8.shape, vec![1, 2, 4, 4]);
+    // Corner: 4 taps in range x 2 channels x 3 x 1 x 0.1 x 0.1 / 0.1 = 2.4 -> 2, plus 100.
+    assert_eq!(y8.data[0], 102);
 }

@@ -68,7 +68,8 @@ struct Layout {
     b_words: usize,
     /// Words of one packed A block.
     a_words: usize,
-    /// Words per worker: its A block, its row sums (`mc`) and its tile (`mr * nr`).
+    /// Words per worker: its A block, its row sums (`mc`), its tile (`mr * nr`) and the rows of
+    /// one A panel as i16 (`mr * groups * group`).
     per_worker: usize,
 }
 
@@ -87,8 +88,13 @@ fn layout(kernel: &QKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
     let col_words = mul(n_panels, nr, p)?;
     let b_words = words(mul(panel_bytes(nr)?, n_panels, p)?);
     let a_words = words(mul(panel_bytes(mr)?, mc / mr, p)?);
-    let per_worker =
-        a_words.checked_add(mc).and_then(|w| w.checked_add(mr * nr)).ok_or(Error::Overflow { param: p })?;
+    // One panel's rows gathered as i16 before they are interleaved: mr x (groups * group).
+    let row_words = words(mul(mul(mr, mul(groups, pack.group(), p)?, p)?, 2, p)?);
+    let per_worker = a_words
+        .checked_add(mc)
+        .and_then(|w| w.checked_add(mr * nr))
+        .and_then(|w| w.checked_add(row_words))
+        .ok_or(Error::Overflow { param: p })?;
     Ok(Layout { groups, n_panels, mc, col_words, b_words, a_words, per_worker })
 }
 
@@ -295,42 +301,42 @@ impl<S: QRows, B: QElem, Y: QElem> Ctx<'_, S, B, Y> {
     }
 
     /// Packs rows `i0 .. i0 + rows` of A (canonical `u8`) as `ceil(rows/mr)` panels at `dst`
-    /// and their row sums at `sums`; rows past `rows` are zero.
+    /// and their row sums at `sums`; rows past `rows` are zero. Each panel's rows are first
+    /// gathered into `rowbuf` (i16, `mr` rows of `groups * group`, zero-padded), then
+    /// interleaved into the kernel's format by a loop of fixed group size.
     ///
     /// # Safety
-    /// `dst` is valid for `mc / mr` panels and `sums` for `mc` words (`rows <= mc`).
+    /// `dst` is valid for `mc / mr` panels, `sums` for `mc` words (`rows <= mc`), `rowbuf` for
+    /// `mr * groups * group` i16.
     #[inline(always)]
-    unsafe fn pack_a(&self, i0: usize, rows: usize, dst: *mut u8, sums: *mut i32) {
-        let (mr, pack, gsz) = (self.kernel.mr, self.kernel.pack, self.kernel.pack.group());
-        let (k, off) = (self.d.k, self.a.offset());
+    unsafe fn pack_a(&self, i0: usize, rows: usize, dst: *mut u8, sums: *mut i32, rowbuf: *mut i16) {
+        let (mr, pack) = (self.kernel.mr, self.kernel.pack);
+        let kp = self.l.groups * pack.group();
+        let off = self.a.offset();
+        // SAFETY: forwarded contract: the buffer holds mr rows of kp.
+        let buf = unsafe { core::slice::from_raw_parts_mut(rowbuf, mr * kp) };
         for ip in 0..rows.div_ceil(mr) {
-            // SAFETY: panel `ip < mc / mr` of the block.
-            let panel = unsafe { dst.add(ip * self.panel_bytes(mr)) };
             for ii in 0..mr {
                 let r = ip * mr + ii;
+                let row = &mut buf[ii * kp..(ii + 1) * kp];
                 let mut sum = 0i32;
-                let (mut g, mut q) = (0, 0);
+                let mut p = 0;
                 if r < rows {
                     self.a.visit_row(i0 + r, |x| {
                         let v = x + off;
                         sum = sum.wrapping_add(v);
-                        // SAFETY: `g < groups`, `q < gsz`: inside the panel.
-                        unsafe { put(pack, panel, (g * mr + ii) * gsz + q, v) };
-                        q += 1;
-                        if q == gsz {
-                            (g, q) = (g + 1, 0);
-                        }
+                        row[p] = v as i16;
+                        p += 1;
                     });
                 }
-                // Zeros after the row's k values (all of a row past `rows`).
-                let filled = if r < rows { k } else { 0 };
-                for p in filled..self.l.groups * gsz {
-                    // SAFETY: inside the panel.
-                    unsafe { put(pack, panel, ((p / gsz) * mr + ii) * gsz + p % gsz, 0) };
-                }
+                row[p..].fill(0);
                 // SAFETY: `r < mc`.
                 unsafe { *sums.add(r) = sum };
             }
+            // SAFETY: panel `ip < mc / mr` of the block.
+            let panel = unsafe { dst.add(ip * self.panel_bytes(mr)) };
+            // SAFETY: the panel holds groups x mr x group elements of the format.
+            unsafe { interleave(pack, buf, mr, self.l.groups, panel) };
         }
     }
 
@@ -345,9 +351,10 @@ impl<S: QRows, B: QElem, Y: QElem> Ctx<'_, S, B, Y> {
         let (l, d, kernel) = (&self.l, &self.d, self.kernel);
         let (mr, nr) = (kernel.mr, kernel.nr);
         // SAFETY: worker `w < workers` owns words `[shared + w * per_worker, +per_worker)`.
-        let (a_buf, sums, tile) = unsafe {
+        let (a_buf, sums, tile, rowbuf) = unsafe {
             let mine = self.scratch.ptr().add(l.col_words + l.b_words + w * l.per_worker);
-            (mine.cast::<u8>(), mine.add(l.a_words), mine.add(l.a_words + l.mc))
+            let tile = mine.add(l.a_words + l.mc);
+            (mine.cast::<u8>(), mine.add(l.a_words), tile, tile.add(mr * nr).cast::<i16>())
         };
         let chunks = l.n_panels.div_ceil(NC_PANELS);
         let items = d.m.div_ceil(l.mc) * chunks;
@@ -359,7 +366,7 @@ impl<S: QRows, B: QElem, Y: QElem> Ctx<'_, S, B, Y> {
             let rows = l.mc.min(d.m - i0);
             if packed_block != rb {
                 // SAFETY: the worker's own A block and row sums (`rows <= mc`).
-                unsafe { self.pack_a(i0, rows, a_buf, sums) };
+                unsafe { self.pack_a(i0, rows, a_buf, sums, rowbuf) };
                 packed_block = rb;
             }
             for jp in cc * NC_PANELS..((cc + 1) * NC_PANELS).min(l.n_panels) {
@@ -402,6 +409,43 @@ impl<S: QRows, B: QElem, Y: QElem> Ctx<'_, S, B, Y> {
                             self.c.ptr().add((i0 + ip * mr) * rs_c + jp * nr * cs_c),
                         )
                     };
+                }
+            }
+        }
+    }
+}
+
+/// Interleaves `mr` gathered rows (`buf`, each `groups * group` long) into one A panel of
+/// `pack`'s format: group `g` of row `ii` at element `(g * mr + ii) * group`.
+///
+/// # Safety
+/// `dst` is valid for `groups * mr * group` elements of the format; `buf` holds `mr` rows.
+#[inline(always)]
+unsafe fn interleave(pack: QPack, buf: &[i16], mr: usize, groups: usize, dst: *mut u8) {
+    let kp = buf.len() / mr;
+    match pack {
+        QPack::Bytes4 => {
+            for g in 0..groups {
+                for ii in 0..mr {
+                    let src = &buf[ii * kp + g * 4..ii * kp + g * 4 + 4];
+                    // SAFETY: forwarded contract: 4 bytes at `(g * mr + ii) * 4`.
+                    let to = unsafe { core::slice::from_raw_parts_mut(dst.add((g * mr + ii) * 4), 4) };
+                    for q in 0..4 {
+                        to[q] = src[q] as u8;
+                    }
+                }
+            }
+        }
+        QPack::Pairs16 => {
+            for g in 0..groups {
+                for ii in 0..mr {
+                    let at = ii * kp + g * 2;
+                    // SAFETY: forwarded contract: 2 i16 at element `(g * mr + ii) * 2`.
+                    unsafe {
+                        let to = dst.cast::<i16>().add((g * mr + ii) * 2);
+                        to.write_unaligned(buf[at]);
+                        to.add(1).write_unaligned(buf[at + 1]);
+                    }
                 }
             }
         }

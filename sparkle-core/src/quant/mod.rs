@@ -23,8 +23,11 @@
 //! The requantization is one function ([`OutputStage::apply`]) shared by the oracle and every
 //! kernel, so the two can differ only in the accumulation, which must be exact.
 //!
+//! [`conv`] is conv2d (ONNX QLinearConv/ConvInteger) on the same driver.
+//!
 //! [`driver`] packs the operands and runs the registered kernels ([`crate::arch::quant::QKernel`]).
 
+pub mod conv;
 pub mod driver;
 pub mod reference;
 
@@ -115,7 +118,7 @@ impl<T: Copy> PerChannel<'_, T> {
     }
 
     /// Checks a per-channel slice's length against `channels`, then every value with `ok`.
-    fn validate(&self, channels: usize, param: Param, ok: impl Fn(T) -> Result<()>) -> Result<()> {
+    pub(crate) fn validate(&self, channels: usize, param: Param, ok: impl Fn(T) -> Result<()>) -> Result<()> {
         match self {
             PerChannel::Tensor(v) => ok(*v),
             PerChannel::Channel(s) if s.len() != channels => {
@@ -341,7 +344,7 @@ pub fn round_half_even(x: f32) -> f32 {
     }
 }
 
-fn in_range(v: i32, min: i32, max: i32, param: Param) -> Result<()> {
+pub(crate) fn in_range(v: i32, min: i32, max: i32, param: Param) -> Result<()> {
     if (min..=max).contains(&v) {
         Ok(())
     } else {

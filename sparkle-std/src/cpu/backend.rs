@@ -7,6 +7,7 @@ use sparkle_core::conv::fused::{conv2d_scratch_len, conv2d_with};
 use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Workspace};
+use sparkle_core::quant::conv::{qconv2d_scratch_len, qconv2d_with, QConv};
 use sparkle_core::quant::driver::{qgemm_scratch_len, qgemm_with, QWorkspace};
 use sparkle_core::quant::{OutputStage, QElem, QGemm};
 use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef};
@@ -219,6 +220,24 @@ impl Cpu {
         with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
             let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
             Ok(qgemm_with(op, out, c, ws)?)
+        })
+    }
+
+    /// `output = out(conv2d(input, weight) + bias)` on int8 operands with zero points (ONNX
+    /// QLinearConv / ConvInteger, see [`sparkle_core::quant::conv`]), bit-identical to the integer
+    /// oracle.
+    pub fn qconv2d<X: QElem, W: QElem, Y: QElem>(
+        &self,
+        g: &Conv2d,
+        op: &QConv<'_, X, W>,
+        out: &OutputStage<'_>,
+        output: &mut [Y],
+    ) -> Result<(), CpuError> {
+        let threads = self.threads_for(g.flops() / 2.0);
+        let len = qconv2d_scratch_len(self.qkernel, g, threads)?;
+        with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
+            let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
+            Ok(qconv2d_with(g, op, out, output, ws)?)
         })
     }
 

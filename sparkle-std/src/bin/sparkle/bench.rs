@@ -28,9 +28,26 @@ pub struct BenchArgs {
     /// the roof) to this SVG file.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// Comma-separated element types, one column each: `f32`, and `int8` (u8 x s8 -> u8 with
+    /// ONNX's output stage, GOPS, bit-exact against the integer oracle; CPU only).
+    #[arg(long, default_value = "f32")]
+    dtypes: String,
 }
 
 impl BenchArgs {
+    /// Which of f32 and int8 to run.
+    fn dtypes(&self) -> Result<(bool, bool), Failure> {
+        let list: Vec<&str> = self.dtypes.split(',').map(str::trim).collect();
+        if let Some(d) = list.iter().find(|d| !matches!(**d, "f32" | "int8")) {
+            return Err(format!("--dtypes: `{d}` is not f32 or int8").into());
+        }
+        let (f32s, int8) = (list.contains(&"f32"), list.contains(&"int8"));
+        if int8 && self.device == BenchDevice::Vulkan {
+            return Err("--dtypes int8 runs on the CPU only: no Vulkan int8 kernels yet".into());
+        }
+        Ok((f32s, int8))
+    }
+
     fn check(&self) -> Result<(), Failure> {
         if self.threads == 0 {
             return Err("--threads must be at least 1".into());
@@ -49,10 +66,6 @@ pub enum BenchCommand {
         /// Comma-separated shapes, `MxNxK` or `N` for square.
         #[arg(long, default_value = bench::DEFAULT_SHAPES)]
         shapes: String,
-        /// Comma-separated element types, one column each: `f32`, and `int8` (u8 x s8 -> u8,
-        /// ONNX QLinearMatMul's stage, GOPS, bit-exact against the integer oracle; CPU only).
-        #[arg(long, default_value = "f32")]
-        dtypes: String,
         #[command(flatten)]
         common: BenchArgs,
     },
@@ -130,49 +143,49 @@ fn on_device(
 /// Runs one `sparkle bench` command.
 pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
     match cmd {
-        BenchCommand::Gemm { shapes, dtypes, common } => {
+        BenchCommand::Gemm { shapes, common } => {
             common.check()?;
-            let BenchArgs { threads, json, seconds, device, plot } = common;
+            let (f32s, int8) = common.dtypes()?;
+            let BenchArgs { threads, json, seconds, device, plot, .. } = common;
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
-            let dtypes: Vec<&str> = dtypes.split(',').map(str::trim).collect();
-            if let Some(d) = dtypes.iter().find(|d| !matches!(**d, "f32" | "int8")) {
-                return Err(format!("--dtypes: `{d}` is not f32 or int8").into());
-            }
-            let use_vulkan = device == BenchDevice::Vulkan;
-            if use_vulkan && dtypes.contains(&"int8") {
-                return Err("--dtypes int8 runs on the CPU only: no Vulkan int8 kernels yet".into());
-            }
-            let mut records = Vec::new();
-            let mut peak = None;
-            if dtypes.contains(&"f32") {
-                let f32_run = on_device(
-                    use_vulkan,
+            let (mut records, peak) = if f32s {
+                on_device(
+                    device == BenchDevice::Vulkan,
                     json,
                     threads,
                     || bench::gemm_vulkan(&shapes, seconds),
                     || bench::gemm_cpu(&shapes, threads, seconds),
-                )?;
-                records = f32_run.0;
-                peak = f32_run.1;
-            }
-            if dtypes.contains(&"int8") {
+                )?
+            } else {
+                (Vec::new(), None)
+            };
+            if int8 {
                 records.extend(bench::qgemm_cpu(&shapes, threads, seconds)?);
             }
-            let what = if dtypes.contains(&"int8") { "GEMM f32 GFLOPS / int8 GOPS" } else { "GEMM f32" };
+            let what = if int8 { "GEMM f32 GFLOPS / int8 GOPS" } else { "GEMM f32" };
             print(what, "shape (MxNxK)", &records, json, peak, plot.as_deref())?;
         }
         BenchCommand::Conv2d { layers, batch, common } => {
             common.check()?;
-            let BenchArgs { threads, json, seconds, device, plot } = common;
+            let (f32s, int8) = common.dtypes()?;
+            let BenchArgs { threads, json, seconds, device, plot, .. } = common;
             let layers = bench::load_layers(&layers, batch)?;
-            let (records, peak) = on_device(
-                device == BenchDevice::Vulkan,
-                json,
-                threads,
-                || bench::conv2d_vulkan(&layers, seconds),
-                || bench::conv2d_cpu(&layers, threads, seconds),
-            )?;
-            print("conv2d f32 + ReLU", "layer", &records, json, peak, plot.as_deref())?;
+            let (mut records, peak) = if f32s {
+                on_device(
+                    device == BenchDevice::Vulkan,
+                    json,
+                    threads,
+                    || bench::conv2d_vulkan(&layers, seconds),
+                    || bench::conv2d_cpu(&layers, threads, seconds),
+                )?
+            } else {
+                (Vec::new(), None)
+            };
+            if int8 {
+                records.extend(bench::qconv2d_cpu(&layers, threads, seconds)?);
+            }
+            let what = if int8 { "conv2d + ReLU, f32 GFLOPS / int8 GOPS" } else { "conv2d f32 + ReLU" };
+            print(what, "layer", &records, json, peak, plot.as_deref())?;
         }
         BenchCommand::Split { shapes, devices, threads, reps, resident, conv_batch } => {
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;

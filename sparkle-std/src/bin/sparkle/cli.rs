@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use sparkle_core::quant::conv::QConv;
 use sparkle_core::quant::{QElem, QGemm};
-use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
+use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
 use sparkle_std::budget::{parse_size, MemoryBudget, ZeroBits};
 use sparkle_std::npy::{self, AnyArray};
 use sparkle_std::sparkle::{DeviceSel, Prediction};
@@ -153,13 +154,14 @@ pub enum Layout {
 
 #[derive(Args, Debug)]
 pub struct Conv2dArgs {
-    /// Input, shape (n, c, h, w) for nchw or (n, h, w, c) for nhwc, float32.
+    /// Input, shape (n, c, h, w) for nchw or (n, h, w, c) for nhwc: float32, or uint8/int8 for
+    /// the quantized conv (ONNX QLinearConv with --y-scale, ConvInteger without).
     #[arg(long)]
     input: PathBuf,
-    /// Weights, shape (k, c/groups, r, s), float32.
+    /// Weights, shape (k, c/groups, r, s): float32, or uint8/int8 with a uint8/int8 input.
     #[arg(long)]
     weight: PathBuf,
-    /// Bias, shape (k), float32.
+    /// Bias, shape (k): float32, or int32 (added to the accumulator) for int8 tensors.
     #[arg(long)]
     bias: Option<PathBuf>,
     /// Stride: S or SH,SW.
@@ -180,6 +182,8 @@ pub struct Conv2dArgs {
     /// Layout of input and output.
     #[arg(long, value_enum, default_value_t = Layout::Nchw)]
     layout: Layout,
+    #[command(flatten)]
+    quant: QuantArgs,
     #[command(flatten)]
     placement: Placement,
     /// Output .npy, written atomically, in the input's layout.
@@ -266,6 +270,21 @@ fn dims<const N: usize>(what: &str, a: &npy::Array) -> Result<[usize; N], Failur
 }
 
 pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
+    let budget = args.placement.budget()?;
+    let mut used = 0;
+    match read_any(&args.input, budget, &mut used)? {
+        AnyArray::F32(x) => conv2d_f32(args, x, budget, used),
+        AnyArray::U8(x) => conv2d_int8(args, x, budget, used),
+        AnyArray::I8(x) => conv2d_int8(args, x, budget, used),
+        AnyArray::I32(_) => {
+            Err(format!("{}: the input is int32; conv2d takes float32, uint8 or int8", args.input.display()).into())
+        }
+    }
+}
+
+/// The validated geometry of `args` for an input and weights of these shapes, and the output's
+/// shape in the input's layout.
+fn conv_geometry(args: &Conv2dArgs, x_shape: &[usize], w_shape: &[usize]) -> Result<(Conv2d, Vec<usize>), Failure> {
     let stride = pair("stride", &args.stride)?;
     let dilation = pair("dilation", &args.dilation)?;
     let pad = match numbers("pad", &args.pad, &[1, 2, 4])?[..] {
@@ -274,20 +293,15 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
         [t, l, b, r] => Padding::new(t, l, b, r),
         _ => unreachable!("numbers() checked the count"),
     };
-    let budget = args.placement.budget()?;
-    let mut used = 0;
-    let x = read_input(&args.input, budget, &mut used)?;
-    let w = read_input(&args.weight, budget, &mut used)?;
-    let bias = args.bias.as_deref().map(|p| read_input(p, budget, &mut used)).transpose()?;
     let layout = match args.layout {
         Layout::Nchw => TensorLayout::Nchw,
         Layout::Nhwc => TensorLayout::Nhwc,
     };
-    let [n, c, h, wd] = match (layout, dims::<4>("input", &x)?) {
+    let [n, c, h, wd] = match (layout, dims_of::<4>("input", x_shape)?) {
         (TensorLayout::Nchw, d) => d,
         (TensorLayout::Nhwc, [n, h, w, c]) => [n, c, h, w],
     };
-    let [k, cg, r, s] = dims::<4>("weight", &w)?;
+    let [k, cg, r, s] = dims_of::<4>("weight", w_shape)?;
     if args.groups == 0 {
         return Err("--groups must be at least 1".into());
     }
@@ -298,11 +312,6 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
         )
         .into());
     }
-    if let Some(b) = &bias {
-        if b.shape != [k] {
-            return Err(format!("bias shape {:?} does not match the {k} output channels", b.shape).into());
-        }
-    }
     let g = Conv2dParams::new(n, c, h, wd, k, r, s)
         .stride(stride[0], stride[1])
         .dilation(dilation[0], dilation[1])
@@ -310,6 +319,30 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
         .groups(args.groups)
         .layout(layout)
         .validate()?;
+    let shape = match layout {
+        TensorLayout::Nchw => vec![n, k, g.ho(), g.wo()],
+        TensorLayout::Nhwc => vec![n, g.ho(), g.wo(), k],
+    };
+    Ok((g, shape))
+}
+
+fn conv2d_f32(args: &Conv2dArgs, x: npy::Array, budget: MemoryBudget, mut used: u64) -> Result<ExitCode, Failure> {
+    if Quant::any_given(&args.quant) {
+        return Err(format!(
+            "{}: the input is float32; the quantization flags need uint8 or int8 tensors",
+            args.input.display()
+        )
+        .into());
+    }
+    let w = read_input(&args.weight, budget, &mut used)?;
+    let bias = args.bias.as_deref().map(|p| read_input(p, budget, &mut used)).transpose()?;
+    let (g, shape) = conv_geometry(args, &x.shape, &w.shape)?;
+    let k = g.params().k;
+    if let Some(b) = &bias {
+        if b.shape != [k] {
+            return Err(format!("bias shape {:?} does not match the {k} output channels", b.shape).into());
+        }
+    }
     let mut epi = Epilogue::activation(args.activation.into());
     if let Some(b) = &bias {
         epi = epi.with_bias(&b.data);
@@ -321,12 +354,115 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
         explain(sparkle.predict_conv2d(&g));
     }
     let run = sparkle.conv2d(&g, &x.data, &w.data, &epi, &mut y)?;
-    let shape = match layout {
-        TensorLayout::Nchw => vec![n, k, g.ho(), g.wo()],
-        TensorLayout::Nhwc => vec![n, g.ho(), g.wo(), k],
-    };
     npy::write(&args.output, &shape, &y)?;
     report(&format!("conv2d {shape:?}"), &run, g.flops(), &args.output);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The quantized conv2d: uint8/int8 input and weights, the CPU's int8 kernels.
+fn conv2d_int8<X: QElem + npy::Element>(
+    args: &Conv2dArgs,
+    x: npy::Array<X>,
+    budget: MemoryBudget,
+    mut used: u64,
+) -> Result<ExitCode, Failure> {
+    if matches!(args.placement.device.0, Some(DeviceSel::Vulkan | DeviceSel::VulkanIndex(_))) {
+        return Err("int8 tensors run on the CPU only: no Vulkan int8 kernels yet (use --device cpu or auto)".into());
+    }
+    let w = read_any(&args.weight, budget, &mut used)?;
+    let (g, shape) = conv_geometry(args, &x.shape, w.shape())?;
+    let k = g.params().k;
+    let bias = match args.bias.as_deref().map(|p| read_any(p, budget, &mut used)).transpose()? {
+        None => None,
+        Some(AnyArray::I32(bias)) if bias.shape == [k] => Some(bias.data),
+        Some(other) => {
+            return Err(format!(
+                "the bias of an int8 conv2d is int32 of shape [{k}], found {} {:?}",
+                other.dtype(),
+                other.shape()
+            )
+            .into())
+        }
+    };
+    let q = Quant::parse(&args.quant, k, X::MIN < 0, budget.after(used))?;
+    let relu = match args.activation {
+        Act::None => false,
+        Act::Relu if q.y != YType::I32 => true,
+        _ => return Err(
+            "int8 conv2d takes --activation none or relu (relu clamps at the output zero point, and needs --y-scale)"
+                .into(),
+        ),
+    };
+    match w {
+        AnyArray::U8(w) => {
+            conv2d_int8_typed(args, &g, &shape, &x.data, &w.data, bias.as_deref(), &q, relu, budget.after(used))
+        }
+        AnyArray::I8(w) => {
+            conv2d_int8_typed(args, &g, &shape, &x.data, &w.data, bias.as_deref(), &q, relu, budget.after(used))
+        }
+        other => Err(format!(
+            "{}: the weights are {}; with a {} input they must be uint8 or int8",
+            args.weight.display(),
+            other.dtype(),
+            <X as npy::Element>::NAME
+        )
+        .into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv2d_int8_typed<X: QElem + npy::Element, W: QElem + npy::Element>(
+    args: &Conv2dArgs,
+    g: &Conv2d,
+    shape: &[usize],
+    x: &[X],
+    w: &[W],
+    bias: Option<&[i32]>,
+    q: &Quant,
+    relu: bool,
+    budget: MemoryBudget,
+) -> Result<ExitCode, Failure> {
+    let op = QConv { input: x, x_zero: q.x_zero, weight: w, w_zero: q.w_zero(), bias };
+    let mut stage = q.stage();
+    if relu {
+        stage.min = stage.zero_point;
+    }
+    match q.y {
+        YType::I32 => conv2d_int8_run::<X, W, i32>(args, g, shape, &op, &stage, budget),
+        YType::U8 => conv2d_int8_run::<X, W, u8>(args, g, shape, &op, &stage, budget),
+        YType::I8 => conv2d_int8_run::<X, W, i8>(args, g, shape, &op, &stage, budget),
+    }
+}
+
+fn conv2d_int8_run<X: QElem + npy::Element, W: QElem + npy::Element, Y: QElem + ZeroBits + npy::Element>(
+    args: &Conv2dArgs,
+    g: &Conv2d,
+    shape: &[usize],
+    op: &QConv<'_, X, W>,
+    stage: &sparkle_core::quant::OutputStage<'_>,
+    budget: MemoryBudget,
+) -> Result<ExitCode, Failure> {
+    let mut y: Vec<Y> =
+        budget.zeros(&format!("the output ({} {})", g.output_len(), <Y as npy::Element>::NAME), g.output_len())?;
+    let used = (y.len() * std::mem::size_of::<Y>()) as u64;
+    let cpu = sparkle_std::cpu::Cpu { memory_budget: budget.after(used), ..sparkle_std::cpu::Cpu::new()? };
+    if args.placement.explain {
+        println!("  int8 runs on the CPU ({}); no Vulkan int8 kernels yet", cpu.qkernel.id());
+    }
+    let start = std::time::Instant::now();
+    cpu.qconv2d(g, op, stage, &mut y)?;
+    let seconds = start.elapsed().as_secs_f64();
+    npy::write(&args.output, shape, &y)?;
+    println!(
+        "conv2d {shape:?} {} x {} -> {} on cpu ({}): measured {:.3} ms, {:.1} GOPS -> {}",
+        <X as npy::Element>::NAME,
+        <W as npy::Element>::NAME,
+        <Y as npy::Element>::NAME,
+        cpu.qkernel.id(),
+        seconds * 1e3,
+        g.flops() / seconds.max(1e-9) / 1e9,
+        args.output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,199 @@
+//! Quantized conv2d (ONNX QLinearConv / ConvInteger) on every int8 kernel this machine runs,
+//! against the integer oracle, bit for bit: stride, asymmetric padding (which reads as the input's
+//! zero point), dilation, groups and depthwise, both activation and weight layouts, batches, every
+//! operand-type pair, per-channel zero points and scales, both output stages, one and three
+//! threads, a proptest over the geometry, and bad input that is an error with the output untouched.
+
+use proptest::prelude::*;
+use sparkle_core::arch::quant::QKernel;
+use sparkle_core::arch::Isa;
+use sparkle_core::quant::conv::{qconv2d_reference, QConv};
+use sparkle_core::quant::{OutputStage, PerChannel, QElem};
+use sparkle_core::{Conv2dParams, Padding, TensorLayout, WeightLayout};
+use sparkle_std::cpu::isa::qkernel_for_isa;
+use sparkle_std::cpu::Cpu;
+use sparkle_tests::skip;
+
+fn kernel(isa: Isa) -> Option<&'static QKernel> {
+    match qkernel_for_isa(isa) {
+        Ok(k) => Some(k),
+        Err(_) => {
+            skip(&isa.name().to_uppercase(), &format!("this CPU or build cannot run the {} int8 kernel", isa.name()));
+            None
+        }
+    }
+}
+
+fn cpu(k: &'static QKernel, threads: usize) -> Cpu {
+    Cpu { qkernel: k, parallel_min_fmas: 0.0, ..Cpu::new().unwrap().threads(threads) }
+}
+
+fn bytes(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
+/// 0: accumulator (i32 out), 1: ONNX per-channel, 2: fixed point per-channel with a ReLU clamp.
+fn check_typed<X: QElem, W: QElem, Y: QElem + PartialEq>(
+    cpu: &Cpu,
+    p: Conv2dParams,
+    stage: usize,
+    per_channel: bool,
+    seed: u64,
+    cx: fn(u8) -> X,
+    cw: fn(u8) -> W,
+) {
+    let g = p.validate().unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    let k = p.k;
+    let input: Vec<X> = bytes(g.input_len(), seed).into_iter().map(cx).collect();
+    let weight: Vec<W> = bytes(g.weight_len(), seed + 1).into_iter().map(cw).collect();
+    let z = bytes(k + 1, seed + 2);
+    let wz: Vec<i32> = (0..k).map(|j| W::MIN + i32::from(z[j]) % (W::MAX - W::MIN + 1)).collect();
+    let xz = X::MIN + i32::from(z[k]) % (X::MAX - X::MIN + 1);
+    let bias: Vec<i32> = (0..k).map(|j| (j as i32 * 53 % 301 - 150) * 20).collect();
+    let op = QConv {
+        input: &input,
+        x_zero: xz,
+        weight: &weight,
+        w_zero: if per_channel { PerChannel::Channel(&wz) } else { PerChannel::Tensor(wz[0]) },
+        bias: Some(&bias),
+    };
+    let w_scale: Vec<f32> = (0..k).map(|j| 0.002 + 0.0011 * (j % 7) as f32).collect();
+    let mult: Vec<i32> = (0..k).map(|j| (1 << 30) + (j as i32 % 89) * 12_000_000).collect();
+    let shift: Vec<i32> = (0..k).map(|j| -((j % 9) as i32) - 5).collect();
+    let out = match stage {
+        0 => OutputStage::ACCUMULATOR,
+        1 => OutputStage::onnx(0.03, PerChannel::Channel(&w_scale), 0.07, (Y::MIN + Y::MAX) / 2),
+        _ => {
+            OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), Y::MIN + 2, Y::MIN + 2, Y::MAX)
+        }
+    };
+    let fill = Y::narrow(Y::MIN + 3);
+    let mut got = vec![fill; g.output_len()];
+    let mut want = got.clone();
+    cpu.qconv2d(&g, &op, &out, &mut got).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    qconv2d_reference(&g, &op, &out, &mut want).unwrap();
+    if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
+        panic!("{}: {p:?} stage {stage}: output {at}: {:?} vs oracle {:?}", cpu.qkernel.id(), got[at], want[at]);
+    }
+}
+
+fn check(cpu: &Cpu, p: Conv2dParams, stage: usize, per_channel: bool, seed: u64) {
+    let to_i8 = |x: u8| x as i8;
+    let id = |x: u8| x;
+    if stage == 0 {
+        check_typed::<u8, i8, i32>(cpu, p, stage, per_channel, seed, id, to_i8);
+        check_typed::<i8, u8, i32>(cpu, p, stage, per_channel, seed, to_i8, id);
+    } else {
+        check_typed::<u8, i8, u8>(cpu, p, stage, per_channel, seed, id, to_i8);
+        check_typed::<i8, i8, i8>(cpu, p, stage, per_channel, seed, to_i8, to_i8);
+        check_typed::<u8, u8, u8>(cpu, p, stage, per_channel, seed, id, id);
+    }
+}
+
+/// The geometries of the f32 sweep, both layouts and weight layouts.
+fn sweep(k: &'static QKernel, threads: usize) {
+    let cpu = cpu(k, threads);
+    let shapes = [
+        Conv2dParams::new(1, 3, 9, 11, 5, 3, 3).pad(Padding::uniform(1)),
+        Conv2dParams::new(2, 8, 7, 7, 19, 1, 1),
+        Conv2dParams::new(1, 6, 10, 9, 7, 3, 3).stride(2, 2).pad(Padding::new(1, 0, 2, 1)),
+        Conv2dParams::new(1, 4, 12, 12, 6, 3, 3).dilation(2, 2).pad(Padding::uniform(2)),
+        Conv2dParams::new(1, 8, 8, 8, 12, 3, 3).groups(4).pad(Padding::uniform(1)),
+        Conv2dParams::new(2, 16, 9, 9, 16, 3, 3).groups(16).stride(2, 2).pad(Padding::uniform(1)),
+        Conv2dParams::new(1, 5, 11, 6, 33, 7, 2).stride(3, 1).pad(Padding::new(3, 0, 3, 1)),
+    ];
+    for (i, p) in shapes.into_iter().enumerate() {
+        for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {
+            for wl in [WeightLayout::Kcrs, WeightLayout::Krsc] {
+                let p = p.layout(layout).weight_layout(wl);
+                check(&cpu, p, i % 3, i % 2 == 0, i as u64);
+                check(&cpu, p, (i + 1) % 3, i % 2 == 1, i as u64 + 50);
+            }
+        }
+    }
+}
+
+/// A ResNet-50 3x3 layer, large enough to use many items and both threads.
+fn resnet_layer(k: &'static QKernel) {
+    for threads in [1, 3] {
+        let p = Conv2dParams::new(1, 64, 28, 28, 64, 3, 3).pad(Padding::uniform(1));
+        check_typed::<u8, i8, u8>(&cpu(k, threads), p, 1, true, 9, |x| x, |x| x as i8);
+    }
+}
+
+fn errors_leave_output_untouched(k: &'static QKernel) {
+    let cpu = cpu(k, 2);
+    let g = Conv2dParams::new(1, 2, 4, 4, 3, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
+    let input = vec![1u8; g.input_len()];
+    let weight = vec![1i8; g.weight_len()];
+    let op = QConv { input: &input, x_zero: 0, weight: &weight, w_zero: PerChannel::Tensor(0), bias: None };
+    let onnx = OutputStage::onnx(1.0, PerChannel::Tensor(1.0), 1.0, 0);
+    let mut y = vec![9u8; g.output_len()];
+    let mut run = |op: &QConv<'_, u8, i8>, out: &OutputStage<'_>, len: usize| {
+        let r = cpu.qconv2d(&g, op, out, &mut y[..len]);
+        assert!(y.iter().all(|&v| v == 9), "an error must not write the output");
+        r.unwrap_err().to_string()
+    };
+    let n = g.output_len();
+    assert!(run(&QConv { x_zero: -1, ..op }, &onnx, n).contains("zero point of A (x) = -1"));
+    assert!(run(&QConv { w_zero: PerChannel::Channel(&[0, 0]), ..op }, &onnx, n).contains("expected 3, found 2"));
+    assert!(run(&QConv { bias: Some(&[0; 2]), ..op }, &onnx, n).contains("bias"));
+    assert!(run(&QConv { input: &input[1..], ..op }, &onnx, n).contains("input"));
+    assert!(run(&op, &onnx, n - 1).contains("output"));
+    assert!(run(&op, &OutputStage::onnx(1.0, PerChannel::Channel(&[1.0; 2]), 1.0, 0), n).contains("scale"));
+}
+
+macro_rules! qconv_tests {
+    ($($(#[$cfg:meta])* $name:ident => $isa:ident ($kernel:path)),* $(,)?) => {$(
+        $(#[$cfg])*
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn geometries_one_thread() {
+                if let Some(k) = kernel(Isa::$isa) { sweep(k, 1) }
+            }
+            #[test]
+            fn geometries_three_threads() {
+                if let Some(k) = kernel(Isa::$isa) { sweep(k, 3) }
+            }
+            #[test]
+            fn resnet_3x3() {
+                if let Some(k) = kernel(Isa::$isa) { resnet_layer(k) }
+            }
+            #[test]
+            fn bad_input_is_an_error() {
+                if let Some(k) = kernel(Isa::$isa) { errors_leave_output_untouched(k) }
+            }
+
+            proptest! {
+                #![proptest_config(ProptestConfig::with_cases(32))]
+                #[test]
+                fn matches_oracle_bit_for_bit(
+                    n in 1usize..3, cg in 1usize..5, groups in 1usize..4, kg in 1usize..6, h in 1usize..10, w in 1usize..10,
+                    r in 1usize..4, s in 1usize..4, sh in 1usize..3, sw in 1usize..3, dh in 1usize..3, dw in 1usize..3,
+                    pad in (0usize..3, 0usize..3, 0usize..3, 0usize..3), nhwc: bool, krsc: bool,
+                    stage in 0usize..3, per_channel: bool, threads in 1usize..4, seed: u64,
+                ) {
+                    let Some(kern) = kernel(Isa::$isa) else { return Ok(()) };
+                    let p = Conv2dParams::new(n, cg * groups, h, w, kg * groups, r, s)
+                        .stride(sh, sw).dilation(dh, dw).groups(groups)
+                        .pad(Padding::new(pad.0, pad.1, pad.2, pad.3))
+                        .layout(if nhwc { TensorLayout::Nhwc } else { TensorLayout::Nchw })
+                        .weight_layout(if krsc { WeightLayout::Krsc } else { WeightLayout::Kcrs });
+                    // Geometries the f32 conv rejects (a kernel larger than the padded input) are
+                    // not conv2d cases.
+                    prop_assume!(p.validate().is_ok());
+                    check(&cpu(kern, threads), p, stage, per_channel, seed);
+                }
+            }
+        }
+    )*};
+}
+
+sparkle_core::for_each_qkernel!(qconv_tests);
