@@ -15,6 +15,12 @@ use panic_semihosting as _;
 use sparkle_core::check::{max_error, tolerance};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::{gemm_reference, gemm_reference_f64};
+use sparkle_core::arch::quant::QKernel;
+use sparkle_core::gemm::driver::Sequential;
+use sparkle_core::quant::conv::{qconv2d_reference, qconv2d_scratch_len, qconv2d_with, QConv};
+use sparkle_core::quant::driver::{qgemm_scratch_len, qgemm_with, QWorkspace};
+use sparkle_core::quant::reference::qgemm_reference;
+use sparkle_core::quant::{quantize_multiplier, OutputStage, PerChannel, QGemm};
 use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding};
 
 /// Largest tensor of the demo cases (16 channels x 16 x 16).
@@ -28,6 +34,136 @@ static mut BIAS: [f32; 16] = [0.0; 16];
 static mut OUTPUT: [f32; MAX] = [0.0; MAX];
 static mut TRUTH: [f64; MAX] = [0.0; MAX];
 static mut SCRATCH_BUF: [f32; SCRATCH] = [0.0; SCRATCH];
+static mut Q_INPUT: [i8; MAX] = [0; MAX];
+static mut Q_WEIGHT: [i8; MAX] = [0; MAX];
+static mut Q_OUTPUT: [i8; MAX] = [0; MAX];
+static mut Q_TRUTH: [i8; MAX] = [0; MAX];
+static mut Q_SCRATCH: [i32; SCRATCH] = [0; SCRATCH];
+
+/// The int8 buffers.
+struct QBuffers {
+    input: &'static mut [i8; MAX],
+    weight: &'static mut [i8; MAX],
+    output: &'static mut [i8; MAX],
+    truth: &'static mut [i8; MAX],
+    scratch: &'static mut [i32; SCRATCH],
+}
+
+fn qfill(buf: &mut [i8], seed: u32) {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    for v in buf {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *v = (x >> 24) as u8 as i8;
+    }
+}
+
+/// The TFLite/CMSIS-NN output stage of the int8 cases: input scale 0.02, per-channel weight
+/// scales, output scale 0.1 as Q31 multipliers and shifts, output offset -5, ReLU (clamped at the
+/// offset).
+fn fixed_stage<'a>(k: usize, mult: &'a mut [i32; 16], shift: &'a mut [i32; 16]) -> Option<OutputStage<'a>> {
+    for j in 0..k {
+        let w_scale = 0.004 * (1 + j % 3) as f64;
+        let (m, s) = quantize_multiplier(0.02 * w_scale / 0.1).ok()?;
+        mult[j] = m;
+        shift[j] = s;
+    }
+    Some(OutputStage::fixed(PerChannel::Channel(&mult[..k]), PerChannel::Channel(&shift[..k]), -5, -5, 127))
+}
+
+/// An int8 conv case (s8 x s8 -> s8, TFLite's fixed-point stage, per-channel): the fast path
+/// timed in instructions, checked bit for bit against the integer oracle on the target.
+fn qconv_case(name: &str, p: Conv2dParams, b: &mut QBuffers, syst: &mut cortex_m::peripheral::SYST) -> bool {
+    let ok = (|| {
+        let g = p.validate().ok()?;
+        let kernel = QKernel::best();
+        let need = qconv2d_scratch_len(kernel, &g, 1).ok()?;
+        if need > SCRATCH || g.input_len() > MAX || g.output_len() > MAX || g.weight_len() > MAX || p.k > 16 {
+            hprintln!("{}: buffers too small (scratch {})", name, need);
+            return None;
+        }
+        qfill(&mut b.input[..g.input_len()], 6);
+        qfill(&mut b.weight[..g.weight_len()], 7);
+        let bias: [i32; 16] = core::array::from_fn(|j| (j as i32 - 8) * 97);
+        let (mut mult, mut shift) = ([0; 16], [0; 16]);
+        let stage = fixed_stage(p.k, &mut mult, &mut shift)?;
+        let op = QConv {
+            input: &b.input[..g.input_len()],
+            x_zero: -3,
+            weight: &b.weight[..g.weight_len()],
+            w_zero: PerChannel::Tensor(0),
+            bias: Some(&bias[..p.k]),
+        };
+        let out = &mut b.output[..g.output_len()];
+        let scratch = &mut b.scratch[..need];
+        let mut result = Ok(());
+        let fast = instructions(syst, || {
+            result = qconv2d_with(&g, &op, &stage, out, QWorkspace { kernel, exec: &Sequential, scratch });
+        });
+        result.ok()?;
+        qconv2d_reference(&g, &op, &stage, &mut b.truth[..g.output_len()]).ok()?;
+        let macs = (g.flops() / 2.0) as u32;
+        hprintln!(
+            "  {} on {}: {}.{:02} instructions per MAC",
+            name,
+            kernel.id(),
+            fast * 40 / macs,
+            fast * 4000 / macs % 100
+        );
+        Some(b.output[..g.output_len()] == b.truth[..g.output_len()])
+    })()
+    .unwrap_or(false);
+    hprintln!("{} int8 {}", if ok { "PASS" } else { "FAIL" }, name);
+    ok
+}
+
+/// An int8 GEMM case (a fully connected layer: s8 x s8 -> s8, fixed point), bit for bit against
+/// the integer oracle.
+fn qgemm_case(m: usize, n: usize, k: usize, b: &mut QBuffers, syst: &mut cortex_m::peripheral::SYST) -> bool {
+    let ok = (|| {
+        let kernel = QKernel::best();
+        let need = qgemm_scratch_len(kernel, m, n, k, 1).ok()?;
+        if need > SCRATCH || m * k > MAX || k * n > MAX || m * n > MAX || n > 16 {
+            return None;
+        }
+        qfill(&mut b.input[..m * k], 8);
+        qfill(&mut b.weight[..k * n], 9);
+        let bias: [i32; 16] = core::array::from_fn(|j| (j as i32 - 5) * 211);
+        let (mut mult, mut shift) = ([0; 16], [0; 16]);
+        let stage = fixed_stage(n, &mut mult, &mut shift)?;
+        let op = QGemm {
+            a: MatRef::row_major(&b.input[..m * k], m, k).ok()?,
+            a_zero: 4,
+            b: MatRef::row_major(&b.weight[..k * n], k, n).ok()?,
+            b_zero: PerChannel::Tensor(0),
+            bias: Some(&bias[..n]),
+        };
+        let scratch = &mut b.scratch[..need];
+        let out = &mut b.output[..m * n];
+        let mut result = Ok(sparkle_core::GemmDims { m: 0, n: 0, k: 0 });
+        let fast = instructions(syst, || {
+            result = MatMut::row_major(out, m, n)
+                .and_then(|c| qgemm_with(&op, &stage, c, QWorkspace { kernel, exec: &Sequential, scratch }));
+        });
+        result.ok()?;
+        qgemm_reference(&op, &stage, MatMut::row_major(&mut b.truth[..m * n], m, n).ok()?).ok()?;
+        let macs = (m * n * k) as u32;
+        hprintln!(
+            "  int8 gemm {}x{}x{} on {}: {}.{:02} instructions per MAC",
+            m,
+            n,
+            k,
+            kernel.id(),
+            fast * 40 / macs,
+            fast * 4000 / macs % 100
+        );
+        Some(b.output[..m * n] == b.truth[..m * n])
+    })()
+    .unwrap_or(false);
+    hprintln!("{} int8 gemm {}x{}x{}", if ok { "PASS" } else { "FAIL" }, m, n, k);
+    ok
+}
 
 /// All the static buffers, borrowed once.
 struct Buffers {
@@ -185,6 +321,26 @@ fn main() -> ! {
         conv_case("conv 3x3 s2 NHWC 8->8 @16x16", conv.stride(2, 2).layout(sparkle_core::TensorLayout::Nhwc), &mut b);
     all &= gemm_case(16, &mut b, &mut core.SYST);
     all &= gemm_case(32, &mut b, &mut core.SYST);
+    // SAFETY: as above; these statics are used only here.
+    let mut q = unsafe {
+        QBuffers {
+            input: &mut *addr_of_mut!(Q_INPUT),
+            weight: &mut *addr_of_mut!(Q_WEIGHT),
+            output: &mut *addr_of_mut!(Q_OUTPUT),
+            truth: &mut *addr_of_mut!(Q_TRUTH),
+            scratch: &mut *addr_of_mut!(Q_SCRATCH),
+        }
+    };
+    all &= qconv_case("conv 3x3 8->8 @16x16", conv, &mut q, &mut core.SYST);
+    all &= qconv_case("depthwise 3x3, 8 ch @16x16", conv.groups(8), &mut q, &mut core.SYST);
+    all &= qconv_case("1x1 8->16 @16x16", Conv2dParams::new(1, 8, 16, 16, 16, 1, 1), &mut q, &mut core.SYST);
+    all &= qconv_case(
+        "conv 3x3 s2 NHWC 8->8 @16x16",
+        conv.stride(2, 2).layout(sparkle_core::TensorLayout::Nhwc),
+        &mut q,
+        &mut core.SYST,
+    );
+    all &= qgemm_case(16, 16, 64, &mut q, &mut core.SYST);
     hprintln!("stack high-water mark: {} bytes", stack_used(low, PAINT, sp));
     debug::exit(if all { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
     loop {}
