@@ -264,8 +264,9 @@ pub fn qconv2d_with<X: QElem, W: QElem, Y: QElem>(
         depthwise(g, op, out, output);
         return Ok(());
     }
-    for n in 0..p.n {
-        for group in 0..p.groups {
+    // Groups outer, images inner: each group's weights are packed once, for its first image.
+    for group in 0..p.groups {
+        for n in 0..p.n {
             let a = Im2col { g, input: op.input, n, group, x_zero: op.x_zero };
             let off = g.weight_group_offset(group);
             // The group's weights are a dense row-major kg x gemm_k matrix; B is its transpose.
@@ -273,12 +274,14 @@ pub fn qconv2d_with<X: QElem, W: QElem, Y: QElem>(
             let ops = QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
             // The group's outputs as a kg x (ho*wo) matrix; C is its transpose.
             let (at, rs, cs) = g.output_gemm_view(n, group);
+            let c = (output.as_mut_ptr().wrapping_add(at), cs, rs);
             // SAFETY: the operands, the stage and the scratch were validated above, for these
             // per-image GEMMs (`hw x kg x gemm_k`, channels `group * kg ..`); the geometry puts
             // every `(pixel, channel)` of this image and group at `at + pixel * cs + channel * rs`
             // inside `output` (its length was checked), each at a distinct offset, and no other
-            // image or group writes them; the executor is pinned.
-            unsafe { qgemm_unchecked(&ops, out, (output.as_mut_ptr().add(at), cs, rs), ws.kernel, &exec, ws.scratch) };
+            // image or group writes them; the executor is pinned. For images after the first,
+            // the previous call packed this group's B into the same scratch.
+            unsafe { qgemm_unchecked(&ops, out, c, ws.kernel, &exec, ws.scratch, n == 0) };
         }
     }
     Ok(())

@@ -127,7 +127,7 @@ pub fn qgemm_with<A: QElem, B: QElem, Y: QElem>(
         let (rs, cs) = (c.rs(), c.cs());
         // SAFETY: the op, the stage and the scratch were validated above; `c` is an exclusive,
         // alias-free `m x n` view; the executor is pinned.
-        unsafe { qgemm_unchecked(&ops, out, (c.as_mut_ptr(), rs, cs), ws.kernel, &exec, ws.scratch) };
+        unsafe { qgemm_unchecked(&ops, out, (c.as_mut_ptr(), rs, cs), ws.kernel, &exec, ws.scratch, true) };
     }
     Ok(d)
 }
@@ -626,13 +626,16 @@ pub(crate) struct QOperands<'a, S, B: QElem> {
 }
 
 /// [`qgemm_with`] without validation, for any A source (`quant::conv` calls it per image and
-/// group).
+/// group). With `pack_b` false, B's panels and column terms are taken as already in `scratch`
+/// from a previous call with the same B, per-channel parameters, A zero point and sizes (conv's
+/// images after the first of a group).
 ///
 /// # Safety
 /// Everything [`qgemm_with`] checks must hold for these operands (channels `ch0 ..` of the
 /// per-channel parameters), `m, n > 0`, C is `m x n` at `c` with strides `rs_c, cs_c` (valid,
 /// alias-free, written by nobody else meanwhile), and `scratch` holds at least
-/// [`qgemm_scratch_len`] words for `exec.workers()`.
+/// [`qgemm_scratch_len`] words for `exec.workers()`; without `pack_b`, a call as described above
+/// wrote the scratch's B region last.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QElem, Y: QElem>(
     ops: &QOperands<'_, S, B>,
@@ -641,6 +644,7 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QElem, Y: QElem>(
     kernel: &QKernel,
     exec: &Pinned<'_>,
     scratch: &mut [i32],
+    pack_b: bool,
 ) {
     let d = QGemmDims { m: ops.a.rows(), n: ops.b.cols(), k: ops.a.cols() };
     // The layout was computed (and its arithmetic checked) when the scratch was sized.
@@ -662,8 +666,10 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QElem, Y: QElem>(
         rs_c,
         cs_c,
     };
-    // SAFETY: every worker index once, before phase 2.
-    exec.run(&|w| unsafe { run_phase(&ctx, w, false) });
+    if pack_b {
+        // SAFETY: every worker index once, before phase 2.
+        exec.run(&|w| unsafe { run_phase(&ctx, w, false) });
+    }
     // SAFETY: every worker index once, after phase 1 has ended (`run` returned).
     exec.run(&|w| unsafe { run_phase(&ctx, w, true) });
 }
