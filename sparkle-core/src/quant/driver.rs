@@ -189,6 +189,18 @@ pub(crate) trait QRows: Sync {
     fn offset(&self) -> i32;
     /// Calls `f` with the `cols()` values of row `i < rows()`, widened, in order.
     fn visit_row(&self, i: usize, f: impl FnMut(i32));
+    /// Writes row `i` shifted by `off` into `out[..cols()]` as i16 and returns its sum.
+    #[inline(always)]
+    fn fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
+        let (mut p, mut sum) = (0, 0i32);
+        self.visit_row(i, |x| {
+            let v = x + off;
+            sum = sum.wrapping_add(v);
+            out[p] = v as i16;
+            p += 1;
+        });
+        sum
+    }
 }
 
 impl<A: QElem> QRows for MatRef<'_, A> {
@@ -211,6 +223,31 @@ impl<A: QElem> QRows for MatRef<'_, A> {
         for p in 0..k {
             f(row[p * cs].widen());
         }
+    }
+    /// A contiguous row (row-major A) is one loop the compiler vectorizes.
+    #[inline(always)]
+    fn fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
+        let (data, rs, cs, k) = (self.as_slice(), self.rs(), self.cs(), MatRef::cols(self));
+        if k == 0 {
+            return 0;
+        }
+        if cs != 1 {
+            let (mut p, mut sum) = (0, 0i32);
+            self.visit_row(i, |x| {
+                let v = x + off;
+                sum = sum.wrapping_add(v);
+                out[p] = v as i16;
+                p += 1;
+            });
+            return sum;
+        }
+        let mut sum = 0i32;
+        for (o, x) in out[..k].iter_mut().zip(&data[i * rs..i * rs + k]) {
+            let v = x.widen() + off;
+            sum = sum.wrapping_add(v);
+            *o = v as i16;
+        }
+        sum
     }
 }
 
@@ -319,17 +356,8 @@ impl<S: QRows, B: QElem, Y: QElem> Ctx<'_, S, B, Y> {
             for ii in 0..mr {
                 let r = ip * mr + ii;
                 let row = &mut buf[ii * kp..(ii + 1) * kp];
-                let mut sum = 0i32;
-                let mut p = 0;
-                if r < rows {
-                    self.a.visit_row(i0 + r, |x| {
-                        let v = x + off;
-                        sum = sum.wrapping_add(v);
-                        row[p] = v as i16;
-                        p += 1;
-                    });
-                }
-                row[p..].fill(0);
+                let (sum, filled) = if r < rows { (self.a.fill_row(i0 + r, off, row), self.d.k) } else { (0, 0) };
+                row[filled..].fill(0);
                 // SAFETY: `r < mc`.
                 unsafe { *sums.add(r) = sum };
             }
