@@ -106,6 +106,8 @@ fn sweep(k: &'static QKernel, threads: usize) {
         Conv2dParams::new(1, 8, 8, 8, 12, 3, 3).groups(4).pad(Padding::uniform(1)),
         Conv2dParams::new(2, 16, 9, 9, 16, 3, 3).groups(16).stride(2, 2).pad(Padding::uniform(1)),
         Conv2dParams::new(1, 5, 11, 6, 33, 7, 2).stride(3, 1).pad(Padding::new(3, 0, 3, 1)),
+        // Pointwise (read as a matrix), grouped, two images.
+        Conv2dParams::new(2, 8, 5, 6, 12, 1, 1).groups(4),
     ];
     for (i, p) in shapes.into_iter().enumerate() {
         for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {

@@ -264,24 +264,40 @@ pub fn qconv2d_with<X: QElem, W: QElem, Y: QElem>(
         depthwise(g, op, out, output);
         return Ok(());
     }
+    let cg = g.cg();
+    let pointwise = p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == crate::conv::Padding::uniform(0);
     // Groups outer, images inner: each group's weights are packed once, for its first image.
     for group in 0..p.groups {
         for n in 0..p.n {
-            let a = Im2col { g, input: op.input, n, group, x_zero: op.x_zero };
             let off = g.weight_group_offset(group);
             // The group's weights are a dense row-major kg x gemm_k matrix; B is its transpose.
             let b = MatRef::new(&op.weight[off..off + kg * gemm_k], gemm_k, kg, 1, gemm_k)?;
-            let ops = QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
             // The group's outputs as a kg x (ho*wo) matrix; C is its transpose.
             let (at, rs, cs) = g.output_gemm_view(n, group);
             let c = (output.as_mut_ptr().wrapping_add(at), cs, rs);
+            let pack_b = n == 0;
+            if pointwise {
+                // A 1x1, stride-1, unpadded conv reads the input as a (ho*wo) x cg matrix.
+                let (start, rs_a, cs_a) = match p.layout {
+                    TensorLayout::Nchw => ((n * p.c + group * cg) * hw, 1, hw),
+                    TensorLayout::Nhwc => (n * hw * p.c + group * cg, p.c, 1),
+                };
+                let a = MatRef::new(&op.input[start..], hw, cg, rs_a, cs_a)?;
+                let ops =
+                    QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
+                // SAFETY: as below.
+                unsafe { qgemm_unchecked(&ops, out, c, ws.kernel, &exec, ws.scratch, pack_b) };
+                continue;
+            }
+            let a = Im2col { g, input: op.input, n, group, x_zero: op.x_zero };
+            let ops = QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
             // SAFETY: the operands, the stage and the scratch were validated above, for these
             // per-image GEMMs (`hw x kg x gemm_k`, channels `group * kg ..`); the geometry puts
             // every `(pixel, channel)` of this image and group at `at + pixel * cs + channel * rs`
             // inside `output` (its length was checked), each at a distinct offset, and no other
             // image or group writes them; the executor is pinned. For images after the first,
             // the previous call packed this group's B into the same scratch.
-            unsafe { qgemm_unchecked(&ops, out, c, ws.kernel, &exec, ws.scratch, n == 0) };
+            unsafe { qgemm_unchecked(&ops, out, c, ws.kernel, &exec, ws.scratch, pack_b) };
         }
     }
     Ok(())

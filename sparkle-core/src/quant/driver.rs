@@ -189,6 +189,15 @@ pub(crate) trait QRows: Sync {
     fn offset(&self) -> i32;
     /// Calls `f` with the `cols()` values of row `i < rows()`, widened, in order.
     fn visit_row(&self, i: usize, f: impl FnMut(i32));
+    /// Writes rows `i0 .. i0 + sums.len()` shifted by `off` as i16, row `r` into
+    /// `buf[r * kp ..][..cols()]`, and their sums into `sums`. Row by row unless a source has a
+    /// faster order.
+    #[inline(always)]
+    fn fill_rows(&self, i0: usize, off: i32, buf: &mut [i16], kp: usize, sums: &mut [i32]) {
+        for (r, sum) in sums.iter_mut().enumerate() {
+            *sum = self.fill_row(i0 + r, off, &mut buf[r * kp..(r + 1) * kp]);
+        }
+    }
     /// Writes row `i` shifted by `off` into `out[..cols()]` as i16 and returns its sum.
     #[inline(always)]
     fn fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
@@ -222,6 +231,28 @@ impl<A: QElem> QRows for MatRef<'_, A> {
         let row = &data[i * rs..];
         for p in 0..k {
             f(row[p * cs].widen());
+        }
+    }
+    /// A column-major A (a conv's NCHW input seen as pixels x channels) is read down its
+    /// columns, contiguous, and written across the rows.
+    #[inline(always)]
+    fn fill_rows(&self, i0: usize, off: i32, buf: &mut [i16], kp: usize, sums: &mut [i32]) {
+        let (data, rs, cs, k) = (self.as_slice(), self.rs(), self.cs(), MatRef::cols(self));
+        let rows = sums.len();
+        if rs != 1 || cs == 1 || k == 0 || rows == 0 {
+            for (r, sum) in sums.iter_mut().enumerate() {
+                *sum = self.fill_row(i0 + r, off, &mut buf[r * kp..(r + 1) * kp]);
+            }
+            return;
+        }
+        sums.fill(0);
+        for p in 0..k {
+            let col = &data[p * cs + i0..p * cs + i0 + rows];
+            for (r, (x, sum)) in col.iter().zip(sums.iter_mut()).enumerate() {
+                let v = x.widen() + off;
+                *sum = sum.wrapping_add(v);
+                buf[r * kp + p] = v as i16;
+            }
         }
     }
     /// A contiguous row (row-major A) is one loop the compiler vectorizes.
@@ -352,14 +383,17 @@ impl<S: QRows, B: QElem, Y: QElem> Ctx<'_, S, B, Y> {
         let off = self.a.offset();
         // SAFETY: forwarded contract: the buffer holds mr rows of kp.
         let buf = unsafe { core::slice::from_raw_parts_mut(rowbuf, mr * kp) };
+        let k = self.d.k;
         for ip in 0..rows.div_ceil(mr) {
-            for ii in 0..mr {
-                let r = ip * mr + ii;
-                let row = &mut buf[ii * kp..(ii + 1) * kp];
-                let (sum, filled) = if r < rows { (self.a.fill_row(i0 + r, off, row), self.d.k) } else { (0, 0) };
-                row[filled..].fill(0);
-                // SAFETY: `r < mc`.
-                unsafe { *sums.add(r) = sum };
+            let valid = mr.min(rows - ip * mr);
+            // SAFETY: forwarded contract: `sums` holds mc words, `ip * mr + mr <= mc`.
+            let panel_sums = unsafe { core::slice::from_raw_parts_mut(sums.add(ip * mr), mr) };
+            self.a.fill_rows(i0 + ip * mr, off, buf, kp, &mut panel_sums[..valid]);
+            panel_sums[valid..].fill(0);
+            if kp > 0 {
+                for (ii, row) in buf.chunks_exact_mut(kp).enumerate() {
+                    row[if ii < valid { k } else { 0 }..].fill(0);
+                }
             }
             // SAFETY: panel `ip < mc / mr` of the block.
             let panel = unsafe { dst.add(ip * self.panel_bytes(mr)) };
