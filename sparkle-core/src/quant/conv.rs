@@ -100,7 +100,10 @@ pub fn qconv2d_reference<X: QElem, W: QElem, Y: QElem>(
 /// `i32` words of scratch [`qconv2d_with`] needs on `workers` workers.
 pub fn qconv2d_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
     let (kg, hw, gemm_k) = g.gemm_dims();
-    qgemm_scratch_len(kernel, hw, kg, gemm_k, workers)
+    // The GEMM's, then one word per tap: its input offset from the pixel's first tap.
+    qgemm_scratch_len(kernel, hw, kg, gemm_k, workers)?
+        .checked_add(gemm_k)
+        .ok_or(Error::Overflow { param: Param::Scratch })
 }
 
 /// Image `n` of the input seen through im2col for group `group`: row `oy * wo + ox`, column
@@ -111,6 +114,49 @@ struct Im2col<'a, X> {
     n: usize,
     group: usize,
     x_zero: i32,
+    /// Interior pixels (every tap inside the input) gather through these: tap `p` of pixel
+    /// `(oy, ox)` at `corner(oy, ox) + taps[p]` (None when an offset would not fit an i32).
+    taps: Option<&'a [i32]>,
+    /// Output rows and columns whose every tap is inside the input: `[lo, hi)`.
+    interior: ([usize; 2], [usize; 2]),
+}
+
+/// The input offset of tap `p` (in the weights' order) from its pixel's top-left tap, for every
+/// tap, into `out` (`gemm_k` words); false when one does not fit an i32.
+fn tap_offsets(g: &Conv2d, out: &mut [i32]) -> bool {
+    let p = g.params();
+    let (ystride, xstride, cstride) = strides(g);
+    for c in 0..g.cg() {
+        for r in 0..p.r {
+            for s in 0..p.s {
+                let off = c * cstride + r * p.dilation[0] * ystride + s * p.dilation[1] * xstride;
+                match i32::try_from(off) {
+                    Ok(v) => out[g.reduction_index(c, r, s)] = v,
+                    Err(_) => return false,
+                }
+            }
+        }
+    }
+    true
+}
+
+/// `(ystride, xstride, cstride)` of the input's layout.
+fn strides(g: &Conv2d) -> (usize, usize, usize) {
+    let p = g.params();
+    match p.layout {
+        TensorLayout::Nchw => (p.w, 1, p.h * p.w),
+        TensorLayout::Nhwc => (p.w * p.c, p.c, 1),
+    }
+}
+
+/// `[lo, hi)` of the outputs along one axis whose taps all fall inside `[0, size)`: output `o`
+/// reads `o * stride - pad + t * dilation` for `t < taps`.
+fn interior_range(out: usize, size: usize, stride: usize, pad: usize, dilation: usize, taps: usize) -> [usize; 2] {
+    let lo = pad.div_ceil(stride);
+    let span = (taps - 1) * dilation;
+    // o * stride - pad + span < size  <=>  o * stride < size + pad - span.
+    let hi = if size + pad > span { ((size + pad - span - 1) / stride + 1).min(out) } else { 0 };
+    [lo.min(hi), hi]
 }
 
 impl<X: QElem> QRows for Im2col<'_, X> {
@@ -127,6 +173,38 @@ impl<X: QElem> QRows for Im2col<'_, X> {
             0
         }
     }
+    /// Interior pixels: one gather through the tap offsets.
+    #[inline(always)]
+    fn fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
+        let g = self.g;
+        let (oy, ox) = (i / g.wo(), i % g.wo());
+        let ([y0, y1], [x0, x1]) = self.interior;
+        let Some(taps) = self.taps.filter(|_| (y0..y1).contains(&oy) && (x0..x1).contains(&ox)) else {
+            let (mut p, mut sum) = (0, 0i32);
+            self.visit_row(i, |x| {
+                let v = x + off;
+                sum = sum.wrapping_add(v);
+                out[p] = v as i16;
+                p += 1;
+            });
+            return sum;
+        };
+        let p = g.params();
+        let (ystride, xstride, cstride) = strides(g);
+        let corner = self.n * p.c * p.h * p.w
+            + self.group * g.cg() * cstride
+            + (oy * p.stride[0] - p.pad.top) * ystride
+            + (ox * p.stride[1] - p.pad.left) * xstride;
+        let input = &self.input[corner..];
+        let mut sum = 0i32;
+        for (o, &t) in out.iter_mut().zip(taps) {
+            let v = input[t as usize].widen() + off;
+            sum = sum.wrapping_add(v);
+            *o = v as i16;
+        }
+        sum
+    }
+
     /// Taps in the weights' order, each input pixel's offset computed once per (r, s) (or
     /// (c, r)) and the channel stride of the layout added per channel: no division, no
     /// per-element layout branch.
@@ -264,6 +342,12 @@ pub fn qconv2d_with<X: QElem, W: QElem, Y: QElem>(
         depthwise(g, op, out, output);
         return Ok(());
     }
+    let (taps, scratch) = ws.scratch.split_at_mut(gemm_k);
+    let taps: Option<&[i32]> = tap_offsets(g, taps).then_some(taps);
+    let interior = (
+        interior_range(g.ho(), p.h, p.stride[0], p.pad.top, p.dilation[0], p.r),
+        interior_range(g.wo(), p.w, p.stride[1], p.pad.left, p.dilation[1], p.s),
+    );
     let cg = g.cg();
     let pointwise = p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == crate::conv::Padding::uniform(0);
     // Groups outer, images inner: each group's weights are packed once, for its first image.
@@ -286,10 +370,10 @@ pub fn qconv2d_with<X: QElem, W: QElem, Y: QElem>(
                 let ops =
                     QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
                 // SAFETY: as below.
-                unsafe { qgemm_unchecked(&ops, out, c, ws.kernel, &exec, ws.scratch, pack_b) };
+                unsafe { qgemm_unchecked(&ops, out, c, ws.kernel, &exec, scratch, pack_b) };
                 continue;
             }
-            let a = Im2col { g, input: op.input, n, group, x_zero: op.x_zero };
+            let a = Im2col { g, input: op.input, n, group, x_zero: op.x_zero, taps, interior };
             let ops = QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
             // SAFETY: the operands, the stage and the scratch were validated above, for these
             // per-image GEMMs (`hw x kg x gemm_k`, channels `group * kg ..`); the geometry puts
@@ -297,7 +381,7 @@ pub fn qconv2d_with<X: QElem, W: QElem, Y: QElem>(
             // inside `output` (its length was checked), each at a distinct offset, and no other
             // image or group writes them; the executor is pinned. For images after the first,
             // the previous call packed this group's B into the same scratch.
-            unsafe { qgemm_unchecked(&ops, out, c, ws.kernel, &exec, ws.scratch, pack_b) };
+            unsafe { qgemm_unchecked(&ops, out, c, ws.kernel, &exec, scratch, pack_b) };
         }
     }
     Ok(())
