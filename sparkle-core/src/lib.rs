@@ -27,7 +27,7 @@
 //! arguments, to the kernels) and [`quant::driver`] (the int8 GEMM's packing and loop nest). The
 //! safe entry points that reach them are [`gemm::gemm`], [`gemm::driver::gemm_with`],
 //! [`conv::conv2d`], [`conv::fused::conv2d_with`], [`conv::operands::pack_im2col_panels`],
-//! [`quant::driver::qgemm_with`] and [`arch::peak::fma_burst`]. Each validates everything the unsafe code relies on before calling
+//! [`quant::driver::qgemm_with`], [`quant::conv::qconv2d_with`] and [`arch::peak::fma_burst`]. Each validates everything the unsafe code relies on before calling
 //! an `_unchecked` twin: views against their slices and each other (no self-aliasing C), shapes,
 //! epilogue lengths, non-zero blocking, scratch length with checked arithmetic. The two things it
 //! cannot check are proved by types: a [`arch::Kernel`] (or [`arch::quant::QKernel`]) exists only on a CPU that runs its ISA,

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Isa;
 use sparkle_core::quant::conv::{qconv2d_reference, QConv};
-use sparkle_core::quant::{OutputStage, PerChannel, QElem};
+use sparkle_core::quant::{OutputStage, PerChannel, QElem, QOperand};
 use sparkle_core::{Conv2dParams, Padding, TensorLayout, WeightLayout};
 use sparkle_std::cpu::isa::qkernel_for_isa;
 use sparkle_std::cpu::Cpu;
@@ -38,7 +38,7 @@ fn bytes(len: usize, mut x: u64) -> Vec<u8> {
 }
 
 /// 0: accumulator (i32 out), 1: ONNX per-channel, 2: fixed point per-channel with a ReLU clamp.
-fn check_typed<X: QElem, W: QElem, Y: QElem + PartialEq>(
+fn check_typed<X: QOperand, W: QOperand, Y: QElem + PartialEq>(
     cpu: &Cpu,
     p: Conv2dParams,
     stage: usize,

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Isa;
 use sparkle_core::quant::reference::qgemm_reference;
-use sparkle_core::quant::{OutputStage, PerChannel, QElem, QGemm};
+use sparkle_core::quant::{OutputStage, PerChannel, QElem, QGemm, QOperand};
 use sparkle_core::{Error, MatMut, MatRef, Param};
 use sparkle_std::cpu::isa::qkernel_for_isa;
 use sparkle_std::cpu::Cpu;
@@ -82,7 +82,7 @@ fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 
 /// Runs `case` with operand types `A`, `B` and output `Y` through `cpu` and the oracle; panics on
 /// the first difference.
-fn check_typed<A: QElem, B: QElem, Y: QElem + PartialEq>(
+fn check_typed<A: QOperand, B: QOperand, Y: QElem + PartialEq>(
     cpu: &Cpu,
     case: Case,
     conv_a: fn(u8) -> A,

@@ -15,14 +15,14 @@ use crate::error::{Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
 use crate::layout::{TensorLayout, WeightLayout};
 use crate::quant::driver::{qgemm_scratch_len, qgemm_unchecked, QOperands, QRows, QWorkspace};
-use crate::quant::{accumulator_bound, in_range, OutputStage, PerChannel, QElem};
+use crate::quant::{accumulator_bound, in_range, OutputStage, PerChannel, QElem, QOperand};
 use crate::view::MatRef;
 
 /// The operands of a quantized conv2d: input and weights in the layouts of the geometry, their
 /// zero points (the weights' per tensor or per output channel) and an optional `i32` bias per
 /// output channel.
 #[derive(Clone, Copy, Debug)]
-pub struct QConv<'a, X: QElem, W: QElem> {
+pub struct QConv<'a, X: QOperand, W: QOperand> {
     /// Input (ONNX's x), `g.input_len()` elements.
     pub input: &'a [X],
     /// Zero point of the input (in X's range); also the value of the padding.
@@ -35,7 +35,7 @@ pub struct QConv<'a, X: QElem, W: QElem> {
     pub bias: Option<&'a [i32]>,
 }
 
-impl<X: QElem, W: QElem> QConv<'_, X, W> {
+impl<X: QOperand, W: QOperand> QConv<'_, X, W> {
     /// Checks buffer lengths against `g`, the zero points, the bias, the output stage for `Y`
     /// and the accumulator bound for the reduction `(c/groups)*r*s`.
     pub fn check<Y: QElem>(&self, g: &Conv2d, out: &OutputStage<'_>, output_len: usize) -> Result<()> {
@@ -51,7 +51,7 @@ impl<X: QElem, W: QElem> QConv<'_, X, W> {
 
 /// The accumulator of output `(n, k, oy, ox)` from the definition: `bias[k] + sum (x - zx) * (w -
 /// zw[k])` over the taps inside the input, in `i64`. The operands must have been checked.
-pub fn accumulator<X: QElem, W: QElem>(
+pub fn accumulator<X: QOperand, W: QOperand>(
     g: &Conv2d,
     op: &QConv<'_, X, W>,
     (n, k, oy, ox): (usize, usize, usize, usize),
@@ -77,7 +77,7 @@ pub fn accumulator<X: QElem, W: QElem>(
 
 /// The integer oracle: every output from [`accumulator`] and the one output stage. Runs
 /// anywhere, microcontrollers included.
-pub fn qconv2d_reference<X: QElem, W: QElem, Y: QElem>(
+pub fn qconv2d_reference<X: QOperand, W: QOperand, Y: QElem>(
     g: &Conv2d,
     op: &QConv<'_, X, W>,
     out: &OutputStage<'_>,
@@ -159,7 +159,7 @@ fn interior_range(out: usize, size: usize, stride: usize, pad: usize, dilation: 
     [lo.min(hi), hi]
 }
 
-impl<X: QElem> QRows for Im2col<'_, X> {
+impl<X: QOperand> QRows for Im2col<'_, X> {
     fn rows(&self) -> usize {
         self.g.ho() * self.g.wo()
     }
@@ -260,7 +260,12 @@ impl<X: QElem> QRows for Im2col<'_, X> {
 /// GEMM per channel (one column wide) would not beat. Per output row, in chunks of up to 64
 /// outputs: for each tap inside the input, one pass over the chunk's outputs that read it (a
 /// strided row of the input), then the output stage. Padding adds nothing. Checked operands only.
-fn depthwise<X: QElem, W: QElem, Y: QElem>(g: &Conv2d, op: &QConv<'_, X, W>, out: &OutputStage<'_>, output: &mut [Y]) {
+fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
+    g: &Conv2d,
+    op: &QConv<'_, X, W>,
+    out: &OutputStage<'_>,
+    output: &mut [Y],
+) {
     const CHUNK: usize = 64;
     let p = g.params();
     let (ho, wo) = (g.ho(), g.wo());
@@ -320,7 +325,7 @@ fn depthwise<X: QElem, W: QElem, Y: QElem>(g: &Conv2d, op: &QConv<'_, X, W>, out
 /// `output = out(conv2d(input, weight) + bias)` in `ws` (its int8 kernel, workers and scratch of
 /// at least [`qconv2d_scratch_len`] words): validates everything, then runs one quantized GEMM per
 /// image and group. The result is bit-identical to [`qconv2d_reference`].
-pub fn qconv2d_with<X: QElem, W: QElem, Y: QElem>(
+pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
     g: &Conv2d,
     op: &QConv<'_, X, W>,
     out: &OutputStage<'_>,
@@ -350,23 +355,37 @@ pub fn qconv2d_with<X: QElem, W: QElem, Y: QElem>(
     );
     let cg = g.cg();
     let pointwise = p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == crate::conv::Padding::uniform(0);
+    let a_view = |n: usize, group: usize| {
+        let (start, rs_a, cs_a) = match p.layout {
+            TensorLayout::Nchw => ((n * p.c + group * cg) * hw, 1, hw),
+            TensorLayout::Nhwc => (n * hw * p.c + group * cg, p.c, 1),
+        };
+        MatRef::new(op.input.get(start..).unwrap_or(&[]), hw, cg, rs_a, cs_a)
+    };
+    let b_view = |group: usize| {
+        let off = g.weight_group_offset(group);
+        MatRef::new(op.weight.get(off..).unwrap_or(&[]), gemm_k, kg, 1, gemm_k)
+    };
+    // Every view is inside its buffer (checked against the geometry above); building each once
+    // here first means no error can come after the first output is written.
+    for group in 0..p.groups {
+        b_view(group)?;
+        if pointwise {
+            (0..p.n).try_for_each(|n| a_view(n, group).map(drop))?;
+        }
+    }
     // Groups outer, images inner: each group's weights are packed once, for its first image.
     for group in 0..p.groups {
         for n in 0..p.n {
-            let off = g.weight_group_offset(group);
             // The group's weights are a dense row-major kg x gemm_k matrix; B is its transpose.
-            let b = MatRef::new(&op.weight[off..off + kg * gemm_k], gemm_k, kg, 1, gemm_k)?;
+            let b = b_view(group)?;
             // The group's outputs as a kg x (ho*wo) matrix; C is its transpose.
             let (at, rs, cs) = g.output_gemm_view(n, group);
             let c = (output.as_mut_ptr().wrapping_add(at), cs, rs);
             let pack_b = n == 0;
             if pointwise {
                 // A 1x1, stride-1, unpadded conv reads the input as a (ho*wo) x cg matrix.
-                let (start, rs_a, cs_a) = match p.layout {
-                    TensorLayout::Nchw => ((n * p.c + group * cg) * hw, 1, hw),
-                    TensorLayout::Nhwc => (n * hw * p.c + group * cg, p.c, 1),
-                };
-                let a = MatRef::new(&op.input[start..], hw, cg, rs_a, cs_a)?;
+                let a = a_view(n, group)?;
                 let ops =
                     QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
                 // SAFETY: as below.

@@ -24,7 +24,7 @@
 use crate::arch::quant::{FinishRow, QKernel, QMicroArgs, QPack};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
-use crate::quant::{float_narrow, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims};
+use crate::quant::{float_narrow, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
 use crate::view::{MatMut, MatRef};
 
 /// mr-panels per block of A rows.
@@ -110,7 +110,7 @@ pub fn qgemm_scratch_len(kernel: &QKernel, m: usize, n: usize, k: usize, workers
 /// `C <- out(A * B)` (see [`crate::quant`]) in `ws`: validates the op, the output stage, the
 /// workers and the scratch, then runs. The result is bit-identical to
 /// [`crate::quant::reference::qgemm_reference`].
-pub fn qgemm_with<A: QElem, B: QElem, Y: QElem>(
+pub fn qgemm_with<A: QOperand, B: QOperand, Y: QElem>(
     op: &QGemm<'_, A, B>,
     out: &OutputStage<'_>,
     mut c: MatMut<'_, Y>,
@@ -212,7 +212,7 @@ pub(crate) trait QRows: Sync {
     }
 }
 
-impl<A: QElem> QRows for MatRef<'_, A> {
+impl<A: QOperand> QRows for MatRef<'_, A> {
     fn rows(&self) -> usize {
         MatRef::rows(self)
     }
@@ -304,7 +304,7 @@ struct Ctx<'a, S, B: QElem, Y> {
     cs_c: usize,
 }
 
-impl<S: QRows, B: QElem, Y: QElem> Ctx<'_, S, B, Y> {
+impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     /// Bytes of one packed panel of `rows` rows.
     fn panel_bytes(&self, rows: usize) -> usize {
         self.l.groups * rows * self.kernel.pack.group() * self.kernel.pack.elem_bytes()
@@ -636,9 +636,9 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
 ///
 /// # Safety
 /// As [`Ctx::phase1`] / [`Ctx::phase2`].
-unsafe fn run_phase<S: QRows, B: QElem, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+unsafe fn run_phase<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
     #[inline(always)]
-    unsafe fn body<S: QRows, B: QElem, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+    unsafe fn body<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
         // SAFETY: forwarded contract.
         unsafe {
             if second {
@@ -653,14 +653,14 @@ unsafe fn run_phase<S: QRows, B: QElem, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usi
         /// # Safety
         /// As [`run_phase`], on a CPU with AVX2.
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2<S: QRows, B: QElem, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+        unsafe fn avx2<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
             // SAFETY: forwarded contract.
             unsafe { body(ctx, w, second) }
         }
         /// # Safety
         /// As [`run_phase`], on a CPU with AVX-512F.
         #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<S: QRows, B: QElem, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+        unsafe fn avx512<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
             // SAFETY: forwarded contract.
             unsafe { body(ctx, w, second) }
         }
@@ -699,7 +699,7 @@ pub(crate) struct QOperands<'a, S, B: QElem> {
 /// [`qgemm_scratch_len`] words for `exec.workers()`; without `pack_b`, a call as described above
 /// wrote the scratch's B region last.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QElem, Y: QElem>(
+pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
     ops: &QOperands<'_, S, B>,
     out: &OutputStage<'_>,
     (c, rs_c, cs_c): (*mut Y, usize, usize),
@@ -757,7 +757,7 @@ mod tests {
     }
 
     /// 9 x 19 x 13: two of AVX2's 16-column panels and both of its 6-row panels, ragged.
-    fn case<A: QElem, B: QElem>(
+    fn case<A: QOperand, B: QOperand>(
         conv_a: impl Fn(u8) -> A,
         conv_b: impl Fn(u8) -> B,
         za: i32,

@@ -56,6 +56,20 @@ pub trait QElem: Copy + Send + Sync + core::fmt::Debug + sealed::Sealed + 'stati
     fn narrow(v: i32) -> Self;
 }
 
+/// An operand type of the quantized ops: `u8` or `i8` (an `i32` accumulator type is an output
+/// only: the kernels pack operands into bytes and bound the sum by their 8-bit range).
+///
+/// ```compile_fail,E0277
+/// use sparkle_core::quant::{PerChannel, QGemm};
+/// use sparkle_core::MatRef;
+/// let (a, b) = ([0i32; 4], [0i8; 4]);
+/// // An i32 operand does not compile.
+/// let op = QGemm { a: MatRef::row_major(&a, 2, 2).unwrap(), a_zero: 0, b: MatRef::row_major(&b, 2, 2).unwrap(), b_zero: PerChannel::Tensor(0), bias: None };
+/// ```
+pub trait QOperand: QElem {}
+impl QOperand for u8 {}
+impl QOperand for i8 {}
+
 impl QElem for u8 {
     const MIN: i32 = 0;
     const MAX: i32 = 255;
@@ -288,9 +302,9 @@ impl ChannelStage {
         if narrow::<Y>() {
             // A one-byte output: i32 arithmetic that saturates is exact (see `float_narrow`).
             let v = match self.scale {
-                Scale::None => acc.clamp(lo, hi),
+                Scale::None => acc.max(lo).min(hi),
                 Scale::Float(m) => float_narrow(acc, m, zp, lo, hi),
-                Scale::Fixed(m, s) => multiply_by_quantized_multiplier(acc, m, s).saturating_add(zp).clamp(lo, hi),
+                Scale::Fixed(m, s) => multiply_by_quantized_multiplier(acc, m, s).saturating_add(zp).max(lo).min(hi),
             };
             return Y::narrow(v);
         }
@@ -300,7 +314,8 @@ impl ChannelStage {
             Scale::Float(m) => round_half_even(acc as f32 * m) as i64,
             Scale::Fixed(m, s) => i64::from(multiply_by_quantized_multiplier(acc, m, s)),
         };
-        Y::narrow((scaled + i64::from(zp)).clamp(i64::from(lo), i64::from(hi)) as i32)
+        // `max`/`min`, not `clamp`: a stage that skipped validation (lo > hi) must not panic.
+        Y::narrow(scaled.saturating_add(i64::from(zp)).max(i64::from(lo)).min(i64::from(hi)) as i32)
     }
 
     /// The f32 multiplier of an ONNX stage (`None` for the others), for drivers that run
@@ -328,17 +343,18 @@ pub(crate) const fn narrow<Y: QElem>() -> bool {
 pub(crate) fn float_narrow(acc: i32, m: f32, zp: i32, lo: i32, hi: i32) -> i32 {
     const LIMIT: f32 = 1_073_741_824.0; // 2^30
     let r = round_half_even(acc as f32 * m).clamp(-LIMIT, LIMIT);
-    (r as i32 + zp).clamp(lo, hi)
+    (r as i32 + zp).max(lo).min(hi)
 }
 
 /// `x` rounded to the nearest integer, ties to even (C's `rintf` in the default rounding mode,
-/// as MLAS rounds): the `1.5 * 2^23` trick below `2^22`, where it is exact; larger values are
-/// integers already (or NaN/inf, returned as they are).
+/// as MLAS rounds): below `2^23` in magnitude, `|x| + 2^23` lands where f32's spacing is 1, so the
+/// addition itself rounds (ties to even, as `2^23` is even) and the subtraction is exact; from
+/// `2^23` every f32 is an integer (NaN and infinities are returned as they are).
 #[inline(always)]
 pub fn round_half_even(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-    if x.abs() < 4_194_304.0 {
-        (x + MAGIC) - MAGIC
+    const TWO_23: f32 = 8_388_608.0;
+    if x.abs() < TWO_23 {
+        ((x.abs() + TWO_23) - TWO_23).copysign(x)
     } else {
         x
     }
@@ -387,6 +403,8 @@ pub fn quantize_multiplier(real: f64) -> Result<(i32, i32)> {
 /// away from zero. `shift` must be in `[-31, 30]`.
 #[inline(always)]
 pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> i32 {
+    // Validated stages hold shifts in [-31, 30]; others are clamped there rather than overflow.
+    let shift = shift.clamp(-31, 30);
     let left = shift.max(0) as u32;
     let right = (-shift).max(0) as u32;
     let x = x.wrapping_mul(1i32.wrapping_shl(left));
@@ -403,6 +421,7 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
 /// gemmlowp's `RoundingDivideByPOT`: `x / 2^exponent`, ties away from zero (`exponent <= 31`).
 #[inline(always)]
 pub fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
+    let exponent = exponent.min(31);
     let mask = (1i64 << exponent) - 1;
     let remainder = i64::from(x) & mask;
     let threshold = (mask >> 1) + i64::from(x < 0);
@@ -412,7 +431,7 @@ pub fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
 /// The operands of a quantized GEMM: `A (m x k)` and `B (k x n)` with their zero points, and an
 /// optional `i32` bias per column.
 #[derive(Clone, Copy, Debug)]
-pub struct QGemm<'a, A: QElem, B: QElem> {
+pub struct QGemm<'a, A: QOperand, B: QOperand> {
     /// Left operand (activations).
     pub a: MatRef<'a, A>,
     /// Zero point of A (in A's range).
@@ -428,7 +447,7 @@ pub struct QGemm<'a, A: QElem, B: QElem> {
 /// Sizes of a validated quantized GEMM.
 pub use crate::gemm::GemmDims as QGemmDims;
 
-impl<A: QElem, B: QElem> QGemm<'_, A, B> {
+impl<A: QOperand, B: QOperand> QGemm<'_, A, B> {
     /// Checks shapes, zero points, the bias length and the accumulator bound (module docs), the
     /// output stage for `Y`, and `c` against `m x n`.
     pub fn check<Y: QElem>(&self, out: &OutputStage<'_>, c: &MatMut<'_, Y>) -> Result<QGemmDims> {
@@ -468,7 +487,7 @@ pub(crate) fn accumulator_bound(
     b_max: i32,
     bias: Option<&[i32]>,
 ) -> Result<()> {
-    let span = |z: i32, lo: i32, hi: i32| i64::from((z - lo).max(hi - z));
+    let span = |z: i32, lo: i32, hi: i32| (i64::from(z) - i64::from(lo)).max(i64::from(hi) - i64::from(z));
     let a_span = span(a_zero, a_min, a_max);
     let b_span = match b_zero {
         PerChannel::Tensor(z) => span(*z, b_min, b_max),
@@ -510,11 +529,20 @@ mod tests {
 
     #[test]
     fn round_half_even_is_rintf() {
-        let mut x = 0x1234_5678u32;
-        for i in 0..200_000u32 {
-            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            // Around every integer and half-integer up to 2^24, and arbitrary bit patterns.
-            let v = if i % 2 == 0 { (x >> 8) as f32 * 0.5 - 4_194_304.0 } else { f32::from_bits(x) };
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for i in 0..400_000u32 {
+            // splitmix64: every bit of the output mixed.
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let x = (z ^ (z >> 31)) as u32;
+            // Halves and quarters below 2^24 (both signs), and arbitrary bit patterns.
+            let v = match i % 3 {
+                0 => (x >> 7) as f32 * 0.5 - 8_388_608.0,
+                1 => (x >> 6) as f32 * 0.25 - 16_777_216.0,
+                _ => f32::from_bits(x),
+            };
             let (got, want) = (round_half_even(v), libm::rintf(v));
             assert!(got == want || (got.is_nan() && want.is_nan()), "{v}: {got} vs {want}");
         }
@@ -522,6 +550,10 @@ mod tests {
         assert_eq!(round_half_even(-2.5), -2.0);
         assert_eq!(round_half_even(3.5), 4.0);
         assert_eq!(round_half_even(4_194_303.5), 4_194_304.0);
+        // Between 2^22 and 2^23 halves still exist (found by review).
+        assert_eq!(round_half_even(4_194_305.5), 4_194_306.0);
+        assert_eq!(round_half_even(-4_194_305.5), -4_194_306.0);
+        assert_eq!(round_half_even(8_388_607.5), 8_388_608.0);
     }
 
     #[test]

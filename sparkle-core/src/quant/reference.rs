@@ -3,13 +3,13 @@
 //! bit for bit.
 
 use crate::error::{Error, Param, Result};
-use crate::quant::{OutputStage, QElem, QGemm, QGemmDims};
+use crate::quant::{OutputStage, QElem, QGemm, QGemmDims, QOperand};
 use crate::view::MatMut;
 
 /// The accumulator of element `(i, j)`: `sum_p (A(i,p) - za) * (B(p,j) - zb[j]) + bias[j]`, summed
 /// in `i64`; an error if it does not fit in `i32` (which [`QGemm::check`]'s bound rules out).
 /// `(i, j)` must be inside `m x n` of a checked op.
-pub fn accumulator<A: QElem, B: QElem>(op: &QGemm<'_, A, B>, (i, j): (usize, usize)) -> Result<i32> {
+pub fn accumulator<A: QOperand, B: QOperand>(op: &QGemm<'_, A, B>, (i, j): (usize, usize)) -> Result<i32> {
     let zb = i64::from(op.b_zero.at(j));
     let za = i64::from(op.a_zero);
     let mut acc = op.bias.map_or(0, |b| i64::from(b[j]));
@@ -21,7 +21,7 @@ pub fn accumulator<A: QElem, B: QElem>(op: &QGemm<'_, A, B>, (i, j): (usize, usi
 
 /// `C <- out(A * B)` with the oracle's accumulators and the one output stage
 /// ([`OutputStage::apply`]). Runs anywhere, microcontrollers included.
-pub fn qgemm_reference<A: QElem, B: QElem, Y: QElem>(
+pub fn qgemm_reference<A: QOperand, B: QOperand, Y: QElem>(
     op: &QGemm<'_, A, B>,
     out: &OutputStage<'_>,
     mut c: MatMut<'_, Y>,

@@ -9,7 +9,7 @@ use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Workspace};
 use sparkle_core::quant::conv::{qconv2d_scratch_len, qconv2d_with, QConv};
 use sparkle_core::quant::driver::{qgemm_scratch_len, qgemm_with, QWorkspace};
-use sparkle_core::quant::{OutputStage, QElem, QGemm};
+use sparkle_core::quant::{OutputStage, QElem, QGemm, QOperand};
 use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef};
 
 use super::caches::cache_sizes;
@@ -208,12 +208,14 @@ impl Cpu {
 
     /// `C <- out(A * B)` on int8 operands with zero points (see [`sparkle_core::quant`]),
     /// bit-identical to the integer oracle.
-    pub fn qgemm<A: QElem, B: QElem, Y: QElem>(
+    pub fn qgemm<A: QOperand, B: QOperand, Y: QElem>(
         &self,
         op: &QGemm<'_, A, B>,
         out: &OutputStage<'_>,
         c: MatMut<'_, Y>,
     ) -> Result<GemmDims, CpuError> {
+        // Validated before the scratch is sized: a bad op is named as such, not as a size.
+        op.check(out, &c)?;
         let (m, n, k) = (op.a.rows(), op.b.cols(), op.a.cols());
         let threads = self.threads_for(m as f64 * n as f64 * k as f64);
         let len = qgemm_scratch_len(self.qkernel, m, n, k, threads)?;
@@ -226,13 +228,14 @@ impl Cpu {
     /// `output = out(conv2d(input, weight) + bias)` on int8 operands with zero points (ONNX
     /// QLinearConv / ConvInteger, see [`sparkle_core::quant::conv`]), bit-identical to the integer
     /// oracle.
-    pub fn qconv2d<X: QElem, W: QElem, Y: QElem>(
+    pub fn qconv2d<X: QOperand, W: QOperand, Y: QElem>(
         &self,
         g: &Conv2d,
         op: &QConv<'_, X, W>,
         out: &OutputStage<'_>,
         output: &mut [Y],
     ) -> Result<(), CpuError> {
+        op.check::<Y>(g, out, output.len())?;
         let threads = self.threads_for(g.flops() / 2.0);
         let len = qconv2d_scratch_len(self.qkernel, g, threads)?;
         with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {

@@ -32,9 +32,12 @@ pub(crate) fn avx512f() -> bool {
     features() & AVX512F != 0
 }
 
-/// AVX-512F and AVX512_VNNI (`vpdpbusd`), with the OS saving the zmm and opmask state.
+/// AVX-512F and AVX512_VNNI (`vpdpbusd`), with the OS saving the zmm and opmask state, and AVX2
+/// with FMA (the int8 path's write-out and packing use them beside the VNNI kernel; every such
+/// CPU has them, but a hypervisor might mask them).
 pub(crate) fn avx512vnni() -> bool {
-    features() & (AVX512F | AVX512VNNI) == AVX512F | AVX512VNNI
+    let need = AVX512F | AVX512VNNI | AVX2_FMA;
+    features() & need == need
 }
 
 #[cfg(miri)]

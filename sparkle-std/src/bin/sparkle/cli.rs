@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use sparkle_core::quant::conv::QConv;
-use sparkle_core::quant::{QElem, QGemm};
+use sparkle_core::quant::{QElem, QGemm, QOperand};
 use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
 use sparkle_std::budget::{parse_size, MemoryBudget, ZeroBits};
 use sparkle_std::npy::{self, AnyArray};
@@ -360,7 +360,7 @@ fn conv2d_f32(args: &Conv2dArgs, x: npy::Array, budget: MemoryBudget, mut used: 
 }
 
 /// The quantized conv2d: uint8/int8 input and weights, the CPU's int8 kernels.
-fn conv2d_int8<X: QElem + npy::Element>(
+fn conv2d_int8<X: QOperand + npy::Element>(
     args: &Conv2dArgs,
     x: npy::Array<X>,
     budget: MemoryBudget,
@@ -411,7 +411,7 @@ fn conv2d_int8<X: QElem + npy::Element>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn conv2d_int8_typed<X: QElem + npy::Element, W: QElem + npy::Element>(
+fn conv2d_int8_typed<X: QOperand + npy::Element, W: QOperand + npy::Element>(
     args: &Conv2dArgs,
     g: &Conv2d,
     shape: &[usize],
@@ -434,7 +434,7 @@ fn conv2d_int8_typed<X: QElem + npy::Element, W: QElem + npy::Element>(
     }
 }
 
-fn conv2d_int8_run<X: QElem + npy::Element, W: QElem + npy::Element, Y: QElem + ZeroBits + npy::Element>(
+fn conv2d_int8_run<X: QOperand + npy::Element, W: QOperand + npy::Element, Y: QElem + ZeroBits + npy::Element>(
     args: &Conv2dArgs,
     g: &Conv2d,
     shape: &[usize],
@@ -545,7 +545,7 @@ fn gemm_f32(args: &GemmArgs, a: npy::Array, budget: MemoryBudget, mut used: u64)
 }
 
 /// The quantized GEMM: int8/uint8 A and B, the CPU's int8 kernels (no GPU has int8 kernels yet).
-fn gemm_int8<A: QElem + npy::Element>(
+fn gemm_int8<A: QOperand + npy::Element>(
     args: &GemmArgs,
     a: npy::Array<A>,
     budget: MemoryBudget,
@@ -602,7 +602,7 @@ struct QDims {
     budget: MemoryBudget,
 }
 
-fn gemm_int8_typed<A: QElem + npy::Element, B: QElem + npy::Element>(
+fn gemm_int8_typed<A: QOperand + npy::Element, B: QOperand + npy::Element>(
     args: &GemmArgs,
     a: &npy::Array<A>,
     b: &npy::Array<B>,
@@ -624,7 +624,7 @@ fn gemm_int8_typed<A: QElem + npy::Element, B: QElem + npy::Element>(
     }
 }
 
-fn gemm_int8_run<A: QElem + npy::Element, B: QElem + npy::Element, Y: QElem + ZeroBits + npy::Element>(
+fn gemm_int8_run<A: QOperand + npy::Element, B: QOperand + npy::Element, Y: QElem + ZeroBits + npy::Element>(
     args: &GemmArgs,
     op: &QGemm<'_, A, B>,
     q: &Quant,

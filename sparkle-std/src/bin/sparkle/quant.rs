@@ -182,6 +182,9 @@ impl Quant {
                         for &w in &w_scale {
                             let real = f64::from(x_scale) * f64::from(w) / f64::from(y_scale);
                             let (m, s) = quantize_multiplier(real)?;
+                            if m == 0 {
+                                return Err(format!("the requantization multiplier {real:e} is below the fixed-point range (2^-32): every output would be the zero point").into());
+                            }
                             multiplier.push(m);
                             shift.push(s);
                         }
@@ -208,7 +211,12 @@ fn number_or_npy<T: std::str::FromStr + Copy>(
     }
     let path = PathBuf::from(text);
     if Path::new(text).extension().is_none_or(|e| e != "npy") {
-        return Err(format!("{flag} `{text}` is neither a number nor a .npy file").into());
+        let kind = if text.parse::<f64>().is_ok() {
+            "a number of the wrong kind (an integer is expected)"
+        } else {
+            "neither a number nor a .npy file"
+        };
+        return Err(format!("{flag} `{text}` is {kind}").into());
     }
     let a = npy::read_any_within(&path, budget)?;
     let (shape, dtype) = (a.shape().to_vec(), a.dtype());
