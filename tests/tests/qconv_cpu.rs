@@ -10,32 +10,8 @@ use sparkle_core::arch::Isa;
 use sparkle_core::quant::conv::{qconv2d_reference, QConv};
 use sparkle_core::quant::{OutputStage, PerChannel, QElem, QOperand};
 use sparkle_core::{Conv2dParams, Padding, TensorLayout, WeightLayout};
-use sparkle_std::cpu::isa::qkernel_for_isa;
 use sparkle_std::cpu::Cpu;
-use sparkle_tests::skip;
-
-fn kernel(isa: Isa) -> Option<&'static QKernel> {
-    match qkernel_for_isa(isa) {
-        Ok(k) => Some(k),
-        Err(_) => {
-            skip(&isa.name().to_uppercase(), &format!("this CPU or build cannot run the {} int8 kernel", isa.name()));
-            None
-        }
-    }
-}
-
-fn cpu(k: &'static QKernel, threads: usize) -> Cpu {
-    Cpu { qkernel: k, parallel_min_fmas: 0.0, ..Cpu::new().unwrap().threads(threads) }
-}
-
-fn bytes(len: usize, mut x: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (x >> 56) as u8
-        })
-        .collect()
-}
+use sparkle_tests::quant::{bytes, cpu, kernel};
 
 /// 0: accumulator (i32 out), 1: ONNX per-channel, 2: fixed point per-channel with a ReLU clamp.
 fn check_typed<X: QOperand, W: QOperand, Y: QElem + PartialEq>(

@@ -10,34 +10,8 @@ use sparkle_core::arch::Isa;
 use sparkle_core::quant::reference::qgemm_reference;
 use sparkle_core::quant::{OutputStage, PerChannel, QElem, QGemm, QOperand};
 use sparkle_core::{Error, MatMut, MatRef, Param};
-use sparkle_std::cpu::isa::qkernel_for_isa;
 use sparkle_std::cpu::Cpu;
-use sparkle_tests::skip;
-
-/// The int8 kernel for `isa` if this CPU runs it; otherwise a loud skip (a failure when required).
-fn kernel(isa: Isa) -> Option<&'static QKernel> {
-    match qkernel_for_isa(isa) {
-        Ok(k) => Some(k),
-        Err(_) => {
-            skip(&isa.name().to_uppercase(), &format!("this CPU or build cannot run the {} int8 kernel", isa.name()));
-            None
-        }
-    }
-}
-
-fn cpu(k: &'static QKernel, threads: usize) -> Cpu {
-    Cpu { qkernel: k, parallel_min_fmas: 0.0, ..Cpu::new().unwrap().threads(threads) }
-}
-
-/// Deterministic bytes.
-fn bytes(len: usize, mut x: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            (x >> 56) as u8
-        })
-        .collect()
-}
+use sparkle_tests::quant::{bytes, cpu, kernel};
 
 /// How the output is produced.
 #[derive(Clone, Copy, Debug)]

@@ -14,7 +14,7 @@ use crate::conv::Conv2d;
 use crate::error::{Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
 use crate::layout::{TensorLayout, WeightLayout};
-use crate::quant::driver::{qgemm_scratch_len, qgemm_unchecked, QOperands, QRows, QWorkspace};
+use crate::quant::driver::{fill_by_visit, qgemm_scratch_len, qgemm_unchecked, QOperands, QRows, QWorkspace};
 use crate::quant::{accumulator_bound, in_range, OutputStage, PerChannel, QElem, QOperand};
 use crate::view::MatRef;
 
@@ -180,14 +180,7 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
         let (oy, ox) = (i / g.wo(), i % g.wo());
         let ([y0, y1], [x0, x1]) = self.interior;
         let Some(taps) = self.taps.filter(|_| (y0..y1).contains(&oy) && (x0..x1).contains(&ox)) else {
-            let (mut p, mut sum) = (0, 0i32);
-            self.visit_row(i, |x| {
-                let v = x + off;
-                sum = sum.wrapping_add(v);
-                out[p] = v as i16;
-                p += 1;
-            });
-            return sum;
+            return fill_by_visit(self, i, off, out);
         };
         let p = g.params();
         let (ystride, xstride, cstride) = strides(g);

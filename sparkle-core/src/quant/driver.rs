@@ -201,15 +201,21 @@ pub(crate) trait QRows: Sync {
     /// Writes row `i` shifted by `off` into `out[..cols()]` as i16 and returns its sum.
     #[inline(always)]
     fn fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
-        let (mut p, mut sum) = (0, 0i32);
-        self.visit_row(i, |x| {
-            let v = x + off;
-            sum = sum.wrapping_add(v);
-            out[p] = v as i16;
-            p += 1;
-        });
-        sum
+        fill_by_visit(self, i, off, out)
     }
+}
+
+/// [`QRows::fill_row`] through [`QRows::visit_row`]: what sources without a faster order use.
+#[inline(always)]
+pub(crate) fn fill_by_visit<S: QRows + ?Sized>(src: &S, i: usize, off: i32, out: &mut [i16]) -> i32 {
+    let (mut p, mut sum) = (0, 0i32);
+    src.visit_row(i, |x| {
+        let v = x + off;
+        sum = sum.wrapping_add(v);
+        out[p] = v as i16;
+        p += 1;
+    });
+    sum
 }
 
 impl<A: QOperand> QRows for MatRef<'_, A> {
@@ -263,14 +269,7 @@ impl<A: QOperand> QRows for MatRef<'_, A> {
             return 0;
         }
         if cs != 1 {
-            let (mut p, mut sum) = (0, 0i32);
-            self.visit_row(i, |x| {
-                let v = x + off;
-                sum = sum.wrapping_add(v);
-                out[p] = v as i16;
-                p += 1;
-            });
-            return sum;
+            return fill_by_visit(self, i, off, out);
         }
         let mut sum = 0i32;
         for (o, x) in out[..k].iter_mut().zip(&data[i * rs..i * rs + k]) {
