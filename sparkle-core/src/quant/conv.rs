@@ -15,7 +15,7 @@ use crate::error::{Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
 use crate::layout::{TensorLayout, WeightLayout};
 use crate::quant::driver::{fill_by_visit, qgemm_scratch_len, qgemm_unchecked, QOperands, QRows, QWorkspace};
-use crate::quant::{accumulator_bound, in_range, OutputStage, PerChannel, QElem, QOperand};
+use crate::quant::{accumulator_bound, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand};
 use crate::view::MatRef;
 
 /// The operands of a quantized conv2d: input and weights in the layouts of the geometry, their
@@ -253,6 +253,52 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
 /// GEMM per channel (one column wide) would not beat. Per output row, in chunks of up to 64
 /// outputs: for each tap inside the input, one pass over the chunk's outputs that read it (a
 /// strided row of the input), then the output stage. Padding adds nothing. Checked operands only.
+/// [`depthwise`] compiled for the kernel's ISA (its row loops then vectorize with the kernel's
+/// vectors; the `QKernel` proves the CPU has them).
+fn depthwise_for<X: QOperand, W: QOperand, Y: QElem>(
+    kernel: &crate::arch::quant::QKernel,
+    g: &Conv2d,
+    op: &QConv<'_, X, W>,
+    out: &OutputStage<'_>,
+    output: &mut [Y],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// # Safety
+        /// The CPU must run AVX2.
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<X: QOperand, W: QOperand, Y: QElem>(
+            g: &Conv2d,
+            op: &QConv<'_, X, W>,
+            out: &OutputStage<'_>,
+            output: &mut [Y],
+        ) {
+            depthwise(g, op, out, output)
+        }
+        /// # Safety
+        /// The CPU must run AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<X: QOperand, W: QOperand, Y: QElem>(
+            g: &Conv2d,
+            op: &QConv<'_, X, W>,
+            out: &OutputStage<'_>,
+            output: &mut [Y],
+        ) {
+            depthwise(g, op, out, output)
+        }
+        match kernel.isa() {
+            // SAFETY: the kernel proves the CPU runs AVX2.
+            crate::arch::Isa::Avx2 => return unsafe { avx2(g, op, out, output) },
+            // SAFETY: the kernel proves AVX-512F (and AVX2, which its detection requires).
+            crate::arch::Isa::Avx512Vnni => return unsafe { avx512(g, op, out, output) },
+            _ => {}
+        }
+    }
+    let _ = kernel;
+    depthwise(g, op, out, output)
+}
+
+#[inline(always)]
 fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
     g: &Conv2d,
     op: &QConv<'_, X, W>,
@@ -306,8 +352,21 @@ fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                             }
                         }
                     }
-                    for (i, &a) in acc[..len].iter().enumerate() {
-                        output[g.output_index(n, k, oy, ox0 + i)] = stage.apply(a);
+                    match (stage.float_multiplier(), p.layout) {
+                        // A contiguous output row in a one-byte type: one loop of the stage's
+                        // own arithmetic, which vectorizes.
+                        (Some(m), TensorLayout::Nchw) if narrow::<Y>() => {
+                            let at = g.output_index(n, k, oy, ox0);
+                            let (zp, lo, hi) = (stage.zero_point, stage.lo, stage.hi);
+                            for (o, &a) in output[at..at + len].iter_mut().zip(&acc[..len]) {
+                                *o = Y::narrow(float_narrow(a, m, zp, lo, hi));
+                            }
+                        }
+                        _ => {
+                            for (i, &a) in acc[..len].iter().enumerate() {
+                                output[g.output_index(n, k, oy, ox0 + i)] = stage.apply(a);
+                            }
+                        }
                     }
                 }
             }
@@ -337,7 +396,7 @@ pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
         return Ok(());
     }
     if g.cg() == 1 && kg == 1 {
-        depthwise(g, op, out, output);
+        depthwise_for(ws.kernel, g, op, out, output);
         return Ok(());
     }
     let (taps, scratch) = ws.scratch.split_at_mut(gemm_k);
