@@ -65,7 +65,6 @@ pub(crate) struct QMicroArgs {
 /// `out[j] = float_narrow(raw[j] + term[j] - zb[j] * row_sum, m[j], zp, lo, hi)` (see
 /// `quant::float_narrow`, which defines it and which the scalar path calls).
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct FinishRow {
     pub n: usize,
     pub raw: *const i32,
@@ -77,6 +76,24 @@ pub(crate) struct FinishRow {
     pub lo: i32,
     pub hi: i32,
     pub out: *mut i32,
+}
+
+impl FinishRow {
+    /// The scalar form, for columns `from .. n`: what kernels without a vector form use, and the
+    /// tail the vector forms leave.
+    ///
+    /// # Safety
+    /// Every pointer of the row must be valid for `n` elements.
+    #[inline(always)]
+    pub(crate) unsafe fn scalar(&self, from: usize) {
+        for j in from..self.n {
+            // SAFETY: `j < n`.
+            unsafe {
+                let acc = crate::quant::corrected(*self.raw.add(j), *self.term.add(j), *self.zb.add(j), self.row_sum);
+                *self.out.add(j) = crate::quant::float_narrow(acc, *self.m.add(j), self.zp, self.lo, self.hi);
+            }
+        }
+    }
 }
 
 /// An int8 GEMM microkernel, obtainable only on a CPU that runs its ISA.
@@ -221,15 +238,8 @@ pub(crate) mod x86 {
             }
             j += 8;
         }
-        while j < f.n {
-            // SAFETY: `j < n`.
-            unsafe {
-                let acc =
-                    (*f.raw.add(j)).wrapping_add(*f.term.add(j)).wrapping_sub((*f.zb.add(j)).wrapping_mul(f.row_sum));
-                *f.out.add(j) = crate::quant::float_narrow(acc, *f.m.add(j), f.zp, f.lo, f.hi);
-            }
-            j += 1;
-        }
+        // SAFETY: forwarded contract.
+        unsafe { f.scalar(j) }
     }
 
     /// # Safety

@@ -14,7 +14,7 @@ use crate::conv::Conv2d;
 use crate::error::{Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
 use crate::layout::{TensorLayout, WeightLayout};
-use crate::quant::driver::{fill_by_visit, qgemm_scratch_len, qgemm_unchecked, QOperands, QRows, QWorkspace};
+use crate::quant::driver::{a_offset, fill_by_visit, qgemm_scratch_len, qgemm_unchecked, QOperands, QRows, QWorkspace};
 use crate::quant::{accumulator_bound, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand};
 use crate::view::MatRef;
 
@@ -167,11 +167,7 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
         self.g.gemm_dims().2
     }
     fn offset(&self) -> i32 {
-        if X::MIN < 0 {
-            128
-        } else {
-            0
-        }
+        a_offset::<X>()
     }
     /// Interior pixels: one gather through the tap offsets.
     #[inline(always)]

@@ -24,7 +24,7 @@
 use crate::arch::quant::{FinishRow, QKernel, QMicroArgs, QPack};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
-use crate::quant::{float_narrow, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
+use crate::quant::{corrected, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
 use crate::view::{MatMut, MatRef};
 
 /// mr-panels per block of A rows.
@@ -148,7 +148,7 @@ unsafe impl<T> Sync for Shared<T> {}
 unsafe impl<T> Send for Shared<T> {}
 
 /// The shift that takes `T` to the canonical operand range: +128 for an `i8` A, -128 for a `u8` B.
-const fn a_offset<T: QElem>() -> i32 {
+pub(crate) const fn a_offset<T: QElem>() -> i32 {
     if T::MIN < 0 {
         128
     } else {
@@ -194,9 +194,7 @@ pub(crate) trait QRows: Sync {
     /// faster order.
     #[inline(always)]
     fn fill_rows(&self, i0: usize, off: i32, buf: &mut [i16], kp: usize, sums: &mut [i32]) {
-        for (r, sum) in sums.iter_mut().enumerate() {
-            *sum = self.fill_row(i0 + r, off, &mut buf[r * kp..(r + 1) * kp]);
-        }
+        fill_row_by_row(self, i0, off, buf, kp, sums)
     }
     /// Writes row `i` shifted by `off` into `out[..cols()]` as i16 and returns its sum.
     #[inline(always)]
@@ -216,6 +214,14 @@ pub(crate) fn fill_by_visit<S: QRows + ?Sized>(src: &S, i: usize, off: i32, out:
         p += 1;
     });
     sum
+}
+
+/// [`QRows::fill_rows`] one [`QRows::fill_row`] at a time.
+#[inline(always)]
+fn fill_row_by_row<S: QRows + ?Sized>(src: &S, i0: usize, off: i32, buf: &mut [i16], kp: usize, sums: &mut [i32]) {
+    for (r, sum) in sums.iter_mut().enumerate() {
+        *sum = src.fill_row(i0 + r, off, &mut buf[r * kp..(r + 1) * kp]);
+    }
 }
 
 impl<A: QOperand> QRows for MatRef<'_, A> {
@@ -246,10 +252,7 @@ impl<A: QOperand> QRows for MatRef<'_, A> {
         let (data, rs, cs, k) = (self.as_slice(), self.rs(), self.cs(), MatRef::cols(self));
         let rows = sums.len();
         if rs != 1 || cs == 1 || k == 0 || rows == 0 {
-            for (r, sum) in sums.iter_mut().enumerate() {
-                *sum = self.fill_row(i0 + r, off, &mut buf[r * kp..(r + 1) * kp]);
-            }
-            return;
+            return fill_row_by_row(self, i0, off, buf, kp, sums);
         }
         sums.fill(0);
         for p in 0..k {
@@ -603,21 +606,18 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
                     hi: s.hi,
                     out: ys.as_mut_ptr(),
                 };
-                match f.vector {
-                    // SAFETY: the kernel proves the ISA; every array holds `nv <= MAX_NR` values.
-                    Some(v) => unsafe { v(&fr) },
-                    None => {
-                        for jj in 0..nv {
-                            let acc =
-                                row[jj].wrapping_add(cols.term[jj]).wrapping_sub(cols.zb[jj].wrapping_mul(row_sum));
-                            ys[jj] = float_narrow(acc, m[jj], fr.zp, fr.lo, fr.hi);
-                        }
+                // SAFETY: the kernel proves the ISA of its vector form; every array holds
+                // `nv <= MAX_NR` values.
+                unsafe {
+                    match f.vector {
+                        Some(v) => v(&fr),
+                        None => fr.scalar(0),
                     }
                 }
             }
             None => {
                 for jj in 0..nv {
-                    let acc = row[jj].wrapping_add(cols.term[jj]).wrapping_sub(cols.zb[jj].wrapping_mul(row_sum));
+                    let acc = corrected(row[jj], cols.term[jj], cols.zb[jj], row_sum);
                     ys[jj] = cols.stage[jj].apply::<Y>(acc).widen();
                 }
             }

@@ -335,6 +335,14 @@ pub(crate) const fn narrow<Y: QElem>() -> bool {
     Y::MAX as i64 - Y::MIN as i64 <= 255
 }
 
+/// The accumulator of one output from the kernel's raw sum of canonical products: plus the
+/// column term (bias and A's zero point, summed while B was packed), minus B's zero point times
+/// the row's sum (see `quant::driver`). Wrapping: exact when the true value fits in i32.
+#[inline(always)]
+pub(crate) fn corrected(raw: i32, col_term: i32, zb: i32, row_sum: i32) -> i32 {
+    raw.wrapping_add(col_term).wrapping_sub(zb.wrapping_mul(row_sum))
+}
+
 /// The ONNX stage into a one-byte type: `clamp(rint(acc * m) + zp, lo, hi)`, with the rounded
 /// value first clamped to `[-2^30, 2^30]` so that plain i32 arithmetic follows. Exact: `zp`, `lo`
 /// and `hi` lie within `[-128, 255]`, so a value beyond `2^30` clamps to the same bound either
