@@ -56,6 +56,17 @@ impl Placement {
         }
     }
 
+    /// An error unless `--device` allows the CPU (int8 `what` have no Vulkan kernels yet).
+    fn cpu_only_for_int8(&self, what: &str) -> Result<(), Failure> {
+        match self.device.0 {
+            Some(DeviceSel::Vulkan | DeviceSel::VulkanIndex(_)) => {
+                Err(format!("int8 {what} run on the CPU only: no Vulkan int8 kernels yet (use --device cpu or auto)")
+                    .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The handle for `--device`, with what is left of the op's budget for the CPU path.
     fn sparkle(&self, budget: MemoryBudget) -> Result<Sparkle, Failure> {
         let b = Sparkle::builder().memory_budget(budget);
@@ -359,6 +370,26 @@ fn conv2d_f32(args: &Conv2dArgs, x: npy::Array, budget: MemoryBudget, mut used: 
     Ok(ExitCode::SUCCESS)
 }
 
+/// The int32 bias of an int8 `op` with `channels` outputs, if one was given.
+fn int32_bias(
+    path: Option<&std::path::Path>,
+    op: &str,
+    channels: usize,
+    budget: MemoryBudget,
+    used: &mut u64,
+) -> Result<Option<Vec<i32>>, Failure> {
+    match path.map(|p| read_any(p, budget, used)).transpose()? {
+        None => Ok(None),
+        Some(AnyArray::I32(bias)) if bias.shape == [channels] => Ok(Some(bias.data)),
+        Some(other) => Err(format!(
+            "the bias of an int8 {op} is int32 of shape [{channels}], found {} {:?}",
+            other.dtype(),
+            other.shape()
+        )
+        .into()),
+    }
+}
+
 /// The quantized conv2d: uint8/int8 input and weights, the CPU's int8 kernels.
 fn conv2d_int8<X: QOperand + npy::Element>(
     args: &Conv2dArgs,
@@ -366,24 +397,11 @@ fn conv2d_int8<X: QOperand + npy::Element>(
     budget: MemoryBudget,
     mut used: u64,
 ) -> Result<ExitCode, Failure> {
-    if matches!(args.placement.device.0, Some(DeviceSel::Vulkan | DeviceSel::VulkanIndex(_))) {
-        return Err("int8 tensors run on the CPU only: no Vulkan int8 kernels yet (use --device cpu or auto)".into());
-    }
+    args.placement.cpu_only_for_int8("tensors")?;
     let w = read_any(&args.weight, budget, &mut used)?;
     let (g, shape) = conv_geometry(args, &x.shape, w.shape())?;
     let k = g.params().k;
-    let bias = match args.bias.as_deref().map(|p| read_any(p, budget, &mut used)).transpose()? {
-        None => None,
-        Some(AnyArray::I32(bias)) if bias.shape == [k] => Some(bias.data),
-        Some(other) => {
-            return Err(format!(
-                "the bias of an int8 conv2d is int32 of shape [{k}], found {} {:?}",
-                other.dtype(),
-                other.shape()
-            )
-            .into())
-        }
-    };
+    let bias = int32_bias(args.bias.as_deref(), "conv2d", k, budget, &mut used)?;
     let q = Quant::parse(&args.quant, k, X::MIN < 0, budget.after(used))?;
     let relu = match args.activation {
         Act::None => false,
@@ -556,27 +574,14 @@ fn gemm_int8<A: QOperand + npy::Element>(
             "--alpha, --beta and --c are for float32 operands; int8 scaling is --x-scale/--w-scale/--y-scale".into()
         );
     }
-    if matches!(args.placement.device.0, Some(DeviceSel::Vulkan | DeviceSel::VulkanIndex(_))) {
-        return Err("int8 operands run on the CPU only: no Vulkan int8 kernels yet (use --device cpu or auto)".into());
-    }
+    args.placement.cpu_only_for_int8("operands")?;
     let b = read_any(&args.b, budget, &mut used)?;
     let [m, k] = dims_of("A", &a.shape)?;
     let [kb, n] = dims_of("B", b.shape())?;
     if kb != k {
         return Err(format!("A is {m}x{k} but B is {kb}x{n}: inner dimensions differ").into());
     }
-    let bias = match args.bias.as_deref().map(|p| read_any(p, budget, &mut used)).transpose()? {
-        None => None,
-        Some(AnyArray::I32(bias)) if bias.shape == [n] => Some(bias.data),
-        Some(other) => {
-            return Err(format!(
-                "the bias of an int8 GEMM is int32 of shape [{n}], found {} {:?}",
-                other.dtype(),
-                other.shape()
-            )
-            .into())
-        }
-    };
+    let bias = int32_bias(args.bias.as_deref(), "GEMM", n, budget, &mut used)?;
     let q = Quant::parse(&args.quant, n, A::MIN < 0, budget.after(used))?;
     let dims = QDims { m, n, k, used, budget };
     match b {
