@@ -54,6 +54,10 @@ pub enum Isa {
     Neon,
     /// x86_64 AVX-512F with AVX512_VNNI (`vpdpbusd`): the int8 kernels.
     Avx512Vnni,
+    /// aarch64 NEON with the Armv8.2 dot product (`sdot`): an int8 kernel.
+    NeonDot,
+    /// aarch64 NEON with the Armv8.6 int8 matrix multiply (`usmmla`): an int8 kernel.
+    NeonI8mm,
 }
 
 impl Isa {
@@ -65,6 +69,8 @@ impl Isa {
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::NeonDot => "neondot",
+            Isa::NeonI8mm => "neoni8mm",
         }
     }
 
@@ -74,7 +80,8 @@ impl Isa {
     }
 
     /// Every ISA a kernel can need, in the order of [`Isa::name`]'s documentation.
-    pub const ALL: [Isa; 5] = [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Avx512Vnni];
+    pub const ALL: [Isa; 7] =
+        [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Avx512Vnni, Isa::NeonDot, Isa::NeonI8mm];
 
     /// Whether the compile-time target features guarantee this ISA.
     pub const fn enabled_statically(self) -> bool {
@@ -86,13 +93,35 @@ impl Isa {
             Isa::Avx512Vnni => {
                 cfg!(all(target_arch = "x86_64", target_feature = "avx512f", target_feature = "avx512vnni"))
             }
+            Isa::NeonDot => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "dotprod")),
+            Isa::NeonI8mm => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "i8mm")),
         }
     }
 
-    /// Whether this CPU runs this ISA: the compile-time target features, or on x86_64 a run-time
-    /// CPUID/XGETBV check (no `std` needed; cached after the first call).
+    /// Records that this CPU runs this ISA, for the ISAs the core cannot detect without an OS:
+    /// aarch64 publishes its features through the OS (Linux's auxiliary vector, macOS's sysctl),
+    /// which `sparkle-std` asks (`sparkle_std::cpu::isa::detect`) and tells the core through this.
+    /// A `no_std` build on bare metal enables them at compile time instead (`-C
+    /// target-feature=+dotprod,+i8mm`).
+    ///
+    /// # Safety
+    /// Every CPU this process runs on executes this ISA's instructions: the kernels that
+    /// [`Isa::is_available`] then hands out use them.
+    pub unsafe fn declare_available(self) {
+        use core::sync::atomic::Ordering::Relaxed;
+        #[cfg(target_has_atomic = "8")]
+        DECLARED.fetch_or(1 << self as u8, Relaxed);
+        // Without atomic read-modify-write (Armv6-M), concurrent declarations could lose one;
+        // such targets have none of the ISAs this serves.
+        #[cfg(not(target_has_atomic = "8"))]
+        DECLARED.store(DECLARED.load(Relaxed) | 1 << self as u8, Relaxed);
+    }
+
+    /// Whether this CPU runs this ISA: the compile-time target features, on x86_64 a run-time
+    /// CPUID/XGETBV check (no `std` needed; cached after the first call), or a declaration
+    /// ([`Isa::declare_available`]).
     pub fn is_available(self) -> bool {
-        if self.enabled_statically() {
+        if self.enabled_statically() || DECLARED.load(core::sync::atomic::Ordering::Relaxed) & (1 << self as u8) != 0 {
             return true;
         }
         match self {
@@ -106,6 +135,10 @@ impl Isa {
         }
     }
 }
+
+/// The ISAs declared by [`Isa::declare_available`], one bit per variant.
+const _: () = assert!(Isa::ALL.len() <= 8);
+static DECLARED: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
 /// Bias pointer for one microtile, already offset to the tile's first row / column.
 #[derive(Clone, Copy, Debug)]

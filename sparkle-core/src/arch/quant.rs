@@ -10,7 +10,14 @@
 //! |---|---|---|---|---|
 //! | `avx512vnni_qgemm_u8i8_8x32` | AVX-512 VNNI | 8 x 32 | 4 bytes per k-group | 64 (`vpdpbusd zmm`) |
 //! | `avx2_qgemm_u8i8_6x16` | AVX2 | 6 x 16 | 2 `i16` per k-group | 16 (`vpmaddwd ymm`, + `vpaddd`) |
+//! | `neoni8mm_qgemm_u8i8_8x12` | NEON + i8mm | 8 x 12 | 8 bytes per k-group | 32 (`usmmla`, a `2 x 8 . 8 x 2` block) |
+//! | `neondot_qgemm_i8i8_8x12` | NEON + dot product | 8 x 12 | 4 bytes per k-group, A as `i8` | 16 (`sdot` by element) |
 //! | `generic_qgemm_u8i8_4x4` | any | 4 x 4 | 4 bytes per k-group | 1 |
+//!
+//! The dot product (Armv8.2) multiplies `i8 x i8` or `u8 x u8` only; its kernel gets A shifted
+//! into `i8` by the driver ([`QPack::SignedBytes4`]). The Arm instructions are written as inline
+//! assembly, one instruction per block, registers left to the compiler: their intrinsics are not
+//! stable Rust.
 //!
 //! AVX2's `vpmaddubsw` would multiply bytes directly, but saturates its `i16` pair sums
 //! (`2 * 255 * -128` does not fit), which would break exactness; widening to `i16` at packing
@@ -24,6 +31,14 @@ pub(crate) enum QPack {
     /// k in groups of 4 bytes: A as `u8`, B as `i8`. Group `g`, row `i` of A at byte
     /// `(g * mr + i) * 4`; group `g`, column `j` of B at byte `(g * nr + j) * 4`.
     Bytes4,
+    /// As [`QPack::Bytes4`] with A as `i8`: the driver shifts A's canonical `u8` values by -128
+    /// (and its zero point with them), for kernels that multiply `i8 x i8` (`sdot`).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    SignedBytes4,
+    /// k in groups of 8 bytes, `u8` A and `i8` B: group `g`, row `i` at byte `(g * mr + i) * 8`,
+    /// so rows `2r` and `2r + 1` of a group form one 16-byte `2 x 8` matrix (`usmmla`'s operand).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    Bytes8,
     /// k in groups of 2 `i16` (A's `u8` and B's `i8` widened): the same layout with 2 elements
     /// of 2 bytes per group.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -34,7 +49,8 @@ impl QPack {
     /// Reduction steps per group.
     pub(crate) const fn group(self) -> usize {
         match self {
-            QPack::Bytes4 => 4,
+            QPack::Bytes4 | QPack::SignedBytes4 => 4,
+            QPack::Bytes8 => 8,
             QPack::Pairs16 => 2,
         }
     }
@@ -42,8 +58,16 @@ impl QPack {
     /// Bytes per packed element.
     pub(crate) const fn elem_bytes(self) -> usize {
         match self {
-            QPack::Bytes4 => 1,
+            QPack::Bytes4 | QPack::SignedBytes4 | QPack::Bytes8 => 1,
             QPack::Pairs16 => 2,
+        }
+    }
+
+    /// What the driver adds to A's canonical `u8` values (and zero point) for this format.
+    pub(crate) const fn a_shift(self) -> i32 {
+        match self {
+            QPack::SignedBytes4 => -128,
+            _ => 0,
         }
     }
 }
@@ -100,7 +124,7 @@ impl FinishRow {
 #[derive(Clone, Copy, Debug)]
 pub struct QKernel {
     pub(crate) isa: Isa,
-    /// `{isa}_qgemm_u8i8_{mr}x{nr}`.
+    /// `{isa}_qgemm_{a}{b}_{mr}x{nr}`: `u8i8` for `u8` A x `i8` B, `i8i8` where A is shifted to `i8`.
     pub(crate) id: &'static str,
     pub(crate) mr: usize,
     pub(crate) nr: usize,
@@ -117,7 +141,7 @@ pub struct QKernel {
 }
 
 impl QKernel {
-    /// `{isa}_qgemm_u8i8_{mr}x{nr}`.
+    /// `{isa}_qgemm_{a}{b}_{mr}x{nr}`: `u8i8` for `u8` A x `i8` B, `i8i8` where A is shifted to `i8`.
     pub const fn id(&self) -> &'static str {
         self.id
     }
@@ -329,6 +353,129 @@ pub(crate) mod x86 {
     };
 }
 
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64 {
+    use core::arch::aarch64::*;
+    use core::arch::asm;
+
+    use super::{Isa, QKernel, QMicroArgs, QPack};
+
+    /// `acc.4s += b.16b . a.4b[lane]`: four columns of `b` (4 bytes each) against one row of A
+    /// (group `lane` of `a`), `i8 x i8` in `i32`. Inline assembly: the dot-product intrinsics
+    /// are not stable Rust.
+    macro_rules! sdot_lane {
+        ($acc:expr, $b:expr, $a:expr, $lane:literal) => {
+            asm!(
+                concat!("sdot {0:v}.4s, {1:v}.16b, {2:v}.4b[", $lane, "]"),
+                inout(vreg) $acc,
+                in(vreg) $b,
+                in(vreg) $a,
+                options(pure, nomem, nostack, preserves_flags)
+            )
+        };
+    }
+
+    /// # Safety
+    /// As [`QKernel::run`] with `mr = 8`, `nr = 12`, [`QPack::SignedBytes4`], on a CPU with the
+    /// dot product. Per group: A's 8 rows in two registers (4 bytes each), B's 12 columns in
+    /// three, 24 `sdot` by element (16 products each).
+    #[target_feature(enable = "neon,dotprod")]
+    unsafe fn neondot_qgemm_i8i8_8x12(p: &QMicroArgs) {
+        let mut acc = [[vdupq_n_s32(0); 3]; 8];
+        let (mut a, mut b) = (p.a.cast::<i8>(), p.b.cast::<i8>());
+        for _ in 0..p.groups {
+            // SAFETY: one group of A is 8 x 4 bytes, of B 12 x 4, inside the panels by the
+            // caller's contract; the dot product is this function's target feature.
+            unsafe {
+                let (a0, a1) = (vld1q_s8(a), vld1q_s8(a.add(16)));
+                let bs = [vld1q_s8(b), vld1q_s8(b.add(16)), vld1q_s8(b.add(32))];
+                for (c, &bc) in bs.iter().enumerate() {
+                    sdot_lane!(acc[0][c], bc, a0, 0);
+                    sdot_lane!(acc[1][c], bc, a0, 1);
+                    sdot_lane!(acc[2][c], bc, a0, 2);
+                    sdot_lane!(acc[3][c], bc, a0, 3);
+                    sdot_lane!(acc[4][c], bc, a1, 0);
+                    sdot_lane!(acc[5][c], bc, a1, 1);
+                    sdot_lane!(acc[6][c], bc, a1, 2);
+                    sdot_lane!(acc[7][c], bc, a1, 3);
+                }
+                a = a.add(32);
+                b = b.add(48);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                // SAFETY: the tile holds 8 x 12 i32.
+                unsafe { vst1q_s32(p.c.add(i * 12 + c * 4), v) };
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`QKernel::run`] with `mr = 8`, `nr = 12`, [`QPack::Bytes8`], on a CPU with the int8
+    /// matrix multiply. Per group of 8: A's row pairs are four `2 x 8` `u8` matrices, B's column
+    /// pairs six `2 x 8` `i8` ones; each `usmmla` adds one `2 x 2` block (32 products), 24 per
+    /// group. The blocks are unzipped into rows at the end.
+    #[target_feature(enable = "neon,i8mm")]
+    unsafe fn neoni8mm_qgemm_u8i8_8x12(p: &QMicroArgs) {
+        let mut acc = [[vdupq_n_s32(0); 6]; 4];
+        let (mut a, mut b) = (p.a, p.b.cast::<i8>());
+        for _ in 0..p.groups {
+            // SAFETY: one group of A is 8 x 8 bytes, of B 12 x 8, inside the panels by the
+            // caller's contract; i8mm is this function's target feature.
+            unsafe {
+                let ar = [vld1q_u8(a), vld1q_u8(a.add(16)), vld1q_u8(a.add(32)), vld1q_u8(a.add(48))];
+                for c in 0..6 {
+                    let bc = vld1q_s8(b.add(16 * c));
+                    for (row, &x) in acc.iter_mut().zip(&ar) {
+                        asm!(
+                            "usmmla {0:v}.4s, {1:v}.16b, {2:v}.16b",
+                            inout(vreg) row[c],
+                            in(vreg) x,
+                            in(vreg) bc,
+                            options(pure, nomem, nostack, preserves_flags)
+                        );
+                    }
+                }
+                a = a.add(64);
+                b = b.add(96);
+            }
+        }
+        // Block (r, c) holds rows 2r, 2r+1 x columns 2c, 2c+1, row-major: the low halves of two
+        // neighbouring blocks are four columns of row 2r, the high halves of row 2r + 1.
+        for (r, row) in acc.iter().enumerate() {
+            for c in (0..6).step_by(2) {
+                let (x, y) = (vreinterpretq_s64_s32(row[c]), vreinterpretq_s64_s32(row[c + 1]));
+                // SAFETY: the tile holds 8 x 12 i32: rows 2r and 2r + 1, columns 2c .. 2c + 4.
+                unsafe {
+                    vst1q_s32(p.c.add(2 * r * 12 + 2 * c), vreinterpretq_s32_s64(vzip1q_s64(x, y)));
+                    vst1q_s32(p.c.add((2 * r + 1) * 12 + 2 * c), vreinterpretq_s32_s64(vzip2q_s64(x, y)));
+                }
+            }
+        }
+    }
+
+    pub(crate) const NEONDOT_Q: QKernel = QKernel {
+        isa: Isa::NeonDot,
+        id: "neondot_qgemm_i8i8_8x12",
+        mr: 8,
+        nr: 12,
+        pack: QPack::SignedBytes4,
+        run: neondot_qgemm_i8i8_8x12,
+        finish_narrow: None,
+    };
+
+    pub(crate) const NEONI8MM_Q: QKernel = QKernel {
+        isa: Isa::NeonI8mm,
+        id: "neoni8mm_qgemm_u8i8_8x12",
+        mr: 8,
+        nr: 12,
+        pack: QPack::Bytes8,
+        run: neoni8mm_qgemm_u8i8_8x12,
+        finish_narrow: None,
+    };
+}
+
 /// The registration list of the int8 kernels, best first (`name => Isa (path of its const)`),
 /// handed to `$callback!` like [`crate::for_each_kernel`]: the private table below and the
 /// stamped tests of `tests/tests/qgemm_cpu.rs` both come from it, so a kernel registered here
@@ -342,6 +489,10 @@ macro_rules! for_each_qkernel {
             avx512vnni => Avx512Vnni ($crate::arch::quant::x86::AVX512VNNI_Q),
             #[cfg(target_arch = "x86_64")]
             avx2 => Avx2 ($crate::arch::quant::x86::AVX2_Q),
+            #[cfg(target_arch = "aarch64")]
+            neoni8mm => NeonI8mm ($crate::arch::quant::aarch64::NEONI8MM_Q),
+            #[cfg(target_arch = "aarch64")]
+            neondot => NeonDot ($crate::arch::quant::aarch64::NEONDOT_Q),
             generic => Generic ($crate::arch::quant::GENERIC_Q),
         }
     };

@@ -4,14 +4,16 @@
 //!
 //! ## The arithmetic
 //! Operands are canonicalised while packing: A to `u8` (an `i8` A is shifted by +128, its zero
-//! point with it), B to `i8` (a `u8` B by -128). With `a'`, `b'`, `za'`, `zb'` the shifted values,
+//! point with it), B to `i8` (a `u8` B by -128); kernels that multiply `i8 x i8` take A shifted
+//! by another -128 ([`QPack::SignedBytes4`]). With `a'`, `b'`, `za'`, `zb'` the shifted values,
 //!
 //! ```text
 //! sum_p (a' - za')(b' - zb') = sum_p a' b'  -  za' * colsum(b')[j]  -  zb'[j] * rowsum(a')[i]  +  k za' zb'[j]
 //! ```
 //! The kernels compute the first term; the column terms (with the bias) are summed while B is
-//! packed, the row sums while A is packed. Everything is wrapping `i32`, exact because the true
-//! result fits (the accumulator bound of [`QGemm::check`]).
+//! packed, the row sums while A is packed. The identity holds for any shift of A or B, and
+//! everything is wrapping `i32` (a ring): exact because the true result fits (the accumulator
+//! bound of [`QGemm::check`]), whatever the partial sums did on the way.
 //!
 //! ```text
 //! phase 1 (all workers): pack B's nr-panels (worker w: panels w, w+W, ...) and their column terms
@@ -172,7 +174,7 @@ unsafe fn put(pack: QPack, dst: *mut u8, idx: usize, v: i32) {
     // SAFETY: forwarded contract; `v` fits the element (a u8 or i8 value, or either as i16).
     unsafe {
         match pack {
-            QPack::Bytes4 => *dst.add(idx) = v as u8,
+            QPack::Bytes4 | QPack::SignedBytes4 | QPack::Bytes8 => *dst.add(idx) = v as u8,
             QPack::Pairs16 => dst.cast::<i16>().add(idx).write_unaligned(v as i16),
         }
     }
@@ -289,7 +291,7 @@ impl<A: QOperand> QRows for MatRef<'_, A> {
 /// parameters (a conv group's columns are a slice of the layer's output channels).
 struct Ctx<'a, S, B: QElem, Y> {
     a: &'a S,
-    /// Canonical A zero point (`a_zero + offset`).
+    /// Canonical A zero point (`a_zero + offset`, shifted as the kernel's format wants).
     za: i32,
     b: &'a MatRef<'a, B>,
     b_zero: &'a crate::quant::PerChannel<'a, i32>,
@@ -382,7 +384,7 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     unsafe fn pack_a(&self, i0: usize, rows: usize, dst: *mut u8, sums: *mut i32, rowbuf: *mut i16) {
         let (mr, pack) = (self.kernel.mr, self.kernel.pack);
         let kp = self.l.groups * pack.group();
-        let off = self.a.offset();
+        let off = self.a.offset() + pack.a_shift();
         // SAFETY: forwarded contract: the buffer holds mr rows of kp.
         let buf = unsafe { core::slice::from_raw_parts_mut(rowbuf, mr * kp) };
         let k = self.d.k;
@@ -488,18 +490,10 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
 unsafe fn interleave(pack: QPack, buf: &[i16], mr: usize, groups: usize, dst: *mut u8) {
     let kp = buf.len() / mr;
     match pack {
-        QPack::Bytes4 => {
-            for g in 0..groups {
-                for ii in 0..mr {
-                    let src = &buf[ii * kp + g * 4..ii * kp + g * 4 + 4];
-                    // SAFETY: forwarded contract: 4 bytes at `(g * mr + ii) * 4`.
-                    let to = unsafe { core::slice::from_raw_parts_mut(dst.add((g * mr + ii) * 4), 4) };
-                    for q in 0..4 {
-                        to[q] = src[q] as u8;
-                    }
-                }
-            }
-        }
+        // SAFETY: forwarded contract.
+        QPack::Bytes4 | QPack::SignedBytes4 => unsafe { interleave_bytes::<4>(buf, mr, groups, dst) },
+        // SAFETY: forwarded contract.
+        QPack::Bytes8 => unsafe { interleave_bytes::<8>(buf, mr, groups, dst) },
         QPack::Pairs16 => {
             for g in 0..groups {
                 for ii in 0..mr {
@@ -511,6 +505,26 @@ unsafe fn interleave(pack: QPack, buf: &[i16], mr: usize, groups: usize, dst: *m
                         to.add(1).write_unaligned(buf[at + 1]);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// [`interleave`] for `G`-byte groups: the gathered values (canonical, in `u8` or `i8` range as
+/// the format wants) truncated to bytes.
+///
+/// # Safety
+/// As [`interleave`].
+#[inline(always)]
+unsafe fn interleave_bytes<const G: usize>(buf: &[i16], mr: usize, groups: usize, dst: *mut u8) {
+    let kp = buf.len() / mr;
+    for g in 0..groups {
+        for ii in 0..mr {
+            let src = &buf[ii * kp + g * G..ii * kp + g * G + G];
+            // SAFETY: forwarded contract: G bytes at `(g * mr + ii) * G`.
+            let to = unsafe { core::slice::from_raw_parts_mut(dst.add((g * mr + ii) * G), G) };
+            for q in 0..G {
+                to[q] = src[q] as u8;
             }
         }
     }
@@ -712,7 +726,7 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
     let Ok(l) = layout(kernel, d.m, d.n, d.k) else { return };
     let ctx = Ctx {
         a: ops.a,
-        za: ops.a_zero + ops.a.offset(),
+        za: ops.a_zero + ops.a.offset() + kernel.pack.a_shift(),
         b: ops.b,
         b_zero: ops.b_zero,
         bias: ops.bias,

@@ -143,7 +143,10 @@ impl Cpu {
     pub fn with_kernel(kernel: &'static Kernel) -> Self {
         Self {
             kernel,
-            qkernel: QKernel::best(),
+            qkernel: {
+                super::isa::detect();
+                QKernel::best()
+            },
             blocking: blocking_override().unwrap_or_else(|| Blocking::for_kernel(kernel, cache_sizes())),
             threads: rayon::current_num_threads(),
             parallel_min_fmas: PARALLEL_MIN_FMAS,

@@ -1,27 +1,60 @@
 //! Which kernel set runs: the best this CPU has ([`Kernel::best`], detected once by the core), or
-//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni` forces (for tests and benchmarks). Asking for an
-//! ISA this CPU lacks is an error, never a kernel that would fault.
+//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|neondot|neoni8mm` forces (for tests
+//! and benchmarks). Asking for an ISA this CPU lacks is an error, never a kernel that would
+//! fault.
+//!
+//! The core detects x86 features itself (CPUID); aarch64's dot product and int8 matrix multiply
+//! are published by the OS, which [`detect`] asks and tells the core. Every function here calls
+//! it first.
 
 use std::sync::OnceLock;
 
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::{Isa, Kernel};
 
-/// Whether this CPU can run `isa` (the core's detection: the one authority a [`Kernel`] checks).
+/// Tells the core what this CPU runs that it cannot detect without an OS (aarch64's dot product
+/// and int8 matrix multiply, from std's detection). Idempotent and cheap after the first call.
+pub fn detect() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(target_arch = "aarch64")]
+        #[allow(unsafe_code)] // the one declaration, from std's detection
+        for (isa, has) in [
+            (Isa::NeonDot, std::arch::is_aarch64_feature_detected!("dotprod")),
+            (Isa::NeonI8mm, std::arch::is_aarch64_feature_detected!("i8mm")),
+        ] {
+            if has {
+                // SAFETY: the OS reports that this CPU executes the ISA's instructions.
+                unsafe { isa.declare_available() };
+            }
+        }
+    });
+}
+
+/// Whether this CPU can run `isa` (the core's detection, after [`detect`]: the one authority a
+/// [`Kernel`] checks).
 pub fn supported(isa: Isa) -> bool {
+    detect();
     isa.is_available()
 }
 
 /// Every kernel of this build that this CPU can run, best first.
 pub fn available_kernels() -> Vec<&'static Kernel> {
+    detect();
     Kernel::available().collect()
+}
+
+/// Every int8 kernel of this build that this CPU can run, best first.
+pub fn available_qkernels() -> Vec<&'static QKernel> {
+    detect();
+    QKernel::available().collect()
 }
 
 /// Why a forced ISA could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
     /// `SPARKLE_ISA` named something unknown.
-    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni")]
+    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni, neondot, neoni8mm")]
     Unknown(String),
     /// The named ISA has no kernel in this build or is not supported by this CPU.
     #[error("the {0} kernels cannot run here: this CPU or build lacks them")]
@@ -30,6 +63,7 @@ pub enum IsaError {
 
 /// The kernel for `isa`, if this build has one and this CPU runs it.
 pub fn kernel_for_isa(isa: Isa) -> Result<&'static Kernel, IsaError> {
+    detect();
     Kernel::for_isa(isa).ok_or(IsaError::Unsupported(isa.name()))
 }
 
@@ -41,10 +75,12 @@ fn forced() -> Result<Option<Isa>, IsaError> {
     }
 }
 
-/// The f32 kernels of a forced ISA: `avx512vnni` (which only int8 kernels use) means AVX-512.
+/// The f32 kernels of a forced ISA: `avx512vnni` (which only int8 kernels use) means AVX-512,
+/// `neondot` and `neoni8mm` NEON.
 fn choose() -> Result<&'static Kernel, IsaError> {
     match forced()? {
-        Some(Isa::Avx512Vnni) => kernel_for_isa(Isa::Avx512),
+        Some(Isa::Avx512Vnni) if supported(Isa::Avx512Vnni) => kernel_for_isa(Isa::Avx512),
+        Some(isa @ (Isa::NeonDot | Isa::NeonI8mm)) if supported(isa) => kernel_for_isa(Isa::Neon),
         Some(isa) => kernel_for_isa(isa),
         None => Ok(Kernel::best()),
     }
@@ -52,17 +88,21 @@ fn choose() -> Result<&'static Kernel, IsaError> {
 
 /// The int8 kernel for `isa`, if this build has one and this CPU runs it.
 pub fn qkernel_for_isa(isa: Isa) -> Result<&'static QKernel, IsaError> {
+    detect();
     QKernel::for_isa(isa).ok_or(IsaError::Unsupported(isa.name()))
 }
 
 /// The int8 kernel of a forced ISA: AVX-512F without VNNI has none of its own and runs AVX2's,
-/// NEON (until its dot-product kernels land) the generic one.
+/// plain NEON the generic one.
 fn choose_q() -> Result<&'static QKernel, IsaError> {
     match forced()? {
         Some(Isa::Avx512) if Isa::Avx512.is_available() => qkernel_for_isa(Isa::Avx2),
         Some(Isa::Neon) if Isa::Neon.is_available() => Ok(QKernel::generic()),
         Some(isa) => qkernel_for_isa(isa),
-        None => Ok(QKernel::best()),
+        None => {
+            detect();
+            Ok(QKernel::best())
+        }
     }
 }
 
@@ -85,6 +125,7 @@ mod tests {
     /// The core's `no_std` detection (CPUID + XGETBV) agrees with std's for every ISA.
     #[test]
     fn core_detection_agrees_with_std() {
+        detect();
         for isa in Isa::ALL {
             let std_says = match isa {
                 Isa::Generic => true,
@@ -96,6 +137,10 @@ mod tests {
                 Isa::Avx512Vnni => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"),
                 #[cfg(target_arch = "aarch64")]
                 Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+                #[cfg(target_arch = "aarch64")]
+                Isa::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
+                #[cfg(target_arch = "aarch64")]
+                Isa::NeonI8mm => std::arch::is_aarch64_feature_detected!("i8mm"),
                 _ => false,
             };
             assert_eq!(isa.is_available(), std_says, "{isa:?}");

@@ -19,6 +19,8 @@ pub fn run() -> Result<ExitCode, Failure> {
         caches.l3 >> 20
     );
     println!("  kernels this CPU runs: {}; picked: {}", kernels.join(", "), cpu.kernel.id());
+    let qkernels: Vec<&str> = sparkle_std::cpu::isa::available_qkernels().iter().map(|k| k.id()).collect();
+    println!("  int8 kernels this CPU runs: {}; picked: {}", qkernels.join(", "), cpu.qkernel.id());
     println!(
         "  measured FMA peak: {:.0} GFLOPS on 1 thread, {:.0} on {cores}",
         sparkle_std::cpu::peak::peak_gflops(1),
