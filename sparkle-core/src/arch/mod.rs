@@ -54,6 +54,9 @@ pub enum Isa {
     Neon,
     /// x86_64 AVX-512F with AVX512_VNNI (`vpdpbusd`): the int8 kernels.
     Avx512Vnni,
+    /// x86_64 AVX2 and FMA with AVX-VNNI (the VEX `vpdpbusd` on ymm, as on CPUs without AVX-512):
+    /// an int8 kernel.
+    AvxVnni,
     /// aarch64 NEON with the Armv8.2 dot product (`sdot`): an int8 kernel.
     NeonDot,
     /// aarch64 NEON with the Armv8.6 int8 matrix multiply (`usmmla`): an int8 kernel.
@@ -69,6 +72,7 @@ impl Isa {
             Isa::Avx512 => "avx512",
             Isa::Neon => "neon",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::AvxVnni => "avxvnni",
             Isa::NeonDot => "neondot",
             Isa::NeonI8mm => "neoni8mm",
         }
@@ -80,8 +84,8 @@ impl Isa {
     }
 
     /// Every ISA a kernel can need, in the order of [`Isa::name`]'s documentation.
-    pub const ALL: [Isa; 7] =
-        [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Avx512Vnni, Isa::NeonDot, Isa::NeonI8mm];
+    pub const ALL: [Isa; 8] =
+        [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Avx512Vnni, Isa::AvxVnni, Isa::NeonDot, Isa::NeonI8mm];
 
     /// Whether the compile-time target features guarantee this ISA.
     pub const fn enabled_statically(self) -> bool {
@@ -93,6 +97,12 @@ impl Isa {
             Isa::Avx512Vnni => {
                 cfg!(all(target_arch = "x86_64", target_feature = "avx512f", target_feature = "avx512vnni"))
             }
+            Isa::AvxVnni => cfg!(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "avxvnni"
+            )),
             Isa::NeonDot => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "dotprod")),
             Isa::NeonI8mm => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "i8mm")),
         }
@@ -131,6 +141,8 @@ impl Isa {
             Isa::Avx512 => x86_64::detect::avx512f(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => x86_64::detect::avx512vnni(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => x86_64::detect::avxvnni(),
             _ => false,
         }
     }

@@ -9,6 +9,7 @@
 //! | kernel | ISA | tile | panels | products per instruction |
 //! |---|---|---|---|---|
 //! | `avx512vnni_qgemm_u8i8_8x32` | AVX-512 VNNI | 8 x 32 | 4 bytes per k-group | 64 (`vpdpbusd zmm`) |
+//! | `avxvnni_qgemm_u8i8_6x16` | AVX2 + AVX-VNNI | 6 x 16 | 4 bytes per k-group | 32 (`vpdpbusd ymm`) |
 //! | `avx2_qgemm_u8i8_6x16` | AVX2 | 6 x 16 | 2 `i16` per k-group | 16 (`vpmaddwd ymm`, + `vpaddd`) |
 //! | `neoni8mm_qgemm_u8i8_8x12` | NEON + i8mm | 8 x 12 | 8 bytes per k-group | 32 (`usmmla`, a `2 x 8 . 8 x 2` block) |
 //! | `neondot_qgemm_i8i8_8x12` | NEON + dot product | 8 x 12 | 4 bytes per k-group, A as `i8` | 16 (`sdot` by element) |
@@ -331,6 +332,49 @@ pub(crate) mod x86 {
         }
     }
 
+    /// # Safety
+    /// As [`QKernel::run`] with `mr = 6`, `nr = 16`, [`QPack::Bytes4`], on a CPU with AVX2 and
+    /// AVX-VNNI: the AVX2 kernel's tile with `vpdpbusd ymm` (four byte products per lane).
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn avxvnni_qgemm_u8i8_6x16(p: &QMicroArgs) {
+        const MR: usize = 6;
+        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        let mut a = p.a.cast::<i32>();
+        let mut b = p.b.cast::<__m256i>();
+        for _ in 0..p.groups {
+            // SAFETY: one group of B is 16 columns x 4 bytes (two ymm), one of A 6 rows x 4
+            // bytes (six i32), inside the panels by the caller's contract.
+            unsafe {
+                let b0 = _mm256_loadu_si256(b);
+                let b1 = _mm256_loadu_si256(b.add(1));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = _mm256_set1_epi32(a.add(i).read_unaligned());
+                    row[0] = _mm256_dpbusd_avx_epi32(row[0], ai, b0);
+                    row[1] = _mm256_dpbusd_avx_epi32(row[1], ai, b1);
+                }
+                a = a.add(MR);
+                b = b.add(2);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: the tile holds 6 x 16 i32.
+            unsafe {
+                _mm256_storeu_si256(p.c.add(i * 16).cast(), row[0]);
+                _mm256_storeu_si256(p.c.add(i * 16 + 8).cast(), row[1]);
+            }
+        }
+    }
+
+    pub(crate) const AVXVNNI_Q: QKernel = QKernel {
+        isa: Isa::AvxVnni,
+        id: "avxvnni_qgemm_u8i8_6x16",
+        mr: 6,
+        nr: 16,
+        pack: QPack::Bytes4,
+        run: avxvnni_qgemm_u8i8_6x16,
+        finish_narrow: Some(avx2_finish_narrow),
+    };
+
     pub(crate) const AVX512VNNI_Q: QKernel = QKernel {
         isa: Isa::Avx512Vnni,
         id: "avx512vnni_qgemm_u8i8_8x32",
@@ -487,6 +531,8 @@ macro_rules! for_each_qkernel {
         $callback! {
             #[cfg(target_arch = "x86_64")]
             avx512vnni => Avx512Vnni ($crate::arch::quant::x86::AVX512VNNI_Q),
+            #[cfg(target_arch = "x86_64")]
+            avxvnni => AvxVnni ($crate::arch::quant::x86::AVXVNNI_Q),
             #[cfg(target_arch = "x86_64")]
             avx2 => Avx2 ($crate::arch::quant::x86::AVX2_Q),
             #[cfg(target_arch = "aarch64")]

@@ -283,8 +283,8 @@ fn depthwise_for<X: QOperand, W: QOperand, Y: QElem>(
             depthwise(g, op, out, output)
         }
         match kernel.isa() {
-            // SAFETY: the kernel proves the CPU runs AVX2.
-            crate::arch::Isa::Avx2 => return unsafe { avx2(g, op, out, output) },
+            // SAFETY: the kernel proves the CPU runs AVX2 (AVX-VNNI's detection requires it).
+            crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => return unsafe { avx2(g, op, out, output) },
             // SAFETY: the kernel proves AVX-512F (and AVX2, which its detection requires).
             crate::arch::Isa::Avx512Vnni => return unsafe { avx512(g, op, out, output) },
             _ => {}

@@ -678,8 +678,8 @@ unsafe fn run_phase<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: 
             unsafe { body(ctx, w, second) }
         }
         match ctx.kernel.isa {
-            // SAFETY: the kernel proves the CPU runs AVX2.
-            crate::arch::Isa::Avx2 => return unsafe { avx2(ctx, w, second) },
+            // SAFETY: the kernel proves the CPU runs AVX2 (AVX-VNNI's detection requires it).
+            crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => return unsafe { avx2(ctx, w, second) },
             // SAFETY: the kernel proves AVX-512F (its VNNI kernel needs it).
             crate::arch::Isa::Avx512Vnni => return unsafe { avx512(ctx, w, second) },
             _ => {}

@@ -1,5 +1,5 @@
 //! Which kernel set runs: the best this CPU has ([`Kernel::best`], detected once by the core), or
-//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|neondot|neoni8mm` forces (for tests
+//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|avxvnni|neondot|neoni8mm` forces (for tests
 //! and benchmarks). Asking for an ISA this CPU lacks is an error, never a kernel that would
 //! fault.
 //!
@@ -54,7 +54,7 @@ pub fn available_qkernels() -> Vec<&'static QKernel> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
     /// `SPARKLE_ISA` named something unknown.
-    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni, neondot, neoni8mm")]
+    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni, avxvnni, neondot, neoni8mm")]
     Unknown(String),
     /// The named ISA has no kernel in this build or is not supported by this CPU.
     #[error("the {0} kernels cannot run here: this CPU or build lacks them")]
@@ -76,10 +76,11 @@ fn forced() -> Result<Option<Isa>, IsaError> {
 }
 
 /// The f32 kernels of a forced ISA: `avx512vnni` (which only int8 kernels use) means AVX-512,
-/// `neondot` and `neoni8mm` NEON.
+/// `avxvnni` AVX2, `neondot` and `neoni8mm` NEON.
 fn choose() -> Result<&'static Kernel, IsaError> {
     match forced()? {
         Some(Isa::Avx512Vnni) if supported(Isa::Avx512Vnni) => kernel_for_isa(Isa::Avx512),
+        Some(Isa::AvxVnni) if supported(Isa::AvxVnni) => kernel_for_isa(Isa::Avx2),
         Some(isa @ (Isa::NeonDot | Isa::NeonI8mm)) if supported(isa) => kernel_for_isa(Isa::Neon),
         Some(isa) => kernel_for_isa(isa),
         None => Ok(Kernel::best()),
@@ -135,6 +136,12 @@ mod tests {
                 Isa::Avx512 => is_x86_feature_detected!("avx512f"),
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512Vnni => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"),
+                #[cfg(target_arch = "x86_64")]
+                Isa::AvxVnni => {
+                    is_x86_feature_detected!("avxvnni")
+                        && is_x86_feature_detected!("avx2")
+                        && is_x86_feature_detected!("fma")
+                }
                 #[cfg(target_arch = "aarch64")]
                 Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
                 #[cfg(target_arch = "aarch64")]

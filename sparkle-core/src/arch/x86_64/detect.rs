@@ -9,6 +9,7 @@ const PROBED: u8 = 1;
 const AVX2_FMA: u8 = 2;
 const AVX512F: u8 = 4;
 const AVX512VNNI: u8 = 8;
+const AVXVNNI: u8 = 16;
 
 static FEATURES: AtomicU8 = AtomicU8::new(0);
 
@@ -37,6 +38,12 @@ pub(crate) fn avx512f() -> bool {
 /// CPU has them, but a hypervisor might mask them).
 pub(crate) fn avx512vnni() -> bool {
     let need = AVX512F | AVX512VNNI | AVX2_FMA;
+    features() & need == need
+}
+
+/// AVX-VNNI (the VEX-encoded `vpdpbusd` on ymm) with AVX2 and FMA, the OS saving the ymm state.
+pub(crate) fn avxvnni() -> bool {
+    let need = AVXVNNI | AVX2_FMA;
     features() & need == need
 }
 
@@ -74,6 +81,10 @@ fn probe() -> u8 {
     let mut f = 0;
     if os_ymm && bit(leaf7.ebx, 5) && bit(leaf1.ecx, 12) {
         f |= AVX2_FMA;
+        // Leaf 7 sub-leaf 1 exists when sub-leaf 0's EAX says so; its EAX bit 4 is AVX-VNNI.
+        if leaf7.eax >= 1 && bit(__cpuid_count(7, 1).eax, 4) {
+            f |= AVXVNNI;
+        }
     }
     if os_zmm && bit(leaf7.ebx, 16) {
         f |= AVX512F;
