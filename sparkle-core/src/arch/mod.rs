@@ -57,6 +57,9 @@ pub enum Isa {
     /// x86_64 AVX2 and FMA with AVX-VNNI (the VEX `vpdpbusd` on ymm, as on CPUs without AVX-512):
     /// an int8 kernel.
     AvxVnni,
+    /// Armv7E-M's DSP extension (`smlad`: two 16-bit products and a sum in one instruction):
+    /// the Cortex-M4/M7 int8 kernel. Known at compile time (the target name: `thumbv7em-*`).
+    ArmDsp,
     /// aarch64 NEON with the Armv8.2 dot product (`sdot`): an int8 kernel.
     NeonDot,
     /// aarch64 NEON with the Armv8.6 int8 matrix multiply (`usmmla`): an int8 kernel.
@@ -73,6 +76,7 @@ impl Isa {
             Isa::Neon => "neon",
             Isa::Avx512Vnni => "avx512vnni",
             Isa::AvxVnni => "avxvnni",
+            Isa::ArmDsp => "armdsp",
             Isa::NeonDot => "neondot",
             Isa::NeonI8mm => "neoni8mm",
         }
@@ -84,8 +88,17 @@ impl Isa {
     }
 
     /// Every ISA a kernel can need, in the order of [`Isa::name`]'s documentation.
-    pub const ALL: [Isa; 8] =
-        [Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::Avx512Vnni, Isa::AvxVnni, Isa::NeonDot, Isa::NeonI8mm];
+    pub const ALL: [Isa; 9] = [
+        Isa::Generic,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Neon,
+        Isa::Avx512Vnni,
+        Isa::AvxVnni,
+        Isa::ArmDsp,
+        Isa::NeonDot,
+        Isa::NeonI8mm,
+    ];
 
     /// Whether the compile-time target features guarantee this ISA.
     pub const fn enabled_statically(self) -> bool {
@@ -103,6 +116,7 @@ impl Isa {
                 target_feature = "fma",
                 target_feature = "avxvnni"
             )),
+            Isa::ArmDsp => cfg!(all(target_arch = "arm", sparkle_arm_dsp)),
             Isa::NeonDot => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "dotprod")),
             Isa::NeonI8mm => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "i8mm")),
         }
@@ -119,19 +133,19 @@ impl Isa {
     /// [`Isa::is_available`] then hands out use them.
     pub unsafe fn declare_available(self) {
         use core::sync::atomic::Ordering::Relaxed;
-        #[cfg(target_has_atomic = "8")]
-        DECLARED.fetch_or(1 << self as u8, Relaxed);
+        #[cfg(target_has_atomic = "16")]
+        DECLARED.fetch_or(1 << self as u16, Relaxed);
         // Without atomic read-modify-write (Armv6-M), concurrent declarations could lose one;
         // such targets have none of the ISAs this serves.
-        #[cfg(not(target_has_atomic = "8"))]
-        DECLARED.store(DECLARED.load(Relaxed) | 1 << self as u8, Relaxed);
+        #[cfg(not(target_has_atomic = "16"))]
+        DECLARED.store(DECLARED.load(Relaxed) | 1 << self as u16, Relaxed);
     }
 
     /// Whether this CPU runs this ISA: the compile-time target features, on x86_64 a run-time
     /// CPUID/XGETBV check (no `std` needed; cached after the first call), or a declaration
     /// ([`Isa::declare_available`]).
     pub fn is_available(self) -> bool {
-        if self.enabled_statically() || DECLARED.load(core::sync::atomic::Ordering::Relaxed) & (1 << self as u8) != 0 {
+        if self.enabled_statically() || DECLARED.load(core::sync::atomic::Ordering::Relaxed) & (1 << self as u16) != 0 {
             return true;
         }
         match self {
@@ -149,8 +163,8 @@ impl Isa {
 }
 
 /// The ISAs declared by [`Isa::declare_available`], one bit per variant.
-const _: () = assert!(Isa::ALL.len() <= 8);
-static DECLARED: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+const _: () = assert!(Isa::ALL.len() <= 16);
+static DECLARED: core::sync::atomic::AtomicU16 = core::sync::atomic::AtomicU16::new(0);
 
 /// Bias pointer for one microtile, already offset to the tile's first row / column.
 #[derive(Clone, Copy, Debug)]

@@ -13,6 +13,7 @@
 //! | `avx2_qgemm_u8i8_6x16` | AVX2 | 6 x 16 | 2 `i16` per k-group | 16 (`vpmaddwd ymm`, + `vpaddd`) |
 //! | `neoni8mm_qgemm_u8i8_8x12` | NEON + i8mm | 8 x 12 | 8 bytes per k-group | 32 (`usmmla`, a `2 x 8 . 8 x 2` block) |
 //! | `neondot_qgemm_i8i8_8x12` | NEON + dot product | 8 x 12 | 4 bytes per k-group, A as `i8` | 16 (`sdot` by element) |
+//! | `armdsp_qgemm_u8i8_2x2` | Armv7E-M DSP (Cortex-M4/M7) | 2 x 2 | 2 `i16` per k-group | 2 (`smlad`) |
 //! | `generic_qgemm_u8i8_4x4` | any | 4 x 4 | 4 bytes per k-group | 1 |
 //!
 //! The dot product (Armv8.2) multiplies `i8 x i8` or `u8 x u8` only; its kernel gets A shifted
@@ -42,7 +43,7 @@ pub(crate) enum QPack {
     Bytes8,
     /// k in groups of 2 `i16` (A's `u8` and B's `i8` widened): the same layout with 2 elements
     /// of 2 bytes per group.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(not(any(target_arch = "x86_64", all(target_arch = "arm", sparkle_arm_dsp))), allow(dead_code))]
     Pairs16,
 }
 
@@ -520,6 +521,99 @@ pub(crate) mod aarch64 {
     };
 }
 
+#[cfg(all(target_arch = "arm", sparkle_arm_dsp))]
+pub(crate) mod dsp {
+    use core::arch::asm;
+
+    use super::{Isa, QKernel, QMicroArgs, QPack};
+
+    /// # Safety
+    /// As [`QKernel::run`] with `mr = nr = 2`, [`QPack::Pairs16`]: per group (2 k), one word of
+    /// each row and column (two `i16`), four `smlad` (`acc + lo * lo + hi * hi` on signed 16-bit
+    /// halves: 8 products). A 2 x 2 tile keeps the accumulators, operands and pointers inside the
+    /// Cortex-M's 13 registers. Inline assembly: `smlad`'s intrinsic is not stable Rust, and the
+    /// compiler's schedule of the same loop spilled registers.
+    unsafe fn armdsp_qgemm_u8i8_2x2(p: &QMicroArgs) {
+        let (mut a, mut b) = (p.a, p.b);
+        let (mut c00, mut c01, mut c10, mut c11) = (0i32, 0i32, 0i32, 0i32);
+        // One group: a row pair's words and a column pair's words (`ldrd` each, post-indexed),
+        // four `smlad`. Two groups per iteration: 14 instructions for 16 products.
+        macro_rules! group {
+            () => {
+                "ldrd {a0}, {a1}, [{a}], #8\n\
+                 ldrd {b0}, {b1}, [{b}], #8\n\
+                 smlad {c00}, {a0}, {b0}, {c00}\n\
+                 smlad {c01}, {a0}, {b1}, {c01}\n\
+                 smlad {c10}, {a1}, {b0}, {c10}\n\
+                 smlad {c11}, {a1}, {b1}, {c11}\n"
+            };
+        }
+        let pairs = p.groups / 2;
+        if pairs > 0 {
+            // SAFETY: `2 * pairs <= groups` groups of each panel (two words each; `ldrd` needs
+            // 4-byte alignment, which the driver's panels have) by the caller's contract; the
+            // loop runs `pairs >= 1` times.
+            unsafe {
+                asm!(
+                    "2:",
+                    group!(),
+                    group!(),
+                    "subs {n}, {n}, #1",
+                    "bne 2b",
+                    a = inout(reg) a,
+                    b = inout(reg) b,
+                    n = inout(reg) pairs => _,
+                    c00 = inout(reg) c00,
+                    c01 = inout(reg) c01,
+                    c10 = inout(reg) c10,
+                    c11 = inout(reg) c11,
+                    a0 = out(reg) _,
+                    a1 = out(reg) _,
+                    b0 = out(reg) _,
+                    b1 = out(reg) _,
+                    options(nostack, readonly)
+                )
+            };
+        }
+        if p.groups % 2 == 1 {
+            // SAFETY: the last group, as above.
+            unsafe {
+                asm!(
+                    group!(),
+                    a = inout(reg) a => _,
+                    b = inout(reg) b => _,
+                    c00 = inout(reg) c00,
+                    c01 = inout(reg) c01,
+                    c10 = inout(reg) c10,
+                    c11 = inout(reg) c11,
+                    a0 = out(reg) _,
+                    a1 = out(reg) _,
+                    b0 = out(reg) _,
+                    b1 = out(reg) _,
+                    options(nostack, readonly, preserves_flags)
+                )
+            };
+        }
+        // SAFETY: the tile holds 2 x 2 i32.
+        unsafe {
+            p.c.write(c00);
+            p.c.add(1).write(c01);
+            p.c.add(2).write(c10);
+            p.c.add(3).write(c11);
+        }
+    }
+
+    pub(crate) const ARMDSP_Q: QKernel = QKernel {
+        isa: Isa::ArmDsp,
+        id: "armdsp_qgemm_u8i8_2x2",
+        mr: 2,
+        nr: 2,
+        pack: QPack::Pairs16,
+        run: armdsp_qgemm_u8i8_2x2,
+        finish_narrow: None,
+    };
+}
+
 /// The registration list of the int8 kernels, best first (`name => Isa (path of its const)`),
 /// handed to `$callback!` like [`crate::for_each_kernel`]: the private table below and the
 /// stamped tests of `tests/tests/qgemm_cpu.rs` both come from it, so a kernel registered here
@@ -535,6 +629,8 @@ macro_rules! for_each_qkernel {
             avxvnni => AvxVnni ($crate::arch::quant::x86::AVXVNNI_Q),
             #[cfg(target_arch = "x86_64")]
             avx2 => Avx2 ($crate::arch::quant::x86::AVX2_Q),
+            #[cfg(all(target_arch = "arm", sparkle_arm_dsp))]
+            armdsp => ArmDsp ($crate::arch::quant::dsp::ARMDSP_Q),
             #[cfg(target_arch = "aarch64")]
             neoni8mm => NeonI8mm ($crate::arch::quant::aarch64::NEONI8MM_Q),
             #[cfg(target_arch = "aarch64")]

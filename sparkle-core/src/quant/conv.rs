@@ -169,27 +169,73 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
     fn offset(&self) -> i32 {
         a_offset::<X>()
     }
-    /// Interior pixels: one gather through the tap offsets.
+    /// Interior pixels: one gather through the tap offsets. Border pixels: the same gather
+    /// where a tap's row and column are inside the input (bit masks of the valid kernel rows and
+    /// columns), the zero point elsewhere; kernels wider than 32 taps go through
+    /// [`QRows::visit_row`].
     #[inline(always)]
     fn fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
         let g = self.g;
+        let p = g.params();
         let (oy, ox) = (i / g.wo(), i % g.wo());
         let ([y0, y1], [x0, x1]) = self.interior;
-        let Some(taps) = self.taps.filter(|_| (y0..y1).contains(&oy) && (x0..x1).contains(&ox)) else {
+        let Some(taps) = self.taps.filter(|_| p.r <= 32 && p.s <= 32) else {
             return fill_by_visit(self, i, off, out);
         };
-        let p = g.params();
         let (ystride, xstride, cstride) = strides(g);
-        let corner = self.n * p.c * p.h * p.w
-            + self.group * g.cg() * cstride
-            + (oy * p.stride[0] - p.pad.top) * ystride
-            + (ox * p.stride[1] - p.pad.left) * xstride;
-        let input = &self.input[corner..];
+        let image = self.n * p.c * p.h * p.w + self.group * g.cg() * cstride;
         let mut sum = 0i32;
-        for (o, &t) in out.iter_mut().zip(taps) {
-            let v = input[t as usize].widen() + off;
+        if (y0..y1).contains(&oy) && (x0..x1).contains(&ox) {
+            let corner = image + (oy * p.stride[0] - p.pad.top) * ystride + (ox * p.stride[1] - p.pad.left) * xstride;
+            let input = &self.input[corner..];
+            for (o, &t) in out.iter_mut().zip(taps) {
+                let v = input[t as usize].widen() + off;
+                sum = sum.wrapping_add(v);
+                *o = v as i16;
+            }
+            return sum;
+        }
+        // The top-left tap's offset, outside the input for a border pixel: signed. Every offset
+        // fits an isize (the input is a slice).
+        let corner = image as isize + (oy * p.stride[0]) as isize * ystride as isize
+            - p.pad.top as isize * ystride as isize
+            + (ox * p.stride[1]) as isize * xstride as isize
+            - p.pad.left as isize * xstride as isize;
+        let (mut rows, mut cols) = (0u32, 0u32);
+        for r in 0..p.r {
+            rows |= u32::from(g.input_y(oy, r).is_some()) << r;
+        }
+        for s in 0..p.s {
+            cols |= u32::from(g.input_x(ox, s).is_some()) << s;
+        }
+        let zp = self.x_zero + off;
+        let mut at = 0;
+        let mut put = |valid: bool, out: &mut [i16]| {
+            let v = if valid { self.input[(corner + taps[at] as isize) as usize].widen() + off } else { zp };
             sum = sum.wrapping_add(v);
-            *o = v as i16;
+            out[at] = v as i16;
+            at += 1;
+        };
+        match p.weight_layout {
+            WeightLayout::Kcrs => {
+                for _ in 0..g.cg() {
+                    for r in 0..p.r {
+                        for s in 0..p.s {
+                            put(rows >> r & cols >> s & 1 != 0, out);
+                        }
+                    }
+                }
+            }
+            WeightLayout::Krsc => {
+                for r in 0..p.r {
+                    for s in 0..p.s {
+                        let valid = rows >> r & cols >> s & 1 != 0;
+                        for _ in 0..g.cg() {
+                            put(valid, out);
+                        }
+                    }
+                }
+            }
         }
         sum
     }

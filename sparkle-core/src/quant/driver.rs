@@ -26,7 +26,7 @@
 use crate::arch::quant::{FinishRow, QKernel, QMicroArgs, QPack};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
-use crate::quant::{corrected, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
+use crate::quant::{corrected, fixed_narrow, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
 use crate::view::{MatMut, MatRef};
 
 /// mr-panels per block of A rows.
@@ -64,7 +64,9 @@ struct Layout {
     n_panels: usize,
     /// Rows per block of A (a multiple of mr, at most the rounded-up m).
     mc: usize,
-    /// Words of the column terms (`n_panels * nr`).
+    /// Columns of the panels (`n_panels * nr`).
+    cols: usize,
+    /// Words of the per-column constants: four arrays of `cols` (see [`Columns`]).
     col_words: usize,
     /// Words of packed B.
     b_words: usize,
@@ -87,7 +89,8 @@ fn layout(kernel: &QKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
     let mc = (MC_PANELS * mr).min(mul(m.div_ceil(mr), mr, p)?);
     // Bytes of one panel: groups x (mr or nr) x group x element bytes.
     let panel_bytes = |rows: usize| mul(mul(mul(groups, rows, p)?, pack.group(), p)?, pack.elem_bytes(), p);
-    let col_words = mul(n_panels, nr, p)?;
+    let cols = mul(n_panels, nr, p)?;
+    let col_words = mul(cols, 4, p)?;
     let b_words = words(mul(panel_bytes(nr)?, n_panels, p)?);
     let a_words = words(mul(panel_bytes(mr)?, mc / mr, p)?);
     // One panel's rows gathered as i16 before they are interleaved: mr x (groups * group).
@@ -97,7 +100,7 @@ fn layout(kernel: &QKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
         .and_then(|w| w.checked_add(mr * nr))
         .and_then(|w| w.checked_add(row_words))
         .ok_or(Error::Overflow { param: p })?;
-    Ok(Layout { groups, n_panels, mc, col_words, b_words, a_words, per_worker })
+    Ok(Layout { groups, n_panels, mc, cols, col_words, b_words, a_words, per_worker })
 }
 
 /// `i32` words of scratch [`qgemm_with`] needs for an `m x n x k` problem on `workers` workers.
@@ -165,20 +168,92 @@ const fn b_offset<T: QElem>() -> i32 {
     }
 }
 
-/// Writes canonical value `v` as packed element `idx` of a panel in `pack`'s format.
-///
-/// # Safety
-/// `dst` must be valid for element `idx` of that format.
-#[inline(always)]
-unsafe fn put(pack: QPack, dst: *mut u8, idx: usize, v: i32) {
-    // SAFETY: forwarded contract; `v` fits the element (a u8 or i8 value, or either as i16).
-    unsafe {
-        match pack {
-            QPack::Bytes4 | QPack::SignedBytes4 | QPack::Bytes8 => *dst.add(idx) = v as u8,
-            QPack::Pairs16 => dst.cast::<i16>().add(idx).write_unaligned(v as i16),
+/// A packed element: a byte (`u8` or `i8` bits) or an `i16`.
+trait Packed: Copy {
+    fn from_i32(v: i32) -> Self;
+}
+impl Packed for u8 {
+    #[inline(always)]
+    fn from_i32(v: i32) -> Self {
+        v as u8
+    }
+}
+impl Packed for i16 {
+    #[inline(always)]
+    fn from_i32(v: i32) -> Self {
+        v as i16
+    }
+}
+
+/// Columns `j0 .. j0 + nv` of B (from `src`, its element `(0, j0)`) as one panel of `nr`
+/// columns.
+struct PanelSource<T> {
+    src: *const T,
+    rs: usize,
+    cs: usize,
+    k: usize,
+    nv: usize,
+    nr: usize,
+    groups: usize,
+    off: i32,
+}
+
+impl<T: QElem> PanelSource<T> {
+    /// Writes the panel in groups of `G` elements (`E`), zero past `k` and `nv`, in panel order,
+    /// and adds each column's canonical sum to `sums`. Whole groups of whole panels take a loop
+    /// without checks.
+    ///
+    /// # Safety
+    /// `src` holds every `(p, jj)` with `p < k`, `jj < nv` at `p * rs + jj * cs`; `dst` is
+    /// valid for `groups * nr * G` elements; `nr <= MAX_NR`.
+    #[inline(always)]
+    unsafe fn pack<E: Packed, const G: usize>(&self, dst: *mut E, sums: &mut [i32; MAX_NR]) {
+        let PanelSource { src, rs, cs, k, nv, nr, groups, off } = *self;
+        let full = if nv == nr { k / G } else { 0 };
+        let mut at = dst;
+        for g in 0..full {
+            for (jj, sum) in sums[..nr].iter_mut().enumerate() {
+                // SAFETY: `(g * G + q, jj)` with `g < full`: `p < k` and `jj < nv = nr`.
+                let col = unsafe { src.add(g * G * rs + jj * cs) };
+                for q in 0..G {
+                    // SAFETY: as above; element `(g * nr + jj) * G + q` of the panel.
+                    unsafe {
+                        let v = (*col.add(q * rs)).widen() + off;
+                        *sum = sum.wrapping_add(v);
+                        at.add(q).write_unaligned(E::from_i32(v));
+                    }
+                }
+                // SAFETY: the next group of the panel (or one past its end).
+                at = unsafe { at.add(G) };
+            }
+        }
+        for g in full..groups {
+            for (jj, sum) in sums[..nr].iter_mut().enumerate() {
+                for q in 0..G {
+                    let p = g * G + q;
+                    let v = if p < k && jj < nv {
+                        // SAFETY: `p < k` and `jj < nv`.
+                        unsafe { (*src.add(p * rs + jj * cs)).widen() + off }
+                    } else {
+                        0
+                    };
+                    *sum = sum.wrapping_add(v);
+                    // SAFETY: element `(g * nr + jj) * G + q` of the panel.
+                    unsafe { at.add(q).write_unaligned(E::from_i32(v)) };
+                }
+                // SAFETY: the next group of the panel (or one past its end).
+                at = unsafe { at.add(G) };
+            }
         }
     }
 }
+
+impl<T> Clone for PanelSource<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for PanelSource<T> {}
 
 /// The rows of A as the driver packs them: a strided matrix, or an image seen through im2col
 /// (`quant::conv`), which is then never materialised.
@@ -323,42 +398,35 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
         unsafe { self.scratch.ptr().add(self.l.col_words).cast::<u8>().add(jp * self.panel_bytes(self.kernel.nr)) }
     }
 
-    /// Phase 1, worker `w`: B's panels `w, w + W, ...` and their column terms
-    /// `bias[j] - za' * colsum(b')[j] + k * za' * zb'[j]`, reading B along its rows.
+    /// Phase 1, worker `w`: B's panels `w, w + W, ...` and their per-column constants: the
+    /// column terms `bias[j] - za' * colsum(b')[j] + k * za' * zb'[j]`, the canonical `zb'[j]`
+    /// and the two words of the channel's rescaling.
     ///
     /// # Safety
     /// `w < workers`, each index run once, before phase 2.
     #[inline(always)]
     unsafe fn phase1(&self, w: usize) {
-        let (nr, pack, gsz) = (self.kernel.nr, self.kernel.pack, self.kernel.pack.group());
+        let (nr, pack) = (self.kernel.nr, self.kernel.pack);
         let (k, n, off) = (self.d.k, self.d.n, b_offset::<B>());
-        let (data, rs, cs) = (self.b.as_slice(), self.b.rs(), self.b.cs());
+        let (rs, cs) = (self.b.rs(), self.b.cs());
         for jp in (w..self.l.n_panels).step_by(self.workers) {
             // SAFETY: panel `jp` is written by this worker alone.
             let dst = unsafe { self.b_panel(jp) };
             let j0 = jp * nr;
             let nv = nr.min(n - j0);
             let mut sums = [0i32; MAX_NR];
-            // Writes in panel order (sequential); full groups of full panels skip the checks.
-            let full_groups = if nv == nr { k / gsz } else { 0 };
-            let mut at = 0;
-            for g in 0..self.l.groups {
-                let p0 = g * gsz;
-                for (jj, sum) in sums[..nr].iter_mut().enumerate() {
-                    for q in 0..gsz {
-                        let p = p0 + q;
-                        let v = if g < full_groups || (p < k && jj < nv) {
-                            data[p * rs + (j0 + jj) * cs].widen() + off
-                        } else {
-                            0
-                        };
-                        *sum = sum.wrapping_add(v);
-                        // SAFETY: `at = (g * nr + jj) * gsz + q` is inside the panel.
-                        unsafe { put(pack, dst, at, v) };
-                        at += 1;
-                    }
+            // SAFETY: column `j0 < n` exists; the validated view holds every `(p, j0 + jj)` with
+            // `p < k`, `jj < nv` at `p * rs + jj * cs` from it; the panel holds `groups` groups.
+            unsafe {
+                let src = self.b.as_slice().as_ptr().add(j0 * cs);
+                let panel = PanelSource { src, rs, cs, k, nv, nr, groups: self.l.groups, off };
+                match pack {
+                    QPack::Bytes4 | QPack::SignedBytes4 => panel.pack::<u8, 4>(dst, &mut sums),
+                    QPack::Bytes8 => panel.pack::<u8, 8>(dst, &mut sums),
+                    QPack::Pairs16 => panel.pack::<i16, 2>(dst.cast(), &mut sums),
                 }
             }
+            let cols = self.l.cols;
             for (jj, &sum) in sums[..nv].iter().enumerate() {
                 let j = self.ch0 + j0 + jj;
                 let zb = self.b_zero.at(j) + off;
@@ -366,8 +434,15 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                 let term = base
                     .wrapping_sub(self.za.wrapping_mul(sum))
                     .wrapping_add((k as i32).wrapping_mul(self.za).wrapping_mul(zb));
-                // SAFETY: column `j0 + jj < n_panels * nr` of the column terms, this worker's.
-                unsafe { *self.scratch.ptr().add(j0 + jj) = term };
+                let [s0, s1] = self.out.channel::<Y>(j).scale_words();
+                // SAFETY: column `j0 + jj < cols` of each of the four arrays, this worker's.
+                unsafe {
+                    let at = self.scratch.ptr().add(j0 + jj);
+                    *at = term;
+                    *at.add(cols) = zb;
+                    *at.add(2 * cols) = s0;
+                    *at.add(3 * cols) = s1;
+                }
             }
         }
     }
@@ -424,7 +499,7 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
         };
         let chunks = l.n_panels.div_ceil(NC_PANELS);
         let items = d.m.div_ceil(l.mc) * chunks;
-        let b_off = b_offset::<B>();
+        let stage = self.out.channel::<Y>(self.ch0);
         let mut packed_block = usize::MAX;
         for t in (w..items).step_by(self.workers) {
             let (rb, cc) = (t / chunks, t % chunks);
@@ -439,10 +514,8 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                 // SAFETY: `jp < n_panels`, written in phase 1.
                 let b_panel = unsafe { self.b_panel(jp) };
                 let nv = nr.min(d.n - jp * nr);
-                // SAFETY: phase 1 wrote the column terms of every column.
-                let cols = unsafe {
-                    PanelColumns::new::<Y>(self.out, self.ch0, jp * nr, nv, self.scratch.ptr(), self.b_zero, b_off)
-                };
+                // SAFETY: phase 1 wrote the constants of every column; `jp * nr < cols`.
+                let cols = unsafe { Columns::at::<Y>(self.scratch.ptr(), l.cols, jp * nr, stage) };
                 for ip in 0..rows.div_ceil(mr) {
                     let args = QMicroArgs {
                         groups: l.groups,
@@ -495,15 +568,14 @@ unsafe fn interleave(pack: QPack, buf: &[i16], mr: usize, groups: usize, dst: *m
         // SAFETY: forwarded contract.
         QPack::Bytes8 => unsafe { interleave_bytes::<8>(buf, mr, groups, dst) },
         QPack::Pairs16 => {
-            for g in 0..groups {
-                for ii in 0..mr {
-                    let at = ii * kp + g * 2;
-                    // SAFETY: forwarded contract: 2 i16 at element `(g * mr + ii) * 2`.
-                    unsafe {
-                        let to = dst.cast::<i16>().add((g * mr + ii) * 2);
-                        to.write_unaligned(buf[at]);
-                        to.add(1).write_unaligned(buf[at + 1]);
-                    }
+            // A group of one row is two neighbouring i16 of the gathered row: one word.
+            let src = buf.as_ptr().cast::<u32>();
+            let to = dst.cast::<u32>();
+            for ii in 0..mr {
+                for g in 0..groups {
+                    // SAFETY: forwarded contract: `buf` holds `mr * kp` i16 with `kp = 2 *
+                    // groups`, the panel `groups * mr` words.
+                    unsafe { to.add(g * mr + ii).write_unaligned(src.add(ii * kp / 2 + g).read_unaligned()) };
                 }
             }
         }
@@ -533,46 +605,37 @@ unsafe fn interleave_bytes<const G: usize>(buf: &[i16], mr: usize, groups: usize
 /// The widest register tile of any kernel (the column sums of one panel live on the stack).
 const MAX_NR: usize = 32;
 
-/// Per-column constants of one B panel for the write-out: the column term (phase 1), the
-/// canonical B zero point, and the output stage of each column.
-struct PanelColumns {
-    term: [i32; MAX_NR],
-    zb: [i32; MAX_NR],
-    stage: [ChannelStage; MAX_NR],
-    /// The ONNX multipliers when the output is one byte: the vectorizable path.
-    float: Option<[f32; MAX_NR]>,
+/// Per-column constants of one B panel for the write-out, as phase 1 left them in the scratch:
+/// four arrays of `cols` words from the panel's first column: the column terms, the canonical B
+/// zero points, and the two words of each channel's rescaling
+/// ([`ChannelStage::scale_words`]; the first is the f32 multiplier's bits for an ONNX stage).
+struct Columns {
+    term: *const i32,
+    zb: *const i32,
+    s0: *const i32,
+    s1: *const i32,
+    /// The stage of the GEMM's first channel: its kind, zero point and bounds are every
+    /// channel's.
+    stage: ChannelStage,
+    /// One-byte output with the ONNX stage: the vectorizable path.
+    float: bool,
+    /// One-byte output with the fixed-point stage: [`fixed_narrow`].
+    fixed: bool,
 }
 
-impl PanelColumns {
-    /// Columns `j0 .. j0 + nv` (`nv <= MAX_NR`), channels `ch0 + j0 ..`.
+impl Columns {
+    /// The constants of the columns from `j0`.
     ///
     /// # Safety
-    /// `terms` points to the column terms, written for every column below `j0 + nv`.
-    unsafe fn new<Y: QElem>(
-        out: &OutputStage<'_>,
-        ch0: usize,
-        j0: usize,
-        nv: usize,
-        terms: *const i32,
-        b_zero: &crate::quant::PerChannel<'_, i32>,
-        b_off: i32,
-    ) -> Self {
-        let first = out.channel::<Y>(ch0 + j0);
-        let mut p = PanelColumns { term: [0; MAX_NR], zb: [0; MAX_NR], stage: [first; MAX_NR], float: None };
-        let mut float = [0.0f32; MAX_NR];
-        let mut all_float = narrow::<Y>();
-        for (jj, m) in float[..nv].iter_mut().enumerate() {
-            // SAFETY: forwarded contract.
-            p.term[jj] = unsafe { *terms.add(j0 + jj) };
-            p.zb[jj] = b_zero.at(ch0 + j0 + jj) + b_off;
-            p.stage[jj] = out.channel::<Y>(ch0 + j0 + jj);
-            match p.stage[jj].float_multiplier() {
-                Some(v) => *m = v,
-                None => all_float = false,
-            }
+    /// `words` holds the four arrays of `cols` words; `j0 < cols`.
+    unsafe fn at<Y: QElem>(words: *const i32, cols: usize, j0: usize, stage: ChannelStage) -> Self {
+        let float = narrow::<Y>() && stage.float_multiplier().is_some();
+        let fixed = narrow::<Y>() && stage.is_fixed();
+        // SAFETY: forwarded contract.
+        unsafe {
+            let term = words.add(j0);
+            Columns { term, zb: term.add(cols), s0: term.add(2 * cols), s1: term.add(3 * cols), stage, float, fixed }
         }
-        p.float = all_float.then_some(float);
-        p
     }
 }
 
@@ -583,7 +646,7 @@ struct FinishArgs<'a> {
     mv: usize,
     nv: usize,
     row_sums: *const i32,
-    cols: &'a PanelColumns,
+    cols: &'a Columns,
     rs_c: usize,
     cs_c: usize,
     /// The kernel's vector write-out.
@@ -604,41 +667,56 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
     for ii in 0..f.mv {
         // SAFETY: forwarded contract.
         let (row, row_sum) = unsafe { (core::slice::from_raw_parts(f.tile.add(ii * nr), nv), *f.row_sums.add(ii)) };
-        let mut ys = [0i32; MAX_NR];
-        match &cols.float {
-            Some(m) => {
-                let s = &cols.stage[0];
-                let fr = FinishRow {
-                    n: nv,
-                    raw: row.as_ptr(),
-                    term: cols.term.as_ptr(),
-                    zb: cols.zb.as_ptr(),
-                    m: m.as_ptr(),
-                    row_sum,
-                    zp: s.zero_point,
-                    lo: s.lo,
-                    hi: s.hi,
-                    out: ys.as_mut_ptr(),
-                };
-                // SAFETY: the kernel proves the ISA of its vector form; every array holds
-                // `nv <= MAX_NR` values.
+        if cols.float {
+            let s = &cols.stage;
+            let mut ys = [0i32; MAX_NR];
+            let fr = FinishRow {
+                n: nv,
+                raw: row.as_ptr(),
+                term: cols.term,
+                zb: cols.zb,
+                // The f32 multipliers' bits.
+                m: cols.s0.cast::<f32>(),
+                row_sum,
+                zp: s.zero_point,
+                lo: s.lo,
+                hi: s.hi,
+                out: ys.as_mut_ptr(),
+            };
+            // SAFETY: the kernel proves the ISA of its vector form; every array holds `nv`
+            // values (`ys` MAX_NR >= nv).
+            unsafe {
+                match f.vector {
+                    Some(v) => v(&fr),
+                    None => fr.scalar(0),
+                }
+            }
+            for (jj, &y) in ys[..nv].iter().enumerate() {
+                // SAFETY: forwarded contract; `y` is in Y's range (clamped by the stage).
+                unsafe { *c.add(ii * f.rs_c + jj * f.cs_c) = Y::narrow(y) };
+            }
+        } else if cols.fixed {
+            let (zp, lo, hi) = (cols.stage.zero_point, cols.stage.lo, cols.stage.hi);
+            for (jj, &raw) in row.iter().enumerate() {
+                // SAFETY: the column arrays hold `nv` values from the panel's first column; the
+                // stage was validated (multiplier >= 0, shift in [-31, 30]), as `fixed_narrow`
+                // needs; C as the contract says.
                 unsafe {
-                    match f.vector {
-                        Some(v) => v(&fr),
-                        None => fr.scalar(0),
-                    }
+                    let acc = corrected(raw, *cols.term.add(jj), *cols.zb.add(jj), row_sum);
+                    let y = fixed_narrow(acc, *cols.s0.add(jj), *cols.s1.add(jj), zp, lo, hi);
+                    *c.add(ii * f.rs_c + jj * f.cs_c) = Y::narrow(y);
                 }
             }
-            None => {
-                for jj in 0..nv {
-                    let acc = corrected(row[jj], cols.term[jj], cols.zb[jj], row_sum);
-                    ys[jj] = cols.stage[jj].apply::<Y>(acc).widen();
-                }
+        } else {
+            for (jj, &raw) in row.iter().enumerate() {
+                // SAFETY: the column arrays hold `nv` values from the panel's first column.
+                let y = unsafe {
+                    let stage = cols.stage.with_scale_words([*cols.s0.add(jj), *cols.s1.add(jj)]);
+                    stage.apply::<Y>(corrected(raw, *cols.term.add(jj), *cols.zb.add(jj), row_sum))
+                };
+                // SAFETY: forwarded contract.
+                unsafe { *c.add(ii * f.rs_c + jj * f.cs_c) = y };
             }
-        }
-        for (jj, &y) in ys[..nv].iter().enumerate() {
-            // SAFETY: forwarded contract; `y` is in Y's range (clamped by the stage).
-            unsafe { *c.add(ii * f.rs_c + jj * f.cs_c) = Y::narrow(y) };
         }
     }
 }

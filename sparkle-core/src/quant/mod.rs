@@ -318,6 +318,35 @@ impl ChannelStage {
         Y::narrow(scaled.saturating_add(i64::from(zp)).max(i64::from(lo)).min(i64::from(hi)) as i32)
     }
 
+    /// Whether this is a fixed-point (TFLite) stage.
+    #[inline(always)]
+    pub(crate) fn is_fixed(&self) -> bool {
+        matches!(self.scale, Scale::Fixed(..))
+    }
+
+    /// The channel's rescaling as two words (its kind is the stage's): what drivers keep per
+    /// column in their `i32` scratch. [`ChannelStage::with_scale_words`] reads them back.
+    #[inline(always)]
+    pub(crate) fn scale_words(&self) -> [i32; 2] {
+        match self.scale {
+            Scale::None => [0, 0],
+            Scale::Float(m) => [m.to_bits() as i32, 0],
+            Scale::Fixed(m, s) => [m, s],
+        }
+    }
+
+    /// This stage with the rescaling of `w` (from [`ChannelStage::scale_words`] of a channel of
+    /// the same stage): exactly that channel's stage.
+    #[inline(always)]
+    pub(crate) fn with_scale_words(mut self, w: [i32; 2]) -> Self {
+        self.scale = match self.scale {
+            Scale::None => Scale::None,
+            Scale::Float(_) => Scale::Float(f32::from_bits(w[0] as u32)),
+            Scale::Fixed(..) => Scale::Fixed(w[0], w[1]),
+        };
+        self
+    }
+
     /// The f32 multiplier of an ONNX stage (`None` for the others), for drivers that run
     /// [`float_narrow`] over whole rows.
     #[inline(always)]
@@ -352,6 +381,18 @@ pub(crate) fn float_narrow(acc: i32, m: f32, zp: i32, lo: i32, hi: i32) -> i32 {
     const LIMIT: f32 = 1_073_741_824.0; // 2^30
     let r = round_half_even(acc as f32 * m).clamp(-LIMIT, LIMIT);
     (r as i32 + zp).max(lo).min(hi)
+}
+
+/// The fixed-point (TFLite) stage into a one-byte type for a validated channel (`m >= 0`, `shift`
+/// in `[-31, 30]`): [`multiply_by_quantized_multiplier`] without its `i32::MIN * i32::MIN`
+/// saturation (`m >= 0` never meets it) and without re-clamping the shift, then `+ zp` and the
+/// clamp. Equal to [`ChannelStage::apply`] on such channels (a unit test checks it), in fewer
+/// instructions: the Cortex-M write-out runs it per output.
+#[inline(always)]
+pub(crate) fn fixed_narrow(acc: i32, m: i32, shift: i32, zp: i32, lo: i32, hi: i32) -> i32 {
+    let x = acc.wrapping_shl(shift.max(0) as u32);
+    let high = ((i64::from(x) * i64::from(m) + (1i64 << 30)) >> 31) as i32;
+    rounding_divide_by_pot(high, (-shift).max(0) as u32).saturating_add(zp).max(lo).min(hi)
 }
 
 /// `x` rounded to the nearest integer, ties to even (C's `rintf` in the default rounding mode,
@@ -427,13 +468,15 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
 }
 
 /// gemmlowp's `RoundingDivideByPOT`: `x / 2^exponent`, ties away from zero (`exponent <= 31`).
+/// All in `i32` (two-instruction shifts on a Cortex-M): the mask is at most `2^31 - 1` and the
+/// threshold at most `2^30`.
 #[inline(always)]
 pub fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
     let exponent = exponent.min(31);
-    let mask = (1i64 << exponent) - 1;
-    let remainder = i64::from(x) & mask;
-    let threshold = (mask >> 1) + i64::from(x < 0);
-    ((i64::from(x) >> exponent) + i64::from(remainder > threshold)) as i32
+    let mask = ((1u32 << exponent) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + i32::from(x < 0);
+    (x >> exponent) + i32::from(remainder > threshold)
 }
 
 /// The operands of a quantized GEMM: `A (m x k)` and `B (k x n)` with their zero points, and an
@@ -533,6 +576,51 @@ mod tests {
         assert_eq!(rounding_divide_by_pot(3, 1), 2);
         assert_eq!(rounding_divide_by_pot(5, 31), 0);
         assert_eq!(rounding_divide_by_pot(i32::MIN, 31), -1);
+    }
+
+    /// The write-out's fixed-point form equals the stage's own arithmetic on validated channels.
+    #[test]
+    fn fixed_narrow_equals_the_stage() {
+        let mut x = 0x2545_f491u32;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for _ in 0..if cfg!(miri) { 100 } else { 2000 } {
+            let m = (next() >> 1) as i32;
+            let shift = (next() % 62) as i32 - 31;
+            let zp = (next() % 256) as i32 - 128;
+            let (lo, hi) = (-128 + (next() % 8) as i32, 127 - (next() % 8) as i32);
+            let acc = next() as i32 >> (next() % 31);
+            let stage = OutputStage::fixed(PerChannel::Tensor(m), PerChannel::Tensor(shift), zp, lo, hi);
+            let want = i32::from(stage.channel::<i8>(0).apply::<i8>(acc));
+            assert_eq!(fixed_narrow(acc, m, shift, zp, lo, hi), want, "{acc} {m} {shift}");
+        }
+    }
+
+    /// The `i32` divide equals gemmlowp's definition in wide arithmetic for every exponent, on
+    /// the extremes and on a spread of values.
+    #[test]
+    fn rounding_divide_matches_its_wide_definition() {
+        let wide = |x: i32, e: u32| {
+            let mask = (1i64 << e) - 1;
+            let threshold = (mask >> 1) + i64::from(x < 0);
+            ((i64::from(x) >> e) + i64::from(i64::from(x) & mask > threshold)) as i32
+        };
+        let mut x = 0x9e37_79b9u32;
+        let values = (0..if cfg!(miri) { 20 } else { 300 }).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as i32 >> (x % 31)
+        });
+        for v in values.chain([i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX, -(1 << 30), 1 << 30]) {
+            for e in 0..=31 {
+                assert_eq!(rounding_divide_by_pot(v, e), wide(v, e), "{v} >> {e}");
+            }
+        }
     }
 
     #[test]
