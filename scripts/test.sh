@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Command 2 of the README: set up (idempotent), then run the whole test suite: formatting, lints,
 # the no_std builds for Cortex-M4F and M0, and every test (Vulkan ones on lavapipe where no GPU).
-# CI runs this with SPARKLE_REQUIRE_VULKAN=1 and SPARKLE_REQUIRE_AVX512=1 so nothing skips silently.
+# CI runs this with SPARKLE_REQUIRE_VULKAN=1 and SPARKLE_REQUIRE_<ISA>=1 for every ISA the CPU has
+# (.ci/run), so nothing skips silently.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
@@ -67,10 +68,10 @@ cp Cargo.lock "$downstream/"  # the versions this checkout is tested with (reuse
 rm -rf "$downstream"
 step "aarch64: CPU kernel tests under qemu-aarch64 (NEON, dot product and i8mm for real)"
 # qemu-user's default CPU is its `max`: it runs the Armv8.2 dot product and Armv8.6 i8mm.
-env -u SPARKLE_REQUIRE_AVX512 -u SPARKLE_REQUIRE_AVX512VNNI -u SPARKLE_REQUIRE_AVXVNNI \
+env -u SPARKLE_REQUIRE_AVX512 -u SPARKLE_REQUIRE_AVX512VNNI -u SPARKLE_REQUIRE_AVXVNNI -u SPARKLE_REQUIRE_AVX512BF16 \
   SPARKLE_REQUIRE_NEON=1 SPARKLE_REQUIRE_NEONDOT=1 SPARKLE_REQUIRE_NEONI8MM=1 \
   cargo test -p sparkle-tests --no-default-features --target aarch64-unknown-linux-gnu \
-  --test gemm_cpu --test conv_cpu --test qgemm_cpu --test qconv_cpu --test oracle --test geometry 2>&1 | tee -a "$log"
+  --test gemm_cpu --test conv_cpu --test qgemm_cpu --test qconv_cpu --test bf16_gemm_cpu --test oracle --test geometry 2>&1 | tee -a "$log"
 step "Cortex-M4F firmware under qemu-system-arm (mps2-an386)"
 (cd firmware && cargo run --release -q) 2>&1 | tee -a "$log"
 grep -q '^FAIL' "$log" && { echo "firmware: a case failed"; exit 1; }

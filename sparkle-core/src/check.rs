@@ -27,11 +27,13 @@ impl Backend {
 pub enum DType {
     /// IEEE single precision throughout, accumulation included.
     F32,
+    /// bf16 inputs (the oracle sums the same rounded inputs), f32 accumulation and output.
+    Bf16,
 }
 
 impl DType {
     /// Every element type, each with a row per [`Backend`] in [`TOLERANCES`].
-    pub const ALL: [DType; 1] = [DType::F32];
+    pub const ALL: [DType; 2] = [DType::F32, DType::Bf16];
 }
 
 /// One row of [`TOLERANCES`]: a result of a reduction of length `k` is within
@@ -58,9 +60,13 @@ impl Tolerance {
 ///   epilogue (libm's transcendental functions are within a few ulp).
 /// - Vulkan, f32: twice the CPU's (shaders may contract and reorder the reduction differently),
 ///   plus `1e-5` absolute for the driver's approximate `exp`/`tanh` and GELU's `erf` (1.5e-7).
+/// - bf16: the products of bf16 inputs are exact in f32, so only the f32 sums round: f32's rows.
+///   (`vdpbf16ps` flushes denormals to zero: below `2^-126`, far under any bound here.)
 pub const TOLERANCES: &[(Backend, DType, Tolerance)] = &[
     (Backend::Cpu, DType::F32, Tolerance { per_term: 4.0 * f32::EPSILON as f64, absolute: 0.0 }),
     (Backend::Vulkan, DType::F32, Tolerance { per_term: 8.0 * f32::EPSILON as f64, absolute: 1e-5 }),
+    (Backend::Cpu, DType::Bf16, Tolerance { per_term: 4.0 * f32::EPSILON as f64, absolute: 0.0 }),
+    (Backend::Vulkan, DType::Bf16, Tolerance { per_term: 8.0 * f32::EPSILON as f64, absolute: 1e-5 }),
 ];
 
 /// The tolerance of a `dtype` result from `backend` for a reduction of length `k` (GEMM `k`,

@@ -52,6 +52,7 @@ extern crate alloc;
 
 pub mod accum;
 pub mod arch;
+pub mod bf16;
 pub mod check;
 pub mod conv;
 pub mod epilogue;

@@ -291,6 +291,45 @@ pub fn qgemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<V
     Ok(records)
 }
 
+/// Sparkle's bf16 CPU GEMM (`sparkle bench gemm --dtypes bf16`): the f32 operands rounded to
+/// bf16, an f32 result, each checked against the f64 oracle on the rounded inputs at 64 sampled
+/// elements (the tolerance table's bf16 row) first. GFLOPS over the best time.
+pub fn bf16_gemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
+    use sparkle_core::bf16::bf16;
+    let cpu = Cpu::new()?.threads(threads);
+    let mut records = Vec::new();
+    for &shape in shapes {
+        let [m, n, k] = shape;
+        let (fa, fb) = gemm_operands(shape);
+        let a: Vec<bf16> = fa.iter().map(|&v| bf16::from_f32(v)).collect();
+        let b: Vec<bf16> = fb.iter().map(|&v| bf16::from_f32(v)).collect();
+        let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
+        let mut c = vec![0.0f32; m * n];
+        cpu.gemm_bf16(&av, &bv, MatMut::row_major(&mut c, m, n)?)?;
+        let tol = tolerance_for(Backend::Cpu, DType::Bf16, k);
+        for seed in samples() {
+            let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
+            let want: f64 = (0..k).map(|p| f64::from(a[i * k + p].to_f32()) * f64::from(b[p * n + j].to_f32())).sum();
+            let e = error(c[i * n + j], want);
+            if e > tol {
+                return Err(format!("sparkle-bf16 is wrong at ({i}, {j}) of {m}x{n}x{k}: error {e} > {tol}").into());
+            }
+        }
+        let t = best_time(Duration::from_secs_f64(budget), || {
+            let _ = MatMut::row_major(&mut c, m, n).map(|cv| cpu.gemm_bf16(&av, &bv, cv));
+        });
+        let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
+        records.push(Record {
+            op: "gemm",
+            key: shape_key(shape),
+            threads,
+            implementation: "sparkle-bf16".into(),
+            gflops,
+        });
+    }
+    Ok(records)
+}
+
 /// Sparkle's int8 CPU conv2d on every layer (`sparkle bench conv2d --dtypes int8`): ONNX
 /// QLinearConv's common case, u8 input (zero point 3) x s8 weights (zero point 0) -> u8 with
 /// ReLU (the output clamped at its zero point), each result checked bit for bit against the

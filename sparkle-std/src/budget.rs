@@ -158,6 +158,7 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for i32 {}
+    impl Sealed for u32 {}
     impl Sealed for u8 {}
     impl Sealed for i8 {}
 }
@@ -167,6 +168,7 @@ mod sealed {
 pub trait ZeroBits: Copy + sealed::Sealed {}
 impl ZeroBits for f32 {}
 impl ZeroBits for i32 {}
+impl ZeroBits for u32 {}
 impl ZeroBits for u8 {}
 impl ZeroBits for i8 {}
 

@@ -41,3 +41,29 @@ pub mod quant {
             .collect()
     }
 }
+
+/// The bf16 side of the stamped tests (`bf16_gemm_cpu.rs`).
+pub mod bf16 {
+    use sparkle_core::arch::bf16::BKernel;
+    use sparkle_core::arch::Isa;
+    use sparkle_std::cpu::isa::bkernel_for_isa;
+    use sparkle_std::cpu::Cpu;
+
+    /// The bf16 kernel for `isa` if this CPU runs it; otherwise a loud skip (a failure when
+    /// `SPARKLE_REQUIRE_<ISA>=1`).
+    pub fn kernel(isa: Isa) -> Option<&'static BKernel> {
+        match bkernel_for_isa(isa) {
+            Ok(k) => Some(k),
+            Err(_) => {
+                let why = format!("this CPU or build cannot run the {} bf16 kernel", isa.name());
+                crate::skip(&isa.name().to_uppercase(), &why);
+                None
+            }
+        }
+    }
+
+    /// The CPU path with bf16 kernel `k` on `threads` threads, even for tiny problems.
+    pub fn cpu(k: &'static BKernel, threads: usize) -> Cpu {
+        Cpu { bkernel: k, parallel_min_fmas: 0.0, ..Cpu::new().unwrap().threads(threads) }
+    }
+}

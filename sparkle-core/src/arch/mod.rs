@@ -31,6 +31,7 @@
 
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64;
+pub mod bf16;
 pub(crate) mod depthwise;
 pub(crate) mod generic;
 pub mod peak;
@@ -57,6 +58,8 @@ pub enum Isa {
     /// x86_64 AVX2 and FMA with AVX-VNNI (the VEX `vpdpbusd` on ymm, as on CPUs without AVX-512):
     /// an int8 kernel.
     AvxVnni,
+    /// x86_64 AVX-512F with AVX512_BF16 (`vdpbf16ps`): the bf16 kernel.
+    Avx512Bf16,
     /// Armv7E-M's DSP extension (`smlad`: two 16-bit products and a sum in one instruction):
     /// the Cortex-M4/M7 int8 kernel. Known at compile time (the target name: `thumbv7em-*`).
     ArmDsp,
@@ -76,6 +79,7 @@ impl Isa {
             Isa::Neon => "neon",
             Isa::Avx512Vnni => "avx512vnni",
             Isa::AvxVnni => "avxvnni",
+            Isa::Avx512Bf16 => "avx512bf16",
             Isa::ArmDsp => "armdsp",
             Isa::NeonDot => "neondot",
             Isa::NeonI8mm => "neoni8mm",
@@ -88,13 +92,14 @@ impl Isa {
     }
 
     /// Every ISA a kernel can need, in the order of [`Isa::name`]'s documentation.
-    pub const ALL: [Isa; 9] = [
+    pub const ALL: [Isa; 10] = [
         Isa::Generic,
         Isa::Avx2,
         Isa::Avx512,
         Isa::Neon,
         Isa::Avx512Vnni,
         Isa::AvxVnni,
+        Isa::Avx512Bf16,
         Isa::ArmDsp,
         Isa::NeonDot,
         Isa::NeonI8mm,
@@ -116,6 +121,9 @@ impl Isa {
                 target_feature = "fma",
                 target_feature = "avxvnni"
             )),
+            Isa::Avx512Bf16 => {
+                cfg!(all(target_arch = "x86_64", target_feature = "avx512f", target_feature = "avx512bf16"))
+            }
             Isa::ArmDsp => cfg!(all(target_arch = "arm", sparkle_arm_dsp)),
             Isa::NeonDot => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "dotprod")),
             Isa::NeonI8mm => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "i8mm")),
@@ -157,6 +165,8 @@ impl Isa {
             Isa::Avx512Vnni => x86_64::detect::avx512vnni(),
             #[cfg(target_arch = "x86_64")]
             Isa::AvxVnni => x86_64::detect::avxvnni(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => x86_64::detect::avx512bf16(),
             _ => false,
         }
     }

@@ -17,7 +17,7 @@
 //! | `generic_qgemm_u8i8_4x4` | any | 4 x 4 | 4 bytes per k-group | 1 |
 //!
 //! The dot product (Armv8.2) multiplies `i8 x i8` or `u8 x u8` only; its kernel gets A shifted
-//! into `i8` by the driver ([`QPack::SignedBytes4`]). The Arm instructions are written as inline
+//! into `i8` by the driver (`QPack::SignedBytes4`). The Arm instructions are written as inline
 //! assembly, one instruction per block, registers left to the compiler: their intrinsics are not
 //! stable Rust.
 //!

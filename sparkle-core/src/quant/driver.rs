@@ -5,7 +5,7 @@
 //! ## The arithmetic
 //! Operands are canonicalised while packing: A to `u8` (an `i8` A is shifted by +128, its zero
 //! point with it), B to `i8` (a `u8` B by -128); kernels that multiply `i8 x i8` take A shifted
-//! by another -128 ([`QPack::SignedBytes4`]). With `a'`, `b'`, `za'`, `zb'` the shifted values,
+//! by another -128 (the `SignedBytes4` packing). With `a'`, `b'`, `za'`, `zb'` the shifted values,
 //!
 //! ```text
 //! sum_p (a' - za')(b' - zb') = sum_p a' b'  -  za' * colsum(b')[j]  -  zb'[j] * rowsum(a')[i]  +  k za' zb'[j]

@@ -1,8 +1,10 @@
 //! The threaded CPU backend: the core's GEMM and conv2d drivers with a rayon executor, a
 //! thread-count knob, per-thread reusable scratch, and small problems kept on one thread.
 
+use sparkle_core::arch::bf16::BKernel;
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Kernel;
+use sparkle_core::bf16::{bf16, gemm_bf16_scratch_len, gemm_bf16_with, BWorkspace};
 use sparkle_core::conv::fused::{conv2d_scratch_len, conv2d_with};
 use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::gemm::blocking::Blocking;
@@ -13,7 +15,7 @@ use sparkle_core::quant::{OutputStage, QElem, QGemm, QOperand};
 use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef};
 
 use super::caches::cache_sizes;
-use super::isa::{gemm_kernel, qgemm_kernel, IsaError};
+use super::isa::{bgemm_kernel, gemm_kernel, qgemm_kernel, IsaError};
 use crate::budget::{MemoryBudget, OverBudget, ZeroBits};
 
 /// Runs `n` workers: on the calling thread alone for one (a rayon scope would hand the job to
@@ -50,6 +52,8 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The same for the int8 GEMM's `i32` words.
     static QSCRATCH: std::cell::RefCell<Vec<i32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The same for the bf16 GEMM's packed pairs.
+    static BSCRATCH: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with at least `len` elements of this thread's scratch `key` (a fresh buffer if
@@ -100,6 +104,8 @@ pub struct Cpu {
     pub kernel: &'static Kernel,
     /// The int8 GEMM microkernel.
     pub qkernel: &'static QKernel,
+    /// The bf16 GEMM microkernel.
+    pub bkernel: &'static BKernel,
     /// Cache blocking.
     pub blocking: Blocking,
     /// Upper bound on threads (the rayon pool's size by default).
@@ -135,7 +141,8 @@ impl Cpu {
     pub fn new() -> Result<Self, CpuError> {
         let budget = MemoryBudget::from_env().map_err(CpuError::Config)?;
         let qkernel = qgemm_kernel().map_err(CpuError::Isa)?;
-        Ok(Self { memory_budget: budget, qkernel, ..Self::with_kernel(gemm_kernel().map_err(CpuError::Isa)?) })
+        let bkernel = bgemm_kernel().map_err(CpuError::Isa)?;
+        Ok(Self { memory_budget: budget, qkernel, bkernel, ..Self::with_kernel(gemm_kernel().map_err(CpuError::Isa)?) })
     }
 
     /// A specific kernel (from [`Kernel::available`] or [`super::isa::kernel_for_isa`]: holding
@@ -147,6 +154,7 @@ impl Cpu {
                 super::isa::detect();
                 QKernel::best()
             },
+            bkernel: BKernel::best(),
             blocking: blocking_override().unwrap_or_else(|| Blocking::for_kernel(kernel, cache_sizes())),
             threads: rayon::current_num_threads(),
             parallel_min_fmas: PARALLEL_MIN_FMAS,
@@ -244,6 +252,23 @@ impl Cpu {
         with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
             let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
             Ok(qconv2d_with(g, op, out, output, ws)?)
+        })
+    }
+
+    /// `C <- A * B` on bf16 operands with an f32 result (see [`sparkle_core::bf16`]): exact
+    /// products, f32 sums, within the tolerance table's bf16 row of the f64 oracle.
+    pub fn gemm_bf16(
+        &self,
+        a: &MatRef<'_, bf16>,
+        b: &MatRef<'_, bf16>,
+        c: MatMut<'_, f32>,
+    ) -> Result<GemmDims, CpuError> {
+        let (m, n, k) = (a.rows(), b.cols(), a.cols());
+        let threads = self.threads_for(m as f64 * n as f64 * k as f64);
+        let len = gemm_bf16_scratch_len(self.bkernel, m, n, k, threads)?;
+        with_scratch(&BSCRATCH, len, self.memory_budget, |scratch| {
+            let ws = BWorkspace { kernel: self.bkernel, exec: &Workers(threads), scratch };
+            Ok(gemm_bf16_with(a, b, c, ws)?)
         })
     }
 

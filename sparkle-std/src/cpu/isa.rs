@@ -1,5 +1,5 @@
 //! Which kernel set runs: the best this CPU has ([`Kernel::best`], detected once by the core), or
-//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|avxvnni|neondot|neoni8mm` forces (for tests
+//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|avxvnni|avx512bf16|neondot|neoni8mm` forces (for tests
 //! and benchmarks). Asking for an ISA this CPU lacks is an error, never a kernel that would
 //! fault.
 //!
@@ -9,6 +9,7 @@
 
 use std::sync::OnceLock;
 
+use sparkle_core::arch::bf16::BKernel;
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::{Isa, Kernel};
 
@@ -54,7 +55,7 @@ pub fn available_qkernels() -> Vec<&'static QKernel> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
     /// `SPARKLE_ISA` named something unknown.
-    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni, avxvnni, neondot, neoni8mm")]
+    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni, avxvnni, avx512bf16, armdsp, neondot, neoni8mm")]
     Unknown(String),
     /// The named ISA has no kernel in this build or is not supported by this CPU.
     #[error("the {0} kernels cannot run here: this CPU or build lacks them")]
@@ -75,12 +76,13 @@ fn forced() -> Result<Option<Isa>, IsaError> {
     }
 }
 
-/// The f32 kernels of a forced ISA: `avx512vnni` (which only int8 kernels use) means AVX-512,
-/// `avxvnni` AVX2, `neondot` and `neoni8mm` NEON.
+/// The f32 kernels of a forced ISA: `avx512vnni` and `avx512bf16` (which only int8 and bf16
+/// kernels use) mean AVX-512, `avxvnni` AVX2, `neondot` and `neoni8mm` NEON.
 fn choose() -> Result<&'static Kernel, IsaError> {
     match forced()? {
         Some(Isa::Avx512Vnni) if supported(Isa::Avx512Vnni) => kernel_for_isa(Isa::Avx512),
         Some(Isa::AvxVnni) if supported(Isa::AvxVnni) => kernel_for_isa(Isa::Avx2),
+        Some(Isa::Avx512Bf16) if supported(Isa::Avx512Bf16) => kernel_for_isa(Isa::Avx512),
         Some(isa @ (Isa::NeonDot | Isa::NeonI8mm)) if supported(isa) => kernel_for_isa(Isa::Neon),
         Some(isa) => kernel_for_isa(isa),
         None => Ok(Kernel::best()),
@@ -98,6 +100,9 @@ pub fn qkernel_for_isa(isa: Isa) -> Result<&'static QKernel, IsaError> {
 fn choose_q() -> Result<&'static QKernel, IsaError> {
     match forced()? {
         Some(Isa::Avx512) if Isa::Avx512.is_available() => qkernel_for_isa(Isa::Avx2),
+        Some(Isa::Avx512Bf16) if supported(Isa::Avx512Bf16) => {
+            qkernel_for_isa(Isa::Avx512Vnni).or_else(|_| qkernel_for_isa(Isa::Avx2))
+        }
         Some(Isa::Neon) if Isa::Neon.is_available() => Ok(QKernel::generic()),
         Some(isa) => qkernel_for_isa(isa),
         None => {
@@ -111,6 +116,40 @@ fn choose_q() -> Result<&'static QKernel, IsaError> {
 pub fn qgemm_kernel() -> Result<&'static QKernel, IsaError> {
     static CHOICE: OnceLock<Result<&'static QKernel, IsaError>> = OnceLock::new();
     CHOICE.get_or_init(choose_q).clone()
+}
+
+/// The bf16 kernel for `isa`, if this build has one and this CPU runs it.
+pub fn bkernel_for_isa(isa: Isa) -> Result<&'static BKernel, IsaError> {
+    detect();
+    BKernel::for_isa(isa).ok_or(IsaError::Unsupported(isa.name()))
+}
+
+/// Every bf16 kernel of this build that this CPU can run, best first.
+pub fn available_bkernels() -> Vec<&'static BKernel> {
+    detect();
+    BKernel::available().collect()
+}
+
+/// The bf16 kernel of a forced ISA: the x86 ISAs without one of their own run AVX2's, the Arm
+/// ones the generic kernel.
+fn choose_b() -> Result<&'static BKernel, IsaError> {
+    match forced()? {
+        Some(isa @ (Isa::Avx512 | Isa::Avx512Vnni | Isa::AvxVnni)) if supported(isa) => bkernel_for_isa(Isa::Avx2),
+        Some(isa @ (Isa::Neon | Isa::NeonDot | Isa::NeonI8mm | Isa::ArmDsp)) if supported(isa) => {
+            Ok(BKernel::generic())
+        }
+        Some(isa) => bkernel_for_isa(isa),
+        None => {
+            detect();
+            Ok(BKernel::best())
+        }
+    }
+}
+
+/// The bf16 GEMM kernel used by default: detected once per process (honouring `SPARKLE_ISA`).
+pub fn bgemm_kernel() -> Result<&'static BKernel, IsaError> {
+    static CHOICE: OnceLock<Result<&'static BKernel, IsaError>> = OnceLock::new();
+    CHOICE.get_or_init(choose_b).clone()
 }
 
 /// The GEMM kernel used by default: detected once per process (honouring `SPARKLE_ISA`).
@@ -136,6 +175,8 @@ mod tests {
                 Isa::Avx512 => is_x86_feature_detected!("avx512f"),
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512Vnni => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512Bf16 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"),
                 #[cfg(target_arch = "x86_64")]
                 Isa::AvxVnni => {
                     is_x86_feature_detected!("avxvnni")

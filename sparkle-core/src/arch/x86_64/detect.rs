@@ -10,6 +10,7 @@ const AVX2_FMA: u8 = 2;
 const AVX512F: u8 = 4;
 const AVX512VNNI: u8 = 8;
 const AVXVNNI: u8 = 16;
+const AVX512BF16: u8 = 32;
 
 static FEATURES: AtomicU8 = AtomicU8::new(0);
 
@@ -44,6 +45,12 @@ pub(crate) fn avx512vnni() -> bool {
 /// AVX-VNNI (the VEX-encoded `vpdpbusd` on ymm) with AVX2 and FMA, the OS saving the ymm state.
 pub(crate) fn avxvnni() -> bool {
     let need = AVXVNNI | AVX2_FMA;
+    features() & need == need
+}
+
+/// AVX-512F and AVX512_BF16 (`vdpbf16ps`), with the OS saving the zmm and opmask state.
+pub(crate) fn avx512bf16() -> bool {
+    let need = AVX512F | AVX512BF16;
     features() & need == need
 }
 
@@ -90,6 +97,10 @@ fn probe() -> u8 {
         f |= AVX512F;
         if bit(leaf7.ecx, 11) {
             f |= AVX512VNNI;
+        }
+        // Leaf 7 sub-leaf 1, EAX bit 5.
+        if leaf7.eax >= 1 && bit(__cpuid_count(7, 1).eax, 5) {
+            f |= AVX512BF16;
         }
     }
     f

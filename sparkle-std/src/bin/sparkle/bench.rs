@@ -28,24 +28,25 @@ pub struct BenchArgs {
     /// the roof) to this SVG file.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
-    /// Comma-separated element types, one column each: `f32`, and `int8` (u8 x s8 -> u8 with
-    /// ONNX's output stage, GOPS, bit-exact against the integer oracle; CPU only).
+    /// Comma-separated element types, one column each: `f32`, `int8` (u8 x s8 -> u8 with ONNX's
+    /// output stage, GOPS, bit-exact against the integer oracle; CPU only) and `bf16` (bf16 x
+    /// bf16 -> f32, GEMM on the CPU only).
     #[arg(long, default_value = "f32")]
     dtypes: String,
 }
 
 impl BenchArgs {
-    /// Which of f32 and int8 to run.
-    fn dtypes(&self) -> Result<(bool, bool), Failure> {
+    /// Which of f32, int8 and bf16 to run.
+    fn dtypes(&self) -> Result<(bool, bool, bool), Failure> {
         let list: Vec<&str> = self.dtypes.split(',').map(str::trim).collect();
-        if let Some(d) = list.iter().find(|d| !matches!(**d, "f32" | "int8")) {
-            return Err(format!("--dtypes: `{d}` is not f32 or int8").into());
+        if let Some(d) = list.iter().find(|d| !matches!(**d, "f32" | "int8" | "bf16")) {
+            return Err(format!("--dtypes: `{d}` is not f32, int8 or bf16").into());
         }
-        let (f32s, int8) = (list.contains(&"f32"), list.contains(&"int8"));
-        if int8 && self.device == BenchDevice::Vulkan {
-            return Err("--dtypes int8 runs on the CPU only: no Vulkan int8 kernels yet".into());
+        let (f32s, int8, bf16) = (list.contains(&"f32"), list.contains(&"int8"), list.contains(&"bf16"));
+        if (int8 || bf16) && self.device == BenchDevice::Vulkan {
+            return Err("--dtypes int8 and bf16 run on the CPU only: no Vulkan int8 or bf16 kernels yet".into());
         }
-        Ok((f32s, int8))
+        Ok((f32s, int8, bf16))
     }
 
     fn check(&self) -> Result<(), Failure> {
@@ -145,7 +146,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
     match cmd {
         BenchCommand::Gemm { shapes, common } => {
             common.check()?;
-            let (f32s, int8) = common.dtypes()?;
+            let (f32s, int8, bf16) = common.dtypes()?;
             let BenchArgs { threads, json, seconds, device, plot, .. } = common;
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
             let (mut records, peak) = if f32s {
@@ -162,12 +163,18 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             if int8 {
                 records.extend(bench::qgemm_cpu(&shapes, threads, seconds)?);
             }
-            let what = if int8 { "GEMM f32 GFLOPS / int8 GOPS" } else { "GEMM f32" };
+            if bf16 {
+                records.extend(bench::bf16_gemm_cpu(&shapes, threads, seconds)?);
+            }
+            let what = if int8 { "GEMM f32 / bf16 GFLOPS, int8 GOPS" } else { "GEMM GFLOPS" };
             print(what, "shape (MxNxK)", &records, json, peak, plot.as_deref())?;
         }
         BenchCommand::Conv2d { layers, batch, common } => {
             common.check()?;
-            let (f32s, int8) = common.dtypes()?;
+            let (f32s, int8, bf16) = common.dtypes()?;
+            if bf16 {
+                return Err("--dtypes bf16: bf16 is a GEMM only (no bf16 conv2d yet)".into());
+            }
             let BenchArgs { threads, json, seconds, device, plot, .. } = common;
             let layers = bench::load_layers(&layers, batch)?;
             let (mut records, peak) = if f32s {

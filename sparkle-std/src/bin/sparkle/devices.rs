@@ -21,6 +21,8 @@ pub fn run() -> Result<ExitCode, Failure> {
     println!("  kernels this CPU runs: {}; picked: {}", kernels.join(", "), cpu.kernel.id());
     let qkernels: Vec<&str> = sparkle_std::cpu::isa::available_qkernels().iter().map(|k| k.id()).collect();
     println!("  int8 kernels this CPU runs: {}; picked: {}", qkernels.join(", "), cpu.qkernel.id());
+    let bkernels: Vec<&str> = sparkle_std::cpu::isa::available_bkernels().iter().map(|k| k.id()).collect();
+    println!("  bf16 kernels this CPU runs: {}; picked: {}", bkernels.join(", "), cpu.bkernel.id());
     println!(
         "  measured FMA peak: {:.0} GFLOPS on 1 thread, {:.0} on {cores}",
         sparkle_std::cpu::peak::peak_gflops(1),

@@ -1,0 +1,256 @@
+//! The bf16 GEMM microkernels: an `mr x nr` tile of f32 sums of `bf16 x bf16` products over
+//! panels packed by [`crate::bf16`]'s driver. A panel holds k in pairs: one `u32` per row (or
+//! column) and pair, the even step in the low half, the odd one in the high half, zero past k.
+//! Group `g`, row `i` of A at word `g * mr + i`; group `g`, column `j` of B at `g * nr + j`.
+//!
+//! | kernel | ISA | tile | products per instruction |
+//! |---|---|---|---|
+//! | `avx512bf16_gemm_bf16_8x32` | AVX-512F + AVX512_BF16 | 8 x 32 | 32 (`vdpbf16ps zmm`: 16 lanes x a pair) |
+//! | `avx2_gemm_bf16_6x16` | AVX2 + FMA | 6 x 16 | 8 (widened to f32: shift and mask, then `vfmadd`) |
+//! | `generic_gemm_bf16_4x4` | any | 4 x 4 | 1 |
+//!
+//! A bf16 is the top half of an f32, so widening is exact and every product of two bf16 is exact
+//! in f32 (8-bit significands); only the f32 sums round. `vdpbf16ps` sums each pair and adds it to
+//! the accumulator with round-to-nearest-even and treats denormal inputs and outputs as zero
+//! (Intel SDM), which the tolerance covers: the oracle sums the same rounded inputs in f64.
+//!
+//! A [`BKernel`] is proof that this CPU runs its ISA, as a [`super::Kernel`] is.
+
+use super::Isa;
+
+/// One microkernel call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BMicroArgs {
+    /// Number of k-pairs.
+    pub pairs: usize,
+    /// A micro-panel (`pairs * mr` words).
+    pub a: *const u32,
+    /// B micro-panel (`pairs * nr` words).
+    pub b: *const u32,
+    /// The `mr x nr` tile, row-major (`nr` apart), overwritten with the sums.
+    pub c: *mut f32,
+}
+
+/// A bf16 GEMM microkernel, obtainable only on a CPU that runs its ISA.
+#[derive(Clone, Copy, Debug)]
+pub struct BKernel {
+    pub(crate) isa: Isa,
+    /// `{isa}_gemm_bf16_{mr}x{nr}`.
+    pub(crate) id: &'static str,
+    pub(crate) mr: usize,
+    pub(crate) nr: usize,
+    /// # Safety
+    /// The CPU must run `isa`; `a` must hold `pairs * mr` and `b` `pairs * nr` packed words, and
+    /// `c` must be valid for writing `mr * nr` f32.
+    pub(crate) run: unsafe fn(&BMicroArgs),
+}
+
+impl BKernel {
+    /// `{isa}_gemm_bf16_{mr}x{nr}`.
+    pub const fn id(&self) -> &'static str {
+        self.id
+    }
+
+    /// The ISA it runs (which this CPU has: that is how it was obtained).
+    pub const fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Rows of the register tile.
+    pub const fn mr(&self) -> usize {
+        self.mr
+    }
+
+    /// Columns of the register tile.
+    pub const fn nr(&self) -> usize {
+        self.nr
+    }
+
+    /// The portable kernel, which every CPU runs.
+    pub fn generic() -> &'static BKernel {
+        &GENERIC_B
+    }
+
+    /// Every bf16 kernel of this build that this CPU runs, best first.
+    pub fn available() -> impl Iterator<Item = &'static BKernel> {
+        B_KERNELS.iter().filter(|k| k.isa.is_available())
+    }
+
+    /// The best bf16 kernel this CPU runs.
+    pub fn best() -> &'static BKernel {
+        Self::available().next().unwrap_or(Self::generic())
+    }
+
+    /// The bf16 kernel for `isa`, or `None` when this build has none or this CPU lacks it.
+    pub fn for_isa(isa: Isa) -> Option<&'static BKernel> {
+        B_KERNELS.iter().find(|k| k.isa == isa).filter(|k| k.isa.is_available())
+    }
+
+    /// The ids of every bf16 kernel compiled into this build, whether or not this CPU runs them.
+    pub fn compiled_ids() -> impl Iterator<Item = (&'static str, Isa)> {
+        B_KERNELS.iter().map(|k| (k.id, k.isa))
+    }
+}
+
+/// The two bf16 of a packed word as f32: (even step, odd step).
+#[inline(always)]
+fn unpack(w: u32) -> (f32, f32) {
+    (f32::from_bits(w << 16), f32::from_bits(w & 0xffff_0000))
+}
+
+/// # Safety
+/// As [`BKernel::run`] with `mr = nr = 4`.
+unsafe fn generic_gemm_bf16_4x4(p: &BMicroArgs) {
+    const MR: usize = 4;
+    const NR: usize = 4;
+    let mut acc = [[0.0f32; NR]; MR];
+    for g in 0..p.pairs {
+        // SAFETY: pair `g` of each panel is readable (the caller's contract).
+        let (a, b) = unsafe { (p.a.add(g * MR), p.b.add(g * NR)) };
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: `i < MR`: inside pair `g`.
+            let (a0, a1) = unpack(unsafe { *a.add(i) });
+            for (j, c) in row.iter_mut().enumerate() {
+                // SAFETY: `j < NR`: inside pair `g`.
+                let (b0, b1) = unpack(unsafe { *b.add(j) });
+                *c += a0 * b0;
+                *c += a1 * b1;
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            // SAFETY: the tile holds `MR * NR` values.
+            unsafe { *p.c.add(i * NR + j) = v };
+        }
+    }
+}
+
+pub(crate) const GENERIC_B: BKernel =
+    BKernel { isa: Isa::Generic, id: "generic_gemm_bf16_4x4", mr: 4, nr: 4, run: generic_gemm_bf16_4x4 };
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use core::arch::x86_64::*;
+
+    use super::{BKernel, BMicroArgs, Isa};
+
+    /// # Safety
+    /// As [`BKernel::run`] with `mr = 6`, `nr = 16`, on a CPU with AVX2 and FMA: each pair of 8
+    /// columns is widened to two f32 vectors (shift left 16, mask the high half), each pair of a
+    /// row broadcast likewise; two FMAs per pair.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_gemm_bf16_6x16(p: &BMicroArgs) {
+        const MR: usize = 6;
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+        let (mut a, mut b) = (p.a, p.b.cast::<__m256i>());
+        for _ in 0..p.pairs {
+            // SAFETY: one pair of B is 16 words (two ymm), of A 6 words, inside the panels by the
+            // caller's contract.
+            unsafe {
+                let (w0, w1) = (_mm256_loadu_si256(b), _mm256_loadu_si256(b.add(1)));
+                let b_even =
+                    [_mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)), _mm256_castsi256_ps(_mm256_slli_epi32(w1, 16))];
+                let b_odd =
+                    [_mm256_castsi256_ps(_mm256_and_si256(w0, high)), _mm256_castsi256_ps(_mm256_and_si256(w1, high))];
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let (a0, a1) = super::unpack(*a.add(i));
+                    let (a0, a1) = (_mm256_set1_ps(a0), _mm256_set1_ps(a1));
+                    for h in 0..2 {
+                        row[h] = _mm256_fmadd_ps(a0, b_even[h], row[h]);
+                        row[h] = _mm256_fmadd_ps(a1, b_odd[h], row[h]);
+                    }
+                }
+                a = a.add(MR);
+                b = b.add(2);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: the tile holds 6 x 16 f32.
+            unsafe {
+                _mm256_storeu_ps(p.c.add(i * 16), row[0]);
+                _mm256_storeu_ps(p.c.add(i * 16 + 8), row[1]);
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`BKernel::run`] with `mr = 8`, `nr = 32`, on a CPU with AVX-512F and AVX512_BF16:
+    /// per pair, B's 32 columns in two zmm, each row's pair broadcast, two `vdpbf16ps` per row.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn avx512bf16_gemm_bf16_8x32(p: &BMicroArgs) {
+        const MR: usize = 8;
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let (mut a, mut b) = (p.a, p.b.cast::<__m512i>());
+        for _ in 0..p.pairs {
+            // SAFETY: one pair of B is 32 words (two zmm), of A 8 words, inside the panels by the
+            // caller's contract. The bf16 vector type is 32 x 16 bits like `__m512i`: the
+            // transmutes reinterpret bits.
+            unsafe {
+                let b0: __m512bh = core::mem::transmute(_mm512_loadu_si512(b));
+                let b1: __m512bh = core::mem::transmute(_mm512_loadu_si512(b.add(1)));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai: __m512bh = core::mem::transmute(_mm512_set1_epi32(a.add(i).read_unaligned() as i32));
+                    row[0] = _mm512_dpbf16_ps(row[0], ai, b0);
+                    row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
+                }
+                a = a.add(MR);
+                b = b.add(2);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: the tile holds 8 x 32 f32.
+            unsafe {
+                _mm512_storeu_ps(p.c.add(i * 32), row[0]);
+                _mm512_storeu_ps(p.c.add(i * 32 + 16), row[1]);
+            }
+        }
+    }
+
+    pub(crate) const AVX512BF16_B: BKernel = BKernel {
+        isa: Isa::Avx512Bf16,
+        id: "avx512bf16_gemm_bf16_8x32",
+        mr: 8,
+        nr: 32,
+        run: avx512bf16_gemm_bf16_8x32,
+    };
+
+    pub(crate) const AVX2_B: BKernel =
+        BKernel { isa: Isa::Avx2, id: "avx2_gemm_bf16_6x16", mr: 6, nr: 16, run: avx2_gemm_bf16_6x16 };
+}
+
+/// The registration list of the bf16 kernels, best first (`name => Isa (path of its const)`),
+/// handed to `$callback!` like [`crate::for_each_kernel`]: the private table below and the
+/// stamped tests of `tests/tests/bf16_gemm_cpu.rs` both come from it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! for_each_bkernel {
+    ($callback:ident) => {
+        $callback! {
+            #[cfg(target_arch = "x86_64")]
+            avx512bf16 => Avx512Bf16 ($crate::arch::bf16::x86::AVX512BF16_B),
+            #[cfg(target_arch = "x86_64")]
+            avx2 => Avx2 ($crate::arch::bf16::x86::AVX2_B),
+            generic => Generic ($crate::arch::bf16::GENERIC_B),
+        }
+    };
+}
+
+/// Stamps the private table from the registration list.
+macro_rules! b_registration_table {
+    ($($(#[$cfg:meta])* $name:ident => $isa:ident ($kernel:path)),* $(,)?) => {
+        /// Every bf16 kernel compiled into this build, best first. Private: see [`BKernel`].
+        const B_KERNELS: &[BKernel] = &[$($(#[$cfg])* $kernel),*];
+    };
+}
+crate::for_each_bkernel!(b_registration_table);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_tile_fits_the_driver() {
+        // bf16's driver keeps one tile on the stack: at most 8 x 32.
+        assert!(super::B_KERNELS.iter().all(|k| k.mr <= 8 && k.nr <= 32 && k.mr > 0 && k.nr > 0));
+    }
+}

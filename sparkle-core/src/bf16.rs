@@ -1,0 +1,355 @@
+//! bf16 GEMM: `C (f32) = A (bf16) * B (bf16)`, products exact, sums in f32 — what
+//! `torch.matmul` on bf16 tensors with an f32 result computes, and what `vdpbf16ps` runs at twice
+//! the f32 FMA rate per instruction.
+//!
+//! The oracle, [`gemm_bf16_reference_f64`], sums the same (already rounded) inputs in f64; a
+//! result is within [`crate::check::tolerance_for`]`(Cpu, Bf16, k)` of it. To run f32 data
+//! through bf16, round it first (`bf16::from_f32`, round-to-nearest-even): that rounding is the
+//! caller's choice of precision, not an error of the GEMM.
+//!
+//! ```text
+//! phase 1 (all workers): pack B's nr-panels as k-pairs (worker w: panels w, w+W, ...)
+//! phase 2 (all workers): items = blocks of mc rows x chunks of NC_PANELS panels, worker w takes
+//!   w, w+W, ...: pack the A block (unless it holds it), then per panel, per A panel: kernel ->
+//!   tile -> C
+//! ```
+#![allow(unsafe_code)]
+
+pub use half::bf16;
+
+use crate::arch::bf16::{BKernel, BMicroArgs};
+use crate::error::{mul, Error, Param, Result};
+use crate::gemm::driver::{Executor, Pinned};
+use crate::gemm::GemmDims;
+use crate::view::{MatMut, MatRef};
+
+/// mr-panels per block of A rows.
+const MC_PANELS: usize = 8;
+/// nr-panels per work item.
+const NC_PANELS: usize = 16;
+/// k-pairs per kernel call: a B panel chunk of the widest kernel (32 columns) is 32 KiB, inside
+/// L1 while the block's A panels stream past it.
+const KC_PAIRS: usize = 256;
+/// The largest tile of any kernel (`arch::bf16` checks it).
+const MAX_TILE: usize = 8 * 32;
+
+/// Where a bf16 GEMM runs: its kernel, its workers and caller scratch of at least
+/// [`gemm_bf16_scratch_len`] words.
+pub struct BWorkspace<'a> {
+    /// The kernel (its ISA proved by the `BKernel`).
+    pub kernel: &'a BKernel,
+    /// The workers.
+    pub exec: &'a (dyn Executor + Sync),
+    /// Packing scratch.
+    pub scratch: &'a mut [u32],
+}
+
+impl core::fmt::Debug for BWorkspace<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BWorkspace")
+            .field("kernel", &self.kernel.id())
+            .field("workers", &self.exec.workers())
+            .field("scratch", &self.scratch.len())
+            .finish()
+    }
+}
+
+/// The scratch layout of one problem, in words.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    pairs: usize,
+    n_panels: usize,
+    mc: usize,
+    /// Words of packed B (`n_panels * nr * pairs`).
+    b_words: usize,
+    /// Words of one worker's packed A block (`mc * pairs`).
+    a_words: usize,
+}
+
+fn layout(kernel: &BKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
+    let p = Param::Scratch;
+    let (mr, nr) = (kernel.mr, kernel.nr);
+    let pairs = k.div_ceil(2);
+    let n_panels = n.div_ceil(nr);
+    let mc = (MC_PANELS * mr).min(mul(m.div_ceil(mr), mr, p)?);
+    let b_words = mul(mul(n_panels, nr, p)?, pairs, p)?;
+    let a_words = mul(mc, pairs, p)?;
+    Ok(Layout { pairs, n_panels, mc, b_words, a_words })
+}
+
+/// Words of scratch [`gemm_bf16_with`] needs for an `m x n x k` problem on `workers` workers.
+pub fn gemm_bf16_scratch_len(kernel: &BKernel, m: usize, n: usize, k: usize, workers: usize) -> Result<usize> {
+    let l = layout(kernel, m, n, k)?;
+    mul(l.a_words, workers.max(1), Param::Scratch)?
+        .checked_add(l.b_words)
+        .ok_or(Error::Overflow { param: Param::Scratch })
+}
+
+/// The shapes of `C = A * B`.
+fn check<C: Copy>(a: &MatRef<'_, bf16>, b: &MatRef<'_, bf16>, c: &MatMut<'_, C>) -> Result<GemmDims> {
+    let d = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
+    if b.rows() != d.k {
+        return Err(Error::Mismatch { param: Param::B, expected: d.k, found: b.rows() });
+    }
+    if c.rows() != d.m {
+        return Err(Error::Mismatch { param: Param::COut, expected: d.m, found: c.rows() });
+    }
+    if c.cols() != d.n {
+        return Err(Error::Mismatch { param: Param::COut, expected: d.n, found: c.cols() });
+    }
+    Ok(d)
+}
+
+/// The oracle: `c[i][j] = sum_p a[i][p] * b[p][j]` in f64 (each product exact, the sum rounded
+/// once per term at f64's precision). Safe code only.
+pub fn gemm_bf16_reference_f64(a: &MatRef<'_, bf16>, b: &MatRef<'_, bf16>, mut c: MatMut<'_, f64>) -> Result<GemmDims> {
+    let d = check(a, b, &c)?;
+    let (ad, ars, acs) = (a.as_slice(), a.rs(), a.cs());
+    let (bd, brs, bcs) = (b.as_slice(), b.rs(), b.cs());
+    for i in 0..d.m {
+        for j in 0..d.n {
+            let mut sum = 0.0f64;
+            for p in 0..d.k {
+                sum += f64::from(ad[i * ars + p * acs].to_f32()) * f64::from(bd[p * brs + j * bcs].to_f32());
+            }
+            c.set(i, j, sum);
+        }
+    }
+    Ok(d)
+}
+
+/// `C <- A * B` in `ws`: validates the shapes, the workers and the scratch, then runs. Every
+/// element of C is written; none is read.
+pub fn gemm_bf16_with(
+    a: &MatRef<'_, bf16>,
+    b: &MatRef<'_, bf16>,
+    mut c: MatMut<'_, f32>,
+    ws: BWorkspace<'_>,
+) -> Result<GemmDims> {
+    let d = check(a, b, &c)?;
+    let exec = Pinned::new(ws.exec)?;
+    let required = gemm_bf16_scratch_len(ws.kernel, d.m, d.n, d.k, exec.workers())?;
+    if ws.scratch.len() < required {
+        return Err(Error::TooSmall { param: Param::Scratch, required, found: ws.scratch.len() });
+    }
+    if d.m == 0 || d.n == 0 {
+        return Ok(d);
+    }
+    // The layout was computed (and its arithmetic checked) by the scratch length above.
+    let l = layout(ws.kernel, d.m, d.n, d.k)?;
+    let (rs_c, cs_c) = (c.rs(), c.cs());
+    let ctx = Ctx {
+        a,
+        b,
+        kernel: ws.kernel,
+        l,
+        d,
+        workers: exec.workers(),
+        scratch: Shared(ws.scratch.as_mut_ptr()),
+        c: Shared(c.as_mut_ptr()),
+        rs_c,
+        cs_c,
+    };
+    // SAFETY: every worker index once; phase 1 ends (`run` returns) before phase 2 reads B.
+    exec.run(&|w| unsafe { ctx.phase1(w) });
+    // SAFETY: as above: phase 2 after phase 1; each item writes its own tiles of C.
+    exec.run(&|w| unsafe { ctx.phase2(w) });
+    Ok(d)
+}
+
+/// A raw pointer that may cross threads: workers write disjoint parts of what it points to.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+impl<T> Shared<T> {
+    fn ptr(self) -> *mut T {
+        self.0
+    }
+}
+// SAFETY: each worker writes its own B panels, its own A block and its own tiles of C; B is
+// written in phase 1 and only read in phase 2, after `Executor::run` returned.
+unsafe impl<T> Sync for Shared<T> {}
+// SAFETY: as above.
+unsafe impl<T> Send for Shared<T> {}
+
+/// The pair word of two bf16: `lo` in the low half.
+#[inline(always)]
+fn pair(lo: bf16, hi: bf16) -> u32 {
+    u32::from(lo.to_bits()) | u32::from(hi.to_bits()) << 16
+}
+
+struct Ctx<'a> {
+    a: &'a MatRef<'a, bf16>,
+    b: &'a MatRef<'a, bf16>,
+    kernel: &'a BKernel,
+    l: Layout,
+    d: GemmDims,
+    workers: usize,
+    scratch: Shared<u32>,
+    c: Shared<f32>,
+    rs_c: usize,
+    cs_c: usize,
+}
+
+impl Ctx<'_> {
+    /// Element `p` of a row or column, zero past `k`.
+    #[inline(always)]
+    fn at(get: impl Fn(usize) -> bf16, p: usize, k: usize) -> bf16 {
+        if p < k {
+            get(p)
+        } else {
+            bf16::ZERO
+        }
+    }
+
+    /// Phase 1, worker `w`: B's panels `w, w + W, ...` (panel `jp`, pair `g`, column `jj` at
+    /// word `(jp * pairs + g) * nr + jj`; zero past k and n).
+    ///
+    /// # Safety
+    /// `w < workers`, each index once, before phase 2.
+    unsafe fn phase1(&self, w: usize) {
+        let (nr, k, n, pairs) = (self.kernel.nr, self.d.k, self.d.n, self.l.pairs);
+        for jp in (w..self.l.n_panels).step_by(self.workers) {
+            // SAFETY: panel `jp < n_panels` of packed B, this worker's alone.
+            let panel = unsafe { self.scratch.ptr().add(jp * pairs * nr) };
+            for jj in 0..nr {
+                let j = jp * nr + jj;
+                for g in 0..pairs {
+                    let word = if j < n {
+                        let (data, rs, cs) = (self.b.as_slice(), self.b.rs(), self.b.cs());
+                        let col = |p: usize| data[p * rs + j * cs];
+                        pair(Self::at(col, 2 * g, k), Self::at(col, 2 * g + 1, k))
+                    } else {
+                        0
+                    };
+                    // SAFETY: word `g * nr + jj` of the panel.
+                    unsafe { *panel.add(g * nr + jj) = word };
+                }
+            }
+        }
+    }
+
+    /// Packs rows `i0 .. i0 + rows` of A as panels at `dst` (rows past `rows` zero): panel `ip`,
+    /// pair `g`, row `ii` at word `(ip * pairs + g) * mr + ii`.
+    ///
+    /// # Safety
+    /// `dst` holds `mc * pairs` words, `rows <= mc`.
+    unsafe fn pack_a(&self, i0: usize, rows: usize, dst: *mut u32) {
+        let (mr, k, pairs) = (self.kernel.mr, self.d.k, self.l.pairs);
+        for ip in 0..rows.div_ceil(mr) {
+            for ii in 0..mr {
+                let i = ip * mr + ii;
+                for g in 0..pairs {
+                    let word = if i < rows {
+                        let (data, rs, cs) = (self.a.as_slice(), self.a.rs(), self.a.cs());
+                        let row = |p: usize| data[(i0 + i) * rs + p * cs];
+                        pair(Self::at(row, 2 * g, k), Self::at(row, 2 * g + 1, k))
+                    } else {
+                        0
+                    };
+                    // SAFETY: word `g * mr + ii` of panel `ip < mc / mr`.
+                    unsafe { *dst.add((ip * pairs + g) * mr + ii) = word };
+                }
+            }
+        }
+    }
+
+    /// Phase 2, worker `w`: items `w, w + W, ...`.
+    ///
+    /// # Safety
+    /// `w < workers`, each index once, after phase 1.
+    unsafe fn phase2(&self, w: usize) {
+        let (l, d, kernel) = (&self.l, &self.d, self.kernel);
+        let (mr, nr) = (kernel.mr, kernel.nr);
+        // SAFETY: worker `w < workers` owns words `[b_words + w * a_words, +a_words)`.
+        let a_buf = unsafe { self.scratch.ptr().add(l.b_words + w * l.a_words) };
+        let mut tile = [0.0f32; MAX_TILE];
+        let chunks = l.n_panels.div_ceil(NC_PANELS);
+        let items = d.m.div_ceil(l.mc) * chunks;
+        let mut packed_block = usize::MAX;
+        for t in (w..items).step_by(self.workers) {
+            let (rb, cc) = (t / chunks, t % chunks);
+            let i0 = rb * l.mc;
+            let rows = l.mc.min(d.m - i0);
+            if packed_block != rb {
+                // SAFETY: the worker's own block (`rows <= mc`).
+                unsafe { self.pack_a(i0, rows, a_buf) };
+                packed_block = rb;
+            }
+            // Panels are pair-major, so chunk `q` of a panel is contiguous: `pairs` words per
+            // row or column, from pair `q * KC_PAIRS`. At least one chunk: with `k = 0` it
+            // writes the zeros.
+            for q in 0..l.pairs.div_ceil(KC_PAIRS).max(1) {
+                let q0 = q * KC_PAIRS;
+                let pairs = KC_PAIRS.min(l.pairs - q0);
+                for jp in cc * NC_PANELS..((cc + 1) * NC_PANELS).min(l.n_panels) {
+                    let nv = nr.min(d.n - jp * nr);
+                    for ip in 0..rows.div_ceil(mr) {
+                        let args = BMicroArgs {
+                            pairs,
+                            // SAFETY: chunk `q0 ..` of panel `ip` of the block, panel `jp` of B.
+                            a: unsafe { a_buf.add((ip * l.pairs + q0) * mr) },
+                            // SAFETY: as above.
+                            b: unsafe { self.scratch.ptr().add((jp * l.pairs + q0) * nr) },
+                            c: tile.as_mut_ptr(),
+                        };
+                        // SAFETY: the kernel proves its ISA; the panels hold `pairs` pairs from
+                        // `q0`; the tile holds `mr * nr <= MAX_TILE` values.
+                        unsafe { (kernel.run)(&args) };
+                        let (row0, mv) = (i0 + ip * mr, mr.min(rows - ip * mr));
+                        for ii in 0..mv {
+                            for jj in 0..nv {
+                                // SAFETY: `(row0 + ii, jp * nr + jj)` is inside the validated,
+                                // alias-free `m x n` view, and only this item writes it.
+                                unsafe {
+                                    let at = self.c.ptr().add((row0 + ii) * self.rs_c + (jp * nr + jj) * self.cs_c);
+                                    let sum = tile[ii * nr + jj];
+                                    *at = if q0 == 0 { sum } else { *at + sum };
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Small enough for Miri: the generic kernel (and the best outside Miri) against the oracle.
+    use super::*;
+    use crate::check::{max_error, tolerance_for, Backend, DType};
+    use crate::gemm::driver::Sequential;
+
+    const M: usize = 11;
+    const N: usize = 37;
+    const K: usize = 13;
+
+    #[test]
+    fn matches_the_oracle_within_tolerance() {
+        let mut x = 0x1234_5678u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            bf16::from_f32((x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
+        };
+        let a: [bf16; M * K] = core::array::from_fn(|_| next());
+        let b: [bf16; K * N] = core::array::from_fn(|_| next());
+        let (a, b) = (MatRef::row_major(&a, M, K).unwrap(), MatRef::col_major(&b, K, N).unwrap());
+        let mut want = [0.0f64; M * N];
+        gemm_bf16_reference_f64(&a, &b, MatMut::row_major(&mut want, M, N).unwrap()).unwrap();
+        let mut scratch = [0u32; 2048];
+        for kernel in [BKernel::generic(), BKernel::best()] {
+            let len = gemm_bf16_scratch_len(kernel, M, N, K, 1).unwrap();
+            let mut got = [f32::NAN; M * N];
+            let ws = BWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
+            gemm_bf16_with(&a, &b, MatMut::row_major(&mut got, M, N).unwrap(), ws).unwrap();
+            let (err, _) = max_error(&got, &want);
+            assert!(err <= tolerance_for(Backend::Cpu, DType::Bf16, K), "{}: {err}", kernel.id());
+            let ws = BWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len - 1] };
+            let mut c = [0.0f32; M * N];
+            assert!(gemm_bf16_with(&a, &b, MatMut::row_major(&mut c, M, N).unwrap(), ws).is_err());
+        }
+    }
+}
