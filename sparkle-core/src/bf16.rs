@@ -62,7 +62,9 @@ struct Layout {
     mc: usize,
     /// Words of packed B (`n_panels * nr * pairs`).
     b_words: usize,
-    /// Words of one worker's packed A block (`mc * pairs`).
+    /// Words per row and pair of packed A: 2 for kernels that take A widened, else 1.
+    a_width: usize,
+    /// Words of one worker's packed A block (`mc * pairs * a_width`).
     a_words: usize,
 }
 
@@ -73,8 +75,9 @@ fn layout(kernel: &BKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
     let n_panels = n.div_ceil(nr);
     let mc = (MC_PANELS * mr).min(mul(m.div_ceil(mr), mr, p)?);
     let b_words = mul(mul(n_panels, nr, p)?, pairs, p)?;
-    let a_words = mul(mc, pairs, p)?;
-    Ok(Layout { pairs, n_panels, mc, b_words, a_words })
+    let a_width = if kernel.wide_a { 2 } else { 1 };
+    let a_words = mul(mul(mc, pairs, p)?, a_width, p)?;
+    Ok(Layout { pairs, n_panels, mc, b_words, a_width, a_words })
 }
 
 /// Words of scratch [`gemm_bf16_with`] needs for an `m x n x k` problem on `workers` workers.
@@ -191,16 +194,6 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Element `p` of a row or column, zero past `k`.
-    #[inline(always)]
-    fn at(get: impl Fn(usize) -> bf16, p: usize, k: usize) -> bf16 {
-        if p < k {
-            get(p)
-        } else {
-            bf16::ZERO
-        }
-    }
-
     /// Phase 1, worker `w`: B's panels `w, w + W, ...` (panel `jp`, pair `g`, column `jj` at
     /// word `(jp * pairs + g) * nr + jj`; zero past k and n).
     ///
@@ -208,16 +201,20 @@ impl Ctx<'_> {
     /// `w < workers`, each index once, before phase 2.
     unsafe fn phase1(&self, w: usize) {
         let (nr, k, n, pairs) = (self.kernel.nr, self.d.k, self.d.n, self.l.pairs);
+        let (data, rs, cs) = (self.b.as_slice(), self.b.rs(), self.b.cs());
         for jp in (w..self.l.n_panels).step_by(self.workers) {
             // SAFETY: panel `jp < n_panels` of packed B, this worker's alone.
             let panel = unsafe { self.scratch.ptr().add(jp * pairs * nr) };
-            for jj in 0..nr {
-                let j = jp * nr + jj;
-                for g in 0..pairs {
-                    let word = if j < n {
-                        let (data, rs, cs) = (self.b.as_slice(), self.b.rs(), self.b.cs());
-                        let col = |p: usize| data[p * rs + j * cs];
-                        pair(Self::at(col, 2 * g, k), Self::at(col, 2 * g + 1, k))
+            let (j0, nv) = (jp * nr, nr.min(n - jp * nr));
+            // Pair by pair (B's rows 2g and 2g + 1, read along), the panel written in order.
+            for g in 0..pairs {
+                let (p0, p1) = (2 * g, 2 * g + 1);
+                for jj in 0..nr {
+                    let word = if jj < nv {
+                        let j = j0 + jj;
+                        let lo = if p0 < k { data[p0 * rs + j * cs] } else { bf16::ZERO };
+                        let hi = if p1 < k { data[p1 * rs + j * cs] } else { bf16::ZERO };
+                        pair(lo, hi)
                     } else {
                         0
                     };
@@ -229,25 +226,36 @@ impl Ctx<'_> {
     }
 
     /// Packs rows `i0 .. i0 + rows` of A as panels at `dst` (rows past `rows` zero): panel `ip`,
-    /// pair `g`, row `ii` at word `(ip * pairs + g) * mr + ii`.
+    /// pair `g`, row `ii` at word `(ip * pairs + g) * mr + ii` (times two, the pair widened to
+    /// two f32, for `wide_a` kernels).
     ///
     /// # Safety
     /// `dst` holds `mc * pairs` words, `rows <= mc`.
     unsafe fn pack_a(&self, i0: usize, rows: usize, dst: *mut u32) {
-        let (mr, k, pairs) = (self.kernel.mr, self.d.k, self.l.pairs);
+        let (mr, k, pairs, wide) = (self.kernel.mr, self.d.k, self.l.pairs, self.kernel.wide_a);
+        let (data, rs, cs) = (self.a.as_slice(), self.a.rs(), self.a.cs());
         for ip in 0..rows.div_ceil(mr) {
             for ii in 0..mr {
                 let i = ip * mr + ii;
                 for g in 0..pairs {
                     let word = if i < rows {
-                        let (data, rs, cs) = (self.a.as_slice(), self.a.rs(), self.a.cs());
-                        let row = |p: usize| data[(i0 + i) * rs + p * cs];
-                        pair(Self::at(row, 2 * g, k), Self::at(row, 2 * g + 1, k))
+                        let (p0, p1, row) = (2 * g, 2 * g + 1, (i0 + i) * rs);
+                        let lo = if p0 < k { data[row + p0 * cs] } else { bf16::ZERO };
+                        let hi = if p1 < k { data[row + p1 * cs] } else { bf16::ZERO };
+                        pair(lo, hi)
                     } else {
                         0
                     };
-                    // SAFETY: word `g * mr + ii` of panel `ip < mc / mr`.
-                    unsafe { *dst.add((ip * pairs + g) * mr + ii) = word };
+                    let at = (ip * pairs + g) * mr + ii;
+                    // SAFETY: word `at` (or words `2 * at`, `+ 1`) of panel `ip < mc / mr`.
+                    unsafe {
+                        if wide {
+                            *dst.add(2 * at) = word << 16;
+                            *dst.add(2 * at + 1) = word & 0xffff_0000;
+                        } else {
+                            *dst.add(at) = word;
+                        }
+                    }
                 }
             }
         }
@@ -287,7 +295,7 @@ impl Ctx<'_> {
                         let args = BMicroArgs {
                             pairs,
                             // SAFETY: chunk `q0 ..` of panel `ip` of the block, panel `jp` of B.
-                            a: unsafe { a_buf.add((ip * l.pairs + q0) * mr) },
+                            a: unsafe { a_buf.add((ip * l.pairs + q0) * mr * l.a_width) },
                             // SAFETY: as above.
                             b: unsafe { self.scratch.ptr().add((jp * l.pairs + q0) * nr) },
                             c: tile.as_mut_ptr(),

@@ -2,17 +2,25 @@
 //! panels packed by [`crate::bf16`]'s driver. A panel holds k in pairs: one `u32` per row (or
 //! column) and pair, the even step in the low half, the odd one in the high half, zero past k.
 //! Group `g`, row `i` of A at word `g * mr + i`; group `g`, column `j` of B at `g * nr + j`.
+//! Kernels that widen to f32 take A already widened (`wide_a`): two f32 per row and pair, at
+//! words `2 * (g * mr + i)` (even step) and `+ 1` (odd step), so that a row's values are plain
+//! broadcasts; A's block is packed once and read by every B panel.
 //!
 //! | kernel | ISA | tile | products per instruction |
 //! |---|---|---|---|
 //! | `avx512bf16_gemm_bf16_8x32` | AVX-512F + AVX512_BF16 | 8 x 32 | 32 (`vdpbf16ps zmm`: 16 lanes x a pair) |
-//! | `avx2_gemm_bf16_6x16` | AVX2 + FMA | 6 x 16 | 8 (widened to f32: shift and mask, then `vfmadd`) |
+//! | `avx512_gemm_bf16_8x32` | AVX-512F | 8 x 32 | 16 (widened to f32: B by shift and mask, A packed wide; `vfmadd`) |
+//! | `avx2_gemm_bf16_6x16` | AVX2 + FMA | 6 x 16 | 8 (widened likewise) |
 //! | `generic_gemm_bf16_4x4` | any | 4 x 4 | 1 |
 //!
 //! A bf16 is the top half of an f32, so widening is exact and every product of two bf16 is exact
 //! in f32 (8-bit significands); only the f32 sums round. `vdpbf16ps` sums each pair and adds it to
 //! the accumulator with round-to-nearest-even and treats denormal inputs and outputs as zero
 //! (Intel SDM), which the tolerance covers: the oracle sums the same rounded inputs in f64.
+//!
+//! Which is faster depends on the CPU: `vdpbf16ps` does twice an FMA's products, but some cores
+//! issue it at half the FMA rate (measured on a Sapphire Rapids-class Xeon: 0.5 per cycle against
+//! two FMAs), where the widening kernel wins. `sparkle-std` picks between them by measuring.
 //!
 //! A [`BKernel`] is proof that this CPU runs its ISA, as a [`super::Kernel`] is.
 
@@ -39,9 +47,11 @@ pub struct BKernel {
     pub(crate) id: &'static str,
     pub(crate) mr: usize,
     pub(crate) nr: usize,
+    /// A packed widened: two f32 words per row and pair (module docs).
+    pub(crate) wide_a: bool,
     /// # Safety
-    /// The CPU must run `isa`; `a` must hold `pairs * mr` and `b` `pairs * nr` packed words, and
-    /// `c` must be valid for writing `mr * nr` f32.
+    /// The CPU must run `isa`; `a` must hold `pairs * mr` (twice that with `wide_a`) and `b`
+    /// `pairs * nr` packed words, and `c` must be valid for writing `mr * nr` f32.
     pub(crate) run: unsafe fn(&BMicroArgs),
 }
 
@@ -127,7 +137,7 @@ unsafe fn generic_gemm_bf16_4x4(p: &BMicroArgs) {
 }
 
 pub(crate) const GENERIC_B: BKernel =
-    BKernel { isa: Isa::Generic, id: "generic_gemm_bf16_4x4", mr: 4, nr: 4, run: generic_gemm_bf16_4x4 };
+    BKernel { isa: Isa::Generic, id: "generic_gemm_bf16_4x4", mr: 4, nr: 4, wide_a: false, run: generic_gemm_bf16_4x4 };
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
@@ -136,33 +146,32 @@ pub(crate) mod x86 {
     use super::{BKernel, BMicroArgs, Isa};
 
     /// # Safety
-    /// As [`BKernel::run`] with `mr = 6`, `nr = 16`, on a CPU with AVX2 and FMA: each pair of 8
-    /// columns is widened to two f32 vectors (shift left 16, mask the high half), each pair of a
-    /// row broadcast likewise; two FMAs per pair.
+    /// As [`BKernel::run`] with `mr = 6`, `nr = 16`, `wide_a`, on a CPU with AVX2 and FMA: each
+    /// pair of 8 columns is widened to two f32 vectors (shift left 16, mask the high half), each
+    /// row's two f32 broadcast; two FMAs per row, pair and vector.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_gemm_bf16_6x16(p: &BMicroArgs) {
         const MR: usize = 6;
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
-        let (mut a, mut b) = (p.a, p.b.cast::<__m256i>());
+        let (mut a, mut b) = (p.a.cast::<f32>(), p.b.cast::<__m256i>());
         for _ in 0..p.pairs {
-            // SAFETY: one pair of B is 16 words (two ymm), of A 6 words, inside the panels by the
-            // caller's contract.
+            // SAFETY: one pair of B is 16 words (two ymm), of A 6 x 2 f32, inside the panels by
+            // the caller's contract.
             unsafe {
                 let (w0, w1) = (_mm256_loadu_si256(b), _mm256_loadu_si256(b.add(1)));
-                let b_even =
+                let even =
                     [_mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)), _mm256_castsi256_ps(_mm256_slli_epi32(w1, 16))];
-                let b_odd =
+                let odd =
                     [_mm256_castsi256_ps(_mm256_and_si256(w0, high)), _mm256_castsi256_ps(_mm256_and_si256(w1, high))];
                 for (i, row) in acc.iter_mut().enumerate() {
-                    let (a0, a1) = super::unpack(*a.add(i));
-                    let (a0, a1) = (_mm256_set1_ps(a0), _mm256_set1_ps(a1));
+                    let (a0, a1) = (_mm256_broadcast_ss(&*a.add(2 * i)), _mm256_broadcast_ss(&*a.add(2 * i + 1)));
                     for h in 0..2 {
-                        row[h] = _mm256_fmadd_ps(a0, b_even[h], row[h]);
-                        row[h] = _mm256_fmadd_ps(a1, b_odd[h], row[h]);
+                        row[h] = _mm256_fmadd_ps(a0, even[h], row[h]);
+                        row[h] = _mm256_fmadd_ps(a1, odd[h], row[h]);
                     }
                 }
-                a = a.add(MR);
+                a = a.add(2 * MR);
                 b = b.add(2);
             }
         }
@@ -171,6 +180,44 @@ pub(crate) mod x86 {
             unsafe {
                 _mm256_storeu_ps(p.c.add(i * 16), row[0]);
                 _mm256_storeu_ps(p.c.add(i * 16 + 8), row[1]);
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`BKernel::run`] with `mr = 8`, `nr = 32`, `wide_a`, on a CPU with AVX-512F: the AVX2
+    /// kernel's scheme on zmm (B's 32 columns widened to four vectors per pair).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_gemm_bf16_8x32(p: &BMicroArgs) {
+        const MR: usize = 8;
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let (mut a, mut b) = (p.a.cast::<f32>(), p.b.cast::<__m512i>());
+        for _ in 0..p.pairs {
+            // SAFETY: one pair of B is 32 words (two zmm), of A 8 x 2 f32, inside the panels by
+            // the caller's contract.
+            unsafe {
+                let (w0, w1) = (_mm512_loadu_si512(b), _mm512_loadu_si512(b.add(1)));
+                let even =
+                    [_mm512_castsi512_ps(_mm512_slli_epi32(w0, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16))];
+                let odd =
+                    [_mm512_castsi512_ps(_mm512_and_si512(w0, high)), _mm512_castsi512_ps(_mm512_and_si512(w1, high))];
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let (a0, a1) = (_mm512_set1_ps(*a.add(2 * i)), _mm512_set1_ps(*a.add(2 * i + 1)));
+                    for h in 0..2 {
+                        row[h] = _mm512_fmadd_ps(a0, even[h], row[h]);
+                        row[h] = _mm512_fmadd_ps(a1, odd[h], row[h]);
+                    }
+                }
+                a = a.add(2 * MR);
+                b = b.add(2);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: the tile holds 8 x 32 f32.
+            unsafe {
+                _mm512_storeu_ps(p.c.add(i * 32), row[0]);
+                _mm512_storeu_ps(p.c.add(i * 32 + 16), row[1]);
             }
         }
     }
@@ -213,11 +260,21 @@ pub(crate) mod x86 {
         id: "avx512bf16_gemm_bf16_8x32",
         mr: 8,
         nr: 32,
+        wide_a: false,
         run: avx512bf16_gemm_bf16_8x32,
     };
 
+    pub(crate) const AVX512_B: BKernel = BKernel {
+        isa: Isa::Avx512,
+        id: "avx512_gemm_bf16_8x32",
+        mr: 8,
+        nr: 32,
+        wide_a: true,
+        run: avx512_gemm_bf16_8x32,
+    };
+
     pub(crate) const AVX2_B: BKernel =
-        BKernel { isa: Isa::Avx2, id: "avx2_gemm_bf16_6x16", mr: 6, nr: 16, run: avx2_gemm_bf16_6x16 };
+        BKernel { isa: Isa::Avx2, id: "avx2_gemm_bf16_6x16", mr: 6, nr: 16, wide_a: true, run: avx2_gemm_bf16_6x16 };
 }
 
 /// The registration list of the bf16 kernels, best first (`name => Isa (path of its const)`),
@@ -230,6 +287,8 @@ macro_rules! for_each_bkernel {
         $callback! {
             #[cfg(target_arch = "x86_64")]
             avx512bf16 => Avx512Bf16 ($crate::arch::bf16::x86::AVX512BF16_B),
+            #[cfg(target_arch = "x86_64")]
+            avx512 => Avx512 ($crate::arch::bf16::x86::AVX512_B),
             #[cfg(target_arch = "x86_64")]
             avx2 => Avx2 ($crate::arch::bf16::x86::AVX2_B),
             generic => Generic ($crate::arch::bf16::GENERIC_B),

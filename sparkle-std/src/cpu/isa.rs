@@ -130,20 +130,64 @@ pub fn available_bkernels() -> Vec<&'static BKernel> {
     BKernel::available().collect()
 }
 
-/// The bf16 kernel of a forced ISA: the x86 ISAs without one of their own run AVX2's, the Arm
-/// ones the generic kernel.
+/// The bf16 kernel of a forced ISA: the VNNI ISAs run the widening kernel of their vector width,
+/// the Arm ones the generic kernel.
 fn choose_b() -> Result<&'static BKernel, IsaError> {
     match forced()? {
-        Some(isa @ (Isa::Avx512 | Isa::Avx512Vnni | Isa::AvxVnni)) if supported(isa) => bkernel_for_isa(Isa::Avx2),
+        Some(Isa::Avx512Vnni) if supported(Isa::Avx512Vnni) => bkernel_for_isa(Isa::Avx512),
+        Some(Isa::AvxVnni) if supported(Isa::AvxVnni) => bkernel_for_isa(Isa::Avx2),
         Some(isa @ (Isa::Neon | Isa::NeonDot | Isa::NeonI8mm | Isa::ArmDsp)) if supported(isa) => {
             Ok(BKernel::generic())
         }
         Some(isa) => bkernel_for_isa(isa),
-        None => {
-            detect();
-            Ok(BKernel::best())
+        None => Ok(fastest_bkernel()),
+    }
+}
+
+/// The faster of the bf16 kernels this CPU runs, by measurement: `vdpbf16ps` does twice an
+/// FMA's products per instruction, but some cores issue it at half the FMA rate (a Sapphire
+/// Rapids-class Xeon: 0.5 per cycle), where the f32-widening kernel wins; a rule by vendor or
+/// model would be guesswork. Each candidate runs a 128 x 128 x 1024 product (in cache, 34
+/// MFLOP) once to warm up, then five times alternating with the other; the best time decides.
+/// About 5 milliseconds, once per process.
+fn fastest_bkernel() -> &'static BKernel {
+    use sparkle_core::bf16::{bf16, gemm_bf16_scratch_len, gemm_bf16_with, BWorkspace};
+    use sparkle_core::gemm::driver::Sequential;
+    use sparkle_core::{MatMut, MatRef};
+    detect();
+    let candidates: Vec<&'static BKernel> = BKernel::available().filter(|k| k.isa() != Isa::Generic).take(2).collect();
+    if candidates.len() < 2 {
+        return BKernel::best();
+    }
+    let (m, n, k) = (128, 128, 1024);
+    let a: Vec<bf16> = (0..m * k).map(|i| bf16::from_f32((i % 7) as f32 - 3.0)).collect();
+    let b: Vec<bf16> = (0..k * n).map(|i| bf16::from_f32((i % 5) as f32 - 2.0)).collect();
+    let mut c = vec![0.0f32; m * n];
+    let mut run = |kernel: &BKernel| -> Option<std::time::Duration> {
+        let (av, bv) = (MatRef::row_major(&a, m, k).ok()?, MatRef::row_major(&b, k, n).ok()?);
+        let mut scratch = vec![0u32; gemm_bf16_scratch_len(kernel, m, n, k, 1).ok()?];
+        let t = std::time::Instant::now();
+        let cv = MatMut::row_major(&mut c, m, n).ok()?;
+        gemm_bf16_with(&av, &bv, cv, BWorkspace { kernel, exec: &Sequential, scratch: &mut scratch }).ok()?;
+        Some(t.elapsed())
+    };
+    // A warm-up each (clocks, caches), then five alternating rounds; the best time of each.
+    let mut best = vec![std::time::Duration::MAX; candidates.len()];
+    for round in 0..6 {
+        for (kernel, best) in candidates.iter().zip(best.iter_mut()) {
+            match run(kernel) {
+                Some(t) if round > 0 => *best = (*best).min(t),
+                Some(_) => {}
+                None => return BKernel::best(),
+            }
         }
     }
+    candidates
+        .into_iter()
+        .zip(best)
+        .map(|(kernel, t)| (t, kernel))
+        .min_by_key(|(t, _)| *t)
+        .map_or(BKernel::best(), |(_, kernel)| kernel)
 }
 
 /// The bf16 GEMM kernel used by default: detected once per process (honouring `SPARKLE_ISA`).
