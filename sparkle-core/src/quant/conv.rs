@@ -15,7 +15,9 @@ use crate::error::{Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
 use crate::layout::{TensorLayout, WeightLayout};
 use crate::quant::driver::{a_offset, fill_by_visit, qgemm_scratch_len, qgemm_unchecked, QOperands, QRows, QWorkspace};
-use crate::quant::{accumulator_bound, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand};
+use crate::quant::{
+    accumulator_bound, fixed_narrow, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand,
+};
 use crate::view::MatRef;
 
 /// The operands of a quantized conv2d: input and weights in the layouts of the geometry, their
@@ -347,7 +349,9 @@ fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
     out: &OutputStage<'_>,
     output: &mut [Y],
 ) {
-    const CHUNK: usize = 64;
+    // Outputs per pass: 64 for the vector units; 16 on a Cortex-M, whose rows are short and
+    // which initialises the whole chunk of accumulators per row.
+    const CHUNK: usize = if cfg!(target_arch = "arm") { 16 } else { 64 };
     let p = g.params();
     let (ho, wo) = (g.ho(), g.wo());
     let (ystride, xstride, cstride) = match p.layout {
@@ -402,6 +406,17 @@ fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                             let (zp, lo, hi) = (stage.zero_point, stage.lo, stage.hi);
                             for (o, &a) in output[at..at + len].iter_mut().zip(&acc[..len]) {
                                 *o = Y::narrow(float_narrow(a, m, zp, lo, hi));
+                            }
+                        }
+                        // The fixed-point stage into a one-byte type (validated: multiplier >= 0,
+                        // shift in [-31, 30]): its short form, along the output row.
+                        (None, _) if narrow::<Y>() && stage.is_fixed() => {
+                            let [mult, shift] = stage.scale_words();
+                            let (zp, lo, hi) = (stage.zero_point, stage.lo, stage.hi);
+                            let (at, step) = (g.output_index(n, k, oy, ox0), g.output_index(n, k, oy, ox0 + 1));
+                            let step = step.wrapping_sub(at);
+                            for (i, &a) in acc[..len].iter().enumerate() {
+                                output[at + i * step] = Y::narrow(fixed_narrow(a, mult, shift, zp, lo, hi));
                             }
                         }
                         _ => {
