@@ -55,52 +55,7 @@ pub struct BKernel {
     pub(crate) run: unsafe fn(&BMicroArgs),
 }
 
-impl BKernel {
-    /// `{isa}_gemm_bf16_{mr}x{nr}`.
-    pub const fn id(&self) -> &'static str {
-        self.id
-    }
-
-    /// The ISA it runs (which this CPU has: that is how it was obtained).
-    pub const fn isa(&self) -> Isa {
-        self.isa
-    }
-
-    /// Rows of the register tile.
-    pub const fn mr(&self) -> usize {
-        self.mr
-    }
-
-    /// Columns of the register tile.
-    pub const fn nr(&self) -> usize {
-        self.nr
-    }
-
-    /// The portable kernel, which every CPU runs.
-    pub fn generic() -> &'static BKernel {
-        &GENERIC_B
-    }
-
-    /// Every bf16 kernel of this build that this CPU runs, best first.
-    pub fn available() -> impl Iterator<Item = &'static BKernel> {
-        B_KERNELS.iter().filter(|k| k.isa.is_available())
-    }
-
-    /// The best bf16 kernel this CPU runs.
-    pub fn best() -> &'static BKernel {
-        Self::available().next().unwrap_or(Self::generic())
-    }
-
-    /// The bf16 kernel for `isa`, or `None` when this build has none or this CPU lacks it.
-    pub fn for_isa(isa: Isa) -> Option<&'static BKernel> {
-        B_KERNELS.iter().find(|k| k.isa == isa).filter(|k| k.isa.is_available())
-    }
-
-    /// The ids of every bf16 kernel compiled into this build, whether or not this CPU runs them.
-    pub fn compiled_ids() -> impl Iterator<Item = (&'static str, Isa)> {
-        B_KERNELS.iter().map(|k| (k.id, k.isa))
-    }
-}
+kernel_table_methods!(BKernel, B_KERNELS, GENERIC_B, "gemm_bf16");
 
 /// The two bf16 of a packed word as f32: (even step, odd step).
 #[inline(always)]

@@ -29,6 +29,62 @@
 //! generic FPU kernel; an x86 server gets AVX-512 where it has it.
 #![allow(unsafe_code)]
 
+/// The accessors every kernel table's type shares ([`quant::QKernel`], [`bf16::BKernel`]): the
+/// type has private `isa`, `id`, `mr`, `nr` fields; `$table` lists every kernel of the build,
+/// best first; `$generic` is the portable one. Holding one proves the CPU runs its ISA, because
+/// every constructor here filters by [`Isa::is_available`].
+macro_rules! kernel_table_methods {
+    ($ty:ident, $table:ident, $generic:ident, $what:literal) => {
+        impl $ty {
+            #[doc = concat!("`{isa}_", $what, "_{mr}x{nr}` (see the module docs).")]
+            pub const fn id(&self) -> &'static str {
+                self.id
+            }
+
+            /// The ISA it runs (which this CPU has: that is how it was obtained).
+            pub const fn isa(&self) -> Isa {
+                self.isa
+            }
+
+            /// Rows of the register tile.
+            pub const fn mr(&self) -> usize {
+                self.mr
+            }
+
+            /// Columns of the register tile.
+            pub const fn nr(&self) -> usize {
+                self.nr
+            }
+
+            /// The portable kernel, which every CPU runs.
+            pub fn generic() -> &'static $ty {
+                &$generic
+            }
+
+            /// Every kernel of this table compiled into this build that this CPU runs, best first.
+            pub fn available() -> impl Iterator<Item = &'static $ty> {
+                $table.iter().filter(|k| k.isa.is_available())
+            }
+
+            /// The best kernel of this table that this CPU runs.
+            pub fn best() -> &'static $ty {
+                Self::available().next().unwrap_or(Self::generic())
+            }
+
+            /// The kernel for `isa`, or `None` when this build has none or this CPU lacks it.
+            pub fn for_isa(isa: Isa) -> Option<&'static $ty> {
+                $table.iter().find(|k| k.isa == isa).filter(|k| k.isa.is_available())
+            }
+
+            /// The ids of every kernel of this table compiled into this build, whether or not
+            /// this CPU runs them.
+            pub fn compiled_ids() -> impl Iterator<Item = (&'static str, Isa)> {
+                $table.iter().map(|k| (k.id, k.isa))
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64;
 pub mod bf16;

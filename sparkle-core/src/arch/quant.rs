@@ -143,56 +143,13 @@ pub struct QKernel {
 }
 
 impl QKernel {
-    /// `{isa}_qgemm_{a}{b}_{mr}x{nr}`: `u8i8` for `u8` A x `i8` B, `i8i8` where A is shifted to `i8`.
-    pub const fn id(&self) -> &'static str {
-        self.id
-    }
-
-    /// The ISA it runs (which this CPU has: that is how it was obtained).
-    pub const fn isa(&self) -> Isa {
-        self.isa
-    }
-
-    /// Rows of the register tile.
-    pub const fn mr(&self) -> usize {
-        self.mr
-    }
-
-    /// Columns of the register tile.
-    pub const fn nr(&self) -> usize {
-        self.nr
-    }
-
     /// Reduction steps one packed group holds (the k padding).
     pub const fn k_group(&self) -> usize {
         self.pack.group()
     }
-
-    /// The portable kernel, which every CPU runs.
-    pub fn generic() -> &'static QKernel {
-        &GENERIC_Q
-    }
-
-    /// Every int8 kernel of this build that this CPU runs, best first.
-    pub fn available() -> impl Iterator<Item = &'static QKernel> {
-        Q_KERNELS.iter().filter(|k| k.isa.is_available())
-    }
-
-    /// The best int8 kernel this CPU runs.
-    pub fn best() -> &'static QKernel {
-        Self::available().next().unwrap_or(Self::generic())
-    }
-
-    /// The int8 kernel for `isa`, or `None` when this build has none or this CPU lacks it.
-    pub fn for_isa(isa: Isa) -> Option<&'static QKernel> {
-        Q_KERNELS.iter().find(|k| k.isa == isa).filter(|k| k.isa.is_available())
-    }
-
-    /// The ids of every int8 kernel compiled into this build, whether or not this CPU runs them.
-    pub fn compiled_ids() -> impl Iterator<Item = (&'static str, Isa)> {
-        Q_KERNELS.iter().map(|k| (k.id, k.isa))
-    }
 }
+
+kernel_table_methods!(QKernel, Q_KERNELS, GENERIC_Q, "qgemm_{a}{b}");
 
 /// # Safety
 /// As [`QKernel::run`] with `mr = nr = 4`, [`QPack::Bytes4`].
@@ -268,24 +225,31 @@ pub(crate) mod x86 {
         unsafe { f.scalar(j) }
     }
 
+    /// The 6 x 16 tile both ymm kernels share: per group, one `i32` word per row (two `i16` or
+    /// four bytes) broadcast against B's 16 columns (two ymm), `step(acc, a, b)` summing the
+    /// products of one word into each lane.
+    ///
     /// # Safety
-    /// As [`QKernel::run`] with `mr = 6`, `nr = 16`, [`QPack::Pairs16`], on a CPU with AVX2.
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2_qgemm_u8i8_6x16(p: &QMicroArgs) {
+    /// As [`QKernel::run`] with `mr = 6`, `nr = 16` and a format of 4 bytes per row and group,
+    /// on a CPU with AVX2 and whatever `step` uses (the caller's target features, inlined).
+    #[inline(always)]
+    unsafe fn tile_6x16(p: &QMicroArgs, step: impl Fn(__m256i, __m256i, __m256i) -> __m256i) {
         const MR: usize = 6;
-        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+        // SAFETY: the caller runs AVX2 (the contract).
+        let mut acc = unsafe { [[_mm256_setzero_si256(); 2]; MR] };
         let mut a = p.a.cast::<i32>();
         let mut b = p.b.cast::<__m256i>();
         for _ in 0..p.groups {
-            // SAFETY: one group of B is 16 columns x 2 i16 (two ymm), one of A 6 rows x 2 i16
-            // (six i32), inside the panels by the caller's contract.
+            // SAFETY: one group of B is 16 columns x 4 bytes (two ymm), one of A 6 rows x 4
+            // bytes (six i32), inside the panels by the caller's contract, which also says
+            // the CPU runs AVX2.
             unsafe {
                 let b0 = _mm256_loadu_si256(b);
                 let b1 = _mm256_loadu_si256(b.add(1));
                 for (i, row) in acc.iter_mut().enumerate() {
                     let ai = _mm256_set1_epi32(a.add(i).read_unaligned());
-                    row[0] = _mm256_add_epi32(row[0], _mm256_madd_epi16(ai, b0));
-                    row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(ai, b1));
+                    row[0] = step(row[0], ai, b0);
+                    row[1] = step(row[1], ai, b1);
                 }
                 a = a.add(MR);
                 b = b.add(2);
@@ -298,6 +262,24 @@ pub(crate) mod x86 {
                 _mm256_storeu_si256(p.c.add(i * 16 + 8).cast(), row[1]);
             }
         }
+    }
+
+    /// # Safety
+    /// As [`QKernel::run`] with `mr = 6`, `nr = 16`, [`QPack::Pairs16`], on a CPU with AVX2:
+    /// `vpmaddwd` (exact `i16 x i16` pair sums) and `vpaddd`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2_qgemm_u8i8_6x16(p: &QMicroArgs) {
+        // SAFETY: forwarded contract; AVX2 is this function's target feature.
+        unsafe { tile_6x16(p, |acc, a, b| _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))) }
+    }
+
+    /// # Safety
+    /// As [`QKernel::run`] with `mr = 6`, `nr = 16`, [`QPack::Bytes4`], on a CPU with AVX2 and
+    /// AVX-VNNI: the AVX2 kernel's tile with `vpdpbusd ymm` (four byte products per lane).
+    #[target_feature(enable = "avx2,avxvnni")]
+    unsafe fn avxvnni_qgemm_u8i8_6x16(p: &QMicroArgs) {
+        // SAFETY: forwarded contract; AVX-VNNI is this function's target feature.
+        unsafe { tile_6x16(p, |acc, a, b| _mm256_dpbusd_avx_epi32(acc, a, b)) }
     }
 
     /// # Safety
@@ -329,39 +311,6 @@ pub(crate) mod x86 {
             unsafe {
                 _mm512_storeu_si512(p.c.add(i * 32).cast(), row[0]);
                 _mm512_storeu_si512(p.c.add(i * 32 + 16).cast(), row[1]);
-            }
-        }
-    }
-
-    /// # Safety
-    /// As [`QKernel::run`] with `mr = 6`, `nr = 16`, [`QPack::Bytes4`], on a CPU with AVX2 and
-    /// AVX-VNNI: the AVX2 kernel's tile with `vpdpbusd ymm` (four byte products per lane).
-    #[target_feature(enable = "avx2,avxvnni")]
-    unsafe fn avxvnni_qgemm_u8i8_6x16(p: &QMicroArgs) {
-        const MR: usize = 6;
-        let mut acc = [[_mm256_setzero_si256(); 2]; MR];
-        let mut a = p.a.cast::<i32>();
-        let mut b = p.b.cast::<__m256i>();
-        for _ in 0..p.groups {
-            // SAFETY: one group of B is 16 columns x 4 bytes (two ymm), one of A 6 rows x 4
-            // bytes (six i32), inside the panels by the caller's contract.
-            unsafe {
-                let b0 = _mm256_loadu_si256(b);
-                let b1 = _mm256_loadu_si256(b.add(1));
-                for (i, row) in acc.iter_mut().enumerate() {
-                    let ai = _mm256_set1_epi32(a.add(i).read_unaligned());
-                    row[0] = _mm256_dpbusd_avx_epi32(row[0], ai, b0);
-                    row[1] = _mm256_dpbusd_avx_epi32(row[1], ai, b1);
-                }
-                a = a.add(MR);
-                b = b.add(2);
-            }
-        }
-        for (i, row) in acc.iter().enumerate() {
-            // SAFETY: the tile holds 6 x 16 i32.
-            unsafe {
-                _mm256_storeu_si256(p.c.add(i * 16).cast(), row[0]);
-                _mm256_storeu_si256(p.c.add(i * 16 + 8).cast(), row[1]);
             }
         }
     }
