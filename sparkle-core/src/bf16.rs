@@ -19,7 +19,7 @@ pub use half::bf16;
 
 use crate::arch::bf16::{BKernel, BMicroArgs};
 use crate::error::{mul, Error, Param, Result};
-use crate::gemm::driver::{Executor, Pinned};
+use crate::gemm::driver::{Executor, Pinned, Shared};
 use crate::gemm::GemmDims;
 use crate::view::{MatMut, MatRef};
 
@@ -159,20 +159,6 @@ pub fn gemm_bf16_with(
     exec.run(&|w| unsafe { ctx.phase2(w) });
     Ok(d)
 }
-
-/// A raw pointer that may cross threads: workers write disjoint parts of what it points to.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
-impl<T> Shared<T> {
-    fn ptr(self) -> *mut T {
-        self.0
-    }
-}
-// SAFETY: each worker writes its own B panels, its own A block and its own tiles of C; B is
-// written in phase 1 and only read in phase 2, after `Executor::run` returned.
-unsafe impl<T> Sync for Shared<T> {}
-// SAFETY: as above.
-unsafe impl<T> Send for Shared<T> {}
 
 /// The pair word of two bf16: `lo` in the low half.
 #[inline(always)]

@@ -193,21 +193,28 @@ pub fn gemm_with(
     Ok(d)
 }
 
-/// A raw pointer that may cross threads: workers write disjoint parts of what it points to.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
-impl SharedMut {
+/// A raw pointer that may cross threads: workers write disjoint parts of what it points to. The
+/// f32, int8 and bf16 drivers share it.
+pub(crate) struct Shared<T>(pub(crate) *mut T);
+impl<T> Shared<T> {
     /// A method (not the field) so closures capture the whole `Sync` wrapper.
-    fn ptr(self) -> *mut f32 {
+    pub(crate) fn ptr(&self) -> *mut T {
         self.0
     }
 }
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Shared<T> {}
 
-// SAFETY: the driver hands each worker a disjoint region of C and of the scratch, and separates
-// the phases that write shared packed B from those that read it by `Executor::run` returning.
-unsafe impl Sync for SharedMut {}
+// SAFETY: every driver hands each worker a disjoint region of the output and of the scratch, and
+// separates the phase that writes shared packed panels from the phase that reads them by
+// `Executor::run` returning.
+unsafe impl<T> Sync for Shared<T> {}
 // SAFETY: as above.
-unsafe impl Send for SharedMut {}
+unsafe impl<T> Send for Shared<T> {}
 
 /// A GEMM operand the driver can pack into micro-panels: a strided matrix ([`MatRef`]), or an
 /// implicit one such as a conv input seen through im2col (which is then never materialised).
@@ -268,7 +275,7 @@ unsafe impl Operand for MatRef<'_> {
 struct Problem<'a> {
     a: &'a dyn Operand,
     b: &'a dyn Operand,
-    c: SharedMut,
+    c: Shared<f32>,
     rs_c: usize,
     cs_c: usize,
     alpha: f32,
@@ -339,7 +346,7 @@ pub(crate) unsafe fn gemm_operands(
     let prob = Problem {
         a,
         b,
-        c: SharedMut(c),
+        c: Shared(c),
         rs_c,
         cs_c,
         alpha,
@@ -353,7 +360,7 @@ pub(crate) unsafe fn gemm_operands(
     };
     let workers = exec.workers().max(1);
     let per_worker = kc * nc + mc * kc;
-    let scratch = SharedMut(ws.scratch.as_mut_ptr());
+    let scratch = Shared(ws.scratch.as_mut_ptr());
     // Each worker packs what its rectangle needs, so splitting rows duplicates the packing of B
     // and splitting columns the packing of A (free when A is read in place). Split the longer
     // side, unless it has too few panels to go round.

@@ -25,7 +25,7 @@
 
 use crate::arch::quant::{FinishRow, QKernel, QMicroArgs, QPack};
 use crate::error::{mul, Error, Param, Result};
-use crate::gemm::driver::{Executor, Pinned};
+use crate::gemm::driver::{Executor, Pinned, Shared};
 use crate::quant::{corrected, fixed_narrow, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
 use crate::view::{MatMut, MatRef};
 
@@ -136,21 +136,6 @@ pub fn qgemm_with<A: QOperand, B: QOperand, Y: QElem>(
     }
     Ok(d)
 }
-
-/// A raw pointer that may cross threads: workers write disjoint parts of what it points to.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
-impl<T> Shared<T> {
-    /// A method (not the field) so closures capture the whole `Sync` wrapper.
-    fn ptr(self) -> *mut T {
-        self.0
-    }
-}
-// SAFETY: each worker writes its own panels, columns, A block and tiles of C; the phase that
-// writes packed B and the column terms ends (`Executor::run` returns) before any worker reads them.
-unsafe impl<T> Sync for Shared<T> {}
-// SAFETY: as above.
-unsafe impl<T> Send for Shared<T> {}
 
 /// The shift that takes `T` to the canonical operand range: +128 for an `i8` A, -128 for a `u8` B.
 pub(crate) const fn a_offset<T: QElem>() -> i32 {
