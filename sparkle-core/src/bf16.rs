@@ -1,6 +1,8 @@
 //! bf16 GEMM: `C (f32) = A (bf16) * B (bf16)`, products exact, sums in f32 — what
-//! `torch.matmul` on bf16 tensors with an f32 result computes, and what `vdpbf16ps` runs at twice
-//! the f32 FMA rate per instruction.
+//! `torch.matmul` on bf16 tensors with an f32 result computes. `vdpbf16ps` does twice an FMA's
+//! products per instruction; whether that is faster depends on the core (see
+//! [`crate::arch::bf16`]). Kernels differ in rounding order (and `vdpbf16ps` flushes denormals),
+//! all within the tolerance.
 //!
 //! The oracle, [`gemm_bf16_reference_f64`], sums the same (already rounded) inputs in f64; a
 //! result is within [`crate::check::tolerance_for`]`(Cpu, Bf16, k)` of it. To run f32 data
@@ -122,7 +124,8 @@ pub fn gemm_bf16_reference_f64(a: &MatRef<'_, bf16>, b: &MatRef<'_, bf16>, mut c
 }
 
 /// `C <- A * B` in `ws`: validates the shapes, the workers and the scratch, then runs. Every
-/// element of C is written; none is read.
+/// element of C is written; for `k` beyond one chunk (512 steps), the later chunks'
+/// sums are added to what the first wrote.
 pub fn gemm_bf16_with(
     a: &MatRef<'_, bf16>,
     b: &MatRef<'_, bf16>,
@@ -216,7 +219,7 @@ impl Ctx<'_> {
     /// two f32, for `wide_a` kernels).
     ///
     /// # Safety
-    /// `dst` holds `mc * pairs` words, `rows <= mc`.
+    /// `dst` holds `mc * pairs * a_width` words (the layout's `a_words`), `rows <= mc`.
     unsafe fn pack_a(&self, i0: usize, rows: usize, dst: *mut u32) {
         let (mr, k, pairs, wide) = (self.kernel.mr, self.d.k, self.l.pairs, self.kernel.wide_a);
         let (data, rs, cs) = (self.a.as_slice(), self.a.rs(), self.a.cs());

@@ -102,6 +102,10 @@ macro_rules! bkernel_tests {
                     for threads in [1, 2] {
                         check(&cpu(k, threads), [301, 277, 300], (false, false, 0), 9);
                     }
+                    // k beyond one chunk of 256 pairs (three chunks, the last partial), both
+                    // layouts of A.
+                    check(&cpu(k, 2), [45, 70, 1100], (false, false, 0), 10);
+                    check(&cpu(k, 1), [13, 33, 1301], (true, true, 2), 11);
                 }
             }
 

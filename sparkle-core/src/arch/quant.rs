@@ -17,9 +17,10 @@
 //! | `generic_qgemm_u8i8_4x4` | any | 4 x 4 | 4 bytes per k-group | 1 |
 //!
 //! The dot product (Armv8.2) multiplies `i8 x i8` or `u8 x u8` only; its kernel gets A shifted
-//! into `i8` by the driver (`QPack::SignedBytes4`). The Arm instructions are written as inline
-//! assembly, one instruction per block, registers left to the compiler: their intrinsics are not
-//! stable Rust.
+//! into `i8` by the driver (`QPack::SignedBytes4`). The Arm instructions are inline assembly
+//! (their intrinsics are not stable Rust): one instruction per block with the registers left to
+//! the compiler for NEON; the whole k-loop in one block for the Cortex-M's SMLAD kernel, whose
+//! compiled schedule spilled registers.
 //!
 //! AVX2's `vpmaddubsw` would multiply bytes directly, but saturates its `i16` pair sums
 //! (`2 * 255 * -128` does not fit), which would break exactness; widening to `i16` at packing
@@ -539,7 +540,9 @@ pub(crate) mod dsp {
                     a1 = out(reg) _,
                     b0 = out(reg) _,
                     b1 = out(reg) _,
-                    options(nostack, readonly, preserves_flags)
+                    // Not `preserves_flags`: `smlad` sets Q when an accumulation overflows (the
+                    // raw sum may; it wraps, and the driver's corrections make it exact).
+                    options(nostack, readonly)
                 )
             };
         }

@@ -116,8 +116,9 @@ struct Im2col<'a, X> {
     n: usize,
     group: usize,
     x_zero: i32,
-    /// Interior pixels (every tap inside the input) gather through these: tap `p` of pixel
-    /// `(oy, ox)` at `corner(oy, ox) + taps[p]` (None when an offset would not fit an i32).
+    /// Rows gather through these: tap `p` of pixel `(oy, ox)` at `corner(oy, ox) + taps[p]`,
+    /// every tap for interior pixels, the taps inside the input for border ones (None when an
+    /// offset would not fit an i32).
     taps: Option<&'a [i32]>,
     /// Output rows and columns whose every tap is inside the input: `[lo, hi)`.
     interior: ([usize; 2], [usize; 2]),

@@ -1,6 +1,8 @@
 //! The int8 GEMM driver: packs B once (shared), packs blocks of A per worker, runs the
-//! microkernel on `mr x nr` tiles and finishes each tile in safe code: zero-point corrections,
-//! bias and the output stage ([`OutputStage::apply`], the oracle's own function).
+//! microkernel on `mr x nr` tiles and finishes each tile: zero-point corrections, bias and the
+//! output stage — [`OutputStage::apply`], the oracle's own function, or for one-byte outputs its
+//! short forms `float_narrow` (ONNX) and `fixed_narrow` (fixed point), each checked equal to it
+//! by unit tests.
 //!
 //! ## The arithmetic
 //! Operands are canonicalised while packing: A to `u8` (an `i8` A is shifted by +128, its zero
@@ -400,10 +402,12 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
             let j0 = jp * nr;
             let nv = nr.min(n - j0);
             let mut sums = [0i32; MAX_NR];
-            // SAFETY: column `j0 < n` exists; the validated view holds every `(p, j0 + jj)` with
-            // `p < k`, `jj < nv` at `p * rs + jj * cs` from it; the panel holds `groups` groups.
+            // SAFETY: the validated view holds every `(p, j0 + jj)` with `p < k`, `jj < nv` at
+            // `p * rs + jj * cs` from `src`, and `src` is only read at such offsets (with `k = 0`
+            // the view may be empty: `src` is then never read, and computed by wrapping
+            // arithmetic, which may leave the slice); the panel holds `groups` groups.
             unsafe {
-                let src = self.b.as_slice().as_ptr().add(j0 * cs);
+                let src = self.b.as_slice().as_ptr().wrapping_add(j0 * cs);
                 let panel = PanelSource { src, rs, cs, k, nv, nr, groups: self.l.groups, off };
                 match pack {
                     QPack::Bytes4 | QPack::SignedBytes4 => panel.pack::<u8, 4>(dst, &mut sums),
@@ -876,6 +880,28 @@ mod tests {
             qgemm_with(&op, &OutputStage::ACCUMULATOR, MatMut::col_major(&mut got, M, N).unwrap(), ws).unwrap();
             qgemm_reference(&op, &OutputStage::ACCUMULATOR, MatMut::col_major(&mut want, M, N).unwrap()).unwrap();
             assert_eq!(got, want, "{} accumulator", kernel.id());
+        }
+    }
+
+    /// `k = 0` with several B panels: empty operands (B's slice may be empty), the bias alone.
+    #[test]
+    fn empty_reduction_gives_the_bias() {
+        let (a, b): ([u8; 0], [i8; 0]) = ([], []);
+        let bias: [i32; 9] = core::array::from_fn(|j| j as i32 * 7 - 20);
+        let op = QGemm {
+            a: MatRef::row_major(&a, 3, 0).unwrap(),
+            a_zero: 5,
+            b: MatRef::row_major(&b, 0, 9).unwrap(),
+            b_zero: PerChannel::Tensor(2),
+            bias: Some(&bias),
+        };
+        let mut scratch = [0i32; 512];
+        for kernel in [QKernel::generic(), QKernel::best()] {
+            let len = qgemm_scratch_len(kernel, 3, 9, 0, 1).unwrap();
+            let mut got = [0i32; 27];
+            let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
+            qgemm_with(&op, &OutputStage::ACCUMULATOR, MatMut::row_major(&mut got, 3, 9).unwrap(), ws).unwrap();
+            assert!(got.iter().enumerate().all(|(e, &v)| v == bias[e % 9]), "{}: {got:?}", kernel.id());
         }
     }
 

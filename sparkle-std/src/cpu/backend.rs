@@ -154,7 +154,8 @@ impl Cpu {
                 super::isa::detect();
                 QKernel::best()
             },
-            bkernel: BKernel::best(),
+            // The measured choice (`SPARKLE_ISA` honoured); the static best if that fails.
+            bkernel: super::isa::bgemm_kernel().unwrap_or_else(|_| BKernel::best()),
             blocking: blocking_override().unwrap_or_else(|| Blocking::for_kernel(kernel, cache_sizes())),
             threads: rayon::current_num_threads(),
             parallel_min_fmas: PARALLEL_MIN_FMAS,

@@ -1,5 +1,5 @@
 //! Which kernel set runs: the best this CPU has ([`Kernel::best`], detected once by the core), or
-//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|avxvnni|avx512bf16|neondot|neoni8mm` forces (for tests
+//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|avxvnni|avx512bf16|armdsp|neondot|neoni8mm` forces (for tests
 //! and benchmarks). Asking for an ISA this CPU lacks is an error, never a kernel that would
 //! fault.
 //!
