@@ -626,7 +626,8 @@ mod tests {
     #[test]
     fn round_half_even_is_rintf() {
         let mut state = 0x1234_5678_9abc_def0u64;
-        for i in 0..400_000u32 {
+        // Miri interprets libm's rintf: a hundredth of the values there (CI runs both).
+        for i in 0..if cfg!(miri) { 4_000u32 } else { 400_000 } {
             // splitmix64: every bit of the output mixed.
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = state;
