@@ -414,8 +414,12 @@ fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                         (None, _) if narrow::<Y>() && stage.is_fixed() => {
                             let [mult, shift] = stage.scale_words();
                             let (zp, lo, hi) = (stage.zero_point, stage.lo, stage.hi);
-                            let (at, step) = (g.output_index(n, k, oy, ox0), g.output_index(n, k, oy, ox0 + 1));
-                            let step = step.wrapping_sub(at);
+                            let at = g.output_index(n, k, oy, ox0);
+                            // Neighbouring outputs of a row: adjacent in NCHW, `k` apart in NHWC.
+                            let step = match p.layout {
+                                TensorLayout::Nchw => 1,
+                                TensorLayout::Nhwc => p.k,
+                            };
                             for (i, &a) in acc[..len].iter().enumerate() {
                                 output[at + i * step] = Y::narrow(fixed_narrow(a, mult, shift, zp, lo, hi));
                             }
