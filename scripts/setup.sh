@@ -17,7 +17,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 
-apt_pkgs=(mesa-vulkan-drivers libvulkan-dev libvulkan1 vulkan-tools libshaderc-dev glslang-dev spirv-tools
+apt_pkgs=(curl mesa-vulkan-drivers libvulkan-dev libvulkan1 vulkan-tools libshaderc-dev glslang-dev spirv-tools
           gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user qemu-system-arm binutils-arm-none-eabi)
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -45,6 +45,34 @@ if [ ! -s "$shaderc/libshaderc_combined.a" ]; then
     echo END
   } | ar -M
   mv "$shaderc/libshaderc_combined.a.tmp" "$shaderc/libshaderc_combined.a"
+fi
+
+# A GLSL compiler new enough for cooperative matrices (GL_KHR_cooperative_matrix: glslang >= 14;
+# Debian 12 has 12). It compiles only the tensor-core shaders, into SPIR-V committed under
+# sparkle-vk/shaders/spv/ (scripts/spirv.sh), so building Sparkle never needs it; the test
+# command uses it to check the committed SPIR-V matches its GLSL. Debian 13's static libraries,
+# pinned by hash, linked with a shim for two glibc 2.38 symbols (scripts/glslc/isoc23.c).
+glslc="$root/.glslang/glslc"
+if [ ! -x "$glslc" ] && [ "$(dpkg --print-architecture)" = amd64 ]; then
+  echo "setup: building $glslc from Debian 13's shaderc 2025.2 and glslang 15.1"
+  work=$(mktemp -d)
+  while read -r sum path; do
+    curl -fsSL --retry 3 -o "$work/pkg.deb" "http://deb.debian.org/debian/$path"
+    echo "$sum  $work/pkg.deb" | sha256sum -c --quiet -
+    dpkg-deb -x "$work/pkg.deb" "$work/root"
+  done <<'DEBS'
+20e94fbc4d6817f6d6043271e022a3101a2568b21f43d76f40378ce5ed2ca9e7 pool/main/g/glslang/glslang-dev_15.1.0+1.4.309.0-1_amd64.deb
+727f2c5879020c44489bbe0de922cb8ae3cbeda756aa491918d51018d617a142 pool/main/s/shaderc/libshaderc-dev_2025.2-1_amd64.deb
+2cc272ef1340cf0b47de6c5fcccaf91574d7a8f4061abb718d6c639463e85aab pool/main/s/spirv-tools/spirv-tools_2025.1~rc1-1_amd64.deb
+DEBS
+  lib="$work/root/usr/lib/x86_64-linux-gnu"
+  mkdir -p "$root/.glslang"
+  gcc -O2 -I"$work/root/usr/include" "$root/scripts/glslc/glslc.c" "$root/scripts/glslc/isoc23.c" \
+    "$lib/libshaderc_combined.a" "$lib/libglslang.a" "$lib/libMachineIndependent.a" "$lib/libGenericCodeGen.a" \
+    "$lib/libOSDependent.a" "$lib/libSPIRV.a" "$lib/libglslang-default-resource-limits.a" \
+    "$lib/libSPIRV-Tools-opt.a" "$lib/libSPIRV-Tools.a" -lstdc++ -lm -lpthread -o "$glslc.tmp"
+  mv "$glslc.tmp" "$glslc"
+  rm -rf "$work"
 fi
 
 targets=(thumbv7em-none-eabihf thumbv6m-none-eabi aarch64-unknown-linux-gnu wasm32-unknown-unknown)

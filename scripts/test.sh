@@ -14,6 +14,8 @@ cargo fmt --all --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -q -p sparkle-std --no-default-features --lib -- -D warnings  # the CPU-only library
+step "the committed cooperative-matrix SPIR-V matches its GLSL (scripts/spirv.sh --check)"
+scripts/spirv.sh --check
 step "no import cycle inside any library crate"
 python3 scripts/check_cycles.py sparkle-core sparkle-files sparkle-vk sparkle-std
 step "cargo doc -D warnings (every public item documented, every link resolved)"

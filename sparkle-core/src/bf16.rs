@@ -21,6 +21,7 @@ pub use half::bf16;
 
 use crate::arch::bf16::{BKernel, BMicroArgs};
 use crate::error::{mul, Error, Param, Result};
+use crate::f16::{check_half as check, gemm_half_reference_f64};
 use crate::gemm::driver::{Executor, Pinned, Shared};
 use crate::gemm::GemmDims;
 use crate::view::{MatMut, MatRef};
@@ -90,37 +91,9 @@ pub fn gemm_bf16_scratch_len(kernel: &BKernel, m: usize, n: usize, k: usize, wor
         .ok_or(Error::Overflow { param: Param::Scratch })
 }
 
-/// The shapes of `C = A * B`.
-fn check<C: Copy>(a: &MatRef<'_, bf16>, b: &MatRef<'_, bf16>, c: &MatMut<'_, C>) -> Result<GemmDims> {
-    let d = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
-    if b.rows() != d.k {
-        return Err(Error::Mismatch { param: Param::B, expected: d.k, found: b.rows() });
-    }
-    if c.rows() != d.m {
-        return Err(Error::Mismatch { param: Param::COut, expected: d.m, found: c.rows() });
-    }
-    if c.cols() != d.n {
-        return Err(Error::Mismatch { param: Param::COut, expected: d.n, found: c.cols() });
-    }
-    Ok(d)
-}
-
-/// The oracle: `c[i][j] = sum_p a[i][p] * b[p][j]` in f64 (each product exact, the sum rounded
-/// once per term at f64's precision). Safe code only.
-pub fn gemm_bf16_reference_f64(a: &MatRef<'_, bf16>, b: &MatRef<'_, bf16>, mut c: MatMut<'_, f64>) -> Result<GemmDims> {
-    let d = check(a, b, &c)?;
-    let (ad, ars, acs) = (a.as_slice(), a.rs(), a.cs());
-    let (bd, brs, bcs) = (b.as_slice(), b.rs(), b.cs());
-    for i in 0..d.m {
-        for j in 0..d.n {
-            let mut sum = 0.0f64;
-            for p in 0..d.k {
-                sum += f64::from(ad[i * ars + p * acs].to_f32()) * f64::from(bd[p * brs + j * bcs].to_f32());
-            }
-            c.set(i, j, sum);
-        }
-    }
-    Ok(d)
+/// The oracle: [`crate::f16::gemm_half_reference_f64`] on bf16 inputs.
+pub fn gemm_bf16_reference_f64(a: &MatRef<'_, bf16>, b: &MatRef<'_, bf16>, c: MatMut<'_, f64>) -> Result<GemmDims> {
+    gemm_half_reference_f64(a, b, c)
 }
 
 /// `C <- A * B` in `ws`: validates the shapes, the workers and the scratch, then runs. Every

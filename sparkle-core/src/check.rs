@@ -29,11 +29,13 @@ pub enum DType {
     F32,
     /// bf16 inputs (the oracle sums the same rounded inputs), f32 accumulation and output.
     Bf16,
+    /// IEEE f16 inputs (the oracle sums the same rounded inputs), f32 accumulation and output.
+    F16,
 }
 
 impl DType {
     /// Every element type, each with a row per [`Backend`] in [`TOLERANCES`].
-    pub const ALL: [DType; 2] = [DType::F32, DType::Bf16];
+    pub const ALL: [DType; 3] = [DType::F32, DType::Bf16, DType::F16];
 }
 
 /// One row of [`TOLERANCES`]: a result of a reduction of length `k` is within
@@ -67,6 +69,9 @@ pub const TOLERANCES: &[(Backend, DType, Tolerance)] = &[
     (Backend::Vulkan, DType::F32, Tolerance { per_term: 8.0 * f32::EPSILON as f64, absolute: 1e-5 }),
     (Backend::Cpu, DType::Bf16, Tolerance { per_term: 4.0 * f32::EPSILON as f64, absolute: 0.0 }),
     (Backend::Vulkan, DType::Bf16, Tolerance { per_term: 8.0 * f32::EPSILON as f64, absolute: 1e-5 }),
+    // No CPU kernel takes f16 yet; the row keeps the table complete.
+    (Backend::Cpu, DType::F16, Tolerance { per_term: 4.0 * f32::EPSILON as f64, absolute: 0.0 }),
+    (Backend::Vulkan, DType::F16, Tolerance { per_term: 8.0 * f32::EPSILON as f64, absolute: 1e-5 }),
 ];
 
 /// The tolerance of a `dtype` result from `backend` for a reduction of length `k` (GEMM `k`,

@@ -57,6 +57,7 @@ pub mod check;
 pub mod conv;
 pub mod epilogue;
 pub mod error;
+pub mod f16;
 pub mod gemm;
 pub mod layout;
 pub mod quant;

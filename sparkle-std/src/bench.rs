@@ -591,6 +591,47 @@ pub fn gemm_vulkan(shapes: &[[usize; 3]], budget: f64) -> Result<(String, Vec<Re
     Ok((name, records))
 }
 
+/// `sparkle bench gemm --device vulkan --dtypes f16|bf16`: half inputs (the f32 operands
+/// rounded), f32 sums and output, on cooperative matrices where the device has them for the type.
+/// Spot-checked through the full upload/dispatch/download path at 64 sampled elements against
+/// the f64 oracle on the rounded inputs first; then timed resident after 0.2 s of warm-up (a GPU
+/// idling at a low clock needs about 0.1 s of sustained work to reach its full one).
+#[cfg(feature = "vulkan")]
+pub fn half_gemm_vulkan<H: sparkle_core::f16::Half>(
+    shapes: &[[usize; 3]],
+    budget: f64,
+) -> Result<(String, Vec<Record>), BenchError> {
+    let ctx = crate::vk::Context::best()?;
+    let coop = ctx.has_cooperative_matrix_f16() && H::NAME == "f16";
+    let name =
+        format!("{} ({} on {})", ctx.info().name, H::NAME, if coop { "cooperative matrices" } else { "shader cores" });
+    let mut records = Vec::new();
+    for &shape in shapes {
+        let [m, n, k] = shape;
+        let (fa, fb) = gemm_operands(shape);
+        let a: Vec<H> = fa.iter().map(|&v| H::from_f32(v)).collect();
+        let b: Vec<H> = fb.iter().map(|&v| H::from_f32(v)).collect();
+        let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
+        let mut c = vec![f32::NAN; m * n];
+        ctx.gemm_half(&av, &bv, MatMut::row_major(&mut c, m, n)?, &Epilogue::NONE)?;
+        let implementation = format!("sparkle-vulkan-{}", H::NAME);
+        let tol = tolerance_for(Backend::Vulkan, H::DTYPE, k);
+        for seed in samples() {
+            let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
+            let want: f64 = (0..k).map(|p| a[i * k + p].to_f64() * b[p * n + j].to_f64()).sum();
+            let e = error(c[i * n + j], want);
+            if e > tol {
+                return Err(format!("{implementation} is wrong at ({i}, {j}) of {m}x{n}x{k}: error {e} > {tol}").into());
+            }
+        }
+        let one = ctx.time_gemm_half_resident::<H>(m, n, k, 1, 0.2)?;
+        let t = ctx.time_gemm_half_resident::<H>(m, n, k, reps_for(one, budget), 0.0)?;
+        let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
+        records.push(Record { op: "gemm", key: shape_key(shape), threads: 0, implementation, gflops });
+    }
+    Ok((name, records))
+}
+
 /// `sparkle bench conv2d --device vulkan`: resident tensors, after a spot check.
 #[cfg(feature = "vulkan")]
 pub fn conv2d_vulkan(layers: &[Layer], budget: f64) -> Result<(String, Vec<Record>), BenchError> {

@@ -106,6 +106,7 @@ mod tests {
             max_shared_memory: 49152,
             max_workgroup_invocations: 1024,
             device_local_bytes: 0,
+            cooperative_matrix_f16: true,
         }
     }
 

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use vulkano::command_buffer::{AutoCommandBufferBuilder, PrimaryAutoCommandBuffer};
-use vulkano::device::{Device, DeviceCreateInfo, Queue, QueueCreateInfo};
+use vulkano::device::{Device, DeviceCreateInfo, DeviceExtensions, DeviceFeatures, Queue, QueueCreateInfo};
 use vulkano::memory::allocator::StandardMemoryAllocator;
 
 use crate::device::{compute_queue_family, devices, info, instance, physical_devices, DeviceInfo};
@@ -27,6 +27,8 @@ pub struct Context {
     pub(crate) submitter: Submitter,
     /// Kernel choices, measured (or loaded) on first use.
     pub(crate) tuning: Mutex<Option<Tuning>>,
+    /// f16 GEMMs run on cooperative matrices ([`DeviceInfo::cooperative_matrix_f16`], enabled).
+    pub(crate) coopmat_f16: bool,
 }
 
 impl Context {
@@ -38,10 +40,26 @@ impl Context {
         let queue_family_index = compute_queue_family(&physical).ok_or(VkError::NoDevice { found: all.len() })?;
         let info = info(index, &physical);
         let max_storage_buffer_range = physical.properties().max_storage_buffer_range;
+        let coopmat_f16 = info.cooperative_matrix_f16;
+        let (enabled_extensions, enabled_features) = if coopmat_f16 {
+            (
+                DeviceExtensions { khr_cooperative_matrix: true, ..DeviceExtensions::empty() },
+                DeviceFeatures {
+                    cooperative_matrix: true,
+                    shader_float16: true,
+                    vulkan_memory_model: true,
+                    ..DeviceFeatures::empty()
+                },
+            )
+        } else {
+            (DeviceExtensions::empty(), DeviceFeatures::empty())
+        };
         let (device, mut queues) = Device::new(
             physical,
             DeviceCreateInfo {
                 queue_create_infos: vec![QueueCreateInfo { queue_family_index, ..Default::default() }],
+                enabled_extensions,
+                enabled_features,
                 ..Default::default()
             },
         )
@@ -53,6 +71,7 @@ impl Context {
             pipelines: Pipelines::new(device.clone(), info.clone()),
             submitter: Submitter::new(device.clone(), queue.clone()),
             tuning: Mutex::default(),
+            coopmat_f16,
             info,
             device,
             queue,

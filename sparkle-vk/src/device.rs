@@ -7,7 +7,7 @@ use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType};
 use vulkano::device::QueueFlags;
 use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo};
 use vulkano::memory::MemoryHeapFlags;
-use vulkano::VulkanLibrary;
+use vulkano::{VulkanLibrary, VulkanObject};
 
 use crate::error::{api, Result, VkError};
 
@@ -42,6 +42,10 @@ pub struct DeviceInfo {
     pub max_workgroup_invocations: u32,
     /// Bytes of device-local memory (sum of device-local heaps).
     pub device_local_bytes: u64,
+    /// Whether f16 GEMMs can run on cooperative matrices (tensor cores): the device offers
+    /// `VK_KHR_cooperative_matrix` with 16x16x16 f16 x f16 -> f32 in subgroup scope, f16
+    /// arithmetic, the Vulkan memory model, and 32-wide subgroups (the shader's layout).
+    pub cooperative_matrix_f16: bool,
 }
 
 pub(crate) fn instance() -> Result<Arc<Instance>> {
@@ -105,6 +109,59 @@ pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
         max_shared_memory: props.max_compute_shared_memory_size,
         max_workgroup_invocations: props.max_compute_work_group_invocations,
         device_local_bytes,
+        cooperative_matrix_f16: cooperative_matrix_f16(p),
+    }
+}
+
+/// The device features `gemm_coopmat.comp` needs, when [`DeviceInfo::cooperative_matrix_f16`].
+pub(crate) fn cooperative_matrix_f16(p: &PhysicalDevice) -> bool {
+    let f = p.supported_features();
+    p.supported_extensions().khr_cooperative_matrix
+        && f.cooperative_matrix
+        && f.shader_float16
+        && f.vulkan_memory_model
+        && p.properties().subgroup_size == Some(32)
+        && cooperative_matrix_shapes(p).iter().any(|s| {
+            use ash::vk::{ComponentTypeKHR as T, ScopeKHR};
+            (s.m_size, s.n_size, s.k_size) == (16, 16, 16)
+                && (s.a_type, s.b_type, s.c_type, s.result_type) == (T::FLOAT16, T::FLOAT16, T::FLOAT32, T::FLOAT32)
+                && s.scope == ScopeKHR::SUBGROUP
+        })
+}
+
+/// The cooperative-matrix shapes and types `p` offers (`vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR`;
+/// vulkano 0.35 has no wrapper). Empty where the extension or the loader's entry point is missing.
+fn cooperative_matrix_shapes(p: &PhysicalDevice) -> Vec<ash::vk::CooperativeMatrixPropertiesKHR<'static>> {
+    use ash::vk::{CooperativeMatrixPropertiesKHR, Handle, PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR};
+    if !p.supported_extensions().khr_cooperative_matrix {
+        return Vec::new();
+    }
+    let instance = p.instance();
+    // SAFETY: a valid instance handle and a NUL-terminated name; the result is null or the
+    // function of that name, whose signature is the PFN type.
+    let f = unsafe {
+        instance.library().get_instance_proc_addr(
+            ash::vk::Instance::from_raw(instance.handle().as_raw()),
+            c"vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR".as_ptr(),
+        )
+    };
+    let Some(f) = f else { return Vec::new() };
+    // SAFETY: see above: same ABI, only the pointer's type changes.
+    let f: PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR = unsafe { std::mem::transmute(f) };
+    let mut count = 0u32;
+    // SAFETY: the two-call idiom: first the count, then at most that many structures, each
+    // initialised with its structure type and no chain.
+    unsafe {
+        if f(p.handle(), &mut count, std::ptr::null_mut()) != ash::vk::Result::SUCCESS {
+            return Vec::new();
+        }
+        let mut out = vec![CooperativeMatrixPropertiesKHR::default(); count as usize];
+        let r = f(p.handle(), &mut count, out.as_mut_ptr());
+        if r != ash::vk::Result::SUCCESS && r != ash::vk::Result::INCOMPLETE {
+            return Vec::new();
+        }
+        out.truncate(count as usize);
+        out
     }
 }
 

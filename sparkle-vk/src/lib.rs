@@ -30,6 +30,7 @@ mod cache;
 mod context;
 mod device;
 mod error;
+mod half;
 mod ops;
 mod params;
 mod plan;

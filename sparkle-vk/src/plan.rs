@@ -59,6 +59,10 @@ pub(crate) enum Kind {
     Winograd(Stage),
     /// One invocation per output element, depthwise conv.
     Depthwise,
+    /// Half GEMM on the shader cores (`shaders/gemm_half.comp`), f16 or bf16 inputs.
+    HalfGemm { bf16: bool },
+    /// f16 GEMM on cooperative matrices (`shaders/gemm_coopmat.comp`, precompiled).
+    CoopmatF16,
 }
 
 /// Rows (and columns) of C per workgroup of the general GEMM and the conv shader.

@@ -121,6 +121,26 @@ impl Pool {
         self.upload_into(cb, data, BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_DST | BufferUsage::TRANSFER_SRC)
     }
 
+    /// A device-local buffer of 32-bit words (packed halves) filled from `data`: the pool's
+    /// 4-byte elements, seen as words for the copy.
+    pub(crate) fn upload_words(
+        &self,
+        cb: &mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>,
+        data: &[u32],
+    ) -> Result<Subbuffer<[f32]>> {
+        let data = if data.is_empty() { &[0u32][..] } else { data };
+        let staging = self.buffer(
+            data.len(),
+            BufferUsage::TRANSFER_SRC,
+            MemoryTypeFilter::PREFER_HOST | MemoryTypeFilter::HOST_SEQUENTIAL_WRITE,
+        )?;
+        staging.clone().reinterpret::<[u32]>().write().map_err(api("mapping a staging buffer"))?.copy_from_slice(data);
+        let usage = BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_DST | BufferUsage::TRANSFER_SRC;
+        let dst = self.buffer(data.len(), usage, MemoryTypeFilter::PREFER_DEVICE)?;
+        cb.copy_buffer(CopyBufferInfo::buffers(staging, dst.clone())).map_err(api("recording an upload"))?;
+        Ok(dst)
+    }
+
     /// A buffer with this usage filled from `data` through a staging buffer (copy recorded in `cb`).
     pub(crate) fn upload_into(
         &self,

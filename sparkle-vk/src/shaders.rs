@@ -52,6 +52,20 @@ mod dwconv_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/dwconv.comp" }
 }
 
+mod gemm_half_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_half.comp" }
+}
+
+mod gemm_bf16_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_half.comp", define: [("BF16", "1")] }
+}
+
+/// Compiled by `scripts/spirv.sh` (a glslang with `GL_KHR_cooperative_matrix`, newer than the one
+/// vulkano-shaders links); `scripts/test.sh` checks it matches `shaders/gemm_coopmat.comp`.
+mod gemm_coopmat_f16_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16.spv" }
+}
+
 mod winograd_weights_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("WEIGHTS", "1")] }
 }
@@ -158,6 +172,9 @@ impl Pipelines {
             Kind::Winograd(Stage::Input) => winograd_input_cs::load(device.clone()),
             Kind::Winograd(Stage::Output) => winograd_output_cs::load(device.clone()),
             Kind::Depthwise => dwconv_cs::load(device.clone()),
+            Kind::HalfGemm { bf16: false } => gemm_half_cs::load(device.clone()),
+            Kind::HalfGemm { bf16: true } => gemm_bf16_cs::load(device.clone()),
+            Kind::CoopmatF16 => gemm_coopmat_f16_cs::load(device.clone()),
         }
         .map_err(api("loading a shader"))?;
         let constants = match kind {

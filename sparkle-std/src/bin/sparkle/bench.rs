@@ -8,6 +8,10 @@ use sparkle_std::bench::{self, Record};
 use sparkle_std::cpu::peak::peak_gflops;
 
 use crate::Failure;
+use sparkle_core::f16::{bf16 as bf16_t, f16 as f16_t};
+
+/// One of `bench::half_gemm_vulkan`'s instances.
+type HalfBench = fn(&[[usize; 3]], f64) -> Result<(String, Vec<Record>), bench::BenchError>;
 
 /// Options every `sparkle bench gemm|conv2d` takes.
 #[derive(clap::Args)]
@@ -29,24 +33,38 @@ pub struct BenchArgs {
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
     /// Comma-separated element types, one column each: `f32`, `int8` (u8 x s8 -> u8 with ONNX's
-    /// output stage, GOPS, bit-exact against the integer oracle; CPU only) and `bf16` (bf16 x
-    /// bf16 -> f32, GEMM on the CPU only).
+    /// output stage, GOPS, bit-exact against the integer oracle; CPU only), `bf16` (bf16 x bf16
+    /// -> f32, GEMM; CPU or Vulkan) and `f16` (f16 x f16 -> f32, GEMM; Vulkan only, on cooperative
+    /// matrices where the device has them).
     #[arg(long, default_value = "f32")]
     dtypes: String,
 }
 
+/// The element types `--dtypes` asks for.
+#[derive(Clone, Copy, Debug, Default)]
+struct Dtypes {
+    f32s: bool,
+    int8: bool,
+    bf16: bool,
+    f16: bool,
+}
+
 impl BenchArgs {
-    /// Which of f32, int8 and bf16 to run.
-    fn dtypes(&self) -> Result<(bool, bool, bool), Failure> {
+    /// Which of f32, int8, bf16 and f16 to run.
+    fn dtypes(&self) -> Result<Dtypes, Failure> {
         let list: Vec<&str> = self.dtypes.split(',').map(str::trim).collect();
-        if let Some(d) = list.iter().find(|d| !matches!(**d, "f32" | "int8" | "bf16")) {
-            return Err(format!("--dtypes: `{d}` is not f32, int8 or bf16").into());
+        if let Some(d) = list.iter().find(|d| !matches!(**d, "f32" | "int8" | "bf16" | "f16")) {
+            return Err(format!("--dtypes: `{d}` is not f32, int8, bf16 or f16").into());
         }
-        let (f32s, int8, bf16) = (list.contains(&"f32"), list.contains(&"int8"), list.contains(&"bf16"));
-        if (int8 || bf16) && self.device == BenchDevice::Vulkan {
-            return Err("--dtypes int8 and bf16 run on the CPU only: no Vulkan int8 or bf16 kernels yet".into());
+        let has = |d| list.contains(&d);
+        let t = Dtypes { f32s: has("f32"), int8: has("int8"), bf16: has("bf16"), f16: has("f16") };
+        if t.int8 && self.device == BenchDevice::Vulkan {
+            return Err("--dtypes int8 runs on the CPU only: no Vulkan int8 kernel yet".into());
         }
-        Ok((f32s, int8, bf16))
+        if t.f16 && self.device == BenchDevice::Cpu {
+            return Err("--dtypes f16 runs on Vulkan only (--device vulkan): no CPU f16 kernel".into());
+        }
+        Ok(t)
     }
 
     fn check(&self) -> Result<(), Failure> {
@@ -146,9 +164,10 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
     match cmd {
         BenchCommand::Gemm { shapes, common } => {
             common.check()?;
-            let (f32s, int8, bf16) = common.dtypes()?;
+            let Dtypes { f32s, int8, bf16, f16 } = common.dtypes()?;
             let BenchArgs { threads, json, seconds, device, plot, .. } = common;
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
+            let vulkan = device == BenchDevice::Vulkan;
             let (mut records, peak) = if f32s {
                 on_device(
                     device == BenchDevice::Vulkan,
@@ -163,17 +182,29 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             if int8 {
                 records.extend(bench::qgemm_cpu(&shapes, threads, seconds)?);
             }
-            if bf16 {
+            if bf16 && !vulkan {
                 records.extend(bench::bf16_gemm_cpu(&shapes, threads, seconds)?);
+            }
+            for (on, run) in [
+                (bf16 && vulkan, bench::half_gemm_vulkan::<bf16_t> as HalfBench),
+                (f16, bench::half_gemm_vulkan::<f16_t>),
+            ] {
+                if on {
+                    let (name, r) = run(&shapes, seconds)?;
+                    if !json {
+                        println!("device: {name} (Vulkan; operands resident, upload excluded)");
+                    }
+                    records.extend(r);
+                }
             }
             let what = if int8 { "GEMM f32 / bf16 GFLOPS, int8 GOPS" } else { "GEMM GFLOPS" };
             print(what, "shape (MxNxK)", &records, json, peak, plot.as_deref())?;
         }
         BenchCommand::Conv2d { layers, batch, common } => {
             common.check()?;
-            let (f32s, int8, bf16) = common.dtypes()?;
-            if bf16 {
-                return Err("--dtypes bf16: bf16 is a GEMM only (no bf16 conv2d yet)".into());
+            let Dtypes { f32s, int8, bf16, f16 } = common.dtypes()?;
+            if bf16 || f16 {
+                return Err("--dtypes bf16 and f16 are GEMM only (no half conv2d yet)".into());
             }
             let BenchArgs { threads, json, seconds, device, plot, .. } = common;
             let layers = bench::load_layers(&layers, batch)?;

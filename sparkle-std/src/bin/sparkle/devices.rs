@@ -44,6 +44,14 @@ pub fn run() -> Result<ExitCode, Failure> {
                     d.max_shared_memory / 1024,
                     d.device_local_bytes >> 20
                 );
+                println!(
+                    "  half GEMM: f16 on {}, bf16 on shader cores",
+                    if d.cooperative_matrix_f16 {
+                        "cooperative matrices (16x16x16, f32 accumulation)"
+                    } else {
+                        "shader cores (no usable cooperative matrices)"
+                    }
+                );
                 if let Ok(ctx) = sparkle_std::vk::Context::new(d.index) {
                     match ctx.tuning().min_vec4_tiles {
                         u32::MAX => println!("  GEMM kernel (autotuned): 64x64 tiles at every size"),

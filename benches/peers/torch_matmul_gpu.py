@@ -1,0 +1,70 @@
+"""cuBLAS (through PyTorch) beside `sparkle bench gemm --device vulkan --dtypes f16,bf16,f32`:
+row-major C = A @ B on the first CUDA device, TFLOPS per shape and input type.
+
+Like with like: f16 and bf16 inputs with f32 accumulation (PyTorch's reduced-precision
+reductions are switched off) and, like Sparkle's half GEMM, an f32 result (cuBLAS's f16-output
+GEMM would write half the bytes; `--half-out` times that instead); f32 without TF32. Each
+shape is warmed up for at least 0.2 s (a GPU idling at a low clock needs about 0.1 s of
+sustained work to reach its full one), then timed over `--seconds` with CUDA events.
+
+    python3 torch_matmul_gpu.py --shapes 1024,4096,8192 --dtypes f16,bf16,f32
+"""
+import argparse
+import time
+
+import torch
+
+
+def shape(s):
+    p = [int(x) for x in s.split("x")]
+    return (p[0], p[0], p[0]) if len(p) == 1 else tuple(p)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="1024,2048,4096,8192")
+    ap.add_argument("--dtypes", default="f16,bf16,f32")
+    ap.add_argument("--seconds", type=float, default=0.5)
+    ap.add_argument("--half-out", action="store_true")
+    a = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+    types = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
+    dev = torch.device("cuda")
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, cuBLAS {torch.backends.cudnn.version()}")
+    for d in a.dtypes.split(","):
+        for s in a.shapes.split(","):
+            m, n, k = shape(s)
+            A = torch.randn(m, k, device=dev).to(types[d])
+            B = torch.randn(k, n, device=dev).to(types[d])
+            if d == "f32" or a.half_out:
+                f = lambda: torch.mm(A, B)
+            else:
+                # f16/bf16 inputs, f32 output: cuBLAS's mixed GEMM (torch.mm's out_dtype, in
+                # recent PyTorch); where it is missing, the half-output GEMM, labelled so.
+                try:
+                    torch.mm(A, B, out_dtype=torch.float32)
+                    f = lambda: torch.mm(A, B, out_dtype=torch.float32)
+                except TypeError:
+                    print(f"note: this torch has no torch.mm(out_dtype=...): {d} timed with a {d} output")
+                    f = lambda: torch.mm(A, B)
+            t0 = time.time()
+            while time.time() - t0 < 0.2:
+                f()
+            torch.cuda.synchronize()
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record(); f(); e1.record(); torch.cuda.synchronize()
+            one = e0.elapsed_time(e1) / 1e3
+            reps = max(3, min(1000, int(a.seconds / max(one, 1e-6))))
+            e0.record()
+            for _ in range(reps):
+                f()
+            e1.record()
+            torch.cuda.synchronize()
+            t = e0.elapsed_time(e1) / 1e3 / reps
+            print(f"cublas-{d}{'-halfout' if a.half_out and d != 'f32' else ''} {m}x{n}x{k} {2 * m * n * k / t / 1e12:.1f} TFLOPS")
+
+
+if __name__ == "__main__":
+    main()

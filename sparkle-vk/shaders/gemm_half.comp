@@ -1,0 +1,85 @@
+#version 450
+#extension GL_EXT_control_flow_attributes : require
+// Half-precision GEMM on the plain shader cores, for devices without cooperative matrices (and
+// lavapipe in CI): C (m x n, f32) = act(A (m x k) * B (k x n) + bias), f16 inputs (bf16 with BF16
+// defined), f32 products and sums. Same operands as gemm_coopmat.comp: halves packed two to a
+// uint, A's rows zero-padded to p.k halves (a multiple of 32) and B's to 8 * p.b_rs; p.a_rs and
+// p.b_rs are the row strides in groups of 8 halves. A 256-invocation workgroup computes a 64 x 64
+// tile, each invocation a 4 x 4 block in registers; 16-deep slices are widened to f32 in shared
+// memory.
+layout(local_size_x = 256) in;
+
+#define BM 64
+#define BN 64
+#define TM 4
+#define TN 4
+#define BK 16
+
+layout(set = 0, binding = 0) readonly buffer ABuf { uint a[]; };
+layout(set = 0, binding = 1) readonly buffer BBuf { uint b[]; };
+layout(set = 0, binding = 2) writeonly buffer CBuf { float c[]; };
+layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
+
+#include "common.glsl"
+
+shared float As[BK][BM];
+shared float Bs[BK][BN];
+
+// The two halves of w, the lower-addressed first.
+vec2 widen(uint w) {
+#ifdef BF16
+    return vec2(uintBitsToFloat(w << 16), uintBitsToFloat(w & 0xffff0000u));
+#else
+    return unpackHalf2x16(w);
+#endif
+}
+
+void main() {
+    uint tid = gl_LocalInvocationID.x;
+    uint row0 = gl_WorkGroupID.y * BM;
+    uint col0 = gl_WorkGroupID.x * BN;
+    uint tr = tid / (BN / TN);
+    uint tc = tid % (BN / TN);
+    uint lda = p.a_rs * 4u;  // row strides in uints
+    uint ldb = p.b_rs * 4u;
+    float acc[TM][TN];
+    [[unroll]] for (uint i = 0u; i < TM; i++) {
+        [[unroll]] for (uint j = 0u; j < TN; j++) { acc[i][j] = 0.0; }
+    }
+    for (uint k0 = 0u; k0 < p.k; k0 += BK) {
+        [[unroll]] for (uint i = 0u; i < 2u; i++) {
+            uint e = tid + i * 256u;
+            uint r = e / (BK / 2u), q = e % (BK / 2u);
+            vec2 x = row0 + r < p.m ? widen(a[(row0 + r) * lda + k0 / 2u + q]) : vec2(0.0);
+            As[2u * q][r] = x.x;
+            As[2u * q + 1u][r] = x.y;
+            uint kr = e / (BN / 2u), cq = e % (BN / 2u);
+            vec2 y = col0 / 2u + cq < ldb ? widen(b[(k0 + kr) * ldb + col0 / 2u + cq]) : vec2(0.0);
+            Bs[kr][2u * cq] = y.x;
+            Bs[kr][2u * cq + 1u] = y.y;
+        }
+        barrier();
+        [[unroll]] for (uint kk = 0u; kk < BK; kk++) {
+            float av[TM];
+            float bv[TN];
+            [[unroll]] for (uint i = 0u; i < TM; i++) { av[i] = As[kk][tr * TM + i]; }
+            [[unroll]] for (uint j = 0u; j < TN; j++) { bv[j] = Bs[kk][tc * TN + j]; }
+            [[unroll]] for (uint i = 0u; i < TM; i++) {
+                [[unroll]] for (uint j = 0u; j < TN; j++) { acc[i][j] = fma(av[i], bv[j], acc[i][j]); }
+            }
+        }
+        barrier();
+    }
+    [[unroll]] for (uint i = 0u; i < TM; i++) {
+        uint r = row0 + tr * TM + i;
+        [[unroll]] for (uint j = 0u; j < TN; j++) {
+            uint col = col0 + tc * TN + j;
+            if (r < p.m && col < p.n) {
+                float v = acc[i][j];
+                if (BIAS_MODE == 1u) v += bias[r];
+                if (BIAS_MODE == 2u) v += bias[col];
+                c[r * p.c_rs + col] = activate(v);
+            }
+        }
+    }
+}

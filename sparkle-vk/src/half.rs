@@ -1,0 +1,239 @@
+//! Half-precision GEMM ([`Context::gemm_half`]): f16 or bf16 inputs, f32 sums and output, the
+//! shared epilogue. Two kernels over one operand layout:
+//!
+//! - `gemm_coopmat.comp` (f16): cooperative matrices (`VK_KHR_cooperative_matrix`: the tensor
+//!   cores of NVIDIA, the WMMA units of AMD RDNA3+), 128x128 tiles of 16x16x16 products, where
+//!   the device offers that shape with f32 accumulation and a 32-wide subgroup;
+//! - `gemm_half.comp` (f16 and bf16): plain shader cores widening to f32, everywhere else (and
+//!   lavapipe in CI). bf16 always runs here: the glslang that compiles the cooperative-matrix
+//!   shader (15.1) has no `bfloat16_t` yet.
+//!
+//! The host packs both operands into 32-bit words of two halves, zero-padding A's rows to a
+//! multiple of 32 halves and B's to a multiple of 8 (so the shaders' k loop has no bounds
+//! checks and their loads are 16 bytes), and copies C back into the caller's view.
+use std::time::Instant;
+
+use sparkle_core::epilogue::{Bias, Epilogue};
+use sparkle_core::f16::{check_half, Half};
+use sparkle_core::gemm::GemmDims;
+use sparkle_core::{Error, MatMut, MatRef, Param};
+use vulkano::buffer::BufferUsage;
+use vulkano::memory::allocator::MemoryTypeFilter;
+
+use crate::context::Context;
+use crate::error::{api, Result, VkError};
+use crate::params::{u32_of, with_epilogue, Params};
+use crate::plan::Kind;
+
+/// Halves of k per padded row of A (and rows of B): the deepest slice either shader takes.
+const K_ALIGN: usize = 32;
+/// Halves per padded row of B: one 16-byte load.
+const N_ALIGN: usize = 8;
+/// Most workgroups along one dispatch dimension every Vulkan device accepts.
+const MAX_GROUPS: u32 = 65535;
+
+/// Which kernel, and the shapes it runs with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HalfPlan {
+    pub(crate) kind: Kind,
+    pub(crate) params: Params,
+    pub(crate) groups: [u32; 3],
+    /// Words (two halves each) of the packed A and B.
+    pub(crate) a_words: usize,
+    pub(crate) b_words: usize,
+}
+
+/// The plan for `m x n x k` on the cooperative-matrix kernel (`coopmat`) or the shader-core one
+/// (`bf16` selects its bf16 variant): every size checked to fit the shaders' 32-bit indices and
+/// the dispatch limits.
+pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, bf16: bool) -> Result<HalfPlan> {
+    let overflow = |param| VkError::Core(Error::Overflow { param });
+    let kp = k.checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
+    let np = n.checked_next_multiple_of(N_ALIGN).ok_or(overflow(Param::N))?;
+    let a_words = m.checked_mul(kp / 2).ok_or(overflow(Param::A))?;
+    let b_words = kp.checked_mul(np / 2).ok_or(overflow(Param::B))?;
+    let c_len = m.checked_mul(n).ok_or(overflow(Param::COut))?;
+    // Every index the shaders form stays below the word and element counts.
+    u32_of(a_words, Param::A)?;
+    u32_of(b_words, Param::B)?;
+    u32_of(c_len, Param::COut)?;
+    let (kind, tile) = if coopmat { (Kind::CoopmatF16, 128) } else { (Kind::HalfGemm { bf16 }, 64) };
+    let groups = [u32_of(n.div_ceil(tile), Param::N)?, u32_of(m.div_ceil(tile), Param::M)?, 1];
+    if groups[0] > MAX_GROUPS || groups[1] > MAX_GROUPS {
+        return Err(VkError::Core(Error::Overflow { param: if groups[0] > MAX_GROUPS { Param::N } else { Param::M } }));
+    }
+    let params = Params {
+        m: u32_of(m, Param::M)?,
+        n: u32_of(n, Param::N)?,
+        k: u32_of(kp, Param::K)?,
+        a_rs: u32_of(kp / 8, Param::K)?,
+        b_rs: u32_of(np / 8, Param::N)?,
+        c_rs: u32_of(n, Param::N)?,
+        c_cs: 1,
+        alpha: 1.0,
+        groups: 1,
+        splits: 1,
+        ..Params::default()
+    };
+    Ok(HalfPlan { kind, params, groups, a_words, b_words })
+}
+
+/// `rows x cols` of `x` as words of two halves, each row zero-padded to `padded_cols` halves
+/// and the rows to `padded_rows`.
+fn pack<H: Half>(x: &MatRef<'_, H>, padded_rows: usize, padded_cols: usize) -> Vec<u32> {
+    let words = padded_cols / 2;
+    let mut out = vec![0u32; padded_rows * words];
+    let (d, rs, cs) = (x.as_slice(), x.rs(), x.cs());
+    for i in 0..x.rows() {
+        let row = &mut out[i * words..(i + 1) * words];
+        for j in 0..x.cols() {
+            row[j / 2] |= u32::from(d[i * rs + j * cs].to_bits()) << (16 * (j % 2));
+        }
+    }
+    out
+}
+
+impl Context {
+    /// Whether f16 GEMMs run on cooperative matrices (tensor cores) on this device.
+    pub fn has_cooperative_matrix_f16(&self) -> bool {
+        self.coopmat_f16
+    }
+
+    /// The plan of an `m x n x k` half GEMM of type `H` on this device.
+    pub(crate) fn half_plan<H: Half>(&self, m: usize, n: usize, k: usize) -> Result<HalfPlan> {
+        let bf16 = H::NAME == "bf16";
+        half_plan(m, n, k, self.coopmat_f16 && !bf16, bf16)
+    }
+
+    /// `C <- act(A * B + bias)` with f16 or bf16 A and B (any strides), f32 sums and f32 C
+    /// (any strides; only its `m x n` elements are written). Products of halves are exact, so
+    /// the result is within the tolerance of [`sparkle_core::f16::gemm_half_reference_f64`] on
+    /// the same inputs, whichever kernel ran ([`Context::has_cooperative_matrix_f16`]).
+    pub fn gemm_half<H: Half>(
+        &self,
+        a: &MatRef<'_, H>,
+        b: &MatRef<'_, H>,
+        mut c: MatMut<'_, f32>,
+        epi: &Epilogue<'_>,
+    ) -> Result<GemmDims> {
+        let d = check_half(a, b, &c)?;
+        epi.validate(d.m, d.n)?;
+        if d.m == 0 || d.n == 0 {
+            return Ok(d);
+        }
+        let plan = self.half_plan::<H>(d.m, d.n, d.k)?;
+        let (bias_mode, bias_data): (u32, &[f32]) = match epi.bias {
+            Bias::None => (0, &[]),
+            Bias::Row(v) => (1, v),
+            Bias::Col(v) => (2, v),
+        };
+        let params = with_epilogue(plan.params, bias_mode, epi.activation)?;
+        let kp = plan.params.k as usize;
+        let a_words = pack(a, d.m, kp);
+        let b_words = pack(b, kp, 8 * plan.params.b_rs as usize);
+        let mut cb = self.submitter.begin()?;
+        let ab = self.pool.upload_words(&mut cb, &a_words)?;
+        let bb = self.pool.upload_words(&mut cb, &b_words)?;
+        let c_len = d.m * d.n;
+        let cbuf = self.pool.buffer(
+            c_len,
+            BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC,
+            MemoryTypeFilter::PREFER_DEVICE,
+        )?;
+        let bias = self.pool.upload(&mut cb, bias_data)?;
+        // SAFETY: both shaders read A below m * a_rs uvec4 (a_words words) and B below
+        // p.k * b_rs uvec4 (b_words words), the packed lengths uploaded; they write C only
+        // at r * n + col with r < m, col < n (c_len floats) and read the bias at r < m or
+        // col < n only in the mode whose length the epilogue validated.
+        unsafe { self.pipelines.dispatch(&mut cb, plan.kind, &params, plan.groups, &[&ab, &bb, &cbuf, &bias]) }?;
+        let out = self.pool.readback(&mut cb, &cbuf, c_len)?;
+        self.submit_and_wait(cb)?;
+        let out = out.read().map_err(api("reading C back"))?;
+        for i in 0..d.m {
+            for j in 0..d.n {
+                c.set(i, j, out[i * d.n + j]);
+            }
+        }
+        Ok(d)
+    }
+
+    /// Seconds per row-major `m x n x k` half GEMM of type `H` with the operands already on the
+    /// device: at least `warm_up` seconds of the same dispatches first (a GPU idling at a low
+    /// clock needs about 0.1 s of sustained work to reach its full one), then `reps` dispatches
+    /// in one command buffer, timed from submission to completion.
+    pub fn time_gemm_half_resident<H: Half>(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        reps: u32,
+        warm_up: f64,
+    ) -> Result<f64> {
+        let plan = self.half_plan::<H>(m, n, k)?;
+        let usage = BufferUsage::STORAGE_BUFFER;
+        let dev = MemoryTypeFilter::PREFER_DEVICE;
+        // Packed words occupy one 4-byte element each.
+        let (ab, bb) = (self.pool.buffer(plan.a_words, usage, dev)?, self.pool.buffer(plan.b_words, usage, dev)?);
+        let cbuf = self.pool.buffer(m * n, usage, dev)?;
+        let bias = self.pool.buffer(1, usage, dev)?;
+        let run = |reps: u32| -> Result<f64> {
+            let mut cb = self.submitter.begin()?;
+            for _ in 0..reps {
+                // SAFETY: the buffers have the plan's lengths (see `gemm_half`); their contents
+                // are whatever the pool held (only the time is used).
+                unsafe {
+                    self.pipelines.dispatch(&mut cb, plan.kind, &plan.params, plan.groups, &[&ab, &bb, &cbuf, &bias])
+                }?;
+            }
+            let t = Instant::now();
+            self.submit_and_wait(cb)?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        let reps = reps.max(1);
+        let start = Instant::now();
+        run(1)?;
+        while start.elapsed().as_secs_f64() < warm_up {
+            run(reps)?;
+        }
+        Ok(run(reps)? / f64::from(reps))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sparkle_core::f16::f16;
+
+    #[test]
+    fn operands_are_padded_to_whole_slices() {
+        let p = half_plan(100, 70, 33, true, false).unwrap();
+        assert_eq!(p.kind, Kind::CoopmatF16);
+        assert_eq!((p.params.k, p.params.a_rs, p.params.b_rs, p.params.c_rs), (64, 8, 9, 70));
+        assert_eq!((p.a_words, p.b_words), (100 * 32, 64 * 36));
+        assert_eq!(p.groups, [1, 1, 1]);
+        let p = half_plan(129, 65, 1, false, true).unwrap();
+        assert_eq!((p.kind, p.groups, p.params.k), (Kind::HalfGemm { bf16: true }, [2, 3, 1], 32));
+    }
+
+    #[test]
+    fn sizes_past_32_bit_indices_are_errors() {
+        assert!(half_plan(1 << 16, 1, 1 << 17, false, false).is_err());
+        assert!(half_plan(1 << 20, 1 << 12, 1, false, false).is_err());
+        assert!(half_plan(usize::MAX, 1, usize::MAX, true, false).is_err());
+        assert!(half_plan(65535 * 64 + 1, 1, 1, false, false).is_err());
+        assert!(half_plan(4096, 4096, 4096, true, false).is_ok());
+    }
+
+    #[test]
+    fn packing_pairs_halves_low_first_and_pads_with_zeros() {
+        let x: Vec<f16> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().map(|&v| f16::from_f32(v)).collect();
+        // 3 x 2, column-major: rows (1, 4), (2, 5), (3, 6).
+        let view = MatRef::new(&x, 3, 2, 1, 3).unwrap();
+        let w = pack(&view, 4, 4);
+        let bits = |v: f32| u32::from(f16::from_f32(v).to_bits());
+        assert_eq!(
+            w,
+            vec![bits(1.0) | bits(4.0) << 16, 0, bits(2.0) | bits(5.0) << 16, 0, bits(3.0) | bits(6.0) << 16, 0, 0, 0]
+        );
+    }
+}

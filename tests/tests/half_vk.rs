@@ -1,0 +1,142 @@
+//! Half-precision GEMM on every Vulkan device ([`Context::gemm_half`]), f16 and bf16, against the
+//! f64 oracle on the same rounded inputs (the tolerance table's f16 and bf16 rows): sizes around
+//! the tiles and the padded k, strided and transposed operands, a column-major C, every bias mode
+//! with an activation, and bad input that must be an error with C untouched. Where a device has
+//! cooperative matrices the f16 cases run on them; `SPARKLE_REQUIRE_COOPMAT=1` makes a machine
+//! without such a device fail instead of skipping that check.
+#![cfg(feature = "vulkan")]
+
+use sparkle_core::check::{max_error, tolerance_for, Backend};
+use sparkle_core::epilogue::{Activation, Bias, Epilogue};
+use sparkle_core::f16::{bf16, f16, gemm_half_reference_f64, Half};
+use sparkle_core::{Error, MatMut, MatRef, Param};
+use sparkle_tests::skip;
+use sparkle_vk::{devices, Context, VkError};
+
+/// `len` values in [-1, 1) rounded to `H`, from `seed`.
+fn values<H: Half>(len: usize, mut seed: u64) -> Vec<H> {
+    (0..len)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            H::from_f32((seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+        })
+        .collect()
+}
+
+fn contexts() -> Vec<Context> {
+    match devices() {
+        Ok(d) if !d.is_empty() => d.iter().map(|i| Context::new(i.index).expect("open device")).collect(),
+        Ok(_) => {
+            skip("VULKAN", "no Vulkan device with a compute queue");
+            Vec::new()
+        }
+        Err(e) => {
+            skip("VULKAN", &format!("no Vulkan: {e}"));
+            Vec::new()
+        }
+    }
+}
+
+/// `m x n x k` with A stored transposed when `ta`, C column-major when `c_col`, `pad` extra
+/// elements on every leading dimension, and `epi`'s bias mode (0 none, 1 row, 2 column) + ReLU.
+fn check<H: Half>(
+    ctx: &Context,
+    [m, n, k]: [usize; 3],
+    (ta, c_col, pad, bias_mode): (bool, bool, usize, u8),
+    seed: u64,
+) {
+    let (lda, ldb, ldc) = (if ta { m } else { k } + pad, n + pad, if c_col { m } else { n } + pad);
+    let a_len = if ta { k * lda } else { m * lda };
+    let (a, b) = (values::<H>(a_len.max(1), seed), values::<H>((k * ldb).max(1), seed ^ 0x9e37));
+    let a = if ta { MatRef::new(&a, m, k, 1, lda) } else { MatRef::new(&a, m, k, lda, 1) }.unwrap();
+    let b = MatRef::new(&b, k, n, ldb, 1).unwrap();
+    let bias_v: Vec<f32> = (0..m.max(n)).map(|i| (i % 7) as f32 * 0.25 - 0.75).collect();
+    let bias = match bias_mode {
+        1 => Bias::Row(&bias_v[..m]),
+        2 => Bias::Col(&bias_v[..n]),
+        _ => Bias::None,
+    };
+    let activation = if bias_mode == 0 { Activation::None } else { Activation::Relu };
+    let epi = Epilogue { bias, activation };
+    let c_len = if c_col { n * ldc } else { m * ldc };
+    let (rs, cs) = if c_col { (1, ldc) } else { (ldc, 1) };
+    let mut got = vec![f32::NAN; c_len.max(1)];
+    ctx.gemm_half(&a, &b, MatMut::new(&mut got, m, n, rs, cs).unwrap(), &epi).unwrap();
+    let mut want = vec![0.0f64; m * n];
+    gemm_half_reference_f64(&a, &b, MatMut::row_major(&mut want, m, n).unwrap()).unwrap();
+    for (e, w) in want.iter_mut().enumerate() {
+        *w = epi.apply_f64(e / n, e % n, *w);
+    }
+    let got_mn: Vec<f32> = (0..m * n).map(|e| got[(e / n) * rs + (e % n) * cs]).collect();
+    let (err, at) = max_error(&got_mn, &want);
+    let tol = tolerance_for(Backend::Vulkan, H::DTYPE, k);
+    let path =
+        if ctx.has_cooperative_matrix_f16() && H::NAME == "f16" { "cooperative matrices" } else { "shader cores" };
+    assert!(
+        err <= tol,
+        "{} {} on {path}, {m}x{n}x{k} ta={ta} c_col={c_col} bias={bias_mode}: error {err} at {at:?} > {tol}",
+        ctx.info().name,
+        H::NAME
+    );
+    // Only the view's elements were written: the padding is still NaN.
+    let written = (0..m * n).map(|e| (e / n) * rs + (e % n) * cs).collect::<std::collections::HashSet<_>>();
+    assert!(got.iter().enumerate().all(|(i, v)| written.contains(&i) || v.is_nan()), "wrote outside the view");
+}
+
+fn every_case<H: Half>(ctx: &Context) {
+    // Around the 64- and 128-row tiles, k around the 32-half padding, k = 0.
+    for (i, &[m, n, k]) in
+        [[1, 1, 1], [1, 1, 0], [3, 5, 31], [33, 70, 100], [64, 64, 32], [129, 130, 65], [200, 257, 300]]
+            .iter()
+            .enumerate()
+    {
+        check::<H>(ctx, [m, n, k], (false, false, 0, 0), i as u64);
+        check::<H>(ctx, [m, n, k], (true, true, 3, (i % 3) as u8), 100 + i as u64);
+    }
+    check::<H>(ctx, [97, 45, 1000], (false, true, 1, 2), 7);
+}
+
+#[test]
+fn f16_gemm_matches_the_oracle_on_every_device() {
+    for ctx in contexts() {
+        every_case::<f16>(&ctx);
+    }
+}
+
+#[test]
+fn bf16_gemm_matches_the_oracle_on_every_device() {
+    for ctx in contexts() {
+        every_case::<bf16>(&ctx);
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_and_c_is_untouched() {
+    for ctx in contexts() {
+        let (a, b) = (values::<f16>(12, 1), values::<f16>(12, 2));
+        let mut c = [7.0f32; 9];
+        let a34 = MatRef::new(&a, 3, 4, 4, 1).unwrap();
+        let b43 = MatRef::new(&b, 4, 3, 3, 1).unwrap();
+        let r = ctx.gemm_half(&a34, &a34, MatMut::new(&mut c, 3, 3, 3, 1).unwrap(), &Epilogue::NONE);
+        assert!(matches!(r, Err(VkError::Core(Error::Mismatch { param: Param::B, .. }))), "{r:?}");
+        let short = [1.0f32; 2];
+        let epi = Epilogue { bias: Bias::Col(&short), activation: Activation::None };
+        assert!(ctx.gemm_half(&a34, &b43, MatMut::new(&mut c, 3, 3, 3, 1).unwrap(), &epi).is_err());
+        assert_eq!(c, [7.0; 9]);
+    }
+}
+
+#[test]
+fn cooperative_matrices_are_used_where_a_device_has_them() {
+    let ctxs = contexts();
+    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix_f16).collect();
+    if with.is_empty() {
+        return skip("COOPMAT", "no Vulkan device with 16x16x16 f16 cooperative matrices");
+    }
+    for ctx in with {
+        assert!(ctx.has_cooperative_matrix_f16(), "{}: offered but not enabled", ctx.info().name);
+        // A size with several 128x128 tiles and a k of many slices, on the tensor cores.
+        check::<f16>(ctx, [300, 520, 2000], (false, false, 0, 2), 11);
+        eprintln!("f16 on cooperative matrices passed on {}", ctx.info().name);
+    }
+}
