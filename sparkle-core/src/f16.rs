@@ -21,7 +21,7 @@ mod sealed {
     impl Sealed for half::bf16 {}
 }
 
-/// A 16-bit floating-point input type: [`f16`] or [`bf16`].
+/// A 16-bit floating-point input type: [`struct@f16`] or [`struct@bf16`].
 pub trait Half: Copy + Default + Send + Sync + 'static + sealed::Sealed {
     /// Its rows in the tolerance table.
     const DTYPE: DType;
