@@ -21,8 +21,20 @@ mod sealed {
     impl Sealed for half::bf16 {}
 }
 
+/// A GEMM's two half operands, by type: what code that is generic over [`Half`] matches on to
+/// reach a type's own kernel.
+#[derive(Clone, Copy, Debug)]
+pub enum HalfMats<'a> {
+    /// f16 A and B.
+    F16(MatRef<'a, f16>, MatRef<'a, f16>),
+    /// bf16 A and B.
+    Bf16(MatRef<'a, bf16>, MatRef<'a, bf16>),
+}
+
 /// A 16-bit floating-point input type: [`struct@f16`] or [`struct@bf16`].
 pub trait Half: Copy + Default + Send + Sync + 'static + sealed::Sealed {
+    /// `a` and `b` as their type's [`HalfMats`].
+    fn mats<'a>(a: MatRef<'a, Self>, b: MatRef<'a, Self>) -> HalfMats<'a>;
     /// Its rows in the tolerance table.
     const DTYPE: DType;
     /// Its name, as the CLI and the benchmarks spell it.
@@ -36,6 +48,9 @@ pub trait Half: Copy + Default + Send + Sync + 'static + sealed::Sealed {
 }
 
 impl Half for f16 {
+    fn mats<'a>(a: MatRef<'a, Self>, b: MatRef<'a, Self>) -> HalfMats<'a> {
+        HalfMats::F16(a, b)
+    }
     const DTYPE: DType = DType::F16;
     const NAME: &'static str = "f16";
     fn from_f32(x: f32) -> Self {
@@ -50,6 +65,9 @@ impl Half for f16 {
 }
 
 impl Half for bf16 {
+    fn mats<'a>(a: MatRef<'a, Self>, b: MatRef<'a, Self>) -> HalfMats<'a> {
+        HalfMats::Bf16(a, b)
+    }
     const DTYPE: DType = DType::Bf16;
     const NAME: &'static str = "bf16";
     fn from_f32(x: f32) -> Self {

@@ -47,6 +47,7 @@ mod sealed {
     impl Sealed for u8 {}
     impl Sealed for i8 {}
     impl Sealed for i32 {}
+    impl Sealed for sparkle_core::f16::f16 {}
 }
 
 /// An element type `.npy` files are read and written in.
@@ -94,6 +95,15 @@ impl Element for i32 {
     }
 }
 
+impl Element for sparkle_core::f16::f16 {
+    const DESCR: &'static [&'static str] = &["<f2"];
+    const NAME: &'static str = "float16";
+    const SIZE: usize = 2;
+    fn from_le(b: &[u8]) -> Self {
+        sparkle_core::f16::f16::from_le_bytes([b[0], b[1]])
+    }
+}
+
 /// An array of whichever supported type its file holds.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnyArray {
@@ -105,6 +115,8 @@ pub enum AnyArray {
     I8(Array<i8>),
     /// int32.
     I32(Array<i32>),
+    /// float16.
+    F16(Array<sparkle_core::f16::f16>),
 }
 
 impl AnyArray {
@@ -115,6 +127,7 @@ impl AnyArray {
             AnyArray::U8(a) => &a.shape,
             AnyArray::I8(a) => &a.shape,
             AnyArray::I32(a) => &a.shape,
+            AnyArray::F16(a) => &a.shape,
         }
     }
 
@@ -125,6 +138,7 @@ impl AnyArray {
             AnyArray::U8(_) => u8::NAME,
             AnyArray::I8(_) => i8::NAME,
             AnyArray::I32(_) => i32::NAME,
+            AnyArray::F16(_) => sparkle_core::f16::f16::NAME,
         }
     }
 
@@ -135,6 +149,7 @@ impl AnyArray {
             AnyArray::U8(a) => (a.data.len(), 1),
             AnyArray::I8(a) => (a.data.len(), 1),
             AnyArray::I32(a) => (a.data.len(), 4),
+            AnyArray::F16(a) => (a.data.len(), 2),
         };
         count as u64 * size
     }
@@ -338,8 +353,12 @@ pub fn read_any_within(path: &Path, budget: MemoryBudget) -> Result<AnyArray, Np
         AnyArray::I8(read_typed_within(path, budget)?)
     } else if i32::DESCR.contains(&d) {
         AnyArray::I32(read_typed_within(path, budget)?)
+    } else if sparkle_core::f16::f16::DESCR.contains(&d) {
+        AnyArray::F16(read_typed_within(path, budget)?)
     } else {
-        let what = format!("dtype is {descr}; supported: float32 ('<f4'), uint8 ('|u1'), int8 ('|i1'), int32 ('<i4')");
+        let what = format!(
+            "dtype is {descr}; supported: float32 ('<f4'), float16 ('<f2'), uint8 ('|u1'), int8 ('|i1'), int32 ('<i4')"
+        );
         return Err(NpyError::Format { path: path.to_path_buf(), what });
     })
 }

@@ -37,10 +37,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use sparkle_core::conv::choose_path;
+use sparkle_core::f16::{Half, HalfMats};
 use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
 
 pub use crate::backend::{DeviceError, DeviceErrorKind};
 use crate::cpu::{Cpu, CpuError};
+use crate::juggler::model::variant;
 use crate::juggler::{store, Clock, DeviceId, Juggler, OpDesc, OpKind, SystemClock};
 
 mod builder;
@@ -213,6 +215,7 @@ impl Drop for InFlight<'_> {
 /// The op being placed, as each backend runs it.
 enum Op<'a, 'b> {
     Gemm { alpha: f32, a: MatRef<'a>, b: MatRef<'a>, beta: f32, c: &'b mut MatMut<'a>, epi: &'b Epilogue<'a> },
+    GemmHalf { ab: HalfMats<'a>, c: &'b mut MatMut<'a>, epi: &'b Epilogue<'a> },
     Conv2d { g: &'b Conv2d, input: &'a [f32], weight: &'a [f32], epi: &'b Epilogue<'a>, output: &'b mut [f32] },
 }
 
@@ -234,6 +237,19 @@ impl Op<'_, '_> {
             Op::Conv2d { g, epi, .. } => {
                 let bias = if matches!(epi.bias, sparkle_core::Bias::None) { 0 } else { g.params().k };
                 ((g.input_len() + g.weight_len() + bias) as u64, g.output_len() as u64)
+            }
+            Op::GemmHalf { ab, c, epi } => {
+                // Two-byte A and B (packed, so only their elements), four-byte bias and C.
+                let (a, b) = match ab {
+                    HalfMats::F16(a, b) => ((a.rows(), a.cols()), (b.rows(), b.cols())),
+                    HalfMats::Bf16(a, b) => ((a.rows(), a.cols()), (b.rows(), b.cols())),
+                };
+                let bias = match epi.bias {
+                    sparkle_core::Bias::None => 0,
+                    sparkle_core::Bias::Row(v) | sparkle_core::Bias::Col(v) => v.len() as u64,
+                };
+                let halves = (a.0 * a.1 + b.0 * b.1) as u64;
+                return (2 * halves + 4 * bias, 4 * (c.rows() * c.cols()) as u64);
             }
         };
         (4 * up, 4 * down)
@@ -297,6 +313,11 @@ impl Sparkle {
         self.predict(&OpDesc::gemm(m, n, k))
     }
 
+    /// Every device's prediction for an `m x n x k` GEMM on `H` inputs, as the juggler weighs it.
+    pub fn predict_gemm_half<H: Half>(&self, m: usize, n: usize, k: usize) -> Vec<Prediction> {
+        self.predict(&OpDesc::gemm_half(m, n, k, half_variant::<H>()))
+    }
+
     /// Every device's prediction for this conv2d, as the juggler weighs it.
     pub fn predict_conv2d(&self, g: &Conv2d) -> Vec<Prediction> {
         self.predict(&OpDesc::conv2d(g))
@@ -342,6 +363,49 @@ impl Sparkle {
         output: &mut [f32],
     ) -> Result<Run, SparkleError> {
         self.conv2d_at(None, g, input, weight, epi, output)
+    }
+
+    /// `C <- act(A * B + bias)` on f16 or bf16 A and B (any strides), f32 sums and C, placed by
+    /// the juggler, which models each input type apart from f32 (a GPU's tensor cores make half
+    /// GEMMs far faster there). On Vulkan: [`crate::vk::Context::gemm_half`] (cooperative matrices
+    /// for f16 where the device has them); on the CPU, and as the fallback when a device fails:
+    /// [`Cpu::gemm_half`]. Validated first: a bad argument is an error and C is untouched.
+    pub fn gemm_half<'a, H: Half>(
+        &self,
+        a: MatRef<'a, H>,
+        b: MatRef<'a, H>,
+        c: MatMut<'a>,
+        epi: &Epilogue<'a>,
+    ) -> Result<Run, SparkleError> {
+        self.gemm_half_at(None, a, b, c, epi)
+    }
+
+    /// [`Sparkle::gemm_half`] on `device`, as [`Sparkle::gemm_on`].
+    pub fn gemm_half_on<'a, H: Half>(
+        &self,
+        device: DeviceId,
+        a: MatRef<'a, H>,
+        b: MatRef<'a, H>,
+        c: MatMut<'a>,
+        epi: &Epilogue<'a>,
+    ) -> Result<Run, SparkleError> {
+        self.gemm_half_at(Some(device), a, b, c, epi)
+    }
+
+    fn gemm_half_at<'a, H: Half>(
+        &self,
+        forced: Option<DeviceId>,
+        a: MatRef<'a, H>,
+        b: MatRef<'a, H>,
+        mut c: MatMut<'a>,
+        epi: &Epilogue<'a>,
+    ) -> Result<Run, SparkleError> {
+        let d = sparkle_core::f16::check_half(&a, &b, &c)?;
+        epi.validate(d.m, d.n)?;
+        let v = half_variant::<H>();
+        let desc = OpDesc::gemm_half(d.m, d.n, d.k, v);
+        let path = if v == variant::F16 { "gemm f16" } else { "gemm bf16" };
+        self.place_on(forced, &desc, path, Op::GemmHalf { ab: H::mats(a, b), c: &mut c, epi })
     }
 
     /// [`Sparkle::gemm`] on `device` (one of [`Sparkle::devices`], or the CPU), not where the
@@ -505,12 +569,22 @@ impl Sparkle {
                 self.cpu.gemm(*alpha, *a, *b, *beta, c.rb_mut(), epi)?;
             }
             Op::Conv2d { g, input, weight, epi, output } => self.cpu.conv2d(g, input, weight, epi, output)?,
+            Op::GemmHalf { ab: HalfMats::F16(a, b), c, epi } => {
+                self.cpu.gemm_half(a, b, c.rb_mut(), epi)?;
+            }
+            Op::GemmHalf { ab: HalfMats::Bf16(a, b), c, epi } => {
+                self.cpu.gemm_half(a, b, c.rb_mut(), epi)?;
+            }
         }
         // (The juggler ignores a device it was not given: a handle without the CPU learns nothing.)
         self.learn(DeviceId::Cpu, desc, 0.0, t.elapsed().as_secs_f64(), false);
+        let kernel = match op {
+            Op::GemmHalf { ab: HalfMats::Bf16(..), .. } => self.cpu.bkernel.id(),
+            _ => self.cpu.kernel.id(),
+        };
         Ok(Run {
             device: DeviceId::Cpu,
-            kernel: format!("{}, {path}", self.cpu.kernel.id()),
+            kernel: format!("{kernel}, {path}"),
             predicted,
             seconds: started.elapsed().as_secs_f64(),
             explored: false,
@@ -525,6 +599,15 @@ impl Sparkle {
     fn first_use(&self, device: DeviceId, kind: OpKind, path: &'static str) -> bool {
         let Some(g) = self.gpu(device) else { return false };
         g.seen.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, path))
+    }
+}
+
+/// The juggler's GEMM variant for `H` inputs.
+fn half_variant<H: Half>() -> u8 {
+    if H::DTYPE == sparkle_core::check::DType::F16 {
+        variant::F16
+    } else {
+        variant::BF16
     }
 }
 

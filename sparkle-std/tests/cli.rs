@@ -193,6 +193,54 @@ fn gemm_round_trip_matches_oracle() {
     }
 }
 
+#[test]
+fn gemm_f16_round_trip_matches_oracle() {
+    use sparkle_core::check::{tolerance_for, Backend, DType};
+    use sparkle_core::f16::{f16, gemm_half_reference_f64};
+    let d = dir("gemm-f16");
+    let (m, n, k) = (19, 37, 70);
+    let half = |len: usize, seed: u64| -> Vec<f16> {
+        let mut v = vec![0.0f32; len];
+        fill(&mut v, seed);
+        v.iter().map(|&x| f16::from_f32(x)).collect()
+    };
+    let (ad, bd) = (half(m * k, 7), half(k * n, 8));
+    let (a, b, bias, y) = (d.join("a.npy"), d.join("b.npy"), d.join("bias.npy"), d.join("y.npy"));
+    npy::write(&a, &[m, k], &ad).unwrap();
+    npy::write(&b, &[k, n], &bd).unwrap();
+    let mut bias_d = vec![0.0f32; n];
+    fill(&mut bias_d, 9);
+    npy::write(&bias, &[n], &bias_d).unwrap();
+    let mut want = vec![0.0f64; m * n];
+    let (av, bv) = (MatRef::row_major(&ad, m, k).unwrap(), MatRef::row_major(&bd, k, n).unwrap());
+    gemm_half_reference_f64(&av, &bv, sparkle_core::MatMut::row_major(&mut want, m, n).unwrap()).unwrap();
+    for (e, w) in want.iter_mut().enumerate() {
+        *w += f64::from(bias_d[e % n]);
+    }
+    for device in devices() {
+        let args = ["gemm", "--a", a.to_str().unwrap(), "--b", b.to_str().unwrap(), "--bias", bias.to_str().unwrap()];
+        let out = sparkle(&[&args[..], &["--device", device, "--explain", "--output", y.to_str().unwrap()]].concat());
+        assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(said.contains("predicted on ") && said.contains("gemm f16"), "{said}");
+        let got =
+            npy::read_typed_within::<f16>(&y, sparkle_std::budget::MemoryBudget::default_for_this_machine()).unwrap();
+        assert_eq!(got.shape, vec![m, n]);
+        // The f32 result within the GEMM's tolerance, then rounded to f16 (half an ulp: 2^-11
+        // relative).
+        let backend = if device == "cpu" { Backend::Cpu } else { Backend::Vulkan };
+        for (i, (g, w)) in got.data.iter().zip(&want).enumerate() {
+            let bound = tolerance_for(backend, DType::F16, k) * w.abs().max(1.0) + w.abs() / 2048.0;
+            assert!((g.to_f64() - w).abs() <= bound, "{device}: y[{i}] = {g}, want {w}");
+        }
+    }
+    // A float32 B with a float16 A is one clear line, exit 2.
+    let (b32, _) = save(&d, "b32.npy", &[k, n], 3);
+    let out =
+        sparkle(&["gemm", "--a", a.to_str().unwrap(), "--b", &b32, "--output", d.join("z.npy").to_str().unwrap()]);
+    assert_fails(&out, &d.join("z.npy"), "must be float16");
+}
+
 /// Two processes placing ops at once learn into one model file: both finish, the file is a
 /// valid model afterwards, and a third process starts from it.
 #[test]

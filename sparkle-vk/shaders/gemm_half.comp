@@ -3,7 +3,7 @@
 // Half-precision GEMM on the plain shader cores, for devices without cooperative matrices (and
 // lavapipe in CI): C (m x n, f32) = act(A (m x k) * B (k x n) + bias), f16 inputs (bf16 with BF16
 // defined), f32 products and sums. Same operands as gemm_coopmat.comp: halves packed two to a
-// uint, A's rows zero-padded to p.k halves (a multiple of 32) and B's to 8 * p.b_rs; p.a_rs and
+// uint, A's rows zero-padded to p.k halves (a multiple of 64) and B's to 8 * p.b_rs; p.a_rs and
 // p.b_rs are the row strides in groups of 8 halves. A 256-invocation workgroup computes a 64 x 64
 // tile, each invocation a 4 x 4 block in registers; 16-deep slices are widened to f32 in shared
 // memory.

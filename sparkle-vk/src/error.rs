@@ -24,6 +24,9 @@ pub enum VkError {
     /// Input rejected by the core's validation.
     #[error("{0}")]
     Core(#[from] sparkle_core::Error),
+    /// A setting from the environment is invalid (it says which).
+    #[error("{0}")]
+    Config(String),
     /// Any other Vulkan or vulkano failure, with what was being done.
     #[error("Vulkan error while {what}: {source}")]
     Api {

@@ -9,7 +9,7 @@
 //!   shader (15.1) has no `bfloat16_t` yet.
 //!
 //! The host packs both operands into 32-bit words of two halves, zero-padding A's rows to a
-//! multiple of 32 halves and B's to a multiple of 8 (so the shaders' k loop has no bounds
+//! multiple of 64 halves and B's to a multiple of 8 (so the shaders' k loop has no bounds
 //! checks and their loads are 16 bytes), and copies C back into the caller's view.
 use std::time::Instant;
 
@@ -26,11 +26,33 @@ use crate::params::{u32_of, with_epilogue, Params};
 use crate::plan::Kind;
 
 /// Halves of k per padded row of A (and rows of B): the deepest slice either shader takes.
-const K_ALIGN: usize = 32;
+const K_ALIGN: usize = 64;
 /// Halves per padded row of B: one 16-byte load.
 const N_ALIGN: usize = 8;
 /// Most workgroups along one dispatch dimension every Vulkan device accepts.
 const MAX_GROUPS: u32 = 65535;
+
+/// Rows x columns of C per workgroup of each cooperative-matrix kernel (`Kind::CoopmatF16 { tile }`
+/// indexes it; `shaders.rs` loads the matching SPIR-V, `scripts/spirv.sh` builds it).
+pub(crate) const COOP_TILES: [[usize; 2]; 7] =
+    [[128, 128], [128, 256], [256, 128], [128, 128], [256, 128], [128, 128], [128, 128]];
+
+/// Fewest 128x256 tiles of C for which the large tile runs: measured on an H200, it gained only
+/// where tiles outnumber the SMs many times (8192^2, 2048 tiles: 1.2x), and lost at 2048^2.
+const MIN_LARGE_TILES: usize = 1024;
+
+/// Which cooperative-matrix kernel runs `m x n`: `SPARKLE_VK_COOPMAT_TILE` (an index of
+/// [`COOP_TILES`]) forces one, for measuring them; else the large tile for large C.
+fn coop_tile(m: usize, n: usize) -> Result<u8> {
+    if let Some(v) = std::env::var_os("SPARKLE_VK_COOPMAT_TILE") {
+        let v = v.to_string_lossy();
+        return v.parse::<u8>().ok().filter(|&t| usize::from(t) < COOP_TILES.len()).ok_or_else(|| {
+            VkError::Config(format!("SPARKLE_VK_COOPMAT_TILE={v}: not a kernel index below {}", COOP_TILES.len()))
+        });
+    }
+    let large = m.div_ceil(128).saturating_mul(n.div_ceil(256));
+    Ok(if large >= MIN_LARGE_TILES { 1 } else { 0 })
+}
 
 /// Which kernel, and the shapes it runs with.
 #[derive(Clone, Copy, Debug)]
@@ -57,8 +79,13 @@ pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, bf16: bool)
     u32_of(a_words, Param::A)?;
     u32_of(b_words, Param::B)?;
     u32_of(c_len, Param::COut)?;
-    let (kind, tile) = if coopmat { (Kind::CoopmatF16, 128) } else { (Kind::HalfGemm { bf16 }, 64) };
-    let groups = [u32_of(n.div_ceil(tile), Param::N)?, u32_of(m.div_ceil(tile), Param::M)?, 1];
+    let (kind, [tm, tn]) = if coopmat {
+        let tile = coop_tile(m, n)?;
+        (Kind::CoopmatF16 { tile }, COOP_TILES[usize::from(tile)])
+    } else {
+        (Kind::HalfGemm { bf16 }, [64, 64])
+    };
+    let groups = [u32_of(n.div_ceil(tn), Param::N)?, u32_of(m.div_ceil(tm), Param::M)?, 1];
     if groups[0] > MAX_GROUPS || groups[1] > MAX_GROUPS {
         return Err(VkError::Core(Error::Overflow { param: if groups[0] > MAX_GROUPS { Param::N } else { Param::M } }));
     }
@@ -207,12 +234,12 @@ mod tests {
     #[test]
     fn operands_are_padded_to_whole_slices() {
         let p = half_plan(100, 70, 33, true, false).unwrap();
-        assert_eq!(p.kind, Kind::CoopmatF16);
+        assert_eq!(p.kind, Kind::CoopmatF16 { tile: 0 });
         assert_eq!((p.params.k, p.params.a_rs, p.params.b_rs, p.params.c_rs), (64, 8, 9, 70));
         assert_eq!((p.a_words, p.b_words), (100 * 32, 64 * 36));
         assert_eq!(p.groups, [1, 1, 1]);
         let p = half_plan(129, 65, 1, false, true).unwrap();
-        assert_eq!((p.kind, p.groups, p.params.k), (Kind::HalfGemm { bf16: true }, [2, 3, 1], 32));
+        assert_eq!((p.kind, p.groups, p.params.k), (Kind::HalfGemm { bf16: true }, [2, 3, 1], 64));
     }
 
     #[test]
@@ -222,6 +249,8 @@ mod tests {
         assert!(half_plan(usize::MAX, 1, usize::MAX, true, false).is_err());
         assert!(half_plan(65535 * 64 + 1, 1, 1, false, false).is_err());
         assert!(half_plan(4096, 4096, 4096, true, false).is_ok());
+        let p = half_plan(8192, 8192, 64, true, false).unwrap();
+        assert_eq!((p.kind, p.groups), (Kind::CoopmatF16 { tile: 1 }, [32, 64, 1]));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub(crate) enum Kind {
     /// Half GEMM on the shader cores (`shaders/gemm_half.comp`), f16 or bf16 inputs.
     HalfGemm { bf16: bool },
     /// f16 GEMM on cooperative matrices (`shaders/gemm_coopmat.comp`, precompiled).
-    CoopmatF16,
+    CoopmatF16 { tile: u8 },
 }
 
 /// Rows (and columns) of C per workgroup of the general GEMM and the conv shader.

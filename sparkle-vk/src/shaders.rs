@@ -65,6 +65,24 @@ mod gemm_bf16_cs {
 mod gemm_coopmat_f16_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16.spv" }
 }
+mod gemm_coopmat_f16_t1_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_128x256.spv" }
+}
+mod gemm_coopmat_f16_t2_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_256x128.spv" }
+}
+mod gemm_coopmat_f16_t3_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_128x128x64.spv" }
+}
+mod gemm_coopmat_f16_t4_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_256x128w128.spv" }
+}
+mod gemm_coopmat_f16_t5_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_db.spv" }
+}
+mod gemm_coopmat_f16_t6_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_db_w32x64.spv" }
+}
 
 mod winograd_weights_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("WEIGHTS", "1")] }
@@ -174,7 +192,13 @@ impl Pipelines {
             Kind::Depthwise => dwconv_cs::load(device.clone()),
             Kind::HalfGemm { bf16: false } => gemm_half_cs::load(device.clone()),
             Kind::HalfGemm { bf16: true } => gemm_bf16_cs::load(device.clone()),
-            Kind::CoopmatF16 => gemm_coopmat_f16_cs::load(device.clone()),
+            Kind::CoopmatF16 { tile: 0 } => gemm_coopmat_f16_cs::load(device.clone()),
+            Kind::CoopmatF16 { tile: 1 } => gemm_coopmat_f16_t1_cs::load(device.clone()),
+            Kind::CoopmatF16 { tile: 2 } => gemm_coopmat_f16_t2_cs::load(device.clone()),
+            Kind::CoopmatF16 { tile: 3 } => gemm_coopmat_f16_t3_cs::load(device.clone()),
+            Kind::CoopmatF16 { tile: 4 } => gemm_coopmat_f16_t4_cs::load(device.clone()),
+            Kind::CoopmatF16 { tile: 5 } => gemm_coopmat_f16_t5_cs::load(device.clone()),
+            Kind::CoopmatF16 { tile: _ } => gemm_coopmat_f16_t6_cs::load(device.clone()),
         }
         .map_err(api("loading a shader"))?;
         let constants = match kind {

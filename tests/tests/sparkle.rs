@@ -473,3 +473,70 @@ fn the_handle_splits_one_op_over_its_devices() {
         }
     }
 }
+
+/// One half GEMM (bias per column + ReLU) through `s` on `on` (or placed), checked against the
+/// oracle on the same rounded inputs.
+fn check_gemm_half<H: sparkle_core::f16::Half>(
+    s: &Sparkle,
+    on: Option<DeviceId>,
+    [m, n, k]: [usize; 3],
+    seed: u64,
+) -> sparkle_std::Run {
+    use sparkle_core::check::{tolerance_for, Backend};
+    use sparkle_core::f16::gemm_half_reference_f64;
+    let (mut a, mut b, mut bias) = (vec![0.0; m * k], vec![0.0; k * n], vec![0.0; n]);
+    fill(&mut a, seed);
+    fill(&mut b, seed + 1);
+    fill(&mut bias, seed + 2);
+    let a: Vec<H> = a.iter().map(|&v| H::from_f32(v)).collect();
+    let b: Vec<H> = b.iter().map(|&v| H::from_f32(v)).collect();
+    let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&b, k, n).unwrap());
+    let epi = Epilogue { bias: sparkle_core::Bias::Col(&bias), activation: Activation::Relu };
+    let mut c = vec![f32::NAN; m * n];
+    let cv = MatMut::row_major(&mut c, m, n).unwrap();
+    let run = match on {
+        Some(d) => s.gemm_half_on(d, av, bv, cv, &epi),
+        None => s.gemm_half(av, bv, cv, &epi),
+    }
+    .unwrap();
+    let mut want = vec![0.0f64; m * n];
+    gemm_half_reference_f64(&av, &bv, MatMut::row_major(&mut want, m, n).unwrap()).unwrap();
+    for (e, w) in want.iter_mut().enumerate() {
+        *w = epi.apply_f64(e / n, e % n, *w);
+    }
+    let (err, at) = max_error(&c, &want);
+    let backend = if run.device == DeviceId::Cpu { Backend::Cpu } else { Backend::Vulkan };
+    let tol = tolerance_for(backend, H::DTYPE, k);
+    assert!(err <= tol, "{} on {:?} ({}): error {err:e} at {at:?} > {tol:e}", H::NAME, run.device, run.kernel);
+    run
+}
+
+#[test]
+fn half_gemms_match_the_oracle_on_every_device_and_fall_back_when_one_fails() {
+    use sparkle_core::f16::{bf16, f16};
+    let s = handle(&[DeviceSel::Cpu]);
+    for (i, shape) in [[1, 1, 1], [33, 21, 70], [64, 130, 200]].into_iter().enumerate() {
+        assert_eq!(check_gemm_half::<f16>(&s, None, shape, i as u64).device, DeviceId::Cpu);
+        assert_eq!(check_gemm_half::<bf16>(&s, None, shape, 10 + i as u64).device, DeviceId::Cpu);
+    }
+    // A bad bias length is an error before anything runs.
+    let a = [f16::ONE; 4];
+    let mut c = [5.0f32; 4];
+    let (av, cv) = (MatRef::row_major(&a, 2, 2).unwrap(), MatMut::row_major(&mut c, 2, 2).unwrap());
+    let epi = Epilogue { bias: sparkle_core::Bias::Col(&[1.0]), activation: Activation::None };
+    assert!(matches!(s.gemm_half(av, av, cv, &epi), Err(SparkleError::Invalid(_))));
+    assert_eq!(c, [5.0; 4]);
+    let Some(d) = vulkan_devices().first().cloned() else { return };
+    let s = handle(&[DeviceSel::Cpu, DeviceSel::VulkanIndex(d.index)]);
+    let gpu = DeviceId::Vulkan(d.index);
+    assert_eq!(check_gemm_half::<f16>(&s, Some(gpu), [70, 90, 300], 3).device, gpu);
+    assert_eq!(check_gemm_half::<bf16>(&s, Some(gpu), [70, 90, 300], 4).device, gpu);
+    let s = Sparkle::builder()
+        .devices(&[DeviceSel::VulkanIndex(d.index)])
+        .in_memory_model()
+        .inject_faults(Faults { every: 1, kind: DeviceErrorKind::Lost })
+        .build()
+        .unwrap();
+    let run = check_gemm_half::<f16>(&s, Some(gpu), [40, 50, 60], 5);
+    assert_eq!((run.device, run.fallback.map(|e| e.kind)), (DeviceId::Cpu, Some(DeviceErrorKind::Lost)));
+}

@@ -7,12 +7,13 @@ use sparkle_core::arch::Kernel;
 use sparkle_core::bf16::{bf16, gemm_bf16_scratch_len, gemm_bf16_with, BWorkspace};
 use sparkle_core::conv::fused::{conv2d_scratch_len, conv2d_with};
 use sparkle_core::conv::{choose_path, Conv2dPath};
+use sparkle_core::f16::{check_half, f16, Half, HalfMats};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Workspace};
 use sparkle_core::quant::conv::{qconv2d_scratch_len, qconv2d_with, QConv};
 use sparkle_core::quant::driver::{qgemm_scratch_len, qgemm_with, QWorkspace};
 use sparkle_core::quant::{OutputStage, QElem, QGemm, QOperand};
-use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef};
+use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef, Param};
 
 use super::caches::cache_sizes;
 use super::isa::{bgemm_kernel, gemm_kernel, qgemm_kernel, IsaError};
@@ -271,6 +272,53 @@ impl Cpu {
             let ws = BWorkspace { kernel: self.bkernel, exec: &Workers(threads), scratch };
             Ok(gemm_bf16_with(a, b, c, ws)?)
         })
+    }
+
+    /// `C <- act(A * B + bias)` on half inputs, f32 sums and C: bf16 by the bf16 kernel
+    /// ([`Cpu::gemm_bf16`]) with the epilogue applied after; f16 widened to f32 (exactly) in new
+    /// buffers within the memory budget and run by the f32 kernel with its epilogue (an f16
+    /// product is exact in f32, so this is the f32 GEMM of the same values). Within the
+    /// tolerance of [`sparkle_core::f16::gemm_half_reference_f64`] either way. Validated first:
+    /// on an error C is untouched.
+    pub fn gemm_half<H: Half>(
+        &self,
+        a: &MatRef<'_, H>,
+        b: &MatRef<'_, H>,
+        mut c: MatMut<'_, f32>,
+        epi: &Epilogue<'_>,
+    ) -> Result<GemmDims, CpuError> {
+        let d = check_half(a, b, &c)?;
+        epi.validate(d.m, d.n)?;
+        match H::mats(*a, *b) {
+            HalfMats::Bf16(a, b) => {
+                self.gemm_bf16(&a, &b, c.rb_mut())?;
+                if *epi != Epilogue::NONE {
+                    for i in 0..d.m {
+                        for j in 0..d.n {
+                            let x = c.get(i, j).expect("inside the checked shape");
+                            c.set(i, j, epi.apply(i, j, x));
+                        }
+                    }
+                }
+            }
+            HalfMats::F16(a, b) => {
+                let widen = |x: &MatRef<'_, f16>, what: &str| -> Result<Vec<f32>, CpuError> {
+                    let (rows, cols) = (x.rows(), x.cols());
+                    let len = rows.checked_mul(cols).ok_or(sparkle_core::Error::Overflow { param: Param::A })?;
+                    let mut out: Vec<f32> = self.memory_budget.zeros(what, len)?;
+                    for i in 0..rows {
+                        for j in 0..cols {
+                            out[i * cols + j] = x.get(i, j).expect("inside the view").to_f32();
+                        }
+                    }
+                    Ok(out)
+                };
+                let (a32, b32) = (widen(&a, "A widened to f32")?, widen(&b, "B widened to f32")?);
+                let (av, bv) = (MatRef::row_major(&a32, d.m, d.k)?, MatRef::row_major(&b32, d.k, d.n)?);
+                self.gemm(1.0, av, bv, 0.0, c, epi)?;
+            }
+        }
+        Ok(d)
     }
 
     /// This CPU's kernels and blocking with `workers` over `scratch`.

@@ -23,7 +23,8 @@ pub enum OpKind {
     Conv2d,
 }
 
-/// Conv2d variants, each its own code path on every backend (so its own cost model).
+/// Op variants, each its own code path on every backend (so its own cost model): conv2d's by
+/// geometry, GEMM's by input type.
 pub mod variant {
     /// Any other conv2d (7x7, strided 3x3, grouped or dilated 3x3).
     pub const DENSE: u8 = 0;
@@ -33,8 +34,19 @@ pub mod variant {
     pub const DEPTHWISE: u8 = 2;
     /// 3x3, stride 1, no dilation, not grouped (Winograd on the GPU).
     pub const K3S1: u8 = 3;
+    /// GEMM on f16 inputs (f32 sums; tensor cores where a GPU has them).
+    pub const F16: u8 = 4;
+    /// GEMM on bf16 inputs (f32 sums).
+    pub const BF16: u8 = 5;
     /// Names in the model file, by variant.
-    pub const NAMES: [&str; 4] = ["", "1x1", "dw", "3x3"];
+    pub const NAMES: [&str; 6] = ["", "1x1", "dw", "3x3", "f16", "bf16"];
+    /// Whether `variant` is one of `kind`'s (GEMM: f32, f16, bf16; conv2d: the four geometries).
+    pub fn belongs(kind: super::OpKind, variant: u8) -> bool {
+        match kind {
+            super::OpKind::Gemm => matches!(variant, 0 | F16 | BF16),
+            super::OpKind::Conv2d => variant <= K3S1,
+        }
+    }
 }
 
 /// Which cost model an op is predicted with: its kind, its variant (GEMMs have one) and its
@@ -54,7 +66,7 @@ pub struct ModelKey {
 pub struct OpDesc {
     /// The op.
     pub kind: OpKind,
-    /// Its variant ([`variant`]; 0 for GEMM).
+    /// Its variant ([`variant`]: 0 for an f32 GEMM).
     pub variant: u8,
     /// Floating-point operations (2 per multiply-add).
     pub flops: f64,
@@ -71,6 +83,19 @@ impl OpDesc {
         let footprint = hash([0, m, n, k].map(|v| v as u64));
         let (m, n, k) = (m as f64, n as f64, k as f64);
         Self { kind: OpKind::Gemm, variant: 0, flops: 2.0 * m * n * k, bytes: 4.0 * (m * k + k * n + m * n), footprint }
+    }
+    /// A GEMM `m x n x k` on half inputs ([`variant::F16`] or [`variant::BF16`]): two-byte A and
+    /// B, an f32 C.
+    pub fn gemm_half(m: usize, n: usize, k: usize, variant: u8) -> Self {
+        let footprint = hash([u64::from(variant) << 8, m as u64, n as u64, k as u64]);
+        let (m, n, k) = (m as f64, n as f64, k as f64);
+        Self {
+            kind: OpKind::Gemm,
+            variant,
+            flops: 2.0 * m * n * k,
+            bytes: 2.0 * (m * k + k * n) + 4.0 * m * n,
+            footprint,
+        }
     }
     /// A conv2d.
     pub fn conv2d(g: &Conv2d) -> Self {
@@ -112,8 +137,8 @@ impl OpDesc {
 
     /// The cost model it is predicted with.
     pub fn model_key(&self) -> ModelKey {
-        // GEMMs have one variant, whatever a hand-built description says.
-        let variant = if self.kind == OpKind::Gemm { 0 } else { self.variant };
+        // A hand-built description with another kind's variant gets the kind's first.
+        let variant = if variant::belongs(self.kind, self.variant) { self.variant } else { 0 };
         ModelKey { kind: self.kind, variant, band: self.band() }
     }
 }

@@ -42,7 +42,8 @@ type Entries = HashMap<(String, String), Vec<Bucket>>;
 const KINDS: [(OpKind, &str); 2] = [(OpKind::Gemm, "gemm"), (OpKind::Conv2d, "conv2d")];
 
 /// A model's name in the file: the op kind (`gemm`, `conv2d`), then `-` and the variant for a
-/// conv2d other than the dense one (`conv2d-1x1`, `conv2d-dw`, `conv2d-3x3`), then `.` and the
+/// conv2d other than the dense one (`conv2d-1x1`, `conv2d-dw`, `conv2d-3x3`) or a GEMM on half
+/// inputs (`gemm-f16`, `gemm-bf16`), then `.` and the
 /// shape band unless it is 0 (`gemm.2`). Band 0 of the dense variant is named as version 1 files
 /// named the kind's one model.
 fn model_name(key: ModelKey) -> String {
@@ -70,8 +71,7 @@ fn parse_model_name(name: &str) -> Option<ModelKey> {
         None => (name, 0),
     };
     let kind = KINDS.iter().find(|k| k.1 == kind)?.0;
-    // GEMMs have one variant.
-    (kind == OpKind::Conv2d || variant == 0).then_some(ModelKey { kind, variant: variant as u8, band })
+    variant::belongs(kind, variant as u8).then_some(ModelKey { kind, variant: variant as u8, band })
 }
 
 fn parse(text: &str) -> Result<(String, Entries), String> {

@@ -5,6 +5,9 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+#[cfg(feature = "vulkan")]
+use sparkle_core::f16::HalfMats;
+
 use super::{DeviceError, DeviceErrorKind, Op, Sparkle};
 use crate::juggler::{DeviceId, OpKind};
 
@@ -42,6 +45,8 @@ impl Sparkle {
             let r = match op {
                 Op::Gemm { alpha, a, b, beta, c, epi } => ctx.gemm(*alpha, *a, *b, *beta, c.rb_mut(), epi).map(|_| ()),
                 Op::Conv2d { g, input, weight, epi, output } => ctx.conv2d(g, input, weight, epi, output),
+                Op::GemmHalf { ab: HalfMats::F16(a, b), c, epi } => ctx.gemm_half(a, b, c.rb_mut(), epi).map(|_| ()),
+                Op::GemmHalf { ab: HalfMats::Bf16(a, b), c, epi } => ctx.gemm_half(a, b, c.rb_mut(), epi).map(|_| ()),
             };
             r.map_err(|e| DeviceError::from_vk(device, &e))
         })?;

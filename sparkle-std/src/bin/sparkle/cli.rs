@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use sparkle_core::f16::f16;
 use sparkle_core::quant::conv::QConv;
 use sparkle_core::quant::{QElem, QGemm, QOperand};
 use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
@@ -287,9 +288,12 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
         AnyArray::F32(x) => conv2d_f32(args, x, budget, used),
         AnyArray::U8(x) => conv2d_int8(args, x, budget, used),
         AnyArray::I8(x) => conv2d_int8(args, x, budget, used),
-        AnyArray::I32(_) => {
-            Err(format!("{}: the input is int32; conv2d takes float32, uint8 or int8", args.input.display()).into())
-        }
+        other @ (AnyArray::I32(_) | AnyArray::F16(_)) => Err(format!(
+            "{}: the input is {}; conv2d takes float32, uint8 or int8",
+            args.input.display(),
+            other.dtype()
+        )
+        .into()),
     }
 }
 
@@ -496,8 +500,68 @@ pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
         AnyArray::F32(a) => gemm_f32(args, a, budget, used),
         AnyArray::U8(a) => gemm_int8(args, a, budget, used),
         AnyArray::I8(a) => gemm_int8(args, a, budget, used),
-        AnyArray::I32(_) => Err(format!("{}: A is int32; gemm takes float32, uint8 or int8", args.a.display()).into()),
+        AnyArray::F16(a) => gemm_f16(args, a, budget, used),
+        AnyArray::I32(_) => {
+            Err(format!("{}: A is int32; gemm takes float32, float16, uint8 or int8", args.a.display()).into())
+        }
     }
+}
+
+/// The f16 GEMM: f16 A and B, f32 sums (tensor cores where the device has them), the f32 result
+/// rounded to the f16 output (as `torch.matmul` on f16 tensors returns), an optional float32
+/// bias added before the rounding.
+fn gemm_f16(args: &GemmArgs, a: npy::Array<f16>, budget: MemoryBudget, mut used: u64) -> Result<ExitCode, Failure> {
+    if Quant::any_given(&args.quant) {
+        return Err(
+            format!("{}: A is float16; the quantization flags need uint8 or int8 operands", args.a.display()).into()
+        );
+    }
+    if args.alpha != 1.0 || args.beta != 0.0 || args.c.is_some() {
+        return Err("--alpha, --beta and --c are for float32 operands (float16 computes C = A B + bias)".into());
+    }
+    let b = match read_any(&args.b, budget, &mut used)? {
+        AnyArray::F16(b) => b,
+        other => {
+            return Err(
+                format!("{}: B is {}; with a float16 A it must be float16", args.b.display(), other.dtype()).into()
+            )
+        }
+    };
+    let [m, k] = dims_of("A", &a.shape)?;
+    let [kb, n] = dims_of("B", &b.shape)?;
+    if kb != k {
+        return Err(format!("A is {m}x{k} but B is {kb}x{n}: inner dimensions differ").into());
+    }
+    let bias = args.bias.as_deref().map(|p| read_input(p, budget, &mut used)).transpose()?;
+    if let Some(b) = &bias {
+        if b.shape != [n] {
+            return Err(format!("bias shape {:?} does not match the {n} columns", b.shape).into());
+        }
+    }
+    let count = m.checked_mul(n).ok_or_else(|| format!("the output of {m}x{n} has more elements than memory"))?;
+    let mut out: Vec<f32> = budget.after(used).zeros(&format!("the {m}x{n} output"), count)?;
+    used += 4 * count as u64;
+    // The f16 copy written at the end.
+    budget.after(used).check(&format!("the {m}x{n} float16 output"), count, 2)?;
+    used += 2 * count as u64;
+    let sparkle = args.placement.sparkle(budget.after(used))?;
+    if args.placement.explain {
+        explain(sparkle.predict_gemm_half::<f16>(m, n, k));
+    }
+    let epi = match &bias {
+        Some(b) => Epilogue { bias: sparkle_core::Bias::Col(&b.data), ..Epilogue::NONE },
+        None => Epilogue::NONE,
+    };
+    let run = sparkle.gemm_half(
+        MatRef::row_major(&a.data, m, k)?,
+        MatRef::row_major(&b.data, k, n)?,
+        MatMut::row_major(&mut out, m, n)?,
+        &epi,
+    )?;
+    let half: Vec<f16> = out.iter().map(|&v| f16::from_f32(v)).collect();
+    npy::write(&args.output, &[m, n], &half)?;
+    report(&format!("gemm f16 {m}x{n}x{k}"), &run, 2.0 * m as f64 * n as f64 * k as f64, &args.output);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads an input of any supported type within what is left of the budget, and counts it.

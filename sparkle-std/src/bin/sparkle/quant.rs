@@ -135,7 +135,7 @@ impl Quant {
                 AnyArray::I32(a) => Some(a.data),
                 AnyArray::U8(a) => Some(a.data.into_iter().map(i32::from).collect()),
                 AnyArray::I8(a) => Some(a.data.into_iter().map(i32::from).collect()),
-                AnyArray::F32(_) => None,
+                AnyArray::F32(_) | AnyArray::F16(_) => None,
             })?,
         };
         let y = match (args.y_scale, args.y_dtype) {
