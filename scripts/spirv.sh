@@ -22,11 +22,8 @@ fi
 builds=(
   "gemm_coopmat_f16.spv gemm_coopmat.comp"
   "gemm_coopmat_f16_128x256.spv gemm_coopmat.comp BM=128 BN=256 BK=32 WM=64 WN=64"
-  "gemm_coopmat_f16_256x128.spv gemm_coopmat.comp BM=256 BN=128 BK=32 WM=64 WN=64"
-  "gemm_coopmat_f16_128x128x64.spv gemm_coopmat.comp BM=128 BN=128 BK=64 WM=64 WN=32"
-  "gemm_coopmat_f16_256x128w128.spv gemm_coopmat.comp BM=256 BN=128 BK=32 WM=128 WN=32"
-  "gemm_coopmat_f16_db.spv gemm_coopmat.comp BM=128 BN=128 BK=32 WM=64 WN=32 DB=1"
-  "gemm_coopmat_f16_db_w32x64.spv gemm_coopmat.comp BM=128 BN=128 BK=32 WM=32 WN=64 DB=1"
+  "conv_coopmat_f16.spv gemm_coopmat.comp CONV=1"
+  "conv_coopmat_f16_64x256.spv gemm_coopmat.comp CONV=1 BM=64 BN=256 BK=32 WM=32 WN=64"
 )
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

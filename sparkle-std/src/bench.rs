@@ -150,8 +150,21 @@ pub fn check_conv2d(
     w: &[f32],
     y: &[f32],
 ) -> Result<(), BenchError> {
+    check_conv2d_as(name, backend, DType::F32, g, x, w, y)
+}
+
+/// [`check_conv2d`] with `dtype`'s tolerance (`x` and `w` the rounded inputs, widened).
+pub fn check_conv2d_as(
+    name: &str,
+    backend: Backend,
+    dtype: DType,
+    g: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    y: &[f32],
+) -> Result<(), BenchError> {
     let p = g.params();
-    let tol = tolerance_for(backend, DType::F32, g.gemm_dims().2);
+    let tol = tolerance_for(backend, dtype, g.gemm_dims().2);
     let relu = Epilogue::activation(Activation::Relu);
     for seed in samples() {
         let (n, k) = ((seed >> 50) as usize % p.n, (seed >> 33) as usize % p.k);
@@ -651,6 +664,44 @@ pub fn conv2d_vulkan(layers: &[Layer], budget: f64) -> Result<(String, Vec<Recor
             key: layer.name.clone(),
             threads: 0,
             implementation: "sparkle-vulkan".into(),
+            gflops: g.flops() / t / 1e9,
+        });
+    }
+    Ok((name, records))
+}
+
+/// `sparkle bench conv2d --device vulkan --dtypes f16|bf16`: half input and weights (the f32
+/// operands rounded), f32 sums and output, + ReLU; an implicit GEMM on cooperative matrices where
+/// the device has them for the type. Spot-checked through the full path first, then timed
+/// resident after 0.2 s of warm-up.
+#[cfg(feature = "vulkan")]
+pub fn half_conv2d_vulkan<H: sparkle_core::f16::Half>(
+    layers: &[Layer],
+    budget: f64,
+) -> Result<(String, Vec<Record>), BenchError> {
+    let ctx = crate::vk::Context::best()?;
+    let coop = ctx.has_cooperative_matrix_f16() && H::NAME == "f16";
+    let name =
+        format!("{} ({} on {})", ctx.info().name, H::NAME, if coop { "cooperative matrices" } else { "shader cores" });
+    let implementation = format!("sparkle-vulkan-{}", H::NAME);
+    let mut records = Vec::new();
+    for layer in layers {
+        let g = layer.params.validate()?;
+        let (x, w) = conv2d_operands(&g);
+        let (xh, wh): (Vec<H>, Vec<H>) =
+            (x.iter().map(|&v| H::from_f32(v)).collect(), w.iter().map(|&v| H::from_f32(v)).collect());
+        let (x, w): (Vec<f32>, Vec<f32>) =
+            (xh.iter().map(|h| h.to_f64() as f32).collect(), wh.iter().map(|h| h.to_f64() as f32).collect());
+        let mut y = vec![f32::NAN; g.output_len()];
+        ctx.conv2d_half(&g, &xh, &wh, &Epilogue::activation(Activation::Relu), &mut y)?;
+        check_conv2d_as(&implementation, Backend::Vulkan, H::DTYPE, &g, &x, &w, &y)?;
+        let one = ctx.time_conv2d_half_resident::<H>(&g, 1, 0.2)?;
+        let t = ctx.time_conv2d_half_resident::<H>(&g, reps_for(one, budget), 0.0)?;
+        records.push(Record {
+            op: "conv2d",
+            key: layer.name.clone(),
+            threads: 0,
+            implementation: implementation.clone(),
             gflops: g.flops() / t / 1e9,
         });
     }

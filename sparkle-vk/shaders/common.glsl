@@ -39,3 +39,22 @@ float activate(float x) {
         default: return x;
     }
 }
+
+// The conv input element that im2col row q (a reduction index: channel, filter row and column
+// in the weights' order) and output pixel j of image img, group g read: its index in the NCHW or
+// NHWC input, or NO_INPUT in the padding.
+const uint NO_INPUT = 0xffffffffu;
+uint im2col_index(uint q, uint j, uint img, uint g) {
+    uint cg = p.cin / p.groups;
+    uint ci, rr, ss;
+    if (!KRSC) { ci = q / (p.r * p.s); rr = (q / p.s) % p.r; ss = q % p.s; }
+    else { ci = q % cg; ss = (q / cg) % p.s; rr = q / (cg * p.s); }
+    uint oy = j / p.wo, ox = j % p.wo;
+    int iy = int(oy * p.sh + rr * p.dh) - int(p.pt);
+    int ix = int(ox * p.sw + ss * p.dw) - int(p.pl);
+    if (iy < 0 || ix < 0 || iy >= int(p.h) || ix >= int(p.w)) return NO_INPUT;
+    uint ch = g * cg + ci;
+    return !NHWC
+        ? ((img * p.cin + ch) * p.h + uint(iy)) * p.w + uint(ix)
+        : ((img * p.h + uint(iy)) * p.w + uint(ix)) * p.cin + ch;
+}

@@ -28,19 +28,8 @@ shared float Bs[BK][BN];
 #ifdef CONV
 // im2col element (reduction row q, output pixel j) of image `img`, group `g`.
 float b_at(uint q, uint j, uint img, uint g) {
-    uint cg = p.cin / p.groups;
-    uint ci, rr, ss;
-    if (!KRSC) { ci = q / (p.r * p.s); rr = (q / p.s) % p.r; ss = q % p.s; }
-    else { ci = q % cg; ss = (q / cg) % p.s; rr = q / (cg * p.s); }
-    uint oy = j / p.wo, ox = j % p.wo;
-    int iy = int(oy * p.sh + rr * p.dh) - int(p.pt);
-    int ix = int(ox * p.sw + ss * p.dw) - int(p.pl);
-    if (iy < 0 || ix < 0 || iy >= int(p.h) || ix >= int(p.w)) return 0.0;
-    uint ch = g * cg + ci;
-    uint idx = !NHWC
-        ? ((img * p.cin + ch) * p.h + uint(iy)) * p.w + uint(ix)
-        : ((img * p.h + uint(iy)) * p.w + uint(ix)) * p.cin + ch;
-    return b[idx];
+    uint idx = im2col_index(q, j, img, g);
+    return idx == NO_INPUT ? 0.0 : b[idx];
 }
 #endif
 

@@ -17,8 +17,7 @@
 // block as TM x TN 16x16x16 accumulators. The tile sizes are macros (scripts/spirv.sh compiles
 // each variant the host plans with). BK-deep slices of A and B go through shared memory whose rows are padded
 // by one uvec4 (spreading the banks); the next slice is fetched into registers while this one is
-// multiplied (with DB defined, into the other of two shared stages: one barrier per slice). The
-// epilogue stores each accumulator to a per-subgroup 16x16 scratch in A's shared memory, from
+// multiplied. The epilogue stores each accumulator to a per-subgroup 16x16 scratch in A's shared memory, from
 // which the lanes add the bias, apply the activation and write the elements inside m x n.
 layout(local_size_x = 256) in;
 
@@ -38,44 +37,105 @@ const uint AL = BM * BK / 8 / 256;  // uvec4 loads per invocation per slice
 const uint BL = BK * BN / 8 / 256;
 
 layout(set = 0, binding = 0) readonly buffer ABuf { uvec4 a[]; };
+#ifdef CONV
+layout(set = 0, binding = 1) readonly buffer BBuf { uint b[]; };  // the input's halves, two a uint
+#else
 layout(set = 0, binding = 1) readonly buffer BBuf { uvec4 b[]; };
+#endif
 layout(set = 0, binding = 2) writeonly buffer CBuf { float c[]; };
 layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
 
 #include "common.glsl"
 
-#ifdef DB
-const uint STAGES = 2;  // double-buffered: one barrier per slice
+// One shared stage: a double-buffered variant (one barrier per slice, 38 KiB) measured 15% slower
+// on an H200 (BENCHMARKS.md).
+shared uvec4 As[BM * AS];
+shared uvec4 Bs[BK * BS];
+// The epilogue's scratch, 8 x 64 uvec4: whichever operand array is large enough.
+#if BM * (BK / 8 + 1) >= 512
+#define SCRATCH As
 #else
-const uint STAGES = 1;
+#define SCRATCH Bs
 #endif
-shared uvec4 As[STAGES * BM * AS];
-shared uvec4 Bs[STAGES * BK * BS];
 
-// Slice t of A's rows from row0 and B's columns from col0 into registers: zeros past m and past
-// B's padded width.
-void fetch(out uvec4 ra[AL], out uvec4 rb[BL], uint row0, uint col0, uint tid, uint t) {
-    [[unroll]] for (uint i = 0u; i < AL; i++) {
-        uint e = tid + i * 256u;
-        uint r = row0 + e / (BK / 8u);
-        ra[i] = r < p.m ? a[r * p.a_rs + t * (BK / 8u) + e % (BK / 8u)] : uvec4(0u);
-    }
-    [[unroll]] for (uint i = 0u; i < BL; i++) {
-        uint e = tid + i * 256u;
-        uint q = col0 / 8u + e % (BN / 8u);
-        rb[i] = q < p.b_rs ? b[(t * BK + e / (BN / 8u)) * p.b_rs + q] : uvec4(0u);
+#ifdef CONV
+// The input coordinates (before the filter offset) of the 8 output pixels this invocation's B
+// loads cover: the same pixels in every slice (its column group is tid % (BN / 8)), so the
+// divisions are done once. A pixel past p.n gets a row no filter offset brings into range.
+int piy[8];
+int pix[8];
+
+void conv_pixels(uint col0, uint tid) {
+    uint j = col0 + 8u * (tid % (BN / 8u));
+    uint oy = j / p.wo, ox = j % p.wo;
+    [[unroll]] for (uint u = 0u; u < 8u; u++) {
+        bool in_range = j + u < p.n;
+        piy[u] = in_range ? int(oy * p.sh) - int(p.pt) : -0x40000000;
+        pix[u] = int(ox * p.sw) - int(p.pl);
+        ox++;
+        if (ox == p.wo) { ox = 0u; oy++; }
     }
 }
 
-// The registers into shared stage `stage`.
-void put(uvec4 ra[AL], uvec4 rb[BL], uint tid, uint stage) {
+// Reduction row q of im2col for those 8 pixels of image img, group g, packed as halves: zeros
+// past the reduction (p.a_cs), past the pixels and in the padding.
+uvec4 gather(uint q, uint img, uint g) {
+    if (q >= p.a_cs) return uvec4(0u);
+    uint cg = p.cin / p.groups;
+    uint ci, rr, ss;
+    if (!KRSC) { ci = q / (p.r * p.s); rr = (q / p.s) % p.r; ss = q % p.s; }
+    else { ci = q % cg; ss = (q / cg) % p.s; rr = q / (cg * p.s); }
+    int dy = int(rr * p.dh), dx = int(ss * p.dw);
+    uint ch = g * cg + ci;
+    uint h[8];
+    [[unroll]] for (uint u = 0u; u < 8u; u++) {
+        int iy = piy[u] + dy, ix = pix[u] + dx;
+        h[u] = 0u;
+        if (iy >= 0 && ix >= 0 && iy < int(p.h) && ix < int(p.w)) {
+            uint idx = !NHWC ? ((img * p.cin + ch) * p.h + uint(iy)) * p.w + uint(ix)
+                             : ((img * p.h + uint(iy)) * p.w + uint(ix)) * p.cin + ch;
+            uint w = b[idx >> 1];
+            h[u] = (idx & 1u) != 0u ? w >> 16 : w & 0xffffu;
+        }
+    }
+    return uvec4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+}
+#endif
+
+// Slice t of A's rows from row0 (of group g's weights, with CONV) and B's columns from col0 into
+// registers: zeros past m and past B's padded width (or the gathered input's edges).
+void fetch(out uvec4 ra[AL], out uvec4 rb[BL], uint row0, uint col0, uint tid, uint t) {
+    uint a_row0 = 0u;
+#ifdef CONV
+    uint img = gl_WorkGroupID.z / p.groups;
+    uint g = gl_WorkGroupID.z % p.groups;
+    a_row0 = g * p.m;
+#endif
     [[unroll]] for (uint i = 0u; i < AL; i++) {
         uint e = tid + i * 256u;
-        As[stage * BM * AS + (e / (BK / 8u)) * AS + e % (BK / 8u)] = ra[i];
+        uint r = row0 + e / (BK / 8u);
+        ra[i] = r < p.m ? a[(a_row0 + r) * p.a_rs + t * (BK / 8u) + e % (BK / 8u)] : uvec4(0u);
     }
     [[unroll]] for (uint i = 0u; i < BL; i++) {
         uint e = tid + i * 256u;
-        Bs[stage * BK * BS + (e / (BN / 8u)) * BS + e % (BN / 8u)] = rb[i];
+#ifdef CONV
+        rb[i] = gather(t * BK + e / (BN / 8u), img, g);
+#else
+        uint q = col0 / 8u + e % (BN / 8u);
+        rb[i] = q < p.b_rs ? b[(t * BK + e / (BN / 8u)) * p.b_rs + q] : uvec4(0u);
+#endif
+    }
+}
+
+// The registers into shared memory.
+void put(uvec4 ra[AL], uvec4 rb[BL], uint tid) {
+    [[unroll]] for (uint i = 0u; i < AL; i++) {
+        uint e = tid + i * 256u;
+        As[(e / (BK / 8u)) * AS + e % (BK / 8u)] = ra[i];
+    }
+    [[unroll]] for (uint i = 0u; i < BL; i++) {
+        uint e = tid + i * 256u;
+        Bs[(e / (BN / 8u)) * BS + e % (BN / 8u)] = rb[i];
     }
 }
 
@@ -88,6 +148,9 @@ void main() {
     uint row0 = gl_WorkGroupID.y * BM;
     uint col0 = gl_WorkGroupID.x * BN;
     uint slices = p.k / BK;
+#ifdef CONV
+    conv_pixels(col0, tid);
+#endif
 
     coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator> acc[TM][TN];
     [[unroll]] for (uint i = 0u; i < TM; i++) {
@@ -100,10 +163,9 @@ void main() {
     uvec4 ra[AL];
     uvec4 rb[BL];
     fetch(ra, rb, row0, col0, tid, 0u);
-    put(ra, rb, tid, 0u);
+    put(ra, rb, tid);
     barrier();
     for (uint t = 0u; t < slices; t++) {
-        uint cur = t % STAGES;
         bool more = t + 1u < slices;
         if (more) {
             fetch(ra, rb, row0, col0, tid, t + 1u);
@@ -111,12 +173,12 @@ void main() {
         [[unroll]] for (uint kk = 0u; kk < BK / 16u; kk++) {
             coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA> fa[TM];
             [[unroll]] for (uint i = 0u; i < TM; i++) {
-                coopMatLoad(fa[i], As, cur * BM * AS + (wm * WM + i * 16u) * AS + kk * 2u, AS,
+                coopMatLoad(fa[i], As, (wm * WM + i * 16u) * AS + kk * 2u, AS,
                             gl_CooperativeMatrixLayoutRowMajor);
             }
             [[unroll]] for (uint j = 0u; j < TN; j++) {
                 coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB> fb;
-                coopMatLoad(fb, Bs, cur * BK * BS + kk * 16u * BS + (wn * WN + j * 16u) / 8u, BS,
+                coopMatLoad(fb, Bs, kk * 16u * BS + (wn * WN + j * 16u) / 8u, BS,
                             gl_CooperativeMatrixLayoutRowMajor);
                 [[unroll]] for (uint i = 0u; i < TM; i++) {
                     acc[i][j] = coopMatMulAdd(fa[i], fb, acc[i][j]);
@@ -124,28 +186,33 @@ void main() {
             }
         }
         if (more) {
-            if (STAGES == 1u) {
-                barrier();  // every subgroup is done reading the one stage
-            }
-            put(ra, rb, tid, (t + 1u) % STAGES);
+            barrier();  // every subgroup is done reading the stage
+            put(ra, rb, tid);
         }
         barrier();
     }
 
+    uint c_off = 0u, bias_off = 0u;
+#ifdef CONV
+    uint img = gl_WorkGroupID.z / p.groups;
+    uint g = gl_WorkGroupID.z % p.groups;
+    c_off = !NHWC ? (img * p.kout + g * p.m) * p.n : img * p.n * p.kout + g * p.m;
+    bias_off = g * p.m;
+#endif
     [[unroll]] for (uint i = 0u; i < TM; i++) {
         [[unroll]] for (uint j = 0u; j < TN; j++) {
-            // Through A's (now idle) shared memory: 64 uvec4 = 16 x 16 floats per subgroup.
-            coopMatStore(acc[i][j], As, sg * 64u, 4u, gl_CooperativeMatrixLayoutRowMajor);
+            // Through idle shared memory: 64 uvec4 = 16 x 16 floats per subgroup.
+            coopMatStore(acc[i][j], SCRATCH, sg * 64u, 4u, gl_CooperativeMatrixLayoutRowMajor);
             subgroupMemoryBarrierShared();
             subgroupBarrier();
             [[unroll]] for (uint e = lane; e < 256u; e += 32u) {
                 uint r = row0 + wm * WM + i * 16u + e / 16u;
                 uint col = col0 + wn * WN + j * 16u + e % 16u;
                 if (r < p.m && col < p.n) {
-                    float v = uintBitsToFloat(As[sg * 64u + e / 4u][e % 4u]);
-                    if (BIAS_MODE == 1u) v += bias[r];
-                    if (BIAS_MODE == 2u) v += bias[col];
-                    c[r * p.c_rs + col] = activate(v);
+                    float v = uintBitsToFloat(SCRATCH[sg * 64u + e / 4u][e % 4u]);
+                    if (BIAS_MODE == 1u) v += bias[bias_off + r];
+                    if (BIAS_MODE == 2u) v += bias[bias_off + col];
+                    c[c_off + r * p.c_rs + col * p.c_cs] = activate(v);
                 }
             }
             subgroupMemoryBarrierShared();

@@ -6,7 +6,9 @@
 // uint, A's rows zero-padded to p.k halves (a multiple of 64) and B's to 8 * p.b_rs; p.a_rs and
 // p.b_rs are the row strides in groups of 8 halves. A 256-invocation workgroup computes a 64 x 64
 // tile, each invocation a 4 x 4 block in registers; 16-deep slices are widened to f32 in shared
-// memory.
+// memory. With CONV defined it is conv2d as an implicit GEMM: A the weights of group z % groups
+// (kout rows of p.a_cs = C/groups * R * S halves, padded like A), B gathered from image
+// z / groups of the input (halves, two to a uint, unpadded), C that block of the output.
 layout(local_size_x = 256) in;
 
 #define BM 64
@@ -34,6 +36,23 @@ vec2 widen(uint w) {
 #endif
 }
 
+#ifdef CONV
+// Input element idx, widened.
+float input_at(uint idx) {
+    uint w = b[idx >> 1];
+    uint h = (idx & 1u) != 0u ? w >> 16 : w & 0xffffu;
+    return widen(h).x;
+}
+
+// im2col row q, output pixel j of image img, group g: 0 past the reduction (p.a_cs), past the
+// pixels and in the padding.
+float b_at(uint q, uint j, uint img, uint g) {
+    if (q >= p.a_cs || j >= p.n) return 0.0;
+    uint idx = im2col_index(q, j, img, g);
+    return idx == NO_INPUT ? 0.0 : input_at(idx);
+}
+#endif
+
 void main() {
     uint tid = gl_LocalInvocationID.x;
     uint row0 = gl_WorkGroupID.y * BM;
@@ -42,6 +61,14 @@ void main() {
     uint tc = tid % (BN / TN);
     uint lda = p.a_rs * 4u;  // row strides in uints
     uint ldb = p.b_rs * 4u;
+    uint a_row0 = 0u, c_off = 0u, bias_off = 0u;
+#ifdef CONV
+    uint img = gl_WorkGroupID.z / p.groups;
+    uint g = gl_WorkGroupID.z % p.groups;
+    a_row0 = g * p.m;
+    c_off = !NHWC ? (img * p.kout + g * p.m) * p.n : img * p.n * p.kout + g * p.m;
+    bias_off = g * p.m;
+#endif
     float acc[TM][TN];
     [[unroll]] for (uint i = 0u; i < TM; i++) {
         [[unroll]] for (uint j = 0u; j < TN; j++) { acc[i][j] = 0.0; }
@@ -50,11 +77,16 @@ void main() {
         [[unroll]] for (uint i = 0u; i < 2u; i++) {
             uint e = tid + i * 256u;
             uint r = e / (BK / 2u), q = e % (BK / 2u);
-            vec2 x = row0 + r < p.m ? widen(a[(row0 + r) * lda + k0 / 2u + q]) : vec2(0.0);
+            vec2 x = row0 + r < p.m ? widen(a[(a_row0 + row0 + r) * lda + k0 / 2u + q]) : vec2(0.0);
             As[2u * q][r] = x.x;
             As[2u * q + 1u][r] = x.y;
             uint kr = e / (BN / 2u), cq = e % (BN / 2u);
+#ifdef CONV
+            uint j = col0 + 2u * cq;
+            vec2 y = vec2(b_at(k0 + kr, j, img, g), b_at(k0 + kr, j + 1u, img, g));
+#else
             vec2 y = col0 / 2u + cq < ldb ? widen(b[(k0 + kr) * ldb + col0 / 2u + cq]) : vec2(0.0);
+#endif
             Bs[kr][2u * cq] = y.x;
             Bs[kr][2u * cq + 1u] = y.y;
         }
@@ -76,9 +108,9 @@ void main() {
             uint col = col0 + tc * TN + j;
             if (r < p.m && col < p.n) {
                 float v = acc[i][j];
-                if (BIAS_MODE == 1u) v += bias[r];
-                if (BIAS_MODE == 2u) v += bias[col];
-                c[r * p.c_rs + col] = activate(v);
+                if (BIAS_MODE == 1u) v += bias[bias_off + r];
+                if (BIAS_MODE == 2u) v += bias[bias_off + col];
+                c[c_off + r * p.c_rs + col * p.c_cs] = activate(v);
             }
         }
     }

@@ -16,13 +16,13 @@ use std::time::Instant;
 use sparkle_core::epilogue::{Bias, Epilogue};
 use sparkle_core::f16::{check_half, Half};
 use sparkle_core::gemm::GemmDims;
-use sparkle_core::{Error, MatMut, MatRef, Param};
+use sparkle_core::{Conv2d, Error, MatMut, MatRef, Param, TensorLayout};
 use vulkano::buffer::BufferUsage;
 use vulkano::memory::allocator::MemoryTypeFilter;
 
 use crate::context::Context;
 use crate::error::{api, Result, VkError};
-use crate::params::{u32_of, with_epilogue, Params};
+use crate::params::{conv_geometry, u32_of, with_epilogue, Params};
 use crate::plan::Kind;
 
 /// Halves of k per padded row of A (and rows of B): the deepest slice either shader takes.
@@ -34,12 +34,13 @@ const MAX_GROUPS: u32 = 65535;
 
 /// Rows x columns of C per workgroup of each cooperative-matrix kernel (`Kind::CoopmatF16 { tile }`
 /// indexes it; `shaders.rs` loads the matching SPIR-V, `scripts/spirv.sh` builds it).
-pub(crate) const COOP_TILES: [[usize; 2]; 7] =
-    [[128, 128], [128, 256], [256, 128], [128, 128], [256, 128], [128, 128], [128, 128]];
+/// On an H200 the two shapes here were the best of seven measured (BENCHMARKS.md): 256 x 128,
+/// 128 x 128 with 64-deep slices and double-buffered shared memory did no better or worse.
+pub(crate) const COOP_TILES: [[usize; 2]; 2] = [[128, 128], [128, 256]];
 
-/// Fewest 128x256 tiles of C for which the large tile runs: measured on an H200, it gained only
-/// where tiles outnumber the SMs many times (8192^2, 2048 tiles: 1.2x), and lost at 2048^2.
-const MIN_LARGE_TILES: usize = 1024;
+/// Fewest 128x256 tiles of C for which the wide tile runs: on an H200 it gained where tiles
+/// outnumber the SMs (4096^2, 512 tiles: 1.05x; 8192^2: 1.3x) and lost at 2048^2 (128 tiles: 0.94x).
+const MIN_LARGE_TILES: usize = 512;
 
 /// Which cooperative-matrix kernel runs `m x n`: `SPARKLE_VK_COOPMAT_TILE` (an index of
 /// [`COOP_TILES`]) forces one, for measuring them; else the large tile for large C.
@@ -101,6 +102,51 @@ pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, bf16: bool)
         groups: 1,
         splits: 1,
         ..Params::default()
+    };
+    Ok(HalfPlan { kind, params, groups, a_words, b_words })
+}
+
+/// The plan of conv2d `g` as an implicit GEMM on the cooperative-matrix kernel (`coopmat`) or the
+/// shader-core one (`bf16` its bf16 variant): per (image, group) an `K/groups x pixels` C from
+/// the weights (padded like A) and the input gathered on the fly; every size checked to fit the
+/// shaders' 32-bit indices and the dispatch limits.
+pub(crate) fn conv_half_plan(g: &Conv2d, coopmat: bool, bf16: bool) -> Result<HalfPlan> {
+    let p = g.params();
+    let (kg, hw, gemm_k) = g.gemm_dims();
+    let overflow = |param| VkError::Core(Error::Overflow { param });
+    let kp = gemm_k.checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
+    let a_words = p.k.checked_mul(kp / 2).ok_or(overflow(Param::Weight))?;
+    let b_words = g.input_len().div_ceil(2);
+    for len in [a_words, g.input_len(), g.output_len()] {
+        u32_of(len, Param::Scratch)?;
+    }
+    // Output channels per group fill a 64-row tile (ResNet's 64-channel layers) or a 128-row one.
+    let narrow = kg <= 64;
+    let (kind, [tm, tn]) = match (coopmat, narrow) {
+        (true, false) => (Kind::CoopmatConvF16 { narrow }, COOP_TILES[0]),
+        (true, true) => (Kind::CoopmatConvF16 { narrow }, [64, 256]),
+        (false, _) => (Kind::HalfConv { bf16 }, [64, 64]),
+    };
+    let z = p.n.checked_mul(p.groups).ok_or(overflow(Param::N))?;
+    let groups = [u32_of(hw.div_ceil(tn), Param::Output)?, u32_of(kg.div_ceil(tm), Param::K)?, u32_of(z, Param::N)?];
+    if groups.iter().any(|&v| v > MAX_GROUPS) {
+        return Err(overflow(Param::Output));
+    }
+    let (c_rs, c_cs) = match p.layout {
+        TensorLayout::Nchw => (hw, 1),
+        TensorLayout::Nhwc => (1, p.k),
+    };
+    let params = Params {
+        m: u32_of(kg, Param::K)?,
+        n: u32_of(hw, Param::Output)?,
+        k: u32_of(kp, Param::K)?,
+        a_rs: u32_of(kp / 8, Param::K)?,
+        // The reduction's true length (the shaders' bound on the gathered rows).
+        a_cs: u32_of(gemm_k, Param::K)?,
+        c_rs: u32_of(c_rs, Param::Output)?,
+        c_cs: u32_of(c_cs, Param::Output)?,
+        alpha: 1.0,
+        ..conv_geometry(g)?
     };
     Ok(HalfPlan { kind, params, groups, a_words, b_words })
 }
@@ -184,6 +230,72 @@ impl Context {
         Ok(d)
     }
 
+    /// `output = act(conv2d(input, weight) + bias)` with f16 or bf16 input and weights (every
+    /// geometry, layout and grouping [`Conv2d`] describes), f32 sums and an f32 output: an
+    /// implicit GEMM on cooperative matrices for f16 where the device has them, else on the
+    /// shader cores. Products of halves are exact, so the result is within the tolerance of the
+    /// f64 oracle (`sparkle_core::conv::reference`) on the same rounded values with reduction
+    /// length `C/groups * R * S`. Validated first: on an error the output is untouched.
+    pub fn conv2d_half<H: Half>(
+        &self,
+        g: &Conv2d,
+        input: &[H],
+        weight: &[H],
+        epi: &Epilogue<'_>,
+        output: &mut [f32],
+    ) -> Result<()> {
+        g.check_buffers(input.len(), weight.len(), None, output.len())?;
+        sparkle_core::conv::check_epilogue(g, epi)?;
+        if output.is_empty() {
+            return Ok(());
+        }
+        let plan = self.conv_half_plan::<H>(g)?;
+        let bias_data: &[f32] = match epi.bias {
+            Bias::Row(v) => v,
+            _ => &[],
+        };
+        let params = with_epilogue(plan.params, u32::from(!bias_data.is_empty()), epi.activation)?;
+        let (_, _, gemm_k) = g.gemm_dims();
+        let k = g.params().k;
+        let w_words = pack(&MatRef::new(weight, k, gemm_k, gemm_k, 1)?, k, plan.params.k as usize);
+        let x_words: Vec<u32> = input
+            .chunks(2)
+            .map(|p| u32::from(p[0].to_bits()) | p.get(1).map_or(0, |h| u32::from(h.to_bits()) << 16))
+            .collect();
+        let mut cb = self.submitter.begin()?;
+        let wb = self.pool.upload_words(&mut cb, &w_words)?;
+        let xb = self.pool.upload_words(&mut cb, &x_words)?;
+        let yb = self.pool.buffer(
+            output.len(),
+            BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC,
+            MemoryTypeFilter::PREFER_DEVICE,
+        )?;
+        let bias = self.pool.upload(&mut cb, bias_data)?;
+        // SAFETY: A is read below K * a_rs uvec4 (a_words words: row g * m + r with r < m);
+        // the input only at im2col_index of in-range pixels (< input_len, inside b_words words);
+        // the output at c_off + r * c_rs + col * c_cs < output_len (validated shapes); the bias
+        // at g * m + r < K when present.
+        unsafe { self.pipelines.dispatch(&mut cb, plan.kind, &params, plan.groups, &[&wb, &xb, &yb, &bias]) }?;
+        let out = self.pool.readback(&mut cb, &yb, output.len())?;
+        self.submit_and_wait(cb)?;
+        output.copy_from_slice(&out.read().map_err(api("reading the output back"))?);
+        Ok(())
+    }
+
+    /// The plan of conv2d `g` on `H` inputs on this device.
+    pub(crate) fn conv_half_plan<H: Half>(&self, g: &Conv2d) -> Result<HalfPlan> {
+        let bf16 = H::NAME == "bf16";
+        conv_half_plan(g, self.coopmat_f16 && !bf16, bf16)
+    }
+
+    /// Seconds per conv2d `g` (+ ReLU) on `H` inputs with the tensors already on the device,
+    /// warmed up as [`Context::time_gemm_half_resident`].
+    pub fn time_conv2d_half_resident<H: Half>(&self, g: &Conv2d, reps: u32, warm_up: f64) -> Result<f64> {
+        let plan = self.conv_half_plan::<H>(g)?;
+        let params = with_epilogue(plan.params, 0, sparkle_core::Activation::Relu)?;
+        self.time_plan(&HalfPlan { params, ..plan }, g.output_len(), reps, warm_up)
+    }
+
     /// Seconds per row-major `m x n x k` half GEMM of type `H` with the operands already on the
     /// device: at least `warm_up` seconds of the same dispatches first (a GPU idling at a low
     /// clock needs about 0.1 s of sustained work to reach its full one), then `reps` dispatches
@@ -197,11 +309,17 @@ impl Context {
         warm_up: f64,
     ) -> Result<f64> {
         let plan = self.half_plan::<H>(m, n, k)?;
+        self.time_plan(&plan, m * n, reps, warm_up)
+    }
+
+    /// Seconds per dispatch of `plan` (C of `c_len` floats) over device buffers of its lengths,
+    /// after `warm_up` seconds of the same.
+    fn time_plan(&self, plan: &HalfPlan, c_len: usize, reps: u32, warm_up: f64) -> Result<f64> {
         let usage = BufferUsage::STORAGE_BUFFER;
         let dev = MemoryTypeFilter::PREFER_DEVICE;
         // Packed words occupy one 4-byte element each.
         let (ab, bb) = (self.pool.buffer(plan.a_words, usage, dev)?, self.pool.buffer(plan.b_words, usage, dev)?);
-        let cbuf = self.pool.buffer(m * n, usage, dev)?;
+        let cbuf = self.pool.buffer(c_len, usage, dev)?;
         let bias = self.pool.buffer(1, usage, dev)?;
         let run = |reps: u32| -> Result<f64> {
             let mut cb = self.submitter.begin()?;

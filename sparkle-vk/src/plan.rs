@@ -63,6 +63,11 @@ pub(crate) enum Kind {
     HalfGemm { bf16: bool },
     /// f16 GEMM on cooperative matrices (`shaders/gemm_coopmat.comp`, precompiled).
     CoopmatF16 { tile: u8 },
+    /// Half conv2d (implicit GEMM) on the shader cores (`shaders/gemm_half.comp` with CONV).
+    HalfConv { bf16: bool },
+    /// f16 conv2d (implicit GEMM) on cooperative matrices (`shaders/gemm_coopmat.comp` with CONV):
+    /// 128 x 128 tiles, or 64 x 256 (`narrow`) for at most 64 output channels per group.
+    CoopmatConvF16 { narrow: bool },
 }
 
 /// Rows (and columns) of C per workgroup of the general GEMM and the conv shader.

@@ -56,6 +56,24 @@ mod gemm_half_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_half.comp" }
 }
 
+mod conv_half_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_half.comp", define: [("CONV", "1")] }
+}
+
+mod conv_bf16_cs {
+    vulkano_shaders::shader! {
+        ty: "compute", path: "shaders/gemm_half.comp", define: [("CONV", "1"), ("BF16", "1")]
+    }
+}
+
+mod conv_coopmat_f16_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/conv_coopmat_f16.spv" }
+}
+
+mod conv_coopmat_f16_narrow_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/conv_coopmat_f16_64x256.spv" }
+}
+
 mod gemm_bf16_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_half.comp", define: [("BF16", "1")] }
 }
@@ -65,23 +83,8 @@ mod gemm_bf16_cs {
 mod gemm_coopmat_f16_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16.spv" }
 }
-mod gemm_coopmat_f16_t1_cs {
+mod gemm_coopmat_f16_wide_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_128x256.spv" }
-}
-mod gemm_coopmat_f16_t2_cs {
-    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_256x128.spv" }
-}
-mod gemm_coopmat_f16_t3_cs {
-    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_128x128x64.spv" }
-}
-mod gemm_coopmat_f16_t4_cs {
-    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_256x128w128.spv" }
-}
-mod gemm_coopmat_f16_t5_cs {
-    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_db.spv" }
-}
-mod gemm_coopmat_f16_t6_cs {
-    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_db_w32x64.spv" }
 }
 
 mod winograd_weights_cs {
@@ -192,13 +195,12 @@ impl Pipelines {
             Kind::Depthwise => dwconv_cs::load(device.clone()),
             Kind::HalfGemm { bf16: false } => gemm_half_cs::load(device.clone()),
             Kind::HalfGemm { bf16: true } => gemm_bf16_cs::load(device.clone()),
+            Kind::HalfConv { bf16: false } => conv_half_cs::load(device.clone()),
+            Kind::HalfConv { bf16: true } => conv_bf16_cs::load(device.clone()),
+            Kind::CoopmatConvF16 { narrow: false } => conv_coopmat_f16_cs::load(device.clone()),
+            Kind::CoopmatConvF16 { narrow: true } => conv_coopmat_f16_narrow_cs::load(device.clone()),
             Kind::CoopmatF16 { tile: 0 } => gemm_coopmat_f16_cs::load(device.clone()),
-            Kind::CoopmatF16 { tile: 1 } => gemm_coopmat_f16_t1_cs::load(device.clone()),
-            Kind::CoopmatF16 { tile: 2 } => gemm_coopmat_f16_t2_cs::load(device.clone()),
-            Kind::CoopmatF16 { tile: 3 } => gemm_coopmat_f16_t3_cs::load(device.clone()),
-            Kind::CoopmatF16 { tile: 4 } => gemm_coopmat_f16_t4_cs::load(device.clone()),
-            Kind::CoopmatF16 { tile: 5 } => gemm_coopmat_f16_t5_cs::load(device.clone()),
-            Kind::CoopmatF16 { tile: _ } => gemm_coopmat_f16_t6_cs::load(device.clone()),
+            Kind::CoopmatF16 { tile: _ } => gemm_coopmat_f16_wide_cs::load(device.clone()),
         }
         .map_err(api("loading a shader"))?;
         let constants = match kind {

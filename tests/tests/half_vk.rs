@@ -1,4 +1,5 @@
-//! Half-precision GEMM on every Vulkan device ([`Context::gemm_half`]), f16 and bf16, against the
+//! Half-precision GEMM and conv2d on every Vulkan device ([`Context::gemm_half`],
+//! [`Context::conv2d_half`]: every geometry and layout), f16 and bf16, against the
 //! f64 oracle on the same rounded inputs (the tolerance table's f16 and bf16 rows): sizes around
 //! the tiles and the padded k, strided and transposed operands, a column-major C, every bias mode
 //! with an activation, and bad input that must be an error with C untouched. Where a device has
@@ -7,9 +8,10 @@
 #![cfg(feature = "vulkan")]
 
 use sparkle_core::check::{max_error, tolerance_for, Backend};
+use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::epilogue::{Activation, Bias, Epilogue};
 use sparkle_core::f16::{bf16, f16, gemm_half_reference_f64, Half};
-use sparkle_core::{Error, MatMut, MatRef, Param};
+use sparkle_core::{Conv2dParams, Error, MatMut, MatRef, Padding, Param, TensorLayout, WeightLayout};
 use sparkle_tests::skip;
 use sparkle_vk::{devices, Context, VkError};
 
@@ -138,5 +140,62 @@ fn cooperative_matrices_are_used_where_a_device_has_them() {
         // A size with several 128x128 tiles and a k of many slices, on the tensor cores.
         check::<f16>(ctx, [300, 520, 2000], (false, false, 0, 2), 11);
         eprintln!("f16 on cooperative matrices passed on {}", ctx.info().name);
+    }
+}
+
+/// conv2d `p` + bias (when `bias`) + ReLU on `H` input and weights, against the f64 oracle on the
+/// same rounded values (reduction length C/groups * R * S).
+fn check_conv<H: Half>(ctx: &Context, p: Conv2dParams, bias: bool, seed: u64) {
+    let g = p.validate().unwrap();
+    let (x, w) = (values::<H>(g.input_len(), seed), values::<H>(g.weight_len(), seed ^ 0x51));
+    let bias_v: Vec<f32> = (0..p.k).map(|i| (i % 5) as f32 * 0.25 - 0.5).collect();
+    let epi = Epilogue { bias: if bias { Bias::Row(&bias_v) } else { Bias::None }, activation: Activation::Relu };
+    let mut got = vec![f32::NAN; g.output_len()];
+    ctx.conv2d_half(&g, &x, &w, &epi, &mut got).unwrap();
+    let widen = |v: &[H]| v.iter().map(|h| h.to_f64() as f32).collect::<Vec<f32>>();
+    let mut want = vec![0.0f64; g.output_len()];
+    conv2d_reference_f64(&g, &widen(&x), &widen(&w), &epi, &mut want).unwrap();
+    let (err, at) = max_error(&got, &want);
+    let k = p.c / p.groups * p.r * p.s;
+    let tol = tolerance_for(Backend::Vulkan, H::DTYPE, k);
+    assert!(err <= tol, "{} {} conv {p:?}: error {err} at {at:?} > {tol}", ctx.info().name, H::NAME);
+}
+
+fn every_conv<H: Half>(ctx: &Context) {
+    let base = Conv2dParams::new(2, 5, 9, 8, 7, 3, 3).pad(Padding::uniform(1));
+    check_conv::<H>(ctx, base, true, 1);
+    check_conv::<H>(ctx, base.layout(TensorLayout::Nhwc).weight_layout(WeightLayout::Krsc), false, 2);
+    check_conv::<H>(ctx, base.stride(2, 1).dilation(1, 2).pad(Padding::new(0, 2, 1, 0)), true, 3);
+    check_conv::<H>(ctx, Conv2dParams::new(1, 6, 7, 7, 9, 3, 3).groups(3).pad(Padding::uniform(1)), true, 4);
+    check_conv::<H>(ctx, Conv2dParams::new(1, 4, 6, 6, 4, 3, 3).groups(4).layout(TensorLayout::Nhwc), true, 5);
+    check_conv::<H>(ctx, Conv2dParams::new(1, 70, 5, 5, 130, 1, 1), true, 6);
+    check_conv::<H>(ctx, Conv2dParams::new(1, 3, 20, 20, 16, 7, 7).stride(2, 2).pad(Padding::uniform(3)), false, 7);
+}
+
+#[test]
+fn f16_conv2d_matches_the_oracle_on_every_device() {
+    for ctx in contexts() {
+        every_conv::<f16>(&ctx);
+    }
+}
+
+#[test]
+fn bf16_conv2d_matches_the_oracle_on_every_device() {
+    for ctx in contexts() {
+        every_conv::<bf16>(&ctx);
+    }
+}
+
+#[test]
+fn a_bad_conv_is_an_error_and_the_output_is_untouched() {
+    for ctx in contexts() {
+        let g = Conv2dParams::new(1, 2, 4, 4, 3, 3, 3).validate().unwrap();
+        let (x, w) = (values::<f16>(g.input_len(), 1), values::<f16>(g.weight_len(), 2));
+        let mut y = vec![9.0f32; g.output_len()];
+        assert!(ctx.conv2d_half(&g, &x[1..], &w, &Epilogue::NONE, &mut y).is_err());
+        let short = [1.0f32; 2];
+        let epi = Epilogue { bias: Bias::Row(&short), activation: Activation::None };
+        assert!(ctx.conv2d_half(&g, &x, &w, &epi, &mut y).is_err());
+        assert!(y.iter().all(|&v| v == 9.0));
     }
 }

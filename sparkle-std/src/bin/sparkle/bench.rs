@@ -12,6 +12,8 @@ use sparkle_core::f16::{bf16 as bf16_t, f16 as f16_t};
 
 /// One of `bench::half_gemm_vulkan`'s instances.
 type HalfBench = fn(&[[usize; 3]], f64) -> Result<(String, Vec<Record>), bench::BenchError>;
+/// One of `bench::half_conv2d_vulkan`'s instances.
+type HalfConvBench = fn(&[bench::Layer], f64) -> Result<(String, Vec<Record>), bench::BenchError>;
 
 /// Options every `sparkle bench gemm|conv2d` takes.
 #[derive(clap::Args)]
@@ -34,8 +36,8 @@ pub struct BenchArgs {
     plot: Option<std::path::PathBuf>,
     /// Comma-separated element types, one column each: `f32`, `int8` (u8 x s8 -> u8 with ONNX's
     /// output stage, GOPS, bit-exact against the integer oracle; CPU only), `bf16` (bf16 x bf16
-    /// -> f32, GEMM; CPU or Vulkan) and `f16` (f16 x f16 -> f32, GEMM; Vulkan only, on cooperative
-    /// matrices where the device has them).
+    /// -> f32; GEMM on the CPU or Vulkan, conv2d on Vulkan) and `f16` (f16 x f16 -> f32, GEMM
+    /// and conv2d; Vulkan only, on cooperative matrices where the device has them).
     #[arg(long, default_value = "f32")]
     dtypes: String,
 }
@@ -203,8 +205,8 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
         BenchCommand::Conv2d { layers, batch, common } => {
             common.check()?;
             let Dtypes { f32s, int8, bf16, f16 } = common.dtypes()?;
-            if bf16 || f16 {
-                return Err("--dtypes bf16 and f16 are GEMM only (no half conv2d yet)".into());
+            if bf16 && common.device == BenchDevice::Cpu {
+                return Err("--dtypes bf16: conv2d in bf16 runs on Vulkan only (--device vulkan)".into());
             }
             let BenchArgs { threads, json, seconds, device, plot, .. } = common;
             let layers = bench::load_layers(&layers, batch)?;
@@ -222,7 +224,23 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             if int8 {
                 records.extend(bench::qconv2d_cpu(&layers, threads, seconds)?);
             }
-            let what = if int8 { "conv2d + ReLU, f32 GFLOPS / int8 GOPS" } else { "conv2d f32 + ReLU" };
+            for (on, run) in [
+                (bf16, bench::half_conv2d_vulkan::<bf16_t> as HalfConvBench),
+                (f16, bench::half_conv2d_vulkan::<f16_t>),
+            ] {
+                if on {
+                    let (name, r) = run(&layers, seconds)?;
+                    if !json {
+                        println!("device: {name} (Vulkan; tensors resident, upload excluded)");
+                    }
+                    records.extend(r);
+                }
+            }
+            let what = match (int8, bf16 || f16) {
+                (true, _) => "conv2d + ReLU, f32 GFLOPS / int8 GOPS",
+                (false, true) => "conv2d + ReLU",
+                (false, false) => "conv2d f32 + ReLU",
+            };
             print(what, "layer", &records, json, peak, plot.as_deref())?;
         }
         BenchCommand::Split { shapes, devices, threads, reps, resident, conv_batch } => {
