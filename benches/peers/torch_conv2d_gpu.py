@@ -10,10 +10,11 @@ TF32 off. Each layer is warmed up for at least 0.2 s (a GPU idling at a low cloc
     python3 torch_conv2d_gpu.py --batch 32 --dtypes f16,f32
 """
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
+
+from cuda_timing import seconds_per_call
 
 # name, C, H, W, K, R, S, stride, pad, groups (as sparkle's demo layer set).
 LAYERS = [
@@ -44,20 +45,7 @@ def main():
             x = torch.randn(a.batch, c, h, w, device=dev).to(types[d])
             wt = torch.randn(k, c // groups, r, s, device=dev).to(types[d])
             f = lambda: F.relu(F.conv2d(x, wt, stride=stride, padding=pad, groups=groups)).float()
-            t0 = time.time()
-            while time.time() - t0 < 0.2:
-                f()
-            torch.cuda.synchronize()
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record(); f(); e1.record(); torch.cuda.synchronize()
-            one = e0.elapsed_time(e1) / 1e3
-            reps = max(3, min(1000, int(a.seconds / max(one, 1e-6))))
-            e0.record()
-            for _ in range(reps):
-                f()
-            e1.record()
-            torch.cuda.synchronize()
-            t = e0.elapsed_time(e1) / 1e3 / reps
+            t = seconds_per_call(f, a.seconds)
             ho = (h + 2 * pad - r) // stride + 1
             wo = (w + 2 * pad - s) // stride + 1
             flops = 2.0 * a.batch * k * ho * wo * (c // groups) * r * s

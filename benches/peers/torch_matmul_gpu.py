@@ -10,9 +10,10 @@ sustained work to reach its full one), then timed over `--seconds` with CUDA eve
     python3 torch_matmul_gpu.py --shapes 1024,4096,8192 --dtypes f16,bf16,f32
 """
 import argparse
-import time
 
 import torch
+
+from cuda_timing import seconds_per_call
 
 
 def shape(s):
@@ -49,20 +50,7 @@ def main():
                 except TypeError:
                     print(f"note: this torch has no torch.mm(out_dtype=...): {d} timed with a {d} output")
                     f = lambda: torch.mm(A, B)
-            t0 = time.time()
-            while time.time() - t0 < 0.2:
-                f()
-            torch.cuda.synchronize()
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record(); f(); e1.record(); torch.cuda.synchronize()
-            one = e0.elapsed_time(e1) / 1e3
-            reps = max(3, min(1000, int(a.seconds / max(one, 1e-6))))
-            e0.record()
-            for _ in range(reps):
-                f()
-            e1.record()
-            torch.cuda.synchronize()
-            t = e0.elapsed_time(e1) / 1e3 / reps
+            t = seconds_per_call(f, a.seconds)
             print(f"cublas-{d}{'-halfout' if a.half_out and d != 'f32' else ''} {m}x{n}x{k} {2 * m * n * k / t / 1e12:.1f} TFLOPS")
 
 

@@ -8,6 +8,9 @@
 //!   validated by the core first: a 128x128 vec4 GEMM kernel (split-K when tiles are few), a
 //!   64x64 kernel for any strides, implicit-GEMM and depthwise conv2d, and Winograd F(2x2, 3x3)
 //!   for large 3x3 stride-1 convs.
+//! - [`Context::gemm_half`] and [`Context::conv2d_half`]: f16 or bf16 inputs, f32 sums and output,
+//!   on cooperative matrices (tensor cores, `VK_KHR_cooperative_matrix`) for f16 where the device
+//!   offers them ([`DeviceInfo::cooperative_matrix_f16`]), else on the shader cores (`half`).
 //! - Compiled pipelines are cached on disk per device and driver (`SPARKLE_CACHE_DIR` or the
 //!   user cache directory); a bad cache file is ignored with a warning.
 //! - Resident tensors and asynchronous submission ([`Context::upload`], [`Context::record`],
@@ -23,7 +26,8 @@
 //! `plan` (which shader, how many workgroups, what workspace: pure, tested without a GPU);
 //! `pool` (buffers, workspaces, staging copies), `shaders` (pipelines and dispatch) and `submit`
 //! (chained submissions), each owned by [`Context`] (`context`); then the ops: `ops` (host
-//! slices), `resident` (tensors and recordings), `winograd`, `tune`, `smoke`.
+//! slices), `half` (f16/bf16 GEMM and conv2d), `resident` (tensors and recordings), `winograd`,
+//! `tune`, `smoke`.
 #![deny(missing_docs)]
 
 mod cache;
