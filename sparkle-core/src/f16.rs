@@ -31,8 +31,19 @@ pub enum HalfMats<'a> {
     Bf16(MatRef<'a, bf16>, MatRef<'a, bf16>),
 }
 
+/// A conv2d's half input and weights, by type (as [`HalfMats`]).
+#[derive(Clone, Copy, Debug)]
+pub enum HalfSlices<'a> {
+    /// f16 input and weights.
+    F16(&'a [f16], &'a [f16]),
+    /// bf16 input and weights.
+    Bf16(&'a [bf16], &'a [bf16]),
+}
+
 /// A 16-bit floating-point input type: [`struct@f16`] or [`struct@bf16`].
 pub trait Half: Copy + Default + Send + Sync + 'static + sealed::Sealed {
+    /// `x` and `w` as their type's [`HalfSlices`].
+    fn slices<'a>(x: &'a [Self], w: &'a [Self]) -> HalfSlices<'a>;
     /// `a` and `b` as their type's [`HalfMats`].
     fn mats<'a>(a: MatRef<'a, Self>, b: MatRef<'a, Self>) -> HalfMats<'a>;
     /// Its rows in the tolerance table.
@@ -48,6 +59,9 @@ pub trait Half: Copy + Default + Send + Sync + 'static + sealed::Sealed {
 }
 
 impl Half for f16 {
+    fn slices<'a>(x: &'a [Self], w: &'a [Self]) -> HalfSlices<'a> {
+        HalfSlices::F16(x, w)
+    }
     fn mats<'a>(a: MatRef<'a, Self>, b: MatRef<'a, Self>) -> HalfMats<'a> {
         HalfMats::F16(a, b)
     }
@@ -65,6 +79,9 @@ impl Half for f16 {
 }
 
 impl Half for bf16 {
+    fn slices<'a>(x: &'a [Self], w: &'a [Self]) -> HalfSlices<'a> {
+        HalfSlices::Bf16(x, w)
+    }
     fn mats<'a>(a: MatRef<'a, Self>, b: MatRef<'a, Self>) -> HalfMats<'a> {
         HalfMats::Bf16(a, b)
     }

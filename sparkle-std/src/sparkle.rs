@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use sparkle_core::conv::choose_path;
-use sparkle_core::f16::{Half, HalfMats};
+use sparkle_core::f16::{Half, HalfMats, HalfSlices};
 use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
 
 pub use crate::backend::{DeviceError, DeviceErrorKind};
@@ -216,6 +216,7 @@ impl Drop for InFlight<'_> {
 enum Op<'a, 'b> {
     Gemm { alpha: f32, a: MatRef<'a>, b: MatRef<'a>, beta: f32, c: &'b mut MatMut<'a>, epi: &'b Epilogue<'a> },
     GemmHalf { ab: HalfMats<'a>, c: &'b mut MatMut<'a>, epi: &'b Epilogue<'a> },
+    Conv2dHalf { g: &'b Conv2d, xw: HalfSlices<'a>, epi: &'b Epilogue<'a>, output: &'b mut [f32] },
     Conv2d { g: &'b Conv2d, input: &'a [f32], weight: &'a [f32], epi: &'b Epilogue<'a>, output: &'b mut [f32] },
 }
 
@@ -250,6 +251,11 @@ impl Op<'_, '_> {
                 };
                 let halves = (a.0 * a.1 + b.0 * b.1) as u64;
                 return (2 * halves + 4 * bias, 4 * (c.rows() * c.cols()) as u64);
+            }
+            Op::Conv2dHalf { g, epi, .. } => {
+                let bias = if matches!(epi.bias, sparkle_core::Bias::None) { 0 } else { g.params().k };
+                let halves = (g.input_len() + g.weight_len()) as u64;
+                return (2 * halves + 4 * bias as u64, 4 * g.output_len() as u64);
             }
         };
         (4 * up, 4 * down)
@@ -406,6 +412,58 @@ impl Sparkle {
         let desc = OpDesc::gemm_half(d.m, d.n, d.k, v);
         let path = if v == variant::F16 { "gemm f16" } else { "gemm bf16" };
         self.place_on(forced, &desc, path, Op::GemmHalf { ab: H::mats(a, b), c: &mut c, epi })
+    }
+
+    /// `output = act(conv2d(input, weight) + bias)` on f16 or bf16 input and weights (every
+    /// geometry), f32 sums and output, placed by the juggler (each input type modelled apart). On
+    /// Vulkan: [`crate::vk::Context::conv2d_half`]; on the CPU and as the fallback:
+    /// [`Cpu::conv2d_half`]. Validated first: a bad argument is an error and the output is
+    /// untouched.
+    pub fn conv2d_half<H: Half>(
+        &self,
+        g: &Conv2d,
+        input: &[H],
+        weight: &[H],
+        epi: &Epilogue<'_>,
+        output: &mut [f32],
+    ) -> Result<Run, SparkleError> {
+        self.conv2d_half_at(None, g, input, weight, epi, output)
+    }
+
+    /// [`Sparkle::conv2d_half`] on `device`, as [`Sparkle::gemm_on`].
+    pub fn conv2d_half_on<H: Half>(
+        &self,
+        device: DeviceId,
+        g: &Conv2d,
+        input: &[H],
+        weight: &[H],
+        epi: &Epilogue<'_>,
+        output: &mut [f32],
+    ) -> Result<Run, SparkleError> {
+        self.conv2d_half_at(Some(device), g, input, weight, epi, output)
+    }
+
+    fn conv2d_half_at<H: Half>(
+        &self,
+        forced: Option<DeviceId>,
+        g: &Conv2d,
+        input: &[H],
+        weight: &[H],
+        epi: &Epilogue<'_>,
+        output: &mut [f32],
+    ) -> Result<Run, SparkleError> {
+        g.check_buffers(input.len(), weight.len(), None, output.len())?;
+        sparkle_core::conv::check_epilogue(g, epi)?;
+        let f16 = half_variant::<H>() == variant::F16;
+        let desc = OpDesc::conv2d_half(g, if f16 { variant::CONV_F16 } else { variant::CONV_BF16 });
+        let path = if f16 { "conv2d f16" } else { "conv2d bf16" };
+        self.place_on(forced, &desc, path, Op::Conv2dHalf { g, xw: H::slices(input, weight), epi, output })
+    }
+
+    /// Every device's prediction for conv2d `g` on `H` input and weights, as the juggler weighs it.
+    pub fn predict_conv2d_half<H: Half>(&self, g: &Conv2d) -> Vec<Prediction> {
+        let f16 = half_variant::<H>() == variant::F16;
+        self.predict(&OpDesc::conv2d_half(g, if f16 { variant::CONV_F16 } else { variant::CONV_BF16 }))
     }
 
     /// [`Sparkle::gemm`] on `device` (one of [`Sparkle::devices`], or the CPU), not where the
@@ -574,6 +632,12 @@ impl Sparkle {
             }
             Op::GemmHalf { ab: HalfMats::Bf16(a, b), c, epi } => {
                 self.cpu.gemm_half(a, b, c.rb_mut(), epi)?;
+            }
+            Op::Conv2dHalf { g, xw: HalfSlices::F16(x, w), epi, output } => {
+                self.cpu.conv2d_half(g, x, w, epi, output)?;
+            }
+            Op::Conv2dHalf { g, xw: HalfSlices::Bf16(x, w), epi, output } => {
+                self.cpu.conv2d_half(g, x, w, epi, output)?;
             }
         }
         // (The juggler ignores a device it was not given: a handle without the CPU learns nothing.)

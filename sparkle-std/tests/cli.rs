@@ -241,6 +241,65 @@ fn gemm_f16_round_trip_matches_oracle() {
     assert_fails(&out, &d.join("z.npy"), "must be float16");
 }
 
+#[test]
+fn conv2d_f16_round_trip_matches_oracle() {
+    use sparkle_core::check::{tolerance_for, Backend, DType};
+    use sparkle_core::f16::f16;
+    let d = dir("conv-f16");
+    let p = Conv2dParams::new(2, 6, 11, 9, 4, 3, 2).stride(2, 1).pad(Padding::new(1, 0, 2, 1)).groups(2);
+    let g = p.validate().unwrap();
+    let half = |len: usize, seed: u64| -> Vec<f16> {
+        let mut v = vec![0.0f32; len];
+        fill(&mut v, seed);
+        v.iter().map(|&x| f16::from_f32(x)).collect()
+    };
+    let (xd, wd) = (half(g.input_len(), 11), half(g.weight_len(), 12));
+    let (x, w, y) = (d.join("x.npy"), d.join("w.npy"), d.join("y.npy"));
+    npy::write(&x, &[2, 6, 11, 9], &xd).unwrap();
+    npy::write(&w, &[4, 3, 3, 2], &wd).unwrap();
+    let (b, bd) = save(&d, "b.npy", &[4], 13);
+    let widen = |v: &[f16]| v.iter().map(|h| h.to_f32()).collect::<Vec<f32>>();
+    let mut want = vec![0.0; g.output_len()];
+    let epi = Epilogue::activation(Activation::Relu).with_bias(&bd);
+    conv2d_reference_f64(&g, &widen(&xd), &widen(&wd), &epi, &mut want).unwrap();
+    for device in devices() {
+        let out = sparkle(&[
+            "conv2d",
+            "--input",
+            x.to_str().unwrap(),
+            "--weight",
+            w.to_str().unwrap(),
+            "--bias",
+            &b,
+            "--stride",
+            "2,1",
+            "--pad",
+            "1,0,2,1",
+            "--groups",
+            "2",
+            "--activation",
+            "relu",
+            "--device",
+            device,
+            "--explain",
+            "--output",
+            y.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(said.contains("predicted on ") && said.contains("conv2d f16"), "{said}");
+        let got =
+            npy::read_typed_within::<f16>(&y, sparkle_std::budget::MemoryBudget::default_for_this_machine()).unwrap();
+        assert_eq!(got.shape, vec![2, 4, g.ho(), g.wo()]);
+        let backend = if device == "cpu" { Backend::Cpu } else { Backend::Vulkan };
+        let k = g.gemm_dims().2;
+        for (i, (gv, wv)) in got.data.iter().zip(&want).enumerate() {
+            let bound = tolerance_for(backend, DType::F16, k) * wv.abs().max(1.0) + wv.abs() / 2048.0;
+            assert!((gv.to_f64() - wv).abs() <= bound, "{device}: y[{i}] = {gv}, want {wv}");
+        }
+    }
+}
+
 /// Two processes placing ops at once learn into one model file: both finish, the file is a
 /// valid model afterwards, and a third process starts from it.
 #[test]

@@ -540,3 +540,50 @@ fn half_gemms_match_the_oracle_on_every_device_and_fall_back_when_one_fails() {
     let run = check_gemm_half::<f16>(&s, Some(gpu), [40, 50, 60], 5);
     assert_eq!((run.device, run.fallback.map(|e| e.kind)), (DeviceId::Cpu, Some(DeviceErrorKind::Lost)));
 }
+
+#[test]
+fn half_conv2d_matches_the_oracle_on_every_device_and_falls_back_when_one_fails() {
+    use sparkle_core::check::{tolerance_for, Backend};
+    use sparkle_core::f16::{bf16, f16, Half};
+    fn check<H: Half>(s: &Sparkle, on: Option<DeviceId>, seed: u64) -> sparkle_std::Run {
+        let p = Conv2dParams::new(2, 4, 9, 7, 6, 3, 3).pad(Padding::uniform(1)).layout(TensorLayout::Nhwc);
+        let g = p.validate().unwrap();
+        let (mut x, mut w, mut bias) = (vec![0.0; g.input_len()], vec![0.0; g.weight_len()], vec![0.0; 6]);
+        fill(&mut x, seed);
+        fill(&mut w, seed + 1);
+        fill(&mut bias, seed + 2);
+        let xh: Vec<H> = x.iter().map(|&v| H::from_f32(v)).collect();
+        let wh: Vec<H> = w.iter().map(|&v| H::from_f32(v)).collect();
+        let epi = Epilogue::activation(Activation::Relu).with_bias(&bias);
+        let mut y = vec![f32::NAN; g.output_len()];
+        let run = match on {
+            Some(d) => s.conv2d_half_on(d, &g, &xh, &wh, &epi, &mut y),
+            None => s.conv2d_half(&g, &xh, &wh, &epi, &mut y),
+        }
+        .unwrap();
+        let widen = |v: &[H]| v.iter().map(|h| h.to_f64() as f32).collect::<Vec<f32>>();
+        let mut want = vec![0.0; g.output_len()];
+        conv2d_reference_f64(&g, &widen(&xh), &widen(&wh), &epi, &mut want).unwrap();
+        let (err, at) = max_error(&y, &want);
+        let backend = if run.device == DeviceId::Cpu { Backend::Cpu } else { Backend::Vulkan };
+        let tol = tolerance_for(backend, H::DTYPE, g.gemm_dims().2);
+        assert!(err <= tol, "{} conv on {:?} ({}): error {err:e} at {at:?} > {tol:e}", H::NAME, run.device, run.kernel);
+        run
+    }
+    let s = handle(&[DeviceSel::Cpu]);
+    assert_eq!(check::<f16>(&s, None, 1).device, DeviceId::Cpu);
+    assert_eq!(check::<bf16>(&s, None, 2).device, DeviceId::Cpu);
+    let Some(d) = vulkan_devices().first().cloned() else { return };
+    let gpu = DeviceId::Vulkan(d.index);
+    let s = handle(&[DeviceSel::Cpu, DeviceSel::VulkanIndex(d.index)]);
+    assert_eq!(check::<f16>(&s, Some(gpu), 3).device, gpu);
+    assert_eq!(check::<bf16>(&s, Some(gpu), 4).device, gpu);
+    let s = Sparkle::builder()
+        .devices(&[DeviceSel::VulkanIndex(d.index)])
+        .in_memory_model()
+        .inject_faults(Faults { every: 1, kind: DeviceErrorKind::OutOfMemory })
+        .build()
+        .unwrap();
+    let run = check::<f16>(&s, Some(gpu), 5);
+    assert_eq!((run.device, run.fallback.map(|e| e.kind)), (DeviceId::Cpu, Some(DeviceErrorKind::OutOfMemory)));
+}

@@ -321,6 +321,32 @@ impl Cpu {
         Ok(d)
     }
 
+    /// `output = act(conv2d(input, weight) + bias)` on f16 or bf16 input and weights, f32 sums
+    /// and output: both widened to f32 (exactly) in new buffers within the memory budget and run
+    /// by [`Cpu::conv2d`] (a product of halves is exact in f32, so this is the f32 conv of the same
+    /// values). Validated first: on an error the output is untouched.
+    pub fn conv2d_half<H: Half>(
+        &self,
+        g: &Conv2d,
+        input: &[H],
+        weight: &[H],
+        epi: &Epilogue<'_>,
+        output: &mut [f32],
+    ) -> Result<(), CpuError> {
+        g.check_buffers(input.len(), weight.len(), None, output.len())?;
+        sparkle_core::conv::check_epilogue(g, epi)?;
+        let widen = |v: &[H], what: &str| -> Result<Vec<f32>, CpuError> {
+            let mut out: Vec<f32> = self.memory_budget.zeros(what, v.len())?;
+            for (o, h) in out.iter_mut().zip(v) {
+                *o = h.to_f64() as f32;
+            }
+            Ok(out)
+        };
+        let x = widen(input, "the input widened to f32")?;
+        let w = widen(weight, "the weights widened to f32")?;
+        self.conv2d(g, &x, &w, epi, output)
+    }
+
     /// This CPU's kernels and blocking with `workers` over `scratch`.
     fn workspace<'a>(&'a self, workers: &'a Workers, scratch: &'a mut [f32]) -> Workspace<'a> {
         Workspace { kernel: self.kernel, blocking: &self.blocking, exec: workers, scratch }

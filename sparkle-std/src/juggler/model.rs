@@ -38,13 +38,33 @@ pub mod variant {
     pub const F16: u8 = 4;
     /// GEMM on bf16 inputs (f32 sums).
     pub const BF16: u8 = 5;
+    /// conv2d on f16 input and weights: this plus the geometry's variant (`CONV_F16 + K3S1`...).
+    pub const CONV_F16: u8 = 6;
+    /// conv2d on bf16 input and weights, as [`CONV_F16`].
+    pub const CONV_BF16: u8 = 10;
     /// Names in the model file, by variant.
-    pub const NAMES: [&str; 6] = ["", "1x1", "dw", "3x3", "f16", "bf16"];
-    /// Whether `variant` is one of `kind`'s (GEMM: f32, f16, bf16; conv2d: the four geometries).
+    pub const NAMES: [&str; 14] = [
+        "",
+        "1x1",
+        "dw",
+        "3x3",
+        "f16",
+        "bf16",
+        "dense-f16",
+        "1x1-f16",
+        "dw-f16",
+        "3x3-f16",
+        "dense-bf16",
+        "1x1-bf16",
+        "dw-bf16",
+        "3x3-bf16",
+    ];
+    /// Whether `variant` is one of `kind`'s (GEMM: f32, f16, bf16; conv2d: the four geometries,
+    /// each in f32, f16 and bf16).
     pub fn belongs(kind: super::OpKind, variant: u8) -> bool {
         match kind {
             super::OpKind::Gemm => matches!(variant, 0 | F16 | BF16),
-            super::OpKind::Conv2d => variant <= K3S1,
+            super::OpKind::Conv2d => variant <= K3S1 || (CONV_F16..CONV_BF16 + 4).contains(&variant),
         }
     }
 }
@@ -96,6 +116,14 @@ impl OpDesc {
             bytes: 2.0 * (m * k + k * n) + 4.0 * m * n,
             footprint,
         }
+    }
+    /// A conv2d on half input and weights (`base` [`variant::CONV_F16`] or
+    /// [`variant::CONV_BF16`]): two-byte input and weights, an f32 output.
+    pub fn conv2d_half(g: &Conv2d, base: u8) -> Self {
+        let f32_op = Self::conv2d(g);
+        let bytes = 2.0 * (g.input_len() + g.weight_len()) as f64 + 4.0 * g.output_len() as f64;
+        let footprint = hash([f32_op.footprint, u64::from(base)]);
+        Self { variant: base + f32_op.variant, bytes, footprint, ..f32_op }
     }
     /// A conv2d.
     pub fn conv2d(g: &Conv2d) -> Self {

@@ -42,8 +42,8 @@ type Entries = HashMap<(String, String), Vec<Bucket>>;
 const KINDS: [(OpKind, &str); 2] = [(OpKind::Gemm, "gemm"), (OpKind::Conv2d, "conv2d")];
 
 /// A model's name in the file: the op kind (`gemm`, `conv2d`), then `-` and the variant for a
-/// conv2d other than the dense one (`conv2d-1x1`, `conv2d-dw`, `conv2d-3x3`) or a GEMM on half
-/// inputs (`gemm-f16`, `gemm-bf16`), then `.` and the
+/// conv2d other than the dense one (`conv2d-1x1`, `conv2d-dw`, `conv2d-3x3`), an op on half
+/// inputs (`gemm-f16`, `gemm-bf16`, `conv2d-dense-f16`, `conv2d-3x3-bf16`...), then `.` and the
 /// shape band unless it is 0 (`gemm.2`). Band 0 of the dense variant is named as version 1 files
 /// named the kind's one model.
 fn model_name(key: ModelKey) -> String {
@@ -286,6 +286,24 @@ mod tests {
             }
         }
         j
+    }
+
+    #[test]
+    fn every_model_name_parses_back_and_foreign_variants_do_not() {
+        for (kind, _) in KINDS {
+            for v in 0..variant::NAMES.len() as u8 {
+                for band in 0..BANDS {
+                    let key = ModelKey { kind, variant: v, band };
+                    let back = parse_model_name(&model_name(key));
+                    assert_eq!(back, variant::belongs(kind, v).then_some(key), "{}", model_name(key));
+                }
+            }
+        }
+        assert_eq!(
+            model_name(ModelKey { kind: OpKind::Conv2d, variant: variant::CONV_BF16 + 3, band: 2 }),
+            "conv2d-3x3-bf16.2"
+        );
+        assert_eq!(model_name(ModelKey { kind: OpKind::Gemm, variant: variant::F16, band: 0 }), "gemm-f16");
     }
 
     fn dir(name: &str) -> std::path::PathBuf {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 #[cfg(feature = "vulkan")]
-use sparkle_core::f16::HalfMats;
+use sparkle_core::f16::{HalfMats, HalfSlices};
 
 use super::{DeviceError, DeviceErrorKind, Op, Sparkle};
 use crate::juggler::{DeviceId, OpKind};
@@ -47,6 +47,8 @@ impl Sparkle {
                 Op::Conv2d { g, input, weight, epi, output } => ctx.conv2d(g, input, weight, epi, output),
                 Op::GemmHalf { ab: HalfMats::F16(a, b), c, epi } => ctx.gemm_half(a, b, c.rb_mut(), epi).map(|_| ()),
                 Op::GemmHalf { ab: HalfMats::Bf16(a, b), c, epi } => ctx.gemm_half(a, b, c.rb_mut(), epi).map(|_| ()),
+                Op::Conv2dHalf { g, xw: HalfSlices::F16(x, w), epi, output } => ctx.conv2d_half(g, x, w, epi, output),
+                Op::Conv2dHalf { g, xw: HalfSlices::Bf16(x, w), epi, output } => ctx.conv2d_half(g, x, w, epi, output),
             };
             r.map_err(|e| DeviceError::from_vk(device, &e))
         })?;

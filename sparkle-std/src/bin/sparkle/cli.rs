@@ -288,12 +288,11 @@ pub fn conv2d(args: &Conv2dArgs) -> Result<ExitCode, Failure> {
         AnyArray::F32(x) => conv2d_f32(args, x, budget, used),
         AnyArray::U8(x) => conv2d_int8(args, x, budget, used),
         AnyArray::I8(x) => conv2d_int8(args, x, budget, used),
-        other @ (AnyArray::I32(_) | AnyArray::F16(_)) => Err(format!(
-            "{}: the input is {}; conv2d takes float32, uint8 or int8",
-            args.input.display(),
-            other.dtype()
-        )
-        .into()),
+        AnyArray::F16(x) => conv2d_f16(args, x, budget, used),
+        AnyArray::I32(_) => {
+            Err(format!("{}: the input is int32; conv2d takes float32, float16, uint8 or int8", args.input.display())
+                .into())
+        }
     }
 }
 
@@ -371,6 +370,55 @@ fn conv2d_f32(args: &Conv2dArgs, x: npy::Array, budget: MemoryBudget, mut used: 
     let run = sparkle.conv2d(&g, &x.data, &w.data, &epi, &mut y)?;
     npy::write(&args.output, &shape, &y)?;
     report(&format!("conv2d {shape:?}"), &run, g.flops(), &args.output);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The f16 conv2d: float16 input and weights, f32 sums (tensor cores where the device has them),
+/// an optional float32 bias and the activation, the result rounded to a float16 output.
+fn conv2d_f16(args: &Conv2dArgs, x: npy::Array<f16>, budget: MemoryBudget, mut used: u64) -> Result<ExitCode, Failure> {
+    if Quant::any_given(&args.quant) {
+        return Err(format!(
+            "{}: the input is float16; the quantization flags need uint8 or int8 tensors",
+            args.input.display()
+        )
+        .into());
+    }
+    let w = match read_any(&args.weight, budget, &mut used)? {
+        AnyArray::F16(w) => w,
+        other => {
+            return Err(format!(
+                "{}: the weights are {}; with a float16 input they must be float16",
+                args.weight.display(),
+                other.dtype()
+            )
+            .into())
+        }
+    };
+    let bias = args.bias.as_deref().map(|p| read_input(p, budget, &mut used)).transpose()?;
+    let (g, shape) = conv_geometry(args, &x.shape, &w.shape)?;
+    let k = g.params().k;
+    if let Some(b) = &bias {
+        if b.shape != [k] {
+            return Err(format!("bias shape {:?} does not match the {k} output channels", b.shape).into());
+        }
+    }
+    let mut epi = Epilogue::activation(args.activation.into());
+    if let Some(b) = &bias {
+        epi = epi.with_bias(&b.data);
+    }
+    let mut y: Vec<f32> =
+        budget.after(used).zeros(&format!("the output ({} float32)", g.output_len()), g.output_len())?;
+    used += 4 * y.len() as u64;
+    budget.after(used).check("the float16 output", g.output_len(), 2)?;
+    used += 2 * y.len() as u64;
+    let sparkle = args.placement.sparkle(budget.after(used))?;
+    if args.placement.explain {
+        explain(sparkle.predict_conv2d_half::<f16>(&g));
+    }
+    let run = sparkle.conv2d_half(&g, &x.data, &w.data, &epi, &mut y)?;
+    let half: Vec<f16> = y.iter().map(|&v| f16::from_f32(v)).collect();
+    npy::write(&args.output, &shape, &half)?;
+    report(&format!("conv2d f16 {shape:?}"), &run, g.flops(), &args.output);
     Ok(ExitCode::SUCCESS)
 }
 
