@@ -44,7 +44,7 @@ pub struct DeviceInfo {
     pub device_local_bytes: u64,
     /// Whether f16 GEMMs can run on cooperative matrices (tensor cores): the device offers
     /// `VK_KHR_cooperative_matrix` with 16x16x16 f16 x f16 -> f32 in subgroup scope, f16
-    /// arithmetic, the Vulkan memory model, and 32-wide subgroups (the shader's layout).
+    /// arithmetic, the Vulkan memory model, and subgroups of exactly 32 (the shader's layout).
     pub cooperative_matrix_f16: bool,
 }
 
@@ -120,13 +120,24 @@ pub(crate) fn cooperative_matrix_f16(p: &PhysicalDevice) -> bool {
         && f.cooperative_matrix
         && f.shader_float16
         && f.vulkan_memory_model
-        && p.properties().subgroup_size == Some(32)
+        && subgroups_are_32(p)
         && cooperative_matrix_shapes(p).iter().any(|s| {
             use ash::vk::{ComponentTypeKHR as T, ScopeKHR};
             (s.m_size, s.n_size, s.k_size) == (16, 16, 16)
                 && (s.a_type, s.b_type, s.c_type, s.result_type) == (T::FLOAT16, T::FLOAT16, T::FLOAT32, T::FLOAT32)
                 && s.scope == ScopeKHR::SUBGROUP
         })
+}
+
+/// Whether every compute subgroup on `p` has 32 invocations, which the shader's layout (8 subgroups
+/// of 32 in a workgroup of 256) assumes: the default size is 32 and, where the driver may choose
+/// another (Vulkan 1.3's `minSubgroupSize`/`maxSubgroupSize`; Intel's 8-32, AMD's 32-64), it
+/// cannot. NVIDIA's is fixed at 32.
+fn subgroups_are_32(p: &PhysicalDevice) -> bool {
+    let props = p.properties();
+    props.subgroup_size == Some(32)
+        && props.min_subgroup_size.unwrap_or(32) == 32
+        && props.max_subgroup_size.unwrap_or(32) == 32
 }
 
 /// The cooperative-matrix shapes and types `p` offers (`vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR`;
