@@ -249,8 +249,10 @@ impl Op<'_, '_> {
                     sparkle_core::Bias::None => 0,
                     sparkle_core::Bias::Row(v) | sparkle_core::Bias::Col(v) => v.len() as u64,
                 };
-                let halves = (a.0 * a.1 + b.0 * b.1) as u64;
-                return (2 * halves + 4 * bias, 4 * (c.rows() * c.cols()) as u64);
+                // Saturating: broadcast views (stride 0) can describe more elements than memory.
+                let halves = (a.0.saturating_mul(a.1)).saturating_add(b.0.saturating_mul(b.1)) as u64;
+                let c_len = c.rows().saturating_mul(c.cols()) as u64;
+                return (halves.saturating_mul(2).saturating_add(4 * bias), c_len.saturating_mul(4));
             }
             Op::Conv2dHalf { g, epi, .. } => {
                 let bias = if matches!(epi.bias, sparkle_core::Bias::None) { 0 } else { g.params().k };
@@ -454,16 +456,14 @@ impl Sparkle {
     ) -> Result<Run, SparkleError> {
         g.check_buffers(input.len(), weight.len(), None, output.len())?;
         sparkle_core::conv::check_epilogue(g, epi)?;
-        let f16 = half_variant::<H>() == variant::F16;
-        let desc = OpDesc::conv2d_half(g, if f16 { variant::CONV_F16 } else { variant::CONV_BF16 });
-        let path = if f16 { "conv2d f16" } else { "conv2d bf16" };
+        let desc = OpDesc::conv2d_half(g, conv_variant::<H>());
+        let path = if conv_variant::<H>() == variant::CONV_F16 { "conv2d f16" } else { "conv2d bf16" };
         self.place_on(forced, &desc, path, Op::Conv2dHalf { g, xw: H::slices(input, weight), epi, output })
     }
 
     /// Every device's prediction for conv2d `g` on `H` input and weights, as the juggler weighs it.
     pub fn predict_conv2d_half<H: Half>(&self, g: &Conv2d) -> Vec<Prediction> {
-        let f16 = half_variant::<H>() == variant::F16;
-        self.predict(&OpDesc::conv2d_half(g, if f16 { variant::CONV_F16 } else { variant::CONV_BF16 }))
+        self.predict(&OpDesc::conv2d_half(g, conv_variant::<H>()))
     }
 
     /// [`Sparkle::gemm`] on `device` (one of [`Sparkle::devices`], or the CPU), not where the
@@ -663,6 +663,15 @@ impl Sparkle {
     fn first_use(&self, device: DeviceId, kind: OpKind, path: &'static str) -> bool {
         let Some(g) = self.gpu(device) else { return false };
         g.seen.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, path))
+    }
+}
+
+/// The juggler's first conv2d variant for `H` inputs (the geometry's is added to it).
+fn conv_variant<H: Half>() -> u8 {
+    if H::DTYPE == sparkle_core::check::DType::F16 {
+        variant::CONV_F16
+    } else {
+        variant::CONV_BF16
     }
 }
 

@@ -116,7 +116,12 @@ pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
 /// The device features `gemm_coopmat.comp` needs, when [`DeviceInfo::cooperative_matrix_f16`].
 pub(crate) fn cooperative_matrix_f16(p: &PhysicalDevice) -> bool {
     let f = p.supported_features();
-    p.supported_extensions().khr_cooperative_matrix
+    // The shaders are SPIR-V 1.6 (compiled for Vulkan 1.3), which vulkano loads only on a 1.3
+    // device through a 1.3 instance.
+    let v13 = vulkano::Version::V1_3;
+    p.api_version() >= v13
+        && p.instance().api_version() >= v13
+        && p.supported_extensions().khr_cooperative_matrix
         && f.cooperative_matrix
         && f.shader_float16
         && f.vulkan_memory_model
@@ -141,9 +146,11 @@ fn subgroups_are_32(p: &PhysicalDevice) -> bool {
 }
 
 /// The cooperative-matrix shapes and types `p` offers (`vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR`;
-/// vulkano 0.35 has no wrapper). Empty where the extension or the loader's entry point is missing.
+/// vulkano 0.35 has no safe wrapper, and its function table would call a panicking stub where the
+/// loader lacks the entry point, so it is looked up here). Empty where the extension or the
+/// entry point is missing.
 fn cooperative_matrix_shapes(p: &PhysicalDevice) -> Vec<ash::vk::CooperativeMatrixPropertiesKHR<'static>> {
-    use ash::vk::{CooperativeMatrixPropertiesKHR, Handle, PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR};
+    use ash::vk::{CooperativeMatrixPropertiesKHR, PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR};
     if !p.supported_extensions().khr_cooperative_matrix {
         return Vec::new();
     }
@@ -151,10 +158,9 @@ fn cooperative_matrix_shapes(p: &PhysicalDevice) -> Vec<ash::vk::CooperativeMatr
     // SAFETY: a valid instance handle and a NUL-terminated name; the result is null or the
     // function of that name, whose signature is the PFN type.
     let f = unsafe {
-        instance.library().get_instance_proc_addr(
-            ash::vk::Instance::from_raw(instance.handle().as_raw()),
-            c"vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR".as_ptr(),
-        )
+        instance
+            .library()
+            .get_instance_proc_addr(instance.handle(), c"vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR".as_ptr())
     };
     let Some(f) = f else { return Vec::new() };
     // SAFETY: see above: same ABI, only the pointer's type changes.

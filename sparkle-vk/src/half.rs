@@ -1,18 +1,22 @@
-//! Half-precision GEMM ([`Context::gemm_half`]): f16 or bf16 inputs, f32 sums and output, the
-//! shared epilogue. Two kernels over one operand layout:
+//! Half-precision GEMM and conv2d ([`Context::gemm_half`], [`Context::conv2d_half`]): f16 or bf16
+//! inputs, f32 sums and output, the shared epilogue. Two kernels over one operand layout:
 //!
-//! - `gemm_coopmat.comp` (f16): cooperative matrices (`VK_KHR_cooperative_matrix`: the tensor
-//!   cores of NVIDIA, the WMMA units of AMD RDNA3+), 128x128 tiles of 16x16x16 products, where
-//!   the device offers that shape with f32 accumulation and a 32-wide subgroup;
+//! - `gemm_coopmat.comp` (f16): cooperative matrices (`VK_KHR_cooperative_matrix`: NVIDIA's
+//!   tensor cores), 128x128 or 128x256 tiles (conv: 128x128 or 64x256) of 16x16x16 products,
+//!   where the device offers that shape with f32 accumulation and subgroups of exactly 32
+//!   ([`crate::DeviceInfo::cooperative_matrix_f16`]);
 //! - `gemm_half.comp` (f16 and bf16): plain shader cores widening to f32, everywhere else (and
 //!   lavapipe in CI). bf16 always runs here: the glslang that compiles the cooperative-matrix
 //!   shader (15.1) has no `bfloat16_t` yet.
 //!
 //! The host packs both operands into 32-bit words of two halves, zero-padding A's rows to a
-//! multiple of 64 halves and B's to a multiple of 8 (so the shaders' k loop has no bounds
-//! checks and their loads are 16 bytes), and copies C back into the caller's view.
+//! multiple of 32 halves (at least 32, so even k = 0 has a slice to load) and B's to a multiple
+//! of 8 (so the k loop has no bounds checks and the cooperative-matrix kernel's loads are 16
+//! bytes), and copies C back into the caller's view. conv2d packs the weights as A and gathers B
+//! from the input.
 use std::time::Instant;
 
+use sparkle_core::check::DType;
 use sparkle_core::epilogue::{Bias, Epilogue};
 use sparkle_core::f16::{check_half, Half};
 use sparkle_core::gemm::GemmDims;
@@ -26,7 +30,7 @@ use crate::params::{conv_geometry, u32_of, with_epilogue, Params};
 use crate::plan::Kind;
 
 /// Halves of k per padded row of A (and rows of B): the deepest slice either shader takes.
-const K_ALIGN: usize = 64;
+const K_ALIGN: usize = 32;
 /// Halves per padded row of B: one 16-byte load.
 const N_ALIGN: usize = 8;
 /// Most workgroups along one dispatch dimension every Vulkan device accepts.
@@ -74,7 +78,8 @@ pub(crate) struct HalfPlan {
 /// the dispatch limits.
 pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, bf16: bool) -> Result<HalfPlan> {
     let overflow = |param| VkError::Core(Error::Overflow { param });
-    let kp = k.checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
+    // At least one slice: the kernels load the first before their loop.
+    let kp = k.max(1).checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
     let np = n.checked_next_multiple_of(N_ALIGN).ok_or(overflow(Param::N))?;
     let a_words = m.checked_mul(kp / 2).ok_or(overflow(Param::A))?;
     let b_words = kp.checked_mul(np / 2).ok_or(overflow(Param::B))?;
@@ -117,7 +122,7 @@ pub(crate) fn conv_half_plan(g: &Conv2d, coopmat: bool, bf16: bool) -> Result<Ha
     let p = g.params();
     let (kg, hw, gemm_k) = g.gemm_dims();
     let overflow = |param| VkError::Core(Error::Overflow { param });
-    let kp = gemm_k.checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
+    let kp = gemm_k.max(1).checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
     let a_words = p.k.checked_mul(kp / 2).ok_or(overflow(Param::Weight))?;
     let b_words = g.input_len().div_ceil(2);
     for len in [a_words, g.input_len(), g.output_len()] {
@@ -157,10 +162,10 @@ pub(crate) fn conv_half_plan(g: &Conv2d, coopmat: bool, bf16: bool) -> Result<Ha
 }
 
 /// `rows x cols` of `x` as words of two halves, each row zero-padded to `padded_cols` halves
-/// and the rows to `padded_rows`.
-fn pack<H: Half>(x: &MatRef<'_, H>, padded_rows: usize, padded_cols: usize) -> Vec<u32> {
+/// and the rows to `padded_rows`; an allocation failure is an error, not an abort.
+fn pack<H: Half>(x: &MatRef<'_, H>, padded_rows: usize, padded_cols: usize) -> Result<Vec<u32>> {
     let words = padded_cols / 2;
-    let mut out = vec![0u32; padded_rows * words];
+    let mut out = zeroed_words(padded_rows * words)?;
     let (d, rs, cs) = (x.as_slice(), x.rs(), x.cs());
     for i in 0..x.rows() {
         let row = &mut out[i * words..(i + 1) * words];
@@ -168,7 +173,16 @@ fn pack<H: Half>(x: &MatRef<'_, H>, padded_rows: usize, padded_cols: usize) -> V
             row[j / 2] |= u32::from(d[i * rs + j * cs].to_bits()) << (16 * (j % 2));
         }
     }
-    out
+    Ok(out)
+}
+
+/// `len` zero words, or an out-of-memory error.
+fn zeroed_words(len: usize) -> Result<Vec<u32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|e| VkError::OutOfMemory(format!("packing {len} words on the host: {e}").into()))?;
+    v.resize(len, 0);
+    Ok(v)
 }
 
 impl Context {
@@ -177,10 +191,34 @@ impl Context {
         self.coopmat_f16
     }
 
+    /// `plan` if its buffers (and C of `c_len` floats) fit this device's largest storage buffer:
+    /// checked before the host packs anything, so a shape too large for the device is an error,
+    /// not a host allocation of its padded operands.
+    fn fits(&self, plan: HalfPlan, c_len: usize) -> Result<HalfPlan> {
+        let most = self.pool.most_floats();
+        for (what, len) in [("A", plan.a_words), ("B", plan.b_words), ("C", c_len)] {
+            if len as u64 > most {
+                return Err(VkError::OutOfMemory(
+                    format!("{what}: {len} words exceed the device's largest storage buffer ({most})").into(),
+                ));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Where `H` GEMMs and conv2d run on this device: "cooperative matrices" or "shader cores".
+    pub fn half_path<H: Half>(&self) -> &'static str {
+        if self.coopmat_f16 && H::DTYPE == DType::F16 {
+            "cooperative matrices"
+        } else {
+            "shader cores"
+        }
+    }
+
     /// The plan of an `m x n x k` half GEMM of type `H` on this device.
     pub(crate) fn half_plan<H: Half>(&self, m: usize, n: usize, k: usize) -> Result<HalfPlan> {
-        let bf16 = H::NAME == "bf16";
-        half_plan(m, n, k, self.coopmat_f16 && !bf16, bf16)
+        let bf16 = H::DTYPE == DType::Bf16;
+        self.fits(half_plan(m, n, k, self.coopmat_f16 && !bf16, bf16)?, m.saturating_mul(n))
     }
 
     /// `C <- act(A * B + bias)` with f16 or bf16 A and B (any strides), f32 sums and f32 C
@@ -207,8 +245,8 @@ impl Context {
         };
         let params = with_epilogue(plan.params, bias_mode, epi.activation)?;
         let kp = plan.params.k as usize;
-        let a_words = pack(a, d.m, kp);
-        let b_words = pack(b, kp, 8 * plan.params.b_rs as usize);
+        let a_words = pack(a, d.m, kp)?;
+        let b_words = pack(b, kp, 8 * plan.params.b_rs as usize)?;
         let mut cb = self.submitter.begin()?;
         let ab = self.pool.upload_words(&mut cb, &a_words)?;
         let bb = self.pool.upload_words(&mut cb, &b_words)?;
@@ -262,11 +300,11 @@ impl Context {
         let params = with_epilogue(plan.params, u32::from(!bias_data.is_empty()), epi.activation)?;
         let (_, _, gemm_k) = g.gemm_dims();
         let k = g.params().k;
-        let w_words = pack(&MatRef::new(weight, k, gemm_k, gemm_k, 1)?, k, plan.params.k as usize);
-        let x_words: Vec<u32> = input
-            .chunks(2)
-            .map(|p| u32::from(p[0].to_bits()) | p.get(1).map_or(0, |h| u32::from(h.to_bits()) << 16))
-            .collect();
+        let w_words = pack(&MatRef::new(weight, k, gemm_k, gemm_k, 1)?, k, plan.params.k as usize)?;
+        let mut x_words = zeroed_words(plan.b_words)?;
+        for (w, p) in x_words.iter_mut().zip(input.chunks(2)) {
+            *w = u32::from(p[0].to_bits()) | p.get(1).map_or(0, |h| u32::from(h.to_bits()) << 16);
+        }
         let mut cb = self.submitter.begin()?;
         let wb = self.pool.upload_words(&mut cb, &w_words)?;
         let xb = self.pool.upload_words(&mut cb, &x_words)?;
@@ -289,8 +327,8 @@ impl Context {
 
     /// The plan of conv2d `g` on `H` inputs on this device.
     pub(crate) fn conv_half_plan<H: Half>(&self, g: &Conv2d) -> Result<HalfPlan> {
-        let bf16 = H::NAME == "bf16";
-        conv_half_plan(g, self.coopmat_f16 && !bf16, bf16)
+        let bf16 = H::DTYPE == DType::Bf16;
+        self.fits(conv_half_plan(g, self.coopmat_f16 && !bf16, bf16)?, g.output_len())
     }
 
     /// Seconds per conv2d `g` (+ ReLU) on `H` inputs with the tensors already on the device,
@@ -359,10 +397,12 @@ mod tests {
         let p = half_plan(100, 70, 33, true, false).unwrap();
         assert_eq!(p.kind, Kind::CoopmatF16 { tile: 0 });
         assert_eq!((p.params.k, p.params.a_rs, p.params.b_rs, p.params.c_rs), (64, 8, 9, 70));
+        // k = 0 still has one (zero) slice: the kernels load it before their loop.
+        assert_eq!(half_plan(5, 5, 0, true, false).unwrap().params.k, 32);
         assert_eq!((p.a_words, p.b_words), (100 * 32, 64 * 36));
         assert_eq!(p.groups, [1, 1, 1]);
         let p = half_plan(129, 65, 1, false, true).unwrap();
-        assert_eq!((p.kind, p.groups, p.params.k), (Kind::HalfGemm { bf16: true }, [2, 3, 1], 64));
+        assert_eq!((p.kind, p.groups, p.params.k), (Kind::HalfGemm { bf16: true }, [2, 3, 1], 32));
     }
 
     #[test]
@@ -381,7 +421,7 @@ mod tests {
         let x: Vec<f16> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0].iter().map(|&v| f16::from_f32(v)).collect();
         // 3 x 2, column-major: rows (1, 4), (2, 5), (3, 6).
         let view = MatRef::new(&x, 3, 2, 1, 3).unwrap();
-        let w = pack(&view, 4, 4);
+        let w = pack(&view, 4, 4).unwrap();
         let bits = |v: f32| u32::from(f16::from_f32(v).to_bits());
         assert_eq!(
             w,

@@ -72,8 +72,11 @@ fn check<H: Half>(
     let got_mn: Vec<f32> = (0..m * n).map(|e| got[(e / n) * rs + (e % n) * cs]).collect();
     let (err, at) = max_error(&got_mn, &want);
     let tol = tolerance_for(Backend::Vulkan, H::DTYPE, k);
-    let path =
-        if ctx.has_cooperative_matrix_f16() && H::NAME == "f16" { "cooperative matrices" } else { "shader cores" };
+    let path = if ctx.has_cooperative_matrix_f16() && H::DTYPE == sparkle_core::check::DType::F16 {
+        "cooperative matrices"
+    } else {
+        "shader cores"
+    };
     assert!(
         err <= tol,
         "{} {} on {path}, {m}x{n}x{k} ta={ta} c_col={c_col} bias={bias_mode}: error {err} at {at:?} > {tol}",

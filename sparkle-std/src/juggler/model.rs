@@ -69,13 +69,13 @@ pub mod variant {
     }
 }
 
-/// Which cost model an op is predicted with: its kind, its variant (GEMMs have one) and its
+/// Which cost model an op is predicted with: its kind, its variant (geometry and input type) and its
 /// shape band ([`OpDesc::band`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ModelKey {
     /// The op.
     pub kind: OpKind,
-    /// Its variant ([`variant`]; 0 for GEMM).
+    /// Its variant ([`variant`]).
     pub variant: u8,
     /// Its shape band.
     pub band: u8,
@@ -86,7 +86,7 @@ pub struct ModelKey {
 pub struct OpDesc {
     /// The op.
     pub kind: OpKind,
-    /// Its variant ([`variant`]: 0 for an f32 GEMM).
+    /// Its variant ([`variant`]: 0 for an f32 GEMM and a dense f32 conv2d).
     pub variant: u8,
     /// Floating-point operations (2 per multiply-add).
     pub flops: f64,
