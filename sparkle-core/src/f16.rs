@@ -58,45 +58,32 @@ pub trait Half: Copy + Default + Send + Sync + 'static + sealed::Sealed {
     fn to_bits(self) -> u16;
 }
 
-impl Half for f16 {
-    fn slices<'a>(x: &'a [Self], w: &'a [Self]) -> HalfSlices<'a> {
-        HalfSlices::F16(x, w)
-    }
-    fn mats<'a>(a: MatRef<'a, Self>, b: MatRef<'a, Self>) -> HalfMats<'a> {
-        HalfMats::F16(a, b)
-    }
-    const DTYPE: DType = DType::F16;
-    const NAME: &'static str = "f16";
-    fn from_f32(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    fn to_f64(self) -> f64 {
-        f16::to_f64(self)
-    }
-    fn to_bits(self) -> u16 {
-        f16::to_bits(self)
-    }
+/// `Half` for `$t`, whose [`HalfMats`] and [`HalfSlices`] variant is `$v`.
+macro_rules! impl_half {
+    ($t:ident, $v:ident, $dtype:expr, $name:literal) => {
+        impl Half for $t {
+            fn slices<'a>(x: &'a [Self], w: &'a [Self]) -> HalfSlices<'a> {
+                HalfSlices::$v(x, w)
+            }
+            fn mats<'a>(a: MatRef<'a, Self>, b: MatRef<'a, Self>) -> HalfMats<'a> {
+                HalfMats::$v(a, b)
+            }
+            const DTYPE: DType = $dtype;
+            const NAME: &'static str = $name;
+            fn from_f32(x: f32) -> Self {
+                $t::from_f32(x)
+            }
+            fn to_f64(self) -> f64 {
+                $t::to_f64(self)
+            }
+            fn to_bits(self) -> u16 {
+                $t::to_bits(self)
+            }
+        }
+    };
 }
-
-impl Half for bf16 {
-    fn slices<'a>(x: &'a [Self], w: &'a [Self]) -> HalfSlices<'a> {
-        HalfSlices::Bf16(x, w)
-    }
-    fn mats<'a>(a: MatRef<'a, Self>, b: MatRef<'a, Self>) -> HalfMats<'a> {
-        HalfMats::Bf16(a, b)
-    }
-    const DTYPE: DType = DType::Bf16;
-    const NAME: &'static str = "bf16";
-    fn from_f32(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-    fn to_f64(self) -> f64 {
-        bf16::to_f64(self)
-    }
-    fn to_bits(self) -> u16 {
-        bf16::to_bits(self)
-    }
-}
+impl_half!(f16, F16, DType::F16, "f16");
+impl_half!(bf16, Bf16, DType::Bf16, "bf16");
 
 /// The shapes of `C = A * B`, checked.
 pub fn check_half<T: Copy, C: Copy>(a: &MatRef<'_, T>, b: &MatRef<'_, T>, c: &MatMut<'_, C>) -> Result<GemmDims> {

@@ -351,16 +351,7 @@ fn conv2d_f32(args: &Conv2dArgs, x: npy::Array, budget: MemoryBudget, mut used: 
     let w = read_input(&args.weight, budget, &mut used)?;
     let bias = args.bias.as_deref().map(|p| read_input(p, budget, &mut used)).transpose()?;
     let (g, shape) = conv_geometry(args, &x.shape, &w.shape)?;
-    let k = g.params().k;
-    if let Some(b) = &bias {
-        if b.shape != [k] {
-            return Err(format!("bias shape {:?} does not match the {k} output channels", b.shape).into());
-        }
-    }
-    let mut epi = Epilogue::activation(args.activation.into());
-    if let Some(b) = &bias {
-        epi = epi.with_bias(&b.data);
-    }
+    let epi = conv_epilogue(args, &g, bias.as_ref())?;
     let mut y = budget.after(used).zeros(&format!("the output ({} float32)", g.output_len()), g.output_len())?;
     used += 4 * y.len() as u64;
     let sparkle = args.placement.sparkle(budget.after(used))?;
@@ -371,6 +362,19 @@ fn conv2d_f32(args: &Conv2dArgs, x: npy::Array, budget: MemoryBudget, mut used: 
     npy::write(&args.output, &shape, &y)?;
     report(&format!("conv2d {shape:?}"), &run, g.flops(), &args.output);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The float32 bias (checked against `g`'s output channels) and `args`' activation.
+fn conv_epilogue<'a>(args: &Conv2dArgs, g: &Conv2d, bias: Option<&'a npy::Array>) -> Result<Epilogue<'a>, Failure> {
+    let k = g.params().k;
+    let mut epi = Epilogue::activation(args.activation.into());
+    if let Some(b) = bias {
+        if b.shape != [k] {
+            return Err(format!("bias shape {:?} does not match the {k} output channels", b.shape).into());
+        }
+        epi = epi.with_bias(&b.data);
+    }
+    Ok(epi)
 }
 
 /// The f16 conv2d: float16 input and weights, f32 sums (tensor cores where the device has them),
@@ -396,16 +400,7 @@ fn conv2d_f16(args: &Conv2dArgs, x: npy::Array<f16>, budget: MemoryBudget, mut u
     };
     let bias = args.bias.as_deref().map(|p| read_input(p, budget, &mut used)).transpose()?;
     let (g, shape) = conv_geometry(args, &x.shape, &w.shape)?;
-    let k = g.params().k;
-    if let Some(b) = &bias {
-        if b.shape != [k] {
-            return Err(format!("bias shape {:?} does not match the {k} output channels", b.shape).into());
-        }
-    }
-    let mut epi = Epilogue::activation(args.activation.into());
-    if let Some(b) = &bias {
-        epi = epi.with_bias(&b.data);
-    }
+    let epi = conv_epilogue(args, &g, bias.as_ref())?;
     let mut y: Vec<f32> =
         budget.after(used).zeros(&format!("the output ({} float32)", g.output_len()), g.output_len())?;
     used += 4 * y.len() as u64;

@@ -45,7 +45,7 @@ pub fn run() -> Result<ExitCode, Failure> {
                     d.device_local_bytes >> 20
                 );
                 println!(
-                    "  half GEMM: f16 on {}, bf16 on shader cores",
+                    "  half GEMM and conv2d: f16 on {}, bf16 on shader cores",
                     if d.cooperative_matrix_f16 {
                         "cooperative matrices (16x16x16, f32 accumulation)"
                     } else {
