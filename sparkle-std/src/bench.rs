@@ -116,6 +116,28 @@ fn samples() -> impl Iterator<Item = u64> {
     })
 }
 
+/// [`check_gemm`] for half inputs: 64 sampled elements against the f64 oracle on the same
+/// (rounded) inputs, with `H`'s tolerance.
+pub fn check_half_gemm<H: sparkle_core::f16::Half>(
+    name: &str,
+    backend: Backend,
+    a: &[H],
+    b: &[H],
+    c: &[f32],
+    [m, n, k]: [usize; 3],
+) -> Result<(), BenchError> {
+    let tol = tolerance_for(backend, H::DTYPE, k);
+    for seed in samples() {
+        let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
+        let want: f64 = (0..k).map(|p| a[i * k + p].to_f64() * b[p * n + j].to_f64()).sum();
+        let err = error(c[i * n + j], want);
+        if err > tol {
+            return Err(format!("{name} is wrong at ({i}, {j}) of {m}x{n}x{k}: error {err:e} > {tol:e}").into());
+        }
+    }
+    Ok(())
+}
+
 /// Checks 64 sampled elements of `c = a * b` (row-major) from `backend` against the f64 oracle.
 pub fn check_gemm(
     name: &str,
@@ -319,15 +341,7 @@ pub fn bf16_gemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Resu
         let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
         let mut c = vec![0.0f32; m * n];
         cpu.gemm_bf16(&av, &bv, MatMut::row_major(&mut c, m, n)?)?;
-        let tol = tolerance_for(Backend::Cpu, DType::Bf16, k);
-        for seed in samples() {
-            let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
-            let want: f64 = (0..k).map(|p| f64::from(a[i * k + p].to_f32()) * f64::from(b[p * n + j].to_f32())).sum();
-            let e = error(c[i * n + j], want);
-            if e > tol {
-                return Err(format!("sparkle-bf16 is wrong at ({i}, {j}) of {m}x{n}x{k}: error {e} > {tol}").into());
-            }
-        }
+        check_half_gemm("sparkle-bf16", Backend::Cpu, &a, &b, &c, shape)?;
         let t = best_time(Duration::from_secs_f64(budget), || {
             let _ = MatMut::row_major(&mut c, m, n).map(|cv| cpu.gemm_bf16(&av, &bv, cv));
         });
@@ -628,15 +642,7 @@ pub fn half_gemm_vulkan<H: sparkle_core::f16::Half>(
         let mut c = vec![f32::NAN; m * n];
         ctx.gemm_half(&av, &bv, MatMut::row_major(&mut c, m, n)?, &Epilogue::NONE)?;
         let implementation = format!("sparkle-vulkan-{}", H::NAME);
-        let tol = tolerance_for(Backend::Vulkan, H::DTYPE, k);
-        for seed in samples() {
-            let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
-            let want: f64 = (0..k).map(|p| a[i * k + p].to_f64() * b[p * n + j].to_f64()).sum();
-            let e = error(c[i * n + j], want);
-            if e > tol {
-                return Err(format!("{implementation} is wrong at ({i}, {j}) of {m}x{n}x{k}: error {e} > {tol}").into());
-            }
-        }
+        check_half_gemm(&implementation, Backend::Vulkan, &a, &b, &c, shape)?;
         let one = ctx.time_gemm_half_resident::<H>(m, n, k, 1, 0.2)?;
         let t = ctx.time_gemm_half_resident::<H>(m, n, k, reps_for(one, budget), 0.0)?;
         let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;

@@ -14,7 +14,6 @@
 //! of 8 (so the k loop has no bounds checks and the cooperative-matrix kernel's loads are 16
 //! bytes), and copies C back into the caller's view. conv2d packs the weights as A and gathers B
 //! from the input.
-use std::time::Instant;
 
 use sparkle_core::check::DType;
 use sparkle_core::epilogue::{Bias, Epilogue};
@@ -26,7 +25,7 @@ use vulkano::memory::allocator::MemoryTypeFilter;
 
 use crate::context::Context;
 use crate::error::{api, Result, VkError};
-use crate::params::{conv_geometry, u32_of, with_epilogue, Params};
+use crate::params::{bias_operand, conv_geometry, u32_of, with_epilogue, Params};
 use crate::plan::Kind;
 
 /// Halves of k per padded row of A (and rows of B): the deepest slice either shader takes.
@@ -238,11 +237,7 @@ impl Context {
             return Ok(d);
         }
         let plan = self.half_plan::<H>(d.m, d.n, d.k)?;
-        let (bias_mode, bias_data): (u32, &[f32]) = match epi.bias {
-            Bias::None => (0, &[]),
-            Bias::Row(v) => (1, v),
-            Bias::Col(v) => (2, v),
-        };
+        let (bias_mode, bias_data) = bias_operand(&epi.bias);
         let params = with_epilogue(plan.params, bias_mode, epi.activation)?;
         let kp = plan.params.k as usize;
         let a_words = pack(a, d.m, kp)?;
@@ -355,35 +350,14 @@ impl Context {
         self.time_plan(&plan, m * n, reps, warm_up)
     }
 
-    /// Seconds per dispatch of `plan` (C of `c_len` floats) over device buffers of its lengths,
-    /// after `warm_up` seconds of the same.
+    /// Seconds per dispatch of `plan` (C of `c_len` floats) over device buffers of its lengths
+    /// (packed words occupy one 4-byte element each), after `warm_up` seconds of the same.
     fn time_plan(&self, plan: &HalfPlan, c_len: usize, reps: u32, warm_up: f64) -> Result<f64> {
-        let usage = BufferUsage::STORAGE_BUFFER;
-        let dev = MemoryTypeFilter::PREFER_DEVICE;
-        // Packed words occupy one 4-byte element each.
-        let (ab, bb) = (self.pool.buffer(plan.a_words, usage, dev)?, self.pool.buffer(plan.b_words, usage, dev)?);
-        let cbuf = self.pool.buffer(c_len, usage, dev)?;
-        let bias = self.pool.buffer(1, usage, dev)?;
-        let run = |reps: u32| -> Result<f64> {
-            let mut cb = self.submitter.begin()?;
-            for _ in 0..reps {
-                // SAFETY: the buffers have the plan's lengths (see `gemm_half`); their contents
-                // are whatever the pool held (only the time is used).
-                unsafe {
-                    self.pipelines.dispatch(&mut cb, plan.kind, &plan.params, plan.groups, &[&ab, &bb, &cbuf, &bias])
-                }?;
-            }
-            let t = Instant::now();
-            self.submit_and_wait(cb)?;
-            Ok(t.elapsed().as_secs_f64())
-        };
-        let reps = reps.max(1);
-        let start = Instant::now();
-        run(1)?;
-        while start.elapsed().as_secs_f64() < warm_up {
-            run(reps)?;
-        }
-        Ok(run(reps)? / f64::from(reps))
+        self.time_recorded([plan.a_words, plan.b_words, c_len], reps, warm_up, &|cb, bufs| {
+            // SAFETY: the buffers have the plan's lengths (see `gemm_half`); their contents are
+            // whatever the pool held (only the time is used).
+            unsafe { self.pipelines.dispatch(cb, plan.kind, &plan.params, plan.groups, &bufs) }
+        })
     }
 }
 

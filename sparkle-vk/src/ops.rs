@@ -14,12 +14,12 @@ use vulkano::memory::allocator::MemoryTypeFilter;
 
 use crate::context::Context;
 use crate::error::{api, Result};
-use crate::params::{gemm_params, with_epilogue};
+use crate::params::{bias_operand, gemm_params, with_epilogue};
 use crate::plan::{conv_plan, gemm_plan, with_bias_mode, Plan};
 use crate::pool::Scratch;
 
 /// Records an op over (A, B, C, bias) into a command buffer.
-type Recorder<'a> =
+pub(crate) type Recorder<'a> =
     dyn Fn(&mut AutoCommandBufferBuilder<PrimaryAutoCommandBuffer>, [&Subbuffer<[f32]>; 4]) -> Result<()> + 'a;
 
 impl Context {
@@ -64,11 +64,7 @@ impl Context {
         let a_len = required_len(a.rows(), a.cols(), a.rs(), a.cs())?;
         let b_len = required_len(b.rows(), b.cols(), b.rs(), b.cs())?;
         let c_len = required_len(c.rows(), c.cols(), c.rs(), c.cs())?;
-        let (bias_mode, bias_data): (u32, &[f32]) = match epi.bias {
-            Bias::None => (0, &[]),
-            Bias::Row(v) => (1, v),
-            Bias::Col(v) => (2, v),
-        };
+        let (bias_mode, bias_data) = bias_operand(&epi.bias);
         let params = gemm_params(alpha, [d.m, d.k, a.rs(), a.cs()], [b.rs(), b.cs()], beta, [d.n, c.rs(), c.cs()])?;
         let params = with_epilogue(params, bias_mode, epi.activation)?;
         let plan = gemm_plan(&params, self.min_vec4_tiles())?; // may autotune: before recording
@@ -164,11 +160,19 @@ impl Context {
     /// given lengths (A, B, C), timed from submission to completion after a one-run warm-up
     /// (pipeline creation excluded): seconds per run.
     pub(crate) fn time_resident(&self, plan: &Plan, lens: [usize; 3], reps: u32) -> Result<f64> {
-        self.time_recorded(lens, reps, &|cb, bufs| self.record_plan(cb, plan, bufs))
+        self.time_recorded(lens, reps, 0.0, &|cb, bufs| self.record_plan(cb, plan, bufs))
     }
 
-    /// [`Context::time_resident`] for whatever `record` records over (A, B, C, bias).
-    fn time_recorded(&self, lens: [usize; 3], reps: u32, record: &Recorder<'_>) -> Result<f64> {
+    /// [`Context::time_resident`] for whatever `record` records over (A, B, C, bias), after at
+    /// least `warm_up` seconds of the same runs (a GPU idling at a low clock needs about 0.1 s of
+    /// sustained work to reach its full one; 0 keeps the one-run warm-up).
+    pub(crate) fn time_recorded(
+        &self,
+        lens: [usize; 3],
+        reps: u32,
+        warm_up: f64,
+        record: &Recorder<'_>,
+    ) -> Result<f64> {
         let usage = BufferUsage::STORAGE_BUFFER;
         let dev = MemoryTypeFilter::PREFER_DEVICE;
         let (ab, bb, cbuf) = (
@@ -186,8 +190,12 @@ impl Context {
             self.submit_and_wait(cb)?;
             Ok(t.elapsed().as_secs_f64())
         };
+        let (reps, start) = (reps.max(1), Instant::now());
         run(1)?;
-        Ok(run(reps.max(1))? / f64::from(reps.max(1)))
+        while start.elapsed().as_secs_f64() < warm_up {
+            run(reps)?;
+        }
+        Ok(run(reps)? / f64::from(reps))
     }
 
     /// Seconds per row-major `m x n x k` GEMM with the operands already on the device.
@@ -199,7 +207,7 @@ impl Context {
 
     /// Seconds per conv2d (+ ReLU) with input, weights and output already on the device.
     pub fn time_conv2d_resident(&self, g: &Conv2d, reps: u32) -> Result<f64> {
-        self.time_recorded([g.weight_len(), g.input_len(), g.output_len()], reps, &|cb, bufs| {
+        self.time_recorded([g.weight_len(), g.input_len(), g.output_len()], reps, 0.0, &|cb, bufs| {
             self.record_conv2d(cb, g, Activation::Relu, false, bufs)
         })
     }

@@ -2,7 +2,7 @@
 //! shapes, strides, geometry and epilogue become them, every value checked to fit the shaders'
 //! 32-bit indices. Pure: nothing here touches a device.
 
-use sparkle_core::epilogue::Activation;
+use sparkle_core::epilogue::{Activation, Bias};
 use sparkle_core::view::required_len;
 use sparkle_core::{Conv2d, Error, Param, TensorLayout, WeightLayout};
 use vulkano::buffer::BufferContents;
@@ -117,6 +117,16 @@ pub(crate) fn conv_geometry(g: &Conv2d) -> Result<Params> {
         splits: 1,
         ..Params::default()
     })
+}
+
+/// The shaders' bias mode (0 none, 1 per row, 2 per column) and the bias to upload (empty for
+/// none).
+pub(crate) fn bias_operand<'a>(bias: &Bias<'a>) -> (u32, &'a [f32]) {
+    match *bias {
+        Bias::None => (0, &[]),
+        Bias::Row(v) => (1, v),
+        Bias::Col(v) => (2, v),
+    }
 }
 
 /// `p` with this bias mode (0 none, 1 per row, 2 per column) and activation.
