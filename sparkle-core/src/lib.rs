@@ -60,6 +60,7 @@ pub mod error;
 pub mod f16;
 pub mod gemm;
 pub mod layout;
+pub mod precision;
 pub mod quant;
 pub mod view;
 
@@ -68,4 +69,5 @@ pub use epilogue::{Activation, Bias, Epilogue};
 pub use error::{Error, Param, Result};
 pub use gemm::GemmDims;
 pub use layout::{TensorLayout, WeightLayout};
+pub use precision::Precision;
 pub use view::{MatMut, MatRef};

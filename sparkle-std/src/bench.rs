@@ -604,8 +604,8 @@ pub fn gemm_vulkan(shapes: &[[usize; 3]], budget: f64) -> Result<(String, Vec<Re
         let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
         ctx.gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut c, m, n)?, &Epilogue::NONE)?;
         check_gemm("sparkle-vulkan", Backend::Vulkan, &a, &b, &c, shape)?;
-        let one = ctx.time_gemm_resident(m, n, k, 1)?;
-        let t = ctx.time_gemm_resident(m, n, k, reps_for(one, budget))?;
+        let one = ctx.time_gemm_resident(m, n, k, 1, 0.0)?;
+        let t = ctx.time_gemm_resident(m, n, k, reps_for(one, budget), 0.0)?;
         let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
         records.push(Record {
             op: "gemm",

@@ -19,7 +19,18 @@
 // by one uvec4 (spreading the banks); the next slice is fetched into registers while this one is
 // multiplied. The epilogue stores each accumulator to a per-subgroup 16x16 scratch in A's shared memory, from
 // which the lanes add the bias, apply the activation and write the elements inside m x n.
+//
+// With SPLIT defined it is an f32 GEMM from three f16 products (precision.rs, "high"): A and B each
+// hold two planes, hi then lo (x = hi + lo to 22 bits, the host scales rows of A and columns of B
+// by powers of two into f16's range), and each 16-deep step adds lo*hi + hi*lo + hi*hi, summed on
+// the tensor cores from zero, to the accumulator with a rounded f32 add: the tensor cores' own f32
+// sums truncate (Ootomo & Yokota, "Recovering single precision accuracy from Tensor Cores while
+// surpassing the FP32 theoretical peak performance", IJHPCA 2022), so only 48-term partial sums
+// are formed there.
 layout(local_size_x = 256) in;
+#if defined(SPLIT) && defined(CONV)
+#error "SPLIT is a GEMM of two host-split planes; conv2d gathers one"
+#endif
 
 #ifndef BM
 #define BM 128
@@ -36,7 +47,7 @@ const uint SGN = BN / WN;  // subgroups along n
 const uint AL = BM * BK / 8 / 256;  // uvec4 loads per invocation per slice
 const uint BL = BK * BN / 8 / 256;
 
-layout(set = 0, binding = 0) readonly buffer ABuf { uvec4 a[]; };
+layout(set = 0, binding = 0) readonly buffer ABuf { uvec4 a[]; };  // with SPLIT: hi rows, then lo rows
 #ifdef CONV
 layout(set = 0, binding = 1) readonly buffer BBuf { uint b[]; };  // the input's halves, two a uint
 #else
@@ -51,6 +62,13 @@ layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
 // on an H200 (BENCHMARKS.md).
 shared uvec4 As[BM * AS];
 shared uvec4 Bs[BK * BS];
+#ifdef SPLIT
+shared uvec4 AsLo[BM * AS];
+shared uvec4 BsLo[BK * BS];
+const uint PLANES = 2u;
+#else
+const uint PLANES = 1u;
+#endif
 // The epilogue's scratch, 8 x 64 uvec4: whichever operand array is large enough.
 #if BM * (BK / 8 + 1) >= 512
 #define SCRATCH As
@@ -104,38 +122,47 @@ uvec4 gather(uint q, uint img, uint g) {
 
 // Slice t of A's rows from row0 (of group g's weights, with CONV) and B's columns from col0 into
 // registers: zeros past m and past B's padded width (or the gathered input's edges).
-void fetch(out uvec4 ra[AL], out uvec4 rb[BL], uint row0, uint col0, uint tid, uint t) {
+// With SPLIT, entries [AL, 2 AL) and [BL, 2 BL) hold the lo planes'.
+void fetch(out uvec4 ra[AL * PLANES], out uvec4 rb[BL * PLANES], uint row0, uint col0, uint tid, uint t) {
     uint a_row0 = 0u;
 #ifdef CONV
     uint img = gl_WorkGroupID.z / p.groups;
     uint g = gl_WorkGroupID.z % p.groups;
     a_row0 = g * p.m;
 #endif
-    [[unroll]] for (uint i = 0u; i < AL; i++) {
-        uint e = tid + i * 256u;
+    [[unroll]] for (uint i = 0u; i < AL * PLANES; i++) {
+        uint e = tid + (i % AL) * 256u;
         uint r = row0 + e / (BK / 8u);
-        ra[i] = r < p.m ? a[(a_row0 + r) * p.a_rs + t * (BK / 8u) + e % (BK / 8u)] : uvec4(0u);
+        uint plane = (i / AL) * p.m * p.a_rs;
+        ra[i] = r < p.m ? a[plane + (a_row0 + r) * p.a_rs + t * (BK / 8u) + e % (BK / 8u)] : uvec4(0u);
     }
-    [[unroll]] for (uint i = 0u; i < BL; i++) {
-        uint e = tid + i * 256u;
+    [[unroll]] for (uint i = 0u; i < BL * PLANES; i++) {
+        uint e = tid + (i % BL) * 256u;
 #ifdef CONV
         rb[i] = gather(t * BK + e / (BN / 8u), img, g);
 #else
         uint q = col0 / 8u + e % (BN / 8u);
-        rb[i] = q < p.b_rs ? b[(t * BK + e / (BN / 8u)) * p.b_rs + q] : uvec4(0u);
+        uint plane = (i / BL) * p.k * p.b_rs;
+        rb[i] = q < p.b_rs ? b[plane + (t * BK + e / (BN / 8u)) * p.b_rs + q] : uvec4(0u);
 #endif
     }
 }
 
 // The registers into shared memory.
-void put(uvec4 ra[AL], uvec4 rb[BL], uint tid) {
+void put(uvec4 ra[AL * PLANES], uvec4 rb[BL * PLANES], uint tid) {
     [[unroll]] for (uint i = 0u; i < AL; i++) {
         uint e = tid + i * 256u;
         As[(e / (BK / 8u)) * AS + e % (BK / 8u)] = ra[i];
+#ifdef SPLIT
+        AsLo[(e / (BK / 8u)) * AS + e % (BK / 8u)] = ra[AL + i];
+#endif
     }
     [[unroll]] for (uint i = 0u; i < BL; i++) {
         uint e = tid + i * 256u;
         Bs[(e / (BN / 8u)) * BS + e % (BN / 8u)] = rb[i];
+#ifdef SPLIT
+        BsLo[(e / (BN / 8u)) * BS + e % (BN / 8u)] = rb[BL + i];
+#endif
     }
 }
 
@@ -160,8 +187,8 @@ void main() {
     }
 
     // Global -> register -> shared: A's slice is BM rows of BK/8 uvec4, B's BK rows of BN/8.
-    uvec4 ra[AL];
-    uvec4 rb[BL];
+    uvec4 ra[AL * PLANES];
+    uvec4 rb[BL * PLANES];
     fetch(ra, rb, row0, col0, tid, 0u);
     put(ra, rb, tid);
     barrier();
@@ -176,13 +203,33 @@ void main() {
                 coopMatLoad(fa[i], As, (wm * WM + i * 16u) * AS + kk * 2u, AS,
                             gl_CooperativeMatrixLayoutRowMajor);
             }
+#ifdef SPLIT
+            coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA> fal[TM];
+            [[unroll]] for (uint i = 0u; i < TM; i++) {
+                coopMatLoad(fal[i], AsLo, (wm * WM + i * 16u) * AS + kk * 2u, AS,
+                            gl_CooperativeMatrixLayoutRowMajor);
+            }
+#endif
             [[unroll]] for (uint j = 0u; j < TN; j++) {
                 coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB> fb;
                 coopMatLoad(fb, Bs, kk * 16u * BS + (wn * WN + j * 16u) / 8u, BS,
                             gl_CooperativeMatrixLayoutRowMajor);
+#ifdef SPLIT
+                coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB> fbl;
+                coopMatLoad(fbl, BsLo, kk * 16u * BS + (wn * WN + j * 16u) / 8u, BS,
+                            gl_CooperativeMatrixLayoutRowMajor);
+                [[unroll]] for (uint i = 0u; i < TM; i++) {
+                    coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator> s =
+                        coopMatMulAdd(fal[i], fb, coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>(0.0));
+                    s = coopMatMulAdd(fa[i], fbl, s);
+                    s = coopMatMulAdd(fa[i], fb, s);
+                    acc[i][j] = acc[i][j] + s;
+                }
+#else
                 [[unroll]] for (uint i = 0u; i < TM; i++) {
                     acc[i][j] = coopMatMulAdd(fa[i], fb, acc[i][j]);
                 }
+#endif
             }
         }
         if (more) {

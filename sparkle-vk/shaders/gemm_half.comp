@@ -9,6 +9,9 @@
 // memory. With CONV defined it is conv2d as an implicit GEMM: A the weights of group z % groups
 // (kout rows of p.a_cs = C/groups * R * S halves, padded like A), B gathered from image
 // z / groups of the input (halves, two to a uint, unpadded), C that block of the output.
+// With SPLIT (f16, not CONV) A and B each hold two planes, hi then lo, of f32 values the host split
+// (precision.rs): each element is widened as hi + lo, exact in f32, so this computes the f32 GEMM
+// of the split values, the same sums gemm_coopmat.comp's SPLIT variant forms on tensor cores.
 layout(local_size_x = 256) in;
 
 #define BM 64
@@ -77,7 +80,12 @@ void main() {
         [[unroll]] for (uint i = 0u; i < 2u; i++) {
             uint e = tid + i * 256u;
             uint r = e / (BK / 2u), q = e % (BK / 2u);
-            vec2 x = row0 + r < p.m ? widen(a[(a_row0 + row0 + r) * lda + k0 / 2u + q]) : vec2(0.0);
+            uint ai = (a_row0 + row0 + r) * lda + k0 / 2u + q;
+#ifdef SPLIT
+            vec2 x = row0 + r < p.m ? widen(a[ai]) + widen(a[p.m * lda + ai]) : vec2(0.0);
+#else
+            vec2 x = row0 + r < p.m ? widen(a[ai]) : vec2(0.0);
+#endif
             As[2u * q][r] = x.x;
             As[2u * q + 1u][r] = x.y;
             uint kr = e / (BN / 2u), cq = e % (BN / 2u);
@@ -85,7 +93,12 @@ void main() {
             uint j = col0 + 2u * cq;
             vec2 y = vec2(b_at(k0 + kr, j, img, g), b_at(k0 + kr, j + 1u, img, g));
 #else
-            vec2 y = col0 / 2u + cq < ldb ? widen(b[(k0 + kr) * ldb + col0 / 2u + cq]) : vec2(0.0);
+            uint bi = (k0 + kr) * ldb + col0 / 2u + cq;
+#ifdef SPLIT
+            vec2 y = col0 / 2u + cq < ldb ? widen(b[bi]) + widen(b[p.k * ldb + bi]) : vec2(0.0);
+#else
+            vec2 y = col0 / 2u + cq < ldb ? widen(b[bi]) : vec2(0.0);
+#endif
 #endif
             Bs[kr][2u * cq] = y.x;
             Bs[kr][2u * cq + 1u] = y.y;

@@ -176,7 +176,7 @@ fn pack<H: Half>(x: &MatRef<'_, H>, padded_rows: usize, padded_cols: usize) -> R
 }
 
 /// `len` zero words, or an out-of-memory error.
-fn zeroed_words(len: usize) -> Result<Vec<u32>> {
+pub(crate) fn zeroed_words(len: usize) -> Result<Vec<u32>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|e| VkError::OutOfMemory(format!("packing {len} words on the host: {e}").into()))?;
@@ -193,7 +193,7 @@ impl Context {
     /// `plan` if its buffers (and C of `c_len` floats) fit this device's largest storage buffer:
     /// checked before the host packs anything, so a shape too large for the device is an error,
     /// not a host allocation of its padded operands.
-    fn fits(&self, plan: HalfPlan, c_len: usize) -> Result<HalfPlan> {
+    pub(crate) fn fits(&self, plan: HalfPlan, c_len: usize) -> Result<HalfPlan> {
         let most = self.pool.most_floats();
         for (what, len) in [("A", plan.a_words), ("B", plan.b_words), ("C", c_len)] {
             if len as u64 > most {
@@ -242,30 +242,44 @@ impl Context {
         let kp = plan.params.k as usize;
         let a_words = pack(a, d.m, kp)?;
         let b_words = pack(b, kp, 8 * plan.params.b_rs as usize)?;
-        let mut cb = self.submitter.begin()?;
-        let ab = self.pool.upload_words(&mut cb, &a_words)?;
-        let bb = self.pool.upload_words(&mut cb, &b_words)?;
-        let c_len = d.m * d.n;
-        let cbuf = self.pool.buffer(
-            c_len,
-            BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC,
-            MemoryTypeFilter::PREFER_DEVICE,
-        )?;
-        let bias = self.pool.upload(&mut cb, bias_data)?;
-        // SAFETY: both shaders read A below m * a_rs uvec4 (a_words words) and B below
-        // p.k * b_rs uvec4 (b_words words), the packed lengths uploaded; they write C only
-        // at r * n + col with r < m, col < n (c_len floats) and read the bias at r < m or
-        // col < n only in the mode whose length the epilogue validated.
-        unsafe { self.pipelines.dispatch(&mut cb, plan.kind, &params, plan.groups, &[&ab, &bb, &cbuf, &bias]) }?;
-        let out = self.pool.readback(&mut cb, &cbuf, c_len)?;
-        self.submit_and_wait(cb)?;
-        let out = out.read().map_err(api("reading C back"))?;
+        let out = self.run_packed(&plan, &params, &a_words, &b_words, bias_data)?;
         for i in 0..d.m {
             for j in 0..d.n {
                 c.set(i, j, out[i * d.n + j]);
             }
         }
         Ok(d)
+    }
+
+    /// Runs `plan`'s kernel with `params` (its own, with an epilogue) on the packed operands
+    /// (bound as A, B, C, the bias) and returns C, row-major `m x n`.
+    pub(crate) fn run_packed(
+        &self,
+        plan: &HalfPlan,
+        params: &Params,
+        a_words: &[u32],
+        b_words: &[u32],
+        bias_data: &[f32],
+    ) -> Result<Vec<f32>> {
+        let c_len = params.m as usize * params.n as usize;
+        let mut cb = self.submitter.begin()?;
+        let ab = self.pool.upload_words(&mut cb, a_words)?;
+        let bb = self.pool.upload_words(&mut cb, b_words)?;
+        let cbuf = self.pool.buffer(
+            c_len,
+            BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC,
+            MemoryTypeFilter::PREFER_DEVICE,
+        )?;
+        let bias = self.pool.upload(&mut cb, bias_data)?;
+        // SAFETY: the GEMM shaders read A below m * a_rs uvec4 (times the planes of a split
+        // kernel: the packed lengths uploaded) and B below k * b_rs uvec4 (likewise); they write
+        // C only at r * n + col with r < m, col < n (c_len floats) and read the bias at r < m or
+        // col < n only in the mode whose length the caller's epilogue validated.
+        unsafe { self.pipelines.dispatch(&mut cb, plan.kind, params, plan.groups, &[&ab, &bb, &cbuf, &bias]) }?;
+        let out = self.pool.readback(&mut cb, &cbuf, c_len)?;
+        self.submit_and_wait(cb)?;
+        let out = out.read().map_err(api("reading C back"))?;
+        Ok(out.to_vec())
     }
 
     /// `output = act(conv2d(input, weight) + bias)` with f16 or bf16 input and weights (every
@@ -352,7 +366,7 @@ impl Context {
 
     /// Seconds per dispatch of `plan` (C of `c_len` floats) over device buffers of its lengths
     /// (packed words occupy one 4-byte element each), after `warm_up` seconds of the same.
-    fn time_plan(&self, plan: &HalfPlan, c_len: usize, reps: u32, warm_up: f64) -> Result<f64> {
+    pub(crate) fn time_plan(&self, plan: &HalfPlan, c_len: usize, reps: u32, warm_up: f64) -> Result<f64> {
         self.time_recorded([plan.a_words, plan.b_words, c_len], reps, warm_up, &|cb, bufs| {
             // SAFETY: the buffers have the plan's lengths (see `gemm_half`); their contents are
             // whatever the pool held (only the time is used).

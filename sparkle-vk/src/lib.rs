@@ -39,6 +39,7 @@ mod ops;
 mod params;
 mod plan;
 mod pool;
+mod precision;
 mod resident;
 mod shaders;
 mod smoke;

@@ -198,11 +198,12 @@ impl Context {
         Ok(run(reps)? / f64::from(reps))
     }
 
-    /// Seconds per row-major `m x n x k` GEMM with the operands already on the device.
-    pub fn time_gemm_resident(&self, m: usize, n: usize, k: usize, reps: u32) -> Result<f64> {
+    /// Seconds per row-major `m x n x k` GEMM with the operands already on the device, after at
+    /// least `warm_up` seconds of the same (see [`Context::time_gemm_half_resident`]).
+    pub fn time_gemm_resident(&self, m: usize, n: usize, k: usize, reps: u32, warm_up: f64) -> Result<f64> {
         let params = gemm_params(1.0, [m, k, k, 1], [n, 1], 0.0, [n, n, 1])?;
         let plan = gemm_plan(&params, self.min_vec4_tiles())?;
-        self.time_resident(&plan, [m * k, k * n, m * n], reps)
+        self.time_recorded([m * k, k * n, m * n], reps, warm_up, &|cb, bufs| self.record_plan(cb, &plan, bufs))
     }
 
     /// Seconds per conv2d (+ ReLU) with input, weights and output already on the device.

@@ -87,6 +87,13 @@ mod gemm_coopmat_f16_wide_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_128x256.spv" }
 }
 
+mod gemm_coopmat_split_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_split.spv" }
+}
+mod gemm_split_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_half.comp", define: [("SPLIT", "1")] }
+}
+
 mod winograd_weights_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("WEIGHTS", "1")] }
 }
@@ -201,6 +208,8 @@ impl Pipelines {
             Kind::CoopmatConvF16 { narrow: true } => conv_coopmat_f16_narrow_cs::load(device.clone()),
             Kind::CoopmatF16 { tile: 0 } => gemm_coopmat_f16_cs::load(device.clone()),
             Kind::CoopmatF16 { tile: _ } => gemm_coopmat_f16_wide_cs::load(device.clone()),
+            Kind::SplitF16 { coopmat: true } => gemm_coopmat_split_cs::load(device.clone()),
+            Kind::SplitF16 { coopmat: false } => gemm_split_cs::load(device.clone()),
         }
         .map_err(api("loading a shader"))?;
         let constants = match kind {

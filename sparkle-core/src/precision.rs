@@ -1,0 +1,159 @@
+//! f32 GEMMs on half-precision hardware: how much precision a caller allows (the choices of
+//! PyTorch's `torch.set_float32_matmul_precision`), and the exact scaling and splitting of f32
+//! values into f16 that the lower choices compute with.
+//!
+//! Each row of A (column of B) is scaled by the power of two that brings its largest magnitude
+//! into `[2^14, 2^15)`, inside f16's range (exact: only the exponent changes). A scaled value `x`
+//! is split into `hi = f16(x)` and `lo = f16(x - hi)`; `hi + lo` keeps 22 of x's 24 bits
+//! (relative error at most `2^-22`, elements far below their row's largest flush sooner).
+//!
+//! - [`Precision::High`]: `A * B ~ Ahi*Bhi + Ahi*Blo + Alo*Bhi` — three f16 products with f32
+//!   sums, each within `1.5 eps` of the f32 product; what a tensor core computes in place of
+//!   one f32 product (Ootomo & Yokota, IJHPCA 2022, with f16 for the bf16 of PyTorch's `high`).
+//! - [`Precision::Medium`]: `Ahi * Bhi` — one f16 product, 11 bits per input.
+//!
+//! The result of either is unscaled by the same powers of two ([`unscale`]) and checked against
+//! the f32 oracle with [`Precision::tolerance`].
+
+use half::f16;
+
+use crate::check::{tolerance_for, Backend, DType};
+
+/// The precision an f32 GEMM may be computed in, named as PyTorch names it. A device runs the
+/// fastest path that is at least this precise: with no tensor cores that is f32 throughout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 products and sums (the f32 kernels).
+    #[default]
+    Highest,
+    /// f32-accurate from half-precision products: each f32 input as two f16s, three products
+    /// (within the f32 tolerance of the oracle).
+    High,
+    /// One f16 product per f32 product: inputs rounded to 11 bits.
+    Medium,
+}
+
+impl Precision {
+    /// Every choice, most precise first.
+    pub const ALL: [Precision; 3] = [Precision::Highest, Precision::High, Precision::Medium];
+
+    /// Its name, as PyTorch and the CLI spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Precision::Highest => "highest",
+            Precision::High => "high",
+            Precision::Medium => "medium",
+        }
+    }
+
+    /// The choice named `name` ([`Precision::name`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// f16 products per f32 product (0: none, f32 math).
+    pub const fn products(self) -> usize {
+        match self {
+            Precision::Highest => 0,
+            Precision::High => 3,
+            Precision::Medium => 1,
+        }
+    }
+
+    /// The bound on [`crate::check::error`] of a result computed at this precision from
+    /// `backend`, for a reduction of length `k` over inputs of magnitude at most 1, against the
+    /// f64 oracle on the f32 inputs. `Highest` and `High`: f32's row of the table. `Medium`: the
+    /// f16 row plus the inputs' rounding, `2^-10` relative per product.
+    pub fn tolerance(self, backend: Backend, k: usize) -> f64 {
+        match self {
+            Precision::Highest | Precision::High => tolerance_for(backend, DType::F32, k),
+            Precision::Medium => tolerance_for(backend, DType::F16, k) + (k as f64 + 8.0) / 1024.0,
+        }
+    }
+}
+
+/// The exponent `s` with `max_abs * 2^s` in `[2^14, 2^15)` (0 for a zero or non-finite
+/// `max_abs`): what a row of A or a column of B whose largest magnitude is `max_abs` is scaled by.
+pub fn scale_exponent(max_abs: f32) -> i32 {
+    if max_abs == 0.0 || !max_abs.is_finite() {
+        return 0;
+    }
+    // As f64 every f32 (subnormals included) is normal: max = 1.f * 2^(b - 1023) < 2^(b - 1022).
+    let biased = ((f64::from(max_abs.abs()).to_bits() >> 52) & 0x7ff) as i32;
+    15 - (biased - 1022)
+}
+
+/// `2^e` for `|e| <= 1000` (exact).
+fn pow2(e: i32) -> f64 {
+    f64::from_bits(((e + 1023) as u64) << 52)
+}
+
+/// `x * 2^s` split into `(hi, lo)`: `hi` the nearest f16, `lo` the nearest f16 to what is left.
+/// `s` is a [`scale_exponent`] of a magnitude at least `|x|`, and `x` is finite.
+pub fn split(x: f32, s: i32) -> (f16, f16) {
+    let scaled = f64::from(x) * pow2(s);
+    let hi = f16::from_f64(scaled);
+    (hi, f16::from_f64(scaled - hi.to_f64()))
+}
+
+/// A sum of products of values scaled by `2^sa` and `2^sb` ([`split`]), scaled back and rounded
+/// once to f32.
+pub fn unscale(acc: f32, sa: i32, sb: i32) -> f32 {
+    (f64::from(acc) * pow2(-(sa + sb))) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for p in Precision::ALL {
+            assert_eq!(Precision::parse(p.name()), Some(p));
+        }
+        assert_eq!(Precision::parse("low"), None);
+    }
+
+    #[test]
+    fn scaling_brings_the_largest_into_range() {
+        for m in [1.0f32, 0.75, 3.0e-30, f32::MAX, 1.0e-45, 65504.0, 2.0f32.powi(14), 2.0f32.powi(15) - 1.0] {
+            let s = scale_exponent(m);
+            let v = f64::from(m) * pow2(s);
+            assert!((16384.0..32768.0).contains(&v), "{m}: scaled by 2^{s} to {v}");
+            assert_eq!(scale_exponent(-m), s);
+        }
+        assert_eq!(scale_exponent(0.0), 0);
+        assert_eq!(scale_exponent(f32::INFINITY), 0);
+    }
+
+    #[test]
+    fn hi_plus_lo_keeps_22_bits() {
+        let mut x = 0.123_456_79f32;
+        for _ in 0..1000 {
+            // A deterministic walk over magnitudes 2^-30 .. 2^30, both signs.
+            x = -(x * 1.618_034 + 0.1).rem_euclid(3.0) * 2.0f32.powi((x.to_bits() % 61) as i32 - 30);
+            if x == 0.0 {
+                continue;
+            }
+            let s = scale_exponent(x.abs());
+            let (hi, lo) = split(x, s);
+            let back = (hi.to_f64() + lo.to_f64()) * pow2(-s);
+            let rel = (back - f64::from(x)).abs() / f64::from(x).abs();
+            assert!(rel <= 2.0f64.powi(-22), "{x}: {rel:e}");
+            // hi + lo is exact in f32, so the shader-core twin loses nothing more.
+            assert_eq!(f64::from(hi.to_f32() + lo.to_f32()), hi.to_f64() + lo.to_f64());
+        }
+    }
+
+    #[test]
+    fn unscaling_reaches_past_f32_powers() {
+        // Both operands tiny: scaled up by 2^140 each, the product is scaled back by 2^-280.
+        let s = scale_exponent(1e-38);
+        let (hi, _) = split(1e-38, s);
+        let acc = hi.to_f32() * hi.to_f32();
+        let got = unscale(acc, s, s);
+        assert!(got == 0.0, "1e-76 rounds to 0 in f32: {got}");
+        let s = scale_exponent(3.0);
+        assert_eq!(unscale(12.0 * pow2(2 * s) as f32, s, s), 12.0);
+    }
+}

@@ -1,0 +1,231 @@
+//! f32 GEMMs at a chosen [`Precision`] ([`Context::gemm_with_precision`]): on a device with f16
+//! cooperative matrices, `high` runs three f16 products per f32 product on the tensor cores
+//! (`gemm_coopmat.comp` with SPLIT) and `medium` one; `highest`, and every choice on a device
+//! without them, runs the f32 kernels. [`Context::gemm_split`] runs the split algorithm on any
+//! device (on plain shader cores through `gemm_half.comp`, which is how CI checks it on lavapipe).
+//!
+//! The host scales each row of A and column of B by a power of two and splits it into f16 planes
+//! (`sparkle_core::precision`), packed as the half kernels' operands (`half.rs`): hi then lo for
+//! `high`, hi alone for `medium`. The kernel returns the raw sums; the host scales them back and
+//! applies `alpha`, `beta * C`, the bias and the activation, as the f32 kernels do.
+
+use sparkle_core::epilogue::{Activation, Epilogue};
+use sparkle_core::gemm::{check, GemmDims};
+use sparkle_core::precision::{scale_exponent, split, unscale};
+use sparkle_core::{Error, MatMut, MatRef, Param, Precision};
+
+use crate::context::Context;
+use crate::error::{Result, VkError};
+use crate::half::{half_plan, zeroed_words, HalfPlan};
+use crate::params::{u32_of, with_epilogue};
+use crate::plan::Kind;
+
+/// Rows x columns of C per workgroup of the split kernels (`gemm_coopmat.comp` with SPLIT:
+/// two planes of each operand fill 37 of the 48 KiB of shared memory; `gemm_half.comp`: 64 x 64).
+const SPLIT_TILE: [usize; 2] = [128, 128];
+const SPLIT_TILE_SIMT: [usize; 2] = [64, 64];
+
+/// The plan of an `m x n x k` f32 GEMM at `precision` (not `Highest`) computed from f16 planes,
+/// on cooperative matrices (`coopmat`) or the shader cores.
+pub(crate) fn split_plan(m: usize, n: usize, k: usize, coopmat: bool, precision: Precision) -> Result<HalfPlan> {
+    let plan = half_plan(m, n, k, coopmat, false)?;
+    if precision != Precision::High {
+        return Ok(plan);
+    }
+    let overflow = |param| VkError::Core(Error::Overflow { param });
+    let a_words = plan.a_words.checked_mul(2).ok_or(overflow(Param::A))?;
+    let b_words = plan.b_words.checked_mul(2).ok_or(overflow(Param::B))?;
+    // The shaders index both planes with 32-bit words.
+    u32_of(a_words, Param::A)?;
+    u32_of(b_words, Param::B)?;
+    let [tm, tn] = if coopmat { SPLIT_TILE } else { SPLIT_TILE_SIMT };
+    let groups = [u32_of(n.div_ceil(tn), Param::N)?, u32_of(m.div_ceil(tm), Param::M)?, 1];
+    Ok(HalfPlan { kind: Kind::SplitF16 { coopmat }, groups, a_words, b_words, ..plan })
+}
+
+/// The scale exponent of each row of `x` (of each column with `by_cols`), or `None` when `x`
+/// holds an infinity or a NaN (which the f32 kernels propagate as IEEE arithmetic does).
+fn scales(x: &MatRef<'_, f32>, by_cols: bool) -> Option<Vec<i32>> {
+    let (outer, inner) = if by_cols { (x.cols(), x.rows()) } else { (x.rows(), x.cols()) };
+    let at = |o, i| if by_cols { x.at(i, o) } else { x.at(o, i) };
+    let mut out = Vec::with_capacity(outer);
+    for o in 0..outer {
+        let mut most = 0.0f32;
+        for i in 0..inner {
+            let v = at(o, i).abs();
+            if !v.is_finite() {
+                return None;
+            }
+            most = most.max(v);
+        }
+        out.push(scale_exponent(most));
+    }
+    Some(out)
+}
+
+/// `x`'s `rows x cols` split into `planes` (1: hi; 2: hi then lo) of `padded_rows x padded_cols`
+/// halves packed two to a word (zero-padded, as `half.rs` packs), row i scaled by `2^row_s[i]`
+/// and column j by `2^col_s[j]` (one of the two is all zeros).
+fn pack_split(
+    x: &MatRef<'_, f32>,
+    row_s: &[i32],
+    col_s: &[i32],
+    planes: usize,
+    padded_rows: usize,
+    padded_cols: usize,
+) -> Result<Vec<u32>> {
+    let words = padded_cols / 2;
+    let plane = padded_rows * words;
+    let mut out = zeroed_words(plane * planes)?;
+    for (i, &si) in row_s.iter().enumerate().take(x.rows()) {
+        for (j, &sj) in col_s.iter().enumerate().take(x.cols()) {
+            let (hi, lo) = split(x.at(i, j), si + sj);
+            let (w, shift) = (i * words + j / 2, 16 * (j % 2));
+            out[w] |= u32::from(hi.to_bits()) << shift;
+            if planes == 2 {
+                out[plane + w] |= u32::from(lo.to_bits()) << shift;
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Context {
+    /// How f32 GEMMs at `precision` run on this device ([`Context::gemm_with_precision`]).
+    pub fn precision_path(&self, precision: Precision) -> &'static str {
+        match (precision, self.coopmat_f16) {
+            (Precision::Highest, _) | (_, false) => "f32 on shader cores",
+            (Precision::High, true) => "3 f16 products on cooperative matrices",
+            (Precision::Medium, true) => "1 f16 product on cooperative matrices",
+        }
+    }
+
+    /// [`Context::gemm`] computed at `precision` or better: the split algorithm
+    /// ([`Context::gemm_split`]) where the device has f16 cooperative matrices (tensor cores),
+    /// else the f32 kernels, which are faster than it on shader cores. Within
+    /// [`Precision::tolerance`] of the f64 oracle on the f32 inputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_with_precision(
+        &self,
+        precision: Precision,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        c: MatMut<'_>,
+        epi: &Epilogue<'_>,
+    ) -> Result<GemmDims> {
+        if precision == Precision::Highest || !self.coopmat_f16 {
+            return self.gemm(alpha, a, b, beta, c, epi);
+        }
+        self.gemm_split(precision, alpha, a, b, beta, c, epi)
+    }
+
+    /// `C <- act(alpha * A * B + beta * C + bias)` on f32 data from f16 products (see the
+    /// module): `High` three per f32 product, `Medium` one, on cooperative matrices where the
+    /// device has them, else on the shader cores; `Highest` is [`Context::gemm`]. Operands holding
+    /// an infinity or a NaN also run [`Context::gemm`]. Validated first: on an error C is untouched.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_split(
+        &self,
+        precision: Precision,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        mut c: MatMut<'_>,
+        epi: &Epilogue<'_>,
+    ) -> Result<GemmDims> {
+        let d = check(alpha, &a, &b, beta, &c, epi)?;
+        if precision == Precision::Highest {
+            return self.gemm(alpha, a, b, beta, c, epi);
+        }
+        if d.m == 0 || d.n == 0 {
+            return Ok(d);
+        }
+        let (Some(sa), Some(sb)) = (scales(&a, false), scales(&b, true)) else {
+            return self.gemm(alpha, a, b, beta, c, epi);
+        };
+        let plan = self.fits(split_plan(d.m, d.n, d.k, self.coopmat_f16, precision)?, d.m * d.n)?;
+        let params = with_epilogue(plan.params, 0, Activation::None)?;
+        let planes = if precision == Precision::High { 2 } else { 1 };
+        let kp = plan.params.k as usize;
+        let a_words = pack_split(&a, &sa, &vec![0; d.k], planes, d.m, kp)?;
+        let b_words = pack_split(&b, &vec![0; d.k], &sb, planes, kp, 8 * plan.params.b_rs as usize)?;
+        let out = self.run_packed(&plan, &params, &a_words, &b_words, &[])?;
+        for i in 0..d.m {
+            for j in 0..d.n {
+                let mut x = alpha * unscale(out[i * d.n + j], sa[i], sb[j]);
+                if beta != 0.0 {
+                    x += beta * c.at(i, j);
+                }
+                c.set(i, j, epi.apply(i, j, x));
+            }
+        }
+        Ok(d)
+    }
+
+    /// Seconds per row-major `m x n x k` f32 GEMM at `precision` with the operands already on the
+    /// device, as [`Context::gemm_with_precision`] runs it (the split kernel's dispatch alone,
+    /// or [`Context::time_gemm_resident`]'s), warmed up as [`Context::time_gemm_half_resident`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn time_gemm_precision_resident(
+        &self,
+        precision: Precision,
+        m: usize,
+        n: usize,
+        k: usize,
+        reps: u32,
+        warm_up: f64,
+    ) -> Result<f64> {
+        if precision == Precision::Highest || !self.coopmat_f16 {
+            return self.time_gemm_resident(m, n, k, reps, warm_up);
+        }
+        let plan = self.fits(split_plan(m, n, k, true, precision)?, m.saturating_mul(n))?;
+        self.time_plan(&plan, m * n, reps, warm_up)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_doubles_the_operands_and_keeps_one_tile() {
+        let p = split_plan(8192, 8192, 100, true, Precision::High).unwrap();
+        let one = split_plan(8192, 8192, 100, true, Precision::Medium).unwrap();
+        assert_eq!(p.kind, Kind::SplitF16 { coopmat: true });
+        assert_eq!(one.kind, Kind::CoopmatF16 { tile: 1 });
+        assert_eq!((p.a_words, p.b_words), (2 * one.a_words, 2 * one.b_words));
+        assert_eq!(p.groups, [64, 64, 1]);
+        let p = split_plan(65, 129, 7, false, Precision::High).unwrap();
+        assert_eq!((p.kind, p.groups), (Kind::SplitF16 { coopmat: false }, [3, 2, 1]));
+        // Two planes past 32-bit indices are an error, not a wrapped index.
+        assert!(split_plan(1 << 16, 8, 1 << 16, true, Precision::High).is_err());
+        assert!(split_plan(1 << 16, 8, 1 << 16, true, Precision::Medium).is_ok());
+    }
+
+    #[test]
+    fn rows_and_columns_get_their_own_scales() {
+        let x = [1.0f32, 1000.0, 0.5, -3.0e-5];
+        let m = MatRef::row_major(&x, 2, 2).unwrap();
+        assert_eq!(scales(&m, false).unwrap(), vec![scale_exponent(1000.0), scale_exponent(0.5)]);
+        assert_eq!(scales(&m, true).unwrap(), vec![scale_exponent(1.0), scale_exponent(1000.0)]);
+        let bad = [1.0f32, f32::NAN];
+        assert!(scales(&MatRef::row_major(&bad, 1, 2).unwrap(), true).is_none());
+    }
+
+    #[test]
+    fn planes_hold_hi_then_lo() {
+        let x = [1.0f32 + 2.0f32.powi(-20), 3.0];
+        let m = MatRef::row_major(&x, 1, 2).unwrap();
+        let w = pack_split(&m, &[0], &[0, 0], 2, 1, 8).unwrap();
+        let (hi, lo) = split(x[0], 0);
+        let (hi3, lo3) = split(3.0, 0);
+        assert_eq!(w.len(), 8);
+        assert_eq!(w[0], u32::from(hi.to_bits()) | u32::from(hi3.to_bits()) << 16);
+        assert_eq!(w[4], u32::from(lo.to_bits()) | u32::from(lo3.to_bits()) << 16);
+        assert_eq!(lo.to_f64(), 2.0f64.powi(-20));
+        assert_eq!(lo3.to_bits(), 0);
+    }
+}
