@@ -8,6 +8,12 @@ shape is warmed up for at least 0.2 s (a GPU idling at a low clock needs about 0
 sustained work to reach its full one), then timed over `--seconds` with CUDA events.
 
     python3 torch_matmul_gpu.py --shapes 1024,4096,8192 --dtypes f16,bf16,f32
+
+`--precisions highest,high,medium` times the f32 GEMM under each of
+`torch.set_float32_matmul_precision`'s settings instead (beside `sparkle bench gemm --device
+vulkan --precision ...`; on this GPU cuBLAS computes `high` and `medium` with TF32), and prints each
+one's largest error against an f64 GEMM (cuBLAS DGEMM) of the same inputs, uniform in [-1, 1) as
+Sparkle's, over 1024 sampled elements, measured as Sparkle measures it: |got - want| / max(1, |want|).
 """
 import argparse
 
@@ -27,7 +33,10 @@ def main():
     ap.add_argument("--dtypes", default="f16,bf16,f32")
     ap.add_argument("--seconds", type=float, default=0.5)
     ap.add_argument("--half-out", action="store_true")
+    ap.add_argument("--precisions", default="")
     a = ap.parse_args()
+    if a.precisions:
+        return precisions(a)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
     torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
@@ -52,6 +61,27 @@ def main():
                     f = lambda: torch.mm(A, B)
             t = seconds_per_call(f, a.seconds)
             print(f"cublas-{d}{'-halfout' if a.half_out and d != 'f32' else ''} {m}x{n}x{k} {2 * m * n * k / t / 1e12:.1f} TFLOPS")
+
+
+def precisions(a):
+    dev = torch.device("cuda")
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    gen = torch.Generator(device=dev).manual_seed(7)
+    for s in a.shapes.split(","):
+        m, n, k = shape(s)
+        A = torch.rand(m, k, device=dev, generator=gen) * 2 - 1
+        B = torch.rand(k, n, device=dev, generator=gen) * 2 - 1
+        want = torch.mm(A.double(), B.double())
+        rows = torch.randint(0, m, (1024,), device=dev, generator=gen)
+        cols = torch.randint(0, n, (1024,), device=dev, generator=gen)
+        for p in a.precisions.split(","):
+            torch.set_float32_matmul_precision(p)
+            t = seconds_per_call(lambda: torch.mm(A, B), a.seconds)
+            got = torch.mm(A, B).double()[rows, cols]
+            w = want[rows, cols]
+            err = ((got - w).abs() / w.abs().clamp(min=1.0)).max().item()
+            print(f"cublas-f32-{p} {m}x{n}x{k} {2 * m * n * k / t / 1e12:.1f} TFLOPS, max error {err:.2e}")
+    torch.set_float32_matmul_precision("highest")
 
 
 if __name__ == "__main__":

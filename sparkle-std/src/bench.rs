@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use sparkle_core::check::{error, tolerance_for, Backend, DType};
 use sparkle_core::conv::reference::conv2d_reference_f64_at;
-use sparkle_core::gemm::reference::gemm_reference_f64;
-use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, MatMut, MatRef};
+use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, MatMut, MatRef, Precision};
 
 use crate::cpu::Cpu;
 use crate::demo::fill;
@@ -148,18 +147,37 @@ pub fn check_gemm(
     [m, n, k]: [usize; 3],
 ) -> Result<(), BenchError> {
     let tol = tolerance_for(backend, DType::F32, k);
-    for seed in samples() {
-        let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
-        let av = MatRef::row_major(&a[i * k..(i + 1) * k], 1, k)?;
-        let bv = MatRef::new(&b[j..], k, 1, n, 1)?;
-        let mut want = [0.0f64];
-        gemm_reference_f64(1.0, av, bv, 0.0, None, &Epilogue::NONE, &mut want)?;
-        let err = error(c[i * n + j], want[0]);
-        if err > tol {
-            return Err(format!("{name} is wrong at ({i}, {j}) of {m}x{n}x{k}: error {err:e} > {tol:e}").into());
-        }
+    let (err, (i, j)) = sampled_gemm_error(a, b, c, [m, n, k], 64);
+    if err > tol {
+        return Err(format!("{name} is wrong at ({i}, {j}) of {m}x{n}x{k}: error {err:e} > {tol:e}").into());
     }
     Ok(())
+}
+
+/// The largest [`error`] of `count` sampled elements of `c = a * b` (row-major, f32) against the
+/// f64 oracle, and where it is.
+pub fn sampled_gemm_error(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    [m, n, k]: [usize; 3],
+    count: usize,
+) -> (f64, (usize, usize)) {
+    let mut worst = (0.0, (0, 0));
+    if m == 0 || n == 0 {
+        return worst;
+    }
+    let mut seed = 0x5eed_u64;
+    for _ in 0..count {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
+        let want: f64 = (0..k).map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j])).sum();
+        let err = error(c[i * n + j], want);
+        if err > worst.0 || err.is_nan() {
+            worst = (err, (i, j));
+        }
+    }
+    worst
 }
 
 /// Checks 64 sampled outputs of a conv + ReLU from `backend` against the f64 oracle at those
@@ -594,28 +612,73 @@ pub fn table(title: &str, key: &str, cells: &[(String, &str, f64)]) -> String {
 /// of the full upload/dispatch/download path against the oracle.
 #[cfg(feature = "vulkan")]
 pub fn gemm_vulkan(shapes: &[[usize; 3]], budget: f64) -> Result<(String, Vec<Record>), BenchError> {
+    gemm_precision_vulkan(shapes, budget, &[Precision::Highest]).map(|(name, records, _)| (name, records))
+}
+
+/// The largest error, against the f64 oracle, of one implementation at one shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Accuracy {
+    /// The shape (`MxNxK`).
+    pub key: String,
+    /// As in its [`Record`].
+    pub implementation: String,
+    /// The largest [`error`] over [`ACCURACY_SAMPLES`] sampled elements of C.
+    pub max_error: f64,
+    /// How the device computed it ([`crate::vk::Context::precision_path`]).
+    pub path: &'static str,
+}
+
+/// Elements of C each [`Accuracy`] samples.
+pub const ACCURACY_SAMPLES: usize = 1024;
+
+/// `sparkle bench gemm --device vulkan --precision ...`: the f32 GEMM at each precision
+/// ([`crate::vk::Context::gemm_with_precision`]: `high` and `medium` on tensor cores where the
+/// device has f16 cooperative matrices, else the f32 kernels). Each is run through the full
+/// upload/dispatch/download path and [`ACCURACY_SAMPLES`] elements are checked against the f64
+/// oracle on the f32 inputs (within [`Precision::tolerance`]; the largest error is returned);
+/// then timed resident after 0.2 s of warm-up.
+#[cfg(feature = "vulkan")]
+pub fn gemm_precision_vulkan(
+    shapes: &[[usize; 3]],
+    budget: f64,
+    precisions: &[Precision],
+) -> Result<(String, Vec<Record>, Vec<Accuracy>), BenchError> {
     let ctx = crate::vk::Context::best()?;
     let name = ctx.info().name.clone();
-    let mut records = Vec::new();
+    let (mut records, mut errors) = (Vec::new(), Vec::new());
     for &shape in shapes {
         let [m, n, k] = shape;
         let (a, b) = gemm_operands(shape);
-        let mut c = vec![f32::NAN; m * n];
         let (av, bv) = (MatRef::row_major(&a, m, k)?, MatRef::row_major(&b, k, n)?);
-        ctx.gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut c, m, n)?, &Epilogue::NONE)?;
-        check_gemm("sparkle-vulkan", Backend::Vulkan, &a, &b, &c, shape)?;
-        let one = ctx.time_gemm_resident(m, n, k, 1, 0.0)?;
-        let t = ctx.time_gemm_resident(m, n, k, reps_for(one, budget), 0.0)?;
-        let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
-        records.push(Record {
-            op: "gemm",
-            key: shape_key(shape),
-            threads: 0,
-            implementation: "sparkle-vulkan".into(),
-            gflops,
-        });
+        for &precision in precisions {
+            let implementation = match precision {
+                Precision::Highest => "sparkle-vulkan".to_string(),
+                p => format!("sparkle-vulkan-{}", p.name()),
+            };
+            let mut c = vec![f32::NAN; m * n];
+            ctx.gemm_with_precision(precision, 1.0, av, bv, 0.0, MatMut::row_major(&mut c, m, n)?, &Epilogue::NONE)?;
+            let (err, at) = sampled_gemm_error(&a, &b, &c, shape, ACCURACY_SAMPLES);
+            let tol = precision.tolerance(Backend::Vulkan, k);
+            if err > tol {
+                let (i, j) = at;
+                return Err(
+                    format!("{implementation} is wrong at ({i}, {j}) of {m}x{n}x{k}: error {err:e} > {tol:e}").into()
+                );
+            }
+            let one = ctx.time_gemm_precision_resident(precision, m, n, k, 1, 0.2)?;
+            let t = ctx.time_gemm_precision_resident(precision, m, n, k, reps_for(one, budget), 0.0)?;
+            let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
+            let path = ctx.precision_path(precision);
+            errors.push(Accuracy {
+                key: shape_key(shape),
+                implementation: implementation.clone(),
+                max_error: err,
+                path,
+            });
+            records.push(Record { op: "gemm", key: shape_key(shape), threads: 0, implementation, gflops });
+        }
     }
-    Ok((name, records))
+    Ok((name, records, errors))
 }
 
 /// `sparkle bench gemm --device vulkan --dtypes f16|bf16`: half inputs (the f32 operands

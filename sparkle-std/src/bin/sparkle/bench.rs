@@ -9,6 +9,7 @@ use sparkle_std::cpu::peak::peak_gflops;
 
 use crate::Failure;
 use sparkle_core::f16::{bf16 as bf16_t, f16 as f16_t};
+use sparkle_core::Precision;
 
 /// One of `bench::half_gemm_vulkan`'s instances.
 type HalfBench = fn(&[[usize; 3]], f64) -> Result<(String, Vec<Record>), bench::BenchError>;
@@ -40,6 +41,12 @@ pub struct BenchArgs {
     /// and conv2d; Vulkan only, on cooperative matrices where the device has them).
     #[arg(long, default_value = "f32")]
     dtypes: String,
+    /// Comma-separated precisions of the f32 GEMM on Vulkan, one column each, as PyTorch's
+    /// `set_float32_matmul_precision` names them: `highest` (f32 kernels), `high` (three f16
+    /// products per f32 product on tensor cores, f32-accurate) and `medium` (one). Each column's
+    /// largest error against the f64 oracle over sampled elements is printed after the table.
+    #[arg(long, default_value = "highest")]
+    precision: String,
 }
 
 /// The element types `--dtypes` asks for.
@@ -67,6 +74,22 @@ impl BenchArgs {
             return Err("--dtypes f16 runs on Vulkan only (--device vulkan): no CPU f16 kernel".into());
         }
         Ok(t)
+    }
+
+    /// The precisions `--precision` asks for.
+    fn precisions(&self) -> Result<Vec<Precision>, Failure> {
+        let list = self
+            .precision
+            .split(',')
+            .map(|p| {
+                Precision::parse(p.trim())
+                    .ok_or_else(|| format!("--precision: `{p}` is not highest, high or medium").into())
+            })
+            .collect::<Result<Vec<_>, Failure>>()?;
+        if list.iter().any(|&p| p != Precision::Highest) && self.device != BenchDevice::Vulkan {
+            return Err("--precision high|medium runs on Vulkan only (--device vulkan): the CPU computes f32".into());
+        }
+        Ok(list)
     }
 
     fn check(&self) -> Result<(), Failure> {
@@ -167,15 +190,21 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
         BenchCommand::Gemm { shapes, common } => {
             common.check()?;
             let Dtypes { f32s, int8, bf16, f16 } = common.dtypes()?;
+            let precisions = common.precisions()?;
             let BenchArgs { threads, json, seconds, device, plot, .. } = common;
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
             let vulkan = device == BenchDevice::Vulkan;
+            let mut accuracy = Vec::new();
             let (mut records, peak) = if f32s {
                 on_device(
                     device == BenchDevice::Vulkan,
                     json,
                     threads,
-                    || bench::gemm_vulkan(&shapes, seconds),
+                    || {
+                        let (name, records, errors) = bench::gemm_precision_vulkan(&shapes, seconds, &precisions)?;
+                        accuracy = errors;
+                        Ok((name, records))
+                    },
                     || bench::gemm_cpu(&shapes, threads, seconds),
                 )?
             } else {
@@ -201,6 +230,24 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             }
             let what = if int8 { "GEMM f32 / bf16 GFLOPS, int8 GOPS" } else { "GEMM GFLOPS" };
             print(what, "shape (MxNxK)", &records, json, peak, plot.as_deref())?;
+            if precisions.len() > 1 || precisions.first() != Some(&Precision::Highest) {
+                // The JSON is the records alone; the accuracy goes to stderr there.
+                for a in &accuracy {
+                    let line = format!(
+                        "accuracy: {} {} ({}): max error {:.2e} over {} sampled elements (against the f64 oracle)",
+                        a.key,
+                        a.implementation,
+                        a.path,
+                        a.max_error,
+                        bench::ACCURACY_SAMPLES
+                    );
+                    if json {
+                        eprintln!("{line}");
+                    } else {
+                        println!("{line}");
+                    }
+                }
+            }
         }
         BenchCommand::Conv2d { layers, batch, common } => {
             common.check()?;
