@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use sparkle_core::conv::choose_path;
 use sparkle_core::f16::{Half, HalfMats, HalfSlices};
-use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef};
+use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef, Precision};
 
 pub use crate::backend::{DeviceError, DeviceErrorKind};
 use crate::cpu::{Cpu, CpuError};
@@ -164,6 +164,8 @@ pub struct Sparkle {
     fingerprint: String,
     loaded: Option<Result<store::Loaded, String>>,
     faults: Option<Faults>,
+    /// What [`Builder::precision`] set.
+    precision: Precision,
     gpu_ops: AtomicUsize,
     /// This handle among all in the process (device copies of tensors belong to one handle).
     #[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
@@ -214,10 +216,33 @@ impl Drop for InFlight<'_> {
 
 /// The op being placed, as each backend runs it.
 enum Op<'a, 'b> {
-    Gemm { alpha: f32, a: MatRef<'a>, b: MatRef<'a>, beta: f32, c: &'b mut MatMut<'a>, epi: &'b Epilogue<'a> },
-    GemmHalf { ab: HalfMats<'a>, c: &'b mut MatMut<'a>, epi: &'b Epilogue<'a> },
-    Conv2dHalf { g: &'b Conv2d, xw: HalfSlices<'a>, epi: &'b Epilogue<'a>, output: &'b mut [f32] },
-    Conv2d { g: &'b Conv2d, input: &'a [f32], weight: &'a [f32], epi: &'b Epilogue<'a>, output: &'b mut [f32] },
+    Gemm {
+        alpha: f32,
+        a: MatRef<'a>,
+        b: MatRef<'a>,
+        beta: f32,
+        c: &'b mut MatMut<'a>,
+        epi: &'b Epilogue<'a>,
+        precision: Precision,
+    },
+    GemmHalf {
+        ab: HalfMats<'a>,
+        c: &'b mut MatMut<'a>,
+        epi: &'b Epilogue<'a>,
+    },
+    Conv2dHalf {
+        g: &'b Conv2d,
+        xw: HalfSlices<'a>,
+        epi: &'b Epilogue<'a>,
+        output: &'b mut [f32],
+    },
+    Conv2d {
+        g: &'b Conv2d,
+        input: &'a [f32],
+        weight: &'a [f32],
+        epi: &'b Epilogue<'a>,
+        output: &'b mut [f32],
+    },
 }
 
 impl Op<'_, '_> {
@@ -316,9 +341,15 @@ impl Sparkle {
         store::save_snapshot(snapshot, path, &self.fingerprint)
     }
 
-    /// Every device's prediction for a GEMM of this shape, as the juggler weighs it.
+    /// Every device's prediction for an f32 GEMM of this shape (at [`Sparkle::precision`]), as
+    /// the juggler weighs it.
     pub fn predict_gemm(&self, m: usize, n: usize, k: usize) -> Vec<Prediction> {
-        self.predict(&OpDesc::gemm(m, n, k))
+        self.predict(&OpDesc::gemm_at(m, n, k, self.precision))
+    }
+
+    /// The precision f32 GEMMs may be computed in ([`Builder::precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Every device's prediction for an `m x n x k` GEMM on `H` inputs, as the juggler weighs it.
@@ -508,8 +539,14 @@ impl Sparkle {
         epi: &Epilogue<'a>,
     ) -> Result<Run, SparkleError> {
         let d = sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
-        let desc = OpDesc::gemm(d.m, d.n, d.k);
-        self.place_on(forced, &desc, "gemm", Op::Gemm { alpha, a, b, beta, c: &mut c, epi })
+        let precision = self.precision;
+        let desc = OpDesc::gemm_at(d.m, d.n, d.k, precision);
+        let path = match precision {
+            Precision::Highest => "gemm",
+            Precision::High => "gemm high",
+            Precision::Medium => "gemm medium",
+        };
+        self.place_on(forced, &desc, path, Op::Gemm { alpha, a, b, beta, c: &mut c, epi, precision })
     }
 
     fn conv2d_at<'a>(
@@ -623,7 +660,7 @@ impl Sparkle {
     ) -> Result<Run, SparkleError> {
         let t = Instant::now();
         match op {
-            Op::Gemm { alpha, a, b, beta, c, epi } => {
+            Op::Gemm { alpha, a, b, beta, c, epi, .. } => {
                 self.cpu.gemm(*alpha, *a, *b, *beta, c.rb_mut(), epi)?;
             }
             Op::Conv2d { g, input, weight, epi, output } => self.cpu.conv2d(g, input, weight, epi, output)?,

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sparkle_core::check::{gpu_tolerance, max_error, tolerance};
+use sparkle_core::check::{gpu_tolerance, max_error, tolerance, Backend};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
-use sparkle_core::{Activation, Conv2dParams, Epilogue, MatRef, Padding, TensorLayout};
+use sparkle_core::{Activation, Conv2dParams, Epilogue, MatRef, Padding, Precision, TensorLayout};
 use sparkle_std::demo::fill;
 use sparkle_std::npy;
 
@@ -157,40 +157,47 @@ fn gemm_round_trip_matches_oracle() {
     let (b, bd) = save(&d, "b.npy", &[9, 23], 5);
     let (c, cd) = save(&d, "c.npy", &[17, 23], 6);
     let y = d.join("y.npy");
+    let mut want = vec![0.0; 17 * 23];
+    let (av, bv, cv) = (
+        MatRef::row_major(&ad, 17, 9).unwrap(),
+        MatRef::row_major(&bd, 9, 23).unwrap(),
+        MatRef::row_major(&cd, 17, 23).unwrap(),
+    );
+    gemm_reference_f64(-0.5, av, bv, 2.0, Some(cv), &Epilogue::NONE, &mut want).unwrap();
     for device in devices() {
-        let out = sparkle(&[
-            "gemm",
-            "--a",
-            &a,
-            "--b",
-            &b,
-            "--c",
-            &c,
-            "--alpha",
-            "-0.5",
-            "--beta",
-            "2",
-            "--device",
-            device,
-            "--explain",
-            "--output",
-            y.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
-        let said = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(said.contains("predicted on "), "--explain: {said}");
-        let got = npy::read(&y).unwrap();
-        assert_eq!(got.shape, vec![17, 23]);
-        let mut want = vec![0.0; 17 * 23];
-        let (av, bv, cv) = (
-            MatRef::row_major(&ad, 17, 9).unwrap(),
-            MatRef::row_major(&bd, 9, 23).unwrap(),
-            MatRef::row_major(&cd, 17, 23).unwrap(),
-        );
-        gemm_reference_f64(-0.5, av, bv, 2.0, Some(cv), &Epilogue::NONE, &mut want).unwrap();
-        let (err, at) = max_error(&got.data, &want);
-        assert!(err <= tol(device, 9), "{device}: error {err:e} at {at:?}");
+        for precision in Precision::ALL {
+            let out = sparkle(&[
+                "gemm",
+                "--a",
+                &a,
+                "--b",
+                &b,
+                "--c",
+                &c,
+                "--alpha",
+                "-0.5",
+                "--beta",
+                "2",
+                "--device",
+                device,
+                "--precision",
+                precision.name(),
+                "--explain",
+                "--output",
+                y.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "{device}: {}", String::from_utf8_lossy(&out.stderr));
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(said.contains("predicted on "), "--explain: {said}");
+            let got = npy::read(&y).unwrap();
+            assert_eq!(got.shape, vec![17, 23]);
+            let (err, at) = max_error(&got.data, &want);
+            let bound = tol(device, 9).max(precision.tolerance(Backend::Vulkan, 9));
+            assert!(err <= bound, "{device} {}: error {err:e} at {at:?}", precision.name());
+        }
     }
+    let out = sparkle(&["gemm", "--a", &a, "--b", &b, "--precision", "low", "--output", y.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sparkle_core::check::{gpu_tolerance, max_error};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
-use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
+use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding, Precision, TensorLayout};
 use sparkle_std::juggler::DeviceId;
 use sparkle_std::sparkle::{DeviceErrorKind, DeviceSel, Faults};
 use sparkle_std::{Sparkle, SparkleError, Tensor, TensorBias};
@@ -586,4 +586,60 @@ fn half_conv2d_matches_the_oracle_on_every_device_and_falls_back_when_one_fails(
         .unwrap();
     let run = check::<f16>(&s, Some(gpu), 5);
     assert_eq!((run.device, run.fallback.map(|e| e.kind)), (DeviceId::Cpu, Some(DeviceErrorKind::OutOfMemory)));
+}
+
+/// One GEMM (alpha, beta, column bias, tanh) through `s` on `device`, against the oracle with
+/// `precision`'s tolerance; returns C.
+fn check_gemm_at(s: &Sparkle, device: DeviceId, precision: Precision, [m, n, k]: [usize; 3], seed: u64) -> Vec<f32> {
+    let (mut a, mut b, mut c0, mut bias) = (vec![0.0; m * k], vec![0.0; k * n], vec![0.0; m * n], vec![0.0; n]);
+    fill(&mut a, seed);
+    fill(&mut b, seed + 1);
+    fill(&mut c0, seed + 2);
+    fill(&mut bias, seed + 3);
+    let epi = Epilogue { bias: sparkle_core::Bias::Col(&bias), activation: Activation::Tanh };
+    let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&b, k, n).unwrap());
+    let mut want = vec![0.0; m * n];
+    gemm_reference_f64(0.75, av, bv, -0.5, Some(MatRef::row_major(&c0, m, n).unwrap()), &epi, &mut want).unwrap();
+    let mut c = c0.clone();
+    let run = s.gemm_on(device, 0.75, av, bv, -0.5, MatMut::row_major(&mut c, m, n).unwrap(), &epi).unwrap();
+    assert_eq!(run.device, device);
+    let (err, at) = max_error(&c, &want);
+    let tol = precision.tolerance(sparkle_core::check::Backend::Vulkan, k);
+    assert!(err <= tol, "{} {run:?} {m}x{n}x{k}: error {err:e} at {at:?} > {tol:e}", precision.name());
+    c
+}
+
+#[test]
+fn f32_gemms_at_high_and_medium_precision_match_the_oracle_and_are_modelled_apart() {
+    let dir = std::env::temp_dir().join(format!("sparkle-precision-model-{}", std::process::id()));
+    let path = dir.join("model.txt");
+    let _ = std::fs::remove_dir_all(&dir);
+    let shape = [70, 90, 300];
+    // The CPU computes f32 at every precision.
+    let highest = check_gemm_at(&handle(&[DeviceSel::Cpu]), DeviceId::Cpu, Precision::Highest, shape, 1);
+    for precision in [Precision::High, Precision::Medium] {
+        let s = Sparkle::builder().devices(&[DeviceSel::Cpu]).precision(precision).in_memory_model().build().unwrap();
+        assert_eq!(s.precision(), precision);
+        assert_eq!(check_gemm_at(&s, DeviceId::Cpu, precision, shape, 1), highest);
+    }
+    let Some(d) = vulkan_devices().first().cloned() else { return };
+    let gpu = DeviceId::Vulkan(d.index);
+    for precision in [Precision::High, Precision::Medium] {
+        let s = Sparkle::builder()
+            .devices(&[DeviceSel::Cpu, DeviceSel::VulkanIndex(d.index)])
+            .precision(precision)
+            .model_path(&path)
+            .build()
+            .unwrap();
+        for seed in 0..2 {
+            check_gemm_at(&s, gpu, precision, shape, 10 + seed);
+            check_gemm_at(&s, DeviceId::Cpu, precision, shape, 20 + seed);
+        }
+        s.save().unwrap();
+        // Learned under the precision's own name, not the f32 GEMM's.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = format!("gemm-{}", precision.name());
+        assert!(text.lines().any(|l| l.split_whitespace().any(|w| w == name)), "no {name} model in:\n{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

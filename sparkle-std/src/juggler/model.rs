@@ -42,8 +42,13 @@ pub mod variant {
     pub const CONV_F16: u8 = 6;
     /// conv2d on bf16 input and weights, as [`CONV_F16`].
     pub const CONV_BF16: u8 = 10;
+    /// f32 GEMM at `high` precision ([`sparkle_core::Precision::High`]: three f16 products per
+    /// f32 product on a GPU's tensor cores).
+    pub const GEMM_HIGH: u8 = 14;
+    /// f32 GEMM at `medium` precision (one f16 product).
+    pub const GEMM_MEDIUM: u8 = 15;
     /// Names in the model file, by variant.
-    pub const NAMES: [&str; 14] = [
+    pub const NAMES: [&str; 16] = [
         "",
         "1x1",
         "dw",
@@ -58,12 +63,14 @@ pub mod variant {
         "1x1-bf16",
         "dw-bf16",
         "3x3-bf16",
+        "high",
+        "medium",
     ];
-    /// Whether `variant` is one of `kind`'s (GEMM: f32, f16, bf16; conv2d: the four geometries,
-    /// each in f32, f16 and bf16).
+    /// Whether `variant` is one of `kind`'s (GEMM: f32 at each precision, f16, bf16; conv2d: the
+    /// four geometries, each in f32, f16 and bf16).
     pub fn belongs(kind: super::OpKind, variant: u8) -> bool {
         match kind {
-            super::OpKind::Gemm => matches!(variant, 0 | F16 | BF16),
+            super::OpKind::Gemm => matches!(variant, 0 | F16 | BF16 | GEMM_HIGH | GEMM_MEDIUM),
             super::OpKind::Conv2d => variant <= K3S1 || (CONV_F16..CONV_BF16 + 4).contains(&variant),
         }
     }
@@ -103,6 +110,17 @@ impl OpDesc {
         let footprint = hash([0, m, n, k].map(|v| v as u64));
         let (m, n, k) = (m as f64, n as f64, k as f64);
         Self { kind: OpKind::Gemm, variant: 0, flops: 2.0 * m * n * k, bytes: 4.0 * (m * k + k * n + m * n), footprint }
+    }
+    /// An f32 GEMM `m x n x k` at `precision`: [`OpDesc::gemm`] for `Highest`, else modelled
+    /// apart ([`variant::GEMM_HIGH`], [`variant::GEMM_MEDIUM`]: a GPU's tensor cores run it).
+    pub fn gemm_at(m: usize, n: usize, k: usize, precision: sparkle_core::Precision) -> Self {
+        let variant = match precision {
+            sparkle_core::Precision::Highest => return Self::gemm(m, n, k),
+            sparkle_core::Precision::High => variant::GEMM_HIGH,
+            sparkle_core::Precision::Medium => variant::GEMM_MEDIUM,
+        };
+        let footprint = hash([u64::from(variant) << 8, m as u64, n as u64, k as u64]);
+        Self { variant, footprint, ..Self::gemm(m, n, k) }
     }
     /// A GEMM `m x n x k` on half inputs ([`variant::F16`] or [`variant::BF16`]): two-byte A and
     /// B, an f32 C.

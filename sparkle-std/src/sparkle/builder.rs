@@ -11,6 +11,7 @@ use super::{Faults, Sparkle, SparkleError, State};
 use crate::budget::MemoryBudget;
 use crate::cpu::{Cpu, CpuError};
 use crate::juggler::{store, Clock, DeviceId, Juggler, Prior, SystemClock};
+use sparkle_core::Precision;
 
 /// Which devices a [`Sparkle`] may place work on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,12 +45,25 @@ pub struct Builder {
     deterministic: bool,
     faults: Option<Faults>,
     memory_budget: Option<MemoryBudget>,
+    precision: Precision,
 }
 
 impl Builder {
     /// Only these devices (default: the CPU and every Vulkan device not of type CPU).
     pub fn devices(mut self, devices: &[DeviceSel]) -> Self {
         self.devices = Some(devices.to_vec());
+        self
+    }
+
+    /// The precision f32 GEMMs ([`Sparkle::gemm`] and its `_on` and split forms) may be computed
+    /// in, as PyTorch's `torch.set_float32_matmul_precision` sets it (default `Highest`: f32
+    /// throughout). Each device runs the fastest path at least this precise: `High` and `Medium`
+    /// run on a GPU's tensor cores where it has f16 cooperative matrices
+    /// ([`crate::vk::Context::gemm_with_precision`]) and as f32 everywhere else (the CPU, other
+    /// GPUs); the juggler models each precision apart. Resident tensors
+    /// ([`Sparkle::gemm_tensor`]) and conv2d compute f32.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
         self
     }
 
@@ -133,6 +147,7 @@ impl Builder {
             fingerprint,
             loaded,
             faults: self.faults,
+            precision: self.precision,
             gpu_ops: AtomicUsize::new(0),
             id: {
                 static HANDLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -43,7 +43,9 @@ impl Sparkle {
         let gpu = self.gpu(device).ok_or_else(|| not_here(device))?;
         self.on_gpu(gpu, |ctx, _| {
             let r = match op {
-                Op::Gemm { alpha, a, b, beta, c, epi } => ctx.gemm(*alpha, *a, *b, *beta, c.rb_mut(), epi).map(|_| ()),
+                Op::Gemm { alpha, a, b, beta, c, epi, precision } => {
+                    ctx.gemm_with_precision(*precision, *alpha, *a, *b, *beta, c.rb_mut(), epi).map(|_| ())
+                }
                 Op::Conv2d { g, input, weight, epi, output } => ctx.conv2d(g, input, weight, epi, output),
                 Op::GemmHalf { ab: HalfMats::F16(a, b), c, epi } => ctx.gemm_half(a, b, c.rb_mut(), epi).map(|_| ()),
                 Op::GemmHalf { ab: HalfMats::Bf16(a, b), c, epi } => ctx.gemm_half(a, b, c.rb_mut(), epi).map(|_| ()),

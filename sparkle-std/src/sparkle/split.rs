@@ -69,7 +69,7 @@ impl Sparkle {
         epi: &Epilogue<'a>,
     ) -> Result<Vec<PartReport>, SparkleError> {
         let d = sparkle_core::gemm::check(alpha, &a, &b, beta, &c, epi)?;
-        let (parts, rows) = self.split_plan(&OpDesc::gemm(d.m, d.n, d.k), d.m, ALIGN);
+        let (parts, rows) = self.split_plan(&OpDesc::gemm_at(d.m, d.n, d.k, self.precision()), d.m, ALIGN);
         let backends: Vec<&dyn Backend> = parts.iter().map(|p| p as &dyn Backend).collect();
         let reports = gemm_split(&backends, &rows, &GemmOp { alpha, a, b, beta, epi: *epi }, c)?;
         Ok(with_fallbacks(reports, &parts))

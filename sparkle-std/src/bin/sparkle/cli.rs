@@ -7,10 +7,10 @@ use clap::{Args, ValueEnum};
 use sparkle_core::f16::f16;
 use sparkle_core::quant::conv::QConv;
 use sparkle_core::quant::{QElem, QGemm, QOperand};
-use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout};
+use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, MatMut, MatRef, Padding, Precision, TensorLayout};
 use sparkle_std::budget::{parse_size, MemoryBudget, ZeroBits};
 use sparkle_std::npy::{self, AnyArray};
-use sparkle_std::sparkle::{DeviceSel, Prediction};
+use sparkle_std::sparkle::{Builder, DeviceSel, Prediction};
 use sparkle_std::{Run, Sparkle};
 
 use crate::quant::{Quant, QuantArgs, YType};
@@ -25,6 +25,11 @@ fn parse_device(text: &str) -> Result<DeviceChoice, String> {
         None if text == "auto" => Ok(DeviceChoice(None)),
         None => Err(format!("`{text}` is not auto, cpu, vulkan or vulkan:N")),
     }
+}
+
+/// `--precision`: highest, high or medium.
+fn parse_precision(text: &str) -> Result<Precision, String> {
+    Precision::parse(text).ok_or_else(|| format!("`{text}` is not highest, high or medium"))
 }
 
 /// A parsed `--device`: `None` for auto.
@@ -70,12 +75,16 @@ impl Placement {
 
     /// The handle for `--device`, with what is left of the op's budget for the CPU path.
     fn sparkle(&self, budget: MemoryBudget) -> Result<Sparkle, Failure> {
+        Ok(self.builder(budget).build()?)
+    }
+
+    /// [`Placement::sparkle`]'s builder.
+    fn builder(&self, budget: MemoryBudget) -> Builder {
         let b = Sparkle::builder().memory_budget(budget);
-        let b = match &self.device.0 {
+        match &self.device.0 {
             Some(sel) => b.devices(std::slice::from_ref(sel)),
             None => b,
-        };
-        Ok(b.build()?)
+        }
     }
 }
 
@@ -224,6 +233,12 @@ pub struct GemmArgs {
     /// Scale of C.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     beta: f32,
+    /// The precision a float32 GEMM may be computed in, as PyTorch's
+    /// `set_float32_matmul_precision` names it: highest (f32), high (three f16 products per f32
+    /// product on a GPU's tensor cores, as accurate as f32), medium (one f16 product: inputs
+    /// rounded to 11 bits). Devices without f16 tensor cores, the CPU included, compute f32.
+    #[arg(long, default_value = "highest", value_parser = parse_precision)]
+    precision: Precision,
     #[command(flatten)]
     quant: QuantArgs,
     #[command(flatten)]
@@ -539,7 +554,13 @@ pub fn gemm(args: &GemmArgs) -> Result<ExitCode, Failure> {
     }
     let budget = args.placement.budget()?;
     let mut used = 0;
-    match read_any(&args.a, budget, &mut used)? {
+    let a = read_any(&args.a, budget, &mut used)?;
+    if args.precision != Precision::Highest && !matches!(a, AnyArray::F32(_)) {
+        return Err(
+            format!("--precision {}: only float32 GEMMs have a precision to choose", args.precision.name()).into()
+        );
+    }
+    match a {
         AnyArray::F32(a) => gemm_f32(args, a, budget, used),
         AnyArray::U8(a) => gemm_int8(args, a, budget, used),
         AnyArray::I8(a) => gemm_int8(args, a, budget, used),
@@ -648,7 +669,7 @@ fn gemm_f32(args: &GemmArgs, a: npy::Array, budget: MemoryBudget, mut used: u64)
             out
         }
     };
-    let sparkle = args.placement.sparkle(budget.after(used))?;
+    let sparkle = args.placement.builder(budget.after(used)).precision(args.precision).build()?;
     if args.placement.explain {
         explain(sparkle.predict_gemm(m, n, k));
     }

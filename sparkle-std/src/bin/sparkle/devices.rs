@@ -52,6 +52,14 @@ pub fn run() -> Result<ExitCode, Failure> {
                         "shader cores (no usable cooperative matrices)"
                     }
                 );
+                println!(
+                    "  f32 GEMM at --precision high / medium: {}",
+                    if d.cooperative_matrix_f16 {
+                        "3 / 1 f16 products per f32 product on cooperative matrices"
+                    } else {
+                        "f32 on shader cores, as highest"
+                    }
+                );
                 if let Ok(ctx) = sparkle_std::vk::Context::new(d.index) {
                     match ctx.tuning().min_vec4_tiles {
                         u32::MAX => println!("  GEMM kernel (autotuned): 64x64 tiles at every size"),
