@@ -91,6 +91,14 @@ fn pow2(e: i32) -> f64 {
 /// `x * 2^s` split into `(hi, lo)`: `hi` the nearest f16, `lo` the nearest f16 to what is left.
 /// `s` is a [`scale_exponent`] of a magnitude at least `|x|`, and `x` is finite.
 pub fn split(x: f32, s: i32) -> (f16, f16) {
+    if (-126..=127).contains(&s) {
+        // In f32: exact where the scaled value is normal; below that (2^-126, far under f16's
+        // smallest 2^-24) both halves are 0 either way. `scaled - hi` is exact: a multiple of
+        // scaled's ulp below half of hi's.
+        let scaled = x * f32::from_bits(((s + 127) as u32) << 23);
+        let hi = f16::from_f32(scaled);
+        return (hi, f16::from_f32(scaled - hi.to_f32()));
+    }
     let scaled = f64::from(x) * pow2(s);
     let hi = f16::from_f64(scaled);
     (hi, f16::from_f64(scaled - hi.to_f64()))
@@ -142,6 +150,19 @@ mod tests {
             assert!(rel <= 2.0f64.powi(-22), "{x}: {rel:e}");
             // hi + lo is exact in f32, so the shader-core twin loses nothing more.
             assert_eq!(f64::from(hi.to_f32() + lo.to_f32()), hi.to_f64() + lo.to_f64());
+        }
+    }
+
+    #[test]
+    fn the_f32_split_is_the_f64_one() {
+        let mut x = 0.7f32;
+        for i in 0..20000 {
+            x = -(x * 1.618_034 + 0.1).rem_euclid(3.0) * 2.0f32.powi((x.to_bits() % 81) as i32 - 40);
+            let s = scale_exponent(x.abs()) - (i % 40);
+            let scaled = f64::from(x) * pow2(s);
+            let hi = f16::from_f64(scaled);
+            let want = (hi, f16::from_f64(scaled - hi.to_f64()));
+            assert_eq!(split(x, s), want, "{x} * 2^{s}");
         }
     }
 

@@ -44,28 +44,67 @@ pub(crate) fn split_plan(m: usize, n: usize, k: usize, coopmat: bool, precision:
 }
 
 /// The scale exponent of each row of `x` (of each column with `by_cols`), or `None` when `x`
-/// holds an infinity or a NaN (which the f32 kernels propagate as IEEE arithmetic does).
+/// holds an infinity or a NaN (which the f32 kernels propagate as IEEE arithmetic does). Reads
+/// `x` row by row either way.
 fn scales(x: &MatRef<'_, f32>, by_cols: bool) -> Option<Vec<i32>> {
-    let (outer, inner) = if by_cols { (x.cols(), x.rows()) } else { (x.rows(), x.cols()) };
-    let at = |o, i| if by_cols { x.at(i, o) } else { x.at(o, i) };
-    let mut out = Vec::with_capacity(outer);
-    for o in 0..outer {
-        let mut most = 0.0f32;
-        for i in 0..inner {
-            let v = at(o, i).abs();
-            if !v.is_finite() {
-                return None;
+    let mut most = vec![0.0f32; if by_cols { x.cols() } else { x.rows() }];
+    let mut finite = true;
+    for i in 0..x.rows() {
+        let row = Row::of(x, i);
+        if by_cols {
+            for (j, m) in most.iter_mut().enumerate() {
+                let v = row.at(j).abs();
+                finite &= v.is_finite();
+                *m = m.max(v);
             }
-            most = most.max(v);
+        } else {
+            let v = (0..x.cols()).fold(0.0f32, |m, j| {
+                let v = row.at(j).abs();
+                finite &= v.is_finite();
+                m.max(v)
+            });
+            most[i] = v;
         }
-        out.push(scale_exponent(most));
     }
-    Some(out)
+    finite.then(|| most.into_iter().map(scale_exponent).collect())
+}
+
+/// Row i of a view: a slice where its elements are contiguous (the common row-major case, read
+/// without per-element index arithmetic), else the view.
+enum Row<'a> {
+    Slice(&'a [f32]),
+    View(MatRef<'a, f32>, usize),
+}
+
+impl<'a> Row<'a> {
+    fn of(x: &MatRef<'a, f32>, i: usize) -> Self {
+        if x.cs() == 1 && x.cols() > 0 {
+            Row::Slice(&x.as_slice()[i * x.rs()..i * x.rs() + x.cols()])
+        } else {
+            Row::View(*x, i)
+        }
+    }
+
+    #[inline]
+    fn at(&self, j: usize) -> f32 {
+        match self {
+            Row::Slice(r) => r[j],
+            Row::View(x, i) => x.at(*i, j),
+        }
+    }
+}
+
+/// Rows per band when `rows` rows of `cols` elements are shared among the host's cores: one band
+/// below about 64 Ki elements (a thread costs more than it saves there).
+fn band_rows(rows: usize, cols: usize) -> usize {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let by_size = (rows.saturating_mul(cols) / (1 << 16)).max(1);
+    rows.div_ceil(threads.min(by_size)).max(1)
 }
 
 /// `x`'s `rows x cols` split into `planes` (1: hi; 2: hi then lo) of `padded_rows x padded_cols`
 /// halves packed two to a word (zero-padded, as `half.rs` packs), row i scaled by `2^row_s[i]`
-/// and column j by `2^col_s[j]` (one of the two is all zeros).
+/// and column j by `2^col_s[j]` (one of the two is all zeros); bands of rows on every core.
 fn pack_split(
     x: &MatRef<'_, f32>,
     row_s: &[i32],
@@ -75,19 +114,66 @@ fn pack_split(
     padded_cols: usize,
 ) -> Result<Vec<u32>> {
     let words = padded_cols / 2;
-    let plane = padded_rows * words;
-    let mut out = zeroed_words(plane * planes)?;
-    for (i, &si) in row_s.iter().enumerate().take(x.rows()) {
-        for (j, &sj) in col_s.iter().enumerate().take(x.cols()) {
-            let (hi, lo) = split(x.at(i, j), si + sj);
-            let (w, shift) = (i * words + j / 2, 16 * (j % 2));
-            out[w] |= u32::from(hi.to_bits()) << shift;
-            if planes == 2 {
-                out[plane + w] |= u32::from(lo.to_bits()) << shift;
+    let mut out = zeroed_words(padded_rows * words * planes)?;
+    let (hi, lo) = out.split_at_mut(padded_rows * words);
+    let band = band_rows(x.rows(), x.cols());
+    let pack = |r0: usize, hi: &mut [u32], mut lo: Option<&mut [u32]>| {
+        for (di, &si) in row_s.iter().skip(r0).take(band.min(x.rows().saturating_sub(r0))).enumerate() {
+            let row = Row::of(x, r0 + di);
+            for (j, &sj) in col_s.iter().enumerate().take(x.cols()) {
+                let (h, l) = split(row.at(j), si + sj);
+                let (w, shift) = (di * words + j / 2, 16 * (j % 2));
+                hi[w] |= u32::from(h.to_bits()) << shift;
+                if let Some(lo) = lo.as_deref_mut() {
+                    lo[w] |= u32::from(l.to_bits()) << shift;
+                }
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        let mut lo_bands = lo.chunks_mut(band * words);
+        for (b, hi_band) in hi.chunks_mut(band * words).enumerate().take(x.rows().div_ceil(band)) {
+            let lo_band = lo_bands.next();
+            scope.spawn(move || pack(b * band, hi_band, lo_band));
+        }
+    });
+    Ok(out)
+}
+
+/// `C <- act(alpha * unscaled + beta * C + bias)` from the kernel's raw row-major sums `raw`
+/// (finished in place, in bands of rows on every core, then copied into C).
+#[allow(clippy::too_many_arguments)]
+fn finish(raw: &mut [f32], sa: &[i32], sb: &[i32], alpha: f32, beta: f32, mut c: MatMut<'_>, epi: &Epilogue<'_>) {
+    let n = c.cols();
+    if n == 0 {
+        return;
+    }
+    let band = band_rows(c.rows(), n);
+    let old = &c;
+    std::thread::scope(|scope| {
+        for (b, rows) in raw.chunks_mut(band * n).enumerate() {
+            scope.spawn(move || {
+                for (e, v) in rows.iter_mut().enumerate() {
+                    let (i, j) = (b * band + e / n, e % n);
+                    let mut x = alpha * unscale(*v, sa[i], sb[j]);
+                    if beta != 0.0 {
+                        x += beta * old.at(i, j);
+                    }
+                    *v = epi.apply(i, j, x);
+                }
+            });
+        }
+    });
+    let (rs, cs) = (c.rs(), c.cs());
+    for (i, row) in raw.chunks(n).enumerate() {
+        if cs == 1 {
+            c.as_mut_slice()[i * rs..i * rs + n].copy_from_slice(row);
+        } else {
+            for (j, &v) in row.iter().enumerate() {
+                c.set(i, j, v);
             }
         }
     }
-    Ok(out)
 }
 
 impl Context {
@@ -133,7 +219,7 @@ impl Context {
         a: MatRef<'_>,
         b: MatRef<'_>,
         beta: f32,
-        mut c: MatMut<'_>,
+        c: MatMut<'_>,
         epi: &Epilogue<'_>,
     ) -> Result<GemmDims> {
         let d = check(alpha, &a, &b, beta, &c, epi)?;
@@ -152,16 +238,8 @@ impl Context {
         let kp = plan.params.k as usize;
         let a_words = pack_split(&a, &sa, &vec![0; d.k], planes, d.m, kp)?;
         let b_words = pack_split(&b, &vec![0; d.k], &sb, planes, kp, 8 * plan.params.b_rs as usize)?;
-        let out = self.run_packed(&plan, &params, &a_words, &b_words, &[])?;
-        for i in 0..d.m {
-            for j in 0..d.n {
-                let mut x = alpha * unscale(out[i * d.n + j], sa[i], sb[j]);
-                if beta != 0.0 {
-                    x += beta * c.at(i, j);
-                }
-                c.set(i, j, epi.apply(i, j, x));
-            }
-        }
+        let mut out = self.run_packed(&plan, &params, &a_words, &b_words, &[])?;
+        finish(&mut out, &sa, &sb, alpha, beta, c, epi);
         Ok(d)
     }
 

@@ -207,3 +207,26 @@ fn bad_input_is_an_error_and_c_is_untouched() {
         assert_eq!(c, [7.0; 9]);
     }
 }
+
+#[test]
+fn any_layout_of_b_and_c_gives_the_same_bits() {
+    for ctx in contexts() {
+        let (m, n, k) = (37, 29, 70);
+        let (a, b, c0) = (values(m * k, 11), values(k * n, 12), values(m * n, 13));
+        // B and C also stored column-major: the same matrices.
+        let b_t: Vec<f32> = (0..k * n).map(|e| b[(e % k) * n + e / k]).collect();
+        let c_t: Vec<f32> = (0..m * n).map(|e| c0[(e % m) * n + e / m]).collect();
+        let a = MatRef::row_major(&a, m, k).unwrap();
+        let epi = Epilogue { bias: Bias::Col(&c0[..n]), activation: Activation::Relu };
+        for precision in [Precision::High, Precision::Medium] {
+            let mut row = c0.clone();
+            let bv = MatRef::row_major(&b, k, n).unwrap();
+            ctx.gemm_split(precision, 0.5, a, bv, 2.0, MatMut::row_major(&mut row, m, n).unwrap(), &epi).unwrap();
+            let mut col = c_t.clone();
+            let bv = MatRef::col_major(&b_t, k, n).unwrap();
+            ctx.gemm_split(precision, 0.5, a, bv, 2.0, MatMut::col_major(&mut col, m, n).unwrap(), &epi).unwrap();
+            let col_as_row: Vec<f32> = (0..m * n).map(|e| col[(e % n) * m + e / n]).collect();
+            assert_eq!(col_as_row.map_bits(), row.map_bits(), "{}", precision.name());
+        }
+    }
+}
