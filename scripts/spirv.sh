@@ -24,7 +24,9 @@ builds=(
   "gemm_coopmat_f16_128x256.spv gemm_coopmat.comp BM=128 BN=256 BK=32 WM=64 WN=64"
   "conv_coopmat_f16.spv gemm_coopmat.comp CONV=1"
   "conv_coopmat_f16_64x256.spv gemm_coopmat.comp CONV=1 BM=64 BN=256 BK=32 WM=32 WN=64"
+  "gemm_coopmat_f16_64x64.spv gemm_coopmat.comp BM=64 BN=64 BK=32 WM=32 WN=16"
   "gemm_coopmat_split.spv gemm_coopmat.comp SPLIT=1"
+  "gemm_coopmat_split_64x64.spv gemm_coopmat.comp SPLIT=1 BM=64 BN=64 BK=32 WM=32 WN=16"
 )
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

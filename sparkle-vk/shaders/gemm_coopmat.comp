@@ -69,11 +69,14 @@ const uint PLANES = 2u;
 #else
 const uint PLANES = 1u;
 #endif
-// The epilogue's scratch, 8 x 64 uvec4: whichever operand array is large enough.
+// The epilogue's scratch, 8 x 64 uvec4: whichever operand array is large enough, else its own.
 #if BM * (BK / 8 + 1) >= 512
 #define SCRATCH As
-#else
+#elif BK * (BN / 8 + 1) >= 512
 #define SCRATCH Bs
+#else
+shared uvec4 Scratch[512];
+#define SCRATCH Scratch
 #endif
 
 #ifdef CONV

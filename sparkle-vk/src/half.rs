@@ -39,15 +39,21 @@ const MAX_GROUPS: u32 = 65535;
 /// indexes it; `shaders.rs` loads the matching SPIR-V, `scripts/spirv.sh` builds it).
 /// On an H200 the two shapes here were the best of seven measured (BENCHMARKS.md): 256 x 128,
 /// 128 x 128 with 64-deep slices and double-buffered shared memory did no better or worse.
-pub(crate) const COOP_TILES: [[usize; 2]; 2] = [[128, 128], [128, 256]];
+pub(crate) const COOP_TILES: [[usize; 2]; 3] = [[128, 128], [128, 256], [64, 64]];
 
 /// Fewest 128x256 tiles of C for which the wide tile runs: on an H200 it gained where tiles
 /// outnumber the SMs (4096^2, 512 tiles: 1.05x; 8192^2: 1.3x) and lost at 2048^2 (128 tiles: 0.94x).
 const MIN_LARGE_TILES: usize = 512;
 
+/// Fewest 128x128 tiles of C for which that tile runs rather than 64x64 (4x the workgroups). On
+/// an H200 (132 SMs) 64x64 ran f16 1.62x as fast at 1024^2 (64 tiles) and 1.39x at 1536^2 (144),
+/// 0.86x at 2048^2 (256); the split kernel of `high` 1.44x, 1.13x, 0.70x.
+const MIN_FULL_TILES: usize = 256;
+
 /// Which cooperative-matrix kernel runs `m x n`: `SPARKLE_VK_COOPMAT_TILE` (an index of
-/// [`COOP_TILES`]) forces one, for measuring them; else the large tile for large C.
-fn coop_tile(m: usize, n: usize) -> Result<u8> {
+/// [`COOP_TILES`]) forces one, for measuring them; else the large tile for large C, the small
+/// one for small C.
+pub(crate) fn coop_tile(m: usize, n: usize) -> Result<u8> {
     if let Some(v) = std::env::var_os("SPARKLE_VK_COOPMAT_TILE") {
         let v = v.to_string_lossy();
         return v.parse::<u8>().ok().filter(|&t| usize::from(t) < COOP_TILES.len()).ok_or_else(|| {
@@ -55,7 +61,14 @@ fn coop_tile(m: usize, n: usize) -> Result<u8> {
         });
     }
     let large = m.div_ceil(128).saturating_mul(n.div_ceil(256));
-    Ok(if large >= MIN_LARGE_TILES { 1 } else { 0 })
+    let full = m.div_ceil(128).saturating_mul(n.div_ceil(128));
+    Ok(if large >= MIN_LARGE_TILES {
+        1
+    } else if full < MIN_FULL_TILES {
+        2
+    } else {
+        0
+    })
 }
 
 /// Fewest 64x256 conv tiles (over the batch and groups) for which the narrow conv tile runs.
@@ -383,12 +396,14 @@ mod tests {
     #[test]
     fn operands_are_padded_to_whole_slices() {
         let p = half_plan(100, 70, 33, true, false).unwrap();
-        assert_eq!(p.kind, Kind::CoopmatF16 { tile: 0 });
+        // Fewer than 128 tiles of 128x128: the 64x64 kernel.
+        assert_eq!((p.kind, p.groups), (Kind::CoopmatF16 { tile: 2 }, [2, 2, 1]));
+        let full = half_plan(2048, 2048, 33, true, false).unwrap();
+        assert_eq!((full.kind, full.groups), (Kind::CoopmatF16 { tile: 0 }, [16, 16, 1]));
         assert_eq!((p.params.k, p.params.a_rs, p.params.b_rs, p.params.c_rs), (64, 8, 9, 70));
         // k = 0 still has one (zero) slice: the kernels load it before their loop.
         assert_eq!(half_plan(5, 5, 0, true, false).unwrap().params.k, 32);
         assert_eq!((p.a_words, p.b_words), (100 * 32, 64 * 36));
-        assert_eq!(p.groups, [1, 1, 1]);
         let p = half_plan(129, 65, 1, false, true).unwrap();
         assert_eq!((p.kind, p.groups, p.params.k), (Kind::HalfGemm { bf16: true }, [2, 3, 1], 32));
     }

@@ -70,8 +70,9 @@ pub(crate) enum Kind {
     CoopmatConvF16 { narrow: bool },
     /// f32 GEMM from hi and lo f16 planes (`precision.rs`): three products per f32 product on
     /// cooperative matrices (`gemm_coopmat.comp` with SPLIT, precompiled), or hi + lo widened on
-    /// the shader cores (`gemm_half.comp` with SPLIT).
-    SplitF16 { coopmat: bool },
+    /// the shader cores (`gemm_half.comp` with SPLIT); `small`: 64x64 tiles on cooperative
+    /// matrices, else 128x128.
+    SplitF16 { coopmat: bool, small: bool },
 }
 
 /// Rows (and columns) of C per workgroup of the general GEMM and the conv shader.

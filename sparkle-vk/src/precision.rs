@@ -16,12 +16,13 @@ use sparkle_core::{Error, MatMut, MatRef, Param, Precision};
 
 use crate::context::Context;
 use crate::error::{Result, VkError};
-use crate::half::{half_plan, zeroed_words, HalfPlan};
+use crate::half::{half_plan, zeroed_words, HalfPlan, COOP_TILES};
 use crate::params::{u32_of, with_epilogue};
 use crate::plan::Kind;
 
 /// Rows x columns of C per workgroup of the split kernels (`gemm_coopmat.comp` with SPLIT:
-/// two planes of each operand fill 37 of the 48 KiB of shared memory; `gemm_half.comp`: 64 x 64).
+/// two planes of each operand fill 37 of the 48 KiB of shared memory; 64 x 64 where the f16
+/// GEMM would take it, for small C; `gemm_half.comp`: 64 x 64).
 const SPLIT_TILE: [usize; 2] = [128, 128];
 const SPLIT_TILE_SIMT: [usize; 2] = [64, 64];
 
@@ -38,9 +39,15 @@ pub(crate) fn split_plan(m: usize, n: usize, k: usize, coopmat: bool, precision:
     // The shaders index both planes with 32-bit words.
     u32_of(a_words, Param::A)?;
     u32_of(b_words, Param::B)?;
-    let [tm, tn] = if coopmat { SPLIT_TILE } else { SPLIT_TILE_SIMT };
+    // The 128x256 tile's two planes would not fit in shared memory: 128x128 in its place.
+    let small = coopmat && plan.kind == Kind::CoopmatF16 { tile: 2 };
+    let [tm, tn] = match (coopmat, small) {
+        (true, false) => SPLIT_TILE,
+        (true, true) => COOP_TILES[2],
+        (false, _) => SPLIT_TILE_SIMT,
+    };
     let groups = [u32_of(n.div_ceil(tn), Param::N)?, u32_of(m.div_ceil(tm), Param::M)?, 1];
-    Ok(HalfPlan { kind: Kind::SplitF16 { coopmat }, groups, a_words, b_words, ..plan })
+    Ok(HalfPlan { kind: Kind::SplitF16 { coopmat, small }, groups, a_words, b_words, ..plan })
 }
 
 /// The scale exponent of each row of `x` (of each column with `by_cols`), or `None` when `x`
@@ -272,12 +279,14 @@ mod tests {
     fn high_doubles_the_operands_and_keeps_one_tile() {
         let p = split_plan(8192, 8192, 100, true, Precision::High).unwrap();
         let one = split_plan(8192, 8192, 100, true, Precision::Medium).unwrap();
-        assert_eq!(p.kind, Kind::SplitF16 { coopmat: true });
+        assert_eq!(p.kind, Kind::SplitF16 { coopmat: true, small: false });
         assert_eq!(one.kind, Kind::CoopmatF16 { tile: 1 });
         assert_eq!((p.a_words, p.b_words), (2 * one.a_words, 2 * one.b_words));
         assert_eq!(p.groups, [64, 64, 1]);
         let p = split_plan(65, 129, 7, false, Precision::High).unwrap();
-        assert_eq!((p.kind, p.groups), (Kind::SplitF16 { coopmat: false }, [3, 2, 1]));
+        assert_eq!((p.kind, p.groups), (Kind::SplitF16 { coopmat: false, small: false }, [3, 2, 1]));
+        let p = split_plan(1024, 1024, 64, true, Precision::High).unwrap();
+        assert_eq!((p.kind, p.groups), (Kind::SplitF16 { coopmat: true, small: true }, [16, 16, 1]));
         // Two planes past 32-bit indices are an error, not a wrapped index.
         assert!(split_plan(1 << 16, 8, 1 << 16, true, Precision::High).is_err());
         assert!(split_plan(1 << 16, 8, 1 << 16, true, Precision::Medium).is_ok());

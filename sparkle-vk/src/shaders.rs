@@ -87,8 +87,14 @@ mod gemm_coopmat_f16_wide_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_128x256.spv" }
 }
 
+mod gemm_coopmat_f16_small_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_f16_64x64.spv" }
+}
 mod gemm_coopmat_split_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_split.spv" }
+}
+mod gemm_coopmat_split_small_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_split_64x64.spv" }
 }
 mod gemm_split_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_half.comp", define: [("SPLIT", "1")] }
@@ -207,9 +213,11 @@ impl Pipelines {
             Kind::CoopmatConvF16 { narrow: false } => conv_coopmat_f16_cs::load(device.clone()),
             Kind::CoopmatConvF16 { narrow: true } => conv_coopmat_f16_narrow_cs::load(device.clone()),
             Kind::CoopmatF16 { tile: 0 } => gemm_coopmat_f16_cs::load(device.clone()),
-            Kind::CoopmatF16 { tile: _ } => gemm_coopmat_f16_wide_cs::load(device.clone()),
-            Kind::SplitF16 { coopmat: true } => gemm_coopmat_split_cs::load(device.clone()),
-            Kind::SplitF16 { coopmat: false } => gemm_split_cs::load(device.clone()),
+            Kind::CoopmatF16 { tile: 1 } => gemm_coopmat_f16_wide_cs::load(device.clone()),
+            Kind::CoopmatF16 { tile: _ } => gemm_coopmat_f16_small_cs::load(device.clone()),
+            Kind::SplitF16 { coopmat: true, small: false } => gemm_coopmat_split_cs::load(device.clone()),
+            Kind::SplitF16 { coopmat: true, small: true } => gemm_coopmat_split_small_cs::load(device.clone()),
+            Kind::SplitF16 { coopmat: false, .. } => gemm_split_cs::load(device.clone()),
         }
         .map_err(api("loading a shader"))?;
         let constants = match kind {
