@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use sparkle_core::check::{error, tolerance_for, Backend, DType};
 use sparkle_core::conv::reference::conv2d_reference_f64_at;
-use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, MatMut, MatRef, Precision};
+#[cfg(feature = "vulkan")]
+use sparkle_core::Precision;
+use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, MatMut, MatRef};
 
 use crate::cpu::Cpu;
 use crate::demo::fill;

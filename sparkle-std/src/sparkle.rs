@@ -223,6 +223,8 @@ enum Op<'a, 'b> {
         beta: f32,
         c: &'b mut MatMut<'a>,
         epi: &'b Epilogue<'a>,
+        // Only a Vulkan device computes anything but f32.
+        #[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
         precision: Precision,
     },
     GemmHalf {
