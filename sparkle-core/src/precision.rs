@@ -4,16 +4,23 @@
 //!
 //! Each row of A (column of B) is scaled by the power of two that brings its largest magnitude
 //! into `[2^14, 2^15)`, inside f16's range (exact: only the exponent changes). A scaled value `x`
-//! is split into `hi = f16(x)` and `lo = f16(x - hi)`; `hi + lo` keeps 22 of x's 24 bits
-//! (relative error at most `2^-22`, elements far below their row's largest flush sooner).
+//! is split into `hi = f16(x)` and `lo = f16((x - hi) * 2^11)` (the remainder scaled up, so it
+//! stays clear of f16's subnormals: Ootomo & Yokota, "Recovering single precision accuracy from
+//! Tensor Cores while surpassing the FP32 theoretical peak performance", IJHPCA 2022).
+//! `hi + lo * 2^-11` keeps 22 of x's 24 bits (relative error at most `2^-22`) for every element
+//! within [`HIGH_SPAN`] of the largest of its row (column); smaller ones keep fewer bits, and
+//! those `2^-38` below it none.
 //!
-//! - [`Precision::High`]: `A * B ~ Ahi*Bhi + Ahi*Blo + Alo*Bhi` — three f16 products with f32
-//!   sums, each within `1.5 eps` of the f32 product; what a tensor core computes in place of
-//!   one f32 product (Ootomo & Yokota, IJHPCA 2022, with f16 for the bf16 of PyTorch's `high`).
-//! - [`Precision::Medium`]: `Ahi * Bhi` — one f16 product, 11 bits per input.
+//! - [`Precision::High`]: `A * B ~ Ahi*Bhi + (Ahi*Blo + Alo*Bhi) * 2^-11` — three f16 products
+//!   with f32 sums, each within `1.5 eps` of the f32 product; what a tensor core computes in
+//!   place of one f32 product (with f16 for the bf16 of PyTorch's `high`). A row or column
+//!   spanning more than [`HIGH_SPAN`] runs in f32 instead ([`within_high_span`]), so the result
+//!   is always within f32's tolerance.
+//! - [`Precision::Medium`]: `Ahi * Bhi` — one f16 product, 11 bits per input (elements `2^-28`
+//!   below their row's largest keep fewer).
 //!
 //! The result of either is unscaled by the same powers of two ([`unscale`]) and checked against
-//! the f32 oracle with [`Precision::tolerance`].
+//! the f64 oracle with [`Precision::tolerance`].
 
 use half::f16;
 
@@ -83,31 +90,46 @@ pub fn scale_exponent(max_abs: f32) -> i32 {
     15 - (biased - 1022)
 }
 
-/// `2^e` for `|e| <= 1000` (exact).
-fn pow2(e: i32) -> f64 {
-    f64::from_bits(((e + 1023) as u64) << 52)
+/// The widest ratio between the largest magnitude of a row of A (column of B) and its smallest
+/// non-zero one for which [`Precision::High`] keeps 22 bits of every element: below it the
+/// element's `hi` is an f16 subnormal.
+pub const HIGH_SPAN: f32 = (1u32 << 28) as f32;
+
+/// Whether a row (column) whose largest magnitude is `max_abs` and smallest non-zero one
+/// `min_abs` is within [`HIGH_SPAN`] (an all-zero one, `min_abs` infinite, is).
+pub fn within_high_span(max_abs: f32, min_abs: f32) -> bool {
+    min_abs == f32::INFINITY || max_abs <= min_abs * HIGH_SPAN
 }
 
-/// `x * 2^s` split into `(hi, lo)`: `hi` the nearest f16, `lo` the nearest f16 to what is left.
-/// `s` is a [`scale_exponent`] of a magnitude at least `|x|`, and `x` is finite.
+/// The factor `lo` is scaled by ([`split`]): `2^11`.
+pub const LO_SCALE: f32 = 2048.0;
+
+/// `2^e`, exact, for `e` clamped to `[-1022, 1023]`.
+fn pow2(e: i32) -> f64 {
+    f64::from_bits(((e.clamp(-1022, 1023) + 1023) as u64) << 52)
+}
+
+/// `x * 2^s` split into `(hi, lo)`: `hi` the nearest f16, `lo` the nearest f16 to what is left
+/// times [`LO_SCALE`]. `s` is a [`scale_exponent`] of a magnitude at least `|x|` (exponents
+/// outside `[-1022, 1023]` are clamped), and `x` is finite.
 pub fn split(x: f32, s: i32) -> (f16, f16) {
     if (-126..=127).contains(&s) {
         // In f32: exact where the scaled value is normal; below that (2^-126, far under f16's
-        // smallest 2^-24) both halves are 0 either way. `scaled - hi` is exact: a multiple of
-        // scaled's ulp below half of hi's.
+        // smallest 2^-24 even after LO_SCALE) both halves are 0 either way. `scaled - hi` is
+        // exact (a multiple of scaled's ulp below half of hi's), and so is its scaling.
         let scaled = x * f32::from_bits(((s + 127) as u32) << 23);
         let hi = f16::from_f32(scaled);
-        return (hi, f16::from_f32(scaled - hi.to_f32()));
+        return (hi, f16::from_f32((scaled - hi.to_f32()) * LO_SCALE));
     }
     let scaled = f64::from(x) * pow2(s);
     let hi = f16::from_f64(scaled);
-    (hi, f16::from_f64(scaled - hi.to_f64()))
+    (hi, f16::from_f64((scaled - hi.to_f64()) * f64::from(LO_SCALE)))
 }
 
 /// A sum of products of values scaled by `2^sa` and `2^sb` ([`split`]), scaled back and rounded
-/// once to f32.
+/// once to f32 (exponents as [`split`] takes them).
 pub fn unscale(acc: f32, sa: i32, sb: i32) -> f32 {
-    (f64::from(acc) * pow2(-(sa + sb))) as f32
+    (f64::from(acc) * pow2(sa.saturating_add(sb).saturating_neg())) as f32
 }
 
 #[cfg(test)]
@@ -145,25 +167,49 @@ mod tests {
             }
             let s = scale_exponent(x.abs());
             let (hi, lo) = split(x, s);
-            let back = (hi.to_f64() + lo.to_f64()) * pow2(-s);
+            let back = (hi.to_f64() + lo.to_f64() / 2048.0) * pow2(-s);
             let rel = (back - f64::from(x)).abs() / f64::from(x).abs();
             assert!(rel <= 2.0f64.powi(-22), "{x}: {rel:e}");
-            // hi + lo is exact in f32, so the shader-core twin loses nothing more.
-            assert_eq!(f64::from(hi.to_f32() + lo.to_f32()), hi.to_f64() + lo.to_f64());
+            // hi + lo * 2^-11 is exact in f32, so the shader-core twin loses nothing more.
+            assert_eq!(f64::from(hi.to_f32() + lo.to_f32() / 2048.0), hi.to_f64() + lo.to_f64() / 2048.0);
         }
     }
 
     #[test]
     fn the_f32_split_is_the_f64_one() {
         let mut x = 0.7f32;
-        for i in 0..20000 {
+        for i in 0..40000 {
             x = -(x * 1.618_034 + 0.1).rem_euclid(3.0) * 2.0f32.powi((x.to_bits() % 81) as i32 - 40);
-            let s = scale_exponent(x.abs()) - (i % 40);
+            // From the element's own scale down to 2^-60 below it (the rows' largest far above).
+            let s = scale_exponent(x.abs()) - (i % 61);
             let scaled = f64::from(x) * pow2(s);
             let hi = f16::from_f64(scaled);
-            let want = (hi, f16::from_f64(scaled - hi.to_f64()));
+            let want = (hi, f16::from_f64((scaled - hi.to_f64()) * 2048.0));
             assert_eq!(split(x, s), want, "{x} * 2^{s}");
         }
+        // Both sides of the f32 path's bounds.
+        for (x, s) in [(1e-38f32, 126), (1e-38, 127), (1e-38, 128), (1e-40, 150), (3e38, -126), (3e38, -127)] {
+            let scaled = f64::from(x) * pow2(s);
+            let hi = f16::from_f64(scaled);
+            let want = (hi, f16::from_f64((scaled - hi.to_f64()) * 2048.0));
+            assert_eq!(split(x, s), want, "{x} * 2^{s}");
+        }
+    }
+
+    #[test]
+    fn elements_within_the_span_keep_22_bits() {
+        // A row whose largest is 2^20 and an element 2^-7.9: 2^27.9 apart, within the span.
+        let (max, x) = (1_048_576.0f32, 0.004_321_987f32);
+        assert!(within_high_span(max, x));
+        let s = scale_exponent(max);
+        let (hi, lo) = split(x, s);
+        let back = (hi.to_f64() + lo.to_f64() / 2048.0) * pow2(-s);
+        assert!((back - f64::from(x)).abs() <= f64::from(x) * 2.0f64.powi(-22), "{back} vs {x}");
+        assert!(!within_high_span(max, x / 2.0));
+        assert!(within_high_span(max, f32::INFINITY) && within_high_span(0.0, f32::INFINITY));
+        // Clamped, never a panic or garbage from an out-of-range exponent.
+        assert_eq!(unscale(1.0, i32::MAX, i32::MAX), 0.0);
+        assert_eq!(split(0.0, i32::MIN), (f16::ZERO, f16::ZERO));
     }
 
     #[test]

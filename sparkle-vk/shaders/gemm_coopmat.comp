@@ -17,16 +17,16 @@
 // block as TM x TN 16x16x16 accumulators. The tile sizes are macros (scripts/spirv.sh compiles
 // each variant the host plans with). BK-deep slices of A and B go through shared memory whose rows are padded
 // by one uvec4 (spreading the banks); the next slice is fetched into registers while this one is
-// multiplied. The epilogue stores each accumulator to a per-subgroup 16x16 scratch in A's shared memory, from
-// which the lanes add the bias, apply the activation and write the elements inside m x n.
+// multiplied. The epilogue stores each accumulator to a per-subgroup 16x16 scratch in idle shared
+// memory, from which the lanes add the bias, apply the activation and write the elements inside m x n.
 //
 // With SPLIT defined it is an f32 GEMM from three f16 products (precision.rs, "high"): A and B each
-// hold two planes, hi then lo (x = hi + lo to 22 bits, the host scales rows of A and columns of B
-// by powers of two into f16's range), and each 16-deep step adds lo*hi + hi*lo + hi*hi, summed on
-// the tensor cores from zero, to the accumulator with a rounded f32 add: the tensor cores' own f32
-// sums truncate (Ootomo & Yokota, "Recovering single precision accuracy from Tensor Cores while
-// surpassing the FP32 theoretical peak performance", IJHPCA 2022), so only 48-term partial sums
-// are formed there.
+// hold two planes, hi then lo (x = hi + lo * 2^-11 to 22 bits; the host scales rows of A and
+// columns of B by powers of two into f16's range), and each 16-deep step forms
+// (lo*hi + hi*lo) * 2^-11 + hi*hi on the tensor cores and adds it to the accumulator with a
+// rounded f32 add: the tensor cores' own f32 sums truncate (Ootomo & Yokota, "Recovering single
+// precision accuracy from Tensor Cores while surpassing the FP32 theoretical peak performance",
+// IJHPCA 2022), so only 16-deep partial sums are formed there.
 layout(local_size_x = 256) in;
 #if defined(SPLIT) && defined(CONV)
 #error "SPLIT is a GEMM of two host-split planes; conv2d gathers one"
@@ -225,7 +225,7 @@ void main() {
                     coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator> s =
                         coopMatMulAdd(fal[i], fb, coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>(0.0));
                     s = coopMatMulAdd(fa[i], fbl, s);
-                    s = coopMatMulAdd(fa[i], fb, s);
+                    s = coopMatMulAdd(fa[i], fb, s * float(1.0 / 2048.0));
                     acc[i][j] = acc[i][j] + s;
                 }
 #else

@@ -3,15 +3,16 @@
 // Half-precision GEMM on the plain shader cores, for devices without cooperative matrices (and
 // lavapipe in CI): C (m x n, f32) = act(A (m x k) * B (k x n) + bias), f16 inputs (bf16 with BF16
 // defined), f32 products and sums. Same operands as gemm_coopmat.comp: halves packed two to a
-// uint, A's rows zero-padded to p.k halves (a multiple of 64) and B's to 8 * p.b_rs; p.a_rs and
+// uint, A's rows zero-padded to p.k halves (a multiple of 32) and B's to 8 * p.b_rs; p.a_rs and
 // p.b_rs are the row strides in groups of 8 halves. A 256-invocation workgroup computes a 64 x 64
 // tile, each invocation a 4 x 4 block in registers; 16-deep slices are widened to f32 in shared
 // memory. With CONV defined it is conv2d as an implicit GEMM: A the weights of group z % groups
 // (kout rows of p.a_cs = C/groups * R * S halves, padded like A), B gathered from image
 // z / groups of the input (halves, two to a uint, unpadded), C that block of the output.
 // With SPLIT (f16, not CONV) A and B each hold two planes, hi then lo, of f32 values the host split
-// (precision.rs): each element is widened as hi + lo, exact in f32, so this computes the f32 GEMM
-// of the split values, the same sums gemm_coopmat.comp's SPLIT variant forms on tensor cores.
+// (precision.rs): each element is widened as hi + lo * 2^-11, exact in f32, so this computes the
+// f32 GEMM of the split values: gemm_coopmat.comp's SPLIT variant's sums plus the lo*lo term it
+// drops (2^-22 relative), rounded as f32 FMAs round rather than as tensor cores do.
 layout(local_size_x = 256) in;
 
 #define BM 64
@@ -82,7 +83,7 @@ void main() {
             uint r = e / (BK / 2u), q = e % (BK / 2u);
             uint ai = (a_row0 + row0 + r) * lda + k0 / 2u + q;
 #ifdef SPLIT
-            vec2 x = row0 + r < p.m ? widen(a[ai]) + widen(a[p.m * lda + ai]) : vec2(0.0);
+            vec2 x = row0 + r < p.m ? widen(a[ai]) + widen(a[p.m * lda + ai]) * (1.0 / 2048.0) : vec2(0.0);
 #else
             vec2 x = row0 + r < p.m ? widen(a[ai]) : vec2(0.0);
 #endif
@@ -95,7 +96,7 @@ void main() {
 #else
             uint bi = (k0 + kr) * ldb + col0 / 2u + cq;
 #ifdef SPLIT
-            vec2 y = col0 / 2u + cq < ldb ? widen(b[bi]) + widen(b[p.k * ldb + bi]) : vec2(0.0);
+            vec2 y = col0 / 2u + cq < ldb ? widen(b[bi]) + widen(b[p.k * ldb + bi]) * (1.0 / 2048.0) : vec2(0.0);
 #else
             vec2 y = col0 / 2u + cq < ldb ? widen(b[bi]) : vec2(0.0);
 #endif

@@ -2,7 +2,7 @@
 //! inputs, f32 sums and output, the shared epilogue. Two kernels over one operand layout:
 //!
 //! - `gemm_coopmat.comp` (f16): cooperative matrices (`VK_KHR_cooperative_matrix`: NVIDIA's
-//!   tensor cores), 128x128 or 128x256 tiles (conv: 128x128 or 64x256) of 16x16x16 products,
+//!   tensor cores), 64x64, 128x128 or 128x256 tiles (conv: 128x128 or 64x256) of 16x16x16 products,
 //!   where the device offers that shape with f32 accumulation and subgroups of exactly 32
 //!   ([`crate::DeviceInfo::cooperative_matrix_f16`]);
 //! - `gemm_half.comp` (f16 and bf16): plain shader cores widening to f32, everywhere else (and
@@ -33,11 +33,11 @@ const K_ALIGN: usize = 32;
 /// Halves per padded row of B: one 16-byte load.
 const N_ALIGN: usize = 8;
 /// Most workgroups along one dispatch dimension every Vulkan device accepts.
-const MAX_GROUPS: u32 = 65535;
+pub(crate) const MAX_GROUPS: u32 = 65535;
 
 /// Rows x columns of C per workgroup of each cooperative-matrix kernel (`Kind::CoopmatF16 { tile }`
 /// indexes it; `shaders.rs` loads the matching SPIR-V, `scripts/spirv.sh` builds it).
-/// On an H200 the two shapes here were the best of seven measured (BENCHMARKS.md): 256 x 128,
+/// On an H200 the two large shapes here were the best of seven measured (BENCHMARKS.md): 256 x 128,
 /// 128 x 128 with 64-deep slices and double-buffered shared memory did no better or worse.
 pub(crate) const COOP_TILES: [[usize; 2]; 3] = [[128, 128], [128, 256], [64, 64]];
 
@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn operands_are_padded_to_whole_slices() {
         let p = half_plan(100, 70, 33, true, false).unwrap();
-        // Fewer than 128 tiles of 128x128: the 64x64 kernel.
+        // Fewer than MIN_FULL_TILES (256) tiles of 128x128: the 64x64 kernel.
         assert_eq!((p.kind, p.groups), (Kind::CoopmatF16 { tile: 2 }, [2, 2, 1]));
         let full = half_plan(2048, 2048, 33, true, false).unwrap();
         assert_eq!((full.kind, full.groups), (Kind::CoopmatF16 { tile: 0 }, [16, 16, 1]));

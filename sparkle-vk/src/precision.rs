@@ -11,12 +11,12 @@
 
 use sparkle_core::epilogue::{Activation, Epilogue};
 use sparkle_core::gemm::{check, GemmDims};
-use sparkle_core::precision::{scale_exponent, split, unscale};
+use sparkle_core::precision::{scale_exponent, split, unscale, within_high_span};
 use sparkle_core::{Error, MatMut, MatRef, Param, Precision};
 
 use crate::context::Context;
 use crate::error::{Result, VkError};
-use crate::half::{half_plan, zeroed_words, HalfPlan, COOP_TILES};
+use crate::half::{half_plan, zeroed_words, HalfPlan, COOP_TILES, MAX_GROUPS};
 use crate::params::{u32_of, with_epilogue};
 use crate::plan::Kind;
 
@@ -47,33 +47,34 @@ pub(crate) fn split_plan(m: usize, n: usize, k: usize, coopmat: bool, precision:
         (false, _) => SPLIT_TILE_SIMT,
     };
     let groups = [u32_of(n.div_ceil(tn), Param::N)?, u32_of(m.div_ceil(tm), Param::M)?, 1];
+    if groups[0] > MAX_GROUPS || groups[1] > MAX_GROUPS {
+        return Err(overflow(if groups[0] > MAX_GROUPS { Param::N } else { Param::M }));
+    }
     Ok(HalfPlan { kind: Kind::SplitF16 { coopmat, small }, groups, a_words, b_words, ..plan })
 }
 
 /// The scale exponent of each row of `x` (of each column with `by_cols`), or `None` when `x`
-/// holds an infinity or a NaN (which the f32 kernels propagate as IEEE arithmetic does). Reads
-/// `x` row by row either way.
-fn scales(x: &MatRef<'_, f32>, by_cols: bool) -> Option<Vec<i32>> {
-    let mut most = vec![0.0f32; if by_cols { x.cols() } else { x.rows() }];
+/// holds an infinity or a NaN (which the f32 kernels propagate as IEEE arithmetic does) or, with
+/// `span`, when a row (column) spans more than [`sparkle_core::precision::HIGH_SPAN`] (where `high` would lose bits of its
+/// smallest elements). Reads `x` row by row either way.
+fn scales(x: &MatRef<'_, f32>, by_cols: bool, span: bool) -> Option<Vec<i32>> {
+    let lines = if by_cols { x.cols() } else { x.rows() };
+    let (mut most, mut least) = (vec![0.0f32; lines], vec![f32::INFINITY; lines]);
     let mut finite = true;
     for i in 0..x.rows() {
         let row = Row::of(x, i);
-        if by_cols {
-            for (j, m) in most.iter_mut().enumerate() {
-                let v = row.at(j).abs();
-                finite &= v.is_finite();
-                *m = m.max(v);
+        for j in 0..x.cols() {
+            let v = row.at(j).abs();
+            finite &= v.is_finite();
+            let l = if by_cols { j } else { i };
+            most[l] = most[l].max(v);
+            if span && v != 0.0 {
+                least[l] = least[l].min(v);
             }
-        } else {
-            let v = (0..x.cols()).fold(0.0f32, |m, j| {
-                let v = row.at(j).abs();
-                finite &= v.is_finite();
-                m.max(v)
-            });
-            most[i] = v;
         }
     }
-    finite.then(|| most.into_iter().map(scale_exponent).collect())
+    let spanned = !span || most.iter().zip(&least).all(|(&m, &l)| within_high_span(m, l));
+    (finite && spanned).then(|| most.into_iter().map(scale_exponent).collect())
 }
 
 /// Row i of a view: a slice where its elements are contiguous (the common row-major case, read
@@ -217,7 +218,9 @@ impl Context {
     /// `C <- act(alpha * A * B + beta * C + bias)` on f32 data from f16 products (see the
     /// module): `High` three per f32 product, `Medium` one, on cooperative matrices where the
     /// device has them, else on the shader cores; `Highest` is [`Context::gemm`]. Operands holding
-    /// an infinity or a NaN also run [`Context::gemm`]. Validated first: on an error C is untouched.
+    /// an infinity or a NaN also run [`Context::gemm`], and so does `High` where a row of A or a
+    /// column of B spans more than [`sparkle_core::precision::HIGH_SPAN`] (its smallest elements
+    /// would lose bits). Validated first: on an error C is untouched.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_split(
         &self,
@@ -236,7 +239,8 @@ impl Context {
         if d.m == 0 || d.n == 0 {
             return Ok(d);
         }
-        let (Some(sa), Some(sb)) = (scales(&a, false), scales(&b, true)) else {
+        let span = precision == Precision::High;
+        let (Some(sa), Some(sb)) = (scales(&a, false, span), scales(&b, true, span)) else {
             return self.gemm(alpha, a, b, beta, c, epi);
         };
         let plan = self.fits(split_plan(d.m, d.n, d.k, self.coopmat_f16, precision)?, d.m * d.n)?;
@@ -290,16 +294,25 @@ mod tests {
         // Two planes past 32-bit indices are an error, not a wrapped index.
         assert!(split_plan(1 << 16, 8, 1 << 16, true, Precision::High).is_err());
         assert!(split_plan(1 << 16, 8, 1 << 16, true, Precision::Medium).is_ok());
+        // 128x128 in place of the f16 plan's 128x256: more workgroups along n than a dispatch takes.
+        assert!(split_plan(128, 65535 * 256, 1, true, Precision::Medium).is_ok());
+        assert!(split_plan(128, 65535 * 256, 1, true, Precision::High).is_err());
     }
 
     #[test]
     fn rows_and_columns_get_their_own_scales() {
         let x = [1.0f32, 1000.0, 0.5, -3.0e-5];
         let m = MatRef::row_major(&x, 2, 2).unwrap();
-        assert_eq!(scales(&m, false).unwrap(), vec![scale_exponent(1000.0), scale_exponent(0.5)]);
-        assert_eq!(scales(&m, true).unwrap(), vec![scale_exponent(1.0), scale_exponent(1000.0)]);
+        assert_eq!(scales(&m, false, true).unwrap(), vec![scale_exponent(1000.0), scale_exponent(0.5)]);
+        assert_eq!(scales(&m, true, true).unwrap(), vec![scale_exponent(1.0), scale_exponent(1000.0)]);
         let bad = [1.0f32, f32::NAN];
-        assert!(scales(&MatRef::row_major(&bad, 1, 2).unwrap(), true).is_none());
+        assert!(scales(&MatRef::row_major(&bad, 1, 2).unwrap(), true, false).is_none());
+        // A row 2^30 wide: `high` falls back, `medium` does not care; zeros do not count.
+        let wide = [1.0f32, 2.0f32.powi(-30), 0.0, 2.0f32.powi(-30)];
+        let w = MatRef::row_major(&wide, 2, 2).unwrap();
+        assert!(scales(&w, false, true).is_none());
+        assert!(scales(&w, false, false).is_some());
+        assert!(scales(&w, true, true).is_some(), "columns (1, 0) and (2^-30, 2^-30) are narrow");
     }
 
     #[test]
@@ -312,7 +325,7 @@ mod tests {
         assert_eq!(w.len(), 8);
         assert_eq!(w[0], u32::from(hi.to_bits()) | u32::from(hi3.to_bits()) << 16);
         assert_eq!(w[4], u32::from(lo.to_bits()) | u32::from(lo3.to_bits()) << 16);
-        assert_eq!(lo.to_f64(), 2.0f64.powi(-20));
+        assert_eq!(lo.to_f64(), 2.0f64.powi(-9), "the remainder 2^-20, times 2^11");
         assert_eq!(lo3.to_bits(), 0);
     }
 }

@@ -230,3 +230,42 @@ fn any_layout_of_b_and_c_gives_the_same_bits() {
         }
     }
 }
+
+#[test]
+fn high_keeps_f32_accuracy_across_a_row_of_wide_range_and_falls_back_past_it() {
+    for ctx in contexts() {
+        let b = [0.0f32, 1.0];
+        let b = MatRef::row_major(&b, 2, 1).unwrap();
+        // 2^27 beside 1.2345678 in one row of A: within the span, the small one keeps 22 bits
+        // (its lo is scaled up past f16's subnormals); 2^40 beside it: past the span, f32 runs.
+        for (big, fallback) in [(2.0f32.powi(27), false), (2.0f32.powi(40), true)] {
+            let a = [big, 1.234_567_8];
+            let a = MatRef::row_major(&a, 1, 2).unwrap();
+            let mut f32_c = [0.0f32];
+            ctx.gemm(1.0, a, b, 0.0, MatMut::row_major(&mut f32_c, 1, 1).unwrap(), &Epilogue::NONE).unwrap();
+            let mut c = [0.0f32];
+            ctx.gemm_split(Precision::High, 1.0, a, b, 0.0, MatMut::row_major(&mut c, 1, 1).unwrap(), &Epilogue::NONE)
+                .unwrap();
+            let err = (f64::from(c[0]) - 1.234_567_8f64).abs();
+            assert!(err <= Precision::High.tolerance(Backend::Vulkan, 2), "2^{}: {} ({err:e})", big.log2(), c[0]);
+            if fallback {
+                assert_eq!(c[0].to_bits(), f32_c[0].to_bits());
+            }
+        }
+    }
+}
+
+#[test]
+fn beta_zero_never_reads_c() {
+    for ctx in contexts() {
+        let (m, n, k) = (9, 7, 5);
+        let (a, b) = (values(m * k, 21), values(k * n, 22));
+        let (a, b) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&b, k, n).unwrap());
+        for precision in [Precision::High, Precision::Medium] {
+            let mut c = vec![f32::NAN; m * n];
+            ctx.gemm_split(precision, 1.0, a, b, 0.0, MatMut::row_major(&mut c, m, n).unwrap(), &Epilogue::NONE)
+                .unwrap();
+            assert!(c.iter().all(|v| v.is_finite()), "{}", precision.name());
+        }
+    }
+}

@@ -86,8 +86,15 @@ impl BenchArgs {
                     .ok_or_else(|| format!("--precision: `{p}` is not highest, high or medium").into())
             })
             .collect::<Result<Vec<_>, Failure>>()?;
-        if list.iter().any(|&p| p != Precision::Highest) && self.device != BenchDevice::Vulkan {
-            return Err("--precision high|medium runs on Vulkan only (--device vulkan): the CPU computes f32".into());
+        if list.iter().any(|&p| p != Precision::Highest) {
+            if self.device != BenchDevice::Vulkan {
+                return Err(
+                    "--precision high|medium runs on Vulkan only (--device vulkan): the CPU computes f32".into()
+                );
+            }
+            if !self.dtypes.split(',').any(|d| d.trim() == "f32") {
+                return Err("--precision chooses how f32 GEMMs run: add f32 to --dtypes".into());
+            }
         }
         Ok(list)
     }
