@@ -6,6 +6,23 @@ pub use sparkle_std::demo::fill;
 mod skip;
 pub use skip::{required, skip};
 
+/// A context on every Vulkan device here, or none with a loud skip (`SPARKLE_REQUIRE_VULKAN=1`
+/// makes that a failure).
+#[cfg(feature = "vulkan")]
+pub fn vk_contexts() -> Vec<sparkle_vk::Context> {
+    match sparkle_vk::devices() {
+        Ok(d) if !d.is_empty() => d.iter().map(|i| sparkle_vk::Context::new(i.index).expect("open device")).collect(),
+        Ok(_) => {
+            skip("VULKAN", "no Vulkan device with a compute queue");
+            Vec::new()
+        }
+        Err(e) => {
+            skip("VULKAN", &format!("no Vulkan: {e}"));
+            Vec::new()
+        }
+    }
+}
+
 /// The int8 side of the stamped tests (`qgemm_cpu.rs`, `qconv_cpu.rs`).
 pub mod quant {
     use sparkle_core::arch::quant::QKernel;

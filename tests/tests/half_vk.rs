@@ -13,7 +13,7 @@ use sparkle_core::epilogue::{Activation, Bias, Epilogue};
 use sparkle_core::f16::{bf16, f16, gemm_half_reference_f64, Half};
 use sparkle_core::{Conv2dParams, Error, MatMut, MatRef, Padding, Param, TensorLayout, WeightLayout};
 use sparkle_tests::skip;
-use sparkle_vk::{devices, Context, VkError};
+use sparkle_vk::{Context, VkError};
 
 /// `len` values in [-1, 1) rounded to `H`, from `seed`.
 fn values<H: Half>(len: usize, mut seed: u64) -> Vec<H> {
@@ -26,17 +26,7 @@ fn values<H: Half>(len: usize, mut seed: u64) -> Vec<H> {
 }
 
 fn contexts() -> Vec<Context> {
-    match devices() {
-        Ok(d) if !d.is_empty() => d.iter().map(|i| Context::new(i.index).expect("open device")).collect(),
-        Ok(_) => {
-            skip("VULKAN", "no Vulkan device with a compute queue");
-            Vec::new()
-        }
-        Err(e) => {
-            skip("VULKAN", &format!("no Vulkan: {e}"));
-            Vec::new()
-        }
-    }
+    sparkle_tests::vk_contexts()
 }
 
 /// `m x n x k` with A stored transposed when `ta`, C column-major when `c_col`, `pad` extra

@@ -11,8 +11,7 @@ use sparkle_core::check::{max_error, Backend};
 use sparkle_core::epilogue::{Activation, Bias, Epilogue};
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Error, MatMut, MatRef, Param, Precision};
-use sparkle_tests::skip;
-use sparkle_vk::{devices, Context, VkError};
+use sparkle_vk::{Context, VkError};
 
 /// `len` values in [-1, 1) with all 24 bits used, from `seed`.
 fn values(len: usize, mut seed: u64) -> Vec<f32> {
@@ -25,17 +24,7 @@ fn values(len: usize, mut seed: u64) -> Vec<f32> {
 }
 
 fn contexts() -> Vec<Context> {
-    match devices() {
-        Ok(d) if !d.is_empty() => d.iter().map(|i| Context::new(i.index).expect("open device")).collect(),
-        Ok(_) => {
-            skip("VULKAN", "no Vulkan device with a compute queue");
-            Vec::new()
-        }
-        Err(e) => {
-            skip("VULKAN", &format!("no Vulkan: {e}"));
-            Vec::new()
-        }
-    }
+    sparkle_tests::vk_contexts()
 }
 
 /// The largest error of `precision` on `m x n x k` (A transposed when `ta`, `alpha`, `beta` over a

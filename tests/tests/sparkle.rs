@@ -36,6 +36,18 @@ fn handle(devices: &[DeviceSel]) -> Sparkle {
 
 /// One GEMM with bias and activation through `s`, checked against the oracle.
 fn check_gemm(s: &Sparkle, m: usize, n: usize, k: usize, seed: u64) -> sparkle_std::Run {
+    gemm_case(s, None, [m, n, k], seed, gpu_tolerance(k)).0
+}
+
+/// One GEMM (alpha, beta, column bias, tanh) through `s` (on `device`, else where it places it),
+/// within `tol` of the oracle: its run and C.
+fn gemm_case(
+    s: &Sparkle,
+    device: Option<DeviceId>,
+    [m, n, k]: [usize; 3],
+    seed: u64,
+    tol: f64,
+) -> (sparkle_std::Run, Vec<f32>) {
     let (mut a, mut b, mut c0, mut bias) = (vec![0.0; m * k], vec![0.0; k * n], vec![0.0; m * n], vec![0.0; n]);
     fill(&mut a, seed);
     fill(&mut b, seed + 1);
@@ -46,10 +58,15 @@ fn check_gemm(s: &Sparkle, m: usize, n: usize, k: usize, seed: u64) -> sparkle_s
     let mut want = vec![0.0; m * n];
     gemm_reference_f64(0.75, av, bv, -0.5, Some(MatRef::row_major(&c0, m, n).unwrap()), &epi, &mut want).unwrap();
     let mut c = c0.clone();
-    let run = s.gemm(0.75, av, bv, -0.5, MatMut::row_major(&mut c, m, n).unwrap(), &epi).unwrap();
+    let cv = MatMut::row_major(&mut c, m, n).unwrap();
+    let run = match device {
+        Some(d) => s.gemm_on(d, 0.75, av, bv, -0.5, cv, &epi),
+        None => s.gemm(0.75, av, bv, -0.5, cv, &epi),
+    }
+    .unwrap();
     let (err, at) = max_error(&c, &want);
-    assert!(err <= gpu_tolerance(k), "{run:?} {m}x{n}x{k}: error {err:e} at {at:?}");
-    run
+    assert!(err <= tol, "{run:?} {m}x{n}x{k}: error {err:e} at {at:?} > {tol:e}");
+    (run, c)
 }
 
 /// One conv2d (grouped, padded, strided, dilated) through `s`, checked against the oracle.
@@ -588,24 +605,11 @@ fn half_conv2d_matches_the_oracle_on_every_device_and_falls_back_when_one_fails(
     assert_eq!((run.device, run.fallback.map(|e| e.kind)), (DeviceId::Cpu, Some(DeviceErrorKind::OutOfMemory)));
 }
 
-/// One GEMM (alpha, beta, column bias, tanh) through `s` on `device`, against the oracle with
-/// `precision`'s tolerance; returns C.
-fn check_gemm_at(s: &Sparkle, device: DeviceId, precision: Precision, [m, n, k]: [usize; 3], seed: u64) -> Vec<f32> {
-    let (mut a, mut b, mut c0, mut bias) = (vec![0.0; m * k], vec![0.0; k * n], vec![0.0; m * n], vec![0.0; n]);
-    fill(&mut a, seed);
-    fill(&mut b, seed + 1);
-    fill(&mut c0, seed + 2);
-    fill(&mut bias, seed + 3);
-    let epi = Epilogue { bias: sparkle_core::Bias::Col(&bias), activation: Activation::Tanh };
-    let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&b, k, n).unwrap());
-    let mut want = vec![0.0; m * n];
-    gemm_reference_f64(0.75, av, bv, -0.5, Some(MatRef::row_major(&c0, m, n).unwrap()), &epi, &mut want).unwrap();
-    let mut c = c0.clone();
-    let run = s.gemm_on(device, 0.75, av, bv, -0.5, MatMut::row_major(&mut c, m, n).unwrap(), &epi).unwrap();
-    assert_eq!(run.device, device);
-    let (err, at) = max_error(&c, &want);
-    let tol = precision.tolerance(sparkle_core::check::Backend::Vulkan, k);
-    assert!(err <= tol, "{} {run:?} {m}x{n}x{k}: error {err:e} at {at:?} > {tol:e}", precision.name());
+/// [`gemm_case`] on `device` with `precision`'s tolerance; returns C.
+fn check_gemm_at(s: &Sparkle, device: DeviceId, precision: Precision, shape: [usize; 3], seed: u64) -> Vec<f32> {
+    let tol = precision.tolerance(sparkle_core::check::Backend::Vulkan, shape[2]);
+    let (run, c) = gemm_case(s, Some(device), shape, seed, tol);
+    assert_eq!(run.device, device, "{}", precision.name());
     c
 }
 
