@@ -121,9 +121,14 @@ pub fn split(x: f32, s: i32) -> (f16, f16) {
         let hi = f16::from_f32(scaled);
         return (hi, f16::from_f32((scaled - hi.to_f32()) * LO_SCALE));
     }
+    // Outside f32's exponent range `scaled` is exact in f64 and keeps x's 24 significant bits, so
+    // it rounds to f16 through f32 without double rounding: where it is no normal f32 it is
+    // either past f16's range (infinite either way) or below 2^-126 (0 either way). The same
+    // holds for `scaled - hi`. (`half`'s own `f16::from_f64` is not used: as of 2.7.1 it drops
+    // the low 32 bits of the f64 before rounding, so it misrounds values just above a tie.)
     let scaled = f64::from(x) * pow2(s);
-    let hi = f16::from_f64(scaled);
-    (hi, f16::from_f64((scaled - hi.to_f64()) * f64::from(LO_SCALE)))
+    let hi = f16::from_f32(scaled as f32);
+    (hi, f16::from_f32(((scaled - hi.to_f64()) * f64::from(LO_SCALE)) as f32))
 }
 
 /// A sum of products of values scaled by `2^sa` and `2^sb` ([`split`]), scaled back and rounded
@@ -136,6 +141,8 @@ pub fn unscale(acc: f32, sa: i32, sb: i32) -> f32 {
 mod tests {
     use super::*;
 
+    // Powers of two come from `pow2`, exact: under Miri `powi` may be off by an ulp or two.
+
     #[test]
     fn names_round_trip() {
         for p in Precision::ALL {
@@ -146,7 +153,7 @@ mod tests {
 
     #[test]
     fn scaling_brings_the_largest_into_range() {
-        for m in [1.0f32, 0.75, 3.0e-30, f32::MAX, 1.0e-45, 65504.0, 2.0f32.powi(14), 2.0f32.powi(15) - 1.0] {
+        for m in [1.0f32, 0.75, 3.0e-30, f32::MAX, 1.0e-45, 65504.0, pow2(14) as f32, pow2(15) as f32 - 1.0] {
             let s = scale_exponent(m);
             let v = f64::from(m) * pow2(s);
             assert!((16384.0..32768.0).contains(&v), "{m}: scaled by 2^{s} to {v}");
@@ -161,7 +168,7 @@ mod tests {
         let mut x = 0.123_456_79f32;
         for _ in 0..1000 {
             // A deterministic walk over magnitudes 2^-30 .. 2^30, both signs.
-            x = -(x * 1.618_034 + 0.1).rem_euclid(3.0) * 2.0f32.powi((x.to_bits() % 61) as i32 - 30);
+            x = -(x * 1.618_034 + 0.1).rem_euclid(3.0) * pow2((x.to_bits() % 61) as i32 - 30) as f32;
             if x == 0.0 {
                 continue;
             }
@@ -169,29 +176,67 @@ mod tests {
             let (hi, lo) = split(x, s);
             let back = (hi.to_f64() + lo.to_f64() / 2048.0) * pow2(-s);
             let rel = (back - f64::from(x)).abs() / f64::from(x).abs();
-            assert!(rel <= 2.0f64.powi(-22), "{x}: {rel:e}");
+            assert!(rel <= pow2(-22), "{x}: {rel:e}");
             // hi + lo * 2^-11 is exact in f32, so the shader-core twin loses nothing more.
             assert_eq!(f64::from(hi.to_f32() + lo.to_f32() / 2048.0), hi.to_f64() + lo.to_f64() / 2048.0);
         }
     }
 
+    /// The f16 nearest to `v` (ties to even), found among `half`'s answer and its neighbours by
+    /// exact f64 distances: independent of how [`split`] rounds.
+    fn nearest_f16(v: f64) -> f16 {
+        let guess = f16::from_f64(v);
+        if !guess.is_finite() || v == 0.0 {
+            return guess;
+        }
+        let bits = guess.to_bits();
+        let mut best = guess;
+        for b in [bits.wrapping_sub(1), bits.wrapping_add(1)] {
+            let c = f16::from_bits(b);
+            // Only neighbours of the same sign and finite (a step across 0 or to NaN is no neighbour).
+            if !c.is_finite() || (b ^ bits) & 0x8000 != 0 {
+                continue;
+            }
+            let (dc, db) = ((c.to_f64() - v).abs(), (best.to_f64() - v).abs());
+            if dc < db || (dc == db && c.to_bits() & 1 == 0) {
+                best = c;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn nearest_f16_breaks_halfs_near_ties() {
+        // 304.5 + 2^-13 steps of 2^-24: above the tie, so 305 steps; `half` 2.7.1 says 304.
+        let v = -19_955_720.0 * pow2(-40);
+        assert_eq!(nearest_f16(v).to_f64(), -305.0 * pow2(-24));
+        assert_eq!(nearest_f16(-304.5 * pow2(-24)).to_f64(), -304.0 * pow2(-24));
+        // A normal one: 1 + 2^-11 (a tie) + 2^-40 rounds up.
+        assert_eq!(nearest_f16(1.0 + pow2(-11) + pow2(-40)).to_f64(), 1.0 + pow2(-10));
+    }
+
     #[test]
     fn the_f32_split_is_the_f64_one() {
         let mut x = 0.7f32;
-        for i in 0..40000 {
-            x = -(x * 1.618_034 + 0.1).rem_euclid(3.0) * 2.0f32.powi((x.to_bits() % 81) as i32 - 40);
+        // Fewer under Miri, which interprets each step.
+        for i in 0..if cfg!(miri) { 4000 } else { 40000 } {
+            x = -(x * 1.618_034 + 0.1).rem_euclid(3.0) * pow2((x.to_bits() % 81) as i32 - 40) as f32;
             // From the element's own scale down to 2^-60 below it (the rows' largest far above).
             let s = scale_exponent(x.abs()) - (i % 61);
             let scaled = f64::from(x) * pow2(s);
-            let hi = f16::from_f64(scaled);
-            let want = (hi, f16::from_f64((scaled - hi.to_f64()) * 2048.0));
+            let hi = nearest_f16(scaled);
+            let want = (hi, nearest_f16((scaled - hi.to_f64()) * 2048.0));
             assert_eq!(split(x, s), want, "{x} * 2^{s}");
         }
         // Both sides of the f32 path's bounds.
-        for (x, s) in [(1e-38f32, 126), (1e-38, 127), (1e-38, 128), (1e-40, 150), (3e38, -126), (3e38, -127)] {
+        // The last: just above a tie of f16 subnormals on the f64 path (2^87 * 19955720 * 2^-127).
+        let near_tie = 19_955_720.0 * pow2(87) as f32;
+        for (x, s) in
+            [(1e-38f32, 126), (1e-38, 127), (1e-38, 128), (1e-40, 150), (3e38, -126), (3e38, -127), (near_tie, -127)]
+        {
             let scaled = f64::from(x) * pow2(s);
-            let hi = f16::from_f64(scaled);
-            let want = (hi, f16::from_f64((scaled - hi.to_f64()) * 2048.0));
+            let hi = nearest_f16(scaled);
+            let want = (hi, nearest_f16((scaled - hi.to_f64()) * 2048.0));
             assert_eq!(split(x, s), want, "{x} * 2^{s}");
         }
     }
@@ -204,7 +249,7 @@ mod tests {
         let s = scale_exponent(max);
         let (hi, lo) = split(x, s);
         let back = (hi.to_f64() + lo.to_f64() / 2048.0) * pow2(-s);
-        assert!((back - f64::from(x)).abs() <= f64::from(x) * 2.0f64.powi(-22), "{back} vs {x}");
+        assert!((back - f64::from(x)).abs() <= f64::from(x) * pow2(-22), "{back} vs {x}");
         assert!(!within_high_span(max, x / 2.0));
         assert!(within_high_span(max, f32::INFINITY) && within_high_span(0.0, f32::INFINITY));
         // Clamped, never a panic or garbage from an out-of-range exponent.
