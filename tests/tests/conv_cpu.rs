@@ -8,6 +8,7 @@ use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, Padding, TensorLayout, WeightLayout};
+use sparkle_std::budget::MemoryBudget;
 use sparkle_std::cpu::isa::{kernel_for_isa, supported};
 use sparkle_std::cpu::Cpu;
 use sparkle_tests::{fill, skip};
@@ -106,12 +107,50 @@ fn sweep(kern: &'static Kernel) {
                     let p = Conv2dParams::new(1, 7, 12, 12, 33, 3, 3).pad(Padding::uniform(1));
                     check(&cpu, with(p), act, true, 6);
                 }
+                // Winograd: ragged tiles (26 x 39 outputs: 13 x 20 tiles of 2x2, a partial group
+                // of lanes), asymmetric padding, batch 2, and every epilogue.
+                let p = Conv2dParams::new(2, 5, 27, 39, 7, 3, 3).pad(Padding::new(1, 2, 0, 0));
+                for act in Activation::ALL {
+                    assert_eq!(check(&cpu, with(p), act, true, 7), Conv2dPath::Winograd);
+                }
+                // One channel, no padding, tiles just enough (16 x 16); and a wide reduction.
+                seen.insert(check(&cpu, with(Conv2dParams::new(1, 1, 34, 34, 1, 3, 3)), Activation::None, false, 8));
+                let p = Conv2dParams::new(2, 96, 28, 28, 40, 3, 3).pad(Padding::uniform(1));
+                seen.insert(check(&cpu, with(p), Activation::Relu, true, 9));
+                // An odd output height (a half row of tiles); 16 images of 4 x 4 tiles (a group of
+                // lanes spans rows and images); padding past the kernel (tiles of padding only);
+                // three workers for two channels.
+                for (p, threads) in [
+                    (Conv2dParams::new(1, 3, 35, 34, 4, 3, 3), 2),
+                    (Conv2dParams::new(16, 2, 7, 7, 3, 3, 3).pad(Padding::uniform(1)), 2),
+                    (Conv2dParams::new(1, 2, 28, 28, 3, 3, 3).pad(Padding::new(4, 3, 5, 4)), 2),
+                    (Conv2dParams::new(1, 2, 33, 33, 2, 3, 3), 3),
+                ] {
+                    assert_eq!(
+                        check(&cpu.threads(threads), with(p), Activation::Relu6, true, 10),
+                        Conv2dPath::Winograd
+                    );
+                }
             }
         }
     }
-    for path in [Conv2dPath::Pointwise, Conv2dPath::Depthwise, Conv2dPath::ImplicitGemm] {
+    for path in [Conv2dPath::Pointwise, Conv2dPath::Depthwise, Conv2dPath::ImplicitGemm, Conv2dPath::Winograd] {
         assert!(seen.contains(&path), "{path:?} never ran");
     }
+}
+
+/// A budget too small for Winograd's buffers but enough for the implicit GEMM: the conv still
+/// runs, as an implicit GEMM, and matches the oracle.
+fn winograd_over_budget(kern: &'static Kernel) {
+    let p = Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1));
+    let g = p.validate().unwrap();
+    let least =
+        sparkle_core::conv::fused::conv2d_min_scratch_len(&g, kern, &Cpu::with_kernel(kern).blocking, 1).unwrap();
+    let cpu = Cpu {
+        memory_budget: MemoryBudget::bytes((4 * least + 4 * 64 * 64 * 9) as u64),
+        ..Cpu::with_kernel(kern).threads(1)
+    };
+    assert_eq!(check(&cpu, p, Activation::Relu, true, 11), Conv2dPath::Winograd);
 }
 
 fn bad_input(kern: &'static Kernel) {
@@ -139,6 +178,10 @@ macro_rules! conv_tests {
             #[test]
             fn every_path_and_parameter() {
                 if let Some(k) = kernel(Isa::$isa) { sweep(k) }
+            }
+            #[test]
+            fn winograd_falls_back_within_the_budget() {
+                if let Some(k) = kernel(Isa::$isa) { winograd_over_budget(k) }
             }
             #[test]
             fn bad_input_is_an_error() {
@@ -179,7 +222,18 @@ fn path_choice() {
     assert_eq!(path(Conv2dParams::new(1, 64, 56, 56, 256, 1, 1)), Conv2dPath::Pointwise);
     assert_eq!(path(Conv2dParams::new(1, 64, 56, 56, 256, 1, 1).stride(2, 2)), Conv2dPath::ImplicitGemm);
     assert_eq!(path(Conv2dParams::new(1, 32, 112, 112, 32, 3, 3).groups(32)), Conv2dPath::Depthwise);
-    assert_eq!(path(Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))), Conv2dPath::ImplicitGemm);
+    assert_eq!(path(Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))), Conv2dPath::Winograd);
+    // Too few tiles, strided, dilated or grouped: the implicit GEMM.
+    assert_eq!(path(Conv2dParams::new(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1))), Conv2dPath::ImplicitGemm);
+    assert_eq!(path(Conv2dParams::new(2, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1))), Conv2dPath::Winograd);
+    assert_eq!(path(Conv2dParams::new(1, 512, 7, 7, 512, 3, 3).pad(Padding::uniform(1))), Conv2dPath::ImplicitGemm);
+    // Buffers past 64 MiB (batch 11 at 56x56x64): the implicit GEMM, whose scratch does not grow.
+    assert_eq!(path(Conv2dParams::new(10, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))), Conv2dPath::Winograd);
+    assert_eq!(path(Conv2dParams::new(11, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))), Conv2dPath::ImplicitGemm);
+    let p = Conv2dParams::new(1, 64, 56, 56, 64, 3, 3);
+    for p in [p.stride(2, 2), p.dilation(1, 2), p.groups(2), Conv2dParams::new(1, 64, 56, 56, 64, 3, 2)] {
+        assert_eq!(path(p), Conv2dPath::ImplicitGemm, "{p:?}");
+    }
 }
 
 /// The `no_std` entry points (statically chosen kernel, caller scratch, one thread): what a

@@ -1,6 +1,6 @@
-//! The fast conv2d's driver: validation, scratch, and the three paths — implicit GEMM (the
+//! The fast conv2d's driver: validation, scratch, and the four paths — implicit GEMM (the
 //! operands of [`super::operands`] through the GEMM driver), a plain GEMM for 1x1 convolutions,
-//! and the depthwise kernel. [`choose_path`] is the one place that decides.
+//! the depthwise kernel, and Winograd ([`super::winograd`]). [`choose_path`] is the one place that decides.
 #![allow(unsafe_code)]
 
 use core::ops::Range;
@@ -16,8 +16,21 @@ use crate::gemm::driver::{gemm_operands, gemm_scratch_len, OutPtr, Workspace};
 use crate::layout::TensorLayout;
 use crate::view::MatRef;
 
-/// Floats of scratch [`conv2d_with`] needs with `workers` workers.
+/// Floats of scratch [`conv2d_with`] needs with `workers` workers to run the path
+/// [`choose_path`] picks. For a [`Conv2dPath::Winograd`] geometry that is the transforms' buffers;
+/// with less, down to [`conv2d_min_scratch_len`], the conv runs as an implicit GEMM instead.
 pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
+    match choose_path(g) {
+        // Never below the least, which a small Winograd geometry's packing can exceed.
+        Conv2dPath::Winograd => Ok(super::winograd::scratch_len(g, kernel, blocking, workers)?
+            .max(conv2d_min_scratch_len(g, kernel, blocking, workers)?)),
+        _ => conv2d_min_scratch_len(g, kernel, blocking, workers),
+    }
+}
+
+/// The least scratch [`conv2d_with`] accepts for `g` with `workers` workers: what
+/// [`conv2d_scratch_len`] asks for, except that a Winograd geometry may run as an implicit GEMM.
+pub fn conv2d_min_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
     match choose_path(g) {
         // The NHWC depthwise kernel reads weights transposed to [r][s][c]; the NCHW one gets a
         // ring of interleaved rows per worker (`arch::depthwise::packed_block`).
@@ -38,8 +51,8 @@ pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, work
 }
 
 /// `output = act(conv2d(input, weight) + bias)` in `ws` (its kernels, blocking, workers and
-/// scratch of at least [`conv2d_scratch_len`] floats). Validates everything first; on an error
-/// nothing has been written.
+/// scratch of at least [`conv2d_min_scratch_len`] floats; [`conv2d_scratch_len`] for the fastest
+/// path). Validates everything first; on an error nothing has been written.
 pub fn conv2d_with(
     g: &Conv2d,
     input: &[f32],
@@ -52,11 +65,21 @@ pub fn conv2d_with(
     check_epilogue(g, epi)?;
     let (kernel, blocking) = (ws.kernel, ws.blocking);
     ws.validated(
-        |workers| conv2d_scratch_len(g, kernel, blocking, workers),
+        |workers| conv2d_min_scratch_len(g, kernel, blocking, workers),
         // SAFETY: buffers, epilogue, blocking and scratch validated; the executor is pinned; a
         // `Kernel` exists only on a CPU that runs its ISA.
         |ws| unsafe { conv2d_unchecked(g, input, weight, epi, output, ws) },
     )
+}
+
+/// Whether a [`Conv2dPath::Winograd`] geometry runs as Winograd in `ws`: its scratch holds the
+/// transforms' buffers and the input and weights are finite (Winograd turns one infinity into
+/// `inf - inf = NaN` where the oracle and the implicit GEMM give the infinity).
+fn runs_winograd(g: &Conv2d, input: &[f32], weight: &[f32], ws: &Workspace<'_>) -> bool {
+    let need = super::winograd::scratch_len(g, ws.kernel, ws.blocking, ws.exec.workers());
+    need.is_ok_and(|n| n <= ws.scratch.len())
+        && input.iter().all(|x| x.is_finite())
+        && weight.iter().all(|x| x.is_finite())
 }
 
 /// A conv's bias: one value per output channel ([`check_epilogue`] allows only that, or none).
@@ -86,6 +109,11 @@ pub(crate) unsafe fn conv2d_unchecked(
         return;
     }
     let bias = per_channel_bias(epi);
+    if choose_path(g) == Conv2dPath::Winograd && runs_winograd(g, input, weight, ws) {
+        // SAFETY: forwarded contract; the scratch holds this path's buffers.
+        unsafe { super::winograd::conv2d_unchecked(g, input, weight, epi, bias, output, ws) };
+        return;
+    }
     let (kg, hw, gemm_k) = g.gemm_dims();
     let cg = g.cg();
     let out = output.as_mut_ptr();

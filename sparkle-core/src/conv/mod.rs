@@ -1,5 +1,5 @@
-//! conv2d: geometry and index math, the fast paths (implicit GEMM, pointwise, depthwise), the
-//! explicit im2col, and the direct-conv oracle.
+//! conv2d: geometry and index math, the fast paths (implicit GEMM, pointwise, depthwise,
+//! Winograd), the explicit im2col, and the direct-conv oracle.
 
 pub mod fused;
 pub mod geometry;
@@ -7,6 +7,7 @@ pub mod im2col;
 pub mod operands;
 pub mod path;
 pub mod reference;
+pub mod winograd;
 
 pub use geometry::{Conv2d, Conv2dParams, Padding};
 pub use path::{choose_path, Conv2dPath};
@@ -16,14 +17,24 @@ use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::{Blocking, CacheSizes};
 use crate::gemm::driver::{Sequential, Workspace};
 
-/// Floats of scratch [`conv2d`] needs for `g`.
+/// Floats of scratch [`conv2d`] needs for `g` on its fastest path (for a Winograd geometry, the
+/// transforms' buffers: `16·(k·c + c·t + k·t)` and more, `t` the 2x2 output tiles).
 pub fn scratch_len(g: &Conv2d) -> Result<usize> {
     let kernel = crate::arch::Kernel::best();
     fused::conv2d_scratch_len(g, kernel, &Blocking::for_kernel(kernel, CacheSizes::STATIC), 1)
 }
 
+/// The least scratch [`conv2d`] accepts for `g`: with less than [`scratch_len`] but at least
+/// this, a Winograd geometry runs as an implicit GEMM (what a microcontroller with a fixed
+/// scratch buffer gets).
+pub fn min_scratch_len(g: &Conv2d) -> Result<usize> {
+    let kernel = crate::arch::Kernel::best();
+    fused::conv2d_min_scratch_len(g, kernel, &Blocking::for_kernel(kernel, CacheSizes::STATIC), 1)
+}
+
 /// `output = act(conv2d(input, weight) + bias)` on one thread with the best kernels this CPU runs
-/// and caller scratch of at least [`scratch_len`] floats: the `no_std`, no-heap entry
+/// and caller scratch of at least [`min_scratch_len`] floats ([`scratch_len`] for the fastest
+/// path): the `no_std`, no-heap entry
 /// point (a Cortex-M4F runs this). Validates everything first; on an error nothing is written.
 pub fn conv2d(
     g: &Conv2d,
@@ -69,7 +80,7 @@ mod tests {
     #[test]
     fn every_path_matches_oracle() {
         let base = Conv2dParams::new(1, 4, 5, 6, 4, 3, 3).pad(Padding::new(1, 0, 2, 1));
-        let mut paths = [false; 3];
+        let mut paths = [false; 4];
         // Implicit GEMM (NCHW, NHWC strided, dilated, grouped), depthwise (both layouts), pointwise
         // (both layouts): every path of the fused driver and its packing, which Miri checks.
         for p in [
@@ -104,6 +115,51 @@ mod tests {
                 assert!(error(*a, f64::from(*b)) <= tolerance(g.gemm_dims().2), "{p:?}: {a} vs {b}");
             }
         }
-        assert_eq!(paths, [true; 3], "pointwise, depthwise and implicit GEMM each ran");
+        assert_eq!(
+            paths,
+            [true, true, false, true],
+            "pointwise, depthwise and implicit GEMM each ran (Winograd: below)"
+        );
+    }
+
+    /// Winograd through the `no_std` entry point: a ragged grid of just enough tiles (16 x 17 of
+    /// 2x2), both layouts, bias and an activation, small enough for Miri.
+    #[test]
+    fn winograd_matches_oracle() {
+        let p = Conv2dParams::new(1, 2, 33, 34, 2, 3, 3).pad(Padding::new(1, 0, 0, 1));
+        // Miri interprets every step: one layout there, both natively.
+        for p in [p, p.layout(TensorLayout::Nhwc)].into_iter().take(if cfg!(miri) { 1 } else { 2 }) {
+            let g = p.validate().unwrap();
+            assert_eq!(choose_path(&g), Conv2dPath::Winograd);
+            let mut x = [0.0f32; 2 * 33 * 34];
+            let mut w = [0.0f32; 2 * 2 * 9];
+            for (i, v) in x.iter_mut().enumerate() {
+                *v = ((i * 7 % 13) as f32 - 6.0) / 8.0;
+            }
+            for (i, v) in w.iter_mut().enumerate() {
+                *v = ((i * 5 % 11) as f32 - 5.0) / 8.0;
+            }
+            let bias = [0.25f32, -0.5];
+            let epi = Epilogue::activation(Activation::LeakyRelu { slope: 0.1 }).with_bias(&bias);
+            let mut scratch = [0.0f32; 32768];
+            let (mut got, mut want) = ([f32::NAN; 2 * 32 * 33], [0.0f32; 2 * 32 * 33]);
+            reference::conv2d_reference(&g, &x, &w, &epi, &mut want).unwrap();
+            let (full, least) = (scratch_len(&g).unwrap(), min_scratch_len(&g).unwrap());
+            assert!(least <= full, "{least} <= {full}");
+            conv2d(&g, &x, &w, &epi, &mut got, &mut scratch[..full]).unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!(error(*a, f64::from(*b)) <= tolerance(g.gemm_dims().2), "{p:?}: {a} vs {b}");
+            }
+            assert!(conv2d(&g, &x, &w, &epi, &mut got, &mut scratch[..least - 1]).is_err());
+            // An infinite input takes the implicit GEMM, which keeps the oracle's infinities
+            // (Winograd would turn them into NaN).
+            x[40] = f32::INFINITY;
+            reference::conv2d_reference(&g, &x, &w, &epi, &mut want).unwrap();
+            conv2d(&g, &x, &w, &epi, &mut got, &mut scratch[..full]).unwrap();
+            assert!(want.iter().any(|v| v.is_infinite()));
+            for (a, b) in got.iter().zip(&want) {
+                assert!(error(*a, f64::from(*b)) <= tolerance(g.gemm_dims().2), "{p:?} inf: {a} vs {b}");
+            }
+        }
     }
 }

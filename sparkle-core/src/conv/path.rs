@@ -11,6 +11,10 @@ pub enum Conv2dPath {
     Pointwise,
     /// `groups == c == k`: the depthwise kernel, vectorised over channels (NHWC) or columns (NCHW).
     Depthwise,
+    /// 3x3, stride 1, undilated, ungrouped, with at least [`super::winograd::MIN_TILES`] output
+    /// tiles of 2x2 and buffers within [`super::winograd::MAX_FLOATS`]: Winograd F(2x2, 3x3), 16
+    /// GEMMs between transforms ([`super::winograd`]).
+    Winograd,
     /// Everything else: per (image, group) an implicit GEMM whose B (NCHW) or A (NHWC) panels
     /// are gathered from the input.
     ImplicitGemm,
@@ -22,6 +26,7 @@ impl Conv2dPath {
         match self {
             Conv2dPath::Pointwise => "pointwise",
             Conv2dPath::Depthwise => "depthwise",
+            Conv2dPath::Winograd => "winograd",
             Conv2dPath::ImplicitGemm => "implicit-gemm",
         }
     }
@@ -34,6 +39,8 @@ pub fn choose_path(g: &Conv2d) -> Conv2dPath {
         Conv2dPath::Depthwise
     } else if p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == super::Padding::uniform(0) {
         Conv2dPath::Pointwise
+    } else if super::winograd::chosen(g) {
+        Conv2dPath::Winograd
     } else {
         Conv2dPath::ImplicitGemm
     }

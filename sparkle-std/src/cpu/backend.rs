@@ -5,7 +5,7 @@ use sparkle_core::arch::bf16::BKernel;
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Kernel;
 use sparkle_core::bf16::{bf16, gemm_bf16_scratch_len, gemm_bf16_with, BWorkspace};
-use sparkle_core::conv::fused::{conv2d_scratch_len, conv2d_with};
+use sparkle_core::conv::fused::{conv2d_min_scratch_len, conv2d_scratch_len, conv2d_with};
 use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::f16::{check_half, f16, Half, HalfMats};
 use sparkle_core::gemm::blocking::Blocking;
@@ -181,7 +181,7 @@ impl Cpu {
 
     /// `output = act(conv2d(input, weight) + bias)`: validated, then the path
     /// [`sparkle_core::conv::choose_path`]
-    /// picks (pointwise GEMM, depthwise kernel, or implicit GEMM).
+    /// picks (pointwise GEMM, depthwise kernel, Winograd, or implicit GEMM).
     pub fn conv2d(
         &self,
         g: &Conv2d,
@@ -195,7 +195,12 @@ impl Cpu {
         let fmas = g.flops() / 2.0;
         let work = if choose_path(g) == Conv2dPath::Depthwise { fmas * DEPTHWISE_FMA_COST } else { fmas };
         let threads = self.threads_for(work);
+        // Winograd's buffers where the budget allows them, else the implicit GEMM's scratch.
         let len = conv2d_scratch_len(g, self.kernel, &self.blocking, threads)?;
+        let len = match self.memory_budget.check("conv2d scratch", len, std::mem::size_of::<f32>()) {
+            Ok(_) => len,
+            Err(_) => conv2d_min_scratch_len(g, self.kernel, &self.blocking, threads)?,
+        };
         with_scratch(&SCRATCH, len, self.memory_budget, |scratch| {
             Ok(conv2d_with(g, input, weight, epi, output, self.workspace(&Workers(threads), scratch))?)
         })
