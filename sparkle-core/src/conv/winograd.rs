@@ -370,16 +370,11 @@ mod wide {
     }
 }
 
-/// Whether this CPU runs AVX2 and FMA, so the [`wide`] copy may run: the AVX2 kernels prove it,
-/// and for the AVX-512 ones it is asked (their detection checks AVX-512F alone).
+/// Whether this CPU runs AVX2 and FMA, so the [`wide`] copy may run: the AVX2 and AVX-512
+/// kernels prove it (AVX-512F is detected only together with AVX2, FMA and F16C).
 fn wide(kernel: &Kernel) -> bool {
     use crate::arch::Isa;
-    cfg!(target_arch = "x86_64")
-        && match kernel.isa() {
-            Isa::Avx2 => true,
-            Isa::Avx512 => Isa::Avx2.is_available(),
-            _ => false,
-        }
+    cfg!(target_arch = "x86_64") && matches!(kernel.isa(), Isa::Avx2 | Isa::Avx512)
 }
 
 /// [`transform_input`], compiled for `kernel`'s ISA.

@@ -210,17 +210,25 @@ mod tests {
     #[test]
     fn core_detection_agrees_with_std() {
         detect();
+        // The core counts AVX-512F only with what `target_feature(enable = "avx512f")` implies.
+        #[cfg(target_arch = "x86_64")]
+        let avx512f = || {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        };
         for isa in Isa::ALL {
             let std_says = match isa {
                 Isa::Generic => true,
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+                Isa::Avx512 => avx512f(),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512Vnni => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni"),
+                Isa::Avx512Vnni => avx512f() && is_x86_feature_detected!("avx512vnni"),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512Bf16 => is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"),
+                Isa::Avx512Bf16 => avx512f() && is_x86_feature_detected!("avx512bf16"),
                 #[cfg(target_arch = "x86_64")]
                 Isa::AvxVnni => {
                     is_x86_feature_detected!("avxvnni")

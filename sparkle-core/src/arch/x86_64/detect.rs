@@ -29,7 +29,8 @@ pub(crate) fn avx2_fma() -> bool {
     features() & AVX2_FMA != 0
 }
 
-/// AVX-512F, with the OS saving the zmm and opmask state.
+/// AVX-512F, with the OS saving the zmm and opmask state, and AVX2, FMA and F16C (which
+/// `target_feature(enable = "avx512f")` implies).
 pub(crate) fn avx512f() -> bool {
     features() & AVX512F != 0
 }
@@ -93,7 +94,9 @@ fn probe() -> u8 {
             f |= AVXVNNI;
         }
     }
-    if os_zmm && bit(leaf7.ebx, 16) {
+    // `#[target_feature(enable = "avx512f")]` implies AVX2, FMA and F16C in Rust (as on every CPU
+    // with AVX-512F), so AVX-512F counts only with them: a hypervisor might mask them.
+    if os_zmm && bit(leaf7.ebx, 16) && f & AVX2_FMA != 0 && bit(leaf1.ecx, 29) {
         f |= AVX512F;
         if bit(leaf7.ecx, 11) {
             f |= AVX512VNNI;
