@@ -14,12 +14,11 @@
 //! channels), and `U_ξ`, `V_ξ`, `M_ξ` are strided matrix views for the GEMM driver.
 //!
 //! Accuracy: `Bᵀ` and `Aᵀ` only add and subtract, and `G` halves (in f64, rounded once to f32),
-//! so the error is that of
-//! the implicit GEMM's: measured against the f64 oracle at 8 ResNet-like shapes and 3 seeds
-//! (c = 8..512, 28x28 and 56x56), the largest error was 0.05 of the CPU f32 bound of the tolerance
-//! table (implicit GEMM: 0.07) on inputs and weights in [-1, 1], and 1.75 of it (implicit GEMM:
-//! 2.97) on inputs in [0, 100] with signed weights (a post-ReLU activation, whose cancellation
-//! neither path's bound covers). F(4x4, 3x3), 2.25 multiplies per output, was built and measured
+//! so the error is that of the implicit GEMM: measured against the f64 oracle at 8 ResNet-like
+//! shapes and 3 seeds (c = 8..512, 28x28 and 56x56), the largest error was 0.05 of the CPU f32
+//! bound of the tolerance table (implicit GEMM: 0.07) on inputs and weights in [-1, 1], and 1.75
+//! of it (implicit GEMM: 2.97) on inputs in [0, 100] with signed weights (a post-ReLU activation,
+//! whose cancellation neither path's bound covers). F(4x4, 3x3), 2.25 multiplies per output, was built and measured
 //! too and left out: on the post-ReLU inputs its error reached 29.5 of the bound (its transforms
 //! multiply by up to 8 and mix 6 terms).
 #![allow(unsafe_code)]
