@@ -152,7 +152,10 @@ mod tests {
             }
             assert!(conv2d(&g, &x, &w, &epi, &mut got, &mut scratch[..least - 1]).is_err());
             // An infinite input takes the implicit GEMM, which keeps the oracle's infinities
-            // (Winograd would turn them into NaN).
+            // (Winograd would turn them into NaN). Natively only: Miri runs that path elsewhere.
+            if cfg!(miri) {
+                continue;
+            }
             x[40] = f32::INFINITY;
             reference::conv2d_reference(&g, &x, &w, &epi, &mut want).unwrap();
             conv2d(&g, &x, &w, &epi, &mut got, &mut scratch[..full]).unwrap();
