@@ -7,31 +7,18 @@ use sparkle_core::check::{gpu_tolerance, max_error, tolerance};
 use sparkle_core::conv::reference::conv2d_reference_f64;
 use sparkle_core::gemm::reference::gemm_reference_f64;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatRef, Padding};
-use sparkle_tests::{fill, skip};
-use sparkle_vk::{devices, Context, TensorBias, TensorMat, Tuning};
+use sparkle_tests::fill;
+use sparkle_vk::{Context, TensorBias, TensorMat, Tuning};
 
 /// One context per device, each with the given tuning (so both kernels are reached).
 fn contexts(min_vec4_tiles: u32) -> Vec<Context> {
-    match devices() {
-        Ok(d) if !d.is_empty() => d
-            .iter()
-            .map(|d| {
-                let ctx = Context::new(d.index).expect("open device");
-                // Winograd wherever it applies when the vec4 kernel is forced, never otherwise.
-                let min_winograd_tiles = if min_vec4_tiles == 0 { 0 } else { u32::MAX };
-                ctx.set_tuning(Tuning { min_vec4_tiles, min_winograd_tiles });
-                ctx
-            })
-            .collect(),
-        Ok(_) => {
-            skip("VULKAN", "no Vulkan device with a compute queue");
-            Vec::new()
-        }
-        Err(e) => {
-            skip("VULKAN", &format!("no Vulkan: {e}"));
-            Vec::new()
-        }
+    let all = sparkle_tests::vk_contexts();
+    for ctx in &all {
+        // Winograd wherever it applies when the vec4 kernel is forced, never otherwise.
+        let min_winograd_tiles = if min_vec4_tiles == 0 { 0 } else { u32::MAX };
+        ctx.set_tuning(Tuning { min_vec4_tiles, min_winograd_tiles });
     }
+    all
 }
 
 fn filled(len: usize, seed: u64) -> Vec<f32> {
