@@ -123,6 +123,10 @@ pub enum Isa {
     NeonDot,
     /// aarch64 NEON with the Armv8.6 int8 matrix multiply (`usmmla`): an int8 kernel.
     NeonI8mm,
+    /// x86_64 AMX-TILE and AMX-INT8 (`tdpbusd`: a 16 x 16 `i32` tile of 64-byte dot products
+    /// per instruction) with AVX-512F, on Linux (which must grant the tile state): an int8
+    /// kernel.
+    AmxInt8,
 }
 
 impl Isa {
@@ -139,6 +143,7 @@ impl Isa {
             Isa::ArmDsp => "armdsp",
             Isa::NeonDot => "neondot",
             Isa::NeonI8mm => "neoni8mm",
+            Isa::AmxInt8 => "amxint8",
         }
     }
 
@@ -148,7 +153,7 @@ impl Isa {
     }
 
     /// Every ISA a kernel can need, in the order of [`Isa::name`]'s documentation.
-    pub const ALL: [Isa; 10] = [
+    pub const ALL: [Isa; 11] = [
         Isa::Generic,
         Isa::Avx2,
         Isa::Avx512,
@@ -159,6 +164,7 @@ impl Isa {
         Isa::ArmDsp,
         Isa::NeonDot,
         Isa::NeonI8mm,
+        Isa::AmxInt8,
     ];
 
     /// Whether the compile-time target features guarantee this ISA.
@@ -183,6 +189,8 @@ impl Isa {
             Isa::ArmDsp => cfg!(all(target_arch = "arm", sparkle_arm_dsp)),
             Isa::NeonDot => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "dotprod")),
             Isa::NeonI8mm => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "i8mm")),
+            // Compiling for AMX does not grant the process the tile state: always asked at run time.
+            Isa::AmxInt8 => false,
         }
     }
 
@@ -223,6 +231,8 @@ impl Isa {
             Isa::AvxVnni => x86_64::detect::avxvnni(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Bf16 => x86_64::detect::avx512bf16(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AmxInt8 => x86_64::detect::amx_int8(),
             _ => false,
         }
     }

@@ -8,6 +8,7 @@
 //!
 //! | kernel | ISA | tile | panels | products per instruction |
 //! |---|---|---|---|---|
+//! | `amxint8_qgemm_u8i8_32x32` | AMX-INT8 (Linux) | 32 x 32 | 64-byte blocks (tiles) | 16 384 (`tdpbusd`, 16 x 16 x 64) |
 //! | `avx512vnni_qgemm_u8i8_8x32` | AVX-512 VNNI | 8 x 32 | 4 bytes per k-group | 64 (`vpdpbusd zmm`) |
 //! | `avxvnni_qgemm_u8i8_6x16` | AVX2 + AVX-VNNI | 6 x 16 | 4 bytes per k-group | 32 (`vpdpbusd ymm`) |
 //! | `avx2_qgemm_u8i8_6x16` | AVX2 | 6 x 16 | 2 `i16` per k-group | 16 (`vpmaddwd ymm`, + `vpaddd`) |
@@ -46,6 +47,12 @@ pub(crate) enum QPack {
     /// of 2 bytes per group.
     #[cfg_attr(not(any(target_arch = "x86_64", all(target_arch = "arm", sparkle_arm_dsp))), allow(dead_code))]
     Pairs16,
+    /// AMX's tiles: k in blocks of 64. A as `u8`, block `g`, row `i` at byte `(g * mr + i) *
+    /// 64` (a block of the panel is `mr` rows of 64 bytes, as a tile loads them); B as `i8` in
+    /// [`QPack::Bytes4`]'s layout with k padded to the block (block `g` is 16 groups of 4 bytes,
+    /// `nr` columns each: a row of a B tile per group).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Tiles64,
 }
 
 impl QPack {
@@ -55,13 +62,14 @@ impl QPack {
             QPack::Bytes4 | QPack::SignedBytes4 => 4,
             QPack::Bytes8 => 8,
             QPack::Pairs16 => 2,
+            QPack::Tiles64 => 64,
         }
     }
 
     /// Bytes per packed element.
     pub(crate) const fn elem_bytes(self) -> usize {
         match self {
-            QPack::Bytes4 | QPack::SignedBytes4 | QPack::Bytes8 => 1,
+            QPack::Bytes4 | QPack::SignedBytes4 | QPack::Bytes8 | QPack::Tiles64 => 1,
             QPack::Pairs16 => 2,
         }
     }
@@ -123,6 +131,15 @@ impl FinishRow {
     }
 }
 
+/// Register state a kernel keeps across its calls on one thread (see [`QKernel::session`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Session {
+    /// Before the first call.
+    pub begin: unsafe fn(),
+    /// After the last call.
+    pub end: unsafe fn(),
+}
+
 /// An int8 GEMM microkernel, obtainable only on a CPU that runs its ISA.
 #[derive(Clone, Copy, Debug)]
 pub struct QKernel {
@@ -136,6 +153,13 @@ pub struct QKernel {
     /// The CPU must run `isa`; `a` must hold `groups * mr` and `b` `groups * nr` packed groups
     /// in `pack`'s format, and `c` must be valid for writing `mr * nr` `i32`.
     pub(crate) run: unsafe fn(&QMicroArgs),
+    /// What a worker runs before its first and after its last call of `run` (with no other
+    /// kernel's calls between), where the kernel keeps state in registers across calls: AMX's
+    /// tile configuration.
+    ///
+    /// # Safety
+    /// The CPU must run `isa`; `end` follows `begin` on the same thread.
+    pub(crate) session: Option<Session>,
     /// The vector form of one [`FinishRow`], where the ISA has one.
     ///
     /// # Safety
@@ -186,6 +210,7 @@ pub(crate) const GENERIC_Q: QKernel = QKernel {
     nr: 4,
     pack: QPack::Bytes4,
     run: generic_qgemm_u8i8_4x4,
+    session: None,
     finish_narrow: None,
 };
 
@@ -193,7 +218,7 @@ pub(crate) const GENERIC_Q: QKernel = QKernel {
 pub(crate) mod x86 {
     use core::arch::x86_64::*;
 
-    use super::{FinishRow, Isa, QKernel, QMicroArgs, QPack};
+    use super::{FinishRow, Isa, QKernel, QMicroArgs, QPack, Session};
 
     /// # Safety
     /// As [`QKernel::finish_narrow`], on a CPU with AVX2. Eight columns at a time: the f32
@@ -323,6 +348,7 @@ pub(crate) mod x86 {
         nr: 16,
         pack: QPack::Bytes4,
         run: avxvnni_qgemm_u8i8_6x16,
+        session: None,
         finish_narrow: Some(avx2_finish_narrow),
     };
 
@@ -333,7 +359,114 @@ pub(crate) mod x86 {
         nr: 32,
         pack: QPack::Bytes4,
         run: avx512vnni_qgemm_u8i8_8x32,
+        session: None,
         // AVX-512F implies AVX2.
+        finish_narrow: Some(avx2_finish_narrow),
+    };
+
+    /// The tile configuration of [`amx_qgemm_u8i8_32x32`] (`ldtilecfg`'s 64-byte operand,
+    /// palette 1): all eight tiles 16 rows of 64 bytes; `tmm0..3` hold C's 2 x 2 blocks of 16 x 16
+    /// `i32`, `tmm4, 5` A's two 16-row halves of one 64-deep block, `tmm6, 7` B's two 16-column
+    /// halves of it (16 groups of 4 bytes per row).
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    static AMX_TILES: TileConfig = {
+        let mut c = [0u8; 64];
+        c[0] = 1; // palette 1
+        let mut t = 0;
+        while t < 8 {
+            c[16 + 2 * t] = 64; // bytes per row (a little-endian u16)
+            c[48 + t] = 16; // rows
+            t += 1;
+        }
+        TileConfig(c)
+    };
+
+    /// Loads [`AMX_TILES`]: [`AMXINT8_Q`]'s session start.
+    ///
+    /// # Safety
+    /// The CPU runs AMX-TILE and the OS granted this process the tile state.
+    unsafe fn amx_configure() {
+        // SAFETY: the caller's contract; the operand is the 64-byte configuration.
+        unsafe { core::arch::asm!("ldtilecfg [{}]", in(reg) AMX_TILES.0.as_ptr(), options(nostack, readonly)) }
+    }
+
+    /// Releases the tiles (their state returns to its initial, unsaved form): [`AMXINT8_Q`]'s
+    /// session end.
+    ///
+    /// # Safety
+    /// As [`amx_configure`].
+    unsafe fn amx_release() {
+        // SAFETY: the caller's contract.
+        unsafe { core::arch::asm!("tilerelease", options(nostack, nomem)) }
+    }
+
+    /// # Safety
+    /// As [`QKernel::run`] with `mr = nr = 32`, [`QPack::Tiles64`], on a CPU with AMX-TILE and
+    /// AMX-INT8 whose OS granted this process the tile state, inside a session
+    /// ([`amx_configure`] ran on this thread, [`amx_release`] not since). Per 64-deep block:
+    /// A's block is 32 rows of 64 bytes (two tiles, rows 64 bytes apart), B's 16 rows of 32
+    /// columns x 4 bytes (two tiles side by side, rows 128 bytes apart), and four `tdpbusd` (16
+    /// x 16 x 64 products each) add into C's four tiles, which are stored into the 32 x 32 tile
+    /// (rows 128 bytes apart) at the end. Inline assembly: the AMX intrinsics are not stable
+    /// Rust. The tile registers are renamed little if at all: a load into a tile that a
+    /// `tdpbusd` still reads waits for it, hence the order, each load as late as its first use.
+    unsafe fn amx_qgemm_u8i8_32x32(p: &QMicroArgs) {
+        if p.groups == 0 {
+            for i in 0..32 * 32 {
+                // SAFETY: the tile holds 32 x 32 i32.
+                unsafe { *p.c.add(i) = 0 };
+            }
+            return;
+        }
+        // SAFETY: the caller's contract: the CPU runs AMX, the tiles are configured; A holds
+        // `groups` blocks of 2048 bytes and B `groups` blocks of 2048 bytes (`groups * mr` and
+        // `groups * nr` 64-byte groups), C 4096 bytes. Every tile access stays inside them: a
+        // tile load reads 16 rows of 64 bytes from its base at the given row stride.
+        unsafe {
+            core::arch::asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [{a} + {s64}*1]",
+                "tileloadd tmm6, [{b} + {s128}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b} + {s128}*1 + 64]",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a} + {s64}*1 + 1024]",
+                "tdpbusd tmm2, tmm5, tmm6",
+                "tdpbusd tmm3, tmm5, tmm7",
+                "add {a}, 2048",
+                "add {b}, 2048",
+                "dec {n}",
+                "jnz 2b",
+                "tilestored [{c} + {s128}*1], tmm0",
+                "tilestored [{c} + {s128}*1 + 64], tmm1",
+                "tilestored [{c} + {s128}*1 + 2048], tmm2",
+                "tilestored [{c} + {s128}*1 + 2112], tmm3",
+                a = inout(reg) p.a => _,
+                b = inout(reg) p.b => _,
+                n = inout(reg) p.groups => _,
+                c = in(reg) p.c,
+                s64 = in(reg) 64usize,
+                s128 = in(reg) 128usize,
+                options(nostack)
+            );
+        }
+    }
+
+    pub(crate) const AMXINT8_Q: QKernel = QKernel {
+        isa: Isa::AmxInt8,
+        id: "amxint8_qgemm_u8i8_32x32",
+        mr: 32,
+        nr: 32,
+        pack: QPack::Tiles64,
+        run: amx_qgemm_u8i8_32x32,
+        session: Some(Session { begin: amx_configure, end: amx_release }),
+        // AMX detection requires AVX-512F, which implies AVX2.
         finish_narrow: Some(avx2_finish_narrow),
     };
 
@@ -344,6 +477,7 @@ pub(crate) mod x86 {
         nr: 16,
         pack: QPack::Pairs16,
         run: avx2_qgemm_u8i8_6x16,
+        session: None,
         finish_narrow: Some(avx2_finish_narrow),
     };
 }
@@ -457,6 +591,7 @@ pub(crate) mod aarch64 {
         nr: 12,
         pack: QPack::SignedBytes4,
         run: neondot_qgemm_i8i8_8x12,
+        session: None,
         finish_narrow: None,
     };
 
@@ -467,6 +602,7 @@ pub(crate) mod aarch64 {
         nr: 12,
         pack: QPack::Bytes8,
         run: neoni8mm_qgemm_u8i8_8x12,
+        session: None,
         finish_narrow: None,
     };
 }
@@ -562,6 +698,7 @@ pub(crate) mod dsp {
         nr: 2,
         pack: QPack::Pairs16,
         run: armdsp_qgemm_u8i8_2x2,
+        session: None,
         finish_narrow: None,
     };
 }
@@ -575,6 +712,8 @@ pub(crate) mod dsp {
 macro_rules! for_each_qkernel {
     ($callback:ident) => {
         $callback! {
+            #[cfg(target_arch = "x86_64")]
+            amxint8 => AmxInt8 ($crate::arch::quant::x86::AMXINT8_Q),
             #[cfg(target_arch = "x86_64")]
             avx512vnni => Avx512Vnni ($crate::arch::quant::x86::AVX512VNNI_Q),
             #[cfg(target_arch = "x86_64")]

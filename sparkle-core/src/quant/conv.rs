@@ -548,7 +548,7 @@ mod tests {
                 bias: Some(&[5, -9, 0, 100, 7, -3]),
             };
             let out = OutputStage::onnx(0.02, PerChannel::Tensor(0.01), 0.05, 120);
-            let mut scratch = [0i32; 2048];
+            let mut scratch = [0i32; 8192];
             for kernel in [crate::arch::quant::QKernel::generic(), crate::arch::quant::QKernel::best()] {
                 let mut got = [0u8; 144];
                 let mut want = [1u8; 144];

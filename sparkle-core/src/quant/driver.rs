@@ -57,7 +57,9 @@ impl core::fmt::Debug for QWorkspace<'_> {
     }
 }
 
-/// The scratch layout for one problem, in `i32` words.
+/// The scratch layout for one problem, in `i32` words. Every region starts on a 64-byte line
+/// (16 words) from the scratch's first such line: AMX's tile loads and stores run at a fifth of
+/// their speed when a row straddles two lines, and vector loads pay for it too.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     /// k-groups (k rounded up to the kernel's group).
@@ -74,13 +76,23 @@ struct Layout {
     b_words: usize,
     /// Words of one packed A block.
     a_words: usize,
-    /// Words per worker: its A block, its row sums (`mc`), its tile (`mr * nr`) and the rows of
-    /// one A panel as i16 (`mr * groups * group`).
+    /// Words of one block's row sums (`mc`, rounded up to a line).
+    sum_words: usize,
+    /// Words per worker: its A block, its row sums, its tile (`mr * nr`) and the rows of one A
+    /// panel as i16 (`mr * groups * group`).
     per_worker: usize,
 }
 
+/// `i32` words per 64-byte line.
+const LINE_WORDS: usize = 16;
+
 fn words(bytes: usize) -> usize {
     bytes.div_ceil(4)
+}
+
+/// `words` rounded up to whole lines.
+fn lines(words: usize) -> Result<usize> {
+    mul(words.div_ceil(LINE_WORDS), LINE_WORDS, Param::Scratch)
 }
 
 fn layout(kernel: &QKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
@@ -92,25 +104,29 @@ fn layout(kernel: &QKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
     // Bytes of one panel: groups x (mr or nr) x group x element bytes.
     let panel_bytes = |rows: usize| mul(mul(mul(groups, rows, p)?, pack.group(), p)?, pack.elem_bytes(), p);
     let cols = mul(n_panels, nr, p)?;
-    let col_words = mul(cols, 4, p)?;
-    let b_words = words(mul(panel_bytes(nr)?, n_panels, p)?);
-    let a_words = words(mul(panel_bytes(mr)?, mc / mr, p)?);
+    let col_words = lines(mul(cols, 4, p)?)?;
+    let b_words = lines(words(mul(panel_bytes(nr)?, n_panels, p)?))?;
+    let a_words = lines(words(mul(panel_bytes(mr)?, mc / mr, p)?))?;
+    let sum_words = lines(mc)?;
     // One panel's rows gathered as i16 before they are interleaved: mr x (groups * group).
     let row_words = words(mul(mul(mr, mul(groups, pack.group(), p)?, p)?, 2, p)?);
     let per_worker = a_words
-        .checked_add(mc)
+        .checked_add(sum_words)
         .and_then(|w| w.checked_add(mr * nr))
         .and_then(|w| w.checked_add(row_words))
         .ok_or(Error::Overflow { param: p })?;
-    Ok(Layout { groups, n_panels, mc, cols, col_words, b_words, a_words, per_worker })
+    let per_worker = lines(per_worker)?;
+    Ok(Layout { groups, n_panels, mc, cols, col_words, b_words, a_words, sum_words, per_worker })
 }
 
-/// `i32` words of scratch [`qgemm_with`] needs for an `m x n x k` problem on `workers` workers.
+/// `i32` words of scratch [`qgemm_with`] needs for an `m x n x k` problem on `workers` workers
+/// (with up to a line's worth to align its start).
 pub fn qgemm_scratch_len(kernel: &QKernel, m: usize, n: usize, k: usize, workers: usize) -> Result<usize> {
     let l = layout(kernel, m, n, k)?;
     let shared = l.col_words.checked_add(l.b_words).ok_or(Error::Overflow { param: Param::Scratch })?;
     mul(l.per_worker, workers.max(1), Param::Scratch)?
         .checked_add(shared)
+        .and_then(|w| w.checked_add(LINE_WORDS - 1))
         .ok_or(Error::Overflow { param: Param::Scratch })
 }
 
@@ -413,6 +429,8 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                     QPack::Bytes4 | QPack::SignedBytes4 => panel.pack::<u8, 4>(dst, &mut sums),
                     QPack::Bytes8 => panel.pack::<u8, 8>(dst, &mut sums),
                     QPack::Pairs16 => panel.pack::<i16, 2>(dst.cast(), &mut sums),
+                    // 16 groups of 4 bytes per 64-deep block.
+                    QPack::Tiles64 => PanelSource { groups: panel.groups * 16, ..panel }.pack::<u8, 4>(dst, &mut sums),
                 }
             }
             let cols = self.l.cols;
@@ -483,13 +501,17 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
         // SAFETY: worker `w < workers` owns words `[shared + w * per_worker, +per_worker)`.
         let (a_buf, sums, tile, rowbuf) = unsafe {
             let mine = self.scratch.ptr().add(l.col_words + l.b_words + w * l.per_worker);
-            let tile = mine.add(l.a_words + l.mc);
+            let tile = mine.add(l.a_words + l.sum_words);
             (mine.cast::<u8>(), mine.add(l.a_words), tile, tile.add(mr * nr).cast::<i16>())
         };
         let chunks = l.n_panels.div_ceil(NC_PANELS);
         let items = d.m.div_ceil(l.mc) * chunks;
         let stage = self.out.channel::<Y>(self.ch0);
         let mut packed_block = usize::MAX;
+        if let Some(session) = kernel.session {
+            // SAFETY: the kernel proves its ISA; `end` runs below, on this thread.
+            unsafe { (session.begin)() };
+        }
         for t in (w..items).step_by(self.workers) {
             let (rb, cc) = (t / chunks, t % chunks);
             let i0 = rb * l.mc;
@@ -540,6 +562,10 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                 }
             }
         }
+        if let Some(session) = kernel.session {
+            // SAFETY: `begin` ran above, on this thread.
+            unsafe { (session.end)() };
+        }
     }
 }
 
@@ -556,6 +582,8 @@ unsafe fn interleave(pack: QPack, buf: &[i16], mr: usize, groups: usize, dst: *m
         QPack::Bytes4 | QPack::SignedBytes4 => unsafe { interleave_bytes::<4>(buf, mr, groups, dst) },
         // SAFETY: forwarded contract.
         QPack::Bytes8 => unsafe { interleave_bytes::<8>(buf, mr, groups, dst) },
+        // SAFETY: forwarded contract.
+        QPack::Tiles64 => unsafe { interleave_bytes::<64>(buf, mr, groups, dst) },
         QPack::Pairs16 => {
             // A group of one row is two neighbouring i16 of the gathered row: one word.
             let src = buf.as_ptr().cast::<u32>();
@@ -747,8 +775,9 @@ unsafe fn run_phase<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: 
         match ctx.kernel.isa {
             // SAFETY: the kernel proves the CPU runs AVX2 (AVX-VNNI's detection requires it).
             crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => return unsafe { avx2(ctx, w, second) },
-            // SAFETY: the kernel proves AVX-512F (its VNNI kernel needs it).
-            crate::arch::Isa::Avx512Vnni => return unsafe { avx512(ctx, w, second) },
+            // SAFETY: the kernel proves AVX-512F (its VNNI kernel needs it; AMX's detection
+            // requires it).
+            crate::arch::Isa::Avx512Vnni | crate::arch::Isa::AmxInt8 => return unsafe { avx512(ctx, w, second) },
             _ => {}
         }
     }
@@ -791,6 +820,7 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
     let d = QGemmDims { m: ops.a.rows(), n: ops.b.cols(), k: ops.a.cols() };
     // The layout was computed (and its arithmetic checked) when the scratch was sized.
     let Ok(l) = layout(kernel, d.m, d.n, d.k) else { return };
+    let start = line_start(scratch);
     let ctx = Ctx {
         a: ops.a,
         za: ops.a_zero + ops.a.offset() + kernel.pack.a_shift(),
@@ -803,7 +833,9 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
         l,
         d,
         workers: exec.workers(),
-        scratch: Shared(scratch.as_mut_ptr()),
+        // The first 64-byte line of the scratch (the layout's regions are whole lines from it);
+        // the scratch holds a line's worth of words more than the regions for this.
+        scratch: Shared(scratch[start..].as_mut_ptr()),
         c: Shared(c),
         rs_c,
         cs_c,
@@ -814,6 +846,12 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
     }
     // SAFETY: every worker index once, after phase 1 has ended (`run` returned).
     exec.run(&|w| unsafe { run_phase(&ctx, w, true) });
+}
+
+/// Words from `scratch`'s start to its first 64-byte line (less than [`LINE_WORDS`]).
+fn line_start(scratch: &[i32]) -> usize {
+    // `align_offset` may decline (Miri's symbolic alignment): alignment only affects speed.
+    Some(scratch.as_ptr().align_offset(64)).filter(|&w| w < LINE_WORDS).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -895,7 +933,7 @@ mod tests {
             b_zero: PerChannel::Tensor(2),
             bias: Some(&bias),
         };
-        let mut scratch = [0i32; 512];
+        let mut scratch = [0i32; 2048];
         for kernel in [QKernel::generic(), QKernel::best()] {
             let len = qgemm_scratch_len(kernel, 3, 9, 0, 1).unwrap();
             let mut got = [0i32; 27];

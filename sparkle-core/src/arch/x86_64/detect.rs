@@ -11,6 +11,7 @@ const AVX512F: u8 = 4;
 const AVX512VNNI: u8 = 8;
 const AVXVNNI: u8 = 16;
 const AVX512BF16: u8 = 32;
+const AMXINT8: u8 = 64;
 
 static FEATURES: AtomicU8 = AtomicU8::new(0);
 
@@ -52,6 +53,16 @@ pub(crate) fn avxvnni() -> bool {
 /// AVX-512F and AVX512_BF16 (`vdpbf16ps`), with the OS saving the zmm and opmask state.
 pub(crate) fn avx512bf16() -> bool {
     let need = AVX512F | AVX512BF16;
+    features() & need == need
+}
+
+/// AMX-TILE and AMX-INT8 (`tdpbusd` on 16 x 64-byte tiles), with the OS saving the tile state
+/// and having granted this process its use, and AVX-512F (the int8 path's packing and write-out
+/// beside the tile kernel; every AMX CPU has it). Linux only: there a process must ask for the
+/// tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which the probe does; elsewhere the tile
+/// instructions are not counted.
+pub(crate) fn amx_int8() -> bool {
+    let need = AMXINT8 | AVX512F;
     features() & need == need
 }
 
@@ -105,8 +116,45 @@ fn probe() -> u8 {
         if leaf7.eax >= 1 && bit(__cpuid_count(7, 1).eax, 5) {
             f |= AVX512BF16;
         }
+        // AMX-TILE (leaf 7 EDX bit 24) and AMX-INT8 (bit 25), XCR0's XTILECFG and XTILEDATA
+        // (bits 17 and 18), and the OS's permission for this process.
+        if bit(leaf7.edx, 24) && bit(leaf7.edx, 25) && xcr0 & (0b11 << 17) == 0b11 << 17 && request_tile_state() {
+            f |= AMXINT8;
+        }
     }
     f
+}
+
+/// Asks Linux for the AMX tile data state for this process (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`, Linux 5.16+; the kernel's `Documentation/arch/x86/xstate.rst`): until
+/// a process has it, a tile instruction faults. Idempotent; the grant covers every thread. A raw
+/// system call, so that the `no_std` core needs no libc.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn request_tile_state() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: `arch_prctl` with this code only changes which state components the kernel lets
+    // this process use; it reads no memory of ours. `syscall` clobbers rcx and r11.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack, preserves_flags)
+        );
+    }
+    ret == 0
+}
+
+/// Outside Linux the tile state's permission is not asked for, so AMX is not used.
+#[cfg(all(not(target_os = "linux"), not(miri)))]
+fn request_tile_state() -> bool {
+    false
 }
 
 /// XCR0, the register-state components the OS saves.
