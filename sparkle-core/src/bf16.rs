@@ -34,7 +34,15 @@ const NC_PANELS: usize = 16;
 /// L1 while the block's A panels stream past it.
 const KC_PAIRS: usize = 256;
 /// The largest tile of any kernel (`arch::bf16` checks it).
-const MAX_TILE: usize = 8 * 32;
+const MAX_TILE: usize = 32 * 32;
+/// Pairs per block of the `tiles` packing.
+const TILE_PAIRS: usize = 16;
+/// Words per 64-byte line.
+const LINE_WORDS: usize = 16;
+
+/// The kernel's tile, on a 64-byte line (AMX stores it by rows of 64 bytes).
+#[repr(C, align(64))]
+struct Tile([f32; MAX_TILE]);
 
 /// Where a bf16 GEMM runs: its kernel, its workers and caller scratch of at least
 /// [`gemm_bf16_scratch_len`] words.
@@ -75,6 +83,7 @@ fn layout(kernel: &BKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
     let p = Param::Scratch;
     let (mr, nr) = (kernel.mr, kernel.nr);
     let pairs = k.div_ceil(2);
+    let pairs = if kernel.tiles { mul(pairs.div_ceil(TILE_PAIRS), TILE_PAIRS, p)? } else { pairs };
     let n_panels = n.div_ceil(nr);
     let mc = (MC_PANELS * mr).min(mul(m.div_ceil(mr), mr, p)?);
     let b_words = mul(mul(n_panels, nr, p)?, pairs, p)?;
@@ -83,11 +92,15 @@ fn layout(kernel: &BKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
     Ok(Layout { pairs, n_panels, mc, b_words, a_width, a_words })
 }
 
-/// Words of scratch [`gemm_bf16_with`] needs for an `m x n x k` problem on `workers` workers.
+/// Words of scratch [`gemm_bf16_with`] needs for an `m x n x k` problem on `workers` workers
+/// (with up to a line's worth more, to start the panels on a 64-byte line: every region is
+/// then on one, `n_panels * nr` and `mc` being multiples of 16 for the AMX kernel, which needs
+/// it most: its tile loads run at a fifth of their speed when rows straddle lines).
 pub fn gemm_bf16_scratch_len(kernel: &BKernel, m: usize, n: usize, k: usize, workers: usize) -> Result<usize> {
     let l = layout(kernel, m, n, k)?;
     mul(l.a_words, workers.max(1), Param::Scratch)?
         .checked_add(l.b_words)
+        .and_then(|w| w.checked_add(LINE_WORDS - 1))
         .ok_or(Error::Overflow { param: Param::Scratch })
 }
 
@@ -117,6 +130,7 @@ pub fn gemm_bf16_with(
     // The layout was computed (and its arithmetic checked) by the scratch length above.
     let l = layout(ws.kernel, d.m, d.n, d.k)?;
     let (rs_c, cs_c) = (c.rs(), c.cs());
+    let start = crate::quant::driver::line_start(ws.scratch);
     let ctx = Ctx {
         a,
         b,
@@ -124,7 +138,7 @@ pub fn gemm_bf16_with(
         l,
         d,
         workers: exec.workers(),
-        scratch: Shared(ws.scratch.as_mut_ptr()),
+        scratch: Shared(ws.scratch[start..].as_mut_ptr()),
         c: Shared(c.as_mut_ptr()),
         rs_c,
         cs_c,
@@ -208,7 +222,12 @@ impl Ctx<'_> {
                     } else {
                         0
                     };
-                    let at = (ip * pairs + g) * mr + ii;
+                    let at = if self.kernel.tiles {
+                        let (q, gi) = (g / TILE_PAIRS * TILE_PAIRS, g % TILE_PAIRS);
+                        (ip * pairs + q) * mr + ii * TILE_PAIRS + gi
+                    } else {
+                        (ip * pairs + g) * mr + ii
+                    };
                     // SAFETY: word `at` (or words `2 * at`, `+ 1`) of panel `ip < mc / mr`.
                     unsafe {
                         if wide {
@@ -232,10 +251,14 @@ impl Ctx<'_> {
         let (mr, nr) = (kernel.mr, kernel.nr);
         // SAFETY: worker `w < workers` owns words `[b_words + w * a_words, +a_words)`.
         let a_buf = unsafe { self.scratch.ptr().add(l.b_words + w * l.a_words) };
-        let mut tile = [0.0f32; MAX_TILE];
+        let mut tile = Tile([0.0f32; MAX_TILE]);
         let chunks = l.n_panels.div_ceil(NC_PANELS);
         let items = d.m.div_ceil(l.mc) * chunks;
         let mut packed_block = usize::MAX;
+        if let Some(session) = kernel.session {
+            // SAFETY: the kernel proves its ISA; `end` runs below, on this thread.
+            unsafe { (session.begin)() };
+        }
         for t in (w..items).step_by(self.workers) {
             let (rb, cc) = (t / chunks, t % chunks);
             let i0 = rb * l.mc;
@@ -260,7 +283,7 @@ impl Ctx<'_> {
                             a: unsafe { a_buf.add((ip * l.pairs + q0) * mr * l.a_width) },
                             // SAFETY: as above.
                             b: unsafe { self.scratch.ptr().add((jp * l.pairs + q0) * nr) },
-                            c: tile.as_mut_ptr(),
+                            c: tile.0.as_mut_ptr(),
                         };
                         // SAFETY: the kernel proves its ISA; the panels hold `pairs` pairs from
                         // `q0`; the tile holds `mr * nr <= MAX_TILE` values.
@@ -272,7 +295,7 @@ impl Ctx<'_> {
                                 // alias-free `m x n` view, and only this item writes it.
                                 unsafe {
                                     let at = self.c.ptr().add((row0 + ii) * self.rs_c + (jp * nr + jj) * self.cs_c);
-                                    let sum = tile[ii * nr + jj];
+                                    let sum = tile.0[ii * nr + jj];
                                     *at = if q0 == 0 { sum } else { *at + sum };
                                 }
                             }
@@ -280,6 +303,10 @@ impl Ctx<'_> {
                     }
                 }
             }
+        }
+        if let Some(session) = kernel.session {
+            // SAFETY: `begin` ran above, on this thread.
+            unsafe { (session.end)() };
         }
     }
 }

@@ -4,10 +4,13 @@
 //! Group `g`, row `i` of A at word `g * mr + i`; group `g`, column `j` of B at `g * nr + j`.
 //! Kernels that widen to f32 take A already widened (`wide_a`): two f32 per row and pair, at
 //! words `2 * (g * mr + i)` (even step) and `+ 1` (odd step), so that a row's values are plain
-//! broadcasts; A's block is packed once and read by every B panel.
+//! broadcasts; A's block is packed once and read by every B panel. The AMX kernel (`tiles`)
+//! takes A in blocks of 16 pairs: block `q`, row `i`, pair `g` at word `(q * mr + i) * 16 + g`
+//! (a block is `mr` rows of 64 bytes, as a tile loads them), and k padded to whole blocks.
 //!
 //! | kernel | ISA | tile | products per instruction |
 //! |---|---|---|---|
+//! | `amxbf16_gemm_bf16_32x32` | AMX-BF16 (Linux) | 32 x 32 | 16 384 (`tdpbf16ps`, 16 x 16 x 32) |
 //! | `avx512bf16_gemm_bf16_8x32` | AVX-512F + AVX512_BF16 | 8 x 32 | 32 (`vdpbf16ps zmm`: 16 lanes x a pair) |
 //! | `avx512_gemm_bf16_8x32` | AVX-512F | 8 x 32 | 16 (widened to f32: B by shift and mask, A packed wide; `vfmadd`) |
 //! | `avx2_gemm_bf16_6x16` | AVX2 + FMA | 6 x 16 | 8 (widened likewise) |
@@ -24,7 +27,7 @@
 //!
 //! A [`BKernel`] is proof that this CPU runs its ISA, as a [`super::Kernel`] is.
 
-use super::Isa;
+use super::{Isa, Session};
 
 /// One microkernel call.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +52,11 @@ pub struct BKernel {
     pub(crate) nr: usize,
     /// A packed widened: two f32 words per row and pair (module docs).
     pub(crate) wide_a: bool,
+    /// A packed in blocks of 16 pairs, each row's 16 words together (AMX's A tiles), and k
+    /// padded to whole blocks (module docs).
+    pub(crate) tiles: bool,
+    /// Register state kept across calls (see [`Session`]).
+    pub(crate) session: Option<Session>,
     /// # Safety
     /// The CPU must run `isa`; `a` must hold `pairs * mr` (twice that with `wide_a`) and `b`
     /// `pairs * nr` packed words, and `c` must be valid for writing `mr * nr` f32.
@@ -91,8 +99,16 @@ unsafe fn generic_gemm_bf16_4x4(p: &BMicroArgs) {
     }
 }
 
-pub(crate) const GENERIC_B: BKernel =
-    BKernel { isa: Isa::Generic, id: "generic_gemm_bf16_4x4", mr: 4, nr: 4, wide_a: false, run: generic_gemm_bf16_4x4 };
+pub(crate) const GENERIC_B: BKernel = BKernel {
+    isa: Isa::Generic,
+    id: "generic_gemm_bf16_4x4",
+    mr: 4,
+    nr: 4,
+    wide_a: false,
+    tiles: false,
+    session: None,
+    run: generic_gemm_bf16_4x4,
+};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
@@ -210,12 +226,44 @@ pub(crate) mod x86 {
         }
     }
 
+    /// # Safety
+    /// As [`BKernel::run`] with `mr = nr = 32`, `tiles`, on a CPU with AMX-TILE and AMX-BF16
+    /// whose OS granted this process the tile state, inside the kernel's session on this
+    /// thread, and `pairs` a multiple of 16: `tdpbf16ps` (16 x 16 x 32 products, f32 sums) on the
+    /// 2 x 2 block of tiles of [`crate::arch::x86_64::amx`].
+    unsafe fn amx_gemm_bf16_32x32(p: &BMicroArgs) {
+        if p.pairs == 0 {
+            for i in 0..32 * 32 {
+                // SAFETY: the tile holds 32 x 32 f32.
+                unsafe { *p.c.add(i) = 0.0 };
+            }
+            return;
+        }
+        // SAFETY: the caller's contract: the CPU runs AMX, the tiles are configured; A and B
+        // hold `pairs / 16` blocks of 2048 bytes (`pairs * mr` and `pairs * nr` words), C 4096
+        // bytes; at least one block.
+        unsafe { crate::arch::x86_64::amx::amx_block_loop!("tdpbf16ps", p.a, p.b, p.c, p.pairs / 16) }
+    }
+
+    pub(crate) const AMXBF16_B: BKernel = BKernel {
+        isa: Isa::AmxBf16,
+        id: "amxbf16_gemm_bf16_32x32",
+        mr: 32,
+        nr: 32,
+        wide_a: false,
+        tiles: true,
+        session: Some(crate::arch::x86_64::amx::SESSION),
+        run: amx_gemm_bf16_32x32,
+    };
+
     pub(crate) const AVX512BF16_B: BKernel = BKernel {
         isa: Isa::Avx512Bf16,
         id: "avx512bf16_gemm_bf16_8x32",
         mr: 8,
         nr: 32,
         wide_a: false,
+        tiles: false,
+        session: None,
         run: avx512bf16_gemm_bf16_8x32,
     };
 
@@ -225,11 +273,21 @@ pub(crate) mod x86 {
         mr: 8,
         nr: 32,
         wide_a: true,
+        tiles: false,
+        session: None,
         run: avx512_gemm_bf16_8x32,
     };
 
-    pub(crate) const AVX2_B: BKernel =
-        BKernel { isa: Isa::Avx2, id: "avx2_gemm_bf16_6x16", mr: 6, nr: 16, wide_a: true, run: avx2_gemm_bf16_6x16 };
+    pub(crate) const AVX2_B: BKernel = BKernel {
+        isa: Isa::Avx2,
+        id: "avx2_gemm_bf16_6x16",
+        mr: 6,
+        nr: 16,
+        wide_a: true,
+        tiles: false,
+        session: None,
+        run: avx2_gemm_bf16_6x16,
+    };
 }
 
 /// The registration list of the bf16 kernels, best first (`name => Isa (path of its const)`),
@@ -240,6 +298,8 @@ pub(crate) mod x86 {
 macro_rules! for_each_bkernel {
     ($callback:ident) => {
         $callback! {
+            #[cfg(target_arch = "x86_64")]
+            amxbf16 => AmxBf16 ($crate::arch::bf16::x86::AMXBF16_B),
             #[cfg(target_arch = "x86_64")]
             avx512bf16 => Avx512Bf16 ($crate::arch::bf16::x86::AVX512BF16_B),
             #[cfg(target_arch = "x86_64")]
@@ -265,6 +325,6 @@ mod tests {
     #[test]
     fn every_tile_fits_the_driver() {
         // bf16's driver keeps one tile on the stack: at most 8 x 32.
-        assert!(super::B_KERNELS.iter().all(|k| k.mr <= 8 && k.nr <= 32 && k.mr > 0 && k.nr > 0));
+        assert!(super::B_KERNELS.iter().all(|k| k.mr * k.nr <= 32 * 32 && k.nr <= 32 && k.mr > 0 && k.nr > 0));
     }
 }

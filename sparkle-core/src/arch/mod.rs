@@ -127,6 +127,9 @@ pub enum Isa {
     /// per instruction) with AVX-512F, on Linux (which must grant the tile state): an int8
     /// kernel.
     AmxInt8,
+    /// x86_64 AMX-TILE and AMX-BF16 (`tdpbf16ps`: a 16 x 16 f32 tile of 32-step bf16 dot
+    /// products per instruction) with AVX-512F, on Linux: the bf16 kernel.
+    AmxBf16,
 }
 
 impl Isa {
@@ -144,6 +147,7 @@ impl Isa {
             Isa::NeonDot => "neondot",
             Isa::NeonI8mm => "neoni8mm",
             Isa::AmxInt8 => "amxint8",
+            Isa::AmxBf16 => "amxbf16",
         }
     }
 
@@ -153,7 +157,7 @@ impl Isa {
     }
 
     /// Every ISA a kernel can need, in the order of [`Isa::name`]'s documentation.
-    pub const ALL: [Isa; 11] = [
+    pub const ALL: [Isa; 12] = [
         Isa::Generic,
         Isa::Avx2,
         Isa::Avx512,
@@ -165,6 +169,7 @@ impl Isa {
         Isa::NeonDot,
         Isa::NeonI8mm,
         Isa::AmxInt8,
+        Isa::AmxBf16,
     ];
 
     /// Whether the compile-time target features guarantee this ISA.
@@ -190,7 +195,7 @@ impl Isa {
             Isa::NeonDot => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "dotprod")),
             Isa::NeonI8mm => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "i8mm")),
             // Compiling for AMX does not grant the process the tile state: always asked at run time.
-            Isa::AmxInt8 => false,
+            Isa::AmxInt8 | Isa::AmxBf16 => false,
         }
     }
 
@@ -233,6 +238,8 @@ impl Isa {
             Isa::Avx512Bf16 => x86_64::detect::avx512bf16(),
             #[cfg(target_arch = "x86_64")]
             Isa::AmxInt8 => x86_64::detect::amx_int8(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AmxBf16 => x86_64::detect::amx_bf16(),
             _ => false,
         }
     }
@@ -241,6 +248,23 @@ impl Isa {
 /// The ISAs declared by [`Isa::declare_available`], one bit per variant.
 const _: () = assert!(Isa::ALL.len() <= 16);
 static DECLARED: core::sync::atomic::AtomicU16 = core::sync::atomic::AtomicU16::new(0);
+
+/// Register state a kernel keeps across its calls on one thread: AMX's tile configuration.
+/// A driver runs `begin` on a worker before that worker's first call of the kernel and `end`
+/// after its last, with no other kernel's calls between.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Session {
+    /// Before the first call.
+    ///
+    /// # Safety
+    /// The CPU must run the kernel's ISA.
+    pub begin: unsafe fn(),
+    /// After the last call, on the same thread as `begin`.
+    ///
+    /// # Safety
+    /// As `begin`.
+    pub end: unsafe fn(),
+}
 
 /// Bias pointer for one microtile, already offset to the tile's first row / column.
 #[derive(Clone, Copy, Debug)]

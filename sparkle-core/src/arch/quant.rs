@@ -27,7 +27,7 @@
 //! (`2 * 255 * -128` does not fit), which would break exactness; widening to `i16` at packing
 //! time and `vpmaddwd` (exact `i16 x i16 -> i32` pair sums) keep every result exact.
 
-use super::Isa;
+use super::{Isa, Session};
 
 /// How the driver packs panels for a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,15 +131,6 @@ impl FinishRow {
     }
 }
 
-/// Register state a kernel keeps across its calls on one thread (see [`QKernel::session`]).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Session {
-    /// Before the first call.
-    pub begin: unsafe fn(),
-    /// After the last call.
-    pub end: unsafe fn(),
-}
-
 /// An int8 GEMM microkernel, obtainable only on a CPU that runs its ISA.
 #[derive(Clone, Copy, Debug)]
 pub struct QKernel {
@@ -218,7 +209,7 @@ pub(crate) const GENERIC_Q: QKernel = QKernel {
 pub(crate) mod x86 {
     use core::arch::x86_64::*;
 
-    use super::{FinishRow, Isa, QKernel, QMicroArgs, QPack, Session};
+    use super::{FinishRow, Isa, QKernel, QMicroArgs, QPack};
 
     /// # Safety
     /// As [`QKernel::finish_narrow`], on a CPU with AVX2. Eight columns at a time: the f32
@@ -364,54 +355,11 @@ pub(crate) mod x86 {
         finish_narrow: Some(avx2_finish_narrow),
     };
 
-    /// The tile configuration of [`amx_qgemm_u8i8_32x32`] (`ldtilecfg`'s 64-byte operand,
-    /// palette 1): all eight tiles 16 rows of 64 bytes; `tmm0..3` hold C's 2 x 2 blocks of 16 x 16
-    /// `i32`, `tmm4, 5` A's two 16-row halves of one 64-deep block, `tmm6, 7` B's two 16-column
-    /// halves of it (16 groups of 4 bytes per row).
-    #[repr(C, align(64))]
-    struct TileConfig([u8; 64]);
-
-    static AMX_TILES: TileConfig = {
-        let mut c = [0u8; 64];
-        c[0] = 1; // palette 1
-        let mut t = 0;
-        while t < 8 {
-            c[16 + 2 * t] = 64; // bytes per row (a little-endian u16)
-            c[48 + t] = 16; // rows
-            t += 1;
-        }
-        TileConfig(c)
-    };
-
-    /// Loads [`AMX_TILES`]: [`AMXINT8_Q`]'s session start.
-    ///
-    /// # Safety
-    /// The CPU runs AMX-TILE and the OS granted this process the tile state.
-    unsafe fn amx_configure() {
-        // SAFETY: the caller's contract; the operand is the 64-byte configuration.
-        unsafe { core::arch::asm!("ldtilecfg [{}]", in(reg) AMX_TILES.0.as_ptr(), options(nostack, readonly)) }
-    }
-
-    /// Releases the tiles (their state returns to its initial, unsaved form): [`AMXINT8_Q`]'s
-    /// session end.
-    ///
-    /// # Safety
-    /// As [`amx_configure`].
-    unsafe fn amx_release() {
-        // SAFETY: the caller's contract.
-        unsafe { core::arch::asm!("tilerelease", options(nostack, nomem)) }
-    }
-
     /// # Safety
     /// As [`QKernel::run`] with `mr = nr = 32`, [`QPack::Tiles64`], on a CPU with AMX-TILE and
-    /// AMX-INT8 whose OS granted this process the tile state, inside a session
-    /// ([`amx_configure`] ran on this thread, [`amx_release`] not since). Per 64-deep block:
-    /// A's block is 32 rows of 64 bytes (two tiles, rows 64 bytes apart), B's 16 rows of 32
-    /// columns x 4 bytes (two tiles side by side, rows 128 bytes apart), and four `tdpbusd` (16
-    /// x 16 x 64 products each) add into C's four tiles, which are stored into the 32 x 32 tile
-    /// (rows 128 bytes apart) at the end. Inline assembly: the AMX intrinsics are not stable
-    /// Rust. The tile registers are renamed little if at all: a load into a tile that a
-    /// `tdpbusd` still reads waits for it, hence the order, each load as late as its first use.
+    /// AMX-INT8 whose OS granted this process the tile state, inside the kernel's session on
+    /// this thread: `tdpbusd` (16 x 16 x 64 products) on the 2 x 2 block of tiles of
+    /// [`crate::arch::x86_64::amx`].
     unsafe fn amx_qgemm_u8i8_32x32(p: &QMicroArgs) {
         if p.groups == 0 {
             for i in 0..32 * 32 {
@@ -420,42 +368,10 @@ pub(crate) mod x86 {
             }
             return;
         }
-        // SAFETY: the caller's contract: the CPU runs AMX, the tiles are configured; A holds
-        // `groups` blocks of 2048 bytes and B `groups` blocks of 2048 bytes (`groups * mr` and
-        // `groups * nr` 64-byte groups), C 4096 bytes. Every tile access stays inside them: a
-        // tile load reads 16 rows of 64 bytes from its base at the given row stride.
-        unsafe {
-            core::arch::asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                "2:",
-                "tileloadd tmm4, [{a} + {s64}*1]",
-                "tileloadd tmm6, [{b} + {s128}*1]",
-                "tdpbusd tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{b} + {s128}*1 + 64]",
-                "tdpbusd tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a} + {s64}*1 + 1024]",
-                "tdpbusd tmm2, tmm5, tmm6",
-                "tdpbusd tmm3, tmm5, tmm7",
-                "add {a}, 2048",
-                "add {b}, 2048",
-                "dec {n}",
-                "jnz 2b",
-                "tilestored [{c} + {s128}*1], tmm0",
-                "tilestored [{c} + {s128}*1 + 64], tmm1",
-                "tilestored [{c} + {s128}*1 + 2048], tmm2",
-                "tilestored [{c} + {s128}*1 + 2112], tmm3",
-                a = inout(reg) p.a => _,
-                b = inout(reg) p.b => _,
-                n = inout(reg) p.groups => _,
-                c = in(reg) p.c,
-                s64 = in(reg) 64usize,
-                s128 = in(reg) 128usize,
-                options(nostack)
-            );
-        }
+        // SAFETY: the caller's contract: the CPU runs AMX, the tiles are configured; A and B
+        // hold `groups` blocks of 2048 bytes (`groups * mr` and `groups * nr` 64-byte groups),
+        // C 4096 bytes; `groups >= 1`.
+        unsafe { crate::arch::x86_64::amx::amx_block_loop!("tdpbusd", p.a, p.b, p.c, p.groups) }
     }
 
     pub(crate) const AMXINT8_Q: QKernel = QKernel {
@@ -465,7 +381,7 @@ pub(crate) mod x86 {
         nr: 32,
         pack: QPack::Tiles64,
         run: amx_qgemm_u8i8_32x32,
-        session: Some(Session { begin: amx_configure, end: amx_release }),
+        session: Some(crate::arch::x86_64::amx::SESSION),
         // AMX detection requires AVX-512F, which implies AVX2.
         finish_narrow: Some(avx2_finish_narrow),
     };

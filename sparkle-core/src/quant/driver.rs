@@ -848,10 +848,11 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
     exec.run(&|w| unsafe { run_phase(&ctx, w, true) });
 }
 
-/// Words from `scratch`'s start to its first 64-byte line (less than [`LINE_WORDS`]).
-fn line_start(scratch: &[i32]) -> usize {
+/// Elements from `scratch`'s start to its first 64-byte line (fewer than a line holds).
+pub(crate) fn line_start<T>(scratch: &[T]) -> usize {
+    let per_line = 64 / core::mem::size_of::<T>().max(1);
     // `align_offset` may decline (Miri's symbolic alignment): alignment only affects speed.
-    Some(scratch.as_ptr().align_offset(64)).filter(|&w| w < LINE_WORDS).unwrap_or(0)
+    Some(scratch.as_ptr().align_offset(64)).filter(|&w| w < per_line).unwrap_or(0)
 }
 
 #[cfg(test)]

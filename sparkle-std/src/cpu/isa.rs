@@ -1,5 +1,5 @@
 //! Which kernel set runs: the best this CPU has ([`Kernel::best`], detected once by the core), or
-//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|avxvnni|avx512bf16|armdsp|neondot|neoni8mm|amxint8` forces (for tests
+//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|avxvnni|avx512bf16|armdsp|neondot|neoni8mm|amxint8|amxbf16` forces (for tests
 //! and benchmarks). Asking for an ISA this CPU lacks is an error, never a kernel that would
 //! fault.
 //!
@@ -55,7 +55,7 @@ pub fn available_qkernels() -> Vec<&'static QKernel> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
     /// `SPARKLE_ISA` named something unknown.
-    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni, avxvnni, avx512bf16, armdsp, neondot, neoni8mm, amxint8")]
+    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni, avxvnni, avx512bf16, armdsp, neondot, neoni8mm, amxint8, amxbf16")]
     Unknown(String),
     /// The named ISA has no kernel in this build or is not supported by this CPU.
     #[error("the {0} kernels cannot run here: this CPU or build lacks them")]
@@ -76,11 +76,11 @@ fn forced() -> Result<Option<Isa>, IsaError> {
     }
 }
 
-/// The f32 kernels of a forced ISA: `avx512vnni`, `avx512bf16` and `amxint8` (which only int8
-/// and bf16 kernels use) mean AVX-512, `avxvnni` AVX2, `neondot` and `neoni8mm` NEON.
+/// The f32 kernels of a forced ISA: `avx512vnni`, `avx512bf16`, `amxint8` and `amxbf16` (which
+/// only int8 and bf16 kernels use) mean AVX-512, `avxvnni` AVX2, `neondot` and `neoni8mm` NEON.
 fn choose() -> Result<&'static Kernel, IsaError> {
     match forced()? {
-        Some(isa @ (Isa::Avx512Vnni | Isa::AmxInt8)) if supported(isa) => kernel_for_isa(Isa::Avx512),
+        Some(isa @ (Isa::Avx512Vnni | Isa::AmxInt8 | Isa::AmxBf16)) if supported(isa) => kernel_for_isa(Isa::Avx512),
         Some(Isa::AvxVnni) if supported(Isa::AvxVnni) => kernel_for_isa(Isa::Avx2),
         Some(Isa::Avx512Bf16) if supported(Isa::Avx512Bf16) => kernel_for_isa(Isa::Avx512),
         Some(isa @ (Isa::NeonDot | Isa::NeonI8mm)) if supported(isa) => kernel_for_isa(Isa::Neon),
@@ -100,7 +100,7 @@ pub fn qkernel_for_isa(isa: Isa) -> Result<&'static QKernel, IsaError> {
 fn choose_q() -> Result<&'static QKernel, IsaError> {
     match forced()? {
         Some(Isa::Avx512) if Isa::Avx512.is_available() => qkernel_for_isa(Isa::Avx2),
-        Some(Isa::Avx512Bf16) if supported(Isa::Avx512Bf16) => {
+        Some(isa @ (Isa::Avx512Bf16 | Isa::AmxBf16)) if supported(isa) => {
             qkernel_for_isa(Isa::Avx512Vnni).or_else(|_| qkernel_for_isa(Isa::Avx2))
         }
         Some(Isa::Neon) if Isa::Neon.is_available() => Ok(QKernel::generic()),
@@ -207,6 +207,13 @@ mod tests {
     use super::*;
 
     /// The core's `no_std` detection (CPUID + XGETBV) agrees with std's for every ISA.
+    /// Whether Linux lists `flag` for this CPU.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    fn cpuinfo_flag(flag: &str) -> bool {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .is_ok_and(|c| c.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == flag)))
+    }
+
     #[test]
     fn core_detection_agrees_with_std() {
         detect();
@@ -238,12 +245,9 @@ mod tests {
                 // std's AMX detection is not stable Rust; Linux lists the flag only where it
                 // supports the tile state (and this process may then always ask for it).
                 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-                Isa::AmxInt8 => {
-                    avx512f()
-                        && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
-                            c.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "amx_int8"))
-                        })
-                }
+                Isa::AmxInt8 => avx512f() && cpuinfo_flag("amx_int8"),
+                #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+                Isa::AmxBf16 => avx512f() && cpuinfo_flag("amx_bf16"),
                 #[cfg(target_arch = "aarch64")]
                 Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
                 #[cfg(target_arch = "aarch64")]

@@ -12,6 +12,7 @@ const AVX512VNNI: u8 = 8;
 const AVXVNNI: u8 = 16;
 const AVX512BF16: u8 = 32;
 const AMXINT8: u8 = 64;
+const AMXBF16: u8 = 128;
 
 static FEATURES: AtomicU8 = AtomicU8::new(0);
 
@@ -66,6 +67,13 @@ pub(crate) fn amx_int8() -> bool {
     features() & need == need
 }
 
+/// AMX-TILE and AMX-BF16 (`tdpbf16ps`), with the tile state granted and AVX-512F, as
+/// [`amx_int8`] says.
+pub(crate) fn amx_bf16() -> bool {
+    let need = AMXBF16 | AVX512F;
+    features() & need == need
+}
+
 #[cfg(miri)]
 fn probe() -> u8 {
     // Miri runs no CPUID (nor these kernels' intrinsics): only the statically enabled ISAs.
@@ -116,10 +124,16 @@ fn probe() -> u8 {
         if leaf7.eax >= 1 && bit(__cpuid_count(7, 1).eax, 5) {
             f |= AVX512BF16;
         }
-        // AMX-TILE (leaf 7 EDX bit 24) and AMX-INT8 (bit 25), XCR0's XTILECFG and XTILEDATA
-        // (bits 17 and 18), and the OS's permission for this process.
-        if bit(leaf7.edx, 24) && bit(leaf7.edx, 25) && xcr0 & (0b11 << 17) == 0b11 << 17 && request_tile_state() {
-            f |= AMXINT8;
+        // AMX-TILE (leaf 7 EDX bit 24) with AMX-INT8 (bit 25) or AMX-BF16 (bit 22), XCR0's
+        // XTILECFG and XTILEDATA (bits 17 and 18), and the OS's permission for this process.
+        let tiles = bit(leaf7.edx, 24) && xcr0 & (0b11 << 17) == 0b11 << 17;
+        if tiles && (bit(leaf7.edx, 25) || bit(leaf7.edx, 22)) && request_tile_state() {
+            if bit(leaf7.edx, 25) {
+                f |= AMXINT8;
+            }
+            if bit(leaf7.edx, 22) {
+                f |= AMXBF16;
+            }
         }
     }
     f
