@@ -182,6 +182,28 @@ impl Ctx<'_> {
             // SAFETY: panel `jp < n_panels` of packed B, this worker's alone.
             let panel = unsafe { self.scratch.ptr().add(jp * pairs * nr) };
             let (j0, nv) = (jp * nr, nr.min(n - jp * nr));
+            if cs == 1 && nv == nr {
+                // Row-major B, a whole panel: each pair interleaves two rows' runs of nr.
+                let run = |p: usize| (p < k).then(|| &data[p * rs + j0..p * rs + j0 + nr]);
+                for g in 0..pairs {
+                    // SAFETY: words `g * nr ..` of the panel, this worker's alone.
+                    let out = unsafe { core::slice::from_raw_parts_mut(panel.add(g * nr), nr) };
+                    match (run(2 * g), run(2 * g + 1)) {
+                        (Some(lo), Some(hi)) => {
+                            for ((o, &l), &h) in out.iter_mut().zip(lo).zip(hi) {
+                                *o = pair(l, h);
+                            }
+                        }
+                        (Some(lo), None) => {
+                            for (o, &l) in out.iter_mut().zip(lo) {
+                                *o = pair(l, bf16::ZERO);
+                            }
+                        }
+                        _ => out.fill(0),
+                    }
+                }
+                continue;
+            }
             // Pair by pair (B's rows 2g and 2g + 1, read along), the panel written in order.
             for g in 0..pairs {
                 let (p0, p1) = (2 * g, 2 * g + 1);
@@ -210,6 +232,39 @@ impl Ctx<'_> {
     unsafe fn pack_a(&self, i0: usize, rows: usize, dst: *mut u32) {
         let (mr, k, pairs, wide) = (self.kernel.mr, self.d.k, self.l.pairs, self.kernel.wide_a);
         let (data, rs, cs) = (self.a.as_slice(), self.a.rs(), self.a.cs());
+        if self.kernel.tiles && cs == 1 {
+            // Row-major A into tiles: a row's block of 16 pairs is its next 32 values, in order
+            // (each pair word holds the even step in its low half).
+            for ip in 0..rows.div_ceil(mr) {
+                for ii in 0..mr {
+                    let i = ip * mr + ii;
+                    let row = if i < rows { &data[(i0 + i) * rs..(i0 + i) * rs + k] } else { &[][..] };
+                    for q in (0..pairs).step_by(TILE_PAIRS) {
+                        // SAFETY: the row's 16 words of block `q` of panel `ip < mc / mr`.
+                        let out = unsafe {
+                            core::slice::from_raw_parts_mut(
+                                dst.add((ip * pairs + q) * mr + ii * TILE_PAIRS).cast::<bf16>(),
+                                2 * TILE_PAIRS,
+                            )
+                        };
+                        // The row's values in this block (none past the row, or for a row past `rows`).
+                        let from = row.get(2 * q..).unwrap_or(&[]);
+                        let from = &from[..from.len().min(2 * TILE_PAIRS)];
+                        if let (Ok(to), Ok(from)) = (
+                            <&mut [bf16; 2 * TILE_PAIRS]>::try_from(&mut *out),
+                            <&[bf16; 2 * TILE_PAIRS]>::try_from(from),
+                        ) {
+                            // A whole block: a fixed-size copy (inline moves, not a call).
+                            *to = *from;
+                        } else {
+                            out[..from.len()].copy_from_slice(from);
+                            out[from.len()..].fill(bf16::ZERO);
+                        }
+                    }
+                }
+            }
+            return;
+        }
         for ip in 0..rows.div_ceil(mr) {
             for ii in 0..mr {
                 let i = ip * mr + ii;
@@ -289,6 +344,26 @@ impl Ctx<'_> {
                         // `q0`; the tile holds `mr * nr <= MAX_TILE` values.
                         unsafe { (kernel.run)(&args) };
                         let (row0, mv) = (i0 + ip * mr, mr.min(rows - ip * mr));
+                        if self.cs_c == 1 {
+                            for ii in 0..mv {
+                                // SAFETY: row `row0 + ii`, columns `jp * nr .. + nv` of the
+                                // validated, alias-free view with unit column stride; only this
+                                // item writes them.
+                                let out = unsafe {
+                                    core::slice::from_raw_parts_mut(
+                                        self.c.ptr().add((row0 + ii) * self.rs_c + jp * nr),
+                                        nv,
+                                    )
+                                };
+                                let sums = &tile.0[ii * nr..ii * nr + nv];
+                                if q0 == 0 {
+                                    out.copy_from_slice(sums);
+                                } else {
+                                    out.iter_mut().zip(sums).for_each(|(o, s)| *o += s);
+                                }
+                            }
+                            continue;
+                        }
                         for ii in 0..mv {
                             for jj in 0..nv {
                                 // SAFETY: `(row0 + ii, jp * nr + jj)` is inside the validated,
