@@ -242,6 +242,45 @@ pub(crate) mod x86 {
         unsafe { f.scalar(j) }
     }
 
+    /// # Safety
+    /// As [`QKernel::finish_narrow`], on a CPU with AVX-512F: [`avx2_finish_narrow`] sixteen
+    /// columns at a time (the same conversions, clamps and rounding), its eight-wide form for
+    /// the rest.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_finish_narrow(f: &FinishRow) {
+        let limit = _mm512_set1_ps(1_073_741_824.0);
+        let neg = _mm512_set1_ps(-1_073_741_824.0);
+        let (zp, lo, hi) = (_mm512_set1_epi32(f.zp), _mm512_set1_epi32(f.lo), _mm512_set1_epi32(f.hi));
+        let rs = _mm512_set1_epi32(f.row_sum);
+        let mut j = 0;
+        while j + 16 <= f.n {
+            // SAFETY: `j + 16 <= n`: every pointer holds these sixteen elements.
+            unsafe {
+                let raw = _mm512_loadu_si512(f.raw.add(j).cast());
+                let term = _mm512_loadu_si512(f.term.add(j).cast());
+                let zb = _mm512_loadu_si512(f.zb.add(j).cast());
+                let acc = _mm512_sub_epi32(_mm512_add_epi32(raw, term), _mm512_mullo_epi32(zb, rs));
+                let x = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(f.m.add(j)));
+                let x = _mm512_max_ps(_mm512_min_ps(x, limit), neg);
+                let y = _mm512_add_epi32(_mm512_cvtps_epi32(x), zp);
+                _mm512_storeu_si512(f.out.add(j).cast(), _mm512_min_epi32(_mm512_max_epi32(y, lo), hi));
+            }
+            j += 16;
+        }
+        // SAFETY: forwarded contract, from column `j` (AVX-512F implies AVX2).
+        unsafe {
+            avx2_finish_narrow(&FinishRow {
+                n: f.n - j,
+                raw: f.raw.add(j),
+                term: f.term.add(j),
+                zb: f.zb.add(j),
+                m: f.m.add(j),
+                out: f.out.add(j),
+                ..*f
+            })
+        }
+    }
+
     /// The 6 x 16 tile both ymm kernels share: per group, one `i32` word per row (two `i16` or
     /// four bytes) broadcast against B's 16 columns (two ymm), `step(acc, a, b)` summing the
     /// products of one word into each lane.
@@ -351,8 +390,7 @@ pub(crate) mod x86 {
         pack: QPack::Bytes4,
         run: avx512vnni_qgemm_u8i8_8x32,
         session: None,
-        // AVX-512F implies AVX2.
-        finish_narrow: Some(avx2_finish_narrow),
+        finish_narrow: Some(avx512_finish_narrow),
     };
 
     /// # Safety
@@ -382,8 +420,8 @@ pub(crate) mod x86 {
         pack: QPack::Tiles64,
         run: amx_qgemm_u8i8_32x32,
         session: Some(crate::arch::x86_64::amx::SESSION),
-        // AMX detection requires AVX-512F, which implies AVX2.
-        finish_narrow: Some(avx2_finish_narrow),
+        // AMX detection requires AVX-512F.
+        finish_narrow: Some(avx512_finish_narrow),
     };
 
     pub(crate) const AVX2_Q: QKernel = QKernel {
