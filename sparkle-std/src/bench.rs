@@ -478,7 +478,7 @@ pub fn load_layers(spec: &str, batch: Option<usize>) -> Result<Vec<Layer>, Bench
 /// stride, pad (one value, `ph,pw` or `t,l,b,r`), dilation, groups, layout (nchw|nhwc);
 /// `#` starts a comment. n, stride, dilation and groups default to 1, pad to 0.
 pub fn parse_layers(text: &str) -> Result<Vec<Layer>, String> {
-    use sparkle_core::{Padding, TensorLayout};
+    use sparkle_core::{Padding, TensorLayout, WeightLayout};
     let mut out = Vec::new();
     for (no, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -491,7 +491,7 @@ pub fn parse_layers(text: &str) -> Result<Vec<Layer>, String> {
         let mut p = Conv2dParams::new(1, 0, 0, 0, 0, 0, 0);
         for word in words {
             let (key, value) = word.split_once('=').ok_or_else(|| err(format!("`{word}` is not key=value")))?;
-            let nums: Vec<usize> = if key == "layout" {
+            let nums: Vec<usize> = if key == "layout" || key == "weights" {
                 Vec::new()
             } else {
                 value
@@ -532,6 +532,13 @@ pub fn parse_layers(text: &str) -> Result<Vec<Layer>, String> {
                         "nchw" => TensorLayout::Nchw,
                         "nhwc" => TensorLayout::Nhwc,
                         _ => return Err(err(format!("layout `{value}` is not nchw or nhwc"))),
+                    }
+                }
+                "weights" => {
+                    p.weight_layout = match value {
+                        "kcrs" => WeightLayout::Kcrs,
+                        "krsc" => WeightLayout::Krsc,
+                        _ => return Err(err(format!("weights `{value}` is not kcrs or krsc"))),
                     }
                 }
                 _ => return Err(err(format!("unknown key `{key}`"))),

@@ -104,6 +104,50 @@ fn resnet_layer(k: &'static QKernel) {
     }
 }
 
+/// The core entry with the least scratch (no staged copies, as on a microcontroller's fixed
+/// buffers) and with the staged scratch (the NHWC input and KRSC weights copies), each against
+/// the oracle, on geometries whose im2col is scattered (NCHW or KCRS), strided, dilated, grouped
+/// and with enough pixels per channel that staging applies.
+fn least_and_staged_scratch(k: &'static QKernel) {
+    use sparkle_core::gemm::driver::Sequential;
+    use sparkle_core::quant::conv::{qconv2d_scratch_len, qconv2d_staged_scratch_len, qconv2d_with};
+    use sparkle_core::quant::driver::QWorkspace;
+    let shapes = [
+        Conv2dParams::new(2, 6, 12, 10, 4, 3, 3).pad(Padding::new(1, 0, 2, 1)),
+        Conv2dParams::new(1, 8, 11, 11, 6, 3, 3).stride(2, 2).dilation(1, 2).groups(2).pad(Padding::uniform(2)),
+        Conv2dParams::new(1, 3, 16, 16, 8, 7, 7).stride(2, 2).pad(Padding::uniform(3)),
+    ];
+    let mut staged_runs = 0;
+    for p in shapes {
+        for (layout, wl) in [
+            (TensorLayout::Nchw, WeightLayout::Kcrs),
+            (TensorLayout::Nchw, WeightLayout::Krsc),
+            (TensorLayout::Nhwc, WeightLayout::Kcrs),
+        ] {
+            let g = p.layout(layout).weight_layout(wl).validate().unwrap();
+            let input = bytes(g.input_len(), 7);
+            let weight: Vec<i8> = bytes(g.weight_len(), 8).into_iter().map(|x| x as i8).collect();
+            let w_zero: Vec<i32> = (0..p.k as i32).map(|j| j % 5 - 2).collect();
+            let op =
+                QConv { input: &input, x_zero: 9, weight: &weight, w_zero: PerChannel::Channel(&w_zero), bias: None };
+            let mut want = vec![0i32; g.output_len()];
+            qconv2d_reference(&g, &op, &OutputStage::ACCUMULATOR, &mut want).unwrap();
+            let least = qconv2d_scratch_len(k, &g, 1).unwrap();
+            let staged = qconv2d_staged_scratch_len(k, &g, 1).unwrap();
+            assert!(staged > least, "{p:?}: staging should apply");
+            staged_runs += 1;
+            for len in [least, staged] {
+                let mut scratch = vec![0i32; len];
+                let mut got = vec![-1i32; g.output_len()];
+                let ws = QWorkspace { kernel: k, exec: &Sequential, scratch: &mut scratch };
+                qconv2d_with(&g, &op, &OutputStage::ACCUMULATOR, &mut got, ws).unwrap();
+                assert_eq!(got, want, "{}: {p:?} {layout:?} {wl:?} scratch {len}", k.id());
+            }
+        }
+    }
+    assert_eq!(staged_runs, 9);
+}
+
 fn errors_leave_output_untouched(k: &'static QKernel) {
     let cpu = cpu(k, 2);
     let g = Conv2dParams::new(1, 2, 4, 4, 3, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
@@ -147,6 +191,10 @@ macro_rules! qconv_tests {
             #[test]
             fn bad_input_is_an_error() {
                 if let Some(k) = kernel(Isa::$isa) { errors_leave_output_untouched(k) }
+            }
+            #[test]
+            fn least_and_staged_scratch_match_the_oracle() {
+                if let Some(k) = kernel(Isa::$isa) { least_and_staged_scratch(k) }
             }
 
             proptest! {

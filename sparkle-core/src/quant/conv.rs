@@ -99,13 +99,136 @@ pub fn qconv2d_reference<X: QOperand, W: QOperand, Y: QElem>(
     Ok(())
 }
 
-/// `i32` words of scratch [`qconv2d_with`] needs on `workers` workers.
+/// `i32` words of scratch [`qconv2d_with`] needs on `workers` workers: the least it runs in
+/// (for fixed buffers on a microcontroller). With [`qconv2d_staged_scratch_len`] words it runs
+/// faster where that is more.
 pub fn qconv2d_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
     let (kg, hw, gemm_k) = g.gemm_dims();
     // The GEMM's, then one word per tap: its input offset from the pixel's first tap.
     qgemm_scratch_len(kernel, hw, kg, gemm_k, workers)?
         .checked_add(gemm_k)
         .ok_or(Error::Overflow { param: Param::Scratch })
+}
+
+/// `i32` words of scratch with which [`qconv2d_with`] stages the operands of a conv whose
+/// im2col rows are scattered (NCHW activations, or KCRS weights): each image's group of channels
+/// copied as NHWC and the weights reordered as KRSC, so that every kernel tap's channels are one
+/// run of the input, which packs by copies instead of a gather per element (64->64 3x3 @56 on an
+/// AMX Xeon: 5x). The sums are exact integers in any order, so the result is the same. Equal to
+/// [`qconv2d_scratch_len`] where nothing is staged (NHWC with KRSC, 1x1, depthwise).
+pub fn qconv2d_staged_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
+    let least = qconv2d_scratch_len(kernel, g, workers)?;
+    match staging(g)? {
+        Some(st) => least
+            .checked_add(st.input_words)
+            .and_then(|w| w.checked_add(st.weight_words))
+            .ok_or(Error::Overflow { param: Param::Scratch }),
+        None => Ok(least),
+    }
+}
+
+/// How [`qconv2d_with`] stages a conv (see [`qconv2d_staged_scratch_len`]).
+struct Staging {
+    /// One image's group of channels as NHWC with KRSC weights: `c = cg`, `k = kg`, one group,
+    /// one image. Im2col reads through it; the output keeps the caller's geometry.
+    g: Conv2d,
+    /// Words of the staged input (`h * w * cg` bytes).
+    input_words: usize,
+    /// Words of the reordered weights (`k * gemm_k` bytes), zero where they are KRSC already.
+    weight_words: usize,
+}
+
+/// The staging of `g`, where it applies: a conv the im2col packs (not 1x1 stride-1 unpadded,
+/// not depthwise) with more than one channel per group, not already NHWC with KRSC weights.
+fn staging(g: &Conv2d) -> Result<Option<Staging>> {
+    let p = g.params();
+    let (kg, _, gemm_k) = g.gemm_dims();
+    let cg = g.cg();
+    let fast = p.layout == TensorLayout::Nhwc && p.weight_layout == WeightLayout::Krsc;
+    // Reordering the weights costs a move per weight, a staged im2col saves about one per
+    // weight per output pixel: below a quarter of a pixel per output channel (512->512 3x3 @7 at
+    // batch 1: 0.1) the reorder costs more than it saves (measured: 72 -> 50 GOPS there, 100 ->
+    // 173 at 256->256 @14, 0.77).
+    let reorder_pays = p.weight_layout == WeightLayout::Krsc || p.n * g.ho() * g.wo() * 4 >= p.k;
+    if fast || cg <= 1 || pointwise(g) || !reorder_pays {
+        return Ok(None);
+    }
+    let staged = crate::conv::Conv2dParams {
+        n: 1,
+        c: cg,
+        k: kg,
+        groups: 1,
+        layout: TensorLayout::Nhwc,
+        weight_layout: WeightLayout::Krsc,
+        ..*p
+    }
+    .validate()?;
+    let sp = Param::Scratch;
+    let input_words = crate::error::mul(crate::error::mul(p.h, p.w, sp)?, cg, sp)?.div_ceil(4);
+    let weight_words =
+        if p.weight_layout == WeightLayout::Krsc { 0 } else { crate::error::mul(p.k, gemm_k, sp)?.div_ceil(4) };
+    Ok(Some(Staging { g: staged, input_words, weight_words }))
+}
+
+/// A 1x1, stride-1, unpadded conv: the GEMM reads its input as a matrix.
+fn pointwise(g: &Conv2d) -> bool {
+    let p = g.params();
+    p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == crate::conv::Padding::uniform(0)
+}
+
+/// Scratch words seen as operand elements (a staging buffer).
+fn as_elems<X: QOperand>(words: &mut [i32]) -> &mut [X] {
+    const { assert!(core::mem::size_of::<X>() == 1 && core::mem::align_of::<X>() == 1) };
+    // SAFETY: `X` is `u8` or `i8` (`QOperand` is sealed; the assertion above checks the size):
+    // one byte, alignment one, every bit pattern valid; the slice covers the words' bytes and
+    // borrows them mutably for its lifetime.
+    unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<X>(), words.len() * 4) }
+}
+
+/// Copies channels `c0 .. c0 + cg` of image `n` of `input` (in `g`'s layout) into `out` as an
+/// NHWC image of `cg` channels. NCHW in blocks of 64 pixels, so that the block's outputs stay in
+/// L1 while the channels' rows stream past.
+fn stage_input<X: QOperand>(g: &Conv2d, input: &[X], n: usize, c0: usize, out: &mut [X]) {
+    let p = g.params();
+    let (hw, cg) = (p.h * p.w, g.cg());
+    let out = &mut out[..hw * cg];
+    match p.layout {
+        TensorLayout::Nchw => {
+            let image = &input[(n * p.c + c0) * hw..(n * p.c + c0 + cg) * hw];
+            for px0 in (0..hw).step_by(64) {
+                let px1 = (px0 + 64).min(hw);
+                for (ch, row) in image.chunks_exact(hw).enumerate() {
+                    for (px, &v) in row[px0..px1].iter().enumerate() {
+                        out[(px0 + px) * cg + ch] = v;
+                    }
+                }
+            }
+        }
+        TensorLayout::Nhwc => {
+            for (px, to) in out.chunks_exact_mut(cg).enumerate() {
+                let at = (n * hw + px) * p.c + c0;
+                to.copy_from_slice(&input[at..at + cg]);
+            }
+        }
+    }
+}
+
+/// The weights of `g` (every group) reordered as KRSC into `out`: the same rows of `gemm_k`,
+/// each in KRSC's reduction order.
+fn stage_weights<W: QOperand>(g: &Conv2d, weight: &[W], staged: &Conv2d, out: &mut [W]) {
+    // The staged geometry's reduction index of (c, r, s) is `(r * s_taps + s) * cg + c`.
+    let p = g.params();
+    let (_, _, gemm_k) = g.gemm_dims();
+    let taps = p.r * p.s;
+    debug_assert!(p.weight_layout == WeightLayout::Kcrs && staged.params().weight_layout == WeightLayout::Krsc);
+    for (row, to) in weight[..p.k * gemm_k].chunks_exact(gemm_k).zip(out.chunks_exact_mut(gemm_k)) {
+        // KCRS: channel c's taps are `row[c * taps ..][..taps]`; KRSC puts tap t's channels together.
+        for (c, from) in row.chunks_exact(taps).enumerate() {
+            for (t, &v) in from.iter().enumerate() {
+                to[t * g.cg() + c] = v;
+            }
+        }
+    }
 }
 
 /// Image `n` of the input seen through im2col for group `group`: row `oy * wo + ox`, column
@@ -162,6 +285,31 @@ fn interior_range(out: usize, size: usize, stride: usize, pad: usize, dilation: 
     [lo.min(hi), hi]
 }
 
+impl<X: QOperand> Im2col<'_, X> {
+    /// The length of the runs of consecutive taps (in the weights' order) that read consecutive
+    /// input elements, where every tap is in one: the group's channels per kernel tap for NHWC
+    /// input and KRSC weights (channels innermost in both). None elsewhere (NCHW with KCRS has
+    /// runs of a kernel row, too short to beat the gather: measured slower at 3x3).
+    fn run(&self) -> Option<usize> {
+        let p = self.g.params();
+        (p.layout == TensorLayout::Nhwc && p.weight_layout == WeightLayout::Krsc && self.g.cg() > 1)
+            .then(|| self.g.cg())
+    }
+}
+
+/// Writes `src` shifted by `off` into `out` as i16 and returns the sum of the shifted values: a
+/// loop the compiler vectorizes.
+#[inline(always)]
+fn widen_run<X: QOperand>(src: &[X], off: i32, out: &mut [i16]) -> i32 {
+    let mut sum = 0i32;
+    for (o, x) in out.iter_mut().zip(src) {
+        let v = x.widen() + off;
+        sum = sum.wrapping_add(v);
+        *o = v as i16;
+    }
+    sum
+}
+
 impl<X: QOperand> QRows for Im2col<'_, X> {
     fn rows(&self) -> usize {
         self.g.ho() * self.g.wo()
@@ -191,6 +339,13 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
         if (y0..y1).contains(&oy) && (x0..x1).contains(&ox) {
             let corner = image + (oy * p.stride[0] - p.pad.top) * ystride + (ox * p.stride[1] - p.pad.left) * xstride;
             let input = &self.input[corner..];
+            if let Some(run) = self.run() {
+                // Runs of `run` consecutive taps read consecutive input elements: copies.
+                for (o, &t) in out[..taps.len()].chunks_exact_mut(run).zip(taps.iter().step_by(run)) {
+                    sum = sum.wrapping_add(widen_run(&input[t as usize..t as usize + run], off, o));
+                }
+                return sum;
+            }
             for (o, &t) in out.iter_mut().zip(taps) {
                 let v = input[t as usize].widen() + off;
                 sum = sum.wrapping_add(v);
@@ -226,6 +381,20 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
                         for s in 0..p.s {
                             put(rows >> r & cols >> s & 1 != 0, out);
                         }
+                    }
+                }
+            }
+            WeightLayout::Krsc if self.run().is_some() => {
+                // NHWC: each (r, s) is a run of the group's channels, copied or the zero point.
+                let cg = g.cg();
+                for (rs, o) in out[..p.r * p.s * cg].chunks_exact_mut(cg).enumerate() {
+                    let (r, s) = (rs / p.s, rs % p.s);
+                    if rows >> r & cols >> s & 1 != 0 {
+                        let at = (corner + taps[rs * cg] as isize) as usize;
+                        sum = sum.wrapping_add(widen_run(&self.input[at..at + cg], off, o));
+                    } else {
+                        o.fill(zp as i16);
+                        sum = sum.wrapping_add(zp.wrapping_mul(cg as i32));
                     }
                 }
             }
@@ -461,14 +630,25 @@ pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
         depthwise_for(ws.kernel, g, op, out, output);
         return Ok(());
     }
+    // Staged where the caller's scratch allows it (the staged copies after the GEMM's words).
+    let staged_len = qconv2d_staged_scratch_len(ws.kernel, g, exec.workers())?;
+    let staging = if ws.scratch.len() >= staged_len { staging(g)? } else { None };
     let (taps, scratch) = ws.scratch.split_at_mut(gemm_k);
+    if let Some(st) = &staging {
+        let (scratch, copies) = scratch.split_at_mut(scratch.len() - st.input_words - st.weight_words);
+        let (xbuf, wbuf) = copies.split_at_mut(st.input_words);
+        let taps: Option<&[i32]> = tap_offsets(&st.g, taps).then_some(taps);
+        let bufs = StagedBuffers { taps, scratch, xbuf: as_elems::<X>(xbuf), wbuf: as_elems::<W>(wbuf) };
+        run_staged(g, st, op, out, output, (ws.kernel, &exec), bufs);
+        return Ok(());
+    }
     let taps: Option<&[i32]> = tap_offsets(g, taps).then_some(taps);
     let interior = (
         interior_range(g.ho(), p.h, p.stride[0], p.pad.top, p.dilation[0], p.r),
         interior_range(g.wo(), p.w, p.stride[1], p.pad.left, p.dilation[1], p.s),
     );
     let cg = g.cg();
-    let pointwise = p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == crate::conv::Padding::uniform(0);
+    let pointwise = pointwise(g);
     let a_view = |n: usize, group: usize| {
         let (start, rs_a, cs_a) = match p.layout {
             TensorLayout::Nchw => ((n * p.c + group * cg) * hw, 1, hw),
@@ -520,6 +700,61 @@ pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
     Ok(())
 }
 
+/// The scratch of a staged conv, split: the tap offsets (of the staged geometry), the GEMM's
+/// words, and the two staging buffers.
+struct StagedBuffers<'a, X, W> {
+    taps: Option<&'a [i32]>,
+    scratch: &'a mut [i32],
+    xbuf: &'a mut [X],
+    wbuf: &'a mut [W],
+}
+
+/// [`qconv2d_with`]'s loop over groups and images with staged operands: the weights reordered
+/// once, then per group and image the group's channels of the image staged as NHWC and its
+/// GEMM run through the staged geometry, written into the caller's output geometry.
+fn run_staged<X: QOperand, W: QOperand, Y: QElem>(
+    g: &Conv2d,
+    st: &Staging,
+    op: &QConv<'_, X, W>,
+    out: &OutputStage<'_>,
+    output: &mut [Y],
+    (kernel, exec): (&crate::arch::quant::QKernel, &Pinned<'_>),
+    bufs: StagedBuffers<'_, X, W>,
+) {
+    let StagedBuffers { taps, scratch, xbuf, wbuf } = bufs;
+    let p = g.params();
+    let (kg, _, gemm_k) = g.gemm_dims();
+    let weights: &[W] = if st.weight_words > 0 {
+        stage_weights(g, op.weight, &st.g, wbuf);
+        wbuf
+    } else {
+        op.weight
+    };
+    let sp = st.g.params();
+    let interior = (
+        interior_range(g.ho(), sp.h, sp.stride[0], sp.pad.top, sp.dilation[0], sp.r),
+        interior_range(g.wo(), sp.w, sp.stride[1], sp.pad.left, sp.dilation[1], sp.s),
+    );
+    for group in 0..p.groups {
+        let off = g.weight_group_offset(group);
+        // In bounds: the geometry checked the weights' length, and the staged ones have it.
+        let Ok(b) = MatRef::new(&weights[off..], gemm_k, kg, 1, gemm_k) else { return };
+        for n in 0..p.n {
+            stage_input(g, op.input, n, group * g.cg(), xbuf);
+            let a = Im2col { g: &st.g, input: xbuf, n: 0, group: 0, x_zero: op.x_zero, taps, interior };
+            let ops = QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
+            let (at, rs, cs) = g.output_gemm_view(n, group);
+            let c = (output.as_mut_ptr().wrapping_add(at), cs, rs);
+            // SAFETY: as in `qconv2d_with` (which validated everything for `g`): the staged
+            // geometry reads the same pixels and taps of the staged image as `g` reads of image
+            // `n`, group `group`, with the same GEMM sizes; the output view is `g`'s. The scratch
+            // holds the GEMM's words (the staged copies are after them); B is packed for each
+            // group's first image.
+            unsafe { qgemm_unchecked(&ops, out, c, kernel, exec, scratch, n == 0) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Small enough for Miri: the driver's pointer arithmetic over both layouts and groups.
@@ -550,13 +785,18 @@ mod tests {
             let out = OutputStage::onnx(0.02, PerChannel::Tensor(0.01), 0.05, 120);
             let mut scratch = [0i32; 8192];
             for kernel in [crate::arch::quant::QKernel::generic(), crate::arch::quant::QKernel::best()] {
-                let mut got = [0u8; 144];
-                let mut want = [1u8; 144];
-                let len = qconv2d_scratch_len(kernel, &g, 1).unwrap();
-                let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
-                qconv2d_with(&g, &op, &out, &mut got[..g.output_len()], ws).unwrap();
-                qconv2d_reference(&g, &op, &out, &mut want[..g.output_len()]).unwrap();
-                assert_eq!(got, want, "{layout:?} {}", kernel.id());
+                // The least scratch, and the staged one (NCHW: the input staged as NHWC).
+                let least = qconv2d_scratch_len(kernel, &g, 1).unwrap();
+                let staged = qconv2d_staged_scratch_len(kernel, &g, 1).unwrap();
+                assert_eq!(staged > least, layout == TensorLayout::Nchw);
+                for len in [least, staged] {
+                    let mut got = [0u8; 144];
+                    let mut want = [1u8; 144];
+                    let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
+                    qconv2d_with(&g, &op, &out, &mut got[..g.output_len()], ws).unwrap();
+                    qconv2d_reference(&g, &op, &out, &mut want[..g.output_len()]).unwrap();
+                    assert_eq!(got, want, "{layout:?} {} scratch {len}", kernel.id());
+                }
             }
         }
     }

@@ -10,7 +10,7 @@ use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::f16::{check_half, f16, Half, HalfMats};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Workspace};
-use sparkle_core::quant::conv::{qconv2d_scratch_len, qconv2d_with, QConv};
+use sparkle_core::quant::conv::{qconv2d_scratch_len, qconv2d_staged_scratch_len, qconv2d_with, QConv};
 use sparkle_core::quant::driver::{qgemm_scratch_len, qgemm_with, QWorkspace};
 use sparkle_core::quant::{OutputStage, QElem, QGemm, QOperand};
 use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef, Param};
@@ -255,7 +255,12 @@ impl Cpu {
     ) -> Result<(), CpuError> {
         op.check::<Y>(g, out, output.len())?;
         let threads = self.threads_for(g.flops() / 2.0);
-        let len = qconv2d_scratch_len(self.qkernel, g, threads)?;
+        // The staged copies (NHWC input, KRSC weights) where the budget allows them.
+        let len = qconv2d_staged_scratch_len(self.qkernel, g, threads)?;
+        let len = match self.memory_budget.check("int8 conv2d scratch", len, std::mem::size_of::<i32>()) {
+            Ok(_) => len,
+            Err(_) => qconv2d_scratch_len(self.qkernel, g, threads)?,
+        };
         with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
             let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
             Ok(qconv2d_with(g, op, out, output, ws)?)

@@ -123,7 +123,7 @@ pub enum BenchCommand {
     /// conv2d f32 + ReLU GFLOPS per layer, each result checked against the f64 oracle first.
     Conv2d {
         /// `resnet50` (the ResNet-50 layer set at batch 1 and a depthwise layer), or a file with
-        /// one layer a line: `name c=64 h=56 w=56 k=64 r=3 s=3 pad=1 [n= stride= dilation= groups= layout=]`.
+        /// one layer a line: `name c=64 h=56 w=56 k=64 r=3 s=3 pad=1 [n= stride= dilation= groups= layout=nchw|nhwc weights=kcrs|krsc]`.
         #[arg(long, default_value = "resnet50")]
         layers: String,
         /// Batch size for every layer (overrides the layer's own n).
