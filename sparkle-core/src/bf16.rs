@@ -238,7 +238,7 @@ impl Ctx<'_> {
             for ip in 0..rows.div_ceil(mr) {
                 for ii in 0..mr {
                     let i = ip * mr + ii;
-                    let row = if i < rows { &data[(i0 + i) * rs..(i0 + i) * rs + k] } else { &[][..] };
+                    let row = if i < rows && k > 0 { &data[(i0 + i) * rs..(i0 + i) * rs + k] } else { &[][..] };
                     for q in (0..pairs).step_by(TILE_PAIRS) {
                         // SAFETY: the row's 16 words of block `q` of panel `ip < mc / mr`.
                         let out = unsafe {

@@ -232,6 +232,7 @@ pub(crate) mod x86 {
     /// thread, and `pairs` a multiple of 16: `tdpbf16ps` (16 x 16 x 32 products, f32 sums) on the
     /// 2 x 2 block of tiles of [`crate::arch::x86_64::amx`].
     unsafe fn amx_gemm_bf16_32x32(p: &BMicroArgs) {
+        debug_assert!(p.pairs.is_multiple_of(16), "the driver pads k to whole blocks");
         if p.pairs == 0 {
             for i in 0..32 * 32 {
                 // SAFETY: the tile holds 32 x 32 f32.
@@ -324,7 +325,7 @@ crate::for_each_bkernel!(b_registration_table);
 mod tests {
     #[test]
     fn every_tile_fits_the_driver() {
-        // bf16's driver keeps one tile on the stack: at most 8 x 32.
+        // bf16's driver keeps one tile on the stack: at most 32 x 32 (AMX's), at most 32 columns.
         assert!(super::B_KERNELS.iter().all(|k| k.mr * k.nr <= 32 * 32 && k.nr <= 32 && k.mr > 0 && k.nr > 0));
     }
 }

@@ -125,7 +125,8 @@ pub enum Isa {
     NeonI8mm,
     /// x86_64 AMX-TILE and AMX-INT8 (`tdpbusd`: a 16 x 16 `i32` tile of 64-byte dot products
     /// per instruction) with AVX-512F, on Linux (which must grant the tile state): an int8
-    /// kernel.
+    /// kernel. Asking [`Isa::is_available`] about it (or about `AmxBf16`) on such a CPU asks
+    /// Linux for the tile state, a process-wide grant.
     AmxInt8,
     /// x86_64 AMX-TILE and AMX-BF16 (`tdpbf16ps`: a 16 x 16 f32 tile of 32-step bf16 dot
     /// products per instruction) with AVX-512F, on Linux: the bf16 kernel.
@@ -203,7 +204,8 @@ impl Isa {
     /// aarch64 publishes its features through the OS (Linux's auxiliary vector, macOS's sysctl),
     /// which `sparkle-std` asks (`sparkle_std::cpu::isa::detect`) and tells the core through this.
     /// A `no_std` build on bare metal enables them at compile time instead (`-C
-    /// target-feature=+dotprod,+i8mm`).
+    /// target-feature=+dotprod,+i8mm`). The AMX ISAs cannot be declared (declaring them has no
+    /// effect): they need the OS's grant of the tile state, which only their detection asks for.
     ///
     /// # Safety
     /// Every CPU this process runs on executes this ISA's instructions: the kernels that
@@ -222,7 +224,10 @@ impl Isa {
     /// CPUID/XGETBV check (no `std` needed; cached after the first call), or a declaration
     /// ([`Isa::declare_available`]).
     pub fn is_available(self) -> bool {
-        if self.enabled_statically() || DECLARED.load(core::sync::atomic::Ordering::Relaxed) & (1 << self as u16) != 0 {
+        // AMX needs the OS's grant, which only detection asks for: a declaration does not count.
+        let declared = !matches!(self, Isa::AmxInt8 | Isa::AmxBf16)
+            && DECLARED.load(core::sync::atomic::Ordering::Relaxed) & (1 << self as u16) != 0;
+        if self.enabled_statically() || declared {
             return true;
         }
         match self {

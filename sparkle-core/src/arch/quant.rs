@@ -86,7 +86,7 @@ impl QPack {
 /// One microkernel call.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct QMicroArgs {
-    /// Number of k-groups.
+    /// Number of k-groups (of [`QPack::group`] steps: for [`QPack::Tiles64`], 64-deep blocks).
     pub groups: usize,
     /// A micro-panel (`groups * mr` groups).
     pub a: *const u8,

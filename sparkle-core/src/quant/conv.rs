@@ -14,7 +14,9 @@ use crate::conv::Conv2d;
 use crate::error::{Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
 use crate::layout::{TensorLayout, WeightLayout};
-use crate::quant::driver::{a_offset, fill_by_visit, qgemm_scratch_len, qgemm_unchecked, QOperands, QRows, QWorkspace};
+use crate::quant::driver::{
+    a_offset, bytes_run, fill_by_visit, qgemm_scratch_len, qgemm_unchecked, QOperands, QRows, QWorkspace,
+};
 use crate::quant::{
     accumulator_bound, fixed_narrow, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand,
 };
@@ -115,7 +117,10 @@ pub fn qconv2d_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, wor
 /// copied as NHWC and the weights reordered as KRSC, so that every kernel tap's channels are one
 /// run of the input, which packs by copies instead of a gather per element (64->64 3x3 @56 on an
 /// AMX Xeon: 5x). The sums are exact integers in any order, so the result is the same. Equal to
-/// [`qconv2d_scratch_len`] where nothing is staged (NHWC with KRSC, 1x1, depthwise).
+/// [`qconv2d_scratch_len`] where nothing is staged: NHWC input with KRSC weights, one input
+/// channel per group (depthwise), 1x1 stride-1 unpadded convs (read as a matrix), and KCRS
+/// weights with fewer than a quarter of an output pixel per output channel (where reordering
+/// them costs more than it saves).
 pub fn qconv2d_staged_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
     let least = qconv2d_scratch_len(kernel, g, workers)?;
     match staging(g)? {
@@ -412,6 +417,33 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
         sum
     }
 
+    #[inline(always)]
+    fn byte_rows(&self) -> bool {
+        self.run().is_some() && self.taps.is_some()
+    }
+    /// Interior pixels of a source with runs ([`Im2col::run`]): the runs copied as bytes.
+    #[inline(always)]
+    fn fill_row_bytes(&self, i: usize, off: i32, out: &mut [u8]) -> Option<i32> {
+        let run = self.run()?;
+        let taps = self.taps?;
+        let g = self.g;
+        let p = g.params();
+        let (oy, ox) = (i / g.wo(), i % g.wo());
+        let ([y0, y1], [x0, x1]) = self.interior;
+        if !((y0..y1).contains(&oy) && (x0..x1).contains(&ox)) {
+            return None;
+        }
+        let (ystride, xstride, cstride) = strides(g);
+        let image = self.n * p.c * p.h * p.w + self.group * g.cg() * cstride;
+        let corner = image + (oy * p.stride[0] - p.pad.top) * ystride + (ox * p.stride[1] - p.pad.left) * xstride;
+        let input = &self.input[corner..];
+        let mut sum = 0i32;
+        for (o, &t) in out[..taps.len()].chunks_exact_mut(run).zip(taps.iter().step_by(run)) {
+            sum = sum.wrapping_add(bytes_run(&input[t as usize..t as usize + run], off, o));
+        }
+        Some(sum)
+    }
+
     /// Taps in the weights' order, each input pixel's offset computed once per (r, s) (or
     /// (c, r)) and the channel stride of the layout added per channel: no division, no
     /// per-element layout branch.
@@ -504,7 +536,7 @@ fn depthwise_for<X: QOperand, W: QOperand, Y: QElem>(
             // SAFETY: the kernel proves the CPU runs AVX2 (AVX-VNNI's detection requires it).
             crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => return unsafe { avx2(g, op, out, output) },
             // SAFETY: the kernel proves AVX-512F (and AVX2, which its detection requires).
-            crate::arch::Isa::Avx512Vnni => return unsafe { avx512(g, op, out, output) },
+            crate::arch::Isa::Avx512Vnni | crate::arch::Isa::AmxInt8 => return unsafe { avx512(g, op, out, output) },
             _ => {}
         }
     }
@@ -634,19 +666,6 @@ pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
     let staged_len = qconv2d_staged_scratch_len(ws.kernel, g, exec.workers())?;
     let staging = if ws.scratch.len() >= staged_len { staging(g)? } else { None };
     let (taps, scratch) = ws.scratch.split_at_mut(gemm_k);
-    if let Some(st) = &staging {
-        let (scratch, copies) = scratch.split_at_mut(scratch.len() - st.input_words - st.weight_words);
-        let (xbuf, wbuf) = copies.split_at_mut(st.input_words);
-        let taps: Option<&[i32]> = tap_offsets(&st.g, taps).then_some(taps);
-        let bufs = StagedBuffers { taps, scratch, xbuf: as_elems::<X>(xbuf), wbuf: as_elems::<W>(wbuf) };
-        run_staged(g, st, op, out, output, (ws.kernel, &exec), bufs);
-        return Ok(());
-    }
-    let taps: Option<&[i32]> = tap_offsets(g, taps).then_some(taps);
-    let interior = (
-        interior_range(g.ho(), p.h, p.stride[0], p.pad.top, p.dilation[0], p.r),
-        interior_range(g.wo(), p.w, p.stride[1], p.pad.left, p.dilation[1], p.s),
-    );
     let cg = g.cg();
     let pointwise = pointwise(g);
     let a_view = |n: usize, group: usize| {
@@ -668,6 +687,19 @@ pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
             (0..p.n).try_for_each(|n| a_view(n, group).map(drop))?;
         }
     }
+    if let Some(st) = &staging {
+        let (scratch, copies) = scratch.split_at_mut(scratch.len() - st.input_words - st.weight_words);
+        let (xbuf, wbuf) = copies.split_at_mut(st.input_words);
+        let taps: Option<&[i32]> = tap_offsets(&st.g, taps).then_some(taps);
+        let bufs = StagedBuffers { taps, scratch, xbuf: as_elems::<X>(xbuf), wbuf: as_elems::<W>(wbuf) };
+        run_staged(g, st, op, out, output, (ws.kernel, &exec), bufs);
+        return Ok(());
+    }
+    let taps: Option<&[i32]> = tap_offsets(g, taps).then_some(taps);
+    let interior = (
+        interior_range(g.ho(), p.h, p.stride[0], p.pad.top, p.dilation[0], p.r),
+        interior_range(g.wo(), p.w, p.stride[1], p.pad.left, p.dilation[1], p.s),
+    );
     // Groups outer, images inner: each group's weights are packed once, for its first image.
     for group in 0..p.groups {
         for n in 0..p.n {
@@ -737,8 +769,10 @@ fn run_staged<X: QOperand, W: QOperand, Y: QElem>(
     );
     for group in 0..p.groups {
         let off = g.weight_group_offset(group);
-        // In bounds: the geometry checked the weights' length, and the staged ones have it.
-        let Ok(b) = MatRef::new(&weights[off..], gemm_k, kg, 1, gemm_k) else { return };
+        // `qconv2d_with` built this view on the caller's weights before calling; the staged
+        // ones have their length, so this never returns early (which would leave the output
+        // partly written).
+        let Ok(b) = MatRef::new(weights.get(off..).unwrap_or(&[]), gemm_k, kg, 1, gemm_k) else { return };
         for n in 0..p.n {
             stage_input(g, op.input, n, group * g.cg(), xbuf);
             let a = Im2col { g: &st.g, input: xbuf, n: 0, group: 0, x_zero: op.x_zero, taps, interior };

@@ -57,9 +57,10 @@ impl core::fmt::Debug for QWorkspace<'_> {
     }
 }
 
-/// The scratch layout for one problem, in `i32` words. Every region starts on a 64-byte line
-/// (16 words) from the scratch's first such line: AMX's tile loads and stores run at a fifth of
-/// their speed when a row straddles two lines, and vector loads pay for it too.
+/// The scratch layout for one problem, in `i32` words. The shared regions, each worker's region
+/// and in it the A block, the row sums and the tile start on 64-byte lines (16 words) from the
+/// scratch's first such line: AMX's tile loads and stores run at a fifth of their speed when a
+/// row straddles two lines, and vector loads pay for it too.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     /// k-groups (k rounded up to the kernel's group).
@@ -281,6 +282,32 @@ pub(crate) trait QRows: Sync {
     fn fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
         fill_by_visit(self, i, off, out)
     }
+    /// As [`QRows::fill_row`] into bytes (the shifted values, which the caller's `off` puts in
+    /// `u8` range), where the source has a faster form than through i16; None where not (the
+    /// caller then goes through [`QRows::fill_row`]).
+    #[inline(always)]
+    fn fill_row_bytes(&self, _i: usize, _off: i32, _out: &mut [u8]) -> Option<i32> {
+        None
+    }
+    /// Whether [`QRows::fill_row_bytes`] answers for most rows (so that packing row by row
+    /// through it beats [`QRows::fill_rows`]).
+    #[inline(always)]
+    fn byte_rows(&self) -> bool {
+        false
+    }
+}
+
+/// Writes `src` shifted by `off` into `out` as bytes (the shifted values are in `u8` range) and
+/// returns the sum of the shifted values: a loop the compiler vectorizes.
+#[inline(always)]
+pub(crate) fn bytes_run<X: QElem>(src: &[X], off: i32, out: &mut [u8]) -> i32 {
+    let mut sum = 0i32;
+    for (o, x) in out.iter_mut().zip(src) {
+        let v = x.widen() + off;
+        sum = sum.wrapping_add(v);
+        *o = v as u8;
+    }
+    sum
 }
 
 /// [`QRows::fill_row`] through [`QRows::visit_row`]: what sources without a faster order use.
@@ -343,6 +370,16 @@ impl<A: QOperand> QRows for MatRef<'_, A> {
                 buf[r * kp + p] = v as i16;
             }
         }
+    }
+    #[inline(always)]
+    fn byte_rows(&self) -> bool {
+        self.cs() == 1
+    }
+    /// A contiguous row (row-major A) as bytes: one vectorized loop.
+    #[inline(always)]
+    fn fill_row_bytes(&self, i: usize, off: i32, out: &mut [u8]) -> Option<i32> {
+        let (data, rs, cs, k) = (self.as_slice(), self.rs(), self.cs(), MatRef::cols(self));
+        (cs == 1 && k > 0).then(|| bytes_run(&data[i * rs..i * rs + k], off, &mut out[..k]))
     }
     /// A contiguous row (row-major A) is one loop the compiler vectorizes.
     #[inline(always)]
@@ -470,6 +507,11 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
         // SAFETY: forwarded contract: the buffer holds mr rows of kp.
         let buf = unsafe { core::slice::from_raw_parts_mut(rowbuf, mr * kp) };
         let k = self.d.k;
+        if pack == QPack::Tiles64 && self.a.byte_rows() {
+            // SAFETY: forwarded contract.
+            unsafe { self.pack_a_tiles(i0, rows, dst, sums, buf) };
+            return;
+        }
         for ip in 0..rows.div_ceil(mr) {
             let valid = mr.min(rows - ip * mr);
             // SAFETY: forwarded contract: `sums` holds mc words, `ip * mr + mr <= mc`.
@@ -485,6 +527,56 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
             let panel = unsafe { dst.add(ip * self.panel_bytes(mr)) };
             // SAFETY: the panel holds groups x mr x group elements of the format.
             unsafe { interleave(pack, buf, mr, self.l.groups, panel) };
+        }
+    }
+
+    /// [`Ctx::pack_a`] for [`QPack::Tiles64`] from a source with byte rows: each row gathered as bytes (through
+    /// [`QRows::fill_row_bytes`] where the source has it, else as i16 and narrowed), then copied
+    /// into the panel 64 bytes per block, zero past k and past `rows`.
+    ///
+    /// # Safety
+    /// As [`Ctx::pack_a`]; `buf` is the row buffer (`mr * kp` i16).
+    #[inline(always)]
+    unsafe fn pack_a_tiles(&self, i0: usize, rows: usize, dst: *mut u8, sums: *mut i32, buf: &mut [i16]) {
+        let (mr, groups, k) = (self.kernel.mr, self.l.groups, self.d.k);
+        let kp = groups * 64;
+        let off = self.a.offset();
+        // The row as i16 (for sources without a byte form) in the buffer's first kp, the row as
+        // bytes after it (kp bytes: kp / 2 i16; the buffer holds mr * kp with mr >= 2).
+        let (wide, rest) = buf.split_at_mut(kp);
+        // SAFETY: `rest` holds at least kp / 2 i16, that is kp bytes, all ours; u8 has no
+        // invalid values and alignment one.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(rest.as_mut_ptr().cast::<u8>(), kp) };
+        for ip in 0..rows.div_ceil(mr) {
+            // SAFETY: panel `ip < mc / mr` of the block.
+            let panel = unsafe { dst.add(ip * self.panel_bytes(mr)) };
+            for ii in 0..mr {
+                let i = ip * mr + ii;
+                let sum = if i < rows && k > 0 {
+                    let sum = match self.a.fill_row_bytes(i0 + i, off, bytes) {
+                        Some(sum) => sum,
+                        None => {
+                            let sum = self.a.fill_row(i0 + i, off, wide);
+                            for (b, &w) in bytes[..k].iter_mut().zip(&wide[..k]) {
+                                *b = w as u8;
+                            }
+                            sum
+                        }
+                    };
+                    bytes[k..].fill(0);
+                    sum
+                } else {
+                    bytes.fill(0);
+                    0
+                };
+                // SAFETY: `sums` holds mc words and `i < mc`.
+                unsafe { *sums.add(i) = sum };
+                for (g, block) in bytes.chunks_exact(64).enumerate() {
+                    // SAFETY: block `g < groups`, row `ii < mr` of the panel: 64 bytes at
+                    // `(g * mr + ii) * 64`, inside its `groups * mr * 64`.
+                    unsafe { core::ptr::copy_nonoverlapping(block.as_ptr(), panel.add((g * mr + ii) * 64), 64) };
+                }
+            }
         }
     }
 

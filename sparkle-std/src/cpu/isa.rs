@@ -144,18 +144,19 @@ fn choose_b() -> Result<&'static BKernel, IsaError> {
     }
 }
 
-/// The faster of the bf16 kernels this CPU runs, by measurement: `vdpbf16ps` does twice an
-/// FMA's products per instruction, but some cores issue it at half the FMA rate (a Sapphire
-/// Rapids-class Xeon: 0.5 per cycle), where the f32-widening kernel wins; a rule by vendor or
-/// model would be guesswork. Each candidate runs a 128 x 128 x 1024 product (in cache, 34
-/// MFLOP) once to warm up, then five times alternating with the other; the best time decides.
-/// About 5 milliseconds, once per process.
+/// The fastest of the bf16 kernels this CPU runs, by measurement among the first three of the
+/// table (AMX, `vdpbf16ps`, the AVX-512F widening kernel, as the CPU has them): `vdpbf16ps`
+/// does twice an FMA's products per instruction, but some cores issue it at half the FMA rate (a
+/// Sapphire Rapids-class Xeon: 0.5 per cycle), where the f32-widening kernel wins; a rule by
+/// vendor or model would be guesswork. Each candidate runs a 128 x 128 x 1024 product (in cache,
+/// 34 MFLOP) once to warm up, then five times alternating with the others; the best time decides.
+/// About 5-10 milliseconds, once per process.
 fn fastest_bkernel() -> &'static BKernel {
     use sparkle_core::bf16::{bf16, gemm_bf16_scratch_len, gemm_bf16_with, BWorkspace};
     use sparkle_core::gemm::driver::Sequential;
     use sparkle_core::{MatMut, MatRef};
     detect();
-    let candidates: Vec<&'static BKernel> = BKernel::available().filter(|k| k.isa() != Isa::Generic).take(2).collect();
+    let candidates: Vec<&'static BKernel> = BKernel::available().filter(|k| k.isa() != Isa::Generic).take(3).collect();
     if candidates.len() < 2 {
         return BKernel::best();
     }
@@ -206,7 +207,6 @@ pub fn gemm_kernel() -> Result<&'static Kernel, IsaError> {
 mod tests {
     use super::*;
 
-    /// The core's `no_std` detection (CPUID + XGETBV) agrees with std's for every ISA.
     /// Whether Linux lists `flag` for this CPU.
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     fn cpuinfo_flag(flag: &str) -> bool {
@@ -214,6 +214,8 @@ mod tests {
             .is_ok_and(|c| c.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == flag)))
     }
 
+    /// The core's `no_std` detection (CPUID + XGETBV) agrees with std's for every ISA (for AMX,
+    /// whose std detection is not stable Rust, with the flags Linux lists).
     #[test]
     fn core_detection_agrees_with_std() {
         detect();

@@ -1,7 +1,9 @@
 //! Run-time feature detection without `std`: CPUID says what the CPU has, XGETBV whether the OS
 //! saves the registers those instructions use (an AVX-512 CPU under an OS that does not save
 //! the zmm state must not run AVX-512). The same rules as `std::is_x86_feature_detected!`,
-//! which a test in sparkle-std compares against. Cached after the first call.
+//! which a test in sparkle-std compares against. Cached after the first call. AMX also needs
+//! the OS's grant of the tile state, asked for only when an AMX ISA is asked about (see
+//! [`amx_int8`]).
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -60,18 +62,34 @@ pub(crate) fn avx512bf16() -> bool {
 /// AMX-TILE and AMX-INT8 (`tdpbusd` on 16 x 64-byte tiles), with the OS saving the tile state
 /// and having granted this process its use, and AVX-512F (the int8 path's packing and write-out
 /// beside the tile kernel; every AMX CPU has it). Linux only: there a process must ask for the
-/// tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which the probe does; elsewhere the tile
-/// instructions are not counted.
+/// tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which this does the first time it finds the
+/// CPU and XCR0 ready. The grant is process-wide and lasts: Linux then refuses alternate signal
+/// stacks too small for the tile state, so it is asked for only here, when an AMX kernel is
+/// asked about, never by the other ISAs' checks. Elsewhere the tile instructions are not counted.
 pub(crate) fn amx_int8() -> bool {
     let need = AMXINT8 | AVX512F;
-    features() & need == need
+    features() & need == need && tiles_granted()
 }
 
 /// AMX-TILE and AMX-BF16 (`tdpbf16ps`), with the tile state granted and AVX-512F, as
 /// [`amx_int8`] says.
 pub(crate) fn amx_bf16() -> bool {
     let need = AMXBF16 | AVX512F;
-    features() & need == need
+    features() & need == need && tiles_granted()
+}
+
+/// Whether the OS granted this process the tile state: asked once ([`request_tile_state`]),
+/// then cached (0: not asked, 1: granted, 2: refused).
+fn tiles_granted() -> bool {
+    static GRANT: AtomicU8 = AtomicU8::new(0);
+    match GRANT.load(Ordering::Relaxed) {
+        0 => {
+            let granted = request_tile_state();
+            GRANT.store(if granted { 1 } else { 2 }, Ordering::Relaxed);
+            granted
+        }
+        g => g == 1,
+    }
 }
 
 #[cfg(miri)]
@@ -124,16 +142,14 @@ fn probe() -> u8 {
         if leaf7.eax >= 1 && bit(__cpuid_count(7, 1).eax, 5) {
             f |= AVX512BF16;
         }
-        // AMX-TILE (leaf 7 EDX bit 24) with AMX-INT8 (bit 25) or AMX-BF16 (bit 22), XCR0's
-        // XTILECFG and XTILEDATA (bits 17 and 18), and the OS's permission for this process.
+        // AMX-TILE (leaf 7 EDX bit 24) with AMX-INT8 (bit 25) or AMX-BF16 (bit 22), and XCR0's
+        // XTILECFG and XTILEDATA (bits 17 and 18); the OS's grant is asked for later, lazily.
         let tiles = bit(leaf7.edx, 24) && xcr0 & (0b11 << 17) == 0b11 << 17;
-        if tiles && (bit(leaf7.edx, 25) || bit(leaf7.edx, 22)) && request_tile_state() {
-            if bit(leaf7.edx, 25) {
-                f |= AMXINT8;
-            }
-            if bit(leaf7.edx, 22) {
-                f |= AMXBF16;
-            }
+        if tiles && bit(leaf7.edx, 25) {
+            f |= AMXINT8;
+        }
+        if tiles && bit(leaf7.edx, 22) {
+            f |= AMXBF16;
         }
     }
     f
@@ -165,8 +181,9 @@ fn request_tile_state() -> bool {
     ret == 0
 }
 
-/// Outside Linux the tile state's permission is not asked for, so AMX is not used.
-#[cfg(all(not(target_os = "linux"), not(miri)))]
+/// Outside Linux (and under Miri) the tile state's permission is not asked for, so AMX is not
+/// used.
+#[cfg(not(all(target_os = "linux", not(miri))))]
 fn request_tile_state() -> bool {
     false
 }
