@@ -300,6 +300,23 @@ impl<X: QOperand> Im2col<'_, X> {
         (p.layout == TensorLayout::Nhwc && p.weight_layout == WeightLayout::Krsc && self.g.cg() > 1)
             .then(|| self.g.cg())
     }
+
+    /// The input from row `i`'s top-left tap, when every tap of that output pixel is inside
+    /// the input (tap `p` is then at `taps[p]`); None for border pixels.
+    #[inline(always)]
+    fn interior_input(&self, i: usize) -> Option<&[X]> {
+        let g = self.g;
+        let p = g.params();
+        let (oy, ox) = (i / g.wo(), i % g.wo());
+        let ([y0, y1], [x0, x1]) = self.interior;
+        if !((y0..y1).contains(&oy) && (x0..x1).contains(&ox)) {
+            return None;
+        }
+        let (ystride, xstride, cstride) = strides(g);
+        let image = self.n * p.c * p.h * p.w + self.group * g.cg() * cstride;
+        let corner = image + (oy * p.stride[0] - p.pad.top) * ystride + (ox * p.stride[1] - p.pad.left) * xstride;
+        Some(&self.input[corner..])
+    }
 }
 
 /// Writes `src` shifted by `off` into `out` as i16 and returns the sum of the shifted values: a
@@ -334,16 +351,13 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
         let g = self.g;
         let p = g.params();
         let (oy, ox) = (i / g.wo(), i % g.wo());
-        let ([y0, y1], [x0, x1]) = self.interior;
         let Some(taps) = self.taps.filter(|_| p.r <= 32 && p.s <= 32) else {
             return fill_by_visit(self, i, off, out);
         };
         let (ystride, xstride, cstride) = strides(g);
         let image = self.n * p.c * p.h * p.w + self.group * g.cg() * cstride;
         let mut sum = 0i32;
-        if (y0..y1).contains(&oy) && (x0..x1).contains(&ox) {
-            let corner = image + (oy * p.stride[0] - p.pad.top) * ystride + (ox * p.stride[1] - p.pad.left) * xstride;
-            let input = &self.input[corner..];
+        if let Some(input) = self.interior_input(i) {
             if let Some(run) = self.run() {
                 // Runs of `run` consecutive taps read consecutive input elements: copies.
                 for (o, &t) in out[..taps.len()].chunks_exact_mut(run).zip(taps.iter().step_by(run)) {
@@ -426,17 +440,7 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
     fn fill_row_bytes(&self, i: usize, off: i32, out: &mut [u8]) -> Option<i32> {
         let run = self.run()?;
         let taps = self.taps?;
-        let g = self.g;
-        let p = g.params();
-        let (oy, ox) = (i / g.wo(), i % g.wo());
-        let ([y0, y1], [x0, x1]) = self.interior;
-        if !((y0..y1).contains(&oy) && (x0..x1).contains(&ox)) {
-            return None;
-        }
-        let (ystride, xstride, cstride) = strides(g);
-        let image = self.n * p.c * p.h * p.w + self.group * g.cg() * cstride;
-        let corner = image + (oy * p.stride[0] - p.pad.top) * ystride + (ox * p.stride[1] - p.pad.left) * xstride;
-        let input = &self.input[corner..];
+        let input = self.interior_input(i)?;
         let mut sum = 0i32;
         for (o, &t) in out[..taps.len()].chunks_exact_mut(run).zip(taps.iter().step_by(run)) {
             sum = sum.wrapping_add(bytes_run(&input[t as usize..t as usize + run], off, o));
