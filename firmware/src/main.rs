@@ -21,7 +21,7 @@ use sparkle_core::quant::conv::{qconv2d_reference, qconv2d_scratch_len, qconv2d_
 use sparkle_core::quant::driver::{qgemm_scratch_len, qgemm_with, QWorkspace};
 use sparkle_core::quant::reference::qgemm_reference;
 use sparkle_core::quant::{quantize_multiplier, OutputStage, PerChannel, QGemm};
-use sparkle_core::{Activation, Conv2dParams, Epilogue, MatMut, MatRef, Padding};
+use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding};
 
 /// Largest tensor of the demo cases (16 channels x 16 x 16).
 const MAX: usize = 16 * 16 * 16;
@@ -224,6 +224,48 @@ fn instructions(syst: &mut cortex_m::peripheral::SYST, f: impl FnOnce()) -> u32 
     start.wrapping_sub(end) & 0x00FF_FFFF
 }
 
+/// GEMM `m x n x k` with every part of the microkernel's contract the square cases leave out: odd
+/// and unit `k`, ragged edge tiles, `alpha` and `beta` (C read or not), a bias per row or
+/// column, and vector and scalar activations. Checked against the f64 oracle.
+fn ragged_gemm_case(m: usize, n: usize, k: usize, epi_kind: usize, b: &mut Buffers) -> bool {
+    let ok = (|| {
+        let need = sparkle_core::gemm::scratch_len(m, n, k).ok()?;
+        if need > SCRATCH || m * k > MAX || k * n > MAX || m * n > MAX || m.max(n) > b.bias.len() {
+            return None;
+        }
+        fill(&mut b.input[..m * k], 6);
+        fill(&mut b.weight[..k * n], 7);
+        fill(&mut b.bias[..], 8);
+        fill(&mut b.output[..m * n], 9);
+        let a = MatRef::row_major(&b.input[..m * k], m, k).ok()?;
+        let bm = MatRef::row_major(&b.weight[..k * n], k, n).ok()?;
+        // The last kind neither reads C nor scales: tiles go straight to C, then only the
+        // activation finishes them.
+        let (alpha, beta) = if epi_kind == 2 { (1.0, 0.0) } else { (1.5, 0.5) };
+        let epi = match epi_kind {
+            0 => Epilogue { bias: Bias::Col(&b.bias[..n]), activation: Activation::Relu6 },
+            1 => Epilogue { bias: Bias::Row(&b.bias[..m]), activation: Activation::Tanh },
+            _ => Epilogue { bias: Bias::None, activation: Activation::Relu },
+        };
+        let c0 = MatRef::row_major(&b.output[..m * n], m, n).ok()?;
+        gemm_reference_f64(alpha, a, bm, beta, Some(c0), &epi, &mut b.truth[..m * n]).ok()?;
+        let c = MatMut::row_major(&mut b.output[..m * n], m, n).ok()?;
+        sparkle_core::gemm::gemm(alpha, a, bm, beta, c, &epi, &mut b.scratch[..]).ok()?;
+        let (err, _) = max_error(&b.output[..m * n], &b.truth[..m * n]);
+        Some(err <= tolerance(k))
+    })()
+    .unwrap_or(false);
+    hprintln!(
+        "{} gemm {}x{}x{}, alpha, beta, bias, activation {}",
+        if ok { "PASS" } else { "FAIL" },
+        m,
+        n,
+        k,
+        epi_kind
+    );
+    ok
+}
+
 /// GEMM `n x n x n`: fast kernel and naive reference timed in instructions, checked against f64.
 fn gemm_case(n: usize, b: &mut Buffers, syst: &mut cortex_m::peripheral::SYST) -> bool {
     let ok = (|| {
@@ -321,6 +363,10 @@ fn main() -> ! {
         conv_case("conv 3x3 s2 NHWC 8->8 @16x16", conv.stride(2, 2).layout(sparkle_core::TensorLayout::Nhwc), &mut b);
     all &= gemm_case(16, &mut b, &mut core.SYST);
     all &= gemm_case(32, &mut b, &mut core.SYST);
+    all &= gemm_case(64, &mut b, &mut core.SYST);
+    all &= ragged_gemm_case(13, 11, 7, 0, &mut b);
+    all &= ragged_gemm_case(9, 14, 1, 1, &mut b);
+    all &= ragged_gemm_case(16, 12, 10, 2, &mut b);
     // SAFETY: as above; these statics are used only here.
     let mut q = unsafe {
         QBuffers {

@@ -5,7 +5,7 @@ use super::{gemm_body, DepthwiseKernel, GemmKernel, Isa, Kernel, MicroArgs, Simd
 
 /// One-lane "vector".
 #[derive(Clone, Copy, Debug)]
-pub struct Scalar;
+pub(crate) struct Scalar;
 
 impl Simd for Scalar {
     type V = f32;

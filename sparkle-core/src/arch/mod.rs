@@ -87,6 +87,8 @@ macro_rules! kernel_table_methods {
 
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64;
+#[cfg(all(target_arch = "arm", sparkle_arm_fpu))]
+pub(crate) mod arm;
 pub mod bf16;
 pub(crate) mod depthwise;
 pub(crate) mod generic;
@@ -131,6 +133,10 @@ pub enum Isa {
     /// x86_64 AMX-TILE and AMX-BF16 (`tdpbf16ps`: a 16 x 16 f32 tile of 32-step bf16 dot
     /// products per instruction) with AVX-512F, on Linux: the bf16 kernel.
     AmxBf16,
+    /// Armv7E-M with the single-precision FPU (FPv4-SP: `vfma.f32`, 32 `s` registers, `vldm`):
+    /// the Cortex-M4F/M7 f32 GEMM kernel. Known at compile time (the hard-float target,
+    /// `thumbv7em-none-eabihf`).
+    ArmFpu,
 }
 
 impl Isa {
@@ -149,6 +155,7 @@ impl Isa {
             Isa::NeonI8mm => "neoni8mm",
             Isa::AmxInt8 => "amxint8",
             Isa::AmxBf16 => "amxbf16",
+            Isa::ArmFpu => "armfpu",
         }
     }
 
@@ -158,7 +165,7 @@ impl Isa {
     }
 
     /// Every ISA a kernel can need, in the order of [`Isa::name`]'s documentation.
-    pub const ALL: [Isa; 12] = [
+    pub const ALL: [Isa; 13] = [
         Isa::Generic,
         Isa::Avx2,
         Isa::Avx512,
@@ -171,6 +178,7 @@ impl Isa {
         Isa::NeonI8mm,
         Isa::AmxInt8,
         Isa::AmxBf16,
+        Isa::ArmFpu,
     ];
 
     /// Whether the compile-time target features guarantee this ISA.
@@ -193,6 +201,7 @@ impl Isa {
                 cfg!(all(target_arch = "x86_64", target_feature = "avx512f", target_feature = "avx512bf16"))
             }
             Isa::ArmDsp => cfg!(all(target_arch = "arm", sparkle_arm_dsp)),
+            Isa::ArmFpu => cfg!(all(target_arch = "arm", sparkle_arm_fpu)),
             Isa::NeonDot => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "dotprod")),
             Isa::NeonI8mm => cfg!(all(target_arch = "aarch64", target_feature = "neon", target_feature = "i8mm")),
             // Compiling for AMX does not grant the process the tile state: always asked at run time.
@@ -599,7 +608,6 @@ const MAX_NR: usize = 32;
 /// readable floats at `a`.
 #[inline(always)]
 pub(crate) unsafe fn gemm_body<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs) {
-    let lanes = S::LANES;
     // SAFETY: (whole body) the caller guarantees the ISA, `k*MR` floats at `a`, `k*NV*LANES`
     // at `b`, and valid, exclusive C (and bias) elements for every (i < m, j < n).
     unsafe {
@@ -620,7 +628,22 @@ pub(crate) unsafe fn gemm_body<S: Simd, const MR: usize, const NV: usize>(p: &Mi
         } else {
             rank1_updates_strided::<S, MR, NV>(zero, p.a, p.rs_a, p.cs_a, p.b, p.k)
         };
+        write_tile::<S, MR, NV>(p, acc);
+    }
+}
 
+/// The write-out of a GEMM microkernel: `C <- act(alpha * acc + beta * C + bias)` over the tile's
+/// `m x n` valid elements, with vector stores for a full unit-stride tile and a scalar row at a
+/// time otherwise.
+///
+/// # Safety
+/// As [`GemmKernel::run`]: valid, exclusive C (and bias) elements for every (i < m, j < n), and
+/// the ISA of `S`.
+#[inline(always)]
+unsafe fn write_tile<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs, acc: [[S::V; NV]; MR]) {
+    let lanes = S::LANES;
+    // SAFETY: (whole body) the caller's contract.
+    unsafe {
         let full = p.m == MR && p.n == NV * lanes && p.cs_c == 1;
         if full {
             let alpha = S::splat(p.alpha);
@@ -731,6 +754,8 @@ macro_rules! for_each_kernel {
             avx2 => Avx2 ($crate::arch::x86_64::AVX2_KERNELS),
             #[cfg(target_arch = "aarch64")]
             neon => Neon ($crate::arch::aarch64::NEON_KERNELS),
+            #[cfg(all(target_arch = "arm", sparkle_arm_fpu))]
+            armfpu => ArmFpu ($crate::arch::arm::ARMFPU_KERNELS),
             generic => Generic ($crate::arch::generic::GENERIC_KERNELS),
         }
     };

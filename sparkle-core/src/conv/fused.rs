@@ -75,6 +75,7 @@ pub fn conv2d_with(
 /// Whether a [`Conv2dPath::Winograd`] geometry runs as Winograd in `ws`: its scratch holds the
 /// transforms' buffers and the input and weights are finite (Winograd turns one infinity into
 /// `inf - inf = NaN` where the oracle and the implicit GEMM give the infinity).
+#[cfg(feature = "winograd")]
 fn runs_winograd(g: &Conv2d, input: &[f32], weight: &[f32], ws: &Workspace<'_>) -> bool {
     let need = super::winograd::scratch_len(g, ws.kernel, ws.blocking, ws.exec.workers());
     need.is_ok_and(|n| n <= ws.scratch.len())
@@ -109,6 +110,7 @@ pub(crate) unsafe fn conv2d_unchecked(
         return;
     }
     let bias = per_channel_bias(epi);
+    #[cfg(feature = "winograd")]
     if choose_path(g) == Conv2dPath::Winograd && runs_winograd(g, input, weight, ws) {
         // SAFETY: forwarded contract; the scratch holds this path's buffers.
         unsafe { super::winograd::conv2d_unchecked(g, input, weight, epi, bias, output, ws) };

@@ -125,6 +125,7 @@ mod tests {
     /// Winograd through the `no_std` entry point: a ragged grid of just enough tiles (16 x 17 of
     /// 2x2), both layouts, bias and an activation, small enough for Miri.
     #[test]
+    #[cfg(feature = "winograd")]
     fn winograd_matches_oracle() {
         let p = Conv2dParams::new(1, 2, 33, 34, 2, 3, 3).pad(Padding::new(1, 0, 0, 1));
         // Miri interprets every step: one layout there, both natively.

@@ -22,6 +22,8 @@
 //! too and left out: on the post-ReLU inputs its error reached 29.5 of the bound (its transforms
 //! multiply by up to 8 and mix 6 terms).
 #![allow(unsafe_code)]
+// Without the `winograd` feature nothing calls the transforms, and they are left out of the build.
+#![cfg_attr(not(feature = "winograd"), allow(dead_code))]
 
 use core::ops::Range;
 
@@ -56,12 +58,13 @@ pub const MIN_TILES: usize = 256;
 /// scratch does not grow with the batch, runs instead.
 pub const MAX_FLOATS: usize = 1 << 24;
 
-/// Whether [`choose_path`](super::choose_path) takes Winograd for `g`: it [`applies`], has at
-/// least [`MIN_TILES`] tiles, and its buffers fit [`MAX_FLOATS`].
+/// Whether [`choose_path`](super::choose_path) takes Winograd for `g`: this build has the
+/// `winograd` feature (a default one), and `g` [`applies`], has at least [`MIN_TILES`] tiles, and
+/// its buffers fit [`MAX_FLOATS`].
 pub fn chosen(g: &Conv2d) -> bool {
     let fits =
         || buffers(g).ok().and_then(|[u, v, m]| u.checked_add(v)?.checked_add(m)).is_some_and(|n| n <= MAX_FLOATS);
-    applies(g) && tiles(g) >= MIN_TILES && fits()
+    cfg!(feature = "winograd") && applies(g) && tiles(g) >= MIN_TILES && fits()
 }
 
 /// Whether `g` can run as Winograd F(2x2, 3x3): 3x3, stride 1, dilation 1, one group.

@@ -34,7 +34,7 @@ pub(crate) unsafe fn pack_a(a: &MatRef<'_>, blk: Block, mr: usize, dst: *mut f32
             unsafe {
                 let src = base.add((row + i0) * rs + (col + p) * cs);
                 if rs == 1 && rows == mr {
-                    core::ptr::copy_nonoverlapping(src, out, mr);
+                    copy_group(src, out, mr);
                 } else {
                     for i in 0..rows {
                         *out.add(i) = *src.add(i * rs);
@@ -45,6 +45,24 @@ pub(crate) unsafe fn pack_a(a: &MatRef<'_>, blk: Block, mr: usize, dst: *mut f32
                 }
                 out = out.add(mr);
             }
+        }
+    }
+}
+
+/// Copies one group of `n` floats into a panel. Four (the portable and Cortex-M4F tiles) as a
+/// fixed-size copy, a few loads and stores where a `memcpy` call of a run-time length cost about
+/// 30 instructions per group: a fifth of a Cortex-M4F's 32^3 GEMM.
+///
+/// # Safety
+/// `n` floats readable at `src` and writable at `dst`, not overlapping.
+#[inline(always)]
+unsafe fn copy_group(src: *const f32, dst: *mut f32, n: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if n == 4 {
+            dst.cast::<[f32; 4]>().write_unaligned(src.cast::<[f32; 4]>().read_unaligned());
+        } else {
+            core::ptr::copy_nonoverlapping(src, dst, n);
         }
     }
 }
@@ -66,19 +84,25 @@ pub(crate) unsafe fn pack_b(b: &MatRef<'_>, blk: Block, nr: usize, panels: core:
         // inside what the caller guaranteed.
         unsafe {
             let mut out = dst.add(panel * nr * kc);
-            for p in 0..kc {
-                let src = base.add((row + p) * rs + (col + j0) * cs);
-                if cs == 1 && cols == nr {
-                    core::ptr::copy_nonoverlapping(src, out, nr);
-                } else {
+            let mut src = base.add(row * rs + (col + j0) * cs);
+            if cs == 1 && cols == nr {
+                // Whole groups of contiguous columns: the common case, tested once per panel.
+                for _ in 0..kc {
+                    copy_group(src, out, nr);
+                    src = src.wrapping_add(rs);
+                    out = out.add(nr);
+                }
+            } else {
+                for _ in 0..kc {
                     for j in 0..cols {
                         *out.add(j) = *src.add(j * cs);
                     }
                     for j in cols..nr {
                         *out.add(j) = 0.0;
                     }
+                    src = src.wrapping_add(rs);
+                    out = out.add(nr);
                 }
-                out = out.add(nr);
             }
         }
     }

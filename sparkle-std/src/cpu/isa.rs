@@ -1,5 +1,5 @@
 //! Which kernel set runs: the best this CPU has ([`Kernel::best`], detected once by the core), or
-//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|avxvnni|avx512bf16|armdsp|neondot|neoni8mm|amxint8|amxbf16` forces (for tests
+//! the one `SPARKLE_ISA=generic|avx2|avx512|neon|avx512vnni|avxvnni|avx512bf16|armdsp|neondot|neoni8mm|amxint8|amxbf16|armfpu` forces (for tests
 //! and benchmarks). Asking for an ISA this CPU lacks is an error, never a kernel that would
 //! fault.
 //!
@@ -55,7 +55,7 @@ pub fn available_qkernels() -> Vec<&'static QKernel> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IsaError {
     /// `SPARKLE_ISA` named something unknown.
-    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni, avxvnni, avx512bf16, armdsp, neondot, neoni8mm, amxint8, amxbf16")]
+    #[error("SPARKLE_ISA={0} is not one of generic, avx2, avx512, neon, avx512vnni, avxvnni, avx512bf16, armdsp, neondot, neoni8mm, amxint8, amxbf16, armfpu")]
     Unknown(String),
     /// The named ISA has no kernel in this build or is not supported by this CPU.
     #[error("the {0} kernels cannot run here: this CPU or build lacks them")]
@@ -136,7 +136,7 @@ fn choose_b() -> Result<&'static BKernel, IsaError> {
     match forced()? {
         Some(isa @ (Isa::Avx512Vnni | Isa::AmxInt8)) if supported(isa) => bkernel_for_isa(Isa::Avx512),
         Some(Isa::AvxVnni) if supported(Isa::AvxVnni) => bkernel_for_isa(Isa::Avx2),
-        Some(isa @ (Isa::Neon | Isa::NeonDot | Isa::NeonI8mm | Isa::ArmDsp)) if supported(isa) => {
+        Some(isa @ (Isa::Neon | Isa::NeonDot | Isa::NeonI8mm | Isa::ArmDsp | Isa::ArmFpu)) if supported(isa) => {
             Ok(BKernel::generic())
         }
         Some(isa) => bkernel_for_isa(isa),

@@ -1,0 +1,240 @@
+//! Cortex-M4F/M7 (Armv7E-M with the FPv4-SP single-precision FPU): the f32 GEMM microkernel.
+//!
+//! A 4 x 4 register tile: the sixteen accumulators live in `s0`-`s15`, two k-steps of A and B in
+//! `s16`-`s31`, so one iteration is two `vldm` of eight floats (packed A and B are contiguous)
+//! and thirty-two `vfma.f32`: 36 instructions for 32 multiply-adds (39 with row-major A read in
+//! place: four rows, four `vldm`), where the compiler's schedule of the portable body took about
+//! 2.4 per multiply-add. Inline assembly, because LLVM uses neither `vldm` nor all 32 registers
+//! for the portable body, and it keeps the kernel small for an MCU's flash: one loop per A
+//! layout. The first k-step multiplies (`vmul.f32`) instead of zeroing the tile first.
+//!
+//! `vfma.f32` is the fused multiply-add (one rounding), as the x86 and NEON kernels use.
+
+use core::arch::asm;
+use core::mem::MaybeUninit;
+
+use super::generic::{Scalar, GENERIC_KERNELS};
+use super::{act_is_scalar, act_simd, write_row, GemmKernel, Isa, Kernel, MicroArgs, Simd, TileBias};
+use crate::epilogue::Activation;
+
+/// `$op` (`vfma.f32` or `vmul.f32`) of one A value (`$a`) into one row of accumulators
+/// (`$c0`-`$c3`) with the four B values `$b0`-`$b3`.
+macro_rules! row {
+    ($op:literal, $c0:literal $c1:literal $c2:literal $c3:literal, $a:literal, $b0:literal $b1:literal $b2:literal $b3:literal) => {
+        concat!(
+            $op, " ", $c0, ", ", $a, ", ", $b0, "\n", $op, " ", $c1, ", ", $a, ", ", $b1, "\n", $op, " ", $c2, ", ",
+            $a, ", ", $b2, "\n", $op, " ", $c3, ", ", $a, ", ", $b3, "\n",
+        )
+    };
+}
+
+/// One rank-1 update (`vfma.f32`, or `vmul.f32` for the first k-step) of the 4 x 4 tile in
+/// `s0`-`s15` (row-major): A's column in the four registers `$a0`-`$a3`, B's row in `$b0`-`$b3`.
+macro_rules! rank1 {
+    ($op:literal; $a0:literal $a1:literal $a2:literal $a3:literal; $($b:literal)*) => {
+        concat!(
+            row!($op, "s0" "s1" "s2" "s3", $a0, $($b)*),
+            row!($op, "s4" "s5" "s6" "s7", $a1, $($b)*),
+            row!($op, "s8" "s9" "s10" "s11", $a2, $($b)*),
+            row!($op, "s12" "s13" "s14" "s15", $a3, $($b)*),
+        )
+    };
+}
+
+/// The tile's k loop for one A layout: `$load1` loads one k-step of A into `s16`, `s18`, `s20`,
+/// `s22` (`$a_regs`) and of B into `s24`-`s27`; `$load2` two k-steps, the second in `s17`,
+/// `s19`, `s21`, `s23` (`$a_regs2`) and `s28`-`s31`. The first k-step multiplies, then `(k - 1) /
+/// 2` iterations of two, then one more if `k - 1` is odd; the loop counts in `{n}`. The tile's
+/// rows are stored at `{t}`, `{rs}` bytes apart. Every `s` register is saved and restored by the
+/// block itself (`vpush`/`vpop`), because rustc does not let inline assembly name `s` registers
+/// on these targets (their FPU is not a stable target feature), neither as operands nor as
+/// clobbers.
+macro_rules! tile_loop {
+    ($load1:expr, $load2:expr, $a1:literal $a2:literal $a3:literal $a4:literal, $b1:literal $b2:literal $b3:literal $b4:literal) => {
+        concat!(
+            "vpush {{d0-d15}}\n",
+            $load1,
+            rank1!("vmul.f32"; $a1 $a2 $a3 $a4; "s24" "s25" "s26" "s27"),
+            "subs {k}, {k}, #1\n",
+            "lsrs {n}, {k}, #1\n",
+            "beq 3f\n",
+            "2:\n",
+            $load2,
+            rank1!("vfma.f32"; $a1 $a2 $a3 $a4; "s24" "s25" "s26" "s27"),
+            rank1!("vfma.f32"; $b1 $b2 $b3 $b4; "s28" "s29" "s30" "s31"),
+            "subs {n}, {n}, #1\n",
+            "bne 2b\n",
+            "3:\n",
+            "tst {k}, #1\n",
+            "beq 4f\n",
+            $load1,
+            rank1!("vfma.f32"; $a1 $a2 $a3 $a4; "s24" "s25" "s26" "s27"),
+            "4:\n",
+            "vstmia {t}, {{s0-s3}}\n",
+            "add {t}, {t}, {rs}\n",
+            "vstmia {t}, {{s4-s7}}\n",
+            "add {t}, {t}, {rs}\n",
+            "vstmia {t}, {{s8-s11}}\n",
+            "add {t}, {t}, {rs}\n",
+            "vstmia {t}, {{s12-s15}}\n",
+            "vpop {{d0-d15}}\n",
+        )
+    };
+}
+
+/// The 4 x 4 product of packed A (`rs_a = 1, cs_a = 4`: `k` groups of four floats at `a`) and
+/// packed B (the same at `b`), stored at `t`, rows `rs` floats apart.
+///
+/// # Safety
+/// `k >= 1`; `4 * k` readable floats at `a` and at `b`; four rows of four writable floats at `t`;
+/// an FPv4-SP FPU.
+#[inline(always)]
+unsafe fn packed(a: *const f32, b: *const f32, k: usize, t: *mut f32, rs: usize) {
+    // SAFETY: the loads stay inside the `4 * k` floats of each panel (one group per `vldm` of
+    // four, two per `vldm` of eight, `k` groups in all); f32 pointers are word-aligned, as `vldm`
+    // needs; the stores are the caller's four rows.
+    unsafe {
+        asm!(
+            tile_loop!(
+                "vldmia {a}!, {{s16-s19}}\nvldmia {b}!, {{s24-s27}}\n",
+                "vldmia {a}!, {{s16-s23}}\nvldmia {b}!, {{s24-s31}}\n",
+                "s16" "s17" "s18" "s19", "s20" "s21" "s22" "s23"
+            ),
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+            k = inout(reg) k => _,
+            n = out(reg) _,
+            t = inout(reg) t => _,
+            rs = in(reg) rs * 4,
+            // Not `preserves_flags`: the loop counts with `subs` and tests `k` with `tst`.
+        );
+    }
+}
+
+/// As [`packed`] with row-major A read in place (`cs_a = 1`): row `i` at `a + i * rs_a`.
+///
+/// # Safety
+/// As [`packed`], with `k` readable floats at each of the four rows of A.
+#[inline(always)]
+unsafe fn rows(a: *const f32, rs_a: usize, b: *const f32, k: usize, t: *mut f32, rs: usize) {
+    let a1 = a.wrapping_add(rs_a);
+    let a2 = a1.wrapping_add(rs_a);
+    let a3 = a2.wrapping_add(rs_a);
+    // SAFETY: as `packed`, one float of each row per k-step.
+    unsafe {
+        asm!(
+            tile_loop!(
+                "vldmia {a0}!, {{s16}}\nvldmia {a1}!, {{s18}}\nvldmia {a2}!, {{s20}}\nvldmia {a3}!, {{s22}}\n\
+                 vldmia {b}!, {{s24-s27}}\n",
+                "vldmia {a0}!, {{s16-s17}}\nvldmia {a1}!, {{s18-s19}}\nvldmia {a2}!, {{s20-s21}}\n\
+                 vldmia {a3}!, {{s22-s23}}\nvldmia {b}!, {{s24-s31}}\n",
+                "s16" "s18" "s20" "s22", "s17" "s19" "s21" "s23"
+            ),
+            a0 = inout(reg) a => _,
+            a1 = inout(reg) a1 => _,
+            a2 = inout(reg) a2 => _,
+            a3 = inout(reg) a3 => _,
+            b = inout(reg) b => _,
+            k = inout(reg) k => _,
+            n = out(reg) _,
+            t = inout(reg) t => _,
+            rs = in(reg) rs * 4,
+        );
+    }
+}
+
+/// # Safety
+/// As [`crate::arch::GemmKernel::run`] with `mr = nr = 4`, on an FPv4-SP FPU.
+unsafe fn armfpu_gemm_f32_4x4(p: &MicroArgs) {
+    // SAFETY: (whole body) the layouts and extents are the caller's contract; the FPU is the
+    // target's. `t` is four writable rows `rs` floats apart: C's own rows when the tile goes
+    // there directly, else the local tile.
+    unsafe {
+        // A whole unit-stride tile that does not read C is stored straight into C, then finished
+        // there; others go through a local tile and the write-out.
+        let direct = p.m == 4 && p.n == 4 && p.cs_c == 1 && p.beta == 0.0 && !act_is_scalar(p.act);
+        let mut tile = MaybeUninit::<[[f32; 4]; 4]>::uninit();
+        let (t, rs) = if direct { (p.c, p.rs_c) } else { (tile.as_mut_ptr().cast::<f32>(), 4) };
+        if p.k > 0 && p.rs_a == 1 && p.cs_a == 4 {
+            packed(p.a, p.b, p.k, t, rs);
+        } else if p.k > 0 && p.cs_a == 1 {
+            rows(p.a, p.rs_a, p.b, p.k, t, rs);
+        } else {
+            // Any other A layout (the drivers pass none) and `k = 0`: the portable kernel, which
+            // every build links anyway, so this costs no flash.
+            (GENERIC_KERNELS.gemm.run)(p);
+            return;
+        }
+        if direct {
+            if p.alpha != 1.0 || !matches!(p.bias, TileBias::None) || p.act != Activation::None {
+                let mut acc = [[0.0; 4]; 4];
+                for (i, row) in acc.iter_mut().enumerate() {
+                    *row = p.c.add(i * p.rs_c).cast::<[f32; 4]>().read_unaligned();
+                }
+                write_full(p, acc);
+            }
+        } else if p.m == 4 && p.n == 4 && p.cs_c == 1 && !act_is_scalar(p.act) {
+            write_full(p, tile.assume_init());
+        } else {
+            // Edge tiles, strided C, the transcendental activations: the shared scalar row
+            // write-out, out of line.
+            let tile = tile.assume_init();
+            for (i, row) in tile.iter().enumerate().take(p.m) {
+                let bias = match p.bias {
+                    TileBias::None => None,
+                    TileBias::Row(b) => Some((b.add(i), 0)),
+                    TileBias::Col(b) => Some((b, 1)),
+                };
+                write_row(&row[..p.n], p.c.add(i * p.rs_c), p.cs_c, p.alpha, p.beta, bias, p.act);
+            }
+        }
+    }
+}
+
+/// The write-out of a whole unit-stride tile, one stage of the epilogue at a time over all
+/// sixteen values (each stage's test once per tile, not per value as in the shared
+/// [`super::write_tile`], whose tests were two thirds of this kernel's instructions at 32^3).
+/// The same arithmetic, in the same order, as [`super::write_tile`].
+///
+/// # Safety
+/// As [`crate::arch::GemmKernel::run`], with `m = n = 4`, `cs_c = 1` and a vector activation.
+#[inline(always)]
+unsafe fn write_full(p: &MicroArgs, mut t: [[f32; 4]; 4]) {
+    // SAFETY: (whole body) rows `i < 4` of C at `c + i * rs_c`, four floats each, and the bias
+    // (four values) are valid by the caller's contract.
+    unsafe {
+        if p.alpha != 1.0 {
+            t.iter_mut().flatten().for_each(|x| *x *= p.alpha);
+        }
+        if p.beta != 0.0 {
+            for (i, row) in t.iter_mut().enumerate() {
+                let c = p.c.add(i * p.rs_c);
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x = Scalar::fmadd(*c.add(j), p.beta, *x);
+                }
+            }
+        }
+        match p.bias {
+            TileBias::None => {}
+            TileBias::Row(b) => {
+                t.iter_mut().enumerate().for_each(|(i, row)| row.iter_mut().for_each(|x| *x += *b.add(i)))
+            }
+            TileBias::Col(b) => {
+                t.iter_mut().for_each(|row| row.iter_mut().enumerate().for_each(|(j, x)| *x += *b.add(j)))
+            }
+        }
+        if p.act != Activation::None {
+            t.iter_mut().flatten().for_each(|x| *x = act_simd::<Scalar>(p.act, *x).unwrap_or(*x));
+        }
+        for (i, row) in t.iter().enumerate() {
+            p.c.add(i * p.rs_c).cast::<[f32; 4]>().write_unaligned(*row);
+        }
+    }
+}
+
+/// The Cortex-M4F/M7 kernels: this GEMM kernel and the portable depthwise kernel.
+pub const ARMFPU_KERNELS: Kernel = Kernel {
+    isa: Isa::ArmFpu,
+    gemm: GemmKernel { id: "armfpu_gemm_f32_4x4", mr: 4, nr: 4, run: armfpu_gemm_f32_4x4 },
+    depthwise: GENERIC_KERNELS.depthwise,
+};
