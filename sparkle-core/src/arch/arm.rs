@@ -180,12 +180,7 @@ unsafe fn armfpu_gemm_f32_4x4(p: &MicroArgs) {
             // write-out, out of line.
             let tile = tile.assume_init();
             for (i, row) in tile.iter().enumerate().take(p.m) {
-                let bias = match p.bias {
-                    TileBias::None => None,
-                    TileBias::Row(b) => Some((b.add(i), 0)),
-                    TileBias::Col(b) => Some((b, 1)),
-                };
-                write_row(&row[..p.n], p.c.add(i * p.rs_c), p.cs_c, p.alpha, p.beta, bias, p.act);
+                write_row(&row[..p.n], p.c.add(i * p.rs_c), p.cs_c, p.alpha, p.beta, p.bias.of_row(i), p.act);
             }
         }
     }

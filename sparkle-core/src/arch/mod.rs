@@ -291,6 +291,19 @@ pub(crate) enum TileBias {
     Col(*const f32),
 }
 
+impl TileBias {
+    /// Row `i`'s bias for [`write_row`]: `(pointer, step)`, step 0 for one value for the row, 1 for
+    /// one per column. A pointer inside the tile's bias values for `i < mr`.
+    #[inline(always)]
+    fn of_row(self, i: usize) -> Option<(*const f32, usize)> {
+        match self {
+            TileBias::None => None,
+            TileBias::Row(b) => Some((b.wrapping_add(i), 0)),
+            TileBias::Col(b) => Some((b, 1)),
+        }
+    }
+}
+
 /// Everything one microkernel call needs: packed panels, where C is, and the write-out.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MicroArgs {
@@ -676,12 +689,7 @@ unsafe fn write_tile<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs, a
                 for (v, &x) in row.iter().enumerate() {
                     S::store(spill.as_mut_ptr().add(v * lanes), x);
                 }
-                let bias = match p.bias {
-                    TileBias::None => None,
-                    TileBias::Row(b) => Some((b.add(i), 0)),
-                    TileBias::Col(b) => Some((b, 1)),
-                };
-                write_row(&spill[..p.n], p.c.add(i * p.rs_c), p.cs_c, p.alpha, p.beta, bias, p.act);
+                write_row(&spill[..p.n], p.c.add(i * p.rs_c), p.cs_c, p.alpha, p.beta, p.bias.of_row(i), p.act);
             }
         }
     }
