@@ -200,11 +200,32 @@ fn stage_input<X: QOperand>(g: &Conv2d, input: &[X], n: usize, c0: usize, out: &
     match p.layout {
         TensorLayout::Nchw => {
             let image = &input[(n * p.c + c0) * hw..(n * p.c + c0 + cg) * hw];
+            // Whole blocks of 8 channels x 8 pixels as eight u64 transposed in registers; the
+            // channels past the last whole block of 8 byte by byte.
+            let (image, out) = (bytes(image), bytes_mut(out));
+            let whole = cg / 8 * 8;
             for px0 in (0..hw).step_by(64) {
                 let px1 = (px0 + 64).min(hw);
+                let px8 = px0 + (px1 - px0) / 8 * 8;
+                for ch0 in (0..whole).step_by(8) {
+                    for px in (px0..px8).step_by(8) {
+                        let mut rows = [0u64; 8];
+                        for (i, r) in rows.iter_mut().enumerate() {
+                            let at = (ch0 + i) * hw + px;
+                            let mut b = [0u8; 8];
+                            b.copy_from_slice(&image[at..at + 8]);
+                            *r = u64::from_le_bytes(b);
+                        }
+                        for (j, col) in transpose8x8(rows).into_iter().enumerate() {
+                            let at = (px + j) * cg + ch0;
+                            out[at..at + 8].copy_from_slice(&col.to_le_bytes());
+                        }
+                    }
+                }
                 for (ch, row) in image.chunks_exact(hw).enumerate() {
-                    for (px, &v) in row[px0..px1].iter().enumerate() {
-                        out[(px0 + px) * cg + ch] = v;
+                    let pixels = if ch < whole { px8..px1 } else { px0..px1 };
+                    for px in pixels {
+                        out[px * cg + ch] = row[px];
                     }
                 }
             }
@@ -218,6 +239,40 @@ fn stage_input<X: QOperand>(g: &Conv2d, input: &[X], n: usize, c0: usize, out: &
     }
 }
 
+/// An 8 x 8 byte matrix transposed: `rows[i]`'s byte `j` (little-endian) becomes byte `i` of
+/// the result's `j`. Three rounds of swapping 1-, 2- and 4-byte blocks between rows (Hacker's
+/// Delight, 7-3), a few dozen integer operations for 64 bytes.
+#[inline(always)]
+fn transpose8x8(mut r: [u64; 8]) -> [u64; 8] {
+    for (shift, mask, pairs) in [
+        (8, 0x00FF_00FF_00FF_00FFu64, [(0, 1), (2, 3), (4, 5), (6, 7)]),
+        (16, 0x0000_FFFF_0000_FFFF, [(0, 2), (1, 3), (4, 6), (5, 7)]),
+        (32, 0x0000_0000_FFFF_FFFF, [(0, 4), (1, 5), (2, 6), (3, 7)]),
+    ] {
+        for (a, b) in pairs {
+            let t = ((r[a] >> shift) ^ r[b]) & mask;
+            r[b] ^= t;
+            r[a] ^= t << shift;
+        }
+    }
+    r
+}
+
+/// A slice of one-byte elements as its bytes.
+fn bytes<X: QOperand>(x: &[X]) -> &[u8] {
+    const { assert!(core::mem::size_of::<X>() == 1 && core::mem::align_of::<X>() == 1) };
+    // SAFETY: `X` is `u8` or `i8` (sealed; size and alignment asserted): every bit pattern a
+    // valid `u8`; the same bytes, borrowed for the same lifetime.
+    unsafe { core::slice::from_raw_parts(x.as_ptr().cast::<u8>(), x.len()) }
+}
+
+/// [`bytes`], mutably.
+fn bytes_mut<X: QOperand>(x: &mut [X]) -> &mut [u8] {
+    const { assert!(core::mem::size_of::<X>() == 1 && core::mem::align_of::<X>() == 1) };
+    // SAFETY: as `bytes`; every `u8` is also a valid `u8` or `i8`, so writes keep `x` valid.
+    unsafe { core::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<u8>(), x.len()) }
+}
+
 /// The weights of `g` (every group) reordered as KRSC into `out`: the same rows of `gemm_k`,
 /// each in KRSC's reduction order.
 fn stage_weights<W: QOperand>(g: &Conv2d, weight: &[W], staged: &Conv2d, out: &mut [W]) {
@@ -227,10 +282,11 @@ fn stage_weights<W: QOperand>(g: &Conv2d, weight: &[W], staged: &Conv2d, out: &m
     let taps = p.r * p.s;
     debug_assert!(p.weight_layout == WeightLayout::Kcrs && staged.params().weight_layout == WeightLayout::Krsc);
     for (row, to) in weight[..p.k * gemm_k].chunks_exact(gemm_k).zip(out.chunks_exact_mut(gemm_k)) {
-        // KCRS: channel c's taps are `row[c * taps ..][..taps]`; KRSC puts tap t's channels together.
-        for (c, from) in row.chunks_exact(taps).enumerate() {
-            for (t, &v) in from.iter().enumerate() {
-                to[t * g.cg() + c] = v;
+        // KCRS: channel c's taps are `row[c * taps ..][..taps]`; KRSC puts tap t's channels
+        // together: each tap's run written in order, read with the stride of the taps.
+        for (t, run) in to.chunks_exact_mut(g.cg()).enumerate() {
+            for (o, &v) in run.iter_mut().zip(row[t..].iter().step_by(taps)) {
+                *o = v;
             }
         }
     }
@@ -437,13 +493,13 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
     }
     /// Interior pixels of a source with runs ([`Im2col::run`]): the runs copied as bytes.
     #[inline(always)]
-    fn fill_row_bytes(&self, i: usize, off: i32, out: &mut [u8]) -> Option<i32> {
+    fn fill_row_bytes(&self, i: usize, off: i32, out: &mut [u8], with_sum: bool) -> Option<i32> {
         let run = self.run()?;
         let taps = self.taps?;
         let input = self.interior_input(i)?;
         let mut sum = 0i32;
         for (o, &t) in out[..taps.len()].chunks_exact_mut(run).zip(taps.iter().step_by(run)) {
-            sum = sum.wrapping_add(bytes_run(&input[t as usize..t as usize + run], off, o));
+            sum = sum.wrapping_add(bytes_run(&input[t as usize..t as usize + run], off, o, with_sum));
         }
         Some(sum)
     }
@@ -836,6 +892,27 @@ mod tests {
                     assert_eq!(got, want, "{layout:?} {} scratch {len}", kernel.id());
                 }
             }
+        }
+    }
+
+    /// The NCHW staging's 8 x 8 block transpose (8 channels, 45 pixels: whole blocks and the
+    /// ragged rest) and the packing without row sums (every weight zero point 0), both kernels.
+    #[test]
+    fn whole_channel_blocks_and_zero_weight_offsets_match_the_oracle() {
+        let p = Conv2dParams::new(1, 9, 5, 9, 3, 3, 3).pad(Padding::uniform(1));
+        let g = p.validate().unwrap();
+        let input: [u8; 405] = core::array::from_fn(|i| (i * 53 % 251) as u8);
+        let weight: [i8; 243] = core::array::from_fn(|i| (i * 71 % 256) as u8 as i8);
+        let op = QConv { input: &input, x_zero: 9, weight: &weight, w_zero: PerChannel::Tensor(0), bias: None };
+        let out = OutputStage::onnx(0.02, PerChannel::Tensor(0.01), 0.05, 7);
+        let mut scratch = [0i32; 8192];
+        for kernel in [crate::arch::quant::QKernel::generic(), crate::arch::quant::QKernel::best()] {
+            let len = qconv2d_staged_scratch_len(kernel, &g, 1).unwrap();
+            let (mut got, mut want) = ([0u8; 135], [1u8; 135]);
+            let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
+            qconv2d_with(&g, &op, &out, &mut got, ws).unwrap();
+            qconv2d_reference(&g, &op, &out, &mut want).unwrap();
+            assert_eq!(got, want, "{}", kernel.id());
         }
     }
 }

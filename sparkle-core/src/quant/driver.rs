@@ -284,9 +284,10 @@ pub(crate) trait QRows: Sync {
     }
     /// As [`QRows::fill_row`] into bytes (the shifted values, which the caller's `off` puts in
     /// `u8` range), where the source has a faster form than through i16; None where not (the
-    /// caller then goes through [`QRows::fill_row`]).
+    /// caller then goes through [`QRows::fill_row`]). Without `sum` the row's sum is not computed
+    /// (0 is returned).
     #[inline(always)]
-    fn fill_row_bytes(&self, _i: usize, _off: i32, _out: &mut [u8]) -> Option<i32> {
+    fn fill_row_bytes(&self, _i: usize, _off: i32, _out: &mut [u8], _sum: bool) -> Option<i32> {
         None
     }
     /// Whether [`QRows::fill_row_bytes`] answers for most rows (so that packing row by row
@@ -298,9 +299,26 @@ pub(crate) trait QRows: Sync {
 }
 
 /// Writes `src` shifted by `off` into `out` as bytes (the shifted values are in `u8` range) and
-/// returns the sum of the shifted values: a loop the compiler vectorizes.
+/// returns the sum of the shifted values (0 without `sum`): a loop the compiler vectorizes. The
+/// sum is a reduction per run, most of the packing's time on short runs (64 bytes: one
+/// channel block of a tap), so it is left out where nothing reads it.
 #[inline(always)]
-pub(crate) fn bytes_run<X: QElem>(src: &[X], off: i32, out: &mut [u8]) -> i32 {
+pub(crate) fn bytes_run<X: QElem>(src: &[X], off: i32, out: &mut [u8], sum: bool) -> i32 {
+    if !sum && core::mem::size_of::<X>() == 1 {
+        // SAFETY: a one-byte element type (`u8`, `i8`: every bit pattern a valid `u8`).
+        let bytes = unsafe { core::slice::from_raw_parts(src.as_ptr().cast::<u8>(), src.len()) };
+        let n = out.len().min(bytes.len());
+        if off == 0 {
+            out[..n].copy_from_slice(&bytes[..n]);
+        } else {
+            // Bytewise modulo 256 (the shifted values are in u8 range).
+            let off = off as u8;
+            for (o, &b) in out[..n].iter_mut().zip(&bytes[..n]) {
+                *o = b.wrapping_add(off);
+            }
+        }
+        return 0;
+    }
     let mut sum = 0i32;
     for (o, x) in out.iter_mut().zip(src) {
         let v = x.widen() + off;
@@ -377,9 +395,9 @@ impl<A: QOperand> QRows for MatRef<'_, A> {
     }
     /// A contiguous row (row-major A) as bytes: one vectorized loop.
     #[inline(always)]
-    fn fill_row_bytes(&self, i: usize, off: i32, out: &mut [u8]) -> Option<i32> {
+    fn fill_row_bytes(&self, i: usize, off: i32, out: &mut [u8], sum: bool) -> Option<i32> {
         let (data, rs, cs, k) = (self.as_slice(), self.rs(), self.cs(), MatRef::cols(self));
-        (cs == 1 && k > 0).then(|| bytes_run(&data[i * rs..i * rs + k], off, &mut out[..k]))
+        (cs == 1 && k > 0).then(|| bytes_run(&data[i * rs..i * rs + k], off, &mut out[..k], sum))
     }
     /// A contiguous row (row-major A) is one loop the compiler vectorizes.
     #[inline(always)]
@@ -421,6 +439,9 @@ struct Ctx<'a, S, B: QElem, Y> {
     c: Shared<Y>,
     rs_c: usize,
     cs_c: usize,
+    /// Whether any column's canonical `zb'` is nonzero: only then does the write-out read A's
+    /// row sums (`- zb' * rowsum`), and only then does the byte-row packing compute them.
+    row_sums: bool,
 }
 
 impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
@@ -553,7 +574,7 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
             for ii in 0..mr {
                 let i = ip * mr + ii;
                 let sum = if i < rows && k > 0 {
-                    let sum = match self.a.fill_row_bytes(i0 + i, off, bytes) {
+                    let sum = match self.a.fill_row_bytes(i0 + i, off, bytes, self.row_sums) {
                         Some(sum) => sum,
                         None => {
                             let sum = self.a.fill_row(i0 + i, off, wide);
@@ -713,6 +734,9 @@ unsafe fn interleave_bytes<const G: usize>(buf: &[i16], mr: usize, groups: usize
 
 /// The widest register tile of any kernel (the column sums of one panel live on the stack).
 const MAX_NR: usize = 32;
+/// Tallest register tile of any int8 kernel (`mr`: AMX's 32), for the column write-out.
+#[cfg(target_pointer_width = "64")]
+const MAX_MR: usize = 32;
 
 /// Per-column constants of one B panel for the write-out, as phase 1 left them in the scratch:
 /// four arrays of `cols` words from the panel's first column: the column terms, the canonical B
@@ -773,6 +797,17 @@ struct FinishArgs<'a> {
 unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
     let cols = f.cols;
     let (nv, nr) = (f.nv, f.nr);
+    // C with unit row stride (a conv's NCHW output: the tile's rows are pixels, its columns
+    // channels a plane apart): the rows' outputs gathered as columns first, then each column
+    // stored as one contiguous run, where storing row by row scattered every byte to its own
+    // plane (a quarter of the packing and write-out's time at 64->64 3x3 @56).
+    #[cfg(target_pointer_width = "64")]
+    let by_columns = cols.float && f.rs_c == 1 && f.cs_c != 1 && f.mv <= MAX_MR;
+    // Uninitialised (4 KiB per tile to clear otherwise): only `[..mv][..nv]` is written, then read.
+    #[cfg(target_pointer_width = "64")]
+    let mut rows = core::mem::MaybeUninit::<[[i32; MAX_NR]; MAX_MR]>::uninit();
+    #[cfg(target_pointer_width = "64")]
+    let rows_at = rows.as_mut_ptr().cast::<i32>();
     for ii in 0..f.mv {
         // SAFETY: forwarded contract.
         let (row, row_sum) = unsafe { (core::slice::from_raw_parts(f.tile.add(ii * nr), nv), *f.row_sums.add(ii)) };
@@ -800,6 +835,12 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
                     None => fr.scalar(0),
                 }
             }
+            #[cfg(target_pointer_width = "64")]
+            if by_columns {
+                // SAFETY: row `ii < mv <= MAX_MR` of the buffer, `nv <= MAX_NR` values.
+                unsafe { core::ptr::copy_nonoverlapping(ys.as_ptr(), rows_at.add(ii * MAX_NR), nv) };
+                continue;
+            }
             for (jj, &y) in ys[..nv].iter().enumerate() {
                 // SAFETY: forwarded contract; `y` is in Y's range (clamped by the stage).
                 unsafe { *c.add(ii * f.rs_c + jj * f.cs_c) = Y::narrow(y) };
@@ -825,6 +866,20 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
                 };
                 // SAFETY: forwarded contract.
                 unsafe { *c.add(ii * f.rs_c + jj * f.cs_c) = y };
+            }
+        }
+    }
+    #[cfg(target_pointer_width = "64")]
+    if by_columns {
+        for jj in 0..nv {
+            // SAFETY: forwarded contract: `(ii, jj)` at `ii + jj * cs_c` (`rs_c = 1`); the loop
+            // above wrote `[..mv][..nv]` of the buffer, with values in Y's range (clamped by the
+            // stage).
+            unsafe {
+                let out = core::slice::from_raw_parts_mut(c.add(jj * f.cs_c), f.mv);
+                for (ii, o) in out.iter_mut().enumerate() {
+                    *o = Y::narrow(*rows_at.add(ii * MAX_NR + jj));
+                }
             }
         }
     }
@@ -931,6 +986,7 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
         c: Shared(c),
         rs_c,
         cs_c,
+        row_sums: (0..d.n).any(|j| ops.b_zero.at(ops.ch0 + j) + b_offset::<B>() != 0),
     };
     if pack_b {
         // SAFETY: every worker index once, before phase 2.
