@@ -309,7 +309,15 @@ pub(crate) fn bytes_run<X: QElem>(src: &[X], off: i32, out: &mut [u8], sum: bool
         let bytes = unsafe { core::slice::from_raw_parts(src.as_ptr().cast::<u8>(), src.len()) };
         let n = out.len().min(bytes.len());
         if off == 0 {
-            out[..n].copy_from_slice(&bytes[..n]);
+            // Whole 64-byte blocks (a channel block of a tap) as fixed-size copies, which compile
+            // to vector moves where a copy of a run-time length calls `memcpy`.
+            let (mut to, mut from) = (out[..n].chunks_exact_mut(64), bytes[..n].chunks_exact(64));
+            for (o, b) in (&mut to).zip(&mut from) {
+                if let (Ok(o), Ok(b)) = (<&mut [u8; 64]>::try_from(o), <&[u8; 64]>::try_from(b)) {
+                    *o = *b;
+                }
+            }
+            to.into_remainder().copy_from_slice(from.remainder());
         } else {
             // Bytewise modulo 256 (the shifted values are in u8 range).
             let off = off as u8;
