@@ -152,7 +152,8 @@ unsafe fn armfpu_gemm_f32_4x4(p: &MicroArgs) {
     unsafe {
         // A whole unit-stride tile that does not read C is stored straight into C, then finished
         // there; others go through a local tile and the write-out.
-        let direct = p.m == 4 && p.n == 4 && p.cs_c == 1 && p.beta == 0.0 && !act_is_scalar(p.act);
+        let full = p.m == 4 && p.n == 4 && p.cs_c == 1 && !act_is_scalar(p.act);
+        let direct = full && p.beta == 0.0;
         let mut tile = MaybeUninit::<[[f32; 4]; 4]>::uninit();
         let (t, rs) = if direct { (p.c, p.rs_c) } else { (tile.as_mut_ptr().cast::<f32>(), 4) };
         if p.k > 0 && p.rs_a == 1 && p.cs_a == 4 {
@@ -173,7 +174,7 @@ unsafe fn armfpu_gemm_f32_4x4(p: &MicroArgs) {
                 }
                 write_full(p, acc);
             }
-        } else if p.m == 4 && p.n == 4 && p.cs_c == 1 && !act_is_scalar(p.act) {
+        } else if full {
             write_full(p, tile.assume_init());
         } else {
             // Edge tiles, strided C, the transcendental activations: the shared scalar row

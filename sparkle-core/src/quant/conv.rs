@@ -15,7 +15,8 @@ use crate::error::{Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
 use crate::layout::{TensorLayout, WeightLayout};
 use crate::quant::driver::{
-    a_offset, bytes_run, fill_by_visit, qgemm_scratch_len, qgemm_unchecked, QOperands, QRows, QWorkspace,
+    a_offset, bytes, bytes_mut, bytes_run, fill_by_visit, qgemm_scratch_len, qgemm_unchecked, QOperands, QRows,
+    QWorkspace,
 };
 use crate::quant::{
     accumulator_bound, fixed_narrow, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand,
@@ -256,21 +257,6 @@ fn transpose8x8(mut r: [u64; 8]) -> [u64; 8] {
         }
     }
     r
-}
-
-/// A slice of one-byte elements as its bytes.
-fn bytes<X: QOperand>(x: &[X]) -> &[u8] {
-    const { assert!(core::mem::size_of::<X>() == 1 && core::mem::align_of::<X>() == 1) };
-    // SAFETY: `X` is `u8` or `i8` (sealed; size and alignment asserted): every bit pattern a
-    // valid `u8`; the same bytes, borrowed for the same lifetime.
-    unsafe { core::slice::from_raw_parts(x.as_ptr().cast::<u8>(), x.len()) }
-}
-
-/// [`bytes`], mutably.
-fn bytes_mut<X: QOperand>(x: &mut [X]) -> &mut [u8] {
-    const { assert!(core::mem::size_of::<X>() == 1 && core::mem::align_of::<X>() == 1) };
-    // SAFETY: as `bytes`; every `u8` is also a valid `u8` or `i8`, so writes keep `x` valid.
-    unsafe { core::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<u8>(), x.len()) }
 }
 
 /// The weights of `g` (every group) reordered as KRSC into `out`: the same rows of `gemm_k`,

@@ -298,15 +298,29 @@ pub(crate) trait QRows: Sync {
     }
 }
 
+/// A slice of one-byte elements as its bytes.
+pub(crate) fn bytes<X: QOperand>(x: &[X]) -> &[u8] {
+    const { assert!(core::mem::size_of::<X>() == 1 && core::mem::align_of::<X>() == 1) };
+    // SAFETY: `X` is `u8` or `i8` (sealed; size and alignment asserted): every bit pattern a
+    // valid `u8`; the same bytes, borrowed for the same lifetime.
+    unsafe { core::slice::from_raw_parts(x.as_ptr().cast::<u8>(), x.len()) }
+}
+
+/// [`bytes`], mutably.
+pub(crate) fn bytes_mut<X: QOperand>(x: &mut [X]) -> &mut [u8] {
+    const { assert!(core::mem::size_of::<X>() == 1 && core::mem::align_of::<X>() == 1) };
+    // SAFETY: as `bytes`; every `u8` is also a valid `u8` or `i8`, so writes keep `x` valid.
+    unsafe { core::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<u8>(), x.len()) }
+}
+
 /// Writes `src` shifted by `off` into `out` as bytes (the shifted values are in `u8` range) and
 /// returns the sum of the shifted values (0 without `sum`): a loop the compiler vectorizes. The
 /// sum is a reduction per run, most of the packing's time on short runs (64 bytes: one
 /// channel block of a tap), so it is left out where nothing reads it.
 #[inline(always)]
-pub(crate) fn bytes_run<X: QElem>(src: &[X], off: i32, out: &mut [u8], sum: bool) -> i32 {
-    if !sum && core::mem::size_of::<X>() == 1 {
-        // SAFETY: a one-byte element type (`u8`, `i8`: every bit pattern a valid `u8`).
-        let bytes = unsafe { core::slice::from_raw_parts(src.as_ptr().cast::<u8>(), src.len()) };
+pub(crate) fn bytes_run<X: QOperand>(src: &[X], off: i32, out: &mut [u8], sum: bool) -> i32 {
+    if !sum {
+        let bytes = bytes(src);
         let n = out.len().min(bytes.len());
         if off == 0 {
             // Whole 64-byte blocks (a channel block of a tap) as fixed-size copies, which compile
