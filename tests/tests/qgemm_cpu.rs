@@ -75,7 +75,9 @@ fn check_typed<A: QOperand, B: QOperand, Y: QElem + PartialEq>(
     let op = QGemm {
         a: MatRef::new(&a, m, k, a_rs, a_cs).unwrap(),
         a_zero: za,
-        b: MatRef::row_major(&b, k, n).unwrap(),
+        // Column-major B (a conv's weights: each column contiguous, packed by whole groups)
+        // where exactly one of A and C is transposed, so every pairing of the three occurs.
+        b: if ta != c_col { MatRef::new(&b, k, n, 1, k) } else { MatRef::row_major(&b, k, n) }.unwrap(),
         b_zero: if per_channel {
             PerChannel::Channel(&zb)
         } else {

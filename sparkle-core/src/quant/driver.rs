@@ -215,7 +215,34 @@ impl<T: QElem> PanelSource<T> {
         let PanelSource { src, rs, cs, k, nv, nr, groups, off } = *self;
         let full = if nv == nr { k / G } else { 0 };
         let mut at = dst;
-        for g in 0..full {
+        // Full groups already written by the byte-column form below.
+        let mut done = 0;
+        if rs == 1 && core::mem::size_of::<E>() == 1 && full > 0 {
+            // Columns contiguous along k (a conv's weights, a column-major B) into byte groups:
+            // each column's sum in one pass down it (a reduction the compiler vectorizes), then
+            // the groups moved whole, G bytes at a time. The shift to canonical (0, or -128 for
+            // a u8 B) is a flip of each byte's top bit, as modulo 256 the shifted value is.
+            for (jj, sum) in sums[..nr].iter_mut().enumerate() {
+                // SAFETY: `(p, jj)` for `p < full * G <= k`, `jj < nv = nr`: at `p + jj * cs`.
+                let col = unsafe { core::slice::from_raw_parts(src.add(jj * cs), full * G) };
+                *sum = col.iter().fold(*sum, |s, x| s.wrapping_add(x.widen() + off));
+            }
+            let flip = if off != 0 { 0x80u8 } else { 0 };
+            for g in 0..full {
+                for jj in 0..nr {
+                    // SAFETY: as above, the G elements from `(g * G, jj)`, one byte each; the
+                    // panel's group `(g * nr + jj)`.
+                    unsafe {
+                        let mut v = src.add(g * G + jj * cs).cast::<[u8; G]>().read_unaligned();
+                        v.iter_mut().for_each(|b| *b ^= flip);
+                        at.cast::<[u8; G]>().write_unaligned(v);
+                        at = at.add(G);
+                    }
+                }
+            }
+            done = full;
+        }
+        for g in done..full {
             for (jj, sum) in sums[..nr].iter_mut().enumerate() {
                 // SAFETY: `(g * G + q, jj)` with `g < full`: `p < k` and `jj < nv = nr`.
                 let col = unsafe { src.add(g * G * rs + jj * cs) };
