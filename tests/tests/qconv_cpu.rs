@@ -13,12 +13,23 @@ use sparkle_core::{Conv2dParams, Padding, TensorLayout, WeightLayout};
 use sparkle_std::cpu::Cpu;
 use sparkle_tests::quant::{bytes, cpu, kernel};
 
+/// The weights' zero points of a case.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum WZero {
+    /// One, drawn at random.
+    Tensor,
+    /// One per output channel, drawn at random.
+    Channel,
+    /// The symmetric one (0 for i8 weights, 128 for u8): the drivers then skip A's row sums.
+    Symmetric,
+}
+
 /// 0: accumulator (i32 out), 1: ONNX per-channel, 2: fixed point per-channel with a ReLU clamp.
 fn check_typed<X: QOperand, W: QOperand, Y: QElem + PartialEq>(
     cpu: &Cpu,
     p: Conv2dParams,
     stage: usize,
-    per_channel: bool,
+    w_zero: WZero,
     seed: u64,
     cx: fn(u8) -> X,
     cw: fn(u8) -> W,
@@ -35,7 +46,11 @@ fn check_typed<X: QOperand, W: QOperand, Y: QElem + PartialEq>(
         input: &input,
         x_zero: xz,
         weight: &weight,
-        w_zero: if per_channel { PerChannel::Channel(&wz) } else { PerChannel::Tensor(wz[0]) },
+        w_zero: match w_zero {
+            WZero::Tensor => PerChannel::Tensor(wz[0]),
+            WZero::Channel => PerChannel::Channel(&wz),
+            WZero::Symmetric => PerChannel::Tensor(if W::MIN < 0 { 0 } else { 128 }),
+        },
         bias: Some(&bias),
     };
     let w_scale: Vec<f32> = (0..k).map(|j| 0.002 + 0.0011 * (j % 7) as f32).collect();
@@ -59,6 +74,10 @@ fn check_typed<X: QOperand, W: QOperand, Y: QElem + PartialEq>(
 }
 
 fn check(cpu: &Cpu, p: Conv2dParams, stage: usize, per_channel: bool, seed: u64) {
+    check_zero(cpu, p, stage, if per_channel { WZero::Channel } else { WZero::Tensor }, seed)
+}
+
+fn check_zero(cpu: &Cpu, p: Conv2dParams, stage: usize, per_channel: WZero, seed: u64) {
     let to_i8 = |x: u8| x as i8;
     let id = |x: u8| x;
     if stage == 0 {
@@ -100,7 +119,38 @@ fn sweep(k: &'static QKernel, threads: usize) {
 fn resnet_layer(k: &'static QKernel) {
     for threads in [1, 3] {
         let p = Conv2dParams::new(1, 64, 28, 28, 64, 3, 3).pad(Padding::uniform(1));
-        check_typed::<u8, i8, u8>(&cpu(k, threads), p, 1, true, 9, |x| x, |x| x as i8);
+        check_typed::<u8, i8, u8>(&cpu(k, threads), p, 1, WZero::Channel, 9, |x| x, |x| x as i8);
+    }
+}
+
+/// Channel counts of real networks, whole and partial blocks of 64 per group, at stride 1: the
+/// direct conv on kernels that have one (AMX: the staged image read in place, its rows past
+/// each output row dropped), im2col elsewhere. Every layout pair, one and three threads, and all
+/// three kinds of weight zero point (the symmetric one skips the row sums).
+fn wide_channels(k: &'static QKernel) {
+    let shapes = [
+        // Whole blocks, two images.
+        Conv2dParams::new(2, 64, 6, 7, 40, 3, 3).pad(Padding::uniform(1)),
+        // 56 channels, padded to 64 per staged pixel; asymmetric padding, dilation, 3 x 2.
+        Conv2dParams::new(1, 56, 9, 8, 33, 3, 2).dilation(2, 1).pad(Padding::new(2, 0, 1, 1)),
+        // Two groups of 64 (each its own staged image and B), padding on two sides only.
+        Conv2dParams::new(1, 128, 7, 9, 70, 3, 3).groups(2).pad(Padding::new(0, 1, 1, 0)),
+        // 1x1 with padding (not the matrix path): two blocks per pixel, the borders the bias.
+        Conv2dParams::new(1, 128, 5, 5, 36, 1, 1).pad(Padding::uniform(1)),
+    ];
+    let layouts = [
+        (TensorLayout::Nchw, WeightLayout::Kcrs),
+        (TensorLayout::Nhwc, WeightLayout::Krsc),
+        (TensorLayout::Nchw, WeightLayout::Krsc),
+        (TensorLayout::Nhwc, WeightLayout::Kcrs),
+    ];
+    for (i, p) in shapes.into_iter().enumerate() {
+        for (j, (layout, wl)) in layouts.into_iter().enumerate() {
+            let p = p.layout(layout).weight_layout(wl);
+            let cpu = cpu(k, 1 + 2 * (j % 2));
+            let zero = [WZero::Tensor, WZero::Channel, WZero::Symmetric][(i + j) % 3];
+            check_zero(&cpu, p, (i + j) % 3, zero, (i * 4 + j) as u64);
+        }
     }
 }
 
@@ -187,6 +237,10 @@ macro_rules! qconv_tests {
             #[test]
             fn resnet_3x3() {
                 if let Some(k) = kernel(Isa::$isa) { resnet_layer(k) }
+            }
+            #[test]
+            fn wide_channel_blocks() {
+                if let Some(k) = kernel(Isa::$isa) { wide_channels(k) }
             }
             #[test]
             fn bad_input_is_an_error() {

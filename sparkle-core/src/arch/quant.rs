@@ -23,6 +23,9 @@
 //! the compiler for NEON; the whole k-loop in one block for the Cortex-M's SMLAD kernel, whose
 //! compiled schedule spilled registers.
 //!
+//! AMX's kernel also has a direct form (`QKernel::direct`) for stride-1 convs: its A tiles
+//! load straight from a staged image, 16 pixels of 64 channels, one pixel's channels apart.
+//!
 //! AVX2's `vpmaddubsw` would multiply bytes directly, but saturates its `i16` pair sums
 //! (`2 * 255 * -128` does not fit), which would break exactness; widening to `i16` at packing
 //! time and `vpmaddwd` (exact `i16 x i16 -> i32` pair sums) keep every result exact.
@@ -96,6 +99,29 @@ pub(crate) struct QMicroArgs {
     pub c: *mut i32,
 }
 
+/// One call of a direct conv kernel ([`QKernel::direct`]): the `mr x nr` tile of an implicit
+/// GEMM whose A is read from a staged image in place. Row `i` of the tile, tap `t`, reduction
+/// step `q` of the tap's `blocks * 64` is the byte at `a + i * stride + taps[t] + q`; B is
+/// `ntaps * blocks` packed [`QPack::Tiles64`] blocks, tap-major.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(any(test, target_arch = "x86_64")), allow(dead_code))]
+pub(crate) struct QDirectArgs {
+    /// The staged image at the tile's first row.
+    pub a: *const u8,
+    /// Bytes from one row of the tile to the next.
+    pub stride: usize,
+    /// Byte offset of each tap from the row's first tap (non-negative).
+    pub taps: *const i32,
+    /// Taps (at least 1).
+    pub ntaps: usize,
+    /// 64-byte blocks per tap (at least 1).
+    pub blocks: usize,
+    /// B's packed panel.
+    pub b: *const u8,
+    /// The tile, row-major (`nr` apart), overwritten with the sums.
+    pub c: *mut i32,
+}
+
 /// One row of a tile's write-out into a one-byte type with the ONNX stage: for `j < n`,
 /// `out[j] = float_narrow(raw[j] + term[j] - zb[j] * row_sum, m[j], zp, lo, hi)` (see
 /// `quant::float_narrow`, which defines it and which the scalar path calls).
@@ -156,6 +182,12 @@ pub struct QKernel {
     /// # Safety
     /// The CPU must run `isa`; every pointer of the row must be valid for `n` elements.
     pub(crate) finish_narrow: Option<unsafe fn(&FinishRow)>,
+    /// The direct conv form, where the kernel has one: the tile's A rows read in place from a
+    /// staged image ([`QDirectArgs`]) instead of from packed panels; B packed as `pack` says.
+    ///
+    /// # Safety
+    /// As `run` (the session included), with A as [`QDirectArgs`] describes.
+    pub(crate) direct: Option<unsafe fn(&QDirectArgs)>,
 }
 
 impl QKernel {
@@ -203,13 +235,84 @@ pub(crate) const GENERIC_Q: QKernel = QKernel {
     run: generic_qgemm_u8i8_4x4,
     session: None,
     finish_narrow: None,
+    direct: None,
 };
+
+/// A portable kernel in AMX's formats (32 x 32 tiles, [`QPack::Tiles64`], a direct form), for
+/// unit tests: it runs the driver's tile and direct-conv paths on every CPU and under Miri.
+#[cfg(test)]
+pub(crate) const GENERIC_TILES_Q: QKernel = QKernel {
+    isa: Isa::Generic,
+    id: "generic_qgemm_u8i8_32x32",
+    mr: 32,
+    nr: 32,
+    pack: QPack::Tiles64,
+    run: generic_tiles_32x32,
+    session: None,
+    finish_narrow: None,
+    direct: Some(generic_tiles_direct_32x32),
+};
+
+/// `c[i][j] += sum over q < 64 of a(i, q) * B's step q of block `block`, column j` (a Tiles64
+/// block of B: step q of column j at byte `((q / 4) * 32 + j) * 4 + q % 4`).
+///
+/// # Safety
+/// `b` holds the block; `a(i, q)` reads only what the caller's contract allows.
+#[cfg(test)]
+unsafe fn generic_tiles_block(c: &mut [[i32; 32]; 32], a: impl Fn(usize, usize) -> u8, b: *const u8) {
+    for q in 0..64 {
+        for j in 0..32 {
+            // SAFETY: inside the block's 2048 bytes.
+            let y = i32::from(unsafe { *b.add(((q / 4) * 32 + j) * 4 + q % 4) } as i8);
+            // The panel's padding columns are zero: skipped, for Miri's sake.
+            if y != 0 {
+                for (i, row) in c.iter_mut().enumerate() {
+                    row[j] = row[j].wrapping_add(i32::from(a(i, q)) * y);
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+/// As [`QKernel::run`] with `mr = nr = 32`, [`QPack::Tiles64`].
+#[cfg(test)]
+unsafe fn generic_tiles_32x32(p: &QMicroArgs) {
+    let mut c = [[0i32; 32]; 32];
+    for g in 0..p.groups {
+        // SAFETY: block `g` of each panel (the caller's contract): row `i` of A at `(g * 32 + i) * 64`.
+        unsafe { generic_tiles_block(&mut c, |i, q| *p.a.add((g * 32 + i) * 64 + q), p.b.add(g * 2048)) };
+    }
+    // SAFETY: the tile holds 32 x 32 words.
+    unsafe { core::ptr::copy_nonoverlapping(c.as_ptr().cast::<i32>(), p.c, 32 * 32) };
+}
+
+/// # Safety
+/// As [`QKernel::direct`] with `mr = nr = 32`.
+#[cfg(test)]
+unsafe fn generic_tiles_direct_32x32(p: &QDirectArgs) {
+    let mut c = [[0i32; 32]; 32];
+    for t in 0..p.ntaps {
+        // SAFETY: the caller's contract: `ntaps` offsets.
+        let off = unsafe { *p.taps.add(t) } as usize;
+        for cb in 0..p.blocks {
+            let a = |i: usize, q: usize| {
+                // SAFETY: row `i < 32` of the tap's `blocks * 64` bytes (the caller's contract).
+                unsafe { *p.a.add(off + i * p.stride + cb * 64 + q) }
+            };
+            // SAFETY: block `t * blocks + cb` of the panel.
+            unsafe { generic_tiles_block(&mut c, a, p.b.add((t * p.blocks + cb) * 2048)) };
+        }
+    }
+    // SAFETY: the tile holds 32 x 32 words.
+    unsafe { core::ptr::copy_nonoverlapping(c.as_ptr().cast::<i32>(), p.c, 32 * 32) };
+}
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use core::arch::x86_64::*;
 
-    use super::{FinishRow, Isa, QKernel, QMicroArgs, QPack};
+    use super::{FinishRow, Isa, QDirectArgs, QKernel, QMicroArgs, QPack};
 
     /// # Safety
     /// As [`QKernel::finish_narrow`], on a CPU with AVX2. Eight columns at a time: the f32
@@ -380,6 +483,7 @@ pub(crate) mod x86 {
         run: avxvnni_qgemm_u8i8_6x16,
         session: None,
         finish_narrow: Some(avx2_finish_narrow),
+        direct: None,
     };
 
     pub(crate) const AVX512VNNI_Q: QKernel = QKernel {
@@ -391,6 +495,7 @@ pub(crate) mod x86 {
         run: avx512vnni_qgemm_u8i8_8x32,
         session: None,
         finish_narrow: Some(avx512_finish_narrow),
+        direct: None,
     };
 
     /// # Safety
@@ -412,6 +517,15 @@ pub(crate) mod x86 {
         unsafe { crate::arch::x86_64::amx::amx_block_loop!("tdpbusd", p.a, p.b, p.c, p.groups) }
     }
 
+    /// # Safety
+    /// As [`QKernel::direct`] with `mr = nr = 32`: the CPU runs AMX-INT8 inside the kernel's
+    /// session on this thread, and `p` describes readable rows and blocks (`ntaps`, `blocks`
+    /// >= 1).
+    unsafe fn amx_qconv_direct_u8i8_32x32(p: &QDirectArgs) {
+        // SAFETY: the caller's contract, which is the loop's.
+        unsafe { crate::arch::x86_64::amx::amx_direct_loop!(p.a, p.stride, p.taps, p.ntaps, p.blocks, p.b, p.c) }
+    }
+
     pub(crate) const AMXINT8_Q: QKernel = QKernel {
         isa: Isa::AmxInt8,
         id: "amxint8_qgemm_u8i8_32x32",
@@ -422,6 +536,7 @@ pub(crate) mod x86 {
         session: Some(crate::arch::x86_64::amx::SESSION),
         // AMX detection requires AVX-512F.
         finish_narrow: Some(avx512_finish_narrow),
+        direct: Some(amx_qconv_direct_u8i8_32x32),
     };
 
     pub(crate) const AVX2_Q: QKernel = QKernel {
@@ -433,6 +548,7 @@ pub(crate) mod x86 {
         run: avx2_qgemm_u8i8_6x16,
         session: None,
         finish_narrow: Some(avx2_finish_narrow),
+        direct: None,
     };
 }
 
@@ -547,6 +663,7 @@ pub(crate) mod aarch64 {
         run: neondot_qgemm_i8i8_8x12,
         session: None,
         finish_narrow: None,
+        direct: None,
     };
 
     pub(crate) const NEONI8MM_Q: QKernel = QKernel {
@@ -558,6 +675,7 @@ pub(crate) mod aarch64 {
         run: neoni8mm_qgemm_u8i8_8x12,
         session: None,
         finish_narrow: None,
+        direct: None,
     };
 }
 
@@ -654,6 +772,7 @@ pub(crate) mod dsp {
         run: armdsp_qgemm_u8i8_2x2,
         session: None,
         finish_narrow: None,
+        direct: None,
     };
 }
 

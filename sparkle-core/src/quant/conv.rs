@@ -8,6 +8,10 @@
 //! channel, so per-channel zero points and scales are per column). Padding reads as the input's
 //! zero point, as ONNX specifies, so it adds nothing to the sum. Bit-identical to
 //! [`qconv2d_reference`], the integer oracle.
+//!
+//! On a kernel with a direct form (AMX) a stride-1 conv instead stages each image with its
+//! padding and lets the kernel load its tiles from it in place: no im2col packing at all
+//! (see `Direct`).
 #![allow(unsafe_code)]
 
 use crate::conv::Conv2d;
@@ -15,8 +19,8 @@ use crate::error::{Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned};
 use crate::layout::{TensorLayout, WeightLayout};
 use crate::quant::driver::{
-    a_offset, bytes, bytes_mut, bytes_run, fill_by_visit, qgemm_scratch_len, qgemm_unchecked, QOperands, QRows,
-    QWorkspace,
+    a_offset, b_offset, bytes, bytes_mut, bytes_run, fill_by_visit, line_start, qconv_direct_scratch_len,
+    qconv_direct_unchecked, qgemm_scratch_len, qgemm_unchecked, DirectImage, QOperands, QRows, QWorkspace,
 };
 use crate::quant::{
     accumulator_bound, fixed_narrow, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand,
@@ -122,7 +126,20 @@ pub fn qconv2d_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, wor
 /// channel per group (depthwise), 1x1 stride-1 unpadded convs (read as a matrix), and KCRS
 /// weights with fewer than a quarter of an output pixel per output channel (where reordering
 /// them costs more than it saves).
+///
+/// Where the kernel has a direct form (AMX) and the conv is one it runs (stride 1, channels that
+/// fill 64-byte blocks well), these are the words of the direct conv instead, which stages the
+/// input with its padding and reads it in place: no im2col packing at all.
 pub fn qconv2d_staged_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
+    let least = qconv2d_scratch_len(kernel, g, workers)?;
+    if let Some(d) = Direct::plan(kernel, g, workers) {
+        return Ok(least.max(d.words));
+    }
+    im2col_staged_scratch_len(kernel, g, workers)
+}
+
+/// The scratch of the im2col path with its operands staged (see [`qconv2d_staged_scratch_len`]).
+fn im2col_staged_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
     let least = qconv2d_scratch_len(kernel, g, workers)?;
     match staging(g)? {
         Some(st) => least
@@ -174,6 +191,261 @@ fn staging(g: &Conv2d) -> Result<Option<Staging>> {
     let weight_words =
         if p.weight_layout == WeightLayout::Krsc { 0 } else { crate::error::mul(p.k, gemm_k, sp)?.div_ceil(4) };
     Ok(Some(Staging { g: staged, input_words, weight_words }))
+}
+
+/// How [`qconv2d_with`] runs a conv on a kernel's direct form ([`QKernel::direct`], AMX): per
+/// image and group, the group's channels staged as NHWC with the padding around them as pixels
+/// of the zero point, each pixel `cp` bytes (the channels rounded up to 64, the rest the zero
+/// point too); then the staged pixel `q` is row `q` of an implicit GEMM whose reduction is the
+/// `cp` bytes at each tap's offset from it (stride 1: the output pixel `(q / width, q % width)`
+/// reads the staged pixels `q + (r * dilation) * width + s * dilation`). The kernel loads its
+/// tiles from the image in place, so nothing is packed per tile. Rows past `wo` in each output
+/// row (`width - wo` of them) are computed and dropped.
+///
+/// The weights are staged as KRSC with `cp` channels per tap, the padding's canonical value 0;
+/// as the image's padding channels hold the zero point, every padded step adds `(zx - zx) * w =
+/// 0` to the true sum, which is therefore the conv's, and the driver's zero-point identity holds
+/// for the padded reduction as for any other.
+///
+/// [`QKernel::direct`]: crate::arch::quant::QKernel
+struct Direct {
+    /// Bytes per staged pixel: the group's channels rounded up to 64.
+    cp: usize,
+    /// Staged pixels per row: the padded input's width.
+    width: usize,
+    /// Staged rows of the padded input.
+    height: usize,
+    /// Rows of the implicit GEMM per image: `(ho - 1) * width + wo`.
+    rows: usize,
+    /// Staged pixels in the buffer: the padded input, and every pixel the last tile's taps read.
+    pixels: usize,
+    /// Words of the GEMM's scratch (packed B, per-worker tiles).
+    gemm_words: usize,
+    /// Words of the staged image (with a line's worth to align it).
+    image_words: usize,
+    /// Words of the per-pixel sums (one per staged pixel).
+    sum_words: usize,
+    /// Words of the staged weights: 0 where the caller's are KRSC with `cp` channels already.
+    weight_words: usize,
+    /// Every word: the tap offsets (`gemm_k`), then the above.
+    words: usize,
+}
+
+impl Direct {
+    /// The plan for `g` on `kernel`, where the kernel has a direct form and the conv is one it
+    /// runs well: stride 1, more than one channel per group, and channels that pad to 64 with
+    /// at most a quarter more reduction steps than im2col's rounding (3 channels in 64 would be
+    /// 21x the work). None where not, or where a size overflows.
+    fn plan(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Option<Direct> {
+        let p = g.params();
+        let (cg, (kg, _, gemm_k)) = (g.cg(), g.gemm_dims());
+        let (ho, wo) = (g.ho(), g.wo());
+        if kernel.direct.is_none() || p.stride != [1, 1] || cg < 2 || ho == 0 || wo == 0 || kg == 0 {
+            return None;
+        }
+        let taps = p.r * p.s;
+        let cp = cg.checked_next_multiple_of(64)?;
+        let kp = taps.checked_mul(cp)?;
+        if kp.checked_mul(4)? > gemm_k.checked_next_multiple_of(64)?.checked_mul(5)? {
+            return None;
+        }
+        let width = p.pad.left.checked_add(p.w)?.checked_add(p.pad.right)?;
+        let height = p.pad.top.checked_add(p.h)?.checked_add(p.pad.bottom)?;
+        let rows = (ho - 1).checked_mul(width)?.checked_add(wo)?;
+        let reach = ((p.r - 1) * p.dilation[0]).checked_mul(width)?.checked_add((p.s - 1) * p.dilation[1])?;
+        let tiles = rows.checked_next_multiple_of(kernel.mr)?;
+        let pixels = height.checked_mul(width)?.max(tiles.checked_add(reach)?);
+        // The kernel takes the taps' byte offsets as i32.
+        i32::try_from(pixels.checked_mul(cp)?).ok()?;
+        let gemm_words = qconv_direct_scratch_len(kernel, rows, kg, kp, workers).ok()?;
+        let image_words = (pixels * cp).div_ceil(4).checked_add(16)?;
+        // KRSC with whole blocks of channels is the staged order already; so is KCRS at 1x1.
+        let in_place = cp == cg && (p.weight_layout == WeightLayout::Krsc || taps == 1);
+        let weight_words = if in_place { 0 } else { p.k.checked_mul(kp)?.div_ceil(4) };
+        let words =
+            [gemm_words, image_words, pixels, weight_words].iter().try_fold(gemm_k, |a, &w| a.checked_add(w))?;
+        Some(Direct {
+            cp,
+            width,
+            height,
+            rows,
+            pixels,
+            gemm_words,
+            image_words,
+            sum_words: pixels,
+            weight_words,
+            words,
+        })
+    }
+}
+
+/// [`qconv2d_with`]'s loop over groups and images on the direct form (see [`Direct`]): the
+/// weights staged once, then per group and image the image staged and the direct GEMM run.
+fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
+    g: &Conv2d,
+    d: &Direct,
+    op: &QConv<'_, X, W>,
+    out: &OutputStage<'_>,
+    output: &mut [Y],
+    (kernel, exec): (&crate::arch::quant::QKernel, &Pinned<'_>),
+    scratch: &mut [i32],
+) {
+    let p = g.params();
+    let (kg, _, gemm_k) = g.gemm_dims();
+    let kp = p.r * p.s * d.cp;
+    let (taps, rest) = scratch.split_at_mut(gemm_k);
+    let (gemm, rest) = rest.split_at_mut(d.gemm_words);
+    let (image, rest) = rest.split_at_mut(d.image_words);
+    let (sums, wbuf) = rest.split_at_mut(d.sum_words);
+    // Each tap's byte offset from the pixel of its row (they fit an i32: `Direct::plan`).
+    let taps = &mut taps[..p.r * p.s];
+    for (t, o) in taps.iter_mut().enumerate() {
+        let (r, s) = (t / p.s, t % p.s);
+        *o = ((r * p.dilation[0] * d.width + s * p.dilation[1]) * d.cp) as i32;
+    }
+    let weights: &[W] = if d.weight_words > 0 {
+        let staged = as_elems::<W>(wbuf);
+        stage_direct_weights(g, op.weight, d.cp, staged);
+        staged
+    } else {
+        op.weight
+    };
+    let image = as_elems::<u8>(image);
+    let start = line_start(image);
+    let image = &mut image[start..][..d.pixels * d.cp];
+    // The canonical zero point: the image's padding, and the GEMM's A zero point.
+    let za = op.x_zero + a_offset::<X>();
+    // The write-out reads row sums only where a canonical weight zero point is nonzero.
+    let need_sums = (0..p.k).any(|j| op.w_zero.at(j) + b_offset::<W>() != 0);
+    for group in 0..p.groups {
+        // The staged weights hold `k` rows of `kp` (or are the caller's, `kp = gemm_k`).
+        let Ok(b) = MatRef::new(weights.get(group * kg * kp..).unwrap_or(&[]), kp, kg, 1, kp) else { return };
+        for n in 0..p.n {
+            stage_direct_input(g, d, op.input, (n, group * g.cg()), za as u8, image);
+            let pixel_sums = if need_sums {
+                for (s, px) in sums.iter_mut().zip(image.chunks_exact(d.cp)) {
+                    *s = px.iter().map(|&b| i32::from(b)).sum();
+                }
+                Some(&sums[..])
+            } else {
+                None
+            };
+            let a = DirectImage {
+                image,
+                pixel_bytes: d.cp,
+                taps: &taps[..],
+                rows: d.rows,
+                width: d.width,
+                wo: g.wo(),
+                pixel_sums,
+            };
+            let ops = QOperands { a: &a, a_zero: za, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
+            let (at, rs, cs) = g.output_gemm_view(n, group);
+            let c = (output.as_mut_ptr().wrapping_add(at), cs, rs);
+            // SAFETY: `qconv2d_with` validated the operands, the stage and the accumulator bound
+            // for `g`; the padded reduction has the same true sums (see `Direct`). The scratch
+            // holds the direct GEMM's words (`Direct::plan`); the kernel has a direct form;
+            // `cp` is a multiple of 64; the image holds `pixels` staged pixels, which cover
+            // every tile of `mr` rows below `rows` at every tap (`plan`), and the pixel sums
+            // cover them too, present where a weight zero point is nonzero. The output view is
+            // `g`'s for image `n`, group `group`, as in `qconv2d_with`; C's row `oy * wo + ox`
+            // is output pixel `(oy, ox)`. B is packed for each group's first image.
+            unsafe { qconv_direct_unchecked(&ops, out, c, kernel, exec, gemm, n == 0) };
+        }
+    }
+}
+
+/// Channels `c0 .. c0 + cg` of image `n` of `input` staged into `image` for [`Direct`]: each
+/// input pixel's channels shifted to canonical `u8` at its padded position, everything else
+/// (the conv's padding, the channels past `cg`, the pixels past the padded input) `za`.
+fn stage_direct_input<X: QOperand>(
+    g: &Conv2d,
+    d: &Direct,
+    input: &[X],
+    (n, c0): (usize, usize),
+    za: u8,
+    image: &mut [u8],
+) {
+    let p = g.params();
+    let (cg, cp, width) = (g.cg(), d.cp, d.width);
+    let off = a_offset::<X>();
+    let row_bytes = width * cp;
+    let (rows, tail) = image.split_at_mut(d.height * row_bytes);
+    tail.fill(za);
+    for (yy, row) in rows.chunks_exact_mut(row_bytes).enumerate() {
+        let Some(y) = yy.checked_sub(p.pad.top).filter(|&y| y < p.h) else {
+            row.fill(za);
+            continue;
+        };
+        let (left, rest) = row.split_at_mut(p.pad.left * cp);
+        let (pixels, right) = rest.split_at_mut(p.w * cp);
+        left.fill(za);
+        right.fill(za);
+        if cp > cg {
+            for px in pixels.chunks_exact_mut(cp) {
+                px[cg..].fill(za);
+            }
+        }
+        match p.layout {
+            TensorLayout::Nhwc => {
+                for (x, px) in pixels.chunks_exact_mut(cp).enumerate() {
+                    let at = ((n * p.h + y) * p.w + x) * p.c + c0;
+                    bytes_run(&input[at..at + cg], off, &mut px[..cg], false);
+                }
+            }
+            TensorLayout::Nchw => {
+                // Channel c's row y is `w` bytes of its plane: whole blocks of 8 channels x 8
+                // pixels transposed as eight u64 (the shift to u8 is a flip of each byte's top
+                // bit, `off` being 0 or 128), the rest byte by byte.
+                let plane = p.h * p.w;
+                let src = bytes(&input[(n * p.c + c0) * plane..(n * p.c + c0 + cg) * plane]);
+                let flip = if off != 0 { 0x8080_8080_8080_8080u64 } else { 0 };
+                let (whole, w8) = (cg / 8 * 8, p.w / 8 * 8);
+                for ch0 in (0..whole).step_by(8) {
+                    for x0 in (0..w8).step_by(8) {
+                        let mut block = [0u64; 8];
+                        for (i, v) in block.iter_mut().enumerate() {
+                            let at = (ch0 + i) * plane + y * p.w + x0;
+                            let mut b = [0u8; 8];
+                            b.copy_from_slice(&src[at..at + 8]);
+                            *v = u64::from_le_bytes(b);
+                        }
+                        for (j, col) in transpose8x8(block).into_iter().enumerate() {
+                            let at = (x0 + j) * cp + ch0;
+                            pixels[at..at + 8].copy_from_slice(&(col ^ flip).to_le_bytes());
+                        }
+                    }
+                }
+                for ch in 0..cg {
+                    let from = if ch < whole { w8 } else { 0 };
+                    let line = &src[ch * plane + y * p.w..][..p.w];
+                    for x in from..p.w {
+                        pixels[x * cp + ch] = (i32::from(line[x]) + off) as u8;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The weights of `g` (every group) staged for [`Direct`] into `out`: per output channel, per
+/// tap, the group's `cg` channels then `cp - cg` of the value whose canonical form is 0.
+fn stage_direct_weights<W: QOperand>(g: &Conv2d, weight: &[W], cp: usize, out: &mut [W]) {
+    let p = g.params();
+    let (cg, (_, _, gemm_k)) = (g.cg(), g.gemm_dims());
+    let taps = p.r * p.s;
+    let pad = W::narrow(-b_offset::<W>());
+    for (row, to) in weight[..p.k * gemm_k].chunks_exact(gemm_k).zip(out.chunks_exact_mut(taps * cp)) {
+        for (t, run) in to.chunks_exact_mut(cp).enumerate() {
+            let (chans, rest) = run.split_at_mut(cg);
+            match p.weight_layout {
+                // KCRS: channel c's taps are `row[c * taps ..][..taps]`.
+                WeightLayout::Kcrs => chans.iter_mut().zip(row[t..].iter().step_by(taps)).for_each(|(o, &v)| *o = v),
+                WeightLayout::Krsc => chans.copy_from_slice(&row[t * cg..(t + 1) * cg]),
+            }
+            rest.fill(pad);
+        }
+    }
 }
 
 /// A 1x1, stride-1, unpadded conv: the GEMM reads its input as a matrix.
@@ -708,8 +980,12 @@ pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
         depthwise_for(ws.kernel, g, op, out, output);
         return Ok(());
     }
+    if let Some(d) = Direct::plan(ws.kernel, g, exec.workers()).filter(|d| ws.scratch.len() >= d.words) {
+        run_direct(g, &d, op, out, output, (ws.kernel, &exec), ws.scratch);
+        return Ok(());
+    }
     // Staged where the caller's scratch allows it (the staged copies after the GEMM's words).
-    let staged_len = qconv2d_staged_scratch_len(ws.kernel, g, exec.workers())?;
+    let staged_len = im2col_staged_scratch_len(ws.kernel, g, exec.workers())?;
     let staging = if ws.scratch.len() >= staged_len { staging(g)? } else { None };
     let (taps, scratch) = ws.scratch.split_at_mut(gemm_k);
     let cg = g.cg();
@@ -878,6 +1154,47 @@ mod tests {
                     assert_eq!(got, want, "{layout:?} {} scratch {len}", kernel.id());
                 }
             }
+        }
+    }
+
+    /// The direct conv (the staged image read in place) on a portable kernel in AMX's formats,
+    /// so that its staging, tap offsets, dropped rows and write-out run on every CPU and under
+    /// Miri: 70 channels (two blocks, the second padded), NCHW with an i8 input (its shift a
+    /// flip of the top bit in the 8 x 8 transposes) and NHWC, per-channel and symmetric weight
+    /// zero points, asymmetric padding, two images.
+    #[test]
+    fn direct_conv_matches_the_oracle() {
+        use crate::arch::quant::GENERIC_TILES_Q;
+        const C: usize = 120;
+        let input: [i8; 2 * C * 27] = core::array::from_fn(|i| (i * 53 % 251) as u8 as i8);
+        let weight: [i8; 3 * C * 6] = core::array::from_fn(|i| (i * 71 % 256) as u8 as i8);
+        let wz = [3, -1, 0];
+        let out = OutputStage::onnx(0.02, PerChannel::Tensor(0.01), 0.05, 7);
+        let mut scratch = [0i32; 32768];
+        // Under Miri (which takes minutes over the case above) one image of 64 channels, 1x1,
+        // padded, NCHW: every part of the path but the second block.
+        let cases = if cfg!(miri) {
+            &[(Conv2dParams::new(1, 64, 1, 8, 2, 1, 1).pad(Padding::uniform(1)), TensorLayout::Nchw)][..]
+        } else {
+            let p = Conv2dParams::new(2, C, 3, 9, 3, 3, 2).pad(Padding::new(1, 0, 0, 1));
+            &[(p, TensorLayout::Nchw), (p, TensorLayout::Nhwc)][..]
+        };
+        for (&(p, layout), (wl, w_zero)) in cases.iter().zip([
+            (WeightLayout::Kcrs, PerChannel::Channel(&wz[..cases[0].0.k])),
+            (WeightLayout::Krsc, PerChannel::Tensor(0)),
+        ]) {
+            let g = p.layout(layout).weight_layout(wl).validate().unwrap();
+            let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
+            let op = QConv { input, x_zero: -5, weight, w_zero, bias: Some(&[9, -40, 1000][..p.k]) };
+            let kernel = &GENERIC_TILES_Q;
+            let len = qconv2d_staged_scratch_len(kernel, &g, 1).unwrap();
+            assert!(Direct::plan(kernel, &g, 1).is_some_and(|d| d.words <= len), "{len}");
+            let (mut got, mut want) = ([0u8; 2 * 3 * 18], [1u8; 2 * 3 * 18]);
+            let (got, want) = (&mut got[..g.output_len()], &mut want[..g.output_len()]);
+            let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
+            qconv2d_with(&g, &op, &out, got, ws).unwrap();
+            qconv2d_reference(&g, &op, &out, want).unwrap();
+            assert_eq!(got, want, "{layout:?}");
         }
     }
 

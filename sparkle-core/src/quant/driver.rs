@@ -25,7 +25,7 @@
 //! ```
 #![allow(unsafe_code)]
 
-use crate::arch::quant::{FinishRow, QKernel, QMicroArgs, QPack};
+use crate::arch::quant::{FinishRow, QDirectArgs, QKernel, QMicroArgs, QPack};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned, Shared};
 use crate::quant::{corrected, fixed_narrow, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
@@ -131,6 +131,32 @@ pub fn qgemm_scratch_len(kernel: &QKernel, m: usize, n: usize, k: usize, workers
         .ok_or(Error::Overflow { param: Param::Scratch })
 }
 
+/// [`layout`] for the direct conv ([`qconv_direct_unchecked`]): no A panels, one tile's row
+/// sums and the tile per worker.
+fn direct_layout(kernel: &QKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
+    let l = layout(kernel, m, n, k)?;
+    let sum_words = lines(kernel.mr)?;
+    let per_worker = lines(sum_words + kernel.mr * kernel.nr)?;
+    Ok(Layout { mc: kernel.mr, a_words: 0, sum_words, per_worker, ..l })
+}
+
+/// `i32` words of scratch [`qconv_direct_unchecked`] needs for `m` rows of the staged image,
+/// `n` channels and a reduction of `k` (a multiple of 64) on `workers` workers.
+pub(crate) fn qconv_direct_scratch_len(
+    kernel: &QKernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    workers: usize,
+) -> Result<usize> {
+    let l = direct_layout(kernel, m, n, k)?;
+    let shared = l.col_words.checked_add(l.b_words).ok_or(Error::Overflow { param: Param::Scratch })?;
+    mul(l.per_worker, workers.max(1), Param::Scratch)?
+        .checked_add(shared)
+        .and_then(|w| w.checked_add(LINE_WORDS - 1))
+        .ok_or(Error::Overflow { param: Param::Scratch })
+}
+
 /// `C <- out(A * B)` (see [`crate::quant`]) in `ws`: validates the op, the output stage, the
 /// workers and the scratch, then runs. The result is bit-identical to
 /// [`crate::quant::reference::qgemm_reference`].
@@ -164,7 +190,7 @@ pub(crate) const fn a_offset<T: QElem>() -> i32 {
         0
     }
 }
-const fn b_offset<T: QElem>() -> i32 {
+pub(crate) const fn b_offset<T: QElem>() -> i32 {
     if T::MIN < 0 {
         0
     } else {
@@ -398,6 +424,56 @@ fn fill_row_by_row<S: QRows + ?Sized>(src: &S, i0: usize, off: i32, buf: &mut [i
     }
 }
 
+/// A conv's input staged for a direct kernel ([`QKernel::direct`]): an image of `width`-pixel
+/// rows, each pixel `pixel_bytes` canonical `u8` (its channels, then padding), the conv's
+/// padding included as pixels. Row `q` of the implicit GEMM is the staged pixel `q`: the output
+/// pixel `(q / width, q % width)` where `q % width < wo` (the rest are computed and dropped), and
+/// its reduction is the `pixel_bytes` bytes at each tap's offset from it, taps in order.
+pub(crate) struct DirectImage<'a> {
+    /// The staged pixels, at least the rows' last tap's worth, whole tiles included.
+    pub image: &'a [u8],
+    /// Bytes per staged pixel (a multiple of 64).
+    pub pixel_bytes: usize,
+    /// Byte offset of each tap from a row's pixel (non-negative).
+    pub taps: &'a [i32],
+    /// Rows of the GEMM (`(ho - 1) * width + wo`).
+    pub rows: usize,
+    /// Pixels per staged row.
+    pub width: usize,
+    /// Output pixels per output row.
+    pub wo: usize,
+    /// Each staged pixel's byte sum (only where some weight zero point is nonzero: the
+    /// write-out's row sums, `-zb' * rowsum`, are sums of these over the taps).
+    pub pixel_sums: Option<&'a [i32]>,
+}
+
+impl DirectImage<'_> {
+    /// The sum of row `q`'s reduction (0 without pixel sums).
+    fn row_sum(&self, q: usize) -> i32 {
+        let Some(sums) = self.pixel_sums else { return 0 };
+        self.taps.iter().fold(0i32, |acc, &t| acc.wrapping_add(sums[q + t as usize / self.pixel_bytes]))
+    }
+}
+
+impl QRows for DirectImage<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.taps.len() * self.pixel_bytes
+    }
+    /// Staged canonical already.
+    fn offset(&self) -> i32 {
+        0
+    }
+    fn visit_row(&self, i: usize, mut f: impl FnMut(i32)) {
+        for &t in self.taps {
+            let at = i * self.pixel_bytes + t as usize;
+            self.image[at..at + self.pixel_bytes].iter().for_each(|&x| f(i32::from(x)));
+        }
+    }
+}
+
 impl<A: QOperand> QRows for MatRef<'_, A> {
     fn rows(&self) -> usize {
         MatRef::rows(self)
@@ -491,6 +567,8 @@ struct Ctx<'a, S, B: QElem, Y> {
     /// Whether any column's canonical `zb'` is nonzero: only then does the write-out read A's
     /// row sums (`- zb' * rowsum`), and only then does the byte-row packing compute them.
     row_sums: bool,
+    /// The staged image of a direct conv (phase 2 then runs [`Ctx::phase2_direct`]).
+    direct: Option<&'a DirectImage<'a>>,
 }
 
 impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
@@ -731,6 +809,103 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     }
 }
 
+impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
+    /// Phase 2 of a direct conv, worker `w`: items `w, w + W, ...`, each `mr` rows of the staged
+    /// image by a chunk of `NC_PANELS` panels: the tile's row sums (where read), then per B panel
+    /// the direct kernel, which reads A in place, and the write-out of the tile's rows that are
+    /// output pixels, a run of an output row at a time.
+    ///
+    /// # Safety
+    /// `w < workers`, each index run once, after phase 1; `self.direct` is the image, whose
+    /// taps and rows the kernel may read as [`QDirectArgs`] says for every tile of `mr` rows
+    /// from a multiple of `mr` below `rows`; the kernel has a direct form.
+    #[inline(always)]
+    unsafe fn phase2_direct(&self, w: usize) {
+        let (l, d, kernel) = (&self.l, &self.d, self.kernel);
+        let (mr, nr) = (kernel.mr, kernel.nr);
+        let (Some(img), Some(direct)) = (self.direct, kernel.direct) else { return };
+        // SAFETY: worker `w < workers` owns words `[shared + w * per_worker, +per_worker)`: the
+        // row sums (`sum_words >= mr`), then the tile.
+        let (sums, tile) = unsafe {
+            let mine = self.scratch.ptr().add(l.col_words + l.b_words + w * l.per_worker);
+            (mine, mine.add(l.sum_words))
+        };
+        let chunks = l.n_panels.div_ceil(NC_PANELS);
+        let items = d.m.div_ceil(mr) * chunks;
+        let stage = self.out.channel::<Y>(self.ch0);
+        let (width, wo) = (img.width, img.wo);
+        if let Some(session) = kernel.session {
+            // SAFETY: the kernel proves its ISA; `end` runs below, on this thread.
+            unsafe { (session.begin)() };
+        }
+        for t in (w..items).step_by(self.workers) {
+            let (rb, cc) = (t / chunks, t % chunks);
+            let (q0, end) = (rb * mr, (rb * mr + mr).min(d.m));
+            if self.row_sums {
+                for q in q0..end {
+                    // SAFETY: `q - q0 < mr <= sum_words`, this worker's.
+                    unsafe { *sums.add(q - q0) = img.row_sum(q) };
+                }
+            }
+            for jp in cc * NC_PANELS..((cc + 1) * NC_PANELS).min(l.n_panels) {
+                let args = QDirectArgs {
+                    // The image from row q0 (`q0 < rows`: inside it).
+                    a: img.image[q0 * img.pixel_bytes..].as_ptr(),
+                    stride: img.pixel_bytes,
+                    taps: img.taps.as_ptr(),
+                    ntaps: img.taps.len(),
+                    blocks: img.pixel_bytes / 64,
+                    // SAFETY: `jp < n_panels`, written in phase 1.
+                    b: unsafe { self.b_panel(jp) },
+                    c: tile,
+                };
+                // SAFETY: the kernel's ISA is proved by `QKernel`, inside its session; the
+                // contract covers the image's rows and taps; B's panel holds `ntaps * blocks`
+                // blocks (the reduction is `taps * pixel_bytes`); the tile `mr * nr` words.
+                unsafe { direct(&args) };
+                let nv = nr.min(d.n - jp * nr);
+                // SAFETY: phase 1 wrote the constants of every column; `jp * nr < cols`.
+                let cols = unsafe { Columns::at::<Y>(self.scratch.ptr(), l.cols, jp * nr, stage) };
+                let mut q = q0;
+                while q < end {
+                    let (oy, ox) = (q / width, q % width);
+                    if ox >= wo {
+                        q += width - ox;
+                        continue;
+                    }
+                    let mv = (wo - ox).min(end - q);
+                    let (rs_c, cs_c) = (self.rs_c, self.cs_c);
+                    // SAFETY: rows `q - q0 .. + mv` of the tile and of its row sums; output
+                    // pixels `oy * wo + ox ..` (`oy < ho`: `q < rows`), `mv` of them in one
+                    // output row, and columns `jp * nr ..` of C, inside the view, written by
+                    // this item alone.
+                    unsafe {
+                        finish_tile(
+                            &FinishArgs {
+                                tile: tile.add((q - q0) * nr),
+                                nr,
+                                mv,
+                                nv,
+                                row_sums: sums.add(q - q0),
+                                cols: &cols,
+                                rs_c,
+                                cs_c,
+                                vector: kernel.finish_narrow,
+                            },
+                            self.c.ptr().add((oy * wo + ox) * rs_c + jp * nr * cs_c),
+                        )
+                    };
+                    q += mv;
+                }
+            }
+        }
+        if let Some(session) = kernel.session {
+            // SAFETY: `begin` ran above, on this thread.
+            unsafe { (session.end)() };
+        }
+    }
+}
+
 /// Interleaves `mr` gathered rows (`buf`, each `groups * group` long) into one A panel of
 /// `pack`'s format: group `g` of row `ii` at element `(g * mr + ii) * group`.
 ///
@@ -934,21 +1109,30 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
     }
 }
 
+/// The two phases of a GEMM (see the module docs).
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Phase 1: B's panels and column terms.
+    PackB,
+    /// Phase 2: the tiles, from packed A panels or (a direct conv) the staged image.
+    Tiles,
+}
+
 /// Runs phase 1 or 2 of `ctx` for worker `w`, compiled for the kernel's ISA so that packing and
 /// the write-out vectorize with the kernel's instructions (the `QKernel` proves the CPU has
 /// them; AVX-512F implies AVX2).
 ///
 /// # Safety
-/// As [`Ctx::phase1`] / [`Ctx::phase2`].
-unsafe fn run_phase<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+/// As [`Ctx::phase1`] / [`Ctx::phase2`] / [`Ctx::phase2_direct`].
+unsafe fn run_phase<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, phase: Phase) {
     #[inline(always)]
-    unsafe fn body<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+    unsafe fn body<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, phase: Phase) {
         // SAFETY: forwarded contract.
         unsafe {
-            if second {
-                ctx.phase2(w)
-            } else {
-                ctx.phase1(w)
+            match phase {
+                Phase::PackB => ctx.phase1(w),
+                Phase::Tiles if ctx.direct.is_some() => ctx.phase2_direct(w),
+                Phase::Tiles => ctx.phase2(w),
             }
         }
     }
@@ -957,28 +1141,28 @@ unsafe fn run_phase<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: 
         /// # Safety
         /// As [`run_phase`], on a CPU with AVX2.
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+        unsafe fn avx2<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, phase: Phase) {
             // SAFETY: forwarded contract.
-            unsafe { body(ctx, w, second) }
+            unsafe { body(ctx, w, phase) }
         }
         /// # Safety
         /// As [`run_phase`], on a CPU with AVX-512F.
         #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, second: bool) {
+        unsafe fn avx512<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: usize, phase: Phase) {
             // SAFETY: forwarded contract.
-            unsafe { body(ctx, w, second) }
+            unsafe { body(ctx, w, phase) }
         }
         match ctx.kernel.isa {
             // SAFETY: the kernel proves the CPU runs AVX2 (AVX-VNNI's detection requires it).
-            crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => return unsafe { avx2(ctx, w, second) },
+            crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => return unsafe { avx2(ctx, w, phase) },
             // SAFETY: the kernel proves AVX-512F (its VNNI kernel needs it; AMX's detection
             // requires it).
-            crate::arch::Isa::Avx512Vnni | crate::arch::Isa::AmxInt8 => return unsafe { avx512(ctx, w, second) },
+            crate::arch::Isa::Avx512Vnni | crate::arch::Isa::AmxInt8 => return unsafe { avx512(ctx, w, phase) },
             _ => {}
         }
     }
     // SAFETY: forwarded contract.
-    unsafe { body(ctx, w, second) }
+    unsafe { body(ctx, w, phase) }
 }
 
 /// The operands of one GEMM for [`qgemm_unchecked`]: A's rows, its zero point, B and its
@@ -1016,6 +1200,51 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
     let d = QGemmDims { m: ops.a.rows(), n: ops.b.cols(), k: ops.a.cols() };
     // The layout was computed (and its arithmetic checked) when the scratch was sized.
     let Ok(l) = layout(kernel, d.m, d.n, d.k) else { return };
+    // SAFETY: forwarded contract.
+    unsafe { run_gemm(ops, out, (c, rs_c, cs_c), (kernel, exec, scratch), (l, d), pack_b, None) }
+}
+
+/// A direct conv ([`QKernel::direct`]): [`qgemm_unchecked`] with A the staged image `ops.a`,
+/// read in place by the kernel, and row `q` of the GEMM written to C's row `(q / width) * wo +
+/// q % width` where `q % width < wo` (C holds `ho * wo` rows).
+///
+/// # Safety
+/// As [`qgemm_unchecked`] for the problem `rows x n x (taps * pixel_bytes)` (the accumulator
+/// bound, the stage, the parameters; C's `ho * wo` rows instead of `rows`), with `scratch`
+/// holding [`qconv_direct_scratch_len`] words; the kernel has a direct form; `pixel_bytes` is a
+/// multiple of 64 and the image holds every byte a tile of `mr` rows from a multiple of `mr`
+/// below `rows` reads at its taps; `pixel_sums`, where present, holds each pixel those reads
+/// cover and is present when some canonical weight zero point is nonzero.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn qconv_direct_unchecked<B: QOperand, Y: QElem>(
+    ops: &QOperands<'_, DirectImage<'_>, B>,
+    out: &OutputStage<'_>,
+    c: (*mut Y, usize, usize),
+    kernel: &QKernel,
+    exec: &Pinned<'_>,
+    scratch: &mut [i32],
+    pack_b: bool,
+) {
+    let d = QGemmDims { m: ops.a.rows(), n: ops.b.cols(), k: ops.a.cols() };
+    // The layout was computed (and its arithmetic checked) when the scratch was sized.
+    let Ok(l) = direct_layout(kernel, d.m, d.n, d.k) else { return };
+    // SAFETY: forwarded contract.
+    unsafe { run_gemm(ops, out, c, (kernel, exec, scratch), (l, d), pack_b, Some(ops.a)) }
+}
+
+/// The body of [`qgemm_unchecked`] and [`qconv_direct_unchecked`]: both phases on the workers.
+///
+/// # Safety
+/// As the callers, `l` the layout of `d` for the scratch given.
+unsafe fn run_gemm<S: QRows, B: QOperand, Y: QElem>(
+    ops: &QOperands<'_, S, B>,
+    out: &OutputStage<'_>,
+    (c, rs_c, cs_c): (*mut Y, usize, usize),
+    (kernel, exec, scratch): (&QKernel, &Pinned<'_>, &mut [i32]),
+    (l, d): (Layout, QGemmDims),
+    pack_b: bool,
+    direct: Option<&DirectImage<'_>>,
+) {
     let start = line_start(scratch);
     let ctx = Ctx {
         a: ops.a,
@@ -1036,13 +1265,14 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
         rs_c,
         cs_c,
         row_sums: (0..d.n).any(|j| ops.b_zero.at(ops.ch0 + j) + b_offset::<B>() != 0),
+        direct,
     };
     if pack_b {
         // SAFETY: every worker index once, before phase 2.
-        exec.run(&|w| unsafe { run_phase(&ctx, w, false) });
+        exec.run(&|w| unsafe { run_phase(&ctx, w, Phase::PackB) });
     }
     // SAFETY: every worker index once, after phase 1 has ended (`run` returned).
-    exec.run(&|w| unsafe { run_phase(&ctx, w, true) });
+    exec.run(&|w| unsafe { run_phase(&ctx, w, Phase::Tiles) });
 }
 
 /// Elements from `scratch`'s start to its first 64-byte line (fewer than a line holds).

@@ -93,3 +93,64 @@ macro_rules! amx_block_loop {
     };
 }
 pub(crate) use amx_block_loop;
+
+/// The direct conv's loop (`tdpbusd` only): `C (32 x 32) = sum over taps t, channel blocks cb of
+/// A_t,cb . B_block`, where A_t,cb's row `i` is the 64 bytes at `$a + $taps[t] + i * $stride +
+/// cb * 64` (the staged image: row `i` is a pixel, `$stride` bytes from the previous one) and
+/// B's blocks follow in that order (tap-major), 2048 bytes each, as [`amx_block_loop`]'s.
+///
+/// # Safety (of the expansion)
+/// The CPU runs AMX-INT8, inside a session on this thread; `$ntaps` and `$blocks` are at least
+/// 1; for every tap `t < $ntaps` the 32 rows of `$blocks * 64` bytes from `$a + $taps[t]`,
+/// `$stride` apart, are readable; `$taps` holds `$ntaps` non-negative `i32`; `$b` holds `$ntaps * $blocks`
+/// blocks of 2048 bytes; `$c` is 4096 writable bytes.
+macro_rules! amx_direct_loop {
+    ($a:expr, $stride:expr, $taps:expr, $ntaps:expr, $blocks:expr, $b:expr, $c:expr) => {
+        core::arch::asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "2:",
+            "mov {a0:e}, dword ptr [{t}]",
+            "add {a0}, {a}",
+            "lea {a1}, [{a0} + {s16}]",
+            "mov {n}, {blocks}",
+            "3:",
+            "tileloadd tmm4, [{a0} + {st}*1]",
+            "tileloadd tmm6, [{b} + {s128}*1]",
+            "tdpbusd tmm0, tmm4, tmm6",
+            "tileloadd tmm7, [{b} + {s128}*1 + 64]",
+            "tdpbusd tmm1, tmm4, tmm7",
+            "tileloadd tmm5, [{a1} + {st}*1]",
+            "tdpbusd tmm2, tmm5, tmm6",
+            "tdpbusd tmm3, tmm5, tmm7",
+            "add {a0}, 64",
+            "add {a1}, 64",
+            "add {b}, 2048",
+            "dec {n}",
+            "jnz 3b",
+            "add {t}, 4",
+            "dec {nt}",
+            "jnz 2b",
+            "tilestored [{c} + {s128}*1], tmm0",
+            "tilestored [{c} + {s128}*1 + 64], tmm1",
+            "tilestored [{c} + {s128}*1 + 2048], tmm2",
+            "tilestored [{c} + {s128}*1 + 2112], tmm3",
+            a = in(reg) $a,
+            st = in(reg) $stride,
+            s16 = in(reg) 16 * $stride,
+            t = inout(reg) $taps => _,
+            nt = inout(reg) $ntaps => _,
+            blocks = in(reg) $blocks,
+            b = inout(reg) $b => _,
+            c = in(reg) $c,
+            s128 = in(reg) 128usize,
+            a0 = out(reg) _,
+            a1 = out(reg) _,
+            n = out(reg) _,
+            options(nostack)
+        )
+    };
+}
+pub(crate) use amx_direct_loop;
