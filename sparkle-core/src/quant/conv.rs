@@ -16,7 +16,7 @@
 
 use crate::conv::Conv2d;
 use crate::error::{Error, Param, Result};
-use crate::gemm::driver::{Executor, Pinned};
+use crate::gemm::driver::{Executor, Pinned, Shared};
 use crate::layout::{TensorLayout, WeightLayout};
 use crate::quant::driver::{
     a_offset, b_offset, bytes, bytes_mut, bytes_run, fill_by_visit, line_start, qconv_direct_scratch_len,
@@ -304,8 +304,8 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
         *o = ((r * p.dilation[0] * d.width + s * p.dilation[1]) * d.cp) as i32;
     }
     let weights: &[W] = if d.weight_words > 0 {
-        let staged = as_elems::<W>(wbuf);
-        stage_direct_weights(g, op.weight, d.cp, staged);
+        let staged = &mut as_elems::<W>(wbuf)[..p.k * kp];
+        on_workers(exec, staged, kp, |k, row| stage_direct_weights(g, op.weight, k, row));
         staged
     } else {
         op.weight
@@ -313,6 +313,7 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
     let image = as_elems::<u8>(image);
     let start = line_start(image);
     let image = &mut image[start..][..d.pixels * d.cp];
+    let row_bytes = d.width * d.cp;
     // The canonical zero point: the image's padding, and the GEMM's A zero point.
     let za = op.x_zero + a_offset::<X>();
     // The write-out reads row sums only where a canonical weight zero point is nonzero.
@@ -321,7 +322,12 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
         // The staged weights hold `k` rows of `kp` (or are the caller's, `kp = gemm_k`).
         let Ok(b) = MatRef::new(weights.get(group * kg * kp..).unwrap_or(&[]), kp, kg, 1, kp) else { return };
         for n in 0..p.n {
-            stage_direct_input(g, d, op.input, (n, group * g.cg()), za as u8, image);
+            // Row by row on the workers; the pixels past the padded input are the zero point.
+            let (rows, tail) = image.split_at_mut(d.height * row_bytes);
+            tail.fill(za as u8);
+            on_workers(exec, rows, row_bytes, |yy, row| {
+                stage_direct_row(g, d, op.input, (n, group * g.cg(), yy), za as u8, row)
+            });
             let pixel_sums = if need_sums {
                 for (s, px) in sums.iter_mut().zip(image.chunks_exact(d.cp)) {
                     *s = px.iter().map(|&b| i32::from(b)).sum();
@@ -355,95 +361,128 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
     }
 }
 
-/// Channels `c0 .. c0 + cg` of image `n` of `input` staged into `image` for [`Direct`]: each
-/// input pixel's channels shifted to canonical `u8` at its padded position, everything else
-/// (the conv's padding, the channels past `cg`, the pixels past the padded input) `za`.
-fn stage_direct_input<X: QOperand>(
+/// `f(i, chunk)` for every `chunk_len` chunk `i` of `buf`, the chunks dealt round-robin to the
+/// workers (each chunk to one worker, so the writes are disjoint).
+fn on_workers<T: Send>(exec: &Pinned<'_>, buf: &mut [T], chunk_len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let (workers, chunks) = (exec.workers(), buf.len() / chunk_len.max(1));
+    if workers <= 1 || chunks <= 1 {
+        buf.chunks_exact_mut(chunk_len.max(1)).enumerate().for_each(|(i, c)| f(i, c));
+        return;
+    }
+    let base = Shared(buf.as_mut_ptr());
+    exec.run(&|w| {
+        for i in (w..chunks).step_by(workers) {
+            // SAFETY: chunk `i < chunks` lies inside `buf`, which is borrowed mutably for the
+            // call; each index goes to one worker (`i % workers == w`), so no chunk is aliased.
+            let chunk = unsafe { core::slice::from_raw_parts_mut(base.ptr().add(i * chunk_len), chunk_len) };
+            f(i, chunk);
+        }
+    });
+}
+
+/// Row `yy` of the padded input of image `n`, channels `c0 .. c0 + cg`, staged into `row` for
+/// [`Direct`]: each input pixel's channels shifted to canonical `u8` at its padded position,
+/// everything else (the conv's padding, the channels past `cg`) `za`.
+fn stage_direct_row<X: QOperand>(
     g: &Conv2d,
     d: &Direct,
     input: &[X],
-    (n, c0): (usize, usize),
+    (n, c0, yy): (usize, usize, usize),
     za: u8,
-    image: &mut [u8],
+    row: &mut [u8],
 ) {
     let p = g.params();
-    let (cg, cp, width) = (g.cg(), d.cp, d.width);
+    let (cg, cp) = (g.cg(), d.cp);
     let off = a_offset::<X>();
-    let row_bytes = width * cp;
-    let (rows, tail) = image.split_at_mut(d.height * row_bytes);
-    tail.fill(za);
-    for (yy, row) in rows.chunks_exact_mut(row_bytes).enumerate() {
-        let Some(y) = yy.checked_sub(p.pad.top).filter(|&y| y < p.h) else {
-            row.fill(za);
-            continue;
-        };
-        let (left, rest) = row.split_at_mut(p.pad.left * cp);
-        let (pixels, right) = rest.split_at_mut(p.w * cp);
-        left.fill(za);
-        right.fill(za);
-        if cp > cg {
-            for px in pixels.chunks_exact_mut(cp) {
-                px[cg..].fill(za);
+    let Some(y) = yy.checked_sub(p.pad.top).filter(|&y| y < p.h) else {
+        row.fill(za);
+        return;
+    };
+    let (left, rest) = row.split_at_mut(p.pad.left * cp);
+    let (pixels, right) = rest.split_at_mut(p.w * cp);
+    left.fill(za);
+    right.fill(za);
+    if cp > cg {
+        for px in pixels.chunks_exact_mut(cp) {
+            px[cg..].fill(za);
+        }
+    }
+    match p.layout {
+        TensorLayout::Nhwc => {
+            for (x, px) in pixels.chunks_exact_mut(cp).enumerate() {
+                let at = ((n * p.h + y) * p.w + x) * p.c + c0;
+                bytes_run(&input[at..at + cg], off, &mut px[..cg], false);
             }
         }
-        match p.layout {
-            TensorLayout::Nhwc => {
-                for (x, px) in pixels.chunks_exact_mut(cp).enumerate() {
-                    let at = ((n * p.h + y) * p.w + x) * p.c + c0;
-                    bytes_run(&input[at..at + cg], off, &mut px[..cg], false);
+        TensorLayout::Nchw => {
+            // Channel c's row y is `w` bytes of its plane: whole blocks of 8 channels x 8
+            // pixels transposed as eight u64 (the shift to u8 is a flip of each byte's top
+            // bit, `off` being 0 or 128), the rest byte by byte.
+            let plane = p.h * p.w;
+            let src = bytes(&input[(n * p.c + c0) * plane..(n * p.c + c0 + cg) * plane]);
+            let flip = if off != 0 { 0x8080_8080_8080_8080u64 } else { 0 };
+            let (whole, w8) = (cg / 8 * 8, p.w / 8 * 8);
+            for ch0 in (0..whole).step_by(8) {
+                for x0 in (0..w8).step_by(8) {
+                    let mut block = [0u64; 8];
+                    for (i, v) in block.iter_mut().enumerate() {
+                        let at = (ch0 + i) * plane + y * p.w + x0;
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&src[at..at + 8]);
+                        *v = u64::from_le_bytes(b);
+                    }
+                    for (j, col) in transpose8x8(block).into_iter().enumerate() {
+                        let at = (x0 + j) * cp + ch0;
+                        pixels[at..at + 8].copy_from_slice(&(col ^ flip).to_le_bytes());
+                    }
                 }
             }
-            TensorLayout::Nchw => {
-                // Channel c's row y is `w` bytes of its plane: whole blocks of 8 channels x 8
-                // pixels transposed as eight u64 (the shift to u8 is a flip of each byte's top
-                // bit, `off` being 0 or 128), the rest byte by byte.
-                let plane = p.h * p.w;
-                let src = bytes(&input[(n * p.c + c0) * plane..(n * p.c + c0 + cg) * plane]);
-                let flip = if off != 0 { 0x8080_8080_8080_8080u64 } else { 0 };
-                let (whole, w8) = (cg / 8 * 8, p.w / 8 * 8);
-                for ch0 in (0..whole).step_by(8) {
-                    for x0 in (0..w8).step_by(8) {
-                        let mut block = [0u64; 8];
-                        for (i, v) in block.iter_mut().enumerate() {
-                            let at = (ch0 + i) * plane + y * p.w + x0;
-                            let mut b = [0u8; 8];
-                            b.copy_from_slice(&src[at..at + 8]);
-                            *v = u64::from_le_bytes(b);
-                        }
-                        for (j, col) in transpose8x8(block).into_iter().enumerate() {
-                            let at = (x0 + j) * cp + ch0;
-                            pixels[at..at + 8].copy_from_slice(&(col ^ flip).to_le_bytes());
-                        }
-                    }
-                }
-                for ch in 0..cg {
-                    let from = if ch < whole { w8 } else { 0 };
-                    let line = &src[ch * plane + y * p.w..][..p.w];
-                    for x in from..p.w {
-                        pixels[x * cp + ch] = (i32::from(line[x]) + off) as u8;
-                    }
+            for ch in 0..cg {
+                let from = if ch < whole { w8 } else { 0 };
+                let line = &src[ch * plane + y * p.w..][..p.w];
+                for x in from..p.w {
+                    pixels[x * cp + ch] = (i32::from(line[x]) + off) as u8;
                 }
             }
         }
     }
 }
 
-/// The weights of `g` (every group) staged for [`Direct`] into `out`: per output channel, per
-/// tap, the group's `cg` channels then `cp - cg` of the value whose canonical form is 0.
-fn stage_direct_weights<W: QOperand>(g: &Conv2d, weight: &[W], cp: usize, out: &mut [W]) {
+/// Output channel `k`'s weights staged for [`Direct`] into `out` (`taps * cp`): per tap, the
+/// group's `cg` channels then `cp - cg` of the value whose canonical form is 0.
+fn stage_direct_weights<W: QOperand>(g: &Conv2d, weight: &[W], k: usize, out: &mut [W]) {
     let p = g.params();
     let (cg, (_, _, gemm_k)) = (g.cg(), g.gemm_dims());
     let taps = p.r * p.s;
+    let cp = out.len() / taps;
+    let row = &weight[k * gemm_k..(k + 1) * gemm_k];
     let pad = W::narrow(-b_offset::<W>());
-    for (row, to) in weight[..p.k * gemm_k].chunks_exact(gemm_k).zip(out.chunks_exact_mut(taps * cp)) {
-        for (t, run) in to.chunks_exact_mut(cp).enumerate() {
-            let (chans, rest) = run.split_at_mut(cg);
-            match p.weight_layout {
-                // KCRS: channel c's taps are `row[c * taps ..][..taps]`.
-                WeightLayout::Kcrs => chans.iter_mut().zip(row[t..].iter().step_by(taps)).for_each(|(o, &v)| *o = v),
-                WeightLayout::Krsc => chans.copy_from_slice(&row[t * cg..(t + 1) * cg]),
+    match p.weight_layout {
+        WeightLayout::Krsc => {
+            for (run, chans) in out.chunks_exact_mut(cp).zip(row.chunks_exact(cg)) {
+                run[..cg].copy_from_slice(chans);
             }
-            rest.fill(pad);
+        }
+        WeightLayout::Kcrs => {
+            // Channel c's taps are `row[c * taps ..][..taps]`: eight channels' taps (one
+            // contiguous read) give each tap eight channels, stored as one run.
+            let whole = cg / 8 * 8;
+            for (c0, block) in row[..whole * taps].chunks_exact(8 * taps).enumerate() {
+                for t in 0..taps {
+                    let v: [W; 8] = core::array::from_fn(|i| block[i * taps + t]);
+                    out[t * cp + c0 * 8..][..8].copy_from_slice(&v);
+                }
+            }
+            for c in whole..cg {
+                for t in 0..taps {
+                    out[t * cp + c] = row[c * taps + t];
+                }
+            }
+        }
+    }
+    if cp > cg {
+        for run in out.chunks_exact_mut(cp) {
+            run[cg..].fill(pad);
         }
     }
 }
