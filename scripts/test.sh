@@ -82,7 +82,7 @@ step "Miri: the core's unit tests (index math, views, generic kernel, packing, d
 echo "(SIMD kernels are not run under Miri: they are intrinsics; the generic kernel stands in for them)"
 cargo +nightly miri test -q -p sparkle-core --lib 2>&1 | tee -a "$log"
 
-step "fuzz smoke: every target for ${SPARKLE_FUZZ_SECONDS:=30} s from its seed corpus"
+step "fuzz smoke: every target for ${SPARKLE_FUZZ_SECONDS:=15} s from its seed corpus"
 (cd fuzz && cargo +nightly fuzz build -O 2>&1 | tail -1)
 for t in $(cd fuzz && cargo +nightly fuzz list); do
   work=$(mktemp -d)
