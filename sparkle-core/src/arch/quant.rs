@@ -110,7 +110,7 @@ pub(crate) struct QDirectArgs {
     pub a: *const u8,
     /// Bytes from one row of the tile to the next.
     pub stride: usize,
-    /// Byte offset of each tap from the row's first tap (non-negative).
+    /// Byte offset of each tap from the row's pixel (non-negative).
     pub taps: *const i32,
     /// Taps (at least 1).
     pub ntaps: usize,
@@ -253,8 +253,8 @@ pub(crate) const GENERIC_TILES_Q: QKernel = QKernel {
     direct: Some(generic_tiles_direct_32x32),
 };
 
-/// `c[i][j] += sum over q < 64 of a(i, q) * B's step q of block `block`, column j` (a Tiles64
-/// block of B: step q of column j at byte `((q / 4) * 32 + j) * 4 + q % 4`).
+/// `c[i][j] += a(i, q) * b(q, j)` over the 64 steps `q` of one Tiles64 block of B at `b`
+/// (step q of column j at byte `((q / 4) * 32 + j) * 4 + q % 4`).
 ///
 /// # Safety
 /// `b` holds the block; `a(i, q)` reads only what the caller's contract allows.

@@ -121,11 +121,11 @@ pub fn qconv2d_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, wor
 /// im2col rows are scattered (NCHW activations, or KCRS weights): each image's group of channels
 /// copied as NHWC and the weights reordered as KRSC, so that every kernel tap's channels are one
 /// run of the input, which packs by copies instead of a gather per element (64->64 3x3 @56 on an
-/// AMX Xeon: 5x). The sums are exact integers in any order, so the result is the same. Equal to
-/// [`qconv2d_scratch_len`] where nothing is staged: NHWC input with KRSC weights, one input
-/// channel per group (depthwise), 1x1 stride-1 unpadded convs (read as a matrix), and KCRS
-/// weights with fewer than a quarter of an output pixel per output channel (where reordering
-/// them costs more than it saves).
+/// AMX Xeon: 5x). The sums are exact integers in any order, so the result is the same. Without a
+/// direct form, equal to [`qconv2d_scratch_len`] where nothing is staged: NHWC input with KRSC
+/// weights, one input channel per group (depthwise), 1x1 stride-1 unpadded convs (read as a
+/// matrix), and KCRS weights with fewer than a quarter of an output pixel per output channel
+/// (where reordering them costs more than it saves).
 ///
 /// Where the kernel has a direct form (AMX) and the conv is one it runs (stride 1, channels that
 /// fill 64-byte blocks well), these are the words of the direct conv instead, which stages the
@@ -225,7 +225,8 @@ struct Direct {
     image_words: usize,
     /// Words of the per-pixel sums (one per staged pixel).
     sum_words: usize,
-    /// Words of the staged weights: 0 where the caller's are KRSC with `cp` channels already.
+    /// Words of the staged weights: 0 where the caller's are in the staged order already (KRSC,
+    /// or KCRS at 1x1, with `cp` channels).
     weight_words: usize,
     /// Every word: the tap offsets (`gemm_k`), then the above.
     words: usize,
@@ -240,7 +241,9 @@ impl Direct {
         let p = g.params();
         let (cg, (kg, _, gemm_k)) = (g.cg(), g.gemm_dims());
         let (ho, wo) = (g.ho(), g.wo());
-        if kernel.direct.is_none() || p.stride != [1, 1] || cg < 2 || ho == 0 || wo == 0 || kg == 0 {
+        // The direct form reads B as 64-deep blocks of AMX's tiles.
+        let tiles64 = kernel.pack == crate::arch::quant::QPack::Tiles64;
+        if kernel.direct.is_none() || !tiles64 || p.stride != [1, 1] || cg < 2 || ho == 0 || wo == 0 || kg == 0 {
             return None;
         }
         let taps = p.r * p.s;
@@ -1198,9 +1201,9 @@ mod tests {
 
     /// The direct conv (the staged image read in place) on a portable kernel in AMX's formats,
     /// so that its staging, tap offsets, dropped rows and write-out run on every CPU and under
-    /// Miri: 70 channels (two blocks, the second padded), NCHW with an i8 input (its shift a
+    /// Miri: 120 channels (two blocks, the second padded), NCHW with an i8 input (its shift a
     /// flip of the top bit in the 8 x 8 transposes) and NHWC, per-channel and symmetric weight
-    /// zero points, asymmetric padding, two images.
+    /// zero points, asymmetric padding, two images; two groups with dilation.
     #[test]
     fn direct_conv_matches_the_oracle() {
         use crate::arch::quant::GENERIC_TILES_Q;
@@ -1216,12 +1219,13 @@ mod tests {
             &[(Conv2dParams::new(1, 64, 1, 8, 2, 1, 1).pad(Padding::uniform(1)), TensorLayout::Nchw)][..]
         } else {
             let p = Conv2dParams::new(2, C, 3, 9, 3, 3, 2).pad(Padding::new(1, 0, 0, 1));
-            &[(p, TensorLayout::Nchw), (p, TensorLayout::Nhwc)][..]
+            let grouped = Conv2dParams::new(1, C, 3, 9, 2, 3, 2).groups(2).dilation(1, 2).pad(Padding::new(1, 0, 0, 1));
+            &[(p, TensorLayout::Nchw), (p, TensorLayout::Nhwc), (grouped, TensorLayout::Nchw)][..]
         };
-        for (&(p, layout), (wl, w_zero)) in cases.iter().zip([
-            (WeightLayout::Kcrs, PerChannel::Channel(&wz[..cases[0].0.k])),
-            (WeightLayout::Krsc, PerChannel::Tensor(0)),
-        ]) {
+        for (&(p, layout), (wl, per_channel)) in
+            cases.iter().zip([(WeightLayout::Kcrs, true), (WeightLayout::Krsc, false), (WeightLayout::Krsc, true)])
+        {
+            let w_zero = if per_channel { PerChannel::Channel(&wz[..p.k]) } else { PerChannel::Tensor(0) };
             let g = p.layout(layout).weight_layout(wl).validate().unwrap();
             let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
             let op = QConv { input, x_zero: -5, weight, w_zero, bias: Some(&[9, -40, 1000][..p.k]) };

@@ -23,6 +23,9 @@
 //!   w, w+W, ...: pack the A block (unless it already holds it), then per B panel, per A panel:
 //!   microkernel -> tile -> finish into C
 //! ```
+//!
+//! A direct conv (`qconv_direct_unchecked`, AMX) has the same phase 1; its phase 2 packs no A:
+//! the kernel loads each tile's rows from the staged image in place.
 #![allow(unsafe_code)]
 
 use crate::arch::quant::{FinishRow, QDirectArgs, QKernel, QMicroArgs, QPack};
@@ -80,7 +83,7 @@ struct Layout {
     /// Words of one block's row sums (`mc`, rounded up to a line).
     sum_words: usize,
     /// Words per worker: its A block, its row sums, its tile (`mr * nr`) and the rows of one A
-    /// panel as i16 (`mr * groups * group`).
+    /// panel as i16 (`mr * groups * group`); for a direct conv only the row sums and the tile.
     per_worker: usize,
 }
 
@@ -243,7 +246,7 @@ impl<T: QElem> PanelSource<T> {
         let mut at = dst;
         // Full groups already written by the byte-column form below.
         let mut done = 0;
-        if rs == 1 && core::mem::size_of::<E>() == 1 && full > 0 {
+        if rs == 1 && core::mem::size_of::<E>() == 1 && core::mem::size_of::<T>() == 1 && full > 0 {
             // Columns contiguous along k (a conv's weights, a column-major B) into byte groups:
             // each column's sum in one pass down it (a reduction the compiler vectorizes), then
             // the groups moved whole, G bytes at a time. The shift to canonical (0, or -128 for

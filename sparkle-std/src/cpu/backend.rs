@@ -255,7 +255,8 @@ impl Cpu {
     ) -> Result<(), CpuError> {
         op.check::<Y>(g, out, output.len())?;
         let threads = self.threads_for(g.flops() / 2.0);
-        // The staged copies (NHWC input, KRSC weights) where the budget allows them.
+        // The staged copies (NHWC input, KRSC weights; the padded image of AMX's direct conv)
+        // where the budget allows them.
         let len = qconv2d_staged_scratch_len(self.qkernel, g, threads)?;
         let len = match self.memory_budget.check("int8 conv2d scratch", len, std::mem::size_of::<i32>()) {
             Ok(_) => len,

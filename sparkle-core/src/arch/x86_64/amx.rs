@@ -1,6 +1,7 @@
 //! AMX (Advanced Matrix Extensions) tiles, shared by the int8 (`tdpbusd`) and bf16
 //! (`tdpbf16ps`) kernels: one tile configuration, the session that loads and releases it, and
-//! the 32 x 32 block loop both kernels run. Inline assembly: the AMX intrinsics are not stable
+//! the 32 x 32 block loop both kernels run (and the int8 direct conv's loop over taps).
+//! Inline assembly: the AMX intrinsics are not stable
 //! Rust.
 //!
 //! The configuration (palette 1) makes all eight tiles 16 rows of 64 bytes: `tmm0..3` hold C's
