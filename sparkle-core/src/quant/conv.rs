@@ -427,14 +427,7 @@ fn stage_direct_row<X: QOperand>(
             let (whole, w8) = (cg / 8 * 8, p.w / 8 * 8);
             for ch0 in (0..whole).step_by(8) {
                 for x0 in (0..w8).step_by(8) {
-                    let mut block = [0u64; 8];
-                    for (i, v) in block.iter_mut().enumerate() {
-                        let at = (ch0 + i) * plane + y * p.w + x0;
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&src[at..at + 8]);
-                        *v = u64::from_le_bytes(b);
-                    }
-                    for (j, col) in transpose8x8(block).into_iter().enumerate() {
+                    for (j, col) in channel_block(src, ch0 * plane + y * p.w + x0, plane).into_iter().enumerate() {
                         let at = (x0 + j) * cp + ch0;
                         pixels[at..at + 8].copy_from_slice(&(col ^ flip).to_le_bytes());
                     }
@@ -524,14 +517,7 @@ fn stage_input<X: QOperand>(g: &Conv2d, input: &[X], n: usize, c0: usize, out: &
                 let px8 = px0 + (px1 - px0) / 8 * 8;
                 for ch0 in (0..whole).step_by(8) {
                     for px in (px0..px8).step_by(8) {
-                        let mut rows = [0u64; 8];
-                        for (i, r) in rows.iter_mut().enumerate() {
-                            let at = (ch0 + i) * hw + px;
-                            let mut b = [0u8; 8];
-                            b.copy_from_slice(&image[at..at + 8]);
-                            *r = u64::from_le_bytes(b);
-                        }
-                        for (j, col) in transpose8x8(rows).into_iter().enumerate() {
+                        for (j, col) in channel_block(image, ch0 * hw + px, hw).into_iter().enumerate() {
                             let at = (px + j) * cg + ch0;
                             out[at..at + 8].copy_from_slice(&col.to_le_bytes());
                         }
@@ -552,6 +538,18 @@ fn stage_input<X: QOperand>(g: &Conv2d, input: &[X], n: usize, c0: usize, out: &
             }
         }
     }
+}
+
+/// Eight pixels of eight NCHW channels as eight pixels' channels: the 8 bytes at `first + i *
+/// plane` for channel `i`, transposed (result `j` holds pixel `j`'s eight channels).
+#[inline(always)]
+fn channel_block(src: &[u8], first: usize, plane: usize) -> [u64; 8] {
+    let rows = core::array::from_fn(|i| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&src[first + i * plane..][..8]);
+        u64::from_le_bytes(b)
+    });
+    transpose8x8(rows)
 }
 
 /// An 8 x 8 byte matrix transposed: `rows[i]`'s byte `j` (little-endian) becomes byte `i` of
