@@ -131,9 +131,8 @@ pub fn qconv2d_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, wor
 /// fill 64-byte blocks well), these are the words of the direct conv instead, which stages the
 /// input with its padding and reads it in place: no im2col packing at all.
 pub fn qconv2d_staged_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
-    let least = qconv2d_scratch_len(kernel, g, workers)?;
     if let Some(d) = Direct::plan(kernel, g, workers) {
-        return Ok(least.max(d.words));
+        return Ok(qconv2d_scratch_len(kernel, g, workers)?.max(d.words));
     }
     im2col_staged_scratch_len(kernel, g, workers)
 }
@@ -217,14 +216,13 @@ struct Direct {
     height: usize,
     /// Rows of the implicit GEMM per image: `(ho - 1) * width + wo`.
     rows: usize,
-    /// Staged pixels in the buffer: the padded input, and every pixel the last tile's taps read.
+    /// Staged pixels in the buffer: the padded input, and every pixel the last tile's taps read
+    /// (also the words of the per-pixel sums, one each).
     pixels: usize,
     /// Words of the GEMM's scratch (packed B, per-worker tiles).
     gemm_words: usize,
     /// Words of the staged image (with a line's worth to align it).
     image_words: usize,
-    /// Words of the per-pixel sums (one per staged pixel).
-    sum_words: usize,
     /// Words of the staged weights: 0 where the caller's are in the staged order already (KRSC,
     /// or KCRS at 1x1, with `cp` channels).
     weight_words: usize,
@@ -267,18 +265,7 @@ impl Direct {
         let weight_words = if in_place { 0 } else { p.k.checked_mul(kp)?.div_ceil(4) };
         let words =
             [gemm_words, image_words, pixels, weight_words].iter().try_fold(gemm_k, |a, &w| a.checked_add(w))?;
-        Some(Direct {
-            cp,
-            width,
-            height,
-            rows,
-            pixels,
-            gemm_words,
-            image_words,
-            sum_words: pixels,
-            weight_words,
-            words,
-        })
+        Some(Direct { cp, width, height, rows, pixels, gemm_words, image_words, weight_words, words })
     }
 }
 
@@ -299,7 +286,7 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
     let (taps, rest) = scratch.split_at_mut(gemm_k);
     let (gemm, rest) = rest.split_at_mut(d.gemm_words);
     let (image, rest) = rest.split_at_mut(d.image_words);
-    let (sums, wbuf) = rest.split_at_mut(d.sum_words);
+    let (sums, wbuf) = rest.split_at_mut(d.pixels);
     // Each tap's byte offset from the pixel of its row (they fit an i32: `Direct::plan`).
     let taps = &mut taps[..p.r * p.s];
     for (t, o) in taps.iter_mut().enumerate() {
@@ -308,7 +295,7 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
     }
     let weights: &[W] = if d.weight_words > 0 {
         let staged = &mut as_elems::<W>(wbuf)[..p.k * kp];
-        on_workers(exec, staged, kp, |k, row| stage_direct_weights(g, op.weight, k, row));
+        on_workers(exec, staged, kp, |k, row| stage_weight_row(g, op.weight, k, row));
         staged
     } else {
         op.weight
@@ -444,9 +431,10 @@ fn stage_direct_row<X: QOperand>(
     }
 }
 
-/// Output channel `k`'s weights staged for [`Direct`] into `out` (`taps * cp`): per tap, the
-/// group's `cg` channels then `cp - cg` of the value whose canonical form is 0.
-fn stage_direct_weights<W: QOperand>(g: &Conv2d, weight: &[W], k: usize, out: &mut [W]) {
+/// Output channel `k`'s weights staged into `out` (`taps * cp`) in KRSC's reduction order: per
+/// tap, the group's `cg` channels, then (for [`Direct`], whose `cp` pads them to 64) `cp - cg`
+/// of the value whose canonical form is 0.
+fn stage_weight_row<W: QOperand>(g: &Conv2d, weight: &[W], k: usize, out: &mut [W]) {
     let p = g.params();
     let (cg, (_, _, gemm_k)) = (g.cg(), g.gemm_dims());
     let taps = p.r * p.s;
@@ -577,16 +565,9 @@ fn stage_weights<W: QOperand>(g: &Conv2d, weight: &[W], staged: &Conv2d, out: &m
     // The staged geometry's reduction index of (c, r, s) is `(r * s_taps + s) * cg + c`.
     let p = g.params();
     let (_, _, gemm_k) = g.gemm_dims();
-    let taps = p.r * p.s;
     debug_assert!(p.weight_layout == WeightLayout::Kcrs && staged.params().weight_layout == WeightLayout::Krsc);
-    for (row, to) in weight[..p.k * gemm_k].chunks_exact(gemm_k).zip(out.chunks_exact_mut(gemm_k)) {
-        // KCRS: channel c's taps are `row[c * taps ..][..taps]`; KRSC puts tap t's channels
-        // together: each tap's run written in order, read with the stride of the taps.
-        for (t, run) in to.chunks_exact_mut(g.cg()).enumerate() {
-            for (o, &v) in run.iter_mut().zip(row[t..].iter().step_by(taps)) {
-                *o = v;
-            }
-        }
+    for (k, to) in out[..p.k * gemm_k].chunks_exact_mut(gemm_k).enumerate() {
+        stage_weight_row(g, weight, k, to);
     }
 }
 

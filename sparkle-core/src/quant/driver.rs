@@ -126,7 +126,12 @@ fn layout(kernel: &QKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
 /// `i32` words of scratch [`qgemm_with`] needs for an `m x n x k` problem on `workers` workers
 /// (with up to a line's worth to align its start).
 pub fn qgemm_scratch_len(kernel: &QKernel, m: usize, n: usize, k: usize, workers: usize) -> Result<usize> {
-    let l = layout(kernel, m, n, k)?;
+    scratch_words(&layout(kernel, m, n, k)?, workers)
+}
+
+/// The words of layout `l` on `workers` workers: the shared regions, each worker's, and up to a
+/// line's worth to align the start.
+fn scratch_words(l: &Layout, workers: usize) -> Result<usize> {
     let shared = l.col_words.checked_add(l.b_words).ok_or(Error::Overflow { param: Param::Scratch })?;
     mul(l.per_worker, workers.max(1), Param::Scratch)?
         .checked_add(shared)
@@ -152,12 +157,7 @@ pub(crate) fn qconv_direct_scratch_len(
     k: usize,
     workers: usize,
 ) -> Result<usize> {
-    let l = direct_layout(kernel, m, n, k)?;
-    let shared = l.col_words.checked_add(l.b_words).ok_or(Error::Overflow { param: Param::Scratch })?;
-    mul(l.per_worker, workers.max(1), Param::Scratch)?
-        .checked_add(shared)
-        .and_then(|w| w.checked_add(LINE_WORDS - 1))
-        .ok_or(Error::Overflow { param: Param::Scratch })
+    scratch_words(&direct_layout(kernel, m, n, k)?, workers)
 }
 
 /// `C <- out(A * B)` (see [`crate::quant`]) in `ws`: validates the op, the output stage, the
