@@ -86,6 +86,9 @@ pub enum Param {
     Clamp,
     /// The reduction length an int32 accumulator can hold exactly for these operands.
     Accumulator,
+    /// Weights packed ahead of the call, used with a kernel or a weight geometry other than
+    /// the ones they were packed for.
+    Packed,
 }
 
 impl Param {
@@ -130,6 +133,7 @@ impl Param {
             Param::Shift => "shift",
             Param::Clamp => "clamp",
             Param::Accumulator => "k (reduction; the int32 accumulator's exact range)",
+            Param::Packed => "packed weights (packed for another kernel format or weight geometry)",
             Param::Activation => "activation",
             Param::Scalar => "alpha/beta",
         }

@@ -310,6 +310,7 @@ fn qgemm_stage() -> sparkle_core::quant::OutputStage<'static> {
 /// bit for bit against the integer oracle at 64 sampled elements first. The figure is GOPS
 /// (`2*m*n*k` integer operations per second), comparable with f32 GFLOPS.
 pub fn qgemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
+    use sparkle_core::quant::packed::QGemmPacked;
     use sparkle_core::quant::reference::accumulator;
     let cpu = Cpu::new()?.threads(threads);
     let stage = qgemm_stage();
@@ -320,28 +321,36 @@ pub fn qgemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<V
         let a: Vec<u8> = fa.iter().map(|&v| ((v + 1.0) * 127.5) as u8).collect();
         let b: Vec<i8> = fb.iter().map(|&v| (v * 127.0) as i8).collect();
         let op = qgemm_case(&a, &b, shape)?;
+        // B packed once, outside the timed loop (as PyTorch's quantized linear keeps its weights).
+        let packed = cpu.qgemm_pack(&op.b)?;
+        let packed_op = QGemmPacked { a: op.a, a_zero: op.a_zero, b: &packed, b_zero: op.b_zero, bias: op.bias };
         let mut c = vec![0u8; m * n];
-        cpu.qgemm(&op, &stage, MatMut::row_major(&mut c, m, n)?)?;
-        for seed in samples() {
-            let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
-            let want: u8 = stage.apply(accumulator(&op, (i, j))?, j);
-            if c[i * n + j] != want {
-                return Err(
-                    format!("sparkle-int8 is wrong at ({i}, {j}) of {m}x{n}x{k}: {} vs {want}", c[i * n + j]).into()
-                );
+        let run = |name: &str, c: &mut [u8]| -> Result<(), BenchError> {
+            let cv = MatMut::row_major(c, m, n)?;
+            match name {
+                "sparkle-int8" => cpu.qgemm(&op, &stage, cv)?,
+                _ => cpu.qgemm_packed(&packed_op, &stage, cv)?,
+            };
+            Ok(())
+        };
+        for name in ["sparkle-int8", "sparkle-int8-packed"] {
+            c.fill(0);
+            run(name, &mut c)?;
+            for seed in samples() {
+                let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
+                let want: u8 = stage.apply(accumulator(&op, (i, j))?, j);
+                if c[i * n + j] != want {
+                    return Err(
+                        format!("{name} is wrong at ({i}, {j}) of {m}x{n}x{k}: {} vs {want}", c[i * n + j]).into()
+                    );
+                }
             }
+            let t = best_time(Duration::from_secs_f64(budget), || {
+                let _ = run(name, &mut c);
+            });
+            let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
+            records.push(Record { op: "gemm", key: shape_key(shape), threads, implementation: name.into(), gflops });
         }
-        let t = best_time(Duration::from_secs_f64(budget), || {
-            let _ = MatMut::row_major(&mut c, m, n).map(|cv| cpu.qgemm(&op, &stage, cv));
-        });
-        let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
-        records.push(Record {
-            op: "gemm",
-            key: shape_key(shape),
-            threads,
-            implementation: "sparkle-int8".into(),
-            gflops,
-        });
     }
     Ok(records)
 }
@@ -383,6 +392,7 @@ pub fn bf16_gemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Resu
 /// integer oracle at 64 sampled outputs first. GOPS: [`Conv2d::flops`] over the best time.
 pub fn qconv2d_cpu(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
     use sparkle_core::quant::conv::{accumulator, QConv};
+    use sparkle_core::quant::packed::QConvPacked;
     use sparkle_core::quant::PerChannel;
     let cpu = Cpu::new()?.threads(threads);
     let mut stage = qgemm_stage();
@@ -394,32 +404,46 @@ pub fn qconv2d_cpu(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<
         let x: Vec<u8> = fx.iter().map(|&v| ((v + 1.0) * 127.5) as u8).collect();
         let w: Vec<i8> = fw.iter().map(|&v| (v * 127.0) as i8).collect();
         let op = QConv { input: &x, x_zero: 3, weight: &w, w_zero: PerChannel::Tensor(0), bias: None };
+        // Packed once, outside the timed loop, as PyTorch's quantized module packs its weights
+        // when it is built.
+        let packed = cpu.qconv2d_pack(&g, &w)?;
+        let packed_op = QConvPacked { input: &x, x_zero: 3, weight: &packed, w_zero: op.w_zero, bias: None };
         let mut y = vec![0u8; g.output_len()];
-        cpu.qconv2d(&g, &op, &stage, &mut y)?;
         let p = g.params();
-        for seed in samples() {
-            let (n, k) = ((seed >> 50) as usize % p.n, (seed >> 33) as usize % p.k);
-            let (oy, ox) = ((seed >> 20) as usize % g.ho(), (seed >> 7) as usize % g.wo());
-            let want: u8 = stage.apply(accumulator(&g, &op, (n, k, oy, ox))?, k);
-            let got = y[g.output_index(n, k, oy, ox)];
-            if got != want {
-                return Err(format!(
-                    "sparkle-int8 is wrong on {} at (n {n}, k {k}, y {oy}, x {ox}): {got} vs {want}",
-                    layer.name
-                )
-                .into());
+        let run = |name: &str, y: &mut [u8]| -> Result<(), BenchError> {
+            match name {
+                "sparkle-int8" => cpu.qconv2d(&g, &op, &stage, y)?,
+                _ => cpu.qconv2d_packed(&g, &packed_op, &stage, y)?,
             }
+            Ok(())
+        };
+        for name in ["sparkle-int8", "sparkle-int8-packed"] {
+            y.fill(0);
+            run(name, &mut y)?;
+            for seed in samples() {
+                let (n, k) = ((seed >> 50) as usize % p.n, (seed >> 33) as usize % p.k);
+                let (oy, ox) = ((seed >> 20) as usize % g.ho(), (seed >> 7) as usize % g.wo());
+                let want: u8 = stage.apply(accumulator(&g, &op, (n, k, oy, ox))?, k);
+                let got = y[g.output_index(n, k, oy, ox)];
+                if got != want {
+                    return Err(format!(
+                        "{name} is wrong on {} at (n {n}, k {k}, y {oy}, x {ox}): {got} vs {want}",
+                        layer.name
+                    )
+                    .into());
+                }
+            }
+            let t = best_time(Duration::from_secs_f64(budget), || {
+                let _ = run(name, &mut y);
+            });
+            records.push(Record {
+                op: "conv2d",
+                key: layer.name.clone(),
+                threads,
+                implementation: name.into(),
+                gflops: g.flops() / t / 1e9,
+            });
         }
-        let t = best_time(Duration::from_secs_f64(budget), || {
-            let _ = cpu.qconv2d(&g, &op, &stage, &mut y);
-        });
-        records.push(Record {
-            op: "conv2d",
-            key: layer.name.clone(),
-            threads,
-            implementation: "sparkle-int8".into(),
-            gflops: g.flops() / t / 1e9,
-        });
     }
     Ok(records)
 }

@@ -20,7 +20,8 @@ use crate::gemm::driver::{Executor, Pinned, Shared};
 use crate::layout::{TensorLayout, WeightLayout};
 use crate::quant::driver::{
     a_offset, b_offset, bytes, bytes_mut, bytes_run, fill_by_visit, line_start, qconv_direct_scratch_len,
-    qconv_direct_unchecked, qgemm_scratch_len, qgemm_unchecked, DirectImage, QOperands, QRows, QWorkspace,
+    qconv_direct_unchecked, qgemm_scratch_len, qgemm_unchecked, BSource, DirectImage, PackedPanels, QOperands, QRows,
+    QWorkspace,
 };
 use crate::quant::{
     accumulator_bound, fixed_narrow, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand,
@@ -48,7 +49,18 @@ impl<X: QOperand, W: QOperand> QConv<'_, X, W> {
     /// Checks buffer lengths against `g`, the zero points, the bias, the output stage for `Y`
     /// and the accumulator bound for the reduction `(c/groups)*r*s`.
     pub fn check<Y: QElem>(&self, g: &Conv2d, out: &OutputStage<'_>, output_len: usize) -> Result<()> {
-        g.check_buffers(self.input.len(), self.weight.len(), self.bias.map(<[i32]>::len), output_len)?;
+        self.check_with_weight_len::<Y>(g, out, output_len, self.weight.len())
+    }
+
+    /// [`QConv::check`] with `weight_len` for the weights' length (packed weights have none).
+    pub(crate) fn check_with_weight_len<Y: QElem>(
+        &self,
+        g: &Conv2d,
+        out: &OutputStage<'_>,
+        output_len: usize,
+        weight_len: usize,
+    ) -> Result<()> {
+        g.check_buffers(self.input.len(), weight_len, self.bias.map(<[i32]>::len), output_len)?;
         let k = g.params().k;
         in_range(self.x_zero, X::MIN, X::MAX, Param::AZeroPoint)?;
         self.w_zero.validate(k, Param::BZeroPoint, |z| in_range(z, W::MIN, W::MAX, Param::BZeroPoint))?;
@@ -146,6 +158,62 @@ fn im2col_staged_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, w
             .and_then(|w| w.checked_add(st.weight_words))
             .ok_or(Error::Overflow { param: Param::Scratch }),
         None => Ok(least),
+    }
+}
+
+/// The order in which weights packed ahead ([`crate::quant::packed::QPackedConv`]) hold each
+/// output channel's reduction: the one of the path a conv of `g` takes on the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WeightOrder {
+    /// One input and one output channel per group: the weights as they are (KCRS = KRSC).
+    Depthwise,
+    /// The direct form's: per tap, `cp` channels (the group's, then canonical zeros).
+    Direct { cp: usize },
+    /// KRSC's (the staged im2col's, and the one whose im2col rows of NHWC input are runs).
+    Krsc,
+}
+
+/// The path a conv of `g` with packed weights takes on `kernel`, named by its weight order.
+pub(crate) fn weight_order(kernel: &crate::arch::quant::QKernel, g: &Conv2d) -> WeightOrder {
+    if g.cg() == 1 && g.kg() == 1 {
+        WeightOrder::Depthwise
+    } else if let Some(d) = Direct::plan(kernel, g, 1) {
+        WeightOrder::Direct { cp: d.cp }
+    } else {
+        WeightOrder::Krsc
+    }
+}
+
+/// `g` with KRSC weights: the geometry a packed conv's im2col reads through.
+fn krsc(g: &Conv2d) -> Result<Conv2d> {
+    crate::conv::Conv2dParams { weight_layout: WeightLayout::Krsc, ..*g.params() }.validate()
+}
+
+/// `i32` words of scratch [`crate::quant::packed::qconv2d_packed_with`] needs on `workers`
+/// workers: the least it runs in. With [`qconv2d_packed_staged_scratch_len`] words it runs
+/// faster where that is more.
+pub fn qconv2d_packed_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
+    packed_scratch_len(kernel, g, workers, false)
+}
+
+/// `i32` words of scratch with which [`crate::quant::packed::qconv2d_packed_with`] stages the
+/// input (see [`qconv2d_staged_scratch_len`]; packed weights are in the staged order already).
+pub fn qconv2d_packed_staged_scratch_len(
+    kernel: &crate::arch::quant::QKernel,
+    g: &Conv2d,
+    workers: usize,
+) -> Result<usize> {
+    packed_scratch_len(kernel, g, workers, true)
+}
+
+fn packed_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize, staged: bool) -> Result<usize> {
+    match weight_order(kernel, g) {
+        // The direct form has no other path for weights in its order; it stages no weights.
+        WeightOrder::Direct { .. } => Direct::plan(kernel, g, workers)
+            .map(|d| d.words - d.weight_words)
+            .ok_or(Error::Overflow { param: Param::Scratch }),
+        _ if staged => im2col_staged_scratch_len(kernel, &krsc(g)?, workers),
+        _ => qconv2d_scratch_len(kernel, g, workers),
     }
 }
 
@@ -271,10 +339,12 @@ impl Direct {
 
 /// [`qconv2d_with`]'s loop over groups and images on the direct form (see [`Direct`]): the
 /// weights staged once, then per group and image the image staged and the direct GEMM run.
+#[allow(clippy::too_many_arguments)]
 fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
     g: &Conv2d,
     d: &Direct,
     op: &QConv<'_, X, W>,
+    packed: Option<&PackedView<'_>>,
     out: &OutputStage<'_>,
     output: &mut [Y],
     (kernel, exec): (&crate::arch::quant::QKernel, &Pinned<'_>),
@@ -293,7 +363,7 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
         let (r, s) = (t / p.s, t % p.s);
         *o = ((r * p.dilation[0] * d.width + s * p.dilation[1]) * d.cp) as i32;
     }
-    let weights: &[W] = if d.weight_words > 0 {
+    let weights: &[W] = if packed.is_none() && d.weight_words > 0 {
         let staged = &mut as_elems::<W>(wbuf)[..p.k * kp];
         on_workers(exec, staged, kp, |k, row| stage_weight_row(g, op.weight, k, row));
         staged
@@ -309,8 +379,17 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
     // The write-out reads row sums only where a canonical weight zero point is nonzero.
     let need_sums = (0..p.k).any(|j| op.w_zero.at(j) + b_offset::<W>() != 0);
     for group in 0..p.groups {
-        // The staged weights hold `k` rows of `kp` (or are the caller's, `kp = gemm_k`).
-        let Ok(b) = MatRef::new(weights.get(group * kg * kp..).unwrap_or(&[]), kp, kg, 1, kp) else { return };
+        // The staged weights hold `k` rows of `kp` (or are the caller's, `kp = gemm_k`); packed
+        // ones are in this order already.
+        let b_mat;
+        let b = match packed {
+            Some(pv) => BSource::Packed(pv.group(group, kg)),
+            None => {
+                let Ok(b) = MatRef::new(weights.get(group * kg * kp..).unwrap_or(&[]), kp, kg, 1, kp) else { return };
+                b_mat = b;
+                BSource::Matrix(&b_mat)
+            }
+        };
         for n in 0..p.n {
             // Row by row on the workers; the pixels past the padded input are the zero point.
             let (rows, tail) = image.split_at_mut(d.height * row_bytes);
@@ -335,7 +414,7 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
                 wo: g.wo(),
                 pixel_sums,
             };
-            let ops = QOperands { a: &a, a_zero: za, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
+            let ops = QOperands { a: &a, a_zero: za, b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
             let (at, rs, cs) = g.output_gemm_view(n, group);
             let c = (output.as_mut_ptr().wrapping_add(at), cs, rs);
             // SAFETY: `qconv2d_with` validated the operands, the stage and the accumulator bound
@@ -345,7 +424,8 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
             // every tile of `mr` rows below `rows` at every tap (`plan`), and the pixel sums
             // cover them too, present where a weight zero point is nonzero. The output view is
             // `g`'s for image `n`, group `group`, as in `qconv2d_with`; C's row `oy * wo + ox`
-            // is output pixel `(oy, ox)`. B is packed for each group's first image.
+            // is output pixel `(oy, ox)`. B is packed for each group's first image (packed
+            // weights were checked to be in this order for this kernel's format and shape).
             unsafe { qconv_direct_unchecked(&ops, out, c, kernel, exec, gemm, n == 0) };
         }
     }
@@ -477,8 +557,15 @@ fn pointwise(g: &Conv2d) -> bool {
     p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == crate::conv::Padding::uniform(0)
 }
 
+/// Bytes seen as operand elements.
+fn elems<X: QOperand>(b: &[u8]) -> &[X] {
+    const { assert!(core::mem::size_of::<X>() == 1 && core::mem::align_of::<X>() == 1) };
+    // SAFETY: `X` is `u8` or `i8` (sealed; size and alignment asserted): every bit pattern valid.
+    unsafe { core::slice::from_raw_parts(b.as_ptr().cast::<X>(), b.len()) }
+}
+
 /// Scratch words seen as operand elements (a staging buffer).
-fn as_elems<X: QOperand>(words: &mut [i32]) -> &mut [X] {
+pub(crate) fn as_elems<X: QOperand>(words: &mut [i32]) -> &mut [X] {
     const { assert!(core::mem::size_of::<X>() == 1 && core::mem::align_of::<X>() == 1) };
     // SAFETY: `X` is `u8` or `i8` (`QOperand` is sealed; the assertion above checks the size):
     // one byte, alignment one, every bit pattern valid; the slice covers the words' bytes and
@@ -992,23 +1079,90 @@ pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
     if ws.scratch.len() < required {
         return Err(Error::TooSmall { param: Param::Scratch, required, found: ws.scratch.len() });
     }
-    let p = g.params();
+    run_conv(g, op, None, out, output, (ws.kernel, &exec), ws.scratch)
+}
+
+/// Conv weights packed ahead ([`crate::quant::packed::QPackedConv`]) as a run reads them,
+/// checked to be packed for the run's kernel format and weight geometry.
+pub(crate) struct PackedView<'a> {
+    /// The path's weight order.
+    pub order: WeightOrder,
+    /// Depthwise: the weights' bytes as given. Else each group's panels, `group_bytes` apart.
+    pub bytes: &'a [u8],
+    /// Each output channel's canonical weight sum in the order's reduction (not depthwise).
+    pub colsums: &'a [i32],
+    /// Bytes of one group's panels.
+    pub group_bytes: usize,
+}
+
+impl<'a> PackedView<'a> {
+    /// Group `group`'s B (`kg` columns).
+    fn group(&self, group: usize, kg: usize) -> PackedPanels<'a> {
+        PackedPanels {
+            panels: &self.bytes[group * self.group_bytes..][..self.group_bytes],
+            colsums: &self.colsums[group * kg..][..kg],
+        }
+    }
+}
+
+/// [`qconv2d_with`] (and its packed twin) after validation: `op`, the stage and `output` checked
+/// for `g`; the scratch at least the least length of the path (unpacked: [`qconv2d_scratch_len`];
+/// packed: [`qconv2d_packed_scratch_len`]); `packed`, where given, packed in
+/// [`weight_order`]`(kernel, g)` for this kernel's format and `g`'s weight shape (then
+/// `op.weight` is not read).
+pub(crate) fn run_conv<X: QOperand, W: QOperand, Y: QElem>(
+    g: &Conv2d,
+    op: &QConv<'_, X, W>,
+    packed: Option<&PackedView<'_>>,
+    out: &OutputStage<'_>,
+    output: &mut [Y],
+    (kernel, exec): (&crate::arch::quant::QKernel, &Pinned<'_>),
+    scratch: &mut [i32],
+) -> Result<()> {
     let (kg, hw, gemm_k) = g.gemm_dims();
     if output.is_empty() || hw == 0 || kg == 0 {
         return Ok(());
     }
     if g.cg() == 1 && kg == 1 {
-        depthwise_for(ws.kernel, g, op, out, output);
+        match packed {
+            Some(pv) => {
+                let weight = elems::<W>(&pv.bytes[..g.weight_len()]);
+                depthwise_for(kernel, g, &QConv { weight, ..*op }, out, output)
+            }
+            None => depthwise_for(kernel, g, op, out, output),
+        }
         return Ok(());
     }
-    if let Some(d) = Direct::plan(ws.kernel, g, exec.workers()).filter(|d| ws.scratch.len() >= d.words) {
-        run_direct(g, &d, op, out, output, (ws.kernel, &exec), ws.scratch);
-        return Ok(());
+    let direct = Direct::plan(kernel, g, exec.workers());
+    match packed.map(|pv| pv.order) {
+        Some(WeightOrder::Direct { .. }) => {
+            // The packed scratch length came from this plan.
+            let d = direct.ok_or(Error::Overflow { param: Param::Scratch })?;
+            run_direct(g, &d, op, packed, out, output, (kernel, exec), scratch);
+            return Ok(());
+        }
+        None => {
+            if let Some(d) = direct.filter(|d| scratch.len() >= d.words) {
+                run_direct(g, &d, op, None, out, output, (kernel, exec), scratch);
+                return Ok(());
+            }
+        }
+        Some(_) => {}
     }
+    // Packed weights are in KRSC's order: im2col reads through `g` with KRSC weights (the same
+    // input, output and sizes; only the reduction's order differs).
+    let krsc_g;
+    let g_run = if packed.is_some() {
+        krsc_g = krsc(g)?;
+        &krsc_g
+    } else {
+        g
+    };
+    let p = g.params();
     // Staged where the caller's scratch allows it (the staged copies after the GEMM's words).
-    let staged_len = im2col_staged_scratch_len(ws.kernel, g, exec.workers())?;
-    let staging = if ws.scratch.len() >= staged_len { staging(g)? } else { None };
-    let (taps, scratch) = ws.scratch.split_at_mut(gemm_k);
+    let staged_len = im2col_staged_scratch_len(kernel, g_run, exec.workers())?;
+    let staging = if scratch.len() >= staged_len { staging(g_run)? } else { None };
+    let (taps, scratch) = scratch.split_at_mut(gemm_k);
     let cg = g.cg();
     let pointwise = pointwise(g);
     let a_view = |n: usize, group: usize| {
@@ -1025,7 +1179,9 @@ pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
     // Every view is inside its buffer (checked against the geometry above); building each once
     // here first means no error can come after the first output is written.
     for group in 0..p.groups {
-        b_view(group)?;
+        if packed.is_none() {
+            b_view(group)?;
+        }
         if pointwise {
             (0..p.n).try_for_each(|n| a_view(n, group).map(drop))?;
         }
@@ -1035,19 +1191,26 @@ pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
         let (xbuf, wbuf) = copies.split_at_mut(st.input_words);
         let taps: Option<&[i32]> = tap_offsets(&st.g, taps).then_some(taps);
         let bufs = StagedBuffers { taps, scratch, xbuf: as_elems::<X>(xbuf), wbuf: as_elems::<W>(wbuf) };
-        run_staged(g, st, op, out, output, (ws.kernel, &exec), bufs);
+        run_staged(g, st, op, packed, out, output, (kernel, exec), bufs);
         return Ok(());
     }
-    let taps: Option<&[i32]> = tap_offsets(g, taps).then_some(taps);
+    let taps: Option<&[i32]> = tap_offsets(g_run, taps).then_some(taps);
     let interior = (
         interior_range(g.ho(), p.h, p.stride[0], p.pad.top, p.dilation[0], p.r),
         interior_range(g.wo(), p.w, p.stride[1], p.pad.left, p.dilation[1], p.s),
     );
     // Groups outer, images inner: each group's weights are packed once, for its first image.
     for group in 0..p.groups {
+        // The group's weights are a dense row-major kg x gemm_k matrix; B is its transpose.
+        let b_mat;
+        let b = match packed {
+            Some(pv) => BSource::Packed(pv.group(group, kg)),
+            None => {
+                b_mat = b_view(group)?;
+                BSource::Matrix(&b_mat)
+            }
+        };
         for n in 0..p.n {
-            // The group's weights are a dense row-major kg x gemm_k matrix; B is its transpose.
-            let b = b_view(group)?;
             // The group's outputs as a kg x (ho*wo) matrix; C is its transpose.
             let (at, rs, cs) = g.output_gemm_view(n, group);
             let c = (output.as_mut_ptr().wrapping_add(at), cs, rs);
@@ -1055,21 +1218,21 @@ pub fn qconv2d_with<X: QOperand, W: QOperand, Y: QElem>(
             if pointwise {
                 // A 1x1, stride-1, unpadded conv reads the input as a (ho*wo) x cg matrix.
                 let a = a_view(n, group)?;
-                let ops =
-                    QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
+                let ops = QOperands { a: &a, a_zero: op.x_zero, b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
                 // SAFETY: as below.
-                unsafe { qgemm_unchecked(&ops, out, c, ws.kernel, &exec, scratch, pack_b) };
+                unsafe { qgemm_unchecked(&ops, out, c, kernel, exec, scratch, pack_b) };
                 continue;
             }
-            let a = Im2col { g, input: op.input, n, group, x_zero: op.x_zero, taps, interior };
-            let ops = QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
+            let a = Im2col { g: g_run, input: op.input, n, group, x_zero: op.x_zero, taps, interior };
+            let ops = QOperands { a: &a, a_zero: op.x_zero, b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
             // SAFETY: the operands, the stage and the scratch were validated above, for these
             // per-image GEMMs (`hw x kg x gemm_k`, channels `group * kg ..`); the geometry puts
             // every `(pixel, channel)` of this image and group at `at + pixel * cs + channel * rs`
             // inside `output` (its length was checked), each at a distinct offset, and no other
             // image or group writes them; the executor is pinned. For images after the first,
-            // the previous call packed this group's B into the same scratch.
-            unsafe { qgemm_unchecked(&ops, out, c, ws.kernel, &exec, scratch, pack_b) };
+            // the previous call packed this group's B into the same scratch. Packed weights are
+            // in `g_run`'s reduction order, for this kernel's format.
+            unsafe { qgemm_unchecked(&ops, out, c, kernel, exec, scratch, pack_b) };
         }
     }
     Ok(())
@@ -1087,10 +1250,12 @@ struct StagedBuffers<'a, X, W> {
 /// [`qconv2d_with`]'s loop over groups and images with staged operands: the weights reordered
 /// once, then per group and image the group's channels of the image staged as NHWC and its
 /// GEMM run through the staged geometry, written into the caller's output geometry.
+#[allow(clippy::too_many_arguments)]
 fn run_staged<X: QOperand, W: QOperand, Y: QElem>(
     g: &Conv2d,
     st: &Staging,
     op: &QConv<'_, X, W>,
+    packed: Option<&PackedView<'_>>,
     out: &OutputStage<'_>,
     output: &mut [Y],
     (kernel, exec): (&crate::arch::quant::QKernel, &Pinned<'_>),
@@ -1112,14 +1277,22 @@ fn run_staged<X: QOperand, W: QOperand, Y: QElem>(
     );
     for group in 0..p.groups {
         let off = g.weight_group_offset(group);
-        // `qconv2d_with` built this view on the caller's weights before calling; the staged
-        // ones have their length, so this never returns early (which would leave the output
-        // partly written).
-        let Ok(b) = MatRef::new(weights.get(off..).unwrap_or(&[]), gemm_k, kg, 1, gemm_k) else { return };
+        // `run_conv` built this view on the caller's weights before calling; the staged ones
+        // have their length, so this never returns early (which would leave the output partly
+        // written). Packed weights are in the staged (KRSC) order already.
+        let b_mat;
+        let b = match packed {
+            Some(pv) => BSource::Packed(pv.group(group, kg)),
+            None => {
+                let Ok(b) = MatRef::new(weights.get(off..).unwrap_or(&[]), gemm_k, kg, 1, gemm_k) else { return };
+                b_mat = b;
+                BSource::Matrix(&b_mat)
+            }
+        };
         for n in 0..p.n {
             stage_input(g, op.input, n, group * g.cg(), xbuf);
             let a = Im2col { g: &st.g, input: xbuf, n: 0, group: 0, x_zero: op.x_zero, taps, interior };
-            let ops = QOperands { a: &a, a_zero: op.x_zero, b: &b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
+            let ops = QOperands { a: &a, a_zero: op.x_zero, b, b_zero: &op.w_zero, bias: op.bias, ch0: group * kg };
             let (at, rs, cs) = g.output_gemm_view(n, group);
             let c = (output.as_mut_ptr().wrapping_add(at), cs, rs);
             // SAFETY: as in `qconv2d_with` (which validated everything for `g`): the staged

@@ -176,7 +176,14 @@ pub fn qgemm_with<A: QOperand, B: QOperand, Y: QElem>(
         return Err(Error::TooSmall { param: Param::Scratch, required, found: ws.scratch.len() });
     }
     if d.m > 0 && d.n > 0 {
-        let ops = QOperands { a: &op.a, a_zero: op.a_zero, b: &op.b, b_zero: &op.b_zero, bias: op.bias, ch0: 0 };
+        let ops = QOperands {
+            a: &op.a,
+            a_zero: op.a_zero,
+            b: BSource::Matrix(&op.b),
+            b_zero: &op.b_zero,
+            bias: op.bias,
+            ch0: 0,
+        };
         let (rs, cs) = (c.rs(), c.cs());
         // SAFETY: the op, the stage and the scratch were validated above; `c` is an exclusive,
         // alias-free `m x n` view; the executor is pinned.
@@ -554,7 +561,7 @@ struct Ctx<'a, S, B: QElem, Y> {
     a: &'a S,
     /// Canonical A zero point (`a_zero + offset`, shifted as the kernel's format wants).
     za: i32,
-    b: &'a MatRef<'a, B>,
+    b: BSource<'a, B>,
     b_zero: &'a crate::quant::PerChannel<'a, i32>,
     bias: Option<&'a [i32]>,
     out: &'a OutputStage<'a>,
@@ -585,8 +592,13 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     /// # Safety
     /// `jp < n_panels` (the scratch holds them all).
     unsafe fn b_panel(&self, jp: usize) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        unsafe { self.scratch.ptr().add(self.l.col_words).cast::<u8>().add(jp * self.panel_bytes(self.kernel.nr)) }
+        let at = jp * self.panel_bytes(self.kernel.nr);
+        match self.b {
+            // SAFETY: forwarded contract.
+            BSource::Matrix(_) => unsafe { self.scratch.ptr().add(self.l.col_words).cast::<u8>().add(at) },
+            // Read only (the kernels take B as `*const`): `PackedPanels` holds every panel.
+            BSource::Packed(p) => p.panels[at..].as_ptr().cast_mut(),
+        }
     }
 
     /// Phase 1, worker `w`: B's panels `w, w + W, ...` and their per-column constants: the
@@ -599,7 +611,20 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     unsafe fn phase1(&self, w: usize) {
         let (nr, pack) = (self.kernel.nr, self.kernel.pack);
         let (k, n, off) = (self.d.k, self.d.n, b_offset::<B>());
-        let (rs, cs) = (self.b.rs(), self.b.cs());
+        let b = match self.b {
+            BSource::Matrix(b) => b,
+            BSource::Packed(p) => {
+                // Packed ahead: only the column constants, from the kept column sums.
+                for jp in (w..self.l.n_panels).step_by(self.workers) {
+                    let j0 = jp * nr;
+                    let nv = nr.min(n - j0);
+                    // SAFETY: forwarded contract (panel `jp`'s columns are this worker's).
+                    unsafe { self.column_constants(j0, &p.colsums[j0..j0 + nv]) };
+                }
+                return;
+            }
+        };
+        let (rs, cs) = (b.rs(), b.cs());
         for jp in (w..self.l.n_panels).step_by(self.workers) {
             // SAFETY: panel `jp` is written by this worker alone.
             let dst = unsafe { self.b_panel(jp) };
@@ -611,7 +636,7 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
             // the view may be empty: `src` is then never read, and computed by wrapping
             // arithmetic, which may leave the slice); the panel holds `groups` groups.
             unsafe {
-                let src = self.b.as_slice().as_ptr().wrapping_add(j0 * cs);
+                let src = b.as_slice().as_ptr().wrapping_add(j0 * cs);
                 let panel = PanelSource { src, rs, cs, k, nv, nr, groups: self.l.groups, off };
                 match pack {
                     QPack::Bytes4 | QPack::SignedBytes4 => panel.pack::<u8, 4>(dst, &mut sums),
@@ -621,23 +646,35 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                     QPack::Tiles64 => PanelSource { groups: panel.groups * 16, ..panel }.pack::<u8, 4>(dst, &mut sums),
                 }
             }
-            let cols = self.l.cols;
-            for (jj, &sum) in sums[..nv].iter().enumerate() {
-                let j = self.ch0 + j0 + jj;
-                let zb = self.b_zero.at(j) + off;
-                let base = self.bias.map_or(0, |b| b[j]);
-                let term = base
-                    .wrapping_sub(self.za.wrapping_mul(sum))
-                    .wrapping_add((k as i32).wrapping_mul(self.za).wrapping_mul(zb));
-                let [s0, s1] = self.out.channel::<Y>(j).scale_words();
-                // SAFETY: column `j0 + jj < cols` of each of the four arrays, this worker's.
-                unsafe {
-                    let at = self.scratch.ptr().add(j0 + jj);
-                    *at = term;
-                    *at.add(cols) = zb;
-                    *at.add(2 * cols) = s0;
-                    *at.add(3 * cols) = s1;
-                }
+            // SAFETY: forwarded contract (panel `jp`'s columns are this worker's).
+            unsafe { self.column_constants(j0, &sums[..nv]) };
+        }
+    }
+
+    /// The per-column constants of columns `j0 .. j0 + sums.len()` from their canonical sums
+    /// `sums`: the column terms `bias[j] - za' * colsum(b')[j] + k * za' * zb'[j]`, the canonical
+    /// `zb'[j]` and the two words of the channel's rescaling.
+    ///
+    /// # Safety
+    /// The columns are inside the layout's `cols` and written by this caller alone, in phase 1.
+    #[inline(always)]
+    unsafe fn column_constants(&self, j0: usize, sums: &[i32]) {
+        let (k, off, cols) = (self.d.k, b_offset::<B>(), self.l.cols);
+        for (jj, &sum) in sums.iter().enumerate() {
+            let j = self.ch0 + j0 + jj;
+            let zb = self.b_zero.at(j) + off;
+            let base = self.bias.map_or(0, |b| b[j]);
+            let term = base
+                .wrapping_sub(self.za.wrapping_mul(sum))
+                .wrapping_add((k as i32).wrapping_mul(self.za).wrapping_mul(zb));
+            let [s0, s1] = self.out.channel::<Y>(j).scale_words();
+            // SAFETY: column `j0 + jj < cols` of each of the four arrays, this caller's.
+            unsafe {
+                let at = self.scratch.ptr().add(j0 + jj);
+                *at = term;
+                *at.add(cols) = zb;
+                *at.add(2 * cols) = s0;
+                *at.add(3 * cols) = s1;
             }
         }
     }
@@ -1173,10 +1210,74 @@ unsafe fn run_phase<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: 
 pub(crate) struct QOperands<'a, S, B: QElem> {
     pub a: &'a S,
     pub a_zero: i32,
-    pub b: &'a MatRef<'a, B>,
+    pub b: BSource<'a, B>,
     pub b_zero: &'a crate::quant::PerChannel<'a, i32>,
     pub bias: Option<&'a [i32]>,
     pub ch0: usize,
+}
+
+/// B of one GEMM: a matrix the driver packs in phase 1, or panels packed ahead of the call
+/// (a [`crate::quant::packed`] weight the caller keeps).
+#[derive(Clone, Copy)]
+pub(crate) enum BSource<'a, B: QElem> {
+    Matrix(&'a MatRef<'a, B>),
+    Packed(PackedPanels<'a>),
+}
+
+impl<B: QElem> BSource<'_, B> {
+    /// Columns of B.
+    pub fn cols(&self) -> usize {
+        match self {
+            BSource::Matrix(b) => b.cols(),
+            BSource::Packed(p) => p.colsums.len(),
+        }
+    }
+}
+
+/// B's panels packed ahead, as phase 1 would have packed them, and each column's canonical sum.
+#[derive(Clone, Copy)]
+pub(crate) struct PackedPanels<'a> {
+    /// Every nr-panel of the GEMM's columns in the kernel's format ([`packed_b_bytes`]).
+    pub panels: &'a [u8],
+    /// One canonical column sum per column.
+    pub colsums: &'a [i32],
+}
+
+/// Bytes of B's panels packed for `kernel` at `k x n`: what phase 1 packs into the scratch.
+pub(crate) fn packed_b_bytes(kernel: &QKernel, k: usize, n: usize) -> Result<usize> {
+    mul(layout(kernel, 1, n, k)?.b_words, 4, Param::Scratch)
+}
+
+/// Where B's element `(p, j)` goes in panels packed for `kernel` (the layout phase 1 writes:
+/// per nr-panel, per group of `G` reduction steps, the panel's `nr` columns' `G` steps each),
+/// and the bytes of one element. Only for `p < k`, `j < n` of the problem the panels are sized
+/// for ([`packed_b_bytes`]).
+pub(crate) struct PanelPlace {
+    nr: usize,
+    group: usize,
+    elem: usize,
+    panel_bytes: usize,
+}
+
+impl PanelPlace {
+    pub fn new(kernel: &QKernel, k: usize) -> Self {
+        let pack = kernel.pack;
+        // Tiles64's B is 16 groups of 4 per 64-deep block (`phase1`).
+        let group = if pack == QPack::Tiles64 { 4 } else { pack.group() };
+        let panel_bytes = k.div_ceil(pack.group()) * kernel.nr * pack.group() * pack.elem_bytes();
+        PanelPlace { nr: kernel.nr, group, elem: pack.elem_bytes(), panel_bytes }
+    }
+
+    /// Writes the canonical value `v` of `(p, j)` into `panels`.
+    pub fn put(&self, panels: &mut [u8], p: usize, j: usize, v: i32) {
+        let (jp, jj) = (j / self.nr, j % self.nr);
+        let at = jp * self.panel_bytes + ((p / self.group * self.nr + jj) * self.group + p % self.group) * self.elem;
+        if self.elem == 1 {
+            panels[at] = v as u8;
+        } else {
+            panels[at..at + 2].copy_from_slice(&(v as i16).to_ne_bytes());
+        }
+    }
 }
 
 /// [`qgemm_with`] without validation, for any A source (`quant::conv` calls it per image and

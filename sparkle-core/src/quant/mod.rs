@@ -29,6 +29,7 @@
 
 pub mod conv;
 pub mod driver;
+pub mod packed;
 pub mod reference;
 
 use crate::error::{Error, Param, Result};
@@ -502,27 +503,40 @@ impl<A: QOperand, B: QOperand> QGemm<'_, A, B> {
     /// Checks shapes, zero points, the bias length and the accumulator bound (module docs), the
     /// output stage for `Y`, and `c` against `m x n`.
     pub fn check<Y: QElem>(&self, out: &OutputStage<'_>, c: &MatMut<'_, Y>) -> Result<QGemmDims> {
-        let d = QGemmDims { m: self.a.rows(), n: self.b.cols(), k: self.a.cols() };
-        if self.b.rows() != d.k {
-            return Err(Error::Mismatch { param: Param::B, expected: d.k, found: self.b.rows() });
-        }
-        if c.rows() != d.m {
-            return Err(Error::Mismatch { param: Param::COut, expected: d.m, found: c.rows() });
-        }
-        if c.cols() != d.n {
-            return Err(Error::Mismatch { param: Param::COut, expected: d.n, found: c.cols() });
-        }
-        in_range(self.a_zero, A::MIN, A::MAX, Param::AZeroPoint)?;
-        self.b_zero.validate(d.n, Param::BZeroPoint, |z| in_range(z, B::MIN, B::MAX, Param::BZeroPoint))?;
-        if let Some(bias) = self.bias {
-            if bias.len() != d.n {
-                return Err(Error::Mismatch { param: Param::Bias, expected: d.n, found: bias.len() });
-            }
-        }
-        out.validate::<Y>(d.n)?;
-        accumulator_bound(d.k, self.a_zero, A::MIN, A::MAX, &self.b_zero, B::MIN, B::MAX, self.bias)?;
-        Ok(d)
+        check_gemm::<A, B, Y>(&self.a, self.a_zero, (self.b.rows(), self.b.cols()), &self.b_zero, self.bias, out, c)
     }
+}
+
+/// [`QGemm::check`] with B's shape `(rows, cols)` (packed B has no view).
+pub(crate) fn check_gemm<A: QOperand, B: QOperand, Y: QElem>(
+    a: &MatRef<'_, A>,
+    a_zero: i32,
+    (b_rows, b_cols): (usize, usize),
+    b_zero: &PerChannel<'_, i32>,
+    bias: Option<&[i32]>,
+    out: &OutputStage<'_>,
+    c: &MatMut<'_, Y>,
+) -> Result<QGemmDims> {
+    let d = QGemmDims { m: a.rows(), n: b_cols, k: a.cols() };
+    if b_rows != d.k {
+        return Err(Error::Mismatch { param: Param::B, expected: d.k, found: b_rows });
+    }
+    if c.rows() != d.m {
+        return Err(Error::Mismatch { param: Param::COut, expected: d.m, found: c.rows() });
+    }
+    if c.cols() != d.n {
+        return Err(Error::Mismatch { param: Param::COut, expected: d.n, found: c.cols() });
+    }
+    in_range(a_zero, A::MIN, A::MAX, Param::AZeroPoint)?;
+    b_zero.validate(d.n, Param::BZeroPoint, |z| in_range(z, B::MIN, B::MAX, Param::BZeroPoint))?;
+    if let Some(bias) = bias {
+        if bias.len() != d.n {
+            return Err(Error::Mismatch { param: Param::Bias, expected: d.n, found: bias.len() });
+        }
+    }
+    out.validate::<Y>(d.n)?;
+    accumulator_bound(d.k, a_zero, A::MIN, A::MAX, b_zero, B::MIN, B::MAX, bias)?;
+    Ok(d)
 }
 
 /// The longest reduction whose every partial and final sum fits in `i32` (module docs), checked

@@ -10,8 +10,14 @@ use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::f16::{check_half, f16, Half, HalfMats};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Workspace};
-use sparkle_core::quant::conv::{qconv2d_scratch_len, qconv2d_staged_scratch_len, qconv2d_with, QConv};
+use sparkle_core::quant::conv::{
+    qconv2d_packed_scratch_len, qconv2d_packed_staged_scratch_len, qconv2d_scratch_len, qconv2d_staged_scratch_len,
+    qconv2d_with, QConv,
+};
 use sparkle_core::quant::driver::{qgemm_scratch_len, qgemm_with, QWorkspace};
+use sparkle_core::quant::packed::{
+    qconv2d_packed_with, qgemm_packed_with, QConvPacked, QGemmPacked, QPackedConv, QPackedGemm,
+};
 use sparkle_core::quant::{OutputStage, QElem, QGemm, QOperand};
 use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef, Param};
 
@@ -265,6 +271,65 @@ impl Cpu {
         with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
             let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
             Ok(qconv2d_with(g, op, out, output, ws)?)
+        })
+    }
+
+    /// B of a quantized GEMM packed once for this CPU's int8 kernel, for [`Cpu::qgemm_packed`]
+    /// (as a quantized linear layer keeps its weights): the calls then skip packing B and
+    /// summing its columns.
+    pub fn qgemm_pack<B: QOperand>(&self, b: &MatRef<'_, B>) -> Result<QPackedGemm<B, Vec<i32>>, CpuError> {
+        let len = QPackedGemm::<B, Vec<i32>>::words_len(self.qkernel, b.rows(), b.cols())?;
+        let words = self.memory_budget.zeros("packed weights", len)?;
+        Ok(QPackedGemm::new(self.qkernel, b, words)?)
+    }
+
+    /// [`Cpu::qgemm`] with B packed by [`Cpu::qgemm_pack`]; bit-identical to it.
+    pub fn qgemm_packed<A: QOperand, B: QOperand, Y: QElem>(
+        &self,
+        op: &QGemmPacked<'_, A, B, Vec<i32>>,
+        out: &OutputStage<'_>,
+        c: MatMut<'_, Y>,
+    ) -> Result<GemmDims, CpuError> {
+        let (m, n, k) = (op.a.rows(), op.b.n(), op.a.cols());
+        let threads = self.threads_for(m as f64 * n as f64 * k as f64);
+        // Sized for a valid op; an invalid one is named by the core's check before anything runs.
+        let len = qgemm_scratch_len(self.qkernel, m, n, k, threads)?;
+        with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
+            let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
+            Ok(qgemm_packed_with(op, out, c, ws)?)
+        })
+    }
+
+    /// A conv's int8 weights packed once for this CPU's int8 kernel and convs of `g`'s weight
+    /// shape and path (see [`QPackedConv::fits`]), for [`Cpu::qconv2d_packed`]: the calls then
+    /// skip reordering and packing the weights (on an AMX Xeon, most of a 512->512 3x3 @7 call).
+    pub fn qconv2d_pack<W: QOperand>(&self, g: &Conv2d, weight: &[W]) -> Result<QPackedConv<W, Vec<i32>>, CpuError> {
+        let len = QPackedConv::<W, Vec<i32>>::words_len(self.qkernel, g)?;
+        let words = self.memory_budget.zeros("packed weights", len)?;
+        Ok(QPackedConv::new(self.qkernel, g, weight, words)?)
+    }
+
+    /// [`Cpu::qconv2d`] with weights packed by [`Cpu::qconv2d_pack`]; bit-identical to it.
+    pub fn qconv2d_packed<X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        g: &Conv2d,
+        op: &QConvPacked<'_, X, W, Vec<i32>>,
+        out: &OutputStage<'_>,
+        output: &mut [Y],
+    ) -> Result<(), CpuError> {
+        if !op.weight.fits(self.qkernel, g) {
+            return Err(sparkle_core::Error::Invalid { param: Param::Packed }.into());
+        }
+        let threads = self.threads_for(g.flops() / 2.0);
+        // The staged input where the budget allows it.
+        let len = qconv2d_packed_staged_scratch_len(self.qkernel, g, threads)?;
+        let len = match self.memory_budget.check("int8 conv2d scratch", len, std::mem::size_of::<i32>()) {
+            Ok(_) => len,
+            Err(_) => qconv2d_packed_scratch_len(self.qkernel, g, threads)?,
+        };
+        with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
+            let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
+            Ok(qconv2d_packed_with(g, op, out, output, ws)?)
         })
     }
 
