@@ -3,11 +3,13 @@
 //! zero point), dilation, groups and depthwise, both activation and weight layouts, batches, every
 //! operand-type pair, per-channel zero points and scales, both output stages, one and three
 //! threads, a proptest over the geometry, and bad input that is an error with the output untouched.
+//! Every case also runs with its weights packed ahead (`Cpu::qconv2d_pack`).
 
 use proptest::prelude::*;
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Isa;
 use sparkle_core::quant::conv::{qconv2d_reference, QConv};
+use sparkle_core::quant::packed::QConvPacked;
 use sparkle_core::quant::{OutputStage, PerChannel, QElem, QOperand};
 use sparkle_core::{Conv2dParams, Padding, TensorLayout, WeightLayout};
 use sparkle_std::cpu::Cpu;
@@ -70,6 +72,14 @@ fn check_typed<X: QOperand, W: QOperand, Y: QElem + PartialEq>(
     qconv2d_reference(&g, &op, &out, &mut want).unwrap();
     if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
         panic!("{}: {p:?} stage {stage}: output {at}: {:?} vs oracle {:?}", cpu.qkernel.id(), got[at], want[at]);
+    }
+    // The same weights packed ahead (each path's order: direct, KRSC, depthwise).
+    let packed = cpu.qconv2d_pack(&g, &weight).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    let op = QConvPacked { input: &input, x_zero: xz, weight: &packed, w_zero: op.w_zero, bias: op.bias };
+    got.fill(fill);
+    cpu.qconv2d_packed(&g, &op, &out, &mut got).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
+        panic!("{} packed: {p:?} stage {stage}: output {at}: {:?} vs oracle {:?}", cpu.qkernel.id(), got[at], want[at]);
     }
 }
 

@@ -2,11 +2,13 @@
 //! oracle, which they must match bit for bit: edge sizes around mr/nr and the k-group, every
 //! pair of operand types (u8/i8 x u8/i8), per-tensor and per-channel zero points, both output
 //! stages (ONNX, fixed point) and the raw accumulator, strided and transposed operands, one and
-//! three threads, a proptest, and bad input that must be an error with C untouched.
+//! three threads, a proptest, and bad input that must be an error with C untouched. Every case
+//! also runs with B packed ahead (`Cpu::qgemm_pack`).
 
 use proptest::prelude::*;
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Isa;
+use sparkle_core::quant::packed::QGemmPacked;
 use sparkle_core::quant::reference::qgemm_reference;
 use sparkle_core::quant::{OutputStage, PerChannel, QElem, QGemm, QOperand};
 use sparkle_core::{Error, MatMut, MatRef, Param};
@@ -108,6 +110,14 @@ fn check_typed<A: QOperand, B: QOperand, Y: QElem + PartialEq>(
             got[at],
             want[at]
         );
+    }
+    // B packed ahead.
+    let packed = cpu.qgemm_pack(&op.b).unwrap();
+    let op = QGemmPacked { a: op.a, a_zero: op.a_zero, b: &packed, b_zero: op.b_zero, bias: op.bias };
+    got.fill(sentinel);
+    cpu.qgemm_packed(&op, &out, MatMut::new(&mut got, m, n, c_rs, c_cs).unwrap()).unwrap();
+    if let Some(at) = got.iter().zip(&want).position(|(g, w)| g != w) {
+        panic!("{} packed: {case:?}: element {at}: {:?} vs oracle {:?}", cpu.qkernel.id(), got[at], want[at]);
     }
 }
 
