@@ -157,6 +157,85 @@ impl FinishRow {
     }
 }
 
+/// A tile's write-out into a one-byte type with the ONNX stage, the rows of [`FinishRow`] at
+/// once: for `i < rows`, `j < n`, byte `out[i * out_stride + j]` is the one-byte output
+/// `float_narrow(raw[i * raw_stride + j] + term[j] - zb[j] * row_sums[i], m[j], zp, lo, hi)`
+/// (in the output type's range, so its low byte). Where `row_terms` is false every `zb[j]` is 0
+/// and `row_sums` is not read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FinishTile {
+    pub rows: usize,
+    /// Columns, at most 32.
+    pub n: usize,
+    pub raw: *const i32,
+    pub raw_stride: usize,
+    pub term: *const i32,
+    pub zb: *const i32,
+    pub m: *const f32,
+    pub row_sums: *const i32,
+    pub row_terms: bool,
+    pub zp: i32,
+    pub lo: i32,
+    pub hi: i32,
+    pub out: *mut u8,
+    pub out_stride: usize,
+}
+
+impl FinishTile {
+    /// Row `i` as a [`FinishRow`] into `out`.
+    ///
+    /// # Safety
+    /// `i < rows`; the pointers as the struct says.
+    #[inline(always)]
+    pub(crate) unsafe fn row(&self, i: usize, out: *mut i32) -> FinishRow {
+        // SAFETY: forwarded contract.
+        unsafe {
+            FinishRow {
+                n: self.n,
+                raw: self.raw.add(i * self.raw_stride),
+                term: self.term,
+                zb: self.zb,
+                m: self.m,
+                row_sum: if self.row_terms { *self.row_sums.add(i) } else { 0 },
+                zp: self.zp,
+                lo: self.lo,
+                hi: self.hi,
+                out,
+            }
+        }
+    }
+
+    /// The tile row by row through `f` (a [`FinishRow`] form), each row's outputs then stored
+    /// as bytes: the scalar form, and the AVX2 one.
+    ///
+    /// # Safety
+    /// Every pointer valid for the elements the struct names; `n <= 32`; `f` runnable here.
+    #[inline(always)]
+    pub(crate) unsafe fn by_rows(&self, f: impl Fn(&FinishRow)) {
+        let mut ys = [0i32; 32];
+        for i in 0..self.rows {
+            // SAFETY: forwarded contract; `ys` holds `n <= 32` words, row `i`'s bytes are at
+            // `out + i * out_stride`.
+            unsafe {
+                f(&self.row(i, ys.as_mut_ptr()));
+                let out = core::slice::from_raw_parts_mut(self.out.add(i * self.out_stride), self.n);
+                for (o, &y) in out.iter_mut().zip(&ys) {
+                    *o = y as u8;
+                }
+            }
+        }
+    }
+
+    /// The scalar form.
+    ///
+    /// # Safety
+    /// As [`FinishTile::by_rows`].
+    pub(crate) unsafe fn scalar(&self) {
+        // SAFETY: forwarded contract.
+        unsafe { self.by_rows(|r| r.scalar(0)) }
+    }
+}
+
 /// An int8 GEMM microkernel, obtainable only on a CPU that runs its ISA.
 #[derive(Clone, Copy, Debug)]
 pub struct QKernel {
@@ -177,11 +256,11 @@ pub struct QKernel {
     /// # Safety
     /// The CPU must run `isa`; `end` follows `begin` on the same thread.
     pub(crate) session: Option<Session>,
-    /// The vector form of one [`FinishRow`], where the ISA has one.
+    /// The vector form of [`FinishTile`], where the ISA has one.
     ///
     /// # Safety
-    /// The CPU must run `isa`; every pointer of the row must be valid for `n` elements.
-    pub(crate) finish_narrow: Option<unsafe fn(&FinishRow)>,
+    /// The CPU must run `isa`; every pointer valid for the elements [`FinishTile`] names.
+    pub(crate) finish_tile: Option<unsafe fn(&FinishTile)>,
     /// The direct conv form, where the kernel has one: the tile's A rows read in place from a
     /// staged image ([`QDirectArgs`]) instead of from packed panels; B packed as `pack` says.
     ///
@@ -234,7 +313,7 @@ pub(crate) const GENERIC_Q: QKernel = QKernel {
     pack: QPack::Bytes4,
     run: generic_qgemm_u8i8_4x4,
     session: None,
-    finish_narrow: None,
+    finish_tile: None,
     direct: None,
 };
 
@@ -249,7 +328,7 @@ pub(crate) const GENERIC_TILES_Q: QKernel = QKernel {
     pack: QPack::Tiles64,
     run: generic_tiles_32x32,
     session: None,
-    finish_narrow: None,
+    finish_tile: None,
     direct: Some(generic_tiles_direct_32x32),
 };
 
@@ -312,10 +391,10 @@ unsafe fn generic_tiles_direct_32x32(p: &QDirectArgs) {
 pub(crate) mod x86 {
     use core::arch::x86_64::*;
 
-    use super::{FinishRow, Isa, QDirectArgs, QKernel, QMicroArgs, QPack};
+    use super::{FinishRow, FinishTile, Isa, QDirectArgs, QKernel, QMicroArgs, QPack};
 
     /// # Safety
-    /// As [`QKernel::finish_narrow`], on a CPU with AVX2. Eight columns at a time: the f32
+    /// As [`FinishRow`]'s scalar form, on a CPU with AVX2. Eight columns at a time: the f32
     /// conversion and product are IEEE-exact as in the scalar form; the rounding is
     /// `vcvtps2dq`'s, round-half-even under the default MXCSR that Rust code runs with, after
     /// clamping to `[-2^30, 2^30]` as the scalar form does (beyond it the conversion would
@@ -346,41 +425,54 @@ pub(crate) mod x86 {
     }
 
     /// # Safety
-    /// As [`QKernel::finish_narrow`], on a CPU with AVX-512F: [`avx2_finish_narrow`] sixteen
-    /// columns at a time (the same conversions, clamps and rounding), its eight-wide form for
-    /// the rest.
+    /// As [`QKernel::finish_tile`], on a CPU with AVX2: [`avx2_finish_narrow`] row by row.
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2_finish_tile(f: &FinishTile) {
+        // SAFETY: forwarded contract; this function runs AVX2.
+        unsafe { f.by_rows(|r| avx2_finish_narrow(r)) }
+    }
+
+    /// # Safety
+    /// As [`QKernel::finish_tile`], on a CPU with AVX-512F: [`avx2_finish_narrow`]'s arithmetic
+    /// (the same conversions, clamps and rounding) sixteen columns at a time, the columns'
+    /// constants loaded once for all rows (whose chains are then independent), the results
+    /// narrowed to bytes by `vpmovdb`; the last columns through masked loads.
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512_finish_narrow(f: &FinishRow) {
+    unsafe fn avx512_finish_tile(f: &FinishTile) {
         let limit = _mm512_set1_ps(1_073_741_824.0);
         let neg = _mm512_set1_ps(-1_073_741_824.0);
         let (zp, lo, hi) = (_mm512_set1_epi32(f.zp), _mm512_set1_epi32(f.lo), _mm512_set1_epi32(f.hi));
-        let rs = _mm512_set1_epi32(f.row_sum);
         let mut j = 0;
-        while j + 16 <= f.n {
-            // SAFETY: `j + 16 <= n`: every pointer holds these sixteen elements.
+        while j < f.n {
+            let w = (f.n - j).min(16);
+            let mask: __mmask16 = if w == 16 { 0xFFFF } else { (1 << w) - 1 };
+            // SAFETY: columns `j .. j + w` (`w <= n - j`) of every pointer; masked-off lanes
+            // are not read.
             unsafe {
-                let raw = _mm512_loadu_si512(f.raw.add(j).cast());
-                let term = _mm512_loadu_si512(f.term.add(j).cast());
-                let zb = _mm512_loadu_si512(f.zb.add(j).cast());
-                let acc = _mm512_sub_epi32(_mm512_add_epi32(raw, term), _mm512_mullo_epi32(zb, rs));
-                let x = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(f.m.add(j)));
-                let x = _mm512_max_ps(_mm512_min_ps(x, limit), neg);
-                let y = _mm512_add_epi32(_mm512_cvtps_epi32(x), zp);
-                _mm512_storeu_si512(f.out.add(j).cast(), _mm512_min_epi32(_mm512_max_epi32(y, lo), hi));
+                let term = _mm512_maskz_loadu_epi32(mask, f.term.add(j).cast());
+                let zb = _mm512_maskz_loadu_epi32(mask, f.zb.add(j).cast());
+                let m = _mm512_maskz_loadu_ps(mask, f.m.add(j));
+                for i in 0..f.rows {
+                    let raw = _mm512_maskz_loadu_epi32(mask, f.raw.add(i * f.raw_stride + j).cast());
+                    let mut acc = _mm512_add_epi32(raw, term);
+                    if f.row_terms {
+                        acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zb, _mm512_set1_epi32(*f.row_sums.add(i))));
+                    }
+                    let x = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
+                    let x = _mm512_max_ps(_mm512_min_ps(x, limit), neg);
+                    let y = _mm512_add_epi32(_mm512_cvtps_epi32(x), zp);
+                    let bytes = _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(y, lo), hi));
+                    let out = f.out.add(i * f.out_stride + j);
+                    if w == 16 {
+                        _mm_storeu_si128(out.cast(), bytes);
+                    } else {
+                        let mut t = [0u8; 16];
+                        _mm_storeu_si128(t.as_mut_ptr().cast(), bytes);
+                        core::ptr::copy_nonoverlapping(t.as_ptr(), out, w);
+                    }
+                }
             }
             j += 16;
-        }
-        // SAFETY: forwarded contract, from column `j` (AVX-512F implies AVX2).
-        unsafe {
-            avx2_finish_narrow(&FinishRow {
-                n: f.n - j,
-                raw: f.raw.add(j),
-                term: f.term.add(j),
-                zb: f.zb.add(j),
-                m: f.m.add(j),
-                out: f.out.add(j),
-                ..*f
-            })
         }
     }
 
@@ -482,7 +574,7 @@ pub(crate) mod x86 {
         pack: QPack::Bytes4,
         run: avxvnni_qgemm_u8i8_6x16,
         session: None,
-        finish_narrow: Some(avx2_finish_narrow),
+        finish_tile: Some(avx2_finish_tile),
         direct: None,
     };
 
@@ -494,7 +586,7 @@ pub(crate) mod x86 {
         pack: QPack::Bytes4,
         run: avx512vnni_qgemm_u8i8_8x32,
         session: None,
-        finish_narrow: Some(avx512_finish_narrow),
+        finish_tile: Some(avx512_finish_tile),
         direct: None,
     };
 
@@ -535,7 +627,7 @@ pub(crate) mod x86 {
         run: amx_qgemm_u8i8_32x32,
         session: Some(crate::arch::x86_64::amx::SESSION),
         // AMX detection requires AVX-512F.
-        finish_narrow: Some(avx512_finish_narrow),
+        finish_tile: Some(avx512_finish_tile),
         direct: Some(amx_qconv_direct_u8i8_32x32),
     };
 
@@ -547,7 +639,7 @@ pub(crate) mod x86 {
         pack: QPack::Pairs16,
         run: avx2_qgemm_u8i8_6x16,
         session: None,
-        finish_narrow: Some(avx2_finish_narrow),
+        finish_tile: Some(avx2_finish_tile),
         direct: None,
     };
 }
@@ -662,7 +754,7 @@ pub(crate) mod aarch64 {
         pack: QPack::SignedBytes4,
         run: neondot_qgemm_i8i8_8x12,
         session: None,
-        finish_narrow: None,
+        finish_tile: None,
         direct: None,
     };
 
@@ -674,7 +766,7 @@ pub(crate) mod aarch64 {
         pack: QPack::Bytes8,
         run: neoni8mm_qgemm_u8i8_8x12,
         session: None,
-        finish_narrow: None,
+        finish_tile: None,
         direct: None,
     };
 }
@@ -771,7 +863,7 @@ pub(crate) mod dsp {
         pack: QPack::Pairs16,
         run: armdsp_qgemm_u8i8_2x2,
         session: None,
-        finish_narrow: None,
+        finish_tile: None,
         direct: None,
     };
 }

@@ -18,6 +18,7 @@ use crate::conv::Conv2d;
 use crate::error::{Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned, Shared};
 use crate::layout::{TensorLayout, WeightLayout};
+use crate::quant::driver::transpose8x8;
 use crate::quant::driver::{
     a_offset, b_offset, bytes, bytes_mut, bytes_run, fill_by_visit, line_start, qconv_direct_scratch_len,
     qconv_direct_unchecked, qgemm_scratch_len, qgemm_unchecked, BSource, DirectImage, PackedPanels, QOperands, QRows,
@@ -625,25 +626,6 @@ fn channel_block(src: &[u8], first: usize, plane: usize) -> [u64; 8] {
         u64::from_le_bytes(b)
     });
     transpose8x8(rows)
-}
-
-/// An 8 x 8 byte matrix transposed: `rows[i]`'s byte `j` (little-endian) becomes byte `i` of
-/// the result's `j`. Three rounds of swapping 1-, 2- and 4-byte blocks between rows (Hacker's
-/// Delight, 7-3), a few dozen integer operations for 64 bytes.
-#[inline(always)]
-fn transpose8x8(mut r: [u64; 8]) -> [u64; 8] {
-    for (shift, mask, pairs) in [
-        (8, 0x00FF_00FF_00FF_00FFu64, [(0, 1), (2, 3), (4, 5), (6, 7)]),
-        (16, 0x0000_FFFF_0000_FFFF, [(0, 2), (1, 3), (4, 6), (5, 7)]),
-        (32, 0x0000_0000_FFFF_FFFF, [(0, 4), (1, 5), (2, 6), (3, 7)]),
-    ] {
-        for (a, b) in pairs {
-            let t = ((r[a] >> shift) ^ r[b]) & mask;
-            r[b] ^= t;
-            r[a] ^= t << shift;
-        }
-    }
-    r
 }
 
 /// The weights of `g` (every group) reordered as KRSC into `out`: the same rows of `gemm_k`,

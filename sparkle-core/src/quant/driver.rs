@@ -28,7 +28,7 @@
 //! the kernel loads each tile's rows from the staged image in place.
 #![allow(unsafe_code)]
 
-use crate::arch::quant::{FinishRow, QDirectArgs, QKernel, QMicroArgs, QPack};
+use crate::arch::quant::{FinishTile, QDirectArgs, QKernel, QMicroArgs, QPack};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned, Shared};
 use crate::quant::{corrected, fixed_narrow, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
@@ -834,7 +834,8 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                                 cols: &cols,
                                 rs_c,
                                 cs_c,
-                                vector: kernel.finish_narrow,
+                                row_terms: self.row_sums,
+                                vector: kernel.finish_tile,
                             },
                             self.c.ptr().add((i0 + ip * mr) * rs_c + jp * nr * cs_c),
                         )
@@ -930,7 +931,8 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                                 cols: &cols,
                                 rs_c,
                                 cs_c,
-                                vector: kernel.finish_narrow,
+                                row_terms: self.row_sums,
+                                vector: kernel.finish_tile,
                             },
                             self.c.ptr().add((oy * wo + ox) * rs_c + jp * nr * cs_c),
                         )
@@ -998,8 +1000,7 @@ unsafe fn interleave_bytes<const G: usize>(buf: &[i16], mr: usize, groups: usize
 
 /// The widest register tile of any kernel (the column sums of one panel live on the stack).
 const MAX_NR: usize = 32;
-/// Tallest register tile of any int8 kernel (`mr`: AMX's 32), for the column write-out.
-#[cfg(target_pointer_width = "64")]
+/// Tallest register tile of any int8 kernel (`mr`: AMX's 32), for the write-out's buffer.
 const MAX_MR: usize = 32;
 
 /// Per-column constants of one B panel for the write-out, as phase 1 left them in the scratch:
@@ -1043,16 +1044,25 @@ struct FinishArgs<'a> {
     mv: usize,
     nv: usize,
     row_sums: *const i32,
+    /// Whether any column's canonical `zb'` is nonzero (else `row_sums` need not be read).
+    row_terms: bool,
     cols: &'a Columns,
     rs_c: usize,
     cs_c: usize,
     /// The kernel's vector write-out.
-    vector: Option<unsafe fn(&FinishRow)>,
+    vector: Option<unsafe fn(&FinishTile)>,
 }
 
+/// Rows of the byte buffer a one-byte ONNX write-out fills at once: the whole tile on 64-bit
+/// targets (1 KiB of stack), a row at a time on a microcontroller's stack.
+const BUF_ROWS: usize = if cfg!(target_pointer_width = "64") { MAX_MR } else { 1 };
+
 /// Finishes one tile into C at `c` (its element `(0, 0)`): adds the row and column terms to
-/// each raw sum and applies the output stage. One-byte ONNX outputs take a branch-free row loop
-/// (vectorized) through [`float_narrow`], the stage's own arithmetic, then scatter the row.
+/// each raw sum and applies the output stage. One-byte ONNX outputs, the common case, go
+/// through the kernel's vector [`FinishTile`] (or its scalar form, the stage's own arithmetic)
+/// into a byte buffer, then to C: by rows, or where C's rows are unit-stride (a conv's NCHW
+/// output: the tile's rows are pixels, its columns channels a plane apart) transposed 8 x 8
+/// bytes at a time, so that each channel's pixels are stored as runs.
 ///
 /// # Safety
 /// `tile` holds `mv x nr` sums, `row_sums` `mv` words, and every `(i, j)` with `i < mv`,
@@ -1060,56 +1070,71 @@ struct FinishArgs<'a> {
 #[inline(always)]
 unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
     let cols = f.cols;
-    let (nv, nr) = (f.nv, f.nr);
-    // C with unit row stride (a conv's NCHW output: the tile's rows are pixels, its columns
-    // channels a plane apart): the rows' outputs gathered as columns first, then each column
-    // stored as one contiguous run, where storing row by row scattered every byte to its own
-    // plane (a quarter of the packing and write-out's time at 64->64 3x3 @56).
-    #[cfg(target_pointer_width = "64")]
-    let by_columns = cols.float && f.rs_c == 1 && f.cs_c != 1 && f.mv <= MAX_MR;
-    // Uninitialised (4 KiB per tile to clear otherwise): only `[..mv][..nv]` is written, then read.
-    #[cfg(target_pointer_width = "64")]
-    let mut rows = core::mem::MaybeUninit::<[[i32; MAX_NR]; MAX_MR]>::uninit();
-    #[cfg(target_pointer_width = "64")]
-    let rows_at = rows.as_mut_ptr().cast::<i32>();
-    for ii in 0..f.mv {
-        // SAFETY: forwarded contract.
-        let (row, row_sum) = unsafe { (core::slice::from_raw_parts(f.tile.add(ii * nr), nv), *f.row_sums.add(ii)) };
-        if cols.float {
-            let s = &cols.stage;
-            let mut ys = [0i32; MAX_NR];
-            let fr = FinishRow {
+    let (nv, nr, mv) = (f.nv, f.nr, f.mv);
+    if cols.float {
+        // Y is one byte (`cols.float`): C's bytes.
+        let c = c.cast::<u8>();
+        let (rs, cs) = (f.rs_c, f.cs_c);
+        let by_columns = BUF_ROWS == MAX_MR && rs == 1 && cs != 1 && mv <= MAX_MR;
+        // Uninitialised (1 KiB to clear otherwise): only `[..rows][..nv]` is written, then read.
+        let mut buf = core::mem::MaybeUninit::<[[u8; MAX_NR]; BUF_ROWS]>::uninit();
+        let at = buf.as_mut_ptr().cast::<u8>();
+        let s = &cols.stage;
+        for i0 in (0..mv).step_by(BUF_ROWS) {
+            let rows = BUF_ROWS.min(mv - i0);
+            let ft = FinishTile {
+                rows,
                 n: nv,
-                raw: row.as_ptr(),
+                // SAFETY: rows `i0 ..` of the tile and of its row sums (forwarded contract).
+                raw: unsafe { f.tile.add(i0 * nr) },
+                raw_stride: nr,
                 term: cols.term,
                 zb: cols.zb,
                 // The f32 multipliers' bits.
                 m: cols.s0.cast::<f32>(),
-                row_sum,
+                // SAFETY: as above.
+                row_sums: unsafe { f.row_sums.add(i0) },
+                row_terms: f.row_terms,
                 zp: s.zero_point,
                 lo: s.lo,
                 hi: s.hi,
-                out: ys.as_mut_ptr(),
+                out: at,
+                out_stride: MAX_NR,
             };
-            // SAFETY: the kernel proves the ISA of its vector form; every array holds `nv`
-            // values (`ys` MAX_NR >= nv).
+            // SAFETY: the kernel proves the ISA of its vector form; the tile's rows, the
+            // columns' `nv` constants, the buffer's `rows <= BUF_ROWS` rows of `nv <= MAX_NR`.
             unsafe {
                 match f.vector {
-                    Some(v) => v(&fr),
-                    None => fr.scalar(0),
+                    Some(v) => v(&ft),
+                    None => ft.scalar(),
                 }
             }
-            #[cfg(target_pointer_width = "64")]
             if by_columns {
-                // SAFETY: row `ii < mv <= MAX_MR` of the buffer, `nv <= MAX_NR` values.
-                unsafe { core::ptr::copy_nonoverlapping(ys.as_ptr(), rows_at.add(ii * MAX_NR), nv) };
+                // SAFETY: the buffer's `[..mv][..nv]`, written above (`i0 = 0`, `rows = mv`).
+                unsafe { store_transposed(at, mv, nv, c, cs) };
                 continue;
             }
-            for (jj, &y) in ys[..nv].iter().enumerate() {
-                // SAFETY: forwarded contract; `y` is in Y's range (clamped by the stage).
-                unsafe { *c.add(ii * f.rs_c + jj * f.cs_c) = Y::narrow(y) };
+            for ii in 0..rows {
+                // SAFETY: row `ii` of the buffer; C's row `i0 + ii`, columns `..nv`, as the
+                // contract says (contiguous where `cs = 1`).
+                unsafe {
+                    let (from, to) = (at.add(ii * MAX_NR), c.add((i0 + ii) * rs));
+                    if cs == 1 {
+                        core::ptr::copy_nonoverlapping(from, to, nv);
+                    } else {
+                        for jj in 0..nv {
+                            *to.add(jj * cs) = *from.add(jj);
+                        }
+                    }
+                }
             }
-        } else if cols.fixed {
+        }
+        return;
+    }
+    for ii in 0..mv {
+        // SAFETY: forwarded contract.
+        let (row, row_sum) = unsafe { (core::slice::from_raw_parts(f.tile.add(ii * nr), nv), *f.row_sums.add(ii)) };
+        if cols.fixed {
             let (zp, lo, hi) = (cols.stage.zero_point, cols.stage.lo, cols.stage.hi);
             for (jj, &raw) in row.iter().enumerate() {
                 // SAFETY: the column arrays hold `nv` values from the panel's first column; the
@@ -1133,20 +1158,80 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
             }
         }
     }
-    #[cfg(target_pointer_width = "64")]
-    if by_columns {
-        for jj in 0..nv {
-            // SAFETY: forwarded contract: `(ii, jj)` at `ii + jj * cs_c` (`rs_c = 1`); the loop
-            // above wrote `[..mv][..nv]` of the buffer, with values in Y's range (clamped by the
-            // stage).
+}
+
+/// The `mv x nv` bytes at `rows` (rows `MAX_NR` apart) stored transposed: column `jj` as the
+/// `mv` contiguous bytes at `c + jj * cs`, eight columns at a time through [`transpose8x8`] (the
+/// last rows of a block past `mv` read as zeros and not stored), the columns past the last
+/// whole eight one byte at a time.
+///
+/// # Safety
+/// `rows` holds the `mv x nv` bytes (`mv <= MAX_MR`, `nv <= MAX_NR`); each `c + jj * cs + ii`
+/// with `ii < mv`, `jj < nv` is writable by this caller alone.
+#[inline(always)]
+unsafe fn store_transposed(rows: *const u8, mv: usize, nv: usize, c: *mut u8, cs: usize) {
+    let n8 = nv / 8 * 8;
+    for j0 in (0..n8).step_by(8) {
+        for i0 in (0..mv).step_by(8) {
+            let valid = (mv - i0).min(8);
+            // SAFETY: rows `i0 .. i0 + valid <= mv`, bytes `j0 .. j0 + 8 <= nv`; C's `valid`
+            // bytes of each column `j0 + j` from row `i0` (forwarded contract).
             unsafe {
-                let out = core::slice::from_raw_parts_mut(c.add(jj * f.cs_c), f.mv);
-                for (ii, o) in out.iter_mut().enumerate() {
-                    *o = Y::narrow(*rows_at.add(ii * MAX_NR + jj));
+                let block = core::array::from_fn(|i| {
+                    if i < valid {
+                        rows.add((i0 + i) * MAX_NR + j0).cast::<u64>().read_unaligned()
+                    } else {
+                        0
+                    }
+                });
+                for (j, col) in transpose8x8(block).into_iter().enumerate() {
+                    let to = c.add((j0 + j) * cs + i0);
+                    if valid == 8 {
+                        to.cast::<u64>().write_unaligned(col);
+                    } else {
+                        // The low `valid` bytes: 4, 2 and 1 at a time.
+                        let (mut v, mut at) = (col, 0);
+                        if valid & 4 != 0 {
+                            to.cast::<u32>().write_unaligned(v as u32);
+                            (v, at) = (v >> 32, 4);
+                        }
+                        if valid & 2 != 0 {
+                            to.add(at).cast::<u16>().write_unaligned(v as u16);
+                            (v, at) = (v >> 16, at + 2);
+                        }
+                        if valid & 1 != 0 {
+                            *to.add(at) = v as u8;
+                        }
+                    }
                 }
             }
         }
     }
+    for jj in n8..nv {
+        for ii in 0..mv {
+            // SAFETY: as above, element by element, for the columns past the whole eights.
+            unsafe { *c.add(jj * cs + ii) = *rows.add(ii * MAX_NR + jj) };
+        }
+    }
+}
+
+/// An 8 x 8 byte matrix transposed: `rows[i]`'s byte `j` (little-endian) becomes byte `i` of
+/// the result's `j`. Three rounds of swapping 1-, 2- and 4-byte blocks between rows (Hacker's
+/// Delight, 7-3), a few dozen integer operations for 64 bytes.
+#[inline(always)]
+pub(crate) fn transpose8x8(mut r: [u64; 8]) -> [u64; 8] {
+    for (shift, mask, pairs) in [
+        (8, 0x00FF_00FF_00FF_00FFu64, [(0, 1), (2, 3), (4, 5), (6, 7)]),
+        (16, 0x0000_FFFF_0000_FFFF, [(0, 2), (1, 3), (4, 6), (5, 7)]),
+        (32, 0x0000_0000_FFFF_FFFF, [(0, 4), (1, 5), (2, 6), (3, 7)]),
+    ] {
+        for (a, b) in pairs {
+            let t = ((r[a] >> shift) ^ r[b]) & mask;
+            r[b] ^= t;
+            r[a] ^= t << shift;
+        }
+    }
+    r
 }
 
 /// The two phases of a GEMM (see the module docs).
