@@ -696,13 +696,17 @@ fn interior_range(out: usize, size: usize, stride: usize, pad: usize, dilation: 
 
 impl<X: QOperand> Im2col<'_, X> {
     /// The length of the runs of consecutive taps (in the weights' order) that read consecutive
-    /// input elements, where every tap is in one: the group's channels per kernel tap for NHWC
-    /// input and KRSC weights (channels innermost in both). None elsewhere (NCHW with KCRS has
-    /// runs of a kernel row, too short to beat the gather: measured slower at 3x3).
+    /// input elements, where every tap is in one: for NHWC input and KRSC weights (channels
+    /// innermost in both), a kernel row's taps where they are adjacent pixels of all the
+    /// input's channels (one group, no horizontal dilation: conv1's 7 x 3 = 21 bytes), else
+    /// each tap's group of channels. None elsewhere (NCHW with KCRS has runs of a kernel row,
+    /// too short to beat the gather: measured slower at 3x3). Border pixels copy each tap's
+    /// channels (`cg`) on their own.
     fn run(&self) -> Option<usize> {
         let p = self.g.params();
-        (p.layout == TensorLayout::Nhwc && p.weight_layout == WeightLayout::Krsc && self.g.cg() > 1)
-            .then(|| self.g.cg())
+        let cg = self.g.cg();
+        let row = if p.groups == 1 && p.dilation[1] == 1 { p.s * cg } else { cg };
+        (p.layout == TensorLayout::Nhwc && p.weight_layout == WeightLayout::Krsc && cg > 1).then_some(row)
     }
 
     /// The input from row `i`'s top-left tap, when every tap of that output pixel is inside

@@ -394,7 +394,7 @@ pub(crate) fn bytes_run<X: QOperand>(src: &[X], off: i32, out: &mut [u8], sum: b
                     *o = *b;
                 }
             }
-            to.into_remainder().copy_from_slice(from.remainder());
+            copy_short(to.into_remainder(), from.remainder());
         } else {
             // Bytewise modulo 256 (the shifted values are in u8 range).
             let off = off as u8;
@@ -411,6 +411,33 @@ pub(crate) fn bytes_run<X: QOperand>(src: &[X], off: i32, out: &mut [u8], sum: b
         *o = v as u8;
     }
     sum
+}
+
+/// `out.copy_from_slice(src)` for the short runs of im2col (under 64 bytes: conv1's 21) in a
+/// few fixed-size moves, two overlapping where the length is not a power of two, where a copy
+/// of a run-time length calls `memcpy`.
+#[inline(always)]
+fn copy_short(out: &mut [u8], src: &[u8]) {
+    #[inline(always)]
+    fn two<const N: usize>(out: &mut [u8], src: &[u8]) {
+        // `N <= len <= 2N`: the first N bytes and the last N (overlapping, the same values).
+        let n = out.len();
+        let (head, tail) = (<[u8; N]>::try_from(&src[..N]), <[u8; N]>::try_from(&src[n - N..]));
+        if let (Ok(h), Ok(t)) = (head, tail) {
+            out[..N].copy_from_slice(&h);
+            out[n - N..].copy_from_slice(&t);
+        }
+    }
+    match out.len() {
+        0 => {}
+        n if n != src.len() => out.copy_from_slice(src),
+        1..=3 => out.iter_mut().zip(src).for_each(|(o, &s)| *o = s),
+        4..=8 => two::<4>(out, src),
+        9..=16 => two::<8>(out, src),
+        17..=32 => two::<16>(out, src),
+        33..=64 => two::<32>(out, src),
+        _ => out.copy_from_slice(src),
+    }
 }
 
 /// [`QRows::fill_row`] through [`QRows::visit_row`]: what sources without a faster order use.
