@@ -14,6 +14,7 @@
 //! (see `Direct`).
 #![allow(unsafe_code)]
 
+use crate::arch::quant::FinishTile;
 use crate::conv::Conv2d;
 use crate::error::{Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned, Shared};
@@ -920,48 +921,64 @@ fn depthwise_for<X: QOperand, W: QOperand, Y: QElem>(
     out: &OutputStage<'_>,
     output: &mut [Y],
 ) {
+    // The kernel's vector write-out (its ISA proved by the kernel).
+    let finish = kernel.finish_tile;
     #[cfg(target_arch = "x86_64")]
     {
         /// # Safety
-        /// The CPU must run AVX2.
+        /// The CPU must run AVX2, and `finish` where given.
         #[target_feature(enable = "avx2")]
         unsafe fn avx2<X: QOperand, W: QOperand, Y: QElem>(
             g: &Conv2d,
             op: &QConv<'_, X, W>,
             out: &OutputStage<'_>,
             output: &mut [Y],
+            finish: Option<unsafe fn(&FinishTile)>,
         ) {
-            depthwise(g, op, out, output)
+            // SAFETY: forwarded contract.
+            unsafe { depthwise(g, op, out, output, finish) }
         }
         /// # Safety
-        /// The CPU must run AVX-512F.
+        /// The CPU must run AVX-512F, and `finish` where given.
         #[target_feature(enable = "avx512f")]
         unsafe fn avx512<X: QOperand, W: QOperand, Y: QElem>(
             g: &Conv2d,
             op: &QConv<'_, X, W>,
             out: &OutputStage<'_>,
             output: &mut [Y],
+            finish: Option<unsafe fn(&FinishTile)>,
         ) {
-            depthwise(g, op, out, output)
+            // SAFETY: forwarded contract.
+            unsafe { depthwise(g, op, out, output, finish) }
         }
         match kernel.isa() {
-            // SAFETY: the kernel proves the CPU runs AVX2 (AVX-VNNI's detection requires it).
-            crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => return unsafe { avx2(g, op, out, output) },
-            // SAFETY: the kernel proves AVX-512F (and AVX2, which its detection requires).
-            crate::arch::Isa::Avx512Vnni | crate::arch::Isa::AmxInt8 => return unsafe { avx512(g, op, out, output) },
+            // SAFETY: the kernel proves the CPU runs AVX2 (AVX-VNNI's detection requires it) and
+            // its write-out's ISA.
+            crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => return unsafe { avx2(g, op, out, output, finish) },
+            crate::arch::Isa::Avx512Vnni | crate::arch::Isa::AmxInt8 => {
+                // SAFETY: the kernel proves AVX-512F (and AVX2, which its detection requires)
+                // and its write-out's ISA.
+                return unsafe { avx512(g, op, out, output, finish) };
+            }
             _ => {}
         }
     }
-    let _ = kernel;
-    depthwise(g, op, out, output)
+    // SAFETY: the kernel proves the ISA of its write-out.
+    unsafe { depthwise(g, op, out, output, finish) }
 }
 
+/// Zeros for the write-out's column terms of a depthwise chunk.
+const ZEROS: [i32; 32] = [0; 32];
+
+/// # Safety
+/// The CPU runs `finish`, where given.
 #[inline(always)]
-fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
+unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
     g: &Conv2d,
     op: &QConv<'_, X, W>,
     out: &OutputStage<'_>,
     output: &mut [Y],
+    finish: Option<unsafe fn(&FinishTile)>,
 ) {
     // Outputs per pass: 64 for the vector units; 16 on a Cortex-M, whose rows are short and
     // which initialises the whole chunk of accumulators per row.
@@ -1018,8 +1035,40 @@ fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                         (Some(m), TensorLayout::Nchw) if narrow::<Y>() => {
                             let at = g.output_index(n, k, oy, ox0);
                             let (zp, lo, hi) = (stage.zero_point, stage.lo, stage.hi);
-                            for (o, &a) in output[at..at + len].iter_mut().zip(&acc[..len]) {
-                                *o = Y::narrow(float_narrow(a, m, zp, lo, hi));
+                            let out = &mut output[at..at + len];
+                            match finish {
+                                // The kernel's vector write-out on rows of 32 (the chunk as a
+                                // tile of one channel: no column terms, one multiplier).
+                                Some(f) => {
+                                    let ms = [m; 32];
+                                    for (i0, row) in (0..len).step_by(32).zip(out.chunks_mut(32)) {
+                                        let ft = FinishTile {
+                                            rows: 1,
+                                            n: row.len(),
+                                            raw: acc[i0..].as_ptr(),
+                                            raw_stride: 32,
+                                            term: ZEROS.as_ptr(),
+                                            zb: ZEROS.as_ptr(),
+                                            m: ms.as_ptr(),
+                                            row_sums: ZEROS.as_ptr(),
+                                            row_terms: false,
+                                            zp,
+                                            lo,
+                                            hi,
+                                            out: row.as_mut_ptr().cast::<u8>(),
+                                            out_stride: 32,
+                                        };
+                                        // SAFETY: the caller's contract (the CPU runs `f`);
+                                        // every array holds the row's `n <= 32` elements; Y is
+                                        // one byte (`narrow`), so the row is `n` bytes.
+                                        unsafe { f(&ft) };
+                                    }
+                                }
+                                None => {
+                                    for (o, &a) in out.iter_mut().zip(&acc[..len]) {
+                                        *o = Y::narrow(float_narrow(a, m, zp, lo, hi));
+                                    }
+                                }
                             }
                         }
                         // The fixed-point stage into a one-byte type (validated: multiplier >= 0,
