@@ -215,12 +215,12 @@ impl FinishTile {
         let mut ys = [0i32; 32];
         for i in 0..self.rows {
             // SAFETY: forwarded contract; `ys` holds `n <= 32` words, row `i`'s bytes are at
-            // `out + i * out_stride`.
+            // `out + i * out_stride` (written, not read: they may be uninitialised).
             unsafe {
                 f(&self.row(i, ys.as_mut_ptr()));
-                let out = core::slice::from_raw_parts_mut(self.out.add(i * self.out_stride), self.n);
-                for (o, &y) in out.iter_mut().zip(&ys) {
-                    *o = y as u8;
+                let out = self.out.add(i * self.out_stride);
+                for (j, &y) in ys[..self.n].iter().enumerate() {
+                    out.add(j).write(y as u8);
                 }
             }
         }

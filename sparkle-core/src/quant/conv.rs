@@ -22,8 +22,8 @@ use crate::layout::{TensorLayout, WeightLayout};
 use crate::quant::driver::transpose8x8;
 use crate::quant::driver::{
     a_offset, b_offset, bytes, bytes_mut, bytes_run, fill_by_visit, line_start, qconv_direct_scratch_len,
-    qconv_direct_unchecked, qgemm_scratch_len, qgemm_unchecked, BSource, DirectImage, PackedPanels, QOperands, QRows,
-    QWorkspace,
+    qconv_direct_unchecked, qgemm_packed_scratch_len, qgemm_scratch_len, qgemm_unchecked, BSource, DirectImage,
+    PackedPanels, QOperands, QRows, QWorkspace,
 };
 use crate::quant::{
     accumulator_bound, fixed_narrow, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand,
@@ -124,11 +124,15 @@ pub fn qconv2d_reference<X: QOperand, W: QOperand, Y: QElem>(
 /// (for fixed buffers on a microcontroller). With [`qconv2d_staged_scratch_len`] words it runs
 /// faster where that is more.
 pub fn qconv2d_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
+    least_scratch_len(kernel, g, workers, false)
+}
+
+/// [`qconv2d_scratch_len`], with `packed` for weights packed ahead (no region for B's panels).
+fn least_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize, packed: bool) -> Result<usize> {
     let (kg, hw, gemm_k) = g.gemm_dims();
+    let gemm = if packed { qgemm_packed_scratch_len } else { qgemm_scratch_len };
     // The GEMM's, then one word per tap: its input offset from the pixel's first tap.
-    qgemm_scratch_len(kernel, hw, kg, gemm_k, workers)?
-        .checked_add(gemm_k)
-        .ok_or(Error::Overflow { param: Param::Scratch })
+    gemm(kernel, hw, kg, gemm_k, workers)?.checked_add(gemm_k).ok_or(Error::Overflow { param: Param::Scratch })
 }
 
 /// `i32` words of scratch with which [`qconv2d_with`] stages the operands of a conv whose
@@ -148,12 +152,18 @@ pub fn qconv2d_staged_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv
     if let Some(d) = Direct::plan(kernel, g, workers) {
         return Ok(qconv2d_scratch_len(kernel, g, workers)?.max(d.words));
     }
-    im2col_staged_scratch_len(kernel, g, workers)
+    im2col_staged_scratch_len(kernel, g, workers, false)
 }
 
 /// The scratch of the im2col path with its operands staged (see [`qconv2d_staged_scratch_len`]).
-fn im2col_staged_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
-    let least = qconv2d_scratch_len(kernel, g, workers)?;
+/// With `packed`, for weights packed ahead.
+fn im2col_staged_scratch_len(
+    kernel: &crate::arch::quant::QKernel,
+    g: &Conv2d,
+    workers: usize,
+    packed: bool,
+) -> Result<usize> {
+    let least = least_scratch_len(kernel, g, workers, packed)?;
     match staging(g)? {
         Some(st) => least
             .checked_add(st.input_words)
@@ -210,12 +220,12 @@ pub fn qconv2d_packed_staged_scratch_len(
 
 fn packed_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize, staged: bool) -> Result<usize> {
     match weight_order(kernel, g) {
-        // The direct form has no other path for weights in its order; it stages no weights.
-        WeightOrder::Direct { .. } => Direct::plan(kernel, g, workers)
-            .map(|d| d.words - d.weight_words)
-            .ok_or(Error::Overflow { param: Param::Scratch }),
-        _ if staged => im2col_staged_scratch_len(kernel, &krsc(g)?, workers),
-        _ => qconv2d_scratch_len(kernel, g, workers),
+        // The direct form has no other path for weights in its order.
+        WeightOrder::Direct { .. } => {
+            Direct::plan(kernel, g, workers).map(|d| d.packed_words).ok_or(Error::Overflow { param: Param::Scratch })
+        }
+        _ if staged => im2col_staged_scratch_len(kernel, &krsc(g)?, workers, true),
+        _ => least_scratch_len(kernel, g, workers, true),
     }
 }
 
@@ -291,6 +301,8 @@ struct Direct {
     pixels: usize,
     /// Words of the GEMM's scratch (packed B, per-worker tiles).
     gemm_words: usize,
+    /// Words of the GEMM's scratch with weights packed ahead (no B region).
+    packed_gemm_words: usize,
     /// Words of the staged image (with a line's worth to align it).
     image_words: usize,
     /// Words of the staged weights: 0 where the caller's are in the staged order already (KRSC,
@@ -298,6 +310,8 @@ struct Direct {
     weight_words: usize,
     /// Every word: the tap offsets (`gemm_k`), then the above.
     words: usize,
+    /// Every word with weights packed ahead: no B region, no staged weights.
+    packed_words: usize,
 }
 
 impl Direct {
@@ -328,14 +342,28 @@ impl Direct {
         let pixels = height.checked_mul(width)?.max(tiles.checked_add(reach)?);
         // The kernel takes the taps' byte offsets as i32.
         i32::try_from(pixels.checked_mul(cp)?).ok()?;
-        let gemm_words = qconv_direct_scratch_len(kernel, rows, kg, kp, workers).ok()?;
+        let gemm_words = qconv_direct_scratch_len(kernel, (rows, kg, kp), workers, false).ok()?;
+        let packed_gemm_words = qconv_direct_scratch_len(kernel, (rows, kg, kp), workers, true).ok()?;
         let image_words = (pixels * cp).div_ceil(4).checked_add(16)?;
         // KRSC with whole blocks of channels is the staged order already; so is KCRS at 1x1.
         let in_place = cp == cg && (p.weight_layout == WeightLayout::Krsc || taps == 1);
         let weight_words = if in_place { 0 } else { p.k.checked_mul(kp)?.div_ceil(4) };
-        let words =
-            [gemm_words, image_words, pixels, weight_words].iter().try_fold(gemm_k, |a, &w| a.checked_add(w))?;
-        Some(Direct { cp, width, height, rows, pixels, gemm_words, image_words, weight_words, words })
+        let sum = |words: &[usize]| words.iter().try_fold(gemm_k, |a, &w| a.checked_add(w));
+        let words = sum(&[gemm_words, image_words, pixels, weight_words])?;
+        let packed_words = sum(&[packed_gemm_words, image_words, pixels])?;
+        Some(Direct {
+            cp,
+            width,
+            height,
+            rows,
+            pixels,
+            gemm_words,
+            packed_gemm_words,
+            image_words,
+            weight_words,
+            words,
+            packed_words,
+        })
     }
 }
 
@@ -356,7 +384,7 @@ fn run_direct<X: QOperand, W: QOperand, Y: QElem>(
     let (kg, _, gemm_k) = g.gemm_dims();
     let kp = p.r * p.s * d.cp;
     let (taps, rest) = scratch.split_at_mut(gemm_k);
-    let (gemm, rest) = rest.split_at_mut(d.gemm_words);
+    let (gemm, rest) = rest.split_at_mut(if packed.is_some() { d.packed_gemm_words } else { d.gemm_words });
     let (image, rest) = rest.split_at_mut(d.image_words);
     let (sums, wbuf) = rest.split_at_mut(d.pixels);
     // Each tap's byte offset from the pixel of its row (they fit an i32: `Direct::plan`).
@@ -1195,7 +1223,7 @@ pub(crate) fn run_conv<X: QOperand, W: QOperand, Y: QElem>(
     };
     let p = g.params();
     // Staged where the caller's scratch allows it (the staged copies after the GEMM's words).
-    let staged_len = im2col_staged_scratch_len(kernel, g_run, exec.workers())?;
+    let staged_len = im2col_staged_scratch_len(kernel, g_run, exec.workers(), packed.is_some())?;
     let staging = if scratch.len() >= staged_len { staging(g_run)? } else { None };
     let (taps, scratch) = scratch.split_at_mut(gemm_k);
     let cg = g.cg();

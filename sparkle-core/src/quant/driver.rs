@@ -129,6 +129,17 @@ pub fn qgemm_scratch_len(kernel: &QKernel, m: usize, n: usize, k: usize, workers
     scratch_words(&layout(kernel, m, n, k)?, workers)
 }
 
+/// [`qgemm_scratch_len`] for a GEMM whose B was packed ahead
+/// ([`crate::quant::packed::qgemm_packed_with`]): no region for B's panels.
+pub fn qgemm_packed_scratch_len(kernel: &QKernel, m: usize, n: usize, k: usize, workers: usize) -> Result<usize> {
+    scratch_words(&without_b(layout(kernel, m, n, k)?), workers)
+}
+
+/// Layout `l` with no region for B's panels: B packed ahead ([`BSource::Packed`]).
+fn without_b(l: Layout) -> Layout {
+    Layout { b_words: 0, ..l }
+}
+
 /// The words of layout `l` on `workers` workers: the shared regions, each worker's, and up to a
 /// line's worth to align the start.
 fn scratch_words(l: &Layout, workers: usize) -> Result<usize> {
@@ -150,14 +161,15 @@ fn direct_layout(kernel: &QKernel, m: usize, n: usize, k: usize) -> Result<Layou
 
 /// `i32` words of scratch [`qconv_direct_unchecked`] needs for `m` rows of the staged image,
 /// `n` channels and a reduction of `k` (a multiple of 64) on `workers` workers.
+/// With `packed`, for B packed ahead (no region for its panels).
 pub(crate) fn qconv_direct_scratch_len(
     kernel: &QKernel,
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     workers: usize,
+    packed: bool,
 ) -> Result<usize> {
-    scratch_words(&direct_layout(kernel, m, n, k)?, workers)
+    let l = direct_layout(kernel, m, n, k)?;
+    scratch_words(&if packed { without_b(l) } else { l }, workers)
 }
 
 /// `C <- out(A * B)` (see [`crate::quant`]) in `ws`: validates the op, the output stage, the
@@ -1204,30 +1216,31 @@ unsafe fn store_transposed(rows: *const u8, mv: usize, nv: usize, c: *mut u8, cs
             // SAFETY: rows `i0 .. i0 + valid <= mv`, bytes `j0 .. j0 + 8 <= nv`; C's `valid`
             // bytes of each column `j0 + j` from row `i0` (forwarded contract).
             unsafe {
+                // Little-endian words, as `transpose8x8` takes them, on any target.
                 let block = core::array::from_fn(|i| {
                     if i < valid {
-                        rows.add((i0 + i) * MAX_NR + j0).cast::<u64>().read_unaligned()
+                        u64::from_le_bytes(rows.add((i0 + i) * MAX_NR + j0).cast::<[u8; 8]>().read_unaligned())
                     } else {
                         0
                     }
                 });
                 for (j, col) in transpose8x8(block).into_iter().enumerate() {
-                    let to = c.add((j0 + j) * cs + i0);
+                    let (to, b) = (c.add((j0 + j) * cs + i0), col.to_le_bytes());
                     if valid == 8 {
-                        to.cast::<u64>().write_unaligned(col);
+                        to.cast::<[u8; 8]>().write_unaligned(b);
                     } else {
-                        // The low `valid` bytes: 4, 2 and 1 at a time.
-                        let (mut v, mut at) = (col, 0);
+                        // The first `valid` bytes: 4, 2 and 1 at a time.
+                        let mut at = 0;
                         if valid & 4 != 0 {
-                            to.cast::<u32>().write_unaligned(v as u32);
-                            (v, at) = (v >> 32, 4);
+                            to.cast::<[u8; 4]>().write_unaligned([b[0], b[1], b[2], b[3]]);
+                            at = 4;
                         }
                         if valid & 2 != 0 {
-                            to.add(at).cast::<u16>().write_unaligned(v as u16);
-                            (v, at) = (v >> 16, at + 2);
+                            to.add(at).cast::<[u8; 2]>().write_unaligned([b[at], b[at + 1]]);
+                            at += 2;
                         }
                         if valid & 1 != 0 {
-                            *to.add(at) = v as u8;
+                            *to.add(at) = b[at];
                         }
                     }
                 }
@@ -1401,8 +1414,9 @@ impl PanelPlace {
 /// Everything [`qgemm_with`] checks must hold for these operands (channels `ch0 ..` of the
 /// per-channel parameters), `m, n > 0`, C is `m x n` at `c` with strides `rs_c, cs_c` (valid,
 /// alias-free, written by nobody else meanwhile), and `scratch` holds at least
-/// [`qgemm_scratch_len`] words for `exec.workers()`; without `pack_b`, a call as described above
-/// wrote the scratch's B region last.
+/// [`qgemm_scratch_len`] words for `exec.workers()` ([`qgemm_packed_scratch_len`] for B packed
+/// ahead, whose panels hold every column's); without `pack_b`, a call as described above wrote
+/// the scratch's column constants (and B region) last.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
     ops: &QOperands<'_, S, B>,
@@ -1414,8 +1428,10 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
     pack_b: bool,
 ) {
     let d = QGemmDims { m: ops.a.rows(), n: ops.b.cols(), k: ops.a.cols() };
-    // The layout was computed (and its arithmetic checked) when the scratch was sized.
+    // The layout was computed (and its arithmetic checked) when the scratch was sized; B packed
+    // ahead has no region.
     let Ok(l) = layout(kernel, d.m, d.n, d.k) else { return };
+    let l = if matches!(ops.b, BSource::Packed(_)) { without_b(l) } else { l };
     // SAFETY: forwarded contract.
     unsafe { run_gemm(ops, out, (c, rs_c, cs_c), (kernel, exec, scratch), (l, d), pack_b, None) }
 }
@@ -1427,7 +1443,7 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
 /// # Safety
 /// As [`qgemm_unchecked`] for the problem `rows x n x (taps * pixel_bytes)` (the accumulator
 /// bound, the stage, the parameters; C's `ho * wo` rows instead of `rows`), with `scratch`
-/// holding [`qconv_direct_scratch_len`] words; the kernel has a direct form; `pixel_bytes` is a
+/// holding [`qconv_direct_scratch_len`] words (with `packed` as `ops.b` is); the kernel has a direct form; `pixel_bytes` is a
 /// multiple of 64 and the image holds every byte a tile of `mr` rows from a multiple of `mr`
 /// below `rows` reads at its taps; `pixel_sums`, where present, holds each pixel those reads
 /// cover and is present when some canonical weight zero point is nonzero.
@@ -1442,8 +1458,10 @@ pub(crate) unsafe fn qconv_direct_unchecked<B: QOperand, Y: QElem>(
     pack_b: bool,
 ) {
     let d = QGemmDims { m: ops.a.rows(), n: ops.b.cols(), k: ops.a.cols() };
-    // The layout was computed (and its arithmetic checked) when the scratch was sized.
+    // The layout was computed (and its arithmetic checked) when the scratch was sized; B packed
+    // ahead has no region.
     let Ok(l) = direct_layout(kernel, d.m, d.n, d.k) else { return };
+    let l = if matches!(ops.b, BSource::Packed(_)) { without_b(l) } else { l };
     // SAFETY: forwarded contract.
     unsafe { run_gemm(ops, out, c, (kernel, exec, scratch), (l, d), pack_b, Some(ops.a)) }
 }

@@ -26,7 +26,7 @@ use crate::quant::conv::{
     as_elems, qconv2d_packed_scratch_len, run_conv, weight_order, PackedView, QConv, WeightOrder,
 };
 use crate::quant::driver::{
-    b_offset, line_start, packed_b_bytes, qgemm_scratch_len, qgemm_unchecked, BSource, PackedPanels, PanelPlace,
+    b_offset, line_start, packed_b_bytes, qgemm_packed_scratch_len, qgemm_unchecked, BSource, PackedPanels, PanelPlace,
     QOperands, QWorkspace,
 };
 use crate::quant::{check_gemm, OutputStage, PerChannel, QElem, QGemmDims, QOperand};
@@ -75,27 +75,28 @@ impl<B: QOperand, S> core::fmt::Debug for QPackedGemm<B, S> {
     }
 }
 
+/// `i32` words of storage [`QPackedGemm::new`] needs for a `k x n` B on `kernel` (with up to a
+/// line's worth to start on a 64-byte line).
+pub fn qgemm_packed_words(kernel: &QKernel, k: usize, n: usize) -> Result<usize> {
+    let (sums, panels) = gemm_parts(kernel, k, n)?;
+    sums.checked_add(panels).and_then(|w| w.checked_add(LINE - 1)).ok_or(Error::Overflow { param: Param::Packed })
+}
+
+/// Words of a packed B's column sums (whole lines) and of its panels.
+fn gemm_parts(kernel: &QKernel, k: usize, n: usize) -> Result<(usize, usize)> {
+    let sums = line_words(n.checked_mul(4).ok_or(Error::Overflow { param: Param::Packed })?)?;
+    Ok((sums, packed_b_bytes(kernel, k, n)? / 4))
+}
+
 impl<B: QOperand, S: AsRef<[i32]>> QPackedGemm<B, S> {
-    /// `i32` words of storage [`QPackedGemm::new`] needs for a `k x n` B on `kernel` (with up to
-    /// a line's worth to start on a 64-byte line).
-    pub fn words_len(kernel: &QKernel, k: usize, n: usize) -> Result<usize> {
-        let (sums, panels) = Self::parts(kernel, k, n)?;
-        sums.checked_add(panels).and_then(|w| w.checked_add(LINE - 1)).ok_or(Error::Overflow { param: Param::Packed })
-    }
-
-    fn parts(kernel: &QKernel, k: usize, n: usize) -> Result<(usize, usize)> {
-        let sums = line_words(n.checked_mul(4).ok_or(Error::Overflow { param: Param::Packed })?)?;
-        Ok((sums, packed_b_bytes(kernel, k, n)? / 4))
-    }
-
-    /// Packs `b` for `kernel` into `words` (at least [`QPackedGemm::words_len`] long).
+    /// Packs `b` for `kernel` into `words` (at least [`qgemm_packed_words`] long).
     pub fn new(kernel: &QKernel, b: &MatRef<'_, B>, mut words: S) -> Result<Self>
     where
         S: AsMut<[i32]>,
     {
         let (k, n) = (b.rows(), b.cols());
-        let (sum_words, panel_words) = Self::parts(kernel, k, n)?;
-        let required = Self::words_len(kernel, k, n)?;
+        let (sum_words, panel_words) = gemm_parts(kernel, k, n)?;
+        let required = qgemm_packed_words(kernel, k, n)?;
         let buf = words.as_mut();
         if buf.len() < required {
             return Err(Error::TooSmall { param: Param::Packed, required, found: buf.len() });
@@ -175,7 +176,7 @@ pub struct QGemmPacked<'a, A: QOperand, B: QOperand, S> {
 
 /// [`crate::quant::driver::qgemm_with`] with B packed ahead: validates the op (as
 /// [`crate::quant::QGemm::check`]), that B was packed for `ws.kernel`'s format, the workers and
-/// the scratch ([`qgemm_scratch_len`]), then runs. Bit-identical to the plain call on the
+/// the scratch ([`qgemm_packed_scratch_len`]), then runs. Bit-identical to the plain call on the
 /// weights that were packed.
 pub fn qgemm_packed_with<A: QOperand, B: QOperand, S: AsRef<[i32]>, Y: QElem>(
     op: &QGemmPacked<'_, A, B, S>,
@@ -186,7 +187,7 @@ pub fn qgemm_packed_with<A: QOperand, B: QOperand, S: AsRef<[i32]>, Y: QElem>(
     let d = check_gemm::<A, B, Y>(&op.a, op.a_zero, (op.b.k, op.b.n), &op.b_zero, op.bias, out, &c)?;
     let panels = op.b.panels(ws.kernel)?;
     let exec = Pinned::new(ws.exec)?;
-    let required = qgemm_scratch_len(ws.kernel, d.m, d.n, d.k, exec.workers())?;
+    let required = qgemm_packed_scratch_len(ws.kernel, d.m, d.n, d.k, exec.workers())?;
     if ws.scratch.len() < required {
         return Err(Error::TooSmall { param: Param::Scratch, required, found: ws.scratch.len() });
     }
@@ -243,17 +244,17 @@ fn conv_parts(kernel: &QKernel, g: &Conv2d, order: WeightOrder) -> Result<(usize
     Ok((sums, group_bytes, total))
 }
 
-impl<W: QOperand, S: AsRef<[i32]>> QPackedConv<W, S> {
-    /// `i32` words of storage [`QPackedConv::new`] needs for `g`'s weights on `kernel`.
-    pub fn words_len(kernel: &QKernel, g: &Conv2d) -> Result<usize> {
-        let (_, _, total) = conv_parts(kernel, g, weight_order(kernel, g))?;
-        total.checked_add(LINE - 1).ok_or(Error::Overflow { param: Param::Packed })
-    }
+/// `i32` words of storage [`QPackedConv::new`] needs for `g`'s weights on `kernel`.
+pub fn qconv2d_packed_words(kernel: &QKernel, g: &Conv2d) -> Result<usize> {
+    let (_, _, total) = conv_parts(kernel, g, weight_order(kernel, g))?;
+    total.checked_add(LINE - 1).ok_or(Error::Overflow { param: Param::Packed })
+}
 
+impl<W: QOperand, S: AsRef<[i32]>> QPackedConv<W, S> {
     /// Packs `weight` (`g.weight_len()` elements in `g`'s weight layout) for convs of `g`'s
-    /// weight shape on `kernel` into `words` (at least [`QPackedConv::words_len`] long), in the
-    /// order of the path such a conv takes there (AMX's direct conv: per tap, the channels padded
-    /// to 64; otherwise KRSC's).
+    /// weight shape on `kernel` into `words` (at least [`qconv2d_packed_words`] long), in the
+    /// order of the path such a conv takes there: AMX's direct conv, per tap, the channels padded
+    /// to 64; depthwise (one channel per group), the weights as given; otherwise KRSC's.
     pub fn new(kernel: &QKernel, g: &Conv2d, weight: &[W], mut words: S) -> Result<Self>
     where
         S: AsMut<[i32]>,
@@ -263,7 +264,7 @@ impl<W: QOperand, S: AsRef<[i32]>> QPackedConv<W, S> {
         }
         let order = weight_order(kernel, g);
         let (sum_words, group_bytes, total) = conv_parts(kernel, g, order)?;
-        let required = Self::words_len(kernel, g)?;
+        let required = qconv2d_packed_words(kernel, g)?;
         let buf = words.as_mut();
         if buf.len() < required {
             return Err(Error::TooSmall { param: Param::Packed, required, found: buf.len() });
@@ -405,7 +406,7 @@ mod tests {
         let w_zero = if per_channel { PerChannel::Channel(&wz[..k]) } else { PerChannel::Tensor(0) };
         let out = OutputStage::onnx(0.02, PerChannel::Tensor(0.01), 0.05, 7);
         let mut words = [0i32; 8192];
-        let len = QPackedConv::<i8, &mut [i32]>::words_len(kernel, g).unwrap();
+        let len = qconv2d_packed_words(kernel, g).unwrap();
         assert!(QPackedConv::new(kernel, g, weight, &mut words[..len - 1]).is_err());
         let packed = QPackedConv::new(kernel, g, weight, &mut words[..len]).unwrap();
         assert!(packed.fits(kernel, g));
@@ -530,7 +531,9 @@ mod tests {
                 assert_eq!((packed.k(), packed.n()), (K, N));
                 let op = QGemmPacked { a: plain.a, a_zero: 7, b: &packed, b_zero: plain.b_zero, bias: plain.bias };
                 let (mut got, mut want) = ([0i8; M * N], [1i8; M * N]);
-                let len = qgemm_scratch_len(kernel, M, N, K, 1).unwrap();
+                let len = crate::quant::driver::qgemm_packed_scratch_len(kernel, M, N, K, 1).unwrap();
+                // No region for B's panels: less than a plain call's.
+                assert!(len < crate::quant::driver::qgemm_scratch_len(kernel, M, N, K, 1).unwrap());
                 let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
                 qgemm_packed_with(&op, &stage, MatMut::row_major(&mut got, M, N).unwrap(), ws).unwrap();
                 qgemm_reference(&plain, &stage, MatMut::row_major(&mut want, M, N).unwrap()).unwrap();

@@ -14,9 +14,10 @@ use sparkle_core::quant::conv::{
     qconv2d_packed_scratch_len, qconv2d_packed_staged_scratch_len, qconv2d_scratch_len, qconv2d_staged_scratch_len,
     qconv2d_with, QConv,
 };
-use sparkle_core::quant::driver::{qgemm_scratch_len, qgemm_with, QWorkspace};
+use sparkle_core::quant::driver::{qgemm_packed_scratch_len, qgemm_scratch_len, qgemm_with, QWorkspace};
 use sparkle_core::quant::packed::{
-    qconv2d_packed_with, qgemm_packed_with, QConvPacked, QGemmPacked, QPackedConv, QPackedGemm,
+    qconv2d_packed_with, qconv2d_packed_words, qgemm_packed_with, qgemm_packed_words, QConvPacked, QGemmPacked,
+    QPackedConv, QPackedGemm,
 };
 use sparkle_core::quant::{OutputStage, QElem, QGemm, QOperand};
 use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef, Param};
@@ -278,7 +279,7 @@ impl Cpu {
     /// (as a quantized linear layer keeps its weights): the calls then skip packing B and
     /// summing its columns.
     pub fn qgemm_pack<B: QOperand>(&self, b: &MatRef<'_, B>) -> Result<QPackedGemm<B, Vec<i32>>, CpuError> {
-        let len = QPackedGemm::<B, Vec<i32>>::words_len(self.qkernel, b.rows(), b.cols())?;
+        let len = qgemm_packed_words(self.qkernel, b.rows(), b.cols())?;
         let words = self.memory_budget.zeros("packed weights", len)?;
         Ok(QPackedGemm::new(self.qkernel, b, words)?)
     }
@@ -293,7 +294,7 @@ impl Cpu {
         let (m, n, k) = (op.a.rows(), op.b.n(), op.a.cols());
         let threads = self.threads_for(m as f64 * n as f64 * k as f64);
         // Sized for a valid op; an invalid one is named by the core's check before anything runs.
-        let len = qgemm_scratch_len(self.qkernel, m, n, k, threads)?;
+        let len = qgemm_packed_scratch_len(self.qkernel, m, n, k, threads)?;
         with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
             let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
             Ok(qgemm_packed_with(op, out, c, ws)?)
@@ -304,7 +305,7 @@ impl Cpu {
     /// shape and path (see [`QPackedConv::fits`]), for [`Cpu::qconv2d_packed`]: the calls then
     /// skip reordering and packing the weights (on an AMX Xeon, most of a 512->512 3x3 @7 call).
     pub fn qconv2d_pack<W: QOperand>(&self, g: &Conv2d, weight: &[W]) -> Result<QPackedConv<W, Vec<i32>>, CpuError> {
-        let len = QPackedConv::<W, Vec<i32>>::words_len(self.qkernel, g)?;
+        let len = qconv2d_packed_words(self.qkernel, g)?;
         let words = self.memory_budget.zeros("packed weights", len)?;
         Ok(QPackedConv::new(self.qkernel, g, weight, words)?)
     }
