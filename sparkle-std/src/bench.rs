@@ -308,7 +308,9 @@ fn qgemm_stage() -> sparkle_core::quant::OutputStage<'static> {
 
 /// Sparkle's int8 CPU GEMM (u8 with zero point 3 x s8 -> u8, ONNX stage) at every shape, each result checked
 /// bit for bit against the integer oracle at 64 sampled elements first. The figure is GOPS
-/// (`2*m*n*k` integer operations per second), comparable with f32 GFLOPS.
+/// (`2*m*n*k` integer operations per second), comparable with f32 GFLOPS. Two rows per shape:
+/// `sparkle-int8` (B packed on every call) and `sparkle-int8-packed` (B packed once, outside the
+/// timed loop, by `Cpu::qgemm_pack`).
 pub fn qgemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
     use sparkle_core::quant::packed::QGemmPacked;
     use sparkle_core::quant::reference::accumulator;
@@ -389,7 +391,9 @@ pub fn bf16_gemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Resu
 /// Sparkle's int8 CPU conv2d on every layer (`sparkle bench conv2d --dtypes int8`): ONNX
 /// QLinearConv's common case, u8 input (zero point 3) x s8 weights (zero point 0) -> u8 with
 /// ReLU (the output clamped at its zero point), each result checked bit for bit against the
-/// integer oracle at 64 sampled outputs first. GOPS: [`Conv2d::flops`] over the best time.
+/// integer oracle at 64 sampled outputs first. GOPS: [`Conv2d::flops`] over the best time. Two
+/// rows per layer: `sparkle-int8` (the weights prepared on every call) and `sparkle-int8-packed`
+/// (packed once, outside the timed loop, by `Cpu::qconv2d_pack`, as PyTorch's module does).
 pub fn qconv2d_cpu(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
     use sparkle_core::quant::conv::{accumulator, QConv};
     use sparkle_core::quant::packed::QConvPacked;

@@ -264,15 +264,26 @@ impl Cpu {
         let threads = self.threads_for(g.flops() / 2.0);
         // The staged copies (NHWC input, KRSC weights; the padded image of AMX's direct conv)
         // where the budget allows them.
-        let len = qconv2d_staged_scratch_len(self.qkernel, g, threads)?;
-        let len = match self.memory_budget.check("int8 conv2d scratch", len, std::mem::size_of::<i32>()) {
-            Ok(_) => len,
-            Err(_) => qconv2d_scratch_len(self.qkernel, g, threads)?,
-        };
+        let len = self.qconv_scratch(qconv2d_staged_scratch_len(self.qkernel, g, threads)?, || {
+            qconv2d_scratch_len(self.qkernel, g, threads)
+        })?;
         with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
             let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
             Ok(qconv2d_with(g, op, out, output, ws)?)
         })
+    }
+
+    /// The int8 conv's scratch words: `staged` (the faster, staged copies) where the memory
+    /// budget allows them, else `least()`.
+    fn qconv_scratch(
+        &self,
+        staged: usize,
+        least: impl FnOnce() -> Result<usize, sparkle_core::Error>,
+    ) -> Result<usize, CpuError> {
+        match self.memory_budget.check("int8 conv2d scratch", staged, std::mem::size_of::<i32>()) {
+            Ok(_) => Ok(staged),
+            Err(_) => Ok(least()?),
+        }
     }
 
     /// B of a quantized GEMM packed once for this CPU's int8 kernel, for [`Cpu::qgemm_packed`]
@@ -323,11 +334,9 @@ impl Cpu {
         }
         let threads = self.threads_for(g.flops() / 2.0);
         // The staged input where the budget allows it.
-        let len = qconv2d_packed_staged_scratch_len(self.qkernel, g, threads)?;
-        let len = match self.memory_budget.check("int8 conv2d scratch", len, std::mem::size_of::<i32>()) {
-            Ok(_) => len,
-            Err(_) => qconv2d_packed_scratch_len(self.qkernel, g, threads)?,
-        };
+        let len = self.qconv_scratch(qconv2d_packed_staged_scratch_len(self.qkernel, g, threads)?, || {
+            qconv2d_packed_scratch_len(self.qkernel, g, threads)
+        })?;
         with_scratch(&QSCRATCH, len, self.memory_budget, |scratch| {
             let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
             Ok(qconv2d_packed_with(g, op, out, output, ws)?)
