@@ -23,8 +23,10 @@
 //! the compiler for NEON; the whole k-loop in one block for the Cortex-M's SMLAD kernel, whose
 //! compiled schedule spilled registers.
 //!
-//! AMX's kernel also has a direct form (`QKernel::direct`) for stride-1 convs: its A tiles
-//! load straight from a staged image, 16 pixels of 64 channels, one pixel's channels apart.
+//! AMX's and AVX-512 VNNI's kernels also have a direct form (`QKernel::direct`) for stride-1
+//! convs: A is read straight from a staged image whose pixels are whole 64-byte blocks of
+//! channels, one pixel's channels apart (AMX loads 16 pixels as a tile; VNNI broadcasts each
+//! of its 8 rows' 4-byte groups from the image as it would from a packed panel).
 //!
 //! AVX2's `vpmaddubsw` would multiply bytes directly, but saturates its `i16` pair sums
 //! (`2 * 255 * -128` does not fit), which would break exactness; widening to `i16` at packing
@@ -101,8 +103,9 @@ pub(crate) struct QMicroArgs {
 
 /// One call of a direct conv kernel ([`QKernel::direct`]): the `mr x nr` tile of an implicit
 /// GEMM whose A is read from a staged image in place. Row `i` of the tile, tap `t`, reduction
-/// step `q` of the tap's `blocks * 64` is the byte at `a + i * stride + taps[t] + q`; B is
-/// `ntaps * blocks` packed [`QPack::Tiles64`] blocks, tap-major.
+/// step `q` of the tap's `blocks * 64` is the byte at `a + i * stride + taps[t] + q`; B is the
+/// kernel's packed panel over those `ntaps * blocks * 64` steps, tap-major (for
+/// [`QPack::Tiles64`], `ntaps * blocks` blocks; for [`QPack::Bytes4`], 16 groups a block).
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(any(test, target_arch = "x86_64")), allow(dead_code))]
 pub(crate) struct QDirectArgs {
@@ -566,6 +569,52 @@ pub(crate) mod x86 {
         }
     }
 
+    /// # Safety
+    /// As [`QKernel::direct`] with `mr = 8`, `nr = 32`, on a CPU with AVX-512F and
+    /// AVX512_VNNI: B is [`QPack::Bytes4`] over the `ntaps * blocks * 64` steps, tap-major.
+    /// The GEMM kernel's tile and loop, with row `i`'s 4 bytes of a group broadcast from the
+    /// image (`a + i * stride + tap + 4 * group`) instead of from a packed panel.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn avx512vnni_qconv_direct_u8i8_8x32(p: &QDirectArgs) {
+        const MR: usize = 8;
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let mut b = p.b.cast::<__m512i>();
+        let (s1, s2, s3) = (p.stride, 2 * p.stride, 3 * p.stride);
+        for t in 0..p.ntaps {
+            // SAFETY: the caller's contract: `ntaps` non-negative offsets; rows 0..8 of the
+            // tap's `blocks * 64` bytes are readable, so are their starts (`a4` is row 4).
+            let (mut a0, mut a4) = unsafe {
+                let a0 = p.a.add(*p.taps.add(t) as usize);
+                (a0, a0.add(4 * s1))
+            };
+            for _ in 0..p.blocks * 16 {
+                // SAFETY: one group of B is 32 columns x 4 bytes (two zmm) of the panel's
+                // `ntaps * blocks * 16` groups; rows `a0 + {0,1,2,3} * stride` and `a4 + ...`
+                // are rows 0-7 at this group's 4 bytes, inside the contract's reads.
+                unsafe {
+                    let b0 = _mm512_loadu_si512(b);
+                    let b1 = _mm512_loadu_si512(b.add(1));
+                    let rows = [a0, a0.add(s1), a0.add(s2), a0.add(s3), a4, a4.add(s1), a4.add(s2), a4.add(s3)];
+                    for (row, at) in acc.iter_mut().zip(rows) {
+                        let ai = _mm512_set1_epi32(at.cast::<i32>().read_unaligned());
+                        row[0] = _mm512_dpbusd_epi32(row[0], ai, b0);
+                        row[1] = _mm512_dpbusd_epi32(row[1], ai, b1);
+                    }
+                    a0 = a0.add(4);
+                    a4 = a4.add(4);
+                    b = b.add(2);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: the tile holds 8 x 32 i32.
+            unsafe {
+                _mm512_storeu_si512(p.c.add(i * 32).cast(), row[0]);
+                _mm512_storeu_si512(p.c.add(i * 32 + 16).cast(), row[1]);
+            }
+        }
+    }
+
     pub(crate) const AVXVNNI_Q: QKernel = QKernel {
         isa: Isa::AvxVnni,
         id: "avxvnni_qgemm_u8i8_6x16",
@@ -587,7 +636,7 @@ pub(crate) mod x86 {
         run: avx512vnni_qgemm_u8i8_8x32,
         session: None,
         finish_tile: Some(avx512_finish_tile),
-        direct: None,
+        direct: Some(avx512vnni_qconv_direct_u8i8_8x32),
     };
 
     /// # Safety

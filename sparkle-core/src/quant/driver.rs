@@ -19,13 +19,13 @@
 //!
 //! ```text
 //! phase 1 (all workers): pack B's nr-panels (worker w: panels w, w+W, ...) and their column terms
-//! phase 2 (all workers): items = (block of mc rows) x (chunk of NC_PANELS panels), worker w takes
+//! phase 2 (all workers): items = (block of mc rows) x (chunk of up to NC_PANELS panels), worker w takes
 //!   w, w+W, ...: pack the A block (unless it already holds it), then per B panel, per A panel:
 //!   microkernel -> tile -> finish into C
 //! ```
 //!
-//! A direct conv (`qconv_direct_unchecked`, AMX) has the same phase 1; its phase 2 packs no A:
-//! the kernel loads each tile's rows from the staged image in place.
+//! A direct conv (`qconv_direct_unchecked`, AMX and AVX-512 VNNI) has the same phase 1; its
+//! phase 2 packs no A: the kernel reads each tile's rows from the staged image in place.
 #![allow(unsafe_code)]
 
 use crate::arch::quant::{FinishTile, QDirectArgs, QKernel, QMicroArgs, QPack};
@@ -36,8 +36,21 @@ use crate::view::{MatMut, MatRef};
 
 /// mr-panels per block of A rows.
 const MC_PANELS: usize = 8;
-/// nr-panels per chunk of columns (one work item).
+/// nr-panels per chunk of columns (one work item), at most: see [`chunk_panels`].
 const NC_PANELS: usize = 16;
+
+/// Panels per column chunk for `row_blocks` blocks of rows and `n_panels` panels on `workers`:
+/// [`NC_PANELS`], halved until every worker has two items where the panels allow. A conv's
+/// small images are few rows (512->512 3x3 @7: 49 rows, one block of 64, one chunk of 16
+/// panels: one item, and a second thread idle); narrower chunks share the columns instead,
+/// each worker packing the same A block for its own.
+fn chunk_panels(row_blocks: usize, n_panels: usize, workers: usize) -> usize {
+    let mut nc = NC_PANELS;
+    while nc > 1 && row_blocks.saturating_mul(n_panels.div_ceil(nc)) < workers.saturating_mul(2) {
+        nc /= 2;
+    }
+    nc
+}
 
 /// Where an int8 GEMM runs: its kernel, its workers and caller scratch of at least
 /// [`qgemm_scratch_len`] `i32` words.
@@ -104,7 +117,11 @@ fn layout(kernel: &QKernel, m: usize, n: usize, k: usize) -> Result<Layout> {
     let (mr, nr, pack) = (kernel.mr, kernel.nr, kernel.pack);
     let groups = k.div_ceil(pack.group());
     let n_panels = n.div_ceil(nr);
-    let mc = (MC_PANELS * mr).min(mul(m.div_ceil(mr), mr, p)?);
+    // Blocks of at most MC_PANELS panels, as even as whole panels allow: 196 rows in 8-row
+    // panels are blocks of 7, 7, 7 and 4 panels, not 8, 8, 8 and 1 (whose last block would
+    // leave one of two workers half the rows of the other).
+    let panels = m.div_ceil(mr);
+    let mc = mul(panels.div_ceil(panels.div_ceil(MC_PANELS).max(1)), mr, p)?;
     // Bytes of one panel: groups x (mr or nr) x group x element bytes.
     let panel_bytes = |rows: usize| mul(mul(mul(groups, rows, p)?, pack.group(), p)?, pack.elem_bytes(), p);
     let cols = mul(n_panels, nr, p)?;
@@ -808,7 +825,7 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     }
 
     /// Phase 2, worker `w`: items `w, w + W, ...`, each a block of `mc` rows by a chunk of
-    /// `NC_PANELS` panels: pack the A block (unless held), then per B panel per A panel, the
+    /// [`chunk_panels`] panels: pack the A block (unless held), then per B panel per A panel, the
     /// microkernel and the write-out.
     ///
     /// # Safety
@@ -823,7 +840,8 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
             let tile = mine.add(l.a_words + l.sum_words);
             (mine.cast::<u8>(), mine.add(l.a_words), tile, tile.add(mr * nr).cast::<i16>())
         };
-        let chunks = l.n_panels.div_ceil(NC_PANELS);
+        let nc = chunk_panels(d.m.div_ceil(l.mc), l.n_panels, self.workers);
+        let chunks = l.n_panels.div_ceil(nc);
         let items = d.m.div_ceil(l.mc) * chunks;
         let stage = self.out.channel::<Y>(self.ch0);
         let mut packed_block = usize::MAX;
@@ -840,7 +858,7 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                 unsafe { self.pack_a(i0, rows, a_buf, sums, rowbuf) };
                 packed_block = rb;
             }
-            for jp in cc * NC_PANELS..((cc + 1) * NC_PANELS).min(l.n_panels) {
+            for jp in cc * nc..((cc + 1) * nc).min(l.n_panels) {
                 // SAFETY: `jp < n_panels`, written in phase 1.
                 let b_panel = unsafe { self.b_panel(jp) };
                 let nv = nr.min(d.n - jp * nr);
@@ -891,7 +909,7 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
 
 impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     /// Phase 2 of a direct conv, worker `w`: items `w, w + W, ...`, each `mr` rows of the staged
-    /// image by a chunk of `NC_PANELS` panels: the tile's row sums (where read), then per B panel
+    /// image by a chunk of [`chunk_panels`] panels: the tile's row sums (where read), then per B panel
     /// the direct kernel, which reads A in place, and the write-out of the tile's rows that are
     /// output pixels, a run of an output row at a time.
     ///
@@ -910,7 +928,8 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
             let mine = self.scratch.ptr().add(l.col_words + l.b_words + w * l.per_worker);
             (mine, mine.add(l.sum_words))
         };
-        let chunks = l.n_panels.div_ceil(NC_PANELS);
+        let nc = chunk_panels(d.m.div_ceil(mr), l.n_panels, self.workers);
+        let chunks = l.n_panels.div_ceil(nc);
         let items = d.m.div_ceil(mr) * chunks;
         let stage = self.out.channel::<Y>(self.ch0);
         let (width, wo) = (img.width, img.wo);
@@ -927,7 +946,7 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                     unsafe { *sums.add(q - q0) = img.row_sum(q) };
                 }
             }
-            for jp in cc * NC_PANELS..((cc + 1) * NC_PANELS).min(l.n_panels) {
+            for jp in cc * nc..((cc + 1) * nc).min(l.n_panels) {
                 let args = QDirectArgs {
                     // The image from row q0 (`q0 < rows`: inside it).
                     a: img.image[q0 * img.pixel_bytes..].as_ptr(),
