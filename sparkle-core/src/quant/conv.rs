@@ -949,6 +949,86 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
     }
 }
 
+/// Kernel rows [`depthwise`] stages per output row at most (stride 1), and taps per row.
+const STAGED_ROWS: usize = 8;
+const STAGED_TAPS: usize = 16;
+/// Staged columns per kernel row at most: 256 outputs and a reach of 16.
+const STAGED_COLS: usize = 256 + 16;
+
+/// [`depthwise`]'s staged form: 16 outputs from column `b0`, `bias` plus each tap's products at
+/// its offset into its kernel row's staged inputs, for an `R x S` kernel (a loop the compiler
+/// unrolls, the 16 sums in one register). Wrapping: exact, as the true sum fits (the
+/// accumulator bound).
+#[inline(always)]
+fn staged_block<const R: usize, const S: usize>(
+    rows: &[[i32; STAGED_COLS]; STAGED_ROWS],
+    taps: &[[i32; STAGED_TAPS]; STAGED_ROWS],
+    b0: usize,
+    dw: usize,
+    bias: i32,
+) -> [i32; 16] {
+    staged_block_any(rows, taps, (R, S), b0, dw, bias)
+}
+
+/// [`staged_block`] for any kernel size (`r <= STAGED_ROWS`, `s <= STAGED_TAPS`).
+#[inline(always)]
+fn staged_block_any(
+    rows: &[[i32; STAGED_COLS]; STAGED_ROWS],
+    taps: &[[i32; STAGED_TAPS]; STAGED_ROWS],
+    (r, s): (usize, usize),
+    b0: usize,
+    dw: usize,
+    bias: i32,
+) -> [i32; 16] {
+    let mut v = [bias; 16];
+    for (row, ws) in rows.iter().zip(taps).take(r) {
+        for (t, &w) in ws.iter().enumerate().take(s) {
+            let xs: &[i32; 16] = row[b0 + t * dw..][..16].try_into().unwrap_or(&[0; 16]);
+            v.iter_mut().zip(xs).for_each(|(a, &x)| *a = a.wrapping_add(x.wrapping_mul(w)));
+        }
+    }
+    v
+}
+
+/// [`depthwise`]'s stride-1 form: for output row `oy` of the channel plane at `plane`, kernel
+/// row `r`'s input less the zero point `zx` into `rows[r][..cover]` (`rows[r][t]` the input column `t -
+/// pad.left`, 0 in the padding, and every row 0 whose input row is padding). Staged before the
+/// products read them at offsets that straddle these stores (at once, they would stall on
+/// store forwarding).
+fn stage_rows<X: QOperand>(
+    g: &Conv2d,
+    input: &[X],
+    (plane, oy, cover, zx): (usize, usize, usize, i32),
+    rows: &mut [[i32; STAGED_COLS]; STAGED_ROWS],
+) {
+    let p = g.params();
+    let (ystride, xstride) = match p.layout {
+        TensorLayout::Nchw => (p.w, 1),
+        TensorLayout::Nhwc => (p.w * p.c, p.c),
+    };
+    let pl = p.pad.left;
+    // Columns `[lo, hi)` of a row are inside the input.
+    let lo = pl.min(cover);
+    let hi = (p.w + pl).min(cover).max(lo);
+    for (r, row) in rows.iter_mut().enumerate().take(p.r) {
+        let row = &mut row[..cover];
+        let Some(iy) = g.input_y(oy, r) else {
+            row.fill(0);
+            continue;
+        };
+        row[..lo].fill(0);
+        row[hi..].fill(0);
+        let first = plane + iy * ystride + (lo - pl) * xstride;
+        let inside = &mut row[lo..hi];
+        if xstride == 1 {
+            let n = inside.len();
+            inside.iter_mut().zip(&input[first..first + n]).for_each(|(t, x)| *t = x.widen() - zx);
+        } else {
+            inside.iter_mut().zip(input[first..].iter().step_by(xstride)).for_each(|(t, x)| *t = x.widen() - zx);
+        }
+    }
+}
+
 /// Depthwise (one input and one output channel per group): a direct loop in safe code, which a
 /// GEMM per channel (one column wide) would not beat. Per output row, in chunks of up to 64
 /// outputs: for each tap inside the input, one pass over the chunk's outputs that read it (a
@@ -1024,6 +1104,8 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
     // Outputs per pass: 64 for the vector units; 16 on a Cortex-M, whose rows are short and
     // which initialises the whole chunk of accumulators per row.
     const CHUNK: usize = if cfg!(target_arch = "arm") { 16 } else { 64 };
+    // Accumulators: a chunk, or the staged form's whole output row (at most 256).
+    const ACC: usize = if cfg!(target_arch = "arm") { CHUNK } else { STAGED_COLS - 16 };
     let p = g.params();
     let (ho, wo) = (g.ho(), g.wo());
     let (ystride, xstride, cstride) = match p.layout {
@@ -1031,18 +1113,56 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
         TensorLayout::Nhwc => (p.w * p.c, p.c, 1),
     };
     let (sw, dw, pl) = (p.stride[1], p.dilation[1], p.pad.left);
+    // Stride 1 with rows of at most STAGED_WIDTH outputs (not on a Cortex-M, whose stack the
+    // rows would not fit): each output row's kernel rows staged first (`stage_rows`).
+    let reach = (p.s - 1).saturating_mul(dw);
+    let cover = wo.next_multiple_of(CHUNK) + reach;
+    let staged =
+        !cfg!(target_arch = "arm") && sw == 1 && p.r <= STAGED_ROWS && p.s <= STAGED_TAPS && cover <= STAGED_COLS;
+    let mut rows = [[0i32; STAGED_COLS]; STAGED_ROWS];
     let zx = op.x_zero;
     for k in 0..p.k {
         let stage = out.channel::<Y>(k);
         let zw = op.w_zero.at(k);
         let bias = op.bias.map_or(0, |b| b[k]);
+        // The staged form's weights less their zero point, kernel row by row.
+        let mut taps = [[0i32; STAGED_TAPS]; STAGED_ROWS];
+        if staged {
+            for (r, ws) in taps.iter_mut().enumerate().take(p.r) {
+                for (s, w) in ws.iter_mut().enumerate().take(p.s) {
+                    *w = op.weight[g.weight_index(k, 0, r, s)].widen() - zw;
+                }
+            }
+        }
         for n in 0..p.n {
             let plane = n * p.c * p.h * p.w + k * cstride;
             for oy in 0..ho {
-                for ox0 in (0..wo).step_by(CHUNK) {
-                    let len = CHUNK.min(wo - ox0);
-                    let mut acc = [bias; CHUNK];
+                if staged {
+                    stage_rows(g, op.input, (plane, oy, cover, zx), &mut rows);
+                }
+                // The staged form's output row is one chunk (`wo <= ACC`, as `cover` fits).
+                for ox0 in (0..wo).step_by(if staged { wo } else { CHUNK }) {
+                    let len = if staged { wo } else { CHUNK.min(wo - ox0) };
+                    let mut acc = [bias; ACC];
+                    if staged {
+                        // Per block of 16 outputs (a register), each tap's products at a fixed
+                        // offset into its staged row: full vectors, no bounds per tap (outputs
+                        // past `len` are computed and dropped). Wrapping: exact, as the true
+                        // sum fits (the accumulator bound).
+                        let blocks = &mut acc[..len.next_multiple_of(16)];
+                        for (b0, block) in (ox0..).step_by(16).zip(blocks.chunks_exact_mut(16)) {
+                            let v = match (p.r, p.s, dw) {
+                                (3, 3, 1) => staged_block::<3, 3>(&rows, &taps, b0, 1, bias),
+                                (5, 5, 1) => staged_block::<5, 5>(&rows, &taps, b0, 1, bias),
+                                _ => staged_block_any(&rows, &taps, (p.r, p.s), b0, dw, bias),
+                            };
+                            block.copy_from_slice(&v);
+                        }
+                    }
                     for r in 0..p.r {
+                        if staged {
+                            break;
+                        }
                         let Some(iy) = g.input_y(oy, r) else { continue };
                         for s in 0..p.s {
                             let w = op.weight[g.weight_index(k, 0, r, s)].widen() - zw;
@@ -1078,14 +1198,18 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                             let (zp, lo, hi) = (stage.zero_point, stage.lo, stage.hi);
                             let out = &mut output[at..at + len];
                             match finish {
-                                // The kernel's vector write-out on rows of 32 (the chunk as a
-                                // tile of one channel: no column terms, one multiplier).
+                                // The kernel's vector write-out: the chunk as a tile of one
+                                // channel (no column terms, one multiplier), its whole rows of 32
+                                // in one call, then the rest.
                                 Some(f) => {
                                     let ms = [m; 32];
-                                    for (i0, row) in (0..len).step_by(32).zip(out.chunks_mut(32)) {
+                                    let whole = len / 32 * 32;
+                                    let parts = [(0, whole.min(len), 32), (whole, len, len - whole)];
+                                    for (i0, end, n) in parts.into_iter().filter(|p| p.0 < p.1) {
+                                        let row = &mut out[i0..end];
                                         let ft = FinishTile {
-                                            rows: 1,
-                                            n: row.len(),
+                                            rows: row.len() / n,
+                                            n,
                                             raw: acc[i0..].as_ptr(),
                                             raw_stride: 32,
                                             term: ZEROS.as_ptr(),
@@ -1100,8 +1224,10 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                                             out_stride: 32,
                                         };
                                         // SAFETY: the caller's contract (the CPU runs `f`);
-                                        // every array holds the row's `n <= 32` elements; Y is
-                                        // one byte (`narrow`), so the row is `n` bytes.
+                                        // every array holds a row's `n <= 32` elements (the row
+                                        // sums, not read, `rows <= ACC / 32 <= 32`); `rows` rows
+                                        // 32 apart are inside `acc` and `row` (`rows * n` of
+                                        // them; Y is one byte, `narrow`).
                                         unsafe { f(&ft) };
                                     }
                                 }
