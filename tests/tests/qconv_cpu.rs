@@ -113,6 +113,8 @@ fn sweep(k: &'static QKernel, threads: usize) {
         Conv2dParams::new(1, 5, 11, 6, 33, 7, 2).stride(3, 1).pad(Padding::new(3, 0, 3, 1)),
         // Pointwise (read as a matrix), grouped, two images.
         Conv2dParams::new(2, 8, 5, 6, 12, 1, 1).groups(4),
+        // Depthwise at stride 1 (its staged rows), dilated, channels shared unevenly by workers.
+        Conv2dParams::new(2, 7, 9, 21, 7, 3, 3).groups(7).dilation(2, 2).pad(Padding::uniform(2)),
     ];
     for (i, p) in shapes.into_iter().enumerate() {
         for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {

@@ -1036,69 +1036,129 @@ fn stage_rows<X: QOperand>(
 /// [`depthwise`] compiled for the kernel's ISA (its row loops then vectorize with the kernel's
 /// vectors; the `QKernel` proves the CPU has them).
 fn depthwise_for<X: QOperand, W: QOperand, Y: QElem>(
-    kernel: &crate::arch::quant::QKernel,
+    (kernel, exec): (&crate::arch::quant::QKernel, &Pinned<'_>),
     g: &Conv2d,
     op: &QConv<'_, X, W>,
     out: &OutputStage<'_>,
     output: &mut [Y],
+) {
+    let dst = DwOut { ptr: Shared(output.as_mut_ptr()), len: output.len() };
+    let (workers, k) = (exec.workers().max(1), g.params().k);
+    // Worker `w`'s channels: a contiguous share.
+    let share = |w: usize| k * w / workers..k * (w + 1) / workers;
+    if workers == 1 {
+        // SAFETY: one worker, every channel; `output` is borrowed mutably for the call.
+        unsafe { depthwise_on(kernel, g, op, out, &dst, 0..k) };
+    } else {
+        // SAFETY: the shares are disjoint, so no element is written by two workers; `output`
+        // is borrowed mutably until `run` returns, after every worker.
+        exec.run(&|w| unsafe { depthwise_on(kernel, g, op, out, &dst, share(w)) });
+    }
+}
+
+/// The depthwise output as workers share it: each writes the elements of its own channels.
+struct DwOut<Y> {
+    ptr: Shared<Y>,
+    len: usize,
+}
+
+impl<Y> DwOut<Y> {
+    /// Writes element `i` (inside the output: panics, as indexing would, where not).
+    ///
+    /// # Safety
+    /// No other worker reads or writes element `i` during the run.
+    unsafe fn put(&self, i: usize, v: Y) {
+        assert!(i < self.len);
+        // SAFETY: inside the output (checked), written by this worker alone (the contract).
+        unsafe { self.ptr.ptr().add(i).write(v) }
+    }
+
+    /// Elements `at .. at + n` (inside the output: panics where not).
+    ///
+    /// # Safety
+    /// No other worker reads or writes them while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn run(&self, at: usize, n: usize) -> &mut [Y] {
+        assert!(at.checked_add(n).is_some_and(|end| end <= self.len));
+        // SAFETY: inside the output (checked), this worker's alone (the contract).
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.ptr().add(at), n) }
+    }
+}
+
+/// [`depthwise`] on channels `ks`, compiled for the kernel's ISA.
+///
+/// # Safety
+/// No other worker writes the elements of channels `ks` during the run.
+unsafe fn depthwise_on<X: QOperand, W: QOperand, Y: QElem>(
+    kernel: &crate::arch::quant::QKernel,
+    g: &Conv2d,
+    op: &QConv<'_, X, W>,
+    out: &OutputStage<'_>,
+    output: &DwOut<Y>,
+    ks: core::ops::Range<usize>,
 ) {
     // The kernel's vector write-out (its ISA proved by the kernel).
     let finish = kernel.finish_tile;
     #[cfg(target_arch = "x86_64")]
     {
         /// # Safety
-        /// The CPU must run AVX2, and `finish` where given.
+        /// The CPU must run AVX2, and `finish` where given; as [`depthwise`].
         #[target_feature(enable = "avx2")]
         unsafe fn avx2<X: QOperand, W: QOperand, Y: QElem>(
             g: &Conv2d,
             op: &QConv<'_, X, W>,
             out: &OutputStage<'_>,
-            output: &mut [Y],
+            output: &DwOut<Y>,
+            ks: core::ops::Range<usize>,
             finish: Option<unsafe fn(&FinishTile)>,
         ) {
             // SAFETY: forwarded contract.
-            unsafe { depthwise(g, op, out, output, finish) }
+            unsafe { depthwise(g, op, out, (output, ks), finish) }
         }
         /// # Safety
-        /// The CPU must run AVX-512F, and `finish` where given.
+        /// The CPU must run AVX-512F, and `finish` where given; as [`depthwise`].
         #[target_feature(enable = "avx512f")]
         unsafe fn avx512<X: QOperand, W: QOperand, Y: QElem>(
             g: &Conv2d,
             op: &QConv<'_, X, W>,
             out: &OutputStage<'_>,
-            output: &mut [Y],
+            output: &DwOut<Y>,
+            ks: core::ops::Range<usize>,
             finish: Option<unsafe fn(&FinishTile)>,
         ) {
             // SAFETY: forwarded contract.
-            unsafe { depthwise(g, op, out, output, finish) }
+            unsafe { depthwise(g, op, out, (output, ks), finish) }
         }
         match kernel.isa() {
-            // SAFETY: the kernel proves the CPU runs AVX2 (AVX-VNNI's detection requires it) and
-            // its write-out's ISA.
-            crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => return unsafe { avx2(g, op, out, output, finish) },
+            crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => {
+                // SAFETY: the kernel proves the CPU runs AVX2 (AVX-VNNI's detection requires
+                // it) and its write-out's ISA; forwarded contract.
+                return unsafe { avx2(g, op, out, output, ks, finish) };
+            }
             crate::arch::Isa::Avx512Vnni | crate::arch::Isa::AmxInt8 => {
                 // SAFETY: the kernel proves AVX-512F (and AVX2, which its detection requires)
-                // and its write-out's ISA.
-                return unsafe { avx512(g, op, out, output, finish) };
+                // and its write-out's ISA; forwarded contract.
+                return unsafe { avx512(g, op, out, output, ks, finish) };
             }
             _ => {}
         }
     }
-    // SAFETY: the kernel proves the ISA of its write-out.
-    unsafe { depthwise(g, op, out, output, finish) }
+    // SAFETY: the kernel proves the ISA of its write-out; forwarded contract.
+    unsafe { depthwise(g, op, out, (output, ks), finish) }
 }
 
 /// Zeros for the write-out's column terms of a depthwise chunk.
 const ZEROS: [i32; 32] = [0; 32];
 
 /// # Safety
-/// The CPU runs `finish`, where given.
+/// The CPU runs `finish`, where given; no other worker writes the elements of channels `ks`
+/// during the run.
 #[inline(always)]
 unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
     g: &Conv2d,
     op: &QConv<'_, X, W>,
     out: &OutputStage<'_>,
-    output: &mut [Y],
+    (output, ks): (&DwOut<Y>, core::ops::Range<usize>),
     finish: Option<unsafe fn(&FinishTile)>,
 ) {
     // Outputs per pass: 64 for the vector units; 16 on a Cortex-M, whose rows are short and
@@ -1121,7 +1181,7 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
         !cfg!(target_arch = "arm") && sw == 1 && p.r <= STAGED_ROWS && p.s <= STAGED_TAPS && cover <= STAGED_COLS;
     let mut rows = [[0i32; STAGED_COLS]; STAGED_ROWS];
     let zx = op.x_zero;
-    for k in 0..p.k {
+    for k in ks {
         let stage = out.channel::<Y>(k);
         let zw = op.w_zero.at(k);
         let bias = op.bias.map_or(0, |b| b[k]);
@@ -1196,7 +1256,9 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                         (Some(m), TensorLayout::Nchw) if narrow::<Y>() => {
                             let at = g.output_index(n, k, oy, ox0);
                             let (zp, lo, hi) = (stage.zero_point, stage.lo, stage.hi);
-                            let out = &mut output[at..at + len];
+                            // SAFETY: a run of channel `k`'s output row, this worker's (the
+                            // contract).
+                            let out = unsafe { output.run(at, len) };
                             match finish {
                                 // The kernel's vector write-out: the chunk as a tile of one
                                 // channel (no column terms, one multiplier), its whole rows of 32
@@ -1250,12 +1312,16 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                                 TensorLayout::Nhwc => p.k,
                             };
                             for (i, &a) in acc[..len].iter().enumerate() {
-                                output[at + i * step] = Y::narrow(fixed_narrow(a, mult, shift, zp, lo, hi));
+                                // SAFETY: channel `k`'s output, this worker's (the contract).
+                                unsafe {
+                                    output.put(at + i * step, Y::narrow(fixed_narrow(a, mult, shift, zp, lo, hi)))
+                                };
                             }
                         }
                         _ => {
                             for (i, &a) in acc[..len].iter().enumerate() {
-                                output[g.output_index(n, k, oy, ox0 + i)] = stage.apply(a);
+                                // SAFETY: channel `k`'s output, this worker's (the contract).
+                                unsafe { output.put(g.output_index(n, k, oy, ox0 + i), stage.apply(a)) };
                             }
                         }
                     }
@@ -1329,9 +1395,9 @@ pub(crate) fn run_conv<X: QOperand, W: QOperand, Y: QElem>(
         match packed {
             Some(pv) => {
                 let weight = elems::<W>(&pv.bytes[..g.weight_len()]);
-                depthwise_for(kernel, g, &QConv { weight, ..*op }, out, output)
+                depthwise_for((kernel, exec), g, &QConv { weight, ..*op }, out, output)
             }
-            None => depthwise_for(kernel, g, op, out, output),
+            None => depthwise_for((kernel, exec), g, op, out, output),
         }
         return Ok(());
     }
