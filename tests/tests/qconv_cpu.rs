@@ -136,8 +136,8 @@ fn resnet_layer(k: &'static QKernel) {
 }
 
 /// Channel counts of real networks, whole and partial blocks of 64 per group, at stride 1: the
-/// direct conv on kernels that have one (AMX: the staged image read in place, its rows past
-/// each output row dropped), im2col elsewhere. Every layout pair, one and three threads, and all
+/// direct conv on kernels that have one (AMX, AVX-512 VNNI: the staged image read in place, its
+/// rows past each output row dropped), im2col elsewhere. Every layout pair, one and three threads, and all
 /// three kinds of weight zero point (the symmetric one skips the row sums).
 fn wide_channels(k: &'static QKernel) {
     let shapes = [
@@ -162,6 +162,30 @@ fn wide_channels(k: &'static QKernel) {
             let cpu = cpu(k, 1 + 2 * (j % 2));
             let zero = [WZero::Tensor, WZero::Channel, WZero::Symmetric][(i + j) % 3];
             check_zero(&cpu, p, (i + j) % 3, zero, (i * 4 + j) as u64);
+        }
+    }
+}
+
+/// Weights packed once serve every image size: packed for a 12x12 image, where the direct conv
+/// (on kernels that have one) is worth it, then run on it and on a 5x5 one, where it drops too
+/// many rows for AVX-512 VNNI's and im2col runs instead; whole and partial blocks of channels.
+fn packed_any_image(k: &'static QKernel) {
+    let cpu = cpu(k, 1);
+    for c in [128, 56] {
+        let at = |hw: usize| Conv2dParams::new(1, c, hw, hw, 128, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
+        let (large, small) = (at(12), at(5));
+        let weight: Vec<i8> = bytes(large.weight_len(), 7).into_iter().map(|b| b as i8).collect();
+        let packed = cpu.qconv2d_pack(&large, &weight).unwrap();
+        for g in [large, small] {
+            assert!(packed.fits(k, &g), "{}: packed for 12x12, refused at {:?}", k.id(), g.params());
+            let input = bytes(g.input_len(), 8);
+            let op = QConv { input: &input, x_zero: 3, weight: &weight, w_zero: PerChannel::Tensor(-2), bias: None };
+            let mut want = vec![0i32; g.output_len()];
+            qconv2d_reference(&g, &op, &OutputStage::ACCUMULATOR, &mut want).unwrap();
+            let op = QConvPacked { input: &input, x_zero: 3, weight: &packed, w_zero: op.w_zero, bias: None };
+            let mut got = vec![0i32; g.output_len()];
+            cpu.qconv2d_packed(&g, &op, &OutputStage::ACCUMULATOR, &mut got).unwrap();
+            assert!(got == want, "{}: packed at 12x12, run on {:?}", k.id(), g.params());
         }
     }
 }
@@ -253,6 +277,10 @@ macro_rules! qconv_tests {
             #[test]
             fn wide_channel_blocks() {
                 if let Some(k) = kernel(Isa::$isa) { wide_channels(k) }
+            }
+            #[test]
+            fn packed_weights_any_image() {
+                if let Some(k) = kernel(Isa::$isa) { packed_any_image(k) }
             }
             #[test]
             fn bad_input_is_an_error() {

@@ -185,11 +185,16 @@ pub(crate) enum WeightOrder {
     Krsc,
 }
 
-/// The path a conv of `g` with packed weights takes on `kernel`, named by its weight order.
+/// The path a conv of `g` with packed weights takes on `kernel`, named by its weight order. It
+/// does not depend on the image size ([`Direct::worth`] does not decide it), so weights packed
+/// once serve any image. Where the direct form's order is KRSC's (the group's channels whole
+/// 64-byte blocks) on a kernel whose direct form is not always worth it (not AMX), the order is
+/// [`WeightOrder::Krsc`], and each call takes the direct form or im2col as for unpacked weights.
 pub(crate) fn weight_order(kernel: &crate::arch::quant::QKernel, g: &Conv2d) -> WeightOrder {
+    let tiles64 = kernel.pack == crate::arch::quant::QPack::Tiles64;
     if g.cg() == 1 && g.kg() == 1 {
         WeightOrder::Depthwise
-    } else if let Some(d) = Direct::plan(kernel, g, 1) {
+    } else if let Some(d) = Direct::feasible(kernel, g, 1).filter(|d| tiles64 || d.cp != g.cg()) {
         WeightOrder::Direct { cp: d.cp }
     } else {
         WeightOrder::Krsc
@@ -221,12 +226,23 @@ pub fn qconv2d_packed_staged_scratch_len(
 fn packed_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize, staged: bool) -> Result<usize> {
     match weight_order(kernel, g) {
         // The direct form has no other path for weights in its order.
-        WeightOrder::Direct { .. } => {
-            Direct::plan(kernel, g, workers).map(|d| d.packed_words).ok_or(Error::Overflow { param: Param::Scratch })
+        WeightOrder::Direct { .. } => Direct::feasible(kernel, g, workers)
+            .map(|d| d.packed_words)
+            .ok_or(Error::Overflow { param: Param::Scratch }),
+        // KRSC weights that the direct form reads too, where it is worth it (`packed_direct`).
+        WeightOrder::Krsc if staged => {
+            let im2col = im2col_staged_scratch_len(kernel, &krsc(g)?, workers, true)?;
+            Ok(packed_direct(kernel, g, workers).map_or(im2col, |d| im2col.max(d.packed_words)))
         }
         _ if staged => im2col_staged_scratch_len(kernel, &krsc(g)?, workers, true),
         _ => least_scratch_len(kernel, g, workers, true),
     }
+}
+
+/// The direct plan for weights packed in KRSC's order, where the direct form reads them (its
+/// order is KRSC's: `cp == cg`) and is worth it.
+fn packed_direct(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Option<Direct> {
+    Direct::plan(kernel, g, workers).filter(|d| d.cp == g.cg())
 }
 
 /// How [`qconv2d_with`] stages a conv (see [`qconv2d_staged_scratch_len`]).
@@ -319,8 +335,33 @@ impl Direct {
     /// The plan for `g` on `kernel`, where the kernel has a direct form and the conv is one it
     /// runs well: stride 1, more than one channel per group, and channels that pad to 64 with
     /// at most a quarter more reduction steps than im2col's rounding (3 channels in 64 would be
-    /// 21x the work). None where not, or where a size overflows.
+    /// 21x the work), and few rows dropped ([`Direct::worth`]). None where not, or where a size
+    /// overflows.
     fn plan(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Option<Direct> {
+        Self::feasible(kernel, g, workers).filter(|d| d.worth(kernel, g))
+    }
+
+    /// Whether the direct form beats im2col for `g` on `kernel`. Rows computed and dropped
+    /// (the border columns, the last tile's rounding) against the A panels the im2col path
+    /// packs, whose cost per product falls with the output channels `kg` that reuse them. AMX's
+    /// packing is dear (64-byte rows gathered per tile): its direct form wins everywhere
+    /// (512->512 3x3 @7, 31% dropped: 3.5x). A kernel with 4-byte groups packs cheaply: on
+    /// AVX-512 VNNI (Zen 4, one thread) the direct form gave 64->64 3x3 @56 (4% dropped) 1.6x,
+    /// 128->128 @28 (7%) 1.2x, 256->256 @14 (14%) 1.04x, 512->512 @7 (31%) 0.9x: it is taken
+    /// where the dropped share times `kg` is at most 32. Depends on the image size, so it never
+    /// decides a packed weight order ([`weight_order`]).
+    fn worth(&self, kernel: &crate::arch::quant::QKernel, g: &Conv2d) -> bool {
+        if kernel.pack == crate::arch::quant::QPack::Tiles64 {
+            return true;
+        }
+        let (outputs, kg) = (g.ho() * g.wo(), g.gemm_dims().0);
+        let tiles = self.rows.next_multiple_of(kernel.mr);
+        (tiles - outputs).checked_mul(kg).is_some_and(|d| d <= outputs.saturating_mul(32))
+    }
+
+    /// The plan where the kernel has a direct form and `g` is one it runs (see [`Direct::plan`]),
+    /// whether or not it is [`Direct::worth`] it.
+    fn feasible(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Option<Direct> {
         let p = g.params();
         let (cg, (kg, _, gemm_k)) = (g.cg(), g.gemm_dims());
         let (ho, wo) = (g.ho(), g.wo());
@@ -338,20 +379,6 @@ impl Direct {
         let rows = (ho - 1).checked_mul(width)?.checked_add(wo)?;
         let reach = ((p.r - 1) * p.dilation[0]).checked_mul(width)?.checked_add((p.s - 1) * p.dilation[1])?;
         let tiles = rows.checked_next_multiple_of(kernel.mr)?;
-        // Rows computed and dropped (the border columns, the last tile's rounding) against the
-        // A panels the im2col path packs, whose cost per product falls with the output
-        // channels `kg` that reuse them. AMX's packing is dear (64-byte rows gathered per
-        // tile): its direct form wins everywhere (512->512 3x3 @7, 31% dropped: 3.5x). A
-        // kernel with 4-byte groups packs cheaply: on AVX-512 VNNI (Zen 4, one thread) the
-        // direct form gave 64->64 3x3 @56 (4% dropped) 1.6x, 128->128 @28 (7%) 1.2x,
-        // 256->256 @14 (14%) 1.04x, 512->512 @7 (31%) 0.9x: it is taken where the dropped
-        // share times `kg` is at most 32.
-        let outputs = ho.checked_mul(wo)?;
-        if kernel.pack != crate::arch::quant::QPack::Tiles64
-            && (tiles - outputs).checked_mul(kg)? > outputs.checked_mul(32)?
-        {
-            return None;
-        }
         let pixels = height.checked_mul(width)?.max(tiles.checked_add(reach)?);
         // The kernel takes the taps' byte offsets as i32.
         i32::try_from(pixels.checked_mul(cp)?).ok()?;
@@ -983,7 +1010,7 @@ fn staged_block_any(
     let mut v = [bias; 16];
     for (row, ws) in rows.iter().zip(taps).take(r) {
         for (t, &w) in ws.iter().enumerate().take(s) {
-            let xs: &[i32; 16] = row[b0 + t * dw..][..16].try_into().unwrap_or(&[0; 16]);
+            let xs = &row[b0 + t * dw..][..16];
             v.iter_mut().zip(xs).for_each(|(a, &x)| *a = a.wrapping_add(x.wrapping_mul(w)));
         }
     }
@@ -1029,12 +1056,9 @@ fn stage_rows<X: QOperand>(
     }
 }
 
-/// Depthwise (one input and one output channel per group): a direct loop in safe code, which a
-/// GEMM per channel (one column wide) would not beat. Per output row, in chunks of up to 64
-/// outputs: for each tap inside the input, one pass over the chunk's outputs that read it (a
-/// strided row of the input), then the output stage. Padding adds nothing. Checked operands only.
-/// [`depthwise`] compiled for the kernel's ISA (its row loops then vectorize with the kernel's
-/// vectors; the `QKernel` proves the CPU has them).
+/// Depthwise (one input and one output channel per group): a direct loop, which a GEMM per
+/// channel (one column wide) would not beat, on the workers, each a contiguous share of the
+/// channels (see [`depthwise`]). Checked operands only.
 fn depthwise_for<X: QOperand, W: QOperand, Y: QElem>(
     (kernel, exec): (&crate::arch::quant::QKernel, &Pinned<'_>),
     g: &Conv2d,
@@ -1150,6 +1174,14 @@ unsafe fn depthwise_on<X: QOperand, W: QOperand, Y: QElem>(
 /// Zeros for the write-out's column terms of a depthwise chunk.
 const ZEROS: [i32; 32] = [0; 32];
 
+/// The loop of [`depthwise_for`] over channels `ks`. At horizontal stride 1 (rows of at most 256
+/// outputs, kernels of at most 8 x 16), per output row: the kernel rows staged ([`stage_rows`]),
+/// then 16 outputs at a time over every tap ([`staged_block`]), then the output stage on the
+/// whole row. Otherwise per output row in chunks of up to 64 outputs: for each tap inside the
+/// input, one pass over the chunk's outputs that read it (a strided row of the input), then the
+/// output stage. Padding adds nothing. Compiled for the kernel's ISA by `depthwise_on` (its row
+/// loops then vectorize with the kernel's vectors).
+///
 /// # Safety
 /// The CPU runs `finish`, where given; no other worker writes the elements of channels `ks`
 /// during the run.
@@ -1173,13 +1205,14 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
         TensorLayout::Nhwc => (p.w * p.c, p.c, 1),
     };
     let (sw, dw, pl) = (p.stride[1], p.dilation[1], p.pad.left);
-    // Stride 1 with rows of at most STAGED_WIDTH outputs (not on a Cortex-M, whose stack the
+    // Stride 1 with rows of at most STAGED_COLS - 16 outputs (not on a Cortex-M, whose stack the
     // rows would not fit): each output row's kernel rows staged first (`stage_rows`).
     let reach = (p.s - 1).saturating_mul(dw);
     let cover = wo.next_multiple_of(CHUNK) + reach;
     let staged =
         !cfg!(target_arch = "arm") && sw == 1 && p.r <= STAGED_ROWS && p.s <= STAGED_TAPS && cover <= STAGED_COLS;
     let mut rows = [[0i32; STAGED_COLS]; STAGED_ROWS];
+    let mut acc_buf = [0i32; ACC];
     let zx = op.x_zero;
     for k in ks {
         let stage = out.channel::<Y>(k);
@@ -1203,14 +1236,15 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                 // The staged form's output row is one chunk (`wo <= ACC`, as `cover` fits).
                 for ox0 in (0..wo).step_by(if staged { wo } else { CHUNK }) {
                     let len = if staged { wo } else { CHUNK.min(wo - ox0) };
-                    let mut acc = [bias; ACC];
+                    // The accumulators this chunk uses, from the bias.
+                    let acc = &mut acc_buf[..if staged { len.next_multiple_of(16) } else { CHUNK }];
+                    acc.fill(bias);
                     if staged {
                         // Per block of 16 outputs (a register), each tap's products at a fixed
                         // offset into its staged row: full vectors, no bounds per tap (outputs
                         // past `len` are computed and dropped). Wrapping: exact, as the true
                         // sum fits (the accumulator bound).
-                        let blocks = &mut acc[..len.next_multiple_of(16)];
-                        for (b0, block) in (ox0..).step_by(16).zip(blocks.chunks_exact_mut(16)) {
+                        for (b0, block) in (ox0..).step_by(16).zip(acc.chunks_exact_mut(16)) {
                             let v = match (p.r, p.s, dw) {
                                 (3, 3, 1) => staged_block::<3, 3>(&rows, &taps, b0, 1, bias),
                                 (5, 5, 1) => staged_block::<5, 5>(&rows, &taps, b0, 1, bias),
@@ -1401,21 +1435,26 @@ pub(crate) fn run_conv<X: QOperand, W: QOperand, Y: QElem>(
         }
         return Ok(());
     }
-    let direct = Direct::plan(kernel, g, exec.workers());
     match packed.map(|pv| pv.order) {
         Some(WeightOrder::Direct { .. }) => {
             // The packed scratch length came from this plan.
-            let d = direct.ok_or(Error::Overflow { param: Param::Scratch })?;
+            let d = Direct::feasible(kernel, g, exec.workers()).ok_or(Error::Overflow { param: Param::Scratch })?;
             run_direct(g, &d, op, packed, out, output, (kernel, exec), scratch);
             return Ok(());
         }
+        Some(WeightOrder::Krsc) => {
+            if let Some(d) = packed_direct(kernel, g, exec.workers()).filter(|d| scratch.len() >= d.packed_words) {
+                run_direct(g, &d, op, packed, out, output, (kernel, exec), scratch);
+                return Ok(());
+            }
+        }
         None => {
-            if let Some(d) = direct.filter(|d| scratch.len() >= d.words) {
+            if let Some(d) = Direct::plan(kernel, g, exec.workers()).filter(|d| scratch.len() >= d.words) {
                 run_direct(g, &d, op, None, out, output, (kernel, exec), scratch);
                 return Ok(());
             }
         }
-        Some(_) => {}
+        Some(WeightOrder::Depthwise) => {}
     }
     // Packed weights are in KRSC's order: im2col reads through `g` with KRSC weights (the same
     // input, output and sizes; only the reduction's order differs).

@@ -253,8 +253,10 @@ pub fn qconv2d_packed_words(kernel: &QKernel, g: &Conv2d) -> Result<usize> {
 impl<W: QOperand, S: AsRef<[i32]>> QPackedConv<W, S> {
     /// Packs `weight` (`g.weight_len()` elements in `g`'s weight layout) for convs of `g`'s
     /// weight shape on `kernel` into `words` (at least [`qconv2d_packed_words`] long), in the
-    /// order of the path such a conv takes there: AMX's direct conv, per tap, the channels padded
-    /// to 64; depthwise (one channel per group), the weights as given; otherwise KRSC's.
+    /// order of the path such a conv takes there, whatever the image: a direct conv (AMX; AVX-512
+    /// VNNI where the group's channels are not whole blocks of 64), per tap, the channels padded
+    /// to 64; depthwise (one channel per group), the weights as given; otherwise KRSC's (which
+    /// the direct conv also reads where the channels are whole blocks).
     pub fn new(kernel: &QKernel, g: &Conv2d, weight: &[W], mut words: S) -> Result<Self>
     where
         S: AsMut<[i32]>,
