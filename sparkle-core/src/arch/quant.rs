@@ -541,30 +541,53 @@ pub(crate) mod x86 {
     /// and AVX512_VNNI.
     #[target_feature(enable = "avx512f,avx512vnni")]
     unsafe fn avx512vnni_qgemm_u8i8_8x32(p: &QMicroArgs) {
-        const MR: usize = 8;
-        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let mut acc = [[_mm512_setzero_si512(); 2]; 8];
         let mut a = p.a.cast::<i32>();
         let mut b = p.b.cast::<__m512i>();
         for _ in 0..p.groups {
             // SAFETY: one group of B is 32 columns x 4 bytes (two zmm), one of A 8 rows x 4
             // bytes (eight i32), inside the panels by the caller's contract.
             unsafe {
-                let b0 = _mm512_loadu_si512(b);
-                let b1 = _mm512_loadu_si512(b.add(1));
-                for (i, row) in acc.iter_mut().enumerate() {
-                    let ai = _mm512_set1_epi32(a.add(i).read_unaligned());
-                    row[0] = _mm512_dpbusd_epi32(row[0], ai, b0);
-                    row[1] = _mm512_dpbusd_epi32(row[1], ai, b1);
-                }
-                a = a.add(MR);
+                vnni_group_8x32(&mut acc, core::array::from_fn(|i| a.add(i)), b);
+                a = a.add(8);
                 b = b.add(2);
             }
         }
+        // SAFETY: the tile holds 8 x 32 i32.
+        unsafe { store_8x32(&acc, p.c) }
+    }
+
+    /// One k-group of the 8 x 32 VNNI tile: row `i`'s 4 bytes at `rows[i]` broadcast against
+    /// B's 32 columns at `b` (two zmm), summed into `acc`.
+    ///
+    /// # Safety
+    /// The CPU runs AVX-512F and AVX512_VNNI (the callers' target features, inlined); every
+    /// `rows[i]` is readable for 4 bytes and `b` for 128.
+    #[inline(always)]
+    unsafe fn vnni_group_8x32(acc: &mut [[__m512i; 2]; 8], rows: [*const i32; 8], b: *const __m512i) {
+        // SAFETY: the contract.
+        unsafe {
+            let b0 = _mm512_loadu_si512(b);
+            let b1 = _mm512_loadu_si512(b.add(1));
+            for (row, at) in acc.iter_mut().zip(rows) {
+                let ai = _mm512_set1_epi32(at.read_unaligned());
+                row[0] = _mm512_dpbusd_epi32(row[0], ai, b0);
+                row[1] = _mm512_dpbusd_epi32(row[1], ai, b1);
+            }
+        }
+    }
+
+    /// Stores the 8 x 32 VNNI tile, row-major, 32 apart.
+    ///
+    /// # Safety
+    /// The CPU runs AVX-512F (the callers' target feature, inlined); `c` is writable for 256 i32.
+    #[inline(always)]
+    unsafe fn store_8x32(acc: &[[__m512i; 2]; 8], c: *mut i32) {
         for (i, row) in acc.iter().enumerate() {
-            // SAFETY: the tile holds 8 x 32 i32.
+            // SAFETY: row `i < 8` of the tile (the contract).
             unsafe {
-                _mm512_storeu_si512(p.c.add(i * 32).cast(), row[0]);
-                _mm512_storeu_si512(p.c.add(i * 32 + 16).cast(), row[1]);
+                _mm512_storeu_si512(c.add(i * 32).cast(), row[0]);
+                _mm512_storeu_si512(c.add(i * 32 + 16).cast(), row[1]);
             }
         }
     }
@@ -576,8 +599,7 @@ pub(crate) mod x86 {
     /// image (`a + i * stride + tap + 4 * group`) instead of from a packed panel.
     #[target_feature(enable = "avx512f,avx512vnni")]
     unsafe fn avx512vnni_qconv_direct_u8i8_8x32(p: &QDirectArgs) {
-        const MR: usize = 8;
-        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let mut acc = [[_mm512_setzero_si512(); 2]; 8];
         let mut b = p.b.cast::<__m512i>();
         let (s1, s2, s3) = (p.stride, 2 * p.stride, 3 * p.stride);
         for t in 0..p.ntaps {
@@ -592,27 +614,16 @@ pub(crate) mod x86 {
                 // `ntaps * blocks * 16` groups; rows `a0 + {0,1,2,3} * stride` and `a4 + ...`
                 // are rows 0-7 at this group's 4 bytes, inside the contract's reads.
                 unsafe {
-                    let b0 = _mm512_loadu_si512(b);
-                    let b1 = _mm512_loadu_si512(b.add(1));
                     let rows = [a0, a0.add(s1), a0.add(s2), a0.add(s3), a4, a4.add(s1), a4.add(s2), a4.add(s3)];
-                    for (row, at) in acc.iter_mut().zip(rows) {
-                        let ai = _mm512_set1_epi32(at.cast::<i32>().read_unaligned());
-                        row[0] = _mm512_dpbusd_epi32(row[0], ai, b0);
-                        row[1] = _mm512_dpbusd_epi32(row[1], ai, b1);
-                    }
+                    vnni_group_8x32(&mut acc, rows.map(|r| r.cast::<i32>()), b);
                     a0 = a0.add(4);
                     a4 = a4.add(4);
                     b = b.add(2);
                 }
             }
         }
-        for (i, row) in acc.iter().enumerate() {
-            // SAFETY: the tile holds 8 x 32 i32.
-            unsafe {
-                _mm512_storeu_si512(p.c.add(i * 32).cast(), row[0]);
-                _mm512_storeu_si512(p.c.add(i * 32 + 16).cast(), row[1]);
-            }
-        }
+        // SAFETY: the tile holds 8 x 32 i32.
+        unsafe { store_8x32(&acc, p.c) }
     }
 
     pub(crate) const AVXVNNI_Q: QKernel = QKernel {

@@ -146,8 +146,9 @@ fn least_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: 
 /// (where reordering them costs more than it saves).
 ///
 /// Where the kernel has a direct form (AMX, AVX-512 VNNI) and the conv is one it runs well
-/// (stride 1, channels that fill 64-byte blocks, few rows dropped: `Direct::plan`), these are the words of the direct conv instead, which stages the
-/// input with its padding and reads it in place: no im2col packing at all.
+/// (stride 1, channels that fill 64-byte blocks, few rows dropped: `Direct::plan`), these are
+/// the words of the direct conv instead, which stages the input with its padding and reads it
+/// in place: no im2col packing at all.
 pub fn qconv2d_staged_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers: usize) -> Result<usize> {
     if let Some(d) = Direct::plan(kernel, g, workers) {
         return Ok(qconv2d_scratch_len(kernel, g, workers)?.max(d.words));
@@ -229,12 +230,12 @@ fn packed_scratch_len(kernel: &crate::arch::quant::QKernel, g: &Conv2d, workers:
         WeightOrder::Direct { .. } => Direct::feasible(kernel, g, workers)
             .map(|d| d.packed_words)
             .ok_or(Error::Overflow { param: Param::Scratch }),
-        // KRSC weights that the direct form reads too, where it is worth it (`packed_direct`).
-        WeightOrder::Krsc if staged => {
+        // Staged im2col, or the direct form where it reads KRSC weights and is worth it
+        // (`packed_direct`, never for depthwise).
+        _ if staged => {
             let im2col = im2col_staged_scratch_len(kernel, &krsc(g)?, workers, true)?;
             Ok(packed_direct(kernel, g, workers).map_or(im2col, |d| im2col.max(d.packed_words)))
         }
-        _ if staged => im2col_staged_scratch_len(kernel, &krsc(g)?, workers, true),
         _ => least_scratch_len(kernel, g, workers, true),
     }
 }
@@ -295,8 +296,8 @@ fn staging(g: &Conv2d) -> Result<Option<Staging>> {
 /// `cp` bytes at each tap's offset from it (stride 1: the output pixel `(q / width, q % width)`
 /// reads the staged pixels `q + (r * dilation) * width + s * dilation`). The kernel reads its
 /// A rows from the image in place (AMX loads them as tiles, VNNI broadcasts them), so nothing
-/// is packed per tile. Rows past `wo` in each output
-/// row (`width - wo` of them) are computed and dropped.
+/// is packed per tile. Rows past `wo` in each output row (`width - wo` of them) are computed and
+/// dropped.
 ///
 /// The weights are staged as KRSC with `cp` channels per tap, the padding's canonical value 0;
 /// as the image's padding channels hold the zero point, every padded step adds `(zx - zx) * w =
@@ -1018,10 +1019,10 @@ fn staged_block_any(
 }
 
 /// [`depthwise`]'s stride-1 form: for output row `oy` of the channel plane at `plane`, kernel
-/// row `r`'s input less the zero point `zx` into `rows[r][..cover]` (`rows[r][t]` the input column `t -
-/// pad.left`, 0 in the padding, and every row 0 whose input row is padding). Staged before the
-/// products read them at offsets that straddle these stores (at once, they would stall on
-/// store forwarding).
+/// row `r`'s input less the zero point `zx` into `rows[r][..cover]` (`rows[r][t]` the input
+/// column `t - pad.left`, 0 in the padding, and every row 0 whose input row is padding). Staged
+/// before the products read them at offsets that straddle these stores (at once, they would
+/// stall on store forwarding).
 fn stage_rows<X: QOperand>(
     g: &Conv2d,
     input: &[X],
@@ -1252,35 +1253,33 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                             };
                             block.copy_from_slice(&v);
                         }
-                    }
-                    for r in 0..p.r {
-                        if staged {
-                            break;
-                        }
-                        let Some(iy) = g.input_y(oy, r) else { continue };
-                        for s in 0..p.s {
-                            let w = op.weight[g.weight_index(k, 0, r, s)].widen() - zw;
-                            // Outputs ox whose input column ox*sw + s*dw - pl is inside [0, w).
-                            let shift = s * dw;
-                            let lo = pl.saturating_sub(shift).div_ceil(sw).max(ox0);
-                            let hi =
-                                if p.w + pl > shift { ((p.w + pl - shift - 1) / sw + 1).min(ox0 + len) } else { 0 };
-                            if lo >= hi {
-                                continue;
-                            }
-                            let first = plane + iy * ystride + (lo * sw + shift - pl) * xstride;
-                            let step = sw * xstride;
-                            let accs = &mut acc[lo - ox0..hi - ox0];
-                            // Wrapping: exact, as the true sum fits (the accumulator bound).
-                            let mac = |a: &mut i32, x: &X| *a = a.wrapping_add((x.widen() - zx).wrapping_mul(w));
-                            if step == 1 {
-                                // Contiguous (NCHW, stride 1): a loop the compiler vectorizes.
-                                let n = accs.len();
-                                accs.iter_mut().zip(&op.input[first..first + n]).for_each(|(a, x)| mac(a, x));
-                            } else {
-                                accs.iter_mut()
-                                    .zip(op.input[first..].iter().step_by(step))
-                                    .for_each(|(a, x)| mac(a, x));
+                    } else {
+                        for r in 0..p.r {
+                            let Some(iy) = g.input_y(oy, r) else { continue };
+                            for s in 0..p.s {
+                                let w = op.weight[g.weight_index(k, 0, r, s)].widen() - zw;
+                                // Outputs ox whose input column ox*sw + s*dw - pl is inside [0, w).
+                                let shift = s * dw;
+                                let lo = pl.saturating_sub(shift).div_ceil(sw).max(ox0);
+                                let hi =
+                                    if p.w + pl > shift { ((p.w + pl - shift - 1) / sw + 1).min(ox0 + len) } else { 0 };
+                                if lo >= hi {
+                                    continue;
+                                }
+                                let first = plane + iy * ystride + (lo * sw + shift - pl) * xstride;
+                                let step = sw * xstride;
+                                let accs = &mut acc[lo - ox0..hi - ox0];
+                                // Wrapping: exact, as the true sum fits (the accumulator bound).
+                                let mac = |a: &mut i32, x: &X| *a = a.wrapping_add((x.widen() - zx).wrapping_mul(w));
+                                if step == 1 {
+                                    // Contiguous (NCHW, stride 1): a loop the compiler vectorizes.
+                                    let n = accs.len();
+                                    accs.iter_mut().zip(&op.input[first..first + n]).for_each(|(a, x)| mac(a, x));
+                                } else {
+                                    accs.iter_mut()
+                                        .zip(op.input[first..].iter().step_by(step))
+                                        .for_each(|(a, x)| mac(a, x));
+                                }
                             }
                         }
                     }

@@ -19,8 +19,8 @@
 //!
 //! ```text
 //! phase 1 (all workers): pack B's nr-panels (worker w: panels w, w+W, ...) and their column terms
-//! phase 2 (all workers): items = (block of mc rows) x (chunk of up to NC_PANELS panels), worker w takes
-//!   w, w+W, ...: pack the A block (unless it already holds it), then per B panel, per A panel:
+//! phase 2 (all workers): items = (block of mc rows) x (chunk of up to NC_PANELS panels),
+//!   worker w takes w, w+W, ...: pack the A block (unless it already holds it), then per B panel, per A panel:
 //!   microkernel -> tile -> finish into C
 //! ```
 //!
@@ -840,9 +840,10 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
             let tile = mine.add(l.a_words + l.sum_words);
             (mine.cast::<u8>(), mine.add(l.a_words), tile, tile.add(mr * nr).cast::<i16>())
         };
-        let nc = chunk_panels(d.m.div_ceil(l.mc), l.n_panels, self.workers);
+        let row_blocks = d.m.div_ceil(l.mc);
+        let nc = chunk_panels(row_blocks, l.n_panels, self.workers);
         let chunks = l.n_panels.div_ceil(nc);
-        let items = d.m.div_ceil(l.mc) * chunks;
+        let items = row_blocks * chunks;
         let stage = self.out.channel::<Y>(self.ch0);
         let mut packed_block = usize::MAX;
         if let Some(session) = kernel.session {
@@ -909,9 +910,9 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
 
 impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     /// Phase 2 of a direct conv, worker `w`: items `w, w + W, ...`, each `mr` rows of the staged
-    /// image by a chunk of [`chunk_panels`] panels: the tile's row sums (where read), then per B panel
-    /// the direct kernel, which reads A in place, and the write-out of the tile's rows that are
-    /// output pixels, a run of an output row at a time.
+    /// image by a chunk of [`chunk_panels`] panels: the tile's row sums (where read), then per B
+    /// panel the direct kernel, which reads A in place, and the write-out of the tile's rows that
+    /// are output pixels, a run of an output row at a time.
     ///
     /// # Safety
     /// `w < workers`, each index run once, after phase 1; `self.direct` is the image, whose
@@ -928,9 +929,10 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
             let mine = self.scratch.ptr().add(l.col_words + l.b_words + w * l.per_worker);
             (mine, mine.add(l.sum_words))
         };
-        let nc = chunk_panels(d.m.div_ceil(mr), l.n_panels, self.workers);
+        let row_blocks = d.m.div_ceil(mr);
+        let nc = chunk_panels(row_blocks, l.n_panels, self.workers);
         let chunks = l.n_panels.div_ceil(nc);
-        let items = d.m.div_ceil(mr) * chunks;
+        let items = row_blocks * chunks;
         let stage = self.out.channel::<Y>(self.ch0);
         let (width, wo) = (img.width, img.wo);
         if let Some(session) = kernel.session {
@@ -1462,8 +1464,8 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
 /// # Safety
 /// As [`qgemm_unchecked`] for the problem `rows x n x (taps * pixel_bytes)` (the accumulator
 /// bound, the stage, the parameters; C's `ho * wo` rows instead of `rows`), with `scratch`
-/// holding [`qconv_direct_scratch_len`] words (with `packed` as `ops.b` is); the kernel has a direct form; `pixel_bytes` is a
-/// multiple of 64 and the image holds every byte a tile of `mr` rows from a multiple of `mr`
+/// holding [`qconv_direct_scratch_len`] words (with `packed` as `ops.b` is); the kernel has a
+/// direct form; `pixel_bytes` is a multiple of 64 and the image holds every byte a tile of `mr` rows from a multiple of `mr`
 /// below `rows` reads at its taps; `pixel_sums`, where present, holds each pixel those reads
 /// cover and is present when some canonical weight zero point is nonzero.
 #[allow(clippy::too_many_arguments)]
