@@ -1,5 +1,5 @@
-"""cuBLAS (through PyTorch) beside `sparkle bench gemm --device vulkan --dtypes f16,bf16,f32`:
-row-major C = A @ B on the first CUDA device, TFLOPS per shape and input type.
+"""cuBLAS (through PyTorch) beside `sparkle bench gemm --device vulkan --dtypes f16,bf16,f32,int8`:
+row-major C = A @ B on the first CUDA device, TFLOPS (int8: TOPS) per shape and input type.
 
 Like with like: f16 and bf16 inputs with f32 accumulation (PyTorch's reduced-precision
 reductions are switched off) and, like Sparkle's half GEMM, an f32 result (cuBLAS's f16-output
@@ -46,6 +46,19 @@ def main():
     for d in a.dtypes.split(","):
         for s in a.shapes.split(","):
             m, n, k = shape(s)
+            if d == "int8":
+                # cuBLAS's int8 GEMM (torch._int_mm: s8 x s8 -> s32, no requantization; m > 16,
+                # k and n multiples of 8) beside `sparkle bench gemm --device vulkan --dtypes int8`,
+                # with B row-major (k x n) and with B stored k-contiguous (the transpose of an
+                # n x k matrix: the layout cuBLAS's int8 tensor-core kernels take); both printed.
+                A = torch.randint(-128, 128, (m, k), device=dev, dtype=torch.int8)
+                for layout, B in [
+                    ("", torch.randint(-128, 128, (k, n), device=dev, dtype=torch.int8)),
+                    ("-bt", torch.randint(-128, 128, (n, k), device=dev, dtype=torch.int8).t()),
+                ]:
+                    t = seconds_per_call(lambda: torch._int_mm(A, B), a.seconds)
+                    print(f"cublas-int8{layout} {m}x{n}x{k} {2 * m * n * k / t / 1e12:.1f} TOPS")
+                continue
             A = torch.randn(m, k, device=dev).to(types[d])
             B = torch.randn(k, n, device=dev).to(types[d])
             if d == "f32" or a.half_out:

@@ -306,6 +306,58 @@ fn qgemm_stage() -> sparkle_core::quant::OutputStage<'static> {
     sparkle_core::quant::OutputStage::onnx(0.02, sparkle_core::quant::PerChannel::Tensor(0.01), 0.5, 128)
 }
 
+/// `c`, the result of [`qgemm_case`] at `shape` under [`qgemm_stage`] by `name`, against the
+/// integer oracle at 64 sampled elements, bit for bit.
+fn check_qgemm(
+    name: &str,
+    op: &sparkle_core::quant::QGemm<'_, u8, i8>,
+    stage: &sparkle_core::quant::OutputStage<'_>,
+    c: &[u8],
+    [m, n, k]: [usize; 3],
+) -> Result<(), BenchError> {
+    for seed in samples() {
+        let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
+        let want: u8 = stage.apply(sparkle_core::quant::reference::accumulator(op, (i, j))?, j);
+        if c[i * n + j] != want {
+            return Err(format!("{name} is wrong at ({i}, {j}) of {m}x{n}x{k}: {} vs {want}", c[i * n + j]).into());
+        }
+    }
+    Ok(())
+}
+
+/// The int8 operands of a GEMM bench at `shape`: [`gemm_operands`] mapped onto u8 and s8.
+fn qgemm_operands(shape: [usize; 3]) -> (Vec<u8>, Vec<i8>) {
+    let (fa, fb) = gemm_operands(shape);
+    (fa.iter().map(|&v| ((v + 1.0) * 127.5) as u8).collect(), fb.iter().map(|&v| (v * 127.0) as i8).collect())
+}
+
+/// `sparkle bench gemm --device vulkan --dtypes int8`: [`qgemm_case`] (u8 x s8 -> u8) on the
+/// preferred device, on cooperative matrices where it has int8 ones. Checked bit for bit at 64
+/// sampled elements through the full upload/dispatch/download path first; then timed resident
+/// after 0.2 s of warm-up, with a u8 output requantized in the fixed-point stage (per-column
+/// words read in the write-out, as the ONNX stage's are). GOPS.
+#[cfg(feature = "vulkan")]
+pub fn qgemm_vulkan(shapes: &[[usize; 3]], budget: f64) -> Result<(String, Vec<Record>), BenchError> {
+    let ctx = crate::vk::Context::best()?;
+    let name = format!("{} (int8 on {})", ctx.info().name, ctx.qgemm_path());
+    let stage = qgemm_stage();
+    let mut records = Vec::new();
+    for &shape in shapes {
+        let [m, n, k] = shape;
+        let (a, b) = qgemm_operands(shape);
+        let op = qgemm_case(&a, &b, shape)?;
+        let mut c = vec![0u8; m * n];
+        ctx.qgemm(&op, &stage, MatMut::row_major(&mut c, m, n)?)?;
+        let implementation = "sparkle-vulkan-int8".to_string();
+        check_qgemm(&implementation, &op, &stage, &c, shape)?;
+        let one = ctx.time_qgemm_resident(m, n, k, 1, 0.2)?;
+        let t = ctx.time_qgemm_resident(m, n, k, reps_for(one, budget), 0.0)?;
+        let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
+        records.push(Record { op: "gemm", key: shape_key(shape), threads: 0, implementation, gflops });
+    }
+    Ok((name, records))
+}
+
 /// Sparkle's int8 CPU GEMM (u8 with zero point 3 x s8 -> u8, ONNX stage) at every shape, each result checked
 /// bit for bit against the integer oracle at 64 sampled elements first. The figure is GOPS
 /// (`2*m*n*k` integer operations per second), comparable with f32 GFLOPS. Two rows per shape:
@@ -313,15 +365,12 @@ fn qgemm_stage() -> sparkle_core::quant::OutputStage<'static> {
 /// timed loop, by `Cpu::qgemm_pack`).
 pub fn qgemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
     use sparkle_core::quant::packed::QGemmPacked;
-    use sparkle_core::quant::reference::accumulator;
     let cpu = Cpu::new()?.threads(threads);
     let stage = qgemm_stage();
     let mut records = Vec::new();
     for &shape in shapes {
         let [m, n, k] = shape;
-        let (fa, fb) = gemm_operands(shape);
-        let a: Vec<u8> = fa.iter().map(|&v| ((v + 1.0) * 127.5) as u8).collect();
-        let b: Vec<i8> = fb.iter().map(|&v| (v * 127.0) as i8).collect();
+        let (a, b) = qgemm_operands(shape);
         let op = qgemm_case(&a, &b, shape)?;
         // B packed once, outside the timed loop (as PyTorch's quantized linear keeps its weights).
         let packed = cpu.qgemm_pack(&op.b)?;
@@ -338,15 +387,7 @@ pub fn qgemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<V
         for name in ["sparkle-int8", "sparkle-int8-packed"] {
             c.fill(0);
             run(name, &mut c)?;
-            for seed in samples() {
-                let (i, j) = ((seed >> 33) as usize % m, (seed >> 13) as usize % n);
-                let want: u8 = stage.apply(accumulator(&op, (i, j))?, j);
-                if c[i * n + j] != want {
-                    return Err(
-                        format!("{name} is wrong at ({i}, {j}) of {m}x{n}x{k}: {} vs {want}", c[i * n + j]).into()
-                    );
-                }
-            }
+            check_qgemm(name, &op, &stage, &c, shape)?;
             let t = best_time(Duration::from_secs_f64(budget), || {
                 let _ = run(name, &mut c);
             });

@@ -3,6 +3,10 @@
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#ifdef INT8
+#extension GL_EXT_shader_explicit_arithmetic_types_int8 : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int32 : require
+#endif
 #extension GL_EXT_control_flow_attributes : require
 // f16 GEMM on cooperative matrices (tensor cores): C (m x n, f32) = act(A (m x k) * B (k x n) + bias),
 // f16 inputs, f32 accumulation. Compiled by scripts/spirv.sh (glslang >= 14) into spv/.
@@ -27,9 +31,31 @@
 // rounded f32 add: the tensor cores' own f32 sums truncate (Ootomo & Yokota, "Recovering single
 // precision accuracy from Tensor Cores while surpassing the FP32 theoretical peak performance",
 // IJHPCA 2022), so only 16-deep partial sums are formed there.
+//
+// With INT8 defined it is the int8 GEMM (quant.rs): A and B hold signed bytes, 16 to a uvec4
+// (EPV elements per uvec4 below), the fragments are 16x16x32 i8 x i8 -> i32 (wrapping: the host
+// picks a non-saturating shape) and the write-out is quant.glsl's (zero points, bias,
+// requantization), each lane finishing four adjacent columns. B arrives k-contiguous (B^T: rows
+// of p.k bytes, p.b_rs uvec4 apart, zero-padded like A's) and is staged like A and loaded column
+// major: the layout int8 tensor cores take (8-bit B row major has no transposing shared-memory
+// load on NVIDIA; on an H200 it ran at a fraction of this).
 layout(local_size_x = 256) in;
 #if defined(SPLIT) && defined(CONV)
 #error "SPLIT is a GEMM of two host-split planes; conv2d gathers one"
+#endif
+#if defined(INT8) && (defined(SPLIT) || defined(CONV))
+#error "INT8 is a GEMM of one plane"
+#endif
+#ifdef INT8
+#define EPV 16  // elements per uvec4
+#define KF 32   // depth of one fragment
+#define ELEM int8_t
+#define ACC int32_t
+#else
+#define EPV 8
+#define KF 16
+#define ELEM float16_t
+#define ACC float
 #endif
 
 #ifndef BM
@@ -41,11 +67,15 @@ layout(local_size_x = 256) in;
 #endif
 const uint TM = WM / 16;
 const uint TN = WN / 16;
-const uint AS = BK / 8 + 1;  // shared row strides, in uvec4
-const uint BS = BN / 8 + 1;
+const uint AS = BK / EPV + 1;  // shared row strides, in uvec4
+#ifdef INT8
+const uint BS = AS;  // B^T's rows: BN of BK bytes
+#else
+const uint BS = BN / EPV + 1;
+#endif
 const uint SGN = BN / WN;  // subgroups along n
-const uint AL = BM * BK / 8 / 256;  // uvec4 loads per invocation per slice
-const uint BL = BK * BN / 8 / 256;
+const uint AL = BM * BK / EPV / 256;  // uvec4 loads per invocation per slice
+const uint BL = BK * BN / EPV / 256;
 
 layout(set = 0, binding = 0) readonly buffer ABuf { uvec4 a[]; };  // with SPLIT: hi rows, then lo rows
 #ifdef CONV
@@ -53,15 +83,24 @@ layout(set = 0, binding = 1) readonly buffer BBuf { uint b[]; };  // the input's
 #else
 layout(set = 0, binding = 1) readonly buffer BBuf { uvec4 b[]; };
 #endif
+#ifdef INT8
+layout(set = 0, binding = 2) writeonly buffer CBuf { uint c[]; };
+#include "common.glsl"
+#include "quant.glsl"
+#else
 layout(set = 0, binding = 2) writeonly buffer CBuf { float c[]; };
 layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
-
 #include "common.glsl"
+#endif
 
 // One shared stage: a double-buffered variant (one barrier per slice, 38 KiB) measured 15% slower
 // on an H200 (BENCHMARKS.md).
 shared uvec4 As[BM * AS];
+#ifdef INT8
+shared uvec4 Bs[BN * BS];
+#else
 shared uvec4 Bs[BK * BS];
+#endif
 #ifdef SPLIT
 shared uvec4 AsLo[BM * AS];
 shared uvec4 BsLo[BK * BS];
@@ -70,9 +109,11 @@ const uint PLANES = 2u;
 const uint PLANES = 1u;
 #endif
 // The epilogue's scratch, 8 x 64 uvec4: whichever operand array is large enough, else its own.
-#if BM * (BK / 8 + 1) >= 512
+#if BM * (BK / EPV + 1) >= 512
 #define SCRATCH As
-#elif BK * (BN / 8 + 1) >= 512
+#elif !defined(INT8) && BK * (BN / EPV + 1) >= 512
+#define SCRATCH Bs
+#elif defined(INT8) && BN * (BK / EPV + 1) >= 512
 #define SCRATCH Bs
 #else
 shared uvec4 Scratch[512];
@@ -135,18 +176,21 @@ void fetch(out uvec4 ra[AL * PLANES], out uvec4 rb[BL * PLANES], uint row0, uint
 #endif
     [[unroll]] for (uint i = 0u; i < AL * PLANES; i++) {
         uint e = tid + (i % AL) * 256u;
-        uint r = row0 + e / (BK / 8u);
+        uint r = row0 + e / (BK / EPV);
         uint plane = (i / AL) * p.m * p.a_rs;
-        ra[i] = r < p.m ? a[plane + (a_row0 + r) * p.a_rs + t * (BK / 8u) + e % (BK / 8u)] : uvec4(0u);
+        ra[i] = r < p.m ? a[plane + (a_row0 + r) * p.a_rs + t * (BK / EPV) + e % (BK / EPV)] : uvec4(0u);
     }
     [[unroll]] for (uint i = 0u; i < BL * PLANES; i++) {
         uint e = tid + (i % BL) * 256u;
-#ifdef CONV
+#if defined(CONV)
         rb[i] = gather(t * BK + e / (BN / 8u), img, g);
+#elif defined(INT8)
+        uint r = col0 + e / (BK / EPV);
+        rb[i] = r < p.n ? b[r * p.b_rs + t * (BK / EPV) + e % (BK / EPV)] : uvec4(0u);
 #else
-        uint q = col0 / 8u + e % (BN / 8u);
+        uint q = col0 / EPV + e % (BN / EPV);
         uint plane = (i / BL) * p.k * p.b_rs;
-        rb[i] = q < p.b_rs ? b[plane + (t * BK + e / (BN / 8u)) * p.b_rs + q] : uvec4(0u);
+        rb[i] = q < p.b_rs ? b[plane + (t * BK + e / (BN / EPV)) * p.b_rs + q] : uvec4(0u);
 #endif
     }
 }
@@ -155,16 +199,20 @@ void fetch(out uvec4 ra[AL * PLANES], out uvec4 rb[BL * PLANES], uint row0, uint
 void put(uvec4 ra[AL * PLANES], uvec4 rb[BL * PLANES], uint tid) {
     [[unroll]] for (uint i = 0u; i < AL; i++) {
         uint e = tid + i * 256u;
-        As[(e / (BK / 8u)) * AS + e % (BK / 8u)] = ra[i];
+        As[(e / (BK / EPV)) * AS + e % (BK / EPV)] = ra[i];
 #ifdef SPLIT
-        AsLo[(e / (BK / 8u)) * AS + e % (BK / 8u)] = ra[AL + i];
+        AsLo[(e / (BK / EPV)) * AS + e % (BK / EPV)] = ra[AL + i];
 #endif
     }
     [[unroll]] for (uint i = 0u; i < BL; i++) {
         uint e = tid + i * 256u;
-        Bs[(e / (BN / 8u)) * BS + e % (BN / 8u)] = rb[i];
+#ifdef INT8
+        Bs[(e / (BK / EPV)) * BS + e % (BK / EPV)] = rb[i];
+#else
+        Bs[(e / (BN / EPV)) * BS + e % (BN / EPV)] = rb[i];
+#endif
 #ifdef SPLIT
-        BsLo[(e / (BN / 8u)) * BS + e % (BN / 8u)] = rb[BL + i];
+        BsLo[(e / (BN / EPV)) * BS + e % (BN / EPV)] = rb[BL + i];
 #endif
     }
 }
@@ -182,14 +230,14 @@ void main() {
     conv_pixels(col0, tid);
 #endif
 
-    coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator> acc[TM][TN];
+    coopmat<ACC, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator> acc[TM][TN];
     [[unroll]] for (uint i = 0u; i < TM; i++) {
         [[unroll]] for (uint j = 0u; j < TN; j++) {
-            acc[i][j] = coopmat<float, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>(0.0);
+            acc[i][j] = coopmat<ACC, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator>(ACC(0));
         }
     }
 
-    // Global -> register -> shared: A's slice is BM rows of BK/8 uvec4, B's BK rows of BN/8.
+    // Global -> register -> shared: A's slice is BM rows of BK/EPV uvec4, B's BK rows of BN/EPV.
     uvec4 ra[AL * PLANES];
     uvec4 rb[BL * PLANES];
     fetch(ra, rb, row0, col0, tid, 0u);
@@ -200,10 +248,10 @@ void main() {
         if (more) {
             fetch(ra, rb, row0, col0, tid, t + 1u);
         }
-        [[unroll]] for (uint kk = 0u; kk < BK / 16u; kk++) {
-            coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseA> fa[TM];
+        [[unroll]] for (uint kk = 0u; kk < BK / KF; kk++) {
+            coopmat<ELEM, gl_ScopeSubgroup, 16, KF, gl_MatrixUseA> fa[TM];
             [[unroll]] for (uint i = 0u; i < TM; i++) {
-                coopMatLoad(fa[i], As, (wm * WM + i * 16u) * AS + kk * 2u, AS,
+                coopMatLoad(fa[i], As, (wm * WM + i * 16u) * AS + kk * (KF / EPV), AS,
                             gl_CooperativeMatrixLayoutRowMajor);
             }
 #ifdef SPLIT
@@ -214,9 +262,14 @@ void main() {
             }
 #endif
             [[unroll]] for (uint j = 0u; j < TN; j++) {
-                coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB> fb;
-                coopMatLoad(fb, Bs, kk * 16u * BS + (wn * WN + j * 16u) / 8u, BS,
+                coopmat<ELEM, gl_ScopeSubgroup, KF, 16, gl_MatrixUseB> fb;
+#ifdef INT8
+                coopMatLoad(fb, Bs, (wn * WN + j * 16u) * BS + kk * (KF / EPV), BS,
+                            gl_CooperativeMatrixLayoutColumnMajor);
+#else
+                coopMatLoad(fb, Bs, kk * KF * BS + (wn * WN + j * 16u) / EPV, BS,
                             gl_CooperativeMatrixLayoutRowMajor);
+#endif
 #ifdef SPLIT
                 coopmat<float16_t, gl_ScopeSubgroup, 16, 16, gl_MatrixUseB> fbl;
                 coopMatLoad(fbl, BsLo, kk * 16u * BS + (wn * WN + j * 16u) / 8u, BS,
@@ -251,10 +304,18 @@ void main() {
 #endif
     [[unroll]] for (uint i = 0u; i < TM; i++) {
         [[unroll]] for (uint j = 0u; j < TN; j++) {
-            // Through idle shared memory: 64 uvec4 = 16 x 16 floats per subgroup.
+            // Through idle shared memory: 64 uvec4 = 16 x 16 floats (ints) per subgroup.
             coopMatStore(acc[i][j], SCRATCH, sg * 64u, 4u, gl_CooperativeMatrixLayoutRowMajor);
             subgroupMemoryBarrierShared();
             subgroupBarrier();
+#ifdef INT8
+            // Lane l finishes row l / 4 (and 8 more on), columns 4 (l % 4) .. + 3: one uvec4.
+            [[unroll]] for (uint e = lane; e < 64u; e += 32u) {
+                uint r = row0 + wm * WM + i * 16u + e / 4u;
+                uint col = col0 + wn * WN + j * 16u + 4u * (e % 4u);
+                if (r < p.m && col < p.n) q_store(ivec4(SCRATCH[sg * 64u + e]), r, col);
+            }
+#else
             [[unroll]] for (uint e = lane; e < 256u; e += 32u) {
                 uint r = row0 + wm * WM + i * 16u + e / 16u;
                 uint col = col0 + wn * WN + j * 16u + e % 16u;
@@ -265,6 +326,7 @@ void main() {
                     c[c_off + r * p.c_rs + col * p.c_cs] = activate(v);
                 }
             }
+#endif
             subgroupMemoryBarrierShared();
             subgroupBarrier();
         }

@@ -107,6 +107,7 @@ mod tests {
             max_workgroup_invocations: 1024,
             device_local_bytes: 0,
             cooperative_matrix_f16: true,
+            cooperative_matrix_i8: true,
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Context {
     pub(crate) tuning: Mutex<Option<Tuning>>,
     /// f16 GEMMs run on cooperative matrices ([`DeviceInfo::cooperative_matrix_f16`], enabled).
     pub(crate) coopmat_f16: bool,
+    /// int8 GEMMs run on cooperative matrices ([`DeviceInfo::cooperative_matrix_i8`], enabled).
+    pub(crate) coopmat_i8: bool,
 }
 
 impl Context {
@@ -41,6 +43,7 @@ impl Context {
         let info = info(index, &physical);
         let max_storage_buffer_range = physical.properties().max_storage_buffer_range;
         let coopmat_f16 = info.cooperative_matrix_f16;
+        let coopmat_i8 = info.cooperative_matrix_i8;
         let (enabled_extensions, enabled_features) = if coopmat_f16 {
             (
                 DeviceExtensions { khr_cooperative_matrix: true, ..DeviceExtensions::empty() },
@@ -48,6 +51,7 @@ impl Context {
                     cooperative_matrix: true,
                     shader_float16: true,
                     vulkan_memory_model: true,
+                    shader_int8: coopmat_i8,
                     ..DeviceFeatures::empty()
                 },
             )
@@ -72,6 +76,7 @@ impl Context {
             submitter: Submitter::new(device.clone(), queue.clone()),
             tuning: Mutex::default(),
             coopmat_f16,
+            coopmat_i8,
             info,
             device,
             queue,

@@ -46,6 +46,10 @@ pub struct DeviceInfo {
     /// `VK_KHR_cooperative_matrix` with 16x16x16 f16 x f16 -> f32 in subgroup scope, f16
     /// arithmetic, the Vulkan memory model, and subgroups of exactly 32 (the shader's layout).
     pub cooperative_matrix_f16: bool,
+    /// Whether int8 GEMMs can run on cooperative matrices: everything
+    /// [`DeviceInfo::cooperative_matrix_f16`] needs, 8-bit shader integers, and 16x16x32
+    /// i8 x i8 -> i32 in subgroup scope with wrapping (not saturating) accumulation.
+    pub cooperative_matrix_i8: bool,
 }
 
 pub(crate) fn instance() -> Result<Arc<Instance>> {
@@ -110,6 +114,7 @@ pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
         max_workgroup_invocations: props.max_compute_work_group_invocations,
         device_local_bytes,
         cooperative_matrix_f16: cooperative_matrix_f16(p),
+        cooperative_matrix_i8: cooperative_matrix_i8(p),
     }
 }
 
@@ -130,6 +135,20 @@ pub(crate) fn cooperative_matrix_f16(p: &PhysicalDevice) -> bool {
             use ash::vk::{ComponentTypeKHR as T, ScopeKHR};
             (s.m_size, s.n_size, s.k_size) == (16, 16, 16)
                 && (s.a_type, s.b_type, s.c_type, s.result_type) == (T::FLOAT16, T::FLOAT16, T::FLOAT32, T::FLOAT32)
+                && s.scope == ScopeKHR::SUBGROUP
+        })
+}
+
+/// The device features `gemm_coopmat.comp` with INT8 needs, when
+/// [`DeviceInfo::cooperative_matrix_i8`].
+pub(crate) fn cooperative_matrix_i8(p: &PhysicalDevice) -> bool {
+    cooperative_matrix_f16(p)
+        && p.supported_features().shader_int8
+        && cooperative_matrix_shapes(p).iter().any(|s| {
+            use ash::vk::{ComponentTypeKHR as T, ScopeKHR};
+            (s.m_size, s.n_size, s.k_size) == (16, 16, 32)
+                && (s.a_type, s.b_type, s.c_type, s.result_type) == (T::SINT8, T::SINT8, T::SINT32, T::SINT32)
+                && s.saturating_accumulation == ash::vk::FALSE
                 && s.scope == ScopeKHR::SUBGROUP
         })
 }

@@ -380,7 +380,7 @@ impl Context {
     /// Seconds per dispatch of `plan` (C of `c_len` floats) over device buffers of its lengths
     /// (packed words occupy one 4-byte element each), after `warm_up` seconds of the same.
     pub(crate) fn time_plan(&self, plan: &HalfPlan, c_len: usize, reps: u32, warm_up: f64) -> Result<f64> {
-        self.time_recorded([plan.a_words, plan.b_words, c_len], reps, warm_up, &|cb, bufs| {
+        self.time_recorded([plan.a_words, plan.b_words, c_len, 1], reps, warm_up, &|cb, bufs| {
             // SAFETY: the buffers have the plan's lengths (see `gemm_half`); their contents are
             // whatever the pool held (only the time is used).
             unsafe { self.pipelines.dispatch(cb, plan.kind, &plan.params, plan.groups, &bufs) }

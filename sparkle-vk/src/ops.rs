@@ -160,15 +160,16 @@ impl Context {
     /// given lengths (A, B, C), timed from submission to completion after a one-run warm-up
     /// (pipeline creation excluded): seconds per run.
     pub(crate) fn time_resident(&self, plan: &Plan, lens: [usize; 3], reps: u32) -> Result<f64> {
-        self.time_recorded(lens, reps, 0.0, &|cb, bufs| self.record_plan(cb, plan, bufs))
+        self.time_recorded([lens[0], lens[1], lens[2], 1], reps, 0.0, &|cb, bufs| self.record_plan(cb, plan, bufs))
     }
 
-    /// [`Context::time_resident`] for whatever `record` records over (A, B, C, bias), after at
-    /// least `warm_up` seconds of the same runs (a GPU idling at a low clock needs about 0.1 s of
-    /// sustained work to reach its full one; 0 keeps the one-run warm-up).
+    /// [`Context::time_resident`] for whatever `record` records over (A, B, C, bias: `lens`
+    /// 4-byte elements each, holding whatever the pool held), after at least `warm_up` seconds
+    /// of the same runs (a GPU idling at a low clock needs about 0.1 s of sustained work to reach
+    /// its full one; 0 keeps the one-run warm-up).
     pub(crate) fn time_recorded(
         &self,
-        lens: [usize; 3],
+        lens: [usize; 4],
         reps: u32,
         warm_up: f64,
         record: &Recorder<'_>,
@@ -180,7 +181,7 @@ impl Context {
             self.pool.buffer(lens[1], usage, dev)?,
             self.pool.buffer(lens[2], usage, dev)?,
         );
-        let bias = self.pool.buffer(1, usage, dev)?;
+        let bias = self.pool.buffer(lens[3], usage, dev)?;
         let run = |reps: u32| -> Result<f64> {
             let mut cb = self.submitter.begin()?;
             for _ in 0..reps {
@@ -203,12 +204,12 @@ impl Context {
     pub fn time_gemm_resident(&self, m: usize, n: usize, k: usize, reps: u32, warm_up: f64) -> Result<f64> {
         let params = gemm_params(1.0, [m, k, k, 1], [n, 1], 0.0, [n, n, 1])?;
         let plan = gemm_plan(&params, self.min_vec4_tiles())?;
-        self.time_recorded([m * k, k * n, m * n], reps, warm_up, &|cb, bufs| self.record_plan(cb, &plan, bufs))
+        self.time_recorded([m * k, k * n, m * n, 1], reps, warm_up, &|cb, bufs| self.record_plan(cb, &plan, bufs))
     }
 
     /// Seconds per conv2d (+ ReLU) with input, weights and output already on the device.
     pub fn time_conv2d_resident(&self, g: &Conv2d, reps: u32) -> Result<f64> {
-        self.time_recorded([g.weight_len(), g.input_len(), g.output_len()], reps, 0.0, &|cb, bufs| {
+        self.time_recorded([g.weight_len(), g.input_len(), g.output_len(), 1], reps, 0.0, &|cb, bufs| {
             self.record_conv2d(cb, g, Activation::Relu, false, bufs)
         })
     }

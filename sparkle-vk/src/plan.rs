@@ -73,6 +73,11 @@ pub(crate) enum Kind {
     /// the shader cores (`gemm_half.comp` with SPLIT); `small`: 64x64 tiles on cooperative
     /// matrices, else 128x128.
     SplitF16 { coopmat: bool, small: bool },
+    /// int8 GEMM on the shader cores (`shaders/gemm_i8.comp`).
+    GemmI8,
+    /// int8 GEMM on cooperative matrices (`shaders/gemm_coopmat.comp` with INT8, precompiled),
+    /// the tile an index of `half::COOP_TILES`.
+    CoopmatI8 { tile: u8 },
 }
 
 /// Rows (and columns) of C per workgroup of the general GEMM and the conv shader.

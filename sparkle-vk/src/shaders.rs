@@ -100,6 +100,19 @@ mod gemm_split_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_half.comp", define: [("SPLIT", "1")] }
 }
 
+mod gemm_i8_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_i8.comp" }
+}
+mod gemm_coopmat_i8_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_i8.spv" }
+}
+mod gemm_coopmat_i8_wide_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_i8_128x256.spv" }
+}
+mod gemm_coopmat_i8_small_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_i8_64x64.spv" }
+}
+
 mod winograd_weights_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("WEIGHTS", "1")] }
 }
@@ -218,6 +231,10 @@ impl Pipelines {
             Kind::SplitF16 { coopmat: true, small: false } => gemm_coopmat_split_cs::load(device.clone()),
             Kind::SplitF16 { coopmat: true, small: true } => gemm_coopmat_split_small_cs::load(device.clone()),
             Kind::SplitF16 { coopmat: false, .. } => gemm_split_cs::load(device.clone()),
+            Kind::GemmI8 => gemm_i8_cs::load(device.clone()),
+            Kind::CoopmatI8 { tile: 0 } => gemm_coopmat_i8_cs::load(device.clone()),
+            Kind::CoopmatI8 { tile: 1 } => gemm_coopmat_i8_wide_cs::load(device.clone()),
+            Kind::CoopmatI8 { tile: _ } => gemm_coopmat_i8_small_cs::load(device.clone()),
         }
         .map_err(api("loading a shader"))?;
         let constants = match kind {

@@ -23,41 +23,8 @@ pub fn vk_contexts() -> Vec<sparkle_vk::Context> {
     }
 }
 
-/// The int8 side of the stamped tests (`qgemm_cpu.rs`, `qconv_cpu.rs`).
-pub mod quant {
-    use sparkle_core::arch::quant::QKernel;
-    use sparkle_core::arch::Isa;
-    use sparkle_std::cpu::isa::qkernel_for_isa;
-    use sparkle_std::cpu::Cpu;
-
-    /// The int8 kernel for `isa` if this CPU runs it; otherwise a loud skip (a failure when
-    /// `SPARKLE_REQUIRE_<ISA>=1`).
-    pub fn kernel(isa: Isa) -> Option<&'static QKernel> {
-        match qkernel_for_isa(isa) {
-            Ok(k) => Some(k),
-            Err(_) => {
-                let why = format!("this CPU or build cannot run the {} int8 kernel", isa.name());
-                crate::skip(&isa.name().to_uppercase(), &why);
-                None
-            }
-        }
-    }
-
-    /// The CPU path with int8 kernel `k` on `threads` threads, even for tiny problems.
-    pub fn cpu(k: &'static QKernel, threads: usize) -> Cpu {
-        Cpu { qkernel: k, parallel_min_fmas: 0.0, ..Cpu::new().unwrap().threads(threads) }
-    }
-
-    /// `len` deterministic bytes from `seed`.
-    pub fn bytes(len: usize, mut seed: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                (seed >> 56) as u8
-            })
-            .collect()
-    }
-}
+/// The int8 side of the stamped tests (`qgemm_cpu.rs`, `qconv_cpu.rs`, `qgemm_vk.rs`).
+pub mod quant;
 
 /// The bf16 side of the stamped tests (`bf16_gemm_cpu.rs`).
 pub mod bf16 {

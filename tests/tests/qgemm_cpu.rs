@@ -8,135 +8,15 @@
 use proptest::prelude::*;
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Isa;
-use sparkle_core::quant::packed::QGemmPacked;
-use sparkle_core::quant::reference::qgemm_reference;
-use sparkle_core::quant::{OutputStage, PerChannel, QElem, QGemm, QOperand};
+use sparkle_core::quant::{OutputStage, PerChannel, QGemm};
 use sparkle_core::{Error, MatMut, MatRef, Param};
 use sparkle_std::cpu::Cpu;
-use sparkle_tests::quant::{bytes, cpu, kernel};
+use sparkle_tests::quant::{cpu, kernel, Case, Packed, Stage};
 
-/// How the output is produced.
-#[derive(Clone, Copy, Debug)]
-enum Stage {
-    /// The raw accumulator (i32 output).
-    Acc,
-    /// ONNX, per-channel weight scales.
-    Onnx,
-    /// Fixed point, per-channel multipliers and shifts, a ReLU-like clamp.
-    Fixed,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    m: usize,
-    n: usize,
-    k: usize,
-    /// A stored transposed, C column-major, padding on every leading dimension.
-    ta: bool,
-    c_col: bool,
-    pad: usize,
-    /// Per-channel B zero points.
-    per_channel: bool,
-    bias: bool,
-    stage: Stage,
-    seed: u64,
-}
-
-impl Case {
-    fn new(m: usize, n: usize, k: usize) -> Self {
-        Case { m, n, k, ta: false, c_col: false, pad: 0, per_channel: true, bias: true, stage: Stage::Onnx, seed: 3 }
-    }
-}
-
-fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * rs + (cols - 1) * cs + 1
-    }
-}
-
-/// Runs `case` with operand types `A`, `B` and output `Y` through `cpu` and the oracle; panics on
-/// the first difference.
-fn check_typed<A: QOperand, B: QOperand, Y: QElem + PartialEq>(
-    cpu: &Cpu,
-    case: Case,
-    conv_a: fn(u8) -> A,
-    conv_b: fn(u8) -> B,
-) {
-    let Case { m, n, k, ta, c_col, pad, per_channel, bias, stage, seed } = case;
-    let (a_rs, a_cs) = if ta { (1, m + pad) } else { (k + pad, 1) };
-    let (c_rs, c_cs) = if c_col { (1, m + pad) } else { (n + pad, 1) };
-    let a: Vec<A> = bytes(extent(m, k, a_rs, a_cs), seed).into_iter().map(conv_a).collect();
-    let b: Vec<B> = bytes(k * n, seed + 1).into_iter().map(conv_b).collect();
-    let zr = bytes(n + 1, seed + 2);
-    let span = (B::MAX - B::MIN) as u32 + 1;
-    let zb: Vec<i32> = (0..n).map(|j| B::MIN + (u32::from(zr[j]) * 7 % span) as i32).collect();
-    let za = A::MIN + (u32::from(zr[n]) * 13 % ((A::MAX - A::MIN) as u32 + 1)) as i32;
-    let bias_v: Vec<i32> = (0..n).map(|j| (j as i32 * 37 % 201 - 100) * 50).collect();
-    let op = QGemm {
-        a: MatRef::new(&a, m, k, a_rs, a_cs).unwrap(),
-        a_zero: za,
-        // Column-major B (a conv's weights: each column contiguous, packed by whole groups)
-        // where exactly one of A and C is transposed, so every pairing of the three occurs.
-        b: if ta != c_col { MatRef::new(&b, k, n, 1, k) } else { MatRef::row_major(&b, k, n) }.unwrap(),
-        b_zero: if per_channel {
-            PerChannel::Channel(&zb)
-        } else {
-            PerChannel::Tensor(zb.first().copied().unwrap_or(0))
-        },
-        bias: bias.then_some(&bias_v[..]),
-    };
-    let w_scale: Vec<f32> = (0..n).map(|j| 0.001 + 0.0007 * (j % 9) as f32).collect();
-    let mult: Vec<i32> = (0..n).map(|j| (1 << 30) + (j as i32 % 97) * 11_000_000).collect();
-    let shift: Vec<i32> = (0..n).map(|j| -((j % 11) as i32) - 4).collect();
-    let out = match stage {
-        Stage::Acc => OutputStage::ACCUMULATOR,
-        Stage::Onnx => OutputStage::onnx(0.02, PerChannel::Channel(&w_scale), 0.05, (Y::MIN + Y::MAX) / 2),
-        Stage::Fixed => OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), 3, 3, Y::MAX),
-    };
-    let sentinel = Y::narrow(Y::MIN + 1);
-    let mut got = vec![sentinel; extent(m, n, c_rs, c_cs)];
-    let mut want = got.clone();
-    cpu.qgemm(&op, &out, MatMut::new(&mut got, m, n, c_rs, c_cs).unwrap()).unwrap();
-    qgemm_reference(&op, &out, MatMut::new(&mut want, m, n, c_rs, c_cs).unwrap()).unwrap();
-    if let Some(at) = got.iter().zip(&want).position(|(g, w)| g != w) {
-        panic!(
-            "{}: {case:?} {}x{}->{}: element {at}: {:?} vs oracle {:?}",
-            cpu.qkernel.id(),
-            A::NAME,
-            B::NAME,
-            Y::NAME,
-            got[at],
-            want[at]
-        );
-    }
-    // B packed ahead.
-    let packed = cpu.qgemm_pack(&op.b).unwrap();
-    let op = QGemmPacked { a: op.a, a_zero: op.a_zero, b: &packed, b_zero: op.b_zero, bias: op.bias };
-    got.fill(sentinel);
-    cpu.qgemm_packed(&op, &out, MatMut::new(&mut got, m, n, c_rs, c_cs).unwrap()).unwrap();
-    if let Some(at) = got.iter().zip(&want).position(|(g, w)| g != w) {
-        panic!("{} packed: {case:?}: element {at}: {:?} vs oracle {:?}", cpu.qkernel.id(), got[at], want[at]);
-    }
-}
-
-/// Every operand-type pair, each with the output type its stage makes.
+/// `case` on `cpu`, and with B packed ahead.
 fn check(cpu: &Cpu, case: Case) {
-    let to_i8 = |x: u8| x as i8;
-    let id = |x: u8| x;
-    match case.stage {
-        Stage::Acc => {
-            check_typed::<u8, i8, i32>(cpu, case, id, to_i8);
-            check_typed::<i8, u8, i32>(cpu, case, to_i8, id);
-        }
-        _ => {
-            check_typed::<u8, i8, u8>(cpu, case, id, to_i8);
-            check_typed::<i8, i8, i8>(cpu, case, to_i8, to_i8);
-            check_typed::<u8, u8, u8>(cpu, case, id, id);
-            check_typed::<i8, u8, i8>(cpu, case, to_i8, id);
-        }
-    }
+    sparkle_tests::quant::check(cpu, case);
+    sparkle_tests::quant::check(&Packed(cpu), case);
 }
 
 fn edge_sizes(k: &'static QKernel, threads: usize) {

@@ -319,16 +319,40 @@ impl ChannelStage {
         Y::narrow(scaled.saturating_add(i64::from(zp)).max(i64::from(lo)).min(i64::from(hi)) as i32)
     }
 
+    /// The rescaling's kind: 0 none (the accumulator), 1 ONNX (an f32 multiplier, rounded half
+    /// to even), 2 TFLite fixed point. With [`ChannelStage::scale_words`],
+    /// [`ChannelStage::zero_point`] and [`ChannelStage::range`] it is everything
+    /// [`ChannelStage::apply`] computes from, for backends that run the stage elsewhere.
+    pub fn mode(&self) -> u32 {
+        match self.scale {
+            Scale::None => 0,
+            Scale::Float(_) => 1,
+            Scale::Fixed(..) => 2,
+        }
+    }
+
+    /// The output zero point.
+    pub fn zero_point(&self) -> i32 {
+        self.zero_point
+    }
+
+    /// The clamp `[lo, hi]`, already intersected with the output type's range.
+    pub fn range(&self) -> (i32, i32) {
+        (self.lo, self.hi)
+    }
+
     /// Whether this is a fixed-point (TFLite) stage.
     #[inline(always)]
     pub(crate) fn is_fixed(&self) -> bool {
         matches!(self.scale, Scale::Fixed(..))
     }
 
-    /// The channel's rescaling as two words (its kind is the stage's): what drivers keep per
-    /// column in their `i32` scratch. [`ChannelStage::with_scale_words`] reads them back.
+    /// The channel's rescaling as two words (its kind is [`ChannelStage::mode`]): the f32
+    /// multiplier's bits and 0, or the Q31 multiplier and the shift. Drivers keep them per column
+    /// in their `i32` scratch ([`ChannelStage::with_scale_words`] reads them back); a GPU shader
+    /// reads them per column to run the same stage.
     #[inline(always)]
-    pub(crate) fn scale_words(&self) -> [i32; 2] {
+    pub fn scale_words(&self) -> [i32; 2] {
         match self.scale {
             Scale::None => [0, 0],
             Scale::Float(m) => [m.to_bits() as i32, 0],

@@ -36,7 +36,8 @@ pub struct BenchArgs {
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
     /// Comma-separated element types, one column each: `f32`, `int8` (u8 x s8 -> u8 with ONNX's
-    /// output stage, GOPS, bit-exact against the integer oracle; CPU only), `bf16` (bf16 x bf16
+    /// output stage, GOPS, bit-exact against the integer oracle; GEMM on the CPU or Vulkan,
+    /// conv2d on the CPU), `bf16` (bf16 x bf16
     /// -> f32; GEMM on the CPU or Vulkan, conv2d on Vulkan) and `f16` (f16 x f16 -> f32, GEMM
     /// and conv2d; Vulkan only, on cooperative matrices where the device has them).
     #[arg(long, default_value = "f32")]
@@ -67,9 +68,6 @@ impl BenchArgs {
         }
         let has = |d| list.contains(&d);
         let t = Dtypes { f32s: has("f32"), int8: has("int8"), bf16: has("bf16"), f16: has("f16") };
-        if t.int8 && self.device == BenchDevice::Vulkan {
-            return Err("--dtypes int8 runs on the CPU only: no Vulkan int8 kernel yet".into());
-        }
         if t.f16 && self.device == BenchDevice::Cpu {
             return Err("--dtypes f16 runs on Vulkan only (--device vulkan): no CPU f16 kernel".into());
         }
@@ -217,7 +215,13 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             } else {
                 (Vec::new(), None)
             };
-            if int8 {
+            if int8 && vulkan {
+                let (name, r) = bench::qgemm_vulkan(&shapes, seconds)?;
+                if !json {
+                    println!("device: {name} (Vulkan; operands resident, upload excluded)");
+                }
+                records.extend(r);
+            } else if int8 {
                 records.extend(bench::qgemm_cpu(&shapes, threads, seconds)?);
             }
             if bf16 && !vulkan {
@@ -261,6 +265,9 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             let Dtypes { f32s, int8, bf16, f16 } = common.dtypes()?;
             if bf16 && common.device == BenchDevice::Cpu {
                 return Err("--dtypes bf16: conv2d in bf16 runs on Vulkan only (--device vulkan)".into());
+            }
+            if int8 && common.device == BenchDevice::Vulkan {
+                return Err("--dtypes int8: conv2d in int8 runs on the CPU only (int8 GEMM runs on Vulkan)".into());
             }
             let BenchArgs { threads, json, seconds, device, plot, .. } = common;
             let layers = bench::load_layers(&layers, batch)?;

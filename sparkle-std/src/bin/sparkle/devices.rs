@@ -53,6 +53,14 @@ pub fn run() -> Result<ExitCode, Failure> {
                     }
                 );
                 println!(
+                    "  int8 GEMM: {}",
+                    if d.cooperative_matrix_i8 {
+                        "cooperative matrices (16x16x32, i32 accumulation)"
+                    } else {
+                        "shader cores (no usable int8 cooperative matrices)"
+                    }
+                );
+                println!(
                     "  f32 GEMM at --precision high / medium: {}",
                     if d.cooperative_matrix_f16 {
                         "3 / 1 f16 products per f32 product on cooperative matrices"

@@ -1,0 +1,228 @@
+//! The int8 side of the stamped tests: kernels and CPU paths by ISA, deterministic bytes, and
+//! the GEMM cases every int8 backend runs against the integer oracle ([`check`] through a
+//! [`QRun`]: the CPU, the CPU with B packed ahead, a Vulkan device).
+
+use sparkle_core::arch::quant::QKernel;
+use sparkle_core::arch::Isa;
+use sparkle_core::quant::packed::QGemmPacked;
+use sparkle_core::quant::reference::qgemm_reference;
+use sparkle_core::quant::{OutputStage, PerChannel, QElem, QGemm, QOperand};
+use sparkle_core::{MatMut, MatRef};
+use sparkle_std::cpu::isa::qkernel_for_isa;
+use sparkle_std::cpu::Cpu;
+
+/// The int8 kernel for `isa` if this CPU runs it; otherwise a loud skip (a failure when
+/// `SPARKLE_REQUIRE_<ISA>=1`).
+pub fn kernel(isa: Isa) -> Option<&'static QKernel> {
+    match qkernel_for_isa(isa) {
+        Ok(k) => Some(k),
+        Err(_) => {
+            let why = format!("this CPU or build cannot run the {} int8 kernel", isa.name());
+            crate::skip(&isa.name().to_uppercase(), &why);
+            None
+        }
+    }
+}
+
+/// The CPU path with int8 kernel `k` on `threads` threads, even for tiny problems.
+pub fn cpu(k: &'static QKernel, threads: usize) -> Cpu {
+    Cpu { qkernel: k, parallel_min_fmas: 0.0, ..Cpu::new().unwrap().threads(threads) }
+}
+
+/// `len` deterministic bytes from `seed`.
+pub fn bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 56) as u8
+        })
+        .collect()
+}
+
+/// A backend that runs quantized GEMMs: the CPU, the CPU with B packed ahead, a Vulkan device.
+pub trait QRun {
+    /// What ran, for failure messages.
+    fn name(&self) -> String;
+    /// `C <- out(A * B)`, or the error's text.
+    fn qgemm<A: QOperand, B: QOperand, Y: QElem>(
+        &self,
+        op: &QGemm<'_, A, B>,
+        out: &OutputStage<'_>,
+        c: MatMut<'_, Y>,
+    ) -> Result<(), String>;
+}
+
+impl QRun for Cpu {
+    fn name(&self) -> String {
+        self.qkernel.id().to_string()
+    }
+    fn qgemm<A: QOperand, B: QOperand, Y: QElem>(
+        &self,
+        op: &QGemm<'_, A, B>,
+        out: &OutputStage<'_>,
+        c: MatMut<'_, Y>,
+    ) -> Result<(), String> {
+        Cpu::qgemm(self, op, out, c).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// The CPU with B packed ahead (`Cpu::qgemm_pack`, then `Cpu::qgemm_packed`).
+#[derive(Debug)]
+pub struct Packed<'a>(pub &'a Cpu);
+
+impl QRun for Packed<'_> {
+    fn name(&self) -> String {
+        format!("{} packed", self.0.qkernel.id())
+    }
+    fn qgemm<A: QOperand, B: QOperand, Y: QElem>(
+        &self,
+        op: &QGemm<'_, A, B>,
+        out: &OutputStage<'_>,
+        c: MatMut<'_, Y>,
+    ) -> Result<(), String> {
+        let packed = self.0.qgemm_pack(&op.b).map_err(|e| e.to_string())?;
+        let op = QGemmPacked { a: op.a, a_zero: op.a_zero, b: &packed, b_zero: op.b_zero, bias: op.bias };
+        self.0.qgemm_packed(&op, out, c).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(feature = "vulkan")]
+impl QRun for sparkle_vk::Context {
+    fn name(&self) -> String {
+        format!("{} ({})", self.info().name, self.qgemm_path())
+    }
+    fn qgemm<A: QOperand, B: QOperand, Y: QElem>(
+        &self,
+        op: &QGemm<'_, A, B>,
+        out: &OutputStage<'_>,
+        c: MatMut<'_, Y>,
+    ) -> Result<(), String> {
+        sparkle_vk::Context::qgemm(self, op, out, c).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// How the output is produced.
+#[derive(Clone, Copy, Debug)]
+pub enum Stage {
+    /// The raw accumulator (i32 output).
+    Acc,
+    /// ONNX, per-channel weight scales.
+    Onnx,
+    /// Fixed point, per-channel multipliers and shifts, a ReLU-like clamp.
+    Fixed,
+}
+
+/// One GEMM case: its shape, layouts, zero points, bias, stage and data.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// The reduction.
+    pub k: usize,
+    /// A stored transposed.
+    pub ta: bool,
+    /// C column-major.
+    pub c_col: bool,
+    /// Padding on every leading dimension.
+    pub pad: usize,
+    /// Per-channel B zero points.
+    pub per_channel: bool,
+    /// A bias.
+    pub bias: bool,
+    /// The output stage.
+    pub stage: Stage,
+    /// The data's seed.
+    pub seed: u64,
+}
+
+impl Case {
+    /// `m x n x k`, row-major, per-channel zero points, a bias, the ONNX stage.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        Case { m, n, k, ta: false, c_col: false, pad: 0, per_channel: true, bias: true, stage: Stage::Onnx, seed: 3 }
+    }
+}
+
+fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+/// Runs `case` with operand types `A`, `B` and output `Y` through `run` and the oracle; panics on
+/// the first difference (the elements outside C's view included: they must stay unwritten).
+fn check_typed<R: QRun, A: QOperand, B: QOperand, Y: QElem + PartialEq>(
+    run: &R,
+    case: Case,
+    conv_a: fn(u8) -> A,
+    conv_b: fn(u8) -> B,
+) {
+    let Case { m, n, k, ta, c_col, pad, per_channel, bias, stage, seed } = case;
+    let (a_rs, a_cs) = if ta { (1, m + pad) } else { (k + pad, 1) };
+    let (c_rs, c_cs) = if c_col { (1, m + pad) } else { (n + pad, 1) };
+    let a: Vec<A> = bytes(extent(m, k, a_rs, a_cs), seed).into_iter().map(conv_a).collect();
+    let b: Vec<B> = bytes(k * n, seed + 1).into_iter().map(conv_b).collect();
+    let zr = bytes(n + 1, seed + 2);
+    let span = (B::MAX - B::MIN) as u32 + 1;
+    let zb: Vec<i32> = (0..n).map(|j| B::MIN + (u32::from(zr[j]) * 7 % span) as i32).collect();
+    let za = A::MIN + (u32::from(zr[n]) * 13 % ((A::MAX - A::MIN) as u32 + 1)) as i32;
+    let bias_v: Vec<i32> = (0..n).map(|j| (j as i32 * 37 % 201 - 100) * 50).collect();
+    let op = QGemm {
+        a: MatRef::new(&a, m, k, a_rs, a_cs).unwrap(),
+        a_zero: za,
+        // Column-major B (a conv's weights: each column contiguous, packed by whole groups)
+        // where exactly one of A and C is transposed, so every pairing of the three occurs.
+        b: if ta != c_col { MatRef::new(&b, k, n, 1, k) } else { MatRef::row_major(&b, k, n) }.unwrap(),
+        b_zero: if per_channel {
+            PerChannel::Channel(&zb)
+        } else {
+            PerChannel::Tensor(zb.first().copied().unwrap_or(0))
+        },
+        bias: bias.then_some(&bias_v[..]),
+    };
+    let w_scale: Vec<f32> = (0..n).map(|j| 0.001 + 0.0007 * (j % 9) as f32).collect();
+    let mult: Vec<i32> = (0..n).map(|j| (1 << 30) + (j as i32 % 97) * 11_000_000).collect();
+    let shift: Vec<i32> = (0..n).map(|j| -((j % 11) as i32) - 4).collect();
+    let out = match stage {
+        Stage::Acc => OutputStage::ACCUMULATOR,
+        Stage::Onnx => OutputStage::onnx(0.02, PerChannel::Channel(&w_scale), 0.05, (Y::MIN + Y::MAX) / 2),
+        Stage::Fixed => OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), 3, 3, Y::MAX),
+    };
+    let sentinel = Y::narrow(Y::MIN + 1);
+    let mut got = vec![sentinel; extent(m, n, c_rs, c_cs)];
+    let mut want = got.clone();
+    run.qgemm(&op, &out, MatMut::new(&mut got, m, n, c_rs, c_cs).unwrap()).unwrap();
+    qgemm_reference(&op, &out, MatMut::new(&mut want, m, n, c_rs, c_cs).unwrap()).unwrap();
+    if let Some(at) = got.iter().zip(&want).position(|(g, w)| g != w) {
+        panic!(
+            "{}: {case:?} {}x{}->{}: element {at}: {:?} vs oracle {:?}",
+            run.name(),
+            A::NAME,
+            B::NAME,
+            Y::NAME,
+            got[at],
+            want[at]
+        );
+    }
+}
+
+/// `case` through `run` for every operand-type pair, each with the output type its stage makes.
+pub fn check<R: QRun>(run: &R, case: Case) {
+    let to_i8 = |x: u8| x as i8;
+    let id = |x: u8| x;
+    match case.stage {
+        Stage::Acc => {
+            check_typed::<R, u8, i8, i32>(run, case, id, to_i8);
+            check_typed::<R, i8, u8, i32>(run, case, to_i8, id);
+        }
+        _ => {
+            check_typed::<R, u8, i8, u8>(run, case, id, to_i8);
+            check_typed::<R, i8, i8, i8>(run, case, to_i8, to_i8);
+            check_typed::<R, u8, u8, u8>(run, case, id, id);
+            check_typed::<R, i8, u8, i8>(run, case, to_i8, id);
+        }
+    }
+}
