@@ -331,8 +331,8 @@ fn qgemm_operands(shape: [usize; 3]) -> (Vec<u8>, Vec<i8>) {
     (fa.iter().map(|&v| ((v + 1.0) * 127.5) as u8).collect(), fb.iter().map(|&v| (v * 127.0) as i8).collect())
 }
 
-/// `sparkle bench gemm --device vulkan --dtypes int8`: [`qgemm_case`] (u8 x s8 -> u8) on the
-/// preferred device, on cooperative matrices where it has int8 ones. Checked bit for bit at 64
+/// `sparkle bench gemm --device vulkan --dtypes int8`: the case of [`qgemm_cpu`] (u8 with zero
+/// point 3 x s8 -> u8, ONNX stage) on the preferred device, on cooperative matrices where it has int8 ones. Checked bit for bit at 64
 /// sampled elements through the full upload/dispatch/download path first; then timed resident
 /// after 0.2 s of warm-up, with a u8 output requantized in the fixed-point stage (per-column
 /// words read in the write-out, as the ONNX stage's are). GOPS.

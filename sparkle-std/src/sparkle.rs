@@ -47,6 +47,7 @@ use crate::juggler::{store, Clock, DeviceId, Juggler, OpDesc, OpKind, SystemCloc
 
 mod builder;
 mod gpu;
+mod quant;
 mod split;
 mod tensor;
 pub use builder::{juggler_for, Builder, DeviceSel, CPU_TYPE_SETUP_SECONDS, GPU_SETUP_SECONDS};
@@ -245,6 +246,10 @@ enum Op<'a, 'b> {
         epi: &'b Epilogue<'a>,
         output: &'b mut [f32],
     },
+    /// An int8 GEMM, its operand and output types behind the job.
+    QGemm {
+        job: &'b mut dyn quant::QGemmJob,
+    },
 }
 
 impl Op<'_, '_> {
@@ -286,6 +291,7 @@ impl Op<'_, '_> {
                 let halves = (g.input_len() + g.weight_len()) as u64;
                 return (2 * halves + 4 * bias as u64, 4 * g.output_len() as u64);
             }
+            Op::QGemm { job } => return job.copies(),
         };
         (4 * up, 4 * down)
     }
@@ -678,11 +684,13 @@ impl Sparkle {
             Op::Conv2dHalf { g, xw: HalfSlices::Bf16(x, w), epi, output } => {
                 self.cpu.conv2d_half(g, x, w, epi, output)?;
             }
+            Op::QGemm { job } => job.cpu(&self.cpu)?,
         }
         // (The juggler ignores a device it was not given: a handle without the CPU learns nothing.)
         self.learn(DeviceId::Cpu, desc, 0.0, t.elapsed().as_secs_f64(), false);
         let kernel = match op {
             Op::GemmHalf { ab: HalfMats::Bf16(..), .. } => self.cpu.bkernel.id(),
+            Op::QGemm { .. } => self.cpu.qkernel.id(),
             _ => self.cpu.kernel.id(),
         };
         Ok(Run {

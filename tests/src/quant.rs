@@ -1,6 +1,6 @@
 //! The int8 side of the stamped tests: kernels and CPU paths by ISA, deterministic bytes, and
-//! the GEMM cases every int8 backend runs against the integer oracle ([`check`] through a
-//! [`QRun`]: the CPU, the CPU with B packed ahead, a Vulkan device).
+//! the GEMM cases every int8 backend runs against the integer oracle (`check` through a
+//! `QRun`: the CPU, the CPU with B packed ahead, a Vulkan device).
 
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Isa;

@@ -647,3 +647,78 @@ fn f32_gemms_at_high_and_medium_precision_match_the_oracle_and_are_modelled_apar
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The handle as an int8 backend: every op placed (or pinned to `on`), each run's device kept.
+struct Placed<'a> {
+    s: &'a Sparkle,
+    on: Option<DeviceId>,
+    runs: std::cell::RefCell<Vec<sparkle_std::Run>>,
+}
+
+impl sparkle_tests::quant::QRun for Placed<'_> {
+    fn name(&self) -> String {
+        format!("Sparkle on {:?}", self.on)
+    }
+    fn qgemm<A: sparkle_core::quant::QOperand, B: sparkle_core::quant::QOperand, Y: sparkle_core::quant::QElem>(
+        &self,
+        op: &sparkle_core::quant::QGemm<'_, A, B>,
+        out: &sparkle_core::quant::OutputStage<'_>,
+        c: MatMut<'_, Y>,
+    ) -> Result<(), String> {
+        let run = match self.on {
+            Some(d) => self.s.qgemm_on(d, op, out, c),
+            None => self.s.qgemm(op, out, c),
+        }
+        .map_err(|e| e.to_string())?;
+        self.runs.borrow_mut().push(run);
+        Ok(())
+    }
+}
+
+#[test]
+fn int8_gemms_match_the_oracle_on_every_device_and_fall_back_when_one_fails() {
+    use sparkle_tests::quant::{check, Case, Stage};
+    fn placed(s: &Sparkle, on: Option<DeviceId>) -> Placed<'_> {
+        Placed { s, on, runs: Default::default() }
+    }
+    let cases = [Case::new(1, 1, 1), Case { stage: Stage::Acc, ..Case::new(33, 21, 70) }, Case::new(64, 130, 200)];
+    let s = handle(&[DeviceSel::Cpu]);
+    let p = placed(&s, None);
+    for case in cases {
+        check(&p, case);
+    }
+    assert!(p.runs.borrow().iter().all(|r| r.device == DeviceId::Cpu && r.kernel.ends_with("gemm int8")));
+    // A bad zero point is an error before anything runs.
+    let (a, b) = ([1u8; 4], [1i8; 4]);
+    let op = sparkle_core::quant::QGemm {
+        a: MatRef::row_major(&a, 2, 2).unwrap(),
+        a_zero: 300,
+        b: MatRef::row_major(&b, 2, 2).unwrap(),
+        b_zero: sparkle_core::quant::PerChannel::Tensor(0),
+        bias: None,
+    };
+    let mut c = [5u8; 4];
+    let out = sparkle_core::quant::OutputStage::onnx(1.0, sparkle_core::quant::PerChannel::Tensor(1.0), 1.0, 0);
+    assert!(matches!(s.qgemm(&op, &out, MatMut::row_major(&mut c, 2, 2).unwrap()), Err(SparkleError::Invalid(_))));
+    assert_eq!(c, [5; 4]);
+    let Some(d) = vulkan_devices().first().cloned() else { return };
+    let gpu = DeviceId::Vulkan(d.index);
+    let s = handle(&[DeviceSel::Cpu, DeviceSel::VulkanIndex(d.index)]);
+    let p = placed(&s, Some(gpu));
+    for case in cases {
+        check(&p, case);
+    }
+    assert!(p.runs.borrow().iter().all(|r| r.device == gpu && r.fallback.is_none()), "{:?}", p.runs.borrow());
+    let s = Sparkle::builder()
+        .devices(&[DeviceSel::VulkanIndex(d.index)])
+        .in_memory_model()
+        .inject_faults(Faults { every: 1, kind: DeviceErrorKind::Lost })
+        .build()
+        .unwrap();
+    let p = placed(&s, Some(gpu));
+    check(&p, cases[2]);
+    let runs = p.runs.borrow();
+    assert!(runs
+        .iter()
+        .all(|r| r.device == DeviceId::Cpu && r.fallback.as_ref().map(|e| e.kind) == Some(DeviceErrorKind::Lost)));
+}

@@ -349,7 +349,7 @@ impl ChannelStage {
 
     /// The channel's rescaling as two words (its kind is [`ChannelStage::mode`]): the f32
     /// multiplier's bits and 0, or the Q31 multiplier and the shift. Drivers keep them per column
-    /// in their `i32` scratch ([`ChannelStage::with_scale_words`] reads them back); a GPU shader
+    /// in their `i32` scratch (`ChannelStage::with_scale_words` reads them back); a GPU shader
     /// reads them per column to run the same stage.
     #[inline(always)]
     pub fn scale_words(&self) -> [i32; 2] {

@@ -47,8 +47,10 @@ pub mod variant {
     pub const GEMM_HIGH: u8 = 14;
     /// f32 GEMM at `medium` precision (one f16 product).
     pub const GEMM_MEDIUM: u8 = 15;
+    /// GEMM on int8 operands (u8/i8, exact i32 sums; tensor cores where a GPU has them).
+    pub const INT8: u8 = 16;
     /// Names in the model file, by variant.
-    pub const NAMES: [&str; 16] = [
+    pub const NAMES: [&str; 17] = [
         "",
         "1x1",
         "dw",
@@ -65,12 +67,13 @@ pub mod variant {
         "3x3-bf16",
         "high",
         "medium",
+        "int8",
     ];
-    /// Whether `variant` is one of `kind`'s (GEMM: f32 at each precision, f16, bf16; conv2d: the
+    /// Whether `variant` is one of `kind`'s (GEMM: f32 at each precision, f16, bf16, int8; conv2d: the
     /// four geometries, each in f32, f16 and bf16).
     pub fn belongs(kind: super::OpKind, variant: u8) -> bool {
         match kind {
-            super::OpKind::Gemm => matches!(variant, 0 | F16 | BF16 | GEMM_HIGH | GEMM_MEDIUM),
+            super::OpKind::Gemm => matches!(variant, 0 | F16 | BF16 | GEMM_HIGH | GEMM_MEDIUM | INT8),
             super::OpKind::Conv2d => variant <= K3S1 || (CONV_F16..CONV_BF16 + 4).contains(&variant),
         }
     }
@@ -132,6 +135,19 @@ impl OpDesc {
             variant,
             flops: 2.0 * m * n * k,
             bytes: 2.0 * (m * k + k * n) + 4.0 * m * n,
+            footprint,
+        }
+    }
+    /// An int8 GEMM `m x n x k` ([`variant::INT8`]): one-byte A and B, a C of `out_bytes` per
+    /// element (1, or 4 for the i32 accumulator).
+    pub fn qgemm(m: usize, n: usize, k: usize, out_bytes: usize) -> Self {
+        let footprint = hash([u64::from(variant::INT8) << 8 | out_bytes as u64, m as u64, n as u64, k as u64]);
+        let (m, n, k) = (m as f64, n as f64, k as f64);
+        Self {
+            kind: OpKind::Gemm,
+            variant: variant::INT8,
+            flops: 2.0 * m * n * k,
+            bytes: m * k + k * n + out_bytes as f64 * m * n,
             footprint,
         }
     }

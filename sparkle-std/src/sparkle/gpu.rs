@@ -51,6 +51,7 @@ impl Sparkle {
                 Op::GemmHalf { ab: HalfMats::Bf16(a, b), c, epi } => ctx.gemm_half(a, b, c.rb_mut(), epi).map(|_| ()),
                 Op::Conv2dHalf { g, xw: HalfSlices::F16(x, w), epi, output } => ctx.conv2d_half(g, x, w, epi, output),
                 Op::Conv2dHalf { g, xw: HalfSlices::Bf16(x, w), epi, output } => ctx.conv2d_half(g, x, w, epi, output),
+                Op::QGemm { job } => job.vk(ctx),
             };
             r.map_err(|e| DeviceError::from_vk(device, &e))
         })?;

@@ -62,12 +62,11 @@ impl Placement {
         }
     }
 
-    /// An error unless `--device` allows the CPU (int8 `what` have no Vulkan kernels yet).
-    fn cpu_only_for_int8(&self, what: &str) -> Result<(), Failure> {
+    /// An error unless `--device` allows the CPU (int8 conv2d has no Vulkan kernel; int8 GEMM has).
+    fn cpu_only_for_int8_conv(&self) -> Result<(), Failure> {
         match self.device.0 {
             Some(DeviceSel::Vulkan | DeviceSel::VulkanIndex(_)) => {
-                Err(format!("int8 {what} run on the CPU only: no Vulkan int8 kernels yet (use --device cpu or auto)")
-                    .into())
+                Err("int8 conv2d runs on the CPU only (int8 GEMM runs on Vulkan too): use --device cpu or auto".into())
             }
             _ => Ok(()),
         }
@@ -110,6 +109,11 @@ pub fn one_line(text: &str) -> String {
 
 /// One line on where an op ran and how long it took against the prediction.
 fn report(what: &str, run: &Run, flops: f64, output: &std::path::Path) {
+    report_in(what, run, flops, "GFLOPS", output);
+}
+
+/// [`report`] with the rate in `unit` (GOPS for integer ops).
+fn report_in(what: &str, run: &Run, ops: f64, unit: &str, output: &std::path::Path) {
     let mut notes = String::new();
     if run.first_use {
         notes.push_str(", first use: includes set-up");
@@ -122,11 +126,11 @@ fn report(what: &str, run: &Run, flops: f64, output: &std::path::Path) {
     }
     let predicted = if run.predicted.is_finite() { format!("{:.3} ms", run.predicted * 1e3) } else { "-".into() };
     println!(
-        "{what} on {} ({}): predicted {predicted}, measured {:.3} ms, {:.1} GFLOPS{notes} -> {}",
+        "{what} on {} ({}): predicted {predicted}, measured {:.3} ms, {:.1} {unit}{notes} -> {}",
         run.device,
         run.kernel,
         run.seconds * 1e3,
-        flops / run.seconds.max(1e-9) / 1e9,
+        ops / run.seconds.max(1e-9) / 1e9,
         output.display()
     );
 }
@@ -459,7 +463,7 @@ fn conv2d_int8<X: QOperand + npy::Element>(
     budget: MemoryBudget,
     mut used: u64,
 ) -> Result<ExitCode, Failure> {
-    args.placement.cpu_only_for_int8("tensors")?;
+    args.placement.cpu_only_for_int8_conv()?;
     let w = read_any(&args.weight, budget, &mut used)?;
     let (g, shape) = conv_geometry(args, &x.shape, w.shape())?;
     let k = g.params().k;
@@ -527,7 +531,7 @@ fn conv2d_int8_run<X: QOperand + npy::Element, W: QOperand + npy::Element, Y: QE
     let used = (y.len() * std::mem::size_of::<Y>()) as u64;
     let cpu = sparkle_std::cpu::Cpu { memory_budget: budget.after(used), ..sparkle_std::cpu::Cpu::new()? };
     if args.placement.explain {
-        println!("  int8 runs on the CPU ({}); no Vulkan int8 kernels yet", cpu.qkernel.id());
+        println!("  int8 conv2d runs on the CPU ({})", cpu.qkernel.id());
     }
     let start = std::time::Instant::now();
     cpu.qconv2d(g, op, stage, &mut y)?;
@@ -702,7 +706,6 @@ fn gemm_int8<A: QOperand + npy::Element>(
             "--alpha, --beta and --c are for float32 operands; int8 scaling is --x-scale/--w-scale/--y-scale".into()
         );
     }
-    args.placement.cpu_only_for_int8("operands")?;
     let b = read_any(&args.b, budget, &mut used)?;
     let [m, k] = dims_of("A", &a.shape)?;
     let [kb, n] = dims_of("B", b.shape())?;
@@ -767,24 +770,19 @@ fn gemm_int8_run<A: QOperand + npy::Element, B: QOperand + npy::Element, Y: QEle
     let count = m.checked_mul(n).ok_or_else(|| format!("the output of {m}x{n} has more elements than memory"))?;
     let mut out: Vec<Y> = budget.after(used).zeros(&format!("the {m}x{n} output"), count)?;
     let used = used + (count * std::mem::size_of::<Y>()) as u64;
-    let cpu = sparkle_std::cpu::Cpu { memory_budget: budget.after(used), ..sparkle_std::cpu::Cpu::new()? };
+    let sparkle = args.placement.sparkle(budget.after(used))?;
     if args.placement.explain {
-        println!("  int8 runs on the CPU ({}); no Vulkan int8 kernels yet", cpu.qkernel.id());
+        explain(sparkle.predict_qgemm::<Y>(m, n, k));
     }
-    let start = std::time::Instant::now();
-    cpu.qgemm(op, &q.stage(), MatMut::row_major(&mut out, m, n)?)?;
-    let seconds = start.elapsed().as_secs_f64();
+    let run = sparkle.qgemm(op, &q.stage(), MatMut::row_major(&mut out, m, n)?)?;
     npy::write(&args.output, &[m, n], &out)?;
-    println!(
-        "gemm {m}x{n}x{k} {} x {} -> {} on cpu ({}): measured {:.3} ms, {:.1} GOPS -> {}",
+    let what = format!(
+        "gemm {m}x{n}x{k} {} x {} -> {}",
         <A as npy::Element>::NAME,
         <B as npy::Element>::NAME,
-        <Y as npy::Element>::NAME,
-        cpu.qkernel.id(),
-        seconds * 1e3,
-        2.0 * m as f64 * n as f64 * k as f64 / seconds.max(1e-9) / 1e9,
-        args.output.display()
+        <Y as npy::Element>::NAME
     );
+    report_in(&what, &run, 2.0 * m as f64 * n as f64 * k as f64, "GOPS", &args.output);
     Ok(ExitCode::SUCCESS)
 }
 
