@@ -28,7 +28,6 @@ builds=(
   "gemm_coopmat_split.spv gemm_coopmat.comp SPLIT=1"
   "gemm_coopmat_split_64x64.spv gemm_coopmat.comp SPLIT=1 BM=64 BN=64 BK=32 WM=32 WN=16"
   "gemm_coopmat_i8.spv gemm_coopmat.comp INT8=1 BM=128 BN=128 BK=128 WM=64 WN=32"
-  "gemm_coopmat_i8_128x256.spv gemm_coopmat.comp INT8=1 BM=128 BN=256 BK=64 WM=64 WN=64"
   "gemm_coopmat_i8_64x64.spv gemm_coopmat.comp INT8=1 BM=64 BN=64 BK=128 WM=32 WN=16"
 )
 tmp=$(mktemp -d)

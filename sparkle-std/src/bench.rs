@@ -436,25 +436,19 @@ pub fn bf16_gemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Resu
 /// rows per layer: `sparkle-int8` (the weights prepared on every call) and `sparkle-int8-packed`
 /// (packed once, outside the timed loop, by `Cpu::qconv2d_pack`, as PyTorch's module does).
 pub fn qconv2d_cpu(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
-    use sparkle_core::quant::conv::{accumulator, QConv};
     use sparkle_core::quant::packed::QConvPacked;
-    use sparkle_core::quant::PerChannel;
     let cpu = Cpu::new()?.threads(threads);
-    let mut stage = qgemm_stage();
-    stage.min = stage.zero_point;
+    let stage = qconv_stage();
     let mut records = Vec::new();
     for layer in layers {
         let g = layer.params.validate()?;
-        let (fx, fw) = conv2d_operands(&g);
-        let x: Vec<u8> = fx.iter().map(|&v| ((v + 1.0) * 127.5) as u8).collect();
-        let w: Vec<i8> = fw.iter().map(|&v| (v * 127.0) as i8).collect();
-        let op = QConv { input: &x, x_zero: 3, weight: &w, w_zero: PerChannel::Tensor(0), bias: None };
+        let (x, w) = qconv_operands(&g);
+        let op = qconv_case(&x, &w);
         // Packed once, outside the timed loop, as PyTorch's quantized module packs its weights
         // when it is built.
         let packed = cpu.qconv2d_pack(&g, &w)?;
         let packed_op = QConvPacked { input: &x, x_zero: 3, weight: &packed, w_zero: op.w_zero, bias: None };
         let mut y = vec![0u8; g.output_len()];
-        let p = g.params();
         let run = |name: &str, y: &mut [u8]| -> Result<(), BenchError> {
             match name {
                 "sparkle-int8" => cpu.qconv2d(&g, &op, &stage, y)?,
@@ -465,19 +459,7 @@ pub fn qconv2d_cpu(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<
         for name in ["sparkle-int8", "sparkle-int8-packed"] {
             y.fill(0);
             run(name, &mut y)?;
-            for seed in samples() {
-                let (n, k) = ((seed >> 50) as usize % p.n, (seed >> 33) as usize % p.k);
-                let (oy, ox) = ((seed >> 20) as usize % g.ho(), (seed >> 7) as usize % g.wo());
-                let want: u8 = stage.apply(accumulator(&g, &op, (n, k, oy, ox))?, k);
-                let got = y[g.output_index(n, k, oy, ox)];
-                if got != want {
-                    return Err(format!(
-                        "{name} is wrong on {} at (n {n}, k {k}, y {oy}, x {ox}): {got} vs {want}",
-                        layer.name
-                    )
-                    .into());
-                }
-            }
+            check_qconv(name, layer, &g, &op, &stage, &y)?;
             let t = best_time(Duration::from_secs_f64(budget), || {
                 let _ = run(name, &mut y);
             });
@@ -491,6 +473,90 @@ pub fn qconv2d_cpu(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<
         }
     }
     Ok(records)
+}
+
+/// The int8 operands of a conv bench layer: [`conv2d_operands`] mapped onto u8 and s8.
+fn qconv_operands(g: &Conv2d) -> (Vec<u8>, Vec<i8>) {
+    let (fx, fw) = conv2d_operands(g);
+    (fx.iter().map(|&v| ((v + 1.0) * 127.5) as u8).collect(), fw.iter().map(|&v| (v * 127.0) as i8).collect())
+}
+
+/// The int8 conv a `sparkle bench conv2d --dtypes int8` row times: u8 input (zero point 3) x s8
+/// weights (zero point 0).
+fn qconv_case<'a>(x: &'a [u8], w: &'a [i8]) -> sparkle_core::quant::conv::QConv<'a, u8, i8> {
+    use sparkle_core::quant::PerChannel;
+    sparkle_core::quant::conv::QConv { input: x, x_zero: 3, weight: w, w_zero: PerChannel::Tensor(0), bias: None }
+}
+
+/// [`qgemm_stage`] with ReLU: the output clamped at its zero point.
+fn qconv_stage() -> sparkle_core::quant::OutputStage<'static> {
+    let mut stage = qgemm_stage();
+    stage.min = stage.zero_point;
+    stage
+}
+
+/// `y`, the result of `op` on `layer` by `name`, against the integer oracle at 64 sampled
+/// outputs, bit for bit.
+fn check_qconv(
+    name: &str,
+    layer: &Layer,
+    g: &Conv2d,
+    op: &sparkle_core::quant::conv::QConv<'_, u8, i8>,
+    stage: &sparkle_core::quant::OutputStage<'_>,
+    y: &[u8],
+) -> Result<(), BenchError> {
+    let p = g.params();
+    for seed in samples() {
+        let (n, k) = ((seed >> 50) as usize % p.n, (seed >> 33) as usize % p.k);
+        let (oy, ox) = ((seed >> 20) as usize % g.ho(), (seed >> 7) as usize % g.wo());
+        let want: u8 = stage.apply(sparkle_core::quant::conv::accumulator(g, op, (n, k, oy, ox))?, k);
+        let got = y[g.output_index(n, k, oy, ox)];
+        if got != want {
+            return Err(format!(
+                "{name} is wrong on {} at (n {n}, k {k}, y {oy}, x {ox}): {got} vs {want}",
+                layer.name
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// `sparkle bench conv2d --device vulkan --dtypes int8`: the case of [`qconv2d_cpu`] through
+/// [`crate::vk::Context::qconv2d`] on the preferred device (patches gathered on the host, the
+/// int8 GEMM's kernels: tensor cores where it has int8 cooperative matrices), checked bit for bit
+/// at 64 sampled outputs first. The whole call is timed, after 0.2 s of warm-up: the host's
+/// gathering and the transfers are part of the figure (no resident int8 tensors yet). GOPS.
+#[cfg(feature = "vulkan")]
+pub fn qconv2d_vulkan(layers: &[Layer], budget: f64) -> Result<(String, Vec<Record>), BenchError> {
+    let ctx = crate::vk::Context::best()?;
+    let name = format!("{} (int8 on {}, host gathering and transfers timed)", ctx.info().name, ctx.qgemm_path());
+    let stage = qconv_stage();
+    let implementation = "sparkle-vulkan-int8".to_string();
+    let mut records = Vec::new();
+    for layer in layers {
+        let g = layer.params.validate()?;
+        let (x, w) = qconv_operands(&g);
+        let op = qconv_case(&x, &w);
+        let mut y = vec![0u8; g.output_len()];
+        ctx.qconv2d(&g, &op, &stage, &mut y)?;
+        check_qconv(&implementation, layer, &g, &op, &stage, &y)?;
+        let warm = Instant::now();
+        while warm.elapsed().as_secs_f64() < 0.2 {
+            ctx.qconv2d(&g, &op, &stage, &mut y)?;
+        }
+        let t = best_time(Duration::from_secs_f64(budget), || {
+            let _ = ctx.qconv2d(&g, &op, &stage, &mut y);
+        });
+        records.push(Record {
+            op: "conv2d",
+            key: layer.name.clone(),
+            threads: 0,
+            implementation: implementation.clone(),
+            gflops: g.flops() / t / 1e9,
+        });
+    }
+    Ok((name, records))
 }
 
 /// Sparkle's fused CPU conv2d + ReLU on every layer (`sparkle bench conv2d`).

@@ -781,6 +781,11 @@ fn golden_cases(set: &str, op: &str, inputs: [(&str, &str); 2], device: &str) {
         args.extend(flags.iter().map(String::as_str));
         let out = sparkle(&args);
         assert!(out.status.success(), "{} on {device}: {}", c.display(), String::from_utf8_lossy(&out.stderr));
+        if device == "vulkan" {
+            // Ran there, not on the CPU after a failure.
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(said.contains(" on vulkan:") && !said.contains("re-ran on the CPU"), "{}: {said}", c.display());
+        }
         let got = npy::read_any_within(&y, sparkle_std::budget::MemoryBudget::UNLIMITED).unwrap();
         let want = npy::read_any_within(&c.join("want.npy"), sparkle_std::budget::MemoryBudget::UNLIMITED).unwrap();
         assert_eq!(got, want, "{} on {device}", c.display());
@@ -799,10 +804,13 @@ fn int8_gemm_matches_onnx_runtime_bit_for_bit() {
 }
 
 /// `sparkle conv2d` on int8 `.npy` files against ONNX Runtime (QLinearConv and ConvInteger:
-/// groups, strides, dilations, asymmetric padding, per-channel weights, int32 bias).
+/// groups, strides, dilations, asymmetric padding, per-channel weights, int32 bias), on every
+/// device.
 #[test]
 fn int8_conv2d_matches_onnx_runtime_bit_for_bit() {
-    golden_cases("ort_qconv", "conv2d", [("--input", "x.npy"), ("--weight", "w.npy")], "auto");
+    for device in devices() {
+        golden_cases("ort_qconv", "conv2d", [("--input", "x.npy"), ("--weight", "w.npy")], device);
+    }
 }
 
 /// `--requant fixed` with per-channel scales against the core's integer oracle (TFLite's
@@ -926,7 +934,7 @@ fn int8_gemm_bad_parameters_exit_2() {
     assert_fails(&out, &y, "int32 B");
     let out = sparkle(&["gemm", "--a", &fa, "--b", &fa, "--x-zero-point", "1", "--output", y.to_str().unwrap()]);
     assert_fails(&out, &y, "quantization flags on float32");
-    // conv2d: an activation other than relu, relu on the accumulator, a float bias, Vulkan.
+    // conv2d: an activation other than relu, relu on the accumulator, a float bias.
     npy::write(&d.join("x.npy"), &[1, 2, 4, 4], &[3u8; 32]).unwrap();
     npy::write(&d.join("w.npy"), &[2, 2, 3, 3], &[1i8; 36]).unwrap();
     let conv = ["conv2d", "--input", &p("x.npy"), "--weight", &p("w.npy"), "--output", y.to_str().unwrap()];
@@ -936,7 +944,6 @@ fn int8_gemm_bad_parameters_exit_2() {
         ("sigmoid on int8", [&scales[..], &["--activation", "sigmoid"]].concat()),
         ("relu on the accumulator", vec!["--activation", "relu"]),
         ("float bias", vec!["--bias", &bias_f]),
-        ("vulkan int8 conv", vec!["--device", "vulkan"]),
         ("w zero point out of i8", vec!["--w-zero-point", "200"]),
     ];
     for (what, extra) in cases {

@@ -37,7 +37,9 @@ int rounding_divide_by_pot(int x, int e) {
 int q_stage(int acc, uint col) {
     int v = acc;
     if (Q_MODE == 1u) {
-        // f32 conversion and product, both correctly rounded in Vulkan, then ties to even.
+        // The f32 conversion and product round to nearest even here as on the CPU: what Vulkan
+        // implementations do by default (NVIDIA's and lavapipe are tested bit for bit), though
+        // the spec leaves the default rounding mode to them.
         precise float x = float(acc) * intBitsToFloat(aux[2u * Q_NP + col]);
         v = int(clamp(roundEven(x), -1073741824.0, 1073741824.0)) + Q_ZP;
     } else if (Q_MODE == 2u) {

@@ -47,8 +47,9 @@ pub struct DeviceInfo {
     /// arithmetic, the Vulkan memory model, and subgroups of exactly 32 (the shader's layout).
     pub cooperative_matrix_f16: bool,
     /// Whether int8 GEMMs can run on cooperative matrices: everything
-    /// [`DeviceInfo::cooperative_matrix_f16`] needs, 8-bit shader integers, and 16x16x32
-    /// i8 x i8 -> i32 in subgroup scope with wrapping (not saturating) accumulation.
+    /// [`DeviceInfo::cooperative_matrix_f16`] needs, 8-bit shader integers, 36 KiB of shared
+    /// memory, and 16x16x32 i8 x i8 -> i32 in subgroup scope with wrapping (not saturating)
+    /// accumulation.
     pub cooperative_matrix_i8: bool,
 }
 
@@ -142,8 +143,11 @@ pub(crate) fn cooperative_matrix_f16(p: &PhysicalDevice) -> bool {
 /// The device features `gemm_coopmat.comp` with INT8 needs, when
 /// [`DeviceInfo::cooperative_matrix_i8`].
 pub(crate) fn cooperative_matrix_i8(p: &PhysicalDevice) -> bool {
+    // The 128x128 kernel's slices of A and B^T: 2 x 128 rows x 144 bytes.
+    const SHARED: u32 = 36_864;
     cooperative_matrix_f16(p)
         && p.supported_features().shader_int8
+        && p.properties().max_compute_shared_memory_size >= SHARED
         && cooperative_matrix_shapes(p).iter().any(|s| {
             use ash::vk::{ComponentTypeKHR as T, ScopeKHR};
             (s.m_size, s.n_size, s.k_size) == (16, 16, 32)

@@ -76,7 +76,7 @@ pub(crate) enum Kind {
     /// int8 GEMM on the shader cores (`shaders/gemm_i8.comp`).
     GemmI8,
     /// int8 GEMM on cooperative matrices (`shaders/gemm_coopmat.comp` with INT8, precompiled),
-    /// the tile an index of `half::COOP_TILES`.
+    /// the tile an index of `half::COOP_TILES`: 0 (128x128) or 2 (64x64).
     CoopmatI8 { tile: u8 },
 }
 

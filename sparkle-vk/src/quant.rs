@@ -1,4 +1,4 @@
-//! int8 GEMM ([`Context::qgemm`]): `u8`/`i8` operands with zero points, exact `i32` sums and the
+//! int8 GEMM ([`Context::qgemm`]) and conv2d ([`Context::qconv2d`], through the GEMM): `u8`/`i8` operands with zero points, exact `i32` sums and the
 //! output stage of [`sparkle_core::quant`] (ONNX QLinearMatMul / MatMulInteger, or TFLite's
 //! fixed point), bit for bit as the integer oracle. Two kernels over one operand layout:
 //!
@@ -16,8 +16,9 @@
 //! output comes back four to a word; an `i32` output as the accumulator, requantized on the host
 //! when the stage rescales (the same [`OutputStage::apply`]).
 
+use sparkle_core::quant::conv::QConv;
 use sparkle_core::quant::{OutputStage, QElem, QGemm, QGemmDims, QOperand};
-use sparkle_core::{Error, MatMut, MatRef, Param};
+use sparkle_core::{Conv2d, Error, MatMut, MatRef, Param, TensorLayout};
 use vulkano::buffer::BufferUsage;
 use vulkano::memory::allocator::MemoryTypeFilter;
 
@@ -62,10 +63,10 @@ pub(crate) fn qgemm_plan(m: usize, n: usize, k: usize, coopmat: bool, bytes: boo
     }
     let (kind, [tm, tn]) = if coopmat {
         let tile = match coop_tile(m, n)? {
-            // The 128x256 tile (64-deep slices: 128-deep ones exceed 48 KiB of shared memory) ran
-            // int8 slower than 128x128 with 128-deep slices on an H200 at 2048-8192^3 (BENCHMARKS.md);
-            // SPARKLE_VK_COOPMAT_TILE=1 still runs it.
-            1 if std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_none() => 0,
+            // No 128x256 int8 kernel: with 64-deep slices (128-deep ones exceed 48 KiB of shared
+            // memory) it ran slower than 128x128 with 128-deep slices on an H200 at 2048-8192^3
+            // (BENCHMARKS.md).
+            1 => 0,
             t => t,
         };
         (Kind::CoopmatI8 { tile }, COOP_TILES[usize::from(tile)])
@@ -119,6 +120,14 @@ fn pack<T: QElem>(x: &MatRef<'_, T>, padded_rows: usize, padded_cols: usize) -> 
     Ok((out, signed(row_sums), signed(col_sums)))
 }
 
+/// `len` copies of `v`, or an out-of-memory error.
+fn filled<T: Copy>(len: usize, v: T) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|e| VkError::OutOfMemory(format!("{len} elements on the host: {e}").into()))?;
+    out.resize(len, v);
+    Ok(out)
+}
+
 /// What takes `T` to signed bytes: 128 for `u8`, 0 for `i8`.
 fn shift<T: QElem>() -> i32 {
     if T::MIN < 0 {
@@ -160,7 +169,7 @@ impl Context {
 
     /// `C <- out(A * B)` on int8 operands with zero points (see [`sparkle_core::quant`]): the
     /// same bits as [`sparkle_core::quant::reference::qgemm_reference`] and the CPU, whichever
-    /// kernel ran ([`Context::has_cooperative_matrix_i8`]). A and C take any strides; only C's
+    /// kernel ran ([`Context::has_cooperative_matrix_i8`]). A, B and C take any strides; only C's
     /// `m x n` elements are written, and nothing on an error.
     pub fn qgemm<A: QOperand, B: QOperand, Y: QElem>(
         &self,
@@ -188,6 +197,8 @@ impl Context {
         let aux = terms(op, out, &row_sums, &col_sums, plan.params.b_cs as usize)?;
         let words = self.run_q(&plan, &params, [&a_words, &b_words, &aux])?;
         let rs = plan.params.c_rs as usize;
+        // The host's stage, each channel's multiplier computed once.
+        let stages: Vec<_> = if on_host { (0..d.n).map(|j| out.channel::<Y>(j)).collect() } else { Vec::new() };
         for i in 0..d.m {
             for j in 0..d.n {
                 let v = if bytes {
@@ -200,10 +211,73 @@ impl Context {
                 } else {
                     words[i * rs + j] as i32
                 };
-                c.set(i, j, if on_host { out.apply::<Y>(v, j) } else { Y::narrow(v) });
+                c.set(i, j, if on_host { stages[j].apply::<Y>(v) } else { Y::narrow(v) });
             }
         }
         Ok(d)
+    }
+
+    /// `output = out(conv2d(input, weight) + bias)` on int8 input and weights with zero points
+    /// (ONNX QLinearConv / ConvInteger, [`sparkle_core::quant::conv`]), every geometry, layout
+    /// and grouping: per image and group the input's patches are gathered on the host (the
+    /// padding as the input's zero point, which contributes nothing) and multiplied by the group's
+    /// weights in [`Context::qgemm`], so it runs on the same kernels (tensor cores where the
+    /// device has int8 cooperative matrices) with the integer oracle's bits. Validated first; the
+    /// result is assembled apart and copied out whole, so on an error the output is untouched.
+    pub fn qconv2d<X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        g: &Conv2d,
+        op: &QConv<'_, X, W>,
+        out: &OutputStage<'_>,
+        output: &mut [Y],
+    ) -> Result<()> {
+        op.check::<Y>(g, out, output.len())?;
+        if output.is_empty() {
+            return Ok(());
+        }
+        let p = g.params();
+        let (kg, hw, gemm_k) = g.gemm_dims();
+        let (cg, wo) = (g.cg(), g.wo());
+        let pad = X::narrow(op.x_zero);
+        let mut patches = filled(hw.checked_mul(gemm_k).ok_or(Error::Overflow { param: Param::Scratch })?, pad)?;
+        let mut result = filled(output.len(), Y::narrow(0))?;
+        for n in 0..p.n {
+            for group in 0..p.groups {
+                for (j, row) in patches.chunks_exact_mut(gemm_k).enumerate() {
+                    let (oy, ox) = (j / wo, j % wo);
+                    for ci in 0..cg {
+                        for r in 0..p.r {
+                            for s in 0..p.s {
+                                let x = match (g.input_y(oy, r), g.input_x(ox, s)) {
+                                    (Some(iy), Some(ix)) => op.input[g.input_index(n, group * cg + ci, iy, ix)],
+                                    _ => pad,
+                                };
+                                row[g.reduction_index(ci, r, s)] = x;
+                            }
+                        }
+                    }
+                }
+                // Channels c0 .. c0 + kg: the group's weights are a dense kg x gemm_k matrix.
+                let c0 = group * kg;
+                // (The check above makes every per-channel slice k long.)
+                let missing = || VkError::Core(Error::Mismatch { param: Param::K, expected: p.k, found: c0 });
+                let gemm = QGemm {
+                    a: MatRef::row_major(&patches, hw, gemm_k)?,
+                    a_zero: op.x_zero,
+                    b: MatRef::new(&op.weight[c0 * gemm_k..], gemm_k, kg, 1, gemm_k)?,
+                    b_zero: op.w_zero.sub(c0, kg).ok_or_else(missing)?,
+                    bias: op.bias.map(|b| &b[c0..c0 + kg]),
+                };
+                let stage = out.channels(c0, kg).ok_or_else(missing)?;
+                let (base, rs, cs) = match p.layout {
+                    TensorLayout::Nchw => ((n * p.k + c0) * hw, 1, hw),
+                    TensorLayout::Nhwc => (n * hw * p.k + c0, p.k, 1),
+                };
+                self.qgemm(&gemm, &stage, MatMut::new(&mut result[base..], hw, kg, rs, cs)?)?;
+            }
+        }
+        output.copy_from_slice(&result);
+        Ok(())
     }
 
     /// Runs `plan`'s kernel with `params` on the packed A, B and the terms (bound as A, B, C,
@@ -237,8 +311,9 @@ impl Context {
         let lens = [plan.a_words, plan.b_words, plan.c_words, plan.aux_words];
         self.time_recorded(lens, reps, warm_up, &|cb, bufs| {
             // SAFETY: the buffers have the plan's lengths (see `run_q`); their contents are
-            // whatever the pool held (only the time is used; the fixed-point stage is integer
-            // arithmetic, defined for every value).
+            // whatever the pool held: only the time is used, and no index the kernels form
+            // depends on a buffer's contents (a garbage shift gives an undefined value, never an
+            // access out of bounds).
             unsafe { self.pipelines.dispatch(cb, plan.kind, &params, plan.groups, &bufs) }
         })
     }
@@ -287,7 +362,7 @@ mod tests {
         // k = 0 still has one (zero) slice; an i32 C has a word per element.
         assert_eq!(qgemm_plan(5, 5, 0, true, false).unwrap().params.k, 128);
         assert_eq!(qgemm_plan(5, 5, 0, true, false).unwrap().params.c_rs, 8);
-        // Large C: 128x128 (never the 128x256 tile, slower for int8), on the shader cores 64x64.
+        // Large C: 128x128 (int8 has no 128x256 kernel), on the shader cores 64x64.
         let big = qgemm_plan(8192, 8192, 64, true, true).unwrap();
         assert_eq!((big.kind, big.groups), (Kind::CoopmatI8 { tile: 0 }, [64, 64, 1]));
         let p = qgemm_plan(129, 65, 1, false, true).unwrap();

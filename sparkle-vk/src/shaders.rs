@@ -106,9 +106,6 @@ mod gemm_i8_cs {
 mod gemm_coopmat_i8_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_i8.spv" }
 }
-mod gemm_coopmat_i8_wide_cs {
-    vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_i8_128x256.spv" }
-}
 mod gemm_coopmat_i8_small_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_i8_64x64.spv" }
 }
@@ -233,7 +230,6 @@ impl Pipelines {
             Kind::SplitF16 { coopmat: false, .. } => gemm_split_cs::load(device.clone()),
             Kind::GemmI8 => gemm_i8_cs::load(device.clone()),
             Kind::CoopmatI8 { tile: 0 } => gemm_coopmat_i8_cs::load(device.clone()),
-            Kind::CoopmatI8 { tile: 1 } => gemm_coopmat_i8_wide_cs::load(device.clone()),
             Kind::CoopmatI8 { tile: _ } => gemm_coopmat_i8_small_cs::load(device.clone()),
         }
         .map_err(api("loading a shader"))?;

@@ -4,10 +4,11 @@
 
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Isa;
-use sparkle_core::quant::packed::QGemmPacked;
+use sparkle_core::quant::conv::{qconv2d_reference, QConv};
+use sparkle_core::quant::packed::{QConvPacked, QGemmPacked};
 use sparkle_core::quant::reference::qgemm_reference;
 use sparkle_core::quant::{OutputStage, PerChannel, QElem, QGemm, QOperand};
-use sparkle_core::{MatMut, MatRef};
+use sparkle_core::{Conv2d, Conv2dParams, MatMut, MatRef};
 use sparkle_std::cpu::isa::qkernel_for_isa;
 use sparkle_std::cpu::Cpu;
 
@@ -50,6 +51,14 @@ pub trait QRun {
         out: &OutputStage<'_>,
         c: MatMut<'_, Y>,
     ) -> Result<(), String>;
+    /// `output = out(conv2d(input, weight) + bias)`, or the error's text.
+    fn qconv2d<X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        g: &Conv2d,
+        op: &QConv<'_, X, W>,
+        out: &OutputStage<'_>,
+        output: &mut [Y],
+    ) -> Result<(), String>;
 }
 
 impl QRun for Cpu {
@@ -63,6 +72,15 @@ impl QRun for Cpu {
         c: MatMut<'_, Y>,
     ) -> Result<(), String> {
         Cpu::qgemm(self, op, out, c).map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn qconv2d<X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        g: &Conv2d,
+        op: &QConv<'_, X, W>,
+        out: &OutputStage<'_>,
+        output: &mut [Y],
+    ) -> Result<(), String> {
+        Cpu::qconv2d(self, g, op, out, output).map_err(|e| e.to_string())
     }
 }
 
@@ -84,6 +102,17 @@ impl QRun for Packed<'_> {
         let op = QGemmPacked { a: op.a, a_zero: op.a_zero, b: &packed, b_zero: op.b_zero, bias: op.bias };
         self.0.qgemm_packed(&op, out, c).map(|_| ()).map_err(|e| e.to_string())
     }
+    fn qconv2d<X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        g: &Conv2d,
+        op: &QConv<'_, X, W>,
+        out: &OutputStage<'_>,
+        output: &mut [Y],
+    ) -> Result<(), String> {
+        let packed = self.0.qconv2d_pack(g, op.weight).map_err(|e| e.to_string())?;
+        let op = QConvPacked { input: op.input, x_zero: op.x_zero, weight: &packed, w_zero: op.w_zero, bias: op.bias };
+        self.0.qconv2d_packed(g, &op, out, output).map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(feature = "vulkan")]
@@ -98,6 +127,15 @@ impl QRun for sparkle_vk::Context {
         c: MatMut<'_, Y>,
     ) -> Result<(), String> {
         sparkle_vk::Context::qgemm(self, op, out, c).map(|_| ()).map_err(|e| e.to_string())
+    }
+    fn qconv2d<X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        g: &Conv2d,
+        op: &QConv<'_, X, W>,
+        out: &OutputStage<'_>,
+        output: &mut [Y],
+    ) -> Result<(), String> {
+        sparkle_vk::Context::qconv2d(self, g, op, out, output).map_err(|e| e.to_string())
     }
 }
 
@@ -224,5 +262,81 @@ pub fn check<R: QRun>(run: &R, case: Case) {
             check_typed::<R, u8, u8, u8>(run, case, id, id);
             check_typed::<R, i8, u8, i8>(run, case, to_i8, id);
         }
+    }
+}
+
+/// The weights' zero points of a conv case.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WZero {
+    /// One, drawn at random.
+    Tensor,
+    /// One per output channel, drawn at random.
+    Channel,
+    /// The symmetric one (0 for i8 weights, 128 for u8): the CPU drivers then skip A's row sums.
+    Symmetric,
+}
+
+/// conv2d `p` with input type `X`, weights `W` and output `Y` through `run` and the oracle; panics
+/// on the first difference. Stage 0: the accumulator (i32 out), 1: ONNX per-channel, 2: fixed
+/// point per-channel with a ReLU clamp.
+pub fn check_conv_typed<R: QRun, X: QOperand, W: QOperand, Y: QElem + PartialEq>(
+    run: &R,
+    p: Conv2dParams,
+    stage: usize,
+    w_zero: WZero,
+    seed: u64,
+    cx: fn(u8) -> X,
+    cw: fn(u8) -> W,
+) {
+    let g = p.validate().unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    let k = p.k;
+    let input: Vec<X> = bytes(g.input_len(), seed).into_iter().map(cx).collect();
+    let weight: Vec<W> = bytes(g.weight_len(), seed + 1).into_iter().map(cw).collect();
+    let z = bytes(k + 1, seed + 2);
+    let wz: Vec<i32> = (0..k).map(|j| W::MIN + i32::from(z[j]) % (W::MAX - W::MIN + 1)).collect();
+    let xz = X::MIN + i32::from(z[k]) % (X::MAX - X::MIN + 1);
+    let bias: Vec<i32> = (0..k).map(|j| (j as i32 * 53 % 301 - 150) * 20).collect();
+    let op = QConv {
+        input: &input,
+        x_zero: xz,
+        weight: &weight,
+        w_zero: match w_zero {
+            WZero::Tensor => PerChannel::Tensor(wz[0]),
+            WZero::Channel => PerChannel::Channel(&wz),
+            WZero::Symmetric => PerChannel::Tensor(if W::MIN < 0 { 0 } else { 128 }),
+        },
+        bias: Some(&bias),
+    };
+    let w_scale: Vec<f32> = (0..k).map(|j| 0.002 + 0.0011 * (j % 7) as f32).collect();
+    let mult: Vec<i32> = (0..k).map(|j| (1 << 30) + (j as i32 % 89) * 12_000_000).collect();
+    let shift: Vec<i32> = (0..k).map(|j| -((j % 9) as i32) - 5).collect();
+    let out = match stage {
+        0 => OutputStage::ACCUMULATOR,
+        1 => OutputStage::onnx(0.03, PerChannel::Channel(&w_scale), 0.07, (Y::MIN + Y::MAX) / 2),
+        _ => {
+            OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), Y::MIN + 2, Y::MIN + 2, Y::MAX)
+        }
+    };
+    let fill = Y::narrow(Y::MIN + 3);
+    let mut got = vec![fill; g.output_len()];
+    let mut want = got.clone();
+    run.qconv2d(&g, &op, &out, &mut got).unwrap_or_else(|e| panic!("{}: {p:?}: {e}", run.name()));
+    qconv2d_reference(&g, &op, &out, &mut want).unwrap();
+    if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
+        panic!("{}: {p:?} stage {stage}: output {at}: {:?} vs oracle {:?}", run.name(), got[at], want[at]);
+    }
+}
+
+/// conv2d `p` through `run` for the operand-type pairs of `stage`.
+pub fn check_conv<R: QRun>(run: &R, p: Conv2dParams, stage: usize, w_zero: WZero, seed: u64) {
+    let to_i8 = |x: u8| x as i8;
+    let id = |x: u8| x;
+    if stage == 0 {
+        check_conv_typed::<R, u8, i8, i32>(run, p, stage, w_zero, seed, id, to_i8);
+        check_conv_typed::<R, i8, u8, i32>(run, p, stage, w_zero, seed, to_i8, id);
+    } else {
+        check_conv_typed::<R, u8, i8, u8>(run, p, stage, w_zero, seed, id, to_i8);
+        check_conv_typed::<R, i8, i8, i8>(run, p, stage, w_zero, seed, to_i8, to_i8);
+        check_conv_typed::<R, u8, u8, u8>(run, p, stage, w_zero, seed, id, id);
     }
 }

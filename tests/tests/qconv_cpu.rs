@@ -10,94 +10,19 @@ use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Isa;
 use sparkle_core::quant::conv::{qconv2d_reference, QConv};
 use sparkle_core::quant::packed::QConvPacked;
-use sparkle_core::quant::{OutputStage, PerChannel, QElem, QOperand};
+use sparkle_core::quant::{OutputStage, PerChannel};
 use sparkle_core::{Conv2dParams, Padding, TensorLayout, WeightLayout};
 use sparkle_std::cpu::Cpu;
-use sparkle_tests::quant::{bytes, cpu, kernel};
+use sparkle_tests::quant::{bytes, check_conv_typed, cpu, kernel, Packed, WZero};
 
-/// The weights' zero points of a case.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum WZero {
-    /// One, drawn at random.
-    Tensor,
-    /// One per output channel, drawn at random.
-    Channel,
-    /// The symmetric one (0 for i8 weights, 128 for u8): the drivers then skip A's row sums.
-    Symmetric,
-}
-
-/// 0: accumulator (i32 out), 1: ONNX per-channel, 2: fixed point per-channel with a ReLU clamp.
-fn check_typed<X: QOperand, W: QOperand, Y: QElem + PartialEq>(
-    cpu: &Cpu,
-    p: Conv2dParams,
-    stage: usize,
-    w_zero: WZero,
-    seed: u64,
-    cx: fn(u8) -> X,
-    cw: fn(u8) -> W,
-) {
-    let g = p.validate().unwrap_or_else(|e| panic!("{p:?}: {e}"));
-    let k = p.k;
-    let input: Vec<X> = bytes(g.input_len(), seed).into_iter().map(cx).collect();
-    let weight: Vec<W> = bytes(g.weight_len(), seed + 1).into_iter().map(cw).collect();
-    let z = bytes(k + 1, seed + 2);
-    let wz: Vec<i32> = (0..k).map(|j| W::MIN + i32::from(z[j]) % (W::MAX - W::MIN + 1)).collect();
-    let xz = X::MIN + i32::from(z[k]) % (X::MAX - X::MIN + 1);
-    let bias: Vec<i32> = (0..k).map(|j| (j as i32 * 53 % 301 - 150) * 20).collect();
-    let op = QConv {
-        input: &input,
-        x_zero: xz,
-        weight: &weight,
-        w_zero: match w_zero {
-            WZero::Tensor => PerChannel::Tensor(wz[0]),
-            WZero::Channel => PerChannel::Channel(&wz),
-            WZero::Symmetric => PerChannel::Tensor(if W::MIN < 0 { 0 } else { 128 }),
-        },
-        bias: Some(&bias),
-    };
-    let w_scale: Vec<f32> = (0..k).map(|j| 0.002 + 0.0011 * (j % 7) as f32).collect();
-    let mult: Vec<i32> = (0..k).map(|j| (1 << 30) + (j as i32 % 89) * 12_000_000).collect();
-    let shift: Vec<i32> = (0..k).map(|j| -((j % 9) as i32) - 5).collect();
-    let out = match stage {
-        0 => OutputStage::ACCUMULATOR,
-        1 => OutputStage::onnx(0.03, PerChannel::Channel(&w_scale), 0.07, (Y::MIN + Y::MAX) / 2),
-        _ => {
-            OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), Y::MIN + 2, Y::MIN + 2, Y::MAX)
-        }
-    };
-    let fill = Y::narrow(Y::MIN + 3);
-    let mut got = vec![fill; g.output_len()];
-    let mut want = got.clone();
-    cpu.qconv2d(&g, &op, &out, &mut got).unwrap_or_else(|e| panic!("{p:?}: {e}"));
-    qconv2d_reference(&g, &op, &out, &mut want).unwrap();
-    if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
-        panic!("{}: {p:?} stage {stage}: output {at}: {:?} vs oracle {:?}", cpu.qkernel.id(), got[at], want[at]);
-    }
-    // The same weights packed ahead (each path's order: direct, KRSC, depthwise).
-    let packed = cpu.qconv2d_pack(&g, &weight).unwrap_or_else(|e| panic!("{p:?}: {e}"));
-    let op = QConvPacked { input: &input, x_zero: xz, weight: &packed, w_zero: op.w_zero, bias: op.bias };
-    got.fill(fill);
-    cpu.qconv2d_packed(&g, &op, &out, &mut got).unwrap_or_else(|e| panic!("{p:?}: {e}"));
-    if let Some(at) = got.iter().zip(&want).position(|(a, b)| a != b) {
-        panic!("{} packed: {p:?} stage {stage}: output {at}: {:?} vs oracle {:?}", cpu.qkernel.id(), got[at], want[at]);
-    }
+/// `p` on `cpu` and with its weights packed ahead, every operand-type pair of the stage.
+fn check_zero(cpu: &Cpu, p: Conv2dParams, stage: usize, w_zero: WZero, seed: u64) {
+    sparkle_tests::quant::check_conv(cpu, p, stage, w_zero, seed);
+    sparkle_tests::quant::check_conv(&Packed(cpu), p, stage, w_zero, seed);
 }
 
 fn check(cpu: &Cpu, p: Conv2dParams, stage: usize, per_channel: bool, seed: u64) {
     check_zero(cpu, p, stage, if per_channel { WZero::Channel } else { WZero::Tensor }, seed)
-}
-
-fn check_zero(cpu: &Cpu, p: Conv2dParams, stage: usize, per_channel: WZero, seed: u64) {
-    let to_i8 = |x: u8| x as i8;
-    let id = |x: u8| x;
-    if stage == 0 {
-        check_typed::<u8, i8, i32>(cpu, p, stage, per_channel, seed, id, to_i8);
-        check_typed::<i8, u8, i32>(cpu, p, stage, per_channel, seed, to_i8, id);
-    } else {
-        check_typed::<u8, i8, u8>(cpu, p, stage, per_channel, seed, id, to_i8);
-        check_typed::<i8, i8, i8>(cpu, p, stage, per_channel, seed, to_i8, to_i8);
-        check_typed::<u8, u8, u8>(cpu, p, stage, per_channel, seed, id, id);
-    }
 }
 
 /// The geometries of the f32 sweep, both layouts and weight layouts.
@@ -131,7 +56,9 @@ fn sweep(k: &'static QKernel, threads: usize) {
 fn resnet_layer(k: &'static QKernel) {
     for threads in [1, 3] {
         let p = Conv2dParams::new(1, 64, 28, 28, 64, 3, 3).pad(Padding::uniform(1));
-        check_typed::<u8, i8, u8>(&cpu(k, threads), p, 1, WZero::Channel, 9, |x| x, |x| x as i8);
+        let cpu = cpu(k, threads);
+        check_conv_typed::<_, u8, i8, u8>(&cpu, p, 1, WZero::Channel, 9, |x| x, |x| x as i8);
+        check_conv_typed::<_, u8, i8, u8>(&Packed(&cpu), p, 1, WZero::Channel, 9, |x| x, |x| x as i8);
     }
 }
 

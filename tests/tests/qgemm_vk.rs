@@ -78,9 +78,9 @@ fn cooperative_matrices_are_used_where_a_device_has_them() {
     }
     for ctx in with {
         assert!(ctx.has_cooperative_matrix_i8(), "{}: offered but not enabled", ctx.info().name);
-        // Several tiles of each kernel (64x64 below 256 tiles of 128x128, 128x256 from 512 of
-        // those) and a k of many slices, on the tensor cores.
-        for [m, n, k] in [[300, 520, 2000], [2050, 2100, 200], [4100, 4100, 70]] {
+        // Several tiles of each kernel (64x64 below 256 tiles of 128x128, 128x128 from there)
+        // and a k of many slices, on the tensor cores.
+        for [m, n, k] in [[300, 520, 2000], [2050, 2100, 200]] {
             check(ctx, Case { stage: Stage::Fixed, ..Case::new(m, n, k) });
         }
         eprintln!("int8 on cooperative matrices passed on {}", ctx.info().name);

@@ -673,11 +673,26 @@ impl sparkle_tests::quant::QRun for Placed<'_> {
         self.runs.borrow_mut().push(run);
         Ok(())
     }
+    fn qconv2d<X: sparkle_core::quant::QOperand, W: sparkle_core::quant::QOperand, Y: sparkle_core::quant::QElem>(
+        &self,
+        g: &sparkle_core::Conv2d,
+        op: &sparkle_core::quant::conv::QConv<'_, X, W>,
+        out: &sparkle_core::quant::OutputStage<'_>,
+        output: &mut [Y],
+    ) -> Result<(), String> {
+        let run = match self.on {
+            Some(d) => self.s.qconv2d_on(d, g, op, out, output),
+            None => self.s.qconv2d(g, op, out, output),
+        }
+        .map_err(|e| e.to_string())?;
+        self.runs.borrow_mut().push(run);
+        Ok(())
+    }
 }
 
 #[test]
-fn int8_gemms_match_the_oracle_on_every_device_and_fall_back_when_one_fails() {
-    use sparkle_tests::quant::{check, Case, Stage};
+fn int8_gemm_and_conv2d_match_the_oracle_on_every_device_and_fall_back_when_one_fails() {
+    use sparkle_tests::quant::{check, check_conv, Case, Stage, WZero};
     fn placed(s: &Sparkle, on: Option<DeviceId>) -> Placed<'_> {
         Placed { s, on, runs: Default::default() }
     }
@@ -688,6 +703,9 @@ fn int8_gemms_match_the_oracle_on_every_device_and_fall_back_when_one_fails() {
         check(&p, case);
     }
     assert!(p.runs.borrow().iter().all(|r| r.device == DeviceId::Cpu && r.kernel.ends_with("gemm int8")));
+    let conv = Conv2dParams::new(2, 6, 9, 8, 10, 3, 3).groups(2).pad(Padding::uniform(1)).layout(TensorLayout::Nhwc);
+    check_conv(&p, conv, 2, WZero::Tensor, 3);
+    assert!(p.runs.borrow().last().is_some_and(|r| r.device == DeviceId::Cpu && r.kernel.ends_with("conv2d int8")));
     // A bad zero point is an error before anything runs.
     let (a, b) = ([1u8; 4], [1i8; 4]);
     let op = sparkle_core::quant::QGemm {
@@ -708,6 +726,7 @@ fn int8_gemms_match_the_oracle_on_every_device_and_fall_back_when_one_fails() {
     for case in cases {
         check(&p, case);
     }
+    check_conv(&p, conv, 1, WZero::Channel, 7);
     assert!(p.runs.borrow().iter().all(|r| r.device == gpu && r.fallback.is_none()), "{:?}", p.runs.borrow());
     let s = Sparkle::builder()
         .devices(&[DeviceSel::VulkanIndex(d.index)])
@@ -717,6 +736,7 @@ fn int8_gemms_match_the_oracle_on_every_device_and_fall_back_when_one_fails() {
         .unwrap();
     let p = placed(&s, Some(gpu));
     check(&p, cases[2]);
+    check_conv(&p, conv, 0, WZero::Channel, 5);
     let runs = p.runs.borrow();
     assert!(runs
         .iter()

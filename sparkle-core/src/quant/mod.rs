@@ -132,6 +132,14 @@ impl<T: Copy> PerChannel<'_, T> {
         }
     }
 
+    /// Channels `start .. start + len` (a per-tensor value is itself); `None` past the slice.
+    pub fn sub(&self, start: usize, len: usize) -> Option<Self> {
+        match self {
+            PerChannel::Tensor(v) => Some(PerChannel::Tensor(*v)),
+            PerChannel::Channel(s) => s.get(start..start.checked_add(len)?).map(PerChannel::Channel),
+        }
+    }
+
     /// Checks a per-channel slice's length against `channels`, then every value with `ok`.
     pub(crate) fn validate(&self, channels: usize, param: Param, ok: impl Fn(T) -> Result<()>) -> Result<()> {
         match self {
@@ -213,6 +221,21 @@ impl<'a> OutputStage<'a> {
             min: act_min,
             max: act_max,
         }
+    }
+
+    /// The stage of channels `start .. start + len` (one group of a grouped conv run as its own
+    /// GEMM); `None` where a per-channel slice is shorter.
+    pub fn channels(&self, start: usize, len: usize) -> Option<Self> {
+        let requant = match &self.requant {
+            Requant::None => Requant::None,
+            Requant::Onnx { x_scale, w_scale, y_scale } => {
+                Requant::Onnx { x_scale: *x_scale, w_scale: w_scale.sub(start, len)?, y_scale: *y_scale }
+            }
+            Requant::Fixed { multiplier, shift } => {
+                Requant::Fixed { multiplier: multiplier.sub(start, len)?, shift: shift.sub(start, len)? }
+            }
+        };
+        Some(OutputStage { requant, ..*self })
     }
 
     /// Checks the stage for `channels` output channels and output type `Y`: per-channel lengths,

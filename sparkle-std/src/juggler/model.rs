@@ -49,8 +49,10 @@ pub mod variant {
     pub const GEMM_MEDIUM: u8 = 15;
     /// GEMM on int8 operands (u8/i8, exact i32 sums; tensor cores where a GPU has them).
     pub const INT8: u8 = 16;
+    /// conv2d on int8 input and weights, as [`CONV_F16`].
+    pub const CONV_INT8: u8 = 17;
     /// Names in the model file, by variant.
-    pub const NAMES: [&str; 17] = [
+    pub const NAMES: [&str; 21] = [
         "",
         "1x1",
         "dw",
@@ -68,13 +70,21 @@ pub mod variant {
         "high",
         "medium",
         "int8",
+        "dense-int8",
+        "1x1-int8",
+        "dw-int8",
+        "3x3-int8",
     ];
     /// Whether `variant` is one of `kind`'s (GEMM: f32 at each precision, f16, bf16, int8; conv2d: the
-    /// four geometries, each in f32, f16 and bf16).
+    /// four geometries, each in f32, f16, bf16 and int8).
     pub fn belongs(kind: super::OpKind, variant: u8) -> bool {
         match kind {
             super::OpKind::Gemm => matches!(variant, 0 | F16 | BF16 | GEMM_HIGH | GEMM_MEDIUM | INT8),
-            super::OpKind::Conv2d => variant <= K3S1 || (CONV_F16..CONV_BF16 + 4).contains(&variant),
+            super::OpKind::Conv2d => {
+                variant <= K3S1
+                    || (CONV_F16..CONV_BF16 + 4).contains(&variant)
+                    || (CONV_INT8..CONV_INT8 + 4).contains(&variant)
+            }
         }
     }
 }
@@ -150,6 +160,14 @@ impl OpDesc {
             bytes: m * k + k * n + out_bytes as f64 * m * n,
             footprint,
         }
+    }
+    /// A conv2d on int8 input and weights ([`variant::CONV_INT8`] plus the geometry's variant):
+    /// one-byte input and weights, an output of `out_bytes` per element.
+    pub fn qconv2d(g: &Conv2d, out_bytes: usize) -> Self {
+        let f32_op = Self::conv2d(g);
+        let bytes = (g.input_len() + g.weight_len()) as f64 + (out_bytes * g.output_len()) as f64;
+        let footprint = hash([f32_op.footprint, u64::from(variant::CONV_INT8), out_bytes as u64]);
+        Self { variant: variant::CONV_INT8 + f32_op.variant, bytes, footprint, ..f32_op }
     }
     /// A conv2d on half input and weights (`base` [`variant::CONV_F16`] or
     /// [`variant::CONV_BF16`]): two-byte input and weights, an f32 output.

@@ -1,15 +1,17 @@
-//! int8 GEMM through the handle ([`Sparkle::qgemm`]): placed by the juggler like every op (int8
-//! modelled apart, [`crate::juggler::model::variant::INT8`]), run by [`Cpu::qgemm`] or [`sparkle_vk::Context::qgemm`]
-//! (tensor cores where the GPU has int8 cooperative matrices), the same bits either way.
+//! int8 GEMM and conv2d through the handle ([`Sparkle::qgemm`], [`Sparkle::qconv2d`]): placed by
+//! the juggler like every op (int8 modelled apart, [`crate::juggler::model::variant::INT8`] and
+//! `CONV_INT8`), run on the CPU or a Vulkan device (tensor cores where the GPU has int8
+//! cooperative matrices), the same bits either way.
 
+use sparkle_core::quant::conv::QConv;
 use sparkle_core::quant::{OutputStage, QElem, QGemm, QOperand};
-use sparkle_core::MatMut;
+use sparkle_core::{Conv2d, MatMut};
 
 use super::{Op, Prediction, Run, Sparkle, SparkleError};
 use crate::cpu::{Cpu, CpuError};
 use crate::juggler::{DeviceId, OpDesc};
 
-/// One int8 GEMM with its operand and output types erased, as the placement runs it.
+/// One int8 GEMM or conv2d with its operand and output types erased, as the placement runs it.
 pub(super) trait QGemmJob {
     /// Runs it on the CPU.
     fn cpu(&mut self, cpu: &Cpu) -> Result<(), CpuError>;
@@ -41,6 +43,27 @@ impl<A: QOperand, B: QOperand, Y: QElem> QGemmJob for Job<'_, '_, A, B, Y> {
         let up = a.rows().saturating_mul(a.cols()).saturating_add(b.rows().saturating_mul(b.cols())) as u64;
         let c = (self.c.rows().saturating_mul(self.c.cols()) as u64).saturating_mul(std::mem::size_of::<Y>() as u64);
         (up.saturating_add(bias), c)
+    }
+}
+
+struct ConvJob<'a, 'b, X: QOperand, W: QOperand, Y: QElem> {
+    g: &'b Conv2d,
+    op: &'b QConv<'a, X, W>,
+    out: &'b OutputStage<'a>,
+    output: &'b mut [Y],
+}
+
+impl<X: QOperand, W: QOperand, Y: QElem> QGemmJob for ConvJob<'_, '_, X, W, Y> {
+    fn cpu(&mut self, cpu: &Cpu) -> Result<(), CpuError> {
+        cpu.qconv2d(self.g, self.op, self.out, self.output)
+    }
+    #[cfg(feature = "vulkan")]
+    fn vk(&mut self, ctx: &sparkle_vk::Context) -> Result<(), sparkle_vk::VkError> {
+        ctx.qconv2d(self.g, self.op, self.out, self.output)
+    }
+    fn copies(&self) -> (u64, u64) {
+        let up = (self.g.input_len() + self.g.weight_len()) as u64 + self.op.bias.map_or(0, |v| 4 * v.len() as u64);
+        (up, std::mem::size_of_val(self.output) as u64)
     }
 }
 
@@ -76,6 +99,53 @@ impl Sparkle {
     /// it.
     pub fn predict_qgemm<Y: QElem>(&self, m: usize, n: usize, k: usize) -> Vec<Prediction> {
         self.predict(&OpDesc::qgemm(m, n, k, std::mem::size_of::<Y>()))
+    }
+
+    /// `output = out(conv2d(input, weight) + bias)` on int8 input and weights with zero points
+    /// (ONNX QLinearConv / ConvInteger, [`sparkle_core::quant::conv`]), exactly the arguments of
+    /// [`Cpu::qconv2d`], placed by the juggler (int8 conv modelled apart per geometry). On Vulkan:
+    /// [`sparkle_vk::Context::qconv2d`]; on the CPU and as the fallback: [`Cpu::qconv2d`]. The
+    /// integer oracle's bits on every path. Validated first: a bad argument is an error and the
+    /// output is untouched.
+    pub fn qconv2d<'a, X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        g: &Conv2d,
+        op: &QConv<'a, X, W>,
+        out: &OutputStage<'a>,
+        output: &mut [Y],
+    ) -> Result<Run, SparkleError> {
+        self.qconv2d_at(None, g, op, out, output)
+    }
+
+    /// [`Sparkle::qconv2d`] on `device`, as [`Sparkle::gemm_on`].
+    pub fn qconv2d_on<'a, X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        device: DeviceId,
+        g: &Conv2d,
+        op: &QConv<'a, X, W>,
+        out: &OutputStage<'a>,
+        output: &mut [Y],
+    ) -> Result<Run, SparkleError> {
+        self.qconv2d_at(Some(device), g, op, out, output)
+    }
+
+    /// Every device's prediction for int8 conv2d `g` writing `Y`, as the juggler weighs it.
+    pub fn predict_qconv2d<Y: QElem>(&self, g: &Conv2d) -> Vec<Prediction> {
+        self.predict(&OpDesc::qconv2d(g, std::mem::size_of::<Y>()))
+    }
+
+    fn qconv2d_at<'a, X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        forced: Option<DeviceId>,
+        g: &Conv2d,
+        op: &QConv<'a, X, W>,
+        out: &OutputStage<'a>,
+        output: &mut [Y],
+    ) -> Result<Run, SparkleError> {
+        op.check::<Y>(g, out, output.len())?;
+        let desc = OpDesc::qconv2d(g, std::mem::size_of::<Y>());
+        let mut job = ConvJob { g, op, out, output };
+        self.place_on(forced, &desc, "conv2d int8", Op::QGemm { job: &mut job })
     }
 
     fn qgemm_at<'a, A: QOperand, B: QOperand, Y: QElem>(

@@ -36,8 +36,7 @@ pub struct BenchArgs {
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
     /// Comma-separated element types, one column each: `f32`, `int8` (u8 x s8 -> u8 with ONNX's
-    /// output stage, GOPS, bit-exact against the integer oracle; GEMM on the CPU or Vulkan,
-    /// conv2d on the CPU), `bf16` (bf16 x bf16
+    /// output stage, GOPS, bit-exact against the integer oracle; on the CPU or Vulkan), `bf16` (bf16 x bf16
     /// -> f32; GEMM on the CPU or Vulkan, conv2d on Vulkan) and `f16` (f16 x f16 -> f32, GEMM
     /// and conv2d; Vulkan only, on cooperative matrices where the device has them).
     #[arg(long, default_value = "f32")]
@@ -266,9 +265,6 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             if bf16 && common.device == BenchDevice::Cpu {
                 return Err("--dtypes bf16: conv2d in bf16 runs on Vulkan only (--device vulkan)".into());
             }
-            if int8 && common.device == BenchDevice::Vulkan {
-                return Err("--dtypes int8: conv2d in int8 runs on the CPU only (int8 GEMM runs on Vulkan)".into());
-            }
             let BenchArgs { threads, json, seconds, device, plot, .. } = common;
             let layers = bench::load_layers(&layers, batch)?;
             let (mut records, peak) = if f32s {
@@ -282,7 +278,13 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
             } else {
                 (Vec::new(), None)
             };
-            if int8 {
+            if int8 && device == BenchDevice::Vulkan {
+                let (name, r) = bench::qconv2d_vulkan(&layers, seconds)?;
+                if !json {
+                    println!("device: {name} (Vulkan)");
+                }
+                records.extend(r);
+            } else if int8 {
                 records.extend(bench::qconv2d_cpu(&layers, threads, seconds)?);
             }
             for (on, run) in [

@@ -62,16 +62,6 @@ impl Placement {
         }
     }
 
-    /// An error unless `--device` allows the CPU (int8 conv2d has no Vulkan kernel; int8 GEMM has).
-    fn cpu_only_for_int8_conv(&self) -> Result<(), Failure> {
-        match self.device.0 {
-            Some(DeviceSel::Vulkan | DeviceSel::VulkanIndex(_)) => {
-                Err("int8 conv2d runs on the CPU only (int8 GEMM runs on Vulkan too): use --device cpu or auto".into())
-            }
-            _ => Ok(()),
-        }
-    }
-
     /// The handle for `--device`, with what is left of the op's budget for the CPU path.
     fn sparkle(&self, budget: MemoryBudget) -> Result<Sparkle, Failure> {
         Ok(self.builder(budget).build()?)
@@ -463,7 +453,6 @@ fn conv2d_int8<X: QOperand + npy::Element>(
     budget: MemoryBudget,
     mut used: u64,
 ) -> Result<ExitCode, Failure> {
-    args.placement.cpu_only_for_int8_conv()?;
     let w = read_any(&args.weight, budget, &mut used)?;
     let (g, shape) = conv_geometry(args, &x.shape, w.shape())?;
     let k = g.params().k;
@@ -529,24 +518,19 @@ fn conv2d_int8_run<X: QOperand + npy::Element, W: QOperand + npy::Element, Y: QE
     let mut y: Vec<Y> =
         budget.zeros(&format!("the output ({} {})", g.output_len(), <Y as npy::Element>::NAME), g.output_len())?;
     let used = (y.len() * std::mem::size_of::<Y>()) as u64;
-    let cpu = sparkle_std::cpu::Cpu { memory_budget: budget.after(used), ..sparkle_std::cpu::Cpu::new()? };
+    let sparkle = args.placement.sparkle(budget.after(used))?;
     if args.placement.explain {
-        println!("  int8 conv2d runs on the CPU ({})", cpu.qkernel.id());
+        explain(sparkle.predict_qconv2d::<Y>(g));
     }
-    let start = std::time::Instant::now();
-    cpu.qconv2d(g, op, stage, &mut y)?;
-    let seconds = start.elapsed().as_secs_f64();
+    let run = sparkle.qconv2d(g, op, stage, &mut y)?;
     npy::write(&args.output, shape, &y)?;
-    println!(
-        "conv2d {shape:?} {} x {} -> {} on cpu ({}): measured {:.3} ms, {:.1} GOPS -> {}",
+    let what = format!(
+        "conv2d {shape:?} {} x {} -> {}",
         <X as npy::Element>::NAME,
         <W as npy::Element>::NAME,
-        <Y as npy::Element>::NAME,
-        cpu.qkernel.id(),
-        seconds * 1e3,
-        g.flops() / seconds.max(1e-9) / 1e9,
-        args.output.display()
+        <Y as npy::Element>::NAME
     );
+    report_in(&what, &run, g.flops(), "GOPS", &args.output);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -694,7 +678,8 @@ fn gemm_f32(args: &GemmArgs, a: npy::Array, budget: MemoryBudget, mut used: u64)
     Ok(ExitCode::SUCCESS)
 }
 
-/// The quantized GEMM: int8/uint8 A and B, the CPU's int8 kernels (no GPU has int8 kernels yet).
+/// The quantized GEMM: int8/uint8 A and B, placed by the handle (the CPU's int8 kernels or a
+/// Vulkan device's).
 fn gemm_int8<A: QOperand + npy::Element>(
     args: &GemmArgs,
     a: npy::Array<A>,
