@@ -8,7 +8,7 @@ use sparkle_core::quant::conv::{qconv2d_reference, QConv};
 use sparkle_core::quant::packed::{QConvPacked, QGemmPacked};
 use sparkle_core::quant::reference::qgemm_reference;
 use sparkle_core::quant::{OutputStage, PerChannel, QElem, QGemm, QOperand};
-use sparkle_core::{Conv2d, Conv2dParams, MatMut, MatRef};
+use sparkle_core::{Conv2d, Conv2dParams, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
 use sparkle_std::cpu::isa::qkernel_for_isa;
 use sparkle_std::cpu::Cpu;
 
@@ -339,4 +339,32 @@ pub fn check_conv<R: QRun>(run: &R, p: Conv2dParams, stage: usize, w_zero: WZero
         check_conv_typed::<R, i8, i8, i8>(run, p, stage, w_zero, seed, to_i8, to_i8);
         check_conv_typed::<R, u8, u8, u8>(run, p, stage, w_zero, seed, id, id);
     }
+}
+
+/// The conv geometries every int8 backend is checked on, each in both activation layouts and
+/// both weight layouts, numbered by geometry: padding, pointwise, stride with asymmetric padding,
+/// dilation, groups, strided depthwise, a tall 7x2 filter, grouped pointwise, dilated depthwise.
+pub fn conv_sweep() -> Vec<(usize, Conv2dParams)> {
+    let shapes = [
+        Conv2dParams::new(1, 3, 9, 11, 5, 3, 3).pad(Padding::uniform(1)),
+        Conv2dParams::new(2, 8, 7, 7, 19, 1, 1),
+        Conv2dParams::new(1, 6, 10, 9, 7, 3, 3).stride(2, 2).pad(Padding::new(1, 0, 2, 1)),
+        Conv2dParams::new(1, 4, 12, 12, 6, 3, 3).dilation(2, 2).pad(Padding::uniform(2)),
+        Conv2dParams::new(1, 8, 8, 8, 12, 3, 3).groups(4).pad(Padding::uniform(1)),
+        Conv2dParams::new(2, 16, 9, 9, 16, 3, 3).groups(16).stride(2, 2).pad(Padding::uniform(1)),
+        Conv2dParams::new(1, 5, 11, 6, 33, 7, 2).stride(3, 1).pad(Padding::new(3, 0, 3, 1)),
+        // Pointwise (read as a matrix), grouped, two images.
+        Conv2dParams::new(2, 8, 5, 6, 12, 1, 1).groups(4),
+        // Depthwise at stride 1 (the CPU's staged rows), dilated, channels shared unevenly by workers.
+        Conv2dParams::new(2, 7, 9, 21, 7, 3, 3).groups(7).dilation(2, 2).pad(Padding::uniform(2)),
+    ];
+    let mut out = Vec::new();
+    for (i, p) in shapes.into_iter().enumerate() {
+        for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {
+            for wl in [WeightLayout::Kcrs, WeightLayout::Krsc] {
+                out.push((i, p.layout(layout).weight_layout(wl)));
+            }
+        }
+    }
+    out
 }

@@ -25,30 +25,12 @@ fn check(cpu: &Cpu, p: Conv2dParams, stage: usize, per_channel: bool, seed: u64)
     check_zero(cpu, p, stage, if per_channel { WZero::Channel } else { WZero::Tensor }, seed)
 }
 
-/// The geometries of the f32 sweep, both layouts and weight layouts.
+/// The shared geometry sweep ([`sparkle_tests::quant::conv_sweep`]), each case twice.
 fn sweep(k: &'static QKernel, threads: usize) {
     let cpu = cpu(k, threads);
-    let shapes = [
-        Conv2dParams::new(1, 3, 9, 11, 5, 3, 3).pad(Padding::uniform(1)),
-        Conv2dParams::new(2, 8, 7, 7, 19, 1, 1),
-        Conv2dParams::new(1, 6, 10, 9, 7, 3, 3).stride(2, 2).pad(Padding::new(1, 0, 2, 1)),
-        Conv2dParams::new(1, 4, 12, 12, 6, 3, 3).dilation(2, 2).pad(Padding::uniform(2)),
-        Conv2dParams::new(1, 8, 8, 8, 12, 3, 3).groups(4).pad(Padding::uniform(1)),
-        Conv2dParams::new(2, 16, 9, 9, 16, 3, 3).groups(16).stride(2, 2).pad(Padding::uniform(1)),
-        Conv2dParams::new(1, 5, 11, 6, 33, 7, 2).stride(3, 1).pad(Padding::new(3, 0, 3, 1)),
-        // Pointwise (read as a matrix), grouped, two images.
-        Conv2dParams::new(2, 8, 5, 6, 12, 1, 1).groups(4),
-        // Depthwise at stride 1 (its staged rows), dilated, channels shared unevenly by workers.
-        Conv2dParams::new(2, 7, 9, 21, 7, 3, 3).groups(7).dilation(2, 2).pad(Padding::uniform(2)),
-    ];
-    for (i, p) in shapes.into_iter().enumerate() {
-        for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {
-            for wl in [WeightLayout::Kcrs, WeightLayout::Krsc] {
-                let p = p.layout(layout).weight_layout(wl);
-                check(&cpu, p, i % 3, i % 2 == 0, i as u64);
-                check(&cpu, p, (i + 1) % 3, i % 2 == 1, i as u64 + 50);
-            }
-        }
+    for (i, p) in sparkle_tests::quant::conv_sweep() {
+        check(&cpu, p, i % 3, i % 2 == 0, i as u64);
+        check(&cpu, p, (i + 1) % 3, i % 2 == 1, i as u64 + 50);
     }
 }
 

@@ -8,29 +8,15 @@
 
 use sparkle_core::quant::conv::QConv;
 use sparkle_core::quant::{OutputStage, PerChannel};
-use sparkle_core::{Conv2dParams, Padding, TensorLayout, WeightLayout};
+use sparkle_core::{Conv2dParams, Padding};
 use sparkle_tests::quant::{check_conv, WZero};
 
 #[test]
 fn int8_conv2d_matches_the_oracle_on_every_device() {
-    let shapes = [
-        Conv2dParams::new(1, 3, 9, 11, 5, 3, 3).pad(Padding::uniform(1)),
-        Conv2dParams::new(2, 8, 7, 7, 19, 1, 1),
-        Conv2dParams::new(1, 6, 10, 9, 7, 3, 3).stride(2, 2).pad(Padding::new(1, 0, 2, 1)),
-        Conv2dParams::new(1, 4, 12, 12, 6, 3, 3).dilation(2, 2).pad(Padding::uniform(2)),
-        Conv2dParams::new(1, 8, 8, 8, 12, 3, 3).groups(4).pad(Padding::uniform(1)),
-        Conv2dParams::new(2, 16, 9, 9, 16, 3, 3).groups(16).stride(2, 2).pad(Padding::uniform(1)),
-        Conv2dParams::new(1, 5, 11, 6, 33, 7, 2).stride(3, 1).pad(Padding::new(3, 0, 3, 1)),
-    ];
     for ctx in sparkle_tests::vk_contexts() {
-        for (i, p) in shapes.into_iter().enumerate() {
-            for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {
-                for wl in [WeightLayout::Kcrs, WeightLayout::Krsc] {
-                    let p = p.layout(layout).weight_layout(wl);
-                    let zero = [WZero::Channel, WZero::Tensor, WZero::Symmetric][i % 3];
-                    check_conv(&ctx, p, i % 3, zero, i as u64);
-                }
-            }
+        for (i, p) in sparkle_tests::quant::conv_sweep() {
+            let zero = [WZero::Channel, WZero::Tensor, WZero::Symmetric][i % 3];
+            check_conv(&ctx, p, i % 3, zero, i as u64);
         }
         let resnet = Conv2dParams::new(1, 64, 28, 28, 64, 3, 3).pad(Padding::uniform(1));
         check_conv(&ctx, resnet, 1, WZero::Channel, 9);
