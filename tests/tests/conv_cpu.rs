@@ -162,6 +162,28 @@ fn winograd_over_budget(kern: &'static Kernel) {
     assert_eq!(check(&cpu, p, Activation::Relu, true, 11), Conv2dPath::Winograd);
 }
 
+/// More workers than cores, so the GEMM driver splits C on 2-D grids and the im2col B (NCHW) is
+/// gathered once for all workers (`gemm::driver::Split`), with default and small blocking (many
+/// reduction slices and column blocks per worker), in both layouts: the implicit GEMM, a strided
+/// one, a pointwise and a Winograd geometry.
+fn many_workers(kern: &'static Kernel) {
+    let shapes = [
+        Conv2dParams::new(2, 40, 9, 9, 60, 3, 3).pad(Padding::uniform(1)),
+        Conv2dParams::new(1, 24, 6, 7, 100, 3, 3).stride(2, 1).pad(Padding::new(1, 0, 2, 1)),
+        Conv2dParams::new(1, 48, 5, 5, 70, 1, 1),
+        Conv2dParams::new(2, 5, 27, 39, 7, 3, 3).pad(Padding::new(1, 2, 0, 0)),
+    ];
+    let base = Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kern) };
+    let small = Blocking { mc: 2 * kern.mr(), kc: 16, nc: 2 * kern.nr() };
+    for cpu in [base.threads(7), base.threads(16), Cpu { blocking: small, ..base.threads(16) }] {
+        for (i, p) in shapes.into_iter().enumerate() {
+            for (layout, wl) in [(TensorLayout::Nchw, WeightLayout::Kcrs), (TensorLayout::Nhwc, WeightLayout::Krsc)] {
+                check(&cpu, p.layout(layout).weight_layout(wl), Activation::Relu, i % 2 == 0, i as u64);
+            }
+        }
+    }
+}
+
 fn bad_input(kern: &'static Kernel) {
     let cpu = Cpu::with_kernel(kern);
     let g = Conv2dParams::new(1, 2, 5, 5, 3, 3, 3).validate().unwrap();
@@ -196,6 +218,10 @@ macro_rules! conv_tests {
             fn bad_input_is_an_error() {
                 if let Some(k) = kernel(Isa::$isa) { bad_input(k) }
             }
+            #[test]
+            fn grids_of_many_workers() {
+                if let Some(k) = kernel(Isa::$isa) { many_workers(k) }
+            }
 
             proptest! {
                 #![proptest_config(ProptestConfig::with_cases(48))]
@@ -204,7 +230,7 @@ macro_rules! conv_tests {
                     (n, cm, h, w, km) in (1usize..3, 1usize..5, 1usize..14, 1usize..14, 1usize..6),
                     (r, s, sh, sw, dh, dw) in (1usize..5, 1usize..5, 1usize..4, 1usize..4, 1usize..3, 1usize..3),
                     (pt, pl, pb, pr) in (0usize..4, 0usize..4, 0usize..4, 0usize..4),
-                    (groups, depthwise, nhwc, krsc, threads) in (1usize..4, any::<bool>(), any::<bool>(), any::<bool>(), 1usize..3),
+                    (groups, depthwise, nhwc, krsc, threads) in (1usize..4, any::<bool>(), any::<bool>(), any::<bool>(), 1usize..6),
                     act in 0usize..7, with_bias: bool, seed: u64,
                 ) {
                     let Some(kern) = kernel(Isa::$isa) else { return Ok(()) };

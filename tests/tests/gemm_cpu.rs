@@ -192,6 +192,28 @@ fn errors_not_panics(kern: &'static Kernel) {
     assert!(g.gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &epi).is_err());
 }
 
+/// More workers than this machine has cores, so the driver splits C on 2-D grids and packs B
+/// once for all workers (`gemm::driver::Split`): tall and wide shapes, several reduction slices
+/// and column blocks per worker (small blocking), a column-major C (computed transposed), an A
+/// whose rows are 4 KiB apart (packed, not read in place), bias and beta.
+fn many_workers(kern: &'static Kernel) {
+    let shapes = [(301, 20, 300), (40, 301, 77), (200, 45, 530), (96, 40, 1024), (13, 5, 9)];
+    for threads in [3, 5, 16] {
+        for small in [false, true] {
+            let mut g = gemm_with_threads(kern, threads);
+            if small {
+                g.blocking = small_blocking(kern);
+            }
+            for (i, &(m, n, k)) in shapes.iter().enumerate() {
+                let layout = Layout { c_col: i % 2 == 1, ..PLAIN };
+                let case =
+                    Case { beta: 0.5, bias: 1 + (i % 2) as u8, act: Activation::Relu, layout, ..Case::new(m, n, k) };
+                check(&g, Case { seed: i as u64, ..case });
+            }
+        }
+    }
+}
+
 /// One test module per registered kernel set, stamped from the core's registration list
 /// (`sparkle_core::for_each_kernel!`): a kernel added there is tested here without an edit.
 macro_rules! kernel_tests {
@@ -229,6 +251,11 @@ macro_rules! kernel_tests {
                 }
             }
 
+            #[test]
+            fn grids_of_many_workers() {
+                if let Some(k) = kernel(Isa::$isa) { many_workers(k) }
+            }
+
             proptest! {
                 #![proptest_config(ProptestConfig::with_cases(64))]
                 #[test]
@@ -236,7 +263,7 @@ macro_rules! kernel_tests {
                     m in 0usize..50, n in 0usize..70, k in 0usize..70,
                     ta: bool, tb: bool, c_col: bool, pad in 0usize..3,
                     alpha in -2.0f32..2.0, beta in prop_oneof![Just(0.0f32), -1.0f32..1.0],
-                    act in 0usize..7, bias in 0u8..3, threads in 1usize..3, small: bool, seed: u64,
+                    act in 0usize..7, bias in 0u8..3, threads in 1usize..6, small: bool, seed: u64,
                 ) {
                     let Some(kern) = kernel(Isa::$isa) else { return Ok(()) };
                     let mut g = gemm_with_threads(kern, threads);

@@ -3,11 +3,15 @@
 //!
 //! ```text
 //! loop 5  jc: columns of C in blocks of nc
-//!   loop 4  pc: the reduction in slices of kc      -> pack B (kc x nc), shared by all workers
+//!   loop 4  pc: the reduction in slices of kc      -> pack B (kc x nc), one buffer per worker
 //!     loop 3  ic: rows of C in blocks of mc          -> pack A (mc x kc), one buffer per worker
 //!       loop 2  jr: nr-panels of packed B
 //!         loop 1  ir: mr-panels of packed A        -> microkernel on an mr x nr tile of C
 //! ```
+//! Workers take rectangles of C on a grid ([`Split`]). Where a grid splits rows and B fits
+//! [`SHARED_B_MAX`], B is packed whole first, each worker packing a share of its panels, and
+//! loop 4 reads it instead of packing: the phases are two `Executor::run` calls, the first
+//! returning before the second starts.
 //! The first slice of the reduction scales C by `beta` (never reading it when `beta == 0`), the
 //! later ones accumulate into it, and only the last applies bias and activation.
 #![allow(unsafe_code)]
@@ -19,6 +23,7 @@ use crate::gemm::blocking::Blocking;
 use crate::gemm::pack::{pack_a, pack_b, Block};
 use crate::gemm::{check, GemmDims};
 use crate::view::{MatMut, MatRef};
+use core::ops::Range;
 
 /// Runs `f(worker)` for every worker `0..workers()`, possibly in parallel, and returns when all
 /// have finished.
@@ -149,7 +154,8 @@ fn effective(kernel: &Kernel, blocking: &Blocking, d: &GemmDims) -> Result<(usiz
 }
 
 /// Floats of scratch [`gemm_with`] needs for an `m x n x k` problem with `workers` workers:
-/// each worker packs its own B block and A block, so workers never wait on each other.
+/// each worker's own A block and B block, and with more than one worker room for B packed once
+/// and shared ([`Split`]) where that is at most [`SHARED_B_MAX`] floats.
 pub fn gemm_scratch_len(
     kernel: &Kernel,
     blocking: &Blocking,
@@ -164,7 +170,104 @@ pub fn gemm_scratch_len(
     let per_worker = mul(kc, nc, Param::Scratch)?
         .checked_add(mul(mc, kc, Param::Scratch)?)
         .ok_or(Error::Overflow { param: Param::Scratch })?;
-    mul(per_worker, workers.max(1), Param::Scratch)
+    let shared = if workers > 1 { shared_b_len(kernel, d.n, k).unwrap_or(0) } else { 0 };
+    mul(per_worker, workers.max(1), Param::Scratch)?
+        .checked_add(shared)
+        .ok_or(Error::Overflow { param: Param::Scratch })
+}
+
+/// The most floats of B the workers pack together and share (16 MiB): above it each worker packs
+/// the B its columns need, as on one thread.
+pub const SHARED_B_MAX: usize = 1 << 22;
+
+/// Floats of B packed whole (`n` columns as whole nr-panels, `k` deep), if at most [`SHARED_B_MAX`].
+fn shared_b_len(kernel: &Kernel, n: usize, k: usize) -> Option<usize> {
+    let len = n.div_ceil(kernel.gemm.nr).checked_mul(kernel.gemm.nr)?.checked_mul(k)?;
+    (len <= SHARED_B_MAX).then_some(len)
+}
+
+/// How the workers share C: a grid of `wr x wc` rectangles of whole panels. With `shared_b` all
+/// workers first pack B together, once (each worker a `1/W` share of its panels), and then read
+/// it; without, each worker packs the B its own columns need, so `wr` row bands pack it `wr`
+/// times. Splitting columns repeats the packing of A (free when A is read in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Split {
+    pub wr: usize,
+    pub wc: usize,
+    pub shared_b: bool,
+}
+
+/// Multiply-adds a microkernel runs in the time one element is read: the weight of data
+/// movement against compute in [`Split::plan`] (AVX2 and AVX-512 kernels run two vector FMAs,
+/// 16-32 multiply-adds, a cycle; packing moves about an element a cycle).
+const FMAS_PER_READ: usize = 16;
+
+/// What one more `Executor::run` costs (fork and join: 5-20 µs on 16 threads), in element reads.
+const PHASE_READS: usize = 20_000;
+
+impl Split {
+    /// The grid with the least work for its busiest worker, in element reads: its microkernel
+    /// tiles (`mr * nr` multiply-adds each, [`FMAS_PER_READ`] to a read), the A rows it packs
+    /// (`a_cost` reads an element, or 1 to read it in place) once per `nc` columns, the B it
+    /// packs (`b_cost` an element) or, shared, its `1/W` share of packing plus reading its own
+    /// columns, all per step of the `k`-deep reduction; a shared B adds a phase
+    /// ([`PHASE_READS`]). Ties keep the earlier candidate: fewer row bands, B packed per worker.
+    ///
+    /// Why: a 256 -> 256 3x3 conv at 14x14 (NCHW) is 22 x 7 panels; on 16 threads the old rule
+    /// (rows alone when there are fewer column panels than workers) had every worker gather the
+    /// whole im2col B for 1-2 row panels, and the layer ran 1.6x faster than on one thread. A
+    /// plain B (`b_cost` 1) is as cheap to pack from the source as to read packed, so it is never
+    /// shared, and splitting the columns of a tall, narrow GEMM would read its A twice.
+    pub(crate) fn plan(
+        workers: usize,
+        (row_panels, col_panels): (usize, usize),
+        (mr, nr, nc, k): (usize, usize, usize, usize),
+        (a_cost, b_cost): (Option<usize>, usize),
+        shared_ok: bool,
+    ) -> Split {
+        let workers = workers.max(1);
+        let mut best = (usize::MAX, Split { wr: 1, wc: 1, shared_b: false });
+        if workers == 1 {
+            return best.1;
+        }
+        for wr in 1..=workers.min(row_panels.max(1)) {
+            let wc = (workers / wr).min(col_panels.max(1));
+            let (rows, cols) = (row_panels.div_ceil(wr) * mr, col_panels.div_ceil(wc) * nr);
+            let compute = rows * cols / FMAS_PER_READ;
+            let a = rows * cols.div_ceil(nc.max(1)) * a_cost.unwrap_or(1);
+            for shared_b in [false, true] {
+                if shared_b && (wr == 1 || !shared_ok) {
+                    continue;
+                }
+                let b = if shared_b { b_cost * (col_panels * nr).div_ceil(workers) + cols } else { b_cost * cols };
+                let cost =
+                    (compute + a + b).saturating_mul(k.max(1)).saturating_add(if shared_b { PHASE_READS } else { 0 });
+                if cost < best.0 {
+                    best = (cost, Split { wr, wc, shared_b });
+                }
+            }
+        }
+        best.1
+    }
+
+    /// Worker `w`'s rectangle of C (empty for workers past `wr * wc`), in whole panels.
+    pub(crate) fn rect(
+        &self,
+        w: usize,
+        (row_panels, col_panels): (usize, usize),
+        (mr, nr): (usize, usize),
+        (m, n): (usize, usize),
+    ) -> (Range<usize>, Range<usize>) {
+        if w >= self.wr * self.wc {
+            return (0..0, 0..0);
+        }
+        let (i, j) = (w / self.wc, w % self.wc);
+        let r0 = (row_panels * i / self.wr) * mr;
+        let r1 = ((row_panels * (i + 1) / self.wr) * mr).min(m);
+        let c0 = (col_panels * j / self.wc) * nr;
+        let c1 = ((col_panels * (j + 1) / self.wc) * nr).min(n);
+        (r0..r1.max(r0), c0..c1.max(c0))
+    }
 }
 
 /// `C <- act(alpha * A * B + beta * C + bias)` in `ws` (its kernels, blocking, workers and
@@ -243,6 +346,12 @@ pub(crate) unsafe trait Operand: Sync {
     fn in_place(&self) -> Option<(*const f32, usize)> {
         None
     }
+    /// Reads packing one element costs, as B (`as_b`) or as A, against 1 for reading a packed
+    /// one: how [`Split::plan`] weighs repeating the packing against sharing it.
+    fn pack_cost(&self, as_b: bool) -> usize {
+        let _ = as_b;
+        2
+    }
 }
 
 // SAFETY: packing reads only elements inside the validated view and writes the documented extents.
@@ -260,6 +369,15 @@ unsafe impl Operand for MatRef<'_> {
     unsafe fn pack_b(&self, blk: Block, nr: usize, panels: core::ops::Range<usize>, dst: *mut f32) {
         // SAFETY: forwarded contract.
         unsafe { pack_b(self, blk, nr, panels, dst) }
+    }
+    /// A copy along contiguous rows (B) or columns (A) costs what reading the packed panel
+    /// would; a strided gather twice that.
+    fn pack_cost(&self, as_b: bool) -> usize {
+        if (as_b && self.cs() == 1) || (!as_b && self.rs() == 1) {
+            1
+        } else {
+            2
+        }
     }
     /// Row-major A is read in place, unless its rows are a multiple of 4 KiB apart: then all mr
     /// rows fall into one L1 set and thrash it (measured on one Zen 4 core: in place 94 vs packed
@@ -360,44 +478,80 @@ pub(crate) unsafe fn gemm_operands(
     };
     let workers = exec.workers().max(1);
     let per_worker = kc * nc + mc * kc;
-    let scratch = Shared(ws.scratch.as_mut_ptr());
-    // Each worker packs what its rectangle needs, so splitting rows duplicates the packing of B
-    // and splitting columns the packing of A (free when A is read in place). Split the longer
-    // side, unless it has too few panels to go round.
     let (mr, nr) = (kernel.gemm.mr, kernel.gemm.nr);
-    let (row_panels, col_panels) = (d.m.div_ceil(mr), d.n.div_ceil(nr));
-    let prefer_rows = if a.in_place().is_some() { d.m > 2 * d.n } else { d.m >= d.n };
-    let split_rows = if prefer_rows { row_panels >= workers || col_panels < workers } else { col_panels < workers };
+    let panels = (d.m.div_ceil(mr), d.n.div_ceil(nr));
+    // B packed once, after every worker's own region, where the scratch was sized for it.
+    let shared_len = shared_b_len(kernel, d.n, d.k).filter(|&len| {
+        workers > 1
+            && per_worker.checked_mul(workers).and_then(|x| x.checked_add(len)).is_some_and(|x| x <= ws.scratch.len())
+    });
+    let a_cost = if a.in_place().is_some() { None } else { Some(a.pack_cost(false)) };
+    let split = Split::plan(workers, panels, (mr, nr, nc, d.k), (a_cost, b.pack_cost(true)), shared_len.is_some());
+    let scratch = Shared(ws.scratch.as_mut_ptr());
+    // SAFETY: the shared region starts after the workers' regions, inside the scratch (checked
+    // above whenever `split.shared_b`).
+    let shared_b = split.shared_b.then(|| Shared(unsafe { scratch.ptr().add(workers * per_worker) }));
+    if let Some(dst) = shared_b {
+        let k_blocks = d.k.div_ceil(kc).max(1);
+        let units = k_blocks * panels.1;
+        exec.run(&|w| {
+            if w >= workers {
+                return;
+            }
+            // Worker w packs units [u0, u1) of (reduction slice, panel), slice-major.
+            let (u0, u1) = (units * w / workers, units * (w + 1) / workers);
+            for pb in u0 / panels.1..u1.div_ceil(panels.1).min(k_blocks) {
+                let (first, end) = (u0.max(pb * panels.1) - pb * panels.1, u1.min((pb + 1) * panels.1) - pb * panels.1);
+                let pc = pb * kc;
+                let kc_eff = kc.min(d.k - pc.min(d.k));
+                if first < end {
+                    // SAFETY: rows pc..pc+kc_eff of b; slice pb's panels start at pc * (panels
+                    // * nr) in the shared region, and worker w alone writes panels first..end.
+                    unsafe {
+                        b.pack_b(
+                            Block { row: pc, col: 0, rows: kc_eff, cols: d.n },
+                            nr,
+                            first..end,
+                            dst.ptr().add(pc * panels.1 * nr),
+                        )
+                    };
+                }
+            }
+        });
+    }
+    // `run` has returned: the shared panels are complete and only read from here on.
     exec.run(&|w| {
         // The callers pass a `Pinned` executor; this guard keeps an index past the count from
         // ever becoming an out-of-bounds write whatever executor reaches here.
         if w >= workers {
             return;
         }
-        let (rows, cols) = if split_rows {
-            let r0 = (row_panels * w / workers) * mr;
-            let r1 = ((row_panels * (w + 1) / workers) * mr).min(d.m);
-            (r0..r1, 0..d.n)
-        } else {
-            let c0 = (col_panels * w / workers) * nr;
-            let c1 = ((col_panels * (w + 1) / workers) * nr).min(d.n);
-            (0..d.m, c0..c1)
-        };
+        let (rows, cols) = split.rect(w, panels, (mr, nr), (d.m, d.n));
         if rows.is_empty() || cols.is_empty() {
             return;
         }
+        let b = shared_b.map(|s| (s.ptr().cast_const(), panels.1 * nr));
         // SAFETY: worker w owns scratch slice w and the rectangle rows x cols of C, disjoint from
-        // every other worker's; the caller's contract covers the rest.
-        unsafe { gemm_rect(&prob, rows, cols, scratch.ptr().add(w * per_worker)) };
+        // every other worker's; the shared B is complete; the caller's contract covers the rest.
+        unsafe { gemm_rect(&prob, rows, cols, scratch.ptr().add(w * per_worker), b) };
     });
 }
 
-/// The loop nest over one rectangle of C.
+/// The loop nest over one rectangle of C. With `packed_b = Some((ptr, width))` B is already
+/// packed whole there (slice `pc`'s panel `j` at `ptr + pc * width + j * nr * kc_eff`, `width`
+/// the columns rounded up to whole panels) and is only read.
 ///
 /// # Safety
-/// `rows`/`cols` inside C and owned by this call; `scratch` valid for `kc*nc + mc*kc` floats and
-/// owned by this call; the CPU supports the kernel.
-unsafe fn gemm_rect(p: &Problem<'_>, rows: core::ops::Range<usize>, cols: core::ops::Range<usize>, scratch: *mut f32) {
+/// `rows`/`cols` inside C, panel-aligned at their start, and owned by this call; `scratch` valid
+/// for `kc*nc + mc*kc` floats and owned by this call; a `packed_b` complete and unchanging while
+/// this runs; the CPU supports the kernel.
+unsafe fn gemm_rect(
+    p: &Problem<'_>,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    scratch: *mut f32,
+    packed_b: Option<(*const f32, usize)>,
+) {
     let (mr, nr) = (p.kernel.gemm.mr, p.kernel.gemm.nr);
     let k = p.a.cols();
     let bbuf = scratch;
@@ -415,9 +569,18 @@ unsafe fn gemm_rect(p: &Problem<'_>, rows: core::ops::Range<usize>, cols: core::
             let last = pb + 1 == k_blocks;
             let beta = if pb == 0 { p.beta } else { 1.0 };
             let (bias, act) = if last { (p.bias, p.act) } else { (Bias::None, Activation::None) };
-            // SAFETY: rows pc..pc+kc_eff and columns jc..jc+nc_eff are inside b; the panels fit
-            // the kc x nc buffer.
-            unsafe { p.b.pack_b(Block { row: pc, col: jc, rows: kc_eff, cols: nc_eff }, nr, 0..col_panels, bbuf) };
+            let bbuf = match packed_b {
+                // SAFETY: slice pc's panels of columns jc.. inside the shared packed B.
+                Some((base, width)) => unsafe { base.add(pc * width + jc / nr * nr * kc_eff) },
+                None => {
+                    // SAFETY: rows pc..pc+kc_eff and columns jc..jc+nc_eff are inside b; the
+                    // panels fit the kc x nc buffer.
+                    unsafe {
+                        p.b.pack_b(Block { row: pc, col: jc, rows: kc_eff, cols: nc_eff }, nr, 0..col_panels, bbuf)
+                    };
+                    bbuf.cast_const()
+                }
+            };
             for ic in rows.clone().step_by(p.mc) {
                 let mc_eff = p.mc.min(rows.end - ic);
                 let full_panels = if a_in_place.is_some() { mc_eff / mr } else { 0 };
@@ -477,5 +640,61 @@ unsafe fn gemm_rect(p: &Problem<'_>, rows: core::ops::Range<usize>, cols: core::
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Split;
+
+    /// Every plan's rectangles cover each tile of C exactly once, with at most one rectangle per
+    /// worker and a shared B only where allowed and where rows are split.
+    #[test]
+    fn splits_cover_c_once() {
+        let (mr, nr) = (3, 4);
+        for workers in [1, 2, 3, 5, 8, 16, 37] {
+            for (rp, cp) in [(1, 1), (1, 9), (9, 1), (7, 5), (22, 7), (30, 2)] {
+                for (a_packed, shared_ok) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let a_cost = a_packed.then_some(2);
+                    let s = Split::plan(workers, (rp, cp), (mr, nr, 2 * nr, 50), (a_cost, 4), shared_ok);
+                    assert!(s.wr * s.wc <= workers && s.wr >= 1 && s.wc >= 1, "{s:?}");
+                    assert!(!s.shared_b || (shared_ok && s.wr > 1), "{s:?}");
+                    let (m, n) = (rp * mr - 1, cp * nr - 2);
+                    let mut seen = [0u8; 90 * 40];
+                    for w in 0..workers + 2 {
+                        let (rows, cols) = s.rect(w, (rp, cp), (mr, nr), (m, n));
+                        assert!(rows.start.is_multiple_of(mr) && cols.start.is_multiple_of(nr));
+                        for i in rows {
+                            for j in cols.clone() {
+                                seen[i * n + j] += 1;
+                            }
+                        }
+                    }
+                    assert!(seen[..m * n].iter().all(|&x| x == 1), "{workers} workers, {rp}x{cp} panels: {s:?}");
+                }
+            }
+        }
+    }
+
+    /// The cases the rule was made for, and the one it must leave alone.
+    #[test]
+    fn splits_share_b_where_rows_would_repeat_it() {
+        // 256 -> 256 3x3 conv at 14x14 (NCHW) on 16 workers: 22 x 7 panels. Rows alone gave the
+        // busiest worker 2 x 7 = 14 tiles and a whole im2col B to gather.
+        let s = Split::plan(16, (22, 7), (12, 32, 224, 2304), (None, 4), true);
+        assert!(s.shared_b && s.wr > 1, "{s:?}");
+        assert!(22usize.div_ceil(s.wr) * 7usize.div_ceil(s.wc) <= 12, "{s:?}");
+        // A square GEMM on two workers, A read in place: two halves, B (plain) packed per worker.
+        let s = Split::plan(2, (22, 8), (12, 32, 256, 256), (None, 1), true);
+        assert!(!s.shared_b && s.wr * s.wc == 2, "{s:?}");
+        // 12544 x 64 x 147 (conv1 as a GEMM) on 16: rows, its small plain B packed per worker, A
+        // read once (a second column band would read it twice).
+        assert_eq!(
+            Split::plan(16, (1046, 2), (12, 32, 64, 147), (None, 1), true),
+            Split { wr: 16, wc: 1, shared_b: false }
+        );
+        // Without room for a shared B, a tall problem still splits its rows.
+        let s = Split::plan(4, (40, 1), (12, 32, 32, 100), (None, 4), false);
+        assert_eq!((s.wr, s.shared_b), (4, false));
     }
 }
