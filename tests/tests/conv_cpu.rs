@@ -163,15 +163,19 @@ fn winograd_over_budget(kern: &'static Kernel) {
 }
 
 /// More workers than cores, so the GEMM driver splits C on 2-D grids and the im2col B (NCHW) is
-/// gathered once for all workers (`gemm::driver::Split`), with default and small blocking (many
-/// reduction slices and column blocks per worker), in both layouts: the implicit GEMM, a strided
-/// one, a pointwise and a Winograd geometry.
+/// gathered once for all workers (`gemm::driver::Split`), and batches of GEMMs (Winograd's 16,
+/// a grouped conv's (image, group) pairs) run in one parallel region (`gemm_batch`), with
+/// default and small blocking (many reduction slices and column blocks per worker), in both
+/// layouts: the implicit GEMM, a strided one, a pointwise, a Winograd and grouped geometries.
 fn many_workers(kern: &'static Kernel) {
     let shapes = [
         Conv2dParams::new(2, 40, 9, 9, 60, 3, 3).pad(Padding::uniform(1)),
         Conv2dParams::new(1, 24, 6, 7, 100, 3, 3).stride(2, 1).pad(Padding::new(1, 0, 2, 1)),
         Conv2dParams::new(1, 48, 5, 5, 70, 1, 1),
         Conv2dParams::new(2, 5, 27, 39, 7, 3, 3).pad(Padding::new(1, 2, 0, 0)),
+        // 12 (image, group) GEMMs: run together, a few per worker.
+        Conv2dParams::new(3, 16, 8, 8, 24, 3, 3).groups(4).pad(Padding::uniform(1)),
+        Conv2dParams::new(3, 16, 8, 8, 24, 1, 1).groups(4),
     ];
     let base = Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kern) };
     let small = Blocking { mc: 2 * kern.mr(), kc: 16, nc: 2 * kern.nr() };

@@ -12,7 +12,7 @@ use crate::conv::{check_epilogue, choose_path, Conv2d, Conv2dPath};
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::{gemm_operands, gemm_scratch_len, OutPtr, Workspace};
+use crate::gemm::driver::{gemm_batch, gemm_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace};
 use crate::layout::TensorLayout;
 use crate::view::MatRef;
 
@@ -103,7 +103,6 @@ pub(crate) unsafe fn conv2d_unchecked(
     output: &mut [f32],
     ws: &mut Workspace<'_>,
 ) {
-    let p = g.params();
     if choose_path(g) == Conv2dPath::Depthwise {
         // SAFETY: forwarded contract.
         unsafe { depthwise(g, input, weight, epi, output, ws) };
@@ -116,48 +115,67 @@ pub(crate) unsafe fn conv2d_unchecked(
         unsafe { super::winograd::conv2d_unchecked(g, input, weight, epi, bias, output, ws) };
         return;
     }
-    let (kg, hw, gemm_k) = g.gemm_dims();
-    let cg = g.cg();
-    let out = output.as_mut_ptr();
-    for n in 0..p.n {
-        for grp in 0..p.groups {
-            let w0 = g.weight_group_offset(grp);
-            // Cannot fail: the weight length was validated.
-            let Ok(wg) = MatRef::row_major(&weight[w0..w0 + kg * gemm_k], kg, gemm_k) else { return };
-            let gb = bias.map(|b| &b[grp * kg..(grp + 1) * kg]);
-            let (off, _, _) = g.output_gemm_view(n, grp);
-            // SAFETY: off is the output offset of (n, group), inside the validated output.
-            let c = unsafe { out.add(off) };
-            match p.layout {
-                // C (kg x hw) = W (kg x gemm_k) * im2col (gemm_k x hw), rows of C contiguous.
-                TensorLayout::Nchw => {
-                    let epi = Epilogue { bias: gb.map_or(Bias::None, Bias::Row), activation: epi.activation };
-                    if choose_path(g) == Conv2dPath::Pointwise {
-                        let x0 = g.input_index(n, grp * cg, 0, 0);
-                        let Ok(x) = MatRef::row_major(&input[x0..x0 + cg * hw], cg, hw) else { return };
-                        // SAFETY: forwarded contract; C rows are hw apart, contiguous.
-                        unsafe { gemm_operands(1.0, &wg, &x, 0.0, OutPtr { ptr: c, rs: hw, cs: 1 }, &epi, ws) };
-                    } else {
-                        let x = Im2col::new(g, input, n, grp);
-                        // SAFETY: as above.
-                        unsafe { gemm_operands(1.0, &wg, &x, 0.0, OutPtr { ptr: c, rs: hw, cs: 1 }, &epi, ws) };
-                    }
+    let jobs = ConvJobs { g, input, weight, bias, out: Shared(output.as_mut_ptr()) };
+    // SAFETY: forwarded contract; every (image, group) job is the same GEMM shape and writes its
+    // own disjoint part of the validated output.
+    unsafe { gemm_batch(&jobs, 1.0, 0.0, epi.activation, ws) };
+}
+
+/// The implicit GEMMs of a conv, one job per (image, group).
+struct ConvJobs<'a> {
+    g: &'a Conv2d,
+    input: &'a [f32],
+    weight: &'a [f32],
+    bias: Option<&'a [f32]>,
+    out: Shared<f32>,
+}
+
+// SAFETY: every job is `kg x hw x gemm_k` (or its transpose), writes the output of its own image
+// and group (disjoint), with a bias of its group's `kg` channels.
+unsafe impl Batch for ConvJobs<'_> {
+    fn jobs(&self) -> usize {
+        let p = self.g.params();
+        p.n * p.groups
+    }
+    fn with_job(&self, job: usize, f: &mut JobFn<'_>) {
+        let (g, input) = (self.g, self.input);
+        let p = g.params();
+        let (n, grp) = (job / p.groups, job % p.groups);
+        let (kg, hw, gemm_k) = g.gemm_dims();
+        let cg = g.cg();
+        let w0 = g.weight_group_offset(grp);
+        // Cannot fail: the weight length was validated.
+        let Ok(wg) = MatRef::row_major(&self.weight[w0..w0 + kg * gemm_k], kg, gemm_k) else { return };
+        let gb = self.bias.map(|b| &b[grp * kg..(grp + 1) * kg]);
+        let (off, _, _) = g.output_gemm_view(n, grp);
+        // SAFETY: off is the output offset of (n, group), inside the validated output.
+        let c = unsafe { self.out.ptr().add(off) };
+        let pointwise = choose_path(g) == Conv2dPath::Pointwise;
+        match p.layout {
+            // C (kg x hw) = W (kg x gemm_k) * im2col (gemm_k x hw), rows of C contiguous.
+            TensorLayout::Nchw => {
+                let out = OutPtr { ptr: c, rs: hw, cs: 1 };
+                let bias = gb.map_or(Bias::None, Bias::Row);
+                if pointwise {
+                    let x0 = g.input_index(n, grp * cg, 0, 0);
+                    let Ok(x) = MatRef::row_major(&input[x0..x0 + cg * hw], cg, hw) else { return };
+                    f(&wg, &x, out, bias);
+                } else {
+                    f(&wg, &Im2col::new(g, input, n, grp), out, bias);
                 }
-                // C^T (hw x kg) = im2col^T (hw x gemm_k) * W^T (gemm_k x kg), rows of C^T contiguous.
-                TensorLayout::Nhwc => {
-                    let epi = Epilogue { bias: gb.map_or(Bias::None, Bias::Col), activation: epi.activation };
-                    let wt = wg.t();
-                    if choose_path(g) == Conv2dPath::Pointwise {
-                        let x0 = g.input_index(n, grp * cg, 0, 0);
-                        let len = (hw - 1) * p.c + cg;
-                        let Ok(x) = MatRef::new(&input[x0..x0 + len], hw, cg, p.c, 1) else { return };
-                        // SAFETY: forwarded contract; C^T rows are k apart, contiguous.
-                        unsafe { gemm_operands(1.0, &x, &wt, 0.0, OutPtr { ptr: c, rs: p.k, cs: 1 }, &epi, ws) };
-                    } else {
-                        let x = Im2colT(Im2col::new(g, input, n, grp));
-                        // SAFETY: as above.
-                        unsafe { gemm_operands(1.0, &x, &wt, 0.0, OutPtr { ptr: c, rs: p.k, cs: 1 }, &epi, ws) };
-                    }
+            }
+            // C^T (hw x kg) = im2col^T (hw x gemm_k) * W^T (gemm_k x kg), rows of C^T contiguous.
+            TensorLayout::Nhwc => {
+                let out = OutPtr { ptr: c, rs: p.k, cs: 1 };
+                let bias = gb.map_or(Bias::None, Bias::Col);
+                let wt = wg.t();
+                if pointwise {
+                    let x0 = g.input_index(n, grp * cg, 0, 0);
+                    let len = (hw - 1) * p.c + cg;
+                    let Ok(x) = MatRef::new(&input[x0..x0 + len], hw, cg, p.c, 1) else { return };
+                    f(&x, &wt, out, bias);
+                } else {
+                    f(&Im2colT(Im2col::new(g, input, n, grp)), &wt, out, bias);
                 }
             }
         }

@@ -29,10 +29,10 @@ use core::ops::Range;
 
 use crate::arch::Kernel;
 use crate::conv::Conv2d;
-use crate::epilogue::{Activation, Epilogue};
+use crate::epilogue::{Activation, Bias, Epilogue};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::{gemm_operands, gemm_scratch_len, OutPtr, Shared, Workspace};
+use crate::gemm::driver::{gemm_batch, gemm_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace};
 use crate::view::MatRef;
 
 /// Output tile edge.
@@ -105,6 +105,34 @@ pub fn scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
         .into_iter()
         .try_fold(0usize, |a, b| a.checked_add(b))
         .ok_or(Error::Overflow { param: Param::Scratch })
+}
+
+/// Winograd's 16 products `M_ξ (k x t) = U_ξ (k x c) · V_ξ (c x t)` as one GEMM batch: `U`
+/// as `[k][ξ][c]`, `V` as `[c][ξ][t]`, `M` as `[k][ξ][t]`.
+struct Products<'a> {
+    u: &'a [f32],
+    v: &'a [f32],
+    m: Shared<f32>,
+    k: usize,
+    c: usize,
+    t: usize,
+}
+
+// SAFETY: every product is k x t x c; M_ξ are disjoint strided views of M (see `gemm_batch`'s
+// caller), and no job has a bias.
+unsafe impl Batch for Products<'_> {
+    fn jobs(&self) -> usize {
+        XI
+    }
+    fn with_job(&self, xi: usize, f: &mut JobFn<'_>) {
+        let (k, c, t) = (self.k, self.c, self.t);
+        // Cannot fail: the views lie inside U and V by construction.
+        let Ok(a) = MatRef::new(&self.u[xi * c..], k, c, XI * c, 1) else { return };
+        let Ok(b) = MatRef::new(&self.v[xi * t..], c, t, XI * t, 1) else { return };
+        // SAFETY: offset xi * t < XI * t is inside M.
+        let out = OutPtr { ptr: unsafe { self.m.ptr().add(xi * t) }, rs: XI * t, cs: 1 };
+        f(&a, &b, out, Bias::None);
+    }
 }
 
 /// Values of `L` tiles, one per lane.
@@ -452,16 +480,11 @@ pub(crate) unsafe fn conv2d_unchecked(
     });
 
     let mut gemm_ws = Workspace { kernel: ws.kernel, blocking: ws.blocking, exec, scratch: gemm_scratch };
-    let plain = Epilogue::NONE;
-    for xi in 0..XI {
-        // Cannot fail: the views lie inside U and V by construction.
-        let Ok(a) = MatRef::new(&u[xi * p.c..], p.k, p.c, XI * p.c, 1) else { return };
-        let Ok(b) = MatRef::new(&v[xi * t_all..], p.c, t_all, XI * t_all, 1) else { return };
-        let c = OutPtr { ptr: m[xi * t_all..].as_mut_ptr(), rs: XI * t_all, cs: 1 };
-        // SAFETY: M_ξ is k x t_all at rows XI * t_all apart inside M, disjoint from U and V; the
-        // GEMM scratch was sized by `scratch_len` for these dimensions and workers.
-        unsafe { gemm_operands(1.0, &a, &b, 0.0, c, &plain, &mut gemm_ws) };
-    }
+    let products = Products { u, v, m: Shared(m.as_mut_ptr()), k: p.k, c: p.c, t: t_all };
+    // SAFETY: the 16 products are k x t_all x c each, M_ξ disjoint (rows XI * t_all apart,
+    // offset ξ * t_all) inside M, which is disjoint from U and V; the GEMM scratch was sized by
+    // `scratch_len` for these dimensions and workers.
+    unsafe { gemm_batch(&products, 1.0, 0.0, Activation::None, &mut gemm_ws) };
 
     let (m, out) = (&*m, Shared(output.as_mut_ptr()));
     exec.run(&|w| {

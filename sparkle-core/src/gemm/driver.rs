@@ -8,7 +8,7 @@
 //!       loop 2  jr: nr-panels of packed B
 //!         loop 1  ir: mr-panels of packed A        -> microkernel on an mr x nr tile of C
 //! ```
-//! Workers take rectangles of C on a grid ([`Split`]). Where a grid splits rows and B fits
+//! Workers take rectangles of C on a grid (`Split`). Where a grid splits rows and B fits
 //! [`SHARED_B_MAX`], B is packed whole first, each worker packing a share of its panels, and
 //! loop 4 reads it instead of packing: the phases are two `Executor::run` calls, the first
 //! returning before the second starts.
@@ -155,7 +155,7 @@ fn effective(kernel: &Kernel, blocking: &Blocking, d: &GemmDims) -> Result<(usiz
 
 /// Floats of scratch [`gemm_with`] needs for an `m x n x k` problem with `workers` workers:
 /// each worker's own A block and B block, and with more than one worker room for B packed once
-/// and shared ([`Split`]) where that is at most [`SHARED_B_MAX`] floats.
+/// and shared (`Split`) where that is at most [`SHARED_B_MAX`] floats.
 pub fn gemm_scratch_len(
     kernel: &Kernel,
     blocking: &Blocking,
@@ -202,6 +202,9 @@ pub(crate) struct Split {
 /// 16-32 multiply-adds, a cycle; packing moves about an element a cycle).
 const FMAS_PER_READ: usize = 16;
 
+/// Reads one element of B packed by another worker costs (in another core's cache).
+const SHARED_READ: usize = 2;
+
 /// What one more `Executor::run` costs (fork and join: 5-20 µs on 16 threads), in element reads.
 const PHASE_READS: usize = 20_000;
 
@@ -210,26 +213,36 @@ impl Split {
     /// tiles (`mr * nr` multiply-adds each, [`FMAS_PER_READ`] to a read), the A rows it packs
     /// (`a_cost` reads an element, or 1 to read it in place) once per `nc` columns, the B it
     /// packs (`b_cost` an element) or, shared, its `1/W` share of packing plus reading its own
-    /// columns, all per step of the `k`-deep reduction; a shared B adds a phase
-    /// ([`PHASE_READS`]). Ties keep the earlier candidate: fewer row bands, B packed per worker.
+    /// columns ([`SHARED_READ`] an element), all per step of the `k`-deep reduction; a shared B
+    /// adds a phase ([`PHASE_READS`]). Ties keep the earlier candidate: fewer row bands, B packed
+    /// per worker.
     ///
     /// Why: a 256 -> 256 3x3 conv at 14x14 (NCHW) is 22 x 7 panels; on 16 threads the old rule
     /// (rows alone when there are fewer column panels than workers) had every worker gather the
     /// whole im2col B for 1-2 row panels, and the layer ran 1.6x faster than on one thread. A
-    /// plain B (`b_cost` 1) is as cheap to pack from the source as to read packed, so it is never
-    /// shared, and splitting the columns of a tall, narrow GEMM would read its A twice.
+    /// plain B (`b_cost` 1) is cheaper to pack from the source than to read packed by another
+    /// core ([`SHARED_READ`]), so it is never shared, and splitting the columns of a tall,
+    /// narrow GEMM would read its A twice.
     pub(crate) fn plan(
+        workers: usize,
+        panels: (usize, usize),
+        dims: (usize, usize, usize, usize),
+        costs: (Option<usize>, usize),
+        shared_ok: bool,
+    ) -> Split {
+        Self::plan_cost(workers, panels, dims, costs, shared_ok).1
+    }
+
+    /// [`plan`](Self::plan) with the busiest worker's cost.
+    fn plan_cost(
         workers: usize,
         (row_panels, col_panels): (usize, usize),
         (mr, nr, nc, k): (usize, usize, usize, usize),
         (a_cost, b_cost): (Option<usize>, usize),
         shared_ok: bool,
-    ) -> Split {
+    ) -> (usize, Split) {
         let workers = workers.max(1);
         let mut best = (usize::MAX, Split { wr: 1, wc: 1, shared_b: false });
-        if workers == 1 {
-            return best.1;
-        }
         for wr in 1..=workers.min(row_panels.max(1)) {
             let wc = (workers / wr).min(col_panels.max(1));
             let (rows, cols) = (row_panels.div_ceil(wr) * mr, col_panels.div_ceil(wc) * nr);
@@ -239,7 +252,11 @@ impl Split {
                 if shared_b && (wr == 1 || !shared_ok) {
                     continue;
                 }
-                let b = if shared_b { b_cost * (col_panels * nr).div_ceil(workers) + cols } else { b_cost * cols };
+                let b = if shared_b {
+                    b_cost * (col_panels * nr).div_ceil(workers) + SHARED_READ * cols
+                } else {
+                    b_cost * cols
+                };
                 let cost =
                     (compute + a + b).saturating_mul(k.max(1)).saturating_add(if shared_b { PHASE_READS } else { 0 });
                 if cost < best.0 {
@@ -247,7 +264,7 @@ impl Split {
                 }
             }
         }
-        best.1
+        best
     }
 
     /// Worker `w`'s rectangle of C (empty for workers past `wr * wc`), in whole panels.
@@ -537,6 +554,129 @@ pub(crate) unsafe fn gemm_operands(
     });
 }
 
+/// A batch of GEMMs of one shape for [`gemm_batch`]: the conv's (image, group) pairs, the 16
+/// products of Winograd.
+///
+/// # Safety
+/// Every job's operands have the same dimensions, `m, n > 0`; the outputs are valid, exclusive
+/// and pairwise disjoint; each bias matches its job's `m x n`.
+pub(crate) unsafe trait Batch: Sync {
+    /// Jobs in the batch.
+    fn jobs(&self) -> usize;
+    /// Calls `f` with job `i`'s A, B, C and bias (built per call: an implicit operand is a view).
+    fn with_job(&self, i: usize, f: &mut JobFn<'_>);
+}
+
+/// What [`Batch::with_job`] hands a job to: its A, B, C and bias.
+pub(crate) type JobFn<'f> = dyn FnMut(&dyn Operand, &dyn Operand, OutPtr, Bias<'_>) + 'f;
+
+/// `C_i <- act(alpha * A_i * B_i + beta * C_i + bias_i)` for every job of `batch`. One job runs
+/// as [`gemm_operands`]. More run either one after another, each on all workers, or together in
+/// one parallel region where every worker takes a run of (job, rectangle) items, each job split
+/// `s` ways: whichever [`Split::plan`]'s costs, with one `Executor::run` per region, say is
+/// faster. Small jobs on many workers (Winograd's 16 GEMMs of `k x tiles x c` on 16 threads)
+/// otherwise pay a fork and join each for a few microseconds of work.
+///
+/// # Safety
+/// As [`gemm_operands`] for every job, and [`Batch`]'s contract.
+pub(crate) unsafe fn gemm_batch(batch: &dyn Batch, alpha: f32, beta: f32, act: Activation, ws: &mut Workspace<'_>) {
+    let jobs = batch.jobs();
+    if jobs == 0 {
+        return;
+    }
+    let (kernel, exec) = (ws.kernel, ws.exec);
+    let workers = exec.workers().max(1);
+    // The shape and costs, from job 0 (every job has the same).
+    let mut shape = None;
+    batch.with_job(0, &mut |a, b, _, _| {
+        let a_cost = if a.in_place().is_some() { None } else { Some(a.pack_cost(false)) };
+        shape = Some((GemmDims { m: a.rows(), n: b.cols(), k: a.cols() }, (a_cost, b.pack_cost(true))));
+    });
+    let Some((d, costs)) = shape else { return };
+    // Cannot fail: gemm_scratch_len computed the same quantities with checked arithmetic.
+    let Ok((mc, kc, nc)) = effective(kernel, ws.blocking, &d) else { return };
+    let (mr, nr) = (kernel.gemm.mr, kernel.gemm.nr);
+    let panels = (d.m.div_ceil(mr), d.n.div_ceil(nr));
+    let dims = (mr, nr, nc, d.k);
+    let Some((per_job, split)) = batch_plan(jobs, workers, panels, dims, costs) else {
+        for i in 0..jobs {
+            // SAFETY: forwarded contract, one job at a time.
+            batch.with_job(i, &mut |a, b, c, bias| unsafe {
+                gemm_operands(alpha, a, b, beta, c, &Epilogue { bias, activation: act }, ws)
+            });
+        }
+        return;
+    };
+    let items = jobs * per_job;
+    let per_worker = kc * nc + mc * kc;
+    let scratch = Shared(ws.scratch.as_mut_ptr());
+    exec.run(&|w| {
+        if w >= workers {
+            return;
+        }
+        for item in items * w / workers..items * (w + 1) / workers {
+            let (rows, cols) = split.rect(item % per_job, panels, (mr, nr), (d.m, d.n));
+            if rows.is_empty() || cols.is_empty() {
+                continue;
+            }
+            batch.with_job(item / per_job, &mut |a, b, c, bias| {
+                let prob = Problem {
+                    a,
+                    b,
+                    c: Shared(c.ptr),
+                    rs_c: c.rs,
+                    cs_c: c.cs,
+                    alpha,
+                    beta,
+                    bias,
+                    act,
+                    kernel,
+                    mc,
+                    kc,
+                    nc,
+                };
+                // SAFETY: worker w owns scratch slice w; each (job, rectangle) item is one
+                // worker's, and jobs' outputs are disjoint; the caller's contract covers the rest.
+                unsafe { gemm_rect(&prob, rows.clone(), cols.clone(), scratch.ptr().add(w * per_worker), None) };
+            });
+        }
+    });
+}
+
+/// How [`gemm_batch`] runs `jobs` GEMMs of one shape: `None` one after another on all workers,
+/// or `Some((s, split))`, every job split into the `s` rectangles of `split` and the `jobs * s`
+/// items dealt out in runs, whichever [`Split::plan`]'s costs say is faster, with
+/// [`PHASE_READS`] for each `Executor::run`.
+fn batch_plan(
+    jobs: usize,
+    workers: usize,
+    panels: (usize, usize),
+    dims: (usize, usize, usize, usize),
+    costs: (Option<usize>, usize),
+) -> Option<(usize, Split)> {
+    if jobs <= 1 || workers <= 1 {
+        return None;
+    }
+    // One job after another (B shared where `gemm_operands` would share it).
+    let (one, _) = Split::plan_cost(workers, panels, dims, costs, true);
+    let serial = jobs.saturating_mul(one.saturating_add(PHASE_READS));
+    // Together: each job split s ways (no shared B).
+    let mut together = (usize::MAX, None);
+    for s in 1..=workers {
+        let (cost, split) = Split::plan_cost(s, panels, dims, costs, false);
+        let per_job = split.wr * split.wc;
+        let makespan = jobs.saturating_mul(per_job).div_ceil(workers).saturating_mul(cost).saturating_add(PHASE_READS);
+        if makespan < together.0 {
+            together = (makespan, Some((per_job, split)));
+        }
+    }
+    if serial <= together.0 {
+        None
+    } else {
+        together.1
+    }
+}
+
 /// The loop nest over one rectangle of C. With `packed_b = Some((ptr, width))` B is already
 /// packed whole there (slice `pc`'s panel `j` at `ptr + pc * width + j * nr * kc_eff`, `width`
 /// the columns rounded up to whole panels) and is only read.
@@ -676,14 +816,36 @@ mod tests {
         }
     }
 
+    /// Winograd's 16 products of 64 x 784 x 64 (64 -> 64 3x3 at 56x56) on 16 workers run
+    /// together, a job each; on one worker, and a single job, one after another.
+    #[test]
+    fn batches_run_together_where_jobs_are_small() {
+        let dims = (12, 32, 800, 64);
+        assert_eq!(
+            super::batch_plan(16, 16, (6, 25), dims, (Some(2), 1)),
+            Some((1, Split { wr: 1, wc: 1, shared_b: false }))
+        );
+        assert_eq!(super::batch_plan(16, 1, (6, 25), dims, (Some(2), 1)), None);
+        assert_eq!(super::batch_plan(1, 16, (6, 25), dims, (Some(2), 1)), None);
+        // Two large jobs on 16 workers: one after another, or each split 8 ways at least.
+        if let Some((s, _)) = super::batch_plan(2, 16, (100, 100), (12, 32, 3200, 1000), (None, 1)) {
+            assert!(s >= 8, "{s}");
+        }
+    }
+
     /// The cases the rule was made for, and the one it must leave alone.
     #[test]
     fn splits_share_b_where_rows_would_repeat_it() {
         // 256 -> 256 3x3 conv at 14x14 (NCHW) on 16 workers: 22 x 7 panels. Rows alone gave the
         // busiest worker 2 x 7 = 14 tiles and a whole im2col B to gather.
+        // Now at most 11-12 tiles, and B gathered by at most two row bands unless shared.
         let s = Split::plan(16, (22, 7), (12, 32, 224, 2304), (None, 4), true);
-        assert!(s.shared_b && s.wr > 1, "{s:?}");
+        assert!(s.shared_b || s.wr <= 2, "{s:?}");
         assert!(22usize.div_ceil(s.wr) * 7usize.div_ceil(s.wc) <= 12, "{s:?}");
+        // 512 -> 512 3x3 at 7x7: 43 x 2 panels, a 4608-deep gather; 16 row bands gathered it
+        // 16 times. Shared, in 8 or more bands.
+        let s = Split::plan(16, (43, 2), (12, 32, 64, 4608), (None, 4), true);
+        assert!(s.shared_b && s.wr >= 8, "{s:?}");
         // A square GEMM on two workers, A read in place: two halves, B (plain) packed per worker.
         let s = Split::plan(2, (22, 8), (12, 32, 256, 256), (None, 1), true);
         assert!(!s.shared_b && s.wr * s.wc == 2, "{s:?}");
