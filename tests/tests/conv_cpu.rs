@@ -170,6 +170,8 @@ fn winograd_over_budget(kern: &'static Kernel) {
 fn many_workers(kern: &'static Kernel) {
     let shapes = [
         Conv2dParams::new(2, 40, 9, 9, 60, 3, 3).pad(Padding::uniform(1)),
+        // 11 x 2 panels, a 576-deep gather: on 16 workers (NCHW) B is gathered once, shared.
+        Conv2dParams::new(1, 64, 6, 6, 128, 3, 3).pad(Padding::uniform(1)),
         Conv2dParams::new(1, 24, 6, 7, 100, 3, 3).stride(2, 1).pad(Padding::new(1, 0, 2, 1)),
         Conv2dParams::new(1, 48, 5, 5, 70, 1, 1),
         Conv2dParams::new(2, 5, 27, 39, 7, 3, 3).pad(Padding::new(1, 2, 0, 0)),
@@ -186,6 +188,15 @@ fn many_workers(kern: &'static Kernel) {
             }
         }
     }
+    // A budget with room for each worker's own blocks but not for a shared B: the conv runs.
+    let p = Conv2dParams::new(1, 64, 6, 6, 128, 3, 3).pad(Padding::uniform(1));
+    let g = p.validate().unwrap();
+    let cpu = base.threads(16);
+    let least = sparkle_core::conv::fused::conv2d_min_scratch_len(&g, kern, &cpu.blocking, 16).unwrap();
+    let most = sparkle_core::conv::fused::conv2d_scratch_len(&g, kern, &cpu.blocking, 16).unwrap();
+    assert!(most > least, "a shared B needs room: {most} vs {least}");
+    let tight = Cpu { memory_budget: MemoryBudget::bytes(4 * least as u64), ..cpu };
+    check(&tight, p, Activation::Relu, true, 12);
 }
 
 fn bad_input(kern: &'static Kernel) {

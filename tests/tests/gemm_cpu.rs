@@ -192,10 +192,11 @@ fn errors_not_panics(kern: &'static Kernel) {
     assert!(g.gemm(1.0, av, bv, 0.0, MatMut::row_major(&mut c, 2, 2).unwrap(), &epi).is_err());
 }
 
-/// More workers than this machine has cores, so the driver splits C on 2-D grids and packs B
-/// once for all workers (`gemm::driver::Split`): tall and wide shapes, several reduction slices
-/// and column blocks per worker (small blocking), a column-major C (computed transposed), an A
-/// whose rows are 4 KiB apart (packed, not read in place), bias and beta.
+/// More workers than this machine has cores, so the driver splits C on 2-D grids
+/// (`gemm::driver::Split`; a matrix B is never shared, the conv tests cover that): tall and wide
+/// shapes, several reduction slices and column blocks per worker (small blocking), a transposed
+/// B, a column-major C (computed transposed), an A whose rows are 4 KiB apart (packed, not read
+/// in place), bias and beta.
 fn many_workers(kern: &'static Kernel) {
     let shapes = [(301, 20, 300), (40, 301, 77), (200, 45, 530), (96, 40, 1024), (13, 5, 9)];
     for threads in [3, 5, 16] {
@@ -205,7 +206,7 @@ fn many_workers(kern: &'static Kernel) {
                 g.blocking = small_blocking(kern);
             }
             for (i, &(m, n, k)) in shapes.iter().enumerate() {
-                let layout = Layout { c_col: i % 2 == 1, ..PLAIN };
+                let layout = Layout { c_col: i % 2 == 1, tb: i % 3 == 0, ..PLAIN };
                 let case =
                     Case { beta: 0.5, bias: 1 + (i % 2) as u8, act: Activation::Relu, layout, ..Case::new(m, n, k) };
                 check(&g, Case { seed: i as u64, ..case });

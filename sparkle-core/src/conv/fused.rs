@@ -12,19 +12,23 @@ use crate::conv::{check_epilogue, choose_path, Conv2d, Conv2dPath};
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::{gemm_batch, gemm_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace};
+use crate::gemm::driver::{gemm_batch, gemm_scratch_len, shared_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace};
 use crate::layout::TensorLayout;
 use crate::view::MatRef;
 
 /// Floats of scratch [`conv2d_with`] needs with `workers` workers to run the path
-/// [`choose_path`] picks. For a [`Conv2dPath::Winograd`] geometry that is the transforms' buffers;
-/// with less, down to [`conv2d_min_scratch_len`], the conv runs as an implicit GEMM instead.
+/// [`choose_path`] picks at its fastest. For a [`Conv2dPath::Winograd`] geometry that is the
+/// transforms' buffers; with less, down to [`conv2d_min_scratch_len`], the conv runs as an
+/// implicit GEMM instead. For an NCHW implicit GEMM it includes room for the im2col B gathered
+/// once and shared by the workers; without it each worker gathers its own.
 pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
-    match choose_path(g) {
+    let least = conv2d_min_scratch_len(g, kernel, blocking, workers)?;
+    match (choose_path(g), g.params().layout) {
         // Never below the least, which a small Winograd geometry's packing can exceed.
-        Conv2dPath::Winograd => Ok(super::winograd::scratch_len(g, kernel, blocking, workers)?
-            .max(conv2d_min_scratch_len(g, kernel, blocking, workers)?)),
-        _ => conv2d_min_scratch_len(g, kernel, blocking, workers),
+        (Conv2dPath::Winograd, _) => Ok(super::winograd::scratch_len(g, kernel, blocking, workers)?.max(least)),
+        // The im2col B, gathered once and shared by the workers.
+        (Conv2dPath::ImplicitGemm, TensorLayout::Nchw) => shared_scratch_len(kernel, blocking, g.gemm_dims(), workers),
+        _ => Ok(least),
     }
 }
 

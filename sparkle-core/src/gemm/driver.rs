@@ -8,8 +8,9 @@
 //!       loop 2  jr: nr-panels of packed B
 //!         loop 1  ir: mr-panels of packed A        -> microkernel on an mr x nr tile of C
 //! ```
-//! Workers take rectangles of C on a grid (`Split`). Where a grid splits rows and B fits
-//! [`SHARED_B_MAX`], B is packed whole first, each worker packing a share of its panels, and
+//! Workers take rectangles of C on a grid (`Split`). Where a grid splits rows, B is costly to
+//! pack (the conv's im2col gather) and the scratch has room for it ([`SHARED_B_MAX`] at most),
+//! B is packed whole first, each worker packing a share of its panels, and
 //! loop 4 reads it instead of packing: the phases are two `Executor::run` calls, the first
 //! returning before the second starts.
 //! The first slice of the reduction scales C by `beta` (never reading it when `beta == 0`), the
@@ -154,8 +155,8 @@ fn effective(kernel: &Kernel, blocking: &Blocking, d: &GemmDims) -> Result<(usiz
 }
 
 /// Floats of scratch [`gemm_with`] needs for an `m x n x k` problem with `workers` workers:
-/// each worker's own A block and B block, and with more than one worker room for B packed once
-/// and shared (`Split`) where that is at most [`SHARED_B_MAX`] floats.
+/// each worker packs its own B block and A block (a matrix B is cheaper to pack again than to
+/// share: `Split`).
 pub fn gemm_scratch_len(
     kernel: &Kernel,
     blocking: &Blocking,
@@ -170,10 +171,21 @@ pub fn gemm_scratch_len(
     let per_worker = mul(kc, nc, Param::Scratch)?
         .checked_add(mul(mc, kc, Param::Scratch)?)
         .ok_or(Error::Overflow { param: Param::Scratch })?;
-    let shared = if workers > 1 { shared_b_len(kernel, d.n, k).unwrap_or(0) } else { 0 };
-    mul(per_worker, workers.max(1), Param::Scratch)?
-        .checked_add(shared)
-        .ok_or(Error::Overflow { param: Param::Scratch })
+    mul(per_worker, workers.max(1), Param::Scratch)
+}
+
+/// [`gemm_scratch_len`] and, with more than one worker, room for an `n`-column B packed once and
+/// shared (where that is at most [`SHARED_B_MAX`] floats): what [`gemm_operands`] runs fastest
+/// with when B is costly to pack (the conv's im2col gather). It uses the room when it is there.
+pub(crate) fn shared_scratch_len(
+    kernel: &Kernel,
+    blocking: &Blocking,
+    (m, n, k): (usize, usize, usize),
+    workers: usize,
+) -> Result<usize> {
+    let own = gemm_scratch_len(kernel, blocking, m, n, k, workers)?;
+    let shared = if workers > 1 { shared_b_len(kernel, n, k).unwrap_or(0) } else { 0 };
+    own.checked_add(shared).ok_or(Error::Overflow { param: Param::Scratch })
 }
 
 /// The most floats of B the workers pack together and share (16 MiB): above it each worker packs
@@ -463,7 +475,8 @@ pub(crate) unsafe fn gemm_unchecked(
 /// # Safety
 /// `a.cols() == b.rows()`, `m, n > 0`; every C element valid, exclusive and alias-free; the
 /// epilogue's bias matches `m x n`; blocking non-zero; `scratch` at least
-/// `gemm_scratch_len(kernel, blocking, m, n, k, exec.workers())` floats.
+/// `gemm_scratch_len(kernel, blocking, m, n, k, exec.workers())` floats (B is shared only where
+/// it holds [`shared_scratch_len`]).
 pub(crate) unsafe fn gemm_operands(
     alpha: f32,
     a: &dyn Operand,
