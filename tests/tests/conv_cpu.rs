@@ -181,7 +181,7 @@ fn many_workers(kern: &'static Kernel) {
     ];
     let base = Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kern) };
     let small = Blocking { mc: 2 * kern.mr(), kc: 16, nc: 2 * kern.nr() };
-    for cpu in [base.threads(7), base.threads(16), Cpu { blocking: small, ..base.threads(16) }] {
+    for cpu in [base.threads(16), Cpu { blocking: small, ..base.threads(16) }] {
         for (i, p) in shapes.into_iter().enumerate() {
             for (layout, wl) in [(TensorLayout::Nchw, WeightLayout::Kcrs), (TensorLayout::Nhwc, WeightLayout::Krsc)] {
                 check(&cpu, p.layout(layout).weight_layout(wl), Activation::Relu, i % 2 == 0, i as u64);

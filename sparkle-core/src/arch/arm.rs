@@ -231,6 +231,13 @@ unsafe fn write_full(p: &MicroArgs, mut t: [[f32; 4]; 4]) {
 /// The Cortex-M4F/M7 kernels: this GEMM kernel and the portable depthwise kernel.
 pub const ARMFPU_KERNELS: Kernel = Kernel {
     isa: Isa::ArmFpu,
-    gemm: GemmKernel { id: "armfpu_gemm_f32_4x4", mr: 4, nr: 4, run: armfpu_gemm_f32_4x4 },
+    gemm: GemmKernel {
+        id: "armfpu_gemm_f32_4x4",
+        mr: 4,
+        nr: 4,
+        b_in_place: false,
+        edge: None,
+        run: armfpu_gemm_f32_4x4,
+    },
     depthwise: GENERIC_KERNELS.depthwise,
 };

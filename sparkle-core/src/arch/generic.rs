@@ -76,6 +76,13 @@ unsafe fn generic_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 /// The portable kernels; the GEMM tile is 4x4 (16 accumulators: fits the 32 single-precision registers of an M4F).
 pub const GENERIC_KERNELS: Kernel = Kernel {
     isa: Isa::Generic,
-    gemm: GemmKernel { id: "generic_gemm_f32_4x4", mr: 4, nr: 4, run: generic_gemm_f32_4x4 },
+    gemm: GemmKernel {
+        id: "generic_gemm_f32_4x4",
+        mr: 4,
+        nr: 4,
+        b_in_place: false,
+        edge: None,
+        run: generic_gemm_f32_4x4,
+    },
     depthwise: DepthwiseKernel { id: "generic_dwconv_f32", run: generic_dwconv_f32, lanes: <Scalar as Simd>::LANES },
 };

@@ -317,8 +317,12 @@ pub(crate) struct MicroArgs {
     pub rs_a: usize,
     /// Column stride of the A micro-panel.
     pub cs_a: usize,
-    /// Packed B micro-panel: `k` groups of `nr` values (zero-padded columns).
+    /// B micro-panel: element `(p, j)` at `b + p * rs_b + j`. Packed panels have `rs_b = nr`
+    /// (`k` groups of `nr` values, zero-padded columns); a row-major B can be read in place
+    /// (`rs_b = ldb`) when all `nr` columns exist and the kernel's [`GemmKernel::b_in_place`].
     pub b: *const f32,
+    /// Row stride of the B micro-panel.
+    pub rs_b: usize,
     /// C element `(0, 0)` of this tile.
     pub c: *mut f32,
     /// Row stride of C.
@@ -347,8 +351,16 @@ pub struct GemmKernel {
     pub(crate) id: &'static str,
     pub(crate) mr: usize,
     pub(crate) nr: usize,
+    /// Whether the kernel reads a B panel through a row stride other than `nr` (`rs_b`): then
+    /// the driver reads a small row-major B in place instead of packing it.
+    pub(crate) b_in_place: bool,
+    /// The same kernel for edge tiles (fewer than `mr` rows or `nr` columns valid): it picks a
+    /// smaller register tile that covers the valid ones, so the write-out stays in whole vectors
+    /// more often and no multiply-adds are spent on absent rows and columns. Safety as `run`.
+    pub(crate) edge: Option<unsafe fn(&MicroArgs)>,
     /// # Safety
-    /// The CPU must support `isa`; `a` must hold `k*mr` and `b` `k*nr` readable floats; every
+    /// The CPU must support `isa`; `a` must hold `k*mr` readable floats (through `rs_a`,
+    /// `cs_a`) and `b` `k` rows of `nr` (through `rs_b`, which is `nr` unless `b_in_place`); every
     /// `(i, j)` with `i < m`, `j < n` of C (and of the bias) must be valid for reads and writes
     /// and not aliased by anything else during the call.
     pub(crate) run: unsafe fn(&MicroArgs),
@@ -541,16 +553,16 @@ pub(crate) fn act_is_scalar(act: Activation) -> bool {
 }
 
 /// `k` rank-1 updates of the accumulators from an A panel with unit row stride and column stride
-/// `cs_a`, and a packed B panel.
+/// `cs_a`, and a B panel with row stride `rs_b` (`NV * LANES` when packed).
 ///
 /// # Safety
-/// `a` readable at `i + p * cs_a` and `b` at `p * NV * LANES + l` for `i < MR`, `p < k`, `l < NV * LANES`.
+/// `a` readable at `i + p * cs_a` and `b` at `p * rs_b + l` for `i < MR`, `p < k`, `l < NV * LANES`.
 #[inline(always)]
 unsafe fn rank1_updates<S: Simd, const MR: usize, const NV: usize, const RS: usize>(
     mut acc: [[S::V; NV]; MR],
     mut a: *const f32,
     cs_a: usize,
-    mut b: *const f32,
+    (mut b, rs_b): (*const f32, usize),
     k: usize,
 ) -> [[S::V; NV]; MR] {
     let lanes = S::LANES;
@@ -568,7 +580,7 @@ unsafe fn rank1_updates<S: Simd, const MR: usize, const NV: usize, const RS: usi
                 }
             }
             a = a.add(cs_a);
-            b = b.add(NV * lanes);
+            b = b.add(rs_b);
         }
     }
     // By value, not `&mut`: through a reference LLVM kept the accumulators in memory.
@@ -585,7 +597,7 @@ unsafe fn rank1_updates_strided<S: Simd, const MR: usize, const NV: usize>(
     a: *const f32,
     rs_a: usize,
     cs_a: usize,
-    mut b: *const f32,
+    (mut b, rs_b): (*const f32, usize),
     k: usize,
 ) -> [[S::V; NV]; MR] {
     let lanes = S::LANES;
@@ -604,7 +616,7 @@ unsafe fn rank1_updates_strided<S: Simd, const MR: usize, const NV: usize>(
                 }
             }
             off += cs_a;
-            b = b.add(NV * lanes);
+            b = b.add(rs_b);
         }
     }
     acc
@@ -637,9 +649,9 @@ pub(crate) unsafe fn gemm_body<S: Simd, const MR: usize, const NV: usize>(p: &Mi
         // Two copies of the k loop: packed A (contiguous, the common case) and A read in place
         // through its row stride (skips packing row-major A: +30% on 12544x64x147, one core).
         let acc = if p.rs_a == 1 && p.cs_a == MR {
-            rank1_updates::<S, MR, NV, 1>(zero, p.a, MR, p.b, p.k)
+            rank1_updates::<S, MR, NV, 1>(zero, p.a, MR, (p.b, p.rs_b), p.k)
         } else {
-            rank1_updates_strided::<S, MR, NV>(zero, p.a, p.rs_a, p.cs_a, p.b, p.k)
+            rank1_updates_strided::<S, MR, NV>(zero, p.a, p.rs_a, p.cs_a, (p.b, p.rs_b), p.k)
         };
         write_tile::<S, MR, NV>(p, acc);
     }

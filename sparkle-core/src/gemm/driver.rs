@@ -188,6 +188,11 @@ pub(crate) fn shared_scratch_len(
     own.checked_add(shared).ok_or(Error::Overflow { param: Param::Scratch })
 }
 
+/// The most floats a reduction slice of a row-major B may span (`kc` rows times its row stride,
+/// 128 KiB) to be read in place rather than packed: small problems, whose packing is a large
+/// share of their time, and whose rows stay in the first caches and the TLB.
+const B_IN_PLACE_MAX: usize = 1 << 15;
+
 /// The most floats of B the workers pack together and share (16 MiB): above it each worker packs
 /// the B its columns need, as on one thread.
 pub const SHARED_B_MAX: usize = 1 << 22;
@@ -375,6 +380,11 @@ pub(crate) unsafe trait Operand: Sync {
     fn in_place(&self) -> Option<(*const f32, usize)> {
         None
     }
+    /// When whole nr-panels can be read in place by the kernels as B: `(pointer to element (0,
+    /// 0), row stride)`, with unit column stride.
+    fn b_in_place(&self) -> Option<(*const f32, usize)> {
+        None
+    }
     /// Reads packing one element costs, as B (`as_b`) or as A, against 1 for reading a packed
     /// one: how [`Split::plan`] weighs repeating the packing against sharing it.
     fn pack_cost(&self, as_b: bool) -> usize {
@@ -407,6 +417,10 @@ unsafe impl Operand for MatRef<'_> {
         } else {
             2
         }
+    }
+    /// Row-major B, for the small problems [`gemm_rect`] reads in place.
+    fn b_in_place(&self) -> Option<(*const f32, usize)> {
+        (self.cs() == 1).then(|| (self.as_slice().as_ptr(), self.rs()))
     }
     /// Row-major A is read in place, unless its rows are a multiple of 4 KiB apart: then all mr
     /// rows fall into one L1 set and thrash it (measured on one Zen 4 core: in place 94 vs packed
@@ -712,6 +726,8 @@ unsafe fn gemm_rect(
     let abuf = unsafe { scratch.add(p.kc * p.nc) };
     // Whole mr-row panels of A are read in place when the operand allows it (no packing).
     let a_in_place = p.a.in_place();
+    // A row-major B may be read in place (by kernels that take its row stride), unless shared.
+    let b_direct = p.b.b_in_place().filter(|_| packed_b.is_none() && p.kernel.gemm.b_in_place);
     let k_blocks = k.div_ceil(p.kc).max(1);
     for jc in cols.clone().step_by(p.nc) {
         let nc_eff = p.nc.min(cols.end - jc);
@@ -722,15 +738,25 @@ unsafe fn gemm_rect(
             let last = pb + 1 == k_blocks;
             let beta = if pb == 0 { p.beta } else { 1.0 };
             let (bias, act) = if last { (p.bias, p.act) } else { (Bias::None, Activation::None) };
+            // Whole panels of a small row-major B are read in place; the rest is packed.
+            let direct = b_direct.filter(|&(_, rs)| kc_eff.saturating_mul(rs) <= B_IN_PLACE_MAX);
+            let direct_panels = if direct.is_some() { nc_eff / nr } else { 0 };
             let bbuf = match packed_b {
                 // SAFETY: slice pc's panels of columns jc.. inside the shared packed B.
                 Some((base, width)) => unsafe { base.add(pc * width + jc / nr * nr * kc_eff) },
                 None => {
-                    // SAFETY: rows pc..pc+kc_eff and columns jc..jc+nc_eff are inside b; the
-                    // panels fit the kc x nc buffer.
-                    unsafe {
-                        p.b.pack_b(Block { row: pc, col: jc, rows: kc_eff, cols: nc_eff }, nr, 0..col_panels, bbuf)
-                    };
+                    if direct_panels < col_panels {
+                        // SAFETY: rows pc..pc+kc_eff and columns jc..jc+nc_eff are inside b;
+                        // the panels fit the kc x nc buffer.
+                        unsafe {
+                            p.b.pack_b(
+                                Block { row: pc, col: jc, rows: kc_eff, cols: nc_eff },
+                                nr,
+                                direct_panels..col_panels,
+                                bbuf,
+                            )
+                        };
+                    }
                     bbuf.cast_const()
                 }
             };
@@ -761,6 +787,12 @@ unsafe fn gemm_rect(
                             // SAFETY: inside the packed A buffer.
                             (unsafe { abuf.add((ir - packed_from) * kc_eff) }.cast_const(), 1, mr)
                         };
+                        let (b, rs_b) = match direct {
+                            // SAFETY: rows pc.. and whole columns jc+jr..jc+jr+nr of b.
+                            Some((base, rs)) if jp < direct_panels => (unsafe { base.add(pc * rs + jc + jr) }, rs),
+                            // SAFETY: panel offset inside the packed B block.
+                            _ => (unsafe { bbuf.add(jp * nr * kc_eff) }, nr),
+                        };
                         let tile_bias = match bias {
                             Bias::None => TileBias::None,
                             // SAFETY: i < m and j < n index the validated bias vectors.
@@ -773,8 +805,8 @@ unsafe fn gemm_rect(
                             a,
                             rs_a,
                             cs_a,
-                            // SAFETY: panel offset inside the packed B block.
-                            b: unsafe { bbuf.add(jp * nr * kc_eff) },
+                            b,
+                            rs_b,
                             // SAFETY: (i, j) is inside C.
                             c: unsafe { p.c.ptr().add(i * p.rs_c + j * p.cs_c) },
                             rs_c: p.rs_c,
@@ -786,9 +818,14 @@ unsafe fn gemm_rect(
                             bias: tile_bias,
                             act,
                         };
+                        // An edge tile: the kernel's smaller register tiles, where it has them.
+                        let run = match p.kernel.gemm.edge {
+                            Some(edge) if args.m < mr || args.n < nr => edge,
+                            _ => p.kernel.gemm.run,
+                        };
                         // SAFETY: the CPU supports the kernel; panels hold kc_eff*mr and kc_eff*nr
                         // readable floats; the tile's m x n elements of C are in bounds and owned.
-                        unsafe { (p.kernel.gemm.run)(&args) };
+                        unsafe { run(&args) };
                     }
                 }
             }

@@ -66,6 +66,26 @@ unsafe fn neon_gemm_f32_8x12(p: &MicroArgs) {
     unsafe { gemm_body::<Neon, 8, 3>(p) }
 }
 
+/// The kernel's edge tiles ([`crate::arch::GemmKernel`]'s `edge`): 4 or 8 rows of 4, 8 or 12
+/// columns, the smallest that covers the tile's valid ones.
+///
+/// # Safety
+/// As [`crate::arch::GemmKernel::run`] with `mr = 8`, `nr = 12`, on a CPU with NEON.
+#[target_feature(enable = "neon")]
+unsafe fn neon_gemm_f32_edge(p: &MicroArgs) {
+    // SAFETY: forwarded contract (a smaller tile reads and writes a subset); NEON is enabled.
+    unsafe {
+        match (p.m <= 4, p.n.div_ceil(4)) {
+            (true, 0..=1) => gemm_body::<Neon, 4, 1>(p),
+            (true, 2) => gemm_body::<Neon, 4, 2>(p),
+            (true, _) => gemm_body::<Neon, 4, 3>(p),
+            (false, 0..=1) => gemm_body::<Neon, 8, 1>(p),
+            (false, 2) => gemm_body::<Neon, 8, 2>(p),
+            _ => gemm_body::<Neon, 8, 3>(p),
+        }
+    }
+}
+
 /// # Safety
 /// As [`crate::arch::depthwise::depthwise_body`].
 #[target_feature(enable = "neon")]
@@ -77,6 +97,13 @@ unsafe fn neon_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 /// The NEON kernels.
 pub const NEON_KERNELS: Kernel = Kernel {
     isa: Isa::Neon,
-    gemm: GemmKernel { id: "neon_gemm_f32_8x12", mr: 8, nr: 12, run: neon_gemm_f32_8x12 },
+    gemm: GemmKernel {
+        id: "neon_gemm_f32_8x12",
+        mr: 8,
+        nr: 12,
+        b_in_place: true,
+        edge: Some(neon_gemm_f32_edge),
+        run: neon_gemm_f32_8x12,
+    },
     depthwise: DepthwiseKernel { id: "neon_dwconv_f32", run: neon_dwconv_f32, lanes: <Neon as Simd>::LANES },
 };

@@ -71,6 +71,24 @@ unsafe fn avx2_gemm_f32_6x16(p: &MicroArgs) {
     unsafe { gemm_body::<Avx2, 6, 2>(p) }
 }
 
+/// The kernel's edge tiles ([`crate::arch::GemmKernel`]'s `edge`): 3 or 6 rows of 8 or 16
+/// columns, the smallest that covers the tile's valid ones.
+///
+/// # Safety
+/// As [`crate::arch::GemmKernel::run`] with `mr = 6`, `nr = 16`, on a CPU with AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_gemm_f32_edge(p: &MicroArgs) {
+    // SAFETY: forwarded contract (a smaller tile reads and writes a subset); the ISA is enabled.
+    unsafe {
+        match (p.m, p.n <= 8) {
+            (0..=3, true) => gemm_body::<Avx2, 3, 1>(p),
+            (0..=3, false) => gemm_body::<Avx2, 3, 2>(p),
+            (_, true) => gemm_body::<Avx2, 6, 1>(p),
+            _ => gemm_body::<Avx2, 6, 2>(p),
+        }
+    }
+}
+
 /// # Safety
 /// As [`crate::arch::depthwise::depthwise_body`].
 #[target_feature(enable = "avx2,fma")]
@@ -82,6 +100,13 @@ unsafe fn avx2_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 /// The AVX2 + FMA kernels.
 pub const AVX2_KERNELS: Kernel = Kernel {
     isa: Isa::Avx2,
-    gemm: GemmKernel { id: "avx2_gemm_f32_6x16", mr: 6, nr: 16, run: avx2_gemm_f32_6x16 },
+    gemm: GemmKernel {
+        id: "avx2_gemm_f32_6x16",
+        mr: 6,
+        nr: 16,
+        b_in_place: true,
+        edge: Some(avx2_gemm_f32_edge),
+        run: avx2_gemm_f32_6x16,
+    },
     depthwise: DepthwiseKernel { id: "avx2_dwconv_f32", run: avx2_dwconv_f32, lanes: <Avx2 as Simd>::LANES },
 };

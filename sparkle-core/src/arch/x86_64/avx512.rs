@@ -71,6 +71,26 @@ unsafe fn avx512_gemm_f32_12x32(p: &MicroArgs) {
     unsafe { gemm_body::<Avx512, 12, 2>(p) }
 }
 
+/// The kernel's edge tiles ([`crate::arch::GemmKernel`]'s `edge`): 4, 8 or 12 rows of 16 or 32
+/// columns, the smallest that covers the tile's valid ones.
+///
+/// # Safety
+/// As [`crate::arch::GemmKernel::run`] with `mr = 12`, `nr = 32`, on a CPU with AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_gemm_f32_edge(p: &MicroArgs) {
+    // SAFETY: forwarded contract (a smaller tile reads and writes a subset); AVX-512F is enabled.
+    unsafe {
+        match (p.m, p.n <= 16) {
+            (0..=4, true) => gemm_body::<Avx512, 4, 1>(p),
+            (0..=4, false) => gemm_body::<Avx512, 4, 2>(p),
+            (5..=8, true) => gemm_body::<Avx512, 8, 1>(p),
+            (5..=8, false) => gemm_body::<Avx512, 8, 2>(p),
+            (_, true) => gemm_body::<Avx512, 12, 1>(p),
+            _ => gemm_body::<Avx512, 12, 2>(p),
+        }
+    }
+}
+
 /// # Safety
 /// As [`crate::arch::depthwise::depthwise_body`].
 #[target_feature(enable = "avx512f")]
@@ -82,6 +102,13 @@ unsafe fn avx512_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 /// The AVX-512F kernels.
 pub const AVX512_KERNELS: Kernel = Kernel {
     isa: Isa::Avx512,
-    gemm: GemmKernel { id: "avx512_gemm_f32_12x32", mr: 12, nr: 32, run: avx512_gemm_f32_12x32 },
+    gemm: GemmKernel {
+        id: "avx512_gemm_f32_12x32",
+        mr: 12,
+        nr: 32,
+        b_in_place: true,
+        edge: Some(avx512_gemm_f32_edge),
+        run: avx512_gemm_f32_12x32,
+    },
     depthwise: DepthwiseKernel { id: "avx512_dwconv_f32", run: avx512_dwconv_f32, lanes: <Avx512 as Simd>::LANES },
 };
