@@ -27,6 +27,16 @@ fn devices() -> Vec<&'static str> {
     }
 }
 
+/// `sparkle devices` says which cache blocking the CPU path uses and where it came from.
+#[test]
+fn devices_says_the_blocking_and_why() {
+    let out = String::from_utf8_lossy(&sparkle(&["devices"]).stdout).into_owned();
+    assert!(out.contains("blocking: mc ") && out.contains("from the caches"), "{out}");
+    let forced = sparkle_within(&["devices"], &[("SPARKLE_BLOCKING", "96,256,1024")], 600);
+    let out = String::from_utf8_lossy(&forced.stdout).into_owned();
+    assert!(out.contains("blocking: mc 96, kc 256, nc 1024, from SPARKLE_BLOCKING"), "{out}");
+}
+
 /// The tolerance a result from `device` is held to.
 fn tol(device: &str, k: usize) -> f64 {
     if device == "cpu" {

@@ -19,6 +19,20 @@ pub fn run() -> Result<ExitCode, Failure> {
         caches.l3 >> 20
     );
     println!("  kernels this CPU runs: {}; picked: {}", kernels.join(", "), cpu.kernel.id());
+    // What the GEMM and conv drivers block by, and why (issue 20 asks `devices` to say).
+    let b = cpu.blocking;
+    let derived = sparkle_core::gemm::blocking::Blocking::for_kernel(cpu.kernel, caches);
+    println!(
+        "  blocking: mc {}, kc {}, nc {}, {}",
+        b.mc,
+        b.kc,
+        b.nc,
+        if b == derived {
+            "from the caches (B micro-panel <= L2/4, kc <= 512; A block <= L2/2; B block <= L3/2)"
+        } else {
+            "from SPARKLE_BLOCKING"
+        }
+    );
     let qkernels: Vec<&str> = sparkle_std::cpu::isa::available_qkernels().iter().map(|k| k.id()).collect();
     println!("  int8 kernels this CPU runs: {}; picked: {}", qkernels.join(", "), cpu.qkernel.id());
     let bkernels: Vec<&str> = sparkle_std::cpu::isa::available_bkernels().iter().map(|k| k.id()).collect();
