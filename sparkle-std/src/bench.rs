@@ -523,14 +523,16 @@ fn check_qconv(
 }
 
 /// `sparkle bench conv2d --device vulkan --dtypes int8`: the case of [`qconv2d_cpu`] through
-/// [`crate::vk::Context::qconv2d`] on the preferred device (patches gathered on the host, the
-/// int8 GEMM's kernels: tensor cores where it has int8 cooperative matrices), checked bit for bit
-/// at 64 sampled outputs first. The whole call is timed, after 0.2 s of warm-up: the host's
-/// gathering and the transfers are part of the figure (no resident int8 tensors yet). GOPS.
+/// [`crate::vk::Context::qconv2d`] on the preferred device (the input staged by the host, the
+/// patches gathered on the device by the int8 GEMM's kernels: tensor cores where it has int8
+/// cooperative matrices), checked bit for bit at 64 sampled outputs first. Two rows, GOPS, each
+/// after 0.2 s of warm-up: `sparkle-vulkan-int8` the whole call (the host's staging and the
+/// transfers are part of the figure: no resident int8 tensors yet), `sparkle-vulkan-int8-kernel`
+/// the kernel alone on resident operands.
 #[cfg(feature = "vulkan")]
 pub fn qconv2d_vulkan(layers: &[Layer], budget: f64) -> Result<(String, Vec<Record>), BenchError> {
     let ctx = crate::vk::Context::best()?;
-    let name = format!("{} (int8 on {}, host gathering and transfers timed)", ctx.info().name, ctx.qgemm_path());
+    let name = format!("{} (int8 on {})", ctx.info().name, ctx.qgemm_path());
     let stage = qconv_stage();
     let implementation = "sparkle-vulkan-int8".to_string();
     let mut records = Vec::new();
@@ -548,13 +550,17 @@ pub fn qconv2d_vulkan(layers: &[Layer], budget: f64) -> Result<(String, Vec<Reco
         let t = best_time(Duration::from_secs_f64(budget), || {
             let _ = ctx.qconv2d(&g, &op, &stage, &mut y);
         });
-        records.push(Record {
-            op: "conv2d",
-            key: layer.name.clone(),
-            threads: 0,
-            implementation: implementation.clone(),
-            gflops: g.flops() / t / 1e9,
-        });
+        let one = ctx.time_qconv2d_resident(&g, 1, 0.2)?;
+        let kernel = ctx.time_qconv2d_resident(&g, reps_for(one, budget), 0.0)?;
+        for (implementation, t) in [(implementation.clone(), t), (format!("{implementation}-kernel"), kernel)] {
+            records.push(Record {
+                op: "conv2d",
+                key: layer.name.clone(),
+                threads: 0,
+                implementation,
+                gflops: g.flops() / t / 1e9,
+            });
+        }
     }
     Ok((name, records))
 }

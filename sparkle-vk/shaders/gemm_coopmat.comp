@@ -39,12 +39,20 @@
 // of p.k bytes, p.b_rs uvec4 apart, zero-padded like A's) and is staged like A and loaded column
 // major: the layout int8 tensor cores take (8-bit B row major has no transposing shared-memory
 // load on NVIDIA; on an H200 it ran at a fraction of this).
+//
+// With INT8 and CONV it is the int8 conv2d (quant.rs `Context::qconv2d`): A's rows are output
+// pixels gathered 16 bytes at a time from the staged input (quant.glsl's q_conv_chunk), B^T holds
+// every group's weights, and gl_WorkGroupID.z runs one GEMM per (image, group).
 layout(local_size_x = 256) in;
 #if defined(SPLIT) && defined(CONV)
 #error "SPLIT is a GEMM of two host-split planes; conv2d gathers one"
 #endif
-#if defined(INT8) && (defined(SPLIT) || defined(CONV))
+#if defined(INT8) && defined(SPLIT)
 #error "INT8 is a GEMM of one plane"
+#endif
+// The f16 conv gathers B (the input) as halves; the int8 conv gathers A as bytes (quant.glsl).
+#if defined(CONV) && !defined(INT8)
+#define HALF_CONV
 #endif
 #ifdef INT8
 #define EPV 16  // elements per uvec4
@@ -78,7 +86,7 @@ const uint AL = BM * BK / EPV / 256;  // uvec4 loads per invocation per slice
 const uint BL = BK * BN / EPV / 256;
 
 layout(set = 0, binding = 0) readonly buffer ABuf { uvec4 a[]; };  // with SPLIT: hi rows, then lo rows
-#ifdef CONV
+#ifdef HALF_CONV
 layout(set = 0, binding = 1) readonly buffer BBuf { uint b[]; };  // the input's halves, two a uint
 #else
 layout(set = 0, binding = 1) readonly buffer BBuf { uvec4 b[]; };
@@ -120,7 +128,7 @@ shared uvec4 Scratch[512];
 #define SCRATCH Scratch
 #endif
 
-#ifdef CONV
+#ifdef HALF_CONV
 // The input coordinates (before the filter offset) of the 8 output pixels this invocation's B
 // loads cover: the same pixels in every slice (its column group is tid % (BN / 8)), so the
 // divisions are done once. A pixel past p.n gets a row no filter offset brings into range.
@@ -168,25 +176,34 @@ uvec4 gather(uint q, uint img, uint g) {
 // registers: zeros past m and past B's padded width (or the gathered input's edges).
 // With SPLIT, entries [AL, 2 AL) and [BL, 2 BL) hold the lo planes'.
 void fetch(out uvec4 ra[AL * PLANES], out uvec4 rb[BL * PLANES], uint row0, uint col0, uint tid, uint t) {
-    uint a_row0 = 0u;
+    uint a_row0 = 0u, b_row0 = 0u;
 #ifdef CONV
     uint img = gl_WorkGroupID.z / p.groups;
     uint g = gl_WorkGroupID.z % p.groups;
+#ifdef HALF_CONV
     a_row0 = g * p.m;
+#else
+    b_row0 = g * p.n;
+#endif
 #endif
     [[unroll]] for (uint i = 0u; i < AL * PLANES; i++) {
         uint e = tid + (i % AL) * 256u;
         uint r = row0 + e / (BK / EPV);
+#if defined(CONV) && defined(INT8)
+        uint idx = r < p.m ? q_conv_chunk(r, t * (BK / EPV) + e % (BK / EPV), img, g) : NO_INPUT;
+        ra[i] = idx == NO_INPUT ? uvec4(Q_PAD) : a[idx];
+#else
         uint plane = (i / AL) * p.m * p.a_rs;
         ra[i] = r < p.m ? a[plane + (a_row0 + r) * p.a_rs + t * (BK / EPV) + e % (BK / EPV)] : uvec4(0u);
+#endif
     }
     [[unroll]] for (uint i = 0u; i < BL * PLANES; i++) {
         uint e = tid + (i % BL) * 256u;
-#if defined(CONV)
+#if defined(HALF_CONV)
         rb[i] = gather(t * BK + e / (BN / 8u), img, g);
 #elif defined(INT8)
         uint r = col0 + e / (BK / EPV);
-        rb[i] = r < p.n ? b[r * p.b_rs + t * (BK / EPV) + e % (BK / EPV)] : uvec4(0u);
+        rb[i] = r < p.n ? b[(b_row0 + r) * p.b_rs + t * (BK / EPV) + e % (BK / EPV)] : uvec4(0u);
 #else
         uint q = col0 / EPV + e % (BN / EPV);
         uint plane = (i / BL) * p.k * p.b_rs;
@@ -226,8 +243,10 @@ void main() {
     uint row0 = gl_WorkGroupID.y * BM;
     uint col0 = gl_WorkGroupID.x * BN;
     uint slices = p.k / BK;
-#ifdef CONV
+#ifdef HALF_CONV
     conv_pixels(col0, tid);
+#elif defined(CONV)
+    q_conv_offsets();
 #endif
 
     coopmat<ACC, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator> acc[TM][TN];
@@ -296,7 +315,7 @@ void main() {
     }
 
     uint c_off = 0u, bias_off = 0u;
-#ifdef CONV
+#ifdef HALF_CONV
     uint img = gl_WorkGroupID.z / p.groups;
     uint g = gl_WorkGroupID.z % p.groups;
     c_off = !NHWC ? (img * p.kout + g * p.m) * p.n : img * p.n * p.kout + g * p.m;

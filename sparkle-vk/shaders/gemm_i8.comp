@@ -7,6 +7,10 @@
 // of 128); p.a_rs and p.b_rs are their row strides in groups of 16 bytes. A 256-invocation
 // workgroup computes a 64 x 64 tile, each invocation a 4 x 4 block in registers; 32-deep slices
 // are widened to int in shared memory.
+//
+// With CONV defined it is the int8 conv2d (quant.rs `Context::qconv2d`): A is gathered from the
+// staged input (quant.glsl's q_conv_chunk), B^T holds every group's weights, one GEMM per
+// (image, group) along gl_WorkGroupID.z.
 layout(local_size_x = 256) in;
 
 #define BM 64
@@ -39,6 +43,12 @@ void main() {
     uint tc = tid % (BN / TN);
     uint lda = p.a_rs * 4u;  // row strides in uints
     uint ldb = p.b_rs * 4u;
+    uint b_row0 = 0u;
+#ifdef CONV
+    uint img = gl_WorkGroupID.z / p.groups, g = gl_WorkGroupID.z % p.groups;
+    b_row0 = g * p.n;
+    q_conv_offsets();
+#endif
     int acc[TM][TN];
     [[unroll]] for (uint i = 0u; i < TM; i++) {
         [[unroll]] for (uint j = 0u; j < TN; j++) { acc[i][j] = 0; }
@@ -47,9 +57,15 @@ void main() {
         [[unroll]] for (uint i = 0u; i < 2u; i++) {
             uint e = tid + i * 256u;
             uint r = e / (BK / 4u), q = e % (BK / 4u);
+#ifdef CONV
+            uint word = k0 / 4u + q;
+            uint idx = row0 + r < p.m ? q_conv_chunk(row0 + r, word / 4u, img, g) : NO_INPUT;
+            ivec4 x = bytes(idx == NO_INPUT ? Q_PAD : a[idx * 4u + word % 4u]);
+#else
             ivec4 x = row0 + r < p.m ? bytes(a[(row0 + r) * lda + k0 / 4u + q]) : ivec4(0);
+#endif
             [[unroll]] for (uint u = 0u; u < 4u; u++) { As[4u * q + u][r] = x[u]; }
-            ivec4 y = col0 + r < p.n ? bytes(b[(col0 + r) * ldb + k0 / 4u + q]) : ivec4(0);
+            ivec4 y = col0 + r < p.n ? bytes(b[(b_row0 + col0 + r) * ldb + k0 / 4u + q]) : ivec4(0);
             [[unroll]] for (uint u = 0u; u < 4u; u++) { Bs[4u * q + u][r] = y[u]; }
         }
         barrier();

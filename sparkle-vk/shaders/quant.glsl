@@ -1,4 +1,4 @@
-// The int8 GEMMs' write-out (gemm_i8.comp; gemm_coopmat.comp with INT8): the exact i32
+// The int8 GEMMs' and convs' write-out (gemm_i8.comp; gemm_coopmat.comp with INT8): the exact i32
 // accumulator from a kernel's raw sum of signed-byte products, then the output stage of
 // sparkle_core::quant (`ChannelStage::apply`), bit for bit. The host (quant.rs) shifts u8
 // operands to i8 (the zero points with them) and folds the zero points and the bias into
@@ -7,20 +7,28 @@
 //
 // aux (binding 3), ints, np = Q_NP columns (n rounded up to 4): [0, np) the column term
 // (bias - za * colsum(B) + k * za * zb), [np, 2np) B's zero point, [2np, 3np) and [3np, 4np)
-// the stage's two scale words (`ChannelStage::scale_words`), then A's m row sums.
+// the stage's two scale words (`ChannelStage::scale_words`), then A's m row sums. A conv (CONV)
+// has a block of columns per group (q_col0) and the row sums of every (image, group) (q_row0).
 layout(set = 0, binding = 3) readonly buffer AuxBuf { int aux[]; };
 
-// The push constants, named for this use (quant.rs `QPlan`).
+// The push constants, named for this use (quant.rs `QPlan`), in fields the conv's geometry leaves
+// free.
 #define Q_MODE (p.epi & 0xffu)          // 0 the accumulator, 1 ONNX (f32 multiplier), 2 fixed point
 #define Q_BYTES ((p.epi >> 8u) != 0u)  // one-byte output, four to a word (row stride p.c_rs words)
 #define Q_NP p.b_cs
-#define Q_ZP int(p.cin)
-#define Q_LO int(p.h)
-#define Q_HI int(p.w)
+#define Q_ZP int(p.c_cs)
+#define Q_LO int(p.kout)
+#define Q_HI int(p.splits)
+
+// Where the workgroup's (image, group) of a conv starts: its block of columns in aux, its row sums,
+// its C. Zero for a GEMM.
+uint q_col0 = 0u;
+uint q_row0 = 0u;
+uint q_c0 = 0u;
 
 // The accumulator of (r, col) from the raw sum.
 int q_acc(int raw, uint r, uint col) {
-    return raw + aux[col] - aux[Q_NP + col] * aux[4u * Q_NP + r];
+    return raw + aux[q_col0 + col] - aux[Q_NP + q_col0 + col] * aux[4u * Q_NP + q_row0 + r];
 }
 
 // gemmlowp's RoundingDivideByPOT (quant::rounding_divide_by_pot), e in [0, 31].
@@ -40,12 +48,12 @@ int q_stage(int acc, uint col) {
         // The f32 conversion and product round to nearest even here as on the CPU: what Vulkan
         // implementations do by default (NVIDIA's and lavapipe are tested bit for bit), though
         // the spec leaves the default rounding mode to them.
-        precise float x = float(acc) * intBitsToFloat(aux[2u * Q_NP + col]);
+        precise float x = float(acc) * intBitsToFloat(aux[2u * Q_NP + q_col0 + col]);
         v = int(clamp(roundEven(x), -1073741824.0, 1073741824.0)) + Q_ZP;
     } else if (Q_MODE == 2u) {
         // MultiplyByQuantizedMultiplier: (x * m + 2^30) >> 31 on the 64-bit product, then a
         // rounding right shift (multiplier >= 0: no saturation case).
-        int m = aux[2u * Q_NP + col], sh = aux[3u * Q_NP + col];
+        int m = aux[2u * Q_NP + q_col0 + col], sh = aux[3u * Q_NP + q_col0 + col];
         int x = acc << uint(max(sh, 0));
         int hi, lo;
         imulExtended(x, m, hi, lo);
@@ -67,10 +75,41 @@ void q_store(ivec4 raw, uint r, uint col) {
     ivec4 v;
     [[unroll]] for (uint j = 0u; j < 4u; j++) { v[j] = q_stage(q_acc(raw[j], r, col + j), col + j); }
     if (Q_BYTES) {
-        c[r * p.c_rs + col / 4u] = q_pack(v);
+        c[q_c0 + r * p.c_rs + col / 4u] = q_pack(v);
     } else {
         [[unroll]] for (uint j = 0u; j < 4u; j++) {
-            if (col + j < p.n) c[r * p.c_rs + col + j] = uint(v[j]);
+            if (col + j < p.n) c[q_c0 + r * p.c_rs + col + j] = uint(v[j]);
         }
     }
 }
+
+#ifdef CONV
+// The int8 conv's A (quant.rs `stage_input`): each image staged as NHWC, a pixel's channels per
+// group rounded up to 16 bytes (zeros past the group's), shifted to signed bytes, so that row r
+// (an output pixel) of the implicit GEMM, reduction chunk q (16 bytes: tap q / Q_CPT, channels
+// 16 (q % Q_CPT) ..) is one aligned 16-byte load. B^T's rows hold the weights in that order, zero
+// in the rounded-up channels, so what A holds there adds nothing.
+#define Q_CPT p.layouts  // 16-byte chunks per tap (the group's channels rounded up to 16, / 16)
+#define Q_PIX p.hw       // 16-byte chunks per staged pixel (groups * Q_CPT)
+#define Q_PAD p.a_cs     // four bytes of the shifted input zero point: the padding's value
+
+// The index, in 16-byte chunks of the staged input, of reduction chunk q of output pixel r of
+// image img, group g; NO_INPUT in the padding and past the reduction (B^T is zero there).
+uint q_conv_chunk(uint r, uint q, uint img, uint g) {
+    uint tap = q / Q_CPT;
+    uint oy = r / p.wo, ox = r % p.wo;
+    int iy = int(oy * p.sh + (tap / p.s) * p.dh) - int(p.pt);
+    int ix = int(ox * p.sw + (tap % p.s) * p.dw) - int(p.pl);
+    if (tap >= p.r * p.s || iy < 0 || ix < 0 || iy >= int(p.h) || ix >= int(p.w)) return NO_INPUT;
+    return ((img * p.h + uint(iy)) * p.w + uint(ix)) * Q_PIX + g * Q_CPT + q % Q_CPT;
+}
+
+// The workgroup's (image, group) of a conv: gl_WorkGroupID.z = image * groups + group, each a GEMM
+// of m = output pixels, n = the group's output channels; its C rows follow the previous one's.
+void q_conv_offsets() {
+    uint z = gl_WorkGroupID.z;
+    q_col0 = (z % p.groups) * ((p.n + 3u) & ~3u);
+    q_row0 = z * p.m;
+    q_c0 = z * p.m * p.c_rs;
+}
+#endif

@@ -11,9 +11,11 @@
 //! - [`Context::gemm_half`] and [`Context::conv2d_half`]: f16 or bf16 inputs, f32 sums and output,
 //!   on cooperative matrices (tensor cores, `VK_KHR_cooperative_matrix`) for f16 where the device
 //!   offers them ([`DeviceInfo::cooperative_matrix_f16`]), else on the shader cores (`half`).
-//! - [`Context::qgemm`]: int8 GEMM (`u8`/`i8` with zero points, ONNX or TFLite requantization,
-//!   bit for bit as the CPU and the integer oracle), on cooperative matrices where the device
-//!   offers 16x16x32 int8 ones ([`DeviceInfo::cooperative_matrix_i8`]), else on the shader cores.
+//! - [`Context::qgemm`] and [`Context::qconv2d`]: int8 GEMM and conv2d (`u8`/`i8` with zero
+//!   points, ONNX or TFLite requantization, bit for bit as the CPU and the integer oracle), on
+//!   cooperative matrices where the device offers 16x16x32 int8 ones
+//!   ([`DeviceInfo::cooperative_matrix_i8`]), else on the shader cores; the conv gathers its
+//!   patches on the device.
 //! - Compiled pipelines are cached on disk per device and driver (`SPARKLE_CACHE_DIR` or the
 //!   user cache directory); a bad cache file is ignored with a warning.
 //! - Resident tensors and asynchronous submission ([`Context::upload`], [`Context::record`],
@@ -29,7 +31,7 @@
 //! `plan` (which shader, how many workgroups, what workspace: pure, tested without a GPU);
 //! `pool` (buffers, workspaces, staging copies), `shaders` (pipelines and dispatch) and `submit`
 //! (chained submissions), each owned by [`Context`] (`context`); then the ops: `ops` (host
-//! slices), `half` (f16/bf16 GEMM and conv2d), `quant` (int8 GEMM), `resident` (tensors and recordings), `winograd`,
+//! slices), `half` (f16/bf16 GEMM and conv2d), `quant` (int8 GEMM), `qconv` (int8 conv2d), `resident` (tensors and recordings), `winograd`,
 //! `tune`, `smoke`.
 #![deny(missing_docs)]
 
@@ -43,6 +45,7 @@ mod params;
 mod plan;
 mod pool;
 mod precision;
+mod qconv;
 mod quant;
 mod resident;
 mod shaders;

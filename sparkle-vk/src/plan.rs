@@ -78,6 +78,12 @@ pub(crate) enum Kind {
     /// int8 GEMM on cooperative matrices (`shaders/gemm_coopmat.comp` with INT8, precompiled),
     /// the tile an index of `half::COOP_TILES`: 0 (128x128) or 2 (64x64).
     CoopmatI8 { tile: u8 },
+    /// int8 conv2d, A gathered from the staged input, on the shader cores (`shaders/gemm_i8.comp`
+    /// with CONV).
+    ConvI8,
+    /// int8 conv2d on cooperative matrices (`shaders/gemm_coopmat.comp` with INT8 and CONV,
+    /// precompiled), the tile as for [`Kind::CoopmatI8`].
+    CoopmatConvI8 { tile: u8 },
 }
 
 /// Rows (and columns) of C per workgroup of the general GEMM and the conv shader.

@@ -1,4 +1,4 @@
-//! int8 GEMM ([`Context::qgemm`]) and conv2d ([`Context::qconv2d`], through the GEMM): `u8`/`i8` operands with zero points, exact `i32` sums and the
+//! int8 GEMM ([`Context::qgemm`]; conv2d, [`Context::qconv2d`], in `qconv` on its kernels): `u8`/`i8` operands with zero points, exact `i32` sums and the
 //! output stage of [`sparkle_core::quant`] (ONNX QLinearMatMul / MatMulInteger, or TFLite's
 //! fixed point), bit for bit as the integer oracle. Two kernels over one operand layout:
 //!
@@ -16,9 +16,8 @@
 //! output comes back four to a word; an `i32` output as the accumulator, requantized on the host
 //! when the stage rescales (the same [`OutputStage::apply`]).
 
-use sparkle_core::quant::conv::QConv;
 use sparkle_core::quant::{OutputStage, QElem, QGemm, QGemmDims, QOperand};
-use sparkle_core::{Conv2d, Error, MatMut, MatRef, Param, TensorLayout};
+use sparkle_core::{Error, MatMut, MatRef, Param};
 use vulkano::buffer::BufferUsage;
 use vulkano::memory::allocator::MemoryTypeFilter;
 
@@ -29,7 +28,7 @@ use crate::params::{u32_of, Params};
 use crate::plan::Kind;
 
 /// Bytes of k per padded row of A and of B's transpose: the deepest cooperative-matrix slice.
-const K_ALIGN: usize = 128;
+pub(crate) const K_ALIGN: usize = 128;
 
 /// Which kernel, and the shapes it runs with.
 #[derive(Clone, Copy, Debug)]
@@ -92,9 +91,9 @@ pub(crate) fn qgemm_plan(m: usize, n: usize, k: usize, coopmat: bool, bytes: boo
 }
 
 /// `params` with the stage's mode (`quant.glsl`'s `Q_MODE`), zero point and clamp.
-fn with_stage(mut params: Params, mode: u32, zero_point: i32, (lo, hi): (i32, i32)) -> Params {
+pub(crate) fn with_stage(mut params: Params, mode: u32, zero_point: i32, (lo, hi): (i32, i32)) -> Params {
     params.epi = (params.epi & !0xff) | mode;
-    (params.cin, params.h, params.w) = (zero_point as u32, lo as u32, hi as u32);
+    (params.c_cs, params.kout, params.splits) = (zero_point as u32, lo as u32, hi as u32);
     params
 }
 
@@ -121,7 +120,7 @@ fn pack<T: QElem>(x: &MatRef<'_, T>, padded_rows: usize, padded_cols: usize) -> 
 }
 
 /// `len` copies of `v`, or an out-of-memory error.
-fn filled<T: Copy>(len: usize, v: T) -> Result<Vec<T>> {
+pub(crate) fn filled<T: Copy>(len: usize, v: T) -> Result<Vec<T>> {
     let mut out = Vec::new();
     out.try_reserve_exact(len).map_err(|e| VkError::OutOfMemory(format!("{len} elements on the host: {e}").into()))?;
     out.resize(len, v);
@@ -129,7 +128,7 @@ fn filled<T: Copy>(len: usize, v: T) -> Result<Vec<T>> {
 }
 
 /// What takes `T` to signed bytes: 128 for `u8`, 0 for `i8`.
-fn shift<T: QElem>() -> i32 {
+pub(crate) fn shift<T: QElem>() -> i32 {
     if T::MIN < 0 {
         0
     } else {
@@ -156,6 +155,12 @@ impl Context {
     /// largest storage buffer before anything is packed.
     fn qgemm_plan(&self, m: usize, n: usize, k: usize, bytes: bool) -> Result<QPlan> {
         let plan = qgemm_plan(m, n, k, self.coopmat_i8, bytes)?;
+        self.check_q_buffers(&plan)?;
+        Ok(plan)
+    }
+
+    /// Whether `plan`'s buffers fit the device's largest storage buffer.
+    pub(crate) fn check_q_buffers(&self, plan: &QPlan) -> Result<()> {
         let most = self.pool.most_floats();
         for (what, len) in [("A", plan.a_words), ("B", plan.b_words), ("C", plan.c_words), ("terms", plan.aux_words)] {
             if len as u64 > most {
@@ -164,7 +169,7 @@ impl Context {
                 ));
             }
         }
-        Ok(plan)
+        Ok(())
     }
 
     /// `C <- out(A * B)` on int8 operands with zero points (see [`sparkle_core::quant`]): the
@@ -217,72 +222,9 @@ impl Context {
         Ok(d)
     }
 
-    /// `output = out(conv2d(input, weight) + bias)` on int8 input and weights with zero points
-    /// (ONNX QLinearConv / ConvInteger, [`sparkle_core::quant::conv`]), every geometry, layout
-    /// and grouping: per image and group the input's patches are gathered on the host (the
-    /// padding as the input's zero point, which contributes nothing) and multiplied by the group's
-    /// weights in [`Context::qgemm`], so it runs on the same kernels (tensor cores where the
-    /// device has int8 cooperative matrices) with the integer oracle's bits. Validated first; the
-    /// result is assembled apart and copied out whole, so on an error the output is untouched.
-    pub fn qconv2d<X: QOperand, W: QOperand, Y: QElem>(
-        &self,
-        g: &Conv2d,
-        op: &QConv<'_, X, W>,
-        out: &OutputStage<'_>,
-        output: &mut [Y],
-    ) -> Result<()> {
-        op.check::<Y>(g, out, output.len())?;
-        if output.is_empty() {
-            return Ok(());
-        }
-        let p = g.params();
-        let (kg, hw, gemm_k) = g.gemm_dims();
-        let (cg, wo) = (g.cg(), g.wo());
-        let pad = X::narrow(op.x_zero);
-        let mut patches = filled(hw.checked_mul(gemm_k).ok_or(Error::Overflow { param: Param::Scratch })?, pad)?;
-        let mut result = filled(output.len(), Y::narrow(0))?;
-        for n in 0..p.n {
-            for group in 0..p.groups {
-                for (j, row) in patches.chunks_exact_mut(gemm_k).enumerate() {
-                    let (oy, ox) = (j / wo, j % wo);
-                    for ci in 0..cg {
-                        for r in 0..p.r {
-                            for s in 0..p.s {
-                                let x = match (g.input_y(oy, r), g.input_x(ox, s)) {
-                                    (Some(iy), Some(ix)) => op.input[g.input_index(n, group * cg + ci, iy, ix)],
-                                    _ => pad,
-                                };
-                                row[g.reduction_index(ci, r, s)] = x;
-                            }
-                        }
-                    }
-                }
-                // Channels c0 .. c0 + kg: the group's weights are a dense kg x gemm_k matrix.
-                let c0 = group * kg;
-                // (The check above makes every per-channel slice k long.)
-                let missing = || VkError::Core(Error::Mismatch { param: Param::K, expected: p.k, found: c0 });
-                let gemm = QGemm {
-                    a: MatRef::row_major(&patches, hw, gemm_k)?,
-                    a_zero: op.x_zero,
-                    b: MatRef::new(&op.weight[c0 * gemm_k..], gemm_k, kg, 1, gemm_k)?,
-                    b_zero: op.w_zero.sub(c0, kg).ok_or_else(missing)?,
-                    bias: op.bias.map(|b| &b[c0..c0 + kg]),
-                };
-                let stage = out.channels(c0, kg).ok_or_else(missing)?;
-                let (base, rs, cs) = match p.layout {
-                    TensorLayout::Nchw => ((n * p.k + c0) * hw, 1, hw),
-                    TensorLayout::Nhwc => (n * hw * p.k + c0, p.k, 1),
-                };
-                self.qgemm(&gemm, &stage, MatMut::new(&mut result[base..], hw, kg, rs, cs)?)?;
-            }
-        }
-        output.copy_from_slice(&result);
-        Ok(())
-    }
-
     /// Runs `plan`'s kernel with `params` on the packed A, B and the terms (bound as A, B, C,
     /// terms) and returns C's words.
-    fn run_q(&self, plan: &QPlan, params: &Params, [a, b, aux]: [&[u32]; 3]) -> Result<Vec<u32>> {
+    pub(crate) fn run_q(&self, plan: &QPlan, params: &Params, [a, b, aux]: [&[u32]; 3]) -> Result<Vec<u32>> {
         let mut cb = self.submitter.begin()?;
         let ab = self.pool.upload_words(&mut cb, a)?;
         let bb = self.pool.upload_words(&mut cb, b)?;

@@ -109,6 +109,15 @@ mod gemm_coopmat_i8_cs {
 mod gemm_coopmat_i8_small_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/gemm_coopmat_i8_64x64.spv" }
 }
+mod conv_i8_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_i8.comp", define: [("CONV", "1")] }
+}
+mod conv_coopmat_i8_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/conv_coopmat_i8.spv" }
+}
+mod conv_coopmat_i8_small_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/conv_coopmat_i8_64x64.spv" }
+}
 
 mod winograd_weights_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("WEIGHTS", "1")] }
@@ -231,6 +240,9 @@ impl Pipelines {
             Kind::GemmI8 => gemm_i8_cs::load(device.clone()),
             Kind::CoopmatI8 { tile: 0 } => gemm_coopmat_i8_cs::load(device.clone()),
             Kind::CoopmatI8 { tile: _ } => gemm_coopmat_i8_small_cs::load(device.clone()),
+            Kind::ConvI8 => conv_i8_cs::load(device.clone()),
+            Kind::CoopmatConvI8 { tile: 0 } => conv_coopmat_i8_cs::load(device.clone()),
+            Kind::CoopmatConvI8 { tile: _ } => conv_coopmat_i8_small_cs::load(device.clone()),
         }
         .map_err(api("loading a shader"))?;
         let constants = match kind {

@@ -1,5 +1,6 @@
-//! int8 conv2d on every Vulkan device ([`sparkle_vk::Context::qconv2d`]: patches gathered on the
-//! host, the int8 GEMM's kernels) against the integer oracle, bit for bit: the CPU's geometry
+//! int8 conv2d on every Vulkan device ([`sparkle_vk::Context::qconv2d`]: the input staged by the
+//! host, the patches gathered on the device by the int8 GEMM's kernels) against the integer
+//! oracle, bit for bit: the CPU's geometry
 //! sweep (stride, asymmetric padding read as the input's zero point, dilation, groups and
 //! depthwise, both activation and weight layouts, batches, every operand-type pair, per-tensor and
 //! per-channel zero points, both stages and the accumulator), a ResNet-50 3x3 layer, and bad input

@@ -1,0 +1,444 @@
+//! int8 conv2d ([`Context::qconv2d`]): an implicit GEMM whose A (output pixels x the reduction) is
+//! gathered on the device, 16 bytes at a time, from the input staged once per call; the int8
+//! GEMM's kernels (`gemm_coopmat.comp` with INT8 and CONV on cooperative matrices,
+//! `gemm_i8.comp` with CONV on the shader cores) and its write-out (`quant.glsl`), so the bits
+//! are the integer oracle's, as for [`Context::qgemm`].
+//!
+//! What the host stages, in one pass over each operand:
+//! - the input, as NHWC with each group's channels rounded up to 16 (zeros past them), shifted to
+//!   signed bytes: every 16-byte chunk of a tap's channels is one aligned load, whatever the
+//!   caller's layout (NCHW or NHWC);
+//! - the weights as B^T, one row per output channel in the same (tap, channel) order, zero in
+//!   the rounded-up channels (so whatever A holds there adds nothing), rows zero-padded to whole
+//!   slices;
+//! - the terms of `quant.glsl`: per output channel the bias and zero-point terms and the stage's
+//!   scale words, in a block per group; per (image, group, output pixel) the patch's sum, which
+//!   the weights' zero point multiplies (a channel-summed plane, then a sum over the taps: the
+//!   padding counts as the input's zero point, as ONNX says).
+//!
+//! One dispatch runs every (image, group) GEMM (`gl_WorkGroupID.z`), in chunks of images where
+//! their count would pass the dispatch limit. C comes back per (image, group) as output pixels x
+//! the group's channels (bytes four to a word, or `i32`) and is written into the caller's layout.
+
+use sparkle_core::quant::conv::QConv;
+use sparkle_core::quant::{OutputStage, QElem, QOperand};
+use sparkle_core::{Conv2d, Error, Param, TensorLayout, WeightLayout};
+
+use crate::context::Context;
+use crate::error::{Result, VkError};
+use crate::half::{coop_tile, COOP_TILES, MAX_GROUPS};
+use crate::params::{u32_of, Params};
+use crate::plan::Kind;
+use crate::quant::{shift, with_stage, QPlan, K_ALIGN};
+
+/// Bytes of one chunk of A's gather: a tap's channels are staged in whole chunks.
+const CHUNK: usize = 16;
+
+/// The staged shapes of an int8 conv, for a chunk of `images` images.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QConvShape {
+    /// The kernel, its workgroups and buffer sizes.
+    pub(crate) plan: QPlan,
+    /// Chunks per tap (a group's channels rounded up to [`CHUNK`], over [`CHUNK`]).
+    pub(crate) cpt: usize,
+    /// The reduction's padded length in bytes (a row of B^T).
+    pub(crate) kp: usize,
+    /// A group's output channels rounded up to 4 (its block of columns in the terms).
+    pub(crate) kg4: usize,
+}
+
+impl QConvShape {
+    /// Bytes per staged pixel.
+    fn pixel_bytes(&self) -> usize {
+        self.plan.params.hw as usize * CHUNK
+    }
+}
+
+/// The plan of `g`'s conv over `images` images on the cooperative-matrix kernel (`coopmat`) or
+/// the shader-core one, writing bytes (`bytes`) or `i32`: every size checked to fit the shaders'
+/// 32-bit indices and the dispatch limits. The stage's fields are [`with_stage`]'s, the
+/// padding's word the caller's.
+pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) -> Result<QConvShape> {
+    let overflow = |param| VkError::Core(Error::Overflow { param });
+    let p = g.params();
+    let (kg, hw, _) = g.gemm_dims();
+    let cpt = g.cg().div_ceil(CHUNK);
+    let kred = (p.r * p.s).checked_mul(cpt * CHUNK).ok_or(overflow(Param::K))?;
+    let kp = kred.max(1).checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
+    let pix = p.groups.checked_mul(cpt).ok_or(overflow(Param::C))?;
+    let kg4 = kg.checked_next_multiple_of(4).ok_or(overflow(Param::K))?;
+    let c_rs = if bytes { kg4 / 4 } else { kg4 };
+    let z = images.checked_mul(p.groups).ok_or(overflow(Param::N))?;
+    let np = p.groups.checked_mul(kg4).ok_or(overflow(Param::K))?;
+    let mul = |a: usize, b: usize, param| a.checked_mul(b).ok_or(overflow(param));
+    let a_words = mul(mul(mul(images, p.h * p.w, Param::Input)?, pix, Param::Input)?, CHUNK / 4, Param::Input)?;
+    let b_words = mul(p.k, kp / 4, Param::Weight)?;
+    let c_words = mul(mul(z, hw, Param::Output)?, c_rs, Param::Output)?;
+    let aux_words =
+        mul(np, 4, Param::Scratch)?.checked_add(mul(z, hw, Param::Scratch)?).ok_or(overflow(Param::Scratch))?;
+    for (len, param) in
+        [(a_words, Param::Input), (b_words, Param::Weight), (c_words, Param::Output), (aux_words, Param::Scratch)]
+    {
+        // Every index the shaders form stays below these counts (in 4-byte words).
+        u32_of(len.checked_mul(4).ok_or(overflow(param))?, param)?;
+    }
+    let (kind, [tm, tn]) = if coopmat {
+        // As the GEMM (no 128x256 int8 kernel), counting every (image, group)'s tiles.
+        let tile = match coop_tile(hw.saturating_mul(z), kg)? {
+            1 => 0,
+            t => t,
+        };
+        (Kind::CoopmatConvI8 { tile }, COOP_TILES[usize::from(tile)])
+    } else {
+        (Kind::ConvI8, [64, 64])
+    };
+    let groups = [u32_of(kg.div_ceil(tn), Param::K)?, u32_of(hw.div_ceil(tm), Param::Output)?, u32_of(z, Param::N)?];
+    if groups.iter().any(|&n| n > MAX_GROUPS) {
+        return Err(overflow(Param::N));
+    }
+    let params = Params {
+        m: u32_of(hw, Param::Output)?,
+        n: u32_of(kg, Param::K)?,
+        k: u32_of(kp, Param::K)?,
+        b_rs: u32_of(kp / 16, Param::K)?,
+        b_cs: u32_of(np, Param::K)?,
+        c_rs: u32_of(c_rs, Param::K)?,
+        epi: u32::from(bytes) << 8,
+        h: u32_of(p.h, Param::H)?,
+        w: u32_of(p.w, Param::W)?,
+        r: u32_of(p.r, Param::R)?,
+        s: u32_of(p.s, Param::S)?,
+        sh: u32_of(p.stride[0], Param::StrideH)?,
+        sw: u32_of(p.stride[1], Param::StrideW)?,
+        pt: u32_of(p.pad.top, Param::Pad)?,
+        pl: u32_of(p.pad.left, Param::Pad)?,
+        dh: u32_of(p.dilation[0], Param::DilationH)?,
+        dw: u32_of(p.dilation[1], Param::DilationW)?,
+        wo: u32_of(g.wo(), Param::OutW)?,
+        groups: u32_of(p.groups, Param::Groups)?,
+        layouts: u32_of(cpt, Param::C)?,
+        hw: u32_of(pix, Param::C)?,
+        ..Params::default()
+    };
+    let plan = QPlan { kind, params, groups, a_words, b_words, c_words, aux_words };
+    Ok(QConvShape { plan, cpt, kp, kg4 })
+}
+
+/// Images per dispatch: all of them, or as many as keep `images * groups` workgroups along z.
+fn images_per_dispatch(g: &Conv2d) -> usize {
+    let p = g.params();
+    (MAX_GROUPS as usize / p.groups.max(1)).clamp(1, p.n.max(1))
+}
+
+impl Context {
+    /// `output = out(conv2d(input, weight) + bias)` on int8 input and weights with zero points
+    /// (ONNX QLinearConv / ConvInteger, [`sparkle_core::quant::conv`]), every geometry, layout
+    /// and grouping, with the integer oracle's bits: an implicit GEMM on the int8 kernels (tensor
+    /// cores where the device has int8 cooperative matrices), A gathered on the device from the
+    /// input staged by the host (see the module's docs). Validated first; the result is
+    /// assembled apart and copied out whole, so on an error the output is untouched.
+    pub fn qconv2d<X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        g: &Conv2d,
+        op: &QConv<'_, X, W>,
+        out: &OutputStage<'_>,
+        output: &mut [Y],
+    ) -> Result<()> {
+        op.check::<Y>(g, out, output.len())?;
+        if output.is_empty() {
+            return Ok(());
+        }
+        let p = g.params();
+        let bytes = i64::from(Y::MAX) - i64::from(Y::MIN) <= 255;
+        let chunk = images_per_dispatch(g);
+        let shape = self.qconv_plan(g, chunk, bytes)?;
+        // An i32 output that is rescaled comes back as the accumulator and is finished here.
+        let stage0 = out.channel::<Y>(0);
+        let on_host = !bytes && stage0.mode() != 0;
+        let mut params = if on_host {
+            with_stage(shape.plan.params, 0, 0, (i32::MIN, i32::MAX))
+        } else {
+            with_stage(shape.plan.params, stage0.mode(), stage0.zero_point(), stage0.range())
+        };
+        let za = op.x_zero - shift::<X>();
+        params.a_cs = u32::from_le_bytes([za as u8; 4]);
+        let (weights, colsums, patch_sums) = stage_weights(g, op, &shape)?;
+        let columns = column_terms(g, op, out, &colsums, &shape);
+        let stages: Vec<_> = if on_host { (0..p.k).map(|o| out.channel::<Y>(o)).collect() } else { Vec::new() };
+        let mut result = crate::quant::filled(output.len(), Y::narrow(0))?;
+        for n0 in (0..p.n).step_by(chunk) {
+            let images = n0..(n0 + chunk).min(p.n);
+            let mut plan = shape.plan;
+            if images.len() < chunk {
+                // The last chunk's own sizes (fewer images: every check of the full chunk holds).
+                plan = self.qconv_plan(g, images.len(), bytes)?.plan;
+            }
+            let input = stage_input(g, op.input, images.clone(), &shape, plan.a_words)?;
+            let mut aux = columns.clone();
+            aux.resize(plan.aux_words, 0);
+            if patch_sums {
+                row_sums(g, op, images.clone(), &mut aux[columns.len()..]);
+            }
+            let words = self.run_q(&plan, &params, [&input, &weights, &aux])?;
+            write_out(g, images, &shape, &words, &stages, &mut result);
+        }
+        output.copy_from_slice(&result);
+        Ok(())
+    }
+
+    /// Seconds per int8 conv of `g` (u8 output, fixed-point stage) with the staged operands
+    /// already on the device: the kernel alone, without the host's staging and the transfers
+    /// that [`Context::qconv2d`] also does, warmed up as [`Context::time_qgemm_resident`]. Every
+    /// image in one dispatch.
+    pub fn time_qconv2d_resident(&self, g: &Conv2d, reps: u32, warm_up: f64) -> Result<f64> {
+        let shape = self.qconv_plan(g, g.params().n, true)?;
+        let plan = shape.plan;
+        let params = with_stage(plan.params, 2, 0, (0, 255));
+        let lens = [plan.a_words, plan.b_words, plan.c_words, plan.aux_words];
+        self.time_recorded(lens, reps, warm_up, &|cb, bufs| {
+            // SAFETY: the buffers have the plan's lengths (see `run_q`); the gather's indices
+            // depend on the geometry only, and no index depends on a buffer's contents (a
+            // garbage shift gives an undefined value, never an access out of bounds).
+            unsafe { self.pipelines.dispatch(cb, plan.kind, &params, plan.groups, &bufs) }
+        })
+    }
+
+    /// [`qconv_plan`] on this device, its buffers checked against the largest storage buffer.
+    fn qconv_plan(&self, g: &Conv2d, images: usize, bytes: bool) -> Result<QConvShape> {
+        let shape = qconv_plan(g, images, self.has_cooperative_matrix_i8(), bytes)?;
+        self.check_q_buffers(&shape.plan)?;
+        Ok(shape)
+    }
+}
+
+/// The input of `images`, staged (see the module's docs) into `words` words: one pass, reading
+/// the caller's layout in order.
+fn stage_input<X: QOperand>(
+    g: &Conv2d,
+    input: &[X],
+    images: std::ops::Range<usize>,
+    shape: &QConvShape,
+    words: usize,
+) -> Result<Vec<u32>> {
+    let p = g.params();
+    let mut staged = crate::quant::filled(words * 4, 0u8)?;
+    let (cg, cgp, pixel, hw) = (g.cg(), shape.cpt * CHUNK, shape.pixel_bytes(), p.h * p.w);
+    let sx = shift::<X>();
+    let image_in = hw * p.c;
+    for (i, n) in images.enumerate() {
+        let src = &input[n * image_in..][..image_in];
+        let dst = &mut staged[i * hw * pixel..][..hw * pixel];
+        match p.layout {
+            // A channel's plane at a time, into every pixel's slot for it.
+            TensorLayout::Nchw => {
+                for (c, plane) in src.chunks_exact(hw).enumerate() {
+                    let at = c / cg * cgp + c % cg;
+                    for (slot, &v) in dst[at..].iter_mut().step_by(pixel).zip(plane) {
+                        *slot = (v.widen() - sx) as u8;
+                    }
+                }
+            }
+            // A pixel's channels at a time, group by group.
+            TensorLayout::Nhwc => {
+                for (from, to) in src.chunks_exact(p.c).zip(dst.chunks_exact_mut(pixel)) {
+                    for (group, slots) in from.chunks_exact(cg).zip(to.chunks_exact_mut(cgp)) {
+                        for (slot, &v) in slots.iter_mut().zip(group) {
+                            *slot = (v.widen() - sx) as u8;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(to_words(&staged))
+}
+
+/// Bytes four to a word, the first lowest (the shaders' byte order).
+fn to_words(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// B^T (see the module's docs), and each output channel's sum of its shifted weights with
+/// whether any shifted weight zero point is non-zero (then the patch sums are needed).
+fn stage_weights<X: QOperand, W: QOperand>(
+    g: &Conv2d,
+    op: &QConv<'_, X, W>,
+    shape: &QConvShape,
+) -> Result<(Vec<u32>, Vec<i32>, bool)> {
+    let p = g.params();
+    let (cg, cgp, kp, gemm_k, taps) = (g.cg(), shape.cpt * CHUNK, shape.kp, g.gemm_dims().2, p.r * p.s);
+    let sw = shift::<W>();
+    let mut staged = crate::quant::filled(p.k * kp, 0u8)?;
+    let mut sums = vec![0i32; p.k];
+    // Each output channel's weights are one row of gemm_k in the weights' reduction order.
+    for ((src, dst), sum) in op.weight.chunks_exact(gemm_k).zip(staged.chunks_exact_mut(kp)).zip(&mut sums) {
+        let mut put = |ci: usize, tap: usize, v: W| {
+            let v = v.widen() - sw;
+            dst[tap * cgp + ci] = v as u8;
+            *sum = sum.wrapping_add(v);
+        };
+        match p.weight_layout {
+            WeightLayout::Kcrs => src.chunks_exact(taps).enumerate().for_each(|(ci, t)| {
+                t.iter().enumerate().for_each(|(tap, &v)| put(ci, tap, v));
+            }),
+            WeightLayout::Krsc => src.chunks_exact(cg).enumerate().for_each(|(tap, c)| {
+                c.iter().enumerate().for_each(|(ci, &v)| put(ci, tap, v));
+            }),
+        }
+    }
+    let patch_sums = (0..p.k).any(|o| op.w_zero.at(o) != sw);
+    Ok((to_words(&staged), sums, patch_sums))
+}
+
+/// The per-column words of `quant.glsl` (see [`crate::quant`]'s `terms`), a block of `kg4`
+/// columns per group: the column term `bias - za * colsum + k * za * zb`, the weights' zero
+/// point, the stage's two scale words.
+fn column_terms<X: QOperand, W: QOperand>(
+    g: &Conv2d,
+    op: &QConv<'_, X, W>,
+    out: &OutputStage<'_>,
+    colsums: &[i32],
+    shape: &QConvShape,
+) -> Vec<u32> {
+    let p = g.params();
+    let (kg, kg4, gemm_k) = (g.kg(), shape.kg4, g.gemm_dims().2 as i32);
+    let np = p.groups * kg4;
+    let za = op.x_zero - shift::<X>();
+    let mut aux = vec![0u32; 4 * np];
+    for (o, &sum) in colsums.iter().enumerate() {
+        let col = o / kg * kg4 + o % kg;
+        let zb = op.w_zero.at(o) - shift::<W>();
+        let bias = op.bias.map_or(0, |b| b[o]);
+        let term = bias.wrapping_sub(za.wrapping_mul(sum)).wrapping_add(gemm_k.wrapping_mul(za).wrapping_mul(zb));
+        let [w0, w1] = out.channel::<i32>(o).scale_words();
+        aux[col] = term as u32;
+        aux[np + col] = zb as u32;
+        aux[2 * np + col] = w0 as u32;
+        aux[3 * np + col] = w1 as u32;
+    }
+    aux
+}
+
+/// Each (image, group, output pixel)'s sum of its shifted patch into `sums` (the padding as the
+/// shifted input zero point): the group's channels summed per input pixel, then over the taps.
+fn row_sums<X: QOperand, W: QOperand>(
+    g: &Conv2d,
+    op: &QConv<'_, X, W>,
+    images: std::ops::Range<usize>,
+    sums: &mut [u32],
+) {
+    let p = g.params();
+    let (cg, hw, wo) = (g.cg(), g.gemm_dims().1, g.wo());
+    let sx = shift::<X>();
+    let pad = (cg as i32).wrapping_mul(op.x_zero - sx);
+    let mut plane = vec![0i32; p.h * p.w];
+    for (i, n) in images.enumerate() {
+        for grp in 0..p.groups {
+            plane.fill(0);
+            for c in grp * cg..(grp + 1) * cg {
+                for y in 0..p.h {
+                    for x in 0..p.w {
+                        let v = op.input[g.input_index(n, c, y, x)].widen() - sx;
+                        plane[y * p.w + x] = plane[y * p.w + x].wrapping_add(v);
+                    }
+                }
+            }
+            let out = &mut sums[(i * p.groups + grp) * hw..][..hw];
+            for (j, slot) in out.iter_mut().enumerate() {
+                let (oy, ox) = (j / wo, j % wo);
+                let mut sum = 0i32;
+                for r in 0..p.r {
+                    for s in 0..p.s {
+                        sum = sum.wrapping_add(match (g.input_y(oy, r), g.input_x(ox, s)) {
+                            (Some(iy), Some(ix)) => plane[iy * p.w + ix],
+                            _ => pad,
+                        });
+                    }
+                }
+                *slot = sum as u32;
+            }
+        }
+    }
+}
+
+/// C of `images` (per (image, group): output pixels x `c_rs` words) into `result`, in the
+/// geometry's layout; an `i32` output through `stages` where they are given.
+fn write_out<Y: QElem>(
+    g: &Conv2d,
+    images: std::ops::Range<usize>,
+    shape: &QConvShape,
+    words: &[u32],
+    stages: &[sparkle_core::quant::ChannelStage],
+    result: &mut [Y],
+) {
+    let p = g.params();
+    let (kg, hw) = (g.kg(), g.gemm_dims().1);
+    let bytes = shape.plan.params.epi >> 8 != 0;
+    let rs = shape.plan.params.c_rs as usize;
+    // Output channel o of output pixel j of an image's output: at o * co + j * cj.
+    let (co, cj) = match p.layout {
+        TensorLayout::Nchw => (hw, 1),
+        TensorLayout::Nhwc => (1, p.k),
+    };
+    let value = |row: &[u32], col: usize| -> i32 {
+        if !bytes {
+            return row[col] as i32;
+        }
+        let byte = (row[col / 4] >> (8 * (col % 4))) as u8;
+        if Y::MIN < 0 {
+            i32::from(byte as i8)
+        } else {
+            i32::from(byte)
+        }
+    };
+    for (i, n) in images.enumerate() {
+        let image = &mut result[n * hw * p.k..][..hw * p.k];
+        for grp in 0..p.groups {
+            let block = &words[(i * p.groups + grp) * hw * rs..][..hw * rs];
+            for (j, row) in block.chunks_exact(rs).enumerate() {
+                for col in 0..kg {
+                    let o = grp * kg + col;
+                    let v = value(row, col);
+                    image[o * co + j * cj] = match stages.get(o) {
+                        Some(stage) => stage.apply::<Y>(v),
+                        None => Y::narrow(v),
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sparkle_core::{Conv2dParams, Padding};
+
+    use super::*;
+
+    #[test]
+    fn plans_round_channels_to_chunks_and_reductions_to_slices() {
+        // 3x3, 20 channels per group (two chunks a tap), 2 groups of 6 output channels.
+        let g = Conv2dParams::new(3, 40, 10, 12, 12, 3, 3).groups(2).pad(Padding::uniform(1)).validate().unwrap();
+        let s = qconv_plan(&g, 3, false, true).unwrap();
+        assert_eq!((s.cpt, s.kp, s.kg4), (2, 384, 8));
+        let q = s.plan.params;
+        // m = output pixels, n = a group's output channels, a staged pixel 2 groups x 2 chunks.
+        assert_eq!((q.m, q.n, q.k, q.b_rs, q.b_cs, q.c_rs, q.layouts, q.hw), (120, 6, 384, 24, 16, 2, 2, 4));
+        assert_eq!((s.plan.kind, s.plan.groups), (Kind::ConvI8, [1, 2, 6]));
+        assert_eq!(s.plan.a_words, 3 * 120 * 4 * 4);
+        assert_eq!((s.plan.b_words, s.plan.c_words, s.plan.aux_words), (12 * 96, 6 * 120 * 2, 4 * 16 + 6 * 120));
+        // Few tiles: the 64x64 cooperative-matrix kernel; an i32 C has a word per column.
+        let s = qconv_plan(&g, 3, true, false).unwrap();
+        assert_eq!((s.plan.kind, s.plan.params.c_rs), (Kind::CoopmatConvI8 { tile: 2 }, 8));
+    }
+
+    #[test]
+    fn dispatches_stay_within_the_limit() {
+        let dw = Conv2dParams::new(100, 1024, 7, 7, 1024, 3, 3).groups(1024).validate().unwrap();
+        assert_eq!(images_per_dispatch(&dw), 63);
+        assert!(qconv_plan(&dw, 63, false, true).is_ok());
+        assert!(qconv_plan(&dw, 64, false, true).is_err());
+        let big = Conv2dParams::new(1 << 12, 64, 512, 512, 64, 3, 3).validate().unwrap();
+        assert!(qconv_plan(&big, 1 << 12, false, true).is_err());
+    }
+}
