@@ -40,9 +40,9 @@
 // major: the layout int8 tensor cores take (8-bit B row major has no transposing shared-memory
 // load on NVIDIA; on an H200 it ran at a fraction of this).
 //
-// With INT8 and CONV it is the int8 conv2d (quant.rs `Context::qconv2d`): A's rows are output
-// pixels gathered 16 bytes at a time from the staged input (quant.glsl's q_conv_chunk), B^T holds
-// every group's weights, and gl_WorkGroupID.z runs one GEMM per (image, group).
+// With INT8 and CONV it is the int8 conv2d (qconv.rs `Context::qconv2d`): A's rows are output
+// pixels (of every image) gathered 16 bytes at a time from the staged input (quant.glsl's
+// q_conv_at), B^T holds every group's weights, and gl_WorkGroupID.z runs one GEMM per group.
 layout(local_size_x = 256) in;
 #if defined(SPLIT) && defined(CONV)
 #error "SPLIT is a GEMM of two host-split planes; conv2d gathers one"
@@ -172,25 +172,31 @@ uvec4 gather(uint q, uint img, uint g) {
 }
 #endif
 
+#if defined(CONV) && defined(INT8)
+// The origins and bases (quant.glsl's q_conv_row) of this invocation's AL rows of A: the same rows
+// in every slice, so the divisions are done once.
+int qy[AL];
+int qx[AL];
+uint qbase[AL];
+#endif
+
 // Slice t of A's rows from row0 (of group g's weights, with CONV) and B's columns from col0 into
 // registers: zeros past m and past B's padded width (or the gathered input's edges).
 // With SPLIT, entries [AL, 2 AL) and [BL, 2 BL) hold the lo planes'.
 void fetch(out uvec4 ra[AL * PLANES], out uvec4 rb[BL * PLANES], uint row0, uint col0, uint tid, uint t) {
     uint a_row0 = 0u, b_row0 = 0u;
-#ifdef CONV
+#ifdef HALF_CONV
     uint img = gl_WorkGroupID.z / p.groups;
     uint g = gl_WorkGroupID.z % p.groups;
-#ifdef HALF_CONV
     a_row0 = g * p.m;
-#else
-    b_row0 = g * p.n;
-#endif
+#elif defined(CONV)
+    b_row0 = gl_WorkGroupID.z * p.n;
 #endif
     [[unroll]] for (uint i = 0u; i < AL * PLANES; i++) {
         uint e = tid + (i % AL) * 256u;
         uint r = row0 + e / (BK / EPV);
 #if defined(CONV) && defined(INT8)
-        uint idx = r < p.m ? q_conv_chunk(r, t * (BK / EPV) + e % (BK / EPV), img, g) : NO_INPUT;
+        uint idx = q_conv_at(qy[i], qx[i], qbase[i], t * (BK / EPV) + e % (BK / EPV));
         ra[i] = idx == NO_INPUT ? uvec4(Q_PAD) : a[idx];
 #else
         uint plane = (i / AL) * p.m * p.a_rs;
@@ -247,6 +253,9 @@ void main() {
     conv_pixels(col0, tid);
 #elif defined(CONV)
     q_conv_offsets();
+    [[unroll]] for (uint i = 0u; i < AL; i++) {
+        q_conv_row(row0 + (tid + i * 256u) / (BK / EPV), gl_WorkGroupID.z, qy[i], qx[i], qbase[i]);
+    }
 #endif
 
     coopmat<ACC, gl_ScopeSubgroup, 16, 16, gl_MatrixUseAccumulator> acc[TM][TN];

@@ -16,9 +16,10 @@
 //!   the weights' zero point multiplies (a channel-summed plane, then a sum over the taps: the
 //!   padding counts as the input's zero point, as ONNX says).
 //!
-//! One dispatch runs every (image, group) GEMM (`gl_WorkGroupID.z`), in chunks of images where
-//! their count would pass the dispatch limit. C comes back per (image, group) as output pixels x
-//! the group's channels (bytes four to a word, or `i32`) and is written into the caller's layout.
+//! One dispatch runs one GEMM per group (`gl_WorkGroupID.z`) whose rows are the output pixels of
+//! every image (so small images still fill whole tiles), in chunks of images where their rows
+//! would pass the dispatch limit. C comes back per group as those rows x the group's channels
+//! (bytes four to a word, or `i32`) and is written into the caller's layout.
 
 use sparkle_core::quant::conv::QConv;
 use sparkle_core::quant::{OutputStage, QElem, QOperand};
@@ -68,14 +69,15 @@ pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) 
     let pix = p.groups.checked_mul(cpt).ok_or(overflow(Param::C))?;
     let kg4 = kg.checked_next_multiple_of(4).ok_or(overflow(Param::K))?;
     let c_rs = if bytes { kg4 / 4 } else { kg4 };
-    let z = images.checked_mul(p.groups).ok_or(overflow(Param::N))?;
+    let m = images.checked_mul(hw).ok_or(overflow(Param::N))?;
+    let z = p.groups;
     let np = p.groups.checked_mul(kg4).ok_or(overflow(Param::K))?;
     let mul = |a: usize, b: usize, param| a.checked_mul(b).ok_or(overflow(param));
     let a_words = mul(mul(mul(images, p.h * p.w, Param::Input)?, pix, Param::Input)?, CHUNK / 4, Param::Input)?;
     let b_words = mul(p.k, kp / 4, Param::Weight)?;
-    let c_words = mul(mul(z, hw, Param::Output)?, c_rs, Param::Output)?;
+    let c_words = mul(mul(z, m, Param::Output)?, c_rs, Param::Output)?;
     let aux_words =
-        mul(np, 4, Param::Scratch)?.checked_add(mul(z, hw, Param::Scratch)?).ok_or(overflow(Param::Scratch))?;
+        mul(np, 4, Param::Scratch)?.checked_add(mul(z, m, Param::Scratch)?).ok_or(overflow(Param::Scratch))?;
     for (len, param) in
         [(a_words, Param::Input), (b_words, Param::Weight), (c_words, Param::Output), (aux_words, Param::Scratch)]
     {
@@ -83,8 +85,10 @@ pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) 
         u32_of(len.checked_mul(4).ok_or(overflow(param))?, param)?;
     }
     let (kind, [tm, tn]) = if coopmat {
-        // As the GEMM (no 128x256 int8 kernel), counting every (image, group)'s tiles.
-        let tile = match coop_tile(hw.saturating_mul(z), kg)? {
+        // As the GEMM (no 128x256 int8 kernel), counting every group's tiles; 64x64 where a
+        // group's channels would fill at most half of a 128-wide tile.
+        let tile = match coop_tile(m.saturating_mul(z), kg)? {
+            _ if kg <= 64 && std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_none() => 2,
             1 => 0,
             t => t,
         };
@@ -92,12 +96,14 @@ pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) 
     } else {
         (Kind::ConvI8, [64, 64])
     };
-    let groups = [u32_of(kg.div_ceil(tn), Param::K)?, u32_of(hw.div_ceil(tm), Param::Output)?, u32_of(z, Param::N)?];
+    let groups =
+        [u32_of(kg.div_ceil(tn), Param::K)?, u32_of(m.div_ceil(tm), Param::Output)?, u32_of(z, Param::Groups)?];
     if groups.iter().any(|&n| n > MAX_GROUPS) {
         return Err(overflow(Param::N));
     }
     let params = Params {
-        m: u32_of(hw, Param::Output)?,
+        m: u32_of(m, Param::Output)?,
+        a_rs: u32_of(hw, Param::Output)?,
         n: u32_of(kg, Param::K)?,
         k: u32_of(kp, Param::K)?,
         b_rs: u32_of(kp / 16, Param::K)?,
@@ -124,10 +130,11 @@ pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) 
     Ok(QConvShape { plan, cpt, kp, kg4 })
 }
 
-/// Images per dispatch: all of them, or as many as keep `images * groups` workgroups along z.
+/// Images per dispatch: all of them, or as many as keep their rows within the dispatch limit of
+/// the smallest tile's (64-row) workgroups.
 fn images_per_dispatch(g: &Conv2d) -> usize {
     let p = g.params();
-    (MAX_GROUPS as usize / p.groups.max(1)).clamp(1, p.n.max(1))
+    (MAX_GROUPS as usize * 64 / g.gemm_dims().1.max(1)).clamp(1, p.n.max(1))
 }
 
 impl Context {
@@ -319,7 +326,7 @@ fn column_terms<X: QOperand, W: QOperand>(
     aux
 }
 
-/// Each (image, group, output pixel)'s sum of its shifted patch into `sums` (the padding as the
+/// Each (group, image, output pixel)'s sum of its shifted patch into `sums` (the padding as the
 /// shifted input zero point): the group's channels summed per input pixel, then over the taps.
 fn row_sums<X: QOperand, W: QOperand>(
     g: &Conv2d,
@@ -327,6 +334,7 @@ fn row_sums<X: QOperand, W: QOperand>(
     images: std::ops::Range<usize>,
     sums: &mut [u32],
 ) {
+    let count = images.len();
     let p = g.params();
     let (cg, hw, wo) = (g.cg(), g.gemm_dims().1, g.wo());
     let sx = shift::<X>();
@@ -343,7 +351,7 @@ fn row_sums<X: QOperand, W: QOperand>(
                     }
                 }
             }
-            let out = &mut sums[(i * p.groups + grp) * hw..][..hw];
+            let out = &mut sums[(grp * count + i) * hw..][..hw];
             for (j, slot) in out.iter_mut().enumerate() {
                 let (oy, ox) = (j / wo, j % wo);
                 let mut sum = 0i32;
@@ -361,7 +369,7 @@ fn row_sums<X: QOperand, W: QOperand>(
     }
 }
 
-/// C of `images` (per (image, group): output pixels x `c_rs` words) into `result`, in the
+/// C of `images` (per group, per image: output pixels x `c_rs` words) into `result`, in the
 /// geometry's layout; an `i32` output through `stages` where they are given.
 fn write_out<Y: QElem>(
     g: &Conv2d,
@@ -391,10 +399,11 @@ fn write_out<Y: QElem>(
             i32::from(byte)
         }
     };
+    let count = images.len();
     for (i, n) in images.enumerate() {
         let image = &mut result[n * hw * p.k..][..hw * p.k];
         for grp in 0..p.groups {
-            let block = &words[(i * p.groups + grp) * hw * rs..][..hw * rs];
+            let block = &words[(grp * count + i) * hw * rs..][..hw * rs];
             for (j, row) in block.chunks_exact(rs).enumerate() {
                 for col in 0..kg {
                     let o = grp * kg + col;
@@ -422,11 +431,13 @@ mod tests {
         let s = qconv_plan(&g, 3, false, true).unwrap();
         assert_eq!((s.cpt, s.kp, s.kg4), (2, 384, 8));
         let q = s.plan.params;
-        // m = output pixels, n = a group's output channels, a staged pixel 2 groups x 2 chunks.
-        assert_eq!((q.m, q.n, q.k, q.b_rs, q.b_cs, q.c_rs, q.layouts, q.hw), (120, 6, 384, 24, 16, 2, 2, 4));
-        assert_eq!((s.plan.kind, s.plan.groups), (Kind::ConvI8, [1, 2, 6]));
+        // m = the 3 images' output pixels, n = a group's output channels, a staged pixel 2 groups
+        // x 2 chunks; one GEMM per group.
+        let dims = (q.m, q.a_rs, q.n, q.k, q.b_rs, q.b_cs, q.c_rs, q.layouts, q.hw);
+        assert_eq!(dims, (360, 120, 6, 384, 24, 16, 2, 2, 4));
+        assert_eq!((s.plan.kind, s.plan.groups), (Kind::ConvI8, [1, 6, 2]));
         assert_eq!(s.plan.a_words, 3 * 120 * 4 * 4);
-        assert_eq!((s.plan.b_words, s.plan.c_words, s.plan.aux_words), (12 * 96, 6 * 120 * 2, 4 * 16 + 6 * 120));
+        assert_eq!((s.plan.b_words, s.plan.c_words, s.plan.aux_words), (12 * 96, 2 * 360 * 2, 4 * 16 + 2 * 360));
         // Few tiles: the 64x64 cooperative-matrix kernel; an i32 C has a word per column.
         let s = qconv_plan(&g, 3, true, false).unwrap();
         assert_eq!((s.plan.kind, s.plan.params.c_rs), (Kind::CoopmatConvI8 { tile: 2 }, 8));
@@ -434,10 +445,11 @@ mod tests {
 
     #[test]
     fn dispatches_stay_within_the_limit() {
-        let dw = Conv2dParams::new(100, 1024, 7, 7, 1024, 3, 3).groups(1024).validate().unwrap();
-        assert_eq!(images_per_dispatch(&dw), 63);
-        assert!(qconv_plan(&dw, 63, false, true).is_ok());
-        assert!(qconv_plan(&dw, 64, false, true).is_err());
+        // At most 65535 workgroups of 64 rows: 85 596 images of 7 x 7 output pixels.
+        let small = Conv2dParams::new(100_000, 16, 7, 7, 16, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
+        assert_eq!(images_per_dispatch(&small), 85_596);
+        assert!(qconv_plan(&small, 85_596, false, true).is_ok());
+        assert!(qconv_plan(&small, 85_597, false, true).is_err());
         let big = Conv2dParams::new(1 << 12, 64, 512, 512, 64, 3, 3).validate().unwrap();
         assert!(qconv_plan(&big, 1 << 12, false, true).is_err());
     }
