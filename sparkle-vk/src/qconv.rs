@@ -218,8 +218,8 @@ impl Context {
     }
 }
 
-/// The input of `images`, staged (see the module's docs) into `words` words: one pass, reading
-/// the caller's layout in order.
+/// The input of `images`, staged (see the module's docs) into `words` words: one pass over the
+/// input, four channels of a pixel to a word.
 fn stage_input<X: QOperand>(
     g: &Conv2d,
     input: &[X],
@@ -228,36 +228,54 @@ fn stage_input<X: QOperand>(
     words: usize,
 ) -> Result<Vec<u32>> {
     let p = g.params();
-    let mut staged = crate::quant::filled(words * 4, 0u8)?;
-    let (cg, cgp, pixel, hw) = (g.cg(), shape.cpt * CHUNK, shape.pixel_bytes(), p.h * p.w);
+    let mut staged = crate::quant::filled(words, 0u32)?;
+    let (cg, cgp, hw) = (g.cg(), shape.cpt * CHUNK, p.h * p.w);
+    let wpp = shape.pixel_bytes() / 4;
     let sx = shift::<X>();
+    let byte = |v: X, u: usize| u32::from((v.widen() - sx) as u8) << (8 * u);
     let image_in = hw * p.c;
     for (i, n) in images.enumerate() {
         let src = &input[n * image_in..][..image_in];
-        let dst = &mut staged[i * hw * pixel..][..hw * pixel];
+        let dst = &mut staged[i * hw * wpp..][..hw * wpp];
         match p.layout {
-            // A channel's plane at a time, into every pixel's slot for it.
+            // Blocks of pixels (their words stay in L1), four channel planes at a time into each
+            // pixel's word for them.
             TensorLayout::Nchw => {
-                for (c, plane) in src.chunks_exact(hw).enumerate() {
-                    let at = c / cg * cgp + c % cg;
-                    for (slot, &v) in dst[at..].iter_mut().step_by(pixel).zip(plane) {
-                        *slot = (v.widen() - sx) as u8;
+                const BLOCK: usize = 64;
+                for j0 in (0..hw).step_by(BLOCK) {
+                    let len = BLOCK.min(hw - j0);
+                    let pixels = &mut dst[j0 * wpp..][..len * wpp];
+                    for grp in 0..p.groups {
+                        for c4 in (0..cg).step_by(4) {
+                            let plane = |u: usize| &src[(grp * cg + c4 + u) * hw + j0..][..len];
+                            let slots = pixels[(grp * cgp + c4) / 4..].iter_mut().step_by(wpp);
+                            if c4 + 4 <= cg {
+                                let quads = plane(0).iter().zip(plane(1)).zip(plane(2)).zip(plane(3));
+                                for (slot, (((&a, &b), &c), &d)) in slots.zip(quads) {
+                                    *slot = byte(a, 0) | byte(b, 1) | byte(c, 2) | byte(d, 3);
+                                }
+                            } else {
+                                for (j, slot) in slots.take(len).enumerate() {
+                                    *slot = (0..cg - c4).fold(0, |w, u| w | byte(plane(u)[j], u));
+                                }
+                            }
+                        }
                     }
                 }
             }
-            // A pixel's channels at a time, group by group.
+            // A pixel's channels, group by group, four to a word.
             TensorLayout::Nhwc => {
-                for (from, to) in src.chunks_exact(p.c).zip(dst.chunks_exact_mut(pixel)) {
-                    for (group, slots) in from.chunks_exact(cg).zip(to.chunks_exact_mut(cgp)) {
-                        for (slot, &v) in slots.iter_mut().zip(group) {
-                            *slot = (v.widen() - sx) as u8;
+                for (from, to) in src.chunks_exact(p.c).zip(dst.chunks_exact_mut(wpp)) {
+                    for (group, slots) in from.chunks_exact(cg).zip(to.chunks_exact_mut(cgp / 4)) {
+                        for (quad, slot) in group.chunks(4).zip(slots) {
+                            *slot = quad.iter().enumerate().fold(0, |w, (u, &v)| w | byte(v, u));
                         }
                     }
                 }
             }
         }
     }
-    Ok(to_words(&staged))
+    Ok(staged)
 }
 
 /// Bytes four to a word, the first lowest (the shaders' byte order).
@@ -383,35 +401,50 @@ fn write_out<Y: QElem>(
     let (kg, hw) = (g.kg(), g.gemm_dims().1);
     let bytes = shape.plan.params.epi >> 8 != 0;
     let rs = shape.plan.params.c_rs as usize;
-    // Output channel o of output pixel j of an image's output: at o * co + j * cj.
-    let (co, cj) = match p.layout {
-        TensorLayout::Nchw => (hw, 1),
-        TensorLayout::Nhwc => (1, p.k),
-    };
-    let value = |row: &[u32], col: usize| -> i32 {
-        if !bytes {
-            return row[col] as i32;
-        }
-        let byte = (row[col / 4] >> (8 * (col % 4))) as u8;
-        if Y::MIN < 0 {
-            i32::from(byte as i8)
+    // Output channel o of a row of C: its byte or word, finished.
+    let value = |row: &[u32], col: usize, o: usize| -> Y {
+        let v = if !bytes {
+            row[col] as i32
         } else {
-            i32::from(byte)
+            let byte = (row[col / 4] >> (8 * (col % 4))) as u8;
+            if Y::MIN < 0 {
+                i32::from(byte as i8)
+            } else {
+                i32::from(byte)
+            }
+        };
+        match stages.get(o) {
+            Some(stage) => stage.apply::<Y>(v),
+            None => Y::narrow(v),
         }
     };
+    // Output pixels a block of NCHW's transpose takes: their rows of C stay in L1.
+    const BLOCK: usize = 32;
     let count = images.len();
     for (i, n) in images.enumerate() {
         let image = &mut result[n * hw * p.k..][..hw * p.k];
         for grp in 0..p.groups {
             let block = &words[(grp * count + i) * hw * rs..][..hw * rs];
-            for (j, row) in block.chunks_exact(rs).enumerate() {
-                for col in 0..kg {
-                    let o = grp * kg + col;
-                    let v = value(row, col);
-                    image[o * co + j * cj] = match stages.get(o) {
-                        Some(stage) => stage.apply::<Y>(v),
-                        None => Y::narrow(v),
-                    };
+            match p.layout {
+                TensorLayout::Nchw => {
+                    for j0 in (0..hw).step_by(BLOCK) {
+                        let len = BLOCK.min(hw - j0);
+                        let rows = &block[j0 * rs..][..len * rs];
+                        for col in 0..kg {
+                            let o = grp * kg + col;
+                            let out = &mut image[o * hw + j0..][..len];
+                            for (slot, row) in out.iter_mut().zip(rows.chunks_exact(rs)) {
+                                *slot = value(row, col, o);
+                            }
+                        }
+                    }
+                }
+                TensorLayout::Nhwc => {
+                    for (row, out) in block.chunks_exact(rs).zip(image.chunks_exact_mut(p.k)) {
+                        for (col, slot) in out[grp * kg..][..kg].iter_mut().enumerate() {
+                            *slot = value(row, col, grp * kg + col);
+                        }
+                    }
                 }
             }
         }
