@@ -449,6 +449,25 @@ struct Problem<'a> {
     nc: usize,
 }
 
+impl<'a> Problem<'a> {
+    /// The operands and C, the epilogue `(alpha, beta, bias, activation)`, the kernel and the
+    /// effective blocking `(mc, kc, nc)`.
+    fn new(
+        (a, b, c): (&'a dyn Operand, &'a dyn Operand, OutPtr),
+        (alpha, beta, bias, act): (f32, f32, Bias<'a>, Activation),
+        kernel: &'a Kernel,
+        (mc, kc, nc): (usize, usize, usize),
+    ) -> Self {
+        Problem { a, b, c: Shared(c.ptr), rs_c: c.rs, cs_c: c.cs, alpha, beta, bias, act, kernel, mc, kc, nc }
+    }
+}
+
+/// The operands' costs for [`Split::plan`]: A's packing per element (`None` where it is read
+/// in place) and B's.
+fn split_costs(a: &dyn Operand, b: &dyn Operand) -> (Option<usize>, usize) {
+    (a.in_place().is_none().then(|| a.pack_cost(false)), b.pack_cost(true))
+}
+
 /// [`gemm_with`] without validation.
 ///
 /// # Safety
@@ -501,25 +520,10 @@ pub(crate) unsafe fn gemm_operands(
     ws: &mut Workspace<'_>,
 ) {
     let (kernel, blocking, exec) = (ws.kernel, ws.blocking, ws.exec);
-    let (c, rs_c, cs_c) = (c.ptr, c.rs, c.cs);
     let d = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
     // Cannot fail: gemm_scratch_len computed the same quantities with checked arithmetic.
     let Ok((mc, kc, nc)) = effective(kernel, blocking, &d) else { return };
-    let prob = Problem {
-        a,
-        b,
-        c: Shared(c),
-        rs_c,
-        cs_c,
-        alpha,
-        beta,
-        bias: epi.bias,
-        act: epi.activation,
-        kernel,
-        mc,
-        kc,
-        nc,
-    };
+    let prob = Problem::new((a, b, c), (alpha, beta, epi.bias, epi.activation), kernel, (mc, kc, nc));
     let workers = exec.workers().max(1);
     let per_worker = kc * nc + mc * kc;
     let (mr, nr) = (kernel.gemm.mr, kernel.gemm.nr);
@@ -529,8 +533,7 @@ pub(crate) unsafe fn gemm_operands(
         workers > 1
             && per_worker.checked_mul(workers).and_then(|x| x.checked_add(len)).is_some_and(|x| x <= ws.scratch.len())
     });
-    let a_cost = if a.in_place().is_some() { None } else { Some(a.pack_cost(false)) };
-    let split = Split::plan(workers, panels, (mr, nr, nc, d.k), (a_cost, b.pack_cost(true)), shared_len.is_some());
+    let split = Split::plan(workers, panels, (mr, nr, nc, d.k), split_costs(a, b), shared_len.is_some());
     let scratch = Shared(ws.scratch.as_mut_ptr());
     // SAFETY: the shared region starts after the workers' regions, inside the scratch (checked
     // above whenever `split.shared_b`).
@@ -616,8 +619,7 @@ pub(crate) unsafe fn gemm_batch(batch: &dyn Batch, alpha: f32, beta: f32, act: A
     // The shape and costs, from job 0 (every job has the same).
     let mut shape = None;
     batch.with_job(0, &mut |a, b, _, _| {
-        let a_cost = if a.in_place().is_some() { None } else { Some(a.pack_cost(false)) };
-        shape = Some((GemmDims { m: a.rows(), n: b.cols(), k: a.cols() }, (a_cost, b.pack_cost(true))));
+        shape = Some((GemmDims { m: a.rows(), n: b.cols(), k: a.cols() }, split_costs(a, b)));
     });
     let Some((d, costs)) = shape else { return };
     // Cannot fail: gemm_scratch_len computed the same quantities with checked arithmetic.
@@ -647,21 +649,7 @@ pub(crate) unsafe fn gemm_batch(batch: &dyn Batch, alpha: f32, beta: f32, act: A
                 continue;
             }
             batch.with_job(item / per_job, &mut |a, b, c, bias| {
-                let prob = Problem {
-                    a,
-                    b,
-                    c: Shared(c.ptr),
-                    rs_c: c.rs,
-                    cs_c: c.cs,
-                    alpha,
-                    beta,
-                    bias,
-                    act,
-                    kernel,
-                    mc,
-                    kc,
-                    nc,
-                };
+                let prob = Problem::new((a, b, c), (alpha, beta, bias, act), kernel, (mc, kc, nc));
                 // SAFETY: worker w owns scratch slice w; each (job, rectangle) item is one
                 // worker's, and jobs' outputs are disjoint; the caller's contract covers the rest.
                 unsafe { gemm_rect(&prob, rows.clone(), cols.clone(), scratch.ptr().add(w * per_worker), None) };
