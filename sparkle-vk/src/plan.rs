@@ -84,6 +84,8 @@ pub(crate) enum Kind {
     /// int8 conv2d on cooperative matrices (`shaders/gemm_coopmat.comp` with INT8 and CONV,
     /// precompiled), the tile as for [`Kind::CoopmatI8`].
     CoopmatConvI8 { tile: u8 },
+    /// int8 depthwise conv2d, one invocation per four outputs (`shaders/dwconv_i8.comp`).
+    DepthwiseI8,
 }
 
 /// Rows (and columns) of C per workgroup of the general GEMM and the conv shader.

@@ -16,13 +16,17 @@
 //!   the weights' zero point multiplies (a channel-summed plane, then a sum over the taps: the
 //!   padding counts as the input's zero point, as ONNX says).
 //!
+//! A depthwise conv (`groups == c == k`) skips all of this: `dwconv_i8.comp` reads the input and
+//! weights as they are (shifted to signed bytes) and sums each output's taps directly.
+//!
 //! One dispatch runs one GEMM per group (`gl_WorkGroupID.z`) whose rows are the output pixels of
 //! every image (so small images still fill whole tiles), in chunks of images where their rows
 //! would pass the dispatch limit. C comes back per group as those rows x the group's channels
 //! (bytes four to a word, or `i32`) and is written into the caller's layout.
 
+use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::quant::conv::QConv;
-use sparkle_core::quant::{OutputStage, QElem, QOperand};
+use sparkle_core::quant::{ChannelStage, OutputStage, QElem, QOperand};
 use sparkle_core::{Conv2d, Error, Param, TensorLayout, WeightLayout};
 
 use crate::context::Context;
@@ -155,30 +159,24 @@ impl Context {
         if output.is_empty() {
             return Ok(());
         }
+        if choose_path(g) == Conv2dPath::Depthwise {
+            return self.qconv2d_depthwise(g, op, out, output);
+        }
         let p = g.params();
-        let bytes = i64::from(Y::MAX) - i64::from(Y::MIN) <= 255;
         let chunk = images_per_dispatch(g);
-        let shape = self.qconv_plan(g, chunk, bytes)?;
-        // An i32 output that is rescaled comes back as the accumulator and is finished here.
-        let stage0 = out.channel::<Y>(0);
-        let on_host = !bytes && stage0.mode() != 0;
-        let mut params = if on_host {
-            with_stage(shape.plan.params, 0, 0, (i32::MIN, i32::MAX))
-        } else {
-            with_stage(shape.plan.params, stage0.mode(), stage0.zero_point(), stage0.range())
-        };
+        let shape = self.qconv_plan(g, chunk, one_byte::<Y>())?;
+        let (mut params, stages) = staged::<Y>(shape.plan.params, out, p.k);
         let za = op.x_zero - shift::<X>();
         params.a_cs = u32::from_le_bytes([za as u8; 4]);
         let (weights, colsums, patch_sums) = stage_weights(g, op, &shape)?;
-        let columns = column_terms(g, op, out, &colsums, &shape);
-        let stages: Vec<_> = if on_host { (0..p.k).map(|o| out.channel::<Y>(o)).collect() } else { Vec::new() };
+        let columns = column_terms(g, op, out, &colsums, shape.kg4, op.x_zero - shift::<X>());
         let mut result = crate::quant::filled(output.len(), Y::narrow(0))?;
         for n0 in (0..p.n).step_by(chunk) {
             let images = n0..(n0 + chunk).min(p.n);
             let mut plan = shape.plan;
             if images.len() < chunk {
                 // The last chunk's own sizes (fewer images: every check of the full chunk holds).
-                plan = self.qconv_plan(g, images.len(), bytes)?.plan;
+                plan = self.qconv_plan(g, images.len(), one_byte::<Y>())?.plan;
             }
             let input = stage_input(g, op.input, images.clone(), &shape, plan.a_words)?;
             let mut aux = columns.clone();
@@ -210,12 +208,129 @@ impl Context {
         })
     }
 
+    /// [`Context::qconv2d`] of a depthwise conv (`groups == c == k`): `dwconv_i8.comp` on the
+    /// input and weights as they are (shifted to signed bytes), no staging and no GEMM.
+    fn qconv2d_depthwise<X: QOperand, W: QOperand, Y: QElem>(
+        &self,
+        g: &Conv2d,
+        op: &QConv<'_, X, W>,
+        out: &OutputStage<'_>,
+        output: &mut [Y],
+    ) -> Result<()> {
+        let plan = qdw_plan(g, one_byte::<Y>())?;
+        self.check_q_buffers(&plan)?;
+        let (mut params, stages) = staged::<Y>(plan.params, out, g.params().k);
+        params.a_cs = (op.x_zero - shift::<X>()) as u32;
+        // The kernel subtracts the zero points itself: each channel's term is its bias.
+        let aux = column_terms(g, op, out, &vec![0; g.params().k], 1, 0);
+        let [input, weights] = [signed_words(op.input), signed_words(op.weight)];
+        let words = self.run_q(&plan, &params, [&input?, &weights?, &aux])?;
+        let (bytes, p, hw) = (one_byte::<Y>(), g.params(), g.gemm_dims().1);
+        for (idx, slot) in output.iter_mut().enumerate() {
+            let v = if bytes { output_byte::<Y>(words[idx / 4], idx % 4) } else { words[idx] as i32 };
+            let ch = match p.layout {
+                TensorLayout::Nchw => idx / hw % p.k,
+                TensorLayout::Nhwc => idx % p.k,
+            };
+            *slot = finish(&stages, ch, v);
+        }
+        Ok(())
+    }
+
     /// [`qconv_plan`] on this device, its buffers checked against the largest storage buffer.
     fn qconv_plan(&self, g: &Conv2d, images: usize, bytes: bool) -> Result<QConvShape> {
         let shape = qconv_plan(g, images, self.has_cooperative_matrix_i8(), bytes)?;
         self.check_q_buffers(&shape.plan)?;
         Ok(shape)
     }
+}
+
+/// Whether `Y` is a one-byte type (the kernels then store four outputs to a word).
+fn one_byte<Y: QElem>() -> bool {
+    i64::from(Y::MAX) - i64::from(Y::MIN) <= 255
+}
+
+/// `params` with `out`'s stage, and the per-channel stages of the `k` output channels where the
+/// host finishes them: an `i32` output that is rescaled comes back as the accumulator.
+fn staged<Y: QElem>(params: Params, out: &OutputStage<'_>, k: usize) -> (Params, Vec<ChannelStage>) {
+    let stage0 = out.channel::<Y>(0);
+    if one_byte::<Y>() || stage0.mode() == 0 {
+        (with_stage(params, stage0.mode(), stage0.zero_point(), stage0.range()), Vec::new())
+    } else {
+        (with_stage(params, 0, 0, (i32::MIN, i32::MAX)), (0..k).map(|o| out.channel::<Y>(o)).collect())
+    }
+}
+
+/// Output byte `u` of `word` as `Y`'s value.
+fn output_byte<Y: QElem>(word: u32, u: usize) -> i32 {
+    let byte = (word >> (8 * u)) as u8;
+    if Y::MIN < 0 {
+        i32::from(byte as i8)
+    } else {
+        i32::from(byte)
+    }
+}
+
+/// Output channel `o`'s value `v` as `Y`: through its stage where the host finishes it.
+fn finish<Y: QElem>(stages: &[ChannelStage], o: usize, v: i32) -> Y {
+    match stages.get(o) {
+        Some(stage) => stage.apply::<Y>(v),
+        None => Y::narrow(v),
+    }
+}
+
+/// `x` shifted to signed bytes (a `u8` by -128), four to a word, the first lowest.
+fn signed_words<T: QElem>(x: &[T]) -> Result<Vec<u32>> {
+    let sx = shift::<T>();
+    let mut words = crate::quant::filled(x.len().div_ceil(4), 0u32)?;
+    for (word, quad) in words.iter_mut().zip(x.chunks(4)) {
+        *word = quad.iter().enumerate().fold(0, |w, (u, &v)| w | u32::from((v.widen() - sx) as u8) << (8 * u));
+    }
+    Ok(words)
+}
+
+/// The plan of a depthwise conv (`dwconv_i8.comp`): one invocation per four outputs, the input
+/// and weights in their own layouts, C in the output's, the terms one column per channel.
+pub(crate) fn qdw_plan(g: &Conv2d, bytes: bool) -> Result<QPlan> {
+    let overflow = |param| VkError::Core(Error::Overflow { param });
+    let p = g.params();
+    let total = g.output_len();
+    let (a_words, b_words) = (g.input_len().div_ceil(4), g.weight_len().div_ceil(4));
+    let c_words = if bytes { total.div_ceil(4) } else { total };
+    let aux_words = p.k.checked_mul(4).ok_or(overflow(Param::K))?;
+    // The kernel forms output indices up to the total rounded up to 4, input indices below its
+    // length: all must fit 32 bits.
+    for (len, param) in [(total.saturating_add(4), Param::Output), (g.input_len(), Param::Input), (aux_words, Param::K)]
+    {
+        u32_of(len, param)?;
+    }
+    let workgroups = total.div_ceil(4).div_ceil(256);
+    let rows = workgroups.div_ceil(MAX_GROUPS as usize);
+    let groups = [u32_of(workgroups.min(MAX_GROUPS as usize), Param::Output)?, u32_of(rows, Param::Output)?, 1];
+    if groups[1] > MAX_GROUPS {
+        return Err(overflow(Param::Output));
+    }
+    let params = Params {
+        m: u32_of(p.n, Param::N)?,
+        n: u32_of(g.gemm_dims().1, Param::Output)?,
+        b_cs: u32_of(p.k, Param::K)?,
+        epi: u32::from(bytes) << 8,
+        cin: u32_of(p.c, Param::C)?,
+        h: u32_of(p.h, Param::H)?,
+        w: u32_of(p.w, Param::W)?,
+        r: u32_of(p.r, Param::R)?,
+        s: u32_of(p.s, Param::S)?,
+        sh: u32_of(p.stride[0], Param::StrideH)?,
+        sw: u32_of(p.stride[1], Param::StrideW)?,
+        pt: u32_of(p.pad.top, Param::Pad)?,
+        pl: u32_of(p.pad.left, Param::Pad)?,
+        dh: u32_of(p.dilation[0], Param::DilationH)?,
+        dw: u32_of(p.dilation[1], Param::DilationW)?,
+        wo: u32_of(g.wo(), Param::OutW)?,
+        layouts: u32::from(p.layout == TensorLayout::Nhwc),
+        ..Params::default()
+    };
+    Ok(QPlan { kind: Kind::DepthwiseI8, params, groups, a_words, b_words, c_words, aux_words })
 }
 
 /// The input of `images`, staged (see the module's docs) into `words` words: one pass over the
@@ -316,19 +431,19 @@ fn stage_weights<X: QOperand, W: QOperand>(
 }
 
 /// The per-column words of `quant.glsl` (see [`crate::quant`]'s `terms`), a block of `kg4`
-/// columns per group: the column term `bias - za * colsum + k * za * zb`, the weights' zero
-/// point, the stage's two scale words.
+/// columns per group: the column term `bias - za * colsum + k * za * zb` (`za` the input's
+/// shifted zero point), the weights' shifted zero point, the stage's two scale words.
 fn column_terms<X: QOperand, W: QOperand>(
     g: &Conv2d,
     op: &QConv<'_, X, W>,
     out: &OutputStage<'_>,
     colsums: &[i32],
-    shape: &QConvShape,
+    kg4: usize,
+    za: i32,
 ) -> Vec<u32> {
     let p = g.params();
-    let (kg, kg4, gemm_k) = (g.kg(), shape.kg4, g.gemm_dims().2 as i32);
+    let (kg, gemm_k) = (g.kg(), g.gemm_dims().2 as i32);
     let np = p.groups * kg4;
-    let za = op.x_zero - shift::<X>();
     let mut aux = vec![0u32; 4 * np];
     for (o, &sum) in colsums.iter().enumerate() {
         let col = o / kg * kg4 + o % kg;
@@ -394,29 +509,17 @@ fn write_out<Y: QElem>(
     images: std::ops::Range<usize>,
     shape: &QConvShape,
     words: &[u32],
-    stages: &[sparkle_core::quant::ChannelStage],
+    stages: &[ChannelStage],
     result: &mut [Y],
 ) {
     let p = g.params();
     let (kg, hw) = (g.kg(), g.gemm_dims().1);
-    let bytes = shape.plan.params.epi >> 8 != 0;
+    let bytes = one_byte::<Y>();
     let rs = shape.plan.params.c_rs as usize;
     // Output channel o of a row of C: its byte or word, finished.
     let value = |row: &[u32], col: usize, o: usize| -> Y {
-        let v = if !bytes {
-            row[col] as i32
-        } else {
-            let byte = (row[col / 4] >> (8 * (col % 4))) as u8;
-            if Y::MIN < 0 {
-                i32::from(byte as i8)
-            } else {
-                i32::from(byte)
-            }
-        };
-        match stages.get(o) {
-            Some(stage) => stage.apply::<Y>(v),
-            None => Y::narrow(v),
-        }
+        let v = if bytes { output_byte::<Y>(row[col / 4], col % 4) } else { row[col] as i32 };
+        finish(stages, o, v)
     };
     // Output pixels a block of NCHW's transpose takes: their rows of C stay in L1.
     const BLOCK: usize = 32;
@@ -474,6 +577,21 @@ mod tests {
         // Few tiles: the 64x64 cooperative-matrix kernel; an i32 C has a word per column.
         let s = qconv_plan(&g, 3, true, false).unwrap();
         assert_eq!((s.plan.kind, s.plan.params.c_rs), (Kind::CoopmatConvI8 { tile: 2 }, 8));
+    }
+
+    #[test]
+    fn depthwise_plans_one_invocation_per_four_outputs() {
+        let dw = Conv2dParams::new(2, 32, 112, 112, 32, 3, 3).groups(32).pad(Padding::uniform(1));
+        let g = dw.validate().unwrap();
+        let plan = qdw_plan(&g, true).unwrap();
+        // 802 816 outputs: 200 704 words of four bytes, 784 workgroups of 256 invocations.
+        assert_eq!((plan.kind, plan.groups), (Kind::DepthwiseI8, [784, 1, 1]));
+        assert_eq!((plan.a_words, plan.b_words, plan.c_words, plan.aux_words), (200_704, 72, 200_704, 128));
+        assert_eq!((plan.params.m, plan.params.n, plan.params.b_cs, plan.params.layouts), (2, 12_544, 32, 0));
+        // An i32 output has a word per output; past 65535 workgroups the dispatch is two-dimensional.
+        assert_eq!(qdw_plan(&g, false).unwrap().c_words, 802_816);
+        let big = Conv2dParams::new(64, 64, 256, 256, 64, 3, 3).groups(64).pad(Padding::uniform(1));
+        assert_eq!(qdw_plan(&big.layout(TensorLayout::Nhwc).validate().unwrap(), true).unwrap().groups, [65535, 5, 1]);
     }
 
     #[test]

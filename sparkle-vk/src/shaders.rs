@@ -112,6 +112,9 @@ mod gemm_coopmat_i8_small_cs {
 mod conv_i8_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/gemm_i8.comp", define: [("CONV", "1")] }
 }
+mod dwconv_i8_cs {
+    vulkano_shaders::shader! { ty: "compute", path: "shaders/dwconv_i8.comp" }
+}
 mod conv_coopmat_i8_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/conv_coopmat_i8.spv" }
 }
@@ -241,6 +244,7 @@ impl Pipelines {
             Kind::CoopmatI8 { tile: 0 } => gemm_coopmat_i8_cs::load(device.clone()),
             Kind::CoopmatI8 { tile: _ } => gemm_coopmat_i8_small_cs::load(device.clone()),
             Kind::ConvI8 => conv_i8_cs::load(device.clone()),
+            Kind::DepthwiseI8 => dwconv_i8_cs::load(device.clone()),
             Kind::CoopmatConvI8 { tile: 0 } => conv_coopmat_i8_cs::load(device.clone()),
             Kind::CoopmatConvI8 { tile: _ } => conv_coopmat_i8_small_cs::load(device.clone()),
         }
