@@ -194,10 +194,15 @@ impl Context {
     /// Seconds per int8 conv of `g` (u8 output, fixed-point stage) with the staged operands
     /// already on the device: the kernel alone, without the host's staging and the transfers
     /// that [`Context::qconv2d`] also does, warmed up as [`Context::time_qgemm_resident`]. Every
-    /// image in one dispatch.
+    /// image in one dispatch, on the kernel [`Context::qconv2d`] picks.
     pub fn time_qconv2d_resident(&self, g: &Conv2d, reps: u32, warm_up: f64) -> Result<f64> {
-        let shape = self.qconv_plan(g, g.params().n, true)?;
-        let plan = shape.plan;
+        let plan = if choose_path(g) == Conv2dPath::Depthwise {
+            let plan = qdw_plan(g, true)?;
+            self.check_q_buffers(&plan)?;
+            plan
+        } else {
+            self.qconv_plan(g, g.params().n, true)?.plan
+        };
         let params = with_stage(plan.params, 2, 0, (0, 255));
         let lens = [plan.a_words, plan.b_words, plan.c_words, plan.aux_words];
         self.time_recorded(lens, reps, warm_up, &|cb, bufs| {
