@@ -231,6 +231,14 @@ impl Context {
         let [input, weights] = [signed_words(op.input), signed_words(op.weight)];
         let words = self.run_q(&plan, &params, [&input?, &weights?, &aux])?;
         let (bytes, p, hw) = (one_byte::<Y>(), g.params(), g.gemm_dims().1);
+        if stages.is_empty() && bytes {
+            for (quad, &word) in output.chunks_mut(4).zip(&words) {
+                for (u, slot) in quad.iter_mut().enumerate() {
+                    *slot = Y::narrow(output_byte::<Y>(word, u));
+                }
+            }
+            return Ok(());
+        }
         for (idx, slot) in output.iter_mut().enumerate() {
             let v = if bytes { output_byte::<Y>(words[idx / 4], idx % 4) } else { words[idx] as i32 };
             let ch = match p.layout {
