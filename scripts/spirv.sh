@@ -29,6 +29,8 @@ builds=(
   "gemm_coopmat_split_64x64.spv gemm_coopmat.comp SPLIT=1 BM=64 BN=64 BK=32 WM=32 WN=16"
   "gemm_coopmat_i8.spv gemm_coopmat.comp INT8=1 BM=128 BN=128 BK=128 WM=64 WN=32"
   "gemm_coopmat_i8_64x64.spv gemm_coopmat.comp INT8=1 BM=64 BN=64 BK=128 WM=32 WN=16"
+  "conv_coopmat_f16_staged.spv gemm_coopmat.comp CONV=1 STAGED=1"
+  "conv_coopmat_f16_staged_64x64.spv gemm_coopmat.comp CONV=1 STAGED=1 BM=64 BN=64 BK=32 WM=32 WN=16"
   "conv_coopmat_i8.spv gemm_coopmat.comp INT8=1 CONV=1 BM=128 BN=128 BK=128 WM=64 WN=32"
   "conv_coopmat_i8_64x64.spv gemm_coopmat.comp INT8=1 CONV=1 BM=64 BN=64 BK=128 WM=32 WN=16"
 )

@@ -41,8 +41,11 @@
 // load on NVIDIA; on an H200 it ran at a fraction of this).
 //
 // With INT8 and CONV it is the int8 conv2d (qconv.rs `Context::qconv2d`): A's rows are output
-// pixels (of every image) gathered 16 bytes at a time from the staged input (quant.glsl's
-// q_conv_at), B^T holds every group's weights, and gl_WorkGroupID.z runs one GEMM per group.
+// pixels (of every image) gathered 16 bytes at a time from the staged input (staged_conv.glsl's
+// s_conv_at), B^T holds every group's weights, and gl_WorkGroupID.z runs one GEMM per group.
+// With CONV and STAGED (f16) it is the f16 conv2d the same way (half.rs `Context::conv2d_half`):
+// A gathered from the staged input 8 halves at a time, B each group's weights (row-major, a block
+// per group), and the write-out straight into the output's layout.
 layout(local_size_x = 256) in;
 #if defined(SPLIT) && defined(CONV)
 #error "SPLIT is a GEMM of two host-split planes; conv2d gathers one"
@@ -50,9 +53,16 @@ layout(local_size_x = 256) in;
 #if defined(INT8) && defined(SPLIT)
 #error "INT8 is a GEMM of one plane"
 #endif
-// The f16 conv gathers B (the input) as halves; the int8 conv gathers A as bytes (quant.glsl).
-#if defined(CONV) && !defined(INT8)
+// The f16 conv gathers B (the input) as halves, one by one; the staged convs (int8, and f16 with
+// STAGED) gather A 16 bytes at a time from an input the host staged (staged_conv.glsl).
+#if defined(CONV) && !defined(INT8) && !defined(STAGED)
 #define HALF_CONV
+#endif
+#if defined(CONV) && (defined(INT8) || defined(STAGED))
+#define STAGED_A
+#endif
+#if defined(STAGED) && (defined(INT8) || !defined(CONV))
+#error "STAGED is the f16 conv's staged form"
 #endif
 #ifdef INT8
 #define EPV 16  // elements per uvec4
@@ -99,6 +109,10 @@ layout(set = 0, binding = 2) writeonly buffer CBuf { uint c[]; };
 layout(set = 0, binding = 2) writeonly buffer CBuf { float c[]; };
 layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
 #include "common.glsl"
+#ifdef STAGED
+#include "staged_conv.glsl"
+#define S_NHWC (p.c_cs != 0u)  // the output's layout (p.layouts holds S_CPT)
+#endif
 #endif
 
 // One shared stage: a double-buffered variant (one barrier per slice, 38 KiB) measured 15% slower
@@ -172,8 +186,8 @@ uvec4 gather(uint q, uint img, uint g) {
 }
 #endif
 
-#if defined(CONV) && defined(INT8)
-// The origins and bases (quant.glsl's q_conv_row) of this invocation's AL rows of A: the same rows
+#ifdef STAGED_A
+// The origins and bases (staged_conv.glsl's s_conv_row) of this invocation's AL rows of A: the same rows
 // in every slice, so the divisions are done once.
 int qy[AL];
 int qx[AL];
@@ -185,19 +199,26 @@ uint qbase[AL];
 // With SPLIT, entries [AL, 2 AL) and [BL, 2 BL) hold the lo planes'.
 void fetch(out uvec4 ra[AL * PLANES], out uvec4 rb[BL * PLANES], uint row0, uint col0, uint tid, uint t) {
     uint a_row0 = 0u, b_row0 = 0u;
+    uint b_base = 0u;
 #ifdef HALF_CONV
     uint img = gl_WorkGroupID.z / p.groups;
     uint g = gl_WorkGroupID.z % p.groups;
     a_row0 = g * p.m;
-#elif defined(CONV)
+#elif defined(INT8) && defined(CONV)
     b_row0 = gl_WorkGroupID.z * p.n;
+#elif defined(STAGED)
+    b_base = gl_WorkGroupID.z * p.k * p.b_rs;
 #endif
     [[unroll]] for (uint i = 0u; i < AL * PLANES; i++) {
         uint e = tid + (i % AL) * 256u;
         uint r = row0 + e / (BK / EPV);
-#if defined(CONV) && defined(INT8)
-        uint idx = q_conv_at(qy[i], qx[i], qbase[i], t * (BK / EPV) + e % (BK / EPV));
+#ifdef STAGED_A
+        uint idx = s_conv_at(qy[i], qx[i], qbase[i], t * (BK / EPV) + e % (BK / EPV));
+#ifdef INT8
         ra[i] = idx == NO_INPUT ? uvec4(Q_PAD) : a[idx];
+#else
+        ra[i] = idx == NO_INPUT ? uvec4(0u) : a[idx];
+#endif
 #else
         uint plane = (i / AL) * p.m * p.a_rs;
         ra[i] = r < p.m ? a[plane + (a_row0 + r) * p.a_rs + t * (BK / EPV) + e % (BK / EPV)] : uvec4(0u);
@@ -213,7 +234,7 @@ void fetch(out uvec4 ra[AL * PLANES], out uvec4 rb[BL * PLANES], uint row0, uint
 #else
         uint q = col0 / EPV + e % (BN / EPV);
         uint plane = (i / BL) * p.k * p.b_rs;
-        rb[i] = q < p.b_rs ? b[plane + (t * BK + e / (BN / EPV)) * p.b_rs + q] : uvec4(0u);
+        rb[i] = q < p.b_rs ? b[b_base + plane + (t * BK + e / (BN / EPV)) * p.b_rs + q] : uvec4(0u);
 #endif
     }
 }
@@ -251,10 +272,12 @@ void main() {
     uint slices = p.k / BK;
 #ifdef HALF_CONV
     conv_pixels(col0, tid);
-#elif defined(CONV)
+#elif defined(STAGED_A)
+#ifdef INT8
     q_conv_offsets();
+#endif
     [[unroll]] for (uint i = 0u; i < AL; i++) {
-        q_conv_row(row0 + (tid + i * 256u) / (BK / EPV), gl_WorkGroupID.z, qy[i], qx[i], qbase[i]);
+        s_conv_row(row0 + (tid + i * 256u) / (BK / EPV), gl_WorkGroupID.z, qy[i], qx[i], qbase[i]);
     }
 #endif
 
@@ -329,6 +352,8 @@ void main() {
     uint g = gl_WorkGroupID.z % p.groups;
     c_off = !NHWC ? (img * p.kout + g * p.m) * p.n : img * p.n * p.kout + g * p.m;
     bias_off = g * p.m;
+#elif defined(STAGED)
+    bias_off = gl_WorkGroupID.z * p.n;
 #endif
     [[unroll]] for (uint i = 0u; i < TM; i++) {
         [[unroll]] for (uint j = 0u; j < TN; j++) {
@@ -345,13 +370,25 @@ void main() {
             }
 #else
             [[unroll]] for (uint e = lane; e < 256u; e += 32u) {
-                uint r = row0 + wm * WM + i * 16u + e / 16u;
-                uint col = col0 + wn * WN + j * 16u + e % 16u;
+#ifdef STAGED
+                // Lanes along the pixels where the output is NCHW (there they are adjacent).
+                uint er = S_NHWC ? e / 16u : e % 16u, ec = S_NHWC ? e % 16u : e / 16u;
+#else
+                uint er = e / 16u, ec = e % 16u;
+#endif
+                uint r = row0 + wm * WM + i * 16u + er;
+                uint col = col0 + wn * WN + j * 16u + ec;
                 if (r < p.m && col < p.n) {
-                    float v = uintBitsToFloat(SCRATCH[sg * 64u + e / 4u][e % 4u]);
+                    float v = uintBitsToFloat(SCRATCH[sg * 64u + er * 4u + ec / 4u][ec % 4u]);
                     if (BIAS_MODE == 1u) v += bias[bias_off + r];
                     if (BIAS_MODE == 2u) v += bias[bias_off + col];
+#ifdef STAGED
+                    // Row r is output pixel r % S_HW of image r / S_HW; col the group's channel.
+                    uint img = r / S_HW, px = r % S_HW, o = bias_off + col;
+                    c[!S_NHWC ? (img * p.kout + o) * S_HW + px : (img * S_HW + px) * p.kout + o] = activate(v);
+#else
                     c[c_off + r * p.c_rs + col * p.c_cs] = activate(v);
+#endif
                 }
             }
 #endif

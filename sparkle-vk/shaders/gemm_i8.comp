@@ -9,7 +9,7 @@
 // are widened to int in shared memory.
 //
 // With CONV defined it is the int8 conv2d (qconv.rs `Context::qconv2d`): A is gathered from the
-// staged input (quant.glsl's q_conv_at), B^T holds every group's weights, one GEMM per group
+// staged input (staged_conv.glsl's s_conv_at), B^T holds every group's weights, one GEMM per group
 // along gl_WorkGroupID.z.
 layout(local_size_x = 256) in;
 
@@ -51,7 +51,7 @@ void main() {
     // This invocation's two rows of A (tid / 8 and 32 more on).
     int y0[2], x0[2];
     uint base[2];
-    [[unroll]] for (uint i = 0u; i < 2u; i++) { q_conv_row(row0 + (tid + i * 256u) / (BK / 4u), g, y0[i], x0[i], base[i]); }
+    [[unroll]] for (uint i = 0u; i < 2u; i++) { s_conv_row(row0 + (tid + i * 256u) / (BK / 4u), g, y0[i], x0[i], base[i]); }
 #endif
     int acc[TM][TN];
     [[unroll]] for (uint i = 0u; i < TM; i++) {
@@ -63,7 +63,7 @@ void main() {
             uint r = e / (BK / 4u), q = e % (BK / 4u);
 #ifdef CONV
             uint word = k0 / 4u + q;
-            uint idx = q_conv_at(y0[i], x0[i], base[i], word / 4u);
+            uint idx = s_conv_at(y0[i], x0[i], base[i], word / 4u);
             ivec4 x = bytes(idx == NO_INPUT ? Q_PAD : a[idx * 4u + word % 4u]);
 #else
             ivec4 x = row0 + r < p.m ? bytes(a[(row0 + r) * lda + k0 / 4u + q]) : ivec4(0);

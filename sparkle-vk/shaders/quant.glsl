@@ -84,35 +84,8 @@ void q_store(ivec4 raw, uint r, uint col) {
 }
 
 #ifdef CONV
-// The int8 conv's A (qconv.rs `stage_input`): each image staged as NHWC, a pixel's channels per
-// group rounded up to 16 bytes (zeros past the group's), shifted to signed bytes, so that row r
-// of the implicit GEMM (output pixel r % Q_HW of image r / Q_HW: the images' pixels are one
-// GEMM per group), reduction chunk q (16 bytes: tap q / Q_CPT, channels 16 (q % Q_CPT) ..) is
-// one aligned 16-byte load. B^T's rows hold the weights in that order, zero in the rounded-up
-// channels, so what A holds there adds nothing.
-#define Q_CPT p.layouts  // 16-byte chunks per tap (the group's channels rounded up to 16, / 16)
-#define Q_PIX p.hw       // 16-byte chunks per staged pixel (groups * Q_CPT)
+#include "staged_conv.glsl"
 #define Q_PAD p.a_cs     // four bytes of the shifted input zero point: the padding's value
-#define Q_HW p.a_rs      // output pixels per image
-
-// Row r's input origin (its top-left tap, in the padded frame's coordinates, y then x) and the
-// chunk index of its image's first staged pixel, group g's channels. A row past the GEMM's (r >=
-// p.m) gets an origin no tap brings into range.
-void q_conv_row(uint r, uint g, out int y0, out int x0, out uint base) {
-    uint img = r / Q_HW, j = r % Q_HW;
-    y0 = r < p.m ? int((j / p.wo) * p.sh) - int(p.pt) : -0x40000000;
-    x0 = int((j % p.wo) * p.sw) - int(p.pl);
-    base = img * p.h * p.w * Q_PIX + g * Q_CPT;
-}
-
-// The chunk index in the staged input of reduction chunk q of the row with origin (y0, x0) and
-// base `base` (q_conv_row); NO_INPUT in the padding and past the reduction (B^T is zero there).
-uint q_conv_at(int y0, int x0, uint base, uint q) {
-    uint tap = q / Q_CPT;
-    int iy = y0 + int((tap / p.s) * p.dh), ix = x0 + int((tap % p.s) * p.dw);
-    if (tap >= p.r * p.s || iy < 0 || ix < 0 || iy >= int(p.h) || ix >= int(p.w)) return NO_INPUT;
-    return base + (uint(iy) * p.w + uint(ix)) * Q_PIX + q % Q_CPT;
-}
 
 // The workgroup's group of a conv (gl_WorkGroupID.z): its block of columns in aux, its row sums,
 // its C rows (after the previous group's).

@@ -173,6 +173,76 @@ pub(crate) fn conv_half_plan(g: &Conv2d, coopmat: bool, bf16: bool) -> Result<Ha
     Ok(HalfPlan { kind, params, groups, a_words, b_words })
 }
 
+/// Halves per 16-byte chunk of the staged conv's gather.
+const CHUNK_HALVES: usize = 8;
+
+/// The plan of f16 conv2d `g` on cooperative matrices with its input staged (`staging.rs`;
+/// `gemm_coopmat.comp` with CONV and STAGED): one GEMM per group over every image's output pixels
+/// (m), the group's output channels (n) and the reduction in (tap, channel) order with each
+/// group's channels rounded up to whole chunks (k); B a block of `k x kg` (rounded up to whole
+/// chunks) per group. `None`-free: an error where a size passes the shaders' indices or the
+/// dispatch limits (the caller then runs the gathering kernel).
+pub(crate) fn staged_half_plan(g: &Conv2d) -> Result<HalfPlan> {
+    let p = g.params();
+    let (kg, hw, _) = g.gemm_dims();
+    let overflow = |param| VkError::Core(Error::Overflow { param });
+    let mul = |a: usize, b: usize, param| a.checked_mul(b).ok_or(overflow(param));
+    let cpt = g.cg().div_ceil(CHUNK_HALVES);
+    let kred = mul(p.r * p.s, cpt * CHUNK_HALVES, Param::K)?;
+    let kp = kred.max(1).checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
+    let kgp = kg.checked_next_multiple_of(N_ALIGN).ok_or(overflow(Param::K))?;
+    let m = mul(p.n, hw, Param::Output)?;
+    let pix = mul(p.groups, cpt, Param::C)?;
+    let a_words = mul(mul(p.n * p.h, p.w, Param::Input)?, pix * CHUNK_HALVES / 2, Param::Input)?;
+    let b_words = mul(mul(p.groups, kp, Param::Weight)?, kgp / 2, Param::Weight)?;
+    for (len, param) in [(a_words, Param::Input), (b_words, Param::Weight), (g.output_len(), Param::Output)] {
+        u32_of(len.checked_mul(2).ok_or(overflow(param))?, param)?;
+    }
+    // 64x64 tiles where a group's channels fill at most half of a 128-wide tile, or tiles are few.
+    let small = kg <= 64 || coop_tile(m.saturating_mul(p.groups), kg)? == 2;
+    let (tm, tn) = if small { (64, 64) } else { (128, 128) };
+    let groups =
+        [u32_of(kg.div_ceil(tn), Param::K)?, u32_of(m.div_ceil(tm), Param::Output)?, u32_of(p.groups, Param::Groups)?];
+    if groups.iter().any(|&v| v > MAX_GROUPS) {
+        return Err(overflow(Param::Output));
+    }
+    let params = Params {
+        m: u32_of(m, Param::Output)?,
+        n: u32_of(kg, Param::K)?,
+        k: u32_of(kp, Param::K)?,
+        a_rs: u32_of(hw, Param::Output)?,
+        b_rs: u32_of(kgp / 8, Param::K)?,
+        c_cs: u32::from(p.layout == TensorLayout::Nhwc),
+        alpha: 1.0,
+        layouts: u32_of(cpt, Param::C)?,
+        hw: u32_of(pix, Param::C)?,
+        ..conv_geometry(g)?
+    };
+    Ok(HalfPlan { kind: Kind::CoopmatConvF16Staged { small }, params, groups, a_words, b_words })
+}
+
+/// Group `grp`'s block of B for [`staged_half_plan`]: row `(r * s + t) * cgp + c` (tap, channel),
+/// column `o` (the group's output channel), `kgp` halves a row, as words of two halves.
+fn staged_weights<H: Half>(g: &Conv2d, weight: &[H], plan: &HalfPlan) -> Result<Vec<u32>> {
+    let p = g.params();
+    let (kg, cg) = (g.kg(), g.cg());
+    let cgp = plan.params.layouts as usize * CHUNK_HALVES;
+    let (kp, kgp) = (plan.params.k as usize, plan.params.b_rs as usize * 8);
+    let mut out = zeroed_words(plan.b_words)?;
+    for o in 0..p.k {
+        let (grp, col) = (o / kg, o % kg);
+        for c in 0..cg {
+            for r in 0..p.r {
+                for t in 0..p.s {
+                    let at = (grp * kp + (r * p.s + t) * cgp + c) * kgp + col;
+                    out[at / 2] |= u32::from(weight[g.weight_index(o, c, r, t)].to_bits()) << (16 * (at % 2));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `rows x cols` of `x` as words of two halves, each row zero-padded to `padded_cols` halves
 /// and the rows to `padded_rows`; an allocation failure is an error, not an abort.
 fn pack<H: Half>(x: &MatRef<'_, H>, padded_rows: usize, padded_cols: usize) -> Result<Vec<u32>> {
@@ -314,11 +384,20 @@ impl Context {
         if output.is_empty() {
             return Ok(());
         }
-        let plan = self.conv_half_plan::<H>(g)?;
         let bias_data: &[f32] = match epi.bias {
             Bias::Row(v) => v,
             _ => &[],
         };
+        if let Some(plan) = self.staged_half_plan::<H>(g) {
+            // Bias per output channel: a column of each group's GEMM.
+            let params = with_epilogue(plan.params, if bias_data.is_empty() { 0 } else { 2 }, epi.activation)?;
+            let cgp = plan.params.layouts as usize * CHUNK_HALVES;
+            let bits = |h: H| u32::from(h.to_bits());
+            let x_words = crate::staging::stage_input::<H, 2>(g, input, 0..g.params().n, cgp, plan.a_words, bits)?;
+            let w_words = staged_weights(g, weight, &plan)?;
+            return self.run_conv_half(&plan, &params, [&x_words, &w_words], bias_data, output);
+        }
+        let plan = self.conv_half_plan::<H>(g)?;
         let params = with_epilogue(plan.params, u32::from(!bias_data.is_empty()), epi.activation)?;
         let (_, _, gemm_k) = g.gemm_dims();
         let k = g.params().k;
@@ -327,24 +406,49 @@ impl Context {
         for (w, p) in x_words.iter_mut().zip(input.chunks(2)) {
             *w = u32::from(p[0].to_bits()) | p.get(1).map_or(0, |h| u32::from(h.to_bits()) << 16);
         }
+        self.run_conv_half(&plan, &params, [&w_words, &x_words], bias_data, output)
+    }
+
+    /// Runs a half conv `plan` with `params` on its A and B words and the bias, into `output`.
+    fn run_conv_half(
+        &self,
+        plan: &HalfPlan,
+        params: &Params,
+        [a, b]: [&[u32]; 2],
+        bias_data: &[f32],
+        output: &mut [f32],
+    ) -> Result<()> {
         let mut cb = self.submitter.begin()?;
-        let wb = self.pool.upload_words(&mut cb, &w_words)?;
-        let xb = self.pool.upload_words(&mut cb, &x_words)?;
+        let ab = self.pool.upload_words(&mut cb, a)?;
+        let bb = self.pool.upload_words(&mut cb, b)?;
         let yb = self.pool.buffer(
             output.len(),
             BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC,
             MemoryTypeFilter::PREFER_DEVICE,
         )?;
         let bias = self.pool.upload(&mut cb, bias_data)?;
-        // SAFETY: A is read below K * a_rs uvec4 (a_words words: row g * m + r with r < m);
-        // the input only at im2col_index of in-range pixels (< input_len, inside b_words words);
-        // the output at c_off + r * c_rs + col * c_cs < output_len (validated shapes); the bias
-        // at g * m + r < K when present.
-        unsafe { self.pipelines.dispatch(&mut cb, plan.kind, &params, plan.groups, &[&wb, &xb, &yb, &bias]) }?;
+        // SAFETY: the gathering kernel reads A (the weights) below K * a_rs uvec4 (a_words words:
+        // row g * m + r with r < m), the input only at im2col_index of in-range pixels (<
+        // input_len, inside b_words words), and writes the output at c_off + r * c_rs + col *
+        // c_cs < output_len (validated shapes), the bias at g * m + r < K when present. The
+        // staged one reads A (the staged input) at s_conv_at's chunks (< a_words / 4: every
+        // in-range tap of an image below m / hw), B below groups * k * b_rs uvec4 (b_words), and
+        // writes each output element once at its index in the output's layout (< output_len),
+        // the bias at g * n + col < K.
+        unsafe { self.pipelines.dispatch(&mut cb, plan.kind, params, plan.groups, &[&ab, &bb, &yb, &bias]) }?;
         let out = self.pool.readback(&mut cb, &yb, output.len())?;
         self.submit_and_wait(cb)?;
         output.copy_from_slice(&out.read().map_err(api("reading the output back"))?);
         Ok(())
+    }
+
+    /// The staged plan of f16 conv2d `g` ([`staged_half_plan`]) where this device runs f16 on
+    /// cooperative matrices and the plan fits; `None` runs the gathering kernel.
+    pub(crate) fn staged_half_plan<H: Half>(&self, g: &Conv2d) -> Option<HalfPlan> {
+        if !self.coopmat_f16 || H::DTYPE != DType::F16 {
+            return None;
+        }
+        staged_half_plan(g).and_then(|plan| self.fits(plan, g.output_len())).ok()
     }
 
     /// The plan of conv2d `g` on `H` inputs on this device.
@@ -356,7 +460,10 @@ impl Context {
     /// Seconds per conv2d `g` (+ ReLU) on `H` inputs with the tensors already on the device,
     /// warmed up as [`Context::time_gemm_half_resident`].
     pub fn time_conv2d_half_resident<H: Half>(&self, g: &Conv2d, reps: u32, warm_up: f64) -> Result<f64> {
-        let plan = self.conv_half_plan::<H>(g)?;
+        let plan = match self.staged_half_plan::<H>(g) {
+            Some(plan) => plan,
+            None => self.conv_half_plan::<H>(g)?,
+        };
         let params = with_epilogue(plan.params, 0, sparkle_core::Activation::Relu)?;
         self.time_plan(&HalfPlan { params, ..plan }, g.output_len(), reps, warm_up)
     }
@@ -406,6 +513,22 @@ mod tests {
         assert_eq!((p.a_words, p.b_words), (100 * 32, 64 * 36));
         let p = half_plan(129, 65, 1, false, true).unwrap();
         assert_eq!((p.kind, p.groups, p.params.k), (Kind::HalfGemm { bf16: true }, [2, 3, 1], 32));
+    }
+
+    #[test]
+    fn staged_convs_round_channels_to_chunks() {
+        use sparkle_core::{Conv2dParams, Padding};
+        // 2 groups of 10 channels (two chunks of 8 a tap) and 6 output channels, 3 images of 6x7.
+        let g = Conv2dParams::new(3, 20, 6, 7, 12, 3, 3).groups(2).pad(Padding::uniform(1)).validate().unwrap();
+        let p = staged_half_plan(&g).unwrap();
+        let q = p.params;
+        // m = every image's pixels, k = 9 taps x 16 rounded up to 32, B rows of 8 halves.
+        assert_eq!((q.m, q.n, q.k, q.a_rs, q.b_rs, q.layouts, q.hw, q.c_cs), (126, 6, 160, 42, 1, 2, 4, 0));
+        assert_eq!((p.kind, p.groups), (Kind::CoopmatConvF16Staged { small: true }, [1, 2, 2]));
+        assert_eq!((p.a_words, p.b_words), (3 * 42 * 4 * 4, 2 * 160 * 4));
+        // Many rows of 130 channels: the 128 x 128 tile.
+        let big = Conv2dParams::new(8, 16, 32, 64, 130, 1, 1).validate().unwrap();
+        assert_eq!(staged_half_plan(&big).unwrap().kind, Kind::CoopmatConvF16Staged { small: false });
     }
 
     #[test]

@@ -50,6 +50,7 @@ mod quant;
 mod resident;
 mod shaders;
 mod smoke;
+mod staging;
 mod submit;
 mod tune;
 mod winograd;

@@ -35,6 +35,7 @@ use crate::half::{coop_tile, COOP_TILES, MAX_GROUPS};
 use crate::params::{u32_of, Params};
 use crate::plan::Kind;
 use crate::quant::{shift, with_stage, QPlan, K_ALIGN};
+use crate::staging;
 
 /// Bytes of one chunk of A's gather: a tap's channels are staged in whole chunks.
 const CHUNK: usize = 16;
@@ -50,13 +51,6 @@ pub(crate) struct QConvShape {
     pub(crate) kp: usize,
     /// A group's output channels rounded up to 4 (its block of columns in the terms).
     pub(crate) kg4: usize,
-}
-
-impl QConvShape {
-    /// Bytes per staged pixel.
-    fn pixel_bytes(&self) -> usize {
-        self.plan.params.hw as usize * CHUNK
-    }
 }
 
 /// The plan of `g`'s conv over `images` images on the cooperative-matrix kernel (`coopmat`) or
@@ -178,7 +172,9 @@ impl Context {
                 // The last chunk's own sizes (fewer images: every check of the full chunk holds).
                 plan = self.qconv_plan(g, images.len(), one_byte::<Y>())?.plan;
             }
-            let input = stage_input(g, op.input, images.clone(), &shape, plan.a_words)?;
+            let cgp = shape.cpt * CHUNK;
+            let shifted = |v: X| u32::from((v.widen() - shift::<X>()) as u8);
+            let input = staging::stage_input::<X, 4>(g, op.input, images.clone(), cgp, plan.a_words, shifted)?;
             let mut aux = columns.clone();
             aux.resize(plan.aux_words, 0);
             if patch_sums {
@@ -344,66 +340,6 @@ pub(crate) fn qdw_plan(g: &Conv2d, bytes: bool) -> Result<QPlan> {
         ..Params::default()
     };
     Ok(QPlan { kind: Kind::DepthwiseI8, params, groups, a_words, b_words, c_words, aux_words })
-}
-
-/// The input of `images`, staged (see the module's docs) into `words` words: one pass over the
-/// input, four channels of a pixel to a word.
-fn stage_input<X: QOperand>(
-    g: &Conv2d,
-    input: &[X],
-    images: std::ops::Range<usize>,
-    shape: &QConvShape,
-    words: usize,
-) -> Result<Vec<u32>> {
-    let p = g.params();
-    let mut staged = crate::quant::filled(words, 0u32)?;
-    let (cg, cgp, hw) = (g.cg(), shape.cpt * CHUNK, p.h * p.w);
-    let wpp = shape.pixel_bytes() / 4;
-    let sx = shift::<X>();
-    let byte = |v: X, u: usize| u32::from((v.widen() - sx) as u8) << (8 * u);
-    let image_in = hw * p.c;
-    for (i, n) in images.enumerate() {
-        let src = &input[n * image_in..][..image_in];
-        let dst = &mut staged[i * hw * wpp..][..hw * wpp];
-        match p.layout {
-            // Blocks of pixels (their words stay in L1), four channel planes at a time into each
-            // pixel's word for them.
-            TensorLayout::Nchw => {
-                const BLOCK: usize = 64;
-                for j0 in (0..hw).step_by(BLOCK) {
-                    let len = BLOCK.min(hw - j0);
-                    let pixels = &mut dst[j0 * wpp..][..len * wpp];
-                    for grp in 0..p.groups {
-                        for c4 in (0..cg).step_by(4) {
-                            let plane = |u: usize| &src[(grp * cg + c4 + u) * hw + j0..][..len];
-                            let slots = pixels[(grp * cgp + c4) / 4..].iter_mut().step_by(wpp);
-                            if c4 + 4 <= cg {
-                                let quads = plane(0).iter().zip(plane(1)).zip(plane(2)).zip(plane(3));
-                                for (slot, (((&a, &b), &c), &d)) in slots.zip(quads) {
-                                    *slot = byte(a, 0) | byte(b, 1) | byte(c, 2) | byte(d, 3);
-                                }
-                            } else {
-                                for (j, slot) in slots.take(len).enumerate() {
-                                    *slot = (0..cg - c4).fold(0, |w, u| w | byte(plane(u)[j], u));
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            // A pixel's channels, group by group, four to a word.
-            TensorLayout::Nhwc => {
-                for (from, to) in src.chunks_exact(p.c).zip(dst.chunks_exact_mut(wpp)) {
-                    for (group, slots) in from.chunks_exact(cg).zip(to.chunks_exact_mut(cgp / 4)) {
-                        for (quad, slot) in group.chunks(4).zip(slots) {
-                            *slot = quad.iter().enumerate().fold(0, |w, (u, &v)| w | byte(v, u));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(staged)
 }
 
 /// Bytes four to a word, the first lowest (the shaders' byte order).

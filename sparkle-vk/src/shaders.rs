@@ -70,6 +70,13 @@ mod conv_coopmat_f16_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/conv_coopmat_f16.spv" }
 }
 
+mod conv_coopmat_f16_staged_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/conv_coopmat_f16_staged.spv" }
+}
+mod conv_coopmat_f16_staged_small_cs {
+    vulkano_shaders::shader! { bytes: "shaders/spv/conv_coopmat_f16_staged_64x64.spv" }
+}
+
 mod conv_coopmat_f16_narrow_cs {
     vulkano_shaders::shader! { bytes: "shaders/spv/conv_coopmat_f16_64x256.spv" }
 }
@@ -234,6 +241,8 @@ impl Pipelines {
             Kind::HalfConv { bf16: true } => conv_bf16_cs::load(device.clone()),
             Kind::CoopmatConvF16 { narrow: false } => conv_coopmat_f16_cs::load(device.clone()),
             Kind::CoopmatConvF16 { narrow: true } => conv_coopmat_f16_narrow_cs::load(device.clone()),
+            Kind::CoopmatConvF16Staged { small: false } => conv_coopmat_f16_staged_cs::load(device.clone()),
+            Kind::CoopmatConvF16Staged { small: true } => conv_coopmat_f16_staged_small_cs::load(device.clone()),
             Kind::CoopmatF16 { tile: 0 } => gemm_coopmat_f16_cs::load(device.clone()),
             Kind::CoopmatF16 { tile: 1 } => gemm_coopmat_f16_wide_cs::load(device.clone()),
             Kind::CoopmatF16 { tile: _ } => gemm_coopmat_f16_small_cs::load(device.clone()),

@@ -163,6 +163,11 @@ fn every_conv<H: Half>(ctx: &Context) {
     check_conv::<H>(ctx, Conv2dParams::new(1, 4, 6, 6, 4, 3, 3).groups(4).layout(TensorLayout::Nhwc), true, 5);
     check_conv::<H>(ctx, Conv2dParams::new(1, 70, 5, 5, 130, 1, 1), true, 6);
     check_conv::<H>(ctx, Conv2dParams::new(1, 3, 20, 20, 16, 7, 7).stride(2, 2).pad(Padding::uniform(3)), false, 7);
+    // The staged kernel (cooperative matrices): images and groups in one dispatch, a group's
+    // channels past one chunk, KRSC weights on NCHW; and enough rows for its 128 x 128 tile.
+    let grouped = Conv2dParams::new(3, 20, 6, 7, 12, 3, 3).groups(2).weight_layout(WeightLayout::Krsc);
+    check_conv::<H>(ctx, grouped.pad(Padding::uniform(1)).dilation(2, 1), true, 8);
+    check_conv::<H>(ctx, Conv2dParams::new(8, 16, 32, 64, 130, 1, 1).layout(TensorLayout::Nhwc), true, 9);
 }
 
 #[test]
