@@ -32,9 +32,9 @@ use sparkle_core::{Conv2d, Error, Param, TensorLayout, WeightLayout};
 use crate::context::Context;
 use crate::error::{Result, VkError};
 use crate::half::{coop_tile, COOP_TILES, MAX_GROUPS};
-use crate::params::{u32_of, Params};
+use crate::params::{conv_geometry, u32_of, Params};
 use crate::plan::Kind;
-use crate::quant::{shift, with_stage, QPlan, K_ALIGN};
+use crate::quant::{put_column, shift, with_stage, QPlan, K_ALIGN};
 use crate::staging;
 
 /// Bytes of one chunk of A's gather: a tap's channels are staged in whole chunks.
@@ -108,21 +108,10 @@ pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) 
         b_cs: u32_of(np, Param::K)?,
         c_rs: u32_of(c_rs, Param::K)?,
         epi: u32::from(bytes) << 8,
-        h: u32_of(p.h, Param::H)?,
-        w: u32_of(p.w, Param::W)?,
-        r: u32_of(p.r, Param::R)?,
-        s: u32_of(p.s, Param::S)?,
-        sh: u32_of(p.stride[0], Param::StrideH)?,
-        sw: u32_of(p.stride[1], Param::StrideW)?,
-        pt: u32_of(p.pad.top, Param::Pad)?,
-        pl: u32_of(p.pad.left, Param::Pad)?,
-        dh: u32_of(p.dilation[0], Param::DilationH)?,
-        dw: u32_of(p.dilation[1], Param::DilationW)?,
-        wo: u32_of(g.wo(), Param::OutW)?,
-        groups: u32_of(p.groups, Param::Groups)?,
         layouts: u32_of(cpt, Param::C)?,
         hw: u32_of(pix, Param::C)?,
-        ..Params::default()
+        // The geometry; the stage's fields (kout, splits, c_cs) are `with_stage`'s.
+        ..conv_geometry(g)?
     };
     let plan = QPlan { kind, params, groups, a_words, b_words, c_words, aux_words };
     Ok(QConvShape { plan, cpt, kp, kg4 })
@@ -324,20 +313,9 @@ pub(crate) fn qdw_plan(g: &Conv2d, bytes: bool) -> Result<QPlan> {
         n: u32_of(g.gemm_dims().1, Param::Output)?,
         b_cs: u32_of(p.k, Param::K)?,
         epi: u32::from(bytes) << 8,
-        cin: u32_of(p.c, Param::C)?,
-        h: u32_of(p.h, Param::H)?,
-        w: u32_of(p.w, Param::W)?,
-        r: u32_of(p.r, Param::R)?,
-        s: u32_of(p.s, Param::S)?,
-        sh: u32_of(p.stride[0], Param::StrideH)?,
-        sw: u32_of(p.stride[1], Param::StrideW)?,
-        pt: u32_of(p.pad.top, Param::Pad)?,
-        pl: u32_of(p.pad.left, Param::Pad)?,
-        dh: u32_of(p.dilation[0], Param::DilationH)?,
-        dw: u32_of(p.dilation[1], Param::DilationW)?,
-        wo: u32_of(g.wo(), Param::OutW)?,
-        layouts: u32::from(p.layout == TensorLayout::Nhwc),
-        ..Params::default()
+        // The geometry (`layouts` bit 0 the NHWC the shader reads); the stage's fields are
+        // `with_stage`'s.
+        ..conv_geometry(g)?
     };
     Ok(QPlan { kind: Kind::DepthwiseI8, params, groups, a_words, b_words, c_words, aux_words })
 }
@@ -395,15 +373,9 @@ fn column_terms<X: QOperand, W: QOperand>(
     let np = p.groups * kg4;
     let mut aux = vec![0u32; 4 * np];
     for (o, &sum) in colsums.iter().enumerate() {
-        let col = o / kg * kg4 + o % kg;
-        let zb = op.w_zero.at(o) - shift::<W>();
         let bias = op.bias.map_or(0, |b| b[o]);
-        let term = bias.wrapping_sub(za.wrapping_mul(sum)).wrapping_add(gemm_k.wrapping_mul(za).wrapping_mul(zb));
-        let [w0, w1] = out.channel::<i32>(o).scale_words();
-        aux[col] = term as u32;
-        aux[np + col] = zb as u32;
-        aux[2 * np + col] = w0 as u32;
-        aux[3 * np + col] = w1 as u32;
+        let zb = op.w_zero.at(o) - shift::<W>();
+        put_column(&mut aux, np, o / kg * kg4 + o % kg, (bias, za, zb, sum, gemm_k), out.channel::<i32>(o));
     }
     aux
 }

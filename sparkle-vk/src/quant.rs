@@ -16,7 +16,7 @@
 //! output comes back four to a word; an `i32` output as the accumulator, requantized on the host
 //! when the stage rescales (the same [`OutputStage::apply`]).
 
-use sparkle_core::quant::{OutputStage, QElem, QGemm, QGemmDims, QOperand};
+use sparkle_core::quant::{ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
 use sparkle_core::{Error, MatMut, MatRef, Param};
 use vulkano::buffer::BufferUsage;
 use vulkano::memory::allocator::MemoryTypeFilter;
@@ -276,18 +276,30 @@ fn terms<A: QOperand, B: QOperand>(
     let k = op.a.cols() as i32;
     for (j, &sum) in col_sums.iter().enumerate() {
         let zb = op.b_zero.at(j) - shift::<B>();
-        let bias = op.bias.map_or(0, |b| b[j]);
-        let term = bias.wrapping_sub(za.wrapping_mul(sum)).wrapping_add(k.wrapping_mul(za).wrapping_mul(zb));
-        let [w0, w1] = out.channel::<i32>(j).scale_words();
-        aux[j] = term as u32;
-        aux[np + j] = zb as u32;
-        aux[2 * np + j] = w0 as u32;
-        aux[3 * np + j] = w1 as u32;
+        put_column(&mut aux, np, j, (op.bias.map_or(0, |b| b[j]), za, zb, sum, k), out.channel::<i32>(j));
     }
     for (i, &sum) in row_sums.iter().enumerate() {
         aux[4 * np + i] = sum as u32;
     }
     Ok(aux)
+}
+
+/// Column `col`'s words of `quant.glsl`'s terms (`np` columns): the column term `bias - za *
+/// colsum + k * za * zb` (wrapping: exact where the accumulator fits), B's shifted zero point
+/// `zb`, and `stage`'s two scale words.
+pub(crate) fn put_column(
+    aux: &mut [u32],
+    np: usize,
+    col: usize,
+    (bias, za, zb, colsum, k): (i32, i32, i32, i32, i32),
+    stage: ChannelStage,
+) {
+    let term = bias.wrapping_sub(za.wrapping_mul(colsum)).wrapping_add(k.wrapping_mul(za).wrapping_mul(zb));
+    let [w0, w1] = stage.scale_words();
+    aux[col] = term as u32;
+    aux[np + col] = zb as u32;
+    aux[2 * np + col] = w0 as u32;
+    aux[3 * np + col] = w1 as u32;
 }
 
 #[cfg(test)]
