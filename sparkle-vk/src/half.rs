@@ -16,6 +16,7 @@
 //! from the input.
 
 use sparkle_core::check::DType;
+use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::epilogue::{Bias, Epilogue};
 use sparkle_core::f16::{check_half, Half};
 use sparkle_core::gemm::GemmDims;
@@ -367,8 +368,9 @@ impl Context {
 
     /// `output = act(conv2d(input, weight) + bias)` with f16 or bf16 input and weights (every
     /// geometry, layout and grouping [`Conv2d`] describes), f32 sums and an f32 output: an
-    /// implicit GEMM on cooperative matrices for f16 where the device has them, else on the
-    /// shader cores. Products of halves are exact, so the result is within the tolerance of the
+    /// implicit GEMM on cooperative matrices for f16 where the device has them (its input staged
+    /// by the host), else on the shader cores; a depthwise conv widened to f32 on the direct
+    /// depthwise kernel. Products of halves are exact, so the result is within the tolerance of the
     /// f64 oracle (`sparkle_core::conv::reference`) on the same rounded values with reduction
     /// length `C/groups * R * S`. Validated first: on an error the output is untouched.
     pub fn conv2d_half<H: Half>(
@@ -383,6 +385,17 @@ impl Context {
         sparkle_core::conv::check_epilogue(g, epi)?;
         if output.is_empty() {
             return Ok(());
+        }
+        if choose_path(g) == Conv2dPath::Depthwise {
+            // A depthwise conv has one output channel per group: as an implicit GEMM it fills one
+            // column of a tile. Widened to f32 (exact) it runs on the direct depthwise kernel,
+            // whose f32 products of halves are exact as well.
+            let widen = |x: &[H]| -> Result<Vec<f32>> {
+                let mut out = crate::quant::filled(x.len(), 0.0f32)?;
+                out.iter_mut().zip(x).for_each(|(o, h)| *o = h.to_f64() as f32);
+                Ok(out)
+            };
+            return self.conv2d(g, &widen(input)?, &widen(weight)?, epi, output);
         }
         let bias_data: &[f32] = match epi.bias {
             Bias::Row(v) => v,
@@ -460,6 +473,13 @@ impl Context {
     /// Seconds per conv2d `g` (+ ReLU) on `H` inputs with the tensors already on the device,
     /// warmed up as [`Context::time_gemm_half_resident`].
     pub fn time_conv2d_half_resident<H: Half>(&self, g: &Conv2d, reps: u32, warm_up: f64) -> Result<f64> {
+        if choose_path(g) == Conv2dPath::Depthwise {
+            // The direct depthwise kernel on the widened operands, as `conv2d_half` runs it.
+            let lens = [g.weight_len(), g.input_len(), g.output_len(), 1];
+            return self.time_recorded(lens, reps, warm_up, &|cb, bufs| {
+                self.record_conv2d(cb, g, sparkle_core::Activation::Relu, false, bufs)
+            });
+        }
         let plan = match self.staged_half_plan::<H>(g) {
             Some(plan) => plan,
             None => self.conv_half_plan::<H>(g)?,
