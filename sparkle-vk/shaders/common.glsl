@@ -8,9 +8,9 @@ layout(push_constant) uniform Params {
     // Conv geometry (conv shaders only).
     uint cin; uint h; uint w; uint r; uint s; uint sh; uint sw; uint pt; uint pl; uint dh; uint dw;
     uint wo; uint groups; uint kout;
-    uint layouts;     // NHWC tensors | KRSC weights << 1
-    uint hw;          // output pixels per image (gemm_vec4.comp's conv)
-    uint splits;      // split-K parts, 1 for none (gemm_vec4.comp)
+    uint layouts;     // NHWC tensors | KRSC weights << 1 (the staged convs: chunks per tap, S_CPT)
+    uint hw;          // output pixels per image, gemm_vec4.comp's conv (staged convs: S_PIX)
+    uint splits;      // split-K parts, 1 for none, gemm_vec4.comp (int8: the clamp's top, Q_HI)
 } p;
 
 // Activation: 0 none, 1 relu, 2 relu6, 3 leaky, 4 sigmoid, 5 tanh, 6 gelu.

@@ -55,7 +55,7 @@ uint dw_channel(uint idx) {
 void main() {
     uint word = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * 256u;
     uint total = p.m * p.cin * p.n;
-    if (word * 4u >= total) return;
+    if (word >= (total + 3u) / 4u) return;  // (word * 4 could wrap)
     ivec4 v = ivec4(0);
     [[unroll]] for (uint u = 0u; u < 4u; u++) {
         uint idx = word * 4u + u;

@@ -194,8 +194,9 @@ int qx[AL];
 uint qbase[AL];
 #endif
 
-// Slice t of A's rows from row0 (of group g's weights, with CONV) and B's columns from col0 into
-// registers: zeros past m and past B's padded width (or the gathered input's edges).
+// Slice t of A's rows from row0 (of group g's weights for the f16 gathering conv; gathered from
+// the staged input for the staged convs) and B's columns from col0 into registers: zeros past m
+// and past B's padded width (or the gathered input's edges).
 // With SPLIT, entries [AL, 2 AL) and [BL, 2 BL) hold the lo planes'.
 void fetch(out uvec4 ra[AL * PLANES], out uvec4 rb[BL * PLANES], uint row0, uint col0, uint tid, uint t) {
     uint a_row0 = 0u, b_row0 = 0u;

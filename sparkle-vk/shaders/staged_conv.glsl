@@ -10,18 +10,21 @@
 #define S_HW p.a_rs      // output pixels per image
 
 // Row r's input origin (its top-left tap, in the padded frame's coordinates, y then x) and the
-// chunk index of its image's first staged pixel, group g's channels. A row past the GEMM's (r >=
-// p.m) gets an origin no tap brings into range.
+// chunk index of its image's first staged pixel, group g's channels; NO_INPUT as the base of a
+// row past the GEMM's (r >= p.m), which reads nothing. (The host keeps every coordinate below
+// 2^30: staging.rs `check_coordinates`.)
 void s_conv_row(uint r, uint g, out int y0, out int x0, out uint base) {
     uint img = r / S_HW, j = r % S_HW;
-    y0 = r < p.m ? int((j / p.wo) * p.sh) - int(p.pt) : -0x40000000;
+    y0 = int((j / p.wo) * p.sh) - int(p.pt);
     x0 = int((j % p.wo) * p.sw) - int(p.pl);
-    base = img * p.h * p.w * S_PIX + g * S_CPT;
+    base = r < p.m ? img * p.h * p.w * S_PIX + g * S_CPT : NO_INPUT;
 }
 
 // The chunk index in the staged input of reduction chunk q of the row with origin (y0, x0) and
-// base `base` (s_conv_row); NO_INPUT in the padding and past the reduction (B is zero there).
+// base `base` (s_conv_row); NO_INPUT in the padding, past the reduction (B is zero there) and for
+// a row past the GEMM's.
 uint s_conv_at(int y0, int x0, uint base, uint q) {
+    if (base == NO_INPUT) return NO_INPUT;
     uint tap = q / S_CPT;
     int iy = y0 + int((tap / p.s) * p.dh), ix = x0 + int((tap % p.s) * p.dw);
     if (tap >= p.r * p.s || iy < 0 || ix < 0 || iy >= int(p.h) || ix >= int(p.w)) return NO_INPUT;

@@ -188,13 +188,15 @@ pub(crate) fn staged_half_plan(g: &Conv2d) -> Result<HalfPlan> {
     let (kg, hw, _) = g.gemm_dims();
     let overflow = |param| VkError::Core(Error::Overflow { param });
     let mul = |a: usize, b: usize, param| a.checked_mul(b).ok_or(overflow(param));
+    crate::staging::check_coordinates(g)?;
     let cpt = g.cg().div_ceil(CHUNK_HALVES);
     let kred = mul(p.r * p.s, cpt * CHUNK_HALVES, Param::K)?;
     let kp = kred.max(1).checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
     let kgp = kg.checked_next_multiple_of(N_ALIGN).ok_or(overflow(Param::K))?;
     let m = mul(p.n, hw, Param::Output)?;
     let pix = mul(p.groups, cpt, Param::C)?;
-    let a_words = mul(mul(p.n * p.h, p.w, Param::Input)?, pix * CHUNK_HALVES / 2, Param::Input)?;
+    let pixels = mul(mul(p.n, p.h, Param::Input)?, p.w, Param::Input)?;
+    let a_words = mul(pixels, mul(pix, CHUNK_HALVES / 2, Param::Input)?, Param::Input)?;
     let b_words = mul(mul(p.groups, kp, Param::Weight)?, kgp / 2, Param::Weight)?;
     for (len, param) in [(a_words, Param::Input), (b_words, Param::Weight), (g.output_len(), Param::Output)] {
         u32_of(len.checked_mul(2).ok_or(overflow(param))?, param)?;
@@ -401,7 +403,7 @@ impl Context {
             Bias::Row(v) => v,
             _ => &[],
         };
-        if let Some(plan) = self.staged_half_plan::<H>(g) {
+        if let Some(plan) = self.staged_half_plan::<H>(g)? {
             // Bias per output channel: a column of each group's GEMM.
             let params = with_epilogue(plan.params, if bias_data.is_empty() { 0 } else { 2 }, epi.activation)?;
             let cgp = plan.params.layouts as usize * CHUNK_HALVES;
@@ -456,12 +458,17 @@ impl Context {
     }
 
     /// The staged plan of f16 conv2d `g` ([`staged_half_plan`]) where this device runs f16 on
-    /// cooperative matrices and the plan fits; `None` runs the gathering kernel.
-    pub(crate) fn staged_half_plan<H: Half>(&self, g: &Conv2d) -> Option<HalfPlan> {
+    /// cooperative matrices and the plan fits; `None` runs the gathering kernel. A bad
+    /// `SPARKLE_VK_COOPMAT_TILE` is an error, as for every cooperative-matrix kernel.
+    pub(crate) fn staged_half_plan<H: Half>(&self, g: &Conv2d) -> Result<Option<HalfPlan>> {
         if !self.coopmat_f16 || H::DTYPE != DType::F16 {
-            return None;
+            return Ok(None);
         }
-        staged_half_plan(g).and_then(|plan| self.fits(plan, g.output_len())).ok()
+        match staged_half_plan(g).and_then(|plan| self.fits(plan, g.output_len())) {
+            Ok(plan) => Ok(Some(plan)),
+            Err(e @ VkError::Config(_)) => Err(e),
+            Err(_) => Ok(None),
+        }
     }
 
     /// The plan of conv2d `g` on `H` inputs on this device.
@@ -480,7 +487,7 @@ impl Context {
                 self.record_conv2d(cb, g, sparkle_core::Activation::Relu, false, bufs)
             });
         }
-        let plan = match self.staged_half_plan::<H>(g) {
+        let plan = match self.staged_half_plan::<H>(g)? {
             Some(plan) => plan,
             None => self.conv_half_plan::<H>(g)?,
         };

@@ -59,6 +59,7 @@ pub(crate) struct QConvShape {
 /// padding's word the caller's.
 pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) -> Result<QConvShape> {
     let overflow = |param| VkError::Core(Error::Overflow { param });
+    staging::check_coordinates(g)?;
     let p = g.params();
     let (kg, hw, _) = g.gemm_dims();
     let cpt = g.cg().div_ceil(CHUNK);
@@ -96,8 +97,10 @@ pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) 
     };
     let groups =
         [u32_of(kg.div_ceil(tn), Param::K)?, u32_of(m.div_ceil(tm), Param::Output)?, u32_of(z, Param::Groups)?];
-    if groups.iter().any(|&n| n > MAX_GROUPS) {
-        return Err(overflow(Param::N));
+    for (count, param) in groups.into_iter().zip([Param::K, Param::Output, Param::Groups]) {
+        if count > MAX_GROUPS {
+            return Err(overflow(param));
+        }
     }
     let params = Params {
         m: u32_of(m, Param::Output)?,
@@ -146,11 +149,18 @@ impl Context {
             return self.qconv2d_depthwise(g, op, out, output);
         }
         let p = g.params();
-        let chunk = images_per_dispatch(g);
-        let shape = self.qconv_plan(g, chunk, one_byte::<Y>())?;
-        let (mut params, stages) = staged::<Y>(shape.plan.params, out, p.k);
+        // As many images a dispatch as its limits and the device's largest buffer allow.
+        let mut chunk = images_per_dispatch(g);
+        let shape = loop {
+            match self.qconv_plan(g, chunk, one_byte::<Y>()) {
+                Ok(shape) => break shape,
+                Err(VkError::Core(Error::Overflow { .. }) | VkError::OutOfMemory(_)) if chunk > 1 => {
+                    chunk = chunk.div_ceil(2)
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let za = op.x_zero - shift::<X>();
-        params.a_cs = u32::from_le_bytes([za as u8; 4]);
         let (weights, colsums, patch_sums) = stage_weights(g, op, &shape)?;
         let columns = column_terms(g, op, out, &colsums, shape.kg4, op.x_zero - shift::<X>());
         let mut result = crate::quant::filled(output.len(), Y::narrow(0))?;
@@ -161,6 +171,9 @@ impl Context {
                 // The last chunk's own sizes (fewer images: every check of the full chunk holds).
                 plan = self.qconv_plan(g, images.len(), one_byte::<Y>())?.plan;
             }
+            // The chunk's own push constants (its rows, m), with the stage and the padding.
+            let (mut params, stages) = staged::<Y>(plan.params, out, p.k);
+            params.a_cs = u32::from_le_bytes([za as u8; 4]);
             let cgp = shape.cpt * CHUNK;
             let shifted = |v: X| u32::from((v.widen() - shift::<X>()) as u8);
             let input = staging::stage_input::<X, 4>(g, op.input, images.clone(), cgp, plan.a_words, shifted)?;
@@ -291,6 +304,7 @@ fn signed_words<T: QElem>(x: &[T]) -> Result<Vec<u32>> {
 /// and weights in their own layouts, C in the output's, the terms one column per channel.
 pub(crate) fn qdw_plan(g: &Conv2d, bytes: bool) -> Result<QPlan> {
     let overflow = |param| VkError::Core(Error::Overflow { param });
+    staging::check_coordinates(g)?;
     let p = g.params();
     let total = g.output_len();
     let (a_words, b_words) = (g.input_len().div_ceil(4), g.weight_len().div_ceil(4));
@@ -522,6 +536,11 @@ mod tests {
         assert_eq!(images_per_dispatch(&small), 85_596);
         assert!(qconv_plan(&small, 85_596, false, true).is_ok());
         assert!(qconv_plan(&small, 85_597, false, true).is_err());
+        // Coordinates at 2^30 and past (the shaders' signed arithmetic): an error, not a wrap.
+        let far = Conv2dParams::new(1, 1, (1 << 29) + 1, 1, 1, 2, 1).dilation(1 << 29, 1).validate().unwrap();
+        assert!(qconv_plan(&far, 1, false, true).is_err() && qdw_plan(&far, true).is_err());
+        let near = Conv2dParams::new(1, 1, (1 << 25) + 1, 1, 1, 2, 1).dilation(1 << 25, 1).validate().unwrap();
+        assert!(qconv_plan(&near, 1, false, true).is_ok());
         let big = Conv2dParams::new(1 << 12, 64, 512, 512, 64, 3, 3).validate().unwrap();
         assert!(qconv_plan(&big, 1 << 12, false, true).is_err());
     }

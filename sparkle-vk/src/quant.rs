@@ -234,9 +234,15 @@ impl Context {
             BufferUsage::STORAGE_BUFFER | BufferUsage::TRANSFER_SRC,
             MemoryTypeFilter::PREFER_DEVICE,
         )?;
-        // SAFETY: the kernels read A below m * a_rs uvec4 and B^T below n * b_rs uvec4 (the packed
-        // lengths uploaded), the terms below 4 * b_cs + m (their length), and write C only at
-        // r * c_rs + w with r < m and w < c_rs (c_words).
+        // SAFETY: the plan's lengths are the uploaded ones. The GEMMs read A below m * a_rs uvec4
+        // and B^T below n * b_rs uvec4, the terms below 4 * b_cs + m, and write C only at r *
+        // c_rs + w with r < m and w < c_rs (c_words). The convs (qconv.rs): the staged kernels
+        // read A only at s_conv_at's chunks (an in-range tap of an image of the dispatch, rows
+        // r < m: below a_words / 4 uvec4), B^T below groups * n * b_rs uvec4, the terms below 4 *
+        // b_cs + groups * m, and write C at g * m * c_rs + r * c_rs + w (< c_words); the depthwise
+        // kernel reads the input and weights at in-range taps (below their lengths), the terms
+        // below 4 * b_cs, and writes each output word once (< c_words). Every index fits 32
+        // bits (the plans check it).
         unsafe { self.pipelines.dispatch(&mut cb, plan.kind, params, plan.groups, &[&ab, &bb, &cbuf, &auxb]) }?;
         let out = self.pool.readback(&mut cb, &cbuf, plan.c_words)?;
         self.submit_and_wait(cb)?;

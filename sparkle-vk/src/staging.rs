@@ -6,9 +6,30 @@
 
 use std::ops::Range;
 
-use sparkle_core::{Conv2d, TensorLayout};
+use sparkle_core::{Conv2d, Error, Param, TensorLayout};
 
-use crate::error::Result;
+use crate::error::{Result, VkError};
+
+/// Whether every input coordinate the staged kernels form for `g` (an output pixel's origin, a
+/// tap's offset, the padded frame) stays below 2^30, where the shaders' signed 32-bit arithmetic
+/// is exact; an overflow error otherwise (the caller runs another kernel or reports it).
+pub(crate) fn check_coordinates(g: &Conv2d) -> Result<()> {
+    let p = g.params();
+    let reach = |out: usize, stride: usize, taps: usize, dilation: usize, size: usize, pad: usize| {
+        let origin = (out.max(1) - 1).checked_mul(stride)?;
+        let tap = (taps.max(1) - 1).checked_mul(dilation)?;
+        origin.checked_add(tap)?.checked_add(size)?.checked_add(pad)
+    };
+    let limit = 1usize << 30;
+    let fits = |v: Option<usize>| v.is_some_and(|v| v < limit);
+    let y = reach(g.ho(), p.stride[0], p.r, p.dilation[0], p.h, p.pad.top);
+    let x = reach(g.wo(), p.stride[1], p.s, p.dilation[1], p.w, p.pad.left);
+    if fits(y) && fits(x) {
+        Ok(())
+    } else {
+        Err(VkError::Core(Error::Overflow { param: if fits(y) { Param::W } else { Param::H } }))
+    }
+}
 
 /// Images `images` of `input` staged with `cgp` elements per group (a multiple of the elements
 /// per word), `PER_WORD` elements of `32 / PER_WORD` bits to a 32-bit word (4 bytes or 2 halves),
