@@ -89,3 +89,61 @@ pub(crate) fn stage_input<T: Copy, const PER_WORD: usize>(
     }
     Ok(staged)
 }
+
+#[cfg(test)]
+mod tests {
+    use sparkle_core::{Conv2dParams, TensorLayout};
+
+    use super::*;
+
+    /// Element `(n, c, y, x)`'s value: distinct for every element of the tests' tensors.
+    fn value(n: usize, c: usize, y: usize, x: usize) -> u32 {
+        (((n * 16 + c) * 8 + y) * 8 + x) as u32
+    }
+
+    /// The tensor of `g` in its layout, and what the staged buffer must hold, built naively:
+    /// element `(n, c, y, x)` at lane `(((n*h + y)*w + x)*groups + c/cg)*cgp + c%cg`.
+    fn case(g: &Conv2d, cgp: usize) -> (Vec<u32>, Vec<u32>) {
+        let p = g.params();
+        let mut input = vec![0; g.input_len()];
+        let mut lanes = vec![0; p.n * p.h * p.w * p.groups * cgp];
+        let cg = g.cg();
+        for n in 0..p.n {
+            for c in 0..p.c {
+                for y in 0..p.h {
+                    for x in 0..p.w {
+                        input[g.input_index(n, c, y, x)] = value(n, c, y, x);
+                        lanes[(((n * p.h + y) * p.w + x) * p.groups + c / cg) * cgp + c % cg] = value(n, c, y, x);
+                    }
+                }
+            }
+        }
+        (input, lanes)
+    }
+
+    #[test]
+    fn both_layouts_stage_every_element_where_the_gather_reads_it() {
+        // 2 groups of 5 channels: rounded up to 8 (halves, two a word) and 16 (bytes, four a word).
+        for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {
+            let g = Conv2dParams::new(3, 10, 5, 7, 4, 3, 3).groups(2).layout(layout).validate().unwrap();
+            let (input, lanes) = case(&g, 8);
+            let halves = stage_input::<u32, 2>(&g, &input, 1..3, 8, 2 * 35 * 8, |v| v & 0xffff).unwrap();
+            let want: Vec<u32> = lanes[35 * 16..].chunks(2).map(|l| l[0] | l[1] << 16).collect();
+            assert_eq!(halves, want, "{layout:?} halves");
+            let (input, lanes) = case(&g, 16);
+            let bytes = stage_input::<u32, 4>(&g, &input, 0..3, 16, 3 * 35 * 8, |v| v & 0xff).unwrap();
+            let want: Vec<u32> =
+                lanes.chunks(4).map(|l| l.iter().enumerate().fold(0, |w, (u, &v)| w | (v & 0xff) << (8 * u))).collect();
+            assert_eq!(bytes, want, "{layout:?} bytes");
+        }
+    }
+
+    #[test]
+    fn coordinates_past_2_pow_30_are_errors() {
+        let near = Conv2dParams::new(1, 1, (1 << 29) - 9, 1, 1, 1, 1).validate().unwrap();
+        assert!(check_coordinates(&near).is_ok());
+        // Ten rows of top padding take the last output's reach to 2^30 + 1.
+        let far = near.params().pad(sparkle_core::Padding::new(10, 0, 0, 0));
+        assert!(check_coordinates(&far.validate().unwrap()).is_err());
+    }
+}
