@@ -393,7 +393,7 @@ impl Context {
             // column of a tile. Widened to f32 (exact) it runs on the direct depthwise kernel,
             // whose f32 products of halves are exact as well.
             let widen = |x: &[H]| -> Result<Vec<f32>> {
-                let mut out = crate::quant::filled(x.len(), 0.0f32)?;
+                let mut out = crate::pool::filled(x.len(), 0.0f32)?;
                 out.iter_mut().zip(x).for_each(|(o, h)| *o = h.to_f64() as f32);
                 Ok(out)
             };

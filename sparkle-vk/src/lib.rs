@@ -31,7 +31,7 @@
 //! `plan` (which shader, how many workgroups, what workspace: pure, tested without a GPU);
 //! `pool` (buffers, workspaces, staging copies), `shaders` (pipelines and dispatch) and `submit`
 //! (chained submissions), each owned by [`Context`] (`context`); then the ops: `ops` (host
-//! slices), `half` (f16/bf16 GEMM and conv2d), `quant` (int8 GEMM), `qconv` (int8 conv2d), `resident` (tensors and recordings), `winograd`,
+//! slices), `half` (f16/bf16 GEMM and conv2d), `quant` (int8 GEMM), `qconv` (int8 conv2d), `staging` (the input of the convs that gather it in chunks), `resident` (tensors and recordings), `winograd`,
 //! `tune`, `smoke`.
 #![deny(missing_docs)]
 

@@ -199,3 +199,11 @@ impl Pool {
         self.buffer(1, BufferUsage::STORAGE_BUFFER, MemoryTypeFilter::PREFER_DEVICE)
     }
 }
+
+/// `len` copies of `v`, or an out-of-memory error.
+pub(crate) fn filled<T: Copy>(len: usize, v: T) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|e| VkError::OutOfMemory(format!("{len} elements on the host: {e}").into()))?;
+    out.resize(len, v);
+    Ok(out)
+}

@@ -163,7 +163,7 @@ impl Context {
         let za = op.x_zero - shift::<X>();
         let (weights, colsums, patch_sums) = stage_weights(g, op, &shape)?;
         let columns = column_terms(g, op, out, &colsums, shape.kg4, op.x_zero - shift::<X>());
-        let mut result = crate::quant::filled(output.len(), Y::narrow(0))?;
+        let mut result = crate::pool::filled(output.len(), Y::narrow(0))?;
         for n0 in (0..p.n).step_by(chunk) {
             let images = n0..(n0 + chunk).min(p.n);
             let mut plan = shape.plan;
@@ -293,7 +293,7 @@ fn finish<Y: QElem>(stages: &[ChannelStage], o: usize, v: i32) -> Y {
 /// `x` shifted to signed bytes (a `u8` by -128), four to a word, the first lowest.
 fn signed_words<T: QElem>(x: &[T]) -> Result<Vec<u32>> {
     let sx = shift::<T>();
-    let mut words = crate::quant::filled(x.len().div_ceil(4), 0u32)?;
+    let mut words = crate::pool::filled(x.len().div_ceil(4), 0u32)?;
     for (word, quad) in words.iter_mut().zip(x.chunks(4)) {
         *word = quad.iter().enumerate().fold(0, |w, (u, &v)| w | u32::from((v.widen() - sx) as u8) << (8 * u));
     }
@@ -349,7 +349,7 @@ fn stage_weights<X: QOperand, W: QOperand>(
     let p = g.params();
     let (cg, cgp, kp, gemm_k, taps) = (g.cg(), shape.cpt * CHUNK, shape.kp, g.gemm_dims().2, p.r * p.s);
     let sw = shift::<W>();
-    let mut staged = crate::quant::filled(p.k * kp, 0u8)?;
+    let mut staged = crate::pool::filled(p.k * kp, 0u8)?;
     let mut sums = vec![0i32; p.k];
     // Each output channel's weights are one row of gemm_k in the weights' reduction order.
     for ((src, dst), sum) in op.weight.chunks_exact(gemm_k).zip(staged.chunks_exact_mut(kp)).zip(&mut sums) {

@@ -119,14 +119,6 @@ fn pack<T: QElem>(x: &MatRef<'_, T>, padded_rows: usize, padded_cols: usize) -> 
     Ok((out, signed(row_sums), signed(col_sums)))
 }
 
-/// `len` copies of `v`, or an out-of-memory error.
-pub(crate) fn filled<T: Copy>(len: usize, v: T) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(len).map_err(|e| VkError::OutOfMemory(format!("{len} elements on the host: {e}").into()))?;
-    out.resize(len, v);
-    Ok(out)
-}
-
 /// What takes `T` to signed bytes: 128 for `u8`, 0 for `i8`.
 pub(crate) fn shift<T: QElem>() -> i32 {
     if T::MIN < 0 {

@@ -43,7 +43,7 @@ pub(crate) fn stage_input<T: Copy, const PER_WORD: usize>(
     bits: impl Fn(T) -> u32,
 ) -> Result<Vec<u32>> {
     let p = g.params();
-    let mut staged = crate::quant::filled(words, 0u32)?;
+    let mut staged = crate::pool::filled(words, 0u32)?;
     let (cg, hw) = (g.cg(), p.h * p.w);
     let width = 32 / PER_WORD;
     let wpp = p.groups * cgp / PER_WORD;
