@@ -27,14 +27,13 @@ use vulkano::memory::allocator::MemoryTypeFilter;
 use crate::context::Context;
 use crate::error::{api, Result, VkError};
 use crate::params::{bias_operand, conv_geometry, u32_of, with_epilogue, Params};
-use crate::plan::Kind;
+use crate::plan::{Kind, MAX_GROUPS};
+use crate::staging::{staged_grid, staged_shape, StagedShape};
 
 /// Halves of k per padded row of A (and rows of B): the deepest slice either shader takes.
 const K_ALIGN: usize = 32;
 /// Halves per padded row of B: one 16-byte load.
 const N_ALIGN: usize = 8;
-/// Most workgroups along one dispatch dimension every Vulkan device accepts.
-pub(crate) const MAX_GROUPS: u32 = 65535;
 
 /// Rows x columns of C per workgroup of each cooperative-matrix kernel (`Kind::CoopmatF16 { tile }`
 /// indexes it; `shaders.rs` loads the matching SPIR-V, `scripts/spirv.sh` builds it).
@@ -175,7 +174,7 @@ pub(crate) fn conv_half_plan(g: &Conv2d, coopmat: bool, bf16: bool) -> Result<Ha
 }
 
 /// Halves per 16-byte chunk of the staged conv's gather.
-const CHUNK_HALVES: usize = 8;
+const CHUNK_HALVES: usize = crate::staging::CHUNK_BYTES / 2;
 
 /// The plan of f16 conv2d `g` on cooperative matrices with its input staged (`staging.rs`;
 /// `gemm_coopmat.comp` with CONV and STAGED): one GEMM per group over every image's output pixels
@@ -188,15 +187,8 @@ pub(crate) fn staged_half_plan(g: &Conv2d) -> Result<HalfPlan> {
     let (kg, hw, _) = g.gemm_dims();
     let overflow = |param| VkError::Core(Error::Overflow { param });
     let mul = |a: usize, b: usize, param| a.checked_mul(b).ok_or(overflow(param));
-    crate::staging::check_coordinates(g)?;
-    let cpt = g.cg().div_ceil(CHUNK_HALVES);
-    let kred = mul(p.r * p.s, cpt * CHUNK_HALVES, Param::K)?;
-    let kp = kred.max(1).checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
+    let StagedShape { cpt, kp, pix, m, a_words } = staged_shape(g, p.n, CHUNK_HALVES, K_ALIGN)?;
     let kgp = kg.checked_next_multiple_of(N_ALIGN).ok_or(overflow(Param::K))?;
-    let m = mul(p.n, hw, Param::Output)?;
-    let pix = mul(p.groups, cpt, Param::C)?;
-    let pixels = mul(mul(p.n, p.h, Param::Input)?, p.w, Param::Input)?;
-    let a_words = mul(pixels, mul(pix, CHUNK_HALVES / 2, Param::Input)?, Param::Input)?;
     let b_words = mul(mul(p.groups, kp, Param::Weight)?, kgp / 2, Param::Weight)?;
     for (len, param) in [(a_words, Param::Input), (b_words, Param::Weight), (g.output_len(), Param::Output)] {
         u32_of(len.checked_mul(2).ok_or(overflow(param))?, param)?;
@@ -204,11 +196,7 @@ pub(crate) fn staged_half_plan(g: &Conv2d) -> Result<HalfPlan> {
     // 64x64 tiles where a group's channels fill at most half of a 128-wide tile, or tiles are few.
     let small = kg <= 64 || coop_tile(m.saturating_mul(p.groups), kg)? == 2;
     let (tm, tn) = if small { (64, 64) } else { (128, 128) };
-    let groups =
-        [u32_of(kg.div_ceil(tn), Param::K)?, u32_of(m.div_ceil(tm), Param::Output)?, u32_of(p.groups, Param::Groups)?];
-    if groups.iter().any(|&v| v > MAX_GROUPS) {
-        return Err(overflow(Param::Output));
-    }
+    let groups = staged_grid(kg, m, p.groups, [tm, tn])?;
     let params = Params {
         m: u32_of(m, Param::Output)?,
         n: u32_of(kg, Param::K)?,
@@ -482,10 +470,7 @@ impl Context {
     pub fn time_conv2d_half_resident<H: Half>(&self, g: &Conv2d, reps: u32, warm_up: f64) -> Result<f64> {
         if choose_path(g) == Conv2dPath::Depthwise {
             // The direct depthwise kernel on the widened operands, as `conv2d_half` runs it.
-            let lens = [g.weight_len(), g.input_len(), g.output_len(), 1];
-            return self.time_recorded(lens, reps, warm_up, &|cb, bufs| {
-                self.record_conv2d(cb, g, sparkle_core::Activation::Relu, false, bufs)
-            });
+            return self.time_conv2d_warm(g, reps, warm_up);
         }
         let plan = match self.staged_half_plan::<H>(g)? {
             Some(plan) => plan,

@@ -209,7 +209,12 @@ impl Context {
 
     /// Seconds per conv2d (+ ReLU) with input, weights and output already on the device.
     pub fn time_conv2d_resident(&self, g: &Conv2d, reps: u32) -> Result<f64> {
-        self.time_recorded([g.weight_len(), g.input_len(), g.output_len(), 1], reps, 0.0, &|cb, bufs| {
+        self.time_conv2d_warm(g, reps, 0.0)
+    }
+
+    /// [`Context::time_conv2d_resident`] after at least `warm_up` seconds of the same.
+    pub(crate) fn time_conv2d_warm(&self, g: &Conv2d, reps: u32, warm_up: f64) -> Result<f64> {
+        self.time_recorded([g.weight_len(), g.input_len(), g.output_len(), 1], reps, warm_up, &|cb, bufs| {
             self.record_conv2d(cb, g, Activation::Relu, false, bufs)
         })
     }

@@ -115,11 +115,14 @@ pub(crate) struct Plan {
     pub(crate) reduce: Option<(Kind, [u32; 3], usize)>,
 }
 
-/// Workgroups for one invocation per element of `total`, in rows of at most 65535 (the shaders
-/// index `x + y * 65535 * 256`).
+/// Most workgroups along one dispatch dimension every Vulkan device accepts.
+pub(crate) const MAX_GROUPS: u32 = 65535;
+
+/// Workgroups for one invocation per element of `total`, in rows of at most [`MAX_GROUPS`] (the
+/// shaders index `x + y * 65535 * 256`).
 pub(crate) fn elementwise_groups(total: u32) -> [u32; 3] {
     let n = total.div_ceil(256).max(1);
-    [n.min(65535), n.div_ceil(65535), 1]
+    [n.min(MAX_GROUPS), n.div_ceil(MAX_GROUPS), 1]
 }
 
 /// The vec4 kernel's plan for `p` (with `p.groups` independent problems) when its 128x128

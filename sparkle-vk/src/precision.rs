@@ -16,9 +16,9 @@ use sparkle_core::{Error, MatMut, MatRef, Param, Precision};
 
 use crate::context::Context;
 use crate::error::{Result, VkError};
-use crate::half::{half_plan, zeroed_words, HalfPlan, COOP_TILES, MAX_GROUPS};
+use crate::half::{half_plan, zeroed_words, HalfPlan, COOP_TILES};
 use crate::params::{u32_of, with_epilogue};
-use crate::plan::Kind;
+use crate::plan::{Kind, MAX_GROUPS};
 
 /// Rows x columns of C per workgroup of the split kernels (`gemm_coopmat.comp` with SPLIT:
 /// two planes of each operand fill 37 of the 48 KiB of shared memory; 64 x 64 where the f16

@@ -31,21 +31,18 @@ use sparkle_core::{Conv2d, Error, Param, TensorLayout, WeightLayout};
 
 use crate::context::Context;
 use crate::error::{Result, VkError};
-use crate::half::{coop_tile, COOP_TILES, MAX_GROUPS};
+use crate::half::{coop_tile, COOP_TILES};
 use crate::params::{conv_geometry, u32_of, Params};
-use crate::plan::Kind;
+use crate::plan::{elementwise_groups, Kind, MAX_GROUPS};
 use crate::quant::{put_column, shift, with_stage, QPlan, K_ALIGN};
-use crate::staging;
-
-/// Bytes of one chunk of A's gather: a tap's channels are staged in whole chunks.
-const CHUNK: usize = 16;
+use crate::staging::{self, staged_grid, staged_shape, StagedShape, CHUNK_BYTES};
 
 /// The staged shapes of an int8 conv, for a chunk of `images` images.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct QConvShape {
     /// The kernel, its workgroups and buffer sizes.
     pub(crate) plan: QPlan,
-    /// Chunks per tap (a group's channels rounded up to [`CHUNK`], over [`CHUNK`]).
+    /// Chunks per tap (a group's channels rounded up to whole chunks, over the chunk).
     pub(crate) cpt: usize,
     /// The reduction's padded length in bytes (a row of B^T).
     pub(crate) kp: usize,
@@ -59,20 +56,14 @@ pub(crate) struct QConvShape {
 /// padding's word the caller's.
 pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) -> Result<QConvShape> {
     let overflow = |param| VkError::Core(Error::Overflow { param });
-    staging::check_coordinates(g)?;
+    let StagedShape { cpt, kp, pix, m, a_words } = staged_shape(g, images, CHUNK_BYTES, K_ALIGN)?;
     let p = g.params();
     let (kg, hw, _) = g.gemm_dims();
-    let cpt = g.cg().div_ceil(CHUNK);
-    let kred = (p.r * p.s).checked_mul(cpt * CHUNK).ok_or(overflow(Param::K))?;
-    let kp = kred.max(1).checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
-    let pix = p.groups.checked_mul(cpt).ok_or(overflow(Param::C))?;
     let kg4 = kg.checked_next_multiple_of(4).ok_or(overflow(Param::K))?;
     let c_rs = if bytes { kg4 / 4 } else { kg4 };
-    let m = images.checked_mul(hw).ok_or(overflow(Param::N))?;
     let z = p.groups;
     let np = p.groups.checked_mul(kg4).ok_or(overflow(Param::K))?;
     let mul = |a: usize, b: usize, param| a.checked_mul(b).ok_or(overflow(param));
-    let a_words = mul(mul(mul(images, p.h * p.w, Param::Input)?, pix, Param::Input)?, CHUNK / 4, Param::Input)?;
     let b_words = mul(p.k, kp / 4, Param::Weight)?;
     let c_words = mul(mul(z, m, Param::Output)?, c_rs, Param::Output)?;
     let aux_words =
@@ -95,13 +86,7 @@ pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) 
     } else {
         (Kind::ConvI8, [64, 64])
     };
-    let groups =
-        [u32_of(kg.div_ceil(tn), Param::K)?, u32_of(m.div_ceil(tm), Param::Output)?, u32_of(z, Param::Groups)?];
-    for (count, param) in groups.into_iter().zip([Param::K, Param::Output, Param::Groups]) {
-        if count > MAX_GROUPS {
-            return Err(overflow(param));
-        }
-    }
+    let groups = staged_grid(kg, m, z, [tm, tn])?;
     let params = Params {
         m: u32_of(m, Param::Output)?,
         a_rs: u32_of(hw, Param::Output)?,
@@ -162,7 +147,7 @@ impl Context {
         };
         let za = op.x_zero - shift::<X>();
         let (weights, colsums, patch_sums) = stage_weights(g, op, &shape)?;
-        let columns = column_terms(g, op, out, &colsums, shape.kg4, op.x_zero - shift::<X>());
+        let columns = column_terms(g, op, out, &colsums, shape.kg4, za);
         let mut result = crate::pool::filled(output.len(), Y::narrow(0))?;
         for n0 in (0..p.n).step_by(chunk) {
             let images = n0..(n0 + chunk).min(p.n);
@@ -174,7 +159,7 @@ impl Context {
             // The chunk's own push constants (its rows, m), with the stage and the padding.
             let (mut params, stages) = staged::<Y>(plan.params, out, p.k);
             params.a_cs = u32::from_le_bytes([za as u8; 4]);
-            let cgp = shape.cpt * CHUNK;
+            let cgp = shape.cpt * CHUNK_BYTES;
             let shifted = |v: X| u32::from((v.widen() - shift::<X>()) as u8);
             let input = staging::stage_input::<X, 4>(g, op.input, images.clone(), cgp, plan.a_words, shifted)?;
             let mut aux = columns.clone();
@@ -195,9 +180,7 @@ impl Context {
     /// image in one dispatch, on the kernel [`Context::qconv2d`] picks.
     pub fn time_qconv2d_resident(&self, g: &Conv2d, reps: u32, warm_up: f64) -> Result<f64> {
         let plan = if choose_path(g) == Conv2dPath::Depthwise {
-            let plan = qdw_plan(g, true)?;
-            self.check_q_buffers(&plan)?;
-            plan
+            self.qdw_plan(g, true)?
         } else {
             self.qconv_plan(g, g.params().n, true)?.plan
         };
@@ -220,8 +203,7 @@ impl Context {
         out: &OutputStage<'_>,
         output: &mut [Y],
     ) -> Result<()> {
-        let plan = qdw_plan(g, one_byte::<Y>())?;
-        self.check_q_buffers(&plan)?;
+        let plan = self.qdw_plan(g, one_byte::<Y>())?;
         let (mut params, stages) = staged::<Y>(plan.params, out, g.params().k);
         params.a_cs = (op.x_zero - shift::<X>()) as u32;
         // The kernel subtracts the zero points itself: each channel's term is its bias.
@@ -246,6 +228,13 @@ impl Context {
             *slot = finish(&stages, ch, v);
         }
         Ok(())
+    }
+
+    /// [`qdw_plan`] on this device, its buffers checked against the largest storage buffer.
+    fn qdw_plan(&self, g: &Conv2d, bytes: bool) -> Result<QPlan> {
+        let plan = qdw_plan(g, bytes)?;
+        self.check_q_buffers(&plan)?;
+        Ok(plan)
     }
 
     /// [`qconv_plan`] on this device, its buffers checked against the largest storage buffer.
@@ -316,12 +305,8 @@ pub(crate) fn qdw_plan(g: &Conv2d, bytes: bool) -> Result<QPlan> {
     {
         u32_of(len, param)?;
     }
-    let workgroups = total.div_ceil(4).div_ceil(256);
-    let rows = workgroups.div_ceil(MAX_GROUPS as usize);
-    let groups = [u32_of(workgroups.min(MAX_GROUPS as usize), Param::Output)?, u32_of(rows, Param::Output)?, 1];
-    if groups[1] > MAX_GROUPS {
-        return Err(overflow(Param::Output));
-    }
+    // One invocation per output word (four outputs): the total fits 32 bits, so the rows do too.
+    let groups = elementwise_groups(u32_of(total.div_ceil(4), Param::Output)?);
     let params = Params {
         m: u32_of(p.n, Param::N)?,
         n: u32_of(g.gemm_dims().1, Param::Output)?,
@@ -347,7 +332,7 @@ fn stage_weights<X: QOperand, W: QOperand>(
     shape: &QConvShape,
 ) -> Result<(Vec<u32>, Vec<i32>, bool)> {
     let p = g.params();
-    let (cg, cgp, kp, gemm_k, taps) = (g.cg(), shape.cpt * CHUNK, shape.kp, g.gemm_dims().2, p.r * p.s);
+    let (cg, cgp, kp, gemm_k, taps) = (g.cg(), shape.cpt * CHUNK_BYTES, shape.kp, g.gemm_dims().2, p.r * p.s);
     let sw = shift::<W>();
     let mut staged = crate::pool::filled(p.k * kp, 0u8)?;
     let mut sums = vec![0i32; p.k];

@@ -23,9 +23,9 @@ use vulkano::memory::allocator::MemoryTypeFilter;
 
 use crate::context::Context;
 use crate::error::{api, Result, VkError};
-use crate::half::{coop_tile, zeroed_words, COOP_TILES, MAX_GROUPS};
+use crate::half::{coop_tile, zeroed_words, COOP_TILES};
 use crate::params::{u32_of, Params};
-use crate::plan::Kind;
+use crate::plan::{Kind, MAX_GROUPS};
 
 /// Bytes of k per padded row of A and of B's transpose: the deepest cooperative-matrix slice.
 pub(crate) const K_ALIGN: usize = 128;

@@ -9,6 +9,57 @@ use std::ops::Range;
 use sparkle_core::{Conv2d, Error, Param, TensorLayout};
 
 use crate::error::{Result, VkError};
+use crate::params::u32_of;
+use crate::plan::MAX_GROUPS;
+
+/// Bytes of one chunk of the kernels' gather: a 16-byte load.
+pub(crate) const CHUNK_BYTES: usize = 16;
+
+/// What a staged conv's plan takes from the staging, for `images` images of `g` with
+/// `per_chunk` elements a chunk (16 bytes, or 8 halves) and the reduction padded to `k_align`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StagedShape {
+    /// Chunks per tap (a group's channels rounded up to whole chunks).
+    pub(crate) cpt: usize,
+    /// The reduction's padded length, in elements (taps x chunks, rounded up to `k_align`).
+    pub(crate) kp: usize,
+    /// Chunks per staged pixel (every group's).
+    pub(crate) pix: usize,
+    /// The GEMM's rows: every image's output pixels.
+    pub(crate) m: usize,
+    /// Words of the staged input.
+    pub(crate) a_words: usize,
+}
+
+/// [`StagedShape`] of `images` images of `g`, every size checked (the coordinates too: see
+/// [`check_coordinates`]).
+pub(crate) fn staged_shape(g: &Conv2d, images: usize, per_chunk: usize, k_align: usize) -> Result<StagedShape> {
+    check_coordinates(g)?;
+    let overflow = |param| VkError::Core(Error::Overflow { param });
+    let mul = |a: usize, b: usize, param| a.checked_mul(b).ok_or(overflow(param));
+    let p = g.params();
+    let cpt = g.cg().div_ceil(per_chunk);
+    let kred = mul(p.r * p.s, cpt * per_chunk, Param::K)?;
+    let kp = kred.max(1).checked_next_multiple_of(k_align).ok_or(overflow(Param::K))?;
+    let pix = mul(p.groups, cpt, Param::C)?;
+    let m = mul(images, g.gemm_dims().1, Param::Output)?;
+    let pixels = mul(mul(images, p.h, Param::Input)?, p.w, Param::Input)?;
+    let a_words = mul(pixels, mul(pix, CHUNK_BYTES / 4, Param::Input)?, Param::Input)?;
+    Ok(StagedShape { cpt, kp, pix, m, a_words })
+}
+
+/// The workgroups of a staged conv: `kg` columns and `m` rows in tiles of `tile` (rows x
+/// columns), one GEMM per group along z; an overflow error past the dispatch limits.
+pub(crate) fn staged_grid(kg: usize, m: usize, groups: usize, [tm, tn]: [usize; 2]) -> Result<[u32; 3]> {
+    let grid =
+        [u32_of(kg.div_ceil(tn), Param::K)?, u32_of(m.div_ceil(tm), Param::Output)?, u32_of(groups, Param::Groups)?];
+    for (count, param) in grid.into_iter().zip([Param::K, Param::Output, Param::Groups]) {
+        if count > MAX_GROUPS {
+            return Err(VkError::Core(Error::Overflow { param }));
+        }
+    }
+    Ok(grid)
+}
 
 /// Whether every input coordinate the staged kernels form for `g` (an output pixel's origin, a
 /// tap's offset, the padded frame) stays below 2^30, where the shaders' signed 32-bit arithmetic
