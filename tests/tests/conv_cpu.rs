@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use sparkle_core::arch::{Isa, Kernel};
 use sparkle_core::check::{max_error, tolerance};
 use sparkle_core::conv::reference::conv2d_reference_f64;
-use sparkle_core::conv::{choose_path, Conv2dPath};
+use sparkle_core::conv::{choose_path, choose_path_for, Conv2dPath};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, Padding, TensorLayout, WeightLayout};
 use sparkle_std::budget::MemoryBudget;
@@ -148,6 +148,40 @@ fn sweep(kern: &'static Kernel) {
     }
 }
 
+/// The direct conv (stride 1, padded image read in place): odd sizes, asymmetric padding,
+/// dilation, non-square kernels, a padded 1x1, groups, batches, every layout pair, on one and two
+/// workers and with blocking whose reduction slices split the channels. Each case asserts the
+/// path it ran on: the direct conv, except NCHW with KRSC weights (never) and NCHW on a kernel
+/// that cannot read B in place.
+fn direct(kern: &'static Kernel) {
+    let cases = [
+        Conv2dParams::new(1, 32, 14, 14, 48, 3, 3).pad(Padding::uniform(1)),
+        Conv2dParams::new(2, 48, 11, 13, 20, 3, 5).pad(Padding::new(1, 2, 3, 2)).dilation(2, 1),
+        Conv2dParams::new(1, 16, 9, 9, 17, 1, 1).pad(Padding::uniform(1)),
+        Conv2dParams::new(3, 64, 8, 7, 24, 3, 3).pad(Padding::uniform(1)).groups(2),
+        Conv2dParams::new(1, 96, 7, 7, 40, 3, 3).pad(Padding::uniform(1)),
+        Conv2dParams::new(1, 32, 6, 30, 33, 5, 2).pad(Padding::new(2, 0, 2, 1)),
+        Conv2dParams::new(1, 16, 12, 20, 8, 3, 3).pad(Padding::uniform(2)).dilation(1, 2),
+    ];
+    for cpu in cpus(kern) {
+        for (i, p) in cases.into_iter().enumerate() {
+            for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {
+                for wl in [WeightLayout::Kcrs, WeightLayout::Krsc] {
+                    let p = p.layout(layout).weight_layout(wl);
+                    let g = p.validate().unwrap();
+                    let nhwc = layout == TensorLayout::Nhwc;
+                    let chosen =
+                        if nhwc || wl == WeightLayout::Kcrs { Conv2dPath::Direct } else { Conv2dPath::ImplicitGemm };
+                    let runs = if nhwc || kern.gemm().b_in_place() { chosen } else { Conv2dPath::ImplicitGemm };
+                    assert_eq!(cpu.conv2d_path(&g).unwrap(), runs, "{p:?} {:?}", cpu.blocking);
+                    let act = Activation::ALL[i % Activation::ALL.len()];
+                    assert_eq!(check(&cpu, p, act, i % 2 == 0, 20 + i as u64), chosen);
+                }
+            }
+        }
+    }
+}
+
 /// A budget too small for Winograd's buffers but enough for the implicit GEMM: the conv still
 /// runs, as an implicit GEMM, and matches the oracle.
 fn winograd_over_budget(kern: &'static Kernel) {
@@ -171,7 +205,9 @@ fn many_workers(kern: &'static Kernel) {
     let shapes = [
         Conv2dParams::new(2, 40, 9, 9, 60, 3, 3).pad(Padding::uniform(1)),
         // 11 x 2 panels, a 576-deep gather: on 16 workers (NCHW) B is gathered once, shared.
-        Conv2dParams::new(1, 64, 6, 6, 128, 3, 3).pad(Padding::uniform(1)),
+        Conv2dParams::new(1, 64, 12, 12, 128, 3, 3).stride(2, 2).pad(Padding::uniform(1)),
+        // The direct conv: 3 images x 2 groups of 32 channels, asymmetric padding.
+        Conv2dParams::new(3, 64, 10, 9, 40, 3, 3).pad(Padding::new(1, 2, 0, 1)).groups(2),
         Conv2dParams::new(1, 24, 6, 7, 100, 3, 3).stride(2, 1).pad(Padding::new(1, 0, 2, 1)),
         Conv2dParams::new(1, 48, 5, 5, 70, 1, 1),
         Conv2dParams::new(2, 5, 27, 39, 7, 3, 3).pad(Padding::new(1, 2, 0, 0)),
@@ -189,7 +225,7 @@ fn many_workers(kern: &'static Kernel) {
         }
     }
     // A budget with room for each worker's own blocks but not for a shared B: the conv runs.
-    let p = Conv2dParams::new(1, 64, 6, 6, 128, 3, 3).pad(Padding::uniform(1));
+    let p = Conv2dParams::new(1, 64, 12, 12, 128, 3, 3).stride(2, 2).pad(Padding::uniform(1));
     let g = p.validate().unwrap();
     let cpu = base.threads(16);
     let least = sparkle_core::conv::fused::conv2d_min_scratch_len(&g, kern, &cpu.blocking, 16).unwrap();
@@ -228,6 +264,10 @@ macro_rules! conv_tests {
             #[test]
             fn winograd_falls_back_within_the_budget() {
                 if let Some(k) = kernel(Isa::$isa) { winograd_over_budget(k) }
+            }
+            #[test]
+            fn direct_conv() {
+                if let Some(k) = kernel(Isa::$isa) { direct(k) }
             }
             #[test]
             fn bad_input_is_an_error() {
@@ -273,17 +313,32 @@ fn path_choice() {
     assert_eq!(path(Conv2dParams::new(1, 64, 56, 56, 256, 1, 1).stride(2, 2)), Conv2dPath::ImplicitGemm);
     assert_eq!(path(Conv2dParams::new(1, 32, 112, 112, 32, 3, 3).groups(32)), Conv2dPath::Depthwise);
     assert_eq!(path(Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))), Conv2dPath::Winograd);
-    // Too few tiles, strided, dilated or grouped: the implicit GEMM.
-    assert_eq!(path(Conv2dParams::new(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1))), Conv2dPath::ImplicitGemm);
+    // Too few tiles for Winograd, dilated, grouped or not 3x3 at stride 1: the direct conv.
+    assert_eq!(path(Conv2dParams::new(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1))), Conv2dPath::Direct);
     assert_eq!(path(Conv2dParams::new(2, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1))), Conv2dPath::Winograd);
-    assert_eq!(path(Conv2dParams::new(1, 512, 7, 7, 512, 3, 3).pad(Padding::uniform(1))), Conv2dPath::ImplicitGemm);
-    // Buffers past 64 MiB (batch 11 at 56x56x64): the implicit GEMM, whose scratch does not grow.
+    assert_eq!(path(Conv2dParams::new(1, 512, 7, 7, 512, 3, 3).pad(Padding::uniform(1))), Conv2dPath::Direct);
+    // Winograd's buffers past 64 MiB (batch 11 at 56x56x64): the direct conv, whose scratch is
+    // bounded by its chunks.
     assert_eq!(path(Conv2dParams::new(10, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))), Conv2dPath::Winograd);
-    assert_eq!(path(Conv2dParams::new(11, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))), Conv2dPath::ImplicitGemm);
+    assert_eq!(path(Conv2dParams::new(11, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1))), Conv2dPath::Direct);
     let p = Conv2dParams::new(1, 64, 56, 56, 64, 3, 3);
-    for p in [p.stride(2, 2), p.dilation(1, 2), p.groups(2), Conv2dParams::new(1, 64, 56, 56, 64, 3, 2)] {
+    for p in [p.dilation(1, 2), p.groups(2), Conv2dParams::new(1, 64, 56, 56, 64, 3, 2)] {
+        assert_eq!(path(p), Conv2dPath::Direct, "{p:?}");
+    }
+    // Strided, fewer than 16 channels a group, more than a quarter of the computed pixels
+    // dropped (4 of every 6 at 4x4 with a 3x3 kernel), or NCHW with KRSC weights: the implicit GEMM.
+    let small = Conv2dParams::new(1, 64, 4, 4, 64, 3, 3).pad(Padding::uniform(1));
+    let krsc = Conv2dParams::new(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1)).weight_layout(WeightLayout::Krsc);
+    for p in [p.stride(2, 2), p.groups(8), Conv2dParams::new(1, 15, 56, 56, 64, 5, 5), small, krsc] {
         assert_eq!(path(p), Conv2dPath::ImplicitGemm, "{p:?}");
     }
+    // Winograd's geometries run direct on more than two workers, and in NHWC on any.
+    let wino = Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1));
+    let path_for = |p: Conv2dParams, w| choose_path_for(&p.validate().unwrap(), w);
+    assert_eq!(path_for(wino, 2), Conv2dPath::Winograd);
+    assert_eq!(path_for(wino, 3), Conv2dPath::Direct);
+    assert_eq!(path_for(wino.layout(TensorLayout::Nhwc), 1), Conv2dPath::Direct);
+    assert_eq!(path_for(wino.weight_layout(WeightLayout::Krsc), 16), Conv2dPath::Winograd);
 }
 
 /// The `no_std` entry points (statically chosen kernel, caller scratch, one thread): what a

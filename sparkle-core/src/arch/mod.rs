@@ -323,6 +323,12 @@ pub(crate) struct MicroArgs {
     pub b: *const f32,
     /// Row stride of the B micro-panel.
     pub rs_b: usize,
+    /// Null, or B read in place by taps (the direct conv's image, [`crate::conv::direct`]):
+    /// B's rows come in groups of `ntaps`, row `c * ntaps + t` at `b + c * rs_b + taps[t]`;
+    /// `k` is a multiple of `ntaps`. Only kernels with [`GemmKernel::b_in_place`] see it.
+    pub taps: *const usize,
+    /// Rows of B per group with `taps` (0 without).
+    pub ntaps: usize,
     /// C element `(0, 0)` of this tile.
     pub c: *mut f32,
     /// Row stride of C.
@@ -380,6 +386,11 @@ impl GemmKernel {
     /// Columns of the register tile.
     pub const fn nr(&self) -> usize {
         self.nr
+    }
+
+    /// Whether it reads B panels in place through a row stride (the direct conv needs it in NCHW).
+    pub const fn b_in_place(&self) -> bool {
+        self.b_in_place
     }
 }
 
@@ -622,6 +633,49 @@ unsafe fn rank1_updates_strided<S: Simd, const MR: usize, const NV: usize>(
     acc
 }
 
+/// As [`rank1_updates_strided`] with B's rows found by taps (see [`MicroArgs::taps`]): for each
+/// group `c` of `ntaps` rows, row `t` at `b + c * rs_b + taps[t]`.
+///
+/// # Safety
+/// `a` as in [`rank1_updates_strided`]; `taps` readable for `ntaps` offsets (at least 1), `k` a
+/// multiple of `ntaps`, and every row of B readable for `NV * LANES` floats.
+#[cfg(feature = "direct")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn rank1_updates_taps<S: Simd, const MR: usize, const NV: usize>(
+    mut acc: [[S::V; NV]; MR],
+    a: *const f32,
+    (rs_a, cs_a): (usize, usize),
+    (mut b, rs_b): (*const f32, usize),
+    taps: *const usize,
+    ntaps: usize,
+    k: usize,
+) -> [[S::V; NV]; MR] {
+    let lanes = S::LANES;
+    // SAFETY: bounds as documented; the ISA is the caller's.
+    unsafe {
+        let mut off = 0;
+        for _ in 0..k / ntaps {
+            for t in 0..ntaps {
+                let row = b.add(*taps.add(t));
+                let mut bv = [S::zero(); NV];
+                for (v, slot) in bv.iter_mut().enumerate() {
+                    *slot = S::load(row.add(v * lanes));
+                }
+                for (i, acc_row) in acc.iter_mut().enumerate() {
+                    let ai = S::splat(*a.add(i * rs_a + off));
+                    for v in 0..NV {
+                        acc_row[v] = S::fmadd(ai, bv[v], acc_row[v]);
+                    }
+                }
+                off += cs_a;
+            }
+            b = b.add(rs_b);
+        }
+    }
+    acc
+}
+
 /// Widest register tile of any kernel (`nr`), for the edge write-out's row buffer.
 const MAX_NR: usize = 32;
 
@@ -648,6 +702,12 @@ pub(crate) unsafe fn gemm_body<S: Simd, const MR: usize, const NV: usize>(p: &Mi
         let zero = [[S::zero(); NV]; MR];
         // Two copies of the k loop: packed A (contiguous, the common case) and A read in place
         // through its row stride (skips packing row-major A: +30% on 12544x64x147, one core).
+        #[cfg(feature = "direct")]
+        if !p.taps.is_null() {
+            let acc = rank1_updates_taps::<S, MR, NV>(zero, p.a, (p.rs_a, p.cs_a), (p.b, p.rs_b), p.taps, p.ntaps, p.k);
+            write_tile::<S, MR, NV>(p, acc);
+            return;
+        }
         let acc = if p.rs_a == 1 && p.cs_a == MR {
             rank1_updates::<S, MR, NV, 1>(zero, p.a, MR, (p.b, p.rs_b), p.k)
         } else {

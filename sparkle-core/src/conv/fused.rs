@@ -1,6 +1,7 @@
-//! The fast conv2d's driver: validation, scratch, and the four paths — implicit GEMM (the
-//! operands of [`super::operands`] through the GEMM driver), a plain GEMM for 1x1 convolutions,
-//! the depthwise kernel, and Winograd ([`super::winograd`]). [`choose_path`] is the one place that decides.
+//! The fast conv2d's driver: validation, scratch, and the five paths — implicit GEMM (the
+//! operands of [`super::operands`] through the GEMM driver), the direct conv ([`super::direct`]),
+//! a plain GEMM for 1x1 convolutions, the depthwise kernel, and Winograd ([`super::winograd`]).
+//! [`choose_path_for`] is the one place that decides.
 #![allow(unsafe_code)]
 
 use core::ops::Range;
@@ -8,7 +9,7 @@ use core::ops::Range;
 use crate::arch::depthwise::{packed_scratch_len, Axis, DepthwiseArgs};
 use crate::arch::Kernel;
 use crate::conv::operands::{Im2col, Im2colT};
-use crate::conv::{check_epilogue, choose_path, Conv2d, Conv2dPath};
+use crate::conv::{check_epilogue, choose_path_for, Conv2d, Conv2dPath};
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
@@ -17,17 +18,22 @@ use crate::layout::TensorLayout;
 use crate::view::MatRef;
 
 /// Floats of scratch [`conv2d_with`] needs with `workers` workers to run the path
-/// [`choose_path`] picks at its fastest. For a [`Conv2dPath::Winograd`] geometry that is the
+/// [`choose_path_for`] picks at its fastest. For a [`Conv2dPath::Winograd`] geometry that is the
 /// transforms' buffers; with less, down to [`conv2d_min_scratch_len`], the conv runs as an
 /// implicit GEMM instead. For an NCHW implicit GEMM it includes room for the im2col B gathered
 /// once and shared by the workers; without it each worker gathers its own.
 pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
     let least = conv2d_min_scratch_len(g, kernel, blocking, workers)?;
-    match (choose_path(g), g.params().layout) {
+    match (choose_path_for(g, workers), g.params().layout) {
         // Never below the least, which a small Winograd geometry's packing can exceed.
         (Conv2dPath::Winograd, _) => Ok(super::winograd::scratch_len(g, kernel, blocking, workers)?.max(least)),
         // The im2col B, gathered once and shared by the workers.
         (Conv2dPath::ImplicitGemm, TensorLayout::Nchw) => shared_scratch_len(kernel, blocking, g.gemm_dims(), workers),
+        // The padded images and products, where the kernel and blocking run it (else it runs as
+        // the implicit GEMM).
+        (Conv2dPath::Direct, layout) if kernel.gemm.b_in_place || layout == TensorLayout::Nhwc => {
+            Ok(super::direct::scratch_len(g, kernel, blocking, workers).map_or(least, |n| n.max(least)))
+        }
         _ => Ok(least),
     }
 }
@@ -35,7 +41,7 @@ pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, work
 /// The least scratch [`conv2d_with`] accepts for `g` with `workers` workers: what
 /// [`conv2d_scratch_len`] asks for, except that a Winograd geometry may run as an implicit GEMM.
 pub fn conv2d_min_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
-    match choose_path(g) {
+    match choose_path_for(g, workers) {
         // The NHWC depthwise kernel reads weights transposed to [r][s][c]; the NCHW one gets a
         // ring of interleaved rows per worker (`arch::depthwise::packed_block`).
         Conv2dPath::Depthwise => match g.params().layout {
@@ -76,6 +82,25 @@ pub fn conv2d_with(
     )
 }
 
+/// The path `g` runs on with `kernel`, `blocking`, `workers` and `scratch` floats of scratch:
+/// [`choose_path_for`]'s, or the implicit GEMM where that path's scratch or kernel support is missing
+/// (the direct conv in NCHW needs a kernel that reads B in place). A Winograd geometry also runs
+/// as the implicit GEMM when an input or weight is not finite.
+pub fn running_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> Conv2dPath {
+    let path = choose_path_for(g, workers);
+    let runs = match path {
+        Conv2dPath::Direct => super::direct::runs(g, kernel, blocking, workers, scratch),
+        #[cfg(feature = "winograd")]
+        Conv2dPath::Winograd => super::winograd::scratch_len(g, kernel, blocking, workers).is_ok_and(|n| n <= scratch),
+        _ => true,
+    };
+    if runs {
+        path
+    } else {
+        Conv2dPath::ImplicitGemm
+    }
+}
+
 /// Whether a [`Conv2dPath::Winograd`] geometry runs as Winograd in `ws`: its scratch holds the
 /// transforms' buffers and the input and weights are finite (Winograd turns one infinity into
 /// `inf - inf = NaN` where the oracle and the implicit GEMM give the infinity).
@@ -107,16 +132,23 @@ pub(crate) unsafe fn conv2d_unchecked(
     output: &mut [f32],
     ws: &mut Workspace<'_>,
 ) {
-    if choose_path(g) == Conv2dPath::Depthwise {
+    let path = choose_path_for(g, ws.exec.workers());
+    if path == Conv2dPath::Depthwise {
         // SAFETY: forwarded contract.
         unsafe { depthwise(g, input, weight, epi, output, ws) };
         return;
     }
     let bias = per_channel_bias(epi);
     #[cfg(feature = "winograd")]
-    if choose_path(g) == Conv2dPath::Winograd && runs_winograd(g, input, weight, ws) {
+    if path == Conv2dPath::Winograd && runs_winograd(g, input, weight, ws) {
         // SAFETY: forwarded contract; the scratch holds this path's buffers.
         unsafe { super::winograd::conv2d_unchecked(g, input, weight, epi, bias, output, ws) };
+        return;
+    }
+    if path == Conv2dPath::Direct && super::direct::runs(g, ws.kernel, ws.blocking, ws.exec.workers(), ws.scratch.len())
+    {
+        // SAFETY: forwarded contract; the kernel and scratch run the direct conv.
+        unsafe { super::direct::conv2d_unchecked(g, input, weight, epi, bias, output, ws) };
         return;
     }
     let jobs = ConvJobs { g, input, weight, bias, out: Shared(output.as_mut_ptr()) };
@@ -154,7 +186,7 @@ unsafe impl Batch for ConvJobs<'_> {
         let (off, _, _) = g.output_gemm_view(n, grp);
         // SAFETY: off is the output offset of (n, group), inside the validated output.
         let c = unsafe { self.out.ptr().add(off) };
-        let pointwise = choose_path(g) == Conv2dPath::Pointwise;
+        let pointwise = choose_path_for(g, 1) == Conv2dPath::Pointwise;
         match p.layout {
             // C (kg x hw) = W (kg x gemm_k) * im2col (gemm_k x hw), rows of C contiguous.
             TensorLayout::Nchw => {

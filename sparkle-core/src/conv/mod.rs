@@ -1,6 +1,7 @@
-//! conv2d: geometry and index math, the fast paths (implicit GEMM, pointwise, depthwise,
+//! conv2d: geometry and index math, the fast paths (implicit GEMM, direct, pointwise, depthwise,
 //! Winograd), the explicit im2col, and the direct-conv oracle.
 
+pub mod direct;
 pub mod fused;
 pub mod geometry;
 pub mod im2col;
@@ -10,7 +11,7 @@ pub mod reference;
 pub mod winograd;
 
 pub use geometry::{Conv2d, Conv2dParams, Padding};
-pub use path::{choose_path, Conv2dPath};
+pub use path::{choose_path, choose_path_for, Conv2dPath};
 
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
@@ -80,7 +81,7 @@ mod tests {
     #[test]
     fn every_path_matches_oracle() {
         let base = Conv2dParams::new(1, 4, 5, 6, 4, 3, 3).pad(Padding::new(1, 0, 2, 1));
-        let mut paths = [false; 4];
+        let mut paths = [false; 5];
         // Implicit GEMM (NCHW, NHWC strided, dilated, grouped), depthwise (both layouts), pointwise
         // (both layouts): every path of the fused driver and its packing, which Miri checks.
         for p in [
@@ -91,11 +92,13 @@ mod tests {
             Conv2dParams::new(2, 4, 3, 3, 6, 1, 1),
             Conv2dParams::new(2, 4, 3, 3, 6, 1, 1).layout(TensorLayout::Nhwc),
             base.stride(2, 1).layout(TensorLayout::Nhwc),
+            // Direct: NHWC (NCHW as well where the kernel reads B in place).
+            Conv2dParams::new(1, 16, 4, 6, 2, 3, 3).pad(Padding::uniform(1)).layout(TensorLayout::Nhwc),
         ] {
             let g = p.validate().unwrap();
             paths[choose_path(&g) as usize] = true;
-            let mut x = [0.0f32; 256];
-            let mut w = [0.0f32; 256];
+            let mut x = [0.0f32; 512];
+            let mut w = [0.0f32; 512];
             for (i, v) in x.iter_mut().enumerate() {
                 *v = ((i * 7 % 13) as f32 - 6.0) / 8.0;
             }
@@ -117,8 +120,8 @@ mod tests {
         }
         assert_eq!(
             paths,
-            [true, true, false, true],
-            "pointwise, depthwise and implicit GEMM each ran (Winograd: below)"
+            [true, true, false, true, true],
+            "pointwise, depthwise, direct and implicit GEMM each ran (Winograd: below)"
         );
     }
 

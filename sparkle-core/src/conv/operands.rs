@@ -17,7 +17,7 @@ use crate::gemm::pack::Block;
 /// # Safety
 /// `src` readable and `dst` writable for `len` floats, not overlapping.
 #[inline(always)]
-unsafe fn copy(src: *const f32, dst: *mut f32, len: usize) {
+pub(crate) unsafe fn copy(src: *const f32, dst: *mut f32, len: usize) {
     let mut t = 0;
     // SAFETY: every access is below len.
     unsafe {
@@ -37,7 +37,7 @@ unsafe fn copy(src: *const f32, dst: *mut f32, len: usize) {
 /// # Safety
 /// `dst` writable for `len` floats.
 #[inline(always)]
-unsafe fn zero(dst: *mut f32, len: usize) {
+pub(crate) unsafe fn zero(dst: *mut f32, len: usize) {
     let mut t = 0;
     // SAFETY: every access is below len.
     unsafe {

@@ -2,6 +2,7 @@
 //! (`fused`), the Vulkan plan, the juggler's records and the reports.
 
 use super::Conv2d;
+use crate::layout::TensorLayout;
 
 /// How a conv2d runs on the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -15,6 +16,9 @@ pub enum Conv2dPath {
     /// tiles of 2x2 and buffers within [`super::winograd::MAX_FLOATS`]: Winograd F(2x2, 3x3), 16
     /// GEMMs between transforms ([`super::winograd`]).
     Winograd,
+    /// Stride 1 with at least [`super::direct::MIN_CHANNELS`] input channels a group: the input
+    /// padded once, then read in place by the GEMM kernels for every tap ([`super::direct`]).
+    Direct,
     /// Everything else: per (image, group) an implicit GEMM whose B (NCHW) or A (NHWC) panels
     /// are gathered from the input.
     ImplicitGemm,
@@ -27,20 +31,37 @@ impl Conv2dPath {
             Conv2dPath::Pointwise => "pointwise",
             Conv2dPath::Depthwise => "depthwise",
             Conv2dPath::Winograd => "winograd",
+            Conv2dPath::Direct => "direct",
             Conv2dPath::ImplicitGemm => "implicit-gemm",
         }
     }
 }
 
-/// The path for a geometry: the one function tests and the juggler call.
+/// The most workers at which an NCHW geometry that both Winograd and the direct conv take runs
+/// as Winograd; above, and for NHWC at any count, it runs direct. Measured at 64->64 3x3 @56
+/// (GFLOPS, Winograd / direct): the 2-core Zen 4, NCHW, 120 / 99 on one thread and 206 / 203 on
+/// two; the 16-core Xeon 97-102 / 91-131 on one, 191-202 / 263-342 on four, 420-451 / 693-718
+/// on sixteen (Winograd's 16 small GEMMs and transforms scale worse); NHWC 57-82 / 89-125 on one.
+pub const WINOGRAD_MAX_WORKERS: usize = 2;
+
+/// The path for a geometry on one worker: the one function tests and the juggler call.
 pub fn choose_path(g: &Conv2d) -> Conv2dPath {
+    choose_path_for(g, 1)
+}
+
+/// The path for a geometry run by `workers` workers (see [`WINOGRAD_MAX_WORKERS`]).
+pub fn choose_path_for(g: &Conv2d, workers: usize) -> Conv2dPath {
     let p = g.params();
+    let direct = super::direct::chosen(g);
+    let direct_first = direct && (workers > WINOGRAD_MAX_WORKERS || p.layout == TensorLayout::Nhwc);
     if p.groups == p.c && p.groups == p.k && p.groups > 1 {
         Conv2dPath::Depthwise
     } else if p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == super::Padding::uniform(0) {
         Conv2dPath::Pointwise
-    } else if super::winograd::chosen(g) {
+    } else if super::winograd::chosen(g) && !direct_first {
         Conv2dPath::Winograd
+    } else if direct {
+        Conv2dPath::Direct
     } else {
         Conv2dPath::ImplicitGemm
     }

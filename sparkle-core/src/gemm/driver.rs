@@ -375,14 +375,17 @@ pub(crate) unsafe trait Operand: Sync {
     /// # Safety
     /// The block is inside the matrix, `panels.end <= ceil(nc/nr)`, and `dst` is valid for those panels.
     unsafe fn pack_b(&self, blk: Block, nr: usize, panels: core::ops::Range<usize>, dst: *mut f32);
-    /// When rows can be read in place by the kernels as A: `(pointer to element (0, 0), row
-    /// stride)`, with unit column stride.
-    fn in_place(&self) -> Option<(*const f32, usize)> {
+    /// When columns `cols` of every row can be read in place by the kernels as A: `(pointer to
+    /// element (0, cols.start), row stride)`, with unit column stride. An empty range asks
+    /// whether the operand is read in place at all (for [`Split::plan`]'s costs).
+    fn in_place(&self, cols: Range<usize>) -> Option<(*const f32, usize)> {
+        let _ = cols;
         None
     }
-    /// When whole nr-panels can be read in place by the kernels as B: `(pointer to element (0,
-    /// 0), row stride)`, with unit column stride.
-    fn b_in_place(&self) -> Option<(*const f32, usize)> {
+    /// When rows `rows` of whole nr-panels can be read in place by the kernels as B: where
+    /// element `(rows.start, 0)` is and how to step between rows, with unit column stride.
+    fn b_in_place(&self, rows: Range<usize>) -> Option<InPlaceB> {
+        let _ = rows;
         None
     }
     /// Reads packing one element costs, as B (`as_b`) or as A, against 1 for reading a packed
@@ -418,16 +421,37 @@ unsafe impl Operand for MatRef<'_> {
             2
         }
     }
-    /// Row-major B, for the small problems [`gemm_rect`] reads in place.
-    fn b_in_place(&self) -> Option<(*const f32, usize)> {
-        (self.cs() == 1).then(|| (self.as_slice().as_ptr(), self.rs()))
+    /// Row-major B, for the small problems [`gemm_rect`] reads in place: a reduction slice that
+    /// spans at most [`B_IN_PLACE_MAX`] floats.
+    fn b_in_place(&self, rows: Range<usize>) -> Option<InPlaceB> {
+        let small = rows.len().saturating_mul(self.rs()) <= B_IN_PLACE_MAX;
+        // `wrapping_add`: the pointer is only formed, and `rows` lies inside the matrix.
+        (self.cs() == 1 && small)
+            .then(|| InPlaceB::rows(self.as_slice().as_ptr().wrapping_add(rows.start * self.rs()), self.rs()))
     }
     /// Row-major A is read in place, unless its rows are a multiple of 4 KiB apart: then all mr
     /// rows fall into one L1 set and thrash it (measured on one Zen 4 core: in place 94 vs packed
     /// 104 GFLOPS at 2048^3; 106 vs 103 at 2000^3, where in place wins).
-    fn in_place(&self) -> Option<(*const f32, usize)> {
+    fn in_place(&self, cols: Range<usize>) -> Option<(*const f32, usize)> {
         let aliasing = (self.rs() * core::mem::size_of::<f32>()).is_multiple_of(4096);
-        (self.cs() == 1 && !aliasing).then(|| (self.as_slice().as_ptr(), self.rs()))
+        (self.cs() == 1 && !aliasing).then(|| (self.as_slice().as_ptr().wrapping_add(cols.start), self.rs()))
+    }
+}
+
+/// A B block the kernels read in place ([`Operand::b_in_place`]): row `p` at `ptr + p * rs`, or
+/// with `taps` (see [`MicroArgs::taps`]) row `c * ntaps + t` at `ptr + c * rs + taps[t]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InPlaceB {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub taps: *const usize,
+    pub ntaps: usize,
+}
+
+impl InPlaceB {
+    /// Evenly spaced rows.
+    pub(crate) fn rows(ptr: *const f32, rs: usize) -> Self {
+        InPlaceB { ptr, rs, taps: core::ptr::null(), ntaps: 0 }
     }
 }
 
@@ -465,7 +489,7 @@ impl<'a> Problem<'a> {
 /// The operands' costs for [`Split::plan`]: A's packing per element (`None` where it is read
 /// in place) and B's.
 fn split_costs(a: &dyn Operand, b: &dyn Operand) -> (Option<usize>, usize) {
-    (a.in_place().is_none().then(|| a.pack_cost(false)), b.pack_cost(true))
+    (a.in_place(0..0).is_none().then(|| a.pack_cost(false)), b.pack_cost(true))
 }
 
 /// [`gemm_with`] without validation.
@@ -712,10 +736,8 @@ unsafe fn gemm_rect(
     let bbuf = scratch;
     // SAFETY: the A buffer follows the kc x nc B buffer inside this call's scratch.
     let abuf = unsafe { scratch.add(p.kc * p.nc) };
-    // Whole mr-row panels of A are read in place when the operand allows it (no packing).
-    let a_in_place = p.a.in_place();
-    // A row-major B may be read in place (by kernels that take its row stride), unless shared.
-    let b_direct = p.b.b_in_place().filter(|_| packed_b.is_none() && p.kernel.gemm.b_in_place);
+    // B may be read in place (by kernels that take its row stride), unless it is shared.
+    let b_direct = packed_b.is_none() && p.kernel.gemm.b_in_place;
     let k_blocks = k.div_ceil(p.kc).max(1);
     for jc in cols.clone().step_by(p.nc) {
         let nc_eff = p.nc.min(cols.end - jc);
@@ -726,8 +748,10 @@ unsafe fn gemm_rect(
             let last = pb + 1 == k_blocks;
             let beta = if pb == 0 { p.beta } else { 1.0 };
             let (bias, act) = if last { (p.bias, p.act) } else { (Bias::None, Activation::None) };
-            // Whole panels of a small row-major B are read in place; the rest is packed.
-            let direct = b_direct.filter(|&(_, rs)| kc_eff.saturating_mul(rs) <= B_IN_PLACE_MAX);
+            // Whole panels of B are read in place where the operand allows it (a small row-major
+            // B, the direct conv's image); the rest is packed. The same for mr-row panels of A.
+            let direct = if b_direct { p.b.b_in_place(pc..pc + kc_eff) } else { None };
+            let a_in_place = p.a.in_place(pc..pc + kc_eff);
             let direct_panels = if direct.is_some() { nc_eff / nr } else { 0 };
             let bbuf = match packed_b {
                 // SAFETY: slice pc's panels of columns jc.. inside the shared packed B.
@@ -769,11 +793,11 @@ unsafe fn gemm_rect(
                     // costs the Cortex-M4 about 30 instructions more when every field is rebuilt).
                     let jr = jp * nr;
                     let j = jc + jr;
-                    let (b, rs_b) = match direct {
+                    let (b, rs_b, taps, ntaps) = match direct {
                         // SAFETY: rows pc.. and whole columns jc+jr..jc+jr+nr of b.
-                        Some((base, rs)) if jp < direct_panels => (unsafe { base.add(pc * rs + j) }, rs),
+                        Some(v) if jp < direct_panels => (unsafe { v.ptr.add(j) }, v.rs, v.taps, v.ntaps),
                         // SAFETY: panel offset inside the packed B block.
-                        _ => (unsafe { bbuf.add(jp * nr * kc_eff) }, nr),
+                        _ => (unsafe { bbuf.add(jp * nr * kc_eff) }, nr, core::ptr::null(), 0),
                     };
                     let mut args = MicroArgs {
                         k: kc_eff,
@@ -782,6 +806,8 @@ unsafe fn gemm_rect(
                         cs_a: mr,
                         b,
                         rs_b,
+                        taps,
+                        ntaps,
                         c: p.c.ptr(),
                         rs_c: p.rs_c,
                         cs_c: p.cs_c,
@@ -801,7 +827,7 @@ unsafe fn gemm_rect(
                         (args.a, args.rs_a, args.cs_a) =
                             if let (true, Some((base, rs))) = (ir < packed_from, a_in_place) {
                                 // SAFETY: (i, pc) is inside a; mr whole rows of kc_eff follow.
-                                (unsafe { base.add(i * rs + pc) }, rs, 1)
+                                (unsafe { base.add(i * rs) }, rs, 1)
                             } else {
                                 // SAFETY: inside the packed A buffer.
                                 (unsafe { abuf.add((ir - packed_from) * kc_eff) }.cast_const(), 1, mr)

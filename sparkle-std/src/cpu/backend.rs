@@ -5,7 +5,7 @@ use sparkle_core::arch::bf16::BKernel;
 use sparkle_core::arch::quant::QKernel;
 use sparkle_core::arch::Kernel;
 use sparkle_core::bf16::{bf16, gemm_bf16_scratch_len, gemm_bf16_with, BWorkspace};
-use sparkle_core::conv::fused::{conv2d_min_scratch_len, conv2d_scratch_len, conv2d_with};
+use sparkle_core::conv::fused::{conv2d_min_scratch_len, conv2d_scratch_len, conv2d_with, running_path};
 use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::f16::{check_half, f16, Half, HalfMats};
 use sparkle_core::gemm::blocking::Blocking;
@@ -188,7 +188,8 @@ impl Cpu {
 
     /// `output = act(conv2d(input, weight) + bias)`: validated, then the path
     /// [`sparkle_core::conv::choose_path`]
-    /// picks (pointwise GEMM, depthwise kernel, Winograd, or implicit GEMM).
+    /// picks (pointwise GEMM, depthwise kernel, Winograd, direct, or implicit GEMM; see
+    /// [`Cpu::conv2d_path`]).
     pub fn conv2d(
         &self,
         g: &Conv2d,
@@ -197,20 +198,34 @@ impl Cpu {
         epi: &Epilogue<'_>,
         output: &mut [f32],
     ) -> Result<(), CpuError> {
+        let (threads, len) = self.conv2d_plan(g)?;
+        with_scratch(&SCRATCH, len, self.memory_budget, |scratch| {
+            Ok(conv2d_with(g, input, weight, epi, output, self.workspace(&Workers(threads), scratch))?)
+        })
+    }
+
+    /// The path [`Cpu::conv2d`] runs `g` on here: [`choose_path`]'s, or the implicit GEMM where
+    /// this kernel or the memory budget does not run that one (and for a Winograd geometry
+    /// whose input or weights are not all finite).
+    pub fn conv2d_path(&self, g: &Conv2d) -> Result<Conv2dPath, CpuError> {
+        let (threads, len) = self.conv2d_plan(g)?;
+        Ok(running_path(g, self.kernel, &self.blocking, threads, len))
+    }
+
+    /// Threads and floats of scratch for `g`: the fastest path's buffers where the budget allows
+    /// them, else the implicit GEMM's scratch.
+    fn conv2d_plan(&self, g: &Conv2d) -> Result<(usize, usize), CpuError> {
         // A depthwise multiply-add costs about DEPTHWISE_FMA_COST of a GEMM's (memory-bound):
         // counted as such, a 14x14 MobileNet layer is worth threads.
         let fmas = g.flops() / 2.0;
         let work = if choose_path(g) == Conv2dPath::Depthwise { fmas * DEPTHWISE_FMA_COST } else { fmas };
         let threads = self.threads_for(work);
-        // Winograd's buffers where the budget allows them, else the implicit GEMM's scratch.
         let len = conv2d_scratch_len(g, self.kernel, &self.blocking, threads)?;
         let len = match self.memory_budget.check("conv2d scratch", len, std::mem::size_of::<f32>()) {
             Ok(_) => len,
             Err(_) => conv2d_min_scratch_len(g, self.kernel, &self.blocking, threads)?,
         };
-        with_scratch(&SCRATCH, len, self.memory_budget, |scratch| {
-            Ok(conv2d_with(g, input, weight, epi, output, self.workspace(&Workers(threads), scratch))?)
-        })
+        Ok((threads, len))
     }
 
     /// `C <- act(alpha * A * B + beta * C + bias)`.

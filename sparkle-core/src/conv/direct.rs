@@ -1,0 +1,689 @@
+//! The direct conv for stride-1 convolutions: each (image, group)'s input is copied once into a
+//! zero-padded image, which the GEMM kernels then read in place for every tap — no im2col gather
+//! and no packing of the image (the implicit GEMM gathers each input element once per tap and
+//! per block of columns).
+//!
+//! The padded image is `hp x wp` (the input inside its padding). Output pixel `(y, x)` reads tap
+//! `(r, s)` at padded pixel `(y + r*dh, x + s*dw)`. Numbered along padded rows, output pixel
+//! `p = y*wp + x` reads padded pixel `p + shift(t)`, `shift = r*dh*wp + s*dw`: one shift per tap.
+//! The conv is then a GEMM over "virtual" pixels `p < (ho-1)*wp + wo` (the `wp - wo` past each
+//! output row are computed and dropped: 2 of 16 at 14x14 with a 3x3 kernel) whose reduction runs
+//! in blocks of channels, tap by tap: within a block of one tap the image's rows are evenly
+//! spaced, which is what the kernels read in place.
+//! - NCHW (KCRS weights): C (kg x pixels) = W (kg x reduction) * X. The reduction runs channel
+//!   by channel and within a channel tap by tap, the weights' own order: W is read in place as a
+//!   row-major matrix, and X's row (c, t), plane `c` shifted by `shift(t)`, is read in place as
+//!   B, the kernels finding it through a table of the taps' shifts
+//!   (`MicroArgs::taps`). A channel's taps read overlapping windows of one plane,
+//!   so a reduction slice of B stays in L1.
+//! - NHWC: C^T (pixels x kg) = X^T * W^T. The reduction runs in blocks of channels, tap by tap
+//!   (`Reduction`); X^T's row `p` is padded pixel `p + shift(t)`'s channels, read in place as
+//!   A (row stride: a padded pixel's); W^T is packed as B.
+//! - NCHW with KRSC weights is not taken (see [`chosen`]); nor are taps read with a stride
+//!   through KCRS weights: streamed from L2 `r*s` times over, 512->512 3x3 @7 ran at half the
+//!   implicit GEMM's speed on the 16-core Xeon.
+//!
+//! The product goes to scratch with the bias and activation fused into the kernels' write-out;
+//! only the real pixels are copied to the output. Images are staged, multiplied and copied out in
+//! chunks that fit [`MAX_FLOATS`], each step split over the workers.
+#![allow(unsafe_code)]
+
+use core::ops::Range;
+
+use crate::arch::Kernel;
+use crate::conv::operands::{copy, zero};
+use crate::conv::Conv2d;
+use crate::epilogue::{Bias, Epilogue};
+use crate::error::{add, mul, Error, Param, Result};
+use crate::gemm::blocking::Blocking;
+use crate::gemm::driver::{gemm_batch, gemm_scratch_len, Batch, InPlaceB, JobFn, Operand, OutPtr, Shared, Workspace};
+use crate::gemm::pack::Block;
+use crate::layout::{TensorLayout, WeightLayout};
+use crate::view::MatRef;
+
+/// The most taps (`r*s`) of a direct NCHW conv with KCRS weights: its table of shifts lives in
+/// the operand (7x7).
+pub const MAX_TAPS: usize = 49;
+
+/// The fewest input channels per group the direct conv takes: below it a reduction block (one
+/// tap's channels) is too short for the kernels, and the implicit GEMM runs.
+pub const MIN_CHANNELS: usize = 16;
+
+/// The most floats of padded images and products one chunk of (image, group) pairs takes
+/// (16 MiB); a single pair may take more. (512 in this crate's unit tests: a chunk per pair.)
+pub const MAX_FLOATS: usize = if cfg!(test) { 512 } else { 1 << 22 };
+
+/// Whether [`choose_path`](super::choose_path) takes the direct conv for `g` (where neither the
+/// pointwise, depthwise nor Winograd path applies): this build has the `direct` feature (a
+/// default one), the stride is 1, each group has at least [`MIN_CHANNELS`] input channels, at
+/// most a quarter of the computed pixels are dropped, the kernel has at most [`MAX_TAPS`] taps,
+/// the buffers' sizes fit a `usize`, and it is NHWC or NCHW with KCRS weights. (NCHW with KRSC
+/// weights, run tap by tap over blocks of channels, one plane per row of B, spilled B's panels
+/// out of L1 on the 16-core Xeon and ran at 0.65-0.85x the implicit GEMM.)
+pub fn chosen(g: &Conv2d) -> bool {
+    let p = g.params();
+    let wp = g.wo() + (p.s - 1) * p.dilation[1];
+    cfg!(feature = "direct")
+        && p.stride == [1, 1]
+        && g.cg() >= MIN_CHANNELS
+        && 4 * g.wo() >= 3 * wp
+        && p.r * p.s <= MAX_TAPS
+        && (p.layout == TensorLayout::Nhwc || p.weight_layout == WeightLayout::Kcrs)
+        && Shape::new(g, 32, 32, 512).is_ok()
+}
+
+/// The sizes of one (image, group) pair on a kernel with an `mr x nr` register tile.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    /// Padded width.
+    wp: usize,
+    /// Computed (virtual) pixels: `(ho-1)*wp + wo` rounded up to whole register tiles.
+    pixels: usize,
+    /// NCHW: floats between channel planes; NHWC: between padded pixels.
+    stride: usize,
+    /// Floats of the padded image (with the guard the last tile's reads run into).
+    image: usize,
+    /// Floats of the product (`kg x pixels` or `pixels x kg`).
+    product: usize,
+    /// The reduction's order.
+    red: Reduction,
+    /// NCHW with KCRS weights: the reduction runs channel by channel, B read through the taps.
+    by_taps: bool,
+}
+
+impl Shape {
+    /// The shape of `g`'s pairs for an `mr x nr` tile and reduction blocks of at most `kc`.
+    fn new(g: &Conv2d, mr: usize, nr: usize, kc: usize) -> Result<Shape> {
+        let p = g.params();
+        let hp = add(add(p.h, p.pad.top, Param::Scratch)?, p.pad.bottom, Param::Scratch)?;
+        let wp = add(add(p.w, p.pad.left, Param::Scratch)?, p.pad.right, Param::Scratch)?;
+        let area = mul(hp, wp, Param::Scratch)?;
+        // Stride 1: ho - 1 + (r-1)*dh = hp - 1, so virtual pixel p + shift stays below hp*wp.
+        let real = add(mul(g.ho() - 1, wp, Param::Scratch)?, g.wo(), Param::Scratch)?;
+        let (cg, kg) = (g.cg(), g.kg());
+        let (pixels, stride, image, product) = match p.layout {
+            TensorLayout::Nchw => {
+                let pixels = mul(real.div_ceil(nr), nr, Param::Scratch)?;
+                // Planes an odd number of 64-byte lines apart, so a reduction slice's rows (one
+                // per plane) fall into different L1 sets; `nr` floats of guard.
+                let plane = add(area, nr, Param::Scratch)?.div_ceil(16) * 16;
+                let plane = if plane % 32 == 0 { plane + 16 } else { plane };
+                (pixels, plane, mul(plane, cg, Param::Scratch)?, mul(kg, pixels, Param::Scratch)?)
+            }
+            TensorLayout::Nhwc => {
+                let pixels = mul(real.div_ceil(mr), mr, Param::Scratch)?;
+                // Rows a multiple of 4 KiB apart would put a tile's rows into one L1 set.
+                let step = if (cg * 4).is_multiple_of(4096) { cg + 16 } else { cg };
+                let image = mul(add(area, mr, Param::Scratch)?, step, Param::Scratch)?;
+                (pixels, step, image, mul(pixels, kg, Param::Scratch)?)
+            }
+        };
+        let by_taps = p.layout == TensorLayout::Nchw && p.weight_layout == WeightLayout::Kcrs;
+        // No block of channels long enough for this `kc`: not a size, but the same answer (the
+        // direct conv does not run). By taps, a block is one channel.
+        let block = if by_taps { Some(1) } else { block(cg, kc) };
+        let block = block.ok_or(Error::Overflow { param: Param::Scratch })?;
+        let red = Reduction { block, taps: p.r * p.s, s: p.s, row: p.dilation[0] * wp, col: p.dilation[1] };
+        Ok(Shape { wp, pixels, stride, image, product, red, by_taps })
+    }
+
+    /// Floats of one pair: padded image and product.
+    fn pair(&self) -> Result<usize> {
+        add(self.image, self.product, Param::Scratch)
+    }
+}
+
+/// The channels of one reduction block: the largest divisor of `cg` that is at most `kc`, if
+/// that is at least [`MIN_CHANNELS`] (or all of `cg`).
+fn block(cg: usize, kc: usize) -> Option<usize> {
+    let d = (cg.div_ceil(kc.max(1))..=cg).find(|d| cg.is_multiple_of(*d))?;
+    let b = cg / d;
+    (b >= MIN_CHANNELS.min(cg)).then_some(b)
+}
+
+/// The direct conv's reduction order: blocks of `block` channels, and within a block of channels
+/// every tap in turn (so a block's weights are read for all taps while in cache), and within a
+/// tap the block's channels. Row `q` is channel `c`, tap `t`.
+#[derive(Clone, Copy, Debug)]
+struct Reduction {
+    block: usize,
+    taps: usize,
+    s: usize,
+    /// A kernel row's shift, in padded pixels (`dh * wp`).
+    row: usize,
+    /// A kernel column's (`dw`).
+    col: usize,
+}
+
+impl Reduction {
+    /// `(c, t)` of reduction row `q`.
+    #[inline]
+    fn split(&self, q: usize) -> (usize, usize) {
+        let span = self.block * self.taps;
+        let (cb, rem) = (q / span, q % span);
+        (cb * self.block + rem % self.block, rem / self.block)
+    }
+    /// Padded pixels between output pixel `p` and what tap `t` reads for it.
+    #[inline]
+    fn shift(&self, t: usize) -> usize {
+        t / self.s * self.row + t % self.s * self.col
+    }
+    /// Whether rows `q` all lie in one block of one tap (an empty range: the block of its start).
+    #[inline]
+    fn one_tap(&self, q: &Range<usize>) -> bool {
+        q.is_empty() || (q.end - 1) / self.block == q.start / self.block
+    }
+}
+
+/// Scratch blocking for the direct conv: `kc` one reduction block, or (by taps) whole channels.
+fn blocking(g: &Conv2d, kernel: &Kernel, blocking: &Blocking) -> Result<(Blocking, Shape)> {
+    let shape = Shape::new(g, kernel.gemm.mr, kernel.gemm.nr, blocking.kc)?;
+    let taps = shape.red.taps;
+    let kc = if shape.by_taps { (blocking.kc / taps).max(1) * taps } else { shape.red.block };
+    Ok((Blocking { kc, ..*blocking }, shape))
+}
+
+/// The GEMM of one pair: `(m, n, k)`.
+fn gemm_dims(g: &Conv2d, shape: &Shape) -> (usize, usize, usize) {
+    let k = g.gemm_dims().2;
+    match g.params().layout {
+        TensorLayout::Nchw => (g.kg(), shape.pixels, k),
+        TensorLayout::Nhwc => (shape.pixels, g.kg(), k),
+    }
+}
+
+/// Pairs per chunk and the floats of scratch the direct conv needs with `workers` workers: the
+/// GEMM driver's, then a chunk of padded images and products.
+fn layout(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<(usize, usize, usize)> {
+    let (b, shape) = self::blocking(g, kernel, blocking)?;
+    let (m, n, k) = gemm_dims(g, &shape);
+    let gemm = gemm_scratch_len(kernel, &b, m, n, k, workers)?;
+    let pair = shape.pair()?;
+    let p = g.params();
+    let pairs = mul(p.n, p.groups, Param::Scratch)?;
+    let chunk = (MAX_FLOATS / pair.max(1)).clamp(1, pairs.max(1));
+    Ok((chunk, gemm, add(gemm, mul(chunk, pair, Param::Scratch)?, Param::Scratch)?))
+}
+
+/// Floats of scratch the direct conv of `g` needs with `workers` workers.
+pub fn scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
+    layout(g, kernel, blocking, workers).map(|l| l.2)
+}
+
+/// Whether a [`chosen`] geometry runs direct in `ws`: NCHW needs a kernel that reads B in place
+/// ([`crate::arch::GemmKernel::b_in_place`]: the x86 and NEON kernels), and the scratch must hold
+/// [`scratch_len`].
+pub(crate) fn runs(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> bool {
+    let reads_b = kernel.gemm.b_in_place || g.params().layout == TensorLayout::Nhwc;
+    reads_b && scratch_len(g, kernel, blocking, workers).is_ok_and(|n| n <= scratch)
+}
+
+/// The direct conv of a validated `g` in `ws`.
+///
+/// # Safety
+/// As [`super::fused::conv2d_unchecked`], and [`runs`] holds.
+pub(crate) unsafe fn conv2d_unchecked(
+    g: &Conv2d,
+    input: &[f32],
+    weight: &[f32],
+    epi: &Epilogue<'_>,
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+    ws: &mut Workspace<'_>,
+) {
+    let (kernel, exec) = (ws.kernel, ws.exec);
+    let workers = exec.workers().max(1);
+    // Cannot fail: `runs` computed the same.
+    let (Ok((b, shape)), Ok((chunk, gemm, _))) =
+        (blocking(g, kernel, ws.blocking), layout(g, kernel, ws.blocking, workers))
+    else {
+        return;
+    };
+    let p = g.params();
+    let pairs = p.n * p.groups;
+    let (front, rest) = ws.scratch.split_at_mut(gemm);
+    let images = Shared(rest.as_mut_ptr());
+    // SAFETY: the products follow the chunk's images inside `rest` (sized by `layout`).
+    let products = Shared(unsafe { images.ptr().add(chunk * shape.image) });
+    let out = Shared(output.as_mut_ptr());
+    for first in (0..pairs).step_by(chunk) {
+        let count = chunk.min(pairs - first);
+        // 1. Pad the chunk's images, the units (pair, plane or padded row) split over the workers.
+        let rows = match p.layout {
+            TensorLayout::Nchw => g.cg(),
+            TensorLayout::Nhwc => p.h + p.pad.top + p.pad.bottom,
+        };
+        exec.run(&|w| {
+            if w >= workers {
+                return;
+            }
+            let units = count * rows;
+            for u in units * w / workers..units * (w + 1) / workers {
+                let (i, row) = (u / rows, u % rows);
+                // SAFETY: pair i's image inside the chunk's; each unit writes its own plane or row.
+                unsafe { stage(g, &shape, input, first + i, row, images.ptr().add(i * shape.image)) };
+            }
+        });
+        // 2. The products. The images are complete and only read from here on.
+        // SAFETY: written above, inside `rest`, and not written again during the GEMMs.
+        let staged = unsafe { core::slice::from_raw_parts(images.ptr(), count * shape.image) };
+        let jobs = Jobs { g, shape, weight, bias, images: staged, products, first, count };
+        let mut inner = Workspace { kernel, blocking: &b, exec, scratch: &mut *front };
+        // SAFETY: every job is the same GEMM; each writes its own product; the driver's scratch
+        // (`front`) holds `gemm_scratch_len` for `b`.
+        unsafe { gemm_batch(&jobs, 1.0, 0.0, epi.activation, &mut inner) };
+        // 3. The real pixels to the output, the units (pair, output channel or output row) split.
+        let units = count
+            * match p.layout {
+                TensorLayout::Nchw => g.kg(),
+                TensorLayout::Nhwc => g.ho(),
+            };
+        exec.run(&|w| {
+            if w >= workers {
+                return;
+            }
+            for u in units * w / workers..units * (w + 1) / workers {
+                // SAFETY: each unit reads its pair's product and writes its own output rows.
+                unsafe { copy_out(g, &shape, products.ptr(), first, u, out.ptr()) };
+            }
+        });
+    }
+}
+
+/// Pads plane `row` (NCHW: a channel of the group) or padded row `row` (NHWC) of pair `pair`'s
+/// image into `dst` (the pair's image).
+///
+/// # Safety
+/// `dst` holds `shape.image` floats; `pair < n * groups`; `row` below the channels or the padded
+/// height.
+unsafe fn stage(g: &Conv2d, shape: &Shape, input: &[f32], pair: usize, row: usize, dst: *mut f32) {
+    let p = g.params();
+    let (n, grp) = (pair / p.groups, pair % p.groups);
+    let wp = shape.wp;
+    let hp = p.h + p.pad.top + p.pad.bottom;
+    let src = input.as_ptr();
+    // SAFETY: (whole body) writes inside the pair's image (its layout from `Shape::new`), reads
+    // validated input rows.
+    unsafe {
+        match p.layout {
+            TensorLayout::Nchw => {
+                let plane = dst.add(row * shape.stride);
+                let c = grp * g.cg() + row;
+                zero(plane, p.pad.top * wp);
+                for y in 0..p.h {
+                    let line = plane.add((p.pad.top + y) * wp);
+                    zero(line, p.pad.left);
+                    copy(src.add(g.input_index(n, c, y, 0)), line.add(p.pad.left), p.w);
+                    zero(line.add(p.pad.left + p.w), p.pad.right);
+                }
+                let end = (p.pad.top + p.h) * wp;
+                zero(plane.add(end), shape.stride - end);
+            }
+            TensorLayout::Nhwc => {
+                let (cg, step) = (g.cg(), shape.stride);
+                let inside = row >= p.pad.top && row < p.pad.top + p.h;
+                for x in 0..wp {
+                    let pixel = dst.add((row * wp + x) * step);
+                    if inside && x >= p.pad.left && x < p.pad.left + p.w {
+                        let at = g.nhwc_input_index(n, grp * cg, row - p.pad.top, x - p.pad.left);
+                        copy(src.add(at), pixel, cg);
+                    } else {
+                        zero(pixel, cg);
+                    }
+                }
+                if row + 1 == hp {
+                    // The guard past the last row, which the last tiles' reads reach.
+                    let end = hp * wp * step;
+                    zero(dst.add(end), shape.image - end);
+                }
+            }
+        }
+    }
+}
+
+/// Copies unit `u` of the chunk starting at pair `first` from the products to the output: NCHW,
+/// an output channel's rows; NHWC, an output row's pixels.
+///
+/// # Safety
+/// The chunk's products are complete; the unit lies inside the chunk; `out` is the validated output.
+unsafe fn copy_out(g: &Conv2d, shape: &Shape, products: *const f32, first: usize, u: usize, out: *mut f32) {
+    let p = g.params();
+    let (kg, wp) = (g.kg(), shape.wp);
+    // SAFETY: (whole body) reads inside the pair's product, writes the pair's own output elements.
+    unsafe {
+        match p.layout {
+            TensorLayout::Nchw => {
+                let (i, o) = (u / kg, u % kg);
+                let pair = first + i;
+                let (n, grp) = (pair / p.groups, pair % p.groups);
+                let src = products.add(i * shape.product + o * shape.pixels);
+                for y in 0..g.ho() {
+                    copy(src.add(y * wp), out.add(g.output_index(n, grp * kg + o, y, 0)), g.wo());
+                }
+            }
+            TensorLayout::Nhwc => {
+                let (i, y) = (u / g.ho(), u % g.ho());
+                let pair = first + i;
+                let (n, grp) = (pair / p.groups, pair % p.groups);
+                let src = products.add(i * shape.product + y * wp * kg);
+                for x in 0..g.wo() {
+                    copy(src.add(x * kg), out.add(g.output_index(n, grp * kg, y, x)), kg);
+                }
+            }
+        }
+    }
+}
+
+/// The GEMMs of one chunk of pairs.
+struct Jobs<'a> {
+    g: &'a Conv2d,
+    shape: Shape,
+    weight: &'a [f32],
+    bias: Option<&'a [f32]>,
+    images: &'a [f32],
+    products: Shared<f32>,
+    first: usize,
+    count: usize,
+}
+
+// SAFETY: every job is the GEMM of `gemm_dims`, writing its own pair's product (disjoint), with a
+// bias of its group's `kg` channels.
+unsafe impl Batch for Jobs<'_> {
+    fn jobs(&self) -> usize {
+        self.count
+    }
+    fn with_job(&self, i: usize, f: &mut JobFn<'_>) {
+        let g = self.g;
+        let grp = (self.first + i) % g.params().groups;
+        let (kg, gemm_k) = (g.kg(), g.gemm_dims().2);
+        let w0 = g.weight_group_offset(grp);
+        let w = &self.weight[w0..w0 + kg * gemm_k];
+        let mut image = Image {
+            data: &self.images[i * self.shape.image..(i + 1) * self.shape.image],
+            shape: self.shape,
+            k: gemm_k,
+            nchw: g.params().layout == TensorLayout::Nchw,
+            shifts: [0; MAX_TAPS],
+        };
+        if self.shape.by_taps {
+            for (t, slot) in image.shifts.iter_mut().enumerate().take(self.shape.red.taps) {
+                *slot = self.shape.red.shift(t);
+            }
+        }
+        let gb = self.bias.map(|b| &b[grp * kg..(grp + 1) * kg]);
+        // SAFETY: pair i's product inside the chunk's.
+        let c = unsafe { self.products.ptr().add(i * self.shape.product) };
+        let out = OutPtr { ptr: c, rs: self.shape.pixels, cs: 1 };
+        if image.nchw {
+            // KCRS weights are the reduction's order (by taps): a plain row-major matrix.
+            let Ok(a) = MatRef::row_major(w, kg, gemm_k) else { return };
+            f(&a, &image, out, gb.map_or(Bias::None, Bias::Row));
+        } else {
+            let wt = Weights { g, w, red: self.shape.red };
+            f(&image, &wt, OutPtr { ptr: c, rs: kg, cs: 1 }, gb.map_or(Bias::None, Bias::Col));
+        }
+    }
+}
+
+/// A pair's padded image as the direct conv's operand: NCHW `reduction x pixels` (B), NHWC
+/// `pixels x reduction` (A). Element (pixel `j`, row `q` = channel `c`, tap `t`) is image float
+/// `c*stride + shift(t) + j` (NCHW) or `(j + shift(t))*stride + c` (NHWC).
+struct Image<'a> {
+    data: &'a [f32],
+    shape: Shape,
+    k: usize,
+    nchw: bool,
+    /// By taps: each tap's shift, in floats (the kernels' table).
+    shifts: [usize; MAX_TAPS],
+}
+
+impl Image<'_> {
+    /// Offset of pixel `j`, reduction row `q`.
+    #[inline]
+    fn at(&self, j: usize, q: usize) -> usize {
+        let (c, t) = self.shape.red.split(q);
+        let shift = self.shape.red.shift(t);
+        if self.nchw {
+            c * self.shape.stride + shift + j
+        } else {
+            (j + shift) * self.shape.stride + c
+        }
+    }
+    /// Element `(row, col)` of the operand.
+    #[inline]
+    fn get(&self, row: usize, col: usize) -> f32 {
+        let (j, q) = if self.nchw { (col, row) } else { (row, col) };
+        self.data[self.at(j, q)]
+    }
+}
+
+// SAFETY: packing reads the image through `get` (bounds-checked); the in-place views cover rows or
+// columns of one reduction block, whose every element lies inside the image (`Shape::new`'s guard).
+unsafe impl Operand for Image<'_> {
+    fn rows(&self) -> usize {
+        if self.nchw {
+            self.k
+        } else {
+            self.shape.pixels
+        }
+    }
+    fn cols(&self) -> usize {
+        if self.nchw {
+            self.shape.pixels
+        } else {
+            self.k
+        }
+    }
+    /// Read in place (never packed where the direct conv runs).
+    fn pack_cost(&self, _as_b: bool) -> usize {
+        1
+    }
+    fn in_place(&self, cols: Range<usize>) -> Option<(*const f32, usize)> {
+        (!self.nchw && self.shape.red.one_tap(&cols))
+            .then(|| (self.data.as_ptr().wrapping_add(self.at(0, cols.start)), self.shape.stride))
+    }
+    fn b_in_place(&self, rows: Range<usize>) -> Option<InPlaceB> {
+        let ptr = self.data.as_ptr().wrapping_add(self.at(0, rows.start));
+        let taps = self.shape.red.taps;
+        // NCHW is read by taps, whole channels: row (c, t) at plane c (`ptr`, tap 0 being
+        // unshifted) plus tap t's shift.
+        let whole = rows.start.is_multiple_of(taps) && rows.len().is_multiple_of(taps);
+        (self.shape.by_taps && whole).then_some(InPlaceB {
+            ptr,
+            rs: self.shape.stride,
+            taps: self.shifts.as_ptr(),
+            ntaps: taps,
+        })
+    }
+    unsafe fn pack_a(&self, blk: Block, mr: usize, dst: *mut f32) {
+        // SAFETY: forwarded contract.
+        unsafe { pack_a_by(blk, mr, dst, |i, q| self.get(i, q)) }
+    }
+    unsafe fn pack_b(&self, blk: Block, nr: usize, panels: Range<usize>, dst: *mut f32) {
+        // SAFETY: forwarded contract.
+        unsafe { pack_b_by(blk, nr, panels, dst, |q, j| self.get(q, j)) }
+    }
+}
+
+/// A group's weights in the direct conv's reduction order, transposed: NHWC's B
+/// (`reduction x kg`).
+#[derive(Clone, Copy)]
+struct Weights<'a> {
+    g: &'a Conv2d,
+    w: &'a [f32],
+    red: Reduction,
+}
+
+impl Weights<'_> {
+    /// Offset of output channel `o`, reduction row `q`.
+    #[inline]
+    fn at(&self, o: usize, q: usize) -> usize {
+        let (c, t) = self.red.split(q);
+        o * self.g.gemm_dims().2 + self.g.reduction_index(c, t / self.red.s, t % self.red.s)
+    }
+    /// Reduction rows `q0..q0 + len` (inside one tap's block) of every output channel as a
+    /// `kg x len` matrix view: within a tap a block's channels are a fixed stride apart (KCRS:
+    /// `r*s`; KRSC: 1).
+    fn block_view(&self, q0: usize, len: usize) -> Option<MatRef<'_>> {
+        let at = self.at(0, q0);
+        let cs = self.g.reduction_index(1, 0, 0) - self.g.reduction_index(0, 0, 0);
+        MatRef::new(self.w.get(at..)?, self.g.kg(), len, self.g.gemm_dims().2, cs).ok()
+    }
+}
+
+// SAFETY: packing reads through bounds-checked indexing or a validated view.
+unsafe impl Operand for Weights<'_> {
+    fn rows(&self) -> usize {
+        self.g.gemm_dims().2
+    }
+    fn cols(&self) -> usize {
+        self.g.kg()
+    }
+    unsafe fn pack_a(&self, blk: Block, mr: usize, dst: *mut f32) {
+        // SAFETY: forwarded contract.
+        unsafe { pack_a_by(blk, mr, dst, |q, o| self.w[self.at(o, q)]) }
+    }
+    /// Packed for every reduction block: within one tap a block is a strided matrix, packed by
+    /// the GEMM's own `pack_b`.
+    unsafe fn pack_b(&self, blk: Block, nr: usize, panels: Range<usize>, dst: *mut f32) {
+        let rows = blk.row..blk.row + blk.rows;
+        if let (true, Some(view)) = (self.red.one_tap(&rows), self.block_view(blk.row, blk.rows)) {
+            let blk = Block { row: 0, ..blk };
+            // SAFETY: forwarded contract; the view holds the block's rows and every column.
+            unsafe { crate::gemm::pack::pack_b(&view.t(), blk, nr, panels, dst) };
+            return;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { pack_b_by(blk, nr, panels, dst, |q, o| self.w[self.at(o, q)]) }
+    }
+}
+
+/// [`Operand::pack_a`] through an element accessor.
+///
+/// # Safety
+/// As [`Operand::pack_a`]; `get` is defined on the block.
+#[inline(always)]
+unsafe fn pack_a_by(blk: Block, mr: usize, dst: *mut f32, get: impl Fn(usize, usize) -> f32) {
+    let Block { row, col, rows: mc, cols: kc } = blk;
+    for i0 in (0..mc).step_by(mr) {
+        for q in 0..kc {
+            for i in 0..mr {
+                let v = if i0 + i < mc { get(row + i0 + i, col + q) } else { 0.0 };
+                // SAFETY: inside the documented extent.
+                unsafe { *dst.add(i0 * kc + q * mr + i) = v };
+            }
+        }
+    }
+}
+
+/// [`Operand::pack_b`] through an element accessor.
+///
+/// # Safety
+/// As [`Operand::pack_b`]; `get` is defined on the block.
+#[inline(always)]
+unsafe fn pack_b_by(blk: Block, nr: usize, panels: Range<usize>, dst: *mut f32, get: impl Fn(usize, usize) -> f32) {
+    let Block { row, col, rows: kc, cols: nc } = blk;
+    for panel in panels {
+        let j0 = panel * nr;
+        for q in 0..kc {
+            for j in 0..nr {
+                let v = if j0 + j < nc { get(row + q, col + j0 + j) } else { 0.0 };
+                // SAFETY: inside the documented extent.
+                unsafe { *dst.add((panel * kc + q) * nr + j) = v };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every reduction row maps to one (channel, tap), blocks stay inside one tap, and the blocks
+    /// divide the channels.
+    #[test]
+    fn reduction_order_is_a_permutation() {
+        for (cg, kc) in [(16, 512), (64, 16), (96, 64), (512, 256), (37, 512)] {
+            let b = block(cg, kc).unwrap();
+            assert!(cg % b == 0 && b <= kc.max(cg.min(kc)));
+            let red = Reduction { block: b, taps: 6, s: 3, row: 10, col: 2 };
+            let mut seen = [[false; 6]; 512];
+            for q in 0..cg * 6 {
+                let (c, t) = red.split(q);
+                assert!(!seen[c][t], "{cg} {kc}: ({c}, {t}) twice");
+                seen[c][t] = true;
+                if q % b == 0 {
+                    assert!(red.one_tap(&(q..q + b)));
+                    assert!(!red.one_tap(&(q..q + b + 1)) || q + b == cg * 6);
+                }
+            }
+        }
+        assert_eq!(block(37, 16), None);
+        assert_eq!(block(16, 8), None);
+        assert_eq!(block(96, 16), Some(16));
+        assert_eq!(block(96, 40), Some(32));
+    }
+
+    /// Several chunks (one pair each here, [`MAX_FLOATS`] being 512 in unit tests), three
+    /// workers run in turn, groups and a batch: NHWC and (where the kernel reads B in place)
+    /// NCHW against the oracle.
+    #[test]
+    fn chunks_of_pairs_match_the_oracle() {
+        use crate::check::tolerance;
+        use crate::conv::fused::{conv2d_scratch_len, conv2d_with, running_path};
+        use crate::conv::reference::conv2d_reference_f64;
+        use crate::conv::{choose_path_for, Conv2dParams, Conv2dPath, Padding};
+        use crate::gemm::driver::Executor;
+        use crate::Activation;
+        struct Three;
+        // SAFETY: every index of its count once, in turn, on this thread.
+        unsafe impl Executor for Three {
+            fn workers(&self) -> usize {
+                3
+            }
+            fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+                for w in 0..3 {
+                    f(w)
+                }
+            }
+        }
+        let kernel = Kernel::best();
+        // Reduction slices of 3 channels by 9 taps (NCHW) or 16 channels (NHWC).
+        let blocking = Blocking { mc: 2 * kernel.mr(), kc: 32, nc: 2 * kernel.nr() };
+        // Miri interprets every step: NHWC there (the generic kernel runs NCHW as the implicit GEMM).
+        for layout in [TensorLayout::Nhwc, TensorLayout::Nchw].into_iter().take(if cfg!(miri) { 1 } else { 2 }) {
+            // Under Miri two images of one group: still a chunk each.
+            let (n, groups) = if cfg!(miri) { (2, 1) } else { (3, 2) };
+            let p = Conv2dParams::new(n, 16 * groups, 5, 6, 2 * groups, 3, 3).pad(Padding::new(1, 1, 1, 2));
+            let g = p.groups(groups).layout(layout).validate().unwrap();
+            assert_eq!(choose_path_for(&g, 3), Conv2dPath::Direct);
+            let (mut input, mut weight, bias) =
+                ([0.0f32; 3 * 32 * 30], [0.0f32; 4 * 16 * 9], [0.5f32, -1.0, 2.0, 0.25]);
+            for (i, x) in input.iter_mut().enumerate() {
+                *x = ((i * 37 % 101) as f32 - 50.0) / 64.0;
+            }
+            for (i, x) in weight.iter_mut().enumerate() {
+                *x = ((i * 53 % 89) as f32 - 44.0) / 32.0;
+            }
+            let epi = Epilogue { bias: Bias::Row(&bias[..2 * groups]), activation: Activation::Relu };
+            let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
+            let mut out = [f32::NAN; 3 * 4 * 5 * 7];
+            let mut want = [0.0f64; 3 * 4 * 5 * 7];
+            let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
+            let mut scratch = [0.0f32; 1 << 15];
+            let need = conv2d_scratch_len(&g, kernel, &blocking, 3).unwrap();
+            let runs = if layout == TensorLayout::Nhwc || kernel.gemm.b_in_place {
+                Conv2dPath::Direct
+            } else {
+                Conv2dPath::ImplicitGemm
+            };
+            assert_eq!(running_path(&g, kernel, &blocking, 3, need), runs);
+            let ws = Workspace { kernel, blocking: &blocking, exec: &Three, scratch: &mut scratch[..need] };
+            conv2d_with(&g, input, weight, &epi, out, ws).unwrap();
+            conv2d_reference_f64(&g, input, weight, &epi, want).unwrap();
+            for (i, (&o, &w)) in out.iter().zip(want.iter()).enumerate() {
+                assert!((f64::from(o) - w).abs() <= tolerance(144) * w.abs().max(1.0), "{layout:?} {i}: {o} vs {w}");
+            }
+        }
+    }
+}
