@@ -155,7 +155,7 @@ pub fn run(sparkle: &Sparkle, which: Layers) -> Result<Vec<LayerReport>, DemoErr
         out.push(LayerReport {
             name,
             geometry: g,
-            path: choose_path(&g),
+            path: sparkle.cpu().conv2d_path(&g).unwrap_or_else(|_| choose_path(&g)),
             device: placed.device,
             predicted: placed.predicted,
             seconds,

@@ -569,7 +569,9 @@ impl Sparkle {
         g.check_buffers(input.len(), weight.len(), None, output.len())?;
         sparkle_core::conv::check_epilogue(g, epi)?;
         let op = Op::Conv2d { g, input, weight, epi, output };
-        self.place_on(forced, &OpDesc::conv2d(g), choose_path(g).name(), op)
+        // The path the CPU runs (workers, kernel and budget included) names the run.
+        let path = self.cpu.conv2d_path(g).unwrap_or_else(|_| choose_path(g));
+        self.place_on(forced, &OpDesc::conv2d(g), path.name(), op)
     }
 
     /// Runs `op` on `forced`, or where the juggler decides.

@@ -326,8 +326,10 @@ pub(crate) struct MicroArgs {
     /// Null, or B read in place by taps (the direct conv's image, [`crate::conv::direct`]):
     /// B's rows come in groups of `ntaps`, row `c * ntaps + t` at `b + c * rs_b + taps[t]`;
     /// `k` is a multiple of `ntaps`. Only kernels with [`GemmKernel::b_in_place`] see it.
+    #[cfg_attr(not(feature = "direct"), allow(dead_code))]
     pub taps: *const usize,
     /// Rows of B per group with `taps` (0 without).
+    #[cfg_attr(not(feature = "direct"), allow(dead_code))]
     pub ntaps: usize,
     /// C element `(0, 0)` of this tile.
     pub c: *mut f32,

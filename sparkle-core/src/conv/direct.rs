@@ -27,6 +27,8 @@
 //! only the real pixels are copied to the output. Images are staged, multiplied and copied out in
 //! chunks that fit [`MAX_FLOATS`], each step split over the workers.
 #![allow(unsafe_code)]
+// Without the feature only `chosen` (always false) and the sizes are reachable.
+#![cfg_attr(not(feature = "direct"), allow(dead_code))]
 
 use core::ops::Range;
 
@@ -62,11 +64,12 @@ pub const MAX_FLOATS: usize = if cfg!(test) { 512 } else { 1 << 22 };
 /// out of L1 on the 16-core Xeon and ran at 0.65-0.85x the implicit GEMM.)
 pub fn chosen(g: &Conv2d) -> bool {
     let p = g.params();
-    let wp = g.wo() + (p.s - 1) * p.dilation[1];
+    // u128: a validated geometry's padding and dilation may be near usize::MAX.
+    let wp = (p.s as u128 - 1) * p.dilation[1] as u128 + g.wo() as u128;
     cfg!(feature = "direct")
         && p.stride == [1, 1]
         && g.cg() >= MIN_CHANNELS
-        && 4 * g.wo() >= 3 * wp
+        && 4 * g.wo() as u128 >= 3 * wp
         && p.r * p.s <= MAX_TAPS
         && (p.layout == TensorLayout::Nhwc || p.weight_layout == WeightLayout::Kcrs)
         && Shape::new(g, 32, 32, 512).is_ok()
@@ -210,12 +213,18 @@ pub fn scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
     layout(g, kernel, blocking, workers).map(|l| l.2)
 }
 
-/// Whether a [`chosen`] geometry runs direct in `ws`: NCHW needs a kernel that reads B in place
-/// ([`crate::arch::GemmKernel::b_in_place`]: the x86 and NEON kernels), and the scratch must hold
-/// [`scratch_len`].
-pub(crate) fn runs(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> bool {
+/// Whether `kernel` and `blocking` run a [`chosen`] geometry direct: NCHW needs a kernel that
+/// reads B in place ([`crate::arch::GemmKernel::b_in_place`]: the x86 and NEON kernels), and the
+/// sizes must exist (NHWC: a block of at least [`MIN_CHANNELS`] channels dividing the group's
+/// within `kc`).
+pub(crate) fn fits(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> bool {
     let reads_b = kernel.gemm.b_in_place || g.params().layout == TensorLayout::Nhwc;
-    reads_b && scratch_len(g, kernel, blocking, workers).is_ok_and(|n| n <= scratch)
+    reads_b && scratch_len(g, kernel, blocking, workers).is_ok()
+}
+
+/// [`fits`], and the scratch holds [`scratch_len`].
+pub(crate) fn runs(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> bool {
+    fits(g, kernel, blocking, workers) && scratch_len(g, kernel, blocking, workers).is_ok_and(|n| n <= scratch)
 }
 
 /// The direct conv of a validated `g` in `ws`.
@@ -622,68 +631,5 @@ mod tests {
         assert_eq!(block(16, 8), None);
         assert_eq!(block(96, 16), Some(16));
         assert_eq!(block(96, 40), Some(32));
-    }
-
-    /// Several chunks (one pair each here, [`MAX_FLOATS`] being 512 in unit tests), three
-    /// workers run in turn, groups and a batch: NHWC and (where the kernel reads B in place)
-    /// NCHW against the oracle.
-    #[test]
-    fn chunks_of_pairs_match_the_oracle() {
-        use crate::check::tolerance;
-        use crate::conv::fused::{conv2d_scratch_len, conv2d_with, running_path};
-        use crate::conv::reference::conv2d_reference_f64;
-        use crate::conv::{choose_path_for, Conv2dParams, Conv2dPath, Padding};
-        use crate::gemm::driver::Executor;
-        use crate::Activation;
-        struct Three;
-        // SAFETY: every index of its count once, in turn, on this thread.
-        unsafe impl Executor for Three {
-            fn workers(&self) -> usize {
-                3
-            }
-            fn run(&self, f: &(dyn Fn(usize) + Sync)) {
-                for w in 0..3 {
-                    f(w)
-                }
-            }
-        }
-        let kernel = Kernel::best();
-        // Reduction slices of 3 channels by 9 taps (NCHW) or 16 channels (NHWC).
-        let blocking = Blocking { mc: 2 * kernel.mr(), kc: 32, nc: 2 * kernel.nr() };
-        // Miri interprets every step: NHWC there (the generic kernel runs NCHW as the implicit GEMM).
-        for layout in [TensorLayout::Nhwc, TensorLayout::Nchw].into_iter().take(if cfg!(miri) { 1 } else { 2 }) {
-            // Under Miri two images of one group: still a chunk each.
-            let (n, groups) = if cfg!(miri) { (2, 1) } else { (3, 2) };
-            let p = Conv2dParams::new(n, 16 * groups, 5, 6, 2 * groups, 3, 3).pad(Padding::new(1, 1, 1, 2));
-            let g = p.groups(groups).layout(layout).validate().unwrap();
-            assert_eq!(choose_path_for(&g, 3), Conv2dPath::Direct);
-            let (mut input, mut weight, bias) =
-                ([0.0f32; 3 * 32 * 30], [0.0f32; 4 * 16 * 9], [0.5f32, -1.0, 2.0, 0.25]);
-            for (i, x) in input.iter_mut().enumerate() {
-                *x = ((i * 37 % 101) as f32 - 50.0) / 64.0;
-            }
-            for (i, x) in weight.iter_mut().enumerate() {
-                *x = ((i * 53 % 89) as f32 - 44.0) / 32.0;
-            }
-            let epi = Epilogue { bias: Bias::Row(&bias[..2 * groups]), activation: Activation::Relu };
-            let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
-            let mut out = [f32::NAN; 3 * 4 * 5 * 7];
-            let mut want = [0.0f64; 3 * 4 * 5 * 7];
-            let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
-            let mut scratch = [0.0f32; 1 << 15];
-            let need = conv2d_scratch_len(&g, kernel, &blocking, 3).unwrap();
-            let runs = if layout == TensorLayout::Nhwc || kernel.gemm.b_in_place {
-                Conv2dPath::Direct
-            } else {
-                Conv2dPath::ImplicitGemm
-            };
-            assert_eq!(running_path(&g, kernel, &blocking, 3, need), runs);
-            let ws = Workspace { kernel, blocking: &blocking, exec: &Three, scratch: &mut scratch[..need] };
-            conv2d_with(&g, input, weight, &epi, out, ws).unwrap();
-            conv2d_reference_f64(&g, input, weight, &epi, want).unwrap();
-            for (i, (&o, &w)) in out.iter().zip(want.iter()).enumerate() {
-                assert!((f64::from(o) - w).abs() <= tolerance(144) * w.abs().max(1.0), "{layout:?} {i}: {o} vs {w}");
-            }
-        }
     }
 }

@@ -24,17 +24,35 @@ use crate::view::MatRef;
 /// once and shared by the workers; without it each worker gathers its own.
 pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
     let least = conv2d_min_scratch_len(g, kernel, blocking, workers)?;
-    match (choose_path_for(g, workers), g.params().layout) {
+    match (planned_path(g, kernel, blocking, workers), g.params().layout) {
         // Never below the least, which a small Winograd geometry's packing can exceed.
         (Conv2dPath::Winograd, _) => Ok(super::winograd::scratch_len(g, kernel, blocking, workers)?.max(least)),
         // The im2col B, gathered once and shared by the workers.
         (Conv2dPath::ImplicitGemm, TensorLayout::Nchw) => shared_scratch_len(kernel, blocking, g.gemm_dims(), workers),
-        // The padded images and products, where the kernel and blocking run it (else it runs as
-        // the implicit GEMM).
-        (Conv2dPath::Direct, layout) if kernel.gemm.b_in_place || layout == TensorLayout::Nhwc => {
-            Ok(super::direct::scratch_len(g, kernel, blocking, workers).map_or(least, |n| n.max(least)))
-        }
+        // The padded images and products.
+        #[cfg(feature = "direct")]
+        (Conv2dPath::Direct, _) => Ok(super::direct::scratch_len(g, kernel, blocking, workers)?.max(least)),
         _ => Ok(least),
+    }
+}
+
+/// The path to size and run for: [`choose_path_for`]'s, except a direct conv that `kernel` or
+/// `blocking` cannot run (NCHW on a kernel that does not read B in place, or no block of channels
+/// for the reduction slice), which goes to Winograd where that applies, else the implicit GEMM.
+fn planned_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Conv2dPath {
+    match choose_path_for(g, workers) {
+        #[cfg(feature = "direct")]
+        Conv2dPath::Direct if !super::direct::fits(g, kernel, blocking, workers) => {
+            if super::winograd::chosen(g) {
+                Conv2dPath::Winograd
+            } else {
+                Conv2dPath::ImplicitGemm
+            }
+        }
+        path => {
+            let _ = (kernel, blocking);
+            path
+        }
     }
 }
 
@@ -83,12 +101,14 @@ pub fn conv2d_with(
 }
 
 /// The path `g` runs on with `kernel`, `blocking`, `workers` and `scratch` floats of scratch:
-/// [`choose_path_for`]'s, or the implicit GEMM where that path's scratch or kernel support is missing
-/// (the direct conv in NCHW needs a kernel that reads B in place). A Winograd geometry also runs
-/// as the implicit GEMM when an input or weight is not finite.
+/// [`choose_path_for`]'s; for a direct conv the kernel or blocking cannot run, Winograd where it
+/// applies; and the implicit GEMM where the path's scratch is missing. A Winograd geometry also
+/// runs as the implicit GEMM when an input or weight is not finite.
+#[cfg_attr(not(any(feature = "direct", feature = "winograd")), allow(unused_variables))]
 pub fn running_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> Conv2dPath {
-    let path = choose_path_for(g, workers);
+    let path = planned_path(g, kernel, blocking, workers);
     let runs = match path {
+        #[cfg(feature = "direct")]
         Conv2dPath::Direct => super::direct::runs(g, kernel, blocking, workers, scratch),
         #[cfg(feature = "winograd")]
         Conv2dPath::Winograd => super::winograd::scratch_len(g, kernel, blocking, workers).is_ok_and(|n| n <= scratch),
@@ -132,7 +152,7 @@ pub(crate) unsafe fn conv2d_unchecked(
     output: &mut [f32],
     ws: &mut Workspace<'_>,
 ) {
-    let path = choose_path_for(g, ws.exec.workers());
+    let path = planned_path(g, ws.kernel, ws.blocking, ws.exec.workers());
     if path == Conv2dPath::Depthwise {
         // SAFETY: forwarded contract.
         unsafe { depthwise(g, input, weight, epi, output, ws) };
@@ -145,6 +165,7 @@ pub(crate) unsafe fn conv2d_unchecked(
         unsafe { super::winograd::conv2d_unchecked(g, input, weight, epi, bias, output, ws) };
         return;
     }
+    #[cfg(feature = "direct")]
     if path == Conv2dPath::Direct && super::direct::runs(g, ws.kernel, ws.blocking, ws.exec.workers(), ws.scratch.len())
     {
         // SAFETY: forwarded contract; the kernel and scratch run the direct conv.
@@ -317,5 +338,97 @@ impl SharedArgs {
     /// The call for one worker's items.
     fn with_items(&self, items: Range<usize>) -> DepthwiseArgs {
         DepthwiseArgs { items, ..self.0.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several chunks (one pair each here, `direct::MAX_FLOATS` being 512 in unit tests), three
+    /// workers run in turn, groups and a batch: NHWC and (where the kernel reads B in place)
+    /// NCHW against the oracle.
+    #[test]
+    fn chunks_of_pairs_match_the_oracle() {
+        use crate::check::tolerance;
+        use crate::conv::reference::conv2d_reference_f64;
+        use crate::conv::{Conv2dParams, Padding};
+        use crate::gemm::driver::Executor;
+        use crate::Activation;
+        struct Three;
+        // SAFETY: every index of its count once, in turn, on this thread.
+        unsafe impl Executor for Three {
+            fn workers(&self) -> usize {
+                3
+            }
+            fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+                for w in 0..3 {
+                    f(w)
+                }
+            }
+        }
+        let kernel = Kernel::best();
+        // Reduction slices of 3 channels by 9 taps (NCHW) or 16 channels (NHWC).
+        let blocking = Blocking { mc: 2 * kernel.mr(), kc: 32, nc: 2 * kernel.nr() };
+        // Miri interprets every step: NHWC there (the generic kernel runs NCHW as the implicit GEMM).
+        for layout in [TensorLayout::Nhwc, TensorLayout::Nchw].into_iter().take(if cfg!(miri) { 1 } else { 2 }) {
+            // Under Miri two images of one group: still a chunk each.
+            let (n, groups) = if cfg!(miri) { (2, 1) } else { (3, 2) };
+            let p = Conv2dParams::new(n, 16 * groups, 5, 6, 2 * groups, 3, 3).pad(Padding::new(1, 1, 1, 2));
+            let g = p.groups(groups).layout(layout).validate().unwrap();
+            assert_eq!(choose_path_for(&g, 3), Conv2dPath::Direct);
+            let (mut input, mut weight, bias) =
+                ([0.0f32; 3 * 32 * 30], [0.0f32; 4 * 16 * 9], [0.5f32, -1.0, 2.0, 0.25]);
+            for (i, x) in input.iter_mut().enumerate() {
+                *x = ((i * 37 % 101) as f32 - 50.0) / 64.0;
+            }
+            for (i, x) in weight.iter_mut().enumerate() {
+                *x = ((i * 53 % 89) as f32 - 44.0) / 32.0;
+            }
+            let epi = Epilogue { bias: Bias::Row(&bias[..2 * groups]), activation: Activation::Relu };
+            let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
+            let mut out = [f32::NAN; 3 * 4 * 5 * 7];
+            let mut want = [0.0f64; 3 * 4 * 5 * 7];
+            let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
+            let mut scratch = [0.0f32; 1 << 15];
+            let need = conv2d_scratch_len(&g, kernel, &blocking, 3).unwrap();
+            let runs = if layout == TensorLayout::Nhwc || kernel.gemm.b_in_place {
+                Conv2dPath::Direct
+            } else {
+                Conv2dPath::ImplicitGemm
+            };
+            assert_eq!(running_path(&g, kernel, &blocking, 3, need), runs);
+            let ws = Workspace { kernel, blocking: &blocking, exec: &Three, scratch: &mut scratch[..need] };
+            conv2d_with(&g, input, weight, &epi, out, ws).unwrap();
+            conv2d_reference_f64(&g, input, weight, &epi, want).unwrap();
+            for (i, (&o, &w)) in out.iter().zip(want.iter()).enumerate() {
+                assert!((f64::from(o) - w).abs() <= tolerance(144) * w.abs().max(1.0), "{layout:?} {i}: {o} vs {w}");
+            }
+        }
+    }
+
+    /// A direct conv the kernel or blocking cannot run goes where it would have gone without
+    /// the direct path: Winograd where that applies, else the implicit GEMM with its shared B.
+    #[test]
+    fn a_direct_conv_that_cannot_run_falls_back() {
+        use crate::conv::{Conv2dParams, Padding};
+        use crate::gemm::blocking::CacheSizes;
+        let kernel = Kernel::generic();
+        assert!(!kernel.gemm.b_in_place);
+        let blocking = Blocking::for_kernel(kernel, CacheSizes::DEFAULT);
+        let wino = Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1));
+        let want = if cfg!(feature = "winograd") { Conv2dPath::Winograd } else { Conv2dPath::ImplicitGemm };
+        // NCHW on a kernel that cannot read B in place; NHWC with no block of 16 channels in kc = 8.
+        let small = Blocking { kc: 8, ..blocking };
+        for (p, b) in [(wino, blocking), (wino.layout(TensorLayout::Nhwc), small)] {
+            let g = p.validate().unwrap();
+            assert_eq!(choose_path_for(&g, 4), if cfg!(feature = "direct") { Conv2dPath::Direct } else { want });
+            let need = conv2d_scratch_len(&g, kernel, &b, 4).unwrap();
+            assert_eq!(running_path(&g, kernel, &b, 4, need), want, "{p:?}");
+        }
+        let g = Conv2dParams::new(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
+        assert_eq!(running_path(&g, kernel, &blocking, 4, usize::MAX), Conv2dPath::ImplicitGemm);
+        let shared = shared_scratch_len(kernel, &blocking, g.gemm_dims(), 4).unwrap();
+        assert_eq!(conv2d_scratch_len(&g, kernel, &blocking, 4).unwrap(), shared);
     }
 }
