@@ -579,6 +579,13 @@ pub fn conv2d_cpu(layers: &[Layer], threads: usize, budget: f64) -> Result<Vec<R
     Ok(out)
 }
 
+/// The path each layer runs on with `threads` threads on this CPU (`Cpu::conv2d_path`: the
+/// kernel, workers and memory budget included), for the line under the table.
+pub fn conv2d_paths(layers: &[Layer], threads: usize) -> Result<Vec<(String, &'static str)>, BenchError> {
+    let cpu = Cpu::new()?.threads(threads);
+    layers.iter().map(|l| Ok((l.name.clone(), cpu.conv2d_path(&l.params.validate()?)?.name()))).collect()
+}
+
 /// One conv layer to measure.
 #[derive(Clone, Debug)]
 pub struct Layer {

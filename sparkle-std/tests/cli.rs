@@ -678,6 +678,22 @@ fn bench_draws_a_plot() {
     );
 }
 
+/// The conv2d bench names the path each layer ran on (a layer file's layers, small enough to be
+/// quick): direct for a stride-1 3x3 of 16 channels, the implicit GEMM for a strided one.
+#[test]
+fn bench_conv2d_names_the_paths() {
+    let d = dir("bench-paths");
+    let layers = d.join("layers.txt");
+    std::fs::write(&layers, "a c=16 h=8 w=8 k=16 r=3 s=3 pad=1\nb c=16 h=8 w=8 k=16 r=3 s=3 pad=1 stride=2\n").unwrap();
+    let out = sparkle(&["bench", "conv2d", "--layers", layers.to_str().unwrap(), "--seconds", "0.01"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    // NCHW runs direct on kernels that read B in place (x86, NEON); the portable kernel runs the
+    // implicit GEMM.
+    let a = if sparkle_std::cpu::Cpu::new().unwrap().kernel.gemm().b_in_place() { "direct" } else { "implicit-gemm" };
+    assert!(text.contains(&format!("f32 paths: a: {a}, b: implicit-gemm")), "{text}");
+}
+
 #[test]
 fn stream_runs_every_policy_and_checks_every_output() {
     let out = sparkle(&["stream", "--small", "--rounds", "2", "--json"]);

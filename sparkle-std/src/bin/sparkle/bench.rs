@@ -305,6 +305,11 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
                 (false, false) => "conv2d f32 + ReLU",
             };
             print(what, "layer", &records, json, peak, plot.as_deref())?;
+            if f32s && device == BenchDevice::Cpu && !json {
+                let paths = bench::conv2d_paths(&layers, threads)?;
+                let list: Vec<String> = paths.iter().map(|(name, path)| format!("{name}: {path}")).collect();
+                println!("f32 paths: {}", list.join(", "));
+            }
         }
         BenchCommand::Split { shapes, devices, threads, reps, resident, conv_batch } => {
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
