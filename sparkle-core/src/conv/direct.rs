@@ -33,7 +33,7 @@
 use core::ops::Range;
 
 use crate::arch::Kernel;
-use crate::conv::operands::{copy, zero};
+use crate::conv::operands::{copy, pack_a_by, pack_b_by, zero};
 use crate::conv::Conv2d;
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{add, mul, Error, Param, Result};
@@ -78,6 +78,8 @@ pub fn chosen(g: &Conv2d) -> bool {
 /// The sizes of one (image, group) pair on a kernel with an `mr x nr` register tile.
 #[derive(Clone, Copy, Debug)]
 struct Shape {
+    /// Padded height.
+    hp: usize,
     /// Padded width.
     wp: usize,
     /// Computed (virtual) pixels: `(ho-1)*wp + wo` rounded up to whole register tiles.
@@ -127,7 +129,7 @@ impl Shape {
         let block = if by_taps { Some(1) } else { block(cg, kc) };
         let block = block.ok_or(Error::Overflow { param: Param::Scratch })?;
         let red = Reduction { block, taps: p.r * p.s, s: p.s, row: p.dilation[0] * wp, col: p.dilation[1] };
-        Ok(Shape { wp, pixels, stride, image, product, red, by_taps })
+        Ok(Shape { hp, wp, pixels, stride, image, product, red, by_taps })
     }
 
     /// Floats of one pair: padded image and product.
@@ -195,22 +197,37 @@ fn gemm_dims(g: &Conv2d, shape: &Shape) -> (usize, usize, usize) {
     }
 }
 
-/// Pairs per chunk and the floats of scratch the direct conv needs with `workers` workers: the
-/// GEMM driver's, then a chunk of padded images and products.
-fn layout(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<(usize, usize, usize)> {
-    let (b, shape) = self::blocking(g, kernel, blocking)?;
-    let (m, n, k) = gemm_dims(g, &shape);
-    let gemm = gemm_scratch_len(kernel, &b, m, n, k, workers)?;
-    let pair = shape.pair()?;
-    let p = g.params();
-    let pairs = mul(p.n, p.groups, Param::Scratch)?;
-    let chunk = (MAX_FLOATS / pair.max(1)).clamp(1, pairs.max(1));
-    Ok((chunk, gemm, add(gemm, mul(chunk, pair, Param::Scratch)?, Param::Scratch)?))
+/// How the direct conv of `g` runs with `workers` workers.
+struct Plan {
+    /// The GEMM driver's blocking ([`blocking`]).
+    blocking: Blocking,
+    shape: Shape,
+    /// Pairs per chunk.
+    chunk: usize,
+    /// Floats of scratch the GEMM driver takes (first); a chunk of padded images and products
+    /// follows.
+    gemm: usize,
+    /// Floats of scratch in all.
+    total: usize,
+}
+
+impl Plan {
+    fn new(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<Plan> {
+        let (blocking, shape) = self::blocking(g, kernel, blocking)?;
+        let (m, n, k) = gemm_dims(g, &shape);
+        let gemm = gemm_scratch_len(kernel, &blocking, m, n, k, workers)?;
+        let pair = shape.pair()?;
+        let p = g.params();
+        let pairs = mul(p.n, p.groups, Param::Scratch)?;
+        let chunk = (MAX_FLOATS / pair.max(1)).clamp(1, pairs.max(1));
+        let total = add(gemm, mul(chunk, pair, Param::Scratch)?, Param::Scratch)?;
+        Ok(Plan { blocking, shape, chunk, gemm, total })
+    }
 }
 
 /// Floats of scratch the direct conv of `g` needs with `workers` workers.
 pub fn scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
-    layout(g, kernel, blocking, workers).map(|l| l.2)
+    Plan::new(g, kernel, blocking, workers).map(|plan| plan.total)
 }
 
 /// Whether `kernel` and `blocking` run a [`chosen`] geometry direct: NCHW needs a kernel that
@@ -218,13 +235,13 @@ pub fn scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
 /// sizes must exist (NHWC: a block of at least [`MIN_CHANNELS`] channels dividing the group's
 /// within `kc`).
 pub(crate) fn fits(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> bool {
-    let reads_b = kernel.gemm.b_in_place || g.params().layout == TensorLayout::Nhwc;
-    reads_b && scratch_len(g, kernel, blocking, workers).is_ok()
+    runs(g, kernel, blocking, workers, usize::MAX)
 }
 
 /// [`fits`], and the scratch holds [`scratch_len`].
 pub(crate) fn runs(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> bool {
-    fits(g, kernel, blocking, workers) && scratch_len(g, kernel, blocking, workers).is_ok_and(|n| n <= scratch)
+    let reads_b = kernel.gemm.b_in_place || g.params().layout == TensorLayout::Nhwc;
+    reads_b && scratch_len(g, kernel, blocking, workers).is_ok_and(|n| n <= scratch)
 }
 
 /// The direct conv of a validated `g` in `ws`.
@@ -243,9 +260,7 @@ pub(crate) unsafe fn conv2d_unchecked(
     let (kernel, exec) = (ws.kernel, ws.exec);
     let workers = exec.workers().max(1);
     // Cannot fail: `runs` computed the same.
-    let (Ok((b, shape)), Ok((chunk, gemm, _))) =
-        (blocking(g, kernel, ws.blocking), layout(g, kernel, ws.blocking, workers))
-    else {
+    let Ok(Plan { blocking: b, shape, chunk, gemm, .. }) = Plan::new(g, kernel, ws.blocking, workers) else {
         return;
     };
     let p = g.params();
@@ -260,7 +275,7 @@ pub(crate) unsafe fn conv2d_unchecked(
         // 1. Pad the chunk's images, the units (pair, plane or padded row) split over the workers.
         let rows = match p.layout {
             TensorLayout::Nchw => g.cg(),
-            TensorLayout::Nhwc => p.h + p.pad.top + p.pad.bottom,
+            TensorLayout::Nhwc => shape.hp,
         };
         exec.run(&|w| {
             if w >= workers {
@@ -308,8 +323,7 @@ pub(crate) unsafe fn conv2d_unchecked(
 unsafe fn stage(g: &Conv2d, shape: &Shape, input: &[f32], pair: usize, row: usize, dst: *mut f32) {
     let p = g.params();
     let (n, grp) = (pair / p.groups, pair % p.groups);
-    let wp = shape.wp;
-    let hp = p.h + p.pad.top + p.pad.bottom;
+    let (hp, wp) = (shape.hp, shape.wp);
     let src = input.as_ptr();
     // SAFETY: (whole body) writes inside the pair's image (its layout from `Shape::new`), reads
     // validated input rows.
@@ -564,43 +578,6 @@ unsafe impl Operand for Weights<'_> {
         }
         // SAFETY: forwarded contract.
         unsafe { pack_b_by(blk, nr, panels, dst, |q, o| self.w[self.at(o, q)]) }
-    }
-}
-
-/// [`Operand::pack_a`] through an element accessor.
-///
-/// # Safety
-/// As [`Operand::pack_a`]; `get` is defined on the block.
-#[inline(always)]
-unsafe fn pack_a_by(blk: Block, mr: usize, dst: *mut f32, get: impl Fn(usize, usize) -> f32) {
-    let Block { row, col, rows: mc, cols: kc } = blk;
-    for i0 in (0..mc).step_by(mr) {
-        for q in 0..kc {
-            for i in 0..mr {
-                let v = if i0 + i < mc { get(row + i0 + i, col + q) } else { 0.0 };
-                // SAFETY: inside the documented extent.
-                unsafe { *dst.add(i0 * kc + q * mr + i) = v };
-            }
-        }
-    }
-}
-
-/// [`Operand::pack_b`] through an element accessor.
-///
-/// # Safety
-/// As [`Operand::pack_b`]; `get` is defined on the block.
-#[inline(always)]
-unsafe fn pack_b_by(blk: Block, nr: usize, panels: Range<usize>, dst: *mut f32, get: impl Fn(usize, usize) -> f32) {
-    let Block { row, col, rows: kc, cols: nc } = blk;
-    for panel in panels {
-        let j0 = panel * nr;
-        for q in 0..kc {
-            for j in 0..nr {
-                let v = if j0 + j < nc { get(row + q, col + j0 + j) } else { 0.0 };
-                // SAFETY: inside the documented extent.
-                unsafe { *dst.add((panel * kc + q) * nr + j) = v };
-            }
-        }
     }
 }
 

@@ -52,6 +52,49 @@ pub(crate) unsafe fn zero(dst: *mut f32, len: usize) {
     }
 }
 
+/// [`Operand::pack_a`] through an element accessor.
+///
+/// # Safety
+/// As [`Operand::pack_a`]; `get` is defined on the block.
+#[inline(always)]
+pub(crate) unsafe fn pack_a_by(blk: Block, mr: usize, dst: *mut f32, get: impl Fn(usize, usize) -> f32) {
+    let Block { row, col, rows: mc, cols: kc } = blk;
+    for i0 in (0..mc).step_by(mr) {
+        for q in 0..kc {
+            for i in 0..mr {
+                let v = if i0 + i < mc { get(row + i0 + i, col + q) } else { 0.0 };
+                // SAFETY: inside the documented extent.
+                unsafe { *dst.add(i0 * kc + q * mr + i) = v };
+            }
+        }
+    }
+}
+
+/// [`Operand::pack_b`] through an element accessor.
+///
+/// # Safety
+/// As [`Operand::pack_b`]; `get` is defined on the block.
+#[inline(always)]
+pub(crate) unsafe fn pack_b_by(
+    blk: Block,
+    nr: usize,
+    panels: Range<usize>,
+    dst: *mut f32,
+    get: impl Fn(usize, usize) -> f32,
+) {
+    let Block { row, col, rows: kc, cols: nc } = blk;
+    for panel in panels {
+        let j0 = panel * nr;
+        for q in 0..kc {
+            for j in 0..nr {
+                let v = if j0 + j < nc { get(row + q, col + j0 + j) } else { 0.0 };
+                // SAFETY: inside the documented extent.
+                unsafe { *dst.add((panel * kc + q) * nr + j) = v };
+            }
+        }
+    }
+}
+
 /// The fused packing's view of the im2col matrix, exposed for tests and fuzzing: packs columns
 /// `cols` (output pixels) of reduction rows `rows` of image `image`, group `group` as B panels of
 /// width `nr` into `dst` (`ceil(cols.len()/nr) * nr * rows.len()` floats), exactly as the implicit
@@ -222,19 +265,8 @@ unsafe impl Operand for Im2col<'_> {
         self.g.gemm_dims().1
     }
     unsafe fn pack_a(&self, blk: Block, mr: usize, dst: *mut f32) {
-        let Block { row, col, rows: mc, cols: kc } = blk;
-        let mut out = dst;
-        for i0 in (0..mc).step_by(mr) {
-            for q in 0..kc {
-                for i in 0..mr {
-                    let v = if i0 + i < mc { self.at(row + i0 + i, col + q) } else { 0.0 };
-                    // SAFETY: inside the documented extent.
-                    unsafe { *out.add(i) = v };
-                }
-                // SAFETY: as above.
-                out = unsafe { out.add(mr) };
-            }
-        }
+        // SAFETY: forwarded contract.
+        unsafe { pack_a_by(blk, mr, dst, |i, q| self.at(i, q)) }
     }
     unsafe fn pack_b(&self, blk: Block, nr: usize, panels: Range<usize>, dst: *mut f32) {
         let Block { row, col, rows: kc, cols: nc } = blk;
@@ -317,16 +349,7 @@ unsafe impl Operand for Im2colT<'_> {
         }
     }
     unsafe fn pack_b(&self, blk: Block, nr: usize, panels: Range<usize>, dst: *mut f32) {
-        let Block { row, col, rows: kc, cols: nc } = blk;
-        for panel in panels {
-            let j0 = panel * nr;
-            for q in 0..kc {
-                for j in 0..nr {
-                    let v = if j0 + j < nc { self.0.at(col + j0 + j, row + q) } else { 0.0 };
-                    // SAFETY: inside the documented extent.
-                    unsafe { *dst.add((panel * kc + q) * nr + j) = v };
-                }
-            }
-        }
+        // SAFETY: forwarded contract.
+        unsafe { pack_b_by(blk, nr, panels, dst, |q, j| self.0.at(j, q)) }
     }
 }
