@@ -679,12 +679,16 @@ fn bench_draws_a_plot() {
 }
 
 /// The conv2d bench names the path each layer ran on (a layer file's layers, small enough to be
-/// quick): direct for a stride-1 3x3 of 16 channels, the implicit GEMM for a strided one.
+/// quick): direct for a strided 3x3 of 16 channels, the implicit GEMM for one with KRSC weights.
 #[test]
 fn bench_conv2d_names_the_paths() {
     let d = dir("bench-paths");
     let layers = d.join("layers.txt");
-    std::fs::write(&layers, "a c=16 h=8 w=8 k=16 r=3 s=3 pad=1\nb c=16 h=8 w=8 k=16 r=3 s=3 pad=1 stride=2\n").unwrap();
+    std::fs::write(
+        &layers,
+        "a c=16 h=8 w=8 k=16 r=3 s=3 pad=1 stride=2\nb c=16 h=8 w=8 k=16 r=3 s=3 pad=1 weights=krsc\n",
+    )
+    .unwrap();
     let out = sparkle(&["bench", "conv2d", "--layers", layers.to_str().unwrap(), "--seconds", "0.01"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);

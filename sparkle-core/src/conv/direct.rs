@@ -1,15 +1,23 @@
-//! The direct conv for stride-1 convolutions: each (image, group)'s input is copied once into a
-//! zero-padded image, which the GEMM kernels then read in place for every tap — no im2col gather
-//! and no packing of the image (the implicit GEMM gathers each input element once per tap and
-//! per block of columns).
+//! The direct conv: each (image, group)'s input is copied once into a zero-padded image, which
+//! the GEMM kernels then read in place for every tap — no im2col gather and no packing of the
+//! image (the implicit GEMM gathers each input element once per tap and per block of columns).
 //!
-//! The padded image is `hp x wp` (the input inside its padding). Output pixel `(y, x)` reads tap
-//! `(r, s)` at padded pixel `(y + r*dh, x + s*dw)`. Numbered along padded rows, output pixel
-//! `p = y*wp + x` reads padded pixel `p + shift(t)`, `shift = r*dh*wp + s*dw`: one shift per tap.
-//! The conv is then a GEMM over "virtual" pixels `p < (ho-1)*wp + wo` (the `wp - wo` past each
-//! output row are computed and dropped: 2 of 16 at 14x14 with a 3x3 kernel) whose reduction runs
-//! in blocks of channels, tap by tap: within a block of one tap the image's rows are evenly
+//! Stride 1: the padded image is `hp x wp` (the input inside its padding). Output pixel `(y, x)`
+//! reads tap `(r, s)` at padded pixel `(y + r*dh, x + s*dw)`. Numbered along padded rows, output
+//! pixel `p = y*wp + x` reads padded pixel `p + shift(t)`, `shift = r*dh*wp + s*dw`: one shift per
+//! tap. The conv is then a GEMM over "virtual" pixels `p < (ho-1)*wp + wo` (the `wp - wo` past
+//! each output row are computed and dropped: 2 of 16 at 14x14 with a 3x3 kernel) whose reduction
+//! runs in blocks of channels, tap by tap: within a block of one tap the image's rows are evenly
 //! spaced, which is what the kernels read in place.
+//!
+//! Stride `sy x sx`: the padded image is staged as `sy*sx` phase planes, phase `(a, b)` holding
+//! padded pixels `(py*sy + a, px*sx + b)` in a `hq x wq` plane (`hq = ceil(hp/sy)`,
+//! `wq = ceil(wp/sx)`). Output pixel `(y, x)`'s tap `(r, s)` reads padded pixel
+//! `(y*sy + r*dh, x*sx + s*dw)`: pixel `(y + r*dh / sy, x + s*dw / sx)` of phase
+//! `(r*dh % sy, s*dw % sx)`. Numbered along phase rows, output pixel `p = y*wq + x` reads
+//! `p + shift(t)` with the phase plane's offset in the shift: the stride-1 scheme over a phase
+//! width `wq` (stride 1 is the one-phase case). A 7x7 stride-2 layer (ResNet's conv1) reads its
+//! image in place instead of gathering every element 12 times.
 //! - NCHW (KCRS weights): C (kg x pixels) = W (kg x reduction) * X. The reduction runs channel
 //!   by channel and within a channel tap by tap, the weights' own order: W is read in place as a
 //!   row-major matrix, and X's row (c, t), plane `c` shifted by `shift(t)`, is read in place as
@@ -47,8 +55,10 @@ use crate::view::MatRef;
 /// the operand (7x7).
 pub const MAX_TAPS: usize = 49;
 
-/// The fewest input channels per group the direct conv takes: below it a reduction block (one
-/// tap's channels) is too short for the kernels, and the implicit GEMM runs.
+/// The fewest input channels per group the direct conv takes in NHWC: below it a reduction block
+/// (one tap's channels) is too short for the kernels, and the implicit GEMM runs. NCHW with KCRS
+/// weights reduces over whole channels, every tap (ResNet's conv1, 3 channels of 7x7 taps: 70 ->
+/// 99 GFLOPS on one Zen 4 thread against the implicit GEMM).
 pub const MIN_CHANNELS: usize = 16;
 
 /// The most floats of padded images and products one chunk of (image, group) pairs takes
@@ -57,31 +67,42 @@ pub const MAX_FLOATS: usize = if cfg!(test) { 512 } else { 1 << 22 };
 
 /// Whether [`choose_path`](super::choose_path) takes the direct conv for `g` (where neither the
 /// pointwise, depthwise nor Winograd path applies): this build has the `direct` feature (a
-/// default one), the stride is 1, each group has at least [`MIN_CHANNELS`] input channels, at
-/// most a quarter of the computed pixels are dropped, the kernel has at most [`MAX_TAPS`] taps,
-/// the buffers' sizes fit a `usize`, and it is NHWC or NCHW with KCRS weights. (NCHW with KRSC
-/// weights, run tap by tap over blocks of channels, one plane per row of B, spilled B's panels
-/// out of L1 on the 16-core Xeon and ran at 0.65-0.85x the implicit GEMM.)
+/// default one), the stride is no longer than the kernel's extent (every phase plane is read),
+/// at most a quarter of the computed pixels are dropped, the kernel has at most [`MAX_TAPS`]
+/// taps, the buffers' sizes fit a `usize`, and it is NCHW with KCRS weights or NHWC with at
+/// least [`MIN_CHANNELS`] input channels a group. (NCHW with KRSC weights, run tap by tap over
+/// blocks of channels, one plane per row of B, spilled B's panels out of L1 on the 16-core Xeon
+/// and ran at 0.65-0.85x the implicit GEMM.)
 pub fn chosen(g: &Conv2d) -> bool {
     let p = g.params();
     // u128: a validated geometry's padding and dilation may be near usize::MAX.
-    let wp = (p.s as u128 - 1) * p.dilation[1] as u128 + g.wo() as u128;
+    let extent = |taps: usize, d: usize| (taps as u128 - 1) * d as u128 + 1;
+    let wp = p.w as u128 + p.pad.left as u128 + p.pad.right as u128;
+    let wq = wp.div_ceil(p.stride[1] as u128);
     cfg!(feature = "direct")
-        && p.stride == [1, 1]
-        && g.cg() >= MIN_CHANNELS
-        && 4 * g.wo() as u128 >= 3 * wp
+        && p.stride[0] as u128 <= extent(p.r, p.dilation[0])
+        && p.stride[1] as u128 <= extent(p.s, p.dilation[1])
+        && 4 * g.wo() as u128 >= 3 * wq
         && p.r * p.s <= MAX_TAPS
-        && (p.layout == TensorLayout::Nhwc || p.weight_layout == WeightLayout::Kcrs)
+        && match p.layout {
+            TensorLayout::Nchw => p.weight_layout == WeightLayout::Kcrs,
+            TensorLayout::Nhwc => g.cg() >= MIN_CHANNELS,
+        }
         && Shape::new(g, 32, 32, 512).is_ok()
 }
 
 /// The sizes of one (image, group) pair on a kernel with an `mr x nr` register tile.
 #[derive(Clone, Copy, Debug)]
 struct Shape {
-    /// Padded height.
-    hp: usize,
-    /// Padded width.
+    /// A phase plane's height, `ceil(hp / sy)` (stride 1: the padded height `hp`).
+    hq: usize,
+    /// A phase plane's width, `ceil(wpad / sx)`: the virtual pixels' row (stride 1: the padded
+    /// width `wpad`).
     wp: usize,
+    /// Phase planes (`sy * sx`).
+    phases: usize,
+    /// Pixels of a phase plane (`hq * wp`).
+    plane: usize,
     /// Computed (virtual) pixels: `(ho-1)*wp + wo` rounded up to whole register tiles.
     pixels: usize,
     /// NCHW: floats between channel planes; NHWC: between padded pixels.
@@ -101,9 +122,15 @@ impl Shape {
     fn new(g: &Conv2d, mr: usize, nr: usize, kc: usize) -> Result<Shape> {
         let p = g.params();
         let hp = add(add(p.h, p.pad.top, Param::Scratch)?, p.pad.bottom, Param::Scratch)?;
-        let wp = add(add(p.w, p.pad.left, Param::Scratch)?, p.pad.right, Param::Scratch)?;
-        let area = mul(hp, wp, Param::Scratch)?;
-        // Stride 1: ho - 1 + (r-1)*dh = hp - 1, so virtual pixel p + shift stays below hp*wp.
+        let wpad = add(add(p.w, p.pad.left, Param::Scratch)?, p.pad.right, Param::Scratch)?;
+        let [sy, sx] = p.stride;
+        let (hq, wp) = (hp.div_ceil(sy), wpad.div_ceil(sx));
+        let phases = mul(sy, sx, Param::Scratch)?;
+        let plane = mul(hq, wp, Param::Scratch)?;
+        let area = mul(plane, phases, Param::Scratch)?;
+        // (ho-1)*sy + (r-1)*dh <= hp - 1, so (ho-1) + (r-1)*dh / sy <= hq - 1 (and so for the
+        // columns): virtual pixel p + shift stays inside its phase plane, except for the pixels
+        // past each row's `wo` and the last tile's, which the next plane or the guard hold.
         let real = add(mul(g.ho() - 1, wp, Param::Scratch)?, g.wo(), Param::Scratch)?;
         let (cg, kg) = (g.cg(), g.kg());
         let (pixels, stride, image, product) = match p.layout {
@@ -128,8 +155,8 @@ impl Shape {
         // direct conv does not run). By taps, a block is one channel.
         let block = if by_taps { Some(1) } else { block(cg, kc) };
         let block = block.ok_or(Error::Overflow { param: Param::Scratch })?;
-        let red = Reduction { block, taps: p.r * p.s, s: p.s, row: p.dilation[0] * wp, col: p.dilation[1] };
-        Ok(Shape { hp, wp, pixels, stride, image, product, red, by_taps })
+        let red = Reduction { block, taps: p.r * p.s, s: p.s, dilation: p.dilation, stride: p.stride, wp, plane };
+        Ok(Shape { hq, wp, phases, plane, pixels, stride, image, product, red, by_taps })
     }
 
     /// Floats of one pair: padded image and product.
@@ -154,10 +181,11 @@ struct Reduction {
     block: usize,
     taps: usize,
     s: usize,
-    /// A kernel row's shift, in padded pixels (`dh * wp`).
-    row: usize,
-    /// A kernel column's (`dw`).
-    col: usize,
+    dilation: [usize; 2],
+    stride: [usize; 2],
+    /// A phase plane's width and pixels ([`Shape`]'s `wp` and `plane`).
+    wp: usize,
+    plane: usize,
 }
 
 impl Reduction {
@@ -168,10 +196,13 @@ impl Reduction {
         let (cb, rem) = (q / span, q % span);
         (cb * self.block + rem % self.block, rem / self.block)
     }
-    /// Padded pixels between output pixel `p` and what tap `t` reads for it.
+    /// Pixels between output pixel `p` and what tap `t` reads for it: the offset of the tap's
+    /// phase plane and its shift inside it (stride 1: `r*dh*wp + s*dw`).
     #[inline]
     fn shift(&self, t: usize) -> usize {
-        t / self.s * self.row + t % self.s * self.col
+        let (y, x) = (t / self.s * self.dilation[0], t % self.s * self.dilation[1]);
+        let [sy, sx] = self.stride;
+        ((y % sy) * sx + x % sx) * self.plane + y / sy * self.wp + x / sx
     }
     /// Whether rows `q` all lie in one block of one tap (an empty range: the block of its start).
     #[inline]
@@ -275,7 +306,7 @@ pub(crate) unsafe fn conv2d_unchecked(
         // 1. Pad the chunk's images, the units (pair, plane or padded row) split over the workers.
         let rows = match p.layout {
             TensorLayout::Nchw => g.cg(),
-            TensorLayout::Nhwc => shape.hp,
+            TensorLayout::Nhwc => shape.phases * shape.hq,
         };
         exec.run(&|w| {
             if w >= workers {
@@ -314,49 +345,68 @@ pub(crate) unsafe fn conv2d_unchecked(
     }
 }
 
-/// Pads plane `row` (NCHW: a channel of the group) or padded row `row` (NHWC) of pair `pair`'s
-/// image into `dst` (the pair's image).
+/// Pads unit `row` of pair `pair`'s image into `dst` (the pair's image): NCHW, channel `row` of
+/// the group (all its phase planes); NHWC, row `row % hq` of phase plane `row / hq`.
 ///
 /// # Safety
-/// `dst` holds `shape.image` floats; `pair < n * groups`; `row` below the channels or the padded
-/// height.
+/// `dst` holds `shape.image` floats; `pair < n * groups`; `row` below the channels (NCHW) or
+/// `phases * hq` (NHWC).
 unsafe fn stage(g: &Conv2d, shape: &Shape, input: &[f32], pair: usize, row: usize, dst: *mut f32) {
     let p = g.params();
     let (n, grp) = (pair / p.groups, pair % p.groups);
-    let (hp, wp) = (shape.hp, shape.wp);
+    let (hq, wq, [sy, sx]) = (shape.hq, shape.wp, p.stride);
+    // Padded row `y` or column `x` inside the input: its input row or column.
+    let inside = |v: usize, before: usize, len: usize| v.checked_sub(before).filter(|&v| v < len);
     let src = input.as_ptr();
     // SAFETY: (whole body) writes inside the pair's image (its layout from `Shape::new`), reads
     // validated input rows.
     unsafe {
         match p.layout {
             TensorLayout::Nchw => {
-                let plane = dst.add(row * shape.stride);
+                let base = dst.add(row * shape.stride);
                 let c = grp * g.cg() + row;
-                zero(plane, p.pad.top * wp);
-                for y in 0..p.h {
-                    let line = plane.add((p.pad.top + y) * wp);
-                    zero(line, p.pad.left);
-                    copy(src.add(g.input_index(n, c, y, 0)), line.add(p.pad.left), p.w);
-                    zero(line.add(p.pad.left + p.w), p.pad.right);
+                for phase in 0..shape.phases {
+                    let (a, b) = (phase / sx, phase % sx);
+                    for py in 0..hq {
+                        let line = base.add(phase * shape.plane + py * wq);
+                        let Some(y) = inside(py * sy + a, p.pad.top, p.h) else {
+                            zero(line, wq);
+                            continue;
+                        };
+                        let from = src.add(g.input_index(n, c, y, 0));
+                        if sx == 1 {
+                            // Horizontal stride 1: the row, its padding either side.
+                            let right = wq.saturating_sub(p.pad.left + p.w);
+                            zero(line, p.pad.left.min(wq));
+                            copy(from, line.add(p.pad.left), p.w);
+                            zero(line.add(p.pad.left + p.w), right);
+                        } else {
+                            for px in 0..wq {
+                                let v = inside(px * sx + b, p.pad.left, p.w).map_or(0.0, |x| *from.add(x));
+                                *line.add(px) = v;
+                            }
+                        }
+                    }
                 }
-                let end = (p.pad.top + p.h) * wp;
-                zero(plane.add(end), shape.stride - end);
+                // The guard after the planes, which the last tiles' reads reach.
+                let end = shape.phases * shape.plane;
+                zero(base.add(end), shape.stride - end);
             }
             TensorLayout::Nhwc => {
                 let (cg, step) = (g.cg(), shape.stride);
-                let inside = row >= p.pad.top && row < p.pad.top + p.h;
-                for x in 0..wp {
-                    let pixel = dst.add((row * wp + x) * step);
-                    if inside && x >= p.pad.left && x < p.pad.left + p.w {
-                        let at = g.nhwc_input_index(n, grp * cg, row - p.pad.top, x - p.pad.left);
-                        copy(src.add(at), pixel, cg);
-                    } else {
-                        zero(pixel, cg);
+                let (phase, py) = (row / hq, row % hq);
+                let (a, b) = (phase / sx, phase % sx);
+                let y = inside(py * sy + a, p.pad.top, p.h);
+                for px in 0..wq {
+                    let pixel = dst.add((phase * shape.plane + py * wq + px) * step);
+                    match (y, inside(px * sx + b, p.pad.left, p.w)) {
+                        (Some(y), Some(x)) => copy(src.add(g.nhwc_input_index(n, grp * cg, y, x)), pixel, cg),
+                        _ => zero(pixel, cg),
                     }
                 }
-                if row + 1 == hp {
-                    // The guard past the last row, which the last tiles' reads reach.
-                    let end = hp * wp * step;
+                if row + 1 == shape.phases * hq {
+                    // The guard past the last plane, which the last tiles' reads reach.
+                    let end = shape.phases * shape.plane * step;
                     zero(dst.add(end), shape.image - end);
                 }
             }
@@ -592,7 +642,7 @@ mod tests {
         for (cg, kc) in [(16, 512), (64, 16), (96, 64), (512, 256), (37, 512)] {
             let b = block(cg, kc).unwrap();
             assert!(cg % b == 0 && b <= kc.max(cg.min(kc)));
-            let red = Reduction { block: b, taps: 6, s: 3, row: 10, col: 2 };
+            let red = Reduction { block: b, taps: 6, s: 3, dilation: [1, 2], stride: [1, 1], wp: 10, plane: 100 };
             let mut seen = [[false; 6]; 512];
             for q in 0..cg * 6 {
                 let (c, t) = red.split(q);

@@ -16,8 +16,10 @@ pub enum Conv2dPath {
     /// tiles of 2x2 and buffers within [`super::winograd::MAX_FLOATS`]: Winograd F(2x2, 3x3), 16
     /// GEMMs between transforms ([`super::winograd`]).
     Winograd,
-    /// Stride 1 with at least [`super::direct::MIN_CHANNELS`] input channels a group: the input
-    /// padded once, then read in place by the GEMM kernels for every tap ([`super::direct`]).
+    /// NCHW with KCRS weights, or NHWC with at least [`super::direct::MIN_CHANNELS`] input
+    /// channels a group, at a stride no longer than the kernel: the input padded once (strided:
+    /// as phase planes), then read in place by the GEMM kernels for every tap
+    /// ([`super::direct`]).
     Direct,
     /// Everything else: per (image, group) an implicit GEMM whose B (NCHW) or A (NHWC) panels
     /// are gathered from the input.
