@@ -119,7 +119,7 @@ fn sweep(kern: &'static Kernel) {
                 for &act in acts {
                     assert_eq!(check(&cpu, with(p), act, true, 7), Conv2dPath::Winograd);
                 }
-                // One channel, no padding, tiles just enough (16 x 16); and a wide reduction (in
+                // One channel (below Winograd's fewest), no padding, 16 x 16 tiles; and a wide reduction (in
                 // the two pairs where both layouts change together).
                 seen.insert(check(&cpu, with(Conv2dParams::new(1, 1, 34, 34, 1, 3, 3)), Activation::None, false, 8));
                 if (layout == TensorLayout::Nchw) == (wl == WeightLayout::Kcrs) {
@@ -128,12 +128,12 @@ fn sweep(kern: &'static Kernel) {
                 }
                 // An odd output height (a half row of tiles); 16 images of 4 x 4 tiles (a group of
                 // lanes spans rows and images); padding past the kernel (tiles of padding only);
-                // three workers for two channels.
+                // three workers for four channels (Winograd's fewest).
                 for (p, threads) in [
-                    (Conv2dParams::new(1, 3, 35, 34, 4, 3, 3), 2),
-                    (Conv2dParams::new(16, 2, 7, 7, 3, 3, 3).pad(Padding::uniform(1)), 2),
-                    (Conv2dParams::new(1, 2, 28, 28, 3, 3, 3).pad(Padding::new(4, 3, 5, 4)), 2),
-                    (Conv2dParams::new(1, 2, 33, 33, 2, 3, 3), 3),
+                    (Conv2dParams::new(1, 4, 35, 34, 4, 3, 3), 2),
+                    (Conv2dParams::new(16, 4, 7, 7, 3, 3, 3).pad(Padding::uniform(1)), 2),
+                    (Conv2dParams::new(1, 4, 28, 28, 3, 3, 3).pad(Padding::new(4, 3, 5, 4)), 2),
+                    (Conv2dParams::new(1, 4, 33, 33, 2, 3, 3), 3),
                 ] {
                     assert_eq!(
                         check(&cpu.threads(threads), with(p), Activation::Relu6, true, 10),
@@ -361,6 +361,20 @@ fn path_choice() {
     assert_eq!(path_for(wino, 2), Conv2dPath::Winograd);
     assert_eq!(path_for(wino, 3), Conv2dPath::Direct);
     assert_eq!(path_for(wino.layout(TensorLayout::Nhwc), 1), Conv2dPath::Direct);
+    // Strided and few-channel convs run direct on many workers only with a wide kernel (conv1) or
+    // small images (14x14 outputs); on one or two, always.
+    let rgb = Conv2dParams::new(1, 3, 224, 224, 32, 3, 3).stride(2, 2).pad(Padding::uniform(1));
+    let s2 = |c, hw| Conv2dParams::new(1, c, hw, hw, c, 3, 3).stride(2, 2).pad(Padding::uniform(1));
+    for (p, many) in [
+        (conv1, Conv2dPath::Direct),
+        (s2(256, 28), Conv2dPath::Direct),
+        (rgb, Conv2dPath::ImplicitGemm),
+        (rgb.stride(1, 1), Conv2dPath::ImplicitGemm),
+        (s2(128, 56), Conv2dPath::ImplicitGemm),
+    ] {
+        assert_eq!(path_for(p, 2), Conv2dPath::Direct, "{p:?}");
+        assert_eq!(path_for(p, 3), many, "{p:?}");
+    }
     assert_eq!(path_for(wino.weight_layout(WeightLayout::Krsc), 16), Conv2dPath::Winograd);
 }
 

@@ -91,6 +91,32 @@ pub fn chosen(g: &Conv2d) -> bool {
         && Shape::new(g, 32, 32, 512).is_ok()
 }
 
+/// Whether a [`chosen`] geometry runs direct on more than [`WINOGRAD_MAX_WORKERS`] workers (on
+/// fewer it always does): a stride-1 conv of at least [`MIN_CHANNELS`] channels a group, or a
+/// strided or few-channel one whose kernel has at least [`MANY_WORKERS_MIN_TAPS`] taps or whose
+/// images have at most [`MANY_WORKERS_MAX_PIXELS`] output pixels. The others run as the implicit
+/// GEMM there. Measured on the 16-core Xeon at 4, 8 and 16 threads, direct against the implicit
+/// GEMM, NCHW, batch 1: ResNet's conv1 (7x7, stride 2; its gather reads each input element 12
+/// times) 1.1-1.4x; 256->256 3x3 s2 @28 and 512->512 s2 @14 (14x14 and 7x7 outputs, too few
+/// column panels for the implicit GEMM's split) 1.1-1.2x at 16; but 3->32 3x3 s2 @224 0.6-0.75x,
+/// 3->32 3x3 @224 and @112 0.7-0.95x, 128->128 3x3 s2 @56 and 64->64 s2 @112 0.85-0.97x (the
+/// product's copy and the phase planes cost more than the gather saves there). On one and two
+/// threads direct wins on all of them (Zen 4: 3->32 3x3 @224 13 -> 73 GFLOPS on one thread).
+///
+/// [`WINOGRAD_MAX_WORKERS`]: super::path::WINOGRAD_MAX_WORKERS
+pub fn scales(g: &Conv2d) -> bool {
+    let p = g.params();
+    (p.stride == [1, 1] && g.cg() >= MIN_CHANNELS)
+        || p.r * p.s >= MANY_WORKERS_MIN_TAPS
+        || g.ho().saturating_mul(g.wo()) <= MANY_WORKERS_MAX_PIXELS
+}
+
+/// See [`scales`].
+pub const MANY_WORKERS_MIN_TAPS: usize = 25;
+
+/// See [`scales`].
+pub const MANY_WORKERS_MAX_PIXELS: usize = 14 * 14;
+
 /// The sizes of one (image, group) pair on a kernel with an `mr x nr` register tile.
 #[derive(Clone, Copy, Debug)]
 struct Shape {
@@ -303,11 +329,8 @@ pub(crate) unsafe fn conv2d_unchecked(
     let out = Shared(output.as_mut_ptr());
     for first in (0..pairs).step_by(chunk) {
         let count = chunk.min(pairs - first);
-        // 1. Pad the chunk's images, the units (pair, plane or padded row) split over the workers.
-        let rows = match p.layout {
-            TensorLayout::Nchw => g.cg(),
-            TensorLayout::Nhwc => shape.phases * shape.hq,
-        };
+        // 1. Pad the chunk's images, the units (pair, phase row) split over the workers.
+        let rows = stage_rows(g, &shape);
         exec.run(&|w| {
             if w >= workers {
                 return;
@@ -315,7 +338,7 @@ pub(crate) unsafe fn conv2d_unchecked(
             let units = count * rows;
             for u in units * w / workers..units * (w + 1) / workers {
                 let (i, row) = (u / rows, u % rows);
-                // SAFETY: pair i's image inside the chunk's; each unit writes its own plane or row.
+                // SAFETY: pair i's image inside the chunk's; each unit writes its own row (and guard).
                 unsafe { stage(g, &shape, input, first + i, row, images.ptr().add(i * shape.image)) };
             }
         });
@@ -345,72 +368,90 @@ pub(crate) unsafe fn conv2d_unchecked(
     }
 }
 
-/// Pads unit `row` of pair `pair`'s image into `dst` (the pair's image): NCHW, channel `row` of
-/// the group (all its phase planes); NHWC, row `row % hq` of phase plane `row / hq`.
+/// Pads unit `row` of pair `pair`'s image into `dst` (the pair's image): row `row % hq` of phase
+/// plane `row / hq % phases` of channel `row / (phases * hq)` of the group (NCHW), or of the
+/// pixels' phase plane `row / hq` (NHWC). A channel's (NCHW) or the image's (NHWC) last row also
+/// zeroes the guard after it.
 ///
 /// # Safety
-/// `dst` holds `shape.image` floats; `pair < n * groups`; `row` below the channels (NCHW) or
-/// `phases * hq` (NHWC).
+/// `dst` holds `shape.image` floats; `pair < n * groups`; `row` below [`stage_rows`].
 unsafe fn stage(g: &Conv2d, shape: &Shape, input: &[f32], pair: usize, row: usize, dst: *mut f32) {
     let p = g.params();
     let (n, grp) = (pair / p.groups, pair % p.groups);
     let (hq, wq, [sy, sx]) = (shape.hq, shape.wp, p.stride);
+    let rows = shape.phases * hq;
+    let (phase, py) = (row % rows / hq, row % hq);
+    let (a, b) = (phase / sx, phase % sx);
     // Padded row `y` or column `x` inside the input: its input row or column.
     let inside = |v: usize, before: usize, len: usize| v.checked_sub(before).filter(|&v| v < len);
+    let y = inside(py * sy + a, p.pad.top, p.h);
+    // The phase row's pixels `px` that lie inside the input: `px*sx + b - pad.left` in `0..w`.
+    let first = p.pad.left.saturating_sub(b).div_ceil(sx).min(wq);
+    let end = (p.pad.left + p.w).saturating_sub(b).div_ceil(sx).clamp(first, wq);
     let src = input.as_ptr();
     // SAFETY: (whole body) writes inside the pair's image (its layout from `Shape::new`), reads
-    // validated input rows.
+    // validated input rows: `first..end` are the phase row's pixels inside the input.
     unsafe {
         match p.layout {
             TensorLayout::Nchw => {
-                let base = dst.add(row * shape.stride);
-                let c = grp * g.cg() + row;
-                for phase in 0..shape.phases {
-                    let (a, b) = (phase / sx, phase % sx);
-                    for py in 0..hq {
-                        let line = base.add(phase * shape.plane + py * wq);
-                        let Some(y) = inside(py * sy + a, p.pad.top, p.h) else {
-                            zero(line, wq);
-                            continue;
-                        };
-                        let from = src.add(g.input_index(n, c, y, 0));
-                        if sx == 1 {
-                            // Horizontal stride 1: the row, its padding either side.
-                            let right = wq.saturating_sub(p.pad.left + p.w);
-                            zero(line, p.pad.left.min(wq));
-                            copy(from, line.add(p.pad.left), p.w);
-                            zero(line.add(p.pad.left + p.w), right);
-                        } else {
-                            for px in 0..wq {
-                                let v = inside(px * sx + b, p.pad.left, p.w).map_or(0.0, |x| *from.add(x));
-                                *line.add(px) = v;
+                let c = row / rows;
+                let base = dst.add(c * shape.stride);
+                let line = base.add(phase * shape.plane + py * wq);
+                match y {
+                    None => zero(line, wq),
+                    Some(y) => {
+                        zero(line, first);
+                        if first < end {
+                            // The input column of the first pixel inside.
+                            let x = first * sx + b - p.pad.left;
+                            let from = src.add(g.input_index(n, grp * g.cg() + c, y, x));
+                            if sx == 1 {
+                                copy(from, line.add(first), end - first);
+                            } else {
+                                for (i, px) in (first..end).enumerate() {
+                                    *line.add(px) = *from.add(i * sx);
+                                }
                             }
                         }
+                        zero(line.add(end), wq - end);
                     }
                 }
-                // The guard after the planes, which the last tiles' reads reach.
-                let end = shape.phases * shape.plane;
-                zero(base.add(end), shape.stride - end);
+                if row % rows + 1 == rows {
+                    // The guard after the channel's planes, which the last tiles' reads reach.
+                    let planes = shape.phases * shape.plane;
+                    zero(base.add(planes), shape.stride - planes);
+                }
             }
             TensorLayout::Nhwc => {
                 let (cg, step) = (g.cg(), shape.stride);
-                let (phase, py) = (row / hq, row % hq);
-                let (a, b) = (phase / sx, phase % sx);
-                let y = inside(py * sy + a, p.pad.top, p.h);
+                let line = dst.add((phase * shape.plane + py * wq) * step);
                 for px in 0..wq {
-                    let pixel = dst.add((phase * shape.plane + py * wq + px) * step);
-                    match (y, inside(px * sx + b, p.pad.left, p.w)) {
-                        (Some(y), Some(x)) => copy(src.add(g.nhwc_input_index(n, grp * cg, y, x)), pixel, cg),
-                        _ => zero(pixel, cg),
+                    let pixel = line.add(px * step);
+                    match y.filter(|_| (first..end).contains(&px)) {
+                        Some(y) => {
+                            let x = px * sx + b - p.pad.left;
+                            copy(src.add(g.nhwc_input_index(n, grp * cg, y, x)), pixel, cg)
+                        }
+                        None => zero(pixel, cg),
                     }
                 }
-                if row + 1 == shape.phases * hq {
+                if row + 1 == rows {
                     // The guard past the last plane, which the last tiles' reads reach.
-                    let end = shape.phases * shape.plane * step;
-                    zero(dst.add(end), shape.image - end);
+                    let planes = shape.phases * shape.plane * step;
+                    zero(dst.add(planes), shape.image - planes);
                 }
             }
         }
+    }
+}
+
+/// The units [`stage`] pads a pair's image in: every phase row of every channel (NCHW) or every
+/// phase row (NHWC), so that a few channels (ResNet's conv1: 3) still give every worker rows.
+fn stage_rows(g: &Conv2d, shape: &Shape) -> usize {
+    let rows = shape.phases * shape.hq;
+    match g.params().layout {
+        TensorLayout::Nchw => g.cg() * rows,
+        TensorLayout::Nhwc => rows,
     }
 }
 

@@ -130,13 +130,13 @@ mod tests {
     #[test]
     #[cfg(feature = "winograd")]
     fn winograd_matches_oracle() {
-        let p = Conv2dParams::new(1, 2, 33, 34, 2, 3, 3).pad(Padding::new(1, 0, 0, 1));
+        let p = Conv2dParams::new(1, 4, 33, 34, 2, 3, 3).pad(Padding::new(1, 0, 0, 1));
         // Miri interprets every step: one layout there, both natively.
         for p in [p, p.layout(TensorLayout::Nhwc)].into_iter().take(if cfg!(miri) { 1 } else { 2 }) {
             let g = p.validate().unwrap();
             assert_eq!(choose_path(&g), Conv2dPath::Winograd);
-            let mut x = [0.0f32; 2 * 33 * 34];
-            let mut w = [0.0f32; 2 * 2 * 9];
+            let mut x = [0.0f32; 4 * 33 * 34];
+            let mut w = [0.0f32; 2 * 4 * 9];
             for (i, v) in x.iter_mut().enumerate() {
                 *v = ((i * 7 % 13) as f32 - 6.0) / 8.0;
             }
@@ -145,7 +145,7 @@ mod tests {
             }
             let bias = [0.25f32, -0.5];
             let epi = Epilogue::activation(Activation::LeakyRelu { slope: 0.1 }).with_bias(&bias);
-            let mut scratch = [0.0f32; 32768];
+            let mut scratch = [0.0f32; 49152];
             let (mut got, mut want) = ([f32::NAN; 2 * 32 * 33], [0.0f32; 2 * 32 * 33]);
             reference::conv2d_reference(&g, &x, &w, &epi, &mut want).unwrap();
             let (full, least) = (scratch_len(&g).unwrap(), min_scratch_len(&g).unwrap());

@@ -51,10 +51,11 @@ pub fn choose_path(g: &Conv2d) -> Conv2dPath {
     choose_path_for(g, 1)
 }
 
-/// The path for a geometry run by `workers` workers (see [`WINOGRAD_MAX_WORKERS`]).
+/// The path for a geometry run by `workers` workers (see [`WINOGRAD_MAX_WORKERS`] and
+/// [`super::direct::scales`]).
 pub fn choose_path_for(g: &Conv2d, workers: usize) -> Conv2dPath {
     let p = g.params();
-    let direct = super::direct::chosen(g);
+    let direct = super::direct::chosen(g) && (workers <= WINOGRAD_MAX_WORKERS || super::direct::scales(g));
     let direct_first = direct && (workers > WINOGRAD_MAX_WORKERS || p.layout == TensorLayout::Nhwc);
     if p.groups == p.c && p.groups == p.k && p.groups > 1 {
         Conv2dPath::Depthwise

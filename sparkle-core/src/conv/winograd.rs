@@ -53,18 +53,24 @@ const SEGMENT: usize = TILE * (L - 1) + ALPHA;
 /// (49) and 512->512 @7 (16) 0.3-0.7x; 512->512 @7 at batch 8 (128) 1.2-1.3x.
 pub const MIN_TILES: usize = 256;
 
+/// The fewest input channels for which Winograd runs: its 16 GEMMs reduce over the channels, and
+/// 3 (an RGB image's first 3x3 layer, 3->32 @224) ran at 12-13 GFLOPS on one Zen 4 thread, a
+/// third of the unfused im2col's speed; the direct conv runs it at 73-75. (8 channels, 8->32
+/// @112: Winograd 38, direct 95; left at Winograd, where the tests of its small cases live.)
+pub const MIN_CHANNELS: usize = 4;
+
 /// The most floats of transformed weights, input and products (`16·(k·c + c·t + k·t)`) the
 /// Winograd path takes (64 MiB): past it (64->64 3x3@56 from batch 11) the implicit GEMM, whose
 /// scratch does not grow with the batch, runs instead.
 pub const MAX_FLOATS: usize = 1 << 24;
 
 /// Whether [`choose_path`](super::choose_path) takes Winograd for `g`: this build has the
-/// `winograd` feature (a default one), and `g` [`applies`], has at least [`MIN_TILES`] tiles, and
-/// its buffers fit [`MAX_FLOATS`].
+/// `winograd` feature (a default one), and `g` [`applies`], has at least [`MIN_CHANNELS`] input
+/// channels and [`MIN_TILES`] tiles, and its buffers fit [`MAX_FLOATS`].
 pub fn chosen(g: &Conv2d) -> bool {
     let fits =
         || buffers(g).ok().and_then(|[u, v, m]| u.checked_add(v)?.checked_add(m)).is_some_and(|n| n <= MAX_FLOATS);
-    cfg!(feature = "winograd") && applies(g) && tiles(g) >= MIN_TILES && fits()
+    cfg!(feature = "winograd") && applies(g) && g.params().c >= MIN_CHANNELS && tiles(g) >= MIN_TILES && fits()
 }
 
 /// Whether `g` can run as Winograd F(2x2, 3x3): 3x3, stride 1, dilation 1, one group.
