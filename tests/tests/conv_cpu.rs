@@ -102,9 +102,9 @@ fn sweep(kern: &'static Kernel) {
                     true,
                     5,
                 ));
-                // Every epilogue on the implicit GEMM path.
+                // Every epilogue on the implicit GEMM path (a stride past the kernel's extent).
                 for act in Activation::ALL {
-                    let p = Conv2dParams::new(1, 7, 12, 12, 33, 3, 3).pad(Padding::uniform(1));
+                    let p = Conv2dParams::new(1, 7, 12, 12, 33, 2, 2).stride(3, 3).pad(Padding::uniform(1));
                     check(&cpu, with(p), act, true, 6);
                 }
                 // Winograd: ragged tiles (26 x 39 outputs: 13 x 20 tiles of 2x2, a partial group
@@ -119,9 +119,9 @@ fn sweep(kern: &'static Kernel) {
                 for &act in acts {
                     assert_eq!(check(&cpu, with(p), act, true, 7), Conv2dPath::Winograd);
                 }
-                // One channel (below Winograd's fewest), no padding, 16 x 16 tiles; and a wide reduction (in
+                // Four channels (Winograd's fewest), no padding, tiles just enough (16 x 16); and a wide reduction (in
                 // the two pairs where both layouts change together).
-                seen.insert(check(&cpu, with(Conv2dParams::new(1, 1, 34, 34, 1, 3, 3)), Activation::None, false, 8));
+                seen.insert(check(&cpu, with(Conv2dParams::new(1, 4, 34, 34, 1, 3, 3)), Activation::None, false, 8));
                 if (layout == TensorLayout::Nchw) == (wl == WeightLayout::Kcrs) {
                     let p = Conv2dParams::new(2, 96, 28, 28, 40, 3, 3).pad(Padding::uniform(1));
                     seen.insert(check(&cpu, with(p), Activation::Relu, true, 9));
@@ -135,10 +135,10 @@ fn sweep(kern: &'static Kernel) {
                     (Conv2dParams::new(1, 4, 28, 28, 3, 3, 3).pad(Padding::new(4, 3, 5, 4)), 2),
                     (Conv2dParams::new(1, 4, 33, 33, 2, 3, 3), 3),
                 ] {
-                    assert_eq!(
-                        check(&cpu.threads(threads), with(p), Activation::Relu6, true, 10),
-                        Conv2dPath::Winograd
-                    );
+                    let cpu = cpu.threads(threads);
+                    assert_eq!(check(&cpu, with(p), Activation::Relu6, true, 10), Conv2dPath::Winograd);
+                    // On those workers too (a few channels: no direct conv on three).
+                    assert_eq!(cpu.conv2d_path(&with(p).validate().unwrap()).unwrap(), Conv2dPath::Winograd);
                 }
             }
         }
@@ -152,9 +152,9 @@ fn sweep(kern: &'static Kernel) {
 /// padding, dilation, strides (2x2 with a 7x7 kernel on 3 channels like ResNet's conv1, 2x1 and
 /// 1x3 with dilation, 3x3 on a 3x3 kernel), non-square kernels, a padded 1x1, groups, batches,
 /// every layout pair, on one and two workers and with blocking whose reduction slices split the
-/// channels. Each case asserts the path it ran on: the direct conv, except NCHW with KRSC weights
-/// and NHWC with fewer than 16 channels a group (never) and NCHW on a kernel that cannot read B
-/// in place.
+/// channels. Each case asserts the path it ran on: the direct conv, except that channel planes
+/// (NCHW, and NHWC below 16 channels a group) run the implicit GEMM on a kernel that cannot read
+/// B in place.
 fn direct(kern: &'static Kernel) {
     let cases = [
         Conv2dParams::new(1, 32, 14, 14, 48, 3, 3).pad(Padding::uniform(1)),
@@ -169,6 +169,8 @@ fn direct(kern: &'static Kernel) {
         Conv2dParams::new(1, 16, 15, 12, 18, 3, 2).stride(2, 1).dilation(2, 1).pad(Padding::new(2, 1, 1, 0)),
         Conv2dParams::new(2, 48, 9, 17, 9, 2, 4).stride(1, 3).dilation(1, 2).pad(Padding::new(0, 2, 1, 3)).groups(3),
         Conv2dParams::new(1, 32, 16, 16, 12, 3, 3).stride(3, 3).pad(Padding::uniform(1)),
+        // Few channels a group: NHWC as channel planes too.
+        Conv2dParams::new(2, 12, 10, 9, 8, 3, 3).pad(Padding::new(1, 1, 0, 2)).groups(2),
     ];
     for cpu in cpus(kern) {
         for (i, p) in cases.into_iter().enumerate() {
@@ -176,10 +178,11 @@ fn direct(kern: &'static Kernel) {
                 for wl in [WeightLayout::Kcrs, WeightLayout::Krsc] {
                     let p = p.layout(layout).weight_layout(wl);
                     let g = p.validate().unwrap();
-                    let nhwc = layout == TensorLayout::Nhwc;
-                    let direct = if nhwc { g.cg() >= 16 } else { wl == WeightLayout::Kcrs };
-                    let chosen = if direct { Conv2dPath::Direct } else { Conv2dPath::ImplicitGemm };
-                    let runs = if nhwc || kern.gemm().b_in_place() { chosen } else { Conv2dPath::ImplicitGemm };
+                    let planes = layout == TensorLayout::Nchw || g.cg() < 16;
+                    // NCHW with KRSC weights from 16 channels: the implicit GEMM.
+                    let krsc = layout == TensorLayout::Nchw && wl == WeightLayout::Krsc && g.cg() >= 16;
+                    let chosen = if krsc { Conv2dPath::ImplicitGemm } else { Conv2dPath::Direct };
+                    let runs = if !planes || kern.gemm().b_in_place() { chosen } else { Conv2dPath::ImplicitGemm };
                     assert_eq!(cpu.conv2d_path(&g).unwrap(), runs, "{p:?} {:?}", cpu.blocking);
                     let act = Activation::ALL[i % Activation::ALL.len()];
                     assert_eq!(check(&cpu, p, act, i % 2 == 0, 20 + i as u64), chosen);
@@ -211,8 +214,10 @@ fn winograd_over_budget(kern: &'static Kernel) {
 fn many_workers(kern: &'static Kernel) {
     let shapes = [
         Conv2dParams::new(2, 40, 9, 9, 60, 3, 3).pad(Padding::uniform(1)),
-        // 11 x 2 panels, a 576-deep gather: on 16 workers (NCHW) B is gathered once, shared.
+        // Direct on 16 workers: strided, 6x6 outputs.
         Conv2dParams::new(1, 64, 12, 12, 128, 3, 3).stride(2, 2).pad(Padding::uniform(1)),
+        // The implicit GEMM: 11 x 2 panels, a 576-deep gather; room for B gathered once, shared.
+        Conv2dParams::new(1, 576, 12, 12, 128, 1, 1).stride(2, 2),
         // The direct conv: 3 images x 2 groups of 32 channels, asymmetric padding.
         Conv2dParams::new(3, 64, 10, 9, 40, 3, 3).pad(Padding::new(1, 2, 0, 1)).groups(2),
         Conv2dParams::new(1, 24, 6, 7, 100, 3, 3).stride(2, 1).pad(Padding::new(1, 0, 2, 1)),
@@ -226,21 +231,13 @@ fn many_workers(kern: &'static Kernel) {
     let small = Blocking { mc: 2 * kern.mr(), kc: 16, nc: 2 * kern.nr() };
     for cpu in [base.threads(16), Cpu { blocking: small, ..base.threads(16) }] {
         for (i, p) in shapes.into_iter().enumerate() {
-            // NCHW: direct with KCRS weights, the implicit GEMM with KRSC.
-            for (layout, wl) in [
-                (TensorLayout::Nchw, WeightLayout::Kcrs),
-                (TensorLayout::Nchw, WeightLayout::Krsc),
-                (TensorLayout::Nhwc, WeightLayout::Krsc),
-            ] {
+            for (layout, wl) in [(TensorLayout::Nchw, WeightLayout::Kcrs), (TensorLayout::Nhwc, WeightLayout::Krsc)] {
                 check(&cpu, p.layout(layout).weight_layout(wl), Activation::Relu, i % 2 == 0, i as u64);
             }
         }
     }
     // A budget with room for each worker's own blocks but not for a shared B: the conv runs.
-    let p = Conv2dParams::new(1, 64, 12, 12, 128, 3, 3)
-        .stride(2, 2)
-        .pad(Padding::uniform(1))
-        .weight_layout(WeightLayout::Krsc);
+    let p = Conv2dParams::new(1, 576, 12, 12, 128, 1, 1).stride(2, 2);
     let g = p.validate().unwrap();
     let cpu = base.threads(16);
     let least = sparkle_core::conv::fused::conv2d_min_scratch_len(&g, kern, &cpu.blocking, 16).unwrap();
@@ -345,14 +342,19 @@ fn path_choice() {
     for p in [p.stride(2, 2), p.groups(8), Conv2dParams::new(1, 15, 56, 56, 64, 5, 5), conv1] {
         assert_eq!(path(p), Conv2dPath::Direct, "{p:?}");
     }
-    // A stride longer than the kernel (a 1x1 at stride 2 would stage four phases to read one),
-    // NHWC with fewer than 16 channels a group, more than a quarter of the computed pixels
-    // dropped (4 of every 6 at 4x4 with a 3x3 kernel), or NCHW with KRSC weights: the implicit GEMM.
-    let small = Conv2dParams::new(1, 64, 4, 4, 64, 3, 3).pad(Padding::uniform(1));
-    let krsc = Conv2dParams::new(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1)).weight_layout(WeightLayout::Krsc);
-    let shortcut = Conv2dParams::new(1, 256, 56, 56, 512, 1, 1).stride(2, 2);
+    // NHWC with few channels (as planes), and NCHW with few channels of KRSC weights (reordered).
     let few = Conv2dParams::new(1, 15, 56, 56, 64, 5, 5).layout(TensorLayout::Nhwc);
-    for p in [shortcut, few, conv1.layout(TensorLayout::Nhwc), small, krsc] {
+    let krsc = conv1.weight_layout(WeightLayout::Krsc);
+    for p in [few, krsc, krsc.layout(TensorLayout::Nhwc)] {
+        assert_eq!(path(p), Conv2dPath::Direct, "{p:?}");
+    }
+    // A stride longer than the kernel (a 1x1 at stride 2 would stage four phases to read one),
+    // more than a quarter of the computed pixels dropped (4 of every 6 at 4x4 with a 3x3
+    // kernel), or NCHW with KRSC weights from 16 channels: the implicit GEMM.
+    let small = Conv2dParams::new(1, 64, 4, 4, 64, 3, 3).pad(Padding::uniform(1));
+    let shortcut = Conv2dParams::new(1, 256, 56, 56, 512, 1, 1).stride(2, 2);
+    let krsc = Conv2dParams::new(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1)).weight_layout(WeightLayout::Krsc);
+    for p in [shortcut, small, small.layout(TensorLayout::Nhwc), krsc] {
         assert_eq!(path(p), Conv2dPath::ImplicitGemm, "{p:?}");
     }
     // Winograd's geometries run direct on more than two workers, and in NHWC on any.
@@ -375,6 +377,7 @@ fn path_choice() {
         assert_eq!(path_for(p, 2), Conv2dPath::Direct, "{p:?}");
         assert_eq!(path_for(p, 3), many, "{p:?}");
     }
+    // NCHW with KRSC weights from 16 channels: never direct.
     assert_eq!(path_for(wino.weight_layout(WeightLayout::Krsc), 16), Conv2dPath::Winograd);
 }
 

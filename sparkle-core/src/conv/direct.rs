@@ -18,18 +18,22 @@
 //! `p + shift(t)` with the phase plane's offset in the shift: the stride-1 scheme over a phase
 //! width `wq` (stride 1 is the one-phase case). A 7x7 stride-2 layer (ResNet's conv1) reads its
 //! image in place instead of gathering every element 12 times.
-//! - NCHW (KCRS weights): C (kg x pixels) = W (kg x reduction) * X. The reduction runs channel
-//!   by channel and within a channel tap by tap, the weights' own order: W is read in place as a
-//!   row-major matrix, and X's row (c, t), plane `c` shifted by `shift(t)`, is read in place as
-//!   B, the kernels finding it through a table of the taps' shifts
-//!   (`MicroArgs::taps`). A channel's taps read overlapping windows of one plane,
-//!   so a reduction slice of B stays in L1.
-//! - NHWC: C^T (pixels x kg) = X^T * W^T. The reduction runs in blocks of channels, tap by tap
-//!   (`Reduction`); X^T's row `p` is padded pixel `p + shift(t)`'s channels, read in place as
-//!   A (row stride: a padded pixel's); W^T is packed as B.
-//! - NCHW with KRSC weights is not taken (see [`chosen`]); nor are taps read with a stride
-//!   through KCRS weights: streamed from L2 `r*s` times over, 512->512 3x3 @7 ran at half the
-//!   implicit GEMM's speed on the 16-core Xeon.
+//! - Channel planes (NCHW; NHWC below [`MIN_CHANNELS`] channels a group, its image transposed
+//!   while staged): C (kg x pixels) = W (kg x reduction) * X. The reduction runs channel by
+//!   channel and within a channel tap by tap, KCRS order: W is read in place as a row-major
+//!   matrix (KRSC weights, below 16 channels a group, are reordered once per call), and X's row (c, t), plane `c`
+//!   shifted by `shift(t)`, is read in place as B, the kernels finding it through a table of the
+//!   taps' shifts (`MicroArgs::taps`). A channel's taps read overlapping windows of one plane,
+//!   so a reduction slice of B stays in L1. An NHWC output is written transposed.
+//! - Pixels (NHWC from [`MIN_CHANNELS`] channels a group): C^T (pixels x kg) = X^T * W^T. The
+//!   reduction runs in blocks of channels, tap by tap (`Reduction`); X^T's row `p` is padded
+//!   pixel `p + shift(t)`'s channels, read in place as A (row stride: a padded pixel's); W^T is
+//!   packed as B.
+//! - Not taken: NCHW with KRSC weights from 16 channels a group, reordered per call (see
+//!   [`chosen`]) or over blocks of channels, one plane per row of B (B's panels spilled L1:
+//!   0.65-0.85x the implicit GEMM on the 16-core Xeon); and taps read with a
+//!   stride through KCRS weights (streamed from L2 `r*s` times over: 512->512 3x3 @7 at half the
+//!   implicit GEMM's speed).
 //!
 //! The product goes to scratch with the bias and activation fused into the kernels' write-out;
 //! only the real pixels are copied to the output. Images are staged, multiplied and copied out in
@@ -51,14 +55,14 @@ use crate::gemm::pack::Block;
 use crate::layout::{TensorLayout, WeightLayout};
 use crate::view::MatRef;
 
-/// The most taps (`r*s`) of a direct NCHW conv with KCRS weights: its table of shifts lives in
-/// the operand (7x7).
+/// The most taps (`r*s`) of a direct conv on channel planes: its table of shifts lives in the
+/// operand (7x7).
 pub const MAX_TAPS: usize = 49;
 
-/// The fewest input channels per group the direct conv takes in NHWC: below it a reduction block
-/// (one tap's channels) is too short for the kernels, and the implicit GEMM runs. NCHW with KCRS
-/// weights reduces over whole channels, every tap (ResNet's conv1, 3 channels of 7x7 taps: 70 ->
-/// 99 GFLOPS on one Zen 4 thread against the implicit GEMM).
+/// The fewest input channels per group an NHWC image is read as pixels (A, a block of channels
+/// per tap): below it a reduction block is too short for the kernels, and the image is staged as
+/// channel planes instead, whose reduction runs over whole channels, every tap (ResNet's conv1,
+/// 3 channels of 7x7 taps, NCHW: 70 -> 99 GFLOPS on one Zen 4 thread against the implicit GEMM).
 pub const MIN_CHANNELS: usize = 16;
 
 /// The most floats of padded images and products one chunk of (image, group) pairs takes
@@ -67,12 +71,12 @@ pub const MAX_FLOATS: usize = if cfg!(test) { 512 } else { 1 << 22 };
 
 /// Whether [`choose_path`](super::choose_path) takes the direct conv for `g` (where neither the
 /// pointwise, depthwise nor Winograd path applies): this build has the `direct` feature (a
-/// default one), the stride is no longer than the kernel's extent (every phase plane is read),
-/// at most a quarter of the computed pixels are dropped, the kernel has at most [`MAX_TAPS`]
-/// taps, the buffers' sizes fit a `usize`, and it is NCHW with KCRS weights or NHWC with at
-/// least [`MIN_CHANNELS`] input channels a group. (NCHW with KRSC weights, run tap by tap over
-/// blocks of channels, one plane per row of B, spilled B's panels out of L1 on the 16-core Xeon
-/// and ran at 0.65-0.85x the implicit GEMM.)
+/// default one), the stride is no longer than the kernel's dilated extent (so few staged phase
+/// planes go unread), at most a quarter of the computed pixels are dropped, the kernel has at
+/// most [`MAX_TAPS`] taps, and the buffers' sizes fit a `usize`. Every layout pair, except NCHW
+/// with KRSC weights from [`MIN_CHANNELS`] channels a group: channel planes read KCRS-ordered
+/// weights, and reordering a large weight tensor per call cost more than the direct conv saves
+/// (512->512 3x3 @7 on one Zen 4 thread: 75 GFLOPS as the implicit GEMM, 15 direct).
 pub fn chosen(g: &Conv2d) -> bool {
     let p = g.params();
     // u128: a validated geometry's padding and dilation may be near usize::MAX.
@@ -84,15 +88,12 @@ pub fn chosen(g: &Conv2d) -> bool {
         && p.stride[1] as u128 <= extent(p.s, p.dilation[1])
         && 4 * g.wo() as u128 >= 3 * wq
         && p.r * p.s <= MAX_TAPS
-        && match p.layout {
-            TensorLayout::Nchw => p.weight_layout == WeightLayout::Kcrs,
-            TensorLayout::Nhwc => g.cg() >= MIN_CHANNELS,
-        }
+        && (p.layout == TensorLayout::Nhwc || p.weight_layout == WeightLayout::Kcrs || g.cg() < MIN_CHANNELS)
         && Shape::new(g, 32, 32, 512).is_ok()
 }
 
 /// Whether a [`chosen`] geometry runs direct on more than [`WINOGRAD_MAX_WORKERS`] workers (on
-/// fewer it always does): a stride-1 conv of at least [`MIN_CHANNELS`] channels a group, or a
+/// at most that many it always does): a stride-1 conv of at least [`MIN_CHANNELS`] channels a group, or a
 /// strided or few-channel one whose kernel has at least [`MANY_WORKERS_MIN_TAPS`] taps or whose
 /// images have at most [`MANY_WORKERS_MAX_PIXELS`] output pixels. The others run as the implicit
 /// GEMM there. Measured on the 16-core Xeon at 4, 8 and 16 threads, direct against the implicit
@@ -139,8 +140,10 @@ struct Shape {
     product: usize,
     /// The reduction's order.
     red: Reduction,
-    /// NCHW with KCRS weights: the reduction runs channel by channel, B read through the taps.
-    by_taps: bool,
+    /// The image staged as channel planes (NCHW, and NHWC below [`MIN_CHANNELS`] channels a
+    /// group): the reduction runs channel by channel, tap by tap, B read through the taps and
+    /// the weights (A) in KCRS order.
+    planes: bool,
 }
 
 impl Shape {
@@ -159,8 +162,9 @@ impl Shape {
         // past each row's `wo` and the last tile's, which the next plane or the guard hold.
         let real = add(mul(g.ho() - 1, wp, Param::Scratch)?, g.wo(), Param::Scratch)?;
         let (cg, kg) = (g.cg(), g.kg());
-        let (pixels, stride, image, product) = match p.layout {
-            TensorLayout::Nchw => {
+        let planes = p.layout == TensorLayout::Nchw || cg < MIN_CHANNELS;
+        let (pixels, stride, image, product) = match planes {
+            true => {
                 let pixels = mul(real.div_ceil(nr), nr, Param::Scratch)?;
                 // Planes an odd number of 64-byte lines apart, so a reduction slice's rows (one
                 // per plane) fall into different L1 sets; `nr` floats of guard.
@@ -168,7 +172,7 @@ impl Shape {
                 let plane = if plane % 32 == 0 { plane + 16 } else { plane };
                 (pixels, plane, mul(plane, cg, Param::Scratch)?, mul(kg, pixels, Param::Scratch)?)
             }
-            TensorLayout::Nhwc => {
+            false => {
                 let pixels = mul(real.div_ceil(mr), mr, Param::Scratch)?;
                 // Rows a multiple of 4 KiB apart would put a tile's rows into one L1 set.
                 let step = if (cg * 4).is_multiple_of(4096) { cg + 16 } else { cg };
@@ -176,13 +180,12 @@ impl Shape {
                 (pixels, step, image, mul(pixels, kg, Param::Scratch)?)
             }
         };
-        let by_taps = p.layout == TensorLayout::Nchw && p.weight_layout == WeightLayout::Kcrs;
         // No block of channels long enough for this `kc`: not a size, but the same answer (the
         // direct conv does not run). By taps, a block is one channel.
-        let block = if by_taps { Some(1) } else { block(cg, kc) };
+        let block = if planes { Some(1) } else { block(cg, kc) };
         let block = block.ok_or(Error::Overflow { param: Param::Scratch })?;
         let red = Reduction { block, taps: p.r * p.s, s: p.s, dilation: p.dilation, stride: p.stride, wp, plane };
-        Ok(Shape { hq, wp, phases, plane, pixels, stride, image, product, red, by_taps })
+        Ok(Shape { hq, wp, phases, plane, pixels, stride, image, product, red, planes })
     }
 
     /// Floats of one pair: padded image and product.
@@ -241,16 +244,17 @@ impl Reduction {
 fn blocking(g: &Conv2d, kernel: &Kernel, blocking: &Blocking) -> Result<(Blocking, Shape)> {
     let shape = Shape::new(g, kernel.gemm.mr, kernel.gemm.nr, blocking.kc)?;
     let taps = shape.red.taps;
-    let kc = if shape.by_taps { (blocking.kc / taps).max(1) * taps } else { shape.red.block };
+    let kc = if shape.planes { (blocking.kc / taps).max(1) * taps } else { shape.red.block };
     Ok((Blocking { kc, ..*blocking }, shape))
 }
 
 /// The GEMM of one pair: `(m, n, k)`.
 fn gemm_dims(g: &Conv2d, shape: &Shape) -> (usize, usize, usize) {
     let k = g.gemm_dims().2;
-    match g.params().layout {
-        TensorLayout::Nchw => (g.kg(), shape.pixels, k),
-        TensorLayout::Nhwc => (shape.pixels, g.kg(), k),
+    if shape.planes {
+        (g.kg(), shape.pixels, k)
+    } else {
+        (shape.pixels, g.kg(), k)
     }
 }
 
@@ -262,8 +266,9 @@ struct Plan {
     /// Pairs per chunk.
     chunk: usize,
     /// Floats of scratch the GEMM driver takes (first); a chunk of padded images and products
-    /// follows.
+    /// follows, then the weights reordered to KCRS (`weights` floats: planes with KRSC weights).
     gemm: usize,
+    weights: usize,
     /// Floats of scratch in all.
     total: usize,
 }
@@ -277,8 +282,9 @@ impl Plan {
         let p = g.params();
         let pairs = mul(p.n, p.groups, Param::Scratch)?;
         let chunk = (MAX_FLOATS / pair.max(1)).clamp(1, pairs.max(1));
-        let total = add(gemm, mul(chunk, pair, Param::Scratch)?, Param::Scratch)?;
-        Ok(Plan { blocking, shape, chunk, gemm, total })
+        let weights = if shape.planes && p.weight_layout == WeightLayout::Krsc { g.weight_len() } else { 0 };
+        let total = add(add(gemm, mul(chunk, pair, Param::Scratch)?, Param::Scratch)?, weights, Param::Scratch)?;
+        Ok(Plan { blocking, shape, chunk, gemm, weights, total })
     }
 }
 
@@ -287,18 +293,18 @@ pub fn scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
     Plan::new(g, kernel, blocking, workers).map(|plan| plan.total)
 }
 
-/// Whether `kernel` and `blocking` run a [`chosen`] geometry direct: NCHW needs a kernel that
-/// reads B in place ([`crate::arch::GemmKernel::b_in_place`]: the x86 and NEON kernels), and the
-/// sizes must exist (NHWC: a block of at least [`MIN_CHANNELS`] channels dividing the group's
-/// within `kc`).
+/// Whether `kernel` and `blocking` run a [`chosen`] geometry direct: channel planes (NCHW, and
+/// NHWC below [`MIN_CHANNELS`] channels a group) need a kernel that reads B in place
+/// ([`crate::arch::GemmKernel::b_in_place`]: the x86 and NEON kernels), and the sizes must exist
+/// (NHWC: a block of at least [`MIN_CHANNELS`] channels dividing the group's within `kc`).
 pub(crate) fn fits(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> bool {
     runs(g, kernel, blocking, workers, usize::MAX)
 }
 
 /// [`fits`], and the scratch holds [`scratch_len`].
 pub(crate) fn runs(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> bool {
-    let reads_b = kernel.gemm.b_in_place || g.params().layout == TensorLayout::Nhwc;
-    reads_b && scratch_len(g, kernel, blocking, workers).is_ok_and(|n| n <= scratch)
+    let planes = g.params().layout == TensorLayout::Nchw || g.cg() < MIN_CHANNELS;
+    (kernel.gemm.b_in_place || !planes) && scratch_len(g, kernel, blocking, workers).is_ok_and(|n| n <= scratch)
 }
 
 /// The direct conv of a validated `g` in `ws`.
@@ -317,16 +323,44 @@ pub(crate) unsafe fn conv2d_unchecked(
     let (kernel, exec) = (ws.kernel, ws.exec);
     let workers = exec.workers().max(1);
     // Cannot fail: `runs` computed the same.
-    let Ok(Plan { blocking: b, shape, chunk, gemm, .. }) = Plan::new(g, kernel, ws.blocking, workers) else {
+    let Ok(Plan { blocking: b, shape, chunk, gemm, weights, .. }) = Plan::new(g, kernel, ws.blocking, workers) else {
         return;
     };
     let p = g.params();
     let pairs = p.n * p.groups;
     let (front, rest) = ws.scratch.split_at_mut(gemm);
+    let (rest, reordered) = rest.split_at_mut(rest.len() - weights);
     let images = Shared(rest.as_mut_ptr());
-    // SAFETY: the products follow the chunk's images inside `rest` (sized by `layout`).
+    // SAFETY: the products follow the chunk's images inside `rest` (sized by `Plan`).
     let products = Shared(unsafe { images.ptr().add(chunk * shape.image) });
     let out = Shared(output.as_mut_ptr());
+    // Channel planes read the weights as a row-major matrix in the reduction's (c, t) order:
+    // KRSC weights are reordered once, their output channels split over the workers.
+    let weight: &[f32] = if weights > 0 {
+        let dst = Shared(reordered.as_mut_ptr());
+        let (k, gk, taps) = (p.k, g.gemm_dims().2, p.r * p.s);
+        exec.run(&|w| {
+            if w >= workers {
+                return;
+            }
+            let cg = g.cg();
+            for o in k * w / workers..k * (w + 1) / workers {
+                // KRSC's (t, c) to KCRS's (c, t).
+                let (src, row) = (&weight[o * gk..(o + 1) * gk], o * gk);
+                for t in 0..taps {
+                    for c in 0..cg {
+                        // SAFETY: `reordered` holds the `k * gk` weights; output channel o's row
+                        // is this worker's alone.
+                        unsafe { *dst.ptr().add(row + c * taps + t) = src[t * cg + c] };
+                    }
+                }
+            }
+        });
+        // SAFETY: written above and only read from here on.
+        unsafe { core::slice::from_raw_parts(dst.ptr(), weights) }
+    } else {
+        weight
+    };
     for first in (0..pairs).step_by(chunk) {
         let count = chunk.min(pairs - first);
         // 1. Pad the chunk's images, the units (pair, phase row) split over the workers.
@@ -351,11 +385,7 @@ pub(crate) unsafe fn conv2d_unchecked(
         // (`front`) holds `gemm_scratch_len` for `b`.
         unsafe { gemm_batch(&jobs, 1.0, 0.0, epi.activation, &mut inner) };
         // 3. The real pixels to the output, the units (pair, output channel or output row) split.
-        let units = count
-            * match p.layout {
-                TensorLayout::Nchw => g.kg(),
-                TensorLayout::Nhwc => g.ho(),
-            };
+        let units = count * copy_units(g);
         exec.run(&|w| {
             if w >= workers {
                 return;
@@ -369,9 +399,9 @@ pub(crate) unsafe fn conv2d_unchecked(
 }
 
 /// Pads unit `row` of pair `pair`'s image into `dst` (the pair's image): row `row % hq` of phase
-/// plane `row / hq % phases` of channel `row / (phases * hq)` of the group (NCHW), or of the
-/// pixels' phase plane `row / hq` (NHWC). A channel's (NCHW) or the image's (NHWC) last row also
-/// zeroes the guard after it.
+/// plane `row / hq % phases` of channel `row / (phases * hq)` of the group (channel planes, from
+/// either layout), or of the pixels' phase plane `row / hq` (NHWC pixels). A channel's (planes)
+/// or the image's (pixels) last row also zeroes the guard after it.
 ///
 /// # Safety
 /// `dst` holds `shape.image` floats; `pair < n * groups`; `row` below [`stage_rows`].
@@ -392,8 +422,8 @@ unsafe fn stage(g: &Conv2d, shape: &Shape, input: &[f32], pair: usize, row: usiz
     // SAFETY: (whole body) writes inside the pair's image (its layout from `Shape::new`), reads
     // validated input rows: `first..end` are the phase row's pixels inside the input.
     unsafe {
-        match p.layout {
-            TensorLayout::Nchw => {
+        match shape.planes {
+            true => {
                 let c = row / rows;
                 let base = dst.add(c * shape.stride);
                 let line = base.add(phase * shape.plane + py * wq);
@@ -402,14 +432,16 @@ unsafe fn stage(g: &Conv2d, shape: &Shape, input: &[f32], pair: usize, row: usiz
                     Some(y) => {
                         zero(line, first);
                         if first < end {
-                            // The input column of the first pixel inside.
+                            // The input column of the first pixel inside, and the floats between
+                            // two of the phase row's pixels.
                             let x = first * sx + b - p.pad.left;
                             let from = src.add(g.input_index(n, grp * g.cg() + c, y, x));
-                            if sx == 1 {
+                            let step = if p.layout == TensorLayout::Nchw { sx } else { sx * p.c };
+                            if step == 1 {
                                 copy(from, line.add(first), end - first);
                             } else {
                                 for (i, px) in (first..end).enumerate() {
-                                    *line.add(px) = *from.add(i * sx);
+                                    *line.add(px) = *from.add(i * step);
                                 }
                             }
                         }
@@ -422,7 +454,7 @@ unsafe fn stage(g: &Conv2d, shape: &Shape, input: &[f32], pair: usize, row: usiz
                     zero(base.add(planes), shape.stride - planes);
                 }
             }
-            TensorLayout::Nhwc => {
+            false => {
                 let (cg, step) = (g.cg(), shape.stride);
                 let line = dst.add((phase * shape.plane + py * wq) * step);
                 for px in 0..wq {
@@ -445,13 +477,23 @@ unsafe fn stage(g: &Conv2d, shape: &Shape, input: &[f32], pair: usize, row: usiz
     }
 }
 
-/// The units [`stage`] pads a pair's image in: every phase row of every channel (NCHW) or every
-/// phase row (NHWC), so that a few channels (ResNet's conv1: 3) still give every worker rows.
+/// The units [`stage`] pads a pair's image in: every phase row of every channel (planes) or every
+/// phase row (pixels), so that a few channels (ResNet's conv1: 3) still give every worker rows.
 fn stage_rows(g: &Conv2d, shape: &Shape) -> usize {
     let rows = shape.phases * shape.hq;
+    if shape.planes {
+        g.cg() * rows
+    } else {
+        rows
+    }
+}
+
+/// The units [`copy_out`] copies a pair's product in: its output channels (NCHW) or output rows
+/// (NHWC, so that a worker's writes are whole pixels).
+fn copy_units(g: &Conv2d) -> usize {
     match g.params().layout {
-        TensorLayout::Nchw => g.cg() * rows,
-        TensorLayout::Nhwc => rows,
+        TensorLayout::Nchw => g.kg(),
+        TensorLayout::Nhwc => g.ho(),
     }
 }
 
@@ -479,9 +521,18 @@ unsafe fn copy_out(g: &Conv2d, shape: &Shape, products: *const f32, first: usize
                 let (i, y) = (u / g.ho(), u % g.ho());
                 let pair = first + i;
                 let (n, grp) = (pair / p.groups, pair % p.groups);
-                let src = products.add(i * shape.product + y * wp * kg);
+                let product = products.add(i * shape.product);
                 for x in 0..g.wo() {
-                    copy(src.add(x * kg), out.add(g.output_index(n, grp * kg, y, x)), kg);
+                    let dst = out.add(g.output_index(n, grp * kg, y, x));
+                    if shape.planes {
+                        // The product is `kg x pixels`: a pixel's channels are a row apart.
+                        let src = product.add(y * wp + x);
+                        for o in 0..kg {
+                            *dst.add(o) = *src.add(o * shape.pixels);
+                        }
+                    } else {
+                        copy(product.add((y * wp + x) * kg), dst, kg);
+                    }
                 }
             }
         }
@@ -516,10 +567,10 @@ unsafe impl Batch for Jobs<'_> {
             data: &self.images[i * self.shape.image..(i + 1) * self.shape.image],
             shape: self.shape,
             k: gemm_k,
-            nchw: g.params().layout == TensorLayout::Nchw,
+            planes: self.shape.planes,
             shifts: [0; MAX_TAPS],
         };
-        if self.shape.by_taps {
+        if self.shape.planes {
             for (t, slot) in image.shifts.iter_mut().enumerate().take(self.shape.red.taps) {
                 *slot = self.shape.red.shift(t);
             }
@@ -528,8 +579,8 @@ unsafe impl Batch for Jobs<'_> {
         // SAFETY: pair i's product inside the chunk's.
         let c = unsafe { self.products.ptr().add(i * self.shape.product) };
         let out = OutPtr { ptr: c, rs: self.shape.pixels, cs: 1 };
-        if image.nchw {
-            // KCRS weights are the reduction's order (by taps): a plain row-major matrix.
+        if image.planes {
+            // KCRS weights (or KRSC reordered) are the reduction's order: a row-major matrix.
             let Ok(a) = MatRef::row_major(w, kg, gemm_k) else { return };
             f(&a, &image, out, gb.map_or(Bias::None, Bias::Row));
         } else {
@@ -546,7 +597,8 @@ struct Image<'a> {
     data: &'a [f32],
     shape: Shape,
     k: usize,
-    nchw: bool,
+    /// Channel planes (`reduction x pixels`, B); else pixels (`pixels x reduction`, A).
+    planes: bool,
     /// By taps: each tap's shift, in floats (the kernels' table).
     shifts: [usize; MAX_TAPS],
 }
@@ -557,7 +609,7 @@ impl Image<'_> {
     fn at(&self, j: usize, q: usize) -> usize {
         let (c, t) = self.shape.red.split(q);
         let shift = self.shape.red.shift(t);
-        if self.nchw {
+        if self.planes {
             c * self.shape.stride + shift + j
         } else {
             (j + shift) * self.shape.stride + c
@@ -566,7 +618,7 @@ impl Image<'_> {
     /// Element `(row, col)` of the operand.
     #[inline]
     fn get(&self, row: usize, col: usize) -> f32 {
-        let (j, q) = if self.nchw { (col, row) } else { (row, col) };
+        let (j, q) = if self.planes { (col, row) } else { (row, col) };
         self.data[self.at(j, q)]
     }
 }
@@ -575,14 +627,14 @@ impl Image<'_> {
 // columns of one reduction block, whose every element lies inside the image (`Shape::new`'s guard).
 unsafe impl Operand for Image<'_> {
     fn rows(&self) -> usize {
-        if self.nchw {
+        if self.planes {
             self.k
         } else {
             self.shape.pixels
         }
     }
     fn cols(&self) -> usize {
-        if self.nchw {
+        if self.planes {
             self.shape.pixels
         } else {
             self.k
@@ -593,7 +645,7 @@ unsafe impl Operand for Image<'_> {
         1
     }
     fn in_place(&self, cols: Range<usize>) -> Option<(*const f32, usize)> {
-        (!self.nchw && self.shape.red.one_tap(&cols))
+        (!self.planes && self.shape.red.one_tap(&cols))
             .then(|| (self.data.as_ptr().wrapping_add(self.at(0, cols.start)), self.shape.stride))
     }
     fn b_in_place(&self, rows: Range<usize>) -> Option<InPlaceB> {
@@ -602,7 +654,7 @@ unsafe impl Operand for Image<'_> {
         // NCHW is read by taps, whole channels: row (c, t) at plane c (`ptr`, tap 0 being
         // unshifted) plus tap t's shift.
         let whole = rows.start.is_multiple_of(taps) && rows.len().is_multiple_of(taps);
-        (self.shape.by_taps && whole).then_some(InPlaceB {
+        (self.shape.planes && whole).then_some(InPlaceB {
             ptr,
             rs: self.shape.stride,
             taps: self.shifts.as_ptr(),

@@ -57,7 +57,8 @@ fn planned_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize
 }
 
 /// The least scratch [`conv2d_with`] accepts for `g` with `workers` workers: what
-/// [`conv2d_scratch_len`] asks for, except that a Winograd geometry may run as an implicit GEMM.
+/// [`conv2d_scratch_len`] asks for, except that a Winograd or direct geometry may run as an
+/// implicit GEMM.
 pub fn conv2d_min_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
     match choose_path_for(g, workers) {
         // The NHWC depthwise kernel reads weights transposed to [r][s][c]; the NCHW one gets a

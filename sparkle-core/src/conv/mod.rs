@@ -26,8 +26,8 @@ pub fn scratch_len(g: &Conv2d) -> Result<usize> {
 }
 
 /// The least scratch [`conv2d`] accepts for `g`: with less than [`scratch_len`] but at least
-/// this, a Winograd geometry runs as an implicit GEMM (what a microcontroller with a fixed
-/// scratch buffer gets).
+/// this, a Winograd or direct geometry runs as an implicit GEMM (what a microcontroller with a
+/// fixed scratch buffer gets).
 pub fn min_scratch_len(g: &Conv2d) -> Result<usize> {
     let kernel = crate::arch::Kernel::best();
     fused::conv2d_min_scratch_len(g, kernel, &Blocking::for_kernel(kernel, CacheSizes::STATIC), 1)
@@ -92,6 +92,7 @@ mod tests {
             Conv2dParams::new(2, 4, 3, 3, 6, 1, 1),
             Conv2dParams::new(2, 4, 3, 3, 6, 1, 1).layout(TensorLayout::Nhwc),
             base.stride(2, 1).layout(TensorLayout::Nhwc),
+            Conv2dParams::new(1, 4, 5, 6, 4, 1, 1).stride(2, 2),
             // Direct: NHWC (NCHW as well where the kernel reads B in place).
             Conv2dParams::new(1, 16, 4, 6, 2, 3, 3).pad(Padding::uniform(1)).layout(TensorLayout::Nhwc),
         ] {

@@ -12,14 +12,14 @@ pub enum Conv2dPath {
     Pointwise,
     /// `groups == c == k`: the depthwise kernel, vectorised over channels (NHWC) or columns (NCHW).
     Depthwise,
-    /// 3x3, stride 1, undilated, ungrouped, with at least [`super::winograd::MIN_TILES`] output
-    /// tiles of 2x2 and buffers within [`super::winograd::MAX_FLOATS`]: Winograd F(2x2, 3x3), 16
+    /// 3x3, stride 1, undilated, ungrouped, with at least [`super::winograd::MIN_CHANNELS`]
+    /// input channels and [`super::winograd::MIN_TILES`] output tiles of 2x2 and buffers within
+    /// [`super::winograd::MAX_FLOATS`]: Winograd F(2x2, 3x3), 16
     /// GEMMs between transforms ([`super::winograd`]).
     Winograd,
-    /// NCHW with KCRS weights, or NHWC with at least [`super::direct::MIN_CHANNELS`] input
-    /// channels a group, at a stride no longer than the kernel: the input padded once (strided:
-    /// as phase planes), then read in place by the GEMM kernels for every tap
-    /// ([`super::direct`]).
+    /// A stride no longer than the kernel's dilated extent (on more than two workers only where
+    /// [`super::direct::scales`]): the input padded once (strided: as phase planes), then read in
+    /// place by the GEMM kernels for every tap ([`super::direct`]).
     Direct,
     /// Everything else: per (image, group) an implicit GEMM whose B (NCHW) or A (NHWC) panels
     /// are gathered from the input.
@@ -39,8 +39,9 @@ impl Conv2dPath {
     }
 }
 
-/// The most workers at which an NCHW geometry that both Winograd and the direct conv take runs
-/// as Winograd; above, and for NHWC at any count, it runs direct. Measured at 64->64 3x3 @56
+/// The most workers at which a geometry that both Winograd and the direct conv take runs as
+/// Winograd (except NHWC from 16 channels a group); above, and for that NHWC at any count, it
+/// runs direct where the direct conv [`scales`](super::direct::scales) (from 16 channels). Measured at 64->64 3x3 @56
 /// (GFLOPS, Winograd / direct): the 2-core Zen 4, NCHW, 120 / 99 on one thread and 206 / 203 on
 /// two; the 16-core Xeon 97-102 / 91-131 on one, 191-202 / 263-342 on four, 420-451 / 693-718
 /// on sixteen (Winograd's 16 small GEMMs and transforms scale worse); NHWC 57-82 / 89-125 on one.
@@ -56,7 +57,9 @@ pub fn choose_path(g: &Conv2d) -> Conv2dPath {
 pub fn choose_path_for(g: &Conv2d, workers: usize) -> Conv2dPath {
     let p = g.params();
     let direct = super::direct::chosen(g) && (workers <= WINOGRAD_MAX_WORKERS || super::direct::scales(g));
-    let direct_first = direct && (workers > WINOGRAD_MAX_WORKERS || p.layout == TensorLayout::Nhwc);
+    // NHWC read as pixels (from 16 channels a group) beats Winograd on any count.
+    let pixels = p.layout == TensorLayout::Nhwc && g.cg() >= super::direct::MIN_CHANNELS;
+    let direct_first = direct && (workers > WINOGRAD_MAX_WORKERS || pixels);
     if p.groups == p.c && p.groups == p.k && p.groups > 1 {
         Conv2dPath::Depthwise
     } else if p.r == 1 && p.s == 1 && p.stride == [1, 1] && p.pad == super::Padding::uniform(0) {

@@ -35,6 +35,7 @@ use sparkle_core::epilogue::Bias;
 use sparkle_core::{Activation, Conv2d, Epilogue, Error, MatMut, MatRef, Param};
 
 use super::{DeviceError, Run, Sparkle, SparkleError};
+use crate::cpu::Cpu;
 use crate::juggler::{DeviceId, Juggler, OpDesc, SystemClock};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,9 +198,10 @@ impl TensorOp {
         }
     }
 
-    fn path(&self) -> &'static str {
+    /// The path `cpu` runs the op on (workers, kernel and budget included), naming the run.
+    fn path(&self, cpu: &Cpu) -> &'static str {
         match self {
-            TensorOp::Conv2d { g, .. } => choose_path(g).name(),
+            TensorOp::Conv2d { g, .. } => cpu.conv2d_path(g).unwrap_or_else(|_| choose_path(g)).name(),
             TensorOp::Gemm { .. } => "gemm",
         }
     }
@@ -352,7 +354,7 @@ impl Sparkle {
     fn place_tensor(&self, forced: Option<DeviceId>, op: TensorOp) -> Result<(Tensor, Run), SparkleError> {
         self.check_forced(forced)?;
         let desc = op.desc();
-        let path = op.path();
+        let path = op.path(&self.cpu);
         let inputs: Vec<(&Tensor, Vec<DeviceId>)> = op.inputs().into_iter().map(|t| (t, self.locations(t))).collect();
         let mut copies = 0.0;
         let (decision, _inflight) = self.reserve(|j| {
