@@ -137,8 +137,11 @@ fn sweep(kern: &'static Kernel) {
                 ] {
                     let cpu = cpu.threads(threads);
                     assert_eq!(check(&cpu, with(p), Activation::Relu6, true, 10), Conv2dPath::Winograd);
-                    // On those workers too (a few channels: no direct conv on three).
-                    assert_eq!(cpu.conv2d_path(&with(p).validate().unwrap()).unwrap(), Conv2dPath::Winograd);
+                    // On those workers too, except NHWC on three (few channels: direct as channel
+                    // planes, where the kernel reads B in place).
+                    let planes = threads > 2 && layout == TensorLayout::Nhwc && kern.gemm().b_in_place();
+                    let want = if planes { Conv2dPath::Direct } else { Conv2dPath::Winograd };
+                    assert_eq!(cpu.conv2d_path(&with(p).validate().unwrap()).unwrap(), want);
                 }
             }
         }
@@ -363,8 +366,8 @@ fn path_choice() {
     assert_eq!(path_for(wino, 2), Conv2dPath::Winograd);
     assert_eq!(path_for(wino, 3), Conv2dPath::Direct);
     assert_eq!(path_for(wino.layout(TensorLayout::Nhwc), 1), Conv2dPath::Direct);
-    // Strided and few-channel convs run direct on many workers only with a wide kernel (conv1) or
-    // small images (14x14 outputs); on one or two, always.
+    // Strided and few-channel convs run direct on many workers only with a wide kernel (conv1),
+    // small images (14x14 outputs) or in NHWC (as channel planes); on one or two, always.
     let rgb = Conv2dParams::new(1, 3, 224, 224, 32, 3, 3).stride(2, 2).pad(Padding::uniform(1));
     let s2 = |c, hw| Conv2dParams::new(1, c, hw, hw, c, 3, 3).stride(2, 2).pad(Padding::uniform(1));
     for (p, many) in [
@@ -372,6 +375,7 @@ fn path_choice() {
         (s2(256, 28), Conv2dPath::Direct),
         (rgb, Conv2dPath::ImplicitGemm),
         (rgb.stride(1, 1), Conv2dPath::ImplicitGemm),
+        (rgb.layout(TensorLayout::Nhwc), Conv2dPath::Direct),
         (s2(128, 56), Conv2dPath::ImplicitGemm),
     ] {
         assert_eq!(path_for(p, 2), Conv2dPath::Direct, "{p:?}");

@@ -93,9 +93,10 @@ pub fn chosen(g: &Conv2d) -> bool {
 }
 
 /// Whether a [`chosen`] geometry runs direct on more than [`WINOGRAD_MAX_WORKERS`] workers (on
-/// at most that many it always does): a stride-1 conv of at least [`MIN_CHANNELS`] channels a group, or a
-/// strided or few-channel one whose kernel has at least [`MANY_WORKERS_MIN_TAPS`] taps or whose
-/// images have at most [`MANY_WORKERS_MAX_PIXELS`] output pixels. The others run as the implicit
+/// at most that many it always does): a stride-1 conv of at least [`MIN_CHANNELS`] channels a
+/// group, an NHWC one of fewer, or a strided or few-channel NCHW one whose kernel has at least
+/// [`MANY_WORKERS_MIN_TAPS`] taps or whose images have at most [`MANY_WORKERS_MAX_PIXELS`]
+/// output pixels. The others run as the implicit
 /// GEMM there. Measured on the 16-core Xeon at 4, 8 and 16 threads, direct against the implicit
 /// GEMM, NCHW, batch 1: ResNet's conv1 (7x7, stride 2; its gather reads each input element 12
 /// times) 1.1-1.4x; 256->256 3x3 s2 @28 and 512->512 s2 @14 (14x14 and 7x7 outputs, too few
@@ -103,11 +104,15 @@ pub fn chosen(g: &Conv2d) -> bool {
 /// 3->32 3x3 @224 and @112 0.7-0.95x, 128->128 3x3 s2 @56 and 64->64 s2 @112 0.85-0.97x (the
 /// product's copy and the phase planes cost more than the gather saves there). On one and two
 /// threads direct wins on all of them (Zen 4: 3->32 3x3 @224 13 -> 73 GFLOPS on one thread).
+/// NHWC below [`MIN_CHANNELS`] channels (as channel planes) always runs direct: its implicit GEMM
+/// gathers a few channels per pixel (Xeon, 16 threads: 3->32 3x3 s2 @224 and 3->32 3x3 @224 at
+/// 34-74 GFLOPS; conv1 101-150 against 544-622 direct).
 ///
 /// [`WINOGRAD_MAX_WORKERS`]: super::path::WINOGRAD_MAX_WORKERS
 pub fn scales(g: &Conv2d) -> bool {
     let p = g.params();
     (p.stride == [1, 1] && g.cg() >= MIN_CHANNELS)
+        || (p.layout == TensorLayout::Nhwc && g.cg() < MIN_CHANNELS)
         || p.r * p.s >= MANY_WORKERS_MIN_TAPS
         || g.ho().saturating_mul(g.wo()) <= MANY_WORKERS_MAX_PIXELS
 }

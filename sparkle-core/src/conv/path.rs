@@ -41,7 +41,8 @@ impl Conv2dPath {
 
 /// The most workers at which a geometry that both Winograd and the direct conv take runs as
 /// Winograd (except NHWC from 16 channels a group); above, and for that NHWC at any count, it
-/// runs direct where the direct conv [`scales`](super::direct::scales) (from 16 channels). Measured at 64->64 3x3 @56
+/// runs direct where the direct conv [`scales`](super::direct::scales) (from 16 channels, and
+/// NHWC of fewer). Measured at 64->64 3x3 @56
 /// (GFLOPS, Winograd / direct): the 2-core Zen 4, NCHW, 120 / 99 on one thread and 206 / 203 on
 /// two; the 16-core Xeon 97-102 / 91-131 on one, 191-202 / 263-342 on four, 420-451 / 693-718
 /// on sixteen (Winograd's 16 small GEMMs and transforms scale worse); NHWC 57-82 / 89-125 on one.
