@@ -239,6 +239,29 @@ fn many_workers(kern: &'static Kernel) {
             }
         }
     }
+    // The direct conv on 16 workers, path asserted: strided with small outputs; channel planes
+    // with few channels a group from either layout, KRSC weights reordered (NCHW) and a large
+    // NHWC image (as planes on any worker count); and a large NCHW image of few channels, which
+    // runs as the implicit GEMM there.
+    let planes = |want| if kern.gemm().b_in_place() { want } else { Conv2dPath::ImplicitGemm };
+    let few = Conv2dParams::new(2, 12, 10, 9, 8, 3, 3).pad(Padding::new(1, 0, 2, 1)).groups(2);
+    let big = Conv2dParams::new(1, 5, 20, 18, 12, 3, 3).pad(Padding::uniform(1));
+    for (p, want) in [
+        (shapes[1], planes(Conv2dPath::Direct)),
+        (few.weight_layout(WeightLayout::Krsc), planes(Conv2dPath::Direct)),
+        // 69120 KRSC weights: reordered by all the workers.
+        (
+            Conv2dParams::new(1, 15, 6, 6, 512, 3, 3).pad(Padding::uniform(1)).weight_layout(WeightLayout::Krsc),
+            planes(Conv2dPath::Direct),
+        ),
+        (few.layout(TensorLayout::Nhwc), planes(Conv2dPath::Direct)),
+        (big.layout(TensorLayout::Nhwc).weight_layout(WeightLayout::Krsc), planes(Conv2dPath::Direct)),
+        (big, Conv2dPath::ImplicitGemm),
+    ] {
+        let cpu = base.threads(16);
+        assert_eq!(cpu.conv2d_path(&p.validate().unwrap()).unwrap(), want, "{p:?}");
+        check(&cpu, p, Activation::Relu, true, 13);
+    }
     // A budget with room for each worker's own blocks but not for a shared B: the conv runs.
     let p = Conv2dParams::new(1, 576, 12, 12, 128, 1, 1).stride(2, 2);
     let g = p.validate().unwrap();

@@ -65,6 +65,9 @@ pub const MAX_TAPS: usize = 49;
 /// 3 channels of 7x7 taps, NCHW: 70 -> 99 GFLOPS on one Zen 4 thread against the implicit GEMM).
 pub const MIN_CHANNELS: usize = 16;
 
+/// Below this many weights a reorder to KCRS runs on the calling thread alone.
+const REORDER_ALONE: usize = 1 << 16;
+
 /// The most floats of padded images and products one chunk of (image, group) pairs takes
 /// (16 MiB); a single pair may take more. (512 in this crate's unit tests: a chunk per pair.)
 pub const MAX_FLOATS: usize = if cfg!(test) { 512 } else { 1 << 22 };
@@ -94,10 +97,9 @@ pub fn chosen(g: &Conv2d) -> bool {
 
 /// Whether a [`chosen`] geometry runs direct on more than [`WINOGRAD_MAX_WORKERS`] workers (on
 /// at most that many it always does): a stride-1 conv of at least [`MIN_CHANNELS`] channels a
-/// group, an NHWC one of fewer, or a strided or few-channel NCHW one whose kernel has at least
-/// [`MANY_WORKERS_MIN_TAPS`] taps or whose images have at most [`MANY_WORKERS_MAX_PIXELS`]
-/// output pixels. The others run as the implicit
-/// GEMM there. Measured on the 16-core Xeon at 4, 8 and 16 threads, direct against the implicit
+/// group, an NHWC one of fewer, or any other (strided, or NCHW of few channels) whose kernel has
+/// at least [`MANY_WORKERS_MIN_TAPS`] taps or whose images have at most
+/// [`MANY_WORKERS_MAX_PIXELS`] output pixels. The others run as the implicit GEMM there. Measured on the 16-core Xeon at 4, 8 and 16 threads, direct against the implicit
 /// GEMM, NCHW, batch 1: ResNet's conv1 (7x7, stride 2; its gather reads each input element 12
 /// times) 1.1-1.4x; 256->256 3x3 s2 @28 and 512->512 s2 @14 (14x14 and 7x7 outputs, too few
 /// column panels for the implicit GEMM's split) 1.1-1.2x at 16; but 3->32 3x3 s2 @224 0.6-0.75x,
@@ -137,7 +139,7 @@ struct Shape {
     plane: usize,
     /// Computed (virtual) pixels: `(ho-1)*wp + wo` rounded up to whole register tiles.
     pixels: usize,
-    /// NCHW: floats between channel planes; NHWC: between padded pixels.
+    /// Channel planes: floats between channels; pixels: between padded pixels.
     stride: usize,
     /// Floats of the padded image (with the guard the last tile's reads run into).
     image: usize,
@@ -301,7 +303,7 @@ pub fn scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
 /// Whether `kernel` and `blocking` run a [`chosen`] geometry direct: channel planes (NCHW, and
 /// NHWC below [`MIN_CHANNELS`] channels a group) need a kernel that reads B in place
 /// ([`crate::arch::GemmKernel::b_in_place`]: the x86 and NEON kernels), and the sizes must exist
-/// (NHWC: a block of at least [`MIN_CHANNELS`] channels dividing the group's within `kc`).
+/// (pixels: a block of at least [`MIN_CHANNELS`] channels dividing the group's within `kc`).
 pub(crate) fn fits(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> bool {
     runs(g, kernel, blocking, workers, usize::MAX)
 }
@@ -344,12 +346,14 @@ pub(crate) unsafe fn conv2d_unchecked(
     let weight: &[f32] = if weights > 0 {
         let dst = Shared(reordered.as_mut_ptr());
         let (k, gk, taps) = (p.k, g.gemm_dims().2, p.r * p.s);
-        exec.run(&|w| {
-            if w >= workers {
+        // A few channels' weights (conv1: 9408 floats) take less than a parallel region's start.
+        let parts = if weights < REORDER_ALONE { 1 } else { workers };
+        let reorder = |w: usize| {
+            if w >= parts {
                 return;
             }
             let cg = g.cg();
-            for o in k * w / workers..k * (w + 1) / workers {
+            for o in k * w / parts..k * (w + 1) / parts {
                 // KRSC's (t, c) to KCRS's (c, t).
                 let (src, row) = (&weight[o * gk..(o + 1) * gk], o * gk);
                 for t in 0..taps {
@@ -360,7 +364,12 @@ pub(crate) unsafe fn conv2d_unchecked(
                     }
                 }
             }
-        });
+        };
+        if parts == 1 {
+            reorder(0);
+        } else {
+            exec.run(&reorder);
+        }
         // SAFETY: written above and only read from here on.
         unsafe { core::slice::from_raw_parts(dst.ptr(), weights) }
     } else {
@@ -595,9 +604,9 @@ unsafe impl Batch for Jobs<'_> {
     }
 }
 
-/// A pair's padded image as the direct conv's operand: NCHW `reduction x pixels` (B), NHWC
-/// `pixels x reduction` (A). Element (pixel `j`, row `q` = channel `c`, tap `t`) is image float
-/// `c*stride + shift(t) + j` (NCHW) or `(j + shift(t))*stride + c` (NHWC).
+/// A pair's padded image as the direct conv's operand: channel planes `reduction x pixels` (B),
+/// pixels `pixels x reduction` (A). Element (pixel `j`, row `q` = channel `c`, tap `t`) is image
+/// float `c*stride + shift(t) + j` (planes) or `(j + shift(t))*stride + c` (pixels).
 struct Image<'a> {
     data: &'a [f32],
     shape: Shape,
@@ -656,8 +665,8 @@ unsafe impl Operand for Image<'_> {
     fn b_in_place(&self, rows: Range<usize>) -> Option<InPlaceB> {
         let ptr = self.data.as_ptr().wrapping_add(self.at(0, rows.start));
         let taps = self.shape.red.taps;
-        // NCHW is read by taps, whole channels: row (c, t) at plane c (`ptr`, tap 0 being
-        // unshifted) plus tap t's shift.
+        // Channel planes are read by taps, whole channels: row (c, t) at plane c (`ptr`, tap 0
+        // being unshifted) plus tap t's shift.
         let whole = rows.start.is_multiple_of(taps) && rows.len().is_multiple_of(taps);
         (self.shape.planes && whole).then_some(InPlaceB {
             ptr,

@@ -37,8 +37,9 @@ pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, work
 }
 
 /// The path to size and run for: [`choose_path_for`]'s, except a direct conv that `kernel` or
-/// `blocking` cannot run (NCHW on a kernel that does not read B in place, or no block of channels
-/// for the reduction slice), which goes to Winograd where that applies, else the implicit GEMM.
+/// `blocking` cannot run (channel planes, NCHW or NHWC below 16 channels, on a kernel that does
+/// not read B in place, or no block of channels for the reduction slice), which goes to Winograd
+/// where that applies, else the implicit GEMM.
 fn planned_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Conv2dPath {
     match choose_path_for(g, workers) {
         #[cfg(feature = "direct")]

@@ -82,8 +82,10 @@ mod tests {
     fn every_path_matches_oracle() {
         let base = Conv2dParams::new(1, 4, 5, 6, 4, 3, 3).pad(Padding::new(1, 0, 2, 1));
         let mut paths = [false; 5];
-        // Implicit GEMM (NCHW, NHWC strided, dilated, grouped), depthwise (both layouts), pointwise
-        // (both layouts): every path of the fused driver and its packing, which Miri checks.
+        // Chosen direct (NCHW, NHWC strided, dilated, grouped: on this generic kernel, which reads
+        // no B in place, all but the 16-channel NHWC case run as the implicit GEMM), the implicit GEMM (a
+        // 1x1 at stride 2), depthwise and pointwise (both layouts): every path of the fused
+        // driver and its packing, which Miri checks.
         for p in [
             base,
             base.groups(4),

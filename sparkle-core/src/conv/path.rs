@@ -17,7 +17,8 @@ pub enum Conv2dPath {
     /// [`super::winograd::MAX_FLOATS`]: Winograd F(2x2, 3x3), 16
     /// GEMMs between transforms ([`super::winograd`]).
     Winograd,
-    /// A stride no longer than the kernel's dilated extent (on more than two workers only where
+    /// A stride no longer than the kernel's dilated extent, any layout pair but NCHW with KRSC
+    /// weights from 16 channels a group (on more than two workers only where
     /// [`super::direct::scales`]): the input padded once (strided: as phase planes), then read in
     /// place by the GEMM kernels for every tap ([`super::direct`]).
     Direct,
