@@ -82,10 +82,9 @@ mod tests {
     fn every_path_matches_oracle() {
         let base = Conv2dParams::new(1, 4, 5, 6, 4, 3, 3).pad(Padding::new(1, 0, 2, 1));
         let mut paths = [false; 5];
-        // Chosen direct (NCHW, NHWC strided, dilated, grouped: on this generic kernel, which reads
-        // no B in place, all but the 16-channel NHWC case run as the implicit GEMM), the implicit GEMM (a
-        // 1x1 at stride 2), depthwise and pointwise (both layouts): every path of the fused
-        // driver and its packing, which Miri checks.
+        // Direct (NCHW, NHWC strided, dilated, grouped, KRSC: channel planes, and NHWC pixels),
+        // the implicit GEMM (a 1x1 at stride 2), depthwise and pointwise (both layouts): every
+        // path of the fused driver and its packing, which Miri checks.
         for p in [
             base,
             base.groups(4),
@@ -95,6 +94,9 @@ mod tests {
             Conv2dParams::new(2, 4, 3, 3, 6, 1, 1).layout(TensorLayout::Nhwc),
             base.stride(2, 1).layout(TensorLayout::Nhwc),
             Conv2dParams::new(1, 4, 5, 6, 4, 1, 1).stride(2, 2),
+            // Channel planes from KRSC weights (reordered) and from an NHWC image (transposed).
+            base.stride(2, 2).weight_layout(crate::layout::WeightLayout::Krsc),
+            base.stride(1, 2).layout(TensorLayout::Nhwc).weight_layout(crate::layout::WeightLayout::Krsc),
             // Direct: NHWC (NCHW as well where the kernel reads B in place).
             Conv2dParams::new(1, 16, 4, 6, 2, 3, 3).pad(Padding::uniform(1)).layout(TensorLayout::Nhwc),
         ] {
