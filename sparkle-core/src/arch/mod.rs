@@ -592,8 +592,11 @@ unsafe fn rank1_updates<S: Simd, const MR: usize, const NV: usize, const RS: usi
                     row[v] = S::fmadd(ai, bv[v], row[v]);
                 }
             }
-            a = a.add(cs_a);
-            b = b.add(rs_b);
+            // Wrapping: after the last step the pointers may point past B's allocation (a row
+            // of B read in place is `rs_b` floats on, and the last row has no successor); they
+            // are only dereferenced inside it.
+            a = a.wrapping_add(cs_a);
+            b = b.wrapping_add(rs_b);
         }
     }
     // By value, not `&mut`: through a reference LLVM kept the accumulators in memory.
@@ -629,7 +632,8 @@ unsafe fn rank1_updates_strided<S: Simd, const MR: usize, const NV: usize>(
                 }
             }
             off += cs_a;
-            b = b.add(rs_b);
+            // Wrapping: past the last row it may leave B's allocation (see `rank1_updates`).
+            b = b.wrapping_add(rs_b);
         }
     }
     acc
@@ -672,7 +676,8 @@ unsafe fn rank1_updates_taps<S: Simd, const MR: usize, const NV: usize>(
                 }
                 off += cs_a;
             }
-            b = b.add(rs_b);
+            // Wrapping: past the last channel it may leave the image (see `rank1_updates`).
+            b = b.wrapping_add(rs_b);
         }
     }
     acc
