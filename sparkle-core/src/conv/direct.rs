@@ -21,9 +21,9 @@
 //! - Channel planes (NCHW; NHWC below [`MIN_CHANNELS`] channels a group, its image transposed
 //!   while staged): C (kg x pixels) = W (kg x reduction) * X. The reduction runs channel by
 //!   channel and within a channel tap by tap, KCRS order: W is read in place as a row-major
-//!   matrix (KRSC weights, below 16 channels a group, are reordered once per call), and X's row (c, t), plane `c`
-//!   shifted by `shift(t)`, is read in place as B, the kernels finding it through a table of the
-//!   taps' shifts (`MicroArgs::taps`). A channel's taps read overlapping windows of one plane,
+//!   matrix (KRSC weights, below 16 channels a group, are reordered once per call), and X's row
+//!   (c, t), plane `c` shifted by `shift(t)`, is read in place as B, the kernels finding it
+//!   through a table of the taps' shifts (`MicroArgs::taps`). A channel's taps read overlapping windows of one plane,
 //!   so a reduction slice of B stays in L1. An NHWC output is written transposed.
 //! - Pixels (NHWC from [`MIN_CHANNELS`] channels a group): C^T (pixels x kg) = X^T * W^T. The
 //!   reduction runs in blocks of channels, tap by tap (`Reduction`); X^T's row `p` is padded
@@ -31,9 +31,9 @@
 //!   packed as B.
 //! - Not taken: NCHW with KRSC weights from 16 channels a group, reordered per call (see
 //!   [`chosen`]) or over blocks of channels, one plane per row of B (B's panels spilled L1:
-//!   0.65-0.85x the implicit GEMM on the 16-core Xeon); and taps read with a
-//!   stride through KCRS weights (streamed from L2 `r*s` times over: 512->512 3x3 @7 at half the
-//!   implicit GEMM's speed).
+//!   0.65-0.85x the implicit GEMM on the 16-core Xeon); and taps read with a stride through KCRS
+//!   weights (streamed from L2 `r*s` times over: 512->512 3x3 @7 at half the implicit GEMM's
+//!   speed).
 //!
 //! The product goes to scratch with the bias and activation fused into the kernels' write-out;
 //! only the real pixels are copied to the output. Images are staged, multiplied and copied out in
@@ -84,23 +84,28 @@ pub fn chosen(g: &Conv2d) -> bool {
     let p = g.params();
     // u128: a validated geometry's padding and dilation may be near usize::MAX.
     let extent = |taps: usize, d: usize| (taps as u128 - 1) * d as u128 + 1;
-    let wp = p.w as u128 + p.pad.left as u128 + p.pad.right as u128;
-    let wq = wp.div_ceil(p.stride[1] as u128);
     cfg!(feature = "direct")
         && p.stride[0] as u128 <= extent(p.r, p.dilation[0])
         && p.stride[1] as u128 <= extent(p.s, p.dilation[1])
-        && 4 * g.wo() as u128 >= 3 * wq
         && p.r * p.s <= MAX_TAPS
         && (p.layout == TensorLayout::Nhwc || p.weight_layout == WeightLayout::Kcrs || g.cg() < MIN_CHANNELS)
-        && Shape::new(g, 32, 32, 512).is_ok()
+        // The computed row is the phase plane's width.
+        && Shape::new(g, 32, 32, 512).is_ok_and(|shape| 4 * g.wo() as u128 >= 3 * shape.wp as u128)
+}
+
+/// Whether `g`'s image is staged as channel planes (NCHW, and NHWC below [`MIN_CHANNELS`]
+/// channels a group) rather than read as pixels (NHWC from [`MIN_CHANNELS`]).
+pub(crate) fn planes(g: &Conv2d) -> bool {
+    g.params().layout == TensorLayout::Nchw || g.cg() < MIN_CHANNELS
 }
 
 /// Whether a [`chosen`] geometry runs direct on more than [`WINOGRAD_MAX_WORKERS`] workers (on
 /// at most that many it always does): a stride-1 conv of at least [`MIN_CHANNELS`] channels a
 /// group, an NHWC one of fewer, or any other (strided, or NCHW of few channels) whose kernel has
 /// at least [`MANY_WORKERS_MIN_TAPS`] taps or whose images have at most
-/// [`MANY_WORKERS_MAX_PIXELS`] output pixels. The others run as the implicit GEMM there. Measured on the 16-core Xeon at 4, 8 and 16 threads, direct against the implicit
-/// GEMM, NCHW, batch 1: ResNet's conv1 (7x7, stride 2; its gather reads each input element 12
+/// [`MANY_WORKERS_MAX_PIXELS`] output pixels. The others run as the implicit GEMM there.
+/// Measured on the 16-core Xeon at 4, 8 and 16 threads, direct against the implicit GEMM, NCHW,
+/// batch 1: ResNet's conv1 (7x7, stride 2; its gather reads each input element 12
 /// times) 1.1-1.4x; 256->256 3x3 s2 @28 and 512->512 s2 @14 (14x14 and 7x7 outputs, too few
 /// column panels for the implicit GEMM's split) 1.1-1.2x at 16; but 3->32 3x3 s2 @224 0.6-0.75x,
 /// 3->32 3x3 @224 and @112 0.7-0.95x, 128->128 3x3 s2 @56 and 64->64 s2 @112 0.85-0.97x (the
@@ -114,7 +119,7 @@ pub fn chosen(g: &Conv2d) -> bool {
 pub fn scales(g: &Conv2d) -> bool {
     let p = g.params();
     (p.stride == [1, 1] && g.cg() >= MIN_CHANNELS)
-        || (p.layout == TensorLayout::Nhwc && g.cg() < MIN_CHANNELS)
+        || (p.layout == TensorLayout::Nhwc && planes(g))
         || p.r * p.s >= MANY_WORKERS_MIN_TAPS
         || g.ho().saturating_mul(g.wo()) <= MANY_WORKERS_MAX_PIXELS
 }
@@ -169,7 +174,7 @@ impl Shape {
         // past each row's `wo` and the last tile's, which the next plane or the guard hold.
         let real = add(mul(g.ho() - 1, wp, Param::Scratch)?, g.wo(), Param::Scratch)?;
         let (cg, kg) = (g.cg(), g.kg());
-        let planes = p.layout == TensorLayout::Nchw || cg < MIN_CHANNELS;
+        let planes = planes(g);
         let (pixels, stride, image, product) = match planes {
             true => {
                 let pixels = mul(real.div_ceil(nr), nr, Param::Scratch)?;
@@ -310,8 +315,8 @@ pub(crate) fn fits(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
 
 /// [`fits`], and the scratch holds [`scratch_len`].
 pub(crate) fn runs(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> bool {
-    let planes = g.params().layout == TensorLayout::Nchw || g.cg() < MIN_CHANNELS;
-    (kernel.gemm.b_in_place || !planes) && scratch_len(g, kernel, blocking, workers).is_ok_and(|n| n <= scratch)
+    Plan::new(g, kernel, blocking, workers)
+        .is_ok_and(|plan| (kernel.gemm.b_in_place || !plan.shape.planes) && plan.total <= scratch)
 }
 
 /// The direct conv of a validated `g` in `ws`.
@@ -581,7 +586,6 @@ unsafe impl Batch for Jobs<'_> {
             data: &self.images[i * self.shape.image..(i + 1) * self.shape.image],
             shape: self.shape,
             k: gemm_k,
-            planes: self.shape.planes,
             shifts: [0; MAX_TAPS],
         };
         if self.shape.planes {
@@ -593,7 +597,7 @@ unsafe impl Batch for Jobs<'_> {
         // SAFETY: pair i's product inside the chunk's.
         let c = unsafe { self.products.ptr().add(i * self.shape.product) };
         let out = OutPtr { ptr: c, rs: self.shape.pixels, cs: 1 };
-        if image.planes {
+        if self.shape.planes {
             // KCRS weights (or KRSC reordered) are the reduction's order: a row-major matrix.
             let Ok(a) = MatRef::row_major(w, kg, gemm_k) else { return };
             f(&a, &image, out, gb.map_or(Bias::None, Bias::Row));
@@ -611,8 +615,6 @@ struct Image<'a> {
     data: &'a [f32],
     shape: Shape,
     k: usize,
-    /// Channel planes (`reduction x pixels`, B); else pixels (`pixels x reduction`, A).
-    planes: bool,
     /// By taps: each tap's shift, in floats (the kernels' table).
     shifts: [usize; MAX_TAPS],
 }
@@ -623,7 +625,7 @@ impl Image<'_> {
     fn at(&self, j: usize, q: usize) -> usize {
         let (c, t) = self.shape.red.split(q);
         let shift = self.shape.red.shift(t);
-        if self.planes {
+        if self.shape.planes {
             c * self.shape.stride + shift + j
         } else {
             (j + shift) * self.shape.stride + c
@@ -632,7 +634,7 @@ impl Image<'_> {
     /// Element `(row, col)` of the operand.
     #[inline]
     fn get(&self, row: usize, col: usize) -> f32 {
-        let (j, q) = if self.planes { (col, row) } else { (row, col) };
+        let (j, q) = if self.shape.planes { (col, row) } else { (row, col) };
         self.data[self.at(j, q)]
     }
 }
@@ -641,14 +643,14 @@ impl Image<'_> {
 // columns of one reduction block, whose every element lies inside the image (`Shape::new`'s guard).
 unsafe impl Operand for Image<'_> {
     fn rows(&self) -> usize {
-        if self.planes {
+        if self.shape.planes {
             self.k
         } else {
             self.shape.pixels
         }
     }
     fn cols(&self) -> usize {
-        if self.planes {
+        if self.shape.planes {
             self.shape.pixels
         } else {
             self.k
@@ -659,7 +661,7 @@ unsafe impl Operand for Image<'_> {
         1
     }
     fn in_place(&self, cols: Range<usize>) -> Option<(*const f32, usize)> {
-        (!self.planes && self.shape.red.one_tap(&cols))
+        (!self.shape.planes && self.shape.red.one_tap(&cols))
             .then(|| (self.data.as_ptr().wrapping_add(self.at(0, cols.start)), self.shape.stride))
     }
     fn b_in_place(&self, rows: Range<usize>) -> Option<InPlaceB> {

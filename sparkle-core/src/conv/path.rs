@@ -2,7 +2,6 @@
 //! (`fused`), the Vulkan plan, the juggler's records and the reports.
 
 use super::Conv2d;
-use crate::layout::TensorLayout;
 
 /// How a conv2d runs on the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -14,8 +13,8 @@ pub enum Conv2dPath {
     Depthwise,
     /// 3x3, stride 1, undilated, ungrouped, with at least [`super::winograd::MIN_CHANNELS`]
     /// input channels and [`super::winograd::MIN_TILES`] output tiles of 2x2 and buffers within
-    /// [`super::winograd::MAX_FLOATS`]: Winograd F(2x2, 3x3), 16
-    /// GEMMs between transforms ([`super::winograd`]).
+    /// [`super::winograd::MAX_FLOATS`]: Winograd F(2x2, 3x3), 16 GEMMs between transforms
+    /// ([`super::winograd`]).
     Winograd,
     /// A stride no longer than the kernel's dilated extent, any layout pair but NCHW with KRSC
     /// weights from 16 channels a group (on more than two workers only where
@@ -43,8 +42,7 @@ impl Conv2dPath {
 /// The most workers at which a geometry that both Winograd and the direct conv take runs as
 /// Winograd (except NHWC from 16 channels a group); above, and for that NHWC at any count, it
 /// runs direct where the direct conv [`scales`](super::direct::scales) (from 16 channels, and
-/// NHWC of fewer). Measured at 64->64 3x3 @56
-/// (GFLOPS, Winograd / direct): the 2-core Zen 4, NCHW, 120 / 99 on one thread and 206 / 203 on
+/// NHWC of fewer). Measured at 64->64 3x3 @56 (GFLOPS, Winograd / direct): the 2-core Zen 4, NCHW, 120 / 99 on one thread and 206 / 203 on
 /// two; the 16-core Xeon 97-102 / 91-131 on one, 191-202 / 263-342 on four, 420-451 / 693-718
 /// on sixteen (Winograd's 16 small GEMMs and transforms scale worse); NHWC 57-82 / 89-125 on one.
 pub const WINOGRAD_MAX_WORKERS: usize = 2;
@@ -60,7 +58,7 @@ pub fn choose_path_for(g: &Conv2d, workers: usize) -> Conv2dPath {
     let p = g.params();
     let direct = super::direct::chosen(g) && (workers <= WINOGRAD_MAX_WORKERS || super::direct::scales(g));
     // NHWC read as pixels (from 16 channels a group) beats Winograd on any count.
-    let pixels = p.layout == TensorLayout::Nhwc && g.cg() >= super::direct::MIN_CHANNELS;
+    let pixels = !super::direct::planes(g);
     let direct_first = direct && (workers > WINOGRAD_MAX_WORKERS || pixels);
     if p.groups == p.c && p.groups == p.k && p.groups > 1 {
         Conv2dPath::Depthwise
