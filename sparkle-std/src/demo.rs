@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use sparkle_core::check::{max_error, tolerance_for, DType};
 use sparkle_core::conv::reference::conv2d_reference_f64;
-use sparkle_core::conv::{choose_path, Conv2dPath};
+use sparkle_core::conv::Conv2dPath;
 use sparkle_core::{Activation, Conv2d, Conv2dParams, Epilogue, Padding};
 
 use crate::juggler::DeviceId;
@@ -155,7 +155,7 @@ pub fn run(sparkle: &Sparkle, which: Layers) -> Result<Vec<LayerReport>, DemoErr
         out.push(LayerReport {
             name,
             geometry: g,
-            path: sparkle.cpu().conv2d_path(&g).unwrap_or_else(|_| choose_path(&g)),
+            path: sparkle.cpu().conv2d_run_path(&g),
             device: placed.device,
             predicted: placed.predicted,
             seconds,

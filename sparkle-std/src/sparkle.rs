@@ -36,7 +36,6 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use sparkle_core::conv::choose_path;
 use sparkle_core::f16::{Half, HalfMats, HalfSlices};
 use sparkle_core::{Conv2d, Epilogue, MatMut, MatRef, Precision};
 
@@ -570,7 +569,7 @@ impl Sparkle {
         sparkle_core::conv::check_epilogue(g, epi)?;
         let op = Op::Conv2d { g, input, weight, epi, output };
         // The path the CPU runs (workers, kernel and budget included) names the run.
-        let path = self.cpu.conv2d_path(g).unwrap_or_else(|_| choose_path(g));
+        let path = self.cpu.conv2d_run_path(g);
         self.place_on(forced, &OpDesc::conv2d(g), path.name(), op)
     }
 

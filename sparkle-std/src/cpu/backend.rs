@@ -212,6 +212,12 @@ impl Cpu {
         Ok(running_path(g, self.kernel, &self.blocking, threads, len))
     }
 
+    /// [`Cpu::conv2d_path`], or [`choose_path`]'s where that cannot be said (a scratch size past
+    /// `usize`): the path that names a run.
+    pub(crate) fn conv2d_run_path(&self, g: &Conv2d) -> Conv2dPath {
+        self.conv2d_path(g).unwrap_or_else(|_| choose_path(g))
+    }
+
     /// Threads and floats of scratch for `g`: the fastest path's buffers where the budget allows
     /// them, else the implicit GEMM's scratch.
     fn conv2d_plan(&self, g: &Conv2d) -> Result<(usize, usize), CpuError> {

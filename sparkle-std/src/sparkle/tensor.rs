@@ -30,7 +30,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use sparkle_core::conv::choose_path;
 use sparkle_core::epilogue::Bias;
 use sparkle_core::{Activation, Conv2d, Epilogue, Error, MatMut, MatRef, Param};
 
@@ -201,7 +200,7 @@ impl TensorOp {
     /// The path `cpu` runs the op on (workers, kernel and budget included), naming the run.
     fn path(&self, cpu: &Cpu) -> &'static str {
         match self {
-            TensorOp::Conv2d { g, .. } => cpu.conv2d_path(g).unwrap_or_else(|_| choose_path(g)).name(),
+            TensorOp::Conv2d { g, .. } => cpu.conv2d_run_path(g).name(),
             TensorOp::Gemm { .. } => "gemm",
         }
     }
