@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Where a firmware case's instructions go: runs the image in QEMU one instruction per
+# translation block with every executed instruction logged, counts the instructions per address,
+# and sums them per function and per source line (the innermost inlined one, from the debug
+# info). Counts the whole run of the selected cases, the on-target oracle included (its functions
+# are named `*reference*`) or, with TIMED=1, only the timed regions (between `profile_begin`
+# and `profile_end`, as SysTick counts them).
+#
+#   [TIMED=1] firmware/profile.sh [CASES [LINES]]
+#
+# CASES: `int8`, `f32` or one case's name as `main.rs` writes it (default `int8`); LINES: source
+# lines to print (default 40). Needs binutils-arm-none-eabi (`scripts/setup.sh`). A few minutes.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+cases=${1:-int8}
+lines=${2:-40}
+SPARKLE_FIRMWARE_ONLY=$cases cargo build --release -q
+elf=target/thumbv7em-none-eabihf/release/sparkle-firmware
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkfifo "$work/trace"
+# `Trace 0: HOST [FLAGS/PC/...] SYMBOL`: the guest PC is the second field in brackets.
+awk -F'[][/]' -v timed="${TIMED:-0}" '
+  /^Trace/ && /profile_begin/ { on = 1 }
+  /^Trace/ && /profile_end/ { on = 0 }
+  /^Trace/ && (on || timed == 0) { n[$3]++ }
+  END { for (pc in n) print pc, n[pc] }' "$work/trace" >"$work/pcs" &
+counter=$!
+qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic -semihosting-config enable=on,target=native \
+  -icount shift=0 -singlestep -d exec,nochain -D "$work/trace" -kernel "$elf"
+wait "$counter"
+sort "$work/pcs" >"$work/sorted"
+cut -d' ' -f1 "$work/sorted" | sed 's/^/0x/' |
+  arm-none-eabi-addr2line -e "$elf" -f -C -s | paste - - >"$work/where"
+paste -d' ' <(cut -d' ' -f2 "$work/sorted") "$work/where" >"$work/joined"
+total=$(awk '{ s += $1 } END { print s }' "$work/joined")
+echo "$total instructions executed (cases: $cases)"
+echo "-- per function"
+awk -F'\t' '{ split($1, a, " "); n[a[2]] += a[1] } END { for (f in n) printf "%10d  %s\n", n[f], f }' "$work/joined" |
+  sort -rn | head -25
+echo "-- per source line"
+awk -F'\t' '{ split($1, a, " "); n[$2 "  " a[2]] += a[1] } END { for (l in n) printf "%10d  %s\n", n[l], l }' \
+  "$work/joined" | sort -rn | head -"$lines"
