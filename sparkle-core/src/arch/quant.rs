@@ -34,6 +34,35 @@
 
 use super::{Isa, Session};
 
+/// `acc + lo(x) * lo(y) + hi(x) * hi(y)` on the signed 16-bit halves, wrapping: `smlad` on the
+/// Armv7E-M DSP.
+#[inline(always)]
+pub(crate) fn smlad(x: u32, y: u32, acc: i32) -> i32 {
+    #[cfg(all(target_arch = "arm", sparkle_arm_dsp))]
+    {
+        let r: i32;
+        // SAFETY: register arithmetic only. (`smlad` also sets the sticky Q flag where the
+        // accumulation overflows, which nothing reads: the sum wraps, as the portable form's.)
+        unsafe {
+            core::arch::asm!(
+                "smlad {r}, {x}, {y}, {a}",
+                r = lateout(reg) r,
+                x = in(reg) x,
+                y = in(reg) y,
+                a = in(reg) acc,
+                options(pure, nomem, nostack)
+            )
+        };
+        r
+    }
+    #[cfg(not(all(target_arch = "arm", sparkle_arm_dsp)))]
+    {
+        let lo = i32::from(x as i16) * i32::from(y as i16);
+        let hi = i32::from((x >> 16) as i16) * i32::from((y >> 16) as i16);
+        acc.wrapping_add(lo).wrapping_add(hi)
+    }
+}
+
 /// How the driver packs panels for a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum QPack {

@@ -25,6 +25,7 @@ use crate::quant::driver::{
     qconv_direct_unchecked, qgemm_packed_scratch_len, qgemm_scratch_len, qgemm_unchecked, BSource, DirectImage,
     PackedPanels, QOperands, QRows, QWorkspace,
 };
+use crate::quant::pairs;
 use crate::quant::{
     accumulator_bound, fixed_narrow, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand,
 };
@@ -1098,6 +1099,30 @@ impl<Y> DwOut<Y> {
         unsafe { self.ptr.ptr().add(i).write(v) }
     }
 
+    /// Writes `values` to elements `at`, `at + step`, ... (inside the output: panics where not).
+    /// Not inlined: the loop gets the registers its constants need (the caller's loops spill
+    /// them on a Cortex-M).
+    ///
+    /// # Safety
+    /// No other worker reads or writes those elements during the run.
+    #[inline(never)]
+    unsafe fn put_run(&self, at: usize, step: usize, values: impl ExactSizeIterator<Item = Y>) {
+        let last = values.len().checked_sub(1).map(|n| n.checked_mul(step).and_then(|d| d.checked_add(at)));
+        match last {
+            None => return,
+            Some(last) => assert!(last.is_some_and(|last| last < self.len)),
+        }
+        // SAFETY: `at` is inside the output (checked with the last element).
+        let mut ptr = unsafe { self.ptr.ptr().add(at) };
+        for v in values {
+            // SAFETY: elements `at + i * step` for `i < len` are inside the output (the last
+            // checked), written by this worker alone (the contract); past the last the pointer
+            // is never dereferenced.
+            unsafe { ptr.write(v) };
+            ptr = ptr.wrapping_add(step);
+        }
+    }
+
     /// Elements `at .. at + n` (inside the output: panics where not).
     ///
     /// # Safety
@@ -1138,7 +1163,7 @@ unsafe fn depthwise_on<X: QOperand, W: QOperand, Y: QElem>(
             finish: Option<unsafe fn(&FinishTile)>,
         ) {
             // SAFETY: forwarded contract.
-            unsafe { depthwise(g, op, out, (output, ks), finish) }
+            unsafe { depthwise(g, op, out, (output, ks), finish, false) }
         }
         /// # Safety
         /// The CPU must run AVX-512F, and `finish` where given; as [`depthwise`].
@@ -1152,7 +1177,7 @@ unsafe fn depthwise_on<X: QOperand, W: QOperand, Y: QElem>(
             finish: Option<unsafe fn(&FinishTile)>,
         ) {
             // SAFETY: forwarded contract.
-            unsafe { depthwise(g, op, out, (output, ks), finish) }
+            unsafe { depthwise(g, op, out, (output, ks), finish, false) }
         }
         match kernel.isa() {
             crate::arch::Isa::Avx2 | crate::arch::Isa::AvxVnni => {
@@ -1169,7 +1194,7 @@ unsafe fn depthwise_on<X: QOperand, W: QOperand, Y: QElem>(
         }
     }
     // SAFETY: the kernel proves the ISA of its write-out; forwarded contract.
-    unsafe { depthwise(g, op, out, (output, ks), finish) }
+    unsafe { depthwise(g, op, out, (output, ks), finish, cfg!(target_arch = "arm") && pairs::fits(g)) }
 }
 
 /// Zeros for the write-out's column terms of a depthwise chunk.
@@ -1181,7 +1206,9 @@ const ZEROS: [i32; 32] = [0; 32];
 /// whole row. Otherwise per output row in chunks of up to 64 outputs: for each tap inside the
 /// input, one pass over the chunk's outputs that read it (a strided row of the input), then the
 /// output stage. Padding adds nothing. Compiled for the kernel's ISA by `depthwise_on` (its row
-/// loops then vectorize with the kernel's vectors).
+/// loops then vectorize with the kernel's vectors). With `pair_form` (a Cortex-M, where
+/// [`pairs::fits`]), per output row in chunks of up to [`pairs::CHUNK`] outputs, the kernel rows
+/// staged as 16-bit pairs and summed two taps an instruction ([`pairs`]), then the output stage.
 ///
 /// # Safety
 /// The CPU runs `finish`, where given; no other worker writes the elements of channels `ks`
@@ -1193,12 +1220,14 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
     out: &OutputStage<'_>,
     (output, ks): (&DwOut<Y>, core::ops::Range<usize>),
     finish: Option<unsafe fn(&FinishTile)>,
+    pair_form: bool,
 ) {
     // Outputs per pass: 64 for the vector units; 16 on a Cortex-M, whose rows are short and
     // which initialises the whole chunk of accumulators per row.
     const CHUNK: usize = if cfg!(target_arch = "arm") { 16 } else { 64 };
-    // Accumulators: a chunk, or the staged form's whole output row (at most 256).
-    const ACC: usize = if cfg!(target_arch = "arm") { CHUNK } else { STAGED_COLS - 16 };
+    // Accumulators: a chunk, the pair form's (at most 64) or the staged form's whole output row
+    // (at most 256).
+    const ACC: usize = if cfg!(target_arch = "arm") { pairs::CHUNK } else { STAGED_COLS - 16 };
     let p = g.params();
     let (ho, wo) = (g.ho(), g.wo());
     let (ystride, xstride, cstride) = match p.layout {
@@ -1210,8 +1239,13 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
     // rows would not fit): each output row's kernel rows staged first (`stage_rows`).
     let reach = (p.s - 1).saturating_mul(dw);
     let cover = wo.next_multiple_of(CHUNK) + reach;
-    let staged =
-        !cfg!(target_arch = "arm") && sw == 1 && p.r <= STAGED_ROWS && p.s <= STAGED_TAPS && cover <= STAGED_COLS;
+    let staged = !pair_form
+        && !cfg!(target_arch = "arm")
+        && sw == 1
+        && p.r <= STAGED_ROWS
+        && p.s <= STAGED_TAPS
+        && cover <= STAGED_COLS;
+    let mut pair_rows = pair_form.then(|| pairs::PairRows::new(g));
     let mut rows = [[0i32; STAGED_COLS]; STAGED_ROWS];
     let mut acc_buf = [0i32; ACC];
     let zx = op.x_zero;
@@ -1221,6 +1255,9 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
         let bias = op.bias.map_or(0, |b| b[k]);
         // The staged form's weights less their zero point, kernel row by row.
         let mut taps = [[0i32; STAGED_TAPS]; STAGED_ROWS];
+        if let Some(pr) = &mut pair_rows {
+            pr.weights(g, op.weight, k, zw);
+        }
         if staged {
             for (r, ws) in taps.iter_mut().enumerate().take(p.r) {
                 for (s, w) in ws.iter_mut().enumerate().take(p.s) {
@@ -1235,12 +1272,21 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                     stage_rows(g, op.input, (plane, oy, cover, zx), &mut rows);
                 }
                 // The staged form's output row is one chunk (`wo <= ACC`, as `cover` fits).
-                for ox0 in (0..wo).step_by(if staged { wo } else { CHUNK }) {
-                    let len = if staged { wo } else { CHUNK.min(wo - ox0) };
+                let chunk = match &pair_rows {
+                    Some(pr) => pr.chunk,
+                    None if staged => wo,
+                    None => CHUNK,
+                };
+                for ox0 in (0..wo).step_by(chunk) {
+                    let len = if staged { wo } else { chunk.min(wo - ox0) };
                     // The accumulators this chunk uses, from the bias.
-                    let acc = &mut acc_buf[..if staged { len.next_multiple_of(16) } else { CHUNK }];
-                    acc.fill(bias);
-                    if staged {
+                    let acc = &mut acc_buf[..if staged { len.next_multiple_of(16) } else { chunk }];
+                    if let Some(pr) = &mut pair_rows {
+                        pr.stage(g, op.input, (plane, oy, ox0, zx), oy == 0);
+                        // An even length (the chunk's is): the odd output past `len` dropped.
+                        pr.sums(oy, bias, &mut acc[..len.next_multiple_of(2)]);
+                    } else if staged {
+                        acc.fill(bias);
                         // Per block of 16 outputs (a register), each tap's products at a fixed
                         // offset into its staged row: full vectors, no bounds per tap (outputs
                         // past `len` are computed and dropped). Wrapping: exact, as the true
@@ -1254,6 +1300,7 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                             block.copy_from_slice(&v);
                         }
                     } else {
+                        acc.fill(bias);
                         for r in 0..p.r {
                             let Some(iy) = g.input_y(oy, r) else { continue };
                             for s in 0..p.s {
@@ -1344,12 +1391,10 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                                 TensorLayout::Nchw => 1,
                                 TensorLayout::Nhwc => p.k,
                             };
-                            for (i, &a) in acc[..len].iter().enumerate() {
-                                // SAFETY: channel `k`'s output, this worker's (the contract).
-                                unsafe {
-                                    output.put(at + i * step, Y::narrow(fixed_narrow(a, mult, shift, zp, lo, hi)))
-                                };
-                            }
+                            let values =
+                                acc[..len].iter().map(move |&a| Y::narrow(fixed_narrow(a, mult, shift, zp, lo, hi)));
+                            // SAFETY: channel `k`'s outputs, this worker's (the contract).
+                            unsafe { output.put_run(at, step, values) };
                         }
                         _ => {
                             for (i, &a) in acc[..len].iter().enumerate() {
@@ -1653,6 +1698,69 @@ mod tests {
                     qconv2d_reference(&g, &op, &out, &mut want[..g.output_len()]).unwrap();
                     assert_eq!(got, want, "{layout:?} {} scratch {len}", kernel.id());
                 }
+            }
+        }
+    }
+
+    /// The Cortex-M's pair form of the depthwise conv ([`pairs`]), run here on its portable
+    /// `smlad`: the 3x3 ring and the unrolled 5x5, generic kernels (odd and even widths, one and
+    /// eight rows), several chunks a row, vertical stride and dilation (no ring), asymmetric
+    /// padding wider than the kernel, both layouts, `u8` and `i8` inputs, per-channel weight
+    /// zero points, and the fixed-point, float and `i32` output stages.
+    #[test]
+    fn depthwise_pair_form_matches_the_oracle() {
+        fn check<X: QOperand, Y: QElem + PartialEq>(g: &Conv2d, input: &[X], stage: &OutputStage<'_>, fill: Y) {
+            let p = g.params();
+            let weight: [i8; 4 * 64] = core::array::from_fn(|i| (i * 71 % 256) as u8 as i8);
+            let wz = [3, -1, 0, 7];
+            let bias = [5, -900, 0, 70_000];
+            let op = QConv {
+                input: &input[..g.input_len()],
+                x_zero: X::narrow(X::MIN + 40).widen(),
+                weight: &weight[..g.weight_len()],
+                w_zero: PerChannel::Channel(&wz[..p.k]),
+                bias: Some(&bias[..p.k]),
+            };
+            let (mut got, mut want) = ([fill; 4096], [fill; 4096]);
+            let len = g.output_len();
+            let dst = DwOut { ptr: Shared(got.as_mut_ptr()), len };
+            // SAFETY: one caller, every channel; `got` outlives the call.
+            unsafe { depthwise(g, &op, stage, (&dst, 0..p.k), None, true) };
+            qconv2d_reference(g, &op, stage, &mut want[..len]).unwrap();
+            assert_eq!(got[..len], want[..len], "{p:?}");
+        }
+        let mult = [1_500_000_000, 1_200_000_000, 2_000_000_000, 1_073_741_824];
+        let shift = [-9, -8, -10, -12];
+        let fixed = OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), -5, -128, 127);
+        let onnx = OutputStage::onnx(0.02, PerChannel::Tensor(0.01), 0.3, 120);
+        let wide = OutputStage::ACCUMULATOR;
+        let input_u8: [u8; 4 * 2 * 80 * 4] = core::array::from_fn(|i| (i * 37 % 256) as u8);
+        let input_i8: [i8; 4 * 2 * 80 * 4] = core::array::from_fn(|i| (i * 53 % 251) as u8 as i8);
+        let cases = [
+            // (c, h, w, r, s, pad (t, l, b, r), vertical stride, vertical dilation)
+            (4, 6, 5, 3, 3, (1, 1, 1, 1), 1, 1),
+            (2, 5, 80, 3, 3, (1, 1, 1, 1), 1, 1),
+            (3, 7, 9, 5, 5, (2, 2, 2, 2), 1, 1),
+            (2, 4, 7, 1, 7, (0, 6, 0, 1), 1, 1),
+            (4, 9, 6, 8, 2, (3, 0, 4, 1), 2, 1),
+            (2, 9, 70, 2, 4, (1, 3, 0, 2), 1, 3),
+            (1, 3, 1, 1, 1, (0, 0, 0, 0), 1, 1),
+        ];
+        // Under Miri (for `put_run`'s pointer arithmetic) the first case only.
+        for (c, h, w, r, s, (t, l, b, rp), sy, dy) in cases.into_iter().take(if cfg!(miri) { 1 } else { cases.len() }) {
+            for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {
+                let g = Conv2dParams::new(2, c, h, w, c, r, s)
+                    .groups(c)
+                    .pad(Padding::new(t, l, b, rp))
+                    .stride(sy, 1)
+                    .dilation(dy, 1)
+                    .layout(layout)
+                    .validate()
+                    .unwrap();
+                assert!(pairs::fits(&g));
+                check::<u8, i8>(&g, &input_u8, &fixed.channels(0, c).unwrap(), 0);
+                check::<i8, u8>(&g, &input_i8, &onnx, 0);
+                check::<u8, i32>(&g, &input_u8, &wide, 0);
             }
         }
     }

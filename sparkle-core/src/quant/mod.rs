@@ -30,6 +30,7 @@
 pub mod conv;
 pub mod driver;
 pub mod packed;
+mod pairs;
 pub mod reference;
 
 use crate::error::{Error, Param, Result};
