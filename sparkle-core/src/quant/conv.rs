@@ -1246,6 +1246,12 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
         && p.s <= STAGED_TAPS
         && cover <= STAGED_COLS;
     let mut pair_rows = pair_form.then(|| pairs::PairRows::new(g));
+    // Output rows per chunk: the pair form's whole rows (a ring) as many as the accumulators
+    // hold (with an odd row's one extra sum), else one.
+    let band = match &pair_rows {
+        Some(pr) if pr.whole_rows() => ((ACC - wo % 2) / wo).max(1),
+        _ => 1,
+    };
     let mut rows = [[0i32; STAGED_COLS]; STAGED_ROWS];
     let mut acc_buf = [0i32; ACC];
     let zx = op.x_zero;
@@ -1267,7 +1273,9 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
         }
         for n in 0..p.n {
             let plane = n * p.c * p.h * p.w + k * cstride;
-            for oy in 0..ho {
+            for oy in (0..ho).step_by(band) {
+                // Output rows oy .. oy + rows, one chunk when `band > 1`.
+                let rows_here = band.min(ho - oy);
                 if staged {
                     stage_rows(g, op.input, (plane, oy, cover, zx), &mut rows);
                 }
@@ -1278,13 +1286,25 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                     None => CHUNK,
                 };
                 for ox0 in (0..wo).step_by(chunk) {
-                    let len = if staged { wo } else { chunk.min(wo - ox0) };
+                    // A band's rows are consecutive elements of the output (step apart), so its
+                    // outputs are one run from (oy, 0).
+                    let row_len = chunk.min(wo - ox0);
+                    let len = if staged { wo } else { rows_here * row_len };
                     // The accumulators this chunk uses, from the bias.
-                    let acc = &mut acc_buf[..if staged { len.next_multiple_of(16) } else { chunk }];
+                    let acc = &mut acc_buf[..if staged {
+                        len.next_multiple_of(16)
+                    } else if pair_rows.is_some() {
+                        ACC
+                    } else {
+                        chunk
+                    }];
                     if let Some(pr) = &mut pair_rows {
-                        pr.stage(g, op.input, (plane, oy, ox0, zx), oy == 0);
-                        // An even length (the chunk's is): the odd output past `len` dropped.
-                        pr.sums(oy, bias, &mut acc[..len.next_multiple_of(2)]);
+                        for q in 0..rows_here {
+                            pr.stage(g, op.input, (plane, oy + q, ox0, zx), oy + q == 0);
+                            // An even length: an odd row's last sum is overwritten by the next
+                            // row's first, or dropped.
+                            pr.sums(oy + q, bias, &mut acc[q * row_len..][..row_len.next_multiple_of(2)]);
+                        }
                     } else if staged {
                         acc.fill(bias);
                         // Per block of 16 outputs (a register), each tap's products at a fixed

@@ -86,6 +86,11 @@ impl PairRows {
         PairRows { words: [0; WORDS], taps: [0; MAX_ROWS * MAX_PAIRS], chunk, rw: chunk / 2 + pairs, pairs, rows, ring }
     }
 
+    /// Whether a chunk is a whole output row, and consecutive rows reuse the staged ones.
+    pub(crate) fn whole_rows(&self) -> bool {
+        self.ring
+    }
+
     /// Channel `k`'s weights less `zw`, as pairs.
     pub(crate) fn weights<W: QOperand>(&mut self, g: &Conv2d, weight: &[W], k: usize, zw: i32) {
         let s = g.params().s;
