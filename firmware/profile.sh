@@ -8,8 +8,8 @@
 #
 #   [TIMED=1] firmware/profile.sh [CASES [LINES]]
 #
-# CASES: `int8`, `f32` or one case's name as `main.rs` writes it (default `int8`); LINES: source
-# lines to print (default 40). Needs binutils-arm-none-eabi (`scripts/setup.sh`). A few minutes.
+# CASES: `int8`, `f32`, `int8 gemm` or one int8 conv case's name as `main.rs` lists it (default
+# `int8`); LINES: source lines to print (default 40). Needs binutils-arm-none-eabi (`scripts/setup.sh`). A few minutes.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 cases=${1:-int8}
@@ -17,7 +17,8 @@ lines=${2:-40}
 SPARKLE_FIRMWARE_ONLY=$cases cargo build --release -q
 elf=target/thumbv7em-none-eabihf/release/sparkle-firmware
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+counter=
+trap '[ -n "$counter" ] && kill "$counter" 2>/dev/null; rm -rf "$work"' EXIT
 mkfifo "$work/trace"
 # `Trace 0: HOST [FLAGS/PC/...] SYMBOL`: the guest PC is the second field in brackets.
 awk -F'[][/]' -v timed="${TIMED:-0}" '
@@ -26,9 +27,16 @@ awk -F'[][/]' -v timed="${TIMED:-0}" '
   /^Trace/ && (on || timed == 0) { n[$3]++ }
   END { for (pc in n) print pc, n[pc] }' "$work/trace" >"$work/pcs" &
 counter=$!
+# One instruction per block: `-singlestep` until QEMU 8.1 deprecated it for the accelerator option.
+version=$(qemu-system-arm --version | sed -n 's/.*version \([0-9][0-9.]*\).*/\1/p')
+one=(-singlestep)
+if [ "$(printf '%s\n' 8.1 "$version" | sort -V | head -1)" = 8.1 ]; then
+  one=(-accel tcg,one-insn-per-tb=on)
+fi
 qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nographic -semihosting-config enable=on,target=native \
-  -icount shift=0 -singlestep -d exec,nochain -D "$work/trace" -kernel "$elf"
+  -icount shift=0 "${one[@]}" -d exec,nochain -D "$work/trace" -kernel "$elf"
 wait "$counter"
+counter=
 sort "$work/pcs" >"$work/sorted"
 cut -d' ' -f1 "$work/sorted" | sed 's/^/0x/' |
   arm-none-eabi-addr2line -e "$elf" -f -C -s | paste - - >"$work/where"

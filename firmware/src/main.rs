@@ -227,7 +227,7 @@ fn instructions(syst: &mut cortex_m::peripheral::SYST, f: impl FnOnce()) -> u32 
 }
 
 /// Marks the start of a timed region for `profile.sh`, which counts only the instructions
-/// between a call of this and of [`profile_end`] (four instructions of the count each).
+/// between a call of this and of [`profile_end`] (a few instructions of the count each).
 #[inline(never)]
 fn profile_begin() {
     // SAFETY: a no-op (distinct from `profile_end`'s, so the two are not merged).
@@ -349,9 +349,9 @@ fn stack_used(low: *const u32, words: usize, sp: usize) -> usize {
     sp - (low as usize + first * 4)
 }
 
-/// Whether the cases of a set (`f32`, `int8`) or one case by name run: all of them, unless the
-/// build names one (`SPARKLE_FIRMWARE_ONLY=int8`, or a case's name, at build time), as
-/// `profile.sh` does to trace one case's instructions.
+/// Whether the cases of a set (`f32`, `int8`) or one int8 case by name (`int8 gemm`, or a conv
+/// case's name as `main` lists it) run: all of them, unless the build names one
+/// (`SPARKLE_FIRMWARE_ONLY=int8` at build time), as `profile.sh` does to trace one case.
 fn wanted(set_or_name: &str) -> bool {
     option_env!("SPARKLE_FIRMWARE_ONLY").is_none_or(|only| only == set_or_name)
 }
@@ -380,7 +380,10 @@ fn main() -> ! {
     hprintln!("sparkle-firmware: Cortex-M4F, kernel {}", sparkle_core::arch::Kernel::best().id());
     let conv = Conv2dParams::new(1, 8, 16, 16, 8, 3, 3).pad(Padding::uniform(1));
     let mut all = true;
+    // Sets or cases run (none where `SPARKLE_FIRMWARE_ONLY` names nothing: a failure).
+    let mut ran = 0;
     if wanted("f32") {
+        ran += 1;
         all &= conv_case("conv 3x3 + bias + ReLU, 8->8 @16x16", conv, &mut b);
         all &= conv_case("depthwise 3x3, 8 ch @16x16", conv.groups(8), &mut b);
         all &= conv_case("1x1 8->16 @16x16", Conv2dParams::new(1, 8, 16, 16, 16, 1, 1), &mut b);
@@ -414,11 +417,17 @@ fn main() -> ! {
     ];
     for (name, p) in int8_convs {
         if wanted("int8") || wanted(name) {
+            ran += 1;
             all &= qconv_case(name, p, &mut q, &mut core.SYST);
         }
     }
     if wanted("int8") || wanted("int8 gemm") {
+        ran += 1;
         all &= qgemm_case(16, 16, 64, &mut q, &mut core.SYST);
+    }
+    if ran == 0 {
+        hprintln!("no case is named {:?}", option_env!("SPARKLE_FIRMWARE_ONLY"));
+        all = false;
     }
     hprintln!("stack high-water mark: {} bytes", stack_used(low, PAINT, sp));
     debug::exit(if all { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });

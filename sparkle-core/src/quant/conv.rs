@@ -1099,26 +1099,24 @@ impl<Y> DwOut<Y> {
         unsafe { self.ptr.ptr().add(i).write(v) }
     }
 
-    /// Writes `values` to elements `at`, `at + step`, ... (inside the output: panics where not).
-    /// Not inlined: the loop gets the registers its constants need (the caller's loops spill
-    /// them on a Cortex-M).
+    /// Writes `f(acc[i])` to element `at + i * step` for each `i` (inside the output: panics
+    /// where not). Not inlined on a Cortex-M: the loop gets the registers its constants need
+    /// (the caller's loops spill them there).
     ///
     /// # Safety
     /// No other worker reads or writes those elements during the run.
-    #[inline(never)]
-    unsafe fn put_run(&self, at: usize, step: usize, values: impl ExactSizeIterator<Item = Y>) {
-        let last = values.len().checked_sub(1).map(|n| n.checked_mul(step).and_then(|d| d.checked_add(at)));
-        match last {
-            None => return,
-            Some(last) => assert!(last.is_some_and(|last| last < self.len)),
-        }
+    #[cfg_attr(target_arch = "arm", inline(never))]
+    unsafe fn put_run(&self, at: usize, step: usize, acc: &[i32], f: impl Fn(i32) -> Y) {
+        let Some(before_last) = acc.len().checked_sub(1) else { return };
+        let last = before_last.checked_mul(step).and_then(|d| d.checked_add(at));
+        assert!(last.is_some_and(|last| last < self.len));
         // SAFETY: `at` is inside the output (checked with the last element).
         let mut ptr = unsafe { self.ptr.ptr().add(at) };
-        for v in values {
-            // SAFETY: elements `at + i * step` for `i < len` are inside the output (the last
-            // checked), written by this worker alone (the contract); past the last the pointer
-            // is never dereferenced.
-            unsafe { ptr.write(v) };
+        for &a in acc {
+            // SAFETY: elements `at + i * step` for `i < acc.len()` are inside the output (the
+            // last checked), written by this worker alone (the contract); past the last the
+            // pointer is never dereferenced.
+            unsafe { ptr.write(f(a)) };
             ptr = ptr.wrapping_add(step);
         }
     }
@@ -1193,8 +1191,10 @@ unsafe fn depthwise_on<X: QOperand, W: QOperand, Y: QElem>(
             _ => {}
         }
     }
+    // The pair form where `smlad` is one instruction (its portable form is four).
+    let pair_form = cfg!(all(target_arch = "arm", sparkle_arm_dsp)) && pairs::fits(g);
     // SAFETY: the kernel proves the ISA of its write-out; forwarded contract.
-    unsafe { depthwise(g, op, out, (output, ks), finish, cfg!(target_arch = "arm") && pairs::fits(g)) }
+    unsafe { depthwise(g, op, out, (output, ks), finish, pair_form) }
 }
 
 /// Zeros for the write-out's column terms of a depthwise chunk.
@@ -1206,9 +1206,11 @@ const ZEROS: [i32; 32] = [0; 32];
 /// whole row. Otherwise per output row in chunks of up to 64 outputs: for each tap inside the
 /// input, one pass over the chunk's outputs that read it (a strided row of the input), then the
 /// output stage. Padding adds nothing. Compiled for the kernel's ISA by `depthwise_on` (its row
-/// loops then vectorize with the kernel's vectors). With `pair_form` (a Cortex-M, where
-/// [`pairs::fits`]), per output row in chunks of up to [`pairs::CHUNK`] outputs, the kernel rows
-/// staged as 16-bit pairs and summed two taps an instruction ([`pairs`]), then the output stage.
+/// loops then vectorize with the kernel's vectors). With `pair_form` (a Cortex-M with the DSP
+/// extension, where [`pairs::fits`]), the kernel rows staged as 16-bit pairs and summed two taps
+/// an instruction ([`pairs`]), then the output stage, in chunks of up to [`pairs::CHUNK`]
+/// outputs: a band of whole output rows where a row fits (written out as one run), else part of
+/// one row.
 ///
 /// # Safety
 /// The CPU runs `finish`, where given; no other worker writes the elements of channels `ks`
@@ -1225,8 +1227,8 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
     // Outputs per pass: 64 for the vector units; 16 on a Cortex-M, whose rows are short and
     // which initialises the whole chunk of accumulators per row.
     const CHUNK: usize = if cfg!(target_arch = "arm") { 16 } else { 64 };
-    // Accumulators: a chunk, the pair form's (at most 64) or the staged form's whole output row
-    // (at most 256).
+    // Accumulators: a chunk, the pair form's band (at most `pairs::CHUNK`, 64) or the staged
+    // form's whole output row (at most 256).
     const ACC: usize = if cfg!(target_arch = "arm") { pairs::CHUNK } else { STAGED_COLS - 16 };
     let p = g.params();
     let (ho, wo) = (g.ho(), g.wo());
@@ -1246,11 +1248,18 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
         && p.s <= STAGED_TAPS
         && cover <= STAGED_COLS;
     let mut pair_rows = pair_form.then(|| pairs::PairRows::new(g));
-    // Output rows per chunk: the pair form's whole rows (a ring) as many as the accumulators
-    // hold (with an odd row's one extra sum), else one.
+    // Output rows per chunk: the pair form's whole rows (a ring) as many as `pairs::CHUNK`
+    // accumulators hold (with an odd row's one extra sum; the same bands on every target, so
+    // that the unit tests run the Cortex-M's), else one.
     let band = match &pair_rows {
-        Some(pr) if pr.whole_rows() => ((ACC - wo % 2) / wo).max(1),
+        Some(pr) if pr.whole_rows() => ((pairs::CHUNK - wo % 2) / wo).max(1),
         _ => 1,
+    };
+    // Outputs per chunk: the staged form's output row is one (`wo <= ACC`, as `cover` fits).
+    let chunk = match &pair_rows {
+        Some(pr) => pr.chunk,
+        None if staged => wo,
+        None => CHUNK,
     };
     let mut rows = [[0i32; STAGED_COLS]; STAGED_ROWS];
     let mut acc_buf = [0i32; ACC];
@@ -1274,20 +1283,16 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
         for n in 0..p.n {
             let plane = n * p.c * p.h * p.w + k * cstride;
             for oy in (0..ho).step_by(band) {
-                // Output rows oy .. oy + rows, one chunk when `band > 1`.
+                // Output rows oy .. oy + rows_here, one chunk when `band > 1`.
                 let rows_here = band.min(ho - oy);
                 if staged {
                     stage_rows(g, op.input, (plane, oy, cover, zx), &mut rows);
                 }
-                // The staged form's output row is one chunk (`wo <= ACC`, as `cover` fits).
-                let chunk = match &pair_rows {
-                    Some(pr) => pr.chunk,
-                    None if staged => wo,
-                    None => CHUNK,
-                };
                 for ox0 in (0..wo).step_by(chunk) {
-                    // A band's rows are consecutive elements of the output (step apart), so its
-                    // outputs are one run from (oy, 0).
+                    // A band's rows (`ox0 = 0`) are consecutive elements of the output (`step`
+                    // apart), so its outputs are one run from (oy, 0): below, output `i` of a
+                    // chunk is at column `ox0 + i` of row `oy` as `output_index` counts (linear:
+                    // a column past the row's end is the next row's).
                     let row_len = chunk.min(wo - ox0);
                     let len = if staged { wo } else { rows_here * row_len };
                     // The accumulators this chunk uses, from the bias.
@@ -1411,10 +1416,9 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                                 TensorLayout::Nchw => 1,
                                 TensorLayout::Nhwc => p.k,
                             };
-                            let values =
-                                acc[..len].iter().map(move |&a| Y::narrow(fixed_narrow(a, mult, shift, zp, lo, hi)));
+                            let to_y = move |a| Y::narrow(fixed_narrow(a, mult, shift, zp, lo, hi));
                             // SAFETY: channel `k`'s outputs, this worker's (the contract).
-                            unsafe { output.put_run(at, step, values) };
+                            unsafe { output.put_run(at, step, &acc[..len], to_y) };
                         }
                         _ => {
                             for (i, &a) in acc[..len].iter().enumerate() {
@@ -1723,13 +1727,16 @@ mod tests {
     }
 
     /// The Cortex-M's pair form of the depthwise conv ([`pairs`]), run here on its portable
-    /// `smlad`: the 3x3 ring and the unrolled 5x5, generic kernels (odd and even widths, one and
-    /// eight rows), several chunks a row, vertical stride and dilation (no ring), asymmetric
-    /// padding wider than the kernel, both layouts, `u8` and `i8` inputs, per-channel weight
-    /// zero points, and the fixed-point, float and `i32` output stages.
+    /// `smlad`: the two-pair loop (3 and 4 taps a row) and the generic one (odd and even
+    /// widths, one and eight rows), bands of rows with a short last one, odd rows in a band,
+    /// several chunks a row (the last odd), chunks shrunk to fit the staged rows, a chunk wholly
+    /// in the padding, one-column images, vertical stride and dilation (no ring), asymmetric
+    /// padding, both layouts, `u8` and `i8` inputs, per-channel weight zero points, and the
+    /// fixed-point, float and `i32` output stages; outputs the form would leave unwritten show
+    /// (the fast output starts from other values than the oracle's).
     #[test]
     fn depthwise_pair_form_matches_the_oracle() {
-        fn check<X: QOperand, Y: QElem + PartialEq>(g: &Conv2d, input: &[X], stage: &OutputStage<'_>, fill: Y) {
+        fn check<X: QOperand, Y: QElem + PartialEq>(g: &Conv2d, input: &[X], stage: &OutputStage<'_>) {
             let p = g.params();
             let weight: [i8; 4 * 64] = core::array::from_fn(|i| (i * 71 % 256) as u8 as i8);
             let wz = [3, -1, 0, 7];
@@ -1741,7 +1748,7 @@ mod tests {
                 w_zero: PerChannel::Channel(&wz[..p.k]),
                 bias: Some(&bias[..p.k]),
             };
-            let (mut got, mut want) = ([fill; 4096], [fill; 4096]);
+            let (mut got, mut want) = ([Y::narrow(1); 8192], [Y::narrow(0); 8192]);
             let len = g.output_len();
             let dst = DwOut { ptr: Shared(got.as_mut_ptr()), len };
             // SAFETY: one caller, every channel; `got` outlives the call.
@@ -1765,6 +1772,17 @@ mod tests {
             (4, 9, 6, 8, 2, (3, 0, 4, 1), 2, 1),
             (2, 9, 70, 2, 4, (1, 3, 0, 2), 1, 3),
             (1, 3, 1, 1, 1, (0, 0, 0, 0), 1, 1),
+            // Bands of 4 rows of 16 (the last of 1); of 3 odd rows of 21 (the last of 2).
+            (2, 13, 16, 3, 3, (1, 1, 1, 1), 1, 1),
+            (2, 8, 21, 3, 4, (1, 2, 1, 1), 1, 1),
+            // Rows of 67: chunks of 64 and 3. A 5x5 on rows of 50: chunks shrunk to 44.
+            (2, 3, 67, 3, 3, (1, 1, 1, 1), 1, 1),
+            (1, 5, 50, 5, 5, (2, 2, 2, 2), 1, 1),
+            // The first chunk wholly in the left padding.
+            (2, 3, 3, 2, 1, (0, 70, 1, 2), 1, 1),
+            // One column: one value of a staged row inside the input (NHWC: `c` apart).
+            (2, 6, 1, 3, 1, (0, 0, 0, 0), 1, 1),
+            (2, 6, 1, 5, 5, (2, 2, 2, 2), 1, 1),
         ];
         // Under Miri (for `put_run`'s pointer arithmetic) the first case only.
         for (c, h, w, r, s, (t, l, b, rp), sy, dy) in cases.into_iter().take(if cfg!(miri) { 1 } else { cases.len() }) {
@@ -1778,9 +1796,9 @@ mod tests {
                     .validate()
                     .unwrap();
                 assert!(pairs::fits(&g));
-                check::<u8, i8>(&g, &input_u8, &fixed.channels(0, c).unwrap(), 0);
-                check::<i8, u8>(&g, &input_i8, &onnx, 0);
-                check::<u8, i32>(&g, &input_u8, &wide, 0);
+                check::<u8, i8>(&g, &input_u8, &fixed.channels(0, c).unwrap());
+                check::<i8, u8>(&g, &input_i8, &onnx);
+                check::<u8, i32>(&g, &input_u8, &wide);
             }
         }
     }

@@ -76,12 +76,10 @@ impl PairRows {
     pub(crate) fn new(g: &Conv2d) -> Self {
         let p = g.params();
         let (rows, pairs) = (p.r, p.s.div_ceil(2));
-        // The largest even chunk up to CHUNK (and the row) whose rows fit: two copies of
-        // `chunk / 2 + pairs` words per kernel row. Two outputs always fit (8 x (1 + 4) x 2).
-        let mut chunk = g.wo().next_multiple_of(2).min(CHUNK);
-        while rows * 2 * (chunk / 2 + pairs) > WORDS {
-            chunk = (chunk / 2).next_multiple_of(2);
-        }
+        // The largest even chunk up to CHUNK (and the row) whose rows fit: `chunk / 2 + pairs`
+        // pairs of words per kernel row. Two outputs always fit (8 x (1 + 4) x 2 words).
+        let fit = 2 * (WORDS / (2 * rows) - pairs);
+        let chunk = g.wo().next_multiple_of(2).min(CHUNK).min(fit);
         let ring = p.stride[0] == 1 && p.dilation[0] == 1 && chunk >= g.wo();
         PairRows { words: [0; WORDS], taps: [0; MAX_ROWS * MAX_PAIRS], chunk, rw: chunk / 2 + pairs, pairs, rows, ring }
     }
@@ -112,8 +110,9 @@ impl PairRows {
     }
 
     /// Stages the kernel rows of output row `oy`, chunk from column `ox0`, of the channel plane
-    /// at `plane` (its first element) of `input`, less `zx`. `fresh`: whether the previous call
-    /// staged another chunk or channel (else, on a ring, only the new kernel row is staged).
+    /// at `plane` (its first element) of `input`, less `zx`. `fresh`: true unless the previous
+    /// call staged output row `oy - 1` of the same image, channel and chunk (then, on a ring,
+    /// only the new kernel row is staged).
     pub(crate) fn stage<X: QOperand>(
         &mut self,
         g: &Conv2d,
@@ -154,7 +153,8 @@ impl PairRows {
                 let (a, b, c) = (v(2 * i), v(2 * i + 1), v(2 * i + 2));
                 (w[0], w[1]) = (pair(a, b), pair(b, c));
             }
-            let run = &row[(2 * body.start + 1).saturating_sub(lo) * xstride..];
+            // (Empty where the body is: its first value may lie past the row.)
+            let run = row.get((2 * body.start + 1).saturating_sub(lo) * xstride..).unwrap_or(&[]);
             let mut put = |w: &mut [u32], xs: [&X; 2]| {
                 let (b, c) = (xs[0].widen() - zx, xs[1].widen() - zx);
                 (w[0], w[1]) = (pair(last, b), pair(b, c));
@@ -177,6 +177,7 @@ impl PairRows {
     /// The chunk's sums from `bias` for output row `oy` into `acc` (an even length, at most
     /// `chunk`).
     pub(crate) fn sums(&self, oy: usize, bias: i32, acc: &mut [i32]) {
+        debug_assert!(acc.len().is_multiple_of(2) && acc.len() <= self.chunk);
         acc.fill(bias);
         let rw = self.rw;
         for r in 0..self.rows {
