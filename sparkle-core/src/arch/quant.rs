@@ -1,7 +1,12 @@
 //! The int8 GEMM microkernels: an `mr x nr` tile of raw `u8 x i8` products summed in wrapping
 //! `i32`, over panels packed by `quant::driver` in the kernel's packing format. The zero
 //! points, bias and requantization are applied by the driver afterwards, in safe code shared with
-//! the oracle; the kernels only sum.
+//! the oracle; the kernels only sum. The one exception is a kernel's fused form
+//! (`QKernel::fixed`: the Cortex-M's, and the portable kernel's so that every CPU runs the
+//! path): for one-byte outputs with the fixed-point stage and no row terms, a full tile's sums
+//! go through the same stage (`quant::FixedNarrow`) while still in registers, which on a
+//! Cortex-M saves storing the tile and the driver's write-out loop (about 20 instructions per
+//! output).
 //!
 //! A [`QKernel`] is proof that this CPU runs its ISA, as a [`super::Kernel`] is: private fields,
 //! a private table, and constructors that check [`Isa::is_available`].
@@ -154,6 +159,62 @@ pub(crate) struct QDirectArgs {
     pub c: *mut i32,
 }
 
+/// One call of a kernel's fused form ([`QKernel::fixed`]): the `mr x nr` sums of `micro` (its
+/// tile pointer unused), then for each row `i` and column `j` the byte of
+/// `FixedNarrow::new(mult[j], shift[j], zp, lo, hi).apply(sum + term[j])` stored at `out + i * rs
+/// + j * cs`: the driver's write-out of a full tile whose columns' B zero points are all 0 (no
+/// row term), into `i8` or `u8` (the byte is the value's either way).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QFixedArgs {
+    /// The panels.
+    pub micro: QMicroArgs,
+    /// Per column of the tile (`nr` each): the column term (bias and A's zero point), the Q31
+    /// multiplier and the shift (validated: multiplier >= 0, shift in `[-31, 30]`).
+    pub term: *const i32,
+    pub mult: *const i32,
+    pub shift: *const i32,
+    /// The output zero point and clamp.
+    pub zp: i32,
+    pub lo: i32,
+    pub hi: i32,
+    /// The tile's output `(0, 0)`, and the byte strides of its rows and columns.
+    pub out: *mut u8,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// The stores of [`QFixedArgs`] for an `MR x NR` tile of sums.
+///
+/// # Safety
+/// `p`'s column arrays hold `NR` values and its outputs are writable.
+#[inline(always)]
+unsafe fn store_fixed<const MR: usize, const NR: usize>(sums: [[i32; NR]; MR], p: &QFixedArgs) {
+    // Every column's stage first: the stores below may alias nothing the loads read, but the
+    // compiler cannot know.
+    // SAFETY: `j < NR` (the contract).
+    let cols: [(i32, crate::quant::FixedNarrow); NR] = core::array::from_fn(|j| unsafe {
+        (*p.term.add(j), crate::quant::FixedNarrow::new(*p.mult.add(j), *p.shift.add(j), p.zp, p.lo, p.hi))
+    });
+    for (i, row) in sums.iter().enumerate() {
+        for (j, (&v, (term, stage))) in row.iter().zip(&cols).enumerate() {
+            // SAFETY: output `(i, j)` of the tile (the contract).
+            unsafe { *p.out.add(i * p.rs + j * p.cs) = stage.apply(v.wrapping_add(*term)) as u8 };
+        }
+    }
+}
+
+/// # Safety
+/// As [`QKernel::fixed`] with `mr = nr = 4`, [`QPack::Bytes4`]: the portable kernel's sums, then
+/// [`store_fixed`] (so that the driver's fused path runs on every CPU).
+unsafe fn generic_fixed_4x4(p: &QFixedArgs) {
+    let mut tile = [[0i32; 4]; 4];
+    // SAFETY: forwarded contract; the tile holds 4 x 4 words.
+    unsafe {
+        generic_qgemm_u8i8_4x4(&QMicroArgs { c: tile.as_mut_ptr().cast::<i32>(), ..p.micro });
+        store_fixed(tile, p);
+    }
+}
+
 /// One row of a tile's write-out into a one-byte type with the ONNX stage: for `j < n`,
 /// `out[j] = float_narrow(raw[j] + term[j] - zb[j] * row_sum, m[j], zp, lo, hi)` (see
 /// `quant::float_narrow`, which defines it and which the scalar path calls).
@@ -299,6 +360,12 @@ pub struct QKernel {
     /// # Safety
     /// As `run` (the session included), with A as [`QDirectArgs`] describes.
     pub(crate) direct: Option<unsafe fn(&QDirectArgs)>,
+    /// The fused form for one-byte outputs with the fixed-point stage, where the kernel has one:
+    /// a full tile's sums (as `run`'s) requantized while in registers ([`QFixedArgs`]).
+    ///
+    /// # Safety
+    /// As `run`, with the outputs as [`QFixedArgs`] describes.
+    pub(crate) fixed: Option<unsafe fn(&QFixedArgs)>,
 }
 
 impl QKernel {
@@ -347,6 +414,7 @@ pub(crate) const GENERIC_Q: QKernel = QKernel {
     session: None,
     finish_tile: None,
     direct: None,
+    fixed: Some(generic_fixed_4x4),
 };
 
 /// A portable kernel in AMX's formats (32 x 32 tiles, [`QPack::Tiles64`], a direct form), for
@@ -362,6 +430,7 @@ pub(crate) const GENERIC_TILES_Q: QKernel = QKernel {
     session: None,
     finish_tile: None,
     direct: Some(generic_tiles_direct_32x32),
+    fixed: None,
 };
 
 /// `c[i][j] += a(i, q) * b(q, j)` over the 64 steps `q` of one Tiles64 block of B at `b`
@@ -665,6 +734,7 @@ pub(crate) mod x86 {
         session: None,
         finish_tile: Some(avx2_finish_tile),
         direct: None,
+        fixed: None,
     };
 
     pub(crate) const AVX512VNNI_Q: QKernel = QKernel {
@@ -677,6 +747,7 @@ pub(crate) mod x86 {
         session: None,
         finish_tile: Some(avx512_finish_tile),
         direct: Some(avx512vnni_qconv_direct_u8i8_8x32),
+        fixed: None,
     };
 
     /// # Safety
@@ -718,6 +789,7 @@ pub(crate) mod x86 {
         // AMX detection requires AVX-512F.
         finish_tile: Some(avx512_finish_tile),
         direct: Some(amx_qconv_direct_u8i8_32x32),
+        fixed: None,
     };
 
     pub(crate) const AVX2_Q: QKernel = QKernel {
@@ -730,6 +802,7 @@ pub(crate) mod x86 {
         session: None,
         finish_tile: Some(avx2_finish_tile),
         direct: None,
+        fixed: None,
     };
 }
 
@@ -845,6 +918,7 @@ pub(crate) mod aarch64 {
         session: None,
         finish_tile: None,
         direct: None,
+        fixed: None,
     };
 
     pub(crate) const NEONI8MM_Q: QKernel = QKernel {
@@ -857,6 +931,7 @@ pub(crate) mod aarch64 {
         session: None,
         finish_tile: None,
         direct: None,
+        fixed: None,
     };
 }
 
@@ -864,7 +939,7 @@ pub(crate) mod aarch64 {
 pub(crate) mod dsp {
     use core::arch::asm;
 
-    use super::{Isa, QKernel, QMicroArgs, QPack};
+    use super::{store_fixed, Isa, QFixedArgs, QKernel, QMicroArgs, QPack};
 
     /// # Safety
     /// As [`QKernel::run`] with `mr = nr = 2`, [`QPack::Pairs16`]: per group (2 k), one word of
@@ -873,6 +948,31 @@ pub(crate) mod dsp {
     /// Cortex-M's 13 registers. Inline assembly: `smlad`'s intrinsic is not stable Rust, and the
     /// compiler's schedule of the same loop spilled registers.
     unsafe fn armdsp_qgemm_u8i8_2x2(p: &QMicroArgs) {
+        // SAFETY: forwarded contract.
+        let [[c00, c01], [c10, c11]] = unsafe { sums_2x2(p) };
+        // SAFETY: the tile holds 2 x 2 i32.
+        unsafe {
+            p.c.write(c00);
+            p.c.add(1).write(c01);
+            p.c.add(2).write(c10);
+            p.c.add(3).write(c11);
+        }
+    }
+
+    /// # Safety
+    /// As [`QKernel::fixed`] with the kernel's tile and packing: the sums requantized in
+    /// registers (`store_fixed`), no tile stored.
+    unsafe fn armdsp_qgemm_u8i8_2x2_fixed(p: &QFixedArgs) {
+        // SAFETY: forwarded contract.
+        unsafe { store_fixed(sums_2x2(&p.micro), p) };
+    }
+
+    /// The 2 x 2 tile's sums (see [`armdsp_qgemm_u8i8_2x2`]).
+    ///
+    /// # Safety
+    /// As [`QKernel::run`] with `mr = nr = 2`, [`QPack::Pairs16`] (the tile pointer unused).
+    #[inline(always)]
+    unsafe fn sums_2x2(p: &QMicroArgs) -> [[i32; 2]; 2] {
         let (mut a, mut b) = (p.a, p.b);
         let (mut c00, mut c01, mut c10, mut c11) = (0i32, 0i32, 0i32, 0i32);
         // One group: a row pair's words and a column pair's words (`ldrd` each, post-indexed),
@@ -935,13 +1035,7 @@ pub(crate) mod dsp {
                 )
             };
         }
-        // SAFETY: the tile holds 2 x 2 i32.
-        unsafe {
-            p.c.write(c00);
-            p.c.add(1).write(c01);
-            p.c.add(2).write(c10);
-            p.c.add(3).write(c11);
-        }
+        [[c00, c01], [c10, c11]]
     }
 
     pub(crate) const ARMDSP_Q: QKernel = QKernel {
@@ -954,6 +1048,7 @@ pub(crate) mod dsp {
         session: None,
         finish_tile: None,
         direct: None,
+        fixed: Some(armdsp_qgemm_u8i8_2x2_fixed),
     };
 }
 

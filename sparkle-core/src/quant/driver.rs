@@ -22,13 +22,15 @@
 //! phase 2 (all workers): items = (block of mc rows) x (chunk of up to NC_PANELS panels),
 //!   worker w takes w, w+W, ...: pack the A block (unless it already holds it), then per B panel, per A panel:
 //!   microkernel -> tile -> finish into C
+//!   (or, for a full tile into one-byte outputs with the fixed-point stage and no row terms,
+//!   the kernel's fused form, `QKernel::fixed`: microkernel -> stage -> C)
 //! ```
 //!
 //! A direct conv (`qconv_direct_unchecked`, AMX and AVX-512 VNNI) has the same phase 1; its
 //! phase 2 packs no A: the kernel reads each tile's rows from the staged image in place.
 #![allow(unsafe_code)]
 
-use crate::arch::quant::{FinishTile, QDirectArgs, QKernel, QMicroArgs, QPack};
+use crate::arch::quant::{FinishTile, QDirectArgs, QFixedArgs, QKernel, QMicroArgs, QPack};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::driver::{Executor, Pinned, Shared};
 use crate::quant::{corrected, fixed_narrow, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
@@ -865,6 +867,9 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                 let nv = nr.min(d.n - jp * nr);
                 // SAFETY: phase 1 wrote the constants of every column; `jp * nr < cols`.
                 let cols = unsafe { Columns::at::<Y>(self.scratch.ptr(), l.cols, jp * nr, stage) };
+                // The kernel's fused form for full tiles: one-byte outputs, the fixed-point
+                // stage, no row terms (every B zero point 0).
+                let fused = kernel.fixed.filter(|_| cols.fixed && !self.row_sums && nv == nr);
                 for ip in 0..rows.div_ceil(mr) {
                     let args = QMicroArgs {
                         groups: l.groups,
@@ -873,11 +878,34 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                         b: b_panel,
                         c: tile,
                     };
+                    let mv = mr.min(rows - ip * mr);
+                    let (rs_c, cs_c) = (self.rs_c, self.cs_c);
+                    if let Some(fixed) = fused.filter(|_| mv == mr) {
+                        let (zp, lo, hi) = (stage.zero_point, stage.lo, stage.hi);
+                        let size = core::mem::size_of::<Y>();
+                        // SAFETY: as `run` below; the columns' constants of phase 1 (`nr` from
+                        // the panel's first); Y is one byte (`cols.fixed`), and the tile's
+                        // `mr x nr` outputs are inside the validated, alias-free view of C,
+                        // written by this item alone.
+                        unsafe {
+                            fixed(&QFixedArgs {
+                                micro: args,
+                                term: cols.term,
+                                mult: cols.s0,
+                                shift: cols.s1,
+                                zp,
+                                lo,
+                                hi,
+                                out: self.c.ptr().add((i0 + ip * mr) * rs_c + jp * nr * cs_c).cast::<u8>(),
+                                rs: rs_c * size,
+                                cs: cs_c * size,
+                            })
+                        };
+                        continue;
+                    }
                     // SAFETY: the kernel's ISA is proved by `QKernel`; the panels hold `groups`
                     // groups in its format; the tile holds `mr * nr` words.
                     unsafe { (kernel.run)(&args) };
-                    let mv = mr.min(rows - ip * mr);
-                    let (rs_c, cs_c) = (self.rs_c, self.cs_c);
                     // SAFETY: the tile, the row sums of this worker's block, the column terms of
                     // phase 1; rows `i0 + ip * mr ..` and columns `jp * nr ..` of C are inside
                     // the validated, alias-free view and only this item writes them.
@@ -1077,7 +1105,7 @@ struct Columns {
     stage: ChannelStage,
     /// One-byte output with the ONNX stage: the vectorizable path.
     float: bool,
-    /// One-byte output with the fixed-point stage: [`fixed_narrow`].
+    /// One-byte output with the fixed-point stage: `fixed_narrow`, or the kernel's fused form.
     fixed: bool,
 }
 
@@ -1578,9 +1606,12 @@ mod tests {
             bias: Some(&bias),
         };
         let scales: [f32; N] = core::array::from_fn(|j| 0.002 * (1 + j % 5) as f32);
+        let mults: [i32; N] = core::array::from_fn(|j| 1_100_000_000 + j as i32 * 50_000_000);
+        let shifts: [i32; N] = core::array::from_fn(|j| [-9, -8, -10, 1][j % 4]);
         let stages = [
             OutputStage::onnx(0.05, PerChannel::Channel(&scales), 0.1, 3),
             OutputStage::fixed(PerChannel::Tensor(1_518_500_250), PerChannel::Tensor(-9), -5, -128, 100),
+            OutputStage::fixed(PerChannel::Channel(&mults), PerChannel::Channel(&shifts), 4, -100, 127),
         ];
         let mut scratch = [0i32; 4096];
         for kernel in [QKernel::generic(), QKernel::best()] {
@@ -1634,5 +1665,9 @@ mod tests {
         let zbu = |j: usize| [128, 131, 126, 0, 255][j % 5];
         case(|x| x, |x| x, 255, zbu);
         case(|x| x as i8, |x| x, 127, zbu);
+        // Every canonical B zero point 0 (i8 at 0, u8 at 128): no row terms, so full tiles
+        // with the fixed-point stage take the kernel's fused form (`QKernel::fixed`).
+        case(|x| x, |x| x as i8, 7, |_| 0);
+        case(|x| x as i8, |x| x, -9, |_| 128);
     }
 }

@@ -439,9 +439,43 @@ pub(crate) fn float_narrow(acc: i32, m: f32, zp: i32, lo: i32, hi: i32) -> i32 {
 /// instructions: the Cortex-M write-out runs it per output.
 #[inline(always)]
 pub(crate) fn fixed_narrow(acc: i32, m: i32, shift: i32, zp: i32, lo: i32, hi: i32) -> i32 {
-    let x = acc.wrapping_shl(shift.max(0) as u32);
-    let high = ((i64::from(x) * i64::from(m) + (1i64 << 30)) >> 31) as i32;
-    rounding_divide_by_pot(high, (-shift).max(0) as u32).saturating_add(zp).max(lo).min(hi)
+    FixedNarrow::new(m, shift, zp, lo, hi).apply(acc)
+}
+
+/// [`fixed_narrow`] for one channel, its shifts and rounding mask computed once, for a
+/// write-out that applies it to several outputs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FixedNarrow {
+    m: i32,
+    /// The left shift before the multiply, and the rounding right shift after it (at most 31).
+    left: u32,
+    right: u32,
+    /// `2^right - 1`, and half of it (the rounding threshold of a non-negative value).
+    mask: i32,
+    half: i32,
+    zp: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl FixedNarrow {
+    #[inline(always)]
+    pub(crate) fn new(m: i32, shift: i32, zp: i32, lo: i32, hi: i32) -> Self {
+        let right = ((-shift).max(0) as u32).min(31);
+        let mask = ((1u32 << right) - 1) as i32;
+        FixedNarrow { m, left: shift.max(0) as u32, right, mask, half: mask >> 1, zp, lo, hi }
+    }
+
+    /// The stage of `acc`: the high multiply, then [`rounding_divide_by_pot`] (written out with
+    /// the mask kept), `+ zp` and the clamp.
+    #[inline(always)]
+    pub(crate) fn apply(&self, acc: i32) -> i32 {
+        let x = acc.wrapping_shl(self.left);
+        let high = ((i64::from(x) * i64::from(self.m) + (1i64 << 30)) >> 31) as i32;
+        let threshold = self.half + i32::from(high < 0);
+        let divided = (high >> self.right) + i32::from(high & self.mask > threshold);
+        divided.saturating_add(self.zp).max(self.lo).min(self.hi)
+    }
 }
 
 /// `x` rounded to the nearest integer, ties to even (C's `rintf` in the default rounding mode,
