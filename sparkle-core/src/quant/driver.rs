@@ -1055,6 +1055,18 @@ unsafe fn interleave(pack: QPack, buf: &[i16], mr: usize, groups: usize, dst: *m
             // A group of one row is two neighbouring i16 of the gathered row: one word.
             let src = buf.as_ptr().cast::<u32>();
             let to = dst.cast::<u32>();
+            if mr == 2 {
+                // The Cortex-M's tile: both rows' words of a group, stored together.
+                for g in 0..groups {
+                    // SAFETY: as below.
+                    unsafe {
+                        let (w0, w1) = (src.add(g).read_unaligned(), src.add(kp / 2 + g).read_unaligned());
+                        to.add(2 * g).write_unaligned(w0);
+                        to.add(2 * g + 1).write_unaligned(w1);
+                    }
+                }
+                return;
+            }
             for ii in 0..mr {
                 for g in 0..groups {
                     // SAFETY: forwarded contract: `buf` holds `mr * kp` i16 with `kp = 2 *
@@ -1632,6 +1644,27 @@ mod tests {
             qgemm_with(&op, &OutputStage::ACCUMULATOR, MatMut::col_major(&mut got, M, N).unwrap(), ws).unwrap();
             qgemm_reference(&op, &OutputStage::ACCUMULATOR, MatMut::col_major(&mut want, M, N).unwrap()).unwrap();
             assert_eq!(got, want, "{} accumulator", kernel.id());
+        }
+    }
+
+    /// The pair format's panels: group `g` of row `ii` is word `g * mr + ii`, for the
+    /// Cortex-M's two rows (its own loop) and for AVX2's six.
+    #[test]
+    fn pairs_interleave_by_group() {
+        for mr in [2, 6] {
+            let groups = 5;
+            let buf: [i16; 60] = core::array::from_fn(|e| e as i16 * 7 - 100);
+            let mut panel = [0u32; 30];
+            // SAFETY: `buf` holds `mr` rows of `2 * groups` i16; the panel `groups * mr` words.
+            unsafe { interleave(QPack::Pairs16, &buf[..mr * 2 * groups], mr, groups, panel.as_mut_ptr().cast()) };
+            for g in 0..groups {
+                for ii in 0..mr {
+                    let (lo, hi) = (buf[ii * 2 * groups + 2 * g], buf[ii * 2 * groups + 2 * g + 1]);
+                    // The two i16 as they lie in memory, read as one word.
+                    let ([a, b], [c, d]) = (lo.to_ne_bytes(), hi.to_ne_bytes());
+                    assert_eq!(panel[g * mr + ii], u32::from_ne_bytes([a, b, c, d]), "mr {mr} g {g} row {ii}");
+                }
+            }
         }
     }
 
