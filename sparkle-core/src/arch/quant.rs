@@ -189,16 +189,15 @@ pub(crate) struct QFixedArgs {
 /// `p`'s column arrays hold `NR` values and its outputs are writable.
 #[inline(always)]
 unsafe fn store_fixed<const MR: usize, const NR: usize>(sums: [[i32; NR]; MR], p: &QFixedArgs) {
-    // Every column's stage first: the stores below may alias nothing the loads read, but the
-    // compiler cannot know.
-    // SAFETY: `j < NR` (the contract).
-    let cols: [(i32, crate::quant::FixedNarrow); NR] = core::array::from_fn(|j| unsafe {
-        (*p.term.add(j), crate::quant::FixedNarrow::new(*p.mult.add(j), *p.shift.add(j), p.zp, p.lo, p.hi))
-    });
-    for (i, row) in sums.iter().enumerate() {
-        for (j, (&v, (term, stage))) in row.iter().zip(&cols).enumerate() {
+    // Column by column: one column's constants live at a time (each loaded once either way).
+    for j in 0..NR {
+        // SAFETY: `j < NR` (the contract).
+        let (term, stage) = unsafe {
+            (*p.term.add(j), crate::quant::FixedNarrow::new(*p.mult.add(j), *p.shift.add(j), p.zp, p.lo, p.hi))
+        };
+        for (i, row) in sums.iter().enumerate() {
             // SAFETY: output `(i, j)` of the tile (the contract).
-            unsafe { *p.out.add(i * p.rs + j * p.cs) = stage.apply(v.wrapping_add(*term)) as u8 };
+            unsafe { *p.out.add(i * p.rs + j * p.cs) = stage.apply(row[j].wrapping_add(term)) as u8 };
         }
     }
 }

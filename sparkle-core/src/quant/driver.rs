@@ -870,6 +870,22 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                 // The kernel's fused form for full tiles: one-byte outputs, the fixed-point
                 // stage, no row terms (every B zero point 0).
                 let fused = kernel.fixed.filter(|_| cols.fixed && !self.row_sums && nv == nr);
+                let (rs_c, cs_c) = (self.rs_c, self.cs_c);
+                // The fused call's arguments, built once per panel: per tile only its A panel
+                // and its output move.
+                let size = core::mem::size_of::<Y>();
+                let mut fixed_args = QFixedArgs {
+                    micro: QMicroArgs { groups: l.groups, a: a_buf, b: b_panel, c: tile },
+                    term: cols.term,
+                    mult: cols.s0,
+                    shift: cols.s1,
+                    zp: stage.zero_point,
+                    lo: stage.lo,
+                    hi: stage.hi,
+                    out: core::ptr::null_mut(),
+                    rs: rs_c * size,
+                    cs: cs_c * size,
+                };
                 for ip in 0..rows.div_ceil(mr) {
                     let args = QMicroArgs {
                         groups: l.groups,
@@ -879,28 +895,16 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                         c: tile,
                     };
                     let mv = mr.min(rows - ip * mr);
-                    let (rs_c, cs_c) = (self.rs_c, self.cs_c);
                     if let Some(fixed) = fused.filter(|_| mv == mr) {
-                        let (zp, lo, hi) = (stage.zero_point, stage.lo, stage.hi);
-                        let size = core::mem::size_of::<Y>();
+                        fixed_args.micro.a = args.a;
+                        // SAFETY: the tile's output `(0, 0)`, inside C (below).
+                        fixed_args.out =
+                            unsafe { self.c.ptr().add((i0 + ip * mr) * rs_c + jp * nr * cs_c).cast::<u8>() };
                         // SAFETY: as `run` below; the columns' constants of phase 1 (`nr` from
                         // the panel's first); Y is one byte (`cols.fixed`), and the tile's
                         // `mr x nr` outputs are inside the validated, alias-free view of C,
                         // written by this item alone.
-                        unsafe {
-                            fixed(&QFixedArgs {
-                                micro: args,
-                                term: cols.term,
-                                mult: cols.s0,
-                                shift: cols.s1,
-                                zp,
-                                lo,
-                                hi,
-                                out: self.c.ptr().add((i0 + ip * mr) * rs_c + jp * nr * cs_c).cast::<u8>(),
-                                rs: rs_c * size,
-                                cs: cs_c * size,
-                            })
-                        };
+                        unsafe { fixed(&fixed_args) };
                         continue;
                     }
                     // SAFETY: the kernel's ISA is proved by `QKernel`; the panels hold `groups`
