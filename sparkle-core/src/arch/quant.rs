@@ -159,15 +159,20 @@ pub(crate) struct QDirectArgs {
     pub c: *mut i32,
 }
 
-/// One call of a kernel's fused form ([`QKernel::fixed`]): the `mr x nr` sums of `micro` (its
-/// tile pointer unused), then for each row `i` and column `j` the byte of
-/// `FixedNarrow::new(mult[j], shift[j], zp, lo, hi).apply(sum + term[j])` stored at `out + i * rs
-/// + j * cs`: the driver's write-out of a full tile whose columns' B zero points are all 0 (no
-/// row term), into `i8` or `u8` (the byte is the value's either way).
+/// One call of a kernel's fused form ([`QKernel::fixed`]): a strip of `tiles` full tiles down
+/// one B panel. Tile `t` is the `mr x nr` sums of `micro` with its A panel `t * a_step` bytes
+/// on (the tile pointer unused); its row `i`, column `j` is the byte of
+/// `FixedNarrow::new(mult[j], shift[j], zp, lo, hi).apply(sum + term[j])` stored at `out + t *
+/// out_step + i * rs + j * cs`: the driver's write-out of full tiles whose columns' B zero points
+/// are all 0 (no row term), into `i8` or `u8` (the byte is the value's either way). The
+/// columns' stages are computed once for the strip.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct QFixedArgs {
-    /// The panels.
+    /// The panels of the first tile.
     pub micro: QMicroArgs,
+    /// Tiles, and bytes from one tile's A panel to the next's.
+    pub tiles: usize,
+    pub a_step: usize,
     /// Per column of the tile (`nr` each): the column term (bias and A's zero point), the Q31
     /// multiplier and the shift (validated: multiplier >= 0, shift in `[-31, 30]`).
     pub term: *const i32,
@@ -177,40 +182,50 @@ pub(crate) struct QFixedArgs {
     pub zp: i32,
     pub lo: i32,
     pub hi: i32,
-    /// The tile's output `(0, 0)`, and the byte strides of its rows and columns.
+    /// The first tile's output `(0, 0)`, the byte strides of a tile's rows and columns, and
+    /// bytes from one tile's output to the next's.
     pub out: *mut u8,
     pub rs: usize,
     pub cs: usize,
+    pub out_step: usize,
 }
 
-/// The stores of [`QFixedArgs`] for an `MR x NR` tile of sums.
+/// [`QFixedArgs`]'s strip with `sums(a)` a tile's sums from its A panel at `a`.
 ///
 /// # Safety
-/// `p`'s column arrays hold `NR` values and its outputs are writable.
+/// As [`QKernel::fixed`], `sums` reading the panels as the kernel's `run` does.
 #[inline(always)]
-unsafe fn store_fixed<const MR: usize, const NR: usize>(sums: [[i32; NR]; MR], p: &QFixedArgs) {
-    // Column by column: one column's constants live at a time (each loaded once either way).
-    for j in 0..NR {
-        // SAFETY: `j < NR` (the contract).
-        let (term, stage) = unsafe {
-            (*p.term.add(j), crate::quant::FixedNarrow::new(*p.mult.add(j), *p.shift.add(j), p.zp, p.lo, p.hi))
-        };
-        for (i, row) in sums.iter().enumerate() {
-            // SAFETY: output `(i, j)` of the tile (the contract).
-            unsafe { *p.out.add(i * p.rs + j * p.cs) = stage.apply(row[j].wrapping_add(term)) as u8 };
+unsafe fn fixed_strip<const MR: usize, const NR: usize>(p: &QFixedArgs, sums: impl Fn(*const u8) -> [[i32; NR]; MR]) {
+    // SAFETY: `j < NR` (the contract).
+    let cols: [(i32, crate::quant::FixedNarrow); NR] = core::array::from_fn(|j| unsafe {
+        (*p.term.add(j), crate::quant::FixedNarrow::new(*p.mult.add(j), *p.shift.add(j), p.zp, p.lo, p.hi))
+    });
+    for t in 0..p.tiles {
+        // SAFETY: tile `t < tiles` of the strip (the contract); past the last the pointers are
+        // not formed.
+        let (a, out) = unsafe { (p.micro.a.add(t * p.a_step), p.out.add(t * p.out_step)) };
+        let tile = sums(a);
+        // Column by column: one column's stage live at a time.
+        for (j, (term, stage)) in cols.iter().enumerate() {
+            for (i, row) in tile.iter().enumerate() {
+                // SAFETY: output `(i, j)` of tile `t` (the contract).
+                unsafe { *out.add(i * p.rs + j * p.cs) = stage.apply(row[j].wrapping_add(*term)) as u8 };
+            }
         }
     }
 }
 
 /// # Safety
 /// As [`QKernel::fixed`] with `mr = nr = 4`, [`QPack::Bytes4`]: the portable kernel's sums, then
-/// [`store_fixed`] (so that the driver's fused path runs on every CPU).
+/// [`fixed_strip`]'s stores (so that the driver's fused path runs on every CPU).
 unsafe fn generic_fixed_4x4(p: &QFixedArgs) {
-    let mut tile = [[0i32; 4]; 4];
     // SAFETY: forwarded contract; the tile holds 4 x 4 words.
     unsafe {
-        generic_qgemm_u8i8_4x4(&QMicroArgs { c: tile.as_mut_ptr().cast::<i32>(), ..p.micro });
-        store_fixed(tile, p);
+        fixed_strip::<4, 4>(p, |a| {
+            let mut tile = [[0i32; 4]; 4];
+            generic_qgemm_u8i8_4x4(&QMicroArgs { a, c: tile.as_mut_ptr().cast::<i32>(), ..p.micro });
+            tile
+        })
     }
 }
 
@@ -360,7 +375,8 @@ pub struct QKernel {
     /// As `run` (the session included), with A as [`QDirectArgs`] describes.
     pub(crate) direct: Option<unsafe fn(&QDirectArgs)>,
     /// The fused form for one-byte outputs with the fixed-point stage, where the kernel has one:
-    /// a full tile's sums (as `run`'s) requantized while in registers ([`QFixedArgs`]).
+    /// a strip of full tiles, each tile's sums (as `run`'s) requantized while in registers
+    /// ([`QFixedArgs`]).
     ///
     /// # Safety
     /// As `run`, with the outputs as [`QFixedArgs`] describes.
@@ -938,7 +954,7 @@ pub(crate) mod aarch64 {
 pub(crate) mod dsp {
     use core::arch::asm;
 
-    use super::{store_fixed, Isa, QFixedArgs, QKernel, QMicroArgs, QPack};
+    use super::{fixed_strip, Isa, QFixedArgs, QKernel, QMicroArgs, QPack};
 
     /// # Safety
     /// As [`QKernel::run`] with `mr = nr = 2`, [`QPack::Pairs16`]: per group (2 k), one word of
@@ -960,10 +976,10 @@ pub(crate) mod dsp {
 
     /// # Safety
     /// As [`QKernel::fixed`] with the kernel's tile and packing: the sums requantized in
-    /// registers (`store_fixed`), no tile stored.
+    /// registers (`fixed_strip`), no tile stored.
     unsafe fn armdsp_qgemm_u8i8_2x2_fixed(p: &QFixedArgs) {
         // SAFETY: forwarded contract.
-        unsafe { store_fixed(sums_2x2(&p.micro), p) };
+        unsafe { fixed_strip::<2, 2>(p, |a| sums_2x2(&QMicroArgs { a, ..p.micro })) };
     }
 
     /// The 2 x 2 tile's sums (see [`armdsp_qgemm_u8i8_2x2`]).

@@ -871,22 +871,35 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                 // stage, no row terms (every B zero point 0).
                 let fused = kernel.fixed.filter(|_| cols.fixed && !self.row_sums && nv == nr);
                 let (rs_c, cs_c) = (self.rs_c, self.cs_c);
-                // The fused call's arguments, built once per panel: per tile only its A panel
-                // and its output move.
-                let size = core::mem::size_of::<Y>();
-                let mut fixed_args = QFixedArgs {
-                    micro: QMicroArgs { groups: l.groups, a: a_buf, b: b_panel, c: tile },
-                    term: cols.term,
-                    mult: cols.s0,
-                    shift: cols.s1,
-                    zp: stage.zero_point,
-                    lo: stage.lo,
-                    hi: stage.hi,
-                    out: core::ptr::null_mut(),
-                    rs: rs_c * size,
-                    cs: cs_c * size,
-                };
-                for ip in 0..rows.div_ceil(mr) {
+                // The full tiles' strip in one fused call; the rest (a ragged last row panel,
+                // or every tile where the fused form does not apply) tile by tile below.
+                let fused_tiles = if fused.is_some() { rows / mr } else { 0 };
+                if let Some(fixed) = fused.filter(|_| fused_tiles > 0) {
+                    let size = core::mem::size_of::<Y>();
+                    let args = QFixedArgs {
+                        micro: QMicroArgs { groups: l.groups, a: a_buf, b: b_panel, c: tile },
+                        tiles: fused_tiles,
+                        a_step: self.panel_bytes(mr),
+                        term: cols.term,
+                        mult: cols.s0,
+                        shift: cols.s1,
+                        zp: stage.zero_point,
+                        lo: stage.lo,
+                        hi: stage.hi,
+                        // SAFETY: the first tile's output `(0, 0)`, inside C (below).
+                        out: unsafe { self.c.ptr().add(i0 * rs_c + jp * nr * cs_c).cast::<u8>() },
+                        rs: rs_c * size,
+                        cs: cs_c * size,
+                        out_step: mr * rs_c * size,
+                    };
+                    // SAFETY: the kernel's ISA is proved by `QKernel`; panels `0 .. tiles` of the
+                    // worker's block hold `groups` groups in its format; the columns' constants
+                    // of phase 1 (`nr` from the panel's first); Y is one byte (`cols.fixed`), and
+                    // the strip's `tiles * mr x nr` outputs (rows `i0 ..`, columns `jp * nr ..`)
+                    // are inside the validated, alias-free view of C, written by this item alone.
+                    unsafe { fixed(&args) };
+                }
+                for ip in fused_tiles..rows.div_ceil(mr) {
                     let args = QMicroArgs {
                         groups: l.groups,
                         // SAFETY: panel `ip` of the worker's block.
@@ -895,18 +908,6 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                         c: tile,
                     };
                     let mv = mr.min(rows - ip * mr);
-                    if let Some(fixed) = fused.filter(|_| mv == mr) {
-                        fixed_args.micro.a = args.a;
-                        // SAFETY: the tile's output `(0, 0)`, inside C (below).
-                        fixed_args.out =
-                            unsafe { self.c.ptr().add((i0 + ip * mr) * rs_c + jp * nr * cs_c).cast::<u8>() };
-                        // SAFETY: as `run` below; the columns' constants of phase 1 (`nr` from
-                        // the panel's first); Y is one byte (`cols.fixed`), and the tile's
-                        // `mr x nr` outputs are inside the validated, alias-free view of C,
-                        // written by this item alone.
-                        unsafe { fixed(&fixed_args) };
-                        continue;
-                    }
                     // SAFETY: the kernel's ISA is proved by `QKernel`; the panels hold `groups`
                     // groups in its format; the tile holds `mr * nr` words.
                     unsafe { (kernel.run)(&args) };
