@@ -309,6 +309,25 @@ impl<T: QElem> PanelSource<T> {
             }
             done = full;
         }
+        if G == 2 {
+            // Pairs (the Cortex-M's and AVX2's i16 format): both elements of a group at once
+            // (the general loop below is not unrolled on a Cortex-M).
+            for g in done..full {
+                for (jj, sum) in sums[..nr].iter_mut().enumerate() {
+                    // SAFETY: `(2g, jj)` and `(2g + 1, jj)` with `g < full`: `p < k` and `jj <
+                    // nv = nr`; elements `(g * nr + jj) * 2 ..` of the panel.
+                    unsafe {
+                        let col = src.add(2 * g * rs + jj * cs);
+                        let (v0, v1) = ((*col).widen() + off, (*col.add(rs)).widen() + off);
+                        *sum = sum.wrapping_add(v0).wrapping_add(v1);
+                        at.write_unaligned(E::from_i32(v0));
+                        at.add(1).write_unaligned(E::from_i32(v1));
+                        at = at.add(2);
+                    }
+                }
+            }
+            done = full;
+        }
         for g in done..full {
             for (jj, sum) in sums[..nr].iter_mut().enumerate() {
                 // SAFETY: `(g * G + q, jj)` with `g < full`: `p < k` and `jj < nv = nr`.
