@@ -592,6 +592,18 @@ impl<A: QOperand> QRows for MatRef<'_, A> {
             return fill_row_by_row(self, i0, off, buf, kp, sums);
         }
         sums.fill(0);
+        if let ([s0, s1], true) = (&mut *sums, kp >= k) {
+            // Two rows (the Cortex-M's tile): both rows' slices once, each column's pair read
+            // together.
+            let (row0, rest) = buf.split_at_mut(kp);
+            for (p, (o0, o1)) in row0[..k].iter_mut().zip(&mut rest[..k]).enumerate() {
+                let col = &data[p * cs + i0..][..2];
+                let (v0, v1) = (col[0].widen() + off, col[1].widen() + off);
+                (*s0, *s1) = (s0.wrapping_add(v0), s1.wrapping_add(v1));
+                (*o0, *o1) = (v0 as i16, v1 as i16);
+            }
+            return;
+        }
         for p in 0..k {
             let col = &data[p * cs + i0..p * cs + i0 + rows];
             for (r, (x, sum)) in col.iter().zip(sums.iter_mut()).enumerate() {
