@@ -798,6 +798,20 @@ impl<X: QOperand> Im2col<'_, X> {
     }
 }
 
+/// An interior pixel's row: `input[taps[p]] + off` into `out[p]` as i16, and their sum. Out of
+/// line on a Cortex-M, so that its loop keeps its pointers and offset in registers.
+#[cfg_attr(not(target_arch = "arm"), inline(always))]
+#[cfg_attr(target_arch = "arm", inline(never))]
+fn gather<X: QOperand>(input: &[X], taps: &[i32], off: i32, out: &mut [i16]) -> i32 {
+    let mut sum = 0i32;
+    for (o, &t) in out.iter_mut().zip(taps) {
+        let v = input[t as usize].widen() + off;
+        sum = sum.wrapping_add(v);
+        *o = v as i16;
+    }
+    sum
+}
+
 /// Writes `src` shifted by `off` into `out` as i16 and returns the sum of the shifted values: a
 /// loop the compiler vectorizes.
 #[inline(always)]
@@ -824,8 +838,10 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
     /// Interior pixels: one gather through the tap offsets. Border pixels: the same gather
     /// where a tap's row and column are inside the input (bit masks of the valid kernel rows and
     /// columns), the zero point elsewhere; kernels wider than 32 taps go through
-    /// [`QRows::visit_row`].
-    #[inline(always)]
+    /// [`QRows::visit_row`]. Out of line on a Cortex-M, where the packing loop inlined into the
+    /// driver spilled its registers.
+    #[cfg_attr(not(target_arch = "arm"), inline(always))]
+    #[cfg_attr(target_arch = "arm", inline(never))]
     fn fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
         let g = self.g;
         let p = g.params();
@@ -844,12 +860,7 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
                 }
                 return sum;
             }
-            for (o, &t) in out.iter_mut().zip(taps) {
-                let v = input[t as usize].widen() + off;
-                sum = sum.wrapping_add(v);
-                *o = v as i16;
-            }
-            return sum;
+            return gather(input, taps, off, out);
         }
         // The top-left tap's offset, outside the input for a border pixel: signed. Every offset
         // fits an isize (the input is a slice).
