@@ -149,9 +149,14 @@ impl PairRows {
             let mut last = v(2 * body.start);
             let (head, rest) = words.split_at_mut(2 * body.start);
             let (middle, tail) = rest.split_at_mut(2 * body.len());
-            for (i, w) in head.chunks_exact_mut(2).enumerate() {
-                let (a, b, c) = (v(2 * i), v(2 * i + 1), v(2 * i + 2));
+            // Head and tail pairs wholly in the padding are zeros.
+            let edge = |i: usize, w: &mut [u32]| {
+                let (a, b, c) =
+                    if 2 * i + 2 < lo || 2 * i >= hi { (0, 0, 0) } else { (v(2 * i), v(2 * i + 1), v(2 * i + 2)) };
                 (w[0], w[1]) = (pair(a, b), pair(b, c));
+            };
+            for (i, w) in head.chunks_exact_mut(2).enumerate() {
+                edge(i, w);
             }
             // (Empty where the body is: its first value may lie past the row.)
             let run = row.get((2 * body.start + 1).saturating_sub(lo) * xstride..).unwrap_or(&[]);
@@ -168,8 +173,7 @@ impl PairRows {
                 middle.chunks_exact_mut(2).zip(Pairs(run.iter().step_by(xstride))).for_each(|(w, xs)| put(w, xs));
             }
             for (i, w) in (body.end..).zip(tail.chunks_exact_mut(2)) {
-                let (a, b, c) = (v(2 * i), v(2 * i + 1), v(2 * i + 2));
-                (w[0], w[1]) = (pair(a, b), pair(b, c));
+                edge(i, w);
             }
         }
     }
