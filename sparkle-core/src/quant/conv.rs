@@ -1123,6 +1123,14 @@ impl<Y> DwOut<Y> {
         assert!(last.is_some_and(|last| last < self.len));
         // SAFETY: `at` is inside the output (checked with the last element).
         let mut ptr = unsafe { self.ptr.ptr().add(at) };
+        if step == 1 {
+            // Contiguous (NCHW): a slice, stored with post-increment on a Cortex-M.
+            // SAFETY: elements `at .. at + acc.len()` are inside the output (the last checked)
+            // and this worker's alone while the slice lives (the contract).
+            let run = unsafe { core::slice::from_raw_parts_mut(ptr, acc.len()) };
+            run.iter_mut().zip(acc).for_each(|(o, &a)| *o = f(a));
+            return;
+        }
         for &a in acc {
             // SAFETY: elements `at + i * step` for `i < acc.len()` are inside the output (the
             // last checked), written by this worker alone (the contract); past the last the
