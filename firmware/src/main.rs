@@ -426,7 +426,7 @@ fn main() -> ! {
         all &= qgemm_case(16, 16, 64, &mut q, &mut core.SYST);
     }
     if ran == 0 {
-        hprintln!("no case is named {}", option_env!("SPARKLE_FIRMWARE_ONLY").unwrap_or(""));
+        hprintln!("no case is named `{}`", option_env!("SPARKLE_FIRMWARE_ONLY").unwrap_or(""));
         all = false;
     }
     hprintln!("stack high-water mark: {} bytes", stack_used(low, PAINT, sp));

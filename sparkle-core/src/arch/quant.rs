@@ -2,11 +2,11 @@
 //! `i32`, over panels packed by `quant::driver` in the kernel's packing format. The zero
 //! points, bias and requantization are applied by the driver afterwards, in safe code shared with
 //! the oracle; the kernels only sum. The one exception is a kernel's fused form
-//! (`QKernel::fixed`: the Cortex-M's, and the portable kernel's so that every CPU runs the
-//! path): for one-byte outputs with the fixed-point stage and no row terms, a full tile's sums
-//! go through the same stage (`quant::FixedNarrow`) while still in registers, which on a
-//! Cortex-M saves storing the tile and the driver's write-out loop (about 20 instructions per
-//! output).
+//! (`QKernel::fixed`: the Cortex-M's, and the portable kernel's so that the path is tested on
+//! every CPU and under Miri): for one-byte outputs with the fixed-point stage and no row terms,
+//! full tiles' sums go through the same stage (`quant::FixedNarrow`) while still in registers,
+//! which on a Cortex-M saves storing each tile and the driver's write-out loop (about 20
+//! instructions per output).
 //!
 //! A [`QKernel`] is proof that this CPU runs its ISA, as a [`super::Kernel`] is: private fields,
 //! a private table, and constructors that check [`Isa::is_available`].
@@ -163,9 +163,9 @@ pub(crate) struct QDirectArgs {
 /// one B panel. Tile `t` is the `mr x nr` sums of `micro` with its A panel `t * a_step` bytes
 /// on (the tile pointer unused); its row `i`, column `j` is the byte of
 /// `FixedNarrow::new(mult[j], shift[j], zp, lo, hi).apply(sum + term[j])` stored at `out + t *
-/// out_step + i * rs + j * cs`: the driver's write-out of full tiles whose columns' B zero points
-/// are all 0 (no row term), into `i8` or `u8` (the byte is the value's either way). The
-/// columns' stages are computed once for the strip.
+/// out_step + i * rs + j * cs`: the driver's write-out of full tiles of a GEMM whose canonical B
+/// zero points are all 0 (no row term), into `i8` or `u8` (the byte is the value's either way).
+/// The columns' stages are computed once for the strip.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct QFixedArgs {
     /// The panels of the first tile.
@@ -217,7 +217,7 @@ unsafe fn fixed_strip<const MR: usize, const NR: usize>(p: &QFixedArgs, sums: im
 
 /// # Safety
 /// As [`QKernel::fixed`] with `mr = nr = 4`, [`QPack::Bytes4`]: the portable kernel's sums, then
-/// [`fixed_strip`]'s stores (so that the driver's fused path runs on every CPU).
+/// [`fixed_strip`]'s stores (so that the driver's fused path is tested on every CPU).
 unsafe fn generic_fixed_4x4(p: &QFixedArgs) {
     // SAFETY: forwarded contract; the tile holds 4 x 4 words.
     unsafe {
@@ -379,7 +379,12 @@ pub struct QKernel {
     /// ([`QFixedArgs`]).
     ///
     /// # Safety
-    /// As `run`, with the outputs as [`QFixedArgs`] describes.
+    /// The CPU must run `isa` (the session, where the kernel has one, begun); for each tile `t <
+    /// tiles`, the A panel at `micro.a + t * a_step` holds `groups * mr` packed groups in
+    /// `pack`'s format with `run`'s alignment, and `micro.b` `groups * nr`; `term`, `mult` and
+    /// `shift` are readable for `nr` values; every byte `out + t * out_step + i * rs + j * cs`
+    /// (`i < mr`, `j < nr`) is writable by the caller alone and overlaps no panel. (`micro.c` is
+    /// not used. A stage that is not validated gives wrong bytes, never undefined behaviour.)
     pub(crate) fixed: Option<unsafe fn(&QFixedArgs)>,
 }
 

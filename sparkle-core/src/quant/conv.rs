@@ -1124,7 +1124,8 @@ impl<Y> DwOut<Y> {
         // SAFETY: `at` is inside the output (checked with the last element).
         let mut ptr = unsafe { self.ptr.ptr().add(at) };
         if step == 1 {
-            // Contiguous (NCHW): a slice, stored with post-increment on a Cortex-M.
+            // Contiguous (NCHW, or NHWC with one channel): a slice, stored with post-increment
+            // on a Cortex-M.
             // SAFETY: elements `at .. at + acc.len()` are inside the output (the last checked)
             // and this worker's alone while the slice lives (the contract).
             let run = unsafe { core::slice::from_raw_parts_mut(ptr, acc.len()) };

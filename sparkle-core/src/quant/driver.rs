@@ -664,7 +664,8 @@ struct Ctx<'a, S, B: QElem, Y> {
     rs_c: usize,
     cs_c: usize,
     /// Whether any column's canonical `zb'` is nonzero: only then does the write-out read A's
-    /// row sums (`- zb' * rowsum`), and only then does the byte-row packing compute them.
+    /// row sums (`- zb' * rowsum`), and only then does the byte-row packing compute them (and
+    /// only without them does a kernel's fused fixed-point form run).
     row_sums: bool,
     /// The staged image of a direct conv (phase 2 then runs [`Ctx::phase2_direct`]).
     direct: Option<&'a DirectImage<'a>>,
@@ -858,8 +859,9 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     }
 
     /// Phase 2, worker `w`: items `w, w + W, ...`, each a block of `mc` rows by a chunk of
-    /// [`chunk_panels`] panels: pack the A block (unless held), then per B panel per A panel, the
-    /// microkernel and the write-out.
+    /// [`chunk_panels`] panels: pack the A block (unless held), then per B panel the kernel's
+    /// fused strip over the full A panels where it applies (`QKernel::fixed`), and per remaining
+    /// A panel the microkernel and the write-out.
     ///
     /// # Safety
     /// `w < workers`, each index run once, after phase 1.
@@ -899,7 +901,8 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                 // SAFETY: phase 1 wrote the constants of every column; `jp * nr < cols`.
                 let cols = unsafe { Columns::at::<Y>(self.scratch.ptr(), l.cols, jp * nr, stage) };
                 // The kernel's fused form for full tiles: one-byte outputs, the fixed-point
-                // stage, no row terms (every B zero point 0).
+                // stage, no row terms (every canonical B zero point of the GEMM 0: an `i8` B at 0,
+                // a `u8` B at 128).
                 let fused = kernel.fixed.filter(|_| cols.fixed && !self.row_sums && nv == nr);
                 let (rs_c, cs_c) = (self.rs_c, self.cs_c);
                 // The full tiles' strip in one fused call; the rest (a ragged last row panel,
@@ -1094,7 +1097,8 @@ unsafe fn interleave(pack: QPack, buf: &[i16], mr: usize, groups: usize, dst: *m
             if mr == 2 {
                 // The Cortex-M's tile: both rows' words of a group, stored together.
                 for g in 0..groups {
-                    // SAFETY: as below.
+                    // SAFETY: words `g` and `kp / 2 + g` of `buf`'s two rows (`kp = 2 * groups`, `g <
+                    // groups`); words `2g` and `2g + 1` of the panel's `2 * groups`.
                     unsafe {
                         let (w0, w1) = (src.add(g).read_unaligned(), src.add(kp / 2 + g).read_unaligned());
                         to.add(2 * g).write_unaligned(w0);
@@ -1680,6 +1684,98 @@ mod tests {
             qgemm_with(&op, &OutputStage::ACCUMULATOR, MatMut::col_major(&mut got, M, N).unwrap(), ws).unwrap();
             qgemm_reference(&op, &OutputStage::ACCUMULATOR, MatMut::col_major(&mut want, M, N).unwrap()).unwrap();
             assert_eq!(got, want, "{} accumulator", kernel.id());
+        }
+    }
+
+    /// The fused fixed-point form (`QKernel::fixed`, the portable kernel's here and under Miri)
+    /// placed in every way the driver places it: 38 rows (two row blocks of the 4 x 4 tiles,
+    /// and a last panel of two rows, which goes tile by tile), 19 columns (four full panels and
+    /// a ragged one), row- and column-major C, `i8` and `u8` outputs, per-tensor and
+    /// per-channel stages, canonical B zero point 0 (`i8` at 0, `u8` at 128); A row-major and
+    /// column-major (the latter's two-row panel packed by `fill_rows`' two-row pass).
+    #[test]
+    fn fused_fixed_point_strips_match_the_oracle() {
+        const M: usize = 38;
+        let ra: [u8; M * K] = bytes(3);
+        let rb: [u8; K * N] = bytes(4);
+        let bias: [i32; N] = core::array::from_fn(|j| (j as i32 - 9) * 113);
+        let mults: [i32; N] = core::array::from_fn(|j| 1_100_000_000 + j as i32 * 50_000_000);
+        let shifts: [i32; N] = core::array::from_fn(|j| [-9, -8, -10, 1][j % 4]);
+        // (i8 output stage, u8 output stage): per tensor, then per channel.
+        let stages = [
+            (
+                OutputStage::fixed(PerChannel::Tensor(1_518_500_250), PerChannel::Tensor(-9), -5, -128, 100),
+                OutputStage::fixed(PerChannel::Tensor(1_518_500_250), PerChannel::Tensor(-9), 5, 0, 200),
+            ),
+            (
+                OutputStage::fixed(PerChannel::Channel(&mults), PerChannel::Channel(&shifts), 4, -100, 127),
+                OutputStage::fixed(PerChannel::Channel(&mults), PerChannel::Channel(&shifts), 130, 0, 255),
+            ),
+        ];
+        let a: [u8; M * K] = ra;
+        let b_i8: [i8; K * N] = core::array::from_fn(|e| rb[e] as i8);
+        let b_u8: [u8; K * N] = rb;
+        let mut scratch = [0i32; 8192];
+        let kernel = QKernel::generic();
+        let len = qgemm_scratch_len(kernel, M, N, K, 1).unwrap();
+        for col_major_a in [false, true] {
+            let am = if col_major_a { MatRef::col_major(&a, M, K) } else { MatRef::row_major(&a, M, K) }.unwrap();
+            for (stage, stage_u8) in &stages {
+                let op = QGemm {
+                    a: am,
+                    a_zero: 9,
+                    b: MatRef::row_major(&b_i8, K, N).unwrap(),
+                    b_zero: PerChannel::Tensor(0),
+                    bias: Some(&bias),
+                };
+                let (mut got, mut want) = ([1i8; M * N], [0i8; M * N]);
+                let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
+                qgemm_with(&op, stage, MatMut::row_major(&mut got, M, N).unwrap(), ws).unwrap();
+                qgemm_reference(&op, stage, MatMut::row_major(&mut want, M, N).unwrap()).unwrap();
+                assert_eq!(got, want, "i8 row-major C, A col-major {col_major_a}");
+                let op = QGemm {
+                    a: am,
+                    a_zero: 9,
+                    b: MatRef::row_major(&b_u8, K, N).unwrap(),
+                    b_zero: PerChannel::Tensor(128),
+                    bias: Some(&bias),
+                };
+                let (mut got, mut want) = ([1u8; M * N], [0u8; M * N]);
+                let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
+                qgemm_with(&op, stage_u8, MatMut::col_major(&mut got, M, N).unwrap(), ws).unwrap();
+                qgemm_reference(&op, stage_u8, MatMut::col_major(&mut want, M, N).unwrap()).unwrap();
+                assert_eq!(got, want, "u8 column-major C, A col-major {col_major_a}");
+            }
+        }
+    }
+
+    /// B's pair groups (AVX2's and the Cortex-M's `i16` format) from a strided B, whole groups
+    /// (two at a time) and the padded rest: element `(g * nr + jj) * 2 + q` of the panel is `B(2g
+    /// + q, jj) + off`, zero past `k` and `nv`, and each column's sum is added.
+    #[test]
+    fn pair_groups_pack_two_at_a_time() {
+        let (k, n, nr) = (7, 3, 4);
+        let b: [i8; 7 * 5] = core::array::from_fn(|e| (e as i32 * 37 % 251 - 125) as i8);
+        for nv in [n, nr] {
+            // B(p, jj) at p * 5 + jj (rows 5 apart), the panel's `nv` columns.
+            let src = PanelSource { src: b.as_ptr(), rs: 5, cs: 1, k, nv, nr, groups: k.div_ceil(2), off: -3 };
+            let mut panel = [0i16; 4 * 2 * 4];
+            let mut sums = [0i32; MAX_NR];
+            // SAFETY: B holds (p, jj) for p < 7, jj < 5 at p * 5 + jj; the panel groups * nr * 2.
+            unsafe { src.pack::<i16, 2>(panel.as_mut_ptr(), &mut sums) };
+            for g in 0..k.div_ceil(2) {
+                for jj in 0..nr {
+                    for q in 0..2 {
+                        let p = 2 * g + q;
+                        let want = if p < k && jj < nv { i32::from(b[p * 5 + jj]) - 3 } else { 0 };
+                        assert_eq!(i32::from(panel[(g * nr + jj) * 2 + q]), want, "nv {nv} g {g} column {jj} q {q}");
+                    }
+                }
+            }
+            for jj in 0..nr {
+                let want: i32 = if jj < nv { (0..k).map(|p| i32::from(b[p * 5 + jj]) - 3).sum() } else { 0 };
+                assert_eq!(sums[jj], want, "nv {nv} column {jj}");
+            }
         }
     }
 

@@ -432,18 +432,19 @@ pub(crate) fn float_narrow(acc: i32, m: f32, zp: i32, lo: i32, hi: i32) -> i32 {
     (r as i32 + zp).max(lo).min(hi)
 }
 
-/// The fixed-point (TFLite) stage into a one-byte type for a validated channel (`m >= 0`, `shift`
-/// in `[-31, 30]`): [`multiply_by_quantized_multiplier`] without its `i32::MIN * i32::MIN`
-/// saturation (`m >= 0` never meets it) and without re-clamping the shift, then `+ zp` and the
-/// clamp. Equal to [`ChannelStage::apply`] on such channels (a unit test checks it), in fewer
-/// instructions: the Cortex-M write-out runs it per output.
+/// The fixed-point (TFLite) stage into a one-byte type for a validated channel: [`FixedNarrow`]
+/// of one value (the depthwise write-out and the driver's ragged tiles run it per output).
 #[inline(always)]
 pub(crate) fn fixed_narrow(acc: i32, m: i32, shift: i32, zp: i32, lo: i32, hi: i32) -> i32 {
     FixedNarrow::new(m, shift, zp, lo, hi).apply(acc)
 }
 
-/// [`fixed_narrow`] for one channel, its shifts and rounding mask computed once, for a
-/// write-out that applies it to several outputs.
+/// The fixed-point (TFLite) stage into a one-byte type for one validated channel (`m >= 0`,
+/// `shift` in `[-31, 30]`): [`multiply_by_quantized_multiplier`] without its `i32::MIN *
+/// i32::MIN` saturation (`m >= 0` never meets it) and without re-clamping the shift, then `+ zp`
+/// and the clamp. Equal to [`ChannelStage::apply`] on such channels (a unit test checks it), in
+/// fewer instructions, its shifts and rounding mask computed once for the outputs it is applied
+/// to (a Cortex-M kernel's fused write-out holds one per column of its tile).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FixedNarrow {
     m: i32,
