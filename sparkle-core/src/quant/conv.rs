@@ -26,9 +26,8 @@ use crate::quant::driver::{
     PackedPanels, QOperands, QRows, QWorkspace,
 };
 use crate::quant::pairs;
-use crate::quant::{
-    accumulator_bound, fixed_narrow, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand,
-};
+use crate::quant::FixedNarrow;
+use crate::quant::{accumulator_bound, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand};
 use crate::view::MatRef;
 
 /// The operands of a quantized conv2d: input and weights in the layouts of the geometry, their
@@ -1436,9 +1435,19 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                                 TensorLayout::Nchw => 1,
                                 TensorLayout::Nhwc => p.k,
                             };
-                            let to_y = move |a| Y::narrow(fixed_narrow(a, mult, shift, zp, lo, hi));
-                            // SAFETY: channel `k`'s outputs, this worker's (the contract).
-                            unsafe { output.put_run(at, step, &acc[..len], to_y) };
+                            let stage = FixedNarrow::new(mult, shift, zp, lo, hi);
+                            let acc = &acc[..len];
+                            if shift <= 0 {
+                                // No left shift (a multiplier below 1, the usual): one register
+                                // fewer in the loop.
+                                let to_y = move |a| Y::narrow(stage.apply_right(a));
+                                // SAFETY: channel `k`'s outputs, this worker's (the contract).
+                                unsafe { output.put_run(at, step, acc, to_y) };
+                            } else {
+                                let to_y = move |a| Y::narrow(stage.apply(a));
+                                // SAFETY: as above.
+                                unsafe { output.put_run(at, step, acc, to_y) };
+                            }
                         }
                         _ => {
                             for (i, &a) in acc[..len].iter().enumerate() {
@@ -1777,7 +1786,8 @@ mod tests {
             assert_eq!(got[..len], want[..len], "{p:?}");
         }
         let mult = [1_500_000_000, 1_200_000_000, 2_000_000_000, 1_073_741_824];
-        let shift = [-9, -8, -10, -12];
+        // Channel 2 shifts left (the write-out's other loop).
+        let shift = [-9, -8, 1, -12];
         let fixed = OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), -5, -128, 127);
         let onnx = OutputStage::onnx(0.02, PerChannel::Tensor(0.01), 0.3, 120);
         let wide = OutputStage::ACCUMULATOR;

@@ -433,7 +433,7 @@ pub(crate) fn float_narrow(acc: i32, m: f32, zp: i32, lo: i32, hi: i32) -> i32 {
 }
 
 /// The fixed-point (TFLite) stage into a one-byte type for a validated channel: [`FixedNarrow`]
-/// of one value (the depthwise write-out and the driver's ragged tiles run it per output).
+/// of one value (the driver's tiles outside a kernel's fused form run it per output).
 #[inline(always)]
 pub(crate) fn fixed_narrow(acc: i32, m: i32, shift: i32, zp: i32, lo: i32, hi: i32) -> i32 {
     FixedNarrow::new(m, shift, zp, lo, hi).apply(acc)
@@ -471,7 +471,19 @@ impl FixedNarrow {
     /// the mask kept), `+ zp` and the clamp.
     #[inline(always)]
     pub(crate) fn apply(&self, acc: i32) -> i32 {
-        let x = acc.wrapping_shl(self.left);
+        self.apply_shifted(acc.wrapping_shl(self.left))
+    }
+
+    /// [`Self::apply`] for a stage without a left shift (`shift <= 0`).
+    #[inline(always)]
+    pub(crate) fn apply_right(&self, acc: i32) -> i32 {
+        debug_assert_eq!(self.left, 0);
+        self.apply_shifted(acc)
+    }
+
+    /// [`Self::apply`] after the left shift.
+    #[inline(always)]
+    fn apply_shifted(&self, x: i32) -> i32 {
         let high = ((i64::from(x) * i64::from(self.m) + (1i64 << 30)) >> 31) as i32;
         let threshold = self.half + i32::from(high < 0);
         let divided = (high >> self.right) + i32::from(high & self.mask > threshold);
@@ -694,6 +706,9 @@ mod tests {
             let stage = OutputStage::fixed(PerChannel::Tensor(m), PerChannel::Tensor(shift), zp, lo, hi);
             let want = i32::from(stage.channel::<i8>(0).apply::<i8>(acc));
             assert_eq!(fixed_narrow(acc, m, shift, zp, lo, hi), want, "{acc} {m} {shift}");
+            if shift <= 0 {
+                assert_eq!(FixedNarrow::new(m, shift, zp, lo, hi).apply_right(acc), want, "{acc} {m} {shift}");
+            }
         }
     }
 
