@@ -451,9 +451,8 @@ pub(crate) struct FixedNarrow {
     /// The left shift before the multiply, and the rounding right shift after it (at most 31).
     left: u32,
     right: u32,
-    /// `2^right - 1`, and half of it (the rounding threshold of a non-negative value).
+    /// `2^right - 1`.
     mask: i32,
-    half: i32,
     zp: i32,
     lo: i32,
     hi: i32,
@@ -464,11 +463,11 @@ impl FixedNarrow {
     pub(crate) fn new(m: i32, shift: i32, zp: i32, lo: i32, hi: i32) -> Self {
         let right = ((-shift).max(0) as u32).min(31);
         let mask = ((1u32 << right) - 1) as i32;
-        FixedNarrow { m, left: shift.max(0) as u32, right, mask, half: mask >> 1, zp, lo, hi }
+        FixedNarrow { m, left: shift.max(0) as u32, right, mask, zp, lo, hi }
     }
 
-    /// The stage of `acc`: the high multiply, then [`rounding_divide_by_pot`] (written out with
-    /// the mask kept), `+ zp` and the clamp.
+    /// The stage of `acc`: the high multiply, then [`rounding_divide_by_pot`] (with the mask
+    /// kept), `+ zp` and the clamp.
     #[inline(always)]
     pub(crate) fn apply(&self, acc: i32) -> i32 {
         self.apply_shifted(acc.wrapping_shl(self.left))
@@ -485,9 +484,7 @@ impl FixedNarrow {
     #[inline(always)]
     fn apply_shifted(&self, x: i32) -> i32 {
         let high = ((i64::from(x) * i64::from(self.m) + (1i64 << 30)) >> 31) as i32;
-        let threshold = self.half + i32::from(high < 0);
-        let divided = (high >> self.right) + i32::from(high & self.mask > threshold);
-        divided.saturating_add(self.zp).max(self.lo).min(self.hi)
+        divide_by_pot_masked(high, self.right, self.mask).saturating_add(self.zp).max(self.lo).min(self.hi)
     }
 }
 
@@ -569,7 +566,13 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
 #[inline(always)]
 pub fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
     let exponent = exponent.min(31);
-    let mask = ((1u32 << exponent) - 1) as i32;
+    divide_by_pot_masked(x, exponent, ((1u32 << exponent) - 1) as i32)
+}
+
+/// [`rounding_divide_by_pot`] with its exponent (at most 31) and `mask = 2^exponent - 1` given,
+/// for a caller that keeps them.
+#[inline(always)]
+fn divide_by_pot_masked(x: i32, exponent: u32, mask: i32) -> i32 {
     let remainder = x & mask;
     let threshold = (mask >> 1) + i32::from(x < 0);
     (x >> exponent) + i32::from(remainder > threshold)
