@@ -25,9 +25,9 @@ use crate::quant::driver::{
     qconv_direct_unchecked, qgemm_packed_scratch_len, qgemm_scratch_len, qgemm_unchecked, BSource, DirectImage,
     PackedPanels, QOperands, QRows, QWorkspace,
 };
-use crate::quant::pairs;
-use crate::quant::FixedNarrow;
-use crate::quant::{accumulator_bound, float_narrow, in_range, narrow, OutputStage, PerChannel, QElem, QOperand};
+use crate::quant::{
+    accumulator_bound, float_narrow, in_range, narrow, pairs, FixedNarrow, OutputStage, PerChannel, QElem, QOperand,
+};
 use crate::view::MatRef;
 
 /// The operands of a quantized conv2d: input and weights in the layouts of the geometry, their

@@ -1712,39 +1712,38 @@ mod tests {
                 OutputStage::fixed(PerChannel::Channel(&mults), PerChannel::Channel(&shifts), 130, 0, 255),
             ),
         ];
-        let a: [u8; M * K] = ra;
+        /// One GEMM on the portable kernel (A's zero point 9, B's per tensor) against the
+        /// oracle, C row- or column-major, its elements starting from other values than the
+        /// oracle's.
+        fn check<B: QOperand, Y: QElem + PartialEq>(
+            (a, b, b_zero, bias): (MatRef<'_, u8>, MatRef<'_, B>, i32, &[i32]),
+            stage: &OutputStage<'_>,
+            col_major_c: bool,
+            scratch: &mut [i32],
+            (c_kind, col_major_a): (&str, bool),
+        ) {
+            let op = QGemm { a, a_zero: 9, b, b_zero: PerChannel::Tensor(b_zero), bias: Some(bias) };
+            fn view<Y: Copy>(c: &mut [Y], col_major: bool) -> MatMut<'_, Y> {
+                if col_major { MatMut::col_major(c, M, N) } else { MatMut::row_major(c, M, N) }.unwrap()
+            }
+            let (mut got, mut want) = ([Y::narrow(1); M * N], [Y::narrow(0); M * N]);
+            let kernel = QKernel::generic();
+            let len = qgemm_scratch_len(kernel, M, N, K, 1).unwrap();
+            let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
+            qgemm_with(&op, stage, view(&mut got, col_major_c), ws).unwrap();
+            qgemm_reference(&op, stage, view(&mut want, col_major_c)).unwrap();
+            assert_eq!(got, want, "{c_kind} C, A col-major {col_major_a}");
+        }
         let b_i8: [i8; K * N] = core::array::from_fn(|e| rb[e] as i8);
         let b_u8: [u8; K * N] = rb;
         let mut scratch = [0i32; 8192];
-        let kernel = QKernel::generic();
-        let len = qgemm_scratch_len(kernel, M, N, K, 1).unwrap();
         for col_major_a in [false, true] {
-            let am = if col_major_a { MatRef::col_major(&a, M, K) } else { MatRef::row_major(&a, M, K) }.unwrap();
+            let am = if col_major_a { MatRef::col_major(&ra, M, K) } else { MatRef::row_major(&ra, M, K) }.unwrap();
             for (stage, stage_u8) in &stages {
-                let op = QGemm {
-                    a: am,
-                    a_zero: 9,
-                    b: MatRef::row_major(&b_i8, K, N).unwrap(),
-                    b_zero: PerChannel::Tensor(0),
-                    bias: Some(&bias),
-                };
-                let (mut got, mut want) = ([1i8; M * N], [0i8; M * N]);
-                let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
-                qgemm_with(&op, stage, MatMut::row_major(&mut got, M, N).unwrap(), ws).unwrap();
-                qgemm_reference(&op, stage, MatMut::row_major(&mut want, M, N).unwrap()).unwrap();
-                assert_eq!(got, want, "i8 row-major C, A col-major {col_major_a}");
-                let op = QGemm {
-                    a: am,
-                    a_zero: 9,
-                    b: MatRef::row_major(&b_u8, K, N).unwrap(),
-                    b_zero: PerChannel::Tensor(128),
-                    bias: Some(&bias),
-                };
-                let (mut got, mut want) = ([1u8; M * N], [0u8; M * N]);
-                let ws = QWorkspace { kernel, exec: &Sequential, scratch: &mut scratch[..len] };
-                qgemm_with(&op, stage_u8, MatMut::col_major(&mut got, M, N).unwrap(), ws).unwrap();
-                qgemm_reference(&op, stage_u8, MatMut::col_major(&mut want, M, N).unwrap()).unwrap();
-                assert_eq!(got, want, "u8 column-major C, A col-major {col_major_a}");
+                let b = MatRef::row_major(&b_i8, K, N).unwrap();
+                check::<_, i8>((am, b, 0, &bias), stage, false, &mut scratch, ("i8 row-major", col_major_a));
+                let b = MatRef::row_major(&b_u8, K, N).unwrap();
+                check::<_, u8>((am, b, 128, &bias), stage_u8, true, &mut scratch, ("u8 column-major", col_major_a));
             }
         }
     }
