@@ -9,7 +9,8 @@
 #   [TIMED=1] firmware/profile.sh [CASES [LINES]]
 #
 # CASES: `int8`, `f32`, `int8 gemm` or one int8 conv case's name as `main.rs` lists it (default
-# `int8`); LINES: source lines to print (default 40). Needs binutils-arm-none-eabi (`scripts/setup.sh`). A few minutes.
+# `int8`); LINES: source lines to print (default 40). Needs QEMU and binutils-arm-none-eabi
+# (`scripts/setup.sh` installs both). Seconds for one case, a few minutes for all.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 cases=${1:-int8}
