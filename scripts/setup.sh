@@ -48,7 +48,7 @@ if [ ! -s "$shaderc/libshaderc_combined.a" ]; then
 fi
 
 # A GLSL compiler new enough for cooperative matrices (GL_KHR_cooperative_matrix: glslang >= 14;
-# Debian 12 has 12). It compiles only the tensor-core shaders, into SPIR-V committed under
+# GL_NV_cooperative_matrix2, gemm_cm2.comp: >= 15; Debian 12 has 12). It compiles only the tensor-core shaders, into SPIR-V committed under
 # sparkle-vk/shaders/spv/ (scripts/spirv.sh), so building Sparkle never needs it; the test
 # command uses it to check the committed SPIR-V matches its GLSL. Debian 13's static libraries,
 # pinned by hash, linked with a shim for two glibc 2.38 symbols (scripts/glslc/isoc23.c).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles the shaders that need a newer glslang than vulkano-shaders links (cooperative
 # matrices) into the SPIR-V committed under sparkle-vk/shaders/spv/, which sparkle-vk loads with
-# vulkano-shaders' `bytes:` (so building Sparkle never needs this compiler).
+# vulkano-shaders' `bytes:` (gemm_cm2.comp: with coopmat2.rs `load_shader`, as the driver's module
+# and a REFLECT twin), so building Sparkle never needs this compiler.
 #
 #   scripts/spirv.sh          rewrite the .spv files after editing their GLSL
 #   scripts/spirv.sh --check  fail if a committed .spv differs from what its GLSL compiles to
@@ -33,6 +34,8 @@ builds=(
   "conv_coopmat_f16_staged_64x64.spv gemm_coopmat.comp CONV=1 STAGED=1 BM=64 BN=64 BK=32 WM=32 WN=16"
   "conv_coopmat_i8.spv gemm_coopmat.comp INT8=1 CONV=1 BM=128 BN=128 BK=128 WM=64 WN=32"
   "conv_coopmat_i8_64x64.spv gemm_coopmat.comp INT8=1 CONV=1 BM=64 BN=64 BK=128 WM=32 WN=16"
+  "gemm_cm2_f16.spv gemm_cm2.comp"
+  "gemm_cm2_f16.reflect.spv gemm_cm2.comp REFLECT=1"
 )
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

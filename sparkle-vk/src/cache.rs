@@ -108,6 +108,7 @@ mod tests {
             device_local_bytes: 0,
             cooperative_matrix_f16: true,
             cooperative_matrix_i8: true,
+            cooperative_matrix2_f16: false,
         }
     }
 

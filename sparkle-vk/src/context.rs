@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use vulkano::command_buffer::{AutoCommandBufferBuilder, PrimaryAutoCommandBuffer};
+use vulkano::device::physical::PhysicalDevice;
 use vulkano::device::{Device, DeviceCreateInfo, DeviceExtensions, DeviceFeatures, Queue, QueueCreateInfo};
 use vulkano::memory::allocator::StandardMemoryAllocator;
 
@@ -31,6 +32,9 @@ pub struct Context {
     pub(crate) coopmat_f16: bool,
     /// int8 GEMMs run on cooperative matrices ([`DeviceInfo::cooperative_matrix_i8`], enabled).
     pub(crate) coopmat_i8: bool,
+    /// f16 GEMMs run on workgroup-scope cooperative matrices
+    /// ([`DeviceInfo::cooperative_matrix2_f16`], enabled).
+    pub(crate) coopmat2_f16: bool,
 }
 
 impl Context {
@@ -40,10 +44,54 @@ impl Context {
         let all = physical_devices(&instance)?;
         let physical = all.get(index).cloned().ok_or(VkError::NoDevice { found: all.len() })?;
         let queue_family_index = compute_queue_family(&physical).ok_or(VkError::NoDevice { found: all.len() })?;
-        let info = info(index, &physical);
+        let mut info = info(index, &physical);
         let max_storage_buffer_range = physical.properties().max_storage_buffer_range;
         let coopmat_f16 = info.cooperative_matrix_f16;
         let coopmat_i8 = info.cooperative_matrix_i8;
+        // vulkano 0.35 cannot enable VK_NV_cooperative_matrix2: opened with the raw API where the
+        // device has it, and through vulkano without it if that fails.
+        let opened = if info.cooperative_matrix2_f16 {
+            crate::coopmat2::create_device(physical.clone(), queue_family_index, coopmat_i8, all.len())
+                .inspect_err(|e| {
+                    eprintln!(
+                        "sparkle: opening {} with VK_NV_cooperative_matrix2 failed ({e}); opening it without",
+                        info.name
+                    );
+                    info.cooperative_matrix2_f16 = false;
+                })
+                .ok()
+        } else {
+            None
+        };
+        let coopmat2_f16 = opened.is_some();
+        let (device, queue) = match opened {
+            Some(opened) => opened,
+            None => Self::open(physical, queue_family_index, coopmat_f16, coopmat_i8, all.len())?,
+        };
+        let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
+        Ok(Self {
+            pool: Pool::new(memory, max_storage_buffer_range),
+            pipelines: Pipelines::new(device.clone(), info.clone()),
+            submitter: Submitter::new(device.clone(), queue.clone()),
+            tuning: Mutex::default(),
+            coopmat_f16,
+            coopmat_i8,
+            coopmat2_f16,
+            info,
+            device,
+            queue,
+        })
+    }
+
+    /// Opens `physical` through vulkano with one queue of `queue_family_index` and the
+    /// cooperative-matrix extension and features where the kernels use them.
+    fn open(
+        physical: Arc<PhysicalDevice>,
+        queue_family_index: u32,
+        coopmat_f16: bool,
+        coopmat_i8: bool,
+        found: usize,
+    ) -> Result<(Arc<Device>, Arc<Queue>)> {
         let (enabled_extensions, enabled_features) = if coopmat_f16 {
             (
                 DeviceExtensions { khr_cooperative_matrix: true, ..DeviceExtensions::empty() },
@@ -68,19 +116,8 @@ impl Context {
             },
         )
         .map_err(api("creating the logical device"))?;
-        let queue = queues.next().ok_or(VkError::NoDevice { found: all.len() })?;
-        let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
-        Ok(Self {
-            pool: Pool::new(memory, max_storage_buffer_range),
-            pipelines: Pipelines::new(device.clone(), info.clone()),
-            submitter: Submitter::new(device.clone(), queue.clone()),
-            tuning: Mutex::default(),
-            coopmat_f16,
-            coopmat_i8,
-            info,
-            device,
-            queue,
-        })
+        let queue = queues.next().ok_or(VkError::NoDevice { found })?;
+        Ok((device, queue))
     }
 
     /// The preferred device: the first discrete GPU, else integrated, virtual, then CPU (lavapipe).

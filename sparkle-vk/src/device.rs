@@ -51,6 +51,13 @@ pub struct DeviceInfo {
     /// memory, and 16x16x32 i8 x i8 -> i32 in subgroup scope with wrapping (not saturating)
     /// accumulation.
     pub cooperative_matrix_i8: bool,
+    /// Whether f16 GEMMs can run on workgroup-scope cooperative matrices
+    /// (`VK_NV_cooperative_matrix2`, `gemm_cm2.comp`): everything
+    /// [`DeviceInfo::cooperative_matrix_f16`] needs, 16-bit storage buffers, the extension's
+    /// workgroup scope, flexible dimensions, tensor addressing and per-element operations, and
+    /// f16 x f16 -> f32 in workgroup scope for workgroups of 256 with granularities that divide the
+    /// kernel's tiles. `SPARKLE_VK_COOPMAT2=0` turns it off (to measure the KHR kernel beside it).
+    pub cooperative_matrix2_f16: bool,
 }
 
 pub(crate) fn instance() -> Result<Arc<Instance>> {
@@ -116,6 +123,7 @@ pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
         device_local_bytes,
         cooperative_matrix_f16: cooperative_matrix_f16(p),
         cooperative_matrix_i8: cooperative_matrix_i8(p),
+        cooperative_matrix2_f16: cooperative_matrix_f16(p) && crate::coopmat2::supported(p),
     }
 }
 

@@ -1,6 +1,9 @@
 //! Half-precision GEMM and conv2d ([`Context::gemm_half`], [`Context::conv2d_half`]): f16 or bf16
-//! inputs, f32 sums and output, the shared epilogue. Two kernels over one operand layout:
+//! inputs, f32 sums and output, the shared epilogue. Three kernels over one operand layout:
 //!
+//! - `gemm_cm2.comp` (f16 GEMM): workgroup-scope cooperative matrices (`VK_NV_cooperative_matrix2`,
+//!   through `coopmat2`), 128x128 tiles, for GEMMs of at least [`MIN_FULL_TILES`] of them where
+//!   the device has the extension ([`crate::DeviceInfo::cooperative_matrix2_f16`]);
 //! - `gemm_coopmat.comp` (f16): cooperative matrices (`VK_KHR_cooperative_matrix`: NVIDIA's
 //!   tensor cores), 64x64, 128x128 or 128x256 tiles (conv: 128x128 or 64x256) of 16x16x16 products,
 //!   where the device offers that shape with f32 accumulation and subgroups of exactly 32
@@ -47,7 +50,9 @@ const MIN_LARGE_TILES: usize = 512;
 
 /// Fewest 128x128 tiles of C for which that tile runs rather than 64x64 (4x the workgroups). On
 /// an H200 (132 SMs) 64x64 ran f16 1.62x as fast at 1024^2 (64 tiles) and 1.39x at 1536^2 (144),
-/// 0.86x at 2048^2 (256); the split kernel of `high` 1.44x, 1.13x, 0.70x.
+/// 0.86x at 2048^2 (256); the split kernel of `high` 1.44x, 1.13x, 0.70x. The workgroup-scope
+/// kernel takes over from the same count ([`takes_coop2`]): at 2048^2 it ran 1.22x the KHR
+/// 128x128 kernel (session 33); below 256 tiles it has not been measured.
 const MIN_FULL_TILES: usize = 256;
 
 /// Which cooperative-matrix kernel runs `m x n`: `SPARKLE_VK_COOPMAT_TILE` (an index of
@@ -71,6 +76,21 @@ pub(crate) fn coop_tile(m: usize, n: usize) -> Result<u8> {
     })
 }
 
+/// Whether the workgroup-scope kernel (`Kind::Coopmat2F16`) runs `m x n` on a device that has it:
+/// from [`MIN_FULL_TILES`] tiles of 128 x 128 (below that the KHR kernel's 64 x 64 tiles give a
+/// small C more workgroups; at 1024^2 on an H200 the two ran alike). `SPARKLE_VK_COOPMAT2=all`
+/// runs it at every size (the tests use it to cover its edge tiles), `SPARKLE_VK_COOPMAT_TILE`
+/// (forcing a KHR tile) never.
+pub(crate) fn takes_coop2(m: usize, n: usize) -> bool {
+    if std::env::var_os("SPARKLE_VK_COOPMAT2").is_some_and(|v| v == "all") {
+        return true;
+    }
+    if std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_some() {
+        return false;
+    }
+    m.div_ceil(128).saturating_mul(n.div_ceil(128)) >= MIN_FULL_TILES
+}
+
 /// Fewest 64x256 conv tiles (over the batch and groups) for which the narrow conv tile runs.
 const MIN_NARROW_TILES: usize = 128;
 
@@ -85,10 +105,10 @@ pub(crate) struct HalfPlan {
     pub(crate) b_words: usize,
 }
 
-/// The plan for `m x n x k` on the cooperative-matrix kernel (`coopmat`) or the shader-core one
-/// (`bf16` selects its bf16 variant): every size checked to fit the shaders' 32-bit indices and
-/// the dispatch limits.
-pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, bf16: bool) -> Result<HalfPlan> {
+/// The plan for `m x n x k` on the cooperative-matrix kernels (`coopmat`; with `coopmat2` the
+/// workgroup-scope one where [`takes_coop2`] picks it) or the shader-core one (`bf16` selects its
+/// bf16 variant): every size checked to fit the shaders' 32-bit indices and the dispatch limits.
+pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, coopmat2: bool, bf16: bool) -> Result<HalfPlan> {
     let overflow = |param| VkError::Core(Error::Overflow { param });
     // At least one slice: the kernels load the first before their loop.
     let kp = k.max(1).checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
@@ -100,7 +120,10 @@ pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, bf16: bool)
     u32_of(a_words, Param::A)?;
     u32_of(b_words, Param::B)?;
     u32_of(c_len, Param::COut)?;
-    let (kind, [tm, tn]) = if coopmat {
+    let (kind, [tm, tn]) = if coopmat && coopmat2 && takes_coop2(m, n) {
+        let [tm, tn, _] = crate::coopmat2::TILE;
+        (Kind::Coopmat2F16, [tm as usize, tn as usize])
+    } else if coopmat {
         let tile = coop_tile(m, n)?;
         (Kind::CoopmatF16 { tile }, COOP_TILES[usize::from(tile)])
     } else {
@@ -279,6 +302,12 @@ impl Context {
         Ok(plan)
     }
 
+    /// Whether large f16 GEMMs run on workgroup-scope cooperative matrices
+    /// (`VK_NV_cooperative_matrix2`) on this device.
+    pub fn has_cooperative_matrix2_f16(&self) -> bool {
+        self.coopmat2_f16
+    }
+
     /// Where `H` GEMMs and conv2d run on this device: "cooperative matrices" or "shader cores".
     pub fn half_path<H: Half>(&self) -> &'static str {
         if self.coopmat_f16 && H::DTYPE == DType::F16 {
@@ -288,10 +317,22 @@ impl Context {
         }
     }
 
+    /// Where an `m x n x k` GEMM of `H` runs on this device: "workgroup cooperative matrices"
+    /// (`VK_NV_cooperative_matrix2`), "cooperative matrices" or "shader cores"; an error where the
+    /// shape cannot run here.
+    pub fn gemm_half_path<H: Half>(&self, m: usize, n: usize, k: usize) -> Result<&'static str> {
+        Ok(match self.half_plan::<H>(m, n, k)?.kind {
+            Kind::Coopmat2F16 => "workgroup cooperative matrices",
+            Kind::CoopmatF16 { .. } => "cooperative matrices",
+            _ => "shader cores",
+        })
+    }
+
     /// The plan of an `m x n x k` half GEMM of type `H` on this device.
     pub(crate) fn half_plan<H: Half>(&self, m: usize, n: usize, k: usize) -> Result<HalfPlan> {
         let bf16 = H::DTYPE == DType::Bf16;
-        self.fits(half_plan(m, n, k, self.coopmat_f16 && !bf16, bf16)?, m.saturating_mul(n))
+        let plan = half_plan(m, n, k, self.coopmat_f16 && !bf16, self.coopmat2_f16, bf16)?;
+        self.fits(plan, m.saturating_mul(n))
     }
 
     /// `C <- act(A * B + bias)` with f16 or bf16 A and B (any strides), f32 sums and f32 C
@@ -348,7 +389,10 @@ impl Context {
         // SAFETY: the GEMM shaders read A below m * a_rs uvec4 (times the planes of a split
         // kernel: the packed lengths uploaded) and B below k * b_rs uvec4 (likewise); they write
         // C only at r * n + col with r < m, col < n (c_len floats) and read the bias at r < m or
-        // col < n only in the mode whose length the caller's epilogue validated.
+        // col < n only in the mode whose length the caller's epilogue validated. gemm_cm2.comp
+        // reads A and B through tensor layouts of exactly those extents (unclamped only for tiles
+        // wholly inside them, clamping elsewhere), clamps its bias index below m or n, and stores
+        // C through a layout clipped to m x n.
         unsafe { self.pipelines.dispatch(&mut cb, plan.kind, params, plan.groups, &[&ab, &bb, &cbuf, &bias]) }?;
         let out = self.pool.readback(&mut cb, &cbuf, c_len)?;
         self.submit_and_wait(cb)?;
@@ -514,17 +558,31 @@ mod tests {
 
     #[test]
     fn operands_are_padded_to_whole_slices() {
-        let p = half_plan(100, 70, 33, true, false).unwrap();
+        let p = half_plan(100, 70, 33, true, false, false).unwrap();
         // Fewer than MIN_FULL_TILES (256) tiles of 128x128: the 64x64 kernel.
         assert_eq!((p.kind, p.groups), (Kind::CoopmatF16 { tile: 2 }, [2, 2, 1]));
-        let full = half_plan(2048, 2048, 33, true, false).unwrap();
+        let full = half_plan(2048, 2048, 33, true, false, false).unwrap();
         assert_eq!((full.kind, full.groups), (Kind::CoopmatF16 { tile: 0 }, [16, 16, 1]));
         assert_eq!((p.params.k, p.params.a_rs, p.params.b_rs, p.params.c_rs), (64, 8, 9, 70));
         // k = 0 still has one (zero) slice: the kernels load it before their loop.
-        assert_eq!(half_plan(5, 5, 0, true, false).unwrap().params.k, 32);
+        assert_eq!(half_plan(5, 5, 0, true, false, false).unwrap().params.k, 32);
         assert_eq!((p.a_words, p.b_words), (100 * 32, 64 * 36));
-        let p = half_plan(129, 65, 1, false, true).unwrap();
+        let p = half_plan(129, 65, 1, false, false, true).unwrap();
         assert_eq!((p.kind, p.groups, p.params.k), (Kind::HalfGemm { bf16: true }, [2, 3, 1], 32));
+    }
+
+    #[test]
+    fn large_f16_gemms_take_the_workgroup_kernel_where_the_device_has_it() {
+        // From 256 tiles of 128 x 128.
+        let p = half_plan(4096, 4096, 100, true, true, false).unwrap();
+        assert_eq!((p.kind, p.groups), (Kind::Coopmat2F16, [32, 32, 1]));
+        let p = half_plan(2048, 2050, 100, true, true, false).unwrap();
+        assert_eq!((p.kind, p.groups), (Kind::Coopmat2F16, [17, 16, 1]));
+        // Fewer tiles: the KHR kernel's 64 x 64 tiles; no extension: the KHR kernel throughout.
+        assert_eq!(half_plan(1024, 1024, 100, true, true, false).unwrap().kind, Kind::CoopmatF16 { tile: 2 });
+        assert_eq!(half_plan(4096, 4096, 100, true, false, false).unwrap().kind, Kind::CoopmatF16 { tile: 1 });
+        // bf16 never runs on cooperative matrices.
+        assert_eq!(half_plan(4096, 4096, 100, false, true, true).unwrap().kind, Kind::HalfGemm { bf16: true });
     }
 
     #[test]
@@ -545,12 +603,12 @@ mod tests {
 
     #[test]
     fn sizes_past_32_bit_indices_are_errors() {
-        assert!(half_plan(1 << 16, 1, 1 << 17, false, false).is_err());
-        assert!(half_plan(1 << 20, 1 << 12, 1, false, false).is_err());
-        assert!(half_plan(usize::MAX, 1, usize::MAX, true, false).is_err());
-        assert!(half_plan(65535 * 64 + 1, 1, 1, false, false).is_err());
-        assert!(half_plan(4096, 4096, 4096, true, false).is_ok());
-        let p = half_plan(8192, 8192, 64, true, false).unwrap();
+        assert!(half_plan(1 << 16, 1, 1 << 17, false, false, false).is_err());
+        assert!(half_plan(1 << 20, 1 << 12, 1, false, false, false).is_err());
+        assert!(half_plan(usize::MAX, 1, usize::MAX, true, false, false).is_err());
+        assert!(half_plan(65535 * 64 + 1, 1, 1, false, false, false).is_err());
+        assert!(half_plan(4096, 4096, 4096, true, false, false).is_ok());
+        let p = half_plan(8192, 8192, 64, true, false, false).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::CoopmatF16 { tile: 1 }, [32, 64, 1]));
     }
 

@@ -1,6 +1,7 @@
 //! f32 GEMMs at a chosen [`Precision`] ([`Context::gemm_with_precision`]): on a device with f16
 //! cooperative matrices, `high` runs three f16 products per f32 product on the tensor cores
-//! (`gemm_coopmat.comp` with SPLIT) and `medium` one; `highest`, and every choice on a device
+//! (`gemm_coopmat.comp` with SPLIT) and `medium` one (the f16 GEMM's kernels: large ones on
+//! `gemm_cm2.comp` where the device has `VK_NV_cooperative_matrix2`); `highest`, and every choice on a device
 //! without them, runs the f32 kernels. [`Context::gemm_split`] runs the split algorithm on any
 //! device (on plain shader cores through `gemm_half.comp`, which is how CI checks it on lavapipe).
 //!
@@ -27,9 +28,16 @@ const SPLIT_TILE: [usize; 2] = [128, 128];
 const SPLIT_TILE_SIMT: [usize; 2] = [64, 64];
 
 /// The plan of an `m x n x k` f32 GEMM at `precision` (not `Highest`) computed from f16 planes,
-/// on cooperative matrices (`coopmat`) or the shader cores.
-pub(crate) fn split_plan(m: usize, n: usize, k: usize, coopmat: bool, precision: Precision) -> Result<HalfPlan> {
-    let plan = half_plan(m, n, k, coopmat, false)?;
+/// on cooperative matrices (`coopmat`; `medium` on the workgroup-scope kernel where `coopmat2`
+/// and the f16 GEMM would take it) or the shader cores.
+pub(crate) fn split_plan(
+    m: usize,
+    n: usize,
+    k: usize,
+    (coopmat, coopmat2): (bool, bool),
+    precision: Precision,
+) -> Result<HalfPlan> {
+    let plan = half_plan(m, n, k, coopmat, coopmat2 && precision == Precision::Medium, false)?;
     if precision != Precision::High {
         return Ok(plan);
     }
@@ -243,7 +251,8 @@ impl Context {
         let (Some(sa), Some(sb)) = (scales(&a, false, span), scales(&b, true, span)) else {
             return self.gemm(alpha, a, b, beta, c, epi);
         };
-        let plan = self.fits(split_plan(d.m, d.n, d.k, self.coopmat_f16, precision)?, d.m * d.n)?;
+        let plan =
+            self.fits(split_plan(d.m, d.n, d.k, (self.coopmat_f16, self.coopmat2_f16), precision)?, d.m * d.n)?;
         let params = with_epilogue(plan.params, 0, Activation::None)?;
         let planes = if precision == Precision::High { 2 } else { 1 };
         let kp = plan.params.k as usize;
@@ -270,7 +279,7 @@ impl Context {
         if precision == Precision::Highest || !self.coopmat_f16 {
             return self.time_gemm_resident(m, n, k, reps, warm_up);
         }
-        let plan = self.fits(split_plan(m, n, k, true, precision)?, m.saturating_mul(n))?;
+        let plan = self.fits(split_plan(m, n, k, (true, self.coopmat2_f16), precision)?, m.saturating_mul(n))?;
         self.time_plan(&plan, m * n, reps, warm_up)
     }
 }
@@ -281,22 +290,28 @@ mod tests {
 
     #[test]
     fn high_doubles_the_operands_and_keeps_one_tile() {
-        let p = split_plan(8192, 8192, 100, true, Precision::High).unwrap();
-        let one = split_plan(8192, 8192, 100, true, Precision::Medium).unwrap();
+        let p = split_plan(8192, 8192, 100, (true, false), Precision::High).unwrap();
+        let one = split_plan(8192, 8192, 100, (true, false), Precision::Medium).unwrap();
+        // `medium` is the f16 GEMM: on the workgroup-scope kernel where the device has it;
+        // `high`'s two planes stay on the KHR split kernel.
+        let wide = split_plan(8192, 8192, 100, (true, true), Precision::Medium).unwrap();
+        assert_eq!(wide.kind, Kind::Coopmat2F16);
+        let split = split_plan(8192, 8192, 100, (true, true), Precision::High).unwrap();
+        assert_eq!(split.kind, Kind::SplitF16 { coopmat: true, small: false });
         assert_eq!(p.kind, Kind::SplitF16 { coopmat: true, small: false });
         assert_eq!(one.kind, Kind::CoopmatF16 { tile: 1 });
         assert_eq!((p.a_words, p.b_words), (2 * one.a_words, 2 * one.b_words));
         assert_eq!(p.groups, [64, 64, 1]);
-        let p = split_plan(65, 129, 7, false, Precision::High).unwrap();
+        let p = split_plan(65, 129, 7, (false, false), Precision::High).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::SplitF16 { coopmat: false, small: false }, [3, 2, 1]));
-        let p = split_plan(1024, 1024, 64, true, Precision::High).unwrap();
+        let p = split_plan(1024, 1024, 64, (true, false), Precision::High).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::SplitF16 { coopmat: true, small: true }, [16, 16, 1]));
         // Two planes past 32-bit indices are an error, not a wrapped index.
-        assert!(split_plan(1 << 16, 8, 1 << 16, true, Precision::High).is_err());
-        assert!(split_plan(1 << 16, 8, 1 << 16, true, Precision::Medium).is_ok());
+        assert!(split_plan(1 << 16, 8, 1 << 16, (true, false), Precision::High).is_err());
+        assert!(split_plan(1 << 16, 8, 1 << 16, (true, false), Precision::Medium).is_ok());
         // 128x128 in place of the f16 plan's 128x256: more workgroups along n than a dispatch takes.
-        assert!(split_plan(128, 65535 * 256, 1, true, Precision::Medium).is_ok());
-        assert!(split_plan(128, 65535 * 256, 1, true, Precision::High).is_err());
+        assert!(split_plan(128, 65535 * 256, 1, (true, false), Precision::Medium).is_ok());
+        assert!(split_plan(128, 65535 * 256, 1, (true, false), Precision::High).is_err());
     }
 
     #[test]

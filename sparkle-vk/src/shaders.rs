@@ -15,7 +15,7 @@ use vulkano::pipeline::cache::PipelineCache;
 use vulkano::pipeline::compute::ComputePipelineCreateInfo;
 use vulkano::pipeline::layout::PipelineDescriptorSetLayoutCreateInfo;
 use vulkano::pipeline::{ComputePipeline, Pipeline, PipelineBindPoint, PipelineLayout, PipelineShaderStageCreateInfo};
-use vulkano::shader::{EntryPoint, SpecializationConstant};
+use vulkano::shader::{EntryPoint, ShaderModule, SpecializationConstant};
 
 use crate::device::DeviceInfo;
 use crate::error::{api, Result, VkError};
@@ -139,6 +139,11 @@ mod winograd_output_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("OUTPUT", "1")] }
 }
 
+/// `gemm_cm2.comp`: the driver's module and its REFLECT twin (vulkano 0.35 cannot parse the
+/// first; `coopmat2::load_shader`).
+const COOPMAT2_F16: [&[u8]; 2] =
+    [include_bytes!("../shaders/spv/gemm_cm2_f16.spv"), include_bytes!("../shaders/spv/gemm_cm2_f16.reflect.spv")];
+
 /// A compute pipeline for `entry`, its layout derived from the shader, compiled through `cache`.
 pub(crate) fn compute_pipeline(
     device: Arc<Device>,
@@ -224,7 +229,41 @@ impl Pipelines {
             return Ok(p.clone());
         }
         let device = self.device.clone();
-        let module = match kind {
+        let module = self.load(kind)?;
+        let constants = match kind {
+            Kind::GemmVec4 { a_t, b_t } => {
+                [(0, SpecializationConstant::Bool(a_t)), (1, SpecializationConstant::Bool(b_t))].into_iter().collect()
+            }
+            _ => Default::default(),
+        };
+        let entry = module
+            .specialize(constants)
+            .map_err(|e| VkError::Api { what: "specializing the shader", source: format!("{e:?}").into() })?
+            .entry_point("main")
+            .ok_or(VkError::Api { what: "finding the shader entry point", source: "no `main`".into() })?;
+        let pipeline = compute_pipeline(device, self.cache.clone(), entry)?;
+        cache.insert(kind, pipeline.clone());
+        self.unsaved.store(true, Ordering::Release);
+        Ok(pipeline)
+    }
+
+    /// The module of `kind`.
+    fn load(&self, kind: Kind) -> Result<Arc<ShaderModule>> {
+        let device = self.device.clone();
+        match kind {
+            Kind::Coopmat2F16 => {
+                if !self.info.cooperative_matrix2_f16 {
+                    return Err(VkError::Config(format!(
+                        "{}: the workgroup-scope f16 GEMM planned where VK_NV_cooperative_matrix2 is not enabled",
+                        self.info.name
+                    )));
+                }
+                let [real, reflect] = COOPMAT2_F16;
+                // SAFETY: one source compiled with and without REFLECT (scripts/spirv.sh; the
+                // interface test below); the context enabled the extension and its
+                // features (it clears `DeviceInfo::cooperative_matrix2_f16` where it could not).
+                return unsafe { crate::coopmat2::load_shader(&device, real, reflect) };
+            }
             Kind::Gemm => gemm_cs::load(device.clone()),
             Kind::GemmVec4 { .. } => gemm_vec4_cs::load(device.clone()),
             Kind::Conv => conv_cs::load(device.clone()),
@@ -257,22 +296,7 @@ impl Pipelines {
             Kind::CoopmatConvI8 { tile: 0 } => conv_coopmat_i8_cs::load(device.clone()),
             Kind::CoopmatConvI8 { tile: _ } => conv_coopmat_i8_small_cs::load(device.clone()),
         }
-        .map_err(api("loading a shader"))?;
-        let constants = match kind {
-            Kind::GemmVec4 { a_t, b_t } => {
-                [(0, SpecializationConstant::Bool(a_t)), (1, SpecializationConstant::Bool(b_t))].into_iter().collect()
-            }
-            _ => Default::default(),
-        };
-        let entry = module
-            .specialize(constants)
-            .map_err(|e| VkError::Api { what: "specializing the shader", source: format!("{e:?}").into() })?
-            .entry_point("main")
-            .ok_or(VkError::Api { what: "finding the shader entry point", source: "no `main`".into() })?;
-        let pipeline = compute_pipeline(device, self.cache.clone(), entry)?;
-        cache.insert(kind, pipeline.clone());
-        self.unsaved.store(true, Ordering::Release);
-        Ok(pipeline)
+        .map_err(api("loading a shader"))
     }
 
     /// Records one dispatch of `kind`: buffer i bound at binding i (only the bindings the shader
@@ -307,5 +331,52 @@ impl Pipelines {
         // SAFETY: the caller vouches for the shader's accesses.
         unsafe { cb.dispatch(groups) }.map_err(api("recording the dispatch"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::COOPMAT2_F16;
+    use crate::coopmat2::words;
+
+    /// What vulkano reads of a module's interface, without the ids that differ between two
+    /// compilations: the workgroup size and every binding, set, access, block, stride and member
+    /// offset decoration (`OpExecutionMode LocalSize`, `OpDecorate`, `OpMemberDecorate`), sorted.
+    fn interface(spirv: &[u8]) -> Vec<Vec<u32>> {
+        const EXECUTION_MODE: u32 = 16;
+        const DECORATE: u32 = 71;
+        const MEMBER_DECORATE: u32 = 72;
+        const LOCAL_SIZE: u32 = 17;
+        // Block, ArrayStride, NonWritable, NonReadable, Binding, DescriptorSet, Offset.
+        const KEPT: [u32; 7] = [2, 6, 24, 25, 33, 34, 35];
+        let w = words(spirv);
+        assert_eq!(w.first(), Some(&0x0723_0203), "not SPIR-V");
+        let mut out = Vec::new();
+        let mut at = 5;
+        while at < w.len() {
+            let (op, len) = (w[at] & 0xffff, (w[at] >> 16) as usize);
+            assert!(len > 0 && at + len <= w.len(), "a truncated instruction at word {at}");
+            let args = &w[at + 1..at + len];
+            match op {
+                EXECUTION_MODE if args.get(1) == Some(&LOCAL_SIZE) => out.push([&[op], &args[1..]].concat()),
+                DECORATE if args.get(1).is_some_and(|d| KEPT.contains(d)) => out.push([&[op], &args[1..]].concat()),
+                MEMBER_DECORATE if args.get(2).is_some_and(|d| KEPT.contains(d)) => {
+                    out.push([&[op], &args[1..]].concat())
+                }
+                _ => {}
+            }
+            at += len;
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_reflected_twin_has_the_real_modules_interface() {
+        let [real, reflect] = COOPMAT2_F16;
+        let (real, reflect) = (interface(real), interface(reflect));
+        // Four buffers (set and binding each) and a workgroup size at least.
+        assert!(real.len() >= 9, "{real:?}");
+        assert_eq!(real, reflect, "gemm_cm2.comp and its REFLECT twin differ: `load_shader`'s contract");
     }
 }

@@ -62,11 +62,7 @@ fn check<H: Half>(
     let got_mn: Vec<f32> = (0..m * n).map(|e| got[(e / n) * rs + (e % n) * cs]).collect();
     let (err, at) = max_error(&got_mn, &want);
     let tol = tolerance_for(Backend::Vulkan, H::DTYPE, k);
-    let path = if ctx.has_cooperative_matrix_f16() && H::DTYPE == sparkle_core::check::DType::F16 {
-        "cooperative matrices"
-    } else {
-        "shader cores"
-    };
+    let path = ctx.gemm_half_path::<H>(m, n, k).unwrap();
     assert!(
         err <= tol,
         "{} {} on {path}, {m}x{n}x{k} ta={ta} c_col={c_col} bias={bias_mode}: error {err} at {at:?} > {tol}",
@@ -133,6 +129,33 @@ fn cooperative_matrices_are_used_where_a_device_has_them() {
         // A size with several 128x128 tiles and a k of many slices, on the tensor cores.
         check::<f16>(ctx, [300, 520, 2000], (false, false, 0, 2), 11);
         eprintln!("f16 on cooperative matrices passed on {}", ctx.info().name);
+    }
+}
+
+#[test]
+fn workgroup_cooperative_matrices_are_used_where_a_device_has_them() {
+    let ctxs = contexts();
+    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix2_f16).collect();
+    if with.is_empty() {
+        return skip("COOPMAT2", "no Vulkan device with VK_NV_cooperative_matrix2 (f16, workgroup scope)");
+    }
+    for ctx in with {
+        assert!(ctx.has_cooperative_matrix2_f16(), "{}: offered but not enabled", ctx.info().name);
+        if std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_some() {
+            return skip("COOPMAT2", "SPARKLE_VK_COOPMAT_TILE keeps every f16 GEMM on the KHR kernel");
+        }
+        // Sizes the workgroup-scope kernel takes (at least 256 tiles of 128 x 128), with edge
+        // tiles in m and n: k = 70 pads to 96 (one clamped slice of 64 and a half-filled one);
+        // k = 520 to 544 (one unrolled step of eight unclamped slices in the interior tiles, then
+        // a half-filled clamped one).
+        for (i, (k, layout)) in
+            [(70, (false, false, 0, 2)), (70, (true, true, 3, 1)), (520, (false, false, 1, 1))].into_iter().enumerate()
+        {
+            let path = ctx.gemm_half_path::<f16>(2050, 2040, k).unwrap();
+            assert_eq!(path, "workgroup cooperative matrices", "{}", ctx.info().name);
+            check::<f16>(ctx, [2050, 2040, k], layout, 12 + i as u64);
+        }
+        eprintln!("f16 on workgroup cooperative matrices passed on {}", ctx.info().name);
     }
 }
 

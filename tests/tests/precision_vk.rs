@@ -258,3 +258,20 @@ fn beta_zero_never_reads_c() {
         }
     }
 }
+
+#[test]
+fn medium_runs_on_workgroup_cooperative_matrices_where_a_device_has_them() {
+    let ctxs = contexts();
+    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix2_f16).collect();
+    if with.is_empty() {
+        return sparkle_tests::skip(
+            "COOPMAT2",
+            "no Vulkan device with VK_NV_cooperative_matrix2 (f16, workgroup scope)",
+        );
+    }
+    for ctx in with {
+        // At least 256 tiles of 128 x 128 and k = 520 (one unrolled step of unclamped slices, then
+        // a clamped one), edge tiles in m and n, A transposed, bias and ReLU.
+        check(ctx, Precision::Medium, [2050, 2040, 520], true, true, 21);
+    }
+}

@@ -60,7 +60,9 @@ pub fn run() -> Result<ExitCode, Failure> {
                 );
                 println!(
                     "  half GEMM and conv2d: f16 on {}, bf16 on shader cores",
-                    if d.cooperative_matrix_f16 {
+                    if d.cooperative_matrix2_f16 {
+                        "workgroup cooperative matrices (VK_NV_cooperative_matrix2, f32 accumulation) for large GEMMs, 16x16x16 ones for the rest"
+                    } else if d.cooperative_matrix_f16 {
                         "cooperative matrices (16x16x16, f32 accumulation)"
                     } else {
                         "shader cores (no usable cooperative matrices)"

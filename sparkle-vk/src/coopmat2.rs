@@ -1,0 +1,332 @@
+//! `VK_NV_cooperative_matrix2` (workgroup-scope cooperative matrices with tensor addressing) where
+//! vulkano 0.35 does not reach: its registry (Vulkan 1.3.281) predates the extension, so it can
+//! neither enable it nor parse shaders that use it. This module does the three things vulkano
+//! cannot, with the raw Vulkan entry points, and hands the results back to vulkano:
+//!
+//! - [`supported`]: the extension's features and its f16 workgroup-scope shapes, queried through
+//!   `vkGetPhysicalDeviceFeatures2` and `vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV`;
+//! - [`create_device`]: the logical device with the extension and its features enabled (besides
+//!   everything `Context::new` enables through vulkano), wrapped by `Device::from_handle`;
+//! - [`load_shader`]: a module whose driver code is the real SPIR-V and whose vulkano-side
+//!   reflection is a twin compiled from the same source with `REFLECT` (same bindings and push
+//!   constants, an empty body), so vulkano derives the pipeline layout without parsing the
+//!   extension's instructions.
+//!
+//! The structures below are the Vulkan registry's (`VkPhysicalDeviceCooperativeMatrix2FeaturesNV`,
+//! `VkCooperativeMatrixFlexibleDimensionsPropertiesNV`), field for field.
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+
+use ash::vk;
+use vulkano::device::physical::PhysicalDevice;
+use vulkano::device::{Device, DeviceCreateInfo, DeviceExtensions, DeviceFeatures, Queue, QueueCreateInfo};
+use vulkano::shader::{ShaderModule, ShaderModuleCreateInfo};
+use vulkano::VulkanObject;
+
+use crate::error::{Result, VkError};
+
+const EXTENSION: &str = "VK_NV_cooperative_matrix2";
+const FEATURES_TYPE: vk::StructureType = vk::StructureType::from_raw(1_000_593_000);
+const FLEXIBLE_TYPE: vk::StructureType = vk::StructureType::from_raw(1_000_593_001);
+const PROPERTIES_TYPE: vk::StructureType = vk::StructureType::from_raw(1_000_593_002);
+
+/// `VkPhysicalDeviceCooperativeMatrix2FeaturesNV`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Features {
+    s_type: vk::StructureType,
+    p_next: *mut c_void,
+    workgroup_scope: vk::Bool32,
+    flexible_dimensions: vk::Bool32,
+    reductions: vk::Bool32,
+    conversions: vk::Bool32,
+    per_element_operations: vk::Bool32,
+    tensor_addressing: vk::Bool32,
+    block_loads: vk::Bool32,
+}
+
+impl Features {
+    fn empty() -> Self {
+        let f = vk::FALSE;
+        Features {
+            s_type: FEATURES_TYPE,
+            p_next: std::ptr::null_mut(),
+            workgroup_scope: f,
+            flexible_dimensions: f,
+            reductions: f,
+            conversions: f,
+            per_element_operations: f,
+            tensor_addressing: f,
+            block_loads: f,
+        }
+    }
+
+    /// The ones `gemm_cm2.comp` uses.
+    fn needed() -> Self {
+        let t = vk::TRUE;
+        Features {
+            workgroup_scope: t,
+            flexible_dimensions: t,
+            per_element_operations: t,
+            tensor_addressing: t,
+            ..Self::empty()
+        }
+    }
+
+    fn covers(&self, want: &Features) -> bool {
+        let pairs = [
+            (self.workgroup_scope, want.workgroup_scope),
+            (self.flexible_dimensions, want.flexible_dimensions),
+            (self.reductions, want.reductions),
+            (self.conversions, want.conversions),
+            (self.per_element_operations, want.per_element_operations),
+            (self.tensor_addressing, want.tensor_addressing),
+            (self.block_loads, want.block_loads),
+        ];
+        pairs.iter().all(|&(have, want)| have == vk::TRUE || want == vk::FALSE)
+    }
+}
+
+/// `VkPhysicalDeviceCooperativeMatrix2PropertiesNV`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Properties {
+    s_type: vk::StructureType,
+    p_next: *mut c_void,
+    workgroup_scope_max_workgroup_size: u32,
+    flexible_dimensions_max_dimension: u32,
+    workgroup_scope_reserved_shared_memory: u32,
+}
+
+/// `VkCooperativeMatrixFlexibleDimensionsPropertiesNV`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Flexible {
+    s_type: vk::StructureType,
+    p_next: *mut c_void,
+    m_granularity: u32,
+    n_granularity: u32,
+    k_granularity: u32,
+    a_type: vk::ComponentTypeKHR,
+    b_type: vk::ComponentTypeKHR,
+    c_type: vk::ComponentTypeKHR,
+    result_type: vk::ComponentTypeKHR,
+    saturating_accumulation: vk::Bool32,
+    scope: vk::ScopeKHR,
+    workgroup_invocations: u32,
+}
+
+type FlexibleFn = unsafe extern "system" fn(vk::PhysicalDevice, *mut u32, *mut Flexible) -> vk::Result;
+
+/// Rows, columns and depth of `gemm_cm2.comp`'s tile (its BM, BN, BK): a device runs it only
+/// where its granularities divide them.
+pub(crate) const TILE: [u32; 3] = [128, 128, 64];
+
+/// Whether `p` offers f16 x f16 -> f32 in workgroup scope for 256 invocations with granularities
+/// that divide [`TILE`].
+fn offers_f16(p: &PhysicalDevice) -> bool {
+    use vk::ComponentTypeKHR as T;
+    let [m, n, k] = TILE;
+    shapes(p).iter().any(|s| {
+        (s.a_type, s.b_type, s.c_type, s.result_type) == (T::FLOAT16, T::FLOAT16, T::FLOAT32, T::FLOAT32)
+            && s.scope == vk::ScopeKHR::WORKGROUP
+            && s.workgroup_invocations == 256
+            && [(m, s.m_granularity), (n, s.n_granularity), (k, s.k_granularity)]
+                .iter()
+                .all(|&(size, g)| g != 0 && size % g == 0)
+    })
+}
+
+/// Whether `p`, a device that runs `gemm_coopmat.comp`'s f16 GEMM (the instance and device are
+/// Vulkan 1.3), also runs `gemm_cm2.comp` (see [`crate::DeviceInfo::cooperative_matrix2_f16`]).
+pub(crate) fn supported(p: &PhysicalDevice) -> bool {
+    if std::env::var_os("SPARKLE_VK_COOPMAT2").is_some_and(|v| v == "0") {
+        return false;
+    }
+    p.supported_features().storage_buffer16_bit_access
+        && p.extension_properties().iter().any(|e| e.extension_name == EXTENSION)
+        && features(p).covers(&Features::needed())
+        && fits_limits(p)
+        && offers_f16(p)
+}
+
+/// Whether the extension's limits on `p` take the kernel: a workgroup of 256 in workgroup scope
+/// and matrices of [`TILE`]'s largest dimension.
+fn fits_limits(p: &PhysicalDevice) -> bool {
+    let mut cm2 = Properties {
+        s_type: PROPERTIES_TYPE,
+        p_next: std::ptr::null_mut(),
+        workgroup_scope_max_workgroup_size: 0,
+        flexible_dimensions_max_dimension: 0,
+        workgroup_scope_reserved_shared_memory: 0,
+    };
+    let mut p2 = vk::PhysicalDeviceProperties2 { p_next: (&raw mut cm2).cast(), ..Default::default() };
+    // SAFETY: as in `features`: a device of a 1.3 instance that has the extension, and one chained
+    // structure of the registry's layout.
+    unsafe { (p.instance().fns().v1_1.get_physical_device_properties2)(p.handle(), &mut p2) };
+    let largest = TILE.iter().copied().max().unwrap_or(0);
+    cm2.workgroup_scope_max_workgroup_size >= 256 && cm2.flexible_dimensions_max_dimension >= largest
+}
+
+/// The extension's features on `p` (a device of a Vulkan 1.3 instance that has the extension).
+fn features(p: &PhysicalDevice) -> Features {
+    let mut cm2 = Features::empty();
+    let mut f2 = vk::PhysicalDeviceFeatures2 { p_next: (&raw mut cm2).cast(), ..Default::default() };
+    // SAFETY: a valid physical device of a 1.3 instance that has the extension; the chain is one
+    // structure of the registry's layout, of a type the driver knows.
+    unsafe { (p.instance().fns().v1_1.get_physical_device_features2)(p.handle(), &mut f2) };
+    cm2
+}
+
+/// The extension's flexible-dimension shapes on `p` (empty where the entry point is missing).
+fn shapes(p: &PhysicalDevice) -> Vec<Flexible> {
+    let instance = p.instance();
+    // SAFETY: a valid instance handle and a NUL-terminated name; the result is null or the
+    // function of that name, whose signature is `FlexibleFn`.
+    let f = unsafe {
+        instance.library().get_instance_proc_addr(
+            instance.handle(),
+            c"vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV".as_ptr(),
+        )
+    };
+    let Some(f) = f else { return Vec::new() };
+    // SAFETY: same ABI, only the pointer's type changes.
+    let f: FlexibleFn = unsafe { std::mem::transmute(f) };
+    let blank = Flexible {
+        s_type: FLEXIBLE_TYPE,
+        p_next: std::ptr::null_mut(),
+        m_granularity: 0,
+        n_granularity: 0,
+        k_granularity: 0,
+        a_type: vk::ComponentTypeKHR::FLOAT16,
+        b_type: vk::ComponentTypeKHR::FLOAT16,
+        c_type: vk::ComponentTypeKHR::FLOAT16,
+        result_type: vk::ComponentTypeKHR::FLOAT16,
+        saturating_accumulation: vk::FALSE,
+        scope: vk::ScopeKHR::DEVICE,
+        workgroup_invocations: 0,
+    };
+    let mut count = 0u32;
+    // SAFETY: the two-call idiom: the count, then at most that many structures, each with its
+    // structure type and no chain.
+    unsafe {
+        if f(p.handle(), &mut count, std::ptr::null_mut()) != vk::Result::SUCCESS {
+            return Vec::new();
+        }
+        let mut out = vec![blank; count as usize];
+        let r = f(p.handle(), &mut count, out.as_mut_ptr());
+        if r != vk::Result::SUCCESS && r != vk::Result::INCOMPLETE {
+            return Vec::new();
+        }
+        out.truncate(count as usize);
+        out
+    }
+}
+
+/// Opens `physical` with one queue of `queue_family_index`, the cooperative-matrix extensions
+/// (KHR and this one) and the features the f16 (and, with `int8`, int8) kernels use; returns
+/// vulkano's device and queue. Only called where [`supported`] holds.
+pub(crate) fn create_device(
+    physical: Arc<PhysicalDevice>,
+    queue_family_index: u32,
+    int8: bool,
+    found: usize,
+) -> Result<(Arc<Device>, Arc<Queue>)> {
+    // vulkano's default (`QueueCreateInfo::queues`), which the create info below states.
+    let priorities = [0.5f32];
+    let queue_info = vk::DeviceQueueCreateInfo {
+        queue_family_index,
+        queue_count: 1,
+        p_queue_priorities: priorities.as_ptr(),
+        ..Default::default()
+    };
+    let names: [*const c_char; 2] = [c"VK_KHR_cooperative_matrix".as_ptr(), c"VK_NV_cooperative_matrix2".as_ptr()];
+    let mut cm2 = Features::needed();
+    let mut khr = vk::PhysicalDeviceCooperativeMatrixFeaturesKHR {
+        cooperative_matrix: vk::TRUE,
+        p_next: (&raw mut cm2).cast(),
+        ..Default::default()
+    };
+    let mut v12 = vk::PhysicalDeviceVulkan12Features {
+        shader_float16: vk::TRUE,
+        shader_int8: vk::Bool32::from(int8),
+        vulkan_memory_model: vk::TRUE,
+        p_next: (&raw mut khr).cast(),
+        ..Default::default()
+    };
+    let mut v11 = vk::PhysicalDeviceVulkan11Features {
+        storage_buffer16_bit_access: vk::TRUE,
+        p_next: (&raw mut v12).cast(),
+        ..Default::default()
+    };
+    let f2 = vk::PhysicalDeviceFeatures2 { p_next: (&raw mut v11).cast(), ..Default::default() };
+    let info = vk::DeviceCreateInfo {
+        p_next: (&raw const f2).cast(),
+        queue_create_info_count: 1,
+        p_queue_create_infos: &queue_info,
+        enabled_extension_count: names.len() as u32,
+        pp_enabled_extension_names: names.as_ptr(),
+        ..Default::default()
+    };
+    let mut handle = vk::Device::null();
+    // SAFETY: a valid physical device; every pointer in `info` and its chain points at locals
+    // that outlive the call, each structure with its own type; the extensions and features are
+    // ones `supported` found on this device (the core ones are Vulkan 1.2/1.1 features of a
+    // 1.3 device).
+    let r = unsafe {
+        (physical.instance().fns().v1_0.create_device)(physical.handle(), &info, std::ptr::null(), &mut handle)
+    };
+    if r != vk::Result::SUCCESS {
+        return Err(VkError::Api {
+            what: "creating the logical device (cooperative matrix 2)",
+            source: format!("{r:?}").into(),
+        });
+    }
+    let create_info = DeviceCreateInfo {
+        queue_create_infos: vec![QueueCreateInfo { queue_family_index, ..Default::default() }],
+        enabled_extensions: DeviceExtensions { khr_cooperative_matrix: true, ..DeviceExtensions::empty() },
+        enabled_features: DeviceFeatures {
+            cooperative_matrix: true,
+            shader_float16: true,
+            vulkan_memory_model: true,
+            shader_int8: int8,
+            storage_buffer16_bit_access: true,
+            ..DeviceFeatures::empty()
+        },
+        ..Default::default()
+    };
+    // SAFETY: `handle` was just created from `physical` with this queue and with these
+    // extensions and features, plus `VK_NV_cooperative_matrix2`, which vulkano does not know
+    // (it only ever sees modules whose reflection omits that extension: `load_shader`).
+    let (device, mut queues) = unsafe { Device::from_handle(physical, handle, create_info) };
+    let queue = queues.next().ok_or(VkError::NoDevice { found })?;
+    Ok((device, queue))
+}
+
+/// SPIR-V bytes as words (the committed `.spv` files are whole words, little-endian).
+pub(crate) fn words(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect()
+}
+
+/// A module running `real` whose interface vulkano reads from `reflect`.
+///
+/// # Safety
+/// `reflect` must be `real`'s source compiled with `REFLECT` (`scripts/spirv.sh` builds both):
+/// the same entry point, workgroup size, descriptor bindings (type, set, binding, access) and
+/// push-constant block. `real` must be valid SPIR-V for `device`, whose features it needs enabled.
+pub(crate) unsafe fn load_shader(device: &Arc<Device>, real: &[u8], reflect: &[u8]) -> Result<Arc<ShaderModule>> {
+    let real = words(real);
+    let reflect = words(reflect);
+    let info = vk::ShaderModuleCreateInfo { code_size: real.len() * 4, p_code: real.as_ptr(), ..Default::default() };
+    let mut handle = vk::ShaderModule::null();
+    // SAFETY: a valid device; the code is whole words that outlive the call.
+    let r = unsafe { (device.fns().v1_0.create_shader_module)(device.handle(), &info, std::ptr::null(), &mut handle) };
+    if r != vk::Result::SUCCESS {
+        return Err(VkError::Api { what: "loading a shader (cooperative matrix 2)", source: format!("{r:?}").into() });
+    }
+    // SAFETY: `handle` is a module of `device`. Its create info differs from `reflect` only in
+    // the body (the caller's contract), which vulkano reads for nothing but the interface; it
+    // destroys `handle` when the module is dropped.
+    Ok(unsafe { ShaderModule::from_handle(device.clone(), handle, ShaderModuleCreateInfo::new(&reflect)) })
+}
