@@ -55,8 +55,10 @@ pub struct DeviceInfo {
     /// (`VK_NV_cooperative_matrix2`, `gemm_cm2.comp`): everything
     /// [`DeviceInfo::cooperative_matrix_f16`] needs, 16-bit storage buffers, the extension's
     /// workgroup scope, flexible dimensions, tensor addressing and per-element operations, and
-    /// f16 x f16 -> f32 in workgroup scope for workgroups of 256 with granularities that divide the
-    /// kernel's tiles. `SPARKLE_VK_COOPMAT2=0` turns it off (to measure the KHR kernel beside it).
+    /// f16 x f16 -> f32 in workgroup scope for workgroups of 256 with granularities and limits
+    /// that take the kernel's tile. `SPARKLE_VK_COOPMAT2=0` turns it off (to measure the KHR
+    /// kernel beside it); `Context::new` clears it where opening the device with the extension
+    /// failed.
     pub cooperative_matrix2_f16: bool,
 }
 

@@ -78,7 +78,7 @@ pub(crate) fn coop_tile(m: usize, n: usize) -> Result<u8> {
 
 /// Whether the workgroup-scope kernel (`Kind::Coopmat2F16`) runs `m x n` on a device that has it:
 /// from [`MIN_FULL_TILES`] tiles of 128 x 128 (below that the KHR kernel's 64 x 64 tiles give a
-/// small C more workgroups; at 1024^2 on an H200 the two ran alike). `SPARKLE_VK_COOPMAT2=all`
+/// small C more workgroups). `SPARKLE_VK_COOPMAT2=all`
 /// runs it at every size (the tests use it to cover its edge tiles), `SPARKLE_VK_COOPMAT_TILE`
 /// (forcing a KHR tile) never.
 pub(crate) fn takes_coop2(m: usize, n: usize) -> bool {
