@@ -3,8 +3,9 @@
 //! neither enable it nor parse shaders that use it. This module does the three things vulkano
 //! cannot, with the raw Vulkan entry points, and hands the results back to vulkano:
 //!
-//! - [`supported`]: the extension's features and its f16 workgroup-scope shapes, queried through
-//!   `vkGetPhysicalDeviceFeatures2` and `vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV`;
+//! - [`supported`]: the extension's features, limits and f16 workgroup-scope shapes, queried
+//!   through `vkGetPhysicalDeviceFeatures2`, `vkGetPhysicalDeviceProperties2` and
+//!   `vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV`;
 //! - [`create_device`]: the logical device with the extension and its features enabled (besides
 //!   everything `Context::new` enables through vulkano), wrapped by `Device::from_handle`;
 //! - [`load_shader`]: a module whose driver code is the real SPIR-V and whose vulkano-side
@@ -13,7 +14,8 @@
 //!   extension's instructions.
 //!
 //! The structures below are the Vulkan registry's (`VkPhysicalDeviceCooperativeMatrix2FeaturesNV`,
-//! `VkCooperativeMatrixFlexibleDimensionsPropertiesNV`), field for field.
+//! `VkPhysicalDeviceCooperativeMatrix2PropertiesNV`, `VkCooperativeMatrixFlexibleDimensionsPropertiesNV`),
+//! field for field.
 
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
