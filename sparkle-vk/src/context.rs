@@ -37,6 +37,25 @@ pub struct Context {
     pub(crate) coopmat2_f16: bool,
 }
 
+/// The extension and features the kernels use: the KHR cooperative matrices, f16 arithmetic and
+/// the memory model where f16 GEMMs run on them (`coopmat_f16`), 8-bit integers where int8 ones
+/// do (`coopmat_i8`). `coopmat2::create_device` enables the same, and what its own kernel adds.
+fn enabled(coopmat_f16: bool, coopmat_i8: bool) -> (DeviceExtensions, DeviceFeatures) {
+    if !coopmat_f16 {
+        return (DeviceExtensions::empty(), DeviceFeatures::empty());
+    }
+    (
+        DeviceExtensions { khr_cooperative_matrix: true, ..DeviceExtensions::empty() },
+        DeviceFeatures {
+            cooperative_matrix: true,
+            shader_float16: true,
+            vulkan_memory_model: true,
+            shader_int8: coopmat_i8,
+            ..DeviceFeatures::empty()
+        },
+    )
+}
+
 impl Context {
     /// Opens device `index` of [`devices`].
     pub fn new(index: usize) -> Result<Self> {
@@ -50,8 +69,9 @@ impl Context {
         let coopmat_i8 = info.cooperative_matrix_i8;
         // vulkano 0.35 cannot enable VK_NV_cooperative_matrix2: opened with the raw API where the
         // device has it, and through vulkano without it if that fails.
+        let wanted = enabled(coopmat_f16, coopmat_i8);
         let opened = if info.cooperative_matrix2_f16 {
-            crate::coopmat2::create_device(physical.clone(), queue_family_index, coopmat_i8, all.len())
+            crate::coopmat2::create_device(physical.clone(), queue_family_index, wanted, all.len())
                 .inspect_err(|e| {
                     eprintln!(
                         "sparkle: opening {} with VK_NV_cooperative_matrix2 failed ({e}); opening it without",
@@ -66,7 +86,7 @@ impl Context {
         let coopmat2_f16 = opened.is_some();
         let (device, queue) = match opened {
             Some(opened) => opened,
-            None => Self::open(physical, queue_family_index, coopmat_f16, coopmat_i8, all.len())?,
+            None => Self::open(physical, queue_family_index, wanted, all.len())?,
         };
         let memory = Arc::new(StandardMemoryAllocator::new_default(device.clone()));
         Ok(Self {
@@ -83,29 +103,14 @@ impl Context {
         })
     }
 
-    /// Opens `physical` through vulkano with one queue of `queue_family_index` and the
-    /// cooperative-matrix extension and features where the kernels use them.
+    /// Opens `physical` through vulkano with one queue of `queue_family_index` and these
+    /// extensions and features ([`enabled`]).
     fn open(
         physical: Arc<PhysicalDevice>,
         queue_family_index: u32,
-        coopmat_f16: bool,
-        coopmat_i8: bool,
+        (enabled_extensions, enabled_features): (DeviceExtensions, DeviceFeatures),
         found: usize,
     ) -> Result<(Arc<Device>, Arc<Queue>)> {
-        let (enabled_extensions, enabled_features) = if coopmat_f16 {
-            (
-                DeviceExtensions { khr_cooperative_matrix: true, ..DeviceExtensions::empty() },
-                DeviceFeatures {
-                    cooperative_matrix: true,
-                    shader_float16: true,
-                    vulkan_memory_model: true,
-                    shader_int8: coopmat_i8,
-                    ..DeviceFeatures::empty()
-                },
-            )
-        } else {
-            (DeviceExtensions::empty(), DeviceFeatures::empty())
-        };
         let (device, mut queues) = Device::new(
             physical,
             DeviceCreateInfo {

@@ -13,11 +13,14 @@
 //!   constants, an empty body), so vulkano derives the pipeline layout without parsing the
 //!   extension's instructions.
 //!
+//! [`enumerate`] is the two-call shape query this extension's and `VK_KHR_cooperative_matrix`'s
+//! lists (`device.rs`) share.
+//!
 //! The structures below are the Vulkan registry's (`VkPhysicalDeviceCooperativeMatrix2FeaturesNV`,
 //! `VkPhysicalDeviceCooperativeMatrix2PropertiesNV`, `VkCooperativeMatrixFlexibleDimensionsPropertiesNV`),
 //! field for field.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_void, CStr};
 use std::sync::Arc;
 
 use ash::vk;
@@ -119,8 +122,6 @@ struct Flexible {
     workgroup_invocations: u32,
 }
 
-type FlexibleFn = unsafe extern "system" fn(vk::PhysicalDevice, *mut u32, *mut Flexible) -> vk::Result;
-
 /// Rows, columns and depth of `gemm_cm2.comp`'s tile (its BM, BN, BK): a device runs it only
 /// where its granularities divide them.
 pub(crate) const TILE: [u32; 3] = [128, 128, 64];
@@ -183,18 +184,6 @@ fn features(p: &PhysicalDevice) -> Features {
 
 /// The extension's flexible-dimension shapes on `p` (empty where the entry point is missing).
 fn shapes(p: &PhysicalDevice) -> Vec<Flexible> {
-    let instance = p.instance();
-    // SAFETY: a valid instance handle and a NUL-terminated name; the result is null or the
-    // function of that name, whose signature is `FlexibleFn`.
-    let f = unsafe {
-        instance.library().get_instance_proc_addr(
-            instance.handle(),
-            c"vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV".as_ptr(),
-        )
-    };
-    let Some(f) = f else { return Vec::new() };
-    // SAFETY: same ABI, only the pointer's type changes.
-    let f: FlexibleFn = unsafe { std::mem::transmute(f) };
     let blank = Flexible {
         s_type: FLEXIBLE_TYPE,
         p_next: std::ptr::null_mut(),
@@ -209,9 +198,32 @@ fn shapes(p: &PhysicalDevice) -> Vec<Flexible> {
         scope: vk::ScopeKHR::DEVICE,
         workgroup_invocations: 0,
     };
+    // SAFETY: the entry point takes (physical device, count, `Flexible` array), and `blank` is the
+    // registry's structure with its type and no chain.
+    unsafe { enumerate(p, c"vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV", blank) }
+}
+
+/// The structures the physical-device query `name` lists for `p` (the two-call idiom: the count,
+/// then at most that many structures, each starting as `blank`); empty where the entry point is
+/// missing or the query fails. The cooperative-matrix extensions' shape lists (this one's and
+/// `VK_KHR_cooperative_matrix`'s, `device.rs`) have no vulkano wrapper, and vulkano's function
+/// table would call a panicking stub where the loader lacks the entry point.
+///
+/// # Safety
+/// `name`'s function must have the signature `fn(VkPhysicalDevice, *mut u32, *mut T) -> VkResult`,
+/// and `blank` be a `T` the driver may fill: its structure type set, no chain.
+pub(crate) unsafe fn enumerate<T: Copy>(p: &PhysicalDevice, name: &CStr, blank: T) -> Vec<T> {
+    type ListFn<T> = unsafe extern "system" fn(vk::PhysicalDevice, *mut u32, *mut T) -> vk::Result;
+    let instance = p.instance();
+    // SAFETY: a valid instance handle and a NUL-terminated name; the result is null or the
+    // function of that name.
+    let f = unsafe { instance.library().get_instance_proc_addr(instance.handle(), name.as_ptr()) };
+    let Some(f) = f else { return Vec::new() };
+    // SAFETY: the caller's contract: that function has this signature (same ABI, only the
+    // pointer's type changes).
+    let f: ListFn<T> = unsafe { std::mem::transmute(f) };
     let mut count = 0u32;
-    // SAFETY: the two-call idiom: the count, then at most that many structures, each with its
-    // structure type and no chain.
+    // SAFETY: the count, then at most that many structures the caller vouched for.
     unsafe {
         if f(p.handle(), &mut count, std::ptr::null_mut()) != vk::Result::SUCCESS {
             return Vec::new();
@@ -226,15 +238,40 @@ fn shapes(p: &PhysicalDevice) -> Vec<Flexible> {
     }
 }
 
-/// Opens `physical` with one queue of `queue_family_index`, the cooperative-matrix extensions
-/// (KHR and this one) and the features the f16 (and, with `int8`, int8) kernels use; returns
-/// vulkano's device and queue. Only called where [`supported`] holds.
+/// `wanted` with this kernel's 16-bit storage buffers, or an error where `wanted` holds an
+/// extension or feature [`create_device`]'s raw create info does not carry (the KHR cooperative
+/// matrices; cooperative matrices, f16, int8, the memory model and 16-bit storage buffers).
+fn with_own((extensions, features): (DeviceExtensions, DeviceFeatures)) -> Result<(DeviceExtensions, DeviceFeatures)> {
+    let features = DeviceFeatures { storage_buffer16_bit_access: true, ..features };
+    let carried = DeviceFeatures {
+        cooperative_matrix: features.cooperative_matrix,
+        shader_float16: features.shader_float16,
+        shader_int8: features.shader_int8,
+        vulkan_memory_model: features.vulkan_memory_model,
+        storage_buffer16_bit_access: true,
+        ..DeviceFeatures::empty()
+    };
+    let khr_only = DeviceExtensions { khr_cooperative_matrix: true, ..DeviceExtensions::empty() };
+    if features != carried || extensions != khr_only {
+        return Err(VkError::Config(format!(
+            "opening a device with VK_NV_cooperative_matrix2: {extensions:?} / {features:?} is more than it carries"
+        )));
+    }
+    Ok((extensions, features))
+}
+
+/// Opens `physical` with one queue of `queue_family_index`, the extensions and features `Context`
+/// asks for (`wanted`: the KHR cooperative matrices and their features) plus this extension and
+/// the 16-bit storage buffers its kernel reads; returns vulkano's device and queue. Only called
+/// where [`supported`] holds. The raw create info is built from `wanted`'s fields, and vulkano is
+/// told exactly what was enabled: a feature the raw chain below does not carry is an error.
 pub(crate) fn create_device(
     physical: Arc<PhysicalDevice>,
     queue_family_index: u32,
-    int8: bool,
+    (extensions, features): (DeviceExtensions, DeviceFeatures),
     found: usize,
 ) -> Result<(Arc<Device>, Arc<Queue>)> {
+    let (extensions, features) = with_own((extensions, features))?;
     // vulkano's default (`QueueCreateInfo::queues`), which the create info below states.
     let priorities = [0.5f32];
     let queue_info = vk::DeviceQueueCreateInfo {
@@ -246,19 +283,19 @@ pub(crate) fn create_device(
     let names: [*const c_char; 2] = [c"VK_KHR_cooperative_matrix".as_ptr(), c"VK_NV_cooperative_matrix2".as_ptr()];
     let mut cm2 = Features::needed();
     let mut khr = vk::PhysicalDeviceCooperativeMatrixFeaturesKHR {
-        cooperative_matrix: vk::TRUE,
+        cooperative_matrix: features.cooperative_matrix.into(),
         p_next: (&raw mut cm2).cast(),
         ..Default::default()
     };
     let mut v12 = vk::PhysicalDeviceVulkan12Features {
-        shader_float16: vk::TRUE,
-        shader_int8: vk::Bool32::from(int8),
-        vulkan_memory_model: vk::TRUE,
+        shader_float16: features.shader_float16.into(),
+        shader_int8: features.shader_int8.into(),
+        vulkan_memory_model: features.vulkan_memory_model.into(),
         p_next: (&raw mut khr).cast(),
         ..Default::default()
     };
     let mut v11 = vk::PhysicalDeviceVulkan11Features {
-        storage_buffer16_bit_access: vk::TRUE,
+        storage_buffer16_bit_access: features.storage_buffer16_bit_access.into(),
         p_next: (&raw mut v12).cast(),
         ..Default::default()
     };
@@ -287,15 +324,8 @@ pub(crate) fn create_device(
     }
     let create_info = DeviceCreateInfo {
         queue_create_infos: vec![QueueCreateInfo { queue_family_index, ..Default::default() }],
-        enabled_extensions: DeviceExtensions { khr_cooperative_matrix: true, ..DeviceExtensions::empty() },
-        enabled_features: DeviceFeatures {
-            cooperative_matrix: true,
-            shader_float16: true,
-            vulkan_memory_model: true,
-            shader_int8: int8,
-            storage_buffer16_bit_access: true,
-            ..DeviceFeatures::empty()
-        },
+        enabled_extensions: extensions,
+        enabled_features: features,
         ..Default::default()
     };
     // SAFETY: `handle` was just created from `physical` with this queue and with these
@@ -331,4 +361,26 @@ pub(crate) unsafe fn load_shader(device: &Arc<Device>, real: &[u8], reflect: &[u
     // the body (the caller's contract), which vulkano reads for nothing but the interface; it
     // destroys `handle` when the module is dropped.
     Ok(unsafe { ShaderModule::from_handle(device.clone(), handle, ShaderModuleCreateInfo::new(&reflect)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_raw_device_carries_what_context_asks_for_and_refuses_more() {
+        let khr = DeviceExtensions { khr_cooperative_matrix: true, ..DeviceExtensions::empty() };
+        let f16 = DeviceFeatures {
+            cooperative_matrix: true,
+            shader_float16: true,
+            vulkan_memory_model: true,
+            ..DeviceFeatures::empty()
+        };
+        let (e, f) = with_own((khr, DeviceFeatures { shader_int8: true, ..f16 })).unwrap();
+        assert_eq!(e, khr);
+        assert_eq!(f, DeviceFeatures { shader_int8: true, storage_buffer16_bit_access: true, ..f16 });
+        // A feature or extension the raw chain does not set would make vulkano's record wrong.
+        assert!(with_own((khr, DeviceFeatures { shader_int16: true, ..f16 })).is_err());
+        assert!(with_own((DeviceExtensions { khr_16bit_storage: true, ..khr }, f16)).is_err());
+    }
 }

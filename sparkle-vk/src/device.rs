@@ -7,7 +7,7 @@ use vulkano::device::physical::{PhysicalDevice, PhysicalDeviceType};
 use vulkano::device::QueueFlags;
 use vulkano::instance::{Instance, InstanceCreateFlags, InstanceCreateInfo};
 use vulkano::memory::MemoryHeapFlags;
-use vulkano::{VulkanLibrary, VulkanObject};
+use vulkano::VulkanLibrary;
 
 use crate::error::{api, Result, VkError};
 
@@ -178,40 +178,21 @@ fn subgroups_are_32(p: &PhysicalDevice) -> bool {
         && props.max_subgroup_size.unwrap_or(32) == 32
 }
 
-/// The cooperative-matrix shapes and types `p` offers (`vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR`;
-/// vulkano 0.35 has no safe wrapper, and its function table would call a panicking stub where the
-/// loader lacks the entry point, so it is looked up here). Empty where the extension or the
-/// entry point is missing.
+/// The cooperative-matrix shapes and types `p` offers (`vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR`,
+/// through [`crate::coopmat2::enumerate`]). Empty where the extension or the entry point is missing.
 fn cooperative_matrix_shapes(p: &PhysicalDevice) -> Vec<ash::vk::CooperativeMatrixPropertiesKHR<'static>> {
-    use ash::vk::{CooperativeMatrixPropertiesKHR, PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR};
     if !p.supported_extensions().khr_cooperative_matrix {
         return Vec::new();
     }
-    let instance = p.instance();
-    // SAFETY: a valid instance handle and a NUL-terminated name; the result is null or the
-    // function of that name, whose signature is the PFN type.
-    let f = unsafe {
-        instance
-            .library()
-            .get_instance_proc_addr(instance.handle(), c"vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR".as_ptr())
-    };
-    let Some(f) = f else { return Vec::new() };
-    // SAFETY: see above: same ABI, only the pointer's type changes.
-    let f: PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR = unsafe { std::mem::transmute(f) };
-    let mut count = 0u32;
-    // SAFETY: the two-call idiom: first the count, then at most that many structures, each
-    // initialised with its structure type and no chain.
+    // SAFETY: the entry point takes (physical device, count, `VkCooperativeMatrixPropertiesKHR`
+    // array) (ash's `PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR`), and the default
+    // structure has its type and no chain.
     unsafe {
-        if f(p.handle(), &mut count, std::ptr::null_mut()) != ash::vk::Result::SUCCESS {
-            return Vec::new();
-        }
-        let mut out = vec![CooperativeMatrixPropertiesKHR::default(); count as usize];
-        let r = f(p.handle(), &mut count, out.as_mut_ptr());
-        if r != ash::vk::Result::SUCCESS && r != ash::vk::Result::INCOMPLETE {
-            return Vec::new();
-        }
-        out.truncate(count as usize);
-        out
+        crate::coopmat2::enumerate(
+            p,
+            c"vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR",
+            ash::vk::CooperativeMatrixPropertiesKHR::default(),
+        )
     }
 }
 
