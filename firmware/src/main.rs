@@ -21,7 +21,7 @@ use sparkle_core::quant::conv::{qconv2d_reference, qconv2d_scratch_len, qconv2d_
 use sparkle_core::quant::driver::{qgemm_scratch_len, qgemm_with, QWorkspace};
 use sparkle_core::quant::reference::qgemm_reference;
 use sparkle_core::quant::{quantize_multiplier, OutputStage, PerChannel, QGemm};
-use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding};
+use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
 
 /// Largest tensor of the demo cases (16 channels x 16 x 16).
 const MAX: usize = 16 * 16 * 16;
@@ -387,11 +387,7 @@ fn main() -> ! {
         all &= conv_case("conv 3x3 + bias + ReLU, 8->8 @16x16", conv, &mut b);
         all &= conv_case("depthwise 3x3, 8 ch @16x16", conv.groups(8), &mut b);
         all &= conv_case("1x1 8->16 @16x16", Conv2dParams::new(1, 8, 16, 16, 16, 1, 1), &mut b);
-        all &= conv_case(
-            "conv 3x3 s2 NHWC 8->8 @16x16",
-            conv.stride(2, 2).layout(sparkle_core::TensorLayout::Nhwc),
-            &mut b,
-        );
+        all &= conv_case("conv 3x3 s2 NHWC 8->8 @16x16", conv.stride(2, 2).layout(TensorLayout::Nhwc), &mut b);
         all &= gemm_case(16, &mut b, &mut core.SYST);
         all &= gemm_case(32, &mut b, &mut core.SYST);
         all &= gemm_case(64, &mut b, &mut core.SYST);
@@ -409,11 +405,19 @@ fn main() -> ! {
             scratch: &mut *addr_of_mut!(Q_SCRATCH),
         }
     };
+    // The first four in CMSIS-NN's layouts (NHWC images, KRSC = OHWI weights), as
+    // `benches/cmsis` runs them, so that the instruction counts compare the same work; then the
+    // first three as PyTorch lays them out (NCHW, KCRS), where Sparkle moves the channels itself.
+    let cmsis = |p: Conv2dParams| p.layout(TensorLayout::Nhwc).weight_layout(WeightLayout::Krsc);
+    let pointwise = Conv2dParams::new(1, 8, 16, 16, 16, 1, 1);
     let int8_convs = [
-        ("conv 3x3 8->8 @16x16", conv),
-        ("depthwise 3x3, 8 ch @16x16", conv.groups(8)),
-        ("1x1 8->16 @16x16", Conv2dParams::new(1, 8, 16, 16, 16, 1, 1)),
-        ("conv 3x3 s2 NHWC 8->8 @16x16", conv.stride(2, 2).layout(sparkle_core::TensorLayout::Nhwc)),
+        ("conv 3x3 8->8 @16x16", cmsis(conv)),
+        ("depthwise 3x3, 8 ch @16x16", cmsis(conv.groups(8))),
+        ("1x1 8->16 @16x16", cmsis(pointwise)),
+        ("conv 3x3 s2 NHWC 8->8 @16x16", cmsis(conv.stride(2, 2))),
+        ("conv 3x3 8->8 @16x16 NCHW", conv),
+        ("depthwise 3x3, 8 ch @16x16 NCHW", conv.groups(8)),
+        ("1x1 8->16 @16x16 NCHW", pointwise),
     ];
     for (name, p) in int8_convs {
         if wanted("int8") || wanted(name) {
