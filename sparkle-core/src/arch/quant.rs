@@ -190,16 +190,55 @@ pub(crate) struct QFixedArgs {
     pub out_step: usize,
 }
 
-/// [`QFixedArgs`]'s strip with `sums(a)` a tile's sums from its A panel at `a`.
+/// [`QFixedArgs`]'s strip with `sums(a)` a tile's sums from its A panel at `a`: with every
+/// column's stage in [`FixedFolded`]'s one multiply-add where all of them have it (TFLite's
+/// usual shifts), else in [`FixedNarrow`]'s steps.
 ///
 /// # Safety
 /// As [`QKernel::fixed`], `sums` reading the panels as the kernel's `run` does.
+///
+/// [`FixedFolded`]: crate::quant::FixedFolded
+/// [`FixedNarrow`]: crate::quant::FixedNarrow
 #[inline(always)]
 unsafe fn fixed_strip<const MR: usize, const NR: usize>(p: &QFixedArgs, sums: impl Fn(*const u8) -> [[i32; NR]; MR]) {
+    use crate::quant::{FixedFolded, FixedNarrow};
     // SAFETY: `j < NR` (the contract).
-    let cols: [(i32, crate::quant::FixedNarrow); NR] = core::array::from_fn(|j| unsafe {
-        (*p.term.add(j), crate::quant::FixedNarrow::new(*p.mult.add(j), *p.shift.add(j), p.zp, p.lo, p.hi))
+    let column = |j| unsafe { (*p.term.add(j), *p.mult.add(j), *p.shift.add(j)) };
+    let folded: [Option<(i32, FixedFolded)>; NR] = core::array::from_fn(|j| {
+        let (term, m, shift) = column(j);
+        FixedFolded::new(m, shift, p.zp, p.lo, p.hi).map(|f| (term, f))
     });
+    if folded.iter().all(Option::is_some) {
+        let cols = folded.map(|c| c.unwrap_or((0, FixedFolded::ZERO)));
+        if p.hi == 127 {
+            // `i8` outputs (the stage's bounds are every column's).
+            // SAFETY: forwarded contract.
+            unsafe { strip_with(p, &cols, sums, |f, x| f.apply_i8(x)) }
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { strip_with(p, &cols, sums, |f, x| f.apply(x)) }
+        }
+    } else {
+        let cols: [(i32, FixedNarrow); NR] = core::array::from_fn(|j| {
+            let (term, m, shift) = column(j);
+            (term, FixedNarrow::new(m, shift, p.zp, p.lo, p.hi))
+        });
+        // SAFETY: forwarded contract.
+        unsafe { strip_with(p, &cols, sums, |f, x| f.apply(x)) }
+    }
+}
+
+/// [`fixed_strip`]'s loop, each column's `(term, stage)` in `cols` applied by `apply`.
+///
+/// # Safety
+/// As [`fixed_strip`].
+#[inline(always)]
+unsafe fn strip_with<const MR: usize, const NR: usize, S>(
+    p: &QFixedArgs,
+    cols: &[(i32, S); NR],
+    sums: impl Fn(*const u8) -> [[i32; NR]; MR],
+    apply: impl Fn(&S, i32) -> i32,
+) {
     for t in 0..p.tiles {
         // SAFETY: tile `t < tiles` of the strip (the contract); past the last the pointers are
         // not formed.
@@ -209,7 +248,7 @@ unsafe fn fixed_strip<const MR: usize, const NR: usize>(p: &QFixedArgs, sums: im
         for (j, (term, stage)) in cols.iter().enumerate() {
             for (i, row) in tile.iter().enumerate() {
                 // SAFETY: output `(i, j)` of tile `t` (the contract).
-                unsafe { *out.add(i * p.rs + j * p.cs) = stage.apply(row[j].wrapping_add(*term)) as u8 };
+                unsafe { *out.add(i * p.rs + j * p.cs) = apply(stage, row[j].wrapping_add(*term)) as u8 };
             }
         }
     }

@@ -26,7 +26,8 @@ use crate::quant::driver::{
     PackedPanels, QOperands, QRows, QWorkspace,
 };
 use crate::quant::{
-    accumulator_bound, float_narrow, in_range, narrow, pairs, FixedNarrow, OutputStage, PerChannel, QElem, QOperand,
+    accumulator_bound, float_narrow, in_range, narrow, pairs, FixedFolded, FixedNarrow, OutputStage, PerChannel, QElem,
+    QOperand,
 };
 use crate::view::MatRef;
 
@@ -1437,7 +1438,18 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                             };
                             let stage = FixedNarrow::new(mult, shift, zp, lo, hi);
                             let acc = &acc[..len];
-                            if shift <= 0 {
+                            let folded = FixedFolded::new(mult, shift, zp, lo, hi);
+                            if let Some(folded) = folded.filter(FixedFolded::tops_i8) {
+                                // TFLite's usual shifts, into `i8`: one multiply-add and a
+                                // saturation a value.
+                                let to_y = move |a| Y::narrow(folded.apply_i8(a));
+                                // SAFETY: channel `k`'s outputs, this worker's (the contract).
+                                unsafe { output.put_run(at, step, acc, to_y) };
+                            } else if let Some(folded) = folded {
+                                let to_y = move |a| Y::narrow(folded.apply(a));
+                                // SAFETY: as above.
+                                unsafe { output.put_run(at, step, acc, to_y) };
+                            } else if shift <= 0 {
                                 // No left shift (a multiplier below 1, the usual): one register
                                 // fewer in the loop.
                                 let to_y = move |a| Y::narrow(stage.apply_right(a));

@@ -1701,7 +1701,10 @@ mod tests {
         let bias: [i32; N] = core::array::from_fn(|j| (j as i32 - 9) * 113);
         let mults: [i32; N] = core::array::from_fn(|j| 1_100_000_000 + j as i32 * 50_000_000);
         let shifts: [i32; N] = core::array::from_fn(|j| [-9, -8, -10, 1][j % 4]);
-        // (i8 output stage, u8 output stage): per tensor, then per channel.
+        // Every column's shift in the folded form's range (`FixedFolded`), one at each end.
+        let folded: [i32; N] = core::array::from_fn(|j| [-9, -1, -22, -12][j % 4]);
+        // (i8 output stage, u8 output stage): per tensor, then per channel, then per channel
+        // folded and clamped at 127 (`FixedFolded::apply_i8`, into `u8` too).
         let stages = [
             (
                 OutputStage::fixed(PerChannel::Tensor(1_518_500_250), PerChannel::Tensor(-9), -5, -128, 100),
@@ -1710,6 +1713,10 @@ mod tests {
             (
                 OutputStage::fixed(PerChannel::Channel(&mults), PerChannel::Channel(&shifts), 4, -100, 127),
                 OutputStage::fixed(PerChannel::Channel(&mults), PerChannel::Channel(&shifts), 130, 0, 255),
+            ),
+            (
+                OutputStage::fixed(PerChannel::Channel(&mults), PerChannel::Channel(&folded), 4, -7, 127),
+                OutputStage::fixed(PerChannel::Channel(&mults), PerChannel::Channel(&folded), 60, 0, 127),
             ),
         ];
         /// One GEMM on the portable kernel (A's zero point 9, B's per tensor) against the

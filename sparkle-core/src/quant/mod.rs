@@ -488,6 +488,81 @@ impl FixedNarrow {
     }
 }
 
+/// [`FixedNarrow`] in one 64-bit multiply-add, for the channels whose stage allows it: a right
+/// shift `e = -shift` in `[1, 22]` (a real multiplier below one half; TFLite's layers have one
+/// far below), an output zero point in `[-255, 255]` (every validated one-byte stage), `m >= 0`.
+/// With `x` the accumulator plus its term, TFLite's stage is `clamp(RDBP(SRDHM(x, m), e) + zp)`,
+/// that is `h = floor((x m + 2^30) / 2^31)`, then `floor((h + 2^(e-1) - [h < 0]) / 2^e) + zp`
+/// (the rounding divide, ties away from zero). Three facts make that one expression:
+/// - `[h < 0]` may be read as `[x < 0]`: they differ only where `x < 0` and `h = 0`, and there
+///   both give `floor((2^(e-1) - s) / 2^e) = 0`.
+/// - Floors of integer divisions nest, `floor((floor(q / a) + c) / b) = floor((q + c a) / (a
+///   b))`, so the rounding divide and `+ zp` fold into the first one's numerator:
+///   `floor(T / 2^(31+e))` with `T = x m + 2^30 + (2^(e-1) + zp 2^e - [x < 0]) 2^31`.
+/// - `|T| < 2^62 + 2^61 + 2^53 + 2^31 < 2^63` (`e <= 22`), and `floor(T / 2^(31+e))` is the high
+///   word of `T` shifted right by `e - 1`.
+///
+/// So a value costs an `and`, a 64-bit subtract of the constant, a multiply-accumulate (`smlal`
+/// on a Cortex-M) and a shift, where [`FixedNarrow::apply`] takes a dozen instructions more;
+/// TFLite's saturating `+ zp` never saturates here (`|h| / 2^e <= 2^30`). Equal to the stage on
+/// every input (a unit test checks it against [`multiply_by_quantized_multiplier`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FixedFolded {
+    m: i32,
+    /// `2^30 + (2^(e-1) + zp 2^e) 2^31`.
+    c: i64,
+    /// `e - 1`.
+    sh: u32,
+    lo: i32,
+    hi: i32,
+}
+
+impl FixedFolded {
+    /// A stage that maps every value to 0: a placeholder for an array slot that is never applied.
+    pub(crate) const ZERO: FixedFolded = FixedFolded { m: 0, c: 0, sh: 0, lo: 0, hi: 0 };
+
+    /// The folded form of the stage `(m, shift, zp, lo, hi)`, where it has one (see the type).
+    #[inline(always)]
+    pub(crate) fn new(m: i32, shift: i32, zp: i32, lo: i32, hi: i32) -> Option<Self> {
+        // `m >= 0` is the validated stage's (not tested here: the compiler would then multiply
+        // a sign-extended by a zero-extended operand, which a Cortex-M's `smlal` does not).
+        if !(-22..=-1).contains(&shift) || !(-255..=255).contains(&zp) {
+            return None;
+        }
+        let e = -shift as u32;
+        let c = (1i64 << 30) + (((1i64 << (e - 1)) + (i64::from(zp) << e)) << 31);
+        Some(FixedFolded { m, c, sh: e - 1, lo, hi })
+    }
+
+    /// The stage of `x` (the accumulator plus its term).
+    #[inline(always)]
+    pub(crate) fn apply(&self, x: i32) -> i32 {
+        self.unclamped(x).max(self.lo).min(self.hi)
+    }
+
+    /// Whether the upper bound is `i8`'s largest value (TFLite's int8 layers, with or without a
+    /// ReLU), where [`FixedFolded::apply_i8`] applies.
+    #[inline(always)]
+    pub(crate) fn tops_i8(&self) -> bool {
+        self.hi == 127
+    }
+
+    /// [`FixedFolded::apply`] where [`FixedFolded::tops_i8`]: the upper clamp as a saturation to
+    /// `i8` (one `ssat` on a Cortex-M, as `lo >= -128`), where a general bound takes three.
+    #[inline(always)]
+    pub(crate) fn apply_i8(&self, x: i32) -> i32 {
+        debug_assert!(self.tops_i8() && self.lo >= -128);
+        self.unclamped(x).max(self.lo).clamp(-128, 127)
+    }
+
+    /// The stage of `x` before the clamp.
+    #[inline(always)]
+    fn unclamped(&self, x: i32) -> i32 {
+        let t = self.c - i64::from(x as u32 & 0x8000_0000) + i64::from(x) * i64::from(self.m);
+        ((t >> 32) as i32) >> self.sh
+    }
+}
+
 /// `x` rounded to the nearest integer, ties to even (C's `rintf` in the default rounding mode,
 /// as MLAS rounds): below `2^23` in magnitude, `|x| + 2^23` lands where f32's spacing is 1, so the
 /// addition itself rounds (ties to even, as `2^23` is even) and the subtraction is exact; from
@@ -713,6 +788,56 @@ mod tests {
                 assert_eq!(FixedNarrow::new(m, shift, zp, lo, hi).apply_right(acc), want, "{acc} {m} {shift}");
             }
         }
+    }
+
+    /// The folded form equals the stage (TFLite's two roundings, `+ zp`, the clamp) wherever it
+    /// applies: every shift it takes, zero points of both one-byte types, the accumulator's
+    /// extremes and the values around each rounding tie, multipliers from 0 to `2^31 - 1`.
+    #[test]
+    fn folded_fixed_point_equals_the_stage() {
+        let mut x = 0x9e37_79b9u32;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mut checked = 0;
+        for shift in -31..=30 {
+            for round in 0..if cfg!(miri) { 3 } else { 300 } {
+                let m = match round {
+                    0 => 0,
+                    1 => i32::MAX,
+                    2 => 1 << 30,
+                    _ => (next() >> 1) as i32 >> (next() % 24),
+                };
+                let zp = [-255, -128, 0, 127, 255][round % 5] + if round > 10 { (next() % 9) as i32 - 4 } else { 0 };
+                let zp = zp.clamp(-255, 255);
+                let (lo, hi) = if !(-128..=127).contains(&zp) { (0, 255) } else { (-128, 127 - (next() % 3) as i32) };
+                let Some(folded) = FixedFolded::new(m, shift, zp, lo, hi) else {
+                    assert!(!(-22..=-1).contains(&shift), "{shift} {zp}");
+                    break;
+                };
+                // Values whose high multiply lands on a tie of the rounding divide, either side.
+                let e = -shift;
+                let tie = (next() as i32 >> (next() % 31)) & !((1 << e) - 1) | (1 << (e - 1));
+                let at_tie = if m > 0 { ((i64::from(tie) << 31) / i64::from(m)) as i32 } else { 0 };
+                let accs = [i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX, next() as i32, next() as i32 >> (next() % 31)];
+                let near = (-2..=2).flat_map(|d| [at_tie.wrapping_add(d), at_tie.wrapping_neg().wrapping_add(d)]);
+                // With `m = 2^30` the high multiply is `floor((acc + 1) / 2)`: every tie of a
+                // small exponent is met by a run of consecutive accumulators.
+                let run = if round == 2 { -(1 << 12)..(1 << 12) } else { 0..0 };
+                for acc in accs.into_iter().chain(near).chain(run) {
+                    let want = (multiply_by_quantized_multiplier(acc, m, shift).saturating_add(zp)).max(lo).min(hi);
+                    assert_eq!(folded.apply(acc), want, "{acc} {m} {shift} {zp}");
+                    if folded.tops_i8() {
+                        assert_eq!(folded.apply_i8(acc), want, "{acc} {m} {shift} {zp}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > if cfg!(miri) { 500 } else { 50_000 }, "{checked}");
     }
 
     /// The `i32` divide equals gemmlowp's definition in wide arithmetic for every exponent, on
