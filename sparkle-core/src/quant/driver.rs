@@ -633,14 +633,54 @@ impl<A: QOperand> QRows for MatRef<'_, A> {
         if cs != 1 {
             return fill_by_visit(self, i, off, out);
         }
+        let row = &data[i * rs..i * rs + k];
+        // The canonical values of a Cortex-M's packing (`u8` range) four bytes a word: the
+        // compiler does not vectorize the loop below there.
+        if cfg!(target_arch = "arm") && A::MIN + off == 0 && A::MAX + off == 255 {
+            return widen_words(bytes(row), (off != 0).then_some(0x8080_8080), &mut out[..k]);
+        }
         let mut sum = 0i32;
-        for (o, x) in out[..k].iter_mut().zip(&data[i * rs..i * rs + k]) {
+        for (o, x) in out[..k].iter_mut().zip(row) {
             let v = x.widen() + off;
             sum = sum.wrapping_add(v);
             *o = v as i16;
         }
         sum
     }
+}
+
+/// Writes `src`'s bytes, each with its top bit flipped where `flip` is given (`i8` to canonical
+/// `u8`: `x + 128`), into `out` as `i16` and returns their sum: four bytes a word, split into
+/// their even and odd bytes (`uxtb16`-like masks) and paired back in order (`pkhbt`, `pkhtb`),
+/// the sum kept as two 16-bit halves of one word, folded every 128 words (510 a word a half).
+#[inline(always)]
+fn widen_words(src: &[u8], flip: Option<u32>, out: &mut [i16]) -> i32 {
+    let flip = flip.unwrap_or(0);
+    let (words, tail) = src.as_chunks::<4>();
+    let (pairs, rest) = out.as_chunks_mut::<4>();
+    // At most 128 words: their sum.
+    let run = |(words, pairs): (&[[u8; 4]], &mut [[i16; 4]])| {
+        let mut halves = 0u32;
+        for (w, o) in words.iter().zip(pairs) {
+            let w = u32::from_le_bytes(*w) ^ flip;
+            let (even, odd) = (w & 0x00ff_00ff, (w >> 8) & 0x00ff_00ff);
+            halves = halves.wrapping_add(even + odd);
+            *o = [even as i16, odd as i16, (even >> 16) as i16, (odd >> 16) as i16];
+        }
+        (halves & 0xffff) + (halves >> 16)
+    };
+    // A short row (a 1x1 conv's few channels) in one pass.
+    let mut sum = if words.len() <= 128 {
+        run((words, pairs))
+    } else {
+        words.chunks(128).zip(pairs.chunks_mut(128)).map(run).fold(0u32, u32::wrapping_add)
+    };
+    for (o, &x) in rest.iter_mut().zip(tail) {
+        let v = x ^ flip as u8;
+        sum = sum.wrapping_add(u32::from(v));
+        *o = i16::from(v);
+    }
+    sum as i32
 }
 
 /// Everything the workers of one GEMM share, read-only: the operands, where the scratch and C
@@ -1751,6 +1791,23 @@ mod tests {
                 check::<_, i8>((am, b, 0, &bias), stage, false, &mut scratch, ("i8 row-major", col_major_a));
                 let b = MatRef::row_major(&b_u8, K, N).unwrap();
                 check::<_, u8>((am, b, 128, &bias), stage_u8, true, &mut scratch, ("u8 column-major", col_major_a));
+            }
+        }
+    }
+
+    /// The word-at-a-time widening (a Cortex-M's row fill) equals the byte-at-a-time one: values
+    /// in order, top bits flipped where asked, the sum across its 128-word folds and the tail.
+    #[test]
+    fn word_widening_equals_the_bytes() {
+        let src: [u8; 1031] = bytes(5);
+        for len in [0, 1, 3, 4, 8, 13, 511, 512, 513, 1031] {
+            for flip in [None, Some(0x8080_8080)] {
+                let mut got = [-1i16; 1031];
+                let sum = widen_words(&src[..len], flip, &mut got[..len]);
+                let want: [i16; 1031] = core::array::from_fn(|i| i16::from(src[i] ^ flip.map_or(0, |_| 0x80)));
+                assert_eq!(got[..len], want[..len], "{len} {flip:?}");
+                assert!(got[len..].iter().all(|&v| v == -1), "{len}");
+                assert_eq!(sum, want[..len].iter().map(|&v| i32::from(v)).sum::<i32>(), "{len} {flip:?}");
             }
         }
     }
