@@ -75,6 +75,42 @@ DEBS
   rm -rf "$work"
 fi
 
+# A second GLSL compiler for the shaders that need GL_EXT_bfloat16 (glslang >= 15.4; Debian 13
+# has 15.1): Debian testing's glslang 16.6, shaderc 2026.4 and SPIRV-Tools 2026.4, pinned by hash
+# and linked as above. Testing's pool drops superseded packages: where these are gone this step
+# says so and goes on (scripts/spirv.sh then skips the bf16 modules' check, loudly; the committed
+# SPIR-V needs no compiler). To move on, put the current versions and hashes here (from
+# dists/testing/main/binary-amd64/Packages.xz) and rerun scripts/spirv.sh.
+glslc16="$root/.glslang16/glslc"
+if [ ! -x "$glslc16" ] && [ "$(dpkg --print-architecture)" = amd64 ]; then
+  echo "setup: building $glslc16 from Debian testing's shaderc 2026.4 and glslang 16.6"
+  work=$(mktemp -d)
+  fetched=true
+  while read -r sum path; do
+    if ! curl -fsSL --retry 3 -o "$work/pkg.deb" "http://deb.debian.org/debian/$path"; then
+      echo "setup: WARNING: $path is no longer in Debian's pool; $glslc16 not built (bf16 shaders unchecked)" >&2
+      fetched=false
+      break
+    fi
+    echo "$sum  $work/pkg.deb" | sha256sum -c --quiet -
+    dpkg-deb -x "$work/pkg.deb" "$work/root"
+  done <<'DEBS'
+f84effa2939c98d66886d57478da65292e2879515eb8a2375de77e0a95b431d5 pool/main/g/glslang/glslang-dev_16.6.0-1_amd64.deb
+ee27e239b32983f63bf6358a438120958af1800552f3647838e1a61c06901b78 pool/main/s/shaderc/libshaderc-dev_2026.4-1_amd64.deb
+5cb0484d00263473146fcb18794629dc8d25f283c5276bcf9e0dfd53a34e97b6 pool/main/s/spirv-tools/spirv-tools-dev_2026.4~rc2-1_amd64.deb
+DEBS
+  if $fetched; then
+    lib="$work/root/usr/lib/x86_64-linux-gnu"
+    mkdir -p "$root/.glslang16"
+    gcc -O2 -I"$work/root/usr/include" "$root/scripts/glslc/glslc.c" "$root/scripts/glslc/isoc23.c" \
+      "$lib/libshaderc_combined.a" "$lib/libglslang.a" "$lib/libMachineIndependent.a" "$lib/libGenericCodeGen.a" \
+      "$lib/libOSDependent.a" "$lib/libSPIRV.a" "$lib/libglslang-default-resource-limits.a" \
+      "$lib/libSPIRV-Tools-opt.a" "$lib/libSPIRV-Tools.a" -lstdc++ -lm -lpthread -o "$glslc16.tmp"
+    mv "$glslc16.tmp" "$glslc16"
+  fi
+  rm -rf "$work"
+fi
+
 targets=(thumbv7em-none-eabihf thumbv6m-none-eabi aarch64-unknown-linux-gnu wasm32-unknown-unknown)
 installed=$(rustup target list --installed)
 for t in "${targets[@]}"; do

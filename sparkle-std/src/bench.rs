@@ -839,7 +839,8 @@ pub fn gemm_precision_vulkan(
 }
 
 /// `sparkle bench gemm --device vulkan --dtypes f16|bf16`: half inputs (the f32 operands
-/// rounded), f32 sums and output, on cooperative matrices where the device has them for the type.
+/// rounded), f32 sums and output, on cooperative matrices where the device has them for the type
+/// and shape (the device line names each shape's kernel, `Context::gemm_half_path`).
 /// Spot-checked through the full upload/dispatch/download path at 64 sampled elements against
 /// the f64 oracle on the rounded inputs first; then timed resident after 0.2 s of warm-up (a GPU
 /// idling at a low clock needs about 0.1 s of sustained work to reach its full one).
@@ -849,9 +850,17 @@ pub fn half_gemm_vulkan<H: sparkle_core::f16::Half>(
     budget: f64,
 ) -> Result<(String, Vec<Record>), BenchError> {
     let ctx = crate::vk::Context::best()?;
-    let coop = ctx.has_cooperative_matrix_f16() && H::NAME == "f16";
-    let name =
-        format!("{} ({} on {})", ctx.info().name, H::NAME, if coop { "cooperative matrices" } else { "shader cores" });
+    // Each kernel with the shapes it runs, in the order first met.
+    let mut paths: Vec<(&str, Vec<String>)> = Vec::new();
+    for &[m, n, k] in shapes {
+        let path = ctx.gemm_half_path::<H>(m, n, k)?;
+        match paths.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, keys)) => keys.push(shape_key([m, n, k])),
+            None => paths.push((path, vec![shape_key([m, n, k])])),
+        }
+    }
+    let on: Vec<String> = paths.iter().map(|(p, keys)| format!("{} on {p}", keys.join(", "))).collect();
+    let name = format!("{} ({}: {})", ctx.info().name, H::NAME, on.join("; "));
     let mut records = Vec::new();
     for &shape in shapes {
         let [m, n, k] = shape;

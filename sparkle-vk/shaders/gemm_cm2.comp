@@ -2,15 +2,24 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_control_flow_attributes : require
+#if defined(BF16) && !defined(REFLECT)
+// bf16 operands (VK_KHR_shader_bfloat16; glslang >= 15.4, scripts/spirv.sh's second compiler).
+#extension GL_EXT_bfloat16 : require
+#define ELEM bfloat16_t
+#else
+// f16 operands; the REFLECT twin declares f16 for either (its interface is the same: 16-bit
+// elements, the same bindings), so vulkano never meets the bf16 type it cannot parse.
+#define ELEM float16_t
+#endif
 #ifndef REFLECT
 #extension GL_KHR_memory_scope_semantics : require
 #extension GL_KHR_cooperative_matrix : require
 #extension GL_NV_cooperative_matrix2 : require
 #endif
-// f16 GEMM on workgroup-scope cooperative matrices (VK_NV_cooperative_matrix2):
-// C (m x n, f32) = act(A (m x k) * B (k x n) + bias), f16 inputs, f32 accumulation. The operands
-// and push constants of gemm_coopmat.comp's f16 GEMM: half.rs packs A as m rows of p.k halves and
-// B as p.k rows of 8 * p.b_rs halves, both zero-padded; C is row-major, p.c_rs floats a row.
+// f16 (or, with BF16, bf16) GEMM on workgroup-scope cooperative matrices (VK_NV_cooperative_matrix2):
+// C (m x n, f32) = act(A (m x k) * B (k x n) + bias), f16 or bf16 inputs, f32 accumulation. The
+// operands and push constants of gemm_coopmat.comp's f16 GEMM: half.rs packs A as m rows of p.k
+// halves and B as p.k rows of 8 * p.b_rs halves, both zero-padded; C is row-major, p.c_rs floats a row.
 //
 // The whole workgroup (256 invocations) owns one BM x BN accumulator; each BK-deep slice of A and
 // B is one tensor load (the driver stages it through shared memory and picks the fragment layout
@@ -36,8 +45,8 @@ layout(local_size_x = 256) in;
 #define UNROLL 8
 #define SWIZZLE 8u
 
-layout(set = 0, binding = 0) readonly buffer ABuf { float16_t a[]; };
-layout(set = 0, binding = 1) readonly buffer BBuf { float16_t b[]; };
+layout(set = 0, binding = 0) readonly buffer ABuf { ELEM a[]; };
+layout(set = 0, binding = 1) readonly buffer BBuf { ELEM b[]; };
 layout(set = 0, binding = 2) writeonly buffer CBuf { float c[]; };
 layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
 #include "common.glsl"
@@ -98,8 +107,8 @@ void main() {
         uint steps = ka / (BK * UNROLL);
         [[dont_unroll]] for (uint t = 0u; t < steps; t++) {
             [[unroll]] for (uint u = 0u; u < UNROLL; u++) {
-                coopmat<float16_t, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA> fa;
-                coopmat<float16_t, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB> fb;
+                coopmat<ELEM, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA> fa;
+                coopmat<ELEM, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB> fb;
                 coopMatLoadTensorNV(fa, a, 0, sliceTensorLayoutNV(la, row0, BM, k0, BK));
                 coopMatLoadTensorNV(fb, b, 0, sliceTensorLayoutNV(lb, k0, BK, col0, BN));
                 acc = coopMatMulAdd(fa, fb, acc);
@@ -109,8 +118,8 @@ void main() {
     }
     // Edge tiles, and the slices after the last whole step: zeros past A's and B's extents.
     [[dont_unroll]] for (; k0 < ka; k0 += BK) {
-        coopmat<float16_t, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA> fa;
-        coopmat<float16_t, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB> fb;
+        coopmat<ELEM, gl_ScopeWorkgroup, BM, BK, gl_MatrixUseA> fa;
+        coopmat<ELEM, gl_ScopeWorkgroup, BK, BN, gl_MatrixUseB> fb;
         coopMatLoadTensorNV(fa, a, 0, sliceTensorLayoutNV(lac, row0, BM, k0, BK));
         coopMatLoadTensorNV(fb, b, 0, sliceTensorLayoutNV(lbc, k0, BK, col0, BN));
         acc = coopMatMulAdd(fa, fb, acc);

@@ -109,6 +109,7 @@ mod tests {
             cooperative_matrix_f16: true,
             cooperative_matrix_i8: true,
             cooperative_matrix2_f16: false,
+            cooperative_matrix2_bf16: false,
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Context {
     /// f16 GEMMs run on workgroup-scope cooperative matrices
     /// ([`DeviceInfo::cooperative_matrix2_f16`], enabled).
     pub(crate) coopmat2_f16: bool,
+    /// bf16 GEMMs do too ([`DeviceInfo::cooperative_matrix2_bf16`], enabled).
+    pub(crate) coopmat2_bf16: bool,
 }
 
 /// The extension and features the kernels use: the KHR cooperative matrices, f16 arithmetic and
@@ -70,20 +72,23 @@ impl Context {
         // vulkano 0.35 cannot enable VK_NV_cooperative_matrix2: opened with the raw API where the
         // device has it, and through vulkano without it if that fails.
         let wanted = enabled(coopmat_f16, coopmat_i8);
+        let bf16 = info.cooperative_matrix2_bf16;
         let opened = if info.cooperative_matrix2_f16 {
-            crate::coopmat2::create_device(physical.clone(), queue_family_index, wanted, all.len())
+            crate::coopmat2::create_device(physical.clone(), queue_family_index, wanted, bf16, all.len())
                 .inspect_err(|e| {
                     eprintln!(
                         "sparkle: opening {} with VK_NV_cooperative_matrix2 failed ({e}); opening it without",
                         info.name
                     );
                     info.cooperative_matrix2_f16 = false;
+                    info.cooperative_matrix2_bf16 = false;
                 })
                 .ok()
         } else {
             None
         };
         let coopmat2_f16 = opened.is_some();
+        let coopmat2_bf16 = coopmat2_f16 && bf16;
         let (device, queue) = match opened {
             Some(opened) => opened,
             None => Self::open(physical, queue_family_index, wanted, all.len())?,
@@ -97,6 +102,7 @@ impl Context {
             coopmat_f16,
             coopmat_i8,
             coopmat2_f16,
+            coopmat2_bf16,
             info,
             device,
             queue,

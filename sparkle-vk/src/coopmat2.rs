@@ -5,9 +5,11 @@
 //!
 //! - [`supported`]: the extension's features, limits and f16 workgroup-scope shapes, queried
 //!   through `vkGetPhysicalDeviceFeatures2`, `vkGetPhysicalDeviceProperties2` and
-//!   `vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV`;
+//!   `vkGetPhysicalDeviceCooperativeMatrixFlexibleDimensionsPropertiesNV`; [`supported_bf16`]:
+//!   the same for bf16, with `VK_KHR_shader_bfloat16`'s features (also newer than vulkano);
 //! - [`create_device`]: the logical device with the extension and its features enabled (besides
-//!   everything `Context::new` enables through vulkano), wrapped by `Device::from_handle`;
+//!   everything `Context::new` enables through vulkano; with bf16, `VK_KHR_shader_bfloat16` too),
+//!   wrapped by `Device::from_handle`;
 //! - [`load_shader`]: a module whose driver code is the real SPIR-V and whose vulkano-side
 //!   reflection is a twin compiled from the same source with `REFLECT` (same bindings and push
 //!   constants, an empty body), so vulkano derives the pipeline layout without parsing the
@@ -35,6 +37,37 @@ const EXTENSION: &str = "VK_NV_cooperative_matrix2";
 const FEATURES_TYPE: vk::StructureType = vk::StructureType::from_raw(1_000_593_000);
 const FLEXIBLE_TYPE: vk::StructureType = vk::StructureType::from_raw(1_000_593_001);
 const PROPERTIES_TYPE: vk::StructureType = vk::StructureType::from_raw(1_000_593_002);
+/// `VK_KHR_shader_bfloat16` (also newer than vulkano's registry): the bf16 type in shaders and
+/// in cooperative matrices, for `gemm_cm2.comp`'s bf16 module.
+const BF16_EXTENSION: &str = "VK_KHR_shader_bfloat16";
+const BF16_FEATURES_TYPE: vk::StructureType = vk::StructureType::from_raw(1_000_141_000);
+/// `VK_COMPONENT_TYPE_BFLOAT16_KHR`.
+const BFLOAT16: vk::ComponentTypeKHR = vk::ComponentTypeKHR::from_raw(1_000_141_000);
+
+/// `VkPhysicalDeviceShaderBfloat16FeaturesKHR`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Bf16Features {
+    s_type: vk::StructureType,
+    p_next: *mut c_void,
+    shader_bfloat16_type: vk::Bool32,
+    shader_bfloat16_dot_product: vk::Bool32,
+    shader_bfloat16_cooperative_matrix: vk::Bool32,
+}
+
+impl Bf16Features {
+    /// None enabled, or (`needed`) the two `gemm_cm2.comp`'s bf16 module uses.
+    fn new(needed: bool) -> Self {
+        let b = if needed { vk::TRUE } else { vk::FALSE };
+        Bf16Features {
+            s_type: BF16_FEATURES_TYPE,
+            p_next: std::ptr::null_mut(),
+            shader_bfloat16_type: b,
+            shader_bfloat16_dot_product: vk::FALSE,
+            shader_bfloat16_cooperative_matrix: b,
+        }
+    }
+}
 
 /// `VkPhysicalDeviceCooperativeMatrix2FeaturesNV`.
 #[repr(C)]
@@ -126,13 +159,13 @@ struct Flexible {
 /// where its granularities divide them.
 pub(crate) const TILE: [u32; 3] = [128, 128, 64];
 
-/// Whether `p` offers f16 x f16 -> f32 in workgroup scope for 256 invocations with granularities
-/// that divide [`TILE`].
-fn offers_f16(p: &PhysicalDevice) -> bool {
+/// Whether `p` offers `t x t -> f32` (`t` f16 or bf16) in workgroup scope for 256 invocations
+/// with granularities that divide [`TILE`].
+fn offers(p: &PhysicalDevice, t: vk::ComponentTypeKHR) -> bool {
     use vk::ComponentTypeKHR as T;
     let [m, n, k] = TILE;
     shapes(p).iter().any(|s| {
-        (s.a_type, s.b_type, s.c_type, s.result_type) == (T::FLOAT16, T::FLOAT16, T::FLOAT32, T::FLOAT32)
+        (s.a_type, s.b_type, s.c_type, s.result_type) == (t, t, T::FLOAT32, T::FLOAT32)
             && s.scope == vk::ScopeKHR::WORKGROUP
             && s.workgroup_invocations == 256
             && [(m, s.m_granularity), (n, s.n_granularity), (k, s.k_granularity)]
@@ -151,7 +184,22 @@ pub(crate) fn supported(p: &PhysicalDevice) -> bool {
         && p.extension_properties().iter().any(|e| e.extension_name == EXTENSION)
         && features(p).covers(&Features::needed())
         && fits_limits(p)
-        && offers_f16(p)
+        && offers(p, vk::ComponentTypeKHR::FLOAT16)
+}
+
+/// Whether `p`, where [`supported`] holds, also runs `gemm_cm2.comp`'s bf16 module (see
+/// [`crate::DeviceInfo::cooperative_matrix2_bf16`]): `VK_KHR_shader_bfloat16` with the bf16 type
+/// and bf16 cooperative matrices, and bf16 x bf16 -> f32 in workgroup scope as for f16.
+pub(crate) fn supported_bf16(p: &PhysicalDevice) -> bool {
+    if !p.extension_properties().iter().any(|e| e.extension_name == BF16_EXTENSION) {
+        return false;
+    }
+    let mut bf16 = Bf16Features::new(false);
+    let mut f2 = vk::PhysicalDeviceFeatures2 { p_next: (&raw mut bf16).cast(), ..Default::default() };
+    // SAFETY: a valid physical device of a 1.3 instance that has the extension; the chain is one
+    // structure of the registry's layout, of a type the driver knows.
+    unsafe { (p.instance().fns().v1_1.get_physical_device_features2)(p.handle(), &mut f2) };
+    bf16.shader_bfloat16_type == vk::TRUE && bf16.shader_bfloat16_cooperative_matrix == vk::TRUE && offers(p, BFLOAT16)
 }
 
 /// Whether the extension's limits on `p` take the kernel: a workgroup of 256 in workgroup scope
@@ -262,13 +310,16 @@ fn with_own((extensions, features): (DeviceExtensions, DeviceFeatures)) -> Resul
 
 /// Opens `physical` with one queue of `queue_family_index`, the extensions and features `Context`
 /// asks for (`wanted`: the KHR cooperative matrices and their features) plus this extension and
-/// the 16-bit storage buffers its kernel reads; returns vulkano's device and queue. Only called
-/// where [`supported`] holds. The raw create info is built from `wanted`'s fields, and vulkano is
-/// told exactly what was enabled: a feature the raw chain below does not carry is an error.
+/// the 16-bit storage buffers its kernel reads, and with `bf16` `VK_KHR_shader_bfloat16` and the
+/// bf16 module's features; returns vulkano's device and queue. Only called where [`supported`]
+/// holds (and [`supported_bf16`] with `bf16`). The raw create info is built from `wanted`'s
+/// fields, and vulkano is told exactly what was enabled: a feature the raw chain below does not
+/// carry is an error.
 pub(crate) fn create_device(
     physical: Arc<PhysicalDevice>,
     queue_family_index: u32,
     (extensions, features): (DeviceExtensions, DeviceFeatures),
+    bf16: bool,
     found: usize,
 ) -> Result<(Arc<Device>, Arc<Queue>)> {
     let (extensions, features) = with_own((extensions, features))?;
@@ -280,8 +331,17 @@ pub(crate) fn create_device(
         p_queue_priorities: priorities.as_ptr(),
         ..Default::default()
     };
-    let names: [*const c_char; 2] = [c"VK_KHR_cooperative_matrix".as_ptr(), c"VK_NV_cooperative_matrix2".as_ptr()];
+    let names: [*const c_char; 3] = [
+        c"VK_KHR_cooperative_matrix".as_ptr(),
+        c"VK_NV_cooperative_matrix2".as_ptr(),
+        c"VK_KHR_shader_bfloat16".as_ptr(),
+    ];
+    let names = &names[..if bf16 { 3 } else { 2 }];
+    let mut bf16_features = Bf16Features::new(true);
     let mut cm2 = Features::needed();
+    if bf16 {
+        cm2.p_next = (&raw mut bf16_features).cast();
+    }
     let mut khr = vk::PhysicalDeviceCooperativeMatrixFeaturesKHR {
         cooperative_matrix: features.cooperative_matrix.into(),
         p_next: (&raw mut cm2).cast(),
@@ -329,8 +389,9 @@ pub(crate) fn create_device(
         ..Default::default()
     };
     // SAFETY: `handle` was just created from `physical` with this queue and with these
-    // extensions and features, plus `VK_NV_cooperative_matrix2`, which vulkano does not know
-    // (it only ever sees modules whose reflection omits that extension: `load_shader`).
+    // extensions and features, plus `VK_NV_cooperative_matrix2` (and `VK_KHR_shader_bfloat16`),
+    // which vulkano does not know (it only ever sees modules whose reflection omits both:
+    // `load_shader`).
     let (device, mut queues) = unsafe { Device::from_handle(physical, handle, create_info) };
     let queue = queues.next().ok_or(VkError::NoDevice { found })?;
     Ok((device, queue))

@@ -60,6 +60,11 @@ pub struct DeviceInfo {
     /// kernel beside it); `Context::new` clears it where opening the device with the extension
     /// failed.
     pub cooperative_matrix2_f16: bool,
+    /// Whether bf16 GEMMs run on the same kernel (`gemm_cm2.comp`'s bf16 module): everything
+    /// [`DeviceInfo::cooperative_matrix2_f16`] needs, `VK_KHR_shader_bfloat16` with the bf16 type
+    /// and bf16 cooperative matrices, and bf16 x bf16 -> f32 in workgroup scope as for f16.
+    /// Cleared with it where opening the device with the extensions failed.
+    pub cooperative_matrix2_bf16: bool,
 }
 
 pub(crate) fn instance() -> Result<Arc<Instance>> {
@@ -108,6 +113,7 @@ pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
         .filter(|h| h.flags.intersects(MemoryHeapFlags::DEVICE_LOCAL))
         .map(|h| h.size)
         .sum();
+    let cm2 = cooperative_matrix_f16(p) && crate::coopmat2::supported(p);
     DeviceInfo {
         index,
         name: props.device_name.clone(),
@@ -125,7 +131,8 @@ pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
         device_local_bytes,
         cooperative_matrix_f16: cooperative_matrix_f16(p),
         cooperative_matrix_i8: cooperative_matrix_i8(p),
-        cooperative_matrix2_f16: cooperative_matrix_f16(p) && crate::coopmat2::supported(p),
+        cooperative_matrix2_f16: cm2,
+        cooperative_matrix2_bf16: cm2 && crate::coopmat2::supported_bf16(p),
     }
 }
 

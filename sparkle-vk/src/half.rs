@@ -1,16 +1,18 @@
 //! Half-precision GEMM and conv2d ([`Context::gemm_half`], [`Context::conv2d_half`]): f16 or bf16
 //! inputs, f32 sums and output, the shared epilogue. Three kernels over one operand layout:
 //!
-//! - `gemm_cm2.comp` (f16 GEMM): workgroup-scope cooperative matrices (`VK_NV_cooperative_matrix2`,
-//!   through `coopmat2`), 128x128 tiles, for GEMMs of at least [`MIN_FULL_TILES`] of them where
-//!   the device has the extension ([`crate::DeviceInfo::cooperative_matrix2_f16`]);
+//! - `gemm_cm2.comp` (f16 and bf16 GEMM): workgroup-scope cooperative matrices
+//!   (`VK_NV_cooperative_matrix2`, through `coopmat2`), 128x128 tiles, for GEMMs of at least
+//!   [`MIN_FULL_TILES`] of them where the device has the extension
+//!   ([`crate::DeviceInfo::cooperative_matrix2_f16`]; for bf16 also `VK_KHR_shader_bfloat16`,
+//!   [`crate::DeviceInfo::cooperative_matrix2_bf16`]);
 //! - `gemm_coopmat.comp` (f16): cooperative matrices (`VK_KHR_cooperative_matrix`: NVIDIA's
 //!   tensor cores), 64x64, 128x128 or 128x256 tiles (conv: 128x128 or 64x256) of 16x16x16 products,
 //!   where the device offers that shape with f32 accumulation and subgroups of exactly 32
 //!   ([`crate::DeviceInfo::cooperative_matrix_f16`]);
 //! - `gemm_half.comp` (f16 and bf16): plain shader cores widening to f32, everywhere else (and
-//!   lavapipe in CI). bf16 always runs here: the glslang that compiles the cooperative-matrix
-//!   shader (15.1) has no `bfloat16_t` yet.
+//!   lavapipe in CI). bf16 conv2d and bf16 GEMMs below the workgroup-scope kernel's size run here:
+//!   the KHR kernel has no bf16 module.
 //!
 //! The host packs both operands into 32-bit words of two halves, zero-padding A's rows to a
 //! multiple of 32 halves (at least 32, so even k = 0 has a slice to load) and B's to a multiple
@@ -76,7 +78,7 @@ pub(crate) fn coop_tile(m: usize, n: usize) -> Result<u8> {
     })
 }
 
-/// Whether the workgroup-scope kernel (`Kind::Coopmat2F16`) runs `m x n` on a device that has it:
+/// Whether the workgroup-scope kernel (`Kind::Coopmat2`) runs `m x n` on a device that has it:
 /// from [`MIN_FULL_TILES`] tiles of 128 x 128 (below that the KHR kernel's 64 x 64 tiles give a
 /// small C more workgroups). `SPARKLE_VK_COOPMAT2=all`
 /// runs it at every size (the tests use it to cover its edge tiles), `SPARKLE_VK_COOPMAT_TILE`
@@ -105,9 +107,10 @@ pub(crate) struct HalfPlan {
     pub(crate) b_words: usize,
 }
 
-/// The plan for `m x n x k` on the cooperative-matrix kernels (`coopmat`; with `coopmat2` the
-/// workgroup-scope one where [`takes_coop2`] picks it) or the shader-core one (`bf16` selects its
-/// bf16 variant): every size checked to fit the shaders' 32-bit indices and the dispatch limits.
+/// The plan for `m x n x k` on the cooperative-matrix kernels (`coopmat`: the KHR one; `coopmat2`:
+/// the workgroup-scope one for this dtype, where [`takes_coop2`] picks it) or the shader-core one
+/// (`bf16` selects the bf16 modules): every size checked to fit the shaders' 32-bit indices and
+/// the dispatch limits.
 pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, coopmat2: bool, bf16: bool) -> Result<HalfPlan> {
     let overflow = |param| VkError::Core(Error::Overflow { param });
     // At least one slice: the kernels load the first before their loop.
@@ -120,9 +123,9 @@ pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, coopmat2: b
     u32_of(a_words, Param::A)?;
     u32_of(b_words, Param::B)?;
     u32_of(c_len, Param::COut)?;
-    let (kind, [tm, tn]) = if coopmat && coopmat2 && takes_coop2(m, n) {
+    let (kind, [tm, tn]) = if coopmat2 && takes_coop2(m, n) {
         let [tm, tn, _] = crate::coopmat2::TILE;
-        (Kind::Coopmat2F16, [tm as usize, tn as usize])
+        (Kind::Coopmat2 { bf16 }, [tm as usize, tn as usize])
     } else if coopmat {
         let tile = coop_tile(m, n)?;
         (Kind::CoopmatF16 { tile }, COOP_TILES[usize::from(tile)])
@@ -308,10 +311,19 @@ impl Context {
         self.coopmat2_f16
     }
 
-    /// Where `H` GEMMs and conv2d run on this device: "cooperative matrices" or "shader cores".
+    /// Whether large bf16 GEMMs do too (with `VK_KHR_shader_bfloat16`).
+    pub fn has_cooperative_matrix2_bf16(&self) -> bool {
+        self.coopmat2_bf16
+    }
+
+    /// Where `H` GEMMs and conv2d run on this device: "cooperative matrices", "shader cores", or
+    /// for bf16 with [`Context::has_cooperative_matrix2_bf16`] "workgroup cooperative matrices
+    /// for large GEMMs, shader cores for the rest" ([`Context::gemm_half_path`] names a shape's).
     pub fn half_path<H: Half>(&self) -> &'static str {
         if self.coopmat_f16 && H::DTYPE == DType::F16 {
             "cooperative matrices"
+        } else if self.coopmat2_bf16 && H::DTYPE == DType::Bf16 {
+            "workgroup cooperative matrices for large GEMMs, shader cores for the rest"
         } else {
             "shader cores"
         }
@@ -322,7 +334,7 @@ impl Context {
     /// shape cannot run here.
     pub fn gemm_half_path<H: Half>(&self, m: usize, n: usize, k: usize) -> Result<&'static str> {
         Ok(match self.half_plan::<H>(m, n, k)?.kind {
-            Kind::Coopmat2F16 => "workgroup cooperative matrices",
+            Kind::Coopmat2 { .. } => "workgroup cooperative matrices",
             Kind::CoopmatF16 { .. } => "cooperative matrices",
             _ => "shader cores",
         })
@@ -331,7 +343,8 @@ impl Context {
     /// The plan of an `m x n x k` half GEMM of type `H` on this device.
     pub(crate) fn half_plan<H: Half>(&self, m: usize, n: usize, k: usize) -> Result<HalfPlan> {
         let bf16 = H::DTYPE == DType::Bf16;
-        let plan = half_plan(m, n, k, self.coopmat_f16 && !bf16, self.coopmat2_f16, bf16)?;
+        let coopmat2 = if bf16 { self.coopmat2_bf16 } else { self.coopmat2_f16 };
+        let plan = half_plan(m, n, k, self.coopmat_f16 && !bf16, coopmat2, bf16)?;
         self.fits(plan, m.saturating_mul(n))
     }
 
@@ -572,17 +585,20 @@ mod tests {
     }
 
     #[test]
-    fn large_f16_gemms_take_the_workgroup_kernel_where_the_device_has_it() {
+    fn large_half_gemms_take_the_workgroup_kernel_where_the_device_has_it() {
         // From 256 tiles of 128 x 128.
         let p = half_plan(4096, 4096, 100, true, true, false).unwrap();
-        assert_eq!((p.kind, p.groups), (Kind::Coopmat2F16, [32, 32, 1]));
+        assert_eq!((p.kind, p.groups), (Kind::Coopmat2 { bf16: false }, [32, 32, 1]));
         let p = half_plan(2048, 2050, 100, true, true, false).unwrap();
-        assert_eq!((p.kind, p.groups), (Kind::Coopmat2F16, [17, 16, 1]));
+        assert_eq!((p.kind, p.groups), (Kind::Coopmat2 { bf16: false }, [17, 16, 1]));
         // Fewer tiles: the KHR kernel's 64 x 64 tiles; no extension: the KHR kernel throughout.
         assert_eq!(half_plan(1024, 1024, 100, true, true, false).unwrap().kind, Kind::CoopmatF16 { tile: 2 });
         assert_eq!(half_plan(4096, 4096, 100, true, false, false).unwrap().kind, Kind::CoopmatF16 { tile: 1 });
-        // bf16 never runs on cooperative matrices.
-        assert_eq!(half_plan(4096, 4096, 100, false, true, true).unwrap().kind, Kind::HalfGemm { bf16: true });
+        // bf16 runs on the workgroup kernel's bf16 module where the device has it (there is
+        // no KHR bf16 kernel: below its size, and without it, on the shader cores).
+        assert_eq!(half_plan(4096, 4096, 100, false, true, true).unwrap().kind, Kind::Coopmat2 { bf16: true });
+        assert_eq!(half_plan(1024, 1024, 100, false, true, true).unwrap().kind, Kind::HalfGemm { bf16: true });
+        assert_eq!(half_plan(4096, 4096, 100, false, false, true).unwrap().kind, Kind::HalfGemm { bf16: true });
     }
 
     #[test]

@@ -63,9 +63,9 @@ pub(crate) enum Kind {
     HalfGemm { bf16: bool },
     /// f16 GEMM on cooperative matrices (`shaders/gemm_coopmat.comp`, precompiled).
     CoopmatF16 { tile: u8 },
-    /// f16 GEMM on workgroup-scope cooperative matrices (`shaders/gemm_cm2.comp`,
+    /// f16 (or bf16) GEMM on workgroup-scope cooperative matrices (`shaders/gemm_cm2.comp`,
     /// `VK_NV_cooperative_matrix2`, precompiled): `coopmat2::TILE` tiles.
-    Coopmat2F16,
+    Coopmat2 { bf16: bool },
     /// Half conv2d (implicit GEMM) on the shader cores (`shaders/gemm_half.comp` with CONV).
     HalfConv { bf16: bool },
     /// f16 conv2d (implicit GEMM) on cooperative matrices (`shaders/gemm_coopmat.comp` with CONV):

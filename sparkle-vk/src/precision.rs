@@ -295,7 +295,7 @@ mod tests {
         // `medium` is the f16 GEMM: on the workgroup-scope kernel where the device has it;
         // `high`'s two planes stay on the KHR split kernel.
         let wide = split_plan(8192, 8192, 100, (true, true), Precision::Medium).unwrap();
-        assert_eq!(wide.kind, Kind::Coopmat2F16);
+        assert_eq!(wide.kind, Kind::Coopmat2 { bf16: false });
         let split = split_plan(8192, 8192, 100, (true, true), Precision::High).unwrap();
         assert_eq!(split.kind, Kind::SplitF16 { coopmat: true, small: false });
         assert_eq!(p.kind, Kind::SplitF16 { coopmat: true, small: false });

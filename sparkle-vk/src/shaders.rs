@@ -139,10 +139,14 @@ mod winograd_output_cs {
     vulkano_shaders::shader! { ty: "compute", path: "shaders/winograd.comp", define: [("OUTPUT", "1")] }
 }
 
-/// `gemm_cm2.comp`: the driver's module and its REFLECT twin (vulkano 0.35 cannot parse the
+/// `gemm_cm2.comp`: the driver's f16 module and its REFLECT twin (vulkano 0.35 cannot parse the
 /// first; `coopmat2::load_shader`).
 const COOPMAT2_F16: [&[u8]; 2] =
     [include_bytes!("../shaders/spv/gemm_cm2_f16.spv"), include_bytes!("../shaders/spv/gemm_cm2_f16.reflect.spv")];
+/// `gemm_cm2.comp`'s bf16 module, with the f16 module's twin (its REFLECT build declares f16
+/// elements: the same interface, which the test below checks).
+const COOPMAT2_BF16: [&[u8]; 2] =
+    [include_bytes!("../shaders/spv/gemm_cm2_bf16.spv"), include_bytes!("../shaders/spv/gemm_cm2_f16.reflect.spv")];
 
 /// A compute pipeline for `entry`, its layout derived from the shader, compiled through `cache`.
 pub(crate) fn compute_pipeline(
@@ -251,17 +255,22 @@ impl Pipelines {
     fn load(&self, kind: Kind) -> Result<Arc<ShaderModule>> {
         let device = self.device.clone();
         match kind {
-            Kind::Coopmat2F16 => {
-                if !self.info.cooperative_matrix2_f16 {
+            Kind::Coopmat2 { bf16 } => {
+                let (enabled, what) = if bf16 {
+                    (self.info.cooperative_matrix2_bf16, "bf16 GEMM where VK_KHR_shader_bfloat16")
+                } else {
+                    (self.info.cooperative_matrix2_f16, "f16 GEMM where VK_NV_cooperative_matrix2")
+                };
+                if !enabled {
                     return Err(VkError::Config(format!(
-                        "{}: the workgroup-scope f16 GEMM planned where VK_NV_cooperative_matrix2 is not enabled",
+                        "{}: the workgroup-scope {what} is not enabled",
                         self.info.name
                     )));
                 }
-                let [real, reflect] = COOPMAT2_F16;
+                let [real, reflect] = if bf16 { COOPMAT2_BF16 } else { COOPMAT2_F16 };
                 // SAFETY: one source compiled with and without REFLECT (scripts/spirv.sh; the
-                // interface test below); the context enabled the extension and its
-                // features (it clears `DeviceInfo::cooperative_matrix2_f16` where it could not).
+                // interface test below); the context enabled the extensions and their features
+                // (it clears `DeviceInfo::cooperative_matrix2_f16` and `_bf16` where it could not).
                 return unsafe { crate::coopmat2::load_shader(&device, real, reflect) };
             }
             Kind::Gemm => gemm_cs::load(device.clone()),
@@ -336,7 +345,7 @@ impl Pipelines {
 
 #[cfg(test)]
 mod tests {
-    use super::COOPMAT2_F16;
+    use super::{COOPMAT2_BF16, COOPMAT2_F16};
     use crate::coopmat2::words;
 
     /// What vulkano reads of a module's interface, without the ids that differ between two
@@ -373,10 +382,11 @@ mod tests {
 
     #[test]
     fn the_reflected_twin_has_the_real_modules_interface() {
-        let [real, reflect] = COOPMAT2_F16;
-        let (real, reflect) = (interface(real), interface(reflect));
-        // Four buffers (set and binding each) and a workgroup size at least.
-        assert!(real.len() >= 9, "{real:?}");
-        assert_eq!(real, reflect, "gemm_cm2.comp and its REFLECT twin differ: `load_shader`'s contract");
+        for (dtype, [real, reflect]) in [("f16", COOPMAT2_F16), ("bf16", COOPMAT2_BF16)] {
+            let (real, reflect) = (interface(real), interface(reflect));
+            // Four buffers (set and binding each) and a workgroup size at least.
+            assert!(real.len() >= 9, "{real:?}");
+            assert_eq!(real, reflect, "gemm_cm2.comp ({dtype}) and its REFLECT twin differ: `load_shader`'s contract");
+        }
     }
 }

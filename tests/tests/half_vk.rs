@@ -159,6 +159,32 @@ fn workgroup_cooperative_matrices_are_used_where_a_device_has_them() {
     }
 }
 
+#[test]
+fn bf16_runs_on_workgroup_cooperative_matrices_where_a_device_has_them() {
+    let ctxs = contexts();
+    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix2_bf16).collect();
+    if with.is_empty() {
+        return skip("COOPMAT2_BF16", "no Vulkan device with VK_KHR_shader_bfloat16 beside VK_NV_cooperative_matrix2");
+    }
+    for ctx in with {
+        assert!(ctx.has_cooperative_matrix2_bf16(), "{}: offered but not enabled", ctx.info().name);
+        // The f16 test's shapes: edge tiles, a clamped short k, the unrolled unclamped loop.
+        for (i, (k, layout)) in
+            [(70, (false, false, 0, 2)), (70, (true, true, 3, 1)), (520, (false, false, 1, 1))].into_iter().enumerate()
+        {
+            let path = ctx.gemm_half_path::<bf16>(2050, 2040, k).unwrap();
+            assert_eq!(path, "workgroup cooperative matrices", "{}", ctx.info().name);
+            check::<bf16>(ctx, [2050, 2040, k], layout, 22 + i as u64);
+        }
+        // Below the kernel's size bf16 stays on the shader cores (there is no KHR bf16 kernel),
+        // unless SPARKLE_VK_COOPMAT2=all sends every size to it.
+        if std::env::var_os("SPARKLE_VK_COOPMAT2").is_none() {
+            assert_eq!(ctx.gemm_half_path::<bf16>(512, 512, 64).unwrap(), "shader cores");
+        }
+        eprintln!("bf16 on workgroup cooperative matrices passed on {}", ctx.info().name);
+    }
+}
+
 /// conv2d `p` + bias (when `bias`) + ReLU on `H` input and weights, against the f64 oracle on the
 /// same rounded values (reduction length C/groups * R * S).
 fn check_conv<H: Half>(ctx: &Context, p: Conv2dParams, bias: bool, seed: u64) {

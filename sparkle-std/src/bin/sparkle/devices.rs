@@ -59,13 +59,18 @@ pub fn run() -> Result<ExitCode, Failure> {
                     d.device_local_bytes >> 20
                 );
                 println!(
-                    "  half GEMM and conv2d: f16 on {}, bf16 on shader cores",
+                    "  half GEMM and conv2d: f16 on {}, bf16 on {}",
                     if d.cooperative_matrix2_f16 {
                         "workgroup cooperative matrices (VK_NV_cooperative_matrix2, f32 accumulation) for large GEMMs, 16x16x16 ones for the rest"
                     } else if d.cooperative_matrix_f16 {
                         "cooperative matrices (16x16x16, f32 accumulation)"
                     } else {
                         "shader cores (no usable cooperative matrices)"
+                    },
+                    if d.cooperative_matrix2_bf16 {
+                        "workgroup cooperative matrices (VK_KHR_shader_bfloat16) for large GEMMs, shader cores for the rest"
+                    } else {
+                        "shader cores"
                     }
                 );
                 println!(
