@@ -52,27 +52,40 @@ fi
 # sparkle-vk/shaders/spv/ (scripts/spirv.sh), so building Sparkle never needs it; the test
 # command uses it to check the committed SPIR-V matches its GLSL. Debian 13's static libraries,
 # pinned by hash, linked with a shim for two glibc 2.38 symbols (scripts/glslc/isoc23.c).
+# build_glslc OUT: fetches the Debian packages listed on stdin ("sha256 pool-path" lines), checks
+# each one's hash, and links scripts/glslc against their static libraries into OUT. Returns 1,
+# building nothing, where a package is no longer in Debian's pool; exits on a wrong hash or a
+# failed link.
+build_glslc() {
+  local out=$1 work lib sum path
+  work=$(mktemp -d)
+  while read -r sum path; do
+    if ! curl -fsSL --retry 3 -o "$work/pkg.deb" "http://deb.debian.org/debian/$path"; then
+      echo "setup: $path is no longer in Debian's pool" >&2
+      rm -rf "$work"
+      return 1
+    fi
+    echo "$sum  $work/pkg.deb" | sha256sum -c --quiet - || exit 1
+    dpkg-deb -x "$work/pkg.deb" "$work/root" || exit 1
+  done
+  lib="$work/root/usr/lib/x86_64-linux-gnu"
+  mkdir -p "$(dirname "$out")"
+  gcc -O2 -I"$work/root/usr/include" "$root/scripts/glslc/glslc.c" "$root/scripts/glslc/isoc23.c" \
+    "$lib/libshaderc_combined.a" "$lib/libglslang.a" "$lib/libMachineIndependent.a" "$lib/libGenericCodeGen.a" \
+    "$lib/libOSDependent.a" "$lib/libSPIRV.a" "$lib/libglslang-default-resource-limits.a" \
+    "$lib/libSPIRV-Tools-opt.a" "$lib/libSPIRV-Tools.a" -lstdc++ -lm -lpthread -o "$out.tmp" || exit 1
+  mv "$out.tmp" "$out"
+  rm -rf "$work"
+}
+
 glslc="$root/.glslang/glslc"
 if [ ! -x "$glslc" ] && [ "$(dpkg --print-architecture)" = amd64 ]; then
   echo "setup: building $glslc from Debian 13's shaderc 2025.2 and glslang 15.1"
-  work=$(mktemp -d)
-  while read -r sum path; do
-    curl -fsSL --retry 3 -o "$work/pkg.deb" "http://deb.debian.org/debian/$path"
-    echo "$sum  $work/pkg.deb" | sha256sum -c --quiet -
-    dpkg-deb -x "$work/pkg.deb" "$work/root"
-  done <<'DEBS'
+  build_glslc "$glslc" <<'DEBS' || exit 1
 20e94fbc4d6817f6d6043271e022a3101a2568b21f43d76f40378ce5ed2ca9e7 pool/main/g/glslang/glslang-dev_15.1.0+1.4.309.0-1_amd64.deb
 727f2c5879020c44489bbe0de922cb8ae3cbeda756aa491918d51018d617a142 pool/main/s/shaderc/libshaderc-dev_2025.2-1_amd64.deb
 2cc272ef1340cf0b47de6c5fcccaf91574d7a8f4061abb718d6c639463e85aab pool/main/s/spirv-tools/spirv-tools_2025.1~rc1-1_amd64.deb
 DEBS
-  lib="$work/root/usr/lib/x86_64-linux-gnu"
-  mkdir -p "$root/.glslang"
-  gcc -O2 -I"$work/root/usr/include" "$root/scripts/glslc/glslc.c" "$root/scripts/glslc/isoc23.c" \
-    "$lib/libshaderc_combined.a" "$lib/libglslang.a" "$lib/libMachineIndependent.a" "$lib/libGenericCodeGen.a" \
-    "$lib/libOSDependent.a" "$lib/libSPIRV.a" "$lib/libglslang-default-resource-limits.a" \
-    "$lib/libSPIRV-Tools-opt.a" "$lib/libSPIRV-Tools.a" -lstdc++ -lm -lpthread -o "$glslc.tmp"
-  mv "$glslc.tmp" "$glslc"
-  rm -rf "$work"
 fi
 
 # A second GLSL compiler for the shaders that need GL_EXT_bfloat16 (glslang >= 15.4; Debian 13
@@ -84,31 +97,11 @@ fi
 glslc16="$root/.glslang16/glslc"
 if [ ! -x "$glslc16" ] && [ "$(dpkg --print-architecture)" = amd64 ]; then
   echo "setup: building $glslc16 from Debian testing's shaderc 2026.4 and glslang 16.6"
-  work=$(mktemp -d)
-  fetched=true
-  while read -r sum path; do
-    if ! curl -fsSL --retry 3 -o "$work/pkg.deb" "http://deb.debian.org/debian/$path"; then
-      echo "setup: WARNING: $path is no longer in Debian's pool; $glslc16 not built (bf16 shaders unchecked)" >&2
-      fetched=false
-      break
-    fi
-    echo "$sum  $work/pkg.deb" | sha256sum -c --quiet -
-    dpkg-deb -x "$work/pkg.deb" "$work/root"
-  done <<'DEBS'
+  build_glslc "$glslc16" <<'DEBS' || echo "setup: WARNING: $glslc16 not built (the bf16 shaders' SPIR-V goes unchecked)" >&2
 f84effa2939c98d66886d57478da65292e2879515eb8a2375de77e0a95b431d5 pool/main/g/glslang/glslang-dev_16.6.0-1_amd64.deb
 ee27e239b32983f63bf6358a438120958af1800552f3647838e1a61c06901b78 pool/main/s/shaderc/libshaderc-dev_2026.4-1_amd64.deb
 5cb0484d00263473146fcb18794629dc8d25f283c5276bcf9e0dfd53a34e97b6 pool/main/s/spirv-tools/spirv-tools-dev_2026.4~rc2-1_amd64.deb
 DEBS
-  if $fetched; then
-    lib="$work/root/usr/lib/x86_64-linux-gnu"
-    mkdir -p "$root/.glslang16"
-    gcc -O2 -I"$work/root/usr/include" "$root/scripts/glslc/glslc.c" "$root/scripts/glslc/isoc23.c" \
-      "$lib/libshaderc_combined.a" "$lib/libglslang.a" "$lib/libMachineIndependent.a" "$lib/libGenericCodeGen.a" \
-      "$lib/libOSDependent.a" "$lib/libSPIRV.a" "$lib/libglslang-default-resource-limits.a" \
-      "$lib/libSPIRV-Tools-opt.a" "$lib/libSPIRV-Tools.a" -lstdc++ -lm -lpthread -o "$glslc16.tmp"
-    mv "$glslc16.tmp" "$glslc16"
-  fi
-  rm -rf "$work"
 fi
 
 targets=(thumbv7em-none-eabihf thumbv6m-none-eabi aarch64-unknown-linux-gnu wasm32-unknown-unknown)
