@@ -1801,6 +1801,10 @@ mod tests {
         // Channel 2 shifts left (the write-out's other loop).
         let shift = [-9, -8, 1, -12];
         let fixed = OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), -5, -128, 127);
+        // Into u8 below 255: the folded form's general clamp (channels 0 and 3), a shift past
+        // its range (channel 1: no left shift) and a left shift (channel 2).
+        let shift_u8 = [-9, -25, 1, -22];
+        let fixed_u8 = OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift_u8), 10, 0, 200);
         let onnx = OutputStage::onnx(0.02, PerChannel::Tensor(0.01), 0.3, 120);
         let wide = OutputStage::ACCUMULATOR;
         let input_u8: [u8; 4 * 2 * 80 * 4] = core::array::from_fn(|i| (i * 37 % 256) as u8);
@@ -1839,6 +1843,7 @@ mod tests {
                     .unwrap();
                 assert!(pairs::fits(&g));
                 check::<u8, i8>(&g, &input_u8, &fixed.channels(0, c).unwrap());
+                check::<i8, u8>(&g, &input_i8, &fixed_u8.channels(0, c).unwrap());
                 check::<i8, u8>(&g, &input_i8, &onnx);
                 check::<u8, i32>(&g, &input_u8, &wide);
             }

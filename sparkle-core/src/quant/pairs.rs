@@ -43,7 +43,7 @@ fn strided_pairs<X>(run: &[X], stride: usize, n: usize, mut f: impl FnMut(usize,
     if n == 0 {
         return;
     }
-    let last = (2 * n - 1).checked_mul(stride);
+    let last = n.checked_mul(2).and_then(|e| (e - 1).checked_mul(stride));
     assert!(last.is_some_and(|last| last < run.len()), "the run holds every pair");
     let mut at = run.as_ptr();
     for i in 0..n {
