@@ -54,8 +54,8 @@ fi
 # pinned by hash, linked with a shim for two glibc 2.38 symbols (scripts/glslc/isoc23.c).
 # build_glslc OUT: fetches the Debian packages listed on stdin ("sha256 pool-path" lines), checks
 # each one's hash, and links scripts/glslc against their static libraries into OUT. Returns 1,
-# building nothing, where a package is no longer in Debian's pool; exits on a wrong hash or a
-# failed link.
+# building nothing, where a package is no longer in Debian's pool or the link fails (the caller
+# decides whether that ends the setup); exits on a wrong hash.
 build_glslc() {
   local out=$1 work lib sum path
   work=$(mktemp -d)
@@ -73,8 +73,8 @@ build_glslc() {
   gcc -O2 -I"$work/root/usr/include" "$root/scripts/glslc/glslc.c" "$root/scripts/glslc/isoc23.c" \
     "$lib/libshaderc_combined.a" "$lib/libglslang.a" "$lib/libMachineIndependent.a" "$lib/libGenericCodeGen.a" \
     "$lib/libOSDependent.a" "$lib/libSPIRV.a" "$lib/libglslang-default-resource-limits.a" \
-    "$lib/libSPIRV-Tools-opt.a" "$lib/libSPIRV-Tools.a" -lstdc++ -lm -lpthread -o "$out.tmp" || exit 1
-  mv "$out.tmp" "$out"
+    "$lib/libSPIRV-Tools-opt.a" "$lib/libSPIRV-Tools.a" -lstdc++ -lm -lpthread -o "$out.tmp" &&
+    mv "$out.tmp" "$out" || { echo "setup: linking $out failed" >&2; rm -rf "$work"; return 1; }
   rm -rf "$work"
 }
 

@@ -7,7 +7,8 @@
 #   scripts/spirv.sh          rewrite the .spv files after editing their GLSL
 #   scripts/spirv.sh --check  fail if a committed .spv differs from what its GLSL compiles to
 #
-# The compiler is .glslang/glslc, built by scripts/setup.sh (x86_64 Debian).
+# The compilers are .glslang/glslc (glslang 15.1) and, for the bf16 modules, .glslang16/glslc
+# (glslang 16.6), both built by scripts/setup.sh (x86_64 Debian).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 glslc="$root/.glslang/glslc"
@@ -38,10 +39,14 @@ builds=(
   "gemm_cm2_f16.reflect.spv gemm_cm2.comp REFLECT=1"
 )
 # Modules that need GL_EXT_bfloat16 (glslang >= 15.4), compiled by the second compiler
-# scripts/setup.sh builds (.glslang16/glslc, from Debian testing's glslang 16.6). Where it is
-# missing (its pinned packages gone from Debian's pool) these are skipped, loudly: the committed
-# SPIR-V still builds and runs, only this check cannot be made. gemm_cm2.comp's bf16 module
-# shares the f16 module's REFLECT twin (same interface: its REFLECT build declares f16).
+# scripts/setup.sh builds (.glslang16/glslc, from Debian testing's glslang 16.6).
+# gemm_cm2.comp's bf16 module shares the f16 module's REFLECT twin (same interface: its REFLECT
+# build declares f16). Each has a sidecar, `<module>.glsl-sha256`: the hash of the GLSL it was
+# built from (its source, common.glsl and its defines), which rewriting writes and --check
+# compares. Where that compiler is missing (its pinned packages gone from Debian's pool),
+# rewriting fails (the bf16 modules would fall behind their GLSL) and --check compares only the
+# hash, loudly: an edit to the GLSL since the module was built makes it stale.
+# SPARKLE_REQUIRE_GLSLC16=1 makes the missing compiler a failure.
 builds16=(
   "gemm_cm2_bf16.spv gemm_cm2.comp BF16=1"
 )
@@ -49,17 +54,35 @@ glslc16="$root/.glslang16/glslc"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 status=0
-all=()
-for b in "${builds[@]}"; do all+=("$glslc $b"); done
+# Parallel lists: each module's compiler and its build line.
+compilers=()
+lines=()
+for b in "${builds[@]}"; do compilers+=("$glslc"); lines+=("$b"); done
 if [ -x "$glslc16" ]; then
-  for b in "${builds16[@]}"; do all+=("$glslc16 $b"); done
+  for b in "${builds16[@]}"; do compilers+=("$glslc16"); lines+=("$b"); done
 else
-  echo "spirv: SKIPPED ${#builds16[@]} bf16 module(s): $glslc16 is missing (scripts/setup.sh builds it where Debian still has its packages)" >&2
+  echo "spirv: SKIPPED compiling ${#builds16[@]} bf16 module(s): $glslc16 is missing (scripts/setup.sh builds it where Debian still has its packages)" >&2
+  if [ "${SPARKLE_REQUIRE_GLSLC16:-0}" = 1 ] || ! $check; then
+    echo "spirv: the bf16 modules need $glslc16" >&2
+    exit 1
+  fi
 fi
-for b in "${all[@]}"; do
-  read -r compiler out src defs <<<"$b"
+# The hash of the GLSL a bf16 module is built from: its source, common.glsl, its defines.
+glsl_hash() { { cat "$shaders/$1" "$shaders/common.glsl"; echo "$2"; } | sha256sum | cut -d' ' -f1; }
+for b in "${builds16[@]}"; do
+  read -r out src defs <<<"$b"
+  hash=$(glsl_hash "$src" "${defs:-}")
+  if ! $check; then
+    echo "$hash" > "$shaders/spv/$out.glsl-sha256"
+  elif [ "$(cat "$shaders/spv/$out.glsl-sha256" 2>/dev/null)" != "$hash" ]; then
+    echo "spirv: sparkle-vk/shaders/spv/$out was built from other GLSL than today's: run scripts/spirv.sh (with $glslc16) and commit it" >&2
+    status=1
+  fi
+done
+for i in "${!lines[@]}"; do
+  read -r out src defs <<<"${lines[$i]}"
   # shellcheck disable=SC2086
-  "$compiler" "$shaders/$src" "$tmp/$out" ${defs:-}
+  "${compilers[$i]}" "$shaders/$src" "$tmp/$out" ${defs:-}
   if $check; then
     if ! cmp -s "$tmp/$out" "$shaders/spv/$out"; then
       echo "spirv: sparkle-vk/shaders/spv/$out is stale: run scripts/spirv.sh and commit it" >&2
@@ -69,5 +92,5 @@ for b in "${all[@]}"; do
     cp "$tmp/$out" "$shaders/spv/$out"
   fi
 done
-$check && [ $status = 0 ] && echo "spirv: ${#all[@]} committed SPIR-V module(s) match their GLSL"
+$check && [ $status = 0 ] && echo "spirv: ${#lines[@]} committed SPIR-V module(s) match their GLSL"
 exit $status

@@ -32,7 +32,7 @@
 // On an H200 (BENCHMARKS.md, session 33) this shape beat 128x256, 256x128 and 64x256 tiles,
 // 32- and 128-deep slices, 4 and 16 slices a step, 128 invocations, and B transposed.
 //
-// Compiled by scripts/spirv.sh (glslang >= 15) into spv/. vulkano 0.35 cannot parse this
+// Compiled by scripts/spirv.sh (glslang >= 15; the bf16 module >= 15.4) into spv/. vulkano 0.35 cannot parse this
 // extension's instructions, so the host (coopmat2.rs `load_shader`) gives the driver this module
 // and vulkano the same source compiled with REFLECT: identical bindings and push constants, an
 // empty body, for the pipeline layout only.
