@@ -72,23 +72,29 @@ impl Context {
         // vulkano 0.35 cannot enable VK_NV_cooperative_matrix2: opened with the raw API where the
         // device has it, and through vulkano without it if that fails.
         let wanted = enabled(coopmat_f16, coopmat_i8);
-        let bf16 = info.cooperative_matrix2_bf16;
-        let opened = if info.cooperative_matrix2_f16 {
-            crate::coopmat2::create_device(physical.clone(), queue_family_index, wanted, bf16, all.len())
-                .inspect_err(|e| {
-                    eprintln!(
-                        "sparkle: opening {} with VK_NV_cooperative_matrix2 failed ({e}); opening it without",
-                        info.name
-                    );
-                    info.cooperative_matrix2_f16 = false;
+        // With VK_KHR_shader_bfloat16 too where the device has it; where that open fails, without
+        // it (keeping the f16 kernel); where that fails too, without either.
+        let mut opened = None;
+        for bf16 in [true, false] {
+            if !info.cooperative_matrix2_f16 || (bf16 && !info.cooperative_matrix2_bf16) {
+                continue;
+            }
+            let what =
+                if bf16 { "VK_NV_cooperative_matrix2 and VK_KHR_shader_bfloat16" } else { "VK_NV_cooperative_matrix2" };
+            match crate::coopmat2::create_device(physical.clone(), queue_family_index, wanted, bf16, all.len()) {
+                Ok(device) => {
+                    opened = Some(device);
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("sparkle: opening {} with {what} failed ({e}); opening it without", info.name);
                     info.cooperative_matrix2_bf16 = false;
-                })
-                .ok()
-        } else {
-            None
-        };
+                    info.cooperative_matrix2_f16 &= bf16;
+                }
+            }
+        }
         let coopmat2_f16 = opened.is_some();
-        let coopmat2_bf16 = coopmat2_f16 && bf16;
+        let coopmat2_bf16 = coopmat2_f16 && info.cooperative_matrix2_bf16;
         let (device, queue) = match opened {
             Some(opened) => opened,
             None => Self::open(physical, queue_family_index, wanted, all.len())?,

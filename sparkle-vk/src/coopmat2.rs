@@ -19,8 +19,8 @@
 //! lists (`device.rs`) share.
 //!
 //! The structures below are the Vulkan registry's (`VkPhysicalDeviceCooperativeMatrix2FeaturesNV`,
-//! `VkPhysicalDeviceCooperativeMatrix2PropertiesNV`, `VkCooperativeMatrixFlexibleDimensionsPropertiesNV`),
-//! field for field.
+//! `VkPhysicalDeviceCooperativeMatrix2PropertiesNV`, `VkCooperativeMatrixFlexibleDimensionsPropertiesNV`,
+//! `VkPhysicalDeviceShaderBfloat16FeaturesKHR`), field for field.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::Arc;
@@ -427,6 +427,30 @@ pub(crate) unsafe fn load_shader(device: &Arc<Device>, real: &[u8], reflect: &[u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written structures have the registry's layout (64-bit: `sType`, padding, `pNext`,
+    /// then the members), so the driver reads the fields it writes.
+    #[test]
+    fn raw_structures_have_the_registrys_layout() {
+        use std::mem::{offset_of, size_of};
+        assert_eq!(
+            (
+                offset_of!(Bf16Features, p_next),
+                offset_of!(Bf16Features, shader_bfloat16_type),
+                size_of::<Bf16Features>()
+            ),
+            (8, 16, 32)
+        );
+        assert_eq!(offset_of!(Bf16Features, shader_bfloat16_cooperative_matrix), 24);
+        assert_eq!(
+            (offset_of!(Features, workgroup_scope), offset_of!(Features, block_loads), size_of::<Features>()),
+            (16, 40, 48)
+        );
+        assert_eq!(
+            (offset_of!(Flexible, a_type), offset_of!(Flexible, workgroup_invocations), size_of::<Flexible>()),
+            (28, 52, 56)
+        );
+    }
 
     #[test]
     fn the_raw_device_carries_what_context_asks_for_and_refuses_more() {

@@ -78,16 +78,18 @@ pub(crate) fn coop_tile(m: usize, n: usize) -> Result<u8> {
     })
 }
 
-/// Whether the workgroup-scope kernel (`Kind::Coopmat2`) runs `m x n` on a device that has it:
-/// from [`MIN_FULL_TILES`] tiles of 128 x 128 (below that the KHR kernel's 64 x 64 tiles give a
-/// small C more workgroups). `SPARKLE_VK_COOPMAT2=all`
-/// runs it at every size (the tests use it to cover its edge tiles), `SPARKLE_VK_COOPMAT_TILE`
-/// (forcing a KHR tile) never.
-pub(crate) fn takes_coop2(m: usize, n: usize) -> bool {
+/// Whether the workgroup-scope kernel (`Kind::Coopmat2`) runs `m x n` (`bf16`: of bf16) on a
+/// device that has it: from [`MIN_FULL_TILES`] tiles of 128 x 128 (below that the KHR kernel's
+/// 64 x 64 tiles give a small f16 C more workgroups). bf16 has no KHR kernel, so below that it
+/// runs on the shader cores; whether the workgroup kernel would beat them there has not been
+/// measured, and the same count applies. `SPARKLE_VK_COOPMAT2=all` runs it at every size (the
+/// tests use it to cover its edge tiles); `SPARKLE_VK_COOPMAT_TILE` (forcing a KHR tile) keeps
+/// f16 off it.
+pub(crate) fn takes_coop2(m: usize, n: usize, bf16: bool) -> bool {
     if std::env::var_os("SPARKLE_VK_COOPMAT2").is_some_and(|v| v == "all") {
         return true;
     }
-    if std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_some() {
+    if !bf16 && std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_some() {
         return false;
     }
     m.div_ceil(128).saturating_mul(n.div_ceil(128)) >= MIN_FULL_TILES
@@ -123,7 +125,9 @@ pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, coopmat2: b
     u32_of(a_words, Param::A)?;
     u32_of(b_words, Param::B)?;
     u32_of(c_len, Param::COut)?;
-    let (kind, [tm, tn]) = if coopmat2 && takes_coop2(m, n) {
+    // The workgroup kernel is only enabled beside the KHR one (f16) or for bf16 (`Context::new`).
+    debug_assert!(!coopmat2 || coopmat || bf16);
+    let (kind, [tm, tn]) = if coopmat2 && takes_coop2(m, n, bf16) {
         let [tm, tn, _] = crate::coopmat2::TILE;
         (Kind::Coopmat2 { bf16 }, [tm as usize, tn as usize])
     } else if coopmat {

@@ -11,7 +11,9 @@
 //! - [`Context::gemm_half`] and [`Context::conv2d_half`]: f16 or bf16 inputs, f32 sums and output,
 //!   on cooperative matrices (tensor cores, `VK_KHR_cooperative_matrix`) for f16 where the device
 //!   offers them ([`DeviceInfo::cooperative_matrix_f16`]; large GEMMs on NVIDIA's workgroup-scope
-//!   ones, [`DeviceInfo::cooperative_matrix2_f16`]), else on the shader cores (`half`).
+//!   ones, [`DeviceInfo::cooperative_matrix2_f16`], and large bf16 GEMMs too where the device
+//!   has `VK_KHR_shader_bfloat16`, [`DeviceInfo::cooperative_matrix2_bf16`]), else on the shader
+//!   cores (`half`).
 //! - [`Context::qgemm`] and [`Context::qconv2d`]: int8 GEMM and conv2d (`u8`/`i8` with zero
 //!   points, ONNX or TFLite requantization, bit for bit as the CPU and the integer oracle), on
 //!   cooperative matrices where the device offers 16x16x32 int8 ones
@@ -28,7 +30,7 @@
 //!   device lost are distinct so callers can fall back to another device.
 //!
 //! Layout, bottom to top (no module imports one above it): `error`; `coopmat2` (the raw Vulkan
-//! that `VK_NV_cooperative_matrix2` needs and vulkano 0.35 lacks); `device` (discovery,
+//! that `VK_NV_cooperative_matrix2` and `VK_KHR_shader_bfloat16` need and vulkano 0.35 lacks); `device` (discovery,
 //! [`DeviceInfo`]); `cache` (the on-disk pipeline cache); `params` (the push-constant ABI) and
 //! `plan` (which shader, how many workgroups, what workspace: pure, tested without a GPU);
 //! `pool` (buffers, workspaces, staging copies), `shaders` (pipelines and dispatch) and `submit`

@@ -3,8 +3,10 @@
 //! f64 oracle on the same rounded inputs (the tolerance table's f16 and bf16 rows): sizes around
 //! the tiles and the padded k, strided and transposed operands, a column-major C, every bias mode
 //! with an activation, and bad input that must be an error with C untouched. Where a device has
-//! cooperative matrices the f16 cases run on them; `SPARKLE_REQUIRE_COOPMAT=1` makes a machine
-//! without such a device fail instead of skipping that check.
+//! cooperative matrices the f16 cases run on them, and where it has workgroup-scope ones the large
+//! f16 and bf16 GEMMs; `SPARKLE_REQUIRE_COOPMAT=1`, `SPARKLE_REQUIRE_COOPMAT2=1` and
+//! `SPARKLE_REQUIRE_COOPMAT2_BF16=1` make a machine without such a device fail instead of skipping
+//! those checks.
 #![cfg(feature = "vulkan")]
 
 use sparkle_core::check::{max_error, tolerance_for, Backend};
