@@ -367,7 +367,15 @@ impl Direct {
         let p = g.params();
         let (cg, (kg, _, gemm_k)) = (g.cg(), g.gemm_dims());
         let (ho, wo) = (g.ho(), g.wo());
-        if kernel.direct.is_none() || p.stride != [1, 1] || cg < 2 || ho == 0 || wo == 0 || kg == 0 {
+        // (`DIRECT_KERNELS`: not compiled where no kernel has the form.)
+        if !crate::quant::driver::DIRECT_KERNELS
+            || kernel.direct.is_none()
+            || p.stride != [1, 1]
+            || cg < 2
+            || ho == 0
+            || wo == 0
+            || kg == 0
+        {
             return None;
         }
         let taps = p.r * p.s;

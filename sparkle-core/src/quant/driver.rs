@@ -1437,7 +1437,9 @@ unsafe fn run_phase<S: QRows, B: QOperand, Y: QElem>(ctx: &Ctx<'_, S, B, Y>, w: 
         unsafe {
             match phase {
                 Phase::PackB => ctx.phase1(w),
-                Phase::Tiles if ctx.direct.is_some() => ctx.phase2_direct(w),
+                // Compiled only where a direct kernel may run: 4 KiB less per source type on a
+                // Cortex-M.
+                Phase::Tiles if DIRECT_KERNELS && ctx.direct.is_some() => ctx.phase2_direct(w),
                 Phase::Tiles => ctx.phase2(w),
             }
         }
@@ -1603,9 +1605,15 @@ pub(crate) unsafe fn qconv_direct_unchecked<B: QOperand, Y: QElem>(
     // ahead has no region.
     let Ok(l) = direct_layout(kernel, d.m, d.n, d.k) else { return };
     let l = if matches!(ops.b, BSource::Packed(_)) { without_b(l) } else { l };
+    debug_assert!(DIRECT_KERNELS && kernel.direct.is_some(), "a direct conv planned without a direct kernel");
     // SAFETY: forwarded contract.
     unsafe { run_gemm(ops, out, c, (kernel, exec, scratch), (l, d), pack_b, Some(ops.a)) }
 }
+
+/// Whether a kernel with a direct form ([`QKernel::direct`]) may run on this target: only x86's
+/// (AMX, AVX-512 VNNI) have one, and the tests' portable kernel in AMX's formats. Elsewhere the
+/// direct phase is not compiled (a direct conv is planned only for a kernel that has the form).
+pub(crate) const DIRECT_KERNELS: bool = cfg!(any(test, target_arch = "x86_64"));
 
 /// The body of [`qgemm_unchecked`] and [`qconv_direct_unchecked`]: both phases on the workers.
 ///
