@@ -134,6 +134,21 @@ fn cooperative_matrices_are_used_where_a_device_has_them() {
     }
 }
 
+/// GEMMs of `H` the workgroup-scope kernel takes (at least 256 tiles of 128 x 128), asserted to
+/// run there and checked against the oracle (seeds from `seed`): edge tiles in m and n; k = 70
+/// pads to 96 (one clamped slice of 64 and a half-filled one), once with A transposed and C
+/// column-major; k = 520 to 544 (one unrolled step of eight unclamped slices in the interior
+/// tiles, then a half-filled clamped one).
+fn workgroup_cases<H: Half>(ctx: &Context, seed: u64) {
+    for (i, (k, layout)) in
+        [(70, (false, false, 0, 2)), (70, (true, true, 3, 1)), (520, (false, false, 1, 1))].into_iter().enumerate()
+    {
+        let path = ctx.gemm_half_path::<H>(2050, 2040, k).unwrap();
+        assert_eq!(path, "workgroup cooperative matrices", "{} {}", ctx.info().name, H::NAME);
+        check::<H>(ctx, [2050, 2040, k], layout, seed + i as u64);
+    }
+}
+
 #[test]
 fn workgroup_cooperative_matrices_are_used_where_a_device_has_them() {
     let ctxs = contexts();
@@ -146,17 +161,7 @@ fn workgroup_cooperative_matrices_are_used_where_a_device_has_them() {
         if std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_some() {
             return skip("COOPMAT2", "SPARKLE_VK_COOPMAT_TILE keeps every f16 GEMM on the KHR kernel");
         }
-        // Sizes the workgroup-scope kernel takes (at least 256 tiles of 128 x 128), with edge
-        // tiles in m and n: k = 70 pads to 96 (one clamped slice of 64 and a half-filled one);
-        // k = 520 to 544 (one unrolled step of eight unclamped slices in the interior tiles, then
-        // a half-filled clamped one).
-        for (i, (k, layout)) in
-            [(70, (false, false, 0, 2)), (70, (true, true, 3, 1)), (520, (false, false, 1, 1))].into_iter().enumerate()
-        {
-            let path = ctx.gemm_half_path::<f16>(2050, 2040, k).unwrap();
-            assert_eq!(path, "workgroup cooperative matrices", "{}", ctx.info().name);
-            check::<f16>(ctx, [2050, 2040, k], layout, 12 + i as u64);
-        }
+        workgroup_cases::<f16>(ctx, 12);
         eprintln!("f16 on workgroup cooperative matrices passed on {}", ctx.info().name);
     }
 }
@@ -170,14 +175,7 @@ fn bf16_runs_on_workgroup_cooperative_matrices_where_a_device_has_them() {
     }
     for ctx in with {
         assert!(ctx.has_cooperative_matrix2_bf16(), "{}: offered but not enabled", ctx.info().name);
-        // The f16 test's shapes: edge tiles, a clamped short k, the unrolled unclamped loop.
-        for (i, (k, layout)) in
-            [(70, (false, false, 0, 2)), (70, (true, true, 3, 1)), (520, (false, false, 1, 1))].into_iter().enumerate()
-        {
-            let path = ctx.gemm_half_path::<bf16>(2050, 2040, k).unwrap();
-            assert_eq!(path, "workgroup cooperative matrices", "{}", ctx.info().name);
-            check::<bf16>(ctx, [2050, 2040, k], layout, 22 + i as u64);
-        }
+        workgroup_cases::<bf16>(ctx, 22);
         // Below the kernel's size bf16 stays on the shader cores (there is no KHR bf16 kernel),
         // unless SPARKLE_VK_COOPMAT2=all sends every size to it.
         if std::env::var_os("SPARKLE_VK_COOPMAT2").is_none() {
