@@ -210,7 +210,7 @@ unsafe fn fixed_strip<const MR: usize, const NR: usize>(p: &QFixedArgs, sums: im
     });
     if folded.iter().all(Option::is_some) {
         let cols = folded.map(|c| c.unwrap_or((0, FixedFolded::ZERO)));
-        if p.hi == 127 {
+        if cols[0].1.tops_i8() {
             // `i8` outputs (the stage's bounds are every column's).
             // SAFETY: forwarded contract.
             unsafe { strip_with(p, &cols, sums, |f, x| f.apply_i8(x)) }

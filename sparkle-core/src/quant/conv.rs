@@ -1444,29 +1444,34 @@ unsafe fn depthwise<X: QOperand, W: QOperand, Y: QElem>(
                                 TensorLayout::Nchw => 1,
                                 TensorLayout::Nhwc => p.k,
                             };
-                            let stage = FixedNarrow::new(mult, shift, zp, lo, hi);
                             let acc = &acc[..len];
-                            let folded = FixedFolded::new(mult, shift, zp, lo, hi);
-                            if let Some(folded) = folded.filter(FixedFolded::tops_i8) {
-                                // TFLite's usual shifts, into `i8`: one multiply-add and a
-                                // saturation a value.
-                                let to_y = move |a| Y::narrow(folded.apply_i8(a));
-                                // SAFETY: channel `k`'s outputs, this worker's (the contract).
-                                unsafe { output.put_run(at, step, acc, to_y) };
-                            } else if let Some(folded) = folded {
-                                let to_y = move |a| Y::narrow(folded.apply(a));
-                                // SAFETY: as above.
-                                unsafe { output.put_run(at, step, acc, to_y) };
-                            } else if shift <= 0 {
-                                // No left shift (a multiplier below 1, the usual): one register
-                                // fewer in the loop.
-                                let to_y = move |a| Y::narrow(stage.apply_right(a));
-                                // SAFETY: channel `k`'s outputs, this worker's (the contract).
-                                unsafe { output.put_run(at, step, acc, to_y) };
-                            } else {
-                                let to_y = move |a| Y::narrow(stage.apply(a));
-                                // SAFETY: as above.
-                                unsafe { output.put_run(at, step, acc, to_y) };
+                            match FixedFolded::new(mult, shift, zp, lo, hi) {
+                                Some(folded) if folded.tops_i8() => {
+                                    // TFLite's usual shifts, into `i8`: one multiply-add and a
+                                    // saturation a value.
+                                    let to_y = move |a| Y::narrow(folded.apply_i8(a));
+                                    // SAFETY: channel `k`'s outputs, this worker's (the contract).
+                                    unsafe { output.put_run(at, step, acc, to_y) };
+                                }
+                                Some(folded) => {
+                                    let to_y = move |a| Y::narrow(folded.apply(a));
+                                    // SAFETY: as above.
+                                    unsafe { output.put_run(at, step, acc, to_y) };
+                                }
+                                None => {
+                                    let stage = FixedNarrow::new(mult, shift, zp, lo, hi);
+                                    if shift <= 0 {
+                                        // No left shift (a multiplier below 1 whose shift is past
+                                        // the folded form's range): one register fewer in the loop.
+                                        let to_y = move |a| Y::narrow(stage.apply_right(a));
+                                        // SAFETY: as above.
+                                        unsafe { output.put_run(at, step, acc, to_y) };
+                                    } else {
+                                        let to_y = move |a| Y::narrow(stage.apply(a));
+                                        // SAFETY: as above.
+                                        unsafe { output.put_run(at, step, acc, to_y) };
+                                    }
+                                }
                             }
                         }
                         _ => {

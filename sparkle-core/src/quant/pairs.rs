@@ -176,7 +176,8 @@ impl PairRows {
                 last = c;
             };
             if xstride == 1 {
-                // NCHW: a contiguous run.
+                // NCHW: a contiguous run (through `strided_pairs` at stride 1 the firmware's
+                // depthwise case cost 8.44 instructions per MAC instead of 8.19).
                 let run = run.chunks_exact(2).map(|xs| [&xs[0], &xs[1]]);
                 middle.chunks_exact_mut(2).zip(run).for_each(|(w, xs)| put(w, xs));
             } else {
