@@ -182,7 +182,9 @@ pub(crate) fn supported(p: &PhysicalDevice) -> bool {
     }
     p.supported_features().storage_buffer16_bit_access
         && p.extension_properties().iter().any(|e| e.extension_name == EXTENSION)
-        && features(p).covers(&Features::needed())
+        // SAFETY: the registry's structure, its type set, no chain; the extension is present
+        // (checked just above).
+        && unsafe { features(p, Features::empty()) }.covers(&Features::needed())
         && fits_limits(p)
         && offers(p, vk::ComponentTypeKHR::FLOAT16)
 }
@@ -194,11 +196,8 @@ pub(crate) fn supported_bf16(p: &PhysicalDevice) -> bool {
     if !p.extension_properties().iter().any(|e| e.extension_name == BF16_EXTENSION) {
         return false;
     }
-    let mut bf16 = Bf16Features::new(false);
-    let mut f2 = vk::PhysicalDeviceFeatures2 { p_next: (&raw mut bf16).cast(), ..Default::default() };
-    // SAFETY: a valid physical device of a 1.3 instance that has the extension; the chain is one
-    // structure of the registry's layout, of a type the driver knows.
-    unsafe { (p.instance().fns().v1_1.get_physical_device_features2)(p.handle(), &mut f2) };
+    // SAFETY: the registry's structure, its type set, no chain; the device has the extension.
+    let bf16 = unsafe { features(p, Bf16Features::new(false)) };
     bf16.shader_bfloat16_type == vk::TRUE && bf16.shader_bfloat16_cooperative_matrix == vk::TRUE && offers(p, BFLOAT16)
 }
 
@@ -220,14 +219,18 @@ fn fits_limits(p: &PhysicalDevice) -> bool {
     cm2.workgroup_scope_max_workgroup_size >= 256 && cm2.flexible_dimensions_max_dimension >= largest
 }
 
-/// The extension's features on `p` (a device of a Vulkan 1.3 instance that has the extension).
-fn features(p: &PhysicalDevice) -> Features {
-    let mut cm2 = Features::empty();
-    let mut f2 = vk::PhysicalDeviceFeatures2 { p_next: (&raw mut cm2).cast(), ..Default::default() };
-    // SAFETY: a valid physical device of a 1.3 instance that has the extension; the chain is one
-    // structure of the registry's layout, of a type the driver knows.
+/// An extension's feature structure `blank` as `p` fills it (`vkGetPhysicalDeviceFeatures2` with
+/// `blank` as the whole chain).
+///
+/// # Safety
+/// `p` is a device of a Vulkan 1.3 instance that has the extension; `blank` is the registry's
+/// structure for it, with its structure type set and no chain.
+unsafe fn features<T>(p: &PhysicalDevice, mut blank: T) -> T {
+    let mut f2 = vk::PhysicalDeviceFeatures2 { p_next: (&raw mut blank).cast(), ..Default::default() };
+    // SAFETY: the caller's contract: a valid device, and one structure of the registry's layout,
+    // of a type the driver knows, as the chain.
     unsafe { (p.instance().fns().v1_1.get_physical_device_features2)(p.handle(), &mut f2) };
-    cm2
+    blank
 }
 
 /// The extension's flexible-dimension shapes on `p` (empty where the entry point is missing).

@@ -113,7 +113,8 @@ pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
         .filter(|h| h.flags.intersects(MemoryHeapFlags::DEVICE_LOCAL))
         .map(|h| h.size)
         .sum();
-    let cm2 = cooperative_matrix_f16(p) && crate::coopmat2::supported(p);
+    let f16 = cooperative_matrix_f16(p);
+    let cm2 = f16 && crate::coopmat2::supported(p);
     DeviceInfo {
         index,
         name: props.device_name.clone(),
@@ -129,7 +130,7 @@ pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
         max_shared_memory: props.max_compute_shared_memory_size,
         max_workgroup_invocations: props.max_compute_work_group_invocations,
         device_local_bytes,
-        cooperative_matrix_f16: cooperative_matrix_f16(p),
+        cooperative_matrix_f16: f16,
         cooperative_matrix_i8: cooperative_matrix_i8(p),
         cooperative_matrix2_f16: cm2,
         cooperative_matrix2_bf16: cm2 && crate::coopmat2::supported_bf16(p),
