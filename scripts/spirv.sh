@@ -71,10 +71,7 @@ fi
 glsl_hash() { { cat "$shaders/$1" "$shaders/common.glsl"; echo "$2"; } | sha256sum | cut -d' ' -f1; }
 for b in "${builds16[@]}"; do
   read -r out src defs <<<"$b"
-  hash=$(glsl_hash "$src" "${defs:-}")
-  if ! $check; then
-    echo "$hash" > "$shaders/spv/$out.glsl-sha256"
-  elif [ "$(cat "$shaders/spv/$out.glsl-sha256" 2>/dev/null)" != "$hash" ]; then
+  if $check && [ "$(cat "$shaders/spv/$out.glsl-sha256" 2>/dev/null)" != "$(glsl_hash "$src" "${defs:-}")" ]; then
     echo "spirv: sparkle-vk/shaders/spv/$out was built from other GLSL than today's: run scripts/spirv.sh (with $glslc16) and commit it" >&2
     status=1
   fi
@@ -92,5 +89,13 @@ for i in "${!lines[@]}"; do
     cp "$tmp/$out" "$shaders/spv/$out"
   fi
 done
+# Rewritten: each bf16 module's sidecar, once every module has compiled (`set -e` stops short of
+# here otherwise, leaving the old module beside its old hash).
+if ! $check; then
+  for b in "${builds16[@]}"; do
+    read -r out src defs <<<"$b"
+    glsl_hash "$src" "${defs:-}" > "$shaders/spv/$out.glsl-sha256"
+  done
+fi
 $check && [ $status = 0 ] && echo "spirv: ${#lines[@]} committed SPIR-V module(s) match their GLSL"
 exit $status
