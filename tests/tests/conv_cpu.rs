@@ -81,17 +81,34 @@ fn sweep(kern: &'static Kernel) {
                     seen.insert(check(&cpu, with(p), Activation::Relu6, true, c as u64));
                     seen.insert(check(&cpu, with(p.stride(2, 2).dilation(2, 1)), Activation::Tanh, false, k as u64));
                 }
-                // Depthwise planes strided or narrower than a vector: NCHW runs them across blocks
-                // of channels (40 = 2 x 16 + 8 = 5 x 8), batch 2; 3 workers split items mid-block.
-                for (hw, stride, dilation) in [(7, 1, 1), (14, 1, 1), (14, 2, 1), (23, 2, 2), (9, 3, 1)] {
-                    let p = Conv2dParams::new(2, 40, hw, hw, 40, 3, 3)
+                // Depthwise planes narrow, wide, strided and dilated (NCHW: flat rows of every
+                // width, stride 2's column phases from even and odd left padding, stride 3; NHWC:
+                // 40 = 2 x 16 + 8 = 5 x 8 channels, a partial vector), batch 2; 3 workers split a
+                // plane's chunks of rows.
+                for (hw, stride, dilation, left) in [
+                    (7, 1, 1, 1),
+                    (14, 1, 1, 1),
+                    (14, 2, 1, 1),
+                    (23, 2, 2, 1),
+                    (9, 3, 1, 1),
+                    (17, 2, 1, 0),
+                    (40, 2, 1, 2),
+                ] {
+                    let p = Conv2dParams::new(2, 40, hw, hw + 1, 40, 3, 3)
                         .stride(stride, stride)
                         .dilation(dilation, dilation)
-                        .pad(Padding::new(1, 1, 2, 0))
+                        .pad(Padding::new(1, left, 2, 0))
                         .groups(40);
                     let three = cpu.threads(3);
                     seen.insert(check(&three, with(p), Activation::Relu6, true, hw as u64));
                     seen.insert(check(&cpu, with(p), Activation::Gelu, false, stride as u64));
+                }
+                // A filter past the flat path's 64 taps (NCHW: the row path) and a 5 x 5 at stride
+                // 2, on a plane taller than one chunk of rows.
+                for (hw, r, stride) in [(12, 9, 1), (150, 5, 2)] {
+                    let p =
+                        Conv2dParams::new(1, 3, hw, hw, 3, r, r).stride(stride, stride).pad(Padding::uniform(r / 2));
+                    seen.insert(check(&cpu, with(p.groups(3)), Activation::Relu, true, r as u64));
                 }
                 // Pointwise (1x1 stride 1): plain GEMM, no gather.
                 seen.insert(check(&cpu, with(Conv2dParams::new(3, 19, 9, 11, 40, 1, 1)), Activation::Relu, true, 4));

@@ -536,10 +536,94 @@ pub(crate) trait Simd: Copy {
     /// # Safety
     /// The CPU must support the ISA.
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    /// Loads the first `n` floats at `p` (`n < LANES`), zeros in the other lanes; reads nothing
+    /// past them.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `n` floats; the CPU must support the ISA.
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> Self::V {
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: the caller's `n` readable floats; at most 16 lanes (`LANES <= 16`).
+        unsafe {
+            core::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n.min(Self::LANES).min(16));
+            Self::load(lanes.as_ptr())
+        }
+    }
+    /// Stores the first `n` lanes of `v` at `p` (`n < LANES`); writes nothing past them.
+    ///
+    /// # Safety
+    /// `p` must be valid for writing `n` floats; the CPU must support the ISA.
+    #[inline(always)]
+    unsafe fn store_partial(p: *mut f32, n: usize, v: Self::V) {
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: as load_partial.
+        unsafe {
+            Self::store(lanes.as_mut_ptr(), v);
+            core::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n.min(Self::LANES).min(16));
+        }
+    }
+    /// The even and the odd floats of `a` followed by `b` (`2 * LANES` floats): `(a0, a2, ..,
+    /// b0, b2, ..)` and `(a1, a3, .., b1, b3, ..)`.
+    ///
+    /// # Safety
+    /// The CPU must support the ISA.
+    #[inline(always)]
+    unsafe fn deinterleave(a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        let (mut both, mut even, mut odd) = ([0.0f32; 32], [0.0f32; 16], [0.0f32; 16]);
+        let l = Self::LANES;
+        // SAFETY: the caller's ISA; `LANES <= 16`, so both vectors fit in 32 floats.
+        unsafe {
+            Self::store(both.as_mut_ptr(), a);
+            Self::store(both.as_mut_ptr().add(l), b);
+            for i in 0..l {
+                even[i] = both[2 * i];
+                odd[i] = both[2 * i + 1];
+            }
+            (Self::load(even.as_ptr()), Self::load(odd.as_ptr()))
+        }
+    }
     /// Hints that the cache line holding `p` will be read or written soon. Never faults.
     #[inline(always)]
     fn prefetch(p: *const f32) {
         let _ = p;
+    }
+}
+
+/// Checks `S`'s partial loads and stores for every count below `LANES` (a load reads the first
+/// `n` floats and zeros the other lanes, a store writes the first `n` lanes and nothing past
+/// them) and its deinterleave. Panics on a mismatch.
+///
+/// # Safety
+/// The CPU runs `S`.
+#[cfg(test)]
+#[inline(always)]
+pub(crate) unsafe fn check_partial_lanes<S: Simd>() {
+    let l = S::LANES;
+    let src: [f32; 16] = core::array::from_fn(|i| i as f32 + 1.0);
+    for n in 0..l {
+        let (mut loaded, mut stored) = ([f32::NAN; 16], [-1.0f32; 16]);
+        // SAFETY: the caller's ISA; 16 floats >= LANES in each buffer.
+        unsafe {
+            S::store(loaded.as_mut_ptr(), S::load_partial(src.as_ptr(), n));
+            S::store_partial(stored.as_mut_ptr(), n, S::load(src.as_ptr()));
+        }
+        for i in 0..l {
+            let (want_loaded, want_stored) = if i < n { (src[i], src[i]) } else { (0.0, -1.0) };
+            assert_eq!(loaded[i], want_loaded, "load_partial({n}) lane {i}");
+            assert_eq!(stored[i], want_stored, "store_partial({n}) lane {i}");
+        }
+    }
+    let pairs: [f32; 32] = core::array::from_fn(|i| i as f32);
+    let (mut even, mut odd) = ([0.0f32; 16], [0.0f32; 16]);
+    // SAFETY: the caller's ISA; 32 floats hold two vectors.
+    unsafe {
+        let (e, o) = S::deinterleave(S::load(pairs.as_ptr()), S::load(pairs.as_ptr().add(l)));
+        S::store(even.as_mut_ptr(), e);
+        S::store(odd.as_mut_ptr(), o);
+    }
+    for i in 0..l {
+        assert_eq!((even[i], odd[i]), (pairs[2 * i], pairs[2 * i + 1]), "deinterleave lane {i}");
     }
 }
 

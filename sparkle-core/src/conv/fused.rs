@@ -6,7 +6,7 @@
 
 use core::ops::Range;
 
-use crate::arch::depthwise::{packed_scratch_len, Axis, DepthwiseArgs};
+use crate::arch::depthwise::{nchw_scratch_len, Axis, DepthwiseArgs, Flat};
 use crate::arch::Kernel;
 use crate::conv::operands::{Im2col, Im2colT};
 use crate::conv::{check_epilogue, choose_path_for, Conv2d, Conv2dPath};
@@ -62,13 +62,13 @@ fn planned_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize
 /// implicit GEMM.
 pub fn conv2d_min_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
     match choose_path_for(g, workers) {
-        // The NHWC depthwise kernel reads weights transposed to [r][s][c]; the NCHW one gets a
-        // ring of interleaved rows per worker (`arch::depthwise::packed_block`).
+        // The NHWC depthwise kernel reads weights transposed to [r][s][c]; the NCHW one stages
+        // padded rows per worker (`arch::depthwise::Flat`).
         Conv2dPath::Depthwise => match g.params().layout {
             TensorLayout::Nhwc => Ok(g.weight_len()),
             TensorLayout::Nchw => {
                 let (y, x) = axes(g);
-                packed_scratch_len(kernel.depthwise.lanes, &y, &x)
+                nchw_scratch_len(kernel.depthwise.lanes, &y, &x)
                     .and_then(|n| n.checked_mul(workers))
                     .ok_or(Error::Overflow { param: Param::Scratch })
             }
@@ -257,22 +257,20 @@ unsafe fn depthwise(
     let (kernel, exec, scratch) = (ws.kernel, ws.exec, &mut *ws.scratch);
     let p = g.params();
     let (y, x) = axes(g);
-    // NCHW: each worker's own part of the scratch for the channel-interleaved rows.
-    let per_worker = match p.layout {
-        // Validated with the scratch (no overflow); `None` would only turn the path off.
-        TensorLayout::Nchw => packed_scratch_len(kernel.depthwise.lanes, &y, &x).unwrap_or(0),
-        TensorLayout::Nhwc => 0,
+    // NCHW: each worker's own part of the scratch for its staged rows (the flat path), and the
+    // items: chunks of output rows of every plane (one-lane kernels: whole planes).
+    let lanes = kernel.depthwise.lanes;
+    let flat = match p.layout {
+        TensorLayout::Nchw => Flat::new(lanes, &y, &x),
+        TensorLayout::Nhwc => None,
     };
+    // Validated with the scratch (no overflow).
+    let per_worker = flat.and_then(|f| f.scratch_len(&y, &x)).unwrap_or(0);
     let workers = exec.workers().max(1);
-    // The channel-blocked path's items: blocks of `lanes` channels, each over enough chunks of
-    // output rows that every worker gets about two items.
-    let lanes = kernel.depthwise.lanes.max(1);
-    let blocks = p.n * p.c.div_ceil(lanes);
-    let row_chunks = if per_worker > 0 { (2 * workers).div_ceil(blocks.max(1)).clamp(1, g.ho().max(1)) } else { 0 };
-    let (weights, items, scratch_base) = match p.layout {
-        TensorLayout::Nchw if per_worker > 0 => (weight, blocks * row_chunks, scratch.as_mut_ptr()),
-        TensorLayout::Nchw => (weight, p.n * p.c, core::ptr::null_mut()),
-        TensorLayout::Nhwc => {
+    let (weights, items, scratch_base) = match (p.layout, flat) {
+        (TensorLayout::Nchw, Some(f)) => (weight, p.n * p.c * f.chunks(&y), scratch.as_mut_ptr()),
+        (TensorLayout::Nchw, None) => (weight, p.n * p.c, core::ptr::null_mut()),
+        (TensorLayout::Nhwc, _) => {
             // [c][r][s] -> [r][s][c], so the channel vectors are contiguous.
             let rs = p.r * p.s;
             for c in 0..p.c {
@@ -302,7 +300,6 @@ unsafe fn depthwise(
         output: output.as_mut_ptr(),
         items: 0..0,
         scratch: scratch_base,
-        row_chunks,
     };
     let template = SharedArgs(template);
     exec.run(&|w| {
@@ -315,8 +312,8 @@ unsafe fn depthwise(
             // SAFETY: the scratch holds `workers * per_worker` floats (validated by the caller).
             args.scratch = unsafe { args.scratch.add(w * per_worker) };
         }
-        // SAFETY: tensors validated by the caller; workers write disjoint items (whole planes or
-        // whole output rows) and use disjoint scratch; the CPU supports the kernel's ISA.
+        // SAFETY: tensors validated by the caller; workers write disjoint items (planes, chunks
+        // of a plane's rows, or whole NHWC output rows) and use disjoint scratch; the CPU supports the kernel's ISA.
         unsafe { (kernel.depthwise.run)(&args) };
     });
 }

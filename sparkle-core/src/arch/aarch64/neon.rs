@@ -12,6 +12,11 @@ impl Simd for Neon {
     type V = float32x4_t;
     const LANES: usize = 4;
     #[inline(always)]
+    unsafe fn deinterleave(a: float32x4_t, b: float32x4_t) -> (float32x4_t, float32x4_t) {
+        // SAFETY: caller guarantees NEON.
+        unsafe { (vuzp1q_f32(a, b), vuzp2q_f32(a, b)) }
+    }
+    #[inline(always)]
     unsafe fn zero() -> float32x4_t {
         // SAFETY: caller guarantees NEON.
         unsafe { vdupq_n_f32(0.0) }
@@ -107,3 +112,12 @@ pub const NEON_KERNELS: Kernel = Kernel {
     },
     depthwise: DepthwiseKernel { id: "neon_dwconv_f32", run: neon_dwconv_f32, lanes: <Neon as Simd>::LANES },
 };
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn partial_loads_and_stores_touch_only_their_lanes() {
+        // SAFETY: NEON is baseline on aarch64.
+        unsafe { crate::arch::check_partial_lanes::<super::Neon>() }
+    }
+}

@@ -61,6 +61,41 @@ impl Simd for Avx2 {
         // SAFETY: caller guarantees AVX2 and FMA. (vminps returns the second operand on NaN.)
         unsafe { _mm256_min_ps(a, b) }
     }
+    #[inline(always)]
+    unsafe fn deinterleave(a: __m256, b: __m256) -> (__m256, __m256) {
+        // SAFETY: caller guarantees AVX2. Within each 128-bit half, shufps takes two floats of
+        // `a` then two of `b` ([a0 a2 b0 b2 | a4 a6 b4 b6]); the 64-bit permute orders the halves'
+        // pairs as [a0 a2 a4 a6 b0 b2 b4 b6].
+        unsafe {
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even))),
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(odd))),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> __m256 {
+        // SAFETY: caller guarantees AVX2 and `n` readable floats; masked-off lanes read nothing
+        // (no fault).
+        unsafe { _mm256_maskload_ps(p, mask8(n)) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(p: *mut f32, n: usize, v: __m256) {
+        // SAFETY: caller guarantees AVX2 and `n` writable floats; masked-off lanes write nothing.
+        unsafe { _mm256_maskstore_ps(p, mask8(n), v) }
+    }
+}
+
+/// The first `n` of 8 lanes as a `vmaskmovps` mask (sign bits), all of them from 8 on.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[inline(always)]
+unsafe fn mask8(n: usize) -> __m256i {
+    // SAFETY: the caller's AVX2.
+    unsafe { _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)) }
 }
 
 /// # Safety
@@ -110,3 +145,26 @@ pub const AVX2_KERNELS: Kernel = Kernel {
     },
     depthwise: DepthwiseKernel { id: "avx2_dwconv_f32", run: avx2_dwconv_f32, lanes: <Avx2 as Simd>::LANES },
 };
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    /// # Safety
+    /// The CPU runs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn partial_lanes() {
+        // SAFETY: the caller's.
+        unsafe { crate::arch::check_partial_lanes::<super::Avx2>() }
+    }
+
+    #[test]
+    fn partial_loads_and_stores_touch_only_their_lanes() {
+        if !crate::arch::Isa::Avx2.is_available() {
+            std::eprintln!("SKIP partial lanes: no AVX2 on this CPU");
+            return;
+        }
+        // SAFETY: just checked.
+        unsafe { partial_lanes() }
+    }
+}

@@ -52,6 +52,27 @@ impl Simd for Avx512 {
         unsafe { _mm512_max_ps(a, b) }
     }
     #[inline(always)]
+    unsafe fn load_partial(p: *const f32, n: usize) -> __m512 {
+        // SAFETY: caller guarantees AVX-512F and `n` readable floats; masked-off lanes read
+        // nothing (no fault).
+        unsafe { _mm512_maskz_loadu_ps(mask16(n), p) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(p: *mut f32, n: usize, v: __m512) {
+        // SAFETY: caller guarantees AVX-512F and `n` writable floats; masked-off lanes write
+        // nothing.
+        unsafe { _mm512_mask_storeu_ps(p, mask16(n), v) }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(a: __m512, b: __m512) -> (__m512, __m512) {
+        // SAFETY: caller guarantees AVX-512F. Indices 0-15 pick from `a`, 16-31 from `b`.
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            (_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b))
+        }
+    }
+    #[inline(always)]
     fn prefetch(p: *const f32) {
         // SAFETY: prefetch is a hint that never faults, whatever the address; SSE is baseline on x86_64.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
@@ -61,6 +82,12 @@ impl Simd for Avx512 {
         // SAFETY: caller guarantees AVX-512F. (vminps returns the second operand on NaN.)
         unsafe { _mm512_min_ps(a, b) }
     }
+}
+
+/// The first `n` of 16 lanes (all of them from 16 on).
+#[inline(always)]
+fn mask16(n: usize) -> __mmask16 {
+    ((1u32 << n.min(16)) - 1) as __mmask16
 }
 
 /// # Safety
@@ -112,3 +139,26 @@ pub const AVX512_KERNELS: Kernel = Kernel {
     },
     depthwise: DepthwiseKernel { id: "avx512_dwconv_f32", run: avx512_dwconv_f32, lanes: <Avx512 as Simd>::LANES },
 };
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    /// # Safety
+    /// The CPU runs AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn partial_lanes() {
+        // SAFETY: the caller's.
+        unsafe { crate::arch::check_partial_lanes::<super::Avx512>() }
+    }
+
+    #[test]
+    fn partial_loads_and_stores_touch_only_their_lanes() {
+        if !crate::arch::Isa::Avx512.is_available() {
+            std::eprintln!("SKIP partial lanes: no AVX-512F on this CPU");
+            return;
+        }
+        // SAFETY: just checked.
+        unsafe { partial_lanes() }
+    }
+}
