@@ -404,7 +404,7 @@ unsafe fn flat_chunk<S: Simd>(p: &DepthwiseArgs, (f, taps): (&Flat, &Taps), n: u
                 zero_run::<S>(p.scratch.add(phase_at(a, b) + staged * wq), l);
             }
         }
-        // The flat convolution into the results, `U` vectors a pass, then one at a time.
+        // The flat convolution into the results, `U` vectors a pass.
         let w = p.weight.add(c * p.y.taps * p.x.taps);
         let bias = S::splat(if p.bias.is_null() { 0.0 } else { *p.bias.add(c) });
         let total = nr * wq;
@@ -413,9 +413,15 @@ unsafe fn flat_chunk<S: Simd>(p: &DepthwiseArgs, (f, taps): (&Flat, &Taps), n: u
             flat_pass::<S, U>(taps, (p.scratch, w), q, (bias, p.act), results);
             q += U * l;
         }
-        while q < total {
-            flat_pass::<S, 1>(taps, (p.scratch, w), q, (bias, p.act), results);
-            q += l;
+        // The last (partial) vectors in one pass of independent chains: one vector at a time,
+        // each a chain of dependent FMAs, cost a 5x5 on 14x14 planes as much as the rest.
+        let pass = (p.scratch.cast_const(), w);
+        match (total - q).div_ceil(l) {
+            0 => {}
+            1 => flat_pass::<S, 1>(taps, pass, q, (bias, p.act), results),
+            2 => flat_pass::<S, 2>(taps, pass, q, (bias, p.act), results),
+            3 => flat_pass::<S, 3>(taps, pass, q, (bias, p.act), results),
+            _ => flat_pass::<S, U>(taps, pass, q, (bias, p.act), results),
         }
         // The first `wo` columns of each row are the outputs.
         let scalar_act = act_is_scalar(p.act);
@@ -497,19 +503,29 @@ unsafe fn nhwc_block<S: Simd, const V: usize>(p: &DepthwiseArgs, at_: Pixels, c0
     unsafe {
         let bias = if p.bias.is_null() { S::zero() } else { load_upto::<S>(p.bias.add(c0), width) };
         let mut acc = [bias; V];
+        // Pointer steps: tap to tap and pixel to pixel along the row, weights tap to tap.
+        let (tap_step, px_step) = (p.x.dilation * is[3], p.x.stride * is[3]);
         for r in 0..p.y.taps {
             let Some(iy) = p.y.tap(oy, r) else { continue };
             let row = p.input.add(at(is, n, c0, iy, 0));
-            for s in 0..s_n {
-                let w = load_upto::<S>(p.weight.add((r * s_n + s) * c_n + c0), width);
-                if checked {
-                    let Some(ix) = p.x.tap(ox, s) else { continue };
-                    acc[0] = S::fmadd(load_upto::<S>(row.add(ix * is[3]), width), w, acc[0]);
-                } else {
-                    let first = row.add((ox * p.x.stride + s * p.x.dilation - p.x.pad) * is[3]);
-                    for (u, a) in acc.iter_mut().enumerate() {
-                        *a = S::fmadd(load_upto::<S>(first.add(u * p.x.stride * is[3]), width), w, *a);
+            let mut w = p.weight.add(r * s_n * c_n + c0);
+            if checked {
+                for s in 0..s_n {
+                    if let Some(ix) = p.x.tap(ox, s) {
+                        acc[0] = S::fmadd(load_upto::<S>(row.add(ix * is[3]), width), load_upto::<S>(w, width), acc[0]);
                     }
+                    w = w.add(c_n);
+                }
+            } else {
+                // Unchecked: tap 0 of pixel `ox` is inside the row.
+                let mut src = row.add((ox * p.x.stride - p.x.pad) * is[3]);
+                for _ in 0..s_n {
+                    let wv = load_upto::<S>(w, width);
+                    for (u, a) in acc.iter_mut().enumerate() {
+                        *a = S::fmadd(load_upto::<S>(src.add(u * px_step), width), wv, *a);
+                    }
+                    src = src.add(tap_step);
+                    w = w.add(c_n);
                 }
             }
         }

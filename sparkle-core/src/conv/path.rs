@@ -9,7 +9,8 @@ use super::Conv2d;
 pub enum Conv2dPath {
     /// 1x1, stride 1, no padding: the input already is the GEMM operand; no gather at all.
     Pointwise,
-    /// `groups == c == k`: the depthwise kernel, vectorised over channels (NHWC) or columns (NCHW).
+    /// `groups == c == k`: the depthwise kernel, vectorised over channels (NHWC) or along a plane's
+    /// padded rows laid end to end (NCHW).
     Depthwise,
     /// 3x3, stride 1, undilated, ungrouped, with at least [`super::winograd::MIN_CHANNELS`]
     /// input channels and [`super::winograd::MIN_TILES`] output tiles of 2x2 and buffers within
