@@ -83,8 +83,7 @@ fn sweep(kern: &'static Kernel) {
                 }
                 // Depthwise planes narrow, wide, strided and dilated (NCHW: flat rows of every
                 // width, stride 2's column phases from even and odd left padding, stride 3; NHWC:
-                // 40 = 2 x 16 + 8 = 5 x 8 channels, a partial vector), batch 2; 3 workers split a
-                // plane's chunks of rows.
+                // 40 = 2 x 16 + 8 = 5 x 8 channels, a partial vector), batch 2, on 3 workers too.
                 for (hw, stride, dilation, left) in [
                     (7, 1, 1, 1),
                     (14, 1, 1, 1),
@@ -103,12 +102,25 @@ fn sweep(kern: &'static Kernel) {
                     seen.insert(check(&three, with(p), Activation::Relu6, true, hw as u64));
                     seen.insert(check(&cpu, with(p), Activation::Gelu, false, stride as u64));
                 }
-                // A filter past the flat path's 64 taps (NCHW: the row path) and a 5 x 5 at stride
-                // 2, on a plane taller than one chunk of rows.
-                for (hw, r, stride) in [(12, 9, 1), (150, 5, 2)] {
-                    let p =
-                        Conv2dParams::new(1, 3, hw, hw, 3, r, r).stride(stride, stride).pad(Padding::uniform(r / 2));
-                    seen.insert(check(&cpu, with(p.groups(3)), Activation::Relu, true, r as u64));
+                // NCHW's flat path and its edges (one channel or three, so that 2 and 3 workers
+                // split planes into chunks of rows): filters past its 64 taps (the row path, with
+                // an interior a vector wide), exactly 64, a 5 x 5 at stride 2 on a plane taller
+                // than a chunk, strides 4 and (2, 1), wide left padding, 7 x 7 outputs (a last
+                // pass of four vectors), rows of 32 (whole vectors out), and rows so long that a
+                // chunk is one row.
+                for (c, (h, w), (r, s), stride, pad, threads) in [
+                    (3, (12, 12), (9, 9), (1, 1), Padding::uniform(4), 2),
+                    (3, (40, 40), (9, 9), (1, 1), Padding::uniform(4), 1),
+                    (3, (20, 21), (8, 8), (1, 1), Padding::new(3, 4, 4, 3), 3),
+                    (3, (150, 150), (5, 5), (2, 2), Padding::uniform(2), 2),
+                    (3, (30, 33), (3, 3), (4, 4), Padding::new(1, 2, 0, 1), 3),
+                    (3, (19, 23), (3, 5), (2, 1), Padding::new(0, 5, 1, 2), 2),
+                    (32, (7, 7), (3, 3), (1, 1), Padding::uniform(1), 2),
+                    (1, (32, 32), (3, 3), (1, 1), Padding::uniform(1), 3),
+                    (1, (8, 2100), (3, 3), (1, 1), Padding::uniform(1), 2),
+                ] {
+                    let p = Conv2dParams::new(1, c, h, w, c, r, s).stride(stride.0, stride.1).pad(pad).groups(c);
+                    seen.insert(check(&cpu.threads(threads), with(p), Activation::Relu, true, r as u64));
                 }
                 // Pointwise (1x1 stride 1): plain GEMM, no gather.
                 seen.insert(check(&cpu, with(Conv2dParams::new(3, 19, 9, 11, 40, 1, 1)), Activation::Relu, true, 4));

@@ -1,18 +1,22 @@
 //! The depthwise conv kernel body (groups == c == k): one filter per channel, no reduction
 //! across channels.
 //!
-//! - **NCHW, vectors wider than one lane**: the *flat* path. A chunk of a channel plane's output
-//!   rows is computed as one 1-D convolution over its padded rows laid end to end: the rows the
-//!   chunk reads are staged with their padding (zeros) into `sy` row phases of width `wp`, so tap
-//!   `(r, s)` of flat output `q` reads phase `(r*dy) % sy` at `q + ((r*dy)/sy)*wp + s*dx` for every
-//!   `q`. Every output is then the same few vector FMAs, whatever the width (a 7x7 plane is 4
-//!   vectors of 16, not 7 scalar rows) or the padding (no edge columns); the columns past the
-//!   output (`wp - wc` per row) are computed and dropped. A horizontal stride computes every
-//!   column and keeps every `sx`-th. The chunk's results go through a small buffer into the
-//!   output rows. (Before: rows vectorised along the output with scalar edge columns, and narrow
-//!   or strided planes interleaved across channels: 6-20 GFLOPS on one Zen 4 core.)
-//! - **NCHW, one lane** (the portable kernel, the Cortex-M's): each output row along the columns,
-//!   no scratch.
+//! - **NCHW, the flat path** (vectors wider than one lane, filters of at most [`MAX_TAPS`] taps):
+//!   a chunk of a channel plane's output rows is one 1-D convolution over the padded rows it
+//!   reads, laid end to end. They are staged with their padding (zeros) as `sy * sx` phases of
+//!   rows `wq` columns long: phase `(a, b)`, row `i`, column `j` holds padded pixel
+//!   `(i*sy + a, j*sx + b)`, so tap `(r, s)` of flat output `q` (output row `q / wq`, column
+//!   `q % wq`) reads phase `((r*dy) % sy, (s*dx) % sx)` at `q + ((r*dy)/sy)*wq + (s*dx)/sx` for
+//!   every `q` ([`Taps`]). Every output is then the same few vector FMAs, whatever the width (a
+//!   7x7 plane is 4 vectors of 16, not 7 short rows) or the padding (no edge columns); the
+//!   columns past the output (`wq - wo` a row) are computed and dropped. Stride 1 stages rows as
+//!   they are, stride 2 splits each input row into its even and odd columns
+//!   ([`Simd::deinterleave`]), larger strides gather from a padded row. The chunk's results go
+//!   through a small buffer into the output rows. (Before: rows vectorised along the output with
+//!   scalar edge columns, and narrow or strided planes interleaved across channels: 6-20 GFLOPS
+//!   on one Zen 4 core.)
+//! - **NCHW, the row path** (one-lane kernels, the Cortex-M's, and larger filters): each output
+//!   row along the columns, no scratch.
 //! - **NHWC**: vectorised along the channels, several output pixels a pass.
 //!
 //! Geometry-free: the kernel knows windows along an axis ([`Axis`]) and tensors as element
@@ -79,11 +83,14 @@ pub(crate) struct DepthwiseArgs {
     pub act: Activation,
     /// The whole output tensor.
     pub output: *mut f32,
-    /// NCHW with one lane: planes `n*c + c`. NCHW, the flat path: chunk `i % chunks` of plane
+    /// NCHW, the row path: planes `n*c + c`. NCHW, the flat path: chunk `i % chunks` of plane
     /// `i / chunks` ([`Flat::chunks`]). NHWC: output rows `n*ho + oy`.
     pub items: Range<usize>,
-    /// NCHW, the flat path: this call's own scratch of [`nchw_scratch_len`] floats for its
-    /// kernel's lanes. Else unused (may be null).
+    /// NCHW, the flat path: its geometry, [`Flat::new`]'s for these axes and the kernel's lanes
+    /// (`None`: the row path).
+    pub flat: Option<Flat>,
+    /// The flat path: this call's own scratch of [`Flat::scratch_len`] floats. Else unused (may
+    /// be null).
     pub scratch: *mut f32,
 }
 
@@ -111,18 +118,26 @@ pub(crate) struct Flat {
     rows: usize,
     /// Floats of one phase: `rows + kr + 1` staged rows and `lanes` of slack.
     phase: usize,
-    /// Floats of the padded input row a horizontal stride of 3 or more splits into its phases
-    /// (stride 1: the padded row is the phase row; stride 2 splits the input row directly).
+    /// Floats of the padded input row a horizontal stride of 3 or more splits into its phases,
+    /// and a vector for its spill (stride 1: the padded row is the phase row; stride 2 splits
+    /// the input row directly).
     padded: usize,
     /// Floats of the results buffer: `rows * wq` rounded up to whole vectors.
     results: usize,
 }
 
 impl Flat {
-    /// The geometry, or `None` where the kernel has one lane or the filter more than
-    /// [`MAX_TAPS`] taps (both take the row path, no scratch), or a size overflows.
-    pub(crate) fn new(lanes: usize, y: &Axis, x: &Axis) -> Option<Flat> {
-        if lanes < 2 || y.output == 0 || x.output == 0 || y.taps.checked_mul(x.taps)? > MAX_TAPS {
+    /// Whether NCHW depthwise convs on these axes take the flat path with `lanes`-wide vectors:
+    /// wider than one lane, a filter of at most [`MAX_TAPS`] taps, some output.
+    pub(crate) fn applies(lanes: usize, y: &Axis, x: &Axis) -> bool {
+        lanes >= 2 && y.output > 0 && x.output > 0 && y.taps.checked_mul(x.taps).is_some_and(|t| t <= MAX_TAPS)
+    }
+
+    /// The geometry for `planes` planes (images times channels) on `workers` workers, or `None`
+    /// where the flat path does not apply ([`Flat::applies`]) or a size overflows. Chunks hold
+    /// about [`FLAT_BUDGET`] floats, and are cut smaller where that leaves a worker without two.
+    pub(crate) fn new(lanes: usize, y: &Axis, x: &Axis, planes: usize, workers: usize) -> Option<Flat> {
+        if !Self::applies(lanes, y, x) {
             return None;
         }
         let wq = x.output.checked_add(x.taps.checked_sub(1)?.checked_mul(x.dilation)? / x.stride)?;
@@ -130,11 +145,13 @@ impl Flat {
         let phases = y.stride.checked_mul(x.stride)?;
         // Per output row: a staged row in each phase and a row of results.
         let per_row = phases.checked_add(1)?.checked_mul(wq)?;
-        let rows = (FLAT_BUDGET / per_row).clamp(1, y.output);
+        let chunks = (2 * workers.max(1)).div_ceil(planes.max(1));
+        let rows = (FLAT_BUDGET / per_row).min(y.output.div_ceil(chunks)).clamp(1, y.output);
         let phase = rows.checked_add(kr)?.checked_add(1)?.checked_mul(wq)?.checked_add(lanes)?;
         let padded = match x.stride {
             1 | 2 => 0,
-            sx => wq.checked_mul(sx)?,
+            // With a vector of room for its spill.
+            sx => wq.checked_mul(sx)?.checked_add(lanes)?,
         };
         let results = rows.checked_mul(wq)?.checked_next_multiple_of(lanes)?;
         Some(Flat { wq, kr, rows, phase, padded, results })
@@ -152,14 +169,13 @@ impl Flat {
     }
 }
 
-/// Floats of scratch one worker of an NCHW depthwise call with `lanes`-wide vectors needs (0 on
-/// the one-lane row path); `None` on overflow.
-pub(crate) fn nchw_scratch_len(lanes: usize, y: &Axis, x: &Axis) -> Option<usize> {
-    match Flat::new(lanes, y, x) {
-        Some(f) => f.scratch_len(y, x),
-        None if lanes < 2 || y.output == 0 || x.output == 0 || y.taps.checked_mul(x.taps)? > MAX_TAPS => Some(0),
-        None => None,
+/// Floats of scratch one of `workers` workers of an NCHW depthwise call over `planes` planes
+/// with `lanes`-wide vectors needs (0 on the row path); `None` on overflow.
+pub(crate) fn nchw_scratch_len(lanes: usize, y: &Axis, x: &Axis, planes: usize, workers: usize) -> Option<usize> {
+    if !Flat::applies(lanes, y, x) {
+        return Some(0);
     }
+    Flat::new(lanes, y, x, planes, workers)?.scratch_len(y, x)
 }
 
 /// Copies `len` floats from `src` to `dst` in vectors, the last one partial: the runs here
@@ -214,19 +230,32 @@ struct PaddedRow {
 }
 
 impl PaddedRow {
-    /// Writes the row (a function, not a closure: closures do not inherit the caller's target
-    /// features, and these copies are vector code).
+    /// Writes the row a whole vector at a time, each vector one windowed load (the input's
+    /// columns in it, zeros around them: no separate runs of zeros), so the row spills up to a
+    /// vector minus one float past `len` (a function, not a closure: closures do not inherit the
+    /// caller's target features, and this is vector code).
     ///
     /// # Safety
-    /// `src` readable for `w_in` floats, `dst` writable for `len`; the CPU runs `S`.
+    /// `src` readable for `w_in` floats, `dst` writable for `len` rounded up to a vector; the
+    /// CPU runs `S`.
     #[inline(always)]
     unsafe fn write<S: Simd>(self) {
-        let (left, copied) = (self.px.min(self.len), self.w_in.min(self.len.saturating_sub(self.px)));
-        // SAFETY: the caller's; `left + copied <= len`, `copied <= w_in`.
+        let l = S::LANES;
+        // Padded column `k + i` is input column `k + i - px`.
+        let base = self.src.wrapping_sub(self.px);
+        let end = self.px + self.w_in;
+        // SAFETY: the caller's; lanes `lo..hi` of the vector at `k` are input columns inside
+        // `0..w_in`; every store starts below `len`.
         unsafe {
-            zero_run::<S>(self.dst, left);
-            copy_run::<S>(self.src, self.dst.add(left), copied);
-            zero_run::<S>(self.dst.add(left + copied), self.len - left - copied);
+            for k in (0..self.len).step_by(l) {
+                let (lo, hi) = (self.px.saturating_sub(k).min(l), end.saturating_sub(k).min(l));
+                let v = match (lo, hi) {
+                    (0, h) if h == l => S::load(base.wrapping_add(k)),
+                    (lo, hi) if lo < hi => S::load_window(base.wrapping_add(k), lo, hi),
+                    _ => S::zero(),
+                };
+                S::store(self.dst.add(k), v);
+            }
         }
     }
 }
@@ -346,7 +375,7 @@ unsafe fn flat_pass<S: Simd, const V: usize>(
 /// Output rows `rows` of channel `c` of image `n`, NCHW, the flat way (see the module doc).
 ///
 /// # Safety
-/// As [`depthwise_body`]; `f` is `Flat::new(S::LANES, &p.y, &p.x)`, `taps` its [`Taps`],
+/// As [`depthwise_body`]; `f` is `p.flat`, `taps` its [`Taps`],
 /// `p.scratch` holds
 /// `f.scratch_len(&p.y, &p.x)` floats, `rows` is within one chunk (`rows.len() <= f.rows`).
 #[inline(always)]
@@ -360,10 +389,12 @@ unsafe fn flat_chunk<S: Simd>(p: &DepthwiseArgs, (f, taps): (&Flat, &Taps), n: u
     let phase_at = |a: usize, b: usize| (a * sx + b) * f.phase;
     // SAFETY: (whole body) phase `(a, b)` is `p.scratch[phase_at(a, b)..][..f.phase]`, the
     // padded row and the results follow the phases; every copied input row is inside the plane
-    // (rows and columns from the validated axes); each staged row is exactly `wq` floats; reads of
-    // the flat convolution end before `(nr + kr + 1) * wq + l` in a phase (results rounded up to
-    // a vector, and the column taps' offset `((s_n - 1) * dx) / sx < wq`); the output rows are
-    // the item's own.
+    // (rows and columns from the validated axes); a stride-1 staged row spills up to a vector
+    // minus one float past its `wq`, into the rows staged after it or the phase's slack (zeroed
+    // after the last row); reads of the flat convolution end before `(nr + kr + 1) * wq + l` in
+    // a phase (results rounded up to a vector, and the column taps' offset
+    // `((s_n - 1) * dx) / sx < wq`); the output rows are the item's own, and a row's spill stays
+    // in the item's later rows.
     unsafe {
         let plane = p.input.add(at(is, n, c, 0, 0));
         let padded = p.scratch.add(phase_at(sy, 0));
@@ -390,7 +421,7 @@ unsafe fn flat_chunk<S: Simd>(p: &DepthwiseArgs, (f, taps): (&Flat, &Taps), n: u
                     }
                     _ => {
                         // Any other stride: the padded row, then every `sx`-th column of it.
-                        PaddedRow { src, w_in, px, dst: padded, len: f.padded }.write::<S>();
+                        PaddedRow { src, w_in, px, dst: padded, len: f.padded - l }.write::<S>();
                         for b in 0..sx {
                             let dst = p.scratch.add(phase_at(a, b) + row);
                             for j in 0..wq {
@@ -425,11 +456,21 @@ unsafe fn flat_chunk<S: Simd>(p: &DepthwiseArgs, (f, taps): (&Flat, &Taps), n: u
         }
         // The first `wo` columns of each row are the outputs.
         let scalar_act = act_is_scalar(p.act);
+        let wo = p.x.output;
         for t in 0..nr {
             let dst = p.output.add(at(os, n, c, rows.start + t, 0));
-            copy_run::<S>(results.add(t * wq), dst, p.x.output);
+            // Whole vectors where their spill lands in this chunk's later rows (each written
+            // after this one; with rows back to back, the reads then end within `nr * wq` of the
+            // results), else the last vector partial.
+            if os[2] == wo && t * wo + wo.next_multiple_of(l) <= nr * wo {
+                for ox in (0..wo).step_by(l) {
+                    S::store(dst.add(ox), S::load(results.add(t * wq + ox)));
+                }
+            } else {
+                copy_run::<S>(results.add(t * wq), dst, wo);
+            }
             if scalar_act {
-                for ox in 0..p.x.output {
+                for ox in 0..wo {
                     *dst.add(ox) = p.act.apply(*dst.add(ox));
                 }
             }
@@ -563,8 +604,8 @@ unsafe fn nhwc_pixels<S: Simd, const V: usize>(p: &DepthwiseArgs, at_: Pixels) {
     }
 }
 
-/// Plane `c` of image `n`, NCHW, one kernel lane (the portable kernel's path): each output row
-/// along the columns, the edge columns the scalar way; no scratch.
+/// Plane `c` of image `n`, NCHW, the row path (one-lane kernels, and filters past [`MAX_TAPS`]
+/// taps): each output row along the columns, the edge columns the scalar way; no scratch.
 ///
 /// # Safety
 /// As [`depthwise_body`]; `(n, c)` inside the tensors.
@@ -708,7 +749,7 @@ pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
                     }
                 }
             }
-            TensorLayout::Nchw => match Flat::new(lanes, &p.y, &p.x) {
+            TensorLayout::Nchw => match p.flat {
                 Some(f) => {
                     // Cannot fail: `Flat::new` took the filter.
                     let Some(taps) = Taps::new(&p.y, &p.x, f.phase, f.wq) else { return };

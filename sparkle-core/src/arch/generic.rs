@@ -88,3 +88,12 @@ pub const GENERIC_KERNELS: Kernel = Kernel {
     },
     depthwise: DepthwiseKernel { id: "generic_dwconv_f32", run: generic_dwconv_f32, lanes: <Scalar as Simd>::LANES },
 };
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn partial_loads_and_stores_touch_only_their_lanes() {
+        // SAFETY: the portable type runs everywhere.
+        unsafe { crate::arch::check_partial_lanes::<super::Scalar>() }
+    }
+}

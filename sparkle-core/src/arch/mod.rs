@@ -563,6 +563,24 @@ pub(crate) trait Simd: Copy {
             core::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n.min(Self::LANES).min(16));
         }
     }
+    /// Lanes `lo..hi` (`lo <= hi <= LANES`) read from `p + lane`, zeros in the others; reads
+    /// nothing outside lanes `lo..hi`, so `p` itself may point before the data (a row's padding).
+    ///
+    /// # Safety
+    /// `p + lo .. p + hi` must be valid for reading (`p` computed with wrapping arithmetic where it
+    /// leaves the allocation); the CPU must support the ISA.
+    #[inline(always)]
+    unsafe fn load_window(p: *const f32, lo: usize, hi: usize) -> Self::V {
+        let mut lanes = [0.0f32; 16];
+        let hi = hi.min(Self::LANES).min(16);
+        // SAFETY: the caller's lanes `lo..hi` readable; at most 16 lanes.
+        unsafe {
+            for (i, lane) in lanes.iter_mut().enumerate().take(hi).skip(lo) {
+                *lane = *p.wrapping_add(i);
+            }
+            Self::load(lanes.as_ptr())
+        }
+    }
     /// The even and the odd floats of `a` followed by `b` (`2 * LANES` floats): `(a0, a2, ..,
     /// b0, b2, ..)` and `(a1, a3, .., b1, b3, ..)`.
     ///
@@ -592,7 +610,7 @@ pub(crate) trait Simd: Copy {
 
 /// Checks `S`'s partial loads and stores for every count below `LANES` (a load reads the first
 /// `n` floats and zeros the other lanes, a store writes the first `n` lanes and nothing past
-/// them) and its deinterleave. Panics on a mismatch.
+/// them), its windowed loads for every window and its deinterleave. Panics on a mismatch.
 ///
 /// # Safety
 /// The CPU runs `S`.
@@ -612,6 +630,17 @@ pub(crate) unsafe fn check_partial_lanes<S: Simd>() {
             let (want_loaded, want_stored) = if i < n { (src[i], src[i]) } else { (0.0, -1.0) };
             assert_eq!(loaded[i], want_loaded, "load_partial({n}) lane {i}");
             assert_eq!(stored[i], want_stored, "store_partial({n}) lane {i}");
+        }
+    }
+    for lo in 0..=l {
+        for hi in lo..=l {
+            let mut got = [f32::NAN; 16];
+            // SAFETY: the caller's ISA; lanes `lo..hi` of `src` readable (`hi <= 16`).
+            unsafe { S::store(got.as_mut_ptr(), S::load_window(src.as_ptr(), lo, hi)) };
+            for i in 0..l {
+                let want = if (lo..hi).contains(&i) { src[i] } else { 0.0 };
+                assert_eq!(got[i], want, "load_window({lo}, {hi}) lane {i}");
+            }
         }
     }
     let pairs: [f32; 32] = core::array::from_fn(|i| i as f32);

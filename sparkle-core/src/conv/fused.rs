@@ -68,7 +68,7 @@ pub fn conv2d_min_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, 
             TensorLayout::Nhwc => Ok(g.weight_len()),
             TensorLayout::Nchw => {
                 let (y, x) = axes(g);
-                nchw_scratch_len(kernel.depthwise.lanes, &y, &x)
+                nchw_scratch_len(kernel.depthwise.lanes, &y, &x, g.params().n * g.params().c, workers)
                     .and_then(|n| n.checked_mul(workers))
                     .ok_or(Error::Overflow { param: Param::Scratch })
             }
@@ -258,15 +258,19 @@ unsafe fn depthwise(
     let p = g.params();
     let (y, x) = axes(g);
     // NCHW: each worker's own part of the scratch for its staged rows (the flat path), and the
-    // items: chunks of output rows of every plane (one-lane kernels: whole planes).
-    let lanes = kernel.depthwise.lanes;
-    let flat = match p.layout {
-        TensorLayout::Nchw => Flat::new(lanes, &y, &x),
-        TensorLayout::Nhwc => None,
-    };
-    // Validated with the scratch (no overflow).
-    let per_worker = flat.and_then(|f| f.scratch_len(&y, &x)).unwrap_or(0);
+    // items: chunks of output rows of every plane (the row path: whole planes).
     let workers = exec.workers().max(1);
+    let (flat, per_worker) = match p.layout {
+        TensorLayout::Nchw => match Flat::new(kernel.depthwise.lanes, &y, &x, p.n * p.c, workers) {
+            // Cannot fail: validated with the scratch (`nchw_scratch_len`, the same geometry).
+            Some(f) => match f.scratch_len(&y, &x) {
+                Some(len) => (Some(f), len),
+                None => return,
+            },
+            None => (None, 0),
+        },
+        TensorLayout::Nhwc => (None, 0),
+    };
     let (weights, items, scratch_base) = match (p.layout, flat) {
         (TensorLayout::Nchw, Some(f)) => (weight, p.n * p.c * f.chunks(&y), scratch.as_mut_ptr()),
         (TensorLayout::Nchw, None) => (weight, p.n * p.c, core::ptr::null_mut()),
@@ -299,6 +303,7 @@ unsafe fn depthwise(
         act: epi.activation,
         output: output.as_mut_ptr(),
         items: 0..0,
+        flat,
         scratch: scratch_base,
     };
     let template = SharedArgs(template);

@@ -82,6 +82,12 @@ impl Simd for Avx2 {
         unsafe { _mm256_maskload_ps(p, mask8(n)) }
     }
     #[inline(always)]
+    unsafe fn load_window(p: *const f32, lo: usize, hi: usize) -> __m256 {
+        // SAFETY: caller guarantees AVX2 and lanes `lo..hi` readable; masked-off lanes read
+        // nothing (no fault).
+        unsafe { _mm256_maskload_ps(p, _mm256_andnot_si256(mask8(lo), mask8(hi))) }
+    }
+    #[inline(always)]
     unsafe fn store_partial(p: *mut f32, n: usize, v: __m256) {
         // SAFETY: caller guarantees AVX2 and `n` writable floats; masked-off lanes write nothing.
         unsafe { _mm256_maskstore_ps(p, mask8(n), v) }

@@ -58,6 +58,12 @@ impl Simd for Avx512 {
         unsafe { _mm512_maskz_loadu_ps(mask16(n), p) }
     }
     #[inline(always)]
+    unsafe fn load_window(p: *const f32, lo: usize, hi: usize) -> __m512 {
+        // SAFETY: caller guarantees AVX-512F and lanes `lo..hi` readable; masked-off lanes read
+        // nothing (no fault).
+        unsafe { _mm512_maskz_loadu_ps(mask16(hi) & !mask16(lo), p) }
+    }
+    #[inline(always)]
     unsafe fn store_partial(p: *mut f32, n: usize, v: __m512) {
         // SAFETY: caller guarantees AVX-512F and `n` writable floats; masked-off lanes write
         // nothing.
