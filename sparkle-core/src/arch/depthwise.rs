@@ -749,7 +749,9 @@ pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
                     }
                 }
             }
-            TensorLayout::Nchw => match p.flat {
+            // (`lanes > 1` is a constant: one-lane kernels, the Cortex-M's, do not build the
+            // flat path at all.)
+            TensorLayout::Nchw => match p.flat.filter(|_| lanes > 1) {
                 Some(f) => {
                     // Cannot fail: `Flat::new` took the filter.
                     let Some(taps) = Taps::new(&p.y, &p.x, f.phase, f.wq) else { return };
