@@ -155,6 +155,19 @@ fn sweep(kern: &'static Kernel) {
                     let p = Conv2dParams::new(2, 96, 28, 28, 40, 3, 3).pad(Padding::uniform(1));
                     seen.insert(check(&cpu, with(p), Activation::Relu, true, 9));
                 }
+                // The direct conv's rows sharing their padding columns (stride 1): asymmetric
+                // padding, a 5x5 and a dilated 3x3; padding past the kernel's reach keeps
+                // separate columns.
+                for (r, dil, pad) in [
+                    (5, 1, Padding::new(2, 1, 2, 3)),
+                    (3, 2, Padding::new(1, 2, 2, 1)),
+                    (3, 1, Padding::new(1, 4, 1, 3)),
+                ] {
+                    let p = Conv2dParams::new(1, 32, 13, 17, 24, r, r).dilation(dil, dil).pad(pad);
+                    let path = check(&cpu, with(p), Activation::Relu, true, 11);
+                    let direct = layout == TensorLayout::Nhwc || wl == WeightLayout::Kcrs;
+                    assert!(!direct || path == Conv2dPath::Direct, "{p:?} ran {path:?}");
+                }
                 // An odd output height (a half row of tiles); 16 images of 4 x 4 tiles (a group of
                 // lanes spans rows and images); padding past the kernel (tiles of padding only);
                 // three workers for four channels (Winograd's fewest).
@@ -404,9 +417,10 @@ fn path_choice() {
         assert_eq!(path(p), Conv2dPath::Direct, "{p:?}");
     }
     // A stride longer than the kernel (a 1x1 at stride 2 would stage four phases to read one),
-    // more than a quarter of the computed pixels dropped (4 of every 6 at 4x4 with a 3x3
-    // kernel), or NCHW with KRSC weights from 16 channels: the implicit GEMM.
-    let small = Conv2dParams::new(1, 64, 4, 4, 64, 3, 3).pad(Padding::uniform(1));
+    // more than a quarter of the computed pixels dropped (1 of every 3 at 2x2 with a 3x3 kernel:
+    // rows of 2 pixels sharing one column of padding), or NCHW with KRSC weights from 16
+    // channels: the implicit GEMM.
+    let small = Conv2dParams::new(1, 64, 2, 2, 64, 3, 3).pad(Padding::uniform(1));
     let shortcut = Conv2dParams::new(1, 256, 56, 56, 512, 1, 1).stride(2, 2);
     let krsc = Conv2dParams::new(1, 128, 28, 28, 128, 3, 3).pad(Padding::uniform(1)).weight_layout(WeightLayout::Krsc);
     for p in [shortcut, small, small.layout(TensorLayout::Nhwc), krsc] {

@@ -2,11 +2,14 @@
 //! the GEMM kernels then read in place for every tap — no im2col gather and no packing of the
 //! image (the implicit GEMM gathers each input element once per tap and per block of columns).
 //!
-//! Stride 1: the padded image is `hp x wp` (the input inside its padding). Output pixel `(y, x)`
-//! reads tap `(r, s)` at padded pixel `(y + r*dh, x + s*dw)`. Numbered along padded rows, output
-//! pixel `p = y*wp + x` reads padded pixel `p + shift(t)`, `shift = r*dh*wp + s*dw`: one shift per
-//! tap. The conv is then a GEMM over "virtual" pixels `p < (ho-1)*wp + wo` (the `wp - wo` past
-//! each output row are computed and dropped: 2 of 16 at 14x14 with a 3x3 kernel) whose reduction
+//! Stride 1: the padded image is `hp x wp` (the input inside its padding; consecutive rows share
+//! their padding columns, `wp = w + max(left, right)`, where an output row still fits). Output
+//! pixel `(y, x)` reads tap `(r, s)` at padded pixel `(y + r*dh, x + s*dw)`. Numbered along
+//! padded rows, output pixel `p = y*wp + x` reads padded pixel `p + shift(t)`,
+//! `shift = r*dh*wp + s*dw` (past a row's end, into the next row's left padding, zeros): one
+//! shift per tap. The conv is then a GEMM over "virtual" pixels `p < (ho-1)*wp + wo` (the
+//! `wp - wo` past each output row are computed and dropped: 1 of 15 at 14x14 with a 3x3 kernel)
+//! whose reduction
 //! runs in blocks of channels, tap by tap: within a block of one tap the image's rows are evenly
 //! spaced, which is what the kernels read in place.
 //!
@@ -165,7 +168,19 @@ impl Shape {
         let hp = add(add(p.h, p.pad.top, Param::Scratch)?, p.pad.bottom, Param::Scratch)?;
         let wpad = add(add(p.w, p.pad.left, Param::Scratch)?, p.pad.right, Param::Scratch)?;
         let [sy, sx] = p.stride;
-        let (hq, wp) = (hp.div_ceil(sy), wpad.div_ceil(sx));
+        // Stride 1: consecutive rows share their padding columns where that leaves room for an
+        // output row (`wo <= w + max(left, right)`): a row's right padding is the next row's
+        // left (both zeros), so the row pitch is `w + max(left, right)`, not `w + left + right`,
+        // and fewer computed pixels are dropped (3x3 at 14x14: 1 of 15, was 2 of 16). The last
+        // row's right padding then reads `min(left, right)` zeros past the plane: the guard.
+        let shared = p.w + p.pad.left.max(p.pad.right);
+        let wp = match (sy, sx) {
+            (1, 1) if g.wo() <= shared => shared,
+            _ => wpad.div_ceil(sx),
+        };
+        let hq = hp.div_ceil(sy);
+        // Floats past the plane a real output's taps reach (0 unless the padding is shared).
+        let over = wpad.div_ceil(sx) - wp;
         let phases = mul(sy, sx, Param::Scratch)?;
         let plane = mul(hq, wp, Param::Scratch)?;
         let area = mul(plane, phases, Param::Scratch)?;
@@ -180,7 +195,7 @@ impl Shape {
                 let pixels = mul(real.div_ceil(nr), nr, Param::Scratch)?;
                 // Planes an odd number of 64-byte lines apart, so a reduction slice's rows (one
                 // per plane) fall into different L1 sets; `nr` floats of guard.
-                let plane = add(area, nr, Param::Scratch)?.div_ceil(16) * 16;
+                let plane = add(add(area, nr, Param::Scratch)?, over, Param::Scratch)?.div_ceil(16) * 16;
                 let plane = if plane % 32 == 0 { plane + 16 } else { plane };
                 (pixels, plane, mul(plane, cg, Param::Scratch)?, mul(kg, pixels, Param::Scratch)?)
             }
@@ -188,7 +203,7 @@ impl Shape {
                 let pixels = mul(real.div_ceil(mr), mr, Param::Scratch)?;
                 // Rows a multiple of 4 KiB apart would put a tile's rows into one L1 set.
                 let step = if (cg * 4).is_multiple_of(4096) { cg + 16 } else { cg };
-                let image = mul(add(area, mr, Param::Scratch)?, step, Param::Scratch)?;
+                let image = mul(add(add(area, mr, Param::Scratch)?, over, Param::Scratch)?, step, Param::Scratch)?;
                 (pixels, step, image, mul(pixels, kg, Param::Scratch)?)
             }
         };
