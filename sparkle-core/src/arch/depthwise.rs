@@ -5,7 +5,8 @@
 //!   a chunk of a channel plane's output rows is one 1-D convolution over the padded rows it
 //!   reads, laid end to end. They are staged with their padding (zeros) as `sy * sx` phases of
 //!   rows `wq` columns long: phase `(a, b)`, row `i`, column `j` holds padded pixel
-//!   `(i*sy + a, j*sx + b)`, so tap `(r, s)` of flat output `q` (output row `q / wq`, column
+//!   `(i*sy + a, j*sx + b)` (stride 1: consecutive rows share their padding columns), so tap
+//!   `(r, s)` of flat output `q` (output row `q / wq`, column
 //!   `q % wq`) reads phase `((r*dy) % sy, (s*dx) % sx)` at `q + ((r*dy)/sy)*wq + (s*dx)/sx` for
 //!   every `q` ([`Taps`]). Every output is then the same few vector FMAs, whatever the width (a
 //!   7x7 plane is 4 vectors of 16, not 7 short rows) or the padding (no edge columns); the
@@ -110,7 +111,9 @@ const FLAT_BUDGET: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Flat {
     /// Columns of a staged phase row, also the pitch of the flat results: the output's columns
-    /// and the furthest column tap's offset, `wo + ((taps - 1) * dilation) / stride`.
+    /// and the furthest column tap's offset, `wo + ((taps - 1) * dilation) / stride`; at stride
+    /// 1, `w + max(left, right)` where that fits (a tap past a row's end reads the next row's
+    /// left padding, zeros).
     wq: usize,
     /// Phase rows below a chunk's first that its taps reach: `((taps - 1) * dilation) / stride`.
     kr: usize,
@@ -140,7 +143,23 @@ impl Flat {
         if !Self::applies(lanes, y, x) {
             return None;
         }
-        let wq = x.output.checked_add(x.taps.checked_sub(1)?.checked_mul(x.dilation)? / x.stride)?;
+        let reach = x.taps.checked_sub(1)?.checked_mul(x.dilation)?;
+        let wq = x.output.checked_add(reach / x.stride)?;
+        // Stride 1: consecutive rows share their padding columns (a row's right padding is the
+        // next row's left, both zeros) where an output row and a tap's reach still fit in the
+        // pitch `w + max(left, right)` (5x5 on 14x14: 16 columns, was 18).
+        let wq = match x.stride {
+            1 => {
+                let right = x.output.checked_add(reach)?.saturating_sub(x.pad.checked_add(x.input)?);
+                let shared = x.input.checked_add(x.pad.max(right))?;
+                if x.output <= shared && reach < shared {
+                    shared.min(wq)
+                } else {
+                    wq
+                }
+            }
+            _ => wq,
+        };
         let kr = y.taps.checked_sub(1)?.checked_mul(y.dilation)? / y.stride;
         let phases = y.stride.checked_mul(x.stride)?;
         // Per output row: a staged row in each phase and a row of results.
