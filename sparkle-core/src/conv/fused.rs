@@ -349,6 +349,109 @@ impl SharedArgs {
 mod tests {
     use super::*;
 
+    /// Four lanes in plain Rust, so that the depthwise kernel's vector paths (the flat one, the
+    /// partial NHWC channels) run under Miri, which checks every pointer they compute; the
+    /// trait's portable partial loads, windows and deinterleave with them.
+    #[derive(Clone, Copy, Debug)]
+    struct Lanes4;
+
+    impl crate::arch::Simd for Lanes4 {
+        type V = [f32; 4];
+        const LANES: usize = 4;
+        unsafe fn zero() -> [f32; 4] {
+            [0.0; 4]
+        }
+        unsafe fn splat(x: f32) -> [f32; 4] {
+            [x; 4]
+        }
+        unsafe fn load(p: *const f32) -> [f32; 4] {
+            // SAFETY: the caller's four readable floats.
+            unsafe { p.cast::<[f32; 4]>().read_unaligned() }
+        }
+        unsafe fn store(p: *mut f32, v: [f32; 4]) {
+            // SAFETY: the caller's four writable floats.
+            unsafe { p.cast::<[f32; 4]>().write_unaligned(v) }
+        }
+        unsafe fn fmadd(a: [f32; 4], b: [f32; 4], c: [f32; 4]) -> [f32; 4] {
+            core::array::from_fn(|i| a[i] * b[i] + c[i])
+        }
+        unsafe fn mul(a: [f32; 4], b: [f32; 4]) -> [f32; 4] {
+            core::array::from_fn(|i| a[i] * b[i])
+        }
+        unsafe fn add(a: [f32; 4], b: [f32; 4]) -> [f32; 4] {
+            core::array::from_fn(|i| a[i] + b[i])
+        }
+        unsafe fn max(a: [f32; 4], b: [f32; 4]) -> [f32; 4] {
+            core::array::from_fn(|i| if a[i] > b[i] { a[i] } else { b[i] })
+        }
+        unsafe fn min(a: [f32; 4], b: [f32; 4]) -> [f32; 4] {
+            core::array::from_fn(|i| if a[i] < b[i] { a[i] } else { b[i] })
+        }
+    }
+
+    /// # Safety
+    /// As [`crate::arch::depthwise::depthwise_body`].
+    unsafe fn lanes4_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
+        // SAFETY: forwarded contract; plain Rust runs everywhere.
+        unsafe { crate::arch::depthwise::depthwise_body::<Lanes4>(p) }
+    }
+
+    /// The depthwise kernel's vector paths on four plain-Rust lanes against the oracle: NCHW's
+    /// flat rows at strides 1, 2 and 3 (padding on either side, dilation, a plane split into
+    /// chunks over three workers), NHWC with a partial vector of channels. Under Miri too.
+    #[test]
+    fn depthwise_vector_paths_match_the_oracle() {
+        use crate::arch::DepthwiseKernel;
+        use crate::check::tolerance;
+        use crate::conv::reference::conv2d_reference_f64;
+        use crate::conv::{Conv2dParams, Padding};
+        use crate::gemm::driver::Executor;
+        use crate::Activation;
+        struct Three;
+        // SAFETY: every index of its count once, in turn, on this thread.
+        unsafe impl Executor for Three {
+            fn workers(&self) -> usize {
+                3
+            }
+            fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+                for w in 0..3 {
+                    f(w)
+                }
+            }
+        }
+        let generic = Kernel::generic();
+        let depthwise = DepthwiseKernel { id: "lanes4_dwconv_f32", run: lanes4_dwconv_f32, lanes: 4 };
+        let kernel = &Kernel { depthwise, ..*generic };
+        let blocking = Blocking::for_kernel(kernel, crate::gemm::blocking::CacheSizes::DEFAULT);
+        let cases = [
+            (TensorLayout::Nchw, 2, (9, 7), 1, 1, Padding::new(1, 2, 1, 0)),
+            (TensorLayout::Nchw, 3, (11, 10), 2, 1, Padding::new(1, 1, 2, 1)),
+            (TensorLayout::Nchw, 2, (8, 9), 2, 1, Padding::new(0, 0, 1, 2)),
+            (TensorLayout::Nchw, 2, (10, 13), 3, 2, Padding::new(2, 3, 0, 1)),
+            (TensorLayout::Nhwc, 6, (5, 6), 1, 1, Padding::uniform(1)),
+        ];
+        for (layout, c, (h, w), stride, dilation, pad) in cases {
+            let p = Conv2dParams::new(1, c, h, w, c, 3, 3).stride(stride, stride).dilation(dilation, dilation);
+            let g = p.pad(pad).groups(c).layout(layout).validate().unwrap();
+            assert_eq!(choose_path_for(&g, 3), Conv2dPath::Depthwise);
+            let input: [f32; 3 * 11 * 13] = core::array::from_fn(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0);
+            let weight: [f32; 6 * 9] = core::array::from_fn(|i| ((i * 53 % 89) as f32 - 44.0) / 32.0);
+            let bias = [0.5f32, -1.0, 2.0, 0.25, -0.5, 1.5];
+            let epi = Epilogue { bias: Bias::Row(&bias[..c]), activation: Activation::Relu6 };
+            let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
+            let (mut out, mut want) = ([f32::NAN; 3 * 11 * 13], [0.0f64; 3 * 11 * 13]);
+            let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
+            let mut scratch = [f32::NAN; 4096];
+            let need = conv2d_scratch_len(&g, kernel, &blocking, 3).unwrap();
+            let ws = Workspace { kernel, blocking: &blocking, exec: &Three, scratch: &mut scratch[..need] };
+            conv2d_with(&g, input, weight, &epi, out, ws).unwrap();
+            conv2d_reference_f64(&g, input, weight, &epi, want).unwrap();
+            for (i, (&o, &w)) in out.iter().zip(want.iter()).enumerate() {
+                assert!((f64::from(o) - w).abs() <= tolerance(9) * w.abs().max(1.0), "{p:?} {i}: {o} vs {w}");
+            }
+        }
+    }
+
     /// Several chunks (one pair each here, `direct::MAX_FLOATS` being 512 in unit tests), three
     /// workers run in turn, groups and a batch: NHWC and (where the kernel reads B in place)
     /// NCHW against the oracle.
