@@ -394,8 +394,7 @@ unsafe fn flat_pass<S: Simd, const V: usize>(
 /// Output rows `rows` of channel `c` of image `n`, NCHW, the flat way (see the module doc).
 ///
 /// # Safety
-/// As [`depthwise_body`]; `f` is `p.flat`, `taps` its [`Taps`],
-/// `p.scratch` holds
+/// As [`depthwise_body`]; `f` is `p.flat`, `taps` its [`Taps`], `p.scratch` holds
 /// `f.scratch_len(&p.y, &p.x)` floats, `rows` is within one chunk (`rows.len() <= f.rows`).
 #[inline(always)]
 unsafe fn flat_chunk<S: Simd>(p: &DepthwiseArgs, (f, taps): (&Flat, &Taps), n: usize, c: usize, rows: Range<usize>) {
@@ -638,7 +637,6 @@ unsafe fn nchw_plane<S: Simd>(p: &DepthwiseArgs, n: usize, c: usize) {
     // SAFETY: (whole body) every index comes from the validated axes and strides and is inside
     // its tensor; the ISA is the caller's.
     unsafe {
-        let rows = 0..ho;
         let w_at = move |r: usize, s: usize| (c * r_n + r) * s_n + s;
         let plane = p.input.add(at(is, n, c, 0, 0));
         let b0 = if p.bias.is_null() { 0.0 } else { *p.bias.add(c) };
@@ -658,7 +656,7 @@ unsafe fn nchw_plane<S: Simd>(p: &DepthwiseArgs, n: usize, c: usize) {
             }
             p.act.apply(acc)
         };
-        for oy in rows.clone() {
+        for oy in 0..ho {
             let out = p.output.add(at(os, n, c, oy, 0));
             let mut x = 0;
             if vector {
@@ -752,15 +750,15 @@ pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
         match p.layout {
             TensorLayout::Nhwc => {
                 // Pixels a pass (one-lane kernels: one, which keeps the Cortex-M's code small).
-                let u = if lanes > 1 { 4 } else { 1 };
+                const U: usize = 4;
                 let (xlo, xhi) = interior(&p.x);
                 for item in p.items.clone() {
                     let (n, oy) = (item / ho, item % ho);
                     let mut ox = 0;
                     while ox < wo {
-                        if u > 1 && (xlo..xhi).contains(&ox) && ox + u <= xhi {
-                            nhwc_pixels::<S, 4>(p, Pixels { n, oy, ox, checked: false });
-                            ox += u;
+                        if lanes > 1 && (xlo..xhi).contains(&ox) && ox + U <= xhi {
+                            nhwc_pixels::<S, U>(p, Pixels { n, oy, ox, checked: false });
+                            ox += U;
                         } else {
                             nhwc_pixels::<S, 1>(p, Pixels { n, oy, ox, checked: !(xlo..xhi).contains(&ox) });
                             ox += 1;

@@ -173,14 +173,14 @@ impl Shape {
         // left (both zeros), so the row pitch is `w + max(left, right)`, not `w + left + right`,
         // and fewer computed pixels are dropped (3x3 at 14x14: 1 of 15, was 2 of 16). The last
         // row's right padding then reads `min(left, right)` zeros past the plane: the guard.
-        let shared = p.w + p.pad.left.max(p.pad.right);
+        let (shared, separate) = (p.w + p.pad.left.max(p.pad.right), wpad.div_ceil(sx));
         let wp = match (sy, sx) {
             (1, 1) if g.wo() <= shared => shared,
-            _ => wpad.div_ceil(sx),
+            _ => separate,
         };
         let hq = hp.div_ceil(sy);
         // Floats past the plane a real output's taps reach (0 unless the padding is shared).
-        let over = wpad.div_ceil(sx) - wp;
+        let over = separate - wp;
         let phases = mul(sy, sx, Param::Scratch)?;
         let plane = mul(hq, wp, Param::Scratch)?;
         let area = mul(plane, phases, Param::Scratch)?;

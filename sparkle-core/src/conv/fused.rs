@@ -318,7 +318,8 @@ unsafe fn depthwise(
             args.scratch = unsafe { args.scratch.add(w * per_worker) };
         }
         // SAFETY: tensors validated by the caller; workers write disjoint items (planes, chunks
-        // of a plane's rows, or whole NHWC output rows) and use disjoint scratch; the CPU supports the kernel's ISA.
+        // of a plane's rows, or whole NHWC output rows) and use disjoint scratch; the CPU
+        // supports the kernel's ISA.
         unsafe { (kernel.depthwise.run)(&args) };
     });
 }
@@ -348,6 +349,20 @@ impl SharedArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three workers run in turn on this thread.
+    struct Three;
+    // SAFETY: every index of its count once, in turn, on this thread.
+    unsafe impl crate::gemm::driver::Executor for Three {
+        fn workers(&self) -> usize {
+            3
+        }
+        fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+            for w in 0..3 {
+                f(w)
+            }
+        }
+    }
 
     /// Four lanes in plain Rust, so that the depthwise kernel's vector paths (the flat one, the
     /// partial NHWC channels) run under Miri, which checks every pointer they compute; the
@@ -405,20 +420,7 @@ mod tests {
         use crate::check::tolerance;
         use crate::conv::reference::conv2d_reference_f64;
         use crate::conv::{Conv2dParams, Padding};
-        use crate::gemm::driver::Executor;
         use crate::Activation;
-        struct Three;
-        // SAFETY: every index of its count once, in turn, on this thread.
-        unsafe impl Executor for Three {
-            fn workers(&self) -> usize {
-                3
-            }
-            fn run(&self, f: &(dyn Fn(usize) + Sync)) {
-                for w in 0..3 {
-                    f(w)
-                }
-            }
-        }
         let generic = Kernel::generic();
         let depthwise = DepthwiseKernel { id: "lanes4_dwconv_f32", run: lanes4_dwconv_f32, lanes: 4 };
         let kernel = &Kernel { depthwise, ..*generic };
@@ -460,20 +462,7 @@ mod tests {
         use crate::check::tolerance;
         use crate::conv::reference::conv2d_reference_f64;
         use crate::conv::{Conv2dParams, Padding};
-        use crate::gemm::driver::Executor;
         use crate::Activation;
-        struct Three;
-        // SAFETY: every index of its count once, in turn, on this thread.
-        unsafe impl Executor for Three {
-            fn workers(&self) -> usize {
-                3
-            }
-            fn run(&self, f: &(dyn Fn(usize) + Sync)) {
-                for w in 0..3 {
-                    f(w)
-                }
-            }
-        }
         let kernel = Kernel::best();
         // Reduction slices of 3 channels by 9 taps (NCHW) or 16 channels (NHWC).
         let blocking = Blocking { mc: 2 * kernel.mr(), kc: 32, nc: 2 * kernel.nr() };
