@@ -1,4 +1,5 @@
-# torch.mm (MKL) GEMM f32: argv = shapes JSON, seconds per shape, threads.
+# torch.mm (MKL) GEMM f32: argv = shapes JSON ([m, n, k, b_transposed]), seconds per shape,
+# threads. With b_transposed, B is the transpose of an n x k tensor (F.linear's weight).
 # Run by `cargo run --release -p sparkle-benches --bin peers`, which passes the arguments and
 # reads one JSON list of GFLOPS from stdout.
 import json, sys, time
@@ -7,8 +8,8 @@ shapes, budget, threads = json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.a
 torch.set_num_threads(threads)
 out = []
 with torch.no_grad():
-    for m, n, k in shapes:
-        a = torch.rand(m, k); b = torch.rand(k, n); c = torch.empty(m, n)
+    for m, n, k, bt in shapes:
+        a = torch.rand(m, k); b = torch.rand(n, k).t() if bt else torch.rand(k, n); c = torch.empty(m, n)
         torch.mm(a, b, out=c)
         best, start, runs = float("inf"), time.perf_counter(), 0
         while runs < 3 or (time.perf_counter() - start < budget and runs < 1000):

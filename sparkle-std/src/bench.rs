@@ -21,8 +21,10 @@ use crate::demo::fill;
 /// What a measurement can fail with: a wrong result, a device error, bad input.
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A CPU GEMM under test: `f(a, b, c, [m, n, k])` computes `c = a * b`, all row-major.
-pub type GemmImpl<'a> = dyn FnMut(&[f32], &[f32], &mut [f32], [usize; 3]) -> Result<(), BenchError> + 'a;
+/// A CPU GEMM under test: `f(a, b, c, [m, n, k], b_transposed)` computes `c = a * b`, all
+/// row-major, except that with `b_transposed` the slice `b` holds B's transpose (`n x k`
+/// row-major: a linear layer's weight, `y = x W^T`).
+pub type GemmImpl<'a> = dyn FnMut(&[f32], &[f32], &mut [f32], [usize; 3], bool) -> Result<(), BenchError> + 'a;
 
 /// A CPU conv2d + ReLU under test: `f(input, weight, output)` for the layer it is timed on.
 pub type Conv2dImpl<'a> = dyn FnMut(&[f32], &[f32], &mut [f32]) -> Result<(), BenchError> + 'a;
@@ -55,6 +57,16 @@ impl Record {
 /// `MxNxK`, a GEMM record's key.
 pub fn shape_key([m, n, k]: [usize; 3]) -> String {
     format!("{m}x{n}x{k}")
+}
+
+/// [`shape_key`], marked `B^T` where B is stored transposed.
+pub fn gemm_key(shape: [usize; 3], b_transposed: bool) -> String {
+    let key = shape_key(shape);
+    if b_transposed {
+        key + " B^T"
+    } else {
+        key
+    }
 }
 
 /// Parses `MxNxK` (or `N` for a square problem).
@@ -220,25 +232,32 @@ pub fn check_conv2d_as(
     Ok(())
 }
 
-/// Times one CPU GEMM implementation `f(a, b, c, shape)` (`c = a * b`, row-major) at `shape`
-/// after checking its result: the loop every CPU GEMM figure, Sparkle's or a peer's, comes from.
+/// Times one CPU GEMM implementation `f(a, b, c, shape, b_transposed)` (`c = a * b`, see
+/// [`GemmImpl`]) at `shape` after checking its result: the loop every CPU GEMM figure, Sparkle's
+/// or a peer's, comes from.
 pub fn time_gemm(
     name: &str,
     shape: [usize; 3],
+    b_transposed: bool,
     threads: usize,
     budget: f64,
     f: &mut GemmImpl<'_>,
 ) -> Result<Record, BenchError> {
     let [m, n, k] = shape;
     let (a, b) = gemm_operands(shape);
+    // Transposed, the same values are B^T's (n x k): the oracle reads them as B (k x n).
+    let b_row_major = match b_transposed {
+        true => (0..k * n).map(|i| b[i % n * k + i / n]).collect(),
+        false => b.clone(),
+    };
     let mut c = vec![f32::NAN; m * n];
-    f(&a, &b, &mut c, shape)?;
-    check_gemm(name, Backend::Cpu, &a, &b, &c, shape)?;
+    f(&a, &b, &mut c, shape, b_transposed)?;
+    check_gemm(name, Backend::Cpu, &a, &b_row_major, &c, shape)?;
     let t = best_time(Duration::from_secs_f64(budget), || {
-        let _ = f(&a, &b, &mut c, shape);
+        let _ = f(&a, &b, &mut c, shape, b_transposed);
     });
     let gflops = 2.0 * m as f64 * n as f64 * k as f64 / t / 1e9;
-    Ok(Record { op: "gemm", key: shape_key(shape), threads, implementation: name.into(), gflops })
+    Ok(Record { op: "gemm", key: gemm_key(shape, b_transposed), threads, implementation: name.into(), gflops })
 }
 
 /// Times one CPU conv2d + ReLU implementation `f(input, weight, output)` on `layer` after
@@ -270,8 +289,9 @@ pub fn time_conv2d(
 /// Sparkle's CPU GEMM as a [`GemmImpl`]: the one `sparkle bench gemm` and the peer comparison
 /// both time.
 pub fn sparkle_gemm(cpu: Cpu) -> Box<GemmImpl<'static>> {
-    Box::new(move |a, b, c, [m, n, k]| {
-        let (av, bv) = (MatRef::row_major(a, m, k)?, MatRef::row_major(b, k, n)?);
+    Box::new(move |a, b, c, [m, n, k], b_transposed| {
+        let av = MatRef::row_major(a, m, k)?;
+        let bv = if b_transposed { MatRef::row_major(b, n, k)?.t() } else { MatRef::row_major(b, k, n)? };
         cpu.gemm(1.0, av, bv, 0.0, MatMut::row_major(c, m, n)?, &Epilogue::NONE)?;
         Ok(())
     })
@@ -280,7 +300,7 @@ pub fn sparkle_gemm(cpu: Cpu) -> Box<GemmImpl<'static>> {
 /// Sparkle's CPU GEMM at every shape (`sparkle bench gemm`).
 pub fn gemm_cpu(shapes: &[[usize; 3]], threads: usize, budget: f64) -> Result<Vec<Record>, BenchError> {
     let mut gemm = sparkle_gemm(Cpu::new()?.threads(threads));
-    shapes.iter().map(|&s| time_gemm("sparkle", s, threads, budget, gemm.as_mut())).collect()
+    shapes.iter().map(|&s| time_gemm("sparkle", s, false, threads, budget, gemm.as_mut())).collect()
 }
 
 /// The quantized GEMM a `sparkle bench gemm --dtypes int8` row times: ONNX QLinearMatMul's

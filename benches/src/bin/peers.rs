@@ -43,6 +43,10 @@ enum What {
         /// Comma-separated shapes, `MxNxK` or `N` for square.
         #[arg(long, default_value = bench::DEFAULT_SHAPES)]
         shapes: String,
+        /// B stored transposed (`n x k` row-major), as a linear layer's weight (`y = x W^T`,
+        /// PyTorch's `F.linear`).
+        #[arg(long)]
+        b_transposed: bool,
     },
     /// conv2d f32 + ReLU GFLOPS per layer.
     Conv2d {
@@ -65,12 +69,13 @@ fn rust_gemms(threads: usize) -> Result<Vec<(&'static str, GemmFn)>, BenchError>
         ("sparkle", bench::sparkle_gemm(cpu)),
         (
             "matrixmultiply",
-            Box::new(|a, b, c, [m, n, k]| {
+            Box::new(|a, b, c, [m, n, k], b_transposed| {
                 assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n);
-                // SAFETY: a is m x k, b is k x n, c is m x n, all row-major and exactly that long
-                // (asserted above).
+                // SAFETY: a is m x k, b is k x n (or n x k, transposed), c is m x n, all
+                // row-major and exactly that long (asserted above).
                 unsafe {
-                    let (rs_a, rs_b, rs_c) = (k as isize, n as isize, n as isize);
+                    let (rs_a, rs_c) = (k as isize, n as isize);
+                    let (rs_b, cs_b) = if b_transposed { (1, k as isize) } else { (n as isize, 1) };
                     matrixmultiply::sgemm(
                         m,
                         k,
@@ -81,7 +86,7 @@ fn rust_gemms(threads: usize) -> Result<Vec<(&'static str, GemmFn)>, BenchError>
                         1,
                         b.as_ptr(),
                         rs_b,
-                        1,
+                        cs_b,
                         0.0,
                         c.as_mut_ptr(),
                         rs_c,
@@ -93,10 +98,11 @@ fn rust_gemms(threads: usize) -> Result<Vec<(&'static str, GemmFn)>, BenchError>
         ),
         (
             "gemm",
-            Box::new(move |a, b, c, [m, n, k]| {
+            Box::new(move |a, b, c, [m, n, k], b_transposed| {
                 assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n);
                 let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
                 let (n_i, k_i) = (n as isize, k as isize);
+                let (cs_b, rs_b) = if b_transposed { (k_i, 1) } else { (1, n_i) };
                 // SAFETY: as above; the gemm crate takes (column stride, row stride) pairs.
                 unsafe {
                     gemm::gemm(
@@ -111,8 +117,8 @@ fn rust_gemms(threads: usize) -> Result<Vec<(&'static str, GemmFn)>, BenchError>
                         1,
                         k_i,
                         b.as_ptr(),
-                        1,
-                        n_i,
+                        cs_b,
+                        rs_b,
                         0.0,
                         1.0,
                         false,
@@ -171,16 +177,18 @@ fn python_records(
     }
 }
 
-fn gemm_peers(shapes: &[[usize; 3]], threads: usize, seconds: f64) -> Result<Vec<Record>, BenchError> {
+fn gemm_peers(shapes: &[[usize; 3]], bt: bool, threads: usize, seconds: f64) -> Result<Vec<Record>, BenchError> {
     let mut records = Vec::new();
     let mut impls = rust_gemms(threads)?;
     for &shape in shapes {
         for (name, f) in &mut impls {
-            records.push(bench::time_gemm(name, shape, threads, seconds, f.as_mut())?);
+            records.push(bench::time_gemm(name, shape, bt, threads, seconds, f.as_mut())?);
         }
     }
-    let arg = format!("[{}]", shapes.iter().map(|[m, n, k]| format!("[{m},{n},{k}]")).collect::<Vec<_>>().join(","));
-    let keys: Vec<String> = shapes.iter().map(|&s| bench::shape_key(s)).collect();
+    let bt_arg = u8::from(bt);
+    let arg =
+        format!("[{}]", shapes.iter().map(|[m, n, k]| format!("[{m},{n},{k},{bt_arg}]")).collect::<Vec<_>>().join(","));
+    let keys: Vec<String> = shapes.iter().map(|&s| bench::gemm_key(s, bt)).collect();
     for (script, what, name) in [
         (include_str!("../../peers/numpy_gemm.py"), "numpy", "openblas"),
         (include_str!("../../peers/torch_gemm.py"), "PyTorch", "mkl"),
@@ -256,12 +264,12 @@ fn run(cli: Cli) -> Result<(), BenchError> {
         return Err("--threads must be at least 1 and --seconds a positive number".into());
     }
     let (records, what, key) = match &cli.what {
-        What::Gemm { shapes } => {
+        What::Gemm { shapes, b_transposed } => {
             let shapes: Vec<[usize; 3]> = shapes.split(',').map(bench::parse_shape).collect::<Result<_, _>>()?;
             // matrixmultiply reads its thread count once, from the environment, on first use;
             // no other thread exists yet at this point.
             std::env::set_var("MATMUL_NUM_THREADS", cli.threads.to_string());
-            (gemm_peers(&shapes, cli.threads, cli.seconds)?, "GEMM f32", "shape (MxNxK)")
+            (gemm_peers(&shapes, *b_transposed, cli.threads, cli.seconds)?, "GEMM f32", "shape (MxNxK)")
         }
         What::Conv2d { layers, batch } => {
             let layers = bench::load_layers(layers, *batch)?;
