@@ -140,6 +140,11 @@ fn edge_sizes(kern: &'static Kernel, threads: usize) {
             }
         }
     }
+    // A C of a few row tiles reads a row-major B of any size in place (the driver's
+    // `B_IN_PLACE_ROWS`): this B is past the small-B limit, its reduction more than one slice.
+    for m in [kern.mr() + 1, 64] {
+        check(&g, Case::new(m, 3 * kern.nr() + 5, g.blocking.kc + 37));
+    }
 }
 
 fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {

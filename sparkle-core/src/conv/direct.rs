@@ -679,7 +679,7 @@ unsafe impl Operand for Image<'_> {
         (!self.shape.planes && self.shape.red.one_tap(&cols))
             .then(|| (self.data.as_ptr().wrapping_add(self.at(0, cols.start)), self.shape.stride))
     }
-    fn b_in_place(&self, rows: Range<usize>) -> Option<InPlaceB> {
+    fn b_in_place(&self, rows: Range<usize>, _few_rows: bool) -> Option<InPlaceB> {
         let ptr = self.data.as_ptr().wrapping_add(self.at(0, rows.start));
         let taps = self.shape.red.taps;
         // Channel planes are read by taps, whole channels: row (c, t) at plane c (`ptr`, tap 0
