@@ -167,6 +167,27 @@ fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {
     }
 }
 
+/// One to eight rows, the streamed path (`gemm/small.rs`, on the kernel sets that have it, up to
+/// six rows with B row-major and eight transposed; the blocked driver beyond and on the others):
+/// B row-major (A either way) and B transposed (A row-major or not), widths around the vector and
+/// a block of C's columns, reductions around the four-row pass and the vector, alpha, beta, bias
+/// and activation.
+fn few_rows(kern: &'static Kernel, threads: usize) {
+    let g = gemm_with_threads(kern, threads);
+    for m in 1..=8 {
+        for (n, k) in [(1, 1), (15, 3), (16, 4), (17, 5), (33, 16), (1030, 9), (2100, 37), (40, 1023)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                for (i, act) in [Activation::None, Activation::Relu].into_iter().enumerate() {
+                    let layout = Layout { ta, tb, pad: i, ..PLAIN };
+                    let beta = if i == 0 { 0.0 } else { 0.5 };
+                    let case = Case { alpha: 1.5, beta, act, bias: ((m + i) % 3) as u8, layout, ..Case::new(m, n, k) };
+                    check(&g, case);
+                }
+            }
+        }
+    }
+}
+
 fn epilogues(kern: &'static Kernel, threads: usize) {
     let g = Cpu { blocking: small_blocking(kern), ..gemm_with_threads(kern, threads) };
     for act in Activation::ALL {
@@ -243,6 +264,10 @@ macro_rules! kernel_tests {
             #[test]
             fn all_epilogues() {
                 if let Some(k) = kernel(Isa::$isa) { epilogues(k, 1); epilogues(k, 2) }
+            }
+            #[test]
+            fn few_rows_streamed() {
+                if let Some(k) = kernel(Isa::$isa) { few_rows(k, 1); few_rows(k, 2) }
             }
             #[test]
             fn bad_input_is_an_error() {

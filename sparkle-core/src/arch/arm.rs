@@ -237,6 +237,7 @@ pub const ARMFPU_KERNELS: Kernel = Kernel {
         nr: 4,
         b_in_place: false,
         edge: None,
+        small: None,
         run: armfpu_gemm_f32_4x4,
     },
     depthwise: GENERIC_KERNELS.depthwise,

@@ -73,6 +73,13 @@ unsafe fn generic_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
     unsafe { crate::arch::depthwise::depthwise_body::<Scalar>(p) }
 }
 
+/// # Safety
+/// As [`crate::gemm::small::small_body`].
+unsafe fn generic_gemm_f32_small(p: &crate::gemm::small::SmallArgs<'_>) {
+    // SAFETY: forwarded contract; scalar code runs anywhere.
+    unsafe { crate::gemm::small::small_body::<Scalar>(p) }
+}
+
 /// The portable kernels; the GEMM tile is 4x4 (16 accumulators: fits the 32 single-precision registers of an M4F).
 pub const GENERIC_KERNELS: Kernel = Kernel {
     isa: Isa::Generic,
@@ -84,6 +91,12 @@ pub const GENERIC_KERNELS: Kernel = Kernel {
         // conv's channel planes run here too, and Miri checks them.
         b_in_place: true,
         edge: None,
+        // On the 64-bit targets only (where Miri runs it), not in the Cortex-M's flash.
+        small: if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            Some(generic_gemm_f32_small)
+        } else {
+            None
+        },
         run: generic_gemm_f32_4x4,
     },
     depthwise: DepthwiseKernel { id: "generic_dwconv_f32", run: generic_dwconv_f32, lanes: <Scalar as Simd>::LANES },

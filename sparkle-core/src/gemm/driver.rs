@@ -22,6 +22,7 @@ use crate::epilogue::{Activation, Bias, Epilogue};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::blocking::Blocking;
 use crate::gemm::pack::{pack_a, pack_b, Block};
+use crate::gemm::small;
 use crate::gemm::{check, GemmDims};
 use crate::view::{MatMut, MatRef};
 use core::ops::Range;
@@ -532,6 +533,12 @@ pub(crate) unsafe fn gemm_unchecked(
     let (rs_c, cs_c) = if transpose { (c.cs(), c.rs()) } else { (c.rs(), c.cs()) };
     let epi = Epilogue { bias, activation: epi.activation };
     let out = OutPtr { ptr: c.as_mut_ptr(), rs: rs_c, cs: cs_c };
+    // A few rows (a GEMV) stream B in place, where the kernel set has the path.
+    if let Some(kernel) = ws.kernel.gemm.small.filter(|_| small::takes(&a, &b, cs_c)) {
+        // SAFETY: forwarded contract; `takes` holds; the kernel is the set's.
+        unsafe { small::run(kernel, alpha, &a, &b, beta, out, &epi, ws.exec) };
+        return;
+    }
     // SAFETY: forwarded contract; the transposed C view is the same memory.
     unsafe { gemm_operands(alpha, &a, &b, beta, out, &epi, ws) }
 }

@@ -11,6 +11,7 @@ pub mod blocking;
 pub mod driver;
 pub(crate) mod pack;
 pub mod reference;
+pub(crate) mod small;
 
 use crate::epilogue::Epilogue;
 use crate::error::{Error, Param, Result};
@@ -109,7 +110,15 @@ mod tests {
     #[test]
     fn driver_matches_oracle_on_edges_and_strides() {
         let mut scratch = [0.0f32; 8192];
-        for (m, n, k, ta) in [(5, 7, 3, false), (9, 6, 11, true), (1, 1, 0, false), (4, 13, 6, true)] {
+        // Up to four rows run the streamed path (`small.rs`): B row-major, and transposed.
+        for (m, n, k, ta, tb) in [
+            (5, 7, 3, false, false),
+            (9, 6, 11, true, false),
+            (1, 1, 0, false, false),
+            (4, 13, 6, true, false),
+            (3, 19, 6, false, true),
+            (2, 17, 5, true, true),
+        ] {
             let mut a = [0.0f32; 128];
             let mut b = [0.0f32; 128];
             let mut bias = [0.0f32; 16];
@@ -118,7 +127,8 @@ mod tests {
             fill(&mut bias, 3);
             let av = if ta { MatRef::col_major(&a[..m * k], m, k) } else { MatRef::row_major(&a[..m * k], m, k) };
             let av = av.unwrap();
-            let bv = MatRef::row_major(&b[..k * n], k, n).unwrap();
+            let bv = if tb { MatRef::col_major(&b[..k * n], k, n) } else { MatRef::row_major(&b[..k * n], k, n) };
+            let bv = bv.unwrap();
             let epi = Epilogue { bias: Bias::Row(&bias[..m]), activation: Activation::Relu6 };
             let mut got = [f32::NAN; 128];
             let mut want = [0.0f32; 128];

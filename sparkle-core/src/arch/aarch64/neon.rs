@@ -99,6 +99,14 @@ unsafe fn neon_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
     unsafe { crate::arch::depthwise::depthwise_body::<Neon>(p) }
 }
 
+/// # Safety
+/// As [`crate::gemm::small::small_body`], on a CPU with NEON.
+#[target_feature(enable = "neon")]
+unsafe fn neon_gemm_f32_small(p: &crate::gemm::small::SmallArgs<'_>) {
+    // SAFETY: forwarded contract; NEON is enabled for this function.
+    unsafe { crate::gemm::small::small_body::<Neon>(p) }
+}
+
 /// The NEON kernels.
 pub const NEON_KERNELS: Kernel = Kernel {
     isa: Isa::Neon,
@@ -108,6 +116,7 @@ pub const NEON_KERNELS: Kernel = Kernel {
         nr: 12,
         b_in_place: true,
         edge: Some(neon_gemm_f32_edge),
+        small: Some(neon_gemm_f32_small),
         run: neon_gemm_f32_8x12,
     },
     depthwise: DepthwiseKernel { id: "neon_dwconv_f32", run: neon_dwconv_f32, lanes: <Neon as Simd>::LANES },

@@ -138,6 +138,14 @@ unsafe fn avx2_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
     unsafe { crate::arch::depthwise::depthwise_body::<Avx2>(p) }
 }
 
+/// # Safety
+/// As [`crate::gemm::small::small_body`], on a CPU with AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_gemm_f32_small(p: &crate::gemm::small::SmallArgs<'_>) {
+    // SAFETY: forwarded contract; AVX2 and FMA is enabled for this function.
+    unsafe { crate::gemm::small::small_body::<Avx2>(p) }
+}
+
 /// The AVX2 + FMA kernels.
 pub const AVX2_KERNELS: Kernel = Kernel {
     isa: Isa::Avx2,
@@ -147,6 +155,7 @@ pub const AVX2_KERNELS: Kernel = Kernel {
         nr: 16,
         b_in_place: true,
         edge: Some(avx2_gemm_f32_edge),
+        small: Some(avx2_gemm_f32_small),
         run: avx2_gemm_f32_6x16,
     },
     depthwise: DepthwiseKernel { id: "avx2_dwconv_f32", run: avx2_dwconv_f32, lanes: <Avx2 as Simd>::LANES },

@@ -132,6 +132,14 @@ unsafe fn avx512_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
     unsafe { crate::arch::depthwise::depthwise_body::<Avx512>(p) }
 }
 
+/// # Safety
+/// As [`crate::gemm::small::small_body`], on a CPU with AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_gemm_f32_small(p: &crate::gemm::small::SmallArgs<'_>) {
+    // SAFETY: forwarded contract; AVX-512F is enabled for this function.
+    unsafe { crate::gemm::small::small_body::<Avx512>(p) }
+}
+
 /// The AVX-512F kernels.
 pub const AVX512_KERNELS: Kernel = Kernel {
     isa: Isa::Avx512,
@@ -141,6 +149,7 @@ pub const AVX512_KERNELS: Kernel = Kernel {
         nr: 32,
         b_in_place: true,
         edge: Some(avx512_gemm_f32_edge),
+        small: Some(avx512_gemm_f32_small),
         run: avx512_gemm_f32_12x32,
     },
     depthwise: DepthwiseKernel { id: "avx512_dwconv_f32", run: avx512_dwconv_f32, lanes: <Avx512 as Simd>::LANES },
