@@ -141,9 +141,11 @@ fn edge_sizes(kern: &'static Kernel, threads: usize) {
         }
     }
     // A C of a few row tiles reads a row-major B of any size in place (the driver's
-    // `B_IN_PLACE_ROWS`): this B is past the small-B limit, its reduction more than one slice.
+    // `B_IN_PLACE_ROWS`): this B is past the small-B limit (2^15 floats a reduction slice) for
+    // every kernel, its reduction more than one slice.
+    let kc = g.blocking.kc;
     for m in [kern.mr() + 1, 64] {
-        check(&g, Case::new(m, 3 * kern.nr() + 5, g.blocking.kc + 37));
+        check(&g, Case::new(m, (1 << 15) / kc + 3 * kern.nr() + 5, kc + 37));
     }
 }
 
@@ -169,9 +171,9 @@ fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {
 
 /// One to eight rows, the streamed path (`gemm/small.rs`, on the kernel sets that have it, up to
 /// six rows with B row-major and eight transposed; the blocked driver beyond and on the others):
-/// B row-major (A either way) and B transposed (A row-major or not), widths around the vector and
-/// a block of C's columns, reductions around the four-row pass and the vector, alpha, beta, bias
-/// and activation.
+/// B row-major (A either way) and B transposed (A row-major or not), C row-major and column-major
+/// (computed transposed), widths around the vector and a block of C's columns, reductions around
+/// the four-row pass and the vector, alpha, beta, bias and activation.
 fn few_rows(kern: &'static Kernel, threads: usize) {
     let g = gemm_with_threads(kern, threads);
     for m in 1..=8 {
@@ -182,6 +184,9 @@ fn few_rows(kern: &'static Kernel, threads: usize) {
                     let beta = if i == 0 { 0.0 } else { 0.5 };
                     let case = Case { alpha: 1.5, beta, act, bias: ((m + i) % 3) as u8, layout, ..Case::new(m, n, k) };
                     check(&g, case);
+                    // A column-major C of `m` columns: computed transposed, its `m` the few rows.
+                    let layout = Layout { c_col: true, ..layout };
+                    check(&g, Case { layout, ..Case::new(n, m, k) });
                 }
             }
         }

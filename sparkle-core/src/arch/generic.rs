@@ -91,7 +91,7 @@ pub const GENERIC_KERNELS: Kernel = Kernel {
         // conv's channel planes run here too, and Miri checks them.
         b_in_place: true,
         edge: None,
-        // On the 64-bit targets only (where Miri runs it), not in the Cortex-M's flash.
+        // On x86_64 and aarch64 only (where Miri runs it), not in the Cortex-M's flash.
         small: if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
             Some(generic_gemm_f32_small)
         } else {

@@ -687,12 +687,13 @@ pub(crate) fn act_is_scalar(act: Activation) -> bool {
 const B_AHEAD: usize = 16;
 
 /// `k` rank-1 updates of the accumulators from an A panel with unit row stride and column stride
-/// `cs_a`, and a B panel with row stride `rs_b` (`NV * LANES` when packed).
+/// `cs_a`, and a B panel with row stride `rs_b` (`NV * LANES` when packed); with `AHEAD`, each step
+/// prefetches B's row [`B_AHEAD`] steps on.
 ///
 /// # Safety
 /// `a` readable at `i + p * cs_a` and `b` at `p * rs_b + l` for `i < MR`, `p < k`, `l < NV * LANES`.
 #[inline(always)]
-unsafe fn rank1_updates<S: Simd, const MR: usize, const NV: usize, const RS: usize>(
+unsafe fn rank1_updates<S: Simd, const MR: usize, const NV: usize, const RS: usize, const AHEAD: bool>(
     mut acc: [[S::V; NV]; MR],
     mut a: *const f32,
     cs_a: usize,
@@ -702,34 +703,16 @@ unsafe fn rank1_updates<S: Simd, const MR: usize, const NV: usize, const RS: usi
     let lanes = S::LANES;
     // SAFETY: bounds as documented; the ISA is the caller's.
     unsafe {
-        // B read in place (rows `rs_b` apart, each row a few lines of a page of its own): the
-        // prefetchers do not follow, so each step prefetches the row `B_AHEAD` steps on (a
-        // hint: it never faults, wherever it points). Vector kernels only (not the Cortex-M's).
-        if lanes > 1 && rs_b != NV * lanes {
-            for _ in 0..k {
-                let mut bv = [S::zero(); NV];
-                for (v, slot) in bv.iter_mut().enumerate() {
-                    *slot = S::load(b.add(v * lanes));
-                }
-                for l in (0..NV * lanes).step_by(16) {
-                    S::prefetch(b.wrapping_add(B_AHEAD * rs_b + l));
-                }
-                for (i, row) in acc.iter_mut().enumerate() {
-                    let ai = S::splat(*a.add(i * RS));
-                    for v in 0..NV {
-                        row[v] = S::fmadd(ai, bv[v], row[v]);
-                    }
-                }
-                // Wrapping: as below.
-                a = a.wrapping_add(cs_a);
-                b = b.wrapping_add(rs_b);
-            }
-            return acc;
-        }
         for _ in 0..k {
             let mut bv = [S::zero(); NV];
             for (v, slot) in bv.iter_mut().enumerate() {
                 *slot = S::load(b.add(v * lanes));
+            }
+            if AHEAD {
+                // A hint: it never faults, wherever it points.
+                for l in (0..NV * lanes).step_by(16) {
+                    S::prefetch(b.wrapping_add(B_AHEAD * rs_b + l));
+                }
             }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = S::splat(*a.add(i * RS));
@@ -861,7 +844,14 @@ pub(crate) unsafe fn gemm_body<S: Simd, const MR: usize, const NV: usize>(p: &Mi
             return;
         }
         let acc = if p.rs_a == 1 && p.cs_a == MR {
-            rank1_updates::<S, MR, NV, 1>(zero, p.a, MR, (p.b, p.rs_b), p.k)
+            // B read in place, rows `rs_b` apart (packed panels are `nr <= MAX_NR` apart; a B
+            // that narrow stays in cache): each row a few lines of a page of its own, which the
+            // prefetchers do not follow, so each step prefetches the row `B_AHEAD` steps on.
+            // Vector kernels only (not the Cortex-M's).
+            match S::LANES > 1 && p.rs_b > MAX_NR {
+                true => rank1_updates::<S, MR, NV, 1, true>(zero, p.a, MR, (p.b, p.rs_b), p.k),
+                false => rank1_updates::<S, MR, NV, 1, false>(zero, p.a, MR, (p.b, p.rs_b), p.k),
+            }
         } else {
             rank1_updates_strided::<S, MR, NV>(zero, p.a, p.rs_a, p.cs_a, (p.b, p.rs_b), p.k)
         };

@@ -194,9 +194,11 @@ pub(crate) fn shared_scratch_len(
 /// share of their time, and whose rows stay in the first caches and the TLB.
 const B_IN_PLACE_MAX: usize = 1 << 15;
 
-/// The rows of a C rectangle (more than one register tile's, at most this) for which a row-major B
-/// of any size is read in place: packing it would be read by two to five row tiles, and reading it
-/// in place, each row prefetched ahead by the kernel, is faster. Measured on one Zen 4 core,
+/// The rows of C (more than one register tile's, at most this) for which a row-major B of any size
+/// is read in place: a packed B would be read by few row tiles (AVX-512's 12-row tiles: two to
+/// five), and reading it in place, each row prefetched ahead by the kernel, is faster. The whole
+/// problem's rows, not a worker's: a tall C split into strips on many threads keeps its packed B
+/// (not measured on many threads). Measured on one Zen 4 core with the AVX-512 kernel,
 /// GFLOPS packed -> in place: 16 x 4096 x 1024 42-51 -> 41-75, 32 x 4096 x 4096 57-60 -> 65-68,
 /// 48 x 2048 x 2048 74-79 -> 80-86, 64 x 1024 x 1024 96 -> 111; but 8 x 4096 x 4096 (one row tile,
 /// B from memory) 24-25 -> 16-17, hence more than one tile.
@@ -768,7 +770,7 @@ unsafe fn gemm_rect(
             let (bias, act) = if last { (p.bias, p.act) } else { (Bias::None, Activation::None) };
             // Whole panels of B are read in place where the operand allows it (a small row-major
             // B, the direct conv's image); the rest is packed. The same for mr-row panels of A.
-            let few_rows = (mr + 1..=B_IN_PLACE_ROWS).contains(&rows.len());
+            let few_rows = (mr + 1..=B_IN_PLACE_ROWS).contains(&p.a.rows());
             let direct = if b_direct { p.b.b_in_place(pc..pc + kc_eff, few_rows) } else { None };
             let a_in_place = p.a.in_place(pc..pc + kc_eff);
             let direct_panels = if direct.is_some() { nc_eff / nr } else { 0 };
@@ -813,8 +815,9 @@ unsafe fn gemm_rect(
                     let jr = jp * nr;
                     let j = jc + jr;
                     let (b, rs_b, taps, ntaps) = match direct {
-                        // SAFETY: rows pc.. and whole columns jc+jr..jc+jr+nr of b.
-                        Some(v) if jp < direct_panels => (unsafe { v.ptr.add(j) }, v.rs, v.taps, v.ntaps),
+                        // Wrapping: rows pc.. and whole columns jc+jr..jc+jr+nr of b; with
+                        // `k == 0` b may be an empty slice, and the kernel reads nothing.
+                        Some(v) if jp < direct_panels => (v.ptr.wrapping_add(j), v.rs, v.taps, v.ntaps),
                         // SAFETY: panel offset inside the packed B block.
                         _ => (unsafe { bbuf.add(jp * nr * kc_eff) }, nr, core::ptr::null(), 0),
                     };
@@ -845,8 +848,9 @@ unsafe fn gemm_rect(
                         let i = ic + ir;
                         (args.a, args.rs_a, args.cs_a) =
                             if let (true, Some((base, rs))) = (ir < packed_from, a_in_place) {
-                                // SAFETY: (i, pc) is inside a; mr whole rows of kc_eff follow.
-                                (unsafe { base.add(i * rs) }, rs, 1)
+                                // Wrapping: row i of a, where mr whole rows of kc_eff follow; with
+                                // `k == 0` a may be an empty slice, and the kernel reads nothing.
+                                (base.wrapping_add(i * rs), rs, 1)
                             } else {
                                 // SAFETY: inside the packed A buffer.
                                 (unsafe { abuf.add((ir - packed_from) * kc_eff) }.cast_const(), 1, mr)

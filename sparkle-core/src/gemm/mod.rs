@@ -110,7 +110,9 @@ mod tests {
     #[test]
     fn driver_matches_oracle_on_edges_and_strides() {
         let mut scratch = [0.0f32; 8192];
-        // Up to four rows run the streamed path (`small.rs`): B row-major, and transposed.
+        // Up to six rows run the streamed path (`small.rs`): B row-major (4 x 13 x 6), B
+        // transposed with A row-major (3 x 19 x 6); with A column-major too (2 x 17 x 5) the
+        // blocked driver, B packed by the transpose.
         for (m, n, k, ta, tb) in [
             (5, 7, 3, false, false),
             (9, 6, 11, true, false),
@@ -144,6 +146,28 @@ mod tests {
             if len > 0 {
                 let c = MatMut::row_major(&mut got[..m * n], m, n).unwrap();
                 assert!(gemm(1.0, av, bv, 0.0, c, &Epilogue::NONE, &mut scratch[..len - 1]).is_err());
+            }
+        }
+    }
+
+    /// `k == 0` through strided views of empty slices (no element, and offsets from nowhere): C
+    /// is `act(beta * C + bias)`, on the streamed path's two forms (3 rows) and the blocked
+    /// driver's packing (13 rows, a ragged row panel on every kernel).
+    #[test]
+    fn empty_reductions_through_strided_views() {
+        let mut scratch = [0.0f32; 4096];
+        let bias = [0.25f32, -0.5, 0.75, -1.0, 0.5, 0.125, -0.25, 1.0, 2.0, -2.0, 0.0, 0.5, -0.75];
+        for (m, n, tb) in [(3, 5, false), (3, 5, true), (13, 6, false), (13, 6, true)] {
+            let av = MatRef::new(&[], m, 0, 5, 1).unwrap();
+            let bv = if tb { MatRef::new(&[], 0, n, 1, 2) } else { MatRef::new(&[], 0, n, 7, 1) };
+            let bv = bv.unwrap();
+            let epi = Epilogue { bias: Bias::Row(&bias[..m]), activation: Activation::Relu };
+            let mut got = [1.0f32; 78];
+            let len = scratch_len(m, n, 0).unwrap();
+            let c = MatMut::row_major(&mut got[..m * n], m, n).unwrap();
+            gemm(1.0, av, bv, 0.5, c, &epi, &mut scratch[..len]).unwrap();
+            for (x, g) in got[..m * n].iter().enumerate() {
+                assert_eq!(*g, (0.5 + bias[x / n]).max(0.0), "{m}x{n}, B transposed {tb}, element {x}");
             }
         }
     }

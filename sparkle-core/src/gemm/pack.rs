@@ -15,8 +15,8 @@ pub(crate) struct Block {
     pub(crate) cols: usize,
 }
 
-/// Whether panels of a row-major A or a column-major B are packed by [`transpose`]: on the
-/// 64-bit targets. The Cortex-M's code size counts more (the blocked loop is 716 bytes of its
+/// Whether panels of a row-major A or a column-major B are packed by [`transpose`]: on x86_64 and
+/// aarch64. The Cortex-M's code size counts more (the blocked loop is 716 bytes of its
 /// f32 kernel set); its small GEMMs read A in place and a B transposed rarely.
 const TRANSPOSE: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
 
@@ -28,6 +28,10 @@ const TRANSPOSE: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"
 /// `ceil(mc / mr) * mr * kc` floats.
 pub(crate) unsafe fn pack_a(a: &MatRef<'_>, blk: Block, mr: usize, dst: *mut f32) {
     let Block { row, col, rows: mc, cols: kc } = blk;
+    if kc == 0 {
+        // Nothing to pack; and an empty view's slice may be empty, its offsets nowhere.
+        return;
+    }
     let (rs, cs) = (a.rs(), a.cs());
     let base = a.as_slice().as_ptr();
     let mut out = dst;
@@ -130,6 +134,10 @@ unsafe fn copy_group(src: *const f32, dst: *mut f32, n: usize) {
 /// valid for writing panels `panel0..panel1` (`nr * kc` floats each).
 pub(crate) unsafe fn pack_b(b: &MatRef<'_>, blk: Block, nr: usize, panels: core::ops::Range<usize>, dst: *mut f32) {
     let Block { row, col, rows: kc, cols: nc } = blk;
+    if kc == 0 {
+        // As in `pack_a`.
+        return;
+    }
     let (rs, cs) = (b.rs(), b.cs());
     let base = b.as_slice().as_ptr();
     for panel in panels {

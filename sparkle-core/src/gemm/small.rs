@@ -1,7 +1,7 @@
 //! GEMMs of a few rows (up to [`ROWS_MAX_M`] or [`DOTS_MAX_M`]: a GEMV, a linear layer at batch
 //! 1-8), streamed.
 //!
-//! The blocked driver runs them on its 12-row register tiles (one valid row of twelve at `m = 1`)
+//! The blocked driver runs them on its register tiles (AVX-512's 12 rows: one valid of twelve at `m = 1`)
 //! over a packed B, or a B read 128 bytes a row, every row a page of its own: memory-bound at
 //! a fraction of the bandwidth (1 x 4096 x 4096 on one Zen 4 core: 3 GFLOPS, the peers 10-16).
 //! Here B is read in place, each pass streaming a few of its rows (or, transposed, of B^T's)
@@ -35,7 +35,8 @@ pub(crate) const DOTS_MAX_M: usize = 8;
 const ROWS: usize = 4;
 
 /// Floats of C a block of the row-major form keeps in L1 while every pass over B's rows runs
-/// (16 KiB: half a Zen 4's or a Xeon's L1; its `m` rows share them).
+/// (16 KiB: half a Zen 4's L1, a third of a recent Xeon's; its `m` rows share them, each a
+/// whole number of 16-float vectors).
 const BLOCK: usize = 4096;
 
 /// Rows of B^T (columns of C) the transposed form reads together.
@@ -71,12 +72,24 @@ pub(crate) struct SmallArgs<'a> {
 /// row-major with at most [`ROWS_MAX_M`] rows, or B^T row-major with A row-major and at most
 /// [`DOTS_MAX_M`] rows.
 pub(crate) fn takes(a: &MatRef<'_>, b: &MatRef<'_>, cs_c: usize) -> bool {
-    cs_c == 1 && (rows_fit(a, b) || (b.rs() == 1 && a.cs() == 1 && a.rows() <= DOTS_MAX_M))
+    cs_c == 1 && (rows_fit(a, b) || dots_fit(a, b))
 }
 
-/// Whether the row-major form runs it (else, where [`takes`] holds, the dot-product form).
+/// Whether the row-major form can run it.
 fn rows_fit(a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
     b.cs() == 1 && a.rows() <= ROWS_MAX_M
+}
+
+/// Whether the dot-product form can run it.
+fn dots_fit(a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
+    b.rs() == 1 && a.cs() == 1 && a.rows() <= DOTS_MAX_M
+}
+
+/// Whether a case [`takes`] admits runs as dot products: where only they fit, or where both do
+/// (a `k x 1` B is both row- and column-major) and C is narrower than a vector, which the
+/// row-major form would run in one-lane loads and stores of C.
+fn dots(a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
+    dots_fit(a, b) && (!rows_fit(a, b) || b.cols() < 16)
 }
 
 /// `C <- act(alpha * A * B + beta * C + bias)` on the streamed path, C's columns split over the
@@ -98,7 +111,7 @@ pub(crate) unsafe fn run(
     exec: &(dyn Executor + Sync),
 ) {
     let n = b.cols();
-    let dots = !rows_fit(a, b);
+    let dots = dots(a, b);
     let workers = exec.workers().max(1);
     let out = Shared(c.ptr);
     let share = |w: usize| {
@@ -195,7 +208,7 @@ unsafe fn rows_form<S: Simd, const M: usize>(p: &SmallArgs<'_>) {
     // SAFETY: (whole body) A's elements (i < M, q < k), B's rows (q < k) over columns
     // first..end and C's rows over the same are inside the operands (the caller's contract).
     unsafe {
-        let block = BLOCK / M;
+        let block = (BLOCK / M) & !15;
         for j0 in (first..end).step_by(block) {
             let j1 = end.min(j0 + block);
             for i in 0..M {
@@ -265,7 +278,8 @@ unsafe fn dots_form<S: Simd, const M: usize>(p: &SmallArgs<'_>) {
             let cols = DOTS.min(end - j0);
             let mut bt = [p.b; DOTS];
             for (d, row) in bt.iter_mut().enumerate().take(cols) {
-                *row = p.b.add((j0 + d) * p.cs_b);
+                // Wrapping: with `k == 0` B may be an empty slice, its rows nowhere.
+                *row = p.b.wrapping_add((j0 + d) * p.cs_b);
             }
             let mut acc = [[S::zero(); DOTS]; M];
             let mut q = 0;
