@@ -74,10 +74,10 @@ unsafe fn generic_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 }
 
 /// # Safety
-/// As [`crate::gemm::small::small_body`].
-unsafe fn generic_gemm_f32_small(p: &crate::gemm::small::SmallArgs<'_>) {
+/// As [`crate::arch::small::small_body`].
+unsafe fn generic_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
     // SAFETY: forwarded contract; scalar code runs anywhere.
-    unsafe { crate::gemm::small::small_body::<Scalar>(p) }
+    unsafe { crate::arch::small::small_body::<Scalar>(p) }
 }
 
 /// The portable kernels; the GEMM tile is 4x4 (16 accumulators: fits the 32 single-precision registers of an M4F).

@@ -94,6 +94,7 @@ pub(crate) mod depthwise;
 pub(crate) mod generic;
 pub mod peak;
 pub mod quant;
+pub(crate) mod small;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
 
@@ -366,10 +367,10 @@ pub struct GemmKernel {
     /// smaller register tile that covers the valid ones, so the write-out stays in whole vectors
     /// more often and no multiply-adds are spent on absent rows and columns. Safety as `run`.
     pub(crate) edge: Option<unsafe fn(&MicroArgs)>,
-    /// The streamed GEMM of a few rows (a GEMV, [`crate::gemm::small::takes`]), where the
+    /// The streamed GEMM of a few rows (a GEMV, `gemm::small::takes`), where the
     /// kernel set has one: B read in place a few rows at a time along its rows (see
-    /// `gemm/small.rs`). Safety as [`crate::gemm::small::small_body`], on a CPU with the set's ISA.
-    pub(crate) small: Option<unsafe fn(&crate::gemm::small::SmallArgs<'_>)>,
+    /// `gemm/small.rs`). Safety as [`small::small_body`], on a CPU with the set's ISA.
+    pub(crate) small: Option<unsafe fn(&small::SmallArgs<'_>)>,
     /// # Safety
     /// The CPU must support `isa`; `a` must hold `k*mr` readable floats (through `rs_a`,
     /// `cs_a`) and `b` `k` rows of `nr` (through `rs_b`, which is `nr` unless `b_in_place`); every

@@ -17,6 +17,7 @@
 //! later ones accumulate into it, and only the last applies bias and activation.
 #![allow(unsafe_code)]
 
+use crate::arch::small::SmallArgs;
 use crate::arch::{Kernel, MicroArgs, TileBias};
 use crate::epilogue::{Activation, Bias, Epilogue};
 use crate::error::{mul, Error, Param, Result};
@@ -538,11 +539,69 @@ pub(crate) unsafe fn gemm_unchecked(
     // A few rows (a GEMV) stream B in place, where the kernel set has the path.
     if let Some(kernel) = ws.kernel.gemm.small.filter(|_| small::takes(&a, &b, cs_c)) {
         // SAFETY: forwarded contract; `takes` holds; the kernel is the set's.
-        unsafe { small::run(kernel, alpha, &a, &b, beta, out, &epi, ws.exec) };
+        unsafe { run_small(kernel, alpha, &a, &b, beta, out, &epi, ws.exec) };
         return;
     }
     // SAFETY: forwarded contract; the transposed C view is the same memory.
     unsafe { gemm_operands(alpha, &a, &b, beta, out, &epi, ws) }
+}
+
+/// `C <- act(alpha * A * B + beta * C + bias)` on the streamed path, C's columns split over the
+/// executor's workers in whole vectors (16 floats).
+///
+/// # Safety
+/// [`small::takes`] holds; shapes, epilogue and scalars validated as `gemm_with` does, `m, n > 0`; every
+/// element of C valid, exclusive and alias-free; `kernel` is a kernel set's `small` on a CPU
+/// that runs the set.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_small(
+    kernel: unsafe fn(&SmallArgs<'_>),
+    alpha: f32,
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    beta: f32,
+    c: OutPtr,
+    epi: &Epilogue<'_>,
+    exec: &(dyn Executor + Sync),
+) {
+    let n = b.cols();
+    let dots = small::dots(a, b);
+    let workers = exec.workers().max(1);
+    let out = Shared(c.ptr);
+    let share = |w: usize| {
+        let cols = (n * w / workers) & !15;
+        (cols, if w + 1 == workers { n } else { (n * (w + 1) / workers) & !15 })
+    };
+    let part = |w: usize| {
+        let cols = share(w);
+        if w >= workers || cols.0 >= cols.1 {
+            return;
+        }
+        let args = SmallArgs {
+            m: a.rows(),
+            k: a.cols(),
+            a: a.as_slice().as_ptr(),
+            rs_a: a.rs(),
+            cs_a: a.cs(),
+            b: b.as_slice().as_ptr(),
+            rs_b: b.rs(),
+            cs_b: b.cs(),
+            c: out.ptr(),
+            rs_c: c.rs,
+            alpha,
+            beta,
+            epi,
+            dots,
+            cols,
+        };
+        // SAFETY: the caller's contract; worker w's columns are its own.
+        unsafe { kernel(&args) };
+    };
+    if workers == 1 {
+        part(0);
+    } else {
+        exec.run(&part);
+    }
 }
 
 /// The driver over any operands: `C <- act(alpha * A * B + beta * C + bias)` with C at `c`. Operands are trait objects: packing is called

@@ -100,11 +100,11 @@ unsafe fn neon_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 }
 
 /// # Safety
-/// As [`crate::gemm::small::small_body`], on a CPU with NEON.
+/// As [`crate::arch::small::small_body`], on a CPU with NEON.
 #[target_feature(enable = "neon")]
-unsafe fn neon_gemm_f32_small(p: &crate::gemm::small::SmallArgs<'_>) {
+unsafe fn neon_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
     // SAFETY: forwarded contract; NEON is enabled for this function.
-    unsafe { crate::gemm::small::small_body::<Neon>(p) }
+    unsafe { crate::arch::small::small_body::<Neon>(p) }
 }
 
 /// The NEON kernels.

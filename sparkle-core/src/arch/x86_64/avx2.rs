@@ -139,11 +139,11 @@ unsafe fn avx2_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 }
 
 /// # Safety
-/// As [`crate::gemm::small::small_body`], on a CPU with AVX2 and FMA.
+/// As [`crate::arch::small::small_body`], on a CPU with AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_gemm_f32_small(p: &crate::gemm::small::SmallArgs<'_>) {
+unsafe fn avx2_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
     // SAFETY: forwarded contract; AVX2 and FMA is enabled for this function.
-    unsafe { crate::gemm::small::small_body::<Avx2>(p) }
+    unsafe { crate::arch::small::small_body::<Avx2>(p) }
 }
 
 /// The AVX2 + FMA kernels.

@@ -133,11 +133,11 @@ unsafe fn avx512_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
 }
 
 /// # Safety
-/// As [`crate::gemm::small::small_body`], on a CPU with AVX-512F.
+/// As [`crate::arch::small::small_body`], on a CPU with AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_gemm_f32_small(p: &crate::gemm::small::SmallArgs<'_>) {
+unsafe fn avx512_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
     // SAFETY: forwarded contract; AVX-512F is enabled for this function.
-    unsafe { crate::gemm::small::small_body::<Avx512>(p) }
+    unsafe { crate::arch::small::small_body::<Avx512>(p) }
 }
 
 /// The AVX-512F kernels.

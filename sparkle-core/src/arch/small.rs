@@ -1,0 +1,216 @@
+//! The streamed GEMM kernels' bodies for a few rows of C (see `gemm/small.rs`, which chooses the
+//! path and splits the work): compiled per ISA as [`super::GemmKernel`]'s `small`.
+#![allow(unsafe_code)]
+
+use crate::arch::Simd;
+use crate::epilogue::Epilogue;
+
+/// The most rows of C the streamed path (`gemm/small.rs`) takes with B row-major, and with B
+/// transposed. Measured on one Zen 4 core against the blocked driver, GFLOPS at 1024 x 1024 / 4096 x 1024 / 4096 x 4096:
+/// row-major B, 5 rows 31-37 / 21-22 / 15 -> 37-52 / 47-52 / 27, 6 rows 37 / 25-27 / 19 -> 30-39
+/// / 44-48 / 30-31, but 8 rows 52 / 34-38 / 26 -> 35-37 / 34-37 / 26-27; transposed, 5-6 rows
+/// 21-25 / 18-22 / 14-17 -> 40-41 / 36-38 / 31-33, 8 rows 34 / 30 / 23 -> 33-34 / 27-32 / 33.
+pub(crate) const ROWS_MAX_M: usize = 6;
+/// See [`ROWS_MAX_M`].
+pub(crate) const DOTS_MAX_M: usize = 8;
+
+/// Rows of B a pass of the row-major form reads together.
+const ROWS: usize = 4;
+
+/// Floats of C a block of the row-major form keeps in L1 while every pass over B's rows runs
+/// (16 KiB: half a Zen 4's L1, a third of a recent Xeon's; its `m` rows share them, each a
+/// whole number of 16-float vectors).
+const BLOCK: usize = 4096;
+
+/// Rows of B^T (columns of C) the transposed form reads together.
+const DOTS: usize = 4;
+
+/// One worker's share of a small GEMM: columns `cols` of `C = act(alpha * A * B + beta * C +
+/// bias)`, a few rows (`gemm::small::takes`), C with unit column stride.
+pub(crate) struct SmallArgs<'a> {
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    /// A: element `(i, p)` at `a + i * rs_a + p * cs_a`.
+    pub(crate) a: *const f32,
+    pub(crate) rs_a: usize,
+    pub(crate) cs_a: usize,
+    /// B: element `(p, j)` at `b + p * rs_b + j * cs_b`.
+    pub(crate) b: *const f32,
+    pub(crate) rs_b: usize,
+    pub(crate) cs_b: usize,
+    /// C: element `(i, j)` at `c + i * rs_c + j`.
+    pub(crate) c: *mut f32,
+    pub(crate) rs_c: usize,
+    pub(crate) alpha: f32,
+    pub(crate) beta: f32,
+    pub(crate) epi: &'a Epilogue<'a>,
+    /// The dot-product form (B^T's rows contiguous, `rs_b == 1`, `cs_a == 1`), not the
+    /// row-major one (`cs_b == 1`).
+    pub(crate) dots: bool,
+    /// This worker's columns of C, `first..end`.
+    pub(crate) cols: (usize, usize),
+}
+
+/// The streamed GEMM of `p`'s columns on `S`.
+///
+/// # Safety
+/// The CPU runs `S`; `p` describes valid operands as `gemm::small::takes` admits them, every
+/// element of C in `p.cols` exclusive to this call; the epilogue validated for C.
+#[inline(always)]
+pub(crate) unsafe fn small_body<S: Simd>(p: &SmallArgs<'_>) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        debug_assert!(p.m <= if p.dots { DOTS_MAX_M } else { ROWS_MAX_M });
+        match (!p.dots, p.m) {
+            (true, 1) => rows_form::<S, 1>(p),
+            (true, 2) => rows_form::<S, 2>(p),
+            (true, 3) => rows_form::<S, 3>(p),
+            (true, 4) => rows_form::<S, 4>(p),
+            (true, 5) => rows_form::<S, 5>(p),
+            (true, _) => rows_form::<S, 6>(p),
+            (false, 1) => dots_form::<S, 1>(p),
+            (false, 2) => dots_form::<S, 2>(p),
+            (false, 3) => dots_form::<S, 3>(p),
+            (false, 4) => dots_form::<S, 4>(p),
+            (false, 5) => dots_form::<S, 5>(p),
+            (false, 6) => dots_form::<S, 6>(p),
+            (false, 7) => dots_form::<S, 7>(p),
+            (false, _) => dots_form::<S, 8>(p),
+        }
+    }
+}
+
+/// `len <= LANES` floats at `ptr`, the rest of the vector zero. A function, not a closure: a
+/// closure inside a `#[target_feature]` function does not inherit its features.
+///
+/// # Safety
+/// The CPU runs `S`; `len` floats readable at `ptr`.
+#[inline(always)]
+unsafe fn load<S: Simd>(ptr: *const f32, len: usize) -> S::V {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if len == S::LANES {
+            S::load(ptr)
+        } else {
+            S::load_partial(ptr, len)
+        }
+    }
+}
+
+/// Row-major B: C's rows in blocks of [`BLOCK`] floats (`BLOCK / M` columns), each block updated
+/// by [`ROWS`] rows of B at a time.
+///
+/// # Safety
+/// As [`small_body`], `m == M`, `cs_b == 1`.
+#[inline(always)]
+unsafe fn rows_form<S: Simd, const M: usize>(p: &SmallArgs<'_>) {
+    let lanes = S::LANES;
+    let (first, end) = p.cols;
+    // SAFETY: (whole body) A's elements (i < M, q < k), B's rows (q < k) over columns
+    // first..end and C's rows over the same are inside the operands (the caller's contract).
+    unsafe {
+        let block = (BLOCK / M) & !15;
+        for j0 in (first..end).step_by(block) {
+            let j1 = end.min(j0 + block);
+            for i in 0..M {
+                let row = p.c.add(i * p.rs_c);
+                for j in j0..j1 {
+                    *row.add(j) = if p.beta == 0.0 { 0.0 } else { p.beta * *row.add(j) };
+                }
+            }
+            for p0 in (0..p.k).step_by(ROWS) {
+                let rows = ROWS.min(p.k - p0);
+                // alpha * A[i, p0 + q], zero past the reduction's end.
+                let mut coef = [[S::zero(); ROWS]; M];
+                let mut brow = [p.b; ROWS];
+                for q in 0..rows {
+                    for (i, row) in coef.iter_mut().enumerate() {
+                        row[q] = S::splat(p.alpha * *p.a.add(i * p.rs_a + (p0 + q) * p.cs_a));
+                    }
+                    brow[q] = p.b.add((p0 + q) * p.rs_b);
+                }
+                let mut j = j0;
+                while j < j1 {
+                    let len = lanes.min(j1 - j);
+                    let mut bv = [S::zero(); ROWS];
+                    for q in 0..rows {
+                        bv[q] = load::<S>(brow[q].add(j), len);
+                    }
+                    for (i, coef) in coef.iter().enumerate() {
+                        let cp = p.c.add(i * p.rs_c + j);
+                        let mut v = load::<S>(cp, len);
+                        for q in 0..ROWS {
+                            v = S::fmadd(coef[q], bv[q], v);
+                        }
+                        if len == lanes {
+                            S::store(cp, v)
+                        } else {
+                            S::store_partial(cp, len, v)
+                        }
+                    }
+                    j += len;
+                }
+            }
+            if *p.epi != Epilogue::NONE {
+                for i in 0..M {
+                    let row = p.c.add(i * p.rs_c);
+                    for j in j0..j1 {
+                        *row.add(j) = p.epi.apply(i, j, *row.add(j));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// B^T row-major, A row-major: [`DOTS`] columns of C at a time, each element a dot product
+/// along `k` in vectors, reduced across lanes at the end.
+///
+/// # Safety
+/// As [`small_body`], `m == M`, `rs_b == 1`, `cs_a == 1`.
+#[inline(always)]
+unsafe fn dots_form<S: Simd, const M: usize>(p: &SmallArgs<'_>) {
+    let lanes = S::LANES;
+    let (first, end) = p.cols;
+    // SAFETY: (whole body) A's rows (i < M) and B^T's rows (j in first..end) hold k contiguous
+    // floats; C's elements (i < M, j in first..end) are this call's (the caller's contract).
+    unsafe {
+        for j0 in (first..end).step_by(DOTS) {
+            let cols = DOTS.min(end - j0);
+            let mut bt = [p.b; DOTS];
+            for (d, row) in bt.iter_mut().enumerate().take(cols) {
+                // Wrapping: with `k == 0` B may be an empty slice, its rows nowhere.
+                *row = p.b.wrapping_add((j0 + d) * p.cs_b);
+            }
+            let mut acc = [[S::zero(); DOTS]; M];
+            let mut q = 0;
+            while q < p.k {
+                let len = lanes.min(p.k - q);
+                let mut bv = [S::zero(); DOTS];
+                for d in 0..cols {
+                    bv[d] = load::<S>(bt[d].add(q), len);
+                }
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let av = load::<S>(p.a.add(i * p.rs_a + q), len);
+                    for d in 0..DOTS {
+                        acc[d] = S::fmadd(av, bv[d], acc[d]);
+                    }
+                }
+                q += len;
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                for (d, &v) in acc.iter().enumerate().take(cols) {
+                    let mut lane = [0.0f32; 16];
+                    S::store(lane.as_mut_ptr(), v);
+                    let sum: f32 = lane[..lanes].iter().sum();
+                    let (j, cp) = (j0 + d, p.c.add(i * p.rs_c + j0 + d));
+                    let mut y = p.alpha * sum;
+                    if p.beta != 0.0 {
+                        y += p.beta * *cp;
+                    }
+                    *cp = p.epi.apply(i, j, y);
+                }
+            }
+        }
+    }
+}
