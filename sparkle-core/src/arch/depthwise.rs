@@ -26,7 +26,7 @@
 
 use core::ops::Range;
 
-use super::{act_is_scalar, act_simd, Simd};
+use super::{act_is_scalar, act_simd, load_upto, store_upto, Simd};
 use crate::epilogue::Activation;
 use crate::layout::TensorLayout;
 
@@ -511,38 +511,6 @@ struct Pixels {
     oy: usize,
     ox: usize,
     checked: bool,
-}
-
-/// `width` floats at `ptr`: a whole vector, or the partial last one of a run.
-///
-/// # Safety
-/// `ptr` readable for `width` floats (`width <= LANES`); the CPU runs `S`.
-#[inline(always)]
-unsafe fn load_upto<S: Simd>(ptr: *const f32, width: usize) -> S::V {
-    // SAFETY: the caller's.
-    unsafe {
-        if width == S::LANES {
-            S::load(ptr)
-        } else {
-            S::load_partial(ptr, width)
-        }
-    }
-}
-
-/// Stores the first `width` lanes of `v` at `ptr`: a whole vector, or the partial last one.
-///
-/// # Safety
-/// `ptr` writable for `width` floats (`width <= LANES`); the CPU runs `S`.
-#[inline(always)]
-unsafe fn store_upto<S: Simd>(ptr: *mut f32, width: usize, v: S::V) {
-    // SAFETY: the caller's.
-    unsafe {
-        if width == S::LANES {
-            S::store(ptr, v)
-        } else {
-            S::store_partial(ptr, width, v)
-        }
-    }
 }
 
 /// Channels `c0..c0 + width` of the pixels `at` (see [`Pixels`]), NHWC: each tap's weights

@@ -812,6 +812,39 @@ unsafe fn rank1_updates_taps<S: Simd, const MR: usize, const NV: usize>(
     acc
 }
 
+/// `width` floats at `ptr`: a whole vector, or the partial last one of a run, its other lanes
+/// zero (the depthwise and streamed GEMM kernels' runs).
+///
+/// # Safety
+/// `ptr` readable for `width` floats (`width <= LANES`); the CPU runs `S`.
+#[inline(always)]
+pub(crate) unsafe fn load_upto<S: Simd>(ptr: *const f32, width: usize) -> S::V {
+    // SAFETY: the caller's.
+    unsafe {
+        if width == S::LANES {
+            S::load(ptr)
+        } else {
+            S::load_partial(ptr, width)
+        }
+    }
+}
+
+/// Stores the first `width` lanes of `v` at `ptr`: a whole vector, or the partial last one.
+///
+/// # Safety
+/// `ptr` writable for `width` floats (`width <= LANES`); the CPU runs `S`.
+#[inline(always)]
+pub(crate) unsafe fn store_upto<S: Simd>(ptr: *mut f32, width: usize, v: S::V) {
+    // SAFETY: the caller's.
+    unsafe {
+        if width == S::LANES {
+            S::store(ptr, v)
+        } else {
+            S::store_partial(ptr, width, v)
+        }
+    }
+}
+
 /// Widest register tile of any kernel (`nr`), for the edge write-out's row buffer.
 const MAX_NR: usize = 32;
 

@@ -2,7 +2,7 @@
 //! path and splits the work): compiled per ISA as [`super::GemmKernel`]'s `small`.
 #![allow(unsafe_code)]
 
-use crate::arch::Simd;
+use crate::arch::{load_upto, store_upto, Simd};
 use crate::epilogue::Epilogue;
 
 /// The most rows of C the streamed path (`gemm/small.rs`) takes with B row-major, and with B
@@ -80,23 +80,6 @@ pub(crate) unsafe fn small_body<S: Simd>(p: &SmallArgs<'_>) {
     }
 }
 
-/// `len <= LANES` floats at `ptr`, the rest of the vector zero. A function, not a closure: a
-/// closure inside a `#[target_feature]` function does not inherit its features.
-///
-/// # Safety
-/// The CPU runs `S`; `len` floats readable at `ptr`.
-#[inline(always)]
-unsafe fn load<S: Simd>(ptr: *const f32, len: usize) -> S::V {
-    // SAFETY: the caller's contract.
-    unsafe {
-        if len == S::LANES {
-            S::load(ptr)
-        } else {
-            S::load_partial(ptr, len)
-        }
-    }
-}
-
 /// Row-major B: C's rows in blocks of [`BLOCK`] floats (`BLOCK / M` columns), each block updated
 /// by [`ROWS`] rows of B at a time.
 ///
@@ -134,19 +117,15 @@ unsafe fn rows_form<S: Simd, const M: usize>(p: &SmallArgs<'_>) {
                     let len = lanes.min(j1 - j);
                     let mut bv = [S::zero(); ROWS];
                     for q in 0..rows {
-                        bv[q] = load::<S>(brow[q].add(j), len);
+                        bv[q] = load_upto::<S>(brow[q].add(j), len);
                     }
                     for (i, coef) in coef.iter().enumerate() {
                         let cp = p.c.add(i * p.rs_c + j);
-                        let mut v = load::<S>(cp, len);
+                        let mut v = load_upto::<S>(cp, len);
                         for q in 0..ROWS {
                             v = S::fmadd(coef[q], bv[q], v);
                         }
-                        if len == lanes {
-                            S::store(cp, v)
-                        } else {
-                            S::store_partial(cp, len, v)
-                        }
+                        store_upto::<S>(cp, len, v);
                     }
                     j += len;
                 }
@@ -188,10 +167,10 @@ unsafe fn dots_form<S: Simd, const M: usize>(p: &SmallArgs<'_>) {
                 let len = lanes.min(p.k - q);
                 let mut bv = [S::zero(); DOTS];
                 for d in 0..cols {
-                    bv[d] = load::<S>(bt[d].add(q), len);
+                    bv[d] = load_upto::<S>(bt[d].add(q), len);
                 }
                 for (i, acc) in acc.iter_mut().enumerate() {
-                    let av = load::<S>(p.a.add(i * p.rs_a + q), len);
+                    let av = load_upto::<S>(p.a.add(i * p.rs_a + q), len);
                     for d in 0..DOTS {
                         acc[d] = S::fmadd(av, bv[d], acc[d]);
                     }
@@ -200,6 +179,7 @@ unsafe fn dots_form<S: Simd, const M: usize>(p: &SmallArgs<'_>) {
             }
             for (i, acc) in acc.iter().enumerate() {
                 for (d, &v) in acc.iter().enumerate().take(cols) {
+                    // At most 16 lanes (`LANES <= 16`).
                     let mut lane = [0.0f32; 16];
                     S::store(lane.as_mut_ptr(), v);
                     let sum: f32 = lane[..lanes].iter().sum();

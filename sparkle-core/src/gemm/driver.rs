@@ -817,6 +817,8 @@ unsafe fn gemm_rect(
     let abuf = unsafe { scratch.add(p.kc * p.nc) };
     // B may be read in place (by kernels that take its row stride), unless it is shared.
     let b_direct = packed_b.is_none() && p.kernel.gemm.b_in_place;
+    // A C of a few row tiles reads a row-major B of any size in place (`B_IN_PLACE_ROWS`).
+    let few_rows = (mr + 1..=B_IN_PLACE_ROWS).contains(&p.a.rows());
     let k_blocks = k.div_ceil(p.kc).max(1);
     for jc in cols.clone().step_by(p.nc) {
         let nc_eff = p.nc.min(cols.end - jc);
@@ -829,7 +831,6 @@ unsafe fn gemm_rect(
             let (bias, act) = if last { (p.bias, p.act) } else { (Bias::None, Activation::None) };
             // Whole panels of B are read in place where the operand allows it (a small row-major
             // B, the direct conv's image); the rest is packed. The same for mr-row panels of A.
-            let few_rows = (mr + 1..=B_IN_PLACE_ROWS).contains(&p.a.rows());
             let direct = if b_direct { p.b.b_in_place(pc..pc + kc_eff, few_rows) } else { None };
             let a_in_place = p.a.in_place(pc..pc + kc_eff);
             let direct_panels = if direct.is_some() { nc_eff / nr } else { 0 };
