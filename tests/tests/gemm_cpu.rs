@@ -147,6 +147,14 @@ fn edge_sizes(kern: &'static Kernel, threads: usize) {
     for m in [kern.mr() + 1, 64] {
         check(&g, Case::new(m, (1 << 15) / kc + 3 * kern.nr() + 5, kc + 37));
     }
+    // One row tile over a B in place of at least 2^22 floats streams it in short reduction
+    // slices (the driver's `STREAM_KC`): a full tile and one a row short (the streamed path of
+    // `gemm/small.rs` takes the kernels' tiles of up to six rows), ragged columns, beta and bias.
+    let k = 41;
+    for m in [kern.mr() - 1, kern.mr()] {
+        let case = Case::new(m, (1 << 22) / k + 3 * kern.nr() + 5, k);
+        check(&g, Case { beta: 0.5, bias: 2, ..case });
+    }
 }
 
 fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {

@@ -905,11 +905,13 @@ unsafe fn write_tile<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs, a
     let lanes = S::LANES;
     // SAFETY: (whole body) the caller's contract.
     unsafe {
-        let full = p.m == MR && p.n == NV * lanes && p.cs_c == 1;
-        if full {
+        // Whole rows of unit stride (every row of a full tile, the valid rows of a tile cut
+        // short at C's bottom edge) are written in vectors.
+        let whole_rows = p.n == NV * lanes && p.cs_c == 1;
+        if whole_rows {
             let alpha = S::splat(p.alpha);
             let beta = S::splat(p.beta);
-            for (i, row) in acc.iter().enumerate() {
+            for (i, row) in acc.iter().enumerate().take(p.m) {
                 let crow = p.c.add(i * p.rs_c);
                 for (v, &x) in row.iter().enumerate() {
                     let cp = crow.add(v * lanes);
@@ -926,10 +928,10 @@ unsafe fn write_tile<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs, a
                 }
             }
             if act_is_scalar(p.act) {
-                activate(p.c, p.rs_c, 1, MR, NV * lanes, p.act);
+                activate(p.c, p.rs_c, 1, p.m, NV * lanes, p.act);
             }
         } else {
-            // Edge or strided tile: spill one row of accumulators at a time (32 floats of stack,
+            // Narrow or strided tile: spill one row of accumulators at a time (32 floats of stack,
             // not a whole tile: this runs on microcontrollers), then a scalar write-out.
             debug_assert!(NV * lanes <= MAX_NR);
             for (i, row) in acc.iter().enumerate().take(p.m) {

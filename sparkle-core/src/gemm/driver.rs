@@ -195,15 +195,33 @@ pub(crate) fn shared_scratch_len(
 /// share of their time, and whose rows stay in the first caches and the TLB.
 const B_IN_PLACE_MAX: usize = 1 << 15;
 
-/// The rows of C (more than one register tile's, at most this) for which a row-major B of any size
-/// is read in place: a packed B would be read by few row tiles (AVX-512's 12-row tiles: two to
-/// five), and reading it in place, each row prefetched ahead by the kernel, is faster. The whole
-/// problem's rows, not a worker's: a tall C split into strips on many threads keeps its packed B
-/// (not measured on many threads). Measured on one Zen 4 core with the AVX-512 kernel,
-/// GFLOPS packed -> in place: 16 x 4096 x 1024 42-51 -> 41-75, 32 x 4096 x 4096 57-60 -> 65-68,
-/// 48 x 2048 x 2048 74-79 -> 80-86, 64 x 1024 x 1024 96 -> 111; but 8 x 4096 x 4096 (one row tile,
-/// B from memory) 24-25 -> 16-17, hence more than one tile.
+/// The rows of C (at most this) for which a row-major B of any size is read in place: a packed
+/// B would be read by few row tiles (AVX-512's 12-row tiles: one to five), and reading it in
+/// place, each row prefetched ahead by the kernel, is faster. The whole problem's rows, not a
+/// worker's: a tall C split into strips on many threads keeps its packed B (not measured on
+/// many threads). Measured on one Zen 4 core with the AVX-512 kernel, GFLOPS packed -> in
+/// place: 16 x 4096 x 1024 42-51 -> 41-75, 32 x 4096 x 4096 57-60 -> 65-68, 48 x 2048 x 2048
+/// 74-79 -> 80-86, 64 x 1024 x 1024 96 -> 111; one row tile (below it, the streamed path of
+/// `gemm/small.rs` takes row-major B): 8 x 1024 x 1024 52 -> 106, 12 x 1024 x 1024 63 -> 108,
+/// 8 x 4096 x 1024 34 -> 68-71, but B from memory 8 x 4096 x 4096 25 -> 17, hence [`STREAM_KC`].
 const B_IN_PLACE_ROWS: usize = 64;
+
+/// The reduction slice (rows of B) of one row tile over a B read in place of at least
+/// [`STREAM_B_MIN`] floats: each slice runs across every column panel before the next, so B
+/// streams along its rows, which the hardware prefetchers follow, rather than down `kc` rows of
+/// a panel, a page each, which they do not. C's tile is written and read again every slice.
+/// Measured on one Zen 4 core (AVX-512), GFLOPS at kc 512 (the caches' blocking) / 8 / 12 / 16 /
+/// 20 / 32: 8 x 4096 x 4096 17-19 / 40 / 45 / 38-47 / 40 / 25, 12 x 8192 x 4096 33 / 35 / 42 /
+/// 49 / 50 / -, 8 x 8192 x 2048 17 / - / - / 40 / - / 25; two row tiles gain nothing (16 x 4096
+/// x 4096 48 at 512 and 16), more lose (32 x 4096 x 4096 71 -> 57).
+const STREAM_KC: usize = 16;
+
+/// Floats of B from which one row tile streams it ([`STREAM_KC`]): 16 MiB, half this Zen 4's
+/// L3, whose share for one process varies with what else runs (its neighbours in a cloud):
+/// 8 x 4096 x 1024 ran 68-71 GFLOPS in `kc` slices in one measurement and 19-29 in the next
+/// few, streamed 47-60; B of 8 MiB still runs better in slices (8 x 2048 x 1024 97-98 against
+/// 64-67 streamed, 8 x 1024 x 1024 (4 MiB) 82-106 against 63-67).
+const STREAM_B_MIN: usize = 1 << 22;
 
 /// The most floats of B the workers pack together and share (16 MiB): above it each worker packs
 /// the B its columns need, as on one thread.
@@ -817,15 +835,22 @@ unsafe fn gemm_rect(
     let abuf = unsafe { scratch.add(p.kc * p.nc) };
     // B may be read in place (by kernels that take its row stride), unless it is shared.
     let b_direct = packed_b.is_none() && p.kernel.gemm.b_in_place;
-    // A C of a few row tiles reads a row-major B of any size in place (`B_IN_PLACE_ROWS`).
-    let few_rows = (mr + 1..=B_IN_PLACE_ROWS).contains(&p.a.rows());
-    let k_blocks = k.div_ceil(p.kc).max(1);
+    // A C of few rows reads a row-major B of any size in place (`B_IN_PLACE_ROWS`).
+    let few_rows = p.a.rows() <= B_IN_PLACE_ROWS;
+    // One row tile over a B in place that the caches cannot hold: a few rows of B at a time,
+    // across every column panel (`STREAM_KC`).
+    let streamed = b_direct
+        && p.a.rows() <= mr
+        && k.saturating_mul(p.b.cols()) >= STREAM_B_MIN
+        && p.b.b_in_place(0..k, few_rows).is_some();
+    let kc = if streamed { STREAM_KC.min(p.kc) } else { p.kc };
+    let k_blocks = k.div_ceil(kc).max(1);
     for jc in cols.clone().step_by(p.nc) {
         let nc_eff = p.nc.min(cols.end - jc);
         let col_panels = nc_eff.div_ceil(nr);
         for pb in 0..k_blocks {
-            let pc = pb * p.kc;
-            let kc_eff = p.kc.min(k - pc.min(k));
+            let pc = pb * kc;
+            let kc_eff = kc.min(k - pc.min(k));
             let last = pb + 1 == k_blocks;
             let beta = if pb == 0 { p.beta } else { 1.0 };
             let (bias, act) = if last { (p.bias, p.act) } else { (Bias::None, Activation::None) };
