@@ -149,7 +149,7 @@ fn edge_sizes(kern: &'static Kernel, threads: usize) {
     }
     // One row tile over a B in place of at least 2^22 floats streams it in short reduction
     // slices (the driver's `STREAM_KC`): a full tile and one a row short (the streamed path of
-    // `gemm/small.rs` takes the kernels' tiles of up to six rows), ragged columns, beta and bias.
+    // `gemm/small.rs` takes up to three rows), ragged columns, beta and bias.
     let k = 41;
     for m in [kern.mr() - 1, kern.mr()] {
         let case = Case::new(m, (1 << 22) / k + 3 * kern.nr() + 5, k);
@@ -178,7 +178,7 @@ fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {
 }
 
 /// One to eight rows, the streamed path (`gemm/small.rs`, on the kernel sets that have it, up to
-/// six rows with B row-major and eight transposed; the blocked driver beyond and on the others):
+/// three rows with B row-major and eight transposed; the blocked driver beyond and on the others):
 /// B row-major (A either way) and B transposed (A row-major or not), C row-major and column-major
 /// (computed transposed), widths around the vector and a block of C's columns, reductions around
 /// the four-row pass and the vector, alpha, beta, bias and activation.

@@ -6,11 +6,16 @@ use crate::arch::{load_upto, store_upto, Simd};
 use crate::epilogue::Epilogue;
 
 /// The most rows of C the streamed path (`gemm/small.rs`) takes with B row-major, and with B
-/// transposed. Measured on one Zen 4 core against the blocked driver, GFLOPS at 1024 x 1024 / 4096 x 1024 / 4096 x 4096:
-/// row-major B, 5 rows 31-37 / 21-22 / 15 -> 37-52 / 47-52 / 27, 6 rows 37 / 25-27 / 19 -> 30-39
-/// / 44-48 / 30-31, but 8 rows 52 / 34-38 / 26 -> 35-37 / 34-37 / 26-27; transposed, 5-6 rows
-/// 21-25 / 18-22 / 14-17 -> 40-41 / 36-38 / 31-33, 8 rows 34 / 30 / 23 -> 33-34 / 27-32 / 33.
-pub(crate) const ROWS_MAX_M: usize = 6;
+/// transposed. Measured on one Zen 4 core against the blocked driver, GFLOPS at 1024 x 1024 /
+/// 4096 x 1024 / 4096 x 4096 (streamed -> blocked):
+/// - Row-major B: streaming wins at 2-3 rows (2 rows 32-65 / 47 / 20-21 -> 28 / 26 / 15); from
+///   four rows the blocked driver, which reads B in place from one row tile up, is faster
+///   (AVX-512 4 rows 45-50 / 36-44 / 26-28 -> 59 / 46 / 27-28, 6 rows 19-23 / 31-40 / 25-27 ->
+///   81 / 55-57 / 33; AVX2 4 rows 41-45 / 42 -> 49-51 / 27, 6 rows 26 at 1024 x 1024 -> 73-76).
+/// - Transposed: 8 rows stream at 70 / 70 (MKL 47 / 43 beside them). Nine to sixteen rows, the columns then one or two at a
+///   time ([`dots_columns`]), ran 0.5-1.2x the blocked driver: the compiler no longer keeps
+///   every sum in a register.
+pub(crate) const ROWS_MAX_M: usize = 3;
 /// See [`ROWS_MAX_M`].
 pub(crate) const DOTS_MAX_M: usize = 8;
 
@@ -21,9 +26,6 @@ const ROWS: usize = 4;
 /// (16 KiB: half a Zen 4's L1, a third of a recent Xeon's; its `m` rows share them, each a
 /// whole number of 16-float vectors).
 const BLOCK: usize = 4096;
-
-/// Rows of B^T (columns of C) the transposed form reads together.
-const DOTS: usize = 4;
 
 /// One worker's share of a small GEMM: columns `cols` of `C = act(alpha * A * B + beta * C +
 /// bias)`, a few rows (`gemm::small::takes`), C with unit column stride.
@@ -64,18 +66,15 @@ pub(crate) unsafe fn small_body<S: Simd>(p: &SmallArgs<'_>) {
         match (!p.dots, p.m) {
             (true, 1) => rows_form::<S, 1>(p),
             (true, 2) => rows_form::<S, 2>(p),
-            (true, 3) => rows_form::<S, 3>(p),
-            (true, 4) => rows_form::<S, 4>(p),
-            (true, 5) => rows_form::<S, 5>(p),
-            (true, _) => rows_form::<S, 6>(p),
-            (false, 1) => dots_form::<S, 1>(p),
-            (false, 2) => dots_form::<S, 2>(p),
-            (false, 3) => dots_form::<S, 3>(p),
-            (false, 4) => dots_form::<S, 4>(p),
-            (false, 5) => dots_form::<S, 5>(p),
-            (false, 6) => dots_form::<S, 6>(p),
-            (false, 7) => dots_form::<S, 7>(p),
-            (false, _) => dots_form::<S, 8>(p),
+            (true, _) => rows_form::<S, 3>(p),
+            (false, 1) => dots_form::<S, 1, { dots_columns(1) }>(p),
+            (false, 2) => dots_form::<S, 2, { dots_columns(2) }>(p),
+            (false, 3) => dots_form::<S, 3, { dots_columns(3) }>(p),
+            (false, 4) => dots_form::<S, 4, { dots_columns(4) }>(p),
+            (false, 5) => dots_form::<S, 5, { dots_columns(5) }>(p),
+            (false, 6) => dots_form::<S, 6, { dots_columns(6) }>(p),
+            (false, 7) => dots_form::<S, 7, { dots_columns(7) }>(p),
+            (false, _) => dots_form::<S, 8, { dots_columns(8) }>(p),
         }
     }
 }
@@ -142,40 +141,60 @@ unsafe fn rows_form<S: Simd, const M: usize>(p: &SmallArgs<'_>) {
     }
 }
 
-/// B^T row-major, A row-major: [`DOTS`] columns of C at a time, each element a dot product
-/// along `k` in vectors, reduced across lanes at the end.
+/// The columns of C the transposed form computes together for `m` rows: its `m * D` sums, `D`
+/// vectors of B^T and one of A in registers, and `D` rows of B^T streamed at once. Measured on
+/// one Zen 4 core (AVX-512), B transposed, GFLOPS at 1024 x 1024: `D` = 4 for every `m`, 34 /
+/// 39 / 39 / 32 at `m` = 1 / 4 / 6 / 8; these `D`, 37 / 77 / 68-77 / 70. 24 sums (6 x 4, 8 x
+/// 3) ran 38-41: the compiler then spills. At one row, 8 columns (more streams) ran a GEMV
+/// from memory (1 x 4096 x 4096) at 16.6 against 13.4 and one in L3 at 35 against 37.
+const fn dots_columns(m: usize) -> usize {
+    match m {
+        1 => 8,
+        2..=5 => 4,
+        6 => 3,
+        _ => 2,
+    }
+}
+
+/// B^T row-major, A row-major: `D` columns of C at a time ([`dots_columns`]), each element a
+/// dot product along `k` in vectors (whole vectors, then one partial), reduced across lanes at
+/// the end.
 ///
 /// # Safety
 /// As [`small_body`], `m == M`, `rs_b == 1`, `cs_a == 1`.
 #[inline(always)]
-unsafe fn dots_form<S: Simd, const M: usize>(p: &SmallArgs<'_>) {
+unsafe fn dots_form<S: Simd, const M: usize, const D: usize>(p: &SmallArgs<'_>) {
     let lanes = S::LANES;
     let (first, end) = p.cols;
     // SAFETY: (whole body) A's rows (i < M) and B^T's rows (j in first..end) hold k contiguous
     // floats; C's elements (i < M, j in first..end) are this call's (the caller's contract).
     unsafe {
-        for j0 in (first..end).step_by(DOTS) {
-            let cols = DOTS.min(end - j0);
-            let mut bt = [p.b; DOTS];
-            for (d, row) in bt.iter_mut().enumerate().take(cols) {
-                // Wrapping: with `k == 0` B may be an empty slice, its rows nowhere.
-                *row = p.b.wrapping_add((j0 + d) * p.cs_b);
-            }
-            let mut acc = [[S::zero(); DOTS]; M];
+        for j0 in (first..end).step_by(D) {
+            let cols = D.min(end - j0);
+            // Past the last column, its row again (read, never stored): the loops stay whole.
+            // Wrapping: with `k == 0` B may be an empty slice, its rows nowhere.
+            let bt: [*const f32; D] = core::array::from_fn(|d| p.b.wrapping_add((j0 + d.min(cols - 1)) * p.cs_b));
+            let mut acc = [[S::zero(); D]; M];
             let mut q = 0;
-            while q < p.k {
-                let len = lanes.min(p.k - q);
-                let mut bv = [S::zero(); DOTS];
-                for d in 0..cols {
-                    bv[d] = load_upto::<S>(bt[d].add(q), len);
-                }
+            while q + lanes <= p.k {
+                let bv: [S::V; D] = core::array::from_fn(|d| S::load(bt[d].add(q)));
                 for (i, acc) in acc.iter_mut().enumerate() {
-                    let av = load_upto::<S>(p.a.add(i * p.rs_a + q), len);
-                    for d in 0..DOTS {
+                    let av = S::load(p.a.add(i * p.rs_a + q));
+                    for d in 0..D {
                         acc[d] = S::fmadd(av, bv[d], acc[d]);
                     }
                 }
-                q += len;
+                q += lanes;
+            }
+            if q < p.k {
+                let len = p.k - q;
+                let bv: [S::V; D] = core::array::from_fn(|d| load_upto::<S>(bt[d].add(q), len));
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let av = load_upto::<S>(p.a.add(i * p.rs_a + q), len);
+                    for d in 0..D {
+                        acc[d] = S::fmadd(av, bv[d], acc[d]);
+                    }
+                }
             }
             for (i, acc) in acc.iter().enumerate() {
                 for (d, &v) in acc.iter().enumerate().take(cols) {

@@ -1,5 +1,5 @@
 //! GEMMs of a few rows (up to [`ROWS_MAX_M`] or [`DOTS_MAX_M`]: a GEMV, a linear layer at batch
-//! 1-8), streamed.
+//! 1-8), streamed; from four rows with B row-major the blocked driver reads B in place.
 //!
 //! The blocked driver runs them on its register tiles (AVX-512's 12 rows: one valid of twelve at `m = 1`)
 //! over a packed B, or a B read 128 bytes a row, every row a page of its own: memory-bound at
@@ -11,7 +11,7 @@
 //!   C is set to `beta * C` (0 where `beta == 0`: not read) first, and the bias and activation
 //!   are applied last.
 //! - B transposed (B^T row-major) with A row-major: `C[i, j]` is a dot product of A's row `i`
-//!   and B^T's row `j`, both contiguous: four of B^T's rows at a time, in vectors along
+//!   and B^T's row `j`, both contiguous: two to eight of B^T's rows at a time, in vectors along
 //!   `k`, each sum reduced across lanes at the end, then the whole epilogue.
 //!
 //! The kernels ([`crate::arch::GemmKernel`]'s `small`) are `arch/small.rs`'s bodies compiled per
