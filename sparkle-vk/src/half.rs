@@ -3,7 +3,7 @@
 //!
 //! - `gemm_cm2.comp` (f16 and bf16 GEMM): workgroup-scope cooperative matrices
 //!   (`VK_NV_cooperative_matrix2`, through `coopmat2`), 128x128 tiles, for GEMMs of at least
-//!   [`MIN_FULL_TILES`] of them where the device has the extension
+//!   [`MIN_FULL_TILES`] of them (bf16: every GEMM) where the device has the extension
 //!   ([`crate::DeviceInfo::cooperative_matrix2_f16`]; for bf16 also `VK_KHR_shader_bfloat16`,
 //!   [`crate::DeviceInfo::cooperative_matrix2_bf16`]);
 //! - `gemm_coopmat.comp` (f16): cooperative matrices (`VK_KHR_cooperative_matrix`: NVIDIA's
@@ -11,8 +11,8 @@
 //!   where the device offers that shape with f32 accumulation and subgroups of exactly 32
 //!   ([`crate::DeviceInfo::cooperative_matrix_f16`]);
 //! - `gemm_half.comp` (f16 and bf16): plain shader cores widening to f32, everywhere else (and
-//!   lavapipe in CI). bf16 conv2d and bf16 GEMMs below the workgroup-scope kernel's size run here:
-//!   the KHR kernel has no bf16 module.
+//!   lavapipe in CI). bf16 conv2d runs here, and bf16 GEMMs where the device lacks the
+//!   workgroup-scope kernel: the KHR kernel has no bf16 module.
 //!
 //! The host packs both operands into 32-bit words of two halves, zero-padding A's rows to a
 //! multiple of 32 halves (at least 32, so even k = 0 has a slice to load) and B's to a multiple
@@ -54,7 +54,9 @@ const MIN_LARGE_TILES: usize = 512;
 /// an H200 (132 SMs) 64x64 ran f16 1.62x as fast at 1024^2 (64 tiles) and 1.39x at 1536^2 (144),
 /// 0.86x at 2048^2 (256); the split kernel of `high` 1.44x, 1.13x, 0.70x. The workgroup-scope
 /// kernel takes over from the same count ([`takes_coop2`]): at 2048^2 it ran 1.22x the KHR
-/// 128x128 kernel (session 33); below 256 tiles it has not been measured.
+/// 128x128 kernel (session 33). Below it, on an H100 (session 37), f16 TFLOPS KHR -> workgroup
+/// kernel: 256^3 2.1 -> 1.1, 1024^3 82 -> 61, 1536^3 109 -> 94, 64 x 4096 x 4096 28.5 -> 16.3,
+/// 16 x 1024 x 1024 2.0 -> 0.8; only a deep reduction gained (1024 x 1024 x 8192 99 -> 117).
 const MIN_FULL_TILES: usize = 256;
 
 /// Which cooperative-matrix kernel runs `m x n`: `SPARKLE_VK_COOPMAT_TILE` (an index of
@@ -79,17 +81,19 @@ pub(crate) fn coop_tile(m: usize, n: usize) -> Result<u8> {
 }
 
 /// Whether the workgroup-scope kernel (`Kind::Coopmat2`) runs `m x n` (`bf16`: of bf16) on a
-/// device that has it: from [`MIN_FULL_TILES`] tiles of 128 x 128 (below that the KHR kernel's
-/// 64 x 64 tiles give a small f16 C more workgroups). bf16 has no KHR kernel, so below that it
-/// runs on the shader cores; whether the workgroup kernel would beat them there has not been
-/// measured, and the same count applies. `SPARKLE_VK_COOPMAT2=all` runs it at every size (the
-/// tests use it to cover its edge tiles); `SPARKLE_VK_COOPMAT_TILE` (forcing a KHR tile) keeps
-/// f16 off it.
+/// device that has it. f16: from [`MIN_FULL_TILES`] tiles of 128 x 128 (below that the KHR
+/// kernel's 64 x 64 tiles give a small C more workgroups). bf16, which has no KHR kernel: at
+/// every size, measured on an H100 (driver 580) against the shader cores, TFLOPS (`sparkle bench
+/// gemm --device vulkan --dtypes bf16`, plain and with `SPARKLE_VK_COOPMAT2=all`): 256^3 1.34
+/// -> 1.25, 512^3 7.3 -> 11.5, 1024^3 21.4 -> 63.9, 1536^3 23.8 -> 96.3, 64 x 4096 x 4096 8.3
+/// -> 16.3, 4096 x 64 x 4096 7.8 -> 17.2, 16 x 1024 x 1024 0.54 -> 0.84, 1024 x 1024 x 8192 23.9
+/// -> 119.8. `SPARKLE_VK_COOPMAT2=all` runs it at every size for f16 too (the tests use it to
+/// cover its edge tiles); `SPARKLE_VK_COOPMAT_TILE` (forcing a KHR tile) keeps f16 off it.
 pub(crate) fn takes_coop2(m: usize, n: usize, bf16: bool) -> bool {
-    if std::env::var_os("SPARKLE_VK_COOPMAT2").is_some_and(|v| v == "all") {
+    if bf16 || std::env::var_os("SPARKLE_VK_COOPMAT2").is_some_and(|v| v == "all") {
         return true;
     }
-    if !bf16 && std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_some() {
+    if std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_some() {
         return false;
     }
     m.div_ceil(128).saturating_mul(n.div_ceil(128)) >= MIN_FULL_TILES
@@ -322,12 +326,12 @@ impl Context {
 
     /// Where `H` GEMMs and conv2d run on this device: "cooperative matrices", "shader cores", or
     /// for bf16 with [`Context::has_cooperative_matrix2_bf16`] "workgroup cooperative matrices
-    /// for large GEMMs, shader cores for the rest" ([`Context::gemm_half_path`] names a shape's).
+    /// for GEMMs, shader cores for conv2d" ([`Context::gemm_half_path`] names a shape's).
     pub fn half_path<H: Half>(&self) -> &'static str {
         if self.coopmat_f16 && H::DTYPE == DType::F16 {
             "cooperative matrices"
         } else if self.coopmat2_bf16 && H::DTYPE == DType::Bf16 {
-            "workgroup cooperative matrices for large GEMMs, shader cores for the rest"
+            "workgroup cooperative matrices for GEMMs, shader cores for conv2d"
         } else {
             "shader cores"
         }

@@ -68,7 +68,7 @@ pub fn run() -> Result<ExitCode, Failure> {
                         "shader cores (no usable cooperative matrices)"
                     },
                     if d.cooperative_matrix2_bf16 {
-                        "workgroup cooperative matrices (VK_KHR_shader_bfloat16) for large GEMMs, shader cores for the rest"
+                        "workgroup cooperative matrices (VK_KHR_shader_bfloat16) for GEMMs, shader cores for conv2d"
                     } else {
                         "shader cores"
                     }
