@@ -602,10 +602,12 @@ mod tests {
         // Fewer tiles: the KHR kernel's 64 x 64 tiles; no extension: the KHR kernel throughout.
         assert_eq!(half_plan(1024, 1024, 100, true, true, false).unwrap().kind, Kind::CoopmatF16 { tile: 2 });
         assert_eq!(half_plan(4096, 4096, 100, true, false, false).unwrap().kind, Kind::CoopmatF16 { tile: 1 });
-        // bf16 runs on the workgroup kernel's bf16 module where the device has it (there is
-        // no KHR bf16 kernel: below its size, and without it, on the shader cores).
+        // bf16 runs on the workgroup kernel's bf16 module at every size where the device has it
+        // (there is no KHR bf16 kernel: without it, on the shader cores).
         assert_eq!(half_plan(4096, 4096, 100, false, true, true).unwrap().kind, Kind::Coopmat2 { bf16: true });
-        assert_eq!(half_plan(1024, 1024, 100, false, true, true).unwrap().kind, Kind::HalfGemm { bf16: true });
+        assert_eq!(half_plan(1024, 1024, 100, false, true, true).unwrap().kind, Kind::Coopmat2 { bf16: true });
+        let p = half_plan(1, 1, 1, false, true, true).unwrap();
+        assert_eq!((p.kind, p.groups), (Kind::Coopmat2 { bf16: true }, [1, 1, 1]));
         assert_eq!(half_plan(4096, 4096, 100, false, false, true).unwrap().kind, Kind::HalfGemm { bf16: true });
     }
 
