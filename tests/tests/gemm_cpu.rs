@@ -177,14 +177,16 @@ fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {
     }
 }
 
-/// One to eight rows, the streamed path (`gemm/small.rs`, on the kernel sets that have it, up to
-/// three rows with B row-major and eight transposed; the blocked driver beyond and on the others):
+/// One to eight rows and a few more, the streamed path (`gemm/small.rs`, on the kernel sets that
+/// have it, up to three rows with B row-major and 24 transposed; the blocked driver beyond and on
+/// the others):
 /// B row-major (A either way) and B transposed (A row-major or not), C row-major and column-major
 /// (computed transposed), widths around the vector and a block of C's columns, reductions around
 /// the four-row pass and the vector, alpha, beta, bias and activation.
 fn few_rows(kern: &'static Kernel, threads: usize) {
     let g = gemm_with_threads(kern, threads);
-    for m in 1..=8 {
+    // 9-24 rows transposed: passes of up to eight rows over blocks of B^T's rows.
+    for m in (1..=8).chain([9, 13, 24]) {
         for (n, k) in [(1, 1), (15, 3), (16, 4), (17, 5), (33, 16), (1030, 9), (2100, 37), (40, 1023)] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 for (i, act) in [Activation::None, Activation::Relu].into_iter().enumerate() {

@@ -7,17 +7,20 @@ use crate::epilogue::Epilogue;
 
 /// The most rows of C the streamed path (`gemm/small.rs`) takes with B row-major, and with B
 /// transposed. Measured on one Zen 4 core against the blocked driver, GFLOPS at 1024 x 1024 /
-/// 4096 x 1024 / 4096 x 4096 (streamed -> blocked):
-/// - Row-major B: streaming wins at 2-3 rows (2 rows 32-65 / 47 / 20-21 -> 28 / 26 / 15); from
-///   four rows the blocked driver, which reads B in place from one row tile up, is faster
-///   (AVX-512 4 rows 45-50 / 36-44 / 26-28 -> 59 / 46 / 27-28, 6 rows 19-23 / 31-40 / 25-27 ->
+/// 4096 x 1024 / 4096 x 4096:
+/// - Row-major B (streamed -> blocked): streaming wins at 2-3 rows (2 rows 32-65 / 47 / 20-21 ->
+///   28 / 26 / 15); from four rows the blocked driver, which reads B in place from one row tile
+///   up, is faster (AVX-512 4 rows 45-50 / 36-44 / 26-28 -> 59 / 46 / 27-28, 6 rows 19-23 / 31-40 / 25-27 ->
 ///   81 / 55-57 / 33; AVX2 4 rows 41-45 / 42 -> 49-51 / 27, 6 rows 26 at 1024 x 1024 -> 73-76).
-/// - Transposed: 8 rows stream at 70 / 70 (MKL 47 / 43 beside them). Nine to sixteen rows, the columns then one or two at a
-///   time ([`dots_columns`]), ran 0.5-1.2x the blocked driver: the compiler no longer keeps
-///   every sum in a register.
+/// - Transposed: 8 rows stream at 70 / 70 (MKL 47 / 43 beside them). More rows run in passes
+///   of up to eight over blocks of B^T kept in L2 ([`dots_passes`]; one pass of nine to sixteen
+///   rows, its columns one or two at a time, ran 0.5-1.2x the blocked driver: the compiler no
+///   longer keeps every sum in a register). Blocked -> passes: 9 rows 34 -> 90,
+///   12 rows 46 -> 80, 16 rows 53 -> 65 / 51 -> 75, 24 rows 65 / 62 -> 75; at 32-64 rows the
+///   blocked driver is faster (32 x 4096 x 1024 70 against 61, 64 x 1024 x 1024 89 against 66).
 pub(crate) const ROWS_MAX_M: usize = 3;
 /// See [`ROWS_MAX_M`].
-pub(crate) const DOTS_MAX_M: usize = 8;
+pub(crate) const DOTS_MAX_M: usize = 24;
 
 /// Rows of B a pass of the row-major form reads together.
 const ROWS: usize = 4;
@@ -67,14 +70,66 @@ pub(crate) unsafe fn small_body<S: Simd>(p: &SmallArgs<'_>) {
             (true, 1) => rows_form::<S, 1>(p),
             (true, 2) => rows_form::<S, 2>(p),
             (true, _) => rows_form::<S, 3>(p),
-            (false, 1) => dots_form::<S, 1, { dots_columns(1) }>(p),
-            (false, 2) => dots_form::<S, 2, { dots_columns(2) }>(p),
-            (false, 3) => dots_form::<S, 3, { dots_columns(3) }>(p),
-            (false, 4) => dots_form::<S, 4, { dots_columns(4) }>(p),
-            (false, 5) => dots_form::<S, 5, { dots_columns(5) }>(p),
-            (false, 6) => dots_form::<S, 6, { dots_columns(6) }>(p),
-            (false, 7) => dots_form::<S, 7, { dots_columns(7) }>(p),
-            (false, _) => dots_form::<S, 8, { dots_columns(8) }>(p),
+            (false, m) if m <= DOTS_PASS => dots_pass::<S>(p, 0),
+            (false, _) => dots_passes::<S>(p),
+        }
+    }
+}
+
+/// The most rows one pass of the transposed form computes ([`dots_columns`]).
+const DOTS_PASS: usize = 8;
+
+/// Floats of B^T (its rows, C's columns) a block of [`dots_passes`] keeps in L2 for every pass
+/// over it: 256 KiB, a quarter of a Zen 4's L2.
+const DOTS_BLOCK: usize = 1 << 16;
+
+/// Transposed, more than [`DOTS_PASS`] rows: blocks of B^T's rows ([`DOTS_BLOCK`] floats) each
+/// read from memory once and again from L2 by passes of up to eight of C's rows, the rows split
+/// evenly.
+///
+/// # Safety
+/// As [`small_body`], `rs_b == 1`, `cs_a == 1`.
+#[inline(always)]
+unsafe fn dots_passes<S: Simd>(p: &SmallArgs<'_>) {
+    let (first, end) = p.cols;
+    let block = (DOTS_BLOCK / p.k.max(1)).max(DOTS_PASS) & !(DOTS_PASS - 1);
+    let passes = p.m.div_ceil(DOTS_PASS);
+    // SAFETY: each pass's rows and columns lie inside the caller's (its contract).
+    unsafe {
+        for j0 in (first..end).step_by(block) {
+            for g in 0..passes {
+                let (i0, i1) = (p.m * g / passes, p.m * (g + 1) / passes);
+                let pass = SmallArgs {
+                    m: i1 - i0,
+                    a: p.a.wrapping_add(i0 * p.rs_a),
+                    c: p.c.add(i0 * p.rs_c),
+                    cols: (j0, end.min(j0 + block)),
+                    ..*p
+                };
+                dots_pass::<S>(&pass, i0);
+            }
+        }
+    }
+}
+
+/// One pass of the transposed form over `p.m <= DOTS_PASS` rows, the first of them C's row `row0`
+/// (for the bias).
+///
+/// # Safety
+/// As [`small_body`], `rs_b == 1`, `cs_a == 1`.
+#[inline(always)]
+unsafe fn dots_pass<S: Simd>(p: &SmallArgs<'_>, row0: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match p.m {
+            1 => dots_form::<S, 1, { dots_columns(1) }>(p, row0),
+            2 => dots_form::<S, 2, { dots_columns(2) }>(p, row0),
+            3 => dots_form::<S, 3, { dots_columns(3) }>(p, row0),
+            4 => dots_form::<S, 4, { dots_columns(4) }>(p, row0),
+            5 => dots_form::<S, 5, { dots_columns(5) }>(p, row0),
+            6 => dots_form::<S, 6, { dots_columns(6) }>(p, row0),
+            7 => dots_form::<S, 7, { dots_columns(7) }>(p, row0),
+            _ => dots_form::<S, 8, { dots_columns(8) }>(p, row0),
         }
     }
 }
@@ -163,7 +218,7 @@ const fn dots_columns(m: usize) -> usize {
 /// # Safety
 /// As [`small_body`], `m == M`, `rs_b == 1`, `cs_a == 1`.
 #[inline(always)]
-unsafe fn dots_form<S: Simd, const M: usize, const D: usize>(p: &SmallArgs<'_>) {
+unsafe fn dots_form<S: Simd, const M: usize, const D: usize>(p: &SmallArgs<'_>, row0: usize) {
     let lanes = S::LANES;
     let (first, end) = p.cols;
     // SAFETY: (whole body) A's rows (i < M) and B^T's rows (j in first..end) hold k contiguous
@@ -207,7 +262,7 @@ unsafe fn dots_form<S: Simd, const M: usize, const D: usize>(p: &SmallArgs<'_>) 
                     if p.beta != 0.0 {
                         y += p.beta * *cp;
                     }
-                    *cp = p.epi.apply(i, j, y);
+                    *cp = p.epi.apply(row0 + i, j, y);
                 }
             }
         }

@@ -110,10 +110,12 @@ mod tests {
     #[test]
     fn driver_matches_oracle_on_edges_and_strides() {
         let mut scratch = [0.0f32; 8192];
-        // Up to six rows run the streamed path (`small.rs`): B row-major (4 x 13 x 6), B
-        // transposed with A row-major (3 x 19 x 6); with A column-major too (2 x 17 x 5) the
-        // blocked driver, B packed by the transpose.
+        // The streamed path (`small.rs`): B row-major up to three rows (1 x 1 x 0), B
+        // transposed with A row-major up to 24 (3 x 19 x 6; 11 x 9 x 7 in passes of up to eight
+        // rows); with A column-major too (2 x 17 x 5) the blocked driver, B packed by the
+        // transpose, and B row-major from four rows (4 x 13 x 6) read in place.
         for (m, n, k, ta, tb) in [
+            (11, 9, 7, false, true),
             (5, 7, 3, false, false),
             (9, 6, 11, true, false),
             (1, 1, 0, false, false),
@@ -151,14 +153,22 @@ mod tests {
     }
 
     /// `k == 0` through strided views of empty slices (no element, and offsets from nowhere): C
-    /// is `act(beta * C + bias)`, on the streamed path's two forms (3 rows) and the blocked
-    /// driver's packing (13 rows, a ragged row panel on every kernel).
+    /// is `act(beta * C + bias)`, on the streamed path's two forms (3 rows; 13 rows transposed
+    /// in passes) and the blocked driver's packing (13 rows, a ragged row panel on every kernel:
+    /// B row-major, and B transposed with A column-major).
     #[test]
     fn empty_reductions_through_strided_views() {
         let mut scratch = [0.0f32; 4096];
         let bias = [0.25f32, -0.5, 0.75, -1.0, 0.5, 0.125, -0.25, 1.0, 2.0, -2.0, 0.0, 0.5, -0.75];
-        for (m, n, tb) in [(3, 5, false), (3, 5, true), (13, 6, false), (13, 6, true)] {
-            let av = MatRef::new(&[], m, 0, 5, 1).unwrap();
+        for (m, n, tb, ta) in [
+            (3, 5, false, false),
+            (3, 5, true, false),
+            (13, 6, false, false),
+            (13, 6, true, false),
+            (13, 6, true, true),
+        ] {
+            let av = if ta { MatRef::new(&[], m, 0, 1, 5) } else { MatRef::new(&[], m, 0, 5, 1) };
+            let av = av.unwrap();
             let bv = if tb { MatRef::new(&[], 0, n, 1, 2) } else { MatRef::new(&[], 0, n, 7, 1) };
             let bv = bv.unwrap();
             let epi = Epilogue { bias: Bias::Row(&bias[..m]), activation: Activation::Relu };
@@ -167,7 +177,7 @@ mod tests {
             let c = MatMut::row_major(&mut got[..m * n], m, n).unwrap();
             gemm(1.0, av, bv, 0.5, c, &epi, &mut scratch[..len]).unwrap();
             for (x, g) in got[..m * n].iter().enumerate() {
-                assert_eq!(*g, (0.5 + bias[x / n]).max(0.0), "{m}x{n}, B transposed {tb}, element {x}");
+                assert_eq!(*g, (0.5 + bias[x / n]).max(0.0), "{m}x{n}, B transposed {tb}, A {ta}, element {x}");
             }
         }
     }
