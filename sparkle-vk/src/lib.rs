@@ -11,7 +11,7 @@
 //! - [`Context::gemm_half`] and [`Context::conv2d_half`]: f16 or bf16 inputs, f32 sums and output,
 //!   on cooperative matrices (tensor cores, `VK_KHR_cooperative_matrix`) for f16 where the device
 //!   offers them ([`DeviceInfo::cooperative_matrix_f16`]; large GEMMs on NVIDIA's workgroup-scope
-//!   ones, [`DeviceInfo::cooperative_matrix2_f16`], and large bf16 GEMMs too where the device
+//!   ones, [`DeviceInfo::cooperative_matrix2_f16`], and bf16 GEMMs of every size where the device
 //!   has `VK_KHR_shader_bfloat16`, [`DeviceInfo::cooperative_matrix2_bf16`]), else on the shader
 //!   cores (`half`).
 //! - [`Context::qgemm`] and [`Context::qconv2d`]: int8 GEMM and conv2d (`u8`/`i8` with zero

@@ -151,9 +151,10 @@ fn edge_sizes(kern: &'static Kernel, threads: usize) {
     // slices (the driver's `STREAM_KC`): a full tile and one a row short (the streamed path of
     // `gemm/small.rs` takes up to three rows), ragged columns, beta and bias.
     let k = 41;
-    for m in [kern.mr() - 1, kern.mr()] {
+    for (i, m) in [kern.mr() - 1, kern.mr()].into_iter().enumerate() {
         let case = Case::new(m, (1 << 22) / k + 3 * kern.nr() + 5, k);
-        check(&g, Case { beta: 0.5, bias: 2, ..case });
+        let act = if i == 0 { Activation::None } else { Activation::Relu };
+        check(&g, Case { beta: 0.5, bias: 2 - i as u8, act, ..case });
     }
 }
 

@@ -196,7 +196,7 @@ pub(crate) fn shared_scratch_len(
 const B_IN_PLACE_MAX: usize = 1 << 15;
 
 /// The rows of C (at most this) for which a row-major B of any size is read in place: a packed
-/// B would be read by few row tiles (AVX-512's 12-row tiles: one to five), and reading it in
+/// B would be read by few row tiles (AVX-512's 12-row tiles: one to six), and reading it in
 /// place, each row prefetched ahead by the kernel, is faster. The whole problem's rows, not a
 /// worker's: a tall C split into strips on many threads keeps its packed B (not measured on
 /// many threads). Measured on one Zen 4 core with the AVX-512 kernel, GFLOPS packed -> in
@@ -837,12 +837,13 @@ unsafe fn gemm_rect(
     let b_direct = packed_b.is_none() && p.kernel.gemm.b_in_place;
     // A C of few rows reads a row-major B of any size in place (`B_IN_PLACE_ROWS`).
     let few_rows = p.a.rows() <= B_IN_PLACE_ROWS;
-    // One row tile over a B in place that the caches cannot hold: a few rows of B at a time,
-    // across every column panel (`STREAM_KC`).
+    // One row tile over a row-major matrix B in place that the caches cannot hold: a few rows
+    // of B at a time, across every column panel (`STREAM_KC`). Not the direct conv's image (its
+    // slices are whole taps; not measured).
     let streamed = b_direct
         && p.a.rows() <= mr
         && k.saturating_mul(p.b.cols()) >= STREAM_B_MIN
-        && p.b.b_in_place(0..k, few_rows).is_some();
+        && p.b.b_in_place(0..k, few_rows).is_some_and(|v| v.taps.is_null());
     let kc = if streamed { STREAM_KC.min(p.kc) } else { p.kc };
     let k_blocks = k.div_ceil(kc).max(1);
     for jc in cols.clone().step_by(p.nc) {

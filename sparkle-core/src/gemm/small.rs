@@ -1,5 +1,5 @@
 //! GEMMs of a few rows (up to [`ROWS_MAX_M`] or [`DOTS_MAX_M`]: a GEMV, a linear layer at batch
-//! 1-8), streamed; from four rows with B row-major the blocked driver reads B in place.
+//! 1-24), streamed; from four rows with B row-major the blocked driver reads B in place.
 //!
 //! The blocked driver runs them on its register tiles (AVX-512's 12 rows: one valid of twelve at `m = 1`)
 //! over a packed B, or a B read 128 bytes a row, every row a page of its own: memory-bound at
