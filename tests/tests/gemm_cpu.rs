@@ -149,7 +149,7 @@ fn edge_sizes(kern: &'static Kernel, threads: usize) {
     }
     // One row tile over a B in place of at least 2^22 floats streams it in short reduction
     // slices (the driver's `STREAM_KC`): a full tile and one a row short (the streamed path of
-    // `gemm/small.rs` takes up to three rows), ragged columns, beta and bias.
+    // `gemm/small.rs` takes up to three rows), ragged columns, beta, column and row bias, ReLU.
     let k = 41;
     for (i, m) in [kern.mr() - 1, kern.mr()].into_iter().enumerate() {
         let case = Case::new(m, (1 << 22) / k + 3 * kern.nr() + 5, k);

@@ -10,8 +10,9 @@ use crate::epilogue::Epilogue;
 /// 4096 x 1024 / 4096 x 4096:
 /// - Row-major B (streamed -> blocked): streaming wins at 2-3 rows (2 rows 32-65 / 47 / 20-21 ->
 ///   28 / 26 / 15); from four rows the blocked driver, which reads B in place from one row tile
-///   up, is faster (AVX-512 4 rows 45-50 / 36-44 / 26-28 -> 59 / 46 / 27-28, 6 rows 19-23 / 31-40 / 25-27 ->
-///   81 / 55-57 / 33; AVX2 4 rows 41-45 / 42 -> 49-51 / 27, 6 rows 26 at 1024 x 1024 -> 73-76).
+///   up, is faster (AVX-512 4 rows 45-50 / 36-44 / 26-28 -> 59 / 46 / 27-28, 6 rows 19-23 /
+///   31-40 / 25-27 -> 81 / 55-57 / 33; AVX2 4 rows 41-45 / 42 -> 49-51 / 27, 6 rows 26 at
+///   1024 x 1024 -> 73-76).
 /// - Transposed: 8 rows stream at 70 / 70 (MKL 47 / 43 beside them). More rows run in passes
 ///   of up to eight over blocks of B^T kept in L2 ([`dots_passes`]; one pass of nine to sixteen
 ///   rows, its columns one or two at a time, ran 0.5-1.2x the blocked driver: the compiler no
@@ -231,6 +232,9 @@ unsafe fn dots_form<S: Simd, const M: usize, const D: usize>(p: &SmallArgs<'_>, 
             let bt: [*const f32; D] = core::array::from_fn(|d| p.b.wrapping_add((j0 + d.min(cols - 1)) * p.cs_b));
             let mut acc = [[S::zero(); D]; M];
             let mut q = 0;
+            // Whole vectors, then one partial: two copies of the step on purpose (one inlined
+            // helper for both, taking the sums by reference, ran 8 rows x 1024 x 1024 with B^T
+            // at 39-41 GFLOPS against 66 in alternating runs on one Zen 4 core).
             while q + lanes <= p.k {
                 let bv: [S::V; D] = core::array::from_fn(|d| S::load(bt[d].add(q)));
                 for (i, acc) in acc.iter_mut().enumerate() {
