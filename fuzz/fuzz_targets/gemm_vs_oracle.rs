@@ -91,7 +91,7 @@ fuzz_target!(|x: Input| {
         let kernel = kernels[usize::from(x.kernel) % kernels.len()];
         let mut cpu = Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kernel).threads(if x.threads { 2 } else { 1 }) };
         if x.small_blocks {
-            cpu.blocking = Blocking { mc: 2 * kernel.mr(), kc: 8, nc: 2 * kernel.nr() };
+            cpu.blocking = Blocking::new(2 * kernel.mr(), 8, 2 * kernel.nr());
         }
         let mut c = c0.clone();
         cpu.gemm(alpha, av, bv, beta, MatMut::new(&mut c, m, n, c_rs, c_cs).unwrap(), &epi).unwrap();

@@ -30,7 +30,7 @@
 //! `sparkle bench` and the peer comparisons), and the `sparkle` command-line tool.
 #![deny(missing_docs)]
 // Unsafe in two places only, each opting in: the executor's promise to the core
-// (cpu/backend.rs) and a fallible calloc (budget.rs).
+// (cpu/workers.rs) and a fallible calloc (budget.rs).
 #![deny(unsafe_code)]
 
 pub use sparkle_core as core;

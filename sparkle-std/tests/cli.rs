@@ -32,9 +32,17 @@ fn devices() -> Vec<&'static str> {
 fn devices_says_the_blocking_and_why() {
     let out = String::from_utf8_lossy(&sparkle(&["devices"]).stdout).into_owned();
     assert!(out.contains("blocking: mc ") && out.contains("from the caches"), "{out}");
+    // The few-row slices: measured (every candidate's figures) or the rule, on 1 thread and more.
+    assert!(out.contains("few-row GEMMs (<= 64 rows, B in place) on 1 thread(s): kc "), "{out}");
+    let measured = out.matches("kc 32 ").count() == 2 && out.contains("measured, GFLOPS");
+    assert!(measured || out.contains("not measured"), "{out}");
     let forced = sparkle_within(&["devices"], &[("SPARKLE_BLOCKING", "96,256,1024")], 600);
     let out = String::from_utf8_lossy(&forced.stdout).into_owned();
     assert!(out.contains("blocking: mc 96, kc 256, nc 1024, from SPARKLE_BLOCKING"), "{out}");
+    assert!(out.contains("kc 256 on 1 thread, 256 on more, from SPARKLE_BLOCKING"), "{out}");
+    let forced = sparkle_within(&["devices"], &[("SPARKLE_BLOCKING", "96,256,1024,32,128")], 600);
+    let out = String::from_utf8_lossy(&forced.stdout).into_owned();
+    assert!(out.contains("kc 32 on 1 thread, 128 on more, from SPARKLE_BLOCKING"), "{out}");
 }
 
 /// The tolerance a result from `device` is held to.

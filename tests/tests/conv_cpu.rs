@@ -49,7 +49,7 @@ fn cpus(kern: &'static Kernel) -> [Cpu; 3] {
     [
         base.threads(1),
         base.threads(2),
-        Cpu { blocking: Blocking { mc: 2 * kern.mr(), kc: 16, nc: 2 * kern.nr() }, ..base.threads(2) },
+        Cpu { blocking: Blocking::new(2 * kern.mr(), 16, 2 * kern.nr()), ..base.threads(2) },
     ]
 }
 
@@ -273,7 +273,7 @@ fn many_workers(kern: &'static Kernel) {
         Conv2dParams::new(3, 16, 8, 8, 24, 1, 1).groups(4),
     ];
     let base = Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kern) };
-    let small = Blocking { mc: 2 * kern.mr(), kc: 16, nc: 2 * kern.nr() };
+    let small = Blocking::new(2 * kern.mr(), 16, 2 * kern.nr());
     for cpu in [base.threads(16), Cpu { blocking: small, ..base.threads(16) }] {
         for (i, p) in shapes.into_iter().enumerate() {
             for (layout, wl) in [(TensorLayout::Nchw, WeightLayout::Kcrs), (TensorLayout::Nhwc, WeightLayout::Krsc)] {

@@ -104,7 +104,7 @@ fn check(gemm: &Cpu, case: Case) {
 
 /// Small blocks so that every loop of the nest runs several times on small problems.
 fn small_blocking(k: &Kernel) -> Blocking {
-    Blocking { mc: 2 * k.mr(), kc: 16, nc: 2 * k.nr() }
+    Blocking::new(2 * k.mr(), 16, 2 * k.nr())
 }
 
 /// The kernel for `isa` if this CPU runs it; otherwise a loud skip (a failure when required).
@@ -204,6 +204,31 @@ fn few_rows(kern: &'static Kernel, threads: usize) {
     }
 }
 
+/// Few rows over a B in place with their own reduction slice ([`Blocking::kc_few_rows`], which
+/// sparkle-std measures per CPU), unlike `kc` and unlike each other on one worker and on two:
+/// ragged last slices, an edge panel of B (packed in the few-row slice), 4-64 rows (past the
+/// streamed forms), alpha, beta, bias and ReLU.
+fn few_rows_own_slice(kern: &'static Kernel, threads: usize) {
+    let blocking = Blocking { kc_few_rows: [8, 24], ..Blocking::new(4 * kern.mr(), 64, 4 * kern.nr()) };
+    let g = Cpu { blocking, ..gemm_with_threads(kern, threads) };
+    for m in [4, 13, 40, 64] {
+        for (n, k) in [(2 * kern.nr() + 3, 100), (kern.nr(), 7), (5 * kern.nr(), 200)] {
+            for tb in [false, true] {
+                let layout = Layout { tb, ..PLAIN };
+                let case = Case {
+                    alpha: 1.5,
+                    beta: 0.5,
+                    act: Activation::Relu,
+                    bias: (m % 3) as u8,
+                    layout,
+                    ..Case::new(m, n, k)
+                };
+                check(&g, case);
+            }
+        }
+    }
+}
+
 fn epilogues(kern: &'static Kernel, threads: usize) {
     let g = Cpu { blocking: small_blocking(kern), ..gemm_with_threads(kern, threads) };
     for act in Activation::ALL {
@@ -284,6 +309,10 @@ macro_rules! kernel_tests {
             #[test]
             fn few_rows_streamed() {
                 if let Some(k) = kernel(Isa::$isa) { few_rows(k, 1); few_rows(k, 2) }
+            }
+            #[test]
+            fn few_rows_in_their_own_slices() {
+                if let Some(k) = kernel(Isa::$isa) { few_rows_own_slice(k, 1); few_rows_own_slice(k, 2) }
             }
             #[test]
             fn bad_input_is_an_error() {

@@ -465,7 +465,7 @@ mod tests {
         use crate::Activation;
         let kernel = Kernel::best();
         // Reduction slices of 3 channels by 9 taps (NCHW) or 16 channels (NHWC).
-        let blocking = Blocking { mc: 2 * kernel.mr(), kc: 32, nc: 2 * kernel.nr() };
+        let blocking = Blocking::new(2 * kernel.mr(), 32, 2 * kernel.nr());
         for layout in [TensorLayout::Nhwc, TensorLayout::Nchw] {
             // Under Miri two images of one group: still a chunk each.
             let (n, groups) = if cfg!(miri) { (2, 1) } else { (3, 2) };

@@ -34,6 +34,13 @@ pub struct Blocking {
     pub kc: usize,
     /// Columns of C per packed B block (loop 5).
     pub nc: usize,
+    /// The reduction slice where a C of few rows (at most 64) reads a plain row-major B in place,
+    /// on one worker and on several: `[one, several]`, each clamped to `kc`. A panel then reads
+    /// `kc` rows of B, a page each, and how many pages a core's TLB and prefetchers follow
+    /// differs between CPUs by more than a cache-size rule captures (one thread of a Xeon: kc 32
+    /// 1.2-1.4x faster than 512 at 8-64 rows; a Zen 4: 512 faster), so sparkle-std measures it
+    /// per CPU. [`Blocking::new`] and [`Blocking::for_kernel`] set both to `kc`.
+    pub kc_few_rows: [usize; 2],
 }
 
 const fn round_down(x: usize, to: usize) -> usize {
@@ -46,6 +53,24 @@ const fn round_down(x: usize, to: usize) -> usize {
 }
 
 impl Blocking {
+    /// `mc x kc x nc` blocks, with `kc` for few rows too.
+    pub const fn new(mc: usize, kc: usize, nc: usize) -> Self {
+        Blocking { mc, kc, nc, kc_few_rows: [kc; 2] }
+    }
+
+    /// The reduction slice for few rows on `workers` workers (see
+    /// [`kc_few_rows`](Self::kc_few_rows)), at most `kc`.
+    pub const fn few_rows_kc(&self, workers: usize, kc: usize) -> usize {
+        let few = self.kc_few_rows[if workers > 1 { 1 } else { 0 }];
+        if few == 0 {
+            1
+        } else if few < kc {
+            few
+        } else {
+            kc
+        }
+    }
+
     /// Blocking for `kernel` on caches `caches`:
     /// - `kc`: a long reduction slice (up to 512) so C is loaded and stored rarely; the B
     ///   micro-panel (`kc x nr`) takes at most a quarter of L2. The textbook "B micro-panel in
@@ -60,6 +85,6 @@ impl Blocking {
         let mc = if mc > 16 * kernel.mr() { 16 * kernel.mr() } else { mc };
         let nc = round_down(caches.l3 / 2 / (f * kc), kernel.nr());
         let nc = if nc > 4096 { round_down(4096, kernel.nr()) } else { nc };
-        Blocking { mc, kc, nc }
+        Blocking::new(mc, kc, nc)
     }
 }

@@ -504,18 +504,21 @@ struct Problem<'a> {
     mc: usize,
     kc: usize,
     nc: usize,
+    /// The reduction slice of few rows over a plain B in place ([`Blocking::kc_few_rows`]).
+    kc_few: usize,
 }
 
 impl<'a> Problem<'a> {
     /// The operands and C, the epilogue `(alpha, beta, bias, activation)`, the kernel and the
-    /// effective blocking `(mc, kc, nc)`.
+    /// effective blocking `(mc, kc, nc)` with `kc_few` (at most `kc`).
     fn new(
         (a, b, c): (&'a dyn Operand, &'a dyn Operand, OutPtr),
         (alpha, beta, bias, act): (f32, f32, Bias<'a>, Activation),
         kernel: &'a Kernel,
-        (mc, kc, nc): (usize, usize, usize),
+        (mc, kc, nc, kc_few): (usize, usize, usize, usize),
     ) -> Self {
-        Problem { a, b, c: Shared(c.ptr), rs_c: c.rs, cs_c: c.cs, alpha, beta, bias, act, kernel, mc, kc, nc }
+        let (rs_c, cs_c) = (c.rs, c.cs);
+        Problem { a, b, c: Shared(c.ptr), rs_c, cs_c, alpha, beta, bias, act, kernel, mc, kc, nc, kc_few }
     }
 }
 
@@ -644,8 +647,9 @@ pub(crate) unsafe fn gemm_operands(
     let d = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
     // Cannot fail: gemm_scratch_len computed the same quantities with checked arithmetic.
     let Ok((mc, kc, nc)) = effective(kernel, blocking, &d) else { return };
-    let prob = Problem::new((a, b, c), (alpha, beta, epi.bias, epi.activation), kernel, (mc, kc, nc));
     let workers = exec.workers().max(1);
+    let kc_few = blocking.few_rows_kc(workers, kc);
+    let prob = Problem::new((a, b, c), (alpha, beta, epi.bias, epi.activation), kernel, (mc, kc, nc, kc_few));
     let per_worker = kc * nc + mc * kc;
     let (mr, nr) = (kernel.gemm.mr, kernel.gemm.nr);
     let panels = (d.m.div_ceil(mr), d.n.div_ceil(nr));
@@ -758,6 +762,7 @@ pub(crate) unsafe fn gemm_batch(batch: &dyn Batch, alpha: f32, beta: f32, act: A
         return;
     };
     let items = jobs * per_job;
+    let kc_few = ws.blocking.few_rows_kc(workers, kc);
     let per_worker = kc * nc + mc * kc;
     let scratch = Shared(ws.scratch.as_mut_ptr());
     exec.run(&|w| {
@@ -770,7 +775,7 @@ pub(crate) unsafe fn gemm_batch(batch: &dyn Batch, alpha: f32, beta: f32, act: A
                 continue;
             }
             batch.with_job(item / per_job, &mut |a, b, c, bias| {
-                let prob = Problem::new((a, b, c), (alpha, beta, bias, act), kernel, (mc, kc, nc));
+                let prob = Problem::new((a, b, c), (alpha, beta, bias, act), kernel, (mc, kc, nc, kc_few));
                 // SAFETY: worker w owns scratch slice w; each (job, rectangle) item is one
                 // worker's, and jobs' outputs are disjoint; the caller's contract covers the rest.
                 unsafe { gemm_rect(&prob, rows.clone(), cols.clone(), scratch.ptr().add(w * per_worker), None) };
@@ -840,11 +845,16 @@ unsafe fn gemm_rect(
     // One row tile over a row-major matrix B in place that the caches cannot hold: a few rows
     // of B at a time, across every column panel (`STREAM_KC`). Not the direct conv's image (its
     // slices are whole taps; not measured).
-    let streamed = b_direct
-        && p.a.rows() <= mr
-        && k.saturating_mul(p.b.cols()) >= STREAM_B_MIN
-        && p.b.b_in_place(0..k, few_rows).is_some_and(|v| v.taps.is_null());
-    let kc = if streamed { STREAM_KC.min(p.kc) } else { p.kc };
+    let plain_in_place = b_direct && few_rows && p.b.b_in_place(0..k, few_rows).is_some_and(|v| v.taps.is_null());
+    let streamed = plain_in_place && p.a.rows() <= mr && k.saturating_mul(p.b.cols()) >= STREAM_B_MIN;
+    // Few rows over a plain B in place: the measured slice (`Blocking::kc_few_rows`).
+    let kc = if streamed {
+        STREAM_KC.min(p.kc)
+    } else if plain_in_place {
+        p.kc_few
+    } else {
+        p.kc
+    };
     let k_blocks = k.div_ceil(kc).max(1);
     for jc in cols.clone().step_by(p.nc) {
         let nc_eff = p.nc.min(cols.end - jc);

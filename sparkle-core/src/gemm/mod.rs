@@ -152,6 +152,52 @@ mod tests {
         }
     }
 
+    /// Few rows over a B read in place take `Blocking::kc_few_rows` (one worker's and two
+    /// workers' slices, unlike `kc` and each other; ragged last slices, a packed edge panel).
+    #[test]
+    #[allow(unsafe_code)]
+    fn few_rows_take_their_own_reduction_slice() {
+        struct Two;
+        // SAFETY: two workers, each index once, on this thread.
+        unsafe impl driver::Executor for Two {
+            fn workers(&self) -> usize {
+                2
+            }
+            fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+                f(0);
+                f(1);
+            }
+        }
+        let kernel = crate::arch::Kernel::best();
+        let blocking = blocking::Blocking { kc_few_rows: [3, 5], ..blocking::Blocking::new(8, 8, 64) };
+        let (m, n, k) = (5, kernel.nr() + 3, 11);
+        let (mut a, mut b) = ([0.0f32; 55], [0.0f32; 11 * 35]);
+        fill(&mut a, 4);
+        fill(&mut b, 5);
+        let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&b[..k * n], k, n).unwrap());
+        let mut want = [0.0f32; 5 * 35];
+        reference::gemm_reference(
+            1.0,
+            av,
+            bv,
+            0.0,
+            MatMut::row_major(&mut want[..m * n], m, n).unwrap(),
+            &Epilogue::NONE,
+        )
+        .unwrap();
+        let mut scratch = [0.0f32; 4096];
+        for exec in [&driver::Sequential as &(dyn driver::Executor + Sync), &Two] {
+            let len = driver::gemm_scratch_len(kernel, &blocking, m, n, k, exec.workers()).unwrap();
+            let mut got = [f32::NAN; 5 * 35];
+            let c = MatMut::row_major(&mut got[..m * n], m, n).unwrap();
+            let ws = driver::Workspace { kernel, blocking: &blocking, exec, scratch: &mut scratch[..len] };
+            driver::gemm_with(1.0, av, bv, 0.0, c, &Epilogue::NONE, ws).unwrap();
+            for (g, w) in got[..m * n].iter().zip(&want[..m * n]) {
+                assert!(error(*g, f64::from(*w)) <= tolerance(k), "{g} vs {w}");
+            }
+        }
+    }
+
     /// `k == 0` through strided views of empty slices (no element, and offsets from nowhere): C
     /// is `act(beta * C + bias)`, on the streamed path's two forms (3 rows; 13 rows transposed
     /// in passes) and the blocked driver's packing (13 rows, a ragged row panel on every kernel:
@@ -217,7 +263,7 @@ mod tests {
             fn run(&self, _: &(dyn Fn(usize) + Sync)) {}
         }
         let kernel = crate::arch::Kernel::generic();
-        let blocking = blocking::Blocking { mc: 8, kc: 8, nc: 8 };
+        let blocking = blocking::Blocking::new(8, 8, 8);
         let (m, n, k) = (9, 10, 11);
         let mut a = [0.0f32; 99];
         let mut b = [0.0f32; 110];

@@ -9,7 +9,7 @@ use sparkle_core::conv::fused::{conv2d_min_scratch_len, conv2d_scratch_len, conv
 use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::f16::{check_half, f16, Half, HalfMats};
 use sparkle_core::gemm::blocking::Blocking;
-use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Executor, Workspace};
+use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Workspace};
 use sparkle_core::quant::conv::{
     qconv2d_packed_scratch_len, qconv2d_packed_staged_scratch_len, qconv2d_scratch_len, qconv2d_staged_scratch_len,
     qconv2d_with, QConv,
@@ -24,35 +24,8 @@ use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef, Param};
 
 use super::caches::cache_sizes;
 use super::isa::{bgemm_kernel, gemm_kernel, qgemm_kernel, IsaError};
+use super::workers::Workers;
 use crate::budget::{MemoryBudget, OverBudget, ZeroBits};
-
-/// Runs `n` workers: on the calling thread alone for one (a rayon scope would hand the job to
-/// the pool and block), else on the rayon pool with worker 0 on the calling thread.
-#[derive(Debug)]
-struct Workers(usize);
-
-// SAFETY: one call per index 0..self.0 (index 0 on this thread), and `rayon::scope` returns only
-// after every spawned call has finished. (One of the crate's two `unsafe`s, see lib.rs: the
-// core's contract for executors, which the safe drivers rely on.)
-#[allow(unsafe_code)]
-unsafe impl Executor for Workers {
-    fn workers(&self) -> usize {
-        self.0
-    }
-    fn run(&self, f: &(dyn Fn(usize) + Sync)) {
-        match self.0 {
-            0 => return,
-            1 => return f(0),
-            _ => {}
-        }
-        rayon::scope(|s| {
-            for w in 1..self.0 {
-                s.spawn(move |_| f(w));
-            }
-            f(0);
-        });
-    }
-}
 
 thread_local! {
     /// Packing scratch reused across calls on this thread: allocating (and faulting in) a fresh
@@ -95,14 +68,28 @@ pub const PARALLEL_MIN_FMAS: f64 = 1.0e6;
 /// host's Xeon), so its 0.2-0.9 M multiply-add layers take 0.1-0.4 ms and gain from threads.
 pub const DEPTHWISE_FMA_COST: f64 = 16.0;
 
-/// `SPARKLE_BLOCKING=mc,kc,nc` overrides the cache-derived blocking (for tuning experiments).
-fn blocking_override() -> Option<Blocking> {
+/// `SPARKLE_BLOCKING=mc,kc,nc[,few1,fewN]` overrides the blocking (for tuning experiments): the
+/// few-row slices on one thread and on several ([`Blocking::kc_few_rows`]) default to `kc`.
+pub fn blocking_override() -> Option<Blocking> {
     let v = std::env::var("SPARKLE_BLOCKING").ok()?;
     let n: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    if n.contains(&0) {
+        return None;
+    }
     match n[..] {
-        [mc, kc, nc] if mc > 0 && kc > 0 && nc > 0 => Some(Blocking { mc, kc, nc }),
+        [mc, kc, nc] => Some(Blocking::new(mc, kc, nc)),
+        [mc, kc, nc, one, several] => Some(Blocking { kc_few_rows: [one, several], ..Blocking::new(mc, kc, nc) }),
         _ => None,
     }
+}
+
+/// `kernel`'s blocking on this CPU: `SPARKLE_BLOCKING` if set, else the caches' rule with the
+/// slices [`super::tune`] measured (once per CPU, kernel and thread count, then read back).
+pub fn blocking_for(kernel: &'static Kernel) -> Blocking {
+    blocking_override().unwrap_or_else(|| {
+        let rule = Blocking::for_kernel(kernel, cache_sizes());
+        super::tune::tuning(kernel, &rule).apply(rule)
+    })
 }
 
 /// A configured CPU backend: which kernel set, which blocking, how many threads.
@@ -144,8 +131,8 @@ pub enum CpuError {
 }
 
 impl Cpu {
-    /// The detected (or `SPARKLE_ISA`-forced) kernel, blocking from this CPU's caches, all
-    /// threads, the memory budget from `SPARKLE_MEMORY_BUDGET` (an invalid value is an error).
+    /// The detected (or `SPARKLE_ISA`-forced) kernel, blocking from this CPU's caches and
+    /// measurements ([`blocking_for`]), all threads, the memory budget from `SPARKLE_MEMORY_BUDGET` (an invalid value is an error).
     pub fn new() -> Result<Self, CpuError> {
         let budget = MemoryBudget::from_env().map_err(CpuError::Config)?;
         let qkernel = qgemm_kernel().map_err(CpuError::Isa)?;
@@ -154,7 +141,8 @@ impl Cpu {
     }
 
     /// A specific kernel (from [`Kernel::available`] or [`super::isa::kernel_for_isa`]: holding
-    /// one proves this CPU runs it).
+    /// one proves this CPU runs it), with its blocking on this CPU ([`blocking_for`]: the first
+    /// call for a kernel on a new CPU measures for about 0.1-0.3 s, later ones read the result).
     pub fn with_kernel(kernel: &'static Kernel) -> Self {
         Self {
             kernel,
@@ -164,7 +152,7 @@ impl Cpu {
             },
             // The measured choice (`SPARKLE_ISA` honoured); the static best if that fails.
             bkernel: super::isa::bgemm_kernel().unwrap_or_else(|_| BKernel::best()),
-            blocking: blocking_override().unwrap_or_else(|| Blocking::for_kernel(kernel, cache_sizes())),
+            blocking: blocking_for(kernel),
             threads: rayon::current_num_threads(),
             parallel_min_fmas: PARALLEL_MIN_FMAS,
             memory_budget: MemoryBudget::from_env().unwrap_or_else(|_| MemoryBudget::default_for_this_machine()),

@@ -8,6 +8,17 @@ use sparkle_std::juggler::DeviceId;
 pub fn run(max: usize, small: bool) -> Result<ExitCode, Failure> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    // The CPU's measured blocking first, afresh: the handle below (and every later process) uses it.
+    if sparkle_std::cpu::backend::blocking_override().is_none() {
+        let kernel = sparkle_std::cpu::isa::gemm_kernel()?;
+        let rule = sparkle_core::gemm::blocking::Blocking::for_kernel(kernel, sparkle_std::cpu::caches::cache_sizes());
+        let t = sparkle_std::cpu::tune::retune(kernel, &rule);
+        let [one, all] = &t.few_rows;
+        println!(
+            "calibrate: CPU few-row GEMMs take kc {} on 1 thread, {} on {} (`sparkle devices` shows the measurements)",
+            one.kc, all.kc, all.threads
+        );
+    }
     // The same handle and model every op uses: each measurement below is an op pinned on a device,
     // which the handle learns from (a device's first op of a kind is set-up, not learned).
     let sparkle = sparkle_std::Sparkle::new()?;

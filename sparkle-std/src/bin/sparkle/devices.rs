@@ -21,18 +21,40 @@ pub fn run() -> Result<ExitCode, Failure> {
     println!("  kernels this CPU runs: {}; picked: {}", kernels.join(", "), cpu.kernel.id());
     // What the GEMM and conv drivers block by, and why (issue 20 asks `devices` to say).
     let b = cpu.blocking;
-    let derived = sparkle_core::gemm::blocking::Blocking::for_kernel(cpu.kernel, caches);
+    let rule = sparkle_core::gemm::blocking::Blocking::for_kernel(cpu.kernel, caches);
+    let forced = sparkle_std::cpu::backend::blocking_override().is_some();
     println!(
         "  blocking: mc {}, kc {}, nc {}, {}",
         b.mc,
         b.kc,
         b.nc,
-        if b == derived {
-            "from the caches (B micro-panel <= L2/4, kc <= 512; A block <= L2/2; B block <= L3/2)"
-        } else {
+        if forced {
             "from SPARKLE_BLOCKING"
+        } else {
+            "from the caches (B micro-panel <= L2/4, kc <= 512; A block <= L2/2; B block <= L3/2)"
         }
     );
+    if forced {
+        println!(
+            "  few-row GEMMs (<= 64 rows, B in place): kc {} on 1 thread, {} on more, from SPARKLE_BLOCKING",
+            b.kc_few_rows[0], b.kc_few_rows[1]
+        );
+    } else {
+        let t = sparkle_std::cpu::tune::tuning(cpu.kernel, &rule);
+        for p in &t.few_rows {
+            let why = if p.points.is_empty() {
+                "not measured (this kernel does not read B in place, or runs too slowly to time)".to_string()
+            } else {
+                let each: Vec<String> = p.points.iter().map(|q| format!("kc {} {:.0}", q.kc, q.mean())).collect();
+                format!(
+                    "measured, GFLOPS (geometric mean of {} shapes): {}",
+                    sparkle_std::cpu::tune::SHAPES.len(),
+                    each.join(", ")
+                )
+            };
+            println!("  few-row GEMMs (<= 64 rows, B in place) on {} thread(s): kc {}, {why}", p.threads, p.kc);
+        }
+    }
     let qkernels: Vec<&str> = sparkle_std::cpu::isa::available_qkernels().iter().map(|k| k.id()).collect();
     println!("  int8 kernels this CPU runs: {}; picked: {}", qkernels.join(", "), cpu.qkernel.id());
     let bkernels: Vec<&str> = sparkle_std::cpu::isa::available_bkernels().iter().map(|k| k.id()).collect();

@@ -1,0 +1,338 @@
+//! Blocking measured on this CPU where a cache-size rule is not enough, remembered like the Vulkan
+//! autotune: measured once on first use (about 0.1-0.3 s with a SIMD kernel), saved in the cache
+//! folder (`SPARKLE_CACHE_DIR`) keyed by the CPU's name, the kernel, the thread count and the
+//! crate version, and read back by every later process. A file that cannot be parsed is reported
+//! and re-measured; `sparkle calibrate` re-measures on purpose.
+//!
+//! What is measured: the reduction slice of few-row GEMMs over a B read in place
+//! ([`Blocking::kc_few_rows`]), on one thread and on all. A panel reads `kc` rows of B, a page
+//! each; on the H100 host's Xeon (one thread, 8-64 rows) kc 32 ran 1.2-1.4x faster than the
+//! rule's 512, on 16 threads kc 128 ran 1.2-1.3x faster, and on a Zen 4 512 was the fastest.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sparkle_core::arch::Kernel;
+use sparkle_core::gemm::blocking::Blocking;
+use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Workspace};
+use sparkle_core::{Epilogue, MatMut, MatRef};
+
+use super::workers::Workers;
+
+/// The few-row reduction slices tried, besides the rule's `kc`.
+pub const CANDIDATES: [usize; 4] = [32, 64, 128, 256];
+
+/// The few-row GEMMs (`m x n x k`, B row-major) each candidate runs: one row tile over B in the
+/// caches, two over B past a core's L2, a whole few-row problem (64 rows).
+pub const SHAPES: [(usize, usize, usize); 3] = [(8, 1024, 1024), (16, 4096, 1024), (64, 1024, 1024)];
+
+/// How much faster (geometric mean over [`SHAPES`]) a candidate must be than the rule's `kc` to
+/// replace it: run-to-run noise on a shared machine is a few percent.
+pub const MARGIN: f64 = 1.05;
+
+/// Timed rounds per shape after the warm-up (the best of them counts).
+pub const ROUNDS: usize = 5;
+
+/// A first run of the rule longer than this skips the measurement (a kernel without SIMD, or an
+/// emulator): the rule is kept.
+const SLOW_RUN: Duration = Duration::from_millis(20);
+
+/// One measurement: a reduction slice and its GFLOPS on each of [`SHAPES`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    /// The reduction slice.
+    pub kc: usize,
+    /// GFLOPS on each shape, the best of [`ROUNDS`] runs.
+    pub gflops: Vec<f64>,
+}
+
+impl Point {
+    /// The geometric mean over the shapes.
+    pub fn mean(&self) -> f64 {
+        let logs: f64 = self.gflops.iter().map(|g| g.max(1e-9).ln()).sum();
+        (logs / self.gflops.len().max(1) as f64).exp()
+    }
+}
+
+/// What was picked for one thread count, and the measurements behind it (empty where nothing
+/// was measured).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pick {
+    /// The chosen slice.
+    pub kc: usize,
+    /// Threads it was measured on.
+    pub threads: usize,
+    /// Every candidate's figures, the rule's `kc` last.
+    pub points: Vec<Point>,
+}
+
+/// This CPU's measured blocking for one kernel: few-row slices on one thread and on all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tuning {
+    /// One thread, then all threads.
+    pub few_rows: [Pick; 2],
+}
+
+impl Tuning {
+    /// `rule` with the measured few-row slices.
+    pub fn apply(&self, rule: Blocking) -> Blocking {
+        Blocking { kc_few_rows: [self.few_rows[0].kc, self.few_rows[1].kc], ..rule }
+    }
+
+    /// The rule alone (nothing measured).
+    fn rule(rule: &Blocking, threads: usize) -> Self {
+        let pick = |threads| Pick { kc: rule.kc, threads, points: Vec::new() };
+        Tuning { few_rows: [pick(1), pick(threads)] }
+    }
+}
+
+/// Tunings already known in this process, by kernel id.
+static KNOWN: Mutex<Option<HashMap<&'static str, Tuning>>> = Mutex::new(None);
+
+/// This CPU's tuning for `kernel` with blocking `rule`: known in this process, else read from
+/// the cache folder, else measured now and saved.
+pub fn tuning(kernel: &'static Kernel, rule: &Blocking) -> Tuning {
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = known.get_or_insert_with(HashMap::new).get(kernel.id()) {
+        return t.clone();
+    }
+    let threads = rayon::current_num_threads();
+    let t = match load(kernel, threads, rule) {
+        Some(t) => t,
+        None => {
+            let t = measure(kernel, rule, threads);
+            save(kernel, threads, &t);
+            t
+        }
+    };
+    known.get_or_insert_with(HashMap::new).insert(kernel.id(), t.clone());
+    t
+}
+
+/// Measures `kernel`'s tuning again (for `sparkle calibrate`), saves it and uses it from now on
+/// in this process.
+pub fn retune(kernel: &'static Kernel, rule: &Blocking) -> Tuning {
+    let threads = rayon::current_num_threads();
+    let t = measure(kernel, rule, threads);
+    save(kernel, threads, &t);
+    KNOWN.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(kernel.id(), t.clone());
+    t
+}
+
+/// Runs every candidate on every shape on 1 and on `threads` threads (per shape a warm-up, then
+/// [`ROUNDS`] alternating the candidates; the best time of each), and picks per thread count.
+fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
+    if !kernel.gemm().b_in_place() {
+        return Tuning::rule(rule, threads);
+    }
+    let mut slices: Vec<usize> = CANDIDATES.into_iter().filter(|&c| c < rule.kc).collect();
+    slices.push(rule.kc);
+    let ops: Vec<Op> = SHAPES.iter().map(|&s| Op::new(s)).collect();
+    let pick = |workers: usize| -> Option<Pick> {
+        let mut best = vec![vec![Duration::MAX; ops.len()]; slices.len()];
+        // Shape by shape (its operands stay in the caches, as in a benchmark's repeated runs),
+        // a warm-up round, then [`ROUNDS`] rounds alternating the candidates; the rule first, so a
+        // slow kernel is found by its first run.
+        for (j, op) in ops.iter().enumerate() {
+            for round in 0..=ROUNDS {
+                for (i, &kc) in slices.iter().enumerate().rev() {
+                    let blocking = Blocking { kc_few_rows: [kc; 2], ..*rule };
+                    let t = op.run(kernel, &blocking, workers)?;
+                    if round == 0 && t > SLOW_RUN {
+                        return None;
+                    }
+                    if round > 0 {
+                        best[i][j] = best[i][j].min(t);
+                    }
+                }
+            }
+        }
+        let points: Vec<Point> = slices
+            .iter()
+            .zip(&best)
+            .map(|(&kc, times)| Point {
+                kc,
+                gflops: ops.iter().zip(times).map(|(op, t)| op.flops / t.as_secs_f64() / 1e9).collect(),
+            })
+            .collect();
+        Some(Pick { kc: choose(&points), threads: workers, points })
+    };
+    let one = pick(1);
+    let all = if threads > 1 { pick(threads) } else { one.clone().map(|p| Pick { threads, ..p }) };
+    match (one, all) {
+        (Some(one), Some(all)) => Tuning { few_rows: [one, all] },
+        _ => Tuning::rule(rule, threads),
+    }
+}
+
+/// The candidate with the best geometric mean, if it beats the rule (the last point) by
+/// [`MARGIN`] there and is faster on most shapes (one shape's outlier, such as a B of 16 MiB
+/// competing with the neighbours for the L3, does not decide); else the rule.
+pub fn choose(points: &[Point]) -> usize {
+    let Some(rule) = points.last() else { return 0 };
+    let best = points.iter().max_by(|a, b| a.mean().total_cmp(&b.mean())).unwrap_or(rule);
+    let wins = best.gflops.iter().zip(&rule.gflops).filter(|(b, r)| b > r).count();
+    if best.mean() > rule.mean() * MARGIN && 2 * wins > rule.gflops.len() {
+        best.kc
+    } else {
+        rule.kc
+    }
+}
+
+/// One few-row GEMM's operands.
+struct Op {
+    dims: (usize, usize, usize),
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Mutex<Vec<f32>>,
+    scratch: Mutex<Vec<f32>>,
+    flops: f64,
+}
+
+impl Op {
+    fn new((m, n, k): (usize, usize, usize)) -> Self {
+        let a = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b = (0..k * n).map(|i| (i % 5) as f32 - 2.0).collect();
+        Op {
+            dims: (m, n, k),
+            a,
+            b,
+            c: Mutex::new(vec![0.0; m * n]),
+            scratch: Mutex::new(Vec::new()),
+            flops: 2.0 * (m * n * k) as f64,
+        }
+    }
+
+    /// One timed run with `blocking` on `workers` threads; `None` if the core refuses it.
+    fn run(&self, kernel: &'static Kernel, blocking: &Blocking, workers: usize) -> Option<Duration> {
+        let (m, n, k) = self.dims;
+        let (mut c, mut scratch) =
+            (self.c.lock().unwrap_or_else(|e| e.into_inner()), self.scratch.lock().unwrap_or_else(|e| e.into_inner()));
+        // Written once, then reused: a fresh buffer's page faults would be timed too.
+        let len = gemm_scratch_len(kernel, blocking, m, n, k, workers).ok()?;
+        if scratch.len() < len {
+            *scratch = vec![1.0; len];
+        }
+        let (a, b) = (MatRef::row_major(&self.a, m, k).ok()?, MatRef::row_major(&self.b, k, n).ok()?);
+        let c = MatMut::row_major(&mut c, m, n).ok()?;
+        let exec = Workers(workers);
+        let ws = Workspace { kernel, blocking, exec: &exec, scratch: &mut scratch[..len] };
+        let t = Instant::now();
+        gemm_with(1.0, a, b, 0.0, c, &Epilogue::NONE, ws).ok()?;
+        Some(t.elapsed())
+    }
+}
+
+const HEADER: &str = "sparkle cpu tuning 1";
+
+/// Where the tuning of `kernel` on `threads` threads lives: the CPU's name hashed (FNV-1a) into
+/// the file name, with the kernel, the threads and the crate version.
+fn path(kernel: &Kernel, threads: usize) -> Option<PathBuf> {
+    let brand = super::brand();
+    let hash = brand.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    Some(sparkle_files::cache_dir()?.join(format!(
+        "cpu-tuning-{hash:016x}-{}-{threads}t-{}.txt",
+        kernel.id(),
+        env!("CARGO_PKG_VERSION")
+    )))
+}
+
+/// The file's text: the picks, then each measurement as `kc:gflops,gflops,...`.
+pub fn render(t: &Tuning) -> String {
+    let mut s = format!("{HEADER}\n");
+    for (name, p) in ["one", "all"].iter().zip(&t.few_rows) {
+        s += &format!("{name} {} {}", p.threads, p.kc);
+        for point in &p.points {
+            let g: Vec<String> = point.gflops.iter().map(|g| format!("{g:.2}")).collect();
+            s += &format!(" {}:{}", point.kc, g.join(","));
+        }
+        s += "\n";
+    }
+    // The closing `end` makes a truncated file unreadable.
+    s + "end\n"
+}
+
+/// Reads [`render`]'s text back; `None` for anything else.
+pub fn parse(text: &str) -> Option<Tuning> {
+    let mut lines = text.lines();
+    if lines.next()? != HEADER {
+        return None;
+    }
+    let mut pick = |name: &str| -> Option<Pick> {
+        let mut words = lines.next()?.strip_prefix(name)?.strip_prefix(' ')?.split(' ');
+        let threads = words.next()?.parse().ok()?;
+        let kc = words.next()?.parse().ok().filter(|&kc| kc > 0)?;
+        let points = words
+            .map(|w| {
+                let (kc, g) = w.split_once(':')?;
+                let gflops = g.split(',').map(|x| x.parse().ok()).collect::<Option<Vec<f64>>>()?;
+                (gflops.len() == SHAPES.len()).then_some(Point { kc: kc.parse().ok()?, gflops })
+            })
+            .collect::<Option<Vec<Point>>>()?;
+        Some(Pick { kc, threads, points })
+    };
+    let few_rows = [pick("one")?, pick("all")?];
+    (lines.next()? == "end" && lines.next().is_none()).then_some(Tuning { few_rows })
+}
+
+/// The saved tuning, if there is a valid file whose slices still fit under `rule`'s `kc`.
+fn load(kernel: &Kernel, threads: usize, rule: &Blocking) -> Option<Tuning> {
+    let path = path(kernel, threads)?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    let t = parse(&text).filter(|t| t.few_rows.iter().all(|p| p.kc <= rule.kc));
+    if t.is_none() {
+        eprintln!("sparkle: ignoring the unreadable CPU tuning file {}; re-measuring", path.display());
+    }
+    t
+}
+
+/// Writes the tuning atomically; a failure is ignored (it is measured again next time).
+fn save(kernel: &Kernel, threads: usize, t: &Tuning) {
+    let Some(path) = path(kernel, threads) else { return };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = sparkle_files::write_atomic(&path, |w| w.write_all(render(t).as_bytes()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(kc: usize, g: f64) -> Point {
+        Point { kc, gflops: vec![g; SHAPES.len()] }
+    }
+
+    #[test]
+    fn the_rule_stays_unless_beaten_by_the_margin() {
+        assert_eq!(choose(&[point(32, 71.0), point(64, 60.0), point(512, 53.0)]), 32);
+        assert_eq!(choose(&[point(32, 54.0), point(512, 53.0)]), 512, "within the margin");
+        assert_eq!(choose(&[point(32, 40.0), point(512, 53.0)]), 512);
+        assert_eq!(choose(&[point(512, 53.0)]), 512);
+        let mixed = Point { kc: 32, gflops: vec![100.0, 40.0, 60.0] };
+        assert_eq!(choose(&[mixed, point(512, 60.0)]), 512, "the geometric mean, not the best shape");
+        let outlier = Point { kc: 32, gflops: vec![59.0, 150.0, 59.0] };
+        assert_eq!(choose(&[outlier, point(512, 60.0)]), 512, "one shape's outlier");
+        let most = Point { kc: 32, gflops: vec![59.0, 75.0, 75.0] };
+        assert_eq!(choose(&[most, point(512, 60.0)]), 32);
+    }
+
+    #[test]
+    fn round_trips_and_rejects_damage() {
+        let t = Tuning {
+            few_rows: [
+                Pick { kc: 32, threads: 1, points: vec![point(32, 71.5), point(512, 53.25)] },
+                Pick { kc: 512, threads: 16, points: Vec::new() },
+            ],
+        };
+        let text = render(&t);
+        assert_eq!(parse(&text), Some(t));
+        assert_eq!(parse(&text[..text.len() - 4]), None, "truncated");
+        assert_eq!(parse(&text.replace("one 1 32", "one 1 0")), None, "a zero slice");
+        assert_eq!(parse(&text.replace("71.50", "x")), None);
+        assert_eq!(parse(&text.replace("sparkle cpu tuning 1", "sparkle cpu tuning 0")), None, "another version");
+        assert_eq!(parse(&(text.clone() + "more\n")), None);
+    }
+}
