@@ -122,7 +122,8 @@ pub fn retune(kernel: &'static Kernel, rule: &Blocking) -> Tuning {
 }
 
 /// Runs every candidate on every shape on 1 and on `threads` threads (per shape a warm-up, then
-/// [`ROUNDS`] alternating the candidates; the best time of each), and picks per thread count.
+/// [`ROUNDS`] alternating the candidates; the best time of each), and picks per thread count
+/// among the candidates whose every result equals the rule's.
 fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
     if !kernel.gemm().b_in_place() {
         return Tuning::rule(rule, threads);
@@ -132,6 +133,7 @@ fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
     let ops: Vec<Op> = SHAPES.iter().map(|&s| Op::new(s)).collect();
     let pick = |workers: usize| -> Option<Pick> {
         let mut best = vec![vec![Duration::MAX; ops.len()]; slices.len()];
+        let mut wrong = vec![false; slices.len()];
         // Shape by shape (its operands stay in the caches, as in a benchmark's repeated runs),
         // a warm-up round, then [`ROUNDS`] rounds alternating the candidates; the rule first, so a
         // slow kernel is found by its first run.
@@ -139,7 +141,8 @@ fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
             for round in 0..=ROUNDS {
                 for (i, &kc) in slices.iter().enumerate().rev() {
                     let blocking = Blocking { kc_few_rows: [kc; 2], ..*rule };
-                    let t = op.run(kernel, &blocking, workers)?;
+                    let (t, agrees) = op.run(kernel, &blocking, workers)?;
+                    wrong[i] |= !agrees;
                     if round == 0 && t > SLOW_RUN {
                         return None;
                     }
@@ -149,10 +152,21 @@ fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
                 }
             }
         }
+        // A slice whose result differs from the rule's is a bug, never a choice (and without the
+        // rule's own finite result there is nothing to compare with).
+        if wrong.last() != Some(&false) {
+            return None;
+        }
+        // A slice whose result differs from the rule's is a bug, never a choice.
+        for (&kc, _) in slices.iter().zip(&wrong).filter(|(_, &w)| w) {
+            eprintln!("sparkle: CPU tuning: few-row GEMMs in slices of {kc} differ from the rule's result; not used");
+        }
         let points: Vec<Point> = slices
             .iter()
             .zip(&best)
-            .map(|(&kc, times)| Point {
+            .zip(&wrong)
+            .filter(|(_, &w)| !w)
+            .map(|((&kc, times), _)| Point {
                 kc,
                 gflops: ops.iter().zip(times).map(|(op, t)| op.flops / t.as_secs_f64() / 1e9).collect(),
             })
@@ -187,6 +201,9 @@ struct Op {
     a: Vec<f32>,
     b: Vec<f32>,
     c: Mutex<Vec<f32>>,
+    /// The first run's result (the rule's), which every later run must reproduce exactly: the
+    /// operands are small integers, so every order of the sums is exact.
+    want: Mutex<Option<Vec<f32>>>,
     scratch: Mutex<Vec<f32>>,
     flops: f64,
 }
@@ -200,28 +217,41 @@ impl Op {
             a,
             b,
             c: Mutex::new(vec![0.0; m * n]),
+            want: Mutex::new(None),
             scratch: Mutex::new(Vec::new()),
             flops: 2.0 * (m * n * k) as f64,
         }
     }
 
-    /// One timed run with `blocking` on `workers` threads; `None` if the core refuses it.
-    fn run(&self, kernel: &'static Kernel, blocking: &Blocking, workers: usize) -> Option<Duration> {
+    /// One timed run with `blocking` on `workers` threads, and whether its result is the first
+    /// run's; `None` if the core refuses it.
+    fn run(&self, kernel: &'static Kernel, blocking: &Blocking, workers: usize) -> Option<(Duration, bool)> {
         let (m, n, k) = self.dims;
         let (mut c, mut scratch) =
             (self.c.lock().unwrap_or_else(|e| e.into_inner()), self.scratch.lock().unwrap_or_else(|e| e.into_inner()));
+        // Anything the GEMM leaves unwritten stays NaN and fails the comparison.
+        c.fill(f32::NAN);
         // Written once, then reused: a fresh buffer's page faults would be timed too.
         let len = gemm_scratch_len(kernel, blocking, m, n, k, workers).ok()?;
         if scratch.len() < len {
             *scratch = vec![1.0; len];
         }
         let (a, b) = (MatRef::row_major(&self.a, m, k).ok()?, MatRef::row_major(&self.b, k, n).ok()?);
-        let c = MatMut::row_major(&mut c, m, n).ok()?;
+        let cv = MatMut::row_major(&mut c, m, n).ok()?;
         let exec = Workers(workers);
         let ws = Workspace { kernel, blocking, exec: &exec, scratch: &mut scratch[..len] };
         let t = Instant::now();
-        gemm_with(1.0, a, b, 0.0, c, &Epilogue::NONE, ws).ok()?;
-        Some(t.elapsed())
+        gemm_with(1.0, a, b, 0.0, cv, &Epilogue::NONE, ws).ok()?;
+        let t = t.elapsed();
+        let mut want = self.want.lock().unwrap_or_else(|e| e.into_inner());
+        let agrees = match &*want {
+            Some(w) => *w == *c,
+            None => {
+                *want = Some(c.clone());
+                c.iter().all(|x| x.is_finite())
+            }
+        };
+        Some((t, agrees))
     }
 }
 
