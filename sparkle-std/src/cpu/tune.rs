@@ -350,6 +350,21 @@ mod tests {
     }
 
     #[test]
+    fn every_run_is_checked_against_the_first() {
+        let kernel = crate::cpu::isa::gemm_kernel().unwrap();
+        let rule = Blocking::new(4 * kernel.mr(), 64, 4 * kernel.nr());
+        let op = Op::new((13, 2 * kernel.nr() + 5, 200));
+        for (kc, workers) in [(64, 1), (8, 1), (24, 2)] {
+            let (_, agrees) = op.run(kernel, &Blocking { kc_few_rows: [kc; 2], ..rule }, workers).unwrap();
+            assert!(agrees, "kc {kc} on {workers}");
+        }
+        if let Some(w) = op.want.lock().unwrap().as_mut() {
+            w[7] += 1.0;
+        }
+        assert!(!op.run(kernel, &rule, 1).unwrap().1, "a different result is caught");
+    }
+
+    #[test]
     fn round_trips_and_rejects_damage() {
         let t = Tuning {
             few_rows: [
