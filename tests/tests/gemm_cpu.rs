@@ -204,17 +204,18 @@ fn few_rows(kern: &'static Kernel, threads: usize) {
     }
 }
 
-/// Few rows over a B in place with their own reduction slice ([`Blocking::kc_few_rows`], which
-/// sparkle-std measures per CPU), unlike `kc` and unlike each other on one worker and on two:
-/// ragged last slices, an edge panel of B (packed in the few-row slice), 4-64 rows (past the
-/// streamed forms), alpha, beta, bias and ReLU.
+/// Few rows over a B in place whose rows are 4 KiB apart, with their own reduction slice
+/// ([`Blocking::kc_few_rows`], which sparkle-std measures per CPU), unlike `kc` and unlike each
+/// other on one worker and on two: ragged last slices, an edge panel of B (packed in the few-row
+/// slice), 4-64 rows (past the streamed forms), alpha, beta, bias and ReLU. B of other strides
+/// (no padding) and B^T take `kc`: the same results.
 fn few_rows_own_slice(kern: &'static Kernel, threads: usize) {
     let blocking = Blocking { kc_few_rows: [8, 24], ..Blocking::new(4 * kern.mr(), 64, 4 * kern.nr()) };
     let g = Cpu { blocking, ..gemm_with_threads(kern, threads) };
     for m in [4, 13, 40, 64] {
-        for (n, k) in [(2 * kern.nr() + 3, 100), (kern.nr(), 7), (5 * kern.nr(), 200)] {
-            for tb in [false, true] {
-                let layout = Layout { tb, ..PLAIN };
+        for (n, k) in [(2 * kern.nr() + 3, 100), (kern.nr(), 7), (5 * kern.nr(), 200), (1024, 70)] {
+            for (tb, pad) in [(false, 1024 - n), (false, 0), (true, 0)] {
+                let layout = Layout { tb, pad, ..PLAIN };
                 let case = Case {
                     alpha: 1.5,
                     beta: 0.5,

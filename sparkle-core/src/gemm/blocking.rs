@@ -34,12 +34,13 @@ pub struct Blocking {
     pub kc: usize,
     /// Columns of C per packed B block (loop 5).
     pub nc: usize,
-    /// The reduction slice where a C of few rows (at most 64) reads a plain row-major B in place,
-    /// on one worker and on several: `[one, several]`, each clamped to `kc`. A panel then reads
-    /// `kc` rows of B, a page each, and how many pages a core's TLB and prefetchers follow
-    /// differs between CPUs by more than a cache-size rule captures (one thread of a Xeon: kc 32
-    /// 1.2-1.4x faster than 512 at 8-64 rows; a Zen 4: 512 faster), so sparkle-std measures it
-    /// per CPU. [`Blocking::new`] and [`Blocking::for_kernel`] set both to `kc`.
+    /// The reduction slice where a C of few rows (at most 64) reads a plain row-major B in place
+    /// whose rows are a multiple of 4 KiB apart, on one worker and on several: `[one, several]`,
+    /// each clamped to `kc` (0 means `kc`). A panel then reads `kc` rows of B that fall into the
+    /// same L1 sets, and how that costs differs between CPUs by more than a cache-size rule
+    /// captures (one thread of a Xeon: kc 32-64 1.3-1.9x faster than 512 at 8-64 rows; a Zen 4:
+    /// 512 fastest), so sparkle-std measures it per CPU. [`Blocking::new`] and
+    /// [`Blocking::for_kernel`] set both to `kc`.
     pub kc_few_rows: [usize; 2],
 }
 
@@ -63,7 +64,7 @@ impl Blocking {
     pub const fn few_rows_kc(&self, workers: usize, kc: usize) -> usize {
         let few = self.kc_few_rows[if workers > 1 { 1 } else { 0 }];
         if few == 0 {
-            1
+            kc
         } else if few < kc {
             few
         } else {

@@ -845,12 +845,14 @@ unsafe fn gemm_rect(
     // One row tile over a row-major matrix B in place that the caches cannot hold: a few rows
     // of B at a time, across every column panel (`STREAM_KC`). Not the direct conv's image (its
     // slices are whole taps; not measured).
-    let plain_in_place = b_direct && few_rows && p.b.b_in_place(0..k, few_rows).is_some_and(|v| v.taps.is_null());
-    let streamed = plain_in_place && p.a.rows() <= mr && k.saturating_mul(p.b.cols()) >= STREAM_B_MIN;
-    // Few rows over a plain B in place: the measured slice (`Blocking::kc_few_rows`).
+    let plain = if b_direct && few_rows { p.b.b_in_place(0..k, few_rows).filter(|v| v.taps.is_null()) } else { None };
+    let streamed = plain.is_some() && p.a.rows() <= mr && k.saturating_mul(p.b.cols()) >= STREAM_B_MIN;
+    // Few rows over a plain B in place whose rows are a multiple of 4 KiB apart (so a panel's
+    // rows share the L1's sets): the slice measured for this CPU (`Blocking::kc_few_rows`).
+    let aliased = plain.is_some_and(|v| (v.rs * core::mem::size_of::<f32>()).is_multiple_of(4096));
     let kc = if streamed {
         STREAM_KC.min(p.kc)
-    } else if plain_in_place {
+    } else if aliased {
         p.kc_few
     } else {
         p.kc

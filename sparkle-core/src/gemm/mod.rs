@@ -152,8 +152,9 @@ mod tests {
         }
     }
 
-    /// Few rows over a B read in place take `Blocking::kc_few_rows` (one worker's and two
-    /// workers' slices, unlike `kc` and each other; ragged last slices, a packed edge panel).
+    /// Few rows over a B read in place, its rows 4 KiB apart, take `Blocking::kc_few_rows` (one
+    /// worker's and two workers' slices, unlike `kc` and each other; ragged last slices, a
+    /// packed edge panel).
     #[test]
     #[allow(unsafe_code)]
     fn few_rows_take_their_own_reduction_slice() {
@@ -170,11 +171,12 @@ mod tests {
         }
         let kernel = crate::arch::Kernel::best();
         let blocking = blocking::Blocking { kc_few_rows: [3, 5], ..blocking::Blocking::new(8, 8, 64) };
+        // B's rows 4 KiB apart: the case the slice is for.
         let (m, n, k) = (5, kernel.nr() + 3, 11);
-        let (mut a, mut b) = ([0.0f32; 55], [0.0f32; 11 * 35]);
+        let (mut a, mut b) = ([0.0f32; 55], [0.0f32; 10 * 1024 + 35]);
         fill(&mut a, 4);
         fill(&mut b, 5);
-        let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&b[..k * n], k, n).unwrap());
+        let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::new(&b, k, n, 1024, 1).unwrap());
         let mut want = [0.0f32; 5 * 35];
         reference::gemm_reference(
             1.0,

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sparkle_core::arch::Kernel;
@@ -24,8 +24,9 @@ use super::workers::Workers;
 /// The few-row reduction slices tried, besides the rule's `kc`.
 pub const CANDIDATES: [usize; 4] = [32, 64, 128, 256];
 
-/// The few-row GEMMs (`m x n x k`, B row-major) each candidate runs: one row tile over B in the
-/// caches, two over B past a core's L2, a whole few-row problem (64 rows).
+/// The few-row GEMMs (`m x n x k`, B row-major) each candidate runs: 8 rows over B in the
+/// caches, 16 over B past a core's L2, a whole few-row problem (64 rows). B's rows are 4 KiB
+/// apart in all three, the only case the measured slice applies to (see `gemm/driver.rs`).
 pub const SHAPES: [(usize, usize, usize); 3] = [(8, 1024, 1024), (16, 4096, 1024), (64, 1024, 1024)];
 
 /// How much faster (geometric mean over [`SHAPES`]) a candidate must be than the rule's `kc` to
@@ -88,36 +89,66 @@ impl Tuning {
     }
 }
 
-/// Tunings already known in this process, by kernel id.
-static KNOWN: Mutex<Option<HashMap<&'static str, Tuning>>> = Mutex::new(None);
+/// Tunings already known in this process, by kernel id (locked briefly, never while measuring).
+static KNOWN: Mutex<Option<HashMap<&'static str, Arc<Tuning>>>> = Mutex::new(None);
+
+/// Held while measuring, by threads outside rayon's pool only: one measurement at a time, and
+/// no pool thread ever waits for one (the measurement itself runs on the pool).
+static MEASURING: Mutex<()> = Mutex::new(());
+
+fn known(kernel: &Kernel) -> Option<Arc<Tuning>> {
+    KNOWN.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).get(kernel.id()).cloned()
+}
+
+fn remember(kernel: &'static Kernel, t: Tuning) -> Arc<Tuning> {
+    let t = Arc::new(t);
+    KNOWN.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(kernel.id(), t.clone());
+    t
+}
 
 /// This CPU's tuning for `kernel` with blocking `rule`: known in this process, else read from
-/// the cache folder, else measured now and saved.
-pub fn tuning(kernel: &'static Kernel, rule: &Blocking) -> Tuning {
-    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(t) = known.get_or_insert_with(HashMap::new).get(kernel.id()) {
-        return t.clone();
+/// the cache folder, else measured now and saved. Called on one of rayon's pool threads (a
+/// user's parallel loop), it does not measure: the rule stands in, for this call only.
+pub fn tuning(kernel: &'static Kernel, rule: &Blocking) -> Arc<Tuning> {
+    if let Some(t) = known(kernel) {
+        return t;
     }
     let threads = rayon::current_num_threads();
+    if rayon::current_thread_index().is_some() {
+        return match load(kernel, threads, rule) {
+            Some(t) => remember(kernel, t),
+            None => Arc::new(Tuning::rule(rule, threads)),
+        };
+    }
+    let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = known(kernel) {
+        return t;
+    }
     let t = match load(kernel, threads, rule) {
         Some(t) => t,
-        None => {
-            let t = measure(kernel, rule, threads);
-            save(kernel, threads, &t);
-            t
-        }
+        None => measure_and_save(kernel, rule, threads),
     };
-    known.get_or_insert_with(HashMap::new).insert(kernel.id(), t.clone());
-    t
+    remember(kernel, t)
 }
 
 /// Measures `kernel`'s tuning again (for `sparkle calibrate`), saves it and uses it from now on
 /// in this process.
-pub fn retune(kernel: &'static Kernel, rule: &Blocking) -> Tuning {
+pub fn retune(kernel: &'static Kernel, rule: &Blocking) -> Arc<Tuning> {
     let threads = rayon::current_num_threads();
+    let t = {
+        let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+        measure_and_save(kernel, rule, threads)
+    };
+    remember(kernel, t)
+}
+
+/// [`measure`], saved only when something was measured: a run cut short (a slow build, a
+/// refused size) keeps the rule for this process and is measured again by the next.
+fn measure_and_save(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
     let t = measure(kernel, rule, threads);
-    save(kernel, threads, &t);
-    KNOWN.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(kernel.id(), t.clone());
+    if t.few_rows.iter().all(|p| !p.points.is_empty()) {
+        save(kernel, threads, rule, &t);
+    }
     t
 }
 
@@ -143,7 +174,7 @@ fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
                     let blocking = Blocking { kc_few_rows: [kc; 2], ..*rule };
                     let (t, agrees) = op.run(kernel, &blocking, workers)?;
                     wrong[i] |= !agrees;
-                    if round == 0 && t > SLOW_RUN {
+                    if round == 0 && i + 1 == slices.len() && t > SLOW_RUN {
                         return None;
                     }
                     if round > 0 {
@@ -157,7 +188,6 @@ fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
         if wrong.last() != Some(&false) {
             return None;
         }
-        // A slice whose result differs from the rule's is a bug, never a choice.
         for (&kc, _) in slices.iter().zip(&wrong).filter(|(_, &w)| w) {
             eprintln!("sparkle: CPU tuning: few-row GEMMs in slices of {kc} differ from the rule's result; not used");
         }
@@ -258,13 +288,16 @@ impl Op {
 const HEADER: &str = "sparkle cpu tuning 1";
 
 /// Where the tuning of `kernel` on `threads` threads lives: the CPU's name hashed (FNV-1a) into
-/// the file name, with the kernel, the threads and the crate version.
-fn path(kernel: &Kernel, threads: usize) -> Option<PathBuf> {
+/// the file name, with the kernel, the threads, the rule's `kc`, the build (an unoptimized
+/// build's timings are not a release build's) and the crate version.
+fn path(kernel: &Kernel, threads: usize, rule: &Blocking) -> Option<PathBuf> {
     let brand = super::brand();
     let hash = brand.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
     Some(sparkle_files::cache_dir()?.join(format!(
-        "cpu-tuning-{hash:016x}-{}-{threads}t-{}.txt",
+        "cpu-tuning-{hash:016x}-{}-{threads}t-kc{}-{build}-{}.txt",
         kernel.id(),
+        rule.kc,
         env!("CARGO_PKG_VERSION")
     )))
 }
@@ -307,20 +340,28 @@ pub fn parse(text: &str) -> Option<Tuning> {
     (lines.next()? == "end" && lines.next().is_none()).then_some(Tuning { few_rows })
 }
 
-/// The saved tuning, if there is a valid file whose slices still fit under `rule`'s `kc`.
+/// The saved tuning, if there is a valid file whose slices fit under `rule`'s `kc`. Read through
+/// [`sparkle_files::open_regular`] (a FIFO or device planted there is refused, not waited on),
+/// at most 64 KiB.
 fn load(kernel: &Kernel, threads: usize, rule: &Blocking) -> Option<Tuning> {
-    let path = path(kernel, threads)?;
-    let text = std::fs::read_to_string(&path).ok()?;
-    let t = parse(&text).filter(|t| t.few_rows.iter().all(|p| p.kc <= rule.kc));
-    if t.is_none() {
-        eprintln!("sparkle: ignoring the unreadable CPU tuning file {}; re-measuring", path.display());
+    use std::io::Read;
+    let path = path(kernel, threads, rule)?;
+    let (file, _) = sparkle_files::open_regular(&path).ok()?;
+    let mut text = String::new();
+    let read = file.take(64 << 10).read_to_string(&mut text);
+    let t = read.ok().and_then(|_| parse(&text));
+    let fits = t.as_ref().is_some_and(|t| t.few_rows.iter().all(|p| p.kc <= rule.kc));
+    if !fits {
+        let why = if t.is_some() { "a slice above the rule's kc" } else { "unreadable" };
+        eprintln!("sparkle: ignoring the CPU tuning file {} ({why}); re-measuring", path.display());
+        return None;
     }
     t
 }
 
 /// Writes the tuning atomically; a failure is ignored (it is measured again next time).
-fn save(kernel: &Kernel, threads: usize, t: &Tuning) {
-    let Some(path) = path(kernel, threads) else { return };
+fn save(kernel: &Kernel, threads: usize, rule: &Blocking, t: &Tuning) {
+    let Some(path) = path(kernel, threads, rule) else { return };
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }

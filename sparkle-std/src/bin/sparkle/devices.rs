@@ -36,8 +36,9 @@ pub fn run() -> Result<ExitCode, Failure> {
     );
     if forced {
         println!(
-            "  few-row GEMMs (<= 64 rows, B in place): kc {} on 1 thread, {} on more, from SPARKLE_BLOCKING",
-            b.kc_few_rows[0], b.kc_few_rows[1]
+            "  few-row GEMMs (<= 64 rows, B in place, rows 4 KiB apart): kc {} on 1 thread, {} on more, from SPARKLE_BLOCKING",
+            b.few_rows_kc(1, b.kc),
+            b.few_rows_kc(2, b.kc)
         );
     } else {
         let t = sparkle_std::cpu::tune::tuning(cpu.kernel, &rule);
@@ -52,7 +53,10 @@ pub fn run() -> Result<ExitCode, Failure> {
                     each.join(", ")
                 )
             };
-            println!("  few-row GEMMs (<= 64 rows, B in place) on {} thread(s): kc {}, {why}", p.threads, p.kc);
+            println!(
+                "  few-row GEMMs (<= 64 rows, B in place, rows 4 KiB apart) on {} thread(s): kc {}, {why}",
+                p.threads, p.kc
+            );
         }
     }
     let qkernels: Vec<&str> = sparkle_std::cpu::isa::available_qkernels().iter().map(|k| k.id()).collect();
