@@ -38,7 +38,7 @@ pub struct Blocking {
     /// whose rows are a multiple of 4 KiB apart, on one worker and on several: `[one, several]`,
     /// each clamped to `kc` (0 means `kc`). A panel then reads `kc` rows of B that fall into the
     /// same L1 sets, and how that costs differs between CPUs by more than a cache-size rule
-    /// captures (one thread of a Xeon: kc 32-64 1.3-1.9x faster than 512 at 8-64 rows; a Zen 4:
+    /// captures (one thread of a Xeon: kc 32-64 1.3-1.5x faster than 512 at 8-64 rows; a Zen 4:
     /// 512 fastest), so sparkle-std measures it per CPU. [`Blocking::new`] and
     /// [`Blocking::for_kernel`] set both to `kc`.
     pub kc_few_rows: [usize; 2],

@@ -1,13 +1,15 @@
 //! Blocking measured on this CPU where a cache-size rule is not enough, remembered like the Vulkan
-//! autotune: measured once on first use (about 0.1-0.3 s with a SIMD kernel), saved in the cache
-//! folder (`SPARKLE_CACHE_DIR`) keyed by the CPU's name, the kernel, the thread count and the
-//! crate version, and read back by every later process. A file that cannot be parsed is reported
-//! and re-measured; `sparkle calibrate` re-measures on purpose.
+//! autotune: measured once on first use (about 0.2 s with a SIMD kernel), saved in the cache
+//! folder (`SPARKLE_CACHE_DIR`) keyed by the CPU's name, the kernel, the thread count, the rule's
+//! `kc`, the build (debug or release) and the crate version, and read back by every later
+//! process. A file that cannot be parsed is reported and re-measured; `sparkle calibrate`
+//! re-measures on purpose.
 //!
-//! What is measured: the reduction slice of few-row GEMMs over a B read in place
-//! ([`Blocking::kc_few_rows`]), on one thread and on all. A panel reads `kc` rows of B, a page
-//! each; on the H100 host's Xeon (one thread, 8-64 rows) kc 32 ran 1.2-1.4x faster than the
-//! rule's 512, on 16 threads kc 128 ran 1.2-1.3x faster, and on a Zen 4 512 was the fastest.
+//! What is measured: the reduction slice of few-row GEMMs over a B read in place whose rows are a
+//! multiple of 4 KiB apart ([`Blocking::kc_few_rows`]), on one thread and on all. A panel reads
+//! `kc` rows of B that share the L1's sets; on the H200 host's Xeon (one thread, 8-64 rows) kc
+//! 32-64 ran 1.3-1.5x faster than the rule's 512 (geometric means of its own figures), while on a
+//! Zen 4 512 was the fastest (BENCHMARKS.md, session 38).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
