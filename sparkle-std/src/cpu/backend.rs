@@ -22,7 +22,6 @@ use sparkle_core::quant::packed::{
 use sparkle_core::quant::{OutputStage, QElem, QGemm, QOperand};
 use sparkle_core::{Conv2d, Epilogue, GemmDims, MatMut, MatRef, Param};
 
-use super::caches::cache_sizes;
 use super::isa::{bgemm_kernel, gemm_kernel, qgemm_kernel, IsaError};
 use super::workers::Workers;
 use crate::budget::{MemoryBudget, OverBudget, ZeroBits};
@@ -86,10 +85,7 @@ pub fn blocking_override() -> Option<Blocking> {
 /// `kernel`'s blocking on this CPU: `SPARKLE_BLOCKING` if set, else the caches' rule with the
 /// slices [`super::tune`] measured (once per CPU, kernel and thread count, then read back).
 pub fn blocking_for(kernel: &'static Kernel) -> Blocking {
-    blocking_override().unwrap_or_else(|| {
-        let rule = Blocking::for_kernel(kernel, cache_sizes());
-        super::tune::tuning(kernel, &rule).apply(rule)
-    })
+    blocking_override().unwrap_or_else(|| super::tune::tuning(kernel).apply(super::tune::rule(kernel)))
 }
 
 /// A configured CPU backend: which kernel set, which blocking, how many threads.
@@ -132,7 +128,8 @@ pub enum CpuError {
 
 impl Cpu {
     /// The detected (or `SPARKLE_ISA`-forced) kernel, blocking from this CPU's caches and
-    /// measurements ([`blocking_for`]), all threads, the memory budget from `SPARKLE_MEMORY_BUDGET` (an invalid value is an error).
+    /// measurements ([`blocking_for`]), all threads, the memory budget from
+    /// `SPARKLE_MEMORY_BUDGET` (an invalid value is an error).
     pub fn new() -> Result<Self, CpuError> {
         let budget = MemoryBudget::from_env().map_err(CpuError::Config)?;
         let qkernel = qgemm_kernel().map_err(CpuError::Isa)?;

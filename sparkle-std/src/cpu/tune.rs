@@ -21,6 +21,7 @@ use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Workspace};
 use sparkle_core::{Epilogue, MatMut, MatRef};
 
+use super::caches::cache_sizes;
 use super::workers::Workers;
 
 /// The few-row reduction slices tried, besides the rule's `kc`.
@@ -108,10 +109,16 @@ fn remember(kernel: &'static Kernel, t: Tuning) -> Arc<Tuning> {
     t
 }
 
-/// This CPU's tuning for `kernel` with blocking `rule`: known in this process, else read from
+/// `kernel`'s blocking by the rule from this CPU's caches, which the measured slices refine.
+pub fn rule(kernel: &Kernel) -> Blocking {
+    Blocking::for_kernel(kernel, cache_sizes())
+}
+
+/// This CPU's tuning for `kernel` (over its [`rule`]): known in this process, else read from
 /// the cache folder, else measured now and saved. Called on one of rayon's pool threads (a
 /// user's parallel loop), it does not measure: the rule stands in, for this call only.
-pub fn tuning(kernel: &'static Kernel, rule: &Blocking) -> Arc<Tuning> {
+pub fn tuning(kernel: &'static Kernel) -> Arc<Tuning> {
+    let rule = &rule(kernel);
     if let Some(t) = known(kernel) {
         return t;
     }
@@ -135,7 +142,8 @@ pub fn tuning(kernel: &'static Kernel, rule: &Blocking) -> Arc<Tuning> {
 
 /// Measures `kernel`'s tuning again (for `sparkle calibrate`), saves it and uses it from now on
 /// in this process.
-pub fn retune(kernel: &'static Kernel, rule: &Blocking) -> Arc<Tuning> {
+pub fn retune(kernel: &'static Kernel) -> Arc<Tuning> {
+    let rule = &rule(kernel);
     let threads = rayon::current_num_threads();
     let t = {
         let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
@@ -163,14 +171,14 @@ fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
     }
     let mut slices: Vec<usize> = CANDIDATES.into_iter().filter(|&c| c < rule.kc).collect();
     slices.push(rule.kc);
-    let ops: Vec<Op> = SHAPES.iter().map(|&s| Op::new(s)).collect();
-    let pick = |workers: usize| -> Option<Pick> {
+    let mut ops: Vec<Op> = SHAPES.iter().map(|&s| Op::new(s)).collect();
+    let mut pick = |workers: usize| -> Option<Pick> {
         let mut best = vec![vec![Duration::MAX; ops.len()]; slices.len()];
         let mut wrong = vec![false; slices.len()];
         // Shape by shape (its operands stay in the caches, as in a benchmark's repeated runs),
         // a warm-up round, then [`ROUNDS`] rounds alternating the candidates; the rule first, so a
         // slow kernel is found by its first run.
-        for (j, op) in ops.iter().enumerate() {
+        for (j, op) in ops.iter_mut().enumerate() {
             for round in 0..=ROUNDS {
                 for (i, &kc) in slices.iter().enumerate().rev() {
                     let blocking = Blocking { kc_few_rows: [kc; 2], ..*rule };
@@ -232,11 +240,11 @@ struct Op {
     dims: (usize, usize, usize),
     a: Vec<f32>,
     b: Vec<f32>,
-    c: Mutex<Vec<f32>>,
+    c: Vec<f32>,
     /// The first run's result (the rule's), which every later run must reproduce exactly: the
     /// operands are small integers, so every order of the sums is exact.
-    want: Mutex<Option<Vec<f32>>>,
-    scratch: Mutex<Vec<f32>>,
+    want: Option<Vec<f32>>,
+    scratch: Vec<f32>,
     flops: f64,
 }
 
@@ -248,39 +256,36 @@ impl Op {
             dims: (m, n, k),
             a,
             b,
-            c: Mutex::new(vec![0.0; m * n]),
-            want: Mutex::new(None),
-            scratch: Mutex::new(Vec::new()),
+            c: vec![0.0; m * n],
+            want: None,
+            scratch: Vec::new(),
             flops: 2.0 * (m * n * k) as f64,
         }
     }
 
     /// One timed run with `blocking` on `workers` threads, and whether its result is the first
     /// run's; `None` if the core refuses it.
-    fn run(&self, kernel: &'static Kernel, blocking: &Blocking, workers: usize) -> Option<(Duration, bool)> {
+    fn run(&mut self, kernel: &'static Kernel, blocking: &Blocking, workers: usize) -> Option<(Duration, bool)> {
         let (m, n, k) = self.dims;
-        let (mut c, mut scratch) =
-            (self.c.lock().unwrap_or_else(|e| e.into_inner()), self.scratch.lock().unwrap_or_else(|e| e.into_inner()));
         // Anything the GEMM leaves unwritten stays NaN and fails the comparison.
-        c.fill(f32::NAN);
+        self.c.fill(f32::NAN);
         // Written once, then reused: a fresh buffer's page faults would be timed too.
         let len = gemm_scratch_len(kernel, blocking, m, n, k, workers).ok()?;
-        if scratch.len() < len {
-            *scratch = vec![1.0; len];
+        if self.scratch.len() < len {
+            self.scratch = vec![1.0; len];
         }
         let (a, b) = (MatRef::row_major(&self.a, m, k).ok()?, MatRef::row_major(&self.b, k, n).ok()?);
-        let cv = MatMut::row_major(&mut c, m, n).ok()?;
+        let cv = MatMut::row_major(&mut self.c, m, n).ok()?;
         let exec = Workers(workers);
-        let ws = Workspace { kernel, blocking, exec: &exec, scratch: &mut scratch[..len] };
+        let ws = Workspace { kernel, blocking, exec: &exec, scratch: &mut self.scratch[..len] };
         let t = Instant::now();
         gemm_with(1.0, a, b, 0.0, cv, &Epilogue::NONE, ws).ok()?;
         let t = t.elapsed();
-        let mut want = self.want.lock().unwrap_or_else(|e| e.into_inner());
-        let agrees = match &*want {
-            Some(w) => *w == *c,
+        let agrees = match &self.want {
+            Some(w) => *w == self.c,
             None => {
-                *want = Some(c.clone());
-                c.iter().all(|x| x.is_finite())
+                self.want = Some(self.c.clone());
+                self.c.iter().all(|x| x.is_finite())
             }
         };
         Some((t, agrees))
@@ -293,8 +298,7 @@ const HEADER: &str = "sparkle cpu tuning 1";
 /// the file name, with the kernel, the threads, the rule's `kc`, the build (an unoptimized
 /// build's timings are not a release build's) and the crate version.
 fn path(kernel: &Kernel, threads: usize, rule: &Blocking) -> Option<PathBuf> {
-    let brand = super::brand();
-    let hash = brand.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = sparkle_core::check::fnv1a(super::brand().as_bytes());
     let build = if cfg!(debug_assertions) { "debug" } else { "release" };
     Some(sparkle_files::cache_dir()?.join(format!(
         "cpu-tuning-{hash:016x}-{}-{threads}t-kc{}-{build}-{}.txt",
@@ -396,12 +400,12 @@ mod tests {
     fn every_run_is_checked_against_the_first() {
         let kernel = crate::cpu::isa::gemm_kernel().unwrap();
         let rule = Blocking::new(4 * kernel.mr(), 64, 4 * kernel.nr());
-        let op = Op::new((13, 2 * kernel.nr() + 5, 200));
+        let mut op = Op::new((13, 2 * kernel.nr() + 5, 200));
         for (kc, workers) in [(64, 1), (8, 1), (24, 2)] {
             let (_, agrees) = op.run(kernel, &Blocking { kc_few_rows: [kc; 2], ..rule }, workers).unwrap();
             assert!(agrees, "kc {kc} on {workers}");
         }
-        if let Some(w) = op.want.lock().unwrap().as_mut() {
+        if let Some(w) = op.want.as_mut() {
             w[7] += 1.0;
         }
         assert!(!op.run(kernel, &rule, 1).unwrap().1, "a different result is caught");

@@ -10,9 +10,7 @@ pub fn run(max: usize, small: bool) -> Result<ExitCode, Failure> {
     use std::sync::Arc;
     // The CPU's measured blocking first, afresh: the handle below (and every later process) uses it.
     if sparkle_std::cpu::backend::blocking_override().is_none() {
-        let kernel = sparkle_std::cpu::isa::gemm_kernel()?;
-        let rule = sparkle_core::gemm::blocking::Blocking::for_kernel(kernel, sparkle_std::cpu::caches::cache_sizes());
-        let t = sparkle_std::cpu::tune::retune(kernel, &rule);
+        let t = sparkle_std::cpu::tune::retune(sparkle_std::cpu::isa::gemm_kernel()?);
         let [one, all] = &t.few_rows;
         println!(
             "calibrate: CPU few-row GEMMs take kc {} on 1 thread, {} on {} (`sparkle devices` shows the measurements)",

@@ -21,7 +21,6 @@ pub fn run() -> Result<ExitCode, Failure> {
     println!("  kernels this CPU runs: {}; picked: {}", kernels.join(", "), cpu.kernel.id());
     // What the GEMM and conv drivers block by, and why (issue 20 asks `devices` to say).
     let b = cpu.blocking;
-    let rule = sparkle_core::gemm::blocking::Blocking::for_kernel(cpu.kernel, caches);
     let forced = sparkle_std::cpu::backend::blocking_override().is_some();
     println!(
         "  blocking: mc {}, kc {}, nc {}, {}",
@@ -34,14 +33,15 @@ pub fn run() -> Result<ExitCode, Failure> {
             "from the caches (B micro-panel <= L2/4, kc <= 512; A block <= L2/2; B block <= L3/2)"
         }
     );
+    const FEW: &str = "few-row GEMMs (<= 64 rows, B in place, rows 4 KiB apart)";
     if forced {
         println!(
-            "  few-row GEMMs (<= 64 rows, B in place, rows 4 KiB apart): kc {} on 1 thread, {} on more, from SPARKLE_BLOCKING",
+            "  {FEW}: kc {} on 1 thread, {} on more, from SPARKLE_BLOCKING",
             b.few_rows_kc(1, b.kc),
             b.few_rows_kc(2, b.kc)
         );
     } else {
-        let t = sparkle_std::cpu::tune::tuning(cpu.kernel, &rule);
+        let t = sparkle_std::cpu::tune::tuning(cpu.kernel);
         for p in &t.few_rows {
             let why = if p.points.is_empty() {
                 "not measured (this kernel does not read B in place, or runs too slowly to time)".to_string()
@@ -53,10 +53,7 @@ pub fn run() -> Result<ExitCode, Failure> {
                     each.join(", ")
                 )
             };
-            println!(
-                "  few-row GEMMs (<= 64 rows, B in place, rows 4 KiB apart) on {} thread(s): kc {}, {why}",
-                p.threads, p.kc
-            );
+            println!("  {FEW} on {} thread(s): kc {}, {why}", p.threads, p.kc);
         }
     }
     let qkernels: Vec<&str> = sparkle_std::cpu::isa::available_qkernels().iter().map(|k| k.id()).collect();
