@@ -8,8 +8,8 @@ use sparkle_core::gemm::driver::Executor;
 pub(crate) struct Workers(pub(crate) usize);
 
 // SAFETY: one call per index 0..self.0 (index 0 on this thread), and `rayon::in_place_scope`
-// returns only after every spawned call has finished. (One of the crate's two `unsafe`s, see lib.rs: the
-// core's contract for executors, which the safe drivers rely on.)
+// returns only after every spawned call has finished. (One of the crate's two `unsafe`s, see
+// lib.rs: the core's contract for executors, which the safe drivers rely on.)
 #[allow(unsafe_code)]
 unsafe impl Executor for Workers {
     fn workers(&self) -> usize {
