@@ -29,8 +29,8 @@
 //! stream over several devices), [`npy`] (NumPy files), [`bench`](mod@bench) (the measurement loops behind
 //! `sparkle bench` and the peer comparisons), and the `sparkle` command-line tool.
 #![deny(missing_docs)]
-// Unsafe in two places only, each opting in: the executor's promise to the core
-// (cpu/workers.rs) and a fallible calloc (budget.rs).
+// Unsafe in two files only, each opting in: the executor (cpu/workers.rs: its promise to the
+// core, and its worker threads running a caller's closure) and a fallible calloc (budget.rs).
 #![deny(unsafe_code)]
 
 pub use sparkle_core as core;
