@@ -20,11 +20,12 @@
 //! the numbers that were wrong.
 //!
 //! ## Where `unsafe` is, and why the safe API is sound
-//! `unsafe` is denied crate-wide and allowed in six places only: [`arch`] (the SIMD kernels and
-//! CPU detection), `gemm/pack.rs` (packing into raw panels), [`gemm::driver`] (the loop nest that
-//! calls the kernels), [`conv::operands`] (the im2col gather that packs conv inputs for the same
-//! driver), [`conv::fused`] (the conv driver that hands them, and the depthwise kernel's
-//! arguments, to the kernels) and [`quant::driver`] (the int8 GEMM's packing and loop nest). The
+//! `unsafe` is denied crate-wide and allowed only in the modules that touch raw panels and
+//! kernels, each opting in: [`arch`] (the SIMD kernels and CPU detection), the GEMM's packing,
+//! loop nest, streamed few-row path and split reduction (`gemm/pack.rs`, [`gemm::driver`],
+//! `gemm/small.rs`, `gemm/split_k.rs`), the conv paths that hand operands to the same driver
+//! ([`conv::operands`], [`conv::fused`], [`conv::direct`], [`conv::winograd`]), bf16 ([`bf16`])
+//! and int8 ([`quant::driver`], [`quant::conv`], `quant/packed.rs`, `quant/pairs.rs`). The
 //! safe entry points that reach them are [`gemm::gemm`], [`gemm::driver::gemm_with`],
 //! [`conv::conv2d`], [`conv::fused::conv2d_with`], [`conv::operands::pack_im2col_panels`],
 //! [`quant::driver::qgemm_with`], [`quant::conv::qconv2d_with`] and [`arch::peak::fma_burst`]. Each validates everything the unsafe code relies on before calling
@@ -41,10 +42,7 @@
 //! MSRV: see the workspace `rust-version`.
 #![no_std]
 #![deny(missing_docs)]
-// Unsafe is confined to arch/, gemm/pack.rs, gemm/driver.rs, conv/operands.rs, conv/fused.rs and
-// quant/driver.rs,
-// each of which opts in
-// (see "Where `unsafe` is" above).
+// Unsafe is confined to the modules listed under "Where `unsafe` is" above, each of which opts in.
 #![deny(unsafe_code)]
 
 #[cfg(feature = "alloc")]

@@ -53,7 +53,9 @@ use crate::conv::Conv2d;
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{add, mul, Error, Param, Result};
 use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::{gemm_batch, gemm_scratch_len, Batch, InPlaceB, JobFn, Operand, OutPtr, Shared, Workspace};
+use crate::gemm::driver::{
+    gemm_batch, operands_scratch_len, Batch, InPlaceB, JobFn, Operand, OutPtr, Shared, Workspace,
+};
 use crate::gemm::pack::Block;
 use crate::layout::{TensorLayout, WeightLayout};
 use crate::view::MatRef;
@@ -304,7 +306,7 @@ impl Plan {
     fn new(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<Plan> {
         let (blocking, shape) = self::blocking(g, kernel, blocking)?;
         let (m, n, k) = gemm_dims(g, &shape);
-        let gemm = gemm_scratch_len(kernel, &blocking, m, n, k, workers)?;
+        let gemm = operands_scratch_len(kernel, &blocking, m, n, k, workers)?;
         let pair = shape.pair()?;
         let p = g.params();
         let pairs = mul(p.n, p.groups, Param::Scratch)?;
@@ -416,7 +418,7 @@ pub(crate) unsafe fn conv2d_unchecked(
         let jobs = Jobs { g, shape, weight, bias, images: staged, products, first, count };
         let mut inner = Workspace { kernel, blocking: &b, exec, scratch: &mut *front };
         // SAFETY: every job is the same GEMM; each writes its own product; the driver's scratch
-        // (`front`) holds `gemm_scratch_len` for `b`.
+        // (`front`) holds `operands_scratch_len` for `b`.
         unsafe { gemm_batch(&jobs, 1.0, 0.0, epi.activation, &mut inner) };
         // 3. The real pixels to the output, the units (pair, output channel or output row) split.
         let units = count * copy_units(g);

@@ -13,7 +13,9 @@ use crate::conv::{check_epilogue, choose_path_for, Conv2d, Conv2dPath};
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::{gemm_batch, gemm_scratch_len, shared_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace};
+use crate::gemm::driver::{
+    gemm_batch, operands_scratch_len, shared_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace,
+};
 use crate::layout::TensorLayout;
 use crate::view::MatRef;
 
@@ -75,7 +77,7 @@ pub fn conv2d_min_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, 
         },
         _ => {
             let (m, n, k) = g.gemm_dims();
-            gemm_scratch_len(kernel, blocking, m, n, k, workers)
+            operands_scratch_len(kernel, blocking, m, n, k, workers)
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::conv::Conv2d;
 use crate::epilogue::{Activation, Bias, Epilogue};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::{gemm_batch, gemm_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace};
+use crate::gemm::driver::{gemm_batch, operands_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace};
 use crate::view::MatRef;
 
 /// Output tile edge.
@@ -105,7 +105,7 @@ fn buffers(g: &Conv2d) -> Result<[usize; 3]> {
 pub fn scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
     let p = g.params();
     let [u, v, m] = buffers(g)?;
-    let gemm = gemm_scratch_len(kernel, blocking, p.k, tiles(g), p.c, workers)?;
+    let gemm = operands_scratch_len(kernel, blocking, p.k, tiles(g), p.c, workers)?;
     let rows = mul(rows_len(g)?, workers.max(1), Param::Scratch)?;
     [u, v, m, gemm, rows]
         .into_iter()

@@ -23,8 +23,8 @@ use crate::epilogue::{Activation, Bias, Epilogue};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::blocking::Blocking;
 use crate::gemm::pack::{pack_a, pack_b, Block};
-use crate::gemm::small;
 use crate::gemm::{check, GemmDims};
+use crate::gemm::{small, split_k};
 use crate::view::{MatMut, MatRef};
 use core::ops::Range;
 
@@ -149,7 +149,7 @@ fn round_up(x: usize, to: usize) -> Result<usize> {
 }
 
 /// Effective block sizes for a problem: never larger than the (rounded-up) problem.
-fn effective(kernel: &Kernel, blocking: &Blocking, d: &GemmDims) -> Result<(usize, usize, usize)> {
+pub(crate) fn effective(kernel: &Kernel, blocking: &Blocking, d: &GemmDims) -> Result<(usize, usize, usize)> {
     let mc = blocking.mc.min(round_up(d.m.max(1), kernel.mr())?);
     let kc = blocking.kc.min(d.k).max(1);
     let nc = blocking.nc.min(round_up(d.n.max(1), kernel.nr())?);
@@ -158,8 +158,24 @@ fn effective(kernel: &Kernel, blocking: &Blocking, d: &GemmDims) -> Result<(usiz
 
 /// Floats of scratch [`gemm_with`] needs for an `m x n x k` problem with `workers` workers:
 /// each worker packs its own B block and A block (a matrix B is cheaper to pack again than to
-/// share: `Split`).
+/// share: `Split`), and a GEMM of few rows on several workers sums partial products of bands of
+/// the reduction (`split_k`, at most 4 MiB).
 pub fn gemm_scratch_len(
+    kernel: &Kernel,
+    blocking: &Blocking,
+    m: usize,
+    n: usize,
+    k: usize,
+    workers: usize,
+) -> Result<usize> {
+    operands_scratch_len(kernel, blocking, m, n, k, workers)?
+        .checked_add(split_k::partials_len(m, n, k, workers))
+        .ok_or(Error::Overflow { param: Param::Scratch })
+}
+
+/// [`gemm_scratch_len`] without the partials: what [`gemm_operands`] and [`gemm_batch`] (the conv
+/// paths' GEMMs, never split along the reduction) need.
+pub(crate) fn operands_scratch_len(
     kernel: &Kernel,
     blocking: &Blocking,
     m: usize,
@@ -176,7 +192,7 @@ pub fn gemm_scratch_len(
     mul(per_worker, workers.max(1), Param::Scratch)
 }
 
-/// [`gemm_scratch_len`] and, with more than one worker, room for an `n`-column B packed once and
+/// [`operands_scratch_len`] and, with more than one worker, room for an `n`-column B packed once and
 /// shared (where that is at most [`SHARED_B_MAX`] floats): what [`gemm_operands`] runs fastest
 /// with when B is costly to pack (the conv's im2col gather). It uses the room when it is there.
 pub(crate) fn shared_scratch_len(
@@ -185,7 +201,7 @@ pub(crate) fn shared_scratch_len(
     (m, n, k): (usize, usize, usize),
     workers: usize,
 ) -> Result<usize> {
-    let own = gemm_scratch_len(kernel, blocking, m, n, k, workers)?;
+    let own = operands_scratch_len(kernel, blocking, m, n, k, workers)?;
     let shared = if workers > 1 { shared_b_len(kernel, n, k).unwrap_or(0) } else { 0 };
     own.checked_add(shared).ok_or(Error::Overflow { param: Param::Scratch })
 }
@@ -204,7 +220,7 @@ const B_IN_PLACE_MAX: usize = 1 << 15;
 /// 74-79 -> 80-86, 64 x 1024 x 1024 96 -> 111; one row tile (below it, the streamed path of
 /// `gemm/small.rs` takes row-major B): 8 x 1024 x 1024 52 -> 106, 12 x 1024 x 1024 63 -> 108,
 /// 8 x 4096 x 1024 34 -> 68-71, but B from memory 8 x 4096 x 4096 25 -> 17, hence [`STREAM_KC`].
-const B_IN_PLACE_ROWS: usize = 64;
+pub(crate) const B_IN_PLACE_ROWS: usize = 64;
 
 /// The reduction slice (rows of B) of one row tile over a B read in place of at least
 /// [`STREAM_B_MIN`] floats: each slice runs across every column panel before the next, so B
@@ -490,7 +506,7 @@ impl InPlaceB {
 
 /// The validated problem, in the orientation the kernels want (C with unit column stride when
 /// possible), shared read-only by all workers.
-struct Problem<'a> {
+pub(crate) struct Problem<'a> {
     a: &'a dyn Operand,
     b: &'a dyn Operand,
     c: Shared<f32>,
@@ -511,7 +527,7 @@ struct Problem<'a> {
 impl<'a> Problem<'a> {
     /// The operands and C, the epilogue `(alpha, beta, bias, activation)`, the kernel and the
     /// effective blocking `(mc, kc, nc)` with `kc_few` (at most `kc`).
-    fn new(
+    pub(crate) fn new(
         (a, b, c): (&'a dyn Operand, &'a dyn Operand, OutPtr),
         (alpha, beta, bias, act): (f32, f32, Bias<'a>, Activation),
         kernel: &'a Kernel,
@@ -563,8 +579,33 @@ pub(crate) unsafe fn gemm_unchecked(
         unsafe { run_small(kernel, alpha, &a, &b, beta, out, &epi, ws.exec) };
         return;
     }
+    // Few rows on several workers over a row-major B: bands of B's rows (`split_k`).
+    if let Some(parts) = split_k_parts(&a, &b, ws) {
+        // SAFETY: forwarded contract; `split_k_parts` checked the plan, B's layout, the kernel
+        // and the scratch.
+        unsafe { split_k::run(parts, (alpha, &a, &b, beta), out, &epi, ws) };
+        return;
+    }
     // SAFETY: forwarded contract; the transposed C view is the same memory.
     unsafe { gemm_operands(alpha, &a, &b, beta, out, &epi, ws) }
+}
+
+/// [`split_k::plan`]'s parts with their blocking, where B is row-major with rows a multiple of 4
+/// KiB apart, read in place by the kernels, and the scratch holds the partials.
+fn split_k_parts(a: &MatRef<'_>, b: &MatRef<'_>, ws: &Workspace<'_>) -> Option<split_k::Parts> {
+    // Rows of B 4 KiB apart: pieces of them, all at the same offsets within their pages, crowd
+    // a few of the caches' sets (`split_k`'s docs); other strides were not measured to gain.
+    let aliased = (b.rs() * core::mem::size_of::<f32>()).is_multiple_of(4096);
+    if b.cs() != 1 || !aliased || !ws.kernel.gemm.b_in_place {
+        return None;
+    }
+    let d = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
+    let workers = ws.exec.workers().max(1);
+    let (bands, pieces) = split_k::plan(d.m, d.n, d.k, workers)?;
+    let (mc, kc, nc) = effective(ws.kernel, ws.blocking, &d).ok()?;
+    let per_worker = kc * nc + mc * kc;
+    let need = per_worker.checked_mul(workers)?.checked_add(bands * d.m * d.n)?;
+    (need <= ws.scratch.len()).then_some(split_k::Parts { bands, pieces, mc, kc, nc, per_worker })
 }
 
 /// `C <- act(alpha * A * B + beta * C + bias)` on the streamed path, C's columns split over the
@@ -632,7 +673,7 @@ unsafe fn run_small(
 /// # Safety
 /// `a.cols() == b.rows()`, `m, n > 0`; every C element valid, exclusive and alias-free; the
 /// epilogue's bias matches `m x n`; blocking non-zero; `scratch` at least
-/// `gemm_scratch_len(kernel, blocking, m, n, k, exec.workers())` floats (B is shared only where
+/// `operands_scratch_len(kernel, blocking, m, n, k, exec.workers())` floats (B is shared only where
 /// it holds [`shared_scratch_len`]).
 pub(crate) unsafe fn gemm_operands(
     alpha: f32,
@@ -645,7 +686,7 @@ pub(crate) unsafe fn gemm_operands(
 ) {
     let (kernel, blocking, exec) = (ws.kernel, ws.blocking, ws.exec);
     let d = GemmDims { m: a.rows(), n: b.cols(), k: a.cols() };
-    // Cannot fail: gemm_scratch_len computed the same quantities with checked arithmetic.
+    // Cannot fail: operands_scratch_len computed the same quantities with checked arithmetic.
     let Ok((mc, kc, nc)) = effective(kernel, blocking, &d) else { return };
     let workers = exec.workers().max(1);
     let kc_few = blocking.few_rows_kc(workers, kc);
@@ -747,7 +788,7 @@ pub(crate) unsafe fn gemm_batch(batch: &dyn Batch, alpha: f32, beta: f32, act: A
         shape = Some((GemmDims { m: a.rows(), n: b.cols(), k: a.cols() }, split_costs(a, b)));
     });
     let Some((d, costs)) = shape else { return };
-    // Cannot fail: gemm_scratch_len computed the same quantities with checked arithmetic.
+    // Cannot fail: operands_scratch_len computed the same quantities with checked arithmetic.
     let Ok((mc, kc, nc)) = effective(kernel, ws.blocking, &d) else { return };
     let (mr, nr) = (kernel.gemm.mr, kernel.gemm.nr);
     let panels = (d.m.div_ceil(mr), d.n.div_ceil(nr));
@@ -826,7 +867,7 @@ fn batch_plan(
 /// `rows`/`cols` inside C, panel-aligned at their start, and owned by this call; `scratch` valid
 /// for `kc*nc + mc*kc` floats and owned by this call; a `packed_b` complete and unchanging while
 /// this runs; the CPU supports the kernel.
-unsafe fn gemm_rect(
+pub(crate) unsafe fn gemm_rect(
     p: &Problem<'_>,
     rows: Range<usize>,
     cols: Range<usize>,

@@ -12,6 +12,7 @@ pub mod driver;
 pub(crate) mod pack;
 pub mod reference;
 pub(crate) mod small;
+pub(crate) mod split_k;
 
 use crate::epilogue::Epilogue;
 use crate::error::{Error, Param, Result};
