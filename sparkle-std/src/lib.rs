@@ -29,8 +29,9 @@
 //! stream over several devices), [`npy`] (NumPy files), [`bench`](mod@bench) (the measurement loops behind
 //! `sparkle bench` and the peer comparisons), and the `sparkle` command-line tool.
 #![deny(missing_docs)]
-// Unsafe in two files only, each opting in: the executor (cpu/workers.rs: its promise to the
-// core, and its worker threads running a caller's closure) and a fallible calloc (budget.rs).
+// Unsafe in three files only, each opting in: the executor (cpu/workers.rs: its promise to the
+// core, and its worker threads running a caller's closure), a fallible calloc (budget.rs) and
+// std's feature detection on aarch64 (cpu/isa.rs).
 #![deny(unsafe_code)]
 
 pub use sparkle_core as core;

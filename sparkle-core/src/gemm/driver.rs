@@ -156,10 +156,11 @@ pub(crate) fn effective(kernel: &Kernel, blocking: &Blocking, d: &GemmDims) -> R
     Ok((round_up(mc, kernel.gemm.mr)?, kc, round_up(nc, kernel.gemm.nr)?))
 }
 
-/// Floats of scratch [`gemm_with`] needs for an `m x n x k` problem with `workers` workers:
-/// each worker packs its own B block and A block (a matrix B is cheaper to pack again than to
-/// share: `Split`), and a GEMM of few rows on several workers sums partial products of bands of
-/// the reduction (`split_k`, at most 4 MiB).
+/// Floats of scratch [`gemm_with`] runs fastest with for an `m x n x k` problem with `workers`
+/// workers: each worker packs its own B block and A block (a matrix B is cheaper to pack again
+/// than to share: `Split`), and a GEMM of a few rows on several workers sums partial products of
+/// bands of the reduction (`split_k`, at most 4 MiB). It needs only the packing's room (the
+/// `TooSmall` error names it); with less than this the reduction is not split.
 pub fn gemm_scratch_len(
     kernel: &Kernel,
     blocking: &Blocking,
@@ -364,7 +365,9 @@ pub fn gemm_with(
     let d = check(alpha, &a, &b, beta, &c, epi)?;
     let (kernel, blocking) = (ws.kernel, ws.blocking);
     ws.validated(
-        |workers| gemm_scratch_len(kernel, blocking, d.m, d.n, d.k, workers),
+        // The packing's room is required; the split reduction's partials are taken only where
+        // the scratch also holds them (`split_k_parts`).
+        |workers| operands_scratch_len(kernel, blocking, d.m, d.n, d.k, workers),
         |ws| {
             if d.m > 0 && d.n > 0 {
                 // SAFETY: shapes, epilogue, blocking and scratch were validated; `c` is an
@@ -592,7 +595,7 @@ pub(crate) unsafe fn gemm_unchecked(
 
 /// [`split_k::plan`]'s parts with their blocking, where B is row-major with rows a multiple of 4
 /// KiB apart, read in place by the kernels, and the scratch holds the partials.
-fn split_k_parts(a: &MatRef<'_>, b: &MatRef<'_>, ws: &Workspace<'_>) -> Option<split_k::Parts> {
+pub(crate) fn split_k_parts(a: &MatRef<'_>, b: &MatRef<'_>, ws: &Workspace<'_>) -> Option<split_k::Parts> {
     // Rows of B 4 KiB apart: pieces of them, all at the same offsets within their pages, crowd
     // a few of the caches' sets (`split_k`'s docs); other strides were not measured to gain.
     let aliased = (b.rs() * core::mem::size_of::<f32>()).is_multiple_of(4096);

@@ -7,7 +7,7 @@
 //! read 256 bytes of every row, rows 4 KiB apart. Those runs are too short for the prefetchers,
 //! and, all at the same offsets within their pages, they fill a sixteenth of the L2's sets, so a
 //! worker's 256 KiB share of B did not stay in its 2 MiB L2 from one call to the next. A band of
-//! whole rows is one contiguous run.
+//! whole rows reads runs of 4 KiB and more (one contiguous run where B's rows are packed tight).
 //!
 //! The sum of the partials runs in the same order whatever the workers, but in another order
 //! than on one worker: results differ from the one-worker path by rounding (within the oracle's
@@ -24,7 +24,8 @@ use crate::view::MatRef;
 /// The fewest rows of B (reduction steps) a worker's band has.
 const MIN_BAND: usize = 64;
 
-/// The most rows of C whose reduction is split. Measured on an H100 host's 16-core Xeon, 16
+/// The most rows of C whose reduction is split (1-3 rows of a row-major B take the streamed path
+/// of `gemm/small.rs` first, where the kernel set has it, so this covers 4-8). Measured on an H100 host's 16-core Xeon, 16
 /// threads, five alternating rounds, medians, GFLOPS columns -> bands: 4 x 1024 x 1024 208 -> 284,
 /// 8 x 1024 x 1024 289 -> 398, but 16 rows 407 -> 389, 32 rows 523 -> 415, 64 rows 600 -> 340 (the
 /// partials grow with the rows, and more rows reuse each element of B more often); on 8 threads
@@ -113,10 +114,11 @@ pub(crate) unsafe fn run(
         if rows.is_empty() || cols.is_empty() {
             return;
         }
-        // Cannot fail: the band lies inside A's columns and B's rows.
+        // The band lies inside A's columns and B's rows; a partial left unwritten would be
+        // summed as it stands, so a failure here must not pass silently.
         let (Ok(ai), Ok(bi)) = (a.submatrix(0, rows.start, m, rows.len()), b.submatrix(rows.start, 0, rows.len(), n))
         else {
-            return;
+            unreachable!("a band of the reduction lies inside A and B")
         };
         // SAFETY: partial i is m x n floats inside the partials region.
         let out = OutPtr { ptr: unsafe { partials.ptr().add(i * m * n) }, rs: n, cs: 1 };
@@ -178,7 +180,7 @@ mod tests {
     extern crate std;
     use super::*;
     use crate::check::{error, tolerance};
-    use crate::gemm::driver::{gemm_scratch_len, gemm_with, Executor};
+    use crate::gemm::driver::{gemm_scratch_len, gemm_with, split_k_parts, Executor};
     use crate::gemm::reference::gemm_reference;
     use crate::view::MatMut;
 
@@ -267,10 +269,42 @@ mod tests {
                 let len = gemm_scratch_len(kernel, &blocking, m, n, k, workers).unwrap();
                 let mut scratch = std::vec![f32::NAN; len];
                 let ws = Workspace { kernel, blocking: &blocking, exec: &InTurn(workers), scratch: &mut scratch };
+                let (ta, tb) = if col_major { (bv.t(), av.t()) } else { (av, bv) };
+                assert!(split_k_parts(&ta, &tb, &ws).is_some(), "{workers} workers: not split");
                 gemm_with(0.75, av, bv, beta, view(&mut got, m, n, col_major), &epi, ws).unwrap();
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(error(*g, f64::from(*w)) <= tolerance(k), "{workers} workers, element {i}: {g} vs {w}");
                 }
+            }
+        }
+    }
+
+    /// More bands than two and more than one column piece, against the oracle (too large for
+    /// Miri): 5 x 2048 x 256 on nine workers (4 bands x 2 pieces), 6 x 300 x 320 on five (5 bands).
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn many_bands_and_pieces() {
+        let kernel = crate::arch::Kernel::best();
+        let blocking = crate::gemm::blocking::Blocking::new(16, 48, 256);
+        for (m, n, k, workers, rs, want_parts) in [(5, 2048, 256, 9, 2048, (4, 2)), (6, 300, 320, 5, 1024, (5, 1))] {
+            assert_eq!(plan(m, n, k, workers), Some(want_parts));
+            let fill = |len: usize, seed: u32| -> std::vec::Vec<f32> {
+                (0..len as u32)
+                    .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 20) % 17) as f32 / 8.0 - 1.0)
+                    .collect()
+            };
+            let (a, b, cols) = (fill(m * k, 7), fill(rs * (k - 1) + n, 8), fill(n, 9));
+            let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::new(&b, k, n, rs, 1).unwrap());
+            let epi = Epilogue { bias: Bias::Col(&cols), activation: Activation::Relu };
+            let mut want = std::vec![0.0f32; m * n];
+            gemm_reference(1.0, av, bv, 0.0, MatMut::row_major(&mut want, m, n).unwrap(), &epi).unwrap();
+            let mut got = std::vec![f32::NAN; m * n];
+            let mut scratch = std::vec![f32::NAN; gemm_scratch_len(kernel, &blocking, m, n, k, workers).unwrap()];
+            let ws = Workspace { kernel, blocking: &blocking, exec: &InTurn(workers), scratch: &mut scratch };
+            assert!(split_k_parts(&av, &bv, &ws).is_some());
+            gemm_with(1.0, av, bv, 0.0, MatMut::row_major(&mut got, m, n).unwrap(), &epi, ws).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(error(*g, f64::from(*w)) <= tolerance(k), "{m}x{n}x{k}, element {i}: {g} vs {w}");
             }
         }
     }

@@ -16,6 +16,9 @@
 //! the team, or for more workers than the machine has cores ([`team::max_threads`]: threads
 //! polling for cores they share would slow each other) runs workers `1..n` on the rayon pool
 //! instead, so Sparkle nested in rayon work adds no threads to the ones already busy.
+//!
+//! Like rayon's pool, the team does not survive `fork`: a child process must not run threaded
+//! CPU ops that its parent had already run.
 
 use sparkle_core::gemm::driver::Executor;
 
@@ -70,19 +73,21 @@ pub(crate) mod team {
     /// process does not keep its cores busy.
     pub(crate) const POLL: Duration = Duration::from_micros(200);
 
-    /// Spins of the calling thread waiting for the others before it yields its core instead (in
-    /// case a worker thread waits for a core, as when more threads run than there are cores).
+    /// Spins of the calling thread waiting for the others before it sleeps until the last one
+    /// wakes it (a long part, or a worker thread waiting for a core).
     const JOIN_SPINS: u32 = 1 << 12;
 
     /// The closure of one `run`, its lifetime erased: [`run`] returns only after every worker
     /// thread is done with it.
     type Erased = *const (dyn Fn(usize) + Sync + 'static);
 
-    /// One `run`: the closure, the worker threads still running it, and the first panic caught.
+    /// One `run`: the closure, the worker threads still running it, the first panic caught, and
+    /// the calling thread (unparked by the last part to finish).
     struct Task {
         f: Erased,
         remaining: AtomicUsize,
         panic: Mutex<Option<Box<dyn Any + Send>>>,
+        caller: Thread,
     }
 
     /// What one worker thread polls (its own cache lines: the caller writes `epoch` of each, and
@@ -140,7 +145,11 @@ pub(crate) mod team {
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(slot.index))) {
                 task.panic.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(panic);
             }
-            task.remaining.fetch_sub(1, Ordering::Release);
+            // The task may be gone once `remaining` is 0: take the caller's handle first.
+            let caller = task.caller.clone();
+            if task.remaining.fetch_sub(1, Ordering::Release) == 1 {
+                caller.unpark();
+            }
         }
     }
 
@@ -165,12 +174,10 @@ pub(crate) mod team {
         true
     }
 
-    /// The most workers a `run` takes to the team: as many as the machine (asked once) or rayon's
-    /// pool has threads.
+    /// The most workers a `run` takes to the team: as many as the machine has cores (asked once).
     pub(crate) fn max_threads() -> usize {
         static CORES: OnceLock<usize> = OnceLock::new();
-        let cores = *CORES.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()));
-        cores.max(rayon::current_num_threads())
+        *CORES.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// Runs `f(0)` here and `f(1..n)` on the team, returning once all have; `false` (nothing run)
@@ -188,7 +195,8 @@ pub(crate) mod team {
         let mut team = match TEAM.try_lock() {
             Ok(team) => team,
             Err(TryLockError::WouldBlock) => return false,
-            // A caller's part panicked while holding it; the slots are intact.
+            // Not reached (a part's panic is resumed after the lock is released); the slots
+            // would be intact anyway.
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
         };
         if !grow(&mut team, n - 1) {
@@ -197,7 +205,7 @@ pub(crate) mod team {
         // SAFETY: only the lifetime changes; this function does not return or unwind before
         // `remaining` is 0, after which no worker thread touches the task or the closure.
         let f: Erased = unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), Erased>(f) };
-        let task = Task { f, remaining: AtomicUsize::new(n - 1), panic: Mutex::new(None) };
+        let task = Task { f, remaining: AtomicUsize::new(n - 1), panic: Mutex::new(None), caller: thread::current() };
         let ptr = (&task as *const Task).cast_mut();
         for slot in &team[..n - 1] {
             slot.task.store(ptr, Ordering::Relaxed);
@@ -216,7 +224,9 @@ pub(crate) mod team {
                 spins += 1;
                 std::hint::spin_loop();
             } else {
-                thread::yield_now();
+                // The last part unparks this thread (a token `park` keeps if it comes first); the
+                // timeout only bounds a spurious wait.
+                thread::park_timeout(Duration::from_millis(1));
             }
         }
         drop(team);
@@ -265,12 +275,12 @@ mod tests {
             let names: Vec<std::sync::Mutex<Vec<Option<String>>>> = (0..n).map(|_| Default::default()).collect();
             for _ in 0..3 {
                 // Another test may hold the team for a moment.
-                while !team::run_any(n, &|w| {
+                let part = |w: usize| {
                     hits[w].fetch_add(1, Ordering::Relaxed);
                     names[w].lock().unwrap().push(name());
-                }) {
-                    std::thread::yield_now();
-                }
+                };
+                let ran = (0..100_000).any(|_| team::run_any(n, &part) || (std::thread::yield_now(), false).1);
+                assert!(ran, "the team never became free");
             }
             for w in 0..n {
                 assert_eq!(hits[w].load(Ordering::Relaxed), 3, "worker {w} of {n}");
