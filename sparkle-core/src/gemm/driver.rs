@@ -221,7 +221,7 @@ const B_IN_PLACE_MAX: usize = 1 << 15;
 /// 74-79 -> 80-86, 64 x 1024 x 1024 96 -> 111; one row tile (below it, the streamed path of
 /// `gemm/small.rs` takes row-major B): 8 x 1024 x 1024 52 -> 106, 12 x 1024 x 1024 63 -> 108,
 /// 8 x 4096 x 1024 34 -> 68-71, but B from memory 8 x 4096 x 4096 25 -> 17, hence [`STREAM_KC`].
-pub(crate) const B_IN_PLACE_ROWS: usize = 64;
+const B_IN_PLACE_ROWS: usize = 64;
 
 /// The reduction slice (rows of B) of one row tile over a B read in place of at least
 /// [`STREAM_B_MIN`] floats: each slice runs across every column panel before the next, so B
