@@ -99,7 +99,10 @@ pub struct Cpu {
     pub bkernel: &'static BKernel,
     /// Cache blocking.
     pub blocking: Blocking,
-    /// Upper bound on threads (the rayon pool's size by default).
+    /// Upper bound on threads (the rayon pool's size by default). Worker 0 runs on the calling
+    /// thread and the others on Sparkle's own threads, which poll for work for 200 µs after each
+    /// op; on the rayon pool instead when called from one of its threads, while another thread's
+    /// op holds Sparkle's, or past the machine's core count.
     pub threads: usize,
     /// Problems with fewer multiply-adds run on one thread ([`PARALLEL_MIN_FMAS`] by default).
     pub parallel_min_fmas: f64,
