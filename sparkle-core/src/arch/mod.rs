@@ -963,14 +963,15 @@ unsafe fn activate(c: *mut f32, rs: usize, cs: usize, m: usize, n: usize, act: A
     }
 }
 
-/// One spilled row of an edge tile written out the scalar way: `c[j*cs] = act(alpha*x + beta*c +
-/// bias)`, with the bias `(pointer, step)` (step 0: one value for the row; 1: one per column).
-/// Out of line for code size, like [`activate`].
+/// One spilled row of an edge tile (or of the split reduction's sums, `gemm/split_k.rs`) written
+/// out the scalar way: `c[j*cs] = act(alpha*x + beta*c + bias)`, with the bias `(pointer, step)`
+/// (step 0: one value for the row; 1: one per column). Out of line for code size, like
+/// [`activate`].
 ///
 /// # Safety
 /// `c + j*cs` valid for `j < row.len()`; the bias readable at `j*step`.
 #[inline(never)]
-unsafe fn write_row(
+pub(crate) unsafe fn write_row(
     row: &[f32],
     c: *mut f32,
     cs: usize,

@@ -14,11 +14,9 @@
 //! tolerance), and are the same from run to run at one worker count.
 #![allow(unsafe_code)]
 
-use super::driver::{gemm_rect, OutPtr, Problem, Shared};
-use crate::arch::Kernel;
+use super::driver::{gemm_rect, OutPtr, Problem, Shared, Workspace};
+use crate::arch::write_row;
 use crate::epilogue::{Activation, Bias, Epilogue};
-use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::Workspace;
 use crate::view::MatRef;
 
 /// The fewest rows of B (reduction steps) a worker's band has.
@@ -93,8 +91,7 @@ pub(crate) unsafe fn run(
     ws: &mut Workspace<'_>,
 ) {
     let Parts { bands, pieces, mc, kc, nc, per_worker } = parts;
-    let (kernel, exec): (&Kernel, _) = (ws.kernel, ws.exec);
-    let blocking: &Blocking = ws.blocking;
+    let (kernel, exec, blocking) = (ws.kernel, ws.exec, ws.blocking);
     let workers = exec.workers().max(1);
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     let nr = kernel.gemm.nr;
@@ -152,21 +149,14 @@ pub(crate) unsafe fn run(
                         sum.iter_mut().zip(part).for_each(|(s, p)| *s += p);
                     }
                 }
-                for (j, &x) in sum.iter().enumerate() {
-                    let col = c0 + j;
-                    // SAFETY: (r, col) of C is valid and this worker's alone.
-                    unsafe {
-                        let cp = out.ptr().add(r * c.rs + col * c.cs);
-                        let mut y = alpha * x;
-                        if beta != 0.0 {
-                            y += beta * *cp;
-                        }
-                        if !matches!(bias, Bias::None) {
-                            y += bias.at(r, col);
-                        }
-                        *cp = act.apply(y);
-                    }
-                }
+                let bias = match bias {
+                    Bias::None => None,
+                    Bias::Row(v) => Some((v[r..].as_ptr(), 0)),
+                    Bias::Col(v) => Some((v[c0..].as_ptr(), 1)),
+                };
+                // SAFETY: row r's columns c0..c0+len of C are valid and this worker's alone; the
+                // bias holds a value for the row, or one for each of those columns.
+                unsafe { write_row(sum, out.ptr().add(r * c.rs + c0 * c.cs), c.cs, alpha, beta, bias, act) };
             }
         }
     });
@@ -194,6 +184,13 @@ mod tests {
         fn run(&self, f: &(dyn Fn(usize) + Sync)) {
             (0..self.0).for_each(f)
         }
+    }
+
+    /// `len` multiples of 1/8 in [-1, 1), from `seed`.
+    fn fill(len: usize, seed: u32) -> std::vec::Vec<f32> {
+        (0..len as u32)
+            .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 20) % 17) as f32 / 8.0 - 1.0)
+            .collect()
     }
 
     fn view(c: &mut [f32], m: usize, n: usize, col_major: bool) -> MatMut<'_> {
@@ -232,11 +229,6 @@ mod tests {
         let kernel = crate::arch::Kernel::best();
         let blocking = crate::gemm::blocking::Blocking::new(16, 48, 64);
         let k = 128;
-        let fill = |len: usize, seed: u32| -> std::vec::Vec<f32> {
-            (0..len as u32)
-                .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 20) % 17) as f32 / 8.0 - 1.0)
-                .collect()
-        };
         let wide = kernel.nr() + 5;
         let (rows, cols) = (fill(wide, 4), fill(wide, 5));
         for (beta, bias, act, col_major) in [
@@ -288,11 +280,6 @@ mod tests {
         let blocking = crate::gemm::blocking::Blocking::new(16, 48, 256);
         for (m, n, k, workers, rs, want_parts) in [(5, 2048, 256, 9, 2048, (4, 2)), (6, 300, 320, 5, 1024, (5, 1))] {
             assert_eq!(plan(m, n, k, workers), Some(want_parts));
-            let fill = |len: usize, seed: u32| -> std::vec::Vec<f32> {
-                (0..len as u32)
-                    .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 20) % 17) as f32 / 8.0 - 1.0)
-                    .collect()
-            };
             let (a, b, cols) = (fill(m * k, 7), fill(rs * (k - 1) + n, 8), fill(n, 9));
             let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::new(&b, k, n, rs, 1).unwrap());
             let epi = Epilogue { bias: Bias::Col(&cols), activation: Activation::Relu };
