@@ -825,9 +825,17 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
         // SAFETY: forwarded contract: the buffer holds mr rows of kp.
         let buf = unsafe { core::slice::from_raw_parts_mut(rowbuf, mr * kp) };
         let k = self.d.k;
-        if pack == QPack::Tiles64 && self.a.byte_rows() {
-            // SAFETY: forwarded contract.
-            unsafe { self.pack_a_tiles(i0, rows, dst, sums, buf) };
+        // Not on a 32-bit Arm: its kernel packs pairs, and the byte formats there are only the
+        // portable fallback's, which keeps the shared i16 path (2.3 KiB less flash).
+        if !cfg!(target_arch = "arm") && self.a.byte_rows() && pack != QPack::Pairs16 {
+            // SAFETY: forwarded contract; each group size is its format's.
+            unsafe {
+                match pack {
+                    QPack::Tiles64 => self.pack_a_bytes::<64>(i0, rows, dst, sums, buf),
+                    QPack::Bytes8 => self.pack_a_bytes::<8>(i0, rows, dst, sums, buf),
+                    _ => self.pack_a_bytes::<4>(i0, rows, dst, sums, buf),
+                }
+            }
             return;
         }
         for ip in 0..rows.div_ceil(mr) {
@@ -848,17 +856,28 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
         }
     }
 
-    /// [`Ctx::pack_a`] for [`QPack::Tiles64`] from a source with byte rows: each row gathered as bytes (through
-    /// [`QRows::fill_row_bytes`] where the source has it, else as i16 and narrowed), then copied
-    /// into the panel 64 bytes per block, zero past k and past `rows`.
+    /// [`Ctx::pack_a`] for the byte formats (`G`-byte groups: [`QPack::Bytes4`] and
+    /// [`QPack::SignedBytes4`], [`QPack::Bytes8`], [`QPack::Tiles64`]) from a source with byte
+    /// rows: each row gathered as bytes (through [`QRows::fill_row_bytes`] where the source has
+    /// it, else as i16 and narrowed), then copied into the panel a group at a time (one load and
+    /// one store: the panel's row `ii` of group `g` is at `(g * mr + ii) * G`), zero past k and
+    /// past `rows`. The row sums are computed only where the write-out reads them.
     ///
     /// # Safety
     /// As [`Ctx::pack_a`]; `buf` is the row buffer (`mr * kp` i16).
     #[inline(always)]
-    unsafe fn pack_a_tiles(&self, i0: usize, rows: usize, dst: *mut u8, sums: *mut i32, buf: &mut [i16]) {
+    unsafe fn pack_a_bytes<const G: usize>(
+        &self,
+        i0: usize,
+        rows: usize,
+        dst: *mut u8,
+        sums: *mut i32,
+        buf: &mut [i16],
+    ) {
         let (mr, groups, k) = (self.kernel.mr, self.l.groups, self.d.k);
-        let kp = groups * 64;
-        let off = self.a.offset();
+        debug_assert_eq!(self.kernel.pack.group(), G);
+        let kp = groups * G;
+        let off = self.a.offset() + self.kernel.pack.a_shift();
         // The row as i16 (for sources without a byte form) in the buffer's first kp, the row as
         // bytes after it (kp bytes: kp / 2 i16; the buffer holds mr * kp with mr >= 2).
         let (wide, rest) = buf.split_at_mut(kp);
@@ -889,10 +908,10 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                 };
                 // SAFETY: `sums` holds mc words and `i < mc`.
                 unsafe { *sums.add(i) = sum };
-                for (g, block) in bytes.chunks_exact(64).enumerate() {
-                    // SAFETY: block `g < groups`, row `ii < mr` of the panel: 64 bytes at
-                    // `(g * mr + ii) * 64`, inside its `groups * mr * 64`.
-                    unsafe { core::ptr::copy_nonoverlapping(block.as_ptr(), panel.add((g * mr + ii) * 64), 64) };
+                for (g, block) in bytes.chunks_exact(G).enumerate() {
+                    // SAFETY: group `g < groups`, row `ii < mr` of the panel: G bytes at
+                    // `(g * mr + ii) * G`, inside its `groups * mr * G`.
+                    unsafe { core::ptr::copy_nonoverlapping(block.as_ptr(), panel.add((g * mr + ii) * G), G) };
                 }
             }
         }
