@@ -75,6 +75,29 @@ fn wide_channels(k: &'static QKernel) {
     }
 }
 
+/// Depthwise NHWC (vectorized across the channels): blocks of 32 and 16 channels and a rest of
+/// fewer (53 = 32 + 16 + 5; 80 = 32 + 32 + 16), interior pixels in runs of four and the border
+/// ones alone, 3x3 and 5x5 (strided, dilated, asymmetric padding), i8 and u8 input, every kind
+/// of weight zero point (nonzero ones make weights of up to 255 in magnitude), every output
+/// stage, one and three threads, both weight layouts.
+fn depthwise_nhwc(k: &'static QKernel) {
+    let shapes = [
+        Conv2dParams::new(1, 53, 11, 13, 53, 3, 3).groups(53).pad(Padding::uniform(1)),
+        Conv2dParams::new(2, 80, 9, 10, 80, 5, 5).groups(80).stride(2, 1).pad(Padding::new(2, 1, 0, 2)),
+        Conv2dParams::new(1, 32, 12, 12, 32, 3, 3).groups(32).dilation(2, 2).pad(Padding::uniform(2)),
+        Conv2dParams::new(1, 48, 6, 17, 48, 3, 5).groups(48).stride(1, 2).pad(Padding::new(1, 2, 1, 2)),
+    ];
+    for (i, p) in shapes.into_iter().enumerate() {
+        for (j, wl) in [WeightLayout::Krsc, WeightLayout::Kcrs].into_iter().enumerate() {
+            let p = p.layout(TensorLayout::Nhwc).weight_layout(wl);
+            let cpu = cpu(k, 1 + 2 * ((i + j) % 2));
+            for (z, zero) in [WZero::Tensor, WZero::Channel, WZero::Symmetric].into_iter().enumerate() {
+                check_zero(&cpu, p, (i + j + z) % 3, zero, (i * 8 + j * 3 + z) as u64);
+            }
+        }
+    }
+}
+
 /// Weights packed once serve every image size: packed for a 12x12 image, where the direct conv
 /// (on kernels that have one) is worth it, then run on it and on a 5x5 one, where it drops too
 /// many rows for AVX-512 VNNI's and im2col runs instead; whole and partial blocks of channels.
@@ -186,6 +209,10 @@ macro_rules! qconv_tests {
             #[test]
             fn wide_channel_blocks() {
                 if let Some(k) = kernel(Isa::$isa) { wide_channels(k) }
+            }
+            #[test]
+            fn depthwise_channels_last() {
+                if let Some(k) = kernel(Isa::$isa) { depthwise_nhwc(k) }
             }
             #[test]
             fn packed_weights_any_image() {

@@ -765,7 +765,14 @@ fn strides(g: &Conv2d) -> (usize, usize, usize) {
 
 /// `[lo, hi)` of the outputs along one axis whose taps all fall inside `[0, size)`: output `o`
 /// reads `o * stride - pad + t * dilation` for `t < taps`.
-fn interior_range(out: usize, size: usize, stride: usize, pad: usize, dilation: usize, taps: usize) -> [usize; 2] {
+pub(super) fn interior_range(
+    out: usize,
+    size: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    taps: usize,
+) -> [usize; 2] {
     let lo = pad.div_ceil(stride);
     let span = (taps - 1) * dilation;
     // o * stride - pad + span < size  <=>  o * stride < size + pad - span.
@@ -1087,7 +1094,7 @@ fn depthwise_for<X: QOperand, W: QOperand, Y: QElem>(
     out: &OutputStage<'_>,
     output: &mut [Y],
 ) {
-    let dst = DwOut { ptr: Shared(output.as_mut_ptr()), len: output.len() };
+    let dst = DwOut::new(output);
     let (workers, k) = (exec.workers().max(1), g.params().k);
     // Worker `w`'s channels: a contiguous share.
     let share = |w: usize| k * w / workers..k * (w + 1) / workers;
@@ -1101,13 +1108,20 @@ fn depthwise_for<X: QOperand, W: QOperand, Y: QElem>(
     }
 }
 
-/// The depthwise output as workers share it: each writes the elements of its own channels.
-struct DwOut<Y> {
+/// The depthwise output as workers share it: each writes the elements of its own channels (or,
+/// NHWC, of its own rows: `depthwise_nhwc`).
+pub(super) struct DwOut<Y> {
     ptr: Shared<Y>,
     len: usize,
 }
 
 impl<Y> DwOut<Y> {
+    /// The whole of `output`, for the workers to share (borrowed mutably by the caller for as
+    /// long as this lives).
+    pub(super) fn new(output: &mut [Y]) -> Self {
+        DwOut { ptr: Shared(output.as_mut_ptr()), len: output.len() }
+    }
+
     /// Writes element `i` (inside the output: panics, as indexing would, where not).
     ///
     /// # Safety
@@ -1154,7 +1168,7 @@ impl<Y> DwOut<Y> {
     /// # Safety
     /// No other worker reads or writes them while the slice lives.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn run(&self, at: usize, n: usize) -> &mut [Y] {
+    pub(super) unsafe fn run(&self, at: usize, n: usize) -> &mut [Y] {
         assert!(at.checked_add(n).is_some_and(|end| end <= self.len));
         // SAFETY: inside the output (checked), this worker's alone (the contract).
         unsafe { core::slice::from_raw_parts_mut(self.ptr.ptr().add(at), n) }
@@ -1226,7 +1240,7 @@ unsafe fn depthwise_on<X: QOperand, W: QOperand, Y: QElem>(
 }
 
 /// Zeros for the write-out's column terms of a depthwise chunk.
-const ZEROS: [i32; 32] = [0; 32];
+pub(super) const ZEROS: [i32; 32] = [0; 32];
 
 /// The loop of [`depthwise_for`] over channels `ks`. At horizontal stride 1 (rows of at most 256
 /// outputs, kernels of at most 8 x 16), per output row: the kernel rows staged ([`stage_rows`]),
@@ -1548,12 +1562,12 @@ pub(crate) fn run_conv<X: QOperand, W: QOperand, Y: QElem>(
         return Ok(());
     }
     if g.cg() == 1 && kg == 1 {
-        match packed {
-            Some(pv) => {
-                let weight = elems::<W>(&pv.bytes[..g.weight_len()]);
-                depthwise_for((kernel, exec), g, &QConv { weight, ..*op }, out, output)
-            }
-            None => depthwise_for((kernel, exec), g, op, out, output),
+        let weight = packed.map_or(op.weight, |pv| elems::<W>(&pv.bytes[..g.weight_len()]));
+        let op = &QConv { weight, ..*op };
+        if super::depthwise_nhwc::fits(g) {
+            super::depthwise_nhwc::run((kernel, exec), g, op, out, output);
+        } else {
+            depthwise_for((kernel, exec), g, op, out, output);
         }
         return Ok(());
     }
