@@ -166,8 +166,8 @@ const RUN: usize = 4;
 
 /// The sums of `accs.len()` pixels `step` elements apart over their taps: `accs[q][l] =
 /// init[l] + sum of x[l] * w[l]` for the `lanes` lanes of each tap `(input offset of pixel 0,
-/// weight lanes)`, with `V`'s instructions where [`RUN`] pixels of 32 or 16 lanes, else pixel by
-/// pixel, element by element.
+/// weight lanes)`, with `V`'s instructions for up to [`RUN`] pixels of 32 or 16 lanes, else
+/// pixel by pixel, element by element.
 ///
 /// # Safety
 /// The CPU runs `V`'s instructions.
@@ -180,24 +180,39 @@ unsafe fn pixels<'w, X: QOperand, const V: u8>(
     (lanes, step): (usize, usize),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if V != PORTABLE && accs.len() == RUN && (lanes == CB || lanes == CB_HALF) {
+    if V != PORTABLE && (1..=RUN).contains(&accs.len()) && (lanes == CB || lanes == CB_HALF) {
         let bytes = crate::quant::driver::bytes(input);
         // Every tap's lanes of every pixel inside the input (checked here, once a tap).
-        let last = (RUN - 1) * step + lanes;
+        let last = (accs.len() - 1) * step + lanes;
         let taps = taps.inspect(|&(at, _)| assert!(at + last <= bytes.len()));
-        let signed = X::MIN < 0;
-        let accs: &mut [[i32; CB]; RUN] = accs.try_into().unwrap_or_else(|_| unreachable!());
-        let at = (bytes.as_ptr(), step);
-        // SAFETY: the CPU runs V's instructions (the contract); every pixel's `lanes` bytes of
-        // every tap are inside the input (asserted as the helpers read them); `init`, the
-        // accumulators and the weight lanes hold CB words.
-        unsafe {
-            match (V, lanes == CB) {
-                (AVX512VNNI, true) => x86::vnni::<2>(accs, init, at, taps, signed),
-                (AVX512VNNI, false) => x86::vnni::<1>(accs, init, at, taps, signed),
-                (_, true) => x86::avx2::<4>(accs, init, at, taps, signed),
-                (_, false) => x86::avx2::<2>(accs, init, at, taps, signed),
-            }
+        let (signed, at) = (X::MIN < 0, (bytes.as_ptr(), step));
+        /// The helper for `$p` pixels of `$r` registers.
+        macro_rules! call {
+            ($f:ident, $r:literal, $p:literal) => {{
+                let accs: &mut [[i32; CB]; $p] = accs.try_into().unwrap_or_else(|_| unreachable!());
+                // SAFETY: the CPU runs V's instructions (the contract); every pixel's `lanes`
+                // bytes of every tap are inside the input (asserted as the helper reads them);
+                // `init`, the accumulators and the weight lanes hold CB words.
+                unsafe { x86::$f::<$r, $p>(accs, init, at, taps, signed) }
+            }};
+        }
+        match (V, lanes == CB, accs.len()) {
+            (AVX512VNNI, true, 1) => call!(vnni, 2, 1),
+            (AVX512VNNI, true, 2) => call!(vnni, 2, 2),
+            (AVX512VNNI, true, 3) => call!(vnni, 2, 3),
+            (AVX512VNNI, true, _) => call!(vnni, 2, 4),
+            (AVX512VNNI, false, 1) => call!(vnni, 1, 1),
+            (AVX512VNNI, false, 2) => call!(vnni, 1, 2),
+            (AVX512VNNI, false, 3) => call!(vnni, 1, 3),
+            (AVX512VNNI, false, _) => call!(vnni, 1, 4),
+            (_, true, 1) => call!(avx2, 4, 1),
+            (_, true, 2) => call!(avx2, 4, 2),
+            (_, true, 3) => call!(avx2, 4, 3),
+            (_, true, _) => call!(avx2, 4, 4),
+            (_, false, 1) => call!(avx2, 2, 1),
+            (_, false, 2) => call!(avx2, 2, 2),
+            (_, false, 3) => call!(avx2, 2, 3),
+            (_, false, _) => call!(avx2, 2, 4),
         }
         return;
     }
@@ -214,20 +229,20 @@ unsafe fn pixels<'w, X: QOperand, const V: u8>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{CB, RUN};
+    use super::CB;
     use core::arch::x86_64::*;
 
-    /// [`super::pixels`] for [`RUN`] pixels on `R` registers of 16 lanes each: per tap, each
+    /// [`super::pixels`] for `P` pixels on `R` registers of 16 lanes each: per tap, each
     /// pixel's 16 bytes widened to words (zero or sign, `signed`) and `vpdpwssd` with the tap's
     /// weight lanes (loaded once for the pixels).
     ///
     /// # Safety
     /// The CPU runs AVX-512F and AVX512_VNNI; for every tap, `16 * R` bytes from `input + at +
-    /// q * step` are readable for each pixel `q < RUN` (`(input, step) = at`).
+    /// q * step` are readable for each pixel `q < P` (`(input, step) = at`).
     #[target_feature(enable = "avx512f,avx512vnni")]
     #[inline]
-    pub(super) unsafe fn vnni<'w, const R: usize>(
-        accs: &mut [[i32; CB]; RUN],
+    pub(super) unsafe fn vnni<'w, const R: usize, const P: usize>(
+        accs: &mut [[i32; CB]; P],
         init: &[i32; CB],
         (input, step): (*const u8, usize),
         taps: impl Iterator<Item = (usize, &'w [i32; CB])>,
@@ -237,7 +252,7 @@ mod x86 {
         // array (CB = 32); the input bytes as the contract says.
         unsafe {
             let start: [__m512i; R] = core::array::from_fn(|r| _mm512_loadu_si512(init.as_ptr().add(16 * r).cast()));
-            let mut v = [start; RUN];
+            let mut v = [start; P];
             for (at, w) in taps {
                 for r in 0..R {
                     let w = _mm512_loadu_si512(w.as_ptr().add(16 * r).cast());
@@ -256,16 +271,16 @@ mod x86 {
         }
     }
 
-    /// [`super::pixels`] for [`RUN`] pixels on `R` registers of 8 lanes each: per tap, each
+    /// [`super::pixels`] for `P` pixels on `R` registers of 8 lanes each: per tap, each
     /// pixel's 8 bytes widened to words and `vpmaddwd` with the tap's weight lanes, then added.
     ///
     /// # Safety
     /// The CPU runs AVX2; for every tap, `8 * R` bytes from `input + at + q * step` are readable
-    /// for each pixel `q < RUN`.
+    /// for each pixel `q < P`.
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) unsafe fn avx2<'w, const R: usize>(
-        accs: &mut [[i32; CB]; RUN],
+    pub(super) unsafe fn avx2<'w, const R: usize, const P: usize>(
+        accs: &mut [[i32; CB]; P],
         init: &[i32; CB],
         (input, step): (*const u8, usize),
         taps: impl Iterator<Item = (usize, &'w [i32; CB])>,
@@ -275,7 +290,7 @@ mod x86 {
         // array; the input bytes as the contract says.
         unsafe {
             let start: [__m256i; R] = core::array::from_fn(|r| _mm256_loadu_si256(init.as_ptr().add(8 * r).cast()));
-            let mut v = [start; RUN];
+            let mut v = [start; P];
             for (at, w) in taps {
                 for r in 0..R {
                     let w = _mm256_loadu_si256(w.as_ptr().add(8 * r).cast());
