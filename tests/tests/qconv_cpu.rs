@@ -75,17 +75,24 @@ fn wide_channels(k: &'static QKernel) {
     }
 }
 
-/// Depthwise NHWC (vectorized across the channels): blocks of 32 and 16 channels and a rest of
-/// fewer (53 = 32 + 16 + 5; 80 = 32 + 32 + 16), interior pixels in runs of four and the border
-/// ones alone, 3x3 and 5x5 (strided, dilated, asymmetric padding), i8 and u8 input, every kind
-/// of weight zero point (nonzero ones make weights of up to 255 in magnitude), every output
-/// stage, one and three threads, both weight layouts.
+/// Depthwise NHWC (vectorized across the channels): blocks of 32, 16 and 8 channels and a rest
+/// of fewer (53 = 32 + 16 + 5; 80 = 32 + 32 + 16; 29 = 16 + 8 + 5; 40 = 32 + 8; 24), interior pixels
+/// in runs of one to four and the border ones alone, rows of several 16-pixel tiles, 3x3, 5x5
+/// and 7x7 (strided, dilated, asymmetric padding), two rows shared by three workers (the channel
+/// blocks split instead), i8 and u8 input, every kind of weight zero point (nonzero ones make
+/// weights of up to 255 in magnitude), every output stage, one and three threads, both weight
+/// layouts.
 fn depthwise_nhwc(k: &'static QKernel) {
     let shapes = [
         Conv2dParams::new(1, 53, 11, 13, 53, 3, 3).groups(53).pad(Padding::uniform(1)),
         Conv2dParams::new(2, 80, 9, 10, 80, 5, 5).groups(80).stride(2, 1).pad(Padding::new(2, 1, 0, 2)),
         Conv2dParams::new(1, 32, 12, 12, 32, 3, 3).groups(32).dilation(2, 2).pad(Padding::uniform(2)),
         Conv2dParams::new(1, 48, 6, 17, 48, 3, 5).groups(48).stride(1, 2).pad(Padding::new(1, 2, 1, 2)),
+        Conv2dParams::new(1, 48, 6, 37, 48, 3, 3).groups(48).pad(Padding::uniform(1)),
+        Conv2dParams::new(1, 29, 7, 22, 29, 3, 3).groups(29).pad(Padding::new(0, 1, 2, 1)),
+        Conv2dParams::new(1, 40, 9, 11, 40, 7, 7).groups(40).pad(Padding::uniform(3)),
+        Conv2dParams::new(1, 96, 2, 9, 96, 3, 3).groups(96).pad(Padding::uniform(1)),
+        Conv2dParams::new(1, 24, 5, 16, 24, 3, 3).groups(24).pad(Padding::uniform(1)),
     ];
     for (i, p) in shapes.into_iter().enumerate() {
         for (j, wl) in [WeightLayout::Krsc, WeightLayout::Kcrs].into_iter().enumerate() {

@@ -31,6 +31,8 @@ use crate::quant::{
 };
 use crate::view::MatRef;
 
+mod depthwise_nhwc;
+
 /// The operands of a quantized conv2d: input and weights in the layouts of the geometry, their
 /// zero points (the weights' per tensor or per output channel) and an optional `i32` bias per
 /// output channel.
@@ -765,14 +767,7 @@ fn strides(g: &Conv2d) -> (usize, usize, usize) {
 
 /// `[lo, hi)` of the outputs along one axis whose taps all fall inside `[0, size)`: output `o`
 /// reads `o * stride - pad + t * dilation` for `t < taps`.
-pub(super) fn interior_range(
-    out: usize,
-    size: usize,
-    stride: usize,
-    pad: usize,
-    dilation: usize,
-    taps: usize,
-) -> [usize; 2] {
+fn interior_range(out: usize, size: usize, stride: usize, pad: usize, dilation: usize, taps: usize) -> [usize; 2] {
     let lo = pad.div_ceil(stride);
     let span = (taps - 1) * dilation;
     // o * stride - pad + span < size  <=>  o * stride < size + pad - span.
@@ -1110,7 +1105,7 @@ fn depthwise_for<X: QOperand, W: QOperand, Y: QElem>(
 
 /// The depthwise output as workers share it: each writes the elements of its own channels (or,
 /// NHWC, of its own rows: `depthwise_nhwc`).
-pub(super) struct DwOut<Y> {
+struct DwOut<Y> {
     ptr: Shared<Y>,
     len: usize,
 }
@@ -1118,7 +1113,7 @@ pub(super) struct DwOut<Y> {
 impl<Y> DwOut<Y> {
     /// The whole of `output`, for the workers to share (borrowed mutably by the caller for as
     /// long as this lives).
-    pub(super) fn new(output: &mut [Y]) -> Self {
+    fn new(output: &mut [Y]) -> Self {
         DwOut { ptr: Shared(output.as_mut_ptr()), len: output.len() }
     }
 
@@ -1163,12 +1158,19 @@ impl<Y> DwOut<Y> {
         }
     }
 
+    /// A pointer to element `at`, where elements `at .. at + n` are inside the output (panics
+    /// where not): for writes that leave the elements between them to other workers.
+    fn ptr_at(&self, at: usize, n: usize) -> *mut Y {
+        assert!(at.checked_add(n).is_some_and(|end| end <= self.len));
+        self.ptr.ptr().wrapping_add(at)
+    }
+
     /// Elements `at .. at + n` (inside the output: panics where not).
     ///
     /// # Safety
     /// No other worker reads or writes them while the slice lives.
     #[allow(clippy::mut_from_ref)]
-    pub(super) unsafe fn run(&self, at: usize, n: usize) -> &mut [Y] {
+    unsafe fn run(&self, at: usize, n: usize) -> &mut [Y] {
         assert!(at.checked_add(n).is_some_and(|end| end <= self.len));
         // SAFETY: inside the output (checked), this worker's alone (the contract).
         unsafe { core::slice::from_raw_parts_mut(self.ptr.ptr().add(at), n) }
@@ -1240,7 +1242,7 @@ unsafe fn depthwise_on<X: QOperand, W: QOperand, Y: QElem>(
 }
 
 /// Zeros for the write-out's column terms of a depthwise chunk.
-pub(super) const ZEROS: [i32; 32] = [0; 32];
+const ZEROS: [i32; 32] = [0; 32];
 
 /// The loop of [`depthwise_for`] over channels `ks`. At horizontal stride 1 (rows of at most 256
 /// outputs, kernels of at most 8 x 16), per output row: the kernel rows staged ([`stage_rows`]),
@@ -1564,8 +1566,8 @@ pub(crate) fn run_conv<X: QOperand, W: QOperand, Y: QElem>(
     if g.cg() == 1 && kg == 1 {
         let weight = packed.map_or(op.weight, |pv| elems::<W>(&pv.bytes[..g.weight_len()]));
         let op = &QConv { weight, ..*op };
-        if super::depthwise_nhwc::fits(g) {
-            super::depthwise_nhwc::run((kernel, exec), g, op, out, output);
+        if depthwise_nhwc::fits(g) {
+            depthwise_nhwc::run((kernel, exec), g, op, out, output);
         } else {
             depthwise_for((kernel, exec), g, op, out, output);
         }

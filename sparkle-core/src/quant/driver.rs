@@ -833,7 +833,8 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
                 match pack {
                     QPack::Tiles64 => self.pack_a_bytes::<64>(i0, rows, dst, sums, buf),
                     QPack::Bytes8 => self.pack_a_bytes::<8>(i0, rows, dst, sums, buf),
-                    _ => self.pack_a_bytes::<4>(i0, rows, dst, sums, buf),
+                    QPack::Bytes4 | QPack::SignedBytes4 => self.pack_a_bytes::<4>(i0, rows, dst, sums, buf),
+                    QPack::Pairs16 => unreachable!(),
                 }
             }
             return;
@@ -879,8 +880,10 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
         let kp = groups * G;
         let off = self.a.offset() + self.kernel.pack.a_shift();
         // The row as i16 (for sources without a byte form) in the buffer's first kp, the row as
-        // bytes after it (kp bytes: kp / 2 i16; the buffer holds mr * kp with mr >= 2).
+        // bytes after it (kp bytes: kp / 2 i16; the buffer holds mr * kp with mr >= 2, as every
+        // byte-format kernel has).
         let (wide, rest) = buf.split_at_mut(kp);
+        assert!(rest.len() * 2 >= kp, "a byte-format kernel of one row");
         // SAFETY: `rest` holds at least kp / 2 i16, that is kp bytes, all ours; u8 has no
         // invalid values and alignment one.
         let bytes = unsafe { core::slice::from_raw_parts_mut(rest.as_mut_ptr().cast::<u8>(), kp) };

@@ -28,7 +28,6 @@
 //! [`driver`] packs the operands and runs the registered kernels ([`crate::arch::quant::QKernel`]).
 
 pub mod conv;
-mod depthwise_nhwc;
 pub mod driver;
 pub mod packed;
 mod pairs;

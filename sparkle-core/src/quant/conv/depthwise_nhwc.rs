@@ -5,8 +5,9 @@
 //! @112 on a Zen 4, against PyTorch's 43). Here a pixel's channels are the vector:
 //!
 //! ```text
-//! worker w: a share of the output rows (all images' rows in order), every channel
-//!   per block of CB (32) channels, or 16 at the end, or fewer (element by element):
+//! worker w: a share of the output rows (all images' rows in order), every channel; or, where
+//!            the channel blocks outnumber the rows, every row and a share of the blocks
+//!   per block of CB (32) channels, or 16 or 8 at the end, or fewer (element by element):
 //!     the block's weights less their zero points as word lanes, tap by tap (`wt[tap][lane]`)
 //!     per output row, PX (16) pixels at a time:
 //!       each pixel's sums = bias - zx * (its taps' weight sums) + sum over its taps inside the
@@ -25,33 +26,44 @@
 //! true sum fits (the accumulator bound of the op's check).
 #![allow(unsafe_code)]
 
+use super::{interior_range, DwOut, QConv, ZEROS};
 use crate::arch::quant::{FinishTile, QKernel};
 use crate::conv::Conv2d;
 use crate::gemm::driver::{Executor, Pinned};
-use crate::quant::conv::{interior_range, DwOut, QConv, ZEROS};
 use crate::quant::{narrow, OutputStage, QElem, QOperand};
 use crate::TensorLayout;
 
 /// Channels per block (the lanes of a pixel's sums; 2 AVX-512 registers).
 const CB: usize = 32;
-/// The narrower block for a remainder of 16 or more channels.
+/// The narrower blocks for a remainder of 16 or 8 channels or more.
 const CB_HALF: usize = 16;
+const CB_QUARTER: usize = 8;
 /// Output pixels per tile (the write-out's rows).
 const PX: usize = 16;
 /// Taps at most (7 x 7); larger kernels take the per-channel loop.
 const MAX_TAPS: usize = 49;
 
 /// Whether this path takes depthwise conv `g` (checked operands): NHWC, at most
-/// [`MAX_TAPS`] taps, not on a 32-bit Arm (its stack and its one-lane vectors: the per-channel
-/// loop serves it).
-pub(crate) fn fits(g: &Conv2d) -> bool {
+/// [`MAX_TAPS`] taps, on x86-64 and AArch64 (elsewhere the per-channel loop: a Cortex-M's
+/// one-lane vectors and small stack; `rows` keeps about 9 KiB of tables there).
+pub(super) fn fits(g: &Conv2d) -> bool {
     let p = g.params();
-    !cfg!(target_arch = "arm") && p.layout == TensorLayout::Nhwc && p.r.saturating_mul(p.s) <= MAX_TAPS
+    cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+        && p.layout == TensorLayout::Nhwc
+        && p.r.saturating_mul(p.s) <= MAX_TAPS
 }
 
-/// Runs depthwise conv `g` (where [`fits`]; operands checked) on the workers, each a contiguous
-/// share of the output rows.
-pub(crate) fn run<X: QOperand, W: QOperand, Y: QElem>(
+/// One worker's part: output rows (row `q` is image `q / ho`, output row `q % ho`) by channels.
+#[derive(Clone, Debug)]
+struct Part {
+    rows: core::ops::Range<usize>,
+    channels: core::ops::Range<usize>,
+}
+
+/// Runs depthwise conv `g` (where [`fits`]; operands checked) on the workers: each a contiguous
+/// share of the output rows, or, where the blocks of [`CB`] channels outnumber the rows and
+/// there are fewer than two rows a worker (7 x 7 x 960 at batch 1), a share of the blocks.
+pub(super) fn run<X: QOperand, W: QOperand, Y: QElem>(
     (kernel, exec): (&QKernel, &Pinned<'_>),
     g: &Conv2d,
     op: &QConv<'_, X, W>,
@@ -59,36 +71,39 @@ pub(crate) fn run<X: QOperand, W: QOperand, Y: QElem>(
     output: &mut [Y],
 ) {
     let dst = DwOut::new(output);
-    let rows = g.params().n * g.ho();
-    let workers = exec.workers().max(1).min(rows.max(1));
-    let share = |w: usize| rows * w / workers..rows * (w + 1) / workers;
+    let (rows, c) = (g.params().n * g.ho(), g.params().c);
+    let workers = exec.workers().max(1);
+    let blocks = c.div_ceil(CB);
+    let by_rows = rows >= 2 * workers || rows >= blocks;
+    let part = |w: usize| match by_rows {
+        true => Part { rows: rows * w / workers..rows * (w + 1) / workers, channels: 0..c },
+        false => {
+            let edge = |w: usize| (blocks * w / workers * CB).min(c);
+            Part { rows: 0..rows, channels: edge(w)..edge(w + 1) }
+        }
+    };
     if workers == 1 {
-        // SAFETY: one worker, every row; `output` is borrowed mutably for the call.
-        unsafe { on_isa(kernel, g, op, out, &dst, 0..rows) };
+        // SAFETY: one worker, every element; `output` is borrowed mutably for the call.
+        unsafe { on_isa(kernel, g, op, out, &dst, part(0)) };
     } else {
-        // Workers past `workers` (more than rows) have nothing to do.
-        exec.run(&|w| {
-            if w < workers {
-                // SAFETY: the shares are disjoint sets of whole output rows (every channel of
-                // their pixels), so no element is written by two workers; `output` is borrowed
-                // mutably until `run` returns, after every worker.
-                unsafe { on_isa(kernel, g, op, out, &dst, share(w)) }
-            }
-        });
+        // SAFETY: the parts are disjoint (whole rows, or every row of disjoint channels), so no
+        // element is written by two workers; `output` is borrowed mutably until `run` returns,
+        // after every worker.
+        exec.run(&|w| unsafe { on_isa(kernel, g, op, out, &dst, part(w)) });
     }
 }
 
 /// [`rows`] compiled for the kernel's ISA (its loops then vectorize with the kernel's vectors).
 ///
 /// # Safety
-/// No other worker writes the output rows `rows` during the run.
+/// No other worker writes the output elements of `part` during the run.
 unsafe fn on_isa<X: QOperand, W: QOperand, Y: QElem>(
     kernel: &QKernel,
     g: &Conv2d,
     op: &QConv<'_, X, W>,
     out: &OutputStage<'_>,
     output: &DwOut<Y>,
-    range: core::ops::Range<usize>,
+    part: Part,
 ) {
     // The kernel's vector write-out (its ISA proved by the kernel).
     let finish = kernel.finish_tile;
@@ -102,11 +117,11 @@ unsafe fn on_isa<X: QOperand, W: QOperand, Y: QElem>(
             op: &QConv<'_, X, W>,
             out: &OutputStage<'_>,
             output: &DwOut<Y>,
-            range: core::ops::Range<usize>,
+            part: Part,
             finish: Option<unsafe fn(&FinishTile)>,
         ) {
             // SAFETY: forwarded contract; the CPU runs AVX2.
-            unsafe { rows::<X, W, Y, AVX2>(g, op, out, output, range, finish) }
+            unsafe { rows::<X, W, Y, AVX2>(g, op, out, output, part, finish) }
         }
         /// # Safety
         /// The CPU must run AVX-512F with AVX512_VNNI, and `finish` where given; as [`rows`].
@@ -116,16 +131,16 @@ unsafe fn on_isa<X: QOperand, W: QOperand, Y: QElem>(
             op: &QConv<'_, X, W>,
             out: &OutputStage<'_>,
             output: &DwOut<Y>,
-            range: core::ops::Range<usize>,
+            part: Part,
             finish: Option<unsafe fn(&FinishTile)>,
         ) {
             // SAFETY: forwarded contract; the CPU runs AVX512_VNNI.
-            unsafe { rows::<X, W, Y, AVX512VNNI>(g, op, out, output, range, finish) }
+            unsafe { rows::<X, W, Y, AVX512VNNI>(g, op, out, output, part, finish) }
         }
         match kernel.isa() {
             crate::arch::Isa::Avx512Vnni | crate::arch::Isa::AmxInt8 if crate::arch::Isa::Avx512Vnni.is_available() => {
                 // SAFETY: detected; the kernel proves its write-out's ISA; forwarded contract.
-                return unsafe { avx512vnni(g, op, out, output, range, finish) };
+                return unsafe { avx512vnni(g, op, out, output, part, finish) };
             }
             crate::arch::Isa::Avx2
             | crate::arch::Isa::AvxVnni
@@ -133,13 +148,13 @@ unsafe fn on_isa<X: QOperand, W: QOperand, Y: QElem>(
             | crate::arch::Isa::AmxInt8 => {
                 // SAFETY: the kernel proves the CPU runs AVX2 (every x86 int8 kernel's detection
                 // requires it) and its write-out's ISA; forwarded contract.
-                return unsafe { avx2(g, op, out, output, range, finish) };
+                return unsafe { avx2(g, op, out, output, part, finish) };
             }
             _ => {}
         }
     }
     // SAFETY: the kernel proves the ISA of its write-out; forwarded contract.
-    unsafe { rows::<X, W, Y, PORTABLE>(g, op, out, output, range, finish) }
+    unsafe { rows::<X, W, Y, PORTABLE>(g, op, out, output, part, finish) }
 }
 
 /// [`rows`]'s sums: the compiler's vectors, AVX2's `vpmaddwd`, AVX-512 VNNI's `vpdpwssd`.
@@ -166,7 +181,7 @@ const RUN: usize = 4;
 
 /// The sums of `accs.len()` pixels `step` elements apart over their taps: `accs[q][l] =
 /// init[l] + sum of x[l] * w[l]` for the `lanes` lanes of each tap `(input offset of pixel 0,
-/// weight lanes)`, with `V`'s instructions for up to [`RUN`] pixels of 32 or 16 lanes, else
+/// weight lanes)`, with `V`'s instructions for up to [`RUN`] pixels of 32, 16 or 8 lanes, else
 /// pixel by pixel, element by element.
 ///
 /// # Safety
@@ -180,7 +195,7 @@ unsafe fn pixels<'w, X: QOperand, const V: u8>(
     (lanes, step): (usize, usize),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if V != PORTABLE && (1..=RUN).contains(&accs.len()) && (lanes == CB || lanes == CB_HALF) {
+    if V != PORTABLE && (1..=RUN).contains(&accs.len()) && matches!(lanes, CB | CB_HALF | CB_QUARTER) {
         let bytes = crate::quant::driver::bytes(input);
         // Every tap's lanes of every pixel inside the input (checked here, once a tap).
         let last = (accs.len() - 1) * step + lanes;
@@ -196,23 +211,30 @@ unsafe fn pixels<'w, X: QOperand, const V: u8>(
                 unsafe { x86::$f::<$r, $p>(accs, init, at, taps, signed) }
             }};
         }
-        match (V, lanes == CB, accs.len()) {
-            (AVX512VNNI, true, 1) => call!(vnni, 2, 1),
-            (AVX512VNNI, true, 2) => call!(vnni, 2, 2),
-            (AVX512VNNI, true, 3) => call!(vnni, 2, 3),
-            (AVX512VNNI, true, _) => call!(vnni, 2, 4),
-            (AVX512VNNI, false, 1) => call!(vnni, 1, 1),
-            (AVX512VNNI, false, 2) => call!(vnni, 1, 2),
-            (AVX512VNNI, false, 3) => call!(vnni, 1, 3),
-            (AVX512VNNI, false, _) => call!(vnni, 1, 4),
-            (_, true, 1) => call!(avx2, 4, 1),
-            (_, true, 2) => call!(avx2, 4, 2),
-            (_, true, 3) => call!(avx2, 4, 3),
-            (_, true, _) => call!(avx2, 4, 4),
-            (_, false, 1) => call!(avx2, 2, 1),
-            (_, false, 2) => call!(avx2, 2, 2),
-            (_, false, 3) => call!(avx2, 2, 3),
-            (_, false, _) => call!(avx2, 2, 4),
+        // RUN is 4: the arms below name every count.
+        const _: () = assert!(RUN == 4);
+        // Eight lanes on AVX2's vectors (which AVX-512 implies).
+        match (V, lanes, accs.len()) {
+            (AVX512VNNI, CB, 1) => call!(vnni, 2, 1),
+            (AVX512VNNI, CB, 2) => call!(vnni, 2, 2),
+            (AVX512VNNI, CB, 3) => call!(vnni, 2, 3),
+            (AVX512VNNI, CB, _) => call!(vnni, 2, 4),
+            (AVX512VNNI, CB_HALF, 1) => call!(vnni, 1, 1),
+            (AVX512VNNI, CB_HALF, 2) => call!(vnni, 1, 2),
+            (AVX512VNNI, CB_HALF, 3) => call!(vnni, 1, 3),
+            (AVX512VNNI, CB_HALF, _) => call!(vnni, 1, 4),
+            (_, CB, 1) => call!(avx2, 4, 1),
+            (_, CB, 2) => call!(avx2, 4, 2),
+            (_, CB, 3) => call!(avx2, 4, 3),
+            (_, CB, _) => call!(avx2, 4, 4),
+            (_, CB_HALF, 1) => call!(avx2, 2, 1),
+            (_, CB_HALF, 2) => call!(avx2, 2, 2),
+            (_, CB_HALF, 3) => call!(avx2, 2, 3),
+            (_, CB_HALF, _) => call!(avx2, 2, 4),
+            (_, _, 1) => call!(avx2, 1, 1),
+            (_, _, 2) => call!(avx2, 1, 2),
+            (_, _, 3) => call!(avx2, 1, 3),
+            (_, _, _) => call!(avx2, 1, 4),
         }
         return;
     }
@@ -287,7 +309,7 @@ mod x86 {
         signed: bool,
     ) {
         // SAFETY: R <= 4 registers of 8 words inside `init`, each accumulator and each weight
-        // array; the input bytes as the contract says.
+        // array (CB = 32); the input bytes as the contract says.
         unsafe {
             let start: [__m256i; R] = core::array::from_fn(|r| _mm256_loadu_si256(init.as_ptr().add(8 * r).cast()));
             let mut v = [start; P];
@@ -310,19 +332,19 @@ mod x86 {
     }
 }
 
-/// Output rows `range` (row `q`: image `q / ho`, output row `q % ho`), every channel, as the
-/// module docs say.
+/// Output rows `range` (row `q`: image `q / ho`, output row `q % ho`) by `channels` (from a
+/// block's edge), as the module docs say.
 ///
 /// # Safety
-/// The CPU runs `finish`, where given, and `V`'s instructions; no other worker writes the output
-/// rows `range` during the run.
+/// The CPU runs `finish`, where given, and `V`'s instructions; no other worker writes these
+/// output elements during the run.
 #[inline(always)]
 unsafe fn rows<X: QOperand, W: QOperand, Y: QElem, const V: u8>(
     g: &Conv2d,
     op: &QConv<'_, X, W>,
     out: &OutputStage<'_>,
     output: &DwOut<Y>,
-    range: core::ops::Range<usize>,
+    Part { rows: range, channels }: Part,
     finish: Option<unsafe fn(&FinishTile)>,
 ) {
     let p = g.params();
@@ -344,17 +366,18 @@ unsafe fn rows<X: QOperand, W: QOperand, Y: QElem, const V: u8>(
     let mut bias = [0i32; CB];
     // The bias less `zx` times the lane's weight sum over every tap: an interior pixel's start.
     let mut inner = [0i32; CB];
-    if c == 0 || range.is_empty() {
+    if channels.is_empty() || range.is_empty() {
         return;
     }
-    let mut stages = [out.channel::<Y>(0); CB];
+    let mut stages = [out.channel::<Y>(channels.start); CB];
     let mut ms = [0f32; CB];
     let mut acc = [[0i32; CB]; PX];
-    let mut c0 = 0;
-    while c0 < c {
-        let lanes = match c - c0 {
+    let mut c0 = channels.start;
+    while c0 < channels.end {
+        let lanes = match channels.end - c0 {
             rest if rest >= CB => CB,
             rest if rest >= CB_HALF => CB_HALF,
+            rest if rest >= CB_QUARTER => CB_QUARTER,
             rest => rest,
         };
         for l in 0..lanes {
@@ -433,12 +456,11 @@ unsafe fn rows<X: QOperand, W: QOperand, Y: QElem, const V: u8>(
                     };
                     i += 1;
                 }
-                // The tile: pixels `ox0 ..` of row `oy`, `p.k` (= c) apart, channels `c0 ..`.
+                // The tile: pixels `ox0 ..` of row `oy`, `p.k` (= c) apart, channels `c0 ..`,
+                // written through a pointer (the elements between its rows may be another
+                // worker's).
                 let at = g.output_index(n, c0, oy, ox0);
-                let span = (px - 1) * p.k + lanes;
-                // SAFETY: the tile's elements lie in output row `oy` of image `n`, one of this
-                // worker's rows (every channel of its pixels is this worker's: the contract).
-                let tile = unsafe { output.run(at, span) };
+                let tile = output.ptr_at(at, (px - 1) * p.k + lanes);
                 match vector {
                     Some(f) => {
                         let (zp, (lo, hi)) = (stages[0].zero_point(), stages[0].range());
@@ -455,19 +477,22 @@ unsafe fn rows<X: QOperand, W: QOperand, Y: QElem, const V: u8>(
                             zp,
                             lo,
                             hi,
-                            out: tile.as_mut_ptr().cast::<u8>(),
+                            out: tile.cast::<u8>(),
                             out_stride: p.k,
                         };
-                        // SAFETY: the caller's contract (the CPU runs `f`); every array holds
+                        // SAFETY: the caller's contract (the CPU runs `f`; the `lanes` elements
+                        // of each of the `px` rows are this worker's); every array holds
                         // `lanes <= 32` elements (the row sums, not read); `px` rows `CB` apart
-                        // are inside `acc`, and `px` rows `p.k` apart of `lanes` bytes inside
-                        // `tile` (`span` elements; Y is one byte, `narrow`).
+                        // are inside `acc`, and `px` rows `p.k` apart of `lanes` bytes inside the
+                        // output (`ptr_at` checked the span; Y is one byte, `narrow`).
                         unsafe { f(&ft) };
                     }
                     None => {
                         for (i, a) in acc[..px].iter().enumerate() {
                             for (l, (s, &v)) in stages[..lanes].iter().zip(&a[..lanes]).enumerate() {
-                                tile[i * p.k + l] = s.apply(v);
+                                // SAFETY: inside the span `ptr_at` checked; this worker's element
+                                // (the contract).
+                                unsafe { tile.add(i * p.k + l).write(s.apply(v)) };
                             }
                         }
                     }
