@@ -270,7 +270,7 @@ impl Cpu {
         output: &mut [Y],
     ) -> Result<(), CpuError> {
         op.check::<Y>(g, out, output.len())?;
-        let threads = self.threads_for(g.flops() / 2.0);
+        let threads = self.qconv2d_threads(g);
         // The staged copies (NHWC input, KRSC weights; the padded image of AMX's direct conv)
         // where the budget allows them.
         let len = self.qconv_scratch(qconv2d_staged_scratch_len(self.qkernel, g, threads)?, || {
@@ -280,6 +280,15 @@ impl Cpu {
             let ws = QWorkspace { kernel: self.qkernel, exec: &Workers(threads), scratch };
             Ok(qconv2d_with(g, op, out, output, ws)?)
         })
+    }
+
+    /// Threads for int8 conv `g`: as [`Cpu::conv2d_plan`] counts them, a depthwise multiply-add
+    /// as [`DEPTHWISE_FMA_COST`] of a GEMM's (the int8 depthwise loop runs at 10-80 GOPS where the
+    /// int8 GEMM runs at 400 and more).
+    fn qconv2d_threads(&self, g: &Conv2d) -> usize {
+        let fmas = g.flops() / 2.0;
+        let depthwise = g.cg() == 1 && g.kg() == 1;
+        self.threads_for(if depthwise { fmas * DEPTHWISE_FMA_COST } else { fmas })
     }
 
     /// The int8 conv's scratch words: `staged` (the faster, staged copies) where the memory
@@ -341,7 +350,7 @@ impl Cpu {
         if !op.weight.fits(self.qkernel, g) {
             return Err(sparkle_core::Error::Invalid { param: Param::Packed }.into());
         }
-        let threads = self.threads_for(g.flops() / 2.0);
+        let threads = self.qconv2d_threads(g);
         // The staged input where the budget allows it.
         let len = self.qconv_scratch(qconv2d_packed_staged_scratch_len(self.qkernel, g, threads)?, || {
             qconv2d_packed_scratch_len(self.qkernel, g, threads)
