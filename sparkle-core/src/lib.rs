@@ -25,7 +25,8 @@
 //! loop nest, streamed few-row path and split reduction (`gemm/pack.rs`, [`gemm::driver`],
 //! `gemm/small.rs`, `gemm/split_k.rs`), the conv paths that hand operands to the same driver
 //! ([`conv::operands`], [`conv::fused`], [`conv::direct`], [`conv::winograd`]), bf16 ([`bf16`])
-//! and int8 ([`quant::driver`], [`quant::conv`], `quant/packed.rs`, `quant/pairs.rs`). The
+//! and int8 ([`quant::driver`], [`quant::conv`] with its `depthwise_nhwc`, `quant/packed.rs`,
+//! `quant/pairs.rs`). The
 //! safe entry points that reach them are [`gemm::gemm`], [`gemm::driver::gemm_with`],
 //! [`conv::conv2d`], [`conv::fused::conv2d_with`], [`conv::operands::pack_im2col_panels`],
 //! [`quant::driver::qgemm_with`], [`quant::conv::qconv2d_with`] and [`arch::peak::fma_burst`]. Each validates everything the unsafe code relies on before calling

@@ -1104,7 +1104,7 @@ fn depthwise_for<X: QOperand, W: QOperand, Y: QElem>(
 }
 
 /// The depthwise output as workers share it: each writes the elements of its own channels (or,
-/// NHWC, of its own rows: `depthwise_nhwc`).
+/// in `depthwise_nhwc`, of its own rows or channel blocks).
 struct DwOut<Y> {
     ptr: Shared<Y>,
     len: usize,
