@@ -159,7 +159,9 @@ unsafe fn on_isa<X: QOperand, W: QOperand, Y: QElem>(
 
 /// [`rows`]'s sums: the compiler's vectors, AVX2's `vpmaddwd`, AVX-512 VNNI's `vpdpwssd`.
 const PORTABLE: u8 = 0;
+#[cfg(target_arch = "x86_64")]
 const AVX2: u8 = 1;
+#[cfg(target_arch = "x86_64")]
 const AVX512VNNI: u8 = 2;
 
 /// The weight `w` (in [-255, 255]) as a tap's lane: its 16 bits in the low half, 0 in the
