@@ -24,7 +24,7 @@
 //! kernels, each opting in: [`arch`] (the SIMD kernels and CPU detection), the GEMM's packing,
 //! loop nest, streamed few-row path and split reduction (`gemm/pack.rs`, [`gemm::driver`],
 //! `gemm/small.rs`, `gemm/split_k.rs`), the conv paths that hand operands to the same driver
-//! ([`conv::operands`], [`conv::fused`], [`conv::direct`], [`conv::winograd`]), bf16 ([`bf16`])
+//! ([`conv::operands`], [`conv::fused`], [`conv::direct`] with its `rows`, [`conv::winograd`]), bf16 ([`bf16`])
 //! and int8 ([`quant::driver`], [`quant::conv`] with its `depthwise_nhwc`, `quant/packed.rs`,
 //! `quant/pairs.rs`). The
 //! safe entry points that reach them are [`gemm::gemm`], [`gemm::driver::gemm_with`],

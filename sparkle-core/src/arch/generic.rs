@@ -97,6 +97,7 @@ pub const GENERIC_KERNELS: Kernel = Kernel {
         } else {
             None
         },
+        rows: None,
         run: generic_gemm_f32_4x4,
     },
     depthwise: DepthwiseKernel { id: "generic_dwconv_f32", run: generic_dwconv_f32, lanes: <Scalar as Simd>::LANES },

@@ -352,6 +352,30 @@ pub(crate) struct MicroArgs {
     pub act: Activation,
 }
 
+/// The direct conv's row tiles of one kernel set (`conv::direct::rows`): `C^T` tiles of at most
+/// `mr` output pixels of one output row by at most `nr` output channels (two vectors), the
+/// image's channel planes read in place as A and the weights packed as B.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowsKernel {
+    /// A tile ([`rows_acc`]), written out as [`GemmKernel::run`] writes.
+    ///
+    /// # Safety
+    /// As [`rows_acc`] and [`GemmKernel::run`] with `m <= mr`, `n <= nr`, on a CPU with the
+    /// set's ISA.
+    pub(crate) run: unsafe fn(&MicroArgs),
+    /// Packs a weight panel: `n <= nr` runs of `len` floats, run `l` at `src + l * stride`,
+    /// into `len` groups of `nr` (`dst[q * nr + l]`), zero past `n`; `(src, stride, n, len,
+    /// dst)`.
+    ///
+    /// # Safety
+    /// The runs readable, `len * nr` floats writable at `dst`, a CPU with the set's ISA.
+    pub(crate) pack: unsafe fn(*const f32, usize, usize, usize, *mut f32),
+    /// The most pixels of a tile.
+    pub(crate) mr: usize,
+    /// The most output channels of a tile, and the packed panels' width.
+    pub(crate) nr: usize,
+}
+
 /// The GEMM microkernel of one ISA: an `mr x nr` register tile of C over packed panels, the
 /// epilogue fused into the write-out. Reached through its [`Kernel`] set (which is the proof).
 #[derive(Clone, Copy, Debug)]
@@ -371,6 +395,8 @@ pub struct GemmKernel {
     /// kernel set has one: B read in place a few rows at a time along its rows (see
     /// `gemm/small.rs`). Safety as [`small::small_body`], on a CPU with the set's ISA.
     pub(crate) small: Option<unsafe fn(&small::SmallArgs<'_>)>,
+    /// The direct conv's row tiles, where the kernel set has them ([`RowsKernel`]).
+    pub(crate) rows: Option<RowsKernel>,
     /// # Safety
     /// The CPU must support `isa`; `a` must hold `k*mr` readable floats (through `rs_a`,
     /// `cs_a`) and `b` `k` rows of `nr` (through `rs_b`, which is `nr` unless `b_in_place`); every
@@ -812,6 +838,80 @@ unsafe fn rank1_updates_taps<S: Simd, const MR: usize, const NV: usize>(
     acc
 }
 
+/// The direct conv's row tiles ([`RowsKernel`]): an `MR x (NV * LANES)` tile of C^T, `MR`
+/// output pixels of one row (A, read in place from channel planes) by `NV * LANES` output
+/// channels (B, a packed weight panel), accumulated over the whole reduction; the kernel set
+/// writes it out.
+///
+/// `p.a` is the tile's first pixel in channel 0's planes (tap 0 unshifted), `p.cs_a` the floats
+/// between two channels' planes, `p.taps`/`p.ntaps` the taps' shifts: reduction row
+/// `c * ntaps + t` of pixel `i` is `a + c * cs_a + taps[t] + i`. B is `k` groups of at least
+/// `NV * LANES` floats, `rs_b` apart (the panel's width, which a tile of one vector also steps).
+///
+/// # Safety
+/// `taps` readable for `ntaps >= 1` offsets, `k` a multiple of `ntaps`, every
+/// `a + c * cs_a + taps[t] + i` (`i < MR`) readable, `k` groups of `NV * LANES` floats `rs_b`
+/// apart at `b`; the ISA of `S`.
+// Only AVX-512 has row tiles.
+#[cfg(all(feature = "direct", target_arch = "x86_64"))]
+#[inline(always)]
+pub(crate) unsafe fn rows_acc<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs) -> [[S::V; NV]; MR] {
+    let lanes = S::LANES;
+    // SAFETY: (whole body) bounds as documented; the ISA is the caller's.
+    unsafe {
+        let mut acc = [[S::zero(); NV]; MR];
+        let mut b = p.b;
+        let mut plane = p.a;
+        for _ in 0..p.k / p.ntaps {
+            for t in 0..p.ntaps {
+                let row = plane.add(*p.taps.add(t));
+                let mut bv = [S::zero(); NV];
+                for (v, slot) in bv.iter_mut().enumerate() {
+                    *slot = S::load(b.add(v * lanes));
+                }
+                for (i, acc_row) in acc.iter_mut().enumerate() {
+                    let ai = S::splat(*row.add(i));
+                    for v in 0..NV {
+                        acc_row[v] = S::fmadd(ai, bv[v], acc_row[v]);
+                    }
+                }
+                b = b.add(p.rs_b);
+            }
+            // Wrapping: past the last channel it may leave the image.
+            plane = plane.wrapping_add(p.cs_a);
+        }
+        acc
+    }
+}
+
+/// A kernel set's row tiles for every tile height in `$m` and one or two vectors of output
+/// channels: `$name(p)` picks the [`rows_acc`] for `p.m` rows and `p.n` columns and hands the
+/// tile to `$write::<M, NV>(p, acc)` (safety as [`write_tile`]).
+// Only AVX-512 has row tiles.
+#[cfg(all(feature = "direct", target_arch = "x86_64"))]
+macro_rules! rows_kernel {
+    ($(#[$attr:meta])* $name:ident, $simd:ty, $write:ident, [$($m:literal)*]) => {
+        $(#[$attr])*
+        unsafe fn $name(p: &$crate::arch::MicroArgs) {
+            let one = p.n <= <$simd as $crate::arch::Simd>::LANES;
+            // SAFETY: forwarded contract; the ISA is enabled for this function.
+            unsafe {
+                match p.m {
+                    $($m => if one {
+                        $write::<$m, 1>(p, $crate::arch::rows_acc::<$simd, $m, 1>(p))
+                    } else {
+                        $write::<$m, 2>(p, $crate::arch::rows_acc::<$simd, $m, 2>(p))
+                    },)*
+                    _ => {}
+                }
+            }
+        }
+    };
+}
+// Only AVX-512 has row tiles.
+#[cfg(all(feature = "direct", target_arch = "x86_64"))]
+pub(crate) use rows_kernel;
+
 /// `width` floats at `ptr`: a whole vector, or the partial last one of a run, its other lanes
 /// zero (the depthwise and streamed GEMM kernels' runs).
 ///
@@ -901,7 +1001,7 @@ pub(crate) unsafe fn gemm_body<S: Simd, const MR: usize, const NV: usize>(p: &Mi
 /// As [`GemmKernel::run`]: valid, exclusive C (and bias) elements for every (i < m, j < n), and
 /// the ISA of `S`.
 #[inline(always)]
-unsafe fn write_tile<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs, acc: [[S::V; NV]; MR]) {
+pub(crate) unsafe fn write_tile<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs, acc: [[S::V; NV]; MR]) {
     let lanes = S::LANES;
     // SAFETY: (whole body) the caller's contract.
     unsafe {
@@ -951,7 +1051,7 @@ unsafe fn write_tile<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs, a
 /// # Safety
 /// Every `(i, j)` with `i < m`, `j < n` at `c + i*rs + j*cs` valid for reads and writes.
 #[inline(never)]
-unsafe fn activate(c: *mut f32, rs: usize, cs: usize, m: usize, n: usize, act: Activation) {
+pub(crate) unsafe fn activate(c: *mut f32, rs: usize, cs: usize, m: usize, n: usize, act: Activation) {
     for i in 0..m {
         for j in 0..n {
             // SAFETY: in the tile, per the contract.

@@ -457,15 +457,24 @@ mod tests {
     }
 
     /// Several chunks (one pair each here, `direct::MAX_FLOATS` being 512 in unit tests), three
-    /// workers run in turn, groups and a batch: NHWC and (where the kernel reads B in place)
-    /// NCHW against the oracle.
+    /// workers run in turn, groups and a batch: NHWC and (where the kernel reads B in place or
+    /// has row tiles) NCHW against the oracle; a kernel set with row tiles also without them, so
+    /// that its channel planes run both forms.
     #[test]
     fn chunks_of_pairs_match_the_oracle() {
+        let best = Kernel::best();
+        let planes = Kernel { gemm: crate::arch::GemmKernel { rows: None, ..best.gemm }, ..*best };
+        chunks_of_pairs(best);
+        if best.gemm.rows.is_some() {
+            chunks_of_pairs(&planes);
+        }
+    }
+
+    fn chunks_of_pairs(kernel: &Kernel) {
         use crate::check::tolerance;
         use crate::conv::reference::conv2d_reference_f64;
         use crate::conv::{Conv2dParams, Padding};
         use crate::Activation;
-        let kernel = Kernel::best();
         // Reduction slices of 3 channels by 9 taps (NCHW) or 16 channels (NHWC).
         let blocking = Blocking::new(2 * kernel.mr(), 32, 2 * kernel.nr());
         for layout in [TensorLayout::Nhwc, TensorLayout::Nchw] {
@@ -489,7 +498,7 @@ mod tests {
             let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
             let mut scratch = [0.0f32; 1 << 15];
             let need = conv2d_scratch_len(&g, kernel, &blocking, 3).unwrap();
-            let runs = if layout == TensorLayout::Nhwc || kernel.gemm.b_in_place {
+            let runs = if layout == TensorLayout::Nhwc || kernel.gemm.b_in_place || kernel.gemm.rows.is_some() {
                 Conv2dPath::Direct
             } else {
                 Conv2dPath::ImplicitGemm

@@ -117,6 +117,7 @@ pub const NEON_KERNELS: Kernel = Kernel {
         b_in_place: true,
         edge: Some(neon_gemm_f32_edge),
         small: Some(neon_gemm_f32_small),
+        rows: None,
         run: neon_gemm_f32_8x12,
     },
     depthwise: DepthwiseKernel { id: "neon_dwconv_f32", run: neon_dwconv_f32, lanes: <Neon as Simd>::LANES },

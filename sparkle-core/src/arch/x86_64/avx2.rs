@@ -156,6 +156,7 @@ pub const AVX2_KERNELS: Kernel = Kernel {
         b_in_place: true,
         edge: Some(avx2_gemm_f32_edge),
         small: Some(avx2_gemm_f32_small),
+        rows: None,
         run: avx2_gemm_f32_6x16,
     },
     depthwise: DepthwiseKernel { id: "avx2_dwconv_f32", run: avx2_dwconv_f32, lanes: <Avx2 as Simd>::LANES },

@@ -2,7 +2,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::arch::{gemm_body, DepthwiseKernel, GemmKernel, Isa, Kernel, MicroArgs, Simd};
+use crate::arch::{gemm_body, DepthwiseKernel, GemmKernel, Isa, Kernel, MicroArgs, RowsKernel, Simd};
 
 /// 16-lane zmm vectors.
 #[derive(Clone, Copy, Debug)]
@@ -140,6 +140,140 @@ unsafe fn avx512_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
     unsafe { crate::arch::small::small_body::<Avx512>(p) }
 }
 
+#[cfg(feature = "direct")]
+crate::arch::rows_kernel!(
+    /// The direct conv's row tiles ([`crate::arch::rows_acc`]): 1 to 14 pixels by 16 or 32
+    /// output channels (at most 28 zmm accumulators, the broadcasts folded into the FMAs).
+    ///
+    /// # Safety
+    /// As [`crate::arch::rows_acc`] and [`crate::arch::GemmKernel::run`] with `m <= 14`,
+    /// `n <= 32`, on a CPU with AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    avx512_conv_rows, Avx512, write_rows, [1 2 3 4 5 6 7 8 9 10 11 12 13 14]
+);
+
+/// The AVX-512 row tiles' write-out. Into an NCHW output (a tile's pixels consecutive, its
+/// channels a plane apart: `rs_c == 1`) each 16 channels' block is transposed in registers, so
+/// that a channel's pixels go out as one masked store with the bias and activation applied in
+/// vectors (element by element, the write-out was 4-5% of 256->256 3x3 @14); otherwise, and
+/// with `beta != 0` or a bias per pixel, the GEMM kernel's write-out.
+///
+/// # Safety
+/// As [`crate::arch::write_tile`], with `MR <= 16`; a CPU with AVX-512F.
+#[cfg(feature = "direct")]
+#[inline(always)]
+unsafe fn write_rows<const MR: usize, const NV: usize>(p: &MicroArgs, acc: [[__m512; NV]; MR]) {
+    // SAFETY: (whole body) the caller's contract: every (i < m, j < n) of C and the bias valid.
+    unsafe {
+        let row_bias = matches!(p.bias, crate::arch::TileBias::Row(_));
+        if p.rs_c != 1 || p.cs_c == 1 || p.beta != 0.0 || row_bias || MR > 16 {
+            return crate::arch::write_tile::<Avx512, MR, NV>(p, acc);
+        }
+        let (alpha, mask) = (_mm512_set1_ps(p.alpha), mask16(p.m));
+        for v in 0..NV {
+            let mut rows = [_mm512_setzero_ps(); 16];
+            for (i, row) in acc.iter().enumerate() {
+                rows[i] = row[v];
+            }
+            let cols = transpose16(rows);
+            for (j, &x) in cols.iter().enumerate().take(p.n.saturating_sub(16 * v).min(16)) {
+                let ch = 16 * v + j;
+                let mut y = _mm512_mul_ps(x, alpha);
+                if let crate::arch::TileBias::Col(bias) = p.bias {
+                    y = _mm512_add_ps(y, _mm512_set1_ps(*bias.add(ch)));
+                }
+                let y = crate::arch::act_simd::<Avx512>(p.act, y).unwrap_or(y);
+                _mm512_mask_storeu_ps(p.c.add(ch * p.cs_c), mask, y);
+            }
+        }
+        if crate::arch::act_is_scalar(p.act) {
+            crate::arch::activate(p.c, p.rs_c, p.cs_c, p.m, p.n, p.act);
+        }
+    }
+}
+/// The transpose of a 16 x 16 block of floats held as 16 row vectors: vector `j` of the result
+/// is column `j`.
+#[cfg(feature = "direct")]
+#[inline(always)]
+unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    // SAFETY: (whole body) caller guarantees AVX-512F.
+    unsafe {
+        let (ps, pd) = (_mm512_castpd_ps, _mm512_castps_pd);
+        // Pairs of rows interleaved within each 128-bit lane: t[2i] = (a0 b0 a1 b1 | a4 b4 ..),
+        // t[2i+1] = (a2 b2 a3 b3 | ..) for rows a = 2i, b = 2i + 1.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // Four rows' column c in each lane: u[4i + c'] holds columns c', c' + 4, c' + 8, c' + 12
+        // of rows 4i..4i+4.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for i in 0..4 {
+            let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+            u[4 * i] = ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+            u[4 * i + 1] = ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+            u[4 * i + 2] = ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+            u[4 * i + 3] = ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+        }
+        // Lanes gathered across rows 0..8 and 8..16, then across all 16.
+        let mut v = [_mm512_setzero_ps(); 16];
+        for h in 0..2 {
+            for c in 0..4 {
+                let (a, b) = (u[8 * h + c], u[8 * h + 4 + c]);
+                v[8 * h + c] = _mm512_shuffle_f32x4::<0x88>(a, b);
+                v[8 * h + 4 + c] = _mm512_shuffle_f32x4::<0xdd>(a, b);
+            }
+        }
+        let mut out = [_mm512_setzero_ps(); 16];
+        for c in 0..8 {
+            out[c] = _mm512_shuffle_f32x4::<0x88>(v[c], v[8 + c]);
+            out[8 + c] = _mm512_shuffle_f32x4::<0xdd>(v[c], v[8 + c]);
+        }
+        out
+    }
+}
+
+/// Packs `n <= 32` runs of `len` floats (run `l` at `src + l * stride`) transposed into `len`
+/// groups of 32 (`dst[q * 32 + l]`), zero past `n`: the direct conv's weight panel for the row
+/// tiles, 16 x 16 blocks transposed in registers (the scalar transpose's one store per float
+/// was 28% of 512->512 3x3 @7).
+///
+/// # Safety
+/// The runs readable; `len * 32` floats writable at `dst`; a CPU with AVX-512F.
+#[cfg(feature = "direct")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_rows_pack(src: *const f32, stride: usize, n: usize, len: usize, dst: *mut f32) {
+    // SAFETY: (whole body) reads run l < n's floats q0..q0+m < len, writes groups q0..q0+m.
+    unsafe {
+        for q0 in (0..len).step_by(16) {
+            let m = 16.min(len - q0);
+            for half in 0..2 {
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, row) in r.iter_mut().enumerate() {
+                    let l = 16 * half + i;
+                    if l < n {
+                        let from = src.add(l * stride + q0);
+                        // A hint (never faults): the run's line four blocks on; 32 runs are
+                        // more streams than the hardware prefetchers follow.
+                        _mm_prefetch::<_MM_HINT_T1>(from.wrapping_add(128).cast());
+                        *row = _mm512_maskz_loadu_ps(mask16(m), from);
+                    }
+                }
+                let cols = transpose16(r);
+                for (q, col) in cols.iter().enumerate().take(m) {
+                    _mm512_storeu_ps(dst.add((q0 + q) * 32 + 16 * half), *col);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "direct")]
+const ROWS: Option<RowsKernel> = Some(RowsKernel { run: avx512_conv_rows, pack: avx512_rows_pack, mr: 14, nr: 32 });
+#[cfg(not(feature = "direct"))]
+const ROWS: Option<RowsKernel> = None;
+
 /// The AVX-512F kernels.
 pub const AVX512_KERNELS: Kernel = Kernel {
     isa: Isa::Avx512,
@@ -150,6 +284,7 @@ pub const AVX512_KERNELS: Kernel = Kernel {
         b_in_place: true,
         edge: Some(avx512_gemm_f32_edge),
         small: Some(avx512_gemm_f32_small),
+        rows: ROWS,
         run: avx512_gemm_f32_12x32,
     },
     depthwise: DepthwiseKernel { id: "avx512_dwconv_f32", run: avx512_dwconv_f32, lanes: <Avx512 as Simd>::LANES },

@@ -21,8 +21,13 @@
 //! `p + shift(t)` with the phase plane's offset in the shift: the stride-1 scheme over a phase
 //! width `wq` (stride 1 is the one-phase case). A 7x7 stride-2 layer (ResNet's conv1) reads its
 //! image in place instead of gathering every element 12 times.
+//! - Channel planes as row tiles (`direct/rows.rs`, on kernel sets with row tiles: AVX-512):
+//!   C^T (pixels x kg) = X^T * W^T, a tile a run of one output row's pixels by a panel of output
+//!   channels, the weights packed per call, the output written by the tiles. Nothing past an
+//!   output row is computed (see the module).
 //! - Channel planes (NCHW; NHWC below [`MIN_CHANNELS`] channels a group, its image transposed
-//!   while staged): C (kg x pixels) = W (kg x reduction) * X. The reduction runs channel by
+//!   while staged) on the other kernel sets: C (kg x pixels) = W (kg x reduction) * X. The
+//!   reduction runs channel by
 //!   channel and within a channel tap by tap, KCRS order: W is read in place as a row-major
 //!   matrix (KRSC weights, below 16 channels a group, are reordered once per call), and X's row
 //!   (c, t), plane `c` shifted by `shift(t)`, is read in place as B, the kernels finding it
@@ -38,8 +43,8 @@
 //!   weights (streamed from L2 `r*s` times over: 512->512 3x3 @7 at half the implicit GEMM's
 //!   speed).
 //!
-//! The product goes to scratch with the bias and activation fused into the kernels' write-out;
-//! only the real pixels are copied to the output. Images are staged, multiplied and copied out in
+//! Except for the row tiles, the product goes to scratch with the bias and activation fused into
+//! the kernels' write-out; only the real pixels are copied to the output. Images are staged, multiplied and copied out in
 //! chunks that fit [`MAX_FLOATS`], each step split over the workers.
 #![allow(unsafe_code)]
 // Without the feature only `chosen` (always false) and the sizes are reachable.
@@ -54,11 +59,13 @@ use crate::epilogue::{Bias, Epilogue};
 use crate::error::{add, mul, Error, Param, Result};
 use crate::gemm::blocking::Blocking;
 use crate::gemm::driver::{
-    gemm_batch, operands_scratch_len, Batch, InPlaceB, JobFn, Operand, OutPtr, Shared, Workspace,
+    gemm_batch, operands_scratch_len, Batch, Executor, InPlaceB, JobFn, Operand, OutPtr, Shared, Workspace,
 };
 use crate::gemm::pack::Block;
 use crate::layout::{TensorLayout, WeightLayout};
 use crate::view::MatRef;
+
+mod rows;
 
 /// The most taps (`r*s`) of a direct conv on channel planes: its table of shifts lives in the
 /// operand (7x7).
@@ -300,20 +307,29 @@ struct Plan {
     weights: usize,
     /// Floats of scratch in all.
     total: usize,
+    /// Channel planes run as row tiles ([`rows`]): `weights` floats of packed weights follow the
+    /// chunk of images (`gemm` is 0, and there are no products).
+    rows: bool,
 }
 
 impl Plan {
     fn new(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<Plan> {
         let (blocking, shape) = self::blocking(g, kernel, blocking)?;
-        let (m, n, k) = gemm_dims(g, &shape);
-        let gemm = operands_scratch_len(kernel, &blocking, m, n, k, workers)?;
-        let pair = shape.pair()?;
         let p = g.params();
         let pairs = mul(p.n, p.groups, Param::Scratch)?;
+        let rows = rows::takes(kernel, &shape);
+        // Row tiles: a chunk of images, then the packed weights; no GEMM scratch, no products.
+        let (gemm, pair, weights) = if rows {
+            (0, shape.image, rows::packed_len(g, kernel, workers)?)
+        } else {
+            let (m, n, k) = gemm_dims(g, &shape);
+            let gemm = operands_scratch_len(kernel, &blocking, m, n, k, workers)?;
+            let weights = if shape.planes && p.weight_layout == WeightLayout::Krsc { g.weight_len() } else { 0 };
+            (gemm, shape.pair()?, weights)
+        };
         let chunk = (MAX_FLOATS / pair.max(1)).clamp(1, pairs.max(1));
-        let weights = if shape.planes && p.weight_layout == WeightLayout::Krsc { g.weight_len() } else { 0 };
         let total = add(add(gemm, mul(chunk, pair, Param::Scratch)?, Param::Scratch)?, weights, Param::Scratch)?;
-        Ok(Plan { blocking, shape, chunk, gemm, weights, total })
+        Ok(Plan { blocking, shape, chunk, gemm, weights, total, rows })
     }
 }
 
@@ -323,7 +339,8 @@ pub fn scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
 }
 
 /// Whether `kernel` and `blocking` run a [`chosen`] geometry direct: channel planes (NCHW, and
-/// NHWC below [`MIN_CHANNELS`] channels a group) need a kernel that reads B in place
+/// NHWC below [`MIN_CHANNELS`] channels a group) need a kernel with row tiles
+/// (AVX-512's, [`rows`]) or one that reads B in place
 /// ([`crate::arch::GemmKernel::b_in_place`]: the x86 and NEON kernels), and the sizes must exist
 /// (pixels: a block of at least [`MIN_CHANNELS`] channels dividing the group's within `kc`).
 pub(crate) fn fits(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> bool {
@@ -333,7 +350,7 @@ pub(crate) fn fits(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
 /// [`fits`], and the scratch holds [`scratch_len`].
 pub(crate) fn runs(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> bool {
     Plan::new(g, kernel, blocking, workers)
-        .is_ok_and(|plan| (kernel.gemm.b_in_place || !plan.shape.planes) && plan.total <= scratch)
+        .is_ok_and(|plan| (kernel.gemm.b_in_place || !plan.shape.planes || plan.rows) && plan.total <= scratch)
 }
 
 /// The direct conv of a validated `g` in `ws`.
@@ -352,7 +369,8 @@ pub(crate) unsafe fn conv2d_unchecked(
     let (kernel, exec) = (ws.kernel, ws.exec);
     let workers = exec.workers().max(1);
     // Cannot fail: `runs` computed the same.
-    let Ok(Plan { blocking: b, shape, chunk, gemm, weights, .. }) = Plan::new(g, kernel, ws.blocking, workers) else {
+    let Ok(Plan { blocking: b, shape, chunk, gemm, weights, rows, .. }) = Plan::new(g, kernel, ws.blocking, workers)
+    else {
         return;
     };
     let p = g.params();
@@ -360,6 +378,30 @@ pub(crate) unsafe fn conv2d_unchecked(
     let (front, rest) = ws.scratch.split_at_mut(gemm);
     let (rest, reordered) = rest.split_at_mut(rest.len() - weights);
     let images = Shared(rest.as_mut_ptr());
+    if rows {
+        for first in (0..pairs).step_by(chunk) {
+            let count = chunk.min(pairs - first);
+            // SAFETY: the chunk's images inside `rest` (`Plan`).
+            unsafe { stage_chunk(g, &shape, input, images, first, count, exec) };
+            // SAFETY: the images are staged and only read from here on; `reordered` holds the
+            // workers' panels (`Plan`).
+            unsafe {
+                rows::tiles(
+                    g,
+                    kernel,
+                    &shape,
+                    (images.ptr(), first, count),
+                    weight,
+                    reordered.as_mut_ptr(),
+                    epi,
+                    bias,
+                    output.as_mut_ptr(),
+                    exec,
+                )
+            };
+        }
+        return;
+    }
     // SAFETY: the products follow the chunk's images inside `rest` (sized by `Plan`).
     let products = Shared(unsafe { images.ptr().add(chunk * shape.image) });
     let out = Shared(output.as_mut_ptr());
@@ -399,19 +441,9 @@ pub(crate) unsafe fn conv2d_unchecked(
     };
     for first in (0..pairs).step_by(chunk) {
         let count = chunk.min(pairs - first);
-        // 1. Pad the chunk's images, the units (pair, phase row) split over the workers.
-        let rows = stage_rows(g, &shape);
-        exec.run(&|w| {
-            if w >= workers {
-                return;
-            }
-            let units = count * rows;
-            for u in units * w / workers..units * (w + 1) / workers {
-                let (i, row) = (u / rows, u % rows);
-                // SAFETY: pair i's image inside the chunk's; each unit writes its own row (and guard).
-                unsafe { stage(g, &shape, input, first + i, row, images.ptr().add(i * shape.image)) };
-            }
-        });
+        // 1. Pad the chunk's images.
+        // SAFETY: the chunk's images inside `rest` (`Plan`).
+        unsafe { stage_chunk(g, &shape, input, images, first, count, exec) };
         // 2. The products. The images are complete and only read from here on.
         // SAFETY: written above, inside `rest`, and not written again during the GEMMs.
         let staged = unsafe { core::slice::from_raw_parts(images.ptr(), count * shape.image) };
@@ -432,6 +464,36 @@ pub(crate) unsafe fn conv2d_unchecked(
             }
         });
     }
+}
+
+/// Pads the images of `count` pairs from pair `first` into `images` (`shape.image` floats
+/// apart), the units (pair, phase row) split over the workers.
+///
+/// # Safety
+/// `images` valid for `count * shape.image` floats, not otherwise used during the call; pairs
+/// `first..first + count` exist.
+unsafe fn stage_chunk(
+    g: &Conv2d,
+    shape: &Shape,
+    input: &[f32],
+    images: Shared<f32>,
+    first: usize,
+    count: usize,
+    exec: &dyn Executor,
+) {
+    let workers = exec.workers().max(1);
+    let rows = stage_rows(g, shape);
+    exec.run(&|w| {
+        if w >= workers {
+            return;
+        }
+        let units = count * rows;
+        for u in units * w / workers..units * (w + 1) / workers {
+            let (i, row) = (u / rows, u % rows);
+            // SAFETY: pair i's image inside `images`; each unit writes its own row (and guard).
+            unsafe { stage(g, shape, input, first + i, row, images.ptr().add(i * shape.image)) };
+        }
+    });
 }
 
 /// Pads unit `row` of pair `pair`'s image into `dst` (the pair's image): row `row % hq` of phase
