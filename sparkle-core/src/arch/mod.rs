@@ -326,7 +326,8 @@ pub(crate) struct MicroArgs {
     pub rs_b: usize,
     /// Null, or B read in place by taps (the direct conv's image, [`crate::conv::direct`]):
     /// B's rows come in groups of `ntaps`, row `c * ntaps + t` at `b + c * rs_b + taps[t]`;
-    /// `k` is a multiple of `ntaps`. Only kernels with [`GemmKernel::b_in_place`] see it.
+    /// `k` is a multiple of `ntaps`. Only kernels with [`GemmKernel::b_in_place`] see it. The
+    /// row tiles ([`RowsKernel`]) read A so instead (see `rows_acc`).
     #[cfg_attr(not(feature = "direct"), allow(dead_code))]
     pub taps: *const usize,
     /// Rows of B per group with `taps` (0 without).
@@ -357,10 +358,11 @@ pub(crate) struct MicroArgs {
 /// image's channel planes read in place as A and the weights packed as B.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RowsKernel {
-    /// A tile ([`rows_acc`]), written out as [`GemmKernel::run`] writes.
+    /// A tile (`rows_acc`), written out with what [`GemmKernel::run`] writes (NCHW's pixels
+    /// consecutive: transposed in registers, `avx512.rs`'s `write_rows`).
     ///
     /// # Safety
-    /// As [`rows_acc`] and [`GemmKernel::run`] with `m <= mr`, `n <= nr`, on a CPU with the
+    /// As `rows_acc` and [`GemmKernel::run`] with `m <= mr`, `n <= nr`, on a CPU with the
     /// set's ISA.
     pub(crate) run: unsafe fn(&MicroArgs),
     /// Packs a weight panel: `n <= nr` runs of `len` floats, run `l` at `src + l * stride`,
@@ -902,7 +904,8 @@ macro_rules! rows_kernel {
                     } else {
                         $write::<$m, 2>(p, $crate::arch::rows_acc::<$simd, $m, 2>(p))
                     },)*
-                    _ => {}
+                    // The set's `RowsKernel::mr` is the list's last height.
+                    _ => unreachable!("a row tile of {} pixels", p.m),
                 }
             }
         }

@@ -39,8 +39,9 @@ pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, work
 }
 
 /// The path to size and run for: [`choose_path_for`]'s, except a direct conv that `kernel` or
-/// `blocking` cannot run (channel planes, NCHW or NHWC below 16 channels, on a kernel that does
-/// not read B in place, or no block of channels for the reduction slice), which goes to Winograd
+/// `blocking` cannot run (channel planes, NCHW or NHWC below 16 channels, on a kernel that has
+/// no row tiles and does not read B in place, or no block of channels for the reduction slice),
+/// which goes to Winograd
 /// where that applies, else the implicit GEMM.
 fn planned_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Conv2dPath {
     match choose_path_for(g, workers) {
@@ -509,6 +510,79 @@ mod tests {
             conv2d_reference_f64(&g, input, weight, &epi, want).unwrap();
             for (i, (&o, &w)) in out.iter().zip(want.iter()).enumerate() {
                 assert!((f64::from(o) - w).abs() <= tolerance(144) * w.abs().max(1.0), "{layout:?} {i}: {o} vs {w}");
+            }
+        }
+    }
+
+    /// Channel planes on the best kernel set as row tiles (where it has them) and as the
+    /// planes form (the same set without them), against the oracle: more than 14 pixels a row
+    /// (several tiles a row), a last panel of 8 channels (one-vector tiles), 40 channels (a
+    /// partial two-vector panel), stride and dilation (phase planes), groups and a batch (a
+    /// panel repacked per group), NHWC below 16 channels, KRSC weights (packed element by
+    /// element), an activation without a vector form, two workers. Each case asserts that it ran
+    /// direct and which form its plan took.
+    #[test]
+    fn row_tiles_and_channel_planes_match_the_oracle() {
+        /// Two workers in turn: strided and few-channel geometries run direct on up to two.
+        struct Two;
+        // SAFETY: every index of its count once, in turn, on this thread.
+        unsafe impl crate::gemm::driver::Executor for Two {
+            fn workers(&self) -> usize {
+                2
+            }
+            fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+                f(0);
+                f(1);
+            }
+        }
+        extern crate std;
+        use crate::check::tolerance;
+        use crate::conv::reference::conv2d_reference_f64;
+        use crate::conv::{Conv2dParams, Padding};
+        use crate::Activation;
+        use std::vec;
+        let best = Kernel::best();
+        let planes = Kernel { gemm: crate::arch::GemmKernel { rows: None, ..best.gemm }, ..*best };
+        let cases = [
+            Conv2dParams::new(1, 5, 9, 31, 40, 3, 3).pad(Padding::uniform(1)),
+            Conv2dParams::new(2, 6, 11, 17, 8, 3, 2)
+                .stride(2, 1)
+                .dilation(1, 2)
+                .pad(Padding::new(1, 2, 0, 1))
+                .groups(2),
+            Conv2dParams::new(1, 3, 15, 16, 20, 5, 5).stride(2, 2).pad(Padding::uniform(2)).layout(TensorLayout::Nhwc),
+            Conv2dParams::new(1, 4, 7, 20, 33, 3, 3)
+                .pad(Padding::uniform(1))
+                .weight_layout(crate::layout::WeightLayout::Krsc),
+        ];
+        // Under Miri (the portable kernel, no row tiles) one case, once.
+        let (cases, kernels) = if cfg!(miri) { (&cases[..1], &[best][..]) } else { (&cases[..], &[best, &planes][..]) };
+        for &kernel in kernels {
+            for (i, p) in cases.iter().enumerate() {
+                let g = p.validate().unwrap();
+                let blocking = Blocking::for_kernel(kernel, crate::gemm::blocking::CacheSizes::DEFAULT);
+                let rows = super::super::direct::row_tiles(&g, kernel, &blocking, 2);
+                assert_eq!(rows, Some(kernel.gemm.rows.is_some()), "{p:?}");
+                let input: vec::Vec<f32> = (0..g.input_len()).map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0).collect();
+                let weight: vec::Vec<f32> = (0..g.weight_len()).map(|i| ((i * 53 % 89) as f32 - 44.0) / 32.0).collect();
+                let bias: vec::Vec<f32> = (0..p.k).map(|i| i as f32 / 8.0 - 1.0).collect();
+                let act = [Activation::Gelu, Activation::Relu, Activation::None, Activation::Sigmoid][i];
+                let epi = Epilogue { bias: if i == 2 { Bias::None } else { Bias::Row(&bias) }, activation: act };
+                let mut out = vec![f32::NAN; g.output_len()];
+                let mut want = vec![0.0f64; g.output_len()];
+                let mut scratch = vec![0.0f32; conv2d_scratch_len(&g, kernel, &blocking, 2).unwrap()];
+                let ws = Workspace { kernel, blocking: &blocking, exec: &Two, scratch: &mut scratch };
+                assert_eq!(running_path(&g, kernel, &blocking, 2, usize::MAX), Conv2dPath::Direct);
+                conv2d_with(&g, &input, &weight, &epi, &mut out, ws).unwrap();
+                conv2d_reference_f64(&g, &input, &weight, &epi, &mut want).unwrap();
+                let tol = tolerance(g.gemm_dims().2);
+                for (at, (&o, &w)) in out.iter().zip(want.iter()).enumerate() {
+                    assert!(
+                        (f64::from(o) - w).abs() <= tol * w.abs().max(1.0),
+                        "{} {p:?} {at}: {o} vs {w}",
+                        kernel.id()
+                    );
+                }
             }
         }
     }

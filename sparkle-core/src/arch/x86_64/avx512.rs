@@ -304,6 +304,33 @@ mod tests {
         unsafe { crate::arch::check_partial_lanes::<super::Avx512>() }
     }
 
+    /// The row tiles' weight panels: every run count (below, at and past one 16-run half) and
+    /// run length (below, at and past one 16-float block) against the transpose element by
+    /// element, the lanes past the runs zero.
+    #[cfg(feature = "direct")]
+    #[test]
+    fn row_tile_panels_are_the_runs_transposed() {
+        if !crate::arch::Isa::Avx512.is_available() {
+            std::eprintln!("SKIP row tile panels: no AVX-512F on this CPU");
+            return;
+        }
+        let stride = 45;
+        let src: std::vec::Vec<f32> = (0..32 * stride).map(|i| i as f32 + 0.5).collect();
+        for n in [1, 15, 16, 17, 32] {
+            for len in [1, 9, 16, 17, 40, 45] {
+                let mut dst = std::vec![f32::NAN; len * 32];
+                // SAFETY: just checked; n runs of len floats stride apart in src; len * 32 at dst.
+                unsafe { super::avx512_rows_pack(src.as_ptr(), stride, n, len, dst.as_mut_ptr()) };
+                for q in 0..len {
+                    for l in 0..32 {
+                        let want = if l < n { src[l * stride + q] } else { 0.0 };
+                        assert_eq!(dst[q * 32 + l], want, "n {n} len {len}: q {q} l {l}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn partial_loads_and_stores_touch_only_their_lanes() {
         if !crate::arch::Isa::Avx512.is_available() {

@@ -27,12 +27,13 @@
 //!   output row is computed (see the module).
 //! - Channel planes (NCHW; NHWC below [`MIN_CHANNELS`] channels a group, its image transposed
 //!   while staged) on the other kernel sets: C (kg x pixels) = W (kg x reduction) * X. The
-//!   reduction runs channel by
-//!   channel and within a channel tap by tap, KCRS order: W is read in place as a row-major
-//!   matrix (KRSC weights, below 16 channels a group, are reordered once per call), and X's row
-//!   (c, t), plane `c` shifted by `shift(t)`, is read in place as B, the kernels finding it
-//!   through a table of the taps' shifts (`MicroArgs::taps`). A channel's taps read overlapping windows of one plane,
-//!   so a reduction slice of B stays in L1. An NHWC output is written transposed.
+//!   reduction runs channel by channel and within a channel tap by tap, KCRS order: W is read in
+//!   place as a row-major matrix (KRSC weights, below 16 channels a group, are reordered once per
+//!   call), and X's row (c, t), plane `c` shifted by `shift(t)`, is read in place as B, the
+//!   kernels finding it through a table of the taps' shifts (`MicroArgs::taps`). A channel's taps
+//!   read overlapping windows of one plane, so a reduction slice of B stays in L1. An NHWC output
+//!   is written transposed. The pixels past each output row (`wp - wo`) and up to a whole tile
+//!   are computed and dropped: what [`chosen`]'s "at most a quarter dropped" bounds.
 //! - Pixels (NHWC from [`MIN_CHANNELS`] channels a group): C^T (pixels x kg) = X^T * W^T. The
 //!   reduction runs in blocks of channels, tap by tap (`Reduction`); X^T's row `p` is padded
 //!   pixel `p + shift(t)`'s channels, read in place as A (row stride: a padded pixel's); W^T is
@@ -44,15 +45,16 @@
 //!   speed).
 //!
 //! Except for the row tiles, the product goes to scratch with the bias and activation fused into
-//! the kernels' write-out; only the real pixels are copied to the output. Images are staged, multiplied and copied out in
-//! chunks that fit [`MAX_FLOATS`], each step split over the workers.
+//! the kernels' write-out; only the real pixels are copied to the output. Images are staged,
+//! multiplied and copied out in chunks that fit [`MAX_FLOATS`], each step split over the
+//! workers.
 #![allow(unsafe_code)]
 // Without the feature only `chosen` (always false) and the sizes are reachable.
 #![cfg_attr(not(feature = "direct"), allow(dead_code))]
 
 use core::ops::Range;
 
-use crate::arch::Kernel;
+use crate::arch::{Kernel, RowsKernel};
 use crate::conv::operands::{copy, pack_a_by, pack_b_by, zero};
 use crate::conv::Conv2d;
 use crate::epilogue::{Bias, Epilogue};
@@ -165,8 +167,8 @@ struct Shape {
     /// The reduction's order.
     red: Reduction,
     /// The image staged as channel planes (NCHW, and NHWC below [`MIN_CHANNELS`] channels a
-    /// group): the reduction runs channel by channel, tap by tap, B read through the taps and
-    /// the weights (A) in KCRS order.
+    /// group): the reduction runs channel by channel, tap by tap, the image read through the taps
+    /// (B; A in the row tiles) and the weights in KCRS order.
     planes: bool,
 }
 
@@ -177,6 +179,10 @@ impl Shape {
         let hp = add(add(p.h, p.pad.top, Param::Scratch)?, p.pad.bottom, Param::Scratch)?;
         let wpad = add(add(p.w, p.pad.left, Param::Scratch)?, p.pad.right, Param::Scratch)?;
         let [sy, sx] = p.stride;
+        // The kernels' table of shifts holds MAX_TAPS (`chosen` asks the same).
+        if mul(p.r, p.s, Param::Scratch)? > MAX_TAPS {
+            return Err(Error::Overflow { param: Param::Scratch });
+        }
         // Stride 1: consecutive rows share their padding columns where that leaves room for an
         // output row (`wo <= w + max(left, right)`): a row's right padding is the next row's
         // left (both zeros), so the row pitch is `w + max(left, right)`, not `w + left + right`,
@@ -302,14 +308,15 @@ struct Plan {
     /// Pairs per chunk.
     chunk: usize,
     /// Floats of scratch the GEMM driver takes (first); a chunk of padded images and products
-    /// follows, then the weights reordered to KCRS (`weights` floats: planes with KRSC weights).
+    /// follows, then `weights` floats: the weights reordered to KCRS (planes with KRSC weights),
+    /// or the row tiles' panels.
     gemm: usize,
     weights: usize,
     /// Floats of scratch in all.
     total: usize,
-    /// Channel planes run as row tiles ([`rows`]): `weights` floats of packed weights follow the
-    /// chunk of images (`gemm` is 0, and there are no products).
-    rows: bool,
+    /// The row tiles channel planes run as (`rows.rs`), if any: then `weights` floats of packed
+    /// weight panels follow the chunk of images (`gemm` is 0, and there are no products).
+    row_tiles: Option<RowsKernel>,
 }
 
 impl Plan {
@@ -317,9 +324,9 @@ impl Plan {
         let (blocking, shape) = self::blocking(g, kernel, blocking)?;
         let p = g.params();
         let pairs = mul(p.n, p.groups, Param::Scratch)?;
-        let rows = rows::takes(kernel, &shape);
+        let row_tiles = rows::takes(kernel, &shape);
         // Row tiles: a chunk of images, then the packed weights; no GEMM scratch, no products.
-        let (gemm, pair, weights) = if rows {
+        let (gemm, pair, weights) = if row_tiles.is_some() {
             (0, shape.image, rows::packed_len(g, kernel, workers)?)
         } else {
             let (m, n, k) = gemm_dims(g, &shape);
@@ -329,7 +336,7 @@ impl Plan {
         };
         let chunk = (MAX_FLOATS / pair.max(1)).clamp(1, pairs.max(1));
         let total = add(add(gemm, mul(chunk, pair, Param::Scratch)?, Param::Scratch)?, weights, Param::Scratch)?;
-        Ok(Plan { blocking, shape, chunk, gemm, weights, total, rows })
+        Ok(Plan { blocking, shape, chunk, gemm, weights, total, row_tiles })
     }
 }
 
@@ -349,8 +356,15 @@ pub(crate) fn fits(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
 
 /// [`fits`], and the scratch holds [`scratch_len`].
 pub(crate) fn runs(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> bool {
-    Plan::new(g, kernel, blocking, workers)
-        .is_ok_and(|plan| (kernel.gemm.b_in_place || !plan.shape.planes || plan.rows) && plan.total <= scratch)
+    Plan::new(g, kernel, blocking, workers).is_ok_and(|plan| {
+        (kernel.gemm.b_in_place || !plan.shape.planes || plan.row_tiles.is_some()) && plan.total <= scratch
+    })
+}
+
+/// Whether the plan for `g` runs channel planes as row tiles (for tests).
+#[cfg(test)]
+pub(crate) fn row_tiles(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Option<bool> {
+    Plan::new(g, kernel, blocking, workers).ok().map(|plan| plan.shape.planes && plan.row_tiles.is_some())
 }
 
 /// The direct conv of a validated `g` in `ws`.
@@ -369,7 +383,8 @@ pub(crate) unsafe fn conv2d_unchecked(
     let (kernel, exec) = (ws.kernel, ws.exec);
     let workers = exec.workers().max(1);
     // Cannot fail: `runs` computed the same.
-    let Ok(Plan { blocking: b, shape, chunk, gemm, weights, rows, .. }) = Plan::new(g, kernel, ws.blocking, workers)
+    let Ok(Plan { blocking: b, shape, chunk, gemm, weights, row_tiles, .. }) =
+        Plan::new(g, kernel, ws.blocking, workers)
     else {
         return;
     };
@@ -378,21 +393,21 @@ pub(crate) unsafe fn conv2d_unchecked(
     let (front, rest) = ws.scratch.split_at_mut(gemm);
     let (rest, reordered) = rest.split_at_mut(rest.len() - weights);
     let images = Shared(rest.as_mut_ptr());
-    if rows {
+    if let Some(rk) = row_tiles {
         for first in (0..pairs).step_by(chunk) {
             let count = chunk.min(pairs - first);
             // SAFETY: the chunk's images inside `rest` (`Plan`).
             unsafe { stage_chunk(g, &shape, input, images, first, count, exec) };
             // SAFETY: the images are staged and only read from here on; `reordered` holds the
-            // workers' panels (`Plan`).
+            // panels of `workers` workers (`Plan`), `exec`'s count.
             unsafe {
                 rows::tiles(
                     g,
-                    kernel,
+                    &rk,
                     &shape,
                     (images.ptr(), first, count),
                     weight,
-                    reordered.as_mut_ptr(),
+                    (reordered.as_mut_ptr(), workers),
                     epi,
                     bias,
                     output.as_mut_ptr(),

@@ -14,10 +14,11 @@
 //! panel of `nr` output channels at a time (the reduction channel-major, as the planes are
 //! read), by the worker that reaches it, into its own buffer. The tiles write the output
 //! directly over the whole reduction, the bias and activation fused: no product buffer and no
-//! copy-out. One Zen 4 thread, NCHW, GFLOPS against the parent's form (medians of five
-//! alternating runs): 128->128 3x3 @28 99.5 -> 106.8, 256->256 @14 92.2 -> 99.8, 512->512 @7
-//! 77.1 -> 76.2 (its 9 MiB of weights packed per call cost what the computed pixels save),
-//! conv1 89.2 -> 92.6.
+//! copy-out. One Zen 4 thread, NCHW, GFLOPS against the parent's form (medians of three to five
+//! alternating runs): 128->128 3x3 @28 99.5 -> 106.8, 256->256 @14 96.3 -> 104.9, 512->512 @7
+//! 80.9 -> 84.7 (its 9 MiB of weights packed per call, about a fifth of its time, cost most of
+//! what the computed pixels save), conv1 89.2 -> 92.6; two threads 1.08-1.21x (BENCHMARKS.md,
+//! session 41).
 #![allow(unsafe_code)]
 
 use crate::arch::{Kernel, MicroArgs, RowsKernel, TileBias};
@@ -29,10 +30,10 @@ use crate::layout::{TensorLayout, WeightLayout};
 
 use super::{Shape, MAX_TAPS};
 
-/// Whether the direct conv of `g`, whose image `shape` describes, runs as row tiles on `kernel`:
-/// channel planes on a kernel set with row tiles.
-pub(super) fn takes(kernel: &Kernel, shape: &Shape) -> bool {
-    shape.planes && kernel.gemm.rows.is_some()
+/// The row tiles a direct conv whose image `shape` describes runs on with `kernel`: channel
+/// planes, on a kernel set with row tiles.
+pub(super) fn takes(kernel: &Kernel, shape: &Shape) -> Option<RowsKernel> {
+    kernel.gemm.rows.filter(|_| shape.planes)
 }
 
 /// Floats of the packed weights: a panel of `gemm_k` rows of `nr` per worker.
@@ -48,9 +49,9 @@ pub(super) fn packed_len(g: &Conv2d, kernel: &Kernel, workers: usize) -> Result<
 ///
 /// # Safety
 /// `dst` valid for `gemm_k * nr` floats and this call's alone.
-unsafe fn pack_panel(g: &Conv2d, rows: &RowsKernel, weight: &[f32], grp: usize, j: usize, dst: *mut f32) {
+unsafe fn pack_panel(g: &Conv2d, rk: &RowsKernel, weight: &[f32], grp: usize, j: usize, dst: *mut f32) {
     let p = g.params();
-    let nr = rows.nr;
+    let nr = rk.nr;
     let (kg, gk, taps) = (g.kg(), g.gemm_dims().2, p.r * p.s);
     let (o0, w0) = (j * nr, g.weight_group_offset(grp));
     let n = nr.min(kg - o0);
@@ -60,7 +61,7 @@ unsafe fn pack_panel(g: &Conv2d, rows: &RowsKernel, weight: &[f32], grp: usize, 
         let src = &weight[w0 + o0 * gk..w0 + (o0 + n) * gk];
         // SAFETY: `n` rows of `gk` floats `gk` apart in `src`; `gk * nr` floats at dst; the
         // kernel set's ISA is this CPU's (the set is the proof).
-        unsafe { (rows.pack)(src.as_ptr(), gk, n, gk, dst) };
+        unsafe { (rk.pack)(src.as_ptr(), gk, n, gk, dst) };
         return;
     }
     for q in 0..gk {
@@ -76,29 +77,31 @@ unsafe fn pack_panel(g: &Conv2d, rows: &RowsKernel, weight: &[f32], grp: usize, 
 
 /// The tiles of one chunk of `count` pairs from pair `first`, whose images are staged at
 /// `images` (`shape.image` floats apart), into the output. The units (panel, pair, output row)
-/// are split over the workers in ranges; a worker packs a panel into its own slice of `panels`
-/// when it reaches it, then runs its rows of every pair of the chunk while the panel is in
-/// cache (packing every panel first, then reading it back, cost 18% of 256->256 3x3 @14).
+/// are split over `workers` workers in ranges; a worker packs a panel into its own slice of
+/// `panels` when it reaches it, then runs its rows of every pair of the chunk while the panel is
+/// in cache (packing every panel first, then reading it back, cost 18% of 256->256 3x3 @14).
+/// With groups, consecutive pairs are of different groups and each repacks its panel: a
+/// group's panel is small there (its `kg` channels), not measured.
 ///
 /// # Safety
-/// As the parent's `conv2d_unchecked`; the images staged and only read; `panels` valid for
-/// [`packed_len`] floats and not otherwise used during the call.
+/// As the parent's `conv2d_unchecked`; `rk` is the CPU's kernel set's; the images staged and
+/// only read; `panels` valid for [`packed_len`] floats for `workers` and not otherwise used
+/// during the call; `exec` runs at most `workers` workers.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn tiles(
     g: &Conv2d,
-    kernel: &Kernel,
+    rk: &RowsKernel,
     shape: &Shape,
     (images, first, count): (*const f32, usize, usize),
     weight: &[f32],
-    panels: *mut f32,
+    (panels, workers): (*mut f32, usize),
     epi: &Epilogue<'_>,
     bias: Option<&[f32]>,
     out: *mut f32,
     exec: &dyn Executor,
 ) {
-    let Some(rows) = kernel.gemm.rows else { return };
     let p = g.params();
-    let (nr, mr) = (rows.nr, rows.mr);
+    let (nr, mr) = (rk.nr, rk.mr);
     let (kg, gk, ho, wo) = (g.kg(), g.gemm_dims().2, g.ho(), g.wo());
     let per_group = kg.div_ceil(nr);
     let taps = shape.red.taps;
@@ -106,14 +109,13 @@ pub(super) unsafe fn tiles(
     for (t, slot) in shifts.iter_mut().enumerate().take(taps) {
         *slot = shape.red.shift(t);
     }
-    // A row of `wo` pixels in `tiles` of nearly equal height.
+    // A row of `wo` pixels in `row_tiles` tiles of nearly equal height.
     let row_tiles = wo.div_ceil(mr);
     let (rs_c, cs_c) = match p.layout {
         TensorLayout::Nchw => (1, ho * wo),
         TensorLayout::Nhwc => (p.k, 1),
     };
     let (images, panels, out) = (Shared(images.cast_mut()), Shared(panels), Shared(out));
-    let workers = exec.workers().max(1);
     let units = per_group * count * ho;
     exec.run(&|w| {
         if w >= workers {
@@ -144,10 +146,10 @@ pub(super) unsafe fn tiles(
         for u in units * w / workers..units * (w + 1) / workers {
             let (j, i, y) = (u / (count * ho), u / ho % count, u % ho);
             let pair = first + i;
-            let (n, grp) = (pair / p.groups, pair % p.groups);
+            let (img, grp) = (pair / p.groups, pair % p.groups);
             if packed != Some((grp, j)) {
                 // SAFETY: this worker's panel.
-                unsafe { pack_panel(g, &rows, weight, grp, j, panel) };
+                unsafe { pack_panel(g, rk, weight, grp, j, panel) };
                 packed = Some((grp, j));
             }
             let o0 = j * nr;
@@ -166,10 +168,10 @@ pub(super) unsafe fn tiles(
                 args.a = unsafe { images.ptr().add(i * shape.image + y * shape.wp + x0) };
                 // SAFETY: output pixels (y, x0..x1) of channels grp*kg + o0.. (args.n): the
                 // validated output's, this unit's alone.
-                args.c = unsafe { out.ptr().add(g.output_index(n, grp * kg + o0, y, x0)) };
+                args.c = unsafe { out.ptr().add(g.output_index(img, grp * kg + o0, y, x0)) };
                 // SAFETY: the kernel set's row tiles (its ISA is this CPU's: the set is the
                 // proof), m <= mr, n <= nr, A and B as `rows_acc` reads them.
-                unsafe { (rows.run)(&args) };
+                unsafe { (rk.run)(&args) };
             }
         }
     });
