@@ -119,12 +119,20 @@ fn kernel(isa: Isa) -> Option<&'static Kernel> {
     }
 }
 
+/// The set as registered, and the same without its unpacked paths (`Kernel::packed_only`), so
+/// that the blocked driver meets the small shapes the register tiles would otherwise take.
+fn with_packed(kern: &'static Kernel) -> [&'static Kernel; 2] {
+    [kern, Box::leak(Box::new(kern.packed_only()))]
+}
+
 /// The GEMM under test with `threads` threads used even on tiny problems.
 fn gemm_with_threads(kern: &'static Kernel, threads: usize) -> Cpu {
     Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kern).threads(threads) }
 }
 
-fn edge_sizes(kern: &'static Kernel, threads: usize) {
+/// Rows and columns around the register tiles and the reduction slice, on the default and on
+/// small blocking.
+fn edge_tiles(kern: &'static Kernel, threads: usize) {
     let g = gemm_with_threads(kern, threads);
     let small = Cpu { blocking: small_blocking(kern), ..g };
     let kc = small.blocking.kc;
@@ -140,6 +148,13 @@ fn edge_sizes(kern: &'static Kernel, threads: usize) {
             }
         }
     }
+}
+
+fn edge_sizes(kern: &'static Kernel, threads: usize) {
+    for set in with_packed(kern) {
+        edge_tiles(set, threads);
+    }
+    let g = gemm_with_threads(kern, threads);
     // A C of a few row tiles reads a row-major B of any size in place (the driver's
     // `B_IN_PLACE_ROWS`): this B is past the small-B limit (2^15 floats a reduction slice) for
     // every kernel, its reduction more than one slice.
@@ -161,7 +176,8 @@ fn edge_sizes(kern: &'static Kernel, threads: usize) {
 fn layouts_and_scalars(kern: &'static Kernel, threads: usize) {
     let g = gemm_with_threads(kern, threads);
     let small = Cpu { blocking: small_blocking(kern), ..g };
-    for gemm in [&small, &g] {
+    let packed = gemm_with_threads(with_packed(kern)[1], threads);
+    for gemm in [&small, &g, &packed] {
         for (ta, tb, c_col, pad) in [
             (false, false, false, 0),
             (true, false, false, 3),
@@ -231,6 +247,12 @@ fn few_rows_own_slice(kern: &'static Kernel, threads: usize) {
 }
 
 fn epilogues(kern: &'static Kernel, threads: usize) {
+    for set in with_packed(kern) {
+        epilogues_of(set, threads);
+    }
+}
+
+fn epilogues_of(kern: &'static Kernel, threads: usize) {
     let g = Cpu { blocking: small_blocking(kern), ..gemm_with_threads(kern, threads) };
     for act in Activation::ALL {
         for bias in 0..3 {
@@ -242,6 +264,29 @@ fn epilogues(kern: &'static Kernel, threads: usize) {
                         Case { act, bias, beta, layout, alpha: 1.5, ..Case::new(2 * kern.mr() + 3, kern.nr() + 5, 40) };
                     check(&g, case);
                 }
+            }
+        }
+    }
+}
+
+/// Small row-major problems, which the sets with register tiles run straight from A and B
+/// (`gemm::small::tiles_fit`, at least 4 rows): every row count up to three of the largest tiles
+/// and two more (the last tile of each strip moved up over rows done, or C shorter than a tile),
+/// widths around one and two vectors and a strip (masked last vectors), reductions of 0 to 256,
+/// padded rows, alpha, beta (C read under the masks), both biases and activations (scalar ones
+/// among them), and the blocked driver on the same cases.
+fn register_tiles(kern: &'static Kernel, threads: usize) {
+    for set in with_packed(kern) {
+        let g = gemm_with_threads(set, threads);
+        for m in 4..=3 * 12 + 2 {
+            for (i, n) in [1, 5, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 49, 64, 65, 79].into_iter().enumerate() {
+                let k = [0, 1, 7, 33, 256][(m + i) % 5];
+                let pad = (m + i) % 3;
+                let beta = if (m + i) % 2 == 0 { 0.0 } else { 0.75 };
+                let act = Activation::ALL[(m * 7 + i) % Activation::ALL.len()];
+                let layout = Layout { pad, ..PLAIN };
+                let case = Case { alpha: 1.25, beta, act, bias: ((m + 2 * i) % 3) as u8, layout, ..Case::new(m, n, k) };
+                check(&g, Case { seed: (m * 100 + i) as u64, ..case });
             }
         }
     }
@@ -316,6 +361,10 @@ macro_rules! kernel_tests {
                 if let Some(k) = kernel(Isa::$isa) { few_rows_own_slice(k, 1); few_rows_own_slice(k, 2) }
             }
             #[test]
+            fn small_register_tiles() {
+                if let Some(k) = kernel(Isa::$isa) { register_tiles(k, 1); register_tiles(k, 2) }
+            }
+            #[test]
             fn bad_input_is_an_error() {
                 if let Some(k) = kernel(Isa::$isa) { errors_not_panics(k) }
             }
@@ -340,10 +389,11 @@ macro_rules! kernel_tests {
                     m in 0usize..50, n in 0usize..70, k in 0usize..70,
                     ta: bool, tb: bool, c_col: bool, pad in 0usize..3,
                     alpha in -2.0f32..2.0, beta in prop_oneof![Just(0.0f32), -1.0f32..1.0],
-                    act in 0usize..7, bias in 0u8..3, threads in 1usize..6, small: bool, seed: u64,
+                    act in 0usize..7, bias in 0u8..3, threads in 1usize..6, small: bool, packed: bool,
+                    seed: u64,
                 ) {
                     let Some(kern) = kernel(Isa::$isa) else { return Ok(()) };
-                    let mut g = gemm_with_threads(kern, threads);
+                    let mut g = gemm_with_threads(with_packed(kern)[usize::from(packed)], threads);
                     if small { g.blocking = small_blocking(kern) }
                     let layout = Layout { ta, tb, c_col, pad };
                     check(&g, Case { m, n, k, alpha, beta, act: Activation::ALL[act], bias, layout, seed });

@@ -238,6 +238,7 @@ pub const ARMFPU_KERNELS: Kernel = Kernel {
         b_in_place: false,
         edge: None,
         small: None,
+        tiles: None,
         rows: None,
         run: armfpu_gemm_f32_4x4,
     },

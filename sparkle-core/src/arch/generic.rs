@@ -97,6 +97,7 @@ pub const GENERIC_KERNELS: Kernel = Kernel {
         } else {
             None
         },
+        tiles: None,
         rows: None,
         run: generic_gemm_f32_4x4,
     },

@@ -96,6 +96,8 @@ pub mod peak;
 pub mod quant;
 pub(crate) mod small;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod tiles;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
 
 use crate::epilogue::Activation;
@@ -397,6 +399,10 @@ pub struct GemmKernel {
     /// kernel set has one: B read in place a few rows at a time along its rows (see
     /// `gemm/small.rs`). Safety as [`small::small_body`], on a CPU with the set's ISA.
     pub(crate) small: Option<unsafe fn(&small::SmallArgs<'_>)>,
+    /// Small row-major problems in register tiles read straight from A and B, nothing packed
+    /// (`gemm::small::tiles_fit`), where the kernel set has them. Safety as
+    /// `tiles::tiles_body` (x86_64 only), on a CPU with the set's ISA.
+    pub(crate) tiles: Option<unsafe fn(&small::SmallArgs<'_>)>,
     /// The direct conv's row tiles, where the kernel set has them ([`RowsKernel`]).
     pub(crate) rows: Option<RowsKernel>,
     /// # Safety
@@ -488,6 +494,14 @@ impl Kernel {
     /// Columns of the GEMM register tile.
     pub const fn nr(&self) -> usize {
         self.gemm.nr
+    }
+
+    /// The same set without its unpacked GEMM paths (a few rows streamed, small problems in
+    /// register tiles read straight from A and B): every GEMM through the blocked driver, which
+    /// packs. For tests and measurements that set the two side by side; the ISA is unchanged, so
+    /// holding the result proves what holding `self` did.
+    pub const fn packed_only(&self) -> Kernel {
+        Kernel { gemm: GemmKernel { small: None, tiles: None, ..self.gemm }, ..*self }
     }
 
     /// The portable kernel, which every CPU runs.

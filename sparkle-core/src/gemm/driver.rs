@@ -364,10 +364,15 @@ pub fn gemm_with(
 ) -> Result<GemmDims> {
     let d = check(alpha, &a, &b, beta, &c, epi)?;
     let (kernel, blocking) = (ws.kernel, ws.blocking);
+    // An empty C, and the unpacked paths (streamed rows, register tiles), use no scratch.
+    let no_scratch = d.m == 0 || d.n == 0 || unpacked(kernel, &a, &b, &c);
     ws.validated(
         // The packing's room is required; the split reduction's partials are taken only where
         // the scratch also holds them (`split_k_parts`).
-        |workers| operands_scratch_len(kernel, blocking, d.m, d.n, d.k, workers),
+        |workers| match no_scratch {
+            true => Ok(0),
+            false => operands_scratch_len(kernel, blocking, d.m, d.n, d.k, workers),
+        },
         |ws| {
             if d.m > 0 && d.n > 0 {
                 // SAFETY: shapes, epilogue, blocking and scratch were validated; `c` is an
@@ -377,6 +382,80 @@ pub fn gemm_with(
         },
     )?;
     Ok(d)
+}
+
+/// Floats of scratch [`gemm_with`] runs fastest with for these operands: none for an empty C or
+/// where it runs them unpacked (a few rows streamed, a small row-major problem in register
+/// tiles), else [`gemm_scratch_len`]'s. Shapes are not checked here (`gemm_with` does).
+pub fn gemm_scratch_len_for(
+    kernel: &Kernel,
+    blocking: &Blocking,
+    (a, b, c): (&MatRef<'_>, &MatRef<'_>, &MatMut<'_>),
+    workers: usize,
+) -> Result<usize> {
+    match c.rows() == 0 || c.cols() == 0 || unpacked(kernel, a, b, c) {
+        true => Ok(0),
+        false => gemm_scratch_len(kernel, blocking, a.rows(), b.cols(), a.cols(), workers),
+    }
+}
+
+/// Whether [`gemm_unchecked`] runs these operands on an unpacked path of the kernel set (no
+/// scratch), judged on the operands as the kernels see them ([`oriented`]).
+fn unpacked(kernel: &Kernel, a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> bool {
+    let o = oriented(a, b, c);
+    unpacked_path(kernel, &o.a, &o.b, o.cs_c).is_some()
+}
+
+/// Where [`gemm_with`] runs these operands in register tiles read straight from A and B (a small
+/// row-major problem, `gemm::small::tiles_fit`): the parts its workers can split them into (4
+/// rows or 16 columns each). A caller choosing the worker count weighs them: nothing is packed twice there, so
+/// a second worker pays on less work than on the packed path.
+pub fn gemm_tiles_parts(kernel: &Kernel, a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Option<usize> {
+    let o = oriented(a, b, c);
+    match unpacked_path(kernel, &o.a, &o.b, o.cs_c) {
+        Some((_, Unpacked::Tiles)) => Some((o.a.rows() / 4).max(o.b.cols().div_ceil(16))),
+        _ => None,
+    }
+}
+
+/// An unpacked path's kernel (a kernel set's `small` or `tiles`).
+type SmallFn = unsafe fn(&SmallArgs<'_>);
+
+/// The unpacked paths of [`gemm_unchecked`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unpacked {
+    /// A few rows streamed ([`small::takes`], the set's `small`).
+    Streamed,
+    /// Register tiles read straight from A and B ([`small::tiles_fit`], the set's `tiles`).
+    Tiles,
+}
+
+/// The kernel and unpacked path that run `A * B` into C (`cs_c`), operands as the kernels see
+/// them, where the kernel set has one that takes them.
+fn unpacked_path(kernel: &Kernel, a: &MatRef<'_>, b: &MatRef<'_>, cs_c: usize) -> Option<(SmallFn, Unpacked)> {
+    if let Some(f) = kernel.gemm.small.filter(|_| small::takes(a, b, cs_c)) {
+        return Some((f, Unpacked::Streamed));
+    }
+    kernel.gemm.tiles.filter(|_| small::tiles_fit(a, b, cs_c)).map(|f| (f, Unpacked::Tiles))
+}
+
+/// The operands as the kernels see them: they store whole vectors along rows of C, so a
+/// column-major C is computed transposed (`C^T = B^T A^T`).
+struct Oriented<'a> {
+    a: MatRef<'a>,
+    b: MatRef<'a>,
+    rs_c: usize,
+    cs_c: usize,
+    /// Whether C^T is computed (A and B swapped and transposed).
+    transposed: bool,
+}
+
+/// [`Oriented`]'s view of `A * B` into `c`.
+fn oriented<'a>(a: &MatRef<'a>, b: &MatRef<'a>, c: &MatMut<'_>) -> Oriented<'a> {
+    match c.cs() != 1 && c.rs() == 1 {
+        true => Oriented { a: b.t(), b: a.t(), rs_c: c.cs(), cs_c: c.rs(), transposed: true },
+        false => Oriented { a: *a, b: *b, rs_c: c.rs(), cs_c: c.cs(), transposed: false },
+    }
 }
 
 /// A raw pointer that may cross threads: workers write disjoint parts of what it points to. The
@@ -561,25 +640,21 @@ pub(crate) unsafe fn gemm_unchecked(
     epi: &Epilogue<'_>,
     ws: &mut Workspace<'_>,
 ) {
-    // The kernels store whole vectors along rows of C; a column-major C is computed transposed.
-    let transpose = c.cs() != 1 && c.rs() == 1;
-    let (a, b, bias) = if transpose {
-        let bias = match epi.bias {
-            Bias::Row(v) => Bias::Col(v),
-            Bias::Col(v) => Bias::Row(v),
-            Bias::None => Bias::None,
-        };
-        (b.t(), a.t(), bias)
-    } else {
-        (a, b, epi.bias)
+    let Oriented { a, b, rs_c, cs_c, transposed } = oriented(&a, &b, c);
+    // Transposed, a bias per row of C is one per column of C^T.
+    let bias = match (transposed, epi.bias) {
+        (true, Bias::Row(v)) => Bias::Col(v),
+        (true, Bias::Col(v)) => Bias::Row(v),
+        (_, bias) => bias,
     };
-    let (rs_c, cs_c) = if transpose { (c.cs(), c.rs()) } else { (c.rs(), c.cs()) };
     let epi = Epilogue { bias, activation: epi.activation };
     let out = OutPtr { ptr: c.as_mut_ptr(), rs: rs_c, cs: cs_c };
-    // A few rows (a GEMV) stream B in place, where the kernel set has the path.
-    if let Some(kernel) = ws.kernel.gemm.small.filter(|_| small::takes(&a, &b, cs_c)) {
-        // SAFETY: forwarded contract; `takes` holds; the kernel is the set's.
-        unsafe { run_small(kernel, alpha, &a, &b, beta, out, &epi, ws.exec) };
+    // A few rows (a GEMV) stream B in place, and small row-major problems run in register tiles
+    // straight from A and B, where the kernel set has the path.
+    if let Some(path) = unpacked_path(ws.kernel, &a, &b, cs_c) {
+        // SAFETY: forwarded contract; `unpacked_path` checked the path's conditions (`tiles_fit`:
+        // `m >= 4`, every set's smallest tile) and picked the set's kernel for it.
+        unsafe { run_small(path, alpha, &a, &b, beta, out, &epi, ws.exec) };
         return;
     }
     // Few rows on several workers over a row-major B: bands of B's rows (`split_k`).
@@ -611,16 +686,16 @@ pub(crate) fn split_k_parts(a: &MatRef<'_>, b: &MatRef<'_>, ws: &Workspace<'_>) 
     (need <= ws.scratch.len()).then_some(split_k::Parts { bands, pieces, mc, kc, nc, per_worker })
 }
 
-/// `C <- act(alpha * A * B + beta * C + bias)` on the streamed path, C's columns split over the
-/// executor's workers in whole vectors (16 floats).
+/// `C <- act(alpha * A * B + beta * C + bias)` on an unpacked path (streamed, or in register
+/// tiles), C's columns split over the executor's workers in whole vectors (16 floats), or for
+/// register tiles its rows in bands of 4, whichever leaves the busiest worker less.
 ///
 /// # Safety
-/// [`small::takes`] holds; shapes, epilogue and scalars validated as `gemm_with` does, `m, n > 0`; every
-/// element of C valid, exclusive and alias-free; `kernel` is a kernel set's `small` on a CPU
-/// that runs the set.
+/// The path and kernel are [`unpacked_path`]'s for these operands, on a CPU that runs the set; shapes, epilogue and scalars
+/// validated as `gemm_with` does, `m, n > 0`; every element of C valid, exclusive and alias-free.
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_small(
-    kernel: unsafe fn(&SmallArgs<'_>),
+    (kernel, path): (SmallFn, Unpacked),
     alpha: f32,
     a: &MatRef<'_>,
     b: &MatRef<'_>,
@@ -629,37 +704,52 @@ unsafe fn run_small(
     epi: &Epilogue<'_>,
     exec: &(dyn Executor + Sync),
 ) {
-    let n = b.cols();
+    let (m, n) = (a.rows(), b.cols());
     let dots = small::dots(a, b);
     let workers = exec.workers().max(1);
     let out = Shared(c.ptr);
-    let share = |w: usize| {
-        let cols = (n * w / workers) & !15;
-        (cols, if w + 1 == workers { n } else { (n * (w + 1) / workers) & !15 })
+    // Register tiles may split C's rows instead, in bands of a multiple of 4 (each at least the
+    // smallest tile), where the busiest worker then has less to do (112^3 on two: 48 and 64
+    // columns, or 56 rows each).
+    let (row_parts, col_parts) = (m / 4, n.div_ceil(16));
+    let by_rows = path == Unpacked::Tiles && row_parts.div_ceil(workers) * 4 * n < col_parts.div_ceil(workers) * 16 * m;
+    let share = |w: usize, len: usize, parts: usize, unit: usize| {
+        let first = parts * w / workers * unit;
+        (first, if w + 1 == workers { len } else { parts * (w + 1) / workers * unit })
     };
     let part = |w: usize| {
-        let cols = share(w);
-        if w >= workers || cols.0 >= cols.1 {
+        let (rows, cols) = match by_rows {
+            true => (share(w, m, row_parts, 4), (0, n)),
+            false => ((0, m), share(w, n, col_parts, 16)),
+        };
+        if w >= workers || rows.0 >= rows.1 || cols.0 >= cols.1 {
             return;
         }
+        let bias = match epi.bias {
+            Bias::Row(v) => Bias::Row(&v[rows.0..rows.1]),
+            bias => bias,
+        };
+        let epi = Epilogue { bias, activation: epi.activation };
         let args = SmallArgs {
-            m: a.rows(),
+            m: rows.1 - rows.0,
             k: a.cols(),
-            a: a.as_slice().as_ptr(),
+            // Wrapping: row rows.0 of A, inside it unless `k == 0` (then never read).
+            a: a.as_slice().as_ptr().wrapping_add(rows.0 * a.rs()),
             rs_a: a.rs(),
             cs_a: a.cs(),
             b: b.as_slice().as_ptr(),
             rs_b: b.rs(),
             cs_b: b.cs(),
-            c: out.ptr(),
+            // Wrapping: row rows.0 of C, inside it (rows.0 < m).
+            c: out.ptr().wrapping_add(rows.0 * c.rs),
             rs_c: c.rs,
             alpha,
             beta,
-            epi,
+            epi: &epi,
             dots,
             cols,
         };
-        // SAFETY: the caller's contract; worker w's columns are its own.
+        // SAFETY: the caller's contract; worker w's rows and columns are its own.
         unsafe { kernel(&args) };
     };
     if workers == 1 {

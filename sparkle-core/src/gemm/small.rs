@@ -14,8 +14,13 @@
 //!   and B^T's row `j`, both contiguous: two to eight of B^T's rows at a time, in vectors along
 //!   `k`, each sum reduced across lanes at the end, then the whole epilogue.
 //!
-//! The kernels ([`crate::arch::GemmKernel`]'s `small`) are `arch/small.rs`'s bodies compiled per
-//! ISA; this file chooses the path and form, and `driver.rs` (`run_small`) splits the work.
+//! Small problems with A and B row-major ([`tiles_fit`]: up to 256^3) skip the packing too:
+//! register tiles read A's rows and B's strips in place (`arch::small::tiles_body`), the ragged
+//! edges under masks.
+//!
+//! The kernels ([`crate::arch::GemmKernel`]'s `small` and `tiles`) are `arch/small.rs`'s bodies
+//! compiled per ISA; this file chooses the path and form, and `driver.rs` (`run_small`) splits
+//! the work.
 #![allow(unsafe_code)]
 
 use crate::arch::small::{DOTS_MAX_M, ROWS_MAX_M};
@@ -43,4 +48,39 @@ fn dots_fit(a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
 /// row-major form would run in one-lane loads and stores of C.
 pub(crate) fn dots(a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
     dots_fit(a, b) && (!rows_fit(a, b) || b.cols() < 16)
+}
+
+/// The most multiply-adds ([`tiles_fit`]) a problem may have to run in register tiles straight
+/// from A and B: 256^3. Measured on one Zen 4 core (AVX-512), GFLOPS tiles against the blocked
+/// driver: 16^3 46 / 23, 32^3 87 / 71, 64^3 104 / 99, 128^3 109 / 107, 256^3 113 / 110,
+/// 64 x 64 x 256 101 / 96, 128 x 512 x 256 113 / 106; past it level up to 768^3 (105 / 107),
+/// behind at 1024^3 (92 / 108).
+const TILES_MAX_FMAS: usize = 1 << 24;
+
+/// The deepest reduction [`tiles_fit`] takes: a strip of B (`k` rows of 32 floats, AVX-512's
+/// widest tile) then fills at most half of a Zen 4's L2 (64 x 64 x 512: 111-115 / 110).
+const TILES_MAX_K: usize = 512;
+
+/// The deepest reduction [`tiles_fit`] takes over a B whose rows are a multiple of 4 KiB apart:
+/// a strip's rows then share the L1's sets (16 x 1024 x 1024: 87-91 against 94-95 packed;
+/// 64 x 1024 x 256 level).
+const TILES_ALIASED_MAX_K: usize = 256;
+
+/// The fewest rows [`tiles_fit`] takes: every kernel set's smallest tile fits in them.
+const TILES_MIN_M: usize = 4;
+
+/// Whether `A (m x k) * B` into C (`cs_c`) runs in register tiles read straight from A and B
+/// (the kernel set's `tiles`): C's rows, A's and B's contiguous, at least [`TILES_MIN_M`] rows,
+/// at most [`TILES_MAX_K`] deep ([`TILES_ALIASED_MAX_K`] over B's rows 4 KiB apart) and
+/// [`TILES_MAX_FMAS`] multiply-adds.
+pub(crate) fn tiles_fit(a: &MatRef<'_>, b: &MatRef<'_>, cs_c: usize) -> bool {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    let aliased = (b.rs() * core::mem::size_of::<f32>()).is_multiple_of(4096);
+    let max_k = if aliased { TILES_ALIASED_MAX_K } else { TILES_MAX_K };
+    cs_c == 1
+        && a.cs() == 1
+        && b.cs() == 1
+        && m >= TILES_MIN_M
+        && k <= max_k
+        && m.saturating_mul(n).saturating_mul(k) <= TILES_MAX_FMAS
 }

@@ -9,7 +9,7 @@ use sparkle_core::conv::fused::{conv2d_min_scratch_len, conv2d_scratch_len, conv
 use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::f16::{check_half, f16, Half, HalfMats};
 use sparkle_core::gemm::blocking::Blocking;
-use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Workspace};
+use sparkle_core::gemm::driver::{gemm_scratch_len_for, gemm_tiles_parts, gemm_with, Workspace};
 use sparkle_core::quant::conv::{
     qconv2d_packed_scratch_len, qconv2d_packed_staged_scratch_len, qconv2d_scratch_len, qconv2d_staged_scratch_len,
     qconv2d_with, QConv,
@@ -232,9 +232,16 @@ impl Cpu {
         c: MatMut<'_>,
         epi: &Epilogue<'_>,
     ) -> Result<GemmDims, CpuError> {
-        let (m, n, k) = (a.rows(), b.cols(), a.cols());
-        let threads = self.threads_for(m as f64 * n as f64 * k as f64);
-        let len = gemm_scratch_len(self.kernel, &self.blocking, m, n, k, threads)?;
+        let fmas = a.rows() as f64 * b.cols() as f64 * a.cols() as f64;
+        let threads = match gemm_tiles_parts(self.kernel, &a, &b, &c) {
+            // Register tiles read A and B in place, nothing packed twice: a worker pays from a
+            // sixteenth of the packed path's threshold (two Zen 4 threads, GFLOPS one -> two
+            // workers: 64^3 108 -> 182, 48^3 90 -> 108, 32^3 93 -> 84), and a part of C's
+            // columns each.
+            Some(parts) => self.threads.min(parts).min((fmas * 16.0 / self.parallel_min_fmas) as usize).max(1),
+            None => self.threads_for(fmas),
+        };
+        let len = gemm_scratch_len_for(self.kernel, &self.blocking, (&a, &b, &c), threads)?;
         with_scratch(&SCRATCH, len, self.memory_budget, |scratch| {
             Ok(gemm_with(alpha, a, b, beta, c, epi, self.workspace(&Workers(threads), scratch))?)
         })

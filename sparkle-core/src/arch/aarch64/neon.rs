@@ -117,6 +117,7 @@ pub const NEON_KERNELS: Kernel = Kernel {
         b_in_place: true,
         edge: Some(neon_gemm_f32_edge),
         small: Some(neon_gemm_f32_small),
+        tiles: None,
         rows: None,
         run: neon_gemm_f32_8x12,
     },

@@ -146,6 +146,16 @@ unsafe fn avx2_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
     unsafe { crate::arch::small::small_body::<Avx2>(p) }
 }
 
+/// Small problems in register tiles of 6 x 16, 4 x 16 and 2 x 16 (14 of the 16 ymm at most).
+///
+/// # Safety
+/// As [`crate::arch::tiles::tiles_body`], on a CPU with AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_gemm_f32_tiles(p: &crate::arch::small::SmallArgs<'_>) {
+    // SAFETY: forwarded contract; the ISA is enabled for this function.
+    unsafe { crate::arch::tiles::tiles_body::<Avx2, 6, 4, 2, 2>(p) }
+}
+
 /// The AVX2 + FMA kernels.
 pub const AVX2_KERNELS: Kernel = Kernel {
     isa: Isa::Avx2,
@@ -156,6 +166,7 @@ pub const AVX2_KERNELS: Kernel = Kernel {
         b_in_place: true,
         edge: Some(avx2_gemm_f32_edge),
         small: Some(avx2_gemm_f32_small),
+        tiles: Some(avx2_gemm_f32_tiles),
         rows: None,
         run: avx2_gemm_f32_6x16,
     },

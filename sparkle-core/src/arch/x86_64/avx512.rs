@@ -140,6 +140,16 @@ unsafe fn avx512_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
     unsafe { crate::arch::small::small_body::<Avx512>(p) }
 }
 
+/// Small problems in register tiles of 12 x 32 and 8 x 32, 4 x 32 (26 of the 32 zmm at most).
+///
+/// # Safety
+/// As [`crate::arch::tiles::tiles_body`], on a CPU with AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_gemm_f32_tiles(p: &crate::arch::small::SmallArgs<'_>) {
+    // SAFETY: forwarded contract; the ISA is enabled for this function.
+    unsafe { crate::arch::tiles::tiles_body::<Avx512, 12, 8, 4, 2>(p) }
+}
+
 #[cfg(feature = "direct")]
 crate::arch::rows_kernel!(
     /// The direct conv's row tiles ([`crate::arch::rows_acc`]): 1 to 14 pixels by 16 or 32
@@ -286,6 +296,7 @@ pub const AVX512_KERNELS: Kernel = Kernel {
         b_in_place: true,
         edge: Some(avx512_gemm_f32_edge),
         small: Some(avx512_gemm_f32_small),
+        tiles: Some(avx512_gemm_f32_tiles),
         rows: ROWS,
         run: avx512_gemm_f32_12x32,
     },
