@@ -234,11 +234,12 @@ impl Cpu {
     ) -> Result<GemmDims, CpuError> {
         let fmas = a.rows() as f64 * b.cols() as f64 * a.cols() as f64;
         let threads = match gemm_tiles_parts(self.kernel, &a, &b, &c) {
-            // Register tiles read A and B in place, nothing packed twice: a worker pays from a
-            // sixteenth of the packed path's threshold (two Zen 4 threads, GFLOPS one -> two
-            // workers: 64^3 108 -> 182, 48^3 90 -> 108, 32^3 93 -> 84), and a part of C's
-            // columns each.
-            Some(parts) => self.threads.min(parts).min((fmas * 16.0 / self.parallel_min_fmas) as usize).max(1),
+            // Register tiles read A and B in place, nothing packed twice: a worker pays from an
+            // eighth of the packed path's threshold (GFLOPS one -> two Zen 4 workers: 64^3 108 ->
+            // 182, 48^3 90 -> 108, 32^3 93 -> 84; on the H100 host's Xeon four workers ran 64^3
+            // at 110-126 against one's 125-141, fourteen 96^3 at 405 against 148), and a part
+            // of C each (4 rows or 16 columns).
+            Some(parts) => self.threads.min(parts).min((fmas * 8.0 / self.parallel_min_fmas) as usize).max(1),
             None => self.threads_for(fmas),
         };
         let len = gemm_scratch_len_for(self.kernel, &self.blocking, (&a, &b, &c), threads)?;
