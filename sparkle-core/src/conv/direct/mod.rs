@@ -275,6 +275,15 @@ impl Reduction {
         let [sy, sx] = self.stride;
         ((y % sy) * sx + x % sx) * self.plane + y / sy * self.wp + x / sx
     }
+    /// The kernels' table of [`Reduction::shift`]s: tap `t`'s at `t` (`taps <= MAX_TAPS`, as
+    /// `Shape::new` checks), zeros past the last.
+    fn shifts(&self) -> [usize; MAX_TAPS] {
+        let mut shifts = [0; MAX_TAPS];
+        for (t, slot) in shifts.iter_mut().enumerate().take(self.taps) {
+            *slot = self.shift(t);
+        }
+        shifts
+    }
     /// Whether rows `q` all lie in one block of one tap (an empty range: the block of its start).
     #[inline]
     fn one_tap(&self, q: &Range<usize>) -> bool {
@@ -676,17 +685,12 @@ unsafe impl Batch for Jobs<'_> {
         let (kg, gemm_k) = (g.kg(), g.gemm_dims().2);
         let w0 = g.weight_group_offset(grp);
         let w = &self.weight[w0..w0 + kg * gemm_k];
-        let mut image = Image {
+        let image = Image {
             data: &self.images[i * self.shape.image..(i + 1) * self.shape.image],
             shape: self.shape,
             k: gemm_k,
-            shifts: [0; MAX_TAPS],
+            shifts: if self.shape.planes { self.shape.red.shifts() } else { [0; MAX_TAPS] },
         };
-        if self.shape.planes {
-            for (t, slot) in image.shifts.iter_mut().enumerate().take(self.shape.red.taps) {
-                *slot = self.shape.red.shift(t);
-            }
-        }
         let gb = self.bias.map(|b| &b[grp * kg..(grp + 1) * kg]);
         // SAFETY: pair i's product inside the chunk's.
         let c = unsafe { self.products.ptr().add(i * self.shape.product) };

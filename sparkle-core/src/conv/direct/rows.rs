@@ -28,7 +28,7 @@ use crate::error::{mul, Param, Result};
 use crate::gemm::driver::{Executor, Shared};
 use crate::layout::{TensorLayout, WeightLayout};
 
-use super::{Shape, MAX_TAPS};
+use super::Shape;
 
 /// The row tiles a direct conv whose image `shape` describes runs on with `kernel`: channel
 /// planes, on a kernel set with row tiles.
@@ -105,10 +105,7 @@ pub(super) unsafe fn tiles(
     let (kg, gk, ho, wo) = (g.kg(), g.gemm_dims().2, g.ho(), g.wo());
     let per_group = kg.div_ceil(nr);
     let taps = shape.red.taps;
-    let mut shifts = [0usize; MAX_TAPS];
-    for (t, slot) in shifts.iter_mut().enumerate().take(taps) {
-        *slot = shape.red.shift(t);
-    }
+    let shifts = shape.red.shifts();
     // A row of `wo` pixels in `row_tiles` tiles of nearly equal height.
     let row_tiles = wo.div_ceil(mr);
     let (rs_c, cs_c) = match p.layout {
