@@ -861,8 +861,10 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     /// [`QPack::SignedBytes4`], [`QPack::Bytes8`], [`QPack::Tiles64`]) from a source with byte
     /// rows: each row gathered as bytes (through [`QRows::fill_row_bytes`] where the source has
     /// it, else as i16 and narrowed), then copied into the panel a group at a time (one load and
-    /// one store: the panel's row `ii` of group `g` is at `(g * mr + ii) * G`), zero past k and
-    /// past `rows`. The row sums are computed only where the write-out reads them.
+    /// one store: the panel's row `ii` of group `g` is at `(g * mr + ii) * G`), or, where the
+    /// kernel has [`crate::arch::quant::QKernel`]'s `pack_rows`, a panel's rows gathered one
+    /// after another and packed by it in vectors; zero past k and past `rows`. The row sums are
+    /// computed only where the write-out reads them.
     ///
     /// # Safety
     /// As [`Ctx::pack_a`]; `buf` is the row buffer (`mr * kp` i16).
@@ -884,38 +886,53 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
         // byte-format kernel has).
         let (wide, rest) = buf.split_at_mut(kp);
         assert!(rest.len() * 2 >= kp, "a byte-format kernel of one row");
-        // SAFETY: `rest` holds at least kp / 2 i16, that is kp bytes, all ours; u8 has no
+        // Where the kernel packs a panel's rows in vectors, they are gathered one after another
+        // into the buffer first (mr * kp bytes: (mr - 1) * kp i16 hold them from two rows on).
+        let pack_rows = self.kernel.pack_rows.filter(|_| G == 4 && rest.len() * 2 >= mr * kp);
+        let span = if pack_rows.is_some() { mr * kp } else { kp };
+        // SAFETY: `rest` holds at least `span / 2` i16, that is `span` bytes, all ours; u8 has no
         // invalid values and alignment one.
-        let bytes = unsafe { core::slice::from_raw_parts_mut(rest.as_mut_ptr().cast::<u8>(), kp) };
+        let bytes = unsafe { core::slice::from_raw_parts_mut(rest.as_mut_ptr().cast::<u8>(), span) };
         for ip in 0..rows.div_ceil(mr) {
             // SAFETY: panel `ip < mc / mr` of the block.
             let panel = unsafe { dst.add(ip * self.panel_bytes(mr)) };
             for ii in 0..mr {
                 let i = ip * mr + ii;
+                let row = match pack_rows {
+                    Some(_) => &mut bytes[ii * kp..(ii + 1) * kp],
+                    None => &mut bytes[..kp],
+                };
                 let sum = if i < rows && k > 0 {
-                    let sum = match self.a.fill_row_bytes(i0 + i, off, bytes, self.row_sums) {
+                    let sum = match self.a.fill_row_bytes(i0 + i, off, row, self.row_sums) {
                         Some(sum) => sum,
                         None => {
                             let sum = self.a.fill_row(i0 + i, off, wide);
-                            for (b, &w) in bytes[..k].iter_mut().zip(&wide[..k]) {
+                            for (b, &w) in row[..k].iter_mut().zip(&wide[..k]) {
                                 *b = w as u8;
                             }
                             sum
                         }
                     };
-                    bytes[k..].fill(0);
+                    row[k..].fill(0);
                     sum
                 } else {
-                    bytes.fill(0);
+                    row.fill(0);
                     0
                 };
                 // SAFETY: `sums` holds mc words and `i < mc`.
                 unsafe { *sums.add(i) = sum };
-                for (g, block) in bytes.chunks_exact(G).enumerate() {
-                    // SAFETY: group `g < groups`, row `ii < mr` of the panel: G bytes at
-                    // `(g * mr + ii) * G`, inside its `groups * mr * G`.
-                    unsafe { core::ptr::copy_nonoverlapping(block.as_ptr(), panel.add((g * mr + ii) * G), G) };
+                if pack_rows.is_none() {
+                    for (g, block) in row.chunks_exact(G).enumerate() {
+                        // SAFETY: group `g < groups`, row `ii < mr` of the panel: G bytes at
+                        // `(g * mr + ii) * G`, inside its `groups * mr * G`.
+                        unsafe { core::ptr::copy_nonoverlapping(block.as_ptr(), panel.add((g * mr + ii) * G), G) };
+                    }
                 }
+            }
+            if let Some(pack) = pack_rows {
+                // SAFETY: the kernel proves its ISA; the buffer holds the panel's mr rows of kp
+                // bytes, the panel `groups * mr * 4` bytes (G == 4), not overlapping.
+                unsafe { pack(bytes.as_ptr(), kp, panel) };
             }
         }
     }
