@@ -195,6 +195,32 @@ fn errors_leave_output_untouched(k: &'static QKernel) {
     assert!(run(&op, &OutputStage::onnx(1.0, PerChannel::Channel(&[1.0; 2]), 1.0, 0), n).contains("scale"));
 }
 
+/// Few channels in NHWC with KRSC weights, whose kernel rows are short runs of the input (conv1's
+/// 7 pixels of 3 channels: 21 bytes), gathered in whole vectors past each run's end where the
+/// input holds them and exactly where it does not (the last image's last rows), with the
+/// symmetric weight zero point (no row sums: the vector gather) and a random one, one and three
+/// threads.
+fn short_runs(k: &'static QKernel) {
+    let shapes = [
+        // conv1's geometry on a small image, one and two images.
+        Conv2dParams::new(1, 3, 20, 20, 16, 7, 7).stride(2, 2).pad(Padding::uniform(3)),
+        Conv2dParams::new(2, 3, 17, 19, 40, 7, 7).stride(2, 2).pad(Padding::uniform(3)),
+        // Runs of 8 and 30 bytes, no padding (every pixel interior), stride 1.
+        Conv2dParams::new(1, 2, 9, 10, 9, 3, 4),
+        Conv2dParams::new(1, 6, 8, 12, 33, 2, 5).pad(Padding::new(0, 1, 2, 0)),
+    ];
+    for threads in [1, 3] {
+        let cpu = cpu(k, threads);
+        for (i, p) in shapes.into_iter().enumerate() {
+            let p = p.layout(TensorLayout::Nhwc).weight_layout(WeightLayout::Krsc);
+            for stage in 0..3 {
+                check_zero(&cpu, p, stage, WZero::Symmetric, (i * 3 + stage) as u64);
+            }
+            check_zero(&cpu, p, 1, WZero::Tensor, i as u64 + 20);
+        }
+    }
+}
+
 macro_rules! qconv_tests {
     ($($(#[$cfg:meta])* $name:ident => $isa:ident ($kernel:path)),* $(,)?) => {$(
         $(#[$cfg])*
@@ -220,6 +246,10 @@ macro_rules! qconv_tests {
             #[test]
             fn depthwise_channels_last() {
                 if let Some(k) = kernel(Isa::$isa) { depthwise_nhwc(k) }
+            }
+            #[test]
+            fn short_kernel_row_runs() {
+                if let Some(k) = kernel(Isa::$isa) { short_runs(k) }
             }
             #[test]
             fn packed_weights_any_image() {

@@ -23,7 +23,7 @@ use crate::quant::driver::transpose8x8;
 use crate::quant::driver::{
     a_offset, b_offset, bytes, bytes_mut, bytes_run, fill_by_visit, line_start, qconv_direct_scratch_len,
     qconv_direct_unchecked, qgemm_packed_scratch_len, qgemm_scratch_len, qgemm_unchecked, BSource, DirectImage,
-    PackedPanels, QOperands, QRows, QWorkspace,
+    PackedPanels, QOperands, QRows, QWorkspace, SHORT_RUN,
 };
 use crate::quant::{
     accumulator_bound, float_narrow, in_range, narrow, pairs, FixedFolded, FixedNarrow, OutputStage, PerChannel, QElem,
@@ -941,6 +941,28 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
         let run = self.run()?;
         let taps = self.taps?;
         let input = self.interior_input(i)?;
+        // Short runs (conv1's 21 bytes: a kernel row of 7 pixels of 3 channels) as one copy of
+        // SHORT_RUN bytes each, the next run overwriting what it wrote past its end, where the
+        // input and `out` hold that much: one load and one store a run, where a copy of the
+        // run's own length took a few dozen instructions (conv1 on one Zen 4 thread, with the
+        // panels packed in vectors: 196 -> 218 GOPS).
+        if off == 0 && !with_sum && run <= SHORT_RUN {
+            let src = bytes(input);
+            for (j, &t) in taps.iter().step_by(run).enumerate() {
+                let (t, o) = (t as usize, j * run);
+                // Arrays, not slices: a slice copy calls `memmove`.
+                let from = src.get(t..t + SHORT_RUN).and_then(|v| <&[u8; SHORT_RUN]>::try_from(v).ok());
+                match (from, out.get_mut(o..o + SHORT_RUN)) {
+                    (Some(from), Some(to)) => {
+                        if let Ok(to) = <&mut [u8; SHORT_RUN]>::try_from(to) {
+                            *to = *from;
+                        }
+                    }
+                    _ => out[o..o + run].copy_from_slice(&src[t..t + run]),
+                }
+            }
+            return Some(0);
+        }
         let mut sum = 0i32;
         for (o, &t) in out[..taps.len()].chunks_exact_mut(run).zip(taps.iter().step_by(run)) {
             sum = sum.wrapping_add(bytes_run(&input[t as usize..t as usize + run], off, o, with_sum));

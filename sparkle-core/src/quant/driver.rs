@@ -398,7 +398,8 @@ pub(crate) trait QRows: Sync {
     /// As [`QRows::fill_row`] into bytes (the shifted values, which the caller's `off` puts in
     /// `u8` range), where the source has a faster form than through i16; None where not (the
     /// caller then goes through [`QRows::fill_row`]). Without `sum` the row's sum is not computed
-    /// (0 is returned).
+    /// (0 is returned). Bytes of `out` past the row's `cols()` may be overwritten with anything
+    /// (a gather of short runs in whole vectors).
     #[inline(always)]
     fn fill_row_bytes(&self, _i: usize, _off: i32, _out: &mut [u8], _sum: bool) -> Option<i32> {
         None
@@ -489,6 +490,14 @@ fn copy_short(out: &mut [u8], src: &[u8]) {
         _ => out.copy_from_slice(src),
     }
 }
+
+/// The runs (at most this many bytes) that a source's [`QRows::fill_row_bytes`] may copy as
+/// whole vectors of this many bytes, writing past the run's end (the next run overwrites it;
+/// past the row's last, [`Ctx::pack_a_bytes`] leaves this much room).
+pub(crate) const SHORT_RUN: usize = 32;
+
+/// Bytes past a gathered row that [`Ctx::pack_a_bytes`] leaves free for [`SHORT_RUN`] copies.
+const ROW_SLACK: usize = SHORT_RUN;
 
 /// [`QRows::fill_row`] through [`QRows::visit_row`]: what sources without a faster order use.
 #[inline(always)]
@@ -889,7 +898,10 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
         // Where the kernel packs a panel's rows in vectors, they are gathered one after another
         // into the buffer first (mr * kp bytes: (mr - 1) * kp i16 hold them from two rows on).
         let pack_rows = self.kernel.pack_rows.filter(|_| G == 4 && rest.len() * 2 >= mr * kp);
-        let span = if pack_rows.is_some() { mr * kp } else { kp };
+        let rows_bytes = if pack_rows.is_some() { mr * kp } else { kp };
+        // Room past the last row for a gather in whole vectors (`QRows::fill_row_bytes`), where
+        // the buffer has it.
+        let span = (rows_bytes + ROW_SLACK).min(rest.len() * 2);
         // SAFETY: `rest` holds at least `span / 2` i16, that is `span` bytes, all ours; u8 has no
         // invalid values and alignment one.
         let bytes = unsafe { core::slice::from_raw_parts_mut(rest.as_mut_ptr().cast::<u8>(), span) };
@@ -898,29 +910,29 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
             let panel = unsafe { dst.add(ip * self.panel_bytes(mr)) };
             for ii in 0..mr {
                 let i = ip * mr + ii;
-                let row = match pack_rows {
-                    Some(_) => &mut bytes[ii * kp..(ii + 1) * kp],
-                    None => &mut bytes[..kp],
-                };
+                // The row's bytes start here; the gather may overwrite what follows (the next
+                // rows, gathered after it, and the slack).
+                let start = if pack_rows.is_some() { ii * kp } else { 0 };
                 let sum = if i < rows && k > 0 {
-                    let sum = match self.a.fill_row_bytes(i0 + i, off, row, self.row_sums) {
+                    let sum = match self.a.fill_row_bytes(i0 + i, off, &mut bytes[start..], self.row_sums) {
                         Some(sum) => sum,
                         None => {
                             let sum = self.a.fill_row(i0 + i, off, wide);
-                            for (b, &w) in row[..k].iter_mut().zip(&wide[..k]) {
+                            for (b, &w) in bytes[start..start + k].iter_mut().zip(&wide[..k]) {
                                 *b = w as u8;
                             }
                             sum
                         }
                     };
-                    row[k..].fill(0);
+                    bytes[start + k..start + kp].fill(0);
                     sum
                 } else {
-                    row.fill(0);
+                    bytes[start..start + kp].fill(0);
                     0
                 };
                 // SAFETY: `sums` holds mc words and `i < mc`.
                 unsafe { *sums.add(i) = sum };
+                let row = &bytes[start..start + kp];
                 if pack_rows.is_none() {
                     for (g, block) in row.chunks_exact(G).enumerate() {
                         // SAFETY: group `g < groups`, row `ii < mr` of the panel: G bytes at
