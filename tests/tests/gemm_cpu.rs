@@ -274,7 +274,8 @@ fn epilogues_of(kern: &'static Kernel, threads: usize) {
 /// and two more (the last tile of each strip moved up over rows done, or C shorter than a tile),
 /// widths around one and two vectors and a strip (masked last vectors), reductions of 0 to 256,
 /// padded rows, alpha, beta (C read under the masks), both biases and activations (scalar ones
-/// among them), and the blocked driver on the same cases.
+/// among them), a column-major C, deeper reductions, more workers, a B whose rows are 4 KiB
+/// apart, and the blocked driver on the same cases.
 fn register_tiles(kern: &'static Kernel, threads: usize) {
     for set in with_packed(kern) {
         let g = gemm_with_threads(set, threads);
@@ -288,6 +289,23 @@ fn register_tiles(kern: &'static Kernel, threads: usize) {
                 let case = Case { alpha: 1.25, beta, act, bias: ((m + 2 * i) % 3) as u8, layout, ..Case::new(m, n, k) };
                 check(&g, Case { seed: (m * 100 + i) as u64, ..case });
             }
+        }
+        // A column-major C (computed transposed: the biases change sides), bias and activation;
+        // reductions of 257-512 (past AVX-512's default slice); three and five workers (uneven
+        // row bands).
+        for (i, (m, n, k)) in [(37, 45, 300), (20, 70, 512), (9, 33, 257), (62, 17, 40)].into_iter().enumerate() {
+            for c_col in [false, true] {
+                let layout = Layout { c_col, ..PLAIN };
+                let case =
+                    Case { beta: 0.5, act: Activation::Relu6, bias: 1 + (i % 2) as u8, layout, ..Case::new(m, n, k) };
+                check(&g, case);
+                check(&gemm_with_threads(set, 3 + 2 * (i % 2)), case);
+            }
+        }
+        // B's rows 4 KiB apart: register tiles up to a reduction of 256, packed past it.
+        for k in [200, 256, 257, 300] {
+            let n = 40;
+            check(&g, Case { beta: 1.0, layout: Layout { pad: 1024 - n, ..PLAIN }, ..Case::new(16, n, k) });
         }
     }
 }

@@ -426,7 +426,8 @@ pub struct QKernel {
     /// not used. A stage that is not validated gives wrong bytes, never undefined behaviour.)
     pub(crate) fixed: Option<unsafe fn(&QFixedArgs)>,
     /// Packs `mr` gathered rows into an A panel in vectors, where the kernel has the form (a
-    /// [`QPack::Bytes4`] kernel of 8 rows on AVX-512): row `i`'s `kp` bytes at `src + i * kp`
+    /// [`QPack::Bytes4`] kernel of 8 rows on AVX-512; each form is written for its kernel's `mr`,
+    /// which the unit test checks): row `i`'s `kp` bytes at `src + i * kp`
     /// (`kp` a multiple of 4), group `g` of row `i` to `dst + (g * mr + i) * 4`. Otherwise the
     /// driver copies a group at a time.
     ///

@@ -32,7 +32,9 @@ const ROWS: usize = 4;
 const BLOCK: usize = 4096;
 
 /// One worker's share of a small GEMM: columns `cols` of `C = act(alpha * A * B + beta * C +
-/// bias)`, a few rows (`gemm::small::takes`), C with unit column stride.
+/// bias)`, C with unit column stride; a few rows for the streamed forms (`gemm::small::takes`),
+/// a small row-major problem (or a band of its rows) for the register tiles
+/// (`gemm::small::tiles_fit`, `arch::tiles`).
 pub(crate) struct SmallArgs<'a> {
     pub(crate) m: usize,
     pub(crate) k: usize,

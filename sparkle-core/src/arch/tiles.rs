@@ -23,11 +23,15 @@ use crate::epilogue::Bias;
 pub(crate) unsafe fn tiles_body<S: Simd, const MR: usize, const MR2: usize, const MR3: usize, const NV: usize>(
     p: &SmallArgs<'_>,
 ) {
-    // A strip narrower than NV vectors runs as one or NV vectors, the last under a mask.
-    const { assert!(NV == 1 || NV == 2) };
+    // A strip narrower than NV vectors runs as one or NV vectors, the last under a mask. The
+    // smallest tile fits in the fewest rows the driver hands a call (`gemm::small::tiles_fit`'s
+    // 4, `run_small`'s 4-row bands).
+    const { assert!((NV == 1 || NV == 2) && MR >= MR2 && MR2 >= MR3 && MR3 <= 4) };
+    // Checked in release too: a tile moved up past row 0 would read and write before A and C.
+    assert!(p.m >= MR3, "register tiles over {} rows (at least {MR3})", p.m);
+    debug_assert!(p.cs_a == 1 && p.cs_b == 1);
     let lanes = S::LANES;
     let (first, end) = p.cols;
-    debug_assert!(p.m >= MR3 && MR >= MR2 && MR2 >= MR3 && p.cs_a == 1 && p.cs_b == 1);
     let mut j = first;
     // SAFETY: each strip's columns lie in this call's (its contract).
     unsafe {

@@ -352,7 +352,8 @@ impl Split {
 }
 
 /// `C <- act(alpha * A * B + beta * C + bias)` in `ws` (its kernels, blocking, workers and
-/// scratch of at least [`gemm_scratch_len`] floats). Validates everything first.
+/// scratch of at least [`gemm_scratch_len`] floats; none where [`gemm_scratch_len_for`] says 0:
+/// an empty C, or a problem the kernel set runs unpacked). Validates everything first.
 pub fn gemm_with(
     alpha: f32,
     a: MatRef<'_>,
@@ -408,8 +409,8 @@ fn unpacked(kernel: &Kernel, a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> 
 
 /// Where [`gemm_with`] runs these operands in register tiles read straight from A and B (a small
 /// row-major problem, `gemm::small::tiles_fit`): the parts its workers can split them into (4
-/// rows or 16 columns each). A caller choosing the worker count weighs them: nothing is packed twice there, so
-/// a second worker pays on less work than on the packed path.
+/// rows or 16 columns each). A caller choosing the worker count weighs them: nothing is packed
+/// twice there, so a second worker pays on less work than on the packed path.
 pub fn gemm_tiles_parts(kernel: &Kernel, a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Option<usize> {
     let o = oriented(a, b, c);
     match unpacked_path(kernel, &o.a, &o.b, o.cs_c) {

@@ -15,12 +15,12 @@
 //!   `k`, each sum reduced across lanes at the end, then the whole epilogue.
 //!
 //! Small problems with A and B row-major ([`tiles_fit`]: up to 256^3) skip the packing too:
-//! register tiles read A's rows and B's strips in place (`arch::small::tiles_body`), the ragged
+//! register tiles read A's rows and B's strips in place (`arch::tiles::tiles_body`), the ragged
 //! edges under masks.
 //!
-//! The kernels ([`crate::arch::GemmKernel`]'s `small` and `tiles`) are `arch/small.rs`'s bodies
-//! compiled per ISA; this file chooses the path and form, and `driver.rs` (`run_small`) splits
-//! the work.
+//! The kernels ([`crate::arch::GemmKernel`]'s `small` and `tiles`) are the bodies of
+//! `arch/small.rs` and `arch/tiles.rs` compiled per ISA; this file chooses the path and form,
+//! and `driver.rs` (`run_small`) splits the work.
 #![allow(unsafe_code)]
 
 use crate::arch::small::{DOTS_MAX_M, ROWS_MAX_M};

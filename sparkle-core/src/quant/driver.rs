@@ -399,7 +399,8 @@ pub(crate) trait QRows: Sync {
     /// `u8` range), where the source has a faster form than through i16; None where not (the
     /// caller then goes through [`QRows::fill_row`]). Without `sum` the row's sum is not computed
     /// (0 is returned). Bytes of `out` past the row's `cols()` may be overwritten with anything
-    /// (a gather of short runs in whole vectors).
+    /// (a gather of short runs in whole vectors): a caller gathering several rows into one
+    /// buffer gathers them in increasing order, as [`Ctx::pack_a_bytes`] does.
     #[inline(always)]
     fn fill_row_bytes(&self, _i: usize, _off: i32, _out: &mut [u8], _sum: bool) -> Option<i32> {
         None

@@ -104,7 +104,8 @@ pub struct Cpu {
     /// op; on the rayon pool instead when called from one of its threads, while another thread's
     /// op holds Sparkle's, or past the machine's core count.
     pub threads: usize,
-    /// Problems with fewer multiply-adds run on one thread ([`PARALLEL_MIN_FMAS`] by default).
+    /// Problems with fewer multiply-adds run on one thread ([`PARALLEL_MIN_FMAS`] by default);
+    /// the GEMM's register tiles, which pack nothing, take a worker per eighth of it.
     pub parallel_min_fmas: f64,
     /// Most bytes of scratch one op may allocate (`SPARKLE_MEMORY_BUDGET`, or half the physical
     /// memory, by default).
@@ -236,9 +237,9 @@ impl Cpu {
         let threads = match gemm_tiles_parts(self.kernel, &a, &b, &c) {
             // Register tiles read A and B in place, nothing packed twice: a worker pays from an
             // eighth of the packed path's threshold (GFLOPS one -> two Zen 4 workers: 64^3 108 ->
-            // 182, 48^3 90 -> 108, 32^3 93 -> 84; on the H100 host's Xeon four workers ran 64^3
-            // at 110-126 against one's 125-141, fourteen 96^3 at 405 against 148), and a part
-            // of C each (4 rows or 16 columns).
+            // 182, 32^3 93 -> 84; on the H100 host's Xeon four workers ran 64^3 at 110-126
+            // against one's 125-141, fourteen 96^3 at 405 against 148), and a part of C each (4
+            // rows or 16 columns).
             Some(parts) => self.threads.min(parts).min((fmas * 8.0 / self.parallel_min_fmas) as usize).max(1),
             None => self.threads_for(fmas),
         };

@@ -146,7 +146,7 @@ unsafe fn avx2_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
     unsafe { crate::arch::small::small_body::<Avx2>(p) }
 }
 
-/// Small problems in register tiles of 6 x 16, 4 x 16 and 2 x 16 (14 of the 16 ymm at most).
+/// Small problems in register tiles of 6 x 16, 4 x 16 and 2 x 16 (15 of the 16 ymm at most: 12 sums, two of B, one of A).
 ///
 /// # Safety
 /// As [`crate::arch::tiles::tiles_body`], on a CPU with AVX2 and FMA.

@@ -140,7 +140,7 @@ unsafe fn avx512_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
     unsafe { crate::arch::small::small_body::<Avx512>(p) }
 }
 
-/// Small problems in register tiles of 12 x 32 and 8 x 32, 4 x 32 (26 of the 32 zmm at most).
+/// Small problems in register tiles of 12 x 32, 8 x 32 and 4 x 32 (27 of the 32 zmm at most: 24 sums, two of B, one of A).
 ///
 /// # Safety
 /// As [`crate::arch::tiles::tiles_body`], on a CPU with AVX-512F.
