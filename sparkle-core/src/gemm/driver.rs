@@ -352,8 +352,8 @@ impl Split {
 }
 
 /// `C <- act(alpha * A * B + beta * C + bias)` in `ws` (its kernels, blocking, workers and
-/// scratch of at least [`gemm_scratch_len`] floats; none where [`gemm_scratch_len_for`] says 0:
-/// an empty C, or a problem the kernel set runs unpacked). Validates everything first.
+/// scratch of at least [`gemm_scratch_len`] floats; none for an empty C or where [`gemm_path`]
+/// is not [`GemmPath::Packed`]). Validates everything first.
 pub fn gemm_with(
     alpha: f32,
     a: MatRef<'_>,
@@ -366,7 +366,7 @@ pub fn gemm_with(
     let d = check(alpha, &a, &b, beta, &c, epi)?;
     let (kernel, blocking) = (ws.kernel, ws.blocking);
     // An empty C, and the unpacked paths (streamed rows, register tiles), use no scratch.
-    let no_scratch = d.m == 0 || d.n == 0 || unpacked(kernel, &a, &b, &c);
+    let no_scratch = d.m == 0 || d.n == 0 || gemm_path(kernel, &a, &b, &c) != GemmPath::Packed;
     ws.validated(
         // The packing's room is required; the split reduction's partials are taken only where
         // the scratch also holds them (`split_k_parts`).
@@ -385,37 +385,32 @@ pub fn gemm_with(
     Ok(d)
 }
 
-/// Floats of scratch [`gemm_with`] runs fastest with for these operands: none for an empty C or
-/// where it runs them unpacked (a few rows streamed, a small row-major problem in register
-/// tiles), else [`gemm_scratch_len`]'s. Shapes are not checked here (`gemm_with` does).
-pub fn gemm_scratch_len_for(
-    kernel: &Kernel,
-    blocking: &Blocking,
-    (a, b, c): (&MatRef<'_>, &MatRef<'_>, &MatMut<'_>),
-    workers: usize,
-) -> Result<usize> {
-    match c.rows() == 0 || c.cols() == 0 || unpacked(kernel, a, b, c) {
-        true => Ok(0),
-        false => gemm_scratch_len(kernel, blocking, a.rows(), b.cols(), a.cols(), workers),
-    }
+/// How [`gemm_with`] runs `A * B` into C on a kernel set ([`gemm_path`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmPath {
+    /// The blocked driver, packing A and B into panels: [`gemm_scratch_len`]'s scratch.
+    Packed,
+    /// A few rows of C streamed over B in place (a GEMV, `gemm::small::takes`): no scratch.
+    Streamed,
+    /// A small row-major problem in register tiles read straight from A and B
+    /// (`gemm::small::tiles_fit`): no scratch. `parts`: how many its workers can split it into
+    /// (4 rows or 16 columns each). A caller choosing the worker count weighs them: nothing is
+    /// packed twice there, so a second worker pays on less work than on the packed path.
+    Tiles {
+        /// Parts of C the workers can take.
+        parts: usize,
+    },
 }
 
-/// Whether [`gemm_unchecked`] runs these operands on an unpacked path of the kernel set (no
-/// scratch), judged on the operands as the kernels see them ([`oriented`]).
-fn unpacked(kernel: &Kernel, a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> bool {
-    let o = oriented(a, b, c);
-    unpacked_path(kernel, &o.a, &o.b, o.cs_c).is_some()
-}
-
-/// Where [`gemm_with`] runs these operands in register tiles read straight from A and B (a small
-/// row-major problem, `gemm::small::tiles_fit`): the parts its workers can split them into (4
-/// rows or 16 columns each). A caller choosing the worker count weighs them: nothing is packed
-/// twice there, so a second worker pays on less work than on the packed path.
-pub fn gemm_tiles_parts(kernel: &Kernel, a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> Option<usize> {
+/// The path [`gemm_with`] takes for these operands on `kernel`'s set (shapes not checked here:
+/// `gemm_with` does), judged on them as the kernels see them (a column-major C computed
+/// transposed). Only [`GemmPath::Packed`] reads scratch; an empty C reads none either.
+pub fn gemm_path(kernel: &Kernel, a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) -> GemmPath {
     let o = oriented(a, b, c);
     match unpacked_path(kernel, &o.a, &o.b, o.cs_c) {
-        Some((_, Unpacked::Tiles)) => Some((o.a.rows() / 4).max(o.b.cols().div_ceil(16))),
-        _ => None,
+        None => GemmPath::Packed,
+        Some((_, Unpacked::Streamed)) => GemmPath::Streamed,
+        Some((_, Unpacked::Tiles)) => GemmPath::Tiles { parts: (o.a.rows() / 4).max(o.b.cols().div_ceil(16)) },
     }
 }
 

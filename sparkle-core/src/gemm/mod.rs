@@ -71,8 +71,8 @@ pub fn scratch_len(m: usize, n: usize, k: usize) -> Result<usize> {
 
 /// `C <- act(alpha * A * B + beta * C + bias)` on one thread with the best kernel this CPU runs
 /// ([`crate::arch::Kernel::best`]) and caller scratch of at least [`scratch_len`] floats (read
-/// only where the problem is packed: [`driver::gemm_scratch_len_for`] says 0 where it is not,
-/// and less is then no error). No heap.
+/// only where the problem is packed, [`driver::GemmPath::Packed`]; elsewhere less is no error).
+/// No heap.
 pub fn gemm(
     alpha: f32,
     a: MatRef<'_>,
@@ -150,9 +150,7 @@ mod tests {
             // Short scratch is an error, not an overrun, wherever the problem packs (the
             // unpacked paths read none).
             let c = MatMut::row_major(&mut got[..m * n], m, n).unwrap();
-            let kernel = crate::arch::Kernel::best();
-            let blocking = blocking::Blocking::for_kernel(kernel, blocking::CacheSizes::STATIC);
-            if driver::gemm_scratch_len_for(kernel, &blocking, (&av, &bv, &c), 1).unwrap() > 0 {
+            if len > 0 && driver::gemm_path(crate::arch::Kernel::best(), &av, &bv, &c) == driver::GemmPath::Packed {
                 assert!(gemm(1.0, av, bv, 0.0, c, &Epilogue::NONE, &mut scratch[..len - 1]).is_err());
             }
         }

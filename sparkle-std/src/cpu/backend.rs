@@ -9,7 +9,7 @@ use sparkle_core::conv::fused::{conv2d_min_scratch_len, conv2d_scratch_len, conv
 use sparkle_core::conv::{choose_path, Conv2dPath};
 use sparkle_core::f16::{check_half, f16, Half, HalfMats};
 use sparkle_core::gemm::blocking::Blocking;
-use sparkle_core::gemm::driver::{gemm_scratch_len_for, gemm_tiles_parts, gemm_with, Workspace};
+use sparkle_core::gemm::driver::{gemm_path, gemm_scratch_len, gemm_with, GemmPath, Workspace};
 use sparkle_core::quant::conv::{
     qconv2d_packed_scratch_len, qconv2d_packed_staged_scratch_len, qconv2d_scratch_len, qconv2d_staged_scratch_len,
     qconv2d_with, QConv,
@@ -234,16 +234,23 @@ impl Cpu {
         epi: &Epilogue<'_>,
     ) -> Result<GemmDims, CpuError> {
         let fmas = a.rows() as f64 * b.cols() as f64 * a.cols() as f64;
-        let threads = match gemm_tiles_parts(self.kernel, &a, &b, &c) {
+        let path = gemm_path(self.kernel, &a, &b, &c);
+        let threads = match path {
             // Register tiles read A and B in place, nothing packed twice: a worker pays from an
             // eighth of the packed path's threshold (GFLOPS one -> two Zen 4 workers: 64^3 108 ->
             // 182, 32^3 93 -> 84; on the H100 host's Xeon four workers ran 64^3 at 110-126
             // against one's 125-141, fourteen 96^3 at 405 against 148), and a part of C each (4
             // rows or 16 columns).
-            Some(parts) => self.threads.min(parts).min((fmas * 8.0 / self.parallel_min_fmas) as usize).max(1),
-            None => self.threads_for(fmas),
+            GemmPath::Tiles { parts } => {
+                self.threads.min(parts).min((fmas * 8.0 / self.parallel_min_fmas) as usize).max(1)
+            }
+            _ => self.threads_for(fmas),
         };
-        let len = gemm_scratch_len_for(self.kernel, &self.blocking, (&a, &b, &c), threads)?;
+        // Only the packed path reads scratch.
+        let len = match path {
+            GemmPath::Packed => gemm_scratch_len(self.kernel, &self.blocking, a.rows(), b.cols(), a.cols(), threads)?,
+            _ => 0,
+        };
         with_scratch(&SCRATCH, len, self.memory_budget, |scratch| {
             Ok(gemm_with(alpha, a, b, beta, c, epi, self.workspace(&Workers(threads), scratch))?)
         })
