@@ -114,7 +114,8 @@ pub enum Isa {
     Avx512,
     /// aarch64 NEON.
     Neon,
-    /// x86_64 AVX-512F with AVX512_VNNI (`vpdpbusd`): the int8 kernels.
+    /// x86_64 AVX-512F with AVX512_VNNI (`vpdpbusd`) and AVX512BW (every such CPU has it): the
+    /// int8 kernels.
     Avx512Vnni,
     /// x86_64 AVX2 and FMA with AVX-VNNI (the VEX `vpdpbusd` on ymm, as on CPUs without AVX-512):
     /// an int8 kernel.
@@ -129,7 +130,7 @@ pub enum Isa {
     /// aarch64 NEON with the Armv8.6 int8 matrix multiply (`usmmla`): an int8 kernel.
     NeonI8mm,
     /// x86_64 AMX-TILE and AMX-INT8 (`tdpbusd`: a 16 x 16 `i32` tile of 64-byte dot products
-    /// per instruction) with AVX-512F, on Linux (which must grant the tile state): an int8
+    /// per instruction) with AVX-512F and AVX512BW, on Linux (which must grant the tile state): an int8
     /// kernel. Asking [`Isa::is_available`] about it (or about `AmxBf16`) on such a CPU asks
     /// Linux for the tile state, a process-wide grant.
     AmxInt8,
@@ -192,7 +193,12 @@ impl Isa {
             Isa::Avx512 => cfg!(all(target_arch = "x86_64", target_feature = "avx512f")),
             Isa::Neon => cfg!(all(target_arch = "aarch64", target_feature = "neon")),
             Isa::Avx512Vnni => {
-                cfg!(all(target_arch = "x86_64", target_feature = "avx512f", target_feature = "avx512vnni"))
+                cfg!(all(
+                    target_arch = "x86_64",
+                    target_feature = "avx512f",
+                    target_feature = "avx512bw",
+                    target_feature = "avx512vnni"
+                ))
             }
             Isa::AvxVnni => cfg!(all(
                 target_arch = "x86_64",

@@ -604,16 +604,101 @@ pub(crate) mod x86 {
         unsafe { f.by_rows(|r| avx2_finish_narrow(r)) }
     }
 
+    /// Row `i`'s columns `j .. j + 16` of a [`FinishTile`] (the lanes off `mask` read as zero),
+    /// corrected by the columns' `(term, zb, m)` and the row's sum, scaled, clamped in f32 to
+    /// `bounds` (`lo - zp`, `hi - zp`) and rounded by `vcvtps2dq` (half to even under the
+    /// default MXCSR that Rust code runs with): the outputs less `zp`.
+    ///
     /// # Safety
-    /// As [`QKernel::finish_tile`], on a CPU with AVX-512F: [`avx2_finish_narrow`]'s arithmetic
-    /// (the same conversions, clamps and rounding) sixteen columns at a time, the columns'
-    /// constants loaded once for all rows (whose chains are then independent), the results
-    /// narrowed to bytes by `vpmovdb`; the last columns through masked loads.
-    #[target_feature(enable = "avx512f")]
+    /// The CPU runs AVX-512F (the caller's target feature, inlined); `i < rows`, and the lanes on
+    /// `mask` are columns below `n`.
+    #[inline(always)]
+    unsafe fn finish16(
+        f: &FinishTile,
+        (i, j, mask): (usize, usize, __mmask16),
+        (term, zb, m): (__m512i, __m512i, __m512),
+        bounds: (__m512, __m512),
+    ) -> __m512i {
+        // SAFETY: the contract: row `i`, columns `j ..` on `mask`.
+        unsafe {
+            let raw = _mm512_maskz_loadu_epi32(mask, f.raw.add(i * f.raw_stride + j).cast());
+            let mut acc = _mm512_add_epi32(raw, term);
+            if f.row_terms {
+                acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zb, _mm512_set1_epi32(*f.row_sums.add(i))));
+            }
+            let x = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
+            _mm512_cvtps_epi32(_mm512_max_ps(_mm512_min_ps(x, bounds.1), bounds.0))
+        }
+    }
+
+    /// The constants `(term, zb, m)` of columns `j .. j + 16` on `mask` (the others zero).
+    ///
+    /// # Safety
+    /// The CPU runs AVX-512F (the caller's target feature, inlined); the lanes on `mask` are
+    /// columns below `n`.
+    #[inline(always)]
+    unsafe fn columns16(f: &FinishTile, j: usize, mask: __mmask16) -> (__m512i, __m512i, __m512) {
+        // SAFETY: the contract.
+        unsafe {
+            (
+                _mm512_maskz_loadu_epi32(mask, f.term.add(j).cast()),
+                _mm512_maskz_loadu_epi32(mask, f.zb.add(j).cast()),
+                _mm512_maskz_loadu_ps(mask, f.m.add(j)),
+            )
+        }
+    }
+
+    /// # Safety
+    /// As [`QKernel::finish_tile`], on a CPU with AVX-512F and AVX512BW: [`avx2_finish_narrow`]'s
+    /// arithmetic sixteen columns at a time ([`finish16`]), the columns' constants loaded once
+    /// for all rows, with the clamps moved before the rounding: the product clamped in f32 to
+    /// `[lo - zp, hi - zp]` (integers of at most 10 bits, exact in f32), rounded, then `zp`
+    /// added. That is `float_narrow`'s value: rounding is monotone and keeps integers, so
+    /// clamping to integer bounds before it or after it gives the same result (and its clamp to
+    /// `2^30` never bites). A tile of 32 columns goes two rows at a time: the four halves
+    /// narrowed to i16 by `vpackssdw`, `zp` added to 32 lanes at once, narrowed to bytes by
+    /// `vpackuswb` (`vpacksswb` for a negative `lo`; the values lie in `[lo, hi]`, so no pack
+    /// saturates), and put in order by one `vpermd`: 32 bytes a row, where one `vpmovdb` a
+    /// vector did 16. Narrower tiles a row and 16 columns at a time, the last through masks.
+    #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn avx512_finish_tile(f: &FinishTile) {
-        let limit = _mm512_set1_ps(1_073_741_824.0);
-        let neg = _mm512_set1_ps(-1_073_741_824.0);
-        let (zp, lo, hi) = (_mm512_set1_epi32(f.zp), _mm512_set1_epi32(f.lo), _mm512_set1_epi32(f.hi));
+        let bounds = (_mm512_set1_ps((f.lo - f.zp) as f32), _mm512_set1_ps((f.hi - f.zp) as f32));
+        if f.n == 32 {
+            // SAFETY: columns 0 .. 32 (`n = 32`).
+            let (c0, c1) = unsafe { (columns16(f, 0, !0), columns16(f, 16, !0)) };
+            let zp = _mm512_set1_epi16(f.zp as i16);
+            // `vpack*` works within 128-bit lanes: lane `l` of the bytes holds the 4-column groups
+            // `l` of row i's halves, then of row i + 1's (as dwords: 4l .. 4l + 4).
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            let unsigned = f.lo >= 0;
+            let mut i = 0;
+            while i < f.rows {
+                // The last of an odd number of rows is packed with itself.
+                let pair = i + 1 < f.rows;
+                let i1 = if pair { i + 1 } else { i };
+                // SAFETY: rows `i, i1 < rows`, columns 0 .. 32; each row's 32 bytes at
+                // `out + row * out_stride`.
+                unsafe {
+                    let h0 =
+                        _mm512_packs_epi32(finish16(f, (i, 0, !0), c0, bounds), finish16(f, (i, 16, !0), c1, bounds));
+                    let h1 = if pair {
+                        _mm512_packs_epi32(finish16(f, (i1, 0, !0), c0, bounds), finish16(f, (i1, 16, !0), c1, bounds))
+                    } else {
+                        h0
+                    };
+                    let (h0, h1) = (_mm512_add_epi16(h0, zp), _mm512_add_epi16(h1, zp));
+                    let bytes = if unsigned { _mm512_packus_epi16(h0, h1) } else { _mm512_packs_epi16(h0, h1) };
+                    let rows = _mm512_permutexvar_epi32(order, bytes);
+                    _mm256_storeu_si256(f.out.add(i * f.out_stride).cast(), _mm512_castsi512_si256(rows));
+                    if pair {
+                        _mm256_storeu_si256(f.out.add(i1 * f.out_stride).cast(), _mm512_extracti64x4_epi64::<1>(rows));
+                    }
+                }
+                i += 2;
+            }
+            return;
+        }
+        let zp = _mm512_set1_epi32(f.zp);
         let mut j = 0;
         while j < f.n {
             let w = (f.n - j).min(16);
@@ -621,19 +706,11 @@ pub(crate) mod x86 {
             // SAFETY: columns `j .. j + w` (`w <= n - j`) of every pointer; masked-off lanes
             // are not read.
             unsafe {
-                let term = _mm512_maskz_loadu_epi32(mask, f.term.add(j).cast());
-                let zb = _mm512_maskz_loadu_epi32(mask, f.zb.add(j).cast());
-                let m = _mm512_maskz_loadu_ps(mask, f.m.add(j));
+                let cols = columns16(f, j, mask);
                 for i in 0..f.rows {
-                    let raw = _mm512_maskz_loadu_epi32(mask, f.raw.add(i * f.raw_stride + j).cast());
-                    let mut acc = _mm512_add_epi32(raw, term);
-                    if f.row_terms {
-                        acc = _mm512_sub_epi32(acc, _mm512_mullo_epi32(zb, _mm512_set1_epi32(*f.row_sums.add(i))));
-                    }
-                    let x = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
-                    let x = _mm512_max_ps(_mm512_min_ps(x, limit), neg);
-                    let y = _mm512_add_epi32(_mm512_cvtps_epi32(x), zp);
-                    let bytes = _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(y, lo), hi));
+                    let y = _mm512_add_epi32(finish16(f, (i, j, mask), cols, bounds), zp);
+                    // In `[lo, hi]`: the low bytes are the outputs.
+                    let bytes = _mm512_cvtepi32_epi8(y);
                     let out = f.out.add(i * f.out_stride + j);
                     if w == 16 {
                         _mm_storeu_si128(out.cast(), bytes);

@@ -1291,10 +1291,11 @@ const BUF_ROWS: usize = if cfg!(target_pointer_width = "64") { MAX_MR } else { 1
 
 /// Finishes one tile into C at `c` (its element `(0, 0)`): adds the row and column terms to
 /// each raw sum and applies the output stage. One-byte ONNX outputs, the common case, go
-/// through the kernel's vector [`FinishTile`] (or its scalar form, the stage's own arithmetic)
-/// into a byte buffer, then to C: by rows, or where C's rows are unit-stride (a conv's NCHW
-/// output: the tile's rows are pixels, its columns channels a plane apart) transposed 8 x 8
-/// bytes at a time, so that each channel's pixels are stored as runs.
+/// through the kernel's vector [`FinishTile`] (or its scalar form, the stage's own arithmetic):
+/// straight into C where its columns are unit-stride, else into a byte buffer, then to C: by
+/// rows, or where C's rows are unit-stride (a conv's NCHW output: the tile's rows are pixels,
+/// its columns channels a plane apart) transposed 8 x 8 bytes at a time, so that each channel's
+/// pixels are stored as runs.
 ///
 /// # Safety
 /// `tile` holds `mv x nr` sums, `row_sums` `mv` words, and every `(i, j)` with `i < mv`,
@@ -1308,6 +1309,11 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
         let c = c.cast::<u8>();
         let (rs, cs) = (f.rs_c, f.cs_c);
         let by_columns = BUF_ROWS == MAX_MR && rs == 1 && cs != 1 && mv <= MAX_MR;
+        // Unit-stride rows (a GEMM's row-major C, a conv's NHWC output) take the bytes in place:
+        // through a buffer, each row's copy would read back the stores just made (and a
+        // 32-byte copy over two 16-byte stores cannot be forwarded from the store buffer). Not
+        // on a microcontroller, whose buffer is one row and whose flash is tight.
+        let in_place = BUF_ROWS == MAX_MR && cs == 1;
         // Uninitialised (1 KiB to clear otherwise): only `[..rows][..nv]` is written, then read.
         let mut buf = core::mem::MaybeUninit::<[[u8; MAX_NR]; BUF_ROWS]>::uninit();
         let at = buf.as_mut_ptr().cast::<u8>();
@@ -1330,8 +1336,9 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
                 zp: s.zero_point,
                 lo: s.lo,
                 hi: s.hi,
-                out: at,
-                out_stride: MAX_NR,
+                // SAFETY: C's rows `i0 ..` (forwarded contract), where written in place.
+                out: if in_place { unsafe { c.add(i0 * rs) } } else { at },
+                out_stride: if in_place { rs } else { MAX_NR },
             };
             // SAFETY: the kernel proves the ISA of its vector form; the tile's rows, the
             // columns' `nv` constants, the buffer's `rows <= BUF_ROWS` rows of `nv <= MAX_NR`.
@@ -1340,6 +1347,9 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
                     Some(v) => v(&ft),
                     None => ft.scalar(),
                 }
+            }
+            if in_place {
+                continue;
             }
             if by_columns {
                 // SAFETY: the buffer's `[..mv][..nv]`, written above (`i0 = 0`, `rows = mv`).

@@ -235,7 +235,9 @@ mod tests {
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 => avx512f(),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512Vnni => avx512f() && is_x86_feature_detected!("avx512vnni"),
+                Isa::Avx512Vnni => {
+                    avx512f() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512bw")
+                }
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512Bf16 => avx512f() && is_x86_feature_detected!("avx512bf16"),
                 #[cfg(target_arch = "x86_64")]
@@ -247,7 +249,7 @@ mod tests {
                 // std's AMX detection is not stable Rust; Linux lists the flag only where it
                 // supports the tile state (and this process may then always ask for it).
                 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-                Isa::AmxInt8 => avx512f() && cpuinfo_flag("amx_int8"),
+                Isa::AmxInt8 => avx512f() && cpuinfo_flag("amx_int8") && is_x86_feature_detected!("avx512bw"),
                 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
                 Isa::AmxBf16 => avx512f() && cpuinfo_flag("amx_bf16"),
                 #[cfg(target_arch = "aarch64")]

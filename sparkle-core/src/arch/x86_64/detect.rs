@@ -5,20 +5,21 @@
 //! the OS's grant of the tile state, asked for only when an AMX ISA is asked about (see
 //! [`amx_int8`]).
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 
-const PROBED: u8 = 1;
-const AVX2_FMA: u8 = 2;
-const AVX512F: u8 = 4;
-const AVX512VNNI: u8 = 8;
-const AVXVNNI: u8 = 16;
-const AVX512BF16: u8 = 32;
-const AMXINT8: u8 = 64;
-const AMXBF16: u8 = 128;
+const PROBED: u16 = 1;
+const AVX2_FMA: u16 = 2;
+const AVX512F: u16 = 4;
+const AVX512VNNI: u16 = 8;
+const AVXVNNI: u16 = 16;
+const AVX512BF16: u16 = 32;
+const AMXINT8: u16 = 64;
+const AMXBF16: u16 = 128;
+const AVX512BW: u16 = 256;
 
-static FEATURES: AtomicU8 = AtomicU8::new(0);
+static FEATURES: AtomicU16 = AtomicU16::new(0);
 
-fn features() -> u8 {
+fn features() -> u16 {
     let f = FEATURES.load(Ordering::Relaxed);
     if f & PROBED != 0 {
         return f;
@@ -40,10 +41,10 @@ pub(crate) fn avx512f() -> bool {
 }
 
 /// AVX-512F and AVX512_VNNI (`vpdpbusd`), with the OS saving the zmm and opmask state, and AVX2
-/// with FMA (the int8 path's write-out and packing use them beside the VNNI kernel; every such
-/// CPU has them, but a hypervisor might mask them).
+/// with FMA and AVX512BW (the int8 path's write-out and packing use them beside the VNNI kernel;
+/// every such CPU has them, but a hypervisor might mask them).
 pub(crate) fn avx512vnni() -> bool {
-    let need = AVX512F | AVX512VNNI | AVX2_FMA;
+    let need = AVX512F | AVX512VNNI | AVX2_FMA | AVX512BW;
     features() & need == need
 }
 
@@ -66,8 +67,9 @@ pub(crate) fn avx512bf16() -> bool {
 /// CPU and XCR0 ready. The grant is process-wide and lasts: Linux then refuses alternate signal
 /// stacks too small for the tile state, so it is asked for only here, when an AMX kernel is
 /// asked about, never by the other ISAs' checks. Elsewhere the tile instructions are not counted.
+/// AVX512BW too: the write-out the tile kernel shares with the VNNI one packs bytes with it.
 pub(crate) fn amx_int8() -> bool {
-    let need = AMXINT8 | AVX512F;
+    let need = AMXINT8 | AVX512F | AVX512BW;
     features() & need == need && tiles_granted()
 }
 
@@ -93,13 +95,13 @@ fn tiles_granted() -> bool {
 }
 
 #[cfg(miri)]
-fn probe() -> u8 {
+fn probe() -> u16 {
     // Miri runs no CPUID (nor these kernels' intrinsics): only the statically enabled ISAs.
     0
 }
 
 #[cfg(not(miri))]
-fn probe() -> u8 {
+fn probe() -> u16 {
     use core::arch::x86_64::CpuidResult;
     // CPUID is available on every x86_64 CPU; Rust before 1.94 marks the intrinsics unsafe.
     #[allow(unused_unsafe)]
@@ -137,6 +139,9 @@ fn probe() -> u8 {
         f |= AVX512F;
         if bit(leaf7.ecx, 11) {
             f |= AVX512VNNI;
+        }
+        if bit(leaf7.ebx, 30) {
+            f |= AVX512BW;
         }
         // Leaf 7 sub-leaf 1, EAX bit 5.
         if leaf7.eax >= 1 && bit(__cpuid_count(7, 1).eax, 5) {
