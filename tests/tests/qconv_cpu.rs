@@ -208,6 +208,11 @@ fn short_runs(k: &'static QKernel) {
         // Runs of 8 and 30 bytes, no padding (every pixel interior), stride 1.
         Conv2dParams::new(1, 2, 9, 10, 9, 3, 4),
         Conv2dParams::new(1, 6, 8, 12, 33, 2, 5).pad(Padding::new(0, 1, 2, 0)),
+        // Output rows wide enough for whole panels of interior pixels (gathered a panel at a
+        // time where the weights' zero points are symmetric): conv1's geometry, and stride 1
+        // without padding, whose last pixels' whole-vector reads would pass the input's end.
+        Conv2dParams::new(1, 3, 30, 64, 16, 7, 7).stride(2, 2).pad(Padding::uniform(3)),
+        Conv2dParams::new(1, 2, 6, 40, 9, 3, 4),
     ];
     for threads in [1, 3] {
         let cpu = cpu(k, threads);

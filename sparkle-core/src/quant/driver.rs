@@ -405,6 +405,15 @@ pub(crate) trait QRows: Sync {
     fn fill_row_bytes(&self, _i: usize, _off: i32, _out: &mut [u8], _sum: bool) -> Option<i32> {
         None
     }
+    /// As [`QRows::fill_row_bytes`] without sums, for the `n` rows from `i0`, row `r` into
+    /// `out[r * stride ..]`, where the source has a faster form for the whole block (one
+    /// bounds check and one division for all of them); false where not (the caller then goes
+    /// row by row). The bytes past each row's `cols()` may be overwritten as there (the next
+    /// row's start, then at most [`SHORT_RUN`] bytes past the last row's end).
+    #[inline(always)]
+    fn fill_rows_bytes(&self, _i0: usize, _n: usize, _off: i32, _out: &mut [u8], _stride: usize) -> bool {
+        false
+    }
     /// Whether [`QRows::fill_row_bytes`] answers for most rows (so that packing row by row
     /// through it beats [`QRows::fill_rows`]).
     #[inline(always)]
@@ -909,6 +918,21 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
         for ip in 0..rows.div_ceil(mr) {
             // SAFETY: panel `ip < mc / mr` of the block.
             let panel = unsafe { dst.add(ip * self.panel_bytes(mr)) };
+            // A whole panel of rows in one call, where the source has the form (no sums).
+            let whole = pack_rows.is_some() && !self.row_sums && k > 0 && (ip + 1) * mr <= rows;
+            if let (true, Some(pack)) = (whole && self.a.fill_rows_bytes(i0 + ip * mr, mr, off, bytes, kp), pack_rows) {
+                for ii in 0..mr {
+                    // The padding of each row's last group (at most 3 bytes: no `memset`).
+                    for b in &mut bytes[ii * kp + k..(ii + 1) * kp] {
+                        *b = 0;
+                    }
+                    // SAFETY: `sums` holds mc words and `ip * mr + ii < rows <= mc`.
+                    unsafe { *sums.add(ip * mr + ii) = 0 };
+                }
+                // SAFETY: as below.
+                unsafe { pack(bytes.as_ptr(), kp, panel) };
+                continue;
+            }
             for ii in 0..mr {
                 let i = ip * mr + ii;
                 // The row's bytes start here; the gather may overwrite what follows (the next
