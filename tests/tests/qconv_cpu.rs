@@ -213,6 +213,9 @@ fn short_runs(k: &'static QKernel) {
         // without padding, whose last pixels' whole-vector reads would pass the input's end.
         Conv2dParams::new(1, 3, 30, 64, 16, 7, 7).stride(2, 2).pad(Padding::uniform(3)),
         Conv2dParams::new(1, 2, 6, 40, 9, 3, 4),
+        // Groups with one-column kernels: each tap a run of its group's channels, border
+        // pixels as bytes from the group's first channel.
+        Conv2dParams::new(1, 8, 6, 6, 8, 3, 1).groups(2).pad(Padding::uniform(1)),
     ];
     for threads in [1, 3] {
         let cpu = cpu(k, threads);

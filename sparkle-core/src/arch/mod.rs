@@ -130,8 +130,8 @@ pub enum Isa {
     /// aarch64 NEON with the Armv8.6 int8 matrix multiply (`usmmla`): an int8 kernel.
     NeonI8mm,
     /// x86_64 AMX-TILE and AMX-INT8 (`tdpbusd`: a 16 x 16 `i32` tile of 64-byte dot products
-    /// per instruction) with AVX-512F and AVX512BW, on Linux (which must grant the tile state): an int8
-    /// kernel. Asking [`Isa::is_available`] about it (or about `AmxBf16`) on such a CPU asks
+    /// per instruction) with AVX-512F and AVX512BW, on Linux (which must grant the tile state):
+    /// an int8 kernel. Asking [`Isa::is_available`] about it (or about `AmxBf16`) on such a CPU asks
     /// Linux for the tile state, a process-wide grant.
     AmxInt8,
     /// x86_64 AMX-TILE and AMX-BF16 (`tdpbf16ps`: a 16 x 16 f32 tile of 32-step bf16 dot

@@ -596,12 +596,80 @@ pub(crate) mod x86 {
         unsafe { f.scalar(j) }
     }
 
+    /// Row `i`'s columns `j .. j + 8` of a [`FinishTile`], as [`finish16`] (the ymm form, the
+    /// same arithmetic): the outputs less `zp`.
+    ///
     /// # Safety
-    /// As [`QKernel::finish_tile`], on a CPU with AVX2: [`avx2_finish_narrow`] row by row.
+    /// The CPU runs AVX2 (the caller's target feature, inlined); `i < rows`, `j + 8 <= n`.
+    #[inline(always)]
+    unsafe fn finish8(
+        f: &FinishTile,
+        (i, j): (usize, usize),
+        (term, zb, m): (__m256i, __m256i, __m256),
+        bounds: (__m256, __m256),
+    ) -> __m256i {
+        // SAFETY: the contract: row `i`, columns `j .. j + 8`.
+        unsafe {
+            let raw = _mm256_loadu_si256(f.raw.add(i * f.raw_stride + j).cast());
+            let mut acc = _mm256_add_epi32(raw, term);
+            if f.row_terms {
+                acc = _mm256_sub_epi32(acc, _mm256_mullo_epi32(zb, _mm256_set1_epi32(*f.row_sums.add(i))));
+            }
+            let x = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), m);
+            _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(x, bounds.1), bounds.0))
+        }
+    }
+
+    /// # Safety
+    /// As [`QKernel::finish_tile`], on a CPU with AVX2. A tile of 16 columns (the AVX2 kernels'
+    /// width) as [`avx512_finish_tile`]'s 32: two rows at a time, the clamps before the rounding
+    /// ([`finish8`]), narrowed by `vpackssdw`, `zp` added on i16 lanes, `vpackuswb` (`vpacksswb`
+    /// for a negative `lo`) and one `vpermd`, 16 bytes a row. Narrower tiles:
+    /// [`avx2_finish_narrow`] row by row.
     #[target_feature(enable = "avx2")]
     unsafe fn avx2_finish_tile(f: &FinishTile) {
-        // SAFETY: forwarded contract; this function runs AVX2.
-        unsafe { f.by_rows(|r| avx2_finish_narrow(r)) }
+        if f.n != 16 {
+            // SAFETY: forwarded contract; this function runs AVX2.
+            return unsafe { f.by_rows(|r| avx2_finish_narrow(r)) };
+        }
+        let bounds = (_mm256_set1_ps((f.lo - f.zp) as f32), _mm256_set1_ps((f.hi - f.zp) as f32));
+        // SAFETY: columns 0 .. 16 (`n = 16`).
+        let [c0, c1] = [0, 8].map(|j| unsafe {
+            (
+                _mm256_loadu_si256(f.term.add(j).cast()),
+                _mm256_loadu_si256(f.zb.add(j).cast()),
+                _mm256_loadu_ps(f.m.add(j)),
+            )
+        });
+        let zp = _mm256_set1_epi16(f.zp as i16);
+        // Lane `l` of the bytes holds columns 4l .. 4l + 4 and 8 + 4l .. of row i, then of row
+        // i + 1 (as dwords: 4l .. 4l + 4).
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let unsigned = f.lo >= 0;
+        let mut i = 0;
+        while i < f.rows {
+            // The last of an odd number of rows is packed with itself.
+            let pair = i + 1 < f.rows;
+            let i1 = if pair { i + 1 } else { i };
+            // SAFETY: rows `i, i1 < rows`, columns 0 .. 16; each row's 16 bytes at
+            // `out + row * out_stride`.
+            unsafe {
+                let h0 = _mm256_packs_epi32(finish8(f, (i, 0), c0, bounds), finish8(f, (i, 8), c1, bounds));
+                let h1 = if pair {
+                    _mm256_packs_epi32(finish8(f, (i1, 0), c0, bounds), finish8(f, (i1, 8), c1, bounds))
+                } else {
+                    h0
+                };
+                let (h0, h1) = (_mm256_add_epi16(h0, zp), _mm256_add_epi16(h1, zp));
+                let bytes = if unsigned { _mm256_packus_epi16(h0, h1) } else { _mm256_packs_epi16(h0, h1) };
+                let rows = _mm256_permutevar8x32_epi32(bytes, order);
+                _mm_storeu_si128(f.out.add(i * f.out_stride).cast(), _mm256_castsi256_si128(rows));
+                if pair {
+                    _mm_storeu_si128(f.out.add(i1 * f.out_stride).cast(), _mm256_extracti128_si256::<1>(rows));
+                }
+            }
+            i += 2;
+        }
     }
 
     /// Row `i`'s columns `j .. j + 16` of a [`FinishTile`] (the lanes off `mask` read as zero),
@@ -1344,6 +1412,81 @@ mod tests {
         }
         if tested == 0 {
             std::eprintln!("SKIP vector-packed rows: no kernel this CPU runs packs rows in vectors (AVX-512 VNNI)");
+        }
+    }
+
+    /// Every kernel's vector write-out (`QKernel::finish_tile`) against the scalar form, byte for
+    /// byte: u8 and i8 outputs (zero points at both ends of the type and between, clamps that
+    /// bite on one side, both and to one value), multipliers from 1e-9 to 1e30 (products that
+    /// overflow to infinity), accumulators near 0 and across the whole i32 range, with and
+    /// without row terms, 1-9 rows (odd counts: the last row packed alone) of 1-32 columns;
+    /// nothing written past a row's `n` bytes.
+    #[test]
+    #[allow(unsafe_code)]
+    fn vector_write_outs_match_the_scalar_form() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // (zp, lo, hi) within u8's range, then i8's.
+        let stages = [(3, 0, 255), (0, 0, 255), (255, 0, 255), (3, 10, 200), (128, 128, 128), (200, 0, 100)];
+        let signed = [(0, -128, 127), (-128, -128, 127), (127, -128, 127), (-3, 0, 127), (5, -5, -5), (-100, -50, 60)];
+        let mut tested = 0;
+        for kernel in super::QKernel::available() {
+            let Some(vector) = kernel.finish_tile else { continue };
+            tested += 1;
+            for case in 0..600 {
+                let (zp, lo, hi) = if case % 2 == 0 { stages[case / 2 % 6] } else { signed[case / 2 % 6] };
+                let rows = 1 + case % 9;
+                let n = [32, 16, 1, 7, 15, 17, 31, 24][case / 9 % 8];
+                let m: std::vec::Vec<f32> = (0..n)
+                    .map(|j| {
+                        [1e-9, 3.1e-4, 0.02, 0.7, 1.0, 3.5, 1e30][(j + case) % 7]
+                            * (1.0 + (next() % 100) as f32 / 100.0)
+                    })
+                    .collect();
+                let wide = case % 3 == 0;
+                let raw: std::vec::Vec<i32> = (0..rows * 32)
+                    .map(|_| if wide { next() as i32 } else { (next() % 20_001) as i32 - 10_000 })
+                    .collect();
+                let term: std::vec::Vec<i32> = (0..n).map(|_| (next() % 2001) as i32 - 1000).collect();
+                let row_terms = case % 4 < 2;
+                let zb: std::vec::Vec<i32> =
+                    (0..n).map(|_| if row_terms { (next() % 255) as i32 - 127 } else { 0 }).collect();
+                let row_sums: std::vec::Vec<i32> = (0..rows).map(|_| (next() % 40_000) as i32).collect();
+                let stride = 40;
+                let mut got = std::vec![0xA5u8; rows * stride];
+                let mut want = got.clone();
+                let tile = |out: &mut [u8]| super::FinishTile {
+                    rows,
+                    n,
+                    raw: raw.as_ptr(),
+                    raw_stride: 32,
+                    term: term.as_ptr(),
+                    zb: zb.as_ptr(),
+                    m: m.as_ptr(),
+                    row_sums: row_sums.as_ptr(),
+                    row_terms,
+                    zp,
+                    lo,
+                    hi,
+                    out: out.as_mut_ptr(),
+                    out_stride: stride,
+                };
+                // SAFETY: the kernel is available on this CPU; every array holds what the tile
+                // names (rows x 32 sums, n column constants, rows row sums, rows x 40 bytes).
+                unsafe {
+                    vector(&tile(&mut got));
+                    tile(&mut want).scalar();
+                }
+                assert_eq!(got, want, "{}: case {case}: {rows} x {n}, zp {zp}, clamp [{lo}, {hi}]", kernel.id);
+            }
+        }
+        if tested == 0 {
+            std::eprintln!("SKIP vector write-outs: no int8 kernel this CPU runs has one (AVX2)");
         }
     }
 }

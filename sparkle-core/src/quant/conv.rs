@@ -782,7 +782,8 @@ impl<X: QOperand> Im2col<'_, X> {
     /// input's channels (one group, no horizontal dilation: conv1's 7 x 3 = 21 bytes), else
     /// each tap's group of channels. None elsewhere (NCHW with KCRS has runs of a kernel row,
     /// too short to beat the gather: measured slower at 3x3). Border pixels copy each tap's
-    /// channels (`cg`) on their own.
+    /// channels (`cg`) on their own through i16, or as bytes one copy per kernel row's inside
+    /// columns ([`Im2col::border_row_bytes`]).
     fn run(&self) -> Option<usize> {
         let p = self.g.params();
         let cg = self.g.cg();
@@ -1030,7 +1031,8 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
         }
         true
     }
-    /// Interior pixels of a source with runs ([`Im2col::run`]): the runs copied as bytes.
+    /// A source with runs ([`Im2col::run`]): an interior pixel's runs copied as bytes, a border
+    /// pixel's through [`Im2col::border_row_bytes`] (where each kernel row is one run).
     #[inline(always)]
     fn fill_row_bytes(&self, i: usize, off: i32, out: &mut [u8], with_sum: bool) -> Option<i32> {
         let run = self.run()?;

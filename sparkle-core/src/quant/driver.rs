@@ -501,7 +501,8 @@ fn copy_short(out: &mut [u8], src: &[u8]) {
     }
 }
 
-/// The runs (at most this many bytes) that a source's [`QRows::fill_row_bytes`] may copy as
+/// The runs (at most this many bytes) that a source's [`QRows::fill_row_bytes`] (and
+/// [`QRows::fill_rows_bytes`]) may copy as
 /// whole vectors of this many bytes, writing past the run's end (the next run overwrites it;
 /// past the row's last, [`Ctx::pack_a_bytes`] leaves this much room).
 pub(crate) const SHORT_RUN: usize = 32;
@@ -882,8 +883,9 @@ impl<S: QRows, B: QOperand, Y: QElem> Ctx<'_, S, B, Y> {
     /// it, else as i16 and narrowed), then copied into the panel a group at a time (one load and
     /// one store: the panel's row `ii` of group `g` is at `(g * mr + ii) * G`), or, where the
     /// kernel has [`crate::arch::quant::QKernel`]'s `pack_rows`, a panel's rows gathered one
-    /// after another and packed by it in vectors; zero past k and past `rows`. The row sums are
-    /// computed only where the write-out reads them.
+    /// after another (all of them in one call where the write-out reads no row sums and the
+    /// source has [`QRows::fill_rows_bytes`] for them) and packed by it in vectors; zero past k
+    /// and past `rows`. The row sums are computed only where the write-out reads them.
     ///
     /// # Safety
     /// As [`Ctx::pack_a`]; `buf` is the row buffer (`mr * kp` i16).
@@ -1316,10 +1318,10 @@ const BUF_ROWS: usize = if cfg!(target_pointer_width = "64") { MAX_MR } else { 1
 /// Finishes one tile into C at `c` (its element `(0, 0)`): adds the row and column terms to
 /// each raw sum and applies the output stage. One-byte ONNX outputs, the common case, go
 /// through the kernel's vector [`FinishTile`] (or its scalar form, the stage's own arithmetic):
-/// straight into C where its columns are unit-stride, else into a byte buffer, then to C: by
-/// rows, or where C's rows are unit-stride (a conv's NCHW output: the tile's rows are pixels,
-/// its columns channels a plane apart) transposed 8 x 8 bytes at a time, so that each channel's
-/// pixels are stored as runs.
+/// straight into C where its columns are unit-stride (`cs_c = 1`), else into a byte buffer,
+/// then to C: by rows, or where its rows are (`rs_c = 1`: a conv's NCHW output, the tile's rows
+/// pixels, its columns channels a plane apart) transposed 8 x 8 bytes at a time, so that each
+/// channel's pixels are stored as runs.
 ///
 /// # Safety
 /// `tile` holds `mv x nr` sums, `row_sums` `mv` words, and every `(i, j)` with `i < mv`,
@@ -1333,10 +1335,10 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
         let c = c.cast::<u8>();
         let (rs, cs) = (f.rs_c, f.cs_c);
         let by_columns = BUF_ROWS == MAX_MR && rs == 1 && cs != 1 && mv <= MAX_MR;
-        // Unit-stride rows (a GEMM's row-major C, a conv's NHWC output) take the bytes in place:
-        // through a buffer, each row's copy would read back the stores just made (and a
+        // Unit-stride columns (a GEMM's row-major C, a conv's NHWC output) take the bytes in
+        // place: through a buffer, each row's copy would read back the stores just made (and a
         // 32-byte copy over two 16-byte stores cannot be forwarded from the store buffer). Not
-        // on a microcontroller, whose buffer is one row and whose flash is tight.
+        // on 32-bit targets, whose buffer is one row (a microcontroller's flash is tight).
         let in_place = BUF_ROWS == MAX_MR && cs == 1;
         // Uninitialised (1 KiB to clear otherwise): only `[..rows][..nv]` is written, then read.
         let mut buf = core::mem::MaybeUninit::<[[u8; MAX_NR]; BUF_ROWS]>::uninit();
@@ -1365,7 +1367,8 @@ unsafe fn finish_tile<Y: QElem>(f: &FinishArgs<'_>, c: *mut Y) {
                 out_stride: if in_place { rs } else { MAX_NR },
             };
             // SAFETY: the kernel proves the ISA of its vector form; the tile's rows, the
-            // columns' `nv` constants, the buffer's `rows <= BUF_ROWS` rows of `nv <= MAX_NR`.
+            // columns' `nv` constants; in place, C's `rows` rows of `nv` bytes (the contract),
+            // else the buffer's `rows <= BUF_ROWS` rows of `nv <= MAX_NR`.
             unsafe {
                 match f.vector {
                     Some(v) => v(&ft),
