@@ -808,6 +808,18 @@ impl<X: QOperand> Im2col<'_, X> {
         Some(&self.input[corner..])
     }
 
+    /// The offset of output pixel `(oy, ox)`'s top-left tap in the input, outside it for a
+    /// border pixel: signed. Every offset fits an isize (the input is a slice).
+    #[inline(always)]
+    fn signed_corner(&self, oy: usize, ox: usize) -> isize {
+        let p = self.g.params();
+        let (ystride, xstride, cstride) = strides(self.g);
+        let image = self.n * p.c * p.h * p.w + self.group * self.g.cg() * cstride;
+        image as isize + (oy * p.stride[0]) as isize * ystride as isize - p.pad.top as isize * ystride as isize
+            + (ox * p.stride[1]) as isize * xstride as isize
+            - p.pad.left as isize * xstride as isize
+    }
+
     /// A border pixel's row as bytes where each kernel row is one run (NHWC, KRSC, one group, no
     /// horizontal dilation: conv1): per kernel row, the zero point where the row is outside the
     /// input, else the zero point for the columns outside it and one copy of the columns inside
@@ -821,14 +833,7 @@ impl<X: QOperand> Im2col<'_, X> {
             return None;
         }
         let (oy, ox) = (i / g.wo(), i % g.wo());
-        let (ystride, xstride, cstride) = strides(g);
-        let image = self.n * p.c * p.h * p.w + self.group * cg * cstride;
-        // The top-left tap's offset, outside the input for a border pixel: signed (as in
-        // `fill_row`).
-        let corner = image as isize + (oy * p.stride[0]) as isize * ystride as isize
-            - p.pad.top as isize * ystride as isize
-            + (ox * p.stride[1]) as isize * xstride as isize
-            - p.pad.left as isize * xstride as isize;
+        let corner = self.signed_corner(oy, ox);
         let (mut lo, mut hi) = (p.s, 0);
         for s in 0..p.s {
             if g.input_x(ox, s).is_some() {
@@ -914,8 +919,6 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
         let Some(taps) = self.taps.filter(|_| p.r <= 32 && p.s <= 32) else {
             return fill_by_visit(self, i, off, out);
         };
-        let (ystride, xstride, cstride) = strides(g);
-        let image = self.n * p.c * p.h * p.w + self.group * g.cg() * cstride;
         let mut sum = 0i32;
         if let Some(input) = self.interior_input(i) {
             if let Some(run) = self.run() {
@@ -927,12 +930,7 @@ impl<X: QOperand> QRows for Im2col<'_, X> {
             }
             return gather(input, taps, off, out);
         }
-        // The top-left tap's offset, outside the input for a border pixel: signed. Every offset
-        // fits an isize (the input is a slice).
-        let corner = image as isize + (oy * p.stride[0]) as isize * ystride as isize
-            - p.pad.top as isize * ystride as isize
-            + (ox * p.stride[1]) as isize * xstride as isize
-            - p.pad.left as isize * xstride as isize;
+        let corner = self.signed_corner(oy, ox);
         let (mut rows, mut cols) = (0u32, 0u32);
         for r in 0..p.r {
             rows |= u32::from(g.input_y(oy, r).is_some()) << r;
