@@ -1803,7 +1803,10 @@ mod tests {
             OutputStage::fixed(PerChannel::Channel(&mults), PerChannel::Channel(&shifts), 4, -100, 127),
         ];
         let mut scratch = [0i32; 4096];
-        for kernel in [QKernel::generic(), QKernel::best()] {
+        // The best kernel is the generic one where nothing is detected (under Miri): once.
+        let kernels = [QKernel::generic(), QKernel::best()];
+        let distinct = if kernels[0].id() == kernels[1].id() { 1 } else { 2 };
+        for kernel in kernels.into_iter().take(distinct) {
             let len = qgemm_scratch_len(kernel, M, N, K, 1).unwrap();
             for stage in &stages {
                 let mut got = [0i8; M * N];
@@ -1883,7 +1886,9 @@ mod tests {
         let mut scratch = [0i32; 8192];
         for col_major_a in [false, true] {
             let am = if col_major_a { MatRef::col_major(&ra, M, K) } else { MatRef::row_major(&ra, M, K) }.unwrap();
-            for (stage, stage_u8) in &stages {
+            // Under Miri (slow) a column-major A, which changes only the packing, with one stage.
+            let stages = if cfg!(miri) && col_major_a { &stages[..1] } else { &stages[..] };
+            for (stage, stage_u8) in stages {
                 let b = MatRef::row_major(&b_i8, K, N).unwrap();
                 check::<_, i8>((am, b, 0, &bias), stage, false, &mut scratch, ("i8 row-major", col_major_a));
                 let b = MatRef::row_major(&b_u8, K, N).unwrap();

@@ -826,7 +826,9 @@ mod tests {
                 let near = (-2..=2).flat_map(|d| [at_tie.wrapping_add(d), at_tie.wrapping_neg().wrapping_add(d)]);
                 // With `m = 2^30` the high multiply is `floor((acc + 1) / 2)`: every tie of a
                 // small exponent is met by a run of consecutive accumulators.
-                let run = if round == 2 { -(1 << 12)..(1 << 12) } else { 0..0 };
+                // (Under Miri, which interprets each step, the ties of exponents up to 6.)
+                let half_run = if cfg!(miri) { 1 << 6 } else { 1 << 12 };
+                let run = if round == 2 { -half_run..half_run } else { 0..0 };
                 for acc in accs.into_iter().chain(near).chain(run) {
                     let want = (multiply_by_quantized_multiplier(acc, m, shift).saturating_add(zp)).max(lo).min(hi);
                     assert_eq!(folded.apply(acc), want, "{acc} {m} {shift} {zp}");
