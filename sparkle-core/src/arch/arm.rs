@@ -143,6 +143,29 @@ unsafe fn rows(a: *const f32, rs_a: usize, b: *const f32, k: usize, t: *mut f32,
     }
 }
 
+/// The tile from an A of any strides: one dot product a value, in the same order as the
+/// portable kernel (which a firmware then does not link), out of line so that the kernel's own
+/// entry saves no more registers.
+///
+/// # Safety
+/// As [`crate::arch::GemmKernel::run`] for A and B; `t` four writable rows `rs` floats apart.
+#[inline(never)]
+unsafe fn strided(p: &MicroArgs, t: *mut f32, rs: usize) {
+    // SAFETY: A's rows i < 4 and B's k x 4 panel are readable by the caller's contract, rows
+    // i < 4 of `t` writable; the FPU is the target's.
+    unsafe {
+        for i in 0..4 {
+            for j in 0..4 {
+                let mut s = 0.0;
+                for q in 0..p.k {
+                    s = Scalar::fmadd(*p.a.add(i * p.rs_a + q * p.cs_a), *p.b.add(q * p.rs_b + j), s);
+                }
+                *t.add(i * rs + j) = s;
+            }
+        }
+    }
+}
+
 /// # Safety
 /// As [`crate::arch::GemmKernel::run`] with `mr = nr = 4`, on an FPv4-SP FPU.
 unsafe fn armfpu_gemm_f32_4x4(p: &MicroArgs) {
@@ -161,10 +184,8 @@ unsafe fn armfpu_gemm_f32_4x4(p: &MicroArgs) {
         } else if p.k > 0 && p.cs_a == 1 {
             rows(p.a, p.rs_a, p.b, p.k, t, rs);
         } else {
-            // Any other A layout (the drivers pass none) and `k = 0`: the portable kernel, which
-            // every build links anyway, so this costs no flash.
-            (GENERIC_KERNELS.gemm.run)(p);
-            return;
+            // Any other A layout (the drivers pass none) and `k = 0`.
+            strided(p, t, rs);
         }
         if direct {
             if p.alpha != 1.0 || !matches!(p.bias, TileBias::None) || p.act != Activation::None {
