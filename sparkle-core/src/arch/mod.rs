@@ -557,6 +557,9 @@ pub(crate) trait Simd: Copy {
     type V: Copy;
     /// Lanes per vector.
     const LANES: usize;
+    /// Steps ahead that [`rank1_updates`] prefetches a B panel of at most `MAX_NR` columns
+    /// (packed, or narrow in place) at each step; 0: none, the hardware prefetchers suffice.
+    const B_PANEL_AHEAD: usize = 0;
     /// All zeros.
     ///
     /// # Safety
@@ -750,7 +753,7 @@ const B_AHEAD: usize = 16;
 
 /// `k` rank-1 updates of the accumulators from an A panel with unit row stride and column stride
 /// `cs_a`, and a B panel with row stride `rs_b` (`NV * LANES` when packed); with `AHEAD`, each step
-/// prefetches B's row [`B_AHEAD`] steps on.
+/// prefetches B's row [`B_AHEAD`] steps on, else the row [`Simd::B_PANEL_AHEAD`] steps on.
 ///
 /// # Safety
 /// `a` readable at `i + p * cs_a` and `b` at `p * rs_b + l` for `i < MR`, `p < k`, `l < NV * LANES`.
@@ -770,10 +773,14 @@ unsafe fn rank1_updates<S: Simd, const MR: usize, const NV: usize, const RS: usi
             for (v, slot) in bv.iter_mut().enumerate() {
                 *slot = S::load(b.add(v * lanes));
             }
+            // Hints: they never fault, wherever they point.
             if AHEAD {
-                // A hint: it never faults, wherever it points.
                 for l in (0..NV * lanes).step_by(16) {
                     S::prefetch(b.wrapping_add(B_AHEAD * rs_b + l));
+                }
+            } else if S::B_PANEL_AHEAD > 0 {
+                for l in (0..NV * lanes).step_by(16) {
+                    S::prefetch(b.wrapping_add(S::B_PANEL_AHEAD * rs_b + l));
                 }
             }
             for (i, row) in acc.iter_mut().enumerate() {
