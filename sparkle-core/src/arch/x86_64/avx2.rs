@@ -153,7 +153,7 @@ unsafe fn avx2_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_gemm_f32_tiles(p: &crate::arch::small::SmallArgs<'_>) {
     // SAFETY: forwarded contract; the ISA is enabled for this function.
-    unsafe { crate::arch::tiles::tiles_body::<Avx2, 6, 4, 2, 2>(p) }
+    unsafe { crate::arch::tiles::tiles_body::<Avx2, Avx2, 6, 4, 2, 2>(p) }
 }
 
 /// The AVX2 + FMA kernels.

@@ -144,14 +144,15 @@ unsafe fn avx512_gemm_f32_small(p: &crate::arch::small::SmallArgs<'_>) {
     unsafe { crate::arch::small::small_body::<Avx512>(p) }
 }
 
-/// Small problems in register tiles of 12 x 32, 8 x 32 and 4 x 32 (27 of the 32 zmm at most: 24 sums, two of B, one of A).
+/// Small problems in register tiles of 12 x 32, 8 x 32 and 4 x 32 (27 of the 32 zmm at most: 24 sums, two of B, one of A);
+/// a last strip of at most 8 columns in ymm (AVX2's vectors).
 ///
 /// # Safety
-/// As [`crate::arch::tiles::tiles_body`], on a CPU with AVX-512F.
+/// As [`crate::arch::tiles::tiles_body`], on a CPU with AVX-512F (which implies AVX2 and FMA).
 #[target_feature(enable = "avx512f")]
 unsafe fn avx512_gemm_f32_tiles(p: &crate::arch::small::SmallArgs<'_>) {
-    // SAFETY: forwarded contract; the ISA is enabled for this function.
-    unsafe { crate::arch::tiles::tiles_body::<Avx512, 12, 8, 4, 2>(p) }
+    // SAFETY: forwarded contract; the ISAs are enabled for this function.
+    unsafe { crate::arch::tiles::tiles_body::<Avx512, super::avx2::Avx2, 12, 8, 4, 2>(p) }
 }
 
 #[cfg(feature = "direct")]
