@@ -394,6 +394,10 @@ fn main() -> ! {
         all &= ragged_gemm_case(13, 11, 7, 0, &mut b);
         all &= ragged_gemm_case(9, 14, 1, 1, &mut b);
         all &= ragged_gemm_case(16, 12, 10, 2, &mut b);
+        // An empty reduction: the Arm kernel's own any-stride loop, into C directly (whole
+        // tiles, neither beta nor alpha) and through its local tile (edge tiles, beta).
+        all &= ragged_gemm_case(8, 8, 0, 2, &mut b);
+        all &= ragged_gemm_case(5, 6, 0, 0, &mut b);
     }
     // SAFETY: as above; these statics are used only here.
     let mut q = unsafe {

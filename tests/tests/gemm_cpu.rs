@@ -272,7 +272,8 @@ fn epilogues_of(kern: &'static Kernel, threads: usize) {
 /// Small row-major problems, which the sets with register tiles run straight from A and B
 /// (`gemm::small::tiles_fit`, at least 4 rows): every row count up to three of the largest tiles
 /// and two more (the last tile of each strip moved up over rows done, or C shorter than a tile),
-/// widths around one and two vectors and a strip (masked last vectors), reductions of 0 to 256,
+/// widths around one and two vectors and a strip (masked last vectors; a last strip of at most
+/// half a vector in the narrower vectors, alone or after a whole vector), reductions of 0 to 256,
 /// padded rows, alpha, beta (C read under the masks), both biases and activations (scalar ones
 /// among them), a column-major C, deeper reductions, more workers, a B whose rows are 4 KiB
 /// apart, and the blocked driver on the same cases.
@@ -280,7 +281,10 @@ fn register_tiles(kern: &'static Kernel, threads: usize) {
     for set in with_packed(kern) {
         let g = gemm_with_threads(set, threads);
         for m in 4..=3 * 12 + 2 {
-            for (i, n) in [1, 5, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 49, 64, 65, 79].into_iter().enumerate() {
+            for (i, n) in [1, 4, 5, 8, 9, 15, 16, 17, 20, 24, 25, 31, 32, 33, 40, 47, 48, 49, 56, 64, 65, 79]
+                .into_iter()
+                .enumerate()
+            {
                 let k = [0, 1, 7, 33, 256][(m + i) % 5];
                 let pad = (m + i) % 3;
                 let beta = if (m + i) % 2 == 0 { 0.0 } else { 0.75 };

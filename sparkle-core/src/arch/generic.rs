@@ -30,7 +30,8 @@ impl Simd for Scalar {
     }
     #[inline(always)]
     unsafe fn fmadd(a: f32, b: f32, c: f32) -> f32 {
-        // Plain multiply-add: targets with FMA contract it; without it (Cortex-M0) no libm call.
+        // Plain multiply-add, rounded twice (Rust does not contract it into an FMA): no libm
+        // call on targets without an FMA instruction (Cortex-M0).
         a * b + c
     }
     #[inline(always)]

@@ -32,7 +32,8 @@
 /// The accessors every kernel table's type shares ([`quant::QKernel`], [`bf16::BKernel`]): the
 /// type has private `isa`, `id`, `mr`, `nr` fields; `$table` lists every kernel of the build,
 /// best first; `$generic` is the portable one. Holding one proves the CPU runs its ISA, because
-/// every constructor here filters by [`Isa::is_available`].
+/// every constructor here filters by [`Isa::is_available`] (`best` by
+/// [`Isa::enabled_statically`] first, which implies it; the portable kernel runs everywhere).
 macro_rules! kernel_table_methods {
     ($ty:ident, $table:ident, $generic:ident, $what:literal) => {
         impl $ty {
@@ -753,7 +754,8 @@ const B_AHEAD: usize = 16;
 
 /// `k` rank-1 updates of the accumulators from an A panel with unit row stride and column stride
 /// `cs_a`, and a B panel with row stride `rs_b` (`NV * LANES` when packed); with `AHEAD`, each step
-/// prefetches B's row [`B_AHEAD`] steps on, else the row [`Simd::B_PANEL_AHEAD`] steps on.
+/// prefetches B's row [`B_AHEAD`] steps on, else, where it is not 0, the row
+/// [`Simd::B_PANEL_AHEAD`] steps on.
 ///
 /// # Safety
 /// `a` readable at `i + p * cs_a` and `b` at `p * rs_b + l` for `i < MR`, `p < k`, `l < NV * LANES`.

@@ -35,7 +35,8 @@ pub(crate) unsafe fn tiles_body<
 >(
     p: &SmallArgs<'_>,
 ) {
-    // A strip narrower than NV vectors runs as one or NV vectors, the last under a mask. The
+    // A strip narrower than NV vectors runs as one or NV vectors, the last under a mask, or
+    // where its last columns are at most H::LANES, those in a strip of H's vectors. The
     // smallest tile fits in the fewest rows the driver hands a call (`gemm::small::tiles_fit`'s
     // 4, `run_small`'s 4-row bands).
     const { assert!((NV == 1 || NV == 2) && MR >= MR2 && MR2 >= MR3 && MR3 <= 4) };
