@@ -776,13 +776,10 @@ unsafe fn rank1_updates<S: Simd, const MR: usize, const NV: usize, const RS: usi
                 *slot = S::load(b.add(v * lanes));
             }
             // Hints: they never fault, wherever they point.
-            if AHEAD {
+            let ahead = if AHEAD { B_AHEAD } else { S::B_PANEL_AHEAD };
+            if ahead > 0 {
                 for l in (0..NV * lanes).step_by(16) {
-                    S::prefetch(b.wrapping_add(B_AHEAD * rs_b + l));
-                }
-            } else if S::B_PANEL_AHEAD > 0 {
-                for l in (0..NV * lanes).step_by(16) {
-                    S::prefetch(b.wrapping_add(S::B_PANEL_AHEAD * rs_b + l));
+                    S::prefetch(b.wrapping_add(ahead * rs_b + l));
                 }
             }
             for (i, row) in acc.iter_mut().enumerate() {
