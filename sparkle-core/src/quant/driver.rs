@@ -1664,8 +1664,74 @@ pub(crate) unsafe fn qgemm_unchecked<S: QRows, B: QOperand, Y: QElem>(
     // ahead has no region.
     let Ok(l) = layout(kernel, d.m, d.n, d.k) else { return };
     let l = if matches!(ops.b, BSource::Packed(_)) { without_b(l) } else { l };
-    // SAFETY: forwarded contract.
+    // On a 32-bit Arm every A source runs one compiled driver (`Erased`): flash counts there.
+    #[cfg(target_arch = "arm")]
+    let erased = Erased(ops.a);
+    #[cfg(target_arch = "arm")]
+    let ops = &QOperands { a: &erased, a_zero: ops.a_zero, b: ops.b, b_zero: ops.b_zero, bias: ops.bias, ch0: ops.ch0 };
+    // SAFETY: forwarded contract (`Erased` is its source, row for row).
     unsafe { run_gemm(ops, out, (c, rs_c, cs_c), (kernel, exec, scratch), (l, d), pack_b, None) }
+}
+
+/// [`QRows`] through a reference, object-safe: what [`Erased`] calls.
+#[cfg(target_arch = "arm")]
+trait DynRows: Sync {
+    fn dyn_rows(&self) -> usize;
+    fn dyn_cols(&self) -> usize;
+    fn dyn_offset(&self) -> i32;
+    fn dyn_visit_row(&self, i: usize, f: &mut dyn FnMut(i32));
+    fn dyn_fill_rows(&self, i0: usize, off: i32, buf: &mut [i16], kp: usize, sums: &mut [i32]);
+    fn dyn_fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32;
+}
+
+#[cfg(target_arch = "arm")]
+impl<S: QRows> DynRows for S {
+    fn dyn_rows(&self) -> usize {
+        QRows::rows(self)
+    }
+    fn dyn_cols(&self) -> usize {
+        QRows::cols(self)
+    }
+    fn dyn_offset(&self) -> i32 {
+        QRows::offset(self)
+    }
+    fn dyn_visit_row(&self, i: usize, f: &mut dyn FnMut(i32)) {
+        QRows::visit_row(self, i, f)
+    }
+    fn dyn_fill_rows(&self, i0: usize, off: i32, buf: &mut [i16], kp: usize, sums: &mut [i32]) {
+        QRows::fill_rows(self, i0, off, buf, kp, sums)
+    }
+    fn dyn_fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
+        QRows::fill_row(self, i, off, out)
+    }
+}
+
+/// Any A source as one type, so that the driver is compiled once for all of them (on a Cortex-M4
+/// the int8 driver's phases are 5-6 KiB a source); the rows are filled by the source's own code,
+/// one call a panel. Its byte-row forms are never used there (`Ctx::pack_a`).
+#[cfg(target_arch = "arm")]
+struct Erased<'a>(&'a dyn DynRows);
+
+#[cfg(target_arch = "arm")]
+impl QRows for Erased<'_> {
+    fn rows(&self) -> usize {
+        self.0.dyn_rows()
+    }
+    fn cols(&self) -> usize {
+        self.0.dyn_cols()
+    }
+    fn offset(&self) -> i32 {
+        self.0.dyn_offset()
+    }
+    fn visit_row(&self, i: usize, mut f: impl FnMut(i32)) {
+        self.0.dyn_visit_row(i, &mut f)
+    }
+    fn fill_rows(&self, i0: usize, off: i32, buf: &mut [i16], kp: usize, sums: &mut [i32]) {
+        self.0.dyn_fill_rows(i0, off, buf, kp, sums)
+    }
+    fn fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
+        self.0.dyn_fill_row(i, off, out)
+    }
 }
 
 /// A direct conv ([`QKernel::direct`]): [`qgemm_unchecked`] with A the staged image `ops.a`,
