@@ -561,6 +561,8 @@ pub(crate) trait Simd: Copy {
     /// Steps ahead that [`rank1_updates`] prefetches a B panel of at most `MAX_NR` columns
     /// (packed, or narrow in place) at each step; 0: none, the hardware prefetchers suffice.
     const B_PANEL_AHEAD: usize = 0;
+    /// Whether [`rank1_updates_strided`] prefetches the next row tile's A (A read in place).
+    const A_NEXT_TILE: bool = false;
     /// All zeros.
     ///
     /// # Safety
@@ -799,7 +801,8 @@ unsafe fn rank1_updates<S: Simd, const MR: usize, const NV: usize, const RS: usi
     acc
 }
 
-/// As [`rank1_updates`] with a run-time row stride of A.
+/// As [`rank1_updates`] with a run-time row stride of A (A read in place), prefetching the next
+/// row tile's A where A is row-major and [`Simd::A_NEXT_TILE`].
 ///
 /// # Safety
 /// `a` readable at `i * rs_a + p * cs_a`, `b` as in [`rank1_updates`].
@@ -816,10 +819,24 @@ unsafe fn rank1_updates_strided<S: Simd, const MR: usize, const NV: usize>(
     // SAFETY: bounds as documented; the ISA is the caller's.
     unsafe {
         let mut off = 0;
+        // The next row tile's A (the driver's next tile, `MR` rows on) is prefetched one line a
+        // step, row by row: its `MR` rows are `MR` streams the prefetchers pick up only after
+        // some misses. Each row's first `min(k, 16 k / MR)` floats: all of them wherever `MR <=
+        // 16`. (Only hints: they never fault, and the pointers are only formed.)
+        let next = a.wrapping_add(MR * rs_a);
+        let (mut row, mut col) = (0, 0);
         for _ in 0..k {
             let mut bv = [S::zero(); NV];
             for (v, slot) in bv.iter_mut().enumerate() {
                 *slot = S::load(b.add(v * lanes));
+            }
+            if S::A_NEXT_TILE && cs_a == 1 && col < k {
+                S::prefetch(next.wrapping_add(row * rs_a + col));
+                row += 1;
+                if row == MR {
+                    row = 0;
+                    col += 16;
+                }
             }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = S::splat(*a.add(i * rs_a + off));
