@@ -819,23 +819,25 @@ unsafe fn rank1_updates_strided<S: Simd, const MR: usize, const NV: usize>(
     // SAFETY: bounds as documented; the ISA is the caller's.
     unsafe {
         let mut off = 0;
-        // The next row tile's A (the driver's next tile, `MR` rows on) is prefetched one line a
-        // step, row by row: its `MR` rows are `MR` streams the prefetchers pick up only after
-        // some misses. Each row's first `min(k, 16 k / MR)` floats: all of them wherever `MR <=
-        // 16`. (Only hints: they never fault, and the pointers are only formed.)
+        // The next row tile's A (`MR` rows on: the driver's next tile, except after a block's
+        // last) is prefetched one line a step, row by row: its `MR` rows are `MR` streams the
+        // prefetchers pick up only after some misses. About the first `min(k, 16 k / MR)`
+        // floats of each row, 16 floats from the row's start at a time (an unaligned row's last
+        // partial line, and for a short k a few rows' last line, are left to the hardware). Only
+        // hints: they never fault, and the pointers are only formed.
         let next = a.wrapping_add(MR * rs_a);
-        let (mut row, mut col) = (0, 0);
+        let (mut pf_row, mut pf_col) = (0, 0);
         for _ in 0..k {
             let mut bv = [S::zero(); NV];
             for (v, slot) in bv.iter_mut().enumerate() {
                 *slot = S::load(b.add(v * lanes));
             }
-            if S::A_NEXT_TILE && cs_a == 1 && col < k {
-                S::prefetch(next.wrapping_add(row * rs_a + col));
-                row += 1;
-                if row == MR {
-                    row = 0;
-                    col += 16;
+            if S::A_NEXT_TILE && cs_a == 1 && pf_col < k {
+                S::prefetch(next.wrapping_add(pf_row * rs_a + pf_col));
+                pf_row += 1;
+                if pf_row == MR {
+                    pf_row = 0;
+                    pf_col += 16;
                 }
             }
             for (i, row) in acc.iter_mut().enumerate() {

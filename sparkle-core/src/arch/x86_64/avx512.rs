@@ -13,11 +13,11 @@ impl Simd for Avx512 {
     const LANES: usize = 16;
     /// 8 steps (1 KiB of a 32-column panel): on one Xeon (Sapphire Rapids) thread +5-7% at
     /// 1024^3-2048^3, where the 64 KiB panel of `kc = 512` does not fit the 48 KiB L1; no change
-    /// on a Zen 4 (16 steps alike, A prefetched too no better).
+    /// on a Zen 4 (16 steps alike, packed A prefetched too no better).
     const B_PANEL_AHEAD: usize = 8;
-    /// On one Zen 4 core, GFLOPS: 12544x64x147 108 -> 111, 3136x64x576 113.3 -> 114.0, 1500^3
-    /// 106 -> 107, 2000^3 level. The AVX2 set's 6 x 16 tile lost 2-5% with it (a step is half
-    /// the FMAs, the prefetch's bookkeeping the same), so it has none.
+    /// On one Zen 4 core, GFLOPS: 12544x64x147 107 -> 111, 3136x64x576 113.3 -> 114.0, 1500^3
+    /// and 2000^3 level (BENCHMARKS.md). The AVX2 set's 6 x 16 tile lost 2-5% with it (a step is
+    /// half the FMAs, the prefetch's bookkeeping the same), so it has none.
     const A_NEXT_TILE: bool = true;
     #[inline(always)]
     unsafe fn zero() -> __m512 {
