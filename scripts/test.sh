@@ -86,13 +86,11 @@ step "Miri: the core's unit tests (index math, views, generic kernel, packing, d
 echo "(SIMD kernels are not run under Miri: they are intrinsics; the generic kernel stands in for them)"
 cargo +nightly miri test -q -p sparkle-core --lib 2>&1 | tee -a "$log"
 
-step "fuzz smoke: every target for ${SPARKLE_FUZZ_SECONDS:=15} s from its seed corpus"
-# 16 codegen units (cargo-fuzz's default is 1): sparkle-core's kernels compile on both cores, the
-# build 274 -> 209 s on two; the targets run a little slower, which a 15 s smoke does not mind.
-(cd fuzz && cargo +nightly fuzz build -O --codegen-units 16 2>&1 | tail -1)
+step "fuzz smoke: every target for ${SPARKLE_FUZZ_SECONDS:=10} s from its seed corpus"
+(cd fuzz && cargo +nightly fuzz build -O 2>&1 | tail -1)
 for t in $(cd fuzz && cargo +nightly fuzz list); do
   work=$(mktemp -d)
-  if ! (cd fuzz && cargo +nightly fuzz run -O --codegen-units 16 "$t" "$work" "corpus/$t" -- \
+  if ! (cd fuzz && cargo +nightly fuzz run -O "$t" "$work" "corpus/$t" -- \
         -max_total_time="$SPARKLE_FUZZ_SECONDS" -timeout=10 -rss_limit_mb=4096) >"$work.log" 2>&1; then
     tail -40 "$work.log"
     echo "fuzz target $t failed (artifact under fuzz/artifacts/$t)"
