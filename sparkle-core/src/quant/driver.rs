@@ -1681,7 +1681,6 @@ trait DynRows: Sync {
     fn dyn_offset(&self) -> i32;
     fn dyn_visit_row(&self, i: usize, f: &mut dyn FnMut(i32));
     fn dyn_fill_rows(&self, i0: usize, off: i32, buf: &mut [i16], kp: usize, sums: &mut [i32]);
-    fn dyn_fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32;
 }
 
 #[cfg(target_arch = "arm")]
@@ -1701,14 +1700,13 @@ impl<S: QRows> DynRows for S {
     fn dyn_fill_rows(&self, i0: usize, off: i32, buf: &mut [i16], kp: usize, sums: &mut [i32]) {
         QRows::fill_rows(self, i0, off, buf, kp, sums)
     }
-    fn dyn_fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
-        QRows::fill_row(self, i, off, out)
-    }
 }
 
 /// Any A source as one type, so that the driver is compiled once for all of them (on a Cortex-M4
 /// the int8 driver's phases are 5-6 KiB a source); the rows are filled by the source's own code,
-/// one call a panel. Its byte-row forms are never used there (`Ctx::pack_a`).
+/// one call a panel (`fill_rows`, all the driver calls there besides the sizes: `Ctx::pack_a`
+/// takes neither the byte-row forms nor `fill_row` on a 32-bit Arm, so those keep their
+/// defaults).
 #[cfg(target_arch = "arm")]
 struct Erased<'a>(&'a dyn DynRows);
 
@@ -1728,9 +1726,6 @@ impl QRows for Erased<'_> {
     }
     fn fill_rows(&self, i0: usize, off: i32, buf: &mut [i16], kp: usize, sums: &mut [i32]) {
         self.0.dyn_fill_rows(i0, off, buf, kp, sums)
-    }
-    fn fill_row(&self, i: usize, off: i32, out: &mut [i16]) -> i32 {
-        self.0.dyn_fill_row(i, off, out)
     }
 }
 
