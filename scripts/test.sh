@@ -64,9 +64,11 @@ downstream=$(mktemp -d)
 cp -r downstream/. "$downstream"
 sed -i "s|path = \"../sparkle-std\"|path = \"$PWD/sparkle-std\"|" "$downstream/Cargo.toml"
 cp Cargo.lock "$downstream/"  # the versions this checkout is tested with (reuses its builds)
-# In the test profile at the workspace's opt-level, so the dependencies built above are reused.
+# In the test profile at the workspace's opt-level and debug info, so the dependencies built above
+# are reused.
 (cd "$downstream" && SHADERC_LIB_DIR="$OLDPWD/.shaderc" CARGO_TARGET_DIR="$OLDPWD/target" \
-  CARGO_PROFILE_TEST_OPT_LEVEL=1 SPARKLE_CACHE_DIR="$downstream/cache" cargo run -q --profile test)
+  CARGO_PROFILE_TEST_OPT_LEVEL=1 CARGO_PROFILE_TEST_DEBUG=line-tables-only \
+  SPARKLE_CACHE_DIR="$downstream/cache" cargo run -q --profile test)
 rm -rf "$downstream"
 step "aarch64: CPU kernel tests under qemu-aarch64 (NEON, dot product and i8mm for real)"
 # qemu-user's default CPU is its `max`: it runs the Armv8.2 dot product and Armv8.6 i8mm. The
@@ -84,21 +86,45 @@ grep -q '^FAIL' "$log" && { echo "firmware: a case failed"; exit 1; }
 
 step "Miri: the core's unit tests (index math, views, generic kernel, packing, driver)"
 echo "(SIMD kernels are not run under Miri: they are intrinsics; the generic kernel stands in for them)"
-cargo +nightly miri test -q -p sparkle-core --lib 2>&1 | tee -a "$log"
+# Miri interprets on one thread: the tests run as two halves at once, one a core (the int8
+# modules' tests and the rest take about as long), on one build.
+cargo +nightly miri test -q -p sparkle-core --lib --no-run
+cargo +nightly miri test -q -p sparkle-core --lib -- quant:: >"$log.quant" 2>&1 & quant=$!
+cargo +nightly miri test -q -p sparkle-core --lib -- --skip quant:: >"$log.rest" 2>&1 && miri_rest=0 || miri_rest=$?
+wait "$quant" && miri_quant=0 || miri_quant=$?
+cat "$log.quant" "$log.rest" | tee -a "$log"
+rm -f "$log.quant" "$log.rest"
+[ "$miri_quant$miri_rest" = 00 ] || { echo "Miri: a test failed"; exit 1; }
 
 step "fuzz smoke: every target for ${SPARKLE_FUZZ_SECONDS:=10} s from its seed corpus"
+# Optimised at level 1 (with AddressSanitizer, debug assertions and overflow checks, as always):
+# it builds in a third of level 3's time and runs the seeds and 10 s of fuzzing alike. Fuzzing
+# for long, by hand, keeps cargo-fuzz's level 3 (README, "Hardening").
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=1
 (cd fuzz && cargo +nightly fuzz build -O 2>&1 | tail -1)
-for t in $(cd fuzz && cargo +nightly fuzz list); do
+# One libFuzzer process a target, two targets at a time (one a core).
+fuzz_one() {
+  local work
   work=$(mktemp -d)
-  if ! (cd fuzz && cargo +nightly fuzz run -O "$t" "$work" "corpus/$t" -- \
+  if ! (cd fuzz && cargo +nightly fuzz run -O "$1" "$work" "corpus/$1" -- \
         -max_total_time="$SPARKLE_FUZZ_SECONDS" -timeout=10 -rss_limit_mb=4096) >"$work.log" 2>&1; then
     tail -40 "$work.log"
-    echo "fuzz target $t failed (artifact under fuzz/artifacts/$t)"
-    exit 1
+    echo "fuzz target $1 failed (artifact under fuzz/artifacts/$1)"
+    return 1
   fi
-  echo "$t: $(grep -E '^Done [0-9]+ runs' "$work.log")"
+  echo "$1: $(grep -E '^Done [0-9]+ runs' "$work.log")"
   rm -rf "$work" "$work.log"
+}
+running=()
+for t in $(cd fuzz && cargo +nightly fuzz list) ""; do
+  [ -n "$t" ] && { fuzz_one "$t" & running+=($!); }
+  # Wait for the older one when two run, and for every one at the end.
+  while [ "${#running[@]}" -ge 2 ] || { [ -z "$t" ] && [ "${#running[@]}" -gt 0 ]; }; do
+    wait "${running[0]}" || exit 1
+    running=("${running[@]:1}")
+  done
 done
+unset CARGO_PROFILE_RELEASE_OPT_LEVEL
 
 # One closing line over every test binary above (firmware cases count as tests too). A test that
 # skipped part of its work passed in libtest's eyes; here it counts as skipped, once.
