@@ -116,14 +116,14 @@ fuzz_one() {
   rm -rf "$work" "$work.log"
 }
 running=()
-for t in $(cd fuzz && cargo +nightly fuzz list) ""; do
-  [ -n "$t" ] && { fuzz_one "$t" & running+=($!); }
-  # Wait for the older one when two run, and for every one at the end.
-  while [ "${#running[@]}" -ge 2 ] || { [ -z "$t" ] && [ "${#running[@]}" -gt 0 ]; }; do
+for t in $(cd fuzz && cargo +nightly fuzz list); do
+  if [ "${#running[@]}" -ge 2 ]; then  # two run: wait for the older one
     wait "${running[0]}" || exit 1
     running=("${running[@]:1}")
-  done
+  fi
+  fuzz_one "$t" & running+=($!)
 done
+for pid in "${running[@]}"; do wait "$pid" || exit 1; done
 unset CARGO_PROFILE_RELEASE_OPT_LEVEL
 
 # One closing line over every test binary above (firmware cases count as tests too). A test that
