@@ -226,7 +226,7 @@ fn conv2d_peers(layers: &[Layer], threads: usize, seconds: f64) -> Result<Vec<Re
     for layer in layers.iter().filter(|l| l.params.layout == TensorLayout::Nchw) {
         records.push(im2col_conv(&cpu, layer, threads, seconds)?);
     }
-    // PyTorch takes NCHW; its figures are for the same geometry in that layout.
+    // PyTorch runs each layer in its layout (NHWC as channels_last).
     let mut rows = Vec::new();
     for l in layers {
         let p = &l.params;
@@ -248,6 +248,7 @@ fn conv2d_peers(layers: &[Layer], threads: usize, seconds: f64) -> Result<Vec<Re
             p.dilation[0],
             p.dilation[1],
             p.groups,
+            usize::from(p.layout == TensorLayout::Nhwc),
         ];
         let nums: Vec<String> = nums.iter().map(usize::to_string).collect();
         rows.push(format!("[{},{flops}]", nums.join(",")));
