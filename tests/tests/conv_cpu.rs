@@ -41,6 +41,12 @@ fn check(cpu: &Cpu, p: Conv2dParams, act: Activation, with_bias: bool, seed: u64
     let tol = tolerance(g.gemm_dims().2);
     let path = choose_path(&g);
     assert!(err <= tol, "{} {:?} {p:?} {act:?}: error {err:e} at {at:?} > {tol:e}", cpu.kernel.id(), path);
+    // The weights packed ahead: the same bits.
+    let packed = cpu.conv2d_pack(&g, &weight).unwrap();
+    let mut again = vec![f32::NAN; g.output_len()];
+    cpu.conv2d_packed(&g, &input, &packed, &epi, &mut again).unwrap();
+    let same = got.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits());
+    assert!(same, "{} {path:?} {p:?} {act:?}: packed weights (packed: {})", cpu.kernel.id(), packed.is_packed());
     path
 }
 

@@ -174,7 +174,7 @@ pub(crate) unsafe fn conv2d_unchecked(
     if path == Conv2dPath::Direct && super::direct::runs(g, ws.kernel, ws.blocking, ws.exec.workers(), ws.scratch.len())
     {
         // SAFETY: forwarded contract; the kernel and scratch run the direct conv.
-        unsafe { super::direct::conv2d_unchecked(g, input, weight, epi, bias, output, ws) };
+        unsafe { super::direct::conv2d_unchecked(g, input, (weight, false), epi, bias, output, ws) };
         return;
     }
     let jobs = ConvJobs { g, input, weight, bias, out: Shared(output.as_mut_ptr()) };

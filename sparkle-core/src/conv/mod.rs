@@ -6,11 +6,13 @@ pub mod fused;
 pub mod geometry;
 pub mod im2col;
 pub mod operands;
+pub mod packed;
 pub mod path;
 pub mod reference;
 pub mod winograd;
 
 pub use geometry::{Conv2d, Conv2dParams, Padding};
+pub use packed::{conv2d_packed_len, conv2d_packed_scratch_len, conv2d_packed_with, PackedConv};
 pub use path::{choose_path, choose_path_for, Conv2dPath};
 
 use crate::epilogue::{Bias, Epilogue};

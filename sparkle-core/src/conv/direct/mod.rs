@@ -329,19 +329,20 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<Plan> {
+    /// `packed`: the weights come packed ahead ([`PackedForm`]), so no scratch holds them.
+    fn new(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, packed: bool) -> Result<Plan> {
         let (blocking, shape) = self::blocking(g, kernel, blocking)?;
         let p = g.params();
         let pairs = mul(p.n, p.groups, Param::Scratch)?;
         let row_tiles = rows::takes(kernel, &shape);
         // Row tiles: a chunk of images, then the packed weights; no GEMM scratch, no products.
         let (gemm, pair, weights) = if row_tiles.is_some() {
-            (0, shape.image, rows::packed_len(g, kernel, workers)?)
+            (0, shape.image, if packed { 0 } else { rows::packed_len(g, kernel, workers)? })
         } else {
             let (m, n, k) = gemm_dims(g, &shape);
             let gemm = operands_scratch_len(kernel, &blocking, m, n, k, workers)?;
-            let weights = if shape.planes && p.weight_layout == WeightLayout::Krsc { g.weight_len() } else { 0 };
-            (gemm, shape.pair()?, weights)
+            let reorder = !packed && shape.planes && p.weight_layout == WeightLayout::Krsc;
+            (gemm, shape.pair()?, if reorder { g.weight_len() } else { 0 })
         };
         let chunk = (MAX_FLOATS / pair.max(1)).clamp(1, pairs.max(1));
         let total = add(add(gemm, mul(chunk, pair, Param::Scratch)?, Param::Scratch)?, weights, Param::Scratch)?;
@@ -351,7 +352,7 @@ impl Plan {
 
 /// Floats of scratch the direct conv of `g` needs with `workers` workers.
 pub fn scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
-    Plan::new(g, kernel, blocking, workers).map(|plan| plan.total)
+    Plan::new(g, kernel, blocking, workers, false).map(|plan| plan.total)
 }
 
 /// Whether `kernel` and `blocking` run a [`chosen`] geometry direct: channel planes (NCHW, and
@@ -365,25 +366,107 @@ pub(crate) fn fits(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
 
 /// [`fits`], and the scratch holds [`scratch_len`].
 pub(crate) fn runs(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize, scratch: usize) -> bool {
-    Plan::new(g, kernel, blocking, workers).is_ok_and(|plan| {
+    Plan::new(g, kernel, blocking, workers, false).is_ok_and(|plan| {
         (kernel.gemm.b_in_place || !plan.shape.planes || plan.row_tiles.is_some()) && plan.total <= scratch
     })
+}
+
+/// How the direct conv of a geometry reads weights packed ahead
+/// ([`crate::conv::packed::PackedConv`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PackedForm {
+    /// The row tiles' panels (`rows.rs`): per group, `ceil(kg / nr)` panels of `gemm_k` groups of
+    /// `nr` output channels, the reduction in KCRS order, zero past `kg`.
+    Rows { nr: usize },
+    /// Pixels: per group `W^T`, `gemm_k x kg` row-major, the reduction in blocks of `block`
+    /// channels, tap by tap (`Reduction`), which the GEMM driver packs as B by plain copies.
+    Pixels { block: usize },
+}
+
+/// The form weights packed ahead take for `g` run direct on `kernel` and `blocking` by
+/// `workers` workers, where the direct conv runs there on row tiles or as pixels (`None`
+/// otherwise: the weights are read as given).
+pub(crate) fn packed_form(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Option<PackedForm> {
+    if !fits(g, kernel, blocking, workers) {
+        return None;
+    }
+    let plan = Plan::new(g, kernel, blocking, workers, true).ok()?;
+    match (plan.row_tiles, plan.shape.planes) {
+        (Some(rk), _) => Some(PackedForm::Rows { nr: rk.nr }),
+        (None, false) => Some(PackedForm::Pixels { block: plan.shape.red.block }),
+        (None, true) => None,
+    }
+}
+
+/// Floats of weights packed in `form` for `g`.
+pub(crate) fn packed_len(g: &Conv2d, form: PackedForm) -> Result<usize> {
+    match form {
+        PackedForm::Rows { nr } => {
+            let panels = mul(g.kg().div_ceil(nr.max(1)), g.params().groups, Param::Packed)?;
+            mul(mul(panels, g.gemm_dims().2, Param::Packed)?, nr, Param::Packed)
+        }
+        PackedForm::Pixels { .. } => Ok(g.weight_len()),
+    }
+}
+
+/// Floats of scratch the direct conv of `g` needs with weights packed ahead.
+pub(crate) fn packed_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
+    Plan::new(g, kernel, blocking, workers, true).map(|plan| plan.total)
+}
+
+/// Packs `weight` (validated for `g`) in `form` into `dst` ([`packed_len`] floats).
+///
+/// # Safety
+/// `form` is [`packed_form`]'s for `g` on `kernel` (so a `Rows` form's kernel is `kernel`'s).
+pub(crate) unsafe fn pack(g: &Conv2d, kernel: &Kernel, form: PackedForm, weight: &[f32], dst: &mut [f32]) {
+    let p = g.params();
+    let (kg, gk) = (g.kg(), g.gemm_dims().2);
+    match form {
+        PackedForm::Rows { nr } => {
+            let Some(rk) = kernel.gemm.rows.filter(|rk| rk.nr == nr) else { return };
+            let per_group = kg.div_ceil(nr);
+            for grp in 0..p.groups {
+                for j in 0..per_group {
+                    let at = (grp * per_group + j) * gk * nr;
+                    let panel = &mut dst[at..at + gk * nr];
+                    // SAFETY: `gk * nr` floats of this panel alone; the kernel set is this CPU's.
+                    unsafe { rows::pack_panel(g, &rk, weight, grp, j, panel.as_mut_ptr()) };
+                }
+            }
+        }
+        PackedForm::Pixels { block } => {
+            let taps = p.r * p.s;
+            let red = Reduction { block, taps, s: p.s, dilation: p.dilation, stride: p.stride, wp: 0, plane: 0 };
+            for grp in 0..p.groups {
+                let w0 = g.weight_group_offset(grp);
+                let wt = Weights { g, w: &weight[w0..w0 + kg * gk], red };
+                for (q, row) in dst[w0..w0 + kg * gk].chunks_exact_mut(kg).enumerate() {
+                    for (o, v) in row.iter_mut().enumerate() {
+                        *v = wt.w[wt.at(o, q)];
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Whether the plan for `g` runs channel planes as row tiles (for tests).
 #[cfg(test)]
 pub(crate) fn row_tiles(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Option<bool> {
-    Plan::new(g, kernel, blocking, workers).ok().map(|plan| plan.shape.planes && plan.row_tiles.is_some())
+    Plan::new(g, kernel, blocking, workers, false).ok().map(|plan| plan.shape.planes && plan.row_tiles.is_some())
 }
 
-/// The direct conv of a validated `g` in `ws`.
+/// The direct conv of a validated `g` in `ws`; `weight` as given, or with `packed` packed ahead
+/// in the form [`packed_form`] names for `g` and `ws` ([`pack`]).
 ///
 /// # Safety
-/// As [`super::fused::conv2d_unchecked`], and [`runs`] holds.
+/// As [`super::fused::conv2d_unchecked`], and [`runs`] holds (with `packed`: the packed weights
+/// are [`pack`]'s for this form, and the scratch holds [`packed_scratch_len`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn conv2d_unchecked(
     g: &Conv2d,
     input: &[f32],
-    weight: &[f32],
+    (weight, packed): (&[f32], bool),
     epi: &Epilogue<'_>,
     bias: Option<&[f32]>,
     output: &mut [f32],
@@ -393,7 +476,7 @@ pub(crate) unsafe fn conv2d_unchecked(
     let workers = exec.workers().max(1);
     // Cannot fail: `runs` computed the same.
     let Ok(Plan { blocking: b, shape, chunk, gemm, weights, row_tiles, .. }) =
-        Plan::new(g, kernel, ws.blocking, workers)
+        Plan::new(g, kernel, ws.blocking, workers, packed)
     else {
         return;
     };
@@ -415,7 +498,7 @@ pub(crate) unsafe fn conv2d_unchecked(
                     &rk,
                     &shape,
                     (images.ptr(), first, count),
-                    weight,
+                    (weight, packed),
                     (reordered.as_mut_ptr(), workers),
                     epi,
                     bias,
@@ -471,7 +554,7 @@ pub(crate) unsafe fn conv2d_unchecked(
         // 2. The products. The images are complete and only read from here on.
         // SAFETY: written above, inside `rest`, and not written again during the GEMMs.
         let staged = unsafe { core::slice::from_raw_parts(images.ptr(), count * shape.image) };
-        let jobs = Jobs { g, shape, weight, bias, images: staged, products, first, count };
+        let jobs = Jobs { g, shape, weight, packed, bias, images: staged, products, first, count };
         let mut inner = Workspace { kernel, blocking: &b, exec, scratch: &mut *front };
         // SAFETY: every job is the same GEMM; each writes its own product; the driver's scratch
         // (`front`) holds `operands_scratch_len` for `b`.
@@ -666,6 +749,8 @@ struct Jobs<'a> {
     g: &'a Conv2d,
     shape: Shape,
     weight: &'a [f32],
+    /// `weight` is [`pack`]'s [`PackedForm::Pixels`]: each group's `W^T` row-major.
+    packed: bool,
     bias: Option<&'a [f32]>,
     images: &'a [f32],
     products: Shared<f32>,
@@ -699,6 +784,10 @@ unsafe impl Batch for Jobs<'_> {
             // KCRS weights (or KRSC reordered) are the reduction's order: a row-major matrix.
             let Ok(a) = MatRef::row_major(w, kg, gemm_k) else { return };
             f(&a, &image, out, gb.map_or(Bias::None, Bias::Row));
+        } else if self.packed {
+            // The group's W^T, `gemm_k x kg` row-major in the reduction's order ([`pack`]).
+            let Ok(wt) = MatRef::row_major(w, gemm_k, kg) else { return };
+            f(&image, &wt, OutPtr { ptr: c, rs: kg, cs: 1 }, gb.map_or(Bias::None, Bias::Col));
         } else {
             let wt = Weights { g, w, red: self.shape.red };
             f(&image, &wt, OutPtr { ptr: c, rs: kg, cs: 1 }, gb.map_or(Bias::None, Bias::Col));

@@ -49,7 +49,7 @@ pub(super) fn packed_len(g: &Conv2d, kernel: &Kernel, workers: usize) -> Result<
 ///
 /// # Safety
 /// `dst` valid for `gemm_k * nr` floats and this call's alone.
-unsafe fn pack_panel(g: &Conv2d, rk: &RowsKernel, weight: &[f32], grp: usize, j: usize, dst: *mut f32) {
+pub(super) unsafe fn pack_panel(g: &Conv2d, rk: &RowsKernel, weight: &[f32], grp: usize, j: usize, dst: *mut f32) {
     let p = g.params();
     let nr = rk.nr;
     let (kg, gk, taps) = (g.kg(), g.gemm_dims().2, p.r * p.s);
@@ -76,7 +76,9 @@ unsafe fn pack_panel(g: &Conv2d, rk: &RowsKernel, weight: &[f32], grp: usize, j:
 }
 
 /// The tiles of one chunk of `count` pairs from pair `first`, whose images are staged at
-/// `images` (`shape.image` floats apart), into the output. The units (panel, pair, output row)
+/// `images` (`shape.image` floats apart), into the output. With `packed`, `weight` holds every
+/// panel packed ahead (`PackedForm::Rows`: group `grp`'s panel `j` is panel `grp * ceil(kg / nr)
+/// + j`) and `panels` is not used. The units (panel, pair, output row)
 /// are split over `workers` workers in ranges; a worker packs a panel into its own slice of
 /// `panels` when it reaches it, then runs its rows of every pair of the chunk while the panel is
 /// in cache (packing every panel first, then reading it back, cost 18% of 256->256 3x3 @14).
@@ -93,7 +95,7 @@ pub(super) unsafe fn tiles(
     rk: &RowsKernel,
     shape: &Shape,
     (images, first, count): (*const f32, usize, usize),
-    weight: &[f32],
+    (weight, packed): (&[f32], bool),
     (panels, workers): (*mut f32, usize),
     epi: &Epilogue<'_>,
     bias: Option<&[f32]>,
@@ -137,21 +139,26 @@ pub(super) unsafe fn tiles(
             bias: TileBias::None,
             act: epi.activation,
         };
-        // SAFETY: worker w's panel inside `panels` (`packed_len`).
-        let panel = unsafe { panels.ptr().add(w * gk * nr) };
-        let mut packed = None;
+        // Worker w's panel inside `panels` (`packed_len`), unless the weights come packed.
+        let panel = panels.ptr().wrapping_add(w * gk * nr);
+        let mut current = None;
         for u in units * w / workers..units * (w + 1) / workers {
             let (j, i, y) = (u / (count * ho), u / ho % count, u % ho);
             let pair = first + i;
             let (img, grp) = (pair / p.groups, pair % p.groups);
-            if packed != Some((grp, j)) {
-                // SAFETY: this worker's panel.
-                unsafe { pack_panel(g, rk, weight, grp, j, panel) };
-                packed = Some((grp, j));
+            if packed {
+                // The panel packed ahead.
+                args.b = weight[(grp * per_group + j) * gk * nr..][..gk * nr].as_ptr();
+            } else {
+                if current != Some((grp, j)) {
+                    // SAFETY: this worker's panel.
+                    unsafe { pack_panel(g, rk, weight, grp, j, panel) };
+                    current = Some((grp, j));
+                }
+                args.b = panel;
             }
             let o0 = j * nr;
             args.n = nr.min(kg - o0);
-            args.b = panel;
             args.bias = match bias {
                 // SAFETY: channels grp*kg + o0.. (args.n of them) of the validated bias.
                 Some(b) => TileBias::Col(unsafe { b.as_ptr().add(grp * kg + o0) }),
