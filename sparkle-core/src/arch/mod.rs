@@ -380,6 +380,14 @@ pub(crate) struct RowsKernel {
     /// As `rows_acc` and [`GemmKernel::run`] with `m <= mr`, `n <= nr`, on a CPU with the
     /// set's ISA.
     pub(crate) run: unsafe fn(&MicroArgs),
+    /// The same tile over an image staged as pixels (NHWC: a pixel's channels consecutive,
+    /// pixels `rs_a` apart; `rows_acc` with `PIXELS`), the panel tap by tap.
+    ///
+    /// # Safety
+    /// As `run`, with `m <= pixels_mr`.
+    pub(crate) pixels: unsafe fn(&MicroArgs),
+    /// The most pixels of a tile over pixels (their `MR` pointers live through a tap).
+    pub(crate) pixels_mr: usize,
     /// Packs a weight panel: `n <= nr` runs of `len` floats, run `l` at `src + l * stride`,
     /// into `len` groups of `nr` (`dst[q * nr + l]`), zero past `n`; `(src, stride, n, len,
     /// dst)`.
@@ -905,21 +913,49 @@ unsafe fn rank1_updates_taps<S: Simd, const MR: usize, const NV: usize>(
 ///
 /// `p.a` is the tile's first pixel in channel 0's planes (tap 0 unshifted), `p.cs_a` the floats
 /// between two channels' planes, `p.taps`/`p.ntaps` the taps' shifts: reduction row
-/// `c * ntaps + t` of pixel `i` is `a + c * cs_a + taps[t] + i`. B is `k` groups of at least
-/// `NV * LANES` floats, `rs_b` apart (the panel's width, which a tile of one vector also steps).
+/// `c * ntaps + t` of pixel `i` is `a + c * cs_a + taps[t] + i`. With `PIXELS` the image is
+/// staged as pixels (NHWC) and the reduction runs tap by tap: row `t * (k / ntaps) + c` of
+/// pixel `i` is `a + taps[t] + i * rs_a + c` (the shifts in floats; `cs_a` unused). B is `k`
+/// groups of at least `NV * LANES` floats, `rs_b` apart (the panel's width, which a tile of one
+/// vector also steps).
 ///
 /// # Safety
 /// `taps` readable for `ntaps >= 1` offsets, `k` a multiple of `ntaps`, every
-/// `a + c * cs_a + taps[t] + i` (`i < MR`) readable, `k` groups of `NV * LANES` floats `rs_b`
-/// apart at `b`; the ISA of `S`.
+/// `a + c * cs_a + taps[t] + i` (`PIXELS`: `a + taps[t] + i * rs_a + c`) (`i < MR`) readable, `k` groups of
+/// `NV * LANES` floats `rs_b` apart at `b`; the ISA of `S`.
 // Only AVX-512 has row tiles.
 #[cfg(all(feature = "direct", target_arch = "x86_64"))]
 #[inline(always)]
-pub(crate) unsafe fn rows_acc<S: Simd, const MR: usize, const NV: usize>(p: &MicroArgs) -> [[S::V; NV]; MR] {
+pub(crate) unsafe fn rows_acc<S: Simd, const MR: usize, const NV: usize, const PIXELS: bool>(
+    p: &MicroArgs,
+) -> [[S::V; NV]; MR] {
     let lanes = S::LANES;
     // SAFETY: (whole body) bounds as documented; the ISA is the caller's.
     unsafe {
         let mut acc = [[S::zero(); NV]; MR];
+        if PIXELS {
+            // Tap by tap, and within a tap channel by channel (the panel in that order): the
+            // tile's `MR` pixel pointers stay fixed through a tap, as the GEMM kernel's strided A
+            // rows do (channel by channel, tap by tap, `MR` offsets live at once spilled).
+            let mut b = p.b;
+            for t in 0..p.ntaps {
+                let base = p.a.add(*p.taps.add(t));
+                for c in 0..p.k / p.ntaps {
+                    let mut bv = [S::zero(); NV];
+                    for (v, slot) in bv.iter_mut().enumerate() {
+                        *slot = S::load(b.add(v * lanes));
+                    }
+                    for (i, acc_row) in acc.iter_mut().enumerate() {
+                        let ai = S::splat(*base.add(i * p.rs_a + c));
+                        for v in 0..NV {
+                            acc_row[v] = S::fmadd(ai, bv[v], acc_row[v]);
+                        }
+                    }
+                    b = b.add(p.rs_b);
+                }
+            }
+            return acc;
+        }
         let mut b = p.b;
         let mut plane = p.a;
         for _ in 0..p.k / p.ntaps {
@@ -952,15 +988,15 @@ pub(crate) unsafe fn rows_acc<S: Simd, const MR: usize, const NV: usize>(p: &Mic
 macro_rules! rows_kernel {
     ($(#[$attr:meta])* $name:ident, $simd:ty, $write:ident, [$($m:literal)*]) => {
         $(#[$attr])*
-        unsafe fn $name(p: &$crate::arch::MicroArgs) {
+        unsafe fn $name<const PIXELS: bool>(p: &$crate::arch::MicroArgs) {
             let one = p.n <= <$simd as $crate::arch::Simd>::LANES;
             // SAFETY: forwarded contract; the ISA is enabled for this function.
             unsafe {
                 match p.m {
                     $($m => if one {
-                        $write::<$m, 1>(p, $crate::arch::rows_acc::<$simd, $m, 1>(p))
+                        $write::<$m, 1>(p, $crate::arch::rows_acc::<$simd, $m, 1, PIXELS>(p))
                     } else {
-                        $write::<$m, 2>(p, $crate::arch::rows_acc::<$simd, $m, 2>(p))
+                        $write::<$m, 2>(p, $crate::arch::rows_acc::<$simd, $m, 2, PIXELS>(p))
                     },)*
                     // The set's `RowsKernel::mr` is the list's last height.
                     _ => unreachable!("a row tile of {} pixels", p.m),

@@ -1,12 +1,11 @@
 //! f32 conv weights packed once and kept by the caller, as an inference runtime keeps a model's
 //! layers ([`PackedConv`]): a call with them skips the per-call preparation of the weights on
 //! the paths that prepare them. Today that is the direct conv ([`super::direct`]): on row tiles
-//! (channel planes on AVX-512: NCHW, and NHWC below 16 channels a group) each call transposed
-//! every panel of 32 output channels from the KCRS weights (512->512 3x3 @7 on one Zen 4 thread:
-//! 23% of the call, 9 MiB of weights), and as pixels (NHWC from 16 channels a group) the GEMM
-//! driver gathered `W^T` in the reduction's order from the weights for every block. Packed, the
-//! row tiles read their panels as they are and the pixels' `W^T` is row-major, which the GEMM
-//! driver packs by plain copies.
+//! (AVX-512) each call transposes every panel of 32 output channels from the weights
+//! (512->512 3x3 @7 on one Zen 4 thread: 23% of the call, 9 MiB of weights), and as pixels on
+//! other kernel sets (NHWC from 16 channels a group) the GEMM driver gathers `W^T` in the
+//! reduction's order from the weights for every block. Packed, the row tiles read their panels
+//! as they are and the pixels' `W^T` is row-major, which the GEMM driver packs by plain copies.
 //!
 //! Every other path keeps the weights as given (the form is then `Plain`, and a call runs as the
 //! plain [`conv2d_with`]): the implicit GEMM and 1x1 convs pack their weights with the image in

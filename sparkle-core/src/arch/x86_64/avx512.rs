@@ -162,7 +162,8 @@ unsafe fn avx512_gemm_f32_tiles(p: &crate::arch::small::SmallArgs<'_>) {
 #[cfg(feature = "direct")]
 crate::arch::rows_kernel!(
     /// The direct conv's row tiles ([`crate::arch::rows_acc`]): 1 to 14 pixels by 16 or 32
-    /// output channels (at most 28 zmm accumulators, the broadcasts folded into the FMAs).
+    /// output channels (at most 28 zmm accumulators, the broadcasts folded into the FMAs), from
+    /// channel planes or (`PIXELS`) from pixels.
     ///
     /// # Safety
     /// As [`crate::arch::rows_acc`] and [`crate::arch::GemmKernel::run`] with `m <= 14`,
@@ -291,7 +292,14 @@ unsafe fn avx512_rows_pack(src: *const f32, stride: usize, n: usize, len: usize,
 }
 
 #[cfg(feature = "direct")]
-const ROWS: Option<RowsKernel> = Some(RowsKernel { run: avx512_conv_rows, pack: avx512_rows_pack, mr: 14, nr: 32 });
+const ROWS: Option<RowsKernel> = Some(RowsKernel {
+    run: avx512_conv_rows::<false>,
+    pixels: avx512_conv_rows::<true>,
+    pixels_mr: 12,
+    pack: avx512_rows_pack,
+    mr: 14,
+    nr: 32,
+});
 #[cfg(not(feature = "direct"))]
 const ROWS: Option<RowsKernel> = None;
 

@@ -34,7 +34,10 @@
 //!   read overlapping windows of one plane, so a reduction slice of B stays in L1. An NHWC output
 //!   is written transposed. The pixels past each output row (`wp - wo`) and up to a whole tile
 //!   are computed and dropped: what [`chosen`]'s "at most a quarter dropped" bounds.
-//! - Pixels (NHWC from [`MIN_CHANNELS`] channels a group): C^T (pixels x kg) = X^T * W^T. The
+//! - Pixels (NHWC from [`MIN_CHANNELS`] channels a group) as row tiles on kernel sets with them
+//!   (`direct/rows.rs`: a tile a run of one output row's pixels, read in place, by a panel of
+//!   output channels, the reduction tap by tap, the weights packed per call in KRSC's order).
+//! - Pixels on the other kernel sets: C^T (pixels x kg) = X^T * W^T. The
 //!   reduction runs in blocks of channels, tap by tap (`Reduction`); X^T's row `p` is padded
 //!   pixel `p + shift(t)`'s channels, read in place as A (row stride: a padded pixel's); W^T is
 //!   packed as B.
@@ -376,8 +379,9 @@ pub(crate) fn runs(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: us
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PackedForm {
     /// The row tiles' panels (`rows.rs`): per group, `ceil(kg / nr)` panels of `gemm_k` groups of
-    /// `nr` output channels, the reduction in KCRS order, zero past `kg`.
-    Rows { nr: usize },
+    /// `nr` output channels, zero past `kg`, the reduction in KCRS order (channel planes) or with
+    /// `pixels` in KRSC order.
+    Rows { nr: usize, pixels: bool },
     /// Pixels: per group `W^T`, `gemm_k x kg` row-major, the reduction in blocks of `block`
     /// channels, tap by tap (`Reduction`), which the GEMM driver packs as B by plain copies.
     Pixels { block: usize },
@@ -392,7 +396,7 @@ pub(crate) fn packed_form(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, work
     }
     let plan = Plan::new(g, kernel, blocking, workers, true).ok()?;
     match (plan.row_tiles, plan.shape.planes) {
-        (Some(rk), _) => Some(PackedForm::Rows { nr: rk.nr }),
+        (Some(rk), planes) => Some(PackedForm::Rows { nr: rk.nr, pixels: !planes }),
         (None, false) => Some(PackedForm::Pixels { block: plan.shape.red.block }),
         (None, true) => None,
     }
@@ -401,7 +405,7 @@ pub(crate) fn packed_form(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, work
 /// Floats of weights packed in `form` for `g`.
 pub(crate) fn packed_len(g: &Conv2d, form: PackedForm) -> Result<usize> {
     match form {
-        PackedForm::Rows { nr } => {
+        PackedForm::Rows { nr, .. } => {
             let panels = mul(g.kg().div_ceil(nr.max(1)), g.params().groups, Param::Packed)?;
             mul(mul(panels, g.gemm_dims().2, Param::Packed)?, nr, Param::Packed)
         }
@@ -422,7 +426,7 @@ pub(crate) unsafe fn pack(g: &Conv2d, kernel: &Kernel, form: PackedForm, weight:
     let p = g.params();
     let (kg, gk) = (g.kg(), g.gemm_dims().2);
     match form {
-        PackedForm::Rows { nr } => {
+        PackedForm::Rows { nr, pixels } => {
             let Some(rk) = kernel.gemm.rows.filter(|rk| rk.nr == nr) else { return };
             let per_group = kg.div_ceil(nr);
             for grp in 0..p.groups {
@@ -430,7 +434,7 @@ pub(crate) unsafe fn pack(g: &Conv2d, kernel: &Kernel, form: PackedForm, weight:
                     let at = (grp * per_group + j) * gk * nr;
                     let panel = &mut dst[at..at + gk * nr];
                     // SAFETY: `gk * nr` floats of this panel alone; the kernel set is this CPU's.
-                    unsafe { rows::pack_panel(g, &rk, weight, grp, j, panel.as_mut_ptr()) };
+                    unsafe { rows::pack_panel(g, &rk, (weight, pixels), grp, j, panel.as_mut_ptr()) };
                 }
             }
         }

@@ -1,6 +1,6 @@
-//! The direct conv on channel planes as row tiles: `C^T (pixels x kg) = X^T * W^T`, each tile a
-//! run of output pixels of one output row by one panel of output channels
-//! ([`RowsKernel`]).
+//! The direct conv as row tiles: `C^T (pixels x kg) = X^T * W^T`, each tile a run of output
+//! pixels of one output row by one panel of output channels ([`RowsKernel`]), over an image
+//! staged as channel planes or as pixels (NHWC from 16 channels a group).
 //!
 //! The parent's channel-plane form computes `C (kg x pixels)` over the virtual pixels of its
 //! padded rows, `nr` pixels a tile: it computes the `wp - wo` pixels past each output row and
@@ -19,6 +19,14 @@
 //! 80.9 -> 84.7 (its 9 MiB of weights packed per call, about a fifth of its time, cost most of
 //! what the computed pixels save), conv1 89.2 -> 92.6; two threads 1.08-1.21x (BENCHMARKS.md,
 //! session 41).
+//!
+//! Over pixels (session 47) the reduction runs tap by tap, and within a tap channel by channel
+//! (the panel in KRSC's order), so that a tile's pixel pointers stay fixed through a tap, at
+//! most 12 pixels a tile (`RowsKernel::pixels_mr`: with 14, or channel by channel with the taps
+//! inside, LLVM spilled the accumulators and it ran at 0.6x). Against the parent's pixels form
+//! (a GEMM over the padded rows' virtual pixels, 12 a tile, in reduction blocks through a
+//! product buffer), one Zen 4 thread, NHWC with KRSC weights, GFLOPS: 64->64 3x3 @56 101 -> 114,
+//! 128->128 @28 103 -> 115, 256->256 @14 95 -> 112, 512->512 @7 71 -> 91.
 #![allow(unsafe_code)]
 
 use crate::arch::{Kernel, MicroArgs, RowsKernel, TileBias};
@@ -30,10 +38,11 @@ use crate::layout::{TensorLayout, WeightLayout};
 
 use super::Shape;
 
-/// The row tiles a direct conv whose image `shape` describes runs on with `kernel`: channel
-/// planes, on a kernel set with row tiles.
+/// The row tiles a direct conv whose image `shape` describes runs on with `kernel`: on a kernel
+/// set with row tiles, channel planes and pixels alike.
 pub(super) fn takes(kernel: &Kernel, shape: &Shape) -> Option<RowsKernel> {
-    kernel.gemm.rows.filter(|_| shape.planes)
+    let _ = shape;
+    kernel.gemm.rows
 }
 
 /// Floats of the packed weights: a panel of `gemm_k` rows of `nr` per worker.
@@ -43,21 +52,30 @@ pub(super) fn packed_len(g: &Conv2d, kernel: &Kernel, workers: usize) -> Result<
     mul(panel, workers.max(1), Param::Scratch)
 }
 
-/// Packs group `grp`'s panel `j` into `dst`: reduction row `q` (channel `q / taps`, tap
-/// `q % taps`, as the planes are read) of output channel `j * nr + l` at `dst[q * nr + l]`, zero
-/// past the group's `kg`.
+/// Packs group `grp`'s panel `j` into `dst`: reduction row `q` of output channel `j * nr + l`
+/// at `dst[q * nr + l]`, zero past the group's `kg`. Row `q` is channel `q / taps`, tap
+/// `q % taps` as channel planes are read (KCRS's order), or with `pixels` tap `q / cg`, channel
+/// `q % cg` (KRSC's).
 ///
 /// # Safety
 /// `dst` valid for `gemm_k * nr` floats and this call's alone.
-pub(super) unsafe fn pack_panel(g: &Conv2d, rk: &RowsKernel, weight: &[f32], grp: usize, j: usize, dst: *mut f32) {
+pub(super) unsafe fn pack_panel(
+    g: &Conv2d,
+    rk: &RowsKernel,
+    (weight, pixels): (&[f32], bool),
+    grp: usize,
+    j: usize,
+    dst: *mut f32,
+) {
     let p = g.params();
     let nr = rk.nr;
-    let (kg, gk, taps) = (g.kg(), g.gemm_dims().2, p.r * p.s);
+    let (kg, gk, taps, cg) = (g.kg(), g.gemm_dims().2, p.r * p.s, g.cg());
     let (o0, w0) = (j * nr, g.weight_group_offset(grp));
     let n = nr.min(kg - o0);
-    if p.weight_layout == WeightLayout::Kcrs {
-        // KCRS is the reduction's order: the panel is the transpose of `n` rows of a row-major
-        // `kg x gemm_k` matrix.
+    let order = if pixels { WeightLayout::Krsc } else { WeightLayout::Kcrs };
+    if p.weight_layout == order {
+        // The weights are in the reduction's order: the panel is the transpose of `n` rows of a
+        // row-major `kg x gemm_k` matrix.
         let src = &weight[w0 + o0 * gk..w0 + (o0 + n) * gk];
         // SAFETY: `n` rows of `gk` floats `gk` apart in `src`; `gk * nr` floats at dst; the
         // kernel set's ISA is this CPU's (the set is the proof).
@@ -65,7 +83,7 @@ pub(super) unsafe fn pack_panel(g: &Conv2d, rk: &RowsKernel, weight: &[f32], grp
         return;
     }
     for q in 0..gk {
-        let (c, t) = (q / taps, q % taps);
+        let (c, t) = if pixels { (q % cg, q / cg) } else { (q / taps, q % taps) };
         let at = w0 + o0 * gk + g.reduction_index(c, t / p.s, t % p.s);
         for l in 0..nr {
             let v = if l < n { weight[at + l * gk] } else { 0.0 };
@@ -103,11 +121,20 @@ pub(super) unsafe fn tiles(
     exec: &dyn Executor,
 ) {
     let p = g.params();
-    let (nr, mr) = (rk.nr, rk.mr);
+    let nr = rk.nr;
     let (kg, gk, ho, wo) = (g.kg(), g.gemm_dims().2, g.ho(), g.wo());
     let per_group = kg.div_ceil(nr);
     let taps = shape.red.taps;
-    let shifts = shape.red.shifts();
+    // Channel planes: pixel i of a tile at `a + i`, channel c's plane `shape.stride` on, the taps
+    // shifted by pixels. Pixels (NHWC): pixel i `shape.stride` floats on, channel c at `a + c`,
+    // the taps' shifts in floats.
+    let (px, rs_a, cs_a, run) =
+        if shape.planes { (1, 1, shape.stride, rk.run) } else { (shape.stride, shape.stride, 1, rk.pixels) };
+    let mr = if shape.planes { rk.mr } else { rk.pixels_mr };
+    let mut shifts = shape.red.shifts();
+    for shift in &mut shifts {
+        *shift *= px;
+    }
     // A row of `wo` pixels in `row_tiles` tiles of nearly equal height.
     let row_tiles = wo.div_ceil(mr);
     let (rs_c, cs_c) = match p.layout {
@@ -123,8 +150,8 @@ pub(super) unsafe fn tiles(
         let mut args = MicroArgs {
             k: gk,
             a: core::ptr::null(),
-            rs_a: 1,
-            cs_a: shape.stride,
+            rs_a,
+            cs_a,
             b: core::ptr::null(),
             rs_b: nr,
             taps: shifts.as_ptr(),
@@ -152,7 +179,7 @@ pub(super) unsafe fn tiles(
             } else {
                 if current != Some((grp, j)) {
                     // SAFETY: this worker's panel.
-                    unsafe { pack_panel(g, rk, weight, grp, j, panel) };
+                    unsafe { pack_panel(g, rk, (weight, !shape.planes), grp, j, panel) };
                     current = Some((grp, j));
                 }
                 args.b = panel;
@@ -169,13 +196,13 @@ pub(super) unsafe fn tiles(
                 args.m = x1 - x0;
                 // SAFETY: pair i's image in the chunk; virtual pixel y*wp + x0.. of its planes,
                 // whose taps' reads the staged image holds (`Shape::new`'s guard).
-                args.a = unsafe { images.ptr().add(i * shape.image + y * shape.wp + x0) };
+                args.a = unsafe { images.ptr().add(i * shape.image + (y * shape.wp + x0) * px) };
                 // SAFETY: output pixels (y, x0..x1) of channels grp*kg + o0.. (args.n): the
                 // validated output's, this unit's alone.
                 args.c = unsafe { out.ptr().add(g.output_index(img, grp * kg + o0, y, x0)) };
                 // SAFETY: the kernel set's row tiles (its ISA is this CPU's: the set is the
                 // proof), m <= mr, n <= nr, A and B as `rows_acc` reads them.
-                unsafe { (rk.run)(&args) };
+                unsafe { run(&args) };
             }
         }
     });
