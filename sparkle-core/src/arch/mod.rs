@@ -935,8 +935,9 @@ pub(crate) unsafe fn rows_acc<S: Simd, const MR: usize, const NV: usize, const P
         let mut acc = [[S::zero(); NV]; MR];
         if PIXELS {
             // Tap by tap, and within a tap channel by channel (the panel in that order): the
-            // tile's `MR` pixel pointers stay fixed through a tap, as the GEMM kernel's strided A
-            // rows do (channel by channel, tap by tap, `MR` offsets live at once spilled).
+            // tile's `MR` pixel pointers stay fixed through a tap, as the GEMM kernel's strided
+            // A rows do. (Channel by channel with the taps inside, the `MR` offsets of every tap
+            // did not fit the registers and LLVM spilled the accumulators.)
             let mut b = p.b;
             for t in 0..p.ntaps {
                 let base = p.a.add(*p.taps.add(t));

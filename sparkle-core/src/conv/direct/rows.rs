@@ -38,10 +38,9 @@ use crate::layout::{TensorLayout, WeightLayout};
 
 use super::Shape;
 
-/// The row tiles a direct conv whose image `shape` describes runs on with `kernel`: on a kernel
-/// set with row tiles, channel planes and pixels alike.
-pub(super) fn takes(kernel: &Kernel, shape: &Shape) -> Option<RowsKernel> {
-    let _ = shape;
+/// The row tiles a direct conv runs on with `kernel`: those of a kernel set that has them,
+/// for channel planes and pixels alike.
+pub(super) fn takes(kernel: &Kernel) -> Option<RowsKernel> {
     kernel.gemm.rows
 }
 
