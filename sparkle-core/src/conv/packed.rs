@@ -7,7 +7,7 @@
 //! reduction's order from the weights for every block. Packed, the row tiles read their panels
 //! as they are and the pixels' `W^T` is row-major, which the GEMM driver packs by plain copies.
 //!
-//! Every other path keeps the weights as given (the form is then `Plain`, and a call runs as the
+//! Every other path keeps the weights as given (no packed form: a call runs as the
 //! plain [`conv2d_with`]): the implicit GEMM and 1x1 convs pack their weights with the image in
 //! the GEMM driver's blocks, Winograd transforms them per call (both a small part of those
 //! layers), depthwise reads them in place.
