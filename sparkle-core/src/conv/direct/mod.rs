@@ -613,23 +613,7 @@ unsafe fn stage_chunk(
         for _ in start..end {
             // SAFETY: pair i's image inside `images`; each unit writes its own row (and guard).
             unsafe { stage(g, shape, input, first + at.i, &at, images.ptr().add(at.i * shape.image)) };
-            at.py += 1;
-            if at.py == hq {
-                at.py = 0;
-                at.b += 1;
-                if at.b == sx {
-                    at.b = 0;
-                    at.a += 1;
-                    if at.a == sy {
-                        at.a = 0;
-                        at.c += 1;
-                        if at.c == channels {
-                            at.c = 0;
-                            at.i += 1;
-                        }
-                    }
-                }
-            }
+            at.advance([hq, sx, sy, channels]);
         }
     });
 }
@@ -642,6 +626,21 @@ struct Unit {
     a: usize,
     b: usize,
     py: usize,
+}
+
+impl Unit {
+    /// The next unit: the phase row first, then `b`, `a`, the channel and the pair, each
+    /// wrapping at its count in `[hq, sx, sy, channels]` into the next.
+    fn advance(&mut self, counts: [usize; 4]) {
+        for (digit, count) in [&mut self.py, &mut self.b, &mut self.a, &mut self.c].into_iter().zip(counts) {
+            *digit += 1;
+            if *digit < count {
+                return;
+            }
+            *digit = 0;
+        }
+        self.i += 1;
+    }
 }
 
 /// Pads unit `at` of pair `pair`'s image into `dst` (the pair's image): row `at.py` of phase
