@@ -76,7 +76,7 @@ pub(crate) struct DepthwiseArgs {
     /// The whole input tensor.
     pub input: *const f32,
     /// NCHW: the weights as given (`[c][r][s]`, both weight layouts agree when `c/groups == 1`);
-    /// NHWC: the weights transposed to `[r][s][c]`.
+    /// NHWC: the weights as [`nhwc_pack_weights`] writes them.
     pub weight: *const f32,
     /// `channels` biases, or null.
     pub bias: *const f32,
@@ -590,6 +590,205 @@ unsafe fn nhwc_pixels<S: Simd, const V: usize>(p: &DepthwiseArgs, at_: Pixels) {
     }
 }
 
+/// Output pixels a window of the window path computes at most.
+const WINDOW: usize = 8;
+
+/// Column taps of the widest filter the window path takes (rows of taps: as many).
+const MAX_WINDOW_TAPS: usize = 5;
+
+/// Whether NHWC depthwise convs on these axes take the window path with `lanes`-wide vectors:
+/// wider than one lane, columns of dilation 1 and stride 1 or 2, filters 3 or 5 columns wide and
+/// at most [`MAX_WINDOW_TAPS`] rows high.
+///
+/// The path: each output row, block by block of `LANES` channels, is windows of up to
+/// [`WINDOW`] pixels; a window loads each input pixel it reads once (a vector of the block's
+/// channels, in place) and feeds every output it reaches, each weight loaded once, the weights
+/// blocked (`[c / LANES][r][s][LANES]`: one block's filter in one run). Before, each output
+/// pixel loaded its own inputs (a load an FMA) and the weights were `[r][s][c]`: at 1024
+/// channels a block's taps, 4 KiB apart, sat on one L1 set with its pixels.
+pub(crate) fn nhwc_windows(lanes: usize, y: &Axis, x: &Axis) -> bool {
+    lanes >= 2 && y.taps <= MAX_WINDOW_TAPS && x.dilation == 1 && matches!(x.stride, 1 | 2) && matches!(x.taps, 3 | 5)
+}
+
+/// Floats of the NHWC depthwise kernel's weights for `channels` channels on these axes:
+/// blocked on the window path (whole blocks of `lanes`), else `[r][s][c]`; `None` on overflow.
+pub(crate) fn nhwc_weights_len(lanes: usize, channels: usize, y: &Axis, x: &Axis) -> Option<usize> {
+    let taps = y.taps.checked_mul(x.taps)?;
+    let channels = if nhwc_windows(lanes, y, x) { channels.checked_next_multiple_of(lanes)? } else { channels };
+    channels.checked_mul(taps)
+}
+
+/// Writes `weight` (`[c][r][s]`) in the NHWC depthwise kernel's order
+/// into `dst` ([`nhwc_weights_len`] floats): blocked on the window path (a partial block's
+/// missing channels 0), else `[r][s][c]`. Written in order, read at a stride.
+pub(crate) fn nhwc_pack_weights(lanes: usize, (y, x): (&Axis, &Axis), weight: &[f32], dst: &mut [f32]) {
+    let taps = y.taps * x.taps;
+    let channels = weight.len() / taps.max(1);
+    if nhwc_windows(lanes, y, x) {
+        for (b, block) in dst.chunks_exact_mut(lanes * taps).enumerate() {
+            for (t, run) in block.chunks_exact_mut(lanes).enumerate() {
+                for (i, d) in run.iter_mut().enumerate() {
+                    let c = b * lanes + i;
+                    *d = if c < channels { weight[c * taps + t] } else { 0.0 };
+                }
+            }
+        }
+    } else {
+        for (t, row) in dst.chunks_exact_mut(channels.max(1)).enumerate().take(taps) {
+            for (d, w) in row.iter_mut().zip(weight[t..].iter().step_by(taps)) {
+                *d = *w;
+            }
+        }
+    }
+}
+
+/// One window: output pixels `ox..ox + v` (`v <= V`) of one row at `out` (pixel stride
+/// `out_step`), channels `c0..c0 + width`, from the input rows `rows` (each at channel `c0`;
+/// null: a row in the padding), `T` column taps at column stride `SX`. Window position `j`
+/// reads input column `ox * SX + j - pad`, zeros outside the row; outputs `v..V` are computed
+/// and dropped.
+///
+/// # Safety
+/// As [`depthwise_body`]; `p.x` of `T` taps, stride `SX` and dilation 1; each non-null row a
+/// row of the input at channel `c0`; the `v` pixels inside the output; `c0 + width <= channels`,
+/// `width <= LANES`; weights blocked ([`nhwc_pack_weights`]).
+#[inline(always)]
+unsafe fn window<S: Simd, const V: usize, const T: usize, const SX: usize>(
+    p: &DepthwiseArgs,
+    rows: &[*const f32; MAX_WINDOW_TAPS],
+    (ox, v): (usize, usize),
+    (c0, width): (usize, usize),
+    (out, out_step): (*mut f32, usize),
+) {
+    let (l, step, pad) = (S::LANES, p.input_strides[3], p.x.pad);
+    // Positions `j` inside the row: `lo..hi`, and needed only below `(v - 1) * SX + T`.
+    let first = ox * SX;
+    let lo = pad.saturating_sub(first);
+    let hi = (p.x.input + pad).saturating_sub(first).min((v - 1) * SX + T);
+    // SAFETY: (whole body) columns in `lo..hi` inside the row; the block's `T * y.taps` weight
+    // vectors and `width` biases inside theirs.
+    unsafe {
+        let bias = if p.bias.is_null() { S::zero() } else { load_upto::<S>(p.bias.add(c0), width) };
+        let mut acc = [bias; V];
+        let weights = p.weight.add(c0 * p.y.taps * T);
+        for (r, &row) in rows.iter().enumerate().take(p.y.taps) {
+            if row.is_null() {
+                continue;
+            }
+            // The window's input pixels, zeros in the padding (straight-line code, no skips).
+            let mut xs = [S::zero(); (WINDOW - 1) * 2 + MAX_WINDOW_TAPS];
+            for (j, x) in xs.iter_mut().enumerate().take((V - 1) * SX + T) {
+                if (lo..hi).contains(&j) {
+                    *x = load_upto::<S>(row.add((first + j - pad) * step), width);
+                }
+            }
+            let w = weights.add(r * T * l);
+            for t in 0..T {
+                let wv = S::load(w.add(t * l));
+                for (u, a) in acc.iter_mut().enumerate() {
+                    *a = S::fmadd(xs[u * SX + t], wv, *a);
+                }
+            }
+        }
+        let scalar_act = act_is_scalar(p.act);
+        for (u, a) in acc.iter().enumerate().take(v) {
+            let o = out.add(u * out_step);
+            store_upto::<S>(o, width, act_simd::<S>(p.act, *a).unwrap_or(*a));
+            if scalar_act {
+                for c in 0..width {
+                    *o.add(c) = p.act.apply(*o.add(c));
+                }
+            }
+        }
+    }
+}
+
+/// Every channel of one window (see [`window`]): block by block of `LANES` channels, the last one
+/// partial, `rows` and `out` at channel 0.
+///
+/// # Safety
+/// As [`window`], for every channel.
+#[inline(always)]
+unsafe fn window_blocks<S: Simd, const V: usize, const T: usize, const SX: usize>(
+    p: &DepthwiseArgs,
+    rows: &[*const f32; MAX_WINDOW_TAPS],
+    pixels: (usize, usize),
+    (out, out_step): (*mut f32, usize),
+) {
+    let (l, c_n) = (S::LANES, p.channels);
+    let (ics, ocs) = (p.input_strides[1], p.output_strides[1]);
+    let mut c0 = 0;
+    // SAFETY: the caller's; every block inside the channels.
+    unsafe {
+        while c0 < c_n {
+            let at_c0 = rows.map(|r| if r.is_null() { r } else { r.add(c0 * ics) });
+            let block = (c0, l.min(c_n - c0));
+            window::<S, V, T, SX>(p, &at_c0, pixels, block, (out.add(c0 * ocs), out_step));
+            c0 += l;
+        }
+    }
+}
+
+/// One output row of the window path (see [`window`]), `rows` and `out` at channel 0: split
+/// evenly into windows of at most [`WINDOW`] pixels (7 pixels: one window of 7; 28: four of 7),
+/// each run by the narrowest of the compiled widths (8, 7, 4) that holds it, every channel of a
+/// window before the next (a pixel's channels are contiguous).
+///
+/// # Safety
+/// As [`window`], for the whole row at `out`.
+#[inline(always)]
+unsafe fn window_row<S: Simd, const T: usize, const SX: usize>(
+    p: &DepthwiseArgs,
+    rows: &[*const f32; MAX_WINDOW_TAPS],
+    out: *mut f32,
+) {
+    let (wo, step) = (p.x.output, p.output_strides[3]);
+    let windows = wo.div_ceil(WINDOW);
+    // SAFETY: the caller's; each window inside the row.
+    unsafe {
+        for i in 0..windows {
+            let (ox, end) = (wo * i / windows, wo * (i + 1) / windows);
+            let at_ = (ox, end - ox);
+            let o = (out.add(ox * step), step);
+            match end - ox {
+                8 => window_blocks::<S, 8, T, SX>(p, rows, at_, o),
+                5..=7 => window_blocks::<S, 7, T, SX>(p, rows, at_, o),
+                _ => window_blocks::<S, 4, T, SX>(p, rows, at_, o),
+            }
+        }
+    }
+}
+
+/// The window path (see [`nhwc_windows`]) over this call's items (output rows `n*ho + oy`).
+///
+/// # Safety
+/// As [`depthwise_body`]; [`nhwc_windows`] holds for `S::LANES` and `p`'s axes, and the weights
+/// are blocked.
+#[inline(always)]
+unsafe fn window_items<S: Simd>(p: &DepthwiseArgs) {
+    let ho = p.y.output;
+    let (is, os) = (&p.input_strides, &p.output_strides);
+    // SAFETY: (whole body) input rows from the validated axis, outputs of this call's items.
+    unsafe {
+        for item in p.items.clone() {
+            let (n, oy) = (item / ho, item % ho);
+            let mut rows = [core::ptr::null::<f32>(); MAX_WINDOW_TAPS];
+            for (r, row) in rows.iter_mut().enumerate().take(p.y.taps) {
+                if let Some(iy) = p.y.tap(oy, r) {
+                    *row = p.input.add(at(is, n, 0, iy, 0));
+                }
+            }
+            let out = p.output.add(at(os, n, 0, oy, 0));
+            match (p.x.taps, p.x.stride) {
+                (3, 1) => window_row::<S, 3, 1>(p, &rows, out),
+                (3, _) => window_row::<S, 3, 2>(p, &rows, out),
+                (_, 1) => window_row::<S, 5, 1>(p, &rows, out),
+                _ => window_row::<S, 5, 2>(p, &rows, out),
+            }
+        }
+    }
+}
+
 /// Plane `c` of image `n`, NCHW, the row path (one-lane kernels, and filters past [`MAX_TAPS`]
 /// taps): each output row along the columns, the edge columns the scalar way; no scratch.
 ///
@@ -718,6 +917,11 @@ pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
         match p.layout {
             TensorLayout::Nhwc => {
                 // Pixels a pass (one-lane kernels: one, which keeps the Cortex-M's code small).
+                // (`lanes > 1` is a constant: one-lane kernels do not build the window path.)
+                if lanes > 1 && nhwc_windows(lanes, &p.y, &p.x) {
+                    window_items::<S>(p);
+                    return;
+                }
                 const U: usize = 4;
                 let (xlo, xhi) = interior(&p.x);
                 for item in p.items.clone() {

@@ -6,7 +6,7 @@
 
 use core::ops::Range;
 
-use crate::arch::depthwise::{nchw_scratch_len, Axis, DepthwiseArgs, Flat};
+use crate::arch::depthwise::{nchw_scratch_len, nhwc_pack_weights, nhwc_weights_len, Axis, DepthwiseArgs, Flat};
 use crate::arch::Kernel;
 use crate::conv::operands::{Im2col, Im2colT};
 use crate::conv::{check_epilogue, choose_path_for, Conv2d, Conv2dPath};
@@ -65,10 +65,15 @@ fn planned_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize
 /// implicit GEMM.
 pub fn conv2d_min_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
     match choose_path_for(g, workers) {
-        // The NHWC depthwise kernel reads weights transposed to [r][s][c]; the NCHW one stages
-        // padded rows per worker (`arch::depthwise::Flat`).
+        // The NHWC depthwise kernel reads its weights reordered (`[r][s][c]`, or blocked on its
+        // window path: `arch::depthwise::nhwc_pack_weights`); the NCHW one stages padded rows
+        // per worker (`arch::depthwise::Flat`).
         Conv2dPath::Depthwise => match g.params().layout {
-            TensorLayout::Nhwc => Ok(g.weight_len()),
+            TensorLayout::Nhwc => {
+                let (y, x) = axes(g);
+                nhwc_weights_len(kernel.depthwise.lanes, g.params().c, &y, &x)
+                    .ok_or(Error::Overflow { param: Param::Scratch })
+            }
             TensorLayout::Nchw => {
                 let (y, x) = axes(g);
                 nchw_scratch_len(kernel.depthwise.lanes, &y, &x, g.params().n * g.params().c, workers)
@@ -278,14 +283,10 @@ unsafe fn depthwise(
         (TensorLayout::Nchw, Some(f)) => (weight, p.n * p.c * f.chunks(&y), scratch.as_mut_ptr()),
         (TensorLayout::Nchw, None) => (weight, p.n * p.c, core::ptr::null_mut()),
         (TensorLayout::Nhwc, _) => {
-            // [c][r][s] -> [r][s][c], so the channel vectors are contiguous.
-            let rs = p.r * p.s;
-            for c in 0..p.c {
-                for t in 0..rs {
-                    scratch[t * p.c + c] = weight[c * rs + t];
-                }
-            }
-            (&scratch[..weight.len()], p.n * g.ho(), core::ptr::null_mut())
+            // Cannot fail: validated with the scratch (the same length).
+            let Some(len) = nhwc_weights_len(kernel.depthwise.lanes, p.c, &y, &x) else { return };
+            nhwc_pack_weights(kernel.depthwise.lanes, (&y, &x), weight, &mut scratch[..len]);
+            (&scratch[..len], p.n * g.ho(), core::ptr::null_mut())
         }
     };
     // The kernel is geometry-free: it gets the windows as axes and the tensors as strides, each
@@ -412,6 +413,55 @@ mod tests {
     unsafe fn lanes4_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
         // SAFETY: forwarded contract; plain Rust runs everywhere.
         unsafe { crate::arch::depthwise::depthwise_body::<Lanes4>(p) }
+    }
+
+    /// NHWC depthwise on four plain-Rust lanes against the oracle, under Miri too: the window
+    /// path (3 and 5 columns, strides 1 and 2, windows of 2 to 8 pixels with outputs dropped,
+    /// partial channel blocks, asymmetric padding, two images over three workers) and, beside
+    /// it, the pixel path it leaves (7 columns, dilation).
+    #[test]
+    fn depthwise_nhwc_windows_match_the_oracle() {
+        use crate::arch::DepthwiseKernel;
+        use crate::check::tolerance;
+        use crate::conv::reference::conv2d_reference_f64;
+        use crate::conv::{Conv2dParams, Padding};
+        use crate::Activation;
+        let generic = Kernel::generic();
+        let depthwise = DepthwiseKernel { id: "lanes4_dwconv_f32", run: lanes4_dwconv_f32, lanes: 4 };
+        let kernel = &Kernel { depthwise, ..*generic };
+        let blocking = Blocking::for_kernel(kernel, crate::gemm::blocking::CacheSizes::DEFAULT);
+        // (images, channels, (h, w), (r, s), stride, dilation, padding top, left, bottom, right)
+        let cases = [
+            (2, 6, (3, 19), (3, 3), 1, 1, Padding::uniform(1)),
+            (1, 5, (5, 11), (5, 5), 1, 1, Padding::uniform(2)),
+            (1, 9, (4, 17), (3, 3), 2, 1, Padding::new(0, 1, 1, 0)),
+            (2, 4, (7, 9), (5, 5), 2, 1, Padding::new(2, 2, 1, 2)),
+            (1, 3, (3, 2), (3, 3), 1, 1, Padding::uniform(1)),
+            (1, 7, (6, 8), (5, 3), 1, 1, Padding::new(2, 0, 1, 2)),
+            (1, 6, (5, 9), (3, 7), 1, 1, Padding::uniform(3)),
+            (1, 5, (7, 8), (3, 3), 1, 2, Padding::uniform(2)),
+        ];
+        for (n, c, (h, w), (r, s), stride, dilation, pad) in cases {
+            let p = Conv2dParams::new(n, c, h, w, c, r, s).stride(stride, stride).dilation(dilation, dilation);
+            let g = p.pad(pad).groups(c).layout(TensorLayout::Nhwc).validate().unwrap();
+            assert_eq!(choose_path_for(&g, 3), Conv2dPath::Depthwise);
+            let input: [f32; 2048] = core::array::from_fn(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0);
+            let weight: [f32; 256] = core::array::from_fn(|i| ((i * 53 % 89) as f32 - 44.0) / 32.0);
+            let bias: [f32; 9] = core::array::from_fn(|i| i as f32 * 0.75 - 3.0);
+            let epi = Epilogue { bias: Bias::Row(&bias[..c]), activation: Activation::Relu6 };
+            let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
+            let (mut out, mut want) = ([f32::NAN; 2048], [0.0f64; 2048]);
+            let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
+            let mut scratch = [f32::NAN; 512];
+            let need = conv2d_scratch_len(&g, kernel, &blocking, 3).unwrap();
+            let ws = Workspace { kernel, blocking: &blocking, exec: &Three, scratch: &mut scratch[..need] };
+            conv2d_with(&g, input, weight, &epi, out, ws).unwrap();
+            conv2d_reference_f64(&g, input, weight, &epi, want).unwrap();
+            let taps = r * s;
+            for (i, (&o, &w)) in out.iter().zip(want.iter()).enumerate() {
+                assert!((f64::from(o) - w).abs() <= tolerance(taps) * w.abs().max(1.0), "{p:?} {i}: {o} vs {w}");
+            }
+        }
     }
 
     /// The depthwise kernel's vector paths on four plain-Rust lanes against the oracle: NCHW's
