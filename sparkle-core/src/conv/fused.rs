@@ -6,7 +6,10 @@
 
 use core::ops::Range;
 
-use crate::arch::depthwise::{nchw_scratch_len, nhwc_pack_weights, nhwc_weights_len, Axis, DepthwiseArgs, Flat};
+use crate::arch::depthwise::{
+    nchw_blocks, nchw_blocks_scratch_len, nchw_scratch_len, nhwc_pack_weights, nhwc_weights_len, Axis, DepthwiseArgs,
+    Flat,
+};
 use crate::arch::Kernel;
 use crate::conv::operands::{Im2col, Im2colT};
 use crate::conv::{check_epilogue, choose_path_for, Conv2d, Conv2dPath};
@@ -75,10 +78,15 @@ pub fn conv2d_min_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, 
                     .ok_or(Error::Overflow { param: Param::Scratch })
             }
             TensorLayout::Nchw => {
-                let (y, x) = axes(g);
-                nchw_scratch_len(kernel.depthwise.lanes, &y, &x, g.params().n * g.params().c, workers)
-                    .and_then(|n| n.checked_mul(workers))
-                    .ok_or(Error::Overflow { param: Param::Scratch })
+                let ((y, x), lanes, c) = (axes(g), kernel.depthwise.lanes, g.params().c);
+                let len = if nchw_blocks(lanes, &y, &x) {
+                    nchw_blocks_scratch_len(lanes, &y, &x)
+                        .and_then(|n| n.checked_mul(workers))
+                        .and_then(|n| n.checked_add(nhwc_weights_len(lanes, c, &y, &x)?))
+                } else {
+                    nchw_scratch_len(lanes, &y, &x, g.params().n * c, workers).and_then(|n| n.checked_mul(workers))
+                };
+                len.ok_or(Error::Overflow { param: Param::Scratch })
             }
         },
         _ => {
@@ -268,7 +276,14 @@ unsafe fn depthwise(
     // NCHW: each worker's own part of the scratch for its staged rows (the flat path), and the
     // items: chunks of output rows of every plane (the row path: whole planes).
     let workers = exec.workers().max(1);
+    let lanes = kernel.depthwise.lanes;
+    let blocks = p.layout == TensorLayout::Nchw && nchw_blocks(lanes, &y, &x);
     let (flat, per_worker) = match p.layout {
+        // Cannot fail: validated with the scratch (`nchw_blocks_scratch_len`, the same geometry).
+        TensorLayout::Nchw if blocks => match nchw_blocks_scratch_len(lanes, &y, &x) {
+            Some(len) => (None, len),
+            None => return,
+        },
         TensorLayout::Nchw => match Flat::new(kernel.depthwise.lanes, &y, &x, p.n * p.c, workers) {
             // Cannot fail: validated with the scratch (`nchw_scratch_len`, the same geometry).
             Some(f) => match f.scratch_len(&y, &x) {
@@ -279,15 +294,21 @@ unsafe fn depthwise(
         },
         TensorLayout::Nhwc => (None, 0),
     };
+    // The NHWC kernel, and NCHW as channel blocks, read the weights reordered, at the scratch's
+    // start (cannot fail: validated with the scratch, the same length).
+    let reordered = if blocks || p.layout == TensorLayout::Nhwc {
+        let Some(len) = nhwc_weights_len(lanes, p.c, &y, &x) else { return };
+        nhwc_pack_weights(lanes, (&y, &x), weight, &mut scratch[..len]);
+        len
+    } else {
+        0
+    };
+    let (reordered, rest) = scratch.split_at_mut(reordered);
     let (weights, items, scratch_base) = match (p.layout, flat) {
-        (TensorLayout::Nchw, Some(f)) => (weight, p.n * p.c * f.chunks(&y), scratch.as_mut_ptr()),
+        (TensorLayout::Nchw, _) if blocks => (&*reordered, p.n * p.c.div_ceil(lanes), rest.as_mut_ptr()),
+        (TensorLayout::Nchw, Some(f)) => (weight, p.n * p.c * f.chunks(&y), rest.as_mut_ptr()),
         (TensorLayout::Nchw, None) => (weight, p.n * p.c, core::ptr::null_mut()),
-        (TensorLayout::Nhwc, _) => {
-            // Cannot fail: validated with the scratch (the same length).
-            let Some(len) = nhwc_weights_len(kernel.depthwise.lanes, p.c, &y, &x) else { return };
-            nhwc_pack_weights(kernel.depthwise.lanes, (&y, &x), weight, &mut scratch[..len]);
-            (&scratch[..len], p.n * g.ho(), core::ptr::null_mut())
-        }
+        (TensorLayout::Nhwc, _) => (&*reordered, p.n * g.ho(), core::ptr::null_mut()),
     };
     // The kernel is geometry-free: it gets the windows as axes and the tensors as strides, each
     // stride the geometry's own index of a unit step.
@@ -308,6 +329,7 @@ unsafe fn depthwise(
         output: output.as_mut_ptr(),
         items: 0..0,
         flat,
+        blocks,
         scratch: scratch_base,
     };
     let template = SharedArgs(template);
@@ -415,12 +437,12 @@ mod tests {
         unsafe { crate::arch::depthwise::depthwise_body::<Lanes4>(p) }
     }
 
-    /// NHWC depthwise on four plain-Rust lanes against the oracle, under Miri too: the window
-    /// path (3 and 5 columns, strides 1 and 2, windows of 2 to 8 pixels with outputs dropped,
+    /// The depthwise window path on four plain-Rust lanes against the oracle, under Miri too:
+    /// NHWC (3 and 5 columns, strides 1 and 2, windows of 2 to 8 pixels with outputs dropped,
     /// partial channel blocks, asymmetric padding, two images over three workers) and, beside
-    /// it, the pixel path it leaves (7 columns, dilation).
+    /// it, the pixel path it leaves (7 columns, dilation); NCHW as channel blocks (small planes).
     #[test]
-    fn depthwise_nhwc_windows_match_the_oracle() {
+    fn depthwise_windows_match_the_oracle() {
         use crate::arch::DepthwiseKernel;
         use crate::check::tolerance;
         use crate::conv::reference::conv2d_reference_f64;
@@ -430,20 +452,24 @@ mod tests {
         let depthwise = DepthwiseKernel { id: "lanes4_dwconv_f32", run: lanes4_dwconv_f32, lanes: 4 };
         let kernel = &Kernel { depthwise, ..*generic };
         let blocking = Blocking::for_kernel(kernel, crate::gemm::blocking::CacheSizes::DEFAULT);
-        // (images, channels, (h, w), (r, s), stride, dilation, padding top, left, bottom, right)
+        // (layout, images, channels, (h, w), (r, s), stride, dilation, padding)
+        let (nhwc, nchw) = (TensorLayout::Nhwc, TensorLayout::Nchw);
         let cases = [
-            (2, 6, (3, 19), (3, 3), 1, 1, Padding::uniform(1)),
-            (1, 5, (5, 11), (5, 5), 1, 1, Padding::uniform(2)),
-            (1, 9, (4, 17), (3, 3), 2, 1, Padding::new(0, 1, 1, 0)),
-            (2, 4, (7, 9), (5, 5), 2, 1, Padding::new(2, 2, 1, 2)),
-            (1, 3, (3, 2), (3, 3), 1, 1, Padding::uniform(1)),
-            (1, 7, (6, 8), (5, 3), 1, 1, Padding::new(2, 0, 1, 2)),
-            (1, 6, (5, 9), (3, 7), 1, 1, Padding::uniform(3)),
-            (1, 5, (7, 8), (3, 3), 1, 2, Padding::uniform(2)),
+            (nhwc, 2, 6, (3, 19), (3, 3), 1, 1, Padding::uniform(1)),
+            (nhwc, 1, 5, (5, 11), (5, 5), 1, 1, Padding::uniform(2)),
+            (nhwc, 1, 9, (4, 17), (3, 3), 2, 1, Padding::new(0, 1, 1, 0)),
+            (nhwc, 2, 4, (7, 9), (5, 5), 2, 1, Padding::new(2, 2, 1, 2)),
+            (nhwc, 1, 3, (3, 2), (3, 3), 1, 1, Padding::uniform(1)),
+            (nhwc, 1, 7, (6, 8), (5, 3), 1, 1, Padding::new(2, 0, 1, 2)),
+            (nhwc, 1, 6, (5, 9), (3, 7), 1, 1, Padding::uniform(3)),
+            (nhwc, 1, 5, (7, 8), (3, 3), 1, 2, Padding::uniform(2)),
+            (nchw, 2, 6, (7, 7), (3, 3), 1, 1, Padding::uniform(1)),
+            (nchw, 1, 5, (13, 11), (3, 3), 2, 1, Padding::new(1, 1, 0, 1)),
+            (nchw, 1, 3, (6, 5), (5, 5), 1, 1, Padding::uniform(2)),
         ];
-        for (n, c, (h, w), (r, s), stride, dilation, pad) in cases {
+        for (layout, n, c, (h, w), (r, s), stride, dilation, pad) in cases {
             let p = Conv2dParams::new(n, c, h, w, c, r, s).stride(stride, stride).dilation(dilation, dilation);
-            let g = p.pad(pad).groups(c).layout(TensorLayout::Nhwc).validate().unwrap();
+            let g = p.pad(pad).groups(c).layout(layout).validate().unwrap();
             assert_eq!(choose_path_for(&g, 3), Conv2dPath::Depthwise);
             let input: [f32; 2048] = core::array::from_fn(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0);
             let weight: [f32; 256] = core::array::from_fn(|i| ((i * 53 % 89) as f32 - 44.0) / 32.0);
@@ -452,7 +478,7 @@ mod tests {
             let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
             let (mut out, mut want) = ([f32::NAN; 2048], [0.0f64; 2048]);
             let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
-            let mut scratch = [f32::NAN; 512];
+            let mut scratch = [f32::NAN; 4096];
             let need = conv2d_scratch_len(&g, kernel, &blocking, 3).unwrap();
             let ws = Workspace { kernel, blocking: &blocking, exec: &Three, scratch: &mut scratch[..need] };
             conv2d_with(&g, input, weight, &epi, out, ws).unwrap();
@@ -479,9 +505,9 @@ mod tests {
         let kernel = &Kernel { depthwise, ..*generic };
         let blocking = Blocking::for_kernel(kernel, crate::gemm::blocking::CacheSizes::DEFAULT);
         let cases = [
-            (TensorLayout::Nchw, 2, (9, 7), 1, 1, Padding::new(1, 2, 1, 0)),
-            (TensorLayout::Nchw, 3, (11, 10), 2, 1, Padding::new(1, 1, 2, 1)),
-            (TensorLayout::Nchw, 2, (8, 9), 2, 1, Padding::new(0, 0, 1, 2)),
+            (TensorLayout::Nchw, 2, (9, 8), 1, 1, Padding::new(1, 2, 1, 0)),
+            (TensorLayout::Nchw, 3, (15, 17), 2, 1, Padding::new(1, 1, 2, 1)),
+            (TensorLayout::Nchw, 2, (16, 19), 2, 1, Padding::new(0, 0, 1, 2)),
             (TensorLayout::Nchw, 2, (10, 13), 3, 2, Padding::new(2, 3, 0, 1)),
             (TensorLayout::Nhwc, 6, (5, 6), 1, 1, Padding::uniform(1)),
         ];
@@ -489,12 +515,14 @@ mod tests {
             let p = Conv2dParams::new(1, c, h, w, c, 3, 3).stride(stride, stride).dilation(dilation, dilation);
             let g = p.pad(pad).groups(c).layout(layout).validate().unwrap();
             assert_eq!(choose_path_for(&g, 3), Conv2dPath::Depthwise);
-            let input: [f32; 3 * 11 * 13] = core::array::from_fn(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0);
+            let (y, x) = axes(&g);
+            assert!(layout == TensorLayout::Nhwc || !nchw_blocks(4, &y, &x), "{p:?}: not the flat path");
+            let input: [f32; 3 * 15 * 17] = core::array::from_fn(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0);
             let weight: [f32; 6 * 9] = core::array::from_fn(|i| ((i * 53 % 89) as f32 - 44.0) / 32.0);
             let bias = [0.5f32, -1.0, 2.0, 0.25, -0.5, 1.5];
             let epi = Epilogue { bias: Bias::Row(&bias[..c]), activation: Activation::Relu6 };
             let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
-            let (mut out, mut want) = ([f32::NAN; 3 * 11 * 13], [0.0f64; 3 * 11 * 13]);
+            let (mut out, mut want) = ([f32::NAN; 3 * 15 * 17], [0.0f64; 3 * 15 * 17]);
             let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
             let mut scratch = [f32::NAN; 4096];
             let need = conv2d_scratch_len(&g, kernel, &blocking, 3).unwrap();
