@@ -437,21 +437,44 @@ mod tests {
         unsafe { crate::arch::depthwise::depthwise_body::<Lanes4>(p) }
     }
 
+    /// Runs the depthwise conv `g` (at most 2048 input and output floats, 9 channels, 256
+    /// weights) on four plain-Rust lanes over three workers, with a bias and ReLU6, and checks it
+    /// against the oracle.
+    fn lanes4_depthwise_matches_the_oracle(g: &Conv2d) {
+        use crate::arch::DepthwiseKernel;
+        use crate::check::tolerance;
+        use crate::conv::reference::conv2d_reference_f64;
+        use crate::Activation;
+        let generic = Kernel::generic();
+        let depthwise = DepthwiseKernel { id: "lanes4_dwconv_f32", run: lanes4_dwconv_f32, lanes: 4 };
+        let kernel = &Kernel { depthwise, ..*generic };
+        let blocking = Blocking::for_kernel(kernel, crate::gemm::blocking::CacheSizes::DEFAULT);
+        let p = g.params();
+        assert_eq!(choose_path_for(g, 3), Conv2dPath::Depthwise);
+        let input: [f32; 2048] = core::array::from_fn(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0);
+        let weight: [f32; 256] = core::array::from_fn(|i| ((i * 53 % 89) as f32 - 44.0) / 32.0);
+        let bias: [f32; 9] = core::array::from_fn(|i| i as f32 * 0.75 - 3.0);
+        let epi = Epilogue { bias: Bias::Row(&bias[..p.c]), activation: Activation::Relu6 };
+        let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
+        let (mut out, mut want) = ([f32::NAN; 2048], [0.0f64; 2048]);
+        let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
+        let mut scratch = [f32::NAN; 4096];
+        let need = conv2d_scratch_len(g, kernel, &blocking, 3).unwrap();
+        let ws = Workspace { kernel, blocking: &blocking, exec: &Three, scratch: &mut scratch[..need] };
+        conv2d_with(g, input, weight, &epi, out, ws).unwrap();
+        conv2d_reference_f64(g, input, weight, &epi, want).unwrap();
+        for (i, (&o, &w)) in out.iter().zip(want.iter()).enumerate() {
+            assert!((f64::from(o) - w).abs() <= tolerance(p.r * p.s) * w.abs().max(1.0), "{p:?} {i}: {o} vs {w}");
+        }
+    }
+
     /// The depthwise window path on four plain-Rust lanes against the oracle, under Miri too:
     /// NHWC (3 and 5 columns, strides 1 and 2, windows of 2 to 8 pixels with outputs dropped,
     /// partial channel blocks, asymmetric padding, two images over three workers) and, beside
     /// it, the pixel path it leaves (7 columns, dilation); NCHW as channel blocks (small planes).
     #[test]
     fn depthwise_windows_match_the_oracle() {
-        use crate::arch::DepthwiseKernel;
-        use crate::check::tolerance;
-        use crate::conv::reference::conv2d_reference_f64;
         use crate::conv::{Conv2dParams, Padding};
-        use crate::Activation;
-        let generic = Kernel::generic();
-        let depthwise = DepthwiseKernel { id: "lanes4_dwconv_f32", run: lanes4_dwconv_f32, lanes: 4 };
-        let kernel = &Kernel { depthwise, ..*generic };
-        let blocking = Blocking::for_kernel(kernel, crate::gemm::blocking::CacheSizes::DEFAULT);
         // (layout, images, channels, (h, w), (r, s), stride, dilation, padding)
         let (nhwc, nchw) = (TensorLayout::Nhwc, TensorLayout::Nchw);
         let cases = [
@@ -470,23 +493,9 @@ mod tests {
         for (layout, n, c, (h, w), (r, s), stride, dilation, pad) in cases {
             let p = Conv2dParams::new(n, c, h, w, c, r, s).stride(stride, stride).dilation(dilation, dilation);
             let g = p.pad(pad).groups(c).layout(layout).validate().unwrap();
-            assert_eq!(choose_path_for(&g, 3), Conv2dPath::Depthwise);
-            let input: [f32; 2048] = core::array::from_fn(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0);
-            let weight: [f32; 256] = core::array::from_fn(|i| ((i * 53 % 89) as f32 - 44.0) / 32.0);
-            let bias: [f32; 9] = core::array::from_fn(|i| i as f32 * 0.75 - 3.0);
-            let epi = Epilogue { bias: Bias::Row(&bias[..c]), activation: Activation::Relu6 };
-            let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
-            let (mut out, mut want) = ([f32::NAN; 2048], [0.0f64; 2048]);
-            let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
-            let mut scratch = [f32::NAN; 4096];
-            let need = conv2d_scratch_len(&g, kernel, &blocking, 3).unwrap();
-            let ws = Workspace { kernel, blocking: &blocking, exec: &Three, scratch: &mut scratch[..need] };
-            conv2d_with(&g, input, weight, &epi, out, ws).unwrap();
-            conv2d_reference_f64(&g, input, weight, &epi, want).unwrap();
-            let taps = r * s;
-            for (i, (&o, &w)) in out.iter().zip(want.iter()).enumerate() {
-                assert!((f64::from(o) - w).abs() <= tolerance(taps) * w.abs().max(1.0), "{p:?} {i}: {o} vs {w}");
-            }
+            let (y, x) = axes(&g);
+            assert!(layout == nhwc || nchw_blocks(4, &y, &x), "{p:?}: not as channel blocks");
+            lanes4_depthwise_matches_the_oracle(&g);
         }
     }
 
@@ -495,15 +504,7 @@ mod tests {
     /// chunks over three workers), NHWC with a partial vector of channels. Under Miri too.
     #[test]
     fn depthwise_vector_paths_match_the_oracle() {
-        use crate::arch::DepthwiseKernel;
-        use crate::check::tolerance;
-        use crate::conv::reference::conv2d_reference_f64;
         use crate::conv::{Conv2dParams, Padding};
-        use crate::Activation;
-        let generic = Kernel::generic();
-        let depthwise = DepthwiseKernel { id: "lanes4_dwconv_f32", run: lanes4_dwconv_f32, lanes: 4 };
-        let kernel = &Kernel { depthwise, ..*generic };
-        let blocking = Blocking::for_kernel(kernel, crate::gemm::blocking::CacheSizes::DEFAULT);
         let cases = [
             (TensorLayout::Nchw, 2, (9, 8), 1, 1, Padding::new(1, 2, 1, 0)),
             (TensorLayout::Nchw, 3, (15, 17), 2, 1, Padding::new(1, 1, 2, 1)),
@@ -514,24 +515,9 @@ mod tests {
         for (layout, c, (h, w), stride, dilation, pad) in cases {
             let p = Conv2dParams::new(1, c, h, w, c, 3, 3).stride(stride, stride).dilation(dilation, dilation);
             let g = p.pad(pad).groups(c).layout(layout).validate().unwrap();
-            assert_eq!(choose_path_for(&g, 3), Conv2dPath::Depthwise);
             let (y, x) = axes(&g);
             assert!(layout == TensorLayout::Nhwc || !nchw_blocks(4, &y, &x), "{p:?}: not the flat path");
-            let input: [f32; 3 * 15 * 17] = core::array::from_fn(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0);
-            let weight: [f32; 6 * 9] = core::array::from_fn(|i| ((i * 53 % 89) as f32 - 44.0) / 32.0);
-            let bias = [0.5f32, -1.0, 2.0, 0.25, -0.5, 1.5];
-            let epi = Epilogue { bias: Bias::Row(&bias[..c]), activation: Activation::Relu6 };
-            let (input, weight) = (&input[..g.input_len()], &weight[..g.weight_len()]);
-            let (mut out, mut want) = ([f32::NAN; 3 * 15 * 17], [0.0f64; 3 * 15 * 17]);
-            let (out, want) = (&mut out[..g.output_len()], &mut want[..g.output_len()]);
-            let mut scratch = [f32::NAN; 4096];
-            let need = conv2d_scratch_len(&g, kernel, &blocking, 3).unwrap();
-            let ws = Workspace { kernel, blocking: &blocking, exec: &Three, scratch: &mut scratch[..need] };
-            conv2d_with(&g, input, weight, &epi, out, ws).unwrap();
-            conv2d_reference_f64(&g, input, weight, &epi, want).unwrap();
-            for (i, (&o, &w)) in out.iter().zip(want.iter()).enumerate() {
-                assert!((f64::from(o) - w).abs() <= tolerance(9) * w.abs().max(1.0), "{p:?} {i}: {o} vs {w}");
-            }
+            lanes4_depthwise_matches_the_oracle(&g);
         }
     }
 
