@@ -605,10 +605,11 @@ const MAX_WINDOW_TAPS: usize = 5;
 /// wider than one lane, columns of dilation 1 and stride 1 or 2, filters 3 or 5 columns wide and
 /// at most [`MAX_WINDOW_TAPS`] rows high.
 ///
-/// The path: each output row, block by block of `LANES` channels, is windows of up to
-/// [`WINDOW`] pixels; a window loads each input pixel it reads once (a vector of the block's
+/// The path: each output row is windows of up to [`WINDOW`] pixels, each window block by block
+/// of `LANES` channels; a window loads each input pixel it reads once (a vector of the block's
 /// channels, in place) and feeds every output it reaches, each weight loaded once, the weights
-/// blocked (`[c / LANES][r][s][LANES]`: one block's filter in one run). Before, each output
+/// blocked (`[c / LANES][r][s][LANES]`: one block's filter in one run). NCHW convs on small
+/// planes run on it too ([`nchw_blocks`]). Before, each output
 /// pixel loaded its own inputs (a load an FMA) and the weights were `[r][s][c]`: at 1024
 /// channels a block's taps, 4 KiB apart, sat on one L1 set with its pixels.
 pub(crate) fn nhwc_windows(lanes: usize, y: &Axis, x: &Axis) -> bool {
@@ -623,9 +624,9 @@ pub(crate) fn nhwc_weights_len(lanes: usize, channels: usize, y: &Axis, x: &Axis
     channels.checked_mul(taps)
 }
 
-/// Writes `weight` (`[c][r][s]`) in the NHWC depthwise kernel's order
-/// into `dst` ([`nhwc_weights_len`] floats): blocked on the window path (a partial block's
-/// missing channels 0), else `[r][s][c]`. Written in order, read at a stride.
+/// Writes `weight` (`[c][r][s]`) in the order the NHWC depthwise kernel (and NCHW as channel
+/// blocks) reads into `dst` ([`nhwc_weights_len`] floats): blocked on the window path (a partial
+/// block's missing channels 0), else `[r][s][c]`. Written in order, read at a stride.
 pub(crate) fn nhwc_pack_weights(lanes: usize, (y, x): (&Axis, &Axis), weight: &[f32], dst: &mut [f32]) {
     let taps = y.taps * x.taps;
     let channels = weight.len() / taps.max(1);
