@@ -193,15 +193,6 @@ impl Flat {
     }
 }
 
-/// Floats of scratch one of `workers` workers of an NCHW depthwise call over `planes` planes
-/// with `lanes`-wide vectors needs (0 on the row path); `None` on overflow.
-pub(crate) fn nchw_scratch_len(lanes: usize, y: &Axis, x: &Axis, planes: usize, workers: usize) -> Option<usize> {
-    if !Flat::applies(lanes, y, x) {
-        return Some(0);
-    }
-    Flat::new(lanes, y, x, planes, workers)?.scratch_len(y, x)
-}
-
 /// Copies `len` floats from `src` to `dst` in vectors, the last one partial: the runs here
 /// (rows of 7 to a few hundred floats) are too short for a `memcpy` call to pay.
 ///
@@ -804,8 +795,8 @@ const BLOCKS_MAX_PIXELS: usize = 64;
 /// plane. Each item is `LANES` channels of one image: their input planes are staged interleaved
 /// (`[h][w][LANES]`), the window path runs over them, and the results are written back to their
 /// planes. On small planes the flat path's per-plane work dominates. One Zen 4 core, flat ->
-/// blocks (GFLOPS): 3x3 512 channels stride 2 @14 4.0 -> 7.0, 1024 @7 9.7 -> 12.5; but 512 @14
-/// (14 x 14 outputs) 16.8 -> 14.7, where the staging outweighs it.
+/// blocks (GFLOPS): 3x3 512 channels stride 2 @14 4.5 -> 7.1, 1024 @7 10.4 -> 13.0; but 512 @14
+/// (14 x 14 outputs) 19.0 -> 15.5 and 128 @56 29.3 -> 14.7, where the staging outweighs it.
 pub(crate) fn nchw_blocks(lanes: usize, y: &Axis, x: &Axis) -> bool {
     let small = |pixels: Option<usize>, most: usize| pixels.is_some_and(|px| px <= most);
     nhwc_windows(lanes, y, x)
@@ -1007,12 +998,12 @@ pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
     unsafe {
         match p.layout {
             TensorLayout::Nhwc => {
-                // Pixels a pass (one-lane kernels: one, which keeps the Cortex-M's code small).
                 // (`lanes > 1` is a constant: one-lane kernels do not build the window path.)
                 if lanes > 1 && nhwc_windows(lanes, &p.y, &p.x) {
                     window_items::<S>(p);
                     return;
                 }
+                // Pixels a pass (one-lane kernels: one, which keeps the Cortex-M's code small).
                 const U: usize = 4;
                 let (xlo, xhi) = interior(&p.x);
                 for item in p.items.clone() {

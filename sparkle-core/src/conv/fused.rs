@@ -7,8 +7,7 @@
 use core::ops::Range;
 
 use crate::arch::depthwise::{
-    nchw_blocks, nchw_blocks_scratch_len, nchw_scratch_len, nhwc_pack_weights, nhwc_weights_len, Axis, DepthwiseArgs,
-    Flat,
+    nchw_blocks, nchw_blocks_scratch_len, nhwc_pack_weights, nhwc_weights_len, Axis, DepthwiseArgs, Flat,
 };
 use crate::arch::Kernel;
 use crate::conv::operands::{Im2col, Im2colT};
@@ -68,27 +67,10 @@ fn planned_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize
 /// implicit GEMM.
 pub fn conv2d_min_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
     match choose_path_for(g, workers) {
-        // The NHWC depthwise kernel reads its weights reordered (`[r][s][c]`, or blocked on its
-        // window path: `arch::depthwise::nhwc_pack_weights`); the NCHW one stages padded rows
-        // per worker (`arch::depthwise::Flat`).
-        Conv2dPath::Depthwise => match g.params().layout {
-            TensorLayout::Nhwc => {
-                let (y, x) = axes(g);
-                nhwc_weights_len(kernel.depthwise.lanes, g.params().c, &y, &x)
-                    .ok_or(Error::Overflow { param: Param::Scratch })
-            }
-            TensorLayout::Nchw => {
-                let ((y, x), lanes, c) = (axes(g), kernel.depthwise.lanes, g.params().c);
-                let len = if nchw_blocks(lanes, &y, &x) {
-                    nchw_blocks_scratch_len(lanes, &y, &x)
-                        .and_then(|n| n.checked_mul(workers))
-                        .and_then(|n| n.checked_add(nhwc_weights_len(lanes, c, &y, &x)?))
-                } else {
-                    nchw_scratch_len(lanes, &y, &x, g.params().n * c, workers).and_then(|n| n.checked_mul(workers))
-                };
-                len.ok_or(Error::Overflow { param: Param::Scratch })
-            }
-        },
+        // See `DepthwiseScratch`.
+        Conv2dPath::Depthwise => DepthwiseScratch::new(g, kernel.depthwise.lanes, workers)
+            .and_then(|d| d.len(workers))
+            .ok_or(Error::Overflow { param: Param::Scratch }),
         _ => {
             let (m, n, k) = g.gemm_dims();
             operands_scratch_len(kernel, blocking, m, n, k, workers)
@@ -257,6 +239,48 @@ unsafe impl Batch for ConvJobs<'_> {
     }
 }
 
+/// How a depthwise call uses its scratch: the weights reordered for the kernel first (the NHWC
+/// kernel and NCHW as channel blocks: `arch::depthwise::nhwc_pack_weights`), then each worker's
+/// own part (NCHW: a channel block's staging, or the flat path's staged rows,
+/// `arch::depthwise::Flat`). The one place both the scratch's size and its use are derived.
+struct DepthwiseScratch {
+    /// NCHW as channel blocks (`arch::depthwise::nchw_blocks`).
+    blocks: bool,
+    /// NCHW, the flat path's geometry.
+    flat: Option<Flat>,
+    /// Floats of reordered weights (0: the kernel reads them as given).
+    reordered: usize,
+    /// Floats of each worker's part.
+    per_worker: usize,
+}
+
+impl DepthwiseScratch {
+    /// The layout for `g` (depthwise) with `lanes`-wide kernels on `workers` workers; `None` on
+    /// overflow.
+    fn new(g: &Conv2d, lanes: usize, workers: usize) -> Option<DepthwiseScratch> {
+        let (p, (y, x)) = (g.params(), axes(g));
+        let blocks = p.layout == TensorLayout::Nchw && nchw_blocks(lanes, &y, &x);
+        let reordered = match p.layout {
+            TensorLayout::Nchw if !blocks => 0,
+            _ => nhwc_weights_len(lanes, p.c, &y, &x)?,
+        };
+        let (flat, per_worker) = match p.layout {
+            TensorLayout::Nchw if blocks => (None, nchw_blocks_scratch_len(lanes, &y, &x)?),
+            TensorLayout::Nchw if Flat::applies(lanes, &y, &x) => {
+                let flat = Flat::new(lanes, &y, &x, p.n.checked_mul(p.c)?, workers)?;
+                (Some(flat), flat.scratch_len(&y, &x)?)
+            }
+            _ => (None, 0),
+        };
+        Some(DepthwiseScratch { blocks, flat, reordered, per_worker })
+    }
+
+    /// Floats of the whole scratch for `workers` workers.
+    fn len(&self, workers: usize) -> Option<usize> {
+        self.per_worker.checked_mul(workers)?.checked_add(self.reordered)
+    }
+}
+
 /// The depthwise path: items split evenly over the workers.
 ///
 /// # Safety
@@ -273,37 +297,19 @@ unsafe fn depthwise(
     let (kernel, exec, scratch) = (ws.kernel, ws.exec, &mut *ws.scratch);
     let p = g.params();
     let (y, x) = axes(g);
-    // NCHW: each worker's own part of the scratch for its staged rows (the flat path), and the
-    // items: chunks of output rows of every plane (the row path: whole planes).
     let workers = exec.workers().max(1);
     let lanes = kernel.depthwise.lanes;
-    let blocks = p.layout == TensorLayout::Nchw && nchw_blocks(lanes, &y, &x);
-    let (flat, per_worker) = match p.layout {
-        // Cannot fail: validated with the scratch (`nchw_blocks_scratch_len`, the same geometry).
-        TensorLayout::Nchw if blocks => match nchw_blocks_scratch_len(lanes, &y, &x) {
-            Some(len) => (None, len),
-            None => return,
-        },
-        TensorLayout::Nchw => match Flat::new(kernel.depthwise.lanes, &y, &x, p.n * p.c, workers) {
-            // Cannot fail: validated with the scratch (`nchw_scratch_len`, the same geometry).
-            Some(f) => match f.scratch_len(&y, &x) {
-                Some(len) => (Some(f), len),
-                None => return,
-            },
-            None => (None, 0),
-        },
-        TensorLayout::Nhwc => (None, 0),
+    // Cannot fail: validated with the scratch (`conv2d_min_scratch_len`, the same geometry).
+    let Some(DepthwiseScratch { blocks, flat, reordered, per_worker }) = DepthwiseScratch::new(g, lanes, workers)
+    else {
+        return;
     };
-    // The NHWC kernel, and NCHW as channel blocks, read the weights reordered, at the scratch's
-    // start (cannot fail: validated with the scratch, the same length).
-    let reordered = if blocks || p.layout == TensorLayout::Nhwc {
-        let Some(len) = nhwc_weights_len(lanes, p.c, &y, &x) else { return };
-        nhwc_pack_weights(lanes, (&y, &x), weight, &mut scratch[..len]);
-        len
-    } else {
-        0
-    };
+    if reordered > 0 {
+        nhwc_pack_weights(lanes, (&y, &x), weight, &mut scratch[..reordered]);
+    }
     let (reordered, rest) = scratch.split_at_mut(reordered);
+    // The items: channel blocks of each image, chunks of rows of each plane (the flat path),
+    // whole planes (the row path), or output rows (NHWC).
     let (weights, items, scratch_base) = match (p.layout, flat) {
         (TensorLayout::Nchw, _) if blocks => (&*reordered, p.n * p.c.div_ceil(lanes), rest.as_mut_ptr()),
         (TensorLayout::Nchw, Some(f)) => (weight, p.n * p.c * f.chunks(&y), rest.as_mut_ptr()),
