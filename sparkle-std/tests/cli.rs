@@ -34,12 +34,20 @@ fn devices_says_the_blocking_and_why() {
     assert!(out.contains("blocking: mc ") && out.contains("from the caches"), "{out}");
     // The few-row slices: measured (every candidate's figures) or the rule, on 1 thread and more.
     assert!(out.contains("few-row GEMMs (<= 64 rows, B in place, rows 4 KiB apart) on 1 thread(s): kc "), "{out}");
-    let measured = out.matches(" measured, GFLOPS").count() == 2;
+    let measured = out.matches(" measured, GFLOPS (geometric mean").count() == 2;
     assert!(measured || out.contains("not measured"), "{out}");
+    // Winograd against the direct conv: from which channels, measured (each race's figures) or
+    // the rule.
+    let wino = "3x3 stride-1 NCHW convs that Winograd and the direct conv both take: Winograd ";
+    assert!(out.contains(wino), "{out}");
+    let raced = out.contains("; measured, GFLOPS Winograd/direct by channels@size: 1 thread(s) 32@112 ");
+    assert!(raced || out.contains("; the rule (not measured"), "{out}");
     let forced = sparkle_within(&["devices"], &[("SPARKLE_BLOCKING", "96,256,1024")], 600);
     let out = String::from_utf8_lossy(&forced.stdout).into_owned();
     assert!(out.contains("blocking: mc 96, kc 256, nc 1024, from SPARKLE_BLOCKING"), "{out}");
     assert!(out.contains("kc 256 on 1 thread, 256 on more, from SPARKLE_BLOCKING"), "{out}");
+    let rule = "Winograd at any channel count on 1 thread, at any channel count on 2, direct on more threads (the rule";
+    assert!(out.contains(rule), "{out}");
     let forced = sparkle_within(&["devices"], &[("SPARKLE_BLOCKING", "96,256,1024,32,128")], 600);
     let out = String::from_utf8_lossy(&forced.stdout).into_owned();
     assert!(out.contains("kc 32 on 1 thread, 128 on more, from SPARKLE_BLOCKING"), "{out}");

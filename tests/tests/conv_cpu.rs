@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use sparkle_core::arch::{Isa, Kernel};
 use sparkle_core::check::{max_error, tolerance};
 use sparkle_core::conv::reference::conv2d_reference_f64;
-use sparkle_core::conv::{choose_path, choose_path_for, Conv2dPath};
+use sparkle_core::conv::{choose_path, choose_path_for, choose_path_with, Conv2dPath};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, Padding, TensorLayout, WeightLayout};
 use sparkle_std::budget::MemoryBudget;
@@ -52,6 +52,9 @@ fn check(cpu: &Cpu, p: Conv2dParams, act: Activation, with_bias: bool, seed: u64
 
 fn cpus(kern: &'static Kernel) -> [Cpu; 3] {
     let base = Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kern) };
+    // The rule's paths (Winograd at any channel count), not this CPU's measured thresholds: the
+    // sweep asserts which path each geometry takes.
+    let base = Cpu { blocking: Blocking { winograd_min_channels: [0; 2], ..base.blocking }, ..base };
     [
         base.threads(1),
         base.threads(2),
@@ -455,6 +458,41 @@ fn path_choice() {
     }
     // NCHW with KRSC weights from 16 channels: never direct.
     assert_eq!(path_for(wino.weight_layout(WeightLayout::Krsc), 16), Conv2dPath::Winograd);
+    // A CPU's measured channel thresholds (sparkle-std's tuning) send convs of fewer channels
+    // (the smaller of input and output) direct on one and two workers, and nothing else.
+    let with = |p: Conv2dParams, w, min| choose_path_with(&p.validate().unwrap(), w, min);
+    assert_eq!(with(wino, 1, [64, 128]), Conv2dPath::Winograd);
+    assert_eq!(with(wino, 2, [64, 128]), Conv2dPath::Direct);
+    assert_eq!(with(wino, 1, [65, 0]), Conv2dPath::Direct);
+    assert_eq!(
+        with(Conv2dParams::new(1, 64, 56, 56, 256, 3, 3).pad(Padding::uniform(1)), 1, [65, 0]),
+        Conv2dPath::Direct
+    );
+    assert_eq!(
+        with(Conv2dParams::new(1, 128, 56, 56, 64, 3, 3).pad(Padding::uniform(1)), 1, [64, 0]),
+        Conv2dPath::Winograd
+    );
+    assert_eq!(with(wino.weight_layout(WeightLayout::Krsc), 1, [usize::MAX; 2]), Conv2dPath::Winograd, "no direct");
+    for p in [conv1, rgb, s2(128, 56), wino.layout(TensorLayout::Nhwc)] {
+        for w in [1, 2, 3] {
+            assert_eq!(with(p, w, [usize::MAX; 2]), path_for(p, w), "{p:?} on {w}");
+        }
+    }
+}
+
+/// A Winograd geometry sent direct by the channel threshold runs direct through the backend, and
+/// matches the oracle on both paths.
+#[test]
+fn the_measured_channel_threshold_picks_the_path_that_runs() {
+    let kern = sparkle_std::cpu::isa::gemm_kernel().unwrap();
+    let p = Conv2dParams::new(1, 16, 32, 32, 24, 3, 3).pad(Padding::uniform(1));
+    let g = p.validate().unwrap();
+    for (min, want) in [([16, 16], Conv2dPath::Winograd), ([17, 0], Conv2dPath::Direct)] {
+        let base = Cpu { parallel_min_fmas: 0.0, ..Cpu::with_kernel(kern) }.threads(1);
+        let cpu = Cpu { blocking: Blocking { winograd_min_channels: min, ..base.blocking }, ..base };
+        assert_eq!(cpu.conv2d_path(&g).unwrap(), want, "{min:?}");
+        check(&cpu, p, Activation::Relu, true, 7);
+    }
 }
 
 /// The `no_std` entry points (statically chosen kernel, caller scratch, one thread): what a

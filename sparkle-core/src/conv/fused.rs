@@ -1,7 +1,7 @@
 //! The fast conv2d's driver: validation, scratch, and the five paths — implicit GEMM (the
 //! operands of [`super::operands`] through the GEMM driver), the direct conv ([`super::direct`]),
 //! a plain GEMM for 1x1 convolutions, the depthwise kernel, and Winograd ([`super::winograd`]).
-//! [`choose_path_for`] is the one place that decides.
+//! [`choose_path_with`] is the one place that decides.
 #![allow(unsafe_code)]
 
 use core::ops::Range;
@@ -11,7 +11,7 @@ use crate::arch::depthwise::{
 };
 use crate::arch::Kernel;
 use crate::conv::operands::{Im2col, Im2colT};
-use crate::conv::{check_epilogue, choose_path_for, Conv2d, Conv2dPath};
+use crate::conv::{check_epilogue, choose_path_for, choose_path_with, Conv2d, Conv2dPath};
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
@@ -22,7 +22,7 @@ use crate::layout::TensorLayout;
 use crate::view::MatRef;
 
 /// Floats of scratch [`conv2d_with`] needs with `workers` workers to run the path
-/// [`choose_path_for`] picks at its fastest. For a [`Conv2dPath::Winograd`] geometry that is the
+/// [`choose_path_with`] picks for `blocking` at its fastest. For a [`Conv2dPath::Winograd`] geometry that is the
 /// transforms' buffers; with less, down to [`conv2d_min_scratch_len`], the conv runs as an
 /// implicit GEMM instead. For an NCHW implicit GEMM it includes room for the im2col B gathered
 /// once and shared by the workers; without it each worker gathers its own.
@@ -40,13 +40,14 @@ pub fn conv2d_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, work
     }
 }
 
-/// The path to size and run for: [`choose_path_for`]'s, except a direct conv that `kernel` or
+/// The path to size and run for: [`choose_path_with`]'s for `blocking`'s
+/// [`winograd_min_channels`](Blocking::winograd_min_channels), except a direct conv that `kernel` or
 /// `blocking` cannot run (channel planes, NCHW or NHWC below 16 channels, on a kernel that has
 /// no row tiles and does not read B in place, or no block of channels for the reduction slice),
 /// which goes to Winograd
 /// where that applies, else the implicit GEMM.
 fn planned_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Conv2dPath {
-    match choose_path_for(g, workers) {
+    match choose_path_with(g, workers, blocking.winograd_min_channels) {
         #[cfg(feature = "direct")]
         Conv2dPath::Direct if !super::direct::fits(g, kernel, blocking, workers) => {
             if super::winograd::chosen(g) {
@@ -101,7 +102,7 @@ pub fn conv2d_with(
 }
 
 /// The path `g` runs on with `kernel`, `blocking`, `workers` and `scratch` floats of scratch:
-/// [`choose_path_for`]'s; for a direct conv the kernel or blocking cannot run, Winograd where it
+/// [`choose_path_with`]'s for `blocking`; for a direct conv the kernel or blocking cannot run, Winograd where it
 /// applies; and the implicit GEMM where the path's scratch is missing. A Winograd geometry also
 /// runs as the implicit GEMM when an input or weight is not finite.
 #[cfg_attr(not(any(feature = "direct", feature = "winograd")), allow(unused_variables))]

@@ -13,7 +13,7 @@ pub mod winograd;
 
 pub use geometry::{Conv2d, Conv2dParams, Padding};
 pub use packed::{conv2d_packed_len, conv2d_packed_scratch_len, conv2d_packed_with, PackedConv};
-pub use path::{choose_path, choose_path_for, Conv2dPath};
+pub use path::{choose_path, choose_path_for, choose_path_with, Conv2dPath};
 
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};

@@ -42,6 +42,18 @@ pub struct Blocking {
     /// 512 fastest), so sparkle-std measures it per CPU. [`Blocking::new`] and
     /// [`Blocking::for_kernel`] set both to `kc`.
     pub kc_few_rows: [usize; 2],
+    /// The fewest channels (the smaller of a conv's input and output channels) at which a conv
+    /// that both Winograd and the direct conv take (3x3, stride 1, channel planes: NCHW) runs as
+    /// Winograd on one worker and on two: `[one, two]`; below, direct. On more workers it always
+    /// runs direct ([`WINOGRAD_MAX_WORKERS`]). Winograd's 16 GEMMs reduce over the input channels
+    /// and its transforms cost per channel, so it gains with channels, and where it overtakes the
+    /// direct conv differs between CPUs (one Zen 4 thread: direct at 32 channels @112, Winograd at
+    /// 64 @56), so sparkle-std measures it per CPU. [`Blocking::new`] sets `[0, 0]`: Winograd
+    /// wherever it is chosen ([`winograd::chosen`]).
+    ///
+    /// [`WINOGRAD_MAX_WORKERS`]: crate::conv::path::WINOGRAD_MAX_WORKERS
+    /// [`winograd::chosen`]: crate::conv::winograd::chosen
+    pub winograd_min_channels: [usize; 2],
 }
 
 const fn round_down(x: usize, to: usize) -> usize {
@@ -54,9 +66,10 @@ const fn round_down(x: usize, to: usize) -> usize {
 }
 
 impl Blocking {
-    /// `mc x kc x nc` blocks, with `kc` for few rows too.
+    /// `mc x kc x nc` blocks, with `kc` for few rows too and Winograd wherever it is chosen
+    /// ([`winograd_min_channels`](Self::winograd_min_channels) 0).
     pub const fn new(mc: usize, kc: usize, nc: usize) -> Self {
-        Blocking { mc, kc, nc, kc_few_rows: [kc; 2] }
+        Blocking { mc, kc, nc, kc_few_rows: [kc; 2], winograd_min_channels: [0; 2] }
     }
 
     /// The reduction slice for few rows on `workers` workers (see

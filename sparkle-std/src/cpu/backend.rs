@@ -178,9 +178,8 @@ impl Cpu {
     }
 
     /// `output = act(conv2d(input, weight) + bias)`: validated, then the path
-    /// [`sparkle_core::conv::choose_path`]
-    /// picks (pointwise GEMM, depthwise kernel, Winograd, direct, or implicit GEMM; see
-    /// [`Cpu::conv2d_path`]).
+    /// [`sparkle_core::conv::choose_path_with`] picks for this CPU's blocking (pointwise GEMM,
+    /// depthwise kernel, Winograd, direct, or implicit GEMM; see [`Cpu::conv2d_path`]).
     pub fn conv2d(
         &self,
         g: &Conv2d,
@@ -224,9 +223,10 @@ impl Cpu {
         })
     }
 
-    /// The path [`Cpu::conv2d`] runs `g` on here: [`choose_path`]'s, or the implicit GEMM where
-    /// this kernel or the memory budget does not run that one (and for a Winograd geometry
-    /// whose input or weights are not all finite).
+    /// The path [`Cpu::conv2d`] runs `g` on here: [`sparkle_core::conv::choose_path_with`]'s for
+    /// this CPU's blocking (Winograd only from the channels [`super::tune`] measured), or the
+    /// implicit GEMM where this kernel or the memory budget does not run that one (and for a
+    /// Winograd geometry whose input or weights are not all finite).
     pub fn conv2d_path(&self, g: &Conv2d) -> Result<Conv2dPath, CpuError> {
         let (threads, len) = self.conv2d_plan(g)?;
         Ok(running_path(g, self.kernel, &self.blocking, threads, len))

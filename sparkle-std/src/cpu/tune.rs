@@ -10,6 +10,16 @@
 //! `kc` rows of B that share the L1's sets; on the H200 host's Xeon (one thread, 8-64 rows) kc
 //! 32-64 ran 1.3-1.5x faster than the rule's 512 (geometric means of its own figures), while on a
 //! Zen 4 512 was the fastest (BENCHMARKS.md, session 38).
+//!
+//! And which conv path a 3x3 stride-1 layer of channel planes (NCHW) takes where both Winograd
+//! and the direct conv apply, by its channels ([`Blocking::winograd_min_channels`]): the rule
+//! runs Winograd on one and two workers whatever the channels, but Winograd's 16 GEMMs reduce
+//! over the channels and its transforms cost per channel, so it gains with channels, and where
+//! it overtakes the direct conv differs between CPUs (one Zen 4 thread: direct 1.4x faster at 32
+//! channels @112, Winograd 1.1x at 64 @56; a Xeon thread at 64 @56: Winograd 56-102 GFLOPS,
+//! direct 91-131, BENCHMARKS.md sessions 30 and 47). Both run [`CONVS`] (32, 64 and 128
+//! channels) on one worker and on two; Winograd keeps the channel counts from the smallest at
+//! which it is not beaten by [`MARGIN`], there and at every larger one.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,6 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sparkle_core::arch::Kernel;
+use sparkle_core::conv::fused::{conv2d_scratch_len, conv2d_with, running_path};
+use sparkle_core::conv::path::WINOGRAD_MAX_WORKERS;
+use sparkle_core::conv::{Conv2d, Conv2dParams, Conv2dPath, Padding};
 use sparkle_core::gemm::blocking::Blocking;
 use sparkle_core::gemm::driver::{gemm_scratch_len, gemm_with, Workspace};
 use sparkle_core::{Epilogue, MatMut, MatRef};
@@ -32,9 +45,20 @@ pub const CANDIDATES: [usize; 4] = [32, 64, 128, 256];
 /// apart in all three, the only case the measured slice applies to (see `gemm/driver.rs`).
 pub const SHAPES: [(usize, usize, usize); 3] = [(8, 1024, 1024), (16, 4096, 1024), (64, 1024, 1024)];
 
-/// How much faster (geometric mean over [`SHAPES`]) a candidate must be than the rule's `kc` to
-/// replace it: run-to-run noise on a shared machine is a few percent.
+/// How much faster (geometric mean over [`SHAPES`], or on one of [`CONVS`]) a candidate must be
+/// than the rule's choice to replace it: run-to-run noise on a shared machine is a few percent.
 pub const MARGIN: f64 = 1.05;
+
+/// The convs that race Winograd against the direct conv, `(channels in and out, height and
+/// width)`, by channels: 3x3, stride 1, padding 1, NCHW, batch 1, 116-236 M multiply-adds
+/// (ResNet-50's 64->64 @56 among them), each past Winograd's
+/// [`MIN_TILES`](sparkle_core::conv::winograd::MIN_TILES). Past 128 channels Winograd is taken
+/// to keep winning where it wins at 128.
+pub const CONVS: [(usize, usize); 3] = [(32, 112), (64, 56), (128, 40)];
+
+/// The worker counts the convs race on: the rule runs Winograd on at most
+/// [`WINOGRAD_MAX_WORKERS`] of them.
+pub const RACE_WORKERS: [usize; 2] = [1, WINOGRAD_MAX_WORKERS];
 
 /// Timed rounds per shape after the warm-up (the best of them counts).
 pub const ROUNDS: usize = 5;
@@ -42,6 +66,9 @@ pub const ROUNDS: usize = 5;
 /// A first run of the rule longer than this skips the measurement (a kernel without SIMD, or an
 /// emulator): the rule is kept.
 const SLOW_RUN: Duration = Duration::from_millis(20);
+
+/// [`SLOW_RUN`] for a conv of [`CONVS`] (up to 22x the multiply-adds of the 8-row GEMM).
+const SLOW_CONV: Duration = Duration::from_millis(100);
 
 /// One measurement: a reduction slice and its GFLOPS on each of [`SHAPES`].
 #[derive(Clone, Debug, PartialEq)]
@@ -55,8 +82,7 @@ pub struct Point {
 impl Point {
     /// The geometric mean over the shapes.
     pub fn mean(&self) -> f64 {
-        let logs: f64 = self.gflops.iter().map(|g| g.max(1e-9).ln()).sum();
-        (logs / self.gflops.len().max(1) as f64).exp()
+        geometric_mean(&self.gflops)
     }
 }
 
@@ -72,24 +98,92 @@ pub struct Pick {
     pub points: Vec<Point>,
 }
 
-/// This CPU's measured blocking for one kernel: few-row slices on one thread and on all.
+/// Winograd against the direct conv on one worker count: GFLOPS on each of [`CONVS`], the best
+/// of [`ROUNDS`] runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Race {
+    /// Workers both ran on.
+    pub workers: usize,
+    /// Winograd's GFLOPS per conv.
+    pub winograd: Vec<f64>,
+    /// The direct conv's GFLOPS per conv.
+    pub direct: Vec<f64>,
+}
+
+impl Race {
+    /// The fewest channels from which Winograd is never beaten by [`MARGIN`] on the convs of as
+    /// many channels or more; `usize::MAX` where it is beaten on the largest.
+    pub fn min_channels(&self) -> usize {
+        let stays = |i: usize| self.direct[i] <= self.winograd[i] * MARGIN;
+        let n = CONVS.len().min(self.winograd.len()).min(self.direct.len());
+        (0..n).rev().take_while(|&i| stays(i)).last().map_or(usize::MAX, |i| CONVS[i].0)
+    }
+}
+
+/// From how many channels Winograd runs on one worker and on two, and the races behind it (empty
+/// where nothing was measured: the rule, 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvPick {
+    /// [`Blocking::winograd_min_channels`] (`usize::MAX`: never).
+    pub winograd_min_channels: [usize; 2],
+    /// One race per worker count of [`RACE_WORKERS`] measured, in order.
+    pub races: Vec<Race>,
+}
+
+impl ConvPick {
+    /// The rule, unmeasured: Winograd wherever it is chosen.
+    const RULE: ConvPick = ConvPick { winograd_min_channels: [0; 2], races: Vec::new() };
+
+    /// The counts the races give; with one race only (one thread), the same on two workers.
+    pub fn from_races(races: Vec<Race>) -> Self {
+        let one = races.first().map_or(0, Race::min_channels);
+        let two = races.get(1).map_or(one, Race::min_channels);
+        ConvPick { winograd_min_channels: [one, two], races }
+    }
+}
+
+/// This CPU's measured blocking for one kernel: few-row slices on one thread and on all, and the
+/// worker counts that run Winograd.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tuning {
     /// One thread, then all threads.
     pub few_rows: [Pick; 2],
+    /// Winograd against the direct conv.
+    pub convs: ConvPick,
 }
 
 impl Tuning {
-    /// `rule` with the measured few-row slices.
+    /// `rule` with the measured few-row slices and Winograd's worker counts.
     pub fn apply(&self, rule: Blocking) -> Blocking {
-        Blocking { kc_few_rows: [self.few_rows[0].kc, self.few_rows[1].kc], ..rule }
+        Blocking {
+            kc_few_rows: [self.few_rows[0].kc, self.few_rows[1].kc],
+            winograd_min_channels: self.convs.winograd_min_channels,
+            ..rule
+        }
     }
 
     /// The rule alone (nothing measured).
     fn rule(rule: &Blocking, threads: usize) -> Self {
         let pick = |threads| Pick { kc: rule.kc, threads, points: Vec::new() };
-        Tuning { few_rows: [pick(1), pick(threads)] }
+        Tuning { few_rows: [pick(1), pick(threads)], convs: ConvPick::RULE }
     }
+}
+
+/// Where Winograd runs by [`Blocking::winograd_min_channels`], in words: "from 64 channels on 1
+/// thread, from 128 on 2".
+pub fn winograd_from([one, two]: [usize; 2]) -> String {
+    let from = |c: usize| match c {
+        0 => "at any channel count".to_string(),
+        usize::MAX => "never".to_string(),
+        c => format!("from {c} channels"),
+    };
+    format!("{} on 1 thread, {} on 2", from(one), from(two))
+}
+
+/// The geometric mean of `xs` (of positive figures).
+pub fn geometric_mean(xs: &[f64]) -> f64 {
+    let logs: f64 = xs.iter().map(|g| g.max(1e-9).ln()).sum();
+    (logs / xs.len().max(1) as f64).exp()
 }
 
 /// Tunings already known in this process, by kernel id (locked briefly, never while measuring).
@@ -162,10 +256,20 @@ fn measure_and_save(kernel: &'static Kernel, rule: &Blocking, threads: usize) ->
     t
 }
 
+/// The few-row slices ([`measure_few_rows`]), then, where they were measured (a build fast enough
+/// to time), Winograd against the direct conv ([`race_convs`]) under the slices picked.
+fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
+    let mut t = measure_few_rows(kernel, rule, threads);
+    if t.few_rows.iter().all(|p| !p.points.is_empty()) {
+        t.convs = race_convs(kernel, &t.apply(*rule), threads);
+    }
+    t
+}
+
 /// Runs every candidate on every shape on 1 and on `threads` threads (per shape a warm-up, then
 /// [`ROUNDS`] alternating the candidates; the best time of each), and picks per thread count
 /// among the candidates whose every result equals the rule's.
-fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
+fn measure_few_rows(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
     if !kernel.gemm().b_in_place() {
         return Tuning::rule(rule, threads);
     }
@@ -216,9 +320,59 @@ fn measure(kernel: &'static Kernel, rule: &Blocking, threads: usize) -> Tuning {
     let one = pick(1);
     let all = if threads > 1 { pick(threads) } else { one.clone().map(|p| Pick { threads, ..p }) };
     match (one, all) {
-        (Some(one), Some(all)) => Tuning { few_rows: [one, all] },
+        (Some(one), Some(all)) => Tuning { few_rows: [one, all], convs: ConvPick::RULE },
         _ => Tuning::rule(rule, threads),
     }
+}
+
+/// Races Winograd against the direct conv on [`CONVS`] on each count of [`RACE_WORKERS`] up to
+/// `threads` (a warm-up round, then [`ROUNDS`] rounds, each running every conv on both paths; the
+/// best time of each).
+/// Each path is forced by the channel threshold: 0 (Winograd) or `usize::MAX` (direct).
+/// The rule where this kernel or build cannot run both paths on these convs, where a run is
+/// slow ([`SLOW_CONV`]: an unoptimized build), or where the two results differ: the operands are
+/// small integers, so both paths' sums are exact and must be equal bit for bit.
+fn race_convs(kernel: &'static Kernel, tuned: &Blocking, threads: usize) -> ConvPick {
+    let mut ops: Vec<ConvOp> = CONVS.iter().map(|&(c, hw)| ConvOp::new(c, hw)).collect();
+    let mut races = Vec::new();
+    for workers in RACE_WORKERS.into_iter().filter(|&w| w <= threads.max(1)) {
+        // Winograd on this count, or direct on it.
+        let paths = [
+            (Blocking { winograd_min_channels: [0; 2], ..*tuned }, Conv2dPath::Winograd),
+            (Blocking { winograd_min_channels: [usize::MAX; 2], ..*tuned }, Conv2dPath::Direct),
+        ];
+        let mut best = [[Duration::MAX; CONVS.len()]; 2];
+        for op in &mut ops {
+            op.want = None;
+        }
+        // Round by round over every conv and both paths, so that a slow spell of a shared
+        // machine (seconds long, at times) falls on all of them alike.
+        for round in 0..=ROUNDS {
+            for (j, op) in ops.iter_mut().enumerate() {
+                for (i, (blocking, path)) in paths.iter().enumerate() {
+                    let Some((t, agrees)) = op.run(kernel, blocking, workers, *path) else { return ConvPick::RULE };
+                    if !agrees {
+                        eprintln!(
+                            "sparkle: CPU tuning: Winograd and the direct conv differ on {} channels @{}; the rule stays",
+                            op.g.params().c,
+                            op.g.ho()
+                        );
+                        return ConvPick::RULE;
+                    }
+                    if round == 0 && t > SLOW_CONV {
+                        return ConvPick::RULE;
+                    }
+                    if round > 0 {
+                        best[i][j] = best[i][j].min(t);
+                    }
+                }
+            }
+        }
+        let gflops =
+            |i: usize| ops.iter().zip(&best[i]).map(|(op, t)| op.flops / t.as_secs_f64() / 1e9).collect::<Vec<_>>();
+        races.push(Race { workers, winograd: gflops(0), direct: gflops(1) });
+    }
+    ConvPick::from_races(races)
 }
 
 /// The candidate with the best geometric mean, if it beats the rule (the last point) by
@@ -292,9 +446,63 @@ impl Op {
     }
 }
 
+/// One conv of [`CONVS`] and its operands.
+struct ConvOp {
+    g: Conv2d,
+    input: Vec<f32>,
+    weight: Vec<f32>,
+    out: Vec<f32>,
+    /// The first path's result on this worker count, which the other must equal.
+    want: Option<Vec<f32>>,
+    scratch: Vec<f32>,
+    flops: f64,
+}
+
+impl ConvOp {
+    fn new(c: usize, hw: usize) -> Self {
+        let g = Conv2dParams::new(1, c, hw, hw, c, 3, 3).pad(Padding::uniform(1)).validate().expect("a valid conv");
+        let input = (0..g.input_len()).map(|i| (i % 7) as f32 - 3.0).collect();
+        let weight = (0..g.weight_len()).map(|i| (i % 5) as f32 - 2.0).collect();
+        ConvOp { input, weight, out: vec![0.0; g.output_len()], want: None, scratch: Vec::new(), flops: g.flops(), g }
+    }
+
+    /// One timed run with `blocking` on `workers` threads, and whether its result is the first
+    /// run's; `None` if the core refuses it or would not run it on `path`.
+    fn run(
+        &mut self,
+        kernel: &'static Kernel,
+        blocking: &Blocking,
+        workers: usize,
+        path: Conv2dPath,
+    ) -> Option<(Duration, bool)> {
+        let len = conv2d_scratch_len(&self.g, kernel, blocking, workers).ok()?;
+        if running_path(&self.g, kernel, blocking, workers, len) != path {
+            return None;
+        }
+        if self.scratch.len() < len {
+            self.scratch = vec![1.0; len];
+        }
+        self.out.fill(f32::NAN);
+        let exec = Workers(workers);
+        let ws = Workspace { kernel, blocking, exec: &exec, scratch: &mut self.scratch[..len] };
+        let t = Instant::now();
+        conv2d_with(&self.g, &self.input, &self.weight, &Epilogue::NONE, &mut self.out, ws).ok()?;
+        let t = t.elapsed();
+        let agrees = match &self.want {
+            Some(w) => *w == self.out,
+            None => {
+                self.want = Some(self.out.clone());
+                self.out.iter().all(|x| x.is_finite())
+            }
+        };
+        Some((t, agrees))
+    }
+}
+
 /// The file's first line; a new number retires files measured by an older driver (2: from 5
-/// workers the 8-row shape runs split along the reduction, `sparkle_core::gemm::split_k`).
-const HEADER: &str = "sparkle cpu tuning 2";
+/// workers the 8-row shape runs split along the reduction, `sparkle_core::gemm::split_k`; 3: the
+/// race of Winograd against the direct conv).
+const HEADER: &str = "sparkle cpu tuning 3";
 
 /// Where the tuning of `kernel` on `threads` threads lives: the CPU's name hashed (FNV-1a) into
 /// the file name, with the kernel, the threads, the rule's `kc`, the build (an unoptimized
@@ -321,6 +529,14 @@ pub fn render(t: &Tuning) -> String {
         }
         s += "\n";
     }
+    let channels = |c: usize| if c == usize::MAX { "never".to_string() } else { c.to_string() };
+    let [one, two] = t.convs.winograd_min_channels;
+    s += &format!("winograd {} {}", channels(one), channels(two));
+    for r in &t.convs.races {
+        let g = |xs: &[f64]| xs.iter().map(|g| format!("{g:.2}")).collect::<Vec<_>>().join(",");
+        s += &format!(" {}:{}/{}", r.workers, g(&r.winograd), g(&r.direct));
+    }
+    s += "\n";
     // The closing `end` makes a truncated file unreadable.
     s + "end\n"
 }
@@ -345,7 +561,27 @@ pub fn parse(text: &str) -> Option<Tuning> {
         Some(Pick { kc, threads, points })
     };
     let few_rows = [pick("one")?, pick("all")?];
-    (lines.next()? == "end" && lines.next().is_none()).then_some(Tuning { few_rows })
+    let mut words = lines.next()?.strip_prefix("winograd ")?.split(' ');
+    let mut channels = || -> Option<usize> {
+        match words.next()? {
+            "never" => Some(usize::MAX),
+            c => c.parse().ok(),
+        }
+    };
+    let winograd_min_channels = [channels()?, channels()?];
+    let figures = |g: &str| {
+        let xs = g.split(',').map(|x| x.parse().ok()).collect::<Option<Vec<f64>>>()?;
+        (xs.len() == CONVS.len()).then_some(xs)
+    };
+    let races = words
+        .map(|w| {
+            let (workers, g) = w.split_once(':')?;
+            let (winograd, direct) = g.split_once('/')?;
+            Some(Race { workers: workers.parse().ok()?, winograd: figures(winograd)?, direct: figures(direct)? })
+        })
+        .collect::<Option<Vec<Race>>>()?;
+    let convs = ConvPick { winograd_min_channels, races };
+    (lines.next()? == "end" && lines.next().is_none()).then_some(Tuning { few_rows, convs })
 }
 
 /// The saved tuning, if there is a valid file whose slices fit under `rule`'s `kc`. Read through
@@ -413,6 +649,47 @@ mod tests {
         assert!(!op.run(kernel, &rule, 1).unwrap().1, "a different result is caught");
     }
 
+    fn race(workers: usize, winograd: [f64; 3], direct: [f64; 3]) -> Race {
+        Race { workers, winograd: winograd.to_vec(), direct: direct.to_vec() }
+    }
+
+    #[test]
+    fn winograd_keeps_the_channels_where_the_direct_conv_does_not_win_by_the_margin() {
+        // One Zen 4 thread and two, by 32, 64 and 128 channels.
+        let zen4 = vec![
+            race(1, [75.0, 124.0, 120.0], [108.0, 109.0, 110.0]),
+            race(2, [173.0, 236.0, 240.0], [212.0, 223.0, 220.0]),
+        ];
+        assert_eq!(ConvPick::from_races(zen4).winograd_min_channels, [64, 64]);
+        assert_eq!(race(1, [100.0; 3], [104.0; 3]).min_channels(), 32, "within the margin");
+        assert_eq!(race(1, [60.0, 70.0, 80.0], [110.0; 3]).min_channels(), usize::MAX, "never");
+        assert_eq!(race(1, [60.0, 120.0, 80.0], [110.0; 3]).min_channels(), usize::MAX, "the largest decides");
+        assert_eq!(race(1, [120.0, 70.0, 120.0], [110.0; 3]).min_channels(), 128, "from there up");
+        let one = ConvPick::from_races(vec![race(1, [75.0, 124.0, 120.0], [108.0, 109.0, 110.0])]);
+        assert_eq!(one.winograd_min_channels, [64, 64], "one thread: the same on two");
+        assert_eq!(ConvPick::from_races(Vec::new()).winograd_min_channels, [0, 0]);
+    }
+
+    /// Both paths run on the machine's kernel and agree bit for bit, and a wrong result is caught.
+    #[test]
+    fn the_conv_race_checks_both_paths_against_each_other() {
+        let kernel = crate::cpu::isa::gemm_kernel().unwrap();
+        let rule = Blocking::for_kernel(kernel, sparkle_core::gemm::blocking::CacheSizes::DEFAULT);
+        // 256 tiles of 2x2: the fewest Winograd runs on.
+        let mut op = ConvOp::new(8, 32);
+        let wino = Blocking { winograd_min_channels: [8; 2], ..rule };
+        let direct = Blocking { winograd_min_channels: [9; 2], ..rule };
+        let (_, first) = op.run(kernel, &wino, 1, Conv2dPath::Winograd).expect("Winograd runs");
+        assert!(first);
+        let (_, agrees) = op.run(kernel, &direct, 1, Conv2dPath::Direct).expect("the direct conv runs");
+        assert!(agrees, "direct equals Winograd");
+        assert!(op.run(kernel, &direct, 1, Conv2dPath::Winograd).is_none(), "the path is checked");
+        if let Some(w) = op.want.as_mut() {
+            w[5] += 1.0;
+        }
+        assert!(!op.run(kernel, &wino, 1, Conv2dPath::Winograd).unwrap().1, "a different result is caught");
+    }
+
     #[test]
     fn round_trips_and_rejects_damage() {
         let t = Tuning {
@@ -420,7 +697,13 @@ mod tests {
                 Pick { kc: 32, threads: 1, points: vec![point(32, 71.5), point(512, 53.25)] },
                 Pick { kc: 512, threads: 16, points: Vec::new() },
             ],
+            convs: ConvPick::from_races(vec![
+                race(1, [60.5, 120.0, 130.0], [110.0; 3]),
+                race(2, [190.0; 3], [300.25; 3]),
+            ]),
         };
+        let bare = Tuning { convs: ConvPick::RULE, ..t.clone() };
+        assert_eq!(parse(&render(&bare)), Some(bare));
         let text = render(&t);
         assert_eq!(parse(&text), Some(t));
         assert_eq!(parse(&text[..text.len() - 4]), None, "truncated");
@@ -428,5 +711,9 @@ mod tests {
         assert_eq!(parse(&text.replace("71.50", "x")), None);
         assert_eq!(parse(&text.replace(HEADER, "sparkle cpu tuning 1")), None, "an older version");
         assert_eq!(parse(&(text.clone() + "more\n")), None);
+        assert_eq!(parse(&text.replace("130.00/", "130.00,1.00/")), None, "a figure too many");
+        assert!(text.contains("\nwinograd 64 never 1:60.50,120.00,130.00/110.00,110.00,110.00 2:"), "{text}");
+        assert_eq!(parse(&text.replace("\nwinograd 64", "\nwinograd x")), None);
+        assert_eq!(parse(&text.replace("\nwinograd 64 never", "\nwinograd 64")), None, "one count");
     }
 }

@@ -12,8 +12,10 @@ pub fn run(max: usize, small: bool) -> Result<ExitCode, Failure> {
     if sparkle_std::cpu::backend::blocking_override().is_none() {
         let t = sparkle_std::cpu::tune::retune(sparkle_std::cpu::isa::gemm_kernel()?);
         let [one, all] = &t.few_rows;
+        let winograd = sparkle_std::cpu::tune::winograd_from(t.convs.winograd_min_channels);
         println!(
-            "calibrate: CPU few-row GEMMs take kc {} on 1 thread, {} on {} (`sparkle devices` shows the measurements)",
+            "calibrate: CPU few-row GEMMs take kc {} on 1 thread, {} on {}; 3x3 NCHW convs run as Winograd {winograd} \
+             (`sparkle devices` shows the measurements)",
             one.kc, all.kc, all.threads
         );
     }

@@ -56,6 +56,7 @@ pub fn run() -> Result<ExitCode, Failure> {
             println!("  {FEW} on {} thread(s): kc {}, {why}", p.threads, p.kc);
         }
     }
+    println!("  {}", winograd_line(cpu.kernel, &cpu.blocking, forced));
     let qkernels: Vec<&str> = sparkle_std::cpu::isa::available_qkernels().iter().map(|k| k.id()).collect();
     println!("  int8 kernels this CPU runs: {}; picked: {}", qkernels.join(", "), cpu.qkernel.id());
     let bkernels: Vec<&str> = sparkle_std::cpu::isa::available_bkernels().iter().map(|k| k.id()).collect();
@@ -137,4 +138,38 @@ pub fn run() -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where 3x3 stride-1 convs of channel planes run as Winograd rather than direct, and why.
+fn winograd_line(
+    kernel: &'static sparkle_core::arch::Kernel,
+    b: &sparkle_core::gemm::blocking::Blocking,
+    forced: bool,
+) -> String {
+    use sparkle_std::cpu::tune;
+    let what = format!(
+        "3x3 stride-1 NCHW convs that Winograd and the direct conv both take: Winograd {}, direct on more threads",
+        tune::winograd_from(b.winograd_min_channels)
+    );
+    if forced {
+        return format!("{what} (the rule, with SPARKLE_BLOCKING)");
+    }
+    let t = tune::tuning(kernel);
+    if t.convs.races.is_empty() {
+        return format!("{what}; the rule (not measured: this kernel runs one of the two, or too slowly to time)");
+    }
+    let each: Vec<String> = t
+        .convs
+        .races
+        .iter()
+        .map(|r| {
+            let by: Vec<String> = tune::CONVS
+                .iter()
+                .zip(r.winograd.iter().zip(&r.direct))
+                .map(|((c, hw), (w, d))| format!("{c}@{hw} {w:.0}/{d:.0}"))
+                .collect();
+            format!("{} thread(s) {}", r.workers, by.join(", "))
+        })
+        .collect();
+    format!("{what}; measured, GFLOPS Winograd/direct by channels@size: {}", each.join("; "))
 }
