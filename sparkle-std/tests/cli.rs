@@ -942,6 +942,21 @@ fn int8_gemm_bad_parameters_exit_2() {
             "negative y scale",
             vec!["--x-scale".into(), "1".into(), "--w-scale".into(), "1".into(), "--y-scale".into(), "-1".into()],
         ),
+        (
+            "negative w scale",
+            vec!["--x-scale".into(), "1".into(), "--w-scale".into(), "-1".into(), "--y-scale".into(), "1".into()],
+        ),
+        (
+            "a multiplier past float32",
+            vec![
+                "--x-scale".into(),
+                "1e30".into(),
+                "--w-scale".into(),
+                "1e30".into(),
+                "--y-scale".into(),
+                "1e-30".into(),
+            ],
+        ),
         ("x zero point out of u8", vec!["--x-zero-point".into(), "300".into()]),
         ("w zero point out of i8", vec!["--w-zero-point".into(), "-129".into()]),
         (
@@ -976,6 +991,17 @@ fn int8_gemm_bad_parameters_exit_2() {
         args.extend(extra.iter().map(String::as_str));
         assert_fails(&sparkle(&args), &y, what);
     }
+    // The errors name the flags.
+    for (flags, says) in [
+        (["1", "-1", "1"], "--w-scale -1 is not a positive finite number"),
+        (["-0.5", "1", "1"], "--x-scale -0.5 is not a positive finite number"),
+        (["1e30", "1e30", "1e-30"], "--x-scale * --w-scale / --y-scale = "),
+    ] {
+        let scales = ["--x-scale", flags[0], "--w-scale", flags[1], "--y-scale", flags[2]];
+        let out = sparkle(&[&base[..], &scales[..]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
     let out = sparkle(&["gemm", "--a", &p("a.npy"), "--b", &p("b32.npy"), "--output", y.to_str().unwrap()]);
     assert_fails(&out, &y, "int32 B");
     let out = sparkle(&["gemm", "--a", &fa, "--b", &fa, "--x-zero-point", "1", "--output", y.to_str().unwrap()]);
@@ -1007,4 +1033,124 @@ fn int8_gemm_bad_parameters_exit_2() {
     assert_eq!(y8.shape, vec![1, 2, 4, 4]);
     // Corner: 4 taps in range x 2 channels x 3 x 1 x 0.1 x 0.1 / 0.1 = 2.4 -> 2, plus 100.
     assert_eq!(y8.data[0], 102);
+}
+
+/// `sparkle conv2d` on int8 `.npy` files in both requantization modes, both layouts and both
+/// input types (u8 and s8 x s8 weights), with per-channel scales, a bias, an input zero point,
+/// per-channel weight zero points (ONNX's mode) and ReLU, against the core's integer oracle, on
+/// every device.
+#[test]
+fn int8_conv2d_round_trips_match_the_integer_oracle() {
+    let d = dir("qconv_rt");
+    for device in devices() {
+        for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {
+            for fixed in [false, true] {
+                qconv_round_trip::<u8>(&d, device, layout, fixed, 7);
+                qconv_round_trip::<i8>(&d, device, layout, fixed, -5);
+            }
+        }
+    }
+}
+
+fn qconv_round_trip<X>(d: &Path, device: &str, layout: TensorLayout, fixed: bool, x_zero: i32)
+where
+    X: sparkle_core::quant::QOperand + npy::Element + PartialEq,
+{
+    use sparkle_core::quant::conv::{qconv2d_reference, QConv};
+    use sparkle_core::quant::{quantize_multiplier, OutputStage, PerChannel};
+    let what = format!(
+        "{device} {layout:?} {} {}",
+        if fixed { "fixed" } else { "onnx" },
+        <X as sparkle_core::quant::QElem>::NAME
+    );
+    let p = Conv2dParams::new(2, 6, 9, 8, 4, 3, 3).stride(2, 1).pad(Padding::new(1, 0, 2, 1)).groups(2).layout(layout);
+    let g = p.validate().unwrap();
+    let in_shape = match layout {
+        TensorLayout::Nchw => vec![2, 6, 9, 8],
+        TensorLayout::Nhwc => vec![2, 9, 8, 6],
+    };
+    // Every byte value, in an order the geometry does not line up with.
+    let x: Vec<X> = (0..g.input_len()).map(|i| byte::<X>(i * 37 + 11)).collect();
+    let w: Vec<i8> = (0..g.weight_len()).map(|i| byte::<i8>(i * 91 + 5)).collect();
+    let bias: Vec<i32> = vec![900, -4000, 0, 17];
+    let w_scale: Vec<f32> = vec![0.01, 0.02, 0.003, 0.05];
+    // TFLite's fixed point takes symmetric weights; ONNX's mode any zero points.
+    let w_zero: Vec<i32> = if fixed { vec![0; 4] } else { vec![0, 3, -7, 1] };
+    let (x_scale, y_scale, y_zero) = (0.05f32, 0.4f32, if X::MIN == 0 { 20 } else { -9 });
+    let at = |name: &str| d.join(name).to_string_lossy().into_owned();
+    npy::write(&d.join("x.npy"), &in_shape, &x).unwrap();
+    npy::write(&d.join("w.npy"), &[4, 3, 3, 3], &w).unwrap();
+    npy::write(&d.join("bias.npy"), &[4], &bias).unwrap();
+    npy::write(&d.join("ws.npy"), &[4], &w_scale).unwrap();
+    npy::write(&d.join("wz.npy"), &[4], &w_zero).unwrap();
+    let y = d.join("y.npy");
+    let _ = std::fs::remove_file(&y);
+    let (xs, ys, xz, yz) = (x_scale.to_string(), y_scale.to_string(), x_zero.to_string(), y_zero.to_string());
+    let layout_name = if layout == TensorLayout::Nchw { "nchw" } else { "nhwc" };
+    let out = sparkle(&[
+        "conv2d",
+        "--input",
+        &at("x.npy"),
+        "--weight",
+        &at("w.npy"),
+        "--bias",
+        &at("bias.npy"),
+        "--stride",
+        "2,1",
+        "--pad",
+        "1,0,2,1",
+        "--groups",
+        "2",
+        "--activation",
+        "relu",
+        "--layout",
+        layout_name,
+        "--x-scale",
+        &xs,
+        "--x-zero-point",
+        &xz,
+        "--w-scale",
+        &at("ws.npy"),
+        "--w-zero-point",
+        &at("wz.npy"),
+        "--y-scale",
+        &ys,
+        "--y-zero-point",
+        &yz,
+        "--requant",
+        if fixed { "fixed" } else { "onnx" },
+        "--device",
+        device,
+        "--output",
+        y.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    let got = npy::read_typed_within::<X>(&y, sparkle_std::budget::MemoryBudget::UNLIMITED).unwrap();
+    let op = QConv { input: &x, x_zero, weight: &w, w_zero: PerChannel::Channel(&w_zero), bias: Some(&bias) };
+    let (mult, shift): (Vec<i32>, Vec<i32>) = w_scale
+        .iter()
+        .map(|&ws| quantize_multiplier(f64::from(x_scale) * f64::from(ws) / f64::from(y_scale)).unwrap())
+        .unzip();
+    let mut stage = if fixed {
+        OutputStage::fixed(PerChannel::Channel(&mult), PerChannel::Channel(&shift), y_zero, X::MIN, X::MAX)
+    } else {
+        OutputStage::onnx(x_scale, PerChannel::Channel(&w_scale), y_scale, y_zero)
+    };
+    // ReLU clamps at the output's zero point.
+    stage.min = y_zero;
+    let mut want = vec![byte::<X>(0); g.output_len()];
+    qconv2d_reference(&g, &op, &stage, &mut want).unwrap();
+    let want_shape = match layout {
+        TensorLayout::Nchw => vec![2, 4, g.ho(), g.wo()],
+        TensorLayout::Nhwc => vec![2, g.ho(), g.wo(), 4],
+    };
+    assert_eq!(got.shape, want_shape, "{what}");
+    assert!(got.data == want, "{what}: differs from the integer oracle");
+    let distinct = want.iter().filter(|&&v| v != want[0]).count();
+    assert!(distinct > want.len() / 4, "{what}: a degenerate case proves nothing");
+}
+
+/// The `i mod 256`-th value of `X`'s range.
+fn byte<X: sparkle_core::quant::QOperand>(i: usize) -> X {
+    X::narrow(X::MIN + (i % 256) as i32)
 }

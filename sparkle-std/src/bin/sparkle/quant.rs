@@ -34,20 +34,20 @@ pub enum QType {
 #[derive(Args, Debug)]
 pub struct QuantArgs {
     /// Scale of x (A for gemm): a number.
-    #[arg(long, value_name = "NUMBER")]
+    #[arg(long, value_name = "NUMBER", allow_hyphen_values = true)]
     x_scale: Option<f32>,
     /// Zero point of x: an integer in x's type (default 0).
     #[arg(long, value_name = "INT", allow_hyphen_values = true)]
     x_zero_point: Option<i32>,
     /// Scale of w (B for gemm): a number, or a float32 .npy with one per output channel.
-    #[arg(long, value_name = "NUMBER|NPY")]
+    #[arg(long, value_name = "NUMBER|NPY", allow_hyphen_values = true)]
     w_scale: Option<String>,
     /// Zero point of w: an integer, or an int .npy with one per output channel (default 0).
     #[arg(long, value_name = "INT|NPY", allow_hyphen_values = true)]
     w_zero_point: Option<String>,
     /// Scale of y: with it the output is requantized to int8/uint8; without it the output is
     /// the int32 accumulator (ONNX MatMulInteger/ConvInteger).
-    #[arg(long, value_name = "NUMBER")]
+    #[arg(long, value_name = "NUMBER", allow_hyphen_values = true)]
     y_scale: Option<f32>,
     /// Zero point of y: an integer in y's type (default 0).
     #[arg(long, value_name = "INT", allow_hyphen_values = true)]
@@ -175,7 +175,15 @@ impl Quant {
                 }
                 let y_zero = args.y_zero_point.unwrap_or(0);
                 match args.requant {
-                    RequantMode::Onnx => Stage::Onnx { x_scale, w_scale, y_scale, y_zero },
+                    RequantMode::Onnx => {
+                        // ONNX's multiplier is a float32: it must be a positive finite one.
+                        let positive = |m: f32| m.is_finite() && m > 0.0;
+                        if let Some(&w) = w_scale.iter().find(|&&w| !positive(x_scale * w / y_scale)) {
+                            let m = f64::from(x_scale) * f64::from(w) / f64::from(y_scale);
+                            return Err(format!("the requantization multiplier --x-scale * --w-scale / --y-scale = {m:e} is not a positive finite float32").into());
+                        }
+                        Stage::Onnx { x_scale, w_scale, y_scale, y_zero }
+                    }
                     RequantMode::Fixed => {
                         let mut multiplier = Vec::with_capacity(w_scale.len());
                         let mut shift = Vec::with_capacity(w_scale.len());
