@@ -84,6 +84,10 @@ step "Cortex-M4F firmware under qemu-system-arm (mps2-an386)"
 (cd firmware && cargo run --release -q) 2>&1 | tee -a "$log"
 grep -q '^FAIL' "$log" && { echo "firmware: a case failed"; exit 1; }
 
+step "Cortex-M4F: the int8 kernel's sweep (operand pairs, output stages, ragged tiles) under qemu"
+(cd firmware && cargo run --release -q --features sweep) 2>&1 | tee -a "$log"
+grep -q '^FAIL' "$log" && { echo "firmware: a sweep case failed"; exit 1; }
+
 step "Miri: the core's unit tests (index math, views, generic kernel, packing, driver)"
 echo "(SIMD kernels are not run under Miri: they are intrinsics; the generic kernel stands in for them)"
 # Miri interprets on one thread: the tests run as two halves at once, one a core (the int8

@@ -23,6 +23,9 @@ use sparkle_core::quant::reference::qgemm_reference;
 use sparkle_core::quant::{quantize_multiplier, OutputStage, PerChannel, QGemm};
 use sparkle_core::{Activation, Bias, Conv2dParams, Epilogue, MatMut, MatRef, Padding, TensorLayout, WeightLayout};
 
+#[cfg(feature = "sweep")]
+mod sweep;
+
 /// Largest tensor of the demo cases (16 channels x 16 x 16).
 const MAX: usize = 16 * 16 * 16;
 /// Scratch for the fast kernels (checked against the core's query at run time).
@@ -358,7 +361,8 @@ fn wanted(set_or_name: &str) -> bool {
 
 #[entry]
 fn main() -> ! {
-    const PAINT: usize = 4096;
+    // Words of stack painted for the high-water mark (the sweep keeps its buffers on the stack).
+    const PAINT: usize = if cfg!(feature = "sweep") { 16384 } else { 4096 };
     let sp = cortex_m::register::msp::read() as usize;
     let low = paint_stack(PAINT);
     // SAFETY: main runs once, single-threaded, and is the only user of these statics.
@@ -378,6 +382,13 @@ fn main() -> ! {
     };
     core.SYST.set_clock_source(SystClkSource::Core);
     hprintln!("sparkle-firmware: Cortex-M4F, kernel {}", sparkle_core::arch::Kernel::best().id());
+    #[cfg(feature = "sweep")]
+    {
+        // SAFETY: as above; the int8 scratch is used only here in this build.
+        let all = sweep::run(unsafe { &mut *addr_of_mut!(Q_SCRATCH) });
+        hprintln!("stack high-water mark: {} bytes", stack_used(low, PAINT, sp));
+        debug::exit(if all { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
+    }
     let conv = Conv2dParams::new(1, 8, 16, 16, 8, 3, 3).pad(Padding::uniform(1));
     let mut all = true;
     // Sets or cases run (none where `SPARKLE_FIRMWARE_ONLY` names nothing: a failure).
