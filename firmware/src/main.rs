@@ -378,7 +378,9 @@ fn main() -> ! {
     };
     let Some(mut core) = cortex_m::Peripherals::take() else {
         debug::exit(debug::EXIT_FAILURE);
-        loop {}
+        loop {
+            cortex_m::asm::wfi();
+        }
     };
     core.SYST.set_clock_source(SystClkSource::Core);
     hprintln!("sparkle-firmware: Cortex-M4F, kernel {}", sparkle_core::arch::Kernel::best().id());
@@ -450,5 +452,7 @@ fn main() -> ! {
     }
     hprintln!("stack high-water mark: {} bytes", stack_used(low, PAINT, sp));
     debug::exit(if all { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
-    loop {}
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
