@@ -143,7 +143,7 @@ impl ConvPick {
 }
 
 /// This CPU's measured blocking for one kernel: few-row slices on one thread and on all, and the
-/// worker counts that run Winograd.
+/// channels from which Winograd runs on one worker and on two.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tuning {
     /// One thread, then all threads.
@@ -153,7 +153,7 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    /// `rule` with the measured few-row slices and Winograd's worker counts.
+    /// `rule` with the measured few-row slices and Winograd's channel thresholds.
     pub fn apply(&self, rule: Blocking) -> Blocking {
         Blocking {
             kc_few_rows: [self.few_rows[0].kc, self.few_rows[1].kc],
@@ -170,7 +170,7 @@ impl Tuning {
 }
 
 /// Where Winograd runs by [`Blocking::winograd_min_channels`], in words: "from 64 channels on 1
-/// thread, from 128 on 2".
+/// thread, from 128 channels on 2".
 pub fn winograd_from([one, two]: [usize; 2]) -> String {
     let from = |c: usize| match c {
         0 => "at any channel count".to_string(),
@@ -327,16 +327,14 @@ fn measure_few_rows(kernel: &'static Kernel, rule: &Blocking, threads: usize) ->
 
 /// Races Winograd against the direct conv on [`CONVS`] on each count of [`RACE_WORKERS`] up to
 /// `threads` (a warm-up round, then [`ROUNDS`] rounds, each running every conv on both paths; the
-/// best time of each).
-/// Each path is forced by the channel threshold: 0 (Winograd) or `usize::MAX` (direct).
-/// The rule where this kernel or build cannot run both paths on these convs, where a run is
+/// best time of each), each path forced by the channel threshold: 0 (Winograd) or `usize::MAX`
+/// (direct). The rule where this kernel or build cannot run both paths on these convs, where a run is
 /// slow ([`SLOW_CONV`]: an unoptimized build), or where the two results differ: the operands are
 /// small integers, so both paths' sums are exact and must be equal bit for bit.
 fn race_convs(kernel: &'static Kernel, tuned: &Blocking, threads: usize) -> ConvPick {
     let mut ops: Vec<ConvOp> = CONVS.iter().map(|&(c, hw)| ConvOp::new(c, hw)).collect();
     let mut races = Vec::new();
     for workers in RACE_WORKERS.into_iter().filter(|&w| w <= threads.max(1)) {
-        // Winograd on this count, or direct on it.
         let paths = [
             (Blocking { winograd_min_channels: [0; 2], ..*tuned }, Conv2dPath::Winograd),
             (Blocking { winograd_min_channels: [usize::MAX; 2], ..*tuned }, Conv2dPath::Direct),
