@@ -64,6 +64,8 @@ impl Tolerance {
 ///   plus `1e-5` absolute for the driver's approximate `exp`/`tanh` and GELU's `erf` (1.5e-7).
 /// - bf16: the products of bf16 inputs are exact in f32, so only the f32 sums round: f32's rows.
 ///   (`vdpbf16ps` flushes denormals to zero: below `2^-126`, far under any bound here.)
+/// - int8 has no row: its sums are exact integers and every backend's result must equal the
+///   integer oracle's bit for bit ([`crate::quant::reference`]).
 pub const TOLERANCES: &[(Backend, DType, Tolerance)] = &[
     (Backend::Cpu, DType::F32, Tolerance { per_term: 4.0 * f32::EPSILON as f64, absolute: 0.0 }),
     (Backend::Vulkan, DType::F32, Tolerance { per_term: 8.0 * f32::EPSILON as f64, absolute: 1e-5 }),

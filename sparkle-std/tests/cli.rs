@@ -714,6 +714,23 @@ fn bench_conv2d_names_the_paths() {
     assert!(text.contains(&format!("f32 paths: a: {a}, b: implicit-gemm")), "{text}");
 }
 
+/// `--dtype i8` is `--dtypes int8`; a conv bench refuses a precision (GEMMs only), as the GEMM
+/// bench refuses one on the CPU.
+#[test]
+fn bench_flags_take_their_other_names_and_refuse_what_does_not_apply() {
+    let out = sparkle(&["bench", "gemm", "--dtype", "i8", "--shapes", "16", "--seconds", "0.01"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sparkle-int8"));
+    let y = Path::new("/nonexistent/none");
+    for (args, what) in [
+        (&["bench", "conv2d", "--precision", "high", "--device", "vulkan"][..], "a conv's precision"),
+        (&["bench", "gemm", "--precision", "medium"][..], "a precision on the CPU"),
+        (&["bench", "gemm", "--dtypes", "i4"][..], "an unknown type"),
+    ] {
+        assert_fails(&sparkle(args), y, what);
+    }
+}
+
 #[test]
 fn stream_runs_every_policy_and_checks_every_output() {
     let out = sparkle(&["stream", "--small", "--rounds", "2", "--json"]);

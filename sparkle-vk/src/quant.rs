@@ -3,7 +3,7 @@
 //! fixed point), bit for bit as the integer oracle. Two kernels over one operand layout:
 //!
 //! - `gemm_coopmat.comp` with INT8: cooperative matrices (16x16x32 i8 x i8 -> i32, NVIDIA's
-//!   tensor cores), 64x64, 128x128 or 128x256 tiles chosen as for f16
+//!   tensor cores), 64x64 or 128x128 tiles by the size of C (no 128x256: slower, see `qgemm_plan`)
 //!   ([`crate::DeviceInfo::cooperative_matrix_i8`]);
 //! - `gemm_i8.comp`: the plain shader cores, everywhere else (and lavapipe in CI).
 //!

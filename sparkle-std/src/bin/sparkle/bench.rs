@@ -35,16 +35,18 @@ pub struct BenchArgs {
     /// the roof) to this SVG file.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
-    /// Comma-separated element types, one column each: `f32`, `int8` (u8 x s8 -> u8 with ONNX's
-    /// output stage, GOPS, bit-exact against the integer oracle; on the CPU or Vulkan), `bf16` (bf16 x bf16
-    /// -> f32; GEMM on the CPU or Vulkan, conv2d on Vulkan) and `f16` (f16 x f16 -> f32, GEMM
-    /// and conv2d; Vulkan only, on cooperative matrices where the device has them).
-    #[arg(long, default_value = "f32")]
+    /// Comma-separated element types, one column each: `f32`, `int8` (or `i8`: u8 x s8 -> u8 with
+    /// ONNX's output stage, GOPS, bit-exact against the integer oracle; on the CPU or Vulkan),
+    /// `bf16` (bf16 x bf16 -> f32; GEMM on the CPU or Vulkan, conv2d on Vulkan) and `f16` (f16 x
+    /// f16 -> f32, GEMM and conv2d; Vulkan only, on cooperative matrices where the device has
+    /// them).
+    #[arg(long, alias = "dtype", default_value = "f32")]
     dtypes: String,
     /// Comma-separated precisions of the f32 GEMM on Vulkan, one column each, as PyTorch's
     /// `set_float32_matmul_precision` names them: `highest` (f32 kernels), `high` (three f16
     /// products per f32 product on tensor cores, f32-accurate) and `medium` (one). Each column's
     /// largest error against the f64 oracle over sampled elements is printed after the table.
+    /// GEMMs only: conv2d runs f32 at `highest`.
     #[arg(long, default_value = "highest")]
     precision: String,
 }
@@ -61,9 +63,11 @@ struct Dtypes {
 impl BenchArgs {
     /// Which of f32, int8, bf16 and f16 to run.
     fn dtypes(&self) -> Result<Dtypes, Failure> {
-        let list: Vec<&str> = self.dtypes.split(',').map(str::trim).collect();
+        // `i8` is int8's other name.
+        let list: Vec<&str> =
+            self.dtypes.split(',').map(str::trim).map(|d| if d == "i8" { "int8" } else { d }).collect();
         if let Some(d) = list.iter().find(|d| !matches!(**d, "f32" | "int8" | "bf16" | "f16")) {
-            return Err(format!("--dtypes: `{d}` is not f32, int8, bf16 or f16").into());
+            return Err(format!("--dtypes: `{d}` is not f32, int8 (i8), bf16 or f16").into());
         }
         let has = |d| list.contains(&d);
         let t = Dtypes { f32s: has("f32"), int8: has("int8"), bf16: has("bf16"), f16: has("f16") };
@@ -261,6 +265,9 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode, Failure> {
         }
         BenchCommand::Conv2d { layers, batch, common } => {
             common.check()?;
+            if common.precisions()? != [Precision::Highest] {
+                return Err("--precision chooses how f32 GEMMs run; conv2d runs f32 at highest".into());
+            }
             let Dtypes { f32s, int8, bf16, f16 } = common.dtypes()?;
             if bf16 && common.device == BenchDevice::Cpu {
                 return Err("--dtypes bf16: conv2d in bf16 runs on Vulkan only (--device vulkan)".into());

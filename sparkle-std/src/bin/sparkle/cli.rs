@@ -169,11 +169,13 @@ pub enum Layout {
 
 #[derive(Args, Debug)]
 pub struct Conv2dArgs {
-    /// Input, shape (n, c, h, w) for nchw or (n, h, w, c) for nhwc: float32, or uint8/int8 for
-    /// the quantized conv (ONNX QLinearConv with --y-scale, ConvInteger without).
+    /// Input, shape (n, c, h, w) for nchw or (n, h, w, c) for nhwc: float32; float16 (f32 sums, a
+    /// float16 output); or uint8/int8 for the quantized conv (ONNX QLinearConv with --y-scale,
+    /// ConvInteger without).
     #[arg(long)]
     input: PathBuf,
-    /// Weights, shape (k, c/groups, r, s): float32, or uint8/int8 with a uint8/int8 input.
+    /// Weights, shape (k, c/groups, r, s): of the input's type (uint8/int8 with a uint8/int8
+    /// input).
     #[arg(long)]
     weight: PathBuf,
     /// Bias, shape (k): float32, or int32 (added to the accumulator) for int8 tensors.
@@ -208,11 +210,12 @@ pub struct Conv2dArgs {
 
 #[derive(Args, Debug)]
 pub struct GemmArgs {
-    /// A, [m, k]: float32, or uint8/int8 for the quantized GEMM (ONNX QLinearMatMul with
-    /// --y-scale, MatMulInteger without).
+    /// A, [m, k]: float32; float16 (f32 sums, a float16 C, on the GPU's tensor cores where it has
+    /// them); or uint8/int8 for the quantized GEMM (ONNX QLinearMatMul with --y-scale,
+    /// MatMulInteger without).
     #[arg(long)]
     a: PathBuf,
-    /// B, [k, n]: float32, or uint8/int8 with a uint8/int8 A.
+    /// B, [k, n]: of A's type (uint8/int8 with a uint8/int8 A).
     #[arg(long)]
     b: PathBuf,
     /// Bias per column, shape (n): float32, or int32 (added to the accumulator) for int8 operands.
