@@ -433,14 +433,7 @@ impl Op {
         let t = Instant::now();
         gemm_with(1.0, a, b, 0.0, cv, &Epilogue::NONE, ws).ok()?;
         let t = t.elapsed();
-        let agrees = match &self.want {
-            Some(w) => *w == self.c,
-            None => {
-                self.want = Some(self.c.clone());
-                self.c.iter().all(|x| x.is_finite())
-            }
-        };
-        Some((t, agrees))
+        Some((t, agrees(&mut self.want, &self.c)))
     }
 }
 
@@ -486,14 +479,19 @@ impl ConvOp {
         let t = Instant::now();
         conv2d_with(&self.g, &self.input, &self.weight, &Epilogue::NONE, &mut self.out, ws).ok()?;
         let t = t.elapsed();
-        let agrees = match &self.want {
-            Some(w) => *w == self.out,
-            None => {
-                self.want = Some(self.out.clone());
-                self.out.iter().all(|x| x.is_finite())
-            }
-        };
-        Some((t, agrees))
+        Some((t, agrees(&mut self.want, &self.out)))
+    }
+}
+
+/// Whether `got` equals the first result, `want` (bit for bit); the first result itself (kept in
+/// `want`) must be all finite.
+fn agrees(want: &mut Option<Vec<f32>>, got: &[f32]) -> bool {
+    match want {
+        Some(w) => w == got,
+        None => {
+            *want = Some(got.to_vec());
+            got.iter().all(|x| x.is_finite())
+        }
     }
 }
 
