@@ -39,7 +39,8 @@ enum Stage {
     Fixed,
 }
 
-/// `LEN` values of `T` from a xorshift stream: every value of the type's range appears.
+/// `LEN` values of `T` from a xorshift stream, spread over the type's whole range (both ends and
+/// the middle; not every value in every case's slice).
 fn values<T: QElem>(seed: u32) -> [T; LEN] {
     let mut x = seed.wrapping_mul(2_654_435_761) | 1;
     core::array::from_fn(|_| {

@@ -46,7 +46,7 @@ fn devices_says_the_blocking_and_why() {
     let out = String::from_utf8_lossy(&forced.stdout).into_owned();
     assert!(out.contains("blocking: mc 96, kc 256, nc 1024, from SPARKLE_BLOCKING"), "{out}");
     assert!(out.contains("kc 256 on 1 thread, 256 on more, from SPARKLE_BLOCKING"), "{out}");
-    let rule = "Winograd at any channel count on 1 thread, at any channel count on 2, direct on more threads (the rule";
+    let rule = "Winograd at any channel count on 1 thread, at any channel count on 2, direct on more threads (from 16 channels) (the rule";
     assert!(out.contains(rule), "{out}");
     let forced = sparkle_within(&["devices"], &[("SPARKLE_BLOCKING", "96,256,1024,32,128")], 600);
     let out = String::from_utf8_lossy(&forced.stdout).into_owned();
@@ -723,11 +723,13 @@ fn bench_flags_take_their_other_names_and_refuse_what_does_not_apply() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("sparkle-int8"));
     let y = Path::new("/nonexistent/none");
     for (args, what) in [
-        (&["bench", "conv2d", "--precision", "high", "--device", "vulkan"][..], "a conv's precision"),
-        (&["bench", "gemm", "--precision", "medium"][..], "a precision on the CPU"),
-        (&["bench", "gemm", "--dtypes", "i4"][..], "an unknown type"),
+        (&["bench", "conv2d", "--precision", "high", "--device", "vulkan"][..], "conv2d runs f32 at highest"),
+        (&["bench", "gemm", "--precision", "medium"][..], "runs on Vulkan only"),
+        (&["bench", "gemm", "--dtypes", "i4"][..], "`i4` is not f32, int8 (i8), bf16 or f16"),
     ] {
-        assert_fails(&sparkle(args), y, what);
+        let out = sparkle(args);
+        assert_fails(&out, y, what);
+        assert!(String::from_utf8_lossy(&out.stderr).contains(what), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -1012,7 +1014,7 @@ fn int8_gemm_bad_parameters_exit_2() {
     for (flags, says) in [
         (["1", "-1", "1"], "--w-scale -1 is not a positive finite number"),
         (["-0.5", "1", "1"], "--x-scale -0.5 is not a positive finite number"),
-        (["1e30", "1e30", "1e-30"], "--x-scale * --w-scale / --y-scale = "),
+        (["1e30", "1e30", "1e-30"], "--x-scale * --w-scale / --y-scale = 1e30 * 1e30 / 1e-30 is inf in float32"),
     ] {
         let scales = ["--x-scale", flags[0], "--w-scale", flags[1], "--y-scale", flags[2]];
         let out = sparkle(&[&base[..], &scales[..]].concat());

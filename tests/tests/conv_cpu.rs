@@ -251,13 +251,16 @@ fn direct(kern: &'static Kernel) {
 fn winograd_over_budget(kern: &'static Kernel) {
     let p = Conv2dParams::new(1, 64, 56, 56, 64, 3, 3).pad(Padding::uniform(1));
     let g = p.validate().unwrap();
-    let least =
-        sparkle_core::conv::fused::conv2d_min_scratch_len(&g, kern, &Cpu::with_kernel(kern).blocking, 1).unwrap();
-    let cpu = Cpu {
-        memory_budget: MemoryBudget::bytes((4 * least + 4 * 64 * 64 * 9) as u64),
-        ..Cpu::with_kernel(kern).threads(1)
-    };
-    assert_eq!(check(&cpu, p, Activation::Relu, true, 11), Conv2dPath::Winograd);
+    // The rule's paths: Winograd planned (not this CPU's measured thresholds, which may send it
+    // direct), with a budget between the least scratch and Winograd's buffers.
+    let base = Cpu::with_kernel(kern).threads(1);
+    let blocking = Blocking { winograd_min_channels: [0; 2], ..base.blocking };
+    let least = sparkle_core::conv::fused::conv2d_min_scratch_len(&g, kern, &blocking, 1).unwrap();
+    let full = sparkle_core::conv::fused::conv2d_scratch_len(&g, kern, &blocking, 1).unwrap();
+    assert!(full > least, "{full} floats for Winograd, {least} the least");
+    let cpu = Cpu { memory_budget: MemoryBudget::bytes((4 * (least + full) / 2) as u64), blocking, ..base };
+    assert_eq!(cpu.conv2d_path(&g).unwrap(), Conv2dPath::ImplicitGemm);
+    check(&cpu, p, Activation::Relu, true, 11);
 }
 
 /// More workers than cores, so the GEMM driver splits C on 2-D grids and the im2col B (NCHW) is
@@ -468,10 +471,10 @@ fn path_choice() {
         with(Conv2dParams::new(1, 64, 56, 56, 256, 3, 3).pad(Padding::uniform(1)), 1, [65, 0]),
         Conv2dPath::Direct
     );
-    assert_eq!(
-        with(Conv2dParams::new(1, 128, 56, 56, 64, 3, 3).pad(Padding::uniform(1)), 1, [64, 0]),
-        Conv2dPath::Winograd
-    );
+    // The smaller of the two: 64 here.
+    let wide_in = Conv2dParams::new(1, 128, 56, 56, 64, 3, 3).pad(Padding::uniform(1));
+    assert_eq!(with(wide_in, 1, [64, 0]), Conv2dPath::Winograd);
+    assert_eq!(with(wide_in, 1, [65, 0]), Conv2dPath::Direct);
     assert_eq!(with(wino.weight_layout(WeightLayout::Krsc), 1, [usize::MAX; 2]), Conv2dPath::Winograd, "no direct");
     for p in [conv1, rgb, s2(128, 56), wino.layout(TensorLayout::Nhwc)] {
         for w in [1, 2, 3] {

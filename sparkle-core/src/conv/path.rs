@@ -15,7 +15,9 @@ pub enum Conv2dPath {
     /// 3x3, stride 1, undilated, ungrouped, with at least [`super::winograd::MIN_CHANNELS`]
     /// input channels and [`super::winograd::MIN_TILES`] output tiles of 2x2 and buffers within
     /// [`super::winograd::MAX_FLOATS`]: Winograd F(2x2, 3x3), 16 GEMMs between transforms
-    /// ([`super::winograd`]).
+    /// ([`super::winograd`]). Where the direct conv also applies, only on one or two workers and
+    /// from the CPU's measured channel count
+    /// ([`Blocking::winograd_min_channels`](crate::gemm::blocking::Blocking::winograd_min_channels)).
     Winograd,
     /// A stride no longer than the kernel's dilated extent, any layout pair but NCHW with KRSC
     /// weights from 16 channels a group (on more than two workers only where
@@ -51,7 +53,8 @@ impl Conv2dPath {
 /// measured by sparkle-std).
 pub const WINOGRAD_MAX_WORKERS: usize = 2;
 
-/// The path for a geometry on one worker by the rule: the one function tests and the juggler call.
+/// The path for a geometry on one worker by the rule (what runs is [`choose_path_with`]'s for the
+/// CPU's blocking; [`super::fused::running_path`] says it).
 pub fn choose_path(g: &Conv2d) -> Conv2dPath {
     choose_path_for(g, 1)
 }

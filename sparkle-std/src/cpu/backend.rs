@@ -70,7 +70,8 @@ pub const PARALLEL_MIN_FMAS: f64 = 1.0e6;
 pub const DEPTHWISE_FMA_COST: f64 = 16.0;
 
 /// `SPARKLE_BLOCKING=mc,kc,nc[,few1,fewN]` overrides the blocking (for tuning experiments): the
-/// few-row slices on one thread and on several ([`Blocking::kc_few_rows`]) default to `kc`.
+/// few-row slices on one thread and on several ([`Blocking::kc_few_rows`]) default to `kc`, and
+/// Winograd's channel thresholds are the rule's ([`Blocking::winograd_min_channels`] 0).
 pub fn blocking_override() -> Option<Blocking> {
     let v = std::env::var("SPARKLE_BLOCKING").ok()?;
     let n: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();

@@ -53,12 +53,15 @@ pub const MARGIN: f64 = 1.05;
 /// width)`, by channels: 3x3, stride 1, padding 1, NCHW, batch 1, 116-236 M multiply-adds
 /// (ResNet-50's 64->64 @56 among them), each past Winograd's
 /// [`MIN_TILES`](sparkle_core::conv::winograd::MIN_TILES). Past 128 channels Winograd is taken
-/// to keep winning where it wins at 128.
+/// to keep winning where it wins at 128. The threshold goes by channels alone: each channel
+/// count is raced at one image size and batch 1, which stand in for every size and batch.
 pub const CONVS: [(usize, usize); 3] = [(32, 112), (64, 56), (128, 40)];
 
 /// The worker counts the convs race on: the rule runs Winograd on at most
-/// [`WINOGRAD_MAX_WORKERS`] of them.
+/// [`WINOGRAD_MAX_WORKERS`] of them, and [`Blocking::winograd_min_channels`] has one threshold
+/// for each.
 pub const RACE_WORKERS: [usize; 2] = [1, WINOGRAD_MAX_WORKERS];
+const _: () = assert!(WINOGRAD_MAX_WORKERS == 2, "winograd_min_channels holds one and two workers");
 
 /// Timed rounds per shape after the warm-up (the best of them counts).
 pub const ROUNDS: usize = 5;
@@ -170,7 +173,7 @@ impl Tuning {
 }
 
 /// Where Winograd runs by [`Blocking::winograd_min_channels`], in words: "from 64 channels on 1
-/// thread, from 128 channels on 2".
+/// thread, from 128 channels on 2" (on a one-thread machine the second is the first's copy).
 pub fn winograd_from([one, two]: [usize; 2]) -> String {
     let from = |c: usize| match c {
         0 => "at any channel count".to_string(),
@@ -334,7 +337,7 @@ fn measure_few_rows(kernel: &'static Kernel, rule: &Blocking, threads: usize) ->
 fn race_convs(kernel: &'static Kernel, tuned: &Blocking, threads: usize) -> ConvPick {
     let mut ops: Vec<ConvOp> = CONVS.iter().map(|&(c, hw)| ConvOp::new(c, hw)).collect();
     let mut races = Vec::new();
-    for workers in RACE_WORKERS.into_iter().filter(|&w| w <= threads.max(1)) {
+    'race: for workers in RACE_WORKERS.into_iter().filter(|&w| w <= threads.max(1)) {
         let paths = [
             (Blocking { winograd_min_channels: [0; 2], ..*tuned }, Conv2dPath::Winograd),
             (Blocking { winograd_min_channels: [usize::MAX; 2], ..*tuned }, Conv2dPath::Direct),
@@ -348,7 +351,14 @@ fn race_convs(kernel: &'static Kernel, tuned: &Blocking, threads: usize) -> Conv
         for round in 0..=ROUNDS {
             for (j, op) in ops.iter_mut().enumerate() {
                 for (i, (blocking, path)) in paths.iter().enumerate() {
-                    let Some((t, agrees)) = op.run(kernel, blocking, workers, *path) else { return ConvPick::RULE };
+                    let Some((t, agrees)) = op.run(kernel, blocking, workers, *path) else {
+                        // Refused on the first count: this kernel does not run both paths here.
+                        // On a later one, what was measured stands.
+                        if races.is_empty() {
+                            return ConvPick::RULE;
+                        }
+                        break 'race;
+                    };
                     if !agrees {
                         eprintln!(
                             "sparkle: CPU tuning: Winograd and the direct conv differ on {} channels @{}; the rule stays",
@@ -357,7 +367,9 @@ fn race_convs(kernel: &'static Kernel, tuned: &Blocking, threads: usize) -> Conv
                         );
                         return ConvPick::RULE;
                     }
-                    if round == 0 && t > SLOW_CONV {
+                    // An unoptimized build, found on the first count's first round (a later count's
+                    // first round may include its threads' start).
+                    if races.is_empty() && round == 0 && t > SLOW_CONV {
                         return ConvPick::RULE;
                     }
                     if round > 0 {
@@ -592,7 +604,7 @@ fn load(kernel: &Kernel, threads: usize, rule: &Blocking) -> Option<Tuning> {
     let t = read.ok().and_then(|_| parse(&text));
     let fits = t.as_ref().is_some_and(|t| t.few_rows.iter().all(|p| p.kc <= rule.kc));
     if !fits {
-        let why = if t.is_some() { "a slice above the rule's kc" } else { "unreadable" };
+        let why = if t.is_some() { "a slice above the rule's kc" } else { "unreadable, or an older version" };
         eprintln!("sparkle: ignoring the CPU tuning file {} ({why}); re-measuring", path.display());
         return None;
     }

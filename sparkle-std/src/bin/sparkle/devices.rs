@@ -148,7 +148,7 @@ fn winograd_line(
 ) -> String {
     use sparkle_std::cpu::tune;
     let what = format!(
-        "3x3 stride-1 NCHW convs that Winograd and the direct conv both take: Winograd {}, direct on more threads",
+        "3x3 stride-1 NCHW convs that Winograd and the direct conv both take: Winograd {}, direct on more threads (from 16 channels)",
         tune::winograd_from(b.winograd_min_channels)
     );
     if forced {

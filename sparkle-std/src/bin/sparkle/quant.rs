@@ -179,8 +179,8 @@ impl Quant {
                         // ONNX's multiplier is a float32: it must be a positive finite one.
                         let positive = |m: f32| m.is_finite() && m > 0.0;
                         if let Some(&w) = w_scale.iter().find(|&&w| !positive(x_scale * w / y_scale)) {
-                            let m = f64::from(x_scale) * f64::from(w) / f64::from(y_scale);
-                            return Err(format!("the requantization multiplier --x-scale * --w-scale / --y-scale = {m:e} is not a positive finite float32").into());
+                            let m = x_scale * w / y_scale;
+                            return Err(format!("the requantization multiplier --x-scale * --w-scale / --y-scale = {x_scale:e} * {w:e} / {y_scale:e} is {m:e} in float32 (ONNX's arithmetic), not a positive finite number").into());
                         }
                         Stage::Onnx { x_scale, w_scale, y_scale, y_zero }
                     }
