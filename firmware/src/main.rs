@@ -52,12 +52,19 @@ struct QBuffers {
     scratch: &'static mut [i32; SCRATCH],
 }
 
-fn qfill(buf: &mut [i8], seed: u32) {
+/// A xorshift32 stream from `seed`: the test data of every case.
+fn xorshift(seed: u32) -> impl Iterator<Item = u32> {
     let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    for v in buf {
+    core::iter::from_fn(move || {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;
+        Some(x)
+    })
+}
+
+fn qfill(buf: &mut [i8], seed: u32) {
+    for (v, x) in buf.iter_mut().zip(xorshift(seed)) {
         *v = (x >> 24) as u8 as i8;
     }
 }
@@ -179,11 +186,7 @@ struct Buffers {
 }
 
 fn fill(buf: &mut [f32], seed: u32) {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    for v in buf {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
+    for (v, x) in buf.iter_mut().zip(xorshift(seed)) {
         *v = (x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
     }
 }

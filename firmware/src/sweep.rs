@@ -42,13 +42,8 @@ enum Stage {
 /// `LEN` values of `T` from a xorshift stream, spread over the type's whole range (both ends and
 /// the middle; not every value in every case's slice).
 fn values<T: QElem>(seed: u32) -> [T; LEN] {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    core::array::from_fn(|_| {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        T::narrow(T::MIN + (x >> 24) as i32)
-    })
+    let mut xs = crate::xorshift(seed);
+    core::array::from_fn(|_| T::narrow(T::MIN + (xs.next().unwrap_or(0) >> 24) as i32))
 }
 
 /// The stage's multipliers: per channel for ONNX (`w_scale`) and fixed point (`mult`, `shift`).
