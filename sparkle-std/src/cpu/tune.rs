@@ -532,8 +532,7 @@ pub fn render(t: &Tuning) -> String {
     for (name, p) in ["one", "all"].iter().zip(&t.few_rows) {
         s += &format!("{name} {} {}", p.threads, p.kc);
         for point in &p.points {
-            let g: Vec<String> = point.gflops.iter().map(|g| format!("{g:.2}")).collect();
-            s += &format!(" {}:{}", point.kc, g.join(","));
+            s += &format!(" {}:{}", point.kc, figures_text(&point.gflops));
         }
         s += "\n";
     }
@@ -541,12 +540,22 @@ pub fn render(t: &Tuning) -> String {
     let [one, two] = t.convs.winograd_min_channels;
     s += &format!("winograd {} {}", channels(one), channels(two));
     for r in &t.convs.races {
-        let g = |xs: &[f64]| xs.iter().map(|g| format!("{g:.2}")).collect::<Vec<_>>().join(",");
-        s += &format!(" {}:{}/{}", r.workers, g(&r.winograd), g(&r.direct));
+        s += &format!(" {}:{}/{}", r.workers, figures_text(&r.winograd), figures_text(&r.direct));
     }
     s += "\n";
     // The closing `end` makes a truncated file unreadable.
     s + "end\n"
+}
+
+/// GFLOPS figures as the file writes them: two decimals, comma-separated.
+fn figures_text(xs: &[f64]) -> String {
+    xs.iter().map(|g| format!("{g:.2}")).collect::<Vec<_>>().join(",")
+}
+
+/// [`figures_text`]'s `len` figures back; `None` for anything else.
+fn parse_figures(text: &str, len: usize) -> Option<Vec<f64>> {
+    let xs = text.split(',').map(|x| x.parse().ok()).collect::<Option<Vec<f64>>>()?;
+    (xs.len() == len).then_some(xs)
 }
 
 /// Reads [`render`]'s text back; `None` for anything else.
@@ -562,8 +571,7 @@ pub fn parse(text: &str) -> Option<Tuning> {
         let points = words
             .map(|w| {
                 let (kc, g) = w.split_once(':')?;
-                let gflops = g.split(',').map(|x| x.parse().ok()).collect::<Option<Vec<f64>>>()?;
-                (gflops.len() == SHAPES.len()).then_some(Point { kc: kc.parse().ok()?, gflops })
+                Some(Point { kc: kc.parse().ok()?, gflops: parse_figures(g, SHAPES.len())? })
             })
             .collect::<Option<Vec<Point>>>()?;
         Some(Pick { kc, threads, points })
@@ -577,15 +585,12 @@ pub fn parse(text: &str) -> Option<Tuning> {
         }
     };
     let winograd_min_channels = [channels()?, channels()?];
-    let figures = |g: &str| {
-        let xs = g.split(',').map(|x| x.parse().ok()).collect::<Option<Vec<f64>>>()?;
-        (xs.len() == CONVS.len()).then_some(xs)
-    };
     let races = words
         .map(|w| {
             let (workers, g) = w.split_once(':')?;
             let (winograd, direct) = g.split_once('/')?;
-            Some(Race { workers: workers.parse().ok()?, winograd: figures(winograd)?, direct: figures(direct)? })
+            let (winograd, direct) = (parse_figures(winograd, CONVS.len())?, parse_figures(direct, CONVS.len())?);
+            Some(Race { workers: workers.parse().ok()?, winograd, direct })
         })
         .collect::<Option<Vec<Race>>>()?;
     let convs = ConvPick { winograd_min_channels, races };

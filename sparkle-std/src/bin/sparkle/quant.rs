@@ -177,9 +177,8 @@ impl Quant {
                 match args.requant {
                     RequantMode::Onnx => {
                         // ONNX's multiplier is a float32: it must be a positive finite one.
-                        let positive = |m: f32| m.is_finite() && m > 0.0;
-                        if let Some(&w) = w_scale.iter().find(|&&w| !positive(x_scale * w / y_scale)) {
-                            let m = x_scale * w / y_scale;
+                        let mut multipliers = w_scale.iter().map(|&w| (w, x_scale * w / y_scale));
+                        if let Some((w, m)) = multipliers.find(|&(_, m)| !(m.is_finite() && m > 0.0)) {
                             return Err(format!("the requantization multiplier --x-scale * --w-scale / --y-scale = {x_scale:e} * {w:e} / {y_scale:e} is {m:e} in float32 (ONNX's arithmetic), not a positive finite number").into());
                         }
                         Stage::Onnx { x_scale, w_scale, y_scale, y_zero }
