@@ -249,7 +249,8 @@ fn profile_end() {
 
 /// GEMM `m x n x k` with every part of the microkernel's contract the square cases leave out: odd
 /// and unit `k`, ragged edge tiles, `alpha` and `beta` (C read or not), a bias per row or
-/// column, and vector and scalar activations. Checked against the f64 oracle.
+/// column, and vector and scalar activations; kind 3, a column-major A (packed) with nothing but
+/// the product (the kernel's columns of tiles on packed panels). Checked against the f64 oracle.
 fn ragged_gemm_case(m: usize, n: usize, k: usize, epi_kind: usize, b: &mut Buffers) -> bool {
     let ok = (|| {
         let need = sparkle_core::gemm::scratch_len(m, n, k).ok()?;
@@ -260,15 +261,19 @@ fn ragged_gemm_case(m: usize, n: usize, k: usize, epi_kind: usize, b: &mut Buffe
         fill(&mut b.weight[..k * n], 7);
         fill(&mut b.bias[..], 8);
         fill(&mut b.output[..m * n], 9);
-        let a = MatRef::row_major(&b.input[..m * k], m, k).ok()?;
+        let a = match epi_kind {
+            3 => MatRef::col_major(&b.input[..m * k], m, k).ok()?,
+            _ => MatRef::row_major(&b.input[..m * k], m, k).ok()?,
+        };
         let bm = MatRef::row_major(&b.weight[..k * n], k, n).ok()?;
-        // The last kind neither reads C nor scales: tiles go straight to C, then only the
-        // activation finishes them.
-        let (alpha, beta) = if epi_kind == 2 { (1.0, 0.0) } else { (1.5, 0.5) };
+        // Kinds 2 and 3 neither read C nor scale: tiles go straight to C, then only the
+        // activation (kind 2) finishes them.
+        let (alpha, beta) = if epi_kind >= 2 { (1.0, 0.0) } else { (1.5, 0.5) };
         let epi = match epi_kind {
             0 => Epilogue { bias: Bias::Col(&b.bias[..n]), activation: Activation::Relu6 },
             1 => Epilogue { bias: Bias::Row(&b.bias[..m]), activation: Activation::Tanh },
-            _ => Epilogue { bias: Bias::None, activation: Activation::Relu },
+            2 => Epilogue { bias: Bias::None, activation: Activation::Relu },
+            _ => Epilogue::NONE,
         };
         let c0 = MatRef::row_major(&b.output[..m * n], m, n).ok()?;
         gemm_reference_f64(alpha, a, bm, beta, Some(c0), &epi, &mut b.truth[..m * n]).ok()?;
@@ -357,7 +362,8 @@ fn stack_used(low: *const u32, words: usize, sp: usize) -> usize {
 
 /// Whether the cases of a set (`f32`, `int8`) or one int8 case by name (`int8 gemm`, or a conv
 /// case's name as `main` lists it) run: all of them, unless the build names one
-/// (`SPARKLE_FIRMWARE_ONLY=int8` at build time), as `profile.sh` does to trace one case.
+/// (`SPARKLE_FIRMWARE_ONLY=int8` at build time), as `profile.sh` does to trace one case; `gemm 16`,
+/// `gemm 32` or `gemm 64` runs that f32 GEMM alone.
 fn wanted(set_or_name: &str) -> bool {
     option_env!("SPARKLE_FIRMWARE_ONLY").is_none_or(|only| only == set_or_name)
 }
@@ -410,10 +416,18 @@ fn main() -> ! {
         all &= ragged_gemm_case(13, 11, 7, 0, &mut b);
         all &= ragged_gemm_case(9, 14, 1, 1, &mut b);
         all &= ragged_gemm_case(16, 12, 10, 2, &mut b);
+        all &= ragged_gemm_case(15, 12, 9, 3, &mut b);
         // An empty reduction: the Arm kernel's own any-stride loop, into C directly (whole
         // tiles, neither beta nor alpha) and through its local tile (edge tiles, beta).
         all &= ragged_gemm_case(8, 8, 0, 2, &mut b);
         all &= ragged_gemm_case(5, 6, 0, 0, &mut b);
+    }
+    // One timed f32 GEMM alone, for `profile.sh "gemm 32"`.
+    for (name, n) in [("gemm 16", 16), ("gemm 32", 32), ("gemm 64", 64)] {
+        if option_env!("SPARKLE_FIRMWARE_ONLY") == Some(name) {
+            ran += 1;
+            all &= gemm_case(n, &mut b, &mut core.SYST);
+        }
     }
     // SAFETY: as above; these statics are used only here.
     let mut q = unsafe {

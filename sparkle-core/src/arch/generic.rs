@@ -1,7 +1,7 @@
 //! Portable kernel: plain f32 arithmetic, one lane. This is what a Cortex-M4F runs (its FPU has
 //! single-precision FMA, `vfma.f32`, which LLVM uses for `mul_add` when `+fp-armv8`/`+vfp4` is on).
 
-use super::{gemm_body, DepthwiseKernel, GemmKernel, Isa, Kernel, MicroArgs, Simd};
+use super::{column_by_tiles, gemm_body, DepthwiseKernel, GemmKernel, Isa, Kernel, MicroArgs, Simd};
 
 /// One-lane "vector".
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +68,13 @@ unsafe fn generic_gemm_f32_4x4(p: &MicroArgs) {
 }
 
 /// # Safety
+/// As [`crate::arch::GemmKernel::column`] with `mr = nr = 4`.
+unsafe fn generic_gemm_f32_4x4_column(p: &MicroArgs, tiles: usize, a_step: usize) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { column_by_tiles(generic_gemm_f32_4x4, 4, p, tiles, a_step) }
+}
+
+/// # Safety
 /// As [`crate::arch::depthwise::depthwise_body`].
 unsafe fn generic_dwconv_f32(p: &crate::arch::depthwise::DepthwiseArgs) {
     // SAFETY: forwarded contract; the generic ISA runs on every CPU.
@@ -100,6 +107,8 @@ pub const GENERIC_KERNELS: Kernel = Kernel {
         },
         tiles: None,
         rows: None,
+        // So that the driver's column calls run on every host's tests (the Cortex-M4 has its own).
+        column: Some(generic_gemm_f32_4x4_column),
         run: generic_gemm_f32_4x4,
     },
     depthwise: DepthwiseKernel { id: "generic_dwconv_f32", run: generic_dwconv_f32, lanes: <Scalar as Simd>::LANES },

@@ -368,6 +368,41 @@ pub(crate) struct MicroArgs {
     pub act: Activation,
 }
 
+impl MicroArgs {
+    /// The arguments of the tile `mr` rows further down: A `a_step` floats on (the next packed
+    /// panel, or `mr` rows of an A read in place), C and a row bias `mr` rows on. Wrapping: past
+    /// the last tile the pointers are not used.
+    #[inline(always)]
+    pub(crate) fn next_row_tile(&mut self, mr: usize, a_step: usize) {
+        self.a = self.a.wrapping_add(a_step);
+        self.c = self.c.wrapping_add(mr * self.rs_c);
+        if let TileBias::Row(b) = self.bias {
+            self.bias = TileBias::Row(b.wrapping_add(mr));
+        }
+    }
+}
+
+/// [`GemmKernel::column`] as `tiles` calls of `run`, one tile after another.
+///
+/// # Safety
+/// As [`GemmKernel::column`], with `run` a kernel of `mr` rows on this CPU.
+#[inline(always)]
+pub(crate) unsafe fn column_by_tiles(
+    run: unsafe fn(&MicroArgs),
+    mr: usize,
+    p: &MicroArgs,
+    tiles: usize,
+    a_step: usize,
+) -> bool {
+    let mut args = *p;
+    for _ in 0..tiles {
+        // SAFETY: tile t's arguments, valid by the caller's contract.
+        unsafe { run(&args) };
+        args.next_row_tile(mr, a_step);
+    }
+    true
+}
+
 /// The direct conv's row tiles of one kernel set (`conv::direct::rows`): `C^T` tiles of at most
 /// `mr` output pixels of one output row by at most `nr` output channels (two vectors), the
 /// image's channel planes read in place as A and the weights packed as B.
@@ -426,6 +461,14 @@ pub struct GemmKernel {
     pub(crate) tiles: Option<unsafe fn(&small::SmallArgs<'_>)>,
     /// The direct conv's row tiles, where the kernel set has them ([`RowsKernel`]).
     pub(crate) rows: Option<RowsKernel>,
+    /// A column of whole tiles in one call, where the kernel set has it (the Cortex-M4's: there
+    /// a tile's call and the driver's loop around it cost a fifth of a 32^3 GEMM). `(p, tiles,
+    /// a_step)` does what `tiles` calls of `run` do, tile `t` with `p`'s arguments moved `t`
+    /// tiles down ([`MicroArgs::next_row_tile`]), and returns true; or, where it does not take
+    /// such tiles, does nothing and returns false (the caller then runs them one by one: no
+    /// second kernel frame on top of its own on a Cortex-M's stack). Every tile has `m = mr` and
+    /// `n = nr`. Safety as `run`, for every tile.
+    pub(crate) column: Option<unsafe fn(&MicroArgs, usize, usize) -> bool>,
     /// # Safety
     /// The CPU must support `isa`; `a` must hold `k*mr` readable floats (through `rs_a`,
     /// `cs_a`) and `b` `k` rows of `nr` (through `rs_b`, which is `nr` unless `b_in_place`); every

@@ -596,6 +596,8 @@ pub(crate) struct Problem<'a> {
     act: Activation,
     kernel: &'a Kernel,
     mc: usize,
+    /// Rows per block where A is read in place ([`Blocking::mc_in_place`], at least `mc`).
+    mc_in_place: usize,
     kc: usize,
     nc: usize,
     /// The reduction slice of few rows over a plain B in place ([`Blocking::kc_few_rows`]).
@@ -603,16 +605,19 @@ pub(crate) struct Problem<'a> {
 }
 
 impl<'a> Problem<'a> {
-    /// The operands and C, the epilogue `(alpha, beta, bias, activation)`, the kernel and the
-    /// effective blocking `(mc, kc, nc)` with `kc_few` (at most `kc`).
+    /// The operands and C, the epilogue `(alpha, beta, bias, activation)`, the kernel, the
+    /// effective blocking `(mc, kc, nc)` with `kc_few` (at most `kc`), and `blocking` for what
+    /// else it says.
     pub(crate) fn new(
         (a, b, c): (&'a dyn Operand, &'a dyn Operand, OutPtr),
         (alpha, beta, bias, act): (f32, f32, Bias<'a>, Activation),
         kernel: &'a Kernel,
         (mc, kc, nc, kc_few): (usize, usize, usize, usize),
+        blocking: &Blocking,
     ) -> Self {
         let (rs_c, cs_c) = (c.rs, c.cs);
-        Problem { a, b, c: Shared(c.ptr), rs_c, cs_c, alpha, beta, bias, act, kernel, mc, kc, nc, kc_few }
+        let mc_in_place = blocking.mc_in_place.max(mc);
+        Problem { a, b, c: Shared(c.ptr), rs_c, cs_c, alpha, beta, bias, act, kernel, mc, mc_in_place, kc, nc, kc_few }
     }
 }
 
@@ -779,7 +784,7 @@ pub(crate) unsafe fn gemm_operands(
     let Ok((mc, kc, nc)) = effective(kernel, blocking, &d) else { return };
     let workers = exec.workers().max(1);
     let kc_few = blocking.few_rows_kc(workers, kc);
-    let prob = Problem::new((a, b, c), (alpha, beta, epi.bias, epi.activation), kernel, (mc, kc, nc, kc_few));
+    let prob = Problem::new((a, b, c), (alpha, beta, epi.bias, epi.activation), kernel, (mc, kc, nc, kc_few), blocking);
     let per_worker = kc * nc + mc * kc;
     let (mr, nr) = (kernel.gemm.mr, kernel.gemm.nr);
     let panels = (d.m.div_ceil(mr), d.n.div_ceil(nr));
@@ -905,7 +910,7 @@ pub(crate) unsafe fn gemm_batch(batch: &dyn Batch, alpha: f32, beta: f32, act: A
                 continue;
             }
             batch.with_job(item / per_job, &mut |a, b, c, bias| {
-                let prob = Problem::new((a, b, c), (alpha, beta, bias, act), kernel, (mc, kc, nc, kc_few));
+                let prob = Problem::new((a, b, c), (alpha, beta, bias, act), kernel, (mc, kc, nc, kc_few), ws.blocking);
                 // SAFETY: worker w owns scratch slice w; each (job, rectangle) item is one
                 // worker's, and jobs' outputs are disjoint; the caller's contract covers the rest.
                 unsafe { gemm_rect(&prob, rows.clone(), cols.clone(), scratch.ptr().add(w * per_worker), None) };
@@ -1021,8 +1026,9 @@ pub(crate) unsafe fn gemm_rect(
                     bbuf.cast_const()
                 }
             };
-            for ic in rows.clone().step_by(p.mc) {
-                let mc_eff = p.mc.min(rows.end - ic);
+            let mc = if a_in_place.is_some() { p.mc_in_place } else { p.mc };
+            for ic in rows.clone().step_by(mc) {
+                let mc_eff = mc.min(rows.end - ic);
                 let full_panels = if a_in_place.is_some() { mc_eff / mr } else { 0 };
                 // Pack what is not read in place: everything, or only the ragged last panel.
                 let packed_from = full_panels * mr;
@@ -1072,7 +1078,8 @@ pub(crate) unsafe fn gemm_rect(
                     // the last row panel, and every tile of a ragged column panel.
                     let edge = p.kernel.gemm.edge.unwrap_or(p.kernel.gemm.run);
                     let run_row = if args.n < nr { edge } else { p.kernel.gemm.run };
-                    for ir in (0..mc_eff).step_by(mr) {
+                    // The arguments of the row tile at `ir`: A's source, the bias, C, valid rows.
+                    let place = |args: &mut MicroArgs, ir: usize| {
                         let i = ic + ir;
                         (args.a, args.rs_a, args.cs_a) =
                             if let (true, Some((base, rs))) = (ir < packed_from, a_in_place) {
@@ -1093,6 +1100,27 @@ pub(crate) unsafe fn gemm_rect(
                         // SAFETY: (i, j) is inside C.
                         args.c = unsafe { p.c.ptr().add(i * p.rs_c + j * p.cs_c) };
                         args.m = mr.min(rows.end - i);
+                    };
+                    // Whole tiles in columns where the kernel set runs them so: those whose A is
+                    // read in place, then the whole packed ones; the tiles left one by one.
+                    let mut first = 0;
+                    if let Some(column) = p.kernel.gemm.column.filter(|_| args.n == nr) {
+                        let in_place_step = a_in_place.map_or(0, |(_, rs)| mr * rs);
+                        let whole = packed_from + (mc_eff - packed_from) / mr * mr;
+                        for (end, a_step) in [(packed_from, in_place_step), (whole, mr * kc_eff)] {
+                            if end > first {
+                                place(&mut args, first);
+                                // SAFETY: as `run` below, for each of these whole tiles (m = mr,
+                                // n = nr), A in place up to `packed_from`, packed from there.
+                                if !unsafe { column(&args, (end - first) / mr, a_step) } {
+                                    break;
+                                }
+                                first = end;
+                            }
+                        }
+                    }
+                    for ir in (first..mc_eff).step_by(mr) {
+                        place(&mut args, ir);
                         let run = if args.m < mr { edge } else { run_row };
                         // SAFETY: the CPU supports the kernel; panels hold kc_eff*mr and kc_eff*nr
                         // readable floats; the tile's m x n elements of C are in bounds and owned.

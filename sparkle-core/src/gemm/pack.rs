@@ -128,10 +128,10 @@ unsafe fn transpose(src: *const f32, stride: usize, step: usize, rows: usize, le
 /// `n` floats readable at `src` and writable at `dst`, not overlapping.
 #[inline(always)]
 unsafe fn copy_group(src: *const f32, dst: *mut f32, n: usize) {
-    // SAFETY: the caller's contract.
+    // SAFETY: the caller's contract; `[f32; 4]` is aligned as `f32` is.
     unsafe {
         if n == 4 {
-            dst.cast::<[f32; 4]>().write_unaligned(src.cast::<[f32; 4]>().read_unaligned());
+            dst.cast::<[f32; 4]>().write(src.cast::<[f32; 4]>().read());
         } else {
             core::ptr::copy_nonoverlapping(src, dst, n);
         }
@@ -166,6 +166,11 @@ pub(crate) unsafe fn pack_b(b: &MatRef<'_>, blk: Block, nr: usize, panels: core:
                 transpose(src, cs, rs, cols, kc, out, nr);
             } else if cs == 1 && cols == nr {
                 // Whole groups of contiguous columns: the common case, tested once per panel.
+                #[cfg(all(target_arch = "arm", sparkle_arm_fpu))]
+                if nr == 4 {
+                    crate::arch::arm::copy_groups_of_4(src, rs, out, kc);
+                    continue;
+                }
                 for _ in 0..kc {
                     copy_group(src, out, nr);
                     src = src.wrapping_add(rs);

@@ -119,8 +119,13 @@ pub(crate) unsafe fn run(
         };
         // SAFETY: partial i is m x n floats inside the partials region.
         let out = OutPtr { ptr: unsafe { partials.ptr().add(i * m * n) }, rs: n, cs: 1 };
-        let prob =
-            Problem::new((&ai, &bi, out), (1.0, 0.0, Bias::None, Activation::None), kernel, (mc, kc, nc, kc_few));
+        let prob = Problem::new(
+            (&ai, &bi, out),
+            (1.0, 0.0, Bias::None, Activation::None),
+            kernel,
+            (mc, kc, nc, kc_few),
+            blocking,
+        );
         // SAFETY: worker w owns scratch slice w and columns `cols` of partial i (one worker per
         // (band, piece)); the caller's contract covers the rest.
         unsafe { gemm_rect(&prob, 0..m, cols, scratch.ptr().add(w * per_worker), None) };

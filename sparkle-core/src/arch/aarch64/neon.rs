@@ -119,6 +119,7 @@ pub const NEON_KERNELS: Kernel = Kernel {
         small: Some(neon_gemm_f32_small),
         tiles: None,
         rows: None,
+        column: None,
         run: neon_gemm_f32_8x12,
     },
     depthwise: DepthwiseKernel { id: "neon_dwconv_f32", run: neon_dwconv_f32, lanes: <Neon as Simd>::LANES },

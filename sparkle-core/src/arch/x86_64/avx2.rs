@@ -168,6 +168,7 @@ pub const AVX2_KERNELS: Kernel = Kernel {
         small: Some(avx2_gemm_f32_small),
         tiles: Some(avx2_gemm_f32_tiles),
         rows: None,
+        column: None,
         run: avx2_gemm_f32_6x16,
     },
     depthwise: DepthwiseKernel { id: "avx2_dwconv_f32", run: avx2_dwconv_f32, lanes: <Avx2 as Simd>::LANES },

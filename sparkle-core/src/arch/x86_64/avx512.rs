@@ -315,6 +315,7 @@ pub const AVX512_KERNELS: Kernel = Kernel {
         small: Some(avx512_gemm_f32_small),
         tiles: Some(avx512_gemm_f32_tiles),
         rows: ROWS,
+        column: None,
         run: avx512_gemm_f32_12x32,
     },
     depthwise: DepthwiseKernel { id: "avx512_dwconv_f32", run: avx512_dwconv_f32, lanes: <Avx512 as Simd>::LANES },
