@@ -191,8 +191,8 @@ fn fill(buf: &mut [f32], seed: u32) {
     }
 }
 
-/// Runs one conv case: the fast path against the f64 oracle.
-fn conv_case(name: &str, p: Conv2dParams, b: &mut Buffers) -> bool {
+/// Runs one conv case: the fast path, timed in instructions, against the f64 oracle.
+fn conv_case(name: &str, p: Conv2dParams, b: &mut Buffers, syst: &mut cortex_m::peripheral::SYST) -> bool {
     let ok = (|| {
         let g = p.validate().ok()?;
         let need = sparkle_core::conv::scratch_len(&g).ok()?;
@@ -206,7 +206,18 @@ fn conv_case(name: &str, p: Conv2dParams, b: &mut Buffers) -> bool {
         fill(bias, 3);
         let epi = Epilogue::activation(Activation::Relu).with_bias(bias);
         let y = &mut b.output[..g.output_len()];
-        sparkle_core::conv::conv2d(&g, x, w, &epi, y, &mut b.scratch[..]).ok()?;
+        let scratch = &mut b.scratch[..];
+        let mut result = Ok(());
+        let fast = instructions(syst, || result = sparkle_core::conv::conv2d(&g, x, w, &epi, y, scratch));
+        result.ok()?;
+        let macs = (g.flops() / 2.0) as u32;
+        hprintln!(
+            "  {} on {}: {}.{:02} instructions per MAC",
+            name,
+            sparkle_core::arch::Kernel::best().id(),
+            fast * 40 / macs,
+            fast * 4000 / macs % 100
+        );
         let truth = &mut b.truth[..g.output_len()];
         conv2d_reference_f64(&g, x, w, &epi, truth).ok()?;
         let (err, _) = max_error(y, truth);
@@ -404,12 +415,23 @@ fn main() -> ! {
     let mut all = true;
     // Sets or cases run (none where `SPARKLE_FIRMWARE_ONLY` names nothing: a failure).
     let mut ran = 0;
+    let f32_convs = [
+        ("conv 3x3 + bias + ReLU, 8->8 @16x16", conv),
+        ("depthwise 3x3, 8 ch @16x16", conv.groups(8)),
+        ("1x1 8->16 @16x16", Conv2dParams::new(1, 8, 16, 16, 16, 1, 1)),
+        ("conv 3x3 s2 NHWC 8->8 @16x16", conv.stride(2, 2).layout(TensorLayout::Nhwc)),
+    ];
+    for (name, p) in f32_convs {
+        if !wanted("f32") && wanted(name) {
+            ran += 1;
+            all &= conv_case(name, p, &mut b, &mut core.SYST);
+        }
+    }
     if wanted("f32") {
         ran += 1;
-        all &= conv_case("conv 3x3 + bias + ReLU, 8->8 @16x16", conv, &mut b);
-        all &= conv_case("depthwise 3x3, 8 ch @16x16", conv.groups(8), &mut b);
-        all &= conv_case("1x1 8->16 @16x16", Conv2dParams::new(1, 8, 16, 16, 16, 1, 1), &mut b);
-        all &= conv_case("conv 3x3 s2 NHWC 8->8 @16x16", conv.stride(2, 2).layout(TensorLayout::Nhwc), &mut b);
+        for (name, p) in f32_convs {
+            all &= conv_case(name, p, &mut b, &mut core.SYST);
+        }
         all &= gemm_case(16, &mut b, &mut core.SYST);
         all &= gemm_case(32, &mut b, &mut core.SYST);
         all &= gemm_case(64, &mut b, &mut core.SYST);

@@ -11,8 +11,12 @@ use crate::error::{Error, Param, Result};
 use crate::gemm::driver::Operand;
 use crate::gemm::pack::Block;
 
+/// Floats per chunk of [`copy`] and [`zero`]: a 32-bit Arm build turns a copy of 32 bytes into a
+/// `memcpy` call (about 30 instructions), one of 16 into loads and stores.
+const CHUNK_FLOATS: usize = if cfg!(target_arch = "arm") { 4 } else { 8 };
+
 /// Copies `len` floats. The runs of a panel are short (at most nr floats), so the copy is
-/// inlined in 8-float chunks rather than a call into libc per run.
+/// inlined in chunks ([`CHUNK_FLOATS`]) rather than a call into libc per run.
 ///
 /// # Safety
 /// `src` readable and `dst` writable for `len` floats, not overlapping.
@@ -21,9 +25,11 @@ pub(crate) unsafe fn copy(src: *const f32, dst: *mut f32, len: usize) {
     let mut t = 0;
     // SAFETY: every access is below len.
     unsafe {
-        while t + 8 <= len {
-            dst.add(t).cast::<[f32; 8]>().write_unaligned(src.add(t).cast::<[f32; 8]>().read_unaligned());
-            t += 8;
+        while t + CHUNK_FLOATS <= len {
+            dst.add(t)
+                .cast::<[f32; CHUNK_FLOATS]>()
+                .write_unaligned(src.add(t).cast::<[f32; CHUNK_FLOATS]>().read_unaligned());
+            t += CHUNK_FLOATS;
         }
         while t < len {
             *dst.add(t) = *src.add(t);
@@ -41,9 +47,9 @@ pub(crate) unsafe fn zero(dst: *mut f32, len: usize) {
     let mut t = 0;
     // SAFETY: every access is below len.
     unsafe {
-        while t + 8 <= len {
-            dst.add(t).cast::<[f32; 8]>().write_unaligned([0.0; 8]);
-            t += 8;
+        while t + CHUNK_FLOATS <= len {
+            dst.add(t).cast::<[f32; CHUNK_FLOATS]>().write_unaligned([0.0; CHUNK_FLOATS]);
+            t += CHUNK_FLOATS;
         }
         while t < len {
             *dst.add(t) = 0.0;
@@ -273,6 +279,9 @@ unsafe impl Operand for Im2col<'_> {
         // Divisions hoisted out of the per-panel work: pixel coordinates once per panel (in
         // chunks), the valid column range once per tap.
         const CHUNK: usize = 16;
+        // Pixels gathered at once for narrow panels (below), and the room for them.
+        const SPAN: usize = 64;
+        let mut span = [core::mem::MaybeUninit::<f32>::uninit(); SPAN];
         let wo = self.g.wo();
         let mut first = panels.start;
         while first < panels.end {
@@ -282,9 +291,42 @@ unsafe impl Operand for Im2col<'_> {
                 let q = col + panel * nr;
                 *slot = (q / wo, q % wo);
             }
+            // The chunk's pixels, all panels' together (the last panel may be cut short).
+            let pixels = nc.min(last * nr) - first * nr;
             let mut tap = self.g.reduction_tap(row);
             for q in 0..kc {
                 let cols = self.tap_cols(tap.2);
+                if nr <= SPAN / 8 {
+                    // Narrow panels (the 4-column tiles of the Cortex-M and the portable kernel):
+                    // a gather per panel paid its index arithmetic for 4 pixels (a Cortex-M4's
+                    // 3x3 conv at 8 channels, 10.4 instructions per multiply-accumulate); the
+                    // chunk's pixels are gathered in spans of whole panels (at most SPAN
+                    // pixels), then dealt out to the panels.
+                    let step = SPAN / nr * nr;
+                    let mut j = 0;
+                    while j < pixels {
+                        let len = step.min(pixels - j);
+                        // SAFETY: `len <= SPAN` floats into `span`; the span's first pixel is
+                        // panel `first + j / nr`'s first (j is a multiple of `step`, so of nr).
+                        // The gather writes every one of the `len` floats it is given.
+                        let gathered = unsafe {
+                            self.gather_row(tap, cols, starts[j / nr], len, span.as_mut_ptr().cast());
+                            core::slice::from_raw_parts(span.as_ptr().cast::<f32>(), len)
+                        };
+                        for (t, piece) in gathered.chunks(nr).enumerate() {
+                            let panel = first + j / nr + t;
+                            // SAFETY: panel `panel`, group `q` is inside the documented extent.
+                            unsafe {
+                                let out = dst.add((panel * kc + q) * nr);
+                                copy(piece.as_ptr(), out, piece.len());
+                                zero(out.add(piece.len()), nr - piece.len());
+                            }
+                        }
+                        j += len;
+                    }
+                    tap = self.g.next_tap(tap);
+                    continue;
+                }
                 for (i, panel) in (first..last).enumerate() {
                     let len = nr.min(nc - panel * nr);
                     // SAFETY: panel `panel`, group `q` is inside the documented extent.

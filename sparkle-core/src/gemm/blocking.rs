@@ -17,8 +17,12 @@ pub struct CacheSizes {
 impl CacheSizes {
     /// Conservative sizes when nothing is known (a 2020s x86 or Arm server core).
     pub const DEFAULT: CacheSizes = CacheSizes { l1d: 32 << 10, l2: 1 << 20, l3: 16 << 20 };
-    /// Sizes for small cores without caches to speak of (Cortex-M): small blocks, 4 KiB of scratch.
-    pub const TINY: CacheSizes = CacheSizes { l1d: 2 << 10, l2: 4 << 10, l3: 4 << 10 };
+    /// Sizes for small cores without caches to speak of (Cortex-M): small blocks, at most 10 KiB
+    /// of scratch (`mc` 8, `kc` 64, `nc` 32 on the 4 x 4 tile). `nc` was 8 (4 KiB) until
+    /// session 50: a conv's im2col gather then paid its index arithmetic every 8 pixels (a 3x3
+    /// conv at 8 channels on a Cortex-M4: 10.4 instructions per multiply-accumulate, 5.3 with
+    /// `nc` 32 and the gather in spans).
+    pub const TINY: CacheSizes = CacheSizes { l1d: 2 << 10, l2: 4 << 10, l3: 16 << 10 };
     /// What `no_std` builds assume: [`TINY`](Self::TINY) on bare-metal 32-bit targets
     /// (microcontrollers), [`DEFAULT`](Self::DEFAULT) elsewhere.
     pub const STATIC: CacheSizes =
