@@ -420,6 +420,10 @@ fn main() -> ! {
         ("depthwise 3x3, 8 ch @16x16", conv.groups(8)),
         ("1x1 8->16 @16x16", Conv2dParams::new(1, 8, 16, 16, 16, 1, 1)),
         ("conv 3x3 s2 NHWC 8->8 @16x16", conv.stride(2, 2).layout(TensorLayout::Nhwc)),
+        (
+            "conv 3x3 s2 NHWC KRSC 8->8 @16x16",
+            conv.stride(2, 2).layout(TensorLayout::Nhwc).weight_layout(WeightLayout::Krsc),
+        ),
     ];
     for (name, p) in f32_convs {
         if !wanted("f32") && wanted(name) {

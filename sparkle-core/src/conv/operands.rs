@@ -10,6 +10,7 @@ use crate::conv::Conv2d;
 use crate::error::{Error, Param, Result};
 use crate::gemm::driver::Operand;
 use crate::gemm::pack::Block;
+use crate::layout::WeightLayout;
 
 /// Floats per chunk of [`copy`] and [`zero`]: a 32-bit Arm build turns a copy of 32 bytes into a
 /// `memcpy` call (about 30 instructions), one of 16 into loads and stores.
@@ -346,6 +347,52 @@ unsafe impl Operand for Im2col<'_> {
 /// The transposed im2col, `(ho*wo) x gemm_k`: the A operand of the NHWC formulation.
 pub(crate) struct Im2colT<'a>(pub(crate) Im2col<'a>);
 
+impl Im2colT<'_> {
+    /// Reduction rows `qs` of output pixel `(oy, ox)` with KRSC weights (a tap's channels
+    /// consecutive, as an NHWC pixel's are) into `dst`, row `q` at `dst + (q - qs.start) * step`:
+    /// one run of channels a tap, copied or zeroed (the tap's validity and input offset once per
+    /// run, not per element: a Cortex-M4's strided NHWC conv paid about 60 instructions a float).
+    ///
+    /// # Safety
+    /// `dst` writable at every `(q - qs.start) * step`; `qs` inside the reduction; the image's
+    /// input holds every validated tap.
+    unsafe fn pixel_runs(
+        &self,
+        (n, cbase): (usize, usize),
+        (oy, ox): (usize, usize),
+        qs: Range<usize>,
+        dst: *mut f32,
+        step: usize,
+    ) {
+        let x = &self.0;
+        let g = x.g;
+        let cg = g.cg();
+        let mut q = qs.start;
+        while q < qs.end {
+            let (c, r, s) = g.reduction_tap(q);
+            let run = (cg - c).min(qs.end - q);
+            let out = (q - qs.start) * step;
+            match (g.input_y(oy, r), g.input_x(ox, s)) {
+                (Some(iy), Some(ix)) => {
+                    let at = g.nhwc_input_index(n, cbase + c, iy, ix);
+                    let src = &x.input[at..at + run];
+                    for (t, &v) in src.iter().enumerate() {
+                        // SAFETY: row q + t of the caller's rows.
+                        unsafe { *dst.add(out + t * step) = v };
+                    }
+                }
+                _ => {
+                    for t in 0..run {
+                        // SAFETY: as above.
+                        unsafe { *dst.add(out + t * step) = 0.0 };
+                    }
+                }
+            }
+            q += run;
+        }
+    }
+}
+
 // SAFETY: as for `Im2col`.
 unsafe impl Operand for Im2colT<'_> {
     /// A gather with index arithmetic per run of pixels: measured slower per element than a
@@ -371,6 +418,11 @@ unsafe impl Operand for Im2colT<'_> {
             for i in 0..mr {
                 let pix = row + i0 + i;
                 let (oy, ox) = if i < rows { (pix / g.wo(), pix % g.wo()) } else { (0, 0) };
+                if i < rows && g.params().weight_layout == WeightLayout::Krsc {
+                    // SAFETY: row `i` of this panel, `kc` groups of `mr`.
+                    unsafe { self.pixel_runs((x.n, cbase), (oy, ox), col..col + kc, panel.add(i), mr) };
+                    continue;
+                }
                 for q in 0..kc {
                     let v = if i < rows {
                         let (c, r, s) = g.reduction_tap(col + q);
