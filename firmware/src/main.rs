@@ -426,19 +426,20 @@ fn main() -> ! {
         ),
     ];
     for (name, p) in f32_convs {
-        if !wanted("f32") && wanted(name) {
+        if wanted("f32") || wanted(name) {
             ran += 1;
             all &= conv_case(name, p, &mut b, &mut core.SYST);
         }
     }
+    // The timed GEMMs, each also alone (`profile.sh "gemm 32"`).
+    for (name, n) in [("gemm 16", 16), ("gemm 32", 32), ("gemm 64", 64)] {
+        if wanted("f32") || wanted(name) {
+            ran += 1;
+            all &= gemm_case(n, &mut b, &mut core.SYST);
+        }
+    }
     if wanted("f32") {
         ran += 1;
-        for (name, p) in f32_convs {
-            all &= conv_case(name, p, &mut b, &mut core.SYST);
-        }
-        all &= gemm_case(16, &mut b, &mut core.SYST);
-        all &= gemm_case(32, &mut b, &mut core.SYST);
-        all &= gemm_case(64, &mut b, &mut core.SYST);
         all &= ragged_gemm_case(13, 11, 7, 0, &mut b);
         all &= ragged_gemm_case(9, 14, 1, 1, &mut b);
         all &= ragged_gemm_case(16, 12, 10, 2, &mut b);
@@ -447,13 +448,6 @@ fn main() -> ! {
         // tiles, neither beta nor alpha) and through its local tile (edge tiles, beta).
         all &= ragged_gemm_case(8, 8, 0, 2, &mut b);
         all &= ragged_gemm_case(5, 6, 0, 0, &mut b);
-    }
-    // One timed f32 GEMM alone, for `profile.sh "gemm 32"`.
-    for (name, n) in [("gemm 16", 16), ("gemm 32", 32), ("gemm 64", 64)] {
-        if option_env!("SPARKLE_FIRMWARE_ONLY") == Some(name) {
-            ran += 1;
-            all &= gemm_case(n, &mut b, &mut core.SYST);
-        }
     }
     // SAFETY: as above; these statics are used only here.
     let mut q = unsafe {

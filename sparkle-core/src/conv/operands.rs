@@ -356,17 +356,11 @@ impl Im2colT<'_> {
     /// # Safety
     /// `dst` writable at every `(q - qs.start) * step`; `qs` inside the reduction; the image's
     /// input holds every validated tap.
-    unsafe fn pixel_runs(
-        &self,
-        (n, cbase): (usize, usize),
-        (oy, ox): (usize, usize),
-        qs: Range<usize>,
-        dst: *mut f32,
-        step: usize,
-    ) {
+    unsafe fn pixel_runs(&self, (oy, ox): (usize, usize), qs: Range<usize>, dst: *mut f32, step: usize) {
         let x = &self.0;
         let g = x.g;
         let cg = g.cg();
+        let (n, cbase) = (x.n, x.group * cg);
         let mut q = qs.start;
         while q < qs.end {
             let (c, r, s) = g.reduction_tap(q);
@@ -420,7 +414,7 @@ unsafe impl Operand for Im2colT<'_> {
                 let (oy, ox) = if i < rows { (pix / g.wo(), pix % g.wo()) } else { (0, 0) };
                 if i < rows && g.params().weight_layout == WeightLayout::Krsc {
                     // SAFETY: row `i` of this panel, `kc` groups of `mr`.
-                    unsafe { self.pixel_runs((x.n, cbase), (oy, ox), col..col + kc, panel.add(i), mr) };
+                    unsafe { self.pixel_runs((oy, ox), col..col + kc, panel.add(i), mr) };
                     continue;
                 }
                 for q in 0..kc {
