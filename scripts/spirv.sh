@@ -42,13 +42,15 @@ builds=(
 # scripts/setup.sh builds (.glslang16/glslc, from Debian testing's glslang 16.6).
 # gemm_cm2.comp's bf16 module shares the f16 module's REFLECT twin (same interface: its REFLECT
 # build declares f16). Each has a sidecar, `<module>.glsl-sha256`: the hash of the GLSL it was
-# built from (its source, common.glsl and its defines), which rewriting writes and --check
+# built from (its source, the files it includes and its defines), which rewriting writes and --check
 # compares. Where that compiler is missing (its pinned packages gone from Debian's pool),
 # rewriting fails (the bf16 modules would fall behind their GLSL) and --check compares only the
 # hash, loudly: an edit to the GLSL since the module was built makes it stale.
 # SPARKLE_REQUIRE_GLSLC16=1 makes the missing compiler a failure.
 builds16=(
   "gemm_cm2_bf16.spv gemm_cm2.comp BF16=1"
+  "conv_coopmat_bf16_staged.spv gemm_coopmat.comp CONV=1 STAGED=1 BF16=1"
+  "conv_coopmat_bf16_staged_64x64.spv gemm_coopmat.comp CONV=1 STAGED=1 BF16=1 BM=64 BN=64 BK=32 WM=32 WN=16"
 )
 glslc16="$root/.glslang16/glslc"
 tmp=$(mktemp -d)
@@ -67,8 +69,14 @@ else
     exit 1
   fi
 fi
-# The hash of the GLSL a bf16 module is built from: its source, common.glsl, its defines.
-glsl_hash() { { cat "$shaders/$1" "$shaders/common.glsl"; echo "$2"; } | sha256sum | cut -d' ' -f1; }
+# The hash of the GLSL a bf16 module is built from: its source, the files it includes, its defines.
+# The included files are hashed in the order the source names them (common.glsl first).
+glsl_hash() {
+  local inc
+  inc=$(sed -n 's/^#include "\(.*\)"/\1/p' "$shaders/$1")
+  # shellcheck disable=SC2086
+  { cat "$shaders/$1" $(printf "$shaders/%s " $inc); echo "$2"; } | sha256sum | cut -d' ' -f1
+}
 for b in "${builds16[@]}"; do
   read -r out src defs <<<"$b"
   if $check && [ "$(cat "$shaders/spv/$out.glsl-sha256" 2>/dev/null)" != "$(glsl_hash "$src" "${defs:-}")" ]; then

@@ -935,7 +935,10 @@ pub fn half_conv2d_vulkan<H: sparkle_core::f16::Half>(
     budget: f64,
 ) -> Result<(String, Vec<Record>), BenchError> {
     let ctx = crate::vk::Context::best()?;
-    let coop = ctx.has_cooperative_matrix_f16() && H::NAME == "f16";
+    let coop = match H::DTYPE {
+        DType::F16 => ctx.has_cooperative_matrix_f16(),
+        _ => ctx.has_cooperative_matrix_bf16(),
+    };
     let name =
         format!("{} ({} on {})", ctx.info().name, H::NAME, if coop { "cooperative matrices" } else { "shader cores" });
     let implementation = format!("sparkle-vulkan-{}", H::NAME);

@@ -7,6 +7,10 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_int8 : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int32 : require
 #endif
+#ifdef BF16
+// bf16 operands (VK_KHR_shader_bfloat16; glslang >= 15.4, scripts/spirv.sh's second compiler).
+#extension GL_EXT_bfloat16 : require
+#endif
 #extension GL_EXT_control_flow_attributes : require
 // f16 GEMM on cooperative matrices (tensor cores): C (m x n, f32) = act(A (m x k) * B (k x n) + bias),
 // f16 inputs, f32 accumulation. Compiled by scripts/spirv.sh (glslang >= 14) into spv/.
@@ -45,7 +49,8 @@
 // s_conv_at), B^T holds every group's weights, and gl_WorkGroupID.z runs one GEMM per group.
 // With CONV and STAGED (f16) it is the f16 conv2d the same way (half.rs `Context::conv2d_half`):
 // A gathered from the staged input 8 halves at a time, B each group's weights (row-major, a block
-// per group), and the write-out straight into the output's layout.
+// per group), and the write-out straight into the output's layout. BF16 makes it the bf16 conv2d:
+// the same bits in the same places (16 bits an element, zero is zero), read as bf16 fragments.
 layout(local_size_x = 256) in;
 #if defined(SPLIT) && defined(CONV)
 #error "SPLIT is a GEMM of two host-split planes; conv2d gathers one"
@@ -64,6 +69,9 @@ layout(local_size_x = 256) in;
 #if defined(STAGED) && (defined(INT8) || !defined(CONV))
 #error "STAGED is the f16 conv's staged form"
 #endif
+#if defined(BF16) && !defined(STAGED)
+#error "BF16 is the staged conv's bf16 form (bf16 GEMMs run on gemm_cm2.comp)"
+#endif
 #ifdef INT8
 #define EPV 16  // elements per uvec4
 #define KF 32   // depth of one fragment
@@ -72,7 +80,11 @@ layout(local_size_x = 256) in;
 #else
 #define EPV 8
 #define KF 16
+#ifdef BF16
+#define ELEM bfloat16_t
+#else
 #define ELEM float16_t
+#endif
 #define ACC float
 #endif
 

@@ -110,6 +110,7 @@ mod tests {
             cooperative_matrix_i8: true,
             cooperative_matrix2_f16: false,
             cooperative_matrix2_bf16: false,
+            cooperative_matrix_bf16: false,
         }
     }
 

@@ -37,6 +37,9 @@ pub struct Context {
     pub(crate) coopmat2_f16: bool,
     /// bf16 GEMMs do too ([`DeviceInfo::cooperative_matrix2_bf16`], enabled).
     pub(crate) coopmat2_bf16: bool,
+    /// bf16 conv2d runs on cooperative matrices ([`DeviceInfo::cooperative_matrix_bf16`],
+    /// enabled: the device was opened with bf16 cooperative matrices).
+    pub(crate) coopmat_bf16: bool,
 }
 
 /// The extension and features the kernels use: the KHR cooperative matrices, f16 arithmetic and
@@ -95,6 +98,9 @@ impl Context {
         }
         let coopmat2_f16 = opened.is_some();
         let coopmat2_bf16 = coopmat2_f16 && info.cooperative_matrix2_bf16;
+        // bf16 cooperative matrices are enabled on that open alone (`coopmat2::create_device`).
+        info.cooperative_matrix_bf16 &= coopmat2_bf16;
+        let coopmat_bf16 = info.cooperative_matrix_bf16;
         let (device, queue) = match opened {
             Some(opened) => opened,
             None => Self::open(physical, queue_family_index, wanted, all.len())?,
@@ -109,6 +115,7 @@ impl Context {
             coopmat_i8,
             coopmat2_f16,
             coopmat2_bf16,
+            coopmat_bf16,
             info,
             device,
             queue,

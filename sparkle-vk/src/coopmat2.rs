@@ -42,7 +42,7 @@ const PROPERTIES_TYPE: vk::StructureType = vk::StructureType::from_raw(1_000_593
 const BF16_EXTENSION: &str = "VK_KHR_shader_bfloat16";
 const BF16_FEATURES_TYPE: vk::StructureType = vk::StructureType::from_raw(1_000_141_000);
 /// `VK_COMPONENT_TYPE_BFLOAT16_KHR`.
-const BFLOAT16: vk::ComponentTypeKHR = vk::ComponentTypeKHR::from_raw(1_000_141_000);
+pub(crate) const BFLOAT16: vk::ComponentTypeKHR = vk::ComponentTypeKHR::from_raw(1_000_141_000);
 
 /// `VkPhysicalDeviceShaderBfloat16FeaturesKHR`.
 #[repr(C)]

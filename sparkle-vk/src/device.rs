@@ -65,6 +65,11 @@ pub struct DeviceInfo {
     /// and bf16 cooperative matrices, and bf16 x bf16 -> f32 in workgroup scope as for f16.
     /// Cleared with it where opening the device with the extensions failed.
     pub cooperative_matrix2_bf16: bool,
+    /// Whether bf16 conv2d runs on cooperative matrices (`gemm_coopmat.comp`'s staged conv, bf16
+    /// module): everything [`DeviceInfo::cooperative_matrix2_bf16`] needs (the device is opened
+    /// with `VK_KHR_shader_bfloat16` on that path alone) and 16x16x16 bf16 x bf16 -> f32 in
+    /// subgroup scope. Cleared with it.
+    pub cooperative_matrix_bf16: bool,
 }
 
 pub(crate) fn instance() -> Result<Arc<Instance>> {
@@ -115,6 +120,7 @@ pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
         .sum();
     let f16 = cooperative_matrix_f16(p);
     let cm2 = f16 && crate::coopmat2::supported(p);
+    let cm2_bf16 = cm2 && crate::coopmat2::supported_bf16(p);
     DeviceInfo {
         index,
         name: props.device_name.clone(),
@@ -133,7 +139,8 @@ pub(crate) fn info(index: usize, p: &PhysicalDevice) -> DeviceInfo {
         cooperative_matrix_f16: f16,
         cooperative_matrix_i8: cooperative_matrix_i8(p),
         cooperative_matrix2_f16: cm2,
-        cooperative_matrix2_bf16: cm2 && crate::coopmat2::supported_bf16(p),
+        cooperative_matrix2_bf16: cm2_bf16,
+        cooperative_matrix_bf16: cm2_bf16 && subgroup_shape(p, crate::coopmat2::BFLOAT16),
     }
 }
 
@@ -150,12 +157,17 @@ pub(crate) fn cooperative_matrix_f16(p: &PhysicalDevice) -> bool {
         && f.shader_float16
         && f.vulkan_memory_model
         && subgroups_are_32(p)
-        && cooperative_matrix_shapes(p).iter().any(|s| {
-            use ash::vk::{ComponentTypeKHR as T, ScopeKHR};
-            (s.m_size, s.n_size, s.k_size) == (16, 16, 16)
-                && (s.a_type, s.b_type, s.c_type, s.result_type) == (T::FLOAT16, T::FLOAT16, T::FLOAT32, T::FLOAT32)
-                && s.scope == ScopeKHR::SUBGROUP
-        })
+        && subgroup_shape(p, ash::vk::ComponentTypeKHR::FLOAT16)
+}
+
+/// Whether `p` offers 16x16x16 `t` x `t` -> f32 cooperative matrices in subgroup scope.
+fn subgroup_shape(p: &PhysicalDevice, t: ash::vk::ComponentTypeKHR) -> bool {
+    use ash::vk::{ComponentTypeKHR as T, ScopeKHR};
+    cooperative_matrix_shapes(p).iter().any(|s| {
+        (s.m_size, s.n_size, s.k_size) == (16, 16, 16)
+            && (s.a_type, s.b_type, s.c_type, s.result_type) == (t, t, T::FLOAT32, T::FLOAT32)
+            && s.scope == ScopeKHR::SUBGROUP
+    })
 }
 
 /// The device features `gemm_coopmat.comp` with INT8 needs, when

@@ -6,13 +6,15 @@
 //!   [`MIN_FULL_TILES`] of them (bf16: every GEMM) where the device has the extension
 //!   ([`crate::DeviceInfo::cooperative_matrix2_f16`]; for bf16 also `VK_KHR_shader_bfloat16`,
 //!   [`crate::DeviceInfo::cooperative_matrix2_bf16`]);
-//! - `gemm_coopmat.comp` (f16): cooperative matrices (`VK_KHR_cooperative_matrix`: NVIDIA's
-//!   tensor cores), 64x64, 128x128 or 128x256 tiles (conv: 128x128 or 64x256) of 16x16x16 products,
-//!   where the device offers that shape with f32 accumulation and subgroups of exactly 32
-//!   ([`crate::DeviceInfo::cooperative_matrix_f16`]);
+//! - `gemm_coopmat.comp` (f16, and the bf16 staged conv): cooperative matrices
+//!   (`VK_KHR_cooperative_matrix`: NVIDIA's tensor cores), 64x64, 128x128 or 128x256 tiles (conv:
+//!   128x128 or 64x256, staged 128x128 or 64x64) of 16x16x16 products, where the device offers
+//!   that shape with f32 accumulation and subgroups of exactly 32
+//!   ([`crate::DeviceInfo::cooperative_matrix_f16`]; bf16 conv2d where it also has bf16 ones,
+//!   [`crate::DeviceInfo::cooperative_matrix_bf16`]);
 //! - `gemm_half.comp` (f16 and bf16): plain shader cores widening to f32, everywhere else (and
-//!   lavapipe in CI). bf16 conv2d runs here, and bf16 GEMMs where the device lacks the
-//!   workgroup-scope kernel: the KHR kernel has no bf16 module.
+//!   lavapipe in CI): bf16 GEMMs where the device lacks the workgroup-scope kernel (the KHR
+//!   kernel has no bf16 GEMM module) and bf16 conv2d where it lacks bf16 cooperative matrices.
 //!
 //! The host packs both operands into 32-bit words of two halves, zero-padding A's rows to a
 //! multiple of 32 halves (at least 32, so even k = 0 has a slice to load) and B's to a multiple
@@ -216,7 +218,7 @@ const CHUNK_HALVES: usize = crate::staging::CHUNK_BYTES / 2;
 /// group's channels rounded up to whole chunks (k); B a block of `k x kg` (rounded up to whole
 /// chunks) per group. `None`-free: an error where a size passes the shaders' indices or the
 /// dispatch limits (the caller then runs the gathering kernel).
-pub(crate) fn staged_half_plan(g: &Conv2d) -> Result<HalfPlan> {
+pub(crate) fn staged_half_plan(g: &Conv2d, bf16: bool) -> Result<HalfPlan> {
     let p = g.params();
     let (kg, hw, _) = g.gemm_dims();
     let overflow = |param| VkError::Core(Error::Overflow { param });
@@ -243,7 +245,7 @@ pub(crate) fn staged_half_plan(g: &Conv2d) -> Result<HalfPlan> {
         hw: u32_of(pix, Param::C)?,
         ..conv_geometry(g)?
     };
-    Ok(HalfPlan { kind: Kind::CoopmatConvF16Staged { small }, params, groups, a_words, b_words })
+    Ok(HalfPlan { kind: Kind::CoopmatConvStaged { small, bf16 }, params, groups, a_words, b_words })
 }
 
 /// Group `grp`'s block of B for [`staged_half_plan`]: row `(r * s + t) * cgp + c` (tap, channel),
@@ -324,16 +326,24 @@ impl Context {
         self.coopmat2_bf16
     }
 
+    /// Whether bf16 conv2d runs on cooperative matrices (tensor cores) on this device
+    /// ([`crate::DeviceInfo::cooperative_matrix_bf16`], enabled).
+    pub fn has_cooperative_matrix_bf16(&self) -> bool {
+        self.coopmat_bf16
+    }
+
     /// Where `H` GEMMs and conv2d run on this device: "cooperative matrices", "shader cores", or
     /// for bf16 with [`Context::has_cooperative_matrix2_bf16`] "workgroup cooperative matrices
-    /// for GEMMs, shader cores for conv2d" ([`Context::gemm_half_path`] names a shape's).
+    /// for GEMMs, cooperative matrices for conv2d" (or "..., shader cores for conv2d" without
+    /// [`Context::has_cooperative_matrix_bf16`]; [`Context::gemm_half_path`] names a shape's).
     pub fn half_path<H: Half>(&self) -> &'static str {
-        if self.coopmat_f16 && H::DTYPE == DType::F16 {
-            "cooperative matrices"
-        } else if self.coopmat2_bf16 && H::DTYPE == DType::Bf16 {
-            "workgroup cooperative matrices for GEMMs, shader cores for conv2d"
-        } else {
-            "shader cores"
+        match H::DTYPE {
+            DType::F16 if self.coopmat_f16 => "cooperative matrices",
+            DType::Bf16 if self.coopmat_bf16 => {
+                "workgroup cooperative matrices for GEMMs, cooperative matrices for conv2d"
+            }
+            DType::Bf16 if self.coopmat2_bf16 => "workgroup cooperative matrices for GEMMs, shader cores for conv2d",
+            _ => "shader cores",
         }
     }
 
@@ -344,6 +354,22 @@ impl Context {
         Ok(match self.half_plan::<H>(m, n, k)?.kind {
             Kind::Coopmat2 { .. } => "workgroup cooperative matrices",
             Kind::CoopmatF16 { .. } => "cooperative matrices",
+            _ => "shader cores",
+        })
+    }
+
+    /// Where conv2d `g` on `H` inputs runs on this device: "cooperative matrices" (the staged
+    /// implicit GEMM on tensor cores), "shader cores" (the gathering one), or "depthwise kernel"
+    /// (widened to f32); an error where it cannot run here.
+    pub fn conv2d_half_path<H: Half>(&self, g: &Conv2d) -> Result<&'static str> {
+        if choose_path(g) == Conv2dPath::Depthwise {
+            return Ok("depthwise kernel");
+        }
+        if self.staged_half_plan::<H>(g)?.is_some() {
+            return Ok("cooperative matrices");
+        }
+        Ok(match self.conv_half_plan::<H>(g)?.kind {
+            Kind::CoopmatConvF16 { .. } => "cooperative matrices",
             _ => "shader cores",
         })
     }
@@ -423,8 +449,8 @@ impl Context {
 
     /// `output = act(conv2d(input, weight) + bias)` with f16 or bf16 input and weights (every
     /// geometry, layout and grouping [`Conv2d`] describes), f32 sums and an f32 output: an
-    /// implicit GEMM on cooperative matrices for f16 where the device has them (its input staged
-    /// by the host), else on the shader cores; a depthwise conv widened to f32 on the direct
+    /// implicit GEMM on cooperative matrices where the device has them for `H` (its input staged
+    /// by the host), else on the shader cores ([`Context::conv2d_half_path`] says which); a depthwise conv widened to f32 on the direct
     /// depthwise kernel. Products of halves are exact, so the result is within the tolerance of the
     /// f64 oracle (`sparkle_core::conv::reference`) on the same rounded values with reduction
     /// length `C/groups * R * S`. Validated first: on an error the output is untouched.
@@ -510,14 +536,15 @@ impl Context {
         Ok(())
     }
 
-    /// The staged plan of f16 conv2d `g` ([`staged_half_plan`]) where this device runs f16 on
-    /// cooperative matrices and the plan fits; `None` runs the gathering kernel. A bad
+    /// The staged plan of conv2d `g` on `H` inputs ([`staged_half_plan`]) where this device runs
+    /// `H` on cooperative matrices and the plan fits; `None` runs the gathering kernel. A bad
     /// `SPARKLE_VK_COOPMAT_TILE` is an error, as for every cooperative-matrix kernel.
     pub(crate) fn staged_half_plan<H: Half>(&self, g: &Conv2d) -> Result<Option<HalfPlan>> {
-        if !self.coopmat_f16 || H::DTYPE != DType::F16 {
+        let bf16 = H::DTYPE == DType::Bf16;
+        if !(if bf16 { self.coopmat_bf16 } else { self.coopmat_f16 }) {
             return Ok(None);
         }
-        match staged_half_plan(g).and_then(|plan| self.fits(plan, g.output_len())) {
+        match staged_half_plan(g, bf16).and_then(|plan| self.fits(plan, g.output_len())) {
             Ok(plan) => Ok(Some(plan)),
             Err(e @ VkError::Config(_)) => Err(e),
             Err(_) => Ok(None),
@@ -616,15 +643,15 @@ mod tests {
         use sparkle_core::{Conv2dParams, Padding};
         // 2 groups of 10 channels (two chunks of 8 a tap) and 6 output channels, 3 images of 6x7.
         let g = Conv2dParams::new(3, 20, 6, 7, 12, 3, 3).groups(2).pad(Padding::uniform(1)).validate().unwrap();
-        let p = staged_half_plan(&g).unwrap();
+        let p = staged_half_plan(&g, false).unwrap();
         let q = p.params;
         // m = every image's pixels, k = 9 taps x 16 rounded up to 32, B rows of 8 halves.
         assert_eq!((q.m, q.n, q.k, q.a_rs, q.b_rs, q.layouts, q.hw, q.c_cs), (126, 6, 160, 42, 1, 2, 4, 0));
-        assert_eq!((p.kind, p.groups), (Kind::CoopmatConvF16Staged { small: true }, [1, 2, 2]));
+        assert_eq!((p.kind, p.groups), (Kind::CoopmatConvStaged { small: true, bf16: false }, [1, 2, 2]));
         assert_eq!((p.a_words, p.b_words), (3 * 42 * 4 * 4, 2 * 160 * 4));
         // Many rows of 130 channels: the 128 x 128 tile.
         let big = Conv2dParams::new(8, 16, 32, 64, 130, 1, 1).validate().unwrap();
-        assert_eq!(staged_half_plan(&big).unwrap().kind, Kind::CoopmatConvF16Staged { small: false });
+        assert_eq!(staged_half_plan(&big, true).unwrap().kind, Kind::CoopmatConvStaged { small: false, bf16: true });
     }
 
     #[test]

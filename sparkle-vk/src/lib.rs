@@ -12,7 +12,8 @@
 //!   on cooperative matrices (tensor cores, `VK_KHR_cooperative_matrix`) for f16 where the device
 //!   offers them ([`DeviceInfo::cooperative_matrix_f16`]; large GEMMs on NVIDIA's workgroup-scope
 //!   ones, [`DeviceInfo::cooperative_matrix2_f16`], and bf16 GEMMs of every size where the device
-//!   has `VK_KHR_shader_bfloat16`, [`DeviceInfo::cooperative_matrix2_bf16`]), else on the shader
+//!   has `VK_KHR_shader_bfloat16`, [`DeviceInfo::cooperative_matrix2_bf16`], bf16 conv2d on
+//!   16x16x16 bf16 ones there, [`DeviceInfo::cooperative_matrix_bf16`]), else on the shader
 //!   cores (`half`).
 //! - [`Context::qgemm`] and [`Context::qconv2d`]: int8 GEMM and conv2d (`u8`/`i8` with zero
 //!   points, ONNX or TFLite requantization, bit for bit as the CPU and the integer oracle), on

@@ -71,9 +71,10 @@ pub(crate) enum Kind {
     /// f16 conv2d (implicit GEMM) on cooperative matrices (`shaders/gemm_coopmat.comp` with CONV):
     /// 128 x 128 tiles, or 64 x 256 (`narrow`) for at most 64 output channels per group.
     CoopmatConvF16 { narrow: bool },
-    /// f16 conv2d on cooperative matrices with its input staged by the host
-    /// (`shaders/gemm_coopmat.comp` with CONV and STAGED): 128 x 128 tiles, or 64 x 64 (`small`).
-    CoopmatConvF16Staged { small: bool },
+    /// f16 (`bf16`: bf16) conv2d on cooperative matrices with its input staged by the host
+    /// (`shaders/gemm_coopmat.comp` with CONV and STAGED, and BF16; precompiled): 128 x 128
+    /// tiles, or 64 x 64 (`small`).
+    CoopmatConvStaged { small: bool, bf16: bool },
     /// f32 GEMM from hi and lo f16 planes (`precision.rs`): three products per f32 product on
     /// cooperative matrices (`gemm_coopmat.comp` with SPLIT, precompiled), or hi + lo widened on
     /// the shader cores (`gemm_half.comp` with SPLIT); `small`: 64x64 tiles on cooperative

@@ -147,6 +147,17 @@ const COOPMAT2_F16: [&[u8]; 2] =
 /// elements: the same interface, which the test below checks).
 const COOPMAT2_BF16: [&[u8]; 2] =
     [include_bytes!("../shaders/spv/gemm_cm2_bf16.spv"), include_bytes!("../shaders/spv/gemm_cm2_f16.reflect.spv")];
+/// `gemm_coopmat.comp`'s staged bf16 conv, with its f16 module as the twin vulkano reads (the
+/// operands are uvec4 buffers in both: the same interface, which the test below checks).
+const CONV_STAGED_BF16: [&[u8]; 2] = [
+    include_bytes!("../shaders/spv/conv_coopmat_bf16_staged.spv"),
+    include_bytes!("../shaders/spv/conv_coopmat_f16_staged.spv"),
+];
+/// The same with 64 x 64 tiles.
+const CONV_STAGED_BF16_SMALL: [&[u8]; 2] = [
+    include_bytes!("../shaders/spv/conv_coopmat_bf16_staged_64x64.spv"),
+    include_bytes!("../shaders/spv/conv_coopmat_f16_staged_64x64.spv"),
+];
 
 /// A compute pipeline for `entry`, its layout derived from the shader, compiled through `cache`.
 pub(crate) fn compute_pipeline(
@@ -273,6 +284,19 @@ impl Pipelines {
                 // (it clears `DeviceInfo::cooperative_matrix2_f16` and `_bf16` where it could not).
                 return unsafe { crate::coopmat2::load_shader(&device, real, reflect) };
             }
+            Kind::CoopmatConvStaged { small, bf16: true } => {
+                if !self.info.cooperative_matrix_bf16 {
+                    return Err(VkError::Config(format!(
+                        "{}: bf16 cooperative matrices (VK_KHR_shader_bfloat16) are not enabled",
+                        self.info.name
+                    )));
+                }
+                let [real, reflect] = if small { CONV_STAGED_BF16_SMALL } else { CONV_STAGED_BF16 };
+                // SAFETY: one source compiled with and without BF16 (scripts/spirv.sh; the
+                // interface test below); the context opened the device with bf16 cooperative
+                // matrices (it clears `DeviceInfo::cooperative_matrix_bf16` where it could not).
+                return unsafe { crate::coopmat2::load_shader(&device, real, reflect) };
+            }
             Kind::Gemm => gemm_cs::load(device.clone()),
             Kind::GemmVec4 { .. } => gemm_vec4_cs::load(device.clone()),
             Kind::Conv => conv_cs::load(device.clone()),
@@ -289,8 +313,10 @@ impl Pipelines {
             Kind::HalfConv { bf16: true } => conv_bf16_cs::load(device.clone()),
             Kind::CoopmatConvF16 { narrow: false } => conv_coopmat_f16_cs::load(device.clone()),
             Kind::CoopmatConvF16 { narrow: true } => conv_coopmat_f16_narrow_cs::load(device.clone()),
-            Kind::CoopmatConvF16Staged { small: false } => conv_coopmat_f16_staged_cs::load(device.clone()),
-            Kind::CoopmatConvF16Staged { small: true } => conv_coopmat_f16_staged_small_cs::load(device.clone()),
+            Kind::CoopmatConvStaged { small: false, bf16: false } => conv_coopmat_f16_staged_cs::load(device.clone()),
+            Kind::CoopmatConvStaged { small: true, bf16: false } => {
+                conv_coopmat_f16_staged_small_cs::load(device.clone())
+            }
             Kind::CoopmatF16 { tile: 0 } => gemm_coopmat_f16_cs::load(device.clone()),
             Kind::CoopmatF16 { tile: 1 } => gemm_coopmat_f16_wide_cs::load(device.clone()),
             Kind::CoopmatF16 { tile: _ } => gemm_coopmat_f16_small_cs::load(device.clone()),
@@ -345,7 +371,7 @@ impl Pipelines {
 
 #[cfg(test)]
 mod tests {
-    use super::{COOPMAT2_BF16, COOPMAT2_F16};
+    use super::{CONV_STAGED_BF16, CONV_STAGED_BF16_SMALL, COOPMAT2_BF16, COOPMAT2_F16};
     use crate::coopmat2::words;
 
     /// What vulkano reads of a module's interface, without the ids that differ between two
@@ -356,8 +382,8 @@ mod tests {
         const DECORATE: u32 = 71;
         const MEMBER_DECORATE: u32 = 72;
         const LOCAL_SIZE: u32 = 17;
-        // Block, ArrayStride, NonWritable, NonReadable, Binding, DescriptorSet, Offset.
-        const KEPT: [u32; 7] = [2, 6, 24, 25, 33, 34, 35];
+        // SpecId, Block, ArrayStride, NonWritable, NonReadable, Binding, DescriptorSet, Offset.
+        const KEPT: [u32; 8] = [1, 2, 6, 24, 25, 33, 34, 35];
         let w = words(spirv);
         assert_eq!(w.first(), Some(&0x0723_0203), "not SPIR-V");
         let mut out = Vec::new();
@@ -382,11 +408,18 @@ mod tests {
 
     #[test]
     fn the_reflected_twin_has_the_real_modules_interface() {
-        for (dtype, [real, reflect]) in [("f16", COOPMAT2_F16), ("bf16", COOPMAT2_BF16)] {
+        let modules = [
+            ("gemm_cm2.comp (f16)", COOPMAT2_F16),
+            ("gemm_cm2.comp (bf16)", COOPMAT2_BF16),
+            ("the staged bf16 conv", CONV_STAGED_BF16),
+            ("the staged bf16 conv (64 x 64)", CONV_STAGED_BF16_SMALL),
+        ];
+        for (what, [real, reflect]) in modules {
+            assert_ne!(real, reflect, "{what}: its twin is the same module");
             let (real, reflect) = (interface(real), interface(reflect));
             // Four buffers (set and binding each) and a workgroup size at least.
             assert!(real.len() >= 9, "{real:?}");
-            assert_eq!(real, reflect, "gemm_cm2.comp ({dtype}) and its REFLECT twin differ: `load_shader`'s contract");
+            assert_eq!(real, reflect, "{what} and its twin differ: `load_shader`'s contract");
         }
     }
 }

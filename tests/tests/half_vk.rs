@@ -3,9 +3,10 @@
 //! f64 oracle on the same rounded inputs (the tolerance table's f16 and bf16 rows): sizes around
 //! the tiles and the padded k, strided and transposed operands, a column-major C, every bias mode
 //! with an activation, and bad input that must be an error with C untouched. Where a device has
-//! cooperative matrices the f16 cases run on them, and where it has workgroup-scope ones the large
-//! f16 and bf16 GEMMs; `SPARKLE_REQUIRE_COOPMAT=1`, `SPARKLE_REQUIRE_COOPMAT2=1` and
-//! `SPARKLE_REQUIRE_COOPMAT2_BF16=1` make a machine without such a device fail instead of skipping
+//! cooperative matrices the f16 cases run on them, where it has workgroup-scope ones the large
+//! f16 and bf16 GEMMs, and where it has bf16 ones the bf16 convs; `SPARKLE_REQUIRE_COOPMAT=1`,
+//! `SPARKLE_REQUIRE_COOPMAT2=1`, `SPARKLE_REQUIRE_COOPMAT2_BF16=1` and
+//! `SPARKLE_REQUIRE_COOPMAT_BF16=1` make a machine without such a device fail instead of skipping
 //! those checks.
 #![cfg(feature = "vulkan")]
 
@@ -218,6 +219,55 @@ fn every_conv<H: Half>(ctx: &Context) {
     let grouped = Conv2dParams::new(3, 20, 6, 7, 12, 3, 3).groups(2).weight_layout(WeightLayout::Krsc);
     check_conv::<H>(ctx, grouped.pad(Padding::uniform(1)).dilation(2, 1), true, 8);
     check_conv::<H>(ctx, Conv2dParams::new(8, 16, 32, 64, 130, 1, 1).layout(TensorLayout::Nhwc), true, 9);
+}
+
+/// Convs the staged cooperative-matrix kernel takes, asserted to run there and checked against the
+/// oracle: 64 x 64 tiles (few channels: images and groups in one dispatch, NHWC with KRSC
+/// weights), 128 x 128 ones (130 channels: an edge tile in n; a 3x3 with 144 channels a tap, a
+/// reduction of 41 slices).
+fn coopmat_convs<H: Half>(ctx: &Context, seed: u64) {
+    let cases = [
+        Conv2dParams::new(3, 20, 6, 7, 12, 3, 3).groups(2).pad(Padding::uniform(1)),
+        Conv2dParams::new(2, 24, 9, 9, 40, 3, 3).layout(TensorLayout::Nhwc).weight_layout(WeightLayout::Krsc),
+        Conv2dParams::new(8, 16, 32, 64, 130, 1, 1),
+        Conv2dParams::new(4, 144, 14, 14, 160, 3, 3).pad(Padding::uniform(1)),
+    ];
+    for (i, p) in cases.into_iter().enumerate() {
+        let g = p.validate().unwrap();
+        let path = ctx.conv2d_half_path::<H>(&g).unwrap();
+        assert_eq!(path, "cooperative matrices", "{} {} {p:?}", ctx.info().name, H::NAME);
+        check_conv::<H>(ctx, p, i % 2 == 0, seed + i as u64);
+    }
+}
+
+#[test]
+fn convs_run_on_cooperative_matrices_where_a_device_has_them() {
+    let ctxs = contexts();
+    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix_f16).collect();
+    if with.is_empty() {
+        return skip("COOPMAT", "no Vulkan device with 16x16x16 f16 cooperative matrices");
+    }
+    for ctx in with {
+        coopmat_convs::<f16>(ctx, 60);
+        eprintln!("f16 conv2d on cooperative matrices passed on {}", ctx.info().name);
+    }
+}
+
+#[test]
+fn bf16_convs_run_on_cooperative_matrices_where_a_device_has_them() {
+    let ctxs = contexts();
+    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix_bf16).collect();
+    if with.is_empty() {
+        return skip(
+            "COOPMAT_BF16",
+            "no Vulkan device with 16x16x16 bf16 cooperative matrices (VK_KHR_shader_bfloat16)",
+        );
+    }
+    for ctx in with {
+        assert!(ctx.has_cooperative_matrix_bf16(), "{}: offered but not enabled", ctx.info().name);
+        coopmat_convs::<bf16>(ctx, 70);
+        eprintln!("bf16 conv2d on cooperative matrices passed on {}", ctx.info().name);
+    }
 }
 
 #[test]

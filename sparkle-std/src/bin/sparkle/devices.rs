@@ -91,7 +91,9 @@ pub fn run() -> Result<ExitCode, Failure> {
                     } else {
                         "shader cores (no usable cooperative matrices)"
                     },
-                    if d.cooperative_matrix2_bf16 {
+                    if d.cooperative_matrix_bf16 {
+                        "workgroup cooperative matrices (VK_KHR_shader_bfloat16) for GEMMs, 16x16x16 ones for conv2d"
+                    } else if d.cooperative_matrix2_bf16 {
                         "workgroup cooperative matrices (VK_KHR_shader_bfloat16) for GEMMs, shader cores for conv2d"
                     } else {
                         "shader cores"
