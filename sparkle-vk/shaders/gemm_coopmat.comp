@@ -369,6 +369,14 @@ void main() {
     bias_off = gl_WorkGroupID.z * p.n;
 #endif
     [[unroll]] for (uint i = 0u; i < TM; i++) {
+#ifdef STAGED
+        // Where the output is NCHW a lane finishes one row (output pixel) of these accumulators
+        // (below: er = e % 16 = lane % 16): where that pixel's channel 0 lies, found with one
+        // division here rather than one an element (a 1x1 conv's reduction is short enough for
+        // those to cost more than its products). NHWC needs none: row r starts at r * K.
+        uint lr = row0 + wm * WM + i * 16u + lane % 16u;
+        uint nchw_at = lr + (lr / S_HW) * (p.kout - 1u) * S_HW;
+#endif
         [[unroll]] for (uint j = 0u; j < TN; j++) {
             // Through idle shared memory: 64 uvec4 = 16 x 16 floats (ints) per subgroup.
             coopMatStore(acc[i][j], SCRATCH, sg * 64u, 4u, gl_CooperativeMatrixLayoutRowMajor);
@@ -397,8 +405,8 @@ void main() {
                     if (BIAS_MODE == 2u) v += bias[bias_off + col];
 #ifdef STAGED
                     // Row r is output pixel r % S_HW of image r / S_HW; col the group's channel.
-                    uint img = r / S_HW, px = r % S_HW, o = bias_off + col;
-                    c[!S_NHWC ? (img * p.kout + o) * S_HW + px : (img * S_HW + px) * p.kout + o] = activate(v);
+                    uint o = bias_off + col;
+                    c[!S_NHWC ? nchw_at + o * S_HW : r * p.kout + o] = activate(v);
 #else
                     c[c_off + r * p.c_rs + col * p.c_cs] = activate(v);
 #endif
