@@ -47,6 +47,10 @@
 // With INT8 and CONV it is the int8 conv2d (qconv.rs `Context::qconv2d`): A's rows are output
 // pixels (of every image) gathered 16 bytes at a time from the staged input (staged_conv.glsl's
 // s_conv_at), B^T holds every group's weights, and gl_WorkGroupID.z runs one GEMM per group.
+// Split-K (the f16 GEMM, p.splits > 1): workgroup z sums only its part of the slices (the host
+// gives every part at least one) and writes its raw partial tile to the workspace (binding 4,
+// split z's m x n block); gemm_vec4.comp's REDUCE variant adds the parts and applies the epilogue.
+//
 // With CONV and STAGED (f16) it is the f16 conv2d the same way (half.rs `Context::conv2d_half`):
 // A gathered from the staged input 8 halves at a time, B each group's weights (row-major, a block
 // per group), and the write-out straight into the output's layout. BF16 makes it the bf16 conv2d:
@@ -125,6 +129,10 @@ layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
 #include "staged_conv.glsl"
 #define S_NHWC (p.c_cs != 0u)  // the output's layout (p.layouts holds S_CPT)
 #endif
+#endif
+#if !defined(CONV) && !defined(INT8) && !defined(SPLIT)
+#define SPLIT_K
+layout(set = 0, binding = 4) writeonly buffer WorkBuf { float work[]; };
 #endif
 
 // One shared stage: a double-buffered variant (one barrier per slice, 38 KiB) measured 15% slower
@@ -283,6 +291,14 @@ void main() {
     uint row0 = gl_WorkGroupID.y * BM;
     uint col0 = gl_WorkGroupID.x * BN;
     uint slices = p.k / BK;
+    uint t0 = 0u;
+#ifdef SPLIT_K
+    if (p.splits > 1u) {
+        uint per = (slices + p.splits - 1u) / p.splits;
+        t0 = gl_WorkGroupID.z * per;
+        slices = min(slices, t0 + per);
+    }
+#endif
 #ifdef HALF_CONV
     conv_pixels(col0, tid);
 #elif defined(STAGED_A)
@@ -304,10 +320,10 @@ void main() {
     // Global -> register -> shared: A's slice is BM rows of BK/EPV uvec4, B's BK rows of BN/EPV.
     uvec4 ra[AL * PLANES];
     uvec4 rb[BL * PLANES];
-    fetch(ra, rb, row0, col0, tid, 0u);
+    fetch(ra, rb, row0, col0, tid, t0);
     put(ra, rb, tid);
     barrier();
-    for (uint t = 0u; t < slices; t++) {
+    for (uint t = t0; t < slices; t++) {
         bool more = t + 1u < slices;
         if (more) {
             fetch(ra, rb, row0, col0, tid, t + 1u);
@@ -401,6 +417,12 @@ void main() {
                 uint col = col0 + wn * WN + j * 16u + ec;
                 if (r < p.m && col < p.n) {
                     float v = uintBitsToFloat(SCRATCH[sg * 64u + er * 4u + ec / 4u][ec % 4u]);
+#ifdef SPLIT_K
+                    if (p.splits > 1u) {
+                        work[(gl_WorkGroupID.z * p.m + r) * p.n + col] = v;
+                        continue;
+                    }
+#endif
                     if (BIAS_MODE == 1u) v += bias[bias_off + r];
                     if (BIAS_MODE == 2u) v += bias[bias_off + col];
 #ifdef STAGED

@@ -13,6 +13,9 @@
 // (precision.rs): each element is widened as hi + lo * 2^-11, exact in f32, so this computes the
 // f32 GEMM of the split values: gemm_coopmat.comp's SPLIT variant's sums plus the lo*lo term it
 // drops (2^-22 relative), rounded as f32 FMAs round rather than as tensor cores do.
+// Split-K (the plain GEMM, p.splits > 1) as in gemm_coopmat.comp: workgroup z sums its part of
+// the 32-deep slices and writes a raw partial tile to the workspace (binding 4), which
+// gemm_vec4.comp's REDUCE variant adds up and finishes.
 layout(local_size_x = 256) in;
 
 #define BM 64
@@ -27,6 +30,10 @@ layout(set = 0, binding = 2) writeonly buffer CBuf { float c[]; };
 layout(set = 0, binding = 3) readonly buffer BiasBuf { float bias[]; };
 
 #include "common.glsl"
+#if !defined(CONV) && !defined(SPLIT)
+#define SPLIT_K
+layout(set = 0, binding = 4) writeonly buffer WorkBuf { float work[]; };
+#endif
 
 shared float As[BK][BM];
 shared float Bs[BK][BN];
@@ -77,7 +84,16 @@ void main() {
     [[unroll]] for (uint i = 0u; i < TM; i++) {
         [[unroll]] for (uint j = 0u; j < TN; j++) { acc[i][j] = 0.0; }
     }
-    for (uint k0 = 0u; k0 < p.k; k0 += BK) {
+    uint k_begin = 0u, k_end = p.k;
+#ifdef SPLIT_K
+    if (p.splits > 1u) {
+        // Parts of whole 32-deep slices (p.k is a multiple of 32), as gemm_coopmat.comp splits.
+        uint per = (p.k / 32u + p.splits - 1u) / p.splits * 32u;
+        k_begin = gl_WorkGroupID.z * per;
+        k_end = min(p.k, k_begin + per);
+    }
+#endif
+    for (uint k0 = k_begin; k0 < k_end; k0 += BK) {
         [[unroll]] for (uint i = 0u; i < 2u; i++) {
             uint e = tid + i * 256u;
             uint r = e / (BK / 2u), q = e % (BK / 2u);
@@ -122,6 +138,12 @@ void main() {
             uint col = col0 + tc * TN + j;
             if (r < p.m && col < p.n) {
                 float v = acc[i][j];
+#ifdef SPLIT_K
+                if (p.splits > 1u) {
+                    work[(gl_WorkGroupID.z * p.m + r) * p.n + col] = v;
+                    continue;
+                }
+#endif
                 if (BIAS_MODE == 1u) v += bias[bias_off + r];
                 if (BIAS_MODE == 2u) v += bias[bias_off + col];
                 c[c_off + r * p.c_rs + col * p.c_cs] = activate(v);

@@ -16,6 +16,11 @@
 //!   lavapipe in CI): bf16 GEMMs where the device lacks the workgroup-scope kernel (the KHR
 //!   kernel has no bf16 GEMM module) and bf16 conv2d where it lacks bf16 cooperative matrices.
 //!
+//! Where the KHR or shader-core kernel would run few tiles over a long reduction (a C of few
+//! rows: a batch of tokens against a weight matrix), the GEMM is split along k ([`split_k_parts`]):
+//! each part writes its partial tiles to a workspace, and `gemm_vec4.comp`'s reduction adds them
+//! and applies the epilogue.
+//!
 //! The host packs both operands into 32-bit words of two halves, zero-padding A's rows to a
 //! multiple of 32 halves (at least 32, so even k = 0 has a slice to load) and B's to a multiple
 //! of 8 (so the k loop has no bounds checks and the cooperative-matrix kernel's loads are 16
@@ -34,7 +39,7 @@ use vulkano::memory::allocator::MemoryTypeFilter;
 use crate::context::Context;
 use crate::error::{api, Result, VkError};
 use crate::params::{bias_operand, conv_geometry, u32_of, with_epilogue, Params};
-use crate::plan::{Kind, MAX_GROUPS};
+use crate::plan::{elementwise_groups, Kind, Plan, MAX_GROUPS};
 use crate::staging::{staged_grid, staged_shape, StagedShape};
 
 /// Halves of k per padded row of A (and rows of B): the deepest slice either shader takes.
@@ -101,6 +106,33 @@ pub(crate) fn takes_coop2(m: usize, n: usize, bf16: bool) -> bool {
     m.div_ceil(128).saturating_mul(n.div_ceil(128)) >= MIN_FULL_TILES
 }
 
+/// Workgroups a half GEMM on the KHR or shader-core kernel is split along its reduction to reach
+/// (split-K) where its tiles are fewer: a C of few rows (a batch of tokens against a weight
+/// matrix) otherwise leaves most of a large GPU idle.
+const SPLIT_K_GROUPS: usize = 256;
+/// Fewest 32-deep slices a split-K part sums: shorter parts spend more on the partial tiles'
+/// round trip through the workspace than they gain.
+const SPLIT_K_MIN_SLICES: usize = 8;
+/// Most split-K parts.
+const SPLIT_K_MAX_PARTS: usize = 16;
+
+/// Split-K parts for a half GEMM of `tiles` workgroups over `slices` 32-deep slices: 1 (none)
+/// where the tiles reach [`SPLIT_K_GROUPS`] or the reduction is short; else enough parts to
+/// reach it, each of at least [`SPLIT_K_MIN_SLICES`] slices, every part at least one slice (the
+/// kernels load a part's first slice before their loop). `SPARKLE_VK_HALF_SPLIT_K=0` turns it off
+/// (to measure the kernels without it).
+pub(crate) fn split_k_parts(tiles: usize, slices: usize) -> usize {
+    if tiles >= SPLIT_K_GROUPS || std::env::var_os("SPARKLE_VK_HALF_SPLIT_K").is_some_and(|v| v == "0") {
+        return 1;
+    }
+    let mut parts = SPLIT_K_GROUPS.div_ceil(tiles.max(1)).min(slices / SPLIT_K_MIN_SLICES).min(SPLIT_K_MAX_PARTS);
+    // Parts of ceil(slices / parts) slices: fewer parts where the last ones would be empty.
+    while parts > 1 && slices.div_ceil(slices.div_ceil(parts)) < parts {
+        parts = slices.div_ceil(slices.div_ceil(parts));
+    }
+    parts.max(1)
+}
+
 /// Fewest 64x256 conv tiles (over the batch and groups) for which the narrow conv tile runs.
 const MIN_NARROW_TILES: usize = 128;
 
@@ -113,6 +145,16 @@ pub(crate) struct HalfPlan {
     /// Words (two halves each) of the packed A and B.
     pub(crate) a_words: usize,
     pub(crate) b_words: usize,
+    /// With split-K (`params.splits` parts): the reduction that adds the partial tiles and
+    /// finishes C, its workgroups and the workspace it reads (floats).
+    pub(crate) reduce: Option<(Kind, [u32; 3], usize)>,
+}
+
+impl HalfPlan {
+    /// The dispatches of this plan with `params` (its own, with an epilogue), for `record_plan`.
+    pub(crate) fn with(&self, params: Params) -> Plan {
+        Plan { kind: self.kind, params, groups: self.groups, reduce: self.reduce }
+    }
 }
 
 /// The plan for `m x n x k` on the cooperative-matrix kernels (`coopmat`: the KHR one; `coopmat2`:
@@ -142,9 +184,23 @@ pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, coopmat2: b
     } else {
         (Kind::HalfGemm { bf16 }, [64, 64])
     };
-    let groups = [u32_of(n.div_ceil(tn), Param::N)?, u32_of(m.div_ceil(tm), Param::M)?, 1];
+    let mut groups = [u32_of(n.div_ceil(tn), Param::N)?, u32_of(m.div_ceil(tm), Param::M)?, 1];
     if groups[0] > MAX_GROUPS || groups[1] > MAX_GROUPS {
         return Err(VkError::Core(Error::Overflow { param: if groups[0] > MAX_GROUPS { Param::N } else { Param::M } }));
+    }
+    // Split-K on the kernels that write partial tiles (not the workgroup-scope one).
+    let parts = match kind {
+        Kind::CoopmatF16 { .. } | Kind::HalfGemm { .. } => {
+            split_k_parts(n.div_ceil(tn).saturating_mul(m.div_ceil(tm)), kp / K_ALIGN)
+        }
+        _ => 1,
+    };
+    let mut reduce = None;
+    if parts > 1 {
+        // The workspace's index, (part * m + r) * n + col, stays below its length.
+        let work = u32_of(c_len.checked_mul(parts).ok_or(overflow(Param::Scratch))?, Param::Scratch)?;
+        groups[2] = parts as u32;
+        reduce = Some((Kind::Reduce { conv: false }, elementwise_groups(c_len as u32), work as usize));
     }
     let params = Params {
         m: u32_of(m, Param::M)?,
@@ -156,10 +212,10 @@ pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, coopmat2: b
         c_cs: 1,
         alpha: 1.0,
         groups: 1,
-        splits: 1,
+        splits: parts as u32,
         ..Params::default()
     };
-    Ok(HalfPlan { kind, params, groups, a_words, b_words })
+    Ok(HalfPlan { kind, params, groups, a_words, b_words, reduce })
 }
 
 /// The plan of conv2d `g` as an implicit GEMM on the cooperative-matrix kernel (`coopmat`) or the
@@ -206,7 +262,7 @@ pub(crate) fn conv_half_plan(g: &Conv2d, coopmat: bool, bf16: bool) -> Result<Ha
         alpha: 1.0,
         ..conv_geometry(g)?
     };
-    Ok(HalfPlan { kind, params, groups, a_words, b_words })
+    Ok(HalfPlan { kind, params, groups, a_words, b_words, reduce: None })
 }
 
 /// Halves per 16-byte chunk of the staged conv's gather.
@@ -245,7 +301,7 @@ pub(crate) fn staged_half_plan(g: &Conv2d, bf16: bool) -> Result<HalfPlan> {
         hw: u32_of(pix, Param::C)?,
         ..conv_geometry(g)?
     };
-    Ok(HalfPlan { kind: Kind::CoopmatConvStaged { small, bf16 }, params, groups, a_words, b_words })
+    Ok(HalfPlan { kind: Kind::CoopmatConvStaged { small, bf16 }, params, groups, a_words, b_words, reduce: None })
 }
 
 /// Group `grp`'s block of B for [`staged_half_plan`]: row `(r * s + t) * cgp + c` (tap, channel),
@@ -305,7 +361,8 @@ impl Context {
     /// not a host allocation of its padded operands.
     pub(crate) fn fits(&self, plan: HalfPlan, c_len: usize) -> Result<HalfPlan> {
         let most = self.pool.most_floats();
-        for (what, len) in [("A", plan.a_words), ("B", plan.b_words), ("C", c_len)] {
+        let work = plan.reduce.map_or(0, |(_, _, len)| len);
+        for (what, len) in [("A", plan.a_words), ("B", plan.b_words), ("C", c_len), ("the split-K workspace", work)] {
             if len as u64 > most {
                 return Err(VkError::OutOfMemory(
                     format!("{what}: {len} words exceed the device's largest storage buffer ({most})").into(),
@@ -433,14 +490,16 @@ impl Context {
             MemoryTypeFilter::PREFER_DEVICE,
         )?;
         let bias = self.pool.upload(&mut cb, bias_data)?;
-        // SAFETY: the GEMM shaders read A below m * a_rs uvec4 (times the planes of a split
-        // kernel: the packed lengths uploaded) and B below k * b_rs uvec4 (likewise); they write
-        // C only at r * n + col with r < m, col < n (c_len floats) and read the bias at r < m or
-        // col < n only in the mode whose length the caller's epilogue validated. gemm_cm2.comp
-        // reads A and B through tensor layouts of exactly those extents (unclamped only for tiles
-        // wholly inside them, clamping elsewhere), clamps its bias index below m or n, and stores
-        // C through a layout clipped to m x n.
-        unsafe { self.pipelines.dispatch(&mut cb, plan.kind, params, plan.groups, &[&ab, &bb, &cbuf, &bias]) }?;
+        // The GEMM shaders read A below m * a_rs uvec4 (times the planes of a split kernel: the
+        // packed lengths uploaded) and B below k * b_rs uvec4 (likewise), a split-K part only
+        // its own slices (each part has at least one: `split_k_parts`); they write C only at
+        // r * n + col with r < m, col < n (c_len floats), a part's partial tile at
+        // (part * m + r) * n + col in the workspace (`record_plan` sizes it from the plan), and
+        // read the bias at r < m or col < n only in the mode whose length the caller's epilogue
+        // validated. gemm_cm2.comp reads A and B through tensor layouts of exactly those
+        // extents (unclamped only for tiles wholly inside them, clamping elsewhere), clamps its
+        // bias index below m or n, and stores C through a layout clipped to m x n.
+        self.record_plan(&mut cb, &plan.with(*params), [&ab, &bb, &cbuf, &bias])?;
         let out = self.pool.readback(&mut cb, &cbuf, c_len)?;
         self.submit_and_wait(cb)?;
         let out = out.read().map_err(api("reading C back"))?;
@@ -591,10 +650,10 @@ impl Context {
     /// Seconds per dispatch of `plan` (C of `c_len` floats) over device buffers of its lengths
     /// (packed words occupy one 4-byte element each), after `warm_up` seconds of the same.
     pub(crate) fn time_plan(&self, plan: &HalfPlan, c_len: usize, reps: u32, warm_up: f64) -> Result<f64> {
+        // The buffers have the plan's lengths (see `run_packed`); their contents are whatever
+        // the pool held (only the time is used).
         self.time_recorded([plan.a_words, plan.b_words, c_len, 1], reps, warm_up, &|cb, bufs| {
-            // SAFETY: the buffers have the plan's lengths (see `gemm_half`); their contents are
-            // whatever the pool held (only the time is used).
-            unsafe { self.pipelines.dispatch(cb, plan.kind, &plan.params, plan.groups, &bufs) }
+            self.record_plan(cb, &plan.with(plan.params), bufs)
         })
     }
 }
@@ -617,6 +676,34 @@ mod tests {
         assert_eq!((p.a_words, p.b_words), (100 * 32, 64 * 36));
         let p = half_plan(129, 65, 1, false, false, true).unwrap();
         assert_eq!((p.kind, p.groups, p.params.k), (Kind::HalfGemm { bf16: true }, [2, 3, 1], 32));
+    }
+
+    #[test]
+    fn few_tiles_over_a_long_reduction_split_it() {
+        // Enough parts for 256 workgroups, each of at least 8 slices, every part non-empty.
+        assert_eq!(split_k_parts(256, 1000), 1);
+        assert_eq!(split_k_parts(4, 32), 4);
+        assert_eq!(split_k_parts(1, 37), 4);
+        assert_eq!(split_k_parts(2, 22), 2);
+        assert_eq!(split_k_parts(1, 7), 1);
+        assert_eq!(split_k_parts(1, 10_000), 16);
+        // 17 slices in at most 2 parts of 9 (not 3 parts of 6: a 3rd part would be short).
+        assert_eq!(split_k_parts(64, 17), 2);
+        for tiles in 1..300 {
+            for slices in 1..200 {
+                let parts = split_k_parts(tiles, slices);
+                let per = slices.div_ceil(parts);
+                assert!(parts >= 1 && (parts - 1) * per < slices, "{tiles} tiles, {slices} slices: {parts}");
+            }
+        }
+        // 16 x 200 x 1000 on the 64 x 64 tiles: 4 tiles, 32 slices, 4 parts of 8.
+        let p = half_plan(16, 200, 1000, true, false, false).unwrap();
+        assert_eq!((p.kind, p.groups, p.params.splits), (Kind::CoopmatF16 { tile: 2 }, [4, 1, 4], 4));
+        assert_eq!(p.reduce, Some((Kind::Reduce { conv: false }, [13, 1, 1], 16 * 200 * 4)));
+        // The shader cores split the same way; the workgroup-scope kernel does not split.
+        assert_eq!(half_plan(16, 200, 1000, false, false, true).unwrap().params.splits, 4);
+        let p = half_plan(16, 200, 1000, false, true, true).unwrap();
+        assert_eq!((p.kind, p.params.splits, p.reduce), (Kind::Coopmat2 { bf16: true }, 1, None));
     }
 
     #[test]

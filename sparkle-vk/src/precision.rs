@@ -58,7 +58,9 @@ pub(crate) fn split_plan(
     if groups[0] > MAX_GROUPS || groups[1] > MAX_GROUPS {
         return Err(overflow(if groups[0] > MAX_GROUPS { Param::N } else { Param::M }));
     }
-    Ok(HalfPlan { kind: Kind::SplitF16 { coopmat, small }, groups, a_words, b_words, ..plan })
+    // The split kernels have no split-K: one part, no reduction.
+    let params = crate::params::Params { splits: 1, ..plan.params };
+    Ok(HalfPlan { kind: Kind::SplitF16 { coopmat, small }, params, groups, a_words, b_words, reduce: None })
 }
 
 /// The scale exponent of each row of `x` (of each column with `by_cols`), or `None` when `x`

@@ -87,7 +87,12 @@ fn every_case<H: Half>(ctx: &Context) {
         check::<H>(ctx, [m, n, k], (false, false, 0, 0), i as u64);
         check::<H>(ctx, [m, n, k], (true, true, 3, (i % 3) as u8), 100 + i as u64);
     }
+    // Few tiles over a long reduction: split-K (half.rs `split_k_parts`) into 4 parts of 8
+    // slices, 4 of 10, 10, 10 and 7, and 2 of 11; the parts' sums finished with each bias mode.
     check::<H>(ctx, [97, 45, 1000], (false, true, 1, 2), 7);
+    check::<H>(ctx, [16, 200, 1000], (false, false, 0, 1), 8);
+    check::<H>(ctx, [5, 40, 1170], (true, false, 2, 0), 9);
+    check::<H>(ctx, [70, 33, 700], (false, true, 0, 1), 10);
 }
 
 #[test]
