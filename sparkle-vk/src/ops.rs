@@ -38,10 +38,14 @@ impl Context {
         steps.extend(plan.reduce.map(|(kind, groups, _)| (kind, groups)));
         let buffers = [a, b, c, bias, work.as_ref().unwrap_or(bias)];
         for (kind, groups) in steps {
-            // SAFETY: the GEMM and conv shaders bounds-check every load against m, n, k and the
-            // geometry, and every store against m and n (the workspace against
+            // SAFETY: the f32 GEMM and conv shaders bounds-check every load against m, n, k and
+            // the geometry, and every store against m and n (the workspace against
             // m * n * groups * splits, its length); the buffers were sized from the same
-            // validated shapes. Vulkano orders the reduction after the partial tiles it reads.
+            // validated shapes. The half GEMMs (`HalfPlan::with`) read their operands within
+            // the packed, zero-padded lengths their plan sizes the buffers to and a split-K
+            // part only its own, non-empty range of slices (`half::split_k_parts`), and store C
+            // and the workspace as the f32 kernels do. Vulkano orders the reduction after the
+            // partial tiles it reads.
             unsafe { self.pipelines.dispatch(cb, kind, &plan.params, groups, &buffers) }?;
         }
         Ok(())
