@@ -16,7 +16,7 @@ use sparkle_core::epilogue::{Activation, Bias, Epilogue};
 use sparkle_core::f16::{bf16, f16, gemm_half_reference_f64, Half};
 use sparkle_core::{Conv2dParams, Error, MatMut, MatRef, Padding, Param, TensorLayout, WeightLayout};
 use sparkle_tests::skip;
-use sparkle_vk::{Context, VkError};
+use sparkle_vk::{Context, DeviceInfo, VkError};
 
 /// `len` values in [-1, 1) rounded to `H`, from `seed`.
 fn values<H: Half>(len: usize, mut seed: u64) -> Vec<H> {
@@ -30,6 +30,16 @@ fn values<H: Half>(len: usize, mut seed: u64) -> Vec<H> {
 
 fn contexts() -> Vec<Context> {
     sparkle_tests::vk_contexts()
+}
+
+/// The contexts whose device `has` the feature; where none has it, a loud skip (`thing`, `why`:
+/// `SPARKLE_REQUIRE_<thing>=1` makes it a failure) and none.
+fn with_devices<'a>(ctxs: &'a [Context], has: fn(&DeviceInfo) -> bool, thing: &str, why: &str) -> Vec<&'a Context> {
+    let with: Vec<&Context> = ctxs.iter().filter(|c| has(c.info())).collect();
+    if with.is_empty() {
+        skip(thing, why);
+    }
+    with
 }
 
 /// `m x n x k` with A stored transposed when `ta`, C column-major when `c_col`, `pad` extra
@@ -128,15 +138,13 @@ fn bad_input_is_an_error_and_c_is_untouched() {
 #[test]
 fn cooperative_matrices_are_used_where_a_device_has_them() {
     let ctxs = contexts();
-    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix_f16).collect();
-    if with.is_empty() {
-        return skip("COOPMAT", "no Vulkan device with 16x16x16 f16 cooperative matrices");
-    }
-    for ctx in with {
+    let why = "no Vulkan device with 16x16x16 f16 cooperative matrices";
+    for ctx in with_devices(&ctxs, |d| d.cooperative_matrix_f16, "COOPMAT", why) {
         assert!(ctx.has_cooperative_matrix_f16(), "{}: offered but not enabled", ctx.info().name);
         // A size with several 128x128 tiles and a k of many slices, on the tensor cores.
         check::<f16>(ctx, [300, 520, 2000], (false, false, 0, 2), 11);
-        eprintln!("f16 on cooperative matrices passed on {}", ctx.info().name);
+        coopmat_convs::<f16>(ctx, 60);
+        eprintln!("f16 GEMMs and conv2d on cooperative matrices passed on {}", ctx.info().name);
     }
 }
 
@@ -158,11 +166,8 @@ fn workgroup_cases<H: Half>(ctx: &Context, seed: u64) {
 #[test]
 fn workgroup_cooperative_matrices_are_used_where_a_device_has_them() {
     let ctxs = contexts();
-    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix2_f16).collect();
-    if with.is_empty() {
-        return skip("COOPMAT2", "no Vulkan device with VK_NV_cooperative_matrix2 (f16, workgroup scope)");
-    }
-    for ctx in with {
+    let why = "no Vulkan device with VK_NV_cooperative_matrix2 (f16, workgroup scope)";
+    for ctx in with_devices(&ctxs, |d| d.cooperative_matrix2_f16, "COOPMAT2", why) {
         assert!(ctx.has_cooperative_matrix2_f16(), "{}: offered but not enabled", ctx.info().name);
         if std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_some() {
             return skip("COOPMAT2", "SPARKLE_VK_COOPMAT_TILE keeps every f16 GEMM on the KHR kernel");
@@ -175,11 +180,8 @@ fn workgroup_cooperative_matrices_are_used_where_a_device_has_them() {
 #[test]
 fn bf16_runs_on_workgroup_cooperative_matrices_where_a_device_has_them() {
     let ctxs = contexts();
-    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix2_bf16).collect();
-    if with.is_empty() {
-        return skip("COOPMAT2_BF16", "no Vulkan device with VK_KHR_shader_bfloat16 beside VK_NV_cooperative_matrix2");
-    }
-    for ctx in with {
+    let why = "no Vulkan device with VK_KHR_shader_bfloat16 beside VK_NV_cooperative_matrix2";
+    for ctx in with_devices(&ctxs, |d| d.cooperative_matrix2_bf16, "COOPMAT2_BF16", why) {
         assert!(ctx.has_cooperative_matrix2_bf16(), "{}: offered but not enabled", ctx.info().name);
         workgroup_cases::<bf16>(ctx, 22);
         // Every bf16 GEMM runs there (the shader cores ran 0.3-0.6x as fast from 512^3 down to
@@ -246,29 +248,10 @@ fn coopmat_convs<H: Half>(ctx: &Context, seed: u64) {
 }
 
 #[test]
-fn convs_run_on_cooperative_matrices_where_a_device_has_them() {
-    let ctxs = contexts();
-    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix_f16).collect();
-    if with.is_empty() {
-        return skip("COOPMAT", "no Vulkan device with 16x16x16 f16 cooperative matrices");
-    }
-    for ctx in with {
-        coopmat_convs::<f16>(ctx, 60);
-        eprintln!("f16 conv2d on cooperative matrices passed on {}", ctx.info().name);
-    }
-}
-
-#[test]
 fn bf16_convs_run_on_cooperative_matrices_where_a_device_has_them() {
     let ctxs = contexts();
-    let with: Vec<&Context> = ctxs.iter().filter(|c| c.info().cooperative_matrix_bf16).collect();
-    if with.is_empty() {
-        return skip(
-            "COOPMAT_BF16",
-            "no Vulkan device with 16x16x16 bf16 cooperative matrices (VK_KHR_shader_bfloat16)",
-        );
-    }
-    for ctx in with {
+    let why = "no Vulkan device with 16x16x16 bf16 cooperative matrices (VK_KHR_shader_bfloat16)";
+    for ctx in with_devices(&ctxs, |d| d.cooperative_matrix_bf16, "COOPMAT_BF16", why) {
         assert!(ctx.has_cooperative_matrix_bf16(), "{}: offered but not enabled", ctx.info().name);
         coopmat_convs::<bf16>(ctx, 70);
         eprintln!("bf16 conv2d on cooperative matrices passed on {}", ctx.info().name);
