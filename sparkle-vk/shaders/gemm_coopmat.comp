@@ -47,14 +47,14 @@
 // With INT8 and CONV it is the int8 conv2d (qconv.rs `Context::qconv2d`): A's rows are output
 // pixels (of every image) gathered 16 bytes at a time from the staged input (staged_conv.glsl's
 // s_conv_at), B^T holds every group's weights, and gl_WorkGroupID.z runs one GEMM per group.
-// Split-K (the f16 GEMM, p.splits > 1): workgroup z sums only its part of the slices (the host
-// gives every part at least one) and writes its raw partial tile to the workspace (binding 4,
-// split z's m x n block); gemm_vec4.comp's REDUCE variant adds the parts and applies the epilogue.
-//
 // With CONV and STAGED (f16) it is the f16 conv2d the same way (half.rs `Context::conv2d_half`):
 // A gathered from the staged input 8 halves at a time, B each group's weights (row-major, a block
 // per group), and the write-out straight into the output's layout. BF16 makes it the bf16 conv2d:
 // the same bits in the same places (16 bits an element, zero is zero), read as bf16 fragments.
+//
+// Split-K (the f16 GEMM, p.splits > 1): workgroup z sums only its part of the slices (the host
+// gives every part at least one) and writes its raw partial tile to the workspace (binding 4,
+// split z's m x n block); gemm_vec4.comp's REDUCE variant adds the parts and applies the epilogue.
 layout(local_size_x = 256) in;
 #if defined(SPLIT) && defined(CONV)
 #error "SPLIT is a GEMM of two host-split planes; conv2d gathers one"

@@ -422,11 +422,8 @@ impl Context {
         if choose_path(g) == Conv2dPath::Depthwise {
             return Ok("depthwise kernel");
         }
-        if self.staged_half_plan::<H>(g)?.is_some() {
-            return Ok("cooperative matrices");
-        }
-        Ok(match self.conv_half_plan::<H>(g)?.kind {
-            Kind::CoopmatConvF16 { .. } => "cooperative matrices",
+        Ok(match self.any_conv_half_plan::<H>(g)?.kind {
+            Kind::CoopmatConvStaged { .. } | Kind::CoopmatConvF16 { .. } => "cooperative matrices",
             _ => "shader cores",
         })
     }
@@ -616,6 +613,15 @@ impl Context {
         self.fits(conv_half_plan(g, self.coopmat_f16 && !bf16, bf16)?, g.output_len())
     }
 
+    /// The plan `conv2d_half` runs conv2d `g` (not depthwise) on `H` inputs with: the staged
+    /// one where it applies, else the gathering one.
+    fn any_conv_half_plan<H: Half>(&self, g: &Conv2d) -> Result<HalfPlan> {
+        match self.staged_half_plan::<H>(g)? {
+            Some(plan) => Ok(plan),
+            None => self.conv_half_plan::<H>(g),
+        }
+    }
+
     /// Seconds per conv2d `g` (+ ReLU) on `H` inputs with the tensors already on the device,
     /// warmed up as [`Context::time_gemm_half_resident`].
     pub fn time_conv2d_half_resident<H: Half>(&self, g: &Conv2d, reps: u32, warm_up: f64) -> Result<f64> {
@@ -623,10 +629,7 @@ impl Context {
             // The direct depthwise kernel on the widened operands, as `conv2d_half` runs it.
             return self.time_conv2d_warm(g, reps, warm_up);
         }
-        let plan = match self.staged_half_plan::<H>(g)? {
-            Some(plan) => plan,
-            None => self.conv_half_plan::<H>(g)?,
-        };
+        let plan = self.any_conv_half_plan::<H>(g)?;
         let params = with_epilogue(plan.params, 0, sparkle_core::Activation::Relu)?;
         self.time_plan(&HalfPlan { params, ..plan }, g.output_len(), reps, warm_up)
     }
