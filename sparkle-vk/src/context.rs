@@ -28,6 +28,8 @@ pub struct Context {
     pub(crate) submitter: Submitter,
     /// Kernel choices, measured (or loaded) on first use.
     pub(crate) tuning: Mutex<Option<Tuning>>,
+    /// Tile rules per [`crate::TileDtype`] (in its order), measured (or loaded) on first use.
+    pub(crate) tile_rules: Mutex<[Option<crate::TileRules>; 3]>,
     /// f16 GEMMs run on cooperative matrices ([`DeviceInfo::cooperative_matrix_f16`], enabled).
     pub(crate) coopmat_f16: bool,
     /// int8 GEMMs run on cooperative matrices ([`DeviceInfo::cooperative_matrix_i8`], enabled).
@@ -111,6 +113,7 @@ impl Context {
             pipelines: Pipelines::new(device.clone(), info.clone()),
             submitter: Submitter::new(device.clone(), queue.clone()),
             tuning: Mutex::default(),
+            tile_rules: Mutex::default(),
             coopmat_f16,
             coopmat_i8,
             coopmat2_f16,

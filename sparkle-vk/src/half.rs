@@ -3,7 +3,7 @@
 //!
 //! - `gemm_cm2.comp` (f16 and bf16 GEMM): workgroup-scope cooperative matrices
 //!   (`VK_NV_cooperative_matrix2`, through `coopmat2`), 128x128 tiles, for GEMMs of at least
-//!   [`MIN_FULL_TILES`] of them (bf16: every GEMM) where the device has the extension
+//!   [`TileRules::min_full_tiles`] of them (bf16: every GEMM, by the rule) where the device has the extension
 //!   ([`crate::DeviceInfo::cooperative_matrix2_f16`]; for bf16 also `VK_KHR_shader_bfloat16`,
 //!   [`crate::DeviceInfo::cooperative_matrix2_bf16`]);
 //! - `gemm_coopmat.comp` (f16, and the bf16 staged conv): cooperative matrices
@@ -39,8 +39,16 @@ use vulkano::memory::allocator::MemoryTypeFilter;
 use crate::context::Context;
 use crate::error::{api, Result, VkError};
 use crate::params::{bias_operand, conv_geometry, u32_of, with_epilogue, Params};
-use crate::plan::{elementwise_groups, Kind, Plan, MAX_GROUPS};
+use crate::plan::{elementwise_groups, Kind, Plan, TileDtype, TileRules, MAX_GROUPS};
 use crate::staging::{staged_grid, staged_shape, StagedShape};
+
+/// The [`TileDtype`] whose rules plan `H`'s kernels.
+pub(crate) fn half_dtype<H: Half>() -> TileDtype {
+    match H::DTYPE {
+        DType::Bf16 => TileDtype::Bf16,
+        _ => TileDtype::F16,
+    }
+}
 
 /// Halves of k per padded row of A (and rows of B): the deepest slice either shader takes.
 const K_ALIGN: usize = 32;
@@ -53,23 +61,11 @@ const N_ALIGN: usize = 8;
 /// 128 x 128 with 64-deep slices and double-buffered shared memory did no better or worse.
 pub(crate) const COOP_TILES: [[usize; 2]; 3] = [[128, 128], [128, 256], [64, 64]];
 
-/// Fewest 128x256 tiles of C for which the wide tile runs: on an H200 it gained where tiles
-/// outnumber the SMs (4096^2, 512 tiles: 1.05x; 8192^2: 1.3x) and lost at 2048^2 (128 tiles: 0.94x).
-const MIN_LARGE_TILES: usize = 512;
-
-/// Fewest 128x128 tiles of C for which that tile runs rather than 64x64 (4x the workgroups). On
-/// an H200 (132 SMs) 64x64 ran f16 1.62x as fast at 1024^2 (64 tiles) and 1.39x at 1536^2 (144),
-/// 0.86x at 2048^2 (256); the split kernel of `high` 1.44x, 1.13x, 0.70x. The workgroup-scope
-/// kernel takes over from the same count ([`takes_coop2`]): at 2048^2 it ran 1.22x the KHR
-/// 128x128 kernel (session 33). Below it, on an H100 (session 37), f16 TFLOPS KHR -> workgroup
-/// kernel: 256^3 2.1 -> 1.1, 1024^3 82 -> 61, 1536^3 109 -> 94, 64 x 4096 x 4096 28.5 -> 16.3,
-/// 16 x 1024 x 1024 2.0 -> 0.8; only a deep reduction gained (1024 x 1024 x 8192 99 -> 117).
-const MIN_FULL_TILES: usize = 256;
-
-/// Which cooperative-matrix kernel runs `m x n`: `SPARKLE_VK_COOPMAT_TILE` (an index of
-/// [`COOP_TILES`]) forces one, for measuring them; else the large tile for large C, the small
-/// one for small C.
-pub(crate) fn coop_tile(m: usize, n: usize) -> Result<u8> {
+/// Which cooperative-matrix kernel runs `m x n` under `rules` (the large tile from
+/// [`TileRules::min_large_tiles`] of it, the 64x64 one below [`TileRules::min_full_tiles`], else
+/// 128x128): `SPARKLE_VK_COOPMAT_TILE` (an index of [`COOP_TILES`]) forces one, for measuring
+/// them.
+pub(crate) fn coop_tile(m: usize, n: usize, rules: &TileRules) -> Result<u8> {
     if let Some(v) = std::env::var_os("SPARKLE_VK_COOPMAT_TILE") {
         let v = v.to_string_lossy();
         return v.parse::<u8>().ok().filter(|&t| usize::from(t) < COOP_TILES.len()).ok_or_else(|| {
@@ -78,54 +74,54 @@ pub(crate) fn coop_tile(m: usize, n: usize) -> Result<u8> {
     }
     let large = m.div_ceil(128).saturating_mul(n.div_ceil(256));
     let full = m.div_ceil(128).saturating_mul(n.div_ceil(128));
-    Ok(if large >= MIN_LARGE_TILES {
+    Ok(if large >= rules.min_large_tiles as usize {
         1
-    } else if full < MIN_FULL_TILES {
+    } else if full < rules.min_full_tiles as usize {
         2
     } else {
         0
     })
 }
 
-/// Whether the workgroup-scope kernel (`Kind::Coopmat2`) runs `m x n` (`bf16`: of bf16) on a
-/// device that has it. f16: from [`MIN_FULL_TILES`] tiles of 128 x 128 (below that the KHR
-/// kernel's 64 x 64 tiles give a small C more workgroups). bf16, which has no KHR kernel: at
-/// every size, measured on an H100 (driver 580) against the shader cores, TFLOPS (`sparkle bench
-/// gemm --device vulkan --dtypes bf16`, plain and with `SPARKLE_VK_COOPMAT2=all`): 256^3 1.34
-/// -> 1.25, 512^3 7.3 -> 11.5, 1024^3 21.4 -> 63.9, 1536^3 23.8 -> 96.3, 64 x 4096 x 4096 8.3
-/// -> 16.3, 4096 x 64 x 4096 7.8 -> 17.2, 16 x 1024 x 1024 0.54 -> 0.84, 1024 x 1024 x 8192 23.9
-/// -> 119.8. `SPARKLE_VK_COOPMAT2=all` runs it at every size for f16 too (the tests use it to
-/// cover its edge tiles); `SPARKLE_VK_COOPMAT_TILE` (forcing a KHR tile) keeps f16 off it.
-pub(crate) fn takes_coop2(m: usize, n: usize, bf16: bool) -> bool {
-    if bf16 || std::env::var_os("SPARKLE_VK_COOPMAT2").is_some_and(|v| v == "all") {
+/// Whether the workgroup-scope kernel (`Kind::Coopmat2`) runs `m x n` on a device that has it
+/// for the dtype: from [`TileRules::min_full_tiles`] tiles of 128 x 128 (below that the KHR
+/// kernel's 64 x 64 tiles give a small f16 C more workgroups; for bf16, which has no KHR GEMM
+/// kernel, the shader cores run). On an H100 (session 37), f16 TFLOPS KHR -> workgroup kernel
+/// below 256 tiles: 256^3 2.1 -> 1.1, 1024^3 82 -> 61, 1536^3 109 -> 94, 64 x 4096 x 4096 28.5
+/// -> 16.3; at 2048^2 it ran 1.22x the KHR 128x128 kernel (session 33). bf16, shader cores ->
+/// workgroup kernel (`sparkle bench gemm --device vulkan --dtypes bf16`): 256^3 1.34 -> 1.25,
+/// 512^3 7.3 -> 11.5, 1024^3 21.4 -> 63.9, 64 x 4096 x 4096 8.3 -> 16.3, 16 x 1024 x 1024 0.54
+/// -> 0.84. `SPARKLE_VK_COOPMAT2=all` runs it at every size (the tests use it to cover its edge
+/// tiles); `SPARKLE_VK_COOPMAT_TILE` (forcing a KHR tile) keeps f16 off it.
+pub(crate) fn takes_coop2(m: usize, n: usize, bf16: bool, rules: &TileRules) -> bool {
+    if std::env::var_os("SPARKLE_VK_COOPMAT2").is_some_and(|v| v == "all") {
         return true;
     }
-    if std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_some() {
+    if !bf16 && std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_some() {
         return false;
     }
-    m.div_ceil(128).saturating_mul(n.div_ceil(128)) >= MIN_FULL_TILES
+    m.div_ceil(128).saturating_mul(n.div_ceil(128)) >= rules.min_full_tiles as usize
 }
 
-/// Workgroups a half GEMM on the KHR or shader-core kernel is split along its reduction to reach
-/// (split-K) where its tiles are fewer: a C of few rows (a batch of tokens against a weight
-/// matrix) otherwise leaves most of a large GPU idle.
-const SPLIT_K_GROUPS: usize = 256;
 /// Fewest 32-deep slices a split-K part sums: shorter parts spend more on the partial tiles'
 /// round trip through the workspace than they gain.
 const SPLIT_K_MIN_SLICES: usize = 8;
 /// Most split-K parts.
-const SPLIT_K_MAX_PARTS: usize = 16;
+pub(crate) const SPLIT_K_MAX_PARTS: usize = 16;
 
-/// Split-K parts for a half GEMM of `tiles` workgroups over `slices` 32-deep slices: 1 (none)
-/// where the tiles reach [`SPLIT_K_GROUPS`] or the reduction is short; else enough parts to
-/// reach it, each of at least [`SPLIT_K_MIN_SLICES`] slices, every part at least one slice (the
-/// kernels load a part's first slice before their loop). `SPARKLE_VK_HALF_SPLIT_K=0` turns it off
-/// (to measure the kernels without it).
-pub(crate) fn split_k_parts(tiles: usize, slices: usize) -> usize {
-    if tiles >= SPLIT_K_GROUPS || std::env::var_os("SPARKLE_VK_HALF_SPLIT_K").is_some_and(|v| v == "0") {
+/// Split-K parts for a half GEMM of `tiles` workgroups over `slices` 32-deep slices, to reach
+/// `groups` workgroups ([`TileRules::split_k_groups`]: a C of few rows, a batch of tokens
+/// against a weight matrix, otherwise leaves most of a large GPU idle): 1 (none) where the tiles
+/// reach it or the reduction is short; else enough parts to reach it, each of at least
+/// [`SPLIT_K_MIN_SLICES`] slices, every part at least one slice (the kernels load a part's first
+/// slice before their loop). `SPARKLE_VK_HALF_SPLIT_K=0` turns it off (to measure the kernels
+/// without it).
+pub(crate) fn split_k_parts(tiles: usize, slices: usize, groups: u32) -> usize {
+    let groups = groups as usize;
+    if tiles >= groups || std::env::var_os("SPARKLE_VK_HALF_SPLIT_K").is_some_and(|v| v == "0") {
         return 1;
     }
-    let mut parts = SPLIT_K_GROUPS.div_ceil(tiles.max(1)).min(slices / SPLIT_K_MIN_SLICES).min(SPLIT_K_MAX_PARTS);
+    let mut parts = groups.div_ceil(tiles.max(1)).min(slices / SPLIT_K_MIN_SLICES).min(SPLIT_K_MAX_PARTS);
     // Parts of ceil(slices / parts) slices: fewer parts where the last ones would be empty.
     while parts > 1 && slices.div_ceil(slices.div_ceil(parts)) < parts {
         parts = slices.div_ceil(slices.div_ceil(parts));
@@ -161,7 +157,13 @@ impl HalfPlan {
 /// the workgroup-scope one for this dtype, where [`takes_coop2`] picks it) or the shader-core one
 /// (`bf16` selects the bf16 modules): every size checked to fit the shaders' 32-bit indices and
 /// the dispatch limits.
-pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, coopmat2: bool, bf16: bool) -> Result<HalfPlan> {
+pub(crate) fn half_plan(
+    m: usize,
+    n: usize,
+    k: usize,
+    (coopmat, coopmat2, bf16): (bool, bool, bool),
+    rules: &TileRules,
+) -> Result<HalfPlan> {
     let overflow = |param| VkError::Core(Error::Overflow { param });
     // At least one slice: the kernels load the first before their loop.
     let kp = k.max(1).checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
@@ -175,11 +177,11 @@ pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, coopmat2: b
     u32_of(c_len, Param::COut)?;
     // The workgroup kernel is only enabled beside the KHR one (f16) or for bf16 (`Context::new`).
     debug_assert!(!coopmat2 || coopmat || bf16);
-    let (kind, [tm, tn]) = if coopmat2 && takes_coop2(m, n, bf16) {
+    let (kind, [tm, tn]) = if coopmat2 && takes_coop2(m, n, bf16, rules) {
         let [tm, tn, _] = crate::coopmat2::TILE;
         (Kind::Coopmat2 { bf16 }, [tm as usize, tn as usize])
     } else if coopmat {
-        let tile = coop_tile(m, n)?;
+        let tile = coop_tile(m, n, rules)?;
         (Kind::CoopmatF16 { tile }, COOP_TILES[usize::from(tile)])
     } else {
         (Kind::HalfGemm { bf16 }, [64, 64])
@@ -191,7 +193,7 @@ pub(crate) fn half_plan(m: usize, n: usize, k: usize, coopmat: bool, coopmat2: b
     // Split-K on the kernels that write partial tiles (not the workgroup-scope one).
     let parts = match kind {
         Kind::CoopmatF16 { .. } | Kind::HalfGemm { .. } => {
-            split_k_parts(n.div_ceil(tn).saturating_mul(m.div_ceil(tm)), kp / K_ALIGN)
+            split_k_parts(n.div_ceil(tn).saturating_mul(m.div_ceil(tm)), kp / K_ALIGN, rules.split_k_groups)
         }
         _ => 1,
     };
@@ -274,7 +276,7 @@ const CHUNK_HALVES: usize = crate::staging::CHUNK_BYTES / 2;
 /// group's channels rounded up to whole chunks (k); B a block of `k x kg` (rounded up to whole
 /// chunks) per group. `None`-free: an error where a size passes the shaders' indices or the
 /// dispatch limits (the caller then runs the gathering kernel).
-pub(crate) fn staged_half_plan(g: &Conv2d, bf16: bool) -> Result<HalfPlan> {
+pub(crate) fn staged_half_plan(g: &Conv2d, bf16: bool, rules: &TileRules) -> Result<HalfPlan> {
     let p = g.params();
     let (kg, hw, _) = g.gemm_dims();
     let overflow = |param| VkError::Core(Error::Overflow { param });
@@ -286,7 +288,7 @@ pub(crate) fn staged_half_plan(g: &Conv2d, bf16: bool) -> Result<HalfPlan> {
         u32_of(len.checked_mul(2).ok_or(overflow(param))?, param)?;
     }
     // 64x64 tiles where a group's channels fill at most half of a 128-wide tile, or tiles are few.
-    let small = kg <= 64 || coop_tile(m.saturating_mul(p.groups), kg)? == 2;
+    let small = kg <= 64 || coop_tile(m.saturating_mul(p.groups), kg, rules)? == 2;
     let (tm, tn) = if small { (64, 64) } else { (128, 128) };
     let groups = staged_grid(kg, m, p.groups, [tm, tn])?;
     let params = Params {
@@ -432,7 +434,8 @@ impl Context {
     pub(crate) fn half_plan<H: Half>(&self, m: usize, n: usize, k: usize) -> Result<HalfPlan> {
         let bf16 = H::DTYPE == DType::Bf16;
         let coopmat2 = if bf16 { self.coopmat2_bf16 } else { self.coopmat2_f16 };
-        let plan = half_plan(m, n, k, self.coopmat_f16 && !bf16, coopmat2, bf16)?;
+        let rules = self.tile_rules(half_dtype::<H>());
+        let plan = half_plan(m, n, k, (self.coopmat_f16 && !bf16, coopmat2, bf16), &rules)?;
         self.fits(plan, m.saturating_mul(n))
     }
 
@@ -600,7 +603,8 @@ impl Context {
         if !(if bf16 { self.coopmat_bf16 } else { self.coopmat_f16 }) {
             return Ok(None);
         }
-        match staged_half_plan(g, bf16).and_then(|plan| self.fits(plan, g.output_len())) {
+        let rules = self.tile_rules(half_dtype::<H>());
+        match staged_half_plan(g, bf16, &rules).and_then(|plan| self.fits(plan, g.output_len())) {
             Ok(plan) => Ok(Some(plan)),
             Err(e @ VkError::Config(_)) => Err(e),
             Err(_) => Ok(None),
@@ -666,66 +670,72 @@ mod tests {
     use super::*;
     use sparkle_core::f16::f16;
 
+    /// [`half_plan`] under the rule of its dtype.
+    fn plan(m: usize, n: usize, k: usize, coopmat: bool, coopmat2: bool, bf16: bool) -> Result<HalfPlan> {
+        let dtype = if bf16 { TileDtype::Bf16 } else { TileDtype::F16 };
+        half_plan(m, n, k, (coopmat, coopmat2, bf16), &TileRules::rule(dtype))
+    }
+
     #[test]
     fn operands_are_padded_to_whole_slices() {
-        let p = half_plan(100, 70, 33, true, false, false).unwrap();
-        // Fewer than MIN_FULL_TILES (256) tiles of 128x128: the 64x64 kernel.
+        let p = plan(100, 70, 33, true, false, false).unwrap();
+        // Fewer than the rule's 256 tiles of 128x128: the 64x64 kernel.
         assert_eq!((p.kind, p.groups), (Kind::CoopmatF16 { tile: 2 }, [2, 2, 1]));
-        let full = half_plan(2048, 2048, 33, true, false, false).unwrap();
+        let full = plan(2048, 2048, 33, true, false, false).unwrap();
         assert_eq!((full.kind, full.groups), (Kind::CoopmatF16 { tile: 0 }, [16, 16, 1]));
         assert_eq!((p.params.k, p.params.a_rs, p.params.b_rs, p.params.c_rs), (64, 8, 9, 70));
         // k = 0 still has one (zero) slice: the kernels load it before their loop.
-        assert_eq!(half_plan(5, 5, 0, true, false, false).unwrap().params.k, 32);
+        assert_eq!(plan(5, 5, 0, true, false, false).unwrap().params.k, 32);
         assert_eq!((p.a_words, p.b_words), (100 * 32, 64 * 36));
-        let p = half_plan(129, 65, 1, false, false, true).unwrap();
+        let p = plan(129, 65, 1, false, false, true).unwrap();
         assert_eq!((p.kind, p.groups, p.params.k), (Kind::HalfGemm { bf16: true }, [2, 3, 1], 32));
     }
 
     #[test]
     fn few_tiles_over_a_long_reduction_split_it() {
         // Enough parts for 256 workgroups, each of at least 8 slices, every part non-empty.
-        assert_eq!(split_k_parts(256, 1000), 1);
-        assert_eq!(split_k_parts(4, 32), 4);
-        assert_eq!(split_k_parts(1, 37), 4);
-        assert_eq!(split_k_parts(2, 22), 2);
-        assert_eq!(split_k_parts(1, 7), 1);
-        assert_eq!(split_k_parts(1, 10_000), 16);
+        assert_eq!(split_k_parts(256, 1000, 256), 1);
+        assert_eq!(split_k_parts(4, 32, 256), 4);
+        assert_eq!(split_k_parts(1, 37, 256), 4);
+        assert_eq!(split_k_parts(2, 22, 256), 2);
+        assert_eq!(split_k_parts(1, 7, 256), 1);
+        assert_eq!(split_k_parts(1, 10_000, 256), 16);
         // 17 slices in at most 2 parts of 9 (not 3 parts of 6: a 3rd part would be short).
-        assert_eq!(split_k_parts(64, 17), 2);
+        assert_eq!(split_k_parts(64, 17, 256), 2);
         for tiles in 1..300 {
             for slices in 1..200 {
-                let parts = split_k_parts(tiles, slices);
+                let parts = split_k_parts(tiles, slices, 256);
                 let per = slices.div_ceil(parts);
                 assert!(parts >= 1 && (parts - 1) * per < slices, "{tiles} tiles, {slices} slices: {parts}");
             }
         }
         // 16 x 200 x 1000 on the 64 x 64 tiles: 4 tiles, 32 slices, 4 parts of 8.
-        let p = half_plan(16, 200, 1000, true, false, false).unwrap();
+        let p = plan(16, 200, 1000, true, false, false).unwrap();
         assert_eq!((p.kind, p.groups, p.params.splits), (Kind::CoopmatF16 { tile: 2 }, [4, 1, 4], 4));
         assert_eq!(p.reduce, Some((Kind::Reduce { conv: false }, [13, 1, 1], 16 * 200 * 4)));
         // The shader cores split the same way; the workgroup-scope kernel does not split.
-        assert_eq!(half_plan(16, 200, 1000, false, false, true).unwrap().params.splits, 4);
-        let p = half_plan(16, 200, 1000, false, true, true).unwrap();
+        assert_eq!(plan(16, 200, 1000, false, false, true).unwrap().params.splits, 4);
+        let p = plan(16, 200, 1000, false, true, true).unwrap();
         assert_eq!((p.kind, p.params.splits, p.reduce), (Kind::Coopmat2 { bf16: true }, 1, None));
     }
 
     #[test]
     fn large_half_gemms_take_the_workgroup_kernel_where_the_device_has_it() {
         // From 256 tiles of 128 x 128.
-        let p = half_plan(4096, 4096, 100, true, true, false).unwrap();
+        let p = plan(4096, 4096, 100, true, true, false).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::Coopmat2 { bf16: false }, [32, 32, 1]));
-        let p = half_plan(2048, 2050, 100, true, true, false).unwrap();
+        let p = plan(2048, 2050, 100, true, true, false).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::Coopmat2 { bf16: false }, [17, 16, 1]));
         // Fewer tiles: the KHR kernel's 64 x 64 tiles; no extension: the KHR kernel throughout.
-        assert_eq!(half_plan(1024, 1024, 100, true, true, false).unwrap().kind, Kind::CoopmatF16 { tile: 2 });
-        assert_eq!(half_plan(4096, 4096, 100, true, false, false).unwrap().kind, Kind::CoopmatF16 { tile: 1 });
+        assert_eq!(plan(1024, 1024, 100, true, true, false).unwrap().kind, Kind::CoopmatF16 { tile: 2 });
+        assert_eq!(plan(4096, 4096, 100, true, false, false).unwrap().kind, Kind::CoopmatF16 { tile: 1 });
         // bf16 runs on the workgroup kernel's bf16 module at every size where the device has it
         // (there is no KHR bf16 kernel: without it, on the shader cores).
-        assert_eq!(half_plan(4096, 4096, 100, false, true, true).unwrap().kind, Kind::Coopmat2 { bf16: true });
-        assert_eq!(half_plan(1024, 1024, 100, false, true, true).unwrap().kind, Kind::Coopmat2 { bf16: true });
-        let p = half_plan(1, 1, 1, false, true, true).unwrap();
+        assert_eq!(plan(4096, 4096, 100, false, true, true).unwrap().kind, Kind::Coopmat2 { bf16: true });
+        assert_eq!(plan(1024, 1024, 100, false, true, true).unwrap().kind, Kind::Coopmat2 { bf16: true });
+        let p = plan(1, 1, 1, false, true, true).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::Coopmat2 { bf16: true }, [1, 1, 1]));
-        assert_eq!(half_plan(4096, 4096, 100, false, false, true).unwrap().kind, Kind::HalfGemm { bf16: true });
+        assert_eq!(plan(4096, 4096, 100, false, false, true).unwrap().kind, Kind::HalfGemm { bf16: true });
     }
 
     #[test]
@@ -733,7 +743,7 @@ mod tests {
         use sparkle_core::{Conv2dParams, Padding};
         // 2 groups of 10 channels (two chunks of 8 a tap) and 6 output channels, 3 images of 6x7.
         let g = Conv2dParams::new(3, 20, 6, 7, 12, 3, 3).groups(2).pad(Padding::uniform(1)).validate().unwrap();
-        let p = staged_half_plan(&g, false).unwrap();
+        let p = staged_half_plan(&g, false, &TileRules::rule(TileDtype::F16)).unwrap();
         let q = p.params;
         // m = every image's pixels, k = 9 taps x 16 rounded up to 32, B rows of 8 halves.
         assert_eq!((q.m, q.n, q.k, q.a_rs, q.b_rs, q.layouts, q.hw, q.c_cs), (126, 6, 160, 42, 1, 2, 4, 0));
@@ -741,17 +751,20 @@ mod tests {
         assert_eq!((p.a_words, p.b_words), (3 * 42 * 4 * 4, 2 * 160 * 4));
         // Many rows of 130 channels: the 128 x 128 tile.
         let big = Conv2dParams::new(8, 16, 32, 64, 130, 1, 1).validate().unwrap();
-        assert_eq!(staged_half_plan(&big, true).unwrap().kind, Kind::CoopmatConvStaged { small: false, bf16: true });
+        assert_eq!(
+            staged_half_plan(&big, true, &TileRules::rule(TileDtype::Bf16)).unwrap().kind,
+            Kind::CoopmatConvStaged { small: false, bf16: true }
+        );
     }
 
     #[test]
     fn sizes_past_32_bit_indices_are_errors() {
-        assert!(half_plan(1 << 16, 1, 1 << 17, false, false, false).is_err());
-        assert!(half_plan(1 << 20, 1 << 12, 1, false, false, false).is_err());
-        assert!(half_plan(usize::MAX, 1, usize::MAX, true, false, false).is_err());
-        assert!(half_plan(65535 * 64 + 1, 1, 1, false, false, false).is_err());
-        assert!(half_plan(4096, 4096, 4096, true, false, false).is_ok());
-        let p = half_plan(8192, 8192, 64, true, false, false).unwrap();
+        assert!(plan(1 << 16, 1, 1 << 17, false, false, false).is_err());
+        assert!(plan(1 << 20, 1 << 12, 1, false, false, false).is_err());
+        assert!(plan(usize::MAX, 1, usize::MAX, true, false, false).is_err());
+        assert!(plan(65535 * 64 + 1, 1, 1, false, false, false).is_err());
+        assert!(plan(4096, 4096, 4096, true, false, false).is_ok());
+        let p = plan(8192, 8192, 64, true, false, false).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::CoopmatF16 { tile: 1 }, [32, 64, 1]));
     }
 

@@ -26,7 +26,8 @@
 //!   [`Pending`]): a chain of ops runs on device memory without host round trips; each
 //!   submission reports its device time from timestamps.
 //! - Kernel choices per device ([`Tuning`]) come from a short autotune on first use, remembered
-//!   next to the pipeline cache.
+//!   next to the pipeline cache; so do each of f16, bf16 and int8's tile sizes and split-K
+//!   ([`TileRules`], measured on the dtype's first use: [`Context::tile_rules`]).
 //! - Every failure is a [`VkError`], never a panic: no loader, no device, out of memory and
 //!   device lost are distinct so callers can fall back to another device.
 //!
@@ -65,4 +66,4 @@ pub use context::Context;
 pub use device::{devices, DeviceInfo};
 pub use error::{Result, VkError};
 pub use resident::{Download, Pending, Recording, Tensor, TensorBias, TensorMat, Timing};
-pub use tune::Tuning;
+pub use tune::{TileDtype, TileRules, Tuning};

@@ -30,6 +30,64 @@ impl Tuning {
     pub const DEFAULT: Tuning = Tuning { min_vec4_tiles: 256, min_winograd_tiles: 512 };
 }
 
+/// An element type with tensor-core GEMM kernels, each tuned apart ([`TileRules`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TileDtype {
+    /// f16 inputs, f32 sums (also the f32 GEMM at `high` and `medium` precision).
+    F16,
+    /// bf16 inputs, f32 sums.
+    Bf16,
+    /// int8 inputs, i32 sums.
+    Int8,
+}
+
+impl TileDtype {
+    /// Every one, in the order [`TileDtype::name`]s are listed.
+    pub const ALL: [TileDtype; 3] = [TileDtype::F16, TileDtype::Bf16, TileDtype::Int8];
+
+    /// "f16", "bf16" or "int8".
+    pub fn name(self) -> &'static str {
+        match self {
+            TileDtype::F16 => "f16",
+            TileDtype::Bf16 => "bf16",
+            TileDtype::Int8 => "int8",
+        }
+    }
+}
+
+/// Where one element type's GEMM kernels change tiles and split the reduction on one device:
+/// measured per device and dtype by [`crate::Context::retune_tiles`] (on first use of the dtype,
+/// then remembered), else [`TileRules::rule`]. Counts are of output tiles (workgroups) of C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileRules {
+    /// Fewest 128x128 tiles of C from which the large kernel runs: for f16 the workgroup-scope
+    /// one (`VK_NV_cooperative_matrix2`) where the device has it, else the 128x128 cooperative
+    /// matrix tile; for int8 the 128x128 tile; for bf16 the workgroup-scope kernel rather than
+    /// the shader cores. Below it the 64x64 tiles (four times the workgroups) run. `0` always
+    /// the large kernel, `u32::MAX` never.
+    pub min_full_tiles: u32,
+    /// Fewest 128x256 tiles of C from which the f16 cooperative-matrix kernel takes its
+    /// 128x256 tile (where no workgroup-scope kernel takes the GEMM). `u32::MAX` never.
+    pub min_large_tiles: u32,
+    /// Workgroups a half GEMM of fewer tiles is split along k to reach (split-K, on the
+    /// cooperative-matrix f16 kernel and the shader cores). `0` never splits.
+    pub split_k_groups: u32,
+}
+
+impl TileRules {
+    /// Before (or without) measuring, the rules measured on an H100 and an H200 (132 SMs): the
+    /// 64x64 tile below 256 tiles of 128x128 (at 1024^2, 64 tiles, it ran f16 1.62x as fast;
+    /// at 2048^2, 256 tiles, 0.86x), 128x256 from 512 of its tiles (4096^2: 1.05x; 2048^2:
+    /// 0.94x), split-K to 256 workgroups (16 x 4096 x 4096: 2.1x); bf16 on the workgroup-scope
+    /// kernel at every size (1.1-5x the shader cores from 512^3 on an H100).
+    pub const fn rule(dtype: TileDtype) -> TileRules {
+        match dtype {
+            TileDtype::Bf16 => TileRules { min_full_tiles: 0, min_large_tiles: u32::MAX, split_k_groups: 256 },
+            _ => TileRules { min_full_tiles: 256, min_large_tiles: 512, split_k_groups: 256 },
+        }
+    }
+}
+
 /// One of Winograd F(2x2, 3x3)'s three transforms (`shaders/winograd.comp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Stage {

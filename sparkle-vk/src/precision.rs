@@ -19,7 +19,7 @@ use crate::context::Context;
 use crate::error::{Result, VkError};
 use crate::half::{half_plan, zeroed_words, HalfPlan, COOP_TILES};
 use crate::params::{u32_of, with_epilogue};
-use crate::plan::{Kind, MAX_GROUPS};
+use crate::plan::{Kind, TileDtype, TileRules, MAX_GROUPS};
 
 /// Rows x columns of C per workgroup of the split kernels (`gemm_coopmat.comp` with SPLIT:
 /// two planes of each operand fill 37 of the 48 KiB of shared memory; 64 x 64 where the f16
@@ -36,8 +36,9 @@ pub(crate) fn split_plan(
     k: usize,
     (coopmat, coopmat2): (bool, bool),
     precision: Precision,
+    rules: &TileRules,
 ) -> Result<HalfPlan> {
-    let plan = half_plan(m, n, k, coopmat, coopmat2 && precision == Precision::Medium, false)?;
+    let plan = half_plan(m, n, k, (coopmat, coopmat2 && precision == Precision::Medium, false), rules)?;
     if precision != Precision::High {
         return Ok(plan);
     }
@@ -253,8 +254,17 @@ impl Context {
         let (Some(sa), Some(sb)) = (scales(&a, false, span), scales(&b, true, span)) else {
             return self.gemm(alpha, a, b, beta, c, epi);
         };
-        let plan =
-            self.fits(split_plan(d.m, d.n, d.k, (self.coopmat_f16, self.coopmat2_f16), precision)?, d.m * d.n)?;
+        let plan = self.fits(
+            split_plan(
+                d.m,
+                d.n,
+                d.k,
+                (self.coopmat_f16, self.coopmat2_f16),
+                precision,
+                &self.tile_rules(TileDtype::F16),
+            )?,
+            d.m * d.n,
+        )?;
         let params = with_epilogue(plan.params, 0, Activation::None)?;
         let planes = if precision == Precision::High { 2 } else { 1 };
         let kp = plan.params.k as usize;
@@ -281,7 +291,10 @@ impl Context {
         if precision == Precision::Highest || !self.coopmat_f16 {
             return self.time_gemm_resident(m, n, k, reps, warm_up);
         }
-        let plan = self.fits(split_plan(m, n, k, (true, self.coopmat2_f16), precision)?, m.saturating_mul(n))?;
+        let plan = self.fits(
+            split_plan(m, n, k, (true, self.coopmat2_f16), precision, &self.tile_rules(TileDtype::F16))?,
+            m.saturating_mul(n),
+        )?;
         self.time_plan(&plan, m * n, reps, warm_up)
     }
 }
@@ -292,28 +305,39 @@ mod tests {
 
     #[test]
     fn high_doubles_the_operands_and_keeps_one_tile() {
-        let p = split_plan(8192, 8192, 100, (true, false), Precision::High).unwrap();
-        let one = split_plan(8192, 8192, 100, (true, false), Precision::Medium).unwrap();
+        let p = split_plan(8192, 8192, 100, (true, false), Precision::High, &TileRules::rule(TileDtype::F16)).unwrap();
+        let one =
+            split_plan(8192, 8192, 100, (true, false), Precision::Medium, &TileRules::rule(TileDtype::F16)).unwrap();
         // `medium` is the f16 GEMM: on the workgroup-scope kernel where the device has it;
         // `high`'s two planes stay on the KHR split kernel.
-        let wide = split_plan(8192, 8192, 100, (true, true), Precision::Medium).unwrap();
+        let wide =
+            split_plan(8192, 8192, 100, (true, true), Precision::Medium, &TileRules::rule(TileDtype::F16)).unwrap();
         assert_eq!(wide.kind, Kind::Coopmat2 { bf16: false });
-        let split = split_plan(8192, 8192, 100, (true, true), Precision::High).unwrap();
+        let split =
+            split_plan(8192, 8192, 100, (true, true), Precision::High, &TileRules::rule(TileDtype::F16)).unwrap();
         assert_eq!(split.kind, Kind::SplitF16 { coopmat: true, small: false });
         assert_eq!(p.kind, Kind::SplitF16 { coopmat: true, small: false });
         assert_eq!(one.kind, Kind::CoopmatF16 { tile: 1 });
         assert_eq!((p.a_words, p.b_words), (2 * one.a_words, 2 * one.b_words));
         assert_eq!(p.groups, [64, 64, 1]);
-        let p = split_plan(65, 129, 7, (false, false), Precision::High).unwrap();
+        let p = split_plan(65, 129, 7, (false, false), Precision::High, &TileRules::rule(TileDtype::F16)).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::SplitF16 { coopmat: false, small: false }, [3, 2, 1]));
-        let p = split_plan(1024, 1024, 64, (true, false), Precision::High).unwrap();
+        let p = split_plan(1024, 1024, 64, (true, false), Precision::High, &TileRules::rule(TileDtype::F16)).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::SplitF16 { coopmat: true, small: true }, [16, 16, 1]));
         // Two planes past 32-bit indices are an error, not a wrapped index.
-        assert!(split_plan(1 << 16, 8, 1 << 16, (true, false), Precision::High).is_err());
-        assert!(split_plan(1 << 16, 8, 1 << 16, (true, false), Precision::Medium).is_ok());
+        assert!(
+            split_plan(1 << 16, 8, 1 << 16, (true, false), Precision::High, &TileRules::rule(TileDtype::F16)).is_err()
+        );
+        assert!(
+            split_plan(1 << 16, 8, 1 << 16, (true, false), Precision::Medium, &TileRules::rule(TileDtype::F16)).is_ok()
+        );
         // 128x128 in place of the f16 plan's 128x256: more workgroups along n than a dispatch takes.
-        assert!(split_plan(128, 65535 * 256, 1, (true, false), Precision::Medium).is_ok());
-        assert!(split_plan(128, 65535 * 256, 1, (true, false), Precision::High).is_err());
+        assert!(
+            split_plan(128, 65535 * 256, 1, (true, false), Precision::Medium, &TileRules::rule(TileDtype::F16)).is_ok()
+        );
+        assert!(
+            split_plan(128, 65535 * 256, 1, (true, false), Precision::High, &TileRules::rule(TileDtype::F16)).is_err()
+        );
     }
 
     #[test]

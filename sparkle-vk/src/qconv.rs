@@ -33,7 +33,7 @@ use crate::context::Context;
 use crate::error::{Result, VkError};
 use crate::half::{coop_tile, COOP_TILES};
 use crate::params::{conv_geometry, u32_of, Params};
-use crate::plan::{elementwise_groups, Kind, MAX_GROUPS};
+use crate::plan::{elementwise_groups, Kind, TileDtype, TileRules, MAX_GROUPS};
 use crate::quant::{put_column, shift, with_stage, QPlan, K_ALIGN};
 use crate::staging::{self, staged_grid, staged_shape, StagedShape, CHUNK_BYTES};
 
@@ -54,7 +54,12 @@ pub(crate) struct QConvShape {
 /// the shader-core one, writing bytes (`bytes`) or `i32`: every size checked to fit the shaders'
 /// 32-bit indices and the dispatch limits. The stage's fields are [`with_stage`]'s, the
 /// padding's word the caller's.
-pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) -> Result<QConvShape> {
+pub(crate) fn qconv_plan(
+    g: &Conv2d,
+    images: usize,
+    (coopmat, bytes): (bool, bool),
+    rules: &TileRules,
+) -> Result<QConvShape> {
     let overflow = |param| VkError::Core(Error::Overflow { param });
     let StagedShape { cpt, kp, pix, m, a_words } = staged_shape(g, images, CHUNK_BYTES, K_ALIGN)?;
     let p = g.params();
@@ -77,7 +82,7 @@ pub(crate) fn qconv_plan(g: &Conv2d, images: usize, coopmat: bool, bytes: bool) 
     let (kind, [tm, tn]) = if coopmat {
         // As the GEMM (no 128x256 int8 kernel), counting every group's tiles; 64x64 where a
         // group's channels would fill at most half of a 128-wide tile.
-        let tile = match coop_tile(m.saturating_mul(z), kg)? {
+        let tile = match coop_tile(m.saturating_mul(z), kg, rules)? {
             _ if kg <= 64 && std::env::var_os("SPARKLE_VK_COOPMAT_TILE").is_none() => 2,
             1 => 0,
             t => t,
@@ -239,7 +244,8 @@ impl Context {
 
     /// [`qconv_plan`] on this device, its buffers checked against the largest storage buffer.
     fn qconv_plan(&self, g: &Conv2d, images: usize, bytes: bool) -> Result<QConvShape> {
-        let shape = qconv_plan(g, images, self.has_cooperative_matrix_i8(), bytes)?;
+        let rules = self.tile_rules(TileDtype::Int8);
+        let shape = qconv_plan(g, images, (self.has_cooperative_matrix_i8(), bytes), &rules)?;
         self.check_q_buffers(&shape.plan)?;
         Ok(shape)
     }
@@ -484,7 +490,7 @@ mod tests {
     fn plans_round_channels_to_chunks_and_reductions_to_slices() {
         // 3x3, 20 channels per group (two chunks a tap), 2 groups of 6 output channels.
         let g = Conv2dParams::new(3, 40, 10, 12, 12, 3, 3).groups(2).pad(Padding::uniform(1)).validate().unwrap();
-        let s = qconv_plan(&g, 3, false, true).unwrap();
+        let s = qconv_plan(&g, 3, (false, true), &TileRules::rule(TileDtype::Int8)).unwrap();
         assert_eq!((s.cpt, s.kp, s.kg4), (2, 384, 8));
         let q = s.plan.params;
         // m = the 3 images' output pixels, n = a group's output channels, a staged pixel 2 groups
@@ -495,7 +501,7 @@ mod tests {
         assert_eq!(s.plan.a_words, 3 * 120 * 4 * 4);
         assert_eq!((s.plan.b_words, s.plan.c_words, s.plan.aux_words), (12 * 96, 2 * 360 * 2, 4 * 16 + 2 * 360));
         // Few tiles: the 64x64 cooperative-matrix kernel; an i32 C has a word per column.
-        let s = qconv_plan(&g, 3, true, false).unwrap();
+        let s = qconv_plan(&g, 3, (true, false), &TileRules::rule(TileDtype::Int8)).unwrap();
         assert_eq!((s.plan.kind, s.plan.params.c_rs), (Kind::CoopmatConvI8 { tile: 2 }, 8));
     }
 
@@ -519,14 +525,17 @@ mod tests {
         // At most 65535 workgroups of 64 rows: 85 596 images of 7 x 7 output pixels.
         let small = Conv2dParams::new(100_000, 16, 7, 7, 16, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
         assert_eq!(images_per_dispatch(&small), 85_596);
-        assert!(qconv_plan(&small, 85_596, false, true).is_ok());
-        assert!(qconv_plan(&small, 85_597, false, true).is_err());
+        assert!(qconv_plan(&small, 85_596, (false, true), &TileRules::rule(TileDtype::Int8)).is_ok());
+        assert!(qconv_plan(&small, 85_597, (false, true), &TileRules::rule(TileDtype::Int8)).is_err());
         // Coordinates at 2^30 and past (the shaders' signed arithmetic): an error, not a wrap.
         let far = Conv2dParams::new(1, 1, (1 << 29) + 1, 1, 1, 2, 1).dilation(1 << 29, 1).validate().unwrap();
-        assert!(qconv_plan(&far, 1, false, true).is_err() && qdw_plan(&far, true).is_err());
+        assert!(
+            qconv_plan(&far, 1, (false, true), &TileRules::rule(TileDtype::Int8)).is_err()
+                && qdw_plan(&far, true).is_err()
+        );
         let near = Conv2dParams::new(1, 1, (1 << 25) + 1, 1, 1, 2, 1).dilation(1 << 25, 1).validate().unwrap();
-        assert!(qconv_plan(&near, 1, false, true).is_ok());
+        assert!(qconv_plan(&near, 1, (false, true), &TileRules::rule(TileDtype::Int8)).is_ok());
         let big = Conv2dParams::new(1 << 12, 64, 512, 512, 64, 3, 3).validate().unwrap();
-        assert!(qconv_plan(&big, 1 << 12, false, true).is_err());
+        assert!(qconv_plan(&big, 1 << 12, (false, true), &TileRules::rule(TileDtype::Int8)).is_err());
     }
 }

@@ -25,7 +25,7 @@ use crate::context::Context;
 use crate::error::{api, Result, VkError};
 use crate::half::{coop_tile, zeroed_words, COOP_TILES};
 use crate::params::{u32_of, Params};
-use crate::plan::{Kind, MAX_GROUPS};
+use crate::plan::{Kind, TileDtype, TileRules, MAX_GROUPS};
 
 /// Bytes of k per padded row of A and of B's transpose: the deepest cooperative-matrix slice.
 pub(crate) const K_ALIGN: usize = 128;
@@ -46,7 +46,13 @@ pub(crate) struct QPlan {
 /// The plan for `m x n x k` on the cooperative-matrix kernel (`coopmat`) or the shader-core one,
 /// writing bytes (`bytes`) or `i32`: every size checked to fit the shaders' 32-bit indices and
 /// the dispatch limits. The stage's fields (mode, zero point, clamp) are [`with_stage`]'s.
-pub(crate) fn qgemm_plan(m: usize, n: usize, k: usize, coopmat: bool, bytes: bool) -> Result<QPlan> {
+pub(crate) fn qgemm_plan(
+    m: usize,
+    n: usize,
+    k: usize,
+    (coopmat, bytes): (bool, bool),
+    rules: &TileRules,
+) -> Result<QPlan> {
     let overflow = |param| VkError::Core(Error::Overflow { param });
     let kp = k.max(1).checked_next_multiple_of(K_ALIGN).ok_or(overflow(Param::K))?;
     let n4 = n.checked_next_multiple_of(4).ok_or(overflow(Param::N))?;
@@ -61,7 +67,7 @@ pub(crate) fn qgemm_plan(m: usize, n: usize, k: usize, coopmat: bool, bytes: boo
         u32_of(len.checked_mul(4).ok_or(overflow(param))?, param)?;
     }
     let (kind, [tm, tn]) = if coopmat {
-        let tile = match coop_tile(m, n)? {
+        let tile = match coop_tile(m, n, rules)? {
             // No 128x256 int8 kernel: with 64-deep slices (128-deep ones exceed 48 KiB of shared
             // memory) it ran slower than 128x128 with 128-deep slices on an H200 at 2048-8192^3
             // (BENCHMARKS.md).
@@ -146,7 +152,7 @@ impl Context {
     /// The plan of an `m x n x k` int8 GEMM on this device, its buffers checked against the
     /// largest storage buffer before anything is packed.
     fn qgemm_plan(&self, m: usize, n: usize, k: usize, bytes: bool) -> Result<QPlan> {
-        let plan = qgemm_plan(m, n, k, self.coopmat_i8, bytes)?;
+        let plan = qgemm_plan(m, n, k, (self.coopmat_i8, bytes), &self.tile_rules(TileDtype::Int8))?;
         self.check_q_buffers(&plan)?;
         Ok(plan)
     }
@@ -247,6 +253,12 @@ impl Context {
     /// [`Context::time_gemm_half_resident`].
     pub fn time_qgemm_resident(&self, m: usize, n: usize, k: usize, reps: u32, warm_up: f64) -> Result<f64> {
         let plan = self.qgemm_plan(m, n, k, true)?;
+        self.time_qplan(&plan, reps, warm_up)
+    }
+
+    /// Seconds per dispatch of `plan` (writing bytes) over device buffers of its lengths, after
+    /// `warm_up` seconds of the same.
+    pub(crate) fn time_qplan(&self, plan: &QPlan, reps: u32, warm_up: f64) -> Result<f64> {
         let params = with_stage(plan.params, 2, 0, (0, 255));
         let lens = [plan.a_words, plan.b_words, plan.c_words, plan.aux_words];
         self.time_recorded(lens, reps, warm_up, &|cb, bufs| {
@@ -304,30 +316,32 @@ pub(crate) fn put_column(
 mod tests {
     use super::*;
 
+    const RULE: TileRules = TileRules::rule(TileDtype::Int8);
+
     #[test]
     fn operands_are_padded_to_whole_slices() {
-        let p = qgemm_plan(100, 70, 33, true, true).unwrap();
+        let p = qgemm_plan(100, 70, 33, (true, true), &RULE).unwrap();
         // Fewer than 256 tiles of 128x128: the 64x64 kernel.
         assert_eq!((p.kind, p.groups), (Kind::CoopmatI8 { tile: 2 }, [2, 2, 1]));
         assert_eq!((p.params.k, p.params.a_rs, p.params.b_rs, p.params.b_cs, p.params.c_rs), (128, 8, 8, 72, 18));
         assert_eq!((p.a_words, p.b_words, p.c_words, p.aux_words), (100 * 32, 70 * 32, 100 * 18, 4 * 72 + 100));
         // k = 0 still has one (zero) slice; an i32 C has a word per element.
-        assert_eq!(qgemm_plan(5, 5, 0, true, false).unwrap().params.k, 128);
-        assert_eq!(qgemm_plan(5, 5, 0, true, false).unwrap().params.c_rs, 8);
+        assert_eq!(qgemm_plan(5, 5, 0, (true, false), &RULE).unwrap().params.k, 128);
+        assert_eq!(qgemm_plan(5, 5, 0, (true, false), &RULE).unwrap().params.c_rs, 8);
         // Large C: 128x128 (int8 has no 128x256 kernel), on the shader cores 64x64.
-        let big = qgemm_plan(8192, 8192, 64, true, true).unwrap();
+        let big = qgemm_plan(8192, 8192, 64, (true, true), &RULE).unwrap();
         assert_eq!((big.kind, big.groups), (Kind::CoopmatI8 { tile: 0 }, [64, 64, 1]));
-        let p = qgemm_plan(129, 65, 1, false, true).unwrap();
+        let p = qgemm_plan(129, 65, 1, (false, true), &RULE).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::GemmI8, [2, 3, 1]));
     }
 
     #[test]
     fn sizes_past_32_bit_indices_are_errors() {
-        assert!(qgemm_plan(1 << 17, 1, 1 << 15, false, true).is_err());
-        assert!(qgemm_plan(1 << 20, 1 << 10, 1, false, false).is_err());
-        assert!(qgemm_plan(usize::MAX, 1, usize::MAX, true, true).is_err());
-        assert!(qgemm_plan(65535 * 64 + 1, 1, 1, false, true).is_err());
-        assert!(qgemm_plan(8192, 8192, 8192, true, true).is_ok());
+        assert!(qgemm_plan(1 << 17, 1, 1 << 15, (false, true), &RULE).is_err());
+        assert!(qgemm_plan(1 << 20, 1 << 10, 1, (false, false), &RULE).is_err());
+        assert!(qgemm_plan(usize::MAX, 1, usize::MAX, (true, true), &RULE).is_err());
+        assert!(qgemm_plan(65535 * 64 + 1, 1, 1, (false, true), &RULE).is_err());
+        assert!(qgemm_plan(8192, 8192, 8192, (true, true), &RULE).is_ok());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use crate::context::Context;
 use crate::device::DeviceInfo;
 use crate::error::Result;
 use crate::params::gemm_params;
-pub use crate::plan::Tuning;
 use crate::plan::{gemm_plan, Plan};
+pub use crate::plan::{TileDtype, TileRules, Tuning};
 
 impl Context {
     pub(crate) fn min_vec4_tiles(&self) -> u32 {
@@ -69,6 +69,196 @@ impl Context {
         self.set_tuning(t);
         Ok(t)
     }
+}
+
+impl Context {
+    /// This device's tile rules for `dtype`'s GEMM kernels: set by [`Context::set_tile_rules`],
+    /// else remembered from an earlier run, else measured now by [`Context::retune_tiles`] (and
+    /// [`TileRules::rule`] if that fails). Measured on the dtype's first use, so that an f32 user
+    /// never waits for the half and int8 kernels. `SPARKLE_VK_TILES=rule` takes the rule without
+    /// measuring (to compare the two).
+    pub fn tile_rules(&self, dtype: TileDtype) -> TileRules {
+        let slot = dtype as usize;
+        if let Some(r) = self.tile_rules.lock().unwrap_or_else(|e| e.into_inner())[slot] {
+            return r;
+        }
+        let r = match load_tiles(self.info(), dtype) {
+            _ if std::env::var_os("SPARKLE_VK_TILES").is_some_and(|v| v == "rule") => TileRules::rule(dtype),
+            Some(r) => r,
+            None => self.retune_tiles(dtype).unwrap_or_else(|e| {
+                eprintln!(
+                    "sparkle: the Vulkan {} tile autotune failed on {} ({e}); using the rule",
+                    dtype.name(),
+                    self.info().name
+                );
+                TileRules::rule(dtype)
+            }),
+        };
+        self.set_tile_rules(dtype, r);
+        r
+    }
+
+    /// Uses `rules` for `dtype` from now on in this context (not saved).
+    pub fn set_tile_rules(&self, dtype: TileDtype, rules: TileRules) {
+        self.tile_rules.lock().unwrap_or_else(|e| e.into_inner())[dtype as usize] = Some(rules);
+    }
+
+    /// Measures `dtype`'s tile rules on this device, uses and saves them; what the device lacks
+    /// keeps [`TileRules::rule`]'s value. After 0.1 s of warm-up (a GPU idling at a low clock):
+    ///
+    /// - **Large or 64x64 tiles** (a device with both for `dtype`: f16 and int8 on cooperative
+    ///   matrices, bf16 on workgroup-scope ones): square GEMMs of 256^2 up, each on both, until
+    ///   the 64x64 one takes over 50 ms; the large kernel takes over from the size where it
+    ///   wins at every larger measured size.
+    /// - **128x256 tiles** (f16 on cooperative matrices without a workgroup-scope kernel):
+    ///   2048^2 to 6144^2 against 128x128, the same way.
+    /// - **Split-K** (f16, and bf16 on the shader cores): 64 x 1024 x 4096, 16 tiles of 64x64,
+    ///   in 1, 2, 4, 8 and 16 parts, until more parts stop gaining; the workgroups to reach are
+    ///   16 times the fewest parts within 3% of the fastest. On a CPU's
+    ///   Vulkan (no warm-up), 64 x 1024 x 1024 in up to 4 parts.
+    pub fn retune_tiles(&self, dtype: TileDtype) -> Result<TileRules> {
+        let mut rules = TileRules::rule(dtype);
+        let (large, split) = match dtype {
+            TileDtype::F16 => (self.coopmat_f16, true),
+            TileDtype::Bf16 => (self.coopmat2_bf16, !self.coopmat2_bf16),
+            TileDtype::Int8 => (self.coopmat_i8, false),
+        };
+        if !large && !split {
+            save_tiles(self.info(), dtype, &rules);
+            self.set_tile_rules(dtype, rules);
+            return Ok(rules);
+        }
+        let never = TileRules { min_full_tiles: u32::MAX, min_large_tiles: u32::MAX, split_k_groups: 0 };
+        // A CPU's Vulkan (lavapipe) needs no warm-up, and its split-K is measured over a quarter
+        // of the reduction (up to 4 parts): its f16 kernel runs at a few GFLOPS.
+        let cpu = self.info().device_type == "CPU";
+        if !cpu {
+            self.time_tiles(dtype, [1024, 1024, 1024], &never, 0.1)?;
+        }
+        if large {
+            let (mut points, mut wide) = (Vec::new(), Vec::new());
+            for s in [256usize, 512, 768, 1024, 1536, 2048, 3072, 4096] {
+                let small = self.time_tiles(dtype, [s; 3], &never, 0.0)?;
+                let full = self.time_tiles(dtype, [s; 3], &TileRules { min_full_tiles: 0, ..never }, 0.0)?;
+                points.push(((s / 128).pow(2) as u32, full / small));
+                if small > 0.05 {
+                    break;
+                }
+            }
+            rules.min_full_tiles = threshold(&points);
+            if dtype == TileDtype::F16 && !self.coopmat2_f16 {
+                for s in [2048usize, 3072, 4096, 6144] {
+                    let full = TileRules { min_full_tiles: 0, ..never };
+                    let square = self.time_tiles(dtype, [s; 3], &full, 0.0)?;
+                    let wide_tile = self.time_tiles(dtype, [s; 3], &TileRules { min_large_tiles: 0, ..full }, 0.0)?;
+                    wide.push(((s / 128 * (s / 256)) as u32, wide_tile / square));
+                    if square > 0.05 {
+                        break;
+                    }
+                }
+                rules.min_large_tiles = threshold(&wide);
+            }
+        }
+        if split {
+            // 16 tiles of 64x64 over 128 slices of 32: up to 16 parts of 8 slices.
+            let (k, most) = if cpu { (1024, 4) } else { (4096, 16) };
+            let mut times = Vec::new();
+            for parts in [1u32, 2, 4, 8, 16].into_iter().filter(|&p| p <= most) {
+                let r = TileRules { split_k_groups: 16 * parts, ..never };
+                times.push((parts, self.time_tiles(dtype, [64, 1024, k], &r, 0.0)?));
+                let best = times.iter().map(|t| t.1).fold(f64::INFINITY, f64::min);
+                if times.last().is_some_and(|t| t.1 > best * 1.03) {
+                    break;
+                }
+            }
+            rules.split_k_groups = 16 * fewest_near_best(&times);
+        }
+        save_tiles(self.info(), dtype, &rules);
+        self.set_tile_rules(dtype, rules);
+        Ok(rules)
+    }
+
+    /// Seconds per row-major `[m, n, k]` GEMM of `dtype` planned under `rules` (the best of three
+    /// runs of about 10 ms), after `warm_up` seconds of the same.
+    fn time_tiles(&self, dtype: TileDtype, [m, n, k]: [usize; 3], rules: &TileRules, warm_up: f64) -> Result<f64> {
+        let time = |reps: u32, warm_up: f64| -> Result<f64> {
+            match dtype {
+                TileDtype::Int8 => {
+                    let plan = crate::quant::qgemm_plan(m, n, k, (self.coopmat_i8, true), rules)?;
+                    self.time_qplan(&plan, reps, warm_up)
+                }
+                _ => {
+                    let bf16 = dtype == TileDtype::Bf16;
+                    let coopmat2 = if bf16 { self.coopmat2_bf16 } else { self.coopmat2_f16 };
+                    let flags = (self.coopmat_f16 && !bf16, coopmat2, bf16);
+                    let plan = self.fits(crate::half::half_plan(m, n, k, flags, rules)?, m * n)?;
+                    self.time_plan(&plan, m * n, reps, warm_up)
+                }
+            }
+        };
+        let one = time(1, warm_up)?;
+        let reps = (0.01 / one).clamp(1.0, 50.0) as u32;
+        if one > 0.02 {
+            return Ok(one);
+        }
+        Ok(time(reps, 0.0)?.min(time(reps, 0.0)?).min(time(reps, 0.0)?))
+    }
+}
+
+/// Of `(parts, seconds)`, the fewest parts within 3% of the fastest (more parts cost a workspace
+/// and a reduction for nothing); 1 for none.
+pub(crate) fn fewest_near_best(times: &[(u32, f64)]) -> u32 {
+    let best = times.iter().map(|t| t.1).fold(f64::INFINITY, f64::min);
+    times.iter().filter(|t| t.1 <= best * 1.03).map(|t| t.0).min().unwrap_or(1)
+}
+
+const TILES_HEADER: &str = "sparkle-vk tiles 1";
+
+/// Where `info`'s tile rules for `dtype` live, if a cache directory is known.
+pub(crate) fn tiles_path(info: &DeviceInfo, dtype: TileDtype) -> Option<PathBuf> {
+    let file = path(info)?;
+    let name = file.file_name()?.to_str()?.replacen("vk-tuning-", &format!("vk-tiles-{}-", dtype.name()), 1);
+    Some(file.with_file_name(name))
+}
+
+pub(crate) fn render_tiles(r: &TileRules) -> String {
+    format!(
+        "{TILES_HEADER}\nmin_full_tiles {}\nmin_large_tiles {}\nsplit_k_groups {}\nend\n",
+        r.min_full_tiles, r.min_large_tiles, r.split_k_groups
+    )
+}
+
+pub(crate) fn parse_tiles(text: &str) -> Option<TileRules> {
+    let mut lines = text.lines();
+    if lines.next()? != TILES_HEADER {
+        return None;
+    }
+    let mut field = |name: &str| lines.next()?.strip_prefix(name)?.strip_prefix(' ')?.parse().ok();
+    let min_full_tiles = field("min_full_tiles")?;
+    let min_large_tiles = field("min_large_tiles")?;
+    let split_k_groups = field("split_k_groups")?;
+    (lines.next()? == "end" && lines.next().is_none()).then_some(TileRules {
+        min_full_tiles,
+        min_large_tiles,
+        split_k_groups,
+    })
+}
+
+/// The remembered tile rules of this device for `dtype`, if there is a valid file.
+fn load_tiles(info: &DeviceInfo, dtype: TileDtype) -> Option<TileRules> {
+    let path = tiles_path(info, dtype)?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    let r = parse_tiles(&text);
+    if r.is_none() {
+        eprintln!("sparkle: ignoring the unreadable Vulkan tile rules {}; re-measuring", path.display());
+    }
+    r
+}
+
+/// Writes the rules atomically; failures are ignored (they are re-measured next time).
+fn save_tiles(info: &DeviceInfo, dtype: TileDtype, r: &TileRules) {
+    let Some(path) = tiles_path(info, dtype) else { return };
+    crate::cache::write_atomic(&path, render_tiles(r).as_bytes());
 }
 
 const HEADER: &str = "sparkle-vk tuning 3";
@@ -148,6 +338,26 @@ mod tests {
         );
         let text = render(&t);
         assert_eq!(parse(&text[..text.len() - 3]), None, "truncated");
+    }
+
+    #[test]
+    fn tile_rules_round_trip_and_reject_damage() {
+        let r = TileRules { min_full_tiles: 64, min_large_tiles: u32::MAX, split_k_groups: 128 };
+        assert_eq!(parse_tiles(&render_tiles(&r)), Some(r));
+        let text = render_tiles(&r);
+        assert_eq!(parse_tiles(&text[..text.len() - 3]), None, "truncated");
+        assert_eq!(parse_tiles(&text.replace("64", "x")), None);
+        assert_eq!(parse_tiles(&text.replace("split_k_groups", "split_k_group")), None);
+        assert_eq!(parse_tiles(&format!("{text}more\n")), None);
+        assert_eq!(parse_tiles(&text.replace("tiles 1", "tiles 0")), None, "another version");
+    }
+
+    #[test]
+    fn split_k_takes_the_fewest_parts_near_the_fastest() {
+        assert_eq!(fewest_near_best(&[(1, 4.0), (2, 2.1), (4, 1.0), (8, 1.02), (16, 1.2)]), 4);
+        assert_eq!(fewest_near_best(&[(1, 4.0), (2, 2.1), (4, 1.05), (8, 1.0)]), 8);
+        assert_eq!(fewest_near_best(&[(1, 1.0), (2, 1.2)]), 1);
+        assert_eq!(fewest_near_best(&[]), 1);
     }
 
     #[test]

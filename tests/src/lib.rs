@@ -6,12 +6,14 @@ pub use sparkle_std::demo::fill;
 mod skip;
 pub use skip::{required, skip};
 
-/// A context on every Vulkan device here, or none with a loud skip (`SPARKLE_REQUIRE_VULKAN=1`
-/// makes that a failure).
+/// A context on every Vulkan device here (its tile rules pinned to the rule), or none with a loud
+/// skip (`SPARKLE_REQUIRE_VULKAN=1` makes that a failure).
 #[cfg(feature = "vulkan")]
 pub fn vk_contexts() -> Vec<sparkle_vk::Context> {
     match sparkle_vk::devices() {
-        Ok(d) if !d.is_empty() => d.iter().map(|i| sparkle_vk::Context::new(i.index).expect("open device")).collect(),
+        Ok(d) if !d.is_empty() => {
+            d.iter().map(|i| pinned(sparkle_vk::Context::new(i.index).expect("open device"))).collect()
+        }
         Ok(_) => {
             skip("VULKAN", "no Vulkan device with a compute queue");
             Vec::new()
@@ -21,6 +23,17 @@ pub fn vk_contexts() -> Vec<sparkle_vk::Context> {
             Vec::new()
         }
     }
+}
+
+#[cfg(feature = "vulkan")]
+/// `ctx` with every dtype's tile rules pinned to [`sparkle_vk::TileRules::rule`]: the tests pick
+/// their shapes to cover each kernel's tiles and split-K under the rule (a device's measured
+/// rules are tested apart, in `half_vk.rs`).
+fn pinned(ctx: sparkle_vk::Context) -> sparkle_vk::Context {
+    for dtype in sparkle_vk::TileDtype::ALL {
+        ctx.set_tile_rules(dtype, sparkle_vk::TileRules::rule(dtype));
+    }
+    ctx
 }
 
 /// The int8 side of the stamped tests (`qgemm_cpu.rs`, `qconv_cpu.rs`, `qgemm_vk.rs`).

@@ -16,7 +16,7 @@ use sparkle_core::epilogue::{Activation, Bias, Epilogue};
 use sparkle_core::f16::{bf16, f16, gemm_half_reference_f64, Half};
 use sparkle_core::{Conv2dParams, Error, MatMut, MatRef, Padding, Param, TensorLayout, WeightLayout};
 use sparkle_tests::skip;
-use sparkle_vk::{Context, DeviceInfo, VkError};
+use sparkle_vk::{Context, DeviceInfo, TileDtype, TileRules, VkError};
 
 /// `len` values in [-1, 1) rounded to `H`, from `seed`.
 fn values<H: Half>(len: usize, mut seed: u64) -> Vec<H> {
@@ -116,6 +116,40 @@ fn f16_gemm_matches_the_oracle_on_every_device() {
 fn bf16_gemm_matches_the_oracle_on_every_device() {
     for ctx in contexts() {
         every_case::<bf16>(&ctx);
+    }
+}
+
+/// Each dtype's tile rules measured on every device (`Context::retune_tiles`): values its
+/// measurement can give (a tile count it measured at, or never; split-K to 16 x 1-16 parts), the
+/// rule's where the device lacks the kernels, remembered by the context; then GEMMs of each half
+/// dtype on either side of the measured thresholds and at a split shape, against the oracle.
+#[test]
+fn tile_rules_are_measured_per_device_and_dtype() {
+    let squares = [256u32, 512, 768, 1024, 1536, 2048, 3072, 4096].map(|s| (s / 128).pow(2));
+    let wides = [2048u32, 3072, 4096, 6144].map(|s| s / 128 * (s / 256));
+    for ctx in contexts() {
+        for dtype in TileDtype::ALL {
+            let t = std::time::Instant::now();
+            let r = ctx.retune_tiles(dtype).unwrap();
+            eprintln!("{} {}: {r:?} in {:.2} s", ctx.info().name, dtype.name(), t.elapsed().as_secs_f64());
+            let rule = TileRules::rule(dtype);
+            assert_eq!(ctx.tile_rules(dtype), r, "remembered");
+            let f = r.min_full_tiles;
+            assert!(f == rule.min_full_tiles || f == u32::MAX || squares.contains(&f), "{r:?}");
+            let l = r.min_large_tiles;
+            assert!(l == rule.min_large_tiles || l == u32::MAX || wides.contains(&l), "{r:?}");
+            assert!([16, 32, 64, 128, 256].contains(&r.split_k_groups) || r.split_k_groups == rule.split_k_groups);
+            // int8 has one kernel without cooperative matrices, and no split-K.
+            if dtype == TileDtype::Int8 && !ctx.has_cooperative_matrix_i8() {
+                assert_eq!(r, rule, "nothing to measure");
+            }
+        }
+        // Under the measured rules: a split shape (16 tiles of 64 x 64 at most), squares below
+        // and above where the large kernel takes over.
+        for (i, mnk) in [[16, 200, 1000], [64, 1000, 2000], [300, 260, 70]].into_iter().enumerate() {
+            check::<f16>(&ctx, mnk, (false, false, 1, 1), 300 + i as u64);
+            check::<bf16>(&ctx, mnk, (true, false, 2, 0), 310 + i as u64);
+        }
     }
 }
 

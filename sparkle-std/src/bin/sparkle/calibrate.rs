@@ -19,6 +19,24 @@ pub fn run(max: usize, small: bool) -> Result<ExitCode, Failure> {
             one.kc, all.kc, all.threads
         );
     }
+    // Each Vulkan device's kernel choices, afresh: f32 tiles and every dtype's tile rules.
+    for d in sparkle_std::vk::devices().unwrap_or_default() {
+        let Ok(ctx) = sparkle_std::vk::Context::new(d.index) else { continue };
+        match ctx.retune() {
+            Ok(t) => println!(
+                "calibrate: vulkan:{} f32 GEMMs on 128x128 vec4 tiles from {} tiles of C",
+                d.index, t.min_vec4_tiles
+            ),
+            Err(e) => println!("calibrate: vulkan:{} f32 autotune failed ({e})", d.index),
+        }
+        for dt in sparkle_std::vk::TileDtype::ALL {
+            if let Err(e) = ctx.retune_tiles(dt) {
+                println!("calibrate: vulkan:{} {} tile autotune failed ({e})", d.index, dt.name());
+            } else if let Some(line) = crate::devices::tile_line(&ctx, dt) {
+                println!("calibrate: vulkan:{} {} GEMM tiles: {line}", d.index, dt.name());
+            }
+        }
+    }
     // The same handle and model every op uses: each measurement below is an op pinned on a device,
     // which the handle learns from (a device's first op of a kind is set-up, not learned).
     let sparkle = sparkle_std::Sparkle::new()?;

@@ -122,6 +122,11 @@ pub fn run() -> Result<ExitCode, Failure> {
                             "  GEMM kernel (autotuned): 128x128 vec4 tiles from {t} tiles of C up, 64x64 below"
                         ),
                     }
+                    for dtype in sparkle_std::vk::TileDtype::ALL {
+                        if let Some(line) = tile_line(&ctx, dtype) {
+                            println!("  {} GEMM tiles (autotuned): {line}", dtype.name());
+                        }
+                    }
                 }
             }
         }
@@ -140,6 +145,39 @@ pub fn run() -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `dtype`'s measured tile rules choose on `ctx`'s device, or `None` where it has one kernel
+/// and no split-K for it (int8 without cooperative matrices).
+pub(crate) fn tile_line(ctx: &sparkle_std::vk::Context, dtype: sparkle_std::vk::TileDtype) -> Option<String> {
+    use sparkle_std::vk::TileDtype;
+    let d = ctx.info();
+    let (large, split) = match dtype {
+        TileDtype::F16 if d.cooperative_matrix2_f16 => (Some("workgroup cooperative matrices"), true),
+        TileDtype::F16 if d.cooperative_matrix_f16 => (Some("128x128 cooperative-matrix tiles"), true),
+        TileDtype::F16 => (None, true),
+        TileDtype::Bf16 if ctx.has_cooperative_matrix2_bf16() => (Some("workgroup cooperative matrices"), false),
+        TileDtype::Bf16 => (None, true),
+        TileDtype::Int8 if d.cooperative_matrix_i8 => (Some("128x128 cooperative-matrix tiles"), false),
+        TileDtype::Int8 => (None, false),
+    };
+    let r = ctx.tile_rules(dtype);
+    let small = if dtype == TileDtype::Bf16 { "64x64 tiles on shader cores" } else { "64x64 tiles" };
+    let mut parts = Vec::new();
+    if let Some(large) = large {
+        parts.push(match r.min_full_tiles {
+            0 => format!("{large} at every size"),
+            u32::MAX => format!("{small} at every size"),
+            t => format!("{large} from {t} tiles of 128x128 up, {small} below"),
+        });
+        if dtype == TileDtype::F16 && !d.cooperative_matrix2_f16 && r.min_large_tiles != u32::MAX {
+            parts.push(format!("128x256 tiles from {} of them", r.min_large_tiles));
+        }
+    }
+    if split {
+        parts.push(format!("split-K to {} workgroups where there are fewer tiles", r.split_k_groups));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Where 3x3 stride-1 convs of channel planes run as Winograd rather than direct, and why.
