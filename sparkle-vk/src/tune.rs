@@ -82,17 +82,19 @@ impl Context {
         if let Some(r) = self.tile_rules.lock().unwrap_or_else(|e| e.into_inner())[slot] {
             return r;
         }
-        let r = match load_tiles(self.info(), dtype) {
-            _ if std::env::var_os("SPARKLE_VK_TILES").is_some_and(|v| v == "rule") => TileRules::rule(dtype),
-            Some(r) => r,
-            None => self.retune_tiles(dtype).unwrap_or_else(|e| {
+        let r = if std::env::var_os("SPARKLE_VK_TILES").is_some_and(|v| v == "rule") {
+            TileRules::rule(dtype)
+        } else if let Some(r) = load_tiles(self.info(), dtype) {
+            r
+        } else {
+            self.retune_tiles(dtype).unwrap_or_else(|e| {
                 eprintln!(
                     "sparkle: the Vulkan {} tile autotune failed on {} ({e}); using the rule",
                     dtype.name(),
                     self.info().name
                 );
                 TileRules::rule(dtype)
-            }),
+            })
         };
         self.set_tile_rules(dtype, r);
         r
@@ -178,8 +180,9 @@ impl Context {
         Ok(rules)
     }
 
-    /// Seconds per row-major `[m, n, k]` GEMM of `dtype` planned under `rules` (the best of three
-    /// runs of about 10 ms), after `warm_up` seconds of the same.
+    /// Seconds per row-major `[m, n, k]` GEMM of `dtype` planned under `rules`, after `warm_up`
+    /// seconds of the same: the best of three runs of about 10 ms (one run where one GEMM takes
+    /// over 20 ms).
     fn time_tiles(&self, dtype: TileDtype, [m, n, k]: [usize; 3], rules: &TileRules, warm_up: f64) -> Result<f64> {
         let time = |reps: u32, warm_up: f64| -> Result<f64> {
             match dtype {

@@ -122,9 +122,13 @@ pub fn run() -> Result<ExitCode, Failure> {
                             "  GEMM kernel (autotuned): 128x128 vec4 tiles from {t} tiles of C up, 64x64 below"
                         ),
                     }
+                    let how = match std::env::var_os("SPARKLE_VK_TILES").is_some_and(|v| v == "rule") {
+                        true => "the rule, SPARKLE_VK_TILES=rule",
+                        false => "autotuned",
+                    };
                     for dtype in sparkle_std::vk::TileDtype::ALL {
                         if let Some(line) = tile_line(&ctx, dtype) {
-                            println!("  {} GEMM tiles (autotuned): {line}", dtype.name());
+                            println!("  {} GEMM tiles ({how}): {line}", dtype.name());
                         }
                     }
                 }
