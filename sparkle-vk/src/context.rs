@@ -30,6 +30,9 @@ pub struct Context {
     pub(crate) tuning: Mutex<Option<Tuning>>,
     /// Tile rules per [`crate::TileDtype`] (in its order), measured (or loaded) on first use.
     pub(crate) tile_rules: Mutex<[Option<crate::TileRules>; 3]>,
+    /// Held while a dtype's tile rules are loaded or measured, so that threads meeting a dtype
+    /// first at once measure it once.
+    pub(crate) tile_tuning: Mutex<()>,
     /// f16 GEMMs run on cooperative matrices ([`DeviceInfo::cooperative_matrix_f16`], enabled).
     pub(crate) coopmat_f16: bool,
     /// int8 GEMMs run on cooperative matrices ([`DeviceInfo::cooperative_matrix_i8`], enabled).
@@ -114,6 +117,7 @@ impl Context {
             submitter: Submitter::new(device.clone(), queue.clone()),
             tuning: Mutex::default(),
             tile_rules: Mutex::default(),
+            tile_tuning: Mutex::default(),
             coopmat_f16,
             coopmat_i8,
             coopmat2_f16,

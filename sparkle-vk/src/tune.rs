@@ -79,7 +79,13 @@ impl Context {
     /// measuring (to compare the two).
     pub fn tile_rules(&self, dtype: TileDtype) -> TileRules {
         let slot = dtype as usize;
-        if let Some(r) = self.tile_rules.lock().unwrap_or_else(|e| e.into_inner())[slot] {
+        let known = || self.tile_rules.lock().unwrap_or_else(|e| e.into_inner())[slot];
+        if let Some(r) = known() {
+            return r;
+        }
+        // One measurement at a time: a thread that waited here finds the rules known.
+        let _tuning = self.tile_tuning.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = known() {
             return r;
         }
         let r = if std::env::var_os("SPARKLE_VK_TILES").is_some_and(|v| v == "rule") {
