@@ -16,9 +16,10 @@
 //!   through a small buffer into the output rows. (Before: rows vectorised along the output with
 //!   scalar edge columns, and narrow or strided planes interleaved across channels: 6-20 GFLOPS
 //!   on one Zen 4 core.)
-//! - **NCHW, the row path** (one-lane kernels, the Cortex-M's, and larger filters): each output
-//!   row along the columns, no scratch.
+//! - **NCHW, the row path** (larger filters): each output row along the columns, no scratch.
 //! - **NHWC**: vectorised along the channels, several output pixels a pass.
+//! - **One-lane kernels** (the Cortex-M's, the portable one), either layout: an output row of
+//!   one channel at a time through the strides, eight outputs a block ([`one_lane_row`]).
 //!
 //! Geometry-free: the kernel knows windows along an axis ([`Axis`]) and tensors as element
 //! strides; `conv/` derives both from its validated geometry, so the ISA layer does not depend on
