@@ -107,7 +107,7 @@ pub(crate) fn takes_coop2(m: usize, n: usize, bf16: bool, rules: &TileRules) -> 
 /// round trip through the workspace than they gain.
 const SPLIT_K_MIN_SLICES: usize = 8;
 /// Most split-K parts.
-pub(crate) const SPLIT_K_MAX_PARTS: usize = 16;
+const SPLIT_K_MAX_PARTS: usize = 16;
 
 /// Split-K parts for a half GEMM of `tiles` workgroups over `slices` 32-deep slices, to reach
 /// `groups` workgroups ([`TileRules::split_k_groups`]: a C of few rows, a batch of tokens
@@ -432,10 +432,22 @@ impl Context {
 
     /// The plan of an `m x n x k` half GEMM of type `H` on this device.
     pub(crate) fn half_plan<H: Half>(&self, m: usize, n: usize, k: usize) -> Result<HalfPlan> {
-        let bf16 = H::DTYPE == DType::Bf16;
-        let coopmat2 = if bf16 { self.coopmat2_bf16 } else { self.coopmat2_f16 };
         let rules = self.tile_rules(half_dtype::<H>());
-        let plan = half_plan(m, n, k, (self.coopmat_f16 && !bf16, coopmat2, bf16), &rules)?;
+        self.half_plan_with(m, n, k, H::DTYPE == DType::Bf16, &rules)
+    }
+
+    /// [`half_plan`] on this device's kernels for f16 (bf16 with `bf16`) under `rules`, checked to
+    /// fit its buffers.
+    pub(crate) fn half_plan_with(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        bf16: bool,
+        rules: &TileRules,
+    ) -> Result<HalfPlan> {
+        let coopmat2 = if bf16 { self.coopmat2_bf16 } else { self.coopmat2_f16 };
+        let plan = half_plan(m, n, k, (self.coopmat_f16 && !bf16, coopmat2, bf16), rules)?;
         self.fits(plan, m.saturating_mul(n))
     }
 

@@ -86,6 +86,11 @@ impl TileRules {
             _ => TileRules { min_full_tiles: 256, min_large_tiles: 512, split_k_groups: 256 },
         }
     }
+
+    /// Whether `SPARKLE_VK_TILES=rule` asks for [`TileRules::rule`] without measuring.
+    pub fn forced() -> bool {
+        std::env::var_os("SPARKLE_VK_TILES").is_some_and(|v| v == "rule")
+    }
 }
 
 /// One of Winograd F(2x2, 3x3)'s three transforms (`shaders/winograd.comp`).

@@ -303,41 +303,32 @@ impl Context {
 mod tests {
     use super::*;
 
+    const RULE: TileRules = TileRules::rule(TileDtype::F16);
+
     #[test]
     fn high_doubles_the_operands_and_keeps_one_tile() {
-        let p = split_plan(8192, 8192, 100, (true, false), Precision::High, &TileRules::rule(TileDtype::F16)).unwrap();
-        let one =
-            split_plan(8192, 8192, 100, (true, false), Precision::Medium, &TileRules::rule(TileDtype::F16)).unwrap();
+        let p = split_plan(8192, 8192, 100, (true, false), Precision::High, &RULE).unwrap();
+        let one = split_plan(8192, 8192, 100, (true, false), Precision::Medium, &RULE).unwrap();
         // `medium` is the f16 GEMM: on the workgroup-scope kernel where the device has it;
         // `high`'s two planes stay on the KHR split kernel.
-        let wide =
-            split_plan(8192, 8192, 100, (true, true), Precision::Medium, &TileRules::rule(TileDtype::F16)).unwrap();
+        let wide = split_plan(8192, 8192, 100, (true, true), Precision::Medium, &RULE).unwrap();
         assert_eq!(wide.kind, Kind::Coopmat2 { bf16: false });
-        let split =
-            split_plan(8192, 8192, 100, (true, true), Precision::High, &TileRules::rule(TileDtype::F16)).unwrap();
+        let split = split_plan(8192, 8192, 100, (true, true), Precision::High, &RULE).unwrap();
         assert_eq!(split.kind, Kind::SplitF16 { coopmat: true, small: false });
         assert_eq!(p.kind, Kind::SplitF16 { coopmat: true, small: false });
         assert_eq!(one.kind, Kind::CoopmatF16 { tile: 1 });
         assert_eq!((p.a_words, p.b_words), (2 * one.a_words, 2 * one.b_words));
         assert_eq!(p.groups, [64, 64, 1]);
-        let p = split_plan(65, 129, 7, (false, false), Precision::High, &TileRules::rule(TileDtype::F16)).unwrap();
+        let p = split_plan(65, 129, 7, (false, false), Precision::High, &RULE).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::SplitF16 { coopmat: false, small: false }, [3, 2, 1]));
-        let p = split_plan(1024, 1024, 64, (true, false), Precision::High, &TileRules::rule(TileDtype::F16)).unwrap();
+        let p = split_plan(1024, 1024, 64, (true, false), Precision::High, &RULE).unwrap();
         assert_eq!((p.kind, p.groups), (Kind::SplitF16 { coopmat: true, small: true }, [16, 16, 1]));
         // Two planes past 32-bit indices are an error, not a wrapped index.
-        assert!(
-            split_plan(1 << 16, 8, 1 << 16, (true, false), Precision::High, &TileRules::rule(TileDtype::F16)).is_err()
-        );
-        assert!(
-            split_plan(1 << 16, 8, 1 << 16, (true, false), Precision::Medium, &TileRules::rule(TileDtype::F16)).is_ok()
-        );
+        assert!(split_plan(1 << 16, 8, 1 << 16, (true, false), Precision::High, &RULE).is_err());
+        assert!(split_plan(1 << 16, 8, 1 << 16, (true, false), Precision::Medium, &RULE).is_ok());
         // 128x128 in place of the f16 plan's 128x256: more workgroups along n than a dispatch takes.
-        assert!(
-            split_plan(128, 65535 * 256, 1, (true, false), Precision::Medium, &TileRules::rule(TileDtype::F16)).is_ok()
-        );
-        assert!(
-            split_plan(128, 65535 * 256, 1, (true, false), Precision::High, &TileRules::rule(TileDtype::F16)).is_err()
-        );
+        assert!(split_plan(128, 65535 * 256, 1, (true, false), Precision::Medium, &RULE).is_ok());
+        assert!(split_plan(128, 65535 * 256, 1, (true, false), Precision::High, &RULE).is_err());
     }
 
     #[test]

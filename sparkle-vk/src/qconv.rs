@@ -486,11 +486,13 @@ mod tests {
 
     use super::*;
 
+    const RULE: TileRules = TileRules::rule(TileDtype::Int8);
+
     #[test]
     fn plans_round_channels_to_chunks_and_reductions_to_slices() {
         // 3x3, 20 channels per group (two chunks a tap), 2 groups of 6 output channels.
         let g = Conv2dParams::new(3, 40, 10, 12, 12, 3, 3).groups(2).pad(Padding::uniform(1)).validate().unwrap();
-        let s = qconv_plan(&g, 3, (false, true), &TileRules::rule(TileDtype::Int8)).unwrap();
+        let s = qconv_plan(&g, 3, (false, true), &RULE).unwrap();
         assert_eq!((s.cpt, s.kp, s.kg4), (2, 384, 8));
         let q = s.plan.params;
         // m = the 3 images' output pixels, n = a group's output channels, a staged pixel 2 groups
@@ -501,7 +503,7 @@ mod tests {
         assert_eq!(s.plan.a_words, 3 * 120 * 4 * 4);
         assert_eq!((s.plan.b_words, s.plan.c_words, s.plan.aux_words), (12 * 96, 2 * 360 * 2, 4 * 16 + 2 * 360));
         // Few tiles: the 64x64 cooperative-matrix kernel; an i32 C has a word per column.
-        let s = qconv_plan(&g, 3, (true, false), &TileRules::rule(TileDtype::Int8)).unwrap();
+        let s = qconv_plan(&g, 3, (true, false), &RULE).unwrap();
         assert_eq!((s.plan.kind, s.plan.params.c_rs), (Kind::CoopmatConvI8 { tile: 2 }, 8));
     }
 
@@ -525,17 +527,14 @@ mod tests {
         // At most 65535 workgroups of 64 rows: 85 596 images of 7 x 7 output pixels.
         let small = Conv2dParams::new(100_000, 16, 7, 7, 16, 3, 3).pad(Padding::uniform(1)).validate().unwrap();
         assert_eq!(images_per_dispatch(&small), 85_596);
-        assert!(qconv_plan(&small, 85_596, (false, true), &TileRules::rule(TileDtype::Int8)).is_ok());
-        assert!(qconv_plan(&small, 85_597, (false, true), &TileRules::rule(TileDtype::Int8)).is_err());
+        assert!(qconv_plan(&small, 85_596, (false, true), &RULE).is_ok());
+        assert!(qconv_plan(&small, 85_597, (false, true), &RULE).is_err());
         // Coordinates at 2^30 and past (the shaders' signed arithmetic): an error, not a wrap.
         let far = Conv2dParams::new(1, 1, (1 << 29) + 1, 1, 1, 2, 1).dilation(1 << 29, 1).validate().unwrap();
-        assert!(
-            qconv_plan(&far, 1, (false, true), &TileRules::rule(TileDtype::Int8)).is_err()
-                && qdw_plan(&far, true).is_err()
-        );
+        assert!(qconv_plan(&far, 1, (false, true), &RULE).is_err() && qdw_plan(&far, true).is_err());
         let near = Conv2dParams::new(1, 1, (1 << 25) + 1, 1, 1, 2, 1).dilation(1 << 25, 1).validate().unwrap();
-        assert!(qconv_plan(&near, 1, (false, true), &TileRules::rule(TileDtype::Int8)).is_ok());
+        assert!(qconv_plan(&near, 1, (false, true), &RULE).is_ok());
         let big = Conv2dParams::new(1 << 12, 64, 512, 512, 64, 3, 3).validate().unwrap();
-        assert!(qconv_plan(&big, 1 << 12, (false, true), &TileRules::rule(TileDtype::Int8)).is_err());
+        assert!(qconv_plan(&big, 1 << 12, (false, true), &RULE).is_err());
     }
 }

@@ -88,7 +88,7 @@ impl Context {
         if let Some(r) = known() {
             return r;
         }
-        let r = if std::env::var_os("SPARKLE_VK_TILES").is_some_and(|v| v == "rule") {
+        let r = if TileRules::forced() {
             TileRules::rule(dtype)
         } else if let Some(r) = load_tiles(self.info(), dtype) {
             r
@@ -104,6 +104,18 @@ impl Context {
         };
         self.set_tile_rules(dtype, r);
         r
+    }
+
+    /// Which of `dtype`'s tile choices this device makes: `(large, split)`, whether a larger
+    /// kernel than the 64x64 tiles runs `dtype`'s GEMMs (f16 and int8 on cooperative matrices,
+    /// bf16 on workgroup-scope ones) and whether they split the reduction (f16, and bf16 on the
+    /// shader cores). Neither: [`TileRules::rule`] has nothing to measure.
+    pub fn tile_choices(&self, dtype: TileDtype) -> (bool, bool) {
+        match dtype {
+            TileDtype::F16 => (self.coopmat_f16, true),
+            TileDtype::Bf16 => (self.coopmat2_bf16, !self.coopmat2_bf16),
+            TileDtype::Int8 => (self.coopmat_i8, false),
+        }
     }
 
     /// Uses `rules` for `dtype` from now on in this context (not saved).
@@ -126,11 +138,7 @@ impl Context {
     ///   Vulkan (no warm-up), 64 x 1024 x 1024 in up to 4 parts.
     pub fn retune_tiles(&self, dtype: TileDtype) -> Result<TileRules> {
         let mut rules = TileRules::rule(dtype);
-        let (large, split) = match dtype {
-            TileDtype::F16 => (self.coopmat_f16, true),
-            TileDtype::Bf16 => (self.coopmat2_bf16, !self.coopmat2_bf16),
-            TileDtype::Int8 => (self.coopmat_i8, false),
-        };
+        let (large, split) = self.tile_choices(dtype);
         if !large && !split {
             save_tiles(self.info(), dtype, &rules);
             self.set_tile_rules(dtype, rules);
@@ -197,10 +205,7 @@ impl Context {
                     self.time_qplan(&plan, reps, warm_up)
                 }
                 _ => {
-                    let bf16 = dtype == TileDtype::Bf16;
-                    let coopmat2 = if bf16 { self.coopmat2_bf16 } else { self.coopmat2_f16 };
-                    let flags = (self.coopmat_f16 && !bf16, coopmat2, bf16);
-                    let plan = self.fits(crate::half::half_plan(m, n, k, flags, rules)?, m * n)?;
+                    let plan = self.half_plan_with(m, n, k, dtype == TileDtype::Bf16, rules)?;
                     self.time_plan(&plan, m * n, reps, warm_up)
                 }
             }

@@ -139,8 +139,8 @@ fn tile_rules_are_measured_per_device_and_dtype() {
             let l = r.min_large_tiles;
             assert!(l == rule.min_large_tiles || l == u32::MAX || wides.contains(&l), "{r:?}");
             assert!([16, 32, 64, 128, 256].contains(&r.split_k_groups) || r.split_k_groups == rule.split_k_groups);
-            // int8 has one kernel without cooperative matrices, and no split-K.
-            if dtype == TileDtype::Int8 && !ctx.has_cooperative_matrix_i8() {
+            // Nothing to choose (int8 without cooperative matrices: one kernel, no split-K).
+            if ctx.tile_choices(dtype) == (false, false) {
                 assert_eq!(r, rule, "nothing to measure");
             }
         }

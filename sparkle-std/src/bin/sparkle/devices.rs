@@ -122,7 +122,7 @@ pub fn run() -> Result<ExitCode, Failure> {
                             "  GEMM kernel (autotuned): 128x128 vec4 tiles from {t} tiles of C up, 64x64 below"
                         ),
                     }
-                    let how = match std::env::var_os("SPARKLE_VK_TILES").is_some_and(|v| v == "rule") {
+                    let how = match sparkle_std::vk::TileRules::forced() {
                         true => "the rule, SPARKLE_VK_TILES=rule",
                         false => "autotuned",
                     };
@@ -155,16 +155,12 @@ pub fn run() -> Result<ExitCode, Failure> {
 /// and no split-K for it (int8 without cooperative matrices).
 pub(crate) fn tile_line(ctx: &sparkle_std::vk::Context, dtype: sparkle_std::vk::TileDtype) -> Option<String> {
     use sparkle_std::vk::TileDtype;
-    let d = ctx.info();
-    let (large, split) = match dtype {
-        TileDtype::F16 if d.cooperative_matrix2_f16 => (Some("workgroup cooperative matrices"), true),
-        TileDtype::F16 if d.cooperative_matrix_f16 => (Some("128x128 cooperative-matrix tiles"), true),
-        TileDtype::F16 => (None, true),
-        TileDtype::Bf16 if ctx.has_cooperative_matrix2_bf16() => (Some("workgroup cooperative matrices"), false),
-        TileDtype::Bf16 => (None, true),
-        TileDtype::Int8 if d.cooperative_matrix_i8 => (Some("128x128 cooperative-matrix tiles"), false),
-        TileDtype::Int8 => (None, false),
-    };
+    let (has_large, split) = ctx.tile_choices(dtype);
+    let large = has_large.then_some(match dtype {
+        TileDtype::F16 if !ctx.has_cooperative_matrix2_f16() => "128x128 cooperative-matrix tiles",
+        TileDtype::Int8 => "128x128 cooperative-matrix tiles",
+        _ => "workgroup cooperative matrices",
+    });
     let r = ctx.tile_rules(dtype);
     let small = if dtype == TileDtype::Bf16 { "64x64 tiles on shader cores" } else { "64x64 tiles" };
     let mut parts = Vec::new();
@@ -174,7 +170,7 @@ pub(crate) fn tile_line(ctx: &sparkle_std::vk::Context, dtype: sparkle_std::vk::
             u32::MAX => format!("{small} at every size"),
             t => format!("{large} from {t} tiles of 128x128 up, {small} below"),
         });
-        if dtype == TileDtype::F16 && !d.cooperative_matrix2_f16 && r.min_large_tiles != u32::MAX {
+        if dtype == TileDtype::F16 && !ctx.has_cooperative_matrix2_f16() && r.min_large_tiles != u32::MAX {
             parts.push(format!("128x256 tiles from {} of them", r.min_large_tiles));
         }
     }
