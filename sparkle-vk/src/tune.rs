@@ -139,40 +139,22 @@ impl Context {
     pub fn retune_tiles(&self, dtype: TileDtype) -> Result<TileRules> {
         let mut rules = TileRules::rule(dtype);
         let (large, split) = self.tile_choices(dtype);
-        if !large && !split {
-            save_tiles(self.info(), dtype, &rules);
-            self.set_tile_rules(dtype, rules);
-            return Ok(rules);
-        }
         let never = TileRules { min_full_tiles: u32::MAX, min_large_tiles: u32::MAX, split_k_groups: 0 };
         // A CPU's Vulkan (lavapipe) needs no warm-up, and its split-K is measured over a quarter
         // of the reduction (up to 4 parts): its f16 kernel runs at a few GFLOPS.
         let cpu = self.info().device_type == "CPU";
-        if !cpu {
+        if (large || split) && !cpu {
             self.time_tiles(dtype, [1024, 1024, 1024], &never, 0.1)?;
         }
         if large {
-            let (mut points, mut wide) = (Vec::new(), Vec::new());
-            for s in [256usize, 512, 768, 1024, 1536, 2048, 3072, 4096] {
-                let small = self.time_tiles(dtype, [s; 3], &never, 0.0)?;
-                let full = self.time_tiles(dtype, [s; 3], &TileRules { min_full_tiles: 0, ..never }, 0.0)?;
-                points.push(((s / 128).pow(2) as u32, full / small));
-                if small > 0.05 {
-                    break;
-                }
-            }
-            rules.min_full_tiles = threshold(&points);
+            let full = TileRules { min_full_tiles: 0, ..never };
+            let squares = [256, 512, 768, 1024, 1536, 2048, 3072, 4096];
+            rules.min_full_tiles = threshold(&self.race(dtype, &squares, |s| (s / 128).pow(2), [&never, &full])?);
             if dtype == TileDtype::F16 && !self.coopmat2_f16 {
-                for s in [2048usize, 3072, 4096, 6144] {
-                    let full = TileRules { min_full_tiles: 0, ..never };
-                    let square = self.time_tiles(dtype, [s; 3], &full, 0.0)?;
-                    let wide_tile = self.time_tiles(dtype, [s; 3], &TileRules { min_large_tiles: 0, ..full }, 0.0)?;
-                    wide.push(((s / 128 * (s / 256)) as u32, wide_tile / square));
-                    if square > 0.05 {
-                        break;
-                    }
-                }
-                rules.min_large_tiles = threshold(&wide);
+                let wide = TileRules { min_large_tiles: 0, ..full };
+                let sizes = [2048, 3072, 4096, 6144];
+                rules.min_large_tiles =
+                    threshold(&self.race(dtype, &sizes, |s| s / 128 * (s / 256), [&full, &wide])?);
             }
         }
         if split {
@@ -192,6 +174,26 @@ impl Context {
         save_tiles(self.info(), dtype, &rules);
         self.set_tile_rules(dtype, rules);
         Ok(rules)
+    }
+
+    /// `(tiles(s), time under b / time under a)` for square GEMMs of `dtype` of each size `s` in
+    /// turn, until one under `a` takes over 50 ms: [`threshold`]'s points.
+    fn race(
+        &self,
+        dtype: TileDtype,
+        sizes: &[usize],
+        tiles: fn(usize) -> usize,
+        [a, b]: [&TileRules; 2],
+    ) -> Result<Vec<(u32, f64)>> {
+        let mut points = Vec::new();
+        for &s in sizes {
+            let under_a = self.time_tiles(dtype, [s; 3], a, 0.0)?;
+            points.push((tiles(s) as u32, self.time_tiles(dtype, [s; 3], b, 0.0)? / under_a));
+            if under_a > 0.05 {
+                break;
+            }
+        }
+        Ok(points)
     }
 
     /// Seconds per row-major `[m, n, k]` GEMM of `dtype` planned under `rules`, after `warm_up`
