@@ -872,8 +872,8 @@ unsafe fn block_items<S: Simd>(p: &DepthwiseArgs) {
     }
 }
 
-/// Plane `c` of image `n`, NCHW, the row path (one-lane kernels, and filters past [`MAX_TAPS`]
-/// taps): each output row along the columns, the edge columns the scalar way; no scratch.
+/// Plane `c` of image `n`, NCHW, the row path (filters past [`MAX_TAPS`] taps): each output row
+/// along the columns, the edge columns the scalar way; no scratch.
 ///
 /// # Safety
 /// As [`depthwise_body`]; `(n, c)` inside the tensors.
@@ -1131,24 +1131,23 @@ pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
     // chunks are inside the tensors; the ISA and the scratch are the caller's.
     unsafe {
         if lanes == 1 {
-            // (A constant: vector kernels do not build it.)
+            // (A constant: vector kernels do not build it, one-lane kernels nothing below.)
             return one_lane::<S>(p);
         }
         match p.layout {
             TensorLayout::Nhwc => {
-                // (`lanes > 1` is a constant: one-lane kernels do not build the window path.)
-                if lanes > 1 && nhwc_windows(lanes, &p.y, &p.x) {
+                if nhwc_windows(lanes, &p.y, &p.x) {
                     window_items::<S>(p);
                     return;
                 }
-                // Pixels a pass (one-lane kernels: one, which keeps the Cortex-M's code small).
+                // Pixels a pass.
                 const U: usize = 4;
                 let (xlo, xhi) = interior(&p.x);
                 for item in p.items.clone() {
                     let (n, oy) = (item / ho, item % ho);
                     let mut ox = 0;
                     while ox < wo {
-                        if lanes > 1 && (xlo..xhi).contains(&ox) && ox + U <= xhi {
+                        if (xlo..xhi).contains(&ox) && ox + U <= xhi {
                             nhwc_pixels::<S, U>(p, Pixels { n, oy, ox, checked: false });
                             ox += U;
                         } else {
@@ -1158,10 +1157,8 @@ pub(crate) unsafe fn depthwise_body<S: Simd>(p: &DepthwiseArgs) {
                     }
                 }
             }
-            // (`lanes > 1` is a constant: one-lane kernels, the Cortex-M's, do not build the
-            // flat path at all.)
-            TensorLayout::Nchw if lanes > 1 && p.blocks => block_items::<S>(p),
-            TensorLayout::Nchw => match p.flat.filter(|_| lanes > 1) {
+            TensorLayout::Nchw if p.blocks => block_items::<S>(p),
+            TensorLayout::Nchw => match p.flat {
                 Some(f) => {
                     // Cannot fail: `Flat::new` took the filter.
                     let Some(taps) = Taps::new(&p.y, &p.x, f.phase, f.wq) else { return };
