@@ -28,6 +28,9 @@ pub struct Context {
     pub(crate) submitter: Submitter,
     /// Kernel choices, measured (or loaded) on first use.
     pub(crate) tuning: Mutex<Option<Tuning>>,
+    /// Held while the f32 kernel choices are loaded or measured, so that threads meeting the
+    /// device first at once measure it once.
+    pub(crate) f32_tuning: Mutex<()>,
     /// Tile rules per [`crate::TileDtype`] (in its order), measured (or loaded) on first use.
     pub(crate) tile_rules: Mutex<[Option<crate::TileRules>; 3]>,
     /// Held while a dtype's tile rules are loaded or measured, so that threads meeting a dtype
@@ -116,6 +119,7 @@ impl Context {
             pipelines: Pipelines::new(device.clone(), info.clone()),
             submitter: Submitter::new(device.clone(), queue.clone()),
             tuning: Mutex::default(),
+            f32_tuning: Mutex::default(),
             tile_rules: Mutex::default(),
             tile_tuning: Mutex::default(),
             coopmat_f16,

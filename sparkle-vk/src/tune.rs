@@ -22,7 +22,13 @@ impl Context {
     /// earlier run, else measured now by [`Context::retune`] (and [`Tuning::DEFAULT`] if that
     /// fails).
     pub fn tuning(&self) -> Tuning {
-        if let Some(t) = *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) {
+        let known = || *self.tuning.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = known() {
+            return t;
+        }
+        // One measurement at a time, as for the tile rules.
+        let _tuning = self.f32_tuning.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = known() {
             return t;
         }
         let t = match load(self.info()) {
