@@ -78,7 +78,7 @@ pub(crate) struct DepthwiseArgs {
     pub input: *const f32,
     /// NCHW: the weights as given (`[c][r][s]`, both weight layouts agree when `c/groups == 1`),
     /// or, as channel blocks, blocked ([`nhwc_pack_weights`]); NHWC: as [`nhwc_pack_weights`]
-    /// writes them.
+    /// writes them, except for a one-lane kernel, which reads them as given in both layouts.
     pub weight: *const f32,
     /// `channels` biases, or null.
     pub bias: *const f32,
@@ -1004,11 +1004,9 @@ fn valid_taps(axis: &Axis, o: usize) -> (usize, usize) {
 #[inline(always)]
 unsafe fn one_lane<S: Simd>(p: &DepthwiseArgs) {
     let (c_n, ho, taps) = (p.channels, p.y.output, p.y.taps * p.x.taps);
-    // Weights by (channel, tap): NCHW `[c][r][s]`; NHWC `[r][s][c]` (`nhwc_pack_weights`).
-    let w_steps = match p.layout {
-        TensorLayout::Nchw => (taps, 1),
-        TensorLayout::Nhwc => (1, c_n),
-    };
+    // Weights by (channel, tap) as the caller gave them, `[c][r][s]`, in either layout (nothing
+    // is reordered for a one-lane kernel).
+    let w_steps = (taps, 1);
     // SAFETY: every item inside the item count, so its rows are inside the tensors.
     unsafe {
         for item in p.items.clone() {

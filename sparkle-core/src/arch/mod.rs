@@ -517,6 +517,19 @@ impl DepthwiseKernel {
     pub const fn id(&self) -> &'static str {
         self.id
     }
+
+    /// [`DepthwiseKernel::lanes`], a constant 1 on 32-bit Arm, where every kernel set has the
+    /// portable one-lane kernel: the vector paths' planning (channel blocks, flat rows, reordered
+    /// weights) is then not compiled into a Cortex-M's flash.
+    #[inline(always)]
+    pub(crate) fn lanes(&self) -> usize {
+        if cfg!(target_arch = "arm") {
+            debug_assert_eq!(self.lanes, 1);
+            1
+        } else {
+            self.lanes
+        }
+    }
 }
 
 /// The registered kernels of one ISA (its [`GemmKernel`] and [`DepthwiseKernel`]), obtainable

@@ -69,7 +69,7 @@ fn planned_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize
 pub fn conv2d_min_scratch_len(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: usize) -> Result<usize> {
     match choose_path_for(g, workers) {
         // See `DepthwiseScratch`.
-        Conv2dPath::Depthwise => DepthwiseScratch::new(g, kernel.depthwise.lanes, workers)
+        Conv2dPath::Depthwise => DepthwiseScratch::new(g, kernel.depthwise.lanes(), workers)
             .and_then(|d| d.len(workers))
             .ok_or(Error::Overflow { param: Param::Scratch }),
         _ => {
@@ -240,8 +240,8 @@ unsafe impl Batch for ConvJobs<'_> {
     }
 }
 
-/// How a depthwise call uses its scratch: the weights reordered for the kernel first (the NHWC
-/// kernel and NCHW as channel blocks: `arch::depthwise::nhwc_pack_weights`), then each worker's
+/// How a depthwise call uses its scratch: the weights reordered for the kernel first (the vector
+/// kernels' NHWC path and NCHW as channel blocks: `arch::depthwise::nhwc_pack_weights`), then each worker's
 /// own part (NCHW: a channel block's staging, or the flat path's staged rows,
 /// `arch::depthwise::Flat`). The one place both the scratch's size and its use are derived.
 struct DepthwiseScratch {
@@ -261,8 +261,10 @@ impl DepthwiseScratch {
     fn new(g: &Conv2d, lanes: usize, workers: usize) -> Option<DepthwiseScratch> {
         let (p, (y, x)) = (g.params(), axes(g));
         let blocks = p.layout == TensorLayout::Nchw && nchw_blocks(lanes, &y, &x);
+        // One-lane kernels read the weights as given in either layout.
         let reordered = match p.layout {
             TensorLayout::Nchw if !blocks => 0,
+            _ if lanes == 1 => 0,
             _ => nhwc_weights_len(lanes, p.c, &y, &x)?,
         };
         let (flat, per_worker) = match p.layout {
@@ -299,7 +301,7 @@ unsafe fn depthwise(
     let p = g.params();
     let (y, x) = axes(g);
     let workers = exec.workers().max(1);
-    let lanes = kernel.depthwise.lanes;
+    let lanes = kernel.depthwise.lanes();
     // Cannot fail: validated with the scratch (`conv2d_min_scratch_len`, the same geometry).
     let Some(DepthwiseScratch { blocks, flat, reordered, per_worker }) = DepthwiseScratch::new(g, lanes, workers)
     else {
@@ -315,6 +317,7 @@ unsafe fn depthwise(
         (TensorLayout::Nchw, _) if blocks => (&*reordered, p.n * p.c.div_ceil(lanes), rest.as_mut_ptr()),
         (TensorLayout::Nchw, Some(f)) => (weight, p.n * p.c * f.chunks(&y), rest.as_mut_ptr()),
         (TensorLayout::Nchw, None) => (weight, p.n * p.c, core::ptr::null_mut()),
+        (TensorLayout::Nhwc, _) if lanes == 1 => (weight, p.n * g.ho(), core::ptr::null_mut()),
         (TensorLayout::Nhwc, _) => (&*reordered, p.n * g.ho(), core::ptr::null_mut()),
     };
     // The kernel is geometry-free: it gets the windows as axes and the tensors as strides, each
