@@ -179,8 +179,10 @@ impl<'a> Im2col<'a> {
 }
 
 impl Im2col<'_> {
-    /// Element `(row, col)`: reduction row `row` (tap `(c, r, s)`), output pixel `col`.
-    #[inline]
+    /// Element `(row, col)`: reduction row `row` (tap `(c, r, s)`), output pixel `col`. Only the
+    /// packings no conv path takes call it (the matrix as A, its transpose as B: the trait needs
+    /// both sides), so one copy out of line (Cortex-M flash).
+    #[inline(never)]
     fn at(&self, row: usize, col: usize) -> f32 {
         let g = self.g;
         let (c, r, s) = g.reduction_tap(row);
@@ -439,5 +441,70 @@ unsafe impl Operand for Im2colT<'_> {
     unsafe fn pack_b(&self, blk: Block, nr: usize, panels: Range<usize>, dst: *mut f32) {
         // SAFETY: forwarded contract.
         unsafe { pack_b_by(blk, nr, panels, dst, |q, j| self.0.at(j, q)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::conv::geometry::{Conv2dParams, Padding};
+    use crate::conv::im2col::{im2col, im2col_len};
+    use crate::layout::TensorLayout;
+
+    /// Packs `blk` of `x` as A (`mr`) and as B (`nr`, every panel) and compares each value with
+    /// the documented layout over `get`, the explicit matrix.
+    fn check_both_sides(x: &dyn Operand, get: &dyn Fn(usize, usize) -> f32, blk: Block, (mr, nr): (usize, usize)) {
+        let Block { row, col, rows, cols } = blk;
+        let mut a = vec![f32::NAN; rows.div_ceil(mr) * mr * cols];
+        // SAFETY: the block is inside the matrix; `a` holds its panels.
+        unsafe { x.pack_a(blk, mr, a.as_mut_ptr()) };
+        for (at, &v) in a.iter().enumerate() {
+            let (i0, q, i) = (at / (mr * cols) * mr, at / mr % cols, at % mr);
+            let want = if i0 + i < rows { get(row + i0 + i, col + q) } else { 0.0 };
+            assert_eq!(v, want, "A at {at}");
+        }
+        let panels = cols.div_ceil(nr);
+        let mut b = vec![f32::NAN; panels * nr * rows];
+        // SAFETY: as above, for every panel.
+        unsafe { x.pack_b(blk, nr, 0..panels, b.as_mut_ptr()) };
+        for (at, &v) in b.iter().enumerate() {
+            let (panel, q, j) = (at / (nr * rows), at / nr % rows, at % nr);
+            let want = if panel * nr + j < cols { get(row + q, col + panel * nr + j) } else { 0.0 };
+            assert_eq!(v, want, "B at {at}");
+        }
+    }
+
+    /// Both sides of the im2col matrix (both layouts) and of its transpose (NHWC, where it is
+    /// used) against the explicit im2col: the conv paths pack `Im2col` as B and `Im2colT` as A
+    /// only, and the other two packings run nowhere else.
+    #[test]
+    fn im2col_packs_as_a_and_as_b_in_both_layouts() {
+        for layout in [TensorLayout::Nchw, TensorLayout::Nhwc] {
+            let g = Conv2dParams::new(1, 4, 5, 6, 4, 3, 3)
+                .stride(2, 1)
+                .pad(Padding::uniform(1))
+                .groups(2)
+                .layout(layout)
+                .validate()
+                .unwrap();
+            let input: Vec<f32> = (0..g.input_len()).map(|i| i as f32 + 1.0).collect();
+            let (_, pixels, gemm_k) = g.gemm_dims();
+            let mut m = vec![0.0; im2col_len(&g).unwrap()];
+            im2col(&g, &input, 0, 1, &mut m).unwrap();
+            let x = Im2col::new(&g, &input, 0, 1);
+            let get = |i: usize, j: usize| m[i * pixels + j];
+            check_both_sides(&x, &get, Block { row: 1, col: 2, rows: gemm_k - 1, cols: pixels - 3 }, (4, 3));
+            if layout == TensorLayout::Nchw {
+                continue;
+            }
+            // The transpose is the NHWC conv's A (its packing reads NHWC only).
+            let t = Im2colT(Im2col::new(&g, &input, 0, 1));
+            let get_t = |i: usize, j: usize| m[j * pixels + i];
+            check_both_sides(&t, &get_t, Block { row: 2, col: 1, rows: pixels - 3, cols: gemm_k - 1 }, (3, 4));
+        }
     }
 }
