@@ -164,14 +164,15 @@ unsafe fn strided(p: &MicroArgs, t: *mut f32, rs: usize) {
     // SAFETY: A's rows i < 4 and B's k x 4 panel are readable by the caller's contract, rows
     // i < 4 of `t` writable; the FPU is the target's.
     unsafe {
-        for i in 0..4 {
-            for j in 0..4 {
-                let mut s = 0.0;
-                for q in 0..p.k {
-                    s = Scalar::fmadd(*p.a.add(i * p.rs_a + q * p.cs_a), *p.b.add(q * p.rs_b + j), s);
-                }
-                *t.add(i * rs + j) = s;
+        // One loop over the sixteen values, not two that the compiler unrolls: a cold path (its
+        // 716 bytes were 3% of a Cortex-M4's f32 kernel set).
+        for e in 0..16 {
+            let (i, j) = (e / 4, e % 4);
+            let mut s = 0.0;
+            for q in 0..p.k {
+                s = Scalar::fmadd(*p.a.add(i * p.rs_a + q * p.cs_a), *p.b.add(q * p.rs_b + j), s);
             }
+            *t.add(i * rs + j) = s;
         }
     }
 }
