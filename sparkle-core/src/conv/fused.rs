@@ -241,8 +241,8 @@ unsafe impl Batch for ConvJobs<'_> {
 }
 
 /// How a depthwise call uses its scratch: the weights reordered for the kernel first (the vector
-/// kernels' NHWC path and NCHW as channel blocks: `arch::depthwise::nhwc_pack_weights`), then each worker's
-/// own part (NCHW: a channel block's staging, or the flat path's staged rows,
+/// kernels' NHWC path and NCHW as channel blocks: `arch::depthwise::nhwc_pack_weights`), then
+/// each worker's own part (NCHW: a channel block's staging, or the flat path's staged rows,
 /// `arch::depthwise::Flat`). The one place both the scratch's size and its use are derived.
 struct DepthwiseScratch {
     /// NCHW as channel blocks (`arch::depthwise::nchw_blocks`).
