@@ -1211,7 +1211,7 @@ pub(crate) unsafe fn activate(c: *mut f32, rs: usize, cs: usize, m: usize, n: us
             // SAFETY: in the tile, per the contract.
             unsafe {
                 let cp = c.add(i * rs + j * cs);
-                *cp = act.apply(*cp);
+                *cp = activated(act, *cp);
             }
         }
     }
@@ -1245,9 +1245,18 @@ pub(crate) unsafe fn write_row(
             if let Some((b, step)) = bias {
                 y += *b.add(j * step);
             }
-            *cp = act.apply(y);
+            *cp = activated(act, y);
         }
     }
+}
+
+/// `act` of `y` for the scalar write-outs (edge tiles, the transcendental activations): out of
+/// line on 32-bit Arm, where inlined the compiler copies the caller's loop once per activation
+/// (Cortex-M flash).
+#[cfg_attr(target_arch = "arm", inline(never))]
+#[cfg_attr(not(target_arch = "arm"), inline(always))]
+pub(crate) fn activated(act: Activation, y: f32) -> f32 {
+    act.apply(y)
 }
 
 /// The registration list: every kernel set compiled into this build, best first, one line each
