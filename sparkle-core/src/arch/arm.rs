@@ -198,16 +198,20 @@ unsafe fn armfpu_gemm_f32_4x4(p: &MicroArgs) {
             // Any other A layout (the drivers pass none) and `k = 0`.
             strided(p, t, rs);
         }
-        if direct {
-            if p.alpha != 1.0 || !matches!(p.bias, TileBias::None) || p.act != Activation::None {
+        if direct && p.alpha == 1.0 && matches!(p.bias, TileBias::None) && p.act == Activation::None {
+            // Finished in C.
+        } else if full {
+            // One copy of the write-out (flash): the tile from C where it went there directly.
+            let acc = if direct {
                 let mut acc = [[0.0; 4]; 4];
                 for (i, row) in acc.iter_mut().enumerate() {
                     *row = p.c.add(i * p.rs_c).cast::<[f32; 4]>().read_unaligned();
                 }
-                write_full(p, acc);
-            }
-        } else if full {
-            write_full(p, tile.assume_init());
+                acc
+            } else {
+                tile.assume_init()
+            };
+            write_full(p, acc);
         } else {
             // Edge tiles, strided C, the transcendental activations: the shared scalar row
             // write-out, out of line.
