@@ -1255,7 +1255,7 @@ pub(crate) unsafe fn write_row(
 /// (Cortex-M flash).
 #[cfg_attr(target_arch = "arm", inline(never))]
 #[cfg_attr(not(target_arch = "arm"), inline(always))]
-pub(crate) fn activated(act: Activation, y: f32) -> f32 {
+fn activated(act: Activation, y: f32) -> f32 {
     act.apply(y)
 }
 
