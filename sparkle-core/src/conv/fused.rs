@@ -311,14 +311,15 @@ unsafe fn depthwise(
         nhwc_pack_weights(lanes, (&y, &x), weight, &mut scratch[..reordered]);
     }
     let (reordered, rest) = scratch.split_at_mut(reordered);
+    // The kernel reads the reordered weights where there are any, else the caller's.
+    let weights: &[f32] = if reordered.is_empty() { weight } else { reordered };
     // The items: channel blocks of each image, chunks of rows of each plane (the flat path),
     // whole planes (the row path), or output rows (NHWC).
-    let (weights, items, scratch_base) = match (p.layout, flat) {
-        (TensorLayout::Nchw, _) if blocks => (&*reordered, p.n * p.c.div_ceil(lanes), rest.as_mut_ptr()),
-        (TensorLayout::Nchw, Some(f)) => (weight, p.n * p.c * f.chunks(&y), rest.as_mut_ptr()),
-        (TensorLayout::Nchw, None) => (weight, p.n * p.c, core::ptr::null_mut()),
-        (TensorLayout::Nhwc, _) if lanes == 1 => (weight, p.n * g.ho(), core::ptr::null_mut()),
-        (TensorLayout::Nhwc, _) => (&*reordered, p.n * g.ho(), core::ptr::null_mut()),
+    let (items, scratch_base) = match (p.layout, flat) {
+        (TensorLayout::Nchw, _) if blocks => (p.n * p.c.div_ceil(lanes), rest.as_mut_ptr()),
+        (TensorLayout::Nchw, Some(f)) => (p.n * p.c * f.chunks(&y), rest.as_mut_ptr()),
+        (TensorLayout::Nchw, None) => (p.n * p.c, core::ptr::null_mut()),
+        (TensorLayout::Nhwc, _) => (p.n * g.ho(), core::ptr::null_mut()),
     };
     // The kernel is geometry-free: it gets the windows as axes and the tensors as strides, each
     // stride the geometry's own index of a unit step.
