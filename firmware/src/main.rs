@@ -444,6 +444,10 @@ fn main() -> ! {
         all &= ragged_gemm_case(9, 14, 1, 1, &mut b);
         all &= ragged_gemm_case(16, 12, 10, 2, &mut b);
         all &= ragged_gemm_case(15, 12, 9, 3, &mut b);
+        // Row-major A and B go to the kernel's register tiles (B read in place) up to 32^3
+        // multiply-adds and from four columns; past either, to the blocked driver.
+        all &= ragged_gemm_case(15, 14, 160, 0, &mut b);
+        all &= ragged_gemm_case(6, 3, 5, 1, &mut b);
         // An empty reduction: the Arm kernel's own any-stride loop, into C directly (whole
         // tiles, neither beta nor alpha) and through its local tile (edge tiles, beta).
         all &= ragged_gemm_case(8, 8, 0, 2, &mut b);

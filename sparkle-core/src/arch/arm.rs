@@ -18,8 +18,9 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 
 use super::generic::{Scalar, GENERIC_KERNELS};
-use super::{act_is_scalar, act_simd, write_row, GemmKernel, Isa, Kernel, MicroArgs, Simd, TileBias};
-use crate::epilogue::Activation;
+use super::small::SmallArgs;
+use super::{act_is_scalar, activated, write_row, GemmKernel, Isa, Kernel, MicroArgs, Simd, TileBias};
+use crate::epilogue::{Activation, Bias};
 
 /// `$op` (`vfma.f32` or `vmul.f32`) of one A value (`$a`) into one row of accumulators
 /// (`$c0`-`$c3`) with the four B values `$b0`-`$b3`.
@@ -153,6 +154,65 @@ unsafe fn rows(a: *const f32, rs_a: usize, b: *const f32, k: usize, t: *mut f32,
     }
 }
 
+/// As [`rows`] with B's rows read in place too, `rs_b` floats apart (a register-tile GEMM's
+/// [`armfpu_gemm_f32_4x4_tiles`]): one `vldm` of four and one `add` a k-step for B.
+///
+/// # Safety
+/// As [`rows`], with four readable floats at each of B's `k` rows.
+#[inline(never)]
+unsafe fn rows_b(a: *const f32, rs_a: usize, b: *const f32, rs_b: usize, k: usize, t: *mut f32, rs: usize) {
+    let a1 = a.wrapping_add(rs_a);
+    let a2 = a1.wrapping_add(rs_a);
+    let a3 = a2.wrapping_add(rs_a);
+    // SAFETY: as `rows`, four floats of one row of B per k-step.
+    unsafe {
+        asm!(
+            tile_loop!(
+                "vldmia {a0}!, {{s16}}\nvldmia {a1}!, {{s18}}\nvldmia {a2}!, {{s20}}\nvldmia {a3}!, {{s22}}\n\
+                 vldmia {b}, {{s24-s27}}\nadd {b}, {b}, {rs_b}\n",
+                "vldmia {a0}!, {{s16-s17}}\nvldmia {a1}!, {{s18-s19}}\nvldmia {a2}!, {{s20-s21}}\n\
+                 vldmia {a3}!, {{s22-s23}}\nvldmia {b}, {{s24-s27}}\nadd {b}, {b}, {rs_b}\n\
+                 vldmia {b}, {{s28-s31}}\nadd {b}, {b}, {rs_b}\n",
+                "s16" "s18" "s20" "s22", "s17" "s19" "s21" "s23"
+            ),
+            a0 = inout(reg) a => _,
+            a1 = inout(reg) a1 => _,
+            a2 = inout(reg) a2 => _,
+            a3 = inout(reg) a3 => _,
+            b = inout(reg) b => _,
+            rs_b = in(reg) rs_b * 4,
+            k = inout(reg) k => _,
+            n = out(reg) _,
+            t = inout(reg) t => _,
+            rs = in(reg) rs * 4,
+        );
+    }
+}
+
+/// The 4 x 4 product of `p`'s A and B (`p.m`, `p.n` and the epilogue not read), stored at `t`,
+/// rows `rs` floats apart: the assembly loop for A's layout, packed or in place, and B's,
+/// packed (`rs_b == 4`) or, with A in place, in place (the register tiles').
+///
+/// # Safety
+/// As [`crate::arch::GemmKernel::run`] for A and B, all four rows of A and columns of B
+/// readable (through `rs_b`, not necessarily 4); `t` four writable rows `rs` floats apart.
+#[inline(always)]
+unsafe fn product(p: &MicroArgs, t: *mut f32, rs: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if p.k > 0 && p.rs_a == 1 && p.cs_a == 4 {
+            packed(p.a, p.b, p.k, t, rs);
+        } else if p.k > 0 && p.cs_a == 1 && p.rs_b == 4 {
+            rows(p.a, p.rs_a, p.b, p.k, t, rs);
+        } else if p.k > 0 && p.cs_a == 1 {
+            rows_b(p.a, p.rs_a, p.b, p.rs_b, p.k, t, rs);
+        } else {
+            // Any other A layout (the drivers pass none) and `k = 0`.
+            strided(p, t, rs);
+        }
+    }
+}
+
 /// The tile from an A of any strides: one dot product a value, in the same order as the
 /// portable kernel (which a firmware then does not link), out of line so that the kernel's own
 /// entry saves no more registers.
@@ -190,14 +250,7 @@ unsafe fn armfpu_gemm_f32_4x4(p: &MicroArgs) {
         let direct = full && p.beta == 0.0;
         let mut tile = MaybeUninit::<[[f32; 4]; 4]>::uninit();
         let (t, rs) = if direct { (p.c, p.rs_c) } else { (tile.as_mut_ptr().cast::<f32>(), 4) };
-        if p.k > 0 && p.rs_a == 1 && p.cs_a == 4 {
-            packed(p.a, p.b, p.k, t, rs);
-        } else if p.k > 0 && p.cs_a == 1 {
-            rows(p.a, p.rs_a, p.b, p.k, t, rs);
-        } else {
-            // Any other A layout (the drivers pass none) and `k = 0`.
-            strided(p, t, rs);
-        }
+        product(p, t, rs);
         if direct && p.alpha == 1.0 && matches!(p.bias, TileBias::None) && p.act == Activation::None {
             // Finished in C.
         } else if full {
@@ -261,7 +314,7 @@ pub(crate) unsafe fn copy_groups_of_4(src: *const f32, rs: usize, dst: *mut f32,
 /// # Safety
 /// As [`crate::arch::GemmKernel::column`] with `mr = nr = 4`, on an FPv4-SP FPU.
 unsafe fn armfpu_gemm_f32_4x4_column(p: &MicroArgs, tiles: usize, a_step: usize) -> bool {
-    let packed_a = p.rs_a == 1 && p.cs_a == 4;
+    let packed_a = p.rs_a == 1 && p.cs_a == 4 && p.rs_b == 4;
     let plain = p.k > 0
         && (packed_a || p.cs_a == 1)
         && p.cs_c == 1
@@ -279,8 +332,10 @@ unsafe fn armfpu_gemm_f32_4x4_column(p: &MicroArgs, tiles: usize, a_step: usize)
         unsafe {
             if packed_a {
                 packed(a, p.b, p.k, c, p.rs_c);
-            } else {
+            } else if p.rs_b == 4 {
                 rows(a, p.rs_a, p.b, p.k, c, p.rs_c);
+            } else {
+                rows_b(a, p.rs_a, p.b, p.rs_b, p.k, c, p.rs_c);
             }
         }
         a = a.wrapping_add(a_step);
@@ -289,10 +344,115 @@ unsafe fn armfpu_gemm_f32_4x4_column(p: &MicroArgs, tiles: usize, a_step: usize)
     true
 }
 
+/// Small row-major GEMMs ([`crate::arch::GemmKernel::tiles`], `gemm::small::tiles_fit`) in 4 x 4
+/// tiles read straight from A's rows and B's ([`rows_b`]), nothing packed: the blocked driver's
+/// loop nest, B's packing and the planning around them were a third of a 16^3 GEMM's
+/// instructions here. C's columns in strips of four, each strip's rows a column of tiles
+/// ([`armfpu_gemm_f32_4x4_column`] where C is only written, else tile by tile). The last strip
+/// and row tile, where fewer than four columns or rows remain, move left and up over ones
+/// already done and write only their new elements ([`edge_tile`]): B's loads never pass its last
+/// column.
+///
+/// # Safety
+/// As [`crate::arch::small::small_body`] with `cs_a == 1`, `cs_b == 1`, `m >= 4` and at least
+/// four columns in B (`p.cols.1 >= 4`), on an FPv4-SP FPU.
+unsafe fn armfpu_gemm_f32_4x4_tiles(p: &SmallArgs<'_>) {
+    let (first, end) = p.cols;
+    // Checked in release too: a tile moved up or left past row or column 0 would read before A
+    // and B and write before C.
+    assert!(p.m >= 4 && end >= 4, "4 x 4 tiles over fewer than 4 rows or columns");
+    debug_assert!(p.cs_a == 1 && p.cs_b == 1);
+    let mut j = first;
+    while j < end {
+        let jj = j.min(end - 4);
+        let mut args = MicroArgs {
+            k: p.k,
+            a: p.a,
+            rs_a: p.rs_a,
+            cs_a: 1,
+            // Wrapping: column jj of B and of C, inside them; with `k == 0` B may be empty, and
+            // nothing reads it.
+            b: p.b.wrapping_add(jj),
+            rs_b: p.rs_b,
+            taps: core::ptr::null(),
+            ntaps: 0,
+            c: p.c.wrapping_add(jj),
+            rs_c: p.rs_c,
+            cs_c: 1,
+            m: 4,
+            n: 4,
+            alpha: p.alpha,
+            beta: p.beta,
+            bias: match p.epi.bias {
+                Bias::None => TileBias::None,
+                Bias::Row(v) => TileBias::Row(v.as_ptr()),
+                Bias::Col(v) => TileBias::Col(v.as_ptr().wrapping_add(jj)),
+            },
+            act: p.epi.activation,
+        };
+        let (base_a, base_c, row_bias) = (args.a, args.c, args.bias);
+        // Columns of this strip already done (by the strip before, where it moved left).
+        let j0 = j - jj;
+        let mut i = 0;
+        // SAFETY: (every call below) the tile's four rows of A (`k` floats each), `k` rows of
+        // four floats of B and its rows of C lie inside the operands (`m >= 4`, `end >= 4`);
+        // columns `first..end` of C are this call's own, and a moved tile writes only rows and
+        // columns past those already done, which are inside them.
+        unsafe {
+            if j0 == 0 && armfpu_gemm_f32_4x4_column(&args, p.m / 4, 4 * p.rs_a) {
+                i = p.m / 4 * 4;
+            }
+            while i < p.m {
+                let ii = i.min(p.m - 4);
+                args.a = base_a.wrapping_add(ii * p.rs_a);
+                args.c = base_c.wrapping_add(ii * p.rs_c);
+                if let TileBias::Row(b) = row_bias {
+                    args.bias = TileBias::Row(b.wrapping_add(ii));
+                }
+                if ii == i && j0 == 0 {
+                    armfpu_gemm_f32_4x4(&args);
+                } else {
+                    edge_tile(&args, i - ii, j0);
+                }
+                i = ii + 4;
+            }
+        }
+        j = jj + 4;
+    }
+}
+
+/// A 4 x 4 tile moved up over `i0` rows and left over `j0` columns already done
+/// ([`armfpu_gemm_f32_4x4_tiles`]): the product of all sixteen, the write-out of the rest. Out
+/// of line: edges only.
+///
+/// # Safety
+/// As [`armfpu_gemm_f32_4x4`] with `m = n = 4` for reading A and B; only rows `i0..4` and
+/// columns `j0..4` of C (and of a column bias) need be valid.
+#[inline(never)]
+unsafe fn edge_tile(p: &MicroArgs, i0: usize, j0: usize) {
+    // `k = 0`: the product is zero.
+    let mut tile = [[0.0f32; 4]; 4];
+    // SAFETY: forwarded contract (A and B read in place, `cs_a == 1`); the write-out touches
+    // only the tile's new rows and columns.
+    unsafe {
+        if p.k > 0 {
+            rows_b(p.a, p.rs_a, p.b, p.rs_b, p.k, tile.as_mut_ptr().cast(), 4);
+        }
+        let bias = match p.bias {
+            TileBias::Col(b) => TileBias::Col(b.wrapping_add(j0)),
+            bias => bias,
+        };
+        for (i, row) in tile.iter().enumerate().skip(i0) {
+            write_row(&row[j0..], p.c.add(i * p.rs_c + j0), 1, p.alpha, p.beta, bias.of_row(i), p.act);
+        }
+    }
+}
+
 /// The write-out of a whole unit-stride tile, one stage of the epilogue at a time over all
 /// sixteen values (each stage's test once per tile, not per value as in the shared
 /// [`super::write_tile`], whose tests were two thirds of this kernel's instructions at 32^3).
-/// The same arithmetic, in the same order, as [`super::write_tile`].
+/// The same arithmetic, in the same order, as [`super::write_tile`]; ReLU6 and LeakyReLU as
+/// [`Activation::apply`] computes them (the same values: NaN, -0.0 and all).
 ///
 /// # Safety
 /// As [`crate::arch::GemmKernel::run`], with `m = n = 4`, `cs_c = 1` and a vector activation.
@@ -321,8 +481,13 @@ unsafe fn write_full(p: &MicroArgs, mut t: [[f32; 4]; 4]) {
                 t.iter_mut().for_each(|row| row.iter_mut().enumerate().for_each(|(j, x)| *x += *b.add(j)))
             }
         }
-        if p.act != Activation::None {
-            t.iter_mut().flatten().for_each(|x| *x = act_simd::<Scalar>(p.act, *x).unwrap_or(*x));
+        // ReLU unrolled over the tile; the other activations one call a value (`activated`):
+        // unrolled too, with a compare and branch per `min` or `max` on this FPU, they were 40%
+        // of this kernel's flash.
+        match p.act {
+            Activation::None => {}
+            Activation::Relu => t.iter_mut().flatten().for_each(|x| *x = Scalar::max(0.0, *x)),
+            act => t.iter_mut().flatten().for_each(|x| *x = activated(act, *x)),
         }
         for (i, row) in t.iter().enumerate() {
             p.c.add(i * p.rs_c).cast::<[f32; 4]>().write_unaligned(*row);
@@ -340,7 +505,7 @@ pub const ARMFPU_KERNELS: Kernel = Kernel {
         b_in_place: false,
         edge: None,
         small: None,
-        tiles: None,
+        tiles: Some(armfpu_gemm_f32_4x4_tiles),
         rows: None,
         column: Some(armfpu_gemm_f32_4x4_column),
         run: armfpu_gemm_f32_4x4,

@@ -457,7 +457,8 @@ pub struct GemmKernel {
     pub(crate) small: Option<unsafe fn(&small::SmallArgs<'_>)>,
     /// Small row-major problems in register tiles read straight from A and B, nothing packed
     /// (`gemm::small::tiles_fit`), where the kernel set has them. Safety as
-    /// `tiles::tiles_body` (x86_64 only), on a CPU with the set's ISA.
+    /// `tiles::tiles_body` (x86_64's sets) or the Cortex-M4's `arm::armfpu_gemm_f32_4x4_tiles`,
+    /// on a CPU with the set's ISA.
     pub(crate) tiles: Option<unsafe fn(&small::SmallArgs<'_>)>,
     /// The direct conv's row tiles, where the kernel set has them ([`RowsKernel`]).
     pub(crate) rows: Option<RowsKernel>,

@@ -1,7 +1,7 @@
 //! The register-tile GEMM body for small row-major problems (see `gemm/small.rs`'s `tiles_fit`,
 //! which chooses the path, and `gemm/driver.rs`'s `run_small`, which splits the work): compiled
-//! per ISA as [`super::GemmKernel`]'s `tiles` (x86_64's AVX2 and AVX-512 sets; measured nowhere
-//! else). Nothing is packed: each tile reads A's rows and B's in place.
+//! per ISA as [`super::GemmKernel`]'s `tiles` (x86_64's AVX2 and AVX-512 sets; the Cortex-M4 has
+//! its own, `arm.rs`). Nothing is packed: each tile reads A's rows and B's in place.
 #![allow(unsafe_code)]
 
 use crate::arch::small::SmallArgs;

@@ -14,13 +14,14 @@
 //!   and B^T's row `j`, both contiguous: two to eight of B^T's rows at a time, in vectors along
 //!   `k`, each sum reduced across lanes at the end, then the whole epilogue.
 //!
-//! Small problems with A and B row-major ([`tiles_fit`]: up to 256^3) skip the packing too:
-//! register tiles read A's rows and B's strips in place (`arch::tiles::tiles_body`), the ragged
-//! edges under masks.
+//! Small problems with A and B row-major ([`tiles_fit`]: up to 256^3, 32^3 on a Cortex-M4) skip
+//! the packing too: register tiles read A's rows and B's strips in place
+//! (`arch::tiles::tiles_body`, the ragged edges under masks; the Cortex-M4's 4 x 4 tiles in
+//! `arch/arm.rs`, the last ones moved up and left over elements already done).
 //!
 //! The kernels ([`crate::arch::GemmKernel`]'s `small` and `tiles`) are the bodies of
-//! `arch/small.rs` and `arch/tiles.rs` compiled per ISA; this file chooses the path and form,
-//! and `driver.rs` (`run_small`) splits the work.
+//! `arch/small.rs` and `arch/tiles.rs` compiled per ISA (and `arch/arm.rs`'s tiles); this file
+//! chooses the path and form, and `driver.rs` (`run_small`) splits the work.
 #![allow(unsafe_code)]
 
 use crate::arch::small::{DOTS_MAX_M, ROWS_MAX_M};
@@ -54,8 +55,10 @@ pub(crate) fn dots(a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
 /// from A and B: 256^3. Measured on one Zen 4 core (AVX-512), GFLOPS tiles against the blocked
 /// driver: 16^3 46 / 23, 32^3 87 / 71, 64^3 104 / 99, 128^3 109 / 107, 256^3 113 / 110,
 /// 64 x 64 x 256 101 / 96, 128 x 512 x 256 113 / 106; past it level up to 768^3 (105 / 107),
-/// behind at 1024^3 (92 / 108).
-const TILES_MAX_FMAS: usize = 1 << 24;
+/// behind at 1024^3 (92 / 108). On the Cortex-M4 (instructions per multiply-add, QEMU
+/// `-icount`, tiles against the blocked driver): 16^3 1.68 / 2.00, 32^3 1.42 / 1.43, 64^3 1.35 /
+/// 1.29 (B read in place costs its tiles a load and an add a step that the packed panel saves).
+const TILES_MAX_FMAS: usize = if cfg!(target_arch = "arm") { 1 << 15 } else { 1 << 24 };
 
 /// The deepest reduction [`tiles_fit`] takes: a strip of B (`k` rows of 32 floats, AVX-512's
 /// widest tile) then fills at most half of a Zen 4's L2 (64 x 64 x 512: 111-115 / 110).
@@ -69,9 +72,14 @@ const TILES_ALIASED_MAX_K: usize = 256;
 /// The fewest rows [`tiles_fit`] takes: every kernel set's smallest tile fits in them.
 const TILES_MIN_M: usize = 4;
 
+/// The fewest columns [`tiles_fit`] takes on 32-bit Arm: the Cortex-M4's tiles load four of B's
+/// columns at a time (a narrower last strip moves left over columns already done). x86's tiles
+/// take any width (the last columns under masks).
+const ARM_TILES_MIN_N: usize = 4;
+
 /// Whether `A (m x k) * B` into C (`cs_c`) runs in register tiles read straight from A and B
-/// (the kernel set's `tiles`): C's rows, A's and B's contiguous, at least [`TILES_MIN_M`] rows,
-/// at most [`TILES_MAX_K`] deep ([`TILES_ALIASED_MAX_K`] over B's rows 4 KiB apart) and
+/// (the kernel set's `tiles`): C's rows, A's and B's contiguous, at least [`TILES_MIN_M`] rows
+/// (and on 32-bit Arm [`ARM_TILES_MIN_N`] columns), at most [`TILES_MAX_K`] deep ([`TILES_ALIASED_MAX_K`] over B's rows 4 KiB apart) and
 /// [`TILES_MAX_FMAS`] multiply-adds.
 pub(crate) fn tiles_fit(a: &MatRef<'_>, b: &MatRef<'_>, cs_c: usize) -> bool {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
@@ -81,6 +89,7 @@ pub(crate) fn tiles_fit(a: &MatRef<'_>, b: &MatRef<'_>, cs_c: usize) -> bool {
         && a.cs() == 1
         && b.cs() == 1
         && m >= TILES_MIN_M
+        && (cfg!(not(target_arch = "arm")) || n >= ARM_TILES_MIN_N)
         && k <= max_k
         && m.saturating_mul(n).saturating_mul(k) <= TILES_MAX_FMAS
 }
