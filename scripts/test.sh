@@ -36,6 +36,8 @@ export SPARKLE_SKIP_LOG=$(mktemp)
 trap 'rm -f "$log" "$SPARKLE_SKIP_LOG"' EXIT
 step "cargo test"
 cargo test --workspace 2>&1 | tee -a "$log"
+step "sparkle-core's unit tests without the parallel feature (every call on the calling thread, as on an MCU)"
+cargo test -q -p sparkle-core --lib --no-default-features --features winograd,direct 2>&1 | tee -a "$log"
 step "examples: every program a user copies from runs (the model in a scratch folder)"
 # The builds `cargo test` just made (its profile and the workspace's features): nothing is
 # compiled again (`cargo run -p sparkle-std` would rebuild every dependency another way).

@@ -22,7 +22,7 @@ pub use half::bf16;
 use crate::arch::bf16::{BKernel, BMicroArgs};
 use crate::error::{mul, Error, Param, Result};
 use crate::f16::{check_half as check, gemm_half_reference_f64};
-use crate::gemm::driver::{Executor, Pinned, Shared};
+use crate::gemm::driver::{planned_workers, Executor, Pinned, Shared};
 use crate::gemm::GemmDims;
 use crate::view::{MatMut, MatRef};
 
@@ -120,7 +120,7 @@ pub fn gemm_bf16_with(
 ) -> Result<GemmDims> {
     let d = check(a, b, &c)?;
     let exec = Pinned::new(ws.exec)?;
-    let required = gemm_bf16_scratch_len(ws.kernel, d.m, d.n, d.k, exec.workers())?;
+    let required = gemm_bf16_scratch_len(ws.kernel, d.m, d.n, d.k, planned_workers(&exec))?;
     if ws.scratch.len() < required {
         return Err(Error::TooSmall { param: Param::Scratch, required, found: ws.scratch.len() });
     }
@@ -137,7 +137,7 @@ pub fn gemm_bf16_with(
         kernel: ws.kernel,
         l,
         d,
-        workers: exec.workers(),
+        workers: planned_workers(&exec),
         scratch: Shared(ws.scratch[start..].as_mut_ptr()),
         c: Shared(c.as_mut_ptr()),
         rs_c,

@@ -16,7 +16,7 @@ use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
 use crate::gemm::driver::{
-    gemm_batch, operands_scratch_len, shared_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace,
+    gemm_batch, operands_scratch_len, planned_workers, shared_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace,
 };
 use crate::layout::TensorLayout;
 use crate::view::MatRef;
@@ -127,7 +127,7 @@ pub fn running_path(g: &Conv2d, kernel: &Kernel, blocking: &Blocking, workers: u
 /// `inf - inf = NaN` where the oracle and the implicit GEMM give the infinity).
 #[cfg(feature = "winograd")]
 fn runs_winograd(g: &Conv2d, input: &[f32], weight: &[f32], ws: &Workspace<'_>) -> bool {
-    let need = super::winograd::scratch_len(g, ws.kernel, ws.blocking, ws.exec.workers());
+    let need = super::winograd::scratch_len(g, ws.kernel, ws.blocking, planned_workers(ws.exec));
     need.is_ok_and(|n| n <= ws.scratch.len())
         && input.iter().all(|x| x.is_finite())
         && weight.iter().all(|x| x.is_finite())
@@ -153,7 +153,7 @@ pub(crate) unsafe fn conv2d_unchecked(
     output: &mut [f32],
     ws: &mut Workspace<'_>,
 ) {
-    let path = planned_path(g, ws.kernel, ws.blocking, ws.exec.workers());
+    let path = planned_path(g, ws.kernel, ws.blocking, planned_workers(ws.exec));
     if path == Conv2dPath::Depthwise {
         // SAFETY: forwarded contract.
         unsafe { depthwise(g, input, weight, epi, output, ws) };
@@ -167,7 +167,8 @@ pub(crate) unsafe fn conv2d_unchecked(
         return;
     }
     #[cfg(feature = "direct")]
-    if path == Conv2dPath::Direct && super::direct::runs(g, ws.kernel, ws.blocking, ws.exec.workers(), ws.scratch.len())
+    if path == Conv2dPath::Direct
+        && super::direct::runs(g, ws.kernel, ws.blocking, planned_workers(ws.exec), ws.scratch.len())
     {
         // SAFETY: forwarded contract; the kernel and scratch run the direct conv.
         unsafe { super::direct::conv2d_unchecked(g, input, (weight, false), epi, bias, output, ws) };
@@ -300,7 +301,7 @@ unsafe fn depthwise(
     let (kernel, exec, scratch) = (ws.kernel, ws.exec, &mut *ws.scratch);
     let p = g.params();
     let (y, x) = axes(g);
-    let workers = exec.workers().max(1);
+    let workers = planned_workers(exec).max(1);
     let lanes = kernel.depthwise.lanes();
     // Cannot fail: validated with the scratch (`conv2d_min_scratch_len`, the same geometry).
     let Some(DepthwiseScratch { blocks, flat, reordered, per_worker }) = DepthwiseScratch::new(g, lanes, workers)

@@ -27,7 +27,7 @@ use crate::arch::Kernel;
 use crate::epilogue::{Bias, Epilogue};
 use crate::error::{Error, Param, Result};
 use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::Workspace;
+use crate::gemm::driver::{planned_workers, Workspace};
 
 /// The form of `g`'s packed weights on `kernel`, `blocking` and `workers` workers: `None` where
 /// its path reads them as given.
@@ -148,7 +148,7 @@ pub fn conv2d_packed_with<S: AsRef<[f32]>>(
     if !weight.is_packed() {
         // Kept as given: the plain call runs them (whatever path it then takes, they are the
         // weights), but they must have been packed for this weight shape and form.
-        if !weight.fits(g, ws.kernel, ws.blocking, ws.exec.workers()) {
+        if !weight.fits(g, ws.kernel, ws.blocking, planned_workers(ws.exec)) {
             return Err(Error::Invalid { param: Param::Packed });
         }
         return conv2d_with(g, input, data, epi, output, ws);

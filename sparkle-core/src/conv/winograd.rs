@@ -32,7 +32,7 @@ use crate::conv::Conv2d;
 use crate::epilogue::{Activation, Bias, Epilogue};
 use crate::error::{mul, Error, Param, Result};
 use crate::gemm::blocking::Blocking;
-use crate::gemm::driver::{gemm_batch, operands_scratch_len, Batch, JobFn, OutPtr, Shared, Workspace};
+use crate::gemm::driver::{gemm_batch, operands_scratch_len, planned_workers, Batch, JobFn, OutPtr, Shared, Workspace};
 use crate::view::MatRef;
 
 /// Output tile edge.
@@ -460,7 +460,7 @@ pub(crate) unsafe fn conv2d_unchecked(
     let (v, rest) = rest.split_at_mut(vlen);
     let (m, rest) = rest.split_at_mut(mlen);
     let (exec, kernel) = (ws.exec, ws.kernel);
-    let workers = exec.workers().max(1);
+    let workers = planned_workers(exec).max(1);
     let Ok(per_worker) = rows_len(g) else { return };
     let (rows, gemm_scratch) = rest.split_at_mut(per_worker * workers);
     let share = |len: usize| move |w: usize| len * w / workers..len * (w + 1) / workers;

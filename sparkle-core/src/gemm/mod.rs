@@ -204,6 +204,48 @@ mod tests {
         }
     }
 
+    /// An executor of three workers: with the `parallel` feature a GEMM large enough to split is
+    /// run through it; without, on the calling thread alone, the executor never run (its
+    /// planning not compiled). The product matches the oracle either way.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_executor_runs_only_with_the_parallel_feature() {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        struct Three(AtomicUsize);
+        // SAFETY: three workers, each index once, on this thread.
+        unsafe impl driver::Executor for Three {
+            fn workers(&self) -> usize {
+                3
+            }
+            fn run(&self, f: &(dyn Fn(usize) + Sync)) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+                (0..3).for_each(f);
+            }
+        }
+        let kernel = crate::arch::Kernel::best().packed_only();
+        let blocking = blocking::Blocking::new(8, 8, 64);
+        let (m, n, k) = (48, 40, 24);
+        let (mut a, mut b) = ([0.0f32; 48 * 24], [0.0f32; 24 * 40]);
+        fill(&mut a, 6);
+        fill(&mut b, 7);
+        let (av, bv) = (MatRef::row_major(&a, m, k).unwrap(), MatRef::row_major(&b, k, n).unwrap());
+        let mut want = [0.0f32; 48 * 40];
+        let c = MatMut::row_major(&mut want, m, n).unwrap();
+        reference::gemm_reference(1.0, av, bv, 0.0, c, &Epilogue::NONE).unwrap();
+        let exec = Three(AtomicUsize::new(0));
+        let len = driver::gemm_scratch_len(&kernel, &blocking, m, n, k, 3).unwrap();
+        let mut scratch = [0.0f32; 4096];
+        let mut got = [f32::NAN; 48 * 40];
+        let c = MatMut::row_major(&mut got, m, n).unwrap();
+        let ws = driver::Workspace { kernel: &kernel, blocking: &blocking, exec: &exec, scratch: &mut scratch[..len] };
+        driver::gemm_with(1.0, av, bv, 0.0, c, &Epilogue::NONE, ws).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!(error(*g, f64::from(*w)) <= tolerance(k), "{g} vs {w}");
+        }
+        let runs = exec.0.load(Ordering::Relaxed);
+        assert_eq!(runs > 0, cfg!(feature = "parallel"), "{runs} runs");
+    }
+
     /// `k == 0` through strided views of empty slices (no element, and offsets from nowhere): C
     /// is `act(beta * C + bias)`, on the streamed path's two forms (3 rows; 13 rows transposed
     /// in passes) and the blocked driver's packing (13 rows, a ragged row panel on every kernel:

@@ -14,7 +14,7 @@
 //! tolerance), and are the same from run to run at one worker count.
 #![allow(unsafe_code)]
 
-use super::driver::{gemm_rect, OutPtr, Problem, Shared, Workspace};
+use super::driver::{gemm_rect, planned_workers, OutPtr, Problem, Shared, Workspace};
 use crate::arch::write_row;
 use crate::epilogue::{Activation, Bias, Epilogue};
 use crate::view::MatRef;
@@ -92,7 +92,7 @@ pub(crate) unsafe fn run(
 ) {
     let Parts { bands, pieces, mc, kc, nc, per_worker } = parts;
     let (kernel, exec, blocking) = (ws.kernel, ws.exec, ws.blocking);
-    let workers = exec.workers().max(1);
+    let workers = planned_workers(exec).max(1);
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     let nr = kernel.gemm.nr;
     let col_panels = n.div_ceil(nr);
@@ -172,6 +172,8 @@ const CHUNK: usize = 256;
 
 #[cfg(test)]
 mod tests {
+    // Without the `parallel` feature only the plan's test runs (nothing splits).
+    #![cfg_attr(not(feature = "parallel"), allow(unused))]
     extern crate std;
     use super::*;
     use crate::check::{error, tolerance};
@@ -230,6 +232,7 @@ mod tests {
     /// split), and a column-major C (the transposed orientation: C^T = B^T A^T, whose few rows are
     /// C's columns and whose row-major B is A stored by columns). Miri runs two of the cases.
     #[test]
+    #[cfg(feature = "parallel")]
     fn bands_match_the_oracle() {
         let kernel = crate::arch::Kernel::best();
         let blocking = crate::gemm::blocking::Blocking::new(16, 48, 64);
@@ -279,6 +282,7 @@ mod tests {
     /// More bands than two and more than one column piece, against the oracle (too large for
     /// Miri): 5 x 2048 x 256 on nine workers (4 bands x 2 pieces), 6 x 300 x 320 on five (5 bands).
     #[test]
+    #[cfg(feature = "parallel")]
     #[cfg_attr(miri, ignore)]
     fn many_bands_and_pieces() {
         let kernel = crate::arch::Kernel::best();

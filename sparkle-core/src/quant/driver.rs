@@ -32,7 +32,7 @@
 
 use crate::arch::quant::{FinishTile, QDirectArgs, QFixedArgs, QKernel, QMicroArgs, QPack};
 use crate::error::{mul, Error, Param, Result};
-use crate::gemm::driver::{Executor, Pinned, Shared};
+use crate::gemm::driver::{planned_workers, Executor, Pinned, Shared};
 use crate::quant::{corrected, fixed_narrow, narrow, ChannelStage, OutputStage, QElem, QGemm, QGemmDims, QOperand};
 use crate::view::{MatMut, MatRef};
 
@@ -202,7 +202,7 @@ pub fn qgemm_with<A: QOperand, B: QOperand, Y: QElem>(
 ) -> Result<QGemmDims> {
     let d = op.check(out, &c)?;
     let exec = Pinned::new(ws.exec)?;
-    let required = qgemm_scratch_len(ws.kernel, d.m, d.n, d.k, exec.workers())?;
+    let required = qgemm_scratch_len(ws.kernel, d.m, d.n, d.k, planned_workers(&exec))?;
     if ws.scratch.len() < required {
         return Err(Error::TooSmall { param: Param::Scratch, required, found: ws.scratch.len() });
     }
@@ -1790,7 +1790,7 @@ unsafe fn run_gemm<S: QRows, B: QOperand, Y: QElem>(
         kernel,
         l,
         d,
-        workers: exec.workers(),
+        workers: planned_workers(exec),
         // The first 64-byte line of the scratch (the layout's regions are whole lines from it);
         // the scratch holds a line's worth of words more than the regions for this.
         scratch: Shared(scratch[start..].as_mut_ptr()),

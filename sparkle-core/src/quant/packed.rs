@@ -21,7 +21,7 @@ use core::marker::PhantomData;
 use crate::arch::quant::{QKernel, QPack};
 use crate::conv::Conv2d;
 use crate::error::{Error, Param, Result};
-use crate::gemm::driver::{Executor, Pinned};
+use crate::gemm::driver::{planned_workers, Pinned};
 use crate::quant::conv::{
     as_elems, qconv2d_packed_scratch_len, run_conv, weight_order, PackedView, QConv, WeightOrder,
 };
@@ -187,7 +187,7 @@ pub fn qgemm_packed_with<A: QOperand, B: QOperand, S: AsRef<[i32]>, Y: QElem>(
     let d = check_gemm::<A, B, Y>(&op.a, op.a_zero, (op.b.k, op.b.n), &op.b_zero, op.bias, out, &c)?;
     let panels = op.b.panels(ws.kernel)?;
     let exec = Pinned::new(ws.exec)?;
-    let required = qgemm_packed_scratch_len(ws.kernel, d.m, d.n, d.k, exec.workers())?;
+    let required = qgemm_packed_scratch_len(ws.kernel, d.m, d.n, d.k, planned_workers(&exec))?;
     if ws.scratch.len() < required {
         return Err(Error::TooSmall { param: Param::Scratch, required, found: ws.scratch.len() });
     }
@@ -374,7 +374,7 @@ pub fn qconv2d_packed_with<X: QOperand, W: QOperand, S: AsRef<[i32]>, Y: QElem>(
     plain.check_with_weight_len::<Y>(g, out, output.len(), g.weight_len())?;
     let view = op.weight.view(ws.kernel, g)?;
     let exec = Pinned::new(ws.exec)?;
-    let required = qconv2d_packed_scratch_len(ws.kernel, g, exec.workers())?;
+    let required = qconv2d_packed_scratch_len(ws.kernel, g, planned_workers(&exec))?;
     if ws.scratch.len() < required {
         return Err(Error::TooSmall { param: Param::Scratch, required, found: ws.scratch.len() });
     }

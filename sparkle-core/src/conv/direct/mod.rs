@@ -64,7 +64,8 @@ use crate::epilogue::{Bias, Epilogue};
 use crate::error::{add, mul, Error, Param, Result};
 use crate::gemm::blocking::Blocking;
 use crate::gemm::driver::{
-    gemm_batch, operands_scratch_len, Batch, Executor, InPlaceB, JobFn, Operand, OutPtr, Shared, Workspace,
+    gemm_batch, operands_scratch_len, planned_workers, Batch, Executor, InPlaceB, JobFn, Operand, OutPtr, Shared,
+    Workspace,
 };
 use crate::gemm::pack::Block;
 use crate::layout::{TensorLayout, WeightLayout};
@@ -477,7 +478,7 @@ pub(crate) unsafe fn conv2d_unchecked(
     ws: &mut Workspace<'_>,
 ) {
     let (kernel, exec) = (ws.kernel, ws.exec);
-    let workers = exec.workers().max(1);
+    let workers = planned_workers(exec).max(1);
     // Cannot fail: `runs` computed the same.
     let Ok(Plan { blocking: b, shape, chunk, gemm, weights, row_tiles, .. }) =
         Plan::new(g, kernel, ws.blocking, workers, packed)
@@ -592,7 +593,7 @@ unsafe fn stage_chunk(
     count: usize,
     exec: &dyn Executor,
 ) {
-    let workers = exec.workers().max(1);
+    let workers = planned_workers(exec).max(1);
     let rows = stage_rows(g, shape);
     let (hq, [sy, sx]) = (shape.hq, g.params().stride);
     exec.run(&|w| {

@@ -29,7 +29,7 @@
 use super::{interior_range, DwOut, QConv, ZEROS};
 use crate::arch::quant::{FinishTile, QKernel};
 use crate::conv::Conv2d;
-use crate::gemm::driver::{Executor, Pinned};
+use crate::gemm::driver::{planned_workers, Executor, Pinned};
 use crate::quant::{narrow, OutputStage, QElem, QOperand};
 use crate::TensorLayout;
 
@@ -72,7 +72,7 @@ pub(super) fn run<X: QOperand, W: QOperand, Y: QElem>(
 ) {
     let dst = DwOut::new(output);
     let (rows, c) = (g.params().n * g.ho(), g.params().c);
-    let workers = exec.workers().max(1);
+    let workers = planned_workers(exec).max(1);
     let blocks = c.div_ceil(CB);
     let by_rows = rows >= 2 * workers || rows >= blocks;
     let part = |w: usize| match by_rows {
