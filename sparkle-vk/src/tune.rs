@@ -5,6 +5,7 @@
 //! The autotune itself ([`Context::retune`]) and the context's tuning accessors live here too.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use crate::context::Context;
 use crate::device::DeviceInfo;
@@ -12,6 +13,19 @@ use crate::error::Result;
 use crate::params::gemm_params;
 use crate::plan::{gemm_plan, Plan};
 pub use crate::plan::{TileDtype, TileRules, Tuning};
+
+/// What `known` finds, else what `measure` loads or measures (and stores, for `known`): one
+/// measurement however many threads ask at once, because it runs holding `gate` and a thread
+/// that waited for the gate looks again first. The f32 kernel choices and each dtype's tile rules
+/// have gates of their own (the tile autotune may reach the f32 choices: the tile gate is taken
+/// first where both are).
+fn measured_once<T>(gate: &Mutex<()>, known: impl Fn() -> Option<T>, measure: impl FnOnce() -> T) -> T {
+    if let Some(t) = known() {
+        return t;
+    }
+    let _gate = gate.lock().unwrap_or_else(|e| e.into_inner());
+    known().unwrap_or_else(measure)
+}
 
 impl Context {
     pub(crate) fn min_vec4_tiles(&self) -> u32 {
@@ -23,23 +37,17 @@ impl Context {
     /// fails).
     pub fn tuning(&self) -> Tuning {
         let known = || *self.tuning.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = known() {
-            return t;
-        }
-        // One measurement at a time, as for the tile rules.
-        let _tuning = self.f32_tuning.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = known() {
-            return t;
-        }
-        let t = match load(self.info()) {
-            Some(t) => t,
-            None => self.retune().unwrap_or_else(|e| {
-                eprintln!("sparkle: the Vulkan autotune failed on {} ({e}); using defaults", self.info().name);
-                Tuning::DEFAULT
-            }),
-        };
-        *self.tuning.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
-        t
+        measured_once(&self.f32_tuning, known, || {
+            let t = match load(self.info()) {
+                Some(t) => t,
+                None => self.retune().unwrap_or_else(|e| {
+                    eprintln!("sparkle: the Vulkan autotune failed on {} ({e}); using defaults", self.info().name);
+                    Tuning::DEFAULT
+                }),
+            };
+            self.set_tuning(t);
+            t
+        })
     }
 
     /// Uses `t` from now on in this context (not saved).
@@ -86,30 +94,24 @@ impl Context {
     pub fn tile_rules(&self, dtype: TileDtype) -> TileRules {
         let slot = dtype as usize;
         let known = || self.tile_rules.lock().unwrap_or_else(|e| e.into_inner())[slot];
-        if let Some(r) = known() {
-            return r;
-        }
-        // One measurement at a time: a thread that waited here finds the rules known.
-        let _tuning = self.tile_tuning.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = known() {
-            return r;
-        }
-        let r = if TileRules::forced() {
-            TileRules::rule(dtype)
-        } else if let Some(r) = load_tiles(self.info(), dtype) {
-            r
-        } else {
-            self.retune_tiles(dtype).unwrap_or_else(|e| {
-                eprintln!(
-                    "sparkle: the Vulkan {} tile autotune failed on {} ({e}); using the rule",
-                    dtype.name(),
-                    self.info().name
-                );
+        measured_once(&self.tile_tuning, known, || {
+            let r = if TileRules::forced() {
                 TileRules::rule(dtype)
-            })
-        };
-        self.set_tile_rules(dtype, r);
-        r
+            } else if let Some(r) = load_tiles(self.info(), dtype) {
+                r
+            } else {
+                self.retune_tiles(dtype).unwrap_or_else(|e| {
+                    eprintln!(
+                        "sparkle: the Vulkan {} tile autotune failed on {} ({e}); using the rule",
+                        dtype.name(),
+                        self.info().name
+                    );
+                    TileRules::rule(dtype)
+                })
+            };
+            self.set_tile_rules(dtype, r);
+            r
+        })
     }
 
     /// Which of `dtype`'s tile choices this device makes: `(large, split)`, whether a larger
