@@ -8,7 +8,8 @@
 #
 #   [TIMED=1] firmware/profile.sh [CASES [LINES]]
 #
-# CASES: `int8`, `f32`, `int8 gemm`, one f32 GEMM alone (`gemm 16`, `gemm 32`, `gemm 64`) or one
+# CASES: `int8`, `f32`, `int8 gemm`, one f32 GEMM alone (`gemm 16`, `gemm 32`, `gemm 64`, `gemv 64`,
+# `gemv 256`) or one
 # int8 conv case's name as `main.rs` lists it (default
 # `int8`); LINES: source lines to print (default 40). Needs QEMU and binutils-arm-none-eabi
 # (`scripts/setup.sh` installs both). Seconds for one case, a few minutes for all.

@@ -316,37 +316,39 @@ fn ragged_gemm_case(m: usize, n: usize, k: usize, epi_kind: usize, b: &mut Buffe
 }
 
 /// GEMM `n x n x n`: fast kernel and naive reference timed in instructions, checked against f64.
-fn gemm_case(n: usize, b: &mut Buffers, syst: &mut cortex_m::peripheral::SYST) -> bool {
+fn gemm_case(m: usize, n: usize, k: usize, b: &mut Buffers, syst: &mut cortex_m::peripheral::SYST) -> bool {
     let ok = (|| {
-        let need = sparkle_core::gemm::scratch_len(n, n, n).ok()?;
-        if need > SCRATCH || n * n > MAX {
+        let need = sparkle_core::gemm::scratch_len(m, n, k).ok()?;
+        if need > SCRATCH || m * k > MAX || k * n > MAX || m * n > MAX {
             return None;
         }
-        fill(&mut b.input[..n * n], 4);
-        fill(&mut b.weight[..n * n], 5);
-        let a = MatRef::row_major(&b.input[..n * n], n, n).ok()?;
-        let bm = MatRef::row_major(&b.weight[..n * n], n, n).ok()?;
+        fill(&mut b.input[..m * k], 4);
+        fill(&mut b.weight[..k * n], 5);
+        let a = MatRef::row_major(&b.input[..m * k], m, k).ok()?;
+        let bm = MatRef::row_major(&b.weight[..k * n], k, n).ok()?;
         let scratch = &mut b.scratch[..];
-        let out = &mut b.output[..n * n];
+        let out = &mut b.output[..m * n];
         let mut result = Ok(sparkle_core::GemmDims { m: 0, n: 0, k: 0 });
         let fast = instructions(syst, || {
-            result = MatMut::row_major(out, n, n).and_then(|c| match STUB_F32 {
-                true => Ok(sparkle_core::GemmDims { m: n, n, k: n }),
+            result = MatMut::row_major(out, m, n).and_then(|c| match STUB_F32 {
+                true => Ok(sparkle_core::GemmDims { m, n, k }),
                 false => sparkle_core::gemm::gemm(1.0, a, bm, 0.0, c, &Epilogue::NONE, scratch),
             });
         });
         result.ok()?;
-        gemm_reference_f64(1.0, a, bm, 0.0, None, &Epilogue::NONE, &mut b.truth[..n * n]).ok()?;
-        let (err, _) = max_error(&b.output[..n * n], &b.truth[..n * n]);
+        gemm_reference_f64(1.0, a, bm, 0.0, None, &Epilogue::NONE, &mut b.truth[..m * n]).ok()?;
+        let (err, _) = max_error(&b.output[..m * n], &b.truth[..m * n]);
         let naive = instructions(syst, || {
-            if let Ok(c) = MatMut::row_major(&mut b.output[..n * n], n, n) {
+            if let Ok(c) = MatMut::row_major(&mut b.output[..m * n], m, n) {
                 let _ = gemm_reference(1.0, a, bm, 0.0, c, &Epilogue::NONE);
             }
         });
-        let macs = (n * n * n) as u32;
+        let macs = (m * n * k) as u32;
         hprintln!(
-            "  gemm {}^3 on {}: {} instructions, {}.{:02} per MAC (naive reference loop: {}.{:02})",
+            "  gemm {}x{}x{} on {}: {} instructions, {}.{:02} per MAC (naive reference loop: {}.{:02})",
+            m,
             n,
+            k,
             sparkle_core::arch::Kernel::best().id(),
             fast * 40,
             fast * 40 / macs,
@@ -354,10 +356,10 @@ fn gemm_case(n: usize, b: &mut Buffers, syst: &mut cortex_m::peripheral::SYST) -
             naive * 40 / macs,
             naive * 4000 / macs % 100
         );
-        Some(err <= tolerance(n))
+        Some(err <= tolerance(k))
     })()
     .unwrap_or(false);
-    hprintln!("{} gemm {}x{}x{}", if ok { "PASS" } else { "FAIL" }, n, n, n);
+    hprintln!("{} gemm {}x{}x{}", if ok { "PASS" } else { "FAIL" }, m, n, k);
     ok
 }
 
@@ -412,7 +414,7 @@ const fn same(a: &str, b: &str) -> bool {
 /// Whether the cases of a set (`f32`, `int8`) or one int8 case by name (`int8 gemm`, or a conv
 /// case's name as `main` lists it) run: all of them, unless the build names one
 /// (`SPARKLE_FIRMWARE_ONLY=int8` at build time), as `profile.sh` does to trace one case; `gemm 16`,
-/// `gemm 32` or `gemm 64` runs that f32 GEMM alone.
+/// `gemm 32`, `gemm 64`, `gemv 64` or `gemv 256` runs that f32 GEMM alone.
 fn wanted(set_or_name: &str) -> bool {
     option_env!("SPARKLE_FIRMWARE_ONLY").is_none_or(|only| only == set_or_name)
 }
@@ -469,11 +471,18 @@ fn main() -> ! {
             all &= conv_case(name, p, &mut b, &mut core.SYST);
         }
     }
-    // The timed GEMMs, each also alone (`profile.sh "gemm 32"`).
-    for (name, n) in [("gemm 16", 16), ("gemm 32", 32), ("gemm 64", 64)] {
+    // The timed GEMMs, each also alone (`profile.sh "gemm 32"`); two GEMVs (a linear layer at
+    // batch 1) on the streamed kernel.
+    for (name, (m, n, k)) in [
+        ("gemm 16", (16, 16, 16)),
+        ("gemm 32", (32, 32, 32)),
+        ("gemm 64", (64, 64, 64)),
+        ("gemv 64", (1, 64, 64)),
+        ("gemv 256", (1, 256, 16)),
+    ] {
         if wanted("f32") || wanted(name) {
             ran += 1;
-            all &= gemm_case(n, &mut b, &mut core.SYST);
+            all &= gemm_case(m, n, k, &mut b, &mut core.SYST);
         }
     }
     if wanted("f32") {
@@ -486,6 +495,13 @@ fn main() -> ! {
         // multiply-adds and from four columns; past either, to the blocked driver.
         all &= ragged_gemm_case(15, 14, 160, 0, &mut b);
         all &= ragged_gemm_case(6, 3, 5, 1, &mut b);
+        // At most three rows over a row-major B of twelve columns or more: the streamed kernel,
+        // strips of twelve (the last moved left), A column-major too; 3x7x5 is narrower (tiles).
+        all &= ragged_gemm_case(1, 15, 13, 0, &mut b);
+        all &= ragged_gemm_case(3, 7, 5, 1, &mut b);
+        all &= ragged_gemm_case(1, 12, 9, 2, &mut b);
+        all &= ragged_gemm_case(2, 13, 6, 3, &mut b);
+        all &= ragged_gemm_case(2, 16, 0, 0, &mut b);
         // An empty reduction: the Arm kernel's own any-stride loop, into C directly (whole
         // tiles, neither beta nor alpha) and through its local tile (edge tiles, beta).
         all &= ragged_gemm_case(8, 8, 0, 2, &mut b);

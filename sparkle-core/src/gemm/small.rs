@@ -28,15 +28,20 @@ use crate::arch::small::{DOTS_MAX_M, ROWS_MAX_M};
 use crate::view::MatRef;
 
 /// Whether the streamed path runs `A (m x k) * B` into C (`cs_c`): C's rows contiguous, and B
-/// row-major with at most [`ROWS_MAX_M`] rows, or B^T row-major with A row-major and at most
-/// [`DOTS_MAX_M`] rows.
+/// row-major with at most [`ROWS_MAX_M`] rows, or (not on 32-bit Arm) B^T row-major with A
+/// row-major and at most [`DOTS_MAX_M`] rows.
 pub(crate) fn takes(a: &MatRef<'_>, b: &MatRef<'_>, cs_c: usize) -> bool {
-    cs_c == 1 && (rows_fit(a, b) || dots_fit(a, b))
+    // The Cortex-M4's streamed kernel has the row-major form only (`arch/arm.rs`).
+    cs_c == 1 && (rows_fit(a, b) || (cfg!(not(target_arch = "arm")) && dots_fit(a, b)))
 }
+
+/// The narrowest B the row-major form takes on 32-bit Arm: the Cortex-M4's strips are twelve
+/// columns wide (the last moved left over columns already done).
+const ARM_ROWS_MIN_N: usize = 12;
 
 /// Whether the row-major form can run it.
 fn rows_fit(a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
-    b.cs() == 1 && a.rows() <= ROWS_MAX_M
+    b.cs() == 1 && a.rows() <= ROWS_MAX_M && (cfg!(not(target_arch = "arm")) || b.cols() >= ARM_ROWS_MIN_N)
 }
 
 /// Whether the dot-product form can run it.
@@ -48,7 +53,7 @@ fn dots_fit(a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
 /// (a `k x 1` B is both row- and column-major) and C is narrower than a vector, which the
 /// row-major form would run in one-lane loads and stores of C.
 pub(crate) fn dots(a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
-    dots_fit(a, b) && (!rows_fit(a, b) || b.cols() < 16)
+    cfg!(not(target_arch = "arm")) && dots_fit(a, b) && (!rows_fit(a, b) || b.cols() < 16)
 }
 
 /// The most multiply-adds ([`tiles_fit`]) a problem may have to run in register tiles straight
