@@ -473,7 +473,7 @@ unsafe fn row_strip_12(x: *const f32, cs_x: usize, w: *const f32, rs_w: usize, k
 /// epilogue a row at a time. The last strip moves left over columns already done where fewer than
 /// twelve remain (a B narrower than twelve columns stays on the other paths,
 /// `gemm::small::takes`). On the blocked driver a GEMV filled one row of each 4 x 4 tile: 9.2
-/// instructions per multiply-add at 1 x 64 x 64 (now 2.17), 14.8 at 1 x 256 x 16 (3.12).
+/// instructions per multiply-add at 1 x 64 x 64 (now 2.18), 14.8 at 1 x 256 x 16 (3.12).
 ///
 /// # Safety
 /// As [`crate::arch::small::small_body`] with the row-major form (`cs_b == 1`, not `dots`) and
