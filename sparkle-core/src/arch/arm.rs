@@ -433,26 +433,24 @@ unsafe fn row_strip_12(x: *const f32, cs_x: usize, w: *const f32, rs_w: usize, k
     // SAFETY: the loads are the caller's `k` steps, the store its twelve floats; `s0`-`s28` are
     // saved and restored by the block (see `tile_loop`).
     unsafe {
+        // One step: the A value and B's row loaded, `$op` into the twelve accumulators.
+        macro_rules! step {
+            ($op:literal) => {
+                concat!(
+                    "vldmia {x}, {{s28}}\nadd {x}, {x}, {cs}\nvldmia {w}, {{s16-s27}}\nadd {w}, {w}, {rs}\n",
+                    row!($op, "s0" "s1" "s2" "s3", "s28", "s16" "s17" "s18" "s19"),
+                    row!($op, "s4" "s5" "s6" "s7", "s28", "s20" "s21" "s22" "s23"),
+                    row!($op, "s8" "s9" "s10" "s11", "s28", "s24" "s25" "s26" "s27"),
+                    "subs {k}, {k}, #1\n",
+                )
+            };
+        }
         asm!(
             "vpush {{d0-d15}}",
-            "vldmia {x}, {{s28}}",
-            "add {x}, {x}, {cs}",
-            "vldmia {w}, {{s16-s27}}",
-            "add {w}, {w}, {rs}",
-            row!("vmul.f32", "s0" "s1" "s2" "s3", "s28", "s16" "s17" "s18" "s19"),
-            row!("vmul.f32", "s4" "s5" "s6" "s7", "s28", "s20" "s21" "s22" "s23"),
-            row!("vmul.f32", "s8" "s9" "s10" "s11", "s28", "s24" "s25" "s26" "s27"),
-            "subs {k}, {k}, #1",
+            step!("vmul.f32"),
             "beq 3f",
             "2:",
-            "vldmia {x}, {{s28}}",
-            "add {x}, {x}, {cs}",
-            "vldmia {w}, {{s16-s27}}",
-            "add {w}, {w}, {rs}",
-            row!("vfma.f32", "s0" "s1" "s2" "s3", "s28", "s16" "s17" "s18" "s19"),
-            row!("vfma.f32", "s4" "s5" "s6" "s7", "s28", "s20" "s21" "s22" "s23"),
-            row!("vfma.f32", "s8" "s9" "s10" "s11", "s28", "s24" "s25" "s26" "s27"),
-            "subs {k}, {k}, #1",
+            step!("vfma.f32"),
             "bne 2b",
             "3:",
             "vstmia {acc}, {{s0-s11}}",
