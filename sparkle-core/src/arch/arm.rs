@@ -20,7 +20,7 @@ use core::mem::MaybeUninit;
 use super::generic::{Scalar, GENERIC_KERNELS};
 use super::small::SmallArgs;
 use super::{act_is_scalar, activated, write_row, GemmKernel, Isa, Kernel, MicroArgs, Simd, TileBias};
-use crate::epilogue::{Activation, Bias};
+use crate::epilogue::Activation;
 
 /// `$op` (`vfma.f32` or `vmul.f32`) of one A value (`$a`) into one row of accumulators
 /// (`$c0`-`$c3`) with the four B values `$b0`-`$b3`.
@@ -383,11 +383,7 @@ unsafe fn armfpu_gemm_f32_4x4_tiles(p: &SmallArgs<'_>) {
             n: 4,
             alpha: p.alpha,
             beta: p.beta,
-            bias: match p.epi.bias {
-                Bias::None => TileBias::None,
-                Bias::Row(v) => TileBias::Row(v.as_ptr()),
-                Bias::Col(v) => TileBias::Col(v.as_ptr().wrapping_add(jj)),
-            },
+            bias: TileBias::at(&p.epi.bias, 0, jj),
             act: p.epi.activation,
         };
         let (base_a, base_c, row_bias) = (args.a, args.c, args.bias);
@@ -476,7 +472,7 @@ unsafe fn row_strip_12(x: *const f32, cs_x: usize, w: *const f32, rs_w: usize, k
 /// # Safety
 /// As [`crate::arch::small::small_body`] with the row-major form (`cs_b == 1`, not `dots`) and
 /// at least twelve columns in B (`p.cols.1 >= 12`), on an FPv4-SP FPU.
-unsafe fn armfpu_gemm_f32_rows(p: &super::small::SmallArgs<'_>) {
+unsafe fn armfpu_gemm_f32_rows(p: &SmallArgs<'_>) {
     debug_assert!(!p.dots && p.cs_b == 1);
     let (first, end) = p.cols;
     // Checked in release too: a strip moved left past column 0 would read before B.
@@ -485,12 +481,6 @@ unsafe fn armfpu_gemm_f32_rows(p: &super::small::SmallArgs<'_>) {
     for i in 0..p.m {
         // Wrapping: row i of A and of C (i < m); with `k == 0` A may be empty and is not read.
         let (x, c) = (p.a.wrapping_add(i * p.rs_a), p.c.wrapping_add(i * p.rs_c));
-        let bias = match p.epi.bias {
-            Bias::None => None,
-            // SAFETY: i < m indexes the validated bias (this call's rows).
-            Bias::Row(v) => Some((unsafe { v.as_ptr().add(i) }, 0)),
-            Bias::Col(v) => Some((v.as_ptr(), 1)),
-        };
         let mut j = first;
         while j < end {
             let jj = j.min(end - 12);
@@ -503,7 +493,7 @@ unsafe fn armfpu_gemm_f32_rows(p: &super::small::SmallArgs<'_>) {
                     row_strip_12(x, p.cs_a, p.b.add(jj), p.rs_b, p.k, acc.as_mut_ptr());
                 }
                 // Only the strip's new columns: those before j were written by the last strip.
-                let bias = bias.map(|(b, step)| (b.wrapping_add(step * j), step));
+                let bias = TileBias::at(&p.epi.bias, i, j).of_row(0);
                 write_row(&acc[j - jj..], c.add(j), 1, p.alpha, p.beta, bias, p.epi.activation);
             }
             j = jj + 12;

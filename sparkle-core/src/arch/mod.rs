@@ -308,10 +308,22 @@ pub(crate) enum TileBias {
 }
 
 impl TileBias {
+    /// `bias` (of a whole C) for the tile whose first element is `(i, j)`: its row values from
+    /// `i`, its column values from `j`. Wrapping: a pointer into the bias for `(i, j)` inside C,
+    /// read only under the kernels' contract.
+    #[inline(always)]
+    pub(crate) fn at(bias: &crate::epilogue::Bias<'_>, i: usize, j: usize) -> TileBias {
+        match bias {
+            crate::epilogue::Bias::None => TileBias::None,
+            crate::epilogue::Bias::Row(v) => TileBias::Row(v.as_ptr().wrapping_add(i)),
+            crate::epilogue::Bias::Col(v) => TileBias::Col(v.as_ptr().wrapping_add(j)),
+        }
+    }
+
     /// Row `i`'s bias for [`write_row`]: `(pointer, step)`, step 0 for one value for the row, 1 for
     /// one per column. A pointer inside the tile's bias values for `i < mr`.
     #[inline(always)]
-    fn of_row(self, i: usize) -> Option<(*const f32, usize)> {
+    pub(crate) fn of_row(self, i: usize) -> Option<(*const f32, usize)> {
         match self {
             TileBias::None => None,
             TileBias::Row(b) => Some((b.wrapping_add(i), 0)),

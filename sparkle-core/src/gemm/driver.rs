@@ -1108,13 +1108,8 @@ pub(crate) unsafe fn gemm_rect(
                                 // SAFETY: inside the packed A buffer.
                                 (unsafe { abuf.add((ir - packed_from) * kc_eff) }.cast_const(), 1, mr)
                             };
-                        args.bias = match bias {
-                            Bias::None => TileBias::None,
-                            // SAFETY: i < m and j < n index the validated bias vectors.
-                            Bias::Row(v) => TileBias::Row(unsafe { v.as_ptr().add(i) }),
-                            // SAFETY: as above.
-                            Bias::Col(v) => TileBias::Col(unsafe { v.as_ptr().add(j) }),
-                        };
+                        // i < m and j < n index the validated bias vectors.
+                        args.bias = TileBias::at(&bias, i, j);
                         // SAFETY: (i, j) is inside C.
                         args.c = unsafe { p.c.ptr().add(i * p.rs_c + j * p.cs_c) };
                         args.m = mr.min(rows.end - i);
